@@ -29,7 +29,9 @@ pub fn init() -> anyhow::Result<()> {
     let result = if json {
         builder.json().try_init()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }

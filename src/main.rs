@@ -76,7 +76,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Agent(args) => commands::agent::run(args, commands::agent::Roles::All).await,
-            Command::Kubelet(args) => commands::agent::run(args, commands::agent::Roles::Kubelet).await,
+            Command::Kubelet(args) => {
+                commands::agent::run(args, commands::agent::Roles::Kubelet).await
+            }
             Command::Proxy(args) => commands::proxy::run(args).await,
             Command::Get(args) => commands::get::run(args).await,
             Command::Describe(args) => commands::describe::run(args).await,
@@ -85,7 +87,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Image(args) => commands::image::run(args).await,
             Command::Version => commands::version::run(),
             // Dispatched in main() before the runtime starts; unreachable through clap.
-            Command::CniPlugin | Command::Shim => unreachable!("dispatched before argument parsing"),
+            Command::CniPlugin | Command::Shim => {
+                unreachable!("dispatched before argument parsing")
+            }
         }
     })
 }

@@ -19,5 +19,9 @@ pub struct AgentArgs {
 
 /// Runs the agent with the given roles.
 pub async fn run(_args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
-    super::not_implemented(if roles == Roles::All { "agent" } else { "kubelet" })
+    super::not_implemented(if roles == Roles::All {
+        "agent"
+    } else {
+        "kubelet"
+    })
 }
