@@ -39,98 +39,96 @@ fn sha256(data: &[u8]) -> String {
 fn registry_image_runc_smoke() -> anyhow::Result<()> {
     let tag = unique_tag("hs");
     let guard = LeakGuard::new(&tag);
-    {
-        let dir = TestDir::new(&tag)?;
-        let registry = TestRegistry::start(None)?;
-        let image = build_busybox_image(&dir.join("image"))?;
-        let reference = push_image(&registry, &image, "busybox", "latest")?;
-        ensure!(reference == format!("{}/busybox:latest", registry.host()));
+    let dir = TestDir::new(&tag)?;
+    let registry = TestRegistry::start(None)?;
+    let image = build_busybox_image(&dir.join("image"))?;
+    let reference = push_image(&registry, &image, "busybox", "latest")?;
+    ensure!(reference == format!("{}/busybox:latest", registry.host()));
 
-        // The manifest over plain HTTP, as any client would fetch it.
-        let mut resp = ureq::get(format!("{}/v2/busybox/manifests/latest", registry.url()))
-            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
-            .call()?;
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = resp.body_mut().read_to_vec()?;
-        ensure!(
-            sha256(&body) == image.manifest_digest,
-            "manifest digest mismatch"
-        );
-        ensure!(
-            header_digest == image.manifest_digest,
-            "Docker-Content-Digest {header_digest}"
-        );
-        let manifest: serde_json::Value = serde_json::from_slice(&body)?;
-        let layer_digest = manifest["layers"][0]["digest"]
-            .as_str()
-            .context("no layer")?;
-        ensure!(layer_digest == image.layer_digest);
-
-        // The layer blob, verified, unpacked into a bundle's rootfs.
-        let mut resp = ureq::get(format!(
-            "{}/v2/busybox/blobs/{layer_digest}",
-            registry.url()
-        ))
+    // The manifest over plain HTTP, as any client would fetch it.
+    let mut resp = ureq::get(format!("{}/v2/busybox/manifests/latest", registry.url()))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .call()?;
-        let layer = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()?;
-        ensure!(
-            sha256(&layer) == image.layer_digest,
-            "layer digest mismatch"
-        );
-        let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut tar_bytes)?;
-        ensure!(sha256(&tar_bytes) == image.diff_id, "diff_id mismatch");
-        let bundle = dir.join("bundle");
-        tar::Archive::new(&tar_bytes[..]).unpack(bundle.join("rootfs"))?;
+    let header_digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp.body_mut().read_to_vec()?;
+    ensure!(
+        sha256(&body) == image.manifest_digest,
+        "manifest digest mismatch"
+    );
+    ensure!(
+        header_digest == image.manifest_digest,
+        "Docker-Content-Digest {header_digest}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&body)?;
+    let layer_digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .context("no layer")?;
+    ensure!(layer_digest == image.layer_digest);
 
-        // runc in a fresh netns: `true` succeeds, a failing command's code comes back, and the
-        // container sees only the namespace's loopback.
-        let netns = Netns::new(&format!("{tag}-n"))?;
-        let runc_root = dir.join("runc");
-        let run_in_container = |id: &str, args: &[&str]| -> anyhow::Result<(i32, String)> {
-            std::fs::write(
-                bundle.join("config.json"),
-                serde_json::to_vec(&spec(args, &netns.path().to_string_lossy()))?,
-            )?;
-            let out = run(
-                Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["run", "--bundle"])
-                    .arg(&bundle)
-                    .arg(id),
-                Duration::from_secs(30),
-            )?;
-            Ok((
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            ))
-        };
-        let (code, _) = run_in_container(&format!("{tag}-true"), &["/bin/busybox", "true"])?;
-        ensure!(code == 0, "busybox true exited {code}");
-        let (code, _) = run_in_container(&format!("{tag}-exit"), &["/bin/sh", "-c", "exit 7"])?;
-        ensure!(code == 7, "exit 7 came back as {code}");
-        let (code, links) = run_in_container(&format!("{tag}-ip"), &["/bin/ip", "-o", "link"])?;
-        ensure!(code == 0, "ip link exited {code}");
-        let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
-        if names != ["lo"] {
-            bail!("container in a fresh netns sees links {names:?}");
-        }
-        let guard = guard.runc_root(&runc_root);
-        drop(netns);
-        drop(registry);
-        drop(dir);
-        return guard.check();
+    // The layer blob, verified, unpacked into a bundle's rootfs.
+    let mut resp = ureq::get(format!(
+        "{}/v2/busybox/blobs/{layer_digest}",
+        registry.url()
+    ))
+    .call()?;
+    let layer = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()?;
+    ensure!(
+        sha256(&layer) == image.layer_digest,
+        "layer digest mismatch"
+    );
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut tar_bytes)?;
+    ensure!(sha256(&tar_bytes) == image.diff_id, "diff_id mismatch");
+    let bundle = dir.join("bundle");
+    tar::Archive::new(&tar_bytes[..]).unpack(bundle.join("rootfs"))?;
+
+    // runc in a fresh netns: `true` succeeds, a failing command's code comes back, and the
+    // container sees only the namespace's loopback.
+    let netns = Netns::new(&format!("{tag}-n"))?;
+    let runc_root = dir.join("runc");
+    let run_in_container = |id: &str, args: &[&str]| -> anyhow::Result<(i32, String)> {
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec(args, &netns.path().to_string_lossy()))?,
+        )?;
+        let out = run(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(id),
+            Duration::from_secs(30),
+        )?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (code, _) = run_in_container(&format!("{tag}-true"), &["/bin/busybox", "true"])?;
+    ensure!(code == 0, "busybox true exited {code}");
+    let (code, _) = run_in_container(&format!("{tag}-exit"), &["/bin/sh", "-c", "exit 7"])?;
+    ensure!(code == 7, "exit 7 came back as {code}");
+    let (code, links) = run_in_container(&format!("{tag}-ip"), &["/bin/ip", "-o", "link"])?;
+    ensure!(code == 0, "ip link exited {code}");
+    let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    if names != ["lo"] {
+        bail!("container in a fresh netns sees links {names:?}");
     }
+    let guard = guard.runc_root(&runc_root);
+    drop(netns);
+    drop(registry);
+    drop(dir);
+    guard.check()
 }
 
 /// A minimal runtime spec: the given process, a fresh mount/pid/ipc/uts namespace, the given netns.
