@@ -1,0 +1,1 @@
+//! kubenode-bridge, kubenode's own CNI plugin.
