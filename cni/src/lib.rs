@@ -9,10 +9,10 @@
 //! - [`ensure_default_network`] writes a conflist for kubenode-bridge when a node has none.
 
 pub mod client;
-//mod default_network;
+mod default_network;
 pub mod plugin;
 pub mod spec;
 
 pub use client::{Attachment, ClientError, CniClient, CniConfig};
-//pub use default_network::{ensure_default_network, DefaultNetworkError, DEFAULT_CONFLIST_NAME};
+pub use default_network::{ensure_default_network, DefaultNetworkError, DEFAULT_CONFLIST_NAME};
 pub use spec::{CniResult, PluginErrorReply};
