@@ -1,1 +1,15 @@
-//! placeholder
+//! The kubelet half of kubenode: pod sources, validation, status, restart
+//! back-off, label selectors and events.
+//!
+//! The modules here are the container-free building blocks: each is pure
+//! logic (or has a small trait at its OS boundary) so that it can be unit
+//! tested without root. The pod worker, which drives the runtime and CNI,
+//! builds on them.
+
+pub mod backoff;
+pub mod config;
+pub mod events;
+pub mod selector;
+pub mod source;
+pub mod status;
+pub mod validation;
