@@ -6,6 +6,8 @@
 mod container;
 pub mod names;
 mod pod;
+#[cfg(test)]
+mod pod_tests;
 mod probe;
 pub mod quantity;
 
