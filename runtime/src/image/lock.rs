@@ -95,6 +95,24 @@ impl Locks {
     }
 }
 
+impl Locks {
+    /// The exclusive store lock if nobody (in any process) holds the store
+    /// lock right now; `None` otherwise. Never waits.
+    pub(crate) fn try_store_exclusive(&self) -> Option<StoreLock> {
+        let guard = self.gc.clone().try_write_owned().ok()?;
+        let file = lock_file(
+            &self.dir.join("store.lock"),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .ok()?;
+        Some(StoreLock {
+            _file: file,
+            _shared: None,
+            _exclusive: Some(guard),
+        })
+    }
+}
+
 async fn flock(path: PathBuf, arg: FlockArg) -> Result<Flock<File>> {
     let p = path.clone();
     tokio::task::spawn_blocking(move || lock_file(&p, arg))

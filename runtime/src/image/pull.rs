@@ -55,8 +55,23 @@ impl ImageStore {
     }
 
     /// Stores the image `source` serves under `name`. `pinned` is the digest
-    /// the top-level manifest must have, if the reference names one.
+    /// the top-level manifest must have, if the reference names one. On
+    /// failure, content fetched for it that no image uses is discarded.
     pub(crate) async fn ingest<S: ImageSource>(
+        &self,
+        source: &S,
+        name: &str,
+        pinned: Option<&str>,
+        progress: &Option<ProgressFn>,
+    ) -> Result<Image> {
+        let result = self.ingest_locked(source, name, pinned, progress).await;
+        if result.is_err() {
+            self.discard_unused().await;
+        }
+        result
+    }
+
+    async fn ingest_locked<S: ImageSource>(
         &self,
         source: &S,
         name: &str,

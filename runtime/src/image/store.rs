@@ -127,6 +127,24 @@ impl ImageStore {
         Ok(())
     }
 
+    /// After a failed pull or import: deletes what it fetched or unpacked
+    /// that no image uses, unless other pulls are running (they might need it;
+    /// a later `remove` collects it then).
+    pub(crate) async fn discard_unused(&self) {
+        let Some(_store) = self.locks.try_store_exclusive() else {
+            return;
+        };
+        let Ok(_index) = self.locks.key("index").await else {
+            return;
+        };
+        match self.index.load() {
+            Ok(refs) => self.collect_garbage(&refs),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the image index; skipping garbage collection")
+            }
+        }
+    }
+
     /// Points `name` at `entry` in the index (no write if unchanged).
     pub(crate) async fn set_ref(&self, name: &str, entry: Entry) -> Result<()> {
         let _index = self.locks.key("index").await?;

@@ -269,6 +269,10 @@ async fn a_tampered_blob_is_rejected_and_leaves_nothing() {
         .join(&layer_digest[7..])
         .exists());
     assert!(dir_entries(&root.path().join("snapshots")).is_empty());
+    assert!(
+        dir_entries(&root.path().join("images/blobs/sha256")).is_empty(),
+        "the config fetched is discarded too"
+    );
     assert!(store.get(NAME).unwrap().is_none());
 }
 
@@ -285,6 +289,7 @@ async fn a_wrong_diff_id_is_rejected_and_leaves_no_snapshot() {
         "{err}"
     );
     assert!(dir_entries(&root.path().join("snapshots")).is_empty());
+    assert!(dir_entries(&root.path().join("images/blobs/sha256")).is_empty());
     assert!(store.get(NAME).unwrap().is_none());
 }
 
