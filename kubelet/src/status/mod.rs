@@ -7,6 +7,8 @@
 mod conditions;
 mod containers;
 mod phase;
+#[cfg(test)]
+mod phase_tests;
 mod qos;
 #[cfg(test)]
 mod tests;
