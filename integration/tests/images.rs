@@ -40,6 +40,7 @@ fn main() {
         ),
         privileged("image_unknown_and_unreachable_are_typed", typed_errors),
         privileged("image_cli_pull_ls_rm_import", cli),
+        privileged("image_pull_with_basic_auth_from_config_json", basic_auth),
     ])
 }
 
@@ -480,5 +481,125 @@ fn cli() -> anyhow::Result<()> {
         &archive.display().to_string(),
     ])?;
     ensure!(store.get("kubenode.test/cli:1")?.is_some());
+    guard.check()
+}
+
+/// `kn:kubenode-pw` as bcrypt (cost 5), for the registry's htpasswd file.
+const HTPASSWD: &str = "kn:$2b$05$1LGjc/6lirrwtf2/KZc/I.gFJX53GIxyoKu4ONDZjiR0VeRpvTC56\n";
+
+/// A docker-registry requiring HTTP basic auth; killed on drop.
+struct AuthRegistry {
+    child: std::process::Child,
+    host: String,
+}
+
+impl AuthRegistry {
+    fn start(dir: &Path) -> anyhow::Result<AuthRegistry> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("htpasswd"), HTPASSWD)?;
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n\
+                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd: {{realm: kubenode-test, path: {}}}\n",
+                dir.join("data").display(),
+                dir.join("htpasswd").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let reg = AuthRegistry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+        };
+        let url = format!("http://{}/v2/", reg.host);
+        for _ in 0..75 {
+            let out = run(
+                Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]),
+                TIMEOUT,
+            )?;
+            if String::from_utf8_lossy(&out.stdout) == "401" {
+                return Ok(reg);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("the authenticated registry did not come up on {}", reg.host)
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn basic_auth() -> anyhow::Result<()> {
+    let tag = unique_tag("ia");
+    let guard = LeakGuard::new(&tag);
+    let dir = TestDir::new(&tag)?;
+    let registry = AuthRegistry::start(&dir.join("registry"))?;
+    let image = build_busybox_image(&dir.join("layout"))?;
+    let reference = format!("{}/private/busybox:1", registry.host);
+    run_ok(
+        Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "kn:kubenode-pw",
+            &format!("oci:{}:latest", image.layout_dir.display()),
+            &format!("docker://{reference}"),
+        ]),
+        TIMEOUT,
+    )?;
+
+    let store = ImageStore::open(dir.join("root"))?;
+    let mut options = PullOptions {
+        insecure_registries: vec![registry.host.clone()],
+        ..Default::default()
+    };
+    match block_on(store.pull(&reference, &options)) {
+        Err(e @ ImageError::Unauthorized { .. }) => {
+            ensure!(e.to_string().contains(&registry.host), "{e}")
+        }
+        other => bail!("anonymous pull: expected unauthorized, got {other:?}"),
+    }
+
+    use base64::Engine as _;
+    let write_auth = |name: &str, creds: &str| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(name);
+        let auth = base64::engine::general_purpose::STANDARD.encode(creds);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+                registry.host
+            ),
+        )?;
+        Ok(path)
+    };
+    options.auth_config_path = Some(write_auth("wrong.json", "kn:not-the-password")?);
+    match block_on(store.pull(&reference, &options)) {
+        Err(ImageError::Unauthorized { .. }) => {}
+        other => bail!("wrong password: expected unauthorized, got {other:?}"),
+    }
+
+    options.auth_config_path = Some(write_auth("config.json", "kn:kubenode-pw")?);
+    let pulled = block_on(store.pull(&reference, &options))?;
+    ensure!(pulled.manifest_digest == image.manifest_digest);
+    ensure!(pulled.layers[0].join("bin/busybox").is_file());
+    drop(registry);
     guard.check()
 }

@@ -3,6 +3,9 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static TEMP_FILES: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `data` to `path` atomically: readers see the old or the new file,
 /// never a partial one, also after a crash.
@@ -13,8 +16,9 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let n = TEMP_FILES.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{n}",
         name.to_string_lossy(),
         std::process::id()
     ));
