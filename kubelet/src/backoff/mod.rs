@@ -11,10 +11,12 @@
 mod clock;
 mod container;
 mod entry;
+mod image;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use container::{container_backoff_key, crash_loop_message, CrashBackoff, RestartDecision};
 pub use entry::Backoff;
+pub use image::{image_backoff_key, image_pull_backoff_message, ImageBackoff};
 
 use std::time::Duration;
 

@@ -12,12 +12,14 @@
 
 mod decode;
 mod defaults;
+mod diff;
 mod read;
 #[cfg(test)]
 mod tests;
 mod watch;
 
 pub use defaults::{apply_pod_defaults, default_pull_policy, make_static_pod, static_pod_uid};
+pub use diff::{diff_pods, PodChanges};
 pub use read::{read_dir_snapshot, read_dir_snapshot_at};
 pub use watch::{watch, Watcher};
 
@@ -72,6 +74,19 @@ impl SourceError {
             field: None,
             reason: reason.into(),
         }
+    }
+}
+
+/// Records every error of a snapshot as a `Warning` event
+/// `InvalidManifest` on the node, so that `kubenode get events` shows it.
+pub fn record_errors(recorder: &crate::events::Recorder, node_name: &str, errors: &[SourceError]) {
+    let node = crate::events::ObjectRef::node(node_name);
+    for e in errors {
+        recorder.warning(
+            &node,
+            crate::events::reason::INVALID_MANIFEST,
+            e.to_string(),
+        );
     }
 }
 

@@ -59,9 +59,9 @@ fn list(dir: &Path, snap: &mut Snapshot) -> Vec<PathBuf> {
 }
 
 /// As [`read_dir_snapshot`], with the `config.seen` time given.
-pub fn read_dir_snapshot_at(dir: &Path, node_name: &str, seen: Timestamp) -> Snapshot {
+pub fn read_dir_snapshot_at(dir: &Path, node_name: &str, seen_at: Timestamp) -> Snapshot {
     let mut snap = Snapshot::default();
-    let mut pod_names: HashMap<String, PathBuf> = HashMap::new();
+    let mut seen = Seen::default();
     for file in list(dir, &mut snap) {
         let meta = match std::fs::metadata(&file) {
             Ok(m) => m,
@@ -99,7 +99,7 @@ pub fn read_dir_snapshot_at(dir: &Path, node_name: &str, seen: Timestamp) -> Sna
                 continue;
             }
         };
-        read_file(&file, &text, node_name, seen, &mut pod_names, &mut snap);
+        read_file(&file, &text, node_name, seen_at, &mut seen, &mut snap);
     }
     snap
 }
@@ -126,8 +126,8 @@ fn read_file(
     file: &Path,
     text: &str,
     node: &str,
-    seen: Timestamp,
-    pod_names: &mut HashMap<String, PathBuf>,
+    seen_at: Timestamp,
+    seen: &mut Seen,
     snap: &mut Snapshot,
 ) {
     let (objects, errs) = decode_file(text);
@@ -157,7 +157,7 @@ fn read_file(
                     (doc, None) => PathBuf::from(format!("{}#{doc}", file.display())),
                     (doc, Some(i)) => PathBuf::from(format!("{}#{doc}.{i}", file.display())),
                 };
-                let pod = make_static_pod(*pod, node, &source, seen);
+                let pod = make_static_pod(*pod, node, &source, seen_at);
                 if let Err(errs) = validate_pod(&pod) {
                     snap.errors.extend(
                         errs.0
@@ -171,7 +171,7 @@ fn read_file(
                     pod.metadata.namespace.as_deref().unwrap_or_default(),
                     pod.metadata.name.as_deref().unwrap_or_default()
                 );
-                if let Some(first) = pod_names.get(&key) {
+                if let Some(first) = seen.pods.get(&key) {
                     let reason = format!(
                         "duplicate pod name {key:?} (first defined in {}), ignoring",
                         first.display()
@@ -184,12 +184,14 @@ fn read_file(
                     });
                     continue;
                 }
-                pod_names.insert(key, file.to_path_buf());
+                seen.pods.insert(key, file.to_path_buf());
                 snap.pods.push(pod);
             }
             Object::Service(mut svc) => {
                 default_meta(&mut svc.metadata);
-                match check_name(&svc.metadata) {
+                match check_name(&svc.metadata)
+                    .or_else(|| duplicate(&mut seen.services, &svc.metadata, file))
+                {
                     Some(fe) => snap.errors.push(fail(fe)),
                     None => {
                         default_service(&mut svc);
@@ -199,7 +201,9 @@ fn read_file(
             }
             Object::Endpoints(mut ep) => {
                 default_meta(&mut ep.metadata);
-                match check_name(&ep.metadata) {
+                match check_name(&ep.metadata)
+                    .or_else(|| duplicate(&mut seen.endpoints, &ep.metadata, file))
+                {
                     Some(fe) => snap.errors.push(fail(fe)),
                     None => {
                         for p in ep
@@ -214,6 +218,38 @@ fn read_file(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Names already taken in this read, with the file that took them.
+#[derive(Debug, Default)]
+struct Seen {
+    pods: HashMap<String, PathBuf>,
+    services: HashMap<String, PathBuf>,
+    endpoints: HashMap<String, PathBuf>,
+}
+
+/// Records `meta`'s `namespace/name` as taken, or reports the duplicate.
+fn duplicate(
+    taken: &mut HashMap<String, PathBuf>,
+    meta: &ObjectMeta,
+    file: &Path,
+) -> Option<FieldError> {
+    let key = format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    );
+    match taken.get(&key) {
+        Some(first) => Some(FieldError::invalid(
+            "metadata.name",
+            &key,
+            format!("already defined in {}, ignoring", first.display()),
+        )),
+        None => {
+            taken.insert(key, file.to_path_buf());
+            None
         }
     }
 }
