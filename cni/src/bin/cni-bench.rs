@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kubenode_cni::client::{PluginExec, PluginRequest, ProcessExec};
+use kubenode_cni::plugin::{NetOps, Rtnl, VethRequest};
 use serde_json::json;
 
 struct Cleanup {
@@ -86,6 +87,47 @@ async fn add_del(
         .await
         .map_err(|e| format!("{} DEL: {e}", case.label))?;
     Ok(t0.elapsed())
+}
+
+/// The kernel's share: veth create (peer in the pod) + delete over netlink from inside the node
+/// namespace, no process spawned. Runs on its own thread, which enters the node namespace.
+fn kernel_floor(node: &Path, pod: &Path, runs: usize) -> Result<Duration, String> {
+    let (node, pod) = (node.to_path_buf(), pod.to_path_buf());
+    std::thread::spawn(move || -> Result<Duration, String> {
+        let ns = std::fs::File::open(&node).map_err(|e| e.to_string())?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let net = Rtnl::new().map_err(|e| e.to_string())?;
+            let bridge = net
+                .ensure_bridge("knbfloor0", 1500, "10.251.3.1/24".parse().unwrap())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut samples = Vec::new();
+            for i in 0..runs {
+                let req = VethRequest {
+                    host: "knbfloorh".into(),
+                    pod: format!("fl{i}"),
+                    netns: pod.clone(),
+                    mtu: 1500,
+                    bridge: bridge.index,
+                    hairpin: true,
+                };
+                let t0 = Instant::now();
+                net.create_veth(&req).await.map_err(|e| e.to_string())?;
+                net.delete_link("knbfloorh")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                samples.push(t0.elapsed());
+            }
+            Ok(median(&mut samples))
+        })
+    })
+    .join()
+    .map_err(|_| "floor thread panicked".to_string())?
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -201,6 +243,11 @@ fn real_main() -> Result<(), String> {
             m_kn.as_secs_f64() / m_ref.as_secs_f64()
         );
     }
+    let floor = kernel_floor(Path::new(&format!("/run/netns/{node}")), &pod_path, runs)?;
+    println!(
+        "  kernel floor (veth create+delete over netlink, no process) median {:>6.2} ms",
+        floor.as_secs_f64() * 1e3
+    );
     drop(cleanup);
     Ok(())
 }
