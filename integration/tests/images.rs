@@ -41,6 +41,7 @@ fn main() {
         privileged("image_unknown_and_unreachable_are_typed", typed_errors),
         privileged("image_cli_pull_ls_rm_import", cli),
         privileged("image_pull_with_basic_auth_from_config_json", basic_auth),
+        privileged("image_pull_with_bearer_token_auth", bearer_auth),
     ])
 }
 
@@ -601,5 +602,172 @@ fn basic_auth() -> anyhow::Result<()> {
     ensure!(pulled.manifest_digest == image.manifest_digest);
     ensure!(pulled.layers[0].join("bin/busybox").is_file());
     drop(registry);
+    guard.check()
+}
+
+const TOKEN: &str = "kubenode-test-token";
+
+/// A registry front that speaks the distribution token flow: unauthenticated
+/// requests get a `Bearer` challenge pointing at its `/token` endpoint, which
+/// hands out [`TOKEN`] for the basic credentials `kn:kubenode-pw`; requests
+/// bearing the token are forwarded to `backend`. One thread per connection,
+/// each request answered with `Connection: close`.
+struct TokenRegistry {
+    host: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TokenRegistry {
+    fn start(backend: String) -> anyhow::Result<TokenRegistry> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let host = listener.local_addr()?.to_string();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (realm, flag) = (format!("http://{host}/token"), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (realm, backend) = (realm.clone(), backend.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_token_front(conn, &realm, &backend);
+                });
+            }
+        });
+        Ok(TokenRegistry { host, stop })
+    }
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(&self.host);
+    }
+}
+
+fn serve_token_front(
+    mut conn: std::net::TcpStream,
+    realm: &str,
+    backend: &str,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let request_line = head.first().cloned().unwrap_or_default();
+    let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
+    let auth = head
+        .iter()
+        .find_map(|h| {
+            h.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        })
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("kn:kubenode-pw")
+    );
+    let respond = |conn: &mut std::net::TcpStream, status: &str, extra: &str, body: &str| {
+        write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if path.starts_with("/token") {
+        if auth == basic {
+            respond(
+                &mut conn,
+                "200 OK",
+                "",
+                &format!(r#"{{"token":"{TOKEN}"}}"#),
+            )?;
+        } else {
+            respond(
+                &mut conn,
+                "401 Unauthorized",
+                "",
+                r#"{"details":"bad credentials"}"#,
+            )?;
+        }
+    } else if auth == format!("Bearer {TOKEN}") {
+        let mut upstream = std::net::TcpStream::connect(backend)?;
+        upstream.set_read_timeout(Some(TIMEOUT))?;
+        write!(
+            upstream,
+            "{request_line}\r\nHost: {backend}\r\nConnection: close\r\n"
+        )?;
+        for h in head.iter().skip(1) {
+            let name = h.split(':').next().unwrap_or_default().to_ascii_lowercase();
+            if !["host", "connection", "authorization"].contains(&name.as_str()) {
+                write!(upstream, "{h}\r\n")?;
+            }
+        }
+        write!(upstream, "\r\n")?;
+        std::io::copy(&mut upstream, &mut conn)?;
+    } else {
+        let challenge =
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"kubenode-test\"\r\n");
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        respond(&mut conn, "401 Unauthorized", &challenge, body)?;
+    }
+    Ok(())
+}
+
+fn bearer_auth() -> anyhow::Result<()> {
+    let fx = Fixture::new("ib")?;
+    let guard = LeakGuard::new(&fx.tag);
+    let front = TokenRegistry::start(fx.registry.host())?;
+    let reference = format!("{}/busybox:latest", front.host);
+    let store = ImageStore::open(fx.root())?;
+    let mut options = PullOptions {
+        insecure_registries: vec![front.host.clone()],
+        ..Default::default()
+    };
+    match block_on(store.pull(&reference, &options)) {
+        Err(ImageError::Unauthorized { .. }) => {}
+        other => bail!("anonymous pull: expected unauthorized, got {other:?}"),
+    }
+
+    // Basic credentials, exchanged for a token at the realm.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("kn:kubenode-pw");
+    let config = fx.dir.join("basic.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#,
+            front.host
+        ),
+    )?;
+    options.auth_config_path = Some(config);
+    let pulled = block_on(store.pull(&reference, &options))?;
+    ensure!(pulled.manifest_digest == fx.image.manifest_digest);
+
+    // A registry token from the config, used as is.
+    let other_root = fx.dir.join("root-token");
+    let store = ImageStore::open(&other_root)?;
+    let config = fx.dir.join("token.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths": {{"{}": {{"registrytoken": "{TOKEN}"}}}}}}"#,
+            front.host
+        ),
+    )?;
+    options.auth_config_path = Some(config);
+    let pulled = block_on(store.pull(&reference, &options))?;
+    ensure!(pulled.layers[0].join("bin/busybox").is_file());
+    drop(front);
     guard.check()
 }

@@ -179,3 +179,86 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use oci_client::errors::{DigestError, OciEnvelope, OciError};
+
+    use super::*;
+
+    fn map(e: OciDistributionError) -> ImageError {
+        map_error(&ImageReference::parse("registry:5000/app:1").unwrap(), e)
+    }
+
+    fn envelope(code: OciErrorCode) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: "m".into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "http://registry:5000/v2/app/manifests/1".into(),
+        }
+    }
+
+    #[test]
+    fn registry_errors_map_to_kubelet_categories() {
+        assert!(matches!(
+            map(envelope(OciErrorCode::ManifestUnknown)),
+            ImageError::NotFound { .. }
+        ));
+        assert!(matches!(
+            map(envelope(OciErrorCode::NameUnknown)),
+            ImageError::NotFound { .. }
+        ));
+        assert!(matches!(
+            map(envelope(OciErrorCode::Denied)),
+            ImageError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            map(envelope(OciErrorCode::Unauthorized)),
+            ImageError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            map(envelope(OciErrorCode::SizeInvalid)),
+            ImageError::Registry { .. }
+        ));
+        let unauthorized = OciDistributionError::UnauthorizedError { url: "u".into() };
+        match map(unauthorized) {
+            ImageError::Unauthorized {
+                registry,
+                reference,
+                ..
+            } => {
+                assert_eq!(registry, "registry:5000");
+                assert_eq!(reference, "registry:5000/app:1");
+            }
+            other => panic!("{other}"),
+        }
+        let not_found = OciDistributionError::ServerError {
+            code: 404,
+            url: "u".into(),
+            message: "gone".into(),
+        };
+        assert!(matches!(map(not_found), ImageError::NotFound { .. }));
+        let server = OciDistributionError::ServerError {
+            code: 503,
+            url: "u".into(),
+            message: "busy".into(),
+        };
+        assert!(matches!(map(server), ImageError::Registry { .. }));
+        let digest = OciDistributionError::DigestError(DigestError::VerificationError {
+            expected: "sha256:aa".into(),
+            actual: "sha256:bb".into(),
+        });
+        match map(digest) {
+            e @ ImageError::DigestMismatch { .. } => {
+                assert!(e.to_string().contains("sha256:aa"), "{e}");
+                assert_eq!(e.kubelet_reason(), "ErrImagePull");
+            }
+            other => panic!("{other}"),
+        }
+    }
+}
