@@ -70,10 +70,10 @@ pub(super) fn validate(
     }
     if let Some(p) = c.termination_message_policy.as_deref() {
         if !MESSAGE_POLICIES.contains(&p) {
-            errs.push(FieldError::not_supported(
+            errs.push(FieldError::invalid(
                 format!("{f}.terminationMessagePolicy"),
                 p,
-                MESSAGE_POLICIES,
+                "must be 'File' or 'FallbackToLogsOnError'",
             ));
         }
     }
@@ -139,21 +139,25 @@ fn ports(c: &Container, f: &str, errs: &mut Errors) {
     let mut seen = HashSet::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {
         let pf = format!("{f}.ports[{i}]");
-        if let Some(n) = p.name.as_deref() {
-            errs.name(&format!("{pf}.name"), n, port_name_errors(n));
-            if !seen.insert(n.to_owned()) {
+        if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            let msgs = port_name_errors(n);
+            if !msgs.is_empty() {
+                errs.name(&format!("{pf}.name"), n, msgs);
+            } else if !seen.insert(n.to_owned()) {
                 errs.push(FieldError::duplicate(format!("{pf}.name"), n));
             }
         }
-        if !(1..=65535).contains(&p.container_port) {
+        if p.container_port == 0 {
+            errs.push(FieldError::required(format!("{pf}.containerPort"), ""));
+        } else if !(1..=65535).contains(&p.container_port) {
             errs.push(FieldError::invalid(
                 format!("{pf}.containerPort"),
                 p.container_port,
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        if let Some(hp) = p.host_port {
-            if hp != 0 && !(1..=65535).contains(&hp) {
+        if let Some(hp) = p.host_port.filter(|hp| *hp != 0) {
+            if !(1..=65535).contains(&hp) {
                 errs.push(FieldError::invalid(
                     format!("{pf}.hostPort"),
                     hp,

@@ -8,15 +8,16 @@ use std::collections::HashSet;
 
 const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+/// Sorted, as upstream lists a `sets.Set` in the error.
 const HOST_PATH_TYPES: &[&str] = &[
     "",
-    "DirectoryOrCreate",
-    "Directory",
-    "FileOrCreate",
-    "File",
-    "Socket",
-    "CharDevice",
     "BlockDevice",
+    "CharDevice",
+    "Directory",
+    "DirectoryOrCreate",
+    "File",
+    "FileOrCreate",
+    "Socket",
 ];
 
 /// Validates a (defaulted) pod; all problems are reported together.

@@ -94,7 +94,10 @@ fn names() {
 #[test]
 fn ports_and_image() {
     one(|v| v["spec"]["containers"][0]["ports"][1]["containerPort"] = 70000.into(), "spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive");
-    one(|v| v["spec"]["containers"][0]["ports"][0]["containerPort"] = 0.into(), "spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive");
+    one(
+        |v| v["spec"]["containers"][0]["ports"][0]["containerPort"] = 0.into(),
+        "spec.containers[0].ports[0].containerPort: Required value",
+    );
     one(
         |v| v["spec"]["containers"][0]["ports"][1]["name"] = "http".into(),
         "spec.containers[0].ports[1].name: Duplicate value: \"http\"",
@@ -105,6 +108,10 @@ fn ports_and_image() {
     one(
         |v| v["spec"]["containers"][0]["image"] = " ".into(),
         "spec.containers[0].image: Required value",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["terminationMessagePolicy"] = "Always".into(),
+        "spec.containers[0].terminationMessagePolicy: Invalid value: \"Always\": must be 'File' or 'FallbackToLogsOnError'",
     );
     one(|v| v["spec"]["containers"][0]["imagePullPolicy"] = "Sometimes".into(), "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\"");
 }
@@ -135,7 +142,7 @@ fn volumes_and_mounts() {
         |v| v["spec"]["volumes"][1]["hostPath"]["path"] = "/srv/../etc".into(),
         "spec.volumes[1].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'",
     );
-    one(|v| v["spec"]["volumes"][1]["hostPath"]["type"] = "Pipe".into(), "spec.volumes[1].hostPath.type: Unsupported value: \"Pipe\": supported values: \"\", \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\"");
+    one(|v| v["spec"]["volumes"][1]["hostPath"]["type"] = "Pipe".into(), "spec.volumes[1].hostPath.type: Unsupported value: \"Pipe\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"");
     one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "configMap": {"name": "cm"}}), "spec.volumes[0].configMap: Forbidden: static pods may only use emptyDir, hostPath and nfs volumes");
     one(
         |v| v["spec"]["volumes"][0]["hostPath"] = serde_json::json!({"path": "/x"}),

@@ -154,14 +154,18 @@ fn http_get(h: &HTTPGetAction, f: &str, errs: &mut Errors) {
             ));
         }
     }
-    for (i, hd) in h.http_headers.iter().flatten().enumerate() {
+    for hd in h.http_headers.iter().flatten() {
         let ok = !hd.name.is_empty()
             && hd
                 .name
                 .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
-            errs.push(FieldError::invalid(format!("{f}.httpGet.httpHeaders[{i}].name"), &hd.name, "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')"));
+            errs.push(FieldError::invalid(
+                format!("{f}.httpGet.httpHeaders"),
+                &hd.name,
+                "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+            ));
         }
     }
 }
