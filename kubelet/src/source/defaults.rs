@@ -145,8 +145,8 @@ pub fn static_pod_uid(pod: &Pod, node_name: &str, source: &str) -> String {
 /// Rewrites a decoded pod into the static pod of `node_name` from `source`
 /// (a file path, with `#<n>` for documents after the first): API defaults,
 /// UID = content hash, name `<name>-<node>`, namespace `default` when
-/// unset, `spec.nodeName`, the config annotations, the NoExecute
-/// toleration and phase Pending.
+/// unset, `spec.nodeName`, the config annotations, `creationTimestamp` =
+/// `seen`, the NoExecute toleration and phase Pending.
 pub fn make_static_pod(mut pod: Pod, node_name: &str, source: &Path, seen: Timestamp) -> Pod {
     apply_pod_defaults(&mut pod);
     let node = node_name.to_lowercase();
@@ -157,6 +157,7 @@ pub fn make_static_pod(mut pod: Pod, node_name: &str, source: &Path, seen: Times
     };
     let meta = &mut pod.metadata;
     meta.uid = Some(uid.clone());
+    meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(seen));
     meta.name = Some(format!(
         "{}-{node}",
         meta.name.as_deref().unwrap_or_default()

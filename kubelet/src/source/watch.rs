@@ -58,6 +58,8 @@ impl Watcher {
         for pod in &mut snap.pods {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let first = *self.seen.get(&uid).unwrap_or(&now);
+            pod.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(first));
             if let Some(a) = pod.metadata.annotations.as_mut() {
                 a.insert(
                     CONFIG_SEEN_ANNOTATION.into(),

@@ -6,6 +6,9 @@
 
 mod conditions;
 mod containers;
+mod display;
+#[cfg(test)]
+mod display_tests;
 mod phase;
 #[cfg(test)]
 mod phase_tests;
@@ -18,6 +21,7 @@ pub use containers::{
     container_statuses, reason, terminated_reason, ObservedContainer, ObservedState, Terminated,
     START_ERROR_EXIT_CODE,
 };
+pub use display::{human_duration, pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
 pub use phase::{
     get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, FAILED,
     PENDING, RUNNING, SUCCEEDED, UNKNOWN,
