@@ -243,7 +243,16 @@ impl ImageStore {
         };
         sweep(self.blobs_dir(), &keep_blobs);
         sweep(self.snapshots_dir(), &keep_snapshots);
-        sweep(self.tmp_dir(), &HashSet::new());
+        // Archives being extracted for an import (outside the store lock)
+        // belong to live processes: keep those.
+        let live_imports: HashSet<String> = std::fs::read_dir(self.tmp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|name| import_owner_alive(name))
+            .collect();
+        sweep(self.tmp_dir(), &live_imports);
         let keep_locks: HashSet<String> = ["store.lock", "index.lock"]
             .iter()
             .map(|s| s.to_string())
@@ -276,6 +285,17 @@ impl ImageStore {
     }
 }
 
+/// Whether `name` is an `import-<pid>-<n>` directory of a running process.
+fn import_owner_alive(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("import-") else {
+        return false;
+    };
+    let pid = rest.split('-').next().unwrap_or_default();
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && Path::new("/proc").join(pid).exists()
+}
+
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     name: &str,
     what: &'static str,
@@ -286,4 +306,17 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
         what,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::import_owner_alive;
+
+    #[test]
+    fn only_live_processes_own_import_directories() {
+        assert!(import_owner_alive(&format!("import-{}-3", std::process::id())));
+        assert!(!import_owner_alive("import-4294967295-0"));
+        assert!(!import_owner_alive("import--0"));
+        assert!(!import_owner_alive(&format!("{}", "ab".repeat(32))));
+    }
 }

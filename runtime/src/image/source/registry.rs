@@ -149,10 +149,15 @@ fn map_error(reference: &ImageReference, e: OciDistributionError) -> ImageError 
             actual,
         },
         OciDistributionError::RequestError(ref re) if re.is_connect() || re.is_timeout() => {
+            let mut detail = error_chain(re);
+            if detail.contains("InvalidContentType") {
+                detail
+                    .push_str(" (the registry may speak plain HTTP: name it an insecure registry)");
+            }
             ImageError::Unreachable {
                 reference: reference_s,
                 registry,
-                detail: error_chain(re),
+                detail,
             }
         }
         OciDistributionError::RequestError(ref re) => ImageError::Registry {
