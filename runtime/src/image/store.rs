@@ -314,7 +314,10 @@ mod tests {
 
     #[test]
     fn only_live_processes_own_import_directories() {
-        assert!(import_owner_alive(&format!("import-{}-3", std::process::id())));
+        assert!(import_owner_alive(&format!(
+            "import-{}-3",
+            std::process::id()
+        )));
         assert!(!import_owner_alive("import-4294967295-0"));
         assert!(!import_owner_alive("import--0"));
         assert!(!import_owner_alive(&format!("{}", "ab".repeat(32))));
