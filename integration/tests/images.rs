@@ -180,6 +180,22 @@ fn pull_busybox() -> anyhow::Result<()> {
         count(&events, fetched) == 0 && count(&events, unpacked) == 0,
         "second pull did work: {events:?}"
     );
+    drop(events);
+
+    // By digest: the same content, stored under the digest reference.
+    let by_digest = format!(
+        "{}/busybox@{}",
+        fx.registry.host(),
+        fx.image.manifest_digest
+    );
+    let pinned = block_on(store.pull(&by_digest, &fx.options(None)))?;
+    ensure!(pinned.reference == by_digest && pinned.layers == image.layers);
+    ensure!(store.list()?.len() == 2);
+    let wrong = format!("{}/busybox@{}", fx.registry.host(), fx.image.config_digest);
+    ensure!(
+        block_on(store.pull(&wrong, &fx.options(None))).is_err(),
+        "a config digest is no manifest"
+    );
     drop(store);
     guard.check()
 }
