@@ -27,6 +27,8 @@ fn main() {
         }),
         privileged("cni_kubenode_bridge_50_concurrent_adds", concurrent_adds),
         privileged("cni_kubenode_bridge_two_nodes_no_nat", two_nodes),
+        privileged("cni_kubenode_bridge_status_and_gc", status_and_gc),
+        privileged("cni_default_network_end_to_end", default_network),
     ])
 }
 
@@ -34,6 +36,8 @@ fn main() {
 enum Plugin {
     Reference,
     Kubenode,
+    /// kubenode-bridge alone, spec 1.1.0 (STATUS and GC).
+    KubenodeOnly,
 }
 
 /// The kubenode binary (argv[0] dispatch), else the cni crate's standalone kubenode-bridge.
@@ -100,6 +104,11 @@ fn node(
             json!({"cniVersion":"1.0.0","name":"kn","plugins":[
                 {"type":"kubenode-bridge","bridge":bridge,"podCIDR":pod_cidr,"clusterCIDR":cluster_cidr,"dataDir":data_dir},
                 {"type":"portmap","capabilities":{"portMappings":true}}]})
+        }
+        Plugin::KubenodeOnly => {
+            symlink(kubenode_bridge_target()?, bin.join("kubenode-bridge"))?;
+            json!({"cniVersion":"1.1.0","name":"kn","plugins":[
+                {"type":"kubenode-bridge","bridge":bridge,"podCIDR":pod_cidr,"clusterCIDR":cluster_cidr,"dataDir":data_dir}]})
         }
     };
     std::fs::write(
@@ -446,6 +455,117 @@ fn two_nodes() -> anyhow::Result<()> {
         rt.block_on(a.client.del(&att_a))?;
         rt.block_on(b.client.del(&att_b))?;
         drop((pa, pb, a, b));
+    }
+    guard.check()
+}
+
+fn status_and_gc() -> anyhow::Result<()> {
+    let tag = unique_tag("cg");
+    let guard = LeakGuard::new(&tag);
+    {
+        let n = node(
+            &tag,
+            "n",
+            Plugin::KubenodeOnly,
+            "10.244.3.0/24",
+            "10.244.0.0/16",
+        )?;
+        let (p1, p2) = (
+            Netns::new(&format!("{tag}a"))?,
+            Netns::new(&format!("{tag}b"))?,
+        );
+        let rt = rt()?;
+        rt.block_on(n.client.status())?;
+        let versions = rt.block_on(n.client.versions())?;
+        ensure!(
+            versions[0]
+                .1
+                .supported_versions
+                .iter()
+                .any(|v| v == "1.1.0"),
+            "{versions:?}"
+        );
+        let (keep, stale) = (
+            attachment(&format!("{tag}-k"), &p1),
+            attachment(&format!("{tag}-s"), &p2),
+        );
+        let ip_keep = rt.block_on(n.client.add(&keep))?.pod_ips()[0];
+        rt.block_on(n.client.add(&stale))?;
+        ensure!(reservations(&n.data_dir).len() == 2, "two reservations");
+        rt.block_on(n.client.gc(std::slice::from_ref(&keep)))?;
+        ensure!(
+            reservations(&n.data_dir) == [ip_keep.to_string()],
+            "{:?}",
+            reservations(&n.data_dir)
+        );
+        let links = n.ns.sh("ip -o link show type veth")?;
+        ensure!(
+            links.lines().count() == 1,
+            "only the kept pod's veth is left: {links}"
+        );
+        let pod_links = p2.sh("ip -o link show")?;
+        ensure!(
+            !pod_links.contains("eth0"),
+            "the stale pod lost its interface: {pod_links}"
+        );
+        ping(&n.ns, ip_keep)?;
+        rt.block_on(n.client.del(&keep))?;
+        ensure!(reservations(&n.data_dir).is_empty(), "reservations left");
+        drop((p1, p2, n));
+    }
+    guard.check()
+}
+
+fn default_network() -> anyhow::Result<()> {
+    let tag = unique_tag("cd");
+    let guard = LeakGuard::new(&tag);
+    {
+        let n = node(
+            &tag,
+            "n",
+            Plugin::Reference,
+            "10.244.4.0/24",
+            "10.244.0.0/16",
+        )?;
+        std::fs::remove_file(n.dir.join("net.d/10-test.conflist"))?;
+        let bin = n.dir.join("bin");
+        let written = kubenode_cni::ensure_default_network(
+            &n.dir.join("net.d"),
+            &bin,
+            "10.244.4.0/24".parse()?,
+            Some("10.244.0.0/16".parse()?),
+            &kubenode_bridge_target()?,
+        )?;
+        ensure!(written, "the default network was written");
+        let mut list: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            n.dir
+                .join("net.d")
+                .join(kubenode_cni::DEFAULT_CONFLIST_NAME),
+        )?)?;
+        ensure!(
+            list["plugins"][1]["type"] == "portmap",
+            "portmap is chained: {list}"
+        );
+        // Keep the test's allocations and bridge inside its own directory and namespace.
+        list["plugins"][0]["dataDir"] = json!(n.data_dir);
+        list["plugins"][0]["bridge"] = json!(format!("{tag}br"));
+        std::fs::write(
+            n.dir
+                .join("net.d")
+                .join(kubenode_cni::DEFAULT_CONFLIST_NAME),
+            serde_json::to_vec(&list)?,
+        )?;
+        let pod = Netns::new(&format!("{tag}a"))?;
+        let att = attachment(&format!("{tag}-1"), &pod);
+        let rt = rt()?;
+        let result = rt.block_on(n.client.add(&att))?;
+        ensure!(
+            result.gateway() == Some("10.244.4.1".parse()?),
+            "{result:?}"
+        );
+        ping(&n.ns, result.pod_ips()[0])?;
+        rt.block_on(n.client.del(&att))?;
+        drop((pod, n));
     }
     guard.check()
 }
