@@ -133,6 +133,12 @@ pub enum ImageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The pull policy is `Never` and the image is not present.
+    #[error("image `{reference}` is not present with pull policy Never")]
+    NeverPull {
+        /// The image.
+        reference: String,
+    },
     /// The image is not in the local store (for `remove`).
     #[error("image `{reference}` is not present in the local store")]
     NotPresent {
@@ -154,10 +160,12 @@ pub enum ImageError {
 
 impl ImageError {
     /// The kubelet waiting reason for this error: `InvalidImageName` for an
-    /// unparsable reference, `ErrImagePull` for everything else.
+    /// unparsable reference, `ErrImageNeverPull` for a missing image under
+    /// policy `Never`, `ErrImagePull` for everything else.
     pub fn kubelet_reason(&self) -> &'static str {
         match self {
             ImageError::InvalidReference { .. } => "InvalidImageName",
+            ImageError::NeverPull { .. } => "ErrImageNeverPull",
             _ => "ErrImagePull",
         }
     }

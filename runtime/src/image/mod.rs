@@ -6,12 +6,10 @@
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), kubenode_runtime::image::ImageError> {
-//! use kubenode_runtime::image::{ImageStore, PullOptions};
+//! use kubenode_runtime::image::{PullPolicy, ImageStore, PullOptions};
 //! let store = ImageStore::open("/var/lib/kubenode")?;
-//! let image = match store.get("busybox:1.36")? {
-//!     Some(image) => image,
-//!     None => store.pull("busybox:1.36", &PullOptions::default()).await?,
-//! };
+//! let policy = PullPolicy::resolve(None, "busybox:1.36").expect("a known policy");
+//! let image = store.ensure("busybox:1.36", policy, &PullOptions::default()).await?;
 //! // image.layers: bottom layer first; overlay wants them reversed in lowerdir=.
 //! # Ok(()) }
 //! ```

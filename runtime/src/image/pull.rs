@@ -19,7 +19,7 @@ use super::source::{
     host_platform, select_platform, ImageSource, DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
 };
 use super::store::{parse, ImageStore};
-use super::{Image, ProgressFn, PullEvent, PullOptions};
+use super::{Image, ProgressFn, PullEvent, PullOptions, PullPolicy};
 
 /// Layers fetched and unpacked at the same time.
 const PARALLEL_LAYERS: usize = 3;
@@ -52,6 +52,27 @@ impl ImageStore {
             .await?;
         tracing::info!(image = %name, digest = %image.manifest_digest, size = image.size, "pulled image");
         Ok(image)
+    }
+
+    /// What the kubelet does before creating a container: the image under
+    /// `policy` (`Always` pulls, `IfNotPresent` pulls when missing, `Never`
+    /// fails with [`ImageError::NeverPull`] when missing).
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        options: &PullOptions,
+    ) -> Result<Image> {
+        if policy != PullPolicy::Always {
+            if let Some(image) = self.get(reference)? {
+                return Ok(image);
+            }
+            if policy == PullPolicy::Never {
+                let reference = ImageReference::parse(reference)?.to_string();
+                return Err(ImageError::NeverPull { reference });
+            }
+        }
+        self.pull(reference, options).await
     }
 
     /// Stores the image `source` serves under `name`. `pinned` is the digest

@@ -320,6 +320,6 @@ mod tests {
         )));
         assert!(!import_owner_alive("import-4294967295-0"));
         assert!(!import_owner_alive("import--0"));
-        assert!(!import_owner_alive(&format!("{}", "ab".repeat(32))));
+        assert!(!import_owner_alive(&"ab".repeat(32)));
     }
 }

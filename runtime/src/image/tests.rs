@@ -415,3 +415,52 @@ fn invalid_references_are_typed() {
     let err = store.get("UPPER/case").unwrap_err();
     assert_eq!(err.kubelet_reason(), "InvalidImageName");
 }
+
+#[tokio::test]
+async fn ensure_follows_the_pull_policy_without_touching_the_network_when_present() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let l1 = layer(&[("a", b"1")]);
+    let (source, digest) = image(&[&l1], None);
+    // Unreachable: any network access fails fast.
+    let options = PullOptions {
+        insecure_registries: vec!["127.0.0.1:1".into()],
+        ..Default::default()
+    };
+    let name = "127.0.0.1:1/app:1";
+
+    let err = store
+        .ensure(name, PullPolicy::Never, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kubelet_reason(), "ErrImageNeverPull", "{err}");
+    let err = store
+        .ensure(name, PullPolicy::IfNotPresent, &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Unreachable { .. }), "{err}");
+
+    store.ingest(&source, name, None, &None).await.unwrap();
+    for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+        assert_eq!(
+            store
+                .ensure(name, policy, &options)
+                .await
+                .unwrap()
+                .manifest_digest,
+            digest
+        );
+    }
+    let err = store
+        .ensure(name, PullPolicy::Always, &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::Unreachable { .. }),
+        "Always asks the registry: {err}"
+    );
+    assert!(
+        store.get(name).unwrap().is_some(),
+        "a failed re-pull keeps the image"
+    );
+}
