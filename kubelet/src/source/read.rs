@@ -2,7 +2,7 @@
 
 use super::decode::{decode_file, Object};
 use super::{make_static_pod, Snapshot, SourceError, MAX_MANIFEST_SIZE};
-use crate::validation::{names, validate_pod, FieldError};
+use crate::validation::{names, validate_endpoints, validate_pod, validate_service, FieldError};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -140,11 +140,11 @@ fn read_file(
         });
     }
     for d in objects {
-        let fail = |fe: FieldError| field_error(file, d.document, d.item, &fe);
+        let fail = |fe: &FieldError| field_error(file, d.document, d.item, fe);
         match d.object {
             Object::Pod(pod) => {
                 if pod.metadata.name.as_deref().is_none_or(str::is_empty) {
-                    snap.errors.push(fail(FieldError::required(
+                    snap.errors.push(fail(&FieldError::required(
                         "metadata.name",
                         "name is needed for the pod",
                     )));
@@ -192,10 +192,13 @@ fn read_file(
                 match check_name(&svc.metadata)
                     .or_else(|| duplicate(&mut seen.services, &svc.metadata, file))
                 {
-                    Some(fe) => snap.errors.push(fail(fe)),
+                    Some(fe) => snap.errors.push(fail(&fe)),
                     None => {
                         default_service(&mut svc);
-                        snap.services.push(*svc);
+                        match validate_service(&svc) {
+                            Ok(()) => snap.services.push(*svc),
+                            Err(errs) => snap.errors.extend(errs.0.iter().map(fail)),
+                        }
                     }
                 }
             }
@@ -204,7 +207,7 @@ fn read_file(
                 match check_name(&ep.metadata)
                     .or_else(|| duplicate(&mut seen.endpoints, &ep.metadata, file))
                 {
-                    Some(fe) => snap.errors.push(fail(fe)),
+                    Some(fe) => snap.errors.push(fail(&fe)),
                     None => {
                         for p in ep
                             .subsets
@@ -214,7 +217,10 @@ fn read_file(
                         {
                             p.protocol.get_or_insert_with(|| "TCP".into());
                         }
-                        snap.endpoints.push(*ep);
+                        match validate_endpoints(&ep) {
+                            Ok(()) => snap.endpoints.push(*ep),
+                            Err(errs) => snap.errors.extend(errs.0.iter().map(fail)),
+                        }
                     }
                 }
             }

@@ -278,3 +278,24 @@ async fn watch_delivers_changes_promptly() {
     std::fs::remove_file(d.path().join("web.yaml")).unwrap();
     assert!(recv(&mut rx).await.pods.is_empty());
 }
+
+#[test]
+fn invalid_services_and_endpoints_are_reported() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 70000}]}\n---\n\
+                apiVersion: v1\nkind: Endpoints\nmetadata: {name: db}\nsubsets: [{addresses: [{ip: nope}], ports: [{port: 5432}]}]\n";
+    let d = dir_with(&[("svc.yaml", text)]);
+    let s = read(d.path());
+    assert!(s.services.is_empty() && s.endpoints.is_empty());
+    let errs: Vec<String> = s
+        .errors
+        .iter()
+        .map(|e| format!("{:?} {}", e.document, e.field.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        errs,
+        vec![
+            "Some(0) spec.ports[0].port",
+            "Some(1) subsets[0].addresses[0].ip"
+        ]
+    );
+}

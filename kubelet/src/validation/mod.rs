@@ -10,8 +10,10 @@ mod pod;
 mod pod_tests;
 mod probe;
 pub mod quantity;
+mod service;
 
 pub use pod::validate_pod;
+pub use service::{validate_endpoints, validate_service};
 
 use std::fmt;
 

@@ -1,0 +1,224 @@
+//! Checks of the Service and Endpoints objects of the manifest directory
+//! (upstream `ValidateService` / `ValidateEndpoints`, the parts the proxy
+//! relies on).
+
+use super::names::*;
+use super::{Errors, FieldError, ValidationErrors};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+const AFFINITIES: &[&str] = &["ClientIP", "None"];
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+fn result(errs: Errors) -> Result<(), ValidationErrors> {
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs.0))
+    }
+}
+
+fn port_range(errs: &mut Errors, field: String, port: i32) {
+    if !(1..=65535).contains(&port) {
+        errs.push(FieldError::invalid(
+            field,
+            port,
+            "must be between 1 and 65535, inclusive",
+        ));
+    }
+}
+
+fn protocol(errs: &mut Errors, field: String, p: Option<&str>) {
+    if let Some(p) = p {
+        if !PROTOCOLS.contains(&p) {
+            errs.push(FieldError::not_supported(field, p, PROTOCOLS));
+        }
+    }
+}
+
+/// Validates a (defaulted) Service.
+pub fn validate_service(svc: &Service) -> Result<(), ValidationErrors> {
+    let mut errs = Errors::default();
+    let Some(spec) = &svc.spec else {
+        errs.push(FieldError::required("spec", ""));
+        return result(errs);
+    };
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !SERVICE_TYPES.contains(&type_) {
+        errs.push(FieldError::not_supported("spec.type", type_, SERVICE_TYPES));
+    }
+    if let Some(a) = spec.session_affinity.as_deref() {
+        if !AFFINITIES.contains(&a) {
+            errs.push(FieldError::not_supported(
+                "spec.sessionAffinity",
+                a,
+                AFFINITIES,
+            ));
+        }
+    }
+    let ips: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(spec.cluster_ip.as_deref())
+        .collect();
+    for (i, ip) in ips.iter().enumerate() {
+        if !ip.is_empty() && *ip != "None" && ip.parse::<IpAddr>().is_err() {
+            let field = if i < spec.cluster_ips.as_ref().map_or(0, Vec::len) {
+                format!("spec.clusterIPs[{i}]")
+            } else {
+                "spec.clusterIP".into()
+            };
+            errs.push(FieldError::invalid(
+                field,
+                *ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
+        }
+    }
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && type_ != "ExternalName" && spec.cluster_ip.as_deref() != Some("None") {
+        errs.push(FieldError::required("spec.ports", ""));
+    }
+    let mut names = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let f = format!("spec.ports[{i}]");
+        match p.name.as_deref().filter(|n| !n.is_empty()) {
+            None if ports.len() > 1 => errs.push(FieldError::required(format!("{f}.name"), "")),
+            None => {}
+            Some(n) => {
+                errs.name(&format!("{f}.name"), n, dns1123_label_errors(n));
+                if !names.insert(n) {
+                    errs.push(FieldError::duplicate(format!("{f}.name"), n));
+                }
+            }
+        }
+        port_range(&mut errs, format!("{f}.port"), p.port);
+        protocol(&mut errs, format!("{f}.protocol"), p.protocol.as_deref());
+        match &p.target_port {
+            Some(IntOrString::Int(t)) => port_range(&mut errs, format!("{f}.targetPort"), *t),
+            Some(IntOrString::String(s)) => {
+                errs.name(&format!("{f}.targetPort"), s, port_name_errors(s))
+            }
+            None => {}
+        }
+        if let Some(np) = p.node_port.filter(|n| *n != 0) {
+            port_range(&mut errs, format!("{f}.nodePort"), np);
+            if type_ == "ClusterIP" {
+                errs.push(FieldError::forbidden(
+                    format!("{f}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            }
+        }
+    }
+    for (k, v) in spec.selector.iter().flatten() {
+        errs.name("spec.selector", k, qualified_name_errors(k));
+        errs.name("spec.selector", v, label_value_errors(v));
+    }
+    result(errs)
+}
+
+/// Validates an Endpoints object.
+pub fn validate_endpoints(ep: &Endpoints) -> Result<(), ValidationErrors> {
+    let mut errs = Errors::default();
+    for (i, s) in ep.subsets.iter().flatten().enumerate() {
+        let f = format!("subsets[{i}]");
+        let all = s
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| ("addresses", a))
+            .chain(
+                s.not_ready_addresses
+                    .iter()
+                    .flatten()
+                    .map(|a| ("notReadyAddresses", a)),
+            );
+        for (j, (kind, a)) in all.enumerate() {
+            if a.ip.parse::<IpAddr>().is_err() {
+                errs.push(FieldError::invalid(
+                    format!("{f}.{kind}[{j}].ip"),
+                    &a.ip,
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ));
+            }
+        }
+        let ports = s.ports.as_deref().unwrap_or_default();
+        for (j, p) in ports.iter().enumerate() {
+            let pf = format!("{f}.ports[{j}]");
+            if ports.len() > 1 && p.name.as_deref().is_none_or(str::is_empty) {
+                errs.push(FieldError::required(format!("{pf}.name"), ""));
+            }
+            port_range(&mut errs, format!("{pf}.port"), p.port);
+            protocol(&mut errs, format!("{pf}.protocol"), p.protocol.as_deref());
+        }
+    }
+    result(errs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(v: serde_json::Value) -> Vec<String> {
+        let s: Service = serde_json::from_value(v).unwrap();
+        validate_service(&s)
+            .err()
+            .map(|e| e.0.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn services() {
+        let ok = serde_json::json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}});
+        assert!(svc(ok).is_empty());
+        let bad = serde_json::json!({"metadata": {"name": "web"}, "spec": {"type": "Magic", "clusterIP": "x", "sessionAffinity": "Sticky",
+            "ports": [{"port": 0}, {"port": 80, "name": "a", "protocol": "ICMP", "nodePort": 70000}]}});
+        assert_eq!(
+            svc(bad),
+            vec![
+                "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+                "spec.sessionAffinity: Unsupported value: \"Sticky\": supported values: \"ClientIP\", \"None\"",
+                "spec.clusterIP: Invalid value: \"x\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                "spec.ports[0].name: Required value",
+                "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                "spec.ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                "spec.ports[1].nodePort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            ]
+        );
+        let headless =
+            serde_json::json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}});
+        assert!(svc(headless).is_empty());
+        let cip = serde_json::json!({"metadata": {"name": "c"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        assert_eq!(
+            svc(cip),
+            vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let ep: Endpoints = serde_json::from_value(serde_json::json!({"metadata": {"name": "e"},
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "nope"}], "ports": [{"port": 80, "name": "a"}, {"port": 0}]}]}))
+        .unwrap();
+        let errs: Vec<String> = validate_endpoints(&ep)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "subsets[0].addresses[1].ip: Invalid value: \"nope\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                "subsets[0].ports[1].name: Required value",
+                "subsets[0].ports[1].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+            ]
+        );
+    }
+}
