@@ -295,6 +295,8 @@ fn invalid_services_and_endpoints_are_reported() {
         errs,
         vec![
             "Some(0) spec.ports[0].port",
+            // targetPort defaults to port, so it is out of range as well.
+            "Some(0) spec.ports[0].targetPort",
             "Some(1) subsets[0].addresses[0].ip"
         ]
     );
