@@ -138,6 +138,14 @@ pub fn generate_pod_status(
     }
 }
 
+/// The admission message when `maxPods` pods already run (upstream
+/// `InsufficientResourceError`).
+pub fn out_of_pods_message(used: usize, capacity: usize) -> String {
+    format!(
+        "Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
+    )
+}
+
 /// The status of a pod refused at admission (e.g. reason [`OUT_OF_PODS`]):
 /// phase Failed, `message` prefixed `Pod was rejected: ` as upstream.
 pub fn rejected_status(pod: &Pod, reason: &str, message: &str, now: Timestamp) -> PodStatus {

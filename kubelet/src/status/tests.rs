@@ -308,12 +308,7 @@ fn reasons_and_rejection() {
         "StartError"
     );
     let p = pod(spec("Always", &[], &["a"]));
-    let s = rejected_status(
-        &p,
-        OUT_OF_PODS,
-        "Node didn't have enough resource: pods, requested: 1, used: 110, capacity: 110",
-        ts(1),
-    );
+    let s = rejected_status(&p, OUT_OF_PODS, &out_of_pods_message(110, 110), ts(1));
     assert_eq!(s.phase.as_deref(), Some(FAILED));
     assert_eq!(s.reason.as_deref(), Some("OutOfpods"));
     assert!(s
