@@ -72,3 +72,24 @@ impl Host for SystemHost {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads this machine for real: loopback is always there.
+    #[test]
+    fn system_host_reads_this_machine() {
+        let host = SystemHost;
+        assert!(!host.hostname().unwrap().is_empty());
+        let ifs = host.interfaces().unwrap();
+        let lo = ifs
+            .iter()
+            .find(|i| i.loopback)
+            .expect("a loopback interface");
+        assert!(lo.addrs.contains(&"127.0.0.1".parse().unwrap()), "{lo:?}");
+        if let Some(dr) = host.default_route_interface().unwrap() {
+            assert!(ifs.iter().any(|i| i.name == dr), "{dr} not among {ifs:?}");
+        }
+    }
+}
