@@ -68,20 +68,10 @@ impl Runtime {
                 ExitRecord::read(&self.container_dir(&meta.id).join(EXIT)).map(|r| r.finished_at);
             return st;
         }
-        if let Some(rec) = ExitRecord::read(&self.container_dir(&meta.id).join(EXIT)) {
-            st.state = ContainerState::Exited;
-            st.exit_code = Some(rec.exit_code);
-            st.reason = Some(
-                if rec.oom_killed {
-                    "OOMKilled"
-                } else if rec.exit_code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                }
-                .into(),
-            );
-            st.finished_at = Some(rec.finished_at);
+        let exit_path = self.container_dir(&meta.id).join(EXIT);
+        let read_exit = || ExitRecord::read(&exit_path);
+        if let Some(rec) = read_exit() {
+            fill_exit(&mut st, rec);
             return st;
         }
         match self.oci.state(&meta.id) {
@@ -92,7 +82,11 @@ impl Runtime {
                     st.pid = Some(s.pid);
                 }
                 OciStatus::Stopped => {
-                    if process_alive(meta.shim_pid) {
+                    // Look at the shim first: if it is gone, the record it left is final.
+                    let shim_alive = process_alive(meta.shim_pid);
+                    if let Some(rec) = read_exit() {
+                        fill_exit(&mut st, rec);
+                    } else if shim_alive {
                         // The shim is still draining output; the record follows.
                         st.state = ContainerState::Running;
                     } else {
@@ -103,6 +97,11 @@ impl Runtime {
                     }
                 }
             },
+            Ok(None) if read_exit().is_some() => {
+                if let Some(rec) = read_exit() {
+                    fill_exit(&mut st, rec);
+                }
+            }
             Ok(None) => {
                 st.state = ContainerState::Exited;
                 st.exit_code = Some(255);
@@ -116,4 +115,18 @@ impl Runtime {
         }
         st
     }
+}
+
+fn fill_exit(st: &mut ContainerStatus, rec: ExitRecord) {
+    st.state = ContainerState::Exited;
+    st.exit_code = Some(rec.exit_code);
+    let reason = if rec.oom_killed {
+        "OOMKilled"
+    } else if rec.exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    st.reason = Some(reason.into());
+    st.finished_at = Some(rec.finished_at);
 }

@@ -26,23 +26,31 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Waits for `child` at most `timeout`, polling with a short growing sleep;
+/// Waits for `child` at most `timeout`, polling with a short sleep (≤ 0.5 ms
+/// for the first half second, then ≤ 10 ms);
 /// `None` on timeout (the child is left running).
 pub(crate) fn wait_timeout(
     child: &mut Child,
     timeout: Duration,
 ) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(200);
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
-        if Instant::now() >= deadline {
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
             return Ok(None);
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(10));
+        // Fine-grained while a quick command would finish, then back off.
+        let cap = if elapsed < Duration::from_millis(500) {
+            Duration::from_micros(500)
+        } else {
+            Duration::from_millis(10)
+        };
+        pause = (pause * 2).min(cap);
     }
 }
 

@@ -49,7 +49,20 @@ fn devnull_stdio(fd: i32) {
     }
 }
 
+/// Closes every descriptor above stderr that the agent let us inherit.
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; none above 2 is in use yet.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        for fd in 3..1024 {
+            // SAFETY: closing a descriptor we do not use; EBADF is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 fn child(args: &ShimArgs) -> i32 {
+    close_inherited_fds();
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_child_subreaper(true);
     devnull_stdio(0);
@@ -264,12 +277,15 @@ fn watch(
                     Ok(_) => {}
                     Err(Errno::EINTR) => {}
                     Err(_) => {
-                        // No children: the init was never reparented to us.
-                        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                            status = Some(WaitStatus::Exited(pid, 255));
-                            drain_until = Some(Instant::now() + DRAIN_LIMIT);
-                        } else if drain_until.is_none() && pipes.iter().all(|p| !p.open) {
-                            std::thread::sleep(Duration::from_millis(100));
+                        // No children left. If the init was never reaped by us
+                        // (it was not reparented to us), it is gone without a status.
+                        if status.is_none() {
+                            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                                status = Some(WaitStatus::Exited(pid, 255));
+                                drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                            } else if pipes.iter().all(|p| !p.open) {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
                         }
                         break;
                     }
