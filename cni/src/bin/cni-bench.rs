@@ -63,7 +63,7 @@ async fn add_del(
     pod: &Path,
     id: &str,
     bin_dir: &Path,
-) -> Result<Duration, String> {
+) -> Result<(Duration, Duration), String> {
     let stdin = serde_json::to_vec(&case.conf).map_err(|e| e.to_string())?;
     let mut req = PluginRequest {
         command: "ADD".into(),
@@ -81,12 +81,13 @@ async fn add_del(
         .map_err(|e| format!("{} ADD: {e}", case.label))?;
     let mut del_conf = case.conf.clone();
     del_conf["prevResult"] = serde_json::from_slice(&result).map_err(|e| e.to_string())?;
+    let add = t0.elapsed();
     req.command = "DEL".into();
     req.stdin = serde_json::to_vec(&del_conf).map_err(|e| e.to_string())?;
     exec.exec(&case.plugin, &req)
         .await
         .map_err(|e| format!("{} DEL: {e}", case.label))?;
-    Ok(t0.elapsed())
+    Ok((add, t0.elapsed() - add))
 }
 
 /// The kernel's share: veth create (peer in the pod) + delete over netlink from inside the node
@@ -212,9 +213,10 @@ fn real_main() -> Result<(), String> {
     for masq in [false, true] {
         let cases = [reference(masq), ours(masq)];
         let mut samples = [Vec::new(), Vec::new()];
+        let mut adds: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         for i in 0..runs + 3 {
             for (c, case) in cases.iter().enumerate() {
-                let d = rt.block_on(add_del(
+                let (add, del) = rt.block_on(add_del(
                     &exec,
                     case,
                     &pod_path,
@@ -222,25 +224,45 @@ fn real_main() -> Result<(), String> {
                     &ref_dir,
                 ))?;
                 if i >= 3 {
-                    samples[c].push(d); // the first 3 runs warm caches and create the bridges
+                    // the first 3 runs warm caches and create the bridges
+                    samples[c].push(add + del);
+                    adds[c].push(add);
                 }
             }
         }
         let m_ref = median(&mut samples[0]);
         let m_kn = median(&mut samples[1]);
-        println!(
-            "  {:<42} median {:>8.2} ms",
-            cases[0].label,
-            m_ref.as_secs_f64() * 1e3
-        );
-        println!(
-            "  {:<42} median {:>8.2} ms",
-            cases[1].label,
-            m_kn.as_secs_f64() * 1e3
-        );
+        for (c, m) in [m_ref, m_kn].into_iter().enumerate() {
+            let add = median(&mut adds[c]);
+            println!(
+                "  {:<42} median {:>7.2} ms (ADD {:.2} ms)",
+                cases[c].label,
+                m.as_secs_f64() * 1e3,
+                add.as_secs_f64() * 1e3
+            );
+        }
         println!(
             "  ratio kubenode/reference = {:.2} (target <= 0.50)",
             m_kn.as_secs_f64() / m_ref.as_secs_f64()
+        );
+    }
+    for case in [reference(false), ours(false)] {
+        let req = PluginRequest {
+            command: "VERSION".into(),
+            stdin: b"{\"cniVersion\":\"1.0.0\"}".to_vec(),
+            ..Default::default()
+        };
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            rt.block_on(exec.exec(&case.plugin, &req))
+                .map_err(|e| e.to_string())?;
+            samples.push(t0.elapsed());
+        }
+        println!(
+            "  process floor: VERSION of {:<30} median {:>6.2} ms",
+            case.plugin.display(),
+            median(&mut samples).as_secs_f64() * 1e3
         );
     }
     let floor = kernel_floor(Path::new(&format!("/run/netns/{node}")), &pod_path, runs)?;

@@ -94,8 +94,10 @@ impl Iptables {
                 msg: e.to_string(),
             }),
             Ok(Ok(out)) if out.status.success() => Ok(true),
-            // -C exits 1 when the rule does not exist; other codes are real errors.
-            Ok(Ok(out)) if out.status.code() == Some(1) && args.iter().any(|a| a == "-C") => {
+            // -C and -D exit 1 when the rule does not exist; other codes are real errors.
+            Ok(Ok(out))
+                if out.status.code() == Some(1) && args.iter().any(|a| a == "-C" || a == "-D") =>
+            {
                 Ok(false)
             }
             Ok(Ok(out)) => Err(FirewallError {
@@ -115,14 +117,10 @@ impl Firewall for Iptables {
     }
 
     async fn remove_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError> {
-        // Bounded: a rule added twice by hand is removed as well.
-        for _ in 0..8 {
-            if !self.run(&rule("-C", cluster)).await? {
-                break;
-            }
-            self.run(&rule("-D", cluster)).await?;
-        }
-        Ok(())
+        // One exec: -D of an absent rule exits 1, which is what an idempotent DEL wants. The rule
+        // is only ever added after a -C under the allocation store's lock, so there are no
+        // duplicates of ours to chase.
+        self.run(&rule("-D", cluster)).await.map(|_| ())
     }
 }
 
