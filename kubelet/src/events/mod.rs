@@ -4,6 +4,10 @@
 //! upstream event correlator does; only the most recent [`DEFAULT_CAPACITY`]
 //! are kept in memory.
 
+mod display;
+
+pub use display::{describe_event, event_row, EventRow, DESCRIBE_EVENT_COLUMNS, EVENT_COLUMNS};
+
 use crate::backoff::Clock;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
