@@ -6,8 +6,11 @@
 use crate::alloc::{AllocError, Allocator};
 use crate::conntrack::{stale_flows, udp_state, Conntrack, UdpState};
 use crate::iptables::Firewall;
-use crate::model::{endpoints_from_pods, service_ports, EndpointSet, Ipv4Cidr, ServicePortInfo};
-use crate::rules::{generate, RulesConfig, Ruleset, Table, CANARY_CHAIN};
+use crate::model::{
+    endpoints_from_pods, service_ports, Endpoint, EndpointSet, Ipv4Cidr, ServicePortInfo,
+    ServicePortName,
+};
+use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use std::collections::BTreeMap;
@@ -98,6 +101,22 @@ pub struct Proxy {
     udp: UdpState,
     route_localnet: bool,
     status: Arc<Mutex<ProxyStatus>>,
+    generator: Generator,
+    resolved: Resolved,
+    services_dirty: bool,
+    endpoints_dirty: bool,
+    pods_dirty: bool,
+}
+
+/// Inputs resolved by the last [`Proxy::desired`].
+#[derive(Debug, Default)]
+struct Resolved {
+    services: Vec<Service>,
+    svc_ports: Vec<((String, String), Vec<ServicePortInfo>)>,
+    ports: Vec<ServicePortInfo>,
+    errors: Vec<String>,
+    manual_src: BTreeMap<(String, String), (Endpoints, EndpointSet)>,
+    eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
 
 impl Proxy {
@@ -123,22 +142,30 @@ impl Proxy {
             udp: UdpState::new(),
             route_localnet: false,
             status: Arc::default(),
+            generator: Generator::default(),
+            resolved: Resolved::default(),
+            services_dirty: true,
+            endpoints_dirty: true,
+            pods_dirty: true,
         })
     }
 
     /// Replaces the set of Services.
     pub fn update_services(&mut self, services: Vec<Service>) {
         self.services = services;
+        self.services_dirty = true;
     }
 
     /// Replaces the manual `Endpoints` objects (used for Services without a selector).
     pub fn update_endpoints(&mut self, endpoints: Vec<Endpoints>) {
         self.endpoints = endpoints;
+        self.endpoints_dirty = true;
     }
 
     /// Replaces the node's pods (endpoints of Services with a selector come from them).
     pub fn update_pods(&mut self, pods: Vec<Pod>) {
         self.pods = pods;
+        self.pods_dirty = true;
     }
 
     /// A snapshot of what the proxy serves.
@@ -150,48 +177,78 @@ impl Proxy {
     }
 
     /// Allocates, resolves endpoints and computes the desired ruleset (no I/O but the
-    /// allocation state file).
-    pub fn desired(
-        &mut self,
-    ) -> (
-        Ruleset,
-        Vec<ServicePortInfo>,
-        BTreeMap<crate::model::ServicePortName, Vec<crate::model::Endpoint>>,
-    ) {
-        let (services, alloc_errors) = self.allocator.allocate(&self.services);
-        let mut errors: Vec<String> = alloc_errors.iter().map(|e| e.to_string()).collect();
-        let mut sets: BTreeMap<(String, String), EndpointSet> = self
-            .endpoints
-            .iter()
-            .map(EndpointSet::from_endpoints)
-            .map(|s| ((s.namespace.clone(), s.name.clone()), s))
-            .collect();
-        for s in endpoints_from_pods(&services, &self.pods, &self.cfg.node_name) {
-            sets.insert((s.namespace.clone(), s.name.clone()), s);
-        }
-        let mut ports = Vec::new();
-        let mut eps = BTreeMap::new();
-        for svc in &services {
-            match service_ports(svc) {
-                Ok(p) => {
-                    let (ns, name) = crate::model::service::service_key(svc);
-                    if let Some(set) = sets.get(&(ns, name)) {
-                        set.for_ports(&p, &self.cfg.node_name, &mut eps);
-                    }
-                    ports.extend(p);
+    /// allocation state file). Work is redone only for inputs that changed since the last call.
+    pub fn desired(&mut self) -> Ruleset {
+        let r = &mut self.resolved;
+        if self.services_dirty {
+            let (services, alloc_errors) = self.allocator.allocate(&self.services);
+            r.errors = alloc_errors.iter().map(|e| e.to_string()).collect();
+            r.svc_ports.clear();
+            for svc in &services {
+                match service_ports(svc) {
+                    Ok(p) => r
+                        .svc_ports
+                        .push((crate::model::service::service_key(svc), p)),
+                    Err(e) => r.errors.push(e.to_string()),
                 }
-                Err(e) => errors.push(e.to_string()),
+            }
+            r.ports = r
+                .svc_ports
+                .iter()
+                .flat_map(|(_, p)| p.iter().cloned())
+                .collect();
+            for e in &r.errors {
+                tracing::warn!(error = %e, "service not programmed");
+            }
+            r.services = services;
+        }
+        if self.endpoints_dirty {
+            // Re-parse only the Endpoints objects that changed.
+            let mut old = std::mem::take(&mut r.manual_src);
+            for ep in std::mem::take(&mut self.endpoints) {
+                let key = (
+                    ep.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".to_string()),
+                    ep.metadata.name.clone().unwrap_or_default(),
+                );
+                let set = match old.remove(&key) {
+                    Some((prev, set)) if prev == ep => set,
+                    _ => EndpointSet::from_endpoints(&ep),
+                };
+                r.manual_src.insert(key, (ep, set));
             }
         }
-        for e in &errors {
-            tracing::warn!(error = %e, "service not programmed");
+        if self.services_dirty || self.endpoints_dirty || self.pods_dirty {
+            let from_pods: BTreeMap<(String, String), EndpointSet> =
+                endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
+                    .into_iter()
+                    .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+                    .collect();
+            r.eps.clear();
+            for (key, ports) in &r.svc_ports {
+                if let Some(set) = from_pods
+                    .get(key)
+                    .or_else(|| r.manual_src.get(key).map(|(_, s)| s))
+                {
+                    set.for_ports(ports, &self.cfg.node_name, &mut r.eps);
+                }
+            }
+            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            if self.services_dirty {
+                st.services = r.services.clone();
+                st.errors = r.errors.clone();
+            }
+            let mut sets: BTreeMap<&(String, String), &EndpointSet> =
+                r.manual_src.iter().map(|(k, (_, s))| (k, s)).collect();
+            sets.extend(from_pods.iter());
+            st.endpoints = sets.into_values().cloned().collect();
         }
-        let rs = generate(&self.cfg.rules, &ports, &eps);
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.services = services;
-        st.endpoints = sets.into_values().collect();
-        st.errors = errors;
-        (rs, ports, eps)
+        self.services_dirty = false;
+        self.endpoints_dirty = false;
+        self.pods_dirty = false;
+        self.generator.generate(&self.cfg.rules, &r.ports, &r.eps)
     }
 
     /// Makes the next sync full.
@@ -213,7 +270,7 @@ impl Proxy {
     pub fn sync(&mut self) -> Result<SyncReport, ProxyError> {
         let span = tracing::info_span!("proxy_sync", full = self.syncer.needs_full());
         let _g = span.enter();
-        let (rs, ports, eps) = self.desired();
+        let rs = self.desired();
         if self.cfg.rules.localhost_enabled() && !self.route_localnet {
             self.syncer.firewall().enable_route_localnet()?;
             self.route_localnet = true;
@@ -243,7 +300,7 @@ impl Proxy {
                 "synced proxy rules"
             );
         }
-        let udp = udp_state(&ports, &eps);
+        let udp = udp_state(&self.resolved.ports, &self.resolved.eps);
         for f in stale_flows(&self.udp, &udp) {
             if let Err(e) = self.conntrack.delete_udp(&f) {
                 tracing::warn!(error = %e, "stale UDP flows not cleared");

@@ -34,7 +34,7 @@ fn ruleset(cfg: ProxyConfig, yaml: &str) -> Ruleset {
     proxy.update_endpoints(e);
     proxy.update_pods(p);
     let status_errors = {
-        let (rs, _, _) = proxy.desired();
+        let rs = proxy.desired();
         assert!(
             proxy.status().errors.is_empty(),
             "{:?}",
@@ -81,7 +81,7 @@ spec: {clusterIP: 172.30.0.41, ports: [{name: p80, port: 80}]}
 ---
 kind: Endpoints
 metadata: {name: svc1, namespace: ns1}
-subsets: [{addresses: [{ip: 10.180.0.1}, {ip: 10.180.0.2}], ports: [{name: p80, port: 80}]}]
+subsets: [{addresses: [{ip: 10.180.0.1, nodeName: node1}, {ip: 10.180.0.2}], ports: [{name: p80, port: 80}]}]
 ---
 kind: Service
 metadata: {name: svc2, namespace: ns2}

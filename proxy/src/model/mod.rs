@@ -67,7 +67,7 @@ impl fmt::Display for ServicePortName {
 }
 
 /// One port of one Service, with every address the node must answer on.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ServicePortInfo {
     /// `ns/name:port`.
     pub name: ServicePortName,

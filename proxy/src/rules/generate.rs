@@ -1,10 +1,15 @@
-//! Builds the [`Ruleset`] from Services and endpoints. Pure: no I/O, deterministic output.
+//! Builds the [`Ruleset`] from Services and endpoints: deterministic, no I/O. A [`Generator`]
+//! memoizes each bucket chain by a hash of its inputs, so a sync after a small change renders
+//! only the buckets that changed (and the syncer compares those hashes instead of the text).
 
 use super::names::{hairpin_bucket, nodeport_bucket, sep_name, svc_bucket};
 use super::{Jump, RulesConfig, Ruleset, Table, CANARY_CHAIN, HINT_CHAIN};
-use crate::model::{Endpoint, Ipv4Cidr, ServicePortInfo, ServicePortName};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::model::{Endpoint, Ipv4Cidr, Protocol, ServicePortInfo, ServicePortName};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 const SERVICES: &str = "KUBE-SERVICES";
 const EXTERNAL: &str = "KUBE-EXTERNAL-SERVICES";
@@ -25,163 +30,255 @@ pub fn generate(
     services: &[ServicePortInfo],
     endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
 ) -> Ruleset {
-    let mut rs = Ruleset::default();
-    fixed_chains(cfg, &mut rs);
-
-    let mut sorted: Vec<&ServicePortInfo> = services.iter().collect();
-    sorted.sort_by(|a, b| (&a.name, a.protocol).cmp(&(&b.name, b.protocol)));
-
-    let mut dst_buckets: BTreeMap<Ipv4Cidr, String> = BTreeMap::new();
-    let mut np_buckets: BTreeMap<(crate::model::Protocol, u16), (String, u16)> = BTreeMap::new();
-    let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let none = Vec::new();
-    for sp in sorted {
-        let all = endpoints.get(&sp.name).unwrap_or(&none);
-        let ready: Vec<&Endpoint> = all.iter().filter(|e| e.ready).collect();
-        let local: Vec<&Endpoint> = ready.iter().copied().filter(|e| e.local).collect();
-        hairpin.extend(ready.iter().map(|e| e.ip));
-        let name = sp.name.to_string();
-        let p = sp.protocol.lower();
-
-        // ClusterIP.
-        let m = format!("-d {}/32 -p {p} -m {p} --dport {}", sp.cluster_ip, sp.port);
-        if ready.is_empty() {
-            rs.add(
-                Table::Filter,
-                SERVICES,
-                format!(
-                    "{} {m} -j REJECT",
-                    comment(&format!("{name} has no endpoints"))
-                ),
-            );
-        } else {
-            let (chain, net) = svc_bucket(sp.cluster_ip, cfg.bucket_prefix);
-            dst_buckets.insert(net, chain.clone());
-            let c = comment(&format!("{name} cluster IP"));
-            if cfg.masquerade_all {
-                rs.add(Table::Nat, &chain, format!("{c} {m} -j {MARK_MASQ}"));
-            } else if let Some(cidr) = cfg.cluster_cidr {
-                rs.add(
-                    Table::Nat,
-                    &chain,
-                    format!("{c} {m} ! -s {cidr} -j {MARK_MASQ}"),
-                );
-            }
-            ladder(&mut rs, &chain, &m, sp, &ready);
-        }
-
-        // External IPs.
-        for ip in &sp.external_ips {
-            let m = format!("-d {ip}/32 -p {p} -m {p} --dport {}", sp.port);
-            let (chain, net) = svc_bucket(*ip, cfg.bucket_prefix);
-            if external(cfg, &mut rs, &chain, &m, &m, sp, &ready, &local) {
-                dst_buckets.insert(net, chain);
-            }
-        }
-
-        // NodePort.
-        if let Some(np) = sp.node_port {
-            let m = format!("-p {p} -m {p} --dport {np}");
-            let filter_m = format!("-m addrtype --dst-type LOCAL {m}");
-            let (chain, start, end) = nodeport_bucket(sp.protocol, np, cfg.node_port_bucket);
-            if external(cfg, &mut rs, &chain, &m, &filter_m, sp, &ready, &local) {
-                np_buckets.insert((sp.protocol, start), (chain, end));
-            }
-        }
-    }
-
-    for (net, chain) in &dst_buckets {
-        rs.add(
-            Table::Nat,
-            SERVICES,
-            format!(
-                "{} -d {net} -j {chain}",
-                comment(&format!("services in {net}"))
-            ),
-        );
-    }
-    nodeports_jumps(cfg, &mut rs);
-    for ((proto, start), (chain, end)) in &np_buckets {
-        let p = proto.lower();
-        rs.add(
-            Table::Nat,
-            NODEPORTS,
-            format!(
-                "{} -p {p} -m {p} --dport {start}:{end} -j {chain}",
-                comment(&format!("nodeports {start}-{end}/{p}"))
-            ),
-        );
-    }
-    postrouting(cfg, &mut rs, &hairpin);
-    rs
+    Generator::default().generate(cfg, services, endpoints)
 }
 
-/// Rules of an external frontend (external IP or NodePort) in `chain`; the filter rule uses
-/// `filter_m` as its match. Returns whether `chain` received rules.
-#[allow(clippy::too_many_arguments)] // one call per frontend kind; a struct would only rename them
-fn external(
-    cfg: &RulesConfig,
-    rs: &mut Ruleset,
-    chain: &str,
-    m: &str,
-    filter_m: &str,
-    sp: &ServicePortInfo,
-    ready: &[&Endpoint],
-    local: &[&Endpoint],
-) -> bool {
-    let name = sp.name.to_string();
-    if ready.is_empty() {
-        let c = comment(&format!("{name} has no endpoints"));
-        rs.add(Table::Filter, EXTERNAL, format!("{c} {filter_m} -j REJECT"));
-        return false;
+/// A bucket chain: a destination range, or a NodePort range (by its first port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Bucket {
+    Dst(Ipv4Cidr),
+    NodePort(Protocol, u16),
+}
+
+/// Where a Service port is reached.
+#[derive(Clone, Copy, Debug, Hash)]
+enum Kind {
+    ClusterIp,
+    ExternalIp(Ipv4Addr),
+    NodePort(u16),
+}
+
+/// One frontend of one Service port in a bucket chain.
+#[derive(Debug, Hash)]
+struct Item<'a> {
+    kind: Kind,
+    sp: &'a ServicePortInfo,
+    ready: Vec<&'a Endpoint>,
+    local: Vec<&'a Endpoint>,
+}
+
+/// A generator that remembers rendered bucket chains between calls.
+#[derive(Debug, Default)]
+pub struct Generator {
+    cache: HashMap<String, (u64, Arc<Vec<String>>)>,
+}
+
+impl Generator {
+    /// Same result as [`generate`]; unchanged bucket chains come from the memo.
+    pub fn generate(
+        &mut self,
+        cfg: &RulesConfig,
+        services: &[ServicePortInfo],
+        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+    ) -> Ruleset {
+        let mut rs = Ruleset::default();
+        fixed_chains(cfg, &mut rs);
+
+        let mut sorted: Vec<&ServicePortInfo> = services.iter().collect();
+        sorted.sort_by(|a, b| (&a.name, a.protocol).cmp(&(&b.name, b.protocol)));
+
+        let mut items: BTreeMap<Bucket, Vec<Item<'_>>> = BTreeMap::new();
+        let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        let none = Vec::new();
+        for sp in sorted {
+            let all = endpoints.get(&sp.name).unwrap_or(&none);
+            let ready: Vec<&Endpoint> = all.iter().filter(|e| e.ready).collect();
+            let local: Vec<&Endpoint> = ready.iter().copied().filter(|e| e.local).collect();
+            // Only a pod on this node can reach itself through this node's rules.
+            hairpin.extend(local.iter().map(|e| e.ip));
+            let p = sp.protocol.lower();
+
+            // Services without (local) endpoints are refused in the filter table.
+            if ready.is_empty() || (sp.external_local && local.is_empty()) {
+                let mut filter = |m: String, external: bool| {
+                    let (chain, what, target) = match (ready.is_empty(), external) {
+                        (true, false) => (SERVICES, "has no endpoints", "REJECT"),
+                        (true, true) => (EXTERNAL, "has no endpoints", "REJECT"),
+                        _ => (EXTERNAL, "has no local endpoints", "DROP"),
+                    };
+                    let c = comment(&format!("{} {what}", sp.name));
+                    rs.add(Table::Filter, chain, format!("{c} {m} -j {target}"));
+                };
+                if ready.is_empty() {
+                    filter(
+                        format!("-d {}/32 -p {p} -m {p} --dport {}", sp.cluster_ip, sp.port),
+                        false,
+                    );
+                }
+                for ip in &sp.external_ips {
+                    filter(
+                        format!("-d {ip}/32 -p {p} -m {p} --dport {}", sp.port),
+                        true,
+                    );
+                }
+                if let Some(np) = sp.node_port {
+                    filter(
+                        format!("-m addrtype --dst-type LOCAL -p {p} -m {p} --dport {np}"),
+                        true,
+                    );
+                }
+                if ready.is_empty() {
+                    continue;
+                }
+            }
+            let mut push = |bucket, kind| {
+                items.entry(bucket).or_default().push(Item {
+                    kind,
+                    sp,
+                    ready: ready.clone(),
+                    local: local.clone(),
+                });
+            };
+            push(
+                Bucket::Dst(Ipv4Cidr::new(sp.cluster_ip, cfg.bucket_prefix)),
+                Kind::ClusterIp,
+            );
+            for ip in &sp.external_ips {
+                push(
+                    Bucket::Dst(Ipv4Cidr::new(*ip, cfg.bucket_prefix)),
+                    Kind::ExternalIp(*ip),
+                );
+            }
+            if let Some(np) = sp.node_port {
+                let (_, start, _) = nodeport_bucket(sp.protocol, np, cfg.node_port_bucket);
+                push(Bucket::NodePort(sp.protocol, start), Kind::NodePort(np));
+            }
+        }
+
+        // Render the bucket chains, reusing the ones whose inputs did not change.
+        let mut fresh = HashMap::with_capacity(items.len());
+        let mut dst_buckets: Vec<(Ipv4Cidr, String)> = Vec::new();
+        let mut np_buckets: Vec<(Protocol, u16, u16, String)> = Vec::new();
+        for (bucket, list) in items {
+            let chain = match bucket {
+                Bucket::Dst(net) => {
+                    let (chain, _) = svc_bucket(net.addr(), net.prefix());
+                    dst_buckets.push((net, chain.clone()));
+                    chain
+                }
+                Bucket::NodePort(proto, start) => {
+                    let (chain, start, end) = nodeport_bucket(proto, start, cfg.node_port_bucket);
+                    np_buckets.push((proto, start, end, chain.clone()));
+                    chain
+                }
+            };
+            let mut h = DefaultHasher::new();
+            (cfg, &chain, &list).hash(&mut h);
+            let hash = h.finish();
+            let rules = match self.cache.remove(&chain) {
+                Some((old, rules)) if old == hash => rules,
+                _ => Arc::new(render_bucket(cfg, &chain, &list)),
+            };
+            rs.tables
+                .entry(Table::Nat)
+                .or_default()
+                .insert(chain.clone(), rules.clone());
+            rs.hashes.insert((Table::Nat, chain.clone()), hash);
+            fresh.insert(chain, (hash, rules));
+        }
+        self.cache = fresh;
+
+        for (net, chain) in &dst_buckets {
+            let c = comment(&format!("services in {net}"));
+            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
+        }
+        nodeports_jumps(cfg, &mut rs);
+        for (proto, start, end, chain) in &np_buckets {
+            let p = proto.lower();
+            let c = comment(&format!("nodeports {start}-{end}/{p}"));
+            rs.add(
+                Table::Nat,
+                NODEPORTS,
+                format!("{c} -p {p} -m {p} --dport {start}:{end} -j {chain}"),
+            );
+        }
+        postrouting(cfg, &mut rs, &hairpin);
+        rs
     }
-    if !sp.external_local {
+}
+
+/// The rules of one bucket chain: for a bucket holding ClusterIPs, one masquerade rule for
+/// off-cluster traffic (or all, with masqueradeAll) first; then each frontend's DNAT rules.
+fn render_bucket(cfg: &RulesConfig, chain: &str, items: &[Item<'_>]) -> Vec<String> {
+    let mut out = Vec::new();
+    if items.iter().any(|i| matches!(i.kind, Kind::ClusterIp)) {
+        let net = chain
+            .strip_prefix(super::names::SVC_BUCKET_PREFIX)
+            .unwrap_or(chain);
+        let c = comment(&format!(
+            "masquerade off-cluster traffic to cluster IPs in {net}/{}",
+            cfg.bucket_prefix
+        ));
+        if cfg.masquerade_all {
+            out.push(format!("-A {chain} {c} -j {MARK_MASQ}"));
+        } else if let Some(cidr) = cfg.cluster_cidr {
+            out.push(format!("-A {chain} {c} ! -s {cidr} -j {MARK_MASQ}"));
+        }
+    }
+    for it in items {
+        let p = it.sp.protocol.lower();
+        match it.kind {
+            Kind::ClusterIp => {
+                let m = format!(
+                    "-d {}/32 -p {p} -m {p} --dport {}",
+                    it.sp.cluster_ip, it.sp.port
+                );
+                ladder(&mut out, chain, &m, it.sp, &it.ready);
+            }
+            Kind::ExternalIp(ip) => {
+                let m = format!("-d {ip}/32 -p {p} -m {p} --dport {}", it.sp.port);
+                external(cfg, &mut out, chain, &m, it);
+            }
+            Kind::NodePort(np) => external(
+                cfg,
+                &mut out,
+                chain,
+                &format!("-p {p} -m {p} --dport {np}"),
+                it,
+            ),
+        }
+    }
+    out
+}
+
+/// DNAT rules of an external frontend (external IP or NodePort) with ready endpoints.
+fn external(cfg: &RulesConfig, out: &mut Vec<String>, chain: &str, m: &str, it: &Item<'_>) {
+    let name = it.sp.name.to_string();
+    if !it.sp.external_local {
         let c = comment(&format!(
             "masquerade traffic for {name} external destinations"
         ));
-        rs.add(Table::Nat, chain, format!("{c} {m} -j {MARK_MASQ}"));
-        ladder(rs, chain, m, sp, ready);
-        return true;
+        out.push(format!("-A {chain} {c} {m} -j {MARK_MASQ}"));
+        ladder(out, chain, m, it.sp, &it.ready);
+        return;
     }
     // externalTrafficPolicy: Local. Pods and the node itself still reach every endpoint.
     if let Some(cidr) = cfg.cluster_cidr {
-        ladder(rs, chain, &format!("{m} -s {cidr}"), sp, ready);
+        ladder(out, chain, &format!("{m} -s {cidr}"), it.sp, &it.ready);
     }
     let c = comment(&format!(
         "masquerade LOCAL traffic for {name} external destinations"
     ));
     let from_local = format!("{m} -m addrtype --src-type LOCAL");
-    rs.add(
-        Table::Nat,
-        chain,
-        format!("{c} {from_local} -j {MARK_MASQ}"),
-    );
-    ladder(rs, chain, &from_local, sp, ready);
-    if local.is_empty() {
-        let c = comment(&format!("{name} has no local endpoints"));
-        rs.add(Table::Filter, EXTERNAL, format!("{c} {filter_m} -j DROP"));
-    } else {
-        ladder(rs, chain, m, sp, local);
+    out.push(format!("-A {chain} {c} {from_local} -j {MARK_MASQ}"));
+    ladder(out, chain, &from_local, it.sp, &it.ready);
+    if !it.local.is_empty() {
+        ladder(out, chain, m, it.sp, &it.local);
     }
-    true
 }
 
 /// The DNAT rules of one frontend: affinity checks first (ClientIP), then the random ladder
 /// (`1/(N-i)`, the last rule unconditional), each rule DNATing straight to its endpoint.
-fn ladder(rs: &mut Ruleset, chain: &str, m: &str, sp: &ServicePortInfo, eps: &[&Endpoint]) {
+fn ladder(out: &mut Vec<String>, chain: &str, m: &str, sp: &ServicePortInfo, eps: &[&Endpoint]) {
     let name = sp.name.to_string();
     if let Some(timeout) = sp.affinity_timeout {
         for ep in eps {
             let list = sep_name(&sp.name, sp.protocol, ep);
-            rs.add(
-                Table::Nat,
-                chain,
-                format!(
-                    "{} {m} -m recent --name {list} --update --seconds {timeout} --reap -j DNAT --to-destination {}",
-                    comment(&format!("{name} -> {}", ep.addr())),
-                    ep.addr()
-                ),
-            );
+            out.push(format!(
+                "-A {chain} {} {m} -m recent --name {list} --update --seconds {timeout} --reap -j DNAT --to-destination {}",
+                comment(&format!("{name} -> {}", ep.addr())),
+                ep.addr()
+            ));
         }
     }
     let n = eps.len();
@@ -202,15 +299,11 @@ fn ladder(rs: &mut Ruleset, chain: &str, m: &str, sp: &ServicePortInfo, eps: &[&
         } else {
             String::new()
         };
-        rs.add(
-            Table::Nat,
-            chain,
-            format!(
-                "{} {m}{prob}{set} -j DNAT --to-destination {}",
-                comment(&format!("{name} -> {}", ep.addr())),
-                ep.addr()
-            ),
-        );
+        out.push(format!(
+            "-A {chain} {} {m}{prob}{set} -j DNAT --to-destination {}",
+            comment(&format!("{name} -> {}", ep.addr())),
+            ep.addr()
+        ));
     }
 }
 
@@ -404,5 +497,55 @@ fn fixed_chains(cfg: &RulesConfig, rs: &mut Ruleset) {
                 comment("block incoming localnet connections")
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memoized_generation_equals_fresh_generation() {
+        let cfg = RulesConfig {
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            ..RulesConfig::default()
+        };
+        let mk = |i: u32, ep: &str| {
+            let sp = ServicePortInfo {
+                name: ServicePortName {
+                    namespace: "ns".into(),
+                    name: format!("s{i}"),
+                    port: "p".into(),
+                },
+                protocol: Protocol::Tcp,
+                cluster_ip: format!("10.96.0.{i}").parse().unwrap(),
+                port: 80,
+                node_port: Some(30000 + i as u16),
+                external_ips: vec![],
+                affinity_timeout: (i % 2 == 0).then_some(60),
+                external_local: i % 3 == 0,
+            };
+            let e = Endpoint {
+                ip: ep.parse().unwrap(),
+                port: 8080,
+                ready: true,
+                local: i % 2 == 1,
+            };
+            (sp, e)
+        };
+        let mut g = Generator::default();
+        for round in 0..4 {
+            let svcs: Vec<_> = (1..100)
+                .map(|i| mk(i, &format!("10.244.{}.{}", round % 2, i)))
+                .take(60 + round * 10)
+                .collect();
+            let ports: Vec<_> = svcs.iter().map(|s| s.0.clone()).collect();
+            let eps = svcs.iter().map(|s| (s.0.name.clone(), vec![s.1])).collect();
+            assert_eq!(
+                g.generate(&cfg, &ports, &eps),
+                generate(&cfg, &ports, &eps),
+                "round {round}"
+            );
+        }
     }
 }

@@ -1,20 +1,27 @@
 //! The desired ruleset: a pure function of (Services, endpoints, node configuration).
 //!
 //! Layout (kube-proxy's top-level chains and semantics, fewer chains): `KUBE-SERVICES` jumps by
-//! destination range (one `/24` per bucket by default) to a `KUBE-SVCS-<net>` chain that holds,
-//! for each service address in that range, its masquerade rule and its DNAT rules inline (the
-//! `-m statistic` ladder, with `-m recent` matches for ClientIP affinity). `KUBE-NODEPORTS`
-//! jumps by port range to `KUBE-NP-<PROTO>-<first port>` chains built the same way, and
-//! `KUBE-POSTROUTING` jumps by /24 to `KUBE-HP-<net>` chains that mark hairpin traffic
-//! (`-s E -d E` after DNAT). A Service change rewrites only its buckets.
+//! destination range (one `/26` per bucket by default) to a `KUBE-SVCS-<net>` chain that starts
+//! with one masquerade rule for off-cluster traffic and holds, for each service address in that
+//! range, its DNAT rules inline (the `-m statistic` ladder, with `-m recent` matches for ClientIP
+//! affinity). `KUBE-NODEPORTS` jumps by port range to `KUBE-NP-<PROTO>-<first port>` chains built
+//! the same way, and `KUBE-POSTROUTING` jumps by /24 to `KUBE-HP-<net>` chains that mark hairpin
+//! traffic of this node's endpoints (`-s E -d E` after DNAT). A Service change rewrites only its
+//! buckets.
+//!
+//! Differences from kube-proxy, on purpose: the off-cluster masquerade mark applies to the whole
+//! bucket (any address in it, not just service ports: such traffic has nowhere else to go), and
+//! hairpin marks exist only for endpoints on this node (a pod elsewhere hairpins through its own
+//! node's rules).
 
 mod generate;
 pub mod names;
 
-pub use generate::generate;
+pub use generate::{generate, Generator};
 
 use crate::model::Ipv4Cidr;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Default masquerade bit: mark `0x4000`.
 pub const DEFAULT_MASQUERADE_BIT: u8 = 14;
@@ -77,7 +84,7 @@ impl Table {
 }
 
 /// Node-level settings the rules depend on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RulesConfig {
     /// Pod network of the cluster; traffic to a ClusterIP from outside it is masqueraded.
     /// `None` disables that (as kube-proxy without a local-traffic detector).
@@ -90,9 +97,9 @@ pub struct RulesConfig {
     pub localhost_node_ports: bool,
     /// Bit of the packet mark that requests masquerade (`masqueradeBit`, default 14).
     pub masquerade_bit: u8,
-    /// Prefix length of the destination buckets (default 24: one chain per /24).
+    /// Prefix length of the destination buckets (default 26: one chain per 64 addresses).
     pub bucket_prefix: u8,
-    /// NodePorts per NodePort bucket chain (default 64).
+    /// NodePorts per NodePort bucket chain (default 32).
     pub node_port_bucket: u16,
 }
 
@@ -104,8 +111,8 @@ impl Default for RulesConfig {
             node_port_addresses: Vec::new(),
             localhost_node_ports: false,
             masquerade_bit: DEFAULT_MASQUERADE_BIT,
-            bucket_prefix: 24,
-            node_port_bucket: 64,
+            bucket_prefix: 26,
+            node_port_bucket: 32,
         }
     }
 }
@@ -143,20 +150,26 @@ pub struct Jump {
 /// The complete desired state: every owned chain with its rules, and the jumps into them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ruleset {
-    /// Table → chain → rule lines (each a full `-A CHAIN ...` line).
-    pub tables: BTreeMap<Table, BTreeMap<String, Vec<String>>>,
+    /// Table → chain → rule lines (each a full `-A CHAIN ...` line), shared with the generator's
+    /// memo.
+    pub tables: BTreeMap<Table, BTreeMap<String, Arc<Vec<String>>>>,
     /// Jumps from built-in chains, in the order they must appear (top first).
     pub jumps: Vec<Jump>,
+    /// Identity of chains whose rules are a function of a known input (the bucket chains): equal
+    /// hashes mean equal rules. Other chains are compared by their text.
+    pub hashes: BTreeMap<(Table, String), u64>,
 }
 
 impl Ruleset {
     /// Declares `chain` (empty if new) in `table`.
     pub(crate) fn chain(&mut self, table: Table, chain: &str) -> &mut Vec<String> {
-        self.tables
-            .entry(table)
-            .or_default()
-            .entry(chain.to_string())
-            .or_default()
+        Arc::make_mut(
+            self.tables
+                .entry(table)
+                .or_default()
+                .entry(chain.to_string())
+                .or_default(),
+        )
     }
 
     /// Appends `-A chain <spec>` to `table`.
@@ -169,7 +182,7 @@ impl Ruleset {
     pub fn rule_counts(&self) -> BTreeMap<Table, usize> {
         self.tables
             .iter()
-            .map(|(t, c)| (*t, c.values().map(Vec::len).sum()))
+            .map(|(t, c)| (*t, c.values().map(|r| r.len()).sum()))
             .collect()
     }
 
@@ -187,7 +200,7 @@ impl Ruleset {
                 out.push_str(&format!(":{c} - [0:0]\n"));
             }
             for rules in chains.values() {
-                for r in rules {
+                for r in rules.iter() {
                     out.push_str(r);
                     out.push('\n');
                 }

@@ -122,9 +122,15 @@ impl Syncer {
             .tables
             .iter()
             .flat_map(|(t, chains)| {
-                chains
-                    .iter()
-                    .map(move |(c, r)| ((*t, c.clone()), chain_hash(r)))
+                chains.iter().map(move |(c, r)| {
+                    let key = (*t, c.clone());
+                    let h = desired
+                        .hashes
+                        .get(&key)
+                        .copied()
+                        .unwrap_or_else(|| chain_hash(r));
+                    (key, h)
+                })
             })
             .collect();
         let full = self.applied.is_none();
