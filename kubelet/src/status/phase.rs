@@ -47,7 +47,10 @@ pub fn has_any_regular_container_started(spec: &PodSpec, statuses: &[ContainerSt
 /// The phase of a pod from its spec and the statuses of all its containers
 /// (init and regular). `terminal` is true when the pod is being ended for
 /// good (its containers will not be restarted); `is_static` disables the
-/// terminal override, as upstream does for static pods.
+/// terminal override, as upstream does for static pods. `statuses` must be
+/// those of the current sandbox: a regular init container that has not
+/// completed keeps the pod Pending whatever the app containers did
+/// (upstream `TestPodPhaseWithRestartAlwaysAndPodHasRun`).
 pub fn get_phase(
     spec: &PodSpec,
     statuses: &[ContainerStatus],
@@ -55,19 +58,23 @@ pub fn get_phase(
     is_static: bool,
 ) -> &'static str {
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let mut pending_init = 0;
+    // Regular init containers not done yet keep the pod Pending even when
+    // app containers of an earlier sandbox have run; pending sidecars only
+    // while no app container has started.
+    let mut pending_regular_init = 0;
+    let mut pending_sidecars = 0;
     let mut failed_init = 0;
     let inits = spec.init_containers.as_deref().unwrap_or_default();
 
     for c in inits.iter().filter(|c| !is_restartable_init(c)) {
         let Some(st) = find(statuses, &c.name).and_then(|s| s.state.as_ref().map(|st| (s, st)))
         else {
-            pending_init += 1;
+            pending_regular_init += 1;
             continue;
         };
         let (s, st) = st;
         if st.running.is_some() {
-            pending_init += 1;
+            pending_regular_init += 1;
         } else if let Some(t) = &st.terminated {
             if t.exit_code != 0 {
                 failed_init += 1;
@@ -76,10 +83,10 @@ pub fn get_phase(
             match last_terminated_exit(s) {
                 Some(code) if code != 0 => failed_init += 1,
                 Some(_) => {}
-                None => pending_init += 1,
+                None => pending_regular_init += 1,
             }
         } else {
-            pending_init += 1;
+            pending_regular_init += 1;
         }
     }
 
@@ -92,19 +99,19 @@ pub fn get_phase(
         match s.state.as_ref() {
             Some(st) if st.running.is_some() => {
                 if s.started != Some(true) {
-                    pending_init += 1;
+                    pending_sidecars += 1;
                 }
                 running += 1;
             }
             Some(st) if st.terminated.is_some() => {}
             Some(st) if st.waiting.is_some() => {
                 if last_terminated_exit(s).is_none() {
-                    pending_init += 1;
+                    pending_sidecars += 1;
                     waiting += 1;
                 }
             }
             _ => {
-                pending_init += 1;
+                pending_sidecars += 1;
                 unknown += 1;
             }
         }
@@ -137,7 +144,10 @@ pub fn get_phase(
     if failed_init > 0 && policy == "Never" {
         return FAILED;
     }
-    if (pending_init > 0 && !has_any_regular_container_started(spec, statuses)) || waiting > 0 {
+    if pending_regular_init > 0
+        || (pending_sidecars > 0 && !has_any_regular_container_started(spec, statuses))
+        || waiting > 0
+    {
         return PENDING;
     }
     if running > 0 && unknown == 0 {

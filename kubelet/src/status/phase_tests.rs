@@ -195,3 +195,136 @@ fn phase_with_sidecars() {
         RUNNING
     );
 }
+
+fn started(name: &str) -> ContainerStatus {
+    ContainerStatus {
+        started: Some(true),
+        ..running(name)
+    }
+}
+
+fn sidecar_spec(policy: &str, inits: &[(&str, bool)]) -> PodSpec {
+    let mut s = spec(
+        policy,
+        &inits.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        &["a", "b"],
+    );
+    for (c, (_, restartable)) in s.init_containers.iter_mut().flatten().zip(inits) {
+        if *restartable {
+            c.restart_policy = Some("Always".into());
+        }
+    }
+    s
+}
+
+/// Upstream `TestPodPhaseWithRestartAlwaysRestartableInitContainers`.
+#[test]
+fn upstream_restart_always_restartable_init() {
+    let s = sidecar_spec("Always", &[("x", true)]);
+    let cases: Vec<(Vec<ContainerStatus>, bool, &str)> = vec![
+        (vec![], false, PENDING),
+        (vec![running("x")], false, PENDING),
+        (vec![terminated("x", 0)], false, PENDING),
+        (vec![restarting("x", 0)], false, PENDING),
+        (vec![restarting("x", -1)], false, PENDING),
+        (vec![waiting("x")], false, PENDING),
+        (vec![started("x"), running("a")], false, PENDING),
+        (
+            vec![started("x"), running("a"), running("b")],
+            false,
+            RUNNING,
+        ),
+        (
+            vec![running("x"), running("a"), running("b")],
+            false,
+            RUNNING,
+        ),
+        (
+            vec![terminated("x", 0), running("a"), running("b")],
+            false,
+            RUNNING,
+        ),
+        (
+            vec![restarting("x", 0), running("a"), running("b")],
+            false,
+            RUNNING,
+        ),
+        (
+            vec![terminated("x", -1), terminated("a", 0), terminated("b", 0)],
+            true,
+            SUCCEEDED,
+        ),
+        (
+            vec![terminated("x", 0), terminated("a", 0), terminated("b", 0)],
+            true,
+            SUCCEEDED,
+        ),
+    ];
+    for (i, (st, terminal, want)) in cases.into_iter().enumerate() {
+        assert_eq!(get_phase(&s, &st, terminal, false), want, "case {i}");
+    }
+}
+
+/// Upstream `TestPodPhaseWithRestartNeverRestartableInitContainers`.
+#[test]
+fn upstream_restart_never_restartable_init() {
+    let s = sidecar_spec("Never", &[("x", true)]);
+    let cases: Vec<(Vec<ContainerStatus>, &str)> = vec![
+        (vec![], PENDING),
+        (vec![running("x")], PENDING),
+        (vec![terminated("x", 0)], PENDING),
+        (vec![restarting("x", 0)], PENDING),
+        (vec![restarting("x", -1)], PENDING),
+        (vec![waiting("x")], PENDING),
+        (vec![started("x"), running("a")], PENDING),
+        (
+            vec![started("x"), terminated("a", 0), terminated("b", 0)],
+            RUNNING,
+        ),
+        (
+            vec![running("x"), terminated("a", 0), terminated("b", 0)],
+            RUNNING,
+        ),
+        (
+            vec![terminated("x", 0), terminated("a", 0), terminated("b", 0)],
+            SUCCEEDED,
+        ),
+        (
+            vec![terminated("x", -1), terminated("a", 0), terminated("b", 0)],
+            SUCCEEDED,
+        ),
+        (
+            vec![restarting("x", 0), terminated("a", 0), terminated("b", 0)],
+            SUCCEEDED,
+        ),
+    ];
+    for (i, (st, want)) in cases.into_iter().enumerate() {
+        assert_eq!(get_phase(&s, &st, false, false), want, "case {i}");
+    }
+}
+
+/// Upstream `TestPodPhaseWithRestartAlwaysAndPodHasRun` (one regular and
+/// one restartable init container, one app container).
+#[test]
+fn upstream_restart_always_and_pod_has_run() {
+    let mut s = sidecar_spec("Always", &[("x", false), ("y", true)]);
+    s.containers.truncate(1);
+    let cases: Vec<(Vec<ContainerStatus>, &str)> = vec![
+        (vec![running("x"), running("y"), running("a")], PENDING),
+        (
+            vec![running("x"), running("y"), terminated("a", 0)],
+            PENDING,
+        ),
+        (
+            vec![terminated("x", 0), running("y"), terminated("a", 0)],
+            RUNNING,
+        ),
+        (
+            vec![terminated("x", 0), running("y"), running("a")],
+            RUNNING,
+        ),
+    ];
+    for (i, (st, want)) in cases.into_iter().enumerate() {
+        assert_eq!(get_phase(&s, &st, false, false), want, "case {i}");
+    }
+}
