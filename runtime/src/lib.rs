@@ -23,6 +23,9 @@ pub mod spec;
 mod store;
 pub mod testing;
 
+#[cfg(test)]
+mod runtime_tests;
+
 pub use container::{ContainerConfig, ContainerState, ContainerStatus, ExecResult, ImageRef};
 pub use error::{ErrorList, RuntimeError};
 pub use host::Host;

@@ -1,0 +1,249 @@
+//! Start-up benchmark of the container runtime, run as root:
+//!
+//! * (a) the floor: bare `runc run -d` + `runc delete` of busybox `true`;
+//! * (b) kubenode: sandbox (netns + pause) + one container, from "start" to "running";
+//! * the ratio of (b) to the floor of two containers (2 × a), target ≤ 1;
+//! * the shim's memory: PSS per container from `/proc/<shim>/smaps_rollup`
+//!   with several containers running at once (target ≤ 0.5 MiB).
+//!
+//! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N]`;
+//! the shim binary defaults to `kubenode` next to this executable.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Container;
+use kubenode_runtime::spec::PodInfo;
+use kubenode_runtime::{ContainerConfig, ImageRef, Runtime, RuntimeConfig, SandboxConfig};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Options {
+    runs: usize,
+    shim: PathBuf,
+    runc: PathBuf,
+    containers: usize,
+}
+
+fn options() -> Result<Options> {
+    let exe = std::env::current_exe()?;
+    let mut o = Options {
+        runs: 20,
+        shim: exe.with_file_name("kubenode"),
+        runc: PathBuf::from("/usr/sbin/runc"),
+        containers: 10,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--runs" => o.runs = value.parse()?,
+            "--shim" => o.shim = value.into(),
+            "--runc" => o.runc = value.into(),
+            "--containers" => o.containers = value.parse()?,
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    Ok(o)
+}
+
+fn busybox_rootfs(dir: &Path) -> Result<()> {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+    for applet in ["sh", "true", "sleep"] {
+        symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n")?;
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// (a): `runc run -d` + `runc delete --force` of `true` in a plain bundle.
+fn floor_once(o: &Options, dir: &Path, rootfs: &Path, i: usize) -> Result<Duration> {
+    let bundle = dir.join("floor-bundle");
+    if !bundle.join("config.json").exists() {
+        std::fs::create_dir_all(&bundle)?;
+        run(Command::new(&o.runc)
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&bundle))?;
+        let path = bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        spec["process"]["terminal"] = false.into();
+        spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+        spec["root"]["path"] = rootfs.to_string_lossy().into_owned().into();
+        std::fs::write(&path, serde_json::to_vec(&spec)?)?;
+    }
+    let root = dir.join("floor-runc");
+    let id = format!("knbench-floor-{}-{i}", std::process::id());
+    let t0 = Instant::now();
+    run(Command::new(&o.runc)
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "-d", "--bundle"])
+        .arg(&bundle)
+        .arg(&id))?;
+    run(Command::new(&o.runc)
+        .arg("--root")
+        .arg(&root)
+        .args(["delete", "--force", &id]))?;
+    Ok(t0.elapsed())
+}
+
+fn pod(i: usize) -> PodInfo {
+    PodInfo {
+        namespace: "bench".into(),
+        name: format!("p{i}"),
+        uid: format!("uid-{i}"),
+        hostname: format!("p{i}"),
+    }
+}
+
+fn sleeper(rootfs: &Path, name: &str) -> ContainerConfig {
+    ContainerConfig {
+        container: Container {
+            name: name.into(),
+            command: Some(vec!["/bin/sleep".into(), "3600".into()]),
+            ..Default::default()
+        },
+        image: ImageRef {
+            name: "busybox".into(),
+            layers: vec![rootfs.to_path_buf()],
+            config: None,
+        },
+        ..Default::default()
+    }
+}
+
+/// (b): sandbox + one container from nothing to running; returns the time
+/// and the sandbox id (torn down by the caller, outside the measurement).
+fn pod_once(rt: &Runtime, rootfs: &Path, i: usize) -> Result<(Duration, String)> {
+    let t0 = Instant::now();
+    let sb = rt.create_sandbox(&SandboxConfig {
+        pod: pod(i),
+        cgroup_parent: format!("/knbench-{}", std::process::id()),
+    })?;
+    rt.start_sandbox(&sb.id)?;
+    let id = rt.create_container(&sb.id, &sleeper(rootfs, "app"))?;
+    rt.start_container(&id)?;
+    Ok((t0.elapsed(), sb.id))
+}
+
+fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn shim_pids(root: &Path) -> Vec<u32> {
+    let needle = root.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("\0shim\0") && c.contains(&needle) && c.contains("/containers/")
+            })
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let o = options()?;
+    if !o.shim.exists() {
+        return Err(format!(
+            "shim binary {} missing (build kubenode, or pass --shim)",
+            o.shim.display()
+        )
+        .into());
+    }
+    let dir = PathBuf::from(format!("/tmp/knbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let mut config = RuntimeConfig::new(dir.join("root"), dir.join("run"), dir.join("logs"));
+    config.runtime_path = o.runc.clone();
+    config.shim_binary = o.shim.clone();
+    let rt = Runtime::new(config)?;
+
+    // Warm-up (page cache, runc binary), then interleave (a) and (b).
+    floor_once(&o, &dir, &rootfs, 0)?;
+    let (_, sb) = pod_once(&rt, &rootfs, 0)?;
+    rt.stop_and_remove_sandbox(&sb)?;
+    let mut floor = Vec::new();
+    let mut pods = Vec::new();
+    for i in 1..=o.runs {
+        floor.push(floor_once(&o, &dir, &rootfs, i)?);
+        let (t, sb) = pod_once(&rt, &rootfs, i)?;
+        pods.push(t);
+        rt.stop_and_remove_sandbox(&sb)?;
+    }
+    let (a, b) = (median(floor), median(pods));
+    println!("runs: {}", o.runs);
+    println!(
+        "(a) floor: runc run -d + delete of busybox true, median: {:.1} ms",
+        ms(a)
+    );
+    println!(
+        "(b) kubenode sandbox + 1 container, start to running, median: {:.1} ms",
+        ms(b)
+    );
+    println!(
+        "ratio (b) / (2 x a) [floor of two containers]: {:.2} (target <= 1.00)",
+        ms(b) / (2.0 * ms(a))
+    );
+
+    // Shim memory with several containers running at once.
+    let sb = rt.create_sandbox(&SandboxConfig {
+        pod: pod(9999),
+        cgroup_parent: format!("/knbench-{}", std::process::id()),
+    })?;
+    rt.start_sandbox(&sb.id)?;
+    for n in 0..o.containers {
+        let id = rt.create_container(&sb.id, &sleeper(&rootfs, &format!("c{n}")))?;
+        rt.start_container(&id)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pss: Vec<u64> = shim_pids(&dir).into_iter().filter_map(pss_kib).collect();
+    if !pss.is_empty() {
+        let total: u64 = pss.iter().sum();
+        println!(
+            "shim PSS with {} containers: mean {:.0} KiB per container (min {} KiB, max {} KiB; target <= 512 KiB)",
+            pss.len(),
+            total as f64 / pss.len() as f64,
+            pss.iter().min().copied().unwrap_or(0),
+            pss.iter().max().copied().unwrap_or(0)
+        );
+    }
+    rt.stop_and_remove_sandbox(&sb.id)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

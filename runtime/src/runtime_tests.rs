@@ -1,0 +1,434 @@
+//! Unit tests of [`Runtime`] over the recording OCI runtime, host and shim
+//! launcher: no root, no processes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Container;
+
+use crate::oci::{OciRuntime, OciStatus};
+use crate::shim::{ExitRecord, ShimArgs};
+use crate::spec::PodInfo;
+use crate::testing::{test_limits, RecordingHost, RecordingRuntime, RecordingShims};
+use crate::{
+    ContainerConfig, ContainerState, ImageRef, Runtime, RuntimeConfig, RuntimeError, SandboxConfig,
+    SandboxState,
+};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: RuntimeConfig,
+    oci: Arc<RecordingRuntime>,
+    host: Arc<RecordingHost>,
+    shims: Arc<RecordingShims>,
+    rt: Runtime,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::new(
+        dir.path().join("root"),
+        dir.path().join("run"),
+        dir.path().join("logs"),
+    );
+    config.shim_binary = "/usr/bin/kubenode".into();
+    let oci = RecordingRuntime::new();
+    let host = RecordingHost::new();
+    let shims = RecordingShims::new(oci.clone());
+    let rt = Runtime::with_parts(
+        config.clone(),
+        oci.clone(),
+        host.clone(),
+        shims.clone(),
+        test_limits(),
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        config,
+        oci,
+        host,
+        shims,
+        rt,
+    }
+}
+
+impl Fixture {
+    fn restart(&self) -> Runtime {
+        Runtime::with_parts(
+            self.config.clone(),
+            self.oci.clone(),
+            self.host.clone(),
+            self.shims.clone(),
+            test_limits(),
+        )
+        .unwrap()
+    }
+
+    fn ready_sandbox(&self) -> String {
+        let sb = self.rt.create_sandbox(&sandbox_config()).unwrap();
+        self.rt.start_sandbox(&sb.id).unwrap().id
+    }
+
+    fn shim_args(&self, id: &str) -> ShimArgs {
+        self.shims
+            .launched()
+            .into_iter()
+            .find(|a| a.id == id)
+            .unwrap()
+    }
+
+    fn exit(&self, id: &str, code: i32, oom: bool) {
+        let args = self.shim_args(id);
+        let rec = ExitRecord {
+            exit_code: code,
+            signal: None,
+            oom_killed: oom,
+            finished_at: "2026-01-01T00:00:00Z".into(),
+        };
+        rec.write(&args.exit_file).unwrap();
+        self.oci.set_status(id, OciStatus::Stopped);
+    }
+}
+
+fn sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        pod: PodInfo {
+            namespace: "ns".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+            hostname: "web".into(),
+        },
+        cgroup_parent: "/kubepods/besteffort/podu1".into(),
+    }
+}
+
+fn container(name: &str) -> ContainerConfig {
+    ContainerConfig {
+        container: Container {
+            name: name.into(),
+            command: Some(vec!["/bin/app".into()]),
+            ..Default::default()
+        },
+        image: ImageRef {
+            name: "img".into(),
+            layers: vec!["/layers/a".into(), "/layers/b".into()],
+            config: None,
+        },
+        restart_count: 2,
+        ..Default::default()
+    }
+}
+
+fn dir_is_empty(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+#[test]
+fn sandbox_create_start_remove() {
+    let f = fixture();
+    let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
+    assert_eq!(sb.state, SandboxState::NotReady);
+    assert!(sb.netns_path.starts_with(f.config.run_dir.join("netns")));
+    assert_eq!(
+        f.host.calls(),
+        vec![format!("create_netns {}", sb.netns_path.display())]
+    );
+    let sb = f.rt.start_sandbox(&sb.id).unwrap();
+    assert_eq!(sb.state, SandboxState::Ready);
+    let args = f.shim_args(&sb.id);
+    assert_eq!(args.log_path, None);
+    assert_eq!(args.runtime_root, f.config.run_dir.join("runc"));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(args.bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"], serde_json::json!(["/pause"]));
+    assert_eq!(
+        spec["linux"]["cgroupsPath"],
+        format!("/kubepods/besteffort/podu1/{}", sb.id)
+    );
+    assert!(f.config.pause_rootfs().join("pause").exists());
+
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    let calls = f.host.calls();
+    assert!(calls.contains(&format!("remove_netns {}", sb.netns_path.display())));
+    assert!(calls.contains(&"remove_cgroup /kubepods/besteffort/podu1".to_string()));
+    assert!(f.oci.calls().contains(&format!("delete {} --force", sb.id)));
+    assert!(dir_is_empty(&f.config.root_dir.join("sandboxes")));
+    assert!(f.rt.list_sandboxes().is_empty());
+}
+
+#[test]
+fn container_lifecycle_and_exit_reasons() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    let args = f.shim_args(&id);
+    assert_eq!(
+        args.log_path.as_deref(),
+        Some(f.config.log_dir.join("ns_web_u1/app/2.log").as_path())
+    );
+    assert!(args
+        .oom_files
+        .iter()
+        .any(|p| p.ends_with(format!("kubepods/besteffort/podu1/{id}/memory.oom_control"))));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(args.bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"], serde_json::json!(["/bin/app"]));
+    assert_eq!(spec["linux"]["namespaces"][0]["type"], "network");
+    assert!(f
+        .host
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("mount_overlay ") && c.ends_with(&format!("{id}/rootfs"))));
+    assert_eq!(
+        f.rt.container_status(&id).unwrap().state,
+        ContainerState::Created
+    );
+
+    f.rt.start_container(&id).unwrap();
+    let st = f.rt.container_status(&id).unwrap();
+    assert_eq!((st.state, st.restart_count), (ContainerState::Running, 2));
+    assert!(st.started_at.is_some());
+
+    for (code, oom, reason) in [
+        (0, false, "Completed"),
+        (7, false, "Error"),
+        (137, true, "OOMKilled"),
+    ] {
+        f.exit(&id, code, oom);
+        let st = f.rt.container_status(&id).unwrap();
+        assert_eq!(
+            (st.state, st.exit_code, st.reason.as_deref()),
+            (ContainerState::Exited, Some(code), Some(reason))
+        );
+    }
+    f.rt.remove_container(&id).unwrap();
+    assert!(matches!(
+        f.rt.container_status(&id),
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert!(f
+        .host
+        .calls()
+        .iter()
+        .any(|c| c == &format!("unmount {}", args.bundle.join("rootfs").display())));
+    assert!(!args.bundle.exists());
+}
+
+#[test]
+fn failed_create_names_pod_and_container_and_leaves_nothing() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    f.oci
+        .fail("create", "exec: \"/bin/app\": no such file or directory");
+    let err = f.rt.create_container(&sb, &container("app")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RuntimeError::Create { .. }), "{err:?}");
+    assert!(
+        msg.contains("container app of pod ns/web") && msg.contains("no such file"),
+        "{msg}"
+    );
+    assert!(dir_is_empty(&f.config.root_dir.join("containers")));
+    assert!(f.rt.list_containers(None).is_empty());
+    assert!(f.host.calls().iter().any(|c| c.starts_with("unmount ")));
+
+    let mut bad = container("nocmd");
+    bad.container.command = None;
+    let err = f.rt.create_container(&sb, &bad).unwrap_err();
+    assert!(matches!(err, RuntimeError::Spec { .. }), "{err:?}");
+    assert!(err.to_string().contains("nocmd") && err.to_string().contains("no command specified"));
+    assert!(dir_is_empty(&f.config.root_dir.join("containers")));
+}
+
+#[test]
+fn create_needs_a_ready_sandbox() {
+    let f = fixture();
+    let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
+    assert!(matches!(
+        f.rt.create_container(&sb.id, &container("a")),
+        Err(RuntimeError::BadState { .. })
+    ));
+    assert!(matches!(
+        f.rt.create_container("nope", &container("a")),
+        Err(RuntimeError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn start_failure_is_start_error() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.oci.fail("start", "cannot start");
+    let err = f.rt.start_container(&id).unwrap_err();
+    assert!(matches!(err, RuntimeError::Start { .. }));
+    let st = f.rt.container_status(&id).unwrap();
+    assert_eq!(
+        (st.exit_code, st.reason.as_deref()),
+        (Some(128), Some("StartError"))
+    );
+    assert!(st.message.unwrap().contains("cannot start"));
+}
+
+#[test]
+fn stop_signals_then_kills_after_grace() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.rt.start_container(&id).unwrap();
+    f.rt.stop_container(&id, Duration::from_millis(20), None)
+        .unwrap();
+    let calls = f.oci.calls();
+    let term = calls
+        .iter()
+        .position(|c| c == &format!("kill {id} 15"))
+        .expect("SIGTERM sent");
+    let kill = calls
+        .iter()
+        .position(|c| c == &format!("kill {id} 9 --all"))
+        .expect("SIGKILL sent");
+    assert!(term < kill);
+
+    let id2 = f.rt.create_container(&sb, &container("b")).unwrap();
+    f.rt.start_container(&id2).unwrap();
+    f.rt.stop_container(&id2, Duration::ZERO, Some(2)).unwrap();
+    assert!(
+        !f.oci.calls().contains(&format!("kill {id2} 2")),
+        "no grace, no polite signal"
+    );
+    f.exit(&id2, 137, false);
+    let before = f.oci.calls().len();
+    f.rt.stop_container(&id2, Duration::from_secs(1), None)
+        .unwrap();
+    assert!(
+        f.oci.calls()[before..]
+            .iter()
+            .all(|c| !c.starts_with("kill")),
+        "exited: nothing to kill"
+    );
+}
+
+#[test]
+fn recovery_rebuilds_view_and_removes_half_made() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let done = f.rt.create_container(&sb, &container("done")).unwrap();
+    f.rt.start_container(&done).unwrap();
+    f.exit(&done, 7, false);
+    let running = f.rt.create_container(&sb, &container("running")).unwrap();
+    f.rt.start_container(&running).unwrap();
+    // A create that never finished: metadata says incomplete.
+    let half = f.config.root_dir.join("containers/halfmade");
+    std::fs::create_dir_all(&half).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            f.config
+                .root_dir
+                .join("containers")
+                .join(&running)
+                .join("meta.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    meta["id"] = "halfmade".into();
+    meta["complete"] = false.into();
+    std::fs::write(half.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    // A half-made sandbox (netns being created).
+    let half_sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let sb_meta_path = f
+        .config
+        .root_dir
+        .join("sandboxes")
+        .join(&half_sb.id)
+        .join("meta.json");
+    let mut sb_meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sb_meta_path).unwrap()).unwrap();
+    sb_meta["phase"] = "creating".into();
+    std::fs::write(&sb_meta_path, serde_json::to_vec(&sb_meta).unwrap()).unwrap();
+    // An OCI container nobody recorded, in our runtime root.
+    f.oci
+        .create(crate::oci::CreateRequest {
+            id: "stray",
+            bundle: Path::new("/nonexistent"),
+            pid_file: &f.config.run_dir.join("stray.pid"),
+            stdout: None,
+            stderr: None,
+        })
+        .unwrap();
+
+    let rt = f.restart();
+    assert!(
+        rt.list_sandboxes().is_empty(),
+        "nothing known before recover"
+    );
+    rt.recover().unwrap();
+    assert_eq!(rt.list_sandboxes().len(), 1);
+    assert_eq!(rt.sandbox(&sb).unwrap().state, SandboxState::Ready);
+    let st = rt.container_status(&done).unwrap();
+    assert_eq!(
+        (st.state, st.exit_code, st.restart_count),
+        (ContainerState::Exited, Some(7), 2)
+    );
+    assert_eq!(
+        rt.container_status(&running).unwrap().state,
+        ContainerState::Running
+    );
+    assert!(!half.exists());
+    assert!(matches!(
+        rt.container_status("halfmade"),
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert!(!f
+        .config
+        .root_dir
+        .join("sandboxes")
+        .join(&half_sb.id)
+        .exists());
+    assert!(f
+        .host
+        .calls()
+        .contains(&format!("remove_netns {}", half_sb.netns_path.display())));
+    assert!(f.oci.calls().contains(&"delete stray --force".to_string()));
+    assert!(!f.oci.ids().contains(&"stray".to_string()));
+}
+
+#[test]
+fn teardown_collects_every_error() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.oci.fail("delete", "runc exploded");
+    f.host.fail("remove_netns", "busy");
+    f.host.fail("remove_cgroup", "busy");
+    let err = f.rt.stop_and_remove_sandbox(&sb).unwrap_err();
+    let RuntimeError::Teardown(list) = err else {
+        panic!("not a teardown error: {err:?}")
+    };
+    assert!(list.errors.len() >= 4, "{list}");
+    assert!(list.to_string().contains("network namespace") && list.to_string().contains(&id));
+    // It kept going: the directories are gone anyway.
+    assert!(dir_is_empty(&f.config.root_dir.join("sandboxes")));
+    assert!(dir_is_empty(&f.config.root_dir.join("containers")));
+}
+
+#[test]
+fn exec_passes_command_and_timeout() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.rt.start_container(&id).unwrap();
+    f.oci.set_exec_output(crate::oci::ExecOutput {
+        exit_code: 3,
+        stdout: b"x".to_vec(),
+        ..Default::default()
+    });
+    let out =
+        f.rt.exec(&id, &["ls".into(), "/".into()], Duration::from_secs(2))
+            .unwrap();
+    assert_eq!((out.exit_code, out.stdout.as_slice()), (3, b"x".as_slice()));
+    assert!(f.oci.calls().contains(&format!("exec {id} ls / (2s)")));
+}
