@@ -198,6 +198,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seen_is_rfc3339_nano() {
+        let t = Timestamp::new(1_700_000_000, 500_000_000).unwrap();
+        assert_eq!(format_seen(t), "2023-11-14T22:13:20.5Z");
+        let t = Timestamp::new(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(format_seen(t), "2023-11-14T22:13:20.123456789Z");
+    }
+
+    #[test]
     fn pull_policy_by_tag() {
         for (image, want) in [
             ("busybox", "Always"),
