@@ -106,6 +106,8 @@ mod tests {
         )
         .unwrap();
         assert!(written);
+        let text = std::fs::read_to_string(conf.join(DEFAULT_CONFLIST_NAME)).unwrap();
+        crate::golden::assert_golden("default-network.conflist", &text);
         assert_eq!(
             std::fs::read_link(bin.join("kubenode-bridge")).unwrap(),
             exe

@@ -13,6 +13,9 @@ mod default_network;
 pub mod plugin;
 pub mod spec;
 
+#[cfg(test)]
+mod golden;
+
 pub use client::{Attachment, ClientError, CniClient, CniConfig};
 pub use default_network::{ensure_default_network, DefaultNetworkError, DEFAULT_CONFLIST_NAME};
 pub use spec::{CniResult, PluginErrorReply};

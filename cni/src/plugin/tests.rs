@@ -177,6 +177,10 @@ fn add_check_del_round_trip() {
         .unwrap()
         .unwrap();
     assert_eq!(out["cniVersion"], "1.0.0");
+    crate::golden::assert_golden(
+        "kubenode-bridge-add-result.json",
+        &(serde_json::to_string_pretty(&out).unwrap() + "\n"),
+    );
     assert_eq!(
         out["ips"],
         json!([{"address":"10.244.1.2/24","gateway":"10.244.1.1","interface":2}])
