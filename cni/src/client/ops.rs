@@ -56,27 +56,13 @@ impl CniClient {
         let _guard = self.lock(&att.container_id).await?;
         let net = self.network()?;
         let mut prev: Option<Value> = None;
-        for i in 0..net.plugins.len() {
-            let stdin = net.plugin_stdin(i, prev.as_ref(), &att.capability_args);
-            let out = match self
-                .run_plugin(&net, i, "ADD", &self.request("ADD", att, stdin))
-                .await
-            {
-                Ok(out) => out,
-                Err(e) => {
-                    if let Err(del) = self.del_chain(&net, att, prev.as_ref()).await {
-                        warn!(container = %att.container_id, error = %del, "cleaning up after a failed ADD");
-                    }
-                    return Err(e);
-                }
-            };
-            let value: Value =
-                serde_json::from_slice(&out).map_err(|e| ClientError::BadResult {
-                    plugin: net.plugin_type(i).into(),
-                    container_id: att.container_id.clone(),
-                    reason: format!("{e}: {:?}", String::from_utf8_lossy(&out)),
-                })?;
-            prev = Some(value);
+        if let Err(e) = self.add_chain(&net, att, &mut prev).await {
+            // The spec wants every ADD followed by a DEL, also a failed one: tear down now, with
+            // whatever result the chain had built, and report the ADD's error.
+            if let Err(del) = self.del_chain(&net, att, prev.as_ref()).await {
+                warn!(container = %att.container_id, error = %del, "cleaning up after a failed ADD");
+            }
+            return Err(e);
         }
         let result = prev.unwrap_or_else(|| json!({"cniVersion": net.cni_version}));
         let entry = CacheEntry {
@@ -99,6 +85,28 @@ impl CniClient {
             source,
         })?;
         Ok(CniResult::from_json(&result)?)
+    }
+
+    async fn add_chain(
+        &self,
+        net: &NetworkConfigList,
+        att: &Attachment,
+        prev: &mut Option<Value>,
+    ) -> Result<(), ClientError> {
+        for i in 0..net.plugins.len() {
+            let stdin = net.plugin_stdin(i, prev.as_ref(), &att.capability_args);
+            let out = self
+                .run_plugin(net, i, "ADD", &self.request("ADD", att, stdin))
+                .await?;
+            let value: Value =
+                serde_json::from_slice(&out).map_err(|e| ClientError::BadResult {
+                    plugin: net.plugin_type(i).into(),
+                    container_id: att.container_id.clone(),
+                    reason: format!("{e}: {:?}", String::from_utf8_lossy(&out)),
+                })?;
+            *prev = Some(value);
+        }
+        Ok(())
     }
 
     /// Verifies the attachment: CHECK through the chain with the cached ADD result. A no-op when

@@ -42,6 +42,9 @@ impl PluginExec for Recording {
                     },
                 });
             }
+            if (name.as_str(), req.command.as_str()) == ("garbage", "ADD") {
+                return Ok(b"not json".to_vec());
+            }
             let out = match (name.as_str(), req.command.as_str()) {
                 (_, "VERSION") => {
                     json!({"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]})
@@ -65,7 +68,7 @@ fn setup(conflist: &str) -> (tempfile::TempDir, CniConfig) {
     std::fs::create_dir_all(&conf_dir).unwrap();
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(conf_dir.join("10-test.conflist"), conflist).unwrap();
-    for p in ["main", "chained", "portmap"] {
+    for p in ["main", "chained", "portmap", "garbage"] {
         write_exe(&bin.join(p), "#!/bin/sh\nexit 0\n");
     }
     let cfg = CniConfig {
@@ -180,6 +183,31 @@ async fn failed_add_surfaces_the_reply_and_tears_down() {
         ["main:ADD", "chained:ADD", "chained:DEL", "main:DEL"]
     );
     assert!(!cfg.cache_dir.join("results/kn-c2-eth0").exists());
+}
+
+#[tokio::test]
+async fn unreadable_add_output_is_an_error_and_tears_down() {
+    let (_dir, cfg) = setup(
+        r#"{"cniVersion":"1.0.0","name":"kn","plugins":[{"type":"main"},{"type":"garbage"}]}"#,
+    );
+    let rec = Arc::new(Recording::default());
+    let client = CniClient::with_exec(cfg, rec.clone());
+    let e = client.add(&att("c4")).await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::BadResult { .. }) && e.to_string().contains("not json"),
+        "{e}"
+    );
+    let order: Vec<_> = rec
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}:{}", c.0, c.1))
+        .collect();
+    assert_eq!(
+        order,
+        ["main:ADD", "garbage:ADD", "garbage:DEL", "main:DEL"]
+    );
 }
 
 #[tokio::test]
