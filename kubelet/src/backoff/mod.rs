@@ -12,11 +12,13 @@ mod clock;
 mod container;
 mod entry;
 mod image;
+mod restart_count;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use container::{container_backoff_key, crash_loop_message, CrashBackoff, RestartDecision};
 pub use entry::Backoff;
 pub use image::{image_backoff_key, image_pull_backoff_message, ImageBackoff};
+pub use restart_count::restart_count_from_log_dir;
 
 use std::time::Duration;
 
