@@ -54,19 +54,43 @@ pub trait Conntrack: Send + Sync + fmt::Debug {
     fn delete_udp(&self, filter: &FlowFilter) -> Result<(), ConntrackError>;
 }
 
-/// `conntrack -D` with a timeout.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ConntrackTool;
+/// `conntrack -D` with a timeout (optionally inside a named network namespace).
+#[derive(Debug, Default, Clone)]
+pub struct ConntrackTool {
+    netns: Option<String>,
+}
+
+impl ConntrackTool {
+    /// Deletes flows of the current network namespace.
+    pub fn new() -> ConntrackTool {
+        ConntrackTool::default()
+    }
+
+    /// Deletes flows of network namespace `name` (`ip netns exec <name> conntrack ...`).
+    pub fn in_netns(name: &str) -> ConntrackTool {
+        ConntrackTool {
+            netns: Some(name.to_string()),
+        }
+    }
+}
 
 impl Conntrack for ConntrackTool {
     fn delete_udp(&self, filter: &FlowFilter) -> Result<(), ConntrackError> {
         let args = filter.args();
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let err = |message: String| ConntrackError {
             filter: args.join(" "),
             message,
         };
-        let out = crate::iptables::run_tool("conntrack", &argv, Duration::from_secs(10))
+        let mut argv: Vec<&str> = Vec::new();
+        let program = match &self.netns {
+            Some(ns) => {
+                argv.extend(["netns", "exec", ns.as_str(), "conntrack"]);
+                "ip"
+            }
+            None => "conntrack",
+        };
+        argv.extend(args.iter().map(String::as_str));
+        let out = crate::iptables::run_tool(program, &argv, Duration::from_secs(10))
             .map_err(|e| err(e.to_string()))?;
         // conntrack exits 1 with "0 flow entries have been deleted" when nothing matched.
         if out.0 || out.1.contains("0 flow entries") {

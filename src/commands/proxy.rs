@@ -1,10 +1,164 @@
-//! `kubenode proxy`: kube-proxy's role alone.
+//! `kubenode proxy`: kube-proxy's role alone. Services and Endpoints come from the manifest
+//! directory; `--cleanup` removes every iptables rule and chain kubenode owns and exits.
 
-/// Options of `kubenode proxy`.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kubenode_proxy::conntrack::ConntrackTool;
+use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
+use kubenode_proxy::model::Ipv4Cidr;
+use kubenode_proxy::{Proxy, ProxyConfig};
+
+/// Options of `kubenode proxy` (kube-proxy's flag names where one exists).
 #[derive(clap::Args, Debug)]
-pub struct ProxyArgs {}
+pub struct ProxyArgs {
+    /// Remove every iptables rule and chain kubenode owns (and only those), then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Directory with Service and Endpoints manifests.
+    #[arg(long, default_value = "/etc/kubenode/manifests")]
+    pub manifest_dir: PathBuf,
+    /// This node's name (default: the hostname).
+    #[arg(long = "hostname-override")]
+    pub node_name: Option<String>,
+    /// Range ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: Ipv4Cidr,
+    /// Pod network of the cluster: traffic to ClusterIPs from outside it is masqueraded.
+    #[arg(long)]
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// Range NodePorts are allocated from, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub nodeport_addresses: Vec<Ipv4Cidr>,
+    /// Accept NodePorts on 127.0.0.1 (sets route_localnet=1 and adds the CVE-2020-8558 guard).
+    #[arg(long)]
+    pub localhost_nodeports: bool,
+    /// Masquerade all traffic to ClusterIPs.
+    #[arg(long)]
+    pub masquerade_all: bool,
+    /// iptables backend: auto, nft or legacy.
+    #[arg(long, default_value = "auto")]
+    pub iptables_mode: String,
+    /// Minimum time between syncs (Go duration).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub iptables_min_sync_period: Duration,
+    /// Canary check and re-sync interval (Go duration).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub iptables_sync_period: Duration,
+    /// Where ClusterIP and NodePort allocations are kept across restarts.
+    #[arg(long, default_value = "/var/lib/kubenode/proxy/allocations.json")]
+    pub state_file: PathBuf,
+}
 
-/// Runs the proxy role.
-pub async fn run(_args: ProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("kubenode proxy: not implemented yet")
+/// Runs the proxy role until interrupted (the rules stay in place, as with kube-proxy).
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let fw = IptablesFirewall::new(&args.iptables_mode)?;
+    if args.cleanup {
+        let report = kubenode_proxy::sync::cleanup(&fw as &dyn Firewall)?;
+        tracing::info!(chains = report.chains, jumps = report.jumps, "cleanup done");
+        return Ok(());
+    }
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the hostname (or pass --hostname-override)")?
+            .trim()
+            .to_string(),
+    };
+    let (first, last) = args
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .filter(|(a, b)| a <= b)
+        .with_context(|| {
+            format!(
+                "--service-node-port-range `{}`: expected FIRST-LAST",
+                args.service_node_port_range
+            )
+        })?;
+    let mut cfg = ProxyConfig::new(&node_name, args.service_cidr);
+    cfg.node_port_range = first..=last;
+    cfg.state_file = Some(args.state_file);
+    cfg.min_sync_period = args.iptables_min_sync_period;
+    cfg.sync_period = args.iptables_sync_period;
+    cfg.rules.cluster_cidr = args.cluster_cidr;
+    cfg.rules.node_port_addresses = args.nodeport_addresses;
+    cfg.rules.localhost_node_ports = args.localhost_nodeports;
+    cfg.rules.masquerade_all = args.masquerade_all;
+
+    let proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
+    let handle = proxy.spawn();
+    let mut snapshots =
+        kubenode_kubelet::source::watch(args.manifest_dir, node_name, Duration::from_secs(20));
+    loop {
+        tokio::select! {
+            snap = snapshots.recv() => match snap {
+                Some(snap) => {
+                    handle.update_services(snap.services);
+                    handle.update_endpoints(snap.endpoints);
+                }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tokio::task::spawn_blocking(move || handle.shutdown()).await?;
+    Ok(())
+}
+
+/// Parses a Go-style duration: `500ms`, `1s`, `1m30s`, `2h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("`{s}` is not a duration like 500ms, 30s or 1m");
+    let (mut total, mut num) = (0f64, String::new());
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().map_err(|_| err())?;
+        total += v * match unit.as_str() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
 }

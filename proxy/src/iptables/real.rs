@@ -14,20 +14,32 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct IptablesFirewall {
     mode: IptablesMode,
+    prefix: Vec<String>,
 }
 
 impl IptablesFirewall {
     /// Uses `mode`: `"nft"`, `"legacy"`, or `"auto"` (detect, see [`detect_mode`]). The chosen
     /// backend is logged once.
     pub fn new(mode: &str) -> Result<IptablesFirewall, FirewallError> {
+        IptablesFirewall::with_prefix(mode, Vec::new())
+    }
+
+    /// Runs every command inside network namespace `name` (`ip netns exec <name> ...`), for one
+    /// agent per namespace on a shared host and for tests; `auto` detects inside it.
+    pub fn in_netns(mode: &str, name: &str) -> Result<IptablesFirewall, FirewallError> {
+        let prefix = ["ip", "netns", "exec", name].map(String::from).to_vec();
+        IptablesFirewall::with_prefix(mode, prefix)
+    }
+
+    fn with_prefix(mode: &str, prefix: Vec<String>) -> Result<IptablesFirewall, FirewallError> {
         let mode = match mode {
             "nft" => IptablesMode::Nft,
             "legacy" => IptablesMode::Legacy,
-            "auto" | "" => detect_mode(),
+            "auto" | "" => detect(&prefix),
             other => return Err(FirewallError::UnknownMode(other.to_string())),
         };
         tracing::info!(%mode, "using iptables backend");
-        Ok(IptablesFirewall { mode })
+        Ok(IptablesFirewall { mode, prefix })
     }
 
     fn bin(&self, suffix: &str) -> String {
@@ -42,8 +54,17 @@ impl IptablesFirewall {
         timeout: Duration,
     ) -> Result<exec::Output, FirewallError> {
         let command = format!("{program} {}", args.join(" "));
+        let (program, args): (&str, Vec<&str>) = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut v: Vec<&str> = rest.iter().map(String::as_str).collect();
+                v.push(program);
+                v.extend(args.iter().copied());
+                (first.as_str(), v)
+            }
+            None => (program, args.to_vec()),
+        };
         let out =
-            exec::run(program, args, stdin, timeout).map_err(|source| FirewallError::Exec {
+            exec::run(program, &args, stdin, timeout).map_err(|source| FirewallError::Exec {
                 command: command.clone(),
                 source,
             })?;
@@ -109,12 +130,19 @@ impl Firewall for IptablesFirewall {
     }
 
     fn enable_route_localnet(&self) -> Result<(), FirewallError> {
-        let key = "/proc/sys/net/ipv4/conf/all/route_localnet";
-        tracing::warn!("setting net.ipv4.conf.all.route_localnet=1 for NodePorts on 127.0.0.1 (CVE-2020-8558 guard rule installed)");
-        std::fs::write(key, "1").map_err(|source| FirewallError::Sysctl {
-            key: key.to_string(),
-            source,
-        })
+        let key = "net.ipv4.conf.all.route_localnet";
+        tracing::warn!(
+            "setting {key}=1 for NodePorts on 127.0.0.1 (CVE-2020-8558 guard rule installed)"
+        );
+        if self.prefix.is_empty() {
+            let path = "/proc/sys/net/ipv4/conf/all/route_localnet";
+            return std::fs::write(path, "1").map_err(|source| FirewallError::Sysctl {
+                key: key.to_string(),
+                source,
+            });
+        }
+        self.run("sysctl", &["-qw", &format!("{key}=1")], None, SHORT_TIMEOUT)
+            .map(|_| ())
     }
 }
 
@@ -142,8 +170,23 @@ fn with_context(stderr: &str, input: &str) -> String {
 /// otherwise the backend holding more rules; on a tie (e.g. a fresh network namespace) the
 /// backend `iptables` itself points to.
 pub fn detect_mode() -> IptablesMode {
+    detect(&[])
+}
+
+fn detect(prefix: &[String]) -> IptablesMode {
+    let exec = |program: &str, args: &[&str]| {
+        let mut argv: Vec<&str> = prefix.iter().skip(1).map(String::as_str).collect();
+        let first = if prefix.is_empty() {
+            program
+        } else {
+            argv.push(program);
+            prefix[0].as_str()
+        };
+        argv.extend(args);
+        exec::run(first, &argv, None, SHORT_TIMEOUT)
+    };
     let save = |mode: IptablesMode, args: &[&str]| {
-        exec::run(&format!("iptables-{mode}-save"), args, None, SHORT_TIMEOUT)
+        exec(&format!("iptables-{mode}-save"), args)
             .ok()
             .filter(|o| o.status.success())
             .map(|o| o.stdout)
@@ -172,7 +215,7 @@ pub fn detect_mode() -> IptablesMode {
             IptablesMode::Nft
         };
     }
-    match exec::run("iptables", &["--version"], None, SHORT_TIMEOUT) {
+    match exec("iptables", &["--version"]) {
         Ok(o) if o.stdout.contains("legacy") => IptablesMode::Legacy,
         _ => IptablesMode::Nft,
     }
