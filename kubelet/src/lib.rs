@@ -1,3 +1,16 @@
-//! The kubelet half of kubenode: pod sources, pod workers, status and the node API.
+//! The kubelet half of kubenode: pod sources, validation, status, restart
+//! back-off, label selectors, events and the node API.
+//!
+//! Most modules here are container-free building blocks: each is pure
+//! logic (or has a small trait at its OS boundary) so that it can be unit
+//! tested without root. The pod worker, which drives the runtime and CNI,
+//! builds on them.
 
 pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod events;
+pub mod selector;
+pub mod source;
+pub mod status;
+pub mod validation;

@@ -14,11 +14,18 @@ fn rfc1123z(t: &Timestamp) -> String {
 
 fn field(out: &mut String, indent: usize, name: &str, value: impl std::fmt::Display) {
     let label = format!("{name}:");
-    let width = 18usize.saturating_sub(indent);
+    // kubectl's tabwriter puts top-level values at column 18 and nested ones at column 20.
+    let column = if indent == 0 { 18 } else { 20 };
+    let width = column - indent;
     let _ = writeln!(out, "{:indent$}{label:<width$}{value}", "");
 }
 
-fn map_lines(out: &mut String, name: &str, map: Option<&std::collections::BTreeMap<String, String>>, sep: &str) {
+fn map_lines(
+    out: &mut String,
+    name: &str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+    sep: &str,
+) {
     match map.filter(|m| !m.is_empty()) {
         None => field(out, 0, name, "<none>"),
         Some(m) => {
@@ -52,19 +59,33 @@ pub fn probe_line(p: &Probe) -> String {
         p.failure_threshold.unwrap_or(3)
     );
     if let Some(e) = &p.exec {
-        return format!("exec [{}] {attrs}", e.command.clone().unwrap_or_default().join(" "));
+        return format!(
+            "exec [{}] {attrs}",
+            e.command.clone().unwrap_or_default().join(" ")
+        );
     }
     if let Some(h) = &p.http_get {
         let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
         let host = h.host.clone().unwrap_or_default();
         let path = h.path.clone().unwrap_or_default();
-        return format!("http-get {scheme}://{host}:{}{path} {attrs}", port_str(&h.port));
+        return format!(
+            "http-get {scheme}://{host}:{}{path} {attrs}",
+            port_str(&h.port)
+        );
     }
     if let Some(t) = &p.tcp_socket {
-        return format!("tcp-socket {}:{} {attrs}", t.host.clone().unwrap_or_default(), port_str(&t.port));
+        return format!(
+            "tcp-socket {}:{} {attrs}",
+            t.host.clone().unwrap_or_default(),
+            port_str(&t.port)
+        );
     }
     if let Some(g) = &p.grpc {
-        return format!("grpc <pod>:{} {} {attrs}", g.port, g.service.clone().unwrap_or_default());
+        return format!(
+            "grpc <pod>:{} {} {attrs}",
+            g.port,
+            g.service.clone().unwrap_or_default()
+        );
     }
     format!("unknown {attrs}")
 }
@@ -115,14 +136,34 @@ fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
     let id = cs.and_then(|s| s.container_id.clone()).unwrap_or_default();
     field(out, 4, "Container ID", id);
     field(out, 4, "Image", c.image.clone().unwrap_or_default());
-    field(out, 4, "Image ID", cs.map(|s| s.image_id.clone()).unwrap_or_default());
+    field(
+        out,
+        4,
+        "Image ID",
+        cs.map(|s| s.image_id.clone()).unwrap_or_default(),
+    );
     let ports: Vec<String> = c
         .ports
         .iter()
         .flatten()
-        .map(|p| format!("{}/{}", p.container_port, p.protocol.as_deref().unwrap_or("TCP")))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.container_port,
+                p.protocol.as_deref().unwrap_or("TCP")
+            )
+        })
         .collect();
-    field(out, 4, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
+    field(
+        out,
+        4,
+        "Port",
+        if ports.is_empty() {
+            "<none>".into()
+        } else {
+            ports.join(", ")
+        },
+    );
     for (label, list) in [("Command", &c.command), ("Args", &c.args)] {
         if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
             let _ = writeln!(out, "    {label}:");
@@ -132,12 +173,28 @@ fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
         }
     }
     state(out, "State", cs.and_then(|s| s.state.as_ref()));
-    if let Some(last) = cs.and_then(|s| s.last_state.as_ref()).filter(|l| l.terminated.is_some()) {
+    if let Some(last) = cs
+        .and_then(|s| s.last_state.as_ref())
+        .filter(|l| l.terminated.is_some())
+    {
         state(out, "Last State", Some(last));
     }
-    field(out, 4, "Ready", if cs.is_some_and(|s| s.ready) { "True" } else { "False" });
+    field(
+        out,
+        4,
+        "Ready",
+        if cs.is_some_and(|s| s.ready) {
+            "True"
+        } else {
+            "False"
+        },
+    );
     field(out, 4, "Restart Count", cs.map_or(0, |s| s.restart_count));
-    for (label, probe) in [("Liveness", &c.liveness_probe), ("Readiness", &c.readiness_probe), ("Startup", &c.startup_probe)] {
+    for (label, probe) in [
+        ("Liveness", &c.liveness_probe),
+        ("Readiness", &c.readiness_probe),
+        ("Startup", &c.startup_probe),
+    ] {
         if let Some(p) = probe {
             field(out, 4, label, probe_line(p));
         }
@@ -149,7 +206,12 @@ fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
         .map(|e| match (&e.value, &e.value_from) {
             (Some(v), _) => format!("{}:  {v}", e.name),
             (None, Some(from)) => match &from.field_ref {
-                Some(f) => format!("{}:   ({}:{})", e.name, f.api_version.as_deref().unwrap_or("v1"), f.field_path),
+                Some(f) => format!(
+                    "{}:   ({}:{})",
+                    e.name,
+                    f.api_version.as_deref().unwrap_or("v1"),
+                    f.field_path
+                ),
                 None => format!("{}:  <set from a source>", e.name),
             },
             (None, None) => format!("{}:  ", e.name),
@@ -161,8 +223,16 @@ fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
         .iter()
         .flatten()
         .map(|m| {
-            let mode = if m.read_only == Some(true) { "ro" } else { "rw" };
-            let sub = m.sub_path.as_deref().map(|s| format!(",path=\"{s}\"")).unwrap_or_default();
+            let mode = if m.read_only == Some(true) {
+                "ro"
+            } else {
+                "rw"
+            };
+            let sub = m
+                .sub_path
+                .as_deref()
+                .map(|s| format!(",path=\"{s}\""))
+                .unwrap_or_default();
             format!("{} from {} ({mode}{sub})", m.mount_path, m.name)
         })
         .collect();
@@ -187,7 +257,12 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     field(&mut out, 0, "Name", meta.name.clone().unwrap_or_default());
-    field(&mut out, 0, "Namespace", meta.namespace.clone().unwrap_or_default());
+    field(
+        &mut out,
+        0,
+        "Namespace",
+        meta.namespace.clone().unwrap_or_default(),
+    );
     field(&mut out, 0, "Priority", spec.priority.unwrap_or(0));
     let node = match (&spec.node_name, &status.host_ip) {
         (Some(n), Some(ip)) => format!("{n}/{ip}"),
@@ -200,7 +275,11 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
     }
     map_lines(&mut out, "Labels", meta.labels.as_ref(), "=");
     map_lines(&mut out, "Annotations", meta.annotations.as_ref(), ": ");
-    let phase = if meta.deletion_timestamp.is_some() { "Terminating".to_string() } else { status.phase.clone().unwrap_or_default() };
+    let phase = if meta.deletion_timestamp.is_some() {
+        "Terminating".to_string()
+    } else {
+        status.phase.clone().unwrap_or_default()
+    };
     field(&mut out, 0, "Status", phase);
     if let Some(r) = &status.reason {
         field(&mut out, 0, "Reason", r);
@@ -209,7 +288,12 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
         field(&mut out, 0, "Message", m);
     }
     field(&mut out, 0, "IP", status.pod_ip.clone().unwrap_or_default());
-    let ips: Vec<String> = status.pod_ips.iter().flatten().map(|i| i.ip.clone()).collect();
+    let ips: Vec<String> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|i| i.ip.clone())
+        .collect();
     if ips.is_empty() {
         field(&mut out, 0, "IPs", "<none>");
     } else {
@@ -224,12 +308,20 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
     if let Some(inits) = spec.init_containers.as_ref().filter(|l| !l.is_empty()) {
         let _ = writeln!(out, "Init Containers:");
         for c in inits {
-            container(&mut out, c, find(&status.init_container_statuses, &c.name).as_ref());
+            container(
+                &mut out,
+                c,
+                find(&status.init_container_statuses, &c.name).as_ref(),
+            );
         }
     }
     let _ = writeln!(out, "Containers:");
     for c in &spec.containers {
-        container(&mut out, c, find(&status.container_statuses, &c.name).as_ref());
+        container(
+            &mut out,
+            c,
+            find(&status.container_statuses, &c.name).as_ref(),
+        );
     }
     let _ = writeln!(out, "Conditions:");
     let _ = writeln!(out, "  Type                        Status");
@@ -244,15 +336,38 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
     for v in &volumes {
         let _ = writeln!(out, "  {}:", v.name);
         if let Some(e) = &v.empty_dir {
-            field(&mut out, 4, "Type", "EmptyDir (a temporary directory that shares a pod's lifetime)");
+            field(
+                &mut out,
+                4,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)",
+            );
             field(&mut out, 4, "Medium", e.medium.clone().unwrap_or_default());
-            field(&mut out, 4, "SizeLimit", e.size_limit.as_ref().map(|q| q.0.clone()).unwrap_or_else(|| "<unset>".into()));
+            field(
+                &mut out,
+                4,
+                "SizeLimit",
+                e.size_limit
+                    .as_ref()
+                    .map(|q| q.0.clone())
+                    .unwrap_or_else(|| "<unset>".into()),
+            );
         } else if let Some(h) = &v.host_path {
             field(&mut out, 4, "Type", "HostPath (bare host directory volume)");
             field(&mut out, 4, "Path", &h.path);
-            field(&mut out, 4, "HostPathType", h.type_.clone().unwrap_or_default());
+            field(
+                &mut out,
+                4,
+                "HostPathType",
+                h.type_.clone().unwrap_or_default(),
+            );
         } else if let Some(n) = &v.nfs {
-            field(&mut out, 4, "Type", "NFS (an NFS mount that lasts the lifetime of a pod)");
+            field(
+                &mut out,
+                4,
+                "Type",
+                "NFS (an NFS mount that lasts the lifetime of a pod)",
+            );
             field(&mut out, 4, "Server", &n.server);
             field(&mut out, 4, "Path", &n.path);
             field(&mut out, 4, "ReadOnly", n.read_only.unwrap_or(false));
@@ -260,7 +375,12 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
             field(&mut out, 4, "Type", "<unsupported>");
         }
     }
-    field(&mut out, 0, "QoS Class", status.qos_class.clone().unwrap_or_default());
+    field(
+        &mut out,
+        0,
+        "QoS Class",
+        status.qos_class.clone().unwrap_or_default(),
+    );
     field(&mut out, 0, "Node-Selectors", "<none>");
     field(&mut out, 0, "Tolerations", "<none>");
     out.push_str(&events_section(events, now));
@@ -275,23 +395,38 @@ pub fn events_section(events: &[Event], now: Timestamp) -> String {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
-            let last = e.last_timestamp.as_ref().or(e.first_timestamp.as_ref()).map(|t| &t.0);
+            let last = e
+                .last_timestamp
+                .as_ref()
+                .or(e.first_timestamp.as_ref())
+                .map(|t| &t.0);
             let first = e.first_timestamp.as_ref().map(|t| &t.0);
             let count = e.count.unwrap_or(1);
             let age_col = match (count > 1, first) {
-                (true, Some(f)) => format!("{} (x{count} over {})", age(last, now), age(Some(f), now)),
+                (true, Some(f)) => {
+                    format!("{} (x{count} over {})", age(last, now), age(Some(f), now))
+                }
                 _ => age(last, now),
             };
             vec![
                 e.type_.clone().unwrap_or_else(|| "Normal".into()),
                 e.reason.clone().unwrap_or_default(),
                 age_col,
-                e.source.as_ref().and_then(|s| s.component.clone()).unwrap_or_else(|| "kubelet".into()),
+                e.source
+                    .as_ref()
+                    .and_then(|s| s.component.clone())
+                    .unwrap_or_else(|| "kubelet".into()),
                 e.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    let mut all = vec![vec!["----".to_string(), "------".into(), "----".into(), "----".into(), "-------".into()]];
+    let mut all = vec![vec![
+        "----".to_string(),
+        "------".into(),
+        "----".into(),
+        "----".into(),
+        "-------".into(),
+    ]];
     all.extend(rows);
     let table = super::table::render(&["Type", "Reason", "Age", "From", "Message"], &all);
     let mut out = String::from("Events:\n");
@@ -310,17 +445,29 @@ mod tests {
     #[test]
     fn probe_lines_match_kubectl() {
         let p = Probe {
-            http_get: Some(HTTPGetAction { path: Some("/healthz".into()), port: IntOrString::Int(8080), ..Default::default() }),
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(8080),
+                ..Default::default()
+            }),
             initial_delay_seconds: Some(3),
             ..Default::default()
         };
-        assert_eq!(probe_line(&p), "http-get http://:8080/healthz delay=3s timeout=1s period=10s #success=1 #failure=3");
+        assert_eq!(
+            probe_line(&p),
+            "http-get http://:8080/healthz delay=3s timeout=1s period=10s #success=1 #failure=3"
+        );
         let p = Probe {
-            exec: Some(ExecAction { command: Some(vec!["cat".into(), "/tmp/healthy".into()]) }),
+            exec: Some(ExecAction {
+                command: Some(vec!["cat".into(), "/tmp/healthy".into()]),
+            }),
             period_seconds: Some(2),
             ..Default::default()
         };
-        assert_eq!(probe_line(&p), "exec [cat /tmp/healthy] delay=0s timeout=1s period=2s #success=1 #failure=3");
+        assert_eq!(
+            probe_line(&p),
+            "exec [cat /tmp/healthy] delay=0s timeout=1s period=2s #success=1 #failure=3"
+        );
     }
 
     #[test]
@@ -329,7 +476,11 @@ mod tests {
         pod.metadata.name = Some("web-n1".into());
         pod.metadata.namespace = Some("default".into());
         pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![Container { name: "app".into(), image: Some("busybox".into()), ..Default::default() }],
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
             node_name: Some("n1".into()),
             ..Default::default()
         });
@@ -339,13 +490,23 @@ mod tests {
             reason: Some("BackOff".into()),
             message: Some("Back-off restarting failed container".into()),
             count: Some(3),
-            first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-11-28T11:59:00Z".parse().unwrap())),
-            last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-11-28T11:59:50Z".parse().unwrap())),
+            first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-28T11:59:00Z".parse().unwrap(),
+            )),
+            last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-28T11:59:50Z".parse().unwrap(),
+            )),
             ..Default::default()
         };
         let text = describe_pod(&pod, &[event], now);
-        assert!(text.starts_with("Name:             web-n1\nNamespace:        default\n"), "{text}");
-        assert!(text.contains("  app:\n    Container ID:   \n    Image:          busybox\n"), "{text}");
+        assert!(
+            text.starts_with("Name:             web-n1\nNamespace:        default\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  app:\n    Container ID:   \n    Image:          busybox\n"),
+            "{text}"
+        );
         assert!(text.contains("Warning   BackOff   10s (x3 over 60s)   kubelet   Back-off restarting failed container"), "{text}");
     }
 }

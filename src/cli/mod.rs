@@ -27,6 +27,15 @@ impl AgentRef {
     }
 }
 
+/// The current time as a Kubernetes timestamp.
+pub fn now() -> k8s_openapi::jiff::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::new(secs, 0).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
 /// `-o` values.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -42,7 +51,8 @@ pub enum Output {
 
 /// Prints objects as a `v1` List in JSON or YAML.
 pub fn print_list<T: serde::Serialize>(items: &[T], output: Output) -> anyhow::Result<()> {
-    let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "metadata": {}, "items": items });
+    let list =
+        serde_json::json!({ "apiVersion": "v1", "kind": "List", "metadata": {}, "items": items });
     print_value(&list, output)
 }
 

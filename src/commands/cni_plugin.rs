@@ -2,6 +2,5 @@
 
 /// Runs the plugin per the CNI spec (environment + stdin); returns the process exit code.
 pub fn run() -> i32 {
-    eprintln!("kubenode cni-plugin: not implemented yet");
-    2
+    kubenode_cni::plugin::main()
 }

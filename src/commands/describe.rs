@@ -1,7 +1,5 @@
 //! `kubenode describe pod NAME`.
 
-use k8s_openapi::jiff::Timestamp;
-
 use crate::cli::{describe::describe_pod, AgentRef};
 
 /// Options of `kubenode describe`.
@@ -32,7 +30,13 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
             p.metadata.name.as_deref() == Some(&args.name)
                 && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
         })
-        .ok_or_else(|| anyhow::anyhow!("pods \"{}\" not found in namespace {}", args.name, args.namespace))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pods \"{}\" not found in namespace {}",
+                args.name,
+                args.namespace
+            )
+        })?;
     let events: Vec<_> = client
         .events()
         .await?
@@ -42,6 +46,6 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
                 && e.involved_object.namespace.as_deref().unwrap_or("default") == args.namespace
         })
         .collect();
-    print!("{}", describe_pod(&pod, &events, Timestamp::now()));
+    print!("{}", describe_pod(&pod, &events, crate::cli::now()));
     Ok(())
 }

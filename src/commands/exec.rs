@@ -31,7 +31,11 @@ pub struct ExecArgs {
 /// Runs `kubenode exec`; the process exits with the command's exit code.
 pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
     let request = ExecRequest {
-        target: ContainerRef { namespace: args.namespace, pod: args.pod, container: args.container },
+        target: ContainerRef {
+            namespace: args.namespace,
+            pod: args.pod,
+            container: args.container,
+        },
         command: args.command,
         timeout: Duration::from_secs(args.timeout),
     };

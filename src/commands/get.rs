@@ -1,7 +1,5 @@
 //! `kubenode get pods|events`: kubectl's tables, or the objects as JSON/YAML.
 
-use k8s_openapi::jiff::Timestamp;
-
 use crate::cli::{pods, print_list, table, AgentRef, Output};
 
 /// Options of `kubenode get`.
@@ -30,25 +28,40 @@ pub struct GetArgs {
 /// Runs `kubenode get`.
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let client = args.agent.client();
-    let now = Timestamp::now();
-    let in_scope = |ns: Option<&str>| args.all_namespaces || ns.unwrap_or("default") == args.namespace;
+    let now = crate::cli::now();
+    let in_scope =
+        |ns: Option<&str>| args.all_namespaces || ns.unwrap_or("default") == args.namespace;
     match args.resource.as_str() {
         "pods" | "pod" | "po" => {
-            let selector = args.selector.as_deref().map(crate::cli::selector::parse).transpose()?;
+            let selector = args
+                .selector
+                .as_deref()
+                .map(kubenode_kubelet::selector::Selector::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("invalid label selector: {e}"))?;
             let mut items: Vec<_> = client
                 .pods()
                 .await?
                 .into_iter()
                 .filter(|p| in_scope(p.metadata.namespace.as_deref()))
                 .filter(|p| args.name.is_none() || p.metadata.name == args.name)
-                .filter(|p| selector.as_ref().is_none_or(|s| s.matches(p.metadata.labels.as_ref())))
+                .filter(|p| {
+                    selector
+                        .as_ref()
+                        .is_none_or(|s| s.matches_opt(p.metadata.labels.as_ref()))
+                })
                 .collect();
-            items.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+            items.sort_by(|a, b| {
+                (&a.metadata.namespace, &a.metadata.name)
+                    .cmp(&(&b.metadata.namespace, &b.metadata.name))
+            });
             if let (Some(name), true) = (&args.name, items.is_empty()) {
                 anyhow::bail!("pods \"{name}\" not found");
             }
             match args.output {
-                Some(o @ (Output::Json | Output::Yaml)) if args.name.is_some() => crate::cli::print_value(&items[0], o),
+                Some(o @ (Output::Json | Output::Yaml)) if args.name.is_some() => {
+                    crate::cli::print_value(&items[0], o)
+                }
                 Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
                 Some(Output::Name) => {
                     for p in &items {
@@ -62,8 +75,14 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                         return Ok(());
                     }
                     let wide = other == Some(Output::Wide);
-                    let rows: Vec<_> = items.iter().map(|p| pods::row(p, now, args.all_namespaces, wide)).collect();
-                    print!("{}", table::render(&pods::header(args.all_namespaces, wide), &rows));
+                    let rows: Vec<_> = items
+                        .iter()
+                        .map(|p| pods::row(p, now, args.all_namespaces, wide))
+                        .collect();
+                    print!(
+                        "{}",
+                        table::render(&pods::header(args.all_namespaces, wide), &rows)
+                    );
                     Ok(())
                 }
             }
@@ -73,7 +92,14 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                 .events()
                 .await?
                 .into_iter()
-                .filter(|e| in_scope(e.metadata.namespace.as_deref().or(e.involved_object.namespace.as_deref())))
+                .filter(|e| {
+                    in_scope(
+                        e.metadata
+                            .namespace
+                            .as_deref()
+                            .or(e.involved_object.namespace.as_deref()),
+                    )
+                })
                 .collect();
             match args.output {
                 Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
@@ -89,7 +115,11 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                     let rows: Vec<Vec<String>> = items
                         .iter()
                         .map(|e| {
-                            let last = e.last_timestamp.as_ref().or(e.first_timestamp.as_ref()).map(|t| &t.0);
+                            let last = e
+                                .last_timestamp
+                                .as_ref()
+                                .or(e.first_timestamp.as_ref())
+                                .map(|t| &t.0);
                             let obj = &e.involved_object;
                             let mut r = vec![
                                 crate::cli::age::age(last, now),
@@ -113,6 +143,8 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        other => anyhow::bail!("the server doesn't have a resource type \"{other}\" (kubenode knows pods and events)"),
+        other => anyhow::bail!(
+            "the server doesn't have a resource type \"{other}\" (kubenode knows pods and events)"
+        ),
     }
 }

@@ -35,7 +35,11 @@ pub struct LogsArgs {
 
 /// Runs `kubenode logs`.
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
-    let target = ContainerRef { namespace: args.namespace, pod: args.pod, container: args.container };
+    let target = ContainerRef {
+        namespace: args.namespace,
+        pod: args.pod,
+        container: args.container,
+    };
     let mut query = Vec::new();
     if args.follow {
         query.push("follow=true".to_string());

@@ -1,9 +1,10 @@
-//! `kubenode shim`: the per-container monitor (hidden subcommand).
+//! `kubenode shim`: the per-container monitor (hidden subcommand). The agent
+//! starts it; see `kubenode_runtime::shim` for what it does and why.
 
 use std::ffi::OsString;
 
 /// Runs the shim with the full argument vector; returns the process exit code.
-pub fn run(_args: Vec<OsString>) -> i32 {
-    eprintln!("kubenode shim: not implemented yet");
-    2
+/// Called before any thread or async runtime exists (the shim forks).
+pub fn run(args: Vec<OsString>) -> i32 {
+    kubenode_runtime::shim::run(&args)
 }

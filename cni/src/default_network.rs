@@ -1,0 +1,139 @@
+//! The node's default network: when the CNI config directory holds no network, kubenode writes
+//! one for its own plugin (plus `portmap` for `hostPort`s when that plugin is installed) from the
+//! node's pod CIDR, and links `kubenode-bridge` in the plugin directory to the kubenode binary.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde_json::json;
+
+use crate::spec::{ConfigError, NetworkConfigList};
+
+/// The file name of the written network.
+pub const DEFAULT_CONFLIST_NAME: &str = "10-kubenode.conflist";
+
+/// The network name of the written network.
+pub const DEFAULT_NETWORK_NAME: &str = "kubenode";
+
+/// Writing the default network failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultNetworkError {
+    /// The existing configuration could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file or link could not be written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Installs `<bin_dir>/kubenode-bridge` → `self_exe` (replacing a link that points elsewhere) and,
+/// if `conf_dir` has no network, writes [`DEFAULT_CONFLIST_NAME`] for kubenode-bridge with
+/// `pod_cidr` and `cluster_cidr` (+ `portmap` if `<bin_dir>/portmap` exists). Returns whether the
+/// conflist was written.
+pub fn ensure_default_network(
+    conf_dir: &Path,
+    bin_dir: &Path,
+    pod_cidr: Ipv4Net,
+    cluster_cidr: Option<Ipv4Net>,
+    self_exe: &Path,
+) -> Result<bool, DefaultNetworkError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DefaultNetworkError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(bin_dir).map_err(io("creating", bin_dir))?;
+    let link = bin_dir.join("kubenode-bridge");
+    if std::fs::read_link(&link).ok().as_deref() != Some(self_exe) {
+        let tmp = bin_dir.join(".kubenode-bridge.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(self_exe, &tmp).map_err(io("linking", &tmp))?;
+        std::fs::rename(&tmp, &link).map_err(io("installing", &link))?;
+        tracing::info!(link = %link.display(), target = %self_exe.display(), "installed kubenode-bridge");
+    }
+    if NetworkConfigList::load_first(conf_dir)?.is_some() {
+        return Ok(false);
+    }
+    let mut bridge = json!({
+        "type": "kubenode-bridge",
+        "bridge": crate::plugin::DEFAULT_BRIDGE,
+        "podCIDR": pod_cidr.trunc().to_string(),
+        "hairpinMode": true,
+    });
+    if let Some(c) = cluster_cidr {
+        bridge["clusterCIDR"] = json!(c.trunc().to_string());
+    }
+    let mut plugins = vec![bridge];
+    if bin_dir.join("portmap").exists() {
+        plugins
+            .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    }
+    let doc = json!({"cniVersion": "1.0.0", "name": DEFAULT_NETWORK_NAME, "plugins": plugins});
+    std::fs::create_dir_all(conf_dir).map_err(io("creating", conf_dir))?;
+    let path = conf_dir.join(DEFAULT_CONFLIST_NAME);
+    let tmp = conf_dir.join(".10-kubenode.conflist.tmp");
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("installing", &path))?;
+    tracing::info!(path = %path.display(), pod_cidr = %pod_cidr, "wrote the default CNI network");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_once_and_links_the_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, bin) = (dir.path().join("net.d"), dir.path().join("bin"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("portmap"), "").unwrap();
+        let exe = Path::new("/usr/bin/kubenode");
+        let written = ensure_default_network(
+            &conf,
+            &bin,
+            "10.244.1.0/24".parse().unwrap(),
+            Some("10.244.0.0/16".parse().unwrap()),
+            exe,
+        )
+        .unwrap();
+        assert!(written);
+        assert_eq!(
+            std::fs::read_link(bin.join("kubenode-bridge")).unwrap(),
+            exe
+        );
+        let list = NetworkConfigList::load_first(&conf).unwrap().unwrap();
+        assert_eq!(list.name, DEFAULT_NETWORK_NAME);
+        assert_eq!(list.plugin_type(0), "kubenode-bridge");
+        assert_eq!(list.plugin_type(1), "portmap");
+        assert_eq!(list.plugins[0]["podCIDR"], "10.244.1.0/24");
+        assert_eq!(list.plugins[0]["clusterCIDR"], "10.244.0.0/16");
+        let stdin = list.plugin_stdin(0, None, &Default::default());
+        crate::plugin::BridgeConf::parse(&stdin).unwrap();
+        // A second call (or any existing network) leaves the config alone but fixes the link.
+        let other = Path::new("/opt/kubenode");
+        assert!(
+            !ensure_default_network(&conf, &bin, "10.9.0.0/24".parse().unwrap(), None, other)
+                .unwrap()
+        );
+        assert_eq!(
+            std::fs::read_link(bin.join("kubenode-bridge")).unwrap(),
+            other
+        );
+        assert_eq!(
+            NetworkConfigList::load_first(&conf)
+                .unwrap()
+                .unwrap()
+                .plugins[0]["podCIDR"],
+            "10.244.1.0/24"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! The configuration file as written: every key optional, camelCase, and
+//! nothing else allowed.
+
+use super::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The only accepted `apiVersion`.
+pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+/// The only accepted `kind`.
+pub const KIND: &str = "KubeletConfiguration";
+
+/// The keys of a configuration file. Durations are Go durations (`20s`),
+/// sizes are quantities (`10Mi`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(
+    missing_docs,
+    reason = "each field is the upstream key of the same name"
+)]
+pub struct ConfigFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    // upstream KubeletConfiguration keys
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_pod_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_check_frequency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_frequency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
+    #[serde(rename = "podCIDR", skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    #[serde(rename = "clusterDNS", skip_serializing_if = "Option::is_none")]
+    pub cluster_dns: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_log_max_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_log_max_files: Option<u32>,
+    // kubenode's own keys
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(rename = "nodeIP", skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
+    #[serde(rename = "clusterCIDR", skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    #[serde(rename = "serviceCIDR", skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_node_port_range: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_registries: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_conf_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_bin_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// Every key [`ConfigFile`] accepts, for the unknown-key check.
+const KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "fileCheckFrequency",
+    "syncFrequency",
+    "maxPods",
+    "podCIDR",
+    "clusterDNS",
+    "clusterDomain",
+    "readOnlyPort",
+    "address",
+    "resolvConf",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "nodeName",
+    "nodeIP",
+    "rootDir",
+    "runDir",
+    "logDir",
+    "clusterCIDR",
+    "serviceCIDR",
+    "serviceNodePortRange",
+    "insecureRegistries",
+    "cniConfDir",
+    "cniBinDir",
+    "runtime",
+];
+
+impl ConfigFile {
+    /// Reads and parses `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.into(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses the text of a configuration file; `file` names it in errors.
+    /// An empty file is an empty configuration.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                file: file.into(),
+                source,
+            })?;
+        let invalid = |key: &str, reason: String| ConfigError::InvalidValue {
+            file: file.into(),
+            key: key.into(),
+            reason,
+        };
+        let map = match value {
+            serde_yaml_ng::Value::Null => return Ok(Self::default()),
+            serde_yaml_ng::Value::Mapping(m) => m,
+            _ => {
+                return Err(invalid(
+                    "(top level)",
+                    "must be a mapping of keys to values".into(),
+                ))
+            }
+        };
+        for key in map.keys() {
+            let name = match key {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            if !KEYS.contains(&name.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    file: file.into(),
+                    key: name,
+                });
+            }
+        }
+        let cfg: Self = match serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(map.clone()))
+        {
+            Ok(cfg) => cfg,
+            Err(source) => {
+                // Name the key whose value has the wrong type.
+                for (k, v) in map {
+                    let mut one = serde_yaml_ng::Mapping::new();
+                    let key = k.as_str().unwrap_or_default().to_owned();
+                    one.insert(k, v);
+                    if let Err(e) =
+                        serde_yaml_ng::from_value::<Self>(serde_yaml_ng::Value::Mapping(one))
+                    {
+                        return Err(invalid(&key, e.to_string()));
+                    }
+                }
+                return Err(ConfigError::Parse {
+                    file: file.into(),
+                    source,
+                });
+            }
+        };
+        match cfg.api_version.as_deref() {
+            Some(API_VERSION) => {}
+            Some(other) => {
+                return Err(invalid(
+                    "apiVersion",
+                    format!("must be {API_VERSION:?}, not {other:?}"),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    "apiVersion",
+                    format!("missing; add `apiVersion: {API_VERSION}`"),
+                ))
+            }
+        }
+        match cfg.kind.as_deref() {
+            Some(KIND) => {}
+            Some(other) => return Err(invalid("kind", format!("must be {KIND:?}, not {other:?}"))),
+            None => return Err(invalid("kind", format!("missing; add `kind: {KIND}`"))),
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(text, Path::new("/etc/kubenode/config.yaml"))
+    }
+
+    #[test]
+    fn parses_known_keys() {
+        let c = parse(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             staticPodPath: /m\nfileCheckFrequency: 5s\nmaxPods: 20\npodCIDR: 10.244.1.0/24\n\
+             clusterDNS: [10.96.0.10]\nreadOnlyPort: 0\nnodeIP: 10.0.0.2\ninsecureRegistries: [127.0.0.1:5000]\n",
+        )
+        .unwrap();
+        assert_eq!(c.static_pod_path.as_deref(), Some("/m"));
+        assert_eq!(c.max_pods, Some(20));
+        assert_eq!(c.pod_cidr.as_deref(), Some("10.244.1.0/24"));
+        assert_eq!(c.cluster_dns, Some(vec!["10.96.0.10".to_owned()]));
+        assert_eq!(c.read_only_port, Some(0));
+        assert_eq!(c.node_ip.as_deref(), Some("10.0.0.2"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = parse(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPod: 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "configuration file /etc/kubenode/config.yaml: unknown key \"maxPod\""
+        );
+    }
+
+    #[test]
+    fn kind_and_version_checked() {
+        let e = parse("apiVersion: v1\nkind: KubeletConfiguration\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("apiVersion: must be \"kubelet.config.k8s.io/v1beta1\""),
+            "{e}"
+        );
+        let e = parse("apiVersion: kubelet.config.k8s.io/v1beta1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kind: missing"), "{e}");
+        let e = parse("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: many\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "configuration file /etc/kubenode/config.yaml: maxPods: invalid type: string \"many\", expected u32"
+        );
+        let e = parse("a: [").unwrap_err().to_string();
+        assert!(
+            e.starts_with("parsing configuration file /etc/kubenode/config.yaml:"),
+            "{e}"
+        );
+        assert!(parse("- a\n").is_err());
+        assert_eq!(parse("").unwrap(), ConfigFile::default());
+    }
+}

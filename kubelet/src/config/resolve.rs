@@ -1,0 +1,372 @@
+//! Resolving the effective configuration: defaults, then the file, then
+//! explicit flags.
+
+use super::*;
+use crate::validation::quantity::Quantity;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Values given explicitly on the command line; each `Some` (or non-empty
+/// list) wins over the file and the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--node-name`
+    pub node_name: Option<String>,
+    /// `--node-ip`
+    pub node_ip: Option<IpAddr>,
+    /// `--root-dir`
+    pub root_dir: Option<PathBuf>,
+    /// `--run-dir`
+    pub run_dir: Option<PathBuf>,
+    /// `--log-dir`
+    pub log_dir: Option<PathBuf>,
+    /// `--manifest-dir`
+    pub manifest_dir: Option<PathBuf>,
+    /// `--pod-cidr`
+    pub pod_cidr: Option<Cidr>,
+    /// `--cluster-cidr`
+    pub cluster_cidr: Option<Cidr>,
+    /// `--service-cidr`
+    pub service_cidr: Option<Cidr>,
+    /// `--read-only-port` (0 turns the port off)
+    pub read_only_port: Option<u16>,
+    /// `--read-only-address`
+    pub read_only_address: Option<IpAddr>,
+    /// `--insecure-registry` (repeatable; replaces the file's list when given)
+    pub insecure_registries: Vec<String>,
+    /// `--cni-conf-dir`
+    pub cni_conf_dir: Option<PathBuf>,
+    /// `--cni-bin-dir`
+    pub cni_bin_dir: Option<PathBuf>,
+    /// `--runtime`
+    pub runtime: Option<PathBuf>,
+}
+
+/// The effective configuration of one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Node name (lower case; static pods get `-<nodeName>` appended).
+    pub node_name: String,
+    /// The node IP.
+    pub node_ip: IpAddr,
+    /// How [`Config::node_ip`] was chosen.
+    pub node_ip_rule: NodeIpRule,
+    /// State directory (images, snapshots, `pods/<uid>/...`).
+    pub root_dir: PathBuf,
+    /// Runtime directory (runc root, shim sockets, `kubenode.sock`).
+    pub run_dir: PathBuf,
+    /// Container logs (`<ns>_<pod>_<uid>/<container>/<n>.log`).
+    pub log_dir: PathBuf,
+    /// Static pod directory (`staticPodPath`).
+    pub manifest_dir: PathBuf,
+    /// Full re-read period of the manifest directory.
+    pub file_check_frequency: Duration,
+    /// Pod resync period.
+    pub sync_frequency: Duration,
+    /// Pods admitted at most.
+    pub max_pods: u32,
+    /// This node's pod CIDR.
+    pub pod_cidr: Option<Cidr>,
+    /// The cluster's pod network.
+    pub cluster_cidr: Option<Cidr>,
+    /// The Service ClusterIP range.
+    pub service_cidr: Option<Cidr>,
+    /// NodePort range.
+    pub service_node_port_range: PortRange,
+    /// Cluster DNS servers for `ClusterFirst` pods.
+    pub cluster_dns: Vec<IpAddr>,
+    /// Cluster domain.
+    pub cluster_domain: String,
+    /// Host resolver file for `dnsPolicy: Default`.
+    pub resolv_conf: PathBuf,
+    /// Read-only HTTP API address, `None` when the port is 0.
+    pub read_only: Option<SocketAddr>,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// CNI configuration directory.
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directory.
+    pub cni_bin_dir: PathBuf,
+    /// OCI runtime binary.
+    pub runtime: PathBuf,
+    /// Container log rotation size in bytes.
+    pub container_log_max_size: u64,
+    /// Container log files kept per container.
+    pub container_log_max_files: u32,
+}
+
+fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::InvalidValue {
+        file: file.into(),
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_opt<T: std::str::FromStr>(
+    v: Option<&str>,
+    file: &Path,
+    key: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.map(|s| s.parse::<T>().map_err(|e| invalid(file, key, e)))
+        .transpose()
+}
+
+impl Config {
+    /// Resolves the configuration of this host: defaults, then `file` if
+    /// given, then `overrides`.
+    pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::resolve_with(file, overrides, &SystemHost)
+    }
+
+    /// As [`Config::resolve`], reading host facts from `host`.
+    pub fn resolve_with(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        host: &dyn Host,
+    ) -> Result<Self, ConfigError> {
+        let cfg = match file {
+            Some(f) => ConfigFile::load(f)?,
+            None => ConfigFile::default(),
+        };
+        Self::from_parts(
+            &cfg,
+            file.unwrap_or(Path::new("(defaults)")),
+            overrides,
+            host,
+        )
+    }
+
+    /// Resolves from an already parsed file; `file` names it in errors.
+    pub fn from_parts(
+        cfg: &ConfigFile,
+        file: &Path,
+        o: &Overrides,
+        host: &dyn Host,
+    ) -> Result<Self, ConfigError> {
+        let flags = Path::new("(flags)");
+        let dur =
+            |v: &Option<String>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+                let d = match v {
+                    Some(s) => parse_duration(s).map_err(|e| invalid(file, key, e))?,
+                    None => default,
+                };
+                if d.is_zero() {
+                    return Err(invalid(file, key, "must be greater than zero"));
+                }
+                Ok(d)
+            };
+        let path = |flag: &Option<PathBuf>, key: &Option<String>, default: &str| -> PathBuf {
+            flag.clone()
+                .or_else(|| key.as_ref().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+
+        let node_name = match o.node_name.clone().or_else(|| cfg.node_name.clone()) {
+            Some(n) => n,
+            None => host.hostname().map_err(|source| ConfigError::Host {
+                what: "the hostname",
+                source,
+            })?,
+        }
+        .trim()
+        .to_lowercase();
+        if node_name.is_empty() || !crate::validation::names::is_dns1123_subdomain(&node_name) {
+            return Err(invalid(
+                if o.node_name.is_some() { flags } else { file },
+                "nodeName",
+                format!("{node_name:?} is not a valid DNS-1123 subdomain"),
+            ));
+        }
+
+        let pod_cidr = match o.pod_cidr {
+            Some(c) => Some(c),
+            None => parse_opt::<Cidr>(cfg.pod_cidr.as_deref(), file, "podCIDR")?,
+        };
+        let cluster_cidr = match o.cluster_cidr {
+            Some(c) => Some(c),
+            None => parse_opt::<Cidr>(cfg.cluster_cidr.as_deref(), file, "clusterCIDR")?,
+        };
+        let service_cidr = match o.service_cidr {
+            Some(c) => Some(c),
+            None => parse_opt::<Cidr>(cfg.service_cidr.as_deref(), file, "serviceCIDR")?,
+        };
+
+        let explicit_ip = match o.node_ip {
+            Some(ip) => Some(ip),
+            None => parse_opt::<IpAddr>(cfg.node_ip.as_deref(), file, "nodeIP")?,
+        };
+        let (node_ip, node_ip_rule) = match explicit_ip {
+            Some(ip) => (ip, NodeIpRule::Explicit),
+            None => {
+                let ifs = host.interfaces().map_err(|source| ConfigError::Host {
+                    what: "the interfaces",
+                    source,
+                })?;
+                let dr = host
+                    .default_route_interface()
+                    .map_err(|source| ConfigError::Host {
+                        what: "the default route",
+                        source,
+                    })?;
+                let excluded: Vec<Cidr> = pod_cidr
+                    .iter()
+                    .chain(cluster_cidr.iter())
+                    .copied()
+                    .collect();
+                choose_node_ip(&ifs, dr.as_deref(), &excluded).ok_or_else(|| {
+                    ConfigError::NodeIp(
+                        "no up, non-loopback interface has a global address; pass --node-ip".into(),
+                    )
+                })?
+            }
+        };
+        tracing::info!(node_ip = %node_ip, rule = %node_ip_rule, "node IP chosen");
+
+        let cluster_dns = cfg
+            .cluster_dns
+            .iter()
+            .flatten()
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|e| invalid(file, "clusterDNS", format!("{s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let port = o
+            .read_only_port
+            .or(cfg.read_only_port)
+            .unwrap_or(DEFAULT_READ_ONLY_PORT);
+        let address = match o.read_only_address {
+            Some(a) => a,
+            None => parse_opt::<IpAddr>(cfg.address.as_deref(), file, "address")?
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        let read_only = (port != 0).then_some(SocketAddr::new(address, port));
+
+        let log_size_text = cfg
+            .container_log_max_size
+            .as_deref()
+            .unwrap_or(DEFAULT_CONTAINER_LOG_MAX_SIZE);
+        let log_size =
+            Quantity::parse(log_size_text).map_err(|e| invalid(file, "containerLogMaxSize", e))?;
+        if log_size.value() <= 0 {
+            return Err(invalid(
+                file,
+                "containerLogMaxSize",
+                "must be greater than zero",
+            ));
+        }
+        let log_files = cfg
+            .container_log_max_files
+            .unwrap_or(DEFAULT_CONTAINER_LOG_MAX_FILES);
+        if log_files < 2 {
+            return Err(invalid(file, "containerLogMaxFiles", "must be at least 2"));
+        }
+        let max_pods = cfg.max_pods.unwrap_or(DEFAULT_MAX_PODS);
+        if max_pods == 0 {
+            return Err(invalid(file, "maxPods", "must be greater than zero"));
+        }
+        let cluster_domain = cfg
+            .cluster_domain
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.into());
+        if !crate::validation::names::is_dns1123_subdomain(&cluster_domain) {
+            return Err(invalid(
+                file,
+                "clusterDomain",
+                format!("{cluster_domain:?} is not a valid DNS-1123 subdomain"),
+            ));
+        }
+
+        Ok(Self {
+            node_name,
+            node_ip,
+            node_ip_rule,
+            root_dir: path(&o.root_dir, &cfg.root_dir, DEFAULT_ROOT_DIR),
+            run_dir: path(&o.run_dir, &cfg.run_dir, DEFAULT_RUN_DIR),
+            log_dir: path(&o.log_dir, &cfg.log_dir, DEFAULT_LOG_DIR),
+            manifest_dir: path(&o.manifest_dir, &cfg.static_pod_path, DEFAULT_MANIFEST_DIR),
+            file_check_frequency: dur(
+                &cfg.file_check_frequency,
+                "fileCheckFrequency",
+                DEFAULT_FILE_CHECK_FREQUENCY,
+            )?,
+            sync_frequency: dur(&cfg.sync_frequency, "syncFrequency", DEFAULT_SYNC_FREQUENCY)?,
+            max_pods,
+            pod_cidr,
+            cluster_cidr,
+            service_cidr,
+            service_node_port_range: cfg
+                .service_node_port_range
+                .as_deref()
+                .unwrap_or(DEFAULT_SERVICE_NODE_PORT_RANGE)
+                .parse()
+                .map_err(|e| invalid(file, "serviceNodePortRange", e))?,
+            cluster_dns,
+            cluster_domain,
+            resolv_conf: cfg
+                .resolv_conf
+                .clone()
+                .map_or_else(|| DEFAULT_RESOLV_CONF.into(), PathBuf::from),
+            read_only,
+            insecure_registries: if o.insecure_registries.is_empty() {
+                cfg.insecure_registries.clone().unwrap_or_default()
+            } else {
+                o.insecure_registries.clone()
+            },
+            cni_conf_dir: path(&o.cni_conf_dir, &cfg.cni_conf_dir, DEFAULT_CNI_CONF_DIR),
+            cni_bin_dir: path(&o.cni_bin_dir, &cfg.cni_bin_dir, DEFAULT_CNI_BIN_DIR),
+            runtime: path(&o.runtime, &cfg.runtime, DEFAULT_RUNTIME),
+            container_log_max_size: log_size.value() as u64,
+            container_log_max_files: log_files,
+        })
+    }
+
+    /// The configuration as a complete KubeletConfiguration file (durations
+    /// printed the Go way), e.g. for a `configz` view.
+    pub fn to_file(&self) -> ConfigFile {
+        let s = |p: &Path| Some(p.display().to_string());
+        ConfigFile {
+            api_version: Some(API_VERSION.into()),
+            kind: Some(KIND.into()),
+            static_pod_path: s(&self.manifest_dir),
+            file_check_frequency: Some(format_duration(self.file_check_frequency)),
+            sync_frequency: Some(format_duration(self.sync_frequency)),
+            max_pods: Some(self.max_pods),
+            pod_cidr: self.pod_cidr.map(|c| c.to_string()),
+            cluster_dns: Some(self.cluster_dns.iter().map(ToString::to_string).collect()),
+            cluster_domain: Some(self.cluster_domain.clone()),
+            read_only_port: Some(self.read_only.map_or(0, |a| a.port())),
+            address: self.read_only.map(|a| a.ip().to_string()),
+            resolv_conf: s(&self.resolv_conf),
+            container_log_max_size: Some(self.container_log_max_size.to_string()),
+            container_log_max_files: Some(self.container_log_max_files),
+            node_name: Some(self.node_name.clone()),
+            node_ip: Some(self.node_ip.to_string()),
+            root_dir: s(&self.root_dir),
+            run_dir: s(&self.run_dir),
+            log_dir: s(&self.log_dir),
+            cluster_cidr: self.cluster_cidr.map(|c| c.to_string()),
+            service_cidr: self.service_cidr.map(|c| c.to_string()),
+            service_node_port_range: Some(self.service_node_port_range.to_string()),
+            insecure_registries: Some(self.insecure_registries.clone()),
+            cni_conf_dir: s(&self.cni_conf_dir),
+            cni_bin_dir: s(&self.cni_bin_dir),
+            runtime: s(&self.runtime),
+        }
+    }
+
+    /// The unix socket of the operator's CLI: `<runDir>/kubenode.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir.join("kubenode.sock")
+    }
+}
+
+#[cfg(test)]
+#[path = "resolve_tests.rs"]
+mod tests;

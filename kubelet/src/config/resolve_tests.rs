@@ -1,0 +1,166 @@
+//! Tests of configuration resolution.
+
+use super::*;
+use std::io;
+
+#[derive(Debug)]
+struct FakeHost;
+
+impl Host for FakeHost {
+    fn hostname(&self) -> io::Result<String> {
+        Ok("Node-A".into())
+    }
+    fn interfaces(&self) -> io::Result<Vec<InterfaceInfo>> {
+        Ok(vec![
+            InterfaceInfo {
+                name: "lo".into(),
+                up: true,
+                loopback: true,
+                addrs: vec!["127.0.0.1".parse().unwrap()],
+            },
+            InterfaceInfo {
+                name: "eth0".into(),
+                up: true,
+                loopback: false,
+                addrs: vec!["192.0.2.10".parse().unwrap()],
+            },
+        ])
+    }
+    fn default_route_interface(&self) -> io::Result<Option<String>> {
+        Ok(Some("eth0".into()))
+    }
+}
+
+fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config.yaml");
+    std::fs::write(&p, text).unwrap();
+    (dir, p)
+}
+
+const HEAD: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+
+#[test]
+fn defaults() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.node_name, "node-a");
+    assert_eq!(c.node_ip.to_string(), "192.0.2.10");
+    assert_eq!(
+        c.node_ip_rule,
+        NodeIpRule::DefaultRoute {
+            interface: "eth0".into()
+        }
+    );
+    assert_eq!(c.manifest_dir, Path::new("/etc/kubenode/manifests"));
+    assert_eq!(c.root_dir, Path::new("/var/lib/kubenode"));
+    assert_eq!(c.run_dir, Path::new("/run/kubenode"));
+    assert_eq!(c.log_dir, Path::new("/var/log/pods"));
+    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.max_pods, 110);
+    assert_eq!(c.cluster_domain, "cluster.local");
+    assert_eq!(c.read_only, Some("127.0.0.1:10255".parse().unwrap()));
+    assert_eq!(
+        c.service_node_port_range,
+        PortRange {
+            first: 30000,
+            last: 32767
+        }
+    );
+    assert_eq!(c.container_log_max_size, 10 * 1024 * 1024);
+    assert_eq!(c.container_log_max_files, 5);
+    assert_eq!(c.cni_conf_dir, Path::new("/etc/cni/net.d"));
+    assert_eq!(c.cni_bin_dir, Path::new("/opt/cni/bin"));
+    assert_eq!(c.runtime, Path::new("runc"));
+    assert_eq!(c.socket_path(), Path::new("/run/kubenode/kubenode.sock"));
+}
+
+#[test]
+fn file_then_flags() {
+    let (_d, p) = write(&format!(
+        "{HEAD}staticPodPath: /srv/m\nfileCheckFrequency: 1m0s\nreadOnlyPort: 10256\naddress: 0.0.0.0\n\
+         nodeName: n1\nnodeIP: 10.1.0.1\nrootDir: /srv/root\ninsecureRegistries: [a:5000]\nmaxPods: 7\n\
+         clusterDNS: [10.96.0.10]\ncontainerLogMaxSize: 1Mi\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.manifest_dir, Path::new("/srv/m"));
+    assert_eq!(c.file_check_frequency, Duration::from_secs(60));
+    assert_eq!(c.read_only, Some("0.0.0.0:10256".parse().unwrap()));
+    assert_eq!(
+        (c.node_name.as_str(), c.node_ip_rule.clone()),
+        ("n1", NodeIpRule::Explicit)
+    );
+    assert_eq!(c.max_pods, 7);
+    assert_eq!(c.container_log_max_size, 1 << 20);
+
+    let o = Overrides {
+        node_name: Some("n2".into()),
+        node_ip: Some("10.9.9.9".parse().unwrap()),
+        root_dir: Some("/r".into()),
+        manifest_dir: Some("/mm".into()),
+        read_only_port: Some(0),
+        insecure_registries: vec!["b:5000".into()],
+        pod_cidr: Some("10.244.2.0/24".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    assert_eq!(c.node_name, "n2");
+    assert_eq!(c.node_ip.to_string(), "10.9.9.9");
+    assert_eq!(c.root_dir, Path::new("/r"));
+    assert_eq!(c.manifest_dir, Path::new("/mm"));
+    assert_eq!(c.read_only, None);
+    assert_eq!(c.insecure_registries, vec!["b:5000".to_owned()]);
+    assert_eq!(c.pod_cidr.unwrap().to_string(), "10.244.2.0/24");
+}
+
+#[test]
+fn bad_values_name_key_and_file() {
+    for (body, key) in [
+        ("fileCheckFrequency: 20\n", "fileCheckFrequency"),
+        ("fileCheckFrequency: 0s\n", "fileCheckFrequency"),
+        ("podCIDR: 10.0.0.0\n", "podCIDR"),
+        ("nodeIP: nope\n", "nodeIP"),
+        ("clusterDNS: [x]\n", "clusterDNS"),
+        ("containerLogMaxFiles: 1\n", "containerLogMaxFiles"),
+        ("containerLogMaxSize: lots\n", "containerLogMaxSize"),
+        ("serviceNodePortRange: 5-1\n", "serviceNodePortRange"),
+        ("nodeName: Bad_Name\n", "nodeName"),
+        ("maxPods: 0\n", "maxPods"),
+    ] {
+        let (_d, p) = write(&format!("{HEAD}{body}"));
+        let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains(key),
+            "{body}: {e}"
+        );
+    }
+    let e = Config::resolve_with(
+        Some(Path::new("/nonexistent/c.yaml")),
+        &Overrides::default(),
+        &FakeHost,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("reading configuration file /nonexistent/c.yaml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn printed_file_round_trips() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    let text = serde_yaml_ng::to_string(&c.to_file()).unwrap();
+    assert!(
+        text.contains("fileCheckFrequency: 20s") && text.contains("syncFrequency: 1m0s"),
+        "{text}"
+    );
+    let back = ConfigFile::parse(&text, Path::new("x")).unwrap();
+    let mut c2 =
+        Config::from_parts(&back, Path::new("x"), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c2.node_ip_rule, NodeIpRule::Explicit);
+    c2.node_ip_rule = c.node_ip_rule.clone();
+    assert_eq!(c, c2);
+}

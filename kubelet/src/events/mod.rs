@@ -1,0 +1,395 @@
+//! Kubernetes events recorded by the agent: `Pulling`, `Started`,
+//! `BackOff`, ... Identical events (same object, type, reason and message)
+//! aggregate into one with a count and first/last timestamps, as the
+//! upstream event correlator does; only the most recent [`DEFAULT_CAPACITY`]
+//! are kept in memory.
+
+use crate::backoff::Clock;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How many events are kept by default.
+pub const DEFAULT_CAPACITY: usize = 1000;
+/// The `source.component` of every event.
+pub const COMPONENT: &str = "kubelet";
+
+/// Event reasons used by the kubelet (upstream `pkg/kubelet/events`).
+#[allow(missing_docs, reason = "the names are the upstream constants")]
+pub mod reason {
+    pub const PULLING: &str = "Pulling";
+    pub const PULLED: &str = "Pulled";
+    pub const FAILED: &str = "Failed";
+    pub const BACK_OFF: &str = "BackOff";
+    pub const INSPECT_FAILED: &str = "InspectFailed";
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    pub const CREATED: &str = "Created";
+    pub const STARTED: &str = "Started";
+    pub const KILLING: &str = "Killing";
+    pub const PREEMPTING: &str = "Preempting";
+    pub const EXCEEDED_GRACE_PERIOD: &str = "ExceededGracePeriod";
+    pub const UNHEALTHY: &str = "Unhealthy";
+    pub const PROBE_WARNING: &str = "ProbeWarning";
+    pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
+    pub const FAILED_PRE_STOP_HOOK: &str = "FailedPreStopHook";
+    pub const FAILED_MOUNT: &str = "FailedMount";
+    pub const SANDBOX_CHANGED: &str = "SandboxChanged";
+    pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    pub const FAILED_KILL_POD: &str = "FailedKillPod";
+    pub const NETWORK_NOT_READY: &str = "NetworkNotReady";
+    pub const OUT_OF_PODS: &str = "OutOfpods";
+    pub const FAILED_VALIDATION: &str = "FailedValidation";
+    pub const INVALID_MANIFEST: &str = "InvalidManifest";
+    pub const STARTING: &str = "Starting";
+}
+
+/// `Normal` or `Warning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// Nothing wrong.
+    Normal,
+    /// Something an operator should look at.
+    Warning,
+}
+
+impl EventType {
+    /// The API string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
+    }
+}
+
+/// The object an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ObjectRef {
+    /// `Pod` or `Node`.
+    pub kind: String,
+    /// Namespace (empty for a node).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID (empty when unknown).
+    pub uid: String,
+    /// `spec.containers{NAME}` when about one container.
+    pub field_path: String,
+}
+
+impl ObjectRef {
+    /// The pod itself.
+    pub fn pod(pod: &Pod) -> Self {
+        Self {
+            kind: "Pod".into(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            field_path: String::new(),
+        }
+    }
+
+    /// A container of the pod (`spec.containers{NAME}` or
+    /// `spec.initContainers{NAME}`, as upstream `GenerateContainerRef`).
+    pub fn container(pod: &Pod, container: &str) -> Self {
+        let is_init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|ics| ics.iter().any(|c| c.name == container));
+        let list = if is_init {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        Self {
+            field_path: format!("spec.{list}{{{container}}}"),
+            ..Self::pod(pod)
+        }
+    }
+
+    /// The node (for events not tied to a pod, e.g. a bad manifest).
+    pub fn node(name: &str) -> Self {
+        Self {
+            kind: "Node".into(),
+            name: name.into(),
+            uid: name.into(),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    object: ObjectRef,
+    type_: EventType,
+    reason: String,
+    message: String,
+}
+
+#[derive(Debug)]
+struct State {
+    seq: u64,
+    by_key: HashMap<Key, u64>,
+    events: BTreeMap<u64, Event>,
+}
+
+/// Records events, aggregating repeats; cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    state: Arc<Mutex<State>>,
+    clock: Arc<dyn Clock>,
+    host: String,
+    capacity: usize,
+}
+
+impl Recorder {
+    /// A recorder for node `host` keeping the last [`DEFAULT_CAPACITY`] events.
+    pub fn new(host: &str, clock: Arc<dyn Clock>) -> Self {
+        Self::with_capacity(host, clock, DEFAULT_CAPACITY)
+    }
+
+    /// A recorder keeping at most `capacity` events.
+    pub fn with_capacity(host: &str, clock: Arc<dyn Clock>, capacity: usize) -> Self {
+        let state = State {
+            seq: 0,
+            by_key: HashMap::new(),
+            events: BTreeMap::new(),
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock,
+            host: host.into(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records one event (and logs it: warnings at `warn`, others at `info`).
+    pub fn record(
+        &self,
+        object: &ObjectRef,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let message = message.into();
+        match type_ {
+            EventType::Warning => tracing::warn!(object = %object, reason, "{message}"),
+            EventType::Normal => tracing::info!(object = %object, reason, "{message}"),
+        }
+        let now = Time(self.clock.now());
+        let key = Key {
+            object: object.clone(),
+            type_,
+            reason: reason.into(),
+            message,
+        };
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.seq += 1;
+        let seq = st.seq;
+        let event = match st.by_key.get(&key).copied() {
+            Some(old) => {
+                let mut ev = st.events.remove(&old).unwrap_or_default();
+                ev.count = Some(ev.count.unwrap_or(1) + 1);
+                ev.last_timestamp = Some(now);
+                ev
+            }
+            None => self.new_event(&key, now),
+        };
+        st.by_key.insert(key, seq);
+        st.events.insert(seq, event);
+        while st.events.len() > self.capacity {
+            let Some((&oldest, _)) = st.events.iter().next() else {
+                break;
+            };
+            st.events.remove(&oldest);
+            st.by_key.retain(|_, s| *s != oldest);
+        }
+    }
+
+    /// A `Normal` event.
+    pub fn normal(&self, object: &ObjectRef, reason: &str, message: impl Into<String>) {
+        self.record(object, EventType::Normal, reason, message);
+    }
+
+    /// A `Warning` event.
+    pub fn warning(&self, object: &ObjectRef, reason: &str, message: impl Into<String>) {
+        self.record(object, EventType::Warning, reason, message);
+    }
+
+    fn new_event(&self, key: &Key, now: Time) -> Event {
+        let o = &key.object;
+        let nanos = now.0.as_nanosecond();
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", o.name, nanos)),
+                namespace: Some(if o.namespace.is_empty() {
+                    "default".into()
+                } else {
+                    o.namespace.clone()
+                }),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some(o.kind.clone()),
+                namespace: (!o.namespace.is_empty()).then(|| o.namespace.clone()),
+                name: Some(o.name.clone()),
+                uid: (!o.uid.is_empty()).then(|| o.uid.clone()),
+                field_path: (!o.field_path.is_empty()).then(|| o.field_path.clone()),
+                ..ObjectReference::default()
+            },
+            reason: Some(key.reason.clone()),
+            message: Some(key.message.clone()),
+            type_: Some(key.type_.as_str().into()),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: Some(self.host.clone()),
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(self.host.clone()),
+            ..Event::default()
+        }
+    }
+
+    /// Every kept event, oldest (by last occurrence) first.
+    pub fn list(&self) -> Vec<Event> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.events.values().cloned().collect()
+    }
+
+    /// The kept events about the object with this UID.
+    pub fn for_uid(&self, uid: &str) -> Vec<Event> {
+        self.list()
+            .into_iter()
+            .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
+            .collect()
+    }
+
+    /// Number of kept events.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    /// `Kind/ns/name[:fieldPath]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)?;
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)?;
+        }
+        if !self.field_path.is_empty() {
+            write!(f, ":{}", self.field_path)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::TestClock;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use std::time::Duration;
+
+    fn pod() -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web-n1".into()),
+                namespace: Some("default".into()),
+                uid: Some("u1".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                init_containers: Some(vec![Container {
+                    name: "init".into(),
+                    ..Default::default()
+                }]),
+                containers: vec![Container {
+                    name: "app".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn aggregates_identical_events() {
+        let clock = TestClock::at_secs(1_700_000_000);
+        let r = Recorder::new("n1", Arc::new(clock.clone()));
+        let c = ObjectRef::container(&pod(), "app");
+        assert_eq!(c.field_path, "spec.containers{app}");
+        assert_eq!(
+            ObjectRef::container(&pod(), "init").field_path,
+            "spec.initContainers{init}"
+        );
+        r.warning(
+            &c,
+            reason::BACK_OFF,
+            "Back-off restarting failed container app in pod web-n1_default(u1)",
+        );
+        clock.advance(Duration::from_secs(10));
+        r.normal(&c, reason::STARTED, "Started container app");
+        clock.advance(Duration::from_secs(10));
+        r.warning(
+            &c,
+            reason::BACK_OFF,
+            "Back-off restarting failed container app in pod web-n1_default(u1)",
+        );
+        let evs = r.list();
+        assert_eq!(evs.len(), 2);
+        let backoff = &evs[1];
+        assert_eq!(backoff.reason.as_deref(), Some("BackOff"));
+        assert_eq!(backoff.type_.as_deref(), Some("Warning"));
+        assert_eq!(backoff.count, Some(2));
+        let first = backoff.first_timestamp.as_ref().unwrap().0.as_second();
+        let last = backoff.last_timestamp.as_ref().unwrap().0.as_second();
+        assert_eq!(last - first, 20);
+        assert_eq!(
+            backoff.involved_object.field_path.as_deref(),
+            Some("spec.containers{app}")
+        );
+        assert_eq!(backoff.source.as_ref().unwrap().host.as_deref(), Some("n1"));
+        assert!(backoff
+            .metadata
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("web-n1."));
+        assert_eq!(r.for_uid("u1").len(), 2);
+        assert!(r.for_uid("other").is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let clock = TestClock::at_secs(1_700_000_000);
+        let r = Recorder::with_capacity("n1", Arc::new(clock), 3);
+        let node = ObjectRef::node("n1");
+        for i in 0..5 {
+            r.warning(&node, reason::INVALID_MANIFEST, format!("bad {i}"));
+        }
+        let msgs: Vec<_> = r.list().into_iter().map(|e| e.message.unwrap()).collect();
+        assert_eq!(msgs, vec!["bad 2", "bad 3", "bad 4"]);
+        // An evicted event comes back as new.
+        r.warning(&node, reason::INVALID_MANIFEST, "bad 0");
+        assert_eq!(r.list().last().unwrap().count, Some(1));
+        assert_eq!(r.len(), 3);
+    }
+}

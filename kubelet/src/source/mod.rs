@@ -1,0 +1,105 @@
+//! The static-pod file source (upstream `pkg/kubelet/config/file*.go`):
+//! every file of the manifest directory not starting with `.`, sorted, not
+//! recursed, at most 10 MiB, YAML or JSON, one or more documents each
+//! (also `kind: List`). Pods become static pods (name `<name>-<node>`, UID
+//! from a content hash, config annotations, API defaults, validated);
+//! Services and Endpoints are collected for the proxy. A bad file or
+//! document yields a [`SourceError`] and the rest still load.
+//!
+//! Each read produces a full [`Snapshot`]; the consumer diffs by pod UID:
+//! a content change is a new UID (replace), an identical rewrite is the
+//! same UID (nothing to do), a vanished UID is a removal.
+
+mod decode;
+mod defaults;
+mod diff;
+mod read;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+pub use defaults::{apply_pod_defaults, default_pull_policy, make_static_pod, static_pod_uid};
+pub use diff::{diff_pods, PodChanges};
+pub use read::{read_dir_snapshot, read_dir_snapshot_at};
+pub use watch::{watch, Watcher};
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Files larger than this are refused (upstream `maxConfigLength`).
+pub const MAX_MANIFEST_SIZE: u64 = 10 << 20;
+/// Annotation holding the pod's content hash (= its UID).
+pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+/// Annotation naming the pod's source (`file`).
+pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+/// Annotation with the time the agent first saw the pod (RFC 3339, nanoseconds).
+pub const CONFIG_SEEN_ANNOTATION: &str = "kubernetes.io/config.seen";
+/// Annotation marking a mirror pod (set by the API source, never by files).
+pub const CONFIG_MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+/// The source name of this source.
+pub const FILE_SOURCE: &str = "file";
+
+/// Everything one read of the manifest directory found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Valid static pods, in file order.
+    pub pods: Vec<Pod>,
+    /// Services, for the proxy.
+    pub services: Vec<Service>,
+    /// Endpoints, for the proxy (selector-less Services).
+    pub endpoints: Vec<Endpoints>,
+    /// One record per problem; the objects above are unaffected.
+    pub errors: Vec<SourceError>,
+}
+
+/// One problem with one file or document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SourceError {
+    /// The file.
+    pub file: PathBuf,
+    /// 0-based document index in the file, when the problem is inside one.
+    pub document: Option<usize>,
+    /// Field path inside the document (`spec.containers[0].image`), when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl SourceError {
+    pub(crate) fn file(file: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            document: None,
+            field: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Records every error of a snapshot as a `Warning` event
+/// `InvalidManifest` on the node, so that `kubenode get events` shows it.
+pub fn record_errors(recorder: &crate::events::Recorder, node_name: &str, errors: &[SourceError]) {
+    let node = crate::events::ObjectRef::node(node_name);
+    for e in errors {
+        recorder.warning(
+            &node,
+            crate::events::reason::INVALID_MANIFEST,
+            e.to_string(),
+        );
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(d) = self.document {
+            write!(f, " (document {d})")?;
+        }
+        f.write_str(": ")?;
+        if let Some(p) = &self.field {
+            write!(f, "{p}: ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}

@@ -1,0 +1,275 @@
+//! Reading manifest directories from temporary directories.
+
+use super::*;
+use k8s_openapi::jiff::Timestamp;
+use std::path::Path;
+use std::time::Duration;
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    ports: [{containerPort: 80, name: http}]\n";
+
+fn at() -> Timestamp {
+    Timestamp::from_second(1_700_000_000).unwrap()
+}
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(d.path().join(name), text).unwrap();
+    }
+    d
+}
+
+fn read(d: &Path) -> Snapshot {
+    read_dir_snapshot_at(d, "Node1", at())
+}
+
+#[test]
+fn static_pod_shape() {
+    let d = dir_with(&[("web.yaml", POD)]);
+    let s = read(d.path());
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let pod = &s.pods[0];
+    let m = &pod.metadata;
+    assert_eq!(m.name.as_deref(), Some("web-node1"));
+    assert_eq!(m.namespace.as_deref(), Some("default"));
+    let uid = m.uid.clone().unwrap();
+    assert_eq!(uid.len(), 32);
+    let ann = m.annotations.as_ref().unwrap();
+    assert_eq!(ann[CONFIG_HASH_ANNOTATION], uid);
+    assert_eq!(ann[CONFIG_SOURCE_ANNOTATION], "file");
+    assert_eq!(ann[CONFIG_SEEN_ANNOTATION], "2023-11-14T22:13:20Z");
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("node1"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(spec.enable_service_links, Some(true));
+    let tol = &spec.tolerations.as_ref().unwrap()[0];
+    assert_eq!(
+        (tol.operator.as_deref(), tol.effect.as_deref()),
+        (Some("Exists"), Some("NoExecute"))
+    );
+    let c = &spec.containers[0];
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        c.termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
+    assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+    assert_eq!(
+        c.ports.as_ref().unwrap()[0].protocol.as_deref(),
+        Some("TCP")
+    );
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
+}
+
+#[test]
+fn uid_follows_content_node_and_path() {
+    let d = dir_with(&[("web.yaml", POD)]);
+    let uid = |s: &Snapshot| s.pods[0].metadata.uid.clone().unwrap();
+    let a = uid(&read(d.path()));
+    // Same content rewritten: same UID, also with a later seen time.
+    std::fs::write(d.path().join("web.yaml"), POD).unwrap();
+    assert_eq!(
+        uid(&read_dir_snapshot_at(
+            d.path(),
+            "node1",
+            Timestamp::from_second(1_800_000_000).unwrap()
+        )),
+        a
+    );
+    // Formatting-only change of the YAML: same object, same UID.
+    std::fs::write(
+        d.path().join("web.yaml"),
+        POD.replace("{app: web}", "\n    app: web"),
+    )
+    .unwrap();
+    assert_eq!(uid(&read(d.path())), a);
+    // Content change: new UID.
+    std::fs::write(
+        d.path().join("web.yaml"),
+        POD.replace("busybox", "busybox:1.36"),
+    )
+    .unwrap();
+    let b = uid(&read(d.path()));
+    assert_ne!(a, b);
+    // Other node, other path: other UID.
+    assert_ne!(uid(&read_dir_snapshot_at(d.path(), "node2", at())), b);
+    std::fs::rename(d.path().join("web.yaml"), d.path().join("web2.yaml")).unwrap();
+    assert_ne!(uid(&read(d.path())), b);
+}
+
+#[test]
+fn listing_rules() {
+    let d = dir_with(&[
+        (".hidden.yaml", POD),
+        ("b.yaml", &POD.replace("name: web", "name: b")),
+        (
+            "a.json",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#,
+        ),
+        ("c.yaml.bak", &POD.replace("name: web", "name: c")),
+    ]);
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("sub/x.yaml"), POD).unwrap();
+    let big = "#".repeat((MAX_MANIFEST_SIZE + 1) as usize);
+    std::fs::write(d.path().join("z-big.yaml"), big).unwrap();
+    let s = read(d.path());
+    let names: Vec<_> = s
+        .pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, vec!["a-node1", "b-node1", "c-node1"]);
+    assert_eq!(s.errors.len(), 1);
+    assert!(s.errors[0].reason.contains("10 MiB"), "{}", s.errors[0]);
+    // A missing directory is simply empty; a single file path works.
+    assert_eq!(read(&d.path().join("missing")), Snapshot::default());
+    assert_eq!(read(&d.path().join("b.yaml")).pods.len(), 1);
+}
+
+#[test]
+fn bad_documents_do_not_stop_others() {
+    let multi = format!(
+        "{POD}---\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80}}]\n\
+         ---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: ext, namespace: infra}}\nsubsets: [{{addresses: [{{ip: 10.0.0.1}}], ports: [{{port: 53}}]}}]\n",
+        POD.replace("name: web", "name: Bad_Name").replace("containerPort: 80", "containerPort: 70000")
+    );
+    let d = dir_with(&[
+        ("1-multi.yaml", &multi),
+        (
+            "2-broken.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n",
+        ),
+        (
+            "3-noimage.yaml",
+            &POD.replace("    image: busybox\n", "")
+                .replace("name: web", "name: noimage"),
+        ),
+        ("4-ok.yaml", &POD.replace("name: web", "name: ok")),
+    ]);
+    let s = read(d.path());
+    let names: Vec<_> = s
+        .pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, vec!["web-node1", "ok-node1"]);
+    assert_eq!(s.services.len(), 1);
+    let svc = s.services[0].spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    let port = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(s.endpoints[0].metadata.namespace.as_deref(), Some("infra"));
+    let errs: Vec<String> = s.errors.iter().map(ToString::to_string).collect();
+    let f = |n: &str| d.path().join(n).display().to_string();
+    assert!(errs.contains(&format!(
+        "{} (document 1): spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        f("1-multi.yaml")
+    )), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.starts_with(&format!(
+            "{} (document 1): metadata.name: Invalid value: \"Bad_Name-node1\"",
+            f("1-multi.yaml")
+        ))),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with(&format!(
+            "{} (document 0): invalid YAML or JSON",
+            f("2-broken.yaml")
+        ))),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.contains(&format!(
+            "{} (document 0): spec.containers[0].image: Required value",
+            f("3-noimage.yaml")
+        )),
+        "{errs:#?}"
+    );
+    let e = s
+        .errors
+        .iter()
+        .find(|e| e.file.ends_with("3-noimage.yaml"))
+        .unwrap();
+    assert_eq!(
+        (e.document, e.field.as_deref()),
+        (Some(0), Some("spec.containers[0].image"))
+    );
+}
+
+#[test]
+fn lists_and_duplicates() {
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: one}\n  spec: {containers: [{name: c, image: i}]}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: two}\n  spec: {containers: [{name: c, image: i, ports: [{containerPort: 0}]}]}\n";
+    let d = dir_with(&[
+        ("a.yaml", list),
+        ("b.yaml", &POD.replace("name: web", "name: one")),
+    ]);
+    let s = read(d.path());
+    assert_eq!(s.pods.len(), 1);
+    let errs: Vec<String> = s.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].ends_with("(document 0): items[1].spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive"), "{errs:#?}");
+    assert!(
+        errs[1].contains("duplicate pod name \"default/one-node1\""),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn watcher_keeps_seen_time() {
+    let d = dir_with(&[("web.yaml", POD)]);
+    let clock = crate::backoff::TestClock::at_secs(1_700_000_000);
+    let mut w = Watcher::with_clock(
+        d.path().into(),
+        "n".into(),
+        Duration::from_secs(20),
+        std::sync::Arc::new(clock.clone()),
+    );
+    let seen = |s: &Snapshot| {
+        s.pods[0].metadata.annotations.as_ref().unwrap()[CONFIG_SEEN_ANNOTATION].clone()
+    };
+    let first = w.read_once();
+    clock.advance(Duration::from_secs(30));
+    let second = w.read_once();
+    assert_eq!(first, second);
+    std::fs::write(
+        d.path().join("web.yaml"),
+        POD.replace("busybox", "busybox:2"),
+    )
+    .unwrap();
+    let third = w.read_once();
+    assert_eq!(seen(&third), "2023-11-14T22:13:50Z");
+}
+
+#[tokio::test]
+async fn watch_delivers_changes_promptly() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rx = watch(d.path().into(), "n".into(), Duration::from_secs(3600));
+    async fn recv(rx: &mut tokio::sync::mpsc::Receiver<Snapshot>) -> Snapshot {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("snapshot in time")
+            .expect("open")
+    }
+    assert!(recv(&mut rx).await.pods.is_empty());
+    // Write atomically (temp file then rename), as a careful operator does.
+    std::fs::write(d.path().join(".web.tmp"), POD).unwrap();
+    std::fs::rename(d.path().join(".web.tmp"), d.path().join("web.yaml")).unwrap();
+    let s = recv(&mut rx).await;
+    assert_eq!(s.pods.len(), 1);
+    let uid = s.pods[0].metadata.uid.clone();
+    std::fs::write(
+        d.path().join("web.yaml"),
+        POD.replace("busybox", "busybox:2"),
+    )
+    .unwrap();
+    let s = recv(&mut rx).await;
+    assert_ne!(s.pods[0].metadata.uid, uid);
+    std::fs::remove_file(d.path().join("web.yaml")).unwrap();
+    assert!(recv(&mut rx).await.pods.is_empty());
+}

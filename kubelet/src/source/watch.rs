@@ -1,0 +1,161 @@
+//! Watching the manifest directory: inotify for prompt changes plus a full
+//! re-read every `fileCheckFrequency`, delivering a [`Snapshot`] whenever
+//! what was read differs from the last one delivered.
+
+use super::{read_dir_snapshot_at, Snapshot, CONFIG_SEEN_ANNOTATION};
+use crate::backoff::{Clock, SystemClock};
+use futures::StreamExt;
+use inotify::{Inotify, WatchMask};
+use k8s_openapi::jiff::Timestamp;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Quiet time after an inotify event before reading, so that a burst of
+/// events (an editor's save, a `cp` of many files) is one read.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Reads the manifest directory and remembers when each pod UID was first
+/// seen, so that `kubernetes.io/config.seen` is stable across reads.
+#[derive(Debug)]
+pub struct Watcher {
+    dir: PathBuf,
+    node_name: String,
+    period: Duration,
+    clock: Arc<dyn Clock>,
+    seen: HashMap<String, Timestamp>,
+}
+
+impl Watcher {
+    /// A watcher of `dir` for node `node_name`, re-reading every `period`.
+    pub fn new(dir: PathBuf, node_name: String, period: Duration) -> Self {
+        Self::with_clock(dir, node_name, period, Arc::new(SystemClock))
+    }
+
+    /// As [`Watcher::new`] with an injected clock.
+    pub fn with_clock(
+        dir: PathBuf,
+        node_name: String,
+        period: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            dir,
+            node_name,
+            period,
+            clock,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One full read; pods keep the `config.seen` time of their first read.
+    pub fn read_once(&mut self) -> Snapshot {
+        let now = self.clock.now();
+        let mut snap = read_dir_snapshot_at(&self.dir, &self.node_name, now);
+        let mut still = HashMap::new();
+        for pod in &mut snap.pods {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let first = *self.seen.get(&uid).unwrap_or(&now);
+            if let Some(a) = pod.metadata.annotations.as_mut() {
+                a.insert(
+                    CONFIG_SEEN_ANNOTATION.into(),
+                    super::defaults::format_seen(first),
+                );
+            }
+            still.insert(uid, first);
+        }
+        self.seen = still;
+        snap
+    }
+
+    fn watch_dir(&self) -> Option<inotify::EventStream<Vec<u8>>> {
+        let inotify = Inotify::init()
+            .map_err(
+                |e| tracing::warn!(error = %e, "inotify unavailable; relying on periodic re-reads"),
+            )
+            .ok()?;
+        let mask = WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::MODIFY
+            | WatchMask::MOVED_TO
+            | WatchMask::MOVED_FROM
+            | WatchMask::ATTRIB
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF;
+        if let Err(e) = inotify.watches().add(&self.dir, mask) {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "cannot watch manifest directory yet");
+            return None;
+        }
+        inotify.into_event_stream(vec![0u8; 4096]).ok()
+    }
+
+    /// Delivers the first snapshot at once, then a new one whenever a read
+    /// (after an inotify event, or every period) differs from the last
+    /// delivered. Returns when the receiver is dropped.
+    pub async fn run(mut self, tx: mpsc::Sender<Snapshot>) {
+        let mut last = self.read_once();
+        log_errors(&last);
+        if tx.send(last.clone()).await.is_err() {
+            return;
+        }
+        let mut stream = self.watch_dir();
+        let mut tick = tokio::time::interval(self.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            match stream.as_mut() {
+                Some(s) => tokio::select! {
+                    ev = s.next() => {
+                        let gone = ev.as_ref().is_none_or(|r| {
+                            r.as_ref().map_or(true, |ev| {
+                                ev.mask.intersects(
+                                    inotify::EventMask::DELETE_SELF
+                                        | inotify::EventMask::MOVE_SELF
+                                        | inotify::EventMask::IGNORED,
+                                )
+                            })
+                        });
+                        if gone {
+                            stream = None;
+                        }
+                        tokio::time::sleep(DEBOUNCE).await;
+                    }
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                },
+                None => tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                },
+            }
+            if stream.is_none() {
+                stream = self.watch_dir();
+            }
+            let snap = self.read_once();
+            if snap != last {
+                log_errors(&snap);
+                last = snap.clone();
+                if tx.send(snap).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn log_errors(snap: &Snapshot) {
+    for e in &snap.errors {
+        tracing::warn!(file = %e.file.display(), document = ?e.document, "invalid manifest: {e}");
+    }
+}
+
+/// Spawns a [`Watcher`] of `dir` on the current tokio runtime and returns
+/// the receiving end of its snapshots.
+pub fn watch(dir: PathBuf, node_name: String, period: Duration) -> mpsc::Receiver<Snapshot> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(Watcher::new(dir, node_name, period).run(tx));
+    rx
+}

@@ -1,0 +1,413 @@
+//! Per-container checks: name, image, ports, env, resources, mounts,
+//! probes and lifecycle hooks.
+
+use super::names::*;
+use super::pod::{has_backsteps, quantity};
+use super::probe;
+use super::{Errors, FieldError};
+use k8s_openapi::api::core::v1::Container;
+use std::collections::HashSet;
+
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+const MESSAGE_POLICIES: &[&str] = &["File", "FallbackToLogsOnError"];
+/// Downward API fields allowed in `env[].valueFrom.fieldRef.fieldPath`.
+const FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+const RESOURCE_FIELDS: &[&str] = &[
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+];
+
+pub(super) fn validate(
+    c: &Container,
+    f: &str,
+    is_init: bool,
+    volumes: &HashSet<String>,
+    names: &mut HashSet<String>,
+    errs: &mut Errors,
+) {
+    if c.name.is_empty() {
+        errs.push(FieldError::required(format!("{f}.name"), ""));
+    } else {
+        errs.name(&format!("{f}.name"), &c.name, dns1123_label_errors(&c.name));
+        if !names.insert(c.name.clone()) {
+            errs.push(FieldError::duplicate(format!("{f}.name"), &c.name));
+        }
+    }
+    if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        errs.push(FieldError::required(format!("{f}.image"), ""));
+    } else if let Some(i) = c.image.as_deref() {
+        if i.trim() != i {
+            errs.push(FieldError::invalid(
+                format!("{f}.image"),
+                i,
+                "must not have leading or trailing whitespace",
+            ));
+        }
+    }
+    if let Some(p) = c.image_pull_policy.as_deref() {
+        if !PULL_POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported(
+                format!("{f}.imagePullPolicy"),
+                p,
+                PULL_POLICIES,
+            ));
+        }
+    }
+    if let Some(p) = c.termination_message_policy.as_deref() {
+        if !MESSAGE_POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported(
+                format!("{f}.terminationMessagePolicy"),
+                p,
+                MESSAGE_POLICIES,
+            ));
+        }
+    }
+    let restartable = match c.restart_policy.as_deref() {
+        None => false,
+        Some("Always") if is_init => true,
+        Some(p) if is_init => {
+            errs.push(FieldError::not_supported(
+                format!("{f}.restartPolicy"),
+                p,
+                &["Always"],
+            ));
+            false
+        }
+        Some(_) => {
+            errs.push(FieldError::forbidden(
+                format!("{f}.restartPolicy"),
+                "may not be set for non-init containers",
+            ));
+            false
+        }
+    };
+    ports(c, f, errs);
+    env(c, f, errs);
+    resources(c, f, errs);
+    mounts(c, f, volumes, errs);
+
+    let probes = [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ];
+    for (name, p) in probes {
+        let Some(p) = p else { continue };
+        let pf = format!("{f}.{name}");
+        if is_init && !restartable {
+            errs.push(FieldError::forbidden(
+                pf,
+                "may not be set for init containers without restartPolicy=Always",
+            ));
+            continue;
+        }
+        probe::validate_probe(p, &pf, name, c, errs);
+    }
+    if let Some(l) = &c.lifecycle {
+        if is_init && !restartable {
+            errs.push(FieldError::forbidden(
+                format!("{f}.lifecycle"),
+                "may not be set for init containers without restartPolicy=Always",
+            ));
+        } else {
+            if let Some(h) = &l.post_start {
+                probe::validate_handler(h, &format!("{f}.lifecycle.postStart"), c, errs);
+            }
+            if let Some(h) = &l.pre_stop {
+                probe::validate_handler(h, &format!("{f}.lifecycle.preStop"), c, errs);
+            }
+        }
+    }
+}
+
+fn ports(c: &Container, f: &str, errs: &mut Errors) {
+    let mut seen = HashSet::new();
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        let pf = format!("{f}.ports[{i}]");
+        if let Some(n) = p.name.as_deref() {
+            errs.name(&format!("{pf}.name"), n, port_name_errors(n));
+            if !seen.insert(n.to_owned()) {
+                errs.push(FieldError::duplicate(format!("{pf}.name"), n));
+            }
+        }
+        if !(1..=65535).contains(&p.container_port) {
+            errs.push(FieldError::invalid(
+                format!("{pf}.containerPort"),
+                p.container_port,
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if let Some(hp) = p.host_port {
+            if hp != 0 && !(1..=65535).contains(&hp) {
+                errs.push(FieldError::invalid(
+                    format!("{pf}.hostPort"),
+                    hp,
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+        if let Some(proto) = p.protocol.as_deref() {
+            if !PROTOCOLS.contains(&proto) {
+                errs.push(FieldError::not_supported(
+                    format!("{pf}.protocol"),
+                    proto,
+                    PROTOCOLS,
+                ));
+            }
+        }
+        if let Some(ip) = p.host_ip.as_deref() {
+            if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+                errs.push(FieldError::invalid(
+                    format!("{pf}.hostIP"),
+                    ip,
+                    "must be a valid IP address",
+                ));
+            }
+        }
+    }
+}
+
+fn field_path_ok(path: &str) -> bool {
+    if FIELD_PATHS.contains(&path) {
+        return true;
+    }
+    ["metadata.labels['", "metadata.annotations['"]
+        .iter()
+        .any(|pre| {
+            path.strip_prefix(pre)
+                .and_then(|r| r.strip_suffix("']"))
+                .is_some_and(|k| qualified_name_errors(k).is_empty())
+        })
+}
+
+fn env(c: &Container, f: &str, errs: &mut Errors) {
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        let ef = format!("{f}.env[{i}]");
+        if e.name.is_empty() {
+            errs.push(FieldError::required(format!("{ef}.name"), ""));
+        } else {
+            errs.name(&format!("{ef}.name"), &e.name, env_var_name_errors(&e.name));
+        }
+        let Some(vf) = &e.value_from else { continue };
+        let vff = format!("{ef}.valueFrom");
+        if e.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            errs.push(FieldError::invalid(
+                &vff,
+                "",
+                "may not be specified when `value` is not empty",
+            ));
+        }
+        let n = [
+            vf.field_ref.is_some(),
+            vf.resource_field_ref.is_some(),
+            vf.config_map_key_ref.is_some(),
+            vf.secret_key_ref.is_some(),
+            vf.file_key_ref.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n == 0 {
+            errs.push(FieldError::invalid(&vff, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"));
+        } else if n > 1 {
+            errs.push(FieldError::invalid(
+                &vff,
+                "",
+                "may not have more than one field specified at a time",
+            ));
+        }
+        if let Some(fr) = &vf.field_ref {
+            if let Some(v) = fr.api_version.as_deref() {
+                if v != "v1" {
+                    errs.push(FieldError::not_supported(
+                        format!("{vff}.fieldRef.apiVersion"),
+                        v,
+                        &["v1"],
+                    ));
+                }
+            }
+            if fr.field_path.is_empty() {
+                errs.push(FieldError::required(
+                    format!("{vff}.fieldRef.fieldPath"),
+                    "",
+                ));
+            } else if !field_path_ok(&fr.field_path) {
+                let mut supported: Vec<&str> = FIELD_PATHS.to_vec();
+                supported.extend(["metadata.annotations", "metadata.labels"]);
+                supported.sort_unstable();
+                errs.push(FieldError::not_supported(
+                    format!("{vff}.fieldRef.fieldPath"),
+                    &fr.field_path,
+                    &supported,
+                ));
+            }
+        }
+        if let Some(rf) = &vf.resource_field_ref {
+            if !RESOURCE_FIELDS.contains(&rf.resource.as_str()) {
+                errs.push(FieldError::not_supported(
+                    format!("{vff}.resourceFieldRef.resource"),
+                    &rf.resource,
+                    RESOURCE_FIELDS,
+                ));
+            }
+            if let Some(cn) = rf.container_name.as_deref() {
+                if !cn.is_empty() && cn != c.name {
+                    errs.push(FieldError::invalid(
+                        format!("{vff}.resourceFieldRef.containerName"),
+                        cn,
+                        "must be the name of this container",
+                    ));
+                }
+            }
+        }
+        if vf.config_map_key_ref.is_some() {
+            errs.push(FieldError::forbidden(
+                format!("{vff}.configMapKeyRef"),
+                "static pods may not reference configmaps",
+            ));
+        }
+        if vf.secret_key_ref.is_some() {
+            errs.push(FieldError::forbidden(
+                format!("{vff}.secretKeyRef"),
+                "static pods may not reference secrets",
+            ));
+        }
+    }
+    for (i, ef) in c.env_from.iter().flatten().enumerate() {
+        let what = if ef.secret_ref.is_some() {
+            "secrets"
+        } else {
+            "configmaps"
+        };
+        errs.push(FieldError::forbidden(
+            format!("{f}.envFrom[{i}]"),
+            format!("static pods may not reference {what}"),
+        ));
+    }
+}
+
+fn resources(c: &Container, f: &str, errs: &mut Errors) {
+    let Some(r) = &c.resources else { return };
+    let rf = format!("{f}.resources");
+    for (kind, map) in [("limits", &r.limits), ("requests", &r.requests)] {
+        for (name, q) in map.iter().flatten() {
+            let qf = format!("{rf}.{kind}[{name}]");
+            if !is_standard_resource(name) {
+                errs.push(FieldError::invalid(
+                    &qf,
+                    name,
+                    "must be a standard resource type or fully qualified",
+                ));
+            }
+            quantity(&qf, &q.0, errs);
+        }
+    }
+    let (Some(req), Some(lim)) = (&r.requests, &r.limits) else {
+        return;
+    };
+    for (name, rq) in req {
+        let Some(lq) = lim.get(name) else { continue };
+        let (Ok(a), Ok(b)) = (
+            super::quantity::Quantity::parse(&rq.0),
+            super::quantity::Quantity::parse(&lq.0),
+        ) else {
+            continue;
+        };
+        if a > b {
+            errs.push(FieldError::invalid(
+                format!("{rf}.requests"),
+                rq.0.as_str(),
+                format!("must be less than or equal to {name} limit of {}", lq.0),
+            ));
+        }
+    }
+}
+
+fn is_standard_resource(name: &str) -> bool {
+    matches!(name, "cpu" | "memory" | "ephemeral-storage")
+        || name.starts_with("hugepages-")
+        || (name.contains('/') && qualified_name_errors(name).is_empty())
+}
+
+fn mounts(c: &Container, f: &str, volumes: &HashSet<String>, errs: &mut Errors) {
+    let mut paths = HashSet::new();
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let mf = format!("{f}.volumeMounts[{i}]");
+        if m.name.is_empty() {
+            errs.push(FieldError::required(format!("{mf}.name"), ""));
+        } else if !volumes.contains(&m.name) {
+            errs.push(FieldError::not_found(format!("{mf}.name"), &m.name));
+        }
+        if m.mount_path.is_empty() {
+            errs.push(FieldError::required(format!("{mf}.mountPath"), ""));
+        } else if !paths.insert(m.mount_path.clone()) {
+            errs.push(FieldError::invalid(
+                format!("{mf}.mountPath"),
+                &m.mount_path,
+                "must be unique",
+            ));
+        }
+        for (key, sp) in [("subPath", &m.sub_path), ("subPathExpr", &m.sub_path_expr)] {
+            let Some(sp) = sp.as_deref() else { continue };
+            if sp.starts_with('/') {
+                errs.push(FieldError::invalid(
+                    format!("{mf}.{key}"),
+                    sp,
+                    "must be a relative path",
+                ));
+            }
+            if has_backsteps(sp) {
+                errs.push(FieldError::invalid(
+                    format!("{mf}.{key}"),
+                    sp,
+                    "must not contain '..'",
+                ));
+            }
+        }
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+            && m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            errs.push(FieldError::invalid(
+                format!("{mf}.subPathExpr"),
+                m.sub_path_expr.as_deref().unwrap_or(""),
+                "subPathExpr and subPath are mutually exclusive",
+            ));
+        }
+        if let Some(p) = m.mount_propagation.as_deref() {
+            const MODES: &[&str] = &["Bidirectional", "HostToContainer", "None"];
+            if !MODES.contains(&p) {
+                errs.push(FieldError::not_supported(
+                    format!("{mf}.mountPropagation"),
+                    p,
+                    MODES,
+                ));
+            } else if p == "Bidirectional"
+                && !c
+                    .security_context
+                    .as_ref()
+                    .and_then(|s| s.privileged)
+                    .unwrap_or(false)
+            {
+                errs.push(FieldError::forbidden(
+                    format!("{mf}.mountPropagation"),
+                    "Bidirectional mount propagation is available only to privileged containers",
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Pod-level checks: metadata, spec enums, volumes, and the walk over the
+//! containers.
+
+use super::names::*;
+use super::{container, Errors, FieldError, ValidationErrors};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
+use std::collections::HashSet;
+
+const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+const HOST_PATH_TYPES: &[&str] = &[
+    "",
+    "DirectoryOrCreate",
+    "Directory",
+    "FileOrCreate",
+    "File",
+    "Socket",
+    "CharDevice",
+    "BlockDevice",
+];
+
+/// Validates a (defaulted) pod; all problems are reported together.
+pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
+    let mut errs = Errors::default();
+    let meta = &pod.metadata;
+    match meta.name.as_deref() {
+        None | Some("") => errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )),
+        Some(n) => errs.name("metadata.name", n, dns1123_subdomain_errors(n)),
+    }
+    if let Some(ns) = meta.namespace.as_deref() {
+        errs.name("metadata.namespace", ns, dns1123_label_errors(ns));
+    }
+    for (k, v) in meta.labels.iter().flatten() {
+        errs.name("metadata.labels", k, qualified_name_errors(k));
+        errs.name("metadata.labels", v, label_value_errors(v));
+    }
+    for k in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        errs.name(
+            "metadata.annotations",
+            k,
+            qualified_name_errors(&k.to_lowercase()),
+        );
+    }
+    match &pod.spec {
+        None => errs.push(FieldError::required("spec", "")),
+        Some(spec) => validate_spec(spec, &mut errs),
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errs.0))
+    }
+}
+
+fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
+    let volumes = validate_volumes(spec.volumes.as_deref().unwrap_or_default(), errs);
+
+    if spec.containers.is_empty() {
+        errs.push(FieldError::required("spec.containers", ""));
+    }
+    let mut names = HashSet::new();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        container::validate(
+            c,
+            &format!("spec.initContainers[{i}]"),
+            true,
+            &volumes,
+            &mut names,
+            errs,
+        );
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        container::validate(
+            c,
+            &format!("spec.containers[{i}]"),
+            false,
+            &volumes,
+            &mut names,
+            errs,
+        );
+    }
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        errs.push(FieldError::forbidden(
+            "spec.ephemeralContainers",
+            "static pods may not have ephemeral containers",
+        ));
+    }
+
+    if let Some(p) = spec.restart_policy.as_deref() {
+        if !RESTART_POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported(
+                "spec.restartPolicy",
+                p,
+                RESTART_POLICIES,
+            ));
+        }
+    }
+    if let Some(p) = spec.dns_policy.as_deref() {
+        if !DNS_POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported("spec.dnsPolicy", p, DNS_POLICIES));
+        } else if p == "None"
+            && spec
+                .dns_config
+                .as_ref()
+                .is_none_or(|c| c.nameservers.as_ref().is_none_or(Vec::is_empty))
+        {
+            errs.push(FieldError::required(
+                "spec.dnsConfig.nameservers",
+                "must provide at least one DNS nameserver when DNS policy is None",
+            ));
+        }
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if g < 0 {
+            errs.push(FieldError::invalid(
+                "spec.terminationGracePeriodSeconds",
+                g,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if let Some(d) = spec.active_deadline_seconds {
+        if d <= 0 {
+            errs.push(FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                d,
+                "must be between 1 and 2147483647, inclusive",
+            ));
+        }
+    }
+    if let Some(h) = spec.hostname.as_deref() {
+        errs.name("spec.hostname", h, dns1123_label_errors(h));
+    }
+    if let Some(s) = spec.subdomain.as_deref() {
+        errs.name("spec.subdomain", s, dns1123_label_errors(s));
+    }
+    for (i, a) in spec.host_aliases.iter().flatten().enumerate() {
+        let f = format!("spec.hostAliases[{i}]");
+        if a.ip.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid(
+                format!("{f}.ip"),
+                &a.ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
+        }
+        for (j, h) in a.hostnames.iter().flatten().enumerate() {
+            errs.name(
+                &format!("{f}.hostnames[{j}]"),
+                h,
+                dns1123_subdomain_errors(h),
+            );
+        }
+    }
+    if spec.host_network == Some(true) {
+        for (ci, c) in spec.containers.iter().enumerate() {
+            for (pi, p) in c.ports.iter().flatten().enumerate() {
+                if let Some(hp) = p.host_port {
+                    if hp != p.container_port {
+                        errs.push(FieldError::invalid(
+                            format!("spec.containers[{ci}].ports[{pi}].hostPort"),
+                            hp,
+                            "must match `containerPort` when `hostNetwork` is true",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks the volumes and returns their names.
+fn validate_volumes(volumes: &[Volume], errs: &mut Errors) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let f = format!("spec.volumes[{i}]");
+        if v.name.is_empty() {
+            errs.push(FieldError::required(format!("{f}.name"), ""));
+        } else {
+            errs.name(&format!("{f}.name"), &v.name, dns1123_label_errors(&v.name));
+            if !names.insert(v.name.clone()) {
+                errs.push(FieldError::duplicate(format!("{f}.name"), &v.name));
+            }
+        }
+        let supported = [
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.nfs.is_some(),
+        ];
+        let unsupported: &[(&str, bool)] = &[
+            ("configMap", v.config_map.is_some()),
+            ("secret", v.secret.is_some()),
+            ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
+            ("projected", v.projected.is_some()),
+            ("downwardAPI", v.downward_api.is_some()),
+            ("csi", v.csi.is_some()),
+            ("ephemeral", v.ephemeral.is_some()),
+            ("image", v.image.is_some()),
+            ("iscsi", v.iscsi.is_some()),
+            ("rbd", v.rbd.is_some()),
+            ("cephfs", v.cephfs.is_some()),
+            ("fc", v.fc.is_some()),
+            ("gitRepo", v.git_repo.is_some()),
+        ];
+        let count = supported.iter().filter(|b| **b).count()
+            + unsupported.iter().filter(|(_, b)| *b).count();
+        if count == 0 {
+            errs.push(FieldError::required(&f, "must specify a volume type"));
+        } else if count > 1 {
+            errs.push(FieldError::forbidden(
+                &f,
+                "may not specify more than 1 volume type",
+            ));
+        }
+        for (kind, _) in unsupported.iter().filter(|(_, b)| *b) {
+            errs.push(FieldError::forbidden(
+                format!("{f}.{kind}"),
+                "static pods may only use emptyDir, hostPath and nfs volumes",
+            ));
+        }
+        if let Some(e) = &v.empty_dir {
+            if let Some(m) = e.medium.as_deref() {
+                if !["", "Memory"].contains(&m) {
+                    errs.push(FieldError::not_supported(
+                        format!("{f}.emptyDir.medium"),
+                        m,
+                        &["", "Memory"],
+                    ));
+                }
+            }
+            if let Some(q) = &e.size_limit {
+                quantity(&format!("{f}.emptyDir.sizeLimit"), &q.0, errs);
+            }
+        }
+        if let Some(h) = &v.host_path {
+            let pf = format!("{f}.hostPath.path");
+            if h.path.is_empty() {
+                errs.push(FieldError::required(pf, ""));
+            } else if has_backsteps(&h.path) {
+                errs.push(FieldError::invalid(pf, &h.path, "must not contain '..'"));
+            }
+            if let Some(t) = h.type_.as_deref() {
+                if !HOST_PATH_TYPES.contains(&t) {
+                    errs.push(FieldError::not_supported(
+                        format!("{f}.hostPath.type"),
+                        t,
+                        HOST_PATH_TYPES,
+                    ));
+                }
+            }
+        }
+        if let Some(n) = &v.nfs {
+            if n.server.is_empty() {
+                errs.push(FieldError::required(format!("{f}.nfs.server"), ""));
+            }
+            if n.path.is_empty() {
+                errs.push(FieldError::required(format!("{f}.nfs.path"), ""));
+            } else if !n.path.starts_with('/') {
+                errs.push(FieldError::invalid(
+                    format!("{f}.nfs.path"),
+                    &n.path,
+                    "must be an absolute path",
+                ));
+            }
+        }
+    }
+    names
+}
+
+/// True when a path has a `..` element (upstream `ValidatePathNoBacksteps`).
+pub(crate) fn has_backsteps(path: &str) -> bool {
+    path.split(['/', '\\']).any(|p| p == "..")
+}
+
+/// Checks a quantity parses and is not negative.
+pub(crate) fn quantity(field: &str, text: &str, errs: &mut Errors) {
+    match super::quantity::Quantity::parse(text) {
+        Err(_) => errs.push(FieldError::invalid(
+            field,
+            text,
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        )),
+        Ok(q) if q.is_negative() => errs.push(FieldError::invalid(field, text, "must be greater than or equal to 0")),
+        Ok(_) => {}
+    }
+}

@@ -1,0 +1,223 @@
+//! Pod validation tables (after upstream `validation_test.go` cases).
+
+use super::*;
+use k8s_openapi::api::core::v1::Pod;
+
+const BASE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec:
+  restartPolicy: Always
+  volumes:
+  - {name: data, emptyDir: {}}
+  - {name: host, hostPath: {path: /srv/www, type: DirectoryOrCreate}}
+  - {name: share, nfs: {server: 10.0.0.5, path: /exports}}
+  initContainers:
+  - {name: setup, image: busybox, command: [sh, -c, "true"]}
+  containers:
+  - name: app
+    image: busybox:1.36
+    ports: [{containerPort: 80, name: http}, {containerPort: 53, protocol: UDP, name: dns}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    - {name: PLAIN, value: x}
+    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: "1", memory: 128Mi}}
+    volumeMounts: [{name: data, mountPath: /data}, {name: host, mountPath: /www, readOnly: true, subPath: html}]
+    livenessProbe: {httpGet: {path: /, port: http}, periodSeconds: 5}
+    readinessProbe: {tcpSocket: {port: 80}, successThreshold: 2}
+    startupProbe: {exec: {command: ["true"]}, failureThreshold: 30}
+    lifecycle: {preStop: {exec: {command: [sleep, "1"]}}}
+"#;
+
+fn pod(patch: impl FnOnce(&mut serde_json::Value)) -> Pod {
+    let mut v: serde_json::Value = serde_yaml_ng::from_str(BASE).unwrap();
+    patch(&mut v);
+    serde_json::from_value(v).unwrap()
+}
+
+fn errors(patch: impl FnOnce(&mut serde_json::Value)) -> Vec<String> {
+    match validate_pod(&pod(patch)) {
+        Ok(()) => vec![],
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn one(patch: impl FnOnce(&mut serde_json::Value), want: &str) {
+    let errs = errors(patch);
+    assert!(
+        errs.iter().any(|e| e == want),
+        "want {want:?}\n got {errs:#?}"
+    );
+}
+
+#[test]
+fn valid_pod_passes() {
+    assert_eq!(errors(|_| {}), Vec::<String>::new());
+    let mut p = pod(|_| {});
+    crate::source::apply_pod_defaults(&mut p);
+    validate_pod(&p).unwrap();
+}
+
+#[test]
+fn names() {
+    one(
+        |v| v["metadata"]["name"] = "Web_1".into(),
+        &format!(
+            "metadata.name: Invalid value: \"Web_1\": {}",
+            names::DNS1123_SUBDOMAIN_MSG
+        ),
+    );
+    one(
+        |v| v["metadata"]["name"] = "".into(),
+        "metadata.name: Required value: name or generateName is required",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["name"] = "App".into(),
+        &format!(
+            "spec.containers[0].name: Invalid value: \"App\": {}",
+            names::DNS1123_LABEL_MSG
+        ),
+    );
+    one(
+        |v| v["spec"]["initContainers"][0]["name"] = "app".into(),
+        "spec.containers[0].name: Duplicate value: \"app\"",
+    );
+    one(
+        |v| v["spec"]["containers"] = serde_json::json!([]),
+        "spec.containers: Required value",
+    );
+    one(|v| v["metadata"]["labels"]["bad key"] = "x".into(), "metadata.labels: Invalid value: \"bad key\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')");
+}
+
+#[test]
+fn ports_and_image() {
+    one(|v| v["spec"]["containers"][0]["ports"][1]["containerPort"] = 70000.into(), "spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive");
+    one(|v| v["spec"]["containers"][0]["ports"][0]["containerPort"] = 0.into(), "spec.containers[0].ports[0].containerPort: Invalid value: 0: must be between 1 and 65535, inclusive");
+    one(
+        |v| v["spec"]["containers"][0]["ports"][1]["name"] = "http".into(),
+        "spec.containers[0].ports[1].name: Duplicate value: \"http\"",
+    );
+    one(|v| v["spec"]["containers"][0]["ports"][1]["protocol"] = "ICMP".into(), "spec.containers[0].ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"");
+    one(|v| v["spec"]["containers"][0]["ports"][0]["hostPort"] = 65536.into(), "spec.containers[0].ports[0].hostPort: Invalid value: 65536: must be between 1 and 65535, inclusive");
+    one(|v| v["spec"]["containers"][0]["ports"][0]["name"] = "123".into(), "spec.containers[0].ports[0].name: Invalid value: \"123\": must contain at least one letter (a-z)");
+    one(
+        |v| v["spec"]["containers"][0]["image"] = " ".into(),
+        "spec.containers[0].image: Required value",
+    );
+    one(|v| v["spec"]["containers"][0]["imagePullPolicy"] = "Sometimes".into(), "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\"");
+}
+
+#[test]
+fn spec_enums() {
+    one(|v| v["spec"]["restartPolicy"] = "Sometimes".into(), "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"");
+    one(|v| v["spec"]["dnsPolicy"] = "Google".into(), "spec.dnsPolicy: Unsupported value: \"Google\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\"");
+    one(|v| v["spec"]["dnsPolicy"] = "None".into(), "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when DNS policy is None");
+    one(
+        |v| v["spec"]["terminationGracePeriodSeconds"] = (-1).into(),
+        "spec.terminationGracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0",
+    );
+    one(|v| v["spec"]["hostAliases"] = serde_json::json!([{"ip": "nope", "hostnames": ["a"]}]), "spec.hostAliases[0].ip: Invalid value: \"nope\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)");
+}
+
+#[test]
+fn volumes_and_mounts() {
+    one(
+        |v| v["spec"]["volumes"][1]["name"] = "data".into(),
+        "spec.volumes[1].name: Duplicate value: \"data\"",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["volumeMounts"][0]["name"] = "nope".into(),
+        "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+    );
+    one(
+        |v| v["spec"]["volumes"][1]["hostPath"]["path"] = "/srv/../etc".into(),
+        "spec.volumes[1].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'",
+    );
+    one(|v| v["spec"]["volumes"][1]["hostPath"]["type"] = "Pipe".into(), "spec.volumes[1].hostPath.type: Unsupported value: \"Pipe\": supported values: \"\", \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\"");
+    one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "configMap": {"name": "cm"}}), "spec.volumes[0].configMap: Forbidden: static pods may only use emptyDir, hostPath and nfs volumes");
+    one(
+        |v| v["spec"]["volumes"][0]["hostPath"] = serde_json::json!({"path": "/x"}),
+        "spec.volumes[0]: Forbidden: may not specify more than 1 volume type",
+    );
+    one(
+        |v| v["spec"]["volumes"][2]["nfs"]["path"] = "exports".into(),
+        "spec.volumes[2].nfs.path: Invalid value: \"exports\": must be an absolute path",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["volumeMounts"][1]["mountPath"] = "/data".into(),
+        "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/data\": must be unique",
+    );
+    one(|v| v["spec"]["containers"][0]["volumeMounts"][1]["subPath"] = "../x".into(), "spec.containers[0].volumeMounts[1].subPath: Invalid value: \"../x\": must not contain '..'");
+    one(|v| v["spec"]["containers"][0]["volumeMounts"][1]["subPath"] = "/x".into(), "spec.containers[0].volumeMounts[1].subPath: Invalid value: \"/x\": must be a relative path");
+    one(|v| v["spec"]["containers"][0]["volumeMounts"][0]["mountPropagation"] = "Bidirectional".into(), "spec.containers[0].volumeMounts[0].mountPropagation: Forbidden: Bidirectional mount propagation is available only to privileged containers");
+}
+
+#[test]
+fn probes_and_hooks() {
+    one(
+        |v| v["spec"]["containers"][0]["livenessProbe"] = serde_json::json!({"periodSeconds": 3}),
+        "spec.containers[0].livenessProbe: Required value: must specify a handler type",
+    );
+    one(
+        |v| {
+            v["spec"]["containers"][0]["livenessProbe"]["tcpSocket"] =
+                serde_json::json!({"port": 80})
+        },
+        "spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["livenessProbe"]["successThreshold"] = 2.into(),
+        "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["startupProbe"]["successThreshold"] = 3.into(),
+        "spec.containers[0].startupProbe.successThreshold: Invalid value: 3: must be 1",
+    );
+    one(|v| v["spec"]["containers"][0]["livenessProbe"]["periodSeconds"] = (-1).into(), "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0");
+    one(|v| v["spec"]["containers"][0]["readinessProbe"]["terminationGracePeriodSeconds"] = 10.into(), "spec.containers[0].readinessProbe.terminationGracePeriodSeconds: Invalid value: 10: must not be set for readinessProbes");
+    one(|v| v["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = 0.into(), "spec.containers[0].livenessProbe.httpGet.port: Invalid value: 0: must be between 1 and 65535, inclusive");
+    one(|v| v["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = "Web-".into(), "spec.containers[0].livenessProbe.httpGet.port: Invalid value: \"Web-\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
+    one(
+        |v| v["spec"]["containers"][0]["startupProbe"]["exec"]["command"] = serde_json::json!([]),
+        "spec.containers[0].startupProbe.exec.command: Required value",
+    );
+    one(
+        |v| v["spec"]["containers"][0]["lifecycle"]["preStop"] = serde_json::json!({}),
+        "spec.containers[0].lifecycle.preStop: Required value: must specify a handler type",
+    );
+    one(|v| v["spec"]["initContainers"][0]["livenessProbe"] = serde_json::json!({"exec": {"command": ["true"]}}), "spec.initContainers[0].livenessProbe: Forbidden: may not be set for init containers without restartPolicy=Always");
+    // A sidecar may have probes.
+    assert!(errors(|v| {
+        v["spec"]["initContainers"][0]["restartPolicy"] = "Always".into();
+        v["spec"]["initContainers"][0]["readinessProbe"] =
+            serde_json::json!({"exec": {"command": ["true"]}});
+    })
+    .is_empty());
+    one(
+        |v| v["spec"]["containers"][0]["restartPolicy"] = "Always".into(),
+        "spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers",
+    );
+}
+
+#[test]
+fn env_and_resources() {
+    one(|v| v["spec"]["containers"][0]["env"][2]["name"] = "A=B".into(), "spec.containers[0].env[2].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='");
+    one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] = "spec.nope".into(), "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.nope\": supported values: \"metadata.annotations\", \"metadata.labels\", \"metadata.name\", \"metadata.namespace\", \"metadata.uid\", \"spec.nodeName\", \"spec.serviceAccountName\", \"status.hostIP\", \"status.hostIPs\", \"status.podIP\", \"status.podIPs\"");
+    one(|v| v["spec"]["containers"][0]["env"][0]["value"] = "x".into(), "spec.containers[0].env[0].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty");
+    one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"] = serde_json::json!({"secretKeyRef": {"name": "s", "key": "k"}}), "spec.containers[0].env[0].valueFrom.secretKeyRef: Forbidden: static pods may not reference secrets");
+    one(|v| v["spec"]["containers"][0]["resources"]["limits"]["memory"] = "lots".into(), "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
+    one(|v| v["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "2".into(), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1");
+    one(|v| v["spec"]["containers"][0]["resources"]["requests"]["memory"] = "-1".into(), "spec.containers[0].resources.requests[memory]: Invalid value: \"-1\": must be greater than or equal to 0");
+}
+
+#[test]
+fn all_problems_reported_together() {
+    let errs = errors(|v| {
+        v["spec"]["restartPolicy"] = "x".into();
+        v["spec"]["containers"][0]["image"] = "".into();
+        v["spec"]["containers"][0]["ports"][0]["containerPort"] = 0.into();
+    });
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+}

@@ -1,0 +1,353 @@
+//! ClusterIP and NodePort allocation for Services that leave them empty, stable across restarts
+//! through a small JSON state file. Explicit values are validated (inside the range, not taken);
+//! a conflict is an error for the Service that sorts later by `namespace/name`.
+
+use crate::model::Ipv4Cidr;
+use k8s_openapi::api::core::v1::Service;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+/// Default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
+
+/// A Service whose address or port could not be assigned.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    /// The requested ClusterIP is not an IPv4 address inside the service CIDR.
+    #[error("service {service}: clusterIP {ip} is not in the service CIDR {cidr}")]
+    OutOfRange {
+        /// `ns/name`.
+        service: String,
+        /// Requested value.
+        ip: String,
+        /// The service CIDR.
+        cidr: Ipv4Cidr,
+    },
+    /// Two Services ask for the same ClusterIP.
+    #[error("service {service}: clusterIP {ip} is already allocated to {owner}")]
+    IpConflict {
+        /// `ns/name` of the Service refused.
+        service: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// `ns/name` holding it.
+        owner: String,
+    },
+    /// The requested NodePort is outside the range.
+    #[error("service {service}: nodePort {port} is not in the node port range {start}-{end}")]
+    PortOutOfRange {
+        /// `ns/name`.
+        service: String,
+        /// Requested value.
+        port: i32,
+        /// Range start.
+        start: u16,
+        /// Range end.
+        end: u16,
+    },
+    /// Two Service ports ask for the same NodePort.
+    #[error("service {service}: nodePort {port}/{protocol} is already allocated to {owner}")]
+    PortConflict {
+        /// `ns/name` of the Service refused.
+        service: String,
+        /// The port.
+        port: u16,
+        /// Its protocol.
+        protocol: String,
+        /// `ns/name` holding it.
+        owner: String,
+    },
+    /// No free address or port is left.
+    #[error("service {service}: no free {what} left")]
+    Exhausted {
+        /// `ns/name`.
+        service: String,
+        /// `ClusterIP in 10.96.0.0/12` or `NodePort`.
+        what: String,
+    },
+    /// Reading or writing the state file failed.
+    #[error("{action} allocation state {path}")]
+    State {
+        /// `reading` or `writing`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct State {
+    cluster_ips: BTreeMap<String, Ipv4Addr>,
+    node_ports: BTreeMap<String, u16>,
+}
+
+/// Assigns ClusterIPs and NodePorts.
+#[derive(Debug)]
+pub struct Allocator {
+    cidr: Ipv4Cidr,
+    ports: RangeInclusive<u16>,
+    path: Option<PathBuf>,
+    state: State,
+}
+
+fn svc_id(s: &Service) -> String {
+    let (ns, name) = crate::model::service::service_key(s);
+    format!("{ns}/{name}")
+}
+
+impl Allocator {
+    /// An allocator over `cidr` and `ports`, remembering assignments in `path` (if given; a
+    /// missing file is an empty state).
+    pub fn new(
+        cidr: Ipv4Cidr,
+        ports: RangeInclusive<u16>,
+        path: Option<&Path>,
+    ) -> Result<Allocator, AllocError> {
+        let state = match path {
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                    tracing::warn!(path = %p.display(), error = %e, "ignoring unreadable allocation state");
+                    State::default()
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+                Err(source) => return Err(AllocError::State { action: "reading", path: p.to_path_buf(), source }),
+            },
+            None => State::default(),
+        };
+        Ok(Allocator {
+            cidr,
+            ports,
+            path: path.map(Path::to_path_buf),
+            state,
+        })
+    }
+
+    /// Returns the Services with every empty ClusterIP and NodePort filled in, and an error for
+    /// each Service left out. Assignments are persisted when they changed.
+    pub fn allocate(&mut self, services: &[Service]) -> (Vec<Service>, Vec<AllocError>) {
+        let mut sorted: Vec<Service> = services.to_vec();
+        sorted.sort_by_key(svc_id);
+        let mut errors = Vec::new();
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        let mut ips: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+        let mut new_state = State::default();
+
+        // ClusterIPs: explicit ones, then remembered ones, then new ones.
+        let wants_ip = |s: &Service| crate::model::service::is_proxied(s);
+        for s in sorted.iter().filter(|s| wants_ip(s)) {
+            let id = svc_id(s);
+            let Some(req) = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.cluster_ip.clone())
+                .filter(|v| !v.is_empty())
+            else {
+                continue;
+            };
+            match req.parse::<Ipv4Addr>() {
+                Ok(ip) if self.cidr.contains(ip) => {
+                    if let Some(owner) = ips.get(&ip) {
+                        errors.push(AllocError::IpConflict {
+                            service: id.clone(),
+                            ip,
+                            owner: owner.clone(),
+                        });
+                        failed.insert(id);
+                    } else {
+                        ips.insert(ip, id.clone());
+                        new_state.cluster_ips.insert(id, ip);
+                    }
+                }
+                _ => {
+                    errors.push(AllocError::OutOfRange {
+                        service: id.clone(),
+                        ip: req,
+                        cidr: self.cidr,
+                    });
+                    failed.insert(id);
+                }
+            }
+        }
+        let needs_ip: Vec<String> = sorted
+            .iter()
+            .filter(|s| {
+                wants_ip(s)
+                    && s.spec
+                        .as_ref()
+                        .and_then(|sp| sp.cluster_ip.as_deref())
+                        .unwrap_or("")
+                        .is_empty()
+            })
+            .map(svc_id)
+            .collect();
+        let mut fresh = Vec::new();
+        for id in needs_ip {
+            match self.state.cluster_ips.get(&id) {
+                Some(ip) if self.cidr.contains(*ip) && !ips.contains_key(ip) => {
+                    ips.insert(*ip, id.clone());
+                    new_state.cluster_ips.insert(id, *ip);
+                }
+                _ => fresh.push(id),
+            }
+        }
+        let mut next = 1u64;
+        for id in fresh {
+            // Skip the network and broadcast addresses, as the API server does.
+            while next + 1 < self.cidr.size() && ips.contains_key(&self.cidr.nth(next)) {
+                next += 1;
+            }
+            if next + 1 >= self.cidr.size() {
+                errors.push(AllocError::Exhausted {
+                    service: id.clone(),
+                    what: format!("ClusterIP in {}", self.cidr),
+                });
+                failed.insert(id);
+                continue;
+            }
+            let ip = self.cidr.nth(next);
+            ips.insert(ip, id.clone());
+            new_state.cluster_ips.insert(id, ip);
+        }
+
+        // NodePorts, same order of precedence; keyed by `ns/name:port/PROTO`.
+        let mut ports: BTreeMap<(u16, String), String> = BTreeMap::new();
+        let mut pending: Vec<(String, String, String)> = Vec::new(); // (svc id, key, protocol)
+        for s in sorted.iter().filter(|s| wants_ip(s)) {
+            let id = svc_id(s);
+            let Some(spec) = &s.spec else { continue };
+            if !matches!(
+                spec.type_.as_deref(),
+                Some("NodePort") | Some("LoadBalancer")
+            ) {
+                continue;
+            }
+            for p in spec.ports.iter().flatten() {
+                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                let key = format!(
+                    "{id}:{}/{proto}",
+                    p.name.clone().unwrap_or_else(|| p.port.to_string())
+                );
+                match p.node_port {
+                    Some(np) if np != 0 => {
+                        let ok = u16::try_from(np).ok().filter(|n| self.ports.contains(n));
+                        let Some(np) = ok else {
+                            errors.push(AllocError::PortOutOfRange {
+                                service: id.clone(),
+                                port: np,
+                                start: *self.ports.start(),
+                                end: *self.ports.end(),
+                            });
+                            failed.insert(id.clone());
+                            continue;
+                        };
+                        if let Some(owner) = ports.get(&(np, proto.clone())) {
+                            errors.push(AllocError::PortConflict {
+                                service: id.clone(),
+                                port: np,
+                                protocol: proto,
+                                owner: owner.clone(),
+                            });
+                            failed.insert(id.clone());
+                        } else {
+                            ports.insert((np, proto), id.clone());
+                            new_state.node_ports.insert(key, np);
+                        }
+                    }
+                    _ => pending.push((id.clone(), key, proto)),
+                }
+            }
+        }
+        let mut fresh = Vec::new();
+        for (id, key, proto) in pending {
+            match self.state.node_ports.get(&key) {
+                Some(np)
+                    if self.ports.contains(np) && !ports.contains_key(&(*np, proto.clone())) =>
+                {
+                    ports.insert((*np, proto), id);
+                    new_state.node_ports.insert(key, *np);
+                }
+                _ => fresh.push((id, key, proto)),
+            }
+        }
+        for (id, key, proto) in fresh {
+            match self
+                .ports
+                .clone()
+                .find(|p| !ports.contains_key(&(*p, proto.clone())))
+            {
+                Some(np) => {
+                    ports.insert((np, proto), id);
+                    new_state.node_ports.insert(key, np);
+                }
+                None => {
+                    errors.push(AllocError::Exhausted {
+                        service: id.clone(),
+                        what: "NodePort".into(),
+                    });
+                    failed.insert(id);
+                }
+            }
+        }
+
+        // Fill in the values.
+        let mut out = Vec::new();
+        for mut s in sorted {
+            let id = svc_id(&s);
+            if failed.contains(&id) {
+                continue;
+            }
+            if let Some(spec) = s.spec.as_mut() {
+                if let Some(ip) = new_state.cluster_ips.get(&id) {
+                    spec.cluster_ip = Some(ip.to_string());
+                    spec.cluster_ips = Some(vec![ip.to_string()]);
+                }
+                for p in spec.ports.iter_mut().flatten() {
+                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    let key = format!(
+                        "{id}:{}/{proto}",
+                        p.name.clone().unwrap_or_else(|| p.port.to_string())
+                    );
+                    if let Some(np) = new_state.node_ports.get(&key) {
+                        p.node_port = Some(i32::from(*np));
+                    }
+                }
+            }
+            out.push(s);
+        }
+        if new_state != self.state {
+            self.state = new_state;
+            if let Err(e) = self.persist() {
+                errors.push(e);
+            }
+        }
+        (out, errors)
+    }
+
+    fn persist(&self) -> Result<(), AllocError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let err = |source| AllocError::State {
+            action: "writing",
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let body =
+            serde_json::to_vec_pretty(&self.state).map_err(|e| err(std::io::Error::other(e)))?;
+        std::fs::write(&tmp, body).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests;

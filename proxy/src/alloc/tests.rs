@@ -1,0 +1,104 @@
+use super::*;
+
+fn svc(yaml: &str) -> Service {
+    serde_json::from_value(serde_yaml_ng::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+}
+
+fn ip_of(s: &Service) -> String {
+    s.spec.as_ref().unwrap().cluster_ip.clone().unwrap()
+}
+
+fn np_of(s: &Service) -> i32 {
+    s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap()
+}
+
+#[test]
+fn allocates_stably_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alloc.json");
+    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let services = vec![
+        svc("metadata: {name: b}\nspec: {type: NodePort, ports: [{port: 80}]}"),
+        svc("metadata: {name: a}\nspec: {ports: [{port: 80}]}"),
+        svc("metadata: {name: fixed}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}"),
+    ];
+    let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, Some(&path)).unwrap();
+    let (out, errs) = a.allocate(&services);
+    assert!(errs.is_empty(), "{errs:?}");
+    let by_name = |out: &[Service], n: &str| {
+        out.iter()
+            .find(|s| s.metadata.name.as_deref() == Some(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(ip_of(&by_name(&out, "fixed")), "10.96.0.1");
+    assert_eq!(ip_of(&by_name(&out, "a")), "10.96.0.2");
+    assert_eq!(ip_of(&by_name(&out, "b")), "10.96.0.3");
+    assert_eq!(np_of(&by_name(&out, "b")), 30000);
+
+    // After a restart, with `a` gone and a new `0` that sorts first, `b` keeps its values.
+    let services2 = vec![
+        services[0].clone(),
+        svc("metadata: {name: '0'}\nspec: {type: NodePort, ports: [{port: 80}]}"),
+    ];
+    let mut a2 = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, Some(&path)).unwrap();
+    let (out2, errs) = a2.allocate(&services2);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(ip_of(&by_name(&out2, "b")), "10.96.0.3");
+    assert_eq!(np_of(&by_name(&out2, "b")), 30000);
+    assert_eq!(ip_of(&by_name(&out2, "0")), "10.96.0.1");
+    assert_eq!(np_of(&by_name(&out2, "0")), 30001);
+}
+
+#[test]
+fn conflicts_and_ranges_are_clear_errors() {
+    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let services = vec![
+        svc("metadata: {name: a}\nspec: {clusterIP: 10.96.0.5, type: NodePort, ports: [{port: 80, nodePort: 30080}]}"),
+        svc("metadata: {name: b}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}"),
+        svc("metadata: {name: c}\nspec: {clusterIP: 192.168.0.1, ports: [{port: 80}]}"),
+        svc("metadata: {name: d}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30080}]}"),
+        svc("metadata: {name: e}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 80}]}"),
+        svc("metadata: {name: f}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30080, protocol: UDP}]}"),
+    ];
+    let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, None).unwrap();
+    let (out, errs) = a.allocate(&services);
+    let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(out.len(), 2, "{msgs:?}");
+    assert!(
+        msgs.contains(
+            &"service default/b: clusterIP 10.96.0.5 is already allocated to default/a".to_string()
+        ),
+        "{msgs:?}"
+    );
+    assert!(msgs
+        .iter()
+        .any(|m| m.contains("default/c") && m.contains("not in the service CIDR")));
+    assert!(msgs
+        .iter()
+        .any(|m| m.contains("default/d: nodePort 30080/TCP is already allocated to default/a")));
+    assert!(msgs
+        .iter()
+        .any(|m| m.contains("default/e: nodePort 80 is not in the node port range 30000-32767")));
+}
+
+#[test]
+fn exhaustion_is_reported() {
+    let cidr: Ipv4Cidr = "10.96.0.0/30".parse().unwrap();
+    let services: Vec<Service> = (0..3)
+        .map(|i| {
+            svc(&format!(
+                "metadata: {{name: s{i}}}\nspec: {{ports: [{{port: 80}}]}}"
+            ))
+        })
+        .collect();
+    let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, None).unwrap();
+    let (out, errs) = a.allocate(&services);
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        errs[0].to_string(),
+        "service default/s2: no free ClusterIP in 10.96.0.0/30 left"
+    );
+}

@@ -1,0 +1,316 @@
+//! Endpoints of a Service: from a manual `Endpoints` object (selector-less Services) or computed
+//! from the node's pods (Services with a selector), then matched to Service ports by port name
+//! and protocol, as kube-proxy matches EndpointSlice ports.
+
+use super::{Endpoint, Protocol, ServicePortInfo, ServicePortName};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// The endpoints of one Service: every (port name, address) pair with its readiness.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// One entry per address and port.
+    pub entries: Vec<EndpointEntry>,
+}
+
+/// One address and port of an [`EndpointSet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointEntry {
+    /// Name of the Service port this serves (empty for an unnamed port).
+    pub port_name: String,
+    /// Protocol of the port.
+    pub protocol: Protocol,
+    /// Backend address.
+    pub ip: Ipv4Addr,
+    /// Backend port.
+    pub port: u16,
+    /// Readiness: only ready entries receive traffic.
+    pub ready: bool,
+    /// Node the backend runs on, when known.
+    pub node_name: Option<String>,
+}
+
+impl EndpointSet {
+    /// Explodes an `Endpoints` object (subsets × addresses × ports); `notReadyAddresses` become
+    /// not-ready entries. IPv6 addresses and invalid ports are skipped.
+    pub fn from_endpoints(ep: &Endpoints) -> EndpointSet {
+        let mut entries = Vec::new();
+        for subset in ep.subsets.iter().flatten() {
+            let ready = subset.addresses.iter().flatten().map(|a| (a, true));
+            let not_ready = subset
+                .not_ready_addresses
+                .iter()
+                .flatten()
+                .map(|a| (a, false));
+            for (addr, ready) in ready.chain(not_ready) {
+                let Ok(ip) = addr.ip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                for p in subset.ports.iter().flatten() {
+                    let (Some(protocol), Ok(port)) = (
+                        Protocol::parse(p.protocol.as_deref()),
+                        u16::try_from(p.port),
+                    ) else {
+                        continue;
+                    };
+                    entries.push(EndpointEntry {
+                        port_name: p.name.clone().unwrap_or_default(),
+                        protocol,
+                        ip,
+                        port,
+                        ready,
+                        node_name: addr.node_name.clone(),
+                    });
+                }
+            }
+        }
+        EndpointSet {
+            namespace: ep
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+            name: ep.metadata.name.clone().unwrap_or_default(),
+            entries,
+        }
+    }
+
+    /// The endpoints of each port of `ports` (which belong to this set's Service), sorted.
+    /// `node_name` decides which endpoints are local.
+    pub(crate) fn for_ports(
+        &self,
+        ports: &[ServicePortInfo],
+        node_name: &str,
+        out: &mut BTreeMap<ServicePortName, Vec<Endpoint>>,
+    ) {
+        for sp in ports {
+            let mut eps: Vec<Endpoint> = self
+                .entries
+                .iter()
+                .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
+                .map(|e| Endpoint {
+                    ip: e.ip,
+                    port: e.port,
+                    ready: e.ready,
+                    local: e.node_name.as_deref() == Some(node_name),
+                })
+                .collect();
+            eps.sort();
+            eps.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+            out.insert(sp.name.clone(), eps);
+        }
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn pod_terminal(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded") | Some("Failed")) || pod.metadata.deletion_timestamp.is_some()
+}
+
+/// The endpoints of every Service with a selector, computed from the node's pods, as the
+/// endpoints controller does: pods in the Service's namespace whose labels match the selector and
+/// that have an IPv4 `status.podIP`; the target port resolved per pod (a number, or a container
+/// port name); readiness from the pod's `Ready` condition (`publishNotReadyAddresses` makes every
+/// address ready). Terminal and deleted pods are left out. Services without a selector get no set
+/// (their `Endpoints` are written by hand).
+pub fn endpoints_from_pods(
+    services: &[Service],
+    pods: &[Pod],
+    node_name: &str,
+) -> Vec<EndpointSet> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let (ns, name) = super::service::service_key(svc);
+        let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+        let mut set = EndpointSet {
+            namespace: ns.clone(),
+            name,
+            entries: Vec::new(),
+        };
+        for pod in pods {
+            if pod.metadata.namespace.as_deref().unwrap_or("default") != ns || pod_terminal(pod) {
+                continue;
+            }
+            let labels = pod.metadata.labels.as_ref();
+            if !selector
+                .iter()
+                .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            {
+                continue;
+            }
+            let Some(ip) = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|s| s.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            let ready = publish_not_ready || pod_ready(pod);
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| node_name.to_string());
+            for sp in spec.ports.iter().flatten() {
+                let Some(protocol) = Protocol::parse(sp.protocol.as_deref()) else {
+                    continue;
+                };
+                let Some(port) = target_port(pod, sp.target_port.as_ref(), sp.port, protocol)
+                else {
+                    continue;
+                };
+                set.entries.push(EndpointEntry {
+                    port_name: sp.name.clone().unwrap_or_default(),
+                    protocol,
+                    ip,
+                    port,
+                    ready,
+                    node_name: Some(node.clone()),
+                });
+            }
+        }
+        out.push(set);
+    }
+    out
+}
+
+/// Resolves a Service port's `targetPort` for one pod: unset means the Service port, a number is
+/// itself, a name is looked up among the pod's container ports with the same protocol.
+fn target_port(
+    pod: &Pod,
+    target: Option<&IntOrString>,
+    port: i32,
+    protocol: Protocol,
+) -> Option<u16> {
+    match target {
+        None => u16::try_from(port).ok(),
+        Some(IntOrString::Int(n)) if *n == 0 => u16::try_from(port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
+        Some(IntOrString::String(name)) => {
+            if let Ok(n) = name.parse::<u16>() {
+                return Some(n);
+            }
+            let spec = pod.spec.as_ref()?;
+            spec.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str())
+                        && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+                })
+                .and_then(|p| u16::try_from(p.container_port).ok())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        let v: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod(name: &str, ip: &str, ready: bool, app: &str) -> Pod {
+        obj(&format!(
+            r#"
+metadata: {{name: {name}, namespace: default, labels: {{app: {app}}}}}
+spec:
+  nodeName: node1
+  containers:
+  - name: c
+    image: busybox
+    ports: [{{name: web, containerPort: 8080}}, {{name: web, containerPort: 5353, protocol: UDP}}]
+status:
+  podIP: {ip}
+  conditions: [{{type: Ready, status: "{}"}}]
+"#,
+            if ready { "True" } else { "False" }
+        ))
+    }
+
+    #[test]
+    fn selector_named_target_port_and_readiness() {
+        let svc: Service = obj(r#"
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: web}
+  - {name: dns, port: 53, protocol: UDP, targetPort: web}
+  - {name: raw, port: 9000}
+"#);
+        let pods = vec![
+            pod("a", "10.244.0.5", true, "web"),
+            pod("b", "10.244.0.6", false, "web"),
+            pod("c", "10.244.0.7", true, "other"),
+        ];
+        let sets = endpoints_from_pods(&[svc], &pods, "node1");
+        assert_eq!(sets.len(), 1);
+        let e = &sets[0].entries;
+        assert_eq!(e.len(), 6);
+        assert_eq!(
+            (e[0].port_name.as_str(), e[0].port, e[0].ready),
+            ("http", 8080, true)
+        );
+        assert_eq!((e[1].port_name.as_str(), e[1].port), ("dns", 5353));
+        assert_eq!((e[2].port_name.as_str(), e[2].port), ("raw", 9000));
+        assert!(!e[3].ready);
+    }
+
+    #[test]
+    fn manual_endpoints_explode_subsets() {
+        let ep: Endpoints = obj(r#"
+metadata: {name: ext, namespace: ns}
+subsets:
+- addresses: [{ip: 192.0.2.10}, {ip: 192.0.2.11, nodeName: node1}]
+  notReadyAddresses: [{ip: 192.0.2.12}]
+  ports: [{name: a, port: 80}, {name: b, port: 53, protocol: UDP}]
+"#);
+        let set = EndpointSet::from_endpoints(&ep);
+        assert_eq!(set.entries.len(), 6);
+        assert_eq!(set.entries.iter().filter(|e| !e.ready).count(), 2);
+        let sp = ServicePortInfo {
+            name: ServicePortName {
+                namespace: "ns".into(),
+                name: "ext".into(),
+                port: "a".into(),
+            },
+            protocol: Protocol::Tcp,
+            cluster_ip: "10.96.0.9".parse().unwrap(),
+            port: 80,
+            node_port: None,
+            external_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+        };
+        let mut out = BTreeMap::new();
+        set.for_ports(std::slice::from_ref(&sp), "node1", &mut out);
+        let eps = &out[&sp.name];
+        assert_eq!(eps.len(), 3);
+        assert!(eps[1].local && !eps[0].local);
+    }
+}

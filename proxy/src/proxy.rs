@@ -1,0 +1,408 @@
+//! [`Proxy`]: inputs (Services, Endpoints, the node's pods) → allocation → desired rules → sync,
+//! and [`ProxyHandle`], the same on a thread of its own: updates are coalesced (at most one sync
+//! per `min_sync_period`), the canary chains are checked every `sync_period`, a full sync runs at
+//! least every `full_sync_period` and after any failure.
+
+use crate::alloc::{AllocError, Allocator};
+use crate::conntrack::{stale_flows, udp_state, Conntrack, UdpState};
+use crate::iptables::Firewall;
+use crate::model::{endpoints_from_pods, service_ports, EndpointSet, Ipv4Cidr, ServicePortInfo};
+use crate::rules::{generate, RulesConfig, Ruleset, Table, CANARY_CHAIN};
+use crate::sync::{SyncError, SyncReport, Syncer};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Configuration of the proxy role.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// This node's name (endpoints with this `nodeName` are local).
+    pub node_name: String,
+    /// `--service-cidr`: where ClusterIPs are allocated.
+    pub service_cidr: Ipv4Cidr,
+    /// `--service-node-port-range`.
+    pub node_port_range: RangeInclusive<u16>,
+    /// Where allocations are remembered across restarts (`None`: in memory only).
+    pub state_file: Option<PathBuf>,
+    /// Settings the rules depend on.
+    pub rules: RulesConfig,
+    /// Minimum time between syncs (`minSyncPeriod`, default 1 s).
+    pub min_sync_period: Duration,
+    /// Canary check and re-sync interval (`syncPeriod`, default 30 s).
+    pub sync_period: Duration,
+    /// Longest time between full syncs (default 1 h, as kube-proxy).
+    pub full_sync_period: Duration,
+}
+
+impl ProxyConfig {
+    /// Defaults for `node_name` with ClusterIPs from `service_cidr`.
+    pub fn new(node_name: &str, service_cidr: Ipv4Cidr) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node_name.to_string(),
+            service_cidr,
+            node_port_range: crate::alloc::DEFAULT_NODE_PORT_RANGE,
+            state_file: None,
+            rules: RulesConfig::default(),
+            min_sync_period: Duration::from_secs(1),
+            sync_period: Duration::from_secs(30),
+            full_sync_period: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Failures of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Allocation state could not be read.
+    #[error("starting the proxy")]
+    Alloc(#[from] AllocError),
+    /// A sync failed (the next one is full).
+    #[error("syncing proxy rules")]
+    Sync(#[from] SyncError),
+    /// The firewall failed outside a sync.
+    #[error("talking to iptables")]
+    Firewall(#[from] crate::iptables::FirewallError),
+}
+
+/// What the proxy serves, for `kubenode get services|endpoints` and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyStatus {
+    /// Services with their allocated ClusterIPs and NodePorts.
+    pub services: Vec<Service>,
+    /// Endpoints of every Service (computed or manual).
+    pub endpoints: Vec<EndpointSet>,
+    /// Services that could not be programmed, one message each.
+    pub errors: Vec<String>,
+    /// The last successful sync.
+    pub last_sync: Option<SyncReport>,
+    /// Successful syncs so far.
+    pub syncs: u64,
+    /// Failed syncs so far (`sync_proxy_rules_iptables_restore_failures_total`).
+    pub failures: u64,
+}
+
+/// The proxy state machine (single-threaded; see [`Proxy::spawn`] for the running form).
+#[derive(Debug)]
+pub struct Proxy {
+    cfg: ProxyConfig,
+    syncer: Syncer,
+    conntrack: Arc<dyn Conntrack>,
+    allocator: Allocator,
+    services: Vec<Service>,
+    endpoints: Vec<Endpoints>,
+    pods: Vec<Pod>,
+    udp: UdpState,
+    route_localnet: bool,
+    status: Arc<Mutex<ProxyStatus>>,
+}
+
+impl Proxy {
+    /// A proxy writing through `fw` and clearing flows through `conntrack`.
+    pub fn new(
+        cfg: ProxyConfig,
+        fw: Arc<dyn Firewall>,
+        conntrack: Arc<dyn Conntrack>,
+    ) -> Result<Proxy, ProxyError> {
+        let allocator = Allocator::new(
+            cfg.service_cidr,
+            cfg.node_port_range.clone(),
+            cfg.state_file.as_deref(),
+        )?;
+        Ok(Proxy {
+            cfg,
+            syncer: Syncer::new(fw),
+            conntrack,
+            allocator,
+            services: Vec::new(),
+            endpoints: Vec::new(),
+            pods: Vec::new(),
+            udp: UdpState::new(),
+            route_localnet: false,
+            status: Arc::default(),
+        })
+    }
+
+    /// Replaces the set of Services.
+    pub fn update_services(&mut self, services: Vec<Service>) {
+        self.services = services;
+    }
+
+    /// Replaces the manual `Endpoints` objects (used for Services without a selector).
+    pub fn update_endpoints(&mut self, endpoints: Vec<Endpoints>) {
+        self.endpoints = endpoints;
+    }
+
+    /// Replaces the node's pods (endpoints of Services with a selector come from them).
+    pub fn update_pods(&mut self, pods: Vec<Pod>) {
+        self.pods = pods;
+    }
+
+    /// A snapshot of what the proxy serves.
+    pub fn status(&self) -> ProxyStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Allocates, resolves endpoints and computes the desired ruleset (no I/O but the
+    /// allocation state file).
+    pub fn desired(
+        &mut self,
+    ) -> (
+        Ruleset,
+        Vec<ServicePortInfo>,
+        BTreeMap<crate::model::ServicePortName, Vec<crate::model::Endpoint>>,
+    ) {
+        let (services, alloc_errors) = self.allocator.allocate(&self.services);
+        let mut errors: Vec<String> = alloc_errors.iter().map(|e| e.to_string()).collect();
+        let mut sets: BTreeMap<(String, String), EndpointSet> = self
+            .endpoints
+            .iter()
+            .map(EndpointSet::from_endpoints)
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+            .collect();
+        for s in endpoints_from_pods(&services, &self.pods, &self.cfg.node_name) {
+            sets.insert((s.namespace.clone(), s.name.clone()), s);
+        }
+        let mut ports = Vec::new();
+        let mut eps = BTreeMap::new();
+        for svc in &services {
+            match service_ports(svc) {
+                Ok(p) => {
+                    let (ns, name) = crate::model::service::service_key(svc);
+                    if let Some(set) = sets.get(&(ns, name)) {
+                        set.for_ports(&p, &self.cfg.node_name, &mut eps);
+                    }
+                    ports.extend(p);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "service not programmed");
+        }
+        let rs = generate(&self.cfg.rules, &ports, &eps);
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.services = services;
+        st.endpoints = sets.into_values().collect();
+        st.errors = errors;
+        (rs, ports, eps)
+    }
+
+    /// Makes the next sync full.
+    pub fn force_full_sync(&mut self) {
+        self.syncer.force_full();
+    }
+
+    /// Whether every canary chain is still there (false: someone flushed a table).
+    pub fn canary_present(&self) -> Result<bool, ProxyError> {
+        for t in [Table::Mangle, Table::Nat, Table::Filter] {
+            if !self.syncer.firewall().chain_exists(t, CANARY_CHAIN)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Computes the desired rules and applies them, then clears stale UDP flows.
+    pub fn sync(&mut self) -> Result<SyncReport, ProxyError> {
+        let span = tracing::info_span!("proxy_sync", full = self.syncer.needs_full());
+        let _g = span.enter();
+        let (rs, ports, eps) = self.desired();
+        if self.cfg.rules.localhost_enabled() && !self.route_localnet {
+            self.syncer.firewall().enable_route_localnet()?;
+            self.route_localnet = true;
+        }
+        let result = self.syncer.sync(&rs);
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                st.failures += 1;
+                return Err(e.into());
+            }
+        };
+        st.syncs += 1;
+        st.last_sync = Some(report.clone());
+        drop(st);
+        if !report.skipped {
+            tracing::info!(
+                full = report.full,
+                duration_ms = report.duration.as_secs_f64() * 1000.0,
+                chains_written = report.chains_written,
+                chains_deleted = report.chains_deleted,
+                rules_written = report.rules_written,
+                bytes = report.bytes,
+                nat_rules = report.rules_total.get(&Table::Nat).copied().unwrap_or(0),
+                filter_rules = report.rules_total.get(&Table::Filter).copied().unwrap_or(0),
+                "synced proxy rules"
+            );
+        }
+        let udp = udp_state(&ports, &eps);
+        for f in stale_flows(&self.udp, &udp) {
+            if let Err(e) = self.conntrack.delete_udp(&f) {
+                tracing::warn!(error = %e, "stale UDP flows not cleared");
+            }
+        }
+        self.udp = udp;
+        Ok(report)
+    }
+
+    /// Runs the proxy on a thread of its own until the handle is shut down or dropped.
+    pub fn spawn(self) -> ProxyHandle {
+        let (tx, rx) = mpsc::channel();
+        let status = self.status.clone();
+        let thread = std::thread::Builder::new()
+            .name("kubenode-proxy".into())
+            .spawn(move || run_loop(self, rx))
+            .expect("spawning the proxy thread");
+        ProxyHandle {
+            tx,
+            status,
+            thread: Some(thread),
+        }
+    }
+}
+
+enum Msg {
+    Services(Vec<Service>),
+    Endpoints(Vec<Endpoints>),
+    Pods(Vec<Pod>),
+    SyncNow,
+    Shutdown,
+}
+
+/// A running proxy: send it inputs, read its status.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    tx: mpsc::Sender<Msg>,
+    status: Arc<Mutex<ProxyStatus>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl ProxyHandle {
+    /// Replaces the Services.
+    pub fn update_services(&self, services: Vec<Service>) {
+        let _ = self.tx.send(Msg::Services(services));
+    }
+
+    /// Replaces the manual Endpoints objects.
+    pub fn update_endpoints(&self, endpoints: Vec<Endpoints>) {
+        let _ = self.tx.send(Msg::Endpoints(endpoints));
+    }
+
+    /// Replaces the node's pods.
+    pub fn update_pods(&self, pods: Vec<Pod>) {
+        let _ = self.tx.send(Msg::Pods(pods));
+    }
+
+    /// Asks for a sync as soon as `min_sync_period` allows.
+    pub fn sync_now(&self) {
+        let _ = self.tx.send(Msg::SyncNow);
+    }
+
+    /// What the proxy serves and how its syncs went.
+    pub fn status(&self) -> ProxyStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the proxy thread (rules stay in place; see [`crate::sync::cleanup`]).
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
+    let min = proxy.cfg.min_sync_period;
+    let period = proxy.cfg.sync_period.max(Duration::from_millis(10));
+    let mut dirty = true;
+    let mut last_sync: Option<Instant> = None;
+    let mut last_full = Instant::now();
+    let mut next_periodic = Instant::now() + period;
+    loop {
+        let now = Instant::now();
+        let due = if dirty {
+            last_sync.map_or(now, |t| t + min).min(next_periodic)
+        } else {
+            next_periodic
+        };
+        match rx.recv_timeout(due.saturating_duration_since(now)) {
+            Ok(Msg::Services(s)) => {
+                proxy.update_services(s);
+                dirty = true;
+            }
+            Ok(Msg::Endpoints(e)) => {
+                proxy.update_endpoints(e);
+                dirty = true;
+            }
+            Ok(Msg::Pods(p)) => {
+                proxy.update_pods(p);
+                dirty = true;
+            }
+            Ok(Msg::SyncNow) => dirty = true,
+            Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if now >= next_periodic {
+                    next_periodic = now + period;
+                    dirty = true;
+                    match proxy.canary_present() {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("canary chain {CANARY_CHAIN} is gone: tables were flushed, running a full sync");
+                            proxy.force_full_sync();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "checking the canary chains"),
+                    }
+                    if now.duration_since(last_full) >= proxy.cfg.full_sync_period {
+                        proxy.force_full_sync();
+                    }
+                }
+                if dirty && last_sync.is_none_or(|t| now >= t + min) {
+                    let full = proxy.syncer.needs_full();
+                    dirty = false;
+                    last_sync = Some(now);
+                    match proxy.sync() {
+                        Ok(_) if full => last_full = now,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %error_chain(&e), "proxy sync failed; retrying with a full sync")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

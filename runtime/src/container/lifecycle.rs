@@ -1,0 +1,334 @@
+//! Creating, starting, stopping, removing and exec'ing into containers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorList, RuntimeError};
+use crate::fsutil;
+use crate::host::oom_files;
+use crate::oci::OciStatus;
+use crate::shim::ShimArgs;
+use crate::spec::{self, ContainerSpecInput, NamespacePaths};
+use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
+use crate::Runtime;
+
+use super::{wait_for_exit_record, ContainerConfig, ExecResult};
+
+/// SIGTERM.
+const SIGTERM: i32 = 15;
+/// SIGKILL.
+const SIGKILL: i32 = 9;
+
+impl Runtime {
+    fn save_container(&self, meta: &ContainerMeta) -> Result<(), RuntimeError> {
+        let path = self.container_dir(&meta.id).join(META);
+        fsutil::write_json(&path, meta)
+            .map_err(|e| RuntimeError::io("writing container metadata", &path, e))?;
+        self.state()
+            .containers
+            .insert(meta.id.clone(), meta.clone());
+        Ok(())
+    }
+
+    /// The CRI log path: `<log-dir>/<ns>_<pod>_<uid>/<container>/<restartCount>.log`.
+    pub fn log_path(&self, pod: &spec::PodInfo, container: &str, restart_count: u32) -> PathBuf {
+        self.config
+            .log_dir
+            .join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid))
+            .join(container)
+            .join(format!("{restart_count}.log"))
+    }
+
+    /// Creates a container in a ready sandbox: overlay rootfs over the image
+    /// layers, `config.json`, and a shim that runs `runtime create`. Returns
+    /// its id. Nothing is left behind when it fails.
+    pub fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+    ) -> Result<String, RuntimeError> {
+        let sandbox = self
+            .state()
+            .sandboxes
+            .get(sandbox_id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "sandbox",
+                id: sandbox_id.to_string(),
+            })?;
+        let pod = sandbox.pod.full_name();
+        let name = config.container.name.clone();
+        if sandbox.phase != SandboxPhase::Ready {
+            return Err(RuntimeError::BadState {
+                what: "create a container in it",
+                pod,
+                container: "POD".into(),
+                state: "not ready".into(),
+            });
+        }
+        let id = fsutil::random_id();
+        let dir = self.container_dir(&id);
+        let meta = ContainerMeta {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            name: name.clone(),
+            pod: sandbox.pod.clone(),
+            restart_count: config.restart_count,
+            image: config.image.name.clone(),
+            log_path: self.log_path(&sandbox.pod, &name, config.restart_count),
+            cgroups_path: format!("{}/{}", sandbox.cgroup_parent.trim_end_matches('/'), id),
+            created_at: jiff::Timestamp::now().to_string(),
+            complete: false,
+            pid: 0,
+            shim_pid: 0,
+            started_at: None,
+            start_error: None,
+        };
+        let result = std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::io("creating container directory", &dir, e))
+            .and_then(|()| self.save_container(&meta))
+            .and_then(|()| self.build_container(&meta, &sandbox, config));
+        match result {
+            Ok(meta) => {
+                tracing::info!(container = %id, name = %name, pod = %pod, pid = meta.pid, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                let mut errors = ErrorList::new(format!("failed container {name} of pod {pod}"));
+                self.remove_container_files(&meta, &mut errors);
+                self.state().containers.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn build_container(
+        &self,
+        meta: &ContainerMeta,
+        sandbox: &crate::store::SandboxMeta,
+        config: &ContainerConfig,
+    ) -> Result<ContainerMeta, RuntimeError> {
+        let pod = meta.pod.full_name();
+        let dir = self.container_dir(&meta.id);
+        let rootfs = dir.join("rootfs");
+        self.host
+            .mount_overlay(
+                &config.image.layers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &rootfs,
+            )
+            .map_err(|source| RuntimeError::Host {
+                what: "mounting the container rootfs",
+                pod: pod.clone(),
+                source,
+            })?;
+        let pause = format!("/proc/{}/ns", sandbox.pause_pid);
+        let namespaces = NamespacePaths {
+            net: sandbox.netns_path.clone(),
+            ipc: PathBuf::from(format!("{pause}/ipc")),
+            uts: PathBuf::from(format!("{pause}/uts")),
+        };
+        let image_config = config
+            .image
+            .config
+            .as_ref()
+            .and_then(|c| c.config().as_ref());
+        let spec = spec::container_spec(&ContainerSpecInput {
+            pod: &meta.pod,
+            sandbox_id: &sandbox.id,
+            container: &config.container,
+            pod_security: config.pod_security.as_ref(),
+            image: image_config,
+            image_name: &config.image.name,
+            rootfs: &rootfs,
+            namespaces: &namespaces,
+            cgroups_path: &meta.cgroups_path,
+            mounts: &config.mounts,
+            service_env: &config.service_env,
+            resolved_env: &config.resolved_env,
+            oom_score_adj: config.oom_score_adj,
+            limits: &self.limits,
+        })
+        .map_err(|source| RuntimeError::Spec {
+            pod: pod.clone(),
+            container: meta.name.clone(),
+            source,
+        })?;
+        let config_path = dir.join("config.json");
+        fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
+            .map_err(|e| RuntimeError::io("writing config.json", &config_path, e))?;
+        if let Some(log_dir) = meta.log_path.parent() {
+            std::fs::create_dir_all(log_dir)
+                .map_err(|e| RuntimeError::io("creating log directory", log_dir, e))?;
+        }
+        let args = ShimArgs {
+            id: meta.id.clone(),
+            bundle: dir.clone(),
+            runtime: self.config.runtime_path.clone(),
+            runtime_root: self.config.runtime_root(),
+            pid_file: dir.join(PID),
+            exit_file: dir.join(EXIT),
+            log_path: Some(meta.log_path.clone()),
+            log_max_size: self.config.log_max_size,
+            log_max_files: self.config.log_max_files,
+            oom_files: oom_files(&self.config.cgroup_root, &meta.cgroups_path),
+        };
+        let started = self
+            .shims
+            .launch(&args)
+            .map_err(|message| RuntimeError::Create {
+                pod: pod.clone(),
+                container: meta.name.clone(),
+                message,
+            })?;
+        let mut meta = meta.clone();
+        meta.complete = true;
+        meta.pid = started.container_pid;
+        meta.shim_pid = started.shim_pid;
+        self.save_container(&meta)?;
+        Ok(meta)
+    }
+
+    /// Starts a created container. A failure is recorded (the status turns
+    /// `Exited`/`StartError`) and returned.
+    pub fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut meta = self.container_meta(id)?;
+        match self.oci.start(id) {
+            Ok(()) => {
+                meta.started_at = Some(jiff::Timestamp::now().to_string());
+                self.save_container(&meta)?;
+                tracing::info!(container = %id, name = %meta.name, pod = %meta.pod.full_name(), "container started");
+                Ok(())
+            }
+            Err(source) => {
+                meta.start_error = Some(source.to_string());
+                let _ = self.oci.delete(id, true);
+                self.save_container(&meta)?;
+                Err(RuntimeError::Start {
+                    pod: meta.pod.full_name(),
+                    container: meta.name,
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+
+    /// Stops a container: `signal` (default SIGTERM), then SIGKILL to all its
+    /// processes when `grace` runs out; returns once its exit is recorded.
+    pub fn stop_container(
+        &self,
+        id: &str,
+        grace: Duration,
+        signal: Option<i32>,
+    ) -> Result<(), RuntimeError> {
+        let meta = self.container_meta(id)?;
+        let exit = self.container_dir(id).join(EXIT);
+        let oci_err = |what, source| RuntimeError::Oci {
+            what,
+            pod: meta.pod.full_name(),
+            container: meta.name.clone(),
+            source: Box::new(source),
+        };
+        if exit.exists() || meta.start_error.is_some() {
+            return Ok(());
+        }
+        match self.oci.state(id).map_err(|e| oci_err("querying", e))? {
+            None => return Ok(()),
+            Some(s) if s.status == OciStatus::Stopped => {
+                wait_for_exit_record(&exit, meta.shim_pid);
+                return Ok(());
+            }
+            Some(s) if s.status == OciStatus::Created => {
+                // A created init waits on the exec fifo and, as PID 1, ignores SIGTERM.
+                self.oci
+                    .delete(id, true)
+                    .map_err(|e| oci_err("deleting", e))?;
+                wait_for_exit_record(&exit, meta.shim_pid);
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if !grace.is_zero() {
+            if let Err(e) = self.oci.kill(id, signal.unwrap_or(SIGTERM), false) {
+                tracing::debug!(container = %id, "stop signal: {e}");
+            }
+            let deadline = Instant::now() + grace;
+            let mut pause = Duration::from_millis(1);
+            while !exit.exists() && Instant::now() < deadline {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            if exit.exists() {
+                return Ok(());
+            }
+        }
+        if let Err(e) = self.oci.kill(id, SIGKILL, true) {
+            if !matches!(self.oci.state(id), Ok(Some(s)) if s.status == OciStatus::Stopped)
+                && !exit.exists()
+            {
+                return Err(oci_err("killing", e));
+            }
+        }
+        wait_for_exit_record(&exit, meta.shim_pid);
+        Ok(())
+    }
+
+    /// Removes a container (killing it if it still runs): OCI state, rootfs
+    /// mount, cgroup and directory; its log files stay for `--previous`.
+    pub fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let meta = self.container_meta(id)?;
+        let mut errors = ErrorList::new(format!(
+            "container {} of pod {}",
+            meta.name,
+            meta.pod.full_name()
+        ));
+        self.remove_container_files(&meta, &mut errors);
+        self.state().containers.remove(id);
+        errors.into_result().map_err(RuntimeError::from)
+    }
+
+    pub(crate) fn remove_container_files(&self, meta: &ContainerMeta, errors: &mut ErrorList) {
+        let dir = self.container_dir(&meta.id);
+        errors.check(
+            "deleting the OCI container",
+            self.oci.delete(&meta.id, true),
+        );
+        if meta.shim_pid > 0 {
+            wait_for_exit_record(&dir.join(EXIT), meta.shim_pid);
+        }
+        errors.check(
+            "unmounting the rootfs",
+            self.host.unmount(&dir.join("rootfs")),
+        );
+        errors.check(
+            "removing the container cgroup",
+            self.host.remove_cgroup(&meta.cgroups_path),
+        );
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                errors.check::<(), _>("removing the container directory", Err(e));
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs `cmd` in a running container, capturing stdout, stderr and the
+    /// exit code; the command is killed after `timeout` (`timed_out` set).
+    pub fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let meta = self.container_meta(id)?;
+        self.oci
+            .exec(id, cmd, timeout)
+            .map_err(|source| RuntimeError::Oci {
+                what: "exec in",
+                pod: meta.pod.full_name(),
+                container: meta.name.clone(),
+                source: Box::new(source),
+            })
+    }
+}

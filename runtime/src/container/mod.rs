@@ -1,0 +1,121 @@
+//! Pod containers: their configuration, status and lifecycle
+//! (create → start → stop → remove, and exec).
+
+mod lifecycle;
+mod status;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
+
+use crate::spec::BindMount;
+
+/// The image a container runs: its unpacked layers and its config.
+#[derive(Debug, Clone, Default)]
+pub struct ImageRef {
+    /// The image reference as the pod names it (annotations, status).
+    pub name: String,
+    /// Unpacked layer directories, bottom layer first (the overlay lowerdirs).
+    pub layers: Vec<PathBuf>,
+    /// The image config (ENTRYPOINT, CMD, Env, User, WorkingDir).
+    pub config: Option<oci_spec::image::ImageConfiguration>,
+}
+
+/// What the kubelet asks for when it creates a container in a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerConfig {
+    /// The Kubernetes container.
+    pub container: Container,
+    /// The pod's security context.
+    pub pod_security: Option<PodSecurityContext>,
+    /// The image.
+    pub image: ImageRef,
+    /// How many times this container restarted before (the log file name).
+    pub restart_count: u32,
+    /// Bind mounts: `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`,
+    /// `/dev/termination-log`, volumes.
+    pub mounts: Vec<BindMount>,
+    /// Service environment variables, before the container's own.
+    pub service_env: Vec<(String, String)>,
+    /// Values of the container's `valueFrom` environment variables.
+    pub resolved_env: HashMap<String, String>,
+    /// OOM score adjustment for the QoS class (clamped to what the host allows).
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The state of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended (or never started: `StartError`).
+    Exited,
+    /// The runtime lost track of it.
+    Unknown,
+}
+
+/// A container's status, as the kubelet shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// Container id.
+    pub id: String,
+    /// Sandbox id.
+    pub sandbox_id: String,
+    /// Container name.
+    pub name: String,
+    /// Restart count it was created with.
+    pub restart_count: u32,
+    /// Image name.
+    pub image: String,
+    /// State.
+    pub state: ContainerState,
+    /// Host pid of its init while it runs.
+    pub pid: Option<i32>,
+    /// Exit code once exited (128+signal when killed).
+    pub exit_code: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled` or `StartError` once exited.
+    pub reason: Option<String>,
+    /// Details (the start error, the termination message is the kubelet's).
+    pub message: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it was started.
+    pub started_at: Option<String>,
+    /// When it exited.
+    pub finished_at: Option<String>,
+    /// Its CRI log file.
+    pub log_path: PathBuf,
+}
+
+/// The result of [`crate::Runtime::exec`].
+pub type ExecResult = crate::oci::ExecOutput;
+
+/// Waits (bounded, ~5 s) until a shim wrote `exit` or the shim is gone.
+pub(crate) fn wait_for_exit_record(exit: &Path, shim_pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if exit.exists() {
+            return true;
+        }
+        if shim_pid <= 0 || !process_alive(shim_pid) || Instant::now() >= deadline {
+            return exit.exists();
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub(crate) fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,119 @@
+//! A container's status from its exit record, its metadata and the OCI
+//! runtime's state, which is all on disk, so it survives agent restarts.
+
+use crate::error::RuntimeError;
+use crate::oci::OciStatus;
+use crate::shim::ExitRecord;
+use crate::store::{ContainerMeta, EXIT};
+use crate::Runtime;
+
+use super::{process_alive, ContainerState, ContainerStatus};
+
+/// `StartError` exit code (the kubelet's convention).
+const START_ERROR_EXIT: i32 = 128;
+
+impl Runtime {
+    pub(crate) fn container_meta(&self, id: &str) -> Result<ContainerMeta, RuntimeError> {
+        self.state()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            })
+    }
+
+    /// The status of a container.
+    pub fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let meta = self.container_meta(id)?;
+        Ok(self.status_of(&meta))
+    }
+
+    /// The status of every container, optionally of one sandbox.
+    pub fn list_containers(&self, sandbox_id: Option<&str>) -> Vec<ContainerStatus> {
+        let metas: Vec<ContainerMeta> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| sandbox_id.is_none_or(|s| c.sandbox_id == s))
+            .cloned()
+            .collect();
+        metas.iter().map(|m| self.status_of(m)).collect()
+    }
+
+    pub(crate) fn status_of(&self, meta: &ContainerMeta) -> ContainerStatus {
+        let mut st = ContainerStatus {
+            id: meta.id.clone(),
+            sandbox_id: meta.sandbox_id.clone(),
+            name: meta.name.clone(),
+            restart_count: meta.restart_count,
+            image: meta.image.clone(),
+            state: ContainerState::Unknown,
+            pid: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            created_at: meta.created_at.clone(),
+            started_at: meta.started_at.clone(),
+            finished_at: None,
+            log_path: meta.log_path.clone(),
+        };
+        if let Some(err) = &meta.start_error {
+            st.state = ContainerState::Exited;
+            st.exit_code = Some(START_ERROR_EXIT);
+            st.reason = Some("StartError".into());
+            st.message = Some(err.clone());
+            st.finished_at =
+                ExitRecord::read(&self.container_dir(&meta.id).join(EXIT)).map(|r| r.finished_at);
+            return st;
+        }
+        if let Some(rec) = ExitRecord::read(&self.container_dir(&meta.id).join(EXIT)) {
+            st.state = ContainerState::Exited;
+            st.exit_code = Some(rec.exit_code);
+            st.reason = Some(
+                if rec.oom_killed {
+                    "OOMKilled"
+                } else if rec.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .into(),
+            );
+            st.finished_at = Some(rec.finished_at);
+            return st;
+        }
+        match self.oci.state(&meta.id) {
+            Ok(Some(s)) => match s.status {
+                OciStatus::Creating | OciStatus::Created => st.state = ContainerState::Created,
+                OciStatus::Running | OciStatus::Paused => {
+                    st.state = ContainerState::Running;
+                    st.pid = Some(s.pid);
+                }
+                OciStatus::Stopped => {
+                    if process_alive(meta.shim_pid) {
+                        // The shim is still draining output; the record follows.
+                        st.state = ContainerState::Running;
+                    } else {
+                        st.state = ContainerState::Exited;
+                        st.exit_code = Some(255);
+                        st.reason = Some("Error".into());
+                        st.message = Some("exit status lost: the container's shim is gone".into());
+                    }
+                }
+            },
+            Ok(None) => {
+                st.state = ContainerState::Exited;
+                st.exit_code = Some(255);
+                st.reason = Some("Error".into());
+                st.message = Some(format!(
+                    "the OCI runtime no longer knows container {}",
+                    meta.id
+                ));
+            }
+            Err(e) => st.message = Some(e.to_string()),
+        }
+        st
+    }
+}

@@ -1,0 +1,118 @@
+//! The host operations behind pods and containers, behind the [`Host`] trait:
+//! named network namespaces, overlay root filesystems and cgroup directories.
+//! [`LinuxHost`] does them with syscalls; `testing::RecordingHost` records them.
+
+mod cgroup;
+mod netns;
+mod overlay;
+
+use std::path::{Path, PathBuf};
+
+pub use cgroup::{cgroup_roots, oom_files};
+
+/// A failed host operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {source}")]
+pub struct HostError {
+    /// What was being done.
+    pub what: &'static str,
+    /// The path it was done to.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl HostError {
+    pub(crate) fn new(
+        what: &'static str,
+        path: &Path,
+        source: impl Into<std::io::Error>,
+    ) -> HostError {
+        HostError {
+            what,
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+}
+
+/// OS operations the runtime needs besides the OCI runtime.
+pub trait Host: Send + Sync + std::fmt::Debug {
+    /// Creates a new network namespace and bind-mounts it at `path`.
+    fn create_netns(&self, path: &Path) -> Result<(), HostError>;
+    /// Unmounts and removes a namespace created by `create_netns`; absent is fine.
+    fn remove_netns(&self, path: &Path) -> Result<(), HostError>;
+    /// Mounts an overlay at `target`: `lowers` bottom layer first.
+    fn mount_overlay(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), HostError>;
+    /// Unmounts `target` if it is a mount point.
+    fn unmount(&self, target: &Path) -> Result<(), HostError>;
+    /// Removes the cgroup `cgroups_path` (and its empty children) in every hierarchy.
+    fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError>;
+}
+
+/// The real host.
+#[derive(Debug, Clone, Default)]
+pub struct LinuxHost {
+    cgroup_root: PathBuf,
+}
+
+impl LinuxHost {
+    /// A host whose cgroup hierarchies are mounted under `/sys/fs/cgroup`.
+    pub fn new() -> LinuxHost {
+        LinuxHost {
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+/// Whether `path` is a mount point (listed in `/proc/self/mountinfo`).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+impl Host for LinuxHost {
+    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
+        netns::create(path)
+    }
+
+    fn remove_netns(&self, path: &Path) -> Result<(), HostError> {
+        netns::remove(path)
+    }
+
+    fn mount_overlay(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), HostError> {
+        overlay::mount(lowers, upper, work, target)
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), HostError> {
+        overlay::unmount(target)
+    }
+
+    fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError> {
+        cgroup::remove(&self.cgroup_root, cgroups_path)
+    }
+}

@@ -1,0 +1,289 @@
+//! The image store under a root directory: opening it, looking images up,
+//! listing them and removing them (with garbage collection of blobs and
+//! snapshots no remaining image uses).
+//!
+//! ```text
+//! <root>/images/oci-layout, index.json     an OCI image layout of everything pulled
+//! <root>/images/blobs/sha256/<hex>         manifests, configs, compressed layers
+//! <root>/images/tmp/, locks/               downloads in progress, lock files
+//! <root>/snapshots/<diff_id hex>/fs        one unpacked layer, an overlay lowerdir
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use super::error::{ImageError, Result};
+use super::fsutil::{remove_any, write_atomic};
+use super::index::{Entry, RefIndex, Refs};
+use super::lock::Locks;
+use super::reference::ImageReference;
+use super::special::{OverlaySpecialFiles, SpecialFiles};
+use super::Image;
+
+/// The local image store. Cheap to share (`Arc`) between tasks; several
+/// processes may open the same root at once.
+pub struct ImageStore {
+    root: PathBuf,
+    index: RefIndex,
+    locks: Locks,
+    specials: Arc<dyn SpecialFiles>,
+    preserve_owner: bool,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store under `root_dir`
+    /// (`/var/lib/kubenode` on a node).
+    pub fn open(root_dir: impl AsRef<Path>) -> Result<ImageStore> {
+        let preserve_owner = nix::unistd::geteuid().is_root();
+        ImageStore::with_special_files(
+            root_dir.as_ref(),
+            Arc::new(OverlaySpecialFiles),
+            preserve_owner,
+        )
+    }
+
+    pub(crate) fn with_special_files(
+        root: &Path,
+        specials: Arc<dyn SpecialFiles>,
+        preserve_owner: bool,
+    ) -> Result<ImageStore> {
+        let images = root.join("images");
+        for dir in [
+            images.join("blobs/sha256"),
+            images.join("tmp"),
+            images.join("locks"),
+            root.join("snapshots"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(ImageError::io("creating store directory", &dir))?;
+        }
+        let layout = images.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+                .map_err(ImageError::io("writing", &layout))?;
+        }
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            index: RefIndex::new(&images),
+            locks: Locks::new(images.join("locks")),
+            specials,
+            preserve_owner,
+        })
+    }
+
+    /// The image `reference` names, if it is fully present locally (index
+    /// entry, manifest, config and every layer snapshot).
+    pub fn get(&self, reference: &str) -> Result<Option<Image>> {
+        let name = ImageReference::parse(reference)?.to_string();
+        let refs = self.index.load()?;
+        match refs.get(&name) {
+            Some(entry) => self.load_image(&name, entry),
+            None => Ok(None),
+        }
+    }
+
+    /// Every image in the store, sorted by reference. Images whose content
+    /// is damaged or incomplete are left out (with a warning).
+    pub fn list(&self) -> Result<Vec<Image>> {
+        let refs = self.index.load()?;
+        let mut images = Vec::new();
+        for (name, entry) in &refs {
+            match self.load_image(name, entry) {
+                Ok(Some(image)) => images.push(image),
+                Ok(None) => tracing::warn!(image = %name, "image incomplete in the store"),
+                Err(e) => {
+                    tracing::warn!(image = %name, error = %e, "image unreadable in the store")
+                }
+            }
+        }
+        Ok(images)
+    }
+
+    /// Removes `reference` from the store, then deletes every blob and
+    /// snapshot no remaining image uses. The caller must not remove images
+    /// that running containers use as overlay lowerdirs.
+    pub async fn remove(&self, reference: &str) -> Result<()> {
+        let name = ImageReference::parse(reference)?.to_string();
+        let _store = self.locks.store_exclusive().await?;
+        let _index = self.locks.key("index").await?;
+        let mut refs = self.index.load()?;
+        if refs.remove(&name).is_none() {
+            return Err(ImageError::NotPresent { reference: name });
+        }
+        self.index.save(&refs)?;
+        tracing::info!(image = %name, "removed image");
+        self.collect_garbage(&refs);
+        Ok(())
+    }
+
+    /// After a failed pull or import: deletes what it fetched or unpacked
+    /// that no image uses, unless other pulls are running (they might need it;
+    /// a later `remove` collects it then).
+    pub(crate) async fn discard_unused(&self) {
+        let Some(_store) = self.locks.try_store_exclusive() else {
+            return;
+        };
+        let Ok(_index) = self.locks.key("index").await else {
+            return;
+        };
+        match self.index.load() {
+            Ok(refs) => self.collect_garbage(&refs),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the image index; skipping garbage collection")
+            }
+        }
+    }
+
+    /// Points `name` at `entry` in the index (no write if unchanged).
+    pub(crate) async fn set_ref(&self, name: &str, entry: Entry) -> Result<()> {
+        let _index = self.locks.key("index").await?;
+        let mut refs = self.index.load()?;
+        if refs.get(name).is_some_and(|e| e.digest == entry.digest) {
+            return Ok(());
+        }
+        refs.insert(name.to_string(), entry);
+        self.index.save(&refs)
+    }
+
+    pub(crate) fn load_image(&self, name: &str, entry: &Entry) -> Result<Option<Image>> {
+        let (manifest, config) = match self.read_manifest_and_config(name, &entry.digest) {
+            Ok(mc) => mc,
+            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut layers = Vec::new();
+        for diff_id in config.rootfs().diff_ids() {
+            let fs = self.snapshot_fs(name, diff_id)?;
+            if !fs.is_dir() {
+                return Ok(None);
+            }
+            layers.push(fs);
+        }
+        let size =
+            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        Ok(Some(Image {
+            reference: name.to_string(),
+            manifest_digest: entry.digest.clone(),
+            config,
+            layers,
+            size,
+        }))
+    }
+
+    pub(crate) fn read_manifest_and_config(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<(ImageManifest, ImageConfiguration)> {
+        let manifest: ImageManifest = parse(name, "manifest", &self.read_blob(name, digest)?)?;
+        let config_digest = manifest.config().digest().to_string();
+        let config: ImageConfiguration =
+            parse(name, "config", &self.read_blob(name, &config_digest)?)?;
+        Ok((manifest, config))
+    }
+
+    /// Deletes what no image in `refs` uses. Runs under the exclusive store
+    /// lock, so no pull is midway. Failures are logged and skipped.
+    fn collect_garbage(&self, refs: &Refs) {
+        let mut keep_blobs = HashSet::new();
+        let mut keep_snapshots = HashSet::new();
+        for (name, entry) in refs {
+            let (manifest, config) = match self.read_manifest_and_config(name, &entry.digest) {
+                Ok(mc) => mc,
+                Err(e) => {
+                    tracing::warn!(image = %name, error = %e, "cannot read image; skipping garbage collection");
+                    return;
+                }
+            };
+            keep_blobs.insert(entry.digest.trim_start_matches("sha256:").to_string());
+            keep_blobs.insert(manifest.config().digest().digest().to_string());
+            keep_blobs.extend(
+                manifest
+                    .layers()
+                    .iter()
+                    .map(|l| l.digest().digest().to_string()),
+            );
+            keep_snapshots.extend(
+                config
+                    .rootfs()
+                    .diff_ids()
+                    .iter()
+                    .map(|d| d.trim_start_matches("sha256:").to_string()),
+            );
+        }
+        let sweep = |dir: PathBuf, keep: &HashSet<String>| {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if keep.contains(&name) {
+                    continue;
+                }
+                match remove_any(&entry.path()) {
+                    Ok(()) => tracing::debug!(path = %entry.path().display(), "garbage-collected"),
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "garbage collection")
+                    }
+                }
+            }
+        };
+        sweep(self.blobs_dir(), &keep_blobs);
+        sweep(self.snapshots_dir(), &keep_snapshots);
+        sweep(self.tmp_dir(), &HashSet::new());
+        let keep_locks: HashSet<String> = ["store.lock", "index.lock"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        sweep(self.root.join("images/locks"), &keep_locks);
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.root.join("images/blobs/sha256")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("images/tmp")
+    }
+
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub(crate) fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    pub(crate) fn specials(&self) -> Arc<dyn SpecialFiles> {
+        self.specials.clone()
+    }
+
+    pub(crate) fn preserve_owner(&self) -> bool {
+        self.preserve_owner
+    }
+}
+
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    name: &str,
+    what: &'static str,
+    data: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| ImageError::InvalidManifest {
+        reference: name.to_string(),
+        what,
+        reason: e.to_string(),
+    })
+}

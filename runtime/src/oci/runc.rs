@@ -1,0 +1,258 @@
+//! [`RuncCli`]: drives runc (or crun/youki, same CLI) with a `--root` of the
+//! agent's own, so two agents on one host never see each other's containers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::command::{run_with_timeout, wait_timeout, Finished};
+use super::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState};
+
+/// Time limit of one lifecycle call (`create`, `start`, `kill`, `delete`, `state`).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An OCI runtime driven through its command line.
+#[derive(Debug, Clone)]
+pub struct RuncCli {
+    path: PathBuf,
+    root: PathBuf,
+    name: String,
+}
+
+impl RuncCli {
+    /// A runtime binary at `path` keeping its state under `root`.
+    pub fn new(path: impl Into<PathBuf>, root: impl Into<PathBuf>) -> RuncCli {
+        let path = path.into();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "runc".into());
+        RuncCli {
+            path,
+            root: root.into(),
+            name,
+        }
+    }
+
+    /// The runtime's state directory (`--root`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The runtime binary.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.path);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    fn call(&self, args: &[&str]) -> Result<Finished, OciError> {
+        let mut cmd = self.command();
+        cmd.args(args);
+        let out = run_with_timeout(&mut cmd, CALL_TIMEOUT)?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(OciError::Failed {
+                command: format!("{} {}", self.name, args.join(" ")),
+                status: out.status.to_string(),
+                message: error_message(&out.stderr),
+            })
+        }
+    }
+}
+
+/// The useful part of runc's stderr: the last non-empty line, with JSON log
+/// lines (`{"level":"error","msg":...}`) reduced to their message.
+pub(crate) fn error_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        if let Some(msg) = v.get("msg").and_then(|m| m.as_str()) {
+            return msg.to_string();
+        }
+    }
+    line.to_string()
+}
+
+fn not_found(e: &OciError) -> bool {
+    matches!(e, OciError::Failed { message, .. } if message.contains("does not exist") || message.contains("not found"))
+}
+
+impl OciRuntime for RuncCli {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create(&self, req: CreateRequest<'_>) -> Result<(), OciError> {
+        let log = req.bundle.join("runtime.log");
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "create", "--bundle"]);
+        cmd.arg(req.bundle)
+            .arg("--pid-file")
+            .arg(req.pid_file)
+            .arg(req.id);
+        cmd.stdin(Stdio::null());
+        cmd.stdout(req.stdout.map_or_else(Stdio::null, Stdio::from));
+        cmd.stderr(req.stderr.map_or_else(Stdio::null, Stdio::from));
+        let command = format!("{} create {}", self.name, req.id);
+        let mut child = cmd.spawn().map_err(|source| OciError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        // Our copies of the container's pipes must close now, or the reader never sees EOF.
+        drop(cmd);
+        let status = wait_timeout(&mut child, CALL_TIMEOUT).map_err(|source| OciError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(OciError::Timeout {
+                command,
+                after: CALL_TIMEOUT,
+            });
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let logged = std::fs::read(&log).unwrap_or_default();
+        let message = String::from_utf8_lossy(&logged)
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("level").and_then(|l| l.as_str()) == Some("error"))
+            .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "no error message".to_string());
+        Err(OciError::Failed {
+            command,
+            status: status.to_string(),
+            message,
+        })
+    }
+
+    fn start(&self, id: &str) -> Result<(), OciError> {
+        self.call(&["start", id]).map(drop)
+    }
+
+    fn state(&self, id: &str) -> Result<Option<OciState>, OciError> {
+        match self.call(&["state", id]) {
+            Ok(out) => serde_json::from_slice(&out.stdout)
+                .map(Some)
+                .map_err(|e| OciError::Parse {
+                    command: format!("{} state {id}", self.name),
+                    message: e.to_string(),
+                }),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+        let sig = signal.to_string();
+        if all {
+            self.call(&["kill", "--all", id, &sig]).map(drop)
+        } else {
+            self.call(&["kill", id, &sig]).map(drop)
+        }
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {
+        let res = if force {
+            self.call(&["delete", "--force", id])
+        } else {
+            self.call(&["delete", id])
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput, OciError> {
+        let dir = std::env::temp_dir();
+        let pid_file = dir.join(format!(
+            "kubenode-exec-{}-{}.pid",
+            std::process::id(),
+            crate::fsutil::random_id()
+        ));
+        let mut cmd = self.command();
+        cmd.arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .args(args);
+        let res = run_with_timeout(&mut cmd, timeout);
+        let out = match res {
+            Err(OciError::Timeout { .. }) => {
+                // runc itself was killed; kill the process it started too.
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = std::fs::remove_file(&pid_file);
+                return Ok(ExecOutput {
+                    exit_code: 137,
+                    timed_out: true,
+                    ..Default::default()
+                });
+            }
+            other => other,
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        let out = out?;
+        let exit_code = out.status.code().unwrap_or(255);
+        Ok(ExecOutput {
+            exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            timed_out: false,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<OciState>, OciError> {
+        let out = self.call(&["list", "--format", "json"])?;
+        if out.stdout.trim_ascii().is_empty() || out.stdout.trim_ascii() == b"null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| OciError::Parse {
+            command: format!("{} list", self.name),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_prefers_json_msg() {
+        assert_eq!(
+            error_message(b"{\"level\":\"error\",\"msg\":\"boom\"}\n"),
+            "boom"
+        );
+        assert_eq!(
+            error_message(b"first\ncontainer does not exist\n\n"),
+            "container does not exist"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Runtime`]: the kubelet's handle on sandboxes and containers, its
+//! configuration, start-up (directories, the built-in pause program) and
+//! recovery of its view from disk and the OCI runtime's state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{ErrorList, RuntimeError};
+use crate::host::{Host, LinuxHost};
+use crate::oci::{OciRuntime, RuncCli};
+use crate::shim::launch::ProcessShimLauncher;
+use crate::shim::ShimLauncher;
+use crate::spec::HostLimits;
+use crate::store::{self, ContainerMeta, SandboxMeta, SandboxPhase};
+
+/// The static pause program, built from `runtime/pause/pause.c`.
+static PAUSE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
+
+/// Where the runtime keeps things and what it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Persistent state: container bundles, overlay upper dirs, metadata.
+    pub root_dir: PathBuf,
+    /// Volatile state: the OCI runtime's `--root` (`<run>/runc`), netns files, the pause rootfs.
+    pub run_dir: PathBuf,
+    /// Pod logs (`/var/log/pods`).
+    pub log_dir: PathBuf,
+    /// The OCI runtime binary (`runc` is looked up in `PATH`).
+    pub runtime_path: PathBuf,
+    /// The binary whose `shim` subcommand is the shim (normally kubenode itself).
+    pub shim_binary: PathBuf,
+    /// Rotate container logs at this size.
+    pub log_max_size: u64,
+    /// Keep this many log files per container.
+    pub log_max_files: u32,
+    /// Where cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// A configuration with the default runtime (`runc`), log rotation
+    /// (10 MiB × 5) and the current executable as the shim binary.
+    pub fn new(
+        root_dir: impl Into<PathBuf>,
+        run_dir: impl Into<PathBuf>,
+        log_dir: impl Into<PathBuf>,
+    ) -> RuntimeConfig {
+        RuntimeConfig {
+            root_dir: root_dir.into(),
+            run_dir: run_dir.into(),
+            log_dir: log_dir.into(),
+            runtime_path: PathBuf::from("runc"),
+            shim_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kubenode")),
+            log_max_size: crate::shim::DEFAULT_LOG_MAX_SIZE,
+            log_max_files: crate::shim::DEFAULT_LOG_MAX_FILES,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+
+    /// The OCI runtime's state directory.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.run_dir.join("runc")
+    }
+
+    /// The shared read-only rootfs of every pause container.
+    pub fn pause_rootfs(&self) -> PathBuf {
+        self.run_dir.join("pause").join("rootfs")
+    }
+
+    /// Directory of the pod network namespaces.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub sandboxes: HashMap<String, SandboxMeta>,
+    pub containers: HashMap<String, ContainerMeta>,
+}
+
+/// The container runtime of one agent. Cheap to share behind an `Arc`; every
+/// method blocks.
+#[derive(Debug)]
+pub struct Runtime {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) oci: Arc<dyn OciRuntime>,
+    pub(crate) host: Arc<dyn Host>,
+    pub(crate) shims: Arc<dyn ShimLauncher>,
+    pub(crate) limits: HostLimits,
+    pub(crate) state: Mutex<State>,
+}
+
+fn mkdir(path: &Path) -> Result<(), RuntimeError> {
+    std::fs::create_dir_all(path).map_err(|e| RuntimeError::io("creating directory", path, e))
+}
+
+impl Runtime {
+    /// The real runtime: runc (or `runtime_path`) with `--root <run>/runc`,
+    /// shims from `shim_binary`, the host's own limits.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let oci = Arc::new(RuncCli::new(&config.runtime_path, config.runtime_root()));
+        let shims = Arc::new(ProcessShimLauncher::new(&config.shim_binary));
+        let limits = HostLimits::probe();
+        tracing::info!(
+            runtime = %config.runtime_path.display(),
+            root = %config.runtime_root().display(),
+            cgroup_v2 = limits.cgroup_v2,
+            nofile_hard = limits.nofile_hard,
+            "container runtime"
+        );
+        Runtime::with_parts(config, oci, Arc::new(LinuxHost::new()), shims, limits)
+    }
+
+    /// A runtime over the given OS boundary implementations (tests use the
+    /// recording ones from [`crate::testing`]).
+    pub fn with_parts(
+        config: RuntimeConfig,
+        oci: Arc<dyn OciRuntime>,
+        host: Arc<dyn Host>,
+        shims: Arc<dyn ShimLauncher>,
+        limits: HostLimits,
+    ) -> Result<Runtime, RuntimeError> {
+        for dir in [
+            store::sandboxes_dir(&config.root_dir),
+            store::containers_dir(&config.root_dir),
+            config.runtime_root(),
+            config.netns_dir(),
+            config.log_dir.clone(),
+        ] {
+            mkdir(&dir)?;
+        }
+        install_pause(&config.pause_rootfs())?;
+        Ok(Runtime {
+            config,
+            oci,
+            host,
+            shims,
+            limits,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data: keep using it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
+        store::sandboxes_dir(&self.config.root_dir).join(id)
+    }
+
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
+        store::containers_dir(&self.config.root_dir).join(id)
+    }
+
+    /// Rebuilds the view from disk and the OCI runtime's state: loads every
+    /// complete sandbox and container (their exit statuses and restart counts
+    /// are on disk), and removes what this runtime owns that is half-made:
+    /// containers whose create never finished, sandboxes whose netns was being
+    /// made, and OCI runtime containers no record knows.
+    pub fn recover(&self) -> Result<(), RuntimeError> {
+        let mut errors = ErrorList::new("half-made objects found at recovery");
+        let (sandboxes, broken_s) =
+            store::scan::<SandboxMeta>(&store::sandboxes_dir(&self.config.root_dir));
+        let (containers, broken_c) =
+            store::scan::<ContainerMeta>(&store::containers_dir(&self.config.root_dir));
+        let mut known = std::collections::HashSet::new();
+        for dir in broken_s.iter().chain(&broken_c) {
+            errors.check(
+                "removing directory without metadata",
+                std::fs::remove_dir_all(dir),
+            );
+        }
+        let mut loaded_sandboxes = HashMap::new();
+        for s in sandboxes {
+            if s.phase == SandboxPhase::Creating {
+                tracing::info!(sandbox = %s.id, pod = %s.pod.full_name(), "removing half-made sandbox");
+                self.remove_sandbox_files(&s, &mut errors);
+                continue;
+            }
+            known.insert(s.id.clone());
+            loaded_sandboxes.insert(s.id.clone(), s);
+        }
+        let mut loaded_containers = HashMap::new();
+        for c in containers {
+            if !c.complete || !loaded_sandboxes.contains_key(&c.sandbox_id) {
+                tracing::info!(container = %c.id, name = %c.name, "removing half-made or orphaned container");
+                self.remove_container_files(&c, &mut errors);
+                continue;
+            }
+            known.insert(c.id.clone());
+            loaded_containers.insert(c.id.clone(), c);
+        }
+        match self.oci.list() {
+            Ok(list) => {
+                for st in list.into_iter().filter(|st| !known.contains(&st.id)) {
+                    tracing::info!(id = %st.id, "deleting OCI container without a record");
+                    errors.check(
+                        "deleting unknown OCI container",
+                        self.oci.delete(&st.id, true),
+                    );
+                }
+            }
+            Err(e) => {
+                errors.check::<(), _>("listing OCI containers", Err(e));
+            }
+        }
+        tracing::info!(
+            sandboxes = loaded_sandboxes.len(),
+            containers = loaded_containers.len(),
+            "runtime state recovered"
+        );
+        {
+            let mut state = self.state();
+            state.sandboxes = loaded_sandboxes;
+            state.containers = loaded_containers;
+        }
+        errors.into_result().map_err(RuntimeError::from)
+    }
+}
+
+fn install_pause(rootfs: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["proc", "dev", "sys", "etc"] {
+        mkdir(&rootfs.join(d))?;
+    }
+    let target = rootfs.join("pause");
+    if std::fs::read(&target).is_ok_and(|b| b == PAUSE_BINARY) {
+        return Ok(());
+    }
+    crate::fsutil::atomic_write(&target, PAUSE_BINARY)
+        .map_err(|e| RuntimeError::io("writing pause binary", &target, e))?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| RuntimeError::io("making pause executable", &target, e))
+}

@@ -1,0 +1,246 @@
+//! Pod sandboxes: a named network namespace under `<run-dir>/netns/`, then a
+//! pause container (the built-in static pause program) holding the pod's
+//! net, ipc and uts namespaces, monitored by its own shim.
+//!
+//! The kubelet runs CNI between [`Runtime::create_sandbox`] (which returns the
+//! netns path) and [`Runtime::start_sandbox`] (which starts pause in it).
+
+use std::path::PathBuf;
+
+use crate::error::{ErrorList, RuntimeError};
+use crate::fsutil;
+use crate::shim::{ExitRecord, ShimArgs};
+use crate::spec::{self, PodInfo};
+use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
+use crate::Runtime;
+
+/// What the kubelet asks for when it makes a pod sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The pod.
+    pub pod: PodInfo,
+    /// The pod's cgroup (cgroupfs path, e.g. `/kubepods/besteffort/pod<uid>`);
+    /// pause and every container get a child of it, and teardown removes it.
+    pub cgroup_parent: String,
+}
+
+/// Whether a sandbox can run containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// The netns exists, pause is not running (not started yet, or it died).
+    NotReady,
+    /// The pause container runs.
+    Ready,
+}
+
+/// A pod sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Sandbox id (also the pause container's OCI id).
+    pub id: String,
+    /// The pod.
+    pub pod: PodInfo,
+    /// The network namespace file, for CNI.
+    pub netns_path: PathBuf,
+    /// Ready or not.
+    pub state: SandboxState,
+}
+
+impl Runtime {
+    fn sandbox_meta(&self, id: &str) -> Result<SandboxMeta, RuntimeError> {
+        self.state()
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            })
+    }
+
+    fn save_sandbox(&self, meta: &SandboxMeta) -> Result<(), RuntimeError> {
+        let path = self.sandbox_dir(&meta.id).join(META);
+        fsutil::write_json(&path, meta)
+            .map_err(|e| RuntimeError::io("writing sandbox metadata", &path, e))?;
+        self.state().sandboxes.insert(meta.id.clone(), meta.clone());
+        Ok(())
+    }
+
+    fn sandbox_view(&self, meta: &SandboxMeta) -> Sandbox {
+        let ready = meta.phase == SandboxPhase::Ready
+            && !self.sandbox_dir(&meta.id).join(EXIT).exists()
+            && matches!(self.oci.state(&meta.id), Ok(Some(s)) if s.status == crate::oci::OciStatus::Running);
+        Sandbox {
+            id: meta.id.clone(),
+            pod: meta.pod.clone(),
+            netns_path: meta.netns_path.clone(),
+            state: if ready {
+                SandboxState::Ready
+            } else {
+                SandboxState::NotReady
+            },
+        }
+    }
+
+    /// Makes a sandbox's directory and network namespace; the kubelet then
+    /// runs CNI ADD on `netns_path` and calls [`Runtime::start_sandbox`].
+    /// Nothing is left behind on failure.
+    pub fn create_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox, RuntimeError> {
+        let id = fsutil::random_id();
+        let dir = self.sandbox_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::io("creating sandbox directory", &dir, e))?;
+        let mut meta = SandboxMeta {
+            id: id.clone(),
+            pod: config.pod.clone(),
+            netns_path: self.config.netns_dir().join(format!("kn-{}", &id[..16])),
+            cgroup_parent: config.cgroup_parent.clone(),
+            phase: SandboxPhase::Creating,
+            created_at: jiff::Timestamp::now().to_string(),
+            pause_pid: 0,
+            shim_pid: 0,
+        };
+        let result = self.save_sandbox(&meta).and_then(|()| {
+            self.host
+                .create_netns(&meta.netns_path)
+                .map_err(|source| RuntimeError::Host {
+                    what: "creating the network namespace",
+                    pod: meta.pod.full_name(),
+                    source,
+                })?;
+            meta.phase = SandboxPhase::Created;
+            self.save_sandbox(&meta)
+        });
+        if let Err(e) = result {
+            let mut errors =
+                ErrorList::new(format!("failed sandbox of pod {}", meta.pod.full_name()));
+            self.remove_sandbox_files(&meta, &mut errors);
+            self.state().sandboxes.remove(&id);
+            return Err(e);
+        }
+        tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = %meta.netns_path.display(), "sandbox created");
+        Ok(self.sandbox_view(&meta))
+    }
+
+    /// Starts the pause container in the sandbox's network namespace.
+    pub fn start_sandbox(&self, id: &str) -> Result<Sandbox, RuntimeError> {
+        let mut meta = self.sandbox_meta(id)?;
+        let pod = meta.pod.full_name();
+        let create_err = |message: String| RuntimeError::Create {
+            pod: pod.clone(),
+            container: "POD".into(),
+            message,
+        };
+        if meta.phase == SandboxPhase::Ready {
+            return Ok(self.sandbox_view(&meta));
+        }
+        let dir = self.sandbox_dir(id);
+        let cgroups_path = format!("{}/{}", meta.cgroup_parent.trim_end_matches('/'), id);
+        let spec = spec::pause_spec(
+            &meta.pod,
+            &self.config.pause_rootfs(),
+            &meta.netns_path,
+            &cgroups_path,
+            &self.limits,
+        )
+        .map_err(|e| create_err(e.to_string()))?;
+        let config_path = dir.join("config.json");
+        fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
+            .map_err(|e| RuntimeError::io("writing pause config.json", &config_path, e))?;
+        let args = ShimArgs {
+            id: id.to_string(),
+            bundle: dir.clone(),
+            runtime: self.config.runtime_path.clone(),
+            runtime_root: self.config.runtime_root(),
+            pid_file: dir.join(PID),
+            exit_file: dir.join(EXIT),
+            log_path: None,
+            log_max_size: self.config.log_max_size,
+            log_max_files: self.config.log_max_files,
+            oom_files: Vec::new(),
+        };
+        let started = self.shims.launch(&args).map_err(create_err)?;
+        if let Err(source) = self.oci.start(id) {
+            let _ = self.oci.delete(id, true);
+            return Err(RuntimeError::Start {
+                pod,
+                container: "POD".into(),
+                source: Box::new(source),
+            });
+        }
+        meta.phase = SandboxPhase::Ready;
+        meta.pause_pid = started.container_pid;
+        meta.shim_pid = started.shim_pid;
+        self.save_sandbox(&meta)?;
+        tracing::info!(sandbox = %id, pod = %pod, pid = started.container_pid, "sandbox ready");
+        Ok(self.sandbox_view(&meta))
+    }
+
+    /// The sandbox as it is now.
+    pub fn sandbox(&self, id: &str) -> Result<Sandbox, RuntimeError> {
+        let meta = self.sandbox_meta(id)?;
+        Ok(self.sandbox_view(&meta))
+    }
+
+    /// Every known sandbox.
+    pub fn list_sandboxes(&self) -> Vec<Sandbox> {
+        let metas: Vec<SandboxMeta> = self.state().sandboxes.values().cloned().collect();
+        metas.iter().map(|m| self.sandbox_view(m)).collect()
+    }
+
+    /// Stops and removes every container of the sandbox, the pause container,
+    /// the network namespace, the pod cgroup and all state, continuing past
+    /// failures and reporting all of them. The kubelet runs CNI DEL before.
+    pub fn stop_and_remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let meta = self.sandbox_meta(id)?;
+        let mut errors = ErrorList::new(format!("sandbox {} of pod {}", id, meta.pod.full_name()));
+        let containers: Vec<String> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for cid in containers {
+            errors.check(
+                &format!("removing container {cid}"),
+                self.remove_container(&cid),
+            );
+        }
+        self.remove_sandbox_files(&meta, &mut errors);
+        self.state().sandboxes.remove(id);
+        tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), "sandbox removed");
+        errors.into_result().map_err(RuntimeError::from)
+    }
+
+    /// Removes the pause container, netns, cgroup and directory of a sandbox.
+    pub(crate) fn remove_sandbox_files(&self, meta: &SandboxMeta, errors: &mut ErrorList) {
+        let dir = self.sandbox_dir(&meta.id);
+        errors.check(
+            "deleting the pause container",
+            self.oci.delete(&meta.id, true),
+        );
+        crate::container::wait_for_exit_record(&dir.join(EXIT), meta.shim_pid);
+        errors.check(
+            "removing the network namespace",
+            self.host.remove_netns(&meta.netns_path),
+        );
+        if !meta.cgroup_parent.trim_matches('/').is_empty() {
+            errors.check(
+                "removing the pod cgroup",
+                self.host.remove_cgroup(&meta.cgroup_parent),
+            );
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                errors.check::<(), _>("removing the sandbox directory", Err(e));
+            }
+            _ => {}
+        }
+    }
+
+    /// How the pause container ended, if it did.
+    pub fn sandbox_exit(&self, id: &str) -> Option<ExitRecord> {
+        ExitRecord::read(&self.sandbox_dir(id).join(EXIT))
+    }
+}

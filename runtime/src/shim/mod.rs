@@ -1,0 +1,44 @@
+//! The shim: a small monitor process per container, between the agent and
+//! the container, so the agent can crash, restart or upgrade while every
+//! container keeps running and its output and exit status stay recorded.
+//!
+//! **One shim per container, not per pod.** A per-pod shim saves a process
+//! per container, but it must then multiplex the lifecycles, pipes and logs of
+//! many containers, and one bug or OOM kill in it loses the status of the
+//! whole pod. A per-container shim is a plain sequential program (no threads,
+//! no async runtime, a `poll(2)` loop over two pipes and a signalfd) whose
+//! footprint is a few hundred KiB of private memory, and its life is exactly
+//! its container's: it starts with `runtime create` and exits after recording
+//! the exit. That is conmon's model, which CRI-O has proven at scale.
+//!
+//! Protocol with the agent ([`launch::ProcessShimLauncher`]):
+//! 1. the agent runs `kubenode shim <args>` with stdout a pipe;
+//! 2. the shim forks; the parent exits at once (the agent reaps it), the child
+//!    calls `setsid` and `PR_SET_CHILD_SUBREAPER`, so it is detached from the
+//!    agent and becomes the container's parent once `runtime create` exits;
+//! 3. it creates the container's stdout/stderr pipes and runs
+//!    `runtime create --bundle --pid-file`, then reports `ok <pid> <shim-pid>`
+//!    or `error <message>` on the pipe and closes it;
+//! 4. it copies output into the CRI log until the container exits, then drains
+//!    the pipes, writes the exit record atomically and exits.
+
+mod args;
+mod exit;
+pub mod launch;
+mod log;
+mod monitor;
+
+use std::ffi::OsString;
+
+pub use args::{ShimArgs, DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE};
+pub use exit::{oom_kills, ExitRecord};
+pub use launch::{ShimLauncher, ShimStarted};
+pub use log::{timestamp, CriLog, LineSplitter, Stream, MAX_LINE};
+
+/// Entry point of `kubenode shim ...`: `args` is the whole argument vector
+/// (anything before the first `--flag` is ignored). Must be called before the
+/// process starts any thread (it forks). Returns the exit code of the
+/// process that returns from it (the parent returns 0 at once).
+pub fn run(args: &[OsString]) -> i32 {
+    monitor::run(args)
+}

@@ -1,0 +1,286 @@
+//! The shim process itself: detach, create the container, copy its output
+//! into the CRI log, reap it and record how it ended.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::args::ShimArgs;
+use super::exit::{oom_kills, ExitRecord};
+use super::log::{CriLog, LineSplitter, Stream};
+use crate::oci::{CreateRequest, OciRuntime, RuncCli};
+
+/// How long output is still drained after the container's init exited.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+pub(super) fn run(argv: &[OsString]) -> i32 {
+    let args = match ShimArgs::parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("error {e}");
+            return 2;
+        }
+    };
+    // SAFETY: the caller guarantees no other thread exists yet (the binary
+    // calls us before starting any runtime), so the child may run any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => 0,
+        Ok(ForkResult::Child) => std::process::exit(child(&args)),
+        Err(e) => {
+            println!("error fork: {e}");
+            1
+        }
+    }
+}
+
+fn devnull_stdio(fd: i32) {
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto a standard descriptor number; both fds are valid.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+fn child(args: &ShimArgs) -> i32 {
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    devnull_stdio(0);
+    // Our stdout is the report pipe; keep a handle, later point fd 1 at /dev/null.
+    let mut report = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(_) => return 1,
+    };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    if let Err(e) = mask.thread_block() {
+        let _ = writeln!(report, "error blocking SIGCHLD: {e}");
+        return 1;
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(report, "error signalfd: {e}");
+            return 1;
+        }
+    };
+    let pipes = (
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC),
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC),
+    );
+    let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = writeln!(report, "error creating pipes: {e}");
+            return 1;
+        }
+    };
+    let runtime = RuncCli::new(&args.runtime, &args.runtime_root);
+    let created = runtime.create(CreateRequest {
+        id: &args.id,
+        bundle: &args.bundle,
+        pid_file: &args.pid_file,
+        stdout: Some(out_w),
+        stderr: Some(err_w),
+    });
+    // Reap `runtime create` itself and anything else that already ended.
+    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+        waitpid(None, Some(WaitPidFlag::WNOHANG))
+    {}
+    if let Err(e) = created {
+        let _ = writeln!(report, "error {}", e.to_string().replace('\n', " "));
+        return 1;
+    }
+    let pid = match std::fs::read_to_string(&args.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        Some(p) => p,
+        None => {
+            let _ = writeln!(report, "error reading pid file {}", args.pid_file.display());
+            let _ = runtime.delete(&args.id, true);
+            return 1;
+        }
+    };
+    let baseline_oom = oom_kills(&args.oom_files);
+    let mut log = args.log_path.as_ref().and_then(|p| {
+        match CriLog::open(p, args.log_max_size, args.log_max_files) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "kubenode shim {}: opening log {}: {e}",
+                    args.id,
+                    p.display()
+                );
+                None
+            }
+        }
+    });
+    let _ = writeln!(report, "ok {pid} {}", std::process::id());
+    drop(report);
+    devnull_stdio(1);
+
+    let status = watch(Pid::from_raw(pid), &sfd, out_r, err_r, log.as_mut());
+    if let Some(l) = log.as_mut() {
+        let _ = l.sync();
+    }
+    let oom = oom_kills(&args.oom_files) > baseline_oom;
+    let record = ExitRecord::from_wait(status, oom).unwrap_or(ExitRecord {
+        exit_code: 255,
+        signal: None,
+        oom_killed: oom,
+        finished_at: jiff::Timestamp::now().to_string(),
+    });
+    if let Err(e) = record.write(&args.exit_file) {
+        eprintln!(
+            "kubenode shim {}: writing {}: {e}",
+            args.id,
+            args.exit_file.display()
+        );
+        return 1;
+    }
+    0
+}
+
+struct Pipe {
+    fd: OwnedFd,
+    stream: Stream,
+    lines: LineSplitter,
+    open: bool,
+}
+
+fn emit(log: &mut Option<&mut CriLog>, stream: Stream, partial: bool, line: &[u8]) {
+    if let Some(l) = log.as_deref_mut() {
+        if let Err(e) = l.write(stream, partial, line) {
+            eprintln!("kubenode shim: writing log: {e}");
+        }
+    }
+}
+
+/// Copies output until the container's init `pid` has exited and its pipes
+/// are drained (or [`DRAIN_LIMIT`] passed); returns its wait status.
+fn watch(
+    pid: Pid,
+    sfd: &SignalFd,
+    out: OwnedFd,
+    err: OwnedFd,
+    mut log: Option<&mut CriLog>,
+) -> WaitStatus {
+    let mut pipes = [
+        Pipe {
+            fd: out,
+            stream: Stream::Stdout,
+            lines: LineSplitter::default(),
+            open: true,
+        },
+        Pipe {
+            fd: err,
+            stream: Stream::Stderr,
+            lines: LineSplitter::default(),
+            open: true,
+        },
+    ];
+    let mut status: Option<WaitStatus> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(deadline) = drain_until {
+            if pipes.iter().all(|p| !p.open) || Instant::now() >= deadline {
+                break;
+            }
+        }
+        let (ready, sig_ready) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+            let mut idx = Vec::with_capacity(2);
+            for (i, p) in pipes.iter().enumerate() {
+                if p.open {
+                    fds.push(PollFd::new(p.fd.as_fd(), PollFlags::POLLIN));
+                    idx.push(i);
+                }
+            }
+            let sig_at = fds.len();
+            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+            let timeout = if drain_until.is_some() {
+                PollTimeout::from(100u16)
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("kubenode shim: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let any = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<usize> = idx
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| any(&fds[*k]))
+                .map(|(_, i)| *i)
+                .collect();
+            (ready, any(&fds[sig_at]))
+        };
+        for i in ready {
+            let p = &mut pipes[i];
+            match nix::unistd::read(&p.fd, &mut buf) {
+                Ok(0) => {
+                    p.open = false;
+                    let stream = p.stream;
+                    p.lines
+                        .finish(&mut |partial, line| emit(&mut log, stream, partial, line));
+                }
+                Ok(n) => {
+                    let stream = p.stream;
+                    p.lines.feed(&buf[..n], &mut |partial, line| {
+                        emit(&mut log, stream, partial, line)
+                    });
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(_) => p.open = false,
+            }
+        }
+        if sig_ready {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+        }
+        if status.is_none() {
+            // Reap every child that ended; subreaper orphans included.
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => break,
+                    Ok(s) if s.pid() == Some(pid) => {
+                        if matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                            status = Some(s);
+                            drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => {}
+                    Err(_) => {
+                        // No children: the init was never reparented to us.
+                        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                            status = Some(WaitStatus::Exited(pid, 255));
+                            drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                        } else if drain_until.is_none() && pipes.iter().all(|p| !p.open) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for p in pipes.iter_mut().filter(|p| p.open) {
+        let stream = p.stream;
+        p.lines
+            .finish(&mut |partial, line| emit(&mut log, stream, partial, line));
+    }
+    status.unwrap_or(WaitStatus::Exited(pid, 255))
+}

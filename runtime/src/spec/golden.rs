@@ -1,0 +1,256 @@
+//! Golden-file tests of generated `config.json`: the expected files live in
+//! `runtime/tests/golden/`; run with `UPDATE_GOLDEN=1` to rewrite them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, PodSecurityContext, ResourceRequirements, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::*;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn check(name: &str, spec: &Spec) {
+    let got = String::from_utf8(to_config_json(spec)).unwrap();
+    let path = golden_dir().join(format!("{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert!(
+        want == got,
+        "{} differs from the generated spec (UPDATE_GOLDEN=1 rewrites it):\n{got}",
+        path.display()
+    );
+}
+
+fn pod() -> PodInfo {
+    PodInfo {
+        namespace: "default".into(),
+        name: "web".into(),
+        uid: "1234-abcd".into(),
+        hostname: "web".into(),
+    }
+}
+
+fn rootfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    std::fs::write(
+        dir.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nwww:x:33:33::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("etc/group"),
+        "root:x:0:\nwww:x:33:\nshared:x:500:www\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn namespaces() -> NamespacePaths {
+    NamespacePaths {
+        net: "/run/kubenode/netns/kn-0123456789abcdef".into(),
+        ipc: "/proc/4242/ns/ipc".into(),
+        uts: "/proc/4242/ns/uts".into(),
+    }
+}
+
+fn limits() -> HostLimits {
+    HostLimits {
+        nofile_hard: 20000,
+        min_oom_score_adj: 0,
+        cgroup_v2: false,
+    }
+}
+
+fn build(
+    container: &Container,
+    psc: Option<&PodSecurityContext>,
+    image: &oci_spec::image::Config,
+    mounts: &[BindMount],
+) -> Spec {
+    let root = rootfs();
+    let mut spec = container_spec(&ContainerSpecInput {
+        pod: &pod(),
+        sandbox_id: "sandbox0",
+        container,
+        pod_security: psc,
+        image: Some(image),
+        image_name: "busybox:1.36",
+        rootfs: root.path(),
+        namespaces: &namespaces(),
+        cgroups_path: "/kubepods/burstable/pod1234-abcd/c0",
+        mounts,
+        service_env: &[("WEB_SERVICE_HOST".into(), "10.96.0.10".into())],
+        resolved_env: &HashMap::new(),
+        oom_score_adj: Some(-997),
+        limits: &limits(),
+    })
+    .unwrap();
+    // The rootfs path is a temporary directory: pin it for the golden file.
+    spec.root_mut()
+        .as_mut()
+        .unwrap()
+        .set_path(PathBuf::from("/var/lib/kubenode/containers/c0/rootfs"));
+    spec
+}
+
+fn image() -> oci_spec::image::Config {
+    serde_json::from_str(
+        r#"{"User":"www","Env":["PATH=/bin:/usr/bin","LANG=C"],"Entrypoint":["/bin/entry"],"Cmd":["serve"],"WorkingDir":"/srv"}"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn golden_default_container() {
+    let c = Container {
+        name: "app".into(),
+        args: Some(vec!["--port=$(PORT)".into(), "$$(PORT)".into()]),
+        env: Some(vec![EnvVar {
+            name: "PORT".into(),
+            value: Some("8080".into()),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("500m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mounts = [
+        BindMount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/var/lib/kubenode/pods/1234-abcd/etc-hosts".into(),
+            readonly: false,
+        },
+        BindMount {
+            container_path: "/etc/resolv.conf".into(),
+            host_path: "/var/lib/kubenode/pods/1234-abcd/resolv.conf".into(),
+            readonly: true,
+        },
+        BindMount {
+            container_path: "/etc/hostname".into(),
+            host_path: "/var/lib/kubenode/pods/1234-abcd/hostname".into(),
+            readonly: true,
+        },
+        BindMount {
+            container_path: "/dev/termination-log".into(),
+            host_path: "/var/lib/kubenode/pods/1234-abcd/containers/app/0a1b2c3d".into(),
+            readonly: false,
+        },
+    ];
+    check("container-default", &build(&c, None, &image(), &mounts));
+}
+
+#[test]
+fn golden_restricted_container() {
+    let c = Container {
+        name: "restricted".into(),
+        command: Some(vec!["/bin/sh".into(), "-c".into()]),
+        args: Some(vec!["echo hi".into()]),
+        working_dir: Some("/tmp".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let psc = PodSecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(3000),
+        supplemental_groups: Some(vec![4000]),
+        fs_group: Some(2000),
+        ..Default::default()
+    };
+    check(
+        "container-restricted",
+        &build(&c, Some(&psc), &image(), &[]),
+    );
+}
+
+#[test]
+fn golden_privileged_container() {
+    let c = Container {
+        name: "priv".into(),
+        command: Some(vec!["/bin/true".into()]),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    check("container-privileged", &build(&c, None, &image(), &[]));
+}
+
+#[test]
+fn golden_pause() {
+    let spec = pause_spec(
+        &pod(),
+        Path::new("/run/kubenode/pause/rootfs"),
+        Path::new("/run/kubenode/netns/kn-0123456789abcdef"),
+        "/kubepods/burstable/pod1234-abcd/sandbox0",
+        &limits(),
+    )
+    .unwrap();
+    check("pause", &spec);
+}
+
+#[test]
+fn invalid_user_is_an_error() {
+    let c = Container {
+        name: "x".into(),
+        command: Some(vec!["/x".into()]),
+        ..Default::default()
+    };
+    let root = rootfs();
+    let image: oci_spec::image::Config = serde_json::from_str(r#"{"User":"nobody"}"#).unwrap();
+    let err = container_spec(&ContainerSpecInput {
+        pod: &pod(),
+        sandbox_id: "s",
+        container: &c,
+        pod_security: None,
+        image: Some(&image),
+        image_name: "i",
+        rootfs: root.path(),
+        namespaces: &namespaces(),
+        cgroups_path: "/x",
+        mounts: &[],
+        service_env: &[],
+        resolved_env: &HashMap::new(),
+        oom_score_adj: None,
+        limits: &limits(),
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("unable to find user nobody"),
+        "{err}"
+    );
+}

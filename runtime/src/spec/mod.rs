@@ -1,0 +1,498 @@
+//! OCI runtime specs (`config.json`) for pod containers and the pause
+//! container, built like containerd's CRI plugin does from the Kubernetes
+//! container, the pod-level bits and the image config.
+
+mod mounts;
+mod process;
+mod resources;
+mod user;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+pub use mounts::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+pub use process::{container_env, expand, merge_env};
+pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
+pub use user::{Identity, UserRequest};
+
+/// The default `PATH` of a container whose image sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The RLIMIT_NOFILE a container gets, before clamping to the agent's hard limit.
+pub const DEFAULT_NOFILE: u64 = 1_048_576;
+/// cpu shares of the pause container (`DefaultSandboxCPUshares`).
+pub const SANDBOX_CPU_SHARES: u64 = 2;
+/// OOM score adjustment of the pause container (`defaultSandboxOOMAdj`).
+pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+
+/// Why a spec could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Neither the container nor the image name a command.
+    #[error("no command specified")]
+    NoCommand,
+    /// The user or group cannot be resolved or is not allowed.
+    #[error("invalid user: {0}")]
+    InvalidUser(String),
+    /// A resource quantity does not parse.
+    #[error("invalid quantity {0:?}")]
+    Quantity(String),
+    /// An unknown capability name.
+    #[error("unknown capability {0}")]
+    Capability(String),
+    /// oci-spec refused a value.
+    #[error("building the OCI spec: {0}")]
+    Oci(#[source] oci_spec::OciSpecError),
+}
+
+/// The pod a container belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Hostname of the pod (its UTS namespace).
+    pub hostname: String,
+}
+
+impl PodInfo {
+    /// `namespace/name`, for messages.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where the pod's shared namespaces are, joined by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePaths {
+    /// Network namespace (the bind-mounted netns).
+    pub net: PathBuf,
+    /// IPC namespace (`/proc/<pause>/ns/ipc`).
+    pub ipc: PathBuf,
+    /// UTS namespace (`/proc/<pause>/ns/uts`).
+    pub uts: PathBuf,
+}
+
+/// A host file or directory bind-mounted into the container
+/// (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, `/dev/termination-log`, volumes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BindMount {
+    /// Path inside the container.
+    pub container_path: String,
+    /// Path on the host.
+    pub host_path: PathBuf,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// Limits of the agent's own process that container settings must respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// The agent's hard RLIMIT_NOFILE.
+    pub nofile_hard: u64,
+    /// The lowest `oom_score_adj` the agent may set (its own, without CAP_SYS_RESOURCE).
+    pub min_oom_score_adj: i32,
+    /// The host uses the cgroup v2 unified hierarchy only.
+    pub cgroup_v2: bool,
+}
+
+impl HostLimits {
+    /// Reads the limits of the current process.
+    pub fn probe() -> HostLimits {
+        let nofile_hard =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(_, hard)| hard)
+                .unwrap_or(DEFAULT_NOFILE);
+        let own_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        let has_sys_resource = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("CapEff:"))?.to_string();
+                u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << 24) != 0);
+        let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        HostLimits {
+            nofile_hard,
+            min_oom_score_adj: if has_sys_resource { -1000 } else { own_adj },
+            cgroup_v2,
+        }
+    }
+
+    /// Clamps an OOM score adjustment into what this host accepts, warning when it changes.
+    pub fn clamp_oom_score_adj(&self, wanted: i32) -> i32 {
+        let clamped = wanted.clamp(self.min_oom_score_adj.max(-1000), 1000);
+        if clamped != wanted {
+            tracing::warn!(
+                wanted,
+                clamped,
+                "oom_score_adj not allowed on this host, clamped"
+            );
+        }
+        clamped
+    }
+}
+
+/// Everything a pod container's spec is made from.
+#[derive(Debug, Clone)]
+pub struct ContainerSpecInput<'a> {
+    /// The pod.
+    pub pod: &'a PodInfo,
+    /// Sandbox id (annotations).
+    pub sandbox_id: &'a str,
+    /// The Kubernetes container.
+    pub container: &'a Container,
+    /// The pod's security context.
+    pub pod_security: Option<&'a PodSecurityContext>,
+    /// The image's config section.
+    pub image: Option<&'a oci_spec::image::Config>,
+    /// Image name (annotation).
+    pub image_name: &'a str,
+    /// The container's root filesystem (for `/etc/passwd` and `root.path`).
+    pub rootfs: &'a Path,
+    /// The sandbox's namespaces.
+    pub namespaces: &'a NamespacePaths,
+    /// `linux.cgroupsPath`.
+    pub cgroups_path: &'a str,
+    /// Caller-supplied bind mounts.
+    pub mounts: &'a [BindMount],
+    /// Service environment variables, placed before the container's own.
+    pub service_env: &'a [(String, String)],
+    /// Values of `valueFrom` environment variables, by name.
+    pub resolved_env: &'a HashMap<String, String>,
+    /// `process.oomScoreAdj` (clamped to `limits`).
+    pub oom_score_adj: Option<i32>,
+    /// The agent's limits.
+    pub limits: &'a HostLimits,
+}
+
+fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, SpecError> {
+    r.map_err(SpecError::Oci)
+}
+
+fn ns(
+    typ: LinuxNamespaceType,
+    path: Option<&Path>,
+) -> Result<oci_spec::runtime::LinuxNamespace, SpecError> {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    oci(match path {
+        Some(p) => b.path(p).build(),
+        None => b.build(),
+    })
+}
+
+fn nofile(limits: &HostLimits) -> Result<oci_spec::runtime::PosixRlimit, SpecError> {
+    let n = DEFAULT_NOFILE.min(limits.nofile_hard);
+    if n < DEFAULT_NOFILE {
+        tracing::debug!(n, "RLIMIT_NOFILE clamped to the agent's hard limit");
+    }
+    oci(PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(n)
+        .soft(n)
+        .build())
+}
+
+/// Builds the OCI spec of a pod container.
+pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError> {
+    let c = input.container;
+    let sc = c.security_context.as_ref();
+    let psc = input.pod_security;
+    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+
+    let env_pairs = container_env(c, input.service_env, input.resolved_env);
+    let image_env = input
+        .image
+        .and_then(|i| i.env().clone())
+        .unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
+    let env = merge_env(&[
+        vec![format!("HOSTNAME={}", input.pod.hostname)],
+        image_env,
+        env_pairs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    ]);
+    let args = process::argv(c, input.image, &env_pairs)?;
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| {
+            input
+                .image
+                .and_then(|i| i.working_dir().clone())
+                .filter(|d| !d.is_empty())
+        })
+        .unwrap_or_else(|| "/".to_string());
+
+    let identity = user::resolve(
+        input.rootfs,
+        &UserRequest {
+            run_as_user: sc
+                .and_then(|s| s.run_as_user)
+                .or(psc.and_then(|s| s.run_as_user)),
+            run_as_group: sc
+                .and_then(|s| s.run_as_group)
+                .or(psc.and_then(|s| s.run_as_group)),
+            run_as_non_root: sc
+                .and_then(|s| s.run_as_non_root)
+                .or(psc.and_then(|s| s.run_as_non_root))
+                .unwrap_or(false),
+            supplemental_groups: psc
+                .map(|p| {
+                    p.supplemental_groups
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(p.fs_group)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            image_user: input.image.and_then(|i| i.user().as_deref()),
+        },
+    )?;
+
+    let caps_req = sc.and_then(|s| s.capabilities.as_ref());
+    let caps = mounts::capabilities(
+        privileged,
+        caps_req.and_then(|c| c.add.as_deref()).unwrap_or(&[]),
+        caps_req.and_then(|c| c.drop.as_deref()).unwrap_or(&[]),
+    )?;
+    let capset: oci_spec::runtime::Capabilities = caps.into_iter().collect();
+    let mut process = ProcessBuilder::default()
+        .terminal(false)
+        .user(oci(UserBuilder::default()
+            .uid(identity.uid)
+            .gid(identity.gid)
+            .additional_gids(identity.additional_gids.clone())
+            .build())?)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(oci(LinuxCapabilitiesBuilder::default()
+            .bounding(capset.clone())
+            .effective(capset.clone())
+            .permitted(capset)
+            .inheritable(oci_spec::runtime::Capabilities::new())
+            .ambient(oci_spec::runtime::Capabilities::new())
+            .build())?)
+        .rlimits(vec![nofile(input.limits)?])
+        // kubelet sets no_new_privs only for allowPrivilegeEscalation: false.
+        .no_new_privileges(
+            sc.and_then(|s| s.allow_privilege_escalation) == Some(false) && !privileged,
+        );
+    if let Some(adj) = input.oom_score_adj {
+        process = process.oom_score_adj(input.limits.clamp_oom_score_adj(adj));
+    }
+
+    let mut mount_list = mounts::default_mounts(privileged)?;
+    let readonly_root = sc
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    for m in input.mounts {
+        mount_list.retain(|d| d.destination() != Path::new(&m.container_path));
+        mount_list.push(mounts::bind(&m.container_path, &m.host_path, m.readonly)?);
+    }
+
+    let mut namespaces = vec![
+        ns(LinuxNamespaceType::Network, Some(&input.namespaces.net))?,
+        ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
+        ns(LinuxNamespaceType::Uts, Some(&input.namespaces.uts))?,
+        ns(LinuxNamespaceType::Pid, None)?,
+        ns(LinuxNamespaceType::Mount, None)?,
+    ];
+    if input.limits.cgroup_v2 && !privileged {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
+    let (masked, readonly): (Vec<String>, Vec<String>) = if privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+            READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        )
+    };
+    let linux = oci(LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(input.cgroups_path)
+        .resources(resources::linux_resources(
+            c.resources.as_ref(),
+            privileged,
+        )?)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build())?;
+
+    let annotations = HashMap::from([
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "container".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.container-name".to_string(),
+            c.name.clone(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-id".to_string(),
+            input.sandbox_id.to_string(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-name".to_string(),
+            input.pod.name.clone(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-namespace".to_string(),
+            input.pod.namespace.clone(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-uid".to_string(),
+            input.pod.uid.clone(),
+        ),
+        (
+            "io.kubernetes.cri.image-name".to_string(),
+            input.image_name.to_string(),
+        ),
+    ]);
+    let mut spec = oci(SpecBuilder::default()
+        .version("1.0.2-dev")
+        .root(oci(RootBuilder::default()
+            .path(input.rootfs)
+            .readonly(readonly_root)
+            .build())?)
+        .process(oci(process.build())?)
+        .mounts(mount_list)
+        .annotations(annotations)
+        .linux(linux)
+        .build())?;
+    // The container joins the sandbox's UTS namespace: the hostname is pause's.
+    spec.set_hostname(None);
+    Ok(spec)
+}
+
+/// Builds the OCI spec of a pod's pause container: read-only rootfs holding
+/// only the pause binary, the pod's netns by path, new ipc/uts/pid/mount
+/// namespaces, cpu shares 2 and OOM adjustment -998 (clamped).
+pub fn pause_spec(
+    pod: &PodInfo,
+    rootfs: &Path,
+    netns: &Path,
+    cgroups_path: &str,
+    limits: &HostLimits,
+) -> Result<Spec, SpecError> {
+    let caps: oci_spec::runtime::Capabilities =
+        mounts::capabilities(false, &[], &[])?.into_iter().collect();
+    let process = oci(ProcessBuilder::default()
+        .terminal(false)
+        .user(oci(UserBuilder::default().uid(0u32).gid(0u32).build())?)
+        .args(vec!["/pause".to_string()])
+        .env(vec![DEFAULT_PATH.to_string()])
+        .cwd("/")
+        .capabilities(oci(LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(caps.clone())
+            .permitted(caps)
+            .inheritable(oci_spec::runtime::Capabilities::new())
+            .ambient(oci_spec::runtime::Capabilities::new())
+            .build())?)
+        .rlimits(vec![nofile(limits)?])
+        .no_new_privileges(true)
+        .oom_score_adj(limits.clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ))
+        .build())?;
+    let resources = oci(oci_spec::runtime::LinuxResourcesBuilder::default()
+        .devices(vec![oci(
+            oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build(),
+        )?])
+        .cpu(oci(oci_spec::runtime::LinuxCpuBuilder::default()
+            .shares(SANDBOX_CPU_SHARES)
+            .build())?)
+        .build())?;
+    let mut namespaces = vec![
+        ns(LinuxNamespaceType::Network, Some(netns))?,
+        ns(LinuxNamespaceType::Ipc, None)?,
+        ns(LinuxNamespaceType::Uts, None)?,
+        ns(LinuxNamespaceType::Pid, None)?,
+        ns(LinuxNamespaceType::Mount, None)?,
+    ];
+    if limits.cgroup_v2 {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
+    let linux = oci(LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(cgroups_path)
+        .resources(resources)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build())?;
+    let annotations = HashMap::from([
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "sandbox".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-name".to_string(),
+            pod.name.clone(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-namespace".to_string(),
+            pod.namespace.clone(),
+        ),
+        ("io.kubernetes.cri.sandbox-uid".to_string(), pod.uid.clone()),
+    ]);
+    oci(SpecBuilder::default()
+        .version("1.0.2-dev")
+        .root(oci(RootBuilder::default()
+            .path(rootfs)
+            .readonly(true)
+            .build())?)
+        .process(process)
+        .hostname(pod.hostname.clone())
+        .mounts(mounts::default_mounts(false)?)
+        .annotations(annotations)
+        .linux(linux)
+        .build())
+}
+
+/// The `config.json` text of a spec, canonical: object keys sorted and
+/// capability sets in a fixed order, so equal specs give equal bytes.
+pub fn to_config_json(spec: &Spec) -> Vec<u8> {
+    let mut value = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(caps) = value
+        .pointer_mut("/process/capabilities")
+        .and_then(|v| v.as_object_mut())
+    {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    let mut out = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod golden;

@@ -1,0 +1,169 @@
+//! Resource requests/limits to OCI cgroup settings, Kubernetes constants
+//! (kubernetes:pkg/kubelet/cm/helpers_linux.go): cpu shares = milliCPU × 1024
+//! / 1000 (min 2), CFS quota over a 100 ms period (min 1000 µs), memory limit.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+
+use super::SpecError;
+
+/// `MinShares`.
+pub const MIN_SHARES: u64 = 2;
+/// `SharesPerCPU`.
+pub const SHARES_PER_CPU: u64 = 1024;
+/// `QuotaPeriod` in µs (100 ms).
+pub const QUOTA_PERIOD_US: u64 = 100_000;
+/// `MinQuotaPeriod` in µs.
+pub const MIN_QUOTA_US: i64 = 1000;
+
+/// Parses a Kubernetes quantity (`100m`, `0.5`, `128Mi`, `1G`, `1e3`) and
+/// returns `ceil(value × scale)`; `scale` 1000 gives milli-units.
+pub fn parse_quantity(q: &str, scale: u128) -> Result<u128, SpecError> {
+    let bad = || SpecError::Quantity(q.to_string());
+    let s = q.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let (int_part, frac_part) = number
+        .trim_start_matches('+')
+        .split_once('.')
+        .unwrap_or((number.trim_start_matches('+'), ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(bad());
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let mantissa: u128 = digits.parse().map_err(|_| bad())?;
+    let mut num = mantissa.checked_mul(scale).ok_or_else(bad)?;
+    let mut den: u128 = 10u128.checked_pow(frac_part.len() as u32).ok_or_else(bad)?;
+    let pow10 = |e: u32| 10u128.checked_pow(e).ok_or_else(bad);
+    let (mul, div): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        "n" => (1, pow10(9)?),
+        "u" => (1, pow10(6)?),
+        "m" => (1, pow10(3)?),
+        "k" => (pow10(3)?, 1),
+        "M" => (pow10(6)?, 1),
+        "G" => (pow10(9)?, 1),
+        "T" => (pow10(12)?, 1),
+        "P" => (pow10(15)?, 1),
+        "E" => (pow10(18)?, 1),
+        e if e.starts_with(['e', 'E']) => {
+            let exp: i32 = e[1..].parse().map_err(|_| bad())?;
+            if exp >= 0 {
+                (pow10(exp as u32)?, 1)
+            } else {
+                (1, pow10(exp.unsigned_abs())?)
+            }
+        }
+        _ => return Err(bad()),
+    };
+    num = num.checked_mul(mul).ok_or_else(bad)?;
+    den = den.checked_mul(div).ok_or_else(bad)?;
+    Ok(num.div_ceil(den))
+}
+
+fn quantity(
+    reqs: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+    name: &str,
+    scale: u128,
+) -> Result<Option<u128>, SpecError> {
+    reqs.and_then(|m| m.get(name))
+        .map(|q| parse_quantity(&q.0, scale))
+        .transpose()
+}
+
+/// `MilliCPUToShares`.
+pub fn milli_cpu_to_shares(milli: u128) -> u64 {
+    if milli == 0 {
+        return MIN_SHARES;
+    }
+    let shares = (milli * u128::from(SHARES_PER_CPU) / 1000) as u64;
+    shares.max(MIN_SHARES)
+}
+
+/// `MilliCPUToQuota` over [`QUOTA_PERIOD_US`].
+pub fn milli_cpu_to_quota(milli: u128) -> i64 {
+    let quota = (milli * u128::from(QUOTA_PERIOD_US) / 1000) as i64;
+    quota.max(MIN_QUOTA_US)
+}
+
+/// The cgroup settings of a container's resources; devices are denied except
+/// what the runtime adds itself.
+pub fn linux_resources(
+    res: Option<&ResourceRequirements>,
+    privileged: bool,
+) -> Result<LinuxResources, SpecError> {
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let cpu_request = quantity(requests, "cpu", 1000)?;
+    let cpu_limit = quantity(limits, "cpu", 1000)?;
+    let memory_limit = quantity(limits, "memory", 1)?;
+    // A limit without a request defaults the request to the limit (API defaulting).
+    let shares = milli_cpu_to_shares(cpu_request.or(cpu_limit).unwrap_or(0));
+    let mut cpu = LinuxCpuBuilder::default().shares(shares);
+    if let Some(limit) = cpu_limit {
+        cpu = cpu.quota(milli_cpu_to_quota(limit)).period(QUOTA_PERIOD_US);
+    }
+    let mut builder = LinuxResourcesBuilder::default()
+        .devices(vec![oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(privileged)
+            .access("rwm")
+            .build()
+            .map_err(SpecError::Oci)?])
+        .cpu(cpu.build().map_err(SpecError::Oci)?);
+    if let Some(bytes) = memory_limit.filter(|b| *b > 0) {
+        let bytes = i64::try_from(bytes)
+            .map_err(|_| SpecError::Quantity(format!("memory limit {bytes}")))?;
+        builder = builder.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .build()
+                .map_err(SpecError::Oci)?,
+        );
+    }
+    builder.build().map_err(SpecError::Oci)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("100m", 1000).unwrap(), 100);
+        assert_eq!(parse_quantity("0.5", 1000).unwrap(), 500);
+        assert_eq!(parse_quantity("2", 1000).unwrap(), 2000);
+        assert_eq!(parse_quantity("1.5m", 1000).unwrap(), 2, "rounded up");
+        assert_eq!(parse_quantity("128Mi", 1).unwrap(), 128 << 20);
+        assert_eq!(parse_quantity("1G", 1).unwrap(), 1_000_000_000);
+        assert_eq!(parse_quantity("1e3", 1).unwrap(), 1000);
+        assert_eq!(parse_quantity("1.5Gi", 1).unwrap(), 3 << 29);
+        assert!(parse_quantity("abc", 1).is_err());
+        assert!(parse_quantity("1Xi", 1).is_err());
+    }
+
+    #[test]
+    fn cpu_formulas_match_kubelet() {
+        assert_eq!(milli_cpu_to_shares(0), 2);
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(100), 102);
+        assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_quota(5), 1000);
+        assert_eq!(milli_cpu_to_quota(250), 25_000);
+        assert_eq!(milli_cpu_to_quota(2000), 200_000);
+    }
+}

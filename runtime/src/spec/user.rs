@@ -1,0 +1,259 @@
+//! The user and groups a container runs as: `securityContext` first, else the
+//! image's `User` (`user`, `uid`, `user:group`, `uid:gid`, ...), names resolved
+//! in the container rootfs's `/etc/passwd` and `/etc/group` (containerd's
+//! `WithUser`/`WithUserID`/`WithAdditionalGIDs`).
+
+use std::fs;
+use std::path::Path;
+
+use super::SpecError;
+
+/// The resolved identity of a container process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups, the primary one first.
+    pub additional_gids: Vec<u32>,
+}
+
+/// What the pod and container security contexts say about the user.
+#[derive(Debug, Clone, Default)]
+pub struct UserRequest<'a> {
+    /// `runAsUser` (container wins over pod).
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup` (container wins over pod).
+    pub run_as_group: Option<i64>,
+    /// `runAsNonRoot` (container wins over pod).
+    pub run_as_non_root: bool,
+    /// Pod `supplementalGroups` plus `fsGroup`.
+    pub supplemental_groups: Vec<i64>,
+    /// The image config's `User`, if any.
+    pub image_user: Option<&'a str>,
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn read_db(rootfs: &Path, file: &str) -> Vec<Vec<String>> {
+    fs::read_to_string(rootfs.join("etc").join(file))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
+    read_db(rootfs, "passwd")
+        .into_iter()
+        .filter_map(|f| {
+            Some(PasswdEntry {
+                name: f.first()?.clone(),
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn to_id(value: i64, what: &'static str) -> Result<u32, SpecError> {
+    u32::try_from(value)
+        .map_err(|_| SpecError::InvalidUser(format!("{what} {value} is out of range")))
+}
+
+/// Resolves the identity against the rootfs at `rootfs`.
+pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecError> {
+    let users = passwd(rootfs);
+    let (uid, mut gid, name) = if let Some(uid) = req.run_as_user {
+        let uid = to_id(uid, "runAsUser")?;
+        let entry = users.iter().find(|u| u.uid == uid);
+        (
+            uid,
+            entry.map_or(0, |e| e.gid),
+            entry.map(|e| e.name.clone()),
+        )
+    } else if let Some(spec) = req.image_user.filter(|s| !s.is_empty()) {
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        if req.run_as_non_root && user.parse::<u32>().is_err() {
+            return Err(SpecError::InvalidUser(format!(
+                "image has non-numeric user ({user}), cannot verify user is non-root"
+            )));
+        }
+        let (uid, gid, name) = match user.parse::<u32>() {
+            Ok(uid) => {
+                let entry = users.iter().find(|u| u.uid == uid);
+                (
+                    uid,
+                    entry.map_or(0, |e| e.gid),
+                    entry.map(|e| e.name.clone()),
+                )
+            }
+            Err(_) => {
+                let entry = users.iter().find(|u| u.name == user).ok_or_else(|| {
+                    SpecError::InvalidUser(format!(
+                        "unable to find user {user}: no matching entries in passwd file"
+                    ))
+                })?;
+                (entry.uid, entry.gid, Some(entry.name.clone()))
+            }
+        };
+        let gid = match group {
+            None => gid,
+            Some(g) => match g.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => read_db(rootfs, "group")
+                    .iter()
+                    .find(|f| f.first().map(String::as_str) == Some(g))
+                    .and_then(|f| f.get(2)?.parse().ok())
+                    .ok_or_else(|| {
+                        SpecError::InvalidUser(format!(
+                            "unable to find group {g}: no matching entries in group file"
+                        ))
+                    })?,
+            },
+        };
+        (uid, gid, name)
+    } else {
+        let entry = users.iter().find(|u| u.uid == 0);
+        (0, entry.map_or(0, |e| e.gid), entry.map(|e| e.name.clone()))
+    };
+    if let Some(g) = req.run_as_group {
+        gid = to_id(g, "runAsGroup")?;
+    }
+    if req.run_as_non_root && uid == 0 {
+        return Err(SpecError::InvalidUser(
+            "container has runAsNonRoot and image will run as root".into(),
+        ));
+    }
+    let mut additional_gids = vec![gid];
+    if let Some(name) = name {
+        for f in read_db(rootfs, "group") {
+            let members = f.get(3).map(String::as_str).unwrap_or("");
+            if members.split(',').any(|m| m == name) {
+                if let Some(g) = f.get(2).and_then(|g| g.parse::<u32>().ok()) {
+                    additional_gids.push(g);
+                }
+            }
+        }
+    }
+    for g in &req.supplemental_groups {
+        additional_gids.push(to_id(*g, "supplementalGroups")?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    additional_gids.retain(|g| seen.insert(*g));
+    Ok(Identity {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("etc")).unwrap();
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nwww:x:34:\nweb:x:50:www,other\n# c\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn image_user_forms() {
+        let dir = rootfs();
+        let r = |u: &str| {
+            resolve(
+                dir.path(),
+                &UserRequest {
+                    image_user: Some(u),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(
+            r("www").unwrap(),
+            Identity {
+                uid: 33,
+                gid: 34,
+                additional_gids: vec![34, 50]
+            }
+        );
+        assert_eq!(r("33").unwrap().gid, 34);
+        assert_eq!(
+            r("1000").unwrap(),
+            Identity {
+                uid: 1000,
+                gid: 0,
+                additional_gids: vec![0]
+            }
+        );
+        assert_eq!(r("www:web").unwrap().gid, 50);
+        assert_eq!(r("1000:7").unwrap().gid, 7);
+        assert!(r("nobody")
+            .unwrap_err()
+            .to_string()
+            .contains("unable to find user nobody"));
+        assert!(r("www:nogroup").is_err());
+    }
+
+    #[test]
+    fn security_context_wins_and_non_root_is_checked() {
+        let dir = rootfs();
+        let req = UserRequest {
+            run_as_user: Some(33),
+            run_as_group: Some(99),
+            supplemental_groups: vec![5, 99],
+            image_user: Some("root"),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(dir.path(), &req).unwrap(),
+            Identity {
+                uid: 33,
+                gid: 99,
+                additional_gids: vec![99, 50, 5]
+            }
+        );
+        let root = UserRequest {
+            run_as_non_root: true,
+            ..Default::default()
+        };
+        assert!(resolve(dir.path(), &root).is_err());
+        let named = UserRequest {
+            run_as_non_root: true,
+            image_user: Some("www"),
+            ..Default::default()
+        };
+        assert!(resolve(dir.path(), &named)
+            .unwrap_err()
+            .to_string()
+            .contains("non-numeric"));
+        assert!(resolve(
+            dir.path(),
+            &UserRequest {
+                run_as_user: Some(-1),
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! What the runtime keeps on disk about each sandbox and container, so a
+//! restarted agent rebuilds its whole view (`Runtime::recover`).
+//!
+//! ```text
+//! <root>/sandboxes/<id>/meta.json  config.json  pid  exit  shim.log
+//! <root>/containers/<id>/meta.json config.json  pid  exit  shim.log  runtime.log
+//!                        rootfs/ (overlay mount)  upper/  work/
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::PodInfo;
+
+/// Lifecycle of a sandbox as recorded on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SandboxPhase {
+    /// Directory and netns being made; half-made if found at recovery.
+    Creating,
+    /// Netns made, pause not started yet (CNI runs now).
+    Created,
+    /// The pause container runs.
+    Ready,
+}
+
+/// On-disk record of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SandboxMeta {
+    pub id: String,
+    pub pod: PodInfo,
+    pub netns_path: PathBuf,
+    pub cgroup_parent: String,
+    pub phase: SandboxPhase,
+    pub created_at: String,
+    #[serde(default)]
+    pub pause_pid: i32,
+    #[serde(default)]
+    pub shim_pid: i32,
+}
+
+/// On-disk record of a container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ContainerMeta {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub pod: PodInfo,
+    pub restart_count: u32,
+    pub image: String,
+    pub log_path: PathBuf,
+    pub cgroups_path: String,
+    pub created_at: String,
+    /// `false` until `create` finished: such a container is half-made.
+    pub complete: bool,
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub shim_pid: i32,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub start_error: Option<String>,
+}
+
+pub(crate) fn sandboxes_dir(root: &Path) -> PathBuf {
+    root.join("sandboxes")
+}
+
+pub(crate) fn containers_dir(root: &Path) -> PathBuf {
+    root.join("containers")
+}
+
+pub(crate) const META: &str = "meta.json";
+pub(crate) const EXIT: &str = "exit";
+pub(crate) const PID: &str = "pid";
+
+/// Every `meta.json` under `dir/*/`, with the directories that have none.
+pub(crate) fn scan<T: serde::de::DeserializeOwned>(dir: &Path) -> (Vec<T>, Vec<PathBuf>) {
+    let mut found = Vec::new();
+    let mut broken = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        match crate::fsutil::read_json::<T>(&path.join(META)) {
+            Ok(m) => found.push(m),
+            Err(_) => broken.push(path),
+        }
+    }
+    (found, broken)
+}
