@@ -1,5 +1,6 @@
 //! The `kubenode` binary: parse the command line, start logging, dispatch to one subcommand.
 
+mod cli;
 mod commands;
 mod logging;
 

@@ -1,11 +1,12 @@
 //! The kubelet half of kubenode: pod sources, validation, status, restart
-//! back-off, label selectors and events.
+//! back-off, label selectors, events and the node API.
 //!
-//! The modules here are the container-free building blocks: each is pure
+//! Most modules here are container-free building blocks: each is pure
 //! logic (or has a small trait at its OS boundary) so that it can be unit
 //! tested without root. The pod worker, which drives the runtime and CNI,
 //! builds on them.
 
+pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod events;

@@ -1,14 +1,51 @@
-//! `kubenode describe`: talks to the local agent's socket.
+//! `kubenode describe pod NAME`.
+
+use crate::cli::{describe::describe_pod, AgentRef};
 
 /// Options of `kubenode describe`.
 #[derive(clap::Args, Debug)]
 pub struct DescribeArgs {
-    /// Arguments, kubectl-style.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// The kind: pod (po).
+    pub resource: String,
+    /// The pod's name.
+    pub name: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub agent: AgentRef,
 }
 
 /// Runs `kubenode describe`.
-pub async fn run(_args: DescribeArgs) -> anyhow::Result<()> {
-    super::not_implemented("describe")
+pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
+    if !matches!(args.resource.as_str(), "pod" | "pods" | "po") {
+        anyhow::bail!("kubenode describes pods only, not {:?}", args.resource);
+    }
+    let client = args.agent.client();
+    let pod = client
+        .pods()
+        .await?
+        .into_iter()
+        .find(|p| {
+            p.metadata.name.as_deref() == Some(&args.name)
+                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pods \"{}\" not found in namespace {}",
+                args.name,
+                args.namespace
+            )
+        })?;
+    let events: Vec<_> = client
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(&args.name)
+                && e.involved_object.namespace.as_deref().unwrap_or("default") == args.namespace
+        })
+        .collect();
+    print!("{}", describe_pod(&pod, &events, crate::cli::now()));
+    Ok(())
 }

@@ -1,0 +1,148 @@
+//! The CLI's side of the node API socket.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use serde::de::DeserializeOwned;
+
+use super::{ContainerRef, ExecRequest, ExecResponse};
+
+/// Errors talking to the local agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket is not there or refuses connections: no agent runs with this run dir.
+    #[error("cannot reach the kubenode agent at {socket}: {source} (is `kubenode agent` running with the same --run-dir?)")]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HTTP-level failure.
+    #[error("talking to the kubenode agent: {0}")]
+    Http(#[from] hyper::Error),
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Api(String),
+    /// The answer did not parse.
+    #[error("decoding the agent's answer: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// A client of the agent's unix socket.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    socket: PathBuf,
+}
+
+/// A list object as the API returns it.
+#[derive(serde::Deserialize)]
+struct List<T> {
+    items: Vec<T>,
+}
+
+impl ApiClient {
+    /// A client for the socket at `socket` (`<run-dir>/kubenode.sock`).
+    pub fn new(socket: impl Into<PathBuf>) -> ApiClient {
+        ApiClient {
+            socket: socket.into(),
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "kubenode")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Api(format!("building request: {e}")))?;
+        let resp = sender.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let text = resp.into_body().collect().await?.to_bytes();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            return Err(ClientError::Api(if text.is_empty() {
+                status.to_string()
+            } else {
+                text
+            }));
+        }
+        Ok(resp)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.send(Method::GET, path, Vec::new()).await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /pods`.
+    pub async fn pods(&self) -> Result<Vec<Pod>, ClientError> {
+        Ok(self.get::<List<Pod>>("/pods").await?.items)
+    }
+
+    /// `GET /events`.
+    pub async fn events(&self) -> Result<Vec<Event>, ClientError> {
+        Ok(self.get::<List<Event>>("/events").await?.items)
+    }
+
+    /// `POST /exec`.
+    pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResponse, ClientError> {
+        let body = serde_json::to_vec(request)?;
+        let resp = self.send(Method::POST, "/exec", body).await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /containerLogs/...`: calls `out` with each chunk as it arrives (with `follow`, until
+    /// the container's log ends or the agent closes the stream).
+    pub async fn logs(
+        &self,
+        target: &ContainerRef,
+        query: &str,
+        mut out: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let mut path = format!("/containerLogs/{}/{}", target.namespace, target.pod);
+        if let Some(c) = &target.container {
+            path.push('/');
+            path.push_str(c);
+        }
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let mut body = self.send(Method::GET, &path, Vec::new()).await?.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame?.data_ref() {
+                out(data);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! The node API: what the agent serves about its pods.
+//!
+//! Two listeners share one router:
+//! - the **read-only HTTP port** (kubelet's `--read-only-port`, default `127.0.0.1:10255`, `0`
+//!   turns it off) serving `/healthz`, `/pods` (a `v1` PodList with status, as the kubelet's) and
+//!   `/containerLogs/{namespace}/{pod}/{container}`;
+//! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
+//!   same plus `/events` and `POST /exec`.
+//!
+//! The agent's state reaches the router through the [`NodeView`] trait, so the API knows nothing
+//! of pod workers and can be tested with a fixed view.
+
+mod client;
+mod logs;
+mod router;
+mod server;
+
+pub use client::{ApiClient, ClientError};
+pub use logs::{read_cri_log, CriLine, LogOptions};
+pub use server::{serve_tcp, serve_unix};
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use serde::{Deserialize, Serialize};
+
+/// A boxed future, for the one async method of [`NodeView`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the agent exposes to the node API.
+pub trait NodeView: Send + Sync + 'static {
+    /// Every pod the node runs, with its current status.
+    fn pods(&self) -> Vec<Pod>;
+    /// Recent events, oldest first.
+    fn events(&self) -> Vec<Event>;
+    /// The CRI log file of a container: its current instance, or the one before when `previous`.
+    fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError>;
+    /// Runs a command in a running container.
+    fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>>;
+}
+
+/// A container of a pod, as the API addresses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name; `None` picks the pod's only container (an error when there are several).
+    pub container: Option<String>,
+}
+
+/// `POST /exec` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The container.
+    pub target: ContainerRef,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// Killed after this long.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+/// `POST /exec` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResponse {
+    /// Exit code (128 + signal for a signal, as a shell reports it).
+    pub exit_code: i32,
+    /// Captured standard output.
+    pub stdout: String,
+    /// Captured standard error.
+    pub stderr: String,
+}
+
+/// An error the API answers with: the status code and one clear line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no such pod or container.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 500: the agent failed to do it.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> hyper::StatusCode {
+        match self {
+            ApiError::NotFound(_) => hyper::StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => hyper::StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => hyper::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Resolves which container of `pod` a request means: the named one, or the only one.
+pub fn pick_container(pod: &Pod, wanted: Option<&str>) -> Result<String, ApiError> {
+    let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let all: Vec<&str> = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    match wanted {
+        Some(c) if all.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::NotFound(format!(
+            "container {c} is not valid for pod {}",
+            name(pod)
+        ))),
+        None => {
+            let apps: Vec<&str> = spec
+                .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+                .unwrap_or_default();
+            match apps.as_slice() {
+                [one] => Ok(one.to_string()),
+                _ => Err(ApiError::BadRequest(format!(
+                    "a container name must be specified for pod {}, choose one of: [{}]",
+                    name(pod),
+                    apps.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! The API end to end over a real unix socket and TCP port, with a fixed view.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::*;
+
+struct FixedView {
+    pods: Vec<Pod>,
+    log: PathBuf,
+    execs: Mutex<Vec<ExecRequest>>,
+}
+
+impl NodeView for FixedView {
+    fn pods(&self) -> Vec<Pod> {
+        self.pods.clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        vec![Event {
+            reason: Some("Started".into()),
+            ..Default::default()
+        }]
+    }
+    fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError> {
+        let pod = self
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&target.pod))
+            .ok_or_else(|| ApiError::NotFound(format!("pod {} not found", target.pod)))?;
+        pick_container(pod, target.container.as_deref())?;
+        Ok(if previous {
+            self.log.with_extension("prev")
+        } else {
+            self.log.clone()
+        })
+    }
+    fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
+        Box::pin(async move {
+            let out = request.command.join(" ");
+            self.execs.lock().unwrap().push(request);
+            Ok(ExecResponse {
+                exit_code: 3,
+                stdout: out,
+                stderr: String::new(),
+            })
+        })
+    }
+}
+
+fn pod(name: &str, containers: &[&str]) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: containers
+                .iter()
+                .map(|c| Container {
+                    name: c.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn target(pod: &str, container: Option<&str>) -> ContainerRef {
+    ContainerRef {
+        namespace: "default".into(),
+        pod: pod.into(),
+        container: container.map(String::from),
+    }
+}
+
+#[tokio::test]
+async fn socket_serves_pods_events_logs_and_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0.log");
+    std::fs::write(&log, "t1 stdout F one\nt2 stdout P tw\nt3 stdout F o\n").unwrap();
+    std::fs::write(log.with_extension("prev"), "t0 stderr F before\n").unwrap();
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"]), pod("two", &["a", "b"])],
+        log: log.clone(),
+        execs: Mutex::new(Vec::new()),
+    });
+    let socket = dir.path().join("run/kubenode.sock");
+    let task = serve_unix(&socket, view.clone()).await.unwrap();
+    let mode = std::fs::metadata(&socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap();
+    assert_eq!(mode & 0o777, 0o600);
+    let client = ApiClient::new(&socket);
+
+    let pods = client.pods().await.unwrap();
+    assert_eq!(pods.len(), 2);
+    assert_eq!(
+        client.events().await.unwrap()[0].reason.as_deref(),
+        Some("Started")
+    );
+
+    let mut out = Vec::new();
+    client
+        .logs(&target("web", None), "tailLines=1", |b| {
+            out.extend_from_slice(b)
+        })
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "two\n");
+    let mut out = Vec::new();
+    client
+        .logs(&target("web", Some("app")), "previous=true", |b| {
+            out.extend_from_slice(b)
+        })
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "before\n");
+
+    let err = client
+        .logs(&target("two", None), "", |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("choose one of: [a b]"), "{err}");
+    let err = client
+        .logs(&target("nope", None), "", |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pod nope not found"), "{err}");
+
+    let answer = client
+        .exec(&ExecRequest {
+            target: target("web", None),
+            command: vec!["echo".into(), "hi".into()],
+            timeout: Duration::from_secs(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!((answer.exit_code, answer.stdout.as_str()), (3, "echo hi"));
+    assert_eq!(
+        view.execs.lock().unwrap()[0].timeout,
+        Duration::from_secs(2)
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn follow_streams_appended_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0.log");
+    std::fs::write(&log, "t1 stdout F first\n").unwrap();
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"])],
+        log: log.clone(),
+        execs: Mutex::new(Vec::new()),
+    });
+    let socket = dir.path().join("kubenode.sock");
+    let task = serve_unix(&socket, view).await.unwrap();
+    let client = ApiClient::new(&socket);
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let follower = tokio::spawn(async move {
+        client
+            .logs(&target("web", None), "follow=true", move |b| {
+                let _ = tx.send(b.to_vec());
+            })
+            .await
+    });
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut appended = false;
+    while !seen.contains("second\n") && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if seen.contains("first\n") && !appended {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(b"t2 stdout P sec\n").unwrap();
+            f.write_all(b"t3 stdout F ond\n").unwrap();
+            appended = true;
+        }
+    }
+    assert_eq!(seen, "first\nsecond\n");
+    follower.abort();
+    task.abort();
+}
+
+#[tokio::test]
+async fn read_only_port_refuses_exec_and_events() {
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"])],
+        log: PathBuf::from("/nonexistent"),
+        execs: Mutex::new(Vec::new()),
+    });
+    let (addr, task) = serve_tcp("127.0.0.1:0".parse().unwrap(), view)
+        .await
+        .unwrap();
+    let get = |path: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut s, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", "x")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".to_string()));
+    let (status, body) = get("/pods").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "PodList");
+    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    assert_eq!(get("/events").await.0, 404);
+    assert_eq!(get("/exec").await.0, 404);
+    task.abort();
+}

@@ -1,0 +1,512 @@
+//! `kubenode describe pod`: kubectl's describe layout for a pod and its events.
+
+use std::fmt::Write;
+
+use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Event, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+
+use super::age::age;
+
+fn rfc1123z(t: &Timestamp) -> String {
+    t.strftime("%a, %d %b %Y %H:%M:%S %z").to_string()
+}
+
+fn field(out: &mut String, indent: usize, name: &str, value: impl std::fmt::Display) {
+    let label = format!("{name}:");
+    // kubectl's tabwriter puts top-level values at column 18 and nested ones at column 20.
+    let column = if indent == 0 { 18 } else { 20 };
+    let width = column - indent;
+    let _ = writeln!(out, "{:indent$}{label:<width$}{value}", "");
+}
+
+fn map_lines(
+    out: &mut String,
+    name: &str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+    sep: &str,
+) {
+    match map.filter(|m| !m.is_empty()) {
+        None => field(out, 0, name, "<none>"),
+        Some(m) => {
+            for (i, (k, v)) in m.iter().enumerate() {
+                let line = format!("{k}{sep}{v}");
+                if i == 0 {
+                    field(out, 0, name, line);
+                } else {
+                    let _ = writeln!(out, "{:18}{line}", "");
+                }
+            }
+        }
+    }
+}
+
+fn port_str(p: &IntOrString) -> String {
+    match p {
+        IntOrString::Int(i) => i.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
+}
+
+/// kubectl's one-line probe description.
+pub fn probe_line(p: &Probe) -> String {
+    let attrs = format!(
+        "delay={}s timeout={}s period={}s #success={} #failure={}",
+        p.initial_delay_seconds.unwrap_or(0),
+        p.timeout_seconds.unwrap_or(1),
+        p.period_seconds.unwrap_or(10),
+        p.success_threshold.unwrap_or(1),
+        p.failure_threshold.unwrap_or(3)
+    );
+    if let Some(e) = &p.exec {
+        return format!(
+            "exec [{}] {attrs}",
+            e.command.clone().unwrap_or_default().join(" ")
+        );
+    }
+    if let Some(h) = &p.http_get {
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
+        let host = h.host.clone().unwrap_or_default();
+        let path = h.path.clone().unwrap_or_default();
+        return format!(
+            "http-get {scheme}://{host}:{}{path} {attrs}",
+            port_str(&h.port)
+        );
+    }
+    if let Some(t) = &p.tcp_socket {
+        return format!(
+            "tcp-socket {}:{} {attrs}",
+            t.host.clone().unwrap_or_default(),
+            port_str(&t.port)
+        );
+    }
+    if let Some(g) = &p.grpc {
+        return format!(
+            "grpc <pod>:{} {} {attrs}",
+            g.port,
+            g.service.clone().unwrap_or_default()
+        );
+    }
+    format!("unknown {attrs}")
+}
+
+fn state(out: &mut String, label: &str, s: Option<&ContainerState>) {
+    let Some(s) = s else {
+        field(out, 4, label, "<none>");
+        return;
+    };
+    if let Some(r) = &s.running {
+        field(out, 4, label, "Running");
+        if let Some(t) = &r.started_at {
+            field(out, 6, "Started", rfc1123z(&t.0));
+        }
+    } else if let Some(w) = &s.waiting {
+        field(out, 4, label, "Waiting");
+        if let Some(r) = &w.reason {
+            field(out, 6, "Reason", r);
+        }
+        if let Some(m) = w.message.as_deref().filter(|m| !m.is_empty()) {
+            field(out, 6, "Message", m);
+        }
+    } else if let Some(t) = &s.terminated {
+        field(out, 4, label, "Terminated");
+        if let Some(r) = &t.reason {
+            field(out, 6, "Reason", r);
+        }
+        if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
+            field(out, 6, "Message", m);
+        }
+        field(out, 6, "Exit Code", t.exit_code);
+        if let Some(sig) = t.signal.filter(|s| *s != 0) {
+            field(out, 6, "Signal", sig);
+        }
+        if let Some(t0) = &t.started_at {
+            field(out, 6, "Started", rfc1123z(&t0.0));
+        }
+        if let Some(t1) = &t.finished_at {
+            field(out, 6, "Finished", rfc1123z(&t1.0));
+        }
+    } else {
+        field(out, 4, label, "<none>");
+    }
+}
+
+fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
+    let _ = writeln!(out, "  {}:", c.name);
+    let id = cs.and_then(|s| s.container_id.clone()).unwrap_or_default();
+    field(out, 4, "Container ID", id);
+    field(out, 4, "Image", c.image.clone().unwrap_or_default());
+    field(
+        out,
+        4,
+        "Image ID",
+        cs.map(|s| s.image_id.clone()).unwrap_or_default(),
+    );
+    let ports: Vec<String> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.container_port,
+                p.protocol.as_deref().unwrap_or("TCP")
+            )
+        })
+        .collect();
+    field(
+        out,
+        4,
+        "Port",
+        if ports.is_empty() {
+            "<none>".into()
+        } else {
+            ports.join(", ")
+        },
+    );
+    for (label, list) in [("Command", &c.command), ("Args", &c.args)] {
+        if let Some(list) = list.as_ref().filter(|l| !l.is_empty()) {
+            let _ = writeln!(out, "    {label}:");
+            for a in list {
+                let _ = writeln!(out, "      {a}");
+            }
+        }
+    }
+    state(out, "State", cs.and_then(|s| s.state.as_ref()));
+    if let Some(last) = cs
+        .and_then(|s| s.last_state.as_ref())
+        .filter(|l| l.terminated.is_some())
+    {
+        state(out, "Last State", Some(last));
+    }
+    field(
+        out,
+        4,
+        "Ready",
+        if cs.is_some_and(|s| s.ready) {
+            "True"
+        } else {
+            "False"
+        },
+    );
+    field(out, 4, "Restart Count", cs.map_or(0, |s| s.restart_count));
+    for (label, probe) in [
+        ("Liveness", &c.liveness_probe),
+        ("Readiness", &c.readiness_probe),
+        ("Startup", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            field(out, 4, label, probe_line(p));
+        }
+    }
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| match (&e.value, &e.value_from) {
+            (Some(v), _) => format!("{}:  {v}", e.name),
+            (None, Some(from)) => match &from.field_ref {
+                Some(f) => format!(
+                    "{}:   ({}:{})",
+                    e.name,
+                    f.api_version.as_deref().unwrap_or("v1"),
+                    f.field_path
+                ),
+                None => format!("{}:  <set from a source>", e.name),
+            },
+            (None, None) => format!("{}:  ", e.name),
+        })
+        .collect();
+    list_field(out, "Environment", &env);
+    let mounts: Vec<String> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            let mode = if m.read_only == Some(true) {
+                "ro"
+            } else {
+                "rw"
+            };
+            let sub = m
+                .sub_path
+                .as_deref()
+                .map(|s| format!(",path=\"{s}\""))
+                .unwrap_or_default();
+            format!("{} from {} ({mode}{sub})", m.mount_path, m.name)
+        })
+        .collect();
+    list_field(out, "Mounts", &mounts);
+}
+
+fn list_field(out: &mut String, label: &str, items: &[String]) {
+    if items.is_empty() {
+        field(out, 4, label, "<none>");
+    } else {
+        let _ = writeln!(out, "    {label}:");
+        for i in items {
+            let _ = writeln!(out, "      {i}");
+        }
+    }
+}
+
+/// The whole `describe pod` text for `pod` with its `events` (already filtered to this pod).
+pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
+    let mut out = String::new();
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    field(&mut out, 0, "Name", meta.name.clone().unwrap_or_default());
+    field(
+        &mut out,
+        0,
+        "Namespace",
+        meta.namespace.clone().unwrap_or_default(),
+    );
+    field(&mut out, 0, "Priority", spec.priority.unwrap_or(0));
+    let node = match (&spec.node_name, &status.host_ip) {
+        (Some(n), Some(ip)) => format!("{n}/{ip}"),
+        (Some(n), None) => n.clone(),
+        _ => "<none>".into(),
+    };
+    field(&mut out, 0, "Node", node);
+    if let Some(t) = &status.start_time {
+        field(&mut out, 0, "Start Time", rfc1123z(&t.0));
+    }
+    map_lines(&mut out, "Labels", meta.labels.as_ref(), "=");
+    map_lines(&mut out, "Annotations", meta.annotations.as_ref(), ": ");
+    let phase = if meta.deletion_timestamp.is_some() {
+        "Terminating".to_string()
+    } else {
+        status.phase.clone().unwrap_or_default()
+    };
+    field(&mut out, 0, "Status", phase);
+    if let Some(r) = &status.reason {
+        field(&mut out, 0, "Reason", r);
+    }
+    if let Some(m) = &status.message {
+        field(&mut out, 0, "Message", m);
+    }
+    field(&mut out, 0, "IP", status.pod_ip.clone().unwrap_or_default());
+    let ips: Vec<String> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|i| i.ip.clone())
+        .collect();
+    if ips.is_empty() {
+        field(&mut out, 0, "IPs", "<none>");
+    } else {
+        let _ = writeln!(out, "IPs:");
+        for ip in ips {
+            let _ = writeln!(out, "  IP:  {ip}");
+        }
+    }
+    let find = |list: &Option<Vec<ContainerStatus>>, name: &str| {
+        list.iter().flatten().find(|s| s.name == name).cloned()
+    };
+    if let Some(inits) = spec.init_containers.as_ref().filter(|l| !l.is_empty()) {
+        let _ = writeln!(out, "Init Containers:");
+        for c in inits {
+            container(
+                &mut out,
+                c,
+                find(&status.init_container_statuses, &c.name).as_ref(),
+            );
+        }
+    }
+    let _ = writeln!(out, "Containers:");
+    for c in &spec.containers {
+        container(
+            &mut out,
+            c,
+            find(&status.container_statuses, &c.name).as_ref(),
+        );
+    }
+    let _ = writeln!(out, "Conditions:");
+    let _ = writeln!(out, "  Type                        Status");
+    for c in status.conditions.iter().flatten() {
+        let _ = writeln!(out, "  {:<28}{}", c.type_, c.status);
+    }
+    let _ = writeln!(out, "Volumes:");
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    if volumes.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    }
+    for v in &volumes {
+        let _ = writeln!(out, "  {}:", v.name);
+        if let Some(e) = &v.empty_dir {
+            field(
+                &mut out,
+                4,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)",
+            );
+            field(&mut out, 4, "Medium", e.medium.clone().unwrap_or_default());
+            field(
+                &mut out,
+                4,
+                "SizeLimit",
+                e.size_limit
+                    .as_ref()
+                    .map(|q| q.0.clone())
+                    .unwrap_or_else(|| "<unset>".into()),
+            );
+        } else if let Some(h) = &v.host_path {
+            field(&mut out, 4, "Type", "HostPath (bare host directory volume)");
+            field(&mut out, 4, "Path", &h.path);
+            field(
+                &mut out,
+                4,
+                "HostPathType",
+                h.type_.clone().unwrap_or_default(),
+            );
+        } else if let Some(n) = &v.nfs {
+            field(
+                &mut out,
+                4,
+                "Type",
+                "NFS (an NFS mount that lasts the lifetime of a pod)",
+            );
+            field(&mut out, 4, "Server", &n.server);
+            field(&mut out, 4, "Path", &n.path);
+            field(&mut out, 4, "ReadOnly", n.read_only.unwrap_or(false));
+        } else {
+            field(&mut out, 4, "Type", "<unsupported>");
+        }
+    }
+    field(
+        &mut out,
+        0,
+        "QoS Class",
+        status.qos_class.clone().unwrap_or_default(),
+    );
+    field(&mut out, 0, "Node-Selectors", "<none>");
+    field(&mut out, 0, "Tolerations", "<none>");
+    out.push_str(&events_section(events, now));
+    out
+}
+
+/// The `Events:` section.
+pub fn events_section(events: &[Event], now: Timestamp) -> String {
+    if events.is_empty() {
+        return "Events:            <none>\n".into();
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let last = e
+                .last_timestamp
+                .as_ref()
+                .or(e.first_timestamp.as_ref())
+                .map(|t| &t.0);
+            let first = e.first_timestamp.as_ref().map(|t| &t.0);
+            let count = e.count.unwrap_or(1);
+            let age_col = match (count > 1, first) {
+                (true, Some(f)) => {
+                    format!("{} (x{count} over {})", age(last, now), age(Some(f), now))
+                }
+                _ => age(last, now),
+            };
+            vec![
+                e.type_.clone().unwrap_or_else(|| "Normal".into()),
+                e.reason.clone().unwrap_or_default(),
+                age_col,
+                e.source
+                    .as_ref()
+                    .and_then(|s| s.component.clone())
+                    .unwrap_or_else(|| "kubelet".into()),
+                e.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut all = vec![vec![
+        "----".to_string(),
+        "------".into(),
+        "----".into(),
+        "----".into(),
+        "-------".into(),
+    ]];
+    all.extend(rows);
+    let table = super::table::render(&["Type", "Reason", "Age", "From", "Message"], &all);
+    let mut out = String::from("Events:\n");
+    for line in table.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ExecAction, HTTPGetAction};
+
+    use super::*;
+
+    #[test]
+    fn probe_lines_match_kubectl() {
+        let p = Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(8080),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            probe_line(&p),
+            "http-get http://:8080/healthz delay=3s timeout=1s period=10s #success=1 #failure=3"
+        );
+        let p = Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["cat".into(), "/tmp/healthy".into()]),
+            }),
+            period_seconds: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            probe_line(&p),
+            "exec [cat /tmp/healthy] delay=0s timeout=1s period=2s #success=1 #failure=3"
+        );
+    }
+
+    #[test]
+    fn describes_a_pod() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web-n1".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            node_name: Some("n1".into()),
+            ..Default::default()
+        });
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let event = Event {
+            type_: Some("Warning".into()),
+            reason: Some("BackOff".into()),
+            message: Some("Back-off restarting failed container".into()),
+            count: Some(3),
+            first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-28T11:59:00Z".parse().unwrap(),
+            )),
+            last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-28T11:59:50Z".parse().unwrap(),
+            )),
+            ..Default::default()
+        };
+        let text = describe_pod(&pod, &[event], now);
+        assert!(
+            text.starts_with("Name:             web-n1\nNamespace:        default\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  app:\n    Container ID:   \n    Image:          busybox\n"),
+            "{text}"
+        );
+        assert!(text.contains("Warning   BackOff   10s (x3 over 60s)   kubelet   Back-off restarting failed container"), "{text}");
+    }
+}

@@ -1,0 +1,66 @@
+//! The operator's CLI: talks to the local agent's socket and prints what kubectl would.
+
+pub mod age;
+pub mod describe;
+pub mod pods;
+pub mod table;
+
+use std::path::PathBuf;
+
+use kubenode_kubelet::api::ApiClient;
+
+/// The agent's default run dir (DESIGN.md "On the node").
+pub const DEFAULT_RUN_DIR: &str = "/run/kubenode";
+
+/// Where to find the agent: shared by every CLI subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentRef {
+    /// The agent's run dir; its socket is `<run-dir>/kubenode.sock`.
+    #[arg(long, env = "KUBENODE_RUN_DIR", default_value = DEFAULT_RUN_DIR, global = true)]
+    pub run_dir: PathBuf,
+}
+
+impl AgentRef {
+    /// A client of the agent's socket.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(self.run_dir.join("kubenode.sock"))
+    }
+}
+
+/// The current time as a Kubernetes timestamp.
+pub fn now() -> k8s_openapi::jiff::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::new(secs, 0).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// `-o` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The table with extra columns.
+    Wide,
+    /// The objects as JSON.
+    Json,
+    /// The objects as YAML.
+    Yaml,
+    /// `kind/name` per line.
+    Name,
+}
+
+/// Prints objects as a `v1` List in JSON or YAML.
+pub fn print_list<T: serde::Serialize>(items: &[T], output: Output) -> anyhow::Result<()> {
+    let list =
+        serde_json::json!({ "apiVersion": "v1", "kind": "List", "metadata": {}, "items": items });
+    print_value(&list, output)
+}
+
+/// Prints one value in JSON (indented, as kubectl does) or YAML.
+pub fn print_value<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
