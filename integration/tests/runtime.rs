@@ -37,6 +37,7 @@ fn main() {
         ),
         privileged("runtime_agent_sigkill_recovery", agent_sigkill_recovery),
         privileged("runtime_failed_create_leaves_nothing", failed_create),
+        privileged("runtime_oom_killed", oom_killed),
     ])
 }
 
@@ -434,6 +435,33 @@ fn failed_create() -> anyhow::Result<()> {
                 .is_none(),
             "container dirs left"
         );
+    }
+    guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
+}
+
+fn oom_killed() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let tag = unique_tag("ro");
+    let guard = LeakGuard::new(&tag);
+    {
+        let dir = TestDir::new(&tag)?;
+        let env = env(dir.path(), &tag)?;
+        let rt = Rt(Runtime::new(env.config.clone())?);
+        let sandbox = make_pod(&rt, &env, &tag)?;
+        let mut hog = container(
+            &env,
+            "hog",
+            "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo ${#a}",
+        );
+        hog.container.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("16Mi".into()))].into()),
+            ..Default::default()
+        });
+        let id = start(&rt, &sandbox, &hog)?;
+        let st = wait_exited(&rt, &id, Duration::from_secs(30))?;
+        ensure!(st.reason.as_deref() == Some("OOMKilled"), "hog: {st:?}");
+        rt.stop_and_remove_sandbox(&sandbox)?;
     }
     guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
 }

@@ -70,6 +70,10 @@ impl Runtime {
         let ready = meta.phase == SandboxPhase::Ready
             && !self.sandbox_dir(&meta.id).join(EXIT).exists()
             && matches!(self.oci.state(&meta.id), Ok(Some(s)) if s.status == crate::oci::OciStatus::Running);
+        self.sandbox_with_state(meta, ready)
+    }
+
+    fn sandbox_with_state(&self, meta: &SandboxMeta, ready: bool) -> Sandbox {
         Sandbox {
             id: meta.id.clone(),
             pod: meta.pod.clone(),
@@ -119,7 +123,7 @@ impl Runtime {
             return Err(e);
         }
         tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = %meta.netns_path.display(), "sandbox created");
-        Ok(self.sandbox_view(&meta))
+        Ok(self.sandbox_with_state(&meta, false))
     }
 
     /// Starts the pause container in the sandbox's network namespace.
@@ -173,7 +177,7 @@ impl Runtime {
         meta.shim_pid = started.shim_pid;
         self.save_sandbox(&meta)?;
         tracing::info!(sandbox = %id, pod = %pod, pid = started.container_pid, "sandbox ready");
-        Ok(self.sandbox_view(&meta))
+        Ok(self.sandbox_with_state(&meta, true))
     }
 
     /// The sandbox as it is now.
