@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
+use kubenode_cni::client::{ExecError, PluginExec, PluginRequest, ProcessExec};
 use kubenode_cni::{Attachment, CniClient, CniConfig};
 use kubenode_integration::{
     ip_addr_add, link_up, privileged, run_tests, unique_tag, veth, LeakGuard, Netns, TestDir,
@@ -252,7 +253,27 @@ fn suite(plugin: Plugin) -> anyhow::Result<()> {
                 reply.code == 4 && reply.msg.contains("does-not-exist"),
                 "{e}"
             );
+            // The plugin itself (not through the client, which would tear down after a failed
+            // ADD): a second ADD of the same interface fails and leaves the first one intact.
+            let exec = ProcessExec::new(Duration::from_secs(30), Some(&n.ns.path()))?;
+            let list = n.client.network()?;
+            let req = PluginRequest {
+                command: "ADD".into(),
+                container_id: a1.container_id.clone(),
+                netns: p1.path().display().to_string(),
+                ifname: "eth0".into(),
+                path: n.dir.join("bin").display().to_string(),
+                stdin: list.plugin_stdin(0, None, &Default::default()),
+                ..Default::default()
+            };
+            match rt.block_on(exec.exec(&n.dir.join("bin/kubenode-bridge"), &req)) {
+                Err(ExecError::Plugin { reply, .. }) if reply.code == 103 => {}
+                other => bail!("second ADD of eth0: {other:?}"),
+            }
+            ping(&n.ns, ip1)?;
         }
+        // DEL frees the address even when the pod's namespace is already gone.
+        drop(p2);
         for a in [&a1, &a2] {
             rt.block_on(n.client.del(a))?;
             rt.block_on(n.client.del(a))?;
@@ -274,7 +295,7 @@ fn suite(plugin: Plugin) -> anyhow::Result<()> {
             walk(&n.dir.join("cache/results")).is_empty(),
             "cache entries left"
         );
-        drop((p1, p2, n));
+        drop((p1, n));
     }
     guard.check()
 }
