@@ -173,6 +173,7 @@ pub struct CniClient {
     exec: Arc<dyn PluginExec>,
     cache: ResultCache,
     locks: lock::ContainerLocks,
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl CniClient {
@@ -193,6 +194,7 @@ impl CniClient {
         CniClient {
             cache: ResultCache::new(&config.cache_dir),
             locks: lock::ContainerLocks::new(&config.cache_dir),
+            gc_lock: tokio::sync::RwLock::new(()),
             config,
             exec,
         }

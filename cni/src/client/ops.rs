@@ -9,6 +9,12 @@ use crate::spec::{
     format_cni_args, parse_cni_args, version_at_least, CniResult, NetworkConfigList, PodArgs,
 };
 
+/// What an ADD, CHECK or DEL holds while it runs.
+struct OpGuard<'a> {
+    _container: super::lock::ContainerGuard,
+    _gc: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
 impl CniClient {
     fn request(&self, command: &str, att: &Attachment, stdin: Vec<u8>) -> PluginRequest {
         let pod = PodArgs {
@@ -139,6 +145,11 @@ impl CniClient {
     pub async fn del(&self, att: &Attachment) -> Result<(), ClientError> {
         validate(att)?;
         let _guard = self.lock(&att.container_id).await?;
+        self.del_locked(att).await
+    }
+
+    /// DEL with the container's lock (and the GC lock) already held.
+    async fn del_locked(&self, att: &Attachment) -> Result<(), ClientError> {
         let net = self.network()?;
         let cached = self.cached(&net, att)?;
         let mut att = att.clone();
@@ -247,6 +258,8 @@ impl CniClient {
     /// GC: DELs every cached attachment of the network not in `valid`, then asks each 1.1.0
     /// plugin to drop resources of attachments not in `valid`. Keeps going through errors.
     pub async fn gc(&self, valid: &[Attachment]) -> Result<(), ClientError> {
+        // GC is exclusive with ADD, CHECK and DEL (spec): wait for running ones, hold off new ones.
+        let _exclusive = self.gc_lock.write().await;
         let net = self.network()?;
         if net.disable_gc {
             return Ok(());
@@ -268,7 +281,11 @@ impl CniClient {
                 capability_args: entry.capability_args.clone(),
                 ..Default::default()
             };
-            if let Err(e) = self.del(&att).await {
+            let deleted = match self.container_lock(&att.container_id).await {
+                Ok(_guard) => self.del_locked(&att).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
                 errors.push(e);
             }
         }
@@ -313,7 +330,20 @@ impl CniClient {
             })
     }
 
-    async fn lock(&self, container_id: &str) -> Result<super::lock::ContainerGuard, ClientError> {
+    /// Held by ADD, CHECK and DEL: the GC lock (shared) and the container's lock.
+    async fn lock(&self, container_id: &str) -> Result<OpGuard<'_>, ClientError> {
+        let gc = self.gc_lock.read().await;
+        let container = self.container_lock(container_id).await?;
+        Ok(OpGuard {
+            _container: container,
+            _gc: gc,
+        })
+    }
+
+    async fn container_lock(
+        &self,
+        container_id: &str,
+    ) -> Result<super::lock::ContainerGuard, ClientError> {
         self.locks
             .lock(container_id)
             .await
