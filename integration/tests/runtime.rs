@@ -147,13 +147,11 @@ fn make_pod(rt: &Runtime, env: &Env, tag: &str) -> anyhow::Result<String> {
     let sb = rt.create_sandbox(&SandboxConfig {
         pod: pod(tag),
         cgroup_parent: env.cgroup_parent.clone(),
+        ..Default::default()
     })?;
-    ensure!(
-        sb.netns_path.exists(),
-        "netns {} missing",
-        sb.netns_path.display()
-    );
-    loopback_up(&sb.netns_path)?; // what the CNI loopback plugin would do
+    let netns = sb.netns_path.clone().context("no netns")?;
+    ensure!(netns.exists(), "netns {} missing", netns.display());
+    loopback_up(&netns)?; // what the CNI loopback plugin would do
     let sb = rt.start_sandbox(&sb.id)?;
     ensure!(sb.state == SandboxState::Ready, "sandbox not ready: {sb:?}");
     Ok(sb.id)

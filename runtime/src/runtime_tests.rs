@@ -101,6 +101,7 @@ fn sandbox_config() -> SandboxConfig {
             hostname: "web".into(),
         },
         cgroup_parent: "/kubepods/besteffort/podu1".into(),
+        ..Default::default()
     }
 }
 
@@ -132,10 +133,15 @@ fn sandbox_create_start_remove() {
     let f = fixture();
     let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
     assert_eq!(sb.state, SandboxState::NotReady);
-    assert!(sb.netns_path.starts_with(f.config.run_dir.join("netns")));
+    let netns = sb.netns_path.clone().unwrap();
+    assert!(netns.starts_with(f.config.run_dir.join("netns")));
+    let shm = f.config.root_dir.join("sandboxes").join(&sb.id).join("shm");
     assert_eq!(
         f.host.calls(),
-        vec![format!("create_netns {}", sb.netns_path.display())]
+        vec![
+            format!("create_netns {}", netns.display()),
+            format!("mount_shm {}", shm.display())
+        ]
     );
     let sb = f.rt.start_sandbox(&sb.id).unwrap();
     assert_eq!(sb.state, SandboxState::Ready);
@@ -153,7 +159,8 @@ fn sandbox_create_start_remove() {
 
     f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
     let calls = f.host.calls();
-    assert!(calls.contains(&format!("remove_netns {}", sb.netns_path.display())));
+    assert!(calls.contains(&format!("remove_netns {}", netns.display())));
+    assert!(calls.contains(&format!("unmount {}", shm.display())));
     assert!(calls.contains(&"remove_cgroup /kubepods/besteffort/podu1".to_string()));
     assert!(f.oci.calls().contains(&format!("delete {} --force", sb.id)));
     assert!(dir_is_empty(&f.config.root_dir.join("sandboxes")));
@@ -388,10 +395,10 @@ fn recovery_rebuilds_view_and_removes_half_made() {
         .join("sandboxes")
         .join(&half_sb.id)
         .exists());
-    assert!(f
-        .host
-        .calls()
-        .contains(&format!("remove_netns {}", half_sb.netns_path.display())));
+    assert!(f.host.calls().contains(&format!(
+        "remove_netns {}",
+        half_sb.netns_path.as_ref().unwrap().display()
+    )));
     assert!(f.oci.calls().contains(&"delete stray --force".to_string()));
     assert!(!f.oci.ids().contains(&"stray".to_string()));
 }
@@ -431,4 +438,36 @@ fn exec_passes_command_and_timeout() {
             .unwrap();
     assert_eq!((out.exit_code, out.stdout.as_slice()), (3, b"x".as_slice()));
     assert!(f.oci.calls().contains(&format!("exec {id} ls / (2s)")));
+}
+
+#[test]
+fn host_network_sandbox_has_no_netns() {
+    let f = fixture();
+    let mut config = sandbox_config();
+    config.host_network = true;
+    let sb = f.rt.create_sandbox(&config).unwrap();
+    assert_eq!(sb.netns_path, None);
+    assert!(!f.host.calls().iter().any(|c| c.starts_with("create_netns")));
+    let sb = f.rt.start_sandbox(&sb.id).unwrap();
+    let id = f.rt.create_container(&sb.id, &container("app")).unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.shim_args(&id).bundle.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let types: Vec<&str> = spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["ipc", "uts", "pid", "mount"]);
+    let shm = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/dev/shm")
+        .unwrap();
+    assert_eq!(shm["type"], "bind");
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    assert!(!f.host.calls().iter().any(|c| c.starts_with("remove_netns")));
 }

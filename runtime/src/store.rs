@@ -28,7 +28,14 @@ pub(crate) enum SandboxPhase {
 pub(crate) struct SandboxMeta {
     pub id: String,
     pub pod: PodInfo,
-    pub netns_path: PathBuf,
+    /// `None` for host-network pods.
+    pub netns_path: Option<PathBuf>,
+    /// The pod's `/dev/shm` tmpfs.
+    #[serde(default)]
+    pub shm_path: Option<PathBuf>,
+    /// Namespaced sysctls applied in the pause container.
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
     pub cgroup_parent: String,
     pub phase: SandboxPhase,
     pub created_at: String,

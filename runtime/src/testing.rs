@@ -276,6 +276,11 @@ impl Host for RecordingHost {
         Ok(())
     }
 
+    fn mount_shm(&self, target: &Path) -> Result<(), HostError> {
+        self.record("mount_shm", target)?;
+        std::fs::create_dir_all(target).map_err(|e| HostError::new("creating", target, e))
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
         self.record("unmount", target)
     }

@@ -8,7 +8,7 @@ use crate::fsutil;
 use crate::host::oom_files;
 use crate::oci::OciStatus;
 use crate::shim::ShimArgs;
-use crate::spec::{self, ContainerSpecInput, NamespacePaths};
+use crate::spec::{self, BindMount, ContainerSpecInput, NamespacePaths};
 use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -129,6 +129,17 @@ impl Runtime {
             ipc: PathBuf::from(format!("{pause}/ipc")),
             uts: PathBuf::from(format!("{pause}/uts")),
         };
+        // The pod's shared /dev/shm, unless the kubelet mounts its own.
+        let mut mounts = config.mounts.clone();
+        if let Some(shm) = &sandbox.shm_path {
+            if !mounts.iter().any(|m| m.container_path == "/dev/shm") {
+                mounts.push(BindMount {
+                    container_path: "/dev/shm".into(),
+                    host_path: shm.clone(),
+                    readonly: false,
+                });
+            }
+        }
         let image_config = config
             .image
             .config
@@ -144,7 +155,7 @@ impl Runtime {
             rootfs: &rootfs,
             namespaces: &namespaces,
             cgroups_path: &meta.cgroups_path,
-            mounts: &config.mounts,
+            mounts: &mounts,
             service_env: &config.service_env,
             resolved_env: &config.resolved_env,
             oom_score_adj: config.oom_score_adj,

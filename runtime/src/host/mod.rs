@@ -51,6 +51,8 @@ pub trait Host: Send + Sync + std::fmt::Debug {
         work: &Path,
         target: &Path,
     ) -> Result<(), HostError>;
+    /// Mounts a pod's `/dev/shm` tmpfs (mode 1777, 64 MiB, nosuid/nodev/noexec) at `target`.
+    fn mount_shm(&self, target: &Path) -> Result<(), HostError>;
     /// Unmounts `target` if it is a mount point.
     fn unmount(&self, target: &Path) -> Result<(), HostError>;
     /// Removes the cgroup `cgroups_path` (and its empty children) in every hierarchy.
@@ -106,6 +108,10 @@ impl Host for LinuxHost {
         target: &Path,
     ) -> Result<(), HostError> {
         overlay::mount(lowers, upper, work, target)
+    }
+
+    fn mount_shm(&self, target: &Path) -> Result<(), HostError> {
+        overlay::mount_shm(target)
     }
 
     fn unmount(&self, target: &Path) -> Result<(), HostError> {

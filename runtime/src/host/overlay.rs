@@ -1,4 +1,4 @@
-//! Overlay root filesystems of containers.
+//! Overlay root filesystems of containers and the pod's shm tmpfs.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,20 @@ fn do_mount(options: &str, target: &Path) -> Result<(), HostError> {
         Some(options),
     )
     .map_err(|e| HostError::new("mounting overlay on", target, e))
+}
+
+/// containerd's sandbox shm: `mode=1777,size=67108864`, nosuid/nodev/noexec.
+pub(super) fn mount_shm(target: &Path) -> Result<(), HostError> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| HostError::new("creating shm directory", target, e))?;
+    nix::mount::mount(
+        Some("shm"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=67108864"),
+    )
+    .map_err(|e| HostError::new("mounting shm tmpfs on", target, e))
 }
 
 pub(super) fn unmount(target: &Path) -> Result<(), HostError> {

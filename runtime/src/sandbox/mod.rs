@@ -5,6 +5,7 @@
 //! The kubelet runs CNI between [`Runtime::create_sandbox`] (which returns the
 //! netns path) and [`Runtime::start_sandbox`] (which starts pause in it).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::error::{ErrorList, RuntimeError};
@@ -15,13 +16,17 @@ use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
 /// What the kubelet asks for when it makes a pod sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxConfig {
     /// The pod.
     pub pod: PodInfo,
     /// The pod's cgroup (cgroupfs path, e.g. `/kubepods/besteffort/pod<uid>`);
     /// pause and every container get a child of it, and teardown removes it.
     pub cgroup_parent: String,
+    /// `hostNetwork: true`: no netns, the host's network and UTS namespaces.
+    pub host_network: bool,
+    /// Namespaced sysctls from the pod's `securityContext.sysctls`.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// Whether a sandbox can run containers.
@@ -40,8 +45,8 @@ pub struct Sandbox {
     pub id: String,
     /// The pod.
     pub pod: PodInfo,
-    /// The network namespace file, for CNI.
-    pub netns_path: PathBuf,
+    /// The network namespace file, for CNI (`None` for host-network pods).
+    pub netns_path: Option<PathBuf>,
     /// Ready or not.
     pub state: SandboxState,
 }
@@ -97,7 +102,10 @@ impl Runtime {
         let mut meta = SandboxMeta {
             id: id.clone(),
             pod: config.pod.clone(),
-            netns_path: self.config.netns_dir().join(format!("kn-{}", &id[..16])),
+            netns_path: (!config.host_network)
+                .then(|| self.config.netns_dir().join(format!("kn-{}", &id[..16]))),
+            shm_path: Some(dir.join("shm")),
+            sysctls: config.sysctls.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
             phase: SandboxPhase::Creating,
             created_at: jiff::Timestamp::now().to_string(),
@@ -105,13 +113,21 @@ impl Runtime {
             shim_pid: 0,
         };
         let result = self.save_sandbox(&meta).and_then(|()| {
-            self.host
-                .create_netns(&meta.netns_path)
-                .map_err(|source| RuntimeError::Host {
-                    what: "creating the network namespace",
-                    pod: meta.pod.full_name(),
-                    source,
-                })?;
+            let pod = meta.pod.full_name();
+            let host_err = |what| {
+                let pod = pod.clone();
+                move |source| RuntimeError::Host { what, pod, source }
+            };
+            if let Some(netns) = &meta.netns_path {
+                self.host
+                    .create_netns(netns)
+                    .map_err(host_err("creating the network namespace"))?;
+            }
+            if let Some(shm) = &meta.shm_path {
+                self.host
+                    .mount_shm(shm)
+                    .map_err(host_err("mounting the pod's /dev/shm"))?;
+            }
             meta.phase = SandboxPhase::Created;
             self.save_sandbox(&meta)
         });
@@ -122,7 +138,7 @@ impl Runtime {
             self.state().sandboxes.remove(&id);
             return Err(e);
         }
-        tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = %meta.netns_path.display(), "sandbox created");
+        tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = ?meta.netns_path, "sandbox created");
         Ok(self.sandbox_with_state(&meta, false))
     }
 
@@ -140,13 +156,15 @@ impl Runtime {
         }
         let dir = self.sandbox_dir(id);
         let cgroups_path = format!("{}/{}", meta.cgroup_parent.trim_end_matches('/'), id);
-        let spec = spec::pause_spec(
-            &meta.pod,
-            &self.config.pause_rootfs(),
-            &meta.netns_path,
-            &cgroups_path,
-            &self.limits,
-        )
+        let spec = spec::pause_spec(&spec::PauseSpecInput {
+            pod: &meta.pod,
+            rootfs: &self.config.pause_rootfs(),
+            netns: meta.netns_path.as_deref(),
+            shm: meta.shm_path.as_deref(),
+            cgroups_path: &cgroups_path,
+            sysctls: &meta.sysctls,
+            limits: &self.limits,
+        })
         .map_err(|e| create_err(e.to_string()))?;
         let config_path = dir.join("config.json");
         fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
@@ -225,10 +243,15 @@ impl Runtime {
             self.oci.delete(&meta.id, true),
         );
         crate::container::wait_for_exit_record(&dir.join(EXIT), meta.shim_pid);
-        errors.check(
-            "removing the network namespace",
-            self.host.remove_netns(&meta.netns_path),
-        );
+        if let Some(netns) = &meta.netns_path {
+            errors.check(
+                "removing the network namespace",
+                self.host.remove_netns(netns),
+            );
+        }
+        if let Some(shm) = &meta.shm_path {
+            errors.check("unmounting the pod's /dev/shm", self.host.unmount(shm));
+        }
         if !meta.cgroup_parent.trim_matches('/').is_empty() {
             errors.check(
                 "removing the pod cgroup",

@@ -63,7 +63,7 @@ fn rootfs() -> tempfile::TempDir {
 
 fn namespaces() -> NamespacePaths {
     NamespacePaths {
-        net: "/run/kubenode/netns/kn-0123456789abcdef".into(),
+        net: Some("/run/kubenode/netns/kn-0123456789abcdef".into()),
         ipc: "/proc/4242/ns/ipc".into(),
         uts: "/proc/4242/ns/uts".into(),
     }
@@ -212,15 +212,27 @@ fn golden_privileged_container() {
 
 #[test]
 fn golden_pause() {
-    let spec = pause_spec(
-        &pod(),
-        Path::new("/run/kubenode/pause/rootfs"),
-        Path::new("/run/kubenode/netns/kn-0123456789abcdef"),
-        "/kubepods/burstable/pod1234-abcd/sandbox0",
-        &limits(),
-    )
-    .unwrap();
-    check("pause", &spec);
+    let sysctls = BTreeMap::from([(
+        "net.ipv4.ip_unprivileged_port_start".to_string(),
+        "0".to_string(),
+    )]);
+    let input = PauseSpecInput {
+        pod: &pod(),
+        rootfs: Path::new("/run/kubenode/pause/rootfs"),
+        netns: Some(Path::new("/run/kubenode/netns/kn-0123456789abcdef")),
+        shm: Some(Path::new("/var/lib/kubenode/sandboxes/sandbox0/shm")),
+        cgroups_path: "/kubepods/burstable/pod1234-abcd/sandbox0",
+        sysctls: &sysctls,
+        limits: &limits(),
+    };
+    check("pause", &pause_spec(&input).unwrap());
+    let host = PauseSpecInput {
+        netns: None,
+        shm: None,
+        sysctls: &BTreeMap::new(),
+        ..input
+    };
+    check("pause-host-network", &pause_spec(&host).unwrap());
 }
 
 #[test]

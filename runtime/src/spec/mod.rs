@@ -7,7 +7,7 @@ mod process;
 mod resources;
 mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
@@ -74,8 +74,8 @@ impl PodInfo {
 /// Where the pod's shared namespaces are, joined by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespacePaths {
-    /// Network namespace (the bind-mounted netns).
-    pub net: PathBuf,
+    /// Network namespace (the bind-mounted netns); `None` shares the host's.
+    pub net: Option<PathBuf>,
     /// IPC namespace (`/proc/<pause>/ns/ipc`).
     pub ipc: PathBuf,
     /// UTS namespace (`/proc/<pause>/ns/uts`).
@@ -305,12 +305,14 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     }
 
     let mut namespaces = vec![
-        ns(LinuxNamespaceType::Network, Some(&input.namespaces.net))?,
         ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
         ns(LinuxNamespaceType::Uts, Some(&input.namespaces.uts))?,
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
     ];
+    if let Some(net) = &input.namespaces.net {
+        namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(net))?);
+    }
     if input.limits.cgroup_v2 && !privileged {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
@@ -379,16 +381,32 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     Ok(spec)
 }
 
+/// Everything the pause container's spec is made from.
+#[derive(Debug, Clone)]
+pub struct PauseSpecInput<'a> {
+    /// The pod.
+    pub pod: &'a PodInfo,
+    /// The shared pause rootfs.
+    pub rootfs: &'a Path,
+    /// The pod's netns; `None` for a host-network pod.
+    pub netns: Option<&'a Path>,
+    /// The pod's `/dev/shm` tmpfs, bound read-only.
+    pub shm: Option<&'a Path>,
+    /// `linux.cgroupsPath`.
+    pub cgroups_path: &'a str,
+    /// Namespaced sysctls of the pod (`securityContext.sysctls`).
+    pub sysctls: &'a BTreeMap<String, String>,
+    /// The agent's limits.
+    pub limits: &'a HostLimits,
+}
+
 /// Builds the OCI spec of a pod's pause container: read-only rootfs holding
-/// only the pause binary, the pod's netns by path, new ipc/uts/pid/mount
-/// namespaces, cpu shares 2 and OOM adjustment -998 (clamped).
-pub fn pause_spec(
-    pod: &PodInfo,
-    rootfs: &Path,
-    netns: &Path,
-    cgroups_path: &str,
-    limits: &HostLimits,
-) -> Result<Spec, SpecError> {
+/// only the pause binary, the pod's netns by path (or the host's), new
+/// ipc/uts/pid/mount namespaces, the pod's shm and sysctls, cpu shares 2 and
+/// OOM adjustment -998 (clamped).
+pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
+    let limits = input.limits;
+    let pod = input.pod;
     let caps: oci_spec::runtime::Capabilities =
         mounts::capabilities(false, &[], &[])?.into_iter().collect();
     let process = oci(ProcessBuilder::default()
@@ -420,18 +438,21 @@ pub fn pause_spec(
             .build())?)
         .build())?;
     let mut namespaces = vec![
-        ns(LinuxNamespaceType::Network, Some(netns))?,
         ns(LinuxNamespaceType::Ipc, None)?,
-        ns(LinuxNamespaceType::Uts, None)?,
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
     ];
+    // A host-network pod keeps the host's network and UTS namespaces (and hostname).
+    if let Some(netns) = input.netns {
+        namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(netns))?);
+        namespaces.insert(2, ns(LinuxNamespaceType::Uts, None)?);
+    }
     if limits.cgroup_v2 {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
-    let linux = oci(LinuxBuilder::default()
+    let mut linux = oci(LinuxBuilder::default()
         .namespaces(namespaces)
-        .cgroups_path(cgroups_path)
+        .cgroups_path(input.cgroups_path)
         .resources(resources)
         .masked_paths(
             MASKED_PATHS
@@ -446,6 +467,29 @@ pub fn pause_spec(
                 .collect::<Vec<_>>(),
         )
         .build())?;
+    if !input.sysctls.is_empty() {
+        linux.set_sysctl(Some(
+            input
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
+    let mut mount_list = mounts::default_mounts(false)?;
+    if let Some(shm) = input.shm {
+        mount_list.retain(|m| m.destination() != Path::new("/dev/shm"));
+        mount_list.push(oci(oci_spec::runtime::MountBuilder::default()
+            .destination("/dev/shm")
+            .typ("bind")
+            .source(shm)
+            .options(
+                ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .build())?);
+    }
     let annotations = HashMap::from([
         (
             "io.kubernetes.cri.container-type".to_string(),
@@ -461,18 +505,22 @@ pub fn pause_spec(
         ),
         ("io.kubernetes.cri.sandbox-uid".to_string(), pod.uid.clone()),
     ]);
-    oci(SpecBuilder::default()
+    let mut spec = oci(SpecBuilder::default()
         .version("1.0.2-dev")
         .root(oci(RootBuilder::default()
-            .path(rootfs)
+            .path(input.rootfs)
             .readonly(true)
             .build())?)
         .process(process)
         .hostname(pod.hostname.clone())
-        .mounts(mounts::default_mounts(false)?)
+        .mounts(mount_list)
         .annotations(annotations)
         .linux(linux)
-        .build())
+        .build())?;
+    if input.netns.is_none() {
+        spec.set_hostname(None);
+    }
+    Ok(spec)
 }
 
 /// The `config.json` text of a spec, canonical: object keys sorted and
