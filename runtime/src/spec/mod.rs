@@ -3,11 +3,12 @@
 //! container, the pod-level bits and the image config.
 
 mod mounts;
+mod pause;
 mod process;
 mod resources;
 mod user;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
@@ -18,6 +19,7 @@ use oci_spec::runtime::{
 };
 
 pub use mounts::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+pub use pause::{pause_spec, PauseSpecInput};
 pub use process::{container_env, expand, merge_env};
 pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
 pub use user::{Identity, UserRequest};
@@ -378,148 +380,6 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .build())?;
     // The container joins the sandbox's UTS namespace: the hostname is pause's.
     spec.set_hostname(None);
-    Ok(spec)
-}
-
-/// Everything the pause container's spec is made from.
-#[derive(Debug, Clone)]
-pub struct PauseSpecInput<'a> {
-    /// The pod.
-    pub pod: &'a PodInfo,
-    /// The shared pause rootfs.
-    pub rootfs: &'a Path,
-    /// The pod's netns; `None` for a host-network pod.
-    pub netns: Option<&'a Path>,
-    /// The pod's `/dev/shm` tmpfs, bound read-only.
-    pub shm: Option<&'a Path>,
-    /// `linux.cgroupsPath`.
-    pub cgroups_path: &'a str,
-    /// Namespaced sysctls of the pod (`securityContext.sysctls`).
-    pub sysctls: &'a BTreeMap<String, String>,
-    /// The agent's limits.
-    pub limits: &'a HostLimits,
-}
-
-/// Builds the OCI spec of a pod's pause container: read-only rootfs holding
-/// only the pause binary, the pod's netns by path (or the host's), new
-/// ipc/uts/pid/mount namespaces, the pod's shm and sysctls, cpu shares 2 and
-/// OOM adjustment -998 (clamped).
-pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
-    let limits = input.limits;
-    let pod = input.pod;
-    let caps: oci_spec::runtime::Capabilities =
-        mounts::capabilities(false, &[], &[])?.into_iter().collect();
-    let process = oci(ProcessBuilder::default()
-        .terminal(false)
-        .user(oci(UserBuilder::default().uid(0u32).gid(0u32).build())?)
-        .args(vec!["/pause".to_string()])
-        .env(vec![DEFAULT_PATH.to_string()])
-        .cwd("/")
-        .capabilities(oci(LinuxCapabilitiesBuilder::default()
-            .bounding(caps.clone())
-            .effective(caps.clone())
-            .permitted(caps)
-            .inheritable(oci_spec::runtime::Capabilities::new())
-            .ambient(oci_spec::runtime::Capabilities::new())
-            .build())?)
-        .rlimits(vec![nofile(limits)?])
-        .no_new_privileges(true)
-        .oom_score_adj(limits.clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ))
-        .build())?;
-    let resources = oci(oci_spec::runtime::LinuxResourcesBuilder::default()
-        .devices(vec![oci(
-            oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
-                .allow(false)
-                .access("rwm")
-                .build(),
-        )?])
-        .cpu(oci(oci_spec::runtime::LinuxCpuBuilder::default()
-            .shares(SANDBOX_CPU_SHARES)
-            .build())?)
-        .build())?;
-    let mut namespaces = vec![
-        ns(LinuxNamespaceType::Ipc, None)?,
-        ns(LinuxNamespaceType::Pid, None)?,
-        ns(LinuxNamespaceType::Mount, None)?,
-    ];
-    // A host-network pod keeps the host's network and UTS namespaces (and hostname).
-    if let Some(netns) = input.netns {
-        namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(netns))?);
-        namespaces.insert(2, ns(LinuxNamespaceType::Uts, None)?);
-    }
-    if limits.cgroup_v2 {
-        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
-    }
-    let mut linux = oci(LinuxBuilder::default()
-        .namespaces(namespaces)
-        .cgroups_path(input.cgroups_path)
-        .resources(resources)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build())?;
-    if !input.sysctls.is_empty() {
-        linux.set_sysctl(Some(
-            input
-                .sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ));
-    }
-    let mut mount_list = mounts::default_mounts(false)?;
-    if let Some(shm) = input.shm {
-        mount_list.retain(|m| m.destination() != Path::new("/dev/shm"));
-        mount_list.push(oci(oci_spec::runtime::MountBuilder::default()
-            .destination("/dev/shm")
-            .typ("bind")
-            .source(shm)
-            .options(
-                ["rbind", "ro", "nosuid", "nodev", "noexec"]
-                    .map(String::from)
-                    .to_vec(),
-            )
-            .build())?);
-    }
-    let annotations = HashMap::from([
-        (
-            "io.kubernetes.cri.container-type".to_string(),
-            "sandbox".to_string(),
-        ),
-        (
-            "io.kubernetes.cri.sandbox-name".to_string(),
-            pod.name.clone(),
-        ),
-        (
-            "io.kubernetes.cri.sandbox-namespace".to_string(),
-            pod.namespace.clone(),
-        ),
-        ("io.kubernetes.cri.sandbox-uid".to_string(), pod.uid.clone()),
-    ]);
-    let mut spec = oci(SpecBuilder::default()
-        .version("1.0.2-dev")
-        .root(oci(RootBuilder::default()
-            .path(input.rootfs)
-            .readonly(true)
-            .build())?)
-        .process(process)
-        .hostname(pod.hostname.clone())
-        .mounts(mount_list)
-        .annotations(annotations)
-        .linux(linux)
-        .build())?;
-    if input.netns.is_none() {
-        spec.set_hostname(None);
-    }
     Ok(spec)
 }
 
