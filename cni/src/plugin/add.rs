@@ -41,6 +41,7 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
             ip
         };
         let host = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+        tracing::debug!(container = %env.container_id, %ip, host_veth = %host, "allocated; attaching");
         match self.attach(env, conf, &range, ip, &host).await {
             Ok(r) => Ok(r),
             Err(e) => {

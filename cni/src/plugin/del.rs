@@ -50,7 +50,8 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
         let store = Store::new(&conf.data_dir(), &conf.name);
         let locked = store.lock()?;
         for (id, ifname) in owners {
-            locked.release(id, ifname)?;
+            let freed = locked.release(id, ifname)?;
+            tracing::debug!(container = %id, ?freed, "released");
         }
         if let Some(cluster) = conf.cluster_cidr {
             if locked.list()?.is_empty() {

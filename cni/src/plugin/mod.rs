@@ -160,9 +160,17 @@ fn version_reply(stdin: &[u8]) -> Value {
 }
 
 /// The plugin process: reads `CNI_*` and stdin, runs the command, prints the result or the spec
-/// error JSON on stdout and returns the exit code. Runs its own single-threaded runtime; nothing
-/// is logged to stdout.
+/// error JSON on stdout and returns the exit code. Runs its own single-threaded runtime; logs go
+/// to stderr (which runtimes keep) at `KUBENODE_LOG` level, default `warn`.
 pub fn main() -> i32 {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBENODE_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .without_time()
+        .try_init();
     let env = Env::from_process();
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
