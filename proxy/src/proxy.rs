@@ -49,7 +49,10 @@ impl ProxyConfig {
             service_cidr,
             node_port_range: crate::alloc::DEFAULT_NODE_PORT_RANGE,
             state_file: None,
-            rules: RulesConfig::default(),
+            rules: RulesConfig {
+                service_cidr: Some(service_cidr),
+                ..RulesConfig::default()
+            },
             min_sync_period: Duration::from_secs(1),
             sync_period: Duration::from_secs(30),
             full_sync_period: Duration::from_secs(3600),
@@ -122,10 +125,11 @@ struct Resolved {
 impl Proxy {
     /// A proxy writing through `fw` and clearing flows through `conntrack`.
     pub fn new(
-        cfg: ProxyConfig,
+        mut cfg: ProxyConfig,
         fw: Arc<dyn Firewall>,
         conntrack: Arc<dyn Conntrack>,
     ) -> Result<Proxy, ProxyError> {
+        cfg.rules.service_cidr = Some(cfg.service_cidr);
         let allocator = Allocator::new(
             cfg.service_cidr,
             cfg.node_port_range.clone(),

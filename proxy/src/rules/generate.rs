@@ -149,9 +149,13 @@ impl Generator {
         let mut fresh = HashMap::with_capacity(items.len());
         let mut dst_buckets: Vec<(Ipv4Cidr, String)> = Vec::new();
         let mut np_buckets: Vec<(Protocol, u16, u16, String)> = Vec::new();
+        let mut cluster_nets: Vec<Ipv4Cidr> = Vec::new();
         for (bucket, list) in items {
             let chain = match bucket {
                 Bucket::Dst(net) => {
+                    if list.iter().any(|i| matches!(i.kind, Kind::ClusterIp)) {
+                        cluster_nets.push(net);
+                    }
                     let (chain, _) = svc_bucket(net.addr(), net.prefix());
                     dst_buckets.push((net, chain.clone()));
                     chain
@@ -192,29 +196,15 @@ impl Generator {
                 format!("{c} -p {p} -m {p} --dport {start}:{end} -j {chain}"),
             );
         }
-        postrouting(cfg, &mut rs, &hairpin);
+        postrouting(cfg, &mut rs, &hairpin, &cluster_nets);
+        forward_accept(cfg, &mut rs, &cluster_nets);
         rs
     }
 }
 
-/// The rules of one bucket chain: for a bucket holding ClusterIPs, one masquerade rule for
-/// off-cluster traffic (or all, with masqueradeAll) first; then each frontend's DNAT rules.
+/// The rules of one bucket chain: each frontend's DNAT rules, in Service order.
 fn render_bucket(cfg: &RulesConfig, chain: &str, items: &[Item<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    if items.iter().any(|i| matches!(i.kind, Kind::ClusterIp)) {
-        let net = chain
-            .strip_prefix(super::names::SVC_BUCKET_PREFIX)
-            .unwrap_or(chain);
-        let c = comment(&format!(
-            "masquerade off-cluster traffic to cluster IPs in {net}/{}",
-            cfg.bucket_prefix
-        ));
-        if cfg.masquerade_all {
-            out.push(format!("-A {chain} {c} -j {MARK_MASQ}"));
-        } else if let Some(cidr) = cfg.cluster_cidr {
-            out.push(format!("-A {chain} {c} ! -s {cidr} -j {MARK_MASQ}"));
-        }
-    }
     for it in items {
         let p = it.sp.protocol.lower();
         match it.kind {
@@ -333,7 +323,12 @@ fn nodeports_jumps(cfg: &RulesConfig, rs: &mut Ruleset) {
     }
 }
 
-fn postrouting(cfg: &RulesConfig, rs: &mut Ruleset, hairpin: &BTreeSet<Ipv4Addr>) {
+fn postrouting(
+    cfg: &RulesConfig,
+    rs: &mut Ruleset,
+    hairpin: &BTreeSet<Ipv4Addr>,
+    cluster_nets: &[Ipv4Cidr],
+) {
     let mut nets: BTreeMap<Ipv4Cidr, String> = BTreeMap::new();
     for ip in hairpin {
         let (chain, net) = hairpin_bucket(*ip);
@@ -354,6 +349,14 @@ fn postrouting(cfg: &RulesConfig, rs: &mut Ruleset, hairpin: &BTreeSet<Ipv4Addr>
             ),
         );
     }
+    // Off-cluster traffic to a ClusterIP (or all of it, with masqueradeAll): decided here, after
+    // DNAT, so that only traffic that really reached a Service is marked (kube-proxy marks it in
+    // each KUBE-SVC chain: one rule per Service where this is one per service range). The same
+    // traffic is accepted in KUBE-FORWARD, as kube-proxy's mark would have it.
+    for m in masquerade_matches(cfg, cluster_nets) {
+        let c = comment("masquerade off-cluster traffic to cluster IPs");
+        rs.add(Table::Nat, POSTROUTING, format!("{c} {m} -j {MARK_MASQ}"));
+    }
     let mark = cfg.mark();
     rs.add(
         Table::Nat,
@@ -373,6 +376,29 @@ fn postrouting(cfg: &RulesConfig, rs: &mut Ruleset, hairpin: &BTreeSet<Ipv4Addr>
             comment("kubernetes service traffic requiring SNAT")
         ),
     );
+}
+
+/// Matches for traffic to a ClusterIP, after DNAT, that is to be masqueraded (empty: none).
+fn masquerade_matches(cfg: &RulesConfig, cluster_nets: &[Ipv4Cidr]) -> Vec<String> {
+    let src = match (cfg.masquerade_all, cfg.cluster_cidr) {
+        (true, _) => String::new(),
+        (false, Some(cidr)) => format!(" ! -s {cidr}"),
+        (false, None) => return Vec::new(),
+    };
+    let nets: Vec<Ipv4Cidr> = match cfg.service_cidr {
+        Some(c) => vec![c],
+        None => cluster_nets.to_vec(),
+    };
+    nets.iter()
+        .map(|n| format!("-m conntrack --ctstate DNAT --ctorigdst {n}{src}"))
+        .collect()
+}
+
+fn forward_accept(cfg: &RulesConfig, rs: &mut Ruleset, cluster_nets: &[Ipv4Cidr]) {
+    for m in masquerade_matches(cfg, cluster_nets) {
+        let c = comment("kubernetes forwarding rules");
+        rs.add(Table::Filter, FORWARD, format!("{c} {m} -j ACCEPT"));
+    }
 }
 
 fn fixed_chains(cfg: &RulesConfig, rs: &mut Ruleset) {

@@ -1,18 +1,18 @@
 //! The desired ruleset: a pure function of (Services, endpoints, node configuration).
 //!
 //! Layout (kube-proxy's top-level chains and semantics, fewer chains): `KUBE-SERVICES` jumps by
-//! destination range (one `/26` per bucket by default) to a `KUBE-SVCS-<net>` chain that starts
-//! with one masquerade rule for off-cluster traffic and holds, for each service address in that
-//! range, its DNAT rules inline (the `-m statistic` ladder, with `-m recent` matches for ClientIP
-//! affinity). `KUBE-NODEPORTS` jumps by port range to `KUBE-NP-<PROTO>-<first port>` chains built
-//! the same way, and `KUBE-POSTROUTING` jumps by /24 to `KUBE-HP-<net>` chains that mark hairpin
-//! traffic of this node's endpoints (`-s E -d E` after DNAT). A Service change rewrites only its
-//! buckets.
+//! destination range (one `/26` per bucket by default) to a `KUBE-SVCS-<net>` chain holding, for
+//! each service address in that range, its DNAT rules inline (the `-m statistic` ladder, with
+//! `-m recent` matches for ClientIP affinity). `KUBE-NODEPORTS` jumps by port range to
+//! `KUBE-NP-<PROTO>-<first port>` chains built the same way. `KUBE-POSTROUTING` marks hairpin
+//! traffic of this node's endpoints (`-s E -d E` after DNAT, in `KUBE-HP-<net>` chains per /24)
+//! and off-cluster traffic that was DNATed from a ClusterIP (`--ctorigdst <service CIDR>`), then
+//! masquerades what is marked. A Service change rewrites only its buckets.
 //!
-//! Differences from kube-proxy, on purpose: the off-cluster masquerade mark applies to the whole
-//! bucket (any address in it, not just service ports: such traffic has nowhere else to go), and
-//! hairpin marks exist only for endpoints on this node (a pod elsewhere hairpins through its own
-//! node's rules).
+//! Differences from kube-proxy, on purpose: the off-cluster masquerade is decided after DNAT in
+//! one rule instead of one rule per Service (same traffic; `KUBE-FORWARD` accepts it, as the mark
+//! would have), and hairpin marks exist only for endpoints on this node (a pod elsewhere
+//! hairpins through its own node's rules).
 
 mod generate;
 pub mod names;
@@ -86,6 +86,8 @@ impl Table {
 /// Node-level settings the rules depend on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RulesConfig {
+    /// The range ClusterIPs come from (one masquerade rule covers it; without it, one per bucket).
+    pub service_cidr: Option<Ipv4Cidr>,
     /// Pod network of the cluster; traffic to a ClusterIP from outside it is masqueraded.
     /// `None` disables that (as kube-proxy without a local-traffic detector).
     pub cluster_cidr: Option<Ipv4Cidr>,
@@ -106,6 +108,7 @@ pub struct RulesConfig {
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
+            service_cidr: None,
             cluster_cidr: None,
             masquerade_all: false,
             node_port_addresses: Vec::new(),
