@@ -103,6 +103,27 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The kubelet's waiting reason for this error when it came from creating
+    /// or starting a container: `CreateContainerConfigError` (the pod's own
+    /// settings cannot work, e.g. `runAsNonRoot` with a root image),
+    /// `CreateContainerError` or `RunContainerError`.
+    pub fn kubelet_reason(&self) -> Option<&'static str> {
+        match self {
+            RuntimeError::Spec {
+                source: crate::spec::SpecError::InvalidUser(m),
+                ..
+            } if m.contains("runAsNonRoot") || m.contains("non-numeric user") => {
+                Some("CreateContainerConfigError")
+            }
+            RuntimeError::Spec { .. }
+            | RuntimeError::Create { .. }
+            | RuntimeError::Host { .. }
+            | RuntimeError::Io { .. } => Some("CreateContainerError"),
+            RuntimeError::Start { .. } => Some("RunContainerError"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RuntimeError::Io {
             what,
@@ -164,5 +185,58 @@ impl fmt::Display for ErrorList {
             self.errors.len(),
             self.errors.join("; ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecError;
+
+    #[test]
+    fn kubelet_reasons() {
+        let spec = |e| RuntimeError::Spec {
+            pod: "ns/p".into(),
+            container: "c".into(),
+            source: e,
+        };
+        let non_root = spec(SpecError::InvalidUser(
+            "container has runAsNonRoot and image will run as root".into(),
+        ));
+        assert_eq!(
+            non_root.kubelet_reason(),
+            Some("CreateContainerConfigError")
+        );
+        assert_eq!(
+            spec(SpecError::NoCommand).kubelet_reason(),
+            Some("CreateContainerError")
+        );
+        let start = RuntimeError::Start {
+            pod: "ns/p".into(),
+            container: "c".into(),
+            source: Box::new(OciError::Timeout {
+                command: "runc start".into(),
+                after: std::time::Duration::from_secs(1),
+            }),
+        };
+        assert_eq!(start.kubelet_reason(), Some("RunContainerError"));
+        assert!(start
+            .to_string()
+            .contains("starting container c of pod ns/p"));
+        assert_eq!(
+            RuntimeError::NotFound {
+                kind: "container",
+                id: "x".into()
+            }
+            .kubelet_reason(),
+            None
+        );
+        let mut list = ErrorList::new("sandbox s");
+        list.check::<(), _>("a", Err("one"));
+        list.check::<(), _>("b", Err("two"));
+        assert_eq!(
+            list.to_string(),
+            "tearing down sandbox s: 2 error(s): a: one; b: two"
+        );
     }
 }

@@ -9,6 +9,21 @@
 //!
 //! All [`Runtime`] methods block (they run external commands); call them from
 //! `tokio::task::spawn_blocking` in async code.
+//!
+//! The kubelet's sequence for one pod:
+//!
+//! ```text
+//! Runtime::new(RuntimeConfig { root_dir, run_dir, log_dir, runtime_path, shim_binary, .. })
+//! runtime.recover()                                  // once, at start
+//! let sb = runtime.create_sandbox(&SandboxConfig { pod, cgroup_parent, .. })?;
+//! CNI ADD on sb.netns_path                           // the kubelet's job
+//! runtime.start_sandbox(&sb.id)?;                    // pause holds net/ipc/uts
+//! let id = runtime.create_container(&sb.id, &ContainerConfig { container, image, restart_count, mounts, .. })?;
+//! runtime.start_container(&id)?;
+//! runtime.container_status(&id)? / exec(&id, cmd, timeout)? / stop_container(&id, grace, signal)?
+//! runtime.remove_container(&id)?;
+//! CNI DEL; runtime.stop_and_remove_sandbox(&sb.id)?;
+//! ```
 
 mod container;
 mod error;
