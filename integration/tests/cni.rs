@@ -30,6 +30,7 @@ fn main() {
         privileged("cni_kubenode_bridge_two_nodes_no_nat", two_nodes),
         privileged("cni_kubenode_bridge_status_and_gc", status_and_gc),
         privileged("cni_default_network_end_to_end", default_network),
+        privileged("cni_kubenode_bridge_dual_stack", dual_stack),
     ])
 }
 
@@ -39,24 +40,29 @@ enum Plugin {
     Kubenode,
     /// kubenode-bridge alone, spec 1.1.0 (STATUS and GC).
     KubenodeOnly,
+    /// kubenode-bridge alone, dual-stack (`fd00:10:244:9::/64` besides the IPv4 pod CIDR).
+    KubenodeDualStack,
 }
 
-/// The kubenode binary (argv[0] dispatch), else the cni crate's standalone kubenode-bridge.
+/// The plugin binary: the kubenode binary (argv[0] dispatch) or the cni crate's standalone
+/// kubenode-bridge, whichever of them answers VERSION and was built last.
 fn kubenode_bridge_target() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test binary lives in target/<profile>/deps")?;
-    for name in ["kubenode", "kubenode-bridge"] {
-        if dir.join(name).exists() && answers_version(&dir.join(name)) {
-            return Ok(dir.join(name));
-        }
-    }
-    bail!(
-        "neither kubenode nor kubenode-bridge is built in {}: `cargo build --bin kubenode`",
-        dir.display()
-    )
+    ["kubenode", "kubenode-bridge"]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|p| p.exists() && answers_version(p))
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .with_context(|| {
+            format!(
+                "neither kubenode nor kubenode-bridge is built in {}: `cargo build --workspace --bins`",
+                dir.display()
+            )
+        })
 }
 
 /// Whether `bin`, run as kubenode-bridge, answers VERSION (an old kubenode build may not).
@@ -111,6 +117,12 @@ fn node(
             json!({"cniVersion":"1.1.0","name":"kn","plugins":[
                 {"type":"kubenode-bridge","bridge":bridge,"podCIDR":pod_cidr,"clusterCIDR":cluster_cidr,"dataDir":data_dir}]})
         }
+        Plugin::KubenodeDualStack => {
+            symlink(kubenode_bridge_target()?, bin.join("kubenode-bridge"))?;
+            json!({"cniVersion":"1.1.0","name":"kn","plugins":[
+                {"type":"kubenode-bridge","bridge":bridge,"podCIDRs":[pod_cidr,"fd00:10:244:9::/64"],
+                 "clusterCIDRs":[cluster_cidr,"fd00:10:244::/48"],"dataDir":data_dir}]})
+        }
     };
     std::fs::write(
         conf.join("10-test.conflist"),
@@ -151,8 +163,9 @@ fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn ping(from: &Netns, ip: IpAddr) -> anyhow::Result<()> {
+    let applet = if ip.is_ipv6() { "ping6" } else { "ping" };
     let out = from.exec_timeout(
-        &["busybox", "ping", "-c1", "-W1", &ip.to_string()],
+        &["busybox", applet, "-c1", "-W1", &ip.to_string()],
         Duration::from_secs(5),
     )?;
     ensure!(
@@ -587,6 +600,53 @@ fn default_network() -> anyhow::Result<()> {
         ping(&n.ns, result.pod_ips()[0])?;
         rt.block_on(n.client.del(&att))?;
         drop((pod, n));
+    }
+    guard.check()
+}
+
+fn dual_stack() -> anyhow::Result<()> {
+    let tag = unique_tag("c6");
+    let guard = LeakGuard::new(&tag);
+    {
+        let n = node(
+            &tag,
+            "n",
+            Plugin::KubenodeDualStack,
+            "10.244.9.0/24",
+            "10.244.0.0/16",
+        )?;
+        let (p1, p2) = (
+            Netns::new(&format!("{tag}a"))?,
+            Netns::new(&format!("{tag}b"))?,
+        );
+        let rt = rt()?;
+        let (a1, a2) = (
+            attachment(&format!("{tag}-1"), &p1),
+            attachment(&format!("{tag}-2"), &p2),
+        );
+        let r1 = rt.block_on(n.client.add(&a1))?;
+        let r2 = rt.block_on(n.client.add(&a2))?;
+        ensure!(
+            r1.pod_ips().len() == 2 && r1.pod_ips()[1].is_ipv6(),
+            "{r1:?}"
+        );
+        rt.block_on(n.client.check(&a1))?;
+        for ip in r2.pod_ips() {
+            ping(&p1, ip)?;
+        }
+        ping(&n.ns, r1.pod_ips()[1])?;
+        let nat6 = n.ns.sh("ip6tables -t nat -S POSTROUTING")?;
+        ensure!(
+            nat6.contains("-s fd00:10:244::/48 ! -d fd00:10:244::/48"),
+            "{nat6}"
+        );
+        for a in [&a1, &a2] {
+            rt.block_on(n.client.del(a))?;
+        }
+        ensure!(reservations(&n.data_dir).is_empty(), "reservations left");
+        let nat6 = n.ns.sh("ip6tables -t nat -S POSTROUTING")?;
+        ensure!(!nat6.contains("kubenode-bridge"), "{nat6}");
+        drop((p1, p2, n));
     }
     guard.check()
 }

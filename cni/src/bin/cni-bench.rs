@@ -104,7 +104,7 @@ fn kernel_floor(node: &Path, pod: &Path, runs: usize) -> Result<Duration, String
         rt.block_on(async {
             let net = Rtnl::new().map_err(|e| e.to_string())?;
             let bridge = net
-                .ensure_bridge("knbfloor0", 1500, "10.251.3.1/24".parse().unwrap())
+                .ensure_bridge("knbfloor0", 1500, &["10.251.3.1/24".parse().unwrap()])
                 .await
                 .map_err(|e| e.to_string())?;
             let mut samples = Vec::new();

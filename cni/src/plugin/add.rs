@@ -1,10 +1,10 @@
-//! ADD: allocate an address, make sure the bridge and sysctls are in place, create the veth pair
-//! and configure the pod's end. Everything done is undone if a later step fails.
+//! ADD: allocate an address per pod CIDR, make sure the bridge and sysctls are in place, create
+//! the veth pair and configure the pod's end. Everything done is undone if a later step fails.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use tracing::warn;
 
 use super::conf::{BridgeConf, Env};
@@ -26,23 +26,38 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
                 ),
             ));
         }
-        let cidr = conf.pod_cidr.unwrap_or_default();
-        let range = Range::new(cidr, conf.gateway)?;
+        let ranges = conf.ranges()?;
         let store = Store::new(&conf.data_dir(), &conf.name);
-        let ip = {
+        let ips = {
             let locked = store.lock()?;
-            let ip = locked.allocate(&range, &env.container_id, &env.ifname)?;
-            if let Some(cluster) = conf.cluster_cidr {
-                if let Err(e) = self.fw.ensure_masquerade(cluster).await {
-                    let _ = locked.release(&env.container_id, &env.ifname);
-                    return Err(e.into());
+            let mut ips = Vec::new();
+            let mut failed = None;
+            for (i, range) in ranges.iter().enumerate() {
+                match locked.allocate(range, i, &env.container_id, &env.ifname) {
+                    Ok(ip) => ips.push(ip),
+                    Err(e) => {
+                        failed = Some(PluginError::from(e));
+                        break;
+                    }
                 }
             }
-            ip
+            if failed.is_none() {
+                for cluster in &conf.cluster_cidrs {
+                    if let Err(e) = self.fw.ensure_masquerade(*cluster).await {
+                        failed = Some(e.into());
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                let _ = locked.release(&env.container_id, &env.ifname);
+                return Err(e);
+            }
+            ips
         };
         let host = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-        tracing::debug!(container = %env.container_id, %ip, host_veth = %host, "allocated; attaching");
-        match self.attach(env, conf, &range, ip, &host).await {
+        tracing::debug!(container = %env.container_id, ?ips, host_veth = %host, "allocated; attaching");
+        match self.attach(env, conf, &ranges, &ips, &host).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 if let Err(undo) = self.net.delete_link(&host).await {
@@ -63,12 +78,22 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
         &self,
         env: &Env,
         conf: &BridgeConf,
-        range: &Range,
-        ip: Ipv4Addr,
+        ranges: &[Range],
+        ips: &[IpAddr],
         host: &str,
     ) -> Result<CniResult, PluginError> {
-        let prefix = range.subnet.prefix_len();
-        self.net.set_sysctl("net.ipv4.ip_forward", "1").await?;
+        let net = |ip: IpAddr, range: &Range| {
+            IpNet::new(ip, range.subnet.prefix_len())
+                .map_err(|e| PluginError::msg(codes::INVALID_CONFIG, e.to_string()))
+        };
+        if ranges.iter().any(|r| r.subnet.addr().is_ipv4()) {
+            self.net.set_sysctl("net.ipv4.ip_forward", "1").await?;
+        }
+        if ranges.iter().any(|r| r.subnet.addr().is_ipv6()) {
+            self.net
+                .set_sysctl("net.ipv6.conf.all.forwarding", "1")
+                .await?;
+        }
         if !self
             .net
             .set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
@@ -76,11 +101,18 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
         {
             tracing::debug!("br_netfilter is not loaded; bridged traffic bypasses iptables");
         }
-        let gateway = Ipv4Net::new(range.gateway, prefix)
-            .map_err(|e| PluginError::msg(codes::INVALID_CONFIG, e.to_string()))?;
+        if ranges.iter().any(|r| r.subnet.addr().is_ipv6()) {
+            self.net
+                .set_sysctl("net.bridge.bridge-nf-call-ip6tables", "1")
+                .await?;
+        }
+        let gateways = ranges
+            .iter()
+            .map(|r| net(r.gateway, r))
+            .collect::<Result<Vec<_>, _>>()?;
         let bridge = self
             .net
-            .ensure_bridge(&conf.bridge, conf.mtu(), gateway)
+            .ensure_bridge(&conf.bridge, conf.mtu(), &gateways)
             .await?;
         let req = VethRequest {
             host: host.to_string(),
@@ -97,13 +129,31 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
             ),
             _ => e.into(),
         })?;
-        let addr = Ipv4Net::new(ip, prefix)
-            .map_err(|e| PluginError::msg(codes::INVALID_CONFIG, e.to_string()))?;
+        let addrs = ips
+            .iter()
+            .zip(ranges)
+            .map(|(ip, r)| net(*ip, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let gws: Vec<IpAddr> = ranges.iter().map(|r| r.gateway).collect();
         let pod = self
             .net
-            .configure_pod(Path::new(&env.netns), &env.ifname, addr, range.gateway)
+            .configure_pod(Path::new(&env.netns), &env.ifname, &addrs, &gws)
             .await?;
         let mtu = Some(conf.mtu());
+        let default_route = |gw: IpAddr| Route {
+            dst: if gw.is_ipv4() {
+                "0.0.0.0/0".parse()
+            } else {
+                "::/0".parse()
+            }
+            .unwrap_or_default(),
+            gw: Some(gw),
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        };
         Ok(CniResult {
             cni_version: conf.cni_version.clone(),
             interfaces: vec![
@@ -127,20 +177,16 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
                     ..Default::default()
                 },
             ],
-            ips: vec![IpConfig {
-                address: IpNet::V4(addr),
-                gateway: Some(IpAddr::V4(range.gateway)),
-                interface: Some(2),
-            }],
-            routes: vec![Route {
-                dst: "0.0.0.0/0".parse().unwrap_or_default(),
-                gw: Some(IpAddr::V4(range.gateway)),
-                mtu: None,
-                advmss: None,
-                priority: None,
-                table: None,
-                scope: None,
-            }],
+            ips: addrs
+                .iter()
+                .zip(&gws)
+                .map(|(a, gw)| IpConfig {
+                    address: *a,
+                    gateway: Some(*gw),
+                    interface: Some(2),
+                })
+                .collect(),
+            routes: gws.iter().map(|gw| default_route(*gw)).collect(),
             dns: Default::default(),
         })
     }

@@ -1,7 +1,6 @@
 //! CHECK: the pod's interface exists and is up with its address and default route, the host end
 //! is on the bridge, and the address is still allocated to this container.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -26,14 +25,11 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
         let allocated = Store::new(&conf.data_dir(), &conf.name)
             .lock()?
             .find(&env.container_id, &env.ifname)?;
-        match allocated {
-            Some(ip) if want.iter().any(|w| w.addr() == IpAddr::V4(ip)) => {}
-            other => {
-                return Err(fail(format!(
-                    "container {} holds {other:?} in the store, prevResult says {want:?}",
-                    env.container_id
-                )))
-            }
+        if allocated.is_empty() || !want.iter().all(|w| allocated.contains(&w.addr())) {
+            return Err(fail(format!(
+                "container {} holds {allocated:?} in the store, prevResult says {want:?}",
+                env.container_id
+            )));
         }
         let pod = self
             .net
@@ -59,11 +55,11 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
                 )));
             }
         }
-        if let Some(IpAddr::V4(gw)) = prev.gateway() {
-            if pod.default_gw != Some(gw) {
+        for gw in prev.ips.iter().filter_map(|i| i.gateway) {
+            if !pod.default_gws.contains(&gw) {
                 return Err(fail(format!(
                     "default route via {gw} missing in {} (found {:?})",
-                    env.netns, pod.default_gw
+                    env.netns, pod.default_gws
                 )));
             }
         }

@@ -1,10 +1,10 @@
 //! kubenode-bridge's network configuration (the plugin object of the conflist, as received on
 //! stdin) and the CNI environment.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,15 +30,21 @@ pub struct BridgeConf {
     /// MTU of the bridge and the veths (default 1500).
     #[serde(default)]
     pub mtu: Option<u32>,
-    /// The node's pod CIDR (or `ipam.subnet` / `ipam.ranges[0][0].subnet`, host-local style).
+    /// The node's pod CIDR (or `ipam.subnet` / `ipam.ranges[*][0].subnet`, host-local style).
     #[serde(default, rename = "podCIDR")]
-    pub pod_cidr: Option<Ipv4Net>,
-    /// The gateway on the bridge (default: the first address of the pod CIDR).
+    pub pod_cidr: Option<IpNet>,
+    /// The node's pod CIDRs, one per family (dual-stack); merged with `podCIDR` by [`Self::parse`].
+    #[serde(default, rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNet>,
+    /// The gateway on the bridge for the pod CIDR of its family (default: the first address).
     #[serde(default)]
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// The cluster's pod CIDR: traffic from it to outside it is masqueraded (one rule per node).
     #[serde(default, rename = "clusterCIDR")]
-    pub cluster_cidr: Option<Ipv4Net>,
+    pub cluster_cidr: Option<IpNet>,
+    /// The cluster's pod CIDRs (dual-stack); merged with `clusterCIDR` by [`Self::parse`].
+    #[serde(default, rename = "clusterCIDRs")]
+    pub cluster_cidrs: Vec<IpNet>,
     /// Hairpin mode on bridge ports (default true, so a pod reaches itself through a Service).
     #[serde(default = "yes")]
     pub hairpin_mode: bool,
@@ -51,6 +57,17 @@ pub struct BridgeConf {
     /// The previous result (CHECK, DEL).
     #[serde(default)]
     pub prev_result: Option<Value>,
+}
+
+fn dedup(mut v: Vec<IpNet>) -> Vec<IpNet> {
+    v = v.into_iter().map(|c| c.trunc()).collect();
+    let mut out: Vec<IpNet> = Vec::new();
+    for c in v {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn default_bridge() -> String {
@@ -70,15 +87,36 @@ impl BridgeConf {
                 e,
             )
         })?;
-        if conf.pod_cidr.is_none() {
-            conf.pod_cidr = conf
-                .ipam_str(&["ranges", "0", "0", "subnet"])
-                .or(conf.ipam_str(&["subnet"]))
-                .and_then(|s| match s.parse::<IpNet>() {
-                    Ok(IpNet::V4(n)) => Some(n),
-                    _ => None,
-                });
+        let mut cidrs: Vec<IpNet> = conf
+            .pod_cidrs
+            .iter()
+            .copied()
+            .chain(conf.pod_cidr)
+            .collect();
+        let ranges = conf
+            .ipam
+            .as_ref()
+            .and_then(|i| i.get("ranges"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..ranges {
+            cidrs.extend(
+                conf.ipam_str(&["ranges", &i.to_string(), "0", "subnet"])
+                    .and_then(|s| s.parse::<IpNet>().ok()),
+            );
         }
+        cidrs.extend(
+            conf.ipam_str(&["subnet"])
+                .and_then(|s| s.parse::<IpNet>().ok()),
+        );
+        conf.pod_cidrs = dedup(cidrs);
+        conf.cluster_cidrs = dedup(
+            conf.cluster_cidrs
+                .iter()
+                .copied()
+                .chain(conf.cluster_cidr)
+                .collect(),
+        );
         if conf.gateway.is_none() {
             conf.gateway = conf
                 .ipam_str(&["ranges", "0", "0", "gateway"])
@@ -89,12 +127,20 @@ impl BridgeConf {
             conf.data_dir = conf.ipam_str(&["dataDir"]).map(PathBuf::from);
         }
         let invalid = |msg: String| PluginError::msg(codes::INVALID_CONFIG, msg);
-        let Some(cidr) = conf.pod_cidr else {
+        if conf.pod_cidrs.is_empty() {
             return Err(invalid(
-                "network configuration needs \"podCIDR\" (an IPv4 CIDR such as 10.244.1.0/24)"
-                    .into(),
+                "network configuration needs \"podCIDR\" (a CIDR such as 10.244.1.0/24) or \"podCIDRs\"".into(),
             ));
-        };
+        }
+        for list in [&conf.pod_cidrs, &conf.cluster_cidrs] {
+            if list.iter().filter(|c| c.addr().is_ipv4()).count() > 1
+                || list.iter().filter(|c| c.addr().is_ipv6()).count() > 1
+            {
+                return Err(invalid(format!(
+                    "at most one CIDR per address family, got {list:?}"
+                )));
+            }
+        }
         if conf.bridge.is_empty() || conf.bridge.len() > 15 {
             return Err(invalid(format!(
                 "bridge name {:?} must be 1-15 characters",
@@ -102,8 +148,18 @@ impl BridgeConf {
             )));
         }
         if let Some(gw) = conf.gateway {
-            if !cidr.contains(&gw) {
-                return Err(invalid(format!("gateway {gw} is outside podCIDR {cidr}")));
+            match conf
+                .pod_cidrs
+                .iter()
+                .find(|c| c.addr().is_ipv4() == gw.is_ipv4())
+            {
+                Some(c) if c.contains(&gw) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "gateway {gw} is outside the pod CIDRs {:?}",
+                        conf.pod_cidrs
+                    )))
+                }
             }
         }
         if let Some(mtu) = conf.mtu {
@@ -123,6 +179,21 @@ impl BridgeConf {
             };
         }
         v.as_str().map(str::to_string)
+    }
+
+    /// The address ranges, one per pod CIDR (IPv4 first), each with its gateway.
+    pub fn ranges(&self) -> Result<Vec<super::Range>, super::IpamError> {
+        let mut cidrs = self.pod_cidrs.clone();
+        cidrs.sort_by_key(|c| c.addr().is_ipv6());
+        cidrs
+            .into_iter()
+            .map(|c| {
+                super::Range::new(
+                    c,
+                    self.gateway.filter(|g| g.is_ipv4() == c.addr().is_ipv4()),
+                )
+            })
+            .collect()
     }
 
     /// The MTU to use.
@@ -211,9 +282,29 @@ mod tests {
             br#"{"cniVersion":"1.0.0","name":"kn","ipam":{"type":"host-local","ranges":[[{"subnet":"10.9.0.0/24","gateway":"10.9.0.254"}]],"dataDir":"/tmp/x"}}"#,
         )
         .unwrap();
-        assert_eq!(c.pod_cidr, Some("10.9.0.0/24".parse().unwrap()));
+        assert_eq!(c.pod_cidrs, ["10.9.0.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(c.gateway, Some("10.9.0.254".parse().unwrap()));
         assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn dual_stack_ranges_ipv4_first() {
+        let c = BridgeConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"kn","podCIDRs":["fd00:10:244:1::/64","10.244.1.0/24"],"gateway":"fd00:10:244:1::fe",
+                 "clusterCIDRs":["10.244.0.0/16","fd00:10:244::/48"]}"#,
+        )
+        .unwrap();
+        let r = c.ranges().unwrap();
+        assert_eq!(r[0].subnet, "10.244.1.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(r[0].gateway, "10.244.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(r[1].gateway, "fd00:10:244:1::fe".parse::<IpAddr>().unwrap());
+        assert_eq!(c.cluster_cidrs.len(), 2);
+        let two_v4 =
+            br#"{"cniVersion":"1.0.0","name":"kn","podCIDRs":["10.1.0.0/24","10.2.0.0/24"]}"#;
+        assert_eq!(
+            BridgeConf::parse(two_v4).unwrap_err().code,
+            codes::INVALID_CONFIG
+        );
     }
 
     #[test]

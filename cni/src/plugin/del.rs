@@ -53,9 +53,9 @@ impl<N: NetOps, F: Firewall> Plugin<N, F> {
             let freed = locked.release(id, ifname)?;
             tracing::debug!(container = %id, ?freed, "released");
         }
-        if let Some(cluster) = conf.cluster_cidr {
-            if locked.list()?.is_empty() {
-                self.fw.remove_masquerade(cluster).await?;
+        if !conf.cluster_cidrs.is_empty() && locked.list()?.is_empty() {
+            for cluster in &conf.cluster_cidrs {
+                self.fw.remove_masquerade(*cluster).await?;
             }
         }
         Ok(())

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 /// The comment on the rule (also how it is found again).
-pub fn comment(cluster: Ipv4Net) -> String {
+pub fn comment(cluster: IpNet) -> String {
     format!("kubenode-bridge: masquerade traffic leaving cluster {cluster}")
 }
 
@@ -28,16 +28,19 @@ pub struct FirewallError {
 )]
 pub trait Firewall {
     /// Adds the rule unless it is there.
-    async fn ensure_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError>;
+    async fn ensure_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError>;
     /// Removes the rule if it is there.
-    async fn remove_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError>;
+    async fn remove_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError>;
 }
 
-/// The `iptables` command (whichever backend it is), each call with `-w` and a timeout.
+/// The `iptables` / `ip6tables` commands (whichever backend they are), each call with `-w` and
+/// a timeout.
 #[derive(Debug, Clone)]
 pub struct Iptables {
-    /// The binary.
+    /// The IPv4 binary.
     pub bin: String,
+    /// The IPv6 binary.
+    pub bin6: String,
     /// Limit for one call.
     pub timeout: Duration,
 }
@@ -46,12 +49,13 @@ impl Default for Iptables {
     fn default() -> Self {
         Iptables {
             bin: "iptables".into(),
+            bin6: "ip6tables".into(),
             timeout: Duration::from_secs(10),
         }
     }
 }
 
-fn rule(op: &str, cluster: Ipv4Net) -> Vec<String> {
+fn rule(op: &str, cluster: IpNet) -> Vec<String> {
     let c = cluster.to_string();
     [
         "-w",
@@ -78,9 +82,10 @@ fn rule(op: &str, cluster: Ipv4Net) -> Vec<String> {
 }
 
 impl Iptables {
-    async fn run(&self, args: &[String]) -> Result<bool, FirewallError> {
-        let op = format!("{} {}", self.bin, args.join(" "));
-        let child = tokio::process::Command::new(&self.bin)
+    async fn run(&self, v6: bool, args: &[String]) -> Result<bool, FirewallError> {
+        let bin = if v6 { &self.bin6 } else { &self.bin };
+        let op = format!("{} {}", bin, args.join(" "));
+        let child = tokio::process::Command::new(bin)
             .args(args)
             .kill_on_drop(true)
             .output();
@@ -109,18 +114,21 @@ impl Iptables {
 }
 
 impl Firewall for Iptables {
-    async fn ensure_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError> {
-        if !self.run(&rule("-C", cluster)).await? {
-            self.run(&rule("-A", cluster)).await?;
+    async fn ensure_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError> {
+        let v6 = cluster.addr().is_ipv6();
+        if !self.run(v6, &rule("-C", cluster)).await? {
+            self.run(v6, &rule("-A", cluster)).await?;
         }
         Ok(())
     }
 
-    async fn remove_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError> {
+    async fn remove_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError> {
         // One exec: -D of an absent rule exits 1, which is what an idempotent DEL wants. The rule
         // is only ever added after a -C under the allocation store's lock, so there are no
         // duplicates of ours to chase.
-        self.run(&rule("-D", cluster)).await.map(|_| ())
+        self.run(cluster.addr().is_ipv6(), &rule("-D", cluster))
+            .await
+            .map(|_| ())
     }
 }
 

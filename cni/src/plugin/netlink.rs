@@ -2,10 +2,10 @@
 //! states it reads back, and [`NetError`], which turns errnos into messages that say what was done
 //! to what. The rtnetlink implementation is in `rtnl.rs`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 /// A network operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +89,8 @@ pub struct PodIface {
     pub link: LinkState,
     /// Its addresses.
     pub addrs: Vec<IpNet>,
-    /// The IPv4 default route's gateway in the namespace, if any.
-    pub default_gw: Option<Ipv4Addr>,
+    /// The gateways of the default routes (IPv4 and IPv6) through this interface.
+    pub default_gws: Vec<IpAddr>,
 }
 
 /// A veth pair to create: `host` on the node, attached to a bridge, and `pod` created directly in
@@ -121,12 +121,13 @@ pub trait NetOps {
     /// Sets `/proc/sys/<key>` (dots or slashes) to `value` in the node's namespace; `Ok(false)`
     /// when the key does not exist (e.g. `net.bridge.*` without br_netfilter).
     async fn set_sysctl(&self, key: &str, value: &str) -> Result<bool, NetError>;
-    /// Creates the bridge if missing (with `mtu`), brings it up and gives it `gateway`.
+    /// Creates the bridge if missing (with `mtu`), brings it up and gives it the `gateways`
+    /// (address/prefix of each pod CIDR; IPv6 without duplicate address detection).
     async fn ensure_bridge(
         &self,
         name: &str,
         mtu: u32,
-        gateway: Ipv4Net,
+        gateways: &[IpNet],
     ) -> Result<LinkState, NetError>;
     /// A node link by name.
     async fn link(&self, name: &str) -> Result<Option<LinkState>, NetError>;
@@ -136,13 +137,14 @@ pub trait NetOps {
     async fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// The pod's interface, or `None` when it does not exist.
     async fn pod_iface(&self, netns: &Path, ifname: &str) -> Result<Option<PodIface>, NetError>;
-    /// In the pod: `lo` up, `ifname` up with `addr`, default route via `gateway`.
+    /// In the pod: `lo` up, `ifname` up with `addrs` (IPv6 without duplicate address detection),
+    /// a default route via each of `gateways`.
     async fn configure_pod(
         &self,
         netns: &Path,
         ifname: &str,
-        addr: Ipv4Net,
-        gateway: Ipv4Addr,
+        addrs: &[IpNet],
+        gateways: &[IpAddr],
     ) -> Result<PodIface, NetError>;
     /// Deletes the pod's interface; `Ok(false)` when it does not exist.
     async fn delete_pod_iface(&self, netns: &Path, ifname: &str) -> Result<bool, NetError>;

@@ -3,13 +3,13 @@
 //! pod's namespace (a netlink socket stays bound to the namespace it was created in), so no thread
 //! that runs anything else ever changes namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use ipnet::{IpNet, Ipv4Net};
-use netlink_packet_route::address::AddressAttribute;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{
@@ -141,9 +141,12 @@ async fn set_up(h: &Handle, index: u32, what: &str) -> Result<(), NetError> {
 }
 
 async fn add_addr(h: &Handle, index: u32, addr: IpNet, what: &str) -> Result<(), NetError> {
-    match h
-        .address()
-        .add(index, addr.addr(), addr.prefix_len())
+    let mut req = h.address().add(index, addr.addr(), addr.prefix_len());
+    if addr.addr().is_ipv6() {
+        // Usable at once: no tentative period (the allocation store already guarantees uniqueness).
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+    }
+    match req
         .execute()
         .await
         .map_err(kernel(format!("adding {addr} to {what}")))
@@ -196,28 +199,32 @@ async fn read_pod(h: &Handle, ifname: &str) -> Result<Option<PodIface>, NetError
             }
         }
     }
-    let mut default_gw = None;
-    let mut routes = h
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
-    while let Some(r) = routes.try_next().await.map_err(kernel("listing routes"))? {
-        let oif = r
-            .attributes
-            .iter()
-            .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link.index));
-        if r.header.destination_prefix_length != 0 || r.header.table != 254 || !oif {
-            continue;
+    let mut default_gws = Vec::new();
+    let queries = [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ];
+    for query in queries {
+        let mut routes = h.route().get(query).execute();
+        while let Some(r) = routes.try_next().await.map_err(kernel("listing routes"))? {
+            let oif = r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link.index));
+            if r.header.destination_prefix_length != 0 || r.header.table != 254 || !oif {
+                continue;
+            }
+            default_gws.extend(r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(gw)) => Some(IpAddr::V4(*gw)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(gw)) => Some(IpAddr::V6(*gw)),
+                _ => None,
+            }));
         }
-        default_gw = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet(gw)) => Some(*gw),
-            _ => None,
-        });
     }
     Ok(Some(PodIface {
         link,
         addrs,
-        default_gw,
+        default_gws,
     }))
 }
 
@@ -244,7 +251,7 @@ impl NetOps for Rtnl {
         &self,
         name: &str,
         mtu: u32,
-        gateway: Ipv4Net,
+        gateways: &[IpNet],
     ) -> Result<LinkState, NetError> {
         let h = &self.node;
         let link = match get_link(h, name).await? {
@@ -268,7 +275,9 @@ impl NetOps for Rtnl {
         if !link.up {
             set_up(h, link.index, &format!("bridge {name}")).await?;
         }
-        add_addr(h, link.index, IpNet::V4(gateway), &format!("bridge {name}")).await?;
+        for gw in gateways {
+            add_addr(h, link.index, *gw, &format!("bridge {name}")).await?;
+        }
         Ok(link)
     }
 
@@ -330,8 +339,8 @@ impl NetOps for Rtnl {
         &self,
         netns: &Path,
         ifname: &str,
-        addr: Ipv4Net,
-        gateway: Ipv4Addr,
+        addrs: &[IpNet],
+        gateways: &[IpAddr],
     ) -> Result<PodIface, NetError> {
         let h = self.pod(netns).await?;
         if let Some(lo) = get_link(&h, "lo").await? {
@@ -345,27 +354,35 @@ impl NetOps for Rtnl {
                 op: format!("configuring {ifname} in {}", netns.display()),
                 errno: libc::ENODEV,
             })?;
-        add_addr(
-            &h,
-            link.index,
-            IpNet::V4(addr),
-            &format!("{ifname} in the pod"),
-        )
-        .await?;
+        for addr in addrs {
+            add_addr(&h, link.index, *addr, &format!("{ifname} in the pod")).await?;
+        }
         set_up(&h, link.index, &format!("{ifname} in the pod")).await?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(link.index)
-            .build();
-        match h.route().add(route).execute().await.map_err(kernel(format!(
-            "adding default route via {gateway} in the pod"
-        ))) {
-            Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e),
-            _ => {}
+        for gw in gateways {
+            let route = match gw {
+                IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(*g)
+                    .output_interface(link.index)
+                    .build(),
+                IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new()
+                    .gateway(*g)
+                    .output_interface(link.index)
+                    .build(),
+            };
+            match h
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(kernel(format!("adding default route via {gw} in the pod")))
+            {
+                Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e),
+                _ => {}
+            }
         }
         Ok(PodIface {
-            addrs: vec![IpNet::V4(addr)],
-            default_gw: Some(gateway),
+            addrs: addrs.to_vec(),
+            default_gws: gateways.to_vec(),
             link: LinkState { up: true, ..link },
         })
     }

@@ -1,10 +1,10 @@
 //! Plugin logic over recording [`NetOps`] and [`Firewall`] implementations (no root needed).
 
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde_json::json;
 
 use super::*;
@@ -28,11 +28,11 @@ impl NetOps for FakeNet {
         &self,
         name: &str,
         mtu: u32,
-        gateway: Ipv4Net,
+        gateways: &[IpNet],
     ) -> Result<LinkState, NetError> {
         self.calls
             .borrow_mut()
-            .push(format!("bridge {name} mtu {mtu} {gateway}"));
+            .push(format!("bridge {name} mtu {mtu} {gateways:?}"));
         let l = LinkState {
             index: 7,
             mac: "02:00:00:00:00:07".into(),
@@ -103,17 +103,17 @@ impl NetOps for FakeNet {
         &self,
         _netns: &Path,
         ifname: &str,
-        addr: Ipv4Net,
-        gateway: Ipv4Addr,
+        addrs: &[IpNet],
+        gateways: &[IpAddr],
     ) -> Result<PodIface, NetError> {
         self.calls
             .borrow_mut()
-            .push(format!("pod {ifname} {addr} via {gateway}"));
+            .push(format!("pod {ifname} {addrs:?} via {gateways:?}"));
         let mut pods = self.pods.borrow_mut();
         let p = &mut pods.iter_mut().find(|(n, _)| n == ifname).unwrap().1;
         p.link.up = true;
-        p.addrs = vec![IpNet::V4(addr)];
-        p.default_gw = Some(gateway);
+        p.addrs = addrs.to_vec();
+        p.default_gws = gateways.to_vec();
         Ok(p.clone())
     }
     async fn delete_pod_iface(&self, _netns: &Path, ifname: &str) -> Result<bool, NetError> {
@@ -124,17 +124,17 @@ impl NetOps for FakeNet {
 
 #[derive(Debug, Default)]
 struct FakeFw {
-    rules: RefCell<Vec<Ipv4Net>>,
+    rules: RefCell<Vec<IpNet>>,
 }
 
 impl Firewall for FakeFw {
-    async fn ensure_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError> {
+    async fn ensure_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError> {
         if !self.rules.borrow().contains(&cluster) {
             self.rules.borrow_mut().push(cluster);
         }
         Ok(())
     }
-    async fn remove_masquerade(&self, cluster: Ipv4Net) -> Result<(), FirewallError> {
+    async fn remove_masquerade(&self, cluster: IpNet) -> Result<(), FirewallError> {
         self.rules.borrow_mut().retain(|c| *c != cluster);
         Ok(())
     }
@@ -200,14 +200,14 @@ fn add_check_del_round_trip() {
         [
             "sysctl net.ipv4.ip_forward=1".to_string(),
             "sysctl net.bridge.bridge-nf-call-iptables=1".into(),
-            "bridge kn0 mtu 1450 10.244.1.1/24".into(),
+            "bridge kn0 mtu 1450 [10.244.1.1/24]".into(),
             format!("veth {host} eth0 mtu 1450 master 7 hairpin true"),
-            "pod eth0 10.244.1.2/24 via 10.244.1.1".into(),
+            "pod eth0 [10.244.1.2/24] via [10.244.1.1]".into(),
         ]
     );
     assert_eq!(
         *p.fw.rules.borrow(),
-        ["10.244.0.0/16".parse::<Ipv4Net>().unwrap()]
+        ["10.244.0.0/16".parse::<IpNet>().unwrap()]
     );
 
     let mut check = serde_json::from_slice::<serde_json::Value>(&stdin).unwrap();
@@ -233,7 +233,7 @@ fn add_check_del_round_trip() {
     no_ns.netns = String::new();
     block(p.dispatch(&no_ns, &check)).unwrap();
     let e = block(p.dispatch(&env("CHECK", "c1"), &check)).unwrap_err();
-    assert!(e.msg.contains("holds None"), "{e}");
+    assert!(e.msg.contains("holds []"), "{e}");
 }
 
 #[test]
@@ -311,4 +311,46 @@ fn version_and_bad_input() {
     assert_eq!(e.code, crate::spec::codes::INVALID_ENV);
     let reply = e.reply("1.0.0");
     assert_eq!(serde_json::to_value(&reply).unwrap()["code"], 4);
+}
+
+#[test]
+fn dual_stack_add_and_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Plugin {
+        net: FakeNet::default(),
+        fw: FakeFw::default(),
+    };
+    let stdin = serde_json::to_vec(&json!({"cniVersion":"1.1.0","name":"kn","type":"kubenode-bridge",
+        "podCIDRs":["10.244.1.0/24","fd00:10:244:1::/64"],"clusterCIDRs":["10.244.0.0/16","fd00:10:244::/48"],"dataDir":dir.path()}))
+    .unwrap();
+    let out = block(p.dispatch(&env("ADD", "c1"), &stdin))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out["ips"],
+        json!([{"address":"10.244.1.2/24","gateway":"10.244.1.1","interface":2},
+               {"address":"fd00:10:244:1::2/64","gateway":"fd00:10:244:1::1","interface":2}])
+    );
+    assert_eq!(
+        out["routes"],
+        json!([{"dst":"0.0.0.0/0","gw":"10.244.1.1"},{"dst":"::/0","gw":"fd00:10:244:1::1"}])
+    );
+    assert!(p
+        .net
+        .calls
+        .borrow()
+        .contains(&"sysctl net.ipv6.conf.all.forwarding=1".to_string()));
+    assert_eq!(p.fw.rules.borrow().len(), 2);
+    let mut check: serde_json::Value = serde_json::from_slice(&stdin).unwrap();
+    check["prevResult"] = out;
+    let check = serde_json::to_vec(&check).unwrap();
+    block(p.dispatch(&env("CHECK", "c1"), &check)).unwrap();
+    block(p.dispatch(&env("DEL", "c1"), &check)).unwrap();
+    assert!(p.fw.rules.borrow().is_empty());
+    assert!(Store::new(dir.path(), "kn")
+        .lock()
+        .unwrap()
+        .list()
+        .unwrap()
+        .is_empty());
 }
