@@ -38,6 +38,7 @@ fn main() {
         privileged("runtime_agent_sigkill_recovery", agent_sigkill_recovery),
         privileged("runtime_failed_create_leaves_nothing", failed_create),
         privileged("runtime_oom_killed", oom_killed),
+        privileged("runtime_log_rotation_and_partial_lines", log_rotation),
     ])
 }
 
@@ -459,6 +460,70 @@ fn oom_killed() -> anyhow::Result<()> {
         let id = start(&rt, &sandbox, &hog)?;
         let st = wait_exited(&rt, &id, Duration::from_secs(30))?;
         ensure!(st.reason.as_deref() == Some("OOMKilled"), "hog: {st:?}");
+        rt.stop_and_remove_sandbox(&sandbox)?;
+    }
+    guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
+}
+
+fn log_rotation() -> anyhow::Result<()> {
+    let tag = unique_tag("rl");
+    let guard = LeakGuard::new(&tag);
+    {
+        let dir = TestDir::new(&tag)?;
+        let mut env = env(dir.path(), &tag)?;
+        env.config.log_max_size = 8192;
+        env.config.log_max_files = 3;
+        let rt = Rt(Runtime::new(env.config.clone())?);
+        let sandbox = make_pod(&rt, &env, &tag)?;
+        // 20000 bytes without a newline: one 16 KiB `P` chunk, then the rest as `F`.
+        let long = start(
+            &rt,
+            &sandbox,
+            &container(&env, "long", "head -c 20000 /dev/zero | tr '\\0' y"),
+        )?;
+        let st = wait_exited(&rt, &long, Duration::from_secs(10))?;
+        // The 16 KiB line alone exceeds the 8 KiB limit: it was rotated to `.1`.
+        let first =
+            std::fs::read_to_string(format!("{}.1", st.log_path.display())).unwrap_or_default();
+        let text = first + &std::fs::read_to_string(&st.log_path)?;
+        let tags: Vec<(&str, usize)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let (_, _, tag, msg) = (f.next()?, f.next()?, f.next()?, f.next().unwrap_or(""));
+                Some((tag, msg.len()))
+            })
+            .collect();
+        ensure!(
+            tags == [("P", 16384), ("F", 20000 - 16384)],
+            "partial lines: {tags:?}"
+        );
+
+        let chatty = start(
+            &rt,
+            &sandbox,
+            &container(&env, "chatty", "i=0; while [ $i -lt 400 ]; do echo line-$i-0123456789012345678901234567890123456789; i=$((i+1)); done"),
+        )?;
+        let st = wait_exited(&rt, &chatty, Duration::from_secs(20))?;
+        let base = st.log_path.clone();
+        let rotated = |n: u32| PathBuf::from(format!("{}.{n}", base.display()));
+        ensure!(
+            rotated(1).exists() && rotated(2).exists(),
+            "no rotated files next to {}",
+            base.display()
+        );
+        ensure!(!rotated(3).exists(), "more than 3 files kept");
+        for p in [base.clone(), rotated(1), rotated(2)] {
+            let len = std::fs::metadata(&p)?.len();
+            ensure!(len <= 8192, "{} is {len} bytes", p.display());
+        }
+        let last = std::fs::read_to_string(&base)?;
+        ensure!(
+            last.lines()
+                .last()
+                .is_some_and(|l| l.contains("stdout F line-399-")),
+            "last line missing:\n{last}"
+        );
         rt.stop_and_remove_sandbox(&sandbox)?;
     }
     guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
