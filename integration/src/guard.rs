@@ -135,3 +135,26 @@ pub(crate) fn unmount_below(dir: &Path) {
         let _ = run(Command::new("umount").args(["-l", p]), TIMEOUT);
     }
 }
+
+/// SIGKILLs every process (but this one) whose command line contains `tag`.
+pub(crate) fn kill_tagged(tag: &str) {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(tag) {
+            if let Ok(pid) = name.parse::<i32>() {
+                // SAFETY: kill(2) on a pid read from /proc; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! Privileged tests are libtest-mimic trials made with [`privileged`]: they run when the process is
 //! root (CI always is) and are reported as `ignored` otherwise, with the reason printed once.
 
+pub mod agent;
 mod cmd;
 mod guard;
 mod image;
@@ -16,6 +17,7 @@ mod netns;
 mod registry;
 mod trials;
 
+pub use agent::TestAgent;
 pub use cmd::{run, run_ok, sh};
 pub use guard::LeakGuard;
 pub use image::{build_busybox_image, busybox_rootfs, push_image, ImageLayout};

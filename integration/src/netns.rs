@@ -66,6 +66,31 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `f` on a new thread that has entered the namespace (only that thread does: the
+    /// test runner's threads keep their namespace).
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let file = std::fs::File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns(2) on an open netns file descriptor; it changes only this thread's
+                    // network namespace, and the thread ends with `f`.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return Err(anyhow::anyhow!(
+                            "setns: {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
+        })
+    }
+
     /// `ip <args>` inside the namespace; a non-zero exit is an error.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = run_ok(

@@ -10,7 +10,7 @@ pub fn is_root() -> bool {
 
 /// A trial that needs root: ignored, never silently passed, when not root.
 pub fn privileged(name: &str, test: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> Trial {
-    Trial::test(name, move || test().map_err(|e| format!("{e:?}").into()))
+    Trial::test(name, move || test().map_err(|e| format!("{e:#}").into()))
         .with_ignored_flag(!is_root())
 }
 

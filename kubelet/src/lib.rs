@@ -10,6 +10,7 @@ pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod events;
+pub mod node;
 pub mod selector;
 pub mod source;
 pub mod status;

@@ -1,4 +1,21 @@
 //! `kubenode agent` and `kubenode kubelet`: the node agent.
+//!
+//! Resolves the configuration (file, then flags), recovers the runtime's view from disk, makes
+//! sure the node has a pod network, then runs the static-pod source, the pod workers, the node
+//! API and (for `agent`) the proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
+//! running: the next start adopts them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kubenode_kubelet::config::{Cidr, Config, Overrides};
+use kubenode_kubelet::node::{Kubelet, Parts};
+
+/// The configuration file read when `--config` is not given and it exists.
+const DEFAULT_CONFIG: &str = "/etc/kubenode/config.yaml";
 
 /// Which roles the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,19 +26,190 @@ pub enum Roles {
     Kubelet,
 }
 
-/// Options of `kubenode agent` / `kubenode kubelet`.
+/// Options of `kubenode agent` / `kubenode kubelet`; flags override the configuration file.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    /// Configuration file (KubeletConfiguration-shaped YAML).
+    /// Configuration file (KubeletConfiguration-shaped YAML; default /etc/kubenode/config.yaml
+    /// when it exists).
     #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's IP (default: chosen by the documented rule, logged at start).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Persistent state (images, snapshots, pods).
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// Volatile state (runtime state, sockets, netns).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Container logs.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// Static pod manifests (also Services and Endpoints).
+    #[arg(long)]
+    pub manifest_dir: Option<PathBuf>,
+    /// This node's pod CIDR (for the default network).
+    #[arg(long)]
+    pub pod_cidr: Option<Cidr>,
+    /// The cluster's pod network.
+    #[arg(long)]
+    pub cluster_cidr: Option<Cidr>,
+    /// The Service ClusterIP range.
+    #[arg(long)]
+    pub service_cidr: Option<Cidr>,
+    /// The read-only HTTP port (0 turns it off).
+    #[arg(long)]
+    pub read_only_port: Option<u16>,
+    /// The read-only port's address.
+    #[arg(long)]
+    pub read_only_address: Option<IpAddr>,
+    /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// CNI network configurations.
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugins.
+    #[arg(long)]
+    pub cni_bin_dir: Option<PathBuf>,
+    /// The OCI runtime binary (runc, or a path).
+    #[arg(long)]
+    pub runtime: Option<PathBuf>,
 }
 
-/// Runs the agent with the given roles.
-pub async fn run(_args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
-    super::not_implemented(if roles == Roles::All {
-        "agent"
-    } else {
-        "kubelet"
+impl AgentArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            node_name: self.node_name.clone(),
+            node_ip: self.node_ip,
+            root_dir: self.root_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            log_dir: self.log_dir.clone(),
+            manifest_dir: self.manifest_dir.clone(),
+            pod_cidr: self.pod_cidr,
+            cluster_cidr: self.cluster_cidr,
+            service_cidr: self.service_cidr,
+            read_only_port: self.read_only_port,
+            read_only_address: self.read_only_address,
+            insecure_registries: self.insecure_registries.clone(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bin_dir: self.cni_bin_dir.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+/// Runs the agent with the given roles until SIGINT or SIGTERM.
+pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
+    let file = args.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        default.exists().then_some(default)
+    });
+    let config = Config::resolve(file.as_deref(), &args.overrides())?;
+    tracing::info!(
+        node = %config.node_name,
+        node_ip = %config.node_ip,
+        rule = ?config.node_ip_rule,
+        root = %config.root_dir.display(),
+        run = %config.run_dir.display(),
+        "starting kubenode {}",
+        super::version::VERSION_LINE
+    );
+    let self_exe = std::env::current_exe().context("locating the kubenode binary")?;
+
+    let mut rc =
+        kubenode_runtime::RuntimeConfig::new(&config.root_dir, &config.run_dir, &config.log_dir);
+    rc.runtime_path = config.runtime.clone();
+    rc.shim_binary = self_exe.clone();
+    rc.log_max_size = config.container_log_max_size;
+    rc.log_max_files = config.container_log_max_files;
+    let runtime = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let runtime = kubenode_runtime::Runtime::new(rc)?;
+        runtime
+            .recover()
+            .context("recovering the runtime's state")?;
+        Ok(runtime)
     })
+    .await??;
+    tracing::info!(
+        sandboxes = runtime.list_sandboxes().len(),
+        containers = runtime.list_containers(None).len(),
+        "recovered the runtime's state"
+    );
+    let images = kubenode_runtime::image::ImageStore::open(&config.root_dir)?;
+
+    if let Some(pod_cidr) = &config.pod_cidr {
+        let pod_net = pod_cidr.to_string().parse().context("pod CIDR")?;
+        let cluster = config
+            .cluster_cidr
+            .as_ref()
+            .map(|c| c.to_string().parse())
+            .transpose()
+            .context("cluster CIDR")?;
+        if kubenode_cni::ensure_default_network(
+            &config.cni_conf_dir,
+            &config.cni_bin_dir,
+            pod_net,
+            cluster,
+            &self_exe,
+        )? {
+            tracing::info!(dir = %config.cni_conf_dir.display(), "wrote the default pod network (kubenode-bridge)");
+        }
+    }
+    let cni = kubenode_cni::CniClient::new(kubenode_cni::CniConfig {
+        conf_dir: config.cni_conf_dir.clone(),
+        bin_dirs: vec![config.cni_bin_dir.clone(), PathBuf::from("/usr/lib/cni")],
+        cache_dir: config.root_dir.join("cni"),
+        timeout: Duration::from_secs(120),
+        plugin_netns: None,
+    })?;
+
+    let pull = kubenode_runtime::image::PullOptions {
+        insecure_registries: config.insecure_registries.clone(),
+        ..Default::default()
+    };
+    let parts = Parts {
+        runtime: Arc::new(runtime),
+        images: Arc::new(images),
+        cni: Arc::new(cni),
+        pull,
+        clock: Arc::new(kubenode_kubelet::backoff::SystemClock),
+    };
+    let manifest_dir = config.manifest_dir.clone();
+    let period = config.file_check_frequency;
+    let node_name = config.node_name.clone();
+    let socket = config.socket_path();
+    let read_only = config.read_only;
+    let kubelet = Kubelet::new(config.clone(), parts);
+
+    let view: Arc<dyn kubenode_kubelet::api::NodeView> = kubelet.clone();
+    let _socket_task = kubenode_kubelet::api::serve_unix(&socket, view.clone())
+        .await
+        .with_context(|| format!("serving the node API on {}", socket.display()))?;
+    if let Some(addr) = read_only {
+        kubenode_kubelet::api::serve_tcp(addr, view)
+            .await
+            .with_context(|| format!("serving the read-only port on {addr}"))?;
+    }
+
+    if roles == Roles::All {
+        super::proxy::start_for_agent(&config, kubelet.proxy_input())?;
+    }
+
+    std::fs::create_dir_all(&manifest_dir)
+        .with_context(|| format!("creating {}", manifest_dir.display()))?;
+    let snapshots = kubenode_kubelet::source::watch(manifest_dir, node_name, period);
+    let kubelet_task = tokio::spawn(kubelet.run(snapshots));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping (pods keep running)"),
+        _ = term.recv() => tracing::info!("terminated; stopping (pods keep running)"),
+        r = kubelet_task => { r?; }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
 }

@@ -10,8 +10,3 @@ pub mod logs;
 pub mod proxy;
 pub mod shim;
 pub mod version;
-
-/// The error of a subcommand that is designed but not built yet: a clear line and a non-zero exit.
-pub fn not_implemented(what: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`kubenode {what}` is not implemented yet")
-}

@@ -111,6 +111,43 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the proxy inside `kubenode agent`: Services and Endpoints from the manifest
+/// directory and the node's pods come in-process from the kubelet.
+pub fn start_for_agent(
+    config: &kubenode_kubelet::config::Config,
+    mut input: tokio::sync::watch::Receiver<kubenode_kubelet::node::ProxyInput>,
+) -> anyhow::Result<()> {
+    let service_cidr = config
+        .service_cidr
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "10.96.0.0/12".into())
+        .parse()
+        .context("service CIDR")?;
+    let mut cfg = ProxyConfig::new(&config.node_name, service_cidr);
+    let range = &config.service_node_port_range;
+    cfg.node_port_range = range.first..=range.last;
+    cfg.state_file = Some(config.root_dir.join("proxy/allocations.json"));
+    cfg.rules.cluster_cidr = config
+        .cluster_cidr
+        .as_ref()
+        .map(|c| c.to_string().parse())
+        .transpose()
+        .context("cluster CIDR")?;
+    let fw = IptablesFirewall::new("auto")?;
+    let handle = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?.spawn();
+    // The rules stay in place when the agent stops, as kube-proxy's do.
+    tokio::spawn(async move {
+        while input.changed().await.is_ok() {
+            let now = input.borrow_and_update().clone();
+            handle.update_services(now.services);
+            handle.update_endpoints(now.endpoints);
+            handle.update_pods(now.pods);
+        }
+    });
+    Ok(())
+}
+
 /// Parses a Go-style duration: `500ms`, `1s`, `1m30s`, `2h`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("`{s}` is not a duration like 500ms, 30s or 1m");

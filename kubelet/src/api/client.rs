@@ -16,7 +16,7 @@ use super::{ContainerRef, ExecRequest, ExecResponse};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket is not there or refuses connections: no agent runs with this run dir.
-    #[error("cannot reach the kubenode agent at {socket}: {source} (is `kubenode agent` running with the same --run-dir?)")]
+    #[error("cannot reach the kubenode agent at {socket} (is `kubenode agent` running with the same --run-dir?)")]
     Connect {
         /// The socket path.
         socket: PathBuf,

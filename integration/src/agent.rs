@@ -1,0 +1,318 @@
+//! A real `kubenode agent` in its own "node" network namespace, with its own directories and a
+//! registry holding the busybox test image, driven the way a user drives it: manifests in, the
+//! CLI and real traffic out.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::{
+    build_busybox_image, kubenode_bin, push_image, run, run_ok, Netns, TestDir, TestRegistry,
+};
+
+/// The node's own address (on an interface inside the node namespace).
+pub const NODE_IP: &str = "192.0.2.10";
+/// The node's pod CIDR.
+pub const POD_CIDR: &str = "10.244.1.0/24";
+
+/// An agent under test. Dropping it removes every manifest, waits (bounded) for the pods to go,
+/// stops the agent and removes what is left by force.
+#[derive(Debug)]
+pub struct TestAgent {
+    tag: String,
+    /// The agent's node namespace.
+    pub node: Netns,
+    /// Its directories: `root`, `run`, `logs`, `manifests`, `cni` below it.
+    pub dir: TestDir,
+    registry: Option<TestRegistry>,
+    /// `127.0.0.1:<port>/busybox:latest`, reachable from the node.
+    pub image: String,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    /// Builds the node namespace, the registry and image, and starts the agent.
+    pub fn start(tag: &str) -> anyhow::Result<TestAgent> {
+        let dir = TestDir::new(tag)?;
+        let node = Netns::new(&format!("{tag}-node"))?;
+        // This kernel has no dummy interfaces: a veth pair inside the namespace carries the
+        // node's address instead.
+        node.ip(&[
+            "link", "add", "node0", "type", "veth", "peer", "name", "node0p",
+        ])?;
+        node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "node0"])?;
+        node.ip(&["link", "set", "node0p", "up"])?;
+        node.ip(&["link", "set", "node0", "up"])?;
+        let registry = TestRegistry::start(Some(&node))?;
+        let layout = build_busybox_image(&dir.join("image"))?;
+        let image = node.run_in(|| push_image(&registry, &layout, "busybox", "latest"))??;
+        for d in ["manifests", "root", "run", "logs", "cni/net.d", "cni/bin"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        let mut agent = TestAgent {
+            tag: tag.to_string(),
+            node,
+            dir,
+            registry: Some(registry),
+            image,
+            child: None,
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// The node name (the test's tag).
+    pub fn node_name(&self) -> &str {
+        &self.tag
+    }
+
+    /// The static pod name of manifest pod `name`: `<name>-<node>`.
+    pub fn pod_name(&self, name: &str) -> String {
+        format!("{name}-{}", self.tag)
+    }
+
+    /// Starts the agent process (again, after [`TestAgent::kill`]).
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))?;
+        let d = |p: &str| self.dir.join(p).to_string_lossy().into_owned();
+        // nsenter --net changes only the network namespace: unlike `ip netns exec` it keeps the
+        // host's /sys, so the agent sees the cgroup hierarchies.
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.node.path().display()))
+            .arg(kubenode_bin())
+            .arg("agent")
+            .args(["--node-name", &self.tag, "--node-ip", NODE_IP])
+            .args([
+                "--root-dir",
+                &d("root"),
+                "--run-dir",
+                &d("run"),
+                "--log-dir",
+                &d("logs"),
+            ])
+            .args(["--manifest-dir", &d("manifests")])
+            .args([
+                "--cni-conf-dir",
+                &d("cni/net.d"),
+                "--cni-bin-dir",
+                &d("cni/bin"),
+            ])
+            .args([
+                "--pod-cidr",
+                POD_CIDR,
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--service-cidr",
+                "10.96.0.0/16",
+            ])
+            .args([
+                "--insecure-registry",
+                self.image.split('/').next().unwrap_or_default(),
+            ])
+            .env("KUBENODE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting kubenode agent")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("kubenode agent exited ({status}):\n{}", self.log());
+            }
+            if self
+                .kubenode(&["get", "pods", "-A"])
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("kubenode agent did not answer within 20 s:\n{}", self.log())
+    }
+
+    /// SIGKILLs the agent (pods keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Writes a manifest file (atomically: write then rename, as editors and tools do).
+    pub fn write_manifest(&self, file: &str, text: &str) -> anyhow::Result<()> {
+        let tmp = self.dir.join(format!("manifests/.{file}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.dir.join("manifests").join(file))?;
+        Ok(())
+    }
+
+    /// Removes a manifest file.
+    pub fn remove_manifest(&self, file: &str) -> anyhow::Result<()> {
+        std::fs::remove_file(self.dir.join("manifests").join(file))?;
+        Ok(())
+    }
+
+    /// Runs the kubenode CLI against this agent.
+    pub fn kubenode(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let run_dir = self.dir.join("run");
+        run(
+            Command::new(kubenode_bin())
+                .args(args)
+                .env("KUBENODE_RUN_DIR", run_dir),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The CLI's stdout; a non-zero exit is an error.
+    pub fn kubenode_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubenode(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubenode {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every pod, as `kubenode get pods -A -o json` prints them.
+    pub fn pods(&self) -> anyhow::Result<Vec<Value>> {
+        let list: Value =
+            serde_json::from_str(&self.kubenode_ok(&["get", "pods", "-A", "-o", "json"])?)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The pod named `name` (full static pod name), if present.
+    pub fn pod(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        Ok(self
+            .pods()?
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name))
+    }
+
+    /// Waits (polling every 100 ms) until `pred` holds for pod `name`; returns the pod.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(p) = self.pod(name)? {
+                if pred(&p) {
+                    return Ok(p);
+                }
+                last = Some(p);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "pod {name}: {what} not reached within {timeout:?}; last seen: {}\nagent log:\n{}",
+            last.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap_or_default())
+                .unwrap_or_else(|| "<absent>".into()),
+            tail(&self.log(), 40)
+        )
+    }
+
+    /// Waits until pod `name` is gone.
+    pub fn wait_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.pod(name)?.is_none() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("pod {name} still present after {timeout:?}")
+    }
+
+    /// Events as `kubenode get events -A -o json` prints them.
+    pub fn events(&self) -> anyhow::Result<Vec<Value>> {
+        let list: Value =
+            serde_json::from_str(&self.kubenode_ok(&["get", "events", "-A", "-o", "json"])?)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn force_cleanup(&self) {
+        let runc_root = self.dir.join("run/runc");
+        if let Ok(out) = run(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["list", "-q"]),
+            Duration::from_secs(10),
+        ) {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = run(
+                    Command::new("runc")
+                        .arg("--root")
+                        .arg(&runc_root)
+                        .args(["delete", "-f", id]),
+                    Duration::from_secs(10),
+                );
+            }
+        }
+        crate::guard::kill_tagged(&self.tag);
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            let _ = self.spawn();
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("manifests")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while Instant::now() < deadline {
+            match self.pods() {
+                Ok(p) if p.is_empty() => break,
+                Err(_) => break,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        self.kill();
+        self.force_cleanup();
+        drop(self.registry.take());
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Path of the kubenode binary, for tests that want to name it.
+pub fn bin() -> PathBuf {
+    kubenode_bin()
+}
+
+/// Runs `argv` in the node namespace and returns stdout; a non-zero exit is an error.
+pub fn in_node(agent: &TestAgent, argv: &[&str]) -> anyhow::Result<String> {
+    let out = run_ok(&mut agent.node.command(argv), Duration::from_secs(30))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,618 @@
+//! The kubelet end to end, from the user's side: a real `kubenode agent` in its own node
+//! namespace, manifests written into its directory, observed through the CLI and real traffic.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use kubenode_integration::agent::in_node;
+use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use serde_json::Value;
+
+fn main() {
+    run_tests(vec![
+        privileged("web_pod_serves_its_ip_and_shares_localhost", web_pod),
+        privileged("restart_policies_and_crash_back_off", restart_policies),
+        privileged("init_containers_in_order_and_failure", init_containers),
+        privileged("grace_period_then_sigkill_and_cleanup", grace_period),
+        privileged(
+            "manifest_edit_replaces_and_removal_cleans_up",
+            edit_and_remove,
+        ),
+        privileged(
+            "bad_manifests_and_missing_images_do_not_disturb_others",
+            bad_input,
+        ),
+        privileged("agent_sigkill_then_restart_adopts_pods", agent_restart),
+    ])
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn all_running(p: &Value) -> bool {
+    phase(p) == "Running"
+        && p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
+}
+
+/// A pod manifest; `body` is the indented spec with `IMAGE` for the test image. Pods end
+/// within 2 s (a shell as PID 1 ignores SIGTERM) unless the body sets its own grace period.
+fn pod_yaml(name: &str, image: &str, body: &str) -> String {
+    let grace = if body.contains("terminationGracePeriodSeconds") {
+        ""
+    } else {
+        "  terminationGracePeriodSeconds: 2\n"
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{grace}{}",
+        body.replace("IMAGE", image)
+    )
+}
+
+/// Runs `f` with a fresh agent, then checks nothing tagged survives the agent's teardown.
+fn with_agent(
+    prefix: &str,
+    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tag = unique_tag(prefix);
+    let guard = LeakGuard::new(&tag);
+    let result = {
+        let mut agent = TestAgent::start(&tag)?;
+        let r = f(&mut agent);
+        if r.is_err() {
+            eprintln!(
+                "--- agent log ({tag}) ---\n{}",
+                kubenode_integration::agent::tail(&agent.log(), 60)
+            );
+        }
+        r
+    };
+    result?;
+    guard.check()
+}
+
+fn web_pod() -> anyhow::Result<()> {
+    with_agent("kw", |agent| {
+        let yaml = pod_yaml(
+            "web",
+            &agent.image,
+            r#"  containers:
+  - name: httpd
+    image: IMAGE
+    command: ["sh", "-c", "echo hello from $(hostname) > /var/www/index.html; exec httpd -f -p 8080 -h /var/www"]
+    ports: [{containerPort: 8080, name: http}]
+  - name: side
+    image: IMAGE
+    command: ["sh", "-c", "until wget -q -O- http://127.0.0.1:8080/; do sleep 0.2; done; sleep 3600"]
+"#,
+        );
+        agent.write_manifest("web.yaml", &yaml)?;
+        let name = agent.pod_name("web");
+        let pod = agent.wait_pod(
+            &name,
+            Duration::from_secs(60),
+            "Running with both containers",
+            all_running,
+        )?;
+        let ip = pod["status"]["podIP"]
+            .as_str()
+            .context("no podIP")?
+            .to_string();
+        ensure!(
+            ip.starts_with("10.244.1."),
+            "pod IP {ip} outside the node's pod CIDR"
+        );
+        ensure!(pod["status"]["hostIP"] == kubenode_integration::agent::NODE_IP);
+        ensure!(pod["status"]["qosClass"] == "BestEffort");
+        let ready = pod["status"]["conditions"]
+            .as_array()
+            .context("conditions")?;
+        for c in [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+            "PodScheduled",
+        ] {
+            ensure!(
+                ready
+                    .iter()
+                    .any(|x| x["type"] == c && x["status"] == "True"),
+                "condition {c} not True: {ready:?}"
+            );
+        }
+        // Real traffic from the node to the pod IP.
+        let body = in_node(
+            agent,
+            &[
+                "busybox",
+                "wget",
+                "-q",
+                "-O-",
+                &format!("http://{ip}:8080/"),
+            ],
+        )?;
+        ensure!(
+            body.trim() == format!("hello from {name}"),
+            "served {body:?}"
+        );
+        // The side container reached the web server over the pod's localhost: its log says so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut logs = String::new();
+        while Instant::now() < deadline && !logs.contains("hello from") {
+            logs = agent.kubenode_ok(&["logs", &name, "-c", "side"])?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            logs.trim() == format!("hello from {name}"),
+            "side logs {logs:?}"
+        );
+        // exec: stdout and exit code come back.
+        let out =
+            agent.kubenode_ok(&["exec", &name, "-c", "httpd", "--", "cat", "/etc/hostname"])?;
+        ensure!(out.trim() == name, "hostname {out:?}");
+        let failed = agent.kubenode(&["exec", &name, "-c", "httpd", "--", "sh", "-c", "exit 3"])?;
+        ensure!(
+            failed.status.code() == Some(3),
+            "exec exit code {:?}",
+            failed.status
+        );
+        let hosts =
+            agent.kubenode_ok(&["exec", &name, "-c", "httpd", "--", "cat", "/etc/hosts"])?;
+        ensure!(hosts.contains(&format!("{ip}\t{name}")), "hosts {hosts}");
+        let table = agent.kubenode_ok(&["get", "pods", "-o", "wide"])?;
+        ensure!(table.starts_with("NAME"), "table {table}");
+        ensure!(
+            table.contains(&name)
+                && table.contains("2/2")
+                && table.contains("Running")
+                && table.contains(&ip),
+            "table {table}"
+        );
+        let describe = agent.kubenode_ok(&["describe", "pod", &name])?;
+        ensure!(
+            describe.contains("Started container httpd"),
+            "describe {describe}"
+        );
+        agent.remove_manifest("web.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(45))
+    })
+}
+
+fn restart_policies() -> anyhow::Result<()> {
+    with_agent("kr", |agent| {
+        let one = |policy: &str, script: &str| {
+            format!(
+                "  restartPolicy: {policy}\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"{script}\"]\n"
+            )
+        };
+        agent.write_manifest(
+            "never.yaml",
+            &pod_yaml("never", &agent.image, &one("Never", "echo bye; exit 7")),
+        )?;
+        agent.write_manifest(
+            "onfail.yaml",
+            &pod_yaml("onfail", &agent.image, &one("OnFailure", "exit 0")),
+        )?;
+        agent.write_manifest(
+            "always.yaml",
+            &pod_yaml("always", &agent.image, &one("Always", "echo run; exit 1")),
+        )?;
+
+        let never = agent.wait_pod(
+            &agent.pod_name("never"),
+            Duration::from_secs(60),
+            "Failed",
+            |p| phase(p) == "Failed",
+        )?;
+        let t = &container(&never, "c")["state"]["terminated"];
+        ensure!(t["exitCode"] == 7 && t["reason"] == "Error", "never: {t}");
+        ensure!(container(&never, "c")["restartCount"] == 0);
+        let onfail = agent.wait_pod(
+            &agent.pod_name("onfail"),
+            Duration::from_secs(60),
+            "Succeeded",
+            |p| phase(p) == "Succeeded",
+        )?;
+        ensure!(container(&onfail, "c")["state"]["terminated"]["reason"] == "Completed");
+
+        // Always: the first restart is immediate, the next waits out a 10 s back-off.
+        let name = agent.pod_name("always");
+        let first = agent.wait_pod(&name, Duration::from_secs(60), "restartCount 1", |p| {
+            container(p, "c")["restartCount"].as_i64() >= Some(1)
+        })?;
+        let first_finish = container(&first, "c")["lastState"]["terminated"]["finishedAt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let waiting = agent.wait_pod(&name, Duration::from_secs(30), "CrashLoopBackOff", |p| {
+            container(p, "c")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })?;
+        let msg = container(&waiting, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            msg.starts_with("back-off 10s restarting failed container=c pod="),
+            "message {msg}"
+        );
+        let second = agent.wait_pod(&name, Duration::from_secs(40), "restartCount 2", |p| {
+            container(p, "c")["restartCount"].as_i64() >= Some(2)
+        })?;
+        let started = container(&second, "c")["state"]["running"]["startedAt"]
+            .as_str()
+            .or(container(&second, "c")["state"]["terminated"]["startedAt"].as_str())
+            .or(container(&second, "c")["lastState"]["terminated"]["startedAt"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let gap = secs_between(&first_finish, &started)?;
+        ensure!(
+            gap >= 9.0,
+            "second restart only {gap:.1}s after the first restart's previous finish"
+        );
+        let previous = agent.kubenode_ok(&["logs", &name, "--previous"])?;
+        ensure!(previous.trim() == "run", "previous logs {previous:?}");
+        let events = agent.events()?;
+        ensure!(
+            events
+                .iter()
+                .any(|e| e["reason"] == "BackOff" && e["involvedObject"]["name"] == name),
+            "no BackOff event"
+        );
+        Ok(())
+    })
+}
+
+fn secs_between(a: &str, b: &str) -> anyhow::Result<f64> {
+    let p = |s: &str| -> anyhow::Result<f64> {
+        let out = kubenode_integration::run_ok(
+            std::process::Command::new("date").args(["-d", s, "+%s.%N"]),
+            Duration::from_secs(5),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    Ok(p(b)? - p(a)?)
+}
+
+fn init_containers() -> anyhow::Result<()> {
+    with_agent("ki", |agent| {
+        let ok = r#"  initContainers:
+  - name: first
+    image: IMAGE
+    command: ["sh", "-c", "sleep 1; echo first"]
+  - name: second
+    image: IMAGE
+    command: ["sh", "-c", "echo second"]
+  containers:
+  - name: app
+    image: IMAGE
+    command: ["sleep", "3600"]
+"#;
+        let bad = r#"  restartPolicy: Never
+  initContainers:
+  - name: broken
+    image: IMAGE
+    command: ["sh", "-c", "exit 3"]
+  containers:
+  - name: app
+    image: IMAGE
+    command: ["sleep", "3600"]
+"#;
+        agent.write_manifest("ok.yaml", &pod_yaml("ok", &agent.image, ok))?;
+        agent.write_manifest("bad.yaml", &pod_yaml("bad", &agent.image, bad))?;
+        let name = agent.pod_name("ok");
+        let pending = agent.wait_pod(
+            &name,
+            Duration::from_secs(60),
+            "Init:0/2 while the first runs",
+            |p| p["status"]["initContainerStatuses"][0]["state"]["running"].is_object(),
+        )?;
+        ensure!(
+            phase(&pending) == "Pending",
+            "phase while initializing: {}",
+            phase(&pending)
+        );
+        ensure!(container(&pending, "app")["state"]["waiting"]["reason"] == "PodInitializing");
+        let table = agent.kubenode_ok(&["get", "pods", &name])?;
+        ensure!(table.contains("Init:0/2"), "table {table}");
+        agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        // Order: each init container started after the previous one finished, the app last.
+        let pod = agent.pod(&name)?.context("pod")?;
+        let inits = pod["status"]["initContainerStatuses"]
+            .as_array()
+            .context("init statuses")?;
+        let t = |c: &Value, k: &str| {
+            c["state"]["terminated"][k]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        ensure!(
+            inits
+                .iter()
+                .all(|c| c["state"]["terminated"]["reason"] == "Completed"),
+            "{inits:?}"
+        );
+        ensure!(
+            secs_between(&t(&inits[0], "finishedAt"), &t(&inits[1], "startedAt"))? >= 0.0,
+            "second started before first finished"
+        );
+        let app_started = container(&pod, "app")["state"]["running"]["startedAt"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            secs_between(&t(&inits[1], "finishedAt"), &app_started)? >= 0.0,
+            "app started before init finished"
+        );
+        ensure!(agent.kubenode_ok(&["logs", &name, "-c", "first"])?.trim() == "first");
+
+        let bad = agent.wait_pod(
+            &agent.pod_name("bad"),
+            Duration::from_secs(60),
+            "Failed",
+            |p| phase(p) == "Failed",
+        )?;
+        let init = &bad["status"]["initContainerStatuses"][0];
+        ensure!(init["state"]["terminated"]["exitCode"] == 3, "{init}");
+        ensure!(
+            container(&bad, "app")["state"]["running"].is_null(),
+            "app ran after a failed init container"
+        );
+        let table = agent.kubenode_ok(&["get", "pods", &agent.pod_name("bad")])?;
+        ensure!(table.contains("Init:Error"), "table {table}");
+        Ok(())
+    })
+}
+
+fn grace_period() -> anyhow::Result<()> {
+    with_agent("kg", |agent| {
+        let body = r#"  terminationGracePeriodSeconds: 3
+  containers:
+  - name: stubborn
+    image: IMAGE
+    command: ["sh", "-c", "trap 'echo got TERM' TERM; while true; do sleep 0.1; done"]
+"#;
+        agent.write_manifest("g.yaml", &pod_yaml("g", &agent.image, body))?;
+        let name = agent.pod_name("g");
+        agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let started = Instant::now();
+        agent.remove_manifest("g.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(30))?;
+        let took = started.elapsed();
+        ensure!(
+            took >= Duration::from_millis(2900),
+            "pod went after {took:?}, before its 3 s grace period"
+        );
+        ensure!(
+            took < Duration::from_secs(15),
+            "pod took {took:?} to go with a 3 s grace period"
+        );
+        let events = agent.events()?;
+        ensure!(
+            events
+                .iter()
+                .any(|e| e["reason"] == "Killing" && e["message"] == "Stopping container stubborn"),
+            "no Killing event"
+        );
+        Ok(())
+    })
+}
+
+fn edit_and_remove() -> anyhow::Result<()> {
+    with_agent("ke", |agent| {
+        let body = |msg: &str| {
+            format!("  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"echo {msg}; sleep 3600\"]\n")
+        };
+        agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, &body("one")))?;
+        let name = agent.pod_name("p");
+        let first = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let uid1 = first["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // An identical rewrite changes nothing.
+        agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, &body("one")))?;
+        std::thread::sleep(Duration::from_secs(2));
+        let same = agent
+            .pod(&name)?
+            .context("pod vanished on an identical rewrite")?;
+        ensure!(
+            same["metadata"]["uid"] == uid1.as_str(),
+            "identical rewrite replaced the pod"
+        );
+        ensure!(
+            container(&same, "c")["containerID"] == container(&first, "c")["containerID"],
+            "container restarted"
+        );
+        // A content change replaces it (a new UID).
+        agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, &body("two")))?;
+        let second = agent.wait_pod(
+            &name,
+            Duration::from_secs(60),
+            "replaced and Running",
+            |p| p["metadata"]["uid"] != uid1.as_str() && all_running(p),
+        )?;
+        ensure!(second["metadata"]["annotations"]["kubernetes.io/config.hash"].is_string());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut logs = String::new();
+        while Instant::now() < deadline && logs.trim() != "two" {
+            logs = agent.kubenode_ok(&["logs", &name])?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(logs.trim() == "two", "logs after the edit: {logs:?}");
+        // The old pod terminates (within its 2 s grace) and leaves the list.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while agent.pods()?.len() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(agent.pods()?.len() == 1, "old pod still listed");
+        // Removal stops and removes everything of the pod.
+        agent.remove_manifest("p.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(30))?;
+        let root = agent.dir.join("root/pods");
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        ensure!(left.is_empty(), "pod directories left: {left:?}");
+        let netns: Vec<_> = std::fs::read_dir(agent.dir.join("run/netns"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        ensure!(netns.is_empty(), "netns left: {netns:?}");
+        let links = in_node(agent, &["ip", "-o", "link"])?;
+        ensure!(!links.contains("veth"), "veths left in the node: {links}");
+        Ok(())
+    })
+}
+
+fn bad_input() -> anyhow::Result<()> {
+    with_agent("kb", |agent| {
+        let good =
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("good.yaml", &pod_yaml("good", &agent.image, good))?;
+        let name = agent.pod_name("good");
+        let before = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        agent.write_manifest(
+            "broken.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n",
+        )?;
+        agent.write_manifest("badname.yaml", &pod_yaml("Bad_Name", &agent.image, good))?;
+        agent.write_manifest("badport.yaml", &pod_yaml("badport", &agent.image, "  containers:\n  - name: c\n    image: IMAGE\n    ports: [{containerPort: 70000}]\n"))?;
+        let missing = format!(
+            "{}/nosuch:1.0",
+            agent.image.split('/').next().unwrap_or_default()
+        );
+        agent.write_manifest(
+            "missing.yaml",
+            &pod_yaml(
+                "missing",
+                &missing,
+                "  containers:\n  - name: c\n    image: IMAGE\n",
+            ),
+        )?;
+
+        let miss = agent.wait_pod(
+            &agent.pod_name("missing"),
+            Duration::from_secs(60),
+            "ErrImagePull or ImagePullBackOff",
+            |p| {
+                matches!(
+                    container(p, "c")["state"]["waiting"]["reason"].as_str(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                )
+            },
+        )?;
+        ensure!(phase(&miss) == "Pending");
+        agent.wait_pod(
+            &agent.pod_name("missing"),
+            Duration::from_secs(30),
+            "ImagePullBackOff",
+            |p| container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut events = Vec::new();
+        let want = |events: &[Value], file: &str, text: &str| {
+            events.iter().any(|e| {
+                let m = e["message"].as_str().unwrap_or_default();
+                m.contains(file) && m.contains(text)
+            })
+        };
+        while Instant::now() < deadline {
+            events = agent.events()?;
+            if want(&events, "broken.yaml", "")
+                && want(&events, "badname.yaml", "metadata.name")
+                && want(&events, "badport.yaml", "70000")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            want(&events, "broken.yaml", ""),
+            "no event names broken.yaml: {events:?}"
+        );
+        ensure!(
+            want(&events, "badname.yaml", "metadata.name"),
+            "no event for the bad name"
+        );
+        ensure!(
+            want(
+                &events,
+                "badport.yaml",
+                "spec.containers[0].ports[0].containerPort"
+            ),
+            "no event for the bad port"
+        );
+        ensure!(
+            events.iter().any(|e| e["reason"] == "Failed"
+                && e["message"].as_str().unwrap_or_default().contains("nosuch")),
+            "no pull failure event"
+        );
+        ensure!(
+            agent.pod(&agent.pod_name("badport"))?.is_none(),
+            "an invalid pod was run"
+        );
+        // The good pod was never disturbed.
+        let after = agent.pod(&name)?.context("good pod gone")?;
+        ensure!(container(&after, "c")["containerID"] == container(&before, "c")["containerID"]);
+        ensure!(container(&after, "c")["restartCount"] == 0);
+        for f in ["broken.yaml", "badname.yaml", "badport.yaml"] {
+            agent.remove_manifest(f)?;
+        }
+        Ok(())
+    })
+}
+
+fn agent_restart() -> anyhow::Result<()> {
+    with_agent("ka", |agent| {
+        let body = "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"echo up; sleep 3600\"]\n";
+        let crash = "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"sleep 1; exit 1\"]\n";
+        agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, body))?;
+        agent.write_manifest("c.yaml", &pod_yaml("c", &agent.image, crash))?;
+        let name = agent.pod_name("p");
+        let before = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let crashed = agent.wait_pod(
+            &agent.pod_name("c"),
+            Duration::from_secs(60),
+            "one restart",
+            |p| container(p, "c")["restartCount"].as_i64() >= Some(1),
+        )?;
+        let restarts_before = container(&crashed, "c")["restartCount"]
+            .as_i64()
+            .unwrap_or(0);
+        agent.kill();
+        // Containers keep running without the agent.
+        let ip = before["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        in_node(agent, &["busybox", "ping", "-c1", "-W2", &ip])
+            .context("pod unreachable while the agent is down")?;
+        agent.spawn()?;
+        let after = agent.wait_pod(&name, Duration::from_secs(30), "Running again", all_running)?;
+        ensure!(
+            container(&after, "c")["containerID"] == container(&before, "c")["containerID"],
+            "the pod's container was restarted"
+        );
+        ensure!(container(&after, "c")["restartCount"] == 0);
+        ensure!(after["status"]["podIP"] == ip.as_str());
+        let crashed = agent.wait_pod(
+            &agent.pod_name("c"),
+            Duration::from_secs(30),
+            "restart count kept",
+            |p| container(p, "c")["restartCount"].as_i64() >= Some(restarts_before),
+        )?;
+        ensure!(container(&crashed, "c")["restartCount"].as_i64() >= Some(restarts_before));
+        ensure!(agent.kubenode_ok(&["logs", &name])?.trim() == "up");
+        Ok(())
+    })
+}
