@@ -308,6 +308,11 @@ fn suite(plugin: Plugin) -> anyhow::Result<()> {
             walk(&n.dir.join("cache/results")).is_empty(),
             "cache entries left"
         );
+        ensure!(
+            walk(&n.dir.join("cache/locks")).is_empty(),
+            "lock files left: {:?}",
+            walk(&n.dir.join("cache/locks"))
+        );
         drop((p1, n));
     }
     guard.check()

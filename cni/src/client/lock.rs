@@ -19,8 +19,27 @@ pub struct ContainerLocks {
 /// Held while an operation on one container runs.
 #[derive(Debug)]
 pub struct ContainerGuard {
+    path: PathBuf,
+    remove: bool,
     _file: Flock<std::fs::File>,
     _task: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl ContainerGuard {
+    /// Removes the lock file when the guard is released (after a successful DEL), so lock files
+    /// do not pile up; a waiter that had opened it notices and locks a fresh one.
+    pub fn remove_on_release(&mut self) {
+        self.remove = true;
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if self.remove {
+            // Still under the flock here: fields (and so the lock) drop after this body.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl ContainerLocks {
@@ -42,10 +61,13 @@ impl ContainerLocks {
         let task = m.lock_owned().await;
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(container_id);
-        let file = tokio::task::spawn_blocking(move || flock_path(&path))
+        let locked = path.clone();
+        let file = tokio::task::spawn_blocking(move || flock_path(&locked))
             .await
             .map_err(std::io::Error::other)??;
         Ok(ContainerGuard {
+            path,
+            remove: false,
             _file: file,
             _task: task,
         })
@@ -90,7 +112,10 @@ mod tests {
         let waiter = tokio::spawn(async move { l2.lock("a").await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "same container waits");
+        let mut g = g;
+        g.remove_on_release();
         drop(g);
+        assert!(!dir.path().join("locks/a").exists(), "lock file removed");
         tokio::time::timeout(Duration::from_secs(2), waiter)
             .await
             .unwrap()

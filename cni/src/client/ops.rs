@@ -11,7 +11,7 @@ use crate::spec::{
 
 /// What an ADD, CHECK or DEL holds while it runs.
 struct OpGuard<'a> {
-    _container: super::lock::ContainerGuard,
+    container: super::lock::ContainerGuard,
     _gc: tokio::sync::RwLockReadGuard<'a, ()>,
 }
 
@@ -59,14 +59,17 @@ impl CniClient {
     /// the chain is torn down again (DEL, best effort) and the plugin's error returned.
     pub async fn add(&self, att: &Attachment) -> Result<CniResult, ClientError> {
         validate(att)?;
-        let _guard = self.lock(&att.container_id).await?;
+        let mut guard = self.lock(&att.container_id).await?;
         let net = self.network()?;
         let mut prev: Option<Value> = None;
         if let Err(e) = self.add_chain(&net, att, &mut prev).await {
             // The spec wants every ADD followed by a DEL, also a failed one: tear down now, with
             // whatever result the chain had built, and report the ADD's error.
-            if let Err(del) = self.del_chain(&net, att, prev.as_ref()).await {
-                warn!(container = %att.container_id, error = %del, "cleaning up after a failed ADD");
+            match self.del_chain(&net, att, prev.as_ref()).await {
+                Ok(()) => guard.container.remove_on_release(),
+                Err(del) => {
+                    warn!(container = %att.container_id, error = %del, "cleaning up after a failed ADD")
+                }
             }
             return Err(e);
         }
@@ -144,8 +147,10 @@ impl CniClient {
     /// reported together. The cache entry is removed once every plugin succeeded.
     pub async fn del(&self, att: &Attachment) -> Result<(), ClientError> {
         validate(att)?;
-        let _guard = self.lock(&att.container_id).await?;
-        self.del_locked(att).await
+        let mut guard = self.lock(&att.container_id).await?;
+        self.del_locked(att).await?;
+        guard.container.remove_on_release();
+        Ok(())
     }
 
     /// DEL with the container's lock (and the GC lock) already held.
@@ -282,7 +287,13 @@ impl CniClient {
                 ..Default::default()
             };
             let deleted = match self.container_lock(&att.container_id).await {
-                Ok(_guard) => self.del_locked(&att).await,
+                Ok(mut guard) => {
+                    let r = self.del_locked(&att).await;
+                    if r.is_ok() {
+                        guard.remove_on_release();
+                    }
+                    r
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = deleted {
@@ -334,10 +345,7 @@ impl CniClient {
     async fn lock(&self, container_id: &str) -> Result<OpGuard<'_>, ClientError> {
         let gc = self.gc_lock.read().await;
         let container = self.container_lock(container_id).await?;
-        Ok(OpGuard {
-            _container: container,
-            _gc: gc,
-        })
+        Ok(OpGuard { container, _gc: gc })
     }
 
     async fn container_lock(
