@@ -13,7 +13,7 @@ use crate::model::{
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -79,8 +79,8 @@ pub enum ProxyError {
 pub struct ProxyStatus {
     /// Services with their allocated ClusterIPs and NodePorts.
     pub services: Vec<Service>,
-    /// Endpoints of every Service (computed or manual).
-    pub endpoints: Vec<EndpointSet>,
+    /// Endpoints of every Service (computed or manual), by namespace and name.
+    pub endpoints: Vec<Arc<EndpointSet>>,
     /// Services that could not be programmed, one message each.
     pub errors: Vec<String>,
     /// The last successful sync.
@@ -118,7 +118,9 @@ struct Resolved {
     svc_ports: Vec<((String, String), Vec<ServicePortInfo>)>,
     ports: Vec<ServicePortInfo>,
     errors: Vec<String>,
-    manual_src: BTreeMap<(String, String), (Endpoints, EndpointSet)>,
+    svc_index: HashMap<(String, String), usize>,
+    manual: HashMap<(String, String), (Endpoints, Arc<EndpointSet>)>,
+    from_pods: HashMap<(String, String), Arc<EndpointSet>>,
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
 
@@ -206,9 +208,23 @@ impl Proxy {
             }
             r.services = services;
         }
+        // Services whose endpoints must be re-resolved (`None`: all of them).
+        let mut changed: Option<Vec<(String, String)>> = if self.services_dirty || self.pods_dirty {
+            None
+        } else {
+            Some(Vec::new())
+        };
+        if self.services_dirty {
+            r.svc_index = r
+                .svc_ports
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
+        }
         if self.endpoints_dirty {
             // Re-parse only the Endpoints objects that changed.
-            let mut old = std::mem::take(&mut r.manual_src);
+            let mut old = std::mem::take(&mut r.manual);
             for ep in std::mem::take(&mut self.endpoints) {
                 let key = (
                     ep.metadata
@@ -219,34 +235,63 @@ impl Proxy {
                 );
                 let set = match old.remove(&key) {
                     Some((prev, set)) if prev == ep => set,
-                    _ => EndpointSet::from_endpoints(&ep),
+                    _ => {
+                        if let Some(c) = changed.as_mut() {
+                            c.push(key.clone());
+                        }
+                        Arc::new(EndpointSet::from_endpoints(&ep))
+                    }
                 };
-                r.manual_src.insert(key, (ep, set));
+                r.manual.insert(key, (ep, set));
+            }
+            if let Some(c) = changed.as_mut() {
+                c.extend(old.into_keys());
+            }
+        }
+        if self.services_dirty || self.pods_dirty {
+            r.from_pods = endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
+                .into_iter()
+                .map(|s| ((s.namespace.clone(), s.name.clone()), Arc::new(s)))
+                .collect();
+        }
+        let node = &self.cfg.node_name;
+        let resolve = |r: &mut Resolved, i: usize| {
+            let (key, ports) = &r.svc_ports[i];
+            for p in ports {
+                r.eps.remove(&p.name);
+            }
+            let set = r
+                .from_pods
+                .get(key)
+                .or_else(|| r.manual.get(key).map(|(_, s)| s));
+            if let Some(set) = set {
+                set.for_ports(ports, node, &mut r.eps);
+            }
+        };
+        match &changed {
+            None => {
+                r.eps.clear();
+                for i in 0..r.svc_ports.len() {
+                    resolve(r, i);
+                }
+            }
+            Some(keys) => {
+                for key in keys {
+                    if let Some(&i) = r.svc_index.get(key) {
+                        resolve(r, i);
+                    }
+                }
             }
         }
         if self.services_dirty || self.endpoints_dirty || self.pods_dirty {
-            let from_pods: BTreeMap<(String, String), EndpointSet> =
-                endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
-                    .into_iter()
-                    .map(|s| ((s.namespace.clone(), s.name.clone()), s))
-                    .collect();
-            r.eps.clear();
-            for (key, ports) in &r.svc_ports {
-                if let Some(set) = from_pods
-                    .get(key)
-                    .or_else(|| r.manual_src.get(key).map(|(_, s)| s))
-                {
-                    set.for_ports(ports, &self.cfg.node_name, &mut r.eps);
-                }
-            }
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             if self.services_dirty {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
             }
-            let mut sets: BTreeMap<&(String, String), &EndpointSet> =
-                r.manual_src.iter().map(|(k, (_, s))| (k, s)).collect();
-            sets.extend(from_pods.iter());
+            let mut sets: BTreeMap<&(String, String), &Arc<EndpointSet>> =
+                r.manual.iter().map(|(k, (_, s))| (k, s)).collect();
+            sets.extend(r.from_pods.iter());
             st.endpoints = sets.into_values().cloned().collect();
         }
         self.services_dirty = false;

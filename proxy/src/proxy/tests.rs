@@ -136,3 +136,49 @@ fn running_proxy_coalesces_updates_and_repairs_flushed_tables() {
     assert!(fw.dump().contains("10.244.0.21:53"));
     handle.shutdown();
 }
+
+#[test]
+fn incremental_resolution_matches_a_fresh_proxy() {
+    let svc = |n: usize| -> Service {
+        obj(&format!("metadata: {{name: s{n}}}\nspec: {{clusterIP: 10.96.1.{n}, ports: [{{name: p, port: 80}}]}}"))
+    };
+    let eps = |n: usize, ip: &str| -> Endpoints {
+        obj(&format!(
+            "metadata: {{name: s{n}}}\nsubsets: [{{addresses: [{{ip: {ip}}}], ports: [{{name: p, port: 8080}}]}}]"
+        ))
+    };
+    let fresh = |s: Vec<Service>, e: Vec<Endpoints>, p: Vec<Pod>| {
+        let mut x = proxy(
+            Arc::new(MemoryFirewall::new()),
+            Arc::new(RecordingConntrack::default()),
+        );
+        x.update_services(s);
+        x.update_endpoints(e);
+        x.update_pods(p);
+        x.desired()
+    };
+    let mut p = proxy(
+        Arc::new(MemoryFirewall::new()),
+        Arc::new(RecordingConntrack::default()),
+    );
+    let services: Vec<Service> = (1..=5).map(svc).chain([dns_service()]).collect();
+    let rounds: Vec<Vec<Endpoints>> = vec![
+        (1..=5).map(|n| eps(n, &format!("10.244.0.{n}"))).collect(),
+        (1..=5)
+            .map(|n| eps(n, &format!("10.244.{}.{n}", n % 2)))
+            .collect(),
+        (2..=4).map(|n| eps(n, "10.244.9.9")).collect(),
+        vec![],
+    ];
+    p.update_services(services.clone());
+    let mut pods = vec![];
+    for (i, e) in rounds.into_iter().enumerate() {
+        p.update_endpoints(e.clone());
+        if i == 2 {
+            pods = vec![dns_pod("a", "10.244.5.2", true)];
+            p.update_pods(pods.clone());
+        }
+        let got = p.desired();
+        assert_eq!(got, fresh(services.clone(), e, pods.clone()), "round {i}");
+    }
+}
