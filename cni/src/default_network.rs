@@ -34,6 +34,23 @@ pub enum DefaultNetworkError {
     },
 }
 
+/// What the default network looks like beyond the pod CIDR (see [`ensure_default_network_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    /// The node's pod CIDR.
+    pub pod_cidr: Option<Ipv4Net>,
+    /// The cluster's pod CIDR (masquerade of traffic leaving it).
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// The allocation store (`dataDir`); the plugin's default `/var/lib/cni/networks` when
+    /// `None`. Give each agent its own when several share a host.
+    pub data_dir: Option<PathBuf>,
+    /// Bridge and veth MTU; the plugin's default (1500) when `None`.
+    pub mtu: Option<u32>,
+    /// Directories where `portmap` may be installed besides `bin_dir` (it is chained when found
+    /// in any of them; the client must search the same directories).
+    pub extra_bin_dirs: Vec<PathBuf>,
+}
+
 /// Installs `<bin_dir>/kubenode-bridge` → `self_exe` (replacing a link that points elsewhere) and,
 /// if `conf_dir` has no network, writes [`DEFAULT_CONFLIST_NAME`] for kubenode-bridge with
 /// `pod_cidr` and `cluster_cidr` (+ `portmap` if `<bin_dir>/portmap` exists). Returns whether the
@@ -43,6 +60,22 @@ pub fn ensure_default_network(
     bin_dir: &Path,
     pod_cidr: Ipv4Net,
     cluster_cidr: Option<Ipv4Net>,
+    self_exe: &Path,
+) -> Result<bool, DefaultNetworkError> {
+    let net = DefaultNetwork {
+        pod_cidr: Some(pod_cidr),
+        cluster_cidr,
+        ..Default::default()
+    };
+    ensure_default_network_with(conf_dir, bin_dir, &net, self_exe)
+}
+
+/// [`ensure_default_network`] with the data directory, MTU and portmap search path spelled out.
+/// Writes nothing (but still installs the link) when `net.pod_cidr` is `None`.
+pub fn ensure_default_network_with(
+    conf_dir: &Path,
+    bin_dir: &Path,
+    net: &DefaultNetwork,
     self_exe: &Path,
 ) -> Result<bool, DefaultNetworkError> {
     let io = |what, path: &Path| {
@@ -58,6 +91,9 @@ pub fn ensure_default_network(
         std::fs::rename(&tmp, &link).map_err(io("installing", &link))?;
         tracing::info!(link = %link.display(), target = %self_exe.display(), "installed kubenode-bridge");
     }
+    let Some(pod_cidr) = net.pod_cidr else {
+        return Ok(false);
+    };
     if NetworkConfigList::load_first(conf_dir)?.is_some() {
         return Ok(false);
     }
@@ -67,11 +103,20 @@ pub fn ensure_default_network(
         "podCIDR": pod_cidr.trunc().to_string(),
         "hairpinMode": true,
     });
-    if let Some(c) = cluster_cidr {
+    if let Some(c) = net.cluster_cidr {
         bridge["clusterCIDR"] = json!(c.trunc().to_string());
     }
+    if let Some(d) = &net.data_dir {
+        bridge["dataDir"] = json!(d);
+    }
+    if let Some(mtu) = net.mtu {
+        bridge["mtu"] = json!(mtu);
+    }
     let mut plugins = vec![bridge];
-    if bin_dir.join("portmap").exists() {
+    if std::iter::once(bin_dir)
+        .chain(net.extra_bin_dirs.iter().map(PathBuf::as_path))
+        .any(|d| d.join("portmap").exists())
+    {
         plugins
             .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
     }
@@ -137,5 +182,35 @@ mod tests {
                 .plugins[0]["podCIDR"],
             "10.244.1.0/24"
         );
+    }
+
+    #[test]
+    fn with_data_dir_mtu_and_portmap_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, bin, extra) = (
+            dir.path().join("net.d"),
+            dir.path().join("bin"),
+            dir.path().join("lib-cni"),
+        );
+        std::fs::create_dir_all(&extra).unwrap();
+        std::fs::write(extra.join("portmap"), "").unwrap();
+        let exe = Path::new("/usr/bin/kubenode");
+        let mut net = DefaultNetwork {
+            data_dir: Some("/var/lib/kubenode/cni/networks".into()),
+            mtu: Some(1450),
+            ..Default::default()
+        };
+        assert!(
+            !ensure_default_network_with(&conf, &bin, &net, exe).unwrap(),
+            "no pod CIDR: no network"
+        );
+        assert!(std::fs::symlink_metadata(bin.join("kubenode-bridge")).is_ok());
+        net.pod_cidr = Some("10.244.7.0/24".parse().unwrap());
+        net.extra_bin_dirs = vec![extra];
+        assert!(ensure_default_network_with(&conf, &bin, &net, exe).unwrap());
+        let list = NetworkConfigList::load_first(&conf).unwrap().unwrap();
+        assert_eq!(list.plugins[0]["dataDir"], "/var/lib/kubenode/cni/networks");
+        assert_eq!(list.plugins[0]["mtu"], 1450);
+        assert_eq!(list.plugin_type(1), "portmap");
     }
 }

@@ -17,5 +17,8 @@ pub mod spec;
 mod golden;
 
 pub use client::{Attachment, ClientError, CniClient, CniConfig};
-pub use default_network::{ensure_default_network, DefaultNetworkError, DEFAULT_CONFLIST_NAME};
+pub use default_network::{
+    ensure_default_network, ensure_default_network_with, DefaultNetwork, DefaultNetworkError,
+    DEFAULT_CONFLIST_NAME,
+};
 pub use spec::{CniResult, PluginErrorReply};
