@@ -45,6 +45,6 @@ pub use container::{ContainerConfig, ContainerState, ContainerStatus, ExecResult
 pub use error::{ErrorList, RuntimeError};
 pub use host::Host;
 pub use oci::OciRuntime;
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{default_shim_binary, Runtime, RuntimeConfig};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxState};
 pub use shim::ShimLauncher;

@@ -40,7 +40,7 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// A configuration with the default runtime (`runc`), log rotation
-    /// (10 MiB × 5) and the current executable as the shim binary.
+    /// (10 MiB × 5) and the default shim binary (see [`default_shim_binary`]).
     pub fn new(
         root_dir: impl Into<PathBuf>,
         run_dir: impl Into<PathBuf>,
@@ -51,7 +51,7 @@ impl RuntimeConfig {
             run_dir: run_dir.into(),
             log_dir: log_dir.into(),
             runtime_path: PathBuf::from("runc"),
-            shim_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kubenode")),
+            shim_binary: default_shim_binary(),
             log_max_size: crate::shim::DEFAULT_LOG_MAX_SIZE,
             log_max_files: crate::shim::DEFAULT_LOG_MAX_FILES,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
@@ -71,6 +71,20 @@ impl RuntimeConfig {
     /// Directory of the pod network namespaces.
     pub fn netns_dir(&self) -> PathBuf {
         self.run_dir.join("netns")
+    }
+}
+
+/// The shim binary used unless configured: `kubenode-shim` next to the
+/// current executable when it exists (a small binary: ~0.25 MiB PSS per
+/// container instead of ~0.85 MiB for the relocated pages of the whole
+/// kubenode binary), else the current executable (`kubenode shim`).
+pub fn default_shim_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kubenode"));
+    let small = exe.with_file_name("kubenode-shim");
+    if small.is_file() {
+        small
+    } else {
+        exe
     }
 }
 

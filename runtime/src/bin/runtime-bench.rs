@@ -230,7 +230,12 @@ fn main() -> Result<()> {
         rt.stop_and_remove_sandbox(&sb)?;
     }
     let (a, b) = (median(floor), median(pods));
-    println!("runs: {}", o.runs);
+    println!(
+        "runs: {}, runtime: {}, shim: {}",
+        o.runs,
+        o.runc.display(),
+        o.shim.display()
+    );
     println!(
         "(a) floor: runc run -d + delete of busybox true, median: {:.1} ms",
         ms(a)

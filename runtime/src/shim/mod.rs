@@ -7,7 +7,10 @@
 //! many containers, and one bug or OOM kill in it loses the status of the
 //! whole pod. A per-container shim is a plain sequential program (no threads,
 //! no async runtime, a `poll(2)` loop over two pipes and a signalfd) whose
-//! footprint is a few hundred KiB of private memory, and its life is exactly
+//! footprint is small (measured by `runtime-bench` with 10 containers:
+//! ~0.23 MiB PSS per container as the standalone `kubenode-shim` binary,
+//! ~0.85 MiB as `kubenode shim`, most of it the relocated read-only data of
+//! the big binary), and its life is exactly
 //! its container's: it starts with `runtime create` and exits after recording
 //! the exit. That is conmon's model, which CRI-O has proven at scale.
 //!
