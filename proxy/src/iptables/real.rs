@@ -166,7 +166,7 @@ fn with_context(stderr: &str, input: &str) -> String {
 }
 
 /// Detects the backend the host uses, as kubernetes-sigs/iptables-wrappers does: a
-/// `KUBE-IPTABLES-HINT` or `KUBE-KUBELET-CANARY` chain in mangle wins (legacy checked first);
+/// `KUBE-IPTABLES-HINT` or `KUBE-KUBELET-CANARY` chain wins (legacy checked first);
 /// otherwise the backend holding more rules; on a tie (e.g. a fresh network namespace) the
 /// backend `iptables` itself points to.
 pub fn detect_mode() -> IptablesMode {
@@ -192,22 +192,23 @@ fn detect(prefix: &[String]) -> IptablesMode {
             .map(|o| o.stdout)
             .unwrap_or_default()
     };
-    for mode in [IptablesMode::Legacy, IptablesMode::Nft] {
-        let mangle = save(mode, &["-t", "mangle"]);
-        if mangle
-            .lines()
+    // Whole saves, never `-t mangle`: asking iptables-legacy for a table creates it.
+    let (legacy_save, nft_save) = (
+        save(IptablesMode::Legacy, &[]),
+        save(IptablesMode::Nft, &[]),
+    );
+    let hinted = |save: &str| {
+        save.lines()
             .any(|l| l.starts_with(":KUBE-IPTABLES-HINT") || l.starts_with(":KUBE-KUBELET-CANARY"))
-        {
-            return mode;
-        }
-    }
-    let count = |mode| {
-        save(mode, &[])
-            .lines()
-            .filter(|l| l.starts_with('-'))
-            .count()
     };
-    let (legacy, nft) = (count(IptablesMode::Legacy), count(IptablesMode::Nft));
+    if hinted(&legacy_save) {
+        return IptablesMode::Legacy;
+    }
+    if hinted(&nft_save) {
+        return IptablesMode::Nft;
+    }
+    let count = |save: &str| save.lines().filter(|l| l.starts_with('-')).count();
+    let (legacy, nft) = (count(&legacy_save), count(&nft_save));
     if legacy != nft {
         return if legacy > nft {
             IptablesMode::Legacy
