@@ -23,6 +23,16 @@ pub struct ImageRef {
     pub config: Option<oci_spec::image::ImageConfiguration>,
 }
 
+impl From<&crate::image::Image> for ImageRef {
+    fn from(image: &crate::image::Image) -> ImageRef {
+        ImageRef {
+            name: image.reference.clone(),
+            layers: image.layers.clone(),
+            config: Some(image.config.clone()),
+        }
+    }
+}
+
 /// What the kubelet asks for when it creates a container in a sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerConfig {
