@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// The node's own address (on an interface inside the node namespace).
-pub const NODE_IP: &str = "192.0.2.10";
+pub const NODE_IP: &str = "10.250.0.10";
 /// The node's pod CIDR.
 pub const POD_CIDR: &str = "10.244.1.0/24";
 
