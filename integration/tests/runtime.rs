@@ -148,9 +148,8 @@ fn make_pod(rt: &Runtime, env: &Env, tag: &str) -> anyhow::Result<String> {
     let sb = rt.create_sandbox(&SandboxConfig {
         pod: pod(tag),
         cgroup_parent: env.cgroup_parent.clone(),
-        ..Default::default()
     })?;
-    let netns = sb.netns_path.clone().context("no netns")?;
+    let netns = sb.netns_path.clone();
     ensure!(netns.exists(), "netns {} missing", netns.display());
     loopback_up(&netns)?; // what the CNI loopback plugin would do
     let sb = rt.start_sandbox(&sb.id)?;
@@ -277,6 +276,15 @@ fn pod_lifecycle() -> anyhow::Result<()> {
             "server: {st:?}"
         );
 
+        rt.stop_sandbox(&sandbox, Duration::from_secs(5))?;
+        ensure!(
+            rt.sandbox(&sandbox)?.state == SandboxState::NotReady,
+            "sandbox still ready after stop"
+        );
+        let pause = rt
+            .sandbox_exit(&sandbox)
+            .context("pause exit not recorded")?;
+        ensure!(pause.exit_code == 0, "pause exit on SIGTERM: {pause:?}");
         rt.stop_and_remove_sandbox(&sandbox)?;
         ensure!(
             rt.list_containers(None).is_empty(),

@@ -46,5 +46,5 @@ pub use error::{ErrorList, RuntimeError};
 pub use host::Host;
 pub use oci::OciRuntime;
 pub use runtime::{default_shim_binary, Runtime, RuntimeConfig};
-pub use sandbox::{Sandbox, SandboxConfig, SandboxState};
+pub use sandbox::{Sandbox, SandboxConfig, SandboxOptions, SandboxState};
 pub use shim::ShimLauncher;

@@ -101,7 +101,6 @@ fn sandbox_config() -> SandboxConfig {
             hostname: "web".into(),
         },
         cgroup_parent: "/kubepods/besteffort/podu1".into(),
-        ..Default::default()
     }
 }
 
@@ -133,7 +132,7 @@ fn sandbox_create_start_remove() {
     let f = fixture();
     let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
     assert_eq!(sb.state, SandboxState::NotReady);
-    let netns = sb.netns_path.clone().unwrap();
+    let netns = sb.netns_path.clone();
     assert!(netns.starts_with(f.config.run_dir.join("netns")));
     let shm = f.config.root_dir.join("sandboxes").join(&sb.id).join("shm");
     assert_eq!(
@@ -395,10 +394,10 @@ fn recovery_rebuilds_view_and_removes_half_made() {
         .join("sandboxes")
         .join(&half_sb.id)
         .exists());
-    assert!(f.host.calls().contains(&format!(
-        "remove_netns {}",
-        half_sb.netns_path.as_ref().unwrap().display()
-    )));
+    assert!(f
+        .host
+        .calls()
+        .contains(&format!("remove_netns {}", half_sb.netns_path.display())));
     assert!(f.oci.calls().contains(&"delete stray --force".to_string()));
     assert!(!f.oci.ids().contains(&"stray".to_string()));
 }
@@ -443,10 +442,14 @@ fn exec_passes_command_and_timeout() {
 #[test]
 fn host_network_sandbox_has_no_netns() {
     let f = fixture();
-    let mut config = sandbox_config();
-    config.host_network = true;
-    let sb = f.rt.create_sandbox(&config).unwrap();
-    assert_eq!(sb.netns_path, None);
+    let options = crate::SandboxOptions {
+        host_network: true,
+        ..Default::default()
+    };
+    let sb =
+        f.rt.create_sandbox_with(&sandbox_config(), &options)
+            .unwrap();
+    assert!(sb.host_network && sb.netns_path.as_os_str().is_empty());
     assert!(!f.host.calls().iter().any(|c| c.starts_with("create_netns")));
     let sb = f.rt.start_sandbox(&sb.id).unwrap();
     let id = f.rt.create_container(&sb.id, &container("app")).unwrap();
@@ -470,4 +473,26 @@ fn host_network_sandbox_has_no_netns() {
     assert_eq!(shm["type"], "bind");
     f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
     assert!(!f.host.calls().iter().any(|c| c.starts_with("remove_netns")));
+}
+
+#[test]
+fn stop_sandbox_stops_containers_then_pause_and_keeps_records() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.rt.start_container(&id).unwrap();
+    f.rt.stop_sandbox(&sb, Duration::from_millis(10)).unwrap();
+    let calls = f.oci.calls();
+    let app = calls
+        .iter()
+        .position(|c| c == &format!("kill {id} 15"))
+        .unwrap();
+    let pause = calls
+        .iter()
+        .position(|c| c == &format!("kill {sb} 15"))
+        .unwrap();
+    assert!(app < pause, "containers stop before pause: {calls:?}");
+    assert_eq!(f.rt.list_containers(Some(&sb)).len(), 1);
+    assert!(f.rt.sandbox(&sb).is_ok());
+    f.rt.stop_and_remove_sandbox(&sb).unwrap();
 }

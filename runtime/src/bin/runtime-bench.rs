@@ -162,7 +162,6 @@ fn pod_once(rt: &Runtime, rootfs: &Path, i: usize) -> Result<([Duration; 4], Str
     let sb = rt.create_sandbox(&SandboxConfig {
         pod: pod(i),
         cgroup_parent: format!("/knbench-{}", std::process::id()),
-        ..Default::default()
     })?;
     let p0 = lap();
     rt.start_sandbox(&sb.id)?;
@@ -256,7 +255,6 @@ fn main() -> Result<()> {
     let sb = rt.create_sandbox(&SandboxConfig {
         pod: pod(9999),
         cgroup_parent: format!("/knbench-{}", std::process::id()),
-        ..Default::default()
     })?;
     rt.start_sandbox(&sb.id)?;
     for n in 0..o.containers {

@@ -23,6 +23,11 @@ pub struct SandboxConfig {
     /// The pod's cgroup (cgroupfs path, e.g. `/kubepods/besteffort/pod<uid>`);
     /// pause and every container get a child of it, and teardown removes it.
     pub cgroup_parent: String,
+}
+
+/// Less common sandbox settings, for [`Runtime::create_sandbox_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxOptions {
     /// `hostNetwork: true`: no netns, the host's network and UTS namespaces.
     pub host_network: bool,
     /// Namespaced sysctls from the pod's `securityContext.sysctls`.
@@ -45,8 +50,10 @@ pub struct Sandbox {
     pub id: String,
     /// The pod.
     pub pod: PodInfo,
-    /// The network namespace file, for CNI (`None` for host-network pods).
-    pub netns_path: Option<PathBuf>,
+    /// The network namespace file, for CNI (empty for host-network pods).
+    pub netns_path: PathBuf,
+    /// The pod uses the host's network namespace.
+    pub host_network: bool,
     /// Ready or not.
     pub state: SandboxState,
 }
@@ -82,7 +89,8 @@ impl Runtime {
         Sandbox {
             id: meta.id.clone(),
             pod: meta.pod.clone(),
-            netns_path: meta.netns_path.clone(),
+            netns_path: meta.netns_path.clone().unwrap_or_default(),
+            host_network: meta.netns_path.is_none(),
             state: if ready {
                 SandboxState::Ready
             } else {
@@ -95,6 +103,15 @@ impl Runtime {
     /// runs CNI ADD on `netns_path` and calls [`Runtime::start_sandbox`].
     /// Nothing is left behind on failure.
     pub fn create_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox, RuntimeError> {
+        self.create_sandbox_with(config, &SandboxOptions::default())
+    }
+
+    /// [`Runtime::create_sandbox`] with [`SandboxOptions`] (host network, sysctls).
+    pub fn create_sandbox_with(
+        &self,
+        config: &SandboxConfig,
+        options: &SandboxOptions,
+    ) -> Result<Sandbox, RuntimeError> {
         let id = fsutil::random_id();
         let dir = self.sandbox_dir(&id);
         std::fs::create_dir_all(&dir)
@@ -102,10 +119,10 @@ impl Runtime {
         let mut meta = SandboxMeta {
             id: id.clone(),
             pod: config.pod.clone(),
-            netns_path: (!config.host_network)
+            netns_path: (!options.host_network)
                 .then(|| self.config.netns_dir().join(format!("kn-{}", &id[..16]))),
             shm_path: Some(dir.join("shm")),
-            sysctls: config.sysctls.clone(),
+            sysctls: options.sysctls.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
             phase: SandboxPhase::Creating,
             created_at: jiff::Timestamp::now().to_string(),
@@ -208,6 +225,43 @@ impl Runtime {
     pub fn list_sandboxes(&self) -> Vec<Sandbox> {
         let metas: Vec<SandboxMeta> = self.state().sandboxes.values().cloned().collect();
         metas.iter().map(|m| self.sandbox_view(m)).collect()
+    }
+
+    /// Stops every container of the sandbox (each with `grace`, see
+    /// [`Runtime::stop_container`]) and then the pause container, keeping all
+    /// records, the netns and the logs: CRI `StopPodSandbox`. The sandbox is
+    /// `NotReady` afterwards; continue past failures and report all of them.
+    pub fn stop_sandbox(&self, id: &str, grace: std::time::Duration) -> Result<(), RuntimeError> {
+        let meta = self.sandbox_meta(id)?;
+        let mut errors = ErrorList::new(format!(
+            "stopping sandbox {} of pod {}",
+            id,
+            meta.pod.full_name()
+        ));
+        let containers: Vec<String> = self
+            .state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for cid in containers {
+            errors.check(
+                &format!("stopping container {cid}"),
+                self.stop_container(&cid, grace, None),
+            );
+        }
+        let exit = self.sandbox_dir(id).join(EXIT);
+        if meta.phase == SandboxPhase::Ready && !exit.exists() {
+            // pause exits 0 on SIGTERM at once; SIGKILL covers a stuck one.
+            if self.oci.kill(id, 15, false).is_ok()
+                && !crate::container::wait_for_exit_record(&exit, meta.shim_pid)
+            {
+                errors.check("killing the pause container", self.oci.kill(id, 9, true));
+                crate::container::wait_for_exit_record(&exit, meta.shim_pid);
+            }
+        }
+        errors.into_result().map_err(RuntimeError::from)
     }
 
     /// Stops and removes every container of the sandbox, the pause container,
