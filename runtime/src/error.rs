@@ -97,6 +97,12 @@ pub enum RuntimeError {
         /// The state it is in.
         state: String,
     },
+    /// The configured OCI runtime does not exist.
+    #[error("OCI runtime {name:?} not found: neither an executable path nor a name in PATH (known to work: runc, crun, youki)")]
+    UnknownRuntime {
+        /// The configured name or path.
+        name: String,
+    },
     /// Several steps of a teardown failed.
     #[error(transparent)]
     Teardown(#[from] ErrorList),

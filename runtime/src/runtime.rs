@@ -113,7 +113,13 @@ fn mkdir(path: &Path) -> Result<(), RuntimeError> {
 impl Runtime {
     /// The real runtime: runc (or `runtime_path`) with `--root <run>/runc`,
     /// shims from `shim_binary`, the host's own limits.
-    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+    pub fn new(mut config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        config.runtime_path =
+            crate::oci::resolve_runtime(&config.runtime_path).ok_or_else(|| {
+                RuntimeError::UnknownRuntime {
+                    name: config.runtime_path.display().to_string(),
+                }
+            })?;
         let oci = Arc::new(RuncCli::new(&config.runtime_path, config.runtime_root()));
         let shims = Arc::new(ProcessShimLauncher::new(&config.shim_binary));
         let limits = HostLimits::probe();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use command::run_with_timeout;
-pub use runc::RuncCli;
+pub use runc::{resolve_runtime, RuncCli, KNOWN_RUNTIMES};
 
 /// A failed OCI runtime call.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,27 @@ use std::time::Duration;
 use super::command::{run_with_timeout, wait_timeout, Finished};
 use super::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState};
 
+/// OCI runtimes known to work with this driver (same command line as runc).
+pub const KNOWN_RUNTIMES: [&str; 3] = ["runc", "crun", "youki"];
+
+/// Resolves the configured runtime: a path (must be an executable file) or a
+/// name looked up in `PATH`. `None` when there is no such executable.
+pub fn resolve_runtime(name_or_path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name_or_path.components().count() > 1 || name_or_path.is_absolute() {
+        return executable(name_or_path).then(|| name_or_path.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name_or_path))
+        .find(|p| executable(p))
+}
+
 /// Time limit of one lifecycle call (`create`, `start`, `kill`, `delete`, `state`).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -243,6 +264,20 @@ impl OciRuntime for RuncCli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtimes_resolve_by_name_or_path() {
+        assert_eq!(
+            resolve_runtime(Path::new("sh")).map(|p| p.is_absolute()),
+            Some(true)
+        );
+        assert!(resolve_runtime(Path::new("/bin/sh")).is_some());
+        assert!(resolve_runtime(Path::new("no-such-runtime-xyz")).is_none());
+        assert!(
+            resolve_runtime(Path::new("/etc/passwd")).is_none(),
+            "not executable"
+        );
+    }
 
     #[test]
     fn error_message_prefers_json_msg() {
