@@ -39,6 +39,7 @@ fn main() {
         privileged("runtime_failed_create_leaves_nothing", failed_create),
         privileged("runtime_oom_killed", oom_killed),
         privileged("runtime_log_rotation_and_partial_lines", log_rotation),
+        privileged("runtime_host_network_and_sysctls", host_network_and_sysctls),
     ])
 }
 
@@ -533,6 +534,83 @@ fn log_rotation() -> anyhow::Result<()> {
             "last line missing:\n{last}"
         );
         rt.stop_and_remove_sandbox(&sandbox)?;
+    }
+    guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
+}
+
+fn host_network_and_sysctls() -> anyhow::Result<()> {
+    use kubenode_runtime::SandboxOptions;
+    let tag = unique_tag("rh");
+    let guard = LeakGuard::new(&tag);
+    {
+        let dir = TestDir::new(&tag)?;
+        let env = env(dir.path(), &tag)?;
+        let rt = Rt(Runtime::new(env.config.clone())?);
+        let config = SandboxConfig {
+            pod: pod(&tag),
+            cgroup_parent: env.cgroup_parent.clone(),
+        };
+
+        // hostNetwork: no netns; the container sees the host's hostname and links.
+        let options = SandboxOptions {
+            host_network: true,
+            ..Default::default()
+        };
+        let sb = rt.create_sandbox_with(&config, &options)?;
+        ensure!(
+            sb.host_network && sb.netns_path.as_os_str().is_empty(),
+            "{sb:?}"
+        );
+        rt.start_sandbox(&sb.id)?;
+        let id = start(
+            &rt,
+            &sb.id,
+            &container(&env, "h", "hostname; ls /sys/class/net"),
+        )?;
+        let st = wait_exited(&rt, &id, Duration::from_secs(10))?;
+        let log = std::fs::read_to_string(&st.log_path)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+        ensure!(
+            log.contains(&format!("stdout F {}", host.trim())),
+            "hostname in log:\n{log}"
+        );
+        let host_links = std::fs::read_dir("/sys/class/net")?.count();
+        ensure!(
+            host_links > 1 && log.lines().count() > 2,
+            "host links not visible:\n{log}"
+        );
+        rt.stop_and_remove_sandbox(&sb.id)?;
+
+        // Pod sysctls are set in the pod's network namespace by the pause container.
+        let sysctls = [(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string(),
+        )]
+        .into();
+        let sb = rt.create_sandbox_with(
+            &config,
+            &SandboxOptions {
+                sysctls,
+                ..Default::default()
+            },
+        )?;
+        rt.start_sandbox(&sb.id)?;
+        let id = start(
+            &rt,
+            &sb.id,
+            &container(
+                &env,
+                "s",
+                "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; hostname",
+            ),
+        )?;
+        let st = wait_exited(&rt, &id, Duration::from_secs(10))?;
+        let log = std::fs::read_to_string(&st.log_path)?;
+        ensure!(
+            log.contains("stdout F 0\n") && log.contains("stdout F web\n"),
+            "sysctl/hostname:\n{log}"
+        );
+        rt.stop_and_remove_sandbox(&sb.id)?;
     }
     guard.runc_root(format!("/tmp/kn-{tag}/run/runc")).check()
 }
