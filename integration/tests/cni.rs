@@ -162,19 +162,22 @@ fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// One echo request with a 1 s wait; up to 3 tries (a loaded machine may drop the first one
+/// while neighbour resolution runs).
 fn ping(from: &Netns, ip: IpAddr) -> anyhow::Result<()> {
     let applet = if ip.is_ipv6() { "ping6" } else { "ping" };
-    let out = from.exec_timeout(
-        &["busybox", applet, "-c1", "-W1", &ip.to_string()],
-        Duration::from_secs(5),
-    )?;
-    ensure!(
-        out.status.success(),
-        "ping {ip} from {} failed: {}",
-        from.name(),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(())
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = from.exec_timeout(
+            &["busybox", applet, "-c1", "-W1", &ip.to_string()],
+            Duration::from_secs(5),
+        )?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stdout).to_string();
+    }
+    bail!("ping {ip} from {} failed 3 times: {last}", from.name())
 }
 
 /// Addresses still reserved in an allocation directory (files named by an IP).
