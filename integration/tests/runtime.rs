@@ -579,6 +579,21 @@ fn host_network_and_sysctls() -> anyhow::Result<()> {
             host_links > 1 && log.lines().count() > 2,
             "host links not visible:\n{log}"
         );
+
+        // A privileged container gets the host's devices and all capabilities.
+        let mut privileged = container(
+            &env,
+            "p",
+            "ls /dev | wc -l; grep CapEff /proc/self/status; [ $(ls /dev | wc -l) -gt 30 ]",
+        );
+        privileged.container.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let id = start(&rt, &sb.id, &privileged)?;
+        let st = wait_exited(&rt, &id, Duration::from_secs(10))?;
+        let log = std::fs::read_to_string(&st.log_path)?;
+        ensure!(st.exit_code == Some(0), "privileged: {st:?}\n{log}");
         rt.stop_and_remove_sandbox(&sb.id)?;
 
         // Pod sysctls are set in the pod's network namespace by the pause container.

@@ -296,5 +296,6 @@ pub fn test_limits() -> crate::spec::HostLimits {
         nofile_hard: 20000,
         min_oom_score_adj: 0,
         cgroup_v2: false,
+        capabilities: u64::MAX,
     }
 }

@@ -140,6 +140,17 @@ impl Runtime {
                 });
             }
         }
+        let privileged = config
+            .container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            == Some(true);
+        let host_devices = if privileged {
+            crate::host::host_devices()
+        } else {
+            Vec::new()
+        };
         let image_config = config
             .image
             .config
@@ -160,6 +171,7 @@ impl Runtime {
             resolved_env: &config.resolved_env,
             oom_score_adj: config.oom_score_adj,
             limits: &self.limits,
+            host_devices: &host_devices,
         })
         .map_err(|source| RuntimeError::Spec {
             pod: pod.clone(),

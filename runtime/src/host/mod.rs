@@ -3,12 +3,14 @@
 //! [`LinuxHost`] does them with syscalls; `testing::RecordingHost` records them.
 
 mod cgroup;
+mod devices;
 mod netns;
 mod overlay;
 
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{cgroup_roots, oom_files};
+pub use devices::host_devices;
 
 /// A failed host operation.
 #[derive(Debug, thiserror::Error)]

@@ -69,11 +69,21 @@ fn namespaces() -> NamespacePaths {
     }
 }
 
+/// A fixed device list (the real one depends on the host), used when privileged.
+fn devices() -> Vec<oci_spec::runtime::LinuxDevice> {
+    serde_json::from_str(
+        r#"[{"path":"/dev/null","type":"c","major":1,"minor":3,"fileMode":438,"uid":0,"gid":0},
+            {"path":"/dev/vda","type":"b","major":254,"minor":0,"fileMode":432,"uid":0,"gid":6}]"#,
+    )
+    .unwrap()
+}
+
 fn limits() -> HostLimits {
     HostLimits {
         nofile_hard: 20000,
         min_oom_score_adj: 0,
         cgroup_v2: false,
+        capabilities: u64::MAX,
     }
 }
 
@@ -99,6 +109,7 @@ fn build(
         resolved_env: &HashMap::new(),
         oom_score_adj: Some(-997),
         limits: &limits(),
+        host_devices: &devices(),
     })
     .unwrap();
     // The rootfs path is a temporary directory: pin it for the golden file.
@@ -259,6 +270,7 @@ fn invalid_user_is_an_error() {
         resolved_env: &HashMap::new(),
         oom_score_adj: None,
         limits: &limits(),
+        host_devices: &[],
     })
     .unwrap_err();
     assert!(

@@ -105,6 +105,9 @@ pub struct HostLimits {
     pub min_oom_score_adj: i32,
     /// The host uses the cgroup v2 unified hierarchy only.
     pub cgroup_v2: bool,
+    /// The agent's effective capabilities (bit = capability number): what a
+    /// privileged container can get at most (containerd `WithAllCurrentCapabilities`).
+    pub capabilities: u64,
 }
 
 impl HostLimits {
@@ -118,18 +121,20 @@ impl HostLimits {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .unwrap_or(0);
-        let has_sys_resource = std::fs::read_to_string("/proc/self/status")
+        let capabilities = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| {
                 let line = s.lines().find(|l| l.starts_with("CapEff:"))?.to_string();
                 u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
             })
-            .is_some_and(|caps| caps & (1 << 24) != 0);
+            .unwrap_or(0);
+        let has_sys_resource = capabilities & (1 << 24) != 0;
         let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         HostLimits {
             nofile_hard,
             min_oom_score_adj: if has_sys_resource { -1000 } else { own_adj },
             cgroup_v2,
+            capabilities,
         }
     }
 
@@ -178,6 +183,8 @@ pub struct ContainerSpecInput<'a> {
     pub oom_score_adj: Option<i32>,
     /// The agent's limits.
     pub limits: &'a HostLimits,
+    /// The host's device nodes, given to privileged containers.
+    pub host_devices: &'a [oci_spec::runtime::LinuxDevice],
 }
 
 fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, SpecError> {
@@ -266,6 +273,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
 
     let caps_req = sc.and_then(|s| s.capabilities.as_ref());
     let caps = mounts::capabilities(
+        input.limits.capabilities,
         privileged,
         caps_req.and_then(|c| c.add.as_deref()).unwrap_or(&[]),
         caps_req.and_then(|c| c.drop.as_deref()).unwrap_or(&[]),
@@ -326,7 +334,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
             READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
         )
     };
-    let linux = oci(LinuxBuilder::default()
+    let mut linux = oci(LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(input.cgroups_path)
         .resources(resources::linux_resources(
@@ -337,6 +345,9 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .readonly_paths(readonly)
         .build())?;
 
+    if privileged && !input.host_devices.is_empty() {
+        linux.set_devices(Some(input.host_devices.to_vec()));
+    }
     let annotations = HashMap::from([
         (
             "io.kubernetes.cri.container-type".to_string(),

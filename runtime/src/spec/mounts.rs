@@ -171,21 +171,33 @@ fn normalize(cap: &str) -> String {
     }
 }
 
-/// The capability set: the defaults (or all when privileged) plus `add`,
-/// minus `drop`; `ALL` works in both lists like in containerd.
+/// Every capability whose bit is set in `allowed` (the agent's own set).
+fn all_allowed(allowed: u64) -> Vec<String> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| allowed & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The capability set: the defaults (or, when privileged, every capability
+/// the agent itself has: `allowed`, one bit per capability number) plus
+/// `add`, minus `drop`; `ALL` works in both lists like in containerd.
 pub fn capabilities(
+    allowed: u64,
     privileged: bool,
     add: &[String],
     drop: &[String],
 ) -> Result<Vec<Capability>, SpecError> {
     let mut caps: Vec<String> = if privileged {
-        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+        all_allowed(allowed)
     } else {
         DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     };
     if !privileged {
         if add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
-            caps = ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+            caps = all_allowed(allowed);
         } else {
             for c in add.iter().map(|c| normalize(c)) {
                 if !caps.contains(&c) {
@@ -222,8 +234,9 @@ mod tests {
 
     #[test]
     fn capability_add_drop() {
-        assert_eq!(capabilities(false, &[], &[]).unwrap().len(), 14);
+        assert_eq!(capabilities(u64::MAX, false, &[], &[]).unwrap().len(), 14);
         let c = capabilities(
+            u64::MAX,
             false,
             &["NET_ADMIN".into()],
             &["net_raw".into(), "CAP_KILL".into()],
@@ -231,9 +244,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.len(), 13);
         assert!(c.contains(&Capability::NetAdmin) && !c.contains(&Capability::NetRaw));
-        let c = capabilities(false, &["CHOWN".into()], &["ALL".into()]).unwrap();
+        let c = capabilities(u64::MAX, false, &["CHOWN".into()], &["ALL".into()]).unwrap();
         assert_eq!(c, vec![Capability::Chown]);
-        assert_eq!(capabilities(true, &[], &["ALL".into()]).unwrap().len(), 41);
-        assert!(capabilities(false, &["BOGUS".into()], &[]).is_err());
+        assert_eq!(
+            capabilities(u64::MAX, true, &[], &["ALL".into()])
+                .unwrap()
+                .len(),
+            41
+        );
+        assert!(capabilities(u64::MAX, false, &["BOGUS".into()], &[]).is_err());
+        // Privileged gets only what the agent has (here: no CAP_SYS_RESOURCE, bit 24).
+        let without = capabilities(!(1u64 << 24), true, &[], &[]).unwrap();
+        assert_eq!(without.len(), 40);
+        assert!(!without.contains(&Capability::SysResource));
     }
 }

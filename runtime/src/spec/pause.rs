@@ -41,8 +41,9 @@ pub struct PauseSpecInput<'a> {
 pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
     let limits = input.limits;
     let pod = input.pod;
-    let caps: oci_spec::runtime::Capabilities =
-        mounts::capabilities(false, &[], &[])?.into_iter().collect();
+    let caps: oci_spec::runtime::Capabilities = mounts::capabilities(u64::MAX, false, &[], &[])?
+        .into_iter()
+        .collect();
     let process = oci(ProcessBuilder::default()
         .terminal(false)
         .user(oci(UserBuilder::default().uid(0u32).gid(0u32).build())?)
