@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Eve
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-use super::age::age;
+use kubenode_kubelet::events::{describe_event, DESCRIBE_EVENT_COLUMNS};
 
 fn rfc1123z(t: &Timestamp) -> String {
     t.strftime("%a, %d %b %Y %H:%M:%S %z").to_string()
@@ -394,31 +394,7 @@ pub fn events_section(events: &[Event], now: Timestamp) -> String {
     }
     let rows: Vec<Vec<String>> = events
         .iter()
-        .map(|e| {
-            let last = e
-                .last_timestamp
-                .as_ref()
-                .or(e.first_timestamp.as_ref())
-                .map(|t| &t.0);
-            let first = e.first_timestamp.as_ref().map(|t| &t.0);
-            let count = e.count.unwrap_or(1);
-            let age_col = match (count > 1, first) {
-                (true, Some(f)) => {
-                    format!("{} (x{count} over {})", age(last, now), age(Some(f), now))
-                }
-                _ => age(last, now),
-            };
-            vec![
-                e.type_.clone().unwrap_or_else(|| "Normal".into()),
-                e.reason.clone().unwrap_or_default(),
-                age_col,
-                e.source
-                    .as_ref()
-                    .and_then(|s| s.component.clone())
-                    .unwrap_or_else(|| "kubelet".into()),
-                e.message.clone().unwrap_or_default(),
-            ]
-        })
+        .map(|e| describe_event(e, now).to_vec())
         .collect();
     let mut all = vec![vec![
         "----".to_string(),
@@ -428,7 +404,7 @@ pub fn events_section(events: &[Event], now: Timestamp) -> String {
         "-------".into(),
     ]];
     all.extend(rows);
-    let table = super::table::render(&["Type", "Reason", "Age", "From", "Message"], &all);
+    let table = super::table::render(&DESCRIBE_EVENT_COLUMNS, &all);
     let mut out = String::from("Events:\n");
     for line in table.lines() {
         let _ = writeln!(out, "  {line}");
@@ -490,6 +466,10 @@ mod tests {
             reason: Some("BackOff".into()),
             message: Some("Back-off restarting failed container".into()),
             count: Some(3),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("kubelet".into()),
+                host: None,
+            }),
             first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 "2026-11-28T11:59:00Z".parse().unwrap(),
             )),

@@ -1,8 +1,6 @@
 //! The operator's CLI: talks to the local agent's socket and prints what kubectl would.
 
-pub mod age;
 pub mod describe;
-pub mod pods;
 pub mod table;
 
 use std::path::PathBuf;

@@ -141,19 +141,26 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     );
     let images = kubenode_runtime::image::ImageStore::open(&config.root_dir)?;
 
+    // The node's own allocation store, so several agents can share a host; portmap from
+    // Debian's containernetworking-plugins is chained when installed.
+    let system_plugins = PathBuf::from("/usr/lib/cni");
     if let Some(pod_cidr) = &config.pod_cidr {
-        let pod_net = pod_cidr.to_string().parse().context("pod CIDR")?;
-        let cluster = config
-            .cluster_cidr
-            .as_ref()
-            .map(|c| c.to_string().parse())
-            .transpose()
-            .context("cluster CIDR")?;
-        if kubenode_cni::ensure_default_network(
+        let network = kubenode_cni::DefaultNetwork {
+            pod_cidr: Some(pod_cidr.to_string().parse().context("pod CIDR")?),
+            cluster_cidr: config
+                .cluster_cidr
+                .as_ref()
+                .map(|c| c.to_string().parse())
+                .transpose()
+                .context("cluster CIDR")?,
+            data_dir: Some(config.root_dir.join("cni/networks")),
+            mtu: None,
+            extra_bin_dirs: vec![system_plugins.clone()],
+        };
+        if kubenode_cni::ensure_default_network_with(
             &config.cni_conf_dir,
             &config.cni_bin_dir,
-            pod_net,
-            cluster,
+            &network,
             &self_exe,
         )? {
             tracing::info!(dir = %config.cni_conf_dir.display(), "wrote the default pod network (kubenode-bridge)");
@@ -161,7 +168,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     }
     let cni = kubenode_cni::CniClient::new(kubenode_cni::CniConfig {
         conf_dir: config.cni_conf_dir.clone(),
-        bin_dirs: vec![config.cni_bin_dir.clone(), PathBuf::from("/usr/lib/cni")],
+        bin_dirs: vec![config.cni_bin_dir.clone(), system_plugins],
         cache_dir: config.root_dir.join("cni"),
         timeout: Duration::from_secs(120),
         plugin_netns: None,

@@ -1,6 +1,9 @@
 //! `kubenode get pods|events`: kubectl's tables, or the objects as JSON/YAML.
 
-use crate::cli::{pods, print_list, table, AgentRef, Output};
+use kubenode_kubelet::events::{event_row, EVENT_COLUMNS};
+use kubenode_kubelet::status::{pod_row, POD_COLUMNS, POD_WIDE_COLUMNS};
+
+use crate::cli::{print_list, table, AgentRef, Output};
 
 /// Options of `kubenode get`.
 #[derive(clap::Args, Debug)]
@@ -75,14 +78,28 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                         return Ok(());
                     }
                     let wide = other == Some(Output::Wide);
-                    let rows: Vec<_> = items
+                    let mut header: Vec<&str> = POD_COLUMNS.to_vec();
+                    if wide {
+                        header.extend(POD_WIDE_COLUMNS);
+                    }
+                    if args.all_namespaces {
+                        header.insert(0, "NAMESPACE");
+                    }
+                    let rows: Vec<Vec<String>> = items
                         .iter()
-                        .map(|p| pods::row(p, now, args.all_namespaces, wide))
+                        .map(|p| {
+                            let r = pod_row(p, now);
+                            let mut cells = vec![r.name, r.ready, r.status, r.restarts, r.age];
+                            if wide {
+                                cells.extend([r.ip, r.node, r.nominated_node, r.readiness_gates]);
+                            }
+                            if args.all_namespaces {
+                                cells.insert(0, r.namespace);
+                            }
+                            cells
+                        })
                         .collect();
-                    print!(
-                        "{}",
-                        table::render(&pods::header(args.all_namespaces, wide), &rows)
-                    );
+                    print!("{}", table::render(&header, &rows));
                     Ok(())
                 }
             }
@@ -108,34 +125,23 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                         eprintln!("No events found in {} namespace.", args.namespace);
                         return Ok(());
                     }
-                    let mut header = vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"];
+                    let mut header: Vec<&str> = EVENT_COLUMNS.to_vec();
                     if args.all_namespaces {
                         header.insert(0, "NAMESPACE");
                     }
                     let rows: Vec<Vec<String>> = items
                         .iter()
                         .map(|e| {
-                            let last = e
-                                .last_timestamp
-                                .as_ref()
-                                .or(e.first_timestamp.as_ref())
-                                .map(|t| &t.0);
-                            let obj = &e.involved_object;
-                            let mut r = vec![
-                                crate::cli::age::age(last, now),
-                                e.type_.clone().unwrap_or_else(|| "Normal".into()),
-                                e.reason.clone().unwrap_or_default(),
-                                format!(
-                                    "{}/{}",
-                                    obj.kind.clone().unwrap_or_default().to_lowercase(),
-                                    obj.name.clone().unwrap_or_default()
-                                ),
-                                e.message.clone().unwrap_or_default(),
-                            ];
+                            let r = event_row(e, now);
+                            let mut cells =
+                                vec![r.last_seen, r.type_, r.reason, r.object, r.message];
                             if args.all_namespaces {
-                                r.insert(0, obj.namespace.clone().unwrap_or_default());
+                                cells.insert(
+                                    0,
+                                    e.involved_object.namespace.clone().unwrap_or_default(),
+                                );
                             }
-                            r
+                            cells
                         })
                         .collect();
                     print!("{}", table::render(&header, &rows));
