@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::sync::mpsc;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Configuration of the proxy role.
 #[derive(Clone, Debug)]
@@ -361,154 +361,13 @@ impl Proxy {
 
     /// Runs the proxy on a thread of its own until the handle is shut down or dropped.
     pub fn spawn(self) -> ProxyHandle {
-        let (tx, rx) = mpsc::channel();
-        let status = self.status.clone();
-        let thread = std::thread::Builder::new()
-            .name("kubenode-proxy".into())
-            .spawn(move || run_loop(self, rx))
-            .expect("spawning the proxy thread");
-        ProxyHandle {
-            tx,
-            status,
-            thread: Some(thread),
-        }
+        run::spawn(self)
     }
 }
 
-enum Msg {
-    Services(Vec<Service>),
-    Endpoints(Vec<Endpoints>),
-    Pods(Vec<Pod>),
-    SyncNow,
-    Shutdown,
-}
+mod run;
 
-/// A running proxy: send it inputs, read its status.
-#[derive(Debug)]
-pub struct ProxyHandle {
-    tx: mpsc::Sender<Msg>,
-    status: Arc<Mutex<ProxyStatus>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
-}
-
-impl ProxyHandle {
-    /// Replaces the Services.
-    pub fn update_services(&self, services: Vec<Service>) {
-        let _ = self.tx.send(Msg::Services(services));
-    }
-
-    /// Replaces the manual Endpoints objects.
-    pub fn update_endpoints(&self, endpoints: Vec<Endpoints>) {
-        let _ = self.tx.send(Msg::Endpoints(endpoints));
-    }
-
-    /// Replaces the node's pods.
-    pub fn update_pods(&self, pods: Vec<Pod>) {
-        let _ = self.tx.send(Msg::Pods(pods));
-    }
-
-    /// Asks for a sync as soon as `min_sync_period` allows.
-    pub fn sync_now(&self) {
-        let _ = self.tx.send(Msg::SyncNow);
-    }
-
-    /// What the proxy serves and how its syncs went.
-    pub fn status(&self) -> ProxyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Stops the proxy thread (rules stay in place; see [`crate::sync::cleanup`]).
-    pub fn shutdown(mut self) {
-        let _ = self.tx.send(Msg::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
-    let min = proxy.cfg.min_sync_period;
-    let period = proxy.cfg.sync_period.max(Duration::from_millis(10));
-    let mut dirty = true;
-    let mut last_sync: Option<Instant> = None;
-    let mut last_full = Instant::now();
-    let mut next_periodic = Instant::now() + period;
-    loop {
-        let now = Instant::now();
-        let due = if dirty {
-            last_sync.map_or(now, |t| t + min).min(next_periodic)
-        } else {
-            next_periodic
-        };
-        match rx.recv_timeout(due.saturating_duration_since(now)) {
-            Ok(Msg::Services(s)) => {
-                proxy.update_services(s);
-                dirty = true;
-            }
-            Ok(Msg::Endpoints(e)) => {
-                proxy.update_endpoints(e);
-                dirty = true;
-            }
-            Ok(Msg::Pods(p)) => {
-                proxy.update_pods(p);
-                dirty = true;
-            }
-            Ok(Msg::SyncNow) => dirty = true,
-            Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                if now >= next_periodic {
-                    next_periodic = now + period;
-                    dirty = true;
-                    match proxy.canary_present() {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!("canary chain {CANARY_CHAIN} is gone: tables were flushed, running a full sync");
-                            proxy.force_full_sync();
-                        }
-                        Err(e) => tracing::warn!(error = %e, "checking the canary chains"),
-                    }
-                    if now.duration_since(last_full) >= proxy.cfg.full_sync_period {
-                        proxy.force_full_sync();
-                    }
-                }
-                if dirty && last_sync.is_none_or(|t| now >= t + min) {
-                    let full = proxy.syncer.needs_full();
-                    dirty = false;
-                    last_sync = Some(now);
-                    match proxy.sync() {
-                        Ok(_) if full => last_full = now,
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(error = %error_chain(&e), "proxy sync failed; retrying with a full sync")
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `error: cause: cause` on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use run::ProxyHandle;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::conntrack::RecordingConntrack;
 use crate::iptables::MemoryFirewall;
+use std::time::Instant;
 
 fn obj<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     serde_json::from_value(serde_yaml_ng::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()

@@ -14,6 +14,7 @@
 //! would have), and hairpin marks exist only for endpoints on this node (a pod elsewhere
 //! hairpins through its own node's rules).
 
+mod fixed;
 mod generate;
 pub mod names;
 
