@@ -77,10 +77,15 @@ impl Table {
         }
     }
 
-    /// Whether `chain` is one kubenode owns in this table.
+    /// Whether `chain` is one kubenode owns in this table (what `--cleanup` removes).
     pub fn owns(self, chain: &str) -> bool {
-        self.owned_chains().contains(&chain)
-            || (self == Table::Nat && names::BUCKET_PREFIXES.iter().any(|p| chain.starts_with(p)))
+        self.owned_chains().contains(&chain) || self.is_bucket(chain)
+    }
+
+    /// Whether `chain` is one of kubenode's per-bucket chains, the only chains a full sync deletes
+    /// when they are not wanted (fixed names such as `KUBE-FIREWALL` may be shared with a kubelet).
+    pub fn is_bucket(self, chain: &str) -> bool {
+        self == Table::Nat && names::BUCKET_PREFIXES.iter().any(|p| chain.starts_with(p))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Applying a [`Ruleset`]: one `iptables-restore --noflush` transaction per sync. A partial sync
 //! writes only the chains whose rules changed since the last successful restore and deletes the
 //! chains that disappeared; a full sync writes every chain, inserts missing jumps from the built-in
-//! chains and deletes stale owned chains found with `iptables-save`. A failed restore makes the
+//! chains and deletes stale bucket chains found with `iptables-save`. A failed restore makes the
 //! next sync full. [`cleanup`] removes everything kubenode owns.
 
 mod cleanup;
@@ -178,7 +178,7 @@ impl Syncer {
                 }
                 let stale: BTreeSet<&String> = existing
                     .iter()
-                    .filter(|c| t.owns(c) && !wanted.is_some_and(|w| w.contains_key(*c)))
+                    .filter(|c| t.is_bucket(c) && !wanted.is_some_and(|w| w.contains_key(*c)))
                     .collect();
                 for line in save.lines() {
                     let Some(rest) = line.strip_prefix("-A ") else {

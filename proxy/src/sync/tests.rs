@@ -131,10 +131,18 @@ fn full_sync_removes_stale_owned_chains_and_keeps_foreign_ones() {
          -A KUBE-SVCS-10.1.2.0 -j RETURN\n-A DOCKER -j RETURN\n-I PREROUTING 1 -j KUBE-SVCS-10.1.2.0\n-I PREROUTING 1 -j DOCKER\nCOMMIT\n",
     )
     .unwrap();
+    fw.restore("*filter\n:KUBE-FIREWALL - [0:0]\n-A KUBE-FIREWALL -j DROP\n-I INPUT 1 -j KUBE-FIREWALL\nCOMMIT\n")
+        .unwrap();
     s.sync(&rules(&[svc(1, &["10.244.0.5"])])).unwrap();
     assert!(fw.chain(Table::Nat, "KUBE-SVCS-10.1.2.0").is_none());
     assert!(fw.chain(Table::Nat, "KUBE-NP-TCP-30000").is_none());
     assert_eq!(fw.chain(Table::Nat, "DOCKER").unwrap(), vec!["-j RETURN"]);
+    let kubelet_fw = fw.chain(Table::Filter, "KUBE-FIREWALL").unwrap_or_default();
+    assert_eq!(
+        kubelet_fw,
+        vec!["-j DROP"],
+        "a kubelet's KUBE-FIREWALL is left alone"
+    );
     assert!(
         fw.chain(Table::Nat, "KUBE-SVC-ABC").is_some(),
         "kube-proxy's chains are not ours"
