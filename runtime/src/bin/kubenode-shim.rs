@@ -7,5 +7,6 @@
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    std::process::exit(kubenode_runtime::shim::run(&args));
+    // SAFETY: first thing in main: this process has a single thread.
+    std::process::exit(unsafe { kubenode_runtime::shim::run(&args) });
 }

@@ -39,9 +39,15 @@ pub use launch::{ShimLauncher, ShimStarted};
 pub use log::{timestamp, CriLog, LineSplitter, Stream, MAX_LINE};
 
 /// Entry point of `kubenode shim ...`: `args` is the whole argument vector
-/// (anything before the first `--flag` is ignored). Must be called before the
-/// process starts any thread (it forks). Returns the exit code of the
-/// process that returns from it (the parent returns 0 at once).
-pub fn run(args: &[OsString]) -> i32 {
+/// (anything before the first `--flag` is ignored). Returns the exit code of
+/// the process that returns from it (the parent returns 0 at once).
+///
+/// # Safety
+///
+/// The process must have a single thread when this is called: the shim
+/// forks and the child goes on running ordinary Rust code (allocations,
+/// `std::process::Command`), which is only sound after `fork` in a
+/// single-threaded process. Call it first thing in `main`.
+pub unsafe fn run(args: &[OsString]) -> i32 {
     monitor::run(args)
 }

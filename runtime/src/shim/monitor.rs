@@ -30,8 +30,8 @@ pub(super) fn run(argv: &[OsString]) -> i32 {
             return 2;
         }
     };
-    // SAFETY: the caller guarantees no other thread exists yet (the binary
-    // calls us before starting any runtime), so the child may run any code.
+    // SAFETY: `shim::run`'s contract: no other thread exists yet (the binary
+    // calls us first thing in main), so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => 0,
         Ok(ForkResult::Child) => std::process::exit(child(&args)),
