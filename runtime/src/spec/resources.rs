@@ -95,7 +95,7 @@ pub fn milli_cpu_to_shares(milli: u128) -> u64 {
     shares.max(MIN_SHARES)
 }
 
-/// `MilliCPUToQuota` over [`QUOTA_PERIOD_US`].
+/// `MilliCPUToQuota` over the 100 ms CFS period (`QUOTA_PERIOD_US`).
 pub fn milli_cpu_to_quota(milli: u128) -> i64 {
     let quota = (milli * u128::from(QUOTA_PERIOD_US) / 1000) as i64;
     quota.max(MIN_QUOTA_US)
