@@ -23,6 +23,10 @@ fn main() {
             bad_input,
         ),
         privileged("agent_sigkill_then_restart_adopts_pods", agent_restart),
+        privileged(
+            "service_env_host_network_and_field_refs",
+            env_and_host_network,
+        ),
     ])
 }
 
@@ -613,6 +617,71 @@ fn agent_restart() -> anyhow::Result<()> {
         )?;
         ensure!(container(&crashed, "c")["restartCount"].as_i64() >= Some(restarts_before));
         ensure!(agent.kubenode_ok(&["logs", &name])?.trim() == "up");
+        Ok(())
+    })
+}
+
+fn env_and_host_network() -> anyhow::Result<()> {
+    with_agent("kn", |agent| {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: redis-primary\nspec:\n  clusterIP: 10.96.0.11\n  selector: {app: redis}\n  ports:\n  - {name: redis, port: 6379, targetPort: 6379}\n";
+        agent.write_manifest("svc.yaml", svc)?;
+        // The Service must be known before the pod's container starts.
+        std::thread::sleep(Duration::from_secs(2));
+        let env = r#"  containers:
+  - name: c
+    image: IMAGE
+    command: ["sh", "-c", "env | sort; sleep 3600"]
+    env:
+    - name: MY_POD_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    - name: MY_NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    - name: GREETING
+      value: "hi $(MY_NODE)"
+"#;
+        agent.write_manifest("env.yaml", &pod_yaml("env", &agent.image, env))?;
+        let name = agent.pod_name("env");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let ip = pod["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut logs = String::new();
+        while Instant::now() < deadline && !logs.contains("MY_NODE") {
+            logs = agent.kubenode_ok(&["logs", &name])?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for want in [
+            "REDIS_PRIMARY_SERVICE_HOST=10.96.0.11".to_string(),
+            "REDIS_PRIMARY_SERVICE_PORT=6379".into(),
+            "REDIS_PRIMARY_SERVICE_PORT_REDIS=6379".into(),
+            "REDIS_PRIMARY_PORT=tcp://10.96.0.11:6379".into(),
+            "REDIS_PRIMARY_PORT_6379_TCP_ADDR=10.96.0.11".into(),
+            format!("MY_POD_IP={ip}"),
+            format!("MY_NODE={}", agent.node_name()),
+            format!("GREETING=hi {}", agent.node_name()),
+        ] {
+            ensure!(
+                logs.lines().any(|l| l == want),
+                "{want} missing from the environment:\n{logs}"
+            );
+        }
+
+        let host = "  hostNetwork: true\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("host.yaml", &pod_yaml("host", &agent.image, host))?;
+        let hname = agent.pod_name("host");
+        let pod = agent.wait_pod(&hname, Duration::from_secs(60), "Running", all_running)?;
+        ensure!(
+            pod["status"]["podIP"] == kubenode_integration::agent::NODE_IP,
+            "hostNetwork pod IP {}",
+            pod["status"]["podIP"]
+        );
+        let links = agent.kubenode_ok(&["exec", &hname, "--", "ip", "-o", "addr"])?;
+        ensure!(
+            links.contains(kubenode_integration::agent::NODE_IP),
+            "hostNetwork pod does not see the node's address: {links}"
+        );
         Ok(())
     })
 }

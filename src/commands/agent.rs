@@ -203,7 +203,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     }
 
     if roles == Roles::All {
-        super::proxy::start_for_agent(&config, kubelet.proxy_input())?;
+        super::proxy::start_for_agent(&config, kubelet.clone())?;
     }
 
     std::fs::create_dir_all(&manifest_dir)

@@ -115,8 +115,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 /// directory and the node's pods come in-process from the kubelet.
 pub fn start_for_agent(
     config: &kubenode_kubelet::config::Config,
-    mut input: tokio::sync::watch::Receiver<kubenode_kubelet::node::ProxyInput>,
+    kubelet: Arc<kubenode_kubelet::node::Kubelet>,
 ) -> anyhow::Result<()> {
+    let mut input = kubelet.proxy_input();
     let service_cidr = config
         .service_cidr
         .as_ref()
@@ -137,12 +138,23 @@ pub fn start_for_agent(
     let fw = IptablesFirewall::new("auto")?;
     let handle = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?.spawn();
     // The rules stay in place when the agent stops, as kube-proxy's do.
+    // Pods see the Services' allocated ClusterIPs in their environment: the allocation is read
+    // back after each change and every few seconds.
     tokio::spawn(async move {
-        while input.changed().await.is_ok() {
-            let now = input.borrow_and_update().clone();
-            handle.update_services(now.services);
-            handle.update_endpoints(now.endpoints);
-            handle.update_pods(now.pods);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                changed = input.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = input.borrow_and_update().clone();
+                    handle.update_services(now.services);
+                    handle.update_endpoints(now.endpoints);
+                    handle.update_pods(now.pods);
+                }
+                _ = tick.tick() => kubelet.set_services(handle.status().services),
+            }
         }
     });
     Ok(())

@@ -8,11 +8,13 @@
 //! view is recovered from disk and running pods are adopted, not restarted.
 
 mod actions;
+mod envvars;
 mod files;
 mod observe;
 mod worker;
 
 pub use actions::{compute, PodActions};
+pub use envvars::service_env;
 pub use files::{hostname, hosts_file, resolv_conf};
 
 use std::collections::BTreeMap;
@@ -76,6 +78,8 @@ pub struct Kubelet {
     pods: Mutex<BTreeMap<String, PodEntry>>,
     host_resolv: String,
     proxy_tx: watch::Sender<ProxyInput>,
+    /// Services with allocated ClusterIPs, from the proxy (`None` without one).
+    services: Mutex<Option<Vec<Service>>>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -102,6 +106,7 @@ impl Kubelet {
             pods: Mutex::new(BTreeMap::new()),
             host_resolv,
             proxy_tx: watch::channel(ProxyInput::default()).0,
+            services: Mutex::new(None),
         })
     }
 
@@ -113,6 +118,24 @@ impl Kubelet {
     /// What the proxy needs, updated on every snapshot and pod status change.
     pub fn proxy_input(&self) -> watch::Receiver<ProxyInput> {
         self.proxy_tx.subscribe()
+    }
+
+    /// The Services pods see in their environment, with their allocated ClusterIPs (the proxy
+    /// allocates them; until it has, the manifests' own values are used).
+    pub fn set_services(&self, services: Vec<Service>) {
+        *self.services.lock().expect("services lock") = Some(services);
+    }
+
+    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let allocated = self.services.lock().expect("services lock").clone();
+        let services = allocated.unwrap_or_else(|| self.proxy_tx.borrow().services.clone());
+        service_env(&services, ns, links)
     }
 
     fn pods_dir(&self) -> PathBuf {

@@ -18,7 +18,7 @@ use kubenode_runtime::image::{Image, PullPolicy};
 use kubenode_runtime::spec::{BindMount, PodInfo};
 use kubenode_runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ImageRef, Sandbox, SandboxConfig,
-    SandboxState,
+    SandboxOptions, SandboxState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -355,7 +355,21 @@ async fn ensure_sandbox(
         cgroup_parent: cgroup_parent(pod),
     };
     let runtime = k.parts.runtime.clone();
-    let sandbox = blocking(move || runtime.create_sandbox(&config))
+    let options = SandboxOptions {
+        host_network: host_network(pod),
+        sysctls: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|c| c.sysctls.as_ref())
+            .map(|l| {
+                l.iter()
+                    .map(|s| (s.name.clone(), s.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let sandbox = blocking(move || runtime.create_sandbox_with(&config, &options))
         .await
         .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
     let mut pod_ips = Vec::new();
@@ -507,7 +521,7 @@ async fn start_container(
         },
         restart_count: start.restart_count,
         mounts,
-        service_env: Vec::new(),
+        service_env: k.service_env(pod),
         oom_score_adj: None,
     };
     let runtime = k.parts.runtime.clone();
