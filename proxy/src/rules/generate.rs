@@ -174,10 +174,7 @@ impl Generator {
         }
         self.cache = fresh;
 
-        for (net, chain) in &dst_buckets {
-            let c = comment(&format!("services in {net}"));
-            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
-        }
+        dispatch(cfg, &mut rs, &dst_buckets);
         nodeports_jumps(cfg, &mut rs);
         for (proto, start, end, chain) in &np_buckets {
             let p = proto.lower();
@@ -191,6 +188,41 @@ impl Generator {
         postrouting(cfg, &mut rs, &hairpin, &cluster_nets);
         forward_accept(cfg, &mut rs, &cluster_nets);
         rs
+    }
+}
+
+/// More destination buckets than this get a second level of dispatch.
+const DIRECT_BUCKETS: usize = 16;
+
+/// The jumps from `KUBE-SERVICES` to the destination buckets. With many buckets, they are
+/// grouped 16 to a `KUBE-SVCR-<net>` chain (prefix 4 bits shorter), so that the first packet
+/// passes at most (groups + 16) jump rules instead of one per bucket.
+fn dispatch(cfg: &RulesConfig, rs: &mut Ruleset, buckets: &[(Ipv4Cidr, String)]) {
+    if buckets.len() <= DIRECT_BUCKETS || cfg.bucket_prefix < 4 {
+        for (net, chain) in buckets {
+            let c = comment(&format!("services in {net}"));
+            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
+        }
+        return;
+    }
+    let mut groups: BTreeMap<Ipv4Cidr, Vec<&(Ipv4Cidr, String)>> = BTreeMap::new();
+    for b in buckets {
+        groups
+            .entry(Ipv4Cidr::new(b.0.addr(), cfg.bucket_prefix - 4))
+            .or_default()
+            .push(b);
+    }
+    for (group, members) in groups {
+        let c = comment(&format!("services in {group}"));
+        if let [(net, chain)] = members.as_slice() {
+            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
+            continue;
+        }
+        let gchain = format!("{}{}", super::names::SVC_RANGE_PREFIX, group.addr());
+        rs.add(Table::Nat, SERVICES, format!("{c} -d {group} -j {gchain}"));
+        for (net, chain) in members {
+            rs.add(Table::Nat, &gchain, format!("-d {net} -j {chain}"));
+        }
     }
 }
 
@@ -292,6 +324,49 @@ fn ladder(out: &mut Vec<String>, chain: &str, m: &str, sp: &ServicePortInfo, eps
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_buckets_get_a_second_dispatch_level() {
+        let cfg = RulesConfig::default();
+        let ports: Vec<ServicePortInfo> = (0..2000u32)
+            .map(|i| ServicePortInfo {
+                name: ServicePortName {
+                    namespace: "ns".into(),
+                    name: format!("s{i}"),
+                    port: String::new(),
+                },
+                protocol: Protocol::Tcp,
+                cluster_ip: format!("172.30.{}.{}", i / 250, i % 250 + 1)
+                    .parse()
+                    .unwrap(),
+                port: 80,
+                node_port: None,
+                external_ips: vec![],
+                affinity_timeout: None,
+                external_local: false,
+            })
+            .collect();
+        let ep = Endpoint {
+            ip: "10.244.0.9".parse().unwrap(),
+            port: 80,
+            ready: true,
+            local: false,
+        };
+        let eps = ports.iter().map(|p| (p.name.clone(), vec![ep])).collect();
+        let rs = generate(&cfg, &ports, &eps);
+        let nat = &rs.tables[&Table::Nat];
+        // 2000 addresses in 172.30.0-7.x: 32 /26 buckets in 2 /22 groups, plus the NodePort jump.
+        assert_eq!(
+            nat["KUBE-SERVICES"].len(),
+            2 + 1,
+            "{:?}",
+            nat["KUBE-SERVICES"]
+        );
+        assert_eq!(nat["KUBE-SVCR-172.30.4.0"].len(), 16);
+        assert!(nat["KUBE-SVCR-172.30.0.0"][0]
+            .starts_with("-A KUBE-SVCR-172.30.0.0 -d 172.30.0.0/26 -j KUBE-SVCS-172.30.0.0"));
+        assert!(Table::Nat.is_bucket("KUBE-SVCR-172.30.0.0"));
+    }
 
     #[test]
     fn memoized_generation_equals_fresh_generation() {

@@ -7,13 +7,16 @@ use std::net::Ipv4Addr;
 
 /// Prefix of the per-address-range service chains (`KUBE-SVCS-172.30.5.0`).
 pub const SVC_BUCKET_PREFIX: &str = "KUBE-SVCS-";
+/// Prefix of the chains grouping 16 service buckets when there are many (`KUBE-SVCR-172.30.0.0`).
+pub const SVC_RANGE_PREFIX: &str = "KUBE-SVCR-";
 /// Prefix of the per-NodePort-range chains (`KUBE-NP-TCP-30016`).
 pub const NODEPORT_BUCKET_PREFIX: &str = "KUBE-NP-";
 /// Prefix of the per-/24 hairpin chains (`KUBE-HP-10.244.0.0`).
 pub const HAIRPIN_BUCKET_PREFIX: &str = "KUBE-HP-";
 /// Every prefix of a chain kubenode creates per bucket.
-pub const BUCKET_PREFIXES: [&str; 3] = [
+pub const BUCKET_PREFIXES: [&str; 4] = [
     SVC_BUCKET_PREFIX,
+    SVC_RANGE_PREFIX,
     NODEPORT_BUCKET_PREFIX,
     HAIRPIN_BUCKET_PREFIX,
 ];
