@@ -50,6 +50,13 @@ pub struct ProxyArgs {
     /// Canary check and re-sync interval (Go duration).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub iptables_sync_period: Duration,
+    /// The local kubelet's read-only API (`http://127.0.0.1:10255`): the node's pods, whose
+    /// addresses and readiness are the endpoints of Services with a selector.
+    #[arg(long)]
+    pub kubelet_url: Option<String>,
+    /// How often the pods are read from `--kubelet-url` (Go duration).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub pods_poll_period: Duration,
     /// Where ClusterIP and NodePort allocations are kept across restarts.
     #[arg(long, default_value = "/var/lib/kubenode/proxy/allocations.json")]
     pub state_file: PathBuf,
@@ -95,6 +102,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let handle = proxy.spawn();
     let mut snapshots =
         kubenode_kubelet::source::watch(args.manifest_dir, node_name, Duration::from_secs(20));
+    let mut poll = tokio::time::interval(args.pods_poll_period.max(Duration::from_millis(100)));
+    let mut last_pods: Option<Vec<u8>> = None;
     loop {
         tokio::select! {
             snap = snapshots.recv() => match snap {
@@ -104,6 +113,22 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 }
                 None => break,
             },
+            _ = poll.tick(), if args.kubelet_url.is_some() => {
+                let url = args.kubelet_url.clone().unwrap_or_default();
+                match tokio::task::spawn_blocking(move || http_get(&url, "/pods")).await? {
+                    Ok(body) if last_pods.as_deref() != Some(body.as_slice()) => {
+                        match kubenode_proxy::model::pods_from_list_json(&body) {
+                            Ok(pods) => {
+                                handle.update_pods(pods);
+                                last_pods = Some(body);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "reading the kubelet's pod list"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading pods from the kubelet"),
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
         }
     }
@@ -158,6 +183,44 @@ pub fn start_for_agent(
         }
     });
     Ok(())
+}
+
+/// `GET <path>` from an `http://host:port` URL (HTTP/1.0, so the body ends at close), with
+/// timeouts; returns the body of a 200 answer.
+fn http_get(url: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let hostport = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--kubelet-url {url}: only http://host:port is supported"))?
+        .trim_end_matches('/');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)?
+        .next()
+        .with_context(|| format!("resolving {hostport}"))?;
+    let timeout = Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {url}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nAccept: application/json\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.take(64 << 20).read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of HTTP headers")?;
+    let status = String::from_utf8_lossy(&raw[..split])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "GET {url}{path}: {status}"
+    );
+    Ok(raw[split + 4..].to_vec())
 }
 
 /// Parses a Go-style duration: `500ms`, `1s`, `1m30s`, `2h`.

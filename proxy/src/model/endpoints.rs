@@ -196,6 +196,16 @@ pub fn endpoints_from_pods(
     out
 }
 
+/// The pods of a `PodList` as the kubelet's `/pods` endpoint serves it (JSON).
+pub fn pods_from_list_json(body: &[u8]) -> Result<Vec<Pod>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct PodList {
+        #[serde(default)]
+        items: Vec<Pod>,
+    }
+    Ok(serde_json::from_slice::<PodList>(body)?.items)
+}
+
 /// Resolves a Service port's `targetPort` for one pod: unset means the Service port, a number is
 /// itself, a name is looked up among the pod's container ports with the same protocol.
 fn target_port(
@@ -279,6 +289,14 @@ spec:
         assert_eq!((e[1].port_name.as_str(), e[1].port), ("dns", 5353));
         assert_eq!((e[2].port_name.as_str(), e[2].port), ("raw", 9000));
         assert!(!e[3].ready);
+    }
+
+    #[test]
+    fn pod_list_json() {
+        let body = br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"a"},"status":{"podIP":"10.244.0.5"}}]}"#;
+        let pods = pods_from_list_json(body).unwrap();
+        assert_eq!(pods.len(), 1);
+        assert!(pods_from_list_json(b"nope").is_err());
     }
 
     #[test]

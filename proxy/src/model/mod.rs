@@ -6,7 +6,7 @@ mod endpoints;
 pub(crate) mod service;
 
 pub use cidr::{CidrParseError, Ipv4Cidr};
-pub use endpoints::{endpoints_from_pods, EndpointEntry, EndpointSet};
+pub use endpoints::{endpoints_from_pods, pods_from_list_json, EndpointEntry, EndpointSet};
 pub use service::{service_ports, ServiceError};
 
 use std::fmt;
