@@ -120,6 +120,7 @@ struct Resolved {
     errors: Vec<String>,
     svc_index: HashMap<(String, String), usize>,
     manual: HashMap<(String, String), (Endpoints, Arc<EndpointSet>)>,
+    manual_order: Vec<(String, String)>,
     from_pods: HashMap<(String, String), Arc<EndpointSet>>,
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
@@ -223,29 +224,48 @@ impl Proxy {
                 .collect();
         }
         if self.endpoints_dirty {
-            // Re-parse only the Endpoints objects that changed.
-            let mut old = std::mem::take(&mut r.manual);
-            for ep in std::mem::take(&mut self.endpoints) {
-                let key = (
-                    ep.metadata
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".to_string()),
-                    ep.metadata.name.clone().unwrap_or_default(),
-                );
-                let set = match old.remove(&key) {
-                    Some((prev, set)) if prev == ep => set,
-                    _ => {
-                        if let Some(c) = changed.as_mut() {
-                            c.push(key.clone());
+            let new = std::mem::take(&mut self.endpoints);
+            let key_of = |ep: &Endpoints| {
+                let ns = ep.metadata.namespace.as_deref().unwrap_or("default");
+                (ns.to_string(), ep.metadata.name.clone().unwrap_or_default())
+            };
+            let same_objects = new.len() == r.manual_order.len()
+                && new.iter().zip(&r.manual_order).all(|(ep, (ns, name))| {
+                    ep.metadata.namespace.as_deref().unwrap_or("default") == ns
+                        && ep.metadata.name.as_deref().unwrap_or("") == name
+                });
+            if same_objects {
+                // The usual case: the same objects in the same order, a few of them changed.
+                for (ep, key) in new.into_iter().zip(&r.manual_order) {
+                    if let Some(entry) = r.manual.get_mut(key) {
+                        if entry.0 != ep {
+                            entry.1 = Arc::new(EndpointSet::from_endpoints(&ep));
+                            entry.0 = ep;
+                            if let Some(c) = changed.as_mut() {
+                                c.push(key.clone());
+                            }
                         }
-                        Arc::new(EndpointSet::from_endpoints(&ep))
                     }
-                };
-                r.manual.insert(key, (ep, set));
-            }
-            if let Some(c) = changed.as_mut() {
-                c.extend(old.into_keys());
+                }
+            } else {
+                // Objects came or went: re-parse only the ones that differ.
+                let mut old = std::mem::take(&mut r.manual);
+                r.manual_order = new.iter().map(key_of).collect();
+                for (ep, key) in new.into_iter().zip(r.manual_order.iter().cloned()) {
+                    let set = match old.remove(&key) {
+                        Some((prev, set)) if prev == ep => set,
+                        _ => {
+                            if let Some(c) = changed.as_mut() {
+                                c.push(key.clone());
+                            }
+                            Arc::new(EndpointSet::from_endpoints(&ep))
+                        }
+                    };
+                    r.manual.insert(key, (ep, set));
+                }
+                if let Some(c) = changed.as_mut() {
+                    c.extend(old.into_keys());
+                }
             }
         }
         if self.services_dirty || self.pods_dirty {
