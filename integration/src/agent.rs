@@ -28,6 +28,7 @@ pub struct TestAgent {
     /// Its directories: `root`, `run`, `logs`, `manifests`, `cni` below it.
     pub dir: TestDir,
     registry: Option<TestRegistry>,
+    layout: crate::ImageLayout,
     /// `127.0.0.1:<port>/busybox:latest`, reachable from the node.
     pub image: String,
     child: Option<Child>,
@@ -57,11 +58,25 @@ impl TestAgent {
             node,
             dir,
             registry: Some(registry),
+            layout,
             image,
             child: None,
         };
         agent.spawn()?;
         Ok(agent)
+    }
+
+    /// Pushes the test image under another tag; returns its reference.
+    pub fn push_tag(&self, tag: &str) -> anyhow::Result<String> {
+        let registry = self.registry.as_ref().context("registry gone")?;
+        let layout = &self.layout;
+        self.node
+            .run_in(|| push_image(registry, layout, "busybox", tag))?
+    }
+
+    /// The agent's process ID (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The node name (the test's tag).

@@ -77,15 +77,21 @@ impl Drop for TestDir {
 /// `deps/` folder). Panics with a clear message when it has not been built.
 pub fn kubenode_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = dir.join("kubenode");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --bin kubenode` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    // Test binaries live in `target/<profile>/deps`, bench binaries in `target/<profile>`.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("kubenode"))
+        .collect();
+    candidates
+        .iter()
+        .find(|b| b.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+            "{} is missing: build it first with `cargo build --bin kubenode` (scripts/test does)",
+            candidates[0].display()
+        )
+        })
 }

@@ -72,7 +72,7 @@ fn with_agent(
     let result = {
         let mut agent = TestAgent::start(&tag)?;
         let r = f(&mut agent);
-        if r.is_err() {
+        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
             eprintln!(
                 "--- agent log ({tag}) ---\n{}",
                 kubenode_integration::agent::tail(&agent.log(), 60)

@@ -325,10 +325,18 @@ async fn ensure_sandbox(
 ) -> Result<Sandbox, String> {
     let uid = uid_of(pod);
     let runtime = k.parts.runtime.clone();
-    let existing = blocking(move || runtime.list_sandboxes())
-        .await
-        .into_iter()
-        .find(|s| s.pod.uid == uid);
+    let known = state.record.sandbox_id.clone();
+    let wanted = uid.clone();
+    // The recorded sandbox is checked alone; the whole list only when there is no record
+    // (a new pod, or one whose record was lost).
+    let existing = blocking(move || match known.map(|id| runtime.sandbox(&id)) {
+        Some(Ok(s)) => Some(s),
+        _ => runtime
+            .list_sandboxes()
+            .into_iter()
+            .find(|s| s.pod.uid == wanted),
+    })
+    .await;
     match existing {
         Some(s) if s.state == SandboxState::Ready => {
             if state.record.sandbox_id.as_deref() != Some(&s.id) {

@@ -74,6 +74,18 @@ impl Runtime {
             fill_exit(&mut st, rec);
             return st;
         }
+        // Fast path, no OCI runtime call: a started container whose process and shim both live
+        // is running (the shim writes the exit record before it goes). Status is polled every
+        // second for every container, and `runc state` costs a process and ~10 ms each.
+        if meta.started_at.is_some()
+            && meta.pid > 0
+            && super::process_alive(meta.pid)
+            && super::process_alive(meta.shim_pid)
+        {
+            st.state = ContainerState::Running;
+            st.pid = Some(meta.pid);
+            return st;
+        }
         match self.oci.state(&meta.id) {
             Ok(Some(s)) => match s.status {
                 OciStatus::Creating | OciStatus::Created => st.state = ContainerState::Created,

@@ -79,9 +79,14 @@ impl Runtime {
     }
 
     fn sandbox_view(&self, meta: &SandboxMeta) -> Sandbox {
+        // The pause process and its shim both alive answer without an OCI runtime call (see
+        // `status_of`); otherwise the runtime's state decides.
         let ready = meta.phase == SandboxPhase::Ready
             && !self.sandbox_dir(&meta.id).join(EXIT).exists()
-            && matches!(self.oci.state(&meta.id), Ok(Some(s)) if s.status == crate::oci::OciStatus::Running);
+            && ((meta.pause_pid > 0
+                && crate::container::process_alive(meta.pause_pid)
+                && crate::container::process_alive(meta.shim_pid))
+                || matches!(self.oci.state(&meta.id), Ok(Some(s)) if s.status == crate::oci::OciStatus::Running));
         self.sandbox_with_state(meta, ready)
     }
 

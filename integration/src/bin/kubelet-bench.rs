@@ -1,0 +1,275 @@
+//! kubelet benchmark (issue 5): single-pod start latency (manifest written → Running with every
+//! container started, as the read-only port's `/pods` shows it), a 30-pod burst, and the agent's
+//! RSS idle and with 100 pods; with `--podman`, the same pod started by `podman kube play`.
+//!
+//! Run as root: `cargo run --release -p kubenode-integration --bin kubelet-bench [-- --podman]`
+//! (build the `kubenode` binary in the same profile first).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kubenode_integration::{run, unique_tag, TestAgent};
+use serde_json::Value;
+
+const SINGLE: usize = 30;
+const BURST: usize = 30;
+const MANY: usize = 100;
+
+fn pod_yaml(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+/// Polls `/pods` on the node's read-only port (from a thread inside the node namespace) until
+/// every pod in `names` runs all its containers; returns the time each became Running.
+fn wait_running(
+    agent: &TestAgent,
+    names: &[String],
+    start: Instant,
+    limit: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    agent.node.run_in(|| -> anyhow::Result<Vec<Duration>> {
+        let mut done: Vec<Option<Duration>> = vec![None; names.len()];
+        while done.iter().any(Option::is_none) {
+            if start.elapsed() > limit {
+                bail!(
+                    "pods not Running after {limit:?}: {:?}",
+                    names
+                        .iter()
+                        .zip(&done)
+                        .filter(|(_, d)| d.is_none())
+                        .map(|(n, _)| n)
+                        .collect::<Vec<_>>()
+                );
+            }
+            let body = ureq::get("http://127.0.0.1:10255/pods")
+                .call()?
+                .body_mut()
+                .read_to_string()?;
+            let list: Value = serde_json::from_str(&body)?;
+            let now = start.elapsed();
+            for p in list["items"].as_array().into_iter().flatten() {
+                let Some(i) = names
+                    .iter()
+                    .position(|n| p["metadata"]["name"] == n.as_str())
+                else {
+                    continue;
+                };
+                let running = p["status"]["phase"] == "Running"
+                    && p["status"]["containerStatuses"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().all(|c| c["state"]["running"].is_object()));
+                if running && done[i].is_none() {
+                    done[i] = Some(now);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(done.into_iter().flatten().collect())
+    })?
+}
+
+fn remove_all(agent: &TestAgent, files: &[String]) -> anyhow::Result<()> {
+    for f in files {
+        agent.remove_manifest(f)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !agent.pods()?.is_empty() {
+        if Instant::now() > deadline {
+            bail!("pods still present");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn podman_latencies(agent: &TestAgent, image: &str) -> anyhow::Result<Vec<Duration>> {
+    let conf = agent.dir.join("podman");
+    std::fs::create_dir_all(conf.join("registries.conf.d"))?;
+    let registry = image.split('/').next().unwrap_or_default();
+    std::fs::write(
+        conf.join("registries.conf"),
+        format!("[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"),
+    )?;
+    std::fs::write(
+        conf.join("containers.conf"),
+        "[engine]\nruntime = \"runc\"\n[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=20000:20000\"]\n",
+    )?;
+    let podman = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", agent.node.path().display()))
+            .arg("podman")
+            .args([
+                "--root",
+                &agent.dir.join("podman/storage").to_string_lossy(),
+                "--runroot",
+                &agent.dir.join("podman/run").to_string_lossy(),
+            ])
+            .args(args)
+            .env("CONTAINERS_REGISTRIES_CONF", conf.join("registries.conf"))
+            .env("CONTAINERS_CONF", conf.join("containers.conf"));
+        run(&mut cmd, Duration::from_secs(120))
+    };
+    let warm = agent.dir.join("podman/warm.yaml");
+    std::fs::write(&warm, pod_yaml("warm", image))?;
+    let out = podman(&["kube", "play", &warm.to_string_lossy()])?;
+    if !out.status.success() {
+        bail!(
+            "podman kube play failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    podman(&["kube", "down", &warm.to_string_lossy()])?;
+    let mut lat = Vec::new();
+    for i in 0..SINGLE {
+        let f = agent.dir.join(format!("podman/p{i}.yaml"));
+        std::fs::write(&f, pod_yaml(&format!("pm{i}"), image))?;
+        let t = Instant::now();
+        let out = podman(&["kube", "play", &f.to_string_lossy()])?;
+        lat.push(t.elapsed());
+        if !out.status.success() {
+            bail!(
+                "podman kube play failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        podman(&["kube", "down", &f.to_string_lossy()])?;
+    }
+    podman(&["pod", "rm", "-af"])?;
+    podman(&["system", "reset", "-f"]).ok();
+    Ok(lat)
+}
+
+fn main() -> anyhow::Result<()> {
+    let with_podman = std::env::args().any(|a| a == "--podman");
+    let mut agent = TestAgent::start(&unique_tag("kbn"))?;
+    let image = agent.push_tag("1.0")?;
+    let pid = agent.pid().context("agent pid")?;
+
+    // Warm the image store (pull latency is not part of pod start).
+    agent.write_manifest("warm.yaml", &pod_yaml("warm", &image))?;
+    wait_running(
+        &agent,
+        &[agent.pod_name("warm")],
+        Instant::now(),
+        Duration::from_secs(60),
+    )?;
+    remove_all(&agent, &["warm.yaml".into()])?;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kib(pid)?;
+
+    let mut single = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..SINGLE {
+        let file = format!("s{i}.yaml");
+        let t = Instant::now();
+        agent.write_manifest(&file, &pod_yaml(&format!("s{i}"), &image))?;
+        single.extend(wait_running(
+            &agent,
+            &[agent.pod_name(&format!("s{i}"))],
+            t,
+            Duration::from_secs(60),
+        )?);
+        files.push(file);
+    }
+    remove_all(&agent, &files)?;
+    single.sort();
+
+    let names: Vec<String> = (0..BURST).map(|i| format!("b{i}")).collect();
+    let t = Instant::now();
+    for n in &names {
+        agent.write_manifest(&format!("{n}.yaml"), &pod_yaml(n, &image))?;
+    }
+    let full: Vec<String> = names.iter().map(|n| agent.pod_name(n)).collect();
+    let burst = wait_running(&agent, &full, t, Duration::from_secs(120))?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    remove_all(
+        &agent,
+        &names
+            .iter()
+            .map(|n| format!("{n}.yaml"))
+            .collect::<Vec<_>>(),
+    )?;
+
+    let names: Vec<String> = (0..MANY).map(|i| format!("m{i}")).collect();
+    let t = Instant::now();
+    for n in &names {
+        agent.write_manifest(&format!("{n}.yaml"), &pod_yaml(n, &image))?;
+    }
+    let full: Vec<String> = names.iter().map(|n| agent.pod_name(n)).collect();
+    let hundred = wait_running(&agent, &full, t, Duration::from_secs(300))?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(3));
+    let loaded = rss_kib(pid)?;
+    remove_all(
+        &agent,
+        &names
+            .iter()
+            .map(|n| format!("{n}.yaml"))
+            .collect::<Vec<_>>(),
+    )?;
+
+    println!("kubenode pod start ({SINGLE} pods, one at a time): median {:.1} ms, p99 {:.1} ms, min {:.1} ms",
+        ms(percentile(&single, 0.5)), ms(percentile(&single, 0.99)), ms(single[0]));
+    println!(
+        "kubenode burst of {BURST} pods: all Running after {:.0} ms",
+        ms(burst)
+    );
+    println!(
+        "kubenode {MANY} pods: all Running after {:.0} ms",
+        ms(hundred)
+    );
+    println!(
+        "agent RSS: idle {:.1} MiB, with {MANY} pods {:.1} MiB",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    );
+    if with_podman {
+        match podman_latencies(&agent, &image) {
+            Ok(mut lat) => {
+                lat.sort();
+                let (pm, km) = (percentile(&lat, 0.5), percentile(&single, 0.5));
+                println!(
+                    "podman kube play ({SINGLE} pods): median {:.1} ms, p99 {:.1} ms",
+                    ms(pm),
+                    ms(percentile(&lat, 0.99))
+                );
+                println!(
+                    "ratio kubenode/podman (median): {:.2}",
+                    km.as_secs_f64() / pm.as_secs_f64()
+                );
+            }
+            Err(e) => println!("podman: not measured: {e:#}"),
+        }
+    }
+    agent.kill();
+    agent.spawn()?;
+    Ok(())
+}
