@@ -169,7 +169,9 @@ fn incremental_resolution_matches_a_fresh_proxy() {
             .map(|n| eps(n, &format!("10.244.{}.{n}", n % 2)))
             .collect(),
         (2..=4).map(|n| eps(n, "10.244.9.9")).collect(),
-        (2..=4).map(|n| eps(n, if n == 3 { "10.244.9.8" } else { "10.244.9.9" })).collect(),
+        (2..=4)
+            .map(|n| eps(n, if n == 3 { "10.244.9.8" } else { "10.244.9.9" }))
+            .collect(),
         vec![],
     ];
     p.update_services(services.clone());
