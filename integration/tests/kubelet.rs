@@ -668,6 +668,44 @@ fn env_and_host_network() -> anyhow::Result<()> {
             );
         }
 
+        // The Service and its endpoints, as the proxy allocated and resolved them.
+        let redis = "  containers:\n  - name: redis\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n    ports: [{containerPort: 6379}]\n";
+        agent.write_manifest("redis.yaml", &pod_yaml("redis", &agent.image, redis))?;
+        let rpod = agent.wait_pod(
+            &agent.pod_name("redis"),
+            Duration::from_secs(60),
+            "Running",
+            all_running,
+        )?;
+        let rip = rpod["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let services = agent.kubenode_ok(&["get", "services"])?;
+        ensure!(
+            services
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()[..5]
+                    == [
+                        "redis-primary",
+                        "ClusterIP",
+                        "10.96.0.11",
+                        "<none>",
+                        "6379/TCP"
+                    ]),
+            "get services:\n{services}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut eps = String::new();
+        while Instant::now() < deadline && !eps.contains(&format!("{rip}:6379")) {
+            eps = agent.kubenode_ok(&["get", "endpoints", "redis-primary"])?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            eps.contains(&format!("{rip}:6379")),
+            "get endpoints:\n{eps}"
+        );
+
         let host = "  hostNetwork: true\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
         agent.write_manifest("host.yaml", &pod_yaml("host", &agent.image, host))?;
         let hname = agent.pod_name("host");

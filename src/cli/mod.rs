@@ -1,6 +1,7 @@
 //! The operator's CLI: talks to the local agent's socket and prints what kubectl would.
 
 pub mod describe;
+pub mod services;
 pub mod table;
 
 use std::path::PathBuf;

@@ -149,8 +149,75 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        "services" | "service" | "svc" => {
+            let items: Vec<_> = client
+                .services()
+                .await?
+                .into_iter()
+                .filter(|s| in_scope(s.metadata.namespace.as_deref()))
+                .filter(|s| args.name.is_none() || s.metadata.name == args.name)
+                .collect();
+            match args.output {
+                Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
+                other => {
+                    let wide = other == Some(Output::Wide);
+                    let mut header = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"];
+                    if wide {
+                        header.push("SELECTOR");
+                    }
+                    if args.all_namespaces {
+                        header.insert(0, "NAMESPACE");
+                    }
+                    let rows: Vec<Vec<String>> = items
+                        .iter()
+                        .map(|s| {
+                            let mut cells = crate::cli::services::service_row(s, now, wide);
+                            if args.all_namespaces {
+                                cells.insert(0, s.metadata.namespace.clone().unwrap_or_default());
+                            }
+                            cells
+                        })
+                        .collect();
+                    print!("{}", table::render(&header, &rows));
+                    Ok(())
+                }
+            }
+        }
+        "endpoints" | "endpoint" | "ep" => {
+            let items: Vec<_> = client
+                .endpoints()
+                .await?
+                .into_iter()
+                .filter(|e| in_scope(e.metadata.namespace.as_deref()))
+                .filter(|e| args.name.is_none() || e.metadata.name == args.name)
+                .collect();
+            match args.output {
+                Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
+                _ => {
+                    let mut header = vec!["NAME", "ENDPOINTS"];
+                    if args.all_namespaces {
+                        header.insert(0, "NAMESPACE");
+                    }
+                    let rows: Vec<Vec<String>> = items
+                        .iter()
+                        .map(|e| {
+                            let mut cells = vec![
+                                e.metadata.name.clone().unwrap_or_default(),
+                                crate::cli::services::format_endpoints(e),
+                            ];
+                            if args.all_namespaces {
+                                cells.insert(0, e.metadata.namespace.clone().unwrap_or_default());
+                            }
+                            cells
+                        })
+                        .collect();
+                    print!("{}", table::render(&header, &rows));
+                    Ok(())
+                }
+            }
+        }
         other => anyhow::bail!(
-            "the server doesn't have a resource type \"{other}\" (kubenode knows pods and events)"
+            "the server doesn't have a resource type \"{other}\" (kubenode knows pods, events, services and endpoints)"
         ),
     }
 }

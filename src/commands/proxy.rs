@@ -178,7 +178,11 @@ pub fn start_for_agent(
                     handle.update_endpoints(now.endpoints);
                     handle.update_pods(now.pods);
                 }
-                _ = tick.tick() => kubelet.set_services(handle.status().services),
+                _ = tick.tick() => {
+                    let status = handle.status();
+                    let endpoints = status.endpoints.iter().map(|e| e.to_endpoints()).collect();
+                    kubelet.set_services(status.services, endpoints);
+                }
             }
         }
     });

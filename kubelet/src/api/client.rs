@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use serde::de::DeserializeOwned;
 
 use super::{ContainerRef, ExecRequest, ExecResponse};
@@ -110,6 +110,16 @@ impl ApiClient {
     /// `GET /events`.
     pub async fn events(&self) -> Result<Vec<Event>, ClientError> {
         Ok(self.get::<List<Event>>("/events").await?.items)
+    }
+
+    /// `GET /services`.
+    pub async fn services(&self) -> Result<Vec<Service>, ClientError> {
+        Ok(self.get::<List<Service>>("/services").await?.items)
+    }
+
+    /// `GET /endpoints`.
+    pub async fn endpoints(&self) -> Result<Vec<Endpoints>, ClientError> {
+        Ok(self.get::<List<Endpoints>>("/endpoints").await?.items)
     }
 
     /// `POST /exec`.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use serde::{Deserialize, Serialize};
 
 /// A boxed future, for the one async method of [`NodeView`].
@@ -39,6 +39,14 @@ pub trait NodeView: Send + Sync + 'static {
     fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError>;
     /// Runs a command in a running container.
     fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>>;
+    /// The Services the node knows, with allocated ClusterIPs and NodePorts.
+    fn services(&self) -> Vec<Service> {
+        Vec::new()
+    }
+    /// The Services' endpoints, as the proxy resolved them.
+    fn endpoints(&self) -> Vec<Endpoints> {
+        Vec::new()
+    }
 }
 
 /// A container of a pod, as the API addresses it.

@@ -64,6 +64,18 @@ async fn route(
             });
             Ok(json(&list))
         }
+        (&Method::GET, ["services"], Listener::Socket) => Ok(json(&serde_json::json!({
+            "kind": "ServiceList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": view.services(),
+        }))),
+        (&Method::GET, ["endpoints"], Listener::Socket) => Ok(json(&serde_json::json!({
+            "kind": "EndpointsList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": view.endpoints(),
+        }))),
         (&Method::GET, ["containerLogs", ns, pod, rest @ ..], _) if rest.len() <= 1 => {
             let target = ContainerRef {
                 namespace: ns.to_string(),

@@ -78,8 +78,9 @@ pub struct Kubelet {
     pods: Mutex<BTreeMap<String, PodEntry>>,
     host_resolv: String,
     proxy_tx: watch::Sender<ProxyInput>,
-    /// Services with allocated ClusterIPs, from the proxy (`None` without one).
-    services: Mutex<Option<Vec<Service>>>,
+    /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
+    /// one).
+    services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -120,10 +121,19 @@ impl Kubelet {
         self.proxy_tx.subscribe()
     }
 
-    /// The Services pods see in their environment, with their allocated ClusterIPs (the proxy
-    /// allocates them; until it has, the manifests' own values are used).
-    pub fn set_services(&self, services: Vec<Service>) {
-        *self.services.lock().expect("services lock") = Some(services);
+    /// The Services pods see in their environment, with their allocated ClusterIPs, and their
+    /// endpoints (the proxy allocates and resolves them; until it has, the manifests' own values
+    /// are used).
+    pub fn set_services(&self, services: Vec<Service>, endpoints: Vec<Endpoints>) {
+        *self.services.lock().expect("services lock") = Some((services, endpoints));
+    }
+
+    fn known_services(&self) -> (Vec<Service>, Vec<Endpoints>) {
+        let allocated = self.services.lock().expect("services lock").clone();
+        allocated.unwrap_or_else(|| {
+            let input = self.proxy_tx.borrow();
+            (input.services.clone(), input.endpoints.clone())
+        })
     }
 
     fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
@@ -133,9 +143,7 @@ impl Kubelet {
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
-        let allocated = self.services.lock().expect("services lock").clone();
-        let services = allocated.unwrap_or_else(|| self.proxy_tx.borrow().services.clone());
-        service_env(&services, ns, links)
+        service_env(&self.known_services().0, ns, links)
     }
 
     fn pods_dir(&self) -> PathBuf {
@@ -333,6 +341,14 @@ impl NodeView for Kubelet {
 
     fn events(&self) -> Vec<Event> {
         self.events.list()
+    }
+
+    fn services(&self) -> Vec<Service> {
+        self.known_services().0
+    }
+
+    fn endpoints(&self) -> Vec<Endpoints> {
+        self.known_services().1
     }
 
     fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError> {

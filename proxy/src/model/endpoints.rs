@@ -37,6 +37,42 @@ pub struct EndpointEntry {
 }
 
 impl EndpointSet {
+    /// The set as a `v1` Endpoints object (one subset per port, ready addresses in `addresses`,
+    /// the others in `notReadyAddresses`), for `kubenode get endpoints`.
+    pub fn to_endpoints(&self) -> Endpoints {
+        use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset};
+        let mut by_port: BTreeMap<(String, &'static str, u16), EndpointSubset> = BTreeMap::new();
+        for e in &self.entries {
+            let proto = e.protocol.lower().to_uppercase();
+            let key = (e.port_name.clone(), e.protocol.lower(), e.port);
+            let subset = by_port.entry(key).or_insert_with(|| EndpointSubset {
+                ports: Some(vec![EndpointPort {
+                    name: (!e.port_name.is_empty()).then(|| e.port_name.clone()),
+                    port: i32::from(e.port),
+                    protocol: Some(proto),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            let addr = EndpointAddress {
+                ip: e.ip.to_string(),
+                node_name: e.node_name.clone(),
+                ..Default::default()
+            };
+            let list = if e.ready {
+                &mut subset.addresses
+            } else {
+                &mut subset.not_ready_addresses
+            };
+            list.get_or_insert_with(Vec::new).push(addr);
+        }
+        let mut ep = Endpoints::default();
+        ep.metadata.name = Some(self.name.clone());
+        ep.metadata.namespace = Some(self.namespace.clone());
+        ep.subsets = (!by_port.is_empty()).then(|| by_port.into_values().collect());
+        ep
+    }
+
     /// Explodes an `Endpoints` object (subsets × addresses × ports); `notReadyAddresses` become
     /// not-ready entries. IPv6 addresses and invalid ports are skipped.
     pub fn from_endpoints(ep: &Endpoints) -> EndpointSet {
