@@ -45,17 +45,17 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "auto")]
     pub iptables_mode: String,
     /// Minimum time between syncs (Go duration).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub iptables_min_sync_period: Duration,
     /// Canary check and re-sync interval (Go duration).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub iptables_sync_period: Duration,
     /// The local kubelet's read-only API (`http://127.0.0.1:10255`): the node's pods, whose
     /// addresses and readiness are the endpoints of Services with a selector.
     #[arg(long)]
     pub kubelet_url: Option<String>,
     /// How often the pods are read from `--kubelet-url` (Go duration).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub pods_poll_period: Duration,
     /// Where ClusterIP and NodePort allocations are kept across restarts.
     #[arg(long, default_value = "/var/lib/kubenode/proxy/allocations.json")]
@@ -225,56 +225,4 @@ fn http_get(url: &str, path: &str) -> anyhow::Result<Vec<u8>> {
         "GET {url}{path}: {status}"
     );
     Ok(raw[split + 4..].to_vec())
-}
-
-/// Parses a Go-style duration: `500ms`, `1s`, `1m30s`, `2h`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("`{s}` is not a duration like 500ms, 30s or 1m");
-    let (mut total, mut num) = (0f64, String::new());
-    let mut chars = s.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let v: f64 = num.parse().map_err(|_| err())?;
-        total += v * match unit.as_str() {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        num.clear();
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("3d").is_err());
-    }
 }
