@@ -782,7 +782,8 @@ async fn stop_containers(k: &Arc<Kubelet>, pod: &Pod, sandbox_id: &str, grace: D
                 });
             let runtime = k.parts.runtime.clone();
             let id = s.id.clone();
-            if let Err(e) = blocking(move || runtime.stop_container(&id, left, None)).await {
+            let signal = image_stop_signal(&k, &s.image);
+            if let Err(e) = blocking(move || runtime.stop_container(&id, left, signal)).await {
                 tracing::warn!(container = %s.name, error = %e, "stopping the container");
             }
         }));
@@ -790,6 +791,34 @@ async fn stop_containers(k: &Arc<Kubelet>, pod: &Pod, sandbox_id: &str, grace: D
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
+fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
+    let img = k.parts.images.get(image).ok().flatten()?;
+    let text = img.config.config().as_ref()?.stop_signal().clone()?;
+    let signal = parse_signal(&text);
+    if signal.is_none() {
+        tracing::warn!(image, stop_signal = %text, "unknown STOPSIGNAL in the image; using SIGTERM");
+    }
+    signal
+}
+
+/// Parses a signal as images spell it: `SIGQUIT`, `QUIT` or `3`.
+fn parse_signal(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 /// Stops and removes a sandbox's containers, detaches its network, and removes it.
@@ -829,4 +858,19 @@ pub(super) async fn remove_orphan(k: Arc<Kubelet>, sandbox: Sandbox) {
     pod.metadata.uid = Some(sandbox.pod.uid.clone());
     teardown_sandbox(&k, &pod, &sandbox.id, MIN_GRACE_AFTER_HOOK).await;
     let _ = std::fs::remove_dir_all(k.pods_dir().join(&sandbox.pod.uid));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_signal;
+
+    #[test]
+    fn stop_signals_as_images_spell_them() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(3));
+        assert_eq!(parse_signal("quit"), Some(3));
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
 }
