@@ -37,6 +37,12 @@ pub struct TestAgent {
 impl TestAgent {
     /// Builds the node namespace, the registry and image, and starts the agent.
     pub fn start(tag: &str) -> anyhow::Result<TestAgent> {
+        TestAgent::start_with_config(tag, None)
+    }
+
+    /// Like [`TestAgent::start`], with a KubeletConfiguration file (its `kind`/`apiVersion`
+    /// header is added) passed as `--config`.
+    pub fn start_with_config(tag: &str, config: Option<&str>) -> anyhow::Result<TestAgent> {
         let dir = TestDir::new(tag)?;
         let node = Netns::new(&format!("{tag}-node"))?;
         // This kernel has no dummy interfaces: a veth pair inside the namespace carries the
@@ -52,6 +58,14 @@ impl TestAgent {
         let image = node.run_in(|| push_image(&registry, &layout, "busybox", "latest"))??;
         for d in ["manifests", "root", "run", "logs", "cni/net.d", "cni/bin"] {
             std::fs::create_dir_all(dir.join(d))?;
+        }
+        if let Some(body) = config {
+            std::fs::write(
+                dir.join("config.yaml"),
+                format!(
+                    "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{body}"
+                ),
+            )?;
         }
         let mut agent = TestAgent {
             tag: tag.to_string(),
@@ -102,6 +116,11 @@ impl TestAgent {
             .arg(format!("--net={}", self.node.path().display()))
             .arg(kubenode_bin())
             .arg("agent")
+            .args(if self.dir.join("config.yaml").exists() {
+                vec!["--config".to_string(), d("config.yaml")]
+            } else {
+                Vec::new()
+            })
             .args(["--node-name", &self.tag, "--node-ip", NODE_IP])
             .args([
                 "--root-dir",

@@ -27,6 +27,7 @@ fn main() {
             "service_env_host_network_and_field_refs",
             env_and_host_network,
         ),
+        privileged("termination_message_and_max_pods", termination_and_max_pods),
     ])
 }
 
@@ -722,4 +723,56 @@ fn env_and_host_network() -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+fn termination_and_max_pods() -> anyhow::Result<()> {
+    let tag = unique_tag("km");
+    let guard = LeakGuard::new(&tag);
+    {
+        let agent = TestAgent::start_with_config(&tag, Some("maxPods: 2\n"))?;
+        let msg = "  restartPolicy: Never\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"echo 'disk on fire' > /dev/termination-log; exit 2\"]\n";
+        agent.write_manifest("a.yaml", &pod_yaml("a", &agent.image, msg))?;
+        let a = agent.wait_pod(
+            &agent.pod_name("a"),
+            Duration::from_secs(60),
+            "Failed",
+            |p| phase(p) == "Failed",
+        )?;
+        let t = &container(&a, "c")["state"]["terminated"];
+        ensure!(
+            t["message"] == "disk on fire\n" && t["exitCode"] == 2,
+            "terminated: {t}"
+        );
+        let sleeper =
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("b.yaml", &pod_yaml("b", &agent.image, sleeper))?;
+        agent.wait_pod(
+            &agent.pod_name("b"),
+            Duration::from_secs(60),
+            "Running",
+            all_running,
+        )?;
+        agent.write_manifest("c.yaml", &pod_yaml("c", &agent.image, sleeper))?;
+        let c = agent.wait_pod(
+            &agent.pod_name("c"),
+            Duration::from_secs(30),
+            "rejected",
+            |p| phase(p) == "Failed",
+        )?;
+        ensure!(
+            c["status"]["reason"] == "OutOfpods",
+            "status {}",
+            c["status"]
+        );
+        let message = c["status"]["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.starts_with("Pod was rejected: Node didn't have enough resource: pods"),
+            "message {message}"
+        );
+        ensure!(
+            container(&c, "c").is_null(),
+            "a rejected pod ran a container"
+        );
+    }
+    guard.check()
 }
