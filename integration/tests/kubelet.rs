@@ -409,6 +409,27 @@ fn grace_period() -> anyhow::Result<()> {
                 .any(|e| e["reason"] == "Killing" && e["message"] == "Stopping container stubborn"),
             "no Killing event"
         );
+        // A preStop httpGet runs before the stop: against a port nobody listens on, it fails
+        // with an event, and the pod still goes.
+        let hooked = r#"  containers:
+  - name: web
+    image: IMAGE
+    command: ["httpd", "-f", "-p", "8080"]
+    lifecycle:
+      preStop:
+        httpGet: {path: /drain, port: 9999}
+"#;
+        agent.write_manifest("h.yaml", &pod_yaml("h", &agent.image, hooked))?;
+        let hname = agent.pod_name("h");
+        agent.wait_pod(&hname, Duration::from_secs(60), "Running", all_running)?;
+        agent.remove_manifest("h.yaml")?;
+        agent.wait_gone(&hname, Duration::from_secs(30))?;
+        let events = agent.events()?;
+        ensure!(
+            events.iter().any(|e| e["reason"] == "FailedPreStopHook"
+                && e["message"].as_str().unwrap_or_default().contains(":9999")),
+            "no FailedPreStopHook event: {events:?}"
+        );
         Ok(())
     })
 }

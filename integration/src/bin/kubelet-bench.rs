@@ -90,16 +90,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    Ok(status_kib(pid, "VmRSS")?)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
+        .find(|l| l.split(':').next() == Some(field))
+        .with_context(|| format!("no {field}"))?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -228,6 +229,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     std::thread::sleep(Duration::from_secs(3));
     let loaded = rss_kib(pid)?;
+    let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
     remove_all(
         &agent,
         &names
@@ -247,9 +250,11 @@ fn main() -> anyhow::Result<()> {
         ms(hundred)
     );
     println!(
-        "agent RSS: idle {:.1} MiB, with {MANY} pods {:.1} MiB",
+        "agent RSS: idle {:.1} MiB, with {MANY} pods {:.1} MiB (anonymous {:.1}, file {:.1}; {threads} threads)",
         idle as f64 / 1024.0,
-        loaded as f64 / 1024.0
+        loaded as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     if with_podman {
         match podman_latencies(&agent, &image) {

@@ -10,6 +10,7 @@
 mod actions;
 mod envvars;
 mod files;
+mod hooks;
 mod observe;
 mod worker;
 

@@ -757,20 +757,44 @@ async fn stop_containers(k: &Arc<Kubelet>, pod: &Pod, sandbox_id: &str, grace: D
             format!("Stopping container {}", s.name),
         );
         let k = k.clone();
+        let pod_obj = pod.clone();
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.pod_ip.clone())
+            .unwrap_or_default();
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
-            if let Some(cmd) = container
+            let pre_stop = container
                 .as_ref()
                 .and_then(|c| c.lifecycle.as_ref())
-                .and_then(|l| l.pre_stop.as_ref())
-                .and_then(|h| h.exec.as_ref())
-                .and_then(|e| e.command.clone())
-            {
-                let runtime = k.parts.runtime.clone();
-                let id = s.id.clone();
-                let out = blocking(move || runtime.exec(&id, &cmd, grace)).await;
-                if let Err(e) = out {
-                    tracing::warn!(container = %s.name, error = %e, "preStop hook failed");
+                .and_then(|l| l.pre_stop.as_ref());
+            if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
+                let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
+                    let runtime = k.parts.runtime.clone();
+                    let id = s.id.clone();
+                    match blocking(move || runtime.exec(&id, &cmd, grace)).await {
+                        Ok(out) if out.exit_code == 0 => None,
+                        Ok(out) => Some(format!(
+                            "command exited with {}: {}",
+                            out.exit_code,
+                            String::from_utf8_lossy(&out.stdout).trim()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    }
+                } else if let Some(action) = &hook.http_get {
+                    super::hooks::http_get(action, c, &pod_ip, grace)
+                        .await
+                        .err()
+                } else {
+                    None
+                };
+                if let Some(why) = failed {
+                    k.events.warning(
+                        &ObjectRef::container(&pod_obj, &s.name),
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {why}"),
+                    );
                 }
             }
             let left = grace
