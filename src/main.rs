@@ -71,7 +71,7 @@ fn main() {
 
 /// Upper bound of tokio's blocking pool: runtime calls (runc, mounts) run there, one per pod
 /// worker at a time; more threads only cost memory.
-const MAX_BLOCKING_THREADS: usize = 64;
+const MAX_BLOCKING_THREADS: usize = 16;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     limit_malloc_arenas();

@@ -250,12 +250,18 @@ impl Kubelet {
     }
 
     /// Called by workers: the pod's latest state.
+    /// Workers call this after every pass; most passes change nothing, and then nothing is
+    /// cloned or sent on (the proxy would otherwise re-read every pod every second per pod).
     fn set_pod(&self, uid: &str, pod: Pod, sandbox_id: Option<String>) {
         let mut pods = self.pods.lock().expect("pods lock");
-        if let Some(e) = pods.get_mut(uid) {
-            e.pod = pod;
-            e.sandbox_id = sandbox_id;
+        let Some(e) = pods.get_mut(uid) else {
+            return;
+        };
+        if e.pod == pod && e.sandbox_id == sandbox_id {
+            return;
         }
+        e.pod = pod;
+        e.sandbox_id = sandbox_id;
         drop(pods);
         self.publish_proxy(None);
     }
