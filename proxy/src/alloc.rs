@@ -96,6 +96,9 @@ pub struct Allocator {
     state: State,
 }
 
+/// The Service that owns the first address of the service CIDR.
+const KUBERNETES_SERVICE: &str = "default/kubernetes";
+
 fn svc_id(s: &Service) -> String {
     let (ns, name) = crate::model::service::service_key(s);
     format!("{ns}/{name}")
@@ -196,8 +199,16 @@ impl Allocator {
                 _ => fresh.push(id),
             }
         }
-        let mut next = 1u64;
+        // The first address belongs to `default/kubernetes` (as the API server reserves it);
+        // every other Service is allocated from the second on.
+        let mut next = 2u64;
         for id in fresh {
+            if id == KUBERNETES_SERVICE && !ips.contains_key(&self.cidr.nth(1)) {
+                let ip = self.cidr.nth(1);
+                ips.insert(ip, id.clone());
+                new_state.cluster_ips.insert(id, ip);
+                continue;
+            }
             // Skip the network and broadcast addresses, as the API server does.
             while next + 1 < self.cidr.size() && ips.contains_key(&self.cidr.nth(next)) {
                 next += 1;

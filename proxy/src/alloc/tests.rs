@@ -48,8 +48,28 @@ fn allocates_stably_across_restarts() {
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(ip_of(&by_name(&out2, "b")), "10.96.0.3");
     assert_eq!(np_of(&by_name(&out2, "b")), 30000);
-    assert_eq!(ip_of(&by_name(&out2, "0")), "10.96.0.1");
+    assert_eq!(ip_of(&by_name(&out2, "0")), "10.96.0.2");
     assert_eq!(np_of(&by_name(&out2, "0")), 30001);
+}
+
+#[test]
+fn the_first_address_is_kept_for_the_kubernetes_service() {
+    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, None).unwrap();
+    let (out, errs) = a.allocate(&[
+        svc("metadata: {name: web}\nspec: {ports: [{port: 80}]}"),
+        svc("metadata: {name: kubernetes, namespace: default}\nspec: {ports: [{port: 443}]}"),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    let ip = |n: &str| {
+        ip_of(
+            out.iter()
+                .find(|s| s.metadata.name.as_deref() == Some(n))
+                .unwrap(),
+        )
+    };
+    assert_eq!(ip("web"), "10.96.0.2");
+    assert_eq!(ip("kubernetes"), "10.96.0.1");
 }
 
 #[test]
@@ -96,9 +116,10 @@ fn exhaustion_is_reported() {
         .collect();
     let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, None).unwrap();
     let (out, errs) = a.allocate(&services);
-    assert_eq!(out.len(), 2);
+    // .0 is the network, .3 the broadcast address and .1 is kept for default/kubernetes.
+    assert_eq!(out.len(), 1);
     assert_eq!(
         errs[0].to_string(),
-        "service default/s2: no free ClusterIP in 10.96.0.0/30 left"
+        "service default/s1: no free ClusterIP in 10.96.0.0/30 left"
     );
 }

@@ -79,7 +79,7 @@ fn status_shows_allocations_and_errors() {
         .unwrap();
     assert_eq!(
         auto.spec.as_ref().unwrap().cluster_ip.as_deref(),
-        Some("10.96.0.1")
+        Some("10.96.0.2")
     );
     assert_eq!(
         st.errors,
