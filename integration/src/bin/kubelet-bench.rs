@@ -84,6 +84,31 @@ fn remove_all(agent: &TestAgent, files: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `count` manifests `<prefix><i>.yaml` at once and waits until every pod runs; returns
+/// the time until the last one did, and the files (for `remove_all`).
+fn start_batch(
+    agent: &TestAgent,
+    image: &str,
+    prefix: &str,
+    count: usize,
+    limit: Duration,
+) -> anyhow::Result<(Duration, Vec<String>)> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let t = Instant::now();
+    let mut files = Vec::new();
+    for n in &names {
+        let file = format!("{n}.yaml");
+        agent.write_manifest(&file, &pod_yaml(n, image))?;
+        files.push(file);
+    }
+    let full: Vec<String> = names.iter().map(|n| agent.pod_name(n)).collect();
+    let all = wait_running(agent, &full, t, limit)?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    Ok((all, files))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -199,45 +224,15 @@ fn main() -> anyhow::Result<()> {
     remove_all(&agent, &files)?;
     single.sort();
 
-    let names: Vec<String> = (0..BURST).map(|i| format!("b{i}")).collect();
-    let t = Instant::now();
-    for n in &names {
-        agent.write_manifest(&format!("{n}.yaml"), &pod_yaml(n, &image))?;
-    }
-    let full: Vec<String> = names.iter().map(|n| agent.pod_name(n)).collect();
-    let burst = wait_running(&agent, &full, t, Duration::from_secs(120))?
-        .into_iter()
-        .max()
-        .unwrap_or_default();
-    remove_all(
-        &agent,
-        &names
-            .iter()
-            .map(|n| format!("{n}.yaml"))
-            .collect::<Vec<_>>(),
-    )?;
+    let (burst, files) = start_batch(&agent, &image, "b", BURST, Duration::from_secs(120))?;
+    remove_all(&agent, &files)?;
 
-    let names: Vec<String> = (0..MANY).map(|i| format!("m{i}")).collect();
-    let t = Instant::now();
-    for n in &names {
-        agent.write_manifest(&format!("{n}.yaml"), &pod_yaml(n, &image))?;
-    }
-    let full: Vec<String> = names.iter().map(|n| agent.pod_name(n)).collect();
-    let hundred = wait_running(&agent, &full, t, Duration::from_secs(300))?
-        .into_iter()
-        .max()
-        .unwrap_or_default();
+    let (hundred, files) = start_batch(&agent, &image, "m", MANY, Duration::from_secs(300))?;
     std::thread::sleep(Duration::from_secs(3));
     let loaded = rss_kib(pid)?;
     let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
-    remove_all(
-        &agent,
-        &names
-            .iter()
-            .map(|n| format!("{n}.yaml"))
-            .collect::<Vec<_>>(),
-    )?;
+    remove_all(&agent, &files)?;
 
     println!("kubenode pod start ({SINGLE} pods, one at a time): median {:.1} ms, p99 {:.1} ms, min {:.1} ms",
         ms(percentile(&single, 0.5)), ms(percentile(&single, 0.99)), ms(single[0]));

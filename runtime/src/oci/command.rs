@@ -26,6 +26,27 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Waits for `child` at most `timeout`; on timeout kills and reaps it and answers
+/// [`OciError::Timeout`] for `command`.
+pub(crate) fn wait_or_kill(
+    child: &mut Child,
+    timeout: Duration,
+    command: &str,
+) -> Result<ExitStatus, OciError> {
+    let status = wait_timeout(child, timeout).map_err(|source| OciError::Spawn {
+        command: command.to_string(),
+        source,
+    })?;
+    status.ok_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        OciError::Timeout {
+            command: command.to_string(),
+            after: timeout,
+        }
+    })
+}
+
 /// Waits for `child` at most `timeout`, polling with a short sleep (≤ 0.5 ms
 /// for the first half second, then ≤ 10 ms);
 /// `None` on timeout (the child is left running).
@@ -90,18 +111,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Finished
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let status = wait_timeout(&mut child, timeout).map_err(|source| OciError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(OciError::Timeout {
-            command,
-            after: timeout,
-        });
-    };
+    let status = wait_or_kill(&mut child, timeout, &command)?;
     // A background process left holding the pipes must not block us forever.
     let grace = Duration::from_secs(1);
     Ok(Finished {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::command::{run_with_timeout, wait_timeout, Finished};
+use super::command::{run_with_timeout, wait_or_kill, Finished};
 use super::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState};
 
 /// OCI runtimes known to work with this driver (same command line as runc).
@@ -134,18 +134,7 @@ impl OciRuntime for RuncCli {
         })?;
         // Our copies of the container's pipes must close now, or the reader never sees EOF.
         drop(cmd);
-        let status = wait_timeout(&mut child, CALL_TIMEOUT).map_err(|source| OciError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(OciError::Timeout {
-                command,
-                after: CALL_TIMEOUT,
-            });
-        };
+        let status = wait_or_kill(&mut child, CALL_TIMEOUT, &command)?;
         if status.success() {
             return Ok(());
         }
