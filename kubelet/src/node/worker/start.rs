@@ -1,0 +1,232 @@
+//! Starting one container: image pull (policy, back-off, events), create, start.
+
+use super::*;
+
+/// Pulls, creates and starts one container. Returns a shorter requeue when blocked.
+pub(super) async fn start_container(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    sandbox: &Sandbox,
+    state: &mut WorkerState,
+    start: &Start,
+) -> Option<Duration> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let container = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .find(|c| c.name == start.name)?
+        .clone();
+    let obj = ObjectRef::container(pod, &container.name);
+    let image_name = container.image.clone().unwrap_or_default();
+    let image = match pull(k, pod, &container, state).await {
+        Ok(i) => i,
+        Err(wait) => return Some(wait),
+    };
+    state
+        .image_ids
+        .insert(image_name.clone(), image.manifest_digest.clone());
+
+    let pods_dir = k.pods_dir().join(uid_of(pod));
+    let term_log = termination_log(&pods_dir, &container.name, start.restart_count);
+    if let Err(e) = term_log
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|()| std::fs::write(&term_log, b""))
+    {
+        tracing::warn!(error = %e, "creating the termination log");
+    }
+    let mut mounts = vec![
+        BindMount {
+            container_path: "/etc/hosts".into(),
+            host_path: pods_dir.join("etc-hosts"),
+            readonly: false,
+        },
+        BindMount {
+            container_path: "/etc/resolv.conf".into(),
+            host_path: pods_dir.join("resolv.conf"),
+            readonly: false,
+        },
+        BindMount {
+            container_path: "/etc/hostname".into(),
+            host_path: pods_dir.join("hostname"),
+            readonly: false,
+        },
+    ];
+    let term_path = container
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    mounts.push(BindMount {
+        container_path: term_path,
+        host_path: term_log,
+        readonly: false,
+    });
+    let pod_ip = state.record.pod_ips.first().cloned();
+    let config = ContainerConfig {
+        resolved_env: observe::field_ref_env(
+            pod,
+            &container,
+            pod_ip.as_deref(),
+            &k.config.node_ip.to_string(),
+        ),
+        container: container.clone(),
+        pod_security: spec.security_context.clone(),
+        image: ImageRef {
+            name: image_name,
+            layers: image.layers.clone(),
+            config: Some(image.config.clone()),
+        },
+        restart_count: start.restart_count,
+        mounts,
+        service_env: k.service_env(pod),
+        oom_score_adj: None,
+    };
+    let runtime = k.parts.runtime.clone();
+    let sid = sandbox.id.clone();
+    let created = blocking(move || runtime.create_container(&sid, &config)).await;
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            let message = e.to_string();
+            k.events
+                .warning(&obj, "Failed", format!("Error: {message}"));
+            state.blocked.insert(
+                container.name.clone(),
+                Blocked {
+                    reason: reason::CREATE_CONTAINER_ERROR.into(),
+                    message,
+                    retry_at: Some(Instant::now() + CREATE_RETRY),
+                },
+            );
+            return Some(CREATE_RETRY);
+        }
+    };
+    k.events.normal(
+        &obj,
+        "Created",
+        format!("Created container: {}", container.name),
+    );
+    let runtime = k.parts.runtime.clone();
+    let started = {
+        let id = id.clone();
+        blocking(move || runtime.start_container(&id)).await
+    };
+    match started {
+        Ok(()) => {
+            state.blocked.remove(&container.name);
+            k.events.normal(
+                &obj,
+                "Started",
+                format!("Started container {}", container.name),
+            );
+            None
+        }
+        Err(e) => {
+            // The runtime records the instance as exited (StartError, 128): the back-off and
+            // the status take it from there.
+            state.blocked.remove(&container.name);
+            k.events.warning(&obj, "Failed", format!("Error: {e}"));
+            None
+        }
+    }
+}
+
+/// Ensures the container's image per its pull policy, with pull back-off and events.
+pub(super) async fn pull(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    container: &Container,
+    state: &mut WorkerState,
+) -> Result<Image, Duration> {
+    let obj = ObjectRef::container(pod, &container.name);
+    let image = container.image.clone().unwrap_or_default();
+    let key = image_backoff_key(&uid_of(pod), &image);
+    if let Some(wait) = k
+        .image_backoff
+        .lock()
+        .expect("image backoff lock")
+        .wait(&key)
+    {
+        let message = image_pull_backoff_message(&image);
+        k.events.normal(&obj, "BackOff", message.clone());
+        state.blocked.insert(
+            container.name.clone(),
+            Blocked {
+                reason: reason::IMAGE_PULL_BACK_OFF.into(),
+                message,
+                retry_at: None,
+            },
+        );
+        return Err(wait.max(Duration::from_millis(100)));
+    }
+    let policy = match PullPolicy::resolve(container.image_pull_policy.as_deref(), &image) {
+        Some(p) => p,
+        None => {
+            let message = format!("unknown imagePullPolicy {:?}", container.image_pull_policy);
+            state.blocked.insert(
+                container.name.clone(),
+                Blocked {
+                    reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
+                    message,
+                    retry_at: Some(Instant::now() + CREATE_RETRY),
+                },
+            );
+            return Err(CREATE_RETRY);
+        }
+    };
+    let present = matches!(k.parts.images.get(&image), Ok(Some(_)));
+    if policy == PullPolicy::Always || !present {
+        k.events
+            .normal(&obj, "Pulling", format!("Pulling image \"{image}\""));
+    }
+    let started = Instant::now();
+    match k.parts.images.ensure(&image, policy, &k.parts.pull).await {
+        Ok(img) => {
+            k.image_backoff
+                .lock()
+                .expect("image backoff lock")
+                .forget(&key);
+            if policy == PullPolicy::Always || !present {
+                let took = started.elapsed().as_secs_f64();
+                k.events.normal(
+                    &obj,
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\" in {took:.3}s. Image size: {} bytes.", img.size),
+                );
+            } else {
+                k.events.normal(
+                    &obj,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+            }
+            Ok(img)
+        }
+        Err(e) => {
+            let reason = e.kubelet_reason().to_string();
+            let message = e.to_string();
+            k.events.warning(
+                &obj,
+                "Failed",
+                format!("Failed to pull image \"{image}\": {message}"),
+            );
+            k.events.warning(&obj, "Failed", format!("Error: {reason}"));
+            k.image_backoff
+                .lock()
+                .expect("image backoff lock")
+                .failed(&key);
+            state.blocked.insert(
+                container.name.clone(),
+                Blocked {
+                    reason,
+                    message,
+                    retry_at: None,
+                },
+            );
+            Err(RESYNC)
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Termination: preStop hooks, the stop signal, the grace period, then removal of everything.
+
+use super::*;
+
+/// Stops and removes everything of the pod.
+pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) {
+    let grace = Duration::from_secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64,
+    );
+    if let Some(sid) = state.record.sandbox_id.clone() {
+        stop_containers(k, pod, &sid, grace).await;
+        let runtime = k.parts.runtime.clone();
+        let sid2 = sid.clone();
+        let instances = blocking(move || runtime.list_containers(Some(&sid2))).await;
+        publish(k, pod, state, false, &instances);
+        teardown_sandbox(k, pod, &sid, Duration::ZERO).await;
+    } else {
+        // A worker that never recorded its sandbox (or an adopted one): find it by UID.
+        let uid = uid_of(pod);
+        let runtime = k.parts.runtime.clone();
+        if let Some(s) = blocking(move || runtime.list_sandboxes())
+            .await
+            .into_iter()
+            .find(|s| s.pod.uid == uid)
+        {
+            teardown_sandbox(k, pod, &s.id, grace).await;
+        }
+    }
+    let uid = uid_of(pod);
+    let _ = std::fs::remove_dir_all(k.pods_dir().join(&uid));
+    let info = pod_info(pod);
+    let _ = std::fs::remove_dir_all(
+        k.config
+            .log_dir
+            .join(format!("{}_{}_{}", info.namespace, info.name, uid)),
+    );
+    let mut crash = k.crash.lock().expect("crash lock");
+    for c in pod.spec.iter().flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    }) {
+        crash.forget(&container_backoff_key(
+            &info.namespace,
+            &info.name,
+            &uid,
+            &c.name,
+        ));
+    }
+}
+
+/// Stops the running containers of a sandbox: preStop hooks first, then the stop signal and
+/// SIGKILL when the grace runs out, all containers at once.
+pub(super) async fn stop_containers(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    sandbox_id: &str,
+    grace: Duration,
+) {
+    let runtime = k.parts.runtime.clone();
+    let sid = sandbox_id.to_string();
+    let running: Vec<ContainerStatus> = blocking(move || runtime.list_containers(Some(&sid)))
+        .await
+        .into_iter()
+        .filter(|s| matches!(s.state, ContainerState::Running | ContainerState::Created))
+        .collect();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut tasks = Vec::new();
+    for s in running {
+        let container = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .find(|c| c.name == s.name)
+            .cloned();
+        k.events.normal(
+            &ObjectRef::container(pod, &s.name),
+            "Killing",
+            format!("Stopping container {}", s.name),
+        );
+        let k = k.clone();
+        let pod_obj = pod.clone();
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.pod_ip.clone())
+            .unwrap_or_default();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let pre_stop = container
+                .as_ref()
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.as_ref());
+            if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
+                let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
+                    let runtime = k.parts.runtime.clone();
+                    let id = s.id.clone();
+                    match blocking(move || runtime.exec(&id, &cmd, grace)).await {
+                        Ok(out) if out.exit_code == 0 => None,
+                        Ok(out) => Some(format!(
+                            "command exited with {}: {}",
+                            out.exit_code,
+                            String::from_utf8_lossy(&out.stdout).trim()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    }
+                } else if let Some(action) = &hook.http_get {
+                    crate::node::hooks::http_get(action, c, &pod_ip, grace)
+                        .await
+                        .err()
+                } else {
+                    None
+                };
+                if let Some(why) = failed {
+                    k.events.warning(
+                        &ObjectRef::container(&pod_obj, &s.name),
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {why}"),
+                    );
+                }
+            }
+            let left = grace
+                .saturating_sub(started.elapsed())
+                .max(if grace.is_zero() {
+                    Duration::ZERO
+                } else {
+                    MIN_GRACE_AFTER_HOOK
+                });
+            let runtime = k.parts.runtime.clone();
+            let id = s.id.clone();
+            let signal = image_stop_signal(&k, &s.image);
+            if let Err(e) = blocking(move || runtime.stop_container(&id, left, signal)).await {
+                tracing::warn!(container = %s.name, error = %e, "stopping the container");
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
+pub(super) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
+    let img = k.parts.images.get(image).ok().flatten()?;
+    let text = img.config.config().as_ref()?.stop_signal().clone()?;
+    let signal = parse_signal(&text);
+    if signal.is_none() {
+        tracing::warn!(image, stop_signal = %text, "unknown STOPSIGNAL in the image; using SIGTERM");
+    }
+    signal
+}
+
+/// Parses a signal as images spell it: `SIGQUIT`, `QUIT` or `3`.
+pub(super) fn parse_signal(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_signal;
+
+    #[test]
+    fn stop_signals_as_images_spell_them() {
+        assert_eq!(parse_signal("SIGQUIT"), Some(3));
+        assert_eq!(parse_signal("quit"), Some(3));
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+}
