@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod config;
 pub mod events;
 pub mod node;
+pub mod prober;
 pub mod selector;
 pub mod source;
 pub mod status;

@@ -10,8 +10,9 @@
 mod actions;
 mod envvars;
 mod files;
-mod hooks;
+pub(crate) mod hooks;
 mod observe;
+mod probing;
 mod worker;
 
 pub use actions::{compute, PodActions};
@@ -82,6 +83,7 @@ pub struct Kubelet {
     /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
     /// one).
     services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
+    prober: crate::prober::Prober,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -99,7 +101,18 @@ impl Kubelet {
         let host_resolv = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
         let crash = Mutex::new(CrashBackoff::new(parts.clock.clone()));
         let image_backoff = Mutex::new(ImageBackoff::new(parts.clock.clone()));
-        Arc::new(Kubelet {
+        Arc::new_cyclic(|me| Kubelet {
+            prober: crate::prober::Prober::new(
+                Arc::new(probing::RuntimeProbeHost {
+                    kubelet: me.clone(),
+                }),
+                events.clone(),
+                parts.clock.clone(),
+                Box::new({
+                    let me = me.clone();
+                    move |uid| probing::wake(&me, uid)
+                }),
+            ),
             config,
             parts,
             events,

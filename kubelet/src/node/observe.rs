@@ -44,13 +44,15 @@ pub fn container_id(id: &str) -> String {
 
 /// Builds the observed containers of a pod. `blocked` are containers whose next start is held
 /// (back-off, image or create errors); `image_ids` maps image names to their IDs;
-/// `termination_message` reads an instance's termination message.
+/// `termination_message` reads an instance's termination message; `probes` gives a running
+/// instance's `(ready, started)` from the prober.
 pub fn observe(
     containers: &[&Container],
     instances: &[ContainerStatus],
     blocked: &HashMap<String, Blocked>,
     image_ids: &HashMap<String, String>,
     termination_message: impl Fn(&ContainerStatus) -> Option<String>,
+    probes: impl Fn(&Container, &ContainerStatus) -> (bool, Option<bool>),
 ) -> Vec<ObservedContainer> {
     let groups = group(instances);
     let mut out = Vec::new();
@@ -104,7 +106,10 @@ pub fn observe(
                 .filter(|p| p.state == ContainerState::Exited)
                 .map(|p| terminated(p, termination_message(p))),
         };
-        let running = matches!(state, ObservedState::Running { .. });
+        let (ready, started) = match current {
+            Some(s) if matches!(state, ObservedState::Running { .. }) => probes(c, s),
+            _ => (false, c.startup_probe.as_ref().map(|_| false)),
+        };
         out.push(ObservedContainer {
             name: c.name.clone(),
             container_id: current.map(|s| container_id(&s.id)),
@@ -113,10 +118,8 @@ pub fn observe(
             restart_count: current.map_or(0, |s| s.restart_count as i32),
             state,
             last_terminated: last,
-            // Probes (issue 6) are not run yet: a running container counts as ready and
-            // started, which is upstream's behaviour for containers without probes.
-            ready: running,
-            started: c.startup_probe.as_ref().map(|_| running),
+            ready,
+            started,
         });
     }
     out

@@ -16,6 +16,7 @@ mod stop;
 pub(super) use sandbox::remove_orphan;
 use sandbox::{ensure_sandbox, teardown_sandbox};
 use start::start_container;
+pub(super) use stop::image_stop_signal;
 use stop::stop_containers;
 use stop::terminate;
 
@@ -151,6 +152,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
     if let Some(mut pod) = pod {
         pod.metadata.deletion_timestamp = Some(Time(k.parts.clock.now()));
         k.set_pod(&uid, pod.clone(), state.record.sandbox_id.clone());
+        k.prober.remove_pod(&uid);
         terminate(&k, &pod, &mut state).await;
     }
     k.forget(&uid);
@@ -287,9 +289,20 @@ fn publish(
         .chain(spec.containers.iter())
         .collect();
     let pods_dir = k.pods_dir().join(uid_of(pod));
-    let containers = observe::observe(&all, instances, &state.blocked, &state.image_ids, |s| {
-        termination_message(&pods_dir, s)
-    });
+    let probe_ip = if host_network(pod) {
+        k.config.node_ip.to_string()
+    } else {
+        state.record.pod_ips.first().cloned().unwrap_or_default()
+    };
+    k.prober.sync_pod(pod, &probe_ip, instances);
+    let containers = observe::observe(
+        &all,
+        instances,
+        &state.blocked,
+        &state.image_ids,
+        |s| termination_message(&pods_dir, s),
+        |c, s| k.prober.status(c, &s.id),
+    );
     let node_ip = k.config.node_ip.to_string();
     let pod_ips = if host_network(pod) {
         vec![node_ip.clone()]

@@ -146,7 +146,7 @@ pub(super) async fn stop_containers(
 }
 
 /// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
-pub(super) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
+pub(in crate::node) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
     let img = k.parts.images.get(image).ok().flatten()?;
     let text = img.config.config().as_ref()?.stop_signal().clone()?;
     let signal = parse_signal(&text);

@@ -1,0 +1,626 @@
+//! Unit tests of the prober: accounting, gating, defaults, header and redirect rules, and whole
+//! workers against a recording host with tokio's paused time.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ExecAction, HTTPGetAction, HTTPHeader, Pod, PodSpec, Probe,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kubenode_runtime::{ContainerState, ContainerStatus};
+
+use super::http::{request_headers, user_agent, Url};
+use super::worker::{should_probe, Accounting, Settings};
+use super::*;
+use crate::backoff::TestClock;
+
+#[test]
+fn defaults_and_minimums() {
+    let s = Settings::of(&Probe::default());
+    assert_eq!(s.initial_delay, Duration::ZERO);
+    assert_eq!(s.period, Duration::from_secs(10));
+    assert_eq!(s.timeout, Duration::from_secs(1));
+    assert_eq!((s.success_threshold, s.failure_threshold), (1, 3));
+    let s = Settings::of(&Probe {
+        period_seconds: Some(0),
+        timeout_seconds: Some(0),
+        failure_threshold: Some(0),
+        ..Default::default()
+    });
+    assert_eq!(s.period, Duration::from_secs(1));
+    assert_eq!(s.timeout, Duration::from_secs(1));
+    assert_eq!(s.failure_threshold, 1);
+}
+
+#[test]
+fn results_change_only_past_their_thresholds() {
+    let mut a = Accounting::new(&Settings {
+        success_threshold: 2,
+        failure_threshold: 3,
+        ..Settings::of(&Probe::default())
+    });
+    use ProbeResult::*;
+    assert_eq!(a.observe(Failure), None);
+    assert_eq!(a.observe(Failure), None);
+    assert_eq!(a.observe(Success), None, "a success resets the failure run");
+    assert_eq!(a.observe(Failure), None);
+    assert_eq!(a.observe(Failure), None);
+    assert_eq!(a.observe(Failure), Some(Failure));
+    assert_eq!(a.observe(Failure), Some(Failure), "stays settled");
+    assert_eq!(a.observe(Success), None);
+    assert_eq!(a.observe(Success), Some(Success));
+}
+
+#[test]
+fn initial_results() {
+    assert_eq!(ProbeKind::Liveness.initial(), ProbeResult::Success);
+    assert_eq!(ProbeKind::Readiness.initial(), ProbeResult::Failure);
+    assert_eq!(ProbeKind::Startup.initial(), ProbeResult::Unknown);
+}
+
+#[test]
+fn startup_gates_the_others_and_the_initial_delay_gates_all() {
+    use ProbeKind::*;
+    assert!(!should_probe(Liveness, true, false, false));
+    assert!(!should_probe(Readiness, true, false, false));
+    assert!(should_probe(Startup, true, false, false));
+    assert!(should_probe(Liveness, true, true, false));
+    assert!(
+        !should_probe(Startup, true, true, false),
+        "idle once started"
+    );
+    assert!(should_probe(Readiness, false, false, false));
+    assert!(!should_probe(Readiness, false, false, true));
+}
+
+#[test]
+fn default_headers_and_overrides() {
+    assert_eq!(user_agent(), "kube-probe/1.34");
+    let h = request_headers(&[]);
+    assert_eq!(
+        h,
+        [
+            ("User-Agent".to_string(), "kube-probe/1.34".to_string()),
+            ("Accept".to_string(), "*/*".to_string())
+        ]
+    );
+    let hdr = |n: &str, v: &str| HTTPHeader {
+        name: n.into(),
+        value: v.into(),
+    };
+    let h = request_headers(&[hdr("X-Token", "a"), hdr("accept", "text/plain")]);
+    assert!(h.contains(&("accept".into(), "text/plain".into())));
+    assert!(!h.iter().any(|(n, _)| n == "Accept"), "{h:?}");
+    let h = request_headers(&[hdr("User-Agent", ""), hdr("Accept", "")]);
+    assert!(h.is_empty(), "an empty value removes the default: {h:?}");
+}
+
+#[test]
+fn redirect_locations_resolve_against_the_url() {
+    let base = Url {
+        https: false,
+        host: "10.0.0.1".into(),
+        port: 8080,
+        path: "/a/b?x=1".into(),
+    };
+    assert_eq!(
+        base.join("/c").unwrap().to_string(),
+        "http://10.0.0.1:8080/c"
+    );
+    assert_eq!(
+        base.join("c").unwrap().to_string(),
+        "http://10.0.0.1:8080/a/c"
+    );
+    let other = base.join("https://example.com/z").unwrap();
+    assert_eq!(
+        (other.host.as_str(), other.port, other.https),
+        ("example.com", 443, true)
+    );
+    let port = base.join("//10.0.0.1:81").unwrap();
+    assert_eq!(port.to_string(), "http://10.0.0.1:81/");
+    assert!(base.join("ftp://x/").is_none());
+}
+
+// ---- whole workers against a recording host ----
+
+#[derive(Debug, Default)]
+struct FakeHost {
+    /// Exit codes returned by successive execs of each command (then 0).
+    script: Mutex<HashMap<String, VecDeque<i32>>>,
+    execs: Mutex<Vec<String>>,
+    kills: Mutex<Vec<(String, Duration)>>,
+}
+
+impl FakeHost {
+    fn script(&self, cmd: &str, codes: &[i32]) {
+        self.script
+            .lock()
+            .unwrap()
+            .insert(cmd.into(), codes.iter().copied().collect());
+    }
+    fn execs_of(&self, cmd: &str) -> usize {
+        self.execs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == cmd)
+            .count()
+    }
+}
+
+impl ProbeHost for FakeHost {
+    fn exec(&self, _id: &str, cmd: &[String], _t: Duration) -> Result<ExecOutcome, String> {
+        let cmd = cmd.join(" ");
+        self.execs.lock().unwrap().push(cmd.clone());
+        let code = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(&cmd)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(0);
+        Ok(ExecOutcome {
+            exit_code: code,
+            output: format!("{cmd} said {code}").into_bytes(),
+            timed_out: false,
+        })
+    }
+    fn kill(&self, id: &str, _image: &str, grace: Duration) -> Result<(), String> {
+        self.kills.lock().unwrap().push((id.into(), grace));
+        Ok(())
+    }
+}
+
+fn exec_probe(cmd: &str, period: i32, failure: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(cmd.split(' ').map(String::from).collect()),
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure),
+        ..Default::default()
+    }
+}
+
+fn pod_with(c: Container) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.name = Some("web".into());
+    pod.metadata.namespace = Some("default".into());
+    pod.metadata.uid = Some("uid-1".into());
+    pod.spec = Some(PodSpec {
+        containers: vec![c],
+        termination_grace_period_seconds: Some(7),
+        ..Default::default()
+    });
+    pod
+}
+
+fn running(name: &str, id: &str) -> ContainerStatus {
+    ContainerStatus {
+        id: id.into(),
+        sandbox_id: "s".into(),
+        name: name.into(),
+        restart_count: 0,
+        image: "busybox".into(),
+        state: ContainerState::Running,
+        pid: Some(1),
+        exit_code: None,
+        reason: None,
+        message: None,
+        created_at: "2026-11-28T00:00:00Z".into(),
+        started_at: None,
+        finished_at: None,
+        log_path: Default::default(),
+    }
+}
+
+struct Setup {
+    host: Arc<FakeHost>,
+    prober: Prober,
+    events: Recorder,
+    wakes: Arc<AtomicUsize>,
+}
+
+fn setup() -> Setup {
+    let host = Arc::new(FakeHost::default());
+    let clock = Arc::new(TestClock::at_secs(1_800_000_000));
+    let events = Recorder::new("node", clock.clone());
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let w = wakes.clone();
+    let prober = Prober::new(
+        host.clone(),
+        events.clone(),
+        clock,
+        Box::new(move |_| {
+            w.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    Setup {
+        host,
+        prober,
+        events,
+        wakes,
+    }
+}
+
+fn messages(events: &Recorder, reason: &str) -> Vec<(String, i32)> {
+    events
+        .list()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| (e.message.unwrap_or_default(), e.count.unwrap_or(1)))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn liveness_kills_after_the_failure_threshold_with_the_probe_grace() {
+    let s = setup();
+    let mut probe = exec_probe("check", 1, 3);
+    probe.termination_grace_period_seconds = Some(2);
+    let c = Container {
+        name: "app".into(),
+        liveness_probe: Some(probe),
+        ..Default::default()
+    };
+    s.host.script("check", &[0, 1, 1, 1]);
+    let pod = pod_with(c.clone());
+    s.prober
+        .sync_pod(&pod, "10.244.1.5", &[running("app", "c1")]);
+    assert_eq!(s.prober.worker_count(), 1);
+    assert_eq!(
+        s.prober.status(&c, "c1"),
+        (true, None),
+        "liveness starts as success"
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        s.host.kills.lock().unwrap().is_empty(),
+        "two failures are not enough"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        *s.host.kills.lock().unwrap(),
+        [("c1".to_string(), Duration::from_secs(2))]
+    );
+    assert_eq!(
+        messages(&s.events, "Unhealthy"),
+        [("Liveness probe failed: check said 1".to_string(), 3)]
+    );
+    assert_eq!(
+        messages(&s.events, "Killing"),
+        [(
+            "Container app failed liveness probe, will be restarted".to_string(),
+            1
+        )]
+    );
+    assert!(s.wakes.load(Ordering::SeqCst) >= 1);
+    let probes_then = s.host.execs_of("check");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        s.host.execs_of("check"),
+        probes_then,
+        "no probing after the kill"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_gates_liveness_and_readiness_until_it_succeeds() {
+    let s = setup();
+    let c = Container {
+        name: "app".into(),
+        startup_probe: Some(exec_probe("started", 1, 30)),
+        liveness_probe: Some(exec_probe("alive", 1, 1)),
+        readiness_probe: Some(exec_probe("ready", 1, 1)),
+        ..Default::default()
+    };
+    s.host.script("started", &[1, 1, 1, 1, 0]);
+    let pod = pod_with(c.clone());
+    s.prober
+        .sync_pod(&pod, "10.244.1.5", &[running("app", "c1")]);
+    assert_eq!(s.prober.worker_count(), 3);
+    assert_eq!(s.prober.status(&c, "c1"), (false, Some(false)));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(s.host.execs_of("alive"), 0);
+    assert_eq!(s.host.execs_of("ready"), 0);
+    assert_eq!(s.prober.status(&c, "c1"), (false, Some(false)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.host.execs_of("started"),
+        5,
+        "the startup probe stops once started"
+    );
+    assert!(s.host.execs_of("alive") >= 1);
+    assert_eq!(s.prober.status(&c, "c1"), (true, Some(true)));
+    assert!(s.host.kills.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_failure_kills_and_a_new_instance_starts_fresh() {
+    let s = setup();
+    let c = Container {
+        name: "app".into(),
+        startup_probe: Some(exec_probe("started", 1, 2)),
+        readiness_probe: Some(exec_probe("ready", 1, 1)),
+        ..Default::default()
+    };
+    s.host.script("started", &[1, 1]);
+    let mut pod = pod_with(c.clone());
+    pod.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    s.prober
+        .sync_pod(&pod, "10.244.1.5", &[running("app", "c1")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        *s.host.kills.lock().unwrap(),
+        [("c1".to_string(), Duration::from_secs(7))],
+        "the pod's grace period without a probe-level one"
+    );
+    assert_eq!(
+        messages(&s.events, "Killing"),
+        [("Container app failed startup probe".to_string(), 1)]
+    );
+    let mut exited = running("app", "c1");
+    exited.state = ContainerState::Exited;
+    let mut next = running("app", "c2");
+    next.restart_count = 1;
+    s.prober.sync_pod(&pod, "10.244.1.5", &[exited, next]);
+    assert_eq!(s.prober.status(&c, "c2"), (false, Some(false)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.prober.status(&c, "c2"), (true, Some(true)));
+    pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    s.prober.sync_pod(&pod, "10.244.1.5", &[]);
+    assert_eq!(s.prober.worker_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_flips_both_ways_and_wakes_the_pod() {
+    let s = setup();
+    let mut probe = exec_probe("ready", 1, 2);
+    probe.success_threshold = Some(2);
+    probe.initial_delay_seconds = Some(3);
+    let c = Container {
+        name: "app".into(),
+        readiness_probe: Some(probe),
+        ..Default::default()
+    };
+    s.host.script("ready", &[0, 0, 1, 1, 0, 0]);
+    s.prober
+        .sync_pod(&pod_with(c.clone()), "10.244.1.5", &[running("app", "c1")]);
+    tokio::time::sleep(Duration::from_millis(2900)).await;
+    assert_eq!(s.host.execs_of("ready"), 0, "initial delay");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!s.prober.status(&c, "c1").0, "one success of two");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(s.prober.status(&c, "c1").0);
+    let wakes = s.wakes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!s.prober.status(&c, "c1").0, "two failures");
+    assert!(s.wakes.load(Ordering::SeqCst) > wakes);
+    assert!(
+        s.host.kills.lock().unwrap().is_empty(),
+        "readiness never kills"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.prober.status(&c, "c1").0);
+    assert_eq!(
+        s.prober.last("c1", ProbeKind::Readiness).unwrap().detail,
+        "ready said 0"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_probes_say_they_are_unsupported() {
+    let s = setup();
+    let c = Container {
+        name: "app".into(),
+        liveness_probe: Some(Probe {
+            grpc: Some(k8s_openapi::api::core::v1::GRPCAction {
+                port: 9000,
+                service: None,
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    s.prober
+        .sync_pod(&pod_with(c.clone()), "10.244.1.5", &[running("app", "c1")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = messages(&s.events, "Unhealthy");
+    assert!(
+        m.iter()
+            .any(|(m, _)| m.starts_with("Liveness probe errored: unsupported probe type: grpc")),
+        "{m:?}"
+    );
+    assert!(
+        s.host.kills.lock().unwrap().is_empty(),
+        "errors are not failures"
+    );
+}
+
+// ---- mechanisms against loopback servers ----
+
+/// Serves `responses` (raw HTTP) one per connection; returns the port and the requests seen.
+async fn serve(responses: Vec<String>) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        for r in responses {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let r = r.replace("PORT", &port.to_string());
+            let _ = s.write_all(r.as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+fn http_action(port: u16, path: &str) -> HTTPGetAction {
+    HTTPGetAction {
+        path: Some(path.into()),
+        port: IntOrString::Int(i32::from(port)),
+        ..Default::default()
+    }
+}
+
+fn resp(status: &str, extra: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+async fn http(action: &HTTPGetAction) -> Outcome {
+    let c = Container {
+        name: "c".into(),
+        ports: Some(vec![ContainerPort {
+            name: Some("web".into()),
+            container_port: 1,
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    super::http::probe(action, &c, "127.0.0.1", Duration::from_secs(1)).await
+}
+
+#[tokio::test]
+async fn http_sends_headers_and_judges_status() {
+    let (port, seen) = serve(vec![resp("200 OK", "", "fine"), resp("500 Oops", "", "")]).await;
+    let mut a = http_action(port, "healthz");
+    a.http_headers = Some(vec![HTTPHeader {
+        name: "X-Probe".into(),
+        value: "yes".into(),
+    }]);
+    assert_eq!(http(&a).await, Outcome::Success("fine".into()));
+    assert_eq!(
+        http(&a).await,
+        Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+    );
+    let req = seen.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(req.starts_with("get /healthz http/1.1\r\n"), "{req}");
+    for h in [
+        "x-probe: yes",
+        "user-agent: kube-probe/1.34",
+        "accept: */*",
+        "connection: close",
+    ] {
+        assert!(req.contains(h), "{h} missing in {req}");
+    }
+    assert!(req.contains(&format!("host: 127.0.0.1:{port}")), "{req}");
+}
+
+#[tokio::test]
+async fn http_redirects_same_host_followed_other_host_warns() {
+    let (port, seen) = serve(vec![
+        resp("302 Found", "location: /next\r\n", ""),
+        resp("200 OK", "", "arrived"),
+        resp(
+            "301 Moved",
+            "location: http://example.invalid/x\r\n",
+            "gone",
+        ),
+    ])
+    .await;
+    let a = http_action(port, "/start");
+    assert_eq!(http(&a).await, Outcome::Success("arrived".into()));
+    assert!(seen.lock().unwrap()[1].starts_with("GET /next "));
+    assert_eq!(
+        http(&a).await,
+        Outcome::Warning("Probe terminated redirects, Response body: gone".into())
+    );
+}
+
+#[tokio::test]
+async fn http_redirect_loops_stop_after_ten() {
+    let loops = (0..11)
+        .map(|_| resp("302 Found", "location: /again\r\n", ""))
+        .collect();
+    let (port, seen) = serve(loops).await;
+    let out = http(&http_action(port, "/")).await;
+    assert!(
+        matches!(&out, Outcome::Failure(m) if m.ends_with("stopped after 10 redirects")),
+        "{out:?}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 11);
+}
+
+#[tokio::test]
+async fn http_body_is_capped_and_slow_servers_time_out() {
+    let big = "x".repeat(50 * 1024);
+    let (port, _) = serve(vec![resp("200 OK", "", &big)]).await;
+    let Outcome::Success(body) = http(&http_action(port, "/")).await else {
+        panic!("expected success");
+    };
+    assert_eq!(body.len(), super::http::MAX_BODY);
+    // A listener that never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let out = http(&http_action(port, "/slow")).await;
+    assert_eq!(
+        out,
+        Outcome::Failure(format!(
+            "Get \"http://127.0.0.1:{port}/slow\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn named_ports_and_closed_ports() {
+    let a = HTTPGetAction {
+        port: IntOrString::String("nope".into()),
+        ..Default::default()
+    };
+    assert!(matches!(http(&a).await, Outcome::Error(m) if m.contains("couldn't find port")));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = k8s_openapi::api::core::v1::TCPSocketAction {
+        port: IntOrString::Int(i32::from(closed)),
+        host: None,
+    };
+    let out = super::tcp::probe(
+        &t,
+        &Container::default(),
+        "127.0.0.1",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        out,
+        Outcome::Failure(format!(
+            "dial tcp 127.0.0.1:{closed}: connect: connection refused"
+        ))
+    );
+    let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = Container {
+        ports: Some(vec![ContainerPort {
+            name: Some("svc".into()),
+            container_port: i32::from(open.local_addr().unwrap().port()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let t = k8s_openapi::api::core::v1::TCPSocketAction {
+        port: IntOrString::String("svc".into()),
+        host: None,
+    };
+    assert_eq!(
+        super::tcp::probe(&t, &c, "127.0.0.1", Duration::from_secs(1)).await,
+        Outcome::Success(String::new())
+    );
+}
