@@ -246,6 +246,13 @@ fn setup() -> Setup {
     }
 }
 
+/// A prober that started long ago: no first-probe jitter (paused time makes the wait free).
+async fn settled() -> Setup {
+    let s = setup();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    s
+}
+
 fn messages(events: &Recorder, reason: &str) -> Vec<(String, i32)> {
     events
         .list()
@@ -257,7 +264,7 @@ fn messages(events: &Recorder, reason: &str) -> Vec<(String, i32)> {
 
 #[tokio::test(start_paused = true)]
 async fn liveness_kills_after_the_failure_threshold_with_the_probe_grace() {
-    let s = setup();
+    let s = settled().await;
     let mut probe = exec_probe("check", 1, 3);
     probe.termination_grace_period_seconds = Some(2);
     let c = Container {
@@ -275,12 +282,12 @@ async fn liveness_kills_after_the_failure_threshold_with_the_probe_grace() {
         (true, None),
         "liveness starts as success"
     );
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         s.host.kills.lock().unwrap().is_empty(),
         "two failures are not enough"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         *s.host.kills.lock().unwrap(),
         [("c1".to_string(), Duration::from_secs(2))]
@@ -308,7 +315,7 @@ async fn liveness_kills_after_the_failure_threshold_with_the_probe_grace() {
 
 #[tokio::test(start_paused = true)]
 async fn startup_gates_liveness_and_readiness_until_it_succeeds() {
-    let s = setup();
+    let s = settled().await;
     let c = Container {
         name: "app".into(),
         startup_probe: Some(exec_probe("started", 1, 30)),
@@ -322,11 +329,11 @@ async fn startup_gates_liveness_and_readiness_until_it_succeeds() {
         .sync_pod(&pod, "10.244.1.5", &[running("app", "c1")]);
     assert_eq!(s.prober.worker_count(), 3);
     assert_eq!(s.prober.status(&c, "c1"), (false, Some(false)));
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(s.host.execs_of("alive"), 0);
     assert_eq!(s.host.execs_of("ready"), 0);
     assert_eq!(s.prober.status(&c, "c1"), (false, Some(false)));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         s.host.execs_of("started"),
         5,
@@ -339,7 +346,7 @@ async fn startup_gates_liveness_and_readiness_until_it_succeeds() {
 
 #[tokio::test(start_paused = true)]
 async fn startup_failure_kills_and_a_new_instance_starts_fresh() {
-    let s = setup();
+    let s = settled().await;
     let c = Container {
         name: "app".into(),
         startup_probe: Some(exec_probe("started", 1, 2)),
@@ -378,7 +385,7 @@ async fn startup_failure_kills_and_a_new_instance_starts_fresh() {
 
 #[tokio::test(start_paused = true)]
 async fn readiness_flips_both_ways_and_wakes_the_pod() {
-    let s = setup();
+    let s = settled().await;
     let mut probe = exec_probe("ready", 1, 2);
     probe.success_threshold = Some(2);
     probe.initial_delay_seconds = Some(3);
@@ -392,7 +399,7 @@ async fn readiness_flips_both_ways_and_wakes_the_pod() {
         .sync_pod(&pod_with(c.clone()), "10.244.1.5", &[running("app", "c1")]);
     tokio::time::sleep(Duration::from_millis(2900)).await;
     assert_eq!(s.host.execs_of("ready"), 0, "initial delay");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(!s.prober.status(&c, "c1").0, "one success of two");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(s.prober.status(&c, "c1").0);
@@ -412,9 +419,48 @@ async fn readiness_flips_both_ways_and_wakes_the_pod() {
     );
 }
 
+#[test]
+fn first_probe_jitter_stays_within_one_period() {
+    let period = Duration::from_secs(10);
+    let draws: Vec<Duration> = (0..20).map(|_| super::worker::jitter(period)).collect();
+    assert!(draws.iter().all(|d| *d < period));
+    assert!(draws.iter().any(|d| *d != draws[0]), "{draws:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_prober_delays_first_probes_a_settled_one_does_not() {
+    let c = Container {
+        name: "app".into(),
+        liveness_probe: Some(exec_probe("alive", 10, 3)),
+        ..Default::default()
+    };
+    let s = settled().await;
+    s.prober
+        .sync_pod(&pod_with(c.clone()), "10.244.1.5", &[running("app", "c1")]);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(s.host.execs_of("alive"), 1);
+    // Fresh: many containers' first probes spread over the period.
+    let s = setup();
+    let pods: Vec<Pod> = (0..10)
+        .map(|i| {
+            let mut p = pod_with(c.clone());
+            p.metadata.uid = Some(format!("uid-{i}"));
+            p
+        })
+        .collect();
+    for (i, p) in pods.iter().enumerate() {
+        s.prober
+            .sync_pod(p, "10.244.1.5", &[running("app", &format!("c{i}"))]);
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(s.host.execs_of("alive") < 10);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(s.host.execs_of("alive"), 10);
+}
+
 #[tokio::test(start_paused = true)]
 async fn grpc_probes_say_they_are_unsupported() {
-    let s = setup();
+    let s = settled().await;
     let c = Container {
         name: "app".into(),
         liveness_probe: Some(Probe {

@@ -88,7 +88,7 @@ pub(crate) fn should_probe(
 }
 
 /// A random duration in `[0, period)`.
-fn jitter(period: Duration) -> Duration {
+pub(crate) fn jitter(period: Duration) -> Duration {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
     let fraction = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
