@@ -12,10 +12,11 @@
 //! it per `restartPolicy` with the crash back-off.
 //!
 //! Files: `worker` (the per-probe loop, thresholds and gating), `exec`, `http`, `tcp` (the
-//! mechanisms), `tls` (HTTPS without certificate verification).
+//! mechanisms), `tls` (HTTPS without certificate verification), `metrics` (probe durations).
 
 mod exec;
 mod http;
+pub mod metrics;
 mod tcp;
 mod tls;
 mod worker;
@@ -175,6 +176,7 @@ pub(crate) struct Shared {
     /// When the prober started (first probes are jittered within one period of it).
     start: tokio::time::Instant,
     exec_slots: Semaphore,
+    durations: metrics::Durations,
     wake: Wake,
     state: Mutex<State>,
 }
@@ -224,6 +226,7 @@ impl Prober {
                 clock,
                 start: tokio::time::Instant::now(),
                 exec_slots: Semaphore::new(MAX_CONCURRENT_EXEC),
+                durations: metrics::Durations::default(),
                 wake,
                 state: Mutex::new(State::default()),
             }),
@@ -342,6 +345,11 @@ impl Prober {
             .results
             .get(&(container_id.to_string(), kind))
             .cloned()
+    }
+
+    /// Probe durations per mechanism since start.
+    pub fn durations(&self) -> &metrics::Durations {
+        &self.shared.durations
     }
 
     /// How many probe workers exist (running or finished), for tests and metrics.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Probe;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::metrics::Mechanism;
 use super::{Outcome, ProbeKind, ProbeResult, Shared, Target};
 
 /// A probe's timing and thresholds with upstream's defaults and minimums.
@@ -139,18 +140,27 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, kind: ProbeKind) {
     }
 }
 
-/// Runs one attempt with the probe's mechanism.
+/// Runs one attempt with the probe's mechanism, counting its duration.
 async fn attempt(shared: &Shared, target: &Target, probe: &Probe, timeout: Duration) -> Outcome {
-    if let Some(e) = &probe.exec {
+    let began = Instant::now();
+    let (mechanism, outcome) = if let Some(e) = &probe.exec {
         let cmd = e.command.clone().unwrap_or_default();
-        return super::exec::probe(shared, &target.container_id, cmd, timeout).await;
-    }
-    if let Some(h) = &probe.http_get {
-        return super::http::probe(h, &target.container, &target.pod_ip, timeout).await;
-    }
-    if let Some(t) = &probe.tcp_socket {
-        return super::tcp::probe(t, &target.container, &target.pod_ip, timeout).await;
-    }
+        let out = super::exec::probe(shared, &target.container_id, cmd, timeout).await;
+        (Mechanism::Exec, out)
+    } else if let Some(h) = &probe.http_get {
+        let out = super::http::probe(h, &target.container, &target.pod_ip, timeout).await;
+        (Mechanism::Http, out)
+    } else if let Some(t) = &probe.tcp_socket {
+        let out = super::tcp::probe(t, &target.container, &target.pod_ip, timeout).await;
+        (Mechanism::Tcp, out)
+    } else {
+        return unsupported(probe);
+    };
+    shared.durations.of(mechanism).record(began.elapsed());
+    outcome
+}
+
+fn unsupported(probe: &Probe) -> Outcome {
     if probe.grpc.is_some() {
         return Outcome::Error(
             "unsupported probe type: grpc (grpc.health.v1.Health/Check is not implemented by kubenode)"

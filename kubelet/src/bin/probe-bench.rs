@@ -1,0 +1,322 @@
+//! probe-bench: the prober's cost at density.
+//!
+//! Runs `--containers N` containers' worth of probes with period 1 s against local servers on
+//! 127.0.0.1 (each container: an httpGet liveness probe and a tcpSocket readiness probe, so
+//! 2 N probes/s), then `--exec N` containers with an exec liveness probe. The servers run in a
+//! child process (this binary with `serve`), so the CPU measured with `getrusage` around the
+//! window is the prober's own. Exec probes fork `/bin/true` instead of `runc exec` (the runtime
+//! is not involved), which prices the prober's side of an exec probe, not runc's.
+//!
+//! Prints the prober's CPU as a share of one core, probes completed per second, and probe
+//! latency p50/p99 per mechanism.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, HTTPGetAction, Pod, PodSpec, Probe, TCPSocketAction,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kubenode_kubelet::backoff::SystemClock;
+use kubenode_kubelet::events::Recorder;
+use kubenode_kubelet::prober::metrics::Mechanism;
+use kubenode_kubelet::prober::{ExecOutcome, ProbeHost, Prober};
+use kubenode_runtime::{ContainerState, ContainerStatus};
+
+/// Server ports of each kind in the child.
+const PORTS: usize = 8;
+
+#[derive(Debug)]
+struct ForkHost;
+
+impl ProbeHost for ForkHost {
+    fn exec(&self, _id: &str, cmd: &[String], _timeout: Duration) -> Result<ExecOutcome, String> {
+        let out = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .map_err(|e| e.to_string())?;
+        Ok(ExecOutcome {
+            exit_code: out.status.code().unwrap_or(128),
+            output: out.stdout,
+            timed_out: false,
+        })
+    }
+    fn kill(&self, _id: &str, _image: &str, _grace: Duration) -> Result<(), String> {
+        Err("the benchmark kills nothing".into())
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `(user + system CPU of this process, of its waited-for children)`.
+fn cpu() -> (Duration, Duration) {
+    let get = |who| {
+        // SAFETY: getrusage writes into the zeroed struct we own.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `u` is a valid, writable rusage.
+        unsafe { libc::getrusage(who, &mut u) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(u.ru_utime) + tv(u.ru_stime)
+    };
+    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+}
+
+async fn serve() {
+    let mut ports = Vec::new();
+    for _ in 0..PORTS {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    }
+    for _ in 0..PORTS {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+    }
+    let line: Vec<String> = ports.iter().map(u16::to_string).collect();
+    println!("{}", line.join(" "));
+    std::io::stdout().flush().unwrap();
+    // Until the parent closes our stdin.
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    })
+    .await;
+}
+
+fn probe(period: i32) -> Probe {
+    Probe {
+        period_seconds: Some(period),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+fn pod(i: usize, c: Container) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.name = Some(format!("bench-{i}"));
+    p.metadata.namespace = Some("default".into());
+    p.metadata.uid = Some(format!("uid-{i}"));
+    p.spec = Some(PodSpec {
+        containers: vec![c],
+        ..Default::default()
+    });
+    p
+}
+
+fn instance(i: usize) -> ContainerStatus {
+    ContainerStatus {
+        id: format!("c{i}"),
+        sandbox_id: "s".into(),
+        name: "app".into(),
+        restart_count: 0,
+        image: "bench".into(),
+        state: ContainerState::Running,
+        pid: None,
+        exit_code: None,
+        reason: None,
+        message: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        started_at: None,
+        finished_at: None,
+        log_path: Default::default(),
+    }
+}
+
+fn report(prober: &Prober, m: Mechanism, label: &str, window: Duration) {
+    let h = prober.durations().of(m);
+    let ms = |q| {
+        h.quantile(q)
+            .map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
+    };
+    println!(
+        "  {label}: {:.0} probes/s, latency p50 {} ms, p99 {} ms",
+        h.count() as f64 / window.as_secs_f64(),
+        ms(0.5),
+        ms(0.99)
+    );
+}
+
+/// Runs the probes of `pods` for `window` after `warmup`; returns (self CPU, children CPU).
+async fn measure(
+    prober: &Prober,
+    pods: &[Pod],
+    first: usize,
+    warmup: Duration,
+    window: Duration,
+) -> (Duration, Duration) {
+    for (i, p) in pods.iter().enumerate() {
+        prober.sync_pod(p, "127.0.0.1", &[instance(first + i)]);
+    }
+    tokio::time::sleep(warmup).await;
+    for m in [Mechanism::Exec, Mechanism::Http, Mechanism::Tcp] {
+        prober.durations().of(m).reset();
+    }
+    let (s0, c0) = cpu();
+    tokio::time::sleep(window).await;
+    let (s1, c1) = cpu();
+    for p in pods {
+        prober.remove_pod(p.metadata.uid.as_deref().unwrap_or_default());
+    }
+    (s1 - s0, c1 - c0)
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve());
+        return;
+    }
+    let containers = arg("--containers", 750);
+    let execs = arg("--exec", 50);
+    let window = Duration::from_secs(arg("--seconds", 20) as u64);
+    let warmup = Duration::from_secs(3);
+
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the server process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reading the server's ports");
+    let ports: Vec<i32> = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(ports.len(), 2 * PORTS, "server ports: {line}");
+    let (http_ports, tcp_ports) = ports.split_at(PORTS);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let clock = Arc::new(SystemClock);
+        let events = Recorder::new("bench", clock.clone());
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let prober = Prober::new(
+            Arc::new(ForkHost),
+            events.clone(),
+            clock,
+            Box::new(move |_| {
+                w.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        // Let the first-probe jitter window of a fresh prober pass: all probes start at once,
+        // the worst case for bunching.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        let net: Vec<Pod> = (0..containers)
+            .map(|i| {
+                let mut live = probe(1);
+                live.http_get = Some(HTTPGetAction {
+                    path: Some("/healthz".into()),
+                    port: IntOrString::Int(http_ports[i % PORTS]),
+                    ..Default::default()
+                });
+                let mut ready = probe(1);
+                ready.tcp_socket = Some(TCPSocketAction {
+                    port: IntOrString::Int(tcp_ports[i % PORTS]),
+                    host: None,
+                });
+                pod(
+                    i,
+                    Container {
+                        name: "app".into(),
+                        liveness_probe: Some(live),
+                        readiness_probe: Some(ready),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let (own, _) = measure(&prober, &net, 0, warmup, window).await;
+        let secs = window.as_secs_f64();
+        println!(
+            "http+tcp: {containers} containers, {} probes/s nominal (period 1 s), {secs:.0} s window",
+            2 * containers
+        );
+        println!(
+            "  prober CPU: {:.2} % of one core",
+            own.as_secs_f64() / secs * 100.0
+        );
+        report(&prober, Mechanism::Http, "httpGet", window);
+        report(&prober, Mechanism::Tcp, "tcpSocket", window);
+        let failures = events.list().len();
+        println!("  events (failures): {failures}");
+
+        if execs > 0 {
+            let exec: Vec<Pod> = (0..execs)
+                .map(|i| {
+                    let mut live = probe(1);
+                    live.exec = Some(ExecAction {
+                        command: Some(vec!["/bin/true".into()]),
+                    });
+                    pod(
+                        containers + i,
+                        Container {
+                            name: "app".into(),
+                            liveness_probe: Some(live),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            let (own, children) = measure(&prober, &exec, containers, warmup, window).await;
+            println!("exec (fork of /bin/true, not runc): {execs} containers, {execs} probes/s nominal");
+            println!(
+                "  prober CPU: {:.2} % of one core (+ {:.2} % in the commands)",
+                own.as_secs_f64() / secs * 100.0,
+                children.as_secs_f64() / secs * 100.0
+            );
+            report(&prober, Mechanism::Exec, "exec", window);
+        }
+        println!("  pod worker wake-ups: {}", wakes.load(Ordering::Relaxed));
+    });
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+}
