@@ -122,6 +122,10 @@ fn exec_liveness() -> anyhow::Result<()> {
         command: ["cat", "/tmp/healthy"]
       initialDelaySeconds: 2
       periodSeconds: 2
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo stopped by the probe > /dev/termination-log"]
 "#,
         );
         agent.write_manifest("pod.yaml", &yaml)?;
@@ -137,8 +141,10 @@ fn exec_liveness() -> anyhow::Result<()> {
         let restarted = agent.wait_pod(&name, Duration::from_secs(40), "restarted", |p| {
             restarts(p, "liveness") >= 1 && running(p, "liveness")
         })?;
+        // The kill ran the preStop hook, as upstream's killContainer does.
         ensure!(
-            container(&restarted, "liveness")["lastState"]["terminated"].is_object(),
+            container(&restarted, "liveness")["lastState"]["terminated"]["message"]
+                == "stopped by the probe\n",
             "{restarted}"
         );
         let (msg, count) = wait_event(agent, &name, "Unhealthy", Duration::from_secs(5), |m| {

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubenode_kubelet::backoff::SystemClock;
 use kubenode_kubelet::events::Recorder;
 use kubenode_kubelet::prober::metrics::Mechanism;
-use kubenode_kubelet::prober::{ExecOutcome, ProbeHost, Prober};
+use kubenode_kubelet::prober::{BoxFuture, ExecOutcome, Kill, ProbeHost, Prober};
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
 /// Server ports of each kind in the child.
@@ -47,8 +47,8 @@ impl ProbeHost for ForkHost {
             timed_out: false,
         })
     }
-    fn kill(&self, _id: &str, _image: &str, _grace: Duration) -> Result<(), String> {
-        Err("the benchmark kills nothing".into())
+    fn kill(&self, _request: Kill) -> BoxFuture<Result<(), String>> {
+        Box::pin(async { Err("the benchmark kills nothing".to_string()) })
     }
 }
 

@@ -1,10 +1,11 @@
-//! The prober's view of the node: exec probes and kills through the runtime, and waking a pod's
-//! worker when one of its probe results changed.
+//! The prober's view of the node: exec probes through the runtime, kills as the pod worker stops
+//! a container (preStop hook, stop signal, grace period), and waking a pod's worker when one of
+//! its probe results changed.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::prober::{ExecOutcome, ProbeHost};
+use crate::prober::{BoxFuture, ExecOutcome, Kill, ProbeHost};
 
 use super::Kubelet;
 
@@ -44,13 +45,46 @@ impl ProbeHost for RuntimeProbeHost {
         })
     }
 
-    fn kill(&self, container_id: &str, image: &str, grace: Duration) -> Result<(), String> {
-        let k = self.kubelet()?;
-        let signal = super::worker::image_stop_signal(&k, image);
-        k.parts
-            .runtime
-            .stop_container(container_id, grace, signal)
-            .map_err(|e| e.to_string())
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>> {
+        let kubelet = self.kubelet.clone();
+        Box::pin(async move {
+            let k = kubelet
+                .upgrade()
+                .ok_or_else(|| "the kubelet is shutting down".to_string())?;
+            let entry = {
+                let pods = k.pods.lock().expect("pods lock");
+                pods.get(&request.pod_uid)
+                    .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
+            };
+            let Some((pod, Some(sandbox_id))) = entry else {
+                return Ok(()); // the pod is gone, and its containers with it
+            };
+            let runtime = k.parts.runtime.clone();
+            let instances =
+                tokio::task::spawn_blocking(move || runtime.list_containers(Some(&sandbox_id)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let Some(instance) = instances.into_iter().find(|s| s.id == request.container_id)
+            else {
+                return Ok(());
+            };
+            let spec = pod.spec.clone().unwrap_or_default();
+            let container = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+                .find(|c| c.name == request.container)
+                .cloned();
+            let pod_ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            super::worker::stop_one(k.clone(), pod, pod_ip, instance, container, request.grace)
+                .await;
+            Ok(())
+        })
     }
 }
 

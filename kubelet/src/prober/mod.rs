@@ -122,18 +122,35 @@ pub struct ExecOutcome {
     pub timed_out: bool,
 }
 
-/// The prober's OS boundary: running commands in and stopping containers. Both are blocking
-/// and called from the blocking pool.
+/// A container instance to stop after its liveness or startup probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// The container's name.
+    pub container: String,
+    /// The instance.
+    pub container_id: String,
+    /// The probe's `terminationGracePeriodSeconds`, else the pod's.
+    pub grace: Duration,
+}
+
+/// A boxed future, as [`ProbeHost::kill`] returns.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The prober's OS boundary: running commands in and stopping containers.
 pub trait ProbeHost: Send + Sync + std::fmt::Debug + 'static {
-    /// Runs `cmd` in the container `container_id`, killed after `timeout`.
+    /// Runs `cmd` in the container `container_id`, killed after `timeout` (blocking: called
+    /// from the blocking pool).
     fn exec(
         &self,
         container_id: &str,
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, String>;
-    /// Stops the container `container_id` (image `image`, for its stop signal) within `grace`.
-    fn kill(&self, container_id: &str, image: &str, grace: Duration) -> Result<(), String>;
+    /// Stops the instance as the kubelet kills a container: its preStop hook, then the stop
+    /// signal, SIGKILL when the grace period runs out.
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>>;
 }
 
 /// The last result of a probe, for `describe`.
@@ -203,7 +220,6 @@ pub(crate) struct Target {
     pub object: ObjectRef,
     pub container: Container,
     pub container_id: String,
-    pub image: String,
     pub started_at: Option<Timestamp>,
     pub pod_ip: String,
     pub pod_grace: i64,
@@ -283,7 +299,6 @@ impl Prober {
                     object: ObjectRef::container(pod, &c.name),
                     container: c.clone(),
                     container_id: s.id.clone(),
-                    image: s.image.clone(),
                     started_at: s.started_at.as_deref().and_then(|t| t.parse().ok()),
                     pod_ip: pod_ip.to_string(),
                     pod_grace: spec.termination_grace_period_seconds.unwrap_or(30),

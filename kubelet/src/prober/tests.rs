@@ -168,9 +168,12 @@ impl ProbeHost for FakeHost {
             timed_out: false,
         })
     }
-    fn kill(&self, id: &str, _image: &str, grace: Duration) -> Result<(), String> {
-        self.kills.lock().unwrap().push((id.into(), grace));
-        Ok(())
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>> {
+        self.kills
+            .lock()
+            .unwrap()
+            .push((request.container_id, request.grace));
+        Box::pin(async { Ok(()) })
     }
 }
 

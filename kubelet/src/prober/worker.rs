@@ -229,16 +229,14 @@ async fn effects(
             .unwrap_or(target.pod_grace)
             .max(0) as u64,
     );
-    let host = shared.host.clone();
-    let id = target.container_id.clone();
-    let image = target.image.clone();
-    let killed = tokio::task::spawn_blocking(move || host.kill(&id, &image, grace)).await;
-    match killed {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(container = %target.object, error = %e, "killing the container after a failed {} probe", label.to_lowercase())
-        }
-        Err(e) => tracing::warn!(container = %target.object, error = %e, "the kill task failed"),
+    let request = super::Kill {
+        pod_uid: target.uid.clone(),
+        container: name.clone(),
+        container_id: target.container_id.clone(),
+        grace,
+    };
+    if let Err(e) = shared.host.kill(request).await {
+        tracing::warn!(container = %target.object, error = %e, "killing the container after a failed {} probe", label.to_lowercase());
     }
     (shared.wake)(&target.uid);
     false

@@ -16,8 +16,8 @@ mod stop;
 pub(super) use sandbox::remove_orphan;
 use sandbox::{ensure_sandbox, teardown_sandbox};
 use start::start_container;
-pub(super) use stop::image_stop_signal;
 use stop::stop_containers;
+pub(super) use stop::stop_one;
 use stop::terminate;
 
 use std::collections::HashMap;

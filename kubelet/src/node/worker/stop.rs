@@ -91,62 +91,75 @@ pub(super) async fn stop_containers(
             .as_ref()
             .and_then(|st| st.pod_ip.clone())
             .unwrap_or_default();
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let pre_stop = container
-                .as_ref()
-                .and_then(|c| c.lifecycle.as_ref())
-                .and_then(|l| l.pre_stop.as_ref());
-            if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
-                let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
-                    let runtime = k.parts.runtime.clone();
-                    let id = s.id.clone();
-                    match blocking(move || runtime.exec(&id, &cmd, grace)).await {
-                        Ok(out) if out.exit_code == 0 => None,
-                        Ok(out) => Some(format!(
-                            "command exited with {}: {}",
-                            out.exit_code,
-                            String::from_utf8_lossy(&out.stdout).trim()
-                        )),
-                        Err(e) => Some(e.to_string()),
-                    }
-                } else if let Some(action) = &hook.http_get {
-                    crate::node::hooks::http_get(action, c, &pod_ip, grace)
-                        .await
-                        .err()
-                } else {
-                    None
-                };
-                if let Some(why) = failed {
-                    k.events.warning(
-                        &ObjectRef::container(&pod_obj, &s.name),
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {why}"),
-                    );
-                }
-            }
-            let left = grace
-                .saturating_sub(started.elapsed())
-                .max(if grace.is_zero() {
-                    Duration::ZERO
-                } else {
-                    MIN_GRACE_AFTER_HOOK
-                });
-            let runtime = k.parts.runtime.clone();
-            let id = s.id.clone();
-            let signal = image_stop_signal(&k, &s.image);
-            if let Err(e) = blocking(move || runtime.stop_container(&id, left, signal)).await {
-                tracing::warn!(container = %s.name, error = %e, "stopping the container");
-            }
-        }));
+        tasks.push(tokio::spawn(stop_one(
+            k, pod_obj, pod_ip, s, container, grace,
+        )));
     }
     for t in tasks {
         let _ = t.await;
     }
 }
 
+/// Runs the container's preStop hook (if any) within `grace`, then stops the instance `s` with
+/// the image's stop signal and what is left of the grace period (at least 2 s after a hook).
+pub(in crate::node) async fn stop_one(
+    k: Arc<Kubelet>,
+    pod_obj: Pod,
+    pod_ip: String,
+    s: ContainerStatus,
+    container: Option<Container>,
+    grace: Duration,
+) {
+    let started = Instant::now();
+    let pre_stop = container
+        .as_ref()
+        .and_then(|c| c.lifecycle.as_ref())
+        .and_then(|l| l.pre_stop.as_ref());
+    if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
+        let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
+            let runtime = k.parts.runtime.clone();
+            let id = s.id.clone();
+            match blocking(move || runtime.exec(&id, &cmd, grace)).await {
+                Ok(out) if out.exit_code == 0 => None,
+                Ok(out) => Some(format!(
+                    "command exited with {}: {}",
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stdout).trim()
+                )),
+                Err(e) => Some(e.to_string()),
+            }
+        } else if let Some(action) = &hook.http_get {
+            crate::node::hooks::http_get(action, c, &pod_ip, grace)
+                .await
+                .err()
+        } else {
+            None
+        };
+        if let Some(why) = failed {
+            k.events.warning(
+                &ObjectRef::container(&pod_obj, &s.name),
+                "FailedPreStopHook",
+                format!("PreStopHook failed: {why}"),
+            );
+        }
+    }
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(if grace.is_zero() {
+            Duration::ZERO
+        } else {
+            MIN_GRACE_AFTER_HOOK
+        });
+    let runtime = k.parts.runtime.clone();
+    let id = s.id.clone();
+    let signal = image_stop_signal(&k, &s.image);
+    if let Err(e) = blocking(move || runtime.stop_container(&id, left, signal)).await {
+        tracing::warn!(container = %s.name, error = %e, "stopping the container");
+    }
+}
+
 /// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
-pub(in crate::node) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
+pub(super) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
     let img = k.parts.images.get(image).ok().flatten()?;
     let text = img.config.config().as_ref()?.stop_signal().clone()?;
     let signal = parse_signal(&text);
