@@ -131,7 +131,41 @@ fn state(out: &mut String, label: &str, s: Option<&ContainerState>) {
     }
 }
 
-fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
+/// The latest `Unhealthy`/`ProbeWarning` event of container `name`'s `label` probe, as
+/// `"<detail> (<age> ago)"`.
+fn last_probe_failure(events: &[Event], name: &str, label: &str, now: Timestamp) -> Option<String> {
+    let path = format!("{{{name}}}");
+    let prefix = format!("{label} probe ");
+    let e = events
+        .iter()
+        .filter(|e| {
+            matches!(e.reason.as_deref(), Some("Unhealthy" | "ProbeWarning"))
+                && e.involved_object
+                    .field_path
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with(&path))
+                && e.message.as_deref().is_some_and(|m| m.starts_with(&prefix))
+        })
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))?;
+    let message = e.message.as_deref().unwrap_or_default();
+    let detail = message
+        .split_once(": ")
+        .map_or(message, |(_, d)| d)
+        .trim_end();
+    let age = e.last_timestamp.as_ref().map_or_else(
+        || "<unknown>".to_string(),
+        |t| kubenode_kubelet::status::human_duration(now.as_second() - t.0.as_second()),
+    );
+    Some(format!("{detail} ({age} ago)"))
+}
+
+fn container(
+    out: &mut String,
+    c: &Container,
+    cs: Option<&ContainerStatus>,
+    events: &[Event],
+    now: Timestamp,
+) {
     let _ = writeln!(out, "  {}:", c.name);
     let id = cs.and_then(|s| s.container_id.clone()).unwrap_or_default();
     field(out, 4, "Container ID", id);
@@ -197,6 +231,9 @@ fn container(out: &mut String, c: &Container, cs: Option<&ContainerStatus>) {
     ] {
         if let Some(p) = probe {
             field(out, 4, label, probe_line(p));
+            if let Some(last) = last_probe_failure(events, &c.name, label, now) {
+                field(out, 6, "Last failure", last);
+            }
         }
     }
     let env: Vec<String> = c
@@ -312,6 +349,8 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
                 &mut out,
                 c,
                 find(&status.init_container_statuses, &c.name).as_ref(),
+                events,
+                now,
             );
         }
     }
@@ -321,6 +360,8 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
             &mut out,
             c,
             find(&status.container_statuses, &c.name).as_ref(),
+            events,
+            now,
         );
     }
     let _ = writeln!(out, "Conditions:");
@@ -444,6 +485,61 @@ mod tests {
             probe_line(&p),
             "exec [cat /tmp/healthy] delay=0s timeout=1s period=2s #success=1 #failure=3"
         );
+    }
+
+    #[test]
+    fn probes_with_their_last_failure() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("live-n1".into());
+        let probe = Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["cat".into(), "/tmp/healthy".into()]),
+            }),
+            initial_delay_seconds: Some(2),
+            period_seconds: Some(2),
+            ..Default::default()
+        };
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                liveness_probe: Some(probe.clone()),
+                readiness_probe: Some(probe),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let at = |t: &str| {
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                t.parse().unwrap(),
+            ))
+        };
+        let unhealthy = |message: &str, last: &str| Event {
+            type_: Some("Warning".into()),
+            reason: Some("Unhealthy".into()),
+            message: Some(message.into()),
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                field_path: Some("spec.containers{app}".into()),
+                ..Default::default()
+            },
+            last_timestamp: at(last),
+            ..Default::default()
+        };
+        let events = [
+            unhealthy("Liveness probe failed: old", "2026-11-28T11:59:00Z"),
+            unhealthy(
+                "Liveness probe failed: cat: can't open '/tmp/healthy'\n",
+                "2026-11-28T11:59:57Z",
+            ),
+        ];
+        let text = describe_pod(&pod, &events, now);
+        assert!(
+            text.contains(
+                "    Liveness:       exec [cat /tmp/healthy] delay=2s timeout=1s period=2s #success=1 #failure=3\n      Last failure: cat: can't open '/tmp/healthy' (3s ago)\n    Readiness:      exec"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("Last failure").count(), 1, "{text}");
     }
 
     #[test]
