@@ -18,6 +18,8 @@ pub enum Mechanism {
     Http,
     /// `tcpSocket`.
     Tcp,
+    /// `grpc`.
+    Grpc,
 }
 
 /// A histogram of durations.
@@ -95,6 +97,7 @@ pub struct Durations {
     exec: Histogram,
     http: Histogram,
     tcp: Histogram,
+    grpc: Histogram,
 }
 
 impl Durations {
@@ -104,6 +107,7 @@ impl Durations {
             Mechanism::Exec => &self.exec,
             Mechanism::Http => &self.http,
             Mechanism::Tcp => &self.tcp,
+            Mechanism::Grpc => &self.grpc,
         }
     }
 }

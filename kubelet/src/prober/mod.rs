@@ -11,10 +11,11 @@
 //! the threshold kills the instance (through [`ProbeHost::kill`]); the pod worker then restarts
 //! it per `restartPolicy` with the crash back-off.
 //!
-//! Files: `worker` (the per-probe loop, thresholds and gating), `exec`, `http`, `tcp` (the
-//! mechanisms), `tls` (HTTPS without certificate verification), `metrics` (probe durations).
+//! Files: `worker` (the per-probe loop, thresholds and gating), `exec`, `http`, `tcp`, `grpc`
+//! (the mechanisms), `tls` (HTTPS without certificate verification), `metrics` (probe durations).
 
 mod exec;
+mod grpc;
 mod http;
 pub mod metrics;
 mod tcp;

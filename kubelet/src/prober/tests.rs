@@ -461,34 +461,124 @@ async fn a_fresh_prober_delays_first_probes_a_settled_one_does_not() {
     assert_eq!(s.host.execs_of("alive"), 10);
 }
 
-#[tokio::test(start_paused = true)]
-async fn grpc_probes_say_they_are_unsupported() {
-    let s = settled().await;
-    let c = Container {
-        name: "app".into(),
-        liveness_probe: Some(Probe {
-            grpc: Some(k8s_openapi::api::core::v1::GRPCAction {
-                port: 9000,
-                service: None,
-            }),
-            period_seconds: Some(1),
-            failure_threshold: Some(1),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    s.prober
-        .sync_pod(&pod_with(c.clone()), "10.244.1.5", &[running("app", "c1")]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let m = messages(&s.events, "Unhealthy");
-    assert!(
-        m.iter()
-            .any(|(m, _)| m.starts_with("Liveness probe errored: unsupported probe type: grpc")),
-        "{m:?}"
+#[test]
+fn grpc_messages_encode_and_decode() {
+    assert_eq!(&super::grpc::encode_request("")[..], [0, 0, 0, 0, 0]);
+    assert_eq!(
+        &super::grpc::encode_request("db")[..],
+        [0, 0, 0, 0, 4, 0x0a, 2, b'd', b'b']
     );
-    assert!(
-        s.host.kills.lock().unwrap().is_empty(),
-        "errors are not failures"
+    assert_eq!(
+        super::grpc::decode_status(&[0, 0, 0, 0, 2, 0x08, 1]),
+        Some(1)
+    );
+    assert_eq!(super::grpc::decode_status(&[0, 0, 0, 0, 0]), Some(0));
+    // An unknown length-delimited field before the status is skipped.
+    assert_eq!(
+        super::grpc::decode_status(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 2]),
+        Some(2)
+    );
+    assert_eq!(super::grpc::decode_status(&[0, 0, 0, 0, 9, 0x08]), None);
+}
+
+/// A grpc.health.v1 server over h2c: service "" is SERVING, "db" NOT_SERVING, "slow" never
+/// answers, anything else is Unimplemented (trailers-only).
+async fn health_server() -> u16 {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        assert_eq!(req.headers()["content-type"], "application/grpc");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let service =
+                            String::from_utf8_lossy(body.get(7..).unwrap_or_default()).into_owned();
+                        let mut trailers = hyper::HeaderMap::new();
+                        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> =
+                            match service.as_str() {
+                                "" | "db" => {
+                                    let status = if service.is_empty() { 1 } else { 2 };
+                                    trailers.insert("grpc-status", "0".parse().unwrap());
+                                    vec![
+                                        Ok(Frame::data(bytes::Bytes::from(vec![
+                                            0, 0, 0, 0, 2, 0x08, status,
+                                        ]))),
+                                        Ok(Frame::trailers(trailers)),
+                                    ]
+                                }
+                                "slow" => {
+                                    tokio::time::sleep(Duration::from_secs(5)).await;
+                                    vec![]
+                                }
+                                _ => {
+                                    trailers.insert("grpc-status", "12".parse().unwrap());
+                                    trailers
+                                        .insert("grpc-message", "unknown service".parse().unwrap());
+                                    vec![Ok(Frame::trailers(trailers))]
+                                }
+                            };
+                        let body = StreamBody::new(futures::stream::iter(frames));
+                        let mut resp = hyper::Response::new(body);
+                        resp.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn grpc_health_checks() {
+    let port = health_server().await;
+    let check = |service: &str| {
+        let action = k8s_openapi::api::core::v1::GRPCAction {
+            port: i32::from(port),
+            service: (!service.is_empty()).then(|| service.to_string()),
+        };
+        async move { super::grpc::probe(&action, "127.0.0.1", Duration::from_secs(1)).await }
+    };
+    assert_eq!(check("").await, Outcome::Success("service healthy".into()));
+    assert_eq!(
+        check("db").await,
+        Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+    );
+    assert_eq!(
+        check("other").await,
+        Outcome::Failure("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): unknown service".into())
+    );
+    assert_eq!(
+        check("slow").await,
+        Outcome::Failure("timeout: health rpc did not complete within 1s".into())
+    );
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let action = k8s_openapi::api::core::v1::GRPCAction {
+        port: i32::from(closed),
+        service: None,
+    };
+    assert_eq!(
+        super::grpc::probe(&action, "127.0.0.1", Duration::from_secs(1)).await,
+        Outcome::Failure(format!(
+            "error: failed to connect service at \"127.0.0.1:{closed}\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+        ))
     );
 }
 

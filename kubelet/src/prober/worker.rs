@@ -153,21 +153,14 @@ async fn attempt(shared: &Shared, target: &Target, probe: &Probe, timeout: Durat
     } else if let Some(t) = &probe.tcp_socket {
         let out = super::tcp::probe(t, &target.container, &target.pod_ip, timeout).await;
         (Mechanism::Tcp, out)
+    } else if let Some(g) = &probe.grpc {
+        let out = super::grpc::probe(g, &target.pod_ip, timeout).await;
+        (Mechanism::Grpc, out)
     } else {
-        return unsupported(probe);
+        return Outcome::Error("missing probe handler".into());
     };
     shared.durations.of(mechanism).record(began.elapsed());
     outcome
-}
-
-fn unsupported(probe: &Probe) -> Outcome {
-    if probe.grpc.is_some() {
-        return Outcome::Error(
-            "unsupported probe type: grpc (grpc.health.v1.Health/Check is not implemented by kubenode)"
-                .into(),
-        );
-    }
-    Outcome::Error("missing probe handler".into())
 }
 
 /// Events, accounting and the kill for one outcome. Returns whether to keep probing.
