@@ -662,6 +662,43 @@ async fn http_sends_headers_and_judges_status() {
     assert!(req.contains(&format!("host: 127.0.0.1:{port}")), "{req}");
 }
 
+/// An HTTPS server with a self-signed certificate (`testdata/`, CN probe-test.invalid, made with
+/// openssl) answering one request.
+#[tokio::test]
+async fn https_accepts_any_certificate() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = CertificateDer::from(include_bytes!("testdata/cert.der").to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        include_bytes!("testdata/key.der").to_vec(),
+    ));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(s).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tls.read(&mut buf).await.unwrap();
+        tls.write_all(resp("200 OK", "", "secure").as_bytes())
+            .await
+            .unwrap();
+        let _ = tls.shutdown().await;
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let mut a = http_action(port, "/tls");
+    a.scheme = Some("HTTPS".into());
+    assert_eq!(http(&a).await, Outcome::Success("secure".into()));
+    assert!(server.await.unwrap().starts_with("GET /tls HTTP/1.1\r\n"));
+}
+
 #[tokio::test]
 async fn http_redirects_same_host_followed_other_host_warns() {
     let (port, seen) = serve(vec![
