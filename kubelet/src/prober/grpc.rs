@@ -126,6 +126,7 @@ pub(super) async fn probe(action: &GRPCAction, pod_ip: &str, timeout: Duration) 
         let tcp = tokio::net::TcpStream::connect((pod_ip, port))
             .await
             .map_err(|e| format!("dial tcp {addr}: connect: {}", os_error(&e)))?;
+        // HTTP/2 writes several small frames: no Nagle delay between them.
         let _ = tcp.set_nodelay(true);
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await

@@ -23,15 +23,16 @@ pub(crate) const MAX_BODY: usize = 10 * 1024;
 /// Redirects followed before giving up (Go's http client default).
 const MAX_REDIRECTS: usize = 10;
 
-k8s_openapi::k8s_if_1_33! { const MINOR: u32 = 33; }
-k8s_openapi::k8s_if_1_34! { const MINOR: u32 = 34; }
-k8s_openapi::k8s_if_1_35! { const MINOR: u32 = 35; }
-k8s_openapi::k8s_if_1_36! { const MINOR: u32 = 36; }
-k8s_openapi::k8s_if_1_37! { const MINOR: u32 = 37; }
+k8s_openapi::k8s_if_1_33! { const USER_AGENT: &str = "kube-probe/1.33"; }
+k8s_openapi::k8s_if_1_34! { const USER_AGENT: &str = "kube-probe/1.34"; }
+k8s_openapi::k8s_if_1_35! { const USER_AGENT: &str = "kube-probe/1.35"; }
+k8s_openapi::k8s_if_1_36! { const USER_AGENT: &str = "kube-probe/1.36"; }
+k8s_openapi::k8s_if_1_37! { const USER_AGENT: &str = "kube-probe/1.37"; }
 
-/// `kube-probe/1.<minor>` for the Kubernetes version kubenode is built against.
-pub fn user_agent() -> String {
-    format!("kube-probe/1.{MINOR}")
+/// `kube-probe/1.<minor>` for the Kubernetes version kubenode is built against (the
+/// `k8s-openapi` feature).
+pub fn user_agent() -> &'static str {
+    USER_AGENT
 }
 
 /// A probe URL.
@@ -123,7 +124,7 @@ pub(crate) fn request_headers(custom: &[HTTPHeader]) -> Vec<(String, String)> {
         .collect();
     let named = |n: &str| custom.iter().any(|h| h.name.eq_ignore_ascii_case(n));
     if !named("User-Agent") {
-        out.push(("User-Agent".into(), user_agent()));
+        out.push(("User-Agent".into(), user_agent().into()));
     }
     if !named("Accept") {
         out.push(("Accept".into(), "*/*".into()));
@@ -223,7 +224,6 @@ async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, String
     let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("dial tcp {addr}: connect: {}", os_error(&e)))?;
-    let _ = tcp.set_nodelay(true);
     if !url.https {
         return exchange(tcp, url, headers).await;
     }
