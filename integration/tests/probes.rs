@@ -161,6 +161,11 @@ fn exec_liveness() -> anyhow::Result<()> {
         wait_event(agent, &name, "Killing", Duration::from_secs(5), |m| {
             m == "Container liveness failed liveness probe, will be restarted"
         })?;
+        let text = agent.kubenode_ok(&["describe", "pod", &name])?;
+        ensure!(
+            text.contains("    Liveness:       exec [cat /tmp/healthy] delay=2s timeout=1s period=2s #success=1 #failure=3\n      Last failure: cat: can't open '/tmp/healthy': No such file or directory ("),
+            "{text}"
+        );
         Ok(())
     })
 }
