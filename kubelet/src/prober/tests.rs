@@ -132,6 +132,8 @@ struct FakeHost {
     script: Mutex<HashMap<String, VecDeque<i32>>>,
     execs: Mutex<Vec<String>>,
     kills: Mutex<Vec<(String, Duration)>>,
+    /// Kills that fail before one succeeds.
+    failing_kills: AtomicUsize,
 }
 
 impl FakeHost {
@@ -173,7 +175,17 @@ impl ProbeHost for FakeHost {
             .lock()
             .unwrap()
             .push((request.container_id, request.grace));
-        Box::pin(async { Ok(()) })
+        let fail = self
+            .failing_kills
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move {
+            if fail {
+                Err("runc kill: busy".to_string())
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 
@@ -314,6 +326,26 @@ async fn liveness_kills_after_the_failure_threshold_with_the_probe_grace() {
         probes_then,
         "no probing after the kill"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_kill_is_retried_on_the_next_failure() {
+    let s = settled().await;
+    s.host.failing_kills.store(1, Ordering::SeqCst);
+    let c = Container {
+        name: "app".into(),
+        liveness_probe: Some(exec_probe("check", 1, 1)),
+        ..Default::default()
+    };
+    s.host.script("check", &[1, 1, 1]);
+    s.prober
+        .sync_pod(&pod_with(c), "10.244.1.5", &[running("app", "c1")]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.host.kills.lock().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.host.kills.lock().unwrap().len(), 2, "retried");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.host.kills.lock().unwrap().len(), 2, "done once it worked");
 }
 
 #[tokio::test(start_paused = true)]

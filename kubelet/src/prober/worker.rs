@@ -228,9 +228,15 @@ async fn effects(
         container_id: target.container_id.clone(),
         grace,
     };
-    if let Err(e) = shared.host.kill(request).await {
-        tracing::warn!(container = %target.object, error = %e, "killing the container after a failed {} probe", label.to_lowercase());
-    }
+    let killed = shared.host.kill(request).await;
     (shared.wake)(&target.uid);
-    false
+    match killed {
+        Ok(()) => false,
+        Err(e) => {
+            // As upstream retries the kill on every sync: keep probing, the next failure
+            // kills again.
+            tracing::warn!(container = %target.object, error = %e, "killing the container after a failed {} probe", label.to_lowercase());
+            true
+        }
+    }
 }
