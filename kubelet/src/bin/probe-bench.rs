@@ -61,17 +61,45 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `(user + system CPU of this process, of its waited-for children)`.
-fn cpu() -> (Duration, Duration) {
+/// CPU used: user and system time of this process, and of its waited-for children.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    user: Duration,
+    system: Duration,
+    children: Duration,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(o.user),
+            system: self.system.saturating_sub(o.system),
+            children: self.children.saturating_sub(o.children),
+        }
+    }
+}
+
+fn cpu() -> Cpu {
     let get = |who| {
         // SAFETY: getrusage writes into the zeroed struct we own.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: `u` is a valid, writable rusage.
         unsafe { libc::getrusage(who, &mut u) };
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        tv(u.ru_utime) + tv(u.ru_stime)
+        (tv(u.ru_utime), tv(u.ru_stime))
     };
-    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+    let (user, system) = get(libc::RUSAGE_SELF);
+    let (cu, cs) = get(libc::RUSAGE_CHILDREN);
+    Cpu {
+        user,
+        system,
+        children: cu + cs,
+    }
+}
+
+fn share(d: Duration, window: Duration) -> f64 {
+    d.as_secs_f64() / window.as_secs_f64() * 100.0
 }
 
 async fn serve() {
@@ -170,14 +198,14 @@ fn report(prober: &Prober, m: Mechanism, label: &str, window: Duration) {
     );
 }
 
-/// Runs the probes of `pods` for `window` after `warmup`; returns (self CPU, children CPU).
+/// Runs the probes of `pods` for `window` after `warmup`; returns the CPU used in the window.
 async fn measure(
     prober: &Prober,
     pods: &[Pod],
     first: usize,
     warmup: Duration,
     window: Duration,
-) -> (Duration, Duration) {
+) -> Cpu {
     for (i, p) in pods.iter().enumerate() {
         prober.sync_pod(p, "127.0.0.1", &[instance(first + i)]);
     }
@@ -185,13 +213,13 @@ async fn measure(
     for m in [Mechanism::Exec, Mechanism::Http, Mechanism::Tcp] {
         prober.durations().of(m).reset();
     }
-    let (s0, c0) = cpu();
+    let before = cpu();
     tokio::time::sleep(window).await;
-    let (s1, c1) = cpu();
+    let used = cpu() - before;
     for p in pods {
         prober.remove_pod(p.metadata.uid.as_deref().unwrap_or_default());
     }
-    (s1 - s0, c1 - c0)
+    used
 }
 
 fn main() {
@@ -273,15 +301,17 @@ fn main() {
                 )
             })
             .collect();
-        let (own, _) = measure(&prober, &net, 0, warmup, window).await;
+        let used = measure(&prober, &net, 0, warmup, window).await;
         let secs = window.as_secs_f64();
         println!(
             "http+tcp: {containers} containers, {} probes/s nominal (period 1 s), {secs:.0} s window",
             2 * containers
         );
         println!(
-            "  prober CPU: {:.2} % of one core",
-            own.as_secs_f64() / secs * 100.0
+            "  prober CPU: {:.2} % of one core ({:.2} % user, {:.2} % kernel: sockets, TCP handshakes, loopback delivery)",
+            share(used.user + used.system, window),
+            share(used.user, window),
+            share(used.system, window),
         );
         report(&prober, Mechanism::Http, "httpGet", window);
         report(&prober, Mechanism::Tcp, "tcpSocket", window);
@@ -305,12 +335,13 @@ fn main() {
                     )
                 })
                 .collect();
-            let (own, children) = measure(&prober, &exec, containers, warmup, window).await;
+            let used = measure(&prober, &exec, containers, warmup, window).await;
             println!("exec (fork of /bin/true, not runc): {execs} containers, {execs} probes/s nominal");
             println!(
-                "  prober CPU: {:.2} % of one core (+ {:.2} % in the commands)",
-                own.as_secs_f64() / secs * 100.0,
-                children.as_secs_f64() / secs * 100.0
+                "  prober CPU: {:.2} % of one core ({:.2} % user) + {:.2} % in the commands",
+                share(used.user + used.system, window),
+                share(used.user, window),
+                share(used.children, window),
             );
             report(&prober, Mechanism::Exec, "exec", window);
         }

@@ -237,6 +237,8 @@ async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, String
     exchange(tls, url, headers).await
 }
 
+/// One request and response on `stream`. The connection is driven in this task (no spawned
+/// task per probe) and dropped once the response body is read or capped.
 async fn exchange<S>(stream: S, url: &Url, headers: &[(String, String)]) -> Result<Response, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -244,7 +246,8 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
+    let mut conn = std::pin::pin!(conn);
+    let mut conn_done = false;
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let (Ok(n), Ok(v)) = (
@@ -267,7 +270,17 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     *req.headers_mut() = map;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let mut send = std::pin::pin!(sender.send_request(req));
+    let resp = loop {
+        tokio::select! {
+            biased;
+            r = &mut send => break r.map_err(|e| e.to_string())?,
+            r = &mut conn, if !conn_done => {
+                conn_done = true;
+                r.map_err(|e| e.to_string())?;
+            }
+        }
+    };
     let status = resp.status();
     let location = resp
         .headers()
@@ -277,7 +290,16 @@ where
     let mut body = resp.into_body();
     let mut data = Vec::new();
     while data.len() < MAX_BODY {
-        match body.frame().await {
+        let frame = tokio::select! {
+            biased;
+            f = body.frame() => f,
+            r = &mut conn, if !conn_done => {
+                conn_done = true;
+                r.map_err(|e| format!("reading the body: {e}"))?;
+                continue;
+            }
+        };
+        match frame {
             Some(Ok(frame)) => {
                 if let Some(chunk) = frame.data_ref() {
                     data.extend_from_slice(chunk);
@@ -288,6 +310,5 @@ where
         }
     }
     data.truncate(MAX_BODY);
-    conn.abort();
     Ok((status, location, data))
 }
