@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubenode_kubelet::backoff::SystemClock;
 use kubenode_kubelet::events::Recorder;
 use kubenode_kubelet::prober::metrics::Mechanism;
-use kubenode_kubelet::prober::{BoxFuture, ExecOutcome, Kill, ProbeHost, Prober};
+use kubenode_kubelet::prober::{BoxFuture, ExecOutcome, HostError, Kill, ProbeHost, Prober};
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
 /// Server ports of each kind in the child.
@@ -36,19 +36,24 @@ const PORTS: usize = 8;
 struct ForkHost;
 
 impl ProbeHost for ForkHost {
-    fn exec(&self, _id: &str, cmd: &[String], _timeout: Duration) -> Result<ExecOutcome, String> {
+    fn exec(
+        &self,
+        _id: &str,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, HostError> {
         let out = Command::new(&cmd[0])
             .args(&cmd[1..])
             .output()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| HostError::Other(format!("running {}: {e}", cmd[0])))?;
         Ok(ExecOutcome {
             exit_code: out.status.code().unwrap_or(128),
             output: out.stdout,
             timed_out: false,
         })
     }
-    fn kill(&self, _request: Kill) -> BoxFuture<Result<(), String>> {
-        Box::pin(async { Err("the benchmark kills nothing".to_string()) })
+    fn kill(&self, _request: Kill) -> BoxFuture<Result<(), HostError>> {
+        Box::pin(async { Err(HostError::Other("the benchmark kills nothing".into())) })
     }
 }
 

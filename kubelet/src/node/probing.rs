@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::prober::{BoxFuture, ExecOutcome, Kill, ProbeHost};
+use crate::prober::{BoxFuture, ExecOutcome, HostError, Kill, ProbeHost};
 
 use super::Kubelet;
 
@@ -16,10 +16,8 @@ pub(super) struct RuntimeProbeHost {
 }
 
 impl RuntimeProbeHost {
-    fn kubelet(&self) -> Result<Arc<Kubelet>, String> {
-        self.kubelet
-            .upgrade()
-            .ok_or_else(|| "the kubelet is shutting down".to_string())
+    fn kubelet(&self) -> Result<Arc<Kubelet>, HostError> {
+        self.kubelet.upgrade().ok_or(HostError::ShuttingDown)
     }
 }
 
@@ -29,13 +27,9 @@ impl ProbeHost for RuntimeProbeHost {
         container_id: &str,
         cmd: &[String],
         timeout: Duration,
-    ) -> Result<ExecOutcome, String> {
+    ) -> Result<ExecOutcome, HostError> {
         let k = self.kubelet()?;
-        let out = k
-            .parts
-            .runtime
-            .exec(container_id, cmd, timeout)
-            .map_err(|e| e.to_string())?;
+        let out = k.parts.runtime.exec(container_id, cmd, timeout)?;
         let mut output = out.stdout;
         output.extend_from_slice(&out.stderr);
         Ok(ExecOutcome {
@@ -45,12 +39,10 @@ impl ProbeHost for RuntimeProbeHost {
         })
     }
 
-    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>> {
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), HostError>> {
         let kubelet = self.kubelet.clone();
         Box::pin(async move {
-            let k = kubelet
-                .upgrade()
-                .ok_or_else(|| "the kubelet is shutting down".to_string())?;
+            let k = kubelet.upgrade().ok_or(HostError::ShuttingDown)?;
             let entry = {
                 let pods = k.pods.lock().expect("pods lock");
                 pods.get(&request.pod_uid)
@@ -63,7 +55,10 @@ impl ProbeHost for RuntimeProbeHost {
             let instances =
                 tokio::task::spawn_blocking(move || runtime.list_containers(Some(&sandbox_id)))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| HostError::Task {
+                        what: "listing the pod's containers",
+                        source,
+                    })?;
             let Some(instance) = instances.into_iter().find(|s| s.id == request.container_id)
             else {
                 return Ok(());

@@ -23,7 +23,7 @@ pub(super) async fn probe(
     let ran = tokio::task::spawn_blocking(move || host.exec(&id, &argv, timeout)).await;
     let out = match ran {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Outcome::Error(e),
+        Ok(Err(e)) => return Outcome::Error(e.to_string()),
         Err(e) => return Outcome::Error(format!("exec task failed: {e}")),
     };
     if out.timed_out {

@@ -136,6 +136,29 @@ pub struct Kill {
     pub grace: Duration,
 }
 
+/// Why a [`ProbeHost`] could not run an exec probe or kill a container.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The kubelet is going away.
+    #[error("the kubelet is shutting down")]
+    ShuttingDown,
+    /// The container runtime failed (its message names the pod and container).
+    #[error(transparent)]
+    Runtime(#[from] kubenode_runtime::RuntimeError),
+    /// A blocking task of the host failed.
+    #[error("{what}: {source}")]
+    Task {
+        /// What the task did.
+        what: &'static str,
+        /// The join error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// Anything else a host reports.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A boxed future, as [`ProbeHost::kill`] returns.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -148,10 +171,10 @@ pub trait ProbeHost: Send + Sync + std::fmt::Debug + 'static {
         container_id: &str,
         cmd: &[String],
         timeout: Duration,
-    ) -> Result<ExecOutcome, String>;
+    ) -> Result<ExecOutcome, HostError>;
     /// Stops the instance as the kubelet kills a container: its preStop hook, then the stop
     /// signal, SIGKILL when the grace period runs out.
-    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>>;
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), HostError>>;
 }
 
 /// The last result of a probe, for `describe`.

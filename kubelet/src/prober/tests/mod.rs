@@ -154,7 +154,7 @@ impl FakeHost {
 }
 
 impl ProbeHost for FakeHost {
-    fn exec(&self, _id: &str, cmd: &[String], _t: Duration) -> Result<ExecOutcome, String> {
+    fn exec(&self, _id: &str, cmd: &[String], _t: Duration) -> Result<ExecOutcome, HostError> {
         let cmd = cmd.join(" ");
         self.execs.lock().unwrap().push(cmd.clone());
         let code = self
@@ -170,7 +170,7 @@ impl ProbeHost for FakeHost {
             timed_out: false,
         })
     }
-    fn kill(&self, request: Kill) -> BoxFuture<Result<(), String>> {
+    fn kill(&self, request: Kill) -> BoxFuture<Result<(), HostError>> {
         self.kills
             .lock()
             .unwrap()
@@ -181,7 +181,7 @@ impl ProbeHost for FakeHost {
             .is_ok();
         Box::pin(async move {
             if fail {
-                Err("runc kill: busy".to_string())
+                Err(HostError::Other("runc kill: busy".into()))
             } else {
                 Ok(())
             }
