@@ -242,7 +242,8 @@ impl std::fmt::Debug for Prober {
 pub(crate) struct Target {
     pub uid: String,
     pub object: ObjectRef,
-    pub container: Container,
+    /// Shared by the container's probes.
+    pub container: Arc<Container>,
     pub container_id: String,
     pub started_at: Option<Timestamp>,
     pub pod_ip: String,
@@ -297,6 +298,7 @@ impl Prober {
         let mut state = self.lock();
         for c in sidecars.chain(spec.containers.iter()) {
             let current = current_instance(instances, &c.name);
+            let mut shared_spec: Option<Arc<Container>> = None;
             for kind in ProbeKind::ALL {
                 if kind.of(c).is_none() {
                     continue;
@@ -321,7 +323,9 @@ impl Prober {
                 let target = Target {
                     uid: uid.clone(),
                     object: ObjectRef::container(pod, &c.name),
-                    container: c.clone(),
+                    container: shared_spec
+                        .get_or_insert_with(|| Arc::new(c.clone()))
+                        .clone(),
                     container_id: s.id.clone(),
                     started_at: s.started_at.as_deref().and_then(|t| t.parse().ok()),
                     pod_ip: pod_ip.to_string(),
