@@ -135,7 +135,9 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         let requeue = {
             let _g = span.enter();
             drop(_g);
-            sync(&k, &pod, &mut state).await
+            // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
+            // idle worker then keeps only its own small state.
+            Box::pin(sync(&k, &pod, &mut state)).await
         };
         tokio::select! {
             _ = tokio::time::sleep(requeue) => {}
@@ -151,7 +153,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
     if let Some(mut pod) = pod {
         pod.metadata.deletion_timestamp = Some(Time(k.parts.clock.now()));
         k.set_pod(&uid, pod.clone(), state.record.sandbox_id.clone());
-        terminate(&k, &pod, &mut state).await;
+        Box::pin(terminate(&k, &pod, &mut state)).await;
     }
     k.forget(&uid);
 }
