@@ -289,7 +289,7 @@ mod tests {
             "host:port/x",
             "x:y:z",
             &format!("x:{}", "t".repeat(129)),
-            &format!("{}", "a".repeat(300)),
+            &"a".repeat(300),
         ] {
             let err = ImageReference::parse(bad).unwrap_err();
             assert!(
