@@ -25,6 +25,9 @@ fn main() {
         Trial::test("install_script_layout_idempotence_and_unit", || {
             install_script().map_err(|e| format!("{e:#}").into())
         }),
+        Trial::test("lab_and_exercise_manifests_are_valid", || {
+            manifests_valid().map_err(|e| format!("{e:#}").into())
+        }),
         privileged(
             "agent_notifies_systemd_ready_after_api_and_stopping",
             notify_ready,
@@ -172,6 +175,57 @@ fn install_script() -> anyhow::Result<()> {
     ensure!(
         out.status.success() && stderr.trim().is_empty(),
         "systemd-analyze verify: {stderr}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// vagrant/manifests: what the agent reads from them
+
+fn manifests_valid() -> anyhow::Result<()> {
+    use kubenode_kubelet::source::read_dir_snapshot;
+    let names = |snap: &kubenode_kubelet::source::Snapshot| -> Vec<String> {
+        snap.pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    };
+    let lab = read_dir_snapshot(&repo().join("vagrant/manifests/lab"), "node1");
+    ensure!(
+        lab.errors.is_empty(),
+        "vagrant/manifests/lab: {:?}",
+        lab.errors
+    );
+    ensure!(names(&lab) == ["web-node1"], "lab pods: {:?}", names(&lab));
+    let svc = &lab.services[..];
+    ensure!(svc.len() == 1, "lab services: {svc:?}");
+    let spec = svc[0].spec.as_ref().context("web has a spec")?;
+    ensure!(spec.cluster_ip.as_deref() == Some(CLUSTER_IP) && spec.selector.is_none());
+
+    let ex = read_dir_snapshot(&repo().join("vagrant/manifests/exercises"), "node1");
+    ensure!(
+        ex.errors.is_empty(),
+        "vagrant/manifests/exercises: {:?}",
+        ex.errors
+    );
+    let mut pods = names(&ex);
+    pods.sort();
+    ensure!(
+        pods == [
+            "blog-frontend-node1",
+            "greeter-node1",
+            "hello-node1",
+            "probed-node1",
+            "shared-node1",
+            "shop-backend-node1",
+            "shop-frontend-node1"
+        ],
+        "exercise pods: {pods:?}"
+    );
+    ensure!(
+        ex.services.len() == 1,
+        "exercise services: {:?}",
+        ex.services
     );
     Ok(())
 }
