@@ -501,6 +501,18 @@ fn three_nodes() -> anyhow::Result<()> {
             println!("  NodePort {url}: {seen:?}");
         }
 
+        // Provisioning again (`vagrant provision`) changes nothing: same config, image, routes.
+        let routes = lab.nodes[0].node.ip(&["route"])?;
+        let again = lab.script(0, "node", &["node1"])?;
+        ensure!(
+            !again.contains("changed") && again.contains("already"),
+            "re-provisioning node1: {again}"
+        );
+        ensure!(
+            lab.nodes[0].node.ip(&["route"])? == routes,
+            "re-provisioning changed the routes"
+        );
+
         agent_restart_under_traffic(lab, &web, &web_ips)?;
     }
     guard.check()
@@ -544,7 +556,7 @@ fn agent_restart_under_traffic(
                 let ok = run(
                     Command::new("nsenter")
                         .arg(format!("--net=/run/netns/{ns}"))
-                        .args(["curl", "-fsS", "-m", "2", &url]),
+                        .args(["curl", "-fsS", "-m", "3", &url]),
                     Duration::from_secs(5),
                 )
                 .is_ok_and(|o| o.status.success());
@@ -587,9 +599,12 @@ fn agent_restart_under_traffic(
             n_dead > 0 && ok_dead > 0,
             "{url}: no request succeeded while the agent was dead"
         );
+        // The agent's restart disturbs no traffic: the pods, their network and the Service
+        // rules live on without it, and the new agent keeps the rules as they were.
         ensure!(
-            s.last().is_some_and(|(_, ok)| *ok),
-            "{url}: traffic did not recover after the restart"
+            n_after > 0 && ok_all == n_all,
+            "{url}: {} of {n_all} requests failed across the agent's kill and restart",
+            n_all - ok_all
         );
     }
 

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 # Sourced by vagrant/scripts/*: the lab's constants, the node table and kubenode's directories.
 #
 # A Vagrant VM uses the standard directories. The one-machine lab runs the same scripts inside a
