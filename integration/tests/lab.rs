@@ -513,9 +513,69 @@ fn three_nodes() -> anyhow::Result<()> {
             "re-provisioning changed the routes"
         );
 
+        exercises_on_node3(&lab)?;
         agent_restart_under_traffic(lab, &web, &web_ips)?;
     }
     guard.check()
+}
+
+/// The walk-through's exercises 1, 2 and 4 (vagrant/README.md) on node3, as written there.
+/// (3 and 5 need probes and volumes, issues 6 and 7.)
+fn exercises_on_node3(lab: &Lab) -> anyhow::Result<()> {
+    let n3 = &lab.nodes[2];
+    let dir = repo().join("vagrant/manifests/exercises");
+    for f in ["1-pod.yaml", "2-labels.yaml", "4-service.yaml"] {
+        n3.write_manifest(f, &std::fs::read_to_string(dir.join(f))?)?;
+    }
+    for pod in [
+        "hello",
+        "shop-frontend",
+        "shop-backend",
+        "blog-frontend",
+        "greeter",
+    ] {
+        n3.wait_pod(
+            &n3.pod_name(pod),
+            Duration::from_secs(60),
+            "Running",
+            running,
+        )?;
+    }
+    let names = |selector: &str| -> anyhow::Result<BTreeSet<String>> {
+        Ok(n3
+            .kubenode_ok(&["get", "pods", "-l", selector, "-o", "name"])?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    ensure!(
+        names("tier=frontend")?
+            == BTreeSet::from([
+                "pod/blog-frontend-node3".into(),
+                "pod/shop-frontend-node3".into()
+            ])
+    );
+    ensure!(
+        names("env in (dev),tier!=backend")? == BTreeSet::from(["pod/shop-frontend-node3".into()])
+    );
+    let url = format!("http://{}:30081/", lab.specs[2].ip);
+    let mut body = None;
+    for _ in 0..30 {
+        body = lab.curl_from_lab(&url)?;
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ensure!(
+        body.as_deref() == Some("greetings from greeter-node3"),
+        "greeter NodePort {url}: {body:?}"
+    );
+    for f in ["1-pod.yaml", "2-labels.yaml", "4-service.yaml"] {
+        n3.remove_manifest(f)?;
+    }
+    println!("  exercises 1, 2, 4 on node3: pods, selectors, greeter NodePort ok");
+    Ok(())
 }
 
 /// One probe's results over time: (when, ok).
