@@ -16,6 +16,10 @@ use crate::{run_ok, veth, Netns, TestAgent, TestDir};
 
 /// The lab side's address on the lab bridge (the hypervisor host's address in the VM lab).
 pub const LAB_HOST_IP: &str = "192.168.56.1";
+/// The lab `web` Service's fixed ClusterIP (`vagrant/manifests/lab/web-svc.yaml`).
+pub const WEB_CLUSTER_IP: &str = "10.96.0.80";
+/// The lab `web` Service's NodePort.
+pub const WEB_NODE_PORT: u16 = 30080;
 /// The image every lab pod uses (imported by `vagrant/scripts/node-image`).
 pub const LAB_IMAGE: &str = "kubenode.local/busybox:1.0";
 
