@@ -123,7 +123,6 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let mut rc =
         kubenode_runtime::RuntimeConfig::new(&config.root_dir, &config.run_dir, &config.log_dir);
     rc.runtime_path = config.runtime.clone();
-    rc.shim_binary = self_exe.clone();
     rc.log_max_size = config.container_log_max_size;
     rc.log_max_files = config.container_log_max_files;
     let runtime = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
