@@ -121,6 +121,24 @@ impl TestAgent {
             .run_in(|| push_image(registry, layout, "busybox", tag))?
     }
 
+    /// Pushes another image layout (see [`crate::derive_image`]) to the node's registry as
+    /// `<name>:<tag>`; returns its reference.
+    pub fn push_layout(
+        &self,
+        layout: &crate::ImageLayout,
+        name: &str,
+        tag: &str,
+    ) -> anyhow::Result<String> {
+        let registry = self.registry.as_ref().context("registry gone")?;
+        self.node
+            .run_in(|| push_image(registry, layout, name, tag))?
+    }
+
+    /// The agent's base image layout (the one [`TestAgent::push_tag`] pushes).
+    pub fn layout(&self) -> Option<&crate::ImageLayout> {
+        self.layout.as_ref()
+    }
+
     /// The agent's process ID (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -409,6 +409,31 @@ fn grace_period() -> anyhow::Result<()> {
                 .any(|e| e["reason"] == "Killing" && e["message"] == "Stopping container stubborn"),
             "no Killing event"
         );
+        // The image's STOPSIGNAL replaces SIGTERM: a shell that only traps SIGQUIT ends at once
+        // instead of waiting out its 30 s grace period.
+        let base = agent.layout().context("the agent's image")?.clone();
+        let dir = kubenode_integration::TestDir::new(&unique_tag("kq"))?;
+        let quit = kubenode_integration::derive_image(&base, dir.path(), |c| {
+            c["config"]["StopSignal"] = "SIGQUIT".into();
+        })?;
+        let quit_image = agent.push_layout(&quit, "quitter", "1")?;
+        let body = r#"  terminationGracePeriodSeconds: 30
+  containers:
+  - name: quitter
+    image: IMAGE
+    command: ["sh", "-c", "trap 'exit 0' QUIT; while true; do sleep 0.1; done"]
+"#;
+        agent.write_manifest("q.yaml", &pod_yaml("q", &quit_image, body))?;
+        let qname = agent.pod_name("q");
+        agent.wait_pod(&qname, Duration::from_secs(60), "Running", all_running)?;
+        let started = Instant::now();
+        agent.remove_manifest("q.yaml")?;
+        agent.wait_gone(&qname, Duration::from_secs(40))?;
+        let took = started.elapsed();
+        ensure!(
+            took < Duration::from_secs(10),
+            "the STOPSIGNAL pod took {took:?} to go: it was not sent SIGQUIT"
+        );
         // A preStop httpGet runs before the stop: against a port nobody listens on, it fails
         // with an event, and the pod still goes.
         let hooked = r#"  containers:
