@@ -24,6 +24,10 @@ fn main() {
         privileged("emptydir_size_limit_evicts_the_pod", eviction),
         privileged("agent_killed_after_volume_setup_no_double_mount", restart),
         privileged("busy_volume_survives_a_failed_teardown", busy_teardown),
+        privileged(
+            "pods_gone_while_the_agent_was_down_are_unmounted",
+            teardown_after_death,
+        ),
     ])
 }
 
@@ -681,6 +685,69 @@ fn restart() -> anyhow::Result<()> {
             "the tmpfs was replaced: {logs:?}"
         );
         remove_and_check(agent, "rs.yaml", &name, &uid(&p))
+    })
+}
+
+/// A pod removed while the agent was dead (its sandbox is an orphan at restart), and a pod
+/// directory with a mounted volume but no sandbox at all (an agent killed mid-teardown): both
+/// are unmounted and removed when the agent comes back.
+fn teardown_after_death() -> anyhow::Result<()> {
+    with_agent("vd", |agent| {
+        let yaml = pod_yaml(
+            "gone",
+            &agent.image,
+            r#"  volumes:
+  - {name: mem, emptyDir: {medium: Memory}}
+  - {name: disk, emptyDir: {}}
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: mem, mountPath: /mem}, {name: disk, mountPath: /disk, subPath: sub}]
+"#,
+        );
+        agent.write_manifest("gone.yaml", &yaml)?;
+        let name = agent.pod_name("gone");
+        let p = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
+        let pods = agent.dir.join("root/pods");
+        let pod_dir = pods.join(uid(&p));
+        ensure!(
+            mounts_below(&pod_dir).len() == 2,
+            "tmpfs + subPath bind: {:?}",
+            mounts_below(&pod_dir)
+        );
+        agent.kill();
+        agent.remove_manifest("gone.yaml")?;
+        // A half torn-down pod: a directory with a mounted tmpfs and no sandbox.
+        let stray = pods.join("0000-stray/volumes/kubernetes.io~empty-dir/x");
+        std::fs::create_dir_all(&stray)?;
+        kubenode_integration::run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                .arg(&stray),
+            Duration::from_secs(10),
+        )?;
+        std::fs::write(stray.join("f"), "x")?;
+        agent.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while Instant::now() < deadline && (pod_dir.exists() || pods.join("0000-stray").exists()) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            !pod_dir.exists(),
+            "the orphan pod's directory is left: {:?}",
+            mounts_below(&pod_dir)
+        );
+        ensure!(
+            !pods.join("0000-stray").exists(),
+            "the stray pod directory is left"
+        );
+        ensure!(
+            mounts_below(&pods).is_empty(),
+            "left mounted: {:?}",
+            mounts_below(&pods)
+        );
+        Ok(())
     })
 }
 

@@ -129,3 +129,21 @@ pub(super) async fn tear_down_volumes(k: &Arc<Kubelet>, uid: &str) {
         }
     }
 }
+
+/// Tears down pod directories left by pods that are neither desired nor have a sandbox (an
+/// agent killed after removing a sandbox but before unmounting its volumes): upstream's
+/// orphaned pod directory cleanup, run once at start.
+pub(in crate::node) async fn remove_orphan_pod_dirs(k: Arc<Kubelet>, keep: Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(k.pods_dir()) else {
+        return;
+    };
+    for uid in entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|uid| !keep.contains(uid))
+    {
+        tracing::info!(pod_uid = %uid, "removing the directory of a pod that no longer exists");
+        tear_down_volumes(&k, &uid).await;
+    }
+}
