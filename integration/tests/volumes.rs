@@ -28,6 +28,10 @@ fn main() {
             "pods_gone_while_the_agent_was_down_are_unmounted",
             teardown_after_death,
         ),
+        privileged(
+            "mount_propagation_none_host_to_container_bidirectional",
+            propagation,
+        ),
     ])
 }
 
@@ -685,6 +689,120 @@ fn restart() -> anyhow::Result<()> {
             "the tmpfs was replaced: {logs:?}"
         );
         remove_and_check(agent, "rs.yaml", &name, &uid(&p))
+    })
+}
+
+fn mount(args: &[&str]) -> anyhow::Result<()> {
+    kubenode_integration::run_ok(
+        std::process::Command::new("mount").args(args),
+        Duration::from_secs(10),
+    )?;
+    Ok(())
+}
+
+/// Bidirectional: a privileged container's mount shows up on the host; HostToContainer: a
+/// host mount made after the start shows up in the container; None: it does not. The source
+/// is made a shared mount first (this host's `/` is private), and a private source is refused
+/// for HostToContainer with containerd's message.
+fn propagation() -> anyhow::Result<()> {
+    with_agent("vp", |agent| {
+        let shared = agent.dir.join("shared");
+        let private = agent.dir.join("private");
+        std::fs::create_dir_all(&shared)?;
+        std::fs::create_dir_all(&private)?;
+        let s = shared.display().to_string();
+        mount(&["--bind", &s, &s])?;
+        mount(&["--make-rshared", &s])?;
+        let p = private.display().to_string();
+        mount(&["--bind", &p, &p])?;
+        mount(&["--make-private", &p])?;
+        let yaml = pod_yaml(
+            "prop",
+            &agent.image,
+            &format!(
+                r#"  volumes:
+  - {{name: shared, hostPath: {{path: {s}, type: Directory}}}}
+  containers:
+  - name: bi
+    image: IMAGE
+    securityContext: {{privileged: true}}
+    command: ["sh", "-c", "mkdir -p /bi/from-container && mount -t tmpfs -o size=1m tmpfs /bi/from-container && echo hi > /bi/from-container/f; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /bi, mountPropagation: Bidirectional}}]
+  - name: slave
+    image: IMAGE
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {{name: shared, mountPath: /h2c, mountPropagation: HostToContainer}}
+    - {{name: shared, mountPath: /none}}
+"#
+            ),
+        );
+        agent.write_manifest("prop.yaml", &yaml)?;
+        let name = agent.pod_name("prop");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !shared.join("from-container/f").exists() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            std::fs::read_to_string(shared.join("from-container/f"))
+                .ok()
+                .as_deref()
+                == Some("hi\n"),
+            "the container's mount did not reach the host (Bidirectional)"
+        );
+        std::fs::create_dir_all(shared.join("from-host"))?;
+        mount(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            &format!("{s}/from-host"),
+        ])?;
+        std::fs::write(shared.join("from-host/g"), "from the host\n")?;
+        let (code, out) = exec(agent, &name, "slave", "cat /h2c/from-host/g")?;
+        ensure!(
+            code == 0 && out.contains("from the host"),
+            "HostToContainer: {out}"
+        );
+        let (code, out) = exec(agent, &name, "slave", "cat /none/from-host/g")?;
+        ensure!(
+            code != 0,
+            "a host mount propagated into a None mount: {out}"
+        );
+
+        let refused = pod_yaml(
+            "noprop",
+            &agent.image,
+            &format!(
+                r#"  volumes:
+  - {{name: private, hostPath: {{path: {p}, type: Directory}}}}
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: private, mountPath: /p, mountPropagation: HostToContainer}}]
+"#
+            ),
+        );
+        agent.write_manifest("noprop.yaml", &refused)?;
+        let bad = agent.pod_name("noprop");
+        let waiting = agent.wait_pod(&bad, Duration::from_secs(30), "refused", |p| {
+            container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })?;
+        let message = container(&waiting, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            message.contains(&format!(
+                "path \"{p}\" is mounted on \"{p}\" but it is not a shared or slave mount"
+            )),
+            "{message}"
+        );
+        remove_and_check(agent, "prop.yaml", &name, &uid(&pod))?;
+        remove_and_check(agent, "noprop.yaml", &bad, &uid(&waiting))
     })
 }
 
