@@ -335,6 +335,21 @@ fn host_path_types() -> anyhow::Result<()> {
         );
         agent.write_manifest("hp.yaml", &good)?;
         agent.write_manifest("hpbad.yaml", &bad)?;
+        let retry = pod_yaml(
+            "hpretry",
+            &agent.image,
+            &format!(
+                r#"  volumes:
+  - {{name: later, hostPath: {{path: {b}/retry, type: Directory}}}}
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: later, mountPath: /later}}]
+"#
+            ),
+        );
+        agent.write_manifest("hpretry.yaml", &retry)?;
         let name = agent.pod_name("hp");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
         let (code, out) = exec(
@@ -407,6 +422,26 @@ fn host_path_types() -> anyhow::Result<()> {
             all_running(&agent.pod(&name)?.context("hp gone")?),
             "hp disturbed"
         );
+        // Retried with the same pod (same UID): it starts once the directory exists.
+        let retry_name = agent.pod_name("hpretry");
+        let waiting_retry = agent.wait_pod(
+            &retry_name,
+            Duration::from_secs(30),
+            "waiting for its volume",
+            |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError",
+        )?;
+        std::fs::create_dir(base.join("retry"))?;
+        let retried = agent.wait_pod(
+            &retry_name,
+            Duration::from_secs(30),
+            "running once the directory exists",
+            all_running,
+        )?;
+        ensure!(
+            uid(&retried) == uid(&waiting_retry),
+            "a new pod, not a retry"
+        );
+        remove_and_check(agent, "hpretry.yaml", &retry_name, &uid(&retried))?;
         std::fs::create_dir(base.join("later"))?;
         let fixed = bad
             .replace(
