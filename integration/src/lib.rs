@@ -15,6 +15,7 @@ mod guard;
 mod image;
 pub mod lab;
 mod netns;
+pub mod pods;
 mod registry;
 mod trials;
 

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
-use serde_json::Value;
+pub(crate) use kubenode_integration::pods::{all_running, container, phase, uid, with_agent};
+use kubenode_integration::{privileged, run_tests, TestAgent};
 
 use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
 use mounts::{nfs_fake_server, propagation};
@@ -47,36 +47,11 @@ fn main() {
     ])
 }
 
-pub(crate) fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or_default()
-}
-
-pub(crate) fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-pub(crate) fn all_running(p: &Value) -> bool {
-    phase(p) == "Running"
-        && p["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
-}
-
 pub(crate) fn pod_yaml(name: &str, image: &str, body: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
         body.replace("IMAGE", image)
     )
-}
-
-pub(crate) fn uid(p: &Value) -> String {
-    p["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Mount points (from this process's mountinfo) at or below `dir`.
@@ -96,38 +71,7 @@ pub(crate) fn exec(
     c: &str,
     script: &str,
 ) -> anyhow::Result<(i32, String)> {
-    let out = agent.kubenode(&["exec", pod, "-c", c, "--", "sh", "-c", script])?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
-
-/// Runs `f` with a fresh agent; afterwards nothing may be mounted below the agent's
-/// directory and nothing tagged may survive.
-pub(crate) fn with_agent(
-    prefix: &str,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&agent.log(), 80)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
+    kubenode_integration::pods::exec_sh(agent, pod, c, script)
 }
 
 /// Removes the manifest, waits for the pod to go, and checks its volumes are unmounted and
