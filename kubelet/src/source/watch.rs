@@ -47,6 +47,9 @@ pub struct Watcher {
     period: Duration,
     clock: Arc<dyn Clock>,
     seen: HashMap<String, Timestamp>,
+    /// First read of each Service and Endpoints (`kind/namespace/name`): their
+    /// `creationTimestamp`, as an API server would have set it.
+    objects_seen: HashMap<String, Timestamp>,
 }
 
 impl Watcher {
@@ -68,6 +71,7 @@ impl Watcher {
             period,
             clock,
             seen: HashMap::new(),
+            objects_seen: HashMap::new(),
         }
     }
 
@@ -90,6 +94,28 @@ impl Watcher {
             still.insert(uid, first);
         }
         self.seen = still;
+        let mut objects = HashMap::new();
+        let metas = snap
+            .services
+            .iter_mut()
+            .map(|s| ("Service", &mut s.metadata))
+            .chain(
+                snap.endpoints
+                    .iter_mut()
+                    .map(|e| ("Endpoints", &mut e.metadata)),
+            );
+        for (kind, meta) in metas {
+            let key = format!(
+                "{kind}/{}/{}",
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default()
+            );
+            let first = *self.objects_seen.get(&key).unwrap_or(&now);
+            meta.creation_timestamp
+                .get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(first));
+            objects.insert(key, first);
+        }
+        self.objects_seen = objects;
         snap
     }
 
