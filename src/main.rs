@@ -3,6 +3,8 @@
 mod cli;
 mod commands;
 mod logging;
+mod memory;
+mod notify;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -59,6 +61,8 @@ fn main() {
     }
 
     let cli = Cli::parse();
+    // Still single-threaded: children must not inherit systemd's notification socket.
+    notify::take_socket_from_env();
     if let Err(err) = logging::init() {
         eprintln!("kubenode: {err:#}");
         std::process::exit(1);
@@ -74,12 +78,18 @@ fn main() {
 const MAX_BLOCKING_THREADS: usize = 16;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    memory::limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kubenode")
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
+    if matches!(
+        cli.command,
+        Command::Agent(_) | Command::Kubelet(_) | Command::Proxy(_)
+    ) {
+        rt.spawn(memory::trim_periodically());
+    }
     rt.block_on(async move {
         match cli.command {
             Command::Agent(args) => commands::agent::run(args, commands::agent::Roles::All).await,
@@ -99,14 +109,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
-}
-
-/// glibc gives every thread that allocates its own malloc arena (up to 8 per core), each keeping
-/// freed memory; an agent with a thread per busy pod worker pays for that in RSS. Two arenas
-/// are plenty for a node agent (what `MALLOC_ARENA_MAX=2` does, without needing the variable).
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
 }

@@ -84,7 +84,7 @@ pub fn build_busybox_image(dir: &Path) -> anyhow::Result<ImageLayout> {
     let layer = gz.finish()?;
     let layer_digest = sha256(&layer);
 
-    let config = serde_json::to_vec(&json!({
+    let config = json!({
         "architecture": "amd64",
         "os": "linux",
         "config": {
@@ -94,7 +94,50 @@ pub fn build_busybox_image(dir: &Path) -> anyhow::Result<ImageLayout> {
         },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{ "created_by": "kubenode-integration busybox_rootfs" }]
-    }))?;
+    });
+    write_layout(
+        &dir.join("layout"),
+        &layer,
+        &layer_digest,
+        &diff_id,
+        &config,
+    )
+}
+
+/// A copy of `base` (same layer) in `dir` whose image config `edit` changed, e.g.
+/// `|c| c["config"]["StopSignal"] = "SIGQUIT".into()`.
+pub fn derive_image(
+    base: &ImageLayout,
+    dir: &Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> anyhow::Result<ImageLayout> {
+    let blob = |digest: &str| {
+        base.layout_dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let layer = std::fs::read(blob(&base.layer_digest))?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&base.config_digest))?)?;
+    edit(&mut config);
+    write_layout(
+        &dir.join("layout"),
+        &layer,
+        &base.layer_digest,
+        &base.diff_id,
+        &config,
+    )
+}
+
+/// Writes a one-layer image (manifest, config, layer) as an OCI image layout tagged `latest`.
+fn write_layout(
+    layout_dir: &Path,
+    layer: &[u8],
+    layer_digest: &str,
+    diff_id: &str,
+    config: &serde_json::Value,
+) -> anyhow::Result<ImageLayout> {
+    let config = serde_json::to_vec(config)?;
     let config_digest = sha256(&config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -104,13 +147,12 @@ pub fn build_busybox_image(dir: &Path) -> anyhow::Result<ImageLayout> {
     }))?;
     let manifest_digest = sha256(&manifest);
 
-    let layout_dir = dir.join("layout");
     let blobs = layout_dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     for (digest, data) in [
-        (&layer_digest, &layer),
-        (&config_digest, &config),
-        (&manifest_digest, &manifest),
+        (layer_digest, layer),
+        (config_digest.as_str(), config.as_slice()),
+        (manifest_digest.as_str(), manifest.as_slice()),
     ] {
         std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data)?;
     }
@@ -131,11 +173,11 @@ pub fn build_busybox_image(dir: &Path) -> anyhow::Result<ImageLayout> {
         }))?,
     )?;
     Ok(ImageLayout {
-        layout_dir,
+        layout_dir: layout_dir.to_path_buf(),
         manifest_digest,
         config_digest,
-        layer_digest,
-        diff_id,
+        layer_digest: layer_digest.to_string(),
+        diff_id: diff_id.to_string(),
     })
 }
 

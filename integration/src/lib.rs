@@ -13,14 +13,16 @@ pub mod agent;
 mod cmd;
 mod guard;
 mod image;
+pub mod lab;
 mod netns;
+pub mod pods;
 mod registry;
 mod trials;
 
 pub use agent::TestAgent;
 pub use cmd::{run, run_ok, sh};
 pub use guard::LeakGuard;
-pub use image::{build_busybox_image, busybox_rootfs, push_image, ImageLayout};
+pub use image::{build_busybox_image, busybox_rootfs, derive_image, push_image, ImageLayout};
 pub use netns::{ip_addr_add, link_up, veth, Netns};
 pub use registry::TestRegistry;
 pub use trials::{is_root, privileged, run_tests, Trial};

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use kubenode_integration::agent::in_node;
+use kubenode_integration::pods::{all_running, container, phase, with_agent};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 use serde_json::Value;
 
@@ -31,24 +32,6 @@ fn main() {
     ])
 }
 
-fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-fn all_running(p: &Value) -> bool {
-    phase(p) == "Running"
-        && p["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
-}
-
 /// A pod manifest; `body` is the indented spec with `IMAGE` for the test image. Pods end
 /// within 2 s (a shell as PID 1 ignores SIGTERM) unless the body sets its own grace period.
 fn pod_yaml(name: &str, image: &str, body: &str) -> String {
@@ -61,28 +44,6 @@ fn pod_yaml(name: &str, image: &str, body: &str) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{grace}{}",
         body.replace("IMAGE", image)
     )
-}
-
-/// Runs `f` with a fresh agent, then checks nothing tagged survives the agent's teardown.
-fn with_agent(
-    prefix: &str,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&agent.log(), 60)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
 }
 
 fn web_pod() -> anyhow::Result<()> {
@@ -408,6 +369,31 @@ fn grace_period() -> anyhow::Result<()> {
                 .iter()
                 .any(|e| e["reason"] == "Killing" && e["message"] == "Stopping container stubborn"),
             "no Killing event"
+        );
+        // The image's STOPSIGNAL replaces SIGTERM: a shell that only traps SIGQUIT ends at once
+        // instead of waiting out its 30 s grace period.
+        let base = agent.layout().context("the agent's image")?.clone();
+        let dir = kubenode_integration::TestDir::new(&unique_tag("kq"))?;
+        let quit = kubenode_integration::derive_image(&base, dir.path(), |c| {
+            c["config"]["StopSignal"] = "SIGQUIT".into();
+        })?;
+        let quit_image = agent.push_layout(&quit, "quitter", "1")?;
+        let body = r#"  terminationGracePeriodSeconds: 30
+  containers:
+  - name: quitter
+    image: IMAGE
+    command: ["sh", "-c", "trap 'exit 0' QUIT; while true; do sleep 0.1; done"]
+"#;
+        agent.write_manifest("q.yaml", &pod_yaml("q", &quit_image, body))?;
+        let qname = agent.pod_name("q");
+        agent.wait_pod(&qname, Duration::from_secs(60), "Running", all_running)?;
+        let started = Instant::now();
+        agent.remove_manifest("q.yaml")?;
+        agent.wait_gone(&qname, Duration::from_secs(40))?;
+        let took = started.elapsed();
+        ensure!(
+            took < Duration::from_secs(10),
+            "the STOPSIGNAL pod took {took:?} to go: it was not sent SIGQUIT"
         );
         // A preStop httpGet runs before the stop: against a port nobody listens on, it fails
         // with an event, and the pod still goes.

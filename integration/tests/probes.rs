@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::in_node;
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::pods::{container, with_agent};
+use kubenode_integration::{privileged, run_tests, TestAgent};
 use serde_json::Value;
 
 fn main() {
@@ -27,34 +28,6 @@ fn pod_yaml(name: &str, image: &str, body: &str) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
         body.replace("IMAGE", image)
     )
-}
-
-fn with_agent(
-    prefix: &str,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&agent.log(), 60)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
-}
-
-fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
 }
 
 fn running(p: &Value, name: &str) -> bool {

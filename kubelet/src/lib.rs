@@ -16,3 +16,4 @@ pub mod selector;
 pub mod source;
 pub mod status;
 pub mod validation;
+pub mod volume;

@@ -78,6 +78,9 @@ pub struct AgentArgs {
     /// The OCI runtime binary (runc, or a path).
     #[arg(long)]
     pub runtime: Option<PathBuf>,
+    /// The mount program for NFS volumes (default: `mount` from PATH).
+    #[arg(long)]
+    pub experimental_mounter_path: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -98,6 +101,7 @@ impl AgentArgs {
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             runtime: self.runtime.clone(),
+            mounter_path: self.experimental_mounter_path.clone(),
         }
     }
 }
@@ -123,7 +127,6 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let mut rc =
         kubenode_runtime::RuntimeConfig::new(&config.root_dir, &config.run_dir, &config.log_dir);
     rc.runtime_path = config.runtime.clone();
-    rc.shim_binary = self_exe.clone();
     rc.log_max_size = config.container_log_max_size;
     rc.log_max_files = config.container_log_max_files;
     let runtime = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -205,6 +208,8 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     if roles == Roles::All {
         super::proxy::start_for_agent(&config, kubelet.clone())?;
     }
+    // systemd (Type=notify): the node API and the read-only port answer from here on.
+    crate::notify::ready(&format!("serving node {node_name}"));
 
     std::fs::create_dir_all(&manifest_dir)
         .with_context(|| format!("creating {}", manifest_dir.display()))?;
@@ -217,6 +222,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("terminated; stopping (pods keep running)"),
         r = kubelet_task => { r?; }
     }
+    crate::notify::stopping();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

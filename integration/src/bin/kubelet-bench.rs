@@ -189,6 +189,20 @@ fn podman_latencies(agent: &TestAgent, image: &str) -> anyhow::Result<Vec<Durati
     Ok(lat)
 }
 
+/// With `KUBELET_BENCH_SMAPS=DIR`, keeps the agent's `/proc/<pid>/smaps` at `stage` as
+/// `DIR/<stage>.smaps` (to see where the memory is).
+fn save_smaps(pid: u32, stage: &str) -> anyhow::Result<()> {
+    if let Some(dir) = std::env::var_os("KUBELET_BENCH_SMAPS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(
+            format!("/proc/{pid}/smaps"),
+            dir.join(format!("{stage}.smaps")),
+        )?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let with_podman = std::env::args().any(|a| a == "--podman");
     let mut agent = TestAgent::start(&unique_tag("kbn"))?;
@@ -206,6 +220,7 @@ fn main() -> anyhow::Result<()> {
     remove_all(&agent, &["warm.yaml".into()])?;
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss_kib(pid)?;
+    save_smaps(pid, "idle")?;
 
     let mut single = Vec::new();
     let mut files = Vec::new();
@@ -230,8 +245,12 @@ fn main() -> anyhow::Result<()> {
     let (hundred, files) = start_batch(&agent, &image, "m", MANY, Duration::from_secs(300))?;
     std::thread::sleep(Duration::from_secs(3));
     let loaded = rss_kib(pid)?;
+    // The agent returns freed heap pages to the kernel every 10 s: the steady state.
+    std::thread::sleep(Duration::from_secs(9));
+    let steady = rss_kib(pid)?;
     let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
+    save_smaps(pid, "loaded")?;
     remove_all(&agent, &files)?;
 
     println!("kubenode pod start ({SINGLE} pods, one at a time): median {:.1} ms, p99 {:.1} ms, min {:.1} ms",
@@ -245,9 +264,10 @@ fn main() -> anyhow::Result<()> {
         ms(hundred)
     );
     println!(
-        "agent RSS: idle {:.1} MiB, with {MANY} pods {:.1} MiB (anonymous {:.1}, file {:.1}; {threads} threads)",
+        "agent RSS: idle {:.1} MiB, with {MANY} pods {:.1} MiB 3 s after the last start, {:.1} MiB steady (anonymous {:.1}, file {:.1}; {threads} threads)",
         idle as f64 / 1024.0,
         loaded as f64 / 1024.0,
+        steady as f64 / 1024.0,
         anon as f64 / 1024.0,
         file as f64 / 1024.0
     );

@@ -36,6 +36,7 @@ use crate::backoff::{Clock, CrashBackoff, ImageBackoff};
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::source::Snapshot;
+use crate::volume::{SystemMounter, VolumeManager};
 
 /// What the kubelet needs from the rest of the node.
 #[derive(Debug)]
@@ -83,6 +84,8 @@ pub struct Kubelet {
     /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
     /// one).
     services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
+    /// Pod volumes.
+    volumes: Arc<VolumeManager>,
     prober: crate::prober::Prober,
 }
 
@@ -101,6 +104,12 @@ impl Kubelet {
         let host_resolv = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
         let crash = Mutex::new(CrashBackoff::new(parts.clock.clone()));
         let image_backoff = Mutex::new(ImageBackoff::new(parts.clock.clone()));
+        let mounter = SystemMounter::new(config.mounter_path.clone());
+        tracing::info!(mount_program = %mounter.program().display(), "volume mounter");
+        let volumes = Arc::new(VolumeManager::new(
+            &config.root_dir.join("pods"),
+            Arc::new(mounter),
+        ));
         Arc::new_cyclic(|me| Kubelet {
             prober: crate::prober::Prober::new(
                 Arc::new(probing::RuntimeProbeHost {
@@ -122,6 +131,7 @@ impl Kubelet {
             host_resolv,
             proxy_tx: watch::channel(ProxyInput::default()).0,
             services: Mutex::new(None),
+            volumes,
         })
     }
 
@@ -256,10 +266,14 @@ impl Kubelet {
             .into_iter()
             .filter(|s| !desired.contains(&s.pod.uid))
             .collect();
+        // Directories of desired pods and of sandboxes being removed are not orphans.
+        let mut keep = desired;
+        keep.extend(orphans.iter().map(|s| s.pod.uid.clone()));
         for sandbox in orphans {
             let k = self.clone();
             tokio::spawn(async move { worker::remove_orphan(k, sandbox).await });
         }
+        tokio::spawn(worker::remove_orphan_pod_dirs(self.clone(), keep));
     }
 
     /// Called by workers: the pod's latest state.

@@ -301,3 +301,36 @@ fn invalid_services_and_endpoints_are_reported() {
         ]
     );
 }
+
+#[test]
+fn services_and_endpoints_keep_their_first_read_as_creation_time() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n---\n\
+                apiVersion: v1\nkind: Endpoints\nmetadata: {name: web}\nsubsets: [{addresses: [{ip: 10.244.1.5}], ports: [{port: 80}]}]\n";
+    let d = dir_with(&[("svc.yaml", text)]);
+    let clock = crate::backoff::TestClock::at_secs(1_700_000_000);
+    let mut w = Watcher::with_clock(
+        d.path().into(),
+        "n".into(),
+        Duration::from_secs(20),
+        std::sync::Arc::new(clock.clone()),
+    );
+    let created = |s: &Snapshot| {
+        (
+            s.services[0].metadata.creation_timestamp.clone(),
+            s.endpoints[0].metadata.creation_timestamp.clone(),
+        )
+    };
+    let first = created(&w.read_once());
+    assert_eq!(
+        first.0.as_ref().map(|t| t.0.to_string()).as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
+    assert_eq!(first.0, first.1);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(created(&w.read_once()), first, "a re-read keeps the time");
+    std::fs::remove_file(d.path().join("svc.yaml")).unwrap();
+    assert!(w.read_once().services.is_empty());
+    std::fs::write(d.path().join("svc.yaml"), text).unwrap();
+    let again = created(&w.read_once());
+    assert_ne!(again, first, "a Service written again is a new object");
+}

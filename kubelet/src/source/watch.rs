@@ -13,9 +13,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Quiet time after an inotify event before reading, so that a burst of
-/// events (an editor's save, a `cp` of many files) is one read.
+/// Longest wait after an event that leaves a file half-written (`CREATE`,
+/// `MODIFY`) for the event that completes it, so that a burst of events (an
+/// editor's save, a `cp` of many files) is one read. A completing event
+/// (`CLOSE_WRITE`, `MOVED_TO`, a removal) is read at once.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Events after which the directory can be read at once: a file was written
+/// and closed, renamed into place, or removed.
+fn completes(mask: inotify::EventMask) -> bool {
+    use inotify::EventMask as M;
+    mask.intersects(M::CLOSE_WRITE | M::MOVED_TO | M::MOVED_FROM | M::DELETE | M::ATTRIB)
+}
+
+/// Whether the event says the directory itself is gone (the watch must be
+/// made again).
+fn dir_gone(ev: &Option<std::io::Result<inotify::Event<std::ffi::OsString>>>) -> bool {
+    use inotify::EventMask as M;
+    ev.as_ref().is_none_or(|r| {
+        r.as_ref().map_or(true, |ev| {
+            ev.mask
+                .intersects(M::DELETE_SELF | M::MOVE_SELF | M::IGNORED)
+        })
+    })
+}
 
 /// Reads the manifest directory and remembers when each pod UID was first
 /// seen, so that `kubernetes.io/config.seen` is stable across reads.
@@ -26,6 +47,9 @@ pub struct Watcher {
     period: Duration,
     clock: Arc<dyn Clock>,
     seen: HashMap<String, Timestamp>,
+    /// First read of each Service and Endpoints (`kind/namespace/name`): their
+    /// `creationTimestamp`, as an API server would have set it.
+    objects_seen: HashMap<String, Timestamp>,
 }
 
 impl Watcher {
@@ -47,6 +71,7 @@ impl Watcher {
             period,
             clock,
             seen: HashMap::new(),
+            objects_seen: HashMap::new(),
         }
     }
 
@@ -69,6 +94,28 @@ impl Watcher {
             still.insert(uid, first);
         }
         self.seen = still;
+        let mut objects = HashMap::new();
+        let metas = snap
+            .services
+            .iter_mut()
+            .map(|s| ("Service", &mut s.metadata))
+            .chain(
+                snap.endpoints
+                    .iter_mut()
+                    .map(|e| ("Endpoints", &mut e.metadata)),
+            );
+        for (kind, meta) in metas {
+            let key = format!(
+                "{kind}/{}/{}",
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default()
+            );
+            let first = *self.objects_seen.get(&key).unwrap_or(&now);
+            meta.creation_timestamp
+                .get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(first));
+            objects.insert(key, first);
+        }
+        self.objects_seen = objects;
         snap
     }
 
@@ -111,19 +158,23 @@ impl Watcher {
             match stream.as_mut() {
                 Some(s) => tokio::select! {
                     ev = s.next() => {
-                        let gone = ev.as_ref().is_none_or(|r| {
-                            r.as_ref().map_or(true, |ev| {
-                                ev.mask.intersects(
-                                    inotify::EventMask::DELETE_SELF
-                                        | inotify::EventMask::MOVE_SELF
-                                        | inotify::EventMask::IGNORED,
-                                )
-                            })
-                        });
-                        if gone {
-                            stream = None;
+                        // Settle: a half-written file waits (bounded) for the event that
+                        // completes it; a completing event is read at once.
+                        let mut ev = ev;
+                        let deadline = tokio::time::Instant::now() + DEBOUNCE;
+                        loop {
+                            if dir_gone(&ev) {
+                                stream = None;
+                                break;
+                            }
+                            if ev.as_ref().and_then(|r| r.as_ref().ok()).is_some_and(|e| completes(e.mask)) {
+                                break;
+                            }
+                            match tokio::time::timeout_at(deadline, s.next()).await {
+                                Ok(next) => ev = next,
+                                Err(_) => break,
+                            }
                         }
-                        tokio::time::sleep(DEBOUNCE).await;
                     }
                     _ = tick.tick() => {}
                     _ = tx.closed() => return,

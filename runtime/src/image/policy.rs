@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use oci_client::Reference;
-
 /// When the kubelet pulls an image before starting a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -45,7 +43,7 @@ impl fmt::Display for PullPolicy {
 /// otherwise (a digest-only reference is `IfNotPresent`). An unparsable image
 /// gets `IfNotPresent`, as upstream (the pull then fails with `InvalidImageName`).
 pub fn default_pull_policy(image: &str) -> PullPolicy {
-    match image.parse::<Reference>() {
+    match super::ImageReference::parse(image) {
         Ok(r) if r.tag() == Some("latest") => PullPolicy::Always,
         _ => PullPolicy::IfNotPresent,
     }

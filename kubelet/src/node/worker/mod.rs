@@ -7,11 +7,13 @@
 //! containers, the CNI attachment, the sandbox and the pod's directories, collecting errors.
 //!
 //! Files: `sandbox` (find or create the sandbox, teardown), `start` (pull, create, start one
-//! container), `stop` (termination, preStop hooks, stop signals).
+//! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
+//! containers, emptyDir eviction, teardown).
 
 mod sandbox;
 mod start;
 mod stop;
+mod volumes;
 
 pub(super) use sandbox::remove_orphan;
 use sandbox::{ensure_sandbox, teardown_sandbox};
@@ -19,6 +21,7 @@ use start::start_container;
 use stop::stop_containers;
 pub(super) use stop::stop_one;
 use stop::terminate;
+pub(super) use volumes::remove_orphan_pod_dirs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -73,6 +76,8 @@ struct WorkerState {
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
+    /// The eviction message once the pod was evicted (emptyDir over its sizeLimit).
+    evicted: Option<String>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -126,6 +131,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         blocked: HashMap::new(),
         image_ids: HashMap::new(),
         status: None,
+        evicted: None,
     };
     loop {
         let desired = rx.borrow_and_update().clone();
@@ -136,7 +142,9 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         let requeue = {
             let _g = span.enter();
             drop(_g);
-            sync(&k, &pod, &mut state).await
+            // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
+            // idle worker then keeps only its own small state.
+            Box::pin(sync(&k, &pod, &mut state)).await
         };
         tokio::select! {
             _ = tokio::time::sleep(requeue) => {}
@@ -153,7 +161,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         pod.metadata.deletion_timestamp = Some(Time(k.parts.clock.now()));
         k.set_pod(&uid, pod.clone(), state.record.sandbox_id.clone());
         k.prober.remove_pod(&uid);
-        terminate(&k, &pod, &mut state).await;
+        Box::pin(terminate(&k, &pod, &mut state)).await;
     }
     k.forget(&uid);
 }
@@ -192,6 +200,12 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
             return SANDBOX_RETRY;
         }
     };
+    if let Err(wait) = volumes::set_up_volumes(k, pod, state).await {
+        return wait;
+    }
+    if volumes::evict_if_over_limit(k, pod, &sandbox.id, state).await {
+        return RESYNC;
+    }
     let runtime = k.parts.runtime.clone();
     let sid = sandbox.id.clone();
     let instances = blocking(move || runtime.list_containers(Some(&sid))).await;

@@ -65,28 +65,36 @@ pub(super) async fn ensure_sandbox(
     let sandbox = blocking(move || runtime.create_sandbox_with(&config, &options))
         .await
         .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
-    let mut pod_ips = Vec::new();
-    if !host_network(pod) {
-        match k.parts.cni.add(&attachment(pod, &sandbox)).await {
-            Ok(result) => pod_ips = result.pod_ips().iter().map(|ip| ip.to_string()).collect(),
-            Err(e) => {
-                teardown_sandbox(k, pod, &sandbox.id, Duration::ZERO).await;
-                return Err(format!(
-                    "Failed to create pod sandbox: setting up the pod network: {e}"
-                ));
-            }
+    // The network (CNI ADD) and the pause container only share the netns, which exists now:
+    // both are set up at once.
+    let network = async {
+        if host_network(pod) {
+            return Ok(Vec::new());
         }
-    }
+        k.parts
+            .cni
+            .add(&attachment(pod, &sandbox))
+            .await
+            .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
+    };
     let runtime = k.parts.runtime.clone();
     let id = sandbox.id.clone();
-    let started = blocking(move || runtime.start_sandbox(&id)).await;
-    let sandbox = match started {
-        Ok(s) => s,
-        Err(e) => {
+    let pause = blocking(move || runtime.start_sandbox(&id));
+    let (network, started) = tokio::join!(network, pause);
+    let outcome = match (network, started) {
+        (Ok(ips), Ok(started)) => Ok((ips, started)),
+        (Err(e), _) => Err(format!(
+            "Failed to create pod sandbox: setting up the pod network: {e}"
+        )),
+        (_, Err(e)) => Err(format!(
+            "Failed to create pod sandbox: starting the pause container: {e}"
+        )),
+    };
+    let (pod_ips, sandbox) = match outcome {
+        Ok(done) => done,
+        Err(message) => {
             teardown_sandbox(k, pod, &sandbox.id, Duration::ZERO).await;
-            return Err(format!(
-                "Failed to create pod sandbox: starting the pause container: {e}"
-            ));
+            return Err(message);
         }
     };
     state.record.sandbox_id = Some(sandbox.id.clone());
@@ -176,5 +184,5 @@ pub(in crate::node) async fn remove_orphan(k: Arc<Kubelet>, sandbox: Sandbox) {
     pod.metadata.namespace = Some(sandbox.pod.namespace.clone());
     pod.metadata.uid = Some(sandbox.pod.uid.clone());
     teardown_sandbox(&k, &pod, &sandbox.id, MIN_GRACE_AFTER_HOOK).await;
-    let _ = std::fs::remove_dir_all(k.pods_dir().join(&sandbox.pod.uid));
+    super::volumes::tear_down_volumes(&k, &sandbox.pod.uid).await;
 }

@@ -43,16 +43,19 @@ pub(super) async fn start_container(
             container_path: "/etc/hosts".into(),
             host_path: pods_dir.join("etc-hosts"),
             readonly: false,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/resolv.conf".into(),
             host_path: pods_dir.join("resolv.conf"),
             readonly: false,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/hostname".into(),
             host_path: pods_dir.join("hostname"),
             readonly: false,
+            propagation: Default::default(),
         },
     ];
     let term_path = container
@@ -63,7 +66,21 @@ pub(super) async fn start_container(
         container_path: term_path,
         host_path: term_log,
         readonly: false,
+        propagation: Default::default(),
     });
+    match super::volumes::container_mounts(k, pod, &container).await {
+        Ok(volume_mounts) => mounts.extend(volume_mounts),
+        Err(message) => {
+            return create_failed(
+                k,
+                &obj,
+                state,
+                &container.name,
+                reason::CREATE_CONTAINER_CONFIG_ERROR,
+                message,
+            );
+        }
+    }
     let pod_ip = state.record.pod_ips.first().cloned();
     let config = ContainerConfig {
         resolved_env: observe::field_ref_env(
@@ -90,18 +107,14 @@ pub(super) async fn start_container(
     let id = match created {
         Ok(id) => id,
         Err(e) => {
-            let message = e.to_string();
-            k.events
-                .warning(&obj, "Failed", format!("Error: {message}"));
-            state.blocked.insert(
-                container.name.clone(),
-                Blocked {
-                    reason: reason::CREATE_CONTAINER_ERROR.into(),
-                    message,
-                    retry_at: Some(Instant::now() + CREATE_RETRY),
-                },
+            return create_failed(
+                k,
+                &obj,
+                state,
+                &container.name,
+                reason::CREATE_CONTAINER_ERROR,
+                e.to_string(),
             );
-            return Some(CREATE_RETRY);
         }
     };
     k.events.normal(
@@ -132,6 +145,28 @@ pub(super) async fn start_container(
             None
         }
     }
+}
+
+/// A container that could not be created: a `Failed` event, and the container waits with
+/// `reason` for [`CREATE_RETRY`].
+fn create_failed(
+    k: &Kubelet,
+    obj: &ObjectRef,
+    state: &mut WorkerState,
+    name: &str,
+    reason: &str,
+    message: String,
+) -> Option<Duration> {
+    k.events.warning(obj, "Failed", format!("Error: {message}"));
+    state.blocked.insert(
+        name.to_string(),
+        Blocked {
+            reason: reason.into(),
+            message,
+            retry_at: Some(Instant::now() + CREATE_RETRY),
+        },
+    );
+    Some(CREATE_RETRY)
 }
 
 /// Ensures the container's image per its pull policy, with pull back-off and events.
