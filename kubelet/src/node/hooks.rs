@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -36,64 +33,59 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
         .ok_or_else(|| format!("invalid port {n}"))
 }
 
-/// Sends the hook's GET to `host` (or the action's own `host`) within `timeout`; success is a
-/// status below 400 (any 2xx/3xx, as upstream's hook runner treats it).
+/// The `User-Agent` of hook requests (upstream's `kube-lifecycle/<major>.<minor>`).
+fn lifecycle_agent() -> String {
+    crate::prober::http::user_agent().replace("kube-probe/", "kube-lifecycle/")
+}
+
+/// What a hook's GET came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookResponse {
+    /// The server answered (any status: upstream's hook runner does not judge it).
+    Answered(u16),
+    /// An `HTTPS` hook whose TLS handshake failed was answered over plain HTTP instead, as
+    /// upstream falls back (with a `LifecycleHTTPFallback` warning event).
+    FellBackToHttp(u16),
+}
+
+/// Sends the hook's GET to `pod_ip` (or the action's own `host`) within `timeout`, as the
+/// kubelet's hook runner does (k/k `pkg/kubelet/lifecycle/handlers.go`): headers as probes set
+/// them with `User-Agent: kube-lifecycle/<major>.<minor>`, HTTPS without certificate
+/// verification, and only a failed request is an error; the response's status is not judged.
 pub async fn http_get(
     action: &HTTPGetAction,
     container: &Container,
     pod_ip: &str,
     timeout: Duration,
-) -> Result<u16, String> {
-    let scheme = action.scheme.as_deref().unwrap_or("HTTP");
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(format!(
-            "scheme {scheme} is not supported for lifecycle hooks yet"
-        ));
-    }
-    let host = action
-        .host
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| pod_ip.to_string());
-    let port = resolve_port(&action.port, container)?;
-    let path = action
-        .path
-        .clone()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/".into());
-    let path = if path.starts_with('/') {
-        path
-    } else {
-        format!("/{path}")
-    };
+) -> Result<HookResponse, String> {
+    use crate::prober::http::{get, headers_with_agent, probe_url};
+    let url = probe_url(action, container, pod_ip)?;
+    let headers = headers_with_agent(
+        action.http_headers.as_deref().unwrap_or_default(),
+        &lifecycle_agent(),
+    );
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req =
-            hyper::Request::get(&path).header(hyper::header::HOST, format!("{host}:{port}"));
-        for h in action.http_headers.iter().flatten() {
-            req = req.header(h.name.as_str(), h.value.as_str());
+        match get(&url, &headers).await {
+            Ok((status, _, _)) => Ok(HookResponse::Answered(status.as_u16())),
+            Err(e) if url.https && e.starts_with("tls:") => {
+                let mut plain = url.clone();
+                plain.https = false;
+                let plain_headers: Vec<_> = headers
+                    .iter()
+                    .filter(|(n, _)| !n.eq_ignore_ascii_case("authorization"))
+                    .cloned()
+                    .collect();
+                match get(&plain, &plain_headers).await {
+                    Ok((status, _, _)) => Ok(HookResponse::FellBackToHttp(status.as_u16())),
+                    Err(_) => Err(format!("Get \"{url}\": {e}")),
+                }
+            }
+            Err(e) => Err(format!("Get \"{url}\": {e}")),
         }
-        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        Ok::<u16, String>(resp.status().as_u16())
     };
-    let status = tokio::time::timeout(timeout, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("GET http://{host}:{port}{path} timed out after {timeout:?}"))??;
-    if status >= 400 {
-        return Err(format!(
-            "GET http://{host}:{port}{path} returned HTTP {status}"
-        ));
-    }
-    Ok(status)
+        .map_err(|_| format!("Get \"{url}\": timed out after {timeout:?}"))?
 }
 
 #[cfg(test)]
@@ -150,18 +142,69 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let err = http_get(&action, &container(), "127.0.0.1", Duration::from_secs(2))
+        let answered = http_get(&action, &container(), "127.0.0.1", Duration::from_secs(2))
             .await
-            .unwrap_err();
-        assert!(err.contains("HTTP 500"), "{err}");
+            .unwrap();
+        assert_eq!(
+            answered,
+            HookResponse::Answered(500),
+            "the status is not judged"
+        );
         let request = server.await.unwrap();
         assert!(
             request.starts_with("GET /shutdown HTTP/1.1\r\n"),
             "{request}"
         );
-        assert!(
-            request.to_ascii_lowercase().contains("x-why: drain"),
-            "{request}"
-        );
+        let lower = request.to_ascii_lowercase();
+        assert!(lower.contains("x-why: drain"), "{request}");
+        assert!(lower.contains("user-agent: kube-lifecycle/1."), "{request}");
+    }
+
+    #[tokio::test]
+    async fn https_hook_falls_back_to_plain_http() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            // The TLS ClientHello, answered in plain HTTP; then the plain retry.
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                requests.push(buf[..n].to_vec());
+                let _ = s
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+            requests
+        });
+        let action = HTTPGetAction {
+            path: Some("/drain".into()),
+            port: IntOrString::Int(i32::from(port)),
+            scheme: Some("HTTPS".into()),
+            ..Default::default()
+        };
+        let answered = http_get(&action, &container(), "127.0.0.1", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answered, HookResponse::FellBackToHttp(204));
+        let requests = server.await.unwrap();
+        assert_eq!(requests[0][0], 0x16, "first a TLS handshake record");
+        assert!(requests[1].starts_with(b"GET /drain HTTP/1.1\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let action = HTTPGetAction {
+            port: IntOrString::Int(i32::from(port)),
+            ..Default::default()
+        };
+        let err = http_get(&action, &container(), "127.0.0.1", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(err.contains("connection refused"), "{err}");
     }
 }

@@ -117,6 +117,12 @@ fn authority_and_path(https: bool, rest: &str) -> Url {
 /// The request headers: the probe's own, then the defaults it did not name; a header the
 /// probe set to an empty value is left out.
 pub(crate) fn request_headers(custom: &[HTTPHeader]) -> Vec<(String, String)> {
+    headers_with_agent(custom, user_agent())
+}
+
+/// [`request_headers`] with another default `User-Agent` (lifecycle hooks send
+/// `kube-lifecycle/<major>.<minor>`).
+pub(crate) fn headers_with_agent(custom: &[HTTPHeader], agent: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = custom
         .iter()
         .filter(|h| !h.value.is_empty())
@@ -124,7 +130,7 @@ pub(crate) fn request_headers(custom: &[HTTPHeader]) -> Vec<(String, String)> {
         .collect();
     let named = |n: &str| custom.iter().any(|h| h.name.eq_ignore_ascii_case(n));
     if !named("User-Agent") {
-        out.push(("User-Agent".into(), user_agent().into()));
+        out.push(("User-Agent".into(), agent.into()));
     }
     if !named("Accept") {
         out.push(("Accept".into(), "*/*".into()));
@@ -216,10 +222,10 @@ async fn get_following(url: Url, headers: &[(String, String)]) -> Outcome {
     }
 }
 
-type Response = (StatusCode, Option<String>, Vec<u8>);
+pub(crate) type Response = (StatusCode, Option<String>, Vec<u8>);
 
 /// One GET on a new connection: status, `Location`, the first [`MAX_BODY`] bytes of the body.
-async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, String> {
+pub(crate) async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, String> {
     let addr = join_host_port(&url.host, url.port);
     let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await

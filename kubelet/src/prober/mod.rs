@@ -16,7 +16,7 @@
 
 mod exec;
 mod grpc;
-mod http;
+pub(crate) mod http;
 pub mod metrics;
 mod tcp;
 mod tls;

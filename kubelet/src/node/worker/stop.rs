@@ -129,9 +129,21 @@ pub(in crate::node) async fn stop_one(
                 Err(e) => Some(e.to_string()),
             }
         } else if let Some(action) = &hook.http_get {
-            crate::node::hooks::http_get(action, c, &pod_ip, grace)
-                .await
-                .err()
+            match crate::node::hooks::http_get(action, c, &pod_ip, grace).await {
+                Ok(crate::node::hooks::HookResponse::FellBackToHttp(_)) => {
+                    k.events.warning(
+                        &ObjectRef::pod(&pod_obj),
+                        "LifecycleHTTPFallback",
+                        format!(
+                            "request to HTTPS lifecycle hook {} got HTTP response, retry with HTTP succeeded",
+                            action.host.as_deref().filter(|h| !h.is_empty()).unwrap_or(&pod_ip)
+                        ),
+                    );
+                    None
+                }
+                Ok(_) => None,
+                Err(e) => Some(e),
+            }
         } else {
             None
         };
