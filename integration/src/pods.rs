@@ -75,3 +75,18 @@ pub fn with_agent(
     result?;
     guard.check()
 }
+
+/// A pod manifest named `name`, labelled `app: <name>`, whose indented `body` (`containers:` and
+/// the rest of the spec) says `IMAGE` for `image`. A 1 s grace period unless the body sets its
+/// own (a shell as PID 1 ignores SIGTERM, so removal would otherwise take 30 s).
+pub fn pod_yaml(name: &str, image: &str, body: &str) -> String {
+    let grace = if body.contains("terminationGracePeriodSeconds") {
+        ""
+    } else {
+        "  terminationGracePeriodSeconds: 1\n"
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{grace}{}",
+        body.replace("IMAGE", image)
+    )
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use kubenode_integration::agent::in_node;
-use kubenode_integration::pods::{all_running, container, phase, with_agent};
+use kubenode_integration::pods::{all_running, container, phase, pod_yaml, with_agent};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 use serde_json::Value;
 
@@ -30,20 +30,6 @@ fn main() {
         ),
         privileged("termination_message_and_max_pods", termination_and_max_pods),
     ])
-}
-
-/// A pod manifest; `body` is the indented spec with `IMAGE` for the test image. Pods end
-/// within 2 s (a shell as PID 1 ignores SIGTERM) unless the body sets its own grace period.
-fn pod_yaml(name: &str, image: &str, body: &str) -> String {
-    let grace = if body.contains("terminationGracePeriodSeconds") {
-        ""
-    } else {
-        "  terminationGracePeriodSeconds: 2\n"
-    };
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{grace}{}",
-        body.replace("IMAGE", image)
-    )
 }
 
 fn web_pod() -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::in_node;
-use kubenode_integration::pods::{container, with_agent};
+use kubenode_integration::pods::{container, pod_yaml, with_agent};
 use kubenode_integration::{privileged, run_tests, TestAgent};
 use serde_json::Value;
 
@@ -19,15 +19,6 @@ fn main() {
         privileged("timeouts_redirects_named_and_closed_ports", http_edge_cases),
         privileged("readiness_drives_service_endpoints", readiness_endpoints),
     ])
-}
-
-/// A pod manifest with a 1 s grace period (a shell as PID 1 ignores SIGTERM); `body` is the
-/// indented spec with `IMAGE` for the test image.
-fn pod_yaml(name: &str, image: &str, body: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
-        body.replace("IMAGE", image)
-    )
 }
 
 fn running(p: &Value, name: &str) -> bool {

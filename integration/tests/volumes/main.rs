@@ -16,7 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
-pub(crate) use kubenode_integration::pods::{all_running, container, phase, uid, with_agent};
+pub(crate) use kubenode_integration::pods::{
+    all_running, container, phase, pod_yaml, uid, with_agent,
+};
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
 use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
@@ -45,13 +47,6 @@ fn main() {
         ),
         privileged("nfs_through_a_configured_mount_program", nfs_fake_server),
     ])
-}
-
-pub(crate) fn pod_yaml(name: &str, image: &str, body: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
-        body.replace("IMAGE", image)
-    )
 }
 
 /// Mount points (from this process's mountinfo) at or below `dir`.
