@@ -16,6 +16,7 @@ mod image;
 mod netns;
 mod registry;
 mod trials;
+pub mod vm;
 
 pub use agent::TestAgent;
 pub use cmd::{run, run_ok, sh};
