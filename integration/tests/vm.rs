@@ -187,11 +187,13 @@ fn nfs_volume() -> anyhow::Result<()> {
     let script = format!(
         r#"
 mkdir -p /mnt/nfs
-mount -t nfs 10.0.2.2:/export /mnt/nfs 2>/tmp/mount.err || {{ cat /tmp/mount.err; fail nfs-mount "mount -t nfs 10.0.2.2:/export failed"; }}
+mount -v -t nfs 10.0.2.2:/export /mnt/nfs >/tmp/mount.log 2>&1 || {{ cat /tmp/mount.log; fail nfs-mount "mount -t nfs 10.0.2.2:/export failed"; }}
 grep -qx {read_token} /mnt/nfs/token || fail nfs-mount "the host's token is not in /mnt/nfs/token"
 echo {guest_token} >/mnt/nfs/from-guest || fail nfs-mount "writing /mnt/nfs/from-guest failed"
+cat /tmp/mount.log
+how=$(grep ' /mnt/nfs ' /proc/mounts)
 umount /mnt/nfs || fail nfs-mount "umount failed"
-pass nfs-mount
+pass nfs-mount "$how"
 import_image
 start_agent
 pod=nfs-reader-$(hostname)
@@ -217,11 +219,13 @@ spec:
       mountPath: /data
 EOF
 wait_running "$pod" pod-running
-read_it() {{ kubenode logs "$pod" -c reader | grep -qx {read_token}; }}
-wait_for 30 read_it || {{ kubenode logs "$pod" -c reader; fail pod-read "the pod's output lacks the host's token"; }}
+read_it() {{ kubenode logs "$pod" -c reader >/tmp/reader.log 2>&1; grep -qx {read_token} /tmp/reader.log; }}
+# The container's first line is the file or cat's error: stop waiting at either.
+said() {{ read_it || grep -q "can't open" /tmp/reader.log; }}
+wait_for 30 said; read_it || {{ kubenode logs "$pod" -c reader; fail pod-read "the pod's output lacks the host's token"; }}
 pass pod-read
 grep -q ' nfs4\? ' /proc/mounts || fail volume-mounted "no nfs mount in /proc/mounts while the pod runs"
-pass volume-mounted
+pass volume-mounted "$(grep ' nfs4\? ' /proc/mounts)"
 rm "$manifests/nfs.yaml"
 wait_for 60 gone "$pod" || fail volume-unmounted "pod $pod still listed 60 s after its manifest went"
 if grep ' nfs4\? ' /proc/mounts; then fail volume-unmounted "an nfs mount is left after the pod went"; fi

@@ -227,13 +227,13 @@ fn runtime_tools(fs: &Initramfs) -> anyhow::Result<()> {
     for (src, dst) in [
         ("/usr/bin/mount", "/usr/bin/mount"),
         ("/usr/bin/umount", "/usr/bin/umount"),
-        ("/sbin/mount.nfs", "/usr/sbin/mount.nfs"),
+        ("/sbin/mount.nfs", "/sbin/mount.nfs"),
     ] {
         fs.add_binary(Path::new(src), dst, false)
             .with_context(|| format!("{src} (apt-get install mount nfs-common)"))?;
     }
     for link in ["mount.nfs4", "umount.nfs", "umount.nfs4"] {
-        fs.symlink("mount.nfs", &format!("/usr/sbin/{link}"))?;
+        fs.symlink("mount.nfs", &format!("/sbin/{link}"))?;
     }
     fs.copy(Path::new("/etc/netconfig"), "/etc/netconfig")?;
     std::fs::create_dir_all(fs.path("/var/lib/nfs"))?;

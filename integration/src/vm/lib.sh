@@ -1,8 +1,8 @@
 # Helpers for a VM test script: /etc/vm/test.sh starts with `. /etc/vm/lib.sh` (the kit adds it).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# pass STEP: reports a passed step.
-pass() { echo "KNVM:PASS $1 (uptime $(cut -d" " -f1 /proc/uptime) s)"; }
+# pass STEP [DETAILS]: reports a passed step.
+pass() { echo "KNVM:PASS $1 ${2:+$2 }(uptime $(cut -d" " -f1 /proc/uptime) s)"; }
 
 # fail STEP WHY: reports a failed step and ends the script.
 fail() {
