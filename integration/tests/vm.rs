@@ -76,6 +76,12 @@ $(sed -n 's/^ExecStartPre=//p' "$unit")
 EOF
     cmd=$(sed -n 's/^ExecStart=//p' "$unit" | tail -n 1)
     [ -n "$cmd" ] || fail agent-start "no ExecStart in $unit"
+    # The limits the unit sets that change what the agent does (it clamps rlimits to its own).
+    nofile=$(sed -n 's/^LimitNOFILE=//p' "$unit" | tail -n 1)
+    if [ -n "$nofile" ]; then ulimit -n "$nofile" || fail agent-start "LimitNOFILE=$nofile"; fi
+    oom=$(sed -n 's/^OOMScoreAdjust=//p' "$unit" | tail -n 1)
+    if [ -n "$oom" ]; then echo "$oom" >/proc/self/oom_score_adj || fail agent-start "OOMScoreAdjust=$oom"; fi
+    pass agent-from-unit "$cmd"
   else
     cmd="/usr/local/bin/kubenode agent --pod-cidr 10.244.1.0/24"
   fi
@@ -164,6 +170,9 @@ pass pod-removed
         image = vm::IMAGE_REF
     );
     let run = boot(&guest, &script)?;
+    if guest.install == Install::DeployScript {
+        run.expect_passed(&["agent-from-unit"])?;
+    }
     run.expect_passed(&[
         "boot",
         "network",

@@ -196,6 +196,8 @@ fn base_system(fs: &Initramfs) -> anyhow::Result<()> {
         0o644,
     )?;
     fs.write("/etc/hostname", "kubenode-vm\n", 0o644)?;
+    // Where Debian's kmod puts it (a unit's `ExecStartPre=/sbin/modprobe ...`).
+    fs.symlink("/bin/busybox", "/sbin/modprobe")?;
     fs.write("/etc/resolv.conf", "nameserver 10.0.2.3\n", 0o644)?;
     fs.write(
         "/etc/nsswitch.conf",
