@@ -80,6 +80,7 @@ impl Kernel {
         let root = cache.join(&package);
         if !root.join(".complete").exists() {
             unpack(&package, &cache, &root)?;
+            prune(&cache, &package);
         }
         let version = package
             .strip_prefix("linux-image-")
@@ -159,7 +160,7 @@ fn unpack(package: &str, cache: &Path, root: &Path) -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     if debs(cache).is_empty() {
-        tracing_free_log(&format!("downloading {package} into {}", cache.display()));
+        progress(&format!("downloading {package} into {}", cache.display()));
         run_ok(
             Command::new("apt-get")
                 .args(["download", "-q", package])
@@ -188,10 +189,31 @@ fn unpack(package: &str, cache: &Path, root: &Path) -> anyhow::Result<()> {
     std::fs::rename(&partial, root)
         .with_context(|| format!("renaming {} to {}", partial.display(), root.display()))?;
     std::fs::write(root.join(".complete"), package)?;
+    // The unpacked tree is what is used; the package can be downloaded again if needed.
+    let _ = std::fs::remove_file(&deb);
     Ok(())
 }
 
+/// Removes other kernel packages (and their unpacked trees) from the cache: apt moved on.
+fn prune(cache: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name == keep || name.starts_with(&format!("{keep}_"));
+        if name.starts_with("linux-image-") && !ours {
+            let path = e.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
 /// Progress lines for slow, one-time steps (the harness has no logger; tests print to stderr).
-fn tracing_free_log(msg: &str) {
+fn progress(msg: &str) {
     eprintln!("vm: {msg}");
 }
