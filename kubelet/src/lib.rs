@@ -15,3 +15,4 @@ pub mod selector;
 pub mod source;
 pub mod status;
 pub mod validation;
+pub mod volume;

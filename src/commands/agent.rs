@@ -78,6 +78,9 @@ pub struct AgentArgs {
     /// The OCI runtime binary (runc, or a path).
     #[arg(long)]
     pub runtime: Option<PathBuf>,
+    /// The mount program for NFS volumes (default: `mount` from PATH).
+    #[arg(long)]
+    pub experimental_mounter_path: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -98,6 +101,7 @@ impl AgentArgs {
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             runtime: self.runtime.clone(),
+            mounter_path: self.experimental_mounter_path.clone(),
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct ConfigFile {
     pub cni_bin_dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounter_path: Option<String>,
 }
 
 /// Every key [`ConfigFile`] accepts, for the unknown-key check.
@@ -103,6 +105,7 @@ const KEYS: &[&str] = &[
     "cniConfDir",
     "cniBinDir",
     "runtime",
+    "mounterPath",
 ];
 
 impl ConfigFile {

@@ -41,6 +41,8 @@ pub struct Overrides {
     pub cni_bin_dir: Option<PathBuf>,
     /// `--runtime`
     pub runtime: Option<PathBuf>,
+    /// `--experimental-mounter-path`
+    pub mounter_path: Option<PathBuf>,
 }
 
 /// The effective configuration of one agent.
@@ -96,6 +98,9 @@ pub struct Config {
     pub container_log_max_size: u64,
     /// Container log files kept per container.
     pub container_log_max_files: u32,
+    /// The mount program for NFS volumes (`None`: `mount` from `PATH`); upstream's
+    /// `--experimental-mounter-path`, kubenode's `mounterPath` key.
+    pub mounter_path: Option<PathBuf>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -326,6 +331,10 @@ impl Config {
             runtime: path(&o.runtime, &cfg.runtime, DEFAULT_RUNTIME),
             container_log_max_size: log_size.value() as u64,
             container_log_max_files: log_files,
+            mounter_path: o
+                .mounter_path
+                .clone()
+                .or_else(|| cfg.mounter_path.as_ref().map(PathBuf::from)),
         })
     }
 
@@ -360,6 +369,7 @@ impl Config {
             cni_conf_dir: s(&self.cni_conf_dir),
             cni_bin_dir: s(&self.cni_bin_dir),
             runtime: s(&self.runtime),
+            mounter_path: self.mounter_path.as_deref().and_then(s),
         }
     }
 

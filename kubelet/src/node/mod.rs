@@ -35,6 +35,7 @@ use crate::backoff::{Clock, CrashBackoff, ImageBackoff};
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::source::Snapshot;
+use crate::volume::{SystemMounter, VolumeManager};
 
 /// What the kubelet needs from the rest of the node.
 #[derive(Debug)]
@@ -82,6 +83,8 @@ pub struct Kubelet {
     /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
     /// one).
     services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
+    /// Pod volumes.
+    volumes: Arc<VolumeManager>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -99,6 +102,12 @@ impl Kubelet {
         let host_resolv = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
         let crash = Mutex::new(CrashBackoff::new(parts.clock.clone()));
         let image_backoff = Mutex::new(ImageBackoff::new(parts.clock.clone()));
+        let mounter = SystemMounter::new(config.mounter_path.clone());
+        tracing::info!(mount_program = %mounter.program().display(), "volume mounter");
+        let volumes = Arc::new(VolumeManager::new(
+            &config.root_dir.join("pods"),
+            Arc::new(mounter),
+        ));
         Arc::new(Kubelet {
             config,
             parts,
@@ -109,6 +118,7 @@ impl Kubelet {
             host_resolv,
             proxy_tx: watch::channel(ProxyInput::default()).0,
             services: Mutex::new(None),
+            volumes,
         })
     }
 

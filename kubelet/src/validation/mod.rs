@@ -12,6 +12,7 @@ mod probe;
 pub mod quantity;
 mod service;
 
+pub(crate) use pod::has_backsteps;
 pub use pod::validate_pod;
 pub use service::{validate_endpoints, validate_service};
 

@@ -137,6 +137,7 @@ impl Runtime {
                     container_path: "/dev/shm".into(),
                     host_path: shm.clone(),
                     readonly: false,
+                    propagation: Default::default(),
                 });
             }
         }

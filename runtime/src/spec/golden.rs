@@ -155,21 +155,25 @@ fn golden_default_container() {
             container_path: "/etc/hosts".into(),
             host_path: "/var/lib/kubenode/pods/1234-abcd/etc-hosts".into(),
             readonly: false,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/resolv.conf".into(),
             host_path: "/var/lib/kubenode/pods/1234-abcd/resolv.conf".into(),
             readonly: true,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/hostname".into(),
             host_path: "/var/lib/kubenode/pods/1234-abcd/hostname".into(),
             readonly: true,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/dev/termination-log".into(),
             host_path: "/var/lib/kubenode/pods/1234-abcd/containers/app/0a1b2c3d".into(),
             readonly: false,
+            propagation: Default::default(),
         },
     ];
     check("container-default", &build(&c, None, &image(), &mounts));
@@ -277,4 +281,43 @@ fn invalid_user_is_an_error() {
         err.to_string().contains("unable to find user nobody"),
         "{err}"
     );
+}
+
+#[test]
+fn golden_volume_mounts() {
+    let c = Container {
+        name: "web".into(),
+        ..Default::default()
+    };
+    let pods = "/var/lib/kubenode/pods/1234-abcd";
+    let mounts = [
+        BindMount {
+            container_path: "/var/htdocs".into(),
+            host_path: format!("{pods}/volumes/kubernetes.io~empty-dir/html").into(),
+            readonly: true,
+            propagation: Propagation::Private,
+        },
+        BindMount {
+            container_path: "/host".into(),
+            host_path: "/srv/data".into(),
+            readonly: false,
+            propagation: Propagation::HostToContainer,
+        },
+        BindMount {
+            container_path: "/etc/app.ini".into(),
+            host_path: format!("{pods}/volume-subpaths/config/web/2").into(),
+            readonly: false,
+            propagation: Propagation::Private,
+        },
+    ];
+    let spec = build(&c, None, &image(), &mounts);
+    assert_eq!(
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .rootfs_propagation()
+            .as_deref(),
+        Some("rslave")
+    );
+    check("container-volumes", &spec);
 }

@@ -94,6 +94,33 @@ pub struct BindMount {
     pub host_path: PathBuf,
     /// Mounted read-only.
     pub readonly: bool,
+    /// Mount propagation (a volumeMount's `mountPropagation`).
+    #[serde(default)]
+    pub propagation: Propagation,
+}
+
+/// Mount propagation of a bind mount, as a volumeMount's `mountPropagation` names it:
+/// `None` = `rprivate`, `HostToContainer` = `rslave`, `Bidirectional` = `rshared`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Propagation {
+    /// `None`: nothing propagates (`rprivate`).
+    #[default]
+    Private,
+    /// `HostToContainer`: host mounts below the source appear in the container (`rslave`).
+    HostToContainer,
+    /// `Bidirectional`: mounts propagate both ways (`rshared`; privileged containers only).
+    Bidirectional,
+}
+
+impl Propagation {
+    /// The OCI mount option.
+    pub fn option(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        }
+    }
 }
 
 /// Limits of the agent's own process that container settings must respect.
@@ -311,8 +338,15 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .unwrap_or(false);
     for m in input.mounts {
         mount_list.retain(|d| d.destination() != Path::new(&m.container_path));
-        mount_list.push(mounts::bind(&m.container_path, &m.host_path, m.readonly)?);
+        mount_list.push(mounts::bind(
+            &m.container_path,
+            &m.host_path,
+            m.readonly,
+            m.propagation,
+        )?);
     }
+    // containerd: a shared mount needs a shared rootfs, a slave one at least a slave rootfs.
+    let rootfs_propagation = mounts::rootfs_propagation(input.mounts);
 
     let mut namespaces = vec![
         ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
@@ -347,6 +381,9 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
 
     if privileged && !input.host_devices.is_empty() {
         linux.set_devices(Some(input.host_devices.to_vec()));
+    }
+    if let Some(p) = rootfs_propagation {
+        linux.set_rootfs_propagation(Some(p.into()));
     }
     let annotations = HashMap::from([
         (

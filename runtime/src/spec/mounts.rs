@@ -3,7 +3,7 @@
 
 use oci_spec::runtime::{Capability, Mount, MountBuilder};
 
-use super::SpecError;
+use super::{BindMount, Propagation, SpecError};
 
 /// containerd's (Docker's) 14 default capabilities.
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
@@ -150,8 +150,13 @@ pub fn default_mounts(sys_rw: bool) -> Result<Vec<Mount>, SpecError> {
 }
 
 /// A bind mount of a host path into the container.
-pub fn bind(dest: &str, source: &std::path::Path, readonly: bool) -> Result<Mount, SpecError> {
-    let mut options = vec!["rbind", "rprivate"];
+pub fn bind(
+    dest: &str,
+    source: &std::path::Path,
+    readonly: bool,
+    propagation: Propagation,
+) -> Result<Mount, SpecError> {
+    let mut options = vec!["rbind", propagation.option()];
     options.push(if readonly { "ro" } else { "rw" });
     MountBuilder::default()
         .destination(dest)
@@ -160,6 +165,24 @@ pub fn bind(dest: &str, source: &std::path::Path, readonly: bool) -> Result<Moun
         .options(options.into_iter().map(String::from).collect::<Vec<_>>())
         .build()
         .map_err(SpecError::Oci)
+}
+
+/// `linux.rootfsPropagation` for these mounts (containerd's CRI): `rshared` when one is
+/// Bidirectional, `rslave` when one is HostToContainer, else unset (runc's default).
+pub fn rootfs_propagation(mounts: &[BindMount]) -> Option<&'static str> {
+    if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
+    {
+        Some("rshared")
+    } else if mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::HostToContainer)
+    {
+        Some("rslave")
+    } else {
+        None
+    }
 }
 
 fn normalize(cap: &str) -> String {

@@ -7,11 +7,13 @@
 //! containers, the CNI attachment, the sandbox and the pod's directories, collecting errors.
 //!
 //! Files: `sandbox` (find or create the sandbox, teardown), `start` (pull, create, start one
-//! container), `stop` (termination, preStop hooks, stop signals).
+//! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
+//! containers, emptyDir eviction, teardown).
 
 mod sandbox;
 mod start;
 mod stop;
+mod volumes;
 
 pub(super) use sandbox::remove_orphan;
 use sandbox::{ensure_sandbox, teardown_sandbox};
@@ -72,6 +74,8 @@ struct WorkerState {
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
+    /// The eviction message once the pod was evicted (emptyDir over its sizeLimit).
+    evicted: Option<String>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -125,6 +129,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         blocked: HashMap::new(),
         image_ids: HashMap::new(),
         status: None,
+        evicted: None,
     };
     loop {
         let desired = rx.borrow_and_update().clone();
@@ -190,6 +195,12 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
             return SANDBOX_RETRY;
         }
     };
+    if let Err(wait) = volumes::set_up_volumes(k, pod, state).await {
+        return wait;
+    }
+    if volumes::evict_if_over_limit(k, pod, &sandbox.id, state).await {
+        return RESYNC;
+    }
     let runtime = k.parts.runtime.clone();
     let sid = sandbox.id.clone();
     let instances = blocking(move || runtime.list_containers(Some(&sid))).await;

@@ -176,5 +176,5 @@ pub(in crate::node) async fn remove_orphan(k: Arc<Kubelet>, sandbox: Sandbox) {
     pod.metadata.namespace = Some(sandbox.pod.namespace.clone());
     pod.metadata.uid = Some(sandbox.pod.uid.clone());
     teardown_sandbox(&k, &pod, &sandbox.id, MIN_GRACE_AFTER_HOOK).await;
-    let _ = std::fs::remove_dir_all(k.pods_dir().join(&sandbox.pod.uid));
+    super::volumes::tear_down_volumes(&k, &sandbox.pod.uid).await;
 }

@@ -43,16 +43,19 @@ pub(super) async fn start_container(
             container_path: "/etc/hosts".into(),
             host_path: pods_dir.join("etc-hosts"),
             readonly: false,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/resolv.conf".into(),
             host_path: pods_dir.join("resolv.conf"),
             readonly: false,
+            propagation: Default::default(),
         },
         BindMount {
             container_path: "/etc/hostname".into(),
             host_path: pods_dir.join("hostname"),
             readonly: false,
+            propagation: Default::default(),
         },
     ];
     let term_path = container
@@ -63,7 +66,24 @@ pub(super) async fn start_container(
         container_path: term_path,
         host_path: term_log,
         readonly: false,
+        propagation: Default::default(),
     });
+    match super::volumes::container_mounts(k, pod, &container).await {
+        Ok(volume_mounts) => mounts.extend(volume_mounts),
+        Err(message) => {
+            k.events
+                .warning(&obj, "Failed", format!("Error: {message}"));
+            state.blocked.insert(
+                container.name.clone(),
+                Blocked {
+                    reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
+                    message,
+                    retry_at: Some(Instant::now() + CREATE_RETRY),
+                },
+            );
+            return Some(CREATE_RETRY);
+        }
+    }
     let pod_ip = state.record.pod_ips.first().cloned();
     let config = ContainerConfig {
         resolved_env: observe::field_ref_env(

@@ -31,7 +31,7 @@ pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerSta
         }
     }
     let uid = uid_of(pod);
-    let _ = std::fs::remove_dir_all(k.pods_dir().join(&uid));
+    super::volumes::tear_down_volumes(k, &uid).await;
     let info = pod_info(pod);
     let _ = std::fs::remove_dir_all(
         k.config

@@ -1,0 +1,131 @@
+//! The worker's side of pod volumes: set them up before containers (a failure blocks the
+//! pod's containers with a `FailedMount` event and is retried), evict a pod whose disk
+//! emptyDir outgrew its `sizeLimit`, and tear volumes down with the pod. The logic lives in
+//! [`crate::volume`]; this file is the glue to events and status.
+
+use super::*;
+
+/// Wait before retrying volumes that failed to set up.
+const VOLUME_RETRY: Duration = Duration::from_secs(2);
+/// Upstream's pod status reason for an evicted pod.
+const EVICTED: &str = "Evicted";
+
+/// Sets the pod's volumes up. `Err(requeue)` when one failed: every container not running
+/// yet waits with `CreateContainerConfigError` naming the volume, and the pod gets a
+/// `FailedMount` warning per volume.
+pub(super) async fn set_up_volumes(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    state: &mut WorkerState,
+) -> Result<(), Duration> {
+    let volumes = k.volumes.clone();
+    let p = pod.clone();
+    let result = blocking(move || volumes.set_up_pod(&p)).await;
+    let blocked_by_volume = |b: &Blocked| {
+        b.reason == reason::CREATE_CONTAINER_CONFIG_ERROR
+            && b.message.starts_with("MountVolume.SetUp failed")
+    };
+    let errors = match result {
+        Ok(()) => {
+            state.blocked.retain(|_, b| !blocked_by_volume(b));
+            return Ok(());
+        }
+        Err(errors) => errors,
+    };
+    for e in &errors {
+        tracing::warn!(error = %e, "setting up a volume");
+        k.events
+            .warning(&ObjectRef::pod(pod), "FailedMount", e.to_string());
+    }
+    let message = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let spec = pod.spec.clone().unwrap_or_default();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+    {
+        state.blocked.insert(
+            c.name.clone(),
+            Blocked {
+                reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
+                message: message.clone(),
+                retry_at: None,
+            },
+        );
+    }
+    let instances = match state.record.sandbox_id.clone() {
+        Some(sid) => {
+            let runtime = k.parts.runtime.clone();
+            blocking(move || runtime.list_containers(Some(&sid))).await
+        }
+        None => Vec::new(),
+    };
+    publish(k, pod, state, true, &instances);
+    Err(VOLUME_RETRY)
+}
+
+/// The bind mounts of a container's volumeMounts; an error blocks the container with
+/// `CreateContainerConfigError` (as upstream's `makeMounts` failures do).
+pub(super) async fn container_mounts(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    container: &Container,
+) -> Result<Vec<BindMount>, String> {
+    let volumes = k.volumes.clone();
+    let (p, c) = (pod.clone(), container.clone());
+    blocking(move || volumes.container_mounts(&p, &c))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the pod's emptyDir size limits (rate-limited inside) and evicts it when one is
+/// exceeded: containers killed at once, pod `Failed` with reason `Evicted`, event `Evicted`.
+/// True when the pod is (now or already) evicted.
+pub(super) async fn evict_if_over_limit(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    sandbox_id: &str,
+    state: &mut WorkerState,
+) -> bool {
+    if state.evicted.is_none() {
+        let volumes = k.volumes.clone();
+        let p = pod.clone();
+        let Some(message) = blocking(move || volumes.check_size_limits(&p)).await else {
+            return false;
+        };
+        tracing::warn!(%message, "evicting the pod");
+        k.events
+            .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
+        state.evicted = Some(message);
+        stop_containers(k, pod, sandbox_id, Duration::ZERO).await;
+    }
+    let runtime = k.parts.runtime.clone();
+    let sid = sandbox_id.to_string();
+    let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
+    publish(k, pod, state, false, &instances);
+    if let (Some(status), Some(message)) = (state.status.as_mut(), state.evicted.as_ref()) {
+        status.phase = Some("Failed".into());
+        status.reason = Some(EVICTED.into());
+        status.message = Some(message.clone());
+        let mut pod = pod.clone();
+        pod.status = Some(status.clone());
+        k.set_pod(&uid_of(&pod), pod, state.record.sandbox_id.clone());
+    }
+    true
+}
+
+/// Unmounts the pod's volumes and removes its directory (never through a mount point).
+pub(super) async fn tear_down_volumes(k: &Arc<Kubelet>, uid: &str) {
+    let volumes = k.volumes.clone();
+    let u = uid.to_string();
+    if let Err(errors) = blocking(move || volumes.tear_down_pod(&u)).await {
+        for e in errors {
+            tracing::error!(pod_uid = uid, error = %e, "tearing down the pod's volumes; its directory is kept");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The volume manager: one per kubelet, used by the pod workers.
+//!
+//! [`VolumeManager::set_up_pod`] is called on every pass before containers start; it is cheap
+//! once a pod's volumes are up (an in-memory set), and otherwise reads the mount table once and
+//! sets up each volume idempotently. [`VolumeManager::container_mounts`] turns a container's
+//! `volumeMounts` into runtime bind mounts. [`VolumeManager::tear_down_pod`] unmounts whatever
+//! the mount table shows under the pod's directory (deepest first; it needs no pod spec, so
+//! it also cleans up after a crash or for an orphan) and then removes the directory safely.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use kubenode_runtime::spec::{BindMount, Propagation};
+
+use super::mounter::Mounter;
+use super::mountinfo::{self, MountPoint};
+use super::{empty_dir, host_path, nfs, remove, subpath, usage, SetUpError, VolumeError};
+
+/// Sets up and tears down pod volumes (see the module docs).
+#[derive(Debug)]
+pub struct VolumeManager {
+    pods_dir: PathBuf,
+    mounter: Arc<dyn Mounter>,
+    node_memory: u64,
+    ready: Mutex<HashSet<String>>,
+    checked: Mutex<HashMap<String, Instant>>,
+}
+
+/// The node's memory (`MemTotal` of `/proc/meminfo`), 0 when unknown.
+pub fn node_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn uid_of(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
+}
+
+impl VolumeManager {
+    /// A manager for pods under `pods_dir` (`<root>/pods`), mounting through `mounter`, with
+    /// the node's memory read from `/proc/meminfo`.
+    pub fn new(pods_dir: &Path, mounter: Arc<dyn Mounter>) -> Self {
+        // Mount tables hold canonical paths: compare against the canonical directory.
+        let _ = std::fs::create_dir_all(pods_dir);
+        let pods_dir = std::fs::canonicalize(pods_dir).unwrap_or_else(|_| pods_dir.into());
+        VolumeManager {
+            pods_dir,
+            mounter,
+            node_memory: node_memory(),
+            ready: Mutex::new(HashSet::new()),
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same manager with another node memory size (the tmpfs size bound).
+    pub fn with_node_memory(mut self, bytes: u64) -> Self {
+        self.node_memory = bytes;
+        self
+    }
+
+    /// `<pods>/<uid>`.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir.join(uid)
+    }
+
+    /// Where the volume `vol` of pod `uid` lives on the host, and whether its source is
+    /// read-only (an `nfs` volume with `readOnly`).
+    pub fn volume_path(&self, uid: &str, vol: &Volume) -> Option<(PathBuf, bool)> {
+        let under = |plugin: &str| {
+            self.pod_dir(uid)
+                .join("volumes")
+                .join(plugin)
+                .join(&vol.name)
+        };
+        if vol.empty_dir.is_some() {
+            Some((under(empty_dir::PLUGIN_DIR), false))
+        } else if let Some(h) = &vol.host_path {
+            Some((PathBuf::from(&h.path), false))
+        } else {
+            vol.nfs
+                .as_ref()
+                .map(|n| (under(nfs::PLUGIN_DIR), n.read_only == Some(true)))
+        }
+    }
+
+    /// Sets up every volume of the pod (idempotent; cheap once done). Each failing volume is
+    /// one error; the others are still set up.
+    pub fn set_up_pod(&self, pod: &Pod) -> Result<(), Vec<VolumeError>> {
+        let uid = uid_of(pod);
+        if self.ready.lock().expect("ready lock").contains(uid) {
+            return Ok(());
+        }
+        let mounts = self
+            .mounter
+            .mount_points()
+            .map_err(|e| vec![VolumeError::from(e)])?;
+        let mut errors = Vec::new();
+        for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Err(source) = self.set_up_volume(pod, vol, &mounts) {
+                errors.push(VolumeError::SetUp {
+                    volume: vol.name.clone(),
+                    source,
+                });
+            }
+        }
+        if errors.is_empty() {
+            self.ready.lock().expect("ready lock").insert(uid.into());
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn set_up_volume(
+        &self,
+        pod: &Pod,
+        vol: &Volume,
+        mounts: &[MountPoint],
+    ) -> Result<(), SetUpError> {
+        let (dir, _) = self
+            .volume_path(uid_of(pod), vol)
+            .ok_or(SetUpError::Unsupported)?;
+        if let Some(e) = &vol.empty_dir {
+            empty_dir::set_up(&*self.mounter, &dir, e, pod, self.node_memory, mounts)
+        } else if let Some(h) = &vol.host_path {
+            host_path::set_up(h)
+        } else if let Some(n) = &vol.nfs {
+            nfs::set_up(&*self.mounter, &dir, n, mounts)
+        } else {
+            Err(SetUpError::Unsupported)
+        }
+    }
+
+    /// The bind mounts of a container's `volumeMounts` (subPaths prepared safely).
+    pub fn container_mounts(
+        &self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<Vec<BindMount>, VolumeError> {
+        let uid = uid_of(pod);
+        let volumes: &[Volume] = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_deref())
+            .unwrap_or_default();
+        let mut table: Option<Vec<MountPoint>> = None;
+        let mut out = Vec::new();
+        for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
+            let missing = || VolumeError::NoVolume {
+                volume: m.name.clone(),
+                container: container.name.clone(),
+            };
+            let vol = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .ok_or_else(missing)?;
+            let (mut host, source_ro) = self.volume_path(uid, vol).ok_or_else(missing)?;
+            if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(VolumeError::SubPathExpr {
+                    volume: m.name.clone(),
+                    container: container.name.clone(),
+                });
+            }
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                if table.is_none() {
+                    table = Some(self.mounter.mount_points()?);
+                }
+                let target = self
+                    .pod_dir(uid)
+                    .join("volume-subpaths")
+                    .join(&m.name)
+                    .join(&container.name)
+                    .join(index.to_string());
+                host = subpath::prepare(
+                    &*self.mounter,
+                    &host,
+                    sub,
+                    &target,
+                    table.as_deref().unwrap_or_default(),
+                )
+                .map_err(|source| {
+                    tracing::warn!(volume = %m.name, container = %container.name, sub_path = sub, error = %source, "refusing a subPath");
+                    VolumeError::SubPath {
+                        volume: m.name.clone(),
+                        container: container.name.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+            }
+            out.push(BindMount {
+                container_path: m.mount_path.clone(),
+                host_path: host,
+                readonly: m.read_only == Some(true) || source_ro,
+                propagation: match m.mount_propagation.as_deref() {
+                    Some("HostToContainer") => Propagation::HostToContainer,
+                    Some("Bidirectional") => Propagation::Bidirectional,
+                    _ => Propagation::Private,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unmounts everything mounted under the pod's directory (deepest first), then removes the
+    /// directory, never crossing a mount point. Keeps going past failures and reports them all;
+    /// the directory stays when anything could not be unmounted.
+    pub fn tear_down_pod(&self, uid: &str) -> Result<(), Vec<VolumeError>> {
+        self.ready.lock().expect("ready lock").remove(uid);
+        self.checked.lock().expect("checked lock").remove(uid);
+        let dir = self.pod_dir(uid);
+        let mut errors = Vec::new();
+        let mounts = self
+            .mounter
+            .mount_points()
+            .map_err(|e| vec![VolumeError::from(e)])?;
+        for m in mountinfo::under(&mounts, &dir) {
+            match self.mounter.unmount(&m.target) {
+                Ok(()) => {
+                    tracing::info!(target = %m.target.display(), fstype = %m.fstype, "unmounted pod volume")
+                }
+                Err(source) => errors.push(VolumeError::Unmount {
+                    uid: uid.into(),
+                    path: m.target.clone(),
+                    source,
+                }),
+            }
+        }
+        let mounts = self
+            .mounter
+            .mount_points()
+            .map_err(|e| vec![VolumeError::from(e)])?;
+        if let Err(source) = remove::remove_dir_safely(&dir, &mounts) {
+            errors.push(VolumeError::Remove {
+                uid: uid.into(),
+                source,
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The eviction message when a disk emptyDir of the pod uses more than its `sizeLimit`.
+    /// Measures at most every [`usage::CHECK_INTERVAL`] per pod; `None` in between.
+    pub fn check_size_limits(&self, pod: &Pod) -> Option<String> {
+        let uid = uid_of(pod);
+        let now = Instant::now();
+        {
+            let mut checked = self.checked.lock().expect("checked lock");
+            if checked
+                .get(uid)
+                .is_some_and(|at| now.duration_since(*at) < usage::CHECK_INTERVAL)
+            {
+                return None;
+            }
+            checked.insert(uid.into(), now);
+        }
+        self.exceeded(pod)
+    }
+
+    /// The eviction message when a disk emptyDir of the pod uses more than its `sizeLimit`.
+    pub fn exceeded(&self, pod: &Pod) -> Option<String> {
+        let uid = uid_of(pod);
+        for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(e) = &vol.empty_dir else { continue };
+            if e.medium.as_deref().is_some_and(|m| !m.is_empty()) {
+                continue;
+            }
+            let Some(limit) = &e.size_limit else { continue };
+            let Ok(bytes) = crate::validation::quantity::Quantity::parse(&limit.0) else {
+                continue;
+            };
+            let Some((dir, _)) = self.volume_path(uid, vol) else {
+                continue;
+            };
+            match usage::disk_usage(&dir) {
+                Ok(used) if i64::try_from(used).unwrap_or(i64::MAX) > bytes.value() => {
+                    return Some(usage::exceeded_message(&vol.name, &limit.0));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(volume = %vol.name, error = %e, "measuring emptyDir usage")
+                }
+            }
+        }
+        None
+    }
+}

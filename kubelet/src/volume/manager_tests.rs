@@ -1,0 +1,281 @@
+//! Volume manager tests against the recording mounter.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource, Pod, PodSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kubenode_runtime::spec::Propagation;
+
+use super::testing::{Call, RecordingMounter};
+use super::Mounter;
+use super::VolumeManager;
+
+fn vol(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn pod(host: &Path) -> Pod {
+    let mut cache = vol("cache");
+    cache.empty_dir = Some(EmptyDirVolumeSource::default());
+    let mut mem = vol("mem");
+    mem.empty_dir = Some(EmptyDirVolumeSource {
+        medium: Some("Memory".into()),
+        size_limit: Some(Quantity("8Mi".into())),
+    });
+    let mut hp = vol("host");
+    hp.host_path = Some(HostPathVolumeSource {
+        path: host.display().to_string(),
+        type_: Some("DirectoryOrCreate".into()),
+    });
+    let mut share = vol("share");
+    share.nfs = Some(NFSVolumeSource {
+        server: "10.0.0.5".into(),
+        path: "/exports".into(),
+        read_only: Some(true),
+    });
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    };
+    let app = Container {
+        name: "app".into(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("cache", "/cache")
+            },
+            VolumeMount {
+                mount_propagation: Some("HostToContainer".into()),
+                ..mount("host", "/host")
+            },
+            mount("share", "/share"),
+            VolumeMount {
+                sub_path: Some("logs/app".into()),
+                ..mount("cache", "/logs")
+            },
+        ]),
+        ..Default::default()
+    };
+    let mut p = Pod::default();
+    p.metadata.uid = Some("uid-1".into());
+    p.spec = Some(PodSpec {
+        containers: vec![app],
+        volumes: Some(vec![cache, mem, hp, share]),
+        ..Default::default()
+    });
+    p
+}
+
+fn manager(root: &Path, m: &Arc<RecordingMounter>) -> VolumeManager {
+    VolumeManager::new(&root.join("pods"), m.clone()).with_node_memory(1 << 30)
+}
+
+#[test]
+fn sets_up_every_plugin_once_and_mounts_each_container_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let host = tmp.path().join("host/data");
+    let p = pod(&host);
+    vm.set_up_pod(&p).unwrap();
+    vm.set_up_pod(&p).unwrap();
+    let pod_dir = vm.pod_dir("uid-1");
+    assert!(pod_dir
+        .join("volumes/kubernetes.io~empty-dir/cache")
+        .is_dir());
+    assert!(
+        host.is_dir(),
+        "DirectoryOrCreate did not create the host path"
+    );
+    let mounts: Vec<(String, String)> = m
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            Call::Mount { fstype, source, .. } => Some((fstype.clone(), source.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            ("tmpfs".to_string(), "tmpfs".to_string()),
+            ("nfs".to_string(), "10.0.0.5:/exports".to_string())
+        ]
+    );
+
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    let binds = vm.container_mounts(&p, c).unwrap();
+    assert_eq!(binds.len(), 4);
+    assert_eq!(
+        binds[0].host_path,
+        pod_dir.join("volumes/kubernetes.io~empty-dir/cache")
+    );
+    assert!(binds[0].readonly);
+    assert_eq!(binds[1].host_path, host);
+    assert_eq!(binds[1].propagation, Propagation::HostToContainer);
+    assert!(!binds[1].readonly);
+    assert!(
+        binds[2].readonly,
+        "a readOnly nfs volume must be mounted read-only"
+    );
+    assert_eq!(
+        binds[3].host_path,
+        pod_dir.join("volume-subpaths/cache/app/3")
+    );
+    assert!(pod_dir
+        .join("volumes/kubernetes.io~empty-dir/cache/logs/app")
+        .is_dir());
+}
+
+#[test]
+fn a_restarted_manager_reuses_existing_mounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let p = pod(&tmp.path().join("h"));
+    manager(tmp.path(), &m).set_up_pod(&p).unwrap();
+    let before = m.calls().len();
+    // A new manager (an agent restart) over the same mount table.
+    let vm = manager(tmp.path(), &m);
+    vm.set_up_pod(&p).unwrap();
+    assert_eq!(m.calls().len(), before, "mounted again after a restart");
+}
+
+#[test]
+fn teardown_unmounts_deepest_first_then_removes_the_pod_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let host = tmp.path().join("host");
+    let p = pod(&host);
+    vm.set_up_pod(&p).unwrap();
+    vm.container_mounts(&p, &p.spec.as_ref().unwrap().containers[0])
+        .unwrap();
+    std::fs::write(host.join("keep"), "host data").unwrap();
+    vm.tear_down_pod("uid-1").unwrap();
+    let unmounts: Vec<_> = m
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Unmount(_)))
+        .collect();
+    assert_eq!(unmounts.len(), 3);
+    assert!(matches!(&unmounts[0], Call::Unmount(p) if p.ends_with("volume-subpaths/cache/app/3")));
+    assert!(m.mount_points().unwrap().is_empty());
+    assert!(!vm.pod_dir("uid-1").exists());
+    assert_eq!(
+        std::fs::read_to_string(host.join("keep")).unwrap(),
+        "host data"
+    );
+}
+
+#[test]
+fn a_failed_unmount_keeps_the_directory_and_the_volume_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let p = pod(&tmp.path().join("h"));
+    vm.set_up_pod(&p).unwrap();
+    let nfs_dir = vm.pod_dir("uid-1").join("volumes/kubernetes.io~nfs/share");
+    std::fs::write(nfs_dir.join("on-the-server"), "precious").unwrap();
+    m.fail_unmounts(true);
+    let errors = vm.tear_down_pod("uid-1").unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("still mounted")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(nfs_dir.join("on-the-server")).unwrap(),
+        "precious"
+    );
+    // Once unmounting works again, teardown completes.
+    m.fail_unmounts(false);
+    vm.tear_down_pod("uid-1").unwrap();
+    assert!(!vm.pod_dir("uid-1").exists());
+}
+
+#[test]
+fn a_failing_volume_names_itself_and_others_still_set_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let mut p = pod(&file);
+    p.spec.as_mut().unwrap().volumes.as_mut().unwrap()[2]
+        .host_path
+        .as_mut()
+        .unwrap()
+        .type_ = Some("Directory".into());
+    let errors = vm.set_up_pod(&p).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].to_string(),
+        format!(
+            "MountVolume.SetUp failed for volume \"host\" : hostPath type check failed: {} is not a directory",
+            file.display()
+        )
+    );
+    assert!(vm
+        .pod_dir("uid-1")
+        .join("volumes/kubernetes.io~empty-dir/cache")
+        .is_dir());
+    // Retried on the next pass (not cached as ready).
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    vm.set_up_pod(&p).unwrap();
+}
+
+#[test]
+fn subpath_symlink_escape_is_refused_with_upstreams_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let p = pod(&tmp.path().join("h"));
+    vm.set_up_pod(&p).unwrap();
+    let cache = vm
+        .pod_dir("uid-1")
+        .join("volumes/kubernetes.io~empty-dir/cache");
+    std::os::unix::fs::symlink("/etc", cache.join("logs")).unwrap();
+    let e = vm
+        .container_mounts(&p, &p.spec.as_ref().unwrap().containers[0])
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "failed to prepare subPath for volumeMount \"cache\" of container \"app\""
+    );
+    assert!(!m.calls().iter().any(|c| matches!(c, Call::Bind { .. })));
+}
+
+#[test]
+fn size_limit_exceeded_gives_upstreams_eviction_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let mut p = pod(&tmp.path().join("h"));
+    p.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
+        .empty_dir
+        .as_mut()
+        .unwrap()
+        .size_limit = Some(Quantity("64Ki".into()));
+    vm.set_up_pod(&p).unwrap();
+    assert_eq!(vm.check_size_limits(&p), None);
+    let cache = vm
+        .pod_dir("uid-1")
+        .join("volumes/kubernetes.io~empty-dir/cache");
+    std::fs::write(cache.join("big"), vec![1u8; 256 * 1024]).unwrap();
+    // Rate-limited: the next check is not due yet.
+    assert_eq!(vm.check_size_limits(&p), None);
+    assert_eq!(
+        vm.exceeded(&p).as_deref(),
+        Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"64Ki\". ")
+    );
+}
