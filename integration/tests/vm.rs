@@ -112,11 +112,13 @@ fn boot(guest: &KubenodeGuest, script: &str) -> anyhow::Result<vm::GuestRun> {
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let run = guest.run(VM_TIMEOUT)?;
     eprintln!(
-        "guest finished in {:.1} s (kubenode installed by {:?}); passed: {:?}",
+        "guest finished in {:.1} s (kubenode installed by {:?}):",
         run.elapsed.as_secs_f64(),
-        guest.install,
-        run.markers.passed
+        guest.install
     );
+    for line in run.console.lines().filter(|l| l.contains("KNVM:")) {
+        eprintln!("  {}", line.trim_end());
+    }
     Ok(run)
 }
 
@@ -235,9 +237,86 @@ wait_for 30 said; read_it || {{ kubenode logs "$pod" -c reader; fail pod-read "t
 pass pod-read
 grep -q ' nfs4\? ' /proc/mounts || fail volume-mounted "no nfs mount in /proc/mounts while the pod runs"
 pass volume-mounted "$(grep ' nfs4\? ' /proc/mounts)"
-rm "$manifests/nfs.yaml"
-wait_for 60 gone "$pod" || fail volume-unmounted "pod $pod still listed 60 s after its manifest went"
-if grep ' nfs4\? ' /proc/mounts; then fail volume-unmounted "an nfs mount is left after the pod went"; fi
+
+# readOnly: the volume is mounted ro and the pod's write is refused.
+ro_pod=nfs-ro-$(hostname)
+cat >"$manifests/nfs-ro.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nfs-ro
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: share-ro
+    nfs:
+      server: 10.0.2.2
+      path: /export
+      readOnly: true
+  containers:
+  - name: reader
+    image: {image}
+    imagePullPolicy: Never
+    command: [sh, -c, 'cat /data/token; if echo x >/data/ro-write; then echo WRITE-OK; else echo WRITE-REFUSED; fi; sleep 3600']
+    volumeMounts:
+    - name: share-ro
+      mountPath: /data
+EOF
+# A missing export path: the mount fails, the pod does not start, an event carries the server's
+# error and no mount point is left.
+bad_pod=nfs-bad-$(hostname)
+cat >"$manifests/nfs-bad.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nfs-bad
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: missing
+    nfs:
+      server: 10.0.2.2
+      path: /export/no-such-dir
+  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    volumeMounts:
+    - name: missing
+      mountPath: /data
+EOF
+wait_running "$ro_pod" ro-running
+ro_said() {{ kubenode logs "$ro_pod" -c reader >/tmp/ro.log 2>&1; grep -q WRITE- /tmp/ro.log; }}
+wait_for 30 ro_said
+cat /tmp/ro.log
+grep -qx {read_token} /tmp/ro.log || fail read-only "the read-only pod did not read the token"
+grep -qx WRITE-REFUSED /tmp/ro.log || fail read-only "the read-only pod could write"
+grep -q 'share-ro nfs4\? ro,' /proc/mounts || {{ grep nfs /proc/mounts; fail read-only "share-ro is not mounted ro"; }}
+pass read-only
+failed_mount() {{ kubenode get events -A >/tmp/events 2>&1; grep FailedMount /tmp/events | grep -q missing; }}
+wait_for 60 failed_mount || {{ cat /tmp/events; fail failed-mount "no FailedMount event for volume missing"; }}
+grep FailedMount /tmp/events
+running "$bad_pod" && fail failed-mount "pod $bad_pod runs without its volume"
+# The agent retries every 2 s, making the mount point for each attempt: between attempts it
+# must be gone (sampled for ~4 s), and never mounted.
+absent=0
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+  ls -d "$root_dir"/pods/*/volumes/kubernetes.io~nfs/missing >/dev/null 2>&1 || absent=$((absent + 1))
+  if grep -q 'kubernetes.io~nfs/missing ' /proc/mounts; then fail failed-mount "the missing export is mounted"; fi
+  sleep 0.2
+done
+[ "$absent" -gt 0 ] || fail failed-mount "the failed mount's mount point stayed in all 20 samples"
+kubenode get events -A -o json >/tmp/events.json 2>&1
+grep -i 'no such file' /tmp/events.json || fail failed-mount "no event carries the server's error (No such file or directory)"
+pass failed-mount "absent in $absent of 20 samples"
+
+rm "$manifests/nfs.yaml" "$manifests/nfs-ro.yaml" "$manifests/nfs-bad.yaml"
+for p in "$pod" "$ro_pod" "$bad_pod"; do
+  wait_for 60 gone "$p" || fail volume-unmounted "pod $p still listed 60 s after its manifest went"
+done
+if grep ' nfs4\? ' /proc/mounts; then fail volume-unmounted "an nfs mount is left after the pods went"; fi
+if ls -d "$root_dir"/pods/*/volumes/kubernetes.io~nfs/* 2>/dev/null; then fail volume-unmounted "an nfs mount point is left"; fi
 pass volume-unmounted
 "#,
         image = vm::IMAGE_REF
@@ -255,6 +334,9 @@ pass volume-unmounted
         "pod-running",
         "pod-read",
         "volume-mounted",
+        "ro-running",
+        "read-only",
+        "failed-mount",
         "volume-unmounted",
     ]);
     ensure!(
@@ -263,6 +345,10 @@ pass volume-unmounted
         read("from-guest")
     );
     result?;
+    ensure!(
+        !nfs.export_dir().join("ro-write").exists(),
+        "the read-only pod's write reached the export"
+    );
     ensure!(
         read("from-pod").trim() == pod_token,
         "the pod's write did not reach the host's export (from-pod: {:?})",
