@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use kubenode_integration::vm::{self, Install, Kernel, KubenodeGuest, NfsServer};
-use kubenode_integration::{privileged, run_tests, unique_tag, Trial};
+use kubenode_integration::vm::{
+    self, Initramfs, Install, Kernel, KubenodeGuest, NfsServer, Vm, VmConfig,
+};
+use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, Trial};
 
 /// One VM at a time: the machine has 2 cores and TCG is CPU-bound.
 static ONE_VM: Mutex<()> = Mutex::new(());
@@ -18,8 +20,18 @@ const VM_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn main() {
     let trials = vec![
-        privileged("vm_smoke_install_and_run_a_pod", smoke),
-        privileged("vm_nfs_volume_end_to_end", nfs_volume),
+        privileged("vm_smoke_install_and_run_a_pod", || {
+            let tag = unique_tag("vms");
+            leak_checked(&[&tag], smoke(&tag))
+        }),
+        privileged("vm_kit_timeout_kills_qemu", || {
+            let tag = unique_tag("vmt");
+            leak_checked(&[&tag], timeout_kills_qemu(&tag))
+        }),
+        privileged("vm_nfs_volume_end_to_end", || {
+            let (tag, nfs_tag) = (unique_tag("vmn"), unique_tag("nfs"));
+            leak_checked(&[&tag, &nfs_tag], nfs_volume(&tag, &nfs_tag))
+        }),
     ];
     let trials: Vec<Trial> = match vm::unavailable() {
         Some(why) => {
@@ -107,6 +119,27 @@ wait_running() {
 }
 "#;
 
+/// The test's result, then (also after a failure) the check that qemu and ganesha are gone
+/// (no process carries a tag) and so are the guest's and the export's directories.
+fn leak_checked(tags: &[&str], result: anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut leaks = Vec::new();
+    for tag in tags {
+        if let Err(e) = LeakGuard::new(tag).check() {
+            leaks.push(format!("{e:#}"));
+        }
+        let dir = std::path::PathBuf::from(format!("/tmp/kn-{tag}"));
+        if dir.exists() {
+            leaks.push(format!("{} is left", dir.display()));
+        }
+    }
+    match (result, leaks.is_empty()) {
+        (Ok(()), true) => Ok(()),
+        (Ok(()), false) => anyhow::bail!("{}", leaks.join("\n")),
+        (Err(e), true) => Err(e),
+        (Err(e), false) => Err(e.context(format!("and also: {}", leaks.join("\n")))),
+    }
+}
+
 fn boot(guest: &KubenodeGuest, script: &str) -> anyhow::Result<vm::GuestRun> {
     guest.set_test_script(&format!("{AGENT_FNS}\n{script}"))?;
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,11 +155,58 @@ fn boot(guest: &KubenodeGuest, script: &str) -> anyhow::Result<vm::GuestRun> {
     Ok(run)
 }
 
+/// The kit's hard timeout: a guest that never finishes is killed, with the console in the error.
+fn timeout_kills_qemu(tag: &str) -> anyhow::Result<()> {
+    let kernel = Kernel::fetch()?;
+    let fs = Initramfs::new(tag)?;
+    kubenode_integration::busybox_rootfs(&fs.root())?;
+    fs.write(
+        "/init",
+        "#!/bin/sh\nbusybox mount -t devtmpfs devtmpfs /dev\nexec >/dev/console 2>&1\n\
+         echo 'KNVM:PASS boot'\nwhile :; do sleep 1; done\n",
+        0o755,
+    )?;
+    let cfg = VmConfig {
+        kernel: kernel.vmlinuz(),
+        initrd: fs.pack()?,
+        console_log: fs.scratch().join("console.log"),
+        memory_mib: 256,
+        cpus: 1,
+        append: "quiet".into(),
+        timeout: Duration::from_secs(30),
+    };
+    let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
+    let mut vm = Vm::boot(&cfg)?;
+    let err = match vm.wait() {
+        Ok(m) => anyhow::bail!("a guest that never finishes finished: {m:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("did not finish within 30s"),
+        "unexpected error: {err}"
+    );
+    ensure!(
+        err.contains("KNVM:PASS boot"),
+        "the error lacks the console: {err}"
+    );
+    ensure!(
+        vm.elapsed() < Duration::from_secs(40),
+        "wait() returned after {:?}",
+        vm.elapsed()
+    );
+    let leftovers = LeakGuard::new(tag).leftovers();
+    ensure!(
+        leftovers.is_empty(),
+        "qemu survives wait()'s timeout: {leftovers:?}"
+    );
+    Ok(())
+}
+
 /// Issue 9: kubenode installed into the guest's root with `deploy/install --root` and started
 /// with the unit's command line runs a busybox httpd pod that is Running and answers on its IP.
-fn smoke() -> anyhow::Result<()> {
+fn smoke(tag: &str) -> anyhow::Result<()> {
     let kernel = Kernel::fetch()?;
-    let guest = KubenodeGuest::build(&unique_tag("vms"), &kernel)?;
+    let guest = KubenodeGuest::build(tag, &kernel)?;
     if guest.install == Install::Minimal {
         eprintln!(
             "note: deploy/install is absent: kubenode was installed by the kit's minimal copy"
@@ -189,9 +269,9 @@ pass pod-removed
 
 /// Issue 7: ganesha on the host's loopback exports a directory; in the guest, `mount -t nfs`
 /// works, then a pod with an `nfs` volume reads the host's file and writes one the host finds.
-fn nfs_volume() -> anyhow::Result<()> {
+fn nfs_volume(tag: &str, nfs_tag: &str) -> anyhow::Result<()> {
     let kernel = Kernel::fetch()?;
-    let guest = KubenodeGuest::build(&unique_tag("vmn"), &kernel)?;
+    let guest = KubenodeGuest::build(tag, &kernel)?;
     let read_token = token("host");
     let guest_token = token("guest");
     let pod_token = token("pod");
@@ -321,7 +401,7 @@ pass volume-unmounted
 "#,
         image = vm::IMAGE_REF
     );
-    let nfs = NfsServer::start(&unique_tag("nfs"))?;
+    let nfs = NfsServer::start(nfs_tag)?;
     std::fs::write(nfs.export_dir().join("token"), format!("{read_token}\n"))?;
     let run = boot(&guest, &script).with_context(|| format!("ganesha log:\n{}", nfs.log()))?;
     let read = |f: &str| std::fs::read_to_string(nfs.export_dir().join(f)).unwrap_or_default();
