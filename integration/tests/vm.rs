@@ -177,6 +177,7 @@ fn smoke(tag: &str) -> anyhow::Result<()> {
         "pod-running",
         "pod-answers",
         "pod-removed",
+        "log-plain",
     ])
 }
 

@@ -32,3 +32,7 @@ pass pod-answers
 rm "$manifests/web.yaml"
 wait_for 60 gone "$pod" || fail pod-removed "pod $pod still listed 60 s after its manifest went"
 pass pod-removed
+# Not on a terminal (as under systemd, where stderr is the journal): plain text, no ANSI codes.
+[ -s /var/log/kubenode.log ] || fail log-plain "the agent wrote no log"
+if grep -q "$(printf '\033')" /var/log/kubenode.log; then fail log-plain "ANSI escape codes in the agent's log"; fi
+pass log-plain
