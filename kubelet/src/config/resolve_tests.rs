@@ -164,3 +164,22 @@ fn printed_file_round_trips() {
     c2.node_ip_rule = c.node_ip_rule.clone();
     assert_eq!(c, c2);
 }
+
+#[test]
+fn mounter_path_from_file_and_flag() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.mounter_path, None);
+    let (_d, p) = write(&format!("{HEAD}mounterPath: /opt/bin/mount\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.mounter_path.as_deref(), Some(Path::new("/opt/bin/mount")));
+    assert_eq!(c.to_file().mounter_path.as_deref(), Some("/opt/bin/mount"));
+    let flags = Overrides {
+        mounter_path: Some("/usr/local/bin/mount".into()),
+        ..Default::default()
+    };
+    let c = Config::resolve_with(Some(&p), &flags, &FakeHost).unwrap();
+    assert_eq!(
+        c.mounter_path.as_deref(),
+        Some(Path::new("/usr/local/bin/mount"))
+    );
+}

@@ -253,10 +253,14 @@ impl Kubelet {
             .into_iter()
             .filter(|s| !desired.contains(&s.pod.uid))
             .collect();
+        // Directories of desired pods and of sandboxes being removed are not orphans.
+        let mut keep = desired;
+        keep.extend(orphans.iter().map(|s| s.pod.uid.clone()));
         for sandbox in orphans {
             let k = self.clone();
             tokio::spawn(async move { worker::remove_orphan(k, sandbox).await });
         }
+        tokio::spawn(worker::remove_orphan_pod_dirs(self.clone(), keep));
     }
 
     /// Called by workers: the pod's latest state.

@@ -197,15 +197,39 @@ impl VolumeManager {
                     }
                 })?;
             }
+            let propagation = match m.mount_propagation.as_deref() {
+                Some("HostToContainer") => Propagation::HostToContainer,
+                Some("Bidirectional") => Propagation::Bidirectional,
+                _ => Propagation::Private,
+            };
+            if propagation != Propagation::Private {
+                if table.is_none() {
+                    table = Some(self.mounter.mount_points()?);
+                }
+                let real = std::fs::canonicalize(&host).unwrap_or_else(|_| host.clone());
+                let on = mountinfo::containing(table.as_deref().unwrap_or_default(), &real);
+                let (ok, need) = match propagation {
+                    Propagation::Bidirectional => (on.is_some_and(|m| m.is_shared()), "a shared"),
+                    _ => (
+                        on.is_some_and(|m| m.is_shared() || m.is_slave()),
+                        "a shared or slave",
+                    ),
+                };
+                if !ok {
+                    return Err(VolumeError::Propagation {
+                        volume: m.name.clone(),
+                        container: container.name.clone(),
+                        path: real,
+                        mount: on.map(|m| m.target.clone()).unwrap_or_default(),
+                        need,
+                    });
+                }
+            }
             out.push(BindMount {
                 container_path: m.mount_path.clone(),
                 host_path: host,
                 readonly: m.read_only == Some(true) || source_ro,
-                propagation: match m.mount_propagation.as_deref() {
-                    Some("HostToContainer") => Propagation::HostToContainer,
-                    Some("Bidirectional") => Propagation::Bidirectional,
-                    _ => Propagation::Private,
-                },
+                propagation,
             });
         }
         Ok(out)

@@ -74,7 +74,13 @@ fn pod(host: &Path) -> Pod {
     p
 }
 
+/// A manager over `root/pods`; the pretend mount table starts with a shared `/`, as on a
+/// systemd host.
 fn manager(root: &Path, m: &Arc<RecordingMounter>) -> VolumeManager {
+    if m.mount_points().unwrap().is_empty() {
+        m.add_mount("/dev/vda1", Path::new("/"), "ext4");
+        m.set_propagation(Path::new("/"), "shared:1");
+    }
     VolumeManager::new(&root.join("pods"), m.clone()).with_node_memory(1 << 30)
 }
 
@@ -112,6 +118,18 @@ fn sets_up_every_plugin_once_and_mounts_each_container_path() {
     );
 
     let c = &p.spec.as_ref().unwrap().containers[0];
+    // HostToContainer needs the source on a shared or slave mount (containerd's check).
+    m.add_mount("/dev/vdb", &host, "ext4");
+    let e = vm.container_mounts(&p, c).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "volumeMount \"host\" of container \"app\": path \"{}\" is mounted on \"{}\" but it is not a shared or slave mount",
+            host.canonicalize().unwrap().display(),
+            host.display()
+        )
+    );
+    m.set_propagation(&host, "master:7");
     let binds = vm.container_mounts(&p, c).unwrap();
     assert_eq!(binds.len(), 4);
     assert_eq!(
@@ -167,7 +185,13 @@ fn teardown_unmounts_deepest_first_then_removes_the_pod_directory() {
         .collect();
     assert_eq!(unmounts.len(), 3);
     assert!(matches!(&unmounts[0], Call::Unmount(p) if p.ends_with("volume-subpaths/cache/app/3")));
-    assert!(m.mount_points().unwrap().is_empty());
+    let left: Vec<_> = m
+        .mount_points()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.target)
+        .collect();
+    assert_eq!(left, [Path::new("/")]);
     assert!(!vm.pod_dir("uid-1").exists());
     assert_eq!(
         std::fs::read_to_string(host.join("keep")).unwrap(),

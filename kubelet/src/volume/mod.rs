@@ -111,6 +111,21 @@ pub enum VolumeError {
         /// The container.
         container: String,
     },
+    /// HostToContainer or Bidirectional propagation from a source whose mount does not
+    /// propagate (containerd's check and text).
+    #[error("volumeMount \"{volume}\" of container \"{container}\": path \"{}\" is mounted on \"{}\" but it is not {need} mount", path.display(), mount.display())]
+    Propagation {
+        /// The volume.
+        volume: String,
+        /// The container.
+        container: String,
+        /// The source path.
+        path: PathBuf,
+        /// The mount point it is on.
+        mount: PathBuf,
+        /// `a shared` (Bidirectional) or `a shared or slave` (HostToContainer).
+        need: &'static str,
+    },
     /// Something under the pod's directory could not be unmounted.
     #[error("unmounting {path} of pod {uid}: {source}")]
     Unmount {

@@ -137,6 +137,37 @@ pub fn mount_args(source: &str, target: &Path, fstype: &str, options: &[String])
     args
 }
 
+/// Runs `unmount` on its own thread and waits `timeout` for it; when it hangs (a dead NFS
+/// server never answers), runs `detach` (a lazy unmount) instead, with a warning. The hung
+/// thread is left behind.
+fn unmount_or_detach(
+    target: &Path,
+    timeout: Duration,
+    unmount: impl FnOnce() -> nix::Result<()> + Send + 'static,
+    detach: impl FnOnce() -> nix::Result<()>,
+) -> Result<(), MountError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(unmount());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(MountError::Syscall {
+            op: "unmounting",
+            target: target.into(),
+            source,
+        }),
+        Err(_) => {
+            tracing::warn!(target = %target.display(), ?timeout, "unmount hangs (server unreachable?); detaching it lazily");
+            detach().map_err(|source| MountError::Syscall {
+                op: "lazily unmounting",
+                target: target.into(),
+                source,
+            })
+        }
+    }
+}
+
 impl Mounter for SystemMounter {
     fn mount(
         &self,
@@ -225,31 +256,13 @@ impl Mounter for SystemMounter {
     }
 
     fn unmount(&self, target: &Path) -> Result<(), MountError> {
-        let (tx, rx) = std::sync::mpsc::channel();
         let path = target.to_path_buf();
-        // A blocking umount2 on a dead NFS server never returns: it runs on its own thread,
-        // which is left behind if it hangs.
-        std::thread::spawn(move || {
-            let _ = tx.send(nix::mount::umount2(&path, MntFlags::empty()));
-        });
-        match rx.recv_timeout(self.unmount_timeout) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(MountError::Syscall {
-                op: "unmounting",
-                target: target.into(),
-                source,
-            }),
-            Err(_) => {
-                tracing::warn!(target = %target.display(), timeout = ?self.unmount_timeout, "unmount hangs (server unreachable?); detaching it lazily");
-                nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(|source| {
-                    MountError::Syscall {
-                        op: "lazily unmounting",
-                        target: target.into(),
-                        source,
-                    }
-                })
-            }
-        }
+        unmount_or_detach(
+            target,
+            self.unmount_timeout,
+            move || nix::mount::umount2(&path, MntFlags::empty()),
+            || nix::mount::umount2(target, MntFlags::MNT_DETACH),
+        )
     }
 
     fn mount_points(&self) -> Result<Vec<MountPoint>, MountError> {
@@ -260,6 +273,47 @@ impl Mounter for SystemMounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hanging_unmount_is_detached_lazily() {
+        let detached = std::cell::Cell::new(false);
+        let started = Instant::now();
+        let r = unmount_or_detach(
+            Path::new("/p/nfs"),
+            Duration::from_millis(100),
+            || {
+                std::thread::sleep(Duration::from_secs(3));
+                Ok(())
+            },
+            || {
+                detached.set(true);
+                Ok(())
+            },
+        );
+        assert!(r.is_ok());
+        assert!(detached.get(), "not detached");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited for the hung unmount"
+        );
+        // A prompt failure (busy) is reported, not detached.
+        let detached = std::cell::Cell::new(false);
+        let e = unmount_or_detach(
+            Path::new("/p/busy"),
+            Duration::from_secs(5),
+            || Err(nix::errno::Errno::EBUSY),
+            || {
+                detached.set(true);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(!detached.get());
+        assert!(
+            e.to_string().starts_with("unmounting /p/busy: EBUSY"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn mount_args_as_mount_utils_builds_them() {

@@ -16,6 +16,24 @@ pub struct MountPoint {
     pub source: String,
     /// Per-mount options (`rw,nosuid,...`).
     pub options: String,
+    /// The optional fields: propagation (`shared:1`, `master:2`, `unbindable`), space-separated.
+    pub propagation: String,
+}
+
+impl MountPoint {
+    /// A shared mount (`shared:N`).
+    pub fn is_shared(&self) -> bool {
+        self.propagation
+            .split(' ')
+            .any(|f| f.starts_with("shared:"))
+    }
+
+    /// A slave mount (`master:N`).
+    pub fn is_slave(&self) -> bool {
+        self.propagation
+            .split(' ')
+            .any(|f| f.starts_with("master:"))
+    }
 }
 
 /// Decodes the `\040`-style octal escapes the kernel writes for space, tab, newline and `\`.
@@ -55,6 +73,7 @@ pub fn parse(text: &str) -> Vec<MountPoint> {
                 options: left.get(5)?.to_string(),
                 fstype: right.first()?.to_string(),
                 source: unescape(right.get(1)?),
+                propagation: left.get(6..).map(|f| f.join(" ")).unwrap_or_default(),
             })
         })
         .collect()
@@ -74,6 +93,17 @@ pub fn under<'a>(mounts: &'a [MountPoint], dir: &Path) -> Vec<&'a MountPoint> {
     found.sort_by_key(|m| std::cmp::Reverse(m.target.components().count()));
     found.dedup_by(|a, b| a.target == b.target);
     found
+}
+
+/// The mount `path` lives on: the one with the longest mount point that is a prefix of it
+/// (the latest such line when several are stacked).
+pub fn containing<'a>(mounts: &'a [MountPoint], path: &Path) -> Option<&'a MountPoint> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| path.starts_with(&m.target))
+        .max_by_key(|(i, m)| (m.target.components().count(), *i))
+        .map(|(_, m)| m)
 }
 
 /// The topmost mount exactly at `dir`, if any (the last line wins: it is the latest mount).
@@ -104,6 +134,17 @@ mod tests {
         );
         assert_eq!(m[2].source, "10.0.0.5:/exports/a");
         assert_eq!(m[2].fstype, "nfs4");
+        assert!(m[0].is_shared() && !m[0].is_slave());
+        assert!(!m[1].is_shared() && m[1].propagation.is_empty());
+        let path = Path::new("/var/lib/kubenode/pods/u1/volumes/kubernetes.io~empty-dir/cache/f");
+        assert_eq!(
+            containing(&m, path).map(|m| m.fstype.as_str()),
+            Some("tmpfs")
+        );
+        assert_eq!(
+            containing(&m, Path::new("/srv")).map(|m| m.target.as_path()),
+            Some(Path::new("/"))
+        );
     }
 
     #[test]

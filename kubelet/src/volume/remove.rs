@@ -106,6 +106,7 @@ mod tests {
             fstype: "nfs4".into(),
             source: "s:/e".into(),
             options: "rw".into(),
+            propagation: String::new(),
         }];
         let e = remove_dir_safely(&pod, &mounts).unwrap_err();
         assert!(matches!(e, RemoveError::Mounted(_)), "{e}");

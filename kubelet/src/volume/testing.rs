@@ -71,6 +71,20 @@ impl RecordingMounter {
         self.inner.lock().expect("mounter lock").fail_unmount = fail;
     }
 
+    /// Sets the propagation fields (`shared:1`, `master:1`) of the mounts at `target`.
+    pub fn set_propagation(&self, target: &Path, fields: &str) {
+        for m in self
+            .inner
+            .lock()
+            .expect("mounter lock")
+            .table
+            .iter_mut()
+            .filter(|m| m.target == target)
+        {
+            m.propagation = fields.into();
+        }
+    }
+
     /// Pretends `target` is mounted (as found after an agent restart).
     pub fn add_mount(&self, source: &str, target: &Path, fstype: &str) {
         self.inner
@@ -82,6 +96,7 @@ impl RecordingMounter {
                 fstype: fstype.into(),
                 source: source.into(),
                 options: "rw".into(),
+                propagation: String::new(),
             });
     }
 }
@@ -107,6 +122,7 @@ impl Mounter for RecordingMounter {
                 fstype: fstype.into(),
                 source: source.into(),
                 options: "rw".into(),
+                propagation: String::new(),
             });
         }
         match &i.fail_mount {
@@ -131,6 +147,7 @@ impl Mounter for RecordingMounter {
             fstype: "bind".into(),
             source: source.display().to_string(),
             options: "rw".into(),
+            propagation: String::new(),
         });
         Ok(())
     }

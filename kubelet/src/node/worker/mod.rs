@@ -20,6 +20,7 @@ use sandbox::{ensure_sandbox, teardown_sandbox};
 use start::start_container;
 use stop::stop_containers;
 use stop::terminate;
+pub(super) use volumes::remove_orphan_pod_dirs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -119,13 +119,46 @@ pub(super) async fn evict_if_over_limit(
     true
 }
 
-/// Unmounts the pod's volumes and removes its directory (never through a mount point).
+/// Teardown attempts before giving up until the next agent start (a mount can stay busy for
+/// a moment after its last process exits).
+const TEARDOWN_ATTEMPTS: u32 = 3;
+
+/// Unmounts the pod's volumes and removes its directory (never through a mount point),
+/// retrying a busy teardown a few times.
 pub(super) async fn tear_down_volumes(k: &Arc<Kubelet>, uid: &str) {
-    let volumes = k.volumes.clone();
-    let u = uid.to_string();
-    if let Err(errors) = blocking(move || volumes.tear_down_pod(&u)).await {
+    for attempt in 1..=TEARDOWN_ATTEMPTS {
+        let volumes = k.volumes.clone();
+        let u = uid.to_string();
+        let Err(errors) = blocking(move || volumes.tear_down_pod(&u)).await else {
+            return;
+        };
         for e in errors {
-            tracing::error!(pod_uid = uid, error = %e, "tearing down the pod's volumes; its directory is kept");
+            if attempt == TEARDOWN_ATTEMPTS {
+                tracing::error!(pod_uid = uid, error = %e, "tearing down the pod's volumes; its directory is kept until the next agent start");
+            } else {
+                tracing::warn!(pod_uid = uid, error = %e, attempt, "tearing down the pod's volumes; retrying");
+            }
         }
+        if attempt < TEARDOWN_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+    }
+}
+
+/// Tears down pod directories left by pods that are neither desired nor have a sandbox (an
+/// agent killed after removing a sandbox but before unmounting its volumes): upstream's
+/// orphaned pod directory cleanup, run once at start.
+pub(in crate::node) async fn remove_orphan_pod_dirs(k: Arc<Kubelet>, keep: Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(k.pods_dir()) else {
+        return;
+    };
+    for uid in entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|uid| !keep.contains(uid))
+    {
+        tracing::info!(pod_uid = %uid, "removing the directory of a pod that no longer exists");
+        tear_down_volumes(&k, &uid).await;
     }
 }

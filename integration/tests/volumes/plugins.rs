@@ -1,126 +1,17 @@
-//! Pod volumes end to end: emptyDir (disk and tmpfs), every hostPath type, readOnly, subPath
-//! (with symlink escapes), emptyDir sizeLimit eviction, an agent SIGKILLed between volume set-up
-//! and container start, and the mount-safe removal of a pod directory. Through the binary
-//! (`TestAgent`) except the last, which drives the volume manager with the real mounter.
+//! emptyDir (the course example, tmpfs with a size), every hostPath type, readOnly, subPath.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::in_node;
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent, TestDir};
 use serde_json::Value;
 
-fn main() {
-    run_tests(vec![
-        privileged(
-            "emptydir_writer_and_readonly_httpd",
-            emptydir_course_example,
-        ),
-        privileged("emptydir_memory_is_a_sized_tmpfs", tmpfs_with_size),
-        privileged("hostpath_every_type_and_failures", host_path_types),
-        privileged("readonly_and_subpath_with_symlink_escapes", subpaths),
-        privileged("emptydir_size_limit_evicts_the_pod", eviction),
-        privileged("agent_killed_after_volume_setup_no_double_mount", restart),
-        privileged("busy_volume_survives_a_failed_teardown", busy_teardown),
-    ])
-}
+use super::{
+    all_running, container, exec, mounts_below, phase, pod_yaml, remove_and_check, uid, with_agent,
+};
 
-fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
-}
-
-fn all_running(p: &Value) -> bool {
-    phase(p) == "Running"
-        && p["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
-}
-
-fn pod_yaml(name: &str, image: &str, body: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
-        body.replace("IMAGE", image)
-    )
-}
-
-fn uid(p: &Value) -> String {
-    p["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Mount points (from this process's mountinfo) at or below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = dir.display().to_string();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4).map(|t| (t.to_string(), l)))
-        .filter(|(t, _)| t.starts_with(&dir))
-        .map(|(_, l)| l.to_string())
-        .collect()
-}
-
-fn exec(agent: &TestAgent, pod: &str, c: &str, script: &str) -> anyhow::Result<(i32, String)> {
-    let out = agent.kubenode(&["exec", pod, "-c", c, "--", "sh", "-c", script])?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
-
-/// Runs `f` with a fresh agent; afterwards nothing may be mounted below the agent's
-/// directory and nothing tagged may survive.
-fn with_agent(
-    prefix: &str,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&agent.log(), 80)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
-}
-
-/// Removes the manifest, waits for the pod to go, and checks its volumes are unmounted and
-/// its directory gone.
-fn remove_and_check(agent: &TestAgent, file: &str, name: &str, uid: &str) -> anyhow::Result<()> {
-    agent.remove_manifest(file)?;
-    agent.wait_gone(name, Duration::from_secs(45))?;
-    let pod_dir = agent.dir.join("root/pods").join(uid);
-    let left = mounts_below(&pod_dir);
-    ensure!(
-        left.is_empty(),
-        "still mounted after the pod went: {left:?}"
-    );
-    ensure!(!pod_dir.exists(), "{} left behind", pod_dir.display());
-    Ok(())
-}
-
-fn emptydir_course_example() -> anyhow::Result<()> {
+pub(crate) fn emptydir_course_example() -> anyhow::Result<()> {
     with_agent("ve", |agent| {
         let yaml = pod_yaml(
             "fortune",
@@ -203,7 +94,7 @@ fn emptydir_course_example() -> anyhow::Result<()> {
     })
 }
 
-fn tmpfs_with_size() -> anyhow::Result<()> {
+pub(crate) fn tmpfs_with_size() -> anyhow::Result<()> {
     with_agent("vt", |agent| {
         let yaml = pod_yaml(
             "mem",
@@ -267,7 +158,7 @@ fn tmpfs_with_size() -> anyhow::Result<()> {
     })
 }
 
-fn host_path_types() -> anyhow::Result<()> {
+pub(crate) fn host_path_types() -> anyhow::Result<()> {
     with_agent("vh", |agent| {
         let base = agent.dir.join("host");
         std::fs::create_dir_all(base.join("dir"))?;
@@ -327,6 +218,21 @@ fn host_path_types() -> anyhow::Result<()> {
         );
         agent.write_manifest("hp.yaml", &good)?;
         agent.write_manifest("hpbad.yaml", &bad)?;
+        let retry = pod_yaml(
+            "hpretry",
+            &agent.image,
+            &format!(
+                r#"  volumes:
+  - {{name: later, hostPath: {{path: {b}/retry, type: Directory}}}}
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+    volumeMounts: [{{name: later, mountPath: /later}}]
+"#
+            ),
+        );
+        agent.write_manifest("hpretry.yaml", &retry)?;
         let name = agent.pod_name("hp");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
         let (code, out) = exec(
@@ -399,6 +305,26 @@ fn host_path_types() -> anyhow::Result<()> {
             all_running(&agent.pod(&name)?.context("hp gone")?),
             "hp disturbed"
         );
+        // Retried with the same pod (same UID): it starts once the directory exists.
+        let retry_name = agent.pod_name("hpretry");
+        let waiting_retry = agent.wait_pod(
+            &retry_name,
+            Duration::from_secs(30),
+            "waiting for its volume",
+            |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError",
+        )?;
+        std::fs::create_dir(base.join("retry"))?;
+        let retried = agent.wait_pod(
+            &retry_name,
+            Duration::from_secs(30),
+            "running once the directory exists",
+            all_running,
+        )?;
+        ensure!(
+            uid(&retried) == uid(&waiting_retry),
+            "a new pod, not a retry"
+        );
+        remove_and_check(agent, "hpretry.yaml", &retry_name, &uid(&retried))?;
         std::fs::create_dir(base.join("later"))?;
         let fixed = bad
             .replace(
@@ -445,7 +371,7 @@ fn host_path_types() -> anyhow::Result<()> {
     })
 }
 
-fn subpaths() -> anyhow::Result<()> {
+pub(crate) fn subpaths() -> anyhow::Result<()> {
     with_agent("vs", |agent| {
         let base = agent.dir.join("host");
         std::fs::create_dir_all(base.join("conf"))?;
@@ -574,178 +500,4 @@ fn subpaths() -> anyhow::Result<()> {
         );
         Ok(())
     })
-}
-
-fn eviction() -> anyhow::Result<()> {
-    with_agent("vx", |agent| {
-        let yaml = pod_yaml(
-            "hog",
-            &agent.image,
-            r#"  restartPolicy: Always
-  volumes:
-  - name: scratch
-    emptyDir: {sizeLimit: 1Mi}
-  containers:
-  - name: c
-    image: IMAGE
-    command: ["sh", "-c", "dd if=/dev/zero of=/scratch/big bs=1M count=4; sleep 3600"]
-    volumeMounts: [{name: scratch, mountPath: /scratch}]
-"#,
-        );
-        agent.write_manifest("hog.yaml", &yaml)?;
-        let name = agent.pod_name("hog");
-        let started = Instant::now();
-        let p = agent.wait_pod(&name, Duration::from_secs(40), "Failed/Evicted", |p| {
-            phase(p) == "Failed" && p["status"]["reason"] == "Evicted"
-        })?;
-        let message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ";
-        ensure!(
-            p["status"]["message"] == message,
-            "message {}",
-            p["status"]["message"]
-        );
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "eviction took {:?}",
-            started.elapsed()
-        );
-        let gone = agent.wait_pod(&name, Duration::from_secs(20), "container killed", |p| {
-            container(p, "c")["state"]["terminated"].is_object()
-        })?;
-        std::thread::sleep(Duration::from_secs(2));
-        let later = agent.pod(&name)?.context("pod gone")?;
-        ensure!(
-            container(&later, "c")["state"]["running"].is_null(),
-            "restarted after eviction"
-        );
-        let events = agent.events()?;
-        ensure!(
-            events
-                .iter()
-                .any(|e| e["reason"] == "Evicted" && e["message"] == message),
-            "no Evicted event"
-        );
-        remove_and_check(agent, "hog.yaml", &name, &uid(&gone))
-    })
-}
-
-fn restart() -> anyhow::Result<()> {
-    with_agent("vr", |agent| {
-        // The image tag does not exist yet: volumes are set up, the container cannot start.
-        let image = agent.image.replace(":latest", ":later");
-        let yaml = pod_yaml(
-            "rs",
-            &image,
-            r#"  volumes:
-  - name: mem
-    emptyDir: {medium: Memory, sizeLimit: 8Mi}
-  containers:
-  - name: c
-    image: IMAGE
-    command: ["sh", "-c", "cat /mem/before; sleep 3600"]
-    volumeMounts: [{name: mem, mountPath: /mem}]
-"#,
-        );
-        agent.write_manifest("rs.yaml", &yaml)?;
-        let name = agent.pod_name("rs");
-        let p = agent.wait_pod(&name, Duration::from_secs(40), "pull failing", |p| {
-            container(p, "c")["state"]["waiting"]["reason"]
-                .as_str()
-                .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
-        })?;
-        let vol = agent
-            .dir
-            .join("root/pods")
-            .join(uid(&p))
-            .join("volumes/kubernetes.io~empty-dir/mem");
-        let count = || mounts_below(&vol).len();
-        ensure!(
-            count() == 1,
-            "tmpfs mounts before the kill: {:?}",
-            mounts_below(&vol)
-        );
-        std::fs::write(vol.join("before"), "written before the kill\n")?;
-        agent.kill();
-        agent.spawn()?;
-        agent.push_tag("later")?;
-        let p = agent.wait_pod(
-            &name,
-            Duration::from_secs(90),
-            "running after the restart",
-            all_running,
-        )?;
-        ensure!(count() == 1, "mounted twice: {:?}", mounts_below(&vol));
-        let logs = agent.kubenode_ok(&["logs", &name, "-c", "c"])?;
-        ensure!(
-            logs.contains("written before the kill"),
-            "the tmpfs was replaced: {logs:?}"
-        );
-        remove_and_check(agent, "rs.yaml", &name, &uid(&p))
-    })
-}
-
-/// The volume manager with the real mounter: a busy tmpfs cannot be unmounted, so teardown
-/// fails and must leave the volume and its files alone; once free, teardown completes.
-fn busy_teardown() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod, PodSpec, Volume};
-    use kubenode_kubelet::volume::{SystemMounter, VolumeManager};
-
-    let tag = unique_tag("vb");
-    let guard = LeakGuard::new(&tag);
-    {
-        let dir = TestDir::new(&tag)?;
-        let vm = VolumeManager::new(&dir.join("pods"), Arc::new(SystemMounter::new(None)));
-        let mut pod = Pod::default();
-        pod.metadata.uid = Some(format!("{tag}-uid"));
-        pod.spec = Some(PodSpec {
-            volumes: Some(vec![Volume {
-                name: "mem".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: None,
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-        vm.set_up_pod(&pod).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let vol = vm
-            .pod_dir(&format!("{tag}-uid"))
-            .join("volumes/kubernetes.io~empty-dir/mem");
-        std::fs::write(vol.join("precious"), "keep me")?;
-        let mut busy = std::process::Command::new("sleep")
-            .arg("30")
-            .current_dir(&vol)
-            .spawn()?;
-        let result = vm.tear_down_pod(&format!("{tag}-uid"));
-        let still = std::fs::read_to_string(vol.join("precious"));
-        let _ = busy.kill();
-        let _ = busy.wait();
-        let errors = match result {
-            Ok(()) => bail!("teardown of a busy volume reported success"),
-            Err(e) => e,
-        };
-        ensure!(
-            still.as_deref().ok() == Some("keep me"),
-            "the volume's file is gone: {still:?}"
-        );
-        ensure!(
-            errors
-                .iter()
-                .any(|e| e.to_string().contains("still mounted")),
-            "{errors:?}"
-        );
-        ensure!(
-            mounts_below(&vol).len() == 1,
-            "the volume was not kept mounted"
-        );
-        vm.tear_down_pod(&format!("{tag}-uid"))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        ensure!(mounts_below(dir.path()).is_empty(), "left mounted");
-        ensure!(
-            !vm.pod_dir(&format!("{tag}-uid")).exists(),
-            "pod directory left"
-        );
-    }
-    guard.check()
 }

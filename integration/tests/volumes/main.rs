@@ -1,0 +1,151 @@
+//! Pod volumes end to end: emptyDir (disk and tmpfs), every hostPath type, readOnly, subPath
+//! (with symlink escapes), emptyDir sizeLimit eviction, agent restarts around set-up and
+//! teardown, mount propagation, the nfs plugin through a configured mount program, and the
+//! mount-safe removal of a pod directory. Through the binary (`TestAgent`) except
+//! `busy_volume_survives_a_failed_teardown`, which drives the volume manager with the real
+//! mounter.
+//!
+//! Files: `plugins` (emptyDir, tmpfs, hostPath, readOnly, subPath), `lifecycle` (eviction,
+//! restarts, teardown), `mounts` (propagation, nfs); the shared helpers are below.
+
+mod lifecycle;
+mod mounts;
+mod plugins;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::ensure;
+use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use serde_json::Value;
+
+use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
+use mounts::{nfs_fake_server, propagation};
+use plugins::{emptydir_course_example, host_path_types, subpaths, tmpfs_with_size};
+
+fn main() {
+    run_tests(vec![
+        privileged(
+            "emptydir_writer_and_readonly_httpd",
+            emptydir_course_example,
+        ),
+        privileged("emptydir_memory_is_a_sized_tmpfs", tmpfs_with_size),
+        privileged("hostpath_every_type_and_failures", host_path_types),
+        privileged("readonly_and_subpath_with_symlink_escapes", subpaths),
+        privileged("emptydir_size_limit_evicts_the_pod", eviction),
+        privileged("agent_killed_after_volume_setup_no_double_mount", restart),
+        privileged("busy_volume_survives_a_failed_teardown", busy_teardown),
+        privileged(
+            "pods_gone_while_the_agent_was_down_are_unmounted",
+            teardown_after_death,
+        ),
+        privileged(
+            "mount_propagation_none_host_to_container_bidirectional",
+            propagation,
+        ),
+        privileged("nfs_through_a_configured_mount_program", nfs_fake_server),
+    ])
+}
+
+pub(crate) fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+pub(crate) fn all_running(p: &Value) -> bool {
+    phase(p) == "Running"
+        && p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
+}
+
+pub(crate) fn pod_yaml(name: &str, image: &str, body: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{}",
+        body.replace("IMAGE", image)
+    )
+}
+
+pub(crate) fn uid(p: &Value) -> String {
+    p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Mount points (from this process's mountinfo) at or below `dir`.
+pub(crate) fn mounts_below(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.display().to_string();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4).map(|t| (t.to_string(), l)))
+        .filter(|(t, _)| t.starts_with(&dir))
+        .map(|(_, l)| l.to_string())
+        .collect()
+}
+
+pub(crate) fn exec(
+    agent: &TestAgent,
+    pod: &str,
+    c: &str,
+    script: &str,
+) -> anyhow::Result<(i32, String)> {
+    let out = agent.kubenode(&["exec", pod, "-c", c, "--", "sh", "-c", script])?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// Runs `f` with a fresh agent; afterwards nothing may be mounted below the agent's
+/// directory and nothing tagged may survive.
+pub(crate) fn with_agent(
+    prefix: &str,
+    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tag = unique_tag(prefix);
+    let guard = LeakGuard::new(&tag);
+    let result = {
+        let mut agent = TestAgent::start(&tag)?;
+        let r = f(&mut agent);
+        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
+            eprintln!(
+                "--- agent log ({tag}) ---\n{}",
+                kubenode_integration::agent::tail(&agent.log(), 80)
+            );
+        }
+        r
+    };
+    result?;
+    guard.check()
+}
+
+/// Removes the manifest, waits for the pod to go, and checks its volumes are unmounted and
+/// its directory gone.
+pub(crate) fn remove_and_check(
+    agent: &TestAgent,
+    file: &str,
+    name: &str,
+    uid: &str,
+) -> anyhow::Result<()> {
+    agent.remove_manifest(file)?;
+    agent.wait_gone(name, Duration::from_secs(45))?;
+    let pod_dir = agent.dir.join("root/pods").join(uid);
+    let left = mounts_below(&pod_dir);
+    ensure!(
+        left.is_empty(),
+        "still mounted after the pod went: {left:?}"
+    );
+    ensure!(!pod_dir.exists(), "{} left behind", pod_dir.display());
+    Ok(())
+}
