@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod notify;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -59,6 +60,8 @@ fn main() {
     }
 
     let cli = Cli::parse();
+    // Still single-threaded: children must not inherit systemd's notification socket.
+    notify::take_socket_from_env();
     if let Err(err) = logging::init() {
         eprintln!("kubenode: {err:#}");
         std::process::exit(1);

@@ -23,12 +23,16 @@ pub const POD_CIDR: &str = "10.244.1.0/24";
 #[derive(Debug)]
 pub struct TestAgent {
     tag: String,
+    node_name: String,
+    /// `kubenode agent` arguments when someone else configured the node (see
+    /// [`TestAgent::start_prepared`]); `None`: the test defaults below.
+    args: Option<Vec<String>>,
     /// The agent's node namespace.
     pub node: Netns,
     /// Its directories: `root`, `run`, `logs`, `manifests`, `cni` below it.
     pub dir: TestDir,
     registry: Option<TestRegistry>,
-    layout: crate::ImageLayout,
+    layout: Option<crate::ImageLayout>,
     /// `127.0.0.1:<port>/busybox:latest`, reachable from the node.
     pub image: String,
     child: Option<Child>,
@@ -69,11 +73,40 @@ impl TestAgent {
         }
         let mut agent = TestAgent {
             tag: tag.to_string(),
+            node_name: tag.to_string(),
+            args: None,
             node,
             dir,
             registry: Some(registry),
-            layout,
+            layout: Some(layout),
             image,
+            child: None,
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Starts `kubenode agent <args>` in `node`, whose network and directories (the layout of
+    /// [`TestAgent::dir`]) someone else prepared, e.g. the one-machine lab with the Vagrant
+    /// lab's scripts. `node_name` is the name the agent's configuration gives the node; `image`
+    /// the reference its pods use. No registry: [`TestAgent::push_tag`] fails.
+    pub fn start_prepared(
+        tag: &str,
+        node_name: &str,
+        node: Netns,
+        dir: TestDir,
+        image: &str,
+        args: Vec<String>,
+    ) -> anyhow::Result<TestAgent> {
+        let mut agent = TestAgent {
+            tag: tag.to_string(),
+            node_name: node_name.to_string(),
+            args: Some(args),
+            node,
+            dir,
+            registry: None,
+            layout: None,
+            image: image.to_string(),
             child: None,
         };
         agent.spawn()?;
@@ -83,7 +116,7 @@ impl TestAgent {
     /// Pushes the test image under another tag; returns its reference.
     pub fn push_tag(&self, tag: &str) -> anyhow::Result<String> {
         let registry = self.registry.as_ref().context("registry gone")?;
-        let layout = &self.layout;
+        let layout = self.layout.as_ref().context("no image layout")?;
         self.node
             .run_in(|| push_image(registry, layout, "busybox", tag))?
     }
@@ -93,14 +126,14 @@ impl TestAgent {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The node name (the test's tag).
+    /// The node name (the test's tag, unless prepared otherwise).
     pub fn node_name(&self) -> &str {
-        &self.tag
+        &self.node_name
     }
 
     /// The static pod name of manifest pod `name`: `<name>-<node>`.
     pub fn pod_name(&self, name: &str) -> String {
-        format!("{name}-{}", self.tag)
+        format!("{name}-{}", self.node_name)
     }
 
     /// Starts the agent process (again, after [`TestAgent::kill`]).
@@ -109,46 +142,18 @@ impl TestAgent {
             .create(true)
             .append(true)
             .open(self.dir.join("agent.log"))?;
-        let d = |p: &str| self.dir.join(p).to_string_lossy().into_owned();
         // nsenter --net changes only the network namespace: unlike `ip netns exec` it keeps the
         // host's /sys, so the agent sees the cgroup hierarchies.
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.node.path().display()))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.node.path().display()))
             .arg(kubenode_bin())
-            .arg("agent")
-            .args(if self.dir.join("config.yaml").exists() {
-                vec!["--config".to_string(), d("config.yaml")]
-            } else {
-                Vec::new()
-            })
-            .args(["--node-name", &self.tag, "--node-ip", NODE_IP])
-            .args([
-                "--root-dir",
-                &d("root"),
-                "--run-dir",
-                &d("run"),
-                "--log-dir",
-                &d("logs"),
-            ])
-            .args(["--manifest-dir", &d("manifests")])
-            .args([
-                "--cni-conf-dir",
-                &d("cni/net.d"),
-                "--cni-bin-dir",
-                &d("cni/bin"),
-            ])
-            .args([
-                "--pod-cidr",
-                POD_CIDR,
-                "--cluster-cidr",
-                "10.244.0.0/16",
-                "--service-cidr",
-                "10.96.0.0/16",
-            ])
-            .args([
-                "--insecure-registry",
-                self.image.split('/').next().unwrap_or_default(),
-            ])
+            .arg("agent");
+        if let Some(args) = &self.args {
+            cmd.args(args);
+        } else {
+            self.default_args(&mut cmd);
+        }
+        let child = cmd
             .env("KUBENODE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -174,6 +179,44 @@ impl TestAgent {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("kubenode agent did not answer within 20 s:\n{}", self.log())
+    }
+
+    /// The test defaults: flags for [`TestAgent::start_with_config`]'s node.
+    fn default_args(&self, cmd: &mut Command) {
+        let d = |p: &str| self.dir.join(p).to_string_lossy().into_owned();
+        cmd.args(if self.dir.join("config.yaml").exists() {
+            vec!["--config".to_string(), d("config.yaml")]
+        } else {
+            Vec::new()
+        })
+        .args(["--node-name", &self.tag, "--node-ip", NODE_IP])
+        .args([
+            "--root-dir",
+            &d("root"),
+            "--run-dir",
+            &d("run"),
+            "--log-dir",
+            &d("logs"),
+        ])
+        .args(["--manifest-dir", &d("manifests")])
+        .args([
+            "--cni-conf-dir",
+            &d("cni/net.d"),
+            "--cni-bin-dir",
+            &d("cni/bin"),
+        ])
+        .args([
+            "--pod-cidr",
+            POD_CIDR,
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/16",
+        ])
+        .args([
+            "--insecure-registry",
+            self.image.split('/').next().unwrap_or_default(),
+        ]);
     }
 
     /// SIGKILLs the agent (pods keep running).

@@ -209,6 +209,8 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     if roles == Roles::All {
         super::proxy::start_for_agent(&config, kubelet.clone())?;
     }
+    // systemd (Type=notify): the node API and the read-only port answer from here on.
+    crate::notify::ready(&format!("serving node {node_name}"));
 
     std::fs::create_dir_all(&manifest_dir)
         .with_context(|| format!("creating {}", manifest_dir.display()))?;
@@ -221,6 +223,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("terminated; stopping (pods keep running)"),
         r = kubelet_task => { r?; }
     }
+    crate::notify::stopping();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -161,11 +161,22 @@ pub fn start_for_agent(
         .transpose()
         .context("cluster CIDR")?;
     let fw = IptablesFirewall::new("auto")?;
-    let handle = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?.spawn();
+    let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     // The rules stay in place when the agent stops, as kube-proxy's do.
     // Pods see the Services' allocated ClusterIPs in their environment: the allocation is read
     // back after each change and every few seconds.
     tokio::spawn(async move {
+        // Like kube-proxy waiting for its informers' initial sync: no rules are written before
+        // the kubelet's first read of the manifest directory, so a restarted agent does not
+        // replace the previous run's rules with empty ones for a moment.
+        if input.changed().await.is_err() {
+            return;
+        }
+        let first = input.borrow_and_update().clone();
+        proxy.update_services(first.services);
+        proxy.update_endpoints(first.endpoints);
+        proxy.update_pods(first.pods);
+        let handle = proxy.spawn();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
