@@ -42,12 +42,17 @@ pub fn current_package() -> anyhow::Result<String> {
     )
     .context("asking apt-cache which kernel linux-image-amd64 depends on")?;
     let text = String::from_utf8_lossy(&out.stdout);
+    kernel_dependency(&text)
+        .with_context(|| format!("no linux-image-*-amd64 dependency in: {text}"))
+}
+
+/// The `linux-image-<abi>-amd64` dependency in `apt-cache depends linux-image-amd64` output.
+fn kernel_dependency(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .map(str::trim)
         .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
         .map(str::to_string)
-        .with_context(|| format!("no linux-image-*-amd64 dependency in: {text}"))
 }
 
 /// A package already unpacked in the cache (the newest one), for machines that cannot reach
@@ -69,7 +74,7 @@ impl Kernel {
     /// a prior `apt-get update`) and unpacked into it. Concurrent callers are serialized by a
     /// lock file in the cache directory.
     pub fn fetch() -> anyhow::Result<Kernel> {
-        let package = match current_package() {
+        let mut package = match current_package() {
             Ok(p) => p,
             Err(e) => cached_package().with_context(|| format!("{e:#}; and nothing cached"))?,
         };
@@ -77,10 +82,19 @@ impl Kernel {
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("creating the kernel cache {}", cache.display()))?;
         let _lock = super::lock::FileLock::acquire(&cache.join(".lock"))?;
-        let root = cache.join(&package);
+        let mut root = cache.join(&package);
         if !root.join(".complete").exists() {
-            unpack(&package, &cache, &root)?;
-            prune(&cache, &package);
+            match unpack(&package, &cache, &root) {
+                Ok(()) => prune(&cache, &package),
+                // A newer kernel that cannot be fetched (mirror unreachable): the cached one
+                // still tests the same code.
+                Err(e) => {
+                    let cached = cached_package().with_context(|| format!("{e:#}"))?;
+                    progress(&format!("{e:#}; using the cached {cached}"));
+                    root = cache.join(&cached);
+                    package = cached;
+                }
+            }
         }
         let version = package
             .strip_prefix("linux-image-")
@@ -216,4 +230,22 @@ fn prune(cache: &Path, keep: &str) {
 /// Progress lines for slow, one-time steps (the harness has no logger; tests print to stderr).
 fn progress(msg: &str) {
     eprintln!("vm: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_dependency_is_read_from_apt_cache_output() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n  Breaks: x\n";
+        assert_eq!(
+            kernel_dependency(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(
+            kernel_dependency("linux-image-amd64\n  Depends: libc6\n"),
+            None
+        );
+    }
 }
