@@ -8,6 +8,7 @@
 //! it also cleans up after a crash or for an orphan) and then removes the directory safely.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -165,6 +166,23 @@ impl VolumeManager {
                 .find(|v| v.name == m.name)
                 .ok_or_else(missing)?;
             let (mut host, source_ro) = self.volume_path(uid, vol).ok_or_else(missing)?;
+            if vol.host_path.is_some() && std::fs::symlink_metadata(&host).is_err() {
+                // An unchecked (`type: ""`) hostPath that does not exist: containerd creates it
+                // as a directory before binding it.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&host)
+                    .map_err(|source| VolumeError::SetUp {
+                        volume: vol.name.clone(),
+                        source: SetUpError::Io {
+                            what: "creating the missing hostPath directory",
+                            path: host.clone(),
+                            source,
+                        },
+                    })?;
+                tracing::info!(path = %host.display(), "created a missing hostPath directory for the bind mount");
+            }
             if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
                 return Err(VolumeError::SubPathExpr {
                     volume: m.name.clone(),

@@ -154,6 +154,28 @@ fn sets_up_every_plugin_once_and_mounts_each_container_path() {
 }
 
 #[test]
+fn an_unchecked_missing_host_path_is_created_as_a_directory_for_the_bind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let missing = tmp.path().join("not/there/yet");
+    let mut p = pod(&missing);
+    p.spec.as_mut().unwrap().volumes.as_mut().unwrap()[2]
+        .host_path
+        .as_mut()
+        .unwrap()
+        .type_ = None;
+    vm.set_up_pod(&p).unwrap();
+    assert!(
+        !missing.exists(),
+        "type \"\" must not check or create at set-up"
+    );
+    vm.container_mounts(&p, &p.spec.as_ref().unwrap().containers[0])
+        .unwrap();
+    assert!(missing.is_dir());
+}
+
+#[test]
 fn a_restarted_manager_reuses_existing_mounts() {
     let tmp = tempfile::tempdir().unwrap();
     let m = Arc::new(RecordingMounter::new());
