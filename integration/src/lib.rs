@@ -18,6 +18,7 @@ mod netns;
 pub mod pods;
 mod registry;
 mod trials;
+pub mod vm;
 
 pub use agent::TestAgent;
 pub use cmd::{run, run_ok, sh};
