@@ -6,6 +6,7 @@ use super::{read_dir_snapshot_at, Snapshot, CONFIG_SEEN_ANNOTATION};
 use crate::backoff::{Clock, SystemClock};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,10 +47,10 @@ pub struct Watcher {
     node_name: String,
     period: Duration,
     clock: Arc<dyn Clock>,
+    /// First read of each pod (by UID) and of each Service and Endpoints (by
+    /// `kind/namespace/name`): their `creationTimestamp`, as an API server would
+    /// have set it.
     seen: HashMap<String, Timestamp>,
-    /// First read of each Service and Endpoints (`kind/namespace/name`): their
-    /// `creationTimestamp`, as an API server would have set it.
-    objects_seen: HashMap<String, Timestamp>,
 }
 
 impl Watcher {
@@ -71,7 +72,6 @@ impl Watcher {
             period,
             clock,
             seen: HashMap::new(),
-            objects_seen: HashMap::new(),
         }
     }
 
@@ -79,22 +79,24 @@ impl Watcher {
     pub fn read_once(&mut self) -> Snapshot {
         let now = self.clock.now();
         let mut snap = read_dir_snapshot_at(&self.dir, &self.node_name, now);
+        // First read of each object still present: pods by UID, Services and Endpoints by
+        // `kind/namespace/name`.
         let mut still = HashMap::new();
+        let mut first_seen = |key: String| {
+            *still
+                .entry(key.clone())
+                .or_insert_with(|| *self.seen.get(&key).unwrap_or(&now))
+        };
         for pod in &mut snap.pods {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let first = *self.seen.get(&uid).unwrap_or(&now);
-            pod.metadata.creation_timestamp =
-                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(first));
+            let first = first_seen(pod.metadata.uid.clone().unwrap_or_default());
+            pod.metadata.creation_timestamp = Some(Time(first));
             if let Some(a) = pod.metadata.annotations.as_mut() {
                 a.insert(
                     CONFIG_SEEN_ANNOTATION.into(),
                     super::defaults::format_seen(first),
                 );
             }
-            still.insert(uid, first);
         }
-        self.seen = still;
-        let mut objects = HashMap::new();
         let metas = snap
             .services
             .iter_mut()
@@ -105,17 +107,14 @@ impl Watcher {
                     .map(|e| ("Endpoints", &mut e.metadata)),
             );
         for (kind, meta) in metas {
-            let key = format!(
+            let first = first_seen(format!(
                 "{kind}/{}/{}",
                 meta.namespace.as_deref().unwrap_or("default"),
                 meta.name.as_deref().unwrap_or_default()
-            );
-            let first = *self.objects_seen.get(&key).unwrap_or(&now);
-            meta.creation_timestamp
-                .get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(first));
-            objects.insert(key, first);
+            ));
+            meta.creation_timestamp.get_or_insert(Time(first));
         }
-        self.objects_seen = objects;
+        self.seen = still;
         snap
     }
 
