@@ -70,6 +70,16 @@ impl Runtime {
             })
     }
 
+    /// The IDs of the sandbox's containers.
+    fn container_ids_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.state()
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     fn save_sandbox(&self, meta: &SandboxMeta) -> Result<(), RuntimeError> {
         let path = self.sandbox_dir(&meta.id).join(META);
         fsutil::write_json(&path, meta)
@@ -243,13 +253,7 @@ impl Runtime {
             id,
             meta.pod.full_name()
         ));
-        let containers: Vec<String> = self
-            .state()
-            .containers
-            .values()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
+        let containers = self.container_ids_of(id);
         for cid in containers {
             errors.check(
                 &format!("stopping container {cid}"),
@@ -275,13 +279,7 @@ impl Runtime {
     pub fn stop_and_remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let meta = self.sandbox_meta(id)?;
         let mut errors = ErrorList::new(format!("sandbox {} of pod {}", id, meta.pod.full_name()));
-        let containers: Vec<String> = self
-            .state()
-            .containers
-            .values()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
+        let containers = self.container_ids_of(id);
         for cid in containers {
             errors.check(
                 &format!("removing container {cid}"),
