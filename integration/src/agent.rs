@@ -115,10 +115,8 @@ impl TestAgent {
 
     /// Pushes the test image under another tag; returns its reference.
     pub fn push_tag(&self, tag: &str) -> anyhow::Result<String> {
-        let registry = self.registry.as_ref().context("registry gone")?;
         let layout = self.layout.as_ref().context("no image layout")?;
-        self.node
-            .run_in(|| push_image(registry, layout, "busybox", tag))?
+        self.push_layout(layout, "busybox", tag)
     }
 
     /// Pushes another image layout (see [`crate::derive_image`]) to the node's registry as

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
+pub(crate) use kubenode_integration::pods::exec_sh as exec;
 pub(crate) use kubenode_integration::pods::{
     all_running, container, phase, pod_yaml, uid, with_agent,
 };
@@ -58,15 +59,6 @@ pub(crate) fn mounts_below(dir: &Path) -> Vec<String> {
         .filter(|(t, _)| t.starts_with(&dir))
         .map(|(_, l)| l.to_string())
         .collect()
-}
-
-pub(crate) fn exec(
-    agent: &TestAgent,
-    pod: &str,
-    c: &str,
-    script: &str,
-) -> anyhow::Result<(i32, String)> {
-    kubenode_integration::pods::exec_sh(agent, pod, c, script)
 }
 
 /// Removes the manifest, waits for the pod to go, and checks its volumes are unmounted and
