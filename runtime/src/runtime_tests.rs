@@ -139,6 +139,22 @@ fn sandbox_create_start_remove() {
         f.host.calls(),
         vec![
             format!("create_netns {}", netns.display()),
+            format!(
+                "create_ipcns {}",
+                f.config
+                    .run_dir
+                    .join("ipcns")
+                    .join(netns.file_name().unwrap())
+                    .display()
+            ),
+            format!(
+                "create_utsns {}",
+                f.config
+                    .run_dir
+                    .join("utsns")
+                    .join(netns.file_name().unwrap())
+                    .display()
+            ),
             format!("mount_shm {}", shm.display())
         ]
     );
@@ -158,7 +174,7 @@ fn sandbox_create_start_remove() {
 
     f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
     let calls = f.host.calls();
-    assert!(calls.contains(&format!("remove_netns {}", netns.display())));
+    assert!(calls.contains(&format!("remove_namespace {}", netns.display())));
     assert!(calls.contains(&format!("unmount {}", shm.display())));
     assert!(calls.contains(&"remove_cgroup /kubepods/besteffort/podu1".to_string()));
     assert!(f.oci.calls().contains(&format!("delete {} --force", sb.id)));
@@ -250,17 +266,93 @@ fn failed_create_names_pod_and_container_and_leaves_nothing() {
 }
 
 #[test]
-fn create_needs_a_ready_sandbox() {
+fn containers_join_the_pinned_namespaces_even_before_pause_starts() {
     let f = fixture();
     let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
-    assert!(matches!(
-        f.rt.create_container(&sb.id, &container("a")),
-        Err(RuntimeError::BadState { .. })
-    ));
+    let pin = |kind: &str| {
+        f.config
+            .run_dir
+            .join(kind)
+            .join(format!("kn-{}", &sb.id[..16]))
+    };
+    // Created, not started: the container can be created (not run) already.
+    let id = f.rt.create_container(&sb.id, &container("a")).unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.shim_args(&id).bundle.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let paths: Vec<(&str, &str)> = spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| Some((n["type"].as_str()?, n["path"].as_str()?)))
+        .collect();
+    let want = |k| pin(k).to_string_lossy().into_owned();
+    assert_eq!(
+        paths,
+        [
+            ("network", want("netns").as_str()),
+            ("ipc", want("ipcns").as_str()),
+            ("uts", want("utsns").as_str()),
+        ]
+    );
+    // pause joins the same ones.
+    f.rt.start_sandbox(&sb.id).unwrap();
+    let pause: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.shim_args(&sb.id).bundle.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pause["linux"]["namespaces"][1]["path"], want("ipcns"));
+    assert_eq!(pause["linux"]["namespaces"][2]["path"], want("utsns"));
+    assert_eq!(pause["hostname"], "web");
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    let calls = f.host.calls();
+    for kind in ["netns", "ipcns", "utsns"] {
+        assert!(calls.contains(&format!("remove_namespace {}", want(kind))));
+    }
     assert!(matches!(
         f.rt.create_container("nope", &container("a")),
         Err(RuntimeError::NotFound { .. })
     ));
+}
+
+#[test]
+fn a_sandbox_without_pinned_namespaces_needs_pause_running() {
+    // A sandbox recorded before namespaces were pinned: containers join pause's.
+    let f = fixture();
+    let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let meta_path = f
+        .config
+        .root_dir
+        .join("sandboxes")
+        .join(&sb.id)
+        .join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let obj = meta.as_object_mut().unwrap();
+    obj.remove("ipc_path");
+    obj.remove("uts_path");
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    f.rt.recover().unwrap();
+    assert!(matches!(
+        f.rt.create_container(&sb.id, &container("a")),
+        Err(RuntimeError::BadState { .. })
+    ));
+    let started = f.rt.start_sandbox(&sb.id).unwrap();
+    assert_eq!(started.state, SandboxState::Ready);
+    let id = f.rt.create_container(&sb.id, &container("a")).unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(f.shim_args(&id).bundle.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let ipc = spec["linux"]["namespaces"][1]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ipc.starts_with("/proc/") && ipc.ends_with("/ns/ipc"),
+        "{ipc}"
+    );
 }
 
 #[test]
@@ -394,10 +486,10 @@ fn recovery_rebuilds_view_and_removes_half_made() {
         .join("sandboxes")
         .join(&half_sb.id)
         .exists());
-    assert!(f
-        .host
-        .calls()
-        .contains(&format!("remove_netns {}", half_sb.netns_path.display())));
+    assert!(f.host.calls().contains(&format!(
+        "remove_namespace {}",
+        half_sb.netns_path.display()
+    )));
     assert!(f.oci.calls().contains(&"delete stray --force".to_string()));
     assert!(!f.oci.ids().contains(&"stray".to_string()));
 }
@@ -408,7 +500,7 @@ fn teardown_collects_every_error() {
     let sb = f.ready_sandbox();
     let id = f.rt.create_container(&sb, &container("app")).unwrap();
     f.oci.fail("delete", "runc exploded");
-    f.host.fail("remove_netns", "busy");
+    f.host.fail("remove_namespace", "busy");
     f.host.fail("remove_cgroup", "busy");
     let err = f.rt.stop_and_remove_sandbox(&sb).unwrap_err();
     let RuntimeError::Teardown(list) = err else {
@@ -463,7 +555,8 @@ fn host_network_sandbox_has_no_netns() {
         .iter()
         .map(|n| n["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["ipc", "uts", "pid", "mount"]);
+    // The host's UTS namespace (and hostname), a pod IPC namespace of its own.
+    assert_eq!(types, ["ipc", "pid", "mount"]);
     let shm = spec["mounts"]
         .as_array()
         .unwrap()
@@ -472,7 +565,14 @@ fn host_network_sandbox_has_no_netns() {
         .unwrap();
     assert_eq!(shm["type"], "bind");
     f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
-    assert!(!f.host.calls().iter().any(|c| c.starts_with("remove_netns")));
+    let removed: Vec<String> = f
+        .host
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("remove_namespace"))
+        .collect();
+    assert_eq!(removed.len(), 1, "only the IPC namespace: {removed:?}");
+    assert!(removed[0].contains("/ipcns/"), "{removed:?}");
 }
 
 #[test]

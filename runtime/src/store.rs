@@ -30,6 +30,14 @@ pub(crate) struct SandboxMeta {
     pub pod: PodInfo,
     /// `None` for host-network pods.
     pub netns_path: Option<PathBuf>,
+    /// The pod's pinned IPC namespace (`None` in sandboxes made before namespaces were
+    /// pinned: their containers join the pause process's).
+    #[serde(default)]
+    pub ipc_path: Option<PathBuf>,
+    /// The pod's pinned UTS namespace (`None` for host-network pods, which keep the host's,
+    /// and in sandboxes made before namespaces were pinned).
+    #[serde(default)]
+    pub uts_path: Option<PathBuf>,
     /// The pod's `/dev/shm` tmpfs.
     #[serde(default)]
     pub shm_path: Option<PathBuf>,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::host::{Host, HostError};
+use crate::host::{Host, HostError, NamespaceFiles};
 use crate::oci::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState, OciStatus};
 use crate::shim::{ShimArgs, ShimLauncher, ShimStarted};
 
@@ -243,16 +243,25 @@ impl RecordingHost {
 }
 
 impl Host for RecordingHost {
-    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
-        self.record("create_netns", path)?;
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
+    fn create_namespaces(&self, files: &NamespaceFiles<'_>) -> Result<(), HostError> {
+        let pins = [
+            ("create_netns", files.net),
+            ("create_ipcns", files.ipc),
+            ("create_utsns", files.uts.map(|(p, _)| p)),
+        ];
+        for (op, path) in pins {
+            let Some(path) = path else { continue };
+            self.record(op, path)?;
+            if let Some(d) = path.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            std::fs::write(path, b"").map_err(|e| HostError::new("creating", path, e))?;
         }
-        std::fs::write(path, b"").map_err(|e| HostError::new("creating", path, e))
+        Ok(())
     }
 
-    fn remove_netns(&self, path: &Path) -> Result<(), HostError> {
-        self.record("remove_netns", path)?;
+    fn remove_namespace(&self, path: &Path) -> Result<(), HostError> {
+        self.record("remove_namespace", path)?;
         let _ = std::fs::remove_file(path);
         Ok(())
     }

@@ -58,7 +58,10 @@ impl Runtime {
             })?;
         let pod = sandbox.pod.full_name();
         let name = config.container.name.clone();
-        if sandbox.phase != SandboxPhase::Ready {
+        // With pinned namespaces a container can be created while pause still starts.
+        let joinable = sandbox.phase == SandboxPhase::Ready
+            || (sandbox.phase == SandboxPhase::Created && sandbox.ipc_path.is_some());
+        if !joinable {
             return Err(RuntimeError::BadState {
                 what: "create a container in it",
                 pod,
@@ -124,10 +127,18 @@ impl Runtime {
                 source,
             })?;
         let pause = format!("/proc/{}/ns", sandbox.pause_pid);
-        let namespaces = NamespacePaths {
-            net: sandbox.netns_path.clone(),
-            ipc: PathBuf::from(format!("{pause}/ipc")),
-            uts: PathBuf::from(format!("{pause}/uts")),
+        let namespaces = match &sandbox.ipc_path {
+            Some(ipc) => NamespacePaths {
+                net: sandbox.netns_path.clone(),
+                ipc: ipc.clone(),
+                uts: sandbox.uts_path.clone(),
+            },
+            // A sandbox from before namespaces were pinned: the pause process holds them.
+            None => NamespacePaths {
+                net: sandbox.netns_path.clone(),
+                ipc: PathBuf::from(format!("{pause}/ipc")),
+                uts: Some(PathBuf::from(format!("{pause}/uts"))),
+            },
         };
         // The pod's shared /dev/shm, unless the kubelet mounts its own.
         let mut mounts = config.mounts.clone();

@@ -1,10 +1,10 @@
 //! The host operations behind pods and containers, behind the [`Host`] trait:
-//! named network namespaces, overlay root filesystems and cgroup directories.
+//! pinned pod namespaces, overlay root filesystems and cgroup directories.
 //! [`LinuxHost`] does them with syscalls; `testing::RecordingHost` records them.
 
 mod cgroup;
 mod devices;
-mod netns;
+mod namespaces;
 mod overlay;
 
 use std::path::{Path, PathBuf};
@@ -39,12 +39,23 @@ impl HostError {
     }
 }
 
+/// The files to pin a pod's new namespaces on; `None` creates no namespace of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceFiles<'a> {
+    /// The network namespace.
+    pub net: Option<&'a Path>,
+    /// The IPC namespace.
+    pub ipc: Option<&'a Path>,
+    /// The UTS namespace and the hostname set in it.
+    pub uts: Option<(&'a Path, &'a str)>,
+}
+
 /// OS operations the runtime needs besides the OCI runtime.
 pub trait Host: Send + Sync + std::fmt::Debug {
-    /// Creates a new network namespace and bind-mounts it at `path`.
-    fn create_netns(&self, path: &Path) -> Result<(), HostError>;
-    /// Unmounts and removes a namespace created by `create_netns`; absent is fine.
-    fn remove_netns(&self, path: &Path) -> Result<(), HostError>;
+    /// Creates new namespaces and bind-mounts each on its file; on failure none is left.
+    fn create_namespaces(&self, files: &NamespaceFiles<'_>) -> Result<(), HostError>;
+    /// Unmounts and removes a namespace file made by `create_namespaces`; absent is fine.
+    fn remove_namespace(&self, path: &Path) -> Result<(), HostError>;
     /// Mounts an overlay at `target`: `lowers` bottom layer first.
     fn mount_overlay(
         &self,
@@ -94,12 +105,12 @@ fn unescape(s: &str) -> String {
 }
 
 impl Host for LinuxHost {
-    fn create_netns(&self, path: &Path) -> Result<(), HostError> {
-        netns::create(path)
+    fn create_namespaces(&self, files: &NamespaceFiles<'_>) -> Result<(), HostError> {
+        namespaces::create(files)
     }
 
-    fn remove_netns(&self, path: &Path) -> Result<(), HostError> {
-        netns::remove(path)
+    fn remove_namespace(&self, path: &Path) -> Result<(), HostError> {
+        namespaces::remove(path)
     }
 
     fn mount_overlay(

@@ -1,15 +1,17 @@
-//! Pod sandboxes: a named network namespace under `<run-dir>/netns/`, then a
-//! pause container (the built-in static pause program) holding the pod's
-//! net, ipc and uts namespaces, monitored by its own shim.
+//! Pod sandboxes: the pod's network, IPC and UTS namespaces pinned on files under
+//! `<run-dir>/{netns,ipcns,utsns}/`, then a pause container (the built-in static pause
+//! program) in them, monitored by its own shim.
 //!
-//! The kubelet runs CNI between [`Runtime::create_sandbox`] (which returns the
-//! netns path) and [`Runtime::start_sandbox`] (which starts pause in it).
+//! The kubelet runs CNI after [`Runtime::create_sandbox`] (which returns the netns path),
+//! and may create containers (not start them) while [`Runtime::start_sandbox`] starts pause:
+//! they join the pinned namespaces, not the pause process's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::error::{ErrorList, RuntimeError};
 use crate::fsutil;
+use crate::host::NamespaceFiles;
 use crate::shim::{ExitRecord, ShimArgs};
 use crate::spec::{self, PodInfo};
 use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
@@ -131,11 +133,19 @@ impl Runtime {
         let dir = self.sandbox_dir(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| RuntimeError::io("creating sandbox directory", &dir, e))?;
+        let pin = |kind: &str| {
+            self.config
+                .run_dir
+                .join(kind)
+                .join(format!("kn-{}", &id[..16]))
+        };
         let mut meta = SandboxMeta {
             id: id.clone(),
             pod: config.pod.clone(),
             netns_path: (!options.host_network)
                 .then(|| self.config.netns_dir().join(format!("kn-{}", &id[..16]))),
+            ipc_path: Some(pin("ipcns")),
+            uts_path: (!options.host_network).then(|| pin("utsns")),
             shm_path: Some(dir.join("shm")),
             sysctls: options.sysctls.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
@@ -150,11 +160,17 @@ impl Runtime {
                 let pod = pod.clone();
                 move |source| RuntimeError::Host { what, pod, source }
             };
-            if let Some(netns) = &meta.netns_path {
-                self.host
-                    .create_netns(netns)
-                    .map_err(host_err("creating the network namespace"))?;
-            }
+            let files = NamespaceFiles {
+                net: meta.netns_path.as_deref(),
+                ipc: meta.ipc_path.as_deref(),
+                uts: meta
+                    .uts_path
+                    .as_deref()
+                    .map(|p| (p, meta.pod.hostname.as_str())),
+            };
+            self.host
+                .create_namespaces(&files)
+                .map_err(host_err("creating the pod's namespaces"))?;
             if let Some(shm) = &meta.shm_path {
                 self.host
                     .mount_shm(shm)
@@ -192,6 +208,8 @@ impl Runtime {
             pod: &meta.pod,
             rootfs: &self.config.pause_rootfs(),
             netns: meta.netns_path.as_deref(),
+            ipc: meta.ipc_path.as_deref(),
+            uts: meta.uts_path.as_deref(),
             shm: meta.shm_path.as_deref(),
             cgroups_path: &cgroups_path,
             sysctls: &meta.sysctls,
@@ -300,11 +318,15 @@ impl Runtime {
             self.oci.delete(&meta.id, true),
         );
         crate::container::wait_for_exit_record(&dir.join(EXIT), meta.shim_pid);
-        if let Some(netns) = &meta.netns_path {
-            errors.check(
-                "removing the network namespace",
-                self.host.remove_netns(netns),
-            );
+        let pins = [
+            ("removing the network namespace", &meta.netns_path),
+            ("removing the IPC namespace", &meta.ipc_path),
+            ("removing the UTS namespace", &meta.uts_path),
+        ];
+        for (what, path) in pins {
+            if let Some(path) = path {
+                errors.check(what, self.host.remove_namespace(path));
+            }
         }
         if let Some(shm) = &meta.shm_path {
             errors.check("unmounting the pod's /dev/shm", self.host.unmount(shm));

@@ -64,8 +64,8 @@ fn rootfs() -> tempfile::TempDir {
 fn namespaces() -> NamespacePaths {
     NamespacePaths {
         net: Some("/run/kubenode/netns/kn-0123456789abcdef".into()),
-        ipc: "/proc/4242/ns/ipc".into(),
-        uts: "/proc/4242/ns/uts".into(),
+        ipc: "/run/kubenode/ipcns/kn-0123456789abcdef".into(),
+        uts: Some("/run/kubenode/utsns/kn-0123456789abcdef".into()),
     }
 }
 
@@ -235,6 +235,8 @@ fn golden_pause() {
         pod: &pod(),
         rootfs: Path::new("/run/kubenode/pause/rootfs"),
         netns: Some(Path::new("/run/kubenode/netns/kn-0123456789abcdef")),
+        ipc: Some(Path::new("/run/kubenode/ipcns/kn-0123456789abcdef")),
+        uts: Some(Path::new("/run/kubenode/utsns/kn-0123456789abcdef")),
         shm: Some(Path::new("/var/lib/kubenode/sandboxes/sandbox0/shm")),
         cgroups_path: "/kubepods/burstable/pod1234-abcd/sandbox0",
         sysctls: &sysctls,
@@ -243,6 +245,7 @@ fn golden_pause() {
     check("pause", &pause_spec(&input).unwrap());
     let host = PauseSpecInput {
         netns: None,
+        uts: None,
         shm: None,
         sysctls: &BTreeMap::new(),
         ..input

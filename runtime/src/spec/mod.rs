@@ -78,10 +78,10 @@ impl PodInfo {
 pub struct NamespacePaths {
     /// Network namespace (the bind-mounted netns); `None` shares the host's.
     pub net: Option<PathBuf>,
-    /// IPC namespace (`/proc/<pause>/ns/ipc`).
+    /// IPC namespace (the pinned one, or `/proc/<pause>/ns/ipc`).
     pub ipc: PathBuf,
-    /// UTS namespace (`/proc/<pause>/ns/uts`).
-    pub uts: PathBuf,
+    /// UTS namespace (the pinned one, or `/proc/<pause>/ns/uts`); `None` shares the host's.
+    pub uts: Option<PathBuf>,
 }
 
 /// A host file or directory bind-mounted into the container
@@ -350,10 +350,12 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
 
     let mut namespaces = vec![
         ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
-        ns(LinuxNamespaceType::Uts, Some(&input.namespaces.uts))?,
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
     ];
+    if let Some(uts) = &input.namespaces.uts {
+        namespaces.insert(1, ns(LinuxNamespaceType::Uts, Some(uts))?);
+    }
     if let Some(net) = &input.namespaces.net {
         namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(net))?);
     }

@@ -24,6 +24,10 @@ pub struct PauseSpecInput<'a> {
     pub rootfs: &'a Path,
     /// The pod's netns; `None` for a host-network pod.
     pub netns: Option<&'a Path>,
+    /// The pod's pinned IPC namespace; `None` makes a new one.
+    pub ipc: Option<&'a Path>,
+    /// The pod's pinned UTS namespace; `None` makes a new one (unless host network).
+    pub uts: Option<&'a Path>,
     /// The pod's `/dev/shm` tmpfs, bound read-only.
     pub shm: Option<&'a Path>,
     /// `linux.cgroupsPath`.
@@ -35,8 +39,8 @@ pub struct PauseSpecInput<'a> {
 }
 
 /// Builds the OCI spec of a pod's pause container: read-only rootfs holding
-/// only the pause binary, the pod's netns by path (or the host's), new
-/// ipc/uts/pid/mount namespaces, the pod's shm and sysctls, cpu shares 2 and
+/// only the pause binary, the pod's net, ipc and uts namespaces by path (the
+/// host's network and UTS for a host-network pod), new pid/mount namespaces, the pod's shm and sysctls, cpu shares 2 and
 /// OOM adjustment -998 (clamped).
 pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
     let limits = input.limits;
@@ -73,14 +77,14 @@ pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
             .build())?)
         .build())?;
     let mut namespaces = vec![
-        ns(LinuxNamespaceType::Ipc, None)?,
+        ns(LinuxNamespaceType::Ipc, input.ipc)?,
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
     ];
     // A host-network pod keeps the host's network and UTS namespaces (and hostname).
     if let Some(netns) = input.netns {
         namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(netns))?);
-        namespaces.insert(2, ns(LinuxNamespaceType::Uts, None)?);
+        namespaces.insert(2, ns(LinuxNamespaceType::Uts, input.uts)?);
     }
     if limits.cgroup_v2 {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
