@@ -112,6 +112,22 @@ fn web_pod() -> anyhow::Result<()> {
         let out =
             agent.kubenode_ok(&["exec", &name, "-c", "httpd", "--", "cat", "/etc/hostname"])?;
         ensure!(out.trim() == name, "hostname {out:?}");
+        // Both containers are in the pod's network, IPC and UTS namespaces, not the host's.
+        for kind in ["net", "ipc", "uts"] {
+            let link = format!("/proc/self/ns/{kind}");
+            let of = |c: &str| -> anyhow::Result<String> {
+                Ok(agent
+                    .kubenode_ok(&["exec", &name, "-c", c, "--", "readlink", &link])?
+                    .trim()
+                    .to_string())
+            };
+            let (web, side) = (of("httpd")?, of("side")?);
+            let host = std::fs::read_link(&link)?.to_string_lossy().into_owned();
+            ensure!(
+                web == side && web != host,
+                "{kind} namespaces: httpd {web}, side {side}, host {host}"
+            );
+        }
         let failed = agent.kubenode(&["exec", &name, "-c", "httpd", "--", "sh", "-c", "exit 3"])?;
         ensure!(
             failed.status.code() == Some(3),

@@ -125,6 +125,16 @@ pub fn observe(
     out
 }
 
+/// Whether the container's environment takes the pod IP (`status.podIP`/`status.podIPs`).
+pub fn needs_pod_ip(container: &Container) -> bool {
+    container.env.iter().flatten().any(|e| {
+        e.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| matches!(f.field_path.as_str(), "status.podIP" | "status.podIPs"))
+    })
+}
+
 /// Values of the container's `env[].valueFrom.fieldRef` variables.
 pub fn field_ref_env(
     pod: &Pod,
@@ -225,5 +235,20 @@ mod tests {
         assert_eq!(env["HOST"], "192.168.56.11");
         assert_eq!(env["APP"], "web");
         assert_eq!(env["NODE"], "n1");
+        // Only the pod IP makes a container wait for the network before its create.
+        assert!(needs_pod_ip(&c));
+        let without_ip = Container {
+            env: Some(vec![
+                var("NAME", "metadata.name"),
+                var("HOST", "status.hostIP"),
+            ]),
+            ..c.clone()
+        };
+        assert!(!needs_pod_ip(&without_ip));
+        let ips = Container {
+            env: Some(vec![var("IPS", "status.podIPs")]),
+            ..c
+        };
+        assert!(needs_pod_ip(&ips));
     }
 }

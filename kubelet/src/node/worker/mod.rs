@@ -16,7 +16,7 @@ mod stop;
 mod volumes;
 
 pub(super) use sandbox::remove_orphan;
-use sandbox::{ensure_sandbox, teardown_sandbox};
+use sandbox::{ensure_sandbox, finish_sandbox, teardown_sandbox};
 use start::start_container;
 use stop::stop_containers;
 pub(super) use stop::stop_one;
@@ -69,10 +69,17 @@ struct PodRecord {
     sandbox_id: Option<String>,
     pod_ips: Vec<String>,
     start_time: Option<String>,
+    /// CNI ADD of the sandbox has not finished: after an agent restart, such a sandbox is
+    /// recreated rather than adopted.
+    #[serde(default)]
+    network_pending: bool,
 }
 
 struct WorkerState {
     record: PodRecord,
+    /// A new sandbox while its network and pause container come up; containers are created
+    /// meanwhile and started only once it is up (see [`sandbox::finish_sandbox`]).
+    pending: Option<sandbox::Pending>,
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
@@ -128,6 +135,7 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
         .unwrap_or_default();
     let mut state = WorkerState {
         record,
+        pending: None,
         blocked: HashMap::new(),
         image_ids: HashMap::new(),
         status: None,
@@ -190,15 +198,7 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
     let uid = uid_of(pod);
     let sandbox = match ensure_sandbox(k, pod, state).await {
         Ok(s) => s,
-        Err(message) => {
-            k.events.warning(
-                &ObjectRef::pod(pod),
-                "FailedCreatePodSandBox",
-                message.clone(),
-            );
-            publish(k, pod, state, false, &[]);
-            return SANDBOX_RETRY;
-        }
+        Err(message) => return sandbox_failed(k, pod, state, message),
     };
     if let Err(wait) = volumes::set_up_volumes(k, pod, state).await {
         return wait;
@@ -270,21 +270,30 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
             requeue = requeue.min(at - now);
             continue;
         }
-        if let Some(wait) = start_container(k, pod, &sandbox, state, start).await {
-            requeue = requeue.min(wait);
+        match start_container(k, pod, &sandbox, state, start).await {
+            Ok(Some(wait)) => requeue = requeue.min(wait),
+            Ok(None) => {}
+            Err(message) => return sandbox_failed(k, pod, state, message),
         }
+    }
+    // Nothing started in this pass (all waiting): the sandbox still has to come up.
+    if let Err(message) = finish_sandbox(k, pod, state).await {
+        return sandbox_failed(k, pod, state, message);
     }
     let runtime = k.parts.runtime.clone();
     let sid = sandbox.id.clone();
     let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
-    publish(
-        k,
-        pod,
-        state,
-        sandbox.state == SandboxState::Ready,
-        &instances,
-    );
+    publish(k, pod, state, true, &instances);
     requeue
+}
+
+/// The sandbox could not be made (or its pause container did not start): a
+/// `FailedCreatePodSandBox` event, the status, and a retry later.
+fn sandbox_failed(k: &Kubelet, pod: &Pod, state: &mut WorkerState, message: String) -> Duration {
+    k.events
+        .warning(&ObjectRef::pod(pod), "FailedCreatePodSandBox", message);
+    publish(k, pod, state, false, &[]);
+    SANDBOX_RETRY
 }
 
 /// Builds and publishes the pod's status from the instances.

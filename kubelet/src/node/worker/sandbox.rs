@@ -2,12 +2,19 @@
 
 use super::*;
 
-/// Finds (after a restart), or creates, the pod's ready sandbox.
+/// Finds (after a restart) the pod's ready sandbox, or creates one.
+///
+/// A new sandbox is returned at once, with its network (CNI ADD) being set up and its pause
+/// container starting, both in the background (`state.pending`): containers can be created in
+/// it meanwhile (they join the pinned namespaces), and [`finish_sandbox`] is awaited before
+/// one is started, or created when its environment needs the pod IP.
 pub(super) async fn ensure_sandbox(
     k: &Arc<Kubelet>,
     pod: &Pod,
     state: &mut WorkerState,
 ) -> Result<Sandbox, String> {
+    // A sandbox left coming up by the last pass (which stopped before starting anything).
+    finish_sandbox(k, pod, state).await?;
     let uid = uid_of(pod);
     let runtime = k.parts.runtime.clone();
     let known = state.record.sandbox_id.clone();
@@ -23,7 +30,7 @@ pub(super) async fn ensure_sandbox(
     })
     .await;
     match existing {
-        Some(s) if s.state == SandboxState::Ready => {
+        Some(s) if s.state == SandboxState::Ready && !state.record.network_pending => {
             if state.record.sandbox_id.as_deref() != Some(&s.id) {
                 state.record.sandbox_id = Some(s.id.clone());
                 save_record(k, &uid, &state.record);
@@ -31,7 +38,11 @@ pub(super) async fn ensure_sandbox(
             return Ok(s);
         }
         Some(s) => {
-            tracing::warn!(sandbox = %s.id, "the pod's sandbox is not running; recreating it and its containers");
+            if s.state == SandboxState::Ready {
+                tracing::warn!(sandbox = %s.id, "the pod's network was being set up when the agent stopped; recreating the sandbox and its containers");
+            } else {
+                tracing::warn!(sandbox = %s.id, "the pod's sandbox is not running; recreating it and its containers");
+            }
             teardown_sandbox(k, pod, &s.id, Duration::from_secs(2)).await;
             state.record = PodRecord {
                 start_time: state.record.start_time.take(),
@@ -65,44 +76,92 @@ pub(super) async fn ensure_sandbox(
     let sandbox = blocking(move || runtime.create_sandbox_with(&config, &options))
         .await
         .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
-    // The network (CNI ADD) and the pause container only share the netns, which exists now:
-    // both are set up at once.
-    let network = async {
-        if host_network(pod) {
-            return Ok(Vec::new());
-        }
-        k.parts
-            .cni
-            .add(&attachment(pod, &sandbox))
-            .await
-            .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
-    };
+    state.record.sandbox_id = Some(sandbox.id.clone());
+    state.record.pod_ips = Vec::new();
+    state.record.network_pending = !host_network(pod);
+    save_record(k, &uid, &state.record);
+    // The pause container and the network only share the pod's namespaces, which exist now:
+    // both come up at once, while the first containers are created.
     let runtime = k.parts.runtime.clone();
     let id = sandbox.id.clone();
-    let pause = blocking(move || runtime.start_sandbox(&id));
-    let (network, started) = tokio::join!(network, pause);
-    let outcome = match (network, started) {
-        (Ok(ips), Ok(started)) => Ok((ips, started)),
-        (Err(e), _) => Err(format!(
-            "Failed to create pod sandbox: setting up the pod network: {e}"
-        )),
-        (_, Err(e)) => Err(format!(
-            "Failed to create pod sandbox: starting the pause container: {e}"
-        )),
-    };
-    let (pod_ips, sandbox) = match outcome {
-        Ok(done) => done,
-        Err(message) => {
-            teardown_sandbox(k, pod, &sandbox.id, Duration::ZERO).await;
-            return Err(message);
-        }
-    };
-    state.record.sandbox_id = Some(sandbox.id.clone());
-    state.record.pod_ips = pod_ips;
-    save_record(k, &uid_of(pod), &state.record);
-    write_pod_files(k, pod, &state.record)
-        .map_err(|e| format!("writing the pod's /etc files: {e}"))?;
+    let pause = tokio::task::spawn_blocking(move || runtime.start_sandbox(&id));
+    let network = (!host_network(pod)).then(|| {
+        let cni = k.parts.cni.clone();
+        let attachment = attachment(pod, &sandbox);
+        tokio::spawn(async move {
+            cni.add(&attachment)
+                .await
+                .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
+                .map_err(|e| e.to_string())
+        })
+    });
+    state.pending = Some(Pending { pause, network });
+    // The managed files exist before any container binds them; the pod IP is written into
+    // /etc/hosts (in place, the same inode) once the network is up, before any start.
+    if let Err(e) = write_pod_files(k, pod, &state.record) {
+        let _ = finish_sandbox(k, pod, state).await;
+        return Err(format!("writing the pod's /etc files: {e}"));
+    }
     Ok(sandbox)
+}
+
+/// A new sandbox coming up: its pause container starting, its network being set up.
+pub(super) struct Pending {
+    pause: tokio::task::JoinHandle<Result<Sandbox, kubenode_runtime::RuntimeError>>,
+    /// `None` for a host-network pod.
+    network: Option<tokio::task::JoinHandle<Result<Vec<String>, String>>>,
+}
+
+/// Waits until the sandbox [`ensure_sandbox`] left coming up is up: the pod IPs recorded and
+/// written into /etc/hosts, the pause container running. When either failed, the sandbox is
+/// torn down with whatever was created in it, and the error returned (for a
+/// `FailedCreatePodSandBox` event); the next pass makes a new sandbox.
+pub(super) async fn finish_sandbox(
+    k: &Arc<Kubelet>,
+    pod: &Pod,
+    state: &mut WorkerState,
+) -> Result<(), String> {
+    let Some(pending) = state.pending.take() else {
+        return Ok(());
+    };
+    let network = match pending.network {
+        None => Ok(None),
+        Some(task) => match task.await {
+            Ok(Ok(ips)) => Ok(Some(ips)),
+            Ok(Err(e)) => Err(format!("setting up the pod network: {e}")),
+            Err(e) => Err(format!("setting up the pod network: the task failed: {e}")),
+        },
+    };
+    let pause = match pending.pause.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("starting the pause container: {e}")),
+        Err(e) => Err(format!(
+            "starting the pause container: the task failed: {e}"
+        )),
+    };
+    let error = match (network, pause) {
+        (Ok(ips), Ok(())) => {
+            if let Some(ips) = ips {
+                state.record.pod_ips = ips;
+                state.record.network_pending = false;
+                save_record(k, &uid_of(pod), &state.record);
+            }
+            match write_pod_files(k, pod, &state.record) {
+                Ok(()) => return Ok(()),
+                Err(e) => format!("writing the pod's /etc files: {e}"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => e,
+    };
+    if let Some(id) = state.record.sandbox_id.clone() {
+        teardown_sandbox(k, pod, &id, Duration::ZERO).await;
+    }
+    state.record = PodRecord {
+        start_time: state.record.start_time.take(),
+        ..Default::default()
+    };
+    save_record(k, &uid_of(pod), &state.record);
+    Err(format!("Failed to create pod sandbox: {error}"))
 }
 
 pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
@@ -118,6 +177,8 @@ pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
     }
 }
 
+/// Writes the pod's managed /etc/hosts, /etc/resolv.conf and /etc/hostname. Each file is
+/// rewritten in place (never replaced by a rename): containers bind the inode.
 pub(super) fn write_pod_files(k: &Kubelet, pod: &Pod, record: &PodRecord) -> std::io::Result<()> {
     let dir = k.pods_dir().join(uid_of(pod));
     std::fs::create_dir_all(&dir)?;

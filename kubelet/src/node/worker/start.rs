@@ -2,27 +2,32 @@
 
 use super::*;
 
-/// Pulls, creates and starts one container. Returns a shorter requeue when blocked.
+/// Pulls, creates and starts one container. Returns a shorter requeue when blocked, or the
+/// sandbox error when the pause container, awaited before the start, failed (the sandbox and
+/// the container are then gone).
 pub(super) async fn start_container(
     k: &Arc<Kubelet>,
     pod: &Pod,
     sandbox: &Sandbox,
     state: &mut WorkerState,
     start: &Start,
-) -> Option<Duration> {
+) -> Result<Option<Duration>, String> {
     let spec = pod.spec.clone().unwrap_or_default();
-    let container = spec
+    let Some(container) = spec
         .init_containers
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .find(|c| c.name == start.name)?
-        .clone();
+        .find(|c| c.name == start.name)
+        .cloned()
+    else {
+        return Ok(None);
+    };
     let obj = ObjectRef::container(pod, &container.name);
     let image_name = container.image.clone().unwrap_or_default();
     let image = match pull(k, pod, &container, state).await {
         Ok(i) => i,
-        Err(wait) => return Some(wait),
+        Err(wait) => return Ok(Some(wait)),
     };
     state
         .image_ids
@@ -71,15 +76,19 @@ pub(super) async fn start_container(
     match super::volumes::container_mounts(k, pod, &container).await {
         Ok(volume_mounts) => mounts.extend(volume_mounts),
         Err(message) => {
-            return create_failed(
+            return Ok(create_failed(
                 k,
                 &obj,
                 state,
                 &container.name,
                 reason::CREATE_CONTAINER_CONFIG_ERROR,
                 message,
-            );
+            ));
         }
+    }
+    if observe::needs_pod_ip(&container) {
+        // The environment names the pod IP: the network has to be up before the create.
+        super::finish_sandbox(k, pod, state).await?;
     }
     let pod_ip = state.record.pod_ips.first().cloned();
     let config = ContainerConfig {
@@ -107,14 +116,14 @@ pub(super) async fn start_container(
     let id = match created {
         Ok(id) => id,
         Err(e) => {
-            return create_failed(
+            return Ok(create_failed(
                 k,
                 &obj,
                 state,
                 &container.name,
                 reason::CREATE_CONTAINER_ERROR,
                 e.to_string(),
-            );
+            ));
         }
     };
     k.events.normal(
@@ -122,6 +131,9 @@ pub(super) async fn start_container(
         "Created",
         format!("Created container: {}", container.name),
     );
+    // A new sandbox may still be coming up: containers run only in a sandbox with its
+    // network and pause container up.
+    super::finish_sandbox(k, pod, state).await?;
     let runtime = k.parts.runtime.clone();
     let started = {
         let id = id.clone();
@@ -135,14 +147,14 @@ pub(super) async fn start_container(
                 "Started",
                 format!("Started container {}", container.name),
             );
-            None
+            Ok(None)
         }
         Err(e) => {
             // The runtime records the instance as exited (StartError, 128): the back-off and
             // the status take it from there.
             state.blocked.remove(&container.name);
             k.events.warning(&obj, "Failed", format!("Error: {e}"));
-            None
+            Ok(None)
         }
     }
 }

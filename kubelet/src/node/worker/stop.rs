@@ -11,6 +11,8 @@ pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerSta
             .unwrap_or(30)
             .max(0) as u64,
     );
+    // A sandbox that failed to come up is gone already.
+    let _ = finish_sandbox(k, pod, state).await;
     if let Some(sid) = state.record.sandbox_id.clone() {
         stop_containers(k, pod, &sid, grace).await;
         let runtime = k.parts.runtime.clone();
