@@ -170,7 +170,11 @@ impl TestAgent {
             self.default_args(&mut cmd);
         }
         let child = cmd
-            .env("KUBENODE_LOG", "info")
+            // KUBENODE_TEST_LOG (e.g. `debug`) raises the agent's log level for a debugging run.
+            .env(
+                "KUBENODE_LOG",
+                std::env::var("KUBENODE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

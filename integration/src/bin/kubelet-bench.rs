@@ -3,7 +3,9 @@
 //! RSS idle and with 100 pods; with `--podman`, the same pod started by `podman kube play`.
 //!
 //! Run as root: `cargo run --release -p kubenode-integration --bin kubelet-bench [-- --podman]`
-//! (build the `kubenode` binary in the same profile first).
+//! (build the `kubenode` binary in the same profile first). `--single` stops after the
+//! one-at-a-time starts; `KUBELET_BENCH_LOG=FILE` keeps the agent's log of them (with
+//! `KUBENODE_TEST_LOG=debug` for the trace of each step).
 
 use std::time::{Duration, Instant};
 
@@ -79,7 +81,7 @@ fn remove_all(agent: &TestAgent, files: &[String]) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("pods still present");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }
@@ -222,8 +224,9 @@ fn main() -> anyhow::Result<()> {
     let idle = rss_kib(pid)?;
     save_smaps(pid, "idle")?;
 
+    // Like `podman kube play` then `kube down` below: each pod is started on an otherwise
+    // empty node and removed before the next one.
     let mut single = Vec::new();
-    let mut files = Vec::new();
     for i in 0..SINGLE {
         let file = format!("s{i}.yaml");
         let t = Instant::now();
@@ -234,10 +237,21 @@ fn main() -> anyhow::Result<()> {
             t,
             Duration::from_secs(60),
         )?);
-        files.push(file);
+        remove_all(&agent, &[file])?;
     }
-    remove_all(&agent, &files)?;
     single.sort();
+    if let Some(to) = std::env::var_os("KUBELET_BENCH_LOG") {
+        std::fs::copy(agent.dir.join("agent.log"), &to).context("copying the agent log")?;
+    }
+    if std::env::args().any(|a| a == "--single") {
+        println!(
+            "kubenode pod start ({SINGLE} pods, one at a time): median {:.1} ms, p99 {:.1} ms, min {:.1} ms",
+            ms(percentile(&single, 0.5)),
+            ms(percentile(&single, 0.99)),
+            ms(single[0])
+        );
+        return Ok(());
+    }
 
     let (burst, files) = start_batch(&agent, &image, "b", BURST, Duration::from_secs(120))?;
     remove_all(&agent, &files)?;

@@ -8,7 +8,9 @@
 //! is not involved), which prices the prober's side of an exec probe, not runc's.
 //!
 //! Prints the prober's CPU as a share of one core, probes completed per second, and probe
-//! latency p50/p99 per mechanism.
+//! latency p50/p99 per mechanism. Then the floor: the same connections, at the same rate, made
+//! by a plain blocking client on one thread (connect, request, read to the end, close; connect,
+//! close), which is what the kernel charges for them whoever makes them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -101,6 +103,52 @@ fn cpu() -> Cpu {
         system,
         children: cu + cs,
     }
+}
+
+/// CPU used by the calling thread so far: (user, system).
+fn thread_cpu() -> (Duration, Duration) {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(u.ru_utime), tv(u.ru_stime))
+}
+
+/// The kernel's price of the probes' connections: every second, `per_second` HTTP exchanges
+/// (same request as an httpGet probe, on a new connection, read to the end) and as many TCP
+/// connects, from one thread with blocking sockets. Returns the thread's (user, system) CPU.
+fn floor(
+    http_ports: &[i32],
+    tcp_ports: &[i32],
+    per_second: usize,
+    window: Duration,
+) -> (Duration, Duration) {
+    use std::io::Read;
+    let begin = std::time::Instant::now();
+    let before = thread_cpu();
+    let mut buf = [0u8; 4096];
+    while begin.elapsed() < window {
+        let second = std::time::Instant::now();
+        for i in 0..per_second {
+            let port = http_ports[i % http_ports.len()] as u16;
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let request = format!(
+                    "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nuser-agent: {}\r\naccept: */*\r\nconnection: close\r\n\r\n",
+                    kubenode_kubelet::prober::user_agent()
+                );
+                let _ = s.write_all(request.as_bytes());
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            }
+            let port = tcp_ports[i % tcp_ports.len()] as u16;
+            drop(std::net::TcpStream::connect(("127.0.0.1", port)));
+        }
+        if let Some(rest) = Duration::from_secs(1).checked_sub(second.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let after = thread_cpu();
+    (after.0 - before.0, after.1 - before.1)
 }
 
 fn share(d: Duration, window: Duration) -> f64 {
@@ -322,6 +370,21 @@ fn main() {
         report(&prober, Mechanism::Tcp, "tcpSocket", window);
         let failures = events.list().len();
         println!("  events (failures): {failures}");
+        let (http, tcp) = (http_ports.to_vec(), tcp_ports.to_vec());
+        let (user, system) =
+            tokio::task::spawn_blocking(move || floor(&http, &tcp, containers, window))
+                .await
+                .expect("floor thread");
+        let floor_total = share(user + system, window);
+        println!(
+            "  floor, the same connections from a plain blocking client: {floor_total:.2} % of one core ({:.2} % user, {:.2} % kernel)",
+            share(user, window),
+            share(system, window),
+        );
+        println!(
+            "  prober above the floor: {:.2} % of one core",
+            share(used.user + used.system, window) - floor_total
+        );
 
         if execs > 0 {
             let exec: Vec<Pod> = (0..execs)
