@@ -25,6 +25,10 @@ fn main() {
         ),
         privileged("agent_sigkill_then_restart_adopts_pods", agent_restart),
         privileged(
+            "failed_pod_network_leaves_nothing_then_retries",
+            failed_network,
+        ),
+        privileged(
             "service_env_host_network_and_field_refs",
             env_and_host_network,
         ),
@@ -784,4 +788,124 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
         );
     }
     guard.check()
+}
+
+/// A CNI plugin chained after kubenode-bridge that fails ADD while `<dir>/cni/closed` exists,
+/// and otherwise passes the previous result on.
+const GATE_PLUGIN: &str = r#"#!/bin/sh
+in=$(cat)
+if [ "$CNI_COMMAND" = ADD ] && [ -e "$GATE" ]; then
+  echo '{"cniVersion":"1.0.0","code":11,"msg":"the test gate is closed"}'
+  exit 1
+fi
+if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
+  printf '%s' "$in" | jq -c .prevResult
+fi
+if [ "$CNI_COMMAND" = VERSION ]; then
+  echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}'
+fi
+"#;
+
+/// The pod network fails while the sandbox comes up (pause starting, the container being
+/// created meanwhile): a FailedCreatePodSandBox event with the plugin's message, the pod stays
+/// Pending with nothing of the sandbox left (no container, no namespace file), and once the
+/// network works the retry brings the pod up.
+fn failed_network() -> anyhow::Result<()> {
+    with_agent("kn", |agent| {
+        // Chain the gate after the network the agent wrote at its first start.
+        agent.kill();
+        let net_d = agent.dir.join("cni/net.d");
+        let conf = std::fs::read_dir(&net_d)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "conflist"))
+            .context("the agent wrote no conflist")?;
+        let mut list: Value = serde_json::from_slice(&std::fs::read(&conf)?)?;
+        list["plugins"]
+            .as_array_mut()
+            .context("plugins")?
+            .push(serde_json::json!({"type": "kn-gate"}));
+        std::fs::write(&conf, serde_json::to_vec_pretty(&list)?)?;
+        let gate = agent.dir.join("cni/closed");
+        let plugin = agent.dir.join("cni/bin/kn-gate");
+        std::fs::write(
+            &plugin,
+            GATE_PLUGIN.replace("$GATE", &gate.to_string_lossy()),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(&gate, b"")?;
+        agent.spawn()?;
+
+        let yaml = pod_yaml(
+            "gated",
+            &agent.image,
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n",
+        );
+        agent.write_manifest("gated.yaml", &yaml)?;
+        let name = agent.pod_name("gated");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let message = loop {
+            let failed = agent.events()?.into_iter().find(|e| {
+                e["reason"] == "FailedCreatePodSandBox"
+                    && e["involvedObject"]["name"] == name.as_str()
+            });
+            if let Some(e) = failed {
+                break e["message"].as_str().unwrap_or_default().to_string();
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no FailedCreatePodSandBox event; events: {:?}",
+                agent.events()?
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        ensure!(
+            message.contains("setting up the pod network")
+                && message.contains("the test gate is closed"),
+            "event message {message:?}"
+        );
+        let pod = agent.pod(&name)?.context("pod not listed")?;
+        ensure!(phase(&pod) == "Pending", "phase {}", phase(&pod));
+        // Between attempts nothing of the sandbox remains: no OCI container (pause or the
+        // one created while the network was failing), no pinned namespace.
+        let runc = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(agent.dir.join("run/runc"))
+            .args(["list", "-q"])
+            .output()?;
+        // An attempt may be under way: look twice, 2 s apart, for a state with nothing left.
+        let mut leftovers = String::from_utf8_lossy(&runc.stdout).trim().to_string();
+        let pinned = || -> Vec<String> {
+            ["netns", "ipcns", "utsns"]
+                .iter()
+                .flat_map(|d| {
+                    std::fs::read_dir(agent.dir.join("run").join(d))
+                        .into_iter()
+                        .flatten()
+                })
+                .flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        };
+        if !leftovers.is_empty() || !pinned().is_empty() {
+            std::thread::sleep(Duration::from_secs(2));
+            let again = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(agent.dir.join("run/runc"))
+                .args(["list", "-q"])
+                .output()?;
+            leftovers = String::from_utf8_lossy(&again.stdout).trim().to_string();
+        }
+        ensure!(
+            leftovers.is_empty() && pinned().is_empty(),
+            "left after a failed sandbox: runc {leftovers:?}, namespace files {:?}",
+            pinned()
+        );
+        // The network works again: the next attempt (5 s later at most) brings the pod up.
+        std::fs::remove_file(&gate)?;
+        agent.wait_pod(&name, Duration::from_secs(30), "Running", all_running)?;
+        agent.remove_manifest("gated.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(45))
+    })
 }
