@@ -29,6 +29,10 @@ fn main() {
             failed_network,
         ),
         privileged(
+            "agent_killed_during_pod_network_setup_recreates_the_sandbox",
+            killed_during_network,
+        ),
+        privileged(
             "service_env_host_network_and_field_refs",
             env_and_host_network,
         ),
@@ -790,13 +794,19 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
     guard.check()
 }
 
-/// A CNI plugin chained after kubenode-bridge that fails ADD while `<dir>/cni/closed` exists,
-/// and otherwise passes the previous result on.
+/// A CNI plugin chained after kubenode-bridge: ADD fails while `$GATE` exists, waits (at most
+/// 60 s) while `$HANG` exists after touching `$HANG.started`, and otherwise passes the previous
+/// result on.
 const GATE_PLUGIN: &str = r#"#!/bin/sh
 in=$(cat)
 if [ "$CNI_COMMAND" = ADD ] && [ -e "$GATE" ]; then
   echo '{"cniVersion":"1.0.0","code":11,"msg":"the test gate is closed"}'
   exit 1
+fi
+if [ "$CNI_COMMAND" = ADD ] && [ -e "$HANG" ]; then
+  touch "$HANG.started"
+  i=0
+  while [ -e "$HANG" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 fi
 if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
   printf '%s' "$in" | jq -c .prevResult
@@ -806,37 +816,127 @@ if [ "$CNI_COMMAND" = VERSION ]; then
 fi
 "#;
 
+/// Restarts the agent with the gate plugin chained after the network it wrote at its first
+/// start. Returns the gate and hang file paths (neither exists yet).
+fn install_gate(agent: &mut TestAgent) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    agent.kill();
+    let net_d = agent.dir.join("cni/net.d");
+    let conf = std::fs::read_dir(&net_d)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "conflist"))
+        .context("the agent wrote no conflist")?;
+    let mut list: Value = serde_json::from_slice(&std::fs::read(&conf)?)?;
+    list["plugins"]
+        .as_array_mut()
+        .context("plugins")?
+        .push(serde_json::json!({"type": "kn-gate"}));
+    std::fs::write(&conf, serde_json::to_vec_pretty(&list)?)?;
+    let gate = agent.dir.join("cni/closed");
+    let hang = agent.dir.join("cni/hang");
+    let plugin = agent.dir.join("cni/bin/kn-gate");
+    std::fs::write(
+        &plugin,
+        GATE_PLUGIN
+            .replace("$GATE", &gate.to_string_lossy())
+            .replace("$HANG", &hang.to_string_lossy()),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+    agent.spawn()?;
+    Ok((gate, hang))
+}
+
+/// The pinned namespace files under the agent's run dir.
+fn namespace_files(agent: &TestAgent) -> Vec<String> {
+    ["netns", "ipcns", "utsns"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(agent.dir.join("run").join(d))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// The agent is SIGKILLed while CNI ADD of a new pod hangs (its pause container started, its
+/// container maybe created): after the restart that sandbox is not adopted without a network
+/// but recreated, the old one's namespaces and address released, and the pod comes up.
+fn killed_during_network() -> anyhow::Result<()> {
+    with_agent("kk", |agent| {
+        let (_, hang) = install_gate(agent)?;
+        std::fs::write(&hang, b"")?;
+        let yaml = pod_yaml(
+            "hung",
+            &agent.image,
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n",
+        );
+        agent.write_manifest("hung.yaml", &yaml)?;
+        let started = hang.with_extension("started");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "the CNI ADD never reached the gate"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Let pause come up while ADD hangs, then kill the agent in the middle of the ADD.
+        std::thread::sleep(Duration::from_millis(500));
+        agent.kill();
+        let before = namespace_files(agent);
+        ensure!(
+            before.len() == 3,
+            "namespace files of the first sandbox: {before:?}"
+        );
+        std::fs::remove_file(&hang)?;
+        agent.spawn()?;
+        let name = agent.pod_name("hung");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let ip = pod["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(ip.starts_with("10.244.1."), "pod IP {ip:?}");
+        in_node(agent, &["busybox", "ping", "-c1", "-W2", &ip])
+            .context("the recreated pod is not reachable")?;
+        ensure!(
+            agent.log().contains("recreating the sandbox"),
+            "the agent did not say it recreated the sandbox"
+        );
+        let after = namespace_files(agent);
+        ensure!(
+            after.len() == 3 && after.iter().all(|f| !before.contains(f)),
+            "namespace files: before {before:?}, after {after:?}"
+        );
+        // Nothing of the first sandbox's address is left allocated: one address in use.
+        let allocated: Vec<String> = std::fs::read_dir(agent.dir.join("root/cni/networks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("10.244."))
+            .collect();
+        ensure!(
+            allocated == [ip.clone()],
+            "allocated addresses {allocated:?}, pod {ip}"
+        );
+        agent.remove_manifest("hung.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(45))
+    })
+}
+
 /// The pod network fails while the sandbox comes up (pause starting, the container being
 /// created meanwhile): a FailedCreatePodSandBox event with the plugin's message, the pod stays
 /// Pending with nothing of the sandbox left (no container, no namespace file), and once the
 /// network works the retry brings the pod up.
 fn failed_network() -> anyhow::Result<()> {
     with_agent("kn", |agent| {
-        // Chain the gate after the network the agent wrote at its first start.
-        agent.kill();
-        let net_d = agent.dir.join("cni/net.d");
-        let conf = std::fs::read_dir(&net_d)?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "conflist"))
-            .context("the agent wrote no conflist")?;
-        let mut list: Value = serde_json::from_slice(&std::fs::read(&conf)?)?;
-        list["plugins"]
-            .as_array_mut()
-            .context("plugins")?
-            .push(serde_json::json!({"type": "kn-gate"}));
-        std::fs::write(&conf, serde_json::to_vec_pretty(&list)?)?;
-        let gate = agent.dir.join("cni/closed");
-        let plugin = agent.dir.join("cni/bin/kn-gate");
-        std::fs::write(
-            &plugin,
-            GATE_PLUGIN.replace("$GATE", &gate.to_string_lossy()),
-        )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+        let (gate, _) = install_gate(agent)?;
         std::fs::write(&gate, b"")?;
-        agent.spawn()?;
-
         let yaml = pod_yaml(
             "gated",
             &agent.image,
@@ -876,18 +976,7 @@ fn failed_network() -> anyhow::Result<()> {
             .output()?;
         // An attempt may be under way: look twice, 2 s apart, for a state with nothing left.
         let mut leftovers = String::from_utf8_lossy(&runc.stdout).trim().to_string();
-        let pinned = || -> Vec<String> {
-            ["netns", "ipcns", "utsns"]
-                .iter()
-                .flat_map(|d| {
-                    std::fs::read_dir(agent.dir.join("run").join(d))
-                        .into_iter()
-                        .flatten()
-                })
-                .flatten()
-                .map(|e| e.path().display().to_string())
-                .collect()
-        };
+        let pinned = || namespace_files(agent);
         if !leftovers.is_empty() || !pinned().is_empty() {
             std::thread::sleep(Duration::from_secs(2));
             let again = std::process::Command::new("runc")
