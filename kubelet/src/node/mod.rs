@@ -12,6 +12,7 @@ mod envvars;
 mod files;
 pub(crate) mod hooks;
 mod observe;
+mod pleg;
 mod probing;
 mod worker;
 
@@ -177,6 +178,7 @@ impl Kubelet {
     /// Runs the kubelet: applies every snapshot from `snapshots` until the channel closes, then
     /// leaves the pods running (an agent restart adopts them).
     pub async fn run(self: Arc<Self>, mut snapshots: tokio::sync::mpsc::Receiver<Snapshot>) {
+        tokio::spawn(pleg::run(Arc::downgrade(&self)));
         let mut first = true;
         while let Some(snapshot) = snapshots.recv().await {
             crate::source::record_errors(&self.events, &self.config.node_name, &snapshot.errors);

@@ -50,8 +50,10 @@ use crate::backoff::{
 use crate::events::ObjectRef;
 use crate::status::{generate_pod_status, is_terminal, reason, ObservedPod};
 
-/// How often a running pod is re-synced (container exits are noticed within this).
-const RESYNC: Duration = Duration::from_secs(1);
+/// How often a pod is re-synced when nothing wakes its worker. Container exits and pause
+/// deaths wake it within a second (the relist in `pleg`), probe results and manifest changes
+/// at once, and every wait (back-offs, retries) sets its own requeue.
+const RESYNC: Duration = Duration::from_secs(10);
 /// Wait before retrying a sandbox that failed to come up.
 const SANDBOX_RETRY: Duration = Duration::from_secs(5);
 /// Wait before creating a container again after a create error (a config or runtime error
