@@ -93,6 +93,21 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             "static pods may not have ephemeral containers",
         ));
     }
+    // Namespace options kubenode does not implement: refused, never silently ignored.
+    let unimplemented = [
+        ("spec.hostPID", spec.host_pid == Some(true)),
+        ("spec.hostIPC", spec.host_ipc == Some(true)),
+        (
+            "spec.shareProcessNamespace",
+            spec.share_process_namespace == Some(true),
+        ),
+        ("spec.hostUsers", spec.host_users == Some(false)),
+    ];
+    for (field, set) in unimplemented {
+        if set {
+            errs.push(FieldError::forbidden(field, "not supported by kubenode"));
+        }
+    }
 
     if let Some(p) = spec.restart_policy.as_deref() {
         if !RESTART_POLICIES.contains(&p) {

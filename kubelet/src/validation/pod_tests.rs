@@ -92,6 +92,39 @@ fn names() {
 }
 
 #[test]
+fn unimplemented_namespace_options_are_refused() {
+    one(
+        |v| v["spec"]["hostPID"] = true.into(),
+        "spec.hostPID: Forbidden: not supported by kubenode",
+    );
+    one(
+        |v| v["spec"]["hostIPC"] = true.into(),
+        "spec.hostIPC: Forbidden: not supported by kubenode",
+    );
+    one(
+        |v| v["spec"]["shareProcessNamespace"] = true.into(),
+        "spec.shareProcessNamespace: Forbidden: not supported by kubenode",
+    );
+    one(
+        |v| v["spec"]["hostUsers"] = false.into(),
+        "spec.hostUsers: Forbidden: not supported by kubenode",
+    );
+    // Their defaults are fine, said or not.
+    for (k, v) in [
+        ("hostPID", false),
+        ("hostIPC", false),
+        ("shareProcessNamespace", false),
+        ("hostUsers", true),
+    ] {
+        assert_eq!(
+            errors(|p| p["spec"][k] = v.into()),
+            Vec::<String>::new(),
+            "{k}: {v}"
+        );
+    }
+}
+
+#[test]
 fn ports_and_image() {
     one(|v| v["spec"]["containers"][0]["ports"][1]["containerPort"] = 70000.into(), "spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive");
     one(
