@@ -969,27 +969,24 @@ fn failed_network() -> anyhow::Result<()> {
         ensure!(phase(&pod) == "Pending", "phase {}", phase(&pod));
         // Between attempts nothing of the sandbox remains: no OCI container (pause or the
         // one created while the network was failing), no pinned namespace.
-        let runc = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(agent.dir.join("run/runc"))
-            .args(["list", "-q"])
-            .output()?;
-        // An attempt may be under way: look twice, 2 s apart, for a state with nothing left.
-        let mut leftovers = String::from_utf8_lossy(&runc.stdout).trim().to_string();
-        let pinned = || namespace_files(agent);
-        if !leftovers.is_empty() || !pinned().is_empty() {
-            std::thread::sleep(Duration::from_secs(2));
-            let again = std::process::Command::new("runc")
+        let runc_ids = || -> anyhow::Result<String> {
+            let out = std::process::Command::new("runc")
                 .arg("--root")
                 .arg(agent.dir.join("run/runc"))
                 .args(["list", "-q"])
                 .output()?;
-            leftovers = String::from_utf8_lossy(&again.stdout).trim().to_string();
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        // An attempt may be under way: look twice, 2 s apart, for a state with nothing left.
+        let mut leftovers = runc_ids()?;
+        if !leftovers.is_empty() || !namespace_files(agent).is_empty() {
+            std::thread::sleep(Duration::from_secs(2));
+            leftovers = runc_ids()?;
         }
+        let pinned = namespace_files(agent);
         ensure!(
-            leftovers.is_empty() && pinned().is_empty(),
-            "left after a failed sandbox: runc {leftovers:?}, namespace files {:?}",
-            pinned()
+            leftovers.is_empty() && pinned.is_empty(),
+            "left after a failed sandbox: runc {leftovers:?}, namespace files {pinned:?}"
         );
         // The network works again: the next attempt (5 s later at most) brings the pod up.
         std::fs::remove_file(&gate)?;

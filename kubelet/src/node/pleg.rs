@@ -4,7 +4,7 @@
 //! then need no 1 s resync of their own: a quiet pod costs one status read per relist.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use kubenode_runtime::{ContainerState, ContainerStatus, Sandbox, SandboxState};
@@ -65,10 +65,9 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(k) = kubelet.upgrade() else {
+        let Some(runtime) = kubelet.upgrade().map(|k| k.parts.runtime.clone()) else {
             return;
         };
-        let runtime = k.parts.runtime.clone();
         let Ok(now) = tokio::task::spawn_blocking(move || {
             views(&runtime.list_sandboxes(), &runtime.list_containers(None))
         })
@@ -76,9 +75,8 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
         else {
             continue;
         };
-        let weak: Weak<Kubelet> = Arc::downgrade(&k);
         for uid in changed(&last, &now) {
-            super::probing::wake(&weak, &uid);
+            super::probing::wake(&kubelet, &uid);
         }
         last = now;
     }

@@ -126,7 +126,6 @@ impl Runtime {
                 pod: pod.clone(),
                 source,
             })?;
-        let pause = format!("/proc/{}/ns", sandbox.pause_pid);
         let namespaces = match &sandbox.ipc_path {
             Some(ipc) => NamespacePaths {
                 net: sandbox.netns_path.clone(),
@@ -134,11 +133,14 @@ impl Runtime {
                 uts: sandbox.uts_path.clone(),
             },
             // A sandbox from before namespaces were pinned: the pause process holds them.
-            None => NamespacePaths {
-                net: sandbox.netns_path.clone(),
-                ipc: PathBuf::from(format!("{pause}/ipc")),
-                uts: Some(PathBuf::from(format!("{pause}/uts"))),
-            },
+            None => {
+                let pause = PathBuf::from(format!("/proc/{}/ns", sandbox.pause_pid));
+                NamespacePaths {
+                    net: sandbox.netns_path.clone(),
+                    ipc: pause.join("ipc"),
+                    uts: Some(pause.join("uts")),
+                }
+            }
         };
         // The pod's shared /dev/shm, unless the kubelet mounts its own.
         let mut mounts = config.mounts.clone();
