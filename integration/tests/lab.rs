@@ -1,4 +1,4 @@
-//! The one-machine lab (issue 9): the Vagrant lab's three nodes as network namespaces on a lab
+//! The one-machine lab: the Vagrant lab's three nodes as network namespaces on a lab
 //! bridge, provisioned by `vagrant/scripts/*` and each running its own agent, proving pod-to-pod
 //! traffic across nodes without NAT, a Service spanning the nodes (ClusterIP from every node,
 //! NodePort on every node's address), the walk-through's exercises, and an agent SIGKILLed and

@@ -1,6 +1,6 @@
 //! kubenode in a real VM (qemu, TCG, a Debian kernel): installed as an operator installs it and
-//! started with the systemd unit's command line (issue 9), and a pod with an `nfs` volume served
-//! by nfs-ganesha on the host's loopback (issue 7; this machine's kernel has no NFS client).
+//! started with the systemd unit's command line, and a pod with an `nfs` volume served
+//! by nfs-ganesha on the host's loopback (this machine's kernel has no NFS client).
 //! The guest's shell script reports steps on the serial console; the host judges them and checks
 //! what reached the NFS export. Skipped, with the reason printed, only where qemu cannot run.
 
@@ -152,7 +152,7 @@ fn timeout_kills_qemu(tag: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Issue 9: kubenode installed into the guest's root with `deploy/install --root` and started
+/// kubenode installed into the guest's root with `deploy/install --root` and started
 /// with the unit's command line runs a busybox httpd pod that is Running and answers on its IP.
 fn smoke(tag: &str) -> anyhow::Result<()> {
     let kernel = Kernel::fetch()?;
@@ -181,7 +181,7 @@ fn smoke(tag: &str) -> anyhow::Result<()> {
     ])
 }
 
-/// Issue 7: ganesha on the host's loopback exports a directory; in the guest, `mount -t nfs`
+/// ganesha on the host's loopback exports a directory; in the guest, `mount -t nfs`
 /// works, then a pod with an `nfs` volume reads the host's file and writes one the host finds.
 fn nfs_volume(tag: &str, nfs_tag: &str) -> anyhow::Result<()> {
     let kernel = Kernel::fetch()?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use kubenode_kubelet::api::ApiClient;
 
-/// The agent's default run dir (DESIGN.md "On the node").
+/// The agent's default run dir (docs/architecture.md, "On-disk state").
 pub const DEFAULT_RUN_DIR: &str = "/run/kubenode";
 
 /// Where to find the agent: shared by every CLI subcommand.

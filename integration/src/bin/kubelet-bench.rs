@@ -1,4 +1,4 @@
-//! kubelet benchmark (issue 5): single-pod start latency (manifest written → Running with every
+//! kubelet benchmark: single-pod start latency (manifest written → Running with every
 //! container started, as the read-only port's `/pods` shows it), a 30-pod burst, and the agent's
 //! RSS idle and with 100 pods; with `--podman`, the same pod started by `podman kube play`.
 //!

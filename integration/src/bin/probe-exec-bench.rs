@@ -1,4 +1,4 @@
-//! Exec probes at density through the real runtime (issue 6): a `kubenode agent` with
+//! Exec probes at density through the real runtime: a `kubenode agent` with
 //! `--pods N` busybox pods (default 20), each with an exec liveness probe (`true`, period 1 s);
 //! prints the agent's own CPU and its children's (`runc exec` and what it runs) as shares of
 //! one core over `--seconds S` (default 20), from `/proc/<agent>/stat`.

@@ -1,4 +1,4 @@
-# NFS end to end (issue 7): mount -t nfs from the guest, then pods with nfs volumes (read-write,
+# NFS end to end: mount -t nfs from the guest, then pods with nfs volumes (read-write,
 # readOnly, a missing export). Set by the host: IMAGE, READ_TOKEN (in the export's file
 # token), GUEST_TOKEN and POD_TOKEN (written into the export, checked by the host).
 mkdir -p /mnt/nfs

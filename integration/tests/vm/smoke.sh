@@ -1,4 +1,4 @@
-# VM smoke (issue 9): kubenode as installed, started as the unit starts it, runs a pod that
+# VM smoke: kubenode as installed, started as the unit starts it, runs a pod that
 # answers on its IP. Set by the host: IMAGE, TOKEN.
 [ -x /usr/local/bin/kubenode ] && [ -L /opt/cni/bin/kubenode-bridge ] || fail installed "kubenode or its CNI link missing"
 pass installed

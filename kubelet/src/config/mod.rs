@@ -2,7 +2,7 @@
 //! (`apiVersion: kubelet.config.k8s.io/v1beta1`, `kind:
 //! KubeletConfiguration`) plus kubenode's own keys, overridden by explicit
 //! command-line flags, with upstream defaults and the node directories of
-//! DESIGN.md "On the node".
+//! docs/architecture.md ("On-disk state").
 
 mod cidr;
 mod duration;

@@ -1,5 +1,5 @@
 //! Sync-time benchmark: kubenode's layout against kube-proxy's (as
-//! `shared/reference/iptables-bench/gen.py` writes it), S Services × 2 endpoints, the first
+//! kube-proxy's iptables mode writes it), S Services × 2 endpoints, the first
 //! 2,700 with a NodePort, each case in a fresh network namespace (`unshare -n`), so the host's
 //! tables are never touched and everything vanishes with the process.
 //!
@@ -212,7 +212,7 @@ fn kubenode(s: usize, mode: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// kube-proxy's layout exactly as gen.py writes it; `only` limits per-service chains (partial).
+/// kube-proxy's iptables-mode layout; `only` limits per-service chains (partial).
 fn kube_proxy_text(
     s: usize,
     only: Option<usize>,
