@@ -293,7 +293,22 @@ impl TestAgent {
     pub fn pods(&self) -> anyhow::Result<Vec<Value>> {
         let list: Value =
             serde_json::from_str(&self.kubenode_ok(&["get", "pods", "-A", "-o", "json"])?)?;
-        Ok(list["items"].as_array().cloned().unwrap_or_default())
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        for p in &items {
+            crate::LeakGuard::track_pod(&self.tag, p["metadata"]["uid"].as_str().unwrap_or(""));
+        }
+        Ok(items)
+    }
+
+    /// Records every pod the agent has a directory for (`root/pods/<uid>`) with the leak guard.
+    fn track_pod_dirs(&self) {
+        for e in std::fs::read_dir(self.dir.join("root/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            crate::LeakGuard::track_pod(&self.tag, &e.file_name().to_string_lossy());
+        }
     }
 
     /// The pod named `name` (full static pod name), if present.
@@ -375,6 +390,7 @@ impl TestAgent {
 
 impl Drop for TestAgent {
     fn drop(&mut self) {
+        self.track_pod_dirs();
         if self.child.is_none() {
             let _ = self.spawn();
         }

@@ -1,7 +1,9 @@
 //! The leak guard: at the end of a privileged test, nothing carrying the test's tag survives.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -10,9 +12,16 @@ use crate::cmd::run;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The UIDs of the pods each agent (by its tag) ran: pod cgroups carry the pod's UID, not the
+/// tag, so the guard needs to know which UIDs are the test's.
+static POD_UIDS: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// Checks that no network namespace, link, mount, iptables rule or chain, runc container, cgroup
-/// or process whose name (or command line) contains the tag is left. Call [`LeakGuard::check`]
-/// last, after dropping everything the test made.
+/// or process whose name (or command line) contains the tag is left, and no cgroup of a pod an
+/// agent with the tag ran (see [`LeakGuard::track_pod`]). Call [`LeakGuard::check`] last, after
+/// dropping everything the test made.
 #[derive(Debug)]
 pub struct LeakGuard {
     tag: String,
@@ -32,6 +41,42 @@ impl LeakGuard {
     pub fn runc_root(mut self, root: impl Into<std::path::PathBuf>) -> LeakGuard {
         self.runc_roots.push(root.into());
         self
+    }
+
+    /// Records that the agent tagged `agent_tag` ran the pod `uid`: its pod cgroups
+    /// (`/kubepods[/<qos>]/pod<uid>` in every hierarchy) then count as leftovers of every guard
+    /// whose tag `agent_tag` contains. [`crate::TestAgent`] records each pod it sees.
+    pub fn track_pod(agent_tag: &str, uid: &str) {
+        if uid.is_empty() {
+            return;
+        }
+        let mut uids = POD_UIDS.lock().unwrap_or_else(|p| p.into_inner());
+        uids.entry(agent_tag.to_string())
+            .or_default()
+            .insert(uid.to_string());
+    }
+
+    /// The cgroup directories that exist of the pods tracked for this guard's tag.
+    fn pod_cgroups(&self) -> Vec<PathBuf> {
+        let uids: BTreeSet<String> = POD_UIDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(agent, _)| agent.contains(self.tag.as_str()))
+            .flat_map(|(_, uids)| uids.iter().cloned())
+            .collect();
+        let mut found = Vec::new();
+        for root in cgroup_hierarchies() {
+            for uid in &uids {
+                found.extend(
+                    pod_cgroup_paths(uid)
+                        .into_iter()
+                        .map(|rel| root.join(rel))
+                        .filter(|dir| dir.is_dir()),
+                );
+            }
+        }
+        found
     }
 
     /// Every leftover, one line each (empty when clean).
@@ -63,13 +108,11 @@ impl LeakGuard {
                 found.push(format!("mount: {line}"));
             }
         }
-        for root in [
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/cpu,cpuacct",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/unified",
-        ] {
-            find_dirs(Path::new(root), tag, 4, &mut found);
+        for root in cgroup_hierarchies() {
+            find_dirs(&root, tag, 4, &mut found);
+        }
+        for dir in self.pod_cgroups() {
+            found.push(format!("pod cgroup: {}", dir.display()));
         }
         let me = std::process::id().to_string();
         if let Ok(procs) = std::fs::read_dir("/proc") {
@@ -89,10 +132,15 @@ impl LeakGuard {
         found
     }
 
-    /// Fails, listing every leftover, when anything carrying the tag survives.
+    /// Fails, listing every leftover, when anything carrying the tag survives. Leftover pod
+    /// cgroups are removed once listed (the empty ones; a cgroup with processes stays), so
+    /// that one failed test does not litter the machine for the next.
     pub fn check(&self) -> anyhow::Result<()> {
         let found = self.leftovers();
         if !found.is_empty() {
+            for dir in self.pod_cgroups() {
+                remove_cgroup_tree(&dir);
+            }
             bail!(
                 "left behind by the test (tag {}):\n  {}",
                 self.tag,
@@ -101,6 +149,48 @@ impl LeakGuard {
         }
         Ok(())
     }
+}
+
+/// The mounted cgroup hierarchies: the root itself on a pure cgroup v2 host, else every v1
+/// controller directory and the v2 `unified` mount of a hybrid host (the names vary: `cpu` and
+/// `cpuacct` may be one hierarchy or two).
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.is_symlink() && p.join("cgroup.procs").exists())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where the kubelet puts pod `uid`'s cgroup, relative to a hierarchy, one path per QoS class
+/// (upstream's cgroupfs layout: `kubepods/pod<uid>` for Guaranteed, `kubepods/burstable/...`
+/// and `kubepods/besteffort/...`); containers are below it.
+fn pod_cgroup_paths(uid: &str) -> [String; 3] {
+    [
+        format!("kubepods/pod{uid}"),
+        format!("kubepods/burstable/pod{uid}"),
+        format!("kubepods/besteffort/pod{uid}"),
+    ]
+}
+
+/// Removes a cgroup directory and its children, deepest first (rmdir is how cgroups go).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn find_dirs(dir: &Path, tag: &str, depth: u32, found: &mut Vec<String>) {

@@ -13,6 +13,7 @@ pub mod agent;
 mod cmd;
 mod guard;
 mod image;
+pub mod interrupt;
 pub mod lab;
 mod netns;
 pub mod pods;

@@ -1,6 +1,7 @@
 //! Proves the harness itself: a real registry, a real image, real runc in a fresh netns.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,6 +20,14 @@ fn main() {
         privileged(
             "leak_guard_sees_a_leftover_netns",
             leak_guard_sees_leftovers,
+        ),
+        privileged(
+            "leak_guard_sees_hand_made_pod_cgroups",
+            leak_guard_sees_hand_made_pod_cgroups,
+        ),
+        privileged(
+            "leak_guard_sees_pod_cgroups_until_the_pod_is_gone",
+            leak_guard_sees_pod_cgroups,
         ),
     ])
 }
@@ -177,5 +186,102 @@ fn leak_guard_sees_leftovers() -> anyhow::Result<()> {
         "guard missed a netns: {leftovers:?}"
     );
     drop(ns);
+    guard.check()
+}
+
+/// Pod cgroups are named by the pod's UID (`/kubepods/<qos>/pod<uid>`), not by the test's tag:
+/// the guard must still see those of the test's agent, in every hierarchy, while its pod runs,
+/// and nothing once the agent removed the pod.
+fn leak_guard_sees_pod_cgroups() -> anyhow::Result<()> {
+    use kubenode_integration::pods::{all_running, pod_yaml, uid};
+    let tag = unique_tag("lc");
+    let guard = LeakGuard::new(&tag);
+    {
+        let agent = kubenode_integration::TestAgent::start(&tag)?;
+        let body =
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, body))?;
+        let name = agent.pod_name("p");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let uid = uid(&pod);
+        ensure!(!uid.is_empty(), "pod without a uid");
+        let cgroup = format!("/kubepods/besteffort/pod{uid}");
+        let while_running = guard.leftovers();
+        let hierarchies: &[&str] = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            &[""]
+        } else {
+            &["/memory", "/pids"]
+        };
+        for hierarchy in hierarchies {
+            let dir = format!("/sys/fs/cgroup{hierarchy}{cgroup}");
+            ensure!(
+                Path::new(&dir).is_dir(),
+                "the running pod has no cgroup {dir}"
+            );
+            ensure!(
+                while_running.iter().any(|l| l.ends_with(dir.as_str())),
+                "the guard misses the running pod's cgroup {dir}: {while_running:?}"
+            );
+        }
+        agent.remove_manifest("p.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(45))?;
+    }
+    guard.check()
+}
+
+/// Removes the cgroup directories it holds when dropped (also when the test fails).
+struct Cgroups(Vec<String>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Pod cgroups made by hand, as an agent names them: one with the tag in its name, one named
+/// by the UID of a pod the test's agent ran. The guard lists both, and its failing check removes
+/// the tracked pod's so that the machine stays clean.
+fn leak_guard_sees_hand_made_pod_cgroups() -> anyhow::Result<()> {
+    let tag = unique_tag("lp");
+    let guard = LeakGuard::new(&tag);
+    guard.check().context("clean before")?;
+    let hierarchy = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/pids"
+    };
+    let named = format!("{hierarchy}/kubepods/besteffort/pod{tag}");
+    let uid = format!(
+        "{:032x}",
+        std::process::id() as u128 * 0x9e37_79b9 + tag.len() as u128
+    );
+    let by_uid = format!("{hierarchy}/kubepods/burstable/pod{uid}");
+    let made = Cgroups(vec![named.clone(), by_uid.clone()]);
+    for dir in &made.0 {
+        std::fs::create_dir_all(dir).with_context(|| format!("making cgroup {dir}"))?;
+    }
+    LeakGuard::track_pod(&format!("{tag}-node"), &uid);
+    let found = guard.leftovers();
+    for dir in [&named, &by_uid] {
+        ensure!(
+            found.iter().any(|l| l.ends_with(dir.as_str())),
+            "the guard missed {dir}: {found:?}"
+        );
+    }
+    let err = match guard.check() {
+        Ok(()) => bail!("the check passed with leftover pod cgroups"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains(&named) && err.contains(&by_uid),
+        "the failure does not list both: {err}"
+    );
+    ensure!(
+        !Path::new(&by_uid).exists(),
+        "the failing check did not remove the tracked pod's cgroup"
+    );
+    drop(made);
     guard.check()
 }

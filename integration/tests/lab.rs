@@ -352,18 +352,41 @@ fn agent_restart_under_traffic(
             }
         }));
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let killed_at = Instant::now();
-    lab.nodes[1].kill();
-    std::thread::sleep(Duration::from_secs(4));
-    let restarted_at = Instant::now();
-    let restarted = lab.nodes[1].spawn();
-    std::thread::sleep(Duration::from_secs(5));
+    // Phases end after a number of requests by each client, not after a time that a busy
+    // machine could fill with too few of them (bounded: 60 s per phase).
+    let wait_requests = |since: Instant, n: usize| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while samples.iter().any(|s| {
+            s.lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t >= since)
+                .count()
+                < n
+        }) {
+            ensure!(
+                Instant::now() < deadline,
+                "the clients made fewer than {n} requests in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    let phases = (|| -> anyhow::Result<(Instant, Instant)> {
+        wait_requests(Instant::now(), 5)?;
+        let killed_at = Instant::now();
+        lab.nodes[1].kill();
+        wait_requests(killed_at, 20)?;
+        let restarted_at = Instant::now();
+        lab.nodes[1].spawn()?;
+        wait_requests(Instant::now(), 30)?;
+        Ok((killed_at, restarted_at))
+    })();
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
-    restarted?;
+    let (killed_at, restarted_at) = phases?;
 
     for ((_, url), s) in probes.iter().zip(&samples) {
         let s = s.lock().unwrap();

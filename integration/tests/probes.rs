@@ -227,6 +227,8 @@ fn http_liveness() -> anyhow::Result<()> {
 
 fn tcp_readiness() -> anyhow::Result<()> {
     with_agent("pt", |agent| {
+        // The server starts when the test opens the gate (/tmp/open), not after a delay the
+        // test would race: liveness tolerates 30 failures, far more than the test needs.
         let yaml = pod_yaml(
             "goproxy",
             &agent.image,
@@ -246,14 +248,16 @@ fn tcp_readiness() -> anyhow::Result<()> {
       tcpSocket: {{port: 8080}}
       initialDelaySeconds: 2
       periodSeconds: 1
-      failureThreshold: 8
+      failureThreshold: 30
 "#,
-                httpd_command(&[], 6)
+                httpd_command(
+                    &["until [ -e /tmp/open ]; do sleep 0.1; done\n".to_string()],
+                    0
+                )
             ),
         );
         agent.write_manifest("pod.yaml", &yaml)?;
         let name = agent.pod_name("goproxy");
-        let started = Instant::now();
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", |p| {
             running(p, "goproxy")
         })?;
@@ -261,18 +265,16 @@ fn tcp_readiness() -> anyhow::Result<()> {
             .as_str()
             .context("podIP")?
             .to_string();
-        // Until the port opens the pod is Running but not Ready.
-        let mut saw_not_ready = false;
-        while started.elapsed() < Duration::from_secs(60) {
-            let p = agent.pod(&name)?.context("pod gone")?;
-            if condition(&p, "Ready") {
-                break;
-            }
-            ensure!(container(&p, "goproxy")["ready"] == false);
-            saw_not_ready = true;
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        ensure!(saw_not_ready, "the pod was Ready before its port opened");
+        // Until the port opens the pod is Running but not Ready, and readiness says why.
+        wait_event(agent, &name, "Unhealthy", Duration::from_secs(30), |m| {
+            m.starts_with("Readiness probe failed: dial tcp")
+        })?;
+        let p = agent.pod(&name)?.context("pod gone")?;
+        ensure!(
+            !condition(&p, "Ready") && container(&p, "goproxy")["ready"] == false,
+            "Ready before its port opened: {p}"
+        );
+        agent.kubenode_ok(&["exec", &name, "--", "touch", "/tmp/open"])?;
         let p = agent.wait_pod(&name, Duration::from_secs(20), "Ready", |p| {
             condition(p, "Ready") && condition(p, "ContainersReady")
         })?;

@@ -43,8 +43,8 @@ fn main() {
         ),
         privileged("proxy_cleanup_restores_tables", cleanup_restores_tables),
         privileged(
-            "proxy_datapath_rate_with_10k_services",
-            datapath_rate_with_10k_services,
+            "proxy_10k_services_programmed_last_bucket_answers",
+            services_10k_programmed_and_last_bucket_answers,
         ),
     ])
 }
@@ -387,19 +387,14 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
         counts.get("remote") == Some(&5),
         "Local policy ClusterIP: {counts:?}"
     );
-    // No endpoints: an immediate refusal, not a hang.
+    // No endpoints: a refusal (REJECT), not a hang: a dropped SYN would end in a timeout
+    // error after IO_TIMEOUT instead.
     let res = in_netns(&lab.client_ns(1), || {
-        let t = Instant::now();
-        (
-            tcp_get("172.30.0.23:80".parse().expect("addr")),
-            t.elapsed(),
-        )
+        tcp_get("172.30.0.23:80".parse().expect("addr"))
     })?;
     match res {
-        (Err(e), took)
-            if e.kind() == std::io::ErrorKind::ConnectionRefused
-                && took < Duration::from_secs(1) => {}
-        other => bail!("expected an immediate refusal, got {other:?}"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => bail!("expected a refusal, got {other:?}"),
     }
     drop(lab);
     guard.check()
@@ -563,96 +558,47 @@ fn cleanup_restores_tables() -> anyhow::Result<()> {
     guard.check()
 }
 
-/// A blocking TCP server for rate measurements (no polling delay): answers `name` on `port`.
-/// Stopped by setting the flag and connecting once.
-fn fast_server(ns: &str, name: &str, port: u16, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let name = name.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let listener = (|| -> anyhow::Result<TcpListener> {
-            let file = std::fs::File::open(&path)?;
-            // SAFETY: setns(2) on a valid namespace fd; only this server thread moves.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
-            Ok(TcpListener::bind(("0.0.0.0", port))?)
-        })();
-        let listener = match listener {
-            Ok(l) => {
-                let _ = tx.send(Ok(()));
-                l
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            if let Ok((mut s, _)) = listener.accept() {
-                let _ = s.write_all(name.as_bytes());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .context("fast server did not start")?
-}
-
-/// Connections per second from namespace `ns` to `addr` over `n` connections.
-fn rate(ns: &str, addr: &str, n: usize) -> anyhow::Result<f64> {
-    let addr: SocketAddr = addr.parse()?;
-    in_netns(ns, move || -> anyhow::Result<f64> {
-        let t = Instant::now();
-        for _ in 0..n {
-            tcp_get(addr)?;
-        }
-        Ok(n as f64 / t.elapsed().as_secs_f64())
-    })?
-}
-
-/// The data path with 10,000 Services: connections through a ClusterIP in the last bucket (the
-/// longest first-packet path) against straight to the pod IP. Prints both rates; fails only
-/// below 80 % (the target is 95 %; a loaded CI machine is noisy).
-fn datapath_rate_with_10k_services() -> anyhow::Result<()> {
+/// 10,000 Services programmed in one sync: no Service error, every ClusterIP's rule is in the
+/// node's tables, and a ClusterIP in the last bucket (the longest first-packet path) and one in
+/// the first both reach the pod. The connection rate through that path against straight to the
+/// pod is a figure, printed by `proxy-datapath-bench`, not a check here.
+fn services_10k_programmed_and_last_bucket_answers() -> anyhow::Result<()> {
     let tag = unique_tag("px");
     let guard = LeakGuard::new(&tag);
     let mut lab = Lab::new(&tag)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    fast_server(&lab.pod_ns(1), "p1", 8080, stop.clone())?;
+    let _server = Server::start(&lab.pod_ns(1), "p1", &[8080])?;
+    let ip = |i: usize| format!("172.30.{}.{}", i / 250, i % 250 + 1);
     let services: Vec<Service> = (0..10_000)
         .map(|i| {
-            service(json!({"metadata": {"name": format!("s{i:05}"), "namespace": "default"}, "spec": {
-                "clusterIP": format!("172.30.{}.{}", i / 250, i % 250 + 1), "selector": {"app-web": "yes"},
-                "ports": [{"port": 80, "targetPort": 8080}]}}))
+            service(
+                json!({"metadata": {"name": format!("s{i:05}"), "namespace": "default"}, "spec": {
+                "clusterIP": ip(i), "selector": {"app-web": "yes"},
+                "ports": [{"port": 80, "targetPort": 8080}]}}),
+            )
         })
         .collect();
     lab.proxy.update_services(services);
     lab.proxy.update_pods(vec![pod(1, &["web"], true)]);
-    let t = Instant::now();
     lab.sync()?;
-    let sync = t.elapsed();
-    // From a pod (no masquerade on either path), alternating, 8 rounds of 250 connections.
-    let (mut direct, mut via) = (0.0, 0.0);
-    for _ in 0..8 {
-        direct += rate(&lab.pod_ns(2), "10.180.1.2:8080", 250)?;
-        via += rate(&lab.pod_ns(2), "172.30.39.250:80", 250)?;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let _ = in_netns(&lab.pod_ns(2), || {
-        tcp_get("10.180.1.2:8080".parse().expect("addr"))
-    });
-    let ratio = via / direct;
-    eprintln!(
-        "datapath: 10k services synced in {sync:?}; direct {:.0} conn/s, via ClusterIP {:.0} conn/s, ratio {:.3}",
-        direct / 8.0,
-        via / 8.0,
-        ratio
-    );
+    let rules = tables(&lab.node)?;
+    let destinations: std::collections::HashSet<&str> = rules
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix("/32"))
+        .collect();
+    let missing: Vec<String> = (0..10_000)
+        .map(ip)
+        .filter(|a| !destinations.contains(a.as_str()))
+        .take(5)
+        .collect();
     ensure!(
-        ratio >= 0.8,
-        "ClusterIP path at {:.0} % of the direct rate",
-        ratio * 100.0
+        missing.is_empty(),
+        "ClusterIPs without a rule (first 5): {missing:?}"
     );
+    // From a pod (no masquerade): the last bucket's last Service, the first one, and the pod.
+    for addr in ["172.30.39.250:80", "172.30.0.1:80", "10.180.1.2:8080"] {
+        let counts = requests(&lab.pod_ns(2), addr, 20)?;
+        ensure!(counts.get("p1") == Some(&20), "{addr}: {counts:?}");
+    }
     drop(lab);
     guard.check()
 }

@@ -253,14 +253,14 @@ fn pod_lifecycle() -> anyhow::Result<()> {
             out.exit_code == 3 && out.stderr == b"oops\n",
             "exec exit 3: {out:?}"
         );
-        let t0 = Instant::now();
+        // The command would print after 30 s: the timeout ends the exec before, without it.
         let out = rt.exec(
             &server,
-            &["sleep".into(), "30".into()],
+            &["sh".into(), "-c".into(), "sleep 30; echo finished".into()],
             Duration::from_millis(500),
         )?;
         ensure!(
-            out.timed_out && t0.elapsed() < Duration::from_secs(10),
+            out.timed_out && !String::from_utf8_lossy(&out.stdout).contains("finished"),
             "exec timeout: {out:?}"
         );
 
@@ -354,8 +354,27 @@ fn agent_sigkill_recovery() -> anyhow::Result<()> {
         let ids: Vec<&str> = line.split_whitespace().collect();
         ensure!(ids.len() == 4, "child printed {line:?}");
         let (sandbox, long, soon, again) = (ids[0], ids[1], ids[2], ids[3]);
-        // "soon" exits while no agent exists.
-        std::thread::sleep(Duration::from_millis(2500));
+        // "soon" exits while no agent exists: wait (bounded) until runc sees it stopped.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run_ok(
+                Command::new("runc")
+                    .arg("--root")
+                    .arg(env.config.runtime_root())
+                    .args(["state", soon]),
+                Duration::from_secs(10),
+            )?;
+            let state: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            if state["status"] == "stopped" {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "container soon still {} after 30 s",
+                state["status"]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
 
         rt.recover()?;
         ensure!(

@@ -139,11 +139,6 @@ fn timeout_kills_qemu(tag: &str) -> anyhow::Result<()> {
         err.contains("KNVM:PASS boot"),
         "the error lacks the console: {err}"
     );
-    ensure!(
-        vm.elapsed() < Duration::from_secs(40),
-        "wait() returned after {:?}",
-        vm.elapsed()
-    );
     let leftovers = LeakGuard::new(tag).leftovers();
     ensure!(
         leftovers.is_empty(),

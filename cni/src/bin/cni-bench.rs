@@ -3,15 +3,50 @@
 //!
 //! Usage (root): `cni-bench [--runs N] [--plugin PATH] [--ref-dir /usr/lib/cni]`. PATH defaults to
 //! `kubenode-bridge` next to this executable. Everything it creates (two network namespaces and a
-//! directory under /tmp) is removed at the end, also after an error.
+//! directory under /tmp, named `knb<pid>`) is removed at the end, also after an error, or on
+//! Ctrl-C (SIGINT) or SIGTERM, after which it exits with 130. A second signal exits at once.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kubenode_cni::client::{PluginExec, PluginRequest, ProcessExec};
 use kubenode_cni::plugin::{NetOps, Rtnl, VethRequest};
 use serde_json::json;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// SIGINT and SIGTERM only raise a flag, which the loops check ([`check`]): the bench then
+/// returns an error and [`Cleanup`] removes everything on the way out.
+fn catch_signals() -> Result<(), String> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let handler = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        unsafe { sigaction(sig, &handler) }.map_err(|e| format!("catching {sig}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An error once SIGINT or SIGTERM arrived.
+fn check() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
 
 struct Cleanup {
     netns: Vec<String>,
@@ -109,6 +144,7 @@ fn kernel_floor(node: &Path, pod: &Path, runs: usize) -> Result<Duration, String
                 .map_err(|e| e.to_string())?;
             let mut samples = Vec::new();
             for i in 0..runs {
+                check()?;
                 let req = VethRequest {
                     host: "knbfloorh".into(),
                     pod: format!("fl{i}"),
@@ -137,7 +173,12 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 fn main() {
-    if let Err(e) = real_main() {
+    let result = catch_signals().and_then(|()| real_main());
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("cni-bench: interrupted; everything it made is removed");
+        std::process::exit(130);
+    }
+    if let Err(e) = result {
         eprintln!("cni-bench: {e}");
         std::process::exit(1);
     }
@@ -215,6 +256,7 @@ fn real_main() -> Result<(), String> {
         let mut samples = [Vec::new(), Vec::new()];
         let mut adds: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         for i in 0..runs + 3 {
+            check()?;
             for (c, case) in cases.iter().enumerate() {
                 let (add, del) = rt.block_on(add_del(
                     &exec,
@@ -254,6 +296,7 @@ fn real_main() -> Result<(), String> {
         };
         let mut samples = Vec::new();
         for _ in 0..runs {
+            check()?;
             let t0 = Instant::now();
             rt.block_on(exec.exec(&case.plugin, &req))
                 .map_err(|e| e.to_string())?;

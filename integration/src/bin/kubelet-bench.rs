@@ -6,10 +6,15 @@
 //! (build the `kubenode` binary in the same profile first). `--single` stops after the
 //! one-at-a-time starts; `KUBELET_BENCH_LOG=FILE` keeps the agent's log of them (with
 //! `KUBENODE_TEST_LOG=debug` for the trace of each step).
+//!
+//! Ctrl-C (SIGINT) or SIGTERM stops it at the next step and removes what it made (pods, podman's
+//! pods, agent, node namespace, registry, directories) before it exits with 130.
+//! `KUBELET_BENCH_TAG=TAG` names everything it makes after TAG (default: a fresh tag).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use kubenode_integration::interrupt;
 use kubenode_integration::{run, unique_tag, TestAgent};
 use serde_json::Value;
 
@@ -34,6 +39,7 @@ fn wait_running(
     agent.node.run_in(|| -> anyhow::Result<Vec<Duration>> {
         let mut done: Vec<Option<Duration>> = vec![None; names.len()];
         while done.iter().any(Option::is_none) {
+            interrupt::check()?;
             if start.elapsed() > limit {
                 bail!(
                     "pods not Running after {limit:?}: {:?}",
@@ -78,6 +84,7 @@ fn remove_all(agent: &TestAgent, files: &[String]) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while !agent.pods()?.is_empty() {
+        interrupt::check()?;
         if Instant::now() > deadline {
             bail!("pods still present");
         }
@@ -99,6 +106,7 @@ fn start_batch(
     let t = Instant::now();
     let mut files = Vec::new();
     for n in &names {
+        interrupt::check()?;
         let file = format!("{n}.yaml");
         agent.write_manifest(&file, &pod_yaml(n, image))?;
         files.push(file);
@@ -175,34 +183,40 @@ fn podman_latencies(agent: &TestAgent, image: &str) -> anyhow::Result<Vec<Durati
             .env("CONTAINERS_CONF", conf.join("containers.conf"));
         run(&mut cmd, Duration::from_secs(120))
     };
-    let warm = agent.dir.join("podman/warm.yaml");
-    std::fs::write(&warm, pod_yaml("warm", image))?;
-    let out = podman(&["kube", "play", &warm.to_string_lossy()])?;
-    if !out.status.success() {
-        bail!(
-            "podman kube play failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    podman(&["kube", "down", &warm.to_string_lossy()])?;
-    let mut lat = Vec::new();
-    for i in 0..SINGLE {
-        let f = agent.dir.join(format!("podman/p{i}.yaml"));
-        std::fs::write(&f, pod_yaml(&format!("pm{i}"), image))?;
-        let t = Instant::now();
-        let out = podman(&["kube", "play", &f.to_string_lossy()])?;
-        lat.push(t.elapsed());
+    let runs = || -> anyhow::Result<Vec<Duration>> {
+        let warm = agent.dir.join("podman/warm.yaml");
+        std::fs::write(&warm, pod_yaml("warm", image))?;
+        let out = podman(&["kube", "play", &warm.to_string_lossy()])?;
         if !out.status.success() {
             bail!(
                 "podman kube play failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        podman(&["kube", "down", &f.to_string_lossy()])?;
-    }
-    podman(&["pod", "rm", "-af"])?;
-    podman(&["system", "reset", "-f"]).ok();
-    Ok(lat)
+        podman(&["kube", "down", &warm.to_string_lossy()])?;
+        let mut lat = Vec::new();
+        for i in 0..SINGLE {
+            interrupt::check()?;
+            let f = agent.dir.join(format!("podman/p{i}.yaml"));
+            std::fs::write(&f, pod_yaml(&format!("pm{i}"), image))?;
+            let t = Instant::now();
+            let out = podman(&["kube", "play", &f.to_string_lossy()])?;
+            lat.push(t.elapsed());
+            if !out.status.success() {
+                bail!(
+                    "podman kube play failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            podman(&["kube", "down", &f.to_string_lossy()])?;
+        }
+        Ok(lat)
+    };
+    let result = runs();
+    // Also after a failure or an interruption: no podman pod outlives the bench.
+    let _ = podman(&["pod", "rm", "-af"]);
+    let _ = podman(&["system", "reset", "-f"]);
+    result
 }
 
 /// With `KUBELET_BENCH_SMAPS=DIR`, keeps the agent's `/proc/<pid>/smaps` at `stage` as
@@ -219,9 +233,16 @@ fn save_smaps(pid: u32, stage: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    let result = interrupt::install().and_then(|()| bench());
+    interrupt::exit("kubelet-bench", result)
+}
+
+/// The whole bench; everything it makes is owned by the agent, dropped on the way out.
+fn bench() -> anyhow::Result<()> {
     let with_podman = std::env::args().any(|a| a == "--podman");
-    let mut agent = TestAgent::start(&unique_tag("kbn"))?;
+    let tag = std::env::var("KUBELET_BENCH_TAG").unwrap_or_else(|_| unique_tag("kbn"));
+    let mut agent = TestAgent::start(&tag)?;
     let image = agent.push_tag("1.0")?;
     let pid = agent.pid().context("agent pid")?;
 
@@ -234,7 +255,7 @@ fn main() -> anyhow::Result<()> {
         Duration::from_secs(60),
     )?;
     remove_all(&agent, &["warm.yaml".into()])?;
-    std::thread::sleep(Duration::from_secs(2));
+    interrupt::sleep(Duration::from_secs(2))?;
     let idle = rss_kib(pid)?;
     save_smaps(pid, "idle")?;
 
@@ -242,6 +263,7 @@ fn main() -> anyhow::Result<()> {
     // empty node and removed before the next one.
     let mut single = Vec::new();
     for i in 0..SINGLE {
+        interrupt::check()?;
         let file = format!("s{i}.yaml");
         let t = Instant::now();
         agent.write_manifest(&file, &pod_yaml(&format!("s{i}"), &image))?;
@@ -271,12 +293,12 @@ fn main() -> anyhow::Result<()> {
     remove_all(&agent, &files)?;
 
     let (hundred, files) = start_batch(&agent, &image, "m", MANY, Duration::from_secs(300))?;
-    std::thread::sleep(Duration::from_secs(3));
+    interrupt::sleep(Duration::from_secs(3))?;
     let loaded = rss_kib(pid)?;
     // The agent returns freed heap pages to the kernel every 10 s: the steady state. Its CPU
     // over those 9 s is what keeping 100 pods costs (status passes, no probes).
     let cpu_before = cpu_ticks(pid)?;
-    std::thread::sleep(Duration::from_secs(9));
+    interrupt::sleep(Duration::from_secs(9))?;
     let idle_cpu = (cpu_ticks(pid)? - cpu_before) as f64 / clock_ticks() / 9.0 * 100.0;
     let steady = rss_kib(pid)?;
     let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);

@@ -7,11 +7,13 @@
 //!
 //! Run as root: `cargo run -p kubenode-integration --bin probe-exec-bench` (it uses the
 //! `kubenode` binary of the same profile; the children's share does not depend on it).
+//! Ctrl-C (SIGINT) or SIGTERM stops it and removes its pods, agent and node before it exits
+//! with 130.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kubenode_integration::{unique_tag, TestAgent};
+use kubenode_integration::{interrupt, unique_tag, TestAgent};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -35,7 +37,13 @@ fn ticks(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((f[11] + f[12], f[13] + f[14]))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    let result = interrupt::install().and_then(|()| bench());
+    interrupt::exit("probe-exec-bench", result)
+}
+
+/// The whole bench; everything it makes is owned by the agent, dropped on the way out.
+fn bench() -> anyhow::Result<()> {
     let pods = arg("--pods", 20) as usize;
     let seconds = arg("--seconds", 20);
     let baseline = std::env::args().any(|a| a == "--baseline");
@@ -56,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     agent.write_manifest("pods.yaml", &yaml)?;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
+        interrupt::check()?;
         let running = agent
             .pods()?
             .iter()
@@ -67,14 +76,14 @@ fn main() -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("only {running} of {pods} pods running after 180 s");
         }
-        std::thread::sleep(Duration::from_millis(500));
+        interrupt::sleep(Duration::from_millis(500))?;
     }
-    std::thread::sleep(Duration::from_secs(3));
+    interrupt::sleep(Duration::from_secs(3))?;
     let pid = agent.pid().context("agent pid")?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (own0, children0) = ticks(pid)?;
-    std::thread::sleep(Duration::from_secs(seconds));
+    interrupt::sleep(Duration::from_secs(seconds))?;
     let (own1, children1) = ticks(pid)?;
     let share = |t: u64| t as f64 / hz / seconds as f64 * 100.0;
     let unhealthy = agent

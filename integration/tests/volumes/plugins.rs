@@ -65,10 +65,21 @@ pub(crate) fn emptydir_course_example() -> anyhow::Result<()> {
                 }
             }
         };
+        // The generator rewrites the file every second: poll (bounded) until the served text
+        // changes, rather than sleeping and racing it on a busy machine.
         let first = fetch()?;
-        std::thread::sleep(Duration::from_millis(2200));
-        let second = fetch()?;
-        ensure!(first != second, "the served text did not change: {first:?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let second = fetch()?;
+            if second != first {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the served text did not change in 30 s: {first:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let (code, out) = exec(
             agent,
             &name,

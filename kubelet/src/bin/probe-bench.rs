@@ -11,6 +11,8 @@
 //! latency p50/p99 per mechanism. Then the floor: the same connections, at the same rate, made
 //! by a plain blocking client on one thread (connect, request, read to the end, close; connect,
 //! close), which is what the kernel charges for them whoever makes them.
+//!
+//! Ctrl-C (SIGINT) or SIGTERM stops it and its server process; it then exits with 130.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -30,6 +32,9 @@ use kubenode_kubelet::events::Recorder;
 use kubenode_kubelet::prober::metrics::Mechanism;
 use kubenode_kubelet::prober::{BoxFuture, ExecOutcome, HostError, Kill, ProbeHost, Prober};
 use kubenode_runtime::{ContainerState, ContainerStatus};
+
+#[path = "bench/interrupt.rs"]
+mod interrupt;
 
 /// Server ports of each kind in the child.
 const PORTS: usize = 8;
@@ -128,7 +133,7 @@ fn floor(
     let begin = std::time::Instant::now();
     let before = thread_cpu();
     let mut buf = [0u8; 4096];
-    while begin.elapsed() < window {
+    while begin.elapsed() < window && !interrupt::interrupted() {
         let second = std::time::Instant::now();
         for i in 0..per_second {
             let port = http_ports[i % http_ports.len()] as u16;
@@ -251,28 +256,42 @@ fn report(prober: &Prober, m: Mechanism, label: &str, window: Duration) {
     );
 }
 
-/// Runs the probes of `pods` for `window` after `warmup`; returns the CPU used in the window.
+/// Runs the probes of `pods` for `window` after `warmup`; returns the CPU used in the window
+/// (an error when a signal cut it short).
 async fn measure(
     prober: &Prober,
     pods: &[Pod],
     first: usize,
     warmup: Duration,
     window: Duration,
-) -> Cpu {
+) -> Result<Cpu, interrupt::Interrupted> {
     for (i, p) in pods.iter().enumerate() {
         prober.sync_pod(p, "127.0.0.1", &[instance(first + i)]);
     }
-    tokio::time::sleep(warmup).await;
+    let mut slept = interrupt::sleep(warmup).await;
     for m in [Mechanism::Exec, Mechanism::Http, Mechanism::Tcp] {
         prober.durations().of(m).reset();
     }
     let before = cpu();
-    tokio::time::sleep(window).await;
+    if slept.is_ok() {
+        slept = interrupt::sleep(window).await;
+    }
     let used = cpu() - before;
     for p in pods {
         prober.remove_pod(p.metadata.uid.as_deref().unwrap_or_default());
     }
-    used
+    slept.map(|()| used)
+}
+
+/// The server child process, killed and reaped when dropped (also after a panic).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn main() {
@@ -285,19 +304,22 @@ fn main() {
             .block_on(serve());
         return;
     }
+    interrupt::install().expect("catching SIGINT and SIGTERM");
     let containers = arg("--containers", 750);
     let execs = arg("--exec", 50);
     let window = Duration::from_secs(arg("--seconds", 20) as u64);
     let warmup = Duration::from_secs(3);
 
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .arg("serve")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the server process");
+    let mut child = Server(
+        Command::new(std::env::current_exe().expect("own path"))
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the server process"),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
+    BufReader::new(child.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("reading the server's ports");
     let ports: Vec<i32> = line
@@ -328,7 +350,9 @@ fn main() {
         );
         // Let the first-probe jitter window of a fresh prober pass: all probes start at once,
         // the worst case for bunching.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if interrupt::sleep(Duration::from_millis(1100)).await.is_err() {
+            return;
+        }
 
         let net: Vec<Pod> = (0..containers)
             .map(|i| {
@@ -354,7 +378,9 @@ fn main() {
                 )
             })
             .collect();
-        let used = measure(&prober, &net, 0, warmup, window).await;
+        let Ok(used) = measure(&prober, &net, 0, warmup, window).await else {
+            return;
+        };
         let secs = window.as_secs_f64();
         println!(
             "http+tcp: {containers} containers, {} probes/s nominal (period 1 s), {secs:.0} s window",
@@ -375,6 +401,9 @@ fn main() {
             tokio::task::spawn_blocking(move || floor(&http, &tcp, containers, window))
                 .await
                 .expect("floor thread");
+        if interrupt::interrupted() {
+            return;
+        }
         let floor_total = share(user + system, window);
         println!(
             "  floor, the same connections from a plain blocking client: {floor_total:.2} % of one core ({:.2} % user, {:.2} % kernel)",
@@ -403,7 +432,9 @@ fn main() {
                     )
                 })
                 .collect();
-            let used = measure(&prober, &exec, containers, warmup, window).await;
+            let Ok(used) = measure(&prober, &exec, containers, warmup, window).await else {
+                return;
+            };
             println!("exec (fork of /bin/true, not runc): {execs} containers, {execs} probes/s nominal");
             println!(
                 "  prober CPU: {:.2} % of one core ({:.2} % user) + {:.2} % in the commands",
@@ -415,7 +446,9 @@ fn main() {
         }
         println!("  pod worker wake-ups: {}", wakes.load(Ordering::Relaxed));
     });
-    drop(child.stdin.take());
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+    if interrupt::interrupted() {
+        eprintln!("probe-bench: interrupted; its server process is stopped");
+        std::process::exit(interrupt::EXIT_INTERRUPTED);
+    }
 }

@@ -4,7 +4,8 @@
 //! median and p99 per kind.
 //!
 //! `volume-bench [--pods N]` (default 100, at least 50). Works in `/tmp/kn-volbench-<pid>`
-//! and removes it (after unmounting) at the end, also when a step fails.
+//! and removes it (after unmounting) at the end, also when a step fails, and on Ctrl-C (SIGINT)
+//! or SIGTERM, after which it exits with 130.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubenode_kubelet::volume::{SystemMounter, VolumeManager};
+
+#[path = "bench/interrupt.rs"]
+mod interrupt;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -65,6 +69,7 @@ fn bench(vm: &VolumeManager, kind: &str, host_dir: &Path, pods: usize) -> Result
     let mut teardown = Vec::with_capacity(pods);
     let uids: Vec<String> = (0..pods).map(|i| format!("{kind}-{i}")).collect();
     for (i, uid) in uids.iter().enumerate() {
+        interrupt::check()?;
         let p = pod(uid, volume(kind, host_dir, i));
         let t = Instant::now();
         vm.set_up_pod(&p)
@@ -72,6 +77,7 @@ fn bench(vm: &VolumeManager, kind: &str, host_dir: &Path, pods: usize) -> Result
         setup.push(t.elapsed());
     }
     for uid in &uids {
+        interrupt::check()?;
         let t = Instant::now();
         vm.tear_down_pod(uid)
             .map_err(|e| format!("tearing down {uid}: {e:?}"))?;
@@ -127,8 +133,14 @@ fn main() {
         }
     }
     let dir = PathBuf::from(format!("/tmp/kn-volbench-{}", std::process::id()));
-    let result = run(&dir, pods);
+    let result = interrupt::install()
+        .map_err(Into::into)
+        .and_then(|()| run(&dir, pods));
     cleanup(&dir);
+    if interrupt::interrupted() {
+        eprintln!("volume-bench: interrupted; everything it made is removed");
+        std::process::exit(interrupt::EXIT_INTERRUPTED);
+    }
     if let Err(e) = result {
         eprintln!("volume-bench: {e}");
         std::process::exit(1);

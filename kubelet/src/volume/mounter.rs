@@ -276,13 +276,20 @@ mod tests {
 
     #[test]
     fn a_hanging_unmount_is_detached_lazily() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
         let detached = std::cell::Cell::new(false);
-        let started = Instant::now();
+        // The unmount hangs until the test releases it (60 s at most, should the code under
+        // test wait for it): it must still be hanging when unmount_or_detach returns.
+        let (release, hung) = std::sync::mpsc::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished2 = finished.clone();
         let r = unmount_or_detach(
             Path::new("/p/nfs"),
             Duration::from_millis(100),
-            || {
-                std::thread::sleep(Duration::from_secs(3));
+            move || {
+                let _ = hung.recv_timeout(Duration::from_secs(60));
+                finished2.store(true, Ordering::SeqCst);
                 Ok(())
             },
             || {
@@ -290,12 +297,13 @@ mod tests {
                 Ok(())
             },
         );
-        assert!(r.is_ok());
-        assert!(detached.get(), "not detached");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            !finished.load(Ordering::SeqCst),
             "waited for the hung unmount"
         );
+        drop(release);
+        assert!(r.is_ok());
+        assert!(detached.get(), "not detached");
         // A prompt failure (busy) is reported, not detached.
         let detached = std::cell::Cell::new(false);
         let e = unmount_or_detach(

@@ -8,10 +8,16 @@
 //!
 //! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N]`;
 //! the shim binary defaults to `kubenode` next to this executable.
+//!
+//! Everything it makes is named `knbench-<pid>` (the directory `/tmp/knbench-<pid>` with the
+//! runc roots, the netns pins and the rootfs mounts below it, the cgroup `/knbench-<pid>`, the
+//! shims) and removed at the end, after an error, or on Ctrl-C (SIGINT) or SIGTERM, after
+//! which it exits with 130. A second signal exits at once.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Container;
@@ -19,6 +25,136 @@ use kubenode_runtime::spec::PodInfo;
 use kubenode_runtime::{ContainerConfig, ImageRef, Runtime, RuntimeConfig, SandboxConfig};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit(2) is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// SIGINT and SIGTERM only raise a flag, which the loops check ([`check`]): the bench then
+/// returns an error and [`Made`] removes everything on the way out.
+fn catch_signals() -> Result<()> {
+    let handler = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_signal),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        unsafe { nix::sys::signal::sigaction(sig, &handler) }?;
+    }
+    Ok(())
+}
+
+/// An error once SIGINT or SIGTERM arrived.
+fn check() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err("interrupted".into());
+    }
+    Ok(())
+}
+
+/// What the bench made, removed on drop (also after an error or a signal): the runtime's
+/// sandboxes, the floor's runc containers, any process still naming the directory (shims),
+/// mounts below the directory, the cgroup parent in every hierarchy, then the directory.
+struct Made {
+    dir: PathBuf,
+    runc: PathBuf,
+    cgroup_parent: String,
+    rt: Option<Runtime>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            let _ = rt.recover();
+            for sb in rt.list_sandboxes() {
+                if let Err(e) = rt.stop_and_remove_sandbox(&sb.id) {
+                    eprintln!("runtime-bench: removing sandbox {}: {e}", sb.id);
+                }
+            }
+        }
+        let floor = self.dir.join("floor-runc");
+        if floor.exists() {
+            if let Ok(out) = Command::new(&self.runc)
+                .arg("--root")
+                .arg(&floor)
+                .args(["list", "-q"])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = run(Command::new(&self.runc)
+                        .arg("--root")
+                        .arg(&floor)
+                        .args(["delete", "--force", id]));
+                }
+            }
+        }
+        for pid in pids_naming(&self.dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_cgroup_tree(
+                &hierarchy
+                    .path()
+                    .join(self.cgroup_parent.trim_start_matches('/')),
+            );
+        }
+        remove_cgroup_tree(
+            &Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')),
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Processes (not this one) whose command line names `dir`.
+fn pids_naming(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
 
 struct Options {
     runs: usize,
@@ -194,7 +330,19 @@ fn shim_pids(root: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn main() -> Result<()> {
+fn main() {
+    let result = catch_signals().and_then(|()| bench());
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("runtime-bench: interrupted; everything it made is removed");
+        std::process::exit(130);
+    }
+    if let Err(e) = result {
+        eprintln!("runtime-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn bench() -> Result<()> {
     let o = options()?;
     if !o.shim.exists() {
         return Err(format!(
@@ -204,24 +352,31 @@ fn main() -> Result<()> {
         .into());
     }
     let dir = PathBuf::from(format!("/tmp/knbench-{}", std::process::id()));
+    let mut made = Made {
+        dir: dir.clone(),
+        runc: o.runc.clone(),
+        cgroup_parent: format!("/knbench-{}", std::process::id()),
+        rt: None,
+    };
     std::fs::create_dir_all(&dir)?;
     let rootfs = dir.join("rootfs");
     busybox_rootfs(&rootfs)?;
     let mut config = RuntimeConfig::new(dir.join("root"), dir.join("run"), dir.join("logs"));
     config.runtime_path = o.runc.clone();
     config.shim_binary = o.shim.clone();
-    let rt = Runtime::new(config)?;
+    let rt: &Runtime = made.rt.insert(Runtime::new(config)?);
 
     // Warm-up (page cache, runc binary), then interleave (a) and (b).
     floor_once(&o, &dir, &rootfs, 0)?;
-    let (_, sb) = pod_once(&rt, &rootfs, 0)?;
+    let (_, sb) = pod_once(rt, &rootfs, 0)?;
     rt.stop_and_remove_sandbox(&sb)?;
     let mut floor = Vec::new();
     let mut pods = Vec::new();
     let mut phases: [Vec<Duration>; 4] = Default::default();
     for i in 1..=o.runs {
+        check()?;
         floor.push(floor_once(&o, &dir, &rootfs, i)?);
-        let (t, sb) = pod_once(&rt, &rootfs, i)?;
+        let (t, sb) = pod_once(rt, &rootfs, i)?;
         pods.push(t.iter().sum());
         for (k, d) in t.into_iter().enumerate() {
             phases[k].push(d);
@@ -258,6 +413,7 @@ fn main() -> Result<()> {
     })?;
     rt.start_sandbox(&sb.id)?;
     for n in 0..o.containers {
+        check()?;
         let id = rt.create_container(&sb.id, &sleeper(&rootfs, &format!("c{n}")))?;
         rt.start_container(&id)?;
     }
@@ -274,6 +430,6 @@ fn main() -> Result<()> {
         );
     }
     rt.stop_and_remove_sandbox(&sb.id)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(made);
     Ok(())
 }
