@@ -94,6 +94,11 @@ pub struct Allocator {
     ports: RangeInclusive<u16>,
     path: Option<PathBuf>,
     state: State,
+    /// The last allocation refused nothing and was saved: `state` holds exactly the present
+    /// Services' assignments, which [`Allocator::allocate_changed`] relies on.
+    clean: bool,
+    /// `state` differs from the file (a save failed): the next full allocation saves it.
+    unsaved: bool,
 }
 
 /// The Service that owns the first address of the service CIDR.
@@ -128,7 +133,154 @@ impl Allocator {
             ports,
             path: path.map(Path::to_path_buf),
             state,
+            clean: false,
+            unsaved: false,
         })
+    }
+
+    /// The allocation after only the Services `changed` (by `(namespace, name)`) were added,
+    /// changed or removed from `services` (the complete new set), when it can be decided without
+    /// revisiting any other Service: the last allocation refused nothing, and every changed
+    /// Service asks for an address and ports that are free (explicit ones) or that it already
+    /// holds (empty ones). Then the result is exactly what [`Allocator::allocate`] would give,
+    /// and the allocated forms of the changed Services still present are returned (any order).
+    /// Otherwise `None`: a fresh address or port, a conflict or an error needs the full
+    /// allocation, which decides them in `namespace/name` order.
+    pub fn allocate_changed(
+        &mut self,
+        services: &[Service],
+        changed: &BTreeSet<(String, String)>,
+    ) -> Option<Vec<Service>> {
+        if !self.clean {
+            return None;
+        }
+        let ids: BTreeSet<String> = changed.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        // What the other Services hold.
+        let mut ip_owner: std::collections::HashMap<Ipv4Addr, String> = self
+            .state
+            .cluster_ips
+            .iter()
+            .filter(|(id, _)| !ids.contains(*id))
+            .map(|(id, ip)| (*ip, id.clone()))
+            .collect();
+        let mut port_owner: std::collections::HashMap<(u16, String), String> = self
+            .state
+            .node_ports
+            .iter()
+            .filter_map(|(key, np)| {
+                let (id, rest) = key.split_once(':')?;
+                let proto = rest.rsplit('/').next()?;
+                (!ids.contains(id)).then(|| ((*np, proto.to_string()), id.to_string()))
+            })
+            .collect();
+        let mut ips: Vec<(String, Ipv4Addr)> = Vec::new();
+        let mut node_ports: Vec<(String, u16)> = Vec::new();
+        let mut present = Vec::new();
+        for s in services {
+            let id = svc_id(s);
+            if !ids.contains(&id) {
+                continue;
+            }
+            present.push(s);
+            if !crate::model::service::is_proxied(s) {
+                continue;
+            }
+            let spec = s.spec.as_ref()?;
+            let ip = match spec.cluster_ip.as_deref().filter(|v| !v.is_empty()) {
+                Some(req) => req.parse::<Ipv4Addr>().ok()?,
+                None => *self.state.cluster_ips.get(&id)?,
+            };
+            if !self.cidr.contains(ip) || ip_owner.contains_key(&ip) {
+                return None;
+            }
+            ip_owner.insert(ip, id.clone());
+            ips.push((id.clone(), ip));
+            if !matches!(
+                spec.type_.as_deref(),
+                Some("NodePort") | Some("LoadBalancer")
+            ) {
+                continue;
+            }
+            for p in spec.ports.iter().flatten() {
+                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                let key = format!(
+                    "{id}:{}/{proto}",
+                    p.name.clone().unwrap_or_else(|| p.port.to_string())
+                );
+                let np = match p.node_port {
+                    Some(np) if np != 0 => u16::try_from(np).ok()?,
+                    _ => *self.state.node_ports.get(&key)?,
+                };
+                if !self.ports.contains(&np) || port_owner.contains_key(&(np, proto.clone())) {
+                    return None;
+                }
+                port_owner.insert((np, proto), id.clone());
+                node_ports.push((key, np));
+            }
+        }
+        // Decided: the changed Services' old assignments give way to the new ones.
+        let mut old_ips: Vec<(String, Ipv4Addr)> = ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), *self.state.cluster_ips.get(id)?)))
+            .collect();
+        let mut old_ports: Vec<(String, u16)> = self
+            .state
+            .node_ports
+            .iter()
+            .filter(|(k, _)| k.split_once(':').is_some_and(|(id, _)| ids.contains(id)))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let (mut new_ips, mut new_ports) = (ips.clone(), node_ports.clone());
+        for v in [&mut old_ips, &mut new_ips] {
+            v.sort();
+        }
+        for v in [&mut old_ports, &mut new_ports] {
+            v.sort();
+        }
+        let state_changed = old_ips != new_ips || old_ports != new_ports;
+        for id in &ids {
+            self.state.cluster_ips.remove(id);
+        }
+        for (k, _) in &old_ports {
+            self.state.node_ports.remove(k);
+        }
+        self.state.cluster_ips.extend(ips.iter().cloned());
+        self.state.node_ports.extend(node_ports.iter().cloned());
+        if state_changed {
+            if let Err(e) = self.persist() {
+                tracing::warn!(error = %e, "allocation state not saved; the next full allocation retries");
+                self.clean = false;
+                self.unsaved = true;
+            }
+        }
+        let ip_of: BTreeMap<String, Ipv4Addr> = ips.into_iter().collect();
+        let port_of: BTreeMap<String, u16> = node_ports.into_iter().collect();
+        Some(
+            present
+                .into_iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    let id = svc_id(&s);
+                    if let Some(spec) = s.spec.as_mut() {
+                        if let Some(ip) = ip_of.get(&id) {
+                            spec.cluster_ip = Some(ip.to_string());
+                            spec.cluster_ips = Some(vec![ip.to_string()]);
+                        }
+                        for p in spec.ports.iter_mut().flatten() {
+                            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                            let key = format!(
+                                "{id}:{}/{proto}",
+                                p.name.clone().unwrap_or_else(|| p.port.to_string())
+                            );
+                            if let Some(np) = port_of.get(&key) {
+                                p.node_port = Some(i32::from(*np));
+                            }
+                        }
+                    }
+                    s
+                })
+                .collect(),
+        )
     }
 
     /// Returns the Services with every empty ClusterIP and NodePort filled in, and an error for
@@ -331,12 +483,15 @@ impl Allocator {
             }
             out.push(s);
         }
-        if new_state != self.state {
+        if new_state != self.state || self.unsaved {
             self.state = new_state;
+            self.unsaved = false;
             if let Err(e) = self.persist() {
+                self.unsaved = true;
                 errors.push(e);
             }
         }
+        self.clean = errors.is_empty();
         (out, errors)
     }
 

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
@@ -91,6 +91,48 @@ pub struct ProxyStatus {
     pub failures: u64,
 }
 
+/// Services and Endpoints that were added, changed or removed, by `(namespace, name)`: what a
+/// source hands over after the first, complete set (see [`Proxy::apply_changes`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Services added or changed (replacing the one with the same namespace and name).
+    pub services: Vec<Service>,
+    /// Services removed.
+    pub removed_services: Vec<(String, String)>,
+    /// Endpoints added or changed.
+    pub endpoints: Vec<Endpoints>,
+    /// Endpoints removed.
+    pub removed_endpoints: Vec<(String, String)>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.removed_services.is_empty()
+            && self.endpoints.is_empty()
+            && self.removed_endpoints.is_empty()
+    }
+}
+
+fn has_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &(String, String),
+) -> bool {
+    meta.namespace.as_deref().unwrap_or("default") == key.0
+        && meta.name.as_deref().unwrap_or_default() == key.1
+}
+
+fn svc_id(svc: &Service) -> String {
+    let (ns, name) = crate::model::service::service_key(svc);
+    format!("{ns}/{name}")
+}
+
+fn endpoints_key(ep: &Endpoints) -> (String, String) {
+    let ns = ep.metadata.namespace.as_deref().unwrap_or("default");
+    (ns.to_string(), ep.metadata.name.clone().unwrap_or_default())
+}
+
 /// The proxy state machine (single-threaded; see [`Proxy::spawn`] for the running form).
 #[derive(Debug)]
 pub struct Proxy {
@@ -109,16 +151,26 @@ pub struct Proxy {
     services_dirty: bool,
     endpoints_dirty: bool,
     pods_dirty: bool,
+    /// Services changed by [`Proxy::apply_changes`] since the last [`Proxy::desired`] (empty
+    /// while a complete replacement is pending).
+    changed_services: BTreeSet<(String, String)>,
+    /// Endpoints changed by [`Proxy::apply_changes`] since the last [`Proxy::desired`]: the new
+    /// object, or `None` for a removal (empty while a complete replacement is pending).
+    changed_endpoints: BTreeMap<(String, String), Option<Endpoints>>,
 }
 
 /// Inputs resolved by the last [`Proxy::desired`].
 #[derive(Debug, Default)]
 struct Resolved {
+    /// Allocated Services, in `namespace/name` order.
     services: Vec<Service>,
-    svc_ports: Vec<((String, String), Vec<ServicePortInfo>)>,
+    /// The ports of each Service that has some.
+    svc_ports: HashMap<(String, String), Vec<ServicePortInfo>>,
     ports: Vec<ServicePortInfo>,
+    alloc_errors: Vec<String>,
+    /// Services the model refused, by `namespace/name`.
+    port_errors: BTreeMap<String, String>,
     errors: Vec<String>,
-    svc_index: HashMap<(String, String), usize>,
     manual: HashMap<(String, String), (Endpoints, Arc<EndpointSet>)>,
     manual_order: Vec<(String, String)>,
     from_pods: HashMap<(String, String), Arc<EndpointSet>>,
@@ -154,6 +206,8 @@ impl Proxy {
             services_dirty: true,
             endpoints_dirty: true,
             pods_dirty: true,
+            changed_services: BTreeSet::new(),
+            changed_endpoints: BTreeMap::new(),
         })
     }
 
@@ -161,12 +215,66 @@ impl Proxy {
     pub fn update_services(&mut self, services: Vec<Service>) {
         self.services = services;
         self.services_dirty = true;
+        self.changed_services.clear();
     }
 
     /// Replaces the manual `Endpoints` objects (used for Services without a selector).
     pub fn update_endpoints(&mut self, endpoints: Vec<Endpoints>) {
         self.endpoints = endpoints;
         self.endpoints_dirty = true;
+        self.changed_endpoints.clear();
+    }
+
+    /// Applies added, changed and removed Services and Endpoints on top of what the proxy has.
+    /// The next sync redoes allocation, endpoints and rules only for those (when the allocation
+    /// allows: see [`crate::alloc::Allocator::allocate_changed`]), so one changed Service among
+    /// thousands rewrites only its bucket chains. The result is the same as replacing the whole
+    /// sets with [`Proxy::update_services`] and [`Proxy::update_endpoints`].
+    pub fn apply_changes(&mut self, changes: Changes) {
+        for svc in changes.services {
+            let key = crate::model::service::service_key(&svc);
+            match self
+                .services
+                .iter()
+                .position(|s| has_key(&s.metadata, &key))
+            {
+                Some(i) => self.services[i] = svc,
+                None => self.services.push(svc),
+            }
+            if !self.services_dirty {
+                self.changed_services.insert(key);
+            }
+        }
+        for key in changes.removed_services {
+            self.services.retain(|s| !has_key(&s.metadata, &key));
+            if !self.services_dirty {
+                self.changed_services.insert(key);
+            }
+        }
+        let updates = changes
+            .endpoints
+            .into_iter()
+            .map(|ep| (endpoints_key(&ep), Some(ep)))
+            .chain(changes.removed_endpoints.into_iter().map(|k| (k, None)));
+        for (key, ep) in updates {
+            if !self.endpoints_dirty {
+                self.changed_endpoints.insert(key, ep);
+                continue;
+            }
+            // A complete replacement is pending: change it instead.
+            let at = self
+                .endpoints
+                .iter()
+                .position(|e| has_key(&e.metadata, &key));
+            match (at, ep) {
+                (Some(i), Some(ep)) => self.endpoints[i] = ep,
+                (None, Some(ep)) => self.endpoints.push(ep),
+                (Some(i), None) => {
+                    self.endpoints.remove(i);
+                }
+                (None, None) => {}
+            }
+        }
     }
 
     /// Replaces the node's pods (endpoints of Services with a selector come from them).
@@ -186,43 +294,94 @@ impl Proxy {
     /// Allocates, resolves endpoints and computes the desired ruleset (no I/O but the
     /// allocation state file). Work is redone only for inputs that changed since the last call.
     pub fn desired(&mut self) -> Ruleset {
+        // Services changed one by one, when the allocation can be decided for them alone.
+        let mut some_services: Option<Vec<Service>> = None;
+        if !self.services_dirty && !self.changed_services.is_empty() {
+            match self
+                .allocator
+                .allocate_changed(&self.services, &self.changed_services)
+            {
+                Some(allocated) => some_services = Some(allocated),
+                None => self.services_dirty = true,
+            }
+        }
+        let changed_services = std::mem::take(&mut self.changed_services);
         let r = &mut self.resolved;
         if self.services_dirty {
             let (services, alloc_errors) = self.allocator.allocate(&self.services);
-            r.errors = alloc_errors.iter().map(|e| e.to_string()).collect();
+            r.alloc_errors = alloc_errors.iter().map(|e| e.to_string()).collect();
+            r.port_errors.clear();
             r.svc_ports.clear();
             for svc in &services {
                 match service_ports(svc) {
-                    Ok(p) => r
-                        .svc_ports
-                        .push((crate::model::service::service_key(svc), p)),
-                    Err(e) => r.errors.push(e.to_string()),
+                    Ok(p) => {
+                        r.svc_ports
+                            .insert(crate::model::service::service_key(svc), p);
+                    }
+                    Err(e) => {
+                        r.port_errors.insert(svc_id(svc), e.to_string());
+                    }
                 }
             }
-            r.ports = r
-                .svc_ports
+            r.errors = r
+                .alloc_errors
                 .iter()
-                .flat_map(|(_, p)| p.iter().cloned())
+                .chain(r.port_errors.values())
+                .cloned()
                 .collect();
             for e in &r.errors {
                 tracing::warn!(error = %e, "service not programmed");
             }
             r.services = services;
+        } else if let Some(allocated) = &some_services {
+            for key in &changed_services {
+                // The old ports' endpoints go; the Service's new ports get theirs below.
+                if let Some(old) = r.svc_ports.remove(key) {
+                    for p in &old {
+                        r.eps.remove(&p.name);
+                    }
+                }
+                let id = format!("{}/{}", key.0, key.1);
+                r.port_errors.remove(&id);
+                if let Ok(i) = r.services.binary_search_by(|s| svc_id(s).cmp(&id)) {
+                    r.services.remove(i);
+                }
+            }
+            for svc in allocated {
+                let id = svc_id(svc);
+                match service_ports(svc) {
+                    Ok(p) => {
+                        r.svc_ports
+                            .insert(crate::model::service::service_key(svc), p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "service not programmed");
+                        r.port_errors.insert(id.clone(), e.to_string());
+                    }
+                }
+                let at = r
+                    .services
+                    .binary_search_by(|s| svc_id(s).cmp(&id))
+                    .unwrap_or_else(|i| i);
+                r.services.insert(at, svc.clone());
+            }
+            r.errors = r
+                .alloc_errors
+                .iter()
+                .chain(r.port_errors.values())
+                .cloned()
+                .collect();
+        }
+        let services_changed = self.services_dirty || some_services.is_some();
+        if services_changed {
+            r.ports = r.svc_ports.values().flatten().cloned().collect();
         }
         // Services whose endpoints must be re-resolved (`None`: all of them).
         let mut changed: Option<Vec<(String, String)>> = if self.services_dirty || self.pods_dirty {
             None
         } else {
-            Some(Vec::new())
+            Some(changed_services.iter().cloned().collect())
         };
-        if self.services_dirty {
-            r.svc_index = r
-                .svc_ports
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect();
-        }
         if self.endpoints_dirty {
             let new = std::mem::take(&mut self.endpoints);
             let key_of = |ep: &Endpoints| {
@@ -268,15 +427,48 @@ impl Proxy {
                 }
             }
         }
+        let endpoints_changed = self.endpoints_dirty || !self.changed_endpoints.is_empty();
+        for (key, ep) in std::mem::take(&mut self.changed_endpoints) {
+            match ep {
+                Some(ep) => {
+                    if r.manual.get(&key).is_some_and(|(old, _)| *old == ep) {
+                        continue;
+                    }
+                    let set = Arc::new(EndpointSet::from_endpoints(&ep));
+                    if r.manual.insert(key.clone(), (ep, set)).is_none() {
+                        r.manual_order.push(key.clone());
+                    }
+                }
+                None => {
+                    if r.manual.remove(&key).is_none() {
+                        continue;
+                    }
+                    r.manual_order.retain(|k| *k != key);
+                }
+            }
+            if let Some(c) = changed.as_mut() {
+                c.push(key);
+            }
+        }
         if self.services_dirty || self.pods_dirty {
             r.from_pods = endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
                 .into_iter()
                 .map(|s| ((s.namespace.clone(), s.name.clone()), Arc::new(s)))
                 .collect();
+        } else if let Some(allocated) = &some_services {
+            for key in &changed_services {
+                r.from_pods.remove(key);
+            }
+            for s in endpoints_from_pods(allocated, &self.pods, &self.cfg.node_name) {
+                r.from_pods
+                    .insert((s.namespace.clone(), s.name.clone()), Arc::new(s));
+            }
         }
         let node = &self.cfg.node_name;
-        let resolve = |r: &mut Resolved, i: usize| {
-            let (key, ports) = &r.svc_ports[i];
+        let resolve = |r: &mut Resolved, key: &(String, String)| {
+            let Some(ports) = r.svc_ports.get(key) else {
+                return;
+            };
             for p in ports {
                 r.eps.remove(&p.name);
             }
@@ -291,21 +483,20 @@ impl Proxy {
         match &changed {
             None => {
                 r.eps.clear();
-                for i in 0..r.svc_ports.len() {
-                    resolve(r, i);
+                let keys: Vec<(String, String)> = r.svc_ports.keys().cloned().collect();
+                for key in &keys {
+                    resolve(r, key);
                 }
             }
             Some(keys) => {
                 for key in keys {
-                    if let Some(&i) = r.svc_index.get(key) {
-                        resolve(r, i);
-                    }
+                    resolve(r, key);
                 }
             }
         }
-        if self.services_dirty || self.endpoints_dirty || self.pods_dirty {
+        if services_changed || endpoints_changed || self.pods_dirty {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-            if self.services_dirty {
+            if services_changed {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
             }

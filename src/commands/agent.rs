@@ -205,15 +205,19 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
             .with_context(|| format!("serving the read-only port on {addr}"))?;
     }
 
+    // The proxy takes the Services and Endpoints that changed straight from the source.
+    let mut watcher =
+        kubenode_kubelet::source::Watcher::new(manifest_dir.clone(), node_name.clone(), period);
     if roles == Roles::All {
-        super::proxy::start_for_agent(&config, kubelet.clone())?;
+        super::proxy::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
     }
     // systemd (Type=notify): the node API and the read-only port answer from here on.
     crate::notify::ready(&format!("serving node {node_name}"));
 
     std::fs::create_dir_all(&manifest_dir)
         .with_context(|| format!("creating {}", manifest_dir.display()))?;
-    let snapshots = kubenode_kubelet::source::watch(manifest_dir, node_name, period);
+    let (snapshot_tx, snapshots) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(watcher.run(snapshot_tx));
     let kubelet_task = tokio::spawn(kubelet.run(snapshots));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
 use kubenode_proxy::model::Ipv4Cidr;
@@ -100,18 +101,26 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 
     let proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     let handle = proxy.spawn();
-    let mut snapshots =
-        kubenode_kubelet::source::watch(args.manifest_dir, node_name, Duration::from_secs(20));
+    // The source hands over only the Services and Endpoints that changed; its snapshots (pods,
+    // errors) are not needed here.
+    let mut watcher = kubenode_kubelet::source::Watcher::new(
+        args.manifest_dir,
+        node_name,
+        Duration::from_secs(20),
+    );
+    let mut changes = watcher.subscribe_changes();
+    let (snapshot_tx, mut snapshots) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(watcher.run(snapshot_tx));
     let mut poll = tokio::time::interval(args.pods_poll_period.max(Duration::from_millis(100)));
     let mut last_pods: Option<Vec<u8>> = None;
     loop {
         tokio::select! {
-            snap = snapshots.recv() => match snap {
-                Some(snap) => {
-                    handle.update_services(snap.services);
-                    handle.update_endpoints(snap.endpoints);
-                }
+            change = changes.recv() => match change {
+                Some(change) => hand_over(&handle, change),
                 None => break,
+            },
+            snap = snapshots.recv() => if snap.is_none() {
+                break;
             },
             _ = poll.tick(), if args.kubelet_url.is_some() => {
                 let url = args.kubelet_url.clone().unwrap_or_default();
@@ -136,11 +145,29 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the proxy inside `kubenode agent`: Services and Endpoints from the manifest
-/// directory and the node's pods come in-process from the kubelet.
+/// Gives the proxy what the source says changed: the first, complete set replaces everything,
+/// later ones are applied on top, so that one changed Service is reprogrammed alone.
+fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
+    if change.full {
+        handle.update_services(change.services);
+        handle.update_endpoints(change.endpoints);
+    } else {
+        handle.apply_changes(kubenode_proxy::Changes {
+            services: change.services,
+            removed_services: change.removed_services,
+            endpoints: change.endpoints,
+            removed_endpoints: change.removed_endpoints,
+        });
+    }
+}
+
+/// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
+/// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
+/// in-process from the kubelet.
 pub fn start_for_agent(
     config: &kubenode_kubelet::config::Config,
     kubelet: Arc<kubenode_kubelet::node::Kubelet>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
 ) -> anyhow::Result<()> {
     let mut input = kubelet.proxy_input();
     let service_cidr = config
@@ -167,27 +194,34 @@ pub fn start_for_agent(
     // back after each change and every few seconds.
     tokio::spawn(async move {
         // Like kube-proxy waiting for its informers' initial sync: no rules are written before
-        // the kubelet's first read of the manifest directory, so a restarted agent does not
-        // replace the previous run's rules with empty ones for a moment.
-        if input.changed().await.is_err() {
+        // the first read of the manifest directory, so a restarted agent does not replace the
+        // previous run's rules with empty ones for a moment.
+        let Some(first) = changes.recv().await else {
             return;
-        }
-        let first = input.borrow_and_update().clone();
+        };
         proxy.update_services(first.services);
         proxy.update_endpoints(first.endpoints);
-        proxy.update_pods(first.pods);
+        let mut pods = input.borrow_and_update().pods.clone();
+        proxy.update_pods(pods.clone());
         let handle = proxy.spawn();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
+                change = changes.recv() => match change {
+                    Some(change) => hand_over(&handle, change),
+                    None => break,
+                },
+                // The kubelet publishes on every snapshot and pod change; only a change of the
+                // pods is news here (Services and Endpoints come above).
                 changed = input.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let now = input.borrow_and_update().clone();
-                    handle.update_services(now.services);
-                    handle.update_endpoints(now.endpoints);
-                    handle.update_pods(now.pods);
+                    let now = input.borrow_and_update().pods.clone();
+                    if now != pods {
+                        pods = now;
+                        handle.update_pods(pods.clone());
+                    }
                 }
                 _ = tick.tick() => {
                     let status = handle.status();

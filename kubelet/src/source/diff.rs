@@ -1,7 +1,91 @@
-//! Comparing two snapshots by pod UID, the way the pod workers consume them.
+//! Comparing two snapshots: pods by UID, the way the pod workers consume them; Services and
+//! Endpoints by `namespace/name`, the way the proxy consumes them.
 
-use k8s_openapi::api::core::v1::Pod;
+use super::Snapshot;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{HashMap, HashSet};
+
+/// What changed among the Services and Endpoints of two snapshots, by `(namespace, name)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceChanges {
+    /// The complete set follows (the first snapshot): the consumer replaces what it has.
+    pub full: bool,
+    /// Services added or changed (with `full`, every Service).
+    pub services: Vec<Service>,
+    /// `(namespace, name)` of the Services gone.
+    pub removed_services: Vec<(String, String)>,
+    /// Endpoints added or changed (with `full`, every Endpoints object).
+    pub endpoints: Vec<Endpoints>,
+    /// `(namespace, name)` of the Endpoints gone.
+    pub removed_endpoints: Vec<(String, String)>,
+}
+
+impl ServiceChanges {
+    /// Every Service and Endpoints of `snap`, as a full replacement.
+    pub fn everything(snap: &Snapshot) -> ServiceChanges {
+        ServiceChanges {
+            full: true,
+            services: snap.services.clone(),
+            endpoints: snap.endpoints.clone(),
+            ..ServiceChanges::default()
+        }
+    }
+
+    /// The objects of `new` that `old` lacks or has with other content, and those `old` has that
+    /// `new` lacks. Order follows `new` (then `old` for removals).
+    pub fn between(old: &Snapshot, new: &Snapshot) -> ServiceChanges {
+        let (services, removed_services) = changed(&old.services, &new.services, |s| &s.metadata);
+        let (endpoints, removed_endpoints) =
+            changed(&old.endpoints, &new.endpoints, |e| &e.metadata);
+        ServiceChanges {
+            full: false,
+            services,
+            removed_services,
+            endpoints,
+            removed_endpoints,
+        }
+    }
+
+    /// True when this is not a full set and nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.full
+            && self.services.is_empty()
+            && self.removed_services.is_empty()
+            && self.endpoints.is_empty()
+            && self.removed_endpoints.is_empty()
+    }
+}
+
+fn object_key(meta: &ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+type Removed = Vec<(String, String)>;
+
+fn changed<T: PartialEq + Clone>(
+    old: &[T],
+    new: &[T],
+    meta: fn(&T) -> &ObjectMeta,
+) -> (Vec<T>, Removed) {
+    let before: HashMap<(&str, &str), &T> = old.iter().map(|o| (object_key(meta(o)), o)).collect();
+    let now: HashSet<(&str, &str)> = new.iter().map(|o| object_key(meta(o))).collect();
+    let upserts = new
+        .iter()
+        .filter(|o| before.get(&object_key(meta(o))).copied() != Some(*o))
+        .cloned()
+        .collect();
+    let removed = old
+        .iter()
+        .map(|o| object_key(meta(o)))
+        .filter(|k| !now.contains(k))
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .collect();
+    (upserts, removed)
+}
 
 /// Pod changes between two snapshots.
 #[derive(Debug, Clone, Default, PartialEq)]

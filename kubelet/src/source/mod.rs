@@ -8,7 +8,10 @@
 //!
 //! Each read produces a full [`Snapshot`]; the consumer diffs by pod UID:
 //! a content change is a new UID (replace), an identical rewrite is the
-//! same UID (nothing to do), a vanished UID is a removal.
+//! same UID (nothing to do), a vanished UID is a removal. A [`Watcher`]
+//! keeps each file's parsed objects in a [`ManifestCache`] and parses only
+//! files whose `stat` changed; it can also hand out [`ServiceChanges`], the
+//! Services and Endpoints that changed, for the proxy.
 
 mod decode;
 mod defaults;
@@ -19,8 +22,8 @@ mod tests;
 mod watch;
 
 pub use defaults::{apply_pod_defaults, default_pull_policy, make_static_pod, static_pod_uid};
-pub use diff::{diff_pods, PodChanges};
-pub use read::{read_dir_snapshot, read_dir_snapshot_at};
+pub use diff::{diff_pods, PodChanges, ServiceChanges};
+pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache};
 pub use watch::{watch, Watcher};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};

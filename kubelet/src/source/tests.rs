@@ -334,3 +334,251 @@ fn services_and_endpoints_keep_their_first_read_as_creation_time() {
     let again = created(&w.read_once());
     assert_ne!(again, first, "a Service written again is a new object");
 }
+
+const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n---\n\
+                   apiVersion: v1\nkind: Endpoints\nmetadata: {name: web}\nsubsets: [{addresses: [{ip: 10.244.1.5}], ports: [{port: 80}]}]\n";
+
+/// A read time long after every file's last change: no file is racy.
+fn later() -> std::time::SystemTime {
+    std::time::SystemTime::now() + Duration::from_secs(3600)
+}
+
+fn cached_read(c: &mut ManifestCache, d: &Path) -> Snapshot {
+    c.read(d, "node1", at(), later())
+}
+
+fn pod_names(s: &Snapshot) -> Vec<String> {
+    s.pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect()
+}
+
+#[test]
+fn cache_parses_only_changed_files() {
+    let d = dir_with(&[
+        ("a.yaml", &POD.replace("name: web", "name: a")),
+        ("b.yaml", &POD.replace("name: web", "name: b")),
+        ("svc.yaml", SVC),
+    ]);
+    let mut c = ManifestCache::new();
+    let first = cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), 3);
+    assert_eq!(
+        first,
+        read(d.path()),
+        "the same snapshot as an uncached read"
+    );
+    // Nothing changed: nothing parsed, the same snapshot.
+    assert_eq!(cached_read(&mut c, d.path()), first);
+    assert_eq!(c.parses(), 3);
+    // One file changed: only it is parsed.
+    std::fs::write(
+        d.path().join("b.yaml"),
+        POD.replace("name: web", "name: b")
+            .replace("busybox", "busybox:1.36"),
+    )
+    .unwrap();
+    let s = cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), 4);
+    assert_eq!(s, read(d.path()));
+    assert_ne!(s.pods[1].metadata.uid, first.pods[1].metadata.uid);
+    assert_eq!(s.pods[0], first.pods[0]);
+    // A file removed: its objects go, nothing is parsed.
+    std::fs::remove_file(d.path().join("svc.yaml")).unwrap();
+    let s = cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), 4);
+    assert!(s.services.is_empty() && s.endpoints.is_empty());
+    assert_eq!(pod_names(&s), vec!["a-node1", "b-node1"]);
+    // A new file: parsed once.
+    std::fs::write(d.path().join("svc.yaml"), SVC).unwrap();
+    assert_eq!(cached_read(&mut c, d.path()).services.len(), 1);
+    assert_eq!(c.parses(), 5);
+}
+
+#[test]
+fn cache_sees_a_file_replaced_by_rename_with_same_size_and_mtime() {
+    let d = dir_with(&[("web.yaml", POD)]);
+    let mut c = ManifestCache::new();
+    let before = cached_read(&mut c, d.path());
+    let old = std::fs::metadata(d.path().join("web.yaml")).unwrap();
+    // Same length, other content, the old modification time: only the inode (and the status
+    // change time) tell.
+    let other = POD.replace("busybox", "busyb0x");
+    assert_eq!(other.len(), POD.len());
+    let tmp = d.path().join(".web.tmp");
+    std::fs::write(&tmp, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(old.modified().unwrap())
+        .unwrap();
+    std::fs::rename(&tmp, d.path().join("web.yaml")).unwrap();
+    let new = std::fs::metadata(d.path().join("web.yaml")).unwrap();
+    assert_eq!(
+        (new.len(), new.modified().unwrap()),
+        (old.len(), old.modified().unwrap())
+    );
+    let after = cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), 2);
+    assert_eq!(
+        after.pods[0].spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("busyb0x")
+    );
+    assert_ne!(after.pods[0].metadata.uid, before.pods[0].metadata.uid);
+}
+
+#[test]
+fn cache_keeps_reporting_a_bad_file_until_it_is_fixed() {
+    let d = dir_with(&[
+        ("web.yaml", POD),
+        ("ok.yaml", &POD.replace("name: web", "name: ok")),
+    ]);
+    let mut c = ManifestCache::new();
+    assert_eq!(
+        pod_names(&cached_read(&mut c, d.path())),
+        vec!["ok-node1", "web-node1"]
+    );
+    std::fs::write(
+        d.path().join("web.yaml"),
+        POD.replace("    image: busybox\n", ""),
+    )
+    .unwrap();
+    let bad = cached_read(&mut c, d.path());
+    assert_eq!(pod_names(&bad), vec!["ok-node1"]);
+    assert_eq!(bad.errors.len(), 1);
+    assert_eq!(
+        bad.errors[0].field.as_deref(),
+        Some("spec.containers[0].image")
+    );
+    assert_eq!(c.parses(), 3);
+    // Unchanged and still bad: the same error, without parsing it again.
+    assert_eq!(cached_read(&mut c, d.path()), bad);
+    assert_eq!(c.parses(), 3);
+    std::fs::write(d.path().join("web.yaml"), POD).unwrap();
+    let fixed = cached_read(&mut c, d.path());
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert_eq!(pod_names(&fixed), vec!["ok-node1", "web-node1"]);
+    assert_eq!(c.parses(), 4);
+}
+
+#[test]
+fn cache_decides_duplicates_across_files_at_every_read() {
+    let d = dir_with(&[("a.yaml", SVC), ("b.yaml", SVC)]);
+    let mut c = ManifestCache::new();
+    let s = cached_read(&mut c, d.path());
+    assert_eq!(s.services.len(), 1);
+    assert_eq!(s.errors.len(), 2, "{:?}", s.errors);
+    assert!(s.errors.iter().all(|e| e.file.ends_with("b.yaml")));
+    // The first definition goes: b.yaml's objects take over, without parsing b.yaml again.
+    std::fs::remove_file(d.path().join("a.yaml")).unwrap();
+    let s = cached_read(&mut c, d.path());
+    assert_eq!((s.services.len(), s.endpoints.len()), (1, 1));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(c.parses(), 2);
+}
+
+#[test]
+fn cache_parses_a_racy_file_again() {
+    let d = dir_with(&[("web.yaml", POD)]);
+    let mut c = ManifestCache::new();
+    // Read right after the write: within the window in which a same-size rewrite could keep
+    // every time stamp, so the next read does not trust it.
+    let now = std::time::SystemTime::now();
+    c.read(d.path(), "node1", at(), now);
+    c.read(d.path(), "node1", at(), now);
+    assert_eq!(c.parses(), 2);
+    // Read long after: trusted from then on.
+    cached_read(&mut c, d.path());
+    cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), 3);
+}
+
+#[test]
+fn service_changes_name_only_what_changed() {
+    let two = format!(
+        "{SVC}---\n{}",
+        SVC.replace("name: web", "name: db")
+            .replace("10.96.0.10", "10.96.0.11")
+    );
+    let d = dir_with(&[("svc.yaml", &two)]);
+    let old = read(d.path());
+    let all = ServiceChanges::everything(&old);
+    assert!(all.full && all.services.len() == 2 && all.endpoints.len() == 2);
+    let changed = two.replacen("10.244.1.5", "10.244.1.6", 1);
+    std::fs::write(d.path().join("svc.yaml"), &changed).unwrap();
+    let new = read(d.path());
+    let ch = ServiceChanges::between(&old, &new);
+    assert!(!ch.full);
+    assert!(ch.services.is_empty());
+    assert_eq!(ch.endpoints.len(), 1);
+    assert_eq!(ch.endpoints[0].metadata.name.as_deref(), Some("web"));
+    assert!(ch.removed_services.is_empty() && ch.removed_endpoints.is_empty());
+    std::fs::write(
+        d.path().join("svc.yaml"),
+        SVC.replace("name: web", "name: db"),
+    )
+    .unwrap();
+    let ch = ServiceChanges::between(&new, &read(d.path()));
+    // db moved to 10.96.0.10 (its endpoints are as they were); web is gone.
+    assert_eq!(ch.services.len(), 1);
+    assert!(ch.endpoints.is_empty(), "{ch:?}");
+    let gone = vec![("default".to_string(), "web".to_string())];
+    assert_eq!(
+        (ch.removed_services.clone(), ch.removed_endpoints.clone()),
+        (gone.clone(), gone)
+    );
+    assert!(ServiceChanges::between(&old, &old).is_empty());
+}
+
+#[tokio::test]
+async fn watcher_sends_the_whole_set_then_only_changes() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            d.path().join(format!("svc{i:02}.yaml")),
+            SVC.replace("name: web", &format!("name: web{i}"))
+                .replace("10.96.0.10", &format!("10.96.0.{}", 10 + i)),
+        )
+        .unwrap();
+    }
+    let mut w = Watcher::new(d.path().into(), "n".into(), Duration::from_secs(3600));
+    let mut changes = w.subscribe_changes();
+    let (tx, mut snapshots) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(w.run(tx));
+    async fn next<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("changes in time")
+            .expect("open")
+    }
+    let first = next(&mut changes).await;
+    assert!(first.full);
+    assert_eq!((first.services.len(), first.endpoints.len()), (20, 20));
+    snapshots.recv().await.unwrap();
+    let tmp = d.path().join(".svc07.tmp");
+    std::fs::write(
+        &tmp,
+        SVC.replace("name: web", "name: web7")
+            .replace("10.96.0.10", "10.96.1.7"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, d.path().join("svc07.yaml")).unwrap();
+    let ch = next(&mut changes).await;
+    assert!(!ch.full);
+    assert_eq!(ch.services.len(), 1, "{ch:?}");
+    let spec = ch.services[0].spec.as_ref().unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.1.7"));
+    assert!(ch.endpoints.is_empty() && ch.removed_services.is_empty());
+    std::fs::remove_file(d.path().join("svc03.yaml")).unwrap();
+    let ch = next(&mut changes).await;
+    let gone = vec![("default".to_string(), "web3".to_string())];
+    assert_eq!(
+        (ch.removed_services.clone(), ch.removed_endpoints.clone()),
+        (gone.clone(), gone)
+    );
+    assert!(ch.services.is_empty() && ch.endpoints.is_empty());
+}

@@ -2,7 +2,7 @@
 //! re-read every `fileCheckFrequency`, delivering a [`Snapshot`] whenever
 //! what was read differs from the last one delivered.
 
-use super::{read_dir_snapshot_at, Snapshot, CONFIG_SEEN_ANNOTATION};
+use super::{ManifestCache, ServiceChanges, Snapshot, CONFIG_SEEN_ANNOTATION};
 use crate::backoff::{Clock, SystemClock};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
@@ -51,6 +51,10 @@ pub struct Watcher {
     /// `kind/namespace/name`): their `creationTimestamp`, as an API server would
     /// have set it.
     seen: HashMap<String, Timestamp>,
+    /// Each file's parsed objects, so that a read parses only changed files.
+    cache: ManifestCache,
+    /// Where Service and Endpoints changes go (see [`Watcher::subscribe_changes`]).
+    changes: Option<mpsc::UnboundedSender<ServiceChanges>>,
 }
 
 impl Watcher {
@@ -72,13 +76,35 @@ impl Watcher {
             period,
             clock,
             seen: HashMap::new(),
+            cache: ManifestCache::new(),
+            changes: None,
         }
+    }
+
+    /// Files parsed so far (a read parses only the files that changed).
+    pub fn parses(&self) -> u64 {
+        self.cache.parses()
+    }
+
+    /// From now on, [`Watcher::run`] also sends what changed among Services and Endpoints: the
+    /// whole set with the first snapshot, then only the objects added, changed or removed by
+    /// each later one, in order and without loss (for the proxy, which then reprograms only
+    /// those).
+    pub fn subscribe_changes(&mut self) -> mpsc::UnboundedReceiver<ServiceChanges> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.changes = Some(tx);
+        rx
     }
 
     /// One full read; pods keep the `config.seen` time of their first read.
     pub fn read_once(&mut self) -> Snapshot {
         let now = self.clock.now();
-        let mut snap = read_dir_snapshot_at(&self.dir, &self.node_name, now);
+        let mut snap = self.cache.read(
+            &self.dir,
+            &self.node_name,
+            now,
+            std::time::SystemTime::now(),
+        );
         // First read of each object still present: pods by UID, Services and Endpoints by
         // `kind/namespace/name`.
         let mut still = HashMap::new();
@@ -146,6 +172,7 @@ impl Watcher {
     pub async fn run(mut self, tx: mpsc::Sender<Snapshot>) {
         let mut last = self.read_once();
         log_errors(&last);
+        self.send_changes(ServiceChanges::everything(&last));
         if tx.send(last.clone()).await.is_err() {
             return;
         }
@@ -189,10 +216,24 @@ impl Watcher {
             let snap = self.read_once();
             if snap != last {
                 log_errors(&snap);
+                let changes = ServiceChanges::between(&last, &snap);
+                if !changes.is_empty() {
+                    self.send_changes(changes);
+                }
                 last = snap.clone();
                 if tx.send(snap).await.is_err() {
                     return;
                 }
+            }
+        }
+    }
+}
+
+impl Watcher {
+    fn send_changes(&mut self, changes: ServiceChanges) {
+        if let Some(tx) = &self.changes {
+            if tx.send(changes).is_err() {
+                self.changes = None;
             }
         }
     }

@@ -6,6 +6,14 @@
 //! Usage: `proxy-bench [--sizes 1000,5000[,10000]] [--kube-proxy-sizes 1000,5000] [--mode nft|legacy]`
 //! (root). kube-proxy's layout at 10k takes minutes on iptables-nft; it only runs for the sizes in
 //! `--kube-proxy-sizes` (default: the same as `--sizes`, without 10000).
+//!
+//! `proxy-bench --file-source [--services 10000] [--runs 20] [--kubenode PATH]` measures the
+//! whole path instead: a manifest directory with one Service+Endpoints file per Service, the real
+//! `kubenode proxy` (file source + proxy; default: the `kubenode` next to this binary) in a private
+//! network namespace with a backend server, then (1) cold start: process start until a request
+//! through the last Service's ClusterIP is answered, and (2) one changed file renamed into place
+//! (its Service moved to a new ClusterIP) until a request through the new ClusterIP is answered,
+//! `--runs` times (p50, p99). SIGINT/SIGTERM stop the run and remove what it made.
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kubenode_proxy::conntrack::RecordingConntrack;
@@ -15,8 +23,12 @@ use kubenode_proxy::{Proxy, ProxyConfig};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "proxy-bench/file_source.rs"]
+mod file_source;
 
 const NODEPORTS: usize = 2700;
 const CASE_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -30,6 +42,11 @@ fn main() {
             .cloned()
     };
     let mode = opt("--mode").unwrap_or_else(|| "nft".into());
+    catch_signals();
+    if args.iter().any(|a| a == "--file-source") {
+        file_source::main(&opt, &mode);
+        return;
+    }
     if let Some(kind) = opt("--inner") {
         let s: usize = opt("--size").and_then(|v| v.parse().ok()).expect("--size");
         let res = match kind.as_str() {
@@ -84,10 +101,65 @@ fn main() {
     }
 }
 
+/// Set by SIGINT/SIGTERM: stop, clean up, exit.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Whether a signal asked us to stop.
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// A command whose process gets SIGKILL when this one dies (also through `unshare`, which execs
+/// and keeps the setting), so nothing of a run outlives it.
+fn command_dying_with_us(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Stops `child` (SIGTERM, then SIGKILL after a second) and reaps it.
+fn stop_child(child: &mut std::process::Child) {
+    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Runs one case in a fresh network namespace and parses its `RESULT` line.
 fn case(kind: &str, s: usize, mode: &str) -> BTreeMap<String, String> {
     let exe = std::env::current_exe().expect("own path");
-    let mut child = Command::new("unshare")
+    let mut child = command_dying_with_us("unshare")
         .arg("-n")
         .arg(exe)
         .args(["--inner", kind, "--size", &s.to_string(), "--mode", mode])
@@ -98,6 +170,11 @@ fn case(kind: &str, s: usize, mode: &str) -> BTreeMap<String, String> {
     loop {
         if child.try_wait().expect("waiting").is_some() {
             break;
+        }
+        if stopping() {
+            stop_child(&mut child);
+            eprintln!("interrupted; the namespace went away with its process");
+            std::process::exit(130);
         }
         if start.elapsed() > CASE_TIMEOUT {
             let _ = child.kill();

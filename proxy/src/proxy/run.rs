@@ -2,7 +2,7 @@
 //! most one sync per `min_sync_period`), checks the canary chains every `sync_period`, and runs a
 //! full sync at least every `full_sync_period` and after any failure.
 
-use super::Proxy;
+use super::{Changes, Proxy};
 use crate::rules::CANARY_CHAIN;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use std::sync::mpsc;
@@ -30,6 +30,7 @@ enum Msg {
     Services(Vec<Service>),
     Endpoints(Vec<Endpoints>),
     Pods(Vec<Pod>),
+    Changes(Changes),
     SyncNow,
     Shutdown,
 }
@@ -57,6 +58,12 @@ impl ProxyHandle {
     /// Replaces the manual Endpoints objects.
     pub fn update_endpoints(&self, endpoints: Vec<Endpoints>) {
         let _ = self.tx.send(Msg::Endpoints(endpoints));
+    }
+
+    /// Applies added, changed and removed Services and Endpoints (see
+    /// [`Proxy::apply_changes`]).
+    pub fn apply_changes(&self, changes: Changes) {
+        let _ = self.tx.send(Msg::Changes(changes));
     }
 
     /// Replaces the node's pods.
@@ -111,6 +118,10 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
             }
             Ok(Msg::Pods(p)) => {
                 proxy.update_pods(p);
+                dirty = true;
+            }
+            Ok(Msg::Changes(c)) => {
+                proxy.apply_changes(c);
                 dirty = true;
             }
             Ok(Msg::SyncNow) => dirty = true,

@@ -186,3 +186,156 @@ fn incremental_resolution_matches_a_fresh_proxy() {
         assert_eq!(got, fresh(services.clone(), e, pods.clone()), "round {i}");
     }
 }
+
+fn web(i: usize, ip: &str, nodeport: bool) -> Service {
+    let np = if nodeport {
+        format!(", nodePort: {}", 30000 + i)
+    } else {
+        String::new()
+    };
+    let ty = if nodeport { "type: NodePort, " } else { "" };
+    obj(&format!(
+        "metadata: {{name: web{i}, namespace: ns}}\nspec: {{{ty}clusterIP: '{ip}', ports: [{{name: http, port: 80{np}}}]}}"
+    ))
+}
+
+fn web_eps(i: usize, ip: &str) -> Endpoints {
+    obj(&format!(
+        "metadata: {{name: web{i}, namespace: ns}}\nsubsets: [{{addresses: [{{ip: {ip}}}], ports: [{{name: http, port: 8080}}]}}]"
+    ))
+}
+
+fn many(n: usize) -> (Vec<Service>, Vec<Endpoints>) {
+    (0..n)
+        .map(|i| {
+            (
+                web(i, &format!("10.96.{}.{}", i / 200, i % 200 + 1), i % 3 == 0),
+                web_eps(i, &format!("10.244.{}.{}", i / 200, i % 200 + 1)),
+            )
+        })
+        .unzip()
+}
+
+/// A proxy given the final sets whole: what the one given changes must equal.
+fn fed_whole(services: Vec<Service>, endpoints: Vec<Endpoints>) -> (Ruleset, ProxyStatus) {
+    let mut p = proxy(
+        Arc::new(MemoryFirewall::new()),
+        Arc::new(RecordingConntrack::default()),
+    );
+    p.update_services(services);
+    p.update_endpoints(endpoints);
+    let rs = p.desired();
+    (rs, p.status())
+}
+
+fn names(st: &ProxyStatus) -> Vec<(Option<String>, Option<String>)> {
+    st.services
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.name.clone(),
+                s.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn changes_rewrite_only_their_buckets_and_equal_a_whole_update() {
+    let fw = Arc::new(MemoryFirewall::new());
+    let mut p = proxy(fw.clone(), Arc::new(RecordingConntrack::default()));
+    let (mut svcs, mut eps) = many(600);
+    p.update_services(svcs.clone());
+    p.update_endpoints(eps.clone());
+    let full = p.sync().unwrap();
+    assert!(full.full && full.chains_written > 10);
+
+    // One Service moves to another ClusterIP, one Endpoints object changes.
+    let moved = web(100, "10.96.9.9", false);
+    svcs[100] = moved.clone();
+    let changed_ep = web_eps(200, "10.244.99.1");
+    eps[200] = changed_ep.clone();
+    p.apply_changes(Changes {
+        services: vec![moved],
+        endpoints: vec![changed_ep],
+        ..Changes::default()
+    });
+    let r = p.sync().unwrap();
+    assert!(!r.full);
+    // The old bucket, the new one and the changed Endpoints' bucket, plus KUBE-SERVICES for the
+    // new bucket's jump (and the filter/nat chains that list it).
+    assert!(r.chains_written <= 5, "{r:?}");
+    assert!(fw.dump().contains("-d 10.96.9.9/32"));
+    assert!(fw.dump().contains("--to-destination 10.244.99.1:8080"));
+    let (whole, whole_status) = fed_whole(svcs.clone(), eps.clone());
+    assert_eq!(p.desired(), whole);
+    assert_eq!(names(&p.status()), names(&whole_status));
+
+    // Removals, and a new Service without a ClusterIP (its address is allocated afresh).
+    let fresh: Service =
+        obj("metadata: {name: fresh, namespace: ns}\nspec: {ports: [{name: http, port: 80}]}");
+    p.apply_changes(Changes {
+        services: vec![fresh.clone()],
+        removed_services: vec![("ns".into(), "web5".into())],
+        removed_endpoints: vec![("ns".into(), "web6".into())],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    svcs.retain(|s| s.metadata.name.as_deref() != Some("web5"));
+    svcs.push(fresh);
+    eps.retain(|e| e.metadata.name.as_deref() != Some("web6"));
+    let (whole, whole_status) = fed_whole(svcs, eps);
+    assert_eq!(p.desired(), whole);
+    assert_eq!(names(&p.status()), names(&whole_status));
+    assert!(fw.dump().contains("ns/web6:http has no endpoints"));
+    assert!(!fw.dump().contains("ns/web5:http"));
+}
+
+#[test]
+fn changes_that_conflict_are_decided_as_a_whole_update_would() {
+    let mut p = proxy(
+        Arc::new(MemoryFirewall::new()),
+        Arc::new(RecordingConntrack::default()),
+    );
+    let (mut svcs, eps) = many(50);
+    p.update_services(svcs.clone());
+    p.update_endpoints(eps.clone());
+    p.sync().unwrap();
+    // web40 asks for web10's address: the earlier name keeps it, the later one is refused.
+    let thief = web(40, "10.96.0.11", false);
+    svcs[40] = thief.clone();
+    p.apply_changes(Changes {
+        services: vec![thief],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    let st = p.status();
+    assert_eq!(st.errors.len(), 1, "{:?}", st.errors);
+    assert!(st.errors[0].contains("ns/web40"), "{:?}", st.errors);
+    let (whole, whole_status) = fed_whole(svcs, eps);
+    assert_eq!(p.desired(), whole);
+    assert_eq!(whole_status.errors, st.errors);
+}
+
+#[test]
+fn changes_reach_a_running_proxy() {
+    let fw = Arc::new(MemoryFirewall::new());
+    let p = proxy(fw.clone(), Arc::new(RecordingConntrack::default()));
+    let h = p.spawn();
+    let (svcs, eps) = many(10);
+    h.update_services(svcs);
+    h.update_endpoints(eps);
+    h.apply_changes(Changes {
+        endpoints: vec![web_eps(3, "10.244.50.50")],
+        ..Changes::default()
+    });
+    let start = Instant::now();
+    while !fw.dump().contains("10.244.50.50:8080") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "change not applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.shutdown();
+}
