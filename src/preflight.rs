@@ -122,7 +122,10 @@ pub fn check_agent(host: &dyn Host, plan: &AgentPlan<'_>) -> Result<(), Refused>
 /// The check of `kubenode proxy`: iptables for `mode` (`auto`, `nft` or `legacy`).
 pub fn check_proxy(host: &dyn Host, mode: &str) -> Result<(), Refused> {
     match iptables(host, mode) {
-        Some(p) => Err(Refused(vec![p])),
+        Some(p) => Err(Refused(vec![Problem {
+            fix: "install it (`apt-get install iptables`)".into(),
+            ..p
+        }])),
         None => Ok(()),
     }
 }
@@ -559,6 +562,7 @@ mod tests {
             "{msg}"
         );
         let msg = check_proxy(&h, "legacy").unwrap_err().to_string();
+        assert!(!msg.contains("kubenode kubelet"), "{msg}");
         assert!(
             msg.contains("(iptables-legacy-restore not in PATH"),
             "{msg}"
