@@ -5,6 +5,7 @@ mod commands;
 mod logging;
 mod memory;
 mod notify;
+mod preflight;
 
 use std::ffi::OsString;
 use std::path::Path;

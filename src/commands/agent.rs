@@ -123,10 +123,28 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         super::version::VERSION_LINE
     );
     let self_exe = std::env::current_exe().context("locating the kubenode binary")?;
+    // Refuse at once, with the cause and the fix, on a host where no pod could run.
+    let shim = kubenode_runtime::default_shim_binary();
+    crate::preflight::check_agent(
+        &crate::preflight::LinuxHost,
+        &crate::preflight::AgentPlan {
+            runtime: &config.runtime,
+            shim: &shim,
+            exe: &self_exe,
+            dirs: vec![
+                ("--root-dir", config.root_dir.as_path()),
+                ("--run-dir", config.run_dir.as_path()),
+                ("--log-dir", config.log_dir.as_path()),
+            ],
+            fail_swap_on: config.fail_swap_on,
+            proxy: roles == Roles::All,
+        },
+    )?;
 
     let mut rc =
         kubenode_runtime::RuntimeConfig::new(&config.root_dir, &config.run_dir, &config.log_dir);
     rc.runtime_path = config.runtime.clone();
+    rc.shim_binary = shim;
     rc.log_max_size = config.container_log_max_size;
     rc.log_max_files = config.container_log_max_files;
     let runtime = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {

@@ -65,6 +65,7 @@ pub struct ProxyArgs {
 
 /// Runs the proxy role until interrupted (the rules stay in place, as with kube-proxy).
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    crate::preflight::check_proxy(&crate::preflight::LinuxHost, &args.iptables_mode)?;
     let fw = IptablesFirewall::new(&args.iptables_mode)?;
     if args.cleanup {
         let report = kubenode_proxy::sync::cleanup(&fw as &dyn Firewall)?;

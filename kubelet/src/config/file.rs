@@ -48,6 +48,8 @@ pub struct ConfigFile {
     pub container_log_max_size: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_log_max_files: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_swap_on: Option<bool>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -93,6 +95,7 @@ const KEYS: &[&str] = &[
     "resolvConf",
     "containerLogMaxSize",
     "containerLogMaxFiles",
+    "failSwapOn",
     "nodeName",
     "nodeIP",
     "rootDir",

@@ -52,6 +52,9 @@ pub const DEFAULT_CONTAINER_LOG_MAX_SIZE: &str = "10Mi";
 pub const DEFAULT_CONTAINER_LOG_MAX_FILES: u32 = 5;
 /// Default NodePort range.
 pub const DEFAULT_SERVICE_NODE_PORT_RANGE: &str = "30000-32767";
+/// Default of `failSwapOn`: the kubelet refuses to start on a host with swap on (upstream's
+/// KubeletConfiguration v1beta1 defaults it to true).
+pub const DEFAULT_FAIL_SWAP_ON: bool = true;
 /// Default resolver configuration for `dnsPolicy: Default`.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 

@@ -98,6 +98,9 @@ pub struct Config {
     pub container_log_max_size: u64,
     /// Container log files kept per container.
     pub container_log_max_files: u32,
+    /// Refuse to start while the host has swap on (`failSwapOn`; upstream's
+    /// KubeletConfiguration default is true).
+    pub fail_swap_on: bool,
     /// The mount program for NFS volumes (`None`: `mount` from `PATH`); upstream's
     /// `--experimental-mounter-path`, kubenode's `mounterPath` key.
     pub mounter_path: Option<PathBuf>,
@@ -331,6 +334,7 @@ impl Config {
             runtime: path(&o.runtime, &cfg.runtime, DEFAULT_RUNTIME),
             container_log_max_size: log_size.value() as u64,
             container_log_max_files: log_files,
+            fail_swap_on: cfg.fail_swap_on.unwrap_or(DEFAULT_FAIL_SWAP_ON),
             mounter_path: o
                 .mounter_path
                 .clone()
@@ -357,6 +361,7 @@ impl Config {
             resolv_conf: s(&self.resolv_conf),
             container_log_max_size: Some(self.container_log_max_size.to_string()),
             container_log_max_files: Some(self.container_log_max_files),
+            fail_swap_on: Some(self.fail_swap_on),
             node_name: Some(self.node_name.clone()),
             node_ip: Some(self.node_ip.to_string()),
             root_dir: s(&self.root_dir),

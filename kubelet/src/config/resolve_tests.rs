@@ -183,3 +183,21 @@ fn mounter_path_from_file_and_flag() {
         Some(Path::new("/usr/local/bin/mount"))
     );
 }
+
+#[test]
+fn fail_swap_on_defaults_to_true_and_reads_the_file() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert!(c.fail_swap_on);
+    assert_eq!(c.to_file().fail_swap_on, Some(true));
+    let (_d, p) = write(&format!("{HEAD}failSwapOn: false\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert!(!c.fail_swap_on);
+    let (_d, p) = write(&format!("{HEAD}failSwapOn: sometimes\n"));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&p.display().to_string()) && e.contains("failSwapOn"),
+        "{e}"
+    );
+}
