@@ -306,5 +306,6 @@ pub fn test_limits() -> crate::spec::HostLimits {
         min_oom_score_adj: 0,
         cgroup_v2: false,
         capabilities: u64::MAX,
+        swap_controller: false,
     }
 }

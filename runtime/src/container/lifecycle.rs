@@ -210,6 +210,7 @@ impl Runtime {
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
             oom_files: oom_files(&self.config.cgroup_root, &meta.cgroups_path),
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
         };
         let started = self
             .shims

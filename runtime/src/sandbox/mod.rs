@@ -230,6 +230,7 @@ impl Runtime {
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
             oom_files: Vec::new(),
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
         };
         let started = self.shims.launch(&args).map_err(create_err)?;
         if let Err(source) = self.oci.start(id) {
