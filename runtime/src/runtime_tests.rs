@@ -155,7 +155,8 @@ fn sandbox_create_start_remove() {
                     .join(netns.file_name().unwrap())
                     .display()
             ),
-            format!("mount_shm {}", shm.display())
+            format!("mount_shm {}", shm.display()),
+            "set_pids_limit /kubepods/besteffort/podu1/pids.max=max".to_string(),
         ]
     );
     let sb = f.rt.start_sandbox(&sb.id).unwrap();
@@ -595,4 +596,26 @@ fn stop_sandbox_stops_containers_then_pause_and_keeps_records() {
     assert_eq!(f.rt.list_containers(Some(&sb)).len(), 1);
     assert!(f.rt.sandbox(&sb).is_ok());
     f.rt.stop_and_remove_sandbox(&sb).unwrap();
+}
+
+#[test]
+fn the_pod_cgroup_gets_the_pids_limit_before_pause_starts() {
+    let f = fixture();
+    let options = crate::SandboxOptions {
+        pids_limit: Some(16),
+        ..Default::default()
+    };
+    let sb = f
+        .rt
+        .create_sandbox_with(&sandbox_config(), &options)
+        .unwrap();
+    let pod_cgroup = sandbox_config().cgroup_parent;
+    let want = format!("set_pids_limit {pod_cgroup}/pids.max=16");
+    assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
+    // Without podPidsLimit the pod cgroup says so explicitly (a recreated sandbox of a pod
+    // whose limit was removed gets `max` again).
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let want = format!("set_pids_limit {pod_cgroup}/pids.max=max");
+    assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
 }

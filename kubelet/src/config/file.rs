@@ -48,6 +48,10 @@ pub struct ConfigFile {
     pub container_log_max_size: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_log_max_files: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_pids_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -93,6 +97,8 @@ const KEYS: &[&str] = &[
     "resolvConf",
     "containerLogMaxSize",
     "containerLogMaxFiles",
+    "podPidsLimit",
+    "allowedUnsafeSysctls",
     "nodeName",
     "nodeIP",
     "rootDir",

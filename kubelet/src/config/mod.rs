@@ -52,6 +52,8 @@ pub const DEFAULT_CONTAINER_LOG_MAX_SIZE: &str = "10Mi";
 pub const DEFAULT_CONTAINER_LOG_MAX_FILES: u32 = 5;
 /// Default NodePort range.
 pub const DEFAULT_SERVICE_NODE_PORT_RANGE: &str = "30000-32767";
+/// Default `podPidsLimit`: -1, no limit (upstream's default; `deploy/config.yaml` sets one).
+pub const DEFAULT_POD_PIDS_LIMIT: i64 = -1;
 /// Default resolver configuration for `dnsPolicy: Default`.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 

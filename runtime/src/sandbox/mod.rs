@@ -34,6 +34,9 @@ pub struct SandboxOptions {
     pub host_network: bool,
     /// Namespaced sysctls from the pod's `securityContext.sysctls`.
     pub sysctls: BTreeMap<String, String>,
+    /// The most pids the whole pod may have (`podPidsLimit`), set on the pod cgroup
+    /// (`SandboxConfig::cgroup_parent`) before any of its processes exists; `None`: no limit.
+    pub pids_limit: Option<u64>,
 }
 
 /// Whether a sandbox can run containers.
@@ -175,6 +178,13 @@ impl Runtime {
                 self.host
                     .mount_shm(shm)
                     .map_err(host_err("mounting the pod's /dev/shm"))?;
+            }
+            // The kubelet's pod cgroup carries the pod's pids limit (upstream's pod container
+            // manager); pause and every container are created below it.
+            if !meta.cgroup_parent.trim_matches('/').is_empty() {
+                self.host
+                    .set_pids_limit(&meta.cgroup_parent, options.pids_limit)
+                    .map_err(host_err("setting the pod's pids limit"))?;
             }
             meta.phase = SandboxPhase::Created;
             self.save_sandbox(&meta)
