@@ -8,7 +8,7 @@ use crate::fsutil;
 use crate::host::oom_files;
 use crate::oci::OciStatus;
 use crate::shim::ShimArgs;
-use crate::spec::{self, BindMount, ContainerSpecInput, NamespacePaths};
+use crate::spec::{self, BindMount, ContainerSpecInput};
 use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -126,22 +126,7 @@ impl Runtime {
                 pod: pod.clone(),
                 source,
             })?;
-        let namespaces = match &sandbox.ipc_path {
-            Some(ipc) => NamespacePaths {
-                net: sandbox.netns_path.clone(),
-                ipc: ipc.clone(),
-                uts: sandbox.uts_path.clone(),
-            },
-            // A sandbox from before namespaces were pinned: the pause process holds them.
-            None => {
-                let pause = PathBuf::from(format!("/proc/{}/ns", sandbox.pause_pid));
-                NamespacePaths {
-                    net: sandbox.netns_path.clone(),
-                    ipc: pause.join("ipc"),
-                    uts: Some(pause.join("uts")),
-                }
-            }
-        };
+        let namespaces = self.container_namespaces(sandbox)?;
         // The pod's shared /dev/shm, unless the kubelet mounts its own.
         let mut mounts = config.mounts.clone();
         if let Some(shm) = &sandbox.shm_path {

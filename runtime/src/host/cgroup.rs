@@ -60,8 +60,7 @@ pub(super) fn set_pids_max(root: &Path, cgroups_path: &str, max: &str) -> Result
                     .map_err(|e| HostError::new("enabling the pids controller in", &control, e))?;
             }
             at.push(part);
-            std::fs::create_dir_all(&at)
-                .map_err(|e| HostError::new("creating cgroup", &at, e))?;
+            std::fs::create_dir_all(&at).map_err(|e| HostError::new("creating cgroup", &at, e))?;
         }
     } else {
         std::fs::create_dir_all(&dir).map_err(|e| HostError::new("creating cgroup", &dir, e))?;
@@ -122,7 +121,11 @@ mod tests {
         // A real kernel creates this file with the directory; the fake starts it empty.
         std::fs::write(r.join("kubepods/cgroup.subtree_control"), "").unwrap();
         let e = set_pids_max(r, "/kubepods/burstable/podu2", "max").unwrap_err();
-        assert!(e.to_string().contains("kubepods/burstable/cgroup.subtree_control"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("kubepods/burstable/cgroup.subtree_control"),
+            "{e}"
+        );
         std::fs::write(r.join("kubepods/burstable/cgroup.subtree_control"), "").unwrap();
         set_pids_max(r, "/kubepods/burstable/podu2", "max").unwrap();
         assert_eq!(

@@ -206,9 +206,7 @@ impl HostLimits {
     /// the first clamp is logged, once per process.
     pub fn clamp_oom_score_adj(&self, wanted: i32) -> i32 {
         let clamped = wanted.clamp(self.min_oom_score_adj.clamp(-1000, 1000), 1000);
-        if clamped != wanted
-            && !OOM_CLAMP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if clamped != wanted && !OOM_CLAMP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
                 wanted,
                 clamped,

@@ -194,12 +194,20 @@ mod tests {
                 .unwrap();
             let m = r.memory().as_ref().unwrap();
             assert_eq!(m.limit(), Some(64 << 20));
-            assert_eq!(m.swap(), Some(64 << 20), "memory + swap = the limit (v2 {v2})");
+            assert_eq!(
+                m.swap(),
+                Some(64 << 20),
+                "memory + swap = the limit (v2 {v2})"
+            );
             assert!(r.unified().is_none());
         }
         // No swap accounting in the kernel: runc could not write the file, nothing is set.
-        let r = linux_resources(Some(&memory_limit(Some("64Mi"))), false, &limits(false, false))
-            .unwrap();
+        let r = linux_resources(
+            Some(&memory_limit(Some("64Mi"))),
+            false,
+            &limits(false, false),
+        )
+        .unwrap();
         assert_eq!(r.memory().as_ref().unwrap().swap(), None);
     }
 
@@ -208,12 +216,18 @@ mod tests {
         let r = linux_resources(Some(&memory_limit(None)), false, &limits(true, true)).unwrap();
         assert!(r.memory().is_none());
         assert_eq!(
-            r.unified().as_ref().and_then(|u| u.get("memory.swap.max")).map(String::as_str),
+            r.unified()
+                .as_ref()
+                .and_then(|u| u.get("memory.swap.max"))
+                .map(String::as_str),
             Some("0")
         );
         for (v2, swap) in [(false, true), (true, false), (false, false)] {
             let r = linux_resources(None, false, &limits(v2, swap)).unwrap();
-            assert!(r.memory().is_none() && r.unified().is_none(), "v2 {v2} swap {swap}");
+            assert!(
+                r.memory().is_none() && r.unified().is_none(),
+                "v2 {v2} swap {swap}"
+            );
         }
     }
 
@@ -226,10 +240,18 @@ mod tests {
         std::fs::write(root.join("memory/memory.memsw.limit_in_bytes"), "").unwrap();
         assert!(swap_controller_available(root, false, ""));
         // v2: the agent's own cgroup, or a child of the root when the agent sits in the root.
-        assert!(!swap_controller_available(root, true, "0::/system.slice/kn.service\n"));
+        assert!(!swap_controller_available(
+            root,
+            true,
+            "0::/system.slice/kn.service\n"
+        ));
         std::fs::create_dir_all(root.join("system.slice/kn.service")).unwrap();
         std::fs::write(root.join("system.slice/kn.service/memory.swap.max"), "max").unwrap();
-        assert!(swap_controller_available(root, true, "0::/system.slice/kn.service\n"));
+        assert!(swap_controller_available(
+            root,
+            true,
+            "0::/system.slice/kn.service\n"
+        ));
         assert!(!swap_controller_available(root, true, "0::/\n"));
         std::fs::create_dir_all(root.join("init.scope")).unwrap();
         std::fs::write(root.join("init.scope/memory.swap.max"), "max").unwrap();
