@@ -296,7 +296,8 @@ impl Config {
             }
         };
         let allowed_unsafe_sysctls = cfg.allowed_unsafe_sysctls.clone().unwrap_or_default();
-        if let Err(e) = crate::validation::sysctl::SysctlAllowlist::new(&allowed_unsafe_sysctls, None)
+        if let Err(e) =
+            crate::validation::sysctl::SysctlAllowlist::new(&allowed_unsafe_sysctls, None)
         {
             return Err(invalid(file, "allowedUnsafeSysctls", e));
         }

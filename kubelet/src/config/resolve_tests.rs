@@ -202,7 +202,9 @@ fn pod_pids_limit_and_allowed_unsafe_sysctls() {
             .unwrap_err()
             .to_string();
         assert!(
-            e.ends_with(&format!("podPidsLimit: {bad}: must be -1 (no limit) or greater than zero")),
+            e.ends_with(&format!(
+                "podPidsLimit: {bad}: must be -1 (no limit) or greater than zero"
+            )),
             "{e}"
         );
     }
@@ -211,7 +213,9 @@ fn pod_pids_limit_and_allowed_unsafe_sysctls() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.ends_with("allowedUnsafeSysctls: the sysctls \"kernel.pid_max\" are not known to be namespaced"),
+        e.ends_with(
+            "allowedUnsafeSysctls: the sysctls \"kernel.pid_max\" are not known to be namespaced"
+        ),
         "{e}"
     );
 }

@@ -236,8 +236,7 @@ impl Kubelet {
                     &message,
                     self.parts.clock.now(),
                 ));
-                self.events
-                    .warning(&ObjectRef::pod(&pod), reason, message);
+                self.events.warning(&ObjectRef::pod(&pod), reason, message);
                 pods.insert(
                     uid,
                     PodEntry {

@@ -148,7 +148,9 @@ impl SysctlAllowlist {
                 None => (normalized, false),
             };
             let Some(ns) = namespace_of(&name) else {
-                return Err(format!("the sysctls {name:?} are not known to be namespaced"));
+                return Err(format!(
+                    "the sysctls {name:?} are not known to be namespaced"
+                ));
             };
             if prefixed {
                 list.prefixes.insert(name, ns);
@@ -240,11 +242,18 @@ mod tests {
     #[test]
     fn only_safe_sysctls_by_default() {
         let l = SysctlAllowlist::new(&[], Some((6, 1))).unwrap();
-        for name in SAFE.iter().chain(["net.ipv4.tcp_rmem", "net/ipv4/tcp_wmem"].iter()) {
+        for name in SAFE
+            .iter()
+            .chain(["net.ipv4.tcp_rmem", "net/ipv4/tcp_wmem"].iter())
+        {
             assert_eq!(l.admit(&spec(&[name], false, false)), Ok(()), "{name}");
         }
         assert_eq!(
-            l.admit(&spec(&["net.ipv4.ip_unprivileged_port_start", "kernel.msgmax"], false, false)),
+            l.admit(&spec(
+                &["net.ipv4.ip_unprivileged_port_start", "kernel.msgmax"],
+                false,
+                false
+            )),
             Err("forbidden sysctl: \"kernel.msgmax\" not allowlisted".into())
         );
         assert_eq!(
@@ -254,11 +263,17 @@ mod tests {
         // A host-network pod may not set network sysctls, even safe ones.
         assert_eq!(
             l.admit(&spec(&["net.ipv4.tcp_syncookies"], true, false)),
-            Err("forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host net enabled".into())
+            Err(
+                "forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host net enabled"
+                    .into()
+            )
         );
         assert_eq!(
             l.admit(&spec(&["kernel.shm_rmid_forced"], false, true)),
-            Err("forbidden sysctl: \"kernel.shm_rmid_forced\" not allowed with host ipc enabled".into())
+            Err(
+                "forbidden sysctl: \"kernel.shm_rmid_forced\" not allowed with host ipc enabled"
+                    .into()
+            )
         );
         assert_eq!(l.admit(&PodSpec::default()), Ok(()));
     }
@@ -266,11 +281,21 @@ mod tests {
     #[test]
     fn kernel_gated_sysctls() {
         let old = SysctlAllowlist::new(&[], Some((4, 14))).unwrap();
-        assert!(old.admit(&spec(&["net.ipv4.tcp_rmem"], false, false)).is_err());
-        assert_eq!(old.admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false)), Ok(()));
+        assert!(old
+            .admit(&spec(&["net.ipv4.tcp_rmem"], false, false))
+            .is_err());
+        assert_eq!(
+            old.admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false)),
+            Ok(())
+        );
         let unknown = SysctlAllowlist::new(&[], None).unwrap();
-        assert!(unknown.admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false)).is_err());
-        assert_eq!(unknown.admit(&spec(&["net.ipv4.tcp_syncookies"], false, false)), Ok(()));
+        assert!(unknown
+            .admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false))
+            .is_err());
+        assert_eq!(
+            unknown.admit(&spec(&["net.ipv4.tcp_syncookies"], false, false)),
+            Ok(())
+        );
         assert_eq!(parse_kernel_version("6.1.0-28-amd64"), Some((6, 1)));
         assert_eq!(parse_kernel_version("4.15"), Some((4, 15)));
         assert_eq!(parse_kernel_version("x"), None);
@@ -279,18 +304,34 @@ mod tests {
     #[test]
     fn allowed_unsafe_sysctls_exact_and_by_prefix() {
         let l = SysctlAllowlist::new(
-            &["kernel.msg*".into(), "net.core.somaxconn".into(), "kernel.sem".into()],
+            &[
+                "kernel.msg*".into(),
+                "net.core.somaxconn".into(),
+                "kernel.sem".into(),
+            ],
             Some((6, 1)),
         )
         .unwrap();
-        for ok in ["kernel.msgmax", "kernel.msgmnb", "net.core.somaxconn", "kernel.sem"] {
+        for ok in [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "net.core.somaxconn",
+            "kernel.sem",
+        ] {
             assert_eq!(l.admit(&spec(&[ok], false, false)), Ok(()), "{ok}");
         }
-        assert!(l.admit(&spec(&["net.core.rmem_max"], false, false)).is_err());
+        assert!(l
+            .admit(&spec(&["net.core.rmem_max"], false, false))
+            .is_err());
         assert!(l.admit(&spec(&["kernel.msgmax"], false, true)).is_err());
         let net = SysctlAllowlist::new(&["net.*".into()], Some((6, 1))).unwrap();
-        assert_eq!(net.admit(&spec(&["net.core.rmem_max"], false, false)), Ok(()));
-        assert!(net.admit(&spec(&["net.core.rmem_max"], true, false)).is_err());
+        assert_eq!(
+            net.admit(&spec(&["net.core.rmem_max"], false, false)),
+            Ok(())
+        );
+        assert!(net
+            .admit(&spec(&["net.core.rmem_max"], true, false))
+            .is_err());
     }
 
     #[test]

@@ -49,6 +49,23 @@ pub(super) fn set_pids_max(root: &Path, cgroups_path: &str, max: &str) -> Result
         root.join("pids")
     };
     let dir = base.join(rel);
+    let available = if v2 {
+        std::fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+    } else {
+        base.join("cgroup.procs").exists()
+    };
+    if !available {
+        // Without a pids controller there is no limit to lift, and none to set.
+        return match max {
+            "max" => Ok(()),
+            _ => Err(HostError::new(
+                "setting a pids limit: no pids controller at",
+                &base,
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            )),
+        };
+    }
     if v2 {
         let mut at = base.clone();
         for part in Path::new(rel).components() {
@@ -105,7 +122,12 @@ mod tests {
     #[test]
     fn pids_max_on_cgroup_v1() {
         let root = tempfile::tempdir().unwrap();
+        // No pids hierarchy: no limit is fine, a limit is an error.
+        set_pids_max(root.path(), "/kubepods/besteffort/podu1", "max").unwrap();
+        assert!(set_pids_max(root.path(), "/kubepods/besteffort/podu1", "16").is_err());
+        assert!(!root.path().join("pids").exists());
         std::fs::create_dir(root.path().join("pids")).unwrap();
+        std::fs::write(root.path().join("pids/cgroup.procs"), "").unwrap();
         set_pids_max(root.path(), "/kubepods/besteffort/podu1", "16").unwrap();
         let file = root.path().join("pids/kubepods/besteffort/podu1/pids.max");
         assert_eq!(std::fs::read_to_string(file).unwrap(), "16");

@@ -320,7 +320,11 @@ fn memory_request(c: &Container) -> i64 {
 /// with `restartPolicy: Always`) gets at most the score of the regular container with the
 /// smallest memory request, so it is not killed before the containers it serves. The runtime
 /// clamps the value into what the host accepts.
-pub(crate) fn container_oom_score_adj(pod: &Pod, container: &Container, memory_capacity: u64) -> i32 {
+pub(crate) fn container_oom_score_adj(
+    pod: &Pod,
+    container: &Container,
+    memory_capacity: u64,
+) -> i32 {
     let spec = pod.spec.clone().unwrap_or_default();
     if is_node_critical(pod) {
         return GUARANTEED_OOM_SCORE_ADJ;
@@ -470,8 +474,16 @@ mod tests {
             vec![side, plain_init],
         );
         assert_eq!(adj(&p, "a", 4 * GI), 750);
-        assert_eq!(adj(&p, "side", 4 * GI), 750, "sidecar takes the smallest request's score");
-        assert_eq!(adj(&p, "init", 4 * GI), 999, "an ordinary init container does not");
+        assert_eq!(
+            adj(&p, "side", 4 * GI),
+            750,
+            "sidecar takes the smallest request's score"
+        );
+        assert_eq!(
+            adj(&p, "init", 4 * GI),
+            999,
+            "an ordinary init container does not"
+        );
     }
 
     #[test]
@@ -481,9 +493,17 @@ mod tests {
         // Not static, no priority: not critical.
         assert_eq!(adj(&p, "a", 4 * GI), 1000);
         p.metadata.annotations = Some(
-            [(crate::source::CONFIG_SOURCE_ANNOTATION.to_string(), "file".to_string())].into(),
+            [(
+                crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
+                "file".to_string(),
+            )]
+            .into(),
         );
-        assert_eq!(adj(&p, "a", 4 * GI), -997, "a static system-node-critical pod");
+        assert_eq!(
+            adj(&p, "a", 4 * GI),
+            -997,
+            "a static system-node-critical pod"
+        );
         p.metadata.annotations = None;
         p.spec.as_mut().unwrap().priority = Some(2_000_001_000);
         assert_eq!(adj(&p, "a", 4 * GI), -997, "system-node-critical priority");
