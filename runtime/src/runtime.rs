@@ -36,6 +36,9 @@ pub struct RuntimeConfig {
     pub log_max_files: u32,
     /// Where cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
+    /// Where the host's processes are (`/proc`): a pause process is checked there before its
+    /// namespaces are joined by path.
+    pub proc_root: PathBuf,
 }
 
 impl RuntimeConfig {
@@ -50,6 +53,7 @@ impl RuntimeConfig {
             root_dir: root_dir.into(),
             run_dir: run_dir.into(),
             log_dir: log_dir.into(),
+            proc_root: PathBuf::from("/proc"),
             runtime_path: PathBuf::from("runc"),
             shim_binary: default_shim_binary(),
             log_max_size: crate::shim::DEFAULT_LOG_MAX_SIZE,

@@ -33,6 +33,7 @@ fn fixture() -> Fixture {
         dir.path().join("logs"),
     );
     config.shim_binary = "/usr/bin/kubenode".into();
+    config.proc_root = dir.path().join("proc");
     let oci = RecordingRuntime::new();
     let host = RecordingHost::new();
     let shims = RecordingShims::new(oci.clone());
@@ -155,7 +156,8 @@ fn sandbox_create_start_remove() {
                     .join(netns.file_name().unwrap())
                     .display()
             ),
-            format!("mount_shm {}", shm.display())
+            format!("mount_shm {}", shm.display()),
+            "set_pids_limit /kubepods/besteffort/podu1/pids.max=max".to_string(),
         ]
     );
     let sb = f.rt.start_sandbox(&sb.id).unwrap();
@@ -340,6 +342,29 @@ fn a_sandbox_without_pinned_namespaces_needs_pause_running() {
     ));
     let started = f.rt.start_sandbox(&sb.id).unwrap();
     assert_eq!(started.state, SandboxState::Ready);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let pid = meta["pause_pid"].as_i64().unwrap() as i32;
+    // The recorded pause pid now belongs to another program: its namespaces are not joined.
+    let cgroup = format!("4:memory:/kubepods/besteffort/podu1/{}\n", sb.id);
+    crate::sandbox::fake_process(&f.config.proc_root, pid, b"sh\0", &cgroup, 5);
+    let err = f.rt.create_container(&sb.id, &container("a")).unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::BadState { state, .. } if state.contains("not /pause")),
+        "{err}"
+    );
+    crate::sandbox::fake_process(
+        &f.config.proc_root,
+        pid,
+        b"/pause\0",
+        "4:memory:/kubepods/besteffort/podu1/other\n",
+        5,
+    );
+    assert!(
+        f.rt.create_container(&sb.id, &container("a")).is_err(),
+        "another sandbox's pause"
+    );
+    crate::sandbox::fake_process(&f.config.proc_root, pid, b"/pause\0", &cgroup, 5);
     let id = f.rt.create_container(&sb.id, &container("a")).unwrap();
     let spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(f.shim_args(&id).bundle.join("config.json")).unwrap(),
@@ -349,9 +374,13 @@ fn a_sandbox_without_pinned_namespaces_needs_pause_running() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        ipc.starts_with("/proc/") && ipc.ends_with("/ns/ipc"),
-        "{ipc}"
+    assert_eq!(
+        ipc,
+        f.config
+            .proc_root
+            .join(format!("{pid}/ns/ipc"))
+            .display()
+            .to_string()
     );
 }
 
@@ -595,4 +624,25 @@ fn stop_sandbox_stops_containers_then_pause_and_keeps_records() {
     assert_eq!(f.rt.list_containers(Some(&sb)).len(), 1);
     assert!(f.rt.sandbox(&sb).is_ok());
     f.rt.stop_and_remove_sandbox(&sb).unwrap();
+}
+
+#[test]
+fn the_pod_cgroup_gets_the_pids_limit_before_pause_starts() {
+    let f = fixture();
+    let options = crate::SandboxOptions {
+        pids_limit: Some(16),
+        ..Default::default()
+    };
+    let sb =
+        f.rt.create_sandbox_with(&sandbox_config(), &options)
+            .unwrap();
+    let pod_cgroup = sandbox_config().cgroup_parent;
+    let want = format!("set_pids_limit {pod_cgroup}/pids.max=16");
+    assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
+    // Without podPidsLimit the pod cgroup says so explicitly (a recreated sandbox of a pod
+    // whose limit was removed gets `max` again).
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let want = format!("set_pids_limit {pod_cgroup}/pids.max=max");
+    assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
 }

@@ -297,6 +297,14 @@ impl Host for RecordingHost {
     fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError> {
         self.record("remove_cgroup", Path::new(cgroups_path))
     }
+
+    fn set_pids_limit(&self, cgroups_path: &str, max: Option<u64>) -> Result<(), HostError> {
+        let max = max.map_or_else(|| "max".to_string(), |n| n.to_string());
+        self.record(
+            "set_pids_limit",
+            &Path::new(cgroups_path).join(format!("pids.max={max}")),
+        )
+    }
 }
 
 /// Host limits for tests: NOFILE hard 20000, negative OOM adjustments refused, cgroup v1.
@@ -306,5 +314,6 @@ pub fn test_limits() -> crate::spec::HostLimits {
         min_oom_score_adj: 0,
         cgroup_v2: false,
         capabilities: u64::MAX,
+        swap_controller: false,
     }
 }

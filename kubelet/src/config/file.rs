@@ -50,6 +50,9 @@ pub struct ConfigFile {
     pub container_log_max_files: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_swap_on: Option<bool>,
+    pub pod_pids_limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -96,6 +99,8 @@ const KEYS: &[&str] = &[
     "containerLogMaxSize",
     "containerLogMaxFiles",
     "failSwapOn",
+    "podPidsLimit",
+    "allowedUnsafeSysctls",
     "nodeName",
     "nodeIP",
     "rootDir",

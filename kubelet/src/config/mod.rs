@@ -55,6 +55,8 @@ pub const DEFAULT_SERVICE_NODE_PORT_RANGE: &str = "30000-32767";
 /// Default of `failSwapOn`: the kubelet refuses to start on a host with swap on (upstream's
 /// KubeletConfiguration v1beta1 defaults it to true).
 pub const DEFAULT_FAIL_SWAP_ON: bool = true;
+/// Default `podPidsLimit`: -1, no limit (upstream's default; `deploy/config.yaml` sets one).
+pub const DEFAULT_POD_PIDS_LIMIT: i64 = -1;
 /// Default resolver configuration for `dnsPolicy: Default`.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 

@@ -104,6 +104,12 @@ pub struct Config {
     /// The mount program for NFS volumes (`None`: `mount` from `PATH`); upstream's
     /// `--experimental-mounter-path`, kubenode's `mounterPath` key.
     pub mounter_path: Option<PathBuf>,
+    /// Most processes (pids) a pod may have, set on the pod cgroup's pids controller
+    /// (`podPidsLimit`; `None` for upstream's -1, no limit).
+    pub pod_pids_limit: Option<u64>,
+    /// Unsafe sysctls pods may set besides the safe ones (`allowedUnsafeSysctls`: names,
+    /// or `prefix*` patterns), each checked to be namespaced.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -281,6 +287,23 @@ impl Config {
         if max_pods == 0 {
             return Err(invalid(file, "maxPods", "must be greater than zero"));
         }
+        let pod_pids_limit = match cfg.pod_pids_limit.unwrap_or(DEFAULT_POD_PIDS_LIMIT) {
+            -1 => None,
+            n if n > 0 => Some(n as u64),
+            n => {
+                return Err(invalid(
+                    file,
+                    "podPidsLimit",
+                    format!("{n}: must be -1 (no limit) or greater than zero"),
+                ))
+            }
+        };
+        let allowed_unsafe_sysctls = cfg.allowed_unsafe_sysctls.clone().unwrap_or_default();
+        if let Err(e) =
+            crate::validation::sysctl::SysctlAllowlist::new(&allowed_unsafe_sysctls, None)
+        {
+            return Err(invalid(file, "allowedUnsafeSysctls", e));
+        }
         let cluster_domain = cfg
             .cluster_domain
             .clone()
@@ -339,6 +362,8 @@ impl Config {
                 .mounter_path
                 .clone()
                 .or_else(|| cfg.mounter_path.as_ref().map(PathBuf::from)),
+            pod_pids_limit,
+            allowed_unsafe_sysctls,
         })
     }
 
@@ -375,6 +400,8 @@ impl Config {
             cni_bin_dir: s(&self.cni_bin_dir),
             runtime: s(&self.runtime),
             mounter_path: self.mounter_path.as_deref().and_then(s),
+            pod_pids_limit: Some(self.pod_pids_limit.map_or(-1, |n| n as i64)),
+            allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
         }
     }
 

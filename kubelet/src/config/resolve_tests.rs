@@ -201,3 +201,39 @@ fn fail_swap_on_defaults_to_true_and_reads_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn pod_pids_limit_and_allowed_unsafe_sysctls() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.pod_pids_limit, None, "upstream's default -1: no limit");
+    assert!(c.allowed_unsafe_sysctls.is_empty());
+    let (_d, p) = write(&format!(
+        "{HEAD}podPidsLimit: 4096\nallowedUnsafeSysctls: [\"net.core.*\", kernel.msgmax]\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.pod_pids_limit, Some(4096));
+    assert_eq!(c.allowed_unsafe_sysctls, ["net.core.*", "kernel.msgmax"]);
+    assert_eq!(c.to_file().pod_pids_limit, Some(4096));
+    for bad in ["0", "-2"] {
+        let (_d, p) = write(&format!("{HEAD}podPidsLimit: {bad}\n"));
+        let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(&format!(
+                "podPidsLimit: {bad}: must be -1 (no limit) or greater than zero"
+            )),
+            "{e}"
+        );
+    }
+    let (_d, p) = write(&format!("{HEAD}allowedUnsafeSysctls: [kernel.pid_max]\n"));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with(
+            "allowedUnsafeSysctls: the sysctls \"kernel.pid_max\" are not known to be namespaced"
+        ),
+        "{e}"
+    );
+}

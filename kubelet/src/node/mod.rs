@@ -37,6 +37,7 @@ use crate::backoff::{Clock, CrashBackoff, ImageBackoff};
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::source::Snapshot;
+use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
 
 /// What the kubelet needs from the rest of the node.
@@ -207,22 +208,35 @@ impl Kubelet {
             }
         }
         let max = self.config.max_pods as usize;
+        let sysctls = SysctlAllowlist::new(
+            &self.config.allowed_unsafe_sysctls,
+            SysctlAllowlist::kernel_version(),
+        )
+        // The configuration was checked at start; an empty list would refuse every sysctl.
+        .unwrap_or_default();
         for (uid, pod) in desired {
             if pods.contains_key(&uid) {
                 continue;
             }
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            if active >= max {
-                let message = crate::status::out_of_pods_message(active, max);
+            // Admission, in upstream's order: sysctls, then the pod count.
+            let rejection = match sysctls.admit(&pod.spec.clone().unwrap_or_default()) {
+                Err(message) => Some((SYSCTL_FORBIDDEN, message)),
+                Ok(()) if active >= max => Some((
+                    crate::status::OUT_OF_PODS,
+                    crate::status::out_of_pods_message(active, max),
+                )),
+                Ok(()) => None,
+            };
+            if let Some((reason, message)) = rejection {
                 pod.status = Some(crate::status::rejected_status(
                     &pod,
-                    crate::status::OUT_OF_PODS,
+                    reason,
                     &message,
                     self.parts.clock.now(),
                 ));
-                self.events
-                    .warning(&ObjectRef::pod(&pod), crate::status::OUT_OF_PODS, message);
+                self.events.warning(&ObjectRef::pod(&pod), reason, message);
                 pods.insert(
                     uid,
                     PodEntry {

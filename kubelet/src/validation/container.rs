@@ -4,7 +4,7 @@
 use super::names::*;
 use super::pod::{has_backsteps, quantity};
 use super::probe;
-use super::{Errors, FieldError};
+use super::{Errors, FieldError, Value};
 use k8s_openapi::api::core::v1::Container;
 use std::collections::HashSet;
 
@@ -97,6 +97,7 @@ pub(super) fn validate(
         }
     };
     ports(c, f, errs);
+    security_context(c, f, errs);
     env(c, f, errs);
     resources(c, f, errs);
     mounts(c, f, volumes, errs);
@@ -182,6 +183,37 @@ fn ports(c: &Container, f: &str, errs: &mut Errors) {
                     "must be a valid IP address",
                 ));
             }
+        }
+    }
+}
+
+/// Upstream `ValidateSecurityContext`'s contradictions: no privilege escalation together with
+/// `privileged` (a privileged container has every capability) or with an added
+/// `CAP_SYS_ADMIN` (upstream compares that exact spelling).
+fn security_context(c: &Container, f: &str, errs: &mut Errors) {
+    let Some(sc) = &c.security_context else {
+        return;
+    };
+    if sc.allow_privilege_escalation != Some(false) {
+        return;
+    }
+    let value = || Value::Json(serde_json::to_string(sc).unwrap_or_default());
+    let field = format!("{f}.securityContext");
+    if sc.privileged == Some(true) {
+        errs.push(FieldError::invalid(
+            &field,
+            value(),
+            "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ));
+    }
+    let added = sc.capabilities.as_ref().and_then(|c| c.add.as_deref());
+    for cap in added.unwrap_or_default() {
+        if cap == "CAP_SYS_ADMIN" {
+            errs.push(FieldError::invalid(
+                &field,
+                value(),
+                "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+            ));
         }
     }
 }

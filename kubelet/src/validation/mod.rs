@@ -11,6 +11,7 @@ mod pod_tests;
 mod probe;
 pub mod quantity;
 mod service;
+pub mod sysctl;
 
 pub(crate) use pod::has_backsteps;
 pub use pod::validate_pod;
@@ -42,6 +43,9 @@ pub enum Value {
     Str(String),
     /// An integer value.
     Int(i64),
+    /// A structured value, shown as compact JSON (upstream prints its Go struct, pointer
+    /// addresses included, which no one can reproduce).
+    Json(String),
 }
 
 impl fmt::Display for Value {
@@ -49,6 +53,7 @@ impl fmt::Display for Value {
         match self {
             Self::Str(s) => write!(f, "{s:?}"),
             Self::Int(i) => write!(f, "{i}"),
+            Self::Json(j) => f.write_str(j),
         }
     }
 }

@@ -261,3 +261,33 @@ fn all_problems_reported_together() {
     });
     assert_eq!(errs.len(), 3, "{errs:#?}");
 }
+
+#[test]
+fn no_privilege_escalation_contradicts_privileged_and_sys_admin() {
+    let sc = |v: &mut serde_json::Value, body: serde_json::Value| {
+        v["spec"]["containers"][0]["securityContext"] = body;
+    };
+    one(
+        |v| sc(v, serde_json::json!({"allowPrivilegeEscalation": false, "privileged": true})),
+        "spec.containers[0].securityContext: Invalid value: {\"allowPrivilegeEscalation\":false,\"privileged\":true}: cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+    );
+    one(
+        |v| {
+            v["spec"]["initContainers"][0]["securityContext"] = serde_json::json!({
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"add": ["NET_ADMIN", "CAP_SYS_ADMIN"]}
+            })
+        },
+        "spec.initContainers[0].securityContext: Invalid value: {\"allowPrivilegeEscalation\":false,\"capabilities\":{\"add\":[\"NET_ADMIN\",\"CAP_SYS_ADMIN\"]}}: cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+    );
+    // Either alone is fine, and so is escalation allowed with privileged.
+    for ok in [
+        serde_json::json!({"allowPrivilegeEscalation": false}),
+        serde_json::json!({"privileged": true}),
+        serde_json::json!({"allowPrivilegeEscalation": true, "privileged": true}),
+        serde_json::json!({"allowPrivilegeEscalation": false, "capabilities": {"add": ["SYS_ADMIN"]}}),
+    ] {
+        let text = ok.to_string();
+        assert_eq!(errors(|v| sc(v, ok)), Vec::<String>::new(), "{text}");
+    }
+}

@@ -8,7 +8,7 @@ use crate::fsutil;
 use crate::host::oom_files;
 use crate::oci::OciStatus;
 use crate::shim::ShimArgs;
-use crate::spec::{self, BindMount, ContainerSpecInput, NamespacePaths};
+use crate::spec::{self, BindMount, ContainerSpecInput};
 use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -126,22 +126,7 @@ impl Runtime {
                 pod: pod.clone(),
                 source,
             })?;
-        let namespaces = match &sandbox.ipc_path {
-            Some(ipc) => NamespacePaths {
-                net: sandbox.netns_path.clone(),
-                ipc: ipc.clone(),
-                uts: sandbox.uts_path.clone(),
-            },
-            // A sandbox from before namespaces were pinned: the pause process holds them.
-            None => {
-                let pause = PathBuf::from(format!("/proc/{}/ns", sandbox.pause_pid));
-                NamespacePaths {
-                    net: sandbox.netns_path.clone(),
-                    ipc: pause.join("ipc"),
-                    uts: Some(pause.join("uts")),
-                }
-            }
-        };
+        let namespaces = self.container_namespaces(sandbox)?;
         // The pod's shared /dev/shm, unless the kubelet mounts its own.
         let mut mounts = config.mounts.clone();
         if let Some(shm) = &sandbox.shm_path {
@@ -210,6 +195,7 @@ impl Runtime {
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
             oom_files: oom_files(&self.config.cgroup_root, &meta.cgroups_path),
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
         };
         let started = self
             .shims

@@ -70,6 +70,9 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn unmount(&self, target: &Path) -> Result<(), HostError>;
     /// Removes the cgroup `cgroups_path` (and its empty children) in every hierarchy.
     fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError>;
+    /// Creates the cgroup `cgroups_path` in the pids controller with `pids.max` = `max`
+    /// (`None`: `max`, no limit).
+    fn set_pids_limit(&self, cgroups_path: &str, max: Option<u64>) -> Result<(), HostError>;
 }
 
 /// The real host.
@@ -133,5 +136,10 @@ impl Host for LinuxHost {
 
     fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError> {
         cgroup::remove(&self.cgroup_root, cgroups_path)
+    }
+
+    fn set_pids_limit(&self, cgroups_path: &str, max: Option<u64>) -> Result<(), HostError> {
+        let max = max.map_or_else(|| "max".to_string(), |n| n.to_string());
+        cgroup::set_pids_max(&self.cgroup_root, cgroups_path, &max)
     }
 }

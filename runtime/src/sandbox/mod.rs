@@ -7,13 +7,13 @@
 //! they join the pinned namespaces, not the pause process's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{ErrorList, RuntimeError};
 use crate::fsutil;
 use crate::host::NamespaceFiles;
 use crate::shim::{ExitRecord, ShimArgs};
-use crate::spec::{self, PodInfo};
+use crate::spec::{self, NamespacePaths, PodInfo};
 use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -34,6 +34,9 @@ pub struct SandboxOptions {
     pub host_network: bool,
     /// Namespaced sysctls from the pod's `securityContext.sysctls`.
     pub sysctls: BTreeMap<String, String>,
+    /// The most pids the whole pod may have (`podPidsLimit`), set on the pod cgroup
+    /// (`SandboxConfig::cgroup_parent`) before any of its processes exists; `None`: no limit.
+    pub pids_limit: Option<u64>,
 }
 
 /// Whether a sandbox can run containers.
@@ -176,6 +179,13 @@ impl Runtime {
                     .mount_shm(shm)
                     .map_err(host_err("mounting the pod's /dev/shm"))?;
             }
+            // The kubelet's pod cgroup carries the pod's pids limit (upstream's pod container
+            // manager); pause and every container are created below it.
+            if !meta.cgroup_parent.trim_matches('/').is_empty() {
+                self.host
+                    .set_pids_limit(&meta.cgroup_parent, options.pids_limit)
+                    .map_err(host_err("setting the pod's pids limit"))?;
+            }
             meta.phase = SandboxPhase::Created;
             self.save_sandbox(&meta)
         });
@@ -230,6 +240,7 @@ impl Runtime {
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
             oom_files: Vec::new(),
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
         };
         let started = self.shims.launch(&args).map_err(create_err)?;
         if let Err(source) = self.oci.start(id) {
@@ -345,8 +356,128 @@ impl Runtime {
         }
     }
 
+    /// The namespaces a container of `meta` joins: the pinned ones, or, in a sandbox made
+    /// before namespaces were pinned, the pause process's `/proc/<pid>/ns/*` once that pid is
+    /// checked to still be this sandbox's pause (see [`verify_pause`]): a pid reused by
+    /// another process would otherwise put the container into a stranger's namespaces.
+    pub(crate) fn container_namespaces(
+        &self,
+        meta: &SandboxMeta,
+    ) -> Result<NamespacePaths, RuntimeError> {
+        if let Some(ipc) = &meta.ipc_path {
+            return Ok(NamespacePaths {
+                net: meta.netns_path.clone(),
+                ipc: ipc.clone(),
+                uts: meta.uts_path.clone(),
+            });
+        }
+        verify_pause(&self.config.proc_root, meta.pause_pid, &meta.id).map_err(|why| {
+            RuntimeError::BadState {
+                what: "create a container in it",
+                pod: meta.pod.full_name(),
+                container: "POD".into(),
+                state: format!(
+                    "pause process {} is not this sandbox's: {why}",
+                    meta.pause_pid
+                ),
+            }
+        })?;
+        let pause = self
+            .config
+            .proc_root
+            .join(meta.pause_pid.to_string())
+            .join("ns");
+        Ok(NamespacePaths {
+            net: meta.netns_path.clone(),
+            ipc: pause.join("ipc"),
+            uts: Some(pause.join("uts")),
+        })
+    }
+
     /// How the pause container ended, if it did.
     pub fn sandbox_exit(&self, id: &str) -> Option<ExitRecord> {
         ExitRecord::read(&self.sandbox_dir(id).join(EXIT))
+    }
+}
+
+/// The start time (clock ticks after boot, field 22 of `stat`) of process `pid`.
+fn start_time(proc_root: &Path, pid: i32) -> Result<u64, String> {
+    let path = proc_root.join(pid.to_string()).join("stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("{}: no start time", path.display()))
+}
+
+/// Checks that `pid` is the pause process of sandbox `id`: it runs the built-in `/pause`
+/// and sits in the sandbox's own cgroup (`<pod cgroup>/<id>`, which only the pause container
+/// uses), and its start time did not change while this was read (a pid that died and was
+/// reused in between would have another one).
+pub(crate) fn verify_pause(proc_root: &Path, pid: i32, id: &str) -> Result<(), String> {
+    if pid <= 0 {
+        return Err("no pause pid recorded".into());
+    }
+    let dir = proc_root.join(pid.to_string());
+    let before = start_time(proc_root, pid)?;
+    let cmdline = std::fs::read(dir.join("cmdline")).map_err(|e| format!("cmdline: {e}"))?;
+    if cmdline != b"/pause\0" {
+        return Err(format!(
+            "it runs {:?}, not /pause",
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .trim_end()
+        ));
+    }
+    let cgroup = std::fs::read_to_string(dir.join("cgroup")).map_err(|e| format!("cgroup: {e}"))?;
+    let suffix = format!("/{id}");
+    if !cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|p| p.ends_with(&suffix))
+    {
+        return Err("it is not in the sandbox's cgroup".into());
+    }
+    if start_time(proc_root, pid)? != before {
+        return Err("it was replaced while being checked".into());
+    }
+    Ok(())
+}
+
+/// A fake `/proc/<pid>` with the given command line, cgroup file and start time.
+#[cfg(test)]
+pub(crate) fn fake_process(root: &Path, pid: i32, cmdline: &[u8], cgroup: &str, start: u64) {
+    let dir = root.join(pid.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+    let stat = format!(
+        "{pid} (pa use) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1 2\n"
+    );
+    std::fs::write(dir.join("stat"), stat).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_sandboxs_pause_passes() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let cg = "12:pids:/kubepods/besteffort/podu1/sb1\n0::/kubepods/besteffort/podu1/sb1\n";
+        fake_process(r, 10, b"/pause\0", cg, 777);
+        assert_eq!(verify_pause(r, 10, "sb1"), Ok(()));
+        assert_eq!(start_time(r, 10), Ok(777));
+        // Another sandbox's pause.
+        assert!(verify_pause(r, 10, "sb2").unwrap_err().contains("cgroup"));
+        // The pid reused by some other program.
+        fake_process(r, 11, b"sleep\0100\0", cg, 778);
+        let e = verify_pause(r, 11, "sb1").unwrap_err();
+        assert!(e.contains("\"sleep 100\""), "{e}");
+        // Gone.
+        assert!(verify_pause(r, 12, "sb1").is_err());
+        assert!(verify_pause(r, 0, "sb1").is_err());
     }
 }

@@ -32,6 +32,10 @@ pub struct ShimArgs {
     pub log_max_files: u32,
     /// cgroup files with an `oom_kill N` line (v1 `memory.oom_control`, v2 `memory.events`).
     pub oom_files: Vec<PathBuf>,
+    /// The container's `oom_score_adj` (already clamped): the shim takes it for itself before
+    /// it runs the runtime, so neither the shim nor anything it starts inherits the agent's
+    /// protected value.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A bad shim command line.
@@ -64,6 +68,9 @@ impl ShimArgs {
         for f in &self.oom_files {
             push("--oom-file", f.as_os_str());
         }
+        if let Some(adj) = self.oom_score_adj {
+            push("--oom-score-adj", OsStr::new(&adj.to_string()));
+        }
         out
     }
 
@@ -86,6 +93,7 @@ impl ShimArgs {
             log_max_size: DEFAULT_LOG_MAX_SIZE,
             log_max_files: DEFAULT_LOG_MAX_FILES,
             oom_files: Vec::new(),
+            oom_score_adj: None,
         };
         while let Some(key) = it.next() {
             let key = key.to_string_lossy().into_owned();
@@ -109,6 +117,14 @@ impl ShimArgs {
                 "--log-max-size" => a.log_max_size = num(&value)?,
                 "--log-max-files" => a.log_max_files = num(&value)? as u32,
                 "--oom-file" => a.oom_files.push(value.into()),
+                "--oom-score-adj" => {
+                    a.oom_score_adj = Some(
+                        value
+                            .to_string_lossy()
+                            .parse::<i32>()
+                            .map_err(|_| ArgsError(format!("{key}: not a number")))?,
+                    )
+                }
                 other => return Err(ArgsError(format!("unknown flag {other}"))),
             }
         }
@@ -145,11 +161,15 @@ mod tests {
             log_max_size: 100,
             log_max_files: 3,
             oom_files: vec!["/sys/fs/cgroup/memory/x/memory.oom_control".into()],
+            oom_score_adj: Some(-997),
         };
         let mut argv: Vec<OsString> = vec!["kubenode".into(), "shim".into()];
         argv.extend(a.to_args());
         assert_eq!(ShimArgs::parse(&argv).unwrap(), a);
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
+        let mut bad = argv.clone();
+        bad.extend(["--oom-score-adj".into(), "high".into()]);
+        assert!(ShimArgs::parse(&bad).is_err());
     }
 }

@@ -64,6 +64,17 @@ fn close_inherited_fds() {
 fn child(args: &ShimArgs) -> i32 {
     close_inherited_fds();
     let _ = nix::unistd::setsid();
+    if let Some(adj) = args.oom_score_adj {
+        // The container's score, for the shim too: started by the agent, it inherited the
+        // agent's (under systemd -999), which `runtime create` and the container's init would
+        // inherit in turn. Raising one's own score needs no privilege.
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            eprintln!(
+                "kubenode shim {}: setting oom_score_adj {adj}: {e}",
+                args.id
+            );
+        }
+    }
     let _ = nix::sys::prctl::set_child_subreaper(true);
     devnull_stdio(0);
     // Our stdout is the report pipe; keep a handle, later point fd 1 at /dev/null.

@@ -84,6 +84,7 @@ fn limits() -> HostLimits {
         min_oom_score_adj: 0,
         cgroup_v2: false,
         capabilities: u64::MAX,
+        swap_controller: true,
     }
 }
 

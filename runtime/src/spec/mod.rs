@@ -135,6 +135,35 @@ pub struct HostLimits {
     /// The agent's effective capabilities (bit = capability number): what a
     /// privileged container can get at most (containerd `WithAllCurrentCapabilities`).
     pub capabilities: u64,
+    /// The memory controller accounts swap (v1 `memory.memsw.limit_in_bytes`, v2
+    /// `memory.swap.max`): only then is a swap limit put into a spec, as containerd does.
+    pub swap_controller: bool,
+}
+
+/// Whether an oom_score_adj clamp was logged already (it is logged once per process).
+static OOM_CLAMP_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the memory controller under `root` (normally `/sys/fs/cgroup`) can limit swap,
+/// per containerd's `SwapControllerAvailable`: on cgroup v1 the memsw files exist (the kernel
+/// was booted with swap accounting); on v2 `memory.swap.max` exists in the agent's own cgroup
+/// (the root cgroup has none, so then in a child of it).
+pub fn swap_controller_available(root: &Path, cgroup_v2: bool, self_cgroup: &str) -> bool {
+    if !cgroup_v2 {
+        return root.join("memory/memory.memsw.limit_in_bytes").exists();
+    }
+    let own = self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().trim_start_matches('/'))
+        .unwrap_or_default();
+    if !own.is_empty() {
+        return root.join(own).join("memory.swap.max").exists();
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|e| e.path().join("memory.swap.max").exists())
 }
 
 impl HostLimits {
@@ -157,22 +186,33 @@ impl HostLimits {
             .unwrap_or(0);
         let has_sys_resource = capabilities & (1 << 24) != 0;
         let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         HostLimits {
             nofile_hard,
             min_oom_score_adj: if has_sys_resource { -1000 } else { own_adj },
             cgroup_v2,
             capabilities,
+            swap_controller: swap_controller_available(
+                Path::new("/sys/fs/cgroup"),
+                cgroup_v2,
+                &self_cgroup,
+            ),
         }
     }
 
-    /// Clamps an OOM score adjustment into what this host accepts, warning when it changes.
+    /// Clamps an OOM score adjustment into what this host accepts. Without
+    /// CAP_SYS_RESOURCE the kernel refuses a value below the agent's own, so such a value
+    /// becomes the agent's own (containerd does the same in a restricted environment);
+    /// the first clamp is logged, once per process.
     pub fn clamp_oom_score_adj(&self, wanted: i32) -> i32 {
-        let clamped = wanted.clamp(self.min_oom_score_adj.max(-1000), 1000);
-        if clamped != wanted {
+        let clamped = wanted.clamp(self.min_oom_score_adj.clamp(-1000, 1000), 1000);
+        if clamped != wanted && !OOM_CLAMP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
                 wanted,
                 clamped,
-                "oom_score_adj not allowed on this host, clamped"
+                "this host refuses an oom_score_adj below the agent's own (no CAP_SYS_RESOURCE): \
+                 containers and pause containers asking for less get the agent's own value \
+                 (logged once)"
             );
         }
         clamped
@@ -376,6 +416,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .resources(resources::linux_resources(
             c.resources.as_ref(),
             privileged,
+            input.limits,
         )?)
         .masked_paths(masked)
         .readonly_paths(readonly)
@@ -454,3 +495,38 @@ pub fn to_config_json(spec: &Spec) -> Vec<u8> {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(min_oom_score_adj: i32) -> HostLimits {
+        HostLimits {
+            nofile_hard: 1024,
+            min_oom_score_adj,
+            cgroup_v2: false,
+            capabilities: 0,
+            swap_controller: false,
+        }
+    }
+
+    #[test]
+    fn oom_score_adj_below_the_agents_own_is_clamped_up_to_it() {
+        // An agent at 0 without CAP_SYS_RESOURCE (this CI machine).
+        let l = limits(0);
+        assert_eq!(l.clamp_oom_score_adj(-997), 0, "Guaranteed");
+        assert_eq!(l.clamp_oom_score_adj(-998), 0, "pause");
+        assert_eq!(l.clamp_oom_score_adj(1000), 1000, "BestEffort");
+        assert_eq!(l.clamp_oom_score_adj(996), 996, "Burstable");
+        // An agent at 500: everything below 500 becomes 500.
+        assert_eq!(limits(500).clamp_oom_score_adj(3), 500);
+        assert_eq!(limits(500).clamp_oom_score_adj(999), 999);
+        // With CAP_SYS_RESOURCE (systemd's OOMScoreAdjust=-999 on a VM) nothing changes.
+        let l = limits(-1000);
+        assert_eq!(l.clamp_oom_score_adj(-997), -997);
+        assert_eq!(l.clamp_oom_score_adj(-998), -998);
+        // Out-of-range values never reach the kernel.
+        assert_eq!(l.clamp_oom_score_adj(-5000), -1000);
+        assert_eq!(l.clamp_oom_score_adj(5000), 1000);
+    }
+}

@@ -1,13 +1,14 @@
 //! Resource requests/limits to OCI cgroup settings, Kubernetes constants
 //! (kubernetes:pkg/kubelet/cm/helpers_linux.go): cpu shares = milliCPU × 1024
-//! / 1000 (min 2), CFS quota over a 100 ms period (min 1000 µs), memory limit.
+//! / 1000 (min 2), CFS quota over a 100 ms period (min 1000 µs), memory limit, and no swap
+//! (see [`linux_resources`]).
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
-use super::SpecError;
+use super::{HostLimits, SpecError};
 
 /// `MinShares`.
 pub const MIN_SHARES: u64 = 2;
@@ -103,9 +104,16 @@ pub fn milli_cpu_to_quota(milli: u128) -> i64 {
 
 /// The cgroup settings of a container's resources; devices are denied except
 /// what the runtime adds itself.
+///
+/// Swap: kubenode runs the kubelet's `NoSwap` behaviour (the only one it has). Where the
+/// memory controller accounts swap (`limits.swap_controller`), a container with a memory
+/// limit gets `memory.swap` = that limit: the OCI value is memory + swap, so no swap at all
+/// (containerd's `WithResources`; the kubelet's `ConfigureNoSwap` on cgroup v1). On cgroup v2
+/// the kubelet also gives a container without a memory limit `memory.swap.max = 0`.
 pub fn linux_resources(
     res: Option<&ResourceRequirements>,
     privileged: bool,
+    host: &HostLimits,
 ) -> Result<LinuxResources, SpecError> {
     let requests = res.and_then(|r| r.requests.as_ref());
     let limits = res.and_then(|r| r.limits.as_ref());
@@ -128,18 +136,23 @@ pub fn linux_resources(
     if let Some(bytes) = memory_limit.filter(|b| *b > 0) {
         let bytes = i64::try_from(bytes)
             .map_err(|_| SpecError::Quantity(format!("memory limit {bytes}")))?;
-        builder = builder.memory(
-            LinuxMemoryBuilder::default()
-                .limit(bytes)
-                .build()
-                .map_err(SpecError::Oci)?,
-        );
+        let mut memory = LinuxMemoryBuilder::default().limit(bytes);
+        if host.swap_controller {
+            memory = memory.swap(bytes);
+        }
+        builder = builder.memory(memory.build().map_err(SpecError::Oci)?);
+    } else if host.swap_controller && host.cgroup_v2 {
+        builder = builder.unified(std::collections::HashMap::from([(
+            "memory.swap.max".to_string(),
+            "0".to_string(),
+        )]));
     }
     builder.build().map_err(SpecError::Oci)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::swap_controller_available;
     use super::*;
 
     #[test]
@@ -154,6 +167,95 @@ mod tests {
         assert_eq!(parse_quantity("1.5Gi", 1).unwrap(), 3 << 29);
         assert!(parse_quantity("abc", 1).is_err());
         assert!(parse_quantity("1Xi", 1).is_err());
+    }
+
+    fn limits(cgroup_v2: bool, swap_controller: bool) -> HostLimits {
+        HostLimits {
+            nofile_hard: 1024,
+            min_oom_score_adj: 0,
+            cgroup_v2,
+            capabilities: 0,
+            swap_controller,
+        }
+    }
+
+    fn memory_limit(limit: Option<&str>) -> ResourceRequirements {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        ResourceRequirements {
+            limits: limit.map(|l| [("memory".to_string(), Quantity(l.into()))].into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_memory_limit_caps_swap_where_swap_is_accounted() {
+        for v2 in [false, true] {
+            let r = linux_resources(Some(&memory_limit(Some("64Mi"))), false, &limits(v2, true))
+                .unwrap();
+            let m = r.memory().as_ref().unwrap();
+            assert_eq!(m.limit(), Some(64 << 20));
+            assert_eq!(
+                m.swap(),
+                Some(64 << 20),
+                "memory + swap = the limit (v2 {v2})"
+            );
+            assert!(r.unified().is_none());
+        }
+        // No swap accounting in the kernel: runc could not write the file, nothing is set.
+        let r = linux_resources(
+            Some(&memory_limit(Some("64Mi"))),
+            false,
+            &limits(false, false),
+        )
+        .unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().swap(), None);
+    }
+
+    #[test]
+    fn without_a_memory_limit_only_cgroup_v2_forbids_swap() {
+        let r = linux_resources(Some(&memory_limit(None)), false, &limits(true, true)).unwrap();
+        assert!(r.memory().is_none());
+        assert_eq!(
+            r.unified()
+                .as_ref()
+                .and_then(|u| u.get("memory.swap.max"))
+                .map(String::as_str),
+            Some("0")
+        );
+        for (v2, swap) in [(false, true), (true, false), (false, false)] {
+            let r = linux_resources(None, false, &limits(v2, swap)).unwrap();
+            assert!(
+                r.memory().is_none() && r.unified().is_none(),
+                "v2 {v2} swap {swap}"
+            );
+        }
+    }
+
+    #[test]
+    fn swap_controller_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(!swap_controller_available(root, false, ""));
+        std::fs::create_dir_all(root.join("memory")).unwrap();
+        std::fs::write(root.join("memory/memory.memsw.limit_in_bytes"), "").unwrap();
+        assert!(swap_controller_available(root, false, ""));
+        // v2: the agent's own cgroup, or a child of the root when the agent sits in the root.
+        assert!(!swap_controller_available(
+            root,
+            true,
+            "0::/system.slice/kn.service\n"
+        ));
+        std::fs::create_dir_all(root.join("system.slice/kn.service")).unwrap();
+        std::fs::write(root.join("system.slice/kn.service/memory.swap.max"), "max").unwrap();
+        assert!(swap_controller_available(
+            root,
+            true,
+            "0::/system.slice/kn.service\n"
+        ));
+        assert!(!swap_controller_available(root, true, "0::/\n"));
+        std::fs::create_dir_all(root.join("init.scope")).unwrap();
+        std::fs::write(root.join("init.scope/memory.swap.max"), "max").unwrap();
+        assert!(swap_controller_available(root, true, "0::/\n"));
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub(super) async fn ensure_sandbox(
                     .collect()
             })
             .unwrap_or_default(),
+        pids_limit: k.config.pod_pids_limit,
     };
     let sandbox = blocking(move || runtime.create_sandbox_with(&config, &options))
         .await

@@ -108,7 +108,7 @@ pub(super) async fn start_container(
         restart_count: start.restart_count,
         mounts,
         service_env: k.service_env(pod),
-        oom_score_adj: None,
+        oom_score_adj: Some(container_oom_score_adj(pod, &container, node_memory())),
     };
     let runtime = k.parts.runtime.clone();
     let sid = sandbox.id.clone();
@@ -275,5 +275,239 @@ pub(super) async fn pull(
             );
             Err(RESYNC)
         }
+    }
+}
+
+/// `oom_score_adj` of Guaranteed containers and of node-critical pods (upstream
+/// `guaranteedOOMScoreAdj`).
+pub(crate) const GUARANTEED_OOM_SCORE_ADJ: i32 = -997;
+/// `oom_score_adj` of BestEffort containers (upstream `besteffortOOMScoreAdj`).
+pub(crate) const BEST_EFFORT_OOM_SCORE_ADJ: i32 = 1000;
+/// The priority from which a pod is critical (upstream `scheduling.SystemCriticalPriority`).
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+/// The priority class of node-critical pods.
+const SYSTEM_NODE_CRITICAL: &str = "system-node-critical";
+
+/// The node's memory capacity for the Burstable formula (`MemTotal`, as cAdvisor's
+/// `MemoryCapacity`), read once.
+fn node_memory() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib * 1024)
+    })
+}
+
+fn memory_request(c: &Container) -> i64 {
+    c.resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("memory"))
+        .and_then(|q| crate::validation::quantity::Quantity::parse(&q.0).ok())
+        .map_or(0, |q| q.value())
+}
+
+/// The `oom_score_adj` of a container, as upstream's `GetContainerOOMScoreAdjust`
+/// (pkg/kubelet/qos/policy.go): node-critical pods and Guaranteed pods -997, BestEffort 1000,
+/// Burstable `1000 - 1000 * memoryRequest / memoryCapacity` kept within 3..=999 (above any
+/// Guaranteed container using all the memory, below BestEffort). A sidecar (an init container
+/// with `restartPolicy: Always`) gets at most the score of the regular container with the
+/// smallest memory request, so it is not killed before the containers it serves. The runtime
+/// clamps the value into what the host accepts.
+pub(crate) fn container_oom_score_adj(
+    pod: &Pod,
+    container: &Container,
+    memory_capacity: u64,
+) -> i32 {
+    let spec = pod.spec.clone().unwrap_or_default();
+    if is_node_critical(pod) {
+        return GUARANTEED_OOM_SCORE_ADJ;
+    }
+    match crate::status::qos_class(&spec) {
+        crate::status::QosClass::Guaranteed => return GUARANTEED_OOM_SCORE_ADJ,
+        crate::status::QosClass::BestEffort => return BEST_EFFORT_OOM_SCORE_ADJ,
+        crate::status::QosClass::Burstable => {}
+    }
+    let capacity = i128::from(memory_capacity.max(1));
+    let score = |request: i64| 1000 - (1000 * i128::from(request)) / capacity;
+    let mut adj = score(memory_request(container));
+    let sidecar = container.restart_policy.as_deref() == Some("Always")
+        && spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == container.name);
+    if sidecar {
+        if let Some(min) = spec.containers.iter().map(memory_request).min() {
+            adj = adj.min(score(min));
+        }
+    }
+    let floor = i128::from(1000 + GUARANTEED_OOM_SCORE_ADJ);
+    if adj < floor {
+        return floor as i32;
+    }
+    if adj == i128::from(BEST_EFFORT_OOM_SCORE_ADJ) {
+        return BEST_EFFORT_OOM_SCORE_ADJ - 1;
+    }
+    adj as i32
+}
+
+/// Upstream `IsNodeCriticalPod`: a critical pod (static, mirror, or priority at least
+/// `SystemCriticalPriority`) whose priority class is `system-node-critical`.
+fn is_node_critical(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.priority_class_name.as_deref()) != Some(SYSTEM_NODE_CRITICAL) {
+        return false;
+    }
+    let annotations = pod.metadata.annotations.as_ref();
+    let is_static = annotations
+        .and_then(|a| a.get(crate::source::CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s != "api");
+    let is_mirror = annotations.is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let priority = spec.and_then(|s| s.priority).unwrap_or(0);
+    is_static || is_mirror || priority >= SYSTEM_CRITICAL_PRIORITY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    const GI: u64 = 1 << 30;
+
+    fn container(name: &str, requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
+        let map = |l: &[(&str, &str)]| {
+            (!l.is_empty()).then(|| {
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect()
+            })
+        };
+        Container {
+            name: name.into(),
+            resources: Some(ResourceRequirements {
+                requests: map(requests),
+                limits: map(limits),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(containers: Vec<Container>, init: Vec<Container>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                containers,
+                init_containers: (!init.is_empty()).then_some(init),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn adj(p: &Pod, name: &str, capacity: u64) -> i32 {
+        let spec = p.spec.as_ref().unwrap();
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .unwrap();
+        container_oom_score_adj(p, c, capacity)
+    }
+
+    #[test]
+    fn qos_classes_and_the_burstable_formula() {
+        let be = pod(vec![container("a", &[], &[])], vec![]);
+        assert_eq!(adj(&be, "a", 4 * GI), 1000);
+        let gu = pod(
+            vec![container(
+                "a",
+                &[("cpu", "1"), ("memory", "1Gi")],
+                &[("cpu", "1"), ("memory", "1Gi")],
+            )],
+            vec![],
+        );
+        assert_eq!(adj(&gu, "a", 4 * GI), -997);
+        // 10 % of the node's memory requested: 900.
+        let bu = |req: &str| pod(vec![container("a", &[("memory", req)], &[])], vec![]);
+        assert_eq!(adj(&bu("400Mi"), "a", 4000 << 20), 900);
+        // 1000 - 1000*100Mi/4Gi = 1000 - 24.4 -> 976 (integer division as upstream).
+        assert_eq!(adj(&bu("100Mi"), "a", 4 * GI), 976);
+        // All the memory or more: the floor 3, above Guaranteed.
+        assert_eq!(adj(&bu("4Gi"), "a", 4 * GI), 3);
+        assert_eq!(adj(&bu("64Gi"), "a", 4 * GI), 3);
+        // A tiny request rounds to 1000: 999, below BestEffort.
+        assert_eq!(adj(&bu("1Ki"), "a", 4 * GI), 999);
+        // Burstable by cpu only: no memory request, 999.
+        let cpu_only = pod(vec![container("a", &[("cpu", "100m")], &[])], vec![]);
+        assert_eq!(adj(&cpu_only, "a", 4 * GI), 999);
+        // Each container of a Burstable pod by its own request.
+        let two = pod(
+            vec![
+                container("big", &[("memory", "2Gi")], &[]),
+                container("none", &[], &[]),
+            ],
+            vec![],
+        );
+        assert_eq!(adj(&two, "big", 4 * GI), 500);
+        assert_eq!(adj(&two, "none", 4 * GI), 999);
+    }
+
+    #[test]
+    fn sidecars_score_no_higher_than_the_smallest_regular_container() {
+        let mut side = container("side", &[], &[]);
+        side.restart_policy = Some("Always".into());
+        let plain_init = container("init", &[], &[]);
+        let p = pod(
+            vec![
+                container("a", &[("memory", "1Gi")], &[]),
+                container("b", &[("memory", "2Gi")], &[]),
+            ],
+            vec![side, plain_init],
+        );
+        assert_eq!(adj(&p, "a", 4 * GI), 750);
+        assert_eq!(
+            adj(&p, "side", 4 * GI),
+            750,
+            "sidecar takes the smallest request's score"
+        );
+        assert_eq!(
+            adj(&p, "init", 4 * GI),
+            999,
+            "an ordinary init container does not"
+        );
+    }
+
+    #[test]
+    fn node_critical_pods_score_as_guaranteed() {
+        let mut p = pod(vec![container("a", &[], &[])], vec![]);
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        // Not static, no priority: not critical.
+        assert_eq!(adj(&p, "a", 4 * GI), 1000);
+        p.metadata.annotations = Some(
+            [(
+                crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
+                "file".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            adj(&p, "a", 4 * GI),
+            -997,
+            "a static system-node-critical pod"
+        );
+        p.metadata.annotations = None;
+        p.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        assert_eq!(adj(&p, "a", 4 * GI), -997, "system-node-critical priority");
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-cluster-critical".into());
+        assert_eq!(adj(&p, "a", 4 * GI), 1000, "only node-critical counts");
     }
 }

@@ -1,0 +1,278 @@
+//! Container limits and spec hardening on the real kernel: each container's `oom_score_adj`
+//! per QoS class (and its shim's), the swap cap of a memory-limited container, the pod pids
+//! limit (`podPidsLimit`) against a fork loop, and a pod with an unsafe sysctl rejected.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use kubenode_integration::agent::tail;
+use kubenode_integration::pods::{all_running, exec_sh, phase, pod_yaml, uid};
+use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+
+fn main() {
+    run_tests(vec![
+        privileged("oom_score_adj_per_qos_class_and_swap_cap", oom_and_swap),
+        privileged("pod_pids_limit_and_unsafe_sysctls", pids_and_sysctls),
+    ])
+}
+
+/// Runs `f` with a fresh agent started with the KubeletConfiguration `config`, printing the
+/// agent's log when `f` fails, then checks for leaks.
+fn with_config_agent(
+    prefix: &str,
+    config: Option<&str>,
+    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tag = unique_tag(prefix);
+    let guard = LeakGuard::new(&tag);
+    let result = {
+        let mut agent = TestAgent::start_with_config(&tag, config)?;
+        let r = f(&mut agent);
+        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
+            eprintln!("--- agent log ({tag}) ---\n{}", tail(&agent.log(), 80));
+        }
+        r
+    };
+    result?;
+    guard.check()
+}
+
+fn read_i64(path: &Path) -> anyhow::Result<i64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: {text:?}", path.display()))
+}
+
+fn mem_total() -> anyhow::Result<i64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .context("no MemTotal")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// The host pid of a running container's init, from the agent's runtime records.
+fn container_pid(agent: &TestAgent, pod: &serde_json::Value, name: &str) -> anyhow::Result<i32> {
+    let status = kubenode_integration::pods::container(pod, name);
+    let id = status["containerID"]
+        .as_str()
+        .and_then(|s| s.rsplit("://").next())
+        .context("no containerID")?;
+    let pid = std::fs::read_to_string(
+        agent
+            .dir
+            .join("root/runtime/containers")
+            .join(id)
+            .join("pid"),
+    )
+    .or_else(|_| {
+        // The runtime's state may live under another directory name: find it.
+        let hit = walk(&agent.dir.join("root"), 4)
+            .into_iter()
+            .find(|p| p.ends_with(Path::new(id).join("pid")))
+            .context("no pid file")?;
+        std::fs::read_to_string(hit).map_err(anyhow::Error::from)
+    })
+    .with_context(|| format!("pid file of container {id}"))?;
+    Ok(pid.trim().parse()?)
+}
+
+fn walk(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) && depth > 0 {
+            out.extend(walk(&p, depth - 1));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn parent_pid(pid: i32) -> anyhow::Result<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    Ok(after.split_whitespace().nth(1).context("ppid")?.parse()?)
+}
+
+fn oom_and_swap() -> anyhow::Result<()> {
+    with_config_agent("lo", None, |agent| {
+        let own: i64 = read_i64(Path::new("/proc/self/oom_score_adj"))?;
+        let shell = r#"["sh", "-c", "cat /proc/self/oom_score_adj; exec sleep 3600"]"#;
+        let pods = [
+            ("be", String::new()),
+            (
+                "bu",
+                "    resources: {requests: {memory: 100Mi}, limits: {memory: 64Gi}}\n".to_string(),
+            ),
+            (
+                "gu",
+                "    resources: {limits: {cpu: 100m, memory: 64Mi}}\n".to_string(),
+            ),
+        ];
+        for (name, resources) in &pods {
+            let yaml = pod_yaml(
+                name,
+                &agent.image,
+                &format!(
+                    "  containers:\n  - name: c\n    image: IMAGE\n    command: {shell}\n{resources}"
+                ),
+            );
+            agent.write_manifest(&format!("{name}.yaml"), &yaml)?;
+        }
+        // Upstream's Burstable formula, with this node's memory.
+        let burstable = (1000 - 1000 * (100 << 20) / mem_total()?).clamp(3, 999);
+        // Guaranteed is -997: this host refuses a value below the agent's own.
+        let want = [
+            ("be", 1000, "BestEffort"),
+            ("bu", burstable, "Burstable"),
+            ("gu", (-997).max(own), "Guaranteed"),
+        ];
+        for (name, adj, qos) in want {
+            let pod_name = agent.pod_name(name);
+            let pod = agent.wait_pod(&pod_name, Duration::from_secs(60), "Running", all_running)?;
+            ensure!(
+                pod["status"]["qosClass"] == qos,
+                "{name}: {}",
+                pod["status"]
+            );
+            let log = agent.kubenode_ok(&["logs", &pod_name])?;
+            ensure!(
+                log.trim() == adj.to_string(),
+                "{qos} container's oom_score_adj: want {adj}, read {log:?}"
+            );
+            let (code, out) = exec_sh(agent, &pod_name, "c", "cat /proc/self/oom_score_adj")?;
+            ensure!(
+                code == 0 && out.trim() == adj.to_string(),
+                "{qos}: an exec'd process's oom_score_adj: want {adj}, read {out:?}"
+            );
+            // The shim never sits below its container: it would shelter nothing, and any
+            // process it spawns starts at its value.
+            let pid = container_pid(agent, &pod, "c")?;
+            let shim = parent_pid(pid)?;
+            let shim_adj = read_i64(Path::new(&format!("/proc/{shim}/oom_score_adj")))?;
+            ensure!(
+                shim_adj >= adj,
+                "{qos}: shim {shim} at {shim_adj}, below its container's {adj}"
+            );
+            if name == "gu" {
+                // A memory limit caps memory + swap at the same value: no swap.
+                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+                let rel = cg
+                    .lines()
+                    .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+                    .context("no memory cgroup")?;
+                let dir = Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    ensure!(
+                        read_i64(&memsw)? == 64 << 20,
+                        "memsw limit {} of a 64Mi container",
+                        read_i64(&memsw)?
+                    );
+                } else {
+                    eprintln!(
+                        "no memory.memsw.limit_in_bytes on this kernel: swap cap not checked"
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn pids_and_sysctls() -> anyhow::Result<()> {
+    let config = "podPidsLimit: 16\n";
+    with_config_agent("lp", Some(config), |agent| {
+        // 40 background sleeps in a pod allowed 16 pids: the forks past the limit fail.
+        let fork = pod_yaml(
+            "forker",
+            &agent.image,
+            r#"  containers:
+  - name: c
+    image: IMAGE
+    command: ["sh", "-c", "for i in $(seq 40); do sleep 3600 & done; echo done; exec sleep 3600"]
+"#,
+        );
+        agent.write_manifest("forker.yaml", &fork)?;
+        let bad = pod_yaml(
+            "unsafe",
+            &agent.image,
+            r#"  securityContext:
+    sysctls: [{name: kernel.msgmax, value: "65536"}]
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+"#,
+        );
+        agent.write_manifest("unsafe.yaml", &bad)?;
+        let safe = pod_yaml(
+            "safe",
+            &agent.image,
+            r#"  securityContext:
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "80"}]
+  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+"#,
+        );
+        agent.write_manifest("safe.yaml", &safe)?;
+
+        let name = agent.pod_name("forker");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let dir =
+            Path::new("/sys/fs/cgroup/pids/kubepods/besteffort").join(format!("pod{}", uid(&pod)));
+        // busybox sh gives up at the first fork that fails ("can't fork"), so the log shows
+        // that line rather than "done".
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut log = String::new();
+        let forbidden =
+            |l: &str| l.contains("can't fork") || l.contains("Resource temporarily unavailable");
+        while std::time::Instant::now() < deadline {
+            log = agent.kubenode_ok(&["logs", &name])?;
+            if forbidden(&log) || log.contains("done") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            forbidden(&log),
+            "40 forks in a pod limited to 16 pids all succeeded: {log}"
+        );
+        let max = std::fs::read_to_string(dir.join("pids.max"))
+            .with_context(|| format!("{}", dir.display()))?;
+        ensure!(max.trim() == "16", "pids.max of the pod cgroup: {max:?}");
+        let current = read_i64(&dir.join("pids.current"))?;
+        ensure!(current <= 16, "{current} pids in a pod limited to 16");
+
+        let name = agent.pod_name("unsafe");
+        let pod = agent.wait_pod(&name, Duration::from_secs(30), "rejected", |p| {
+            phase(p) == "Failed"
+        })?;
+        ensure!(
+            pod["status"]["reason"] == "SysctlForbidden",
+            "reason: {}",
+            pod["status"]
+        );
+        ensure!(
+            pod["status"]["message"]
+                == "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted",
+            "message: {}",
+            pod["status"]["message"]
+        );
+        let name = agent.pod_name("safe");
+        agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        Ok(())
+    })
+}
