@@ -115,9 +115,11 @@ impl Capture {
         }
     }
 
-    /// Reads what is there; closes the pipe at end of file or on an error.
+    /// Reads what is there (at most 16 buffers, so a writer faster than us cannot keep us
+    /// from the deadline); closes the pipe at end of file or on an error.
     fn read(&mut self, buf: &mut [u8]) {
-        while let Some(p) = &self.pipe {
+        for _ in 0..16 {
+            let Some(p) = &self.pipe else { return };
             match nix::unistd::read(p, buf) {
                 Ok(0) => self.pipe = None,
                 Ok(n) => {
@@ -240,6 +242,18 @@ mod tests {
             (10 * 1024, &b"err\n"[..])
         );
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    /// A command that writes without end is still killed at its timeout, its output capped.
+    #[test]
+    fn an_endless_writer_times_out() {
+        let err = run_capped(
+            Command::new("yes").arg("y"),
+            Duration::from_millis(500),
+            1024,
+        )
+        .unwrap_err();
+        assert!(matches!(err, OciError::Timeout { .. }), "{err}");
     }
 
     /// A background child that keeps stdout open (and keeps writing) after the command exits:
