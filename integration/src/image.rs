@@ -69,9 +69,19 @@ pub fn busybox_rootfs(dir: &Path) -> anyhow::Result<()> {
 
 /// Builds a one-layer busybox image (CMD `["sh"]`) as an OCI image layout in `dir`.
 pub fn build_busybox_image(dir: &Path) -> anyhow::Result<ImageLayout> {
+    build_busybox_image_with(dir, |_| Ok(()))
+}
+
+/// Like [`build_busybox_image`], with `edit` changing the rootfs before it is packed (e.g. a
+/// hostile `/etc/passwd`: a symlink, a FIFO, a device node).
+pub fn build_busybox_image_with(
+    dir: &Path,
+    edit: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<ImageLayout> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
     busybox_rootfs(&rootfs)?;
+    edit(&rootfs)?;
 
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);

@@ -24,7 +24,10 @@ pub mod vm;
 pub use agent::TestAgent;
 pub use cmd::{run, run_ok, sh};
 pub use guard::LeakGuard;
-pub use image::{build_busybox_image, busybox_rootfs, derive_image, push_image, ImageLayout};
+pub use image::{
+    build_busybox_image, build_busybox_image_with, busybox_rootfs, derive_image, push_image,
+    ImageLayout,
+};
 pub use netns::{ip_addr_add, link_up, veth, Netns};
 pub use registry::TestRegistry;
 pub use trials::{is_root, privileged, run_tests, Trial};

@@ -87,6 +87,7 @@ impl Fixture {
             signal: None,
             oom_killed: oom,
             finished_at: "2026-01-01T00:00:00Z".into(),
+            log_lines_dropped: 0,
         };
         rec.write(&args.exit_file).unwrap();
         self.oci.set_status(id, OciStatus::Stopped);

@@ -128,12 +128,21 @@ impl OciRuntime for RecordingRuntime {
         Ok(())
     }
 
-    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput, OciError> {
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, OciError> {
         self.record(
             "exec",
             format!("exec {id} {} ({timeout:?})", args.join(" ")),
         )?;
-        Ok(self.lock().exec_output.clone())
+        let mut out = self.lock().exec_output.clone();
+        out.stdout.truncate(max_output);
+        out.stderr.truncate(max_output);
+        Ok(out)
     }
 
     fn list(&self) -> Result<Vec<OciState>, OciError> {

@@ -16,7 +16,7 @@ mod router;
 mod server;
 
 pub use client::{ApiClient, ClientError};
-pub use logs::{read_cri_log, CriLine, LogOptions};
+pub use logs::{read_cri_log, render, CriLine, LogOptions};
 pub use server::{serve_tcp, serve_unix};
 
 use std::path::PathBuf;

@@ -29,7 +29,12 @@ impl ProbeHost for RuntimeProbeHost {
         timeout: Duration,
     ) -> Result<ExecOutcome, HostError> {
         let k = self.kubelet()?;
-        let out = k.parts.runtime.exec(container_id, cmd, timeout)?;
+        let out = k.parts.runtime.exec_capped(
+            container_id,
+            cmd,
+            timeout,
+            crate::prober::MAX_EXEC_OUTPUT,
+        )?;
         let mut output = out.stdout;
         output.extend_from_slice(&out.stderr);
         Ok(ExecOutcome {

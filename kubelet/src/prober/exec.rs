@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::{Outcome, Shared};
 
-/// Output kept from an exec probe (upstream's `maxReadLength`).
-const MAX_OUTPUT: usize = 10 * 1024;
+/// Output kept from an exec probe or an exec hook, per stream, read while the command runs
+/// (upstream's prober `maxReadLength`, 10 KiB).
+pub const MAX_EXEC_OUTPUT: usize = 10 * 1024;
 
 pub(super) async fn probe(
     shared: &Shared,
@@ -29,7 +30,7 @@ pub(super) async fn probe(
     if out.timed_out {
         return Outcome::Failure(format!("command {:?} timed out", cmd.join(" ")));
     }
-    let data = &out.output[..out.output.len().min(MAX_OUTPUT)];
+    let data = &out.output[..out.output.len().min(MAX_EXEC_OUTPUT)];
     let text = String::from_utf8_lossy(data).into_owned();
     if out.exit_code == 0 {
         Outcome::Success(text)

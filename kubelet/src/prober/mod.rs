@@ -15,6 +15,7 @@
 //! (the mechanisms), `tls` (HTTPS without certificate verification), `metrics` (probe durations).
 
 mod exec;
+pub use exec::MAX_EXEC_OUTPUT;
 mod grpc;
 pub(crate) mod http;
 pub mod metrics;

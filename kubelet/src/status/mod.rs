@@ -13,6 +13,7 @@ mod phase;
 #[cfg(test)]
 mod phase_tests;
 mod qos;
+mod termination;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ pub use phase::{
     PENDING, RUNNING, SUCCEEDED, UNKNOWN,
 };
 pub use qos::{qos_class, QosClass};
+pub use termination::{termination_message, MessageSource};
 
 use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -336,17 +336,30 @@ impl Runtime {
         }
     }
 
-    /// Runs `cmd` in a running container, capturing stdout, stderr and the
-    /// exit code; the command is killed after `timeout` (`timed_out` set).
+    /// Runs `cmd` in a running container, capturing stdout, stderr (at most
+    /// [`crate::oci::MAX_OUTPUT`] each) and the exit code; the command is killed
+    /// after `timeout` (`timed_out` set).
     pub fn exec(
         &self,
         id: &str,
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult, RuntimeError> {
+        self.exec_capped(id, cmd, timeout, crate::oci::MAX_OUTPUT)
+    }
+
+    /// [`Runtime::exec`] keeping at most `max_output` bytes of stdout and of stderr, read
+    /// while the command runs (probes and hooks keep 10 KiB, as upstream's prober).
+    pub fn exec_capped(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecResult, RuntimeError> {
         let meta = self.container_meta(id)?;
         self.oci
-            .exec(id, cmd, timeout)
+            .exec(id, cmd, timeout, max_output)
             .map_err(|source| RuntimeError::Oci {
                 what: "exec in",
                 pod: meta.pod.full_name(),

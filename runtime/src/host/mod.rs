@@ -6,6 +6,7 @@ mod cgroup;
 mod devices;
 mod namespaces;
 mod overlay;
+pub mod saferead;
 
 use std::path::{Path, PathBuf};
 

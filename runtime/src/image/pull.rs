@@ -33,6 +33,10 @@ const LAYER_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 ];
 
+/// The largest manifest or image config accepted: 4 MiB, containerd's limit on manifests
+/// (real ones are a few KiB; a config with a long history some hundred KiB).
+const MAX_METADATA_SIZE: u64 = 4 << 20;
+
 impl ImageStore {
     /// Pulls `reference` from its registry (always asking the registry what
     /// the tag points to; content already present is not fetched again).
@@ -124,11 +128,29 @@ impl ImageStore {
             },
         );
 
+        if manifest_bytes.len() as u64 > MAX_METADATA_SIZE
+            || manifest.config().size() > MAX_METADATA_SIZE
+        {
+            return Err(ImageError::InvalidManifest {
+                reference: name.into(),
+                what: "manifest",
+                reason: format!(
+                    "manifest ({} bytes) or config ({} bytes) is larger than {MAX_METADATA_SIZE} bytes",
+                    manifest_bytes.len(),
+                    manifest.config().size()
+                ),
+            });
+        }
         let config_path = self
             .ensure_blob(source, manifest.config(), name, progress)
             .await?;
-        let config_bytes =
-            std::fs::read(&config_path).map_err(ImageError::io("reading config", &config_path))?;
+        let config_bytes = crate::host::saferead::open_regular(&config_path)
+            .and_then(|mut f| {
+                crate::host::saferead::read_capped(&mut f, &config_path, MAX_METADATA_SIZE)
+            })
+            .map_err(|e| {
+                ImageError::io("reading config", &config_path)(std::io::Error::other(e))
+            })?;
         let config: ImageConfiguration = parse(name, "config", &config_bytes)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {

@@ -20,7 +20,18 @@ use super::store::ImageStore;
 use super::unpack::unpack_layer;
 use super::{ProgressFn, PullEvent};
 
+/// The largest uncompressed layer unpacked by default: 32 GiB. A gzip stream can expand about
+/// a thousandfold, so a small blob can otherwise fill the disk before its `diff_id` is checked
+/// (the CVE-2023-25153 class); the largest real layers (GPU toolkits) stay well below this.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 32 << 30;
+
 impl ImageStore {
+    /// Sets the largest uncompressed layer this store unpacks (default
+    /// [`DEFAULT_MAX_LAYER_SIZE`]); a bigger one fails its pull with an error naming it.
+    pub fn set_max_layer_size(&mut self, bytes: u64) {
+        self.max_layer_size = bytes;
+    }
+
     /// The `fs` directory of the snapshot of layer `diff_id`.
     pub(crate) fn snapshot_fs(&self, reference: &str, diff_id: &str) -> Result<PathBuf> {
         let hex = hex_of(diff_id).map_err(|_| ImageError::InvalidManifest {
@@ -68,6 +79,7 @@ impl ImageStore {
             reference: reference.to_string(),
             specials: self.specials(),
             preserve_owner: self.preserve_owner(),
+            max_size: self.max_layer_size,
         };
         let result = tokio::task::spawn_blocking(move || job.run())
             .await
@@ -105,6 +117,34 @@ struct UnpackJob {
     reference: String,
     specials: Arc<dyn SpecialFiles>,
     preserve_owner: bool,
+    max_size: u64,
+}
+
+/// A reader that fails once more than `left` bytes came through it, and says so in `exceeded`
+/// (the tar crate reports a failed entry without its cause).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn too_large(max: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the uncompressed layer is larger than the {max}-byte limit"
+    ))
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("layer size limit"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 impl UnpackJob {
@@ -118,15 +158,28 @@ impl UnpackJob {
         };
         std::fs::create_dir_all(&fs).map_err(ImageError::io("creating snapshot", &fs))?;
         let reader = self.open_uncompressed().map_err(unpack_err)?;
-        let mut hashing = HashingReader::new(reader);
+        let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hashing = HashingReader::new(Capped {
+            inner: reader,
+            left: self.max_size,
+            exceeded: exceeded.clone(),
+        });
+        let max = self.max_size;
+        let capped_err = |e| {
+            if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                unpack_err(too_large(max))
+            } else {
+                unpack_err(e)
+            }
+        };
         unpack_layer(
             &mut hashing,
             &fs,
             self.specials.as_ref(),
             self.preserve_owner,
         )
-        .map_err(unpack_err)?;
-        let actual = hashing.drain_and_finish().map_err(unpack_err)?;
+        .map_err(capped_err)?;
+        let actual = hashing.drain_and_finish().map_err(capped_err)?;
         if actual != self.diff_id {
             return Err(ImageError::DiffIdMismatch {
                 reference: self.reference,

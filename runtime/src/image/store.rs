@@ -31,6 +31,8 @@ pub struct ImageStore {
     locks: Locks,
     specials: Arc<dyn SpecialFiles>,
     preserve_owner: bool,
+    /// Largest uncompressed layer unpacked (see `snapshot.rs`).
+    pub(crate) max_layer_size: u64,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -79,6 +81,7 @@ impl ImageStore {
             locks: Locks::new(images.join("locks")),
             specials,
             preserve_owner,
+            max_layer_size: super::snapshot::DEFAULT_MAX_LAYER_SIZE,
         })
     }
 

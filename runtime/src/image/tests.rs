@@ -43,7 +43,9 @@ impl ImageSource for MemorySource {
         self.fetches.lock().unwrap().push(format!("blob {digest}"));
         tokio::task::yield_now().await;
         let data = self.docs.get(&digest).expect("blob exists");
-        sink.write_all(data).await.unwrap();
+        sink.write_all(data)
+            .await
+            .map_err(ImageError::io("writing blob", digest))?;
         Ok(())
     }
 }
@@ -463,4 +465,74 @@ async fn ensure_follows_the_pull_policy_without_touching_the_network_when_presen
         store.get(name).unwrap().is_some(),
         "a failed re-pull keeps the image"
     );
+}
+
+#[tokio::test]
+async fn a_blob_longer_than_its_descriptor_is_cut_off() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let l1 = layer(&[("a", b"1")]);
+    let (mut source, _) = image(&[&l1], None);
+    let layer_digest = sha256_of(&l1.gz);
+    let mut long = l1.gz.clone();
+    long.extend(vec![0u8; 8 << 20]);
+    source.docs.insert(layer_digest.clone(), long);
+    let err = store.ingest(&source, NAME, None, &None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("larger than its declared size"),
+        "{err}"
+    );
+    assert!(dir_entries(&root.path().join("images/tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn an_oversized_config_is_refused_before_it_is_fetched() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let l1 = layer(&[("a", b"1")]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"], "Labels": {"pad": "x".repeat(5 << 20)}},
+        "rootfs": {"type": "layers", "diff_ids": [l1.diff_id]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": source::OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &l1.gz)],
+    }))
+    .unwrap();
+    let digest = sha256_of(&manifest);
+    let source = MemorySource {
+        top: digest.clone(),
+        docs: HashMap::from([
+            (sha256_of(&config), config),
+            (sha256_of(&l1.gz), l1.gz.clone()),
+            (digest, manifest),
+        ]),
+        fetches: Mutex::default(),
+    };
+    let err = store.ingest(&source, NAME, None, &None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("larger than 4194304 bytes"),
+        "{err}"
+    );
+    assert_eq!(source.blob_fetches(), 0);
+}
+
+#[tokio::test]
+async fn a_layer_that_unpacks_past_the_limit_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut store = store(root.path());
+    store.set_max_layer_size(4096);
+    let l1 = layer(&[("big", &[b'z'; 20_000])]);
+    let (source, _) = image(&[&l1], None);
+    let err = store.ingest(&source, NAME, None, &None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("larger than the 4096-byte limit"),
+        "{err}"
+    );
+    assert!(dir_entries(&root.path().join("snapshots")).is_empty());
+    assert!(store.get(NAME).unwrap().is_none());
 }

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use command::run_with_timeout;
+pub use command::{run_capped, run_with_timeout, MAX_OUTPUT};
 pub use runc::{resolve_runtime, RuncCli, KNOWN_RUNTIMES};
 
 /// A failed OCI runtime call.
@@ -125,8 +125,15 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError>;
     /// `delete [--force] ID`; deleting an unknown container succeeds.
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError>;
-    /// `exec ID ARGS...` capturing output, killed after `timeout`.
-    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput, OciError>;
+    /// `exec ID ARGS...` capturing at most `max_output` bytes of stdout and of stderr (read
+    /// while it runs, the rest dropped), killed after `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, OciError>;
     /// `list`: every container under this runtime's root.
     fn list(&self) -> Result<Vec<OciState>, OciError>;
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::command::{run_with_timeout, wait_or_kill, Finished};
+use super::command::{run_capped, run_with_timeout, wait_or_kill, Finished};
 use super::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState};
 
 /// OCI runtimes known to work with this driver (same command line as runc).
@@ -192,7 +192,13 @@ impl OciRuntime for RuncCli {
         }
     }
 
-    fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<ExecOutput, OciError> {
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, OciError> {
         let dir = std::env::temp_dir();
         let pid_file = dir.join(format!(
             "kubenode-exec-{}-{}.pid",
@@ -205,7 +211,7 @@ impl OciRuntime for RuncCli {
             .arg(&pid_file)
             .arg(id)
             .args(args);
-        let res = run_with_timeout(&mut cmd, timeout);
+        let res = run_capped(&mut cmd, timeout, max_output);
         let out = match res {
             Err(OciError::Timeout { .. }) => {
                 // runc itself was killed; kill the process it started too.

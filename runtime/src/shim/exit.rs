@@ -16,6 +16,13 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     /// When the shim saw the exit (RFC 3339).
     pub finished_at: String,
+    /// Output lines the shim could not write to the log (a full disk) and dropped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ExitRecord {
@@ -32,6 +39,7 @@ impl ExitRecord {
             signal,
             oom_killed,
             finished_at: jiff::Timestamp::now().to_string(),
+            log_lines_dropped: 0,
         })
     }
 

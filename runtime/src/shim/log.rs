@@ -127,7 +127,12 @@ impl CriLog {
         if self.size > 0 && self.size + self.line.len() as u64 > self.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&self.line)?;
+        if let Err(e) = self.file.write_all(&self.line) {
+            // A line cut short (a full disk) would run into the next one: cut it off, so the
+            // file holds whole lines only.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += self.line.len() as u64;
         Ok(())
     }

@@ -1,5 +1,13 @@
 //! The shim process itself: detach, create the container, copy its output
 //! into the CRI log, reap it and record how it ended.
+//!
+//! Nothing here may panic (the binary is built with `panic = "abort"`: a panic
+//! kills the shim, closes the container's pipes and loses its exit status), so
+//! no `println!`/`eprintln!` (they panic when the write fails, e.g. ENOSPC on a
+//! full disk or EPIPE) and no `unwrap` on I/O: diagnostics go through [`note`],
+//! which ignores its own errors. A log line that cannot be written is dropped
+//! and counted, and the shim keeps copying, as conmon does; the count ends up in
+//! the exit record (`log_lines_dropped`).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -22,11 +30,16 @@ use crate::oci::{CreateRequest, OciRuntime, RuncCli};
 /// How long output is still drained after the container's init exited.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
+/// Writes a diagnostic line to stderr (the bundle's `shim.log`), ignoring failures.
+fn note(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "kubenode shim: {message}");
+}
+
 pub(super) fn run(argv: &[OsString]) -> i32 {
     let args = match ShimArgs::parse(argv) {
         Ok(a) => a,
         Err(e) => {
-            println!("error {e}");
+            let _ = writeln!(std::io::stdout(), "error {e}");
             return 2;
         }
     };
@@ -36,7 +49,7 @@ pub(super) fn run(argv: &[OsString]) -> i32 {
         Ok(ForkResult::Parent { .. }) => 0,
         Ok(ForkResult::Child) => std::process::exit(child(&args)),
         Err(e) => {
-            println!("error fork: {e}");
+            let _ = writeln!(std::io::stdout(), "error fork: {e}");
             1
         }
     }
@@ -138,11 +151,11 @@ fn child(args: &ShimArgs) -> i32 {
         match CriLog::open(p, args.log_max_size, args.log_max_files) {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!(
-                    "kubenode shim {}: opening log {}: {e}",
+                note(format_args!(
+                    "{}: opening log {}: {e}",
                     args.id,
                     p.display()
-                );
+                ));
                 None
             }
         }
@@ -151,23 +164,37 @@ fn child(args: &ShimArgs) -> i32 {
     drop(report);
     devnull_stdio(1);
 
-    let status = watch(Pid::from_raw(pid), &sfd, out_r, err_r, log.as_mut());
+    let mut sink = LogSink {
+        log: log.as_mut(),
+        dropped: 0,
+        failing: false,
+    };
+    let status = watch(Pid::from_raw(pid), &sfd, out_r, err_r, &mut sink);
+    let dropped = sink.dropped;
     if let Some(l) = log.as_mut() {
         let _ = l.sync();
     }
+    if dropped > 0 {
+        note(format_args!(
+            "{}: {dropped} log lines could not be written and were dropped",
+            args.id
+        ));
+    }
     let oom = oom_kills(&args.oom_files) > baseline_oom;
-    let record = ExitRecord::from_wait(status, oom).unwrap_or(ExitRecord {
+    let mut record = ExitRecord::from_wait(status, oom).unwrap_or(ExitRecord {
         exit_code: 255,
         signal: None,
         oom_killed: oom,
         finished_at: jiff::Timestamp::now().to_string(),
+        log_lines_dropped: 0,
     });
+    record.log_lines_dropped = dropped;
     if let Err(e) = record.write(&args.exit_file) {
-        eprintln!(
-            "kubenode shim {}: writing {}: {e}",
+        note(format_args!(
+            "{}: writing {}: {e}",
             args.id,
             args.exit_file.display()
-        );
+        ));
         return 1;
     }
     0
@@ -180,10 +207,36 @@ struct Pipe {
     open: bool,
 }
 
-fn emit(log: &mut Option<&mut CriLog>, stream: Stream, partial: bool, line: &[u8]) {
-    if let Some(l) = log.as_deref_mut() {
-        if let Err(e) = l.write(stream, partial, line) {
-            eprintln!("kubenode shim: writing log: {e}");
+/// Where output lines go: the CRI log (if it could be opened), counting the lines it refused.
+struct LogSink<'a> {
+    log: Option<&'a mut CriLog>,
+    dropped: u64,
+    failing: bool,
+}
+
+impl LogSink<'_> {
+    fn emit(&mut self, stream: Stream, partial: bool, line: &[u8]) {
+        let Some(l) = self.log.as_deref_mut() else {
+            return;
+        };
+        match l.write(stream, partial, line) {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                note(format_args!(
+                    "log writes work again; {} lines dropped so far",
+                    self.dropped
+                ));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.dropped += 1;
+                if !self.failing {
+                    self.failing = true;
+                    note(format_args!(
+                        "writing log: {e}; dropping lines until writes work again"
+                    ));
+                }
+            }
         }
     }
 }
@@ -195,7 +248,7 @@ fn watch(
     sfd: &SignalFd,
     out: OwnedFd,
     err: OwnedFd,
-    mut log: Option<&mut CriLog>,
+    log: &mut LogSink<'_>,
 ) -> WaitStatus {
     let mut pipes = [
         Pipe {
@@ -239,7 +292,7 @@ fn watch(
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
-                    eprintln!("kubenode shim: poll: {e}");
+                    note(format_args!("poll: {e}"));
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -259,12 +312,12 @@ fn watch(
                     p.open = false;
                     let stream = p.stream;
                     p.lines
-                        .finish(&mut |partial, line| emit(&mut log, stream, partial, line));
+                        .finish(&mut |partial, line| log.emit(stream, partial, line));
                 }
                 Ok(n) => {
                     let stream = p.stream;
                     p.lines.feed(&buf[..n], &mut |partial, line| {
-                        emit(&mut log, stream, partial, line)
+                        log.emit(stream, partial, line)
                     });
                 }
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
@@ -307,7 +360,28 @@ fn watch(
     for p in pipes.iter_mut().filter(|p| p.open) {
         let stream = p.stream;
         p.lines
-            .finish(&mut |partial, line| emit(&mut log, stream, partial, line));
+            .finish(&mut |partial, line| log.emit(stream, partial, line));
     }
     status.unwrap_or(WaitStatus::Exited(pid, 255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes to a device that always answers ENOSPC: every line is dropped and counted,
+    /// nothing panics.
+    #[test]
+    fn log_lines_that_cannot_be_written_are_counted() {
+        let mut log = CriLog::open(std::path::Path::new("/dev/full"), 1 << 20, 1).unwrap();
+        let mut sink = LogSink {
+            log: Some(&mut log),
+            dropped: 0,
+            failing: false,
+        };
+        for _ in 0..3 {
+            sink.emit(Stream::Stdout, false, b"hello");
+        }
+        assert_eq!((sink.dropped, sink.failing), (3, true));
+    }
 }

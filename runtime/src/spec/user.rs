@@ -1,12 +1,18 @@
 //! The user and groups a container runs as: `securityContext` first, else the
 //! image's `User` (`user`, `uid`, `user:group`, `uid:gid`, ...), names resolved
 //! in the container rootfs's `/etc/passwd` and `/etc/group` (containerd's
-//! `WithUser`/`WithUserID`/`WithAdditionalGIDs`).
+//! `WithUser`/`WithUserID`/`WithAdditionalGIDs`). The files are read with `host::saferead`:
+//! inside the rootfs, regular files only, size-capped; an unreadable one is an error naming it.
 
-use std::fs;
 use std::path::Path;
 
 use super::SpecError;
+use crate::host::saferead::read_in_root;
+
+/// The largest `/etc/passwd` or `/etc/group` read from an image: 1 MiB. runc and containerd
+/// set no limit; ours keeps an image from making the agent read without end (a real
+/// database of thousands of users is a few hundred KiB).
+const MAX_DB_SIZE: u64 = 1 << 20;
 
 /// The resolved identity of a container process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +46,29 @@ struct PasswdEntry {
     gid: u32,
 }
 
-fn read_db(rootfs: &Path, file: &str) -> Vec<Vec<String>> {
-    fs::read_to_string(rootfs.join("etc").join(file))
-        .unwrap_or_default()
+/// Reads `/etc/<file>` of the image: resolved inside the rootfs, a regular file of at most
+/// [`MAX_DB_SIZE`] (see `host::saferead`); a missing file is an empty database.
+fn read_db(rootfs: &Path, file: &str) -> Result<Vec<Vec<String>>, SpecError> {
+    let path = Path::new("/etc").join(file);
+    let data = match read_in_root(rootfs, &path, MAX_DB_SIZE) {
+        Ok(data) => data,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(SpecError::InvalidUser(format!(
+                "reading the image's {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(String::from_utf8_lossy(&data)
         .lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split(':').map(str::to_string).collect())
-        .collect()
+        .collect())
 }
 
-fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
-    read_db(rootfs, "passwd")
+fn passwd(rootfs: &Path) -> Result<Vec<PasswdEntry>, SpecError> {
+    Ok(read_db(rootfs, "passwd")?
         .into_iter()
         .filter_map(|f| {
             Some(PasswdEntry {
@@ -59,7 +77,7 @@ fn passwd(rootfs: &Path) -> Vec<PasswdEntry> {
                 gid: f.get(3)?.parse().ok()?,
             })
         })
-        .collect()
+        .collect())
 }
 
 fn to_id(value: i64, what: &'static str) -> Result<u32, SpecError> {
@@ -69,7 +87,7 @@ fn to_id(value: i64, what: &'static str) -> Result<u32, SpecError> {
 
 /// Resolves the identity against the rootfs at `rootfs`.
 pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecError> {
-    let users = passwd(rootfs);
+    let users = passwd(rootfs)?;
     let (uid, mut gid, name) = if let Some(uid) = req.run_as_user {
         let uid = to_id(uid, "runAsUser")?;
         let entry = users.iter().find(|u| u.uid == uid);
@@ -110,7 +128,7 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecErr
             None => gid,
             Some(g) => match g.parse::<u32>() {
                 Ok(gid) => gid,
-                Err(_) => read_db(rootfs, "group")
+                Err(_) => read_db(rootfs, "group")?
                     .iter()
                     .find(|f| f.first().map(String::as_str) == Some(g))
                     .and_then(|f| f.get(2)?.parse().ok())
@@ -136,7 +154,7 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecErr
     }
     let mut additional_gids = vec![gid];
     if let Some(name) = name {
-        for f in read_db(rootfs, "group") {
+        for f in read_db(rootfs, "group")? {
             let members = f.get(3).map(String::as_str).unwrap_or("");
             if members.split(',').any(|m| m == name) {
                 if let Some(g) = f.get(2).and_then(|g| g.parse::<u32>().ok()) {
@@ -160,6 +178,7 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -255,5 +274,69 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    /// The image's `/etc/passwd` resolves inside the rootfs: a symlink climbing out with `..`
+    /// (or an absolute one) never reads the host's file.
+    #[test]
+    fn passwd_symlink_does_not_read_the_host() {
+        let tmp = tempfile::tempdir().unwrap();
+        // <tmp>/host/passwd plays the host's file; the rootfs is <tmp>/r/f.
+        std::fs::create_dir_all(tmp.path().join("host")).unwrap();
+        std::fs::write(
+            tmp.path().join("host/passwd"),
+            "root:x:0:0::/:/bin/sh\nhostonly:x:4242:4242::/:/bin/sh\n",
+        )
+        .unwrap();
+        let root = tmp.path().join("r/f");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../host/passwd", root.join("etc/passwd")).unwrap();
+        let req = UserRequest {
+            image_user: Some("hostonly"),
+            ..Default::default()
+        };
+        let err = resolve(&root, &req).unwrap_err().to_string();
+        assert!(err.contains("unable to find user hostonly"), "{err}");
+        // `../../etc/passwd` from /etc is /etc/passwd itself inside the root: a loop, refused.
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../../etc/passwd", root.join("etc/passwd")).unwrap();
+        let err = resolve(&root, &req).unwrap_err().to_string();
+        assert!(err.contains("symbolic links"), "{err}");
+    }
+
+    /// A FIFO or a device as `/etc/passwd` is refused at once with a clear error, without
+    /// blocking and without reading it.
+    #[test]
+    fn passwd_fifo_or_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve(&root, &UserRequest::default()).map_err(|e| e.to_string()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("resolving the user blocked on a FIFO /etc/passwd");
+        let err = got.unwrap_err();
+        assert!(err.contains("/etc/passwd is a FIFO"), "{err}");
+    }
+
+    /// A passwd file larger than the cap is refused (not read whole).
+    #[test]
+    fn oversized_passwd_is_refused() {
+        let dir = rootfs();
+        let mut big = b"root:x:0:0::/:/bin/sh\n".to_vec();
+        big.resize(MAX_DB_SIZE as usize + 1, b'#');
+        fs::write(dir.path().join("etc/passwd"), big).unwrap();
+        let err = resolve(dir.path(), &UserRequest::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 1048576-byte limit"), "{err}");
     }
 }

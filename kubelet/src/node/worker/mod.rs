@@ -325,7 +325,7 @@ fn publish(
         instances,
         &state.blocked,
         &state.image_ids,
-        |s| termination_message(&pods_dir, s),
+        |s| termination_message(&pods_dir, &all, s),
         |c, s| k.prober.status(c, &s.id),
     );
     let node_ip = k.config.node_ip.to_string();
@@ -361,9 +361,24 @@ fn termination_log(pods_dir: &std::path::Path, name: &str, restart: u32) -> Path
         .join(format!("{restart}-termination-log"))
 }
 
-fn termination_message(pods_dir: &std::path::Path, s: &ContainerStatus) -> Option<String> {
-    let data = std::fs::read(termination_log(pods_dir, &s.name, s.restart_count)).ok()?;
-    let data = &data[..data.len().min(4096)];
-    let text = String::from_utf8_lossy(data).into_owned();
-    (!text.is_empty()).then_some(text)
+/// The message of an exited instance (see `status::termination_message`): the last 4 KiB of
+/// its termination log, or its log's tail under `FallbackToLogsOnError`.
+fn termination_message(
+    pods_dir: &std::path::Path,
+    containers: &[&Container],
+    s: &ContainerStatus,
+) -> Option<String> {
+    let file = termination_log(pods_dir, &s.name, s.restart_count);
+    let policy = containers
+        .iter()
+        .find(|c| c.name == s.name)
+        .and_then(|c| c.termination_message_policy.as_deref());
+    crate::status::termination_message(&crate::status::MessageSource {
+        file: &file,
+        log: &s.log_path,
+        fallback_to_logs: policy == Some("FallbackToLogsOnError"),
+        exit_code: s.exit_code.unwrap_or(0),
+        start_error: s.reason.as_deref() == Some(crate::status::reason::START_ERROR),
+        containers_in_pod: containers.len(),
+    })
 }

@@ -40,6 +40,13 @@ pub(super) async fn start_container(
         .map(std::fs::create_dir_all)
         .unwrap_or(Ok(()))
         .and_then(|()| std::fs::write(&term_log, b""))
+        // Any user the container runs as may write its message (upstream makes it 0666 too).
+        .and_then(|()| {
+            std::fs::set_permissions(
+                &term_log,
+                std::os::unix::fs::PermissionsExt::from_mode(0o666),
+            )
+        })
     {
         tracing::warn!(error = %e, "creating the termination log");
     }

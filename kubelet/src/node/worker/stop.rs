@@ -121,7 +121,8 @@ pub(in crate::node) async fn stop_one(
         let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
             let runtime = k.parts.runtime.clone();
             let id = s.id.clone();
-            match blocking(move || runtime.exec(&id, &cmd, grace)).await {
+            let cap = crate::prober::MAX_EXEC_OUTPUT;
+            match blocking(move || runtime.exec_capped(&id, &cmd, grace, cap)).await {
                 Ok(out) if out.exit_code == 0 => None,
                 Ok(out) => Some(format!(
                     "command exited with {}: {}",

@@ -136,6 +136,14 @@ impl AsyncWrite for BlobSink {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        // A source that sends more than the descriptor's size is cut off at once, not
+        // after it filled the disk (the digest check alone comes only at the end).
+        if this.hasher.len() + buf.len() as u64 > this.total {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "blob {} is larger than its declared size of {} bytes",
+                this.digest, this.total
+            ))));
+        }
         let poll = Pin::new(&mut this.file).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             this.hasher.update(&buf[..n]);
