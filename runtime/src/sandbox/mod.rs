@@ -131,7 +131,7 @@ impl Runtime {
     ) -> Result<Sandbox, RuntimeError> {
         let id = fsutil::random_id();
         let dir = self.sandbox_dir(&id);
-        std::fs::create_dir_all(&dir)
+        crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE)
             .map_err(|e| RuntimeError::io("creating sandbox directory", &dir, e))?;
         let pin = |kind: &str| {
             self.config
@@ -217,7 +217,7 @@ impl Runtime {
         })
         .map_err(|e| create_err(e.to_string()))?;
         let config_path = dir.join("config.json");
-        fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
+        fsutil::write_atomic(&config_path, &spec::to_config_json(&spec))
             .map_err(|e| RuntimeError::io("writing pause config.json", &config_path, e))?;
         let args = ShimArgs {
             id: id.to_string(),
@@ -337,12 +337,10 @@ impl Runtime {
                 self.host.remove_cgroup(&meta.cgroup_parent),
             );
         }
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                errors.check::<(), _>("removing the sandbox directory", Err(e));
-            }
-            _ => {}
-        }
+        errors.check(
+            "removing the sandbox directory",
+            self.remove_state_dir(&dir),
+        );
     }
 
     /// How the pause container ended, if it did.
