@@ -123,10 +123,8 @@ pub fn ensure_default_network_with(
     let doc = json!({"cniVersion": "1.0.0", "name": DEFAULT_NETWORK_NAME, "plugins": plugins});
     std::fs::create_dir_all(conf_dir).map_err(io("creating", conf_dir))?;
     let path = conf_dir.join(DEFAULT_CONFLIST_NAME);
-    let tmp = conf_dir.join(".10-kubenode.conflist.tmp");
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("installing", &path))?;
+    kubenode_fsutil::write_atomic(&path, text.as_bytes()).map_err(io("writing", &path))?;
     tracing::info!(path = %path.display(), pod_cidr = %pod_cidr, "wrote the default CNI network");
     Ok(true)
 }

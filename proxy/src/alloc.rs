@@ -507,11 +507,9 @@ impl Allocator {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = path.with_extension("tmp");
         let body =
             serde_json::to_vec_pretty(&self.state).map_err(|e| err(std::io::Error::other(e)))?;
-        std::fs::write(&tmp, body).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        kubenode_fsutil::write_atomic(path, &body).map_err(err)
     }
 }
 

@@ -146,9 +146,18 @@ impl Runtime {
         shims: Arc<dyn ShimLauncher>,
         limits: HostLimits,
     ) -> Result<Runtime, RuntimeError> {
+        // The state root and the bundles below it are root's alone (containerd's answer to
+        // CVE-2021-41103): a host user must not reach a container's rootfs, where an image's
+        // setuid binaries and device nodes are. Existing installs are tightened here.
         for dir in [
+            config.root_dir.clone(),
             store::sandboxes_dir(&config.root_dir),
             store::containers_dir(&config.root_dir),
+        ] {
+            crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE)
+                .map_err(|e| RuntimeError::io("creating private directory", &dir, e))?;
+        }
+        for dir in [
             config.runtime_root(),
             config.netns_dir(),
             config.log_dir.clone(),
@@ -197,9 +206,10 @@ impl Runtime {
             store::scan::<ContainerMeta>(&store::containers_dir(&self.config.root_dir));
         let mut known = std::collections::HashSet::new();
         for dir in broken_s.iter().chain(&broken_c) {
+            tracing::info!(dir = %dir.display(), "removing a state directory without metadata");
             errors.check(
                 "removing directory without metadata",
-                std::fs::remove_dir_all(dir),
+                self.remove_state_dir(dir),
             );
         }
         let mut loaded_sandboxes = HashMap::new();
@@ -250,6 +260,33 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Removes a sandbox's or container's directory: first unmounts everything mounted at or
+    /// below it (deepest first: a rootfs overlay, the pod's shm), then deletes it without
+    /// descending into another filesystem. When something cannot be unmounted the directory
+    /// stays whole: deleting across a mount would delete that filesystem's files (a
+    /// container's writable layer, a volume bound below it).
+    pub(crate) fn remove_state_dir(&self, dir: &Path) -> Result<(), String> {
+        let mounts = self
+            .host
+            .mounts_under(dir)
+            .map_err(|e| format!("leaving {} in place: {e}", dir.display()))?;
+        let failed: Vec<String> = mounts
+            .iter()
+            .filter_map(|m| self.host.unmount(m).err().map(|e| e.to_string()))
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!(
+                "leaving {} in place, something below it is still mounted: {}",
+                dir.display(),
+                failed.join("; ")
+            ));
+        }
+        crate::fsutil::remove_dir_same_fs(dir)
+            .map_err(|e| format!("removing {}: {e}", dir.display()))
+    }
+}
+
 fn install_pause(rootfs: &Path) -> Result<(), RuntimeError> {
     use std::os::unix::fs::PermissionsExt;
     for d in ["proc", "dev", "sys", "etc"] {
@@ -259,7 +296,7 @@ fn install_pause(rootfs: &Path) -> Result<(), RuntimeError> {
     if std::fs::read(&target).is_ok_and(|b| b == PAUSE_BINARY) {
         return Ok(());
     }
-    crate::fsutil::atomic_write(&target, PAUSE_BINARY)
+    crate::fsutil::write_atomic_mode(&target, PAUSE_BINARY, 0o755)
         .map_err(|e| RuntimeError::io("writing pause binary", &target, e))?;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| RuntimeError::io("making pause executable", &target, e))

@@ -647,3 +647,96 @@ fn the_pod_cgroup_gets_the_pids_limit_before_pause_starts() {
     let want = format!("set_pids_limit {pod_cgroup}/pids.max=max");
     assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
 }
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn state_directories_are_root_only_and_old_installs_are_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // An install from before: everything world-readable.
+    for d in ["", "containers", "sandboxes"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = RuntimeConfig::new(&root, dir.path().join("run"), dir.path().join("logs"));
+    let oci = RecordingRuntime::new();
+    let rt = Runtime::with_parts(
+        config,
+        oci.clone(),
+        RecordingHost::new(),
+        RecordingShims::new(oci),
+        test_limits(),
+    )
+    .unwrap();
+    for d in ["", "containers", "sandboxes"] {
+        assert_eq!(mode_of(&root.join(d)), 0o700, "{d}");
+    }
+    let sb = rt.create_sandbox(&sandbox_config()).unwrap();
+    rt.start_sandbox(&sb.id).unwrap();
+    let id = rt.create_container(&sb.id, &container("app")).unwrap();
+    assert_eq!(mode_of(&root.join("sandboxes").join(&sb.id)), 0o700);
+    assert_eq!(mode_of(&root.join("containers").join(&id)), 0o700);
+}
+
+#[test]
+fn a_container_records_its_image_layers() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            f.config
+                .root_dir
+                .join("containers")
+                .join(&id)
+                .join("meta.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        meta["layers"],
+        serde_json::json!(["/layers/a", "/layers/b"])
+    );
+}
+
+#[test]
+fn recovery_never_deletes_across_a_mount_it_cannot_unmount() {
+    let f = fixture();
+    // A container directory whose metadata is lost (torn by a crash) while its rootfs is
+    // still mounted: the files under the mount belong to the mounted filesystem.
+    let broken = f.config.root_dir.join("containers/broken");
+    std::fs::create_dir_all(broken.join("rootfs/data")).unwrap();
+    std::fs::write(broken.join("rootfs/data/keep"), "precious").unwrap();
+    std::fs::write(broken.join("meta.json"), "{\"id\": \"bro").unwrap();
+    f.host.add_mount(&broken.join("rootfs"));
+    f.host.fail("unmount", "device or resource busy");
+
+    let rt = f.restart();
+    let err = rt.recover().unwrap_err();
+    assert!(err.to_string().contains("still mounted"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(broken.join("rootfs/data/keep")).unwrap(),
+        "precious"
+    );
+}
+
+#[test]
+fn recovery_unmounts_before_it_deletes_a_directory_without_metadata() {
+    let f = fixture();
+    let broken = f.config.root_dir.join("sandboxes/broken");
+    std::fs::create_dir_all(broken.join("shm")).unwrap();
+    f.host.add_mount(&broken.join("shm"));
+    let rt = f.restart();
+    rt.recover().unwrap();
+    assert!(f
+        .host
+        .calls()
+        .contains(&format!("unmount {}", broken.join("shm").display())));
+    assert!(!broken.exists());
+}

@@ -62,6 +62,11 @@ pub(crate) struct ContainerMeta {
     pub pod: PodInfo,
     pub restart_count: u32,
     pub image: String,
+    /// The image's layer snapshots (overlay lowerdirs), bottom first: image removal and
+    /// garbage collection keep them while this record exists. Empty in records written
+    /// before they were recorded.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
     pub log_path: PathBuf,
     pub cgroups_path: String,
     pub created_at: String,

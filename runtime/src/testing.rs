@@ -209,6 +209,7 @@ impl ShimLauncher for RecordingShims {
 pub struct RecordingHost {
     calls: Mutex<Vec<String>>,
     failures: Mutex<HashMap<String, String>>,
+    mounts: Mutex<Vec<PathBuf>>,
 }
 
 impl RecordingHost {
@@ -220,6 +221,15 @@ impl RecordingHost {
     /// The calls so far, like `create_netns /run/x/netns/kn-…`.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Pretends `path` is a mount point (listed by `mounts_under` until an `unmount` of it
+    /// succeeds).
+    pub fn add_mount(&self, path: &Path) {
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.to_path_buf());
     }
 
     /// Makes operation `op` fail.
@@ -300,7 +310,25 @@ impl Host for RecordingHost {
     }
 
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
-        self.record("unmount", target)
+        self.record("unmount", target)?;
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| m != target);
+        Ok(())
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Result<Vec<PathBuf>, HostError> {
+        let mut found: Vec<PathBuf> = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|m| m.starts_with(dir))
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        Ok(found)
     }
 
     fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError> {

@@ -37,10 +37,15 @@ pub enum ImageCommand {
     },
     /// List images: reference, manifest digest (image ID), compressed size.
     Ls,
-    /// Remove an image (and every blob and layer no other image uses).
+    /// Remove an image (and every blob and layer no other image or container uses). Refused
+    /// while a container created from it exists (running or exited).
     Rm {
         /// The image reference.
         reference: String,
+        /// Remove it even though containers use it: they are named on stderr; their layers
+        /// stay until they are removed, and a restart of them pulls the image again.
+        #[arg(long, short = 'f')]
+        force: bool,
     },
     /// Import the tagged images of an OCI layout directory or OCI archive tar.
     Import {
@@ -77,8 +82,13 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
                 .collect();
             print_table(["REF", "DIGEST", "SIZE"], &rows);
         }
-        ImageCommand::Rm { reference } => {
-            store.remove(&reference).await?;
+        ImageCommand::Rm { reference, force } => {
+            let users = store.remove_with(&reference, force).await?;
+            for user in &users {
+                eprintln!(
+                    "warning: {reference} is still used by {user}: its layers stay until that container is removed, and a restart of it pulls the image again"
+                );
+            }
             println!("removed {reference}");
         }
         ImageCommand::Import { path } => {

@@ -2,8 +2,7 @@
 //! `<cache-dir>/results/<network>-<containerid>-<ifname>`, mode 0600 in a 0700 directory, holding
 //! `{"kind":"cniCacheV1","containerId","config","ifName","networkName","netns","cniArgs","capabilityArgs","result"}`.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -57,23 +56,15 @@ impl ResultCache {
         self.dir.join(format!("{network}-{container_id}-{ifname}"))
     }
 
-    /// Writes an entry atomically (temp file + rename).
+    /// Writes an entry atomically and durably (temp file, fsync, rename, fsync of the directory).
     pub fn put(&self, entry: &CacheEntry) -> std::io::Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(entry).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let data = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        kubenode_fsutil::write_atomic_mode(&path, &data, 0o600)
     }
 
     /// Reads an entry; `Ok(None)` when there is none.

@@ -51,8 +51,11 @@ impl VolumeManager {
     /// A manager for pods under `pods_dir` (`<root>/pods`), mounting through `mounter`, with
     /// the node's memory read from `/proc/meminfo`.
     pub fn new(pods_dir: &Path, mounter: Arc<dyn Mounter>) -> Self {
+        // Root only, as the rest of the state root; an older install is tightened.
+        if let Err(e) = kubenode_fsutil::ensure_dir(pods_dir, 0o700) {
+            tracing::warn!(dir = %pods_dir.display(), error = %e, "creating the pods directory");
+        }
         // Mount tables hold canonical paths: compare against the canonical directory.
-        let _ = std::fs::create_dir_all(pods_dir);
         let pods_dir = std::fs::canonicalize(pods_dir).unwrap_or_else(|_| pods_dir.into());
         VolumeManager {
             pods_dir,
@@ -106,6 +109,12 @@ impl VolumeManager {
             .mount_points()
             .map_err(|e| vec![VolumeError::from(e)])?;
         let mut errors = Vec::new();
+        // The pod's directory is root's alone before any volume appears below it: an
+        // emptyDir is 0777, a host user must not reach it through the host path.
+        let pod_dir = self.pod_dir(uid);
+        if let Err(e) = kubenode_fsutil::ensure_dir(&pod_dir, 0o700) {
+            tracing::warn!(dir = %pod_dir.display(), error = %e, "creating the pod directory");
+        }
         for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             if let Err(source) = self.set_up_volume(pod, vol, &mounts) {
                 errors.push(VolumeError::SetUp {

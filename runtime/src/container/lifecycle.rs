@@ -78,6 +78,7 @@ impl Runtime {
             pod: sandbox.pod.clone(),
             restart_count: config.restart_count,
             image: config.image.name.clone(),
+            layers: config.image.layers.clone(),
             log_path: self.log_path(&sandbox.pod, &name, config.restart_count),
             cgroups_path: format!("{}/{}", sandbox.cgroup_parent.trim_end_matches('/'), id),
             created_at: jiff::Timestamp::now().to_string(),
@@ -87,9 +88,9 @@ impl Runtime {
             started_at: None,
             start_error: None,
         };
-        let result = std::fs::create_dir_all(&dir)
+        let result = fsutil::ensure_dir(&dir, fsutil::PRIVATE_DIR_MODE)
             .map_err(|e| RuntimeError::io("creating container directory", &dir, e))
-            .and_then(|()| self.save_container(&meta))
+            .and_then(|_| self.save_container(&meta))
             .and_then(|()| self.build_container(&meta, &sandbox, config));
         match result {
             Ok(meta) => {
@@ -178,7 +179,7 @@ impl Runtime {
             source,
         })?;
         let config_path = dir.join("config.json");
-        fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
+        fsutil::write_atomic(&config_path, &spec::to_config_json(&spec))
             .map_err(|e| RuntimeError::io("writing config.json", &config_path, e))?;
         if let Some(log_dir) = meta.log_path.parent() {
             std::fs::create_dir_all(log_dir)
@@ -328,12 +329,10 @@ impl Runtime {
             "removing the container cgroup",
             self.host.remove_cgroup(&meta.cgroups_path),
         );
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                errors.check::<(), _>("removing the container directory", Err(e));
-            }
-            _ => {}
-        }
+        errors.check(
+            "removing the container directory",
+            self.remove_state_dir(&dir),
+        );
     }
 
     /// Runs `cmd` in a running container, capturing stdout, stderr (at most

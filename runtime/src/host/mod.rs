@@ -69,6 +69,11 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn mount_shm(&self, target: &Path) -> Result<(), HostError>;
     /// Unmounts `target` if it is a mount point.
     fn unmount(&self, target: &Path) -> Result<(), HostError>;
+    /// The mount points at or below `dir`, deepest first (what must be unmounted before `dir`
+    /// may be deleted). By default read from `/proc/self/mountinfo`.
+    fn mounts_under(&self, dir: &Path) -> Result<Vec<PathBuf>, HostError> {
+        mounts_under(dir)
+    }
     /// Removes the cgroup `cgroups_path` (and its empty children) in every hierarchy.
     fn remove_cgroup(&self, cgroups_path: &str) -> Result<(), HostError>;
     /// Creates the cgroup `cgroups_path` in the pids controller with `pids.max` = `max`
@@ -99,6 +104,23 @@ pub fn is_mount_point(path: &Path) -> bool {
     let want = path.to_string_lossy();
     info.lines()
         .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
+}
+
+/// The mount points at or below `dir` in `/proc/self/mountinfo`, deepest first.
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, HostError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| HostError::new("reading", Path::new("/proc/self/mountinfo"), e))?;
+    // The table holds canonical paths.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    Ok(found)
 }
 
 fn unescape(s: &str) -> String {

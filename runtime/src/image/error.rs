@@ -145,6 +145,14 @@ pub enum ImageError {
         /// The image.
         reference: String,
     },
+    /// Containers created from the image still exist (for `remove`).
+    #[error("image `{reference}` is in use by {}; remove those pods first, or force the removal (their layers then stay until they are gone)", users.join(", "))]
+    InUse {
+        /// The image.
+        reference: String,
+        /// The containers, as `container C of pod NS/NAME (id ...)`.
+        users: Vec<String>,
+    },
     /// A filesystem operation on the store failed.
     #[error("{action} {path}: {source}")]
     Io {

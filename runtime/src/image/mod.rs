@@ -32,6 +32,7 @@ mod snapshot;
 mod source;
 mod special;
 mod store;
+mod store_usage;
 mod unpack;
 
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ pub use oci_spec::image::ImageConfiguration;
 pub use policy::{default_pull_policy, PullPolicy};
 pub use reference::ImageReference;
 pub use store::ImageStore;
+pub use store_usage::ImageUser;
 
 /// An image present in the local store.
 #[derive(Debug, Clone)]

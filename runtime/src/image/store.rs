@@ -1,6 +1,6 @@
 //! The image store under a root directory: opening it, looking images up,
 //! listing them and removing them (with garbage collection of blobs and
-//! snapshots no remaining image uses).
+//! snapshots no remaining image and no container uses).
 //!
 //! ```text
 //! <root>/images/oci-layout, index.json     an OCI image layout of everything pulled
@@ -21,6 +21,7 @@ use super::index::{Entry, RefIndex, Refs};
 use super::lock::Locks;
 use super::reference::ImageReference;
 use super::special::{OverlaySpecialFiles, SpecialFiles};
+use super::store_usage::ImageUser;
 use super::Image;
 
 /// The local image store. Cheap to share (`Arc`) between tasks; several
@@ -61,11 +62,17 @@ impl ImageStore {
         preserve_owner: bool,
     ) -> Result<ImageStore> {
         let images = root.join("images");
+        // Only root may enter the store: snapshots hold the images' setuid binaries, file
+        // capabilities and device nodes as the layers ship them (containerd made its root
+        // and snapshot directories 0700 after CVE-2021-41103). Existing stores are tightened.
+        for dir in [root.to_path_buf(), images.clone(), root.join("snapshots")] {
+            crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE)
+                .map_err(ImageError::io("creating store directory", &dir))?;
+        }
         for dir in [
             images.join("blobs/sha256"),
             images.join("tmp"),
             images.join("locks"),
-            root.join("snapshots"),
         ] {
             std::fs::create_dir_all(&dir)
                 .map_err(ImageError::io("creating store directory", &dir))?;
@@ -114,20 +121,40 @@ impl ImageStore {
     }
 
     /// Removes `reference` from the store, then deletes every blob and
-    /// snapshot no remaining image uses. The caller must not remove images
-    /// that running containers use as overlay lowerdirs.
+    /// snapshot no remaining image and no container uses. Refused
+    /// ([`ImageError::InUse`]) while a container created from it exists.
     pub async fn remove(&self, reference: &str) -> Result<()> {
+        self.remove_with(reference, false).await.map(|_| ())
+    }
+
+    /// [`ImageStore::remove`]; with `force`, an image containers were created
+    /// from is removed too, and those containers are returned (their layers
+    /// stay until they are gone: a forced removal never pulls a mounted
+    /// lowerdir away).
+    pub async fn remove_with(&self, reference: &str, force: bool) -> Result<Vec<ImageUser>> {
         let name = ImageReference::parse(reference)?.to_string();
         let _store = self.locks.store_exclusive().await?;
         let _index = self.locks.key("index").await?;
         let mut refs = self.index.load()?;
-        if refs.remove(&name).is_none() {
+        if !refs.contains_key(&name) {
             return Err(ImageError::NotPresent { reference: name });
         }
+        let records = self.container_records();
+        let users = ImageStore::users_of(&records, &name);
+        if !users.is_empty() && !force {
+            return Err(ImageError::InUse {
+                reference: name,
+                users: users.iter().map(ToString::to_string).collect(),
+            });
+        }
+        refs.remove(&name);
         self.index.save(&refs)?;
+        for user in &users {
+            tracing::warn!(image = %name, %user, "removed an image a container still uses (forced); its layers stay until the container is removed");
+        }
         tracing::info!(image = %name, "removed image");
         self.collect_garbage(&refs);
-        Ok(())
+        Ok(users)
     }
 
     /// After a failed pull or import: deletes what it fetched or unpacked
@@ -202,7 +229,12 @@ impl ImageStore {
     /// lock, so no pull is midway. Failures are logged and skipped.
     fn collect_garbage(&self, refs: &Refs) {
         let mut keep_blobs = HashSet::new();
-        let mut keep_snapshots = HashSet::new();
+        let remaining: HashSet<String> = refs.keys().cloned().collect();
+        // Layers of existing containers stay, whatever the index says (`None`: unknown,
+        // so no snapshot is deleted).
+        let in_use = ImageStore::snapshots_in_use(&self.container_records(), &remaining);
+        let sweep_snapshots = in_use.is_some();
+        let mut keep_snapshots = in_use.unwrap_or_default();
         for (name, entry) in refs {
             let (manifest, config) = match self.read_manifest_and_config(name, &entry.digest) {
                 Ok(mc) => mc,
@@ -245,7 +277,9 @@ impl ImageStore {
             }
         };
         sweep(self.blobs_dir(), &keep_blobs);
-        sweep(self.snapshots_dir(), &keep_snapshots);
+        if sweep_snapshots {
+            sweep(self.snapshots_dir(), &keep_snapshots);
+        }
         // Archives being extracted for an import (outside the store lock)
         // belong to live processes: keep those.
         let live_imports: HashSet<String> = std::fs::read_dir(self.tmp_dir())
@@ -261,6 +295,10 @@ impl ImageStore {
             .map(|s| s.to_string())
             .collect();
         sweep(self.root.join("images/locks"), &keep_locks);
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     pub(crate) fn blobs_dir(&self) -> PathBuf {

@@ -15,7 +15,7 @@ use super::*;
 
 /// Serves manifests and blobs from memory and records every fetch.
 #[derive(Default)]
-struct MemorySource {
+pub(super) struct MemorySource {
     top: String,
     docs: HashMap<String, Vec<u8>>,
     fetches: Mutex<Vec<String>>,
@@ -61,12 +61,12 @@ impl MemorySource {
     }
 }
 
-struct TestLayer {
+pub(super) struct TestLayer {
     gz: Vec<u8>,
     diff_id: String,
 }
 
-fn layer(files: &[(&str, &[u8])]) -> TestLayer {
+pub(super) fn layer(files: &[(&str, &[u8])]) -> TestLayer {
     let mut b = tar::Builder::new(Vec::new());
     for (path, data) in files {
         let mut h = tar::Header::new_gnu();
@@ -90,7 +90,10 @@ fn descriptor(media_type: &str, data: &[u8]) -> serde_json::Value {
 }
 
 /// An image of `layers`; returns the source serving it and the manifest digest.
-fn image(layers: &[&TestLayer], diff_ids: Option<Vec<String>>) -> (MemorySource, String) {
+pub(super) fn image(
+    layers: &[&TestLayer],
+    diff_ids: Option<Vec<String>>,
+) -> (MemorySource, String) {
     let diff_ids = diff_ids.unwrap_or_else(|| layers.iter().map(|l| l.diff_id.clone()).collect());
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
@@ -122,7 +125,7 @@ fn image(layers: &[&TestLayer], diff_ids: Option<Vec<String>>) -> (MemorySource,
     )
 }
 
-fn store(root: &Path) -> ImageStore {
+pub(super) fn store(root: &Path) -> ImageStore {
     ImageStore::with_special_files(root, Arc::new(OverlaySpecialFiles), false).unwrap()
 }
 
@@ -135,7 +138,7 @@ fn recorder() -> (ProgressFn, Arc<Mutex<Vec<PullEvent>>>) {
     )
 }
 
-fn dir_entries(dir: &Path) -> Vec<String> {
+pub(super) fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into())

@@ -134,7 +134,7 @@ impl Runtime {
     ) -> Result<Sandbox, RuntimeError> {
         let id = fsutil::random_id();
         let dir = self.sandbox_dir(&id);
-        std::fs::create_dir_all(&dir)
+        crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE)
             .map_err(|e| RuntimeError::io("creating sandbox directory", &dir, e))?;
         let pin = |kind: &str| {
             self.config
@@ -227,7 +227,7 @@ impl Runtime {
         })
         .map_err(|e| create_err(e.to_string()))?;
         let config_path = dir.join("config.json");
-        fsutil::atomic_write(&config_path, &spec::to_config_json(&spec))
+        fsutil::write_atomic(&config_path, &spec::to_config_json(&spec))
             .map_err(|e| RuntimeError::io("writing pause config.json", &config_path, e))?;
         let args = ShimArgs {
             id: id.to_string(),
@@ -348,12 +348,10 @@ impl Runtime {
                 self.host.remove_cgroup(&meta.cgroup_parent),
             );
         }
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                errors.check::<(), _>("removing the sandbox directory", Err(e));
-            }
-            _ => {}
-        }
+        errors.check(
+            "removing the sandbox directory",
+            self.remove_state_dir(&dir),
+        );
     }
 
     /// The namespaces a container of `meta` joins: the pinned ones, or, in a sandbox made

@@ -10,6 +10,7 @@
 //! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
 //! containers, emptyDir eviction, teardown).
 
+mod prune;
 mod sandbox;
 mod start;
 mod stop;
@@ -61,6 +62,9 @@ const SANDBOX_RETRY: Duration = Duration::from_secs(5);
 const CREATE_RETRY: Duration = Duration::from_secs(10);
 /// Grace left to a container after its preStop hook overran (upstream's minimum).
 const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
+/// Mode of `<root>/pods` and of each pod's directory: root only (the kubelet's own is 0750;
+/// nothing a container runs reaches its files by the host path, runc binds them as root).
+pub(crate) const POD_DIR_MODE: u32 = 0o700;
 /// The CNI interface name inside pods.
 const POD_IFNAME: &str = "eth0";
 
@@ -179,10 +183,8 @@ pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Op
 fn save_record(k: &Kubelet, uid: &str, record: &PodRecord) {
     let dir = k.pods_dir().join(uid);
     let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("sandbox.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(record)?)?;
-        std::fs::rename(tmp, dir.join("sandbox.json"))
+        kubenode_fsutil::ensure_dir(&dir, POD_DIR_MODE)?;
+        kubenode_fsutil::write_atomic(&dir.join("sandbox.json"), &serde_json::to_vec(record)?)
     };
     if let Err(e) = write() {
         tracing::warn!(pod_uid = uid, error = %e, "saving the pod record");
@@ -228,13 +230,7 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
             )
         })
     };
-    for id in &decided.prune {
-        let runtime = k.parts.runtime.clone();
-        let id = id.clone();
-        if let Err(e) = blocking(move || runtime.remove_container(&id)).await {
-            tracing::warn!(error = %e, "removing an old container instance");
-        }
-    }
+    prune::prune_instances(k, pod, &instances, &decided.prune).await;
     for w in &decided.backing_off {
         let message = crash_loop_message(w.delay, &w.name, &info.name, &info.namespace, &uid);
         if state

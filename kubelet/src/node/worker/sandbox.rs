@@ -182,7 +182,7 @@ pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
 /// rewritten in place (never replaced by a rename): containers bind the inode.
 pub(super) fn write_pod_files(k: &Kubelet, pod: &Pod, record: &PodRecord) -> std::io::Result<()> {
     let dir = k.pods_dir().join(uid_of(pod));
-    std::fs::create_dir_all(&dir)?;
+    kubenode_fsutil::ensure_dir(&dir, super::POD_DIR_MODE)?;
     let dns: Vec<String> = k
         .config
         .cluster_dns
