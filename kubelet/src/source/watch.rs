@@ -172,7 +172,9 @@ impl Watcher {
     pub async fn run(mut self, tx: mpsc::Sender<Snapshot>) {
         let mut last = self.read_once();
         log_errors(&last);
-        self.send_changes(ServiceChanges::everything(&last));
+        if self.changes.is_some() {
+            self.send_changes(ServiceChanges::everything(&last));
+        }
         if tx.send(last.clone()).await.is_err() {
             return;
         }
@@ -216,9 +218,11 @@ impl Watcher {
             let snap = self.read_once();
             if snap != last {
                 log_errors(&snap);
-                let changes = ServiceChanges::between(&last, &snap);
-                if !changes.is_empty() {
-                    self.send_changes(changes);
+                if self.changes.is_some() {
+                    let changes = ServiceChanges::between(&last, &snap);
+                    if !changes.is_empty() {
+                        self.send_changes(changes);
+                    }
                 }
                 last = snap.clone();
                 if tx.send(snap).await.is_err() {
