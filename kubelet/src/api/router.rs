@@ -20,7 +20,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Largest `POST /exec` body accepted.
 const MAX_REQUEST: usize = 1 << 20;
 
-/// Which listener a request came in on: the read-only port serves no events and no exec.
+/// Which listener a request came in on. The read-only port is unauthenticated: like upstream's
+/// read-only server it serves no debugging handler (no logs, exec, run, attach), only
+/// `/healthz` and `/pods`; everything else needs the root-only socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
     ReadOnly,
@@ -76,7 +78,9 @@ async fn route(
             "metadata": {},
             "items": view.endpoints(),
         }))),
-        (&Method::GET, ["containerLogs", ns, pod, rest @ ..], _) if rest.len() <= 1 => {
+        (&Method::GET, ["containerLogs", ns, pod, rest @ ..], Listener::Socket)
+            if rest.len() <= 1 =>
+        {
             let target = ContainerRef {
                 namespace: ns.to_string(),
                 pod: pod.to_string(),

@@ -193,7 +193,7 @@ async fn follow_streams_appended_lines() {
 }
 
 #[tokio::test]
-async fn read_only_port_refuses_exec_and_events() {
+async fn read_only_port_serves_only_healthz_and_pods() {
     let view = Arc::new(FixedView {
         pods: vec![pod("web", &["app"])],
         log: PathBuf::from("/nonexistent"),
@@ -229,5 +229,9 @@ async fn read_only_port_refuses_exec_and_events() {
     assert_eq!(list["items"][0]["metadata"]["name"], "web");
     assert_eq!(get("/events").await.0, 404);
     assert_eq!(get("/exec").await.0, 404);
+    // No debugging handler on the unauthenticated port: logs are for the root-only socket.
+    assert_eq!(get("/containerLogs/default/web").await.0, 404);
+    assert_eq!(get("/containerLogs/default/web/app").await.0, 404);
+    assert_eq!(get("/services").await.0, 404);
     task.abort();
 }
