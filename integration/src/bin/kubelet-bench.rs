@@ -222,7 +222,8 @@ fn save_smaps(pid: u32, stage: &str) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let with_podman = std::env::args().any(|a| a == "--podman");
     // The read-only port is off by default; this bench polls its /pods.
-    let mut agent = TestAgent::start_with_config(&unique_tag("kbn"), Some("readOnlyPort: 10255\n"))?;
+    let mut agent =
+        TestAgent::start_with_config(&unique_tag("kbn"), Some("readOnlyPort: 10255\n"))?;
     let image = agent.push_tag("1.0")?;
     let pid = agent.pid().context("agent pid")?;
 

@@ -22,8 +22,8 @@ mod router;
 mod server;
 
 pub use client::{ApiClient, ClientError};
-pub use logs::{read_cri_log, CriLine, LogOptions};
-pub use server::{serve_tcp, serve_unix};
+pub use logs::{read_cri_log, render, tail_start, CriLine, LogOptions, LogStream};
+pub use server::{serve_tcp, serve_tcp_with, serve_unix, serve_unix_with, ServeLimits};
 
 use std::path::PathBuf;
 use std::pin::Pin;
