@@ -239,6 +239,8 @@ fn notify_ready() -> anyhow::Result<()> {
             .arg(format!("--net={}", node.path().display()))
             .arg(kubenode_bin())
             .args(["agent", "--node-name", "notify", "--node-ip", "127.0.0.1"])
+            // Off by default; on here, so READY=1 can be seen to cover it too.
+            .args(["--read-only-port", "10255"])
             .args(["--root-dir", &d("root"), "--run-dir", &d("run")])
             .args(["--log-dir", &d("logs"), "--manifest-dir", &d("manifests")])
             .args([

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kubenode_integration::pods::with_agent;
 use kubenode_integration::{
     ip_addr_add, kubenode_bin, privileged, run_tests, unique_tag, veth, LeakGuard, Netns,
 };
@@ -42,6 +43,14 @@ fn main() {
             readiness_and_udp_endpoint_change,
         ),
         privileged("proxy_cleanup_restores_tables", cleanup_restores_tables),
+        privileged(
+            "proxy_hostile_names_do_not_break_restores",
+            hostile_names_do_not_break_restores,
+        ),
+        privileged(
+            "proxy_manifest_with_bad_namespace_is_refused_and_later_services_apply",
+            manifest_with_bad_namespace_is_refused,
+        ),
         privileged(
             "proxy_10k_services_programmed_last_bucket_answers",
             services_10k_programmed_and_last_bucket_answers,
@@ -556,6 +565,132 @@ fn cleanup_restores_tables() -> anyhow::Result<()> {
     ensure!(out.status.success(), "second cleanup failed");
     drop(lab);
     guard.check()
+}
+
+/// Services whose names the API server would refuse reach the proxy (the library takes any
+/// `Service`): a quote, a newline carrying a rule, 200-character names. The real
+/// iptables-restore still accepts every sync, nothing is injected, and a valid Service added
+/// afterwards is programmed and answers.
+fn hostile_names_do_not_break_restores() -> anyhow::Result<()> {
+    let tag = unique_tag("px");
+    let guard = LeakGuard::new(&tag);
+    let mut lab = Lab::new(&tag)?;
+    let _s1 = Server::start(&lab.pod_ns(1), "p1", &[8080])?;
+    let long_ns = "n".repeat(200);
+    let long_name = "s".repeat(200);
+    let hostile = vec![
+        service(
+            json!({"metadata": {"name": "web", "namespace": "bad\"ns"}, "spec": {
+            "clusterIP": "172.30.0.50", "ports": [{"port": 80}]}}),
+        ),
+        service(
+            json!({"metadata": {"name": "web", "namespace": "a\n-A INPUT -j DROP\n#"}, "spec": {
+            "clusterIP": "172.30.0.51", "ports": [{"name": "x\\\"y", "port": 80}]}}),
+        ),
+        service(
+            json!({"metadata": {"name": long_name, "namespace": long_ns}, "spec": {
+            "clusterIP": "172.30.0.52", "type": "NodePort", "selector": {"app-web": "yes"},
+            "ports": [{"port": 80, "targetPort": 8080}]}}),
+        ),
+    ];
+    lab.proxy.update_services(hostile.clone());
+    lab.proxy.sync().context("a sync with hostile names")?;
+
+    let mut all = hostile;
+    all.push(service(
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
+        "clusterIP": "172.30.0.53", "selector": {"app-web": "yes"},
+        "ports": [{"port": 80, "targetPort": 8080}]}}),
+    ));
+    lab.proxy.update_services(all);
+    lab.proxy.update_pods(vec![pod(1, &["web"], true)]);
+    lab.proxy
+        .sync()
+        .context("the sync after a valid Service was added")?;
+    let counts = requests(&lab.client_ns(1), "172.30.0.53:80", 5)?;
+    ensure!(
+        counts.get("p1") == Some(&5),
+        "the valid Service does not answer: {counts:?}"
+    );
+    let rules = tables(&lab.node)?;
+    ensure!(
+        !rules.lines().any(|l| l.trim() == "-A INPUT -j DROP"),
+        "a rule was injected into INPUT:\n{rules}"
+    );
+    ensure!(
+        rules.contains("bad_ns/web has no endpoints"),
+        "the quoted name is not shown made harmless:\n{rules}"
+    );
+    drop(lab);
+    guard.check()
+}
+
+/// Every `-A` rule of the node's tables (nft and legacy backends), for presence checks.
+fn node_rules(node: &Netns) -> anyhow::Result<String> {
+    let mut all = String::new();
+    for save in ["iptables-nft-save", "iptables-legacy-save"] {
+        let out = node.exec(&[save])?;
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(all)
+}
+
+/// Through a real agent and its manifest directory: a Service whose namespace holds a quote is
+/// refused when the file is read, with an event naming the file and `metadata.namespace`, and a
+/// valid Service written after it is programmed (once, one such Service stopped every later
+/// restore).
+fn manifest_with_bad_namespace_is_refused() -> anyhow::Result<()> {
+    with_agent("pxm", |agent| {
+        agent.write_manifest(
+            "bad.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: 'bad\"ns'\n\
+             spec:\n  clusterIP: 10.96.0.60\n  ports:\n  - {port: 80}\n",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let event = loop {
+            let found = agent.events()?.into_iter().find_map(|e| {
+                let msg = e["message"].as_str().unwrap_or_default().to_string();
+                (msg.contains("bad.yaml") && msg.contains("metadata.namespace")).then_some(msg)
+            });
+            if let Some(msg) = found {
+                break msg;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no event names bad.yaml and metadata.namespace: {:?}",
+                agent.events()?
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        ensure!(
+            event.contains("Invalid value: \"bad\\\"ns\"") && event.contains("RFC 1123 label"),
+            "event: {event}"
+        );
+
+        agent.write_manifest(
+            "good.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n\
+             spec:\n  clusterIP: 10.96.0.61\n  ports:\n  - {port: 80}\n",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rules = node_rules(&agent.node)?;
+            if rules.contains("10.96.0.61") {
+                ensure!(
+                    !rules.contains("10.96.0.60"),
+                    "the refused Service was programmed:\n{rules}"
+                );
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the valid Service was never programmed:\n{rules}\n--- agent log\n{}",
+                kubenode_integration::agent::tail(&agent.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    })
 }
 
 /// 10,000 Services programmed in one sync: no Service error, every ClusterIP's rule is in the

@@ -52,7 +52,9 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "30s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub iptables_sync_period: Duration,
     /// The local kubelet's read-only API (`http://127.0.0.1:10255`): the node's pods, whose
-    /// addresses and readiness are the endpoints of Services with a selector.
+    /// addresses and readiness are the endpoints of Services with a selector. The kubelet's
+    /// read-only port is off by default: turn it on there (`readOnlyPort: 10255`) to use this;
+    /// `kubenode agent` needs neither, its proxy reads the pods in-process.
     #[arg(long)]
     pub kubelet_url: Option<String>,
     /// How often the pods are read from `--kubelet-url` (Go duration).

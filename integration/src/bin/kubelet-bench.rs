@@ -242,7 +242,8 @@ fn main() {
 fn bench() -> anyhow::Result<()> {
     let with_podman = std::env::args().any(|a| a == "--podman");
     let tag = std::env::var("KUBELET_BENCH_TAG").unwrap_or_else(|_| unique_tag("kbn"));
-    let mut agent = TestAgent::start(&tag)?;
+    // The read-only port is off by default; this bench polls its /pods.
+    let mut agent = TestAgent::start_with_config(&tag, Some("readOnlyPort: 10255\n"))?;
     let image = agent.push_tag("1.0")?;
     let pid = agent.pid().context("agent pid")?;
 

@@ -1,11 +1,17 @@
 //! The node API: what the agent serves about its pods.
 //!
 //! Two listeners share one router:
-//! - the **read-only HTTP port** (kubelet's `--read-only-port`, default `127.0.0.1:10255`, `0`
-//!   turns it off) serving `/healthz`, `/pods` (a `v1` PodList with status, as the kubelet's) and
-//!   `/containerLogs/{namespace}/{pod}/{container}`;
+//! - the **read-only HTTP port** (kubelet's `--read-only-port` / `readOnlyPort`; off by default
+//!   as upstream's KubeletConfiguration, usually 10255 when turned on, on `127.0.0.1` unless
+//!   `address` says otherwise), unauthenticated, serving only `/healthz` and `/pods` (a `v1`
+//!   PodList with status, as the kubelet's);
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
-//!   same plus `/events` and `POST /exec`.
+//!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
+//!   `/endpoints` and `POST /exec`.
+//!
+//! Both listeners close a connection whose request head does not arrive within a timeout
+//! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
+//! streamed from the file, never read whole.
 //!
 //! The agent's state reaches the router through the [`NodeView`] trait, so the API knows nothing
 //! of pod workers and can be tested with a fixed view.
@@ -16,8 +22,8 @@ mod router;
 mod server;
 
 pub use client::{ApiClient, ClientError};
-pub use logs::{read_cri_log, render, CriLine, LogOptions};
-pub use server::{serve_tcp, serve_unix};
+pub use logs::{read_cri_log, render, tail_start, CriLine, LogOptions, LogStream};
+pub use server::{serve_tcp, serve_tcp_with, serve_unix, serve_unix_with, ServeLimits};
 
 use std::path::PathBuf;
 use std::pin::Pin;

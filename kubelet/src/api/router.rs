@@ -9,7 +9,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::logs::{render, LogOptions};
+use super::logs::{tail_start, LineSplitter, LogOptions, LogStream, BLOCK};
 use super::{ApiError, ContainerRef, ExecRequest, NodeView};
 
 /// The body every route answers with.
@@ -20,7 +20,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Largest `POST /exec` body accepted.
 const MAX_REQUEST: usize = 1 << 20;
 
-/// Which listener a request came in on: the read-only port serves no events and no exec.
+/// Which listener a request came in on. The read-only port is unauthenticated: like upstream's
+/// read-only server it serves no debugging handler (no logs, exec, run, attach), only
+/// `/healthz` and `/pods`; everything else needs the root-only socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
     ReadOnly,
@@ -76,7 +78,9 @@ async fn route(
             "metadata": {},
             "items": view.endpoints(),
         }))),
-        (&Method::GET, ["containerLogs", ns, pod, rest @ ..], _) if rest.len() <= 1 => {
+        (&Method::GET, ["containerLogs", ns, pod, rest @ ..], Listener::Socket)
+            if rest.len() <= 1 =>
+        {
             let target = ContainerRef {
                 namespace: ns.to_string(),
                 pod: pod.to_string(),
@@ -106,28 +110,94 @@ struct LogQuery {
     opts: LogOptions,
 }
 
+/// `%XX` escapes of a query value decoded (kubectl escapes the `:` of `sinceTime`).
+fn unescape(v: &str) -> Result<String, ApiError> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::BadRequest(format!("invalid escape in {v:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::BadRequest(format!("{v:?} is not UTF-8")))
+}
+
+/// Parses the query of `/containerLogs` (the kubelet's `PodLogOptions` names), with the API
+/// server's checks of `ValidatePodLogOptions`.
 fn parse_log_query(query: &str) -> Result<LogQuery, ApiError> {
     let mut q = LogQuery::default();
+    let mut since_seconds: Option<i64> = None;
+    let mut since_time: Option<k8s_openapi::jiff::Timestamp> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let v = unescape(v)?;
+        let v = v.as_str();
         let flag = || match v {
             "true" | "1" | "" => Ok(true),
             "false" | "0" => Ok(false),
             _ => Err(ApiError::BadRequest(format!("{k}: invalid boolean {v:?}"))),
         };
+        let number = || {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("{k}: invalid number {v:?}")))
+        };
         match k {
             "follow" => q.follow = flag()?,
             "previous" => q.previous = flag()?,
             "timestamps" => q.opts.timestamps = flag()?,
-            "tailLines" => {
-                let n: i64 = v.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("tailLines: invalid number {v:?}"))
-                })?;
-                q.opts.tail_lines = Some(usize::try_from(n).unwrap_or(0));
+            "tailLines" => q.opts.tail_lines = Some(usize::try_from(number()?).unwrap_or(0)),
+            "limitBytes" => {
+                let n = number()?;
+                if n < 1 {
+                    return Err(ApiError::BadRequest(format!(
+                        "limitBytes: Invalid value: {n}: must be greater than 0"
+                    )));
+                }
+                q.opts.limit_bytes = Some(n as u64);
+            }
+            "sinceSeconds" => {
+                let n = number()?;
+                if n < 1 {
+                    return Err(ApiError::BadRequest(format!(
+                        "sinceSeconds: Invalid value: {n}: must be greater than 0"
+                    )));
+                }
+                since_seconds = Some(n);
+            }
+            "sinceTime" => {
+                since_time = Some(v.parse().map_err(|e| {
+                    ApiError::BadRequest(format!("sinceTime: invalid RFC 3339 time {v:?}: {e}"))
+                })?)
             }
             _ => {}
         }
     }
+    q.opts.since = match (since_time, since_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".into(),
+            ))
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(s)) => {
+            let now = crate::backoff::Clock::now(&crate::backoff::SystemClock);
+            Some(
+                now.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(s))
+                    .unwrap_or(k8s_openapi::jiff::Timestamp::MIN),
+            )
+        }
+        (None, None) => None,
+    };
     Ok(q)
 }
 
@@ -138,9 +208,9 @@ async fn container_logs(
 ) -> Result<Response<Body>, ApiError> {
     let q = parse_log_query(query)?;
     let path = view.container_log(&target, q.previous)?;
-    let data = match tokio::fs::read(&path).await {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(ApiError::Internal(format!(
                 "reading {}: {e}",
@@ -148,23 +218,13 @@ async fn container_logs(
             )))
         }
     };
-    // Only complete raw lines are rendered now; a follower continues from the rest.
-    let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let mut first = render(&data[..complete], &q.opts).concat();
-    if !q.follow || q.previous {
-        first = render(&data, &q.opts).concat();
-        return Ok(Response::new(Full::new(Bytes::from(first)).boxed()));
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let _ = tx.try_send(Bytes::from(first));
-    tokio::spawn(follow(
-        view,
-        target,
-        path,
-        complete as u64,
-        q.opts.timestamps,
-        tx,
-    ));
+    let follow = q.follow && !q.previous;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        if let Err(e) = stream_log(view, target, &path, file, q.opts, follow, tx).await {
+            tracing::debug!(path = %path.display(), error = %e, "streaming a container log");
+        }
+    });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -173,51 +233,78 @@ async fn container_logs(
     Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
 }
 
-/// Streams what is appended to `path` until the client goes away or the container's current log
-/// changes (a restart) or disappears (the pod is gone).
-async fn follow(
+/// Streams a container log to `tx` in blocks: from the start of the last `tail_lines` lines
+/// (found reading backwards) to the end, then, when following, what is appended until the
+/// client goes away or the container's current log changes (a restart) or disappears (the pod
+/// is gone). Memory stays a few blocks whatever the file's size; the channel's bound makes a
+/// slow client slow the reading down.
+async fn stream_log(
     view: Arc<dyn NodeView>,
     target: ContainerRef,
-    path: std::path::PathBuf,
-    mut offset: u64,
-    timestamps: bool,
+    path: &std::path::Path,
+    mut file: Option<tokio::fs::File>,
+    opts: LogOptions,
+    follow: bool,
     tx: tokio::sync::mpsc::Sender<Bytes>,
-) {
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let opts = LogOptions {
-        timestamps,
-        tail_lines: None,
-    };
-    let mut carry: Vec<u8> = Vec::new();
+    let mut offset = 0u64;
+    if let (Some(n), Some(f)) = (opts.tail_lines, file.as_mut()) {
+        // Backwards reading is a few blocking seeks and reads: done off the async workers.
+        let len = f.metadata().await?.len();
+        let mut std_file = f.try_clone().await?.into_std().await;
+        offset = tokio::task::spawn_blocking(move || tail_start(&mut std_file, len, n))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
+    let mut stream = LogStream::new(opts);
+    let mut split = LineSplitter::default();
+    let mut buf = vec![0u8; BLOCK];
     loop {
-        tokio::time::sleep(FOLLOW_POLL).await;
-        if tx.is_closed() {
-            return;
-        }
-        let mut chunk = Vec::new();
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-            if len < offset {
+        if let Some(f) = file.as_mut() {
+            if f.metadata().await?.len() < offset {
                 offset = 0; // truncated or rotated in place: start over
-                carry.clear();
+                split.reset();
             }
-            if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                let _ = f.read_to_end(&mut chunk).await;
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            loop {
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                offset += n as u64;
+                let mut out = Vec::new();
+                split.feed(&buf[..n], &mut stream, &mut out);
+                if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                    return Ok(());
+                }
+                if stream.done() {
+                    return Ok(());
+                }
             }
         }
-        offset += chunk.len() as u64;
-        carry.extend_from_slice(&chunk);
-        if let Some(end) = carry.iter().rposition(|b| *b == b'\n') {
-            let ready: Vec<u8> = carry.drain(..=end).collect();
-            let out = render(&ready, &opts).concat();
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                return;
+        if !follow {
+            let mut out = Vec::new();
+            split.finish(&mut stream, &mut out);
+            if !out.is_empty() {
+                let _ = tx.send(Bytes::from(out)).await;
             }
+            return Ok(());
         }
+        // The container restarted (a new current log) or is gone: this log is complete.
         match view.container_log(&target, false) {
             Ok(p) if p == path => {}
-            _ => return,
+            _ => return Ok(()),
         }
+        tokio::time::sleep(FOLLOW_POLL).await;
+        if tx.is_closed() {
+            return Ok(());
+        }
+        file = match tokio::fs::File::open(path).await {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
     }
 }
 
@@ -276,6 +363,30 @@ mod tests {
             Some(0)
         );
         assert!(parse_log_query("tailLines=x").is_err());
+        let q = parse_log_query("limitBytes=10&sinceTime=2026-11-28T01%3A00%3A17Z").unwrap();
+        assert_eq!(q.opts.limit_bytes, Some(10));
+        assert_eq!(q.opts.since, Some("2026-11-28T01:00:17Z".parse().unwrap()));
+        let q = parse_log_query("sinceSeconds=60").unwrap();
+        assert!(q.opts.since.is_some());
+        for (bad, why) in [
+            (
+                "limitBytes=0",
+                "limitBytes: Invalid value: 0: must be greater than 0",
+            ),
+            (
+                "sinceSeconds=0",
+                "sinceSeconds: Invalid value: 0: must be greater than 0",
+            ),
+            (
+                "sinceSeconds=5&sinceTime=2026-11-28T01:00:00Z",
+                "at most one of",
+            ),
+            ("sinceTime=yesterday", "sinceTime: invalid RFC 3339 time"),
+            ("sinceTime=%zz", "invalid escape"),
+        ] {
+            let err = parse_log_query(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
         assert!(parse_log_query("follow=maybe").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The API end to end over a real unix socket and TCP port, with a fixed view.
 
+use std::io::Seek;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,7 +194,7 @@ async fn follow_streams_appended_lines() {
 }
 
 #[tokio::test]
-async fn read_only_port_refuses_exec_and_events() {
+async fn read_only_port_serves_only_healthz_and_pods() {
     let view = Arc::new(FixedView {
         pods: vec![pod("web", &["app"])],
         log: PathBuf::from("/nonexistent"),
@@ -229,5 +230,153 @@ async fn read_only_port_refuses_exec_and_events() {
     assert_eq!(list["items"][0]["metadata"]["name"], "web");
     assert_eq!(get("/events").await.0, 404);
     assert_eq!(get("/exec").await.0, 404);
+    // No debugging handler on the unauthenticated port: logs are for the root-only socket.
+    assert_eq!(get("/containerLogs/default/web").await.0, 404);
+    assert_eq!(get("/containerLogs/default/web/app").await.0, 404);
+    assert_eq!(get("/services").await.0, 404);
+    task.abort();
+}
+
+/// Reads from `stream` until EOF or an error (the server closed it), bounded by `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.is_ok()
+}
+
+#[tokio::test]
+async fn half_sent_request_head_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"])],
+        log: PathBuf::from("/nonexistent"),
+        execs: Mutex::new(Vec::new()),
+    });
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServeLimits::default()
+    };
+    let (addr, task) = serve_tcp_with("127.0.0.1:0".parse().unwrap(), view, limits)
+        .await
+        .unwrap();
+    // A slowloris client: half a request head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // A client that connects and never sends anything.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The wait is bounded only so that a server without the timeout fails the test.
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(20)).await,
+        "the server kept a half-sent request head open"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(20)).await,
+        "the server kept a silent connection open"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"])],
+        log: PathBuf::from("/nonexistent"),
+        execs: Mutex::new(Vec::new()),
+    });
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(60),
+        max_connections: 2,
+    };
+    let (addr, task) = serve_tcp_with("127.0.0.1:0".parse().unwrap(), view, limits)
+        .await
+        .unwrap();
+    let holders = [
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ];
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // Both slots are held: the third connection is not served while they are.
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    assert!(
+        !early && answer.is_empty(),
+        "a connection over the limit was served: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(holders);
+    tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut answer))
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+        "{answer}"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn tail_of_a_huge_log_reads_only_its_end() {
+    // A 1 TiB log (sparse: a hole, then 20 CRI lines): more than any machine could read into
+    // memory, so only a reader that starts from the end can answer.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0.log");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&log).unwrap();
+        f.set_len(1 << 40).unwrap();
+        f.seek(std::io::SeekFrom::End(0)).unwrap();
+        f.write_all(b"\n").unwrap();
+        for i in 0..20 {
+            writeln!(f, "2026-11-28T01:00:{i:02}.000000000Z stdout F line {i}").unwrap();
+        }
+    }
+    let view = Arc::new(FixedView {
+        pods: vec![pod("web", &["app"])],
+        log: log.clone(),
+        execs: Mutex::new(Vec::new()),
+    });
+    let socket = dir.path().join("kubenode.sock");
+    let task = serve_unix(&socket, view).await.unwrap();
+    let client = ApiClient::new(&socket);
+    let mut out = Vec::new();
+    client
+        .logs(&target("web", None), "tailLines=10", |b| {
+            out.extend_from_slice(b)
+        })
+        .await
+        .unwrap();
+    let want: String = (10..20).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(String::from_utf8(out).unwrap(), want);
+
+    // limitBytes and sinceTime (escaped, as kubectl sends it) read forward from the tail too.
+    let mut out = Vec::new();
+    client
+        .logs(
+            &target("web", None),
+            "tailLines=5&sinceTime=2026-11-28T01%3A00%3A17Z&limitBytes=12",
+            |b| out.extend_from_slice(b),
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "line 17\nline");
     task.abort();
 }

@@ -38,8 +38,10 @@ pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_RUNTIME: &str = "runc";
 /// Default cluster domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
-/// Default read-only port (the CLI flag default of the upstream kubelet).
-pub const DEFAULT_READ_ONLY_PORT: u16 = 10255;
+/// Default read-only port: 0, off. Upstream's KubeletConfiguration (v1beta1) defaults
+/// `readOnlyPort` to 0; only its deprecated command-line flag still defaults to 10255. The port
+/// is unauthenticated, so it stays off unless a configuration or `--read-only-port` asks for it.
+pub const DEFAULT_READ_ONLY_PORT: u16 = 0;
 /// Default maximum number of pods.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default static pod re-read period.

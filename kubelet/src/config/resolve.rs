@@ -82,9 +82,9 @@ pub struct Config {
     pub cluster_domain: String,
     /// Host resolver file for `dnsPolicy: Default`.
     pub resolv_conf: PathBuf,
-    /// Read-only HTTP API address, `None` when the port is 0. Defaults to
-    /// `127.0.0.1:10255`: on, as the upstream CLI flag, but on loopback only
-    /// (upstream's `address` default is `0.0.0.0`, its config-file port 0).
+    /// Read-only HTTP API address, `None` when the port is 0 (the default, as upstream's
+    /// KubeletConfiguration). When a port is set, the address defaults to `127.0.0.1`
+    /// (upstream's `address` default is `0.0.0.0`).
     pub read_only: Option<SocketAddr>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,

@@ -59,7 +59,8 @@ fn defaults() {
     assert_eq!(c.sync_frequency, Duration::from_secs(60));
     assert_eq!(c.max_pods, 110);
     assert_eq!(c.cluster_domain, "cluster.local");
-    assert_eq!(c.read_only, Some("127.0.0.1:10255".parse().unwrap()));
+    // Off unless asked for, as upstream's KubeletConfiguration default (readOnlyPort 0).
+    assert_eq!(c.read_only, None);
     assert_eq!(
         c.service_node_port_range,
         PortRange {

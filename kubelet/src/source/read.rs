@@ -2,7 +2,7 @@
 
 use super::decode::{decode_file, Object};
 use super::{make_static_pod, Snapshot, SourceError, MAX_MANIFEST_SIZE};
-use crate::validation::{names, validate_endpoints, validate_pod, validate_service, FieldError};
+use crate::validation::{validate_endpoints, validate_pod, validate_service, FieldError};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -443,16 +443,10 @@ fn default_meta(meta: &mut ObjectMeta) {
 
 fn check_name(meta: &ObjectMeta) -> Option<FieldError> {
     let name = meta.name.as_deref().unwrap_or_default();
-    if name.is_empty() {
-        return Some(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
-    }
-    names::dns1123_label_errors(name)
-        .into_iter()
-        .next()
-        .map(|m| FieldError::invalid("metadata.name", name, m))
+    // The name's and namespace's formats are the kind's own rules, in validate_service and
+    // validate_endpoints (validation::meta).
+    name.is_empty()
+        .then(|| FieldError::required("metadata.name", "name or generateName is required"))
 }
 
 /// Service defaults: type ClusterIP, sessionAffinity None, port protocol

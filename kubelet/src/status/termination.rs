@@ -92,9 +92,9 @@ fn log_tail(log: &Path) -> String {
     };
     let opts = LogOptions {
         tail_lines: Some(MAX_LOG_MESSAGE_LINES),
-        timestamps: false,
+        ..LogOptions::default()
     };
-    let text = render(raw, &opts).concat();
+    let text = render(raw, &opts);
     let start = text.len().saturating_sub(MAX_LOG_MESSAGE_LENGTH);
     String::from_utf8_lossy(&text[start..]).into_owned()
 }

@@ -4,6 +4,7 @@
 //! `spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive`.
 
 mod container;
+pub mod meta;
 pub mod names;
 mod pod;
 #[cfg(test)]

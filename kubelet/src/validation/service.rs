@@ -1,6 +1,6 @@
 //! Checks of the Service and Endpoints objects of the manifest directory
 //! (upstream `ValidateService` / `ValidateEndpoints`, the parts the proxy
-//! relies on).
+//! relies on), metadata first (namespace and name, see [`super::meta`]).
 
 use super::names::*;
 use super::{Errors, FieldError, ValidationErrors};
@@ -42,6 +42,7 @@ fn protocol(errs: &mut Errors, field: String, p: Option<&str>) {
 /// Validates a (defaulted) Service.
 pub fn validate_service(svc: &Service) -> Result<(), ValidationErrors> {
     let mut errs = Errors::default();
+    super::meta::object_meta(&svc.metadata, super::meta::dns1035_label_errors, &mut errs);
     let Some(spec) = &svc.spec else {
         errs.push(FieldError::required("spec", ""));
         return result(errs);
@@ -126,6 +127,7 @@ pub fn validate_service(svc: &Service) -> Result<(), ValidationErrors> {
 /// Validates an Endpoints object.
 pub fn validate_endpoints(ep: &Endpoints) -> Result<(), ValidationErrors> {
     let mut errs = Errors::default();
+    super::meta::object_meta(&ep.metadata, dns1123_subdomain_errors, &mut errs);
     for (i, s) in ep.subsets.iter().flatten().enumerate() {
         let f = format!("subsets[{i}]");
         let all = s
@@ -175,9 +177,9 @@ mod tests {
 
     #[test]
     fn services() {
-        let ok = serde_json::json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}});
+        let ok = serde_json::json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}});
         assert!(svc(ok).is_empty());
-        let bad = serde_json::json!({"metadata": {"name": "web"}, "spec": {"type": "Magic", "clusterIP": "x", "sessionAffinity": "Sticky",
+        let bad = serde_json::json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"type": "Magic", "clusterIP": "x", "sessionAffinity": "Sticky",
             "ports": [{"port": 0}, {"port": 80, "name": "a", "protocol": "ICMP", "nodePort": 70000}]}});
         assert_eq!(
             svc(bad),
@@ -191,10 +193,9 @@ mod tests {
                 "spec.ports[1].nodePort: Invalid value: 70000: must be between 1 and 65535, inclusive",
             ]
         );
-        let headless =
-            serde_json::json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}});
+        let headless = serde_json::json!({"metadata": {"name": "h", "namespace": "default"}, "spec": {"clusterIP": "None"}});
         assert!(svc(headless).is_empty());
-        let cip = serde_json::json!({"metadata": {"name": "c"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let cip = serde_json::json!({"metadata": {"name": "c", "namespace": "default"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
         assert_eq!(
             svc(cip),
             vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
@@ -202,8 +203,42 @@ mod tests {
     }
 
     #[test]
+    fn hostile_metadata_is_refused() {
+        // A quote, a newline or an over-long namespace once reached iptables-restore input.
+        for ns in ["bad\"ns", "a\n-A INPUT -j ACCEPT", &"n".repeat(200)] {
+            let errs = svc(
+                serde_json::json!({"metadata": {"name": "web", "namespace": ns},
+                "spec": {"ports": [{"port": 80}]}}),
+            );
+            assert_eq!(errs.len(), 1, "{ns:?}: {errs:?}");
+            assert!(
+                errs[0].starts_with("metadata.namespace: Invalid value: "),
+                "{errs:?}"
+            );
+            let ep: Endpoints = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "web", "namespace": ns}}),
+            )
+            .unwrap();
+            let errs = validate_endpoints(&ep).unwrap_err().0;
+            assert_eq!(errs[0].field, "metadata.namespace", "{errs:?}");
+        }
+        // Service names are DNS-1035 labels, as the API server's.
+        let errs = svc(
+            serde_json::json!({"metadata": {"name": "1web", "namespace": "default"},
+            "spec": {"ports": [{"port": 80}]}}),
+        );
+        assert_eq!(
+            errs,
+            vec![format!(
+                "metadata.name: Invalid value: \"1web\": {}",
+                crate::validation::meta::DNS1035_LABEL_MSG
+            )]
+        );
+    }
+
+    #[test]
     fn endpoints() {
-        let ep: Endpoints = serde_json::from_value(serde_json::json!({"metadata": {"name": "e"},
+        let ep: Endpoints = serde_json::from_value(serde_json::json!({"metadata": {"name": "e", "namespace": "default"},
             "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "nope"}], "ports": [{"port": 80, "name": "a"}, {"port": 0}]}]}))
         .unwrap();
         let errs: Vec<String> = validate_endpoints(&ep)

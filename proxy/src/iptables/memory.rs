@@ -6,7 +6,7 @@ use super::{Firewall, FirewallError, IptablesMode};
 use crate::rules::Table;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 type Chains = BTreeMap<String, Vec<String>>;
 
@@ -18,6 +18,15 @@ pub struct MemoryFirewall {
     fail_next: AtomicUsize,
     saves: AtomicUsize,
     route_localnet: AtomicBool,
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+}
+
+/// Holds restores back while `held`, so a test can queue inputs behind a sync in progress.
+#[derive(Debug, Default)]
+struct Gate {
+    held: bool,
+    waiting: usize,
 }
 
 fn builtins(table: &str) -> &'static [&'static str] {
@@ -57,6 +66,8 @@ impl Default for MemoryFirewall {
             fail_next: AtomicUsize::new(0),
             saves: AtomicUsize::new(0),
             route_localnet: AtomicBool::new(false),
+            gate: Mutex::new(Gate::default()),
+            gate_changed: Condvar::new(),
         }
     }
 }
@@ -65,6 +76,22 @@ impl MemoryFirewall {
     /// An empty firewall (built-in chains only).
     pub fn new() -> MemoryFirewall {
         MemoryFirewall::default()
+    }
+
+    /// From now on every restore waits (before it is recorded) until [`Self::release_restores`].
+    pub fn hold_restores(&self) {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).held = true;
+    }
+
+    /// Lets held and later restores go on.
+    pub fn release_restores(&self) {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).held = false;
+        self.gate_changed.notify_all();
+    }
+
+    /// How many restores are waiting at the gate now.
+    pub fn restores_waiting(&self) -> usize {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).waiting
     }
 
     /// Every restore input applied or attempted so far.
@@ -228,6 +255,17 @@ impl Firewall for MemoryFirewall {
     }
 
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
+        {
+            let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            gate.waiting += 1;
+            while gate.held {
+                gate = self
+                    .gate_changed
+                    .wait(gate)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            gate.waiting -= 1;
+        }
         self.restores
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -16,9 +16,25 @@ const POSTROUTING: &str = "KUBE-POSTROUTING";
 const FORWARD: &str = "KUBE-FORWARD";
 const FIREWALL: &str = "KUBE-FIREWALL";
 
-/// `-m comment --comment "<text>"`.
+/// Longest comment the iptables comment match takes (`XT_MAX_COMMENT_LEN` is 256 with the NUL).
+pub(super) const MAX_COMMENT: usize = 255;
+
+/// `-m comment --comment "<text>"`, safe for iptables-restore whatever `text` holds. Comments
+/// carry Service names; kube-proxy relies on the API server's name rules alone, but one bad
+/// name must never break every later restore or inject a rule: anything but printable ASCII,
+/// and the `"` and `\` that iptables-restore's tokenizer interprets, become `_`, and the text is
+/// cut to what the comment match accepts.
 pub(super) fn comment(text: &str) -> String {
-    format!("-m comment --comment \"{text}\"")
+    let mut safe: String = text
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            ' '..='~' => c,
+            _ => '_',
+        })
+        .collect();
+    safe.truncate(MAX_COMMENT); // ASCII only now: any byte is a char boundary
+    format!("-m comment --comment \"{safe}\"")
 }
 
 pub(super) fn nodeports_jumps(cfg: &RulesConfig, rs: &mut Ruleset) {

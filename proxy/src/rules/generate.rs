@@ -368,6 +368,87 @@ mod tests {
         assert!(Table::Nat.is_bucket("KUBE-SVCR-172.30.0.0"));
     }
 
+    /// Checks `text` the way iptables-restore tokenizes it: only table, chain, rule and COMMIT
+    /// lines, no rule into a chain kubenode does not own, balanced quotes, and every comment
+    /// short enough for the comment match (255 bytes) and free of quotes and backslashes.
+    fn assert_restore_safe(text: &str) {
+        for line in text.lines() {
+            assert!(
+                line.starts_with('*')
+                    || line.starts_with(':')
+                    || line.starts_with("-A KUBE-")
+                    || line == "COMMIT",
+                "unexpected restore line {line:?}"
+            );
+            assert_eq!(
+                line.matches('"').count() % 2,
+                0,
+                "unbalanced quotes: {line:?}"
+            );
+            assert!(!line.contains('\\'), "backslash in {line:?}");
+            let mut rest = line;
+            while let Some(i) = rest.find("--comment \"") {
+                let body = &rest[i + 11..];
+                let end = body.find('"').expect("closing quote");
+                assert!(end <= 255, "comment of {end} bytes: {line:?}");
+                assert!(
+                    body[..end].bytes().all(|b| (b' '..=b'~').contains(&b)),
+                    "{line:?}"
+                );
+                rest = &body[end + 1..];
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_names_give_parseable_restore_input() {
+        let cfg = RulesConfig::default();
+        let hostile = [
+            ("bad\"ns", "web"),
+            ("a\n-A INPUT -j ACCEPT\n#", "web"),
+            ("ns", "x\\\" -j ACCEPT \\"),
+            (&*"n".repeat(200), &*"s".repeat(200)),
+            ("caf\u{e9}\r\t", "\u{0}"),
+        ];
+        let mut ports = Vec::new();
+        let mut eps = BTreeMap::new();
+        for (i, (ns, name)) in hostile.iter().enumerate() {
+            let sp = ServicePortInfo {
+                name: ServicePortName {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    port: format!("p\"{i}"),
+                },
+                protocol: Protocol::Tcp,
+                cluster_ip: format!("10.96.0.{}", i + 1).parse().unwrap(),
+                port: 80,
+                node_port: Some(30000 + i as u16),
+                external_ips: vec![format!("192.0.2.{}", i + 1).parse().unwrap()],
+                affinity_timeout: (i % 2 == 0).then_some(60),
+                external_local: i % 2 == 1,
+            };
+            // Every other Service has no endpoints: its REJECT rules carry its name too.
+            if i % 2 == 0 {
+                let ep = Endpoint {
+                    ip: format!("10.244.0.{}", i + 1).parse().unwrap(),
+                    port: 8080,
+                    ready: true,
+                    local: true,
+                };
+                eps.insert(sp.name.clone(), vec![ep]);
+            }
+            ports.push(sp);
+        }
+        let rs = generate(&cfg, &ports, &eps);
+        let text = rs.to_restore_text();
+        assert_restore_safe(&text);
+        // The names still show, made harmless.
+        assert!(
+            text.contains("--comment \"bad_ns/web:p_0 -> 10.244.0.1:8080\""),
+            "{text}"
+        );
+    }
+
     #[test]
     fn memoized_generation_equals_fresh_generation() {
         let cfg = RulesConfig {

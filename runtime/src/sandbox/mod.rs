@@ -471,7 +471,7 @@ mod tests {
         // Another sandbox's pause.
         assert!(verify_pause(r, 10, "sb2").unwrap_err().contains("cgroup"));
         // The pid reused by some other program.
-        fake_process(r, 11, b"sleep\0100\0", cg, 778);
+        fake_process(r, 11, b"sleep\x00100\x00", cg, 778);
         let e = verify_pause(r, 11, "sb1").unwrap_err();
         assert!(e.contains("\"sleep 100\""), "{e}");
         // Gone.

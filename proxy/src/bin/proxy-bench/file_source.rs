@@ -59,7 +59,7 @@ pub(super) fn main(opt: &dyn Fn(&str) -> Option<String>, mode: &str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(20);
-    assert!(n >= 1 && n < 64_000, "--services must be in 1..64000");
+    assert!((1..64_000).contains(&n), "--services must be in 1..64000");
     assert!((1..=250).contains(&runs), "--runs must be in 1..=250");
     if opt("--inner").is_some() {
         let dir = PathBuf::from(opt("--dir").expect("--dir"));
