@@ -82,10 +82,10 @@ fn child(args: &ShimArgs) -> i32 {
         // agent's (under systemd -999), which `runtime create` and the container's init would
         // inherit in turn. Raising one's own score needs no privilege.
         if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
-            eprintln!(
-                "kubenode shim {}: setting oom_score_adj {adj}: {e}",
+            note(format_args!(
+                "{}: setting oom_score_adj {adj}: {e}",
                 args.id
-            );
+            ));
         }
     }
     let _ = nix::sys::prctl::set_child_subreaper(true);
