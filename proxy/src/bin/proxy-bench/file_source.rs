@@ -1,7 +1,7 @@
 //! `proxy-bench --file-source`: manifest files → the real `kubenode proxy` → a request through a
 //! ClusterIP, in a private network namespace.
 //!
-//! The namespace has a dummy link `kb0` with the two endpoint addresses (10.250.0.1 and .2, a
+//! The namespace has a link `kb0` (one end of a veth pair) with the two endpoint addresses (10.250.0.1 and .2, a
 //! server on port 8080 behind both), a route for the service CIDR into it, and one rule of ours:
 //! TCP to the service CIDR that was not DNATed is rejected with a reset, so a request to a
 //! ClusterIP not programmed yet fails at once instead of waiting for a SYN timeout.
@@ -228,7 +228,9 @@ fn ms(d: Duration) -> String {
 /// Inside the namespace: set up, start kubenode, measure, print `RESULT`.
 fn inner(dir: &Path, kubenode: &Path, n: usize, runs: usize, mode: &str) {
     sh("ip", &["link", "set", "lo", "up"]);
-    sh("ip", &["link", "add", "kb0", "type", "dummy"]);
+    // A veth pair (kernels without the dummy module have veth: every pod network uses it).
+    sh("ip", &["link", "add", "kb0", "type", "veth", "peer", "name", "kb1"]);
+    sh("ip", &["link", "set", "kb1", "up"]);
     sh("ip", &["addr", "add", "10.250.0.1/24", "dev", "kb0"]);
     sh("ip", &["addr", "add", "10.250.0.2/24", "dev", "kb0"]);
     sh("ip", &["link", "set", "kb0", "up"]);
