@@ -229,7 +229,10 @@ fn ms(d: Duration) -> String {
 fn inner(dir: &Path, kubenode: &Path, n: usize, runs: usize, mode: &str) {
     sh("ip", &["link", "set", "lo", "up"]);
     // A veth pair (kernels without the dummy module have veth: every pod network uses it).
-    sh("ip", &["link", "add", "kb0", "type", "veth", "peer", "name", "kb1"]);
+    sh(
+        "ip",
+        &["link", "add", "kb0", "type", "veth", "peer", "name", "kb1"],
+    );
     sh("ip", &["link", "set", "kb1", "up"]);
     sh("ip", &["addr", "add", "10.250.0.1/24", "dev", "kb0"]);
     sh("ip", &["addr", "add", "10.250.0.2/24", "dev", "kb0"]);
