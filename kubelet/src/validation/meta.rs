@@ -54,6 +54,11 @@ pub(crate) fn object_meta(meta: &ObjectMeta, name_rule: NameRule, errs: &mut Err
         None | Some("") => errs.push(FieldError::required("metadata.namespace", "")),
         Some(ns) => errs.name("metadata.namespace", ns, dns1123_label_errors(ns)),
     }
+    labels_and_annotations(meta, errs);
+}
+
+/// Label keys and values, and annotation keys, as upstream's `ValidateObjectMeta` checks them.
+pub(crate) fn labels_and_annotations(meta: &ObjectMeta, errs: &mut Errors) {
     for (k, v) in meta.labels.iter().flatten() {
         errs.name("metadata.labels", k, qualified_name_errors(k));
         errs.name("metadata.labels", v, label_value_errors(v));

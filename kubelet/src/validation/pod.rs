@@ -34,17 +34,7 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
     if let Some(ns) = meta.namespace.as_deref() {
         errs.name("metadata.namespace", ns, dns1123_label_errors(ns));
     }
-    for (k, v) in meta.labels.iter().flatten() {
-        errs.name("metadata.labels", k, qualified_name_errors(k));
-        errs.name("metadata.labels", v, label_value_errors(v));
-    }
-    for k in meta.annotations.iter().flatten().map(|(k, _)| k) {
-        errs.name(
-            "metadata.annotations",
-            k,
-            qualified_name_errors(&k.to_lowercase()),
-        );
-    }
+    super::meta::labels_and_annotations(meta, &mut errs);
     match &pod.spec {
         None => errs.push(FieldError::required("spec", "")),
         Some(spec) => validate_spec(spec, &mut errs),
