@@ -3,7 +3,7 @@
 //! a conflict is an error for the Service that sorts later by `namespace/name`.
 
 use crate::model::Ipv4Cidr;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -195,18 +195,7 @@ impl Allocator {
             }
             ip_owner.insert(ip, id.clone());
             ips.push((id.clone(), ip));
-            if !matches!(
-                spec.type_.as_deref(),
-                Some("NodePort") | Some("LoadBalancer")
-            ) {
-                continue;
-            }
-            for p in spec.ports.iter().flatten() {
-                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                let key = format!(
-                    "{id}:{}/{proto}",
-                    p.name.clone().unwrap_or_else(|| p.port.to_string())
-                );
+            for (p, proto, key) in node_port_keys(&id, spec) {
                 let np = match p.node_port {
                     Some(np) if np != 0 => u16::try_from(np).ok()?,
                     _ => *self.state.node_ports.get(&key)?,
@@ -384,18 +373,7 @@ impl Allocator {
         for s in sorted.iter().filter(|s| wants_ip(s)) {
             let id = svc_id(s);
             let Some(spec) = &s.spec else { continue };
-            if !matches!(
-                spec.type_.as_deref(),
-                Some("NodePort") | Some("LoadBalancer")
-            ) {
-                continue;
-            }
-            for p in spec.ports.iter().flatten() {
-                let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                let key = format!(
-                    "{id}:{}/{proto}",
-                    p.name.clone().unwrap_or_else(|| p.port.to_string())
-                );
+            for (p, proto, key) in node_port_keys(&id, spec) {
                 match p.node_port {
                     Some(np) if np != 0 => {
                         let ok = u16::try_from(np).ok().filter(|n| self.ports.contains(n));
@@ -511,6 +489,30 @@ impl Allocator {
             serde_json::to_vec_pretty(&self.state).map_err(|e| err(std::io::Error::other(e)))?;
         kubenode_fsutil::write_atomic(path, &body).map_err(err)
     }
+}
+
+/// The ports of a Service that carry a NodePort (none unless its type is NodePort or
+/// LoadBalancer), each with its protocol and its key in the state, `ns/name:port/PROTO`.
+fn node_port_keys<'a>(
+    id: &'a str,
+    spec: &'a ServiceSpec,
+) -> impl Iterator<Item = (&'a ServicePort, String, String)> + 'a {
+    let wants = matches!(
+        spec.type_.as_deref(),
+        Some("NodePort") | Some("LoadBalancer")
+    );
+    spec.ports
+        .iter()
+        .flatten()
+        .filter(move |_| wants)
+        .map(move |p| {
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let key = format!(
+                "{id}:{}/{proto}",
+                p.name.clone().unwrap_or_else(|| p.port.to_string())
+            );
+            (p, proto, key)
+        })
 }
 
 #[cfg(test)]
