@@ -17,3 +17,14 @@ pub mod source;
 pub mod status;
 pub mod validation;
 pub mod volume;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+/// The containers the kubelet runs for a pod spec, in start order: the init containers (their
+/// sidecars among them), then the app containers. Ephemeral containers are not run.
+pub fn pod_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+}

@@ -134,12 +134,7 @@ pub fn pick_container(pod: &Pod, wanted: Option<&str>) -> Result<String, ApiErro
     let spec = pod.spec.as_ref();
     let all: Vec<&str> = spec
         .into_iter()
-        .flat_map(|s| {
-            s.init_containers
-                .iter()
-                .flatten()
-                .chain(s.containers.iter())
-        })
+        .flat_map(crate::pod_containers)
         .map(|c| c.name.as_str())
         .collect();
     match wanted {

@@ -14,6 +14,7 @@ pub(crate) mod hooks;
 mod observe;
 mod pleg;
 mod probing;
+mod runtime;
 mod worker;
 
 pub use actions::{compute, PodActions};
@@ -39,6 +40,7 @@ use crate::events::{ObjectRef, Recorder};
 use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
+use runtime::AsyncRuntime;
 
 /// What the kubelet needs from the rest of the node.
 #[derive(Debug)]
@@ -77,6 +79,8 @@ struct PodEntry {
 pub struct Kubelet {
     config: Config,
     parts: Parts,
+    /// `parts.runtime`, called from async code.
+    runtime: AsyncRuntime,
     events: Recorder,
     crash: Mutex<CrashBackoff>,
     image_backoff: Mutex<ImageBackoff>,
@@ -125,6 +129,7 @@ impl Kubelet {
                 }),
             ),
             config,
+            runtime: AsyncRuntime::new(parts.runtime.clone()),
             parts,
             events,
             crash,
@@ -276,8 +281,8 @@ impl Kubelet {
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         let orphans: Vec<_> = self
-            .parts
             .runtime
+            .inner()
             .list_sandboxes()
             .into_iter()
             .filter(|s| !desired.contains(&s.pod.uid))
@@ -361,7 +366,7 @@ impl Kubelet {
         let (pod, sandbox) = self.find(&target.namespace, &target.pod)?;
         let name = pick_container(&pod, target.container.as_deref())?;
         let instances = sandbox
-            .map(|s| self.parts.runtime.list_containers(Some(&s)))
+            .map(|s| self.runtime.inner().list_containers(Some(&s)))
             .unwrap_or_default();
         let groups = actions::group(&instances);
         let g = groups.get(name.as_str());
@@ -414,13 +419,12 @@ impl NodeView for Kubelet {
                     instance.name
                 )));
             }
-            let runtime = self.parts.runtime.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                runtime.exec(&instance.id, &request.command, request.timeout)
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let out = self
+                .runtime
+                .try_run(move |rt| rt.exec(&instance.id, &request.command, request.timeout))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(ExecResponse {
                 exit_code: out.exit_code,
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

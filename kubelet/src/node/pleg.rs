@@ -65,13 +65,12 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(runtime) = kubelet.upgrade().map(|k| k.parts.runtime.clone()) else {
+        let Some(runtime) = kubelet.upgrade().map(|k| k.runtime.clone()) else {
             return;
         };
-        let Ok(now) = tokio::task::spawn_blocking(move || {
-            views(&runtime.list_sandboxes(), &runtime.list_containers(None))
-        })
-        .await
+        let Ok(now) = runtime
+            .try_run(|rt| views(&rt.list_sandboxes(), &rt.list_containers(None)))
+            .await
         else {
             continue;
         };

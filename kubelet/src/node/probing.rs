@@ -29,7 +29,7 @@ impl ProbeHost for RuntimeProbeHost {
         timeout: Duration,
     ) -> Result<ExecOutcome, HostError> {
         let k = self.kubelet()?;
-        let out = k.parts.runtime.exec_capped(
+        let out = k.runtime.inner().exec_capped(
             container_id,
             cmd,
             timeout,
@@ -56,24 +56,22 @@ impl ProbeHost for RuntimeProbeHost {
             let Some((pod, Some(sandbox_id))) = entry else {
                 return Ok(()); // the pod is gone, and its containers with it
             };
-            let runtime = k.parts.runtime.clone();
-            let instances =
-                tokio::task::spawn_blocking(move || runtime.list_containers(Some(&sandbox_id)))
-                    .await
-                    .map_err(|source| HostError::Task {
-                        what: "listing the pod's containers",
-                        source,
-                    })?;
+            let instances = k
+                .runtime
+                .try_run(move |rt| rt.list_containers(Some(&sandbox_id)))
+                .await
+                .map_err(|source| HostError::Task {
+                    what: "listing the pod's containers",
+                    source,
+                })?;
             let Some(instance) = instances.into_iter().find(|s| s.id == request.container_id)
             else {
                 return Ok(());
             };
-            let spec = pod.spec.clone().unwrap_or_default();
-            let container = spec
-                .init_containers
+            let container = pod
+                .spec
                 .iter()
-                .flatten()
-                .chain(spec.containers.iter())
+                .flat_map(crate::pod_containers)
                 .find(|c| c.name == request.container)
                 .cloned();
             let pod_ip = pod

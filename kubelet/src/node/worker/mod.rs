@@ -210,9 +210,7 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
     if volumes::evict_if_over_limit(k, pod, &sandbox.id, state).await {
         return RESYNC;
     }
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox.id.clone();
-    let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
+    let instances = k.runtime.list_containers(Some(&sandbox.id)).await;
     let terminal = state
         .status
         .as_ref()
@@ -278,9 +276,7 @@ async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration 
     if let Err(message) = finish_sandbox(k, pod, state).await {
         return sandbox_failed(k, pod, state, message);
     }
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox.id.clone();
-    let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
+    let instances = k.runtime.list_containers(Some(&sandbox.id)).await;
     publish(k, pod, state, true, &instances);
     requeue
 }
@@ -303,12 +299,7 @@ fn publish(
     instances: &[ContainerStatus],
 ) {
     let spec = pod.spec.clone().unwrap_or_default();
-    let all: Vec<&Container> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-        .collect();
+    let all: Vec<&Container> = crate::pod_containers(&spec).collect();
     let pods_dir = k.pods_dir().join(uid_of(pod));
     let probe_ip = if host_network(pod) {
         k.config.node_ip.to_string()

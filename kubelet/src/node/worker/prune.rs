@@ -32,15 +32,13 @@ pub(super) async fn prune_instances(
         let Some(s) = instances.iter().find(|s| &s.id == id) else {
             continue;
         };
-        let log = k.parts.runtime.log_path(&info, &s.name, s.restart_count);
+        let log = k.runtime.inner().log_path(&info, &s.name, s.restart_count);
         let term = termination_log(&pods_dir, &s.name, s.restart_count);
         if let Err(e) = remove_log_set(&log).and_then(|()| remove_file_if_present(&term)) {
             tracing::warn!(container = %s.name, restart = s.restart_count, error = %e, "removing the logs of an old container instance; keeping the instance to retry");
             continue;
         }
-        let runtime = k.parts.runtime.clone();
-        let id = id.clone();
-        if let Err(e) = blocking(move || runtime.remove_container(&id)).await {
+        if let Err(e) = k.runtime.remove_container(id).await {
             tracing::warn!(error = %e, "removing an old container instance");
         }
     }
@@ -53,8 +51,8 @@ pub(super) async fn prune_instances(
     }
     for (name, counts) in kept {
         let log_dir = k
-            .parts
             .runtime
+            .inner()
             .log_path(&info, name, 0)
             .parent()
             .map(Path::to_path_buf);

@@ -16,19 +16,20 @@ pub(super) async fn ensure_sandbox(
     // A sandbox left coming up by the last pass (which stopped before starting anything).
     finish_sandbox(k, pod, state).await?;
     let uid = uid_of(pod);
-    let runtime = k.parts.runtime.clone();
     let known = state.record.sandbox_id.clone();
     let wanted = uid.clone();
     // The recorded sandbox is checked alone; the whole list only when there is no record
     // (a new pod, or one whose record was lost).
-    let existing = blocking(move || match known.map(|id| runtime.sandbox(&id)) {
-        Some(Ok(s)) => Some(s),
-        _ => runtime
-            .list_sandboxes()
-            .into_iter()
-            .find(|s| s.pod.uid == wanted),
-    })
-    .await;
+    let existing = k
+        .runtime
+        .run(move |rt| match known.map(|id| rt.sandbox(&id)) {
+            Some(Ok(s)) => Some(s),
+            _ => rt
+                .list_sandboxes()
+                .into_iter()
+                .find(|s| s.pod.uid == wanted),
+        })
+        .await;
     match existing {
         Some(s) if s.state == SandboxState::Ready && !state.record.network_pending => {
             if state.record.sandbox_id.as_deref() != Some(&s.id) {
@@ -58,7 +59,6 @@ pub(super) async fn ensure_sandbox(
         pod: pod_info(pod),
         cgroup_parent: cgroup_parent(pod),
     };
-    let runtime = k.parts.runtime.clone();
     let options = SandboxOptions {
         host_network: host_network(pod),
         sysctls: pod
@@ -74,7 +74,9 @@ pub(super) async fn ensure_sandbox(
             .unwrap_or_default(),
         pids_limit: k.config.pod_pids_limit,
     };
-    let sandbox = blocking(move || runtime.create_sandbox_with(&config, &options))
+    let sandbox = k
+        .runtime
+        .create_sandbox(config, options)
         .await
         .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
     state.record.sandbox_id = Some(sandbox.id.clone());
@@ -83,9 +85,8 @@ pub(super) async fn ensure_sandbox(
     save_record(k, &uid, &state.record);
     // The pause container and the network only share the pod's namespaces, which exist now:
     // both come up at once, while the first containers are created.
-    let runtime = k.parts.runtime.clone();
     let id = sandbox.id.clone();
-    let pause = tokio::task::spawn_blocking(move || runtime.start_sandbox(&id));
+    let pause = k.runtime.spawn(move |rt| rt.start_sandbox(&id));
     let network = (!host_network(pod)).then(|| {
         let cni = k.parts.cni.clone();
         let attachment = attachment(pod, &sandbox);
@@ -213,27 +214,20 @@ pub(super) async fn teardown_sandbox(
     grace: Duration,
 ) {
     stop_containers(k, pod, sandbox_id, grace).await;
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox_id.to_string();
-    let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
+    let instances = k.runtime.list_containers(Some(sandbox_id)).await;
     for s in instances {
-        let runtime = k.parts.runtime.clone();
-        if let Err(e) = blocking(move || runtime.remove_container(&s.id)).await {
+        if let Err(e) = k.runtime.remove_container(&s.id).await {
             tracing::warn!(error = %e, "removing a container");
         }
     }
     if !host_network(pod) {
-        let runtime = k.parts.runtime.clone();
-        let sid = sandbox_id.to_string();
-        if let Ok(sandbox) = blocking(move || runtime.sandbox(&sid)).await {
+        if let Ok(sandbox) = k.runtime.sandbox(sandbox_id).await {
             if let Err(e) = k.parts.cni.del(&attachment(pod, &sandbox)).await {
                 tracing::warn!(error = %e, "CNI DEL");
             }
         }
     }
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox_id.to_string();
-    if let Err(e) = blocking(move || runtime.stop_and_remove_sandbox(&sid)).await {
+    if let Err(e) = k.runtime.stop_and_remove_sandbox(sandbox_id).await {
         tracing::warn!(error = %e, "removing the sandbox");
     }
 }

@@ -13,11 +13,7 @@ pub(super) async fn start_container(
     start: &Start,
 ) -> Result<Option<Duration>, String> {
     let spec = pod.spec.clone().unwrap_or_default();
-    let Some(container) = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
+    let Some(container) = crate::pod_containers(&spec)
         .find(|c| c.name == start.name)
         .cloned()
     else {
@@ -117,9 +113,7 @@ pub(super) async fn start_container(
         service_env: k.service_env(pod),
         oom_score_adj: Some(container_oom_score_adj(pod, &container, node_memory())),
     };
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox.id.clone();
-    let created = blocking(move || runtime.create_container(&sid, &config)).await;
+    let created = k.runtime.create_container(&sandbox.id, config).await;
     let id = match created {
         Ok(id) => id,
         Err(e) => {
@@ -141,12 +135,7 @@ pub(super) async fn start_container(
     // A new sandbox may still be coming up: containers run only in a sandbox with its
     // network and pause container up.
     super::finish_sandbox(k, pod, state).await?;
-    let runtime = k.parts.runtime.clone();
-    let started = {
-        let id = id.clone();
-        blocking(move || runtime.start_container(&id)).await
-    };
-    match started {
+    match k.runtime.start_container(&id).await {
         Ok(()) => {
             state.blocked.remove(&container.name);
             k.events.normal(

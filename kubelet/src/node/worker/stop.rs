@@ -15,16 +15,15 @@ pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerSta
     let _ = finish_sandbox(k, pod, state).await;
     if let Some(sid) = state.record.sandbox_id.clone() {
         stop_containers(k, pod, &sid, grace).await;
-        let runtime = k.parts.runtime.clone();
-        let sid2 = sid.clone();
-        let instances = blocking(move || runtime.list_containers(Some(&sid2))).await;
+        let instances = k.runtime.list_containers(Some(&sid)).await;
         publish(k, pod, state, false, &instances);
         teardown_sandbox(k, pod, &sid, Duration::ZERO).await;
     } else {
         // A worker that never recorded its sandbox (or an adopted one): find it by UID.
         let uid = uid_of(pod);
-        let runtime = k.parts.runtime.clone();
-        if let Some(s) = blocking(move || runtime.list_sandboxes())
+        if let Some(s) = k
+            .runtime
+            .list_sandboxes()
             .await
             .into_iter()
             .find(|s| s.pod.uid == uid)
@@ -41,12 +40,7 @@ pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerSta
             .join(format!("{}_{}_{}", info.namespace, info.name, uid)),
     );
     let mut crash = k.crash.lock().expect("crash lock");
-    for c in pod.spec.iter().flat_map(|s| {
-        s.init_containers
-            .iter()
-            .flatten()
-            .chain(s.containers.iter())
-    }) {
+    for c in pod.spec.iter().flat_map(crate::pod_containers) {
         crash.forget(&container_backoff_key(
             &info.namespace,
             &info.name,
@@ -64,9 +58,9 @@ pub(super) async fn stop_containers(
     sandbox_id: &str,
     grace: Duration,
 ) {
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox_id.to_string();
-    let running: Vec<ContainerStatus> = blocking(move || runtime.list_containers(Some(&sid)))
+    let running: Vec<ContainerStatus> = k
+        .runtime
+        .list_containers(Some(sandbox_id))
         .await
         .into_iter()
         .filter(|s| matches!(s.state, ContainerState::Running | ContainerState::Created))
@@ -74,11 +68,7 @@ pub(super) async fn stop_containers(
     let spec = pod.spec.clone().unwrap_or_default();
     let mut tasks = Vec::new();
     for s in running {
-        let container = spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
+        let container = crate::pod_containers(&spec)
             .find(|c| c.name == s.name)
             .cloned();
         k.events.normal(
@@ -119,10 +109,8 @@ pub(in crate::node) async fn stop_one(
         .and_then(|l| l.pre_stop.as_ref());
     if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
         let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
-            let runtime = k.parts.runtime.clone();
-            let id = s.id.clone();
             let cap = crate::prober::MAX_EXEC_OUTPUT;
-            match blocking(move || runtime.exec_capped(&id, &cmd, grace, cap)).await {
+            match k.runtime.exec_capped(&s.id, cmd, grace, cap).await {
                 Ok(out) if out.exit_code == 0 => None,
                 Ok(out) => Some(format!(
                     "command exited with {}: {}",
@@ -165,10 +153,8 @@ pub(in crate::node) async fn stop_one(
         } else {
             MIN_GRACE_AFTER_HOOK
         });
-    let runtime = k.parts.runtime.clone();
-    let id = s.id.clone();
     let signal = image_stop_signal(&k, &s.image);
-    if let Err(e) = blocking(move || runtime.stop_container(&id, left, signal)).await {
+    if let Err(e) = k.runtime.stop_container(&s.id, left, signal).await {
         tracing::warn!(container = %s.name, error = %e, "stopping the container");
     }
 }

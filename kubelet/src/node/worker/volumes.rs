@@ -43,12 +43,7 @@ pub(super) async fn set_up_volumes(
         .collect::<Vec<_>>()
         .join("; ");
     let spec = pod.spec.clone().unwrap_or_default();
-    for c in spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-    {
+    for c in crate::pod_containers(&spec) {
         state.blocked.insert(
             c.name.clone(),
             Blocked {
@@ -59,10 +54,7 @@ pub(super) async fn set_up_volumes(
         );
     }
     let instances = match state.record.sandbox_id.clone() {
-        Some(sid) => {
-            let runtime = k.parts.runtime.clone();
-            blocking(move || runtime.list_containers(Some(&sid))).await
-        }
+        Some(sid) => k.runtime.list_containers(Some(&sid)).await,
         None => Vec::new(),
     };
     publish(k, pod, state, true, &instances);
@@ -104,9 +96,7 @@ pub(super) async fn evict_if_over_limit(
         state.evicted = Some(message);
         stop_containers(k, pod, sandbox_id, Duration::ZERO).await;
     }
-    let runtime = k.parts.runtime.clone();
-    let sid = sandbox_id.to_string();
-    let instances = blocking(move || runtime.list_containers(Some(&sid))).await;
+    let instances = k.runtime.list_containers(Some(sandbox_id)).await;
     publish(k, pod, state, false, &instances);
     if let (Some(status), Some(message)) = (state.status.as_mut(), state.evicted.as_ref()) {
         status.phase = Some("Failed".into());
