@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kubenode_kubelet::config::{Cidr, Config, Overrides};
-use kubenode_kubelet::node::{Kubelet, Parts};
+use kubenode_kubelet::node::{Kubelet, KubeletDeps};
 
 /// The configuration file read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "/etc/kubenode/config.yaml";
@@ -199,7 +199,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         insecure_registries: config.insecure_registries.clone(),
         ..Default::default()
     };
-    let parts = Parts {
+    let deps = KubeletDeps {
         runtime: Arc::new(runtime),
         images: Arc::new(images),
         cni: Arc::new(cni),
@@ -211,7 +211,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let node_name = config.node_name.clone();
     let socket = config.socket_path();
     let read_only = config.read_only;
-    let kubelet = Kubelet::new(config.clone(), parts);
+    let kubelet = Kubelet::new(config.clone(), deps);
 
     let view: Arc<dyn kubenode_kubelet::api::NodeView> = kubelet.clone();
     let _socket_task = kubenode_kubelet::api::serve_unix(&socket, view.clone())

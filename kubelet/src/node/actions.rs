@@ -95,7 +95,7 @@ fn finished_at(s: &ContainerStatus) -> Timestamp {
 
 /// Computes the actions. `decide` is the crash back-off (called only for a container that
 /// should restart, with its name and the time its last instance finished).
-pub fn compute(
+pub fn compute_pod_actions(
     spec: &PodSpec,
     instances: &[ContainerStatus],
     terminal: bool,
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn fresh_pod_starts_every_app_container() {
-        let a = compute(
+        let a = compute_pod_actions(
             &spec("Always", &[], &["a", "b"]),
             &[],
             false,
@@ -239,16 +239,16 @@ mod tests {
     fn init_containers_run_one_at_a_time_in_order() {
         let s = spec("Always", &["i1", "i2"], &["app"]);
         assert_eq!(
-            names(&compute(&s, &[], false, always_restart)),
+            names(&compute_pod_actions(&s, &[], false, always_restart)),
             [("i1".into(), 0)]
         );
         let running = [inst("i1", 0, ContainerState::Running, None)];
-        assert!(compute(&s, &running, false, always_restart)
+        assert!(compute_pod_actions(&s, &running, false, always_restart)
             .start
             .is_empty());
         let done = [inst("i1", 0, ContainerState::Exited, Some(0))];
         assert_eq!(
-            names(&compute(&s, &done, false, always_restart)),
+            names(&compute_pod_actions(&s, &done, false, always_restart)),
             [("i2".into(), 0)]
         );
         let both = [
@@ -256,7 +256,7 @@ mod tests {
             inst("i2", 0, ContainerState::Exited, Some(0)),
         ];
         assert_eq!(
-            names(&compute(&s, &both, false, always_restart)),
+            names(&compute_pod_actions(&s, &both, false, always_restart)),
             [("app".into(), 0)]
         );
     }
@@ -266,12 +266,12 @@ mod tests {
         let failed = [inst("i1", 0, ContainerState::Exited, Some(1))];
         let s = spec("OnFailure", &["i1"], &["app"]);
         assert_eq!(
-            names(&compute(&s, &failed, false, always_restart)),
+            names(&compute_pod_actions(&s, &failed, false, always_restart)),
             [("i1".into(), 1)]
         );
         let s = spec("Never", &["i1"], &["app"]);
         assert_eq!(
-            compute(&s, &failed, false, always_restart),
+            compute_pod_actions(&s, &failed, false, always_restart),
             PodActions::default()
         );
     }
@@ -281,7 +281,7 @@ mod tests {
         let ok = [inst("a", 0, ContainerState::Exited, Some(0))];
         let bad = [inst("a", 0, ContainerState::Exited, Some(7))];
         let run = |policy, inst: &[ContainerStatus]| {
-            names(&compute(
+            names(&compute_pod_actions(
                 &spec(policy, &[], &["a"]),
                 inst,
                 false,
@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn back_off_is_reported_not_started() {
         let bad = [inst("a", 3, ContainerState::Exited, Some(1))];
-        let a = compute(&spec("Always", &[], &["a"]), &bad, false, |_, _| {
+        let a = compute_pod_actions(&spec("Always", &[], &["a"]), &bad, false, |_, _| {
             RestartDecision::BackOff {
                 delay: Duration::from_secs(40),
                 remaining: Duration::from_secs(12),
@@ -323,7 +323,7 @@ mod tests {
             inst("a", 1, ContainerState::Exited, Some(1)),
             inst("a", 2, ContainerState::Running, None),
         ];
-        let a = compute(&spec("Always", &[], &["a"]), &all, false, always_restart);
+        let a = compute_pod_actions(&spec("Always", &[], &["a"]), &all, false, always_restart);
         assert_eq!(a.prune, ["a-0"]);
         assert!(a.start.is_empty());
         let g = group(&all);
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn terminal_pods_start_nothing() {
-        let a = compute(&spec("Always", &[], &["a"]), &[], true, always_restart);
+        let a = compute_pod_actions(&spec("Always", &[], &["a"]), &[], true, always_restart);
         assert!(a.start.is_empty());
     }
 }

@@ -15,21 +15,23 @@ mod observe;
 mod pleg;
 mod probing;
 mod runtime;
+mod table;
 mod worker;
 
-pub use actions::{compute, PodActions};
+pub use actions::{compute_pod_actions, PodActions};
 pub use envvars::service_env;
 pub use files::{hostname, hosts_file, resolv_conf};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use kubenode_cni::CniClient;
 use kubenode_runtime::image::{ImageStore, PullOptions};
 use kubenode_runtime::Runtime;
 use tokio::sync::watch;
+use worker::{PodWorker, WorkerDeps};
 
 use crate::api::{
     pick_container, ApiError, BoxFuture, ContainerRef, ExecRequest, ExecResponse, NodeView,
@@ -41,10 +43,11 @@ use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
 use runtime::AsyncRuntime;
+use table::{PodEntry, PodTable};
 
 /// What the kubelet needs from the rest of the node.
 #[derive(Debug)]
-pub struct Parts {
+pub struct KubeletDeps {
     /// The container runtime (already recovered).
     pub runtime: Arc<Runtime>,
     /// The image store.
@@ -69,116 +72,105 @@ pub struct ProxyInput {
     pub pods: Vec<Pod>,
 }
 
-struct PodEntry {
-    pod: Pod,
-    sandbox_id: Option<String>,
-    worker: Option<watch::Sender<Option<Pod>>>,
+/// Locks `mutex`, recovering it when a thread panicked while holding it.
+///
+/// Every mutex of the node keeps plain tables (pods, back-offs, services) that each update
+/// leaves whole: a panic in one pod's worker must not take the whole node down with it, so the
+/// data is used as it is, and the recovery is logged.
+pub(crate) fn lock<'a, T>(mutex: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
+    mutex.lock().unwrap_or_else(|poisoned| {
+        tracing::error!(
+            lock = what,
+            "a thread panicked holding the lock; using its data as left"
+        );
+        poisoned.into_inner()
+    })
 }
 
-/// The kubelet of one node.
+/// The kubelet of one node: admission and the pod workers' lifecycle over the dependencies
+/// they share.
 pub struct Kubelet {
-    config: Config,
-    parts: Parts,
-    /// `parts.runtime`, called from async code.
-    runtime: AsyncRuntime,
-    events: Recorder,
-    crash: Mutex<CrashBackoff>,
-    image_backoff: Mutex<ImageBackoff>,
-    pods: Mutex<BTreeMap<String, PodEntry>>,
-    host_resolv: String,
-    proxy_tx: watch::Sender<ProxyInput>,
-    /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
-    /// one).
-    services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
-    /// Pod volumes.
-    volumes: Arc<VolumeManager>,
-    prober: crate::prober::Prober,
+    deps: Arc<WorkerDeps>,
 }
 
 impl std::fmt::Debug for Kubelet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kubelet")
-            .field("node", &self.config.node_name)
+            .field("node", &self.deps.config.node_name)
             .finish_non_exhaustive()
     }
 }
 
 impl Kubelet {
-    /// A kubelet over `parts`, configured by `config`.
-    pub fn new(config: Config, parts: Parts) -> Arc<Kubelet> {
-        let events = Recorder::new(&config.node_name, parts.clock.clone());
+    /// A kubelet over `deps`, configured by `config`.
+    pub fn new(config: Config, deps: KubeletDeps) -> Arc<Kubelet> {
+        let events = Recorder::new(&config.node_name, deps.clock.clone());
         let host_resolv = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
-        let crash = Mutex::new(CrashBackoff::new(parts.clock.clone()));
-        let image_backoff = Mutex::new(ImageBackoff::new(parts.clock.clone()));
+        let crash = Mutex::new(CrashBackoff::new(deps.clock.clone()));
+        let image_backoff = Mutex::new(ImageBackoff::new(deps.clock.clone()));
         let mounter = SystemMounter::new(config.mounter_path.clone());
         tracing::info!(mount_program = %mounter.program().display(), "volume mounter");
         let volumes = Arc::new(VolumeManager::new(
             &config.root_dir.join("pods"),
             Arc::new(mounter),
         ));
-        Arc::new_cyclic(|me| Kubelet {
-            prober: crate::prober::Prober::new(
-                Arc::new(probing::RuntimeProbeHost {
-                    kubelet: me.clone(),
-                }),
-                events.clone(),
-                parts.clock.clone(),
-                Box::new({
-                    let me = me.clone();
-                    move |uid| probing::wake(&me, uid)
-                }),
-            ),
-            config,
-            runtime: AsyncRuntime::new(parts.runtime.clone()),
-            parts,
-            events,
-            crash,
-            image_backoff,
-            pods: Mutex::new(BTreeMap::new()),
-            host_resolv,
-            proxy_tx: watch::channel(ProxyInput::default()).0,
-            services: Mutex::new(None),
-            volumes,
+        Arc::new_cyclic(|kubelet| {
+            let worker_deps = Arc::new_cyclic(|worker_deps| WorkerDeps {
+                prober: crate::prober::Prober::new(
+                    Arc::new(probing::RuntimeProbeHost {
+                        deps: worker_deps.clone(),
+                    }),
+                    events.clone(),
+                    deps.clock.clone(),
+                    Box::new({
+                        let kubelet = kubelet.clone();
+                        move |uid| Kubelet::wake_weak(&kubelet, uid)
+                    }),
+                ),
+                config,
+                runtime: AsyncRuntime::new(deps.runtime),
+                images: deps.images,
+                cni: deps.cni,
+                pull: deps.pull,
+                clock: deps.clock,
+                events,
+                crash,
+                image_backoff,
+                volumes,
+                host_resolv,
+                pods: PodTable::new(),
+            });
+            Kubelet { deps: worker_deps }
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.deps.config
     }
 
     /// What the proxy needs, updated on every snapshot and pod status change.
     pub fn proxy_input(&self) -> watch::Receiver<ProxyInput> {
-        self.proxy_tx.subscribe()
+        self.deps.pods.proxy_input()
     }
 
     /// The Services pods see in their environment, with their allocated ClusterIPs, and their
     /// endpoints (the proxy allocates and resolves them; until it has, the manifests' own values
     /// are used).
     pub fn set_services(&self, services: Vec<Service>, endpoints: Vec<Endpoints>) {
-        *self.services.lock().expect("services lock") = Some((services, endpoints));
+        self.deps.pods.set_services(services, endpoints);
     }
 
-    fn known_services(&self) -> (Vec<Service>, Vec<Endpoints>) {
-        let allocated = self.services.lock().expect("services lock").clone();
-        allocated.unwrap_or_else(|| {
-            let input = self.proxy_tx.borrow();
-            (input.services.clone(), input.endpoints.clone())
-        })
+    /// Wakes the worker of pod `uid` for a pass now (a no-op for a pod without one): the PLEG
+    /// when the pod's sandbox or containers changed, the prober when a probe result did.
+    pub fn wake(&self, uid: &str) {
+        self.deps.pods.wake(uid);
     }
 
-    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let links = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true);
-        service_env(&self.known_services().0, ns, links)
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.config.root_dir.join("pods")
+    fn wake_weak(kubelet: &std::sync::Weak<Kubelet>, uid: &str) {
+        if let Some(kubelet) = kubelet.upgrade() {
+            kubelet.wake(uid);
+        }
     }
 
     /// Runs the kubelet: applies every snapshot from `snapshots` until the channel closes, then
@@ -187,19 +179,24 @@ impl Kubelet {
         tokio::spawn(pleg::run(Arc::downgrade(&self)));
         let mut first = true;
         while let Some(snapshot) = snapshots.recv().await {
-            crate::source::record_errors(&self.events, &self.config.node_name, &snapshot.errors);
+            crate::source::record_errors(
+                &self.deps.events,
+                &self.deps.config.node_name,
+                &snapshot.errors,
+            );
             self.apply(&snapshot);
             if first {
-                self.clone().collect_orphans(&snapshot);
+                self.collect_orphans(&snapshot);
                 first = false;
             }
-            self.publish_proxy(Some(&snapshot));
+            self.deps.pods.publish_proxy(Some(&snapshot));
         }
     }
 
     /// Starts workers for new pods and stops those of pods that are gone.
-    fn apply(self: &Arc<Self>, snapshot: &Snapshot) {
-        let mut pods = self.pods.lock().expect("pods lock");
+    fn apply(&self, snapshot: &Snapshot) {
+        let config = &self.deps.config;
+        let mut pods = self.deps.pods.lock();
         let desired: BTreeMap<String, &Pod> = snapshot
             .pods
             .iter()
@@ -207,14 +204,14 @@ impl Kubelet {
             .collect();
         for (uid, entry) in pods.iter_mut() {
             if !desired.contains_key(uid) {
-                if let Some(w) = &entry.worker {
-                    let _ = w.send(None);
+                if let Some(worker) = &entry.worker {
+                    let _ = worker.send(None);
                 }
             }
         }
-        let max = self.config.max_pods as usize;
+        let max = config.max_pods as usize;
         let sysctls = SysctlAllowlist::new(
-            &self.config.allowed_unsafe_sysctls,
+            &config.allowed_unsafe_sysctls,
             SysctlAllowlist::kernel_version(),
         )
         // The configuration was checked at start; an empty list would refuse every sysctl.
@@ -239,9 +236,11 @@ impl Kubelet {
                     &pod,
                     reason,
                     &message,
-                    self.parts.clock.now(),
+                    self.deps.clock.now(),
                 ));
-                self.events.warning(&ObjectRef::pod(&pod), reason, message);
+                self.deps
+                    .events
+                    .warning(&ObjectRef::pod(&pod), reason, message);
                 pods.insert(
                     uid,
                     PodEntry {
@@ -261,7 +260,7 @@ impl Kubelet {
                     worker: Some(tx),
                 },
             );
-            tokio::spawn(worker::run(self.clone(), uid, rx));
+            tokio::spawn(PodWorker::new(self.deps.clone(), uid).run(rx));
         }
         // Rejected pods that left the manifest directory are forgotten.
         pods.retain(|uid, e| {
@@ -274,13 +273,14 @@ impl Kubelet {
     }
 
     /// Tears down sandboxes the runtime recovered that belong to no desired pod.
-    fn collect_orphans(self: Arc<Self>, snapshot: &Snapshot) {
+    fn collect_orphans(&self, snapshot: &Snapshot) {
         let desired: Vec<String> = snapshot
             .pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         let orphans: Vec<_> = self
+            .deps
             .runtime
             .inner()
             .list_sandboxes()
@@ -291,70 +291,9 @@ impl Kubelet {
         let mut keep = desired;
         keep.extend(orphans.iter().map(|s| s.pod.uid.clone()));
         for sandbox in orphans {
-            let k = self.clone();
-            tokio::spawn(async move { worker::remove_orphan(k, sandbox).await });
+            tokio::spawn(self.deps.clone().remove_orphan(sandbox));
         }
-        tokio::spawn(worker::remove_orphan_pod_dirs(self.clone(), keep));
-    }
-
-    /// Called by workers: the pod's latest state.
-    /// Workers call this after every pass; most passes change nothing, and then nothing is
-    /// cloned or sent on (the proxy would otherwise re-read every pod every second per pod).
-    fn set_pod(&self, uid: &str, pod: Pod, sandbox_id: Option<String>) {
-        let mut pods = self.pods.lock().expect("pods lock");
-        let Some(e) = pods.get_mut(uid) else {
-            return;
-        };
-        if e.pod == pod && e.sandbox_id == sandbox_id {
-            return;
-        }
-        e.pod = pod;
-        e.sandbox_id = sandbox_id;
-        drop(pods);
-        self.publish_proxy(None);
-    }
-
-    /// Called by a worker when its pod is gone for good.
-    fn forget(&self, uid: &str) {
-        self.pods.lock().expect("pods lock").remove(uid);
-        self.publish_proxy(None);
-    }
-
-    fn publish_proxy(&self, snapshot: Option<&Snapshot>) {
-        let pods = self.pods_list();
-        self.proxy_tx.send_modify(|input| {
-            if let Some(s) = snapshot {
-                input.services = s.services.clone();
-                input.endpoints = s.endpoints.clone();
-            }
-            input.pods = pods;
-        });
-    }
-
-    fn pods_list(&self) -> Vec<Pod> {
-        self.pods
-            .lock()
-            .expect("pods lock")
-            .values()
-            .map(|e| e.pod.clone())
-            .collect()
-    }
-
-    fn find(&self, namespace: &str, name: &str) -> Result<(Pod, Option<String>), ApiError> {
-        self.pods
-            .lock()
-            .expect("pods lock")
-            .values()
-            .find(|e| {
-                e.pod.metadata.name.as_deref() == Some(name)
-                    && e.pod.metadata.namespace.as_deref().unwrap_or("default") == namespace
-            })
-            .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "pods \"{name}\" not found in namespace {namespace}"
-                ))
-            })
+        tokio::spawn(self.deps.clone().remove_orphan_pod_dirs(keep));
     }
 
     /// The current (or previous) instance of a container.
@@ -363,17 +302,17 @@ impl Kubelet {
         target: &ContainerRef,
         previous: bool,
     ) -> Result<kubenode_runtime::ContainerStatus, ApiError> {
-        let (pod, sandbox) = self.find(&target.namespace, &target.pod)?;
+        let (pod, sandbox) = self.deps.pods.find(&target.namespace, &target.pod)?;
         let name = pick_container(&pod, target.container.as_deref())?;
         let instances = sandbox
-            .map(|s| self.runtime.inner().list_containers(Some(&s)))
+            .map(|s| self.deps.runtime.inner().list_containers(Some(&s)))
             .unwrap_or_default();
         let groups = actions::group(&instances);
-        let g = groups.get(name.as_str());
+        let instances_of = groups.get(name.as_str());
         let found = if previous {
-            g.and_then(|g| g.previous())
+            instances_of.and_then(|g| g.previous())
         } else {
-            g.and_then(|g| g.current())
+            instances_of.and_then(|g| g.current())
         };
         found.cloned().ok_or_else(|| {
             let what = if previous {
@@ -391,19 +330,19 @@ impl Kubelet {
 
 impl NodeView for Kubelet {
     fn pods(&self) -> Vec<Pod> {
-        self.pods_list()
+        self.deps.pods.list()
     }
 
     fn events(&self) -> Vec<Event> {
-        self.events.list()
+        self.deps.events.list()
     }
 
     fn services(&self) -> Vec<Service> {
-        self.known_services().0
+        self.deps.pods.known_services().0
     }
 
     fn endpoints(&self) -> Vec<Endpoints> {
-        self.known_services().1
+        self.deps.pods.known_services().1
     }
 
     fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError> {
@@ -420,6 +359,7 @@ impl NodeView for Kubelet {
                 )));
             }
             let out = self
+                .deps
                 .runtime
                 .try_run(move |rt| rt.exec(&instance.id, &request.command, request.timeout))
                 .await

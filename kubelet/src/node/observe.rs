@@ -46,7 +46,7 @@ pub fn container_id(id: &str) -> String {
 /// (back-off, image or create errors); `image_ids` maps image names to their IDs;
 /// `termination_message` reads an instance's termination message; `probes` gives a running
 /// instance's `(ready, started)` from the prober.
-pub fn observe(
+pub fn observe_containers(
     containers: &[&Container],
     instances: &[ContainerStatus],
     blocked: &HashMap<String, Blocked>,

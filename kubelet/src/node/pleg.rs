@@ -65,7 +65,7 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(runtime) = kubelet.upgrade().map(|k| k.runtime.clone()) else {
+        let Some(runtime) = kubelet.upgrade().map(|k| k.deps.runtime.clone()) else {
             return;
         };
         let Ok(now) = runtime
@@ -75,7 +75,7 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
             continue;
         };
         for uid in changed(&last, &now) {
-            super::probing::wake(&kubelet, &uid);
+            Kubelet::wake_weak(&kubelet, &uid);
         }
         last = now;
     }

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use crate::prober::{BoxFuture, ExecOutcome, HostError, Kill, ProbeHost};
 
-use super::Kubelet;
+use super::worker::WorkerDeps;
 
 /// [`ProbeHost`] over the kubelet's runtime.
 #[derive(Debug)]
 pub(super) struct RuntimeProbeHost {
-    pub(super) kubelet: Weak<Kubelet>,
+    pub(super) deps: Weak<WorkerDeps>,
 }
 
 impl RuntimeProbeHost {
-    fn kubelet(&self) -> Result<Arc<Kubelet>, HostError> {
-        self.kubelet.upgrade().ok_or(HostError::ShuttingDown)
+    fn deps(&self) -> Result<Arc<WorkerDeps>, HostError> {
+        self.deps.upgrade().ok_or(HostError::ShuttingDown)
     }
 }
 
@@ -28,8 +28,8 @@ impl ProbeHost for RuntimeProbeHost {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, HostError> {
-        let k = self.kubelet()?;
-        let out = k.runtime.inner().exec_capped(
+        let deps = self.deps()?;
+        let out = deps.runtime.inner().exec_capped(
             container_id,
             cmd,
             timeout,
@@ -45,18 +45,13 @@ impl ProbeHost for RuntimeProbeHost {
     }
 
     fn kill(&self, request: Kill) -> BoxFuture<Result<(), HostError>> {
-        let kubelet = self.kubelet.clone();
+        let deps = self.deps.clone();
         Box::pin(async move {
-            let k = kubelet.upgrade().ok_or(HostError::ShuttingDown)?;
-            let entry = {
-                let pods = k.pods.lock().expect("pods lock");
-                pods.get(&request.pod_uid)
-                    .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
-            };
-            let Some((pod, Some(sandbox_id))) = entry else {
+            let deps = deps.upgrade().ok_or(HostError::ShuttingDown)?;
+            let Some((pod, Some(sandbox_id))) = deps.pods.get(&request.pod_uid) else {
                 return Ok(()); // the pod is gone, and its containers with it
             };
-            let instances = k
+            let instances = deps
                 .runtime
                 .try_run(move |rt| rt.list_containers(Some(&sandbox_id)))
                 .await
@@ -79,20 +74,9 @@ impl ProbeHost for RuntimeProbeHost {
                 .as_ref()
                 .and_then(|s| s.pod_ip.clone())
                 .unwrap_or_default();
-            super::worker::stop_one(k.clone(), pod, pod_ip, instance, container, request.grace)
+            deps.stop_one(pod, pod_ip, instance, container, request.grace)
                 .await;
             Ok(())
         })
-    }
-}
-
-/// Wakes the worker of pod `uid` (a no-op for a pod without one).
-pub(super) fn wake(kubelet: &Weak<Kubelet>, uid: &str) {
-    let Some(k) = kubelet.upgrade() else {
-        return;
-    };
-    let pods = k.pods.lock().expect("pods lock");
-    if let Some(w) = pods.get(uid).and_then(|e| e.worker.as_ref()) {
-        w.send_modify(|_| {});
     }
 }

@@ -1,7 +1,13 @@
 //! One pod worker per pod: a loop that reconciles the pod until it is told to terminate it.
 //!
+//! A [`PodWorker`] owns what it remembers of its pod across passes (`WorkerState`) and shares
+//! the node's dependencies ([`WorkerDeps`]: the runtime, images, CNI, volumes, back-offs,
+//! events, the prober and the pod table) with the other workers. The operations that need no
+//! pod state (stopping containers, tearing down a sandbox or volumes, removing orphans) are
+//! methods of [`WorkerDeps`], so that the prober and the orphan collector use them too.
+//!
 //! Each pass (`sync`) ensures the sandbox (netns, CNI ADD, pause), the pod's managed files, then
-//! asks [`super::actions::compute`] what to start, starts it (pull, create, start, with events),
+//! asks [`super::actions::compute_pod_actions`] what to start, starts it (pull, create, start, with events),
 //! and publishes the status. The pass returns when to come back (`Requeue`), it never sleeps
 //! inside. Termination stops containers within the grace period (preStop first), then removes
 //! containers, the CNI attachment, the sandbox and the pod's directories, collecting errors.
@@ -16,23 +22,15 @@ mod start;
 mod stop;
 mod volumes;
 
-pub(super) use sandbox::remove_orphan;
-use sandbox::{ensure_sandbox, finish_sandbox, teardown_sandbox};
-use start::start_container;
-use stop::stop_containers;
-pub(super) use stop::stop_one;
-use stop::terminate;
-pub(super) use volumes::remove_orphan_pod_dirs;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubenode_cni::Attachment;
-use kubenode_runtime::image::{Image, PullPolicy};
+use kubenode_cni::{Attachment, CniClient};
+use kubenode_runtime::image::{Image, ImageStore, PullOptions, PullPolicy};
 use kubenode_runtime::spec::{BindMount, PodInfo};
 use kubenode_runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ImageRef, Sandbox, SandboxConfig,
@@ -44,12 +42,17 @@ use tokio::sync::watch;
 use super::actions::{self, Start};
 use super::files;
 use super::observe::{self, Blocked};
-use super::Kubelet;
+use super::runtime::AsyncRuntime;
+use super::table::PodTable;
 use crate::backoff::{
     container_backoff_key, crash_loop_message, image_backoff_key, image_pull_backoff_message,
+    Clock, CrashBackoff, ImageBackoff,
 };
-use crate::events::ObjectRef;
+use crate::config::Config;
+use crate::events::{ObjectRef, Recorder};
+use crate::prober::Prober;
 use crate::status::{generate_pod_status, is_terminal, reason, ObservedPod};
+use crate::volume::VolumeManager;
 
 /// How often a pod is re-synced when nothing wakes its worker. Container exits and pause
 /// deaths wake it within a second (the relist in `pleg`), probe results and manifest changes
@@ -93,6 +96,78 @@ struct WorkerState {
     evicted: Option<String>,
 }
 
+/// What every pod worker uses, shared by all of them.
+pub(in crate::node) struct WorkerDeps {
+    pub(in crate::node) config: Config,
+    pub(in crate::node) runtime: AsyncRuntime,
+    pub(in crate::node) images: Arc<ImageStore>,
+    pub(in crate::node) cni: Arc<CniClient>,
+    pub(in crate::node) pull: PullOptions,
+    pub(in crate::node) clock: Arc<dyn Clock>,
+    pub(in crate::node) events: Recorder,
+    pub(in crate::node) crash: Mutex<CrashBackoff>,
+    pub(in crate::node) image_backoff: Mutex<ImageBackoff>,
+    /// Pod volumes.
+    pub(in crate::node) volumes: Arc<VolumeManager>,
+    /// The host's /etc/resolv.conf, the base of the pods' own.
+    pub(in crate::node) host_resolv: String,
+    pub(in crate::node) prober: Prober,
+    /// Where workers publish their pod's state.
+    pub(in crate::node) pods: PodTable,
+}
+
+impl std::fmt::Debug for WorkerDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerDeps")
+            .field("node", &self.config.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerDeps {
+    fn pods_dir(&self) -> PathBuf {
+        self.config.root_dir.join("pods")
+    }
+
+    /// The Services in the environment of `pod`'s containers.
+    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        super::service_env(&self.pods.known_services().0, ns, links)
+    }
+
+    /// Runs `call` with the volume manager on the blocking pool (it mounts, and walks and
+    /// measures directories).
+    async fn with_volumes<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&VolumeManager) -> T + Send + 'static,
+    ) -> T {
+        let volumes = self.volumes.clone();
+        tokio::task::spawn_blocking(move || call(&volumes))
+            .await
+            .expect("blocking task panicked")
+    }
+
+    fn crash_backoff(&self) -> std::sync::MutexGuard<'_, CrashBackoff> {
+        super::lock(&self.crash, "crash back-off")
+    }
+
+    fn image_backoff(&self) -> std::sync::MutexGuard<'_, ImageBackoff> {
+        super::lock(&self.image_backoff, "image back-off")
+    }
+}
+
+/// The worker of one pod: its state across passes and the shared dependencies.
+pub(in crate::node) struct PodWorker {
+    uid: String,
+    state: WorkerState,
+    deps: Arc<WorkerDeps>,
+}
+
 fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
@@ -132,212 +207,235 @@ fn cgroup_parent(pod: &Pod) -> String {
     }
 }
 
-/// The worker task of the pod `uid`.
-pub(super) async fn run(k: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Option<Pod>>) {
-    let record_path = k.pods_dir().join(&uid).join("sandbox.json");
-    let record: PodRecord = std::fs::read(&record_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut state = WorkerState {
-        record,
-        pending: None,
-        blocked: HashMap::new(),
-        image_ids: HashMap::new(),
-        status: None,
-        evicted: None,
-    };
-    loop {
-        let desired = rx.borrow_and_update().clone();
-        let Some(pod) = desired else {
-            break;
-        };
-        let span = tracing::info_span!("pod", pod = %format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or("")), uid = %uid);
-        let requeue = {
-            let _g = span.enter();
-            drop(_g);
-            // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
-            // idle worker then keeps only its own small state.
-            Box::pin(sync(&k, &pod, &mut state)).await
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(requeue) => {}
-            changed = rx.changed() => if changed.is_err() { break },
-        }
-    }
-    let pod = k
-        .pods
-        .lock()
-        .expect("pods lock")
-        .get(&uid)
-        .map(|e| e.pod.clone());
-    if let Some(mut pod) = pod {
-        pod.metadata.deletion_timestamp = Some(Time(k.parts.clock.now()));
-        k.set_pod(&uid, pod.clone(), state.record.sandbox_id.clone());
-        k.prober.remove_pod(&uid);
-        Box::pin(terminate(&k, &pod, &mut state)).await;
-    }
-    k.forget(&uid);
-}
-
-fn save_record(k: &Kubelet, uid: &str, record: &PodRecord) {
-    let dir = k.pods_dir().join(uid);
-    let write = || -> std::io::Result<()> {
-        kubenode_fsutil::ensure_dir(&dir, POD_DIR_MODE)?;
-        kubenode_fsutil::write_atomic(&dir.join("sandbox.json"), &serde_json::to_vec(record)?)
-    };
-    if let Err(e) = write() {
-        tracing::warn!(pod_uid = uid, error = %e, "saving the pod record");
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("blocking task panicked")
-}
-
-/// One reconcile pass. Returns when to run the next one.
-async fn sync(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) -> Duration {
-    let uid = uid_of(pod);
-    let sandbox = match ensure_sandbox(k, pod, state).await {
-        Ok(s) => s,
-        Err(message) => return sandbox_failed(k, pod, state, message),
-    };
-    if let Err(wait) = volumes::set_up_volumes(k, pod, state).await {
-        return wait;
-    }
-    if volumes::evict_if_over_limit(k, pod, &sandbox.id, state).await {
-        return RESYNC;
-    }
-    let instances = k.runtime.list_containers(Some(&sandbox.id)).await;
-    let terminal = state
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(is_terminal);
-    let spec = pod.spec.clone().unwrap_or_default();
-    let info = pod_info(pod);
-    let mut requeue = RESYNC;
-    let decided = {
-        let mut crash = k.crash.lock().expect("crash lock");
-        actions::compute(&spec, &instances, terminal, |name, finished| {
-            crash.decide(
-                &container_backoff_key(&info.namespace, &info.name, &uid, name),
-                finished,
-            )
-        })
-    };
-    prune::prune_instances(k, pod, &instances, &decided.prune).await;
-    for w in &decided.backing_off {
-        let message = crash_loop_message(w.delay, &w.name, &info.name, &info.namespace, &uid);
-        if state
-            .blocked
-            .get(&w.name)
-            .is_none_or(|b| b.reason != reason::CRASH_LOOP_BACK_OFF)
-        {
-            k.events.warning(
-                &ObjectRef::container(pod, &w.name),
-                "BackOff",
-                format!(
-                    "Back-off restarting failed container {} in pod {}_{}({uid})",
-                    w.name, info.name, info.namespace
-                ),
-            );
-        }
-        state.blocked.insert(
-            w.name.clone(),
-            Blocked {
-                reason: reason::CRASH_LOOP_BACK_OFF.into(),
-                message,
-                retry_at: None,
+impl PodWorker {
+    /// The worker of pod `uid`, with what `sandbox.json` kept of it.
+    pub(in crate::node) fn new(deps: Arc<WorkerDeps>, uid: String) -> PodWorker {
+        let record_path = deps.pods_dir().join(&uid).join("sandbox.json");
+        let record: PodRecord = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        PodWorker {
+            uid,
+            state: WorkerState {
+                record,
+                pending: None,
+                blocked: HashMap::new(),
+                image_ids: HashMap::new(),
+                status: None,
+                evicted: None,
             },
+            deps,
+        }
+    }
+
+    /// The worker task: a pass for each desired pod from `desired` (and each wake), until it
+    /// is told to terminate the pod (`None`, or the sender dropped).
+    pub(in crate::node) async fn run(mut self, mut desired: watch::Receiver<Option<Pod>>) {
+        loop {
+            let wanted = desired.borrow_and_update().clone();
+            let Some(pod) = wanted else {
+                break;
+            };
+            let span = tracing::info_span!("pod", pod = %format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or("")), uid = %self.uid);
+            let requeue = {
+                let _g = span.enter();
+                drop(_g);
+                // Boxed: a pass's future is large (about 19 KB) and only alive during the pass;
+                // the idle worker then keeps only its own small state.
+                Box::pin(self.sync(&pod)).await
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(requeue) => {}
+                changed = desired.changed() => if changed.is_err() { break },
+            }
+        }
+        let deps = self.deps.clone();
+        if let Some((mut pod, _)) = deps.pods.get(&self.uid) {
+            pod.metadata.deletion_timestamp = Some(Time(deps.clock.now()));
+            deps.pods
+                .set_pod(&self.uid, pod.clone(), self.state.record.sandbox_id.clone());
+            deps.prober.remove_pod(&self.uid);
+            Box::pin(self.terminate(&pod)).await;
+        }
+        deps.pods.forget(&self.uid);
+    }
+
+    fn save_record(&self) {
+        let dir = self.deps.pods_dir().join(&self.uid);
+        let write = || -> std::io::Result<()> {
+            kubenode_fsutil::ensure_dir(&dir, POD_DIR_MODE)?;
+            kubenode_fsutil::write_atomic(
+                &dir.join("sandbox.json"),
+                &serde_json::to_vec(&self.state.record)?,
+            )
+        };
+        if let Err(e) = write() {
+            tracing::warn!(pod_uid = self.uid, error = %e, "saving the pod record");
+        }
+    }
+
+    /// One reconcile pass. Returns when to run the next one.
+    async fn sync(&mut self, pod: &Pod) -> Duration {
+        let uid = uid_of(pod);
+        let sandbox = match self.ensure_sandbox(pod).await {
+            Ok(s) => s,
+            Err(message) => return self.sandbox_failed(pod, message),
+        };
+        if let Err(wait) = self.set_up_volumes(pod).await {
+            return wait;
+        }
+        if self.evict_if_over_limit(pod, &sandbox.id).await {
+            return RESYNC;
+        }
+        let instances = self.deps.runtime.list_containers(Some(&sandbox.id)).await;
+        let terminal = self
+            .state
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(is_terminal);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let info = pod_info(pod);
+        let mut requeue = RESYNC;
+        let decided = {
+            let mut crash = self.deps.crash_backoff();
+            actions::compute_pod_actions(&spec, &instances, terminal, |name, finished| {
+                crash.decide(
+                    &container_backoff_key(&info.namespace, &info.name, &uid, name),
+                    finished,
+                )
+            })
+        };
+        self.deps
+            .prune_instances(pod, &instances, &decided.prune)
+            .await;
+        for waiting in &decided.backing_off {
+            let message = crash_loop_message(
+                waiting.delay,
+                &waiting.name,
+                &info.name,
+                &info.namespace,
+                &uid,
+            );
+            if self
+                .state
+                .blocked
+                .get(&waiting.name)
+                .is_none_or(|b| b.reason != reason::CRASH_LOOP_BACK_OFF)
+            {
+                self.deps.events.warning(
+                    &ObjectRef::container(pod, &waiting.name),
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}_{}({uid})",
+                        waiting.name, info.name, info.namespace
+                    ),
+                );
+            }
+            self.state.blocked.insert(
+                waiting.name.clone(),
+                Blocked {
+                    reason: reason::CRASH_LOOP_BACK_OFF.into(),
+                    message,
+                    retry_at: None,
+                },
+            );
+            requeue = requeue.min(waiting.remaining.max(Duration::from_millis(100)));
+        }
+        let now = Instant::now();
+        for start in &decided.start {
+            if let Some(at) = self
+                .state
+                .blocked
+                .get(&start.name)
+                .and_then(|b| b.retry_at)
+                .filter(|at| *at > now)
+            {
+                requeue = requeue.min(at - now);
+                continue;
+            }
+            match self.start_container(pod, &sandbox, start).await {
+                Ok(Some(wait)) => requeue = requeue.min(wait),
+                Ok(None) => {}
+                Err(message) => return self.sandbox_failed(pod, message),
+            }
+        }
+        // Nothing started in this pass (all waiting): the sandbox still has to come up.
+        if let Err(message) = self.finish_sandbox(pod).await {
+            return self.sandbox_failed(pod, message);
+        }
+        let instances = self.deps.runtime.list_containers(Some(&sandbox.id)).await;
+        self.publish(pod, true, &instances);
+        requeue
+    }
+
+    /// The sandbox could not be made (or its pause container did not start): a
+    /// `FailedCreatePodSandBox` event, the status, and a retry later.
+    fn sandbox_failed(&mut self, pod: &Pod, message: String) -> Duration {
+        self.deps
+            .events
+            .warning(&ObjectRef::pod(pod), "FailedCreatePodSandBox", message);
+        self.publish(pod, false, &[]);
+        SANDBOX_RETRY
+    }
+
+    /// Builds and publishes the pod's status from the instances.
+    fn publish(&mut self, pod: &Pod, sandbox_ready: bool, instances: &[ContainerStatus]) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let all: Vec<&Container> = crate::pod_containers(&spec).collect();
+        let pods_dir = self.deps.pods_dir().join(uid_of(pod));
+        let probe_ip = if host_network(pod) {
+            self.deps.config.node_ip.to_string()
+        } else {
+            self.state
+                .record
+                .pod_ips
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        };
+        self.deps.prober.sync_pod(pod, &probe_ip, instances);
+        let containers = observe::observe_containers(
+            &all,
+            instances,
+            &self.state.blocked,
+            &self.state.image_ids,
+            |s| termination_message(&pods_dir, &all, s),
+            |c, s| self.deps.prober.status(c, &s.id),
         );
-        requeue = requeue.min(w.remaining.max(Duration::from_millis(100)));
+        let node_ip = self.deps.config.node_ip.to_string();
+        let pod_ips = if host_network(pod) {
+            vec![node_ip.clone()]
+        } else {
+            self.state.record.pod_ips.clone()
+        };
+        let observed = ObservedPod {
+            sandbox_ready,
+            pod_ips,
+            host_ips: vec![node_ip],
+            start_time: self
+                .state
+                .record
+                .start_time
+                .as_deref()
+                .and_then(|t| t.parse().ok()),
+            containers,
+            terminal: pod.metadata.deletion_timestamp.is_some(),
+        };
+        let status = generate_pod_status(
+            pod,
+            &observed,
+            self.state.status.as_ref(),
+            self.deps.clock.now(),
+        );
+        self.state.status = Some(status.clone());
+        let mut pod = pod.clone();
+        pod.status = Some(status);
+        self.deps
+            .pods
+            .set_pod(&uid_of(&pod), pod, self.state.record.sandbox_id.clone());
     }
-    let now = Instant::now();
-    for start in &decided.start {
-        if let Some(at) = state
-            .blocked
-            .get(&start.name)
-            .and_then(|b| b.retry_at)
-            .filter(|at| *at > now)
-        {
-            requeue = requeue.min(at - now);
-            continue;
-        }
-        match start_container(k, pod, &sandbox, state, start).await {
-            Ok(Some(wait)) => requeue = requeue.min(wait),
-            Ok(None) => {}
-            Err(message) => return sandbox_failed(k, pod, state, message),
-        }
-    }
-    // Nothing started in this pass (all waiting): the sandbox still has to come up.
-    if let Err(message) = finish_sandbox(k, pod, state).await {
-        return sandbox_failed(k, pod, state, message);
-    }
-    let instances = k.runtime.list_containers(Some(&sandbox.id)).await;
-    publish(k, pod, state, true, &instances);
-    requeue
-}
-
-/// The sandbox could not be made (or its pause container did not start): a
-/// `FailedCreatePodSandBox` event, the status, and a retry later.
-fn sandbox_failed(k: &Kubelet, pod: &Pod, state: &mut WorkerState, message: String) -> Duration {
-    k.events
-        .warning(&ObjectRef::pod(pod), "FailedCreatePodSandBox", message);
-    publish(k, pod, state, false, &[]);
-    SANDBOX_RETRY
-}
-
-/// Builds and publishes the pod's status from the instances.
-fn publish(
-    k: &Kubelet,
-    pod: &Pod,
-    state: &mut WorkerState,
-    sandbox_ready: bool,
-    instances: &[ContainerStatus],
-) {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let all: Vec<&Container> = crate::pod_containers(&spec).collect();
-    let pods_dir = k.pods_dir().join(uid_of(pod));
-    let probe_ip = if host_network(pod) {
-        k.config.node_ip.to_string()
-    } else {
-        state.record.pod_ips.first().cloned().unwrap_or_default()
-    };
-    k.prober.sync_pod(pod, &probe_ip, instances);
-    let containers = observe::observe(
-        &all,
-        instances,
-        &state.blocked,
-        &state.image_ids,
-        |s| termination_message(&pods_dir, &all, s),
-        |c, s| k.prober.status(c, &s.id),
-    );
-    let node_ip = k.config.node_ip.to_string();
-    let pod_ips = if host_network(pod) {
-        vec![node_ip.clone()]
-    } else {
-        state.record.pod_ips.clone()
-    };
-    let observed = ObservedPod {
-        sandbox_ready,
-        pod_ips,
-        host_ips: vec![node_ip],
-        start_time: state
-            .record
-            .start_time
-            .as_deref()
-            .and_then(|t| t.parse().ok()),
-        containers,
-        terminal: pod.metadata.deletion_timestamp.is_some(),
-    };
-    let status = generate_pod_status(pod, &observed, state.status.as_ref(), k.parts.clock.now());
-    state.status = Some(status.clone());
-    let mut pod = pod.clone();
-    pod.status = Some(status);
-    k.set_pod(&uid_of(&pod), pod, state.record.sandbox_id.clone());
 }
 
 /// The file a container's `terminationMessagePath` is bound to.

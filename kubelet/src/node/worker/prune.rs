@@ -18,51 +18,56 @@ use std::path::Path;
 
 use super::*;
 
-/// Removes the instances `prune` names, logs first; then sweeps leftovers of instances that
-/// are gone. `instances` is what the runtime listed for the pod's sandbox.
-pub(super) async fn prune_instances(
-    k: &Arc<Kubelet>,
-    pod: &Pod,
-    instances: &[ContainerStatus],
-    prune: &[String],
-) {
-    let info = pod_info(pod);
-    let pods_dir = k.pods_dir().join(&info.uid);
-    for id in prune {
-        let Some(s) = instances.iter().find(|s| &s.id == id) else {
-            continue;
-        };
-        let log = k.runtime.inner().log_path(&info, &s.name, s.restart_count);
-        let term = termination_log(&pods_dir, &s.name, s.restart_count);
-        if let Err(e) = remove_log_set(&log).and_then(|()| remove_file_if_present(&term)) {
-            tracing::warn!(container = %s.name, restart = s.restart_count, error = %e, "removing the logs of an old container instance; keeping the instance to retry");
-            continue;
+impl WorkerDeps {
+    /// Removes the instances `prune` names, logs first; then sweeps leftovers of instances that
+    /// are gone. `instances` is what the runtime listed for the pod's sandbox.
+    pub(super) async fn prune_instances(
+        self: &Arc<Self>,
+        pod: &Pod,
+        instances: &[ContainerStatus],
+        prune: &[String],
+    ) {
+        let info = pod_info(pod);
+        let pods_dir = self.pods_dir().join(&info.uid);
+        for id in prune {
+            let Some(s) = instances.iter().find(|s| &s.id == id) else {
+                continue;
+            };
+            let log = self
+                .runtime
+                .inner()
+                .log_path(&info, &s.name, s.restart_count);
+            let term = termination_log(&pods_dir, &s.name, s.restart_count);
+            if let Err(e) = remove_log_set(&log).and_then(|()| remove_file_if_present(&term)) {
+                tracing::warn!(container = %s.name, restart = s.restart_count, error = %e, "removing the logs of an old container instance; keeping the instance to retry");
+                continue;
+            }
+            if let Err(e) = self.runtime.remove_container(id).await {
+                tracing::warn!(error = %e, "removing an old container instance");
+            }
         }
-        if let Err(e) = k.runtime.remove_container(id).await {
-            tracing::warn!(error = %e, "removing an old container instance");
+        // What stays of each container: the restart counts of the instances not pruned.
+        let mut kept: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
+        for s in instances.iter().filter(|s| !prune.contains(&s.id)) {
+            kept.entry(s.name.as_str())
+                .or_default()
+                .insert(s.restart_count);
         }
-    }
-    // What stays of each container: the restart counts of the instances not pruned.
-    let mut kept: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
-    for s in instances.iter().filter(|s| !prune.contains(&s.id)) {
-        kept.entry(s.name.as_str())
-            .or_default()
-            .insert(s.restart_count);
-    }
-    for (name, counts) in kept {
-        let log_dir = k
-            .runtime
-            .inner()
-            .log_path(&info, name, 0)
-            .parent()
-            .map(Path::to_path_buf);
-        let term_dir = termination_log(&pods_dir, name, 0)
-            .parent()
-            .map(Path::to_path_buf);
-        for (dir, kind) in [(log_dir, FileKind::Log), (term_dir, FileKind::Termination)] {
-            if let Some(dir) = dir {
-                if let Err(e) = sweep(&dir, kind, &counts) {
-                    tracing::warn!(container = name, dir = %dir.display(), error = %e, "sweeping files of removed container instances");
+        for (name, counts) in kept {
+            let log_dir = self
+                .runtime
+                .inner()
+                .log_path(&info, name, 0)
+                .parent()
+                .map(Path::to_path_buf);
+            let term_dir = termination_log(&pods_dir, name, 0)
+                .parent()
+                .map(Path::to_path_buf);
+            for (dir, kind) in [(log_dir, FileKind::Log), (term_dir, FileKind::Termination)] {
+                if let Some(dir) = dir {
+                    if let Err(e) = sweep(&dir, kind, &counts) {
+                        tracing::warn!(container = name, dir = %dir.display(), error = %e, "sweeping files of removed container instances");
+                    }
                 }
             }
         }

@@ -2,127 +2,136 @@
 
 use super::*;
 
-/// Stops and removes everything of the pod.
-pub(super) async fn terminate(k: &Arc<Kubelet>, pod: &Pod, state: &mut WorkerState) {
-    let grace = Duration::from_secs(
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0) as u64,
-    );
-    // A sandbox that failed to come up is gone already.
-    let _ = finish_sandbox(k, pod, state).await;
-    if let Some(sid) = state.record.sandbox_id.clone() {
-        stop_containers(k, pod, &sid, grace).await;
-        let instances = k.runtime.list_containers(Some(&sid)).await;
-        publish(k, pod, state, false, &instances);
-        teardown_sandbox(k, pod, &sid, Duration::ZERO).await;
-    } else {
-        // A worker that never recorded its sandbox (or an adopted one): find it by UID.
+impl PodWorker {
+    /// Stops and removes everything of the pod.
+    pub(super) async fn terminate(&mut self, pod: &Pod) {
+        let grace = Duration::from_secs(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64,
+        );
+        // A sandbox that failed to come up is gone already.
+        let _ = self.finish_sandbox(pod).await;
+        if let Some(sid) = self.state.record.sandbox_id.clone() {
+            self.deps.stop_containers(pod, &sid, grace).await;
+            let instances = self.deps.runtime.list_containers(Some(&sid)).await;
+            self.publish(pod, false, &instances);
+            self.deps.teardown_sandbox(pod, &sid, Duration::ZERO).await;
+        } else {
+            // A worker that never recorded its sandbox (or an adopted one): find it by UID.
+            let uid = uid_of(pod);
+            if let Some(s) = self
+                .deps
+                .runtime
+                .list_sandboxes()
+                .await
+                .into_iter()
+                .find(|s| s.pod.uid == uid)
+            {
+                self.deps.teardown_sandbox(pod, &s.id, grace).await;
+            }
+        }
         let uid = uid_of(pod);
-        if let Some(s) = k
-            .runtime
-            .list_sandboxes()
-            .await
-            .into_iter()
-            .find(|s| s.pod.uid == uid)
-        {
-            teardown_sandbox(k, pod, &s.id, grace).await;
+        self.deps.tear_down_volumes(&uid).await;
+        let info = pod_info(pod);
+        let _ = std::fs::remove_dir_all(
+            self.deps
+                .config
+                .log_dir
+                .join(format!("{}_{}_{}", info.namespace, info.name, uid)),
+        );
+        let mut crash = self.deps.crash_backoff();
+        for c in pod.spec.iter().flat_map(crate::pod_containers) {
+            crash.forget(&container_backoff_key(
+                &info.namespace,
+                &info.name,
+                &uid,
+                &c.name,
+            ));
         }
     }
-    let uid = uid_of(pod);
-    super::volumes::tear_down_volumes(k, &uid).await;
-    let info = pod_info(pod);
-    let _ = std::fs::remove_dir_all(
-        k.config
-            .log_dir
-            .join(format!("{}_{}_{}", info.namespace, info.name, uid)),
-    );
-    let mut crash = k.crash.lock().expect("crash lock");
-    for c in pod.spec.iter().flat_map(crate::pod_containers) {
-        crash.forget(&container_backoff_key(
-            &info.namespace,
-            &info.name,
-            &uid,
-            &c.name,
-        ));
-    }
 }
 
-/// Stops the running containers of a sandbox: preStop hooks first, then the stop signal and
-/// SIGKILL when the grace runs out, all containers at once.
-pub(super) async fn stop_containers(
-    k: &Arc<Kubelet>,
-    pod: &Pod,
-    sandbox_id: &str,
-    grace: Duration,
-) {
-    let running: Vec<ContainerStatus> = k
-        .runtime
-        .list_containers(Some(sandbox_id))
-        .await
-        .into_iter()
-        .filter(|s| matches!(s.state, ContainerState::Running | ContainerState::Created))
-        .collect();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let mut tasks = Vec::new();
-    for s in running {
-        let container = crate::pod_containers(&spec)
-            .find(|c| c.name == s.name)
-            .cloned();
-        k.events.normal(
-            &ObjectRef::container(pod, &s.name),
-            "Killing",
-            format!("Stopping container {}", s.name),
-        );
-        let k = k.clone();
-        let pod_obj = pod.clone();
-        let pod_ip = pod
-            .status
+impl WorkerDeps {
+    /// Stops the running containers of a sandbox: preStop hooks first, then the stop signal and
+    /// SIGKILL when the grace runs out, all containers at once.
+    pub(super) async fn stop_containers(
+        self: &Arc<Self>,
+        pod: &Pod,
+        sandbox_id: &str,
+        grace: Duration,
+    ) {
+        let running: Vec<ContainerStatus> = self
+            .runtime
+            .list_containers(Some(sandbox_id))
+            .await
+            .into_iter()
+            .filter(|s| matches!(s.state, ContainerState::Running | ContainerState::Created))
+            .collect();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut tasks = Vec::new();
+        for s in running {
+            let container = crate::pod_containers(&spec)
+                .find(|c| c.name == s.name)
+                .cloned();
+            self.events.normal(
+                &ObjectRef::container(pod, &s.name),
+                "Killing",
+                format!("Stopping container {}", s.name),
+            );
+            let deps = self.clone();
+            let pod_obj = pod.clone();
+            let pod_ip = pod
+                .status
+                .as_ref()
+                .and_then(|st| st.pod_ip.clone())
+                .unwrap_or_default();
+            tasks.push(tokio::spawn(
+                deps.stop_one(pod_obj, pod_ip, s, container, grace),
+            ));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Runs the container's preStop hook (if any) within `grace`, then stops `instance` with
+    /// the image's stop signal and what is left of the grace period (at least 2 s after a hook).
+    pub(in crate::node) async fn stop_one(
+        self: Arc<Self>,
+        pod_obj: Pod,
+        pod_ip: String,
+        instance: ContainerStatus,
+        container: Option<Container>,
+        grace: Duration,
+    ) {
+        let started = Instant::now();
+        let pre_stop = container
             .as_ref()
-            .and_then(|st| st.pod_ip.clone())
-            .unwrap_or_default();
-        tasks.push(tokio::spawn(stop_one(
-            k, pod_obj, pod_ip, s, container, grace,
-        )));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-/// Runs the container's preStop hook (if any) within `grace`, then stops the instance `s` with
-/// the image's stop signal and what is left of the grace period (at least 2 s after a hook).
-pub(in crate::node) async fn stop_one(
-    k: Arc<Kubelet>,
-    pod_obj: Pod,
-    pod_ip: String,
-    s: ContainerStatus,
-    container: Option<Container>,
-    grace: Duration,
-) {
-    let started = Instant::now();
-    let pre_stop = container
-        .as_ref()
-        .and_then(|c| c.lifecycle.as_ref())
-        .and_then(|l| l.pre_stop.as_ref());
-    if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
-        let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
-            let cap = crate::prober::MAX_EXEC_OUTPUT;
-            match k.runtime.exec_capped(&s.id, cmd, grace, cap).await {
-                Ok(out) if out.exit_code == 0 => None,
-                Ok(out) => Some(format!(
-                    "command exited with {}: {}",
-                    out.exit_code,
-                    String::from_utf8_lossy(&out.stdout).trim()
-                )),
-                Err(e) => Some(e.to_string()),
-            }
-        } else if let Some(action) = &hook.http_get {
-            match crate::node::hooks::http_get(action, c, &pod_ip, grace).await {
-                Ok(crate::node::hooks::HookResponse::FellBackToHttp(_)) => {
-                    k.events.warning(
+            .and_then(|c| c.lifecycle.as_ref())
+            .and_then(|l| l.pre_stop.as_ref());
+        if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
+            let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
+                let cap = crate::prober::MAX_EXEC_OUTPUT;
+                match self
+                    .runtime
+                    .exec_capped(&instance.id, cmd, grace, cap)
+                    .await
+                {
+                    Ok(out) if out.exit_code == 0 => None,
+                    Ok(out) => Some(format!(
+                        "command exited with {}: {}",
+                        out.exit_code,
+                        String::from_utf8_lossy(&out.stdout).trim()
+                    )),
+                    Err(e) => Some(e.to_string()),
+                }
+            } else if let Some(action) = &hook.http_get {
+                match crate::node::hooks::http_get(action, c, &pod_ip, grace).await {
+                    Ok(crate::node::hooks::HookResponse::FellBackToHttp(_)) => {
+                        self.events.warning(
                         &ObjectRef::pod(&pod_obj),
                         "LifecycleHTTPFallback",
                         format!(
@@ -130,44 +139,49 @@ pub(in crate::node) async fn stop_one(
                             action.host.as_deref().filter(|h| !h.is_empty()).unwrap_or(&pod_ip)
                         ),
                     );
-                    None
+                        None
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(e),
                 }
-                Ok(_) => None,
-                Err(e) => Some(e),
+            } else {
+                None
+            };
+            if let Some(why) = failed {
+                self.events.warning(
+                    &ObjectRef::container(&pod_obj, &instance.name),
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {why}"),
+                );
             }
-        } else {
-            None
-        };
-        if let Some(why) = failed {
-            k.events.warning(
-                &ObjectRef::container(&pod_obj, &s.name),
-                "FailedPreStopHook",
-                format!("PreStopHook failed: {why}"),
-            );
+        }
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(if grace.is_zero() {
+                Duration::ZERO
+            } else {
+                MIN_GRACE_AFTER_HOOK
+            });
+        let signal = self.image_stop_signal(&instance.image);
+        if let Err(e) = self
+            .runtime
+            .stop_container(&instance.id, left, signal)
+            .await
+        {
+            tracing::warn!(container = %instance.name, error = %e, "stopping the container");
         }
     }
-    let left = grace
-        .saturating_sub(started.elapsed())
-        .max(if grace.is_zero() {
-            Duration::ZERO
-        } else {
-            MIN_GRACE_AFTER_HOOK
-        });
-    let signal = image_stop_signal(&k, &s.image);
-    if let Err(e) = k.runtime.stop_container(&s.id, left, signal).await {
-        tracing::warn!(container = %s.name, error = %e, "stopping the container");
-    }
-}
 
-/// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
-pub(super) fn image_stop_signal(k: &Kubelet, image: &str) -> Option<i32> {
-    let img = k.parts.images.get(image).ok().flatten()?;
-    let text = img.config.config().as_ref()?.stop_signal().clone()?;
-    let signal = parse_signal(&text);
-    if signal.is_none() {
-        tracing::warn!(image, stop_signal = %text, "unknown STOPSIGNAL in the image; using SIGTERM");
+    /// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
+    pub(super) fn image_stop_signal(&self, image: &str) -> Option<i32> {
+        let img = self.images.get(image).ok().flatten()?;
+        let text = img.config.config().as_ref()?.stop_signal().clone()?;
+        let signal = parse_signal(&text);
+        if signal.is_none() {
+            tracing::warn!(image, stop_signal = %text, "unknown STOPSIGNAL in the image; using SIGTERM");
+        }
+        signal
     }
-    signal
 }
 
 /// Parses a signal as images spell it: `SIGQUIT`, `QUIT` or `3`.

@@ -10,145 +10,154 @@ const VOLUME_RETRY: Duration = Duration::from_secs(2);
 /// Upstream's pod status reason for an evicted pod.
 const EVICTED: &str = "Evicted";
 
-/// Sets the pod's volumes up. `Err(requeue)` when one failed: every container not running
-/// yet waits with `CreateContainerConfigError` naming the volume, and the pod gets a
-/// `FailedMount` warning per volume.
-pub(super) async fn set_up_volumes(
-    k: &Arc<Kubelet>,
-    pod: &Pod,
-    state: &mut WorkerState,
-) -> Result<(), Duration> {
-    let volumes = k.volumes.clone();
-    let p = pod.clone();
-    let result = blocking(move || volumes.set_up_pod(&p)).await;
-    let blocked_by_volume = |b: &Blocked| {
-        b.reason == reason::CREATE_CONTAINER_CONFIG_ERROR
-            && b.message.starts_with("MountVolume.SetUp failed")
-    };
-    let errors = match result {
-        Ok(()) => {
-            state.blocked.retain(|_, b| !blocked_by_volume(b));
-            return Ok(());
-        }
-        Err(errors) => errors,
-    };
-    for e in &errors {
-        tracing::warn!(error = %e, "setting up a volume");
-        k.events
-            .warning(&ObjectRef::pod(pod), "FailedMount", e.to_string());
-    }
-    let message = errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ");
-    let spec = pod.spec.clone().unwrap_or_default();
-    for c in crate::pod_containers(&spec) {
-        state.blocked.insert(
-            c.name.clone(),
-            Blocked {
-                reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
-                message: message.clone(),
-                retry_at: None,
-            },
-        );
-    }
-    let instances = match state.record.sandbox_id.clone() {
-        Some(sid) => k.runtime.list_containers(Some(&sid)).await,
-        None => Vec::new(),
-    };
-    publish(k, pod, state, true, &instances);
-    Err(VOLUME_RETRY)
-}
-
-/// The bind mounts of a container's volumeMounts; an error blocks the container with
-/// `CreateContainerConfigError` (as upstream's `makeMounts` failures do).
-pub(super) async fn container_mounts(
-    k: &Arc<Kubelet>,
-    pod: &Pod,
-    container: &Container,
-) -> Result<Vec<BindMount>, String> {
-    let volumes = k.volumes.clone();
-    let (p, c) = (pod.clone(), container.clone());
-    blocking(move || volumes.container_mounts(&p, &c))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Checks the pod's emptyDir size limits (rate-limited inside) and evicts it when one is
-/// exceeded: containers killed at once, pod `Failed` with reason `Evicted`, event `Evicted`.
-/// True when the pod is (now or already) evicted.
-pub(super) async fn evict_if_over_limit(
-    k: &Arc<Kubelet>,
-    pod: &Pod,
-    sandbox_id: &str,
-    state: &mut WorkerState,
-) -> bool {
-    if state.evicted.is_none() {
-        let volumes = k.volumes.clone();
+impl PodWorker {
+    /// Sets the pod's volumes up. `Err(requeue)` when one failed: every container not running
+    /// yet waits with `CreateContainerConfigError` naming the volume, and the pod gets a
+    /// `FailedMount` warning per volume.
+    pub(super) async fn set_up_volumes(&mut self, pod: &Pod) -> Result<(), Duration> {
         let p = pod.clone();
-        let Some(message) = blocking(move || volumes.check_size_limits(&p)).await else {
-            return false;
+        let result = self
+            .deps
+            .with_volumes(move |volumes| volumes.set_up_pod(&p))
+            .await;
+        let blocked_by_volume = |b: &Blocked| {
+            b.reason == reason::CREATE_CONTAINER_CONFIG_ERROR
+                && b.message.starts_with("MountVolume.SetUp failed")
         };
-        tracing::warn!(%message, "evicting the pod");
-        k.events
-            .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
-        state.evicted = Some(message);
-        stop_containers(k, pod, sandbox_id, Duration::ZERO).await;
+        let errors = match result {
+            Ok(()) => {
+                self.state.blocked.retain(|_, b| !blocked_by_volume(b));
+                return Ok(());
+            }
+            Err(errors) => errors,
+        };
+        for e in &errors {
+            tracing::warn!(error = %e, "setting up a volume");
+            self.deps
+                .events
+                .warning(&ObjectRef::pod(pod), "FailedMount", e.to_string());
+        }
+        let message = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let spec = pod.spec.clone().unwrap_or_default();
+        for c in crate::pod_containers(&spec) {
+            self.state.blocked.insert(
+                c.name.clone(),
+                Blocked {
+                    reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
+                    message: message.clone(),
+                    retry_at: None,
+                },
+            );
+        }
+        let instances = match self.state.record.sandbox_id.clone() {
+            Some(sid) => self.deps.runtime.list_containers(Some(&sid)).await,
+            None => Vec::new(),
+        };
+        self.publish(pod, true, &instances);
+        Err(VOLUME_RETRY)
     }
-    let instances = k.runtime.list_containers(Some(sandbox_id)).await;
-    publish(k, pod, state, false, &instances);
-    if let (Some(status), Some(message)) = (state.status.as_mut(), state.evicted.as_ref()) {
-        status.phase = Some("Failed".into());
-        status.reason = Some(EVICTED.into());
-        status.message = Some(message.clone());
-        let mut pod = pod.clone();
-        pod.status = Some(status.clone());
-        k.set_pod(&uid_of(&pod), pod, state.record.sandbox_id.clone());
+
+    /// Checks the pod's emptyDir size limits (rate-limited inside) and evicts it when one is
+    /// exceeded: containers killed at once, pod `Failed` with reason `Evicted`, event `Evicted`.
+    /// True when the pod is (now or already) evicted.
+    pub(super) async fn evict_if_over_limit(&mut self, pod: &Pod, sandbox_id: &str) -> bool {
+        if self.state.evicted.is_none() {
+            let p = pod.clone();
+            let Some(message) = self
+                .deps
+                .with_volumes(move |volumes| volumes.check_size_limits(&p))
+                .await
+            else {
+                return false;
+            };
+            tracing::warn!(%message, "evicting the pod");
+            self.deps
+                .events
+                .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
+            self.state.evicted = Some(message);
+            self.deps
+                .stop_containers(pod, sandbox_id, Duration::ZERO)
+                .await;
+        }
+        let instances = self.deps.runtime.list_containers(Some(sandbox_id)).await;
+        self.publish(pod, false, &instances);
+        if let (Some(status), Some(message)) =
+            (self.state.status.as_mut(), self.state.evicted.as_ref())
+        {
+            status.phase = Some("Failed".into());
+            status.reason = Some(EVICTED.into());
+            status.message = Some(message.clone());
+            let mut pod = pod.clone();
+            pod.status = Some(status.clone());
+            self.deps
+                .pods
+                .set_pod(&uid_of(&pod), pod, self.state.record.sandbox_id.clone());
+        }
+        true
     }
-    true
+}
+
+impl WorkerDeps {
+    /// The bind mounts of a container's volumeMounts; an error blocks the container with
+    /// `CreateContainerConfigError` (as upstream's `makeMounts` failures do).
+    pub(super) async fn container_mounts(
+        self: &Arc<Self>,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<Vec<BindMount>, String> {
+        let (p, c) = (pod.clone(), container.clone());
+        self.with_volumes(move |volumes| volumes.container_mounts(&p, &c))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Unmounts the pod's volumes and removes its directory (never through a mount point),
+    /// retrying a busy teardown a few times.
+    pub(super) async fn tear_down_volumes(self: &Arc<Self>, uid: &str) {
+        for attempt in 1..=TEARDOWN_ATTEMPTS {
+            let u = uid.to_string();
+            let Err(errors) = self
+                .with_volumes(move |volumes| volumes.tear_down_pod(&u))
+                .await
+            else {
+                return;
+            };
+            for e in errors {
+                if attempt == TEARDOWN_ATTEMPTS {
+                    tracing::error!(pod_uid = uid, error = %e, "tearing down the pod's volumes; its directory is kept until the next agent start");
+                } else {
+                    tracing::warn!(pod_uid = uid, error = %e, attempt, "tearing down the pod's volumes; retrying");
+                }
+            }
+            if attempt < TEARDOWN_ATTEMPTS {
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+            }
+        }
+    }
+
+    /// Tears down pod directories left by pods that are neither desired nor have a sandbox (an
+    /// agent killed after removing a sandbox but before unmounting its volumes): upstream's
+    /// orphaned pod directory cleanup, run once at start.
+    pub(in crate::node) async fn remove_orphan_pod_dirs(self: Arc<Self>, keep: Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(self.pods_dir()) else {
+            return;
+        };
+        for uid in entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|uid| !keep.contains(uid))
+        {
+            tracing::info!(pod_uid = %uid, "removing the directory of a pod that no longer exists");
+            self.tear_down_volumes(&uid).await;
+        }
+    }
 }
 
 /// Teardown attempts before giving up until the next agent start (a mount can stay busy for
 /// a moment after its last process exits).
 const TEARDOWN_ATTEMPTS: u32 = 3;
-
-/// Unmounts the pod's volumes and removes its directory (never through a mount point),
-/// retrying a busy teardown a few times.
-pub(super) async fn tear_down_volumes(k: &Arc<Kubelet>, uid: &str) {
-    for attempt in 1..=TEARDOWN_ATTEMPTS {
-        let volumes = k.volumes.clone();
-        let u = uid.to_string();
-        let Err(errors) = blocking(move || volumes.tear_down_pod(&u)).await else {
-            return;
-        };
-        for e in errors {
-            if attempt == TEARDOWN_ATTEMPTS {
-                tracing::error!(pod_uid = uid, error = %e, "tearing down the pod's volumes; its directory is kept until the next agent start");
-            } else {
-                tracing::warn!(pod_uid = uid, error = %e, attempt, "tearing down the pod's volumes; retrying");
-            }
-        }
-        if attempt < TEARDOWN_ATTEMPTS {
-            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-        }
-    }
-}
-
-/// Tears down pod directories left by pods that are neither desired nor have a sandbox (an
-/// agent killed after removing a sandbox but before unmounting its volumes): upstream's
-/// orphaned pod directory cleanup, run once at start.
-pub(in crate::node) async fn remove_orphan_pod_dirs(k: Arc<Kubelet>, keep: Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(k.pods_dir()) else {
-        return;
-    };
-    for uid in entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|uid| !keep.contains(uid))
-    {
-        tracing::info!(pod_uid = %uid, "removing the directory of a pod that no longer exists");
-        tear_down_volumes(&k, &uid).await;
-    }
-}

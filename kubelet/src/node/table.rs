@@ -1,0 +1,136 @@
+//! The node's pod table: each pod's latest state as its worker published it, the handle that
+//! wakes or stops the worker, and what the proxy reads (the pods with the Services and
+//! Endpoints).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use tokio::sync::watch;
+
+use super::{lock, ProxyInput};
+use crate::api::ApiError;
+use crate::source::Snapshot;
+
+/// One pod of the table.
+pub(super) struct PodEntry {
+    pub(super) pod: Pod,
+    pub(super) sandbox_id: Option<String>,
+    /// Sends the worker its desired pod (`None`: terminate it); absent for a rejected pod.
+    pub(super) worker: Option<watch::Sender<Option<Pod>>>,
+}
+
+/// The pods of the node by UID, and the proxy's input built from them.
+pub(super) struct PodTable {
+    entries: Mutex<BTreeMap<String, PodEntry>>,
+    proxy_tx: watch::Sender<ProxyInput>,
+    /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
+    /// one).
+    services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
+}
+
+impl PodTable {
+    pub(super) fn new() -> PodTable {
+        PodTable {
+            entries: Mutex::new(BTreeMap::new()),
+            proxy_tx: watch::channel(ProxyInput::default()).0,
+            services: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PodEntry>> {
+        lock(&self.entries, "pods")
+    }
+
+    pub(super) fn proxy_input(&self) -> watch::Receiver<ProxyInput> {
+        self.proxy_tx.subscribe()
+    }
+
+    pub(super) fn set_services(&self, services: Vec<Service>, endpoints: Vec<Endpoints>) {
+        *lock(&self.services, "services") = Some((services, endpoints));
+    }
+
+    /// The Services pods see and their endpoints: the proxy's allocated ones, else the
+    /// manifests' own.
+    pub(super) fn known_services(&self) -> (Vec<Service>, Vec<Endpoints>) {
+        let allocated = lock(&self.services, "services").clone();
+        allocated.unwrap_or_else(|| {
+            let input = self.proxy_tx.borrow();
+            (input.services.clone(), input.endpoints.clone())
+        })
+    }
+
+    /// Wakes the worker of pod `uid` (a no-op for a pod without one).
+    pub(super) fn wake(&self, uid: &str) {
+        let pods = self.lock();
+        if let Some(worker) = pods.get(uid).and_then(|e| e.worker.as_ref()) {
+            worker.send_modify(|_| {});
+        }
+    }
+
+    /// The pod `uid` as last published, with its sandbox.
+    pub(super) fn get(&self, uid: &str) -> Option<(Pod, Option<String>)> {
+        self.lock()
+            .get(uid)
+            .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
+    }
+
+    /// Called by workers: the pod's latest state.
+    /// Workers call this after every pass; most passes change nothing, and then nothing is
+    /// cloned or sent on (the proxy would otherwise re-read every pod every second per pod).
+    pub(super) fn set_pod(&self, uid: &str, pod: Pod, sandbox_id: Option<String>) {
+        let mut pods = self.lock();
+        let Some(e) = pods.get_mut(uid) else {
+            return;
+        };
+        if e.pod == pod && e.sandbox_id == sandbox_id {
+            return;
+        }
+        e.pod = pod;
+        e.sandbox_id = sandbox_id;
+        drop(pods);
+        self.publish_proxy(None);
+    }
+
+    /// Called by a worker when its pod is gone for good.
+    pub(super) fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+        self.publish_proxy(None);
+    }
+
+    /// Sends the proxy the pods, and the snapshot's Services and Endpoints when given.
+    pub(super) fn publish_proxy(&self, snapshot: Option<&Snapshot>) {
+        let pods = self.list();
+        self.proxy_tx.send_modify(|input| {
+            if let Some(s) = snapshot {
+                input.services = s.services.clone();
+                input.endpoints = s.endpoints.clone();
+            }
+            input.pods = pods;
+        });
+    }
+
+    pub(super) fn list(&self) -> Vec<Pod> {
+        self.lock().values().map(|e| e.pod.clone()).collect()
+    }
+
+    /// The pod `namespace/name` with its sandbox.
+    pub(super) fn find(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Pod, Option<String>), ApiError> {
+        self.lock()
+            .values()
+            .find(|e| {
+                e.pod.metadata.name.as_deref() == Some(name)
+                    && e.pod.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            })
+            .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "pods \"{name}\" not found in namespace {namespace}"
+                ))
+            })
+    }
+}
