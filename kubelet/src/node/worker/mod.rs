@@ -38,6 +38,7 @@ use kubenode_runtime::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::actions::{self, Start};
 use super::files;
@@ -172,6 +173,13 @@ fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
+/// The span of a pod's passes: `pod=<namespace>/<name> uid=<uid>`.
+fn pod_span(pod: &Pod) -> tracing::Span {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    tracing::info_span!("pod", pod = %format!("{namespace}/{name}"), uid = %uid_of(pod))
+}
+
 fn pod_info(pod: &Pod) -> PodInfo {
     PodInfo {
         namespace: pod
@@ -237,14 +245,11 @@ impl PodWorker {
             let Some(pod) = wanted else {
                 break;
             };
-            let span = tracing::info_span!("pod", pod = %format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or("")), uid = %self.uid);
-            let requeue = {
-                let _g = span.enter();
-                drop(_g);
-                // Boxed: a pass's future is large (about 19 KB) and only alive during the pass;
-                // the idle worker then keeps only its own small state.
-                Box::pin(self.sync(&pod)).await
-            };
+            // Every log line of the pass carries the pod.
+            let span = pod_span(&pod);
+            // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
+            // idle worker then keeps only its own small state.
+            let requeue = Box::pin(self.sync(&pod)).instrument(span).await;
             tokio::select! {
                 _ = tokio::time::sleep(requeue) => {}
                 changed = desired.changed() => if changed.is_err() { break },
@@ -256,7 +261,8 @@ impl PodWorker {
             deps.pods
                 .set_pod(&self.uid, pod.clone(), self.state.record.sandbox_id.clone());
             deps.prober.remove_pod(&self.uid);
-            Box::pin(self.terminate(&pod)).await;
+            let span = pod_span(&pod);
+            Box::pin(self.terminate(&pod)).instrument(span).await;
         }
         deps.pods.forget(&self.uid);
     }
