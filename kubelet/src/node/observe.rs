@@ -18,6 +18,18 @@ pub struct Blocked {
     pub message: String,
     /// Not retried before this instant (`None`: the next pass may retry).
     pub retry_at: Option<std::time::Instant>,
+    /// What holds it, where the worker has to know beyond the shown reason.
+    pub cause: BlockCause,
+}
+
+/// What holds a [`Blocked`] container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockCause {
+    /// A volume of the pod, or one the container mounts, could not be set up: cleared as soon
+    /// as the pod's volumes are set up.
+    VolumeSetUp,
+    /// Anything else (back-off, image, create and config errors): cleared by a start.
+    Other,
 }
 
 fn terminated(s: &ContainerStatus, message: Option<String>) -> Terminated {

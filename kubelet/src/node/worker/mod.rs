@@ -16,6 +16,7 @@
 //! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
 //! containers, emptyDir eviction, teardown).
 
+mod outcome;
 mod prune;
 mod sandbox;
 mod start;
@@ -42,7 +43,7 @@ use tracing::Instrument;
 
 use super::actions::{self, Start};
 use super::files;
-use super::observe::{self, Blocked};
+use super::observe::{self, BlockCause, Blocked};
 use super::runtime::AsyncRuntime;
 use super::table::PodTable;
 use crate::backoff::{
@@ -54,6 +55,7 @@ use crate::events::{ObjectRef, Recorder};
 use crate::prober::Prober;
 use crate::status::{generate_pod_status, is_terminal, reason, ObservedPod};
 use crate::volume::VolumeManager;
+use outcome::{SandboxStartError, StartOutcome, SyncError};
 
 /// How often a pod is re-synced when nothing wakes its worker. Container exits and pause
 /// deaths wake it within a second (the relist in `pleg`), probe results and manifest changes
@@ -88,7 +90,7 @@ struct PodRecord {
 struct WorkerState {
     record: PodRecord,
     /// A new sandbox while its network and pause container come up; containers are created
-    /// meanwhile and started only once it is up (see [`sandbox::finish_sandbox`]).
+    /// meanwhile and started only once it is up (see [`PodWorker::finish_sandbox`]).
     pending: Option<sandbox::Pending>,
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
@@ -286,7 +288,7 @@ impl PodWorker {
         let uid = uid_of(pod);
         let sandbox = match self.ensure_sandbox(pod).await {
             Ok(s) => s,
-            Err(message) => return self.sandbox_failed(pod, message),
+            Err(error) => return self.sandbox_failed(pod, error),
         };
         if let Err(wait) = self.set_up_volumes(pod).await {
             return wait;
@@ -345,6 +347,7 @@ impl PodWorker {
                     reason: reason::CRASH_LOOP_BACK_OFF.into(),
                     message,
                     retry_at: None,
+                    cause: BlockCause::Other,
                 },
             );
             requeue = requeue.min(waiting.remaining.max(Duration::from_millis(100)));
@@ -362,14 +365,14 @@ impl PodWorker {
                 continue;
             }
             match self.start_container(pod, &sandbox, start).await {
-                Ok(Some(wait)) => requeue = requeue.min(wait),
-                Ok(None) => {}
-                Err(message) => return self.sandbox_failed(pod, message),
+                Ok(StartOutcome::Wait(wait)) => requeue = requeue.min(wait),
+                Ok(StartOutcome::Done) => {}
+                Err(error) => return self.sandbox_failed(pod, error),
             }
         }
         // Nothing started in this pass (all waiting): the sandbox still has to come up.
-        if let Err(message) = self.finish_sandbox(pod).await {
-            return self.sandbox_failed(pod, message);
+        if let Err(error) = self.finish_sandbox(pod).await {
+            return self.sandbox_failed(pod, error);
         }
         let instances = self.deps.runtime.list_containers(Some(&sandbox.id)).await;
         self.publish(pod, true, &instances);
@@ -378,10 +381,12 @@ impl PodWorker {
 
     /// The sandbox could not be made (or its pause container did not start): a
     /// `FailedCreatePodSandBox` event, the status, and a retry later.
-    fn sandbox_failed(&mut self, pod: &Pod, message: String) -> Duration {
-        self.deps
-            .events
-            .warning(&ObjectRef::pod(pod), "FailedCreatePodSandBox", message);
+    fn sandbox_failed(&mut self, pod: &Pod, error: SyncError) -> Duration {
+        self.deps.events.warning(
+            &ObjectRef::pod(pod),
+            "FailedCreatePodSandBox",
+            error.to_string(),
+        );
         self.publish(pod, false, &[]);
         SANDBOX_RETRY
     }

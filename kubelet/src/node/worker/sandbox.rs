@@ -6,10 +6,10 @@ impl PodWorker {
     /// Finds (after a restart) the pod's ready sandbox, or creates one.
     ///
     /// A new sandbox is returned at once, with its network (CNI ADD) being set up and its pause
-    /// container starting, both in the background (`self.state.pending`): containers can be created in
-    /// it meanwhile (they join the pinned namespaces), and [`finish_sandbox`] is awaited before
+    /// container starting, both in the background (`state.pending`): containers can be created in
+    /// it meanwhile (they join the pinned namespaces), and [`Self::finish_sandbox`] is awaited before
     /// one is started, or created when its environment needs the pod IP.
-    pub(super) async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<Sandbox, String> {
+    pub(super) async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<Sandbox, SyncError> {
         // A sandbox left coming up by the last pass (which stopped before starting anything).
         self.finish_sandbox(pod).await?;
         let uid = uid_of(pod);
@@ -79,7 +79,7 @@ impl PodWorker {
             .runtime
             .create_sandbox(config, options)
             .await
-            .map_err(|e| format!("Failed to create pod sandbox: {e}"))?;
+            .map_err(SyncError::CreateSandbox)?;
         self.state.record.sandbox_id = Some(sandbox.id.clone());
         self.state.record.pod_ips = Vec::new();
         self.state.record.network_pending = !host_network(pod);
@@ -95,7 +95,6 @@ impl PodWorker {
                 cni.add(&attachment)
                     .await
                     .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
-                    .map_err(|e| e.to_string())
             })
         });
         self.state.pending = Some(Pending { pause, network });
@@ -103,16 +102,16 @@ impl PodWorker {
         // /etc/hosts (in place, the same inode) once the network is up, before any start.
         if let Err(e) = self.deps.write_pod_files(pod, &self.state.record) {
             let _ = self.finish_sandbox(pod).await;
-            return Err(format!("writing the pod's /etc files: {e}"));
+            return Err(SyncError::PodFiles(e));
         }
         Ok(sandbox)
     }
 
-    /// Waits until the sandbox [`ensure_sandbox`] left coming up is up: the pod IPs recorded and
+    /// Waits until the sandbox [`Self::ensure_sandbox`] left coming up is up: the pod IPs recorded and
     /// written into /etc/hosts, the pause container running. When either failed, the sandbox is
     /// torn down with whatever was created in it, and the error returned (for a
     /// `FailedCreatePodSandBox` event); the next pass makes a new sandbox.
-    pub(super) async fn finish_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
+    pub(super) async fn finish_sandbox(&mut self, pod: &Pod) -> Result<(), SyncError> {
         let Some(pending) = self.state.pending.take() else {
             return Ok(());
         };
@@ -120,16 +119,14 @@ impl PodWorker {
             None => Ok(None),
             Some(task) => match task.await {
                 Ok(Ok(ips)) => Ok(Some(ips)),
-                Ok(Err(e)) => Err(format!("setting up the pod network: {e}")),
-                Err(e) => Err(format!("setting up the pod network: the task failed: {e}")),
+                Ok(Err(e)) => Err(SandboxStartError::Network(e)),
+                Err(e) => Err(SandboxStartError::NetworkTask(e)),
             },
         };
         let pause = match pending.pause.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("starting the pause container: {e}")),
-            Err(e) => Err(format!(
-                "starting the pause container: the task failed: {e}"
-            )),
+            Ok(Err(e)) => Err(SandboxStartError::Pause(e)),
+            Err(e) => Err(SandboxStartError::PauseTask(e)),
         };
         let error = match (network, pause) {
             (Ok(ips), Ok(())) => {
@@ -140,7 +137,7 @@ impl PodWorker {
                 }
                 match self.deps.write_pod_files(pod, &self.state.record) {
                     Ok(()) => return Ok(()),
-                    Err(e) => format!("writing the pod's /etc files: {e}"),
+                    Err(e) => SandboxStartError::PodFiles(e),
                 }
             }
             (Err(e), _) | (_, Err(e)) => e,
@@ -153,7 +150,7 @@ impl PodWorker {
             ..Default::default()
         };
         self.save_record();
-        Err(format!("Failed to create pod sandbox: {error}"))
+        Err(SyncError::SandboxStart(error))
     }
 }
 
@@ -161,7 +158,7 @@ impl PodWorker {
 pub(super) struct Pending {
     pause: tokio::task::JoinHandle<Result<Sandbox, kubenode_runtime::RuntimeError>>,
     /// `None` for a host-network pod.
-    network: Option<tokio::task::JoinHandle<Result<Vec<String>, String>>>,
+    network: Option<tokio::task::JoinHandle<Result<Vec<String>, kubenode_cni::ClientError>>>,
 }
 
 pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {

@@ -3,27 +3,27 @@
 use super::*;
 
 impl PodWorker {
-    /// Pulls, creates and starts one container. Returns a shorter requeue when blocked, or the
-    /// sandbox error when the pause container, awaited before the start, failed (the sandbox and
-    /// the container are then gone).
+    /// Pulls, creates and starts one container. Returns a shorter requeue when it is held, or
+    /// the sandbox error when the sandbox, awaited before the start, did not come up (the
+    /// sandbox and the container are then gone).
     pub(super) async fn start_container(
         &mut self,
         pod: &Pod,
         sandbox: &Sandbox,
         start: &Start,
-    ) -> Result<Option<Duration>, String> {
+    ) -> Result<StartOutcome, SyncError> {
         let spec = pod.spec.clone().unwrap_or_default();
         let Some(container) = crate::pod_containers(&spec)
             .find(|c| c.name == start.name)
             .cloned()
         else {
-            return Ok(None);
+            return Ok(StartOutcome::Done);
         };
         let obj = ObjectRef::container(pod, &container.name);
         let image_name = container.image.clone().unwrap_or_default();
         let image = match self.pull(pod, &container).await {
             Ok(i) => i,
-            Err(wait) => return Ok(Some(wait)),
+            Err(wait) => return Ok(StartOutcome::Wait(wait)),
         };
         self.state
             .image_ids
@@ -78,12 +78,17 @@ impl PodWorker {
         });
         match self.deps.container_mounts(pod, &container).await {
             Ok(volume_mounts) => mounts.extend(volume_mounts),
-            Err(message) => {
+            Err(error) => {
+                let cause = match error {
+                    crate::volume::VolumeError::SetUp { .. } => BlockCause::VolumeSetUp,
+                    _ => BlockCause::Other,
+                };
                 return Ok(self.create_failed(
                     &obj,
                     &container.name,
                     reason::CREATE_CONTAINER_CONFIG_ERROR,
-                    message,
+                    error.to_string(),
+                    cause,
                 ));
             }
         }
@@ -124,6 +129,7 @@ impl PodWorker {
                     &container.name,
                     reason::CREATE_CONTAINER_ERROR,
                     e.to_string(),
+                    BlockCause::Other,
                 ));
             }
         };
@@ -143,7 +149,7 @@ impl PodWorker {
                     "Started",
                     format!("Started container {}", container.name),
                 );
-                Ok(None)
+                Ok(StartOutcome::Done)
             }
             Err(e) => {
                 // The runtime records the instance as exited (StartError, 128): the back-off and
@@ -152,7 +158,7 @@ impl PodWorker {
                 self.deps
                     .events
                     .warning(&obj, "Failed", format!("Error: {e}"));
-                Ok(None)
+                Ok(StartOutcome::Done)
             }
         }
     }
@@ -165,7 +171,8 @@ impl PodWorker {
         name: &str,
         reason: &str,
         message: String,
-    ) -> Option<Duration> {
+        cause: BlockCause,
+    ) -> StartOutcome {
         self.deps
             .events
             .warning(obj, "Failed", format!("Error: {message}"));
@@ -175,9 +182,10 @@ impl PodWorker {
                 reason: reason.into(),
                 message,
                 retry_at: Some(Instant::now() + CREATE_RETRY),
+                cause,
             },
         );
-        Some(CREATE_RETRY)
+        StartOutcome::Wait(CREATE_RETRY)
     }
 
     /// Ensures the container's image per its pull policy, with pull back-off and events.
@@ -198,6 +206,7 @@ impl PodWorker {
                     reason: reason::IMAGE_PULL_BACK_OFF.into(),
                     message,
                     retry_at: None,
+                    cause: BlockCause::Other,
                 },
             );
             return Err(wait.max(Duration::from_millis(100)));
@@ -212,6 +221,7 @@ impl PodWorker {
                         reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
                         message,
                         retry_at: Some(Instant::now() + CREATE_RETRY),
+                        cause: BlockCause::Other,
                     },
                 );
                 return Err(CREATE_RETRY);
@@ -266,6 +276,7 @@ impl PodWorker {
                         reason,
                         message,
                         retry_at: None,
+                        cause: BlockCause::Other,
                     },
                 );
                 Err(RESYNC)

@@ -4,6 +4,7 @@
 //! [`crate::volume`]; this file is the glue to events and status.
 
 use super::*;
+use crate::volume::VolumeError;
 
 /// Wait before retrying volumes that failed to set up.
 const VOLUME_RETRY: Duration = Duration::from_secs(2);
@@ -20,13 +21,11 @@ impl PodWorker {
             .deps
             .with_volumes(move |volumes| volumes.set_up_pod(&p))
             .await;
-        let blocked_by_volume = |b: &Blocked| {
-            b.reason == reason::CREATE_CONTAINER_CONFIG_ERROR
-                && b.message.starts_with("MountVolume.SetUp failed")
-        };
         let errors = match result {
             Ok(()) => {
-                self.state.blocked.retain(|_, b| !blocked_by_volume(b));
+                self.state
+                    .blocked
+                    .retain(|_, b| b.cause != BlockCause::VolumeSetUp);
                 return Ok(());
             }
             Err(errors) => errors,
@@ -42,6 +41,12 @@ impl PodWorker {
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("; ");
+        // Held by the volume set-up when the message is a set-up failure's (the first volume
+        // failed to set up rather than the mount table could not be read).
+        let cause = match errors.first() {
+            Some(VolumeError::SetUp { .. }) => BlockCause::VolumeSetUp,
+            _ => BlockCause::Other,
+        };
         let spec = pod.spec.clone().unwrap_or_default();
         for c in crate::pod_containers(&spec) {
             self.state.blocked.insert(
@@ -50,6 +55,7 @@ impl PodWorker {
                     reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
                     message: message.clone(),
                     retry_at: None,
+                    cause,
                 },
             );
         }
@@ -108,11 +114,10 @@ impl WorkerDeps {
         self: &Arc<Self>,
         pod: &Pod,
         container: &Container,
-    ) -> Result<Vec<BindMount>, String> {
+    ) -> Result<Vec<BindMount>, VolumeError> {
         let (p, c) = (pod.clone(), container.clone());
         self.with_volumes(move |volumes| volumes.container_mounts(&p, &c))
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Unmounts the pod's volumes and removes its directory (never through a mount point),
