@@ -422,7 +422,8 @@ fn stop_signals_then_kills_after_grace() {
 
     let id2 = f.rt.create_container(&sb, &container("b")).unwrap();
     f.rt.start_container(&id2).unwrap();
-    f.rt.stop_container(&id2, Duration::ZERO, Some(2)).unwrap();
+    f.rt.stop_container(&id2, Duration::ZERO, crate::Signal::new(2))
+        .unwrap();
     assert!(
         !f.oci.calls().contains(&format!("kill {id2} 2")),
         "no grace, no polite signal"

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::host::{Host, HostError, NamespaceFiles};
 use crate::oci::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState, OciStatus};
 use crate::shim::{ShimArgs, ShimLauncher, ShimStarted};
+use crate::signal::{KillScope, Signal};
 
 #[derive(Debug, Default)]
 struct OciInner {
@@ -112,11 +113,12 @@ impl OciRuntime for RecordingRuntime {
         Ok(self.lock().containers.get(id).cloned())
     }
 
-    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
-        self.record(
-            "kill",
-            format!("kill {id} {signal}{}", if all { " --all" } else { "" }),
-        )
+    fn kill(&self, id: &str, signal: Signal, scope: KillScope) -> Result<(), OciError> {
+        let all = match scope {
+            KillScope::All => " --all",
+            KillScope::Init => "",
+        };
+        self.record("kill", format!("kill {id} {signal}{all}"))
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kubenode_runtime::{
     ContainerConfig, ContainerStatus, ExecResult, Runtime, RuntimeError, Sandbox, SandboxConfig,
-    SandboxOptions,
+    SandboxOptions, Signal,
 };
 use tokio::task::{JoinError, JoinHandle};
 
@@ -108,7 +108,7 @@ impl AsyncRuntime {
         &self,
         id: &str,
         grace: Duration,
-        signal: Option<i32>,
+        signal: Option<Signal>,
     ) -> Result<(), RuntimeError> {
         let id = id.to_owned();
         self.run(move |rt| rt.stop_container(&id, grace, signal))

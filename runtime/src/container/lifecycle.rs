@@ -8,16 +8,12 @@ use crate::fsutil;
 use crate::host::oom_files;
 use crate::oci::OciStatus;
 use crate::shim::ShimArgs;
+use crate::signal::{KillScope, Signal};
 use crate::spec::{self, BindMount, ContainerSpecInput};
 use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
 use super::{wait_for_exit_record, ContainerConfig, ExecResult};
-
-/// SIGTERM.
-const SIGTERM: i32 = 15;
-/// SIGKILL.
-const SIGKILL: i32 = 9;
 
 impl Runtime {
     fn save_container(&self, meta: &ContainerMeta) -> Result<(), RuntimeError> {
@@ -244,7 +240,7 @@ impl Runtime {
         &self,
         id: &str,
         grace: Duration,
-        signal: Option<i32>,
+        signal: Option<Signal>,
     ) -> Result<(), RuntimeError> {
         let meta = self.container_meta(id)?;
         let exit = self.container_dir(id).join(EXIT);
@@ -274,7 +270,10 @@ impl Runtime {
             Some(_) => {}
         }
         if !grace.is_zero() {
-            if let Err(e) = self.oci.kill(id, signal.unwrap_or(SIGTERM), false) {
+            if let Err(e) = self
+                .oci
+                .kill(id, signal.unwrap_or(Signal::SIGTERM), KillScope::Init)
+            {
                 tracing::debug!(container = %id, "stop signal: {e}");
             }
             let deadline = Instant::now() + grace;
@@ -287,7 +286,7 @@ impl Runtime {
                 return Ok(());
             }
         }
-        if let Err(e) = self.oci.kill(id, SIGKILL, true) {
+        if let Err(e) = self.oci.kill(id, Signal::SIGKILL, KillScope::All) {
             if !matches!(self.oci.state(id), Ok(Some(s)) if s.status == OciStatus::Stopped)
                 && !exit.exists()
             {

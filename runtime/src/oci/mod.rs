@@ -9,6 +9,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::signal::{KillScope, Signal};
+
 pub use command::{run_capped, run_with_timeout, MAX_OUTPUT};
 pub use runc::{resolve_runtime, RuncCli, KNOWN_RUNTIMES};
 
@@ -121,8 +123,8 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn start(&self, id: &str) -> Result<(), OciError>;
     /// `state ID`; `None` when the runtime does not know the container.
     fn state(&self, id: &str) -> Result<Option<OciState>, OciError>;
-    /// `kill [--all] ID SIGNAL`.
-    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError>;
+    /// `kill [--all] ID SIGNAL`: `--all` for [`KillScope::All`].
+    fn kill(&self, id: &str, signal: Signal, scope: KillScope) -> Result<(), OciError>;
     /// `delete [--force] ID`; deleting an unknown container succeeds.
     fn delete(&self, id: &str, force: bool) -> Result<(), OciError>;
     /// `exec ID ARGS...` capturing at most `max_output` bytes of stdout and of stderr (read

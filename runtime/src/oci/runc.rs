@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::command::{run_capped, run_with_timeout, wait_or_kill, Finished};
 use super::{CreateRequest, ExecOutput, OciError, OciRuntime, OciState};
+use crate::signal::{KillScope, Signal};
 
 /// OCI runtimes known to work with this driver (same command line as runc).
 pub const KNOWN_RUNTIMES: [&str; 3] = ["runc", "crun", "youki"];
@@ -170,12 +171,11 @@ impl OciRuntime for RuncCli {
         }
     }
 
-    fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), OciError> {
+    fn kill(&self, id: &str, signal: Signal, scope: KillScope) -> Result<(), OciError> {
         let sig = signal.to_string();
-        if all {
-            self.call(&["kill", "--all", id, &sig]).map(drop)
-        } else {
-            self.call(&["kill", id, &sig]).map(drop)
+        match scope {
+            KillScope::All => self.call(&["kill", "--all", id, &sig]).map(drop),
+            KillScope::Init => self.call(&["kill", id, &sig]).map(drop),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::error::{ErrorList, RuntimeError};
 use crate::fsutil;
 use crate::host::NamespaceFiles;
 use crate::shim::{ExitRecord, ShimArgs};
+use crate::signal::{KillScope, Signal};
 use crate::spec::{self, NamespacePaths, PodInfo};
 use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
@@ -292,10 +293,13 @@ impl Runtime {
         let exit = self.sandbox_dir(id).join(EXIT);
         if meta.phase == SandboxPhase::Ready && !exit.exists() {
             // pause exits 0 on SIGTERM at once; SIGKILL covers a stuck one.
-            if self.oci.kill(id, 15, false).is_ok()
+            if self.oci.kill(id, Signal::SIGTERM, KillScope::Init).is_ok()
                 && !crate::container::wait_for_exit_record(&exit, meta.shim_pid)
             {
-                errors.check("killing the pause container", self.oci.kill(id, 9, true));
+                errors.check(
+                    "killing the pause container",
+                    self.oci.kill(id, Signal::SIGKILL, KillScope::All),
+                );
                 crate::container::wait_for_exit_record(&exit, meta.shim_pid);
             }
         }

@@ -35,7 +35,7 @@ use kubenode_runtime::image::{Image, ImageStore, PullOptions, PullPolicy};
 use kubenode_runtime::spec::{BindMount, PodInfo};
 use kubenode_runtime::{
     ContainerConfig, ContainerState, ContainerStatus, ImageRef, Sandbox, SandboxConfig,
-    SandboxOptions, SandboxState,
+    SandboxOptions, SandboxState, Signal,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;

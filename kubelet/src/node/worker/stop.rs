@@ -172,11 +172,11 @@ impl WorkerDeps {
         }
     }
 
-    /// The image's `STOPSIGNAL` as a signal number (`None`: SIGTERM).
-    pub(super) fn image_stop_signal(&self, image: &str) -> Option<i32> {
+    /// The image's `STOPSIGNAL` (`None`: SIGTERM).
+    pub(super) fn image_stop_signal(&self, image: &str) -> Option<Signal> {
         let img = self.images.get(image).ok().flatten()?;
         let text = img.config.config().as_ref()?.stop_signal().clone()?;
-        let signal = parse_signal(&text);
+        let signal = parse_signal(&text).and_then(Signal::new);
         if signal.is_none() {
             tracing::warn!(image, stop_signal = %text, "unknown STOPSIGNAL in the image; using SIGTERM");
         }
