@@ -4,7 +4,9 @@
 //! One [`Kubelet`] per agent. [`Kubelet::run`] consumes source snapshots: a new pod UID gets a
 //! worker task (see `worker`), a vanished UID has its worker terminate the pod. Each worker
 //! reconciles its pod (sandbox, init containers, app containers, restarts with back-off) and
-//! publishes the pod's status into the shared table that the API reads. On start, the runtime's
+//! publishes the pod's status into the pod table (`table`) that the API and the proxy read. The
+//! workers share one set of dependencies (`worker::WorkerDeps`, built from [`KubeletDeps`]);
+//! the kubelet itself only admits pods and starts and stops workers. On start, the runtime's
 //! view is recovered from disk and running pods are adopted, not restarted.
 
 mod actions;

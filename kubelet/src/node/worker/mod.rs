@@ -30,32 +30,28 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubenode_cni::{Attachment, CniClient};
-use kubenode_runtime::image::{Image, ImageStore, PullOptions, PullPolicy};
-use kubenode_runtime::spec::{BindMount, PodInfo};
-use kubenode_runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, ImageRef, Sandbox, SandboxConfig,
-    SandboxOptions, SandboxState, Signal,
-};
+use kubenode_cni::CniClient;
+use kubenode_runtime::image::{ImageStore, PullOptions};
+use kubenode_runtime::spec::PodInfo;
+use kubenode_runtime::ContainerStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::actions::{self, Start};
+use super::actions;
 use super::files;
 use super::observe::{self, BlockCause, Blocked};
 use super::runtime::AsyncRuntime;
 use super::table::PodTable;
 use crate::backoff::{
-    container_backoff_key, crash_loop_message, image_backoff_key, image_pull_backoff_message,
-    Clock, CrashBackoff, ImageBackoff,
+    container_backoff_key, crash_loop_message, Clock, CrashBackoff, ImageBackoff,
 };
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::prober::Prober;
 use crate::status::{generate_pod_status, is_terminal, reason, ObservedPod};
 use crate::volume::VolumeManager;
-use outcome::{SandboxStartError, StartOutcome, SyncError};
+use outcome::{StartOutcome, SyncError};
 
 /// How often a pod is re-synced when nothing wakes its worker. Container exits and pause
 /// deaths wake it within a second (the relist in `pleg`), probe results and manifest changes

@@ -16,7 +16,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::*;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubenode_runtime::ContainerStatus;
+
+use super::{pod_info, termination_log, WorkerDeps};
 
 impl WorkerDeps {
     /// Removes the instances `prune` names, logs first; then sweeps leftovers of instances that

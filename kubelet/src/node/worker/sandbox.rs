@@ -1,6 +1,18 @@
 //! The pod sandbox: find or create it (netns, CNI ADD, pause, managed /etc files), tear it down.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kubenode_cni::Attachment;
+use kubenode_runtime::{Sandbox, SandboxConfig, SandboxOptions, SandboxState};
+
+use super::outcome::{SandboxStartError, SyncError};
+use super::{
+    cgroup_parent, host_network, pod_info, uid_of, PodRecord, PodWorker, WorkerDeps,
+    MIN_GRACE_AFTER_HOOK, POD_IFNAME,
+};
+use crate::node::files;
 
 impl PodWorker {
     /// Finds (after a restart) the pod's ready sandbox, or creates one.

@@ -1,6 +1,19 @@
 //! Starting one container: image pull (policy, back-off, events), create, start.
 
-use super::*;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubenode_runtime::image::{Image, PullPolicy};
+use kubenode_runtime::spec::BindMount;
+use kubenode_runtime::{ContainerConfig, ImageRef, Sandbox};
+
+use super::outcome::{StartOutcome, SyncError};
+use super::{termination_log, uid_of, PodWorker, CREATE_RETRY, RESYNC};
+use crate::backoff::{image_backoff_key, image_pull_backoff_message};
+use crate::events::ObjectRef;
+use crate::node::actions::Start;
+use crate::node::observe::{self, BlockCause, Blocked};
+use crate::status::reason;
 
 impl PodWorker {
     /// Pulls, creates and starts one container. Returns a shorter requeue when it is held, or

@@ -1,6 +1,14 @@
 //! Termination: preStop hooks, the stop signal, the grace period, then removal of everything.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubenode_runtime::{ContainerState, ContainerStatus, Signal};
+
+use super::{pod_info, uid_of, PodWorker, WorkerDeps, MIN_GRACE_AFTER_HOOK};
+use crate::backoff::container_backoff_key;
+use crate::events::ObjectRef;
 
 impl PodWorker {
     /// Stops and removes everything of the pod.

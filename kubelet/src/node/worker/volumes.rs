@@ -3,7 +3,16 @@
 //! emptyDir outgrew its `sizeLimit`, and tear volumes down with the pod. The logic lives in
 //! [`crate::volume`]; this file is the glue to events and status.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kubenode_runtime::spec::BindMount;
+
+use super::{uid_of, PodWorker, WorkerDeps};
+use crate::events::ObjectRef;
+use crate::node::observe::{BlockCause, Blocked};
+use crate::status::reason;
 use crate::volume::VolumeError;
 
 /// Wait before retrying volumes that failed to set up.
