@@ -7,9 +7,7 @@ pub mod table;
 use std::path::PathBuf;
 
 use kubenode_kubelet::api::ApiClient;
-
-/// The agent's default run dir (docs/architecture.md, "On-disk state").
-pub const DEFAULT_RUN_DIR: &str = "/run/kubenode";
+use kubenode_kubelet::config::{DEFAULT_RUN_DIR, SOCKET_FILE};
 
 /// Where to find the agent: shared by every CLI subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -22,7 +20,7 @@ pub struct AgentRef {
 impl AgentRef {
     /// A client of the agent's socket.
     pub fn client(&self) -> ApiClient {
-        ApiClient::new(self.run_dir.join("kubenode.sock"))
+        ApiClient::new(self.run_dir.join(SOCKET_FILE))
     }
 }
 

@@ -11,11 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kubenode_kubelet::config::{Cidr, Config, Overrides};
+use kubenode_kubelet::config::{self as kconfig, Cidr, Config, Overrides};
 use kubenode_kubelet::node::{Kubelet, Parts};
-
-/// The configuration file read when `--config` is not given and it exists.
-const DEFAULT_CONFIG: &str = "/etc/kubenode/config.yaml";
 
 /// Which roles the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +106,8 @@ impl AgentArgs {
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let file = args.config.clone().or_else(|| {
-        let default = PathBuf::from(DEFAULT_CONFIG);
+        // The default file is read only when it exists.
+        let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
     let config = Config::resolve(file.as_deref(), &args.overrides())?;
@@ -164,7 +162,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
 
     // The node's own allocation store, so several agents can share a host; portmap from
     // Debian's containernetworking-plugins is chained when installed.
-    let system_plugins = PathBuf::from("/usr/lib/cni");
+    let system_plugins = PathBuf::from(kconfig::SYSTEM_CNI_BIN_DIR);
     if let Some(pod_cidr) = &config.pod_cidr {
         let network = kubenode_cni::DefaultNetwork {
             pod_cidr: Some(pod_cidr.to_string().parse().context("pod CIDR")?),
@@ -174,7 +172,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
                 .map(|c| c.to_string().parse())
                 .transpose()
                 .context("cluster CIDR")?,
-            data_dir: Some(config.root_dir.join("cni/networks")),
+            data_dir: Some(config.root_dir.join(kconfig::CNI_NETWORKS_DIR)),
             mtu: None,
             extra_bin_dirs: vec![system_plugins.clone()],
         };
@@ -190,7 +188,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let cni = kubenode_cni::CniClient::new(kubenode_cni::CniConfig {
         conf_dir: config.cni_conf_dir.clone(),
         bin_dirs: vec![config.cni_bin_dir.clone(), system_plugins],
-        cache_dir: config.root_dir.join("cni"),
+        cache_dir: config.root_dir.join(kconfig::CNI_CACHE_DIR),
         timeout: Duration::from_secs(120),
         plugin_netns: None,
     })?;

@@ -14,7 +14,7 @@ use kubenode_runtime::image::{ImageStore, PullEvent, PullOptions};
 pub struct ImageArgs {
     /// kubenode's state directory; images live in `<root-dir>/images` and
     /// `<root-dir>/snapshots`.
-    #[arg(long, global = true, default_value = "/var/lib/kubenode")]
+    #[arg(long, global = true, default_value = kubenode_kubelet::config::DEFAULT_ROOT_DIR)]
     pub root_dir: PathBuf,
     /// A registry reached over plain HTTP instead of HTTPS (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST:PORT", global = true)]

@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kubenode_kubelet::config::{
+    DEFAULT_MANIFEST_DIR, DEFAULT_ROOT_DIR, DEFAULT_SERVICE_CIDR, DEFAULT_SERVICE_NODE_PORT_RANGE,
+    PROXY_STATE_FILE,
+};
 use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
@@ -19,19 +23,19 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub cleanup: bool,
     /// Directory with Service and Endpoints manifests.
-    #[arg(long, default_value = "/etc/kubenode/manifests")]
+    #[arg(long, default_value = DEFAULT_MANIFEST_DIR)]
     pub manifest_dir: PathBuf,
     /// This node's name (default: the hostname).
     #[arg(long = "hostname-override")]
     pub node_name: Option<String>,
     /// Range ClusterIPs are allocated from.
-    #[arg(long, default_value = "10.96.0.0/12")]
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
     pub service_cidr: Ipv4Cidr,
     /// Pod network of the cluster: traffic to ClusterIPs from outside it is masqueraded.
     #[arg(long)]
     pub cluster_cidr: Option<Ipv4Cidr>,
     /// Range NodePorts are allocated from, `FIRST-LAST`.
-    #[arg(long, default_value = "30000-32767")]
+    #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
     /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -61,7 +65,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "2s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub pods_poll_period: Duration,
     /// Where ClusterIP and NodePort allocations are kept across restarts.
-    #[arg(long, default_value = "/var/lib/kubenode/proxy/allocations.json")]
+    #[arg(long, default_value_os_t = std::path::Path::new(DEFAULT_ROOT_DIR).join(PROXY_STATE_FILE))]
     pub state_file: PathBuf,
 }
 
@@ -109,7 +113,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let mut watcher = kubenode_kubelet::source::Watcher::new(
         args.manifest_dir,
         node_name,
-        Duration::from_secs(20),
+        kubenode_kubelet::config::DEFAULT_FILE_CHECK_FREQUENCY,
     );
     let mut changes = watcher.subscribe_changes();
     let (snapshot_tx, mut snapshots) = tokio::sync::mpsc::channel(4);
@@ -177,13 +181,13 @@ pub fn start_for_agent(
         .service_cidr
         .as_ref()
         .map(|c| c.to_string())
-        .unwrap_or_else(|| "10.96.0.0/12".into())
+        .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into())
         .parse()
         .context("service CIDR")?;
     let mut cfg = ProxyConfig::new(&config.node_name, service_cidr);
     let range = &config.service_node_port_range;
     cfg.node_port_range = range.first..=range.last;
-    cfg.state_file = Some(config.root_dir.join("proxy/allocations.json"));
+    cfg.state_file = Some(config.root_dir.join(PROXY_STATE_FILE));
     cfg.rules.cluster_cidr = config
         .cluster_cidr
         .as_ref()

@@ -407,7 +407,7 @@ impl Config {
 
     /// The unix socket of the operator's CLI: `<runDir>/kubenode.sock`.
     pub fn socket_path(&self) -> PathBuf {
-        self.run_dir.join("kubenode.sock")
+        self.run_dir.join(SOCKET_FILE)
     }
 }
 
