@@ -5,13 +5,12 @@
 //! API and (for `agent`) the proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
 //! running: the next start adopts them.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kubenode_kubelet::config::{self as kconfig, Cidr, Config, Overrides};
+use kubenode_kubelet::config::{self as kconfig, Config, Overrides};
 use kubenode_kubelet::node::{Kubelet, Parts};
 
 /// Which roles the process runs.
@@ -30,77 +29,9 @@ pub struct AgentArgs {
     /// when it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// This node's name (default: the hostname).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// This node's IP (default: chosen by the documented rule, logged at start).
-    #[arg(long)]
-    pub node_ip: Option<IpAddr>,
-    /// Persistent state (images, snapshots, pods).
-    #[arg(long)]
-    pub root_dir: Option<PathBuf>,
-    /// Volatile state (runtime state, sockets, netns).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Container logs.
-    #[arg(long)]
-    pub log_dir: Option<PathBuf>,
-    /// Static pod manifests (also Services and Endpoints).
-    #[arg(long)]
-    pub manifest_dir: Option<PathBuf>,
-    /// This node's pod CIDR (for the default network).
-    #[arg(long)]
-    pub pod_cidr: Option<Cidr>,
-    /// The cluster's pod network.
-    #[arg(long)]
-    pub cluster_cidr: Option<Cidr>,
-    /// The Service ClusterIP range.
-    #[arg(long)]
-    pub service_cidr: Option<Cidr>,
-    /// The read-only HTTP port (0 turns it off).
-    #[arg(long)]
-    pub read_only_port: Option<u16>,
-    /// The read-only port's address.
-    #[arg(long)]
-    pub read_only_address: Option<IpAddr>,
-    /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
-    /// CNI network configurations.
-    #[arg(long)]
-    pub cni_conf_dir: Option<PathBuf>,
-    /// CNI plugins.
-    #[arg(long)]
-    pub cni_bin_dir: Option<PathBuf>,
-    /// The OCI runtime binary (runc, or a path).
-    #[arg(long)]
-    pub runtime: Option<PathBuf>,
-    /// The mount program for NFS volumes (default: `mount` from PATH).
-    #[arg(long)]
-    pub experimental_mounter_path: Option<PathBuf>,
-}
-
-impl AgentArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            node_name: self.node_name.clone(),
-            node_ip: self.node_ip,
-            root_dir: self.root_dir.clone(),
-            run_dir: self.run_dir.clone(),
-            log_dir: self.log_dir.clone(),
-            manifest_dir: self.manifest_dir.clone(),
-            pod_cidr: self.pod_cidr,
-            cluster_cidr: self.cluster_cidr,
-            service_cidr: self.service_cidr,
-            read_only_port: self.read_only_port,
-            read_only_address: self.read_only_address,
-            insecure_registries: self.insecure_registries.clone(),
-            cni_conf_dir: self.cni_conf_dir.clone(),
-            cni_bin_dir: self.cni_bin_dir.clone(),
-            runtime: self.runtime.clone(),
-            mounter_path: self.experimental_mounter_path.clone(),
-        }
-    }
+    // The flags that override the file; their help is on the fields of `Overrides`.
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
@@ -110,7 +41,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
-    let config = Config::resolve(file.as_deref(), &args.overrides())?;
+    let config = Config::resolve(file.as_deref(), &args.overrides)?;
     tracing::info!(
         node = %config.node_name,
         node_ip = %config.node_ip,
