@@ -6,6 +6,7 @@ mod memory;
 mod notify;
 mod preflight;
 mod print;
+mod wiring;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -156,7 +156,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let mut watcher =
         kubenode_kubelet::source::Watcher::new(manifest_dir.clone(), node_name.clone(), period);
     if roles == Roles::All {
-        super::proxy::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
+        crate::wiring::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
     }
     // systemd (Type=notify): the node API and the read-only port answer from here on.
     crate::notify::ready(&format!("serving node {node_name}"));
