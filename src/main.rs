@@ -1,11 +1,12 @@
 //! The `kubenode` binary: parse the command line, start logging, dispatch to one subcommand.
 
-mod cli;
 mod commands;
 mod logging;
 mod memory;
 mod notify;
 mod preflight;
+mod print;
+mod wiring;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -5,17 +5,13 @@
 //! API and (for `agent`) the proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
 //! running: the next start adopts them.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kubenode_kubelet::config::{Cidr, Config, Overrides};
+use kubenode_kubelet::config::{self as kconfig, Config, Overrides};
 use kubenode_kubelet::node::{Kubelet, KubeletDeps};
-
-/// The configuration file read when `--config` is not given and it exists.
-const DEFAULT_CONFIG: &str = "/etc/kubenode/config.yaml";
 
 /// Which roles the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,86 +29,19 @@ pub struct AgentArgs {
     /// when it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// This node's name (default: the hostname).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// This node's IP (default: chosen by the documented rule, logged at start).
-    #[arg(long)]
-    pub node_ip: Option<IpAddr>,
-    /// Persistent state (images, snapshots, pods).
-    #[arg(long)]
-    pub root_dir: Option<PathBuf>,
-    /// Volatile state (runtime state, sockets, netns).
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Container logs.
-    #[arg(long)]
-    pub log_dir: Option<PathBuf>,
-    /// Static pod manifests (also Services and Endpoints).
-    #[arg(long)]
-    pub manifest_dir: Option<PathBuf>,
-    /// This node's pod CIDR (for the default network).
-    #[arg(long)]
-    pub pod_cidr: Option<Cidr>,
-    /// The cluster's pod network.
-    #[arg(long)]
-    pub cluster_cidr: Option<Cidr>,
-    /// The Service ClusterIP range.
-    #[arg(long)]
-    pub service_cidr: Option<Cidr>,
-    /// The read-only HTTP port (0 turns it off).
-    #[arg(long)]
-    pub read_only_port: Option<u16>,
-    /// The read-only port's address.
-    #[arg(long)]
-    pub read_only_address: Option<IpAddr>,
-    /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
-    /// CNI network configurations.
-    #[arg(long)]
-    pub cni_conf_dir: Option<PathBuf>,
-    /// CNI plugins.
-    #[arg(long)]
-    pub cni_bin_dir: Option<PathBuf>,
-    /// The OCI runtime binary (runc, or a path).
-    #[arg(long)]
-    pub runtime: Option<PathBuf>,
-    /// The mount program for NFS volumes (default: `mount` from PATH).
-    #[arg(long)]
-    pub experimental_mounter_path: Option<PathBuf>,
-}
-
-impl AgentArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            node_name: self.node_name.clone(),
-            node_ip: self.node_ip,
-            root_dir: self.root_dir.clone(),
-            run_dir: self.run_dir.clone(),
-            log_dir: self.log_dir.clone(),
-            manifest_dir: self.manifest_dir.clone(),
-            pod_cidr: self.pod_cidr,
-            cluster_cidr: self.cluster_cidr,
-            service_cidr: self.service_cidr,
-            read_only_port: self.read_only_port,
-            read_only_address: self.read_only_address,
-            insecure_registries: self.insecure_registries.clone(),
-            cni_conf_dir: self.cni_conf_dir.clone(),
-            cni_bin_dir: self.cni_bin_dir.clone(),
-            runtime: self.runtime.clone(),
-            mounter_path: self.experimental_mounter_path.clone(),
-        }
-    }
+    // The flags that override the file; their help is on the fields of `Overrides`.
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let file = args.config.clone().or_else(|| {
-        let default = PathBuf::from(DEFAULT_CONFIG);
+        // The default file is read only when it exists.
+        let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
-    let config = Config::resolve(file.as_deref(), &args.overrides())?;
+    let config = Config::resolve(file.as_deref(), &args.overrides)?;
     tracing::info!(
         node = %config.node_name,
         node_ip = %config.node_ip,
@@ -164,7 +93,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
 
     // The node's own allocation store, so several agents can share a host; portmap from
     // Debian's containernetworking-plugins is chained when installed.
-    let system_plugins = PathBuf::from("/usr/lib/cni");
+    let system_plugins = PathBuf::from(kconfig::SYSTEM_CNI_BIN_DIR);
     if let Some(pod_cidr) = &config.pod_cidr {
         let network = kubenode_cni::DefaultNetwork {
             pod_cidr: Some(pod_cidr.to_string().parse().context("pod CIDR")?),
@@ -174,7 +103,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
                 .map(|c| c.to_string().parse())
                 .transpose()
                 .context("cluster CIDR")?,
-            data_dir: Some(config.root_dir.join("cni/networks")),
+            data_dir: Some(config.root_dir.join(kconfig::CNI_NETWORKS_DIR)),
             mtu: None,
             extra_bin_dirs: vec![system_plugins.clone()],
         };
@@ -190,7 +119,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let cni = kubenode_cni::CniClient::new(kubenode_cni::CniConfig {
         conf_dir: config.cni_conf_dir.clone(),
         bin_dirs: vec![config.cni_bin_dir.clone(), system_plugins],
-        cache_dir: config.root_dir.join("cni"),
+        cache_dir: config.root_dir.join(kconfig::CNI_CACHE_DIR),
         timeout: Duration::from_secs(120),
         plugin_netns: None,
     })?;
@@ -227,7 +156,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let mut watcher =
         kubenode_kubelet::source::Watcher::new(manifest_dir.clone(), node_name.clone(), period);
     if roles == Roles::All {
-        super::proxy::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
+        crate::wiring::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
     }
     // systemd (Type=notify): the node API and the read-only port answer from here on.
     crate::notify::ready(&format!("serving node {node_name}"));

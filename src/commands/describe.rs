@@ -1,6 +1,7 @@
 //! `kubenode describe pod NAME`.
 
-use crate::cli::{describe::describe_pod, AgentRef};
+use super::AgentRef;
+use crate::print::describe::describe_pod;
 
 /// Options of `kubenode describe`.
 #[derive(clap::Args, Debug)]
@@ -46,6 +47,6 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
                 && e.involved_object.namespace.as_deref().unwrap_or("default") == args.namespace
         })
         .collect();
-    print!("{}", describe_pod(&pod, &events, crate::cli::now()));
+    print!("{}", describe_pod(&pod, &events, crate::print::now()));
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kubenode_kubelet::api::{ContainerRef, ExecRequest};
 
-use crate::cli::AgentRef;
+use super::AgentRef;
 
 /// Options of `kubenode exec`.
 #[derive(clap::Args, Debug)]

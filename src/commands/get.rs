@@ -1,9 +1,8 @@
 //! `kubenode get pods|events`: kubectl's tables, or the objects as JSON/YAML.
 
-use kubenode_kubelet::events::{event_row, EVENT_COLUMNS};
-use kubenode_kubelet::status::{pod_row, POD_COLUMNS, POD_WIDE_COLUMNS};
-
-use crate::cli::{print_list, table, AgentRef, Output};
+use super::AgentRef;
+use crate::print::get::{self as tables, Layout};
+use crate::print::{print_list, print_value, Output};
 
 /// Options of `kubenode get`.
 #[derive(clap::Args, Debug)]
@@ -31,7 +30,11 @@ pub struct GetArgs {
 /// Runs `kubenode get`.
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let client = args.agent.client();
-    let now = crate::cli::now();
+    let now = crate::print::now();
+    let layout = |output: Option<Output>| Layout {
+        wide: output == Some(Output::Wide),
+        all_namespaces: args.all_namespaces,
+    };
     let in_scope =
         |ns: Option<&str>| args.all_namespaces || ns.unwrap_or("default") == args.namespace;
     match args.resource.as_str() {
@@ -63,13 +66,11 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
             }
             match args.output {
                 Some(o @ (Output::Json | Output::Yaml)) if args.name.is_some() => {
-                    crate::cli::print_value(&items[0], o)
+                    print_value(&items[0], o)
                 }
                 Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
                 Some(Output::Name) => {
-                    for p in &items {
-                        println!("pod/{}", p.metadata.name.clone().unwrap_or_default());
-                    }
+                    print!("{}", tables::pod_names(&items));
                     Ok(())
                 }
                 other => {
@@ -77,29 +78,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                         eprintln!("No resources found in {} namespace.", args.namespace);
                         return Ok(());
                     }
-                    let wide = other == Some(Output::Wide);
-                    let mut header: Vec<&str> = POD_COLUMNS.to_vec();
-                    if wide {
-                        header.extend(POD_WIDE_COLUMNS);
-                    }
-                    if args.all_namespaces {
-                        header.insert(0, "NAMESPACE");
-                    }
-                    let rows: Vec<Vec<String>> = items
-                        .iter()
-                        .map(|p| {
-                            let r = pod_row(p, now);
-                            let mut cells = vec![r.name, r.ready, r.status, r.restarts, r.age];
-                            if wide {
-                                cells.extend([r.ip, r.node, r.nominated_node, r.readiness_gates]);
-                            }
-                            if args.all_namespaces {
-                                cells.insert(0, r.namespace);
-                            }
-                            cells
-                        })
-                        .collect();
-                    print!("{}", table::render(&header, &rows));
+                    print!("{}", tables::pods(&items, now, layout(other)));
                     Ok(())
                 }
             }
@@ -125,26 +104,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                         eprintln!("No events found in {} namespace.", args.namespace);
                         return Ok(());
                     }
-                    let mut header: Vec<&str> = EVENT_COLUMNS.to_vec();
-                    if args.all_namespaces {
-                        header.insert(0, "NAMESPACE");
-                    }
-                    let rows: Vec<Vec<String>> = items
-                        .iter()
-                        .map(|e| {
-                            let r = event_row(e, now);
-                            let mut cells =
-                                vec![r.last_seen, r.type_, r.reason, r.object, r.message];
-                            if args.all_namespaces {
-                                cells.insert(
-                                    0,
-                                    e.involved_object.namespace.clone().unwrap_or_default(),
-                                );
-                            }
-                            cells
-                        })
-                        .collect();
-                    print!("{}", table::render(&header, &rows));
+                    print!("{}", tables::events(&items, now, layout(None)));
                     Ok(())
                 }
             }
@@ -160,25 +120,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
             match args.output {
                 Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
                 other => {
-                    let wide = other == Some(Output::Wide);
-                    let mut header = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"];
-                    if wide {
-                        header.push("SELECTOR");
-                    }
-                    if args.all_namespaces {
-                        header.insert(0, "NAMESPACE");
-                    }
-                    let rows: Vec<Vec<String>> = items
-                        .iter()
-                        .map(|s| {
-                            let mut cells = crate::cli::services::service_row(s, now, wide);
-                            if args.all_namespaces {
-                                cells.insert(0, s.metadata.namespace.clone().unwrap_or_default());
-                            }
-                            cells
-                        })
-                        .collect();
-                    print!("{}", table::render(&header, &rows));
+                    print!("{}", tables::services(&items, now, layout(other)));
                     Ok(())
                 }
             }
@@ -194,24 +136,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
             match args.output {
                 Some(o @ (Output::Json | Output::Yaml)) => print_list(&items, o),
                 _ => {
-                    let mut header = vec!["NAME", "ENDPOINTS"];
-                    if args.all_namespaces {
-                        header.insert(0, "NAMESPACE");
-                    }
-                    let rows: Vec<Vec<String>> = items
-                        .iter()
-                        .map(|e| {
-                            let mut cells = vec![
-                                e.metadata.name.clone().unwrap_or_default(),
-                                crate::cli::services::format_endpoints(e),
-                            ];
-                            if args.all_namespaces {
-                                cells.insert(0, e.metadata.namespace.clone().unwrap_or_default());
-                            }
-                            cells
-                        })
-                        .collect();
-                    print!("{}", table::render(&header, &rows));
+                    print!("{}", tables::endpoints(&items, layout(None)));
                     Ok(())
                 }
             }

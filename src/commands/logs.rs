@@ -4,7 +4,7 @@ use std::io::Write;
 
 use kubenode_kubelet::api::ContainerRef;
 
-use crate::cli::AgentRef;
+use super::AgentRef;
 
 /// Options of `kubenode logs`.
 #[derive(clap::Args, Debug)]

@@ -10,3 +10,23 @@ pub mod logs;
 pub mod proxy;
 pub mod shim;
 pub mod version;
+
+use std::path::PathBuf;
+
+use kubenode_kubelet::api::ApiClient;
+use kubenode_kubelet::config::{DEFAULT_RUN_DIR, SOCKET_FILE};
+
+/// Where to find the agent: shared by every CLI subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentRef {
+    /// The agent's run dir; its socket is `<run-dir>/kubenode.sock`.
+    #[arg(long, env = "KUBENODE_RUN_DIR", default_value = DEFAULT_RUN_DIR, global = true)]
+    pub run_dir: PathBuf,
+}
+
+impl AgentRef {
+    /// A client of the agent's socket.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(self.run_dir.join(SOCKET_FILE))
+    }
+}

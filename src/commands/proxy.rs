@@ -1,12 +1,20 @@
 //! `kubenode proxy`: kube-proxy's role alone. Services and Endpoints come from the manifest
-//! directory; `--cleanup` removes every iptables rule and chain kubenode owns and exits.
+//! directory, the node's pods from a kubelet's read-only port (`--kubelet-url`, see
+//! `kubelet_client`); `--cleanup` removes every iptables rule and chain kubenode owns and exits.
+//! Inside `kubenode agent` the proxy is wired to the kubelet in-process instead
+//! (`crate::wiring`).
+
+mod kubelet_client;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kubenode_kubelet::source::ServiceChanges;
+use kubenode_kubelet::config::{
+    DEFAULT_FILE_CHECK_FREQUENCY, DEFAULT_MANIFEST_DIR, DEFAULT_ROOT_DIR, DEFAULT_SERVICE_CIDR,
+    DEFAULT_SERVICE_NODE_PORT_RANGE, PROXY_STATE_FILE,
+};
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
 use kubenode_proxy::model::Ipv4Cidr;
@@ -19,19 +27,19 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub cleanup: bool,
     /// Directory with Service and Endpoints manifests.
-    #[arg(long, default_value = "/etc/kubenode/manifests")]
+    #[arg(long, default_value = DEFAULT_MANIFEST_DIR)]
     pub manifest_dir: PathBuf,
     /// This node's name (default: the hostname).
     #[arg(long = "hostname-override")]
     pub node_name: Option<String>,
     /// Range ClusterIPs are allocated from.
-    #[arg(long, default_value = "10.96.0.0/12")]
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
     pub service_cidr: Ipv4Cidr,
     /// Pod network of the cluster: traffic to ClusterIPs from outside it is masqueraded.
     #[arg(long)]
     pub cluster_cidr: Option<Ipv4Cidr>,
     /// Range NodePorts are allocated from, `FIRST-LAST`.
-    #[arg(long, default_value = "30000-32767")]
+    #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
     /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -61,7 +69,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "2s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub pods_poll_period: Duration,
     /// Where ClusterIP and NodePort allocations are kept across restarts.
-    #[arg(long, default_value = "/var/lib/kubenode/proxy/allocations.json")]
+    #[arg(long, default_value_os_t = std::path::Path::new(DEFAULT_ROOT_DIR).join(PROXY_STATE_FILE))]
     pub state_file: PathBuf,
 }
 
@@ -109,7 +117,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let mut watcher = kubenode_kubelet::source::Watcher::new(
         args.manifest_dir,
         node_name,
-        Duration::from_secs(20),
+        DEFAULT_FILE_CHECK_FREQUENCY,
     );
     let mut changes = watcher.subscribe_changes();
     let (snapshot_tx, mut snapshots) = tokio::sync::mpsc::channel(4);
@@ -119,7 +127,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Some(change) => hand_over(&handle, change),
+                Some(change) => crate::wiring::hand_over(&handle, change),
                 None => break,
             },
             snap = snapshots.recv() => if snap.is_none() {
@@ -127,7 +135,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             },
             _ = poll.tick(), if args.kubelet_url.is_some() => {
                 let url = args.kubelet_url.clone().unwrap_or_default();
-                match tokio::task::spawn_blocking(move || http_get(&url, "/pods")).await? {
+                match kubelet_client::get(&url, "/pods").await {
                     Ok(body) if last_pods.as_deref() != Some(body.as_slice()) => {
                         match kubenode_proxy::model::pods_from_list_json(&body) {
                             Ok(pods) => {
@@ -146,131 +154,4 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || handle.shutdown()).await?;
     Ok(())
-}
-
-/// Gives the proxy what the source says changed: the first, complete set replaces everything,
-/// later ones are applied on top, so that one changed Service is reprogrammed alone.
-fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
-    if change.full {
-        handle.update_services(change.services);
-        handle.update_endpoints(change.endpoints);
-    } else {
-        handle.apply_changes(kubenode_proxy::Changes {
-            services: change.services,
-            removed_services: change.removed_services,
-            endpoints: change.endpoints,
-            removed_endpoints: change.removed_endpoints,
-        });
-    }
-}
-
-/// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
-/// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
-/// in-process from the kubelet.
-pub fn start_for_agent(
-    config: &kubenode_kubelet::config::Config,
-    kubelet: Arc<kubenode_kubelet::node::Kubelet>,
-    mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
-) -> anyhow::Result<()> {
-    let mut input = kubelet.proxy_input();
-    let service_cidr = config
-        .service_cidr
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "10.96.0.0/12".into())
-        .parse()
-        .context("service CIDR")?;
-    let mut cfg = ProxyConfig::new(&config.node_name, service_cidr);
-    let range = &config.service_node_port_range;
-    cfg.node_port_range = range.first..=range.last;
-    cfg.state_file = Some(config.root_dir.join("proxy/allocations.json"));
-    cfg.rules.cluster_cidr = config
-        .cluster_cidr
-        .as_ref()
-        .map(|c| c.to_string().parse())
-        .transpose()
-        .context("cluster CIDR")?;
-    let fw = IptablesFirewall::new("auto")?;
-    let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
-    // The rules stay in place when the agent stops, as kube-proxy's do.
-    // Pods see the Services' allocated ClusterIPs in their environment: the allocation is read
-    // back after each change and every few seconds.
-    tokio::spawn(async move {
-        // Like kube-proxy waiting for its informers' initial sync: no rules are written before
-        // the first read of the manifest directory, so a restarted agent does not replace the
-        // previous run's rules with empty ones for a moment.
-        let Some(first) = changes.recv().await else {
-            return;
-        };
-        proxy.update_services(first.services);
-        proxy.update_endpoints(first.endpoints);
-        let mut pods = input.borrow_and_update().pods.clone();
-        proxy.update_pods(pods.clone());
-        let handle = proxy.spawn();
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                change = changes.recv() => match change {
-                    Some(change) => hand_over(&handle, change),
-                    None => break,
-                },
-                // The kubelet publishes on every snapshot and pod change; only a change of the
-                // pods is news here (Services and Endpoints come above).
-                changed = input.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let now = input.borrow_and_update().pods.clone();
-                    if now != pods {
-                        pods = now;
-                        handle.update_pods(pods.clone());
-                    }
-                }
-                _ = tick.tick() => {
-                    let status = handle.status();
-                    let endpoints = status.endpoints.iter().map(|e| e.to_endpoints()).collect();
-                    kubelet.set_services(status.services, endpoints);
-                }
-            }
-        }
-    });
-    Ok(())
-}
-
-/// `GET <path>` from an `http://host:port` URL (HTTP/1.0, so the body ends at close), with
-/// timeouts; returns the body of a 200 answer.
-fn http_get(url: &str, path: &str) -> anyhow::Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    let hostport = url
-        .strip_prefix("http://")
-        .with_context(|| format!("--kubelet-url {url}: only http://host:port is supported"))?
-        .trim_end_matches('/');
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)?
-        .next()
-        .with_context(|| format!("resolving {hostport}"))?;
-    let timeout = Duration::from_secs(5);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {url}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nAccept: application/json\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.take(64 << 20).read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of HTTP headers")?;
-    let status = String::from_utf8_lossy(&raw[..split])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    anyhow::ensure!(
-        status.split_whitespace().nth(1) == Some("200"),
-        "GET {url}{path}: {status}"
-    );
-    Ok(raw[split + 4..].to_vec())
 }

@@ -3,6 +3,9 @@
 //! KubeletConfiguration`) plus kubenode's own keys, overridden by explicit
 //! command-line flags, with upstream defaults and the node directories of
 //! docs/architecture.md ("On-disk state").
+//!
+//! This module is the one source of the node's default paths and values: the resolver, the
+//! subcommands' flag defaults and the proxy wiring all read the constants below.
 
 mod cidr;
 mod duration;
@@ -34,6 +37,17 @@ pub const DEFAULT_LOG_DIR: &str = "/var/log/pods";
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 /// Default CNI plugin directory.
 pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Plugins of the distribution's containernetworking-plugins package (Debian installs them
+/// here), searched after the CNI plugin directory so that `portmap` can be chained.
+pub const SYSTEM_CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The node API's unix socket, under the run directory.
+pub const SOCKET_FILE: &str = "kubenode.sock";
+/// The proxy's ClusterIP and NodePort allocations, under the root directory.
+pub const PROXY_STATE_FILE: &str = "proxy/allocations.json";
+/// The CNI result cache, under the root directory.
+pub const CNI_CACHE_DIR: &str = "cni";
+/// The default network's IP allocation store, under the root directory.
+pub const CNI_NETWORKS_DIR: &str = "cni/networks";
 /// Default OCI runtime (looked up in `PATH` when not absolute).
 pub const DEFAULT_RUNTIME: &str = "runc";
 /// Default cluster domain.
@@ -54,6 +68,9 @@ pub const DEFAULT_CONTAINER_LOG_MAX_SIZE: &str = "10Mi";
 pub const DEFAULT_CONTAINER_LOG_MAX_FILES: u32 = 5;
 /// Default NodePort range.
 pub const DEFAULT_SERVICE_NODE_PORT_RANGE: &str = "30000-32767";
+/// Default Service ClusterIP range when `serviceCIDR` is not set (kubeadm's default
+/// `serviceSubnet`).
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Default of `failSwapOn`: the kubelet refuses to start on a host with swap on (upstream's
 /// KubeletConfiguration v1beta1 defaults it to true).
 pub const DEFAULT_FAIL_SWAP_ON: bool = true;

@@ -9,39 +9,63 @@ use std::time::Duration;
 
 /// Values given explicitly on the command line; each `Some` (or non-empty
 /// list) wins over the file and the defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// These are the command-line flags themselves (`kubenode agent` flattens them): each field's
+/// doc comment is its `--help` text, its flag the field's name in kebab case unless named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Overrides {
-    /// `--node-name`
+    /// This node's name (default: the hostname).
+    #[arg(long)]
     pub node_name: Option<String>,
-    /// `--node-ip`
+    /// This node's IP (default: chosen by the documented rule, logged at start).
+    #[arg(long)]
     pub node_ip: Option<IpAddr>,
-    /// `--root-dir`
+    /// Persistent state (images, snapshots, pods).
+    #[arg(long)]
     pub root_dir: Option<PathBuf>,
-    /// `--run-dir`
+    /// Volatile state (runtime state, sockets, netns).
+    #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// `--log-dir`
+    /// Container logs.
+    #[arg(long)]
     pub log_dir: Option<PathBuf>,
-    /// `--manifest-dir`
+    /// Static pod manifests (also Services and Endpoints).
+    #[arg(long)]
     pub manifest_dir: Option<PathBuf>,
-    /// `--pod-cidr`
+    /// This node's pod CIDR (for the default network).
+    #[arg(long)]
     pub pod_cidr: Option<Cidr>,
-    /// `--cluster-cidr`
+    /// The cluster's pod network.
+    #[arg(long)]
     pub cluster_cidr: Option<Cidr>,
-    /// `--service-cidr`
+    /// The Service ClusterIP range.
+    #[arg(long)]
     pub service_cidr: Option<Cidr>,
-    /// `--read-only-port` (0 turns the port off)
+    /// The read-only HTTP port (0 turns it off).
+    #[arg(long)]
     pub read_only_port: Option<u16>,
-    /// `--read-only-address`
+    /// The read-only port's address.
+    #[arg(long)]
     pub read_only_address: Option<IpAddr>,
-    /// `--insecure-registry` (repeatable; replaces the file's list when given)
+    /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
+    // Given at least once, the flags replace the file's whole list.
+    #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// `--cni-conf-dir`
+    /// CNI network configurations.
+    #[arg(long)]
     pub cni_conf_dir: Option<PathBuf>,
-    /// `--cni-bin-dir`
+    /// CNI plugins.
+    #[arg(long)]
     pub cni_bin_dir: Option<PathBuf>,
-    /// `--runtime`
+    /// The OCI runtime binary (runc, or a path).
+    #[arg(long)]
     pub runtime: Option<PathBuf>,
-    /// `--experimental-mounter-path`
+    /// The mount program for NFS volumes (default: `mount` from PATH).
+    // Upstream's flag name; the file's key is `mounterPath`.
+    #[arg(
+        long = "experimental-mounter-path",
+        value_name = "EXPERIMENTAL_MOUNTER_PATH"
+    )]
     pub mounter_path: Option<PathBuf>,
 }
 
@@ -407,7 +431,7 @@ impl Config {
 
     /// The unix socket of the operator's CLI: `<runDir>/kubenode.sock`.
     pub fn socket_path(&self) -> PathBuf {
-        self.run_dir.join("kubenode.sock")
+        self.run_dir.join(SOCKET_FILE)
     }
 }
 

@@ -1,30 +1,11 @@
-//! The operator's CLI: talks to the local agent's socket and prints what kubectl would.
+//! kubectl's output, in one place: the tables of `kubenode get` and `kubenode image ls`, the
+//! layout of `kubenode describe`, and objects as JSON, YAML or `kind/name`.
 
 pub mod describe;
+pub mod get;
+pub mod images;
 pub mod services;
 pub mod table;
-
-use std::path::PathBuf;
-
-use kubenode_kubelet::api::ApiClient;
-
-/// The agent's default run dir (docs/architecture.md, "On-disk state").
-pub const DEFAULT_RUN_DIR: &str = "/run/kubenode";
-
-/// Where to find the agent: shared by every CLI subcommand.
-#[derive(clap::Args, Debug, Clone)]
-pub struct AgentRef {
-    /// The agent's run dir; its socket is `<run-dir>/kubenode.sock`.
-    #[arg(long, env = "KUBENODE_RUN_DIR", default_value = DEFAULT_RUN_DIR, global = true)]
-    pub run_dir: PathBuf,
-}
-
-impl AgentRef {
-    /// A client of the agent's socket.
-    pub fn client(&self) -> ApiClient {
-        ApiClient::new(self.run_dir.join("kubenode.sock"))
-    }
-}
 
 /// The current time as a Kubernetes timestamp.
 pub fn now() -> k8s_openapi::jiff::Timestamp {

@@ -1,0 +1,108 @@
+//! The kubelet and the proxy in one process (`kubenode agent`). The kubelet never imports the
+//! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services and
+//! Endpoints that changed from the manifest watcher, and the node's pods from the `ProxyInput`
+//! the kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
+//! Services with their allocated ClusterIPs go back to the kubelet for the pods' environment
+//! every [`STATUS_PERIOD`] (the proxy's handle offers its status to read, not to watch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kubenode_kubelet::config::{DEFAULT_SERVICE_CIDR, PROXY_STATE_FILE};
+use kubenode_kubelet::source::ServiceChanges;
+use kubenode_proxy::conntrack::ConntrackTool;
+use kubenode_proxy::iptables::IptablesFirewall;
+use kubenode_proxy::{Proxy, ProxyConfig};
+
+/// How often the proxy's Services and endpoints are handed back to the kubelet.
+const STATUS_PERIOD: Duration = Duration::from_secs(2);
+
+/// Gives the proxy what the source says changed: the first, complete set replaces everything,
+/// later ones are applied on top, so that one changed Service is reprogrammed alone.
+pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
+    if change.full {
+        handle.update_services(change.services);
+        handle.update_endpoints(change.endpoints);
+    } else {
+        handle.apply_changes(kubenode_proxy::Changes {
+            services: change.services,
+            removed_services: change.removed_services,
+            endpoints: change.endpoints,
+            removed_endpoints: change.removed_endpoints,
+        });
+    }
+}
+
+/// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
+/// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
+/// in-process from the kubelet.
+pub fn start_for_agent(
+    config: &kubenode_kubelet::config::Config,
+    kubelet: Arc<kubenode_kubelet::node::Kubelet>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+) -> anyhow::Result<()> {
+    let mut input = kubelet.proxy_input();
+    let service_cidr = config
+        .service_cidr
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into())
+        .parse()
+        .context("service CIDR")?;
+    let mut cfg = ProxyConfig::new(&config.node_name, service_cidr);
+    let range = &config.service_node_port_range;
+    cfg.node_port_range = range.first..=range.last;
+    cfg.state_file = Some(config.root_dir.join(PROXY_STATE_FILE));
+    cfg.rules.cluster_cidr = config
+        .cluster_cidr
+        .as_ref()
+        .map(|c| c.to_string().parse())
+        .transpose()
+        .context("cluster CIDR")?;
+    let fw = IptablesFirewall::new("auto")?;
+    let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
+    // The rules stay in place when the agent stops, as kube-proxy's do.
+    // Pods see the Services' allocated ClusterIPs in their environment: the allocation is read
+    // back every `STATUS_PERIOD`.
+    tokio::spawn(async move {
+        // Like kube-proxy waiting for its informers' initial sync: no rules are written before
+        // the first read of the manifest directory, so a restarted agent does not replace the
+        // previous run's rules with empty ones for a moment.
+        let Some(first) = changes.recv().await else {
+            return;
+        };
+        proxy.update_services(first.services);
+        proxy.update_endpoints(first.endpoints);
+        let mut pods = input.borrow_and_update().pods.clone();
+        proxy.update_pods(pods.clone());
+        let handle = proxy.spawn();
+        let mut tick = tokio::time::interval(STATUS_PERIOD);
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Some(change) => hand_over(&handle, change),
+                    None => break,
+                },
+                // The kubelet publishes on every snapshot and pod change; only a change of the
+                // pods is news here (Services and Endpoints come above).
+                changed = input.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = input.borrow_and_update().pods.clone();
+                    if now != pods {
+                        pods = now;
+                        handle.update_pods(pods.clone());
+                    }
+                }
+                _ = tick.tick() => {
+                    let status = handle.status();
+                    let endpoints = status.endpoints.iter().map(|e| e.to_endpoints()).collect();
+                    kubelet.set_services(status.services, endpoints);
+                }
+            }
+        }
+    });
+    Ok(())
+}
