@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use serde_json::Value;
 
 use crate::{
@@ -290,14 +291,12 @@ impl TestAgent {
     }
 
     /// Every pod, as `kubenode get pods -A -o json` prints them.
-    pub fn pods(&self) -> anyhow::Result<Vec<Value>> {
-        let list: Value =
-            serde_json::from_str(&self.kubenode_ok(&["get", "pods", "-A", "-o", "json"])?)?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        for p in &items {
-            crate::LeakGuard::track_pod(&self.tag, p["metadata"]["uid"].as_str().unwrap_or(""));
+    pub fn pods(&self) -> anyhow::Result<Vec<Pod>> {
+        let pods: Vec<Pod> = self.get_list(&["pods", "-A"])?;
+        for p in &pods {
+            crate::LeakGuard::track_pod(&self.tag, p.metadata.uid.as_deref().unwrap_or(""));
         }
-        Ok(items)
+        Ok(pods)
     }
 
     /// Records every pod the agent has a directory for (`root/pods/<uid>`) with the leak guard.
@@ -312,11 +311,11 @@ impl TestAgent {
     }
 
     /// The pod named `name` (full static pod name), if present.
-    pub fn pod(&self, name: &str) -> anyhow::Result<Option<Value>> {
+    pub fn pod(&self, name: &str) -> anyhow::Result<Option<Pod>> {
         Ok(self
             .pods()?
             .into_iter()
-            .find(|p| p["metadata"]["name"] == name))
+            .find(|p| p.metadata.name.as_deref() == Some(name)))
     }
 
     /// Waits (polling every 100 ms) until `pred` holds for pod `name`; returns the pod.
@@ -325,8 +324,8 @@ impl TestAgent {
         name: &str,
         timeout: Duration,
         what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
+        pred: impl Fn(&Pod) -> bool,
+    ) -> anyhow::Result<Pod> {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
@@ -340,7 +339,7 @@ impl TestAgent {
         }
         bail!(
             "pod {name}: {what} not reached within {timeout:?}; last seen: {}\nagent log:\n{}",
-            last.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap_or_default())
+            last.map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default())
                 .unwrap_or_else(|| "<absent>".into()),
             tail(&self.log(), 40)
         )
@@ -359,10 +358,27 @@ impl TestAgent {
     }
 
     /// Events as `kubenode get events -A -o json` prints them.
-    pub fn events(&self) -> anyhow::Result<Vec<Value>> {
-        let list: Value =
-            serde_json::from_str(&self.kubenode_ok(&["get", "events", "-A", "-o", "json"])?)?;
-        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    pub fn events(&self) -> anyhow::Result<Vec<Event>> {
+        self.get_list(&["events", "-A"])
+    }
+
+    /// The `items` of `kubenode get WHAT… -o json` (a kubectl-style `kind: List`, which
+    /// `k8s_openapi::List` refuses: it wants `PodList` and the like), each read as a `T`.
+    pub fn get_list<T: k8s_openapi::serde::de::DeserializeOwned>(
+        &self,
+        what: &[&str],
+    ) -> anyhow::Result<Vec<T>> {
+        let args = [&["get"], what, &["-o", "json"]].concat();
+        let out = self.kubenode_ok(&args)?;
+        let kind = what.join(" ");
+        let mut list: Value = serde_json::from_str(&out)
+            .with_context(|| format!("`kubenode get {kind} -o json` printed no JSON: {out}"))?;
+        let items = match list["items"].take() {
+            Value::Null => Value::Array(vec![]),
+            items => items,
+        };
+        serde_json::from_value(items)
+            .with_context(|| format!("`kubenode get {kind} -o json`: items: {out}"))
     }
 
     fn force_cleanup(&self) {

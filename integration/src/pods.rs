@@ -1,37 +1,85 @@
-//! Reading pods as `/pods` and the CLI return them (JSON), and running a test against a fresh
+//! Reading pods as `/pods` and the CLI return them (typed: k8s-openapi's `Pod`), and running a test against a fresh
 //! agent: the helpers every end-to-end pod test uses.
 
-use serde_json::Value;
+use std::sync::LazyLock;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+};
 
 use crate::{unique_tag, LeakGuard, TestAgent};
 
+/// The pod's status (an empty one when absent).
+pub fn status(p: &Pod) -> &PodStatus {
+    static EMPTY: LazyLock<PodStatus> = LazyLock::new(PodStatus::default);
+    p.status.as_ref().unwrap_or(&EMPTY)
+}
+
 /// The pod's `status.phase` (empty when absent).
-pub fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or_default()
+pub fn phase(p: &Pod) -> &str {
+    status(p).phase.as_deref().unwrap_or_default()
 }
 
 /// The pod's `metadata.uid` (empty when absent).
-pub fn uid(p: &Value) -> String {
-    p["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+pub fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
 }
 
-/// The status of container `name` (`Null` when absent).
-pub fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or(&Value::Null)
+/// The pod's `status.podIP` (empty when absent).
+pub fn pod_ip(p: &Pod) -> &str {
+    status(p).pod_ip.as_deref().unwrap_or_default()
+}
+
+/// The status of container `name`, if the pod reports one.
+pub fn container<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    status(p)
+        .container_statuses
+        .as_deref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+/// The state of container `name` (an empty state when the container or its state is absent).
+pub fn state<'a>(p: &'a Pod, name: &str) -> &'a ContainerState {
+    static EMPTY: LazyLock<ContainerState> = LazyLock::new(ContainerState::default);
+    container(p, name)
+        .and_then(|c| c.state.as_ref())
+        .unwrap_or(&EMPTY)
+}
+
+/// The reason container `name` is waiting, if it is.
+pub fn waiting_reason<'a>(p: &'a Pod, name: &str) -> Option<&'a str> {
+    state(p, name).waiting.as_ref()?.reason.as_deref()
+}
+
+/// The message of container `name`'s waiting state, if it is waiting with one.
+pub fn waiting_message<'a>(p: &'a Pod, name: &str) -> Option<&'a str> {
+    state(p, name).waiting.as_ref()?.message.as_deref()
+}
+
+/// How container `name` terminated, if it did.
+pub fn terminated<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStateTerminated> {
+    state(p, name).terminated.as_ref()
+}
+
+/// The container ID of container `name`, if the pod reports one.
+pub fn container_id<'a>(p: &'a Pod, name: &str) -> Option<&'a str> {
+    container(p, name)?.container_id.as_deref()
+}
+
+/// The restart count of container `name`, if the pod reports the container.
+pub fn restarts(p: &Pod, name: &str) -> Option<i32> {
+    container(p, name).map(|c| c.restart_count)
 }
 
 /// Phase `Running` with every container running.
-pub fn all_running(p: &Value) -> bool {
+pub fn all_running(p: &Pod) -> bool {
     phase(p) == "Running"
-        && p["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
+        && status(p).container_statuses.as_deref().is_some_and(|a| {
+            !a.is_empty()
+                && a.iter()
+                    .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        })
 }
 
 /// `kubenode exec POD -c C -- sh -c SCRIPT`: the exit code and stdout + stderr.

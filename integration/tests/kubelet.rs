@@ -4,8 +4,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Event};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubenode_integration::agent::in_node;
-use kubenode_integration::pods::{all_running, container, phase, pod_yaml, with_agent};
+use kubenode_integration::pods::{
+    all_running, container, container_id, phase, pod_ip, pod_yaml, restarts, state, status,
+    terminated, waiting_reason, with_agent,
+};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 use serde_json::Value;
 
@@ -63,19 +68,14 @@ fn web_pod() -> anyhow::Result<()> {
             "Running with both containers",
             all_running,
         )?;
-        let ip = pod["status"]["podIP"]
-            .as_str()
-            .context("no podIP")?
-            .to_string();
+        let ip = status(&pod).pod_ip.clone().context("no podIP")?;
         ensure!(
             ip.starts_with("10.244.1."),
             "pod IP {ip} outside the node's pod CIDR"
         );
-        ensure!(pod["status"]["hostIP"] == kubenode_integration::agent::NODE_IP);
-        ensure!(pod["status"]["qosClass"] == "BestEffort");
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .context("conditions")?;
+        ensure!(status(&pod).host_ip.as_deref() == Some(kubenode_integration::agent::NODE_IP));
+        ensure!(status(&pod).qos_class.as_deref() == Some("BestEffort"));
+        let ready = status(&pod).conditions.as_deref().context("conditions")?;
         for c in [
             "PodReadyToStartContainers",
             "Initialized",
@@ -84,9 +84,7 @@ fn web_pod() -> anyhow::Result<()> {
             "PodScheduled",
         ] {
             ensure!(
-                ready
-                    .iter()
-                    .any(|x| x["type"] == c && x["status"] == "True"),
+                ready.iter().any(|x| x.type_ == c && x.status == "True"),
                 "condition {c} not True: {ready:?}"
             );
         }
@@ -190,47 +188,46 @@ fn restart_policies() -> anyhow::Result<()> {
             "Failed",
             |p| phase(p) == "Failed",
         )?;
-        let t = &container(&never, "c")["state"]["terminated"];
-        ensure!(t["exitCode"] == 7 && t["reason"] == "Error", "never: {t}");
-        ensure!(container(&never, "c")["restartCount"] == 0);
+        let t = terminated(&never, "c");
+        ensure!(
+            t.is_some_and(|t| t.exit_code == 7 && t.reason.as_deref() == Some("Error")),
+            "never: {t:?}"
+        );
+        ensure!(restarts(&never, "c") == Some(0));
         let onfail = agent.wait_pod(
             &agent.pod_name("onfail"),
             Duration::from_secs(60),
             "Succeeded",
             |p| phase(p) == "Succeeded",
         )?;
-        ensure!(container(&onfail, "c")["state"]["terminated"]["reason"] == "Completed");
+        ensure!(terminated(&onfail, "c").and_then(|t| t.reason.as_deref()) == Some("Completed"));
 
         // Always: the first restart is immediate, the next waits out a 10 s back-off.
         let name = agent.pod_name("always");
         let first = agent.wait_pod(&name, Duration::from_secs(60), "restartCount 1", |p| {
-            container(p, "c")["restartCount"].as_i64() >= Some(1)
+            restarts(p, "c") >= Some(1)
         })?;
-        let first_finish = container(&first, "c")["lastState"]["terminated"]["finishedAt"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let first_finish = last_terminated(&first, "c").and_then(|t| t.finished_at.clone());
         let waiting = agent.wait_pod(&name, Duration::from_secs(30), "CrashLoopBackOff", |p| {
-            container(p, "c")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            waiting_reason(p, "c") == Some("CrashLoopBackOff")
         })?;
-        let msg = container(&waiting, "c")["state"]["waiting"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let msg = state(&waiting, "c")
+            .waiting
+            .as_ref()
+            .and_then(|w| w.message.clone())
+            .unwrap_or_default();
         ensure!(
             msg.starts_with("back-off 10s restarting failed container=c pod="),
             "message {msg}"
         );
         let second = agent.wait_pod(&name, Duration::from_secs(40), "restartCount 2", |p| {
-            container(p, "c")["restartCount"].as_i64() >= Some(2)
+            restarts(p, "c") >= Some(2)
         })?;
-        let started = container(&second, "c")["state"]["running"]["startedAt"]
-            .as_str()
-            .or(container(&second, "c")["state"]["terminated"]["startedAt"].as_str())
-            .or(container(&second, "c")["lastState"]["terminated"]["startedAt"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        let gap = secs_between(&first_finish, &started)?;
+        let started = (state(&second, "c").running.as_ref())
+            .and_then(|r| r.started_at.clone())
+            .or(terminated(&second, "c").and_then(|t| t.started_at.clone()))
+            .or(last_terminated(&second, "c").and_then(|t| t.started_at.clone()));
+        let gap = secs_between(first_finish.as_ref(), started.as_ref())?;
         ensure!(
             gap >= 9.0,
             "second restart only {gap:.1}s after the first restart's previous finish"
@@ -241,22 +238,35 @@ fn restart_policies() -> anyhow::Result<()> {
         ensure!(
             events
                 .iter()
-                .any(|e| e["reason"] == "BackOff" && e["involvedObject"]["name"] == name),
+                .any(|e| is(e, "BackOff") && e.involved_object.name.as_deref() == Some(&name)),
             "no BackOff event"
         );
         Ok(())
     })
 }
 
-fn secs_between(a: &str, b: &str) -> anyhow::Result<f64> {
-    let p = |s: &str| -> anyhow::Result<f64> {
-        let out = kubenode_integration::run_ok(
-            std::process::Command::new("date").args(["-d", s, "+%s.%N"]),
-            Duration::from_secs(5),
-        )?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-    };
-    Ok(p(b)? - p(a)?)
+/// Seconds from `a` to `b`; a missing timestamp is an error.
+fn secs_between(a: Option<&Time>, b: Option<&Time>) -> anyhow::Result<f64> {
+    let (a, b) = (a.context("no start time")?, b.context("no end time")?);
+    Ok(b.0.duration_since(a.0).as_secs_f64())
+}
+
+/// How container `name` terminated the time before its current state, if it did.
+fn last_terminated<'a>(
+    p: &'a k8s_openapi::api::core::v1::Pod,
+    name: &str,
+) -> Option<&'a ContainerStateTerminated> {
+    container(p, name)?.last_state.as_ref()?.terminated.as_ref()
+}
+
+/// Whether event `e` has reason `reason`.
+fn is(e: &Event, reason: &str) -> bool {
+    e.reason.as_deref() == Some(reason)
+}
+
+/// The event's message (empty when absent).
+fn message(e: &Event) -> &str {
+    e.message.as_deref().unwrap_or_default()
 }
 
 fn init_containers() -> anyhow::Result<()> {
@@ -290,44 +300,48 @@ fn init_containers() -> anyhow::Result<()> {
             &name,
             Duration::from_secs(60),
             "Init:0/2 while the first runs",
-            |p| p["status"]["initContainerStatuses"][0]["state"]["running"].is_object(),
+            |p| {
+                (status(p).init_container_statuses.as_deref())
+                    .and_then(|s| s.first()?.state.as_ref())
+                    .is_some_and(|s| s.running.is_some())
+            },
         )?;
         ensure!(
             phase(&pending) == "Pending",
             "phase while initializing: {}",
             phase(&pending)
         );
-        ensure!(container(&pending, "app")["state"]["waiting"]["reason"] == "PodInitializing");
+        ensure!(waiting_reason(&pending, "app") == Some("PodInitializing"));
         let table = agent.kubenode_ok(&["get", "pods", &name])?;
         ensure!(table.contains("Init:0/2"), "table {table}");
         agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
         // Order: each init container started after the previous one finished, the app last.
         let pod = agent.pod(&name)?.context("pod")?;
-        let inits = pod["status"]["initContainerStatuses"]
-            .as_array()
-            .context("init statuses")?;
-        let t = |c: &Value, k: &str| {
-            c["state"]["terminated"][k]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        };
+        let inits = (status(&pod).init_container_statuses.as_deref()).context("init statuses")?;
+        let t = |c: &ContainerStatus| c.state.as_ref().and_then(|s| s.terminated.clone());
         ensure!(
             inits
                 .iter()
-                .all(|c| c["state"]["terminated"]["reason"] == "Completed"),
+                .all(|c| t(c).and_then(|t| t.reason) == Some("Completed".into())),
             "{inits:?}"
         );
+        let (first, second) = (t(&inits[0]), t(&inits[1]));
         ensure!(
-            secs_between(&t(&inits[0], "finishedAt"), &t(&inits[1], "startedAt"))? >= 0.0,
+            secs_between(
+                first.as_ref().and_then(|t| t.finished_at.as_ref()),
+                second.as_ref().and_then(|t| t.started_at.as_ref())
+            )? >= 0.0,
             "second started before first finished"
         );
-        let app_started = container(&pod, "app")["state"]["running"]["startedAt"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let app_started = state(&pod, "app")
+            .running
+            .as_ref()
+            .and_then(|r| r.started_at.as_ref());
         ensure!(
-            secs_between(&t(&inits[1], "finishedAt"), &app_started)? >= 0.0,
+            secs_between(
+                second.as_ref().and_then(|t| t.finished_at.as_ref()),
+                app_started
+            )? >= 0.0,
             "app started before init finished"
         );
         ensure!(agent.kubenode_ok(&["logs", &name, "-c", "first"])?.trim() == "first");
@@ -338,10 +352,14 @@ fn init_containers() -> anyhow::Result<()> {
             "Failed",
             |p| phase(p) == "Failed",
         )?;
-        let init = &bad["status"]["initContainerStatuses"][0];
-        ensure!(init["state"]["terminated"]["exitCode"] == 3, "{init}");
+        let init = (status(&bad).init_container_statuses.as_deref()).and_then(|s| s.first());
         ensure!(
-            container(&bad, "app")["state"]["running"].is_null(),
+            init.and_then(|c| c.state.as_ref()?.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 3),
+            "{init:?}"
+        );
+        ensure!(
+            state(&bad, "app").running.is_none(),
             "app ran after a failed init container"
         );
         let table = agent.kubenode_ok(&["get", "pods", &agent.pod_name("bad")])?;
@@ -384,7 +402,7 @@ fn grace_period() -> anyhow::Result<()> {
         ensure!(
             events
                 .iter()
-                .any(|e| e["reason"] == "Killing" && e["message"] == "Stopping container stubborn"),
+                .any(|e| is(e, "Killing") && message(e) == "Stopping container stubborn"),
             "no Killing event"
         );
         // The image's STOPSIGNAL replaces SIGTERM: a shell that traps SIGQUIT (and marks which
@@ -433,8 +451,9 @@ fn grace_period() -> anyhow::Result<()> {
         agent.wait_gone(&hname, Duration::from_secs(30))?;
         let events = agent.events()?;
         ensure!(
-            events.iter().any(|e| e["reason"] == "FailedPreStopHook"
-                && e["message"].as_str().unwrap_or_default().contains(":9999")),
+            events
+                .iter()
+                .any(|e| is(e, "FailedPreStopHook") && message(e).contains(":9999")),
             "no FailedPreStopHook event: {events:?}"
         );
         Ok(())
@@ -449,10 +468,7 @@ fn edit_and_remove() -> anyhow::Result<()> {
         agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, &body("one")))?;
         let name = agent.pod_name("p");
         let first = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
-        let uid1 = first["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let uid1 = first.metadata.uid.clone().unwrap_or_default();
         // An identical rewrite changes nothing.
         agent.write_manifest("p.yaml", &pod_yaml("p", &agent.image, &body("one")))?;
         std::thread::sleep(Duration::from_secs(2));
@@ -460,11 +476,11 @@ fn edit_and_remove() -> anyhow::Result<()> {
             .pod(&name)?
             .context("pod vanished on an identical rewrite")?;
         ensure!(
-            same["metadata"]["uid"] == uid1.as_str(),
+            same.metadata.uid.as_deref() == Some(uid1.as_str()),
             "identical rewrite replaced the pod"
         );
         ensure!(
-            container(&same, "c")["containerID"] == container(&first, "c")["containerID"],
+            container_id(&same, "c") == container_id(&first, "c"),
             "container restarted"
         );
         // A content change replaces it (a new UID).
@@ -473,9 +489,10 @@ fn edit_and_remove() -> anyhow::Result<()> {
             &name,
             Duration::from_secs(60),
             "replaced and Running",
-            |p| p["metadata"]["uid"] != uid1.as_str() && all_running(p),
+            |p| p.metadata.uid.as_deref() != Some(uid1.as_str()) && all_running(p),
         )?;
-        ensure!(second["metadata"]["annotations"]["kubernetes.io/config.hash"].is_string());
+        ensure!((second.metadata.annotations.as_ref())
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.hash")));
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut logs = String::new();
         while Instant::now() < deadline && logs.trim() != "two" {
@@ -539,7 +556,7 @@ fn bad_input() -> anyhow::Result<()> {
             "ErrImagePull or ImagePullBackOff",
             |p| {
                 matches!(
-                    container(p, "c")["state"]["waiting"]["reason"].as_str(),
+                    waiting_reason(p, "c"),
                     Some("ErrImagePull" | "ImagePullBackOff")
                 )
             },
@@ -549,13 +566,13 @@ fn bad_input() -> anyhow::Result<()> {
             &agent.pod_name("missing"),
             Duration::from_secs(30),
             "ImagePullBackOff",
-            |p| container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff",
+            |p| waiting_reason(p, "c") == Some("ImagePullBackOff"),
         )?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut events = Vec::new();
-        let want = |events: &[Value], file: &str, text: &str| {
+        let want = |events: &[Event], file: &str, text: &str| {
             events.iter().any(|e| {
-                let m = e["message"].as_str().unwrap_or_default();
+                let m = message(e);
                 m.contains(file) && m.contains(text)
             })
         };
@@ -586,8 +603,9 @@ fn bad_input() -> anyhow::Result<()> {
             "no event for the bad port"
         );
         ensure!(
-            events.iter().any(|e| e["reason"] == "Failed"
-                && e["message"].as_str().unwrap_or_default().contains("nosuch")),
+            events
+                .iter()
+                .any(|e| is(e, "Failed") && message(e).contains("nosuch")),
             "no pull failure event"
         );
         ensure!(
@@ -596,8 +614,8 @@ fn bad_input() -> anyhow::Result<()> {
         );
         // The good pod was never disturbed.
         let after = agent.pod(&name)?.context("good pod gone")?;
-        ensure!(container(&after, "c")["containerID"] == container(&before, "c")["containerID"]);
-        ensure!(container(&after, "c")["restartCount"] == 0);
+        ensure!(container_id(&after, "c") == container_id(&before, "c"));
+        ensure!(restarts(&after, "c") == Some(0));
         for f in ["broken.yaml", "badname.yaml", "badport.yaml"] {
             agent.remove_manifest(f)?;
         }
@@ -617,34 +635,29 @@ fn agent_restart() -> anyhow::Result<()> {
             &agent.pod_name("c"),
             Duration::from_secs(60),
             "one restart",
-            |p| container(p, "c")["restartCount"].as_i64() >= Some(1),
+            |p| restarts(p, "c") >= Some(1),
         )?;
-        let restarts_before = container(&crashed, "c")["restartCount"]
-            .as_i64()
-            .unwrap_or(0);
+        let restarts_before = restarts(&crashed, "c").unwrap_or(0);
         agent.kill();
         // Containers keep running without the agent.
-        let ip = before["status"]["podIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ip = pod_ip(&before).to_string();
         in_node(agent, &["busybox", "ping", "-c1", "-W2", &ip])
             .context("pod unreachable while the agent is down")?;
         agent.spawn()?;
         let after = agent.wait_pod(&name, Duration::from_secs(30), "Running again", all_running)?;
         ensure!(
-            container(&after, "c")["containerID"] == container(&before, "c")["containerID"],
+            container_id(&after, "c") == container_id(&before, "c"),
             "the pod's container was restarted"
         );
-        ensure!(container(&after, "c")["restartCount"] == 0);
-        ensure!(after["status"]["podIP"] == ip.as_str());
+        ensure!(restarts(&after, "c") == Some(0));
+        ensure!(status(&after).pod_ip.as_deref() == Some(ip.as_str()));
         let crashed = agent.wait_pod(
             &agent.pod_name("c"),
             Duration::from_secs(30),
             "restart count kept",
-            |p| container(p, "c")["restartCount"].as_i64() >= Some(restarts_before),
+            |p| restarts(p, "c") >= Some(restarts_before),
         )?;
-        ensure!(container(&crashed, "c")["restartCount"].as_i64() >= Some(restarts_before));
+        ensure!(restarts(&crashed, "c") >= Some(restarts_before));
         ensure!(agent.kubenode_ok(&["logs", &name])?.trim() == "up");
         Ok(())
     })
@@ -683,10 +696,7 @@ fn env_and_host_network() -> anyhow::Result<()> {
         agent.write_manifest("env.yaml", &pod_yaml("env", &agent.image, env))?;
         let name = agent.pod_name("env");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
-        let ip = pod["status"]["podIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ip = pod_ip(&pod).to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut logs = String::new();
         while Instant::now() < deadline && !logs.contains("MY_NODE") {
@@ -718,10 +728,7 @@ fn env_and_host_network() -> anyhow::Result<()> {
             "Running",
             all_running,
         )?;
-        let rip = rpod["status"]["podIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let rip = pod_ip(&rpod).to_string();
         let services = agent.kubenode_ok(&["get", "services"])?;
         ensure!(
             services
@@ -752,9 +759,9 @@ fn env_and_host_network() -> anyhow::Result<()> {
         let hname = agent.pod_name("host");
         let pod = agent.wait_pod(&hname, Duration::from_secs(60), "Running", all_running)?;
         ensure!(
-            pod["status"]["podIP"] == kubenode_integration::agent::NODE_IP,
-            "hostNetwork pod IP {}",
-            pod["status"]["podIP"]
+            status(&pod).pod_ip.as_deref() == Some(kubenode_integration::agent::NODE_IP),
+            "hostNetwork pod IP {:?}",
+            status(&pod).pod_ip
         );
         let links = agent.kubenode_ok(&["exec", &hname, "--", "ip", "-o", "addr"])?;
         ensure!(
@@ -778,10 +785,10 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
             "Failed",
             |p| phase(p) == "Failed",
         )?;
-        let t = &container(&a, "c")["state"]["terminated"];
+        let t = terminated(&a, "c");
         ensure!(
-            t["message"] == "disk on fire\n" && t["exitCode"] == 2,
-            "terminated: {t}"
+            t.is_some_and(|t| t.message.as_deref() == Some("disk on fire\n") && t.exit_code == 2),
+            "terminated: {t:?}"
         );
         let sleeper =
             "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
@@ -800,17 +807,17 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
             |p| phase(p) == "Failed",
         )?;
         ensure!(
-            c["status"]["reason"] == "OutOfpods",
-            "status {}",
-            c["status"]
+            status(&c).reason.as_deref() == Some("OutOfpods"),
+            "status {:?}",
+            c.status
         );
-        let message = c["status"]["message"].as_str().unwrap_or_default();
+        let message = status(&c).message.as_deref().unwrap_or_default();
         ensure!(
             message.starts_with("Pod was rejected: Node didn't have enough resource: pods"),
             "message {message}"
         );
         ensure!(
-            container(&c, "c").is_null(),
+            container(&c, "c").is_none(),
             "a rejected pod ran a container"
         );
     }
@@ -942,10 +949,7 @@ fn killed_during_network() -> anyhow::Result<()> {
         agent.spawn()?;
         let name = agent.pod_name("hung");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
-        let ip = pod["status"]["podIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ip = pod_ip(&pod).to_string();
         ensure!(ip.starts_with("10.244.1."), "pod IP {ip:?}");
         in_node(agent, &["busybox", "ping", "-c1", "-W2", &ip])
             .context("the recreated pod is not reachable")?;
@@ -994,11 +998,11 @@ fn failed_network() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let message = loop {
             let failed = agent.events()?.into_iter().find(|e| {
-                e["reason"] == "FailedCreatePodSandBox"
-                    && e["involvedObject"]["name"] == name.as_str()
+                is(e, "FailedCreatePodSandBox")
+                    && e.involved_object.name.as_deref() == Some(name.as_str())
             });
             if let Some(e) = failed {
-                break e["message"].as_str().unwrap_or_default().to_string();
+                break message(&e).to_string();
             }
             ensure!(
                 Instant::now() < deadline,

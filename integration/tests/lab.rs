@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kubenode_integration::lab::{curl_in, vagrant_dir, Lab, WEB_CLUSTER_IP, WEB_NODE_PORT};
+use kubenode_integration::pods;
 use kubenode_integration::{privileged, run, run_tests, unique_tag, LeakGuard, Netns};
-use serde_json::Value;
 
 fn main() {
     run_tests(vec![privileged(
@@ -25,31 +26,22 @@ fn main() {
 const CLUSTER_IP: &str = WEB_CLUSTER_IP;
 const NODE_PORT: u16 = WEB_NODE_PORT;
 
-fn pod_ip(p: &Value) -> String {
-    p["status"]["podIP"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+fn pod_ip(p: &Pod) -> String {
+    pods::pod_ip(p).to_string()
 }
 
-fn running(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && !pod_ip(p).is_empty()
-        && p["status"]["containerStatuses"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c["state"]["running"].is_object()))
+fn running(p: &Pod) -> bool {
+    pods::phase(p) == "Running" && !pod_ip(p).is_empty() && pods::all_running(p)
 }
 
 /// The uid, container IDs and restart counts of a pod: what must not change when the agent
 /// restarts.
-fn identity(p: &Value) -> String {
-    let containers: Vec<String> = p["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
+fn identity(p: &Pod) -> String {
+    let containers: Vec<String> = (pods::status(p).container_statuses.iter())
         .flatten()
-        .map(|c| format!("{}={}/{}", c["name"], c["containerID"], c["restartCount"]))
+        .map(|c| format!("{}={:?}/{}", c.name, c.container_id, c.restart_count))
         .collect();
-    format!("{} {}", p["metadata"]["uid"], containers.join(","))
+    format!("{:?} {}", p.metadata.uid, containers.join(","))
 }
 
 /// `<client address> <pod name>` as the web pods' /cgi-bin/ip answers.
@@ -145,19 +137,11 @@ fn three_nodes() -> anyhow::Result<()> {
         for node in &lab.nodes {
             let text = std::fs::read_to_string(node.dir.join("manifests/web-endpoints.yaml"))?;
             let json: String = text.lines().filter(|l| !l.starts_with('#')).collect();
-            let ep: Value = serde_json::from_str(&json)?;
-            let addrs = ep["subsets"][0]["addresses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let got: BTreeSet<(String, String)> = addrs
-                .iter()
-                .map(|a| {
-                    (
-                        a["ip"].as_str().unwrap_or_default().into(),
-                        a["nodeName"].as_str().unwrap_or_default().into(),
-                    )
-                })
+            let ep: Endpoints = serde_json::from_str(&json)?;
+            let subset = ep.subsets.unwrap_or_default().into_iter().next();
+            let subset = subset.unwrap_or_default();
+            let got: BTreeSet<(String, String)> = (subset.addresses.iter().flatten())
+                .map(|a| (a.ip.clone(), a.node_name.clone().unwrap_or_default()))
                 .collect();
             let expected: BTreeSet<(String, String)> = web_ips
                 .iter()
@@ -169,7 +153,14 @@ fn three_nodes() -> anyhow::Result<()> {
                 "{}: endpoints {got:?}, expected {expected:?}",
                 node.node_name()
             );
-            ensure!(ep["subsets"][0]["ports"][0]["port"] == 8080);
+            ensure!(
+                subset
+                    .ports
+                    .as_deref()
+                    .and_then(|p| p.first())
+                    .map(|p| p.port)
+                    == Some(8080)
+            );
         }
         let again = lab.script(0, "sync-endpoints", &["web", "app=web", "http:8080"])?;
         ensure!(
@@ -257,10 +248,10 @@ fn exercises_on_node3(lab: &Lab) -> anyhow::Result<()> {
         Duration::from_secs(60),
         "Ready by its readiness probe",
         |p| {
-            p["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+            pods::status(p)
+                .conditions
+                .as_deref()
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         },
     )?;
     let names = |selector: &str| -> anyhow::Result<BTreeSet<String>> {
@@ -313,7 +304,7 @@ fn agent_restart_under_traffic(
     web: &[String],
     web_ips: &[String],
 ) -> anyhow::Result<()> {
-    let before: Vec<Value> = lab.nodes[1].pods()?;
+    let before: Vec<Pod> = lab.nodes[1].pods()?;
     let ids_before: BTreeSet<String> = before.iter().map(identity).collect();
     ensure!(before.len() == 1, "node2 runs only web: {before:?}");
 

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
+use k8s_openapi::api::core::v1::Pod;
 use kubenode_integration::agent::tail;
-use kubenode_integration::pods::{all_running, exec_sh, phase, pod_yaml, uid};
+use kubenode_integration::pods::{
+    all_running, container_id, exec_sh, phase, pod_yaml, status, uid,
+};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 
 fn main() {
@@ -60,10 +63,8 @@ fn mem_total() -> anyhow::Result<i64> {
 }
 
 /// The host pid of a running container's init, from the agent's runtime records.
-fn container_pid(agent: &TestAgent, pod: &serde_json::Value, name: &str) -> anyhow::Result<i32> {
-    let status = kubenode_integration::pods::container(pod, name);
-    let id = status["containerID"]
-        .as_str()
+fn container_pid(agent: &TestAgent, pod: &Pod, name: &str) -> anyhow::Result<i32> {
+    let id = container_id(pod, name)
         .and_then(|s| s.rsplit("://").next())
         .context("no containerID")?;
     let pid = std::fs::read_to_string(
@@ -141,9 +142,9 @@ fn oom_and_swap() -> anyhow::Result<()> {
             let pod_name = agent.pod_name(name);
             let pod = agent.wait_pod(&pod_name, Duration::from_secs(60), "Running", all_running)?;
             ensure!(
-                pod["status"]["qosClass"] == qos,
-                "{name}: {}",
-                pod["status"]
+                status(&pod).qos_class.as_deref() == Some(qos),
+                "{name}: {:?}",
+                pod.status
             );
             let log = agent.kubenode_ok(&["logs", &pod_name])?;
             ensure!(
@@ -263,15 +264,15 @@ fn pids_and_sysctls() -> anyhow::Result<()> {
             phase(p) == "Failed"
         })?;
         ensure!(
-            pod["status"]["reason"] == "SysctlForbidden",
-            "reason: {}",
-            pod["status"]
+            status(&pod).reason.as_deref() == Some("SysctlForbidden"),
+            "reason: {:?}",
+            pod.status
         );
         ensure!(
-            pod["status"]["message"]
-                == "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted",
-            "message: {}",
-            pod["status"]["message"]
+            status(&pod).message.as_deref()
+                == Some("Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"),
+            "message: {:?}",
+            status(&pod).message
         );
         let name = agent.pod_name("safe");
         agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kubenode_integration::agent::in_node;
-use kubenode_integration::pods::{container, pod_yaml, with_agent};
+use kubenode_integration::pods::{container, pod_yaml, state, status, with_agent};
 use kubenode_integration::{privileged, run_tests, TestAgent};
-use serde_json::Value;
 
 fn main() {
     run_tests(vec![
@@ -21,19 +21,29 @@ fn main() {
     ])
 }
 
-fn running(p: &Value, name: &str) -> bool {
-    container(p, name)["state"]["running"].is_object()
+fn running(p: &Pod, name: &str) -> bool {
+    state(p, name).running.is_some()
 }
 
-fn restarts(p: &Value, name: &str) -> i64 {
-    container(p, name)["restartCount"].as_i64().unwrap_or(0)
+fn restarts(p: &Pod, name: &str) -> i32 {
+    container(p, name).map_or(0, |c| c.restart_count)
 }
 
-fn condition(p: &Value, type_: &str) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|a| {
-        a.iter()
-            .any(|c| c["type"] == type_ && c["status"] == "True")
-    })
+/// Container `name`'s `ready`, if the pod reports the container.
+fn ready(p: &Pod, name: &str) -> Option<bool> {
+    container(p, name).map(|c| c.ready)
+}
+
+/// Container `name`'s `started`, if the pod reports it.
+fn started(p: &Pod, name: &str) -> Option<bool> {
+    container(p, name)?.started
+}
+
+fn condition(p: &Pod, type_: &str) -> bool {
+    status(p)
+        .conditions
+        .as_deref()
+        .is_some_and(|a| a.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
 /// `(message, count)` of the events with `reason` about pod `pod`.
@@ -41,13 +51,10 @@ fn events(agent: &TestAgent, pod: &str, reason: &str) -> anyhow::Result<Vec<(Str
     Ok(agent
         .events()?
         .into_iter()
-        .filter(|e| e["reason"] == reason && e["involvedObject"]["name"] == pod)
-        .map(|e| {
-            (
-                e["message"].as_str().unwrap_or_default().to_string(),
-                e["count"].as_i64().unwrap_or(1),
-            )
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(pod)
         })
+        .map(|e| (e.message.unwrap_or_default(), e.count.map_or(1, i64::from)))
         .collect())
 }
 
@@ -99,7 +106,7 @@ fn exec_liveness() -> anyhow::Result<()> {
         })?;
         ensure!(restarts(&first, "liveness") == 0);
         ensure!(
-            container(&first, "liveness")["ready"] == true,
+            ready(&first, "liveness") == Some(true),
             "no readiness probe: ready"
         );
         let restarted = agent.wait_pod(&name, Duration::from_secs(40), "restarted", |p| {
@@ -107,9 +114,15 @@ fn exec_liveness() -> anyhow::Result<()> {
         })?;
         // The kill ran the preStop hook, as upstream's killContainer does.
         ensure!(
-            container(&restarted, "liveness")["lastState"]["terminated"]["message"]
-                == "stopped by the probe\n",
-            "{restarted}"
+            container(&restarted, "liveness").and_then(|c| c
+                .last_state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .message
+                .as_deref())
+                == Some("stopped by the probe\n"),
+            "{restarted:?}"
         );
         let (msg, count) = wait_event(agent, &name, "Unhealthy", Duration::from_secs(5), |m| {
             m.starts_with("Liveness probe failed: ")
@@ -199,7 +212,7 @@ fn http_liveness() -> anyhow::Result<()> {
         // The server answers 500 without the header: 4 s without a failure show it was sent.
         std::thread::sleep(Duration::from_secs(4));
         let pod = agent.pod(&name)?.context("pod gone")?;
-        ensure!(restarts(&pod, "web") == 0, "{pod}");
+        ensure!(restarts(&pod, "web") == 0, "{pod:?}");
         // (A first probe may have found the port not open yet: that is not a 500.)
         let unhealthy = events(agent, &name, "Unhealthy")?;
         ensure!(
@@ -220,7 +233,10 @@ fn http_liveness() -> anyhow::Result<()> {
         // The new instance has no /tmp/broken: it stays up.
         std::thread::sleep(Duration::from_secs(3));
         let pod = agent.pod(&name)?.context("pod gone")?;
-        ensure!(restarts(&pod, "web") == 1 && running(&pod, "web"), "{pod}");
+        ensure!(
+            restarts(&pod, "web") == 1 && running(&pod, "web"),
+            "{pod:?}"
+        );
         Ok(())
     })
 }
@@ -261,24 +277,21 @@ fn tcp_readiness() -> anyhow::Result<()> {
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", |p| {
             running(p, "goproxy")
         })?;
-        let ip = pod["status"]["podIP"]
-            .as_str()
-            .context("podIP")?
-            .to_string();
+        let ip = status(&pod).pod_ip.clone().context("podIP")?;
         // Until the port opens the pod is Running but not Ready, and readiness says why.
         wait_event(agent, &name, "Unhealthy", Duration::from_secs(30), |m| {
             m.starts_with("Readiness probe failed: dial tcp")
         })?;
         let p = agent.pod(&name)?.context("pod gone")?;
         ensure!(
-            !condition(&p, "Ready") && container(&p, "goproxy")["ready"] == false,
-            "Ready before its port opened: {p}"
+            !condition(&p, "Ready") && ready(&p, "goproxy") == Some(false),
+            "Ready before its port opened: {p:?}"
         );
         agent.kubenode_ok(&["exec", &name, "--", "touch", "/tmp/open"])?;
         let p = agent.wait_pod(&name, Duration::from_secs(20), "Ready", |p| {
             condition(p, "Ready") && condition(p, "ContainersReady")
         })?;
-        ensure!(container(&p, "goproxy")["ready"] == true);
+        ensure!(ready(&p, "goproxy") == Some(true));
         // The port is open now, from the node.
         in_node(
             agent,
@@ -300,7 +313,7 @@ fn tcp_readiness() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_secs(3));
         let p = agent.pod(&name)?.context("pod gone")?;
-        ensure!(restarts(&p, "goproxy") == 0, "never restarted: {p}");
+        ensure!(restarts(&p, "goproxy") == 0, "never restarted: {p:?}");
         ensure!(events(agent, &name, "Killing")?.is_empty());
         Ok(())
     })
@@ -343,19 +356,19 @@ fn startup_probe() -> anyhow::Result<()> {
             running(p, "app")
         })?;
         ensure!(
-            container(&p, "app")["started"] == false && container(&p, "app")["ready"] == false,
-            "{p}"
+            started(&p, "app") == Some(false) && ready(&p, "app") == Some(false),
+            "{p:?}"
         );
         let p = agent.wait_pod(&slow, Duration::from_secs(30), "started", |p| {
-            container(p, "app")["started"] == true
+            started(p, "app") == Some(true)
         })?;
         ensure!(
-            container(&p, "app")["ready"] == true,
+            ready(&p, "app") == Some(true),
             "no readiness probe: ready once started"
         );
         ensure!(
             restarts(&p, "app") == 0,
-            "the liveness probe was held back: {p}"
+            "the liveness probe was held back: {p:?}"
         );
         agent.wait_pod(
             &never,
@@ -376,7 +389,7 @@ fn startup_probe() -> anyhow::Result<()> {
             "liveness ran before startup succeeded: {liveness:?}"
         );
         let p = agent.pod(&slow)?.context("pod gone")?;
-        ensure!(restarts(&p, "app") == 0, "{p}");
+        ensure!(restarts(&p, "app") == 0, "{p:?}");
         Ok(())
     })
 }
@@ -428,9 +441,9 @@ fn http_edge_cases() -> anyhow::Result<()> {
         agent.write_manifest("pod.yaml", &yaml)?;
         let name = agent.pod_name("edges");
         let p = agent.wait_pod(&name, Duration::from_secs(60), "web and away ready", |p| {
-            container(p, "web")["ready"] == true && container(p, "away")["ready"] == true
+            ready(p, "web") == Some(true) && ready(p, "away") == Some(true)
         })?;
-        let ip = p["status"]["podIP"].as_str().context("podIP")?.to_string();
+        let ip = status(&p).pod_ip.clone().context("podIP")?;
         wait_event(agent, &name, "ProbeWarning", Duration::from_secs(10), |m| {
             m == "Readiness probe warning: Probe terminated redirects, Response body: moved\n"
         })?;
@@ -441,17 +454,17 @@ fn http_edge_cases() -> anyhow::Result<()> {
             m == format!("Readiness probe failed: dial tcp {ip}:9999: connect: connection refused")
         })?;
         let p = agent.pod(&name)?.context("pod gone")?;
-        ensure!(container(&p, "slow")["ready"] == false, "{p}");
-        ensure!(container(&p, "closed")["ready"] == false, "{p}");
+        ensure!(ready(&p, "slow") == Some(false), "{p:?}");
+        ensure!(ready(&p, "closed") == Some(false), "{p:?}");
         ensure!(
             !condition(&p, "Ready") && !condition(&p, "ContainersReady"),
-            "{p}"
+            "{p:?}"
         );
         ensure!(
             ["web", "away", "slow", "closed"]
                 .iter()
                 .all(|c| restarts(&p, c) == 0),
-            "readiness never restarts: {p}"
+            "readiness never restarts: {p:?}"
         );
         Ok(())
     })
@@ -459,22 +472,15 @@ fn http_edge_cases() -> anyhow::Result<()> {
 
 /// `(ready, not ready)` addresses of Endpoints `name`.
 fn endpoint_ips(agent: &TestAgent, name: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let out = agent.kubenode_ok(&["get", "endpoints", name, "-o", "json"])?;
-    let v: Value = serde_json::from_str(&out)?;
-    let list = v["items"].as_array().cloned().unwrap_or_default();
+    let list: Vec<Endpoints> = agent.get_list(&["endpoints", name])?;
     let mut ready = Vec::new();
     let mut not_ready = Vec::new();
-    for subset in list
-        .iter()
-        .flat_map(|e| e["subsets"].as_array().cloned().unwrap_or_default())
-    {
-        for (key, into) in [
-            ("addresses", &mut ready),
-            ("notReadyAddresses", &mut not_ready),
+    for subset in list.into_iter().flat_map(|e| e.subsets.unwrap_or_default()) {
+        for (addresses, into) in [
+            (subset.addresses, &mut ready),
+            (subset.not_ready_addresses, &mut not_ready),
         ] {
-            for a in subset[key].as_array().cloned().unwrap_or_default() {
-                into.push(a["ip"].as_str().unwrap_or_default().to_string());
-            }
+            into.extend(addresses.unwrap_or_default().into_iter().map(|a| a.ip));
         }
     }
     Ok((ready, not_ready))
@@ -527,7 +533,7 @@ fn readiness_endpoints() -> anyhow::Result<()> {
         let p = agent.wait_pod(&name, Duration::from_secs(60), "running", |p| {
             running(p, "web")
         })?;
-        let ip = p["status"]["podIP"].as_str().context("podIP")?.to_string();
+        let ip = status(&p).pod_ip.clone().context("podIP")?;
         let wait_endpoints = |want_ready: bool| -> anyhow::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
@@ -571,7 +577,7 @@ fn readiness_endpoints() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(300));
         }
         let p = agent.pod(&name)?.context("pod gone")?;
-        ensure!(restarts(&p, "web") == 0 && !condition(&p, "Ready"), "{p}");
+        ensure!(restarts(&p, "web") == 0 && !condition(&p, "Ready"), "{p:?}");
         Ok(())
     })
 }

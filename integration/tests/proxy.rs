@@ -649,7 +649,7 @@ fn manifest_with_bad_namespace_is_refused() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let event = loop {
             let found = agent.events()?.into_iter().find_map(|e| {
-                let msg = e["message"].as_str().unwrap_or_default().to_string();
+                let msg = e.message.unwrap_or_default();
                 (msg.contains("bad.yaml") && msg.contains("metadata.namespace")).then_some(msg)
             });
             if let Some(msg) = found {

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use kubenode_integration::pods::{container, phase, pod_yaml, with_agent};
+use k8s_openapi::api::core::v1::Pod;
+use kubenode_integration::pods::{all_running, phase, pod_yaml, state, terminated, with_agent};
 use kubenode_integration::{
     build_busybox_image_with, derive_image, privileged, run_tests, unique_tag, TestAgent, TestDir,
 };
-use serde_json::Value;
 
 fn main() {
     run_tests(vec![
@@ -54,11 +54,10 @@ fn hostile_image(
     Ok((dir, image))
 }
 
-fn waiting_message(p: &Value, name: &str) -> String {
-    container(p, name)["state"]["waiting"]["message"]
-        .as_str()
+fn waiting_message(p: &Pod, name: &str) -> String {
+    (state(p, name).waiting.as_ref())
+        .and_then(|w| w.message.clone())
         .unwrap_or_default()
-        .to_string()
 }
 
 /// `/etc/passwd -> /<host dir>/passwd` (absolute) and `/etc/group -> ../../../../<host
@@ -99,12 +98,12 @@ fn passwd_symlinks() -> anyhow::Result<()> {
             &agent.pod_name("l"),
             Duration::from_secs(60),
             "terminated",
-            |p| container(p, "c")["state"]["terminated"].is_object(),
+            |p| terminated(p, "c").is_some(),
         )?;
-        let t = &container(&p, "c")["state"]["terminated"];
+        let t = terminated(&p, "c");
         ensure!(
-            t["message"] == "1234 1234 1235\n",
-            "the container ran as the host's user or groups: {t}"
+            t.and_then(|t| t.message.as_deref()) == Some("1234 1234 1235\n"),
+            "the container ran as the host's user or groups: {t:?}"
         );
         Ok(())
     })
@@ -175,7 +174,7 @@ fn refused_beside_a_plain_pod(agent: &TestAgent, image: &str, want: &str) -> any
         &agent.pod_name("ok"),
         Duration::from_secs(60),
         "Running",
-        kubenode_integration::pods::all_running,
+        all_running,
     )?;
     Ok(())
 }
@@ -195,8 +194,8 @@ fn termination_messages() -> anyhow::Result<()> {
             "Failed",
             |p| phase(p) == "Failed",
         )?;
-        let t = &container(&p, "c")["state"]["terminated"];
-        let message = t["message"].as_str().context("no termination message")?;
+        let message = (terminated(&p, "c").and_then(|t| t.message.as_deref()))
+            .context("no termination message")?;
         ensure!(
             message.len() == 4096 && message == "tail".repeat(1024),
             "expected the last 4096 bytes ('tail' x 1024), got {} bytes starting {:?}",
@@ -210,12 +209,15 @@ fn termination_messages() -> anyhow::Result<()> {
             |p| phase(p) == "Failed",
         )?;
         let want: String = (20..100).map(|i| format!("line {i}\n")).collect();
-        let t = &container(&p, "c")["state"]["terminated"];
-        ensure!(t["message"] == want.as_str(), "fallback message: {t}");
-        let ok = &container(&p, "ok")["state"]["terminated"];
+        let t = terminated(&p, "c");
         ensure!(
-            ok["exitCode"] == 0 && ok["message"].is_null(),
-            "a container that succeeded takes no message from its log: {ok}"
+            t.and_then(|t| t.message.as_deref()) == Some(want.as_str()),
+            "fallback message: {t:?}"
+        );
+        let ok = terminated(&p, "ok");
+        ensure!(
+            ok.is_some_and(|ok| ok.exit_code == 0 && ok.message.is_none()),
+            "a container that succeeded takes no message from its log: {ok:?}"
         );
         Ok(())
     })

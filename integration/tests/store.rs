@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use kubenode_integration::pods::{all_running, container, exec_sh, pod_yaml, uid, with_agent};
+use kubenode_integration::pods::{all_running, exec_sh, pod_yaml, restarts, uid, with_agent};
 use kubenode_integration::{kubenode_bin, privileged, run, run_tests, TestAgent};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 fn main() {
@@ -371,7 +371,7 @@ fn crash_loop_logs() -> anyhow::Result<()> {
         let name = agent.pod_name("crash");
         // Restarts 1 (at once), 2 (10 s back-off), 3 (20 s): four instances have existed.
         let pod = agent.wait_pod(&name, Duration::from_secs(90), "restartCount 3", |p| {
-            container(p, "c")["restartCount"].as_u64() >= Some(3)
+            restarts(p, "c") >= Some(3)
         })?;
         let uid = uid(&pod);
         let log_dir = agent
@@ -384,8 +384,8 @@ fn crash_loop_logs() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(15);
         let (mut logs, mut terms, mut current);
         loop {
-            let pod: Value = agent.pod(&name)?.context("pod gone")?;
-            current = container(&pod, "c")["restartCount"].as_u64().unwrap_or(0);
+            let pod = agent.pod(&name)?.context("pod gone")?;
+            current = restarts(&pod, "c").map_or(0, |n| u64::try_from(n).unwrap_or(0));
             logs = instances(&log_dir, ".log");
             terms = instances(&term_dir, "-termination-log");
             let wanted = [current - 1, current];

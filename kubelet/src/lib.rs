@@ -15,6 +15,8 @@ pub mod prober;
 pub mod selector;
 pub mod source;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod validation;
 pub mod volume;
 

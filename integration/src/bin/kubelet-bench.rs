@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Pod;
 use kubenode_integration::interrupt;
 use kubenode_integration::{run, unique_tag, TestAgent};
 use serde_json::Value;
@@ -55,19 +56,27 @@ fn wait_running(
                 .call()?
                 .body_mut()
                 .read_to_string()?;
-            let list: Value = serde_json::from_str(&body)?;
+            let mut list: Value = serde_json::from_str(&body)?;
+            let pods: Vec<Pod> = match list["items"].take() {
+                Value::Null => Vec::new(),
+                items => serde_json::from_value(items).context("/pods: items")?,
+            };
             let now = start.elapsed();
-            for p in list["items"].as_array().into_iter().flatten() {
+            for p in &pods {
                 let Some(i) = names
                     .iter()
-                    .position(|n| p["metadata"]["name"] == n.as_str())
+                    .position(|n| p.metadata.name.as_deref() == Some(n.as_str()))
                 else {
                     continue;
                 };
-                let running = p["status"]["phase"] == "Running"
-                    && p["status"]["containerStatuses"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().all(|c| c["state"]["running"].is_object()));
+                let status = p.status.as_ref();
+                let running = status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && status
+                        .and_then(|s| s.container_statuses.as_deref())
+                        .is_some_and(|c| {
+                            c.iter()
+                                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                        });
                 if running && done[i].is_none() {
                     done[i] = Some(now);
                 }

@@ -68,7 +68,12 @@ fn bench() -> anyhow::Result<()> {
         let running = agent
             .pods()?
             .iter()
-            .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_deref()?.first()?.state.as_ref())
+                    .is_some_and(|s| s.running.is_some())
+            })
             .count();
         if running == pods {
             break;
@@ -89,7 +94,7 @@ fn bench() -> anyhow::Result<()> {
     let unhealthy = agent
         .events()?
         .iter()
-        .filter(|e| e["reason"] == "Unhealthy")
+        .filter(|e| e.reason.as_deref() == Some("Unhealthy"))
         .count();
     if baseline {
         println!("baseline: {pods} pods without probes, {seconds} s window");

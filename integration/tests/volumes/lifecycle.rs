@@ -8,7 +8,8 @@ use anyhow::{bail, ensure, Context};
 use kubenode_integration::{unique_tag, LeakGuard, TestDir};
 
 use super::{
-    all_running, container, mounts_below, phase, pod_yaml, remove_and_check, uid, with_agent,
+    all_running, mounts_below, phase, pod_yaml, remove_and_check, state, status, uid,
+    waiting_reason, with_agent,
 };
 
 pub(crate) fn eviction() -> anyhow::Result<()> {
@@ -31,28 +32,29 @@ pub(crate) fn eviction() -> anyhow::Result<()> {
         let name = agent.pod_name("hog");
         // The usage check runs every 10 s (upstream's housekeeping): 40 s only bounds the wait.
         let p = agent.wait_pod(&name, Duration::from_secs(40), "Failed/Evicted", |p| {
-            phase(p) == "Failed" && p["status"]["reason"] == "Evicted"
+            phase(p) == "Failed" && status(p).reason.as_deref() == Some("Evicted")
         })?;
         let message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ";
         ensure!(
-            p["status"]["message"] == message,
-            "message {}",
-            p["status"]["message"]
+            status(&p).message.as_deref() == Some(message),
+            "message {:?}",
+            status(&p).message
         );
         let gone = agent.wait_pod(&name, Duration::from_secs(20), "container killed", |p| {
-            container(p, "c")["state"]["terminated"].is_object()
+            state(p, "c").terminated.is_some()
         })?;
         std::thread::sleep(Duration::from_secs(2));
         let later = agent.pod(&name)?.context("pod gone")?;
         ensure!(
-            container(&later, "c")["state"]["running"].is_null(),
+            state(&later, "c").running.is_none(),
             "restarted after eviction"
         );
         let events = agent.events()?;
         ensure!(
             events
                 .iter()
-                .any(|e| e["reason"] == "Evicted" && e["message"] == message),
+                .any(|e| e.reason.as_deref() == Some("Evicted")
+                    && e.message.as_deref() == Some(message)),
             "no Evicted event"
         );
         remove_and_check(agent, "hog.yaml", &name, &uid(&gone))
@@ -79,9 +81,7 @@ pub(crate) fn restart() -> anyhow::Result<()> {
         agent.write_manifest("rs.yaml", &yaml)?;
         let name = agent.pod_name("rs");
         let p = agent.wait_pod(&name, Duration::from_secs(40), "pull failing", |p| {
-            container(p, "c")["state"]["waiting"]["reason"]
-                .as_str()
-                .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+            waiting_reason(p, "c").is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
         })?;
         let vol = agent
             .dir

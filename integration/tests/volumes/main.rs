@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::ensure;
 pub(crate) use kubenode_integration::pods::exec_sh as exec;
 pub(crate) use kubenode_integration::pods::{
-    all_running, container, phase, pod_yaml, uid, with_agent,
+    all_running, phase, pod_yaml, state, status, uid, waiting_message, waiting_reason, with_agent,
 };
 use kubenode_integration::{privileged, run_tests, TestAgent};
 

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use kubenode_integration::{unique_tag, LeakGuard, TestAgent, TestDir};
 
-use super::{all_running, container, exec, pod_yaml, remove_and_check, uid, with_agent};
+use super::{
+    all_running, exec, pod_yaml, remove_and_check, uid, waiting_message, waiting_reason, with_agent,
+};
 
 fn mount(args: &[&str]) -> anyhow::Result<()> {
     kubenode_integration::run_ok(
@@ -104,10 +106,9 @@ pub(crate) fn propagation() -> anyhow::Result<()> {
         agent.write_manifest("noprop.yaml", &refused)?;
         let bad = agent.pod_name("noprop");
         let waiting = agent.wait_pod(&bad, Duration::from_secs(30), "refused", |p| {
-            container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+            waiting_reason(p, "c") == Some("CreateContainerConfigError")
         })?;
-        let message = container(&waiting, "c")["state"]["waiting"]["message"]
-            .as_str()
+        let message = waiting_message(&waiting, "c")
             .unwrap_or_default()
             .to_string();
         ensure!(
@@ -239,12 +240,12 @@ case ",$opts," in *,ro,*) mount -o remount,bind,ro "$dir" || exit 32 ;; esac
             let bad_name = agent.pod_name("nfsbad");
             let waiting =
                 agent.wait_pod(&bad_name, Duration::from_secs(30), "FailedMount", |p| {
-                    container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+                    waiting_reason(p, "c") == Some("CreateContainerConfigError")
                 })?;
             let events = agent.events()?;
             ensure!(
-                events.iter().any(|e| e["reason"] == "FailedMount"
-                    && e["message"].as_str().is_some_and(|m| m.starts_with("MountVolume.SetUp failed for volume \"gone\" : mount failed: exit status: 32")
+                events.iter().any(|e| e.reason.as_deref() == Some("FailedMount")
+                    && e.message.as_deref().is_some_and(|m| m.starts_with("MountVolume.SetUp failed for volume \"gone\" : mount failed: exit status: 32")
                         && m.contains("Output: mount.nfs: Connection timed out"))),
                 "no FailedMount event with the server's error: {events:#?}"
             );

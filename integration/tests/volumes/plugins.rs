@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use k8s_openapi::api::core::v1::Pod;
 use kubenode_integration::agent::in_node;
-use serde_json::Value;
 
 use super::{
-    all_running, container, exec, mounts_below, phase, pod_yaml, remove_and_check, uid, with_agent,
+    all_running, exec, mounts_below, phase, pod_yaml, remove_and_check, state, status, uid,
+    waiting_message, waiting_reason, with_agent,
 };
 
 pub(crate) fn emptydir_course_example() -> anyhow::Result<()> {
@@ -33,10 +34,7 @@ pub(crate) fn emptydir_course_example() -> anyhow::Result<()> {
         agent.write_manifest("fortune.yaml", &yaml)?;
         let name = agent.pod_name("fortune");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
-        let ip = pod["status"]["podIP"]
-            .as_str()
-            .context("podIP")?
-            .to_string();
+        let ip = status(&pod).pod_ip.clone().context("podIP")?;
         let vol = agent
             .dir
             .join("root/pods")
@@ -277,10 +275,9 @@ pub(crate) fn host_path_types() -> anyhow::Result<()> {
             &bad_name,
             Duration::from_secs(30),
             "CreateContainerConfigError",
-            |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError",
+            |p| waiting_reason(p, "c") == Some("CreateContainerConfigError"),
         )?;
-        let message = container(&waiting, "c")["state"]["waiting"]["message"]
-            .as_str()
+        let message = waiting_message(&waiting, "c")
             .unwrap_or_default()
             .to_string();
         ensure!(
@@ -301,12 +298,14 @@ pub(crate) fn host_path_types() -> anyhow::Result<()> {
         for (vol, text) in &want {
             let prefix = format!("MountVolume.SetUp failed for volume \"{vol}\" : ");
             ensure!(
-                events.iter().any(|e| e["reason"] == "FailedMount"
-                    && e["type"] == "Warning"
-                    && e["involvedObject"]["name"] == bad_name.as_str()
-                    && e["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with(&prefix) && m.contains(text.as_str()))),
+                events
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("FailedMount")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.involved_object.name.as_deref() == Some(bad_name.as_str())
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with(&prefix) && m.contains(text.as_str()))),
                 "no FailedMount event for {vol} ({text}); events: {events:#?}"
             );
         }
@@ -322,7 +321,7 @@ pub(crate) fn host_path_types() -> anyhow::Result<()> {
             &retry_name,
             Duration::from_secs(30),
             "waiting for its volume",
-            |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError",
+            |p| waiting_reason(p, "c") == Some("CreateContainerConfigError"),
         )?;
         std::fs::create_dir(base.join("retry"))?;
         let retried = agent.wait_pod(
@@ -476,11 +475,9 @@ pub(crate) fn subpaths() -> anyhow::Result<()> {
         );
         agent.write_manifest("evil.yaml", &evil)?;
         let evil_name = agent.pod_name("evil");
-        let refused = |p: &Value, c: &str| {
-            let w = &container(p, c)["state"]["waiting"];
-            w["reason"] == "CreateContainerConfigError"
-                && w["message"]
-                    .as_str()
+        let refused = |p: &Pod, c: &str| {
+            waiting_reason(p, c) == Some("CreateContainerConfigError")
+                && waiting_message(p, c)
                     .is_some_and(|m| m.starts_with("failed to prepare subPath for volumeMount"))
         };
         let p = agent.wait_pod(
@@ -489,11 +486,11 @@ pub(crate) fn subpaths() -> anyhow::Result<()> {
             "both subPaths refused",
             |p| refused(p, "c") && refused(p, "d"),
         )?;
-        ensure!(container(&p, "c")["state"]["running"].is_null());
+        ensure!(state(&p, "c").running.is_none());
         let events = agent.events()?;
         ensure!(
-            events.iter().any(|e| e["reason"] == "Failed"
-                && e["message"].as_str().is_some_and(|m| m.contains(
+            events.iter().any(|e| e.reason.as_deref() == Some("Failed")
+                && e.message.as_deref().is_some_and(|m| m.contains(
                     "failed to prepare subPath for volumeMount \"conf\" of container \"d\""
                 ))),
             "no Failed event for the refused subPath"

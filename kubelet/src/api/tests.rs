@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Event, Pod};
 
 use super::*;
+use crate::testing;
 
 struct FixedView {
     pods: Vec<Pod>,
@@ -53,24 +53,11 @@ impl NodeView for FixedView {
 }
 
 fn pod(name: &str, containers: &[&str]) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: containers
-                .iter()
-                .map(|c| Container {
-                    name: c.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    testing::pod()
+        .name(name)
+        .namespace("default")
+        .containers(containers.iter().map(|c| testing::container(c)))
+        .build()
 }
 
 fn target(pod: &str, container: Option<&str>) -> ContainerRef {

@@ -308,30 +308,17 @@ impl std::fmt::Display for ObjectRef {
 mod tests {
     use super::*;
     use crate::backoff::TestClock;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use crate::testing;
     use std::time::Duration;
 
     fn pod() -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some("web-n1".into()),
-                namespace: Some("default".into()),
-                uid: Some("u1".into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                init_containers: Some(vec![Container {
-                    name: "init".into(),
-                    ..Default::default()
-                }]),
-                containers: vec![Container {
-                    name: "app".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        testing::pod()
+            .name("web-n1")
+            .namespace("default")
+            .uid("u1")
+            .init_containers([testing::container("init")])
+            .containers([testing::container("app")])
+            .build()
     }
 
     #[test]

@@ -152,18 +152,14 @@ pub fn diff_pods(old: &[Pod], new: &[Pod]) -> PodChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::testing;
 
     fn pod(name: &str, uid: &str) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                uid: Some(uid.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        testing::pod()
+            .name(name)
+            .namespace("default")
+            .uid(uid)
+            .build()
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use super::*;
 use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 fn ctr(name: &str) -> Container {
     Container {
@@ -23,21 +22,11 @@ fn spec(policy: &str, inits: &[&str], ctrs: &[&str]) -> PodSpec {
 }
 
 fn pod(s: PodSpec) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some("web-n1".into()),
-            annotations: Some(
-                [(
-                    crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
-                    "file".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(s),
-        ..Default::default()
-    }
+    crate::testing::pod()
+        .name("web-n1")
+        .annotation(crate::source::CONFIG_SOURCE_ANNOTATION, "file")
+        .spec(s)
+        .build()
 }
 
 fn observed(name: &str, state: ObservedState, ready: bool) -> ObservedContainer {

@@ -131,7 +131,7 @@ pub(super) fn set_up(
 mod tests {
     use super::*;
     use crate::volume::testing::{Call, RecordingMounter};
-    use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
+    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
     use std::collections::BTreeMap;
 
@@ -147,14 +147,10 @@ mod tests {
     }
 
     fn pod(containers: Vec<Container>, init: Vec<Container>) -> Pod {
-        Pod {
-            spec: Some(PodSpec {
-                containers,
-                init_containers: Some(init),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        crate::testing::pod()
+            .containers(containers)
+            .init_containers(init)
+            .build()
     }
 
     #[test]

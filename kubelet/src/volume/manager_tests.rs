@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource, Pod, PodSpec, Volume,
+    Container, EmptyDirVolumeSource, HostPathVolumeSource, NFSVolumeSource, Pod, Volume,
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -64,14 +64,11 @@ fn pod(host: &Path) -> Pod {
         ]),
         ..Default::default()
     };
-    let mut p = Pod::default();
-    p.metadata.uid = Some("uid-1".into());
-    p.spec = Some(PodSpec {
-        containers: vec![app],
-        volumes: Some(vec![cache, mem, hp, share]),
-        ..Default::default()
-    });
-    p
+    crate::testing::pod()
+        .uid("uid-1")
+        .containers([app])
+        .with_spec(|s| s.volumes = Some(vec![cache, mem, hp, share]))
+        .build()
 }
 
 /// A manager over `root/pods`; the pretend mount table starts with a shared `/`, as on a

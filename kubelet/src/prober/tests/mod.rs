@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPHeader, Pod, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPHeader, Pod, Probe};
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
 use super::http::{request_headers, user_agent, Url};
@@ -201,16 +201,13 @@ fn exec_probe(cmd: &str, period: i32, failure: i32) -> Probe {
 }
 
 fn pod_with(c: Container) -> Pod {
-    let mut pod = Pod::default();
-    pod.metadata.name = Some("web".into());
-    pod.metadata.namespace = Some("default".into());
-    pod.metadata.uid = Some("uid-1".into());
-    pod.spec = Some(PodSpec {
-        containers: vec![c],
-        termination_grace_period_seconds: Some(7),
-        ..Default::default()
-    });
-    pod
+    crate::testing::pod()
+        .name("web")
+        .namespace("default")
+        .uid("uid-1")
+        .containers([c])
+        .with_spec(|s| s.termination_grace_period_seconds = Some(7))
+        .build()
 }
 
 fn running(name: &str, id: &str) -> ContainerStatus {
