@@ -127,6 +127,19 @@ fn timeout_kills_qemu(tag: &str) -> anyhow::Result<()> {
     };
     let _one = ONE_VM.lock().unwrap_or_else(|p| p.into_inner());
     let mut vm = Vm::boot(&cfg)?;
+    // A busy machine may take longer than the kit's timeout to boot the guest under TCG: wait
+    // (bounded) for the guest's boot line first, so the console the error must carry has it
+    // whatever the load. The kit's deadline still counts from boot: `wait` then kills qemu at
+    // once if it has passed meanwhile.
+    let booted_by = std::time::Instant::now() + VM_TIMEOUT;
+    while !vm.console().contains("KNVM:PASS boot") {
+        ensure!(
+            std::time::Instant::now() < booted_by,
+            "the guest did not boot within {VM_TIMEOUT:?}; console:\n{}",
+            vm.console()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let err = match vm.wait() {
         Ok(m) => anyhow::bail!("a guest that never finishes finished: {m:?}"),
         Err(e) => format!("{e:#}"),

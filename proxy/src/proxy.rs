@@ -151,6 +151,10 @@ pub struct Proxy {
     services_dirty: bool,
     endpoints_dirty: bool,
     pods_dirty: bool,
+    /// Whether the whole set of Services, and of Endpoints, has been handed over once (see
+    /// [`Proxy::initialized`]).
+    services_set: bool,
+    endpoints_set: bool,
     /// Services changed by [`Proxy::apply_changes`] since the last [`Proxy::desired`] (empty
     /// while a complete replacement is pending).
     changed_services: BTreeSet<(String, String)>,
@@ -206,6 +210,8 @@ impl Proxy {
             services_dirty: true,
             endpoints_dirty: true,
             pods_dirty: true,
+            services_set: false,
+            endpoints_set: false,
             changed_services: BTreeSet::new(),
             changed_endpoints: BTreeMap::new(),
         })
@@ -213,13 +219,24 @@ impl Proxy {
 
     /// Replaces the set of Services.
     pub fn update_services(&mut self, services: Vec<Service>) {
+        self.services_set = true;
         self.services = services;
         self.services_dirty = true;
         self.changed_services.clear();
     }
 
+    /// Whether the whole set of Services and of Endpoints has been handed over
+    /// ([`Proxy::update_services`], [`Proxy::update_endpoints`]). Until then the proxy thread
+    /// writes no rule, as kube-proxy waits for its informers' first sync: a restarted proxy does
+    /// not replace the last run's rules with empty ones for a moment, and the first sync is the
+    /// full one of every Service.
+    pub fn initialized(&self) -> bool {
+        self.services_set && self.endpoints_set
+    }
+
     /// Replaces the manual `Endpoints` objects (used for Services without a selector).
     pub fn update_endpoints(&mut self, endpoints: Vec<Endpoints>) {
+        self.endpoints_set = true;
         self.endpoints = endpoints;
         self.endpoints_dirty = true;
         self.changed_endpoints.clear();

@@ -23,7 +23,7 @@ mod watch;
 
 pub use defaults::{apply_pod_defaults, default_pull_policy, make_static_pod, static_pod_uid};
 pub use diff::{diff_pods, PodChanges, ServiceChanges};
-pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache};
+pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache, NamedRead};
 pub use watch::{watch, Watcher};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};

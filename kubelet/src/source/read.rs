@@ -98,7 +98,7 @@ const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// What one file yields on its own, in file order: objects already defaulted and validated, and
 /// errors. Names taken by earlier files (duplicates) are decided when a read puts the files
 /// together, since they depend on the other files.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Entry {
     Error(SourceError),
     Pod {
@@ -139,6 +139,37 @@ pub struct ManifestCache {
     node_name: String,
     files: HashMap<PathBuf, CachedFile>,
     parses: u64,
+    /// Whether a read happened (the first one always counts as a change).
+    read_before: bool,
+    /// Whether the last read failed to read a file (so kept no parse of it).
+    unkept: bool,
+    /// Errors listing the directory or `stat`ing its files at the last read.
+    listing_errors: Vec<SourceError>,
+    /// The files of the last read, in order, with their entries (kept also when reading
+    /// failed).
+    order: Vec<(PathBuf, Arc<Vec<Entry>>)>,
+    /// How many files define each object (`kind/namespace/name`): a name defined once is no
+    /// duplicate, so a change of its object changes the snapshot in place.
+    defined: HashMap<String, u32>,
+    /// The directory read is a single file, not a directory.
+    single_file: bool,
+}
+
+/// What [`ManifestCache::read_named`] found.
+#[derive(Debug, PartialEq)]
+pub enum NamedRead {
+    /// The snapshot is the same as before.
+    Unchanged,
+    /// Only these Services and Endpoints changed, each keeping its name and its place: the
+    /// snapshot is the last one with these objects put in place of those of the same name.
+    InPlace {
+        /// The changed Services.
+        services: Vec<Service>,
+        /// The changed Endpoints.
+        endpoints: Vec<Endpoints>,
+    },
+    /// Something else changed: [`ManifestCache::snapshot`] is the new snapshot.
+    Changed,
 }
 
 impl ManifestCache {
@@ -162,24 +193,55 @@ impl ManifestCache {
         seen_at: Timestamp,
         now: SystemTime,
     ) -> Snapshot {
+        self.refresh(dir, node_name, seen_at, now);
+        self.assemble()
+    }
+
+    /// As [`ManifestCache::read`], or `None` when that snapshot would equal the one the last
+    /// read returned: no file appeared, vanished or parsed to other objects, and the directory
+    /// and file errors are the same. A directory of thousands of files where nothing changed is
+    /// then a `stat` of each file, with nothing put together or compared.
+    pub fn read_if_changed(
+        &mut self,
+        dir: &Path,
+        node_name: &str,
+        seen_at: Timestamp,
+        now: SystemTime,
+    ) -> Option<Snapshot> {
+        self.refresh(dir, node_name, seen_at, now)
+            .then(|| self.assemble())
+    }
+
+    /// Brings the cache up to date with the directory; true when something changed (see
+    /// [`ManifestCache::read_if_changed`]).
+    fn refresh(
+        &mut self,
+        dir: &Path,
+        node_name: &str,
+        seen_at: Timestamp,
+        now: SystemTime,
+    ) -> bool {
+        // The first read, and a read after one that could not read a file (that file may be
+        // gone now, taking its error with it), count as changes.
+        let mut changed = !self.read_before || self.unkept;
+        self.read_before = true;
+        self.unkept = false;
         if self.node_name != node_name {
             self.files.clear();
             self.node_name = node_name.to_string();
+            changed = true;
         }
-        let racy_after = now
-            .checked_sub(RACY_WINDOW)
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or((0, 0), |d| {
-                (d.as_secs() as i64, i64::from(d.subsec_nanos()))
-            });
-        let mut snap = Snapshot::default();
-        let mut seen = Seen::default();
+        let racy_after = racy_after(now);
+        let mut listing = Snapshot::default();
+        let files = list(dir, &mut listing);
+        let mut order = Vec::with_capacity(files.len());
         let mut still = HashMap::with_capacity(self.files.len());
-        for file in list(dir, &mut snap) {
+        for file in files {
             let meta = match std::fs::metadata(&file) {
                 Ok(m) => m,
                 Err(e) => {
-                    snap.errors
+                    listing
+                        .errors
                         .push(SourceError::file(&file, format!("reading file: {e}")));
                     continue;
                 }
@@ -193,28 +255,258 @@ impl ManifestCache {
                 continue;
             }
             let key = FileKey::of(&meta);
-            let entries = match self.files.remove(&file) {
-                Some(c) if c.key == key && !c.racy => Some(c.entries),
-                _ => None,
-            };
-            let (entries, keep) = match entries {
-                Some(e) => (e, true),
-                None => {
+            let cached = self.files.remove(&file);
+            let entries = match cached {
+                Some(c) if c.key == key && !c.racy => c.entries,
+                previous => {
                     self.parses += 1;
-                    let (e, keep) = parse_file(&file, meta.len(), node_name, seen_at);
-                    (Arc::new(e), keep)
+                    let (entries, keep) = parse_file(&file, meta.len(), node_name, seen_at);
+                    changed |= previous.is_none_or(|c| *c.entries != entries);
+                    let entries = Arc::new(entries);
+                    if !keep {
+                        // A failed read (not the content's fault) is tried again next time.
+                        changed = true;
+                        self.unkept = true;
+                        order.push((file, entries));
+                        continue;
+                    }
+                    entries
                 }
             };
-            assemble(&file, &entries, &mut seen, &mut snap);
-            // A failed read (not the content's fault) is tried again next time.
-            if keep {
-                let racy = key.ctime >= racy_after || key.mtime >= racy_after;
-                still.insert(file, CachedFile { key, racy, entries });
+            let racy = key.ctime >= racy_after || key.mtime >= racy_after;
+            order.push((file.clone(), entries.clone()));
+            still.insert(file, CachedFile { key, racy, entries });
+        }
+        // Files gone since the last read.
+        changed |= !self.files.is_empty();
+        changed |= listing.errors != self.listing_errors;
+        self.files = still;
+        self.listing_errors = listing.errors;
+        self.single_file = std::fs::metadata(dir).is_ok_and(|m| !m.is_dir());
+        self.defined.clear();
+        for (_, entries) in &order {
+            count_names(&mut self.defined, entries, 1);
+        }
+        self.order = order;
+        changed
+    }
+
+    /// Reads only the files of `dir` named (by inotify), as a [`ManifestCache::read`] would see
+    /// them, and says how the snapshot changed. The other files are taken as they were: a
+    /// periodic full read catches what no event reported. Names starting with `.` are skipped,
+    /// as a read skips them. Falls back to a full read when the cache cannot tell (no read yet,
+    /// another node name, a file that could not be read, a single manifest file).
+    pub fn read_named(
+        &mut self,
+        dir: &Path,
+        names: &[std::ffi::OsString],
+        node_name: &str,
+        seen_at: Timestamp,
+        now: SystemTime,
+    ) -> NamedRead {
+        if !self.read_before || self.unkept || self.single_file || self.node_name != node_name {
+            return self.full_read(dir, node_name, seen_at, now);
+        }
+        let racy_after = racy_after(now);
+        let mut names: Vec<&std::ffi::OsString> = names
+            .iter()
+            .filter(|n| !n.as_encoded_bytes().starts_with(b"."))
+            .collect();
+        names.sort();
+        names.dedup();
+        let (mut in_place, mut other) = (Vec::new(), false);
+        for name in names {
+            let file = dir.join(name);
+            let meta = match std::fs::metadata(&file) {
+                Ok(m) => Some(m).filter(|m| m.is_file()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => return self.full_read(dir, node_name, seen_at, now),
+            };
+            let at = self.order.binary_search_by(|(f, _)| f.cmp(&file));
+            let Some(meta) = meta else {
+                // Gone (or no longer a regular file).
+                if let Ok(i) = at {
+                    let (_, old) = self.order.remove(i);
+                    count_names(&mut self.defined, &old, -1);
+                    self.files.remove(&file);
+                    other = true;
+                }
+                continue;
+            };
+            let key = FileKey::of(&meta);
+            let racy = key.ctime >= racy_after || key.mtime >= racy_after;
+            if let Some(c) = self.files.get_mut(&file) {
+                if c.key == key && !c.racy {
+                    continue;
+                }
+            }
+            self.parses += 1;
+            let (entries, keep) = parse_file(&file, meta.len(), node_name, seen_at);
+            if !keep {
+                return self.full_read(dir, node_name, seen_at, now);
+            }
+            let entries = Arc::new(entries);
+            let old = self.files.insert(
+                file.clone(),
+                CachedFile {
+                    key,
+                    racy,
+                    entries: entries.clone(),
+                },
+            );
+            match (at, old) {
+                (Ok(i), Some(old)) => {
+                    if *old.entries == *entries {
+                        continue;
+                    }
+                    count_names(&mut self.defined, &old.entries, -1);
+                    count_names(&mut self.defined, &entries, 1);
+                    self.order[i].1 = entries.clone();
+                    match same_places(&old.entries, &entries, &self.defined) {
+                        Some(changed) => in_place.extend(changed),
+                        None => other = true,
+                    }
+                }
+                (Ok(i), None) => {
+                    // Listed but not kept before: cannot happen without `unkept`.
+                    count_names(&mut self.defined, &self.order[i].1.clone(), -1);
+                    count_names(&mut self.defined, &entries, 1);
+                    self.order[i].1 = entries;
+                    other = true;
+                }
+                (Err(i), _) => {
+                    count_names(&mut self.defined, &entries, 1);
+                    self.order.insert(i, (file, entries));
+                    other = true;
+                }
             }
         }
-        self.files = still;
+        if other {
+            return NamedRead::Changed;
+        }
+        if in_place.is_empty() {
+            return NamedRead::Unchanged;
+        }
+        let (mut services, mut endpoints) = (Vec::new(), Vec::new());
+        for entry in in_place {
+            match entry {
+                Entry::Service { object: Ok(s), .. } => services.push(*s),
+                Entry::Endpoints { object: Ok(e), .. } => endpoints.push(*e),
+                _ => {}
+            }
+        }
+        NamedRead::InPlace {
+            services,
+            endpoints,
+        }
+    }
+
+    fn full_read(
+        &mut self,
+        dir: &Path,
+        node_name: &str,
+        seen_at: Timestamp,
+        now: SystemTime,
+    ) -> NamedRead {
+        if self.refresh(dir, node_name, seen_at, now) {
+            NamedRead::Changed
+        } else {
+            NamedRead::Unchanged
+        }
+    }
+
+    /// The snapshot of the files as last read.
+    pub fn snapshot(&self) -> Snapshot {
+        self.assemble()
+    }
+
+    /// The snapshot of the files as last refreshed, in file order.
+    fn assemble(&self) -> Snapshot {
+        let mut snap = Snapshot {
+            errors: self.listing_errors.clone(),
+            ..Snapshot::default()
+        };
+        let mut seen = Seen::default();
+        for (file, entries) in &self.order {
+            assemble(file, entries, &mut seen, &mut snap);
+        }
         snap
     }
+}
+
+/// File times at or after this are racy at a read at `now` (see [`RACY_WINDOW`]).
+fn racy_after(now: SystemTime) -> (i64, i64) {
+    now.checked_sub(RACY_WINDOW)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or((0, 0), |d| {
+            (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+        })
+}
+
+/// Adds `by` to the count of each name `entries` define (`kind/namespace/name`).
+fn count_names(defined: &mut HashMap<String, u32>, entries: &[Entry], by: i32) {
+    for e in entries {
+        let name = match e {
+            Entry::Error(_) => continue,
+            Entry::Pod { key, .. } => format!("Pod/{key}"),
+            Entry::Service { key, .. } => format!("Service/{key}"),
+            Entry::Endpoints { key, .. } => format!("Endpoints/{key}"),
+        };
+        if by > 0 {
+            *defined.entry(name).or_default() += 1;
+        } else if let Some(n) = defined.get_mut(&name) {
+            *n -= 1;
+            if *n == 0 {
+                defined.remove(&name);
+            }
+        }
+    }
+}
+
+/// When `new` defines the same valid Services and Endpoints as `old`, in the same order, each
+/// defined by no other file, and nothing else: the entries whose object changed. Otherwise
+/// (pods, errors, names added, removed, moved or duplicated) `None`.
+fn same_places(old: &[Entry], new: &[Entry], defined: &HashMap<String, u32>) -> Option<Vec<Entry>> {
+    if old.len() != new.len() {
+        return None;
+    }
+    let mut changed = Vec::new();
+    for (o, n) in old.iter().zip(new) {
+        let name = match (o, n) {
+            (
+                Entry::Service {
+                    key: a,
+                    object: Ok(_),
+                    ..
+                },
+                Entry::Service {
+                    key: b,
+                    object: Ok(_),
+                    ..
+                },
+            ) if a == b => format!("Service/{a}"),
+            (
+                Entry::Endpoints {
+                    key: a,
+                    object: Ok(_),
+                    ..
+                },
+                Entry::Endpoints {
+                    key: b,
+                    object: Ok(_),
+                    ..
+                },
+            ) if a == b => format!("Endpoints/{a}"),
+            _ => return None,
+        };
+        if defined.get(&name) != Some(&1) {
+            return None;
+        }
+        if o != n {
+            changed.push(n.clone());
+        }
+    }
+    Some(changed)
 }
 
 /// Reads and decodes one file into its entries; the flag says whether the result may be kept

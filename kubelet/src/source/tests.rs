@@ -397,6 +397,140 @@ fn cache_parses_only_changed_files() {
 }
 
 #[test]
+fn cache_reports_only_reads_that_change_the_snapshot() {
+    let d = dir_with(&[
+        ("a.yaml", &POD.replace("name: web", "name: a")),
+        ("svc.yaml", SVC),
+    ]);
+    let mut c = ManifestCache::new();
+    let read_if_changed =
+        |c: &mut ManifestCache| c.read_if_changed(d.path(), "node1", at(), later());
+    let first = read_if_changed(&mut c).expect("the first read is a change");
+    assert_eq!(first, read(d.path()));
+    assert_eq!(read_if_changed(&mut c), None, "nothing changed");
+    // The same content written again (a new inode): parsed, but the snapshot is the same.
+    std::fs::write(d.path().join(".svc.tmp"), SVC).unwrap();
+    std::fs::rename(d.path().join(".svc.tmp"), d.path().join("svc.yaml")).unwrap();
+    assert_eq!(read_if_changed(&mut c), None, "an identical rewrite");
+    assert_eq!(c.parses(), 3);
+    // Other content.
+    std::fs::write(
+        d.path().join("svc.yaml"),
+        SVC.replace("port: 80", "port: 81"),
+    )
+    .unwrap();
+    let s = read_if_changed(&mut c).expect("a changed file");
+    assert_eq!(s, read(d.path()));
+    assert_eq!(read_if_changed(&mut c), None);
+    // A file removed, and one added.
+    std::fs::remove_file(d.path().join("svc.yaml")).unwrap();
+    assert_eq!(
+        read_if_changed(&mut c).expect("a removed file"),
+        read(d.path())
+    );
+    std::fs::write(d.path().join("b.yaml"), POD.replace("name: web", "name: b")).unwrap();
+    assert_eq!(
+        read_if_changed(&mut c).expect("an added file"),
+        read(d.path())
+    );
+    // A subdirectory appears: it is skipped, so nothing changed.
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    assert_eq!(
+        read_if_changed(&mut c),
+        None,
+        "a subdirectory is skipped, not an error"
+    );
+    // Another node name: everything is read anew.
+    assert!(c
+        .read_if_changed(d.path(), "node2", at(), later())
+        .is_some());
+}
+
+#[test]
+fn named_reads_change_services_in_place_and_the_rest_as_a_full_read_would() {
+    use super::NamedRead;
+    use std::ffi::OsString;
+    let other_svc = SVC
+        .replace("name: web", "name: api")
+        .replace("10.96.0.10", "10.96.0.11");
+    let d = dir_with(&[
+        ("a.yaml", &POD.replace("name: web", "name: a")),
+        ("svc.yaml", SVC),
+        ("svc2.yaml", &other_svc),
+    ]);
+    let mut c = ManifestCache::new();
+    let named = |c: &mut ManifestCache, names: &[&str]| {
+        let names: Vec<OsString> = names.iter().map(OsString::from).collect();
+        c.read_named(d.path(), &names, "node1", at(), later())
+    };
+    // No read yet: a full one.
+    assert_eq!(named(&mut c, &["svc.yaml"]), NamedRead::Changed);
+    assert_eq!(c.snapshot(), read(d.path()));
+    assert_eq!(
+        named(&mut c, &["svc.yaml", ".svc.yaml.tmp"]),
+        NamedRead::Unchanged
+    );
+    // A Service's port changes: that Service and its Endpoints, in place.
+    std::fs::write(
+        d.path().join("svc.yaml"),
+        SVC.replace("port: 80", "port: 81"),
+    )
+    .unwrap();
+    let parses = c.parses();
+    match named(&mut c, &["svc.yaml"]) {
+        NamedRead::InPlace {
+            services,
+            endpoints,
+        } => {
+            assert_eq!(services, read(d.path()).services[..1].to_vec());
+            assert_eq!(endpoints, read(d.path()).endpoints[..1].to_vec());
+        }
+        other => panic!("not in place: {other:?}"),
+    }
+    assert_eq!(c.parses(), parses + 1, "only the named file was parsed");
+    assert_eq!(c.snapshot(), read(d.path()));
+    // A pod's file, a removed file, a new file, a file made a duplicate: as a full read sees them.
+    std::fs::write(d.path().join("a.yaml"), POD.replace("name: web", "name: b")).unwrap();
+    assert_eq!(named(&mut c, &["a.yaml"]), NamedRead::Changed);
+    assert_eq!(c.snapshot(), read(d.path()));
+    std::fs::remove_file(d.path().join("svc2.yaml")).unwrap();
+    assert_eq!(named(&mut c, &["svc2.yaml"]), NamedRead::Changed);
+    assert_eq!(c.snapshot(), read(d.path()));
+    std::fs::write(d.path().join("svc3.yaml"), &other_svc).unwrap();
+    assert_eq!(named(&mut c, &["svc3.yaml"]), NamedRead::Changed);
+    assert_eq!(c.snapshot(), read(d.path()));
+    std::fs::write(
+        d.path().join("svc3.yaml"),
+        SVC.replace("10.96.0.10", "10.96.0.12"),
+    )
+    .unwrap();
+    assert_eq!(named(&mut c, &["svc3.yaml"]), NamedRead::Changed);
+    let s = c.snapshot();
+    assert_eq!(s, read(d.path()));
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.to_string().contains("already defined")),
+        "{:?}",
+        s.errors
+    );
+    // The loser of a duplicate changes: still not in place (the winner's object stays).
+    std::fs::write(
+        d.path().join("svc3.yaml"),
+        SVC.replace("10.96.0.10", "10.96.0.13"),
+    )
+    .unwrap();
+    assert_eq!(named(&mut c, &["svc3.yaml"]), NamedRead::Changed);
+    assert_eq!(c.snapshot(), read(d.path()));
+    // Another node name: a full read.
+    let names = [OsString::from("svc.yaml")];
+    assert_eq!(
+        c.read_named(d.path(), &names, "node2", at(), later()),
+        NamedRead::Changed
+    );
+}
+
+#[test]
 fn cache_sees_a_file_replaced_by_rename_with_same_size_and_mtime() {
     let d = dir_with(&[("web.yaml", POD)]);
     let mut c = ManifestCache::new();

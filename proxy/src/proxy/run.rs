@@ -102,7 +102,7 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
     let mut next_periodic = Instant::now() + period;
     loop {
         let now = Instant::now();
-        let due = if dirty {
+        let due = if dirty && proxy.initialized() {
             last_sync.map_or(now, |t| t + min).min(next_periodic)
         } else {
             next_periodic
@@ -128,6 +128,11 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
             Ok(Msg::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
+                if !proxy.initialized() {
+                    // Nothing to write before the first whole set (see `Proxy::initialized`).
+                    next_periodic = now + period;
+                    continue;
+                }
                 if now >= next_periodic {
                     next_periodic = now + period;
                     dirty = true;

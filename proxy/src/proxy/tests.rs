@@ -103,6 +103,9 @@ fn localhost_node_ports_enable_route_localnet() {
 fn running_proxy_coalesces_updates_and_repairs_flushed_tables() {
     let fw = Arc::new(MemoryFirewall::new());
     let handle = proxy(fw.clone(), Arc::new(RecordingConntrack::default())).spawn();
+    // The sources' first whole sets (empty): the proxy writes nothing before them.
+    handle.update_services(vec![]);
+    handle.update_endpoints(vec![]);
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let start = Instant::now();
         while !f() {
@@ -349,5 +352,35 @@ fn changes_reach_a_running_proxy() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    h.shutdown();
+}
+
+#[test]
+fn a_running_proxy_writes_nothing_before_the_whole_sets() {
+    let fw = Arc::new(MemoryFirewall::new());
+    let h = proxy(fw.clone(), Arc::new(RecordingConntrack::default())).spawn();
+    // Pods alone, and Services without Endpoints, are not the whole picture: no restore, for
+    // longer than the minimum sync period and the canary period together.
+    h.update_pods(vec![dns_pod("p0", "10.244.0.2", true)]);
+    h.update_services(vec![dns_service()]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        fw.restores().len(),
+        0,
+        "rules written before the Endpoints came"
+    );
+    assert_eq!(h.status().syncs, 0);
+    // Both whole sets: one sync, the full one, with the Service in it.
+    h.update_endpoints(vec![]);
+    let start = Instant::now();
+    while h.status().syncs == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no sync after the whole sets"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(fw.dump().contains("10.96.0.10"), "{}", fw.dump());
+    assert!(h.status().last_sync.is_some_and(|r| r.full));
     h.shutdown();
 }

@@ -278,7 +278,10 @@ fn inner(dir: &Path, kubenode: &Path, n: usize, runs: usize, mode: &str) {
         .arg("--state-file")
         .arg(dir.join("allocations.json"))
         .env("KUBENODE_LOG_FORMAT", "json")
-        .env("KUBENODE_LOG", "info")
+        .env(
+            "KUBENODE_LOG",
+            std::env::var("BENCH_KUBENODE_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
