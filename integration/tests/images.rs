@@ -22,6 +22,18 @@ use kubenode_runtime::image::{ImageError, ImageStore, PullEvent, PullOptions};
 #[allow(dead_code, unused_imports)] // its #[test]s are compiled out without libtest
 mod image_cmd;
 
+/// The printers `image_cmd` uses, from the binary's `print` module (`crate::print::images`,
+/// which reaches the table renderer as `super::table`).
+#[path = "../../src/print/images.rs"]
+#[allow(dead_code, unused_imports)] // its #[test]s are compiled out without libtest
+mod print_images;
+#[path = "../../src/print/table.rs"]
+#[allow(dead_code)]
+mod table;
+mod print {
+    pub(crate) use super::print_images as images;
+}
+
 const CHILD_ENV: &str = "KUBENODE_IMAGES_TEST_CHILD";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
