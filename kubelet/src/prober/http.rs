@@ -3,6 +3,9 @@
 //! and `Accept: */*` unless the probe sets them (an empty value removes one), redirects to the
 //! same host followed up to 10 times (any other redirect is a success with a warning), the body
 //! read up to 10 KiB, success for 200-399, HTTPS without certificate verification.
+//!
+//! The request side (URL, headers, one GET) is shared with lifecycle hooks' `httpGet`
+//! (`node::hooks`), as upstream's `pkg/probe/http` serves both.
 
 use std::time::Duration;
 
@@ -14,9 +17,9 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, HTTPHeader};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::port::resolve_port;
 use super::tcp::{join_host_port, os_error};
 use super::Outcome;
-use crate::node::hooks::resolve_port;
 
 /// Body bytes read from a response (upstream's `maxRespBodyLength`).
 pub(crate) const MAX_BODY: usize = 10 * 1024;
@@ -33,6 +36,11 @@ k8s_openapi::k8s_if_1_37! { const USER_AGENT: &str = "kube-probe/1.37"; }
 /// `k8s-openapi` feature).
 pub fn user_agent() -> &'static str {
     USER_AGENT
+}
+
+/// The `User-Agent` of lifecycle hooks' requests (upstream's `kube-lifecycle/<major>.<minor>`).
+pub(crate) fn lifecycle_user_agent() -> String {
+    USER_AGENT.replace("kube-probe/", "kube-lifecycle/")
 }
 
 /// A probe URL.

@@ -19,6 +19,7 @@ pub use exec::MAX_EXEC_OUTPUT;
 mod grpc;
 pub(crate) mod http;
 pub mod metrics;
+mod port;
 mod tcp;
 mod tls;
 mod worker;
