@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
 
-use crate::prober::http::{get, headers_with_agent, lifecycle_user_agent, probe_url};
+use crate::prober::http::{get, headers_with_agent, lifecycle_user_agent, probe_url, HttpError};
 
 /// What a hook's GET came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub async fn http_get(
     let attempt = async {
         match get(&url, &headers).await {
             Ok((status, _, _)) => Ok(HookResponse::Answered(status.as_u16())),
-            Err(e) if url.https && e.starts_with("tls:") => {
+            Err(e @ HttpError::Tls(_)) if url.https => {
                 let mut plain = url.clone();
                 plain.https = false;
                 let plain_headers: Vec<_> = headers
