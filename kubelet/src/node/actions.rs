@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
 use crate::backoff::RestartDecision;
+use crate::status::RestartPolicy;
 
 /// The instances of one container name, newest first.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +112,7 @@ pub fn compute(
     if terminal {
         return actions;
     }
-    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let policy = RestartPolicy::of(spec);
     let mut restart_or_wait =
         |actions: &mut PodActions, name: &str, init: bool, s: &ContainerStatus| match decide(
             name,
@@ -142,7 +143,7 @@ pub fn compute(
             }
             Some(s) => match s.state {
                 ContainerState::Exited if s.exit_code == Some(0) => continue,
-                ContainerState::Exited if policy != "Never" => {
+                ContainerState::Exited if policy != RestartPolicy::Never => {
                     restart_or_wait(&mut actions, &c.name, true, s);
                     return actions;
                 }
@@ -161,9 +162,7 @@ pub fn compute(
                 restart_count: 0,
             }),
             Some(s) if s.state == ContainerState::Exited => {
-                let failed = s.exit_code != Some(0);
-                let restart = policy == "Always" || (policy == "OnFailure" && failed);
-                if restart {
+                if policy.restarts(s.exit_code != Some(0)) {
                     restart_or_wait(&mut actions, &c.name, false, s);
                 }
             }

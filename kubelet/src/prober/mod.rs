@@ -38,6 +38,7 @@ use tokio::sync::Semaphore;
 
 use crate::backoff::Clock;
 use crate::events::{ObjectRef, Recorder};
+use crate::status::{is_restartable_init, RestartPolicy};
 
 pub use http::user_agent;
 
@@ -291,12 +292,12 @@ impl Prober {
             return;
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let restart_never = spec.restart_policy.as_deref() == Some("Never");
+        let restart_never = RestartPolicy::of(&spec) == RestartPolicy::Never;
         let sidecars = spec
             .init_containers
             .iter()
             .flatten()
-            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            .filter(|c| is_restartable_init(c));
         let mut state = self.lock();
         for c in sidecars.chain(spec.containers.iter()) {
             let current = current_instance(instances, &c.name);

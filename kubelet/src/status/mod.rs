@@ -24,8 +24,8 @@ pub use containers::{
 };
 pub use display::{human_duration, pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
 pub use phase::{
-    get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, FAILED,
-    PENDING, RUNNING, SUCCEEDED, UNKNOWN,
+    get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, RestartPolicy,
+    FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN,
 };
 pub use qos::{qos_class, QosClass};
 pub use termination::{termination_message, MessageSource};

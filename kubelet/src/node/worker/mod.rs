@@ -118,17 +118,13 @@ fn host_network(pod: &Pod) -> bool {
 }
 
 fn cgroup_parent(pod: &Pod) -> String {
-    let qos = pod
-        .spec
-        .as_ref()
-        .map(crate::status::qos_class)
-        .map(|q| q.as_str())
-        .unwrap_or("BestEffort");
+    use crate::status::{qos_class, QosClass};
+    let qos = pod.spec.as_ref().map_or(QosClass::BestEffort, qos_class);
     let uid = uid_of(pod);
     match qos {
-        "Guaranteed" => format!("/kubepods/pod{uid}"),
-        "Burstable" => format!("/kubepods/burstable/pod{uid}"),
-        _ => format!("/kubepods/besteffort/pod{uid}"),
+        QosClass::Guaranteed => format!("/kubepods/pod{uid}"),
+        QosClass::Burstable => format!("/kubepods/burstable/pod{uid}"),
+        QosClass::BestEffort => format!("/kubepods/besteffort/pod{uid}"),
     }
 }
 

@@ -344,7 +344,7 @@ pub(crate) fn container_oom_score_adj(
     let capacity = i128::from(memory_capacity.max(1));
     let score = |request: i64| 1000 - (1000 * i128::from(request)) / capacity;
     let mut adj = score(memory_request(container));
-    let sidecar = container.restart_policy.as_deref() == Some("Always")
+    let sidecar = crate::status::is_restartable_init(container)
         && spec
             .init_containers
             .iter()
