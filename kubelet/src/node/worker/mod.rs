@@ -25,6 +25,7 @@ use stop::terminate;
 pub(super) use volumes::remove_orphan_pod_dirs;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +74,7 @@ const POD_IFNAME: &str = "eth0";
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct PodRecord {
     sandbox_id: Option<String>,
-    pod_ips: Vec<String>,
+    pod_ips: Vec<IpAddr>,
     start_time: Option<String>,
     /// CNI ADD of the sandbox has not finished: after an agent restart, such a sandbox is
     /// recreated rather than adopted.
@@ -309,7 +310,12 @@ fn publish(
     let probe_ip = if host_network(pod) {
         k.config.node_ip.to_string()
     } else {
-        state.record.pod_ips.first().cloned().unwrap_or_default()
+        state
+            .record
+            .pod_ips
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     };
     k.prober.sync_pod(pod, &probe_ip, instances);
     let containers = observe::observe(
@@ -320,9 +326,9 @@ fn publish(
         |s| termination_message(&pods_dir, &all, s),
         |c, s| k.prober.status(c, &s.id),
     );
-    let node_ip = k.config.node_ip.to_string();
+    let node_ip = k.config.node_ip;
     let pod_ips = if host_network(pod) {
-        vec![node_ip.clone()]
+        vec![node_ip]
     } else {
         state.record.pod_ips.clone()
     };

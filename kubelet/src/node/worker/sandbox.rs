@@ -92,7 +92,7 @@ pub(super) async fn ensure_sandbox(
         tokio::spawn(async move {
             cni.add(&attachment)
                 .await
-                .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
+                .map(|r| r.pod_ips())
                 .map_err(|e| e.to_string())
         })
     });
@@ -110,7 +110,7 @@ pub(super) async fn ensure_sandbox(
 pub(super) struct Pending {
     pause: tokio::task::JoinHandle<Result<Sandbox, kubenode_runtime::RuntimeError>>,
     /// `None` for a host-network pod.
-    network: Option<tokio::task::JoinHandle<Result<Vec<String>, String>>>,
+    network: Option<tokio::task::JoinHandle<Result<Vec<std::net::IpAddr>, String>>>,
 }
 
 /// Waits until the sandbox [`ensure_sandbox`] left coming up is up: the pod IPs recorded and
@@ -190,7 +190,7 @@ pub(super) fn write_pod_files(k: &Kubelet, pod: &Pod, record: &PodRecord) -> std
         .map(|ip| ip.to_string())
         .collect();
     let ips = if host_network(pod) {
-        vec![k.config.node_ip.to_string()]
+        vec![k.config.node_ip]
     } else {
         record.pod_ips.clone()
     };

@@ -97,7 +97,7 @@ pub(super) async fn start_container(
         // The environment names the pod IP: the network has to be up before the create.
         super::finish_sandbox(k, pod, state).await?;
     }
-    let pod_ip = state.record.pod_ips.first().cloned();
+    let pod_ip = state.record.pod_ips.first().map(ToString::to_string);
     let config = ContainerConfig {
         resolved_env: observe::field_ref_env(
             pod,
