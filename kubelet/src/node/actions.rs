@@ -83,15 +83,8 @@ pub struct PodActions {
     pub prune: Vec<String>,
 }
 
-/// Parses a runtime timestamp (RFC 3339).
-pub fn parse_time(t: Option<&str>) -> Option<Timestamp> {
-    t.and_then(|t| t.parse().ok())
-}
-
 fn finished_at(s: &ContainerStatus) -> Timestamp {
-    parse_time(s.finished_at.as_deref())
-        .or_else(|| parse_time(Some(&s.created_at)))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+    crate::status::api_time(s.finished_at.unwrap_or(s.created_at))
 }
 
 /// Computes the actions. `decide` is the crash back-off (called only for a container that
@@ -205,9 +198,9 @@ mod tests {
             exit_code: code,
             reason: None,
             message: None,
-            created_at: format!("2026-11-28T00:00:{:02}Z", restart),
+            created_at: format!("2026-11-28T00:00:{:02}Z", restart).parse().unwrap(),
             started_at: None,
-            finished_at: Some("2026-11-28T01:00:00Z".into()),
+            finished_at: Some("2026-11-28T01:00:00Z".parse().unwrap()),
             log_path: PathBuf::new(),
         }
     }

@@ -330,7 +330,7 @@ impl Prober {
                         .get_or_insert_with(|| Arc::new(c.clone()))
                         .clone(),
                     container_id: s.id.clone(),
-                    started_at: s.started_at.as_deref().and_then(|t| t.parse().ok()),
+                    started_at: s.started_at.map(crate::status::api_time),
                     pod_ip: pod_ip.to_string(),
                     pod_grace: spec.termination_grace_period_seconds.unwrap_or(30),
                     restart_never,

@@ -36,6 +36,13 @@ use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+/// A runtime time as the API's `Time` holds it: the runtime uses jiff 1, `k8s-openapi` jiff 0.2
+/// (the two share the range of timestamps, so no value is lost).
+pub fn api_time(t: jiff::Timestamp) -> Timestamp {
+    Timestamp::from_nanosecond(t.as_nanosecond())
+        .expect("jiff 0.2 and jiff 1 timestamps have the same range")
+}
+
 /// Admission rejection reason when `maxPods` is reached (upstream `OutOfpods`).
 pub const OUT_OF_PODS: &str = "OutOfpods";
 
