@@ -156,8 +156,8 @@ fn manifest_dir_to_status_and_events() {
 
     let observed = ObservedPod {
         sandbox_ready: true,
-        pod_ips: vec!["10.244.1.2".into()],
-        host_ips: vec![cfg.node_ip.to_string()],
+        pod_ips: vec!["10.244.1.2".parse().unwrap()],
+        host_ips: vec![cfg.node_ip],
         containers: vec![ObservedContainer {
             name: "httpd".into(),
             container_id: Some("runc://abc".into()),

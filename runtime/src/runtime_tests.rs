@@ -86,7 +86,7 @@ impl Fixture {
             exit_code: code,
             signal: None,
             oom_killed: oom,
-            finished_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:00:00Z".parse().unwrap(),
             log_lines_dropped: 0,
         };
         rec.write(&args.exit_file).unwrap();

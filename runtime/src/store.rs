@@ -46,7 +46,7 @@ pub(crate) struct SandboxMeta {
     pub sysctls: std::collections::BTreeMap<String, String>,
     pub cgroup_parent: String,
     pub phase: SandboxPhase,
-    pub created_at: String,
+    pub created_at: jiff::Timestamp,
     #[serde(default)]
     pub pause_pid: i32,
     #[serde(default)]
@@ -69,7 +69,7 @@ pub(crate) struct ContainerMeta {
     pub layers: Vec<PathBuf>,
     pub log_path: PathBuf,
     pub cgroups_path: String,
-    pub created_at: String,
+    pub created_at: jiff::Timestamp,
     /// `false` until `create` finished: such a container is half-made.
     pub complete: bool,
     #[serde(default)]
@@ -77,7 +77,7 @@ pub(crate) struct ContainerMeta {
     #[serde(default)]
     pub shim_pid: i32,
     #[serde(default)]
-    pub started_at: Option<String>,
+    pub started_at: Option<jiff::Timestamp>,
     #[serde(default)]
     pub start_error: Option<String>,
 }

@@ -235,7 +235,7 @@ fn instance(i: usize) -> ContainerStatus {
         exit_code: None,
         reason: None,
         message: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
+        created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
         started_at: None,
         finished_at: None,
         log_path: Default::default(),

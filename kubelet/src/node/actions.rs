@@ -14,6 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
 use crate::backoff::RestartDecision;
+use crate::status::RestartPolicy;
 
 /// The instances of one container name, newest first.
 #[derive(Debug, Clone, Default)]
@@ -82,15 +83,8 @@ pub struct PodActions {
     pub prune: Vec<String>,
 }
 
-/// Parses a runtime timestamp (RFC 3339).
-pub fn parse_time(t: Option<&str>) -> Option<Timestamp> {
-    t.and_then(|t| t.parse().ok())
-}
-
 fn finished_at(s: &ContainerStatus) -> Timestamp {
-    parse_time(s.finished_at.as_deref())
-        .or_else(|| parse_time(Some(&s.created_at)))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+    crate::status::api_time(s.finished_at.unwrap_or(s.created_at))
 }
 
 /// Computes the actions. `decide` is the crash back-off (called only for a container that
@@ -111,7 +105,7 @@ pub fn compute_pod_actions(
     if terminal {
         return actions;
     }
-    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let policy = RestartPolicy::of(spec);
     let mut restart_or_wait =
         |actions: &mut PodActions, name: &str, init: bool, s: &ContainerStatus| match decide(
             name,
@@ -142,7 +136,7 @@ pub fn compute_pod_actions(
             }
             Some(s) => match s.state {
                 ContainerState::Exited if s.exit_code == Some(0) => continue,
-                ContainerState::Exited if policy != "Never" => {
+                ContainerState::Exited if policy != RestartPolicy::Never => {
                     restart_or_wait(&mut actions, &c.name, true, s);
                     return actions;
                 }
@@ -161,9 +155,7 @@ pub fn compute_pod_actions(
                 restart_count: 0,
             }),
             Some(s) if s.state == ContainerState::Exited => {
-                let failed = s.exit_code != Some(0);
-                let restart = policy == "Always" || (policy == "OnFailure" && failed);
-                if restart {
+                if policy.restarts(s.exit_code != Some(0)) {
                     restart_or_wait(&mut actions, &c.name, false, s);
                 }
             }
@@ -206,9 +198,9 @@ mod tests {
             exit_code: code,
             reason: None,
             message: None,
-            created_at: format!("2026-11-28T00:00:{:02}Z", restart),
+            created_at: format!("2026-11-28T00:00:{:02}Z", restart).parse().unwrap(),
             started_at: None,
-            finished_at: Some("2026-11-28T01:00:00Z".into()),
+            finished_at: Some("2026-11-28T01:00:00Z".parse().unwrap()),
             log_path: PathBuf::new(),
         }
     }

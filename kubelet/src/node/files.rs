@@ -2,6 +2,8 @@
 //! `/etc/hostname` (k/k pkg/kubelet/kubelet_pods.go `managedHostsFileContent`,
 //! pkg/kubelet/network/dns).
 
+use std::net::IpAddr;
+
 use k8s_openapi::api::core::v1::Pod;
 
 /// The pod's hostname: `spec.hostname` or the pod name (truncated to 63 characters).
@@ -21,7 +23,7 @@ pub fn hostname(pod: &Pod) -> String {
 
 /// The managed `/etc/hosts`: localhost lines, the pod's IPs with its hostname (and FQDN with a
 /// subdomain), then `hostAliases`.
-pub fn hosts_file(pod: &Pod, pod_ips: &[String], cluster_domain: &str) -> String {
+pub fn hosts_file(pod: &Pod, pod_ips: &[IpAddr], cluster_domain: &str) -> String {
     let mut out = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
@@ -153,7 +155,7 @@ mod tests {
             ip: "10.1.2.3".into(),
             hostnames: Some(vec!["foo.local".into(), "bar".into()]),
         }]);
-        let text = hosts_file(&p, &["10.244.1.5".into()], "cluster.local");
+        let text = hosts_file(&p, &["10.244.1.5".parse().unwrap()], "cluster.local");
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(
             text.contains("10.244.1.5\tweb.front.shop.svc.cluster.local\tweb\n"),

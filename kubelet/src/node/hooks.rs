@@ -5,38 +5,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-/// Resolves a hook's or probe's port: a number, or the name of one of the container's ports.
-pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
-    let n = match port {
-        IntOrString::Int(n) => *n,
-        IntOrString::String(name) => match name.parse::<i32>() {
-            Ok(n) => n,
-            Err(_) => container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))
-                .map(|p| p.container_port)
-                .ok_or_else(|| {
-                    format!(
-                        "couldn't find port {name:?} in container {}",
-                        container.name
-                    )
-                })?,
-        },
-    };
-    u16::try_from(n)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("invalid port {n}"))
-}
-
-/// The `User-Agent` of hook requests (upstream's `kube-lifecycle/<major>.<minor>`).
-fn lifecycle_agent() -> String {
-    crate::prober::http::user_agent().replace("kube-probe/", "kube-lifecycle/")
-}
+use crate::prober::http::{get, headers_with_agent, lifecycle_user_agent, probe_url, HttpError};
 
 /// What a hook's GET came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,16 +28,15 @@ pub async fn http_get(
     pod_ip: &str,
     timeout: Duration,
 ) -> Result<HookResponse, String> {
-    use crate::prober::http::{get, headers_with_agent, probe_url};
     let url = probe_url(action, container, pod_ip)?;
     let headers = headers_with_agent(
         action.http_headers.as_deref().unwrap_or_default(),
-        &lifecycle_agent(),
+        &lifecycle_user_agent(),
     );
     let attempt = async {
         match get(&url, &headers).await {
             Ok((status, _, _)) => Ok(HookResponse::Answered(status.as_u16())),
-            Err(e) if url.https && e.starts_with("tls:") => {
+            Err(e @ HttpError::Tls(_)) if url.https => {
                 let mut plain = url.clone();
                 plain.https = false;
                 let plain_headers: Vec<_> = headers
@@ -91,6 +60,7 @@ pub async fn http_get(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ContainerPort;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -105,19 +75,6 @@ mod tests {
             }]),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn named_and_numeric_ports() {
-        let c = container();
-        assert_eq!(
-            resolve_port(&IntOrString::String("http".into()), &c),
-            Ok(8080)
-        );
-        assert_eq!(resolve_port(&IntOrString::Int(81), &c), Ok(81));
-        assert_eq!(resolve_port(&IntOrString::String("82".into()), &c), Ok(82));
-        assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
-        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
     }
 
     #[tokio::test]

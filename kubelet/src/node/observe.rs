@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubenode_runtime::{ContainerState, ContainerStatus};
 
-use super::actions::{group, parse_time};
-use crate::status::{reason, terminated_reason, ObservedContainer, ObservedState, Terminated};
+use super::actions::group;
+use crate::status::{
+    api_time, reason, terminated_reason, ObservedContainer, ObservedState, Terminated,
+};
 
 /// A container the kubelet could not (re)start, and why: shown as its waiting state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +45,8 @@ fn terminated(s: &ContainerStatus, message: Option<String>) -> Terminated {
         signal: None,
         reason,
         message: message.or_else(|| s.message.clone()),
-        started_at: parse_time(s.started_at.as_deref()),
-        finished_at: parse_time(s.finished_at.as_deref()),
+        started_at: s.started_at.map(api_time),
+        finished_at: s.finished_at.map(api_time),
         container_id: Some(container_id(&s.id)),
     }
 }
@@ -86,8 +88,9 @@ pub fn observe_containers(
             }
             (Some(s), _) => match s.state {
                 ContainerState::Running => ObservedState::Running {
-                    started_at: parse_time(s.started_at.as_deref())
-                        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                    started_at: s
+                        .started_at
+                        .map_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH, api_time),
                 },
                 ContainerState::Exited => {
                     ObservedState::Terminated(terminated(s, termination_message(s)))

@@ -116,7 +116,7 @@ mod tests {
             exit_code: code,
             reason: None,
             message: None,
-            created_at: String::new(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
             log_path: Default::default(),

@@ -3,6 +3,9 @@
 //! and `Accept: */*` unless the probe sets them (an empty value removes one), redirects to the
 //! same host followed up to 10 times (any other redirect is a success with a warning), the body
 //! read up to 10 KiB, success for 200-399, HTTPS without certificate verification.
+//!
+//! The request side (URL, headers, one GET) is shared with lifecycle hooks' `httpGet`
+//! (`node::hooks`), as upstream's `pkg/probe/http` serves both.
 
 use std::time::Duration;
 
@@ -14,9 +17,9 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, HTTPHeader};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::port::resolve_port;
 use super::tcp::{join_host_port, os_error};
 use super::Outcome;
-use crate::node::hooks::resolve_port;
 
 /// Body bytes read from a response (upstream's `maxRespBodyLength`).
 pub(crate) const MAX_BODY: usize = 10 * 1024;
@@ -33,6 +36,11 @@ k8s_openapi::k8s_if_1_37! { const USER_AGENT: &str = "kube-probe/1.37"; }
 /// `k8s-openapi` feature).
 pub fn user_agent() -> &'static str {
     USER_AGENT
+}
+
+/// The `User-Agent` of lifecycle hooks' requests (upstream's `kube-lifecycle/<major>.<minor>`).
+pub(crate) fn lifecycle_user_agent() -> String {
+    USER_AGENT.replace("kube-probe/", "kube-lifecycle/")
 }
 
 /// A probe URL.
@@ -224,34 +232,86 @@ async fn get_following(url: Url, headers: &[(String, String)]) -> Outcome {
 
 pub(crate) type Response = (StatusCode, Option<String>, Vec<u8>);
 
+/// Why a GET got no response. Each variant prints the text probes and hooks have always
+/// shown (Go's wording where upstream has one), so events and statuses read the same.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HttpError {
+    /// The TCP connection failed.
+    #[error("dial tcp {addr}: connect: {}", os_error(.source))]
+    Dial {
+        /// `host:port` as dialled.
+        addr: String,
+        /// The connect error.
+        source: std::io::Error,
+    },
+    /// The probe TLS configuration could not be built.
+    #[error("{0}")]
+    TlsConfig(String),
+    /// The host is not a valid TLS server name.
+    #[error("invalid TLS server name {host}: {source}")]
+    ServerName {
+        /// The URL's host.
+        host: String,
+        /// Why rustls refused it.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed (a hook then retries over plain HTTP).
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+    /// A header of the action is not a valid HTTP header.
+    #[error("invalid header {name}: {value:?}")]
+    Header {
+        /// The header's name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// The request could not be built.
+    #[error("{0}")]
+    Request(String),
+    /// The HTTP exchange failed before a response arrived.
+    #[error("{0}")]
+    Http(hyper::Error),
+    /// The connection failed while the body was read.
+    #[error("reading the body: {0}")]
+    Body(hyper::Error),
+}
+
 /// One GET on a new connection: status, `Location`, the first [`MAX_BODY`] bytes of the body.
-pub(crate) async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, String> {
-    let addr = join_host_port(&url.host, url.port);
+pub(crate) async fn get(url: &Url, headers: &[(String, String)]) -> Result<Response, HttpError> {
     let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
-        .map_err(|e| format!("dial tcp {addr}: connect: {}", os_error(&e)))?;
+        .map_err(|source| HttpError::Dial {
+            addr: join_host_port(&url.host, url.port),
+            source,
+        })?;
     if !url.https {
         return exchange(tcp, url, headers).await;
     }
-    let connector = super::tls::connector()?;
-    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-        .map_err(|e| format!("invalid TLS server name {}: {e}", url.host))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
+    let connector = super::tls::connector().map_err(HttpError::TlsConfig)?;
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|source| {
+        HttpError::ServerName {
+            host: url.host.clone(),
+            source,
+        }
+    })?;
+    let tls = connector.connect(name, tcp).await.map_err(HttpError::Tls)?;
     exchange(tls, url, headers).await
 }
 
 /// One request and response on `stream`. The connection is driven in this task (no spawned
 /// task per probe) and dropped once the response body is read or capped.
-async fn exchange<S>(stream: S, url: &Url, headers: &[(String, String)]) -> Result<Response, String>
+async fn exchange<S>(
+    stream: S,
+    url: &Url,
+    headers: &[(String, String)],
+) -> Result<Response, HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(HttpError::Http)?;
     let mut conn = std::pin::pin!(conn);
     let mut conn_done = false;
     let mut map = HeaderMap::new();
@@ -260,7 +320,10 @@ where
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) else {
-            return Err(format!("invalid header {name}: {value:?}"));
+            return Err(HttpError::Header {
+                name: name.clone(),
+                value: value.clone(),
+            });
         };
         map.append(n, v);
     }
@@ -268,22 +331,22 @@ where
         let host = join_host_port(&url.host, url.port);
         map.insert(
             hyper::header::HOST,
-            HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(&host).map_err(|e| HttpError::Request(e.to_string()))?,
         );
     }
     map.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
     let mut req = hyper::Request::get(url.path.as_str())
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HttpError::Request(e.to_string()))?;
     *req.headers_mut() = map;
     let mut send = std::pin::pin!(sender.send_request(req));
     let resp = loop {
         tokio::select! {
             biased;
-            r = &mut send => break r.map_err(|e| e.to_string())?,
+            r = &mut send => break r.map_err(HttpError::Http)?,
             r = &mut conn, if !conn_done => {
                 conn_done = true;
-                r.map_err(|e| e.to_string())?;
+                r.map_err(HttpError::Http)?;
             }
         }
     };
@@ -301,7 +364,7 @@ where
             f = body.frame() => f,
             r = &mut conn, if !conn_done => {
                 conn_done = true;
-                r.map_err(|e| format!("reading the body: {e}"))?;
+                r.map_err(HttpError::Body)?;
                 continue;
             }
         };
@@ -311,10 +374,34 @@ where
                     data.extend_from_slice(chunk);
                 }
             }
-            Some(Err(e)) => return Err(format!("reading the body: {e}")),
+            Some(Err(e)) => return Err(HttpError::Body(e)),
             None => break,
         }
     }
     data.truncate(MAX_BODY);
     Ok((status, location, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpError;
+
+    #[test]
+    fn errors_print_the_texts_events_and_statuses_show() {
+        let refused = HttpError::Dial {
+            addr: "[fd00::1]:80".into(),
+            source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "dial tcp [fd00::1]:80: connect: connection refused"
+        );
+        let tls = HttpError::Tls(std::io::Error::other("received corrupt message"));
+        assert_eq!(tls.to_string(), "tls: received corrupt message");
+        let header = HttpError::Header {
+            name: "X-A".into(),
+            value: "b\n".into(),
+        };
+        assert_eq!(header.to_string(), "invalid header X-A: \"b\\n\"");
+    }
 }

@@ -19,6 +19,7 @@ pub use exec::MAX_EXEC_OUTPUT;
 mod grpc;
 pub(crate) mod http;
 pub mod metrics;
+mod port;
 mod tcp;
 mod tls;
 mod worker;
@@ -37,6 +38,7 @@ use tokio::sync::Semaphore;
 
 use crate::backoff::Clock;
 use crate::events::{ObjectRef, Recorder};
+use crate::status::{is_restartable_init, RestartPolicy};
 
 pub use http::user_agent;
 
@@ -290,12 +292,12 @@ impl Prober {
             return;
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let restart_never = spec.restart_policy.as_deref() == Some("Never");
+        let restart_never = RestartPolicy::of(&spec) == RestartPolicy::Never;
         let sidecars = spec
             .init_containers
             .iter()
             .flatten()
-            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            .filter(|c| is_restartable_init(c));
         let mut state = self.lock();
         for c in sidecars.chain(spec.containers.iter()) {
             let current = current_instance(instances, &c.name);
@@ -328,7 +330,7 @@ impl Prober {
                         .get_or_insert_with(|| Arc::new(c.clone()))
                         .clone(),
                     container_id: s.id.clone(),
-                    started_at: s.started_at.as_deref().and_then(|t| t.parse().ok()),
+                    started_at: s.started_at.map(crate::status::api_time),
                     pod_ip: pod_ip.to_string(),
                     pod_grace: spec.termination_grace_period_seconds.unwrap_or(30),
                     restart_never,

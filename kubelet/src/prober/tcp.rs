@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, TCPSocketAction};
 
+use super::port::resolve_port;
 use super::Outcome;
-use crate::node::hooks::resolve_port;
 
 /// `host:port`, with brackets for IPv6.
 pub(super) fn join_host_port(host: &str, port: u16) -> String {

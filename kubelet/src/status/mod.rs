@@ -24,15 +24,24 @@ pub use containers::{
 };
 pub use display::{human_duration, pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
 pub use phase::{
-    get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, FAILED,
-    PENDING, RUNNING, SUCCEEDED, UNKNOWN,
+    get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, RestartPolicy,
+    FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN,
 };
 pub use qos::{qos_class, QosClass};
 pub use termination::{termination_message, MessageSource};
 
+use std::net::IpAddr;
+
 use k8s_openapi::api::core::v1::{HostIP, Pod, PodIP, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+
+/// A runtime time as the API's `Time` holds it: the runtime uses jiff 1, `k8s-openapi` jiff 0.2
+/// (the two share the range of timestamps, so no value is lost).
+pub fn api_time(t: jiff::Timestamp) -> Timestamp {
+    Timestamp::from_nanosecond(t.as_nanosecond())
+        .expect("jiff 0.2 and jiff 1 timestamps have the same range")
+}
 
 /// Admission rejection reason when `maxPods` is reached (upstream `OutOfpods`).
 pub const OUT_OF_PODS: &str = "OutOfpods";
@@ -43,9 +52,9 @@ pub struct ObservedPod {
     /// The sandbox exists and its network is set up.
     pub sandbox_ready: bool,
     /// Pod IPs, primary first.
-    pub pod_ips: Vec<String>,
+    pub pod_ips: Vec<IpAddr>,
     /// Node IPs.
-    pub host_ips: Vec<String>,
+    pub host_ips: Vec<IpAddr>,
     /// When the agent accepted the pod (kept once set).
     pub start_time: Option<Timestamp>,
     /// Init and app containers the runtime knows, by name.
@@ -118,20 +127,20 @@ pub fn generate_pod_status(
         conditions: Some(conds),
         container_statuses: Some(app),
         init_container_statuses: has_init.then_some(init),
-        pod_ip: observed.pod_ips.first().cloned(),
+        pod_ip: observed.pod_ips.first().map(ToString::to_string),
         pod_ips: (!observed.pod_ips.is_empty()).then(|| {
             observed
                 .pod_ips
                 .iter()
-                .map(|ip| PodIP { ip: ip.clone() })
+                .map(|ip| PodIP { ip: ip.to_string() })
                 .collect()
         }),
-        host_ip: observed.host_ips.first().cloned(),
+        host_ip: observed.host_ips.first().map(ToString::to_string),
         host_ips: (!observed.host_ips.is_empty()).then(|| {
             observed
                 .host_ips
                 .iter()
-                .map(|ip| HostIP { ip: ip.clone() })
+                .map(|ip| HostIP { ip: ip.to_string() })
                 .collect()
         }),
         start_time: Some(start_time),

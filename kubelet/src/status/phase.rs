@@ -19,6 +19,38 @@ pub fn is_terminal(phase: &str) -> bool {
     phase == SUCCEEDED || phase == FAILED
 }
 
+/// A pod's `restartPolicy` (upstream `v1.RestartPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartPolicy {
+    /// Restart every container that exits (the default).
+    Always,
+    /// Restart containers that exit non-zero.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The spec's policy; unset is `Always`, as the API server defaults it. Validation refuses
+    /// any other text (`spec.restartPolicy: Unsupported value`), so none gets this far.
+    pub fn of(spec: &PodSpec) -> Self {
+        match spec.restart_policy.as_deref() {
+            Some("OnFailure") => Self::OnFailure,
+            Some("Never") => Self::Never,
+            _ => Self::Always,
+        }
+    }
+
+    /// Whether a container that exited (`failed`: with a non-zero code) is started again.
+    pub fn restarts(self, failed: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::OnFailure => failed,
+            Self::Never => false,
+        }
+    }
+}
+
 /// An init container with `restartPolicy: Always` (a sidecar).
 pub fn is_restartable_init(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
@@ -57,7 +89,7 @@ pub fn get_phase(
     terminal: bool,
     is_static: bool,
 ) -> &'static str {
-    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let policy = RestartPolicy::of(spec);
     // Regular init containers not done yet keep the pod Pending even when
     // app containers of an earlier sandbox have run; pending sidecars only
     // while no app container has started.
@@ -141,7 +173,7 @@ pub fn get_phase(
         }
     }
 
-    if failed_init > 0 && policy == "Never" {
+    if failed_init > 0 && policy == RestartPolicy::Never {
         return FAILED;
     }
     if pending_regular_init > 0
@@ -161,13 +193,13 @@ pub fn get_phase(
                 FAILED
             };
         }
-        if policy == "Always" {
+        if policy == RestartPolicy::Always {
             return RUNNING;
         }
         if stopped == succeeded {
             return SUCCEEDED;
         }
-        if policy == "Never" {
+        if policy == RestartPolicy::Never {
             return FAILED;
         }
         return RUNNING;

@@ -60,8 +60,8 @@ fn cond<'a>(st: &'a PodStatus, t: &str) -> &'a k8s_openapi::api::core::v1::PodCo
 fn status_lifecycle_and_transition_times() {
     let p = pod(spec("Always", &[], &["a", "b"]));
     let mut obs = ObservedPod {
-        pod_ips: vec!["10.244.0.5".into()],
-        host_ips: vec!["10.0.0.1".into()],
+        pod_ips: vec!["10.244.0.5".parse().unwrap()],
+        host_ips: vec!["10.0.0.1".parse().unwrap()],
         ..Default::default()
     };
     let s1 = generate_pod_status(&p, &obs, None, ts(100));

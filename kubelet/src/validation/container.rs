@@ -1,8 +1,8 @@
 //! Per-container checks: name, image, ports, env, resources, mounts,
 //! probes and lifecycle hooks.
 
+use super::common::{has_backsteps, quantity};
 use super::names::*;
-use super::pod::{has_backsteps, quantity};
 use super::probe;
 use super::{Errors, FieldError, Value};
 use k8s_openapi::api::core::v1::Container;

@@ -3,6 +3,7 @@
 //! carries an upstream-style field path and text, e.g.
 //! `spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive`.
 
+mod common;
 mod container;
 pub mod meta;
 pub mod names;
@@ -14,7 +15,7 @@ pub mod quantity;
 mod service;
 pub mod sysctl;
 
-pub(crate) use pod::has_backsteps;
+pub(crate) use common::has_backsteps;
 pub use pod::validate_pod;
 pub use service::{validate_endpoints, validate_service};
 

@@ -1,6 +1,7 @@
 //! Pod-level checks: metadata, spec enums, volumes, and the walk over the
 //! containers.
 
+use super::common::{has_backsteps, quantity};
 use super::names::*;
 use super::{container, Errors, FieldError, ValidationErrors};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
@@ -277,22 +278,4 @@ fn validate_volumes(volumes: &[Volume], errs: &mut Errors) -> HashSet<String> {
         }
     }
     names
-}
-
-/// True when a path has a `..` element (upstream `ValidatePathNoBacksteps`).
-pub(crate) fn has_backsteps(path: &str) -> bool {
-    path.split(['/', '\\']).any(|p| p == "..")
-}
-
-/// Checks a quantity parses and is not negative.
-pub(crate) fn quantity(field: &str, text: &str, errs: &mut Errors) {
-    match super::quantity::Quantity::parse(text) {
-        Err(_) => errs.push(FieldError::invalid(
-            field,
-            text,
-            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
-        )),
-        Ok(q) if q.is_negative() => errs.push(FieldError::invalid(field, text, "must be greater than or equal to 0")),
-        Ok(_) => {}
-    }
 }

@@ -77,7 +77,7 @@ impl Runtime {
             layers: config.image.layers.clone(),
             log_path: self.log_path(&sandbox.pod, &name, config.restart_count),
             cgroups_path: format!("{}/{}", sandbox.cgroup_parent.trim_end_matches('/'), id),
-            created_at: jiff::Timestamp::now().to_string(),
+            created_at: jiff::Timestamp::now(),
             complete: false,
             pid: 0,
             shim_pid: 0,
@@ -216,7 +216,7 @@ impl Runtime {
         let mut meta = self.container_meta(id)?;
         match self.oci.start(id) {
             Ok(()) => {
-                meta.started_at = Some(jiff::Timestamp::now().to_string());
+                meta.started_at = Some(jiff::Timestamp::now());
                 self.save_container(&meta)?;
                 tracing::info!(container = %id, name = %meta.name, pod = %meta.pod.full_name(), "container started");
                 Ok(())

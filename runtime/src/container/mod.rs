@@ -91,12 +91,12 @@ pub struct ContainerStatus {
     pub reason: Option<String>,
     /// Details (the start error, the termination message is the kubelet's).
     pub message: Option<String>,
-    /// When it was created (RFC 3339).
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: jiff::Timestamp,
     /// When it was started.
-    pub started_at: Option<String>,
+    pub started_at: Option<jiff::Timestamp>,
     /// When it exited.
-    pub finished_at: Option<String>,
+    pub finished_at: Option<jiff::Timestamp>,
     /// Its CRI log file.
     pub log_path: PathBuf,
 }

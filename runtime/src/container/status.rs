@@ -54,8 +54,8 @@ impl Runtime {
             exit_code: None,
             reason: None,
             message: None,
-            created_at: meta.created_at.clone(),
-            started_at: meta.started_at.clone(),
+            created_at: meta.created_at,
+            started_at: meta.started_at,
             finished_at: None,
             log_path: meta.log_path.clone(),
         };

@@ -146,7 +146,7 @@ mod tests {
             layers: layers.to_vec(),
             log_path: "/dev/null".into(),
             cgroups_path: "/x".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
             complete: true,
             pid: 0,
             shim_pid: 0,

@@ -154,7 +154,7 @@ impl Runtime {
             sysctls: options.sysctls.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
             phase: SandboxPhase::Creating,
-            created_at: jiff::Timestamp::now().to_string(),
+            created_at: jiff::Timestamp::now(),
             pause_pid: 0,
             shim_pid: 0,
         };

@@ -14,8 +14,8 @@ pub struct ExitRecord {
     /// The kernel's OOM killer killed a process of the container.
     #[serde(default)]
     pub oom_killed: bool,
-    /// When the shim saw the exit (RFC 3339).
-    pub finished_at: String,
+    /// When the shim saw the exit (RFC 3339 in the file).
+    pub finished_at: jiff::Timestamp,
     /// Output lines the shim could not write to the log (a full disk) and dropped.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_lines_dropped: u64,
@@ -38,7 +38,7 @@ impl ExitRecord {
             exit_code,
             signal,
             oom_killed,
-            finished_at: jiff::Timestamp::now().to_string(),
+            finished_at: jiff::Timestamp::now(),
             log_lines_dropped: 0,
         })
     }
@@ -95,6 +95,20 @@ mod tests {
         assert!(ExitRecord::read(&path).is_none());
         k.write(&path).unwrap();
         assert_eq!(ExitRecord::read(&path).unwrap(), k);
+    }
+
+    #[test]
+    fn the_file_keeps_its_rfc3339_time() {
+        // Written by an older agent (the time was a string); read and written back the same.
+        let old = r#"{"exit_code":0,"signal":null,"oom_killed":false,"finished_at":"2026-12-04T17:10:00.123456789Z"}"#;
+        let rec: ExitRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            rec.finished_at,
+            "2026-12-04T17:10:00.123456789Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+        );
+        assert_eq!(serde_json::to_string(&rec).unwrap(), old);
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn child(args: &ShimArgs) -> i32 {
         exit_code: 255,
         signal: None,
         oom_killed: oom,
-        finished_at: jiff::Timestamp::now().to_string(),
+        finished_at: jiff::Timestamp::now(),
         log_lines_dropped: 0,
     });
     record.log_lines_dropped = dropped;

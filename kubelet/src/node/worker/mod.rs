@@ -24,6 +24,7 @@ mod stop;
 mod volumes;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,7 +76,7 @@ const POD_IFNAME: &str = "eth0";
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct PodRecord {
     sandbox_id: Option<String>,
-    pod_ips: Vec<String>,
+    pod_ips: Vec<IpAddr>,
     start_time: Option<String>,
     /// CNI ADD of the sandbox has not finished: after an agent restart, such a sandbox is
     /// recreated rather than adopted.
@@ -199,17 +200,13 @@ fn host_network(pod: &Pod) -> bool {
 }
 
 fn cgroup_parent(pod: &Pod) -> String {
-    let qos = pod
-        .spec
-        .as_ref()
-        .map(crate::status::qos_class)
-        .map(|q| q.as_str())
-        .unwrap_or("BestEffort");
+    use crate::status::{qos_class, QosClass};
+    let qos = pod.spec.as_ref().map_or(QosClass::BestEffort, qos_class);
     let uid = uid_of(pod);
     match qos {
-        "Guaranteed" => format!("/kubepods/pod{uid}"),
-        "Burstable" => format!("/kubepods/burstable/pod{uid}"),
-        _ => format!("/kubepods/besteffort/pod{uid}"),
+        QosClass::Guaranteed => format!("/kubepods/pod{uid}"),
+        QosClass::Burstable => format!("/kubepods/burstable/pod{uid}"),
+        QosClass::BestEffort => format!("/kubepods/besteffort/pod{uid}"),
     }
 }
 
@@ -399,7 +396,7 @@ impl PodWorker {
                 .record
                 .pod_ips
                 .first()
-                .cloned()
+                .map(ToString::to_string)
                 .unwrap_or_default()
         };
         self.deps.prober.sync_pod(pod, &probe_ip, instances);
@@ -411,9 +408,9 @@ impl PodWorker {
             |s| termination_message(&pods_dir, &all, s),
             |c, s| self.deps.prober.status(c, &s.id),
         );
-        let node_ip = self.deps.config.node_ip.to_string();
+        let node_ip = self.deps.config.node_ip;
         let pod_ips = if host_network(pod) {
-            vec![node_ip.clone()]
+            vec![node_ip]
         } else {
             self.state.record.pod_ips.clone()
         };

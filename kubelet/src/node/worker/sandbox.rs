@@ -103,11 +103,7 @@ impl PodWorker {
         let network = (!host_network(pod)).then(|| {
             let cni = self.deps.cni.clone();
             let attachment = attachment(pod, &sandbox);
-            tokio::spawn(async move {
-                cni.add(&attachment)
-                    .await
-                    .map(|r| r.pod_ips().iter().map(|ip| ip.to_string()).collect())
-            })
+            tokio::spawn(async move { cni.add(&attachment).await.map(|r| r.pod_ips()) })
         });
         self.state.pending = Some(Pending { pause, network });
         // The managed files exist before any container binds them; the pod IP is written into
@@ -170,7 +166,8 @@ impl PodWorker {
 pub(super) struct Pending {
     pause: tokio::task::JoinHandle<Result<Sandbox, kubenode_runtime::RuntimeError>>,
     /// `None` for a host-network pod.
-    network: Option<tokio::task::JoinHandle<Result<Vec<String>, kubenode_cni::ClientError>>>,
+    network:
+        Option<tokio::task::JoinHandle<Result<Vec<std::net::IpAddr>, kubenode_cni::ClientError>>>,
 }
 
 pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
@@ -199,7 +196,7 @@ impl WorkerDeps {
             .map(|ip| ip.to_string())
             .collect();
         let ips = if host_network(pod) {
-            vec![self.config.node_ip.to_string()]
+            vec![self.config.node_ip]
         } else {
             record.pod_ips.clone()
         };

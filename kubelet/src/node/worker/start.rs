@@ -109,7 +109,7 @@ impl PodWorker {
             // The environment names the pod IP: the network has to be up before the create.
             self.finish_sandbox(pod).await?;
         }
-        let pod_ip = self.state.record.pod_ips.first().cloned();
+        let pod_ip = self.state.record.pod_ips.first().map(ToString::to_string);
         let config = ContainerConfig {
             resolved_env: observe::field_ref_env(
                 pod,
@@ -357,7 +357,7 @@ pub(crate) fn container_oom_score_adj(
     let capacity = i128::from(memory_capacity.max(1));
     let score = |request: i64| 1000 - (1000 * i128::from(request)) / capacity;
     let mut adj = score(memory_request(container));
-    let sidecar = container.restart_policy.as_deref() == Some("Always")
+    let sidecar = crate::status::is_restartable_init(container)
         && spec
             .init_containers
             .iter()

@@ -222,7 +222,7 @@ fn running(name: &str, id: &str) -> ContainerStatus {
         exit_code: None,
         reason: None,
         message: None,
-        created_at: "2026-11-28T00:00:00Z".into(),
+        created_at: "2026-11-28T00:00:00Z".parse().unwrap(),
         started_at: None,
         finished_at: None,
         log_path: Default::default(),
