@@ -531,6 +531,34 @@ fn named_reads_change_services_in_place_and_the_rest_as_a_full_read_would() {
 }
 
 #[test]
+fn named_read_of_a_file_renamed_into_place() {
+    use super::NamedRead;
+    use std::ffi::OsString;
+    let d = dir_with(&[
+        ("svc.yaml", SVC),
+        ("svc2.yaml", &SVC.replace("name: web", "name: api")),
+    ]);
+    let mut c = ManifestCache::new();
+    let now = std::time::SystemTime::now();
+    c.read(d.path(), "node1", at(), now);
+    std::fs::write(
+        d.path().join(".svc.yaml.tmp"),
+        SVC.replace("10.96.0.10", "10.96.0.20"),
+    )
+    .unwrap();
+    std::fs::rename(d.path().join(".svc.yaml.tmp"), d.path().join("svc.yaml")).unwrap();
+    let names = [OsString::from(".svc.yaml.tmp"), OsString::from("svc.yaml")];
+    let got = c.read_named(
+        d.path(),
+        &names,
+        "node1",
+        at(),
+        std::time::SystemTime::now(),
+    );
+    assert!(matches!(got, NamedRead::InPlace { .. }), "{got:?}");
+}
+
+#[test]
 fn cache_sees_a_file_replaced_by_rename_with_same_size_and_mtime() {
     let d = dir_with(&[("web.yaml", POD)]);
     let mut c = ManifestCache::new();
