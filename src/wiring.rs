@@ -13,23 +13,28 @@ use kubenode_kubelet::config::{DEFAULT_SERVICE_CIDR, PROXY_STATE_FILE};
 use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::IptablesFirewall;
+use kubenode_proxy::model::ServiceKey;
 use kubenode_proxy::{Proxy, ProxyConfig};
 
 /// How often the proxy's Services and endpoints are handed back to the kubelet.
 const STATUS_PERIOD: Duration = Duration::from_secs(2);
 
 /// Gives the proxy what the source says changed: the first, complete set replaces everything,
-/// later ones are applied on top, so that one changed Service is reprogrammed alone.
+/// later ones are applied on top, so that one changed Service is reprogrammed alone. The
+/// kubelet names removed objects by `(namespace, name)` (it does not know the proxy's types);
+/// they become the proxy's [`ServiceKey`]s here.
 pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
     if change.full {
         handle.update_services(change.services);
         handle.update_endpoints(change.endpoints);
     } else {
+        let keys =
+            |removed: Vec<(String, String)>| removed.into_iter().map(ServiceKey::from).collect();
         handle.apply_changes(kubenode_proxy::Changes {
             services: change.services,
-            removed_services: change.removed_services,
+            removed_services: keys(change.removed_services),
             endpoints: change.endpoints,
-            removed_endpoints: change.removed_endpoints,
+            removed_endpoints: keys(change.removed_endpoints),
         });
     }
 }

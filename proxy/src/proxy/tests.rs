@@ -291,8 +291,8 @@ fn changes_rewrite_only_their_buckets_and_equal_a_whole_update() {
         obj("metadata: {name: fresh, namespace: ns}\nspec: {ports: [{name: http, port: 80}]}");
     p.apply_changes(Changes {
         services: vec![fresh.clone()],
-        removed_services: vec![("ns".into(), "web5".into())],
-        removed_endpoints: vec![("ns".into(), "web6".into())],
+        removed_services: vec![ServiceKey::new("ns", "web5")],
+        removed_endpoints: vec![ServiceKey::new("ns", "web6")],
         ..Changes::default()
     });
     p.sync().unwrap();
