@@ -2,34 +2,36 @@
 //! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services and
 //! Endpoints that changed from the manifest watcher, and the node's pods from the `ProxyInput`
 //! the kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
-//! Services with their allocated ClusterIPs go back to the kubelet for the pods' environment
-//! every [`STATUS_PERIOD`] (the proxy's handle offers its status to read, not to watch).
+//! Services with their allocated ClusterIPs and their endpoints go back to the kubelet, for the
+//! pods' environment and `kubenode get services|endpoints`, whenever a proxy sync changed them
+//! (the proxy thread hands its status over after each sync, see `ProxyHandle::on_status`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use kubenode_kubelet::config::{DEFAULT_SERVICE_CIDR, PROXY_STATE_FILE};
 use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::IptablesFirewall;
+use kubenode_proxy::model::ServiceKey;
 use kubenode_proxy::{Proxy, ProxyConfig};
 
-/// How often the proxy's Services and endpoints are handed back to the kubelet.
-const STATUS_PERIOD: Duration = Duration::from_secs(2);
-
 /// Gives the proxy what the source says changed: the first, complete set replaces everything,
-/// later ones are applied on top, so that one changed Service is reprogrammed alone.
+/// later ones are applied on top, so that one changed Service is reprogrammed alone. The
+/// kubelet names removed objects by `(namespace, name)` (it does not know the proxy's types);
+/// they become the proxy's [`ServiceKey`]s here.
 pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
     if change.full {
         handle.update_services(change.services);
         handle.update_endpoints(change.endpoints);
     } else {
+        let keys =
+            |removed: Vec<(String, String)>| removed.into_iter().map(ServiceKey::from).collect();
         handle.apply_changes(kubenode_proxy::Changes {
             services: change.services,
-            removed_services: change.removed_services,
+            removed_services: keys(change.removed_services),
             endpoints: change.endpoints,
-            removed_endpoints: change.removed_endpoints,
+            removed_endpoints: keys(change.removed_endpoints),
         });
     }
 }
@@ -63,8 +65,8 @@ pub fn start_for_agent(
     let fw = IptablesFirewall::new("auto")?;
     let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     // The rules stay in place when the agent stops, as kube-proxy's do.
-    // Pods see the Services' allocated ClusterIPs in their environment: the allocation is read
-    // back every `STATUS_PERIOD`.
+    // Pods see the Services' allocated ClusterIPs in their environment: the allocation comes
+    // back after each sync that changed it.
     tokio::spawn(async move {
         // Like kube-proxy waiting for its informers' initial sync: no rules are written before
         // the first read of the manifest directory, so a restarted agent does not replace the
@@ -77,7 +79,20 @@ pub fn start_for_agent(
         let mut pods = input.borrow_and_update().pods.clone();
         proxy.update_pods(pods.clone());
         let handle = proxy.spawn();
-        let mut tick = tokio::time::interval(STATUS_PERIOD);
+        // The proxy thread's status, reduced to what the kubelet takes; receivers wake only
+        // when that changed (`None` until the first sync).
+        let (served_tx, mut served) = tokio::sync::watch::channel(None);
+        handle.on_status(move |status| {
+            served_tx.send_if_modified(|last| {
+                let same = last.as_ref().is_some_and(|(services, endpoints)| {
+                    *services == status.services && *endpoints == status.endpoints
+                });
+                if !same {
+                    *last = Some((status.services.clone(), status.endpoints.clone()));
+                }
+                !same
+            });
+        });
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
@@ -96,10 +111,15 @@ pub fn start_for_agent(
                         handle.update_pods(pods.clone());
                     }
                 }
-                _ = tick.tick() => {
-                    let status = handle.status();
-                    let endpoints = status.endpoints.iter().map(|e| e.to_endpoints()).collect();
-                    kubelet.set_services(status.services, endpoints);
+                changed = served.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let Some((services, endpoints)) = served.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    let endpoints = endpoints.iter().map(|e| e.to_endpoints()).collect();
+                    kubelet.set_services(services, endpoints);
                 }
             }
         }

@@ -105,8 +105,7 @@ pub struct Allocator {
 const KUBERNETES_SERVICE: &str = "default/kubernetes";
 
 fn svc_id(s: &Service) -> String {
-    let (ns, name) = crate::model::service::service_key(s);
-    format!("{ns}/{name}")
+    crate::model::service::service_key(s).to_string()
 }
 
 impl Allocator {
@@ -138,7 +137,7 @@ impl Allocator {
         })
     }
 
-    /// The allocation after only the Services `changed` (by `(namespace, name)`) were added,
+    /// The allocation after only the Services `changed` (by namespace and name) were added,
     /// changed or removed from `services` (the complete new set), when it can be decided without
     /// revisiting any other Service: the last allocation refused nothing, and every changed
     /// Service asks for an address and ports that are free (explicit ones) or that it already
@@ -149,12 +148,12 @@ impl Allocator {
     pub fn allocate_changed(
         &mut self,
         services: &[Service],
-        changed: &BTreeSet<(String, String)>,
+        changed: &BTreeSet<crate::model::ServiceKey>,
     ) -> Option<Vec<Service>> {
         if !self.clean {
             return None;
         }
-        let ids: BTreeSet<String> = changed.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        let ids: BTreeSet<String> = changed.iter().map(|key| key.to_string()).collect();
         // What the other Services hold.
         let mut ip_owner: std::collections::HashMap<Ipv4Addr, String> = self
             .state

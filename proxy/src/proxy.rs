@@ -6,6 +6,7 @@
 use crate::alloc::{AllocError, Allocator};
 use crate::conntrack::{stale_flows, udp_state, Conntrack, UdpState};
 use crate::iptables::Firewall;
+use crate::model::ServiceKey;
 use crate::model::{
     endpoints_from_pods, service_ports, Endpoint, EndpointSet, Ipv4Cidr, ServicePortInfo,
     ServicePortName,
@@ -91,18 +92,18 @@ pub struct ProxyStatus {
     pub failures: u64,
 }
 
-/// Services and Endpoints that were added, changed or removed, by `(namespace, name)`: what a
+/// Services and Endpoints that were added, changed or removed, by [`ServiceKey`]: what a
 /// source hands over after the first, complete set (see [`Proxy::apply_changes`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
     /// Services added or changed (replacing the one with the same namespace and name).
     pub services: Vec<Service>,
     /// Services removed.
-    pub removed_services: Vec<(String, String)>,
+    pub removed_services: Vec<ServiceKey>,
     /// Endpoints added or changed.
     pub endpoints: Vec<Endpoints>,
     /// Endpoints removed.
-    pub removed_endpoints: Vec<(String, String)>,
+    pub removed_endpoints: Vec<ServiceKey>,
 }
 
 impl Changes {
@@ -115,22 +116,8 @@ impl Changes {
     }
 }
 
-fn has_key(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    key: &(String, String),
-) -> bool {
-    meta.namespace.as_deref().unwrap_or("default") == key.0
-        && meta.name.as_deref().unwrap_or_default() == key.1
-}
-
 fn svc_id(svc: &Service) -> String {
-    let (ns, name) = crate::model::service::service_key(svc);
-    format!("{ns}/{name}")
-}
-
-fn endpoints_key(ep: &Endpoints) -> (String, String) {
-    let ns = ep.metadata.namespace.as_deref().unwrap_or("default");
-    (ns.to_string(), ep.metadata.name.clone().unwrap_or_default())
+    crate::model::service::service_key(svc).to_string()
 }
 
 /// The proxy state machine (single-threaded; see [`Proxy::spawn`] for the running form).
@@ -157,10 +144,10 @@ pub struct Proxy {
     endpoints_set: bool,
     /// Services changed by [`Proxy::apply_changes`] since the last [`Proxy::desired`] (empty
     /// while a complete replacement is pending).
-    changed_services: BTreeSet<(String, String)>,
+    changed_services: BTreeSet<ServiceKey>,
     /// Endpoints changed by [`Proxy::apply_changes`] since the last [`Proxy::desired`]: the new
     /// object, or `None` for a removal (empty while a complete replacement is pending).
-    changed_endpoints: BTreeMap<(String, String), Option<Endpoints>>,
+    changed_endpoints: BTreeMap<ServiceKey, Option<Endpoints>>,
 }
 
 /// Inputs resolved by the last [`Proxy::desired`].
@@ -169,15 +156,15 @@ struct Resolved {
     /// Allocated Services, in `namespace/name` order.
     services: Vec<Service>,
     /// The ports of each Service that has some.
-    svc_ports: HashMap<(String, String), Vec<ServicePortInfo>>,
+    svc_ports: HashMap<ServiceKey, Vec<ServicePortInfo>>,
     ports: Vec<ServicePortInfo>,
     alloc_errors: Vec<String>,
     /// Services the model refused, by `namespace/name`.
     port_errors: BTreeMap<String, String>,
     errors: Vec<String>,
-    manual: HashMap<(String, String), (Endpoints, Arc<EndpointSet>)>,
-    manual_order: Vec<(String, String)>,
-    from_pods: HashMap<(String, String), Arc<EndpointSet>>,
+    manual: HashMap<ServiceKey, (Endpoints, Arc<EndpointSet>)>,
+    manual_order: Vec<ServiceKey>,
+    from_pods: HashMap<ServiceKey, Arc<EndpointSet>>,
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
 
@@ -250,11 +237,7 @@ impl Proxy {
     pub fn apply_changes(&mut self, changes: Changes) {
         for svc in changes.services {
             let key = crate::model::service::service_key(&svc);
-            match self
-                .services
-                .iter()
-                .position(|s| has_key(&s.metadata, &key))
-            {
+            match self.services.iter().position(|s| key.matches(&s.metadata)) {
                 Some(i) => self.services[i] = svc,
                 None => self.services.push(svc),
             }
@@ -263,7 +246,7 @@ impl Proxy {
             }
         }
         for key in changes.removed_services {
-            self.services.retain(|s| !has_key(&s.metadata, &key));
+            self.services.retain(|s| !key.matches(&s.metadata));
             if !self.services_dirty {
                 self.changed_services.insert(key);
             }
@@ -271,7 +254,7 @@ impl Proxy {
         let updates = changes
             .endpoints
             .into_iter()
-            .map(|ep| (endpoints_key(&ep), Some(ep)))
+            .map(|ep| (ServiceKey::of(&ep.metadata), Some(ep)))
             .chain(changes.removed_endpoints.into_iter().map(|k| (k, None)));
         for (key, ep) in updates {
             if !self.endpoints_dirty {
@@ -279,10 +262,7 @@ impl Proxy {
                 continue;
             }
             // A complete replacement is pending: change it instead.
-            let at = self
-                .endpoints
-                .iter()
-                .position(|e| has_key(&e.metadata, &key));
+            let at = self.endpoints.iter().position(|e| key.matches(&e.metadata));
             match (at, ep) {
                 (Some(i), Some(ep)) => self.endpoints[i] = ep,
                 (None, Some(ep)) => self.endpoints.push(ep),
@@ -358,7 +338,7 @@ impl Proxy {
                         r.eps.remove(&p.name);
                     }
                 }
-                let id = format!("{}/{}", key.0, key.1);
+                let id = key.to_string();
                 r.port_errors.remove(&id);
                 if let Ok(i) = r.services.binary_search_by(|s| svc_id(s).cmp(&id)) {
                     r.services.remove(i);
@@ -394,22 +374,18 @@ impl Proxy {
             r.ports = r.svc_ports.values().flatten().cloned().collect();
         }
         // Services whose endpoints must be re-resolved (`None`: all of them).
-        let mut changed: Option<Vec<(String, String)>> = if self.services_dirty || self.pods_dirty {
+        let mut changed: Option<Vec<ServiceKey>> = if self.services_dirty || self.pods_dirty {
             None
         } else {
             Some(changed_services.iter().cloned().collect())
         };
         if self.endpoints_dirty {
             let new = std::mem::take(&mut self.endpoints);
-            let key_of = |ep: &Endpoints| {
-                let ns = ep.metadata.namespace.as_deref().unwrap_or("default");
-                (ns.to_string(), ep.metadata.name.clone().unwrap_or_default())
-            };
             let same_objects = new.len() == r.manual_order.len()
-                && new.iter().zip(&r.manual_order).all(|(ep, (ns, name))| {
-                    ep.metadata.namespace.as_deref().unwrap_or("default") == ns
-                        && ep.metadata.name.as_deref().unwrap_or("") == name
-                });
+                && new
+                    .iter()
+                    .zip(&r.manual_order)
+                    .all(|(ep, key)| key.matches(&ep.metadata));
             if same_objects {
                 // The usual case: the same objects in the same order, a few of them changed.
                 for (ep, key) in new.into_iter().zip(&r.manual_order) {
@@ -426,7 +402,7 @@ impl Proxy {
             } else {
                 // Objects came or went: re-parse only the ones that differ.
                 let mut old = std::mem::take(&mut r.manual);
-                r.manual_order = new.iter().map(key_of).collect();
+                r.manual_order = new.iter().map(|ep| ServiceKey::of(&ep.metadata)).collect();
                 for (ep, key) in new.into_iter().zip(r.manual_order.iter().cloned()) {
                     let set = match old.remove(&key) {
                         Some((prev, set)) if prev == ep => set,
@@ -470,19 +446,18 @@ impl Proxy {
         if self.services_dirty || self.pods_dirty {
             r.from_pods = endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
                 .into_iter()
-                .map(|s| ((s.namespace.clone(), s.name.clone()), Arc::new(s)))
+                .map(|s| (s.key(), Arc::new(s)))
                 .collect();
         } else if let Some(allocated) = &some_services {
             for key in &changed_services {
                 r.from_pods.remove(key);
             }
             for s in endpoints_from_pods(allocated, &self.pods, &self.cfg.node_name) {
-                r.from_pods
-                    .insert((s.namespace.clone(), s.name.clone()), Arc::new(s));
+                r.from_pods.insert(s.key(), Arc::new(s));
             }
         }
         let node = &self.cfg.node_name;
-        let resolve = |r: &mut Resolved, key: &(String, String)| {
+        let resolve = |r: &mut Resolved, key: &ServiceKey| {
             let Some(ports) = r.svc_ports.get(key) else {
                 return;
             };
@@ -500,7 +475,7 @@ impl Proxy {
         match &changed {
             None => {
                 r.eps.clear();
-                let keys: Vec<(String, String)> = r.svc_ports.keys().cloned().collect();
+                let keys: Vec<ServiceKey> = r.svc_ports.keys().cloned().collect();
                 for key in &keys {
                     resolve(r, key);
                 }
@@ -517,7 +492,7 @@ impl Proxy {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
             }
-            let mut sets: BTreeMap<&(String, String), &Arc<EndpointSet>> =
+            let mut sets: BTreeMap<&ServiceKey, &Arc<EndpointSet>> =
                 r.manual.iter().map(|(k, (_, s))| (k, s)).collect();
             sets.extend(r.from_pods.iter());
             st.endpoints = sets.into_values().cloned().collect();

@@ -37,6 +37,11 @@ pub struct EndpointEntry {
 }
 
 impl EndpointSet {
+    /// Namespace and name of the Service.
+    pub fn key(&self) -> super::ServiceKey {
+        super::ServiceKey::new(self.namespace.as_str(), self.name.as_str())
+    }
+
     /// The set as a `v1` Endpoints object (one subset per port, ready addresses in `addresses`,
     /// the others in `notReadyAddresses`), for `kubenode get endpoints`.
     pub fn to_endpoints(&self) -> Endpoints {
@@ -177,7 +182,10 @@ pub fn endpoints_from_pods(
         let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
             continue;
         };
-        let (ns, name) = super::service::service_key(svc);
+        let super::ServiceKey {
+            namespace: ns,
+            name,
+        } = super::service::service_key(svc);
         let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
         let mut set = EndpointSet {
             namespace: ns.clone(),

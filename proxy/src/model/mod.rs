@@ -3,10 +3,12 @@
 
 mod cidr;
 mod endpoints;
+mod key;
 pub(crate) mod service;
 
 pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use endpoints::{endpoints_from_pods, pods_from_list_json, EndpointEntry, EndpointSet};
+pub use key::ServiceKey;
 pub use service::{service_ports, ServiceError};
 
 use std::fmt;

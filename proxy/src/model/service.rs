@@ -49,13 +49,8 @@ pub enum ServiceError {
 }
 
 /// Namespace and name of a Service (`default` when the namespace is unset).
-pub(crate) fn service_key(svc: &Service) -> (String, String) {
-    let ns = svc
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    (ns, svc.metadata.name.clone().unwrap_or_default())
+pub(crate) fn service_key(svc: &Service) -> super::ServiceKey {
+    super::ServiceKey::of(&svc.metadata)
 }
 
 /// Whether the Service gets proxy rules at all: ExternalName and headless Services do not.
@@ -73,8 +68,12 @@ pub fn service_ports(svc: &Service) -> Result<Vec<ServicePortInfo>, ServiceError
     if !is_proxied(svc) {
         return Ok(Vec::new());
     }
-    let (ns, name) = service_key(svc);
-    let id = format!("{ns}/{name}");
+    let key = service_key(svc);
+    let id = key.to_string();
+    let super::ServiceKey {
+        namespace: ns,
+        name,
+    } = key;
     let Some(spec) = &svc.spec else {
         return Ok(Vec::new());
     };

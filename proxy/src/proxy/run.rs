@@ -1,6 +1,7 @@
 //! The proxy on a thread of its own: [`ProxyHandle`] sends inputs; the loop coalesces them (at
 //! most one sync per `min_sync_period`), checks the canary chains every `sync_period`, and runs a
-//! full sync at least every `full_sync_period` and after any failure.
+//! full sync at least every `full_sync_period` and after any failure. After each sync it hands
+//! its [`ProxyStatus`] to whoever asked with [`ProxyHandle::on_status`].
 
 use super::{Changes, Proxy};
 use crate::rules::CANARY_CHAIN;
@@ -15,14 +16,47 @@ use super::ProxyStatus;
 pub(super) fn spawn(proxy: Proxy) -> ProxyHandle {
     let (tx, rx) = mpsc::channel();
     let status = proxy.status.clone();
+    let listeners = Arc::new(StatusListeners::default());
+    let published = listeners.clone();
     let thread = std::thread::Builder::new()
         .name("kubenode-proxy".into())
-        .spawn(move || run_loop(proxy, rx))
+        .spawn(move || run_loop(proxy, rx, &published))
         .expect("spawning the proxy thread");
     ProxyHandle {
         tx,
         status,
+        listeners,
         thread: Some(thread),
+    }
+}
+
+/// A function given every new [`ProxyStatus`], on the proxy thread.
+type StatusListener = Box<dyn Fn(&ProxyStatus) + Send>;
+
+/// The functions registered with [`ProxyHandle::on_status`]. Lock order: these, then the status.
+#[derive(Default)]
+struct StatusListeners(Mutex<Vec<StatusListener>>);
+
+impl StatusListeners {
+    /// Hands the current status to every listener (after a sync, on the proxy thread).
+    fn publish(&self, status: &Mutex<ProxyStatus>) {
+        let listeners = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if listeners.is_empty() {
+            return;
+        }
+        let snapshot = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for listener in listeners.iter() {
+            listener(&snapshot);
+        }
+    }
+}
+
+impl std::fmt::Debug for StatusListeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().map_or(0, |l| l.len());
+        f.debug_struct("StatusListeners")
+            .field("count", &count)
+            .finish()
     }
 }
 
@@ -40,6 +74,7 @@ enum Msg {
 pub struct ProxyHandle {
     tx: mpsc::Sender<Msg>,
     status: Arc<Mutex<ProxyStatus>>,
+    listeners: Arc<StatusListeners>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -84,6 +119,23 @@ impl ProxyHandle {
             .clone()
     }
 
+    /// Calls `listener` with the status after every sync (successful or not), on the proxy
+    /// thread, so it must be quick (send it on a channel); at once too when a sync has already
+    /// run, so that a late listener does not wait for the next one. The listener lives as long
+    /// as the proxy thread.
+    pub fn on_status(&self, listener: impl Fn(&ProxyStatus) + Send + 'static) {
+        let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if status.syncs + status.failures > 0 {
+            listener(&status);
+        }
+        listeners.push(Box::new(listener));
+    }
+
     /// Stops the proxy thread (rules stay in place; see [`crate::sync::cleanup`]).
     pub fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -93,7 +145,7 @@ impl ProxyHandle {
     }
 }
 
-fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
+fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>, listeners: &StatusListeners) {
     let min = proxy.cfg.min_sync_period;
     let period = proxy.cfg.sync_period.max(Duration::from_millis(10));
     let mut dirty = true;
@@ -159,6 +211,7 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>) {
                             tracing::error!(error = %error_chain(&e), "proxy sync failed; retrying with a full sync")
                         }
                     }
+                    listeners.publish(&proxy.status);
                 }
             }
         }

@@ -89,6 +89,45 @@ fn status_shows_allocations_and_errors() {
 }
 
 #[test]
+fn running_proxy_hands_its_status_to_listeners_after_each_sync() {
+    let handle = proxy(
+        Arc::new(MemoryFirewall::new()),
+        Arc::new(RecordingConntrack::default()),
+    )
+    .spawn();
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle.on_status(move |status| {
+        let _ = tx.send(status.clone());
+    });
+    // Nothing is synced before the first whole sets, so nothing is handed over yet.
+    assert!(rx.try_recv().is_err());
+    let auto: Service = obj("metadata: {name: auto}\nspec: {ports: [{port: 80}]}");
+    handle.update_services(vec![auto]);
+    handle.update_endpoints(vec![]);
+    let status = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a status after the first sync");
+    assert_eq!(status.syncs, 1);
+    // The first address of the range is kept for `default/kubernetes`.
+    assert_eq!(
+        status.services[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("10.96.0.2")
+    );
+    // A listener that comes after a sync gets the status at once.
+    let (late_tx, late_rx) = std::sync::mpsc::channel();
+    handle.on_status(move |status| {
+        let _ = late_tx.send(status.services.len());
+    });
+    assert_eq!(late_rx.try_recv(), Ok(1));
+    handle.shutdown();
+}
+
+#[test]
 fn localhost_node_ports_enable_route_localnet() {
     let fw = Arc::new(MemoryFirewall::new());
     let mut cfg = ProxyConfig::new("node1", "10.96.0.0/16".parse().unwrap());
@@ -291,8 +330,8 @@ fn changes_rewrite_only_their_buckets_and_equal_a_whole_update() {
         obj("metadata: {name: fresh, namespace: ns}\nspec: {ports: [{name: http, port: 80}]}");
     p.apply_changes(Changes {
         services: vec![fresh.clone()],
-        removed_services: vec![("ns".into(), "web5".into())],
-        removed_endpoints: vec![("ns".into(), "web6".into())],
+        removed_services: vec![ServiceKey::new("ns", "web5")],
+        removed_endpoints: vec![ServiceKey::new("ns", "web6")],
         ..Changes::default()
     });
     p.sync().unwrap();

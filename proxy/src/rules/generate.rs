@@ -34,7 +34,7 @@ enum Bucket {
 
 /// Where a Service port is reached.
 #[derive(Clone, Copy, Debug, Hash)]
-enum Kind {
+enum Frontend {
     ClusterIp,
     ExternalIp(Ipv4Addr),
     NodePort(u16),
@@ -42,9 +42,9 @@ enum Kind {
 
 /// One frontend of one Service port in a bucket chain.
 #[derive(Debug, Hash)]
-struct Item<'a> {
-    kind: Kind,
-    sp: &'a ServicePortInfo,
+struct BucketEntry<'a> {
+    frontend: Frontend,
+    service_port: &'a ServicePortInfo,
     ready: Vec<&'a Endpoint>,
     local: Vec<&'a Endpoint>,
 }
@@ -63,49 +63,55 @@ impl Generator {
         services: &[ServicePortInfo],
         endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) -> Ruleset {
-        let mut rs = Ruleset::default();
-        fixed_chains(cfg, &mut rs);
+        let mut ruleset = Ruleset::default();
+        fixed_chains(cfg, &mut ruleset);
 
         let mut sorted: Vec<&ServicePortInfo> = services.iter().collect();
         sorted.sort_by(|a, b| (&a.name, a.protocol).cmp(&(&b.name, b.protocol)));
 
-        let mut items: BTreeMap<Bucket, Vec<Item<'_>>> = BTreeMap::new();
+        let mut entries_by_bucket: BTreeMap<Bucket, Vec<BucketEntry<'_>>> = BTreeMap::new();
         let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
         let none = Vec::new();
-        for sp in sorted {
-            let all = endpoints.get(&sp.name).unwrap_or(&none);
+        for service_port in sorted {
+            let all = endpoints.get(&service_port.name).unwrap_or(&none);
             let ready: Vec<&Endpoint> = all.iter().filter(|e| e.ready).collect();
             let local: Vec<&Endpoint> = ready.iter().copied().filter(|e| e.local).collect();
             // Only a pod on this node can reach itself through this node's rules.
             hairpin.extend(local.iter().map(|e| e.ip));
-            let p = sp.protocol.lower();
+            let proto = service_port.protocol.lower();
 
             // Services without (local) endpoints are refused in the filter table.
-            if ready.is_empty() || (sp.external_local && local.is_empty()) {
-                let mut filter = |m: String, external: bool| {
+            if ready.is_empty() || (service_port.external_local && local.is_empty()) {
+                let mut filter = |matcher: String, external: bool| {
                     let (chain, what, target) = match (ready.is_empty(), external) {
                         (true, false) => (SERVICES, "has no endpoints", "REJECT"),
                         (true, true) => (EXTERNAL, "has no endpoints", "REJECT"),
                         _ => (EXTERNAL, "has no local endpoints", "DROP"),
                     };
-                    let c = comment(&format!("{} {what}", sp.name));
-                    rs.add(Table::Filter, chain, format!("{c} {m} -j {target}"));
+                    let c = comment(&format!("{} {what}", service_port.name));
+                    ruleset.add(Table::Filter, chain, format!("{c} {matcher} -j {target}"));
                 };
                 if ready.is_empty() {
                     filter(
-                        format!("-d {}/32 -p {p} -m {p} --dport {}", sp.cluster_ip, sp.port),
+                        format!(
+                            "-d {}/32 -p {proto} -m {proto} --dport {}",
+                            service_port.cluster_ip, service_port.port
+                        ),
                         false,
                     );
                 }
-                for ip in &sp.external_ips {
+                for ip in &service_port.external_ips {
                     filter(
-                        format!("-d {ip}/32 -p {p} -m {p} --dport {}", sp.port),
+                        format!(
+                            "-d {ip}/32 -p {proto} -m {proto} --dport {}",
+                            service_port.port
+                        ),
                         true,
                     );
                 }
-                if let Some(np) = sp.node_port {
+                if let Some(np) = service_port.node_port {
                     filter(
-                        format!("-m addrtype --dst-type LOCAL -p {p} -m {p} --dport {np}"),
+                        format!("-m addrtype --dst-type LOCAL -p {proto} -m {proto} --dport {np}"),
                         true,
                     );
                 }
@@ -113,39 +119,49 @@ impl Generator {
                     continue;
                 }
             }
-            let mut push = |bucket, kind| {
-                items.entry(bucket).or_default().push(Item {
-                    kind,
-                    sp,
-                    ready: ready.clone(),
-                    local: local.clone(),
-                });
+            let mut push = |bucket, frontend| {
+                entries_by_bucket
+                    .entry(bucket)
+                    .or_default()
+                    .push(BucketEntry {
+                        frontend,
+                        service_port,
+                        ready: ready.clone(),
+                        local: local.clone(),
+                    });
             };
             push(
-                Bucket::Dst(Ipv4Cidr::new(sp.cluster_ip, cfg.bucket_prefix)),
-                Kind::ClusterIp,
+                Bucket::Dst(Ipv4Cidr::new(service_port.cluster_ip, cfg.bucket_prefix)),
+                Frontend::ClusterIp,
             );
-            for ip in &sp.external_ips {
+            for ip in &service_port.external_ips {
                 push(
                     Bucket::Dst(Ipv4Cidr::new(*ip, cfg.bucket_prefix)),
-                    Kind::ExternalIp(*ip),
+                    Frontend::ExternalIp(*ip),
                 );
             }
-            if let Some(np) = sp.node_port {
-                let (_, start, _) = nodeport_bucket(sp.protocol, np, cfg.node_port_bucket);
-                push(Bucket::NodePort(sp.protocol, start), Kind::NodePort(np));
+            if let Some(np) = service_port.node_port {
+                let (_, start, _) =
+                    nodeport_bucket(service_port.protocol, np, cfg.node_port_bucket);
+                push(
+                    Bucket::NodePort(service_port.protocol, start),
+                    Frontend::NodePort(np),
+                );
             }
         }
 
         // Render the bucket chains, reusing the ones whose inputs did not change.
-        let mut fresh = HashMap::with_capacity(items.len());
+        let mut fresh = HashMap::with_capacity(entries_by_bucket.len());
         let mut dst_buckets: Vec<(Ipv4Cidr, String)> = Vec::new();
         let mut np_buckets: Vec<(Protocol, u16, u16, String)> = Vec::new();
         let mut cluster_nets: Vec<Ipv4Cidr> = Vec::new();
-        for (bucket, list) in items {
+        for (bucket, entries) in entries_by_bucket {
             let chain = match bucket {
                 Bucket::Dst(net) => {
-                    if list.iter().any(|i| matches!(i.kind, Kind::ClusterIp)) {
+                    if entries
+                        .iter()
+                        .any(|e| matches!(e.frontend, Frontend::ClusterIp))
+                    {
                         cluster_nets.push(net);
                     }
                     let (chain, _) = svc_bucket(net.addr(), net.prefix());
@@ -158,36 +174,37 @@ impl Generator {
                     chain
                 }
             };
-            let mut h = DefaultHasher::new();
-            (cfg, &chain, &list).hash(&mut h);
-            let hash = h.finish();
+            let mut hasher = DefaultHasher::new();
+            (cfg, &chain, &entries).hash(&mut hasher);
+            let hash = hasher.finish();
             let rules = match self.cache.remove(&chain) {
                 Some((old, rules)) if old == hash => rules,
-                _ => Arc::new(render_bucket(cfg, &chain, &list)),
+                _ => Arc::new(render_bucket(cfg, &chain, &entries)),
             };
-            rs.tables
+            ruleset
+                .tables
                 .entry(Table::Nat)
                 .or_default()
                 .insert(chain.clone(), rules.clone());
-            rs.hashes.insert((Table::Nat, chain.clone()), hash);
+            ruleset.hashes.insert((Table::Nat, chain.clone()), hash);
             fresh.insert(chain, (hash, rules));
         }
         self.cache = fresh;
 
-        dispatch(cfg, &mut rs, &dst_buckets);
-        nodeports_jumps(cfg, &mut rs);
-        for (proto, start, end, chain) in &np_buckets {
-            let p = proto.lower();
-            let c = comment(&format!("nodeports {start}-{end}/{p}"));
-            rs.add(
+        dispatch(cfg, &mut ruleset, &dst_buckets);
+        nodeports_jumps(cfg, &mut ruleset);
+        for (protocol, start, end, chain) in &np_buckets {
+            let proto = protocol.lower();
+            let c = comment(&format!("nodeports {start}-{end}/{proto}"));
+            ruleset.add(
                 Table::Nat,
                 NODEPORTS,
-                format!("{c} -p {p} -m {p} --dport {start}:{end} -j {chain}"),
+                format!("{c} -p {proto} -m {proto} --dport {start}:{end} -j {chain}"),
             );
         }
-        postrouting(cfg, &mut rs, &hairpin, &cluster_nets);
-        forward_accept(cfg, &mut rs, &cluster_nets);
-        rs
+        postrouting(cfg, &mut ruleset, &hairpin, &cluster_nets);
+        forward_accept(cfg, &mut ruleset, &cluster_nets);
+        ruleset
     }
 }
 
@@ -197,58 +214,61 @@ const DIRECT_BUCKETS: usize = 16;
 /// The jumps from `KUBE-SERVICES` to the destination buckets. With many buckets, they are
 /// grouped 16 to a `KUBE-SVCR-<net>` chain (prefix 4 bits shorter), so that the first packet
 /// passes at most (groups + 16) jump rules instead of one per bucket.
-fn dispatch(cfg: &RulesConfig, rs: &mut Ruleset, buckets: &[(Ipv4Cidr, String)]) {
+fn dispatch(cfg: &RulesConfig, ruleset: &mut Ruleset, buckets: &[(Ipv4Cidr, String)]) {
     if buckets.len() <= DIRECT_BUCKETS || cfg.bucket_prefix < 4 {
         for (net, chain) in buckets {
             let c = comment(&format!("services in {net}"));
-            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
+            ruleset.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
         }
         return;
     }
     let mut groups: BTreeMap<Ipv4Cidr, Vec<&(Ipv4Cidr, String)>> = BTreeMap::new();
-    for b in buckets {
+    for bucket in buckets {
         groups
-            .entry(Ipv4Cidr::new(b.0.addr(), cfg.bucket_prefix - 4))
+            .entry(Ipv4Cidr::new(bucket.0.addr(), cfg.bucket_prefix - 4))
             .or_default()
-            .push(b);
+            .push(bucket);
     }
     for (group, members) in groups {
         let c = comment(&format!("services in {group}"));
         if let [(net, chain)] = members.as_slice() {
-            rs.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
+            ruleset.add(Table::Nat, SERVICES, format!("{c} -d {net} -j {chain}"));
             continue;
         }
         let gchain = format!("{}{}", super::names::SVC_RANGE_PREFIX, group.addr());
-        rs.add(Table::Nat, SERVICES, format!("{c} -d {group} -j {gchain}"));
+        ruleset.add(Table::Nat, SERVICES, format!("{c} -d {group} -j {gchain}"));
         for (net, chain) in members {
-            rs.add(Table::Nat, &gchain, format!("-d {net} -j {chain}"));
+            ruleset.add(Table::Nat, &gchain, format!("-d {net} -j {chain}"));
         }
     }
 }
 
 /// The rules of one bucket chain: each frontend's DNAT rules, in Service order.
-fn render_bucket(cfg: &RulesConfig, chain: &str, items: &[Item<'_>]) -> Vec<String> {
+fn render_bucket(cfg: &RulesConfig, chain: &str, entries: &[BucketEntry<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    for it in items {
-        let p = it.sp.protocol.lower();
-        match it.kind {
-            Kind::ClusterIp => {
-                let m = format!(
-                    "-d {}/32 -p {p} -m {p} --dport {}",
-                    it.sp.cluster_ip, it.sp.port
+    for entry in entries {
+        let proto = entry.service_port.protocol.lower();
+        match entry.frontend {
+            Frontend::ClusterIp => {
+                let matcher = format!(
+                    "-d {}/32 -p {proto} -m {proto} --dport {}",
+                    entry.service_port.cluster_ip, entry.service_port.port
                 );
-                ladder(&mut out, chain, &m, it.sp, &it.ready);
+                ladder(&mut out, chain, &matcher, entry.service_port, &entry.ready);
             }
-            Kind::ExternalIp(ip) => {
-                let m = format!("-d {ip}/32 -p {p} -m {p} --dport {}", it.sp.port);
-                external(cfg, &mut out, chain, &m, it);
+            Frontend::ExternalIp(ip) => {
+                let matcher = format!(
+                    "-d {ip}/32 -p {proto} -m {proto} --dport {}",
+                    entry.service_port.port
+                );
+                external(cfg, &mut out, chain, &matcher, entry);
             }
-            Kind::NodePort(np) => external(
+            Frontend::NodePort(np) => external(
                 cfg,
                 &mut out,
                 chain,
-                &format!("-p {p} -m {p} --dport {np}"),
-                it,
+                &format!("-p {proto} -m {proto} --dport {np}"),
+                entry,
             ),
         }
     }
@@ -256,65 +276,83 @@ fn render_bucket(cfg: &RulesConfig, chain: &str, items: &[Item<'_>]) -> Vec<Stri
 }
 
 /// DNAT rules of an external frontend (external IP or NodePort) with ready endpoints.
-fn external(cfg: &RulesConfig, out: &mut Vec<String>, chain: &str, m: &str, it: &Item<'_>) {
-    let name = it.sp.name.to_string();
-    if !it.sp.external_local {
+fn external(
+    cfg: &RulesConfig,
+    out: &mut Vec<String>,
+    chain: &str,
+    matcher: &str,
+    entry: &BucketEntry<'_>,
+) {
+    let name = entry.service_port.name.to_string();
+    if !entry.service_port.external_local {
         let c = comment(&format!(
             "masquerade traffic for {name} external destinations"
         ));
-        out.push(format!("-A {chain} {c} {m} -j {MARK_MASQ}"));
-        ladder(out, chain, m, it.sp, &it.ready);
+        out.push(format!("-A {chain} {c} {matcher} -j {MARK_MASQ}"));
+        ladder(out, chain, matcher, entry.service_port, &entry.ready);
         return;
     }
     // externalTrafficPolicy: Local. Pods and the node itself still reach every endpoint.
     if let Some(cidr) = cfg.cluster_cidr {
-        ladder(out, chain, &format!("{m} -s {cidr}"), it.sp, &it.ready);
+        ladder(
+            out,
+            chain,
+            &format!("{matcher} -s {cidr}"),
+            entry.service_port,
+            &entry.ready,
+        );
     }
     let c = comment(&format!(
         "masquerade LOCAL traffic for {name} external destinations"
     ));
-    let from_local = format!("{m} -m addrtype --src-type LOCAL");
+    let from_local = format!("{matcher} -m addrtype --src-type LOCAL");
     out.push(format!("-A {chain} {c} {from_local} -j {MARK_MASQ}"));
-    ladder(out, chain, &from_local, it.sp, &it.ready);
-    if !it.local.is_empty() {
-        ladder(out, chain, m, it.sp, &it.local);
+    ladder(out, chain, &from_local, entry.service_port, &entry.ready);
+    if !entry.local.is_empty() {
+        ladder(out, chain, matcher, entry.service_port, &entry.local);
     }
 }
 
 /// The DNAT rules of one frontend: affinity checks first (ClientIP), then the random ladder
 /// (`1/(N-i)`, the last rule unconditional), each rule DNATing straight to its endpoint.
-fn ladder(out: &mut Vec<String>, chain: &str, m: &str, sp: &ServicePortInfo, eps: &[&Endpoint]) {
-    let name = sp.name.to_string();
-    if let Some(timeout) = sp.affinity_timeout {
+fn ladder(
+    out: &mut Vec<String>,
+    chain: &str,
+    matcher: &str,
+    service_port: &ServicePortInfo,
+    eps: &[&Endpoint],
+) {
+    let name = service_port.name.to_string();
+    if let Some(timeout) = service_port.affinity_timeout {
         for ep in eps {
-            let list = sep_name(&sp.name, sp.protocol, ep);
+            let list = sep_name(&service_port.name, service_port.protocol, ep);
             out.push(format!(
-                "-A {chain} {} {m} -m recent --name {list} --update --seconds {timeout} --reap -j DNAT --to-destination {}",
+                "-A {chain} {} {matcher} -m recent --name {list} --update --seconds {timeout} --reap -j DNAT --to-destination {}",
                 comment(&format!("{name} -> {}", ep.addr())),
                 ep.addr()
             ));
         }
     }
-    let n = eps.len();
+    let count = eps.len();
     for (i, ep) in eps.iter().enumerate() {
-        let prob = if i + 1 < n {
+        let prob = if i + 1 < count {
             format!(
                 " -m statistic --mode random --probability {:.10}",
-                1.0 / (n - i) as f64
+                1.0 / (count - i) as f64
             )
         } else {
             String::new()
         };
-        let set = if sp.affinity_timeout.is_some() {
+        let set = if service_port.affinity_timeout.is_some() {
             format!(
                 " -m recent --name {} --set",
-                sep_name(&sp.name, sp.protocol, ep)
+                sep_name(&service_port.name, service_port.protocol, ep)
             )
         } else {
             String::new()
         };
         out.push(format!(
-            "-A {chain} {} {m}{prob}{set} -j DNAT --to-destination {}",
+            "-A {chain} {} {matcher}{prob}{set} -j DNAT --to-destination {}",
             comment(&format!("{name} -> {}", ep.addr())),
             ep.addr()
         ));
