@@ -17,7 +17,7 @@ use kubenode_kubelet::config::{
 };
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
-use kubenode_proxy::model::Ipv4Cidr;
+use kubenode_proxy::model::{parse_ipv4_cidr, Ipv4Net};
 use kubenode_proxy::{Proxy, ProxyConfig};
 
 /// Options of `kubenode proxy` (kube-proxy's flag names where one exists).
@@ -33,17 +33,17 @@ pub struct ProxyArgs {
     #[arg(long = "hostname-override")]
     pub node_name: Option<String>,
     /// Range ClusterIPs are allocated from.
-    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
-    pub service_cidr: Ipv4Cidr,
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR, value_parser = parse_ipv4_cidr)]
+    pub service_cidr: Ipv4Net,
     /// Pod network of the cluster: traffic to ClusterIPs from outside it is masqueraded.
-    #[arg(long)]
-    pub cluster_cidr: Option<Ipv4Cidr>,
+    #[arg(long, value_parser = parse_ipv4_cidr)]
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Range NodePorts are allocated from, `FIRST-LAST`.
     #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
     /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub nodeport_addresses: Vec<Ipv4Cidr>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_ipv4_cidr)]
+    pub nodeport_addresses: Vec<Ipv4Net>,
     /// Accept NodePorts on 127.0.0.1 (sets route_localnet=1 and adds the CVE-2020-8558 guard).
     #[arg(long)]
     pub localhost_nodeports: bool,
