@@ -155,3 +155,46 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || handle.shutdown()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    #[test]
+    fn cidr_flags_mask_host_bits_and_take_a_bare_address() {
+        let cli = Cli::try_parse_from([
+            "proxy",
+            "--service-cidr",
+            "10.96.3.4/12",
+            "--cluster-cidr",
+            "10.244.1.1",
+            "--nodeport-addresses",
+            "192.168.50.7/24,127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.service_cidr.to_string(), "10.96.0.0/12");
+        assert_eq!(cli.args.cluster_cidr.unwrap().to_string(), "10.244.1.1/32");
+        let nets: Vec<String> = cli
+            .args
+            .nodeport_addresses
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.168.50.0/24", "127.0.0.1/32"]);
+        let err = Cli::try_parse_from(["proxy", "--service-cidr", "fd00::/64"])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("parsing `fd00::/64` as an IPv4 CIDR"),
+            "{err}"
+        );
+    }
+}

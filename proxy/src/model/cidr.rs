@@ -72,4 +72,14 @@ mod tests {
         assert!(parse_ipv4_cidr("nope").is_err());
         assert_eq!(masked_net("0.0.0.0".parse().unwrap(), 0).size(), 1 << 32);
     }
+    #[test]
+    fn ipv4_cidr_masks_and_refuses_ipv6() {
+        let net: IpNet = "10.96.3.4/12".parse().unwrap();
+        assert_eq!(ipv4_cidr(net).unwrap().to_string(), "10.96.0.0/12");
+        let v6: IpNet = "fd00::/64".parse().unwrap();
+        assert_eq!(
+            ipv4_cidr(v6).unwrap_err().to_string(),
+            "parsing `fd00::/64` as an IPv4 CIDR (like 10.96.0.0/12)"
+        );
+    }
 }
