@@ -13,7 +13,7 @@ use kubenode_kubelet::config::{DEFAULT_SERVICE_CIDR, PROXY_STATE_FILE};
 use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::IptablesFirewall;
-use kubenode_proxy::model::ServiceKey;
+use kubenode_proxy::model::{ipv4_cidr, parse_ipv4_cidr, ServiceKey};
 use kubenode_proxy::{Proxy, ProxyConfig};
 
 /// Gives the proxy what the source says changed: the first, complete set replaces everything,
@@ -45,21 +45,18 @@ pub fn start_for_agent(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
 ) -> anyhow::Result<()> {
     let mut input = kubelet.proxy_input();
-    let service_cidr = config
-        .service_cidr
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into())
-        .parse()
-        .context("service CIDR")?;
+    let service_cidr = match config.service_cidr {
+        Some(c) => ipv4_cidr(c),
+        None => parse_ipv4_cidr(DEFAULT_SERVICE_CIDR),
+    }
+    .context("service CIDR")?;
     let mut cfg = ProxyConfig::new(&config.node_name, service_cidr);
     let range = &config.service_node_port_range;
     cfg.node_port_range = range.first..=range.last;
     cfg.state_file = Some(config.root_dir.join(PROXY_STATE_FILE));
     cfg.rules.cluster_cidr = config
         .cluster_cidr
-        .as_ref()
-        .map(|c| c.to_string().parse())
+        .map(ipv4_cidr)
         .transpose()
         .context("cluster CIDR")?;
     let fw = IptablesFirewall::new("auto")?;

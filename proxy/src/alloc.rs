@@ -2,7 +2,7 @@
 //! through a small JSON state file. Explicit values are validated (inside the range, not taken);
 //! a conflict is an error for the Service that sorts later by `namespace/name`.
 
-use crate::model::Ipv4Cidr;
+use crate::model::{Ipv4Net, Ipv4NetExt};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -23,7 +23,7 @@ pub enum AllocError {
         /// Requested value.
         ip: String,
         /// The service CIDR.
-        cidr: Ipv4Cidr,
+        cidr: Ipv4Net,
     },
     /// Two Services ask for the same ClusterIP.
     #[error("service {service}: clusterIP {ip} is already allocated to {owner}")]
@@ -90,7 +90,7 @@ struct State {
 /// Assigns ClusterIPs and NodePorts.
 #[derive(Debug)]
 pub struct Allocator {
-    cidr: Ipv4Cidr,
+    cidr: Ipv4Net,
     ports: RangeInclusive<u16>,
     path: Option<PathBuf>,
     state: State,
@@ -112,7 +112,7 @@ impl Allocator {
     /// An allocator over `cidr` and `ports`, remembering assignments in `path` (if given; a
     /// missing file is an empty state).
     pub fn new(
-        cidr: Ipv4Cidr,
+        cidr: Ipv4Net,
         ports: RangeInclusive<u16>,
         path: Option<&Path>,
     ) -> Result<Allocator, AllocError> {
@@ -189,7 +189,7 @@ impl Allocator {
                 Some(req) => req.parse::<Ipv4Addr>().ok()?,
                 None => *self.state.cluster_ips.get(&id)?,
             };
-            if !self.cidr.contains(ip) || ip_owner.contains_key(&ip) {
+            if !self.cidr.contains(&ip) || ip_owner.contains_key(&ip) {
                 return None;
             }
             ip_owner.insert(ip, id.clone());
@@ -294,7 +294,7 @@ impl Allocator {
                 continue;
             };
             match req.parse::<Ipv4Addr>() {
-                Ok(ip) if self.cidr.contains(ip) => {
+                Ok(ip) if self.cidr.contains(&ip) => {
                     if let Some(owner) = ips.get(&ip) {
                         errors.push(AllocError::IpConflict {
                             service: id.clone(),
@@ -332,7 +332,7 @@ impl Allocator {
         let mut fresh = Vec::new();
         for id in needs_ip {
             match self.state.cluster_ips.get(&id) {
-                Some(ip) if self.cidr.contains(*ip) && !ips.contains_key(ip) => {
+                Some(ip) if self.cidr.contains(ip) && !ips.contains_key(ip) => {
                     ips.insert(*ip, id.clone());
                     new_state.cluster_ips.insert(id, *ip);
                 }

@@ -8,7 +8,7 @@ use crate::conntrack::{stale_flows, udp_state, Conntrack, UdpState};
 use crate::iptables::Firewall;
 use crate::model::ServiceKey;
 use crate::model::{
-    endpoints_from_pods, service_ports, Endpoint, EndpointSet, Ipv4Cidr, ServicePortInfo,
+    endpoints_from_pods, service_ports, Endpoint, EndpointSet, Ipv4Net, ServicePortInfo,
     ServicePortName,
 };
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
@@ -27,7 +27,7 @@ pub struct ProxyConfig {
     /// This node's name (endpoints with this `nodeName` are local).
     pub node_name: String,
     /// `--service-cidr`: where ClusterIPs are allocated.
-    pub service_cidr: Ipv4Cidr,
+    pub service_cidr: Ipv4Net,
     /// `--service-node-port-range`.
     pub node_port_range: RangeInclusive<u16>,
     /// Where allocations are remembered across restarts (`None`: in memory only).
@@ -44,7 +44,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// Defaults for `node_name` with ClusterIPs from `service_cidr`.
-    pub fn new(node_name: &str, service_cidr: Ipv4Cidr) -> ProxyConfig {
+    pub fn new(node_name: &str, service_cidr: Ipv4Net) -> ProxyConfig {
         ProxyConfig {
             node_name: node_name.to_string(),
             service_cidr,

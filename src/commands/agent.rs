@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ipnet::{IpNet, Ipv4Net};
 use kubenode_kubelet::config::{self as kconfig, Config, Overrides};
 use kubenode_kubelet::node::{Kubelet, KubeletDeps};
 
@@ -96,11 +97,10 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let system_plugins = PathBuf::from(kconfig::SYSTEM_CNI_BIN_DIR);
     if let Some(pod_cidr) = &config.pod_cidr {
         let network = kubenode_cni::DefaultNetwork {
-            pod_cidr: Some(pod_cidr.to_string().parse().context("pod CIDR")?),
+            pod_cidr: Some(ipv4(*pod_cidr).context("pod CIDR")?),
             cluster_cidr: config
                 .cluster_cidr
-                .as_ref()
-                .map(|c| c.to_string().parse())
+                .map(ipv4)
                 .transpose()
                 .context("cluster CIDR")?,
             data_dir: Some(config.root_dir.join(kconfig::CNI_NETWORKS_DIR)),
@@ -176,4 +176,14 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     crate::notify::stopping();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The IPv4 block `net`, as written: the default network is IPv4 only.
+fn ipv4(net: IpNet) -> anyhow::Result<Ipv4Net> {
+    match net {
+        IpNet::V4(v4) => Ok(v4),
+        IpNet::V6(_) => {
+            anyhow::bail!("{net} is not an IPv4 CIDR (the default network is IPv4 only)")
+        }
+    }
 }

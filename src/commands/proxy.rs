@@ -17,7 +17,7 @@ use kubenode_kubelet::config::{
 };
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::{Firewall, IptablesFirewall};
-use kubenode_proxy::model::Ipv4Cidr;
+use kubenode_proxy::model::{parse_ipv4_cidr, Ipv4Net};
 use kubenode_proxy::{Proxy, ProxyConfig};
 
 /// Options of `kubenode proxy` (kube-proxy's flag names where one exists).
@@ -33,17 +33,17 @@ pub struct ProxyArgs {
     #[arg(long = "hostname-override")]
     pub node_name: Option<String>,
     /// Range ClusterIPs are allocated from.
-    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
-    pub service_cidr: Ipv4Cidr,
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR, value_parser = parse_ipv4_cidr)]
+    pub service_cidr: Ipv4Net,
     /// Pod network of the cluster: traffic to ClusterIPs from outside it is masqueraded.
-    #[arg(long)]
-    pub cluster_cidr: Option<Ipv4Cidr>,
+    #[arg(long, value_parser = parse_ipv4_cidr)]
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Range NodePorts are allocated from, `FIRST-LAST`.
     #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
     /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub nodeport_addresses: Vec<Ipv4Cidr>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_ipv4_cidr)]
+    pub nodeport_addresses: Vec<Ipv4Net>,
     /// Accept NodePorts on 127.0.0.1 (sets route_localnet=1 and adds the CVE-2020-8558 guard).
     #[arg(long)]
     pub localhost_nodeports: bool,
@@ -154,4 +154,47 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || handle.shutdown()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    #[test]
+    fn cidr_flags_mask_host_bits_and_take_a_bare_address() {
+        let cli = Cli::try_parse_from([
+            "proxy",
+            "--service-cidr",
+            "10.96.3.4/12",
+            "--cluster-cidr",
+            "10.244.1.1",
+            "--nodeport-addresses",
+            "192.168.50.7/24,127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.service_cidr.to_string(), "10.96.0.0/12");
+        assert_eq!(cli.args.cluster_cidr.unwrap().to_string(), "10.244.1.1/32");
+        let nets: Vec<String> = cli
+            .args
+            .nodeport_addresses
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.168.50.0/24", "127.0.0.1/32"]);
+        let err = Cli::try_parse_from(["proxy", "--service-cidr", "fd00::/64"])
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("parsing `fd00::/64` as an IPv4 CIDR"),
+            "{err}"
+        );
+    }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// Why a CIDR or port range was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{input:?} is not a valid {what}")]
@@ -14,61 +16,22 @@ pub struct CidrError {
     pub what: &'static str,
 }
 
-/// An IP block such as `10.244.0.0/16` or `fd00::/64`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    /// The network address as written.
-    pub addr: IpAddr,
-    /// The prefix length.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// True when `ip` is inside this block (same family, same prefix bits).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+/// Parses an IP block such as `10.244.0.0/16` or `fd00::/64` the way the configuration
+/// accepts it: the prefix is required and written in decimal digits only, the address is
+/// kept as written (not masked).
+pub fn parse_cidr(s: &str) -> Result<IpNet, CidrError> {
+    let err = || CidrError {
+        input: s.to_owned(),
+        what: "CIDR",
+    };
+    let (addr, prefix) = s.split_once('/').ok_or_else(err)?;
+    let addr: IpAddr = addr.parse().map_err(|_| err())?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
     }
-}
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError {
-            input: s.to_owned(),
-            what: "CIDR",
-        };
-        let (addr, prefix) = s.split_once('/').ok_or_else(err)?;
-        let addr: IpAddr = addr.parse().map_err(|_| err())?;
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err());
-        }
-        let prefix: u8 = prefix.parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(err());
-        }
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
+    let prefix: u8 = prefix.parse().map_err(|_| err())?;
+    // `IpNet::new` refuses a prefix longer than the address family's.
+    IpNet::new(addr, prefix).map_err(|_| err())
 }
 
 /// An inclusive port range such as `30000-32767` (also `30000+2767`, as
@@ -132,14 +95,14 @@ mod tests {
 
     #[test]
     fn cidrs() {
-        let c: Cidr = "10.244.0.0/16".parse().unwrap();
-        assert!(c.contains("10.244.3.4".parse().unwrap()));
-        assert!(!c.contains("10.245.0.1".parse().unwrap()));
-        assert!(!c.contains("::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("1.2.3.4".parse().unwrap()));
-        let v6: Cidr = "fd00:1::/64".parse().unwrap();
-        assert!(v6.contains("fd00:1::5".parse().unwrap()));
+        let c = parse_cidr("10.244.0.0/16").unwrap();
+        assert!(c.contains(&"10.244.3.4".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains(&"10.245.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains(&"::1".parse::<IpAddr>().unwrap()));
+        let all = parse_cidr("0.0.0.0/0").unwrap();
+        assert!(all.contains(&"1.2.3.4".parse::<IpAddr>().unwrap()));
+        let v6 = parse_cidr("fd00:1::/64").unwrap();
+        assert!(v6.contains(&"fd00:1::5".parse::<IpAddr>().unwrap()));
         assert_eq!(v6.to_string(), "fd00:1::/64");
         for bad in [
             "10.0.0.0",
@@ -149,7 +112,7 @@ mod tests {
             "10.0.0.0/+8",
             "::/129",
         ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+            assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
 

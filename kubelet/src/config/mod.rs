@@ -14,7 +14,7 @@ mod host;
 mod node_ip;
 mod resolve;
 
-pub use cidr::{Cidr, CidrError, PortRange};
+pub use cidr::{parse_cidr, CidrError, PortRange};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{ConfigFile, API_VERSION, KIND};
 pub use host::{Host, InterfaceInfo, SystemHost};

@@ -13,7 +13,8 @@
 //! gateway of the pod network is never the node IP). Interfaces that are
 //! down never count.
 
-use super::{Cidr, InterfaceInfo};
+use super::InterfaceInfo;
+use ipnet::IpNet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -54,7 +55,7 @@ impl fmt::Display for NodeIpRule {
     }
 }
 
-fn is_global(ip: IpAddr, excluded: &[Cidr]) -> bool {
+fn is_global(ip: IpAddr, excluded: &[IpNet]) -> bool {
     let special = match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
@@ -70,7 +71,7 @@ fn is_global(ip: IpAddr, excluded: &[Cidr]) -> bool {
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     };
-    !special && !excluded.iter().any(|c| c.contains(ip))
+    !special && !excluded.iter().any(|c| c.contains(&ip))
 }
 
 /// Picks the node IP from the host's interfaces by the rule of this
@@ -79,7 +80,7 @@ fn is_global(ip: IpAddr, excluded: &[Cidr]) -> bool {
 pub fn choose_node_ip(
     interfaces: &[InterfaceInfo],
     default_route_interface: Option<&str>,
-    excluded: &[Cidr],
+    excluded: &[IpNet],
 ) -> Option<(IpAddr, NodeIpRule)> {
     for want_v4 in [true, false] {
         let first_on = |i: &InterfaceInfo| {
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn falls_back_to_first_global_and_skips_pod_network() {
-        let pods: Cidr = "10.244.0.0/16".parse().unwrap();
+        let pods: IpNet = "10.244.0.0/16".parse().unwrap();
         let ifs = [
             iface("lo", true, &["127.0.0.1"]),
             iface("kubenode0", true, &["10.244.1.1"]),

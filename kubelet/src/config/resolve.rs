@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::validation::quantity::Quantity;
+use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,14 +34,14 @@ pub struct Overrides {
     #[arg(long)]
     pub manifest_dir: Option<PathBuf>,
     /// This node's pod CIDR (for the default network).
-    #[arg(long)]
-    pub pod_cidr: Option<Cidr>,
+    #[arg(long, value_parser = parse_cidr)]
+    pub pod_cidr: Option<IpNet>,
     /// The cluster's pod network.
-    #[arg(long)]
-    pub cluster_cidr: Option<Cidr>,
+    #[arg(long, value_parser = parse_cidr)]
+    pub cluster_cidr: Option<IpNet>,
     /// The Service ClusterIP range.
-    #[arg(long)]
-    pub service_cidr: Option<Cidr>,
+    #[arg(long, value_parser = parse_cidr)]
+    pub service_cidr: Option<IpNet>,
     /// The read-only HTTP port (0 turns it off).
     #[arg(long)]
     pub read_only_port: Option<u16>,
@@ -93,11 +94,11 @@ pub struct Config {
     /// Pods admitted at most.
     pub max_pods: u32,
     /// This node's pod CIDR.
-    pub pod_cidr: Option<Cidr>,
+    pub pod_cidr: Option<IpNet>,
     /// The cluster's pod network.
-    pub cluster_cidr: Option<Cidr>,
+    pub cluster_cidr: Option<IpNet>,
     /// The Service ClusterIP range.
-    pub service_cidr: Option<Cidr>,
+    pub service_cidr: Option<IpNet>,
     /// NodePort range.
     pub service_node_port_range: PortRange,
     /// Cluster DNS servers for `ClusterFirst` pods.
@@ -152,7 +153,17 @@ fn parse_opt<T: std::str::FromStr>(
 where
     T::Err: std::fmt::Display,
 {
-    v.map(|s| s.parse::<T>().map_err(|e| invalid(file, key, e)))
+    parse_opt_with(str::parse::<T>, v, file, key)
+}
+
+/// As [`parse_opt`], with the parser `parse`.
+fn parse_opt_with<T, E: std::fmt::Display>(
+    parse: impl Fn(&str) -> Result<T, E>,
+    v: Option<&str>,
+    file: &Path,
+    key: &str,
+) -> Result<Option<T>, ConfigError> {
+    v.map(|s| parse(s).map_err(|e| invalid(file, key, e)))
         .transpose()
 }
 
@@ -225,15 +236,15 @@ impl Config {
 
         let pod_cidr = match o.pod_cidr {
             Some(c) => Some(c),
-            None => parse_opt::<Cidr>(cfg.pod_cidr.as_deref(), file, "podCIDR")?,
+            None => parse_opt_with(parse_cidr, cfg.pod_cidr.as_deref(), file, "podCIDR")?,
         };
         let cluster_cidr = match o.cluster_cidr {
             Some(c) => Some(c),
-            None => parse_opt::<Cidr>(cfg.cluster_cidr.as_deref(), file, "clusterCIDR")?,
+            None => parse_opt_with(parse_cidr, cfg.cluster_cidr.as_deref(), file, "clusterCIDR")?,
         };
         let service_cidr = match o.service_cidr {
             Some(c) => Some(c),
-            None => parse_opt::<Cidr>(cfg.service_cidr.as_deref(), file, "serviceCIDR")?,
+            None => parse_opt_with(parse_cidr, cfg.service_cidr.as_deref(), file, "serviceCIDR")?,
         };
 
         let explicit_ip = match o.node_ip {
@@ -253,7 +264,7 @@ impl Config {
                         what: "the default route",
                         source,
                     })?;
-                let excluded: Vec<Cidr> = pod_cidr
+                let excluded: Vec<IpNet> = pod_cidr
                     .iter()
                     .chain(cluster_cidr.iter())
                     .copied()

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::parse_ipv4_cidr;
 
 fn svc(yaml: &str) -> Service {
     serde_json::from_value(serde_yaml_ng::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
@@ -18,7 +19,7 @@ fn np_of(s: &Service) -> i32 {
 fn allocates_stably_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alloc.json");
-    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let cidr = parse_ipv4_cidr("10.96.0.0/24").unwrap();
     let services = vec![
         svc("metadata: {name: b}\nspec: {type: NodePort, ports: [{port: 80}]}"),
         svc("metadata: {name: a}\nspec: {ports: [{port: 80}]}"),
@@ -54,7 +55,7 @@ fn allocates_stably_across_restarts() {
 
 #[test]
 fn the_first_address_is_kept_for_the_kubernetes_service() {
-    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let cidr = parse_ipv4_cidr("10.96.0.0/24").unwrap();
     let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, None).unwrap();
     let (out, errs) = a.allocate(&[
         svc("metadata: {name: web}\nspec: {ports: [{port: 80}]}"),
@@ -74,7 +75,7 @@ fn the_first_address_is_kept_for_the_kubernetes_service() {
 
 #[test]
 fn conflicts_and_ranges_are_clear_errors() {
-    let cidr: Ipv4Cidr = "10.96.0.0/24".parse().unwrap();
+    let cidr = parse_ipv4_cidr("10.96.0.0/24").unwrap();
     let services = vec![
         svc("metadata: {name: a}\nspec: {clusterIP: 10.96.0.5, type: NodePort, ports: [{port: 80, nodePort: 30080}]}"),
         svc("metadata: {name: b}\nspec: {clusterIP: 10.96.0.5, ports: [{port: 80}]}"),
@@ -106,7 +107,7 @@ fn conflicts_and_ranges_are_clear_errors() {
 
 #[test]
 fn exhaustion_is_reported() {
-    let cidr: Ipv4Cidr = "10.96.0.0/30".parse().unwrap();
+    let cidr = parse_ipv4_cidr("10.96.0.0/30").unwrap();
     let services: Vec<Service> = (0..3)
         .map(|i| {
             svc(&format!(

@@ -4,7 +4,7 @@
 
 use super::names::hairpin_bucket;
 use super::{Jump, RulesConfig, Ruleset, Table, CANARY_CHAIN, HINT_CHAIN};
-use crate::model::Ipv4Cidr;
+use crate::model::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -50,7 +50,7 @@ pub(super) fn nodeports_jumps(cfg: &RulesConfig, rs: &mut Ruleset) {
         return;
     }
     for cidr in &cfg.node_port_addresses {
-        let no_lo = if cidr.contains(Ipv4Addr::LOCALHOST) {
+        let no_lo = if cidr.contains(&Ipv4Addr::LOCALHOST) {
             no_lo
         } else {
             ""
@@ -67,9 +67,9 @@ pub(super) fn postrouting(
     cfg: &RulesConfig,
     rs: &mut Ruleset,
     hairpin: &BTreeSet<Ipv4Addr>,
-    cluster_nets: &[Ipv4Cidr],
+    cluster_nets: &[Ipv4Net],
 ) {
-    let mut nets: BTreeMap<Ipv4Cidr, String> = BTreeMap::new();
+    let mut nets: BTreeMap<Ipv4Net, String> = BTreeMap::new();
     for ip in hairpin {
         let (chain, net) = hairpin_bucket(*ip);
         rs.add(
@@ -119,13 +119,13 @@ pub(super) fn postrouting(
 }
 
 /// Matches for traffic to a ClusterIP, after DNAT, that is to be masqueraded (empty: none).
-pub(super) fn masquerade_matches(cfg: &RulesConfig, cluster_nets: &[Ipv4Cidr]) -> Vec<String> {
+pub(super) fn masquerade_matches(cfg: &RulesConfig, cluster_nets: &[Ipv4Net]) -> Vec<String> {
     let src = match (cfg.masquerade_all, cfg.cluster_cidr) {
         (true, _) => String::new(),
         (false, Some(cidr)) => format!(" ! -s {cidr}"),
         (false, None) => return Vec::new(),
     };
-    let nets: Vec<Ipv4Cidr> = match cfg.service_cidr {
+    let nets: Vec<Ipv4Net> = match cfg.service_cidr {
         Some(c) => vec![c],
         None => cluster_nets.to_vec(),
     };
@@ -134,7 +134,7 @@ pub(super) fn masquerade_matches(cfg: &RulesConfig, cluster_nets: &[Ipv4Cidr]) -
         .collect()
 }
 
-pub(super) fn forward_accept(cfg: &RulesConfig, rs: &mut Ruleset, cluster_nets: &[Ipv4Cidr]) {
+pub(super) fn forward_accept(cfg: &RulesConfig, rs: &mut Ruleset, cluster_nets: &[Ipv4Net]) {
     for m in masquerade_matches(cfg, cluster_nets) {
         let c = comment("kubernetes forwarding rules");
         rs.add(Table::Filter, FORWARD, format!("{c} {m} -j ACCEPT"));

@@ -8,7 +8,7 @@ use super::fixed::{
 };
 use super::names::{nodeport_bucket, sep_name, svc_bucket};
 use super::{RulesConfig, Ruleset, Table};
-use crate::model::{Endpoint, Ipv4Cidr, Protocol, ServicePortInfo, ServicePortName};
+use crate::model::{masked_net, Endpoint, Ipv4Net, Protocol, ServicePortInfo, ServicePortName};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -28,7 +28,7 @@ pub fn generate(
 /// A bucket chain: a destination range, or a NodePort range (by its first port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Bucket {
-    Dst(Ipv4Cidr),
+    Dst(Ipv4Net),
     NodePort(Protocol, u16),
 }
 
@@ -131,12 +131,12 @@ impl Generator {
                     });
             };
             push(
-                Bucket::Dst(Ipv4Cidr::new(service_port.cluster_ip, cfg.bucket_prefix)),
+                Bucket::Dst(masked_net(service_port.cluster_ip, cfg.bucket_prefix)),
                 Frontend::ClusterIp,
             );
             for ip in &service_port.external_ips {
                 push(
-                    Bucket::Dst(Ipv4Cidr::new(*ip, cfg.bucket_prefix)),
+                    Bucket::Dst(masked_net(*ip, cfg.bucket_prefix)),
                     Frontend::ExternalIp(*ip),
                 );
             }
@@ -152,9 +152,9 @@ impl Generator {
 
         // Render the bucket chains, reusing the ones whose inputs did not change.
         let mut fresh = HashMap::with_capacity(entries_by_bucket.len());
-        let mut dst_buckets: Vec<(Ipv4Cidr, String)> = Vec::new();
+        let mut dst_buckets: Vec<(Ipv4Net, String)> = Vec::new();
         let mut np_buckets: Vec<(Protocol, u16, u16, String)> = Vec::new();
-        let mut cluster_nets: Vec<Ipv4Cidr> = Vec::new();
+        let mut cluster_nets: Vec<Ipv4Net> = Vec::new();
         for (bucket, entries) in entries_by_bucket {
             let chain = match bucket {
                 Bucket::Dst(net) => {
@@ -164,7 +164,7 @@ impl Generator {
                     {
                         cluster_nets.push(net);
                     }
-                    let (chain, _) = svc_bucket(net.addr(), net.prefix());
+                    let (chain, _) = svc_bucket(net.addr(), net.prefix_len());
                     dst_buckets.push((net, chain.clone()));
                     chain
                 }
@@ -214,7 +214,7 @@ const DIRECT_BUCKETS: usize = 16;
 /// The jumps from `KUBE-SERVICES` to the destination buckets. With many buckets, they are
 /// grouped 16 to a `KUBE-SVCR-<net>` chain (prefix 4 bits shorter), so that the first packet
 /// passes at most (groups + 16) jump rules instead of one per bucket.
-fn dispatch(cfg: &RulesConfig, ruleset: &mut Ruleset, buckets: &[(Ipv4Cidr, String)]) {
+fn dispatch(cfg: &RulesConfig, ruleset: &mut Ruleset, buckets: &[(Ipv4Net, String)]) {
     if buckets.len() <= DIRECT_BUCKETS || cfg.bucket_prefix < 4 {
         for (net, chain) in buckets {
             let c = comment(&format!("services in {net}"));
@@ -222,10 +222,10 @@ fn dispatch(cfg: &RulesConfig, ruleset: &mut Ruleset, buckets: &[(Ipv4Cidr, Stri
         }
         return;
     }
-    let mut groups: BTreeMap<Ipv4Cidr, Vec<&(Ipv4Cidr, String)>> = BTreeMap::new();
+    let mut groups: BTreeMap<Ipv4Net, Vec<&(Ipv4Net, String)>> = BTreeMap::new();
     for bucket in buckets {
         groups
-            .entry(Ipv4Cidr::new(bucket.0.addr(), cfg.bucket_prefix - 4))
+            .entry(masked_net(bucket.0.addr(), cfg.bucket_prefix - 4))
             .or_default()
             .push(bucket);
     }

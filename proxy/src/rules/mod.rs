@@ -20,7 +20,7 @@ pub mod names;
 
 pub use generate::{generate, Generator};
 
-use crate::model::Ipv4Cidr;
+use crate::model::Ipv4Net;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -93,14 +93,14 @@ impl Table {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RulesConfig {
     /// The range ClusterIPs come from (one masquerade rule covers it; without it, one per bucket).
-    pub service_cidr: Option<Ipv4Cidr>,
+    pub service_cidr: Option<Ipv4Net>,
     /// Pod network of the cluster; traffic to a ClusterIP from outside it is masqueraded.
     /// `None` disables that (as kube-proxy without a local-traffic detector).
-    pub cluster_cidr: Option<Ipv4Cidr>,
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Masquerade all traffic to ClusterIPs (`masqueradeAll`).
     pub masquerade_all: bool,
     /// Networks whose local addresses accept NodePorts; empty means every local address.
-    pub node_port_addresses: Vec<Ipv4Cidr>,
+    pub node_port_addresses: Vec<Ipv4Net>,
     /// Accept NodePorts on 127.0.0.1 (needs `route_localnet=1`; adds the CVE-2020-8558 guard).
     pub localhost_node_ports: bool,
     /// Bit of the packet mark that requests masquerade (`masqueradeBit`, default 14).
@@ -139,7 +139,7 @@ impl RulesConfig {
                 || self
                     .node_port_addresses
                     .iter()
-                    .any(|c| c.contains(std::net::Ipv4Addr::LOCALHOST)))
+                    .any(|c| c.contains(&std::net::Ipv4Addr::LOCALHOST)))
     }
 }
 

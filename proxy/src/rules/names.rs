@@ -1,7 +1,7 @@
 //! Chain and `recent`-list names: kube-proxy's hashes (§1.2 of the reference) and the names of
 //! kubenode's bucket chains.
 
-use crate::model::{Endpoint, Ipv4Cidr, Protocol, ServicePortName};
+use crate::model::{masked_net, Endpoint, Ipv4Net, Protocol, ServicePortName};
 use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
 
@@ -44,8 +44,8 @@ pub fn sep_name(name: &ServicePortName, proto: Protocol, ep: &Endpoint) -> Strin
 }
 
 /// The bucket chain holding the rules of every frontend address inside `ip`'s `/prefix` network.
-pub fn svc_bucket(ip: Ipv4Addr, prefix: u8) -> (String, Ipv4Cidr) {
-    let net = Ipv4Cidr::new(ip, prefix);
+pub fn svc_bucket(ip: Ipv4Addr, prefix: u8) -> (String, Ipv4Net) {
+    let net = masked_net(ip, prefix);
     (format!("{SVC_BUCKET_PREFIX}{}", net.addr()), net)
 }
 
@@ -60,8 +60,8 @@ pub fn nodeport_bucket(proto: Protocol, port: u16, width: u16) -> (String, u16, 
 }
 
 /// The hairpin chain of endpoint `ip` (one per /24).
-pub fn hairpin_bucket(ip: Ipv4Addr) -> (String, Ipv4Cidr) {
-    let net = Ipv4Cidr::new(ip, 24);
+pub fn hairpin_bucket(ip: Ipv4Addr) -> (String, Ipv4Net) {
+    let net = masked_net(ip, 24);
     (format!("{HAIRPIN_BUCKET_PREFIX}{}", net.addr()), net)
 }
 
