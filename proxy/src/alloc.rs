@@ -249,22 +249,7 @@ impl Allocator {
                 .map(|s| {
                     let mut s = s.clone();
                     let id = svc_id(&s);
-                    if let Some(spec) = s.spec.as_mut() {
-                        if let Some(ip) = ip_of.get(&id) {
-                            spec.cluster_ip = Some(ip.to_string());
-                            spec.cluster_ips = Some(vec![ip.to_string()]);
-                        }
-                        for p in spec.ports.iter_mut().flatten() {
-                            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                            let key = format!(
-                                "{id}:{}/{proto}",
-                                p.name.clone().unwrap_or_else(|| p.port.to_string())
-                            );
-                            if let Some(np) = port_of.get(&key) {
-                                p.node_port = Some(i32::from(*np));
-                            }
-                        }
-                    }
+                    fill_in(&mut s, &id, &ip_of, &port_of);
                     s
                 })
                 .collect(),
@@ -442,22 +427,7 @@ impl Allocator {
             if failed.contains(&id) {
                 continue;
             }
-            if let Some(spec) = s.spec.as_mut() {
-                if let Some(ip) = new_state.cluster_ips.get(&id) {
-                    spec.cluster_ip = Some(ip.to_string());
-                    spec.cluster_ips = Some(vec![ip.to_string()]);
-                }
-                for p in spec.ports.iter_mut().flatten() {
-                    let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                    let key = format!(
-                        "{id}:{}/{proto}",
-                        p.name.clone().unwrap_or_else(|| p.port.to_string())
-                    );
-                    if let Some(np) = new_state.node_ports.get(&key) {
-                        p.node_port = Some(i32::from(*np));
-                    }
-                }
-            }
+            fill_in(&mut s, &id, &new_state.cluster_ips, &new_state.node_ports);
             out.push(s);
         }
         if new_state != self.state || self.unsaved {
@@ -487,6 +457,33 @@ impl Allocator {
         let body =
             serde_json::to_vec_pretty(&self.state).map_err(|e| err(std::io::Error::other(e)))?;
         kubenode_fsutil::write_atomic(path, &body).map_err(err)
+    }
+}
+
+/// Writes the allocated ClusterIP (by Service id) and NodePorts (by port key, as
+/// [`node_port_keys`] spells it) into the Service `id`.
+fn fill_in(
+    svc: &mut Service,
+    id: &str,
+    cluster_ips: &BTreeMap<String, Ipv4Addr>,
+    node_ports: &BTreeMap<String, u16>,
+) {
+    let Some(spec) = svc.spec.as_mut() else {
+        return;
+    };
+    if let Some(ip) = cluster_ips.get(id) {
+        spec.cluster_ip = Some(ip.to_string());
+        spec.cluster_ips = Some(vec![ip.to_string()]);
+    }
+    for p in spec.ports.iter_mut().flatten() {
+        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let key = format!(
+            "{id}:{}/{proto}",
+            p.name.clone().unwrap_or_else(|| p.port.to_string())
+        );
+        if let Some(np) = node_ports.get(&key) {
+            p.node_port = Some(i32::from(*np));
+        }
     }
 }
 

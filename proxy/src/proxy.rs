@@ -168,6 +168,18 @@ struct Resolved {
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
 
+impl Resolved {
+    /// Every Service error: allocation first, then the model's, by `namespace/name`.
+    fn collect_errors(&mut self) {
+        self.errors = self
+            .alloc_errors
+            .iter()
+            .chain(self.port_errors.values())
+            .cloned()
+            .collect();
+    }
+}
+
 impl Proxy {
     /// A proxy writing through `fw` and clearing flows through `conntrack`.
     pub fn new(
@@ -320,12 +332,7 @@ impl Proxy {
                     }
                 }
             }
-            r.errors = r
-                .alloc_errors
-                .iter()
-                .chain(r.port_errors.values())
-                .cloned()
-                .collect();
+            r.collect_errors();
             for e in &r.errors {
                 tracing::warn!(error = %e, "service not programmed");
             }
@@ -362,12 +369,7 @@ impl Proxy {
                     .unwrap_or_else(|i| i);
                 r.services.insert(at, svc.clone());
             }
-            r.errors = r
-                .alloc_errors
-                .iter()
-                .chain(r.port_errors.values())
-                .cloned()
-                .collect();
+            r.collect_errors();
         }
         let services_changed = self.services_dirty || some_services.is_some();
         if services_changed {
