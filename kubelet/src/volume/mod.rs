@@ -30,7 +30,7 @@ pub mod subpath;
 pub mod testing;
 pub mod usage;
 
-pub use manager::VolumeManager;
+pub use manager::{node_memory, VolumeManager};
 pub use mounter::{MountError, Mounter, SystemMounter};
 
 use std::path::PathBuf;

@@ -312,16 +312,7 @@ const SYSTEM_NODE_CRITICAL: &str = "system-node-critical";
 /// `MemoryCapacity`), read once.
 fn node_memory() -> u64 {
     static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *MEMORY.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kib| kib * 1024)
-    })
+    *MEMORY.get_or_init(crate::volume::node_memory)
 }
 
 fn memory_request(c: &Container) -> i64 {
