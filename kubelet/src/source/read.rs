@@ -234,6 +234,8 @@ impl ManifestCache {
         let racy_after = racy_after(now);
         let mut listing = Snapshot::default();
         let files = list(dir, &mut listing);
+        // `list` gives the path itself when it is a single manifest file.
+        self.single_file = files.len() == 1 && files[0] == dir;
         let mut order = Vec::with_capacity(files.len());
         let mut still = HashMap::with_capacity(self.files.len());
         for file in files {
@@ -282,7 +284,6 @@ impl ManifestCache {
         changed |= listing.errors != self.listing_errors;
         self.files = still;
         self.listing_errors = listing.errors;
-        self.single_file = std::fs::metadata(dir).is_ok_and(|m| !m.is_dir());
         self.defined.clear();
         for (_, entries) in &order {
             count_names(&mut self.defined, entries, 1);

@@ -278,6 +278,7 @@ fn inner(dir: &Path, kubenode: &Path, n: usize, runs: usize, mode: &str) {
         .arg("--state-file")
         .arg(dir.join("allocations.json"))
         .env("KUBENODE_LOG_FORMAT", "json")
+        // `BENCH_KUBENODE_LOG=kubenode_kubelet::source=debug,info` adds the watcher's read timings.
         .env(
             "KUBENODE_LOG",
             std::env::var("BENCH_KUBENODE_LOG").unwrap_or_else(|_| "info".into()),
