@@ -321,7 +321,10 @@ impl ManifestCache {
             let meta = match std::fs::metadata(&file) {
                 Ok(m) => Some(m).filter(|m| m.is_file()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(_) => return self.full_read(dir, node_name, seen_at, now),
+                Err(_) => {
+                    let changed_before = other || !in_place.is_empty();
+                    return self.fall_back(changed_before, dir, node_name, seen_at, now);
+                }
             };
             let at = self.order.binary_search_by(|(f, _)| f.cmp(&file));
             let Some(meta) = meta else {
@@ -344,7 +347,8 @@ impl ManifestCache {
             self.parses += 1;
             let (entries, keep) = parse_file(&file, meta.len(), node_name, seen_at);
             if !keep {
-                return self.full_read(dir, node_name, seen_at, now);
+                let changed_before = other || !in_place.is_empty();
+                return self.fall_back(changed_before, dir, node_name, seen_at, now);
             }
             let entries = Arc::new(entries);
             let old = self.files.insert(
@@ -399,6 +403,23 @@ impl ManifestCache {
         NamedRead::InPlace {
             services,
             endpoints,
+        }
+    }
+
+    /// A full read after `read_named` already put some named files into the cache: those
+    /// files look unchanged to the full read, so a change among them (`changed_before`) must
+    /// still be reported.
+    fn fall_back(
+        &mut self,
+        changed_before: bool,
+        dir: &Path,
+        node_name: &str,
+        seen_at: Timestamp,
+        now: SystemTime,
+    ) -> NamedRead {
+        match self.full_read(dir, node_name, seen_at, now) {
+            NamedRead::Unchanged if changed_before => NamedRead::Changed,
+            other => other,
         }
     }
 

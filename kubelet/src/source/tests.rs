@@ -559,6 +559,26 @@ fn named_read_of_a_file_renamed_into_place() {
 }
 
 #[test]
+fn a_named_read_that_falls_back_to_a_full_read_keeps_the_changes_it_made() {
+    use super::NamedRead;
+    use std::ffi::OsString;
+    let d = dir_with(&[("svc.yaml", SVC)]);
+    let mut c = ManifestCache::new();
+    c.read(d.path(), "node1", at(), later());
+    std::fs::write(
+        d.path().join("svc.yaml"),
+        SVC.replace("port: 80", "port: 81"),
+    )
+    .unwrap();
+    // The second name cannot be `stat`ed for another reason than absence (ENOTDIR): the read
+    // falls back to a full one after the first file is already in the cache.
+    let names = [OsString::from("svc.yaml"), OsString::from("svc.yaml/x")];
+    let got = c.read_named(d.path(), &names, "node1", at(), later());
+    assert_eq!(got, NamedRead::Changed, "the change of svc.yaml was lost");
+    assert_eq!(c.snapshot(), read(d.path()));
+}
+
+#[test]
 fn cache_sees_a_file_replaced_by_rename_with_same_size_and_mtime() {
     let d = dir_with(&[("web.yaml", POD)]);
     let mut c = ManifestCache::new();
