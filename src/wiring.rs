@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::Service;
 use kubenode_kubelet::config::{DEFAULT_SERVICE_CIDR, PROXY_STATE_FILE};
 use kubenode_kubelet::source::ServiceChanges;
 use kubenode_proxy::conntrack::ConntrackTool;
 use kubenode_proxy::iptables::IptablesFirewall;
-use kubenode_proxy::model::{ipv4_cidr, parse_ipv4_cidr, ServiceKey};
+use kubenode_proxy::model::{ipv4_cidr, parse_ipv4_cidr, EndpointSet, ServiceKey};
 use kubenode_proxy::{Proxy, ProxyConfig};
 
 /// Gives the proxy what the source says changed: the first, complete set replaces everything,
@@ -78,11 +79,15 @@ pub fn start_for_agent(
         let handle = proxy.spawn();
         // The proxy thread's status, reduced to what the kubelet takes; receivers wake only
         // when that changed (`None` until the first sync).
-        let (served_tx, mut served) = tokio::sync::watch::channel(None);
+        type Served = Option<(Vec<Arc<Service>>, Vec<Arc<EndpointSet>>)>;
+        let (served_tx, mut served) = tokio::sync::watch::channel::<Served>(None);
         handle.on_status(move |status| {
             served_tx.send_if_modified(|last| {
+                // The proxy shares the objects it did not change: comparing pointers first
+                // keeps this cheap with thousands of Services.
                 let same = last.as_ref().is_some_and(|(services, endpoints)| {
-                    *services == status.services && *endpoints == status.endpoints
+                    same_objects(services, &status.services)
+                        && same_objects(endpoints, &status.endpoints)
                 });
                 if !same {
                     *last = Some((status.services.clone(), status.endpoints.clone()));
@@ -115,6 +120,7 @@ pub fn start_for_agent(
                     let Some((services, endpoints)) = served.borrow_and_update().clone() else {
                         continue;
                     };
+                    let services = services.iter().map(|s| Service::clone(s)).collect();
                     let endpoints = endpoints.iter().map(|e| e.to_endpoints()).collect();
                     kubelet.set_services(services, endpoints);
                 }
@@ -122,4 +128,9 @@ pub fn start_for_agent(
         }
     });
     Ok(())
+}
+
+/// Whether two lists hold equal objects, comparing the shared ones by address.
+fn same_objects<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
 }

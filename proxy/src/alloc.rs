@@ -4,7 +4,7 @@
 
 use crate::model::{Ipv4Net, Ipv4NetExt};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,43 @@ pub struct Allocator {
     clean: bool,
     /// `state` differs from the file (a save failed): the next full allocation saves it.
     unsaved: bool,
+    /// `state` changed in [`Allocator::allocate_changed`] and is not saved yet.
+    deferred: bool,
+    /// Who holds each address and NodePort in `state`.
+    owners: Owners,
+}
+
+/// The holders of the addresses and NodePorts in a [`State`], by value.
+#[derive(Debug, Default)]
+struct Owners {
+    ips: HashMap<Ipv4Addr, String>,
+    /// By (port, protocol).
+    ports: HashMap<(u16, String), String>,
+}
+
+impl Owners {
+    fn of(state: &State) -> Owners {
+        Owners {
+            ips: state
+                .cluster_ips
+                .iter()
+                .map(|(id, ip)| (*ip, id.clone()))
+                .collect(),
+            ports: state
+                .node_ports
+                .iter()
+                .filter_map(|(key, np)| {
+                    let (id, _) = key.split_once(':')?;
+                    Some(((*np, port_key_protocol(key)?.to_string()), id.to_string()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The protocol of a NodePort key, `ns/name:port/PROTO`.
+fn port_key_protocol(key: &str) -> Option<&str> {
+    key.split_once(':')?.1.rsplit('/').next()
 }
 
 /// The Service that owns the first address of the service CIDR.
@@ -131,9 +168,11 @@ impl Allocator {
             cidr,
             ports,
             path: path.map(Path::to_path_buf),
+            owners: Owners::of(&state),
             state,
             clean: false,
             unsaved: false,
+            deferred: false,
         })
     }
 
@@ -145,6 +184,11 @@ impl Allocator {
     /// and the allocated forms of the changed Services still present are returned (any order).
     /// Otherwise `None`: a fresh address or port, a conflict or an error needs the full
     /// allocation, which decides them in `namespace/name` order.
+    ///
+    /// The work is proportional to the changed Services, not to all of them. Saving the state
+    /// is left to [`Allocator::save_deferred`]: the only values that change here are explicit
+    /// ones (which the manifests give again after a crash) and removals, so a crash before the
+    /// save loses nothing.
     pub fn allocate_changed(
         &mut self,
         services: &[Service],
@@ -154,55 +198,50 @@ impl Allocator {
             return None;
         }
         let ids: BTreeSet<String> = changed.iter().map(|key| key.to_string()).collect();
-        // What the other Services hold.
-        let mut ip_owner: std::collections::HashMap<Ipv4Addr, String> = self
-            .state
-            .cluster_ips
+        let present: Vec<&Service> = services
             .iter()
-            .filter(|(id, _)| !ids.contains(*id))
-            .map(|(id, ip)| (*ip, id.clone()))
-            .collect();
-        let mut port_owner: std::collections::HashMap<(u16, String), String> = self
-            .state
-            .node_ports
-            .iter()
-            .filter_map(|(key, np)| {
-                let (id, rest) = key.split_once(':')?;
-                let proto = rest.rsplit('/').next()?;
-                (!ids.contains(id)).then(|| ((*np, proto.to_string()), id.to_string()))
+            .filter(|s| {
+                if changed.len() <= 16 {
+                    changed.iter().any(|k| k.matches(&s.metadata))
+                } else {
+                    changed.contains(&crate::model::ServiceKey::of(&s.metadata))
+                }
             })
             .collect();
+        // Held by a Service that is not changing.
+        let other_ip = |ip: &Ipv4Addr| self.owners.ips.get(ip).is_some_and(|o| !ids.contains(o));
+        let other_port =
+            |key: &(u16, String)| self.owners.ports.get(key).is_some_and(|o| !ids.contains(o));
+        let mut taken_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        let mut taken_ports: BTreeSet<(u16, String)> = BTreeSet::new();
         let mut ips: Vec<(String, Ipv4Addr)> = Vec::new();
         let mut node_ports: Vec<(String, u16)> = Vec::new();
-        let mut present = Vec::new();
-        for s in services {
-            let id = svc_id(s);
-            if !ids.contains(&id) {
-                continue;
-            }
-            present.push(s);
+        for s in &present {
             if !crate::model::service::is_proxied(s) {
                 continue;
             }
+            let id = svc_id(s);
             let spec = s.spec.as_ref()?;
             let ip = match spec.cluster_ip.as_deref().filter(|v| !v.is_empty()) {
                 Some(req) => req.parse::<Ipv4Addr>().ok()?,
                 None => *self.state.cluster_ips.get(&id)?,
             };
-            if !self.cidr.contains(&ip) || ip_owner.contains_key(&ip) {
+            if !self.cidr.contains(&ip) || other_ip(&ip) || !taken_ips.insert(ip) {
                 return None;
             }
-            ip_owner.insert(ip, id.clone());
             ips.push((id.clone(), ip));
             for (p, proto, key) in node_port_keys(&id, spec) {
                 let np = match p.node_port {
                     Some(np) if np != 0 => u16::try_from(np).ok()?,
                     _ => *self.state.node_ports.get(&key)?,
                 };
-                if !self.ports.contains(&np) || port_owner.contains_key(&(np, proto.clone())) {
+                let owner_key = (np, proto);
+                if !self.ports.contains(&np)
+                    || other_port(&owner_key)
+                    || !taken_ports.insert(owner_key)
+                {
                     return None;
                 }
-                port_owner.insert((np, proto), id.clone());
                 node_ports.push((key, np));
             }
         }
@@ -211,12 +250,16 @@ impl Allocator {
             .iter()
             .filter_map(|id| Some((id.clone(), *self.state.cluster_ips.get(id)?)))
             .collect();
-        let mut old_ports: Vec<(String, u16)> = self
-            .state
-            .node_ports
+        // Port keys are `ns/name:port/PROTO`: a Service's are the ones after `ns/name:`, before
+        // `ns/name;` (the next character).
+        let mut old_ports: Vec<(String, u16)> = ids
             .iter()
-            .filter(|(k, _)| k.split_once(':').is_some_and(|(id, _)| ids.contains(id)))
-            .map(|(k, v)| (k.clone(), *v))
+            .flat_map(|id| {
+                self.state
+                    .node_ports
+                    .range(format!("{id}:")..format!("{id};"))
+                    .map(|(k, v)| (k.clone(), *v))
+            })
             .collect();
         let (mut new_ips, mut new_ports) = (ips.clone(), node_ports.clone());
         for v in [&mut old_ips, &mut new_ips] {
@@ -225,21 +268,31 @@ impl Allocator {
         for v in [&mut old_ports, &mut new_ports] {
             v.sort();
         }
-        let state_changed = old_ips != new_ips || old_ports != new_ports;
-        for id in &ids {
-            self.state.cluster_ips.remove(id);
-        }
-        for (k, _) in &old_ports {
-            self.state.node_ports.remove(k);
-        }
-        self.state.cluster_ips.extend(ips.iter().cloned());
-        self.state.node_ports.extend(node_ports.iter().cloned());
-        if state_changed {
-            if let Err(e) = self.persist() {
-                tracing::warn!(error = %e, "allocation state not saved; the next full allocation retries");
-                self.clean = false;
-                self.unsaved = true;
+        if old_ips != new_ips || old_ports != new_ports {
+            for (id, ip) in &old_ips {
+                self.state.cluster_ips.remove(id);
+                self.owners.ips.remove(ip);
             }
+            for (key, np) in &old_ports {
+                self.state.node_ports.remove(key);
+                if let Some(proto) = port_key_protocol(key) {
+                    self.owners.ports.remove(&(*np, proto.to_string()));
+                }
+            }
+            for (id, ip) in &ips {
+                self.state.cluster_ips.insert(id.clone(), *ip);
+                self.owners.ips.insert(*ip, id.clone());
+            }
+            for (key, np) in &node_ports {
+                self.state.node_ports.insert(key.clone(), *np);
+                if let (Some(proto), Some((id, _))) = (port_key_protocol(key), key.split_once(':'))
+                {
+                    self.owners
+                        .ports
+                        .insert((*np, proto.to_string()), id.to_string());
+                }
+            }
+            self.deferred = true;
         }
         let ip_of: BTreeMap<String, Ipv4Addr> = ips.into_iter().collect();
         let port_of: BTreeMap<String, u16> = node_ports.into_iter().collect();
@@ -254,6 +307,19 @@ impl Allocator {
                 })
                 .collect(),
         )
+    }
+
+    /// Saves the state that [`Allocator::allocate_changed`] left unsaved, if any. A failure is
+    /// logged and left to the next full allocation, which retries.
+    pub fn save_deferred(&mut self) {
+        if !std::mem::take(&mut self.deferred) {
+            return;
+        }
+        if let Err(e) = self.persist() {
+            tracing::warn!(error = %e, "allocation state not saved; the next full allocation retries");
+            self.clean = false;
+            self.unsaved = true;
+        }
     }
 
     /// Returns the Services with every empty ClusterIP and NodePort filled in, and an error for
@@ -430,9 +496,11 @@ impl Allocator {
             fill_in(&mut s, &id, &new_state.cluster_ips, &new_state.node_ports);
             out.push(s);
         }
-        if new_state != self.state || self.unsaved {
+        if new_state != self.state || self.unsaved || self.deferred {
+            self.owners = Owners::of(&new_state);
             self.state = new_state;
             self.unsaved = false;
+            self.deferred = false;
             if let Err(e) = self.persist() {
                 self.unsaved = true;
                 errors.push(e);

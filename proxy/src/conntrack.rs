@@ -141,12 +141,12 @@ pub struct UdpPort {
 pub type UdpState = BTreeMap<ServicePortName, UdpPort>;
 
 /// The UDP Service ports of a state and their ready endpoints.
-pub fn udp_state(
-    services: &[ServicePortInfo],
+pub fn udp_state<'a>(
+    services: impl IntoIterator<Item = &'a ServicePortInfo>,
     endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
 ) -> UdpState {
     services
-        .iter()
+        .into_iter()
         .filter(|s| s.protocol == Protocol::Udp)
         .map(|s| {
             let mut ips = vec![s.cluster_ip];

@@ -78,8 +78,9 @@ pub enum ProxyError {
 /// What the proxy serves, for `kubenode get services|endpoints` and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyStatus {
-    /// Services with their allocated ClusterIPs and NodePorts.
-    pub services: Vec<Service>,
+    /// Services with their allocated ClusterIPs and NodePorts (shared with the proxy, so a
+    /// status costs no copy of every Service).
+    pub services: Vec<Arc<Service>>,
     /// Endpoints of every Service (computed or manual), by namespace and name.
     pub endpoints: Vec<Arc<EndpointSet>>,
     /// Services that could not be programmed, one message each.
@@ -154,17 +155,21 @@ pub struct Proxy {
 #[derive(Debug, Default)]
 struct Resolved {
     /// Allocated Services, in `namespace/name` order.
-    services: Vec<Service>,
+    services: Vec<Arc<Service>>,
     /// The ports of each Service that has some.
     svc_ports: HashMap<ServiceKey, Vec<ServicePortInfo>>,
-    ports: Vec<ServicePortInfo>,
     alloc_errors: Vec<String>,
     /// Services the model refused, by `namespace/name`.
     port_errors: BTreeMap<String, String>,
     errors: Vec<String>,
     manual: HashMap<ServiceKey, (Endpoints, Arc<EndpointSet>)>,
+    /// Services whose UDP ports or endpoints changed since the last successful sync cleared
+    /// stale flows (`None`: any of them).
+    udp_pending: Option<BTreeSet<ServiceKey>>,
     manual_order: Vec<ServiceKey>,
     from_pods: HashMap<ServiceKey, Arc<EndpointSet>>,
+    /// Every Service's endpoints, the computed ones over the manual ones (for the status).
+    sets: BTreeMap<ServiceKey, Arc<EndpointSet>>,
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
 }
 
@@ -336,7 +341,7 @@ impl Proxy {
             for e in &r.errors {
                 tracing::warn!(error = %e, "service not programmed");
             }
-            r.services = services;
+            r.services = services.into_iter().map(Arc::new).collect();
         } else if let Some(allocated) = &some_services {
             for key in &changed_services {
                 // The old ports' endpoints go; the Service's new ports get theirs below.
@@ -367,14 +372,11 @@ impl Proxy {
                     .services
                     .binary_search_by(|s| svc_id(s).cmp(&id))
                     .unwrap_or_else(|i| i);
-                r.services.insert(at, svc.clone());
+                r.services.insert(at, Arc::new(svc.clone()));
             }
             r.collect_errors();
         }
         let services_changed = self.services_dirty || some_services.is_some();
-        if services_changed {
-            r.ports = r.svc_ports.values().flatten().cloned().collect();
-        }
         // Services whose endpoints must be re-resolved (`None`: all of them).
         let mut changed: Option<Vec<ServiceKey>> = if self.services_dirty || self.pods_dirty {
             None
@@ -446,10 +448,14 @@ impl Proxy {
             }
         }
         if self.services_dirty || self.pods_dirty {
-            r.from_pods = endpoints_from_pods(&r.services, &self.pods, &self.cfg.node_name)
-                .into_iter()
-                .map(|s| (s.key(), Arc::new(s)))
-                .collect();
+            r.from_pods = endpoints_from_pods(
+                r.services.iter().map(|s| &**s),
+                &self.pods,
+                &self.cfg.node_name,
+            )
+            .into_iter()
+            .map(|s| (s.key(), Arc::new(s)))
+            .collect();
         } else if let Some(allocated) = &some_services {
             for key in &changed_services {
                 r.from_pods.remove(key);
@@ -488,21 +494,47 @@ impl Proxy {
                 }
             }
         }
+        match &changed {
+            None => {
+                r.sets = r
+                    .manual
+                    .iter()
+                    .map(|(k, (_, s))| (k.clone(), s.clone()))
+                    .collect();
+                // A Service with a selector gets its computed set, whatever was written by hand.
+                r.sets
+                    .extend(r.from_pods.iter().map(|(k, s)| (k.clone(), s.clone())));
+            }
+            Some(keys) => {
+                for key in keys {
+                    let set = r
+                        .from_pods
+                        .get(key)
+                        .or_else(|| r.manual.get(key).map(|(_, s)| s));
+                    match set {
+                        Some(set) => r.sets.insert(key.clone(), set.clone()),
+                        None => r.sets.remove(key),
+                    };
+                }
+            }
+        }
         if services_changed || endpoints_changed || self.pods_dirty {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             if services_changed {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
             }
-            let mut sets: BTreeMap<&ServiceKey, &Arc<EndpointSet>> =
-                r.manual.iter().map(|(k, (_, s))| (k, s)).collect();
-            sets.extend(r.from_pods.iter());
-            st.endpoints = sets.into_values().cloned().collect();
+            st.endpoints = r.sets.values().cloned().collect();
+        }
+        match (&changed, &mut r.udp_pending) {
+            (Some(keys), Some(pending)) => pending.extend(keys.iter().cloned()),
+            _ => r.udp_pending = None,
         }
         self.services_dirty = false;
         self.endpoints_dirty = false;
         self.pods_dirty = false;
-        self.generator.generate(&self.cfg.rules, &r.ports, &r.eps)
+        self.generator
+            .update(&self.cfg.rules, &r.svc_ports, &r.eps, changed.as_deref())
     }
 
     /// Makes the next sync full.
@@ -530,6 +562,8 @@ impl Proxy {
             self.route_localnet = true;
         }
         let result = self.syncer.sync(&rs);
+        // After the rules: what was left unsaved can wait that long (see `allocate_changed`).
+        self.allocator.save_deferred();
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let report = match result {
             Ok(r) => r,
@@ -554,14 +588,49 @@ impl Proxy {
                 "synced proxy rules"
             );
         }
-        let udp = udp_state(&self.resolved.ports, &self.resolved.eps);
-        for f in stale_flows(&self.udp, &udp) {
+        for f in self.udp_update() {
             if let Err(e) = self.conntrack.delete_udp(&f) {
                 tracing::warn!(error = %e, "stale UDP flows not cleared");
             }
         }
-        self.udp = udp;
         Ok(report)
+    }
+
+    /// Brings the UDP state to the last desired ruleset's and returns the flows that went
+    /// stale: for the Services changed since the last call, or for all.
+    fn udp_update(&mut self) -> Vec<crate::conntrack::FlowFilter> {
+        let r = &mut self.resolved;
+        let Some(keys) = r.udp_pending.replace(BTreeSet::new()) else {
+            let udp = udp_state(r.svc_ports.values().flatten(), &r.eps);
+            let stale = stale_flows(&self.udp, &udp);
+            self.udp = udp;
+            return stale;
+        };
+        let mut stale = Vec::new();
+        for key in keys {
+            let first = ServicePortName {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                port: String::new(),
+            };
+            let names: Vec<ServicePortName> = self
+                .udp
+                .range(first..)
+                .map(|(n, _)| n)
+                .take_while(|n| n.namespace == key.namespace && n.name == key.name)
+                .cloned()
+                .collect();
+            let old: UdpState = names
+                .into_iter()
+                .filter_map(|n| self.udp.remove_entry(&n))
+                .collect();
+            let new = udp_state(r.svc_ports.get(&key).into_iter().flatten(), &r.eps);
+            stale.extend(stale_flows(&old, &new));
+            self.udp.extend(new);
+        }
+        stale.sort();
+        stale.dedup();
+        stale
     }
 
     /// Runs the proxy on a thread of its own until the handle is shut down or dropped.

@@ -124,3 +124,60 @@ fn exhaustion_is_reported() {
         "service default/s1: no free ClusterIP in 10.96.0.0/30 left"
     );
 }
+
+#[test]
+fn changed_services_are_decided_alone_and_saved_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alloc.json");
+    let cidr = parse_ipv4_cidr("10.96.0.0/24").unwrap();
+    let mut services = vec![
+        svc("metadata: {name: a}\nspec: {type: NodePort, ports: [{port: 80}]}"),
+        svc("metadata: {name: b}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 80}]}"),
+        svc("metadata: {name: c}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30100}]}"),
+    ];
+    let mut a = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, Some(&path)).unwrap();
+    let (_, errs) = a.allocate(&services);
+    assert!(errs.is_empty(), "{errs:?}");
+    let saved = std::fs::read_to_string(&path).unwrap();
+    let key = |name: &str| BTreeSet::from([crate::model::ServiceKey::new("default", name)]);
+
+    // `b` moves to a free address: decided alone, the file untouched until save_deferred.
+    services[1] = svc("metadata: {name: b}\nspec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}");
+    let out = a
+        .allocate_changed(&services, &key("b"))
+        .expect("decided alone");
+    assert_eq!(out.len(), 1);
+    assert_eq!(ip_of(&out[0]), "10.96.0.50");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), saved);
+    a.save_deferred();
+    let state = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        state.contains("10.96.0.50") && !state.contains("10.96.0.9\""),
+        "{state}"
+    );
+    // The full allocation agrees, and a restart reads the same state back.
+    let mut fresh = Allocator::new(cidr, DEFAULT_NODE_PORT_RANGE, Some(&path)).unwrap();
+    let (all, errs) = fresh.allocate(&services);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(ip_of(&all[1]), "10.96.0.50");
+
+    // The address `a` holds, and the NodePort `c` holds, need the full allocation.
+    let a_ip = ip_of(&all[0]);
+    services[1] = svc(&format!(
+        "metadata: {{name: b}}\nspec: {{clusterIP: {a_ip}, ports: [{{port: 80}}]}}"
+    ));
+    assert!(a.allocate_changed(&services, &key("b")).is_none());
+    services[1] = svc(
+        "metadata: {name: b}\nspec: {type: NodePort, clusterIP: 10.96.0.51, ports: [{port: 80, nodePort: 30100}]}",
+    );
+    assert!(a.allocate_changed(&services, &key("b")).is_none());
+    // The address `b` itself gave up is free again for another Service.
+    services[2] = svc(
+        "metadata: {name: c}\nspec: {type: NodePort, clusterIP: 10.96.0.9, ports: [{port: 80, nodePort: 30100}]}",
+    );
+    services[1] = svc("metadata: {name: b}\nspec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}");
+    let out = a
+        .allocate_changed(&services, &key("c"))
+        .expect("free address");
+    assert_eq!(ip_of(&out[0]), "10.96.0.9");
+}

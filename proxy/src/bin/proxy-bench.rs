@@ -14,6 +14,10 @@
 //! through the last Service's ClusterIP is answered, and (2) one changed file renamed into place
 //! (its Service moved to a new ClusterIP) until a request through the new ClusterIP is answered,
 //! `--runs` times (p50, p99). SIGINT/SIGTERM stop the run and remove what it made.
+//!
+//! `proxy-bench --desired-cost [--services 10000] [--runs 20]` measures the proxy's own work for
+//! one changed Service (its ClusterIP moved), without iptables: `Proxy::apply_changes` plus the
+//! ruleset computation, and the whole sync against the in-memory firewall (p50, p99; no root).
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kubenode_proxy::conntrack::RecordingConntrack;
@@ -45,6 +49,10 @@ fn main() {
     catch_signals();
     if args.iter().any(|a| a == "--file-source") {
         file_source::main(&opt, &mode);
+        return;
+    }
+    if args.iter().any(|a| a == "--desired-cost") {
+        desired_cost(&opt);
         return;
     }
     if let Some(kind) = opt("--inner") {
@@ -287,6 +295,70 @@ fn kubenode(s: usize, mode: &str) -> Vec<(&'static str, String)> {
             r1.chains_total.values().sum::<usize>().to_string(),
         ),
     ]
+}
+
+/// `--desired-cost`: the proxy's CPU work per one-Service change, no kernel involved.
+fn desired_cost(opt: &dyn Fn(&str) -> Option<String>) {
+    let s: usize = opt("--services")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(20);
+    let fw = Arc::new(kubenode_proxy::iptables::MemoryFirewall::default());
+    let mut cfg = ProxyConfig::new("bench", "172.30.0.0/16".parse().expect("cidr"));
+    cfg.rules.cluster_cidr = Some("10.0.0.0/8".parse().expect("cidr"));
+    let mut p = Proxy::new(cfg, fw, Arc::new(RecordingConntrack::default())).expect("proxy");
+    let (svcs, eps) = objects(s, None);
+    let t = Instant::now();
+    p.update_services(svcs.clone());
+    p.update_endpoints(eps);
+    p.sync().expect("initial sync");
+    let initial = t.elapsed();
+    let (mut desired, mut whole) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        for whole_sync in [false, true] {
+            let i = (s / 2 + r * 7 + usize::from(whole_sync) * 3) % s;
+            let mut svc = svcs[i].clone();
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.cluster_ip = Some(format!(
+                    "172.30.{}.{}",
+                    250 + usize::from(whole_sync),
+                    r % 250 + 1
+                ));
+                spec.cluster_ips = None;
+            }
+            let changes = kubenode_proxy::Changes {
+                services: vec![svc],
+                ..Default::default()
+            };
+            let t = Instant::now();
+            p.apply_changes(changes);
+            if whole_sync {
+                p.sync().expect("sync");
+                whole.push(t.elapsed());
+            } else {
+                std::hint::black_box(p.desired());
+                desired.push(t.elapsed());
+                p.sync().expect("sync");
+            }
+        }
+    }
+    let ms = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        format!("{:.2}", v[i].as_secs_f64() * 1000.0)
+    };
+    println!("# in-process, memory firewall, S={s} Services x 2 endpoints, {runs} runs; ms");
+    println!(
+        "initial update + full sync: {:.1}",
+        initial.as_secs_f64() * 1000.0
+    );
+    println!(
+        "one Service moved: apply_changes + desired p50 {} p99 {}; apply_changes + whole sync p50 {} p99 {}",
+        ms(&mut desired, 0.5),
+        ms(&mut desired, 0.99),
+        ms(&mut whole, 0.5),
+        ms(&mut whole, 0.99)
+    );
 }
 
 /// kube-proxy's iptables-mode layout; `only` limits per-service chains (partial).

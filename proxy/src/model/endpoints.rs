@@ -171,8 +171,8 @@ fn pod_terminal(pod: &Pod) -> bool {
 /// port name); readiness from the pod's `Ready` condition (`publishNotReadyAddresses` makes every
 /// address ready). Terminal and deleted pods are left out. Services without a selector get no set
 /// (their `Endpoints` are written by hand).
-pub fn endpoints_from_pods(
-    services: &[Service],
+pub fn endpoints_from_pods<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
     pods: &[Pod],
     node_name: &str,
 ) -> Vec<EndpointSet> {

@@ -324,6 +324,7 @@ fn changes_rewrite_only_their_buckets_and_equal_a_whole_update() {
     let (whole, whole_status) = fed_whole(svcs.clone(), eps.clone());
     assert_eq!(p.desired(), whole);
     assert_eq!(names(&p.status()), names(&whole_status));
+    assert_eq!(p.status().endpoints, whole_status.endpoints);
 
     // Removals, and a new Service without a ClusterIP (its address is allocated afresh).
     let fresh: Service =
@@ -341,6 +342,7 @@ fn changes_rewrite_only_their_buckets_and_equal_a_whole_update() {
     let (whole, whole_status) = fed_whole(svcs, eps);
     assert_eq!(p.desired(), whole);
     assert_eq!(names(&p.status()), names(&whole_status));
+    assert_eq!(p.status().endpoints, whole_status.endpoints);
     assert!(fw.dump().contains("ns/web6:http has no endpoints"));
     assert!(!fw.dump().contains("ns/web5:http"));
 }
@@ -422,4 +424,73 @@ fn a_running_proxy_writes_nothing_before_the_whole_sets() {
     assert!(fw.dump().contains("10.96.0.10"), "{}", fw.dump());
     assert!(h.status().last_sync.is_some_and(|r| r.full));
     h.shutdown();
+}
+
+#[test]
+fn changed_udp_endpoints_clear_their_flows() {
+    let fw = Arc::new(MemoryFirewall::new());
+    let ct = Arc::new(RecordingConntrack::default());
+    let mut p = proxy(fw.clone(), ct.clone());
+    let svc: Service = obj("metadata: {name: dns, namespace: kube-system}\nspec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}");
+    let eps = |ip: &str| -> Endpoints {
+        obj(&format!("metadata: {{name: dns, namespace: kube-system}}\nsubsets: [{{addresses: [{{ip: {ip}}}], ports: [{{name: dns, port: 53, protocol: UDP}}]}}]"))
+    };
+    p.update_services(vec![svc]);
+    p.update_endpoints(vec![]);
+    p.sync().unwrap();
+    assert!(ct.calls().is_empty());
+
+    // The first endpoint, then another one, arrive as changes, not as whole sets.
+    p.apply_changes(Changes {
+        endpoints: vec![eps("10.244.0.5")],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    let calls: Vec<String> = ct.calls().iter().map(|f| f.args().join(" ")).collect();
+    assert_eq!(
+        calls,
+        vec!["-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53"]
+    );
+    p.apply_changes(Changes {
+        endpoints: vec![eps("10.244.0.6")],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    assert_eq!(
+        ct.calls().last().unwrap().args().join(" "),
+        "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --dst-nat 10.244.0.5"
+    );
+    assert!(fw.dump().contains("--to-destination 10.244.0.6:53"));
+}
+
+#[test]
+fn an_allocation_changed_alone_is_saved_by_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alloc.json");
+    let mut cfg = ProxyConfig::new("node1", "10.96.0.0/16".parse().unwrap());
+    cfg.state_file = Some(state.clone());
+    let mut p = Proxy::new(
+        cfg,
+        Arc::new(MemoryFirewall::new()),
+        Arc::new(RecordingConntrack::default()),
+    )
+    .unwrap();
+    p.update_services(vec![dns_service()]);
+    p.update_endpoints(vec![]);
+    p.sync().unwrap();
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .contains("10.96.0.10"));
+    let moved: Service = obj("metadata: {name: dns, namespace: kube-system}\nspec: {clusterIP: 10.96.0.11, selector: {app: dns}, ports: [{name: dns, port: 53, protocol: UDP}]}");
+    p.apply_changes(Changes {
+        services: vec![moved],
+        ..Changes::default()
+    });
+    let r = p.sync().unwrap();
+    assert!(!r.full);
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        saved.contains("10.96.0.11") && !saved.contains("10.96.0.10\""),
+        "{saved}"
+    );
 }

@@ -8,7 +8,9 @@ use super::fixed::{
 };
 use super::names::{nodeport_bucket, sep_name, svc_bucket};
 use super::{RulesConfig, Ruleset, Table};
-use crate::model::{masked_net, Endpoint, Ipv4Net, Protocol, ServicePortInfo, ServicePortName};
+use crate::model::{
+    masked_net, Endpoint, Ipv4Net, Protocol, ServiceKey, ServicePortInfo, ServicePortName,
+};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -45,151 +47,259 @@ enum Frontend {
 struct BucketEntry<'a> {
     frontend: Frontend,
     service_port: &'a ServicePortInfo,
-    ready: Vec<&'a Endpoint>,
-    local: Vec<&'a Endpoint>,
+    ready: &'a [Endpoint],
+    local: &'a [Endpoint],
 }
 
-/// A generator that remembers rendered bucket chains between calls.
+/// A Service port's place in the rules: by name and protocol (the order of the rules), then by
+/// its position among its Service's ports (for two ports of one Service with the same name).
+type PortKey = (ServicePortName, Protocol, usize);
+
+/// What one Service port contributes to the ruleset.
+#[derive(Debug)]
+struct PortState {
+    info: ServicePortInfo,
+    ready: Vec<Endpoint>,
+    /// The ready endpoints on this node.
+    local: Vec<Endpoint>,
+    /// Filter-table rules refusing its traffic (no endpoints, or no local ones): chain, spec.
+    refusals: Vec<(&'static str, String)>,
+    /// Its frontends, each in its bucket, in rule order.
+    fronts: Vec<(Bucket, Frontend)>,
+}
+
+/// A bucket chain and the frontends in it.
+#[derive(Debug)]
+struct BucketState {
+    chain: String,
+    /// (port, index into its `fronts`), in rule order.
+    members: BTreeSet<(PortKey, usize)>,
+    /// Members that are ClusterIPs (such a bucket is part of the service CIDR's traffic).
+    cluster_ips: usize,
+    /// Hash of the inputs and the rendered rules; `None` until rendered after a change.
+    rendered: Option<(u64, Arc<Vec<String>>)>,
+}
+
+/// The generator's view of every Service port, kept between calls so that a change of a few
+/// Services redoes only their ports and buckets; the ruleset it returns is always the whole
+/// one, equal to what [`generate`] gives for the same inputs.
 #[derive(Debug, Default)]
 pub struct Generator {
-    cache: HashMap<String, (u64, Arc<Vec<String>>)>,
+    /// The configuration the state was built for (another one rebuilds it).
+    cfg: Option<RulesConfig>,
+    ports: BTreeMap<PortKey, PortState>,
+    /// Each Service's ports.
+    by_service: HashMap<ServiceKey, Vec<PortKey>>,
+    /// Ports with refusal rules.
+    refusing: BTreeSet<PortKey>,
+    buckets: BTreeMap<Bucket, BucketState>,
+    /// Buckets whose members changed since they were rendered.
+    dirty: BTreeSet<Bucket>,
+    /// Local ready endpoints (hairpin traffic is marked for them), with the number of ports
+    /// they serve.
+    hairpin: BTreeMap<Ipv4Addr, usize>,
 }
 
 impl Generator {
-    /// Same result as [`generate`]; unchanged bucket chains come from the memo.
+    /// Same result as [`generate`]; bucket chains whose inputs did not change since the last
+    /// call are reused rather than rendered again.
     pub fn generate(
         &mut self,
         cfg: &RulesConfig,
         services: &[ServicePortInfo],
         endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) -> Ruleset {
-        let mut ruleset = Ruleset::default();
-        fixed_chains(cfg, &mut ruleset);
+        let mut by_service: BTreeMap<ServiceKey, Vec<ServicePortInfo>> = BTreeMap::new();
+        for p in services {
+            by_service
+                .entry(ServiceKey::new(&p.name.namespace, &p.name.name))
+                .or_default()
+                .push(p.clone());
+        }
+        self.clear(cfg);
+        for (key, ports) in &by_service {
+            self.add_service(cfg, key, ports, endpoints);
+        }
+        self.assemble(cfg)
+    }
 
-        let mut sorted: Vec<&ServicePortInfo> = services.iter().collect();
-        sorted.sort_by(|a, b| (&a.name, a.protocol).cmp(&(&b.name, b.protocol)));
-
-        let mut entries_by_bucket: BTreeMap<Bucket, Vec<BucketEntry<'_>>> = BTreeMap::new();
-        let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
-        let none = Vec::new();
-        for service_port in sorted {
-            let all = endpoints.get(&service_port.name).unwrap_or(&none);
-            let ready: Vec<&Endpoint> = all.iter().filter(|e| e.ready).collect();
-            let local: Vec<&Endpoint> = ready.iter().copied().filter(|e| e.local).collect();
-            // Only a pod on this node can reach itself through this node's rules.
-            hairpin.extend(local.iter().map(|e| e.ip));
-            let proto = service_port.protocol.lower();
-
-            // Services without (local) endpoints are refused in the filter table.
-            if ready.is_empty() || (service_port.external_local && local.is_empty()) {
-                let mut filter = |matcher: String, external: bool| {
-                    let (chain, what, target) = match (ready.is_empty(), external) {
-                        (true, false) => (SERVICES, "has no endpoints", "REJECT"),
-                        (true, true) => (EXTERNAL, "has no endpoints", "REJECT"),
-                        _ => (EXTERNAL, "has no local endpoints", "DROP"),
-                    };
-                    let c = comment(&format!("{} {what}", service_port.name));
-                    ruleset.add(Table::Filter, chain, format!("{c} {matcher} -j {target}"));
-                };
-                if ready.is_empty() {
-                    filter(
-                        format!(
-                            "-d {}/32 -p {proto} -m {proto} --dport {}",
-                            service_port.cluster_ip, service_port.port
-                        ),
-                        false,
-                    );
-                }
-                for ip in &service_port.external_ips {
-                    filter(
-                        format!(
-                            "-d {ip}/32 -p {proto} -m {proto} --dport {}",
-                            service_port.port
-                        ),
-                        true,
-                    );
-                }
-                if let Some(np) = service_port.node_port {
-                    filter(
-                        format!("-m addrtype --dst-type LOCAL -p {proto} -m {proto} --dport {np}"),
-                        true,
-                    );
-                }
-                if ready.is_empty() {
-                    continue;
+    /// The whole ruleset for `services` (every Service's ports) and `endpoints`, where only the
+    /// Services in `changed` (ports or endpoints) differ from the last call; `None` when any
+    /// other input may have changed. Equal to [`generate`] of the same inputs.
+    pub(crate) fn update(
+        &mut self,
+        cfg: &RulesConfig,
+        services: &HashMap<ServiceKey, Vec<ServicePortInfo>>,
+        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+        changed: Option<&[ServiceKey]>,
+    ) -> Ruleset {
+        match changed {
+            Some(keys) if self.cfg.as_ref() == Some(cfg) => {
+                for key in keys {
+                    self.remove_service(key);
+                    if let Some(ports) = services.get(key) {
+                        self.add_service(cfg, key, ports, endpoints);
+                    }
                 }
             }
-            let mut push = |bucket, frontend| {
-                entries_by_bucket
-                    .entry(bucket)
-                    .or_default()
-                    .push(BucketEntry {
-                        frontend,
-                        service_port,
-                        ready: ready.clone(),
-                        local: local.clone(),
-                    });
+            _ => {
+                self.clear(cfg);
+                for (key, ports) in services {
+                    self.add_service(cfg, key, ports, endpoints);
+                }
+            }
+        }
+        self.assemble(cfg)
+    }
+
+    /// Forgets every port; the rendered buckets stay for reuse.
+    fn clear(&mut self, cfg: &RulesConfig) {
+        if self.cfg.as_ref() != Some(cfg) {
+            self.buckets.clear();
+            self.cfg = Some(cfg.clone());
+        }
+        self.ports.clear();
+        self.by_service.clear();
+        self.refusing.clear();
+        self.hairpin.clear();
+        for (bucket, state) in &mut self.buckets {
+            state.members.clear();
+            state.cluster_ips = 0;
+            self.dirty.insert(*bucket);
+        }
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) {
+        for pk in self.by_service.remove(key).unwrap_or_default() {
+            let Some(port) = self.ports.remove(&pk) else {
+                continue;
             };
-            push(
-                Bucket::Dst(masked_net(service_port.cluster_ip, cfg.bucket_prefix)),
-                Frontend::ClusterIp,
-            );
-            for ip in &service_port.external_ips {
-                push(
-                    Bucket::Dst(masked_net(*ip, cfg.bucket_prefix)),
-                    Frontend::ExternalIp(*ip),
-                );
+            for (i, (bucket, frontend)) in port.fronts.iter().enumerate() {
+                if let Some(state) = self.buckets.get_mut(bucket) {
+                    state.members.remove(&(pk.clone(), i));
+                    if matches!(frontend, Frontend::ClusterIp) {
+                        state.cluster_ips -= 1;
+                    }
+                    self.dirty.insert(*bucket);
+                }
             }
-            if let Some(np) = service_port.node_port {
-                let (_, start, _) =
-                    nodeport_bucket(service_port.protocol, np, cfg.node_port_bucket);
-                push(
-                    Bucket::NodePort(service_port.protocol, start),
-                    Frontend::NodePort(np),
-                );
+            for e in &port.local {
+                if let Some(n) = self.hairpin.get_mut(&e.ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.hairpin.remove(&e.ip);
+                    }
+                }
+            }
+            self.refusing.remove(&pk);
+        }
+    }
+
+    fn add_service(
+        &mut self,
+        cfg: &RulesConfig,
+        key: &ServiceKey,
+        ports: &[ServicePortInfo],
+        endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+    ) {
+        let mut keys = Vec::with_capacity(ports.len());
+        for (i, info) in ports.iter().enumerate() {
+            let pk: PortKey = (info.name.clone(), info.protocol, i);
+            let port = port_state(cfg, info, endpoints);
+            for e in &port.local {
+                // Only a pod on this node can reach itself through this node's rules.
+                *self.hairpin.entry(e.ip).or_default() += 1;
+            }
+            if !port.refusals.is_empty() {
+                self.refusing.insert(pk.clone());
+            }
+            for (f, (bucket, frontend)) in port.fronts.iter().enumerate() {
+                let state = self.buckets.entry(*bucket).or_insert_with(|| BucketState {
+                    chain: bucket_chain(cfg, *bucket),
+                    members: BTreeSet::new(),
+                    cluster_ips: 0,
+                    rendered: None,
+                });
+                state.members.insert((pk.clone(), f));
+                if matches!(frontend, Frontend::ClusterIp) {
+                    state.cluster_ips += 1;
+                }
+                self.dirty.insert(*bucket);
+            }
+            self.ports.insert(pk.clone(), port);
+            keys.push(pk);
+        }
+        self.by_service.insert(key.clone(), keys);
+    }
+
+    /// Renders the changed buckets (reusing a rendering whose inputs hash the same) and puts
+    /// the whole ruleset together.
+    fn assemble(&mut self, cfg: &RulesConfig) -> Ruleset {
+        for bucket in std::mem::take(&mut self.dirty) {
+            let Some(state) = self.buckets.get_mut(&bucket) else {
+                continue;
+            };
+            if state.members.is_empty() {
+                self.buckets.remove(&bucket);
+                continue;
+            }
+            let entries: Vec<BucketEntry<'_>> = state
+                .members
+                .iter()
+                .map(|(pk, f)| {
+                    let port = &self.ports[pk];
+                    BucketEntry {
+                        frontend: port.fronts[*f].1,
+                        service_port: &port.info,
+                        ready: &port.ready,
+                        local: &port.local,
+                    }
+                })
+                .collect();
+            let mut hasher = DefaultHasher::new();
+            (cfg, &state.chain, &entries).hash(&mut hasher);
+            let hash = hasher.finish();
+            if state.rendered.as_ref().is_none_or(|(old, _)| *old != hash) {
+                let rules = Arc::new(render_bucket(cfg, &state.chain, &entries));
+                state.rendered = Some((hash, rules));
             }
         }
 
-        // Render the bucket chains, reusing the ones whose inputs did not change.
-        let mut fresh = HashMap::with_capacity(entries_by_bucket.len());
+        let mut ruleset = Ruleset::default();
+        fixed_chains(cfg, &mut ruleset);
+        for pk in &self.refusing {
+            for (chain, spec) in &self.ports[pk].refusals {
+                ruleset.add(Table::Filter, chain, spec);
+            }
+        }
         let mut dst_buckets: Vec<(Ipv4Net, String)> = Vec::new();
         let mut np_buckets: Vec<(Protocol, u16, u16, String)> = Vec::new();
         let mut cluster_nets: Vec<Ipv4Net> = Vec::new();
-        for (bucket, entries) in entries_by_bucket {
-            let chain = match bucket {
+        for (bucket, state) in &self.buckets {
+            match *bucket {
                 Bucket::Dst(net) => {
-                    if entries
-                        .iter()
-                        .any(|e| matches!(e.frontend, Frontend::ClusterIp))
-                    {
+                    if state.cluster_ips > 0 {
                         cluster_nets.push(net);
                     }
-                    let (chain, _) = svc_bucket(net.addr(), net.prefix_len());
-                    dst_buckets.push((net, chain.clone()));
-                    chain
+                    dst_buckets.push((net, state.chain.clone()));
                 }
                 Bucket::NodePort(proto, start) => {
-                    let (chain, start, end) = nodeport_bucket(proto, start, cfg.node_port_bucket);
-                    np_buckets.push((proto, start, end, chain.clone()));
-                    chain
+                    let (_, start, end) = nodeport_bucket(proto, start, cfg.node_port_bucket);
+                    np_buckets.push((proto, start, end, state.chain.clone()));
                 }
-            };
-            let mut hasher = DefaultHasher::new();
-            (cfg, &chain, &entries).hash(&mut hasher);
-            let hash = hasher.finish();
-            let rules = match self.cache.remove(&chain) {
-                Some((old, rules)) if old == hash => rules,
-                _ => Arc::new(render_bucket(cfg, &chain, &entries)),
+            }
+            let Some((hash, rules)) = &state.rendered else {
+                continue;
             };
             ruleset
                 .tables
                 .entry(Table::Nat)
                 .or_default()
-                .insert(chain.clone(), rules.clone());
-            ruleset.hashes.insert((Table::Nat, chain.clone()), hash);
-            fresh.insert(chain, (hash, rules));
+                .insert(state.chain.clone(), rules.clone());
+            ruleset
+                .hashes
+                .insert((Table::Nat, state.chain.clone()), *hash);
         }
-        self.cache = fresh;
 
         dispatch(cfg, &mut ruleset, &dst_buckets);
         nodeports_jumps(cfg, &mut ruleset);
@@ -202,9 +312,92 @@ impl Generator {
                 format!("{c} -p {proto} -m {proto} --dport {start}:{end} -j {chain}"),
             );
         }
+        let hairpin: BTreeSet<Ipv4Addr> = self.hairpin.keys().copied().collect();
         postrouting(cfg, &mut ruleset, &hairpin, &cluster_nets);
         forward_accept(cfg, &mut ruleset, &cluster_nets);
         ruleset
+    }
+}
+
+/// The chain of a bucket.
+fn bucket_chain(cfg: &RulesConfig, bucket: Bucket) -> String {
+    match bucket {
+        Bucket::Dst(net) => svc_bucket(net.addr(), net.prefix_len()).0,
+        Bucket::NodePort(proto, start) => nodeport_bucket(proto, start, cfg.node_port_bucket).0,
+    }
+}
+
+/// One Service port's endpoints, refusals and frontends.
+fn port_state(
+    cfg: &RulesConfig,
+    info: &ServicePortInfo,
+    endpoints: &BTreeMap<ServicePortName, Vec<Endpoint>>,
+) -> PortState {
+    let all = endpoints.get(&info.name).map(Vec::as_slice).unwrap_or(&[]);
+    let ready: Vec<Endpoint> = all.iter().filter(|e| e.ready).copied().collect();
+    let local: Vec<Endpoint> = ready.iter().filter(|e| e.local).copied().collect();
+    let proto = info.protocol.lower();
+    let mut refusals = Vec::new();
+
+    // Services without (local) endpoints are refused in the filter table.
+    if ready.is_empty() || (info.external_local && local.is_empty()) {
+        let mut refuse = |matcher: String, external: bool| {
+            let (chain, what, target) = match (ready.is_empty(), external) {
+                (true, false) => (SERVICES, "has no endpoints", "REJECT"),
+                (true, true) => (EXTERNAL, "has no endpoints", "REJECT"),
+                _ => (EXTERNAL, "has no local endpoints", "DROP"),
+            };
+            let c = comment(&format!("{} {what}", info.name));
+            refusals.push((chain, format!("{c} {matcher} -j {target}")));
+        };
+        if ready.is_empty() {
+            refuse(
+                format!(
+                    "-d {}/32 -p {proto} -m {proto} --dport {}",
+                    info.cluster_ip, info.port
+                ),
+                false,
+            );
+        }
+        for ip in &info.external_ips {
+            refuse(
+                format!("-d {ip}/32 -p {proto} -m {proto} --dport {}", info.port),
+                true,
+            );
+        }
+        if let Some(np) = info.node_port {
+            refuse(
+                format!("-m addrtype --dst-type LOCAL -p {proto} -m {proto} --dport {np}"),
+                true,
+            );
+        }
+    }
+    let mut fronts = Vec::new();
+    if !ready.is_empty() {
+        fronts.push((
+            Bucket::Dst(masked_net(info.cluster_ip, cfg.bucket_prefix)),
+            Frontend::ClusterIp,
+        ));
+        for ip in &info.external_ips {
+            fronts.push((
+                Bucket::Dst(masked_net(*ip, cfg.bucket_prefix)),
+                Frontend::ExternalIp(*ip),
+            ));
+        }
+        if let Some(np) = info.node_port {
+            let (_, start, _) = nodeport_bucket(info.protocol, np, cfg.node_port_bucket);
+            fronts.push((
+                Bucket::NodePort(info.protocol, start),
+                Frontend::NodePort(np),
+            ));
+        }
+    }
+    PortState {
+        info: info.clone(),
+        ready,
+        local,
+        refusals,
+        fronts,
     }
 }
 
@@ -254,7 +447,7 @@ fn render_bucket(cfg: &RulesConfig, chain: &str, entries: &[BucketEntry<'_>]) ->
                     "-d {}/32 -p {proto} -m {proto} --dport {}",
                     entry.service_port.cluster_ip, entry.service_port.port
                 );
-                ladder(&mut out, chain, &matcher, entry.service_port, &entry.ready);
+                ladder(&mut out, chain, &matcher, entry.service_port, entry.ready);
             }
             Frontend::ExternalIp(ip) => {
                 let matcher = format!(
@@ -289,7 +482,7 @@ fn external(
             "masquerade traffic for {name} external destinations"
         ));
         out.push(format!("-A {chain} {c} {matcher} -j {MARK_MASQ}"));
-        ladder(out, chain, matcher, entry.service_port, &entry.ready);
+        ladder(out, chain, matcher, entry.service_port, entry.ready);
         return;
     }
     // externalTrafficPolicy: Local. Pods and the node itself still reach every endpoint.
@@ -299,7 +492,7 @@ fn external(
             chain,
             &format!("{matcher} -s {cidr}"),
             entry.service_port,
-            &entry.ready,
+            entry.ready,
         );
     }
     let c = comment(&format!(
@@ -307,9 +500,9 @@ fn external(
     ));
     let from_local = format!("{matcher} -m addrtype --src-type LOCAL");
     out.push(format!("-A {chain} {c} {from_local} -j {MARK_MASQ}"));
-    ladder(out, chain, &from_local, entry.service_port, &entry.ready);
+    ladder(out, chain, &from_local, entry.service_port, entry.ready);
     if !entry.local.is_empty() {
-        ladder(out, chain, matcher, entry.service_port, &entry.local);
+        ladder(out, chain, matcher, entry.service_port, entry.local);
     }
 }
 
@@ -320,7 +513,7 @@ fn ladder(
     chain: &str,
     matcher: &str,
     service_port: &ServicePortInfo,
-    eps: &[&Endpoint],
+    eps: &[Endpoint],
 ) {
     let name = service_port.name.to_string();
     if let Some(timeout) = service_port.affinity_timeout {
@@ -484,6 +677,124 @@ mod tests {
         assert!(
             text.contains("--comment \"bad_ns/web:p_0 -> 10.244.0.1:8080\""),
             "{text}"
+        );
+    }
+
+    /// A small deterministic generator of pseudo-random numbers (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Service `i`'s ports in `version`: the address, ports, NodePorts, external IPs, affinity
+    /// and traffic policy all vary with the version, so buckets gain and lose members.
+    fn service_version(i: u32, version: u64) -> Vec<ServicePortInfo> {
+        let v = version as u32;
+        let ports = 1 + (v % 3) as usize;
+        (0..ports)
+            .map(|p| ServicePortInfo {
+                name: ServicePortName {
+                    namespace: format!("ns{}", i % 3),
+                    name: format!("s{i}"),
+                    port: if ports == 1 {
+                        String::new()
+                    } else {
+                        format!("p{p}")
+                    },
+                },
+                protocol: if (v + p as u32) % 4 == 0 {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                },
+                cluster_ip: Ipv4Addr::new(10, 96, ((i + v) % 4) as u8, (i * 7 + v) as u8),
+                port: 80 + p as u16,
+                node_port: (v % 2 == 0).then_some(30000 + (i * 3 + v) as u16 % 200),
+                external_ips: if v % 5 == 0 {
+                    vec![Ipv4Addr::new(192, 0, 2, (i + v) as u8)]
+                } else {
+                    vec![]
+                },
+                affinity_timeout: (v % 7 == 0).then_some(60),
+                external_local: v % 3 == 1,
+            })
+            .collect()
+    }
+
+    /// Service `i`'s endpoints in `version`: none, not ready, remote or local ones.
+    fn endpoints_version(i: u32, version: u64) -> Vec<Endpoint> {
+        (0..version % 4)
+            .map(|e| Endpoint {
+                ip: Ipv4Addr::new(10, 244, (i % 4) as u8, (e * 40 + version) as u8),
+                port: 8080,
+                ready: (version + e) % 5 != 0,
+                local: (i as u64 + e) % 2 == 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn updating_changed_services_equals_fresh_generation() {
+        let cfg = RulesConfig {
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            ..RulesConfig::default()
+        };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // Service i exists in version versions[i] (None: absent).
+        let mut versions: Vec<Option<u64>> = (0..60).map(|i| (i % 4 != 0).then_some(i)).collect();
+        let inputs = |versions: &[Option<u64>]| {
+            let mut services = HashMap::new();
+            let mut eps = BTreeMap::new();
+            for (i, v) in versions.iter().enumerate() {
+                let Some(v) = *v else { continue };
+                let ports = service_version(i as u32, v);
+                for p in &ports {
+                    eps.insert(p.name.clone(), endpoints_version(i as u32, v));
+                }
+                services.insert(
+                    ServiceKey::new(format!("ns{}", i % 3), format!("s{i}")),
+                    ports,
+                );
+            }
+            (services, eps)
+        };
+        let mut g = Generator::default();
+        let (services, eps) = inputs(&versions);
+        g.update(&cfg, &services, &eps, None);
+        for round in 0..200 {
+            let mut changed = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(versions.len() as u64) as usize;
+                versions[i] = match rng.below(5) {
+                    0 => None,
+                    _ => Some(rng.below(1000)),
+                };
+                changed.push(ServiceKey::new(format!("ns{}", i % 3), format!("s{i}")));
+            }
+            let (services, eps) = inputs(&versions);
+            let all: Vec<ServicePortInfo> = services.values().flatten().cloned().collect();
+            assert_eq!(
+                g.update(&cfg, &services, &eps, Some(&changed)),
+                generate(&cfg, &all, &eps),
+                "round {round}"
+            );
+        }
+        // A different configuration rebuilds everything.
+        let other = RulesConfig {
+            bucket_prefix: 28,
+            ..cfg.clone()
+        };
+        let (services, eps) = inputs(&versions);
+        let all: Vec<ServicePortInfo> = services.values().flatten().cloned().collect();
+        assert_eq!(
+            g.update(&other, &services, &eps, Some(&[])),
+            generate(&other, &all, &eps)
         );
     }
 
