@@ -764,3 +764,36 @@ async fn watcher_sends_the_whole_set_then_only_changes() {
     );
     assert!(ch.services.is_empty() && ch.endpoints.is_empty());
 }
+
+#[test]
+fn many_files_parsed_on_several_threads_keep_their_order_and_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let n = 3 * read::PARALLEL_PARSE_MIN;
+    for i in 0..n {
+        let text = if i == n / 2 {
+            "kind: Service\nmetadata: {name: [oops]}\n".to_string()
+        } else {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s{i:04}}}\nspec: {{ports: [{{port: 80}}]}}\n")
+        };
+        std::fs::write(d.path().join(format!("f{i:04}.yaml")), text).unwrap();
+    }
+    let mut c = ManifestCache::default();
+    let s = cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), n as u64);
+    let names: Vec<String> = s
+        .services
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    let want: Vec<String> = (0..n)
+        .filter(|i| *i != n / 2)
+        .map(|i| format!("s{i:04}"))
+        .collect();
+    assert_eq!(names, want);
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert!(s.errors[0].file.ends_with(format!("f{:04}.yaml", n / 2)));
+    // The same as a read without the cache, and nothing parsed again.
+    assert_eq!(s, read_dir_snapshot_at(d.path(), "node1", at()));
+    cached_read(&mut c, d.path());
+    assert_eq!(c.parses(), n as u64);
+}
