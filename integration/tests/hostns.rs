@@ -278,6 +278,18 @@ fn shared_process_namespace() -> anyhow::Result<()> {
             "restarted a in pid namespace {again}, pod's {b}"
         );
         ensure!(pid1(agent, &name, "a")? == "/pause");
+        // No create or start of the pod's containers failed on the way (a container made
+        // before pause ran could not join its PID namespace).
+        let failed: Vec<String> = agent
+            .events()?
+            .iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("Failed")
+                    && e.involved_object.name.as_deref() == Some(name.as_str())
+            })
+            .map(|e| e.message.clone().unwrap_or_default())
+            .collect();
+        ensure!(failed.is_empty(), "Failed events of the pod: {failed:?}");
 
         // hostPID and shareProcessNamespace together are refused, with upstream's field path.
         let both = "  hostPID: true\n  shareProcessNamespace: true\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
