@@ -9,11 +9,11 @@ use k8s_openapi::api::core::v1::Container;
 
 use crate::oci::{OciRuntime, OciStatus};
 use crate::shim::{ExitRecord, ShimArgs};
-use crate::spec::PodInfo;
+use crate::spec::{NamespaceMode, PodInfo, PodNamespaces};
 use crate::testing::{test_limits, RecordingHost, RecordingRuntime, RecordingShims};
 use crate::{
     ContainerConfig, ContainerState, ImageRef, Runtime, RuntimeConfig, RuntimeError, SandboxConfig,
-    SandboxState,
+    SandboxOptions, SandboxState,
 };
 
 struct Fixture {
@@ -740,4 +740,180 @@ fn recovery_unmounts_before_it_deletes_a_directory_without_metadata() {
         .calls()
         .contains(&format!("unmount {}", broken.join("shm").display())));
     assert!(!broken.exists());
+}
+
+/// `(type, path)` of each namespace in the `config.json` of `id`'s bundle (`-`: no path).
+fn spec_namespaces(f: &Fixture, id: &str) -> Vec<(String, String)> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.shim_args(id).bundle.join("config.json")).unwrap())
+            .unwrap();
+    spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["type"].as_str().unwrap().to_string(),
+                n["path"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The `/dev/shm` mount of `id`'s spec: its source and whether it is read-only.
+fn dev_shm(f: &Fixture, id: &str) -> (String, bool) {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.shim_args(id).bundle.join("config.json")).unwrap())
+            .unwrap();
+    let m = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/dev/shm")
+        .unwrap();
+    let ro = m["options"].as_array().unwrap().iter().any(|o| o == "ro");
+    (m["source"].as_str().unwrap().to_string(), ro)
+}
+
+fn with_namespaces(pid: NamespaceMode, ipc: NamespaceMode) -> SandboxOptions {
+    SandboxOptions {
+        namespaces: PodNamespaces { pid, ipc },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn shared_process_namespace_joins_the_checked_pause_even_after_a_restart() {
+    let f = fixture();
+    let options = with_namespaces(NamespaceMode::Pod, NamespaceMode::Pod);
+    let sb =
+        f.rt.create_sandbox_with(&sandbox_config(), &options)
+            .unwrap();
+    // Pause's PID namespace exists only once pause runs.
+    let err = f.rt.create_container(&sb.id, &container("a")).unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::BadState { state, .. } if state.contains("PID namespace")),
+        "{err}"
+    );
+    f.rt.start_sandbox(&sb.id).unwrap();
+    // pause makes the PID namespace (no path), as in any pod.
+    assert!(spec_namespaces(&f, &sb.id).contains(&("pid".into(), "-".into())));
+    let meta_path = f
+        .config
+        .root_dir
+        .join("sandboxes")
+        .join(&sb.id)
+        .join("meta.json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!(meta["namespaces"]["pid"], "pod");
+    let pid = meta["pause_pid"].as_i64().unwrap() as i32;
+    let cgroup = format!("4:memory:/kubepods/besteffort/podu1/{}\n", sb.id);
+    // The recorded pid is some other program now: its PID namespace is not joined.
+    crate::sandbox::fake_process(&f.config.proc_root, pid, b"sh\0", &cgroup, 5);
+    let err = f.rt.create_container(&sb.id, &container("a")).unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::BadState { state, .. } if state.contains("not /pause")),
+        "{err}"
+    );
+    crate::sandbox::fake_process(&f.config.proc_root, pid, b"/pause\0", &cgroup, 5);
+    let pause_pid_ns = f
+        .config
+        .proc_root
+        .join(pid.to_string())
+        .join("ns/pid")
+        .to_string_lossy()
+        .into_owned();
+    let id = f.rt.create_container(&sb.id, &container("a")).unwrap();
+    let got = spec_namespaces(&f, &id);
+    assert!(
+        got.contains(&("pid".into(), pause_pid_ns.clone())),
+        "{got:?}"
+    );
+    // The pinned IPC namespace is joined as usual.
+    assert!(
+        got.iter().any(|(t, p)| t == "ipc" && p.contains("ipcns")),
+        "{got:?}"
+    );
+    // The mode is read back from meta.json by a restarted agent.
+    let rt = f.restart();
+    rt.recover().unwrap();
+    let id = rt.create_container(&sb.id, &container("b")).unwrap();
+    assert!(spec_namespaces(&f, &id).contains(&("pid".into(), pause_pid_ns)));
+}
+
+#[test]
+fn host_pid_and_host_ipc_get_no_namespace_and_the_hosts_dev_shm() {
+    let f = fixture();
+    let options = with_namespaces(NamespaceMode::Node, NamespaceMode::Node);
+    let sb =
+        f.rt.create_sandbox_with(&sandbox_config(), &options)
+            .unwrap();
+    let calls = f.host.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("create_netns ")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("create_ipcns ") || c.starts_with("mount_shm ")),
+        "{calls:?}"
+    );
+    // Nothing waits for pause here: the container can be created at once.
+    let id = f.rt.create_container(&sb.id, &container("a")).unwrap();
+    f.rt.start_sandbox(&sb.id).unwrap();
+    for (what, id) in [("container", id.as_str()), ("pause", sb.id.as_str())] {
+        let types: Vec<String> = spec_namespaces(&f, id)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert!(
+            !types.iter().any(|t| t == "pid" || t == "ipc"),
+            "{what}: {types:?}"
+        );
+        assert!(types.iter().any(|t| t == "network"), "{what}: {types:?}");
+    }
+    // containerd binds the host's /dev/shm: read-only into pause, read-write into containers.
+    assert_eq!(dev_shm(&f, &sb.id), ("/dev/shm".to_string(), true));
+    assert_eq!(dev_shm(&f, &id), ("/dev/shm".to_string(), false));
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    let calls = f.host.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "unmount /dev/shm" || c.contains("ipcns")),
+        "the host's /dev/shm or a missing IPC pin was touched: {calls:?}"
+    );
+}
+
+#[test]
+fn a_sandbox_recorded_without_namespace_modes_keeps_the_defaults() {
+    let f = fixture();
+    let sb = f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let meta_path = f
+        .config
+        .root_dir
+        .join("sandboxes")
+        .join(&sb.id)
+        .join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert!(meta.as_object_mut().unwrap().remove("namespaces").is_some());
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let rt = f.restart();
+    rt.recover().unwrap();
+    // Created, pause not started: joinable (pinned), with a PID namespace of its own.
+    let id = rt.create_container(&sb.id, &container("a")).unwrap();
+    let got = spec_namespaces(&f, &id);
+    assert!(got.contains(&("pid".into(), "-".into())), "{got:?}");
+    assert_eq!(
+        dev_shm(&f, &id).0,
+        f.config
+            .root_dir
+            .join("sandboxes")
+            .join(&sb.id)
+            .join("shm")
+            .to_string_lossy()
+    );
 }

@@ -44,7 +44,9 @@ pub enum KillScope {
     /// The container's init process only (its PID 1), which may pass it on.
     Init,
     /// Every process in the container's cgroup (`runc kill --all`): for SIGKILL, so that no
-    /// process the init left behind survives.
+    /// process the init left behind survives. runc finds them by the cgroup, not the PID
+    /// namespace, so in a shared (`shareProcessNamespace`) or the host's (`hostPID`) PID
+    /// namespace it still reaches only this container's processes (exec'd ones included).
     All,
 }
 

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::PodInfo;
+use crate::spec::{NamespaceMode, PodInfo, PodNamespaces};
 
 /// Lifecycle of a sandbox as recorded on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,6 +44,10 @@ pub(crate) struct SandboxMeta {
     /// Namespaced sysctls applied in the pause container.
     #[serde(default)]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// The pod's PID and IPC namespace modes (records written before they were recorded were
+    /// made with the defaults).
+    #[serde(default)]
+    pub namespaces: PodNamespaces,
     pub cgroup_parent: String,
     pub phase: SandboxPhase,
     pub created_at: jiff::Timestamp,
@@ -51,6 +55,15 @@ pub(crate) struct SandboxMeta {
     pub pause_pid: i32,
     #[serde(default)]
     pub shim_pid: i32,
+}
+
+impl SandboxMeta {
+    /// Whether the sandbox's containers join pinned namespaces (or the host's), rather than
+    /// the pause process's `/proc/<pid>/ns/*` as in sandboxes made before pinning. A `hostIPC`
+    /// sandbox pins no IPC namespace, and only newer records have one.
+    pub fn pins_namespaces(&self) -> bool {
+        self.ipc_path.is_some() || self.namespaces.ipc == NamespaceMode::Node
+    }
 }
 
 /// On-disk record of a container.

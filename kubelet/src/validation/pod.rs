@@ -3,7 +3,7 @@
 
 use super::common::{has_backsteps, quantity};
 use super::names::*;
-use super::{container, Errors, FieldError, ValidationErrors};
+use super::{container, Errors, FieldError, ValidationErrors, Value};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
 use std::collections::HashSet;
 
@@ -85,19 +85,21 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
         ));
     }
     // Namespace options kubenode does not implement: refused, never silently ignored.
-    let unimplemented = [
-        ("spec.hostPID", spec.host_pid == Some(true)),
-        ("spec.hostIPC", spec.host_ipc == Some(true)),
-        (
-            "spec.shareProcessNamespace",
-            spec.share_process_namespace == Some(true),
-        ),
-        ("spec.hostUsers", spec.host_users == Some(false)),
-    ];
+    let unimplemented = [("spec.hostUsers", spec.host_users == Some(false))];
     for (field, set) in unimplemented {
         if set {
             errs.push(FieldError::forbidden(field, "not supported by kubenode"));
         }
+    }
+
+    // Upstream checks these two in the pod's security context, where its internal type keeps
+    // them: hence the path.
+    if spec.host_pid == Some(true) && spec.share_process_namespace == Some(true) {
+        errs.push(FieldError::invalid(
+            "spec.securityContext.shareProcessNamespace",
+            Value::Json("true".into()),
+            "ShareProcessNamespace and HostPID cannot both be enabled",
+        ));
     }
 
     if let Some(p) = spec.restart_policy.as_deref() {

@@ -92,19 +92,34 @@ fn names() {
 }
 
 #[test]
+fn host_pid_and_ipc_and_shared_process_namespace() {
+    for k in ["hostPID", "hostIPC", "shareProcessNamespace"] {
+        assert_eq!(
+            errors(|p| p["spec"][k] = true.into()),
+            Vec::<String>::new(),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        errors(|p| {
+            p["spec"]["hostPID"] = true.into();
+            p["spec"]["hostIPC"] = true.into();
+        }),
+        Vec::<String>::new()
+    );
+    // Both PID choices at once: upstream's path (its internal type keeps them in the
+    // security context) and message.
+    assert_eq!(
+        errors(|p| {
+            p["spec"]["hostPID"] = true.into();
+            p["spec"]["shareProcessNamespace"] = true.into();
+        }),
+        ["spec.securityContext.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"]
+    );
+}
+
+#[test]
 fn unimplemented_namespace_options_are_refused() {
-    one(
-        |v| v["spec"]["hostPID"] = true.into(),
-        "spec.hostPID: Forbidden: not supported by kubenode",
-    );
-    one(
-        |v| v["spec"]["hostIPC"] = true.into(),
-        "spec.hostIPC: Forbidden: not supported by kubenode",
-    );
-    one(
-        |v| v["spec"]["shareProcessNamespace"] = true.into(),
-        "spec.shareProcessNamespace: Forbidden: not supported by kubenode",
-    );
     one(
         |v| v["spec"]["hostUsers"] = false.into(),
         "spec.hostUsers: Forbidden: not supported by kubenode",

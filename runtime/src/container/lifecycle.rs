@@ -9,7 +9,7 @@ use crate::host::oom_files;
 use crate::oci::OciStatus;
 use crate::shim::ShimArgs;
 use crate::signal::{KillScope, Signal};
-use crate::spec::{self, BindMount, ContainerSpecInput};
+use crate::spec::{self, BindMount, ContainerSpecInput, NamespaceMode};
 use crate::store::{ContainerMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -54,15 +54,25 @@ impl Runtime {
             })?;
         let pod = sandbox.pod.full_name();
         let name = config.container.name.clone();
-        // With pinned namespaces a container can be created while pause still starts.
+        // With pinned namespaces a container can be created while pause still starts, unless
+        // it joins pause's PID namespace, which exists once pause runs.
+        let shares_pause_pid = sandbox.namespaces.pid == NamespaceMode::Pod;
         let joinable = sandbox.phase == SandboxPhase::Ready
-            || (sandbox.phase == SandboxPhase::Created && sandbox.ipc_path.is_some());
+            || (sandbox.phase == SandboxPhase::Created
+                && sandbox.pins_namespaces()
+                && !shares_pause_pid);
         if !joinable {
             return Err(RuntimeError::BadState {
                 what: "create a container in it",
                 pod,
                 container: "POD".into(),
-                state: "not ready".into(),
+                state: if shares_pause_pid {
+                    "not ready (its containers join the PID namespace of its pause container, \
+                     which is not running)"
+                        .into()
+                } else {
+                    "not ready".into()
+                },
             });
         }
         let id = fsutil::random_id();
@@ -124,9 +134,12 @@ impl Runtime {
                 source,
             })?;
         let namespaces = self.container_namespaces(sandbox)?;
-        // The pod's shared /dev/shm, unless the kubelet mounts its own.
+        // The pod's shared /dev/shm (the host's with hostIPC, as containerd), unless the
+        // kubelet mounts its own.
         let mut mounts = config.mounts.clone();
-        if let Some(shm) = &sandbox.shm_path {
+        let host_shm = (sandbox.namespaces.ipc == NamespaceMode::Node)
+            .then(|| PathBuf::from(crate::sandbox::HOST_DEV_SHM));
+        if let Some(shm) = sandbox.shm_path.as_ref().or(host_shm.as_ref()) {
             if !mounts.iter().any(|m| m.container_path == "/dev/shm") {
                 mounts.push(BindMount {
                     container_path: "/dev/shm".into(),

@@ -4,7 +4,9 @@
 //!
 //! The kubelet runs CNI after [`Runtime::create_sandbox`] (which returns the netns path),
 //! and may create containers (not start them) while [`Runtime::start_sandbox`] starts pause:
-//! they join the pinned namespaces, not the pause process's.
+//! they join the pinned namespaces, not the pause process's. Only with
+//! `shareProcessNamespace` do they join a namespace of pause's own (its PID namespace), and
+//! are then created once pause runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use crate::fsutil;
 use crate::host::NamespaceFiles;
 use crate::shim::{ExitRecord, ShimArgs};
 use crate::signal::{KillScope, Signal};
-use crate::spec::{self, NamespacePaths, PodInfo};
+use crate::spec::{self, NamespaceMode, NamespacePaths, PidNamespace, PodInfo, PodNamespaces};
 use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -38,7 +40,12 @@ pub struct SandboxOptions {
     /// The most pids the whole pod may have (`podPidsLimit`), set on the pod cgroup
     /// (`SandboxConfig::cgroup_parent`) before any of its processes exists; `None`: no limit.
     pub pids_limit: Option<u64>,
+    /// The pod's PID and IPC namespace modes (`hostPID`, `shareProcessNamespace`, `hostIPC`).
+    pub namespaces: PodNamespaces,
 }
+
+/// The host's `/dev/shm`, which a `hostIPC` pod binds instead of a tmpfs of its own.
+pub(crate) const HOST_DEV_SHM: &str = "/dev/shm";
 
 /// Whether a sandbox can run containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +140,16 @@ impl Runtime {
         config: &SandboxConfig,
         options: &SandboxOptions,
     ) -> Result<Sandbox, RuntimeError> {
+        let host_ipc = options.namespaces.ipc == NamespaceMode::Node;
+        if host_ipc {
+            // containerd refuses a host-IPC sandbox when the host has no /dev/shm to share.
+            let shm = Path::new(HOST_DEV_SHM);
+            std::fs::metadata(shm).map_err(|e| RuntimeError::Host {
+                what: "sharing the host's /dev/shm (hostIPC)",
+                pod: config.pod.full_name(),
+                source: crate::host::HostError::new("looking up", shm, e),
+            })?;
+        }
         let id = fsutil::random_id();
         let dir = self.sandbox_dir(&id);
         crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE)
@@ -148,10 +165,12 @@ impl Runtime {
             pod: config.pod.clone(),
             netns_path: (!options.host_network)
                 .then(|| self.config.netns_dir().join(format!("kn-{}", &id[..16]))),
-            ipc_path: Some(pin("ipcns")),
+            // hostIPC: the host's IPC namespace and /dev/shm, nothing of the pod's own.
+            ipc_path: (!host_ipc).then(|| pin("ipcns")),
             uts_path: (!options.host_network).then(|| pin("utsns")),
-            shm_path: Some(dir.join("shm")),
+            shm_path: (!host_ipc).then(|| dir.join("shm")),
             sysctls: options.sysctls.clone(),
+            namespaces: options.namespaces,
             cgroup_parent: config.cgroup_parent.clone(),
             phase: SandboxPhase::Creating,
             created_at: jiff::Timestamp::now(),
@@ -221,9 +240,12 @@ impl Runtime {
             netns: meta.netns_path.as_deref(),
             ipc: meta.ipc_path.as_deref(),
             uts: meta.uts_path.as_deref(),
-            shm: meta.shm_path.as_deref(),
+            shm: meta.shm_path.as_deref().or_else(|| {
+                (meta.namespaces.ipc == NamespaceMode::Node).then_some(Path::new(HOST_DEV_SHM))
+            }),
             cgroups_path: &cgroups_path,
             sysctls: &meta.sysctls,
+            namespaces: meta.namespaces,
             limits: &self.limits,
         })
         .map_err(|e| create_err(e.to_string()))?;
@@ -361,18 +383,37 @@ impl Runtime {
     /// The namespaces a container of `meta` joins: the pinned ones, or, in a sandbox made
     /// before namespaces were pinned, the pause process's `/proc/<pid>/ns/*` once that pid is
     /// checked to still be this sandbox's pause (see [`verify_pause`]): a pid reused by
-    /// another process would otherwise put the container into a stranger's namespaces.
+    /// another process would otherwise put the container into a stranger's namespaces. The
+    /// PID namespace is its own, the host's (`hostPID`), or pause's, joined the same checked
+    /// way (`shareProcessNamespace`: a PID namespace ends with its PID 1, so it is not pinned).
     pub(crate) fn container_namespaces(
         &self,
         meta: &SandboxMeta,
     ) -> Result<NamespacePaths, RuntimeError> {
-        if let Some(ipc) = &meta.ipc_path {
+        let pid = match meta.namespaces.pid {
+            NamespaceMode::Container => PidNamespace::Own,
+            NamespaceMode::Node => PidNamespace::Host,
+            NamespaceMode::Pod => PidNamespace::Join(self.pause_namespaces(meta)?.join("pid")),
+        };
+        if meta.pins_namespaces() {
             return Ok(NamespacePaths {
                 net: meta.netns_path.clone(),
-                ipc: ipc.clone(),
+                ipc: meta.ipc_path.clone(),
                 uts: meta.uts_path.clone(),
+                pid,
             });
         }
+        let pause = self.pause_namespaces(meta)?;
+        Ok(NamespacePaths {
+            net: meta.netns_path.clone(),
+            ipc: Some(pause.join("ipc")),
+            uts: Some(pause.join("uts")),
+            pid,
+        })
+    }
+
+    /// `/proc/<pause>/ns` of the sandbox, once the recorded pid is checked to be its pause.
+    fn pause_namespaces(&self, meta: &SandboxMeta) -> Result<PathBuf, RuntimeError> {
         verify_pause(&self.config.proc_root, meta.pause_pid, &meta.id).map_err(|why| {
             RuntimeError::BadState {
                 what: "create a container in it",
@@ -384,16 +425,11 @@ impl Runtime {
                 ),
             }
         })?;
-        let pause = self
+        Ok(self
             .config
             .proc_root
             .join(meta.pause_pid.to_string())
-            .join("ns");
-        Ok(NamespacePaths {
-            net: meta.netns_path.clone(),
-            ipc: pause.join("ipc"),
-            uts: Some(pause.join("uts")),
-        })
+            .join("ns"))
     }
 
     /// How the pause container ended, if it did.

@@ -26,6 +26,7 @@ use super::args::ShimArgs;
 use super::exit::{oom_kills, ExitRecord};
 use super::log::{CriLog, LineSplitter, Stream};
 use crate::oci::{CreateRequest, OciRuntime, RuncCli};
+use crate::signal::KillScope;
 
 /// How long output is still drained after the container's init exited.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -169,7 +170,27 @@ fn child(args: &ShimArgs) -> i32 {
         dropped: 0,
         failing: false,
     };
-    let status = watch(Pid::from_raw(pid), &sfd, out_r, err_r, &mut sink);
+    let kill_rest = kill_all_on_exit(&args.bundle);
+    let mut init_exited = || {
+        if !kill_rest {
+            return;
+        }
+        // Only the processes in this container's cgroup (`kill --all`): never another
+        // container's, never the host's, whatever PID namespace they share.
+        if let Err(e) = runtime.kill(&args.id, crate::signal::Signal::SIGKILL, KillScope::All) {
+            note(format_args!(
+                "{}: killing the processes its init left: {e}",
+                args.id
+            ));
+        }
+    };
+    let status = watch(
+        Pid::from_raw(pid),
+        &sfd,
+        (out_r, err_r),
+        &mut sink,
+        &mut init_exited,
+    );
     let dropped = sink.dropped;
     if let Some(l) = log.as_mut() {
         let _ = l.sync();
@@ -241,14 +262,40 @@ impl LogSink<'_> {
     }
 }
 
+/// Whether the container's other processes are killed when its init exits, as containerd's
+/// shim decides it from the bundle (`ShouldKillAllOnExit`): unless the container has a PID
+/// namespace of its own, which the kernel tears down with its PID 1, they would outlive the
+/// init (`shareProcessNamespace`, `hostPID`). A spec that cannot be read counts as shared.
+pub(super) fn kill_all_on_exit(bundle: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return true;
+    };
+    let own_pid_namespace = spec
+        .pointer("/linux/namespaces")
+        .and_then(|v| v.as_array())
+        .is_some_and(|list| {
+            list.iter().any(|n| {
+                n.get("type").and_then(|t| t.as_str()) == Some("pid")
+                    && n.get("path")
+                        .and_then(|p| p.as_str())
+                        .is_none_or(str::is_empty)
+            })
+        });
+    !own_pid_namespace
+}
+
 /// Copies output until the container's init `pid` has exited and its pipes
-/// are drained (or [`DRAIN_LIMIT`] passed); returns its wait status.
+/// are drained (or [`DRAIN_LIMIT`] passed); returns its wait status. `init_exited` runs
+/// once, when the init's exit is seen.
 fn watch(
     pid: Pid,
     sfd: &SignalFd,
-    out: OwnedFd,
-    err: OwnedFd,
+    (out, err): (OwnedFd, OwnedFd),
     log: &mut LogSink<'_>,
+    init_exited: &mut dyn FnMut(),
 ) -> WaitStatus {
     let mut pipes = [
         Pipe {
@@ -336,6 +383,7 @@ fn watch(
                         if matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
                             status = Some(s);
                             drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                            init_exited();
                         }
                     }
                     Ok(_) => {}
@@ -347,6 +395,7 @@ fn watch(
                             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                                 status = Some(WaitStatus::Exited(pid, 255));
                                 drain_until = Some(Instant::now() + DRAIN_LIMIT);
+                                init_exited();
                             } else if pipes.iter().all(|p| !p.open) {
                                 std::thread::sleep(Duration::from_millis(100));
                             }
@@ -371,6 +420,26 @@ mod tests {
 
     /// Writes to a device that always answers ENOSPC: every line is dropped and counted,
     /// nothing panics.
+    #[test]
+    fn rest_of_the_container_is_killed_unless_its_pid_namespace_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |namespaces: &str| {
+            let spec = format!(r#"{{"linux":{{"namespaces":{namespaces}}}}}"#);
+            std::fs::write(dir.path().join("config.json"), spec).unwrap();
+            kill_all_on_exit(dir.path())
+        };
+        // Its own PID namespace: the kernel kills the rest with PID 1.
+        assert!(!with(r#"[{"type":"pid"},{"type":"mount"}]"#));
+        assert!(!with(r#"[{"type":"pid","path":""}]"#));
+        // shareProcessNamespace (pause's, by path) and hostPID (none).
+        assert!(with(r#"[{"type":"pid","path":"/proc/42/ns/pid"}]"#));
+        assert!(with(r#"[{"type":"mount"}]"#));
+        // Unreadable: killed, as containerd.
+        std::fs::write(dir.path().join("config.json"), "{").unwrap();
+        assert!(kill_all_on_exit(dir.path()));
+        assert!(kill_all_on_exit(&dir.path().join("nonexistent")));
+    }
+
     #[test]
     fn log_lines_that_cannot_be_written_are_counted() {
         let mut log = CriLog::open(std::path::Path::new("/dev/full"), 1 << 20, 1).unwrap();

@@ -64,8 +64,9 @@ fn rootfs() -> tempfile::TempDir {
 fn namespaces() -> NamespacePaths {
     NamespacePaths {
         net: Some("/run/kubenode/netns/kn-0123456789abcdef".into()),
-        ipc: "/run/kubenode/ipcns/kn-0123456789abcdef".into(),
+        ipc: Some("/run/kubenode/ipcns/kn-0123456789abcdef".into()),
         uts: Some("/run/kubenode/utsns/kn-0123456789abcdef".into()),
+        pid: PidNamespace::Own,
     }
 }
 
@@ -241,6 +242,7 @@ fn golden_pause() {
         shm: Some(Path::new("/var/lib/kubenode/sandboxes/sandbox0/shm")),
         cgroups_path: "/kubepods/burstable/pod1234-abcd/sandbox0",
         sysctls: &sysctls,
+        namespaces: PodNamespaces::default(),
         limits: &limits(),
     };
     check("pause", &pause_spec(&input).unwrap());

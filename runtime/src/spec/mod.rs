@@ -3,6 +3,7 @@
 //! container, the pod-level bits and the image config.
 
 mod mounts;
+mod namespaces;
 mod pause;
 mod process;
 mod resources;
@@ -19,6 +20,7 @@ use oci_spec::runtime::{
 };
 
 pub use mounts::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+pub use namespaces::{NamespaceMode, NamespacePaths, PidNamespace, PodNamespaces};
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::{container_env, expand, merge_env};
 pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
@@ -71,17 +73,6 @@ impl PodInfo {
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
-}
-
-/// Where the pod's shared namespaces are, joined by path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamespacePaths {
-    /// Network namespace (the bind-mounted netns); `None` shares the host's.
-    pub net: Option<PathBuf>,
-    /// IPC namespace (the pinned one, or `/proc/<pause>/ns/ipc`).
-    pub ipc: PathBuf,
-    /// UTS namespace (the pinned one, or `/proc/<pause>/ns/uts`); `None` shares the host's.
-    pub uts: Option<PathBuf>,
 }
 
 /// A host file or directory bind-mounted into the container
@@ -388,17 +379,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     // containerd: a shared mount needs a shared rootfs, a slave one at least a slave rootfs.
     let rootfs_propagation = mounts::rootfs_propagation(input.mounts);
 
-    let mut namespaces = vec![
-        ns(LinuxNamespaceType::Ipc, Some(&input.namespaces.ipc))?,
-        ns(LinuxNamespaceType::Pid, None)?,
-        ns(LinuxNamespaceType::Mount, None)?,
-    ];
-    if let Some(uts) = &input.namespaces.uts {
-        namespaces.insert(1, ns(LinuxNamespaceType::Uts, Some(uts))?);
-    }
-    if let Some(net) = &input.namespaces.net {
-        namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(net))?);
-    }
+    let mut namespaces = namespaces::container_namespaces(input.namespaces)?;
     if input.limits.cgroup_v2 && !privileged {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }

@@ -11,8 +11,8 @@ use oci_spec::runtime::{
 };
 
 use super::{
-    mounts, nofile, ns, oci, HostLimits, PodInfo, SpecError, DEFAULT_PATH, MASKED_PATHS,
-    READONLY_PATHS, SANDBOX_CPU_SHARES, SANDBOX_OOM_SCORE_ADJ,
+    mounts, nofile, ns, oci, HostLimits, PodInfo, PodNamespaces, SpecError, DEFAULT_PATH,
+    MASKED_PATHS, READONLY_PATHS, SANDBOX_CPU_SHARES, SANDBOX_OOM_SCORE_ADJ,
 };
 
 /// Everything the pause container's spec is made from.
@@ -28,8 +28,10 @@ pub struct PauseSpecInput<'a> {
     pub ipc: Option<&'a Path>,
     /// The pod's pinned UTS namespace; `None` makes a new one (unless host network).
     pub uts: Option<&'a Path>,
-    /// The pod's `/dev/shm` tmpfs, bound read-only.
+    /// The pod's `/dev/shm` tmpfs (the host's `/dev/shm` with `hostIPC`), bound read-only.
     pub shm: Option<&'a Path>,
+    /// The pod's PID and IPC namespace modes.
+    pub namespaces: PodNamespaces,
     /// `linux.cgroupsPath`.
     pub cgroups_path: &'a str,
     /// Namespaced sysctls of the pod (`securityContext.sysctls`).
@@ -40,7 +42,8 @@ pub struct PauseSpecInput<'a> {
 
 /// Builds the OCI spec of a pod's pause container: read-only rootfs holding
 /// only the pause binary, the pod's net, ipc and uts namespaces by path (the
-/// host's network and UTS for a host-network pod), new pid/mount namespaces, the pod's shm and sysctls, cpu shares 2 and
+/// host's network and UTS for a host-network pod, the host's IPC with `hostIPC`), new
+/// pid (none with `hostPID`) and mount namespaces, the pod's shm and sysctls, cpu shares 2 and
 /// OOM adjustment -998 (clamped).
 pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
     let limits = input.limits;
@@ -76,16 +79,9 @@ pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
             .shares(SANDBOX_CPU_SHARES)
             .build())?)
         .build())?;
-    let mut namespaces = vec![
-        ns(LinuxNamespaceType::Ipc, input.ipc)?,
-        ns(LinuxNamespaceType::Pid, None)?,
-        ns(LinuxNamespaceType::Mount, None)?,
-    ];
     // A host-network pod keeps the host's network and UTS namespaces (and hostname).
-    if let Some(netns) = input.netns {
-        namespaces.insert(0, ns(LinuxNamespaceType::Network, Some(netns))?);
-        namespaces.insert(2, ns(LinuxNamespaceType::Uts, input.uts)?);
-    }
+    let mut namespaces =
+        super::namespaces::pause_namespaces(input.netns, input.ipc, input.uts, input.namespaces)?;
     if limits.cgroup_v2 {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kubenode_cni::Attachment;
+use kubenode_runtime::spec::PodNamespaces;
 use kubenode_runtime::{Sandbox, SandboxConfig, SandboxOptions, SandboxState};
 
 use super::outcome::{SandboxStartError, SyncError};
@@ -85,6 +86,7 @@ impl PodWorker {
                 })
                 .unwrap_or_default(),
             pids_limit: self.deps.config.pod_pids_limit,
+            namespaces: pod_namespaces(pod),
         };
         let sandbox = self
             .deps
@@ -168,6 +170,11 @@ pub(super) struct Pending {
     /// `None` for a host-network pod.
     network:
         Option<tokio::task::JoinHandle<Result<Vec<std::net::IpAddr>, kubenode_cni::ClientError>>>,
+}
+
+/// The pod's PID and IPC namespace modes, as upstream's `namespacesForPod` picks them.
+pub(super) fn pod_namespaces(pod: &Pod) -> PodNamespaces {
+    pod.spec.as_ref().map(PodNamespaces::of).unwrap_or_default()
 }
 
 pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {

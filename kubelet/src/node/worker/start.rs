@@ -105,8 +105,12 @@ impl PodWorker {
                 ));
             }
         }
-        if observe::needs_pod_ip(&container) {
-            // The environment names the pod IP: the network has to be up before the create.
+        let joins_pause_pid =
+            super::sandbox::pod_namespaces(pod).pid == kubenode_runtime::spec::NamespaceMode::Pod;
+        if observe::needs_pod_ip(&container) || joins_pause_pid {
+            // The environment names the pod IP: the network has to be up before the create. Or
+            // the container joins pause's PID namespace (shareProcessNamespace), which exists
+            // once pause runs.
             self.finish_sandbox(pod).await?;
         }
         let pod_ip = self.state.record.pod_ips.first().map(ToString::to_string);
