@@ -12,6 +12,7 @@ pub mod config;
 pub mod events;
 pub mod node;
 pub mod prober;
+pub mod security;
 pub mod selector;
 pub mod source;
 pub mod status;

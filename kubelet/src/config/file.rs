@@ -53,6 +53,8 @@ pub struct ConfigFile {
     pub pod_pids_limit: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seccomp_default: Option<bool>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -101,6 +103,7 @@ const KEYS: &[&str] = &[
     "failSwapOn",
     "podPidsLimit",
     "allowedUnsafeSysctls",
+    "seccompDefault",
     "nodeName",
     "nodeIP",
     "rootDir",

@@ -68,6 +68,10 @@ pub struct Overrides {
         value_name = "EXPERIMENTAL_MOUNTER_PATH"
     )]
     pub mounter_path: Option<PathBuf>,
+    /// Run containers that name no seccomp profile under the runtime's default profile
+    /// (`seccompDefault`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub seccomp_default: Option<bool>,
 }
 
 /// The effective configuration of one agent.
@@ -135,6 +139,9 @@ pub struct Config {
     /// Unsafe sysctls pods may set besides the safe ones (`allowedUnsafeSysctls`: names,
     /// or `prefix*` patterns), each checked to be namespaced.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// `RuntimeDefault` is the seccomp profile of containers that name none (`seccompDefault`,
+    /// `--seccomp-default`; upstream's default is false).
+    pub seccomp_default: bool,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -399,6 +406,7 @@ impl Config {
                 .or_else(|| cfg.mounter_path.as_ref().map(PathBuf::from)),
             pod_pids_limit,
             allowed_unsafe_sysctls,
+            seccomp_default: o.seccomp_default.or(cfg.seccomp_default).unwrap_or(false),
         })
     }
 
@@ -437,6 +445,7 @@ impl Config {
             mounter_path: self.mounter_path.as_deref().and_then(s),
             pod_pids_limit: Some(self.pod_pids_limit.map_or(-1, |n| n as i64)),
             allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
+            seccomp_default: Some(self.seccomp_default),
         }
     }
 

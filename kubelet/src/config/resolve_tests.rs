@@ -238,3 +238,19 @@ fn pod_pids_limit_and_allowed_unsafe_sysctls() {
         "{e}"
     );
 }
+
+#[test]
+fn seccomp_default_from_file_or_flag() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert!(!c.seccomp_default, "upstream's default is false");
+    let (_d, p) = write(&format!("{HEAD}seccompDefault: true\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert!(c.seccomp_default);
+    assert_eq!(c.to_file().seccomp_default, Some(true));
+    let flags = Overrides {
+        seccomp_default: Some(false),
+        ..Default::default()
+    };
+    let c = Config::resolve_with(Some(&p), &flags, &FakeHost).unwrap();
+    assert!(!c.seccomp_default, "the flag wins");
+}

@@ -41,6 +41,7 @@ use crate::api::{
 use crate::backoff::{Clock, CrashBackoff, ImageBackoff};
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
+use crate::security::{apparmor, SystemAppArmor};
 use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
@@ -224,14 +225,16 @@ impl Kubelet {
             }
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            // Admission, in upstream's order: sysctls, then the pod count.
+            // Admission, in upstream's order: sysctls, the pod count, AppArmor.
             let rejection = match sysctls.admit(&pod.spec.clone().unwrap_or_default()) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
                 Ok(()) if active >= max => Some((
                     crate::status::OUT_OF_PODS,
                     crate::status::out_of_pods_message(active, max),
                 )),
-                Ok(()) => None,
+                Ok(()) => apparmor::admit(&pod, &SystemAppArmor)
+                    .err()
+                    .map(|message| (apparmor::REASON, message)),
             };
             if let Some((reason, message)) = rejection {
                 pod.status = Some(crate::status::rejected_status(
@@ -252,6 +255,12 @@ impl Kubelet {
                     },
                 );
                 continue;
+            }
+            // The API server's warnings for what the pod sets to no effect.
+            for warning in crate::security::deprecated_annotation_warnings(&pod) {
+                self.deps
+                    .events
+                    .warning(&ObjectRef::pod(&pod), "DeprecatedAnnotation", warning);
             }
             let (tx, rx) = watch::channel(Some(pod.clone()));
             pods.insert(

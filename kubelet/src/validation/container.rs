@@ -98,6 +98,7 @@ pub(super) fn validate(
     };
     ports(c, f, errs);
     security_context(c, f, errs);
+    super::security::container(c.security_context.as_ref(), f, errs);
     env(c, f, errs);
     resources(c, f, errs);
     mounts(c, f, volumes, errs);

@@ -12,6 +12,7 @@ mod pod;
 mod pod_tests;
 mod probe;
 pub mod quantity;
+mod security;
 mod service;
 pub mod sysctl;
 

@@ -36,6 +36,7 @@ pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
         errs.name("metadata.namespace", ns, dns1123_label_errors(ns));
     }
     super::meta::labels_and_annotations(meta, &mut errs);
+    super::security::pod(pod, &mut errs);
     match &pod.spec {
         None => errs.push(FieldError::required("spec", "")),
         Some(spec) => validate_spec(spec, &mut errs),

@@ -6,8 +6,10 @@
 //! * the shim's memory: PSS per container from `/proc/<shim>/smaps_rollup`
 //!   with several containers running at once (target ≤ 0.5 MiB).
 //!
-//! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N]`;
-//! the shim binary defaults to `kubenode` next to this executable.
+//! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N] [--seccomp]`;
+//! the shim binary defaults to `kubenode` next to this executable. With `--seccomp`, every run
+//! also starts (b) with the container under seccomp `RuntimeDefault`, interleaved with the
+//! unconfined one, and both medians are printed.
 //!
 //! Everything it makes is named `knbench-<pid>` (the directory `/tmp/knbench-<pid>` with the
 //! runc roots, the netns pins and the rootfs mounts below it, the cgroup `/knbench-<pid>`, the
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Container;
-use kubenode_runtime::spec::PodInfo;
+use kubenode_runtime::spec::{PodInfo, SeccompProfile};
 use kubenode_runtime::{ContainerConfig, ImageRef, Runtime, RuntimeConfig, SandboxConfig};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -161,6 +163,7 @@ struct Options {
     shim: PathBuf,
     runc: PathBuf,
     containers: usize,
+    seccomp: bool,
 }
 
 fn options() -> Result<Options> {
@@ -170,10 +173,15 @@ fn options() -> Result<Options> {
         shim: exe.with_file_name("kubenode"),
         runc: PathBuf::from("/usr/sbin/runc"),
         containers: 10,
+        seccomp: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--seccomp" {
+            o.seccomp = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--runs" => o.runs = value.parse()?,
@@ -262,7 +270,12 @@ fn pod(i: usize) -> PodInfo {
 }
 
 fn sleeper(rootfs: &Path, name: &str) -> ContainerConfig {
+    confined_sleeper(rootfs, name, SeccompProfile::Unconfined)
+}
+
+fn confined_sleeper(rootfs: &Path, name: &str, seccomp: SeccompProfile) -> ContainerConfig {
     ContainerConfig {
+        seccomp,
         container: Container {
             name: name.into(),
             command: Some(vec!["/bin/sleep".into(), "3600".into()]),
@@ -288,7 +301,12 @@ const PHASES: [&str; 4] = [
 
 /// (b): sandbox + one container from nothing to running; returns the time
 /// per phase and the sandbox id (torn down by the caller, outside the measurement).
-fn pod_once(rt: &Runtime, rootfs: &Path, i: usize) -> Result<([Duration; 4], String)> {
+fn pod_once(
+    rt: &Runtime,
+    rootfs: &Path,
+    i: usize,
+    seccomp: &SeccompProfile,
+) -> Result<([Duration; 4], String)> {
     let mut t = Instant::now();
     let mut lap = || {
         let d = t.elapsed();
@@ -302,7 +320,7 @@ fn pod_once(rt: &Runtime, rootfs: &Path, i: usize) -> Result<([Duration; 4], Str
     let p0 = lap();
     rt.start_sandbox(&sb.id)?;
     let p1 = lap();
-    let id = rt.create_container(&sb.id, &sleeper(rootfs, "app"))?;
+    let id = rt.create_container(&sb.id, &confined_sleeper(rootfs, "app", seccomp.clone()))?;
     let p2 = lap();
     rt.start_container(&id)?;
     let p3 = lap();
@@ -368,21 +386,37 @@ fn bench() -> Result<()> {
 
     // Warm-up (page cache, runc binary), then interleave (a) and (b).
     floor_once(&o, &dir, &rootfs, 0)?;
-    let (_, sb) = pod_once(rt, &rootfs, 0)?;
+    let unconfined = SeccompProfile::Unconfined;
+    let (_, sb) = pod_once(rt, &rootfs, 0, &unconfined)?;
     rt.stop_and_remove_sandbox(&sb)?;
+    let mut confined = Vec::new();
+    let mut confined_create = Vec::new();
     let mut floor = Vec::new();
     let mut pods = Vec::new();
     let mut phases: [Vec<Duration>; 4] = Default::default();
     for i in 1..=o.runs {
         check()?;
         floor.push(floor_once(&o, &dir, &rootfs, i)?);
-        let (t, sb) = pod_once(rt, &rootfs, i)?;
+        let (t, sb) = pod_once(rt, &rootfs, i, &unconfined)?;
         pods.push(t.iter().sum());
         for (k, d) in t.into_iter().enumerate() {
             phases[k].push(d);
         }
         rt.stop_and_remove_sandbox(&sb)?;
+        if o.seccomp {
+            let (t, sb) = pod_once(rt, &rootfs, o.runs + i, &SeccompProfile::RuntimeDefault)?;
+            confined.push(t.iter().sum());
+            confined_create.push(t[2] + t[3]);
+            rt.stop_and_remove_sandbox(&sb)?;
+        }
     }
+    let unconfined_create = median(
+        phases[2]
+            .iter()
+            .zip(&phases[3])
+            .map(|(c, s)| *c + *s)
+            .collect(),
+    );
     let (a, b) = (median(floor), median(pods));
     println!(
         "runs: {}, runtime: {}, shim: {}",
@@ -405,6 +439,21 @@ fn bench() -> Result<()> {
         "ratio (b) / floor of two containers (2 x a): {:.2} (target <= 2.00)",
         ms(b) / (2.0 * ms(a))
     );
+    if o.seccomp {
+        let (c, cc) = (median(confined), median(confined_create));
+        println!(
+            "(b) with the container under seccomp RuntimeDefault, median: {:.1} ms",
+            ms(c)
+        );
+        println!(
+            "    container create + start, median: unconfined {:.1} ms, RuntimeDefault {:.1} ms \
+             (difference {:+.1} ms; whole pod {:+.1} ms)",
+            ms(unconfined_create),
+            ms(cc),
+            ms(cc) - ms(unconfined_create),
+            ms(c) - ms(b)
+        );
+    }
 
     // Shim memory with several containers running at once.
     let sb = rt.create_sandbox(&SandboxConfig {

@@ -181,6 +181,8 @@ impl Runtime {
             oom_score_adj: config.oom_score_adj,
             limits: &self.limits,
             host_devices: &host_devices,
+            seccomp: &config.seccomp,
+            apparmor: config.apparmor.as_deref(),
         })
         .map_err(|source| RuntimeError::Spec {
             pod: pod.clone(),

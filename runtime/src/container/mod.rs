@@ -53,6 +53,10 @@ pub struct ContainerConfig {
     pub resolved_env: HashMap<String, String>,
     /// OOM score adjustment for the QoS class (clamped to what the host allows).
     pub oom_score_adj: Option<i32>,
+    /// The seccomp profile (the kubelet resolves pod and container fields and its default).
+    pub seccomp: crate::spec::SeccompProfile,
+    /// The AppArmor profile name for `process.apparmorProfile` (`None`: none).
+    pub apparmor: Option<String>,
 }
 
 /// The state of a container.

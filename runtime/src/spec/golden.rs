@@ -112,6 +112,8 @@ fn build(
         oom_score_adj: Some(-997),
         limits: &limits(),
         host_devices: &devices(),
+        seccomp: &SeccompProfile::Unconfined,
+        apparmor: None,
     })
     .unwrap();
     // The rootfs path is a temporary directory: pin it for the golden file.
@@ -281,6 +283,8 @@ fn invalid_user_is_an_error() {
         oom_score_adj: None,
         limits: &limits(),
         host_devices: &[],
+        seccomp: &SeccompProfile::Unconfined,
+        apparmor: None,
     })
     .unwrap_err();
     assert!(
@@ -326,4 +330,91 @@ fn golden_volume_mounts() {
         Some("rslave")
     );
     check("container-volumes", &spec);
+}
+
+/// The spec of `c` under `seccomp`, with AppArmor profile `apparmor`.
+fn confined(c: &Container, seccomp: &SeccompProfile, apparmor: Option<&str>) -> Spec {
+    let root = rootfs();
+    let image: oci_spec::image::Config = serde_json::from_str("{}").unwrap();
+    container_spec(&ContainerSpecInput {
+        pod: &pod(),
+        sandbox_id: "s",
+        container: c,
+        pod_security: None,
+        image: Some(&image),
+        image_name: "i",
+        rootfs: root.path(),
+        namespaces: &namespaces(),
+        cgroups_path: "/x",
+        mounts: &[],
+        service_env: &[],
+        resolved_env: &HashMap::new(),
+        oom_score_adj: None,
+        limits: &limits(),
+        host_devices: &[],
+        seccomp,
+        apparmor,
+    })
+    .unwrap()
+}
+
+#[test]
+fn seccomp_follows_the_effective_capabilities_and_privileged_has_none() {
+    let allows = |spec: &Spec, name: &str| {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .and_then(|s| s.syscalls().as_ref())
+            .is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r.names().iter().any(|n| n == name)
+                        && r.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+                        && r.args().as_ref().is_none_or(Vec::is_empty)
+                })
+            })
+    };
+    let mut c = Container {
+        name: "c".into(),
+        command: Some(vec!["/x".into()]),
+        ..Default::default()
+    };
+    let rd = SeccompProfile::RuntimeDefault;
+    let spec = confined(&c, &rd, None);
+    assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
+    assert!(
+        !allows(&spec, "unshare"),
+        "default capabilities: no CAP_SYS_ADMIN"
+    );
+    assert!(
+        allows(&spec, "chroot"),
+        "default capabilities have CAP_SYS_CHROOT"
+    );
+    c.security_context = Some(SecurityContext {
+        capabilities: Some(Capabilities {
+            add: Some(vec!["SYS_ADMIN".into()]),
+            drop: Some(vec!["SYS_CHROOT".into()]),
+        }),
+        ..Default::default()
+    });
+    let spec = confined(&c, &rd, Some("k8s-profile"));
+    assert!(allows(&spec, "unshare"), "added CAP_SYS_ADMIN");
+    assert!(!allows(&spec, "chroot"), "dropped CAP_SYS_CHROOT");
+    assert_eq!(
+        spec.process()
+            .as_ref()
+            .unwrap()
+            .apparmor_profile()
+            .as_deref(),
+        Some("k8s-profile")
+    );
+    c.security_context = Some(SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    let spec = confined(&c, &rd, None);
+    assert_eq!(spec.linux().as_ref().unwrap().seccomp(), &None);
+    assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
+    c.security_context = None;
+    let spec = confined(&c, &SeccompProfile::Unconfined, None);
+    assert_eq!(spec.linux().as_ref().unwrap().seccomp(), &None);
 }

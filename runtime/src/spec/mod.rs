@@ -7,6 +7,7 @@ mod namespaces;
 mod pause;
 mod process;
 mod resources;
+mod seccomp;
 mod user;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub use namespaces::{NamespaceMode, NamespacePaths, PidNamespace, PodNamespaces}
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::{container_env, expand, merge_env};
 pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
+pub use seccomp::{default_profile, linux_seccomp, load_profile, SeccompHost, SeccompProfile};
 pub use user::{Identity, UserRequest};
 
 /// The default `PATH` of a container whose image sets none.
@@ -53,6 +55,10 @@ pub enum SpecError {
     /// oci-spec refused a value.
     #[error("building the OCI spec: {0}")]
     Oci(#[source] oci_spec::OciSpecError),
+    /// The seccomp profile cannot be used (containerd's messages: a `Localhost` file that
+    /// cannot be read or decoded, or a kernel without seccomp).
+    #[error("{0}")]
+    Seccomp(String),
 }
 
 /// The pod a container belongs to.
@@ -243,6 +249,10 @@ pub struct ContainerSpecInput<'a> {
     pub limits: &'a HostLimits,
     /// The host's device nodes, given to privileged containers.
     pub host_devices: &'a [oci_spec::runtime::LinuxDevice],
+    /// The seccomp profile the kubelet resolved (privileged containers get none).
+    pub seccomp: &'a SeccompProfile,
+    /// `process.apparmorProfile`: the AppArmor profile the kubelet resolved, if any.
+    pub apparmor: Option<&'a str>,
 }
 
 fn oci<T>(r: Result<T, oci_spec::OciSpecError>) -> Result<T, SpecError> {
@@ -337,6 +347,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         caps_req.and_then(|c| c.drop.as_deref()).unwrap_or(&[]),
     )?;
     let capset: oci_spec::runtime::Capabilities = caps.into_iter().collect();
+    let bounding: Vec<_> = capset.iter().copied().collect();
     let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(oci(UserBuilder::default()
@@ -361,6 +372,9 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         );
     if let Some(adj) = input.oom_score_adj {
         process = process.oom_score_adj(input.limits.clamp_oom_score_adj(adj));
+    }
+    if let Some(profile) = input.apparmor {
+        process = process.apparmor_profile(profile);
     }
 
     let mut mount_list = mounts::default_mounts(privileged)?;
@@ -406,6 +420,13 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     if privileged && !input.host_devices.is_empty() {
         linux.set_devices(Some(input.host_devices.to_vec()));
     }
+    // After the capabilities: the default profile allows what the bounding set allows.
+    linux.set_seccomp(seccomp::linux_seccomp(
+        input.seccomp,
+        privileged,
+        &bounding,
+        &SeccompHost::current(),
+    )?);
     if let Some(p) = rootfs_propagation {
         linux.set_rootfs_propagation(Some(p.into()));
     }

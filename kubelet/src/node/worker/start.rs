@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubenode_runtime::image::{Image, PullPolicy};
-use kubenode_runtime::spec::BindMount;
+use kubenode_runtime::spec::{BindMount, SeccompProfile};
 use kubenode_runtime::{ContainerConfig, ImageRef, Sandbox};
 
 use super::outcome::{StartOutcome, SyncError};
@@ -14,6 +14,38 @@ use crate::events::ObjectRef;
 use crate::node::actions::Start;
 use crate::node::observe::{self, BlockCause, Blocked};
 use crate::status::reason;
+
+/// The seccomp profile and the AppArmor profile name of a container, or the waiting reason and
+/// message when they cannot be had: the kubelet's own (`CreateContainerConfigError`, a
+/// `Localhost` seccomp type without a name) or the runtime's (`CreateContainerError`, an
+/// AppArmor profile that is not loaded).
+fn confinement(
+    pod: &Pod,
+    container: &Container,
+    config: &crate::config::Config,
+) -> Result<(SeccompProfile, Option<String>), (&'static str, String)> {
+    let spec = pod.spec.as_ref();
+    let seccomp = crate::security::seccomp_profile(
+        spec.and_then(|s| s.security_context.as_ref()),
+        container,
+        &config.root_dir,
+        config.seccomp_default,
+    )
+    .map_err(|m| (reason::CREATE_CONTAINER_CONFIG_ERROR, m))?;
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        == Some(true);
+    let profile = crate::security::apparmor::container_profile(pod, container);
+    let apparmor = crate::security::apparmor::profile_name(
+        profile.as_ref(),
+        privileged,
+        &crate::security::SystemAppArmor,
+    )
+    .map_err(|m| (reason::CREATE_CONTAINER_ERROR, m))?;
+    Ok((seccomp, apparmor))
+}
 
 impl PodWorker {
     /// Pulls, creates and starts one container. Returns a shorter requeue when it is held, or
@@ -113,6 +145,18 @@ impl PodWorker {
             // once pause runs.
             self.finish_sandbox(pod).await?;
         }
+        let (seccomp, apparmor) = match confinement(pod, &container, &self.deps.config) {
+            Ok(c) => c,
+            Err((reason, message)) => {
+                return Ok(self.create_failed(
+                    &obj,
+                    &container.name,
+                    reason,
+                    message,
+                    BlockCause::Other,
+                ));
+            }
+        };
         let pod_ip = self.state.record.pod_ips.first().map(ToString::to_string);
         let config = ContainerConfig {
             resolved_env: observe::field_ref_env(
@@ -132,6 +176,8 @@ impl PodWorker {
             mounts,
             service_env: self.deps.service_env(pod),
             oom_score_adj: Some(container_oom_score_adj(pod, &container, node_memory())),
+            seccomp,
+            apparmor,
         };
         let created = self
             .deps
