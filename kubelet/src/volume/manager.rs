@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use kubenode_fsutil::IoError;
 use kubenode_runtime::spec::{BindMount, Propagation};
 
 use super::mounter::Mounter;
@@ -184,11 +185,11 @@ impl VolumeManager {
                     .create(&host)
                     .map_err(|source| VolumeError::SetUp {
                         volume: vol.name.clone(),
-                        source: SetUpError::Io {
-                            what: "creating the missing hostPath directory",
-                            path: host.clone(),
+                        source: SetUpError::Io(IoError::new(
+                            "creating the missing hostPath directory",
+                            &host,
                             source,
-                        },
+                        )),
                     })?;
                 tracing::info!(path = %host.display(), "created a missing hostPath directory for the bind mount");
             }
