@@ -13,7 +13,8 @@
 //! CVE-2021-41103: any host user could walk into a snapshot and run an image's setuid binary.
 //!
 //! [`IoError`] is the failed operation with its path that the other crates' errors wrap;
-//! [`if_present`] and [`read_dir_if_present`] read a file or directory that may be missing.
+//! [`if_present`] and [`read_dir_if_present`] read a file or directory that may be missing;
+//! [`lock`] is the one policy for a poisoned mutex.
 
 use std::fs::{DirEntry, File, OpenOptions};
 use std::io::{self, Write};
@@ -22,8 +23,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod error;
+mod lock;
 
 pub use error::IoError;
+pub use lock::lock;
 
 static TEMP_FILES: AtomicU64 = AtomicU64::new(0);
 

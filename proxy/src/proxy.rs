@@ -14,6 +14,7 @@ use crate::model::{
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kubenode_fsutil::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -294,10 +295,7 @@ impl Proxy {
 
     /// A snapshot of what the proxy serves.
     pub fn status(&self) -> ProxyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.status, "proxy status").clone()
     }
 
     /// Allocates, resolves endpoints and computes the desired ruleset (no I/O but the
@@ -489,7 +487,7 @@ impl Proxy {
             }
         }
         if services_changed || endpoints_changed || self.pods_dirty {
-            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = lock(&self.status, "proxy status");
             if services_changed {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
@@ -530,7 +528,7 @@ impl Proxy {
             self.route_localnet = true;
         }
         let result = self.syncer.sync(&rs);
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.status, "proxy status");
         let report = match result {
             Ok(r) => r,
             Err(e) => {
