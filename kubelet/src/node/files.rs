@@ -137,25 +137,31 @@ mod tests {
     use k8s_openapi::api::core::v1::{HostAlias, PodSpec};
 
     use super::*;
+    use crate::testing::{self, PodBuilder};
+
+    fn shop_pod() -> PodBuilder {
+        testing::pod()
+            .name("web-node1")
+            .namespace("shop")
+            .spec(PodSpec::default())
+    }
 
     fn pod() -> Pod {
-        let mut p = Pod::default();
-        p.metadata.name = Some("web-node1".into());
-        p.metadata.namespace = Some("shop".into());
-        p.spec = Some(PodSpec::default());
-        p
+        shop_pod().build()
     }
 
     #[test]
     fn hosts_with_ip_subdomain_and_aliases() {
-        let mut p = pod();
-        let spec = p.spec.as_mut().unwrap();
-        spec.hostname = Some("web".into());
-        spec.subdomain = Some("front".into());
-        spec.host_aliases = Some(vec![HostAlias {
-            ip: "10.1.2.3".into(),
-            hostnames: Some(vec!["foo.local".into(), "bar".into()]),
-        }]);
+        let p = shop_pod()
+            .with_spec(|spec| {
+                spec.hostname = Some("web".into());
+                spec.subdomain = Some("front".into());
+                spec.host_aliases = Some(vec![HostAlias {
+                    ip: "10.1.2.3".into(),
+                    hostnames: Some(vec!["foo.local".into(), "bar".into()]),
+                }]);
+            })
+            .build();
         let text = hosts_file(&p, &["10.244.1.5".parse().unwrap()], "cluster.local");
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(
