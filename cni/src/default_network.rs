@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use kubenode_fsutil::IoError;
 use serde_json::json;
 
 use crate::spec::{ConfigError, NetworkConfigList};
@@ -22,16 +23,8 @@ pub enum DefaultNetworkError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A file or link could not be written.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// What the default network looks like beyond the pod CIDR (see [`ensure_default_network_with`]).
@@ -78,17 +71,13 @@ pub fn ensure_default_network_with(
     net: &DefaultNetwork,
     self_exe: &Path,
 ) -> Result<bool, DefaultNetworkError> {
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DefaultNetworkError::Io { what, path, source }
-    };
-    std::fs::create_dir_all(bin_dir).map_err(io("creating", bin_dir))?;
+    std::fs::create_dir_all(bin_dir).map_err(IoError::with("creating", bin_dir))?;
     let link = bin_dir.join("kubenode-bridge");
     if std::fs::read_link(&link).ok().as_deref() != Some(self_exe) {
         let tmp = bin_dir.join(".kubenode-bridge.tmp");
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(self_exe, &tmp).map_err(io("linking", &tmp))?;
-        std::fs::rename(&tmp, &link).map_err(io("installing", &link))?;
+        std::os::unix::fs::symlink(self_exe, &tmp).map_err(IoError::with("linking", &tmp))?;
+        std::fs::rename(&tmp, &link).map_err(IoError::with("installing", &link))?;
         tracing::info!(link = %link.display(), target = %self_exe.display(), "installed kubenode-bridge");
     }
     let Some(pod_cidr) = net.pod_cidr else {
@@ -121,10 +110,11 @@ pub fn ensure_default_network_with(
             .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
     }
     let doc = json!({"cniVersion": "1.0.0", "name": DEFAULT_NETWORK_NAME, "plugins": plugins});
-    std::fs::create_dir_all(conf_dir).map_err(io("creating", conf_dir))?;
+    std::fs::create_dir_all(conf_dir).map_err(IoError::with("creating", conf_dir))?;
     let path = conf_dir.join(DEFAULT_CONFLIST_NAME);
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    kubenode_fsutil::write_atomic(&path, text.as_bytes()).map_err(io("writing", &path))?;
+    kubenode_fsutil::write_atomic(&path, text.as_bytes())
+        .map_err(IoError::with("writing", &path))?;
     tracing::info!(path = %path.display(), pod_cidr = %pod_cidr, "wrote the default CNI network");
     Ok(true)
 }

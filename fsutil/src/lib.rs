@@ -11,12 +11,22 @@
 //! exists, tightens its mode when it is looser than asked (an install from before the modes
 //! were set). containerd did the same for its root and plugin directories after
 //! CVE-2021-41103: any host user could walk into a snapshot and run an image's setuid binary.
+//!
+//! [`IoError`] is the failed operation with its path that the other crates' errors wrap;
+//! [`if_present`] and [`read_dir_if_present`] read a file or directory that may be missing;
+//! [`lock`] is the one policy for a poisoned mutex.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirEntry, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod error;
+mod lock;
+
+pub use error::IoError;
+pub use lock::lock;
 
 static TEMP_FILES: AtomicU64 = AtomicU64::new(0);
 
@@ -103,6 +113,22 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Turns "not found" into `Ok(None)`: for a file or directory that may be missing, e.g.
+/// `if_present(std::fs::symlink_metadata(p))?`. Any other error stays an error.
+pub fn if_present<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The entries of `dir` as [`std::fs::read_dir`] gives them, except that a missing `dir` has
+/// none.
+pub fn read_dir_if_present(dir: &Path) -> io::Result<impl Iterator<Item = io::Result<DirEntry>>> {
+    Ok(if_present(std::fs::read_dir(dir))?.into_iter().flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +189,26 @@ mod tests {
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(!ensure_dir(&old, 0o711).unwrap());
         assert_eq!(mode_of(&old), 0o700);
+    }
+
+    #[test]
+    fn a_missing_directory_lists_as_empty_and_other_errors_stay() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_dir_if_present(&d.path().join("gone")).unwrap().count(),
+            0
+        );
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let names: Vec<_> = read_dir_if_present(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("f")]);
+        // A file is not a directory: that is an error, not "missing".
+        assert!(read_dir_if_present(&d.path().join("f")).is_err());
+        assert!(if_present(std::fs::metadata(d.path().join("gone")))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod backoff;
 pub mod config;
+pub mod duration;
 pub mod events;
 pub mod node;
 pub mod prober;

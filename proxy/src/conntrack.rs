@@ -6,6 +6,7 @@
 //! away, flows DNATed to it are dropped, so the next datagram is balanced again.
 
 use crate::model::{Endpoint, Protocol, ServicePortInfo, ServicePortName};
+use kubenode_fsutil::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -110,16 +111,13 @@ pub struct RecordingConntrack {
 impl RecordingConntrack {
     /// Every filter deleted so far.
     pub fn calls(&self) -> Vec<FlowFilter> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.calls, "conntrack calls").clone()
     }
 }
 
 impl Conntrack for RecordingConntrack {
     fn delete_udp(&self, filter: &FlowFilter) -> Result<(), ConntrackError> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(filter.clone());
+        lock(&self.calls, "conntrack calls").push(filter.clone());
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use crate::model::{
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kubenode_fsutil::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -299,10 +300,7 @@ impl Proxy {
 
     /// A snapshot of what the proxy serves.
     pub fn status(&self) -> ProxyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.status, "proxy status").clone()
     }
 
     /// Allocates, resolves endpoints and computes the desired ruleset (no I/O but the
@@ -519,7 +517,7 @@ impl Proxy {
             }
         }
         if services_changed || endpoints_changed || self.pods_dirty {
-            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = lock(&self.status, "proxy status");
             if services_changed {
                 st.services = r.services.clone();
                 st.errors = r.errors.clone();
@@ -564,7 +562,7 @@ impl Proxy {
         let result = self.syncer.sync(&rs);
         // After the rules: what was left unsaved can wait that long (see `allocate_changed`).
         self.allocator.save_deferred();
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.status, "proxy status");
         let report = match result {
             Ok(r) => r,
             Err(e) => {

@@ -5,22 +5,16 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use kubenode_fsutil::IoError;
+
 use crate::oci::OciError;
 
 /// An error of a runtime operation on a pod or container.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// Preparing the runtime's own directories or files failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Generating the OCI spec of a container failed (bad user, no command...).
     #[error("generating the OCI spec of container {container} of pod {pod}: {source}")]
     Spec {
@@ -131,11 +125,7 @@ impl RuntimeError {
     }
 
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RuntimeError::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        RuntimeError::Io(IoError::new(what, path, source))
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use kubenode_fsutil::if_present;
 pub use kubenode_fsutil::{ensure_dir, sync_dir, write_atomic, write_atomic_mode};
 
 /// Mode of the directories under the state root that only the agent (root) uses: snapshots,
@@ -57,10 +58,8 @@ pub(crate) fn remove_any(path: &Path) -> io::Result<()> {
 /// directory below it on another device (a mount point the caller did not unmount) stops the
 /// removal with an error and keeps everything under that mount. A missing `dir` is fine.
 pub(crate) fn remove_dir_same_fs(dir: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(meta) = if_present(fs::symlink_metadata(dir))? else {
+        return Ok(());
     };
     if !meta.is_dir() {
         return fs::remove_file(dir);

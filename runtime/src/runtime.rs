@@ -181,8 +181,7 @@ impl Runtime {
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data: keep using it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        kubenode_fsutil::lock(&self.state, "runtime state")
     }
 
     pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {

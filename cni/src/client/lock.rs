@@ -54,7 +54,7 @@ impl ContainerLocks {
     /// Waits until no other task or process operates on `container_id`.
     pub async fn lock(&self, container_id: &str) -> std::io::Result<ContainerGuard> {
         let m = {
-            let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = kubenode_fsutil::lock(&self.inner, "CNI container locks");
             map.retain(|_, m| Arc::strong_count(m) > 1);
             map.entry(container_id.to_string()).or_default().clone()
         };

@@ -167,13 +167,7 @@ impl CniClient {
             .await?;
         self.cache
             .remove(&net.name, &att.container_id, &att.ifname)
-            .map_err(|source| ClientError::Io {
-                what: format!(
-                    "removing the cached result of container {}",
-                    att.container_id
-                ),
-                source,
-            })
+            .map_err(cache_error("removing", &att))
     }
 
     async fn del_chain(
@@ -332,13 +326,7 @@ impl CniClient {
     ) -> Result<Option<CacheEntry>, ClientError> {
         self.cache
             .get(&net.name, &att.container_id, &att.ifname)
-            .map_err(|source| ClientError::Io {
-                what: format!(
-                    "reading the cached result of container {}",
-                    att.container_id
-                ),
-                source,
-            })
+            .map_err(cache_error("reading", att))
     }
 
     /// Held by ADD, CHECK and DEL: the GC lock (shared) and the container's lock.
@@ -360,4 +348,13 @@ impl CniClient {
                 source,
             })
     }
+}
+
+/// The error of `action` ("reading", "removing") on the cached result of `att`'s container.
+fn cache_error(action: &str, att: &Attachment) -> impl FnOnce(std::io::Error) -> ClientError {
+    let what = format!(
+        "{action} the cached result of container {}",
+        att.container_id
+    );
+    move |source| ClientError::Io { what, source }
 }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use kubenode_fsutil::IoError;
 use nix::fcntl::{Flock, FlockArg};
 
 /// An allocation store operation failed.
@@ -25,16 +26,8 @@ pub enum IpamError {
     #[error("pod CIDR {0} is too small to allocate from (needs /30 or larger, /126 for IPv6)")]
     TooSmall(IpNet),
     /// Reading or writing the store failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// The addresses a network hands out: a subnet minus its network address, its last address
@@ -119,29 +112,16 @@ impl Store {
 
     /// Takes the store's flock (blocking until other processes release it).
     pub fn lock(&self) -> Result<Locked<'_>, IpamError> {
-        fn io<'p>(
-            what: &'static str,
-            path: &'p Path,
-        ) -> impl FnOnce(std::io::Error) -> IpamError + 'p {
-            move |source| IpamError::Io {
-                what,
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-        std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
+        std::fs::create_dir_all(&self.dir).map_err(IoError::with("creating", &self.dir))?;
         let path = self.dir.join("lock");
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(io("opening", &path))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| IpamError::Io {
-            what: "locking",
-            path: path.clone(),
-            source: e.into(),
-        })?;
+            .map_err(IoError::with("opening", &path))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| IoError::new("locking", &path, e.into()))?;
         Ok(Locked {
             store: self,
             _lock: lock,
@@ -153,11 +133,7 @@ impl Locked<'_> {
     /// Every allocation in the store.
     pub fn list(&self) -> Result<Vec<Allocation>, IpamError> {
         let dir = &self.store.dir;
-        let rd = std::fs::read_dir(dir).map_err(|source| IpamError::Io {
-            what: "listing",
-            path: dir.clone(),
-            source,
-        })?;
+        let rd = std::fs::read_dir(dir).map_err(IoError::with("listing", dir))?;
         let mut out = Vec::new();
         for entry in rd.flatten() {
             let Ok(ip) = entry.file_name().to_string_lossy().parse::<IpAddr>() else {
@@ -226,28 +202,13 @@ impl Locked<'_> {
                 {
                     Ok(mut f) => {
                         f.write_all(format!("{container_id}\r\n{ifname}").as_bytes())
-                            .map_err(|source| IpamError::Io {
-                                what: "writing",
-                                path: path.clone(),
-                                source,
-                            })?;
-                        std::fs::write(&cursor_path, ip.to_string()).map_err(|source| {
-                            IpamError::Io {
-                                what: "writing",
-                                path: cursor_path.clone(),
-                                source,
-                            }
-                        })?;
+                            .map_err(IoError::with("writing", &path))?;
+                        std::fs::write(&cursor_path, ip.to_string())
+                            .map_err(IoError::with("writing", &cursor_path))?;
                         return Ok(ip);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(source) => {
-                        return Err(IpamError::Io {
-                            what: "creating",
-                            path,
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(IoError::new("creating", path, source).into()),
                 }
             }
             n = if n >= hi { lo } else { n + 1 };
@@ -272,13 +233,7 @@ impl Locked<'_> {
             match std::fs::remove_file(&path) {
                 Ok(()) => freed.push(a.ip),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(IpamError::Io {
-                        what: "removing",
-                        path,
-                        source,
-                    })
-                }
+                Err(source) => return Err(IoError::new("removing", path, source).into()),
             }
         }
         Ok(freed)

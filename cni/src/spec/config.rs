@@ -217,16 +217,11 @@ fn pick_version(doc: &Map<String, Value>) -> Option<String> {
 }
 
 fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ConfigError::ReadDir {
-                dir: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
+    let entries =
+        kubenode_fsutil::read_dir_if_present(dir).map_err(|source| ConfigError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

@@ -2,6 +2,7 @@
 //! sleeping.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kubenode_fsutil::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,19 +47,19 @@ impl TestClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = lock(&self.now, "test clock");
         let delta = SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
         *now = now.checked_add(delta).unwrap_or(Timestamp::MAX);
     }
 
     /// Sets the clock to `to`.
     pub fn set(&self, to: Timestamp) {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = to;
+        *lock(&self.now, "test clock") = to;
     }
 }
 
 impl Clock for TestClock {
     fn now(&self) -> Timestamp {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.now, "test clock")
     }
 }

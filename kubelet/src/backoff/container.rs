@@ -1,7 +1,7 @@
 //! The crash-loop decision for one container, as upstream `doBackOff`.
 
 use super::Backoff;
-use crate::config::format_duration;
+use crate::duration::format_duration;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
 

@@ -10,13 +10,8 @@ use std::path::Path;
 /// `dir` (`<logDir>/<ns>_<pod>_<uid>/<container>`) gets: 0 when the
 /// directory is missing or holds no `<n>.log*` file, else the highest `n` + 1.
 pub fn restart_count_from_log_dir(dir: &Path) -> io::Result<i32> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
     let mut count = 0;
-    for entry in entries {
+    for entry in kubenode_fsutil::read_dir_if_present(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
             continue;

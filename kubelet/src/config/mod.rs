@@ -8,14 +8,13 @@
 //! subcommands' flag defaults and the proxy wiring all read the constants below.
 
 mod cidr;
-mod duration;
 mod file;
 mod host;
 mod node_ip;
 mod resolve;
 
+pub use crate::duration::{format_duration, parse_duration, DurationError};
 pub use cidr::{parse_cidr, CidrError, PortRange};
-pub use duration::{format_duration, parse_duration, DurationError};
 pub use file::{ConfigFile, API_VERSION, KIND};
 pub use host::{Host, InterfaceInfo, SystemHost};
 pub use node_ip::{choose_node_ip, parse_default_route_interface, NodeIpRule};

@@ -1,7 +1,7 @@
 //! How kubectl shows events: the `kubectl get events` row (upstream
 //! `printEvent`) and the `Events:` table of `kubectl describe`.
 
-use crate::status::human_duration;
+use crate::duration::human_duration;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 

@@ -11,6 +11,7 @@ pub use display::{describe_event, event_row, EventRow, DESCRIBE_EVENT_COLUMNS, E
 use crate::backoff::Clock;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kubenode_fsutil::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -189,7 +190,7 @@ impl Recorder {
             reason: reason.into(),
             message,
         };
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state, "events");
         st.seq += 1;
         let seq = st.seq;
         let event = match st.by_key.get(&key).copied() {
@@ -262,7 +263,7 @@ impl Recorder {
 
     /// Every kept event, oldest (by last occurrence) first.
     pub fn list(&self) -> Vec<Event> {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = lock(&self.state, "events");
         st.events.values().cloned().collect()
     }
 
@@ -276,11 +277,7 @@ impl Recorder {
 
     /// Number of kept events.
     pub fn len(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .events
-            .len()
+        lock(&self.state, "events").events.len()
     }
 
     /// True when nothing is kept.

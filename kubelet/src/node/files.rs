@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
 /// The pod's hostname: `spec.hostname` or the pod name (truncated to 63 characters).
 pub fn hostname(pod: &Pod) -> String {
@@ -21,6 +21,17 @@ pub fn hostname(pod: &Pod) -> String {
         .to_string()
 }
 
+/// The pod's spec (empty when it has none) and namespace (`default` when unset).
+fn spec_and_namespace(pod: &Pod) -> (PodSpec, String) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    (spec, ns)
+}
+
 /// The managed `/etc/hosts`: localhost lines, the pod's IPs with its hostname (and FQDN with a
 /// subdomain), then `hostAliases`.
 pub fn hosts_file(pod: &Pod, pod_ips: &[IpAddr], cluster_domain: &str) -> String {
@@ -29,12 +40,7 @@ pub fn hosts_file(pod: &Pod, pod_ips: &[IpAddr], cluster_domain: &str) -> String
          fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
     let host = hostname(pod);
-    let spec = pod.spec.clone().unwrap_or_default();
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let (spec, ns) = spec_and_namespace(pod);
     for ip in pod_ips {
         match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => out.push_str(&format!(
@@ -58,12 +64,7 @@ pub fn hosts_file(pod: &Pod, pod_ips: &[IpAddr], cluster_domain: &str) -> String
 /// host's; `None` uses only `dnsConfig`), with `dnsConfig` merged in. `host` is the node's
 /// resolv.conf text.
 pub fn resolv_conf(pod: &Pod, cluster_dns: &[String], cluster_domain: &str, host: &str) -> String {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let (spec, ns) = spec_and_namespace(pod);
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let host_network = spec.host_network.unwrap_or(false);
     let (host_ns, host_search, host_opts) = parse_resolv(host);
@@ -136,25 +137,31 @@ mod tests {
     use k8s_openapi::api::core::v1::{HostAlias, PodSpec};
 
     use super::*;
+    use crate::testing::{self, PodBuilder};
+
+    fn shop_pod() -> PodBuilder {
+        testing::pod()
+            .name("web-node1")
+            .namespace("shop")
+            .spec(PodSpec::default())
+    }
 
     fn pod() -> Pod {
-        let mut p = Pod::default();
-        p.metadata.name = Some("web-node1".into());
-        p.metadata.namespace = Some("shop".into());
-        p.spec = Some(PodSpec::default());
-        p
+        shop_pod().build()
     }
 
     #[test]
     fn hosts_with_ip_subdomain_and_aliases() {
-        let mut p = pod();
-        let spec = p.spec.as_mut().unwrap();
-        spec.hostname = Some("web".into());
-        spec.subdomain = Some("front".into());
-        spec.host_aliases = Some(vec![HostAlias {
-            ip: "10.1.2.3".into(),
-            hostnames: Some(vec!["foo.local".into(), "bar".into()]),
-        }]);
+        let p = shop_pod()
+            .with_spec(|spec| {
+                spec.hostname = Some("web".into());
+                spec.subdomain = Some("front".into());
+                spec.host_aliases = Some(vec![HostAlias {
+                    ip: "10.1.2.3".into(),
+                    hostnames: Some(vec!["foo.local".into(), "bar".into()]),
+                }]);
+            })
+            .build();
         let text = hosts_file(&p, &["10.244.1.5".parse().unwrap()], "cluster.local");
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(

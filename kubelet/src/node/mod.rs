@@ -26,7 +26,7 @@ pub use files::{hostname, hosts_file, resolv_conf};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use kubenode_cni::CniClient;
@@ -75,20 +75,8 @@ pub struct ProxyInput {
     pub pods: Vec<Pod>,
 }
 
-/// Locks `mutex`, recovering it when a thread panicked while holding it.
-///
-/// Every mutex of the node keeps plain tables (pods, back-offs, services) that each update
-/// leaves whole: a panic in one pod's worker must not take the whole node down with it, so the
-/// data is used as it is, and the recovery is logged.
-pub(crate) fn lock<'a, T>(mutex: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
-    mutex.lock().unwrap_or_else(|poisoned| {
-        tracing::error!(
-            lock = what,
-            "a thread panicked holding the lock; using its data as left"
-        );
-        poisoned.into_inner()
-    })
-}
+/// The workspace's poisoned-lock policy: recover the data, log it.
+pub(crate) use kubenode_fsutil::lock;
 
 /// The kubelet of one node: admission and the pod workers' lifecycle over the dependencies
 /// they share.

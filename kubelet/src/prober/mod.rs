@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use k8s_openapi::jiff::Timestamp;
+use kubenode_fsutil::lock;
 use kubenode_runtime::{ContainerState, ContainerStatus};
 use tokio::sync::Semaphore;
 
@@ -278,7 +279,7 @@ impl Prober {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.state, "probe results")
     }
 
     /// Brings the pod's probe workers in line with its instances: a worker per probe of each
@@ -406,7 +407,7 @@ impl Prober {
 
 impl Shared {
     fn result(&self, container_id: &str, kind: ProbeKind) -> ProbeResult {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = lock(&self.state, "probe results");
         state
             .results
             .get(&(container_id.to_string(), kind))
@@ -421,7 +422,7 @@ impl Shared {
         result: Option<ProbeResult>,
         detail: String,
     ) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state, "probe results");
         let key = (target.container_id.clone(), kind);
         let before = state.results.get(&key).map_or(kind.initial(), |r| r.result);
         let after = result.unwrap_or(before);

@@ -1,36 +1,6 @@
-//! `kubectl get pods` rows, after upstream `printers_test.go` (`TestPrintPod*`)
-//! and `duration_test.go`.
+//! `kubectl get pods` rows, after upstream `printers_test.go` (`TestPrintPod*`).
 
 use super::*;
-
-#[test]
-fn human_durations() {
-    let cases = [
-        (-2, "<invalid>"),
-        (-1, "0s"),
-        (0, "0s"),
-        (1, "1s"),
-        (70, "70s"),
-        (119, "119s"),
-        (120, "2m"),
-        (190, "3m10s"),
-        (600, "10m"),
-        (70 * 60, "70m"),
-        (179 * 60, "179m"),
-        (180 * 60, "3h"),
-        (5 * 3600 + 30 * 60, "5h30m"),
-        (47 * 3600, "47h"),
-        (49 * 3600, "2d1h"),
-        (48 * 3600, "2d"),
-        ((8 * 24 + 2) * 3600, "8d"),
-        (367 * 24 * 3600, "367d"),
-        ((365 * 2 * 24 + 25) * 3600, "2y1d"),
-        ((365 * 8 * 24 + 2) * 3600, "8y"),
-    ];
-    for (secs, want) in cases {
-        assert_eq!(human_duration(secs), want, "{secs}");
-    }
-}
 
 const NOW: i64 = 1_700_000_000;
 

@@ -17,12 +17,13 @@ mod termination;
 #[cfg(test)]
 mod tests;
 
+pub use crate::duration::human_duration;
 pub use conditions::*;
 pub use containers::{
     container_statuses, reason, terminated_reason, ObservedContainer, ObservedState, Terminated,
     START_ERROR_EXIT_CODE,
 };
-pub use display::{human_duration, pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
+pub use display::{pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
 pub use phase::{
     get_phase, has_any_regular_container_started, is_restartable_init, is_terminal, RestartPolicy,
     FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN,

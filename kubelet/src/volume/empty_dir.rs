@@ -16,6 +16,7 @@ use super::mounter::{MountError, Mounter};
 use super::mountinfo::{self, MountPoint};
 use super::SetUpError;
 use crate::validation::quantity::Quantity;
+use kubenode_fsutil::IoError;
 
 /// The plugin's directory name under `volumes/`.
 pub const PLUGIN_DIR: &str = "kubernetes.io~empty-dir";
@@ -62,13 +63,7 @@ pub fn tmpfs_size(node_memory: u64, pod_limit: Option<u64>, size_limit: Option<u
 
 /// Makes `dir` a 0777 directory.
 fn make_dir(dir: &Path) -> Result<(), SetUpError> {
-    let io = |what| {
-        move |source| SetUpError::Io {
-            what,
-            path: dir.into(),
-            source,
-        }
-    };
+    let io = |what| IoError::with(what, dir);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o777)

@@ -19,6 +19,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::HostPathVolumeSource;
 
 use super::SetUpError;
+use kubenode_fsutil::IoError;
 
 /// The eight `type` values (the empty string is "no check").
 pub const TYPES: [&str; 8] = [
@@ -56,11 +57,7 @@ pub(super) fn set_up(source: &HostPathVolumeSource) -> Result<(), SetUpError> {
                     .recursive(true)
                     .mode(0o755)
                     .create(path)
-                    .map_err(|source| SetUpError::Io {
-                        what: "creating the hostPath directory",
-                        path: path.into(),
-                        source,
-                    })?;
+                    .map_err(IoError::with("creating the hostPath directory", path))?;
                 tracing::info!(path, "created hostPath directory");
                 return Ok(());
             }
@@ -78,11 +75,7 @@ pub(super) fn set_up(source: &HostPathVolumeSource) -> Result<(), SetUpError> {
                     .truncate(false)
                     .mode(0o644)
                     .open(Path::new(path))
-                    .map_err(|source| SetUpError::Io {
-                        what: "creating the hostPath file",
-                        path: path.into(),
-                        source,
-                    })?;
+                    .map_err(IoError::with("creating the hostPath file", path))?;
                 tracing::info!(path, "created hostPath file");
                 return Ok(());
             }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use kubenode_fsutil::{lock, IoError};
 use kubenode_runtime::spec::{BindMount, Propagation};
 
 use super::mounter::Mounter;
@@ -101,7 +102,7 @@ impl VolumeManager {
     /// one error; the others are still set up.
     pub fn set_up_pod(&self, pod: &Pod) -> Result<(), Vec<VolumeError>> {
         let uid = uid_of(pod);
-        if self.ready.lock().expect("ready lock").contains(uid) {
+        if lock(&self.ready, "volumes set up").contains(uid) {
             return Ok(());
         }
         let mounts = self
@@ -124,7 +125,7 @@ impl VolumeManager {
             }
         }
         if errors.is_empty() {
-            self.ready.lock().expect("ready lock").insert(uid.into());
+            lock(&self.ready, "volumes set up").insert(uid.into());
             Ok(())
         } else {
             Err(errors)
@@ -184,11 +185,11 @@ impl VolumeManager {
                     .create(&host)
                     .map_err(|source| VolumeError::SetUp {
                         volume: vol.name.clone(),
-                        source: SetUpError::Io {
-                            what: "creating the missing hostPath directory",
-                            path: host.clone(),
+                        source: SetUpError::Io(IoError::new(
+                            "creating the missing hostPath directory",
+                            &host,
                             source,
-                        },
+                        )),
                     })?;
                 tracing::info!(path = %host.display(), "created a missing hostPath directory for the bind mount");
             }
@@ -266,8 +267,8 @@ impl VolumeManager {
     /// directory, never crossing a mount point. Keeps going past failures and reports them all;
     /// the directory stays when anything could not be unmounted.
     pub fn tear_down_pod(&self, uid: &str) -> Result<(), Vec<VolumeError>> {
-        self.ready.lock().expect("ready lock").remove(uid);
-        self.checked.lock().expect("checked lock").remove(uid);
+        lock(&self.ready, "volumes set up").remove(uid);
+        lock(&self.checked, "volume usage checks").remove(uid);
         let dir = self.pod_dir(uid);
         let mut errors = Vec::new();
         let mounts = self
@@ -309,7 +310,7 @@ impl VolumeManager {
         let uid = uid_of(pod);
         let now = Instant::now();
         {
-            let mut checked = self.checked.lock().expect("checked lock");
+            let mut checked = lock(&self.checked, "volume usage checks");
             if checked
                 .get(uid)
                 .is_some_and(|at| now.duration_since(*at) < usage::CHECK_INTERVAL)

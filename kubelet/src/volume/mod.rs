@@ -56,16 +56,8 @@ pub enum SetUpError {
     #[error("volume has no supported source (emptyDir, hostPath or nfs)")]
     Unsupported,
     /// A file system operation failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// To what.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] kubenode_fsutil::IoError),
     /// Mounting failed.
     #[error(transparent)]
     Mount(#[from] MountError),

@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::NFSVolumeSource;
 use super::mounter::Mounter;
 use super::mountinfo::{self, MountPoint};
 use super::SetUpError;
+use kubenode_fsutil::IoError;
 
 /// The plugin's directory name under `volumes/`.
 pub const PLUGIN_DIR: &str = "kubernetes.io~nfs";
@@ -50,11 +51,7 @@ pub(super) fn set_up(
         .recursive(true)
         .mode(0o750)
         .create(dir)
-        .map_err(|source| SetUpError::Io {
-            what: "creating the mount point",
-            path: dir.into(),
-            source,
-        })?;
+        .map_err(IoError::with("creating the mount point", dir))?;
     let options: Vec<String> = if nfs.read_only == Some(true) {
         vec!["ro".into()]
     } else {

@@ -9,6 +9,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use kubenode_fsutil::if_present;
+
 use super::mountinfo::{self, MountPoint};
 
 /// Why a directory was (partly) left in place.
@@ -41,10 +43,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RemoveError + '_ {
 /// Removes `dir` and its contents unless anything at or below it is mounted (per `mounts`), and
 /// without descending into another filesystem. A missing `dir` is fine.
 pub fn remove_dir_safely(dir: &Path, mounts: &[MountPoint]) -> Result<(), RemoveError> {
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(dir)(e)),
+    let Some(meta) = if_present(std::fs::symlink_metadata(dir)).map_err(io(dir))? else {
+        return Ok(());
     };
     let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     if let Some(m) = mountinfo::under(mounts, &real).first() {

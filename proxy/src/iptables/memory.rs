@@ -4,6 +4,7 @@
 
 use super::{Firewall, FirewallError, IptablesMode};
 use crate::rules::Table;
+use kubenode_fsutil::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -80,26 +81,23 @@ impl MemoryFirewall {
 
     /// From now on every restore waits (before it is recorded) until [`Self::release_restores`].
     pub fn hold_restores(&self) {
-        self.gate.lock().unwrap_or_else(|e| e.into_inner()).held = true;
+        lock(&self.gate, "restore gate").held = true;
     }
 
     /// Lets held and later restores go on.
     pub fn release_restores(&self) {
-        self.gate.lock().unwrap_or_else(|e| e.into_inner()).held = false;
+        lock(&self.gate, "restore gate").held = false;
         self.gate_changed.notify_all();
     }
 
     /// How many restores are waiting at the gate now.
     pub fn restores_waiting(&self) -> usize {
-        self.gate.lock().unwrap_or_else(|e| e.into_inner()).waiting
+        lock(&self.gate, "restore gate").waiting
     }
 
     /// Every restore input applied or attempted so far.
     pub fn restores(&self) -> Vec<String> {
-        self.restores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.restores, "restores").clone()
     }
 
     /// Number of `save` calls so far.
@@ -119,14 +117,14 @@ impl MemoryFirewall {
 
     /// Rules of `chain` in `table`, if it exists.
     pub fn chain(&self, table: Table, chain: &str) -> Option<Vec<String>> {
-        self.tables.lock().unwrap_or_else(|e| e.into_inner())[table.name()]
+        lock(&self.tables, "iptables tables")[table.name()]
             .get(chain)
             .cloned()
     }
 
     /// Removes every user chain and every rule of `table`, as `iptables -F; iptables -X` would.
     pub fn flush_table(&self, table: Table) {
-        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = lock(&self.tables, "iptables tables");
         let chains = t.get_mut(table.name()).expect("known table");
         chains.retain(|c, _| builtins(table.name()).contains(&c.as_str()));
         chains.values_mut().for_each(Vec::clear);
@@ -141,7 +139,7 @@ impl MemoryFirewall {
     }
 
     fn apply(&self, input: &str) -> Result<(), FirewallError> {
-        let mut guard = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(&self.tables, "iptables tables");
         let mut current: Option<(&'static str, Chains)> = None;
         for (i, line) in input.lines().enumerate() {
             let n = i + 1;
@@ -256,7 +254,7 @@ impl Firewall for MemoryFirewall {
 
     fn restore(&self, input: &str) -> Result<(), FirewallError> {
         {
-            let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gate = lock(&self.gate, "restore gate");
             gate.waiting += 1;
             while gate.held {
                 gate = self
@@ -266,10 +264,7 @@ impl Firewall for MemoryFirewall {
             }
             gate.waiting -= 1;
         }
-        self.restores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(input.to_string());
+        lock(&self.restores, "restores").push(input.to_string());
         if self.fail_next.load(Ordering::SeqCst) > 0 {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return Err(fail("line 1 failed (injected)".into()));
@@ -279,7 +274,7 @@ impl Firewall for MemoryFirewall {
 
     fn save(&self, table: Table) -> Result<String, FirewallError> {
         self.saves.fetch_add(1, Ordering::SeqCst);
-        let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let t = lock(&self.tables, "iptables tables");
         let chains = &t[table.name()];
         let mut out = format!("*{}\n", table.name());
         let builtin = builtins(table.name());
@@ -305,7 +300,7 @@ impl Firewall for MemoryFirewall {
     }
 
     fn chain_exists(&self, table: Table, chain: &str) -> Result<bool, FirewallError> {
-        Ok(self.tables.lock().unwrap_or_else(|e| e.into_inner())[table.name()].contains_key(chain))
+        Ok(lock(&self.tables, "iptables tables")[table.name()].contains_key(chain))
     }
 
     fn enable_route_localnet(&self) -> Result<(), FirewallError> {

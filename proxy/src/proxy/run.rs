@@ -6,6 +6,7 @@
 use super::{Changes, Proxy};
 use crate::rules::CANARY_CHAIN;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kubenode_fsutil::lock;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,11 +41,11 @@ struct StatusListeners(Mutex<Vec<StatusListener>>);
 impl StatusListeners {
     /// Hands the current status to every listener (after a sync, on the proxy thread).
     fn publish(&self, status: &Mutex<ProxyStatus>) {
-        let listeners = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let listeners = lock(&self.0, "status listeners");
         if listeners.is_empty() {
             return;
         }
-        let snapshot = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let snapshot = lock(status, "proxy status").clone();
         for listener in listeners.iter() {
             listener(&snapshot);
         }
@@ -113,10 +114,7 @@ impl ProxyHandle {
 
     /// What the proxy serves and how its syncs went.
     pub fn status(&self) -> ProxyStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.status, "proxy status").clone()
     }
 
     /// Calls `listener` with the status after every sync (successful or not), on the proxy
@@ -124,12 +122,8 @@ impl ProxyHandle {
     /// run, so that a late listener does not wait for the next one. The listener lives as long
     /// as the proxy thread.
     pub fn on_status(&self, listener: impl Fn(&ProxyStatus) + Send + 'static) {
-        let mut listeners = self.listeners.0.lock().unwrap_or_else(|e| e.into_inner());
-        let status = self
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let mut listeners = lock(&self.listeners.0, "status listeners");
+        let status = lock(&self.status, "proxy status").clone();
         if status.syncs + status.failures > 0 {
             listener(&status);
         }

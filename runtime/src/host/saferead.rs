@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use kubenode_fsutil::IoError;
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -57,16 +58,8 @@ pub enum SafeReadError {
         max: u64,
     },
     /// Any other failure.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// To what.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl SafeReadError {
@@ -79,11 +72,7 @@ impl SafeReadError {
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> SafeReadError + 'a {
     move |e| match e {
         Errno::ENOENT => SafeReadError::NotFound { path: path.into() },
-        e => SafeReadError::Io {
-            what,
-            path: path.into(),
-            source: e.into(),
-        },
+        e => IoError::new(what, path, e.into()).into(),
     }
 }
 
@@ -221,11 +210,7 @@ pub fn open_regular(path: &Path) -> Result<File, SafeReadError> {
 pub fn read_capped(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, SafeReadError> {
     let size = file
         .metadata()
-        .map_err(|source| SafeReadError::Io {
-            what: "inspecting",
-            path: path.into(),
-            source,
-        })?
+        .map_err(IoError::with("inspecting", path))?
         .len();
     if size > max {
         return Err(SafeReadError::TooLarge {
@@ -237,11 +222,7 @@ pub fn read_capped(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, Sa
     let mut data = Vec::with_capacity(size as usize);
     file.take(max + 1)
         .read_to_end(&mut data)
-        .map_err(|source| SafeReadError::Io {
-            what: "reading",
-            path: path.into(),
-            source,
-        })?;
+        .map_err(IoError::with("reading", path))?;
     if data.len() as u64 > max {
         return Err(SafeReadError::TooLarge {
             path: path.into(),
@@ -255,13 +236,7 @@ pub fn read_capped(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, Sa
 /// Reads at most the last `max` bytes of `file` (upstream kubelet's `tail.ReadAtMost`), and
 /// whether bytes before them were left out.
 pub fn read_tail(file: &mut File, path: &Path, max: u64) -> Result<(Vec<u8>, bool), SafeReadError> {
-    let io = |what: &'static str| {
-        move |source| SafeReadError::Io {
-            what,
-            path: path.into(),
-            source,
-        }
-    };
+    let io = |what| IoError::with(what, path);
     let size = file.metadata().map_err(io("inspecting"))?.len();
     let start = size.saturating_sub(max);
     file.seek(SeekFrom::Start(start))

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use kubenode_fsutil::IoError;
+
 /// Everything that can go wrong while parsing, pulling, importing, unpacking
 /// or removing an image.
 ///
@@ -154,16 +156,8 @@ pub enum ImageError {
         users: Vec<String>,
     },
     /// A filesystem operation on the store failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done, e.g. "writing blob".
-        action: &'static str,
-        /// The path it was done to.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl ImageError {
@@ -182,12 +176,8 @@ impl ImageError {
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> ImageError {
-        let path = path.into();
-        move |source| ImageError::Io {
-            action,
-            path,
-            source,
-        }
+        let io = IoError::with(action, path);
+        move |source| ImageError::Io(io(source))
     }
 }
 

@@ -49,7 +49,7 @@ impl Locks {
     /// Locks `key` (e.g. `blob-<hex>`, `snapshot-<hex>`, `index`) exclusively.
     pub(crate) async fn key(&self, key: &str) -> Result<KeyLock> {
         let mutex = {
-            let mut map = self.keyed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = kubenode_fsutil::lock(&self.keyed, "image key locks");
             map.retain(|_, w| w.strong_count() > 0);
             match map.get(key).and_then(Weak::upgrade) {
                 Some(m) => m,

@@ -189,9 +189,7 @@ impl ImageStore {
     pub(crate) fn load_image(&self, name: &str, entry: &Entry) -> Result<Option<Image>> {
         let (manifest, config) = match self.read_manifest_and_config(name, &entry.digest) {
             Ok(mc) => mc,
-            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(None)
-            }
+            Err(ImageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut layers = Vec::new();

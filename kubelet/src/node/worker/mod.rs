@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kubenode_cni::CniClient;
 use kubenode_runtime::image::{ImageStore, PullOptions};
 use kubenode_runtime::spec::PodInfo;
@@ -77,7 +78,9 @@ const POD_IFNAME: &str = "eth0";
 struct PodRecord {
     sandbox_id: Option<String>,
     pod_ips: Vec<IpAddr>,
-    start_time: Option<String>,
+    /// When the pod's first sandbox was made; on disk as RFC 3339 text
+    /// (`2026-01-02T03:04:05.123456789Z`), as it always was.
+    start_time: Option<Timestamp>,
     /// CNI ADD of the sandbox has not finished: after an agent restart, such a sandbox is
     /// recreated rather than adopted.
     #[serde(default)]
@@ -418,12 +421,7 @@ impl PodWorker {
             sandbox_ready,
             pod_ips,
             host_ips: vec![node_ip],
-            start_time: self
-                .state
-                .record
-                .start_time
-                .as_deref()
-                .and_then(|t| t.parse().ok()),
+            start_time: self.state.record.start_time,
             containers,
             terminal: pod.metadata.deletion_timestamp.is_some(),
         };
@@ -470,4 +468,35 @@ fn termination_message(
         start_error: s.reason.as_deref() == Some(crate::status::reason::START_ERROR),
         containers_in_pod: containers.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_with_the_start_time_as_text_loads_and_is_written_back_the_same() {
+        // `sandbox.json` as the agent wrote it when the record kept the time as a string (and
+        // before `network_pending` existed).
+        let old = r#"{"sandbox_id":"0123abcd","pod_ips":["10.88.0.7"],"start_time":"2026-01-02T03:04:05.123456789Z"}"#;
+        let record: PodRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.sandbox_id.as_deref(), Some("0123abcd"));
+        assert_eq!(
+            record.start_time,
+            Some("2026-01-02T03:04:05.123456789Z".parse().unwrap())
+        );
+        assert!(!record.network_pending);
+        let written: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["start_time"], "2026-01-02T03:04:05.123456789Z");
+
+        let whole_second =
+            r#"{"sandbox_id":null,"pod_ips":[],"start_time":"2026-01-02T03:04:05Z"}"#;
+        let record: PodRecord = serde_json::from_str(whole_second).unwrap();
+        let written: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(written["start_time"], "2026-01-02T03:04:05Z");
+
+        let none = r#"{"sandbox_id":null,"pod_ips":[],"start_time":null}"#;
+        let record: PodRecord = serde_json::from_str(none).unwrap();
+        assert_eq!(record.start_time, None);
+    }
 }

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use kubenode_fsutil::read_dir_if_present;
 use kubenode_runtime::ContainerStatus;
 
 use super::{pod_info, termination_log, WorkerDeps};
@@ -110,12 +111,7 @@ pub(super) fn sweep(dir: &Path, kind: FileKind, kept: &BTreeSet<u32>) -> std::io
     let Some(&newest) = kept.last() else {
         return Ok(());
     };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
+    for entry in read_dir_if_present(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(n) = instance_of(&name.to_string_lossy(), kind) else {
@@ -136,12 +132,7 @@ pub(super) fn remove_log_set(log: &Path) -> std::io::Result<()> {
     };
     let file = file.to_string_lossy().into_owned();
     let rotated = format!("{file}.");
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
+    for entry in read_dir_if_present(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if (name == file || name.starts_with(&rotated)) && !entry.file_type()?.is_dir() {

@@ -66,7 +66,7 @@ impl PodWorker {
             None => {}
         }
         if self.state.record.start_time.is_none() {
-            self.state.record.start_time = Some(self.deps.clock.now().to_string());
+            self.state.record.start_time = Some(self.deps.clock.now());
         }
         let config = SandboxConfig {
             pod: pod_info(pod),

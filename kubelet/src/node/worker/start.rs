@@ -438,7 +438,8 @@ fn is_node_critical(pod: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+    use crate::testing;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     const GI: u64 = 1 << 30;
@@ -452,24 +453,21 @@ mod tests {
             })
         };
         Container {
-            name: name.into(),
             resources: Some(ResourceRequirements {
                 requests: map(requests),
                 limits: map(limits),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..testing::container(name)
         }
     }
 
     fn pod(containers: Vec<Container>, init: Vec<Container>) -> Pod {
-        Pod {
-            spec: Some(PodSpec {
-                containers,
-                init_containers: (!init.is_empty()).then_some(init),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let pod = testing::pod().containers(containers);
+        if init.is_empty() {
+            pod.build()
+        } else {
+            pod.init_containers(init).build()
         }
     }
 

@@ -1,5 +1,8 @@
-//! Go-style durations (`time.ParseDuration` / `Duration.String`), the
-//! format of every duration in a KubeletConfiguration file.
+//! Durations as text: Go's (`time.ParseDuration` / `Duration.String`), the
+//! format of every duration in a KubeletConfiguration file and of the
+//! back-off messages, and kubectl's `HumanDuration` (the AGE and LAST SEEN
+//! columns of pods and events). A leaf module: configuration, back-off,
+//! status and events all use it.
 
 use std::time::Duration;
 
@@ -132,6 +135,64 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// kubectl's `HumanDuration` of `secs` seconds: `45s`, `3m20s`, `15m`,
+/// `5h3m`, `2d4h`, `3y10d`; `<invalid>` below -1 s.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = secs / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +275,36 @@ mod tests {
     fn round_trip() {
         for s in ["20s", "1m0s", "1h2m3.5s", "500ms", "2h0m0s", "1.5\u{b5}s"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    // From kubectl's duration_test.go.
+    #[test]
+    fn human_durations() {
+        let cases = [
+            (-2, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (1, "1s"),
+            (70, "70s"),
+            (119, "119s"),
+            (120, "2m"),
+            (190, "3m10s"),
+            (600, "10m"),
+            (70 * 60, "70m"),
+            (179 * 60, "179m"),
+            (180 * 60, "3h"),
+            (5 * 3600 + 30 * 60, "5h30m"),
+            (47 * 3600, "47h"),
+            (49 * 3600, "2d1h"),
+            (48 * 3600, "2d"),
+            ((8 * 24 + 2) * 3600, "8d"),
+            (367 * 24 * 3600, "367d"),
+            ((365 * 2 * 24 + 25) * 3600, "2y1d"),
+            ((365 * 8 * 24 + 2) * 3600, "8y"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(human_duration(secs), want, "{secs}");
         }
     }
 }
