@@ -197,6 +197,20 @@ pub fn run_capped(
         out.read(&mut buf);
         err.read(&mut buf);
     }
+    if exited.is_none() && start.elapsed() >= timeout {
+        // Timed out with the command still running: kill it before closing the pipes. Closing
+        // them first could let it die of SIGPIPE in between and look like it finished.
+        if let Some(status) = child.try_wait().map_err(spawn_err)? {
+            exited = Some((status, Instant::now()));
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(OciError::Timeout {
+                command,
+                after: timeout,
+            });
+        }
+    }
     // Our ends close here (a background holder's next write fails with EPIPE).
     out.pipe = None;
     err.pipe = None;
