@@ -797,3 +797,12 @@ fn many_files_parsed_on_several_threads_keep_their_order_and_errors() {
     cached_read(&mut c, d.path());
     assert_eq!(c.parses(), n as u64);
 }
+
+/// The validation tables' pod still validates once the source's defaults are applied (moved
+/// here so that validation's tests need nothing from the source).
+#[test]
+fn a_defaulted_valid_pod_stays_valid() {
+    let mut p: Pod = serde_yaml_ng::from_str(crate::validation::pod_tests::BASE).unwrap();
+    apply_pod_defaults(&mut p);
+    crate::validation::validate_pod(&p).unwrap();
+}

@@ -9,7 +9,7 @@ pub mod meta;
 pub mod names;
 mod pod;
 #[cfg(test)]
-mod pod_tests;
+pub(crate) mod pod_tests;
 mod probe;
 pub mod quantity;
 mod security;
