@@ -180,7 +180,17 @@ pub fn profile_name(
         }
         _ if privileged => Ok(None),
         explicit => {
-            if loaded(host, DEFAULT_PROFILE)? {
+            // A container that asked for nothing never fails here: a list that cannot be read
+            // (securityfs not mounted) counts as the default profile not being loaded.
+            let default_loaded = match loaded(host, DEFAULT_PROFILE) {
+                Ok(yes) => yes,
+                Err(e) if explicit.is_some() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "AppArmor profiles not readable");
+                    false
+                }
+            };
+            if default_loaded {
                 Ok(Some(DEFAULT_PROFILE.to_string()))
             } else if explicit.is_some() {
                 Err(format!(
@@ -207,6 +217,19 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
     use std::collections::BTreeMap;
+
+    /// AppArmor enabled, its profile list missing.
+    #[derive(Debug)]
+    struct Unreadable;
+
+    impl AppArmorHost for Unreadable {
+        fn enabled(&self) -> bool {
+            true
+        }
+        fn loaded_profiles(&self) -> io::Result<String> {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        }
+    }
 
     #[derive(Debug)]
     struct Host {
@@ -373,6 +396,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(profile_name(None, false, &ON_BARE), Ok(None));
+        // AppArmor on but its profile list unreadable (securityfs not mounted, as in a minimal
+        // VM): a container that asked for nothing runs without a profile; RuntimeDefault fails.
+        assert_eq!(profile_name(None, false, &Unreadable), Ok(None));
+        assert!(profile_name(Some(&rd), false, &Unreadable).is_err());
         // Without AppArmor: nothing is set.
         assert_eq!(profile_name(None, false, &OFF), Ok(None));
         assert_eq!(
