@@ -88,8 +88,13 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             "static pods may not have ephemeral containers",
         ));
     }
-    // Namespace options kubenode does not implement: refused, never silently ignored.
-    let unimplemented = [("spec.hostUsers", spec.host_users == Some(false))];
+    // Options kubenode does not implement: refused, never silently ignored.
+    // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
+    // sizes only each container's.
+    let unimplemented = [
+        ("spec.hostUsers", spec.host_users == Some(false)),
+        ("spec.resources", spec.resources.is_some()),
+    ];
     for (field, set) in unimplemented {
         if set {
             errs.push(FieldError::forbidden(field, "not supported by kubenode"));

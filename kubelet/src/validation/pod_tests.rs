@@ -349,3 +349,12 @@ fn unimplemented_volume_types_are_named() {
         );
     }
 }
+
+/// Pod-level `resources` (requests and limits for the whole pod) is refused, not dropped.
+#[test]
+fn pod_level_resources_refused() {
+    assert_eq!(
+        errors(|v| v["spec"]["resources"] = serde_json::json!({"limits": {"cpu": "1"}})),
+        ["spec.resources: Forbidden: not supported by kubenode"]
+    );
+}
