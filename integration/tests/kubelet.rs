@@ -692,6 +692,9 @@ fn env_and_host_network() -> anyhow::Result<()> {
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
     - name: GREETING
       value: "hi $(MY_NODE)"
+    - name: MEM_LIMIT_MI
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    resources: {limits: {memory: 64Mi}}
 "#;
         agent.write_manifest("env.yaml", &pod_yaml("env", &agent.image, env))?;
         let name = agent.pod_name("env");
@@ -712,6 +715,7 @@ fn env_and_host_network() -> anyhow::Result<()> {
             format!("MY_POD_IP={ip}"),
             format!("MY_NODE={}", agent.node_name()),
             format!("GREETING=hi {}", agent.node_name()),
+            "MEM_LIMIT_MI=64".into(),
         ] {
             ensure!(
                 logs.lines().any(|l| l == want),
