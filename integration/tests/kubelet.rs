@@ -42,6 +42,10 @@ fn main() {
             env_and_host_network,
         ),
         privileged("termination_message_and_max_pods", termination_and_max_pods),
+        privileged(
+            "active_deadline_kills_the_pod_deadline_exceeded",
+            active_deadline,
+        ),
     ])
 }
 
@@ -692,6 +696,9 @@ fn env_and_host_network() -> anyhow::Result<()> {
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
     - name: GREETING
       value: "hi $(MY_NODE)"
+    - name: MEM_LIMIT_MI
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    resources: {limits: {memory: 64Mi}}
 "#;
         agent.write_manifest("env.yaml", &pod_yaml("env", &agent.image, env))?;
         let name = agent.pod_name("env");
@@ -712,6 +719,7 @@ fn env_and_host_network() -> anyhow::Result<()> {
             format!("MY_POD_IP={ip}"),
             format!("MY_NODE={}", agent.node_name()),
             format!("GREETING=hi {}", agent.node_name()),
+            "MEM_LIMIT_MI=64".into(),
         ] {
             ensure!(
                 logs.lines().any(|l| l == want),
@@ -1048,5 +1056,35 @@ fn failed_network() -> anyhow::Result<()> {
         agent.wait_pod(&name, Duration::from_secs(30), "Running", all_running)?;
         agent.remove_manifest("gated.yaml")?;
         agent.wait_gone(&name, Duration::from_secs(45))
+    })
+}
+
+/// `activeDeadlineSeconds`: past it the pod is Failed with upstream's reason and message and
+/// its container no longer runs (restartPolicy Always does not bring it back).
+fn active_deadline() -> anyhow::Result<()> {
+    with_agent("kd", |agent| {
+        let body = "  activeDeadlineSeconds: 2\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("deadline.yaml", &pod_yaml("deadline", &agent.image, body))?;
+        let name = agent.pod_name("deadline");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Failed", |p| {
+            phase(p) == "Failed"
+                && status(p).container_statuses.as_deref().is_some_and(|a| {
+                    a.iter()
+                        .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_none()))
+                })
+        })?;
+        let st = status(&pod);
+        ensure!(
+            st.reason.as_deref() == Some("DeadlineExceeded"),
+            "reason {:?}",
+            st.reason
+        );
+        ensure!(
+            st.message.as_deref()
+                == Some("Pod was active on the node longer than the specified deadline"),
+            "message {:?}",
+            st.message
+        );
+        Ok(())
     })
 }

@@ -10,6 +10,7 @@
 //! view is recovered from disk and running pods are adopted, not restarted.
 
 mod actions;
+pub(crate) mod downward;
 mod envvars;
 mod files;
 pub(crate) mod hooks;

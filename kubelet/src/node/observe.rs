@@ -150,14 +150,16 @@ pub fn needs_pod_ip(container: &Container) -> bool {
     })
 }
 
-/// Values of the container's `env[].valueFrom.fieldRef` variables.
+/// Values of the container's `env[].valueFrom.fieldRef` and `resourceFieldRef` variables
+/// (`node` stands in for a limit that is not set).
 pub fn field_ref_env(
     pod: &Pod,
     container: &Container,
     pod_ip: Option<&str>,
     host_ip: &str,
+    node: &super::downward::NodeCapacity,
 ) -> HashMap<String, String> {
-    let mut out = HashMap::new();
+    let mut out = super::downward::resource_field_env(container, node);
     let empty = BTreeMap::new();
     let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
@@ -211,6 +213,12 @@ mod tests {
 
     use super::*;
 
+    const NODE: crate::node::downward::NodeCapacity = crate::node::downward::NodeCapacity {
+        cpu_millis: 2000,
+        memory: 4 << 30,
+        ephemeral_storage: 100 << 30,
+    };
+
     #[test]
     fn field_refs() {
         let mut pod = Pod::default();
@@ -244,7 +252,7 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let env = field_ref_env(&pod, &c, Some("10.244.0.9"), "192.168.56.11");
+        let env = field_ref_env(&pod, &c, Some("10.244.0.9"), "192.168.56.11", &NODE);
         assert_eq!(env["NAME"], "web");
         assert_eq!(env["IP"], "10.244.0.9");
         assert_eq!(env["HOST"], "192.168.56.11");
@@ -265,5 +273,23 @@ mod tests {
             ..c
         };
         assert!(needs_pod_ip(&ips));
+    }
+
+    /// `resourceFieldRef` variables are filled from the container's limits (they were
+    /// missing from the resolved environment, so the container saw an empty string).
+    #[test]
+    fn resource_field_refs_are_resolved() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+            "env": [
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+            ],
+        }))
+        .unwrap();
+        let env = field_ref_env(&Pod::default(), &c, None, "192.168.56.11", &NODE);
+        assert_eq!(env.get("MEM").map(String::as_str), Some("64"));
+        assert_eq!(env.get("CPU").map(String::as_str), Some("500"));
     }
 }

@@ -21,6 +21,9 @@ const HOST_PATH_TYPES: &[&str] = &[
     "Socket",
 ];
 
+/// The volume types kubenode mounts; every other `Volume` field is refused by name.
+const IMPLEMENTED_VOLUMES: &[&str] = &["emptyDir", "hostPath", "nfs"];
+
 /// Validates a (defaulted) pod; all problems are reported together.
 pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
     let mut errs = Errors::default();
@@ -85,8 +88,13 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             "static pods may not have ephemeral containers",
         ));
     }
-    // Namespace options kubenode does not implement: refused, never silently ignored.
-    let unimplemented = [("spec.hostUsers", spec.host_users == Some(false))];
+    // Options kubenode does not implement: refused, never silently ignored.
+    // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
+    // sizes only each container's.
+    let unimplemented = [
+        ("spec.hostUsers", spec.host_users == Some(false)),
+        ("spec.resources", spec.resources.is_some()),
+    ];
     for (field, set) in unimplemented {
         if set {
             errs.push(FieldError::forbidden(field, "not supported by kubenode"));
@@ -198,40 +206,32 @@ fn validate_volumes(volumes: &[Volume], errs: &mut Errors) -> HashSet<String> {
                 errs.push(FieldError::duplicate(format!("{f}.name"), &v.name));
             }
         }
-        let supported = [
-            v.empty_dir.is_some(),
-            v.host_path.is_some(),
-            v.nfs.is_some(),
-        ];
-        let unsupported: &[(&str, bool)] = &[
-            ("configMap", v.config_map.is_some()),
-            ("secret", v.secret.is_some()),
-            ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
-            ("projected", v.projected.is_some()),
-            ("downwardAPI", v.downward_api.is_some()),
-            ("csi", v.csi.is_some()),
-            ("ephemeral", v.ephemeral.is_some()),
-            ("image", v.image.is_some()),
-            ("iscsi", v.iscsi.is_some()),
-            ("rbd", v.rbd.is_some()),
-            ("cephfs", v.cephfs.is_some()),
-            ("fc", v.fc.is_some()),
-            ("gitRepo", v.git_repo.is_some()),
-        ];
-        let count = supported.iter().filter(|b| **b).count()
-            + unsupported.iter().filter(|(_, b)| *b).count();
-        if count == 0 {
+        // The volume types set, read off the serialized volume (every key but `name`), so a
+        // type a newer API adds is refused by its name too rather than passed over.
+        let kinds: Vec<String> = match serde_json::to_value(v) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k != "name")
+                .collect(),
+            _ => Vec::new(),
+        };
+        // Upstream's count check: none is `Required`, several are `Forbidden`.
+        if kinds.is_empty() {
             errs.push(FieldError::required(&f, "must specify a volume type"));
-        } else if count > 1 {
+        } else if kinds.len() > 1 {
             errs.push(FieldError::forbidden(
                 &f,
                 "may not specify more than 1 volume type",
             ));
         }
-        for (kind, _) in unsupported.iter().filter(|(_, b)| *b) {
+        for kind in kinds
+            .iter()
+            .filter(|k| !IMPLEMENTED_VOLUMES.contains(&k.as_str()))
+        {
             errs.push(FieldError::forbidden(
                 format!("{f}.{kind}"),
-                "static pods may only use emptyDir, hostPath and nfs volumes",
+                format!("kubenode does not implement {kind} volumes (static pods may use emptyDir, hostPath and nfs)"),
             ));
         }
         if let Some(e) = &v.empty_dir {

@@ -189,7 +189,7 @@ fn volumes_and_mounts() {
         "spec.volumes[1].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'",
     );
     one(|v| v["spec"]["volumes"][1]["hostPath"]["type"] = "Pipe".into(), "spec.volumes[1].hostPath.type: Unsupported value: \"Pipe\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"");
-    one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "configMap": {"name": "cm"}}), "spec.volumes[0].configMap: Forbidden: static pods may only use emptyDir, hostPath and nfs volumes");
+    one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "configMap": {"name": "cm"}}), "spec.volumes[0].configMap: Forbidden: kubenode does not implement configMap volumes (static pods may use emptyDir, hostPath and nfs)");
     one(
         |v| v["spec"]["volumes"][0]["hostPath"] = serde_json::json!({"path": "/x"}),
         "spec.volumes[0]: Forbidden: may not specify more than 1 volume type",
@@ -303,4 +303,56 @@ fn no_privilege_escalation_contradicts_privileged_and_sys_admin() {
         let text = ok.to_string();
         assert_eq!(errors(|v| sc(v, ok)), Vec::<String>::new(), "{text}");
     }
+}
+
+/// Every volume type kubenode does not implement is refused by its own name, the cloud and
+/// plugin types included (they were "must specify a volume type" once).
+#[test]
+fn unimplemented_volume_types_are_named() {
+    for kind in [
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "ephemeral",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "gitRepo",
+        "glusterfs",
+        "image",
+        "iscsi",
+        "persistentVolumeClaim",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "projected",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "secret",
+        "storageos",
+        "vsphereVolume",
+    ] {
+        let errs =
+            errors(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", kind: {}}));
+        assert_eq!(
+            errs,
+            [format!("spec.volumes[0].{kind}: Forbidden: kubenode does not implement {kind} volumes (static pods may use emptyDir, hostPath and nfs)")],
+            "{kind}"
+        );
+    }
+}
+
+/// Pod-level `resources` (requests and limits for the whole pod) is refused, not dropped.
+#[test]
+fn pod_level_resources_refused() {
+    assert_eq!(
+        errors(|v| v["spec"]["resources"] = serde_json::json!({"limits": {"cpu": "1"}})),
+        ["spec.resources: Forbidden: not supported by kubenode"]
+    );
 }

@@ -5,7 +5,9 @@
 
 use super::common::has_backsteps;
 use super::{Errors, FieldError, Value};
-use k8s_openapi::api::core::v1::{AppArmorProfile, Pod, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Pod, SELinuxOptions, SeccompProfile, SecurityContext,
+};
 
 const TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
 const SECCOMP_POD: &str = "seccomp.security.alpha.kubernetes.io/pod";
@@ -107,12 +109,44 @@ fn apparmor_field(p: Option<&AppArmorProfile>, f: &str, errs: &mut Errors) {
     }
 }
 
-/// A container's security context: its seccomp and AppArmor fields.
+/// The file the kernel shows when SELinux is enabled (libselinux's `is_selinux_enabled`
+/// looks for the selinuxfs mount; this is its `enforce` entry).
+const SELINUX_ENFORCE: &str = "/sys/fs/selinux/enforce";
+
+/// Whether SELinux is enabled on this host (checked once).
+pub(super) fn se_linux_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::path::Path::new(SELINUX_ENFORCE).exists())
+}
+
+/// Why `seLinuxOptions` are refused here. Upstream's kubelet hands them to the runtime,
+/// which applies them where SELinux is on and drops them where it is off; kubenode applies
+/// no SELinux labels at all, so it refuses them rather than drop them without a word.
+pub(super) fn se_linux_refusal(enabled: bool) -> String {
+    if enabled {
+        "not supported by kubenode: it does not pass SELinux labels to the runtime".into()
+    } else {
+        format!("SELinux is not enabled on this node (no {SELINUX_ENFORCE}), so kubenode cannot apply SELinux labels")
+    }
+}
+
+/// `<f>.seLinuxOptions` of a pod or container security context: refused when set.
+fn se_linux_field(o: Option<&SELinuxOptions>, f: &str, errs: &mut Errors) {
+    if o.is_some() {
+        errs.push(FieldError::forbidden(
+            format!("{f}.seLinuxOptions"),
+            se_linux_refusal(se_linux_enabled()),
+        ));
+    }
+}
+
+/// A container's security context: its seccomp, AppArmor and SELinux fields.
 pub(super) fn container(sc: Option<&SecurityContext>, f: &str, errs: &mut Errors) {
     let Some(sc) = sc else { return };
     let f = format!("{f}.securityContext");
     seccomp_field(sc.seccomp_profile.as_ref(), &f, errs);
     apparmor_field(sc.app_armor_profile.as_ref(), &f, errs);
+    se_linux_field(sc.se_linux_options.as_ref(), &f, errs);
 }
 
 /// A seccomp annotation's value (upstream `ValidateSeccompProfile`).
@@ -173,6 +207,11 @@ pub(super) fn pod(pod: &Pod, errs: &mut Errors) {
     let pod_apparmor = psc.and_then(|s| s.app_armor_profile.as_ref());
     seccomp_field(pod_seccomp, "spec.securityContext", errs);
     apparmor_field(pod_apparmor, "spec.securityContext", errs);
+    se_linux_field(
+        psc.and_then(|s| s.se_linux_options.as_ref()),
+        "spec.securityContext",
+        errs,
+    );
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let names: Vec<&str> = crate::pod_containers(&spec)
         .map(|c| c.name.as_str())
@@ -396,6 +435,33 @@ mod tests {
         assert_eq!(
             errors("container.apparmor.security.beta.kubernetes.io/c: unconfined", pod_level),
             ["spec.containers[0].securityContext.appArmorProfile.type: Forbidden: apparmor type in annotation and field must match"]
+        );
+    }
+
+    /// `seLinuxOptions`, pod and container level, are refused by field path with the reason
+    /// for this host; an empty `{}` is refused too (it still asks for labels).
+    #[test]
+    fn se_linux_options_refused() {
+        let why = super::se_linux_refusal(super::se_linux_enabled());
+        let spec = "  securityContext: {seLinuxOptions: {level: \"s0:c1,c2\"}}\n  initContainers:\n  - {name: i, image: busybox, securityContext: {seLinuxOptions: {}}}\n";
+        assert_eq!(
+            errors(
+                "",
+                &format!("{spec}{}", container("{seLinuxOptions: {type: spc_t}}"))
+            ),
+            [
+                format!("spec.securityContext.seLinuxOptions: Forbidden: {why}"),
+                format!("spec.initContainers[0].securityContext.seLinuxOptions: Forbidden: {why}"),
+                format!("spec.containers[0].securityContext.seLinuxOptions: Forbidden: {why}"),
+            ]
+        );
+        assert_eq!(
+            super::se_linux_refusal(false),
+            "SELinux is not enabled on this node (no /sys/fs/selinux/enforce), so kubenode cannot apply SELinux labels"
+        );
+        assert_eq!(
+            super::se_linux_refusal(true),
+            "not supported by kubenode: it does not pass SELinux labels to the runtime"
         );
     }
 }

@@ -16,6 +16,7 @@
 //! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
 //! containers, emptyDir eviction, teardown).
 
+mod deadline;
 mod outcome;
 mod prune;
 mod sandbox;
@@ -95,8 +96,9 @@ struct WorkerState {
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
-    /// The eviction message once the pod was evicted (emptyDir over its sizeLimit).
-    evicted: Option<String>,
+    /// The status reason and message once the pod was killed for good: `Evicted` (emptyDir
+    /// over its sizeLimit) or `DeadlineExceeded` (past `activeDeadlineSeconds`).
+    evicted: Option<(&'static str, String)>,
 }
 
 /// What every pod worker uses, shared by all of them.
@@ -292,6 +294,9 @@ impl PodWorker {
         if self.evict_if_over_limit(pod, &sandbox.id).await {
             return RESYNC;
         }
+        // Come back at the active deadline rather than up to a resync late.
+        let deadline =
+            deadline::time_left(pod, self.state.record.start_time, self.deps.clock.now());
         let instances = self.deps.runtime.list_containers(Some(&sandbox.id)).await;
         let terminal = self
             .state
@@ -301,7 +306,9 @@ impl PodWorker {
             .is_some_and(is_terminal);
         let spec = pod.spec.clone().unwrap_or_default();
         let info = pod_info(pod);
-        let mut requeue = RESYNC;
+        let mut requeue = deadline.map_or(RESYNC, |left| {
+            RESYNC.min(left.max(Duration::from_millis(100)))
+        });
         let decided = {
             let mut crash = self.deps.crash_backoff();
             actions::compute_pod_actions(&spec, &instances, terminal, |name, finished| {

@@ -164,6 +164,7 @@ impl PodWorker {
                 &container,
                 pod_ip.as_deref(),
                 &self.deps.config.node_ip.to_string(),
+                crate::node::downward::host_capacity(&self.deps.config.root_dir),
             ),
             container: container.clone(),
             pod_security: spec.security_context.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubenode_runtime::spec::BindMount;
 
-use super::{uid_of, PodWorker, WorkerDeps};
+use super::{deadline, uid_of, PodWorker, WorkerDeps};
 use crate::events::ObjectRef;
 use crate::node::observe::{BlockCause, Blocked};
 use crate::status::reason;
@@ -76,35 +76,53 @@ impl PodWorker {
         Err(VOLUME_RETRY)
     }
 
-    /// Checks the pod's emptyDir size limits (rate-limited inside) and evicts it when one is
-    /// exceeded: containers killed at once, pod `Failed` with reason `Evicted`, event `Evicted`.
-    /// True when the pod is (now or already) evicted.
+    /// Checks the pod's active deadline, then its emptyDir size limits (rate-limited inside),
+    /// and kills it when one is exceeded: containers killed at once, pod `Failed` with reason
+    /// `DeadlineExceeded` (normal event of that name) or `Evicted` (warning event `Evicted`).
+    /// True when the pod is (now or already) killed so.
     pub(super) async fn evict_if_over_limit(&mut self, pod: &Pod, sandbox_id: &str) -> bool {
         if self.state.evicted.is_none() {
-            let p = pod.clone();
-            let Some(message) = self
-                .deps
-                .with_volumes(move |volumes| volumes.check_size_limits(&p))
-                .await
-            else {
-                return false;
-            };
-            tracing::warn!(%message, "evicting the pod");
-            self.deps
-                .events
-                .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
-            self.state.evicted = Some(message);
+            let past_deadline =
+                deadline::time_left(pod, self.state.record.start_time, self.deps.clock.now())
+                    .is_some_and(|left| left.is_zero());
+            if past_deadline {
+                // Upstream records this one as a normal event.
+                tracing::warn!("the pod is past its activeDeadlineSeconds; killing it");
+                self.deps.events.normal(
+                    &ObjectRef::pod(pod),
+                    deadline::DEADLINE_EXCEEDED,
+                    deadline::DEADLINE_MESSAGE,
+                );
+                self.state.evicted = Some((
+                    deadline::DEADLINE_EXCEEDED,
+                    deadline::DEADLINE_MESSAGE.into(),
+                ));
+            } else {
+                let p = pod.clone();
+                let Some(message) = self
+                    .deps
+                    .with_volumes(move |volumes| volumes.check_size_limits(&p))
+                    .await
+                else {
+                    return false;
+                };
+                tracing::warn!(%message, "evicting the pod");
+                self.deps
+                    .events
+                    .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
+                self.state.evicted = Some((EVICTED, message));
+            }
             self.deps
                 .stop_containers(pod, sandbox_id, Duration::ZERO)
                 .await;
         }
         let instances = self.deps.runtime.list_containers(Some(sandbox_id)).await;
         self.publish(pod, false, &instances);
-        if let (Some(status), Some(message)) =
+        if let (Some(status), Some((reason, message))) =
             (self.state.status.as_mut(), self.state.evicted.as_ref())
         {
             status.phase = Some("Failed".into());
-            status.reason = Some(EVICTED.into());
+            status.reason = Some((*reason).into());
             status.message = Some(message.clone());
             let mut pod = pod.clone();
             pod.status = Some(status.clone());
