@@ -429,6 +429,27 @@ impl Drop for TestAgent {
     }
 }
 
+/// Runs `f` with a fresh agent started with the KubeletConfiguration `config`, printing the
+/// agent's log when `f` fails, then checks for leaks.
+pub fn with_config_agent(
+    prefix: &str,
+    config: Option<&str>,
+    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tag = crate::unique_tag(prefix);
+    let guard = crate::LeakGuard::new(&tag);
+    let result = {
+        let mut agent = TestAgent::start_with_config(&tag, config)?;
+        let r = f(&mut agent);
+        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
+            eprintln!("--- agent log ({tag}) ---\n{}", tail(&agent.log(), 80));
+        }
+        r
+    };
+    result?;
+    guard.check()
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

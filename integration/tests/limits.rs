@@ -7,38 +7,17 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use k8s_openapi::api::core::v1::Pod;
-use kubenode_integration::agent::tail;
+use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::pods::{
     all_running, container_id, exec_sh, phase, pod_yaml, status, uid,
 };
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::{privileged, run_tests, TestAgent};
 
 fn main() {
     run_tests(vec![
         privileged("oom_score_adj_per_qos_class_and_swap_cap", oom_and_swap),
         privileged("pod_pids_limit_and_unsafe_sysctls", pids_and_sysctls),
     ])
-}
-
-/// Runs `f` with a fresh agent started with the KubeletConfiguration `config`, printing the
-/// agent's log when `f` fails, then checks for leaks.
-fn with_config_agent(
-    prefix: &str,
-    config: Option<&str>,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start_with_config(&tag, config)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!("--- agent log ({tag}) ---\n{}", tail(&agent.log(), 80));
-        }
-        r
-    };
-    result?;
-    guard.check()
 }
 
 fn read_i64(path: &Path) -> anyhow::Result<i64> {

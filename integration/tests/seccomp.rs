@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use kubenode_integration::agent::tail;
+use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::pods::{
     all_running, container_id, phase, pod_yaml, status, waiting_message, waiting_reason,
 };
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::{privileged, run_tests, TestAgent};
 
 fn main() {
     run_tests(vec![
@@ -24,27 +24,6 @@ fn main() {
             seccomp_default,
         ),
     ])
-}
-
-/// Runs `f` with a fresh agent started with the KubeletConfiguration `config`, printing the
-/// agent's log when `f` fails, then checks for leaks.
-fn with_config_agent(
-    prefix: &str,
-    config: Option<&str>,
-    f: impl FnOnce(&mut TestAgent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start_with_config(&tag, config)?;
-        let r = f(&mut agent);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!("--- agent log ({tag}) ---\n{}", tail(&agent.log(), 80));
-        }
-        r
-    };
-    result?;
-    guard.check()
 }
 
 /// Waits (bounded) until the logs of `pod` contain `marker`; returns them.
