@@ -5,7 +5,7 @@
 use super::names::hairpin_bucket;
 use super::{Jump, RulesConfig, Ruleset, Table, CANARY_CHAIN, HINT_CHAIN};
 use crate::model::Ipv4Net;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 pub(super) const SERVICES: &str = "KUBE-SERVICES";
@@ -66,12 +66,12 @@ pub(super) fn nodeports_jumps(cfg: &RulesConfig, rs: &mut Ruleset) {
 pub(super) fn postrouting(
     cfg: &RulesConfig,
     rs: &mut Ruleset,
-    hairpin: &BTreeSet<Ipv4Addr>,
+    hairpin: impl IntoIterator<Item = Ipv4Addr>,
     cluster_nets: &[Ipv4Net],
 ) {
     let mut nets: BTreeMap<Ipv4Net, String> = BTreeMap::new();
     for ip in hairpin {
-        let (chain, net) = hairpin_bucket(*ip);
+        let (chain, net) = hairpin_bucket(ip);
         rs.add(
             Table::Nat,
             &chain,

@@ -312,8 +312,13 @@ impl Generator {
                 format!("{c} -p {proto} -m {proto} --dport {start}:{end} -j {chain}"),
             );
         }
-        let hairpin: BTreeSet<Ipv4Addr> = self.hairpin.keys().copied().collect();
-        postrouting(cfg, &mut ruleset, &hairpin, &cluster_nets);
+        // The map keeps the addresses sorted, the order the hairpin rules are written in.
+        postrouting(
+            cfg,
+            &mut ruleset,
+            self.hairpin.keys().copied(),
+            &cluster_nets,
+        );
         forward_accept(cfg, &mut ruleset, &cluster_nets);
         ruleset
     }
