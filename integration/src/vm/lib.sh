@@ -23,6 +23,12 @@ wait_for() {
   return 1
 }
 
+# kubenode ARGS...: the installed CLI, each call bounded to 60 s (busybox `timeout`). A CLI call
+# to an agent that stopped answering must fail, not hang the guest's script: `wait_for` counts
+# attempts, and one hung attempt would outlast the host's deadline with nothing in the report.
+# The agent itself is started by its full path and is not bounded.
+kubenode() { timeout 60 /usr/local/bin/kubenode "$@"; }
+
 # show TITLE FILE: prints the last 40 lines of FILE, for the host's failure report.
 show() {
   echo "----- $1 -----"
