@@ -1,13 +1,15 @@
 //! Pod volumes end to end: emptyDir (disk and tmpfs), every hostPath type, readOnly, subPath
 //! (with symlink escapes), emptyDir sizeLimit eviction, agent restarts around set-up and
 //! teardown, mount propagation, the nfs plugin through a configured mount program, and the
-//! mount-safe removal of a pod directory. Through the binary (`TestAgent`) except
+//! mount-safe removal of a pod directory, and `fsGroup` on volume ownership. Through the binary (`TestAgent`) except
 //! `busy_volume_survives_a_failed_teardown`, which drives the volume manager with the real
 //! mounter.
 //!
 //! Files: `plugins` (emptyDir, tmpfs, hostPath, readOnly, subPath), `lifecycle` (eviction,
-//! restarts, teardown), `mounts` (propagation, nfs); the shared helpers are below.
+//! restarts, teardown), `mounts` (propagation, nfs), `fsgroup` (volume ownership); the shared
+//! helpers are below.
 
+mod fsgroup;
 mod lifecycle;
 mod mounts;
 mod plugins;
@@ -22,6 +24,7 @@ pub(crate) use kubenode_integration::pods::{
 };
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
+use fsgroup::{emptydir_given_to_fs_group, fs_group_not_reapplied_after_restart};
 use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
 use mounts::{nfs_fake_server, propagation};
 use plugins::{emptydir_course_example, host_path_types, subpaths, tmpfs_with_size};
@@ -47,6 +50,14 @@ fn main() {
             propagation,
         ),
         privileged("nfs_through_a_configured_mount_program", nfs_fake_server),
+        privileged(
+            "fs_group_owns_emptydir_not_hostpath",
+            emptydir_given_to_fs_group,
+        ),
+        privileged(
+            "fs_group_not_reapplied_after_agent_restart",
+            fs_group_not_reapplied_after_restart,
+        ),
     ])
 }
 

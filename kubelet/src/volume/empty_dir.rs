@@ -6,6 +6,13 @@
 //! container declares one) and the node's memory (upstream `calculateEmptyDirMemorySize`),
 //! plus `noswap` where the kernel knows it. A directory that already is a tmpfs mount point
 //! is reused. A disk `sizeLimit` is not a mount option: see `usage` for its enforcement.
+//!
+//! With the pod's `fsGroup`, the new volume is given to that group (`ownership`: the root
+//! becomes 2777, a tmpfs root 3777, group `fsGroup`). Upstream's emptyDir passes no
+//! `fsGroupChangePolicy`: the walk is always the whole volume, and it is done once per set-up.
+//! As upstream, a `ready` file in `plugins/kubernetes.io~empty-dir/<name>/` marks a volume set
+//! up: a later set-up (the next agent run) finds it, and the directory (or the tmpfs) still
+//! there, and changes nothing, so modes that containers set since are kept.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -14,6 +21,7 @@ use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod};
 
 use super::mounter::{MountError, Mounter};
 use super::mountinfo::{self, MountPoint};
+use super::ownership::{set_volume_ownership, ChangePolicy, FsGroup};
 use super::SetUpError;
 use crate::validation::quantity::Quantity;
 use kubenode_fsutil::IoError;
@@ -77,49 +85,98 @@ fn make_dir(dir: &Path) -> Result<(), SetUpError> {
     Ok(())
 }
 
-/// Sets the volume up at `dir`.
+/// The marker of a volume set up, in its `meta` directory (upstream `volumeutil.SetReady`).
+const READY: &str = "ready";
+
+/// Marks the volume set up; a failure is logged only, as upstream's (the next set-up walks
+/// the volume again).
+fn set_ready(meta: &Path) {
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(meta)
+        .and_then(|()| std::fs::File::create(meta.join(READY)));
+    if let Err(e) = made {
+        tracing::warn!(dir = %meta.display(), error = %e, "writing the emptyDir ready marker");
+    }
+}
+
+/// Sets the volume up at `dir`, with its `ready` marker in `meta`
+/// (`<pod>/plugins/kubernetes.io~empty-dir/<name>`).
 pub(super) fn set_up(
     mounter: &dyn Mounter,
     dir: &Path,
+    meta: &Path,
     source: &EmptyDirVolumeSource,
     pod: &Pod,
     node_memory: u64,
     mounts: &[MountPoint],
 ) -> Result<(), SetUpError> {
-    match source.medium.as_deref().unwrap_or("") {
-        "" => make_dir(dir),
-        "Memory" => {
-            if mountinfo::at(mounts, dir).is_some_and(|m| m.fstype == "tmpfs") {
-                tracing::debug!(dir = %dir.display(), "tmpfs already mounted; reusing it");
-                return Ok(());
+    let medium = source.medium.as_deref().unwrap_or("");
+    let tmpfs = mountinfo::at(mounts, dir).is_some_and(|m| m.fstype == "tmpfs");
+    if meta.join(READY).exists() {
+        match medium {
+            "Memory" if tmpfs => return Ok(()),
+            "" if dir.is_dir() => return Ok(()),
+            _ => {
+                tracing::warn!(dir = %dir.display(), "the emptyDir is marked ready but is gone; setting it up again")
             }
-            make_dir(dir)?;
-            let size = tmpfs_size(
-                node_memory,
-                pod_memory_limit(pod),
-                source.size_limit.as_ref().and_then(bytes),
-            );
-            let mut options = Vec::new();
-            if size > 0 {
-                options.push(format!("size={size}"));
-            }
-            options.push("noswap".into());
-            match mounter.mount("tmpfs", dir, "tmpfs", &options) {
-                // Kernels before 6.4 do not know `noswap`.
-                Err(MountError::Syscall {
-                    source: nix::errno::Errno::EINVAL,
-                    ..
-                }) => {
-                    options.pop();
-                    mounter.mount("tmpfs", dir, "tmpfs", &options)?;
-                }
-                other => other?,
-            }
-            tracing::info!(dir = %dir.display(), size, "mounted emptyDir tmpfs");
-            Ok(())
         }
-        other => Err(SetUpError::Medium(other.into())),
     }
+    match medium {
+        "" => make_dir(dir)?,
+        "Memory" => mount_tmpfs(mounter, dir, source, pod, node_memory, tmpfs)?,
+        other => return Err(SetUpError::Medium(other.into())),
+    }
+    if let Some(group) = FsGroup::of(pod) {
+        // Upstream's emptyDir passes no fsGroupChangePolicy: always the whole volume.
+        let group = FsGroup {
+            policy: ChangePolicy::Always,
+            ..group
+        };
+        set_volume_ownership(dir, group, false)?;
+    }
+    set_ready(meta);
+    Ok(())
+}
+
+/// Mounts the sized tmpfs at `dir`, unless `mounted` already.
+fn mount_tmpfs(
+    mounter: &dyn Mounter,
+    dir: &Path,
+    source: &EmptyDirVolumeSource,
+    pod: &Pod,
+    node_memory: u64,
+    mounted: bool,
+) -> Result<(), SetUpError> {
+    if mounted {
+        tracing::debug!(dir = %dir.display(), "tmpfs already mounted; reusing it");
+        return Ok(());
+    }
+    make_dir(dir)?;
+    let size = tmpfs_size(
+        node_memory,
+        pod_memory_limit(pod),
+        source.size_limit.as_ref().and_then(bytes),
+    );
+    let mut options = Vec::new();
+    if size > 0 {
+        options.push(format!("size={size}"));
+    }
+    options.push("noswap".into());
+    match mounter.mount("tmpfs", dir, "tmpfs", &options) {
+        // Kernels before 6.4 do not know `noswap`.
+        Err(MountError::Syscall {
+            source: nix::errno::Errno::EINVAL,
+            ..
+        }) => {
+            options.pop();
+            mounter.mount("tmpfs", dir, "tmpfs", &options)?;
+        }
+        other => other?,
+    }
+    tracing::info!(dir = %dir.display(), size, "mounted emptyDir tmpfs");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,6 +241,7 @@ mod tests {
         set_up(
             &m,
             &dir,
+            &tmp.path().join("meta"),
             &EmptyDirVolumeSource::default(),
             &pod(vec![], vec![]),
             1 << 30,
@@ -205,7 +263,8 @@ mod tests {
             size_limit: Some(Q("16Mi".into())),
         };
         let p = pod(vec![container(Some("64Mi"))], vec![]);
-        set_up(&m, &dir, &src, &p, 1 << 30, &[]).unwrap();
+        let meta = tmp.path().join("meta");
+        set_up(&m, &dir, &meta, &src, &p, 1 << 30, &[]).unwrap();
         assert_eq!(
             m.calls(),
             vec![Call::Mount {
@@ -216,8 +275,11 @@ mod tests {
             }]
         );
         let table = m.mount_points().unwrap();
-        set_up(&m, &dir, &src, &p, 1 << 30, &table).unwrap();
+        set_up(&m, &dir, &meta, &src, &p, 1 << 30, &table).unwrap();
         assert_eq!(m.calls().len(), 1, "mounted twice");
+        // Marked ready but no longer mounted (a reboot): mounted again, as upstream.
+        set_up(&m, &dir, &meta, &src, &p, 1 << 30, &[]).unwrap();
+        assert_eq!(m.calls().len(), 2, "a ready volume without its tmpfs");
     }
 
     #[test]
@@ -230,6 +292,7 @@ mod tests {
         let e = set_up(
             &RecordingMounter::new(),
             tmp.path(),
+            &tmp.path().join("meta"),
             &src,
             &pod(vec![], vec![]),
             1,
@@ -240,5 +303,108 @@ mod tests {
             e.to_string(),
             "emptyDir medium \"HugePages\" is not supported"
         );
+    }
+
+    /// A group the test may give files to: any as root, else its own.
+    fn test_gid() -> u32 {
+        if nix::unistd::Uid::effective().is_root() {
+            2000
+        } else {
+            nix::unistd::Gid::effective().as_raw()
+        }
+    }
+
+    fn with_fs_group(gid: u32, policy: Option<&str>) -> Pod {
+        crate::testing::pod()
+            .with_spec(|s| {
+                s.security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                    fs_group: Some(gid.into()),
+                    fs_group_change_policy: policy.map(Into::into),
+                    ..Default::default()
+                })
+            })
+            .build()
+    }
+
+    fn mode_and_gid(path: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).unwrap();
+        (m.mode() & 0o7777, m.gid())
+    }
+
+    #[test]
+    fn fs_group_owns_a_new_disk_volume_once_per_set_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("v/cache");
+        let meta = tmp.path().join("plugins/cache");
+        let gid = test_gid();
+        // OnRootMismatch is not emptyDir's: upstream's plugin passes no policy.
+        let p = with_fs_group(gid, Some("OnRootMismatch"));
+        let m = RecordingMounter::new();
+        let src = EmptyDirVolumeSource::default();
+        set_up(&m, &dir, &meta, &src, &p, 1, &[]).unwrap();
+        assert_eq!(mode_and_gid(&dir), (0o2777, gid));
+        assert!(meta.join("ready").is_file());
+
+        // What a container does later is kept by the next set-up (an agent restart).
+        std::fs::write(dir.join("private"), "x").unwrap();
+        std::fs::set_permissions(dir.join("private"), PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)).unwrap();
+        set_up(&m, &dir, &meta, &src, &p, 1, &[]).unwrap();
+        assert_eq!(mode_and_gid(&dir).0, 0o700);
+        assert_eq!(mode_and_gid(&dir.join("private")).0, 0o600);
+
+        // Without the marker it is a new set-up: the whole volume is walked again.
+        std::fs::remove_file(meta.join("ready")).unwrap();
+        set_up(&m, &dir, &meta, &src, &p, 1, &[]).unwrap();
+        assert_eq!(mode_and_gid(&dir), (0o2777, gid));
+        assert_eq!(mode_and_gid(&dir.join("private")), (0o660, gid));
+        assert!(m.calls().is_empty());
+    }
+
+    #[test]
+    fn fs_group_owns_the_tmpfs_root_after_the_mount() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("v/mem");
+        let meta = tmp.path().join("plugins/mem");
+        let gid = test_gid();
+        let m = RecordingMounter::new();
+        let src = EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: None,
+        };
+        set_up(
+            &m,
+            &dir,
+            &meta,
+            &src,
+            &with_fs_group(gid, None),
+            1 << 20,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(m.calls().len(), 1);
+        // The recording mounter mounts nothing: the directory below stands in for the tmpfs.
+        assert_eq!(mode_and_gid(&dir), (0o2777, gid));
+        assert!(meta.join("ready").is_file());
+    }
+
+    #[test]
+    fn without_fs_group_nothing_changes_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("v/cache");
+        let before = std::fs::metadata(tmp.path()).unwrap();
+        set_up(
+            &RecordingMounter::new(),
+            &dir,
+            &tmp.path().join("meta"),
+            &EmptyDirVolumeSource::default(),
+            &pod(vec![], vec![]),
+            1,
+            &[],
+        )
+        .unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(mode_and_gid(&dir), (0o777, before.gid()));
     }
 }

@@ -142,7 +142,20 @@ impl VolumeManager {
             .volume_path(uid_of(pod), vol)
             .ok_or(SetUpError::Unsupported)?;
         if let Some(e) = &vol.empty_dir {
-            empty_dir::set_up(&*self.mounter, &dir, e, pod, self.node_memory, mounts)
+            let meta = self
+                .pod_dir(uid_of(pod))
+                .join("plugins")
+                .join(empty_dir::PLUGIN_DIR)
+                .join(&vol.name);
+            empty_dir::set_up(
+                &*self.mounter,
+                &dir,
+                &meta,
+                e,
+                pod,
+                self.node_memory,
+                mounts,
+            )
         } else if let Some(h) = &vol.host_path {
             host_path::set_up(h)
         } else if let Some(n) = &vol.nfs {

@@ -322,3 +322,49 @@ fn size_limit_exceeded_gives_upstreams_eviction_message() {
         Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"64Ki\". ")
     );
 }
+
+#[test]
+fn fs_group_owns_the_empty_dirs_only_and_once() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let gid = if nix::unistd::Uid::effective().is_root() {
+        2000
+    } else {
+        nix::unistd::Gid::effective().as_raw()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let host = tmp.path().join("host");
+    let mut p = pod(&host);
+    p.spec.as_mut().unwrap().security_context =
+        Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            fs_group: Some(gid.into()),
+            ..Default::default()
+        });
+    let host_gid = std::fs::metadata(tmp.path()).unwrap().gid();
+    manager(tmp.path(), &m).set_up_pod(&p).unwrap();
+    let pod_dir = tmp.path().join("pods/uid-1");
+    let stat = |path: &Path| {
+        let m = std::fs::metadata(path).unwrap();
+        (m.mode() & 0o7777, m.gid())
+    };
+    let cache = pod_dir.join("volumes/kubernetes.io~empty-dir/cache");
+    for name in ["cache", "mem"] {
+        let dir = pod_dir.join("volumes/kubernetes.io~empty-dir").join(name);
+        assert_eq!(stat(&dir), (0o2777, gid), "{name}");
+        assert!(pod_dir
+            .join("plugins/kubernetes.io~empty-dir")
+            .join(name)
+            .join("ready")
+            .is_file());
+    }
+    assert_eq!(stat(&host).1, host_gid, "hostPath ownership changed");
+    assert_eq!(stat(&host).0 & 0o2000, 0);
+    let share = pod_dir.join("volumes/kubernetes.io~nfs/share");
+    assert_eq!(stat(&share).1, host_gid, "nfs ownership changed");
+
+    // An agent restart: the volumes are found set up and not walked again.
+    std::fs::write(cache.join("kept"), "x").unwrap();
+    std::fs::set_permissions(cache.join("kept"), PermissionsExt::from_mode(0o600)).unwrap();
+    manager(tmp.path(), &m).set_up_pod(&p).unwrap();
+    assert_eq!(stat(&cache.join("kept")).0, 0o600);
+}

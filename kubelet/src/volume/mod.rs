@@ -12,10 +12,13 @@
 //! directory is removed only when nothing is mounted below it, and the removal never crosses
 //! into another filesystem (see `remove`).
 //!
+//! `fsGroup` is applied to the ownership of the volumes whose plugin manages it upstream: of
+//! kubenode's, emptyDir (see `ownership`); hostPath and nfs are left as they are, as upstream.
+//!
 //! Files: `manager` (the [`VolumeManager`]), one file per plugin (`empty_dir`, `host_path`,
-//! `nfs`), `subpath` (safe subPath binds), `usage` (emptyDir `sizeLimit` checks), `remove`
-//! (mount-safe removal), `mounter` (the OS boundary), `mountinfo`, `testing` (a recording
-//! mounter).
+//! `nfs`), `ownership` (`fsGroup`), `subpath` (safe subPath binds), `usage` (emptyDir
+//! `sizeLimit` checks), `remove` (mount-safe removal), `mounter` (the OS boundary),
+//! `mountinfo`, `testing` (a recording mounter).
 
 pub mod empty_dir;
 pub mod host_path;
@@ -25,6 +28,7 @@ mod manager_tests;
 pub mod mounter;
 pub mod mountinfo;
 pub mod nfs;
+pub mod ownership;
 pub mod remove;
 pub mod subpath;
 pub mod testing;
