@@ -231,7 +231,8 @@ fn generic(field: &str) -> String {
     out
 }
 
-/// Each refused row, set on the valid base pod (in its first container for `{c}`), makes
+/// Each refused row, set on the valid base pod (in its first container and its first init
+/// container for `{c}`), makes
 /// `validate_pod` refuse that very field (`Forbidden` or `Unsupported value` at its path).
 #[test]
 fn every_refusal_is_made_by_validation() {
@@ -242,45 +243,86 @@ fn every_refusal_is_made_by_validation() {
         let Status::Refused { sample: given, .. } = f.status else {
             continue;
         };
-        let path = expand(f.path).remove(0);
-        let node = nodes.iter().find(|n| n.path == path);
-        let value = match (given, node) {
-            (Some(s), _) => serde_json::from_str(s).unwrap(),
-            (None, Some(n)) => {
-                let element = nodes
-                    .iter()
-                    .find(|e| e.path == format!("{path}[*]"))
-                    .map(|e| e.shape);
-                sample(n.shape, element)
+        for path in expand(f.path) {
+            let node = nodes.iter().find(|n| n.path == path);
+            let value = match (given, node) {
+                (Some(s), _) => serde_json::from_str(s).unwrap(),
+                (None, Some(n)) => {
+                    let element = nodes
+                        .iter()
+                        .find(|e| e.path == format!("{path}[*]"))
+                        .map(|e| e.shape);
+                    sample(n.shape, element)
+                }
+                (None, None) => {
+                    wrong.push(format!("{path}: not a field"));
+                    continue;
+                }
+            };
+            let mut v = base.clone();
+            set(&mut v, &path, value.clone());
+            let pod: Pod = match serde_json::from_value(v) {
+                Ok(p) => p,
+                Err(e) => {
+                    wrong.push(format!("{path} = {value}: does not decode: {e}"));
+                    continue;
+                }
+            };
+            let errs = validate_pod(&pod).err().map(|e| e.0).unwrap_or_default();
+            let refused = errs.iter().any(|e| {
+                let at = generic(&e.field);
+                (at == path || at == format!("{path}[*]"))
+                    && matches!(e.kind, ErrorKind::Forbidden | ErrorKind::NotSupported)
+            });
+            if !refused {
+                let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                wrong.push(format!("{path} = {value}: not refused; errors: {got:?}"));
             }
-            (None, None) => {
-                wrong.push(format!("{path}: not a field"));
-                continue;
-            }
-        };
-        let mut v = base.clone();
-        set(&mut v, &path, value.clone());
-        let pod: Pod = match serde_json::from_value(v) {
-            Ok(p) => p,
-            Err(e) => {
-                wrong.push(format!("{path} = {value}: does not decode: {e}"));
-                continue;
-            }
-        };
-        let errs = validate_pod(&pod).err().map(|e| e.0).unwrap_or_default();
-        let refused = errs.iter().any(|e| {
-            let at = generic(&e.field);
-            (at == path || at == format!("{path}[*]"))
-                && matches!(e.kind, ErrorKind::Forbidden | ErrorKind::NotSupported)
-        });
-        if !refused {
-            let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            wrong.push(format!("{path} = {value}: not refused; errors: {got:?}"));
         }
     }
     assert!(
         wrong.is_empty(),
         "refusals validation does not make:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// No implemented row is refused: set on the valid base pod, it gets no error that says
+/// kubenode does not support it (other errors, such as a sample value upstream rejects, are
+/// not the point here).
+#[test]
+fn no_implemented_field_is_refused() {
+    let nodes = nodes();
+    let base: serde_json::Value = serde_yaml_ng::from_str(BASE).unwrap();
+    let mut wrong = Vec::new();
+    for f in FIELDS {
+        if !matches!(f.status, Status::Implemented(_)) {
+            continue;
+        }
+        for path in expand(f.path) {
+            let Some(n) = nodes.iter().find(|n| n.path == path) else {
+                continue;
+            };
+            let element = nodes
+                .iter()
+                .find(|e| e.path == format!("{path}[*]"))
+                .map(|e| e.shape);
+            let mut v = base.clone();
+            set(&mut v, &path, sample(n.shape, element));
+            let Ok(pod) = serde_json::from_value::<Pod>(v) else {
+                continue;
+            };
+            let errs = validate_pod(&pod).err().map(|e| e.0).unwrap_or_default();
+            for e in errs {
+                if covers(&generic(&e.field), &path) && e.detail.contains("kubenode") {
+                    wrong.push(e.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "implemented fields refused:\n{}",
         wrong.join("\n")
     );
 }
@@ -328,8 +370,9 @@ fn render() -> String {
          What kubenode does with every field of a pod's `spec`. Generated from\n\
          `kubelet/src/validation/fields.rs` by `kubelet/src/validation/fields_tests.rs`, which walks\n\
          `PodSpec` in the k8s-openapi types and fails on a field the table does not place, on a\n\
-         refusal `validate_pod` does not make, and on a named test that does not exist. Rewrite it\n\
-         with `KUBENODE_BLESS=1 cargo test -p kubenode-kubelet fields_tests`.\n\n\
+         refusal `validate_pod` does not make, on an implemented field it refuses, and on a named\n\
+         test that does not exist. Rewrite it with\n\
+         `KUBENODE_BLESS=1 cargo test -p kubenode-kubelet fields_tests`.\n\n\
          - **implemented**: applied as upstream's kubelet applies it (for fields only the scheduler or\n\
          \x20 the API server read, that is: accepted and left alone);\n\
          - **refused**: a pod that sets it is not run, and the error names the field, e.g.\n\
