@@ -186,6 +186,42 @@ mod tests {
     }
 
     #[test]
+    fn dns_config_extends_the_policy_and_none_uses_only_it() {
+        use k8s_openapi::api::core::v1::{PodDNSConfig, PodDNSConfigOption};
+        let option = |name: &str, value: Option<&str>| PodDNSConfigOption {
+            name: Some(name.into()),
+            value: value.map(Into::into),
+        };
+        let cfg = PodDNSConfig {
+            nameservers: Some(vec!["192.0.2.1".into()]),
+            searches: Some(vec!["corp.example".into()]),
+            options: Some(vec![option("ndots", Some("2")), option("edns0", None)]),
+        };
+        let with = |policy: &str| {
+            shop_pod()
+                .with_spec(|s| {
+                    s.dns_policy = Some(policy.into());
+                    s.dns_config = Some(cfg.clone());
+                })
+                .build()
+        };
+        let host = "nameserver 192.0.2.53\nsearch host.example\n";
+        let dns = ["10.96.0.10".to_owned()];
+        assert_eq!(
+            resolv_conf(&with("None"), &dns, "cluster.local", host),
+            "nameserver 192.0.2.1\nsearch corp.example\noptions ndots:2 edns0\n"
+        );
+        assert_eq!(
+            resolv_conf(&with("ClusterFirst"), &dns, "cluster.local", host),
+            "nameserver 10.96.0.10\nnameserver 192.0.2.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local host.example corp.example\noptions ndots:2 edns0\n"
+        );
+        assert_eq!(
+            resolv_conf(&with("Default"), &dns, "cluster.local", host),
+            "nameserver 192.0.2.53\nnameserver 192.0.2.1\nsearch host.example corp.example\noptions ndots:2 edns0\n"
+        );
+    }
+
+    #[test]
     fn without_cluster_dns_falls_back_to_the_host() {
         let host = "nameserver 192.0.2.53\nsearch corp.example\n";
         let text = resolv_conf(&pod(), &[], "cluster.local", host);

@@ -111,6 +111,18 @@ pub fn apply_pod_defaults(pod: &mut Pod) {
     spec.security_context
         .get_or_insert_with(PodSecurityContext::default);
     spec.enable_service_links.get_or_insert(true);
+    // `serviceAccount` is the deprecated alias of `serviceAccountName`: upstream's conversion
+    // fills the name from it when unset and writes the name back into it.
+    if spec
+        .service_account_name
+        .as_deref()
+        .is_none_or(str::is_empty)
+    {
+        spec.service_account_name = spec.service_account.clone().filter(|s| !s.is_empty());
+    }
+    if spec.service_account_name.is_some() {
+        spec.service_account.clone_from(&spec.service_account_name);
+    }
     let host_network = spec.host_network.unwrap_or(false);
     for c in spec
         .init_containers
@@ -203,6 +215,30 @@ mod tests {
         assert_eq!(format_seen(t), "2023-11-14T22:13:20.5Z");
         let t = Timestamp::new(1_700_000_000, 123_456_789).unwrap();
         assert_eq!(format_seen(t), "2023-11-14T22:13:20.123456789Z");
+    }
+
+    #[test]
+    fn deprecated_service_account_fills_service_account_name() {
+        let defaulted = |sa: Option<&str>, name: Option<&str>| {
+            let mut pod = Pod {
+                spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                    service_account: sa.map(Into::into),
+                    service_account_name: name.map(Into::into),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            apply_pod_defaults(&mut pod);
+            let spec = pod.spec.unwrap();
+            (spec.service_account, spec.service_account_name)
+        };
+        let both = |s: &str| (Some(s.to_owned()), Some(s.to_owned()));
+        assert_eq!(defaulted(Some("old"), None), both("old"));
+        assert_eq!(defaulted(Some("old"), Some("")), both("old"));
+        assert_eq!(defaulted(None, Some("new")), both("new"));
+        // The name wins.
+        assert_eq!(defaulted(Some("old"), Some("new")), both("new"));
+        assert_eq!(defaulted(None, None), (None, None));
     }
 
     #[test]

@@ -228,3 +228,42 @@ pub fn stamp_transitions(conditions: &mut [PodCondition], old: &[PodCondition], 
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodReadinessGate};
+
+    /// Nothing sets a static pod's gate conditions, so a gate keeps it not ready, as
+    /// upstream's kubelet reports a gate whose condition does not exist.
+    #[test]
+    fn readiness_gates_keep_the_pod_not_ready() {
+        let mut spec = PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let statuses = [ContainerStatus {
+            name: "app".into(),
+            ready: true,
+            ..Default::default()
+        }];
+        assert_eq!(pod_ready(&spec, Some(&statuses), "Running").status, "True");
+        spec.readiness_gates = Some(vec![PodReadinessGate {
+            condition_type: "example.com/lb".into(),
+        }]);
+        let c = pod_ready(&spec, Some(&statuses), "Running");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("False", Some("ReadinessGatesNotReady"))
+        );
+        assert_eq!(
+            c.message.as_deref(),
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+            )
+        );
+    }
+}

@@ -102,6 +102,7 @@ pub(super) fn validate(
     env(c, f, errs);
     resources(c, f, errs);
     mounts(c, f, volumes, errs);
+    super::refused::container(c, f, errs);
 
     let probes = [
         ("livenessProbe", &c.liveness_probe),

@@ -5,6 +5,10 @@
 
 mod common;
 mod container;
+#[cfg(test)]
+mod fields;
+#[cfg(test)]
+mod fields_tests;
 pub mod meta;
 pub mod names;
 mod pod;
@@ -12,9 +16,12 @@ mod pod;
 pub(crate) mod pod_tests;
 mod probe;
 pub mod quantity;
+mod refused;
 mod security;
 mod service;
 pub mod sysctl;
+#[cfg(test)]
+mod walk;
 
 pub(crate) use common::has_backsteps;
 pub use pod::validate_pod;

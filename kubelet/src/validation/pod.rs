@@ -78,16 +78,7 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             errs,
         );
     }
-    if spec
-        .ephemeral_containers
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        errs.push(FieldError::forbidden(
-            "spec.ephemeralContainers",
-            "static pods may not have ephemeral containers",
-        ));
-    }
+    super::refused::pod(spec, errs);
     // Options kubenode does not implement: refused, never silently ignored.
     // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
     // sizes only each container's.

@@ -356,3 +356,64 @@ fn pod_level_resources_refused() {
         ["spec.resources: Forbidden: not supported by kubenode"]
     );
 }
+
+/// Fields kubenode does not apply (found by walking every field of `PodSpec`, see
+/// `fields.rs`) are refused by name; their defaults pass.
+#[test]
+fn fields_kubenode_does_not_apply_are_refused() {
+    let c = "spec.containers[0]";
+    let why_se_linux = super::security::se_linux_refusal(super::security::se_linux_enabled());
+    type Case = (fn(&mut serde_json::Value), String);
+    let cases: Vec<Case> = vec![
+        (|v| v["spec"]["nodeSelector"] = serde_json::json!({"disk": "ssd"}), "spec.nodeSelector: Forbidden: not supported by kubenode: it does not check node labels, so a pod that must match them is not run".into()),
+        (|v| v["spec"]["affinity"] = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}]}}}), "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution: Forbidden: not supported by kubenode: it does not check node labels, so a pod that must match them is not run".into()),
+        (|v| v["spec"]["imagePullSecrets"] = serde_json::json!([{"name": "regcred"}]), "spec.imagePullSecrets: Forbidden: static pods may not reference secrets".into()),
+        (|v| v["spec"]["hostnameOverride"] = "other".into(), "spec.hostnameOverride: Forbidden: not supported by kubenode".into()),
+        (|v| v["spec"]["os"] = serde_json::json!({"name": "windows"}), "spec.os.name: Unsupported value: \"windows\": supported values: \"linux\"".into()),
+        (|v| v["spec"]["resourceClaims"] = serde_json::json!([{"name": "gpu", "resourceClaimName": "gpu"}]), "spec.resourceClaims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation".into()),
+        (|v| v["spec"]["runtimeClassName"] = "kata".into(), "spec.runtimeClassName: Forbidden: not supported by kubenode: every pod runs with the node's one OCI runtime".into()),
+        (|v| v["spec"]["schedulingGates"] = serde_json::json!([{"name": "wait"}]), "spec.schedulingGates: Forbidden: a static pod is bound to its node, and a bound pod may not have scheduling gates".into()),
+        (|v| v["spec"]["setHostnameAsFQDN"] = true.into(), "spec.setHostnameAsFQDN: Forbidden: not supported by kubenode: the pod's hostname is its short name".into()),
+        (|v| v["spec"]["securityContext"] = serde_json::json!({"windowsOptions": {"runAsUserName": "x"}}), "spec.securityContext.windowsOptions: Forbidden: not supported by kubenode: it runs Linux containers only".into()),
+        (|v| v["spec"]["securityContext"] = serde_json::json!({"seLinuxChangePolicy": "Recursive"}), format!("spec.securityContext.seLinuxChangePolicy: Forbidden: {why_se_linux}")),
+        (|v| v["spec"]["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Strict"}), "spec.securityContext.supplementalGroupsPolicy: Forbidden: not supported by kubenode: it always adds the groups of the image's /etc/group (Merge)".into()),
+        (|v| v["spec"]["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Loose"}), "spec.securityContext.supplementalGroupsPolicy: Unsupported value: \"Loose\": supported values: \"Merge\", \"Strict\"".into()),
+        (|v| v["spec"]["ephemeralContainers"] = serde_json::json!([{"name": "debug", "image": "busybox"}]), "spec.ephemeralContainers: Forbidden: static pods may not have ephemeral containers".into()),
+        (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"fileKeyRef": {"volumeName": "data", "path": "env", "key": "F"}}}), format!("{c}.env[2].valueFrom.fileKeyRef: Forbidden: not supported by kubenode")),
+        (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "F"}}}), format!("{c}.env[2].valueFrom.configMapKeyRef: Forbidden: static pods may not reference configmaps")),
+        (|v| v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"configMapRef": {"name": "cm"}}]), format!("{c}.envFrom[0]: Forbidden: static pods may not reference configmaps")),
+        (|v| v["spec"]["containers"][0]["resources"]["claims"] = serde_json::json!([{"name": "gpu"}]), format!("{c}.resources.claims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation")),
+        (|v| v["spec"]["containers"][0]["restartPolicyRules"] = serde_json::json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]), format!("{c}.restartPolicyRules: Forbidden: not supported by kubenode")),
+        (|v| v["spec"]["containers"][0]["stdin"] = true.into(), format!("{c}.stdin: Forbidden: not supported by kubenode: it does not attach to containers")),
+        (|v| v["spec"]["containers"][0]["stdinOnce"] = true.into(), format!("{c}.stdinOnce: Forbidden: not supported by kubenode: it does not attach to containers")),
+        (|v| v["spec"]["containers"][0]["tty"] = true.into(), format!("{c}.tty: Forbidden: not supported by kubenode: it allocates no terminals")),
+        (|v| v["spec"]["containers"][0]["volumeDevices"] = serde_json::json!([{"name": "data", "devicePath": "/dev/xvda"}]), format!("{c}.volumeDevices: Forbidden: not supported by kubenode: raw block devices need persistentVolumeClaim volumes")),
+        (|v| v["spec"]["containers"][0]["volumeMounts"][0]["subPathExpr"] = "$(POD_NAME)".into(), format!("{c}.volumeMounts[0].subPathExpr: Forbidden: not supported by kubenode")),
+        (|v| v["spec"]["containers"][0]["volumeMounts"][1]["recursiveReadOnly"] = "IfPossible".into(), format!("{c}.volumeMounts[1].recursiveReadOnly: Forbidden: not supported by kubenode: it does not make mounts recursively read-only")),
+        (|v| v["spec"]["containers"][0]["securityContext"] = serde_json::json!({"windowsOptions": {}}), format!("{c}.securityContext.windowsOptions: Forbidden: not supported by kubenode: it runs Linux containers only")),
+        (|v| v["spec"]["containers"][0]["lifecycle"]["postStart"] = serde_json::json!({"exec": {"command": ["true"]}}), format!("{c}.lifecycle.postStart: Forbidden: not supported by kubenode: it does not run postStart hooks")),
+        (|v| v["spec"]["containers"][0]["lifecycle"]["preStop"] = serde_json::json!({"sleep": {"seconds": 5}}), format!("{c}.lifecycle.preStop.sleep: Forbidden: not supported by kubenode: it does not run sleep hooks")),
+        (|v| v["spec"]["containers"][0]["lifecycle"]["preStop"] = serde_json::json!({"tcpSocket": {"port": 80}}), format!("{c}.lifecycle.preStop.tcpSocket: Forbidden: not supported as a lifecycle handler (upstream's kubelet fails such a hook)")),
+        (|v| v["spec"]["containers"][0]["lifecycle"]["stopSignal"] = "SIGUSR1".into(), format!("{c}.lifecycle.stopSignal: Forbidden: not supported by kubenode: the image's STOPSIGNAL (or SIGTERM) stops the container")),
+    ];
+    for (patch, want) in cases {
+        assert_eq!(errors(patch), [want]);
+    }
+    // The defaults (and the empty lists) pass, said or not.
+    assert_eq!(
+        errors(|v| {
+            let spec = &mut v["spec"];
+            spec["nodeSelector"] = serde_json::json!({});
+            spec["imagePullSecrets"] = serde_json::json!([]);
+            spec["os"] = serde_json::json!({"name": "linux"});
+            spec["setHostnameAsFQDN"] = false.into();
+            spec["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Merge"});
+            let app = &mut spec["containers"][0];
+            app["stdin"] = false.into();
+            app["stdinOnce"] = false.into();
+            app["tty"] = false.into();
+            app["volumeMounts"][0]["recursiveReadOnly"] = "Disabled".into();
+        }),
+        Vec::<String>::new()
+    );
+}

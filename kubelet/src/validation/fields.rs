@@ -1,0 +1,262 @@
+//! What kubenode does with every field of a pod's spec: implemented (and the tests that
+//! prove it) or refused by validation with a field-path error (and the test that shows the
+//! refusal). `fields_tests` walks `PodSpec` from the k8s-openapi types and fails on a field
+//! this table does not cover, checks every refusal against `validate_pod`, checks every named
+//! test exists, and generates `docs/pod-fields.md` from this table.
+//!
+//! A path names a field as `spec.volumes[*].emptyDir.sizeLimit`; an entry covers the field
+//! and everything below it. `{c}` stands for both `spec.containers[*]` and
+//! `spec.initContainers[*]`, `{probe}` for `livenessProbe`, `readinessProbe` and
+//! `startupProbe`. A test is `<file from the workspace root>::<function>`.
+
+/// What kubenode does with a field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Status {
+    /// Applied as upstream's kubelet applies it; the tests that prove it.
+    Implemented(&'static [&'static str]),
+    /// Refused by validation with an error naming the field; the test that shows it. The
+    /// sample (JSON) is the value that is refused, when not the one its type suggests.
+    Refused {
+        test: &'static str,
+        sample: Option<&'static str>,
+    },
+    /// Accepted but not applied yet, and being implemented by another change: the one kind of
+    /// silently ignored field left, each written down here and in the README.
+    Pending,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field {
+    pub path: &'static str,
+    pub status: Status,
+    /// What kubenode does, in a few words (the document's last column).
+    pub note: &'static str,
+}
+
+const fn done(path: &'static str, tests: &'static [&'static str], note: &'static str) -> Field {
+    Field {
+        path,
+        status: Status::Implemented(tests),
+        note,
+    }
+}
+
+const fn refused(path: &'static str, test: &'static str, note: &'static str) -> Field {
+    Field {
+        path,
+        status: Status::Refused { test, sample: None },
+        note,
+    }
+}
+
+const fn refused_as(
+    path: &'static str,
+    sample: &'static str,
+    test: &'static str,
+    note: &'static str,
+) -> Field {
+    Field {
+        path,
+        status: Status::Refused {
+            test,
+            sample: Some(sample),
+        },
+        note,
+    }
+}
+
+const fn pending(path: &'static str, note: &'static str) -> Field {
+    Field {
+        path,
+        status: Status::Pending,
+        note,
+    }
+}
+
+// Tests named more than once.
+const NEW_REFUSALS: &str =
+    "kubelet/src/validation/pod_tests.rs::fields_kubenode_does_not_apply_are_refused";
+const NOT_READ: &str =
+    "kubelet/src/validation/fields_tests.rs::fields_a_kubelet_does_not_read_are_accepted";
+const VOLUME_TYPES: &str =
+    "kubelet/src/validation/pod_tests.rs::unimplemented_volume_types_are_named";
+const SE_LINUX: &str = "kubelet/src/validation/security.rs::se_linux_options_refused";
+const GOLDEN: &str = "runtime/src/spec/golden.rs::golden_restricted_container";
+const USER: &str = "runtime/src/spec/user.rs::security_context_wins_and_non_root_is_checked";
+const PRIVATE_ROOT: &str = "integration/tests/store.rs::private_root";
+const SECCOMP_E2E: &str = "integration/tests/seccomp.rs::profiles";
+const PROBES_E2E: &[&str] = &[
+    "integration/tests/probes.rs::exec_liveness",
+    "integration/tests/probes.rs::http_liveness",
+    "integration/tests/probes.rs::tcp_readiness",
+    "integration/tests/probes.rs::startup_probe",
+];
+const HTTP_PROBE: &[&str] = &[
+    "integration/tests/probes.rs::http_liveness",
+    "integration/tests/probes.rs::http_edge_cases",
+    "kubelet/src/prober/tests/mechanisms.rs::http_sends_headers_and_judges_status",
+];
+const NAMED_PORTS: &[&str] = &[
+    "kubelet/src/prober/port.rs::named_and_numeric_ports",
+    "kubelet/src/prober/tests/mechanisms.rs::named_ports_and_closed_ports",
+];
+const WEB_POD: &str = "integration/tests/kubelet.rs::web_pod";
+
+/// The table, in the order of the document.
+pub(crate) const FIELDS: &[Field] = &[
+    // The pod.
+    done("spec.activeDeadlineSeconds", &["integration/tests/kubelet.rs::active_deadline"], "the pod fails with `DeadlineExceeded` when the deadline passes"),
+    refused("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", NEW_REFUSALS, "upstream's kubelet rejects a pod whose required node affinity does not match the node; kubenode does not check node labels"),
+    done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.affinity.podAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.affinity.podAntiAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.automountServiceAccountToken", &[NOT_READ], "the token is added by the API server's ServiceAccount admission, not the kubelet; static pods get none, here as upstream"),
+    done("spec.dnsConfig", &["kubelet/src/node/files.rs::dns_config_extends_the_policy_and_none_uses_only_it"], "merged into the pod's `/etc/resolv.conf`"),
+    done("spec.dnsPolicy", &["kubelet/src/node/files.rs::cluster_first_resolv_conf", "kubelet/src/node/files.rs::without_cluster_dns_falls_back_to_the_host", "kubelet/src/node/files.rs::dns_config_extends_the_policy_and_none_uses_only_it"], "`ClusterFirst`, `ClusterFirstWithHostNet`, `Default`, `None`"),
+    done("spec.enableServiceLinks", &["kubelet/src/node/envvars.rs::named_ports_other_namespaces_headless_and_links_off"], "service environment variables, off with `false`"),
+    refused("spec.ephemeralContainers", NEW_REFUSALS, "static pods may not have ephemeral containers"),
+    done("spec.hostAliases", &["kubelet/src/node/files.rs::hosts_with_ip_subdomain_and_aliases"], "added to the managed `/etc/hosts`"),
+    done("spec.hostIPC", &["integration/tests/hostns.rs::host_namespaces", "runtime/src/runtime_tests.rs::host_pid_and_host_ipc_get_no_namespace_and_the_hosts_dev_shm"], "the host's IPC namespace and `/dev/shm`"),
+    done("spec.hostNetwork", &["integration/tests/kubelet.rs::env_and_host_network", "integration/tests/runtime.rs::host_network_and_sysctls"], "the host's network namespace, no CNI"),
+    done("spec.hostPID", &["integration/tests/hostns.rs::host_namespaces"], "the host's PID namespace"),
+    refused_as("spec.hostUsers", "false", "kubelet/src/validation/pod_tests.rs::unimplemented_namespace_options_are_refused", "`false` (a user namespace) is refused; `true` is the default"),
+    done("spec.hostname", &["kubelet/src/node/files.rs::hosts_with_ip_subdomain_and_aliases"], "the pod's hostname and `/etc/hosts` entry"),
+    refused("spec.hostnameOverride", NEW_REFUSALS, "alpha upstream (feature gate `HostnameOverride`)"),
+    refused("spec.imagePullSecrets", NEW_REFUSALS, "static pods may not reference secrets"),
+    done("spec.nodeName", &["kubelet/src/source/tests.rs::static_pod_shape"], "set to this node, as upstream does for static pods"),
+    refused("spec.nodeSelector", NEW_REFUSALS, "upstream's kubelet rejects a pod whose selector does not match the node's labels; kubenode does not check node labels"),
+    refused_as("spec.os.name", "\"windows\"", NEW_REFUSALS, "only `linux`: kubenode runs Linux containers"),
+    pending("spec.overhead", "upstream adds it to the pod cgroup's limits; kubenode's pod cgroup has no limits yet"),
+    done("spec.preemptionPolicy", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.priority", &["kubelet/src/node/worker/start.rs::node_critical_pods_score_as_guaranteed"], "critical pods (priority at least `SystemCriticalPriority`) get the guaranteed OOM score"),
+    done("spec.priorityClassName", &["kubelet/src/node/worker/start.rs::node_critical_pods_score_as_guaranteed"], "`system-node-critical` pods get the guaranteed OOM score"),
+    done("spec.readinessGates", &["kubelet/src/status/conditions.rs::readiness_gates_keep_the_pod_not_ready"], "`Ready` stays `False` (`ReadinessGatesNotReady`): nothing sets a static pod's gate conditions"),
+    refused("spec.resourceClaims", NEW_REFUSALS, "kubenode does not implement dynamic resource allocation"),
+    refused("spec.resources", "kubelet/src/validation/pod_tests.rs::pod_level_resources_refused", "pod-level requests and limits"),
+    done("spec.restartPolicy", &["integration/tests/kubelet.rs::restart_policies", "kubelet/src/node/actions.rs::restart_policy_matrix"], "`Always`, `OnFailure`, `Never`, with crash back-off"),
+    refused("spec.runtimeClassName", NEW_REFUSALS, "every pod runs with the node's one OCI runtime"),
+    done("spec.schedulerName", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    refused("spec.schedulingGates", NEW_REFUSALS, "a static pod is bound to its node, and a bound pod may not have scheduling gates"),
+    done("spec.securityContext.appArmorProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::apparmor_fields_as_upstream"], "as upstream; refused at admission on a host without AppArmor"),
+    done("spec.securityContext.fsGroup", &["integration/tests/volumes/fsgroup.rs::emptydir_given_to_fs_group", "integration/tests/volumes/fsgroup.rs::fs_group_not_reapplied_after_restart"], "a supplementary group of every container, and the group of a new `emptyDir` (setgid directories, group rw), as upstream's `SetVolumeOwnership`; `hostPath` and `nfs` untouched, as upstream"),
+    done("spec.securityContext.fsGroupChangePolicy", &["kubelet/src/volume/ownership.rs::on_root_mismatch_skips_a_matching_root_and_walks_otherwise", "kubelet/src/volume/ownership.rs::fs_group_and_policy_from_the_pod"], "read for the ownership walk; `emptyDir`, the only kubenode volume it applies to, always walks a new volume, as upstream's emptyDir ignores the policy"),
+    done("spec.securityContext.runAsGroup", &[GOLDEN, USER, PRIVATE_ROOT], "the containers' primary group unless they set their own"),
+    done("spec.securityContext.runAsNonRoot", &[GOLDEN, USER], "a container that would run as uid 0 fails to be created"),
+    done("spec.securityContext.runAsUser", &[GOLDEN, USER, PRIVATE_ROOT], "the containers' user unless they set their own"),
+    refused("spec.securityContext.seLinuxChangePolicy", NEW_REFUSALS, "kubenode applies no SELinux labels"),
+    refused("spec.securityContext.seLinuxOptions", SE_LINUX, "kubenode applies no SELinux labels"),
+    done("spec.securityContext.seccompProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::seccomp_fields_as_upstream"], "the containers' seccomp profile unless they set their own"),
+    done("spec.securityContext.supplementalGroups", &[GOLDEN, USER], "added to every container's groups"),
+    refused_as("spec.securityContext.supplementalGroupsPolicy", "\"Strict\"", NEW_REFUSALS, "`Strict` is refused; `Merge` (the default) is what kubenode does: the image's `/etc/group` groups are added"),
+    done("spec.securityContext.sysctls", &["integration/tests/limits.rs::pids_and_sysctls", "integration/tests/runtime.rs::host_network_and_sysctls", "kubelet/src/validation/sysctl.rs::allowed_unsafe_sysctls_exact_and_by_prefix"], "set in the pod's namespaces; unsafe ones only when allowed (`SysctlForbidden`)"),
+    refused("spec.securityContext.windowsOptions", NEW_REFUSALS, "kubenode runs Linux containers"),
+    done("spec.serviceAccount", &["kubelet/src/source/defaults.rs::deprecated_service_account_fills_service_account_name"], "deprecated alias: fills an unset `serviceAccountName`, as upstream's conversion"),
+    done("spec.serviceAccountName", &["kubelet/src/node/observe.rs::field_refs"], "the downward API's `spec.serviceAccountName`; no token (see `automountServiceAccountToken`)"),
+    refused_as("spec.setHostnameAsFQDN", "true", NEW_REFUSALS, "`true` is refused: kubenode sets the short hostname"),
+    done("spec.shareProcessNamespace", &["integration/tests/hostns.rs::shared_process_namespace"], "one PID namespace for the pod, pause is its PID 1"),
+    done("spec.subdomain", &["kubelet/src/node/files.rs::hosts_with_ip_subdomain_and_aliases"], "the pod's FQDN in `/etc/hosts`"),
+    done("spec.terminationGracePeriodSeconds", &["integration/tests/kubelet.rs::grace_period"], "the grace period of a stop"),
+    done("spec.tolerations", &["kubelet/src/source/tests.rs::static_pod_shape", NOT_READ], "read by the scheduler; static pods get upstream's `NoExecute` toleration; a kubenode node has no taints"),
+    done("spec.topologySpreadConstraints", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    // Volumes.
+    done("spec.volumes[*].name", &["integration/tests/volumes/plugins.rs::subpaths", "kubelet/src/validation/pod_tests.rs::volumes_and_mounts"], "referenced by `volumeMounts[*].name`"),
+    done("spec.volumes[*].emptyDir.medium", &["kubelet/src/volume/empty_dir.rs::memory_medium_mounts_a_sized_tmpfs_once", "kubelet/src/volume/empty_dir.rs::disk_medium_is_a_0777_directory_without_mounts"], "disk directory or `Memory` (tmpfs)"),
+    done("spec.volumes[*].emptyDir.sizeLimit", &["integration/tests/volumes/plugins.rs::tmpfs_with_size", "integration/tests/volumes/lifecycle.rs::eviction"], "tmpfs size; on disk, the pod is evicted past it"),
+    done("spec.volumes[*].hostPath", &["integration/tests/volumes/plugins.rs::host_path_types"], "all eight types"),
+    done("spec.volumes[*].nfs", &["integration/tests/volumes/mounts.rs::nfs_fake_server", "integration/tests/vm.rs::nfs_volume"], "mounted with the system's `mount -t nfs`"),
+    refused("spec.volumes[*].awsElasticBlockStore", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].azureDisk", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].azureFile", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].cephfs", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].cinder", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].configMap", VOLUME_TYPES, "static pods may not reference configmaps"),
+    refused("spec.volumes[*].csi", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].downwardAPI", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].ephemeral", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].fc", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].flexVolume", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].flocker", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].gcePersistentDisk", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].gitRepo", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].glusterfs", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].image", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].iscsi", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].persistentVolumeClaim", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].photonPersistentDisk", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].portworxVolume", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].projected", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].quobyte", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].rbd", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].scaleIO", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].secret", VOLUME_TYPES, "static pods may not reference secrets"),
+    refused("spec.volumes[*].storageos", VOLUME_TYPES, "volume type not implemented"),
+    refused("spec.volumes[*].vsphereVolume", VOLUME_TYPES, "volume type not implemented"),
+    // Containers and init containers.
+    done("{c}.args", &["runtime/src/spec/golden.rs::golden_default_container", "integration/tests/probes.rs::exec_liveness"], "the image's `Cmd` replaced, `$(VAR)` expanded"),
+    done("{c}.command", &["runtime/src/spec/golden.rs::golden_restricted_container", WEB_POD], "the image's `Entrypoint` replaced, `$(VAR)` expanded"),
+    done("{c}.env[*].name", &["integration/tests/kubelet.rs::env_and_host_network"], "the variable's name"),
+    done("{c}.env[*].value", &["integration/tests/kubelet.rs::env_and_host_network"], "the value, `$(VAR)` expanded"),
+    refused("{c}.env[*].valueFrom.configMapKeyRef", NEW_REFUSALS, "static pods may not reference configmaps"),
+    done("{c}.env[*].valueFrom.fieldRef", &["kubelet/src/node/observe.rs::field_refs", "integration/tests/kubelet.rs::env_and_host_network"], "the downward API fields upstream allows"),
+    refused("{c}.env[*].valueFrom.fileKeyRef", NEW_REFUSALS, "alpha upstream (feature gate `EnvFiles`)"),
+    done("{c}.env[*].valueFrom.resourceFieldRef", &["kubelet/src/node/observe.rs::resource_field_refs_are_resolved", "integration/tests/kubelet.rs::env_and_host_network"], "the limit or request; an unset limit is the node's capacity"),
+    refused("{c}.env[*].valueFrom.secretKeyRef", "kubelet/src/validation/pod_tests.rs::env_and_resources", "static pods may not reference secrets"),
+    refused("{c}.envFrom", NEW_REFUSALS, "static pods may not reference configmaps or secrets"),
+    done("{c}.image", &[WEB_POD, "integration/tests/images.rs::pull_busybox"], "pulled from its registry or the local store"),
+    done("{c}.imagePullPolicy", &["runtime/src/image/tests.rs::ensure_follows_the_pull_policy_without_touching_the_network_when_present", "kubelet/src/source/defaults.rs::pull_policy_by_tag"], "`Always`, `IfNotPresent`, `Never` (`ErrImageNeverPull`), defaulted by tag"),
+    refused("{c}.lifecycle.postStart", NEW_REFUSALS, "kubenode does not run postStart hooks"),
+    done("{c}.lifecycle.preStop.exec", &["integration/tests/kubelet.rs::grace_period"], "run before the stop signal, within the grace period"),
+    done("{c}.lifecycle.preStop.httpGet", &["kubelet/src/node/hooks.rs::get_reaches_the_server_with_path_and_headers"], "sent before the stop signal, within the grace period"),
+    refused("{c}.lifecycle.preStop.sleep", NEW_REFUSALS, "kubenode does not run sleep hooks"),
+    refused("{c}.lifecycle.preStop.tcpSocket", NEW_REFUSALS, "not a lifecycle handler: upstream keeps it for compatibility and fails the hook"),
+    refused("{c}.lifecycle.stopSignal", NEW_REFUSALS, "the image's `STOPSIGNAL` (or SIGTERM) is sent"),
+    done("{c}.{probe}.exec", &["integration/tests/probes.rs::exec_liveness"], "run in the container"),
+    done("{c}.{probe}.failureThreshold", PROBES_E2E, "as upstream, defaults included"),
+    done("{c}.{probe}.grpc", &["kubelet/src/prober/tests/mechanisms.rs::grpc_health_checks"], "the gRPC health service, `service` included"),
+    done("{c}.{probe}.httpGet", HTTP_PROBE, "host, path, port (named too), scheme, headers, redirects"),
+    done("{c}.{probe}.initialDelaySeconds", &["integration/tests/probes.rs::exec_liveness", "integration/tests/probes.rs::tcp_readiness"], "as upstream"),
+    done("{c}.{probe}.periodSeconds", PROBES_E2E, "as upstream"),
+    done("{c}.{probe}.successThreshold", &["integration/tests/probes.rs::tcp_readiness", "kubelet/src/validation/pod_tests.rs::probes_and_hooks"], "as upstream (1 but for readiness)"),
+    done("{c}.{probe}.tcpSocket", &["integration/tests/probes.rs::tcp_readiness"], "host and port (named too)"),
+    done("{c}.{probe}.terminationGracePeriodSeconds", &["kubelet/src/prober/tests/mod.rs::liveness_kills_after_the_failure_threshold_with_the_probe_grace"], "the grace period of a kill by this probe"),
+    done("{c}.{probe}.timeoutSeconds", &["integration/tests/probes.rs::http_edge_cases"], "as upstream"),
+    done("{c}.name", &[WEB_POD], "the container's name"),
+    done("{c}.ports[*].containerPort", &[WEB_POD], "informational, as upstream; named ports serve probes and Services"),
+    pending("{c}.ports[*].hostIP", "only meaningful with `hostPort`"),
+    pending("{c}.ports[*].hostPort", "on the host network it must equal `containerPort` (as upstream); on the pod network not mapped yet"),
+    done("{c}.ports[*].name", NAMED_PORTS, "named probe ports"),
+    done("{c}.ports[*].protocol", &["kubelet/src/validation/pod_tests.rs::ports_and_image"], "informational, as upstream"),
+    done("{c}.resizePolicy", &[NOT_READ], "applies to an in-place resize; a static pod's changed manifest is a new pod, here as upstream"),
+    refused("{c}.resources.claims", NEW_REFUSALS, "kubenode does not implement dynamic resource allocation"),
+    done("{c}.resources.limits", &["integration/tests/limits.rs::oom_and_swap", "integration/tests/runtime.rs::oom_killed"], "the container's cgroup limits"),
+    done("{c}.resources.requests", &["integration/tests/limits.rs::oom_and_swap", "runtime/src/spec/golden.rs::golden_default_container", "runtime/src/spec/resources.rs::cpu_formulas_match_kubelet"], "cpu shares (weight) and the OOM score"),
+    done("{c}.restartPolicy", &["kubelet/src/status/phase_tests.rs::phase_with_sidecars", "kubelet/src/node/worker/start.rs::sidecars_score_no_higher_than_the_smallest_regular_container"], "`Always` on an init container: a sidecar"),
+    refused("{c}.restartPolicyRules", NEW_REFUSALS, "alpha upstream (feature gate `ContainerRestartRules`)"),
+    done("{c}.securityContext.allowPrivilegeEscalation", &[GOLDEN], "`no_new_privs`"),
+    done("{c}.securityContext.appArmorProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::apparmor_fields_as_upstream"], "as upstream; refused at admission on a host without AppArmor"),
+    done("{c}.securityContext.capabilities", &[GOLDEN, "runtime/src/spec/golden.rs::seccomp_follows_the_effective_capabilities_and_privileged_has_none"], "added to and dropped from the default set"),
+    done("{c}.securityContext.privileged", &["runtime/src/spec/golden.rs::golden_privileged_container", "integration/tests/runtime.rs::host_network_and_sysctls"], "all capabilities and devices, no seccomp, no masked paths"),
+    pending("{c}.securityContext.procMount", "`Unmasked` is not applied yet (it needs `hostUsers: false`)"),
+    done("{c}.securityContext.readOnlyRootFilesystem", &[GOLDEN], "a read-only root filesystem"),
+    done("{c}.securityContext.runAsGroup", &[GOLDEN, USER], "the primary group"),
+    done("{c}.securityContext.runAsNonRoot", &[GOLDEN, USER], "a container that would run as uid 0 fails to be created"),
+    done("{c}.securityContext.runAsUser", &[GOLDEN, USER, PRIVATE_ROOT], "the user"),
+    refused("{c}.securityContext.seLinuxOptions", SE_LINUX, "kubenode applies no SELinux labels"),
+    done("{c}.securityContext.seccompProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::seccomp_fields_as_upstream"], "the container's seccomp profile"),
+    refused("{c}.securityContext.windowsOptions", NEW_REFUSALS, "kubenode runs Linux containers"),
+    refused_as("{c}.stdin", "true", NEW_REFUSALS, "`true` is refused: kubenode does not attach to containers"),
+    refused_as("{c}.stdinOnce", "true", NEW_REFUSALS, "`true` is refused: kubenode does not attach to containers"),
+    done("{c}.terminationMessagePath", &["integration/tests/secreads.rs::termination_messages"], "read into the terminated state's message"),
+    done("{c}.terminationMessagePolicy", &["integration/tests/secreads.rs::termination_messages", "integration/tests/store.rs::crash_loop_logs"], "`File` or `FallbackToLogsOnError`"),
+    refused_as("{c}.tty", "true", NEW_REFUSALS, "`true` is refused: kubenode allocates no terminals"),
+    refused("{c}.volumeDevices", NEW_REFUSALS, "raw block devices need persistentVolumeClaim volumes, which kubenode does not implement"),
+    done("{c}.volumeMounts[*].mountPath", &["integration/tests/volumes/plugins.rs::subpaths"], "where the volume is bind-mounted"),
+    done("{c}.volumeMounts[*].mountPropagation", &["integration/tests/volumes/mounts.rs::propagation"], "`None`, `HostToContainer`, `Bidirectional` (privileged only)"),
+    done("{c}.volumeMounts[*].name", &["kubelet/src/validation/pod_tests.rs::volumes_and_mounts", "integration/tests/volumes/plugins.rs::subpaths"], "the volume"),
+    done("{c}.volumeMounts[*].readOnly", &["integration/tests/volumes/mounts.rs::propagation", "integration/tests/volumes/plugins.rs::subpaths"], "a read-only bind mount"),
+    refused_as("{c}.volumeMounts[*].recursiveReadOnly", "\"Enabled\"", NEW_REFUSALS, "`Enabled` and `IfPossible` are refused; `Disabled` is the default"),
+    done("{c}.volumeMounts[*].subPath", &["integration/tests/volumes/plugins.rs::subpaths", "kubelet/src/volume/manager_tests.rs::subpath_symlink_escape_is_refused_with_upstreams_message"], "safe subPath, symlink escapes refused"),
+    refused("{c}.volumeMounts[*].subPathExpr", NEW_REFUSALS, "not implemented"),
+    done("{c}.workingDir", &[GOLDEN], "the process's working directory"),
+];

@@ -1,0 +1,244 @@
+//! Fields kubenode does not apply, refused with an error naming the field rather than
+//! dropped without a word. Each is a row of `fields.rs`, whose test sets it on a valid pod
+//! and expects the refusal here.
+
+use super::{Errors, FieldError};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+const NO_NODE_LABELS: &str = "not supported by kubenode: it does not check node labels, so a pod that must match them is not run";
+const NO_DRA: &str = "not supported by kubenode: it does not implement dynamic resource allocation";
+const LINUX_ONLY: &str = "not supported by kubenode: it runs Linux containers only";
+const NO_ATTACH: &str = "not supported by kubenode: it does not attach to containers";
+
+fn forbid(errs: &mut Errors, field: impl Into<String>, why: &str) {
+    errs.push(FieldError::forbidden(field, why));
+}
+
+/// The pod-level fields.
+pub(super) fn pod(spec: &PodSpec, errs: &mut Errors) {
+    if spec.node_selector.as_ref().is_some_and(|m| !m.is_empty()) {
+        forbid(errs, "spec.nodeSelector", NO_NODE_LABELS);
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    if required.is_some() {
+        forbid(
+            errs,
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+            NO_NODE_LABELS,
+        );
+    }
+    if spec
+        .image_pull_secrets
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        forbid(
+            errs,
+            "spec.imagePullSecrets",
+            "static pods may not reference secrets",
+        );
+    }
+    if spec.hostname_override.is_some() {
+        forbid(errs, "spec.hostnameOverride", "not supported by kubenode");
+    }
+    if let Some(os) = &spec.os {
+        if os.name != "linux" {
+            errs.push(FieldError::not_supported(
+                "spec.os.name",
+                &os.name,
+                &["linux"],
+            ));
+        }
+    }
+    if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        forbid(errs, "spec.resourceClaims", NO_DRA);
+    }
+    if spec
+        .runtime_class_name
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
+        forbid(
+            errs,
+            "spec.runtimeClassName",
+            "not supported by kubenode: every pod runs with the node's one OCI runtime",
+        );
+    }
+    if spec
+        .scheduling_gates
+        .as_ref()
+        .is_some_and(|g| !g.is_empty())
+    {
+        forbid(
+            errs,
+            "spec.schedulingGates",
+            "a static pod is bound to its node, and a bound pod may not have scheduling gates",
+        );
+    }
+    if spec.set_hostname_as_fqdn == Some(true) {
+        forbid(
+            errs,
+            "spec.setHostnameAsFQDN",
+            "not supported by kubenode: the pod's hostname is its short name",
+        );
+    }
+    if let Some(sc) = &spec.security_context {
+        if sc.windows_options.is_some() {
+            forbid(errs, "spec.securityContext.windowsOptions", LINUX_ONLY);
+        }
+        if sc.se_linux_change_policy.is_some() {
+            forbid(
+                errs,
+                "spec.securityContext.seLinuxChangePolicy",
+                &super::security::se_linux_refusal(super::security::se_linux_enabled()),
+            );
+        }
+        match sc.supplemental_groups_policy.as_deref() {
+            None | Some("Merge") => {}
+            Some("Strict") => forbid(
+                errs,
+                "spec.securityContext.supplementalGroupsPolicy",
+                "not supported by kubenode: it always adds the groups of the image's /etc/group (Merge)",
+            ),
+            Some(p) => errs.push(FieldError::not_supported(
+                "spec.securityContext.supplementalGroupsPolicy",
+                p,
+                &["Merge", "Strict"],
+            )),
+        }
+    }
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        forbid(
+            errs,
+            "spec.ephemeralContainers",
+            "static pods may not have ephemeral containers",
+        );
+    }
+}
+
+/// The fields of one container at `f` (`spec.containers[0]`).
+pub(super) fn container(c: &Container, f: &str, errs: &mut Errors) {
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if e.value_from
+            .as_ref()
+            .is_some_and(|v| v.file_key_ref.is_some())
+        {
+            forbid(
+                errs,
+                format!("{f}.env[{i}].valueFrom.fileKeyRef"),
+                "not supported by kubenode",
+            );
+        }
+    }
+    if c.resources
+        .as_ref()
+        .and_then(|r| r.claims.as_ref())
+        .is_some_and(|c| !c.is_empty())
+    {
+        forbid(errs, format!("{f}.resources.claims"), NO_DRA);
+    }
+    if c.restart_policy_rules
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
+        forbid(
+            errs,
+            format!("{f}.restartPolicyRules"),
+            "not supported by kubenode",
+        );
+    }
+    if c.stdin == Some(true) {
+        forbid(errs, format!("{f}.stdin"), NO_ATTACH);
+    }
+    if c.stdin_once == Some(true) {
+        forbid(errs, format!("{f}.stdinOnce"), NO_ATTACH);
+    }
+    if c.tty == Some(true) {
+        forbid(
+            errs,
+            format!("{f}.tty"),
+            "not supported by kubenode: it allocates no terminals",
+        );
+    }
+    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        forbid(
+            errs,
+            format!("{f}.volumeDevices"),
+            "not supported by kubenode: raw block devices need persistentVolumeClaim volumes",
+        );
+    }
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let mf = format!("{f}.volumeMounts[{i}]");
+        if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+            forbid(
+                errs,
+                format!("{mf}.subPathExpr"),
+                "not supported by kubenode",
+            );
+        }
+        match m.recursive_read_only.as_deref() {
+            None | Some("Disabled") => {}
+            Some("Enabled" | "IfPossible") => forbid(
+                errs,
+                format!("{mf}.recursiveReadOnly"),
+                "not supported by kubenode: it does not make mounts recursively read-only",
+            ),
+            Some(v) => errs.push(FieldError::not_supported(
+                format!("{mf}.recursiveReadOnly"),
+                v,
+                &["Disabled", "Enabled", "IfPossible"],
+            )),
+        }
+    }
+    if let Some(sc) = &c.security_context {
+        if sc.windows_options.is_some() {
+            forbid(
+                errs,
+                format!("{f}.securityContext.windowsOptions"),
+                LINUX_ONLY,
+            );
+        }
+    }
+    let Some(l) = &c.lifecycle else { return };
+    if l.post_start.is_some() {
+        forbid(
+            errs,
+            format!("{f}.lifecycle.postStart"),
+            "not supported by kubenode: it does not run postStart hooks",
+        );
+    }
+    if let Some(h) = &l.pre_stop {
+        if h.sleep.is_some() {
+            forbid(
+                errs,
+                format!("{f}.lifecycle.preStop.sleep"),
+                "not supported by kubenode: it does not run sleep hooks",
+            );
+        }
+        if h.tcp_socket.is_some() {
+            forbid(
+                errs,
+                format!("{f}.lifecycle.preStop.tcpSocket"),
+                "not supported as a lifecycle handler (upstream's kubelet fails such a hook)",
+            );
+        }
+    }
+    if l.stop_signal.is_some() {
+        forbid(
+            errs,
+            format!("{f}.lifecycle.stopSignal"),
+            "not supported by kubenode: the image's STOPSIGNAL (or SIGTERM) stops the container",
+        );
+    }
+}
