@@ -90,11 +90,9 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
     }
     // Options kubenode does not implement: refused, never silently ignored.
     // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
-    // sizes only each container's.
-    let unimplemented = [
-        ("spec.hostUsers", spec.host_users == Some(false)),
-        ("spec.resources", spec.resources.is_some()),
-    ];
+    // sizes only each container's. (`hostUsers: false` is valid: admission rejects it with
+    // what this node lacks, see `security::userns`.)
+    let unimplemented = [("spec.resources", spec.resources.is_some())];
     for (field, set) in unimplemented {
         if set {
             errs.push(FieldError::forbidden(field, "not supported by kubenode"));

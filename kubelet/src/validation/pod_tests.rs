@@ -117,17 +117,15 @@ fn host_pid_and_ipc_and_shared_process_namespace() {
 }
 
 #[test]
-fn unimplemented_namespace_options_are_refused() {
-    one(
-        |v| v["spec"]["hostUsers"] = false.into(),
-        "spec.hostUsers: Forbidden: not supported by kubenode",
-    );
-    // Their defaults are fine, said or not.
+fn namespace_options_at_their_defaults_and_host_users_false_are_valid() {
+    // `hostUsers: false` is a valid pod: admission decides whether this node can run it
+    // (`security::userns`), as upstream's kubelet does.
     for (k, v) in [
         ("hostPID", false),
         ("hostIPC", false),
         ("shareProcessNamespace", false),
         ("hostUsers", true),
+        ("hostUsers", false),
     ] {
         assert_eq!(
             errors(|p| p["spec"][k] = v.into()),
