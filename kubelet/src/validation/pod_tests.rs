@@ -354,3 +354,39 @@ fn pod_level_resources_refused() {
         ["spec.resources: Forbidden: not supported by kubenode"]
     );
 }
+
+/// `securityContext.procMount` as upstream's `ValidateSecurityContext`: `Default` anywhere,
+/// `Unmasked` only with `hostUsers: false`, anything else not supported.
+#[test]
+fn proc_mount_as_upstream() {
+    let set = |v: &mut serde_json::Value, which: &str, pm: &str| {
+        v["spec"][which][0]["securityContext"] = serde_json::json!({"procMount": pm});
+    };
+    assert_eq!(
+        errors(|v| set(v, "containers", "Default")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(|v| set(v, "containers", "Unmasked")),
+        ["spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"]
+    );
+    assert_eq!(
+        errors(|v| {
+            v["spec"]["hostUsers"] = true.into();
+            set(v, "initContainers", "Unmasked");
+        }),
+        ["spec.initContainers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"]
+    );
+    assert_eq!(
+        errors(|v| {
+            v["spec"]["hostUsers"] = false.into();
+            set(v, "containers", "Unmasked");
+            set(v, "initContainers", "Unmasked");
+        }),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(|v| set(v, "containers", "unmasked")),
+        ["spec.containers[0].securityContext.procMount: Unsupported value: \"unmasked\": supported values: \"Default\", \"Unmasked\""]
+    );
+}
