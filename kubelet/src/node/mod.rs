@@ -42,6 +42,7 @@ use crate::api::{
 use crate::backoff::{Clock, CrashBackoff, ImageBackoff};
 use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
+use crate::security::userns::{self, SystemUserns};
 use crate::security::{apparmor, SystemAppArmor};
 use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
@@ -214,8 +215,10 @@ impl Kubelet {
             }
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            // Admission, in upstream's order: sysctls, the pod count, AppArmor.
-            let rejection = match sysctls.admit(&pod.spec.clone().unwrap_or_default()) {
+            // Admission, in upstream's order: sysctls, the pod count, AppArmor; then what
+            // upstream finds only at sandbox creation: a user namespace this node cannot make.
+            let spec = pod.spec.clone().unwrap_or_default();
+            let rejection = match sysctls.admit(&spec) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
                 Ok(()) if active >= max => Some((
                     crate::status::OUT_OF_PODS,
@@ -223,7 +226,12 @@ impl Kubelet {
                 )),
                 Ok(()) => apparmor::admit(&pod, &SystemAppArmor)
                     .err()
-                    .map(|message| (apparmor::REASON, message)),
+                    .map(|message| (apparmor::REASON, message))
+                    .or_else(|| {
+                        userns::admit(&spec, &SystemUserns::new(&config.runtime))
+                            .err()
+                            .map(|message| (userns::REASON, message))
+                    }),
             };
             if let Some((reason, message)) = rejection {
                 pod.status = Some(crate::status::rejected_status(

@@ -36,6 +36,7 @@ pub(super) fn validate(
     c: &Container,
     f: &str,
     is_init: bool,
+    host_users: bool,
     volumes: &HashSet<String>,
     names: &mut HashSet<String>,
     errs: &mut Errors,
@@ -97,6 +98,7 @@ pub(super) fn validate(
         }
     };
     ports(c, f, errs);
+    proc_mount(c, f, host_users, errs);
     security_context(c, f, errs);
     super::security::container(c.security_context.as_ref(), f, errs);
     env(c, f, errs);
@@ -186,6 +188,32 @@ fn ports(c: &Container, f: &str, errs: &mut Errors) {
                 ));
             }
         }
+    }
+}
+
+/// The `procMount` values (upstream `ValidateProcMountType`, in its order).
+const PROC_MOUNT_TYPES: &[&str] = &["Default", "Unmasked"];
+
+/// Upstream `ValidateSecurityContext`'s `procMount` checks: a known type, and `Unmasked` (no
+/// masked or read-only paths in `/proc`) only in a pod with its own user namespace.
+fn proc_mount(c: &Container, f: &str, host_users: bool, errs: &mut Errors) {
+    let Some(pm) = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.proc_mount.as_deref())
+    else {
+        return;
+    };
+    let field = format!("{f}.securityContext.procMount");
+    if !PROC_MOUNT_TYPES.contains(&pm) {
+        errs.push(FieldError::not_supported(&field, pm, PROC_MOUNT_TYPES));
+    }
+    if host_users && pm == "Unmasked" {
+        errs.push(FieldError::invalid(
+            &field,
+            pm,
+            "`hostUsers` must be false to use `Unmasked`",
+        ));
     }
 }
 

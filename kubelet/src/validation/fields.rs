@@ -20,6 +20,9 @@ pub(crate) enum Status {
         test: &'static str,
         sample: Option<&'static str>,
     },
+    /// Accepted by validation, and a pod that uses it is rejected at admission (phase Failed,
+    /// a reason and a message naming what this node lacks); the tests that show it.
+    Rejected(&'static [&'static str]),
     /// Accepted but not applied yet, and being implemented by another change: the one kind of
     /// silently ignored field left, each written down here and in the README.
     Pending,
@@ -62,6 +65,14 @@ const fn refused_as(
             test,
             sample: Some(sample),
         },
+        note,
+    }
+}
+
+const fn rejected(path: &'static str, tests: &'static [&'static str], note: &'static str) -> Field {
+    Field {
+        path,
+        status: Status::Rejected(tests),
         note,
     }
 }
@@ -120,7 +131,7 @@ pub(crate) const FIELDS: &[Field] = &[
     done("spec.hostIPC", &["integration/tests/hostns.rs::host_namespaces", "runtime/src/runtime_tests.rs::host_pid_and_host_ipc_get_no_namespace_and_the_hosts_dev_shm"], "the host's IPC namespace and `/dev/shm`"),
     done("spec.hostNetwork", &["integration/tests/kubelet.rs::env_and_host_network", "integration/tests/runtime.rs::host_network_and_sysctls"], "the host's network namespace, no CNI"),
     done("spec.hostPID", &["integration/tests/hostns.rs::host_namespaces"], "the host's PID namespace"),
-    refused_as("spec.hostUsers", "false", "kubelet/src/validation/pod_tests.rs::unimplemented_namespace_options_are_refused", "`false` (a user namespace) is refused; `true` is the default"),
+    rejected("spec.hostUsers", &["kubelet/src/security/userns.rs::rejection_names_what_is_missing", "integration/tests/userns.rs::userns_and_proc_mount"], "`false` (a user namespace) is rejected at admission (reason `UserNamespacesNotSupported`) with what the node lacks: kubenode does not implement user namespaces yet, and needs an OCI runtime with idmapped mounts; `true` is the default"),
     done("spec.hostname", &["kubelet/src/node/files.rs::hosts_with_ip_subdomain_and_aliases"], "the pod's hostname and `/etc/hosts` entry"),
     refused("spec.hostnameOverride", NEW_REFUSALS, "alpha upstream (feature gate `HostnameOverride`)"),
     refused("spec.imagePullSecrets", NEW_REFUSALS, "static pods may not reference secrets"),
@@ -237,7 +248,7 @@ pub(crate) const FIELDS: &[Field] = &[
     done("{c}.securityContext.appArmorProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::apparmor_fields_as_upstream"], "as upstream; refused at admission on a host without AppArmor"),
     done("{c}.securityContext.capabilities", &[GOLDEN, "runtime/src/spec/golden.rs::seccomp_follows_the_effective_capabilities_and_privileged_has_none"], "added to and dropped from the default set"),
     done("{c}.securityContext.privileged", &["runtime/src/spec/golden.rs::golden_privileged_container", "integration/tests/runtime.rs::host_network_and_sysctls"], "all capabilities and devices, no seccomp, no masked paths"),
-    pending("{c}.securityContext.procMount", "`Unmasked` is not applied yet (it needs `hostUsers: false`)"),
+    done("{c}.securityContext.procMount", &["kubelet/src/validation/pod_tests.rs::proc_mount_as_upstream", "runtime/src/spec/golden.rs::proc_mount_unmasked_has_no_masked_or_readonly_paths", "integration/tests/userns.rs::userns_and_proc_mount"], "`Default`: the masked and read-only `/proc` paths; `Unmasked` (none) only with `hostUsers: false`, as upstream, so never on a node without user namespaces"),
     done("{c}.securityContext.readOnlyRootFilesystem", &[GOLDEN], "a read-only root filesystem"),
     done("{c}.securityContext.runAsGroup", &[GOLDEN, USER], "the primary group"),
     done("{c}.securityContext.runAsNonRoot", &[GOLDEN, USER], "a container that would run as uid 0 fails to be created"),

@@ -58,11 +58,14 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
         errs.push(FieldError::required("spec.containers", ""));
     }
     let mut names = HashSet::new();
+    // Whether the pod shares the node's user namespace (upstream's default).
+    let host_users = spec.host_users.unwrap_or(true);
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         container::validate(
             c,
             &format!("spec.initContainers[{i}]"),
             true,
+            host_users,
             &volumes,
             &mut names,
             errs,
@@ -73,6 +76,7 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             c,
             &format!("spec.containers[{i}]"),
             false,
+            host_users,
             &volumes,
             &mut names,
             errs,
@@ -81,11 +85,9 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
     super::refused::pod(spec, errs);
     // Options kubenode does not implement: refused, never silently ignored.
     // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
-    // sizes only each container's.
-    let unimplemented = [
-        ("spec.hostUsers", spec.host_users == Some(false)),
-        ("spec.resources", spec.resources.is_some()),
-    ];
+    // sizes only each container's. (`hostUsers: false` is valid: admission rejects it with
+    // what this node lacks, see `security::userns`.)
+    let unimplemented = [("spec.resources", spec.resources.is_some())];
     for (field, set) in unimplemented {
         if set {
             errs.push(FieldError::forbidden(field, "not supported by kubenode"));

@@ -117,17 +117,15 @@ fn host_pid_and_ipc_and_shared_process_namespace() {
 }
 
 #[test]
-fn unimplemented_namespace_options_are_refused() {
-    one(
-        |v| v["spec"]["hostUsers"] = false.into(),
-        "spec.hostUsers: Forbidden: not supported by kubenode",
-    );
-    // Their defaults are fine, said or not.
+fn namespace_options_at_their_defaults_and_host_users_false_are_valid() {
+    // `hostUsers: false` is a valid pod: admission decides whether this node can run it
+    // (`security::userns`), as upstream's kubelet does.
     for (k, v) in [
         ("hostPID", false),
         ("hostIPC", false),
         ("shareProcessNamespace", false),
         ("hostUsers", true),
+        ("hostUsers", false),
     ] {
         assert_eq!(
             errors(|p| p["spec"][k] = v.into()),
@@ -415,5 +413,41 @@ fn fields_kubenode_does_not_apply_are_refused() {
             app["volumeMounts"][0]["recursiveReadOnly"] = "Disabled".into();
         }),
         Vec::<String>::new()
+    );
+}
+
+/// `securityContext.procMount` as upstream's `ValidateSecurityContext`: `Default` anywhere,
+/// `Unmasked` only with `hostUsers: false`, anything else not supported.
+#[test]
+fn proc_mount_as_upstream() {
+    let set = |v: &mut serde_json::Value, which: &str, pm: &str| {
+        v["spec"][which][0]["securityContext"] = serde_json::json!({"procMount": pm});
+    };
+    assert_eq!(
+        errors(|v| set(v, "containers", "Default")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(|v| set(v, "containers", "Unmasked")),
+        ["spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"]
+    );
+    assert_eq!(
+        errors(|v| {
+            v["spec"]["hostUsers"] = true.into();
+            set(v, "initContainers", "Unmasked");
+        }),
+        ["spec.initContainers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"]
+    );
+    assert_eq!(
+        errors(|v| {
+            v["spec"]["hostUsers"] = false.into();
+            set(v, "containers", "Unmasked");
+            set(v, "initContainers", "Unmasked");
+        }),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(|v| set(v, "containers", "unmasked")),
+        ["spec.containers[0].securityContext.procMount: Unsupported value: \"unmasked\": supported values: \"Default\", \"Unmasked\""]
     );
 }

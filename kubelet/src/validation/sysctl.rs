@@ -12,22 +12,25 @@ use k8s_openapi::api::core::v1::PodSpec;
 /// The rejection reason (upstream `ForbiddenReason`).
 pub const SYSCTL_FORBIDDEN: &str = "SysctlForbidden";
 
-/// Sysctls always safe: namespaced, and without effect on other pods (upstream's legacy list).
+/// Sysctls safe on every kernel: namespaced, and without effect on other pods (Kubernetes
+/// 1.32's `safeSysctls` entries without a kernel version).
 const SAFE: &[&str] = &[
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",
     "net.ipv4.tcp_syncookies",
     "net.ipv4.ping_group_range",
     "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
 ];
 
-/// Sysctls safe from the kernel version in which they became per network namespace.
+/// Sysctls safe from the kernel version in which they became per network namespace
+/// (Kubernetes 1.32's entries with a kernel, `pkg/util/kernel/constants.go`); on a kernel
+/// whose version is unknown they are not safe, as upstream's 1.32 drops them then.
 const SAFE_FROM_KERNEL: &[(&str, (u32, u32))] = &[
     ("net.ipv4.ip_local_reserved_ports", (3, 16)),
+    ("net.ipv4.tcp_keepalive_time", (4, 5)),
+    ("net.ipv4.tcp_fin_timeout", (4, 6)),
+    ("net.ipv4.tcp_keepalive_intvl", (4, 5)),
+    ("net.ipv4.tcp_keepalive_probes", (4, 5)),
     ("net.ipv4.tcp_rmem", (4, 15)),
     ("net.ipv4.tcp_wmem", (4, 15)),
 ];
@@ -288,10 +291,37 @@ mod tests {
             old.admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false)),
             Ok(())
         );
-        let unknown = SysctlAllowlist::new(&[], None).unwrap();
-        assert!(unknown
-            .admit(&spec(&["net.ipv4.ip_local_reserved_ports"], false, false))
+        // 4.5 has the keepalive sysctls per network namespace, tcp_fin_timeout from 4.6.
+        let k45 = SysctlAllowlist::new(&[], Some((4, 5))).unwrap();
+        for name in [
+            "net.ipv4.tcp_keepalive_time",
+            "net.ipv4.tcp_keepalive_intvl",
+            "net.ipv4.tcp_keepalive_probes",
+        ] {
+            assert_eq!(k45.admit(&spec(&[name], false, false)), Ok(()), "{name}");
+            assert!(SysctlAllowlist::new(&[], Some((4, 4)))
+                .unwrap()
+                .admit(&spec(&[name], false, false))
+                .is_err());
+        }
+        assert!(k45
+            .admit(&spec(&["net.ipv4.tcp_fin_timeout"], false, false))
             .is_err());
+        assert_eq!(
+            old.admit(&spec(&["net.ipv4.tcp_fin_timeout"], false, false)),
+            Ok(())
+        );
+        let unknown = SysctlAllowlist::new(&[], None).unwrap();
+        for name in [
+            "net.ipv4.ip_local_reserved_ports",
+            "net.ipv4.tcp_keepalive_time",
+            "net.ipv4.tcp_rmem",
+        ] {
+            assert!(
+                unknown.admit(&spec(&[name], false, false)).is_err(),
+                "{name}"
+            );
+        }
         assert_eq!(
             unknown.admit(&spec(&["net.ipv4.tcp_syncookies"], false, false)),
             Ok(())

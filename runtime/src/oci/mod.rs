@@ -3,6 +3,7 @@
 //! runc or any runtime with runc's command line (crun, youki) by path.
 
 mod command;
+mod features;
 mod runc;
 
 use std::os::fd::OwnedFd;
@@ -12,6 +13,10 @@ use std::time::Duration;
 use crate::signal::{KillScope, Signal};
 
 pub use command::{run_capped, run_with_timeout, MAX_OUTPUT};
+pub use features::{
+    kernel_userns_missing, numeric_version, parse_features_idmap, parse_version, RuntimeFeatures,
+    CRUN_IDMAP_VERSION, IDMAP_TMPFS_KERNEL,
+};
 pub use runc::{resolve_runtime, RuncCli, KNOWN_RUNTIMES};
 
 /// A failed OCI runtime call.

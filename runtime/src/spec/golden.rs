@@ -418,3 +418,34 @@ fn seccomp_follows_the_effective_capabilities_and_privileged_has_none() {
     let spec = confined(&c, &SeccompProfile::Unconfined, None);
     assert_eq!(spec.linux().as_ref().unwrap().seccomp(), &None);
 }
+
+/// `procMount`: `Default` (or unset) masks the kubelet's paths and makes its read-only ones
+/// read-only; `Unmasked` gives neither list (the kubelet's `ConvertToRuntimeMaskedPaths`).
+#[test]
+fn proc_mount_unmasked_has_no_masked_or_readonly_paths() {
+    let paths = |spec: &Spec| {
+        let l = spec.linux().as_ref().unwrap();
+        (
+            l.masked_paths().clone().unwrap_or_default(),
+            l.readonly_paths().clone().unwrap_or_default(),
+        )
+    };
+    let with = |pm: Option<&str>| Container {
+        name: "c".into(),
+        command: Some(vec!["/x".into()]),
+        security_context: Some(SecurityContext {
+            proc_mount: pm.map(String::from),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let unconfined = SeccompProfile::Unconfined;
+    for pm in [None, Some("Default")] {
+        let (masked, readonly) = paths(&confined(&with(pm), &unconfined, None));
+        assert_eq!(masked, MASKED_PATHS, "{pm:?}");
+        assert_eq!(readonly, READONLY_PATHS, "{pm:?}");
+    }
+    let (masked, readonly) = paths(&confined(&with(Some("Unmasked")), &unconfined, None));
+    assert!(masked.is_empty(), "{masked:?}");
+    assert!(readonly.is_empty(), "{readonly:?}");
+}

@@ -397,7 +397,11 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     if input.limits.cgroup_v2 && !privileged {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
-    let (masked, readonly): (Vec<String>, Vec<String>) = if privileged {
+    // The kubelet's `ConvertToRuntimeMaskedPaths`/`ReadonlyPaths`: `procMount: Unmasked`
+    // gives none (validation allows it only with `hostUsers: false`); containerd puts none
+    // into a privileged container's spec.
+    let unmasked = sc.and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked");
+    let (masked, readonly): (Vec<String>, Vec<String>) = if privileged || unmasked {
         (Vec::new(), Vec::new())
     } else {
         (

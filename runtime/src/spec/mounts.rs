@@ -23,7 +23,9 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// The kubelet's default masked paths (`ConvertToRuntimeMaskedPaths`).
+/// The kubelet's default masked paths (`ConvertToRuntimeMaskedPaths`, Kubernetes 1.32's
+/// `pkg/securitycontext/util.go`: the same set as containerd's default spec). A container
+/// with `procMount: Unmasked` gets none of them, nor the read-only ones.
 pub const MASKED_PATHS: [&str; 11] = [
     "/proc/asound",
     "/proc/acpi",
@@ -38,7 +40,7 @@ pub const MASKED_PATHS: [&str; 11] = [
     "/sys/devices/virtual/powercap",
 ];
 
-/// The kubelet's default read-only paths.
+/// The kubelet's default read-only paths (`ConvertToRuntimeReadonlyPaths`).
 pub const READONLY_PATHS: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
