@@ -15,8 +15,9 @@ use std::time::Duration;
 /// doc comment is its `--help` text, its flag the field's name in kebab case unless named.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Overrides {
-    /// This node's name (default: the hostname). `--hostname-override` is upstream's name of
-    /// the flag (kubeadm writes it when the node name is not the hostname).
+    /// This node's name (default: the hostname).
+    // `--hostname-override` is upstream's flag: kubeadm writes it when the node name is not the
+    // hostname.
     #[arg(long, visible_alias = "hostname-override")]
     pub node_name: Option<String>,
     /// This node's IP (default: chosen by the documented rule, logged at start).
