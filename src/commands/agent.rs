@@ -33,10 +33,80 @@ pub struct AgentArgs {
     // The flags that override the file; their help is on the fields of `Overrides`.
     #[command(flatten)]
     pub overrides: Overrides,
+    // Upstream kubelet flags that kubeadm's systemd drop-in passes.
+    #[command(flatten)]
+    pub kubelet: KubeletFlags,
+}
+
+/// Flags of upstream's kubelet that kubeadm's systemd drop-in passes (`10-kubeadm.conf`:
+/// `--bootstrap-kubeconfig`, `--kubeconfig`, `--config`, then `kubeadm-flags.env`) that
+/// kubenode has no equivalent for; `--config`, `--node-ip` and `--hostname-override` are
+/// kubenode's own.
+#[derive(clap::Args, Debug, Default)]
+pub struct KubeletFlags {
+    /// The kubeconfig of a node in a cluster. Cluster mode is not implemented yet: given, the
+    /// agent refuses to start.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The TLS bootstrap kubeconfig of a node joining a cluster. Cluster mode is not implemented
+    /// yet: given, the agent refuses to start.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Upstream's CRI endpoint: accepted, reported as not supported at start (kubenode runs
+    /// containers itself through an OCI runtime, `--runtime`).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+    /// Upstream's pause image: accepted, reported as not supported at start (kubenode's pause
+    /// is built into its binary).
+    #[arg(long, value_name = "IMAGE")]
+    pub pod_infra_container_image: Option<String>,
+}
+
+impl KubeletFlags {
+    /// Refuses the flags of cluster mode: a kubeconfig given is never silently ignored.
+    pub fn refuse_cluster_mode(&self) -> anyhow::Result<()> {
+        let given: Vec<String> = [
+            ("--kubeconfig", &self.kubeconfig),
+            ("--bootstrap-kubeconfig", &self.bootstrap_kubeconfig),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.as_ref().map(|p| format!("{flag} {}", p.display())))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{}: cluster mode (a node of a Kubernetes control plane) is not implemented yet \
+             (issue 16); kubenode runs standalone, its pods from the manifest directory: start it \
+             without --kubeconfig and --bootstrap-kubeconfig",
+            given.join(", ")
+        )
+    }
+
+    /// The start-up warnings for the flags kubenode accepts without acting on them.
+    pub fn unsupported_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.container_runtime_endpoint.is_some() {
+            out.push(
+                "not supported by kubenode: --container-runtime-endpoint (kubenode runs \
+                 containers itself through an OCI runtime, --runtime, not through a CRI endpoint)"
+                    .to_owned(),
+            );
+        }
+        if self.pod_infra_container_image.is_some() {
+            out.push(
+                "not supported by kubenode: --pod-infra-container-image (kubenode's pause is \
+                 built into its binary)"
+                    .to_owned(),
+            );
+        }
+        out
+    }
 }
 
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
+    args.kubelet.refuse_cluster_mode()?;
     let file = args.config.clone().or_else(|| {
         // The default file is read only when it exists.
         let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
@@ -52,6 +122,15 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         "starting kubenode {}",
         super::version::VERSION_LINE
     );
+    // Once, at start: what the configuration asks for that kubenode does not do.
+    if let Some(path) = &file {
+        for key in &config.unsupported_keys {
+            tracing::warn!(file = %path.display(), "{}", kconfig::unsupported_warning(key));
+        }
+    }
+    for warning in args.kubelet.unsupported_warnings() {
+        tracing::warn!("{warning}");
+    }
     let self_exe = std::env::current_exe().context("locating the kubenode binary")?;
     // Refuse at once, with the cause and the fix, on a host where no pod could run.
     let shim = kubenode_runtime::default_shim_binary();
@@ -185,5 +264,89 @@ fn ipv4(net: IpNet) -> anyhow::Result<Ipv4Net> {
         IpNet::V6(_) => {
             anyhow::bail!("{net} is not an IPv4 CIDR (the default network is IPv4 only)")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    /// The kubelet command line of kubeadm's systemd drop-in (`10-kubeadm.conf`), with
+    /// `kubeadm-flags.env` as `kubeadm join` v1.32 writes it and a typical
+    /// `KUBELET_EXTRA_ARGS`.
+    const KUBEADM_ARGV: &[&str] = &[
+        "kubelet",
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+        "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+        "--pod-infra-container-image=registry.k8s.io/pause:3.10",
+        "--hostname-override=worker-1",
+        "--node-ip=192.168.56.12",
+    ];
+
+    #[test]
+    fn kubeadm_command_line_parses() {
+        let a = Cli::try_parse_from(KUBEADM_ARGV).unwrap().args;
+        assert_eq!(
+            a.config.as_deref(),
+            Some(std::path::Path::new("/var/lib/kubelet/config.yaml"))
+        );
+        assert_eq!(a.overrides.node_name.as_deref(), Some("worker-1"));
+        assert_eq!(a.overrides.node_ip, Some("192.168.56.12".parse().unwrap()));
+        assert_eq!(
+            a.kubelet.container_runtime_endpoint.as_deref(),
+            Some("unix:///var/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            a.kubelet.unsupported_warnings(),
+            [
+                "not supported by kubenode: --container-runtime-endpoint (kubenode runs \
+                 containers itself through an OCI runtime, --runtime, not through a CRI endpoint)",
+                "not supported by kubenode: --pod-infra-container-image (kubenode's pause is \
+                 built into its binary)",
+            ]
+        );
+        let e = a.kubelet.refuse_cluster_mode().unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "--kubeconfig /etc/kubernetes/kubelet.conf, --bootstrap-kubeconfig \
+                 /etc/kubernetes/bootstrap-kubelet.conf: cluster mode (a node of a Kubernetes \
+                 control plane) is not implemented yet (issue 16)"
+            ),
+            "{e}"
+        );
+        // The same flags space-separated, as a hand-written unit would have them.
+        let a = Cli::try_parse_from([
+            "kubelet",
+            "--bootstrap-kubeconfig",
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+        ])
+        .unwrap()
+        .args;
+        let e = a.kubelet.refuse_cluster_mode().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_kubeconfig_nothing_is_refused_or_reported() {
+        let a = Cli::try_parse_from(["agent", "--node-name", "n1"])
+            .unwrap()
+            .args;
+        a.kubelet.refuse_cluster_mode().unwrap();
+        assert!(a.kubelet.unsupported_warnings().is_empty());
+        // A flag neither kubenode nor this list knows is still a usage error.
+        let e = Cli::try_parse_from(["agent", "--container-runtime=remote"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 }

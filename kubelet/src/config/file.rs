@@ -1,7 +1,8 @@
-//! The configuration file as written: every key optional, camelCase, and
-//! nothing else allowed.
+//! The configuration file as written: every key optional, camelCase. The keys kubenode acts on
+//! are the fields below; upstream's other KubeletConfiguration keys are accepted and listed in
+//! [`ConfigFile::unsupported`]; any other key is an error.
 
-use super::ConfigError;
+use super::{upstream, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -82,10 +83,15 @@ pub struct ConfigFile {
     pub runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounter_path: Option<String>,
+    /// The keys of the file that upstream's KubeletConfiguration has and kubenode does not act
+    /// on, in file order: accepted, reported once at start (see
+    /// [`unsupported_warning`](super::upstream::unsupported_warning)).
+    #[serde(skip)]
+    pub unsupported: Vec<String>,
 }
 
-/// Every key [`ConfigFile`] accepts, for the unknown-key check.
-const KEYS: &[&str] = &[
+/// The upstream KubeletConfiguration keys kubenode acts on: [`ConfigFile`]'s upstream fields.
+const USED_UPSTREAM_KEYS: &[&str] = &[
     "apiVersion",
     "kind",
     "staticPodPath",
@@ -104,6 +110,10 @@ const KEYS: &[&str] = &[
     "podPidsLimit",
     "allowedUnsafeSysctls",
     "seccompDefault",
+];
+
+/// kubenode's own keys (upstream has no key of these names): [`ConfigFile`]'s other fields.
+const OWN_KEYS: &[&str] = &[
     "nodeName",
     "nodeIP",
     "rootDir",
@@ -118,6 +128,11 @@ const KEYS: &[&str] = &[
     "runtime",
     "mounterPath",
 ];
+
+/// Whether [`ConfigFile`] has a field for `key`.
+fn is_used_key(key: &str) -> bool {
+    USED_UPSTREAM_KEYS.contains(&key) || OWN_KEYS.contains(&key)
+}
 
 impl ConfigFile {
     /// Reads and parses `file`.
@@ -152,42 +167,51 @@ impl ConfigFile {
                 ))
             }
         };
-        for key in map.keys() {
-            let name = match key {
+        // Keys kubenode acts on stay for the typed parse; upstream's other keys are set aside
+        // with their values unread; anything else is a typo.
+        let mut unsupported = Vec::new();
+        let mut map = map;
+        for key in map.keys().cloned().collect::<Vec<_>>() {
+            let name = match &key {
                 serde_yaml_ng::Value::String(s) => s.clone(),
                 other => serde_yaml_ng::to_string(other)
                     .unwrap_or_default()
                     .trim()
                     .to_owned(),
             };
-            if !KEYS.contains(&name.as_str()) {
+            if is_used_key(&name) {
+                continue;
+            }
+            if !upstream::is_upstream_key(&name) {
                 return Err(ConfigError::UnknownKey {
                     file: file.into(),
                     key: name,
                 });
             }
+            map.remove(&key);
+            unsupported.push(name);
         }
-        let cfg: Self = match serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(map.clone()))
-        {
-            Ok(cfg) => cfg,
-            Err(source) => {
-                // Name the key whose value has the wrong type.
-                for (k, v) in map {
-                    let mut one = serde_yaml_ng::Mapping::new();
-                    let key = k.as_str().unwrap_or_default().to_owned();
-                    one.insert(k, v);
-                    if let Err(e) =
-                        serde_yaml_ng::from_value::<Self>(serde_yaml_ng::Value::Mapping(one))
-                    {
-                        return Err(invalid(&key, e.to_string()));
+        let mut cfg: Self =
+            match serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(map.clone())) {
+                Ok(cfg) => cfg,
+                Err(source) => {
+                    // Name the key whose value has the wrong type.
+                    for (k, v) in map {
+                        let mut one = serde_yaml_ng::Mapping::new();
+                        let key = k.as_str().unwrap_or_default().to_owned();
+                        one.insert(k, v);
+                        if let Err(e) =
+                            serde_yaml_ng::from_value::<Self>(serde_yaml_ng::Value::Mapping(one))
+                        {
+                            return Err(invalid(&key, e.to_string()));
+                        }
                     }
+                    return Err(ConfigError::Parse {
+                        file: file.into(),
+                        source,
+                    });
                 }
-                return Err(ConfigError::Parse {
-                    file: file.into(),
-                    source,
-                });
-            }
-        };
+            };
         match cfg.api_version.as_deref() {
             Some(API_VERSION) => {}
             Some(other) => {
@@ -208,6 +232,7 @@ impl ConfigFile {
             Some(other) => return Err(invalid("kind", format!("must be {KIND:?}, not {other:?}"))),
             None => return Err(invalid("kind", format!("missing; add `kind: {KIND}`"))),
         }
+        cfg.unsupported = unsupported;
         Ok(cfg)
     }
 }
@@ -276,5 +301,113 @@ mod tests {
         );
         assert!(parse("- a\n").is_err());
         assert_eq!(parse("").unwrap(), ConfigFile::default());
+    }
+    /// `kubeadm join`'s file loads: the keys kubenode uses are read, the others listed once.
+    #[test]
+    fn kubeadm_file_loads_with_its_unsupported_keys() {
+        let c = parse(include_str!("testdata/kubeadm-v1.32-config.yaml")).unwrap();
+        assert_eq!(
+            c.static_pod_path.as_deref(),
+            Some("/etc/kubernetes/manifests")
+        );
+        assert_eq!(c.cluster_dns, Some(vec!["10.96.0.10".to_owned()]));
+        assert_eq!(c.cluster_domain.as_deref(), Some("cluster.local"));
+        assert_eq!(c.file_check_frequency.as_deref(), Some("0s"));
+        assert_eq!(
+            c.resolv_conf.as_deref(),
+            Some("/run/systemd/resolve/resolv.conf")
+        );
+        assert_eq!(
+            c.unsupported,
+            [
+                "authentication",
+                "authorization",
+                "cgroupDriver",
+                "containerRuntimeEndpoint",
+                "cpuManagerReconcilePeriod",
+                "crashLoopBackOff",
+                "evictionPressureTransitionPeriod",
+                "healthzBindAddress",
+                "healthzPort",
+                "httpCheckFrequency",
+                "imageMaximumGCAge",
+                "imageMinimumGCAge",
+                "logging",
+                "memorySwap",
+                "nodeStatusReportFrequency",
+                "nodeStatusUpdateFrequency",
+                "rotateCertificates",
+                "runtimeRequestTimeout",
+                "shutdownGracePeriod",
+                "shutdownGracePeriodCriticalPods",
+                "streamingConnectionIdleTimeout",
+                "volumeStatsAggPeriod",
+            ]
+        );
+    }
+
+    #[test]
+    fn typo_next_to_upstream_keys_is_still_an_error() {
+        let e = parse(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             cgroupDriver: systemd\nclusterDns: [10.96.0.10]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "configuration file /etc/kubenode/config.yaml: unknown key \"clusterDns\""
+        );
+    }
+
+    /// Every upstream key is either a field of `ConfigFile` or accepted as unsupported, with any
+    /// nested value; kubenode's own keys are not upstream's.
+    #[test]
+    fn every_upstream_key_is_accepted() {
+        for key in USED_UPSTREAM_KEYS {
+            assert!(upstream::is_upstream_key(key), "{key} is not upstream's");
+            // No "not supported" note for a key kubenode acts on.
+            assert_eq!(
+                upstream::unsupported_warning(key),
+                format!("not supported by kubenode: {key}")
+            );
+        }
+        for key in OWN_KEYS {
+            assert!(!upstream::is_upstream_key(key), "{key} shadows upstream's");
+        }
+        let unsupported: Vec<&str> = upstream::UPSTREAM_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !is_used_key(k))
+            .collect();
+        assert_eq!(
+            unsupported.len() + USED_UPSTREAM_KEYS.len(),
+            upstream::UPSTREAM_KEYS.len()
+        );
+        let mut text =
+            String::from("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n");
+        for key in &unsupported {
+            text.push_str(&format!(
+                "{key}: {{nested: [1, {{deeper: null}}], s: \"x\"}}\n"
+            ));
+        }
+        let c = parse(&text).unwrap();
+        assert_eq!(c.unsupported, unsupported);
+        assert_eq!(
+            ConfigFile {
+                unsupported: Vec::new(),
+                ..c
+            },
+            parse("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n")
+                .unwrap()
+        );
+        // And one at a time, each with a scalar value.
+        for key in &unsupported {
+            let c = parse(&format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{key}: 0\n"
+            ))
+            .unwrap();
+            assert_eq!(c.unsupported, [*key]);
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! (`apiVersion: kubelet.config.k8s.io/v1beta1`, `kind:
 //! KubeletConfiguration`) plus kubenode's own keys, overridden by explicit
 //! command-line flags, with upstream defaults and the node directories of
-//! docs/architecture.md ("On-disk state").
+//! docs/architecture.md ("On-disk state"). Upstream's keys that kubenode does not act on are
+//! accepted and reported (`upstream.rs`), so that the file `kubeadm join` writes loads.
 //!
 //! This module is the one source of the node's default paths and values: the resolver, the
 //! subcommands' flag defaults and the proxy wiring all read the constants below.
@@ -12,6 +13,7 @@ mod file;
 mod host;
 mod node_ip;
 mod resolve;
+mod upstream;
 
 pub use crate::duration::{format_duration, parse_duration, DurationError};
 pub use cidr::{parse_cidr, CidrError, PortRange};
@@ -19,6 +21,7 @@ pub use file::{ConfigFile, API_VERSION, KIND};
 pub use host::{Host, InterfaceInfo, SystemHost};
 pub use node_ip::{choose_node_ip, parse_default_route_interface, NodeIpRule};
 pub use resolve::{Config, Overrides};
+pub use upstream::{is_upstream_key, unsupported_warning, UPSTREAM_KEYS};
 
 use std::path::PathBuf;
 

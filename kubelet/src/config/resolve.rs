@@ -16,7 +16,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Overrides {
     /// This node's name (default: the hostname).
-    #[arg(long)]
+    // `--hostname-override` is upstream's flag: kubeadm writes it when the node name is not the
+    // hostname.
+    #[arg(long, visible_alias = "hostname-override")]
     pub node_name: Option<String>,
     /// This node's IP (default: chosen by the documented rule, logged at start).
     #[arg(long)]
@@ -142,6 +144,9 @@ pub struct Config {
     /// `RuntimeDefault` is the seccomp profile of containers that name none (`seccompDefault`,
     /// `--seccomp-default`; upstream's default is false).
     pub seccomp_default: bool,
+    /// The file's upstream KubeletConfiguration keys that kubenode does not act on, in file
+    /// order ([`ConfigFile::unsupported`]); the agent reports each once at start.
+    pub unsupported_keys: Vec<String>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -207,16 +212,15 @@ impl Config {
         host: &dyn Host,
     ) -> Result<Self, ConfigError> {
         let flags = Path::new("(flags)");
+        // As upstream's defaulting (SetDefaults_KubeletConfiguration): a zero duration is
+        // unset, and kubeadm writes `0s` for every duration it leaves to the kubelet.
         let dur =
             |v: &Option<String>, key: &str, default: Duration| -> Result<Duration, ConfigError> {
                 let d = match v {
                     Some(s) => parse_duration(s).map_err(|e| invalid(file, key, e))?,
                     None => default,
                 };
-                if d.is_zero() {
-                    return Err(invalid(file, key, "must be greater than zero"));
-                }
-                Ok(d)
+                Ok(if d.is_zero() { default } else { d })
             };
         let path = |flag: &Option<PathBuf>, key: &Option<String>, default: &str| -> PathBuf {
             flag.clone()
@@ -325,10 +329,11 @@ impl Config {
         if log_files < 2 {
             return Err(invalid(file, "containerLogMaxFiles", "must be at least 2"));
         }
-        let max_pods = cfg.max_pods.unwrap_or(DEFAULT_MAX_PODS);
-        if max_pods == 0 {
-            return Err(invalid(file, "maxPods", "must be greater than zero"));
-        }
+        // Upstream's defaulting: 0 is unset.
+        let max_pods = match cfg.max_pods.unwrap_or(0) {
+            0 => DEFAULT_MAX_PODS,
+            n => n,
+        };
         let pod_pids_limit = match cfg.pod_pids_limit.unwrap_or(DEFAULT_POD_PIDS_LIMIT) {
             -1 => None,
             n if n > 0 => Some(n as u64),
@@ -407,6 +412,7 @@ impl Config {
             pod_pids_limit,
             allowed_unsafe_sysctls,
             seccomp_default: o.seccomp_default.or(cfg.seccomp_default).unwrap_or(false),
+            unsupported_keys: cfg.unsupported.clone(),
         })
     }
 
@@ -446,6 +452,7 @@ impl Config {
             pod_pids_limit: Some(self.pod_pids_limit.map_or(-1, |n| n as i64)),
             allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
             seccomp_default: Some(self.seccomp_default),
+            unsupported: Vec::new(),
         }
     }
 

@@ -118,7 +118,6 @@ fn file_then_flags() {
 fn bad_values_name_key_and_file() {
     for (body, key) in [
         ("fileCheckFrequency: 20\n", "fileCheckFrequency"),
-        ("fileCheckFrequency: 0s\n", "fileCheckFrequency"),
         ("podCIDR: 10.0.0.0\n", "podCIDR"),
         ("nodeIP: nope\n", "nodeIP"),
         ("clusterDNS: [x]\n", "clusterDNS"),
@@ -126,7 +125,7 @@ fn bad_values_name_key_and_file() {
         ("containerLogMaxSize: lots\n", "containerLogMaxSize"),
         ("serviceNodePortRange: 5-1\n", "serviceNodePortRange"),
         ("nodeName: Bad_Name\n", "nodeName"),
-        ("maxPods: 0\n", "maxPods"),
+        ("maxPods: -1\n", "maxPods"),
     ] {
         let (_d, p) = write(&format!("{HEAD}{body}"));
         let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
@@ -253,4 +252,52 @@ fn seccomp_default_from_file_or_flag() {
     };
     let c = Config::resolve_with(Some(&p), &flags, &FakeHost).unwrap();
     assert!(!c.seccomp_default, "the flag wins");
+}
+
+#[test]
+fn zero_is_upstreams_default() {
+    // SetDefaults_KubeletConfiguration: a zero duration or maxPods is unset; kubeadm writes
+    // `0s` for every duration it leaves to the kubelet.
+    let (_d, p) = write(&format!(
+        "{HEAD}fileCheckFrequency: 0s\nsyncFrequency: 0s\nmaxPods: 0\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.max_pods, 110);
+}
+
+#[test]
+fn kubeadm_file_resolves() {
+    let text = include_str!("testdata/kubeadm-v1.32-config.yaml");
+    let (_d, p) = write(text);
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.cluster_dns, ["10.96.0.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(c.cluster_domain, "cluster.local");
+    assert_eq!(c.manifest_dir, Path::new("/etc/kubernetes/manifests"));
+    assert_eq!(c.resolv_conf, Path::new("/run/systemd/resolve/resolv.conf"));
+    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.read_only, None);
+    assert!(c.unsupported_keys.contains(&"authentication".to_owned()));
+    assert!(!c.unsupported_keys.contains(&"clusterDNS".to_owned()));
+    // Everything else is kubenode's defaults, as with no file.
+    let d = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(
+        (c.root_dir, c.max_pods, c.fail_swap_on),
+        (d.root_dir, d.max_pods, d.fail_swap_on)
+    );
+}
+
+#[test]
+fn hostname_override_is_the_node_name() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: Overrides,
+    }
+    let cli =
+        <Cli as clap::Parser>::try_parse_from(["kubelet", "--hostname-override=Worker-1"]).unwrap();
+    let c = Config::resolve_with(None, &cli.o, &FakeHost).unwrap();
+    assert_eq!(c.node_name, "worker-1");
 }
