@@ -8,7 +8,8 @@
 //! `snat` masquerade). A second pod asking for the same port is rejected at admission with
 //! upstream's `NodePorts` reason while the first keeps serving; the running pod keeps its port
 //! across an agent restart. Removing the pod removes its rules, also when the pod's manifest is
-//! removed while the agent is down (the orphan's CNI DEL takes the mappings from the CNI cache).
+//! removed while the agent is down (the orphan's CNI DEL takes the mappings from the CNI cache),
+//! and also when the agent died in the middle of the pod's CNI ADD, after portmap had run.
 //! A network without a plugin that takes `portMappings` fails the sandbox with a message that
 //! names the portmap plugin instead of running the pod without its port.
 
@@ -29,8 +30,29 @@ fn main() {
             "hostport_without_portmap_fails_the_sandbox",
             without_portmap_fails_the_sandbox,
         ),
+        privileged(
+            "hostport_rules_removed_after_a_crash_in_the_middle_of_add",
+            crash_in_the_middle_of_add,
+        ),
     ])
 }
+
+/// A plugin chained after portmap that holds ADD while `$HANG` exists (at most 60 s), then
+/// passes the result on.
+const HANG_PLUGIN: &str = r#"#!/bin/sh
+in=$(cat)
+if [ "$CNI_COMMAND" = ADD ] && [ -e "$HANG" ]; then
+  touch "$HANG.started"
+  i=0
+  while [ -e "$HANG" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+fi
+if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
+  printf '%s' "$in" | jq -c .prevResult
+fi
+if [ "$CNI_COMMAND" = VERSION ]; then
+  echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}'
+fi
+"#;
 
 const PORTMAP: &str = "/usr/lib/cni/portmap";
 
@@ -273,5 +295,72 @@ fn without_portmap_fails_the_sandbox() -> anyhow::Result<()> {
         ensure!(!table.contains("18082"), "rules for 18082: {table}");
         agent.remove_manifest("web.yaml")?;
         agent.wait_gone(&name, Duration::from_secs(45))
+    })
+}
+
+/// The agent is killed while the pod's CNI ADD is past portmap (its rules are in) but not
+/// finished, and the pod's manifest is removed before the agent starts again: the sandbox is an
+/// orphan, its DEL has no pod spec and no ADD result, and still removes portmap's rules with the
+/// mappings the CNI client cached before the chain ran.
+fn crash_in_the_middle_of_add() -> anyhow::Result<()> {
+    with_agent("hc", |agent| {
+        agent.kill();
+        let path = agent.dir.join("cni/net.d/10-kubenode.conflist");
+        let mut list: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        list["plugins"]
+            .as_array_mut()
+            .context("plugins")?
+            .push(serde_json::json!({"type": "kn-hang"}));
+        std::fs::write(&path, serde_json::to_vec_pretty(&list)?)?;
+        let hang = agent.dir.join("cni/hang");
+        let plugin = agent.dir.join("cni/bin/kn-hang");
+        std::fs::write(
+            &plugin,
+            HANG_PLUGIN.replace("$HANG", &hang.to_string_lossy()),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(&hang, b"")?;
+        agent.spawn()?;
+        agent.write_manifest("web.yaml", &web(agent, "web", 18083))?;
+        let started = hang.with_extension("started");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "the CNI ADD never reached the hanging plugin"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let table = nat(agent)?;
+        ensure!(
+            table.contains("--dport 18083"),
+            "portmap ran before the hang: {table}"
+        );
+        agent.kill();
+        std::fs::remove_file(&hang)?;
+        agent.remove_manifest("web.yaml")?;
+        agent.spawn()?;
+        wait_rules_gone(agent, 18083)?;
+        // The orphan's teardown goes on after its DEL (containers, pause, cgroup).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent.log().contains("sandbox removed") {
+            ensure!(
+                Instant::now() < deadline,
+                "the orphan sandbox was not removed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let results = agent.dir.join("root/cni/results");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(&results).is_ok_and(|mut d| d.next().is_some()) {
+            ensure!(
+                Instant::now() < deadline,
+                "CNI cache entries left in {}",
+                results.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     })
 }
