@@ -92,7 +92,7 @@ pub enum ClientError {
     /// The attachment asks for a capability (e.g. `portMappings` for host ports) that no plugin
     /// of the network declares: the plugins would never see it, so ADD refuses to run rather
     /// than attach the container without it.
-    #[error("CNI network {network} ({}) has no plugin with the {capability:?} capability{}", .config.display(), capability_hint(.capability))]
+    #[error("CNI network {network:?} ({}) has no plugin with the {capability:?} capability{}", .config.display(), capability_hint(.capability))]
     CapabilityNotSupported {
         /// The capability.
         capability: String,
