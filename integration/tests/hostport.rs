@@ -6,7 +6,8 @@
 //! A client namespace on a veth to the node reaches `NODE_IP:hostPort` (portmap's PREROUTING
 //! DNAT), and so does the node itself (its OUTPUT DNAT, also on 127.0.0.1 through portmap's
 //! `snat` masquerade). A second pod asking for the same port is rejected at admission with
-//! upstream's `NodePorts` reason while the first keeps serving; the running pod keeps its port
+//! upstream's `NodePorts` reason while the first keeps serving, and so is a host-network pod
+//! whose container port is the same; the running pod keeps its port
 //! across an agent restart. Removing the pod removes its rules, also when the pod's manifest is
 //! removed while the agent is down (the orphan's CNI DEL takes the mappings from the CNI cache),
 //! and also when the agent died in the middle of the pod's CNI ADD, after portmap had run.
@@ -209,6 +210,20 @@ fn reachable_conflicts_rejected_rules_removed() -> anyhow::Result<()> {
                         .is_some_and(|m| m.contains("didn't have free ports"))),
             "no NodePorts event for {name2}"
         );
+        // A host-network pod's container ports are host ports (hostPort defaults to
+        // containerPort): it conflicts too.
+        agent.write_manifest(
+            "hostnet.yaml",
+            &pod_yaml(
+                "hostnet",
+                &agent.image,
+                "  hostNetwork: true\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n    ports: [{containerPort: 18080}]\n",
+            ),
+        )?;
+        let hostnet = agent.pod_name("hostnet");
+        agent.wait_pod(&hostnet, Duration::from_secs(30), "rejected", rejected)?;
+        agent.remove_manifest("hostnet.yaml")?;
+        agent.wait_gone(&hostnet, Duration::from_secs(45))?;
         expect_body(agent, Some(&cl), &url, &want)?;
 
         // An agent restart: the running pod is adopted with its port, the other stays rejected.
