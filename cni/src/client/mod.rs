@@ -89,6 +89,18 @@ pub enum ClientError {
     /// The attachment is not valid.
     #[error("invalid attachment: {0}")]
     InvalidAttachment(String),
+    /// The attachment asks for a capability (e.g. `portMappings` for host ports) that no plugin
+    /// of the network declares: the plugins would never see it, so ADD refuses to run rather
+    /// than attach the container without it.
+    #[error("CNI network {network:?} ({}) has no plugin with the {capability:?} capability{}", .config.display(), capability_hint(.capability))]
+    CapabilityNotSupported {
+        /// The capability.
+        capability: String,
+        /// The network.
+        network: String,
+        /// The network's configuration file.
+        config: PathBuf,
+    },
     /// A plugin failed.
     #[error("{op} of container {container_id} on network {network}: {source}")]
     Plugin {
@@ -253,6 +265,16 @@ fn validate(att: &Attachment) -> Result<(), ClientError> {
         )));
     }
     Ok(())
+}
+
+/// What provides a capability, for [`ClientError::CapabilityNotSupported`].
+fn capability_hint(capability: &str) -> &'static str {
+    match capability {
+        "portMappings" => {
+            ": the pod's hostPorts need the portmap plugin (containernetworking-plugins) chained with \"capabilities\": {\"portMappings\": true}"
+        }
+        _ => "",
+    }
 }
 
 fn netns_str(p: &Path) -> String {

@@ -57,16 +57,45 @@ impl CniClient {
     /// Attaches the container: ADD through the chain, in order, each plugin getting the previous
     /// one's result as `prevResult`; the final result is cached and returned. If a plugin fails,
     /// the chain is torn down again (DEL, best effort) and the plugin's error returned.
+    ///
+    /// A capability argument that no plugin of the chain declares is an error
+    /// ([`ClientError::CapabilityNotSupported`]) before any plugin runs: libcni would drop it
+    /// and attach the container without it. Before the first plugin runs, the attachment is
+    /// cached with an empty (`null`) result, so that a DEL after a crash in the middle of the
+    /// chain still gets the capability arguments (e.g. for `portmap` to remove its rules).
     pub async fn add(&self, att: &Attachment) -> Result<CniResult, ClientError> {
         validate(att)?;
         let mut guard = self.lock(&att.container_id).await?;
         let net = self.network()?;
+        if let Some((cap, _)) = att
+            .capability_args
+            .iter()
+            .find(|(cap, v)| !is_empty_arg(v) && !net.has_capability(cap))
+        {
+            return Err(ClientError::CapabilityNotSupported {
+                capability: cap.clone(),
+                network: net.name.clone(),
+                config: net.source.clone(),
+            });
+        }
+        self.cache
+            .put(&self.cache_entry(&net, att, Value::Null))
+            .map_err(|source| ClientError::Io {
+                what: format!("caching the ADD of container {}", att.container_id),
+                source,
+            })?;
         let mut prev: Option<Value> = None;
         if let Err(e) = self.add_chain(&net, att, &mut prev).await {
             // The spec wants every ADD followed by a DEL, also a failed one: tear down now, with
-            // whatever result the chain had built, and report the ADD's error.
+            // whatever result the chain had built, and report the ADD's error. The entry stays
+            // for a later DEL when this one fails.
             match self.del_chain(&net, att, prev.as_ref()).await {
-                Ok(()) => guard.container.remove_on_release(),
+                Ok(()) => {
+                    if let Err(rm) = self.cache.remove(&net.name, &att.container_id, &att.ifname) {
+                        warn!(container = %att.container_id, error = %rm, "removing the cached ADD after a failed ADD");
+                    }
+                    guard.container.remove_on_release()
+                }
                 Err(del) => {
                     warn!(container = %att.container_id, error = %del, "cleaning up after a failed ADD")
                 }
@@ -74,7 +103,17 @@ impl CniClient {
             return Err(e);
         }
         let result = prev.unwrap_or_else(|| json!({"cniVersion": net.cni_version}));
-        let entry = CacheEntry {
+        let entry = self.cache_entry(&net, att, result.clone());
+        self.cache.put(&entry).map_err(|source| ClientError::Io {
+            what: format!("caching the ADD result of container {}", att.container_id),
+            source,
+        })?;
+        Ok(CniResult::from_json(&result)?)
+    }
+
+    /// The cache entry of `att` on `net` with `result` (`null` while ADD runs).
+    fn cache_entry(&self, net: &NetworkConfigList, att: &Attachment, result: Value) -> CacheEntry {
+        CacheEntry {
             kind: "cniCacheV1".into(),
             container_id: att.container_id.clone(),
             config: base64(&std::fs::read(&net.source).unwrap_or_default()),
@@ -87,13 +126,8 @@ impl CniClient {
                 .map(|(k, v)| [k, v])
                 .collect(),
             capability_args: att.capability_args.clone(),
-            result: result.clone(),
-        };
-        self.cache.put(&entry).map_err(|source| ClientError::Io {
-            what: format!("caching the ADD result of container {}", att.container_id),
-            source,
-        })?;
-        Ok(CniResult::from_json(&result)?)
+            result,
+        }
     }
 
     async fn add_chain(
@@ -129,6 +163,7 @@ impl CniClient {
         }
         let cached = self
             .cached(&net, att)?
+            .filter(|c| !c.result.is_null())
             .ok_or_else(|| ClientError::NotAttached {
                 container_id: att.container_id.clone(),
                 ifname: att.ifname.clone(),
@@ -163,8 +198,8 @@ impl CniClient {
                 att.capability_args = c.capability_args.clone();
             }
         }
-        self.del_chain(&net, &att, cached.as_ref().map(|c| &c.result))
-            .await?;
+        let prev = cached.as_ref().map(|c| &c.result).filter(|r| !r.is_null());
+        self.del_chain(&net, &att, prev).await?;
         self.cache
             .remove(&net.name, &att.container_id, &att.ifname)
             .map_err(cache_error("removing", &att))
@@ -347,6 +382,16 @@ impl CniClient {
                 what: format!("locking container {container_id}"),
                 source,
             })
+    }
+}
+
+/// A capability argument that asks for nothing (`null`, `[]`, `{}`), which no plugin needs.
+fn is_empty_arg(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 

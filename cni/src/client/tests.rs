@@ -16,7 +16,7 @@ type Call = (String, String, Value, PluginRequest);
 #[derive(Debug, Default)]
 struct Recording {
     calls: Mutex<Vec<Call>>,
-    fail: Mutex<Option<(String, String)>>,
+    fail: Mutex<Vec<(String, String)>>,
 }
 
 impl PluginExec for Recording {
@@ -30,7 +30,12 @@ impl PluginExec for Recording {
                 stdin.clone(),
                 req.clone(),
             ));
-            if self.fail.lock().unwrap().as_ref() == Some(&(name.clone(), req.command.clone())) {
+            if self
+                .fail
+                .lock()
+                .unwrap()
+                .contains(&(name.clone(), req.command.clone()))
+            {
                 return Err(ExecError::Plugin {
                     plugin: plugin.into(),
                     command: req.command.clone(),
@@ -162,7 +167,10 @@ async fn add_threads_prev_result_and_del_runs_in_reverse_with_cache() {
 async fn failed_add_surfaces_the_reply_and_tears_down() {
     let (_dir, cfg) = setup(LIST);
     let rec = Arc::new(Recording::default());
-    *rec.fail.lock().unwrap() = Some(("chained".into(), "ADD".into()));
+    rec.fail
+        .lock()
+        .unwrap()
+        .push(("chained".into(), "ADD".into()));
     let client = CniClient::with_exec(cfg.clone(), rec.clone());
     let e = client.add(&att("c2")).await.unwrap_err();
     let reply = e.plugin_reply().unwrap();
@@ -186,13 +194,67 @@ async fn failed_add_surfaces_the_reply_and_tears_down() {
 }
 
 #[tokio::test]
+async fn add_caches_its_capability_args_before_the_chain_runs() {
+    // ADD fails and so does the clean-up DEL (as after a crash in the middle of the chain, the
+    // plugins' state is unknown): the entry written before the chain ran stays, and a later DEL
+    // without capability args (an orphan's) still hands portmap its mappings.
+    let (dir, cfg) = setup(LIST);
+    let rec = Arc::new(Recording::default());
+    rec.fail.lock().unwrap().extend([
+        ("chained".to_string(), "ADD".to_string()),
+        ("chained".to_string(), "DEL".to_string()),
+    ]);
+    let client = CniClient::with_exec(cfg.clone(), rec.clone());
+    client.add(&att("c5")).await.unwrap_err();
+    let path = dir.path().join("cache/results/kn-c5-eth0");
+    let cached: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        cached["result"],
+        Value::Null,
+        "no result: ADD never finished"
+    );
+    assert_eq!(
+        cached["capabilityArgs"]["portMappings"][0]["containerPort"],
+        8080
+    );
+    let e = client.check(&att("c5")).await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::NotAttached { .. }),
+        "an unfinished ADD is not attached: {e}"
+    );
+    rec.fail.lock().unwrap().clear();
+    rec.calls.lock().unwrap().clear();
+    let mut bare = att("c5");
+    bare.capability_args.clear();
+    client.del(&bare).await.unwrap();
+    {
+        let calls = rec.calls.lock().unwrap();
+        assert_eq!(
+            (calls[0].0.as_str(), calls[0].1.as_str()),
+            ("chained", "DEL")
+        );
+        assert_eq!(
+            calls[0].2["runtimeConfig"]["portMappings"][0]["hostPort"], 80,
+            "the mappings come from the entry written before the chain ran"
+        );
+        assert!(
+            calls[0].2.get("prevResult").is_none(),
+            "no prevResult for an ADD that never finished"
+        );
+    }
+    assert!(!path.exists());
+}
+
+#[tokio::test]
 async fn unreadable_add_output_is_an_error_and_tears_down() {
     let (_dir, cfg) = setup(
         r#"{"cniVersion":"1.0.0","name":"kn","plugins":[{"type":"main"},{"type":"garbage"}]}"#,
     );
     let rec = Arc::new(Recording::default());
     let client = CniClient::with_exec(cfg, rec.clone());
-    let e = client.add(&att("c4")).await.unwrap_err();
+    let mut plain = att("c4");
+    plain.capability_args.clear();
+    let e = client.add(&plain).await.unwrap_err();
     assert!(
         matches!(e, ClientError::BadResult { .. }) && e.to_string().contains("not json"),
         "{e}"
@@ -214,7 +276,10 @@ async fn unreadable_add_output_is_an_error_and_tears_down() {
 async fn del_runs_every_plugin_and_collects_errors() {
     let (_dir, cfg) = setup(LIST);
     let rec = Arc::new(Recording::default());
-    *rec.fail.lock().unwrap() = Some(("chained".into(), "DEL".into()));
+    rec.fail
+        .lock()
+        .unwrap()
+        .push(("chained".into(), "DEL".into()));
     let client = CniClient::with_exec(cfg, rec.clone());
     assert!(client.del(&att("c3")).await.is_err());
     assert_eq!(rec.calls.lock().unwrap().len(), 2, "main DEL still ran");
@@ -259,7 +324,20 @@ async fn rejects_bad_attachments_and_missing_plugins() {
         client.add(&bad).await,
         Err(ClientError::InvalidAttachment(_))
     ));
+    // The attachment's portMappings: no plugin of this network takes them.
     let e = client.add(&att("ok")).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::CapabilityNotSupported { capability, .. } if capability == "portMappings"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("portmap plugin"), "{e}");
+    assert!(
+        !dir.path().join("cache/results/kn-ok-eth0").exists(),
+        "nothing cached for a refused ADD"
+    );
+    let mut plain = att("ok");
+    plain.capability_args.clear();
+    let e = client.add(&plain).await.unwrap_err();
     assert!(matches!(e, ClientError::PluginNotFound { .. }), "{e}");
     std::fs::remove_dir_all(dir.path().join("net.d")).unwrap();
     assert!(matches!(

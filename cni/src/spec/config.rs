@@ -152,6 +152,17 @@ impl NetworkConfigList {
             .unwrap_or_default()
     }
 
+    /// Whether a plugin of the chain declares capability `cap` (`"capabilities": {cap: true}`),
+    /// and so gets the runtime's `runtimeConfig` for it.
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.plugins.iter().any(|p| {
+            p.get("capabilities")
+                .and_then(|c| c.get(cap))
+                .and_then(Value::as_bool)
+                == Some(true)
+        })
+    }
+
     /// The stdin for plugin `index`: its config with `name` and `cniVersion` of the list, the
     /// `prevResult` (if any) and `runtimeConfig` = the capabilities it declares that the runtime
     /// provides in `runtime_config`.
@@ -326,5 +337,7 @@ mod tests {
         );
         let first: Value = serde_json::from_slice(&list.plugin_stdin(0, None, &rc)).unwrap();
         assert!(first.get("runtimeConfig").is_none() && first.get("prevResult").is_none());
+        assert!(list.has_capability("portMappings") && list.has_capability("bandwidth"));
+        assert!(!list.has_capability("mac"));
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod downward;
 mod envvars;
 mod files;
 pub(crate) mod hooks;
+pub(crate) mod hostports;
 mod observe;
 mod pleg;
 mod probing;
@@ -25,7 +26,7 @@ pub use actions::{compute_pod_actions, PodActions};
 pub use envvars::service_env;
 pub use files::{hostname, hosts_file, resolv_conf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -209,20 +210,65 @@ impl Kubelet {
         )
         // The configuration was checked at start; an empty list would refuse every sysctl.
         .unwrap_or_default();
-        for (uid, pod) in desired {
-            if pods.contains_key(&uid) {
-                continue;
+        let mut new: Vec<(&String, &Pod)> = desired
+            .iter()
+            .filter(|(uid, _)| !pods.contains_key(*uid))
+            .map(|(uid, pod)| (uid, *pod))
+            .collect();
+        // Upstream admits new pods oldest first. When host ports are at stake, pods that
+        // already have a sandbox (running before an agent restart) go first, so that a pod
+        // that holds a host port keeps it.
+        if new.len() > 1 {
+            let running: HashSet<String> = if new
+                .iter()
+                .any(|(_, p)| p.spec.as_ref().is_some_and(hostports::has_host_ports))
+            {
+                self.deps
+                    .runtime
+                    .inner()
+                    .list_sandboxes()
+                    .into_iter()
+                    .map(|s| s.pod.uid)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            new.sort_by_key(|(uid, pod)| {
+                (
+                    !running.contains(*uid),
+                    pod.metadata.creation_timestamp.clone().map(|t| t.0),
+                    *uid,
+                )
+            });
+        }
+        // The host ports of the admitted pods still wanted. Upstream releases a finished
+        // pod's ports because it stops its sandbox; kubenode keeps a finished pod's sandbox,
+        // and so its port forwarding, until the pod is removed, and so keeps its ports taken.
+        let mut used_ports = hostports::UsedPorts::default();
+        for (uid, e) in pods.iter() {
+            if e.worker.is_some() && desired.contains_key(uid) {
+                if let Some(spec) = &e.pod.spec {
+                    used_ports.add(spec);
+                }
             }
+        }
+        for (uid, pod) in new {
+            let uid = uid.clone();
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            // Admission, in upstream's order: sysctls, the pod count, AppArmor; then what
-            // upstream finds only at sandbox creation: a user namespace this node cannot make.
             let spec = pod.spec.clone().unwrap_or_default();
+            // Admission, in upstream's order: sysctls, the pod count and host ports (the
+            // general predicates), AppArmor; then what upstream finds only at sandbox
+            // creation: a user namespace this node cannot make.
             let rejection = match sysctls.admit(&spec) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
                 Ok(()) if active >= max => Some((
                     crate::status::OUT_OF_PODS,
                     crate::status::out_of_pods_message(active, max),
+                )),
+                Ok(()) if used_ports.conflicts(&spec) => Some((
+                    hostports::NODE_PORTS,
+                    hostports::NODE_PORTS_MESSAGE.to_string(),
                 )),
                 Ok(()) => apparmor::admit(&pod, &SystemAppArmor)
                     .err()
@@ -259,6 +305,7 @@ impl Kubelet {
                     .events
                     .warning(&ObjectRef::pod(&pod), "DeprecatedAnnotation", warning);
             }
+            used_ports.add(&spec);
             let (tx, rx) = watch::channel(Some(pod.clone()));
             pods.insert(
                 uid.clone(),

@@ -177,6 +177,9 @@ pub(super) fn pod_namespaces(pod: &Pod) -> PodNamespaces {
     pod.spec.as_ref().map(PodNamespaces::of).unwrap_or_default()
 }
 
+/// The sandbox's CNI attachment, with the pod's host ports as the `portMappings` capability
+/// (for ADD, and for DEL so that `portmap` removes its rules; a pod without a spec, such as an
+/// orphan's stand-in, passes none and the client takes the ones ADD cached).
 pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
     let info = pod_info(pod);
     Attachment {
@@ -186,7 +189,7 @@ pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
         pod_namespace: info.namespace,
         pod_name: info.name,
         pod_uid: info.uid,
-        capability_args: Default::default(),
+        capability_args: crate::node::hostports::capability_args(pod),
     }
 }
 
