@@ -159,7 +159,7 @@ pub(crate) const FIELDS: &[Field] = &[
     refused("spec.securityContext.seLinuxOptions", SE_LINUX, "kubenode applies no SELinux labels"),
     done("spec.securityContext.seccompProfile", &[SECCOMP_E2E, "kubelet/src/validation/security.rs::seccomp_fields_as_upstream"], "the containers' seccomp profile unless they set their own"),
     done("spec.securityContext.supplementalGroups", &[GOLDEN, USER], "added to every container's groups"),
-    refused_as("spec.securityContext.supplementalGroupsPolicy", "\"Strict\"", NEW_REFUSALS, "`Strict` is refused; `Merge` (the default) is what kubenode does: the image's `/etc/group` groups are added"),
+    done("spec.securityContext.supplementalGroupsPolicy", &["runtime/src/spec/user.rs::strict_groups_leave_out_the_images_group_file"], "`Merge` (the default) adds the groups the image's `/etc/group` lists the user in; `Strict` only the primary group, `supplementalGroups` and `fsGroup`, as upstream's runtimes"),
     done("spec.securityContext.sysctls", &["integration/tests/limits.rs::pids_and_sysctls", "integration/tests/runtime.rs::host_network_and_sysctls", "kubelet/src/validation/sysctl.rs::allowed_unsafe_sysctls_exact_and_by_prefix"], "set in the pod's namespaces; unsafe ones only when allowed (`SysctlForbidden`)"),
     refused("spec.securityContext.windowsOptions", NEW_REFUSALS, "kubenode runs Linux containers"),
     done("spec.serviceAccount", &["kubelet/src/source/defaults.rs::deprecated_service_account_fills_service_account_name"], "deprecated alias: fills an unset `serviceAccountName`, as upstream's conversion"),

@@ -374,7 +374,6 @@ fn fields_kubenode_does_not_apply_are_refused() {
         (|v| v["spec"]["setHostnameAsFQDN"] = true.into(), "spec.setHostnameAsFQDN: Forbidden: not supported by kubenode: the pod's hostname is its short name".into()),
         (|v| v["spec"]["securityContext"] = serde_json::json!({"windowsOptions": {"runAsUserName": "x"}}), "spec.securityContext.windowsOptions: Forbidden: not supported by kubenode: it runs Linux containers only".into()),
         (|v| v["spec"]["securityContext"] = serde_json::json!({"seLinuxChangePolicy": "Recursive"}), format!("spec.securityContext.seLinuxChangePolicy: Forbidden: {why_se_linux}")),
-        (|v| v["spec"]["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Strict"}), "spec.securityContext.supplementalGroupsPolicy: Forbidden: not supported by kubenode: it always adds the groups of the image's /etc/group (Merge)".into()),
         (|v| v["spec"]["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Loose"}), "spec.securityContext.supplementalGroupsPolicy: Unsupported value: \"Loose\": supported values: \"Merge\", \"Strict\"".into()),
         (|v| v["spec"]["ephemeralContainers"] = serde_json::json!([{"name": "debug", "image": "busybox"}]), "spec.ephemeralContainers: Forbidden: static pods may not have ephemeral containers".into()),
         (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"fileKeyRef": {"volumeName": "data", "path": "env", "key": "F"}}}), format!("{c}.env[2].valueFrom.fileKeyRef: Forbidden: not supported by kubenode")),
@@ -405,7 +404,7 @@ fn fields_kubenode_does_not_apply_are_refused() {
             spec["imagePullSecrets"] = serde_json::json!([]);
             spec["os"] = serde_json::json!({"name": "linux"});
             spec["setHostnameAsFQDN"] = false.into();
-            spec["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Merge"});
+            spec["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Strict"});
             let app = &mut spec["containers"][0];
             app["stdin"] = false.into();
             app["stdinOnce"] = false.into();

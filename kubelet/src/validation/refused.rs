@@ -100,13 +100,9 @@ pub(super) fn pod(spec: &PodSpec, errs: &mut Errors) {
                 &super::security::se_linux_refusal(super::security::se_linux_enabled()),
             );
         }
+        // Both policies are implemented (`runtime/src/spec/user.rs`); only the value is checked.
         match sc.supplemental_groups_policy.as_deref() {
-            None | Some("Merge") => {}
-            Some("Strict") => forbid(
-                errs,
-                "spec.securityContext.supplementalGroupsPolicy",
-                "not supported by kubenode: it always adds the groups of the image's /etc/group (Merge)",
-            ),
+            None | Some("Merge" | "Strict") => {}
             Some(p) => errs.push(FieldError::not_supported(
                 "spec.securityContext.supplementalGroupsPolicy",
                 p,

@@ -6,7 +6,7 @@
 use super::common::has_backsteps;
 use super::{Errors, FieldError, Value};
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Pod, SELinuxOptions, SeccompProfile, SecurityContext,
+    AppArmorProfile, Pod, PodSecurityContext, SELinuxOptions, SeccompProfile, SecurityContext,
 };
 
 const TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
@@ -140,10 +140,46 @@ fn se_linux_field(o: Option<&SELinuxOptions>, f: &str, errs: &mut Errors) {
     }
 }
 
-/// A container's security context: its seccomp, AppArmor and SELinux fields.
+/// A user or group id (upstream `IsValidUserID`/`IsValidGroupID`: the same range, the same
+/// words).
+fn id_field(field: &str, id: Option<i64>, errs: &mut Errors) {
+    if let Some(id) = id.filter(|id| !(0..=i64::from(i32::MAX)).contains(id)) {
+        errs.push(FieldError::invalid(
+            field,
+            Value::Json(id.to_string()),
+            "must be between 0 and 2147483647, inclusive",
+        ));
+    }
+}
+
+/// The ids and the ownership policy of a pod's security context, as upstream's
+/// `ValidatePodSecurityContext`.
+fn pod_ids(psc: &PodSecurityContext, errs: &mut Errors) {
+    let f = "spec.securityContext";
+    id_field(&format!("{f}.runAsUser"), psc.run_as_user, errs);
+    id_field(&format!("{f}.runAsGroup"), psc.run_as_group, errs);
+    id_field(&format!("{f}.fsGroup"), psc.fs_group, errs);
+    for (i, g) in psc.supplemental_groups.iter().flatten().enumerate() {
+        id_field(&format!("{f}.supplementalGroups[{i}]"), Some(*g), errs);
+    }
+    if let Some(p) = psc.fs_group_change_policy.as_deref() {
+        const POLICIES: &[&str] = &["OnRootMismatch", "Always"];
+        if !POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported(
+                format!("{f}.fsGroupChangePolicy"),
+                p,
+                POLICIES,
+            ));
+        }
+    }
+}
+
+/// A container's security context: its ids, seccomp, AppArmor and SELinux fields.
 pub(super) fn container(sc: Option<&SecurityContext>, f: &str, errs: &mut Errors) {
     let Some(sc) = sc else { return };
     let f = format!("{f}.securityContext");
+    id_field(&format!("{f}.runAsUser"), sc.run_as_user, errs);
+    id_field(&format!("{f}.runAsGroup"), sc.run_as_group, errs);
     seccomp_field(sc.seccomp_profile.as_ref(), &f, errs);
     apparmor_field(sc.app_armor_profile.as_ref(), &f, errs);
     se_linux_field(sc.se_linux_options.as_ref(), &f, errs);
@@ -203,6 +239,9 @@ fn matches(
 pub(super) fn pod(pod: &Pod, errs: &mut Errors) {
     let spec = pod.spec.clone().unwrap_or_default();
     let psc = spec.security_context.as_ref();
+    if let Some(psc) = psc {
+        pod_ids(psc, errs);
+    }
     let pod_seccomp = psc.and_then(|s| s.seccomp_profile.as_ref());
     let pod_apparmor = psc.and_then(|s| s.app_armor_profile.as_ref());
     seccomp_field(pod_seccomp, "spec.securityContext", errs);
@@ -435,6 +474,34 @@ mod tests {
         assert_eq!(
             errors("container.apparmor.security.beta.kubernetes.io/c: unconfined", pod_level),
             ["spec.containers[0].securityContext.appArmorProfile.type: Forbidden: apparmor type in annotation and field must match"]
+        );
+    }
+
+    /// User and group ids out of range and an unknown `fsGroupChangePolicy`, with upstream's
+    /// words; the bounds themselves pass.
+    #[test]
+    fn ids_and_fs_group_change_policy_as_upstream() {
+        let range = "must be between 0 and 2147483647, inclusive";
+        let pod = "  securityContext: {runAsUser: -1, runAsGroup: 2147483648, fsGroup: -5, supplementalGroups: [1, -2], fsGroupChangePolicy: Sometimes}\n";
+        assert_eq!(
+            errors(
+                "",
+                &format!("{pod}{}", container("{runAsUser: 4294967295, runAsGroup: -1}"))
+            ),
+            [
+                format!("spec.securityContext.runAsUser: Invalid value: -1: {range}"),
+                format!("spec.securityContext.runAsGroup: Invalid value: 2147483648: {range}"),
+                format!("spec.securityContext.fsGroup: Invalid value: -5: {range}"),
+                format!("spec.securityContext.supplementalGroups[1]: Invalid value: -2: {range}"),
+                "spec.securityContext.fsGroupChangePolicy: Unsupported value: \"Sometimes\": supported values: \"OnRootMismatch\", \"Always\"".to_string(),
+                format!("spec.containers[0].securityContext.runAsUser: Invalid value: 4294967295: {range}"),
+                format!("spec.containers[0].securityContext.runAsGroup: Invalid value: -1: {range}"),
+            ]
+        );
+        let pod = "  securityContext: {runAsUser: 0, fsGroup: 2147483647, fsGroupChangePolicy: OnRootMismatch}\n";
+        assert_eq!(
+            errors("", &format!("{pod}{}", container("{runAsUser: 1000}"))),
+            Vec::<String>::new()
         );
     }
 

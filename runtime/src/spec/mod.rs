@@ -335,6 +335,9 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
                         .collect()
                 })
                 .unwrap_or_default(),
+            strict_groups: psc
+                .and_then(|p| p.supplemental_groups_policy.as_deref())
+                .is_some_and(|p| p == "Strict"),
             image_user: input.image.and_then(|i| i.user().as_deref()),
         },
     )?;

@@ -36,6 +36,9 @@ pub struct UserRequest<'a> {
     pub run_as_non_root: bool,
     /// Pod `supplementalGroups` plus `fsGroup`.
     pub supplemental_groups: Vec<i64>,
+    /// `supplementalGroupsPolicy: Strict`: the groups the image's `/etc/group` lists the user
+    /// in are not added (upstream's default, `Merge`, adds them).
+    pub strict_groups: bool,
     /// The image config's `User`, if any.
     pub image_user: Option<&'a str>,
 }
@@ -153,7 +156,7 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<Identity, SpecErr
         ));
     }
     let mut additional_gids = vec![gid];
-    if let Some(name) = name {
+    if let Some(name) = name.filter(|_| !req.strict_groups) {
         for f in read_db(rootfs, "group")? {
             let members = f.get(3).map(String::as_str).unwrap_or("");
             if members.split(',').any(|m| m == name) {
@@ -232,6 +235,27 @@ mod tests {
             .to_string()
             .contains("unable to find user nobody"));
         assert!(r("www:nogroup").is_err());
+    }
+
+    /// `supplementalGroupsPolicy: Strict` leaves out the image's `/etc/group` memberships
+    /// and keeps the primary group and the pod's own groups, as upstream's runtimes do.
+    #[test]
+    fn strict_groups_leave_out_the_images_group_file() {
+        let dir = rootfs();
+        let req = |strict_groups| UserRequest {
+            image_user: Some("www"),
+            supplemental_groups: vec![2000],
+            strict_groups,
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(dir.path(), &req(false)).unwrap().additional_gids,
+            [34, 50, 2000]
+        );
+        assert_eq!(
+            resolve(dir.path(), &req(true)).unwrap().additional_gids,
+            [34, 2000]
+        );
     }
 
     #[test]
