@@ -24,7 +24,9 @@ pub use mounts::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_
 pub use namespaces::{NamespaceMode, NamespacePaths, PidNamespace, PodNamespaces};
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::{container_env, expand, merge_env};
-pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
+pub use resources::{
+    milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity, MIN_SHARES, QUOTA_PERIOD_US,
+};
 pub use seccomp::{default_profile, linux_seccomp, load_profile, SeccompHost, SeccompProfile};
 pub use user::{Identity, UserRequest};
 

@@ -12,6 +12,8 @@ use super::{HostLimits, SpecError};
 
 /// `MinShares`.
 pub const MIN_SHARES: u64 = 2;
+/// `MaxShares` (the kernel's largest `cpu.shares`).
+pub const MAX_SHARES: u64 = 262_144;
 /// `SharesPerCPU`.
 pub const SHARES_PER_CPU: u64 = 1024;
 /// `QuotaPeriod` in µs (100 ms).
@@ -87,18 +89,17 @@ fn quantity(
         .transpose()
 }
 
-/// `MilliCPUToShares`.
+/// `MilliCPUToShares`: within `MIN_SHARES..=MAX_SHARES`.
 pub fn milli_cpu_to_shares(milli: u128) -> u64 {
-    if milli == 0 {
-        return MIN_SHARES;
-    }
-    let shares = (milli * u128::from(SHARES_PER_CPU) / 1000) as u64;
-    shares.max(MIN_SHARES)
+    let shares = milli.saturating_mul(u128::from(SHARES_PER_CPU)) / 1000;
+    shares.clamp(u128::from(MIN_SHARES), u128::from(MAX_SHARES)) as u64
 }
 
-/// `MilliCPUToQuota` over the 100 ms CFS period (`QUOTA_PERIOD_US`).
+/// `MilliCPUToQuota` over the 100 ms CFS period (`QUOTA_PERIOD_US`), for a CPU limit that is
+/// set (upstream gives a zero limit no quota at all).
 pub fn milli_cpu_to_quota(milli: u128) -> i64 {
-    let quota = (milli * u128::from(QUOTA_PERIOD_US) / 1000) as i64;
+    let quota =
+        i64::try_from(milli.saturating_mul(u128::from(QUOTA_PERIOD_US)) / 1000).unwrap_or(i64::MAX);
     quota.max(MIN_QUOTA_US)
 }
 
@@ -264,6 +265,8 @@ mod tests {
         assert_eq!(milli_cpu_to_shares(1), 2);
         assert_eq!(milli_cpu_to_shares(100), 102);
         assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(256_000), 262_144);
+        assert_eq!(milli_cpu_to_shares(300_000), 262_144, "MaxShares");
         assert_eq!(milli_cpu_to_quota(5), 1000);
         assert_eq!(milli_cpu_to_quota(250), 25_000);
         assert_eq!(milli_cpu_to_quota(2000), 200_000);

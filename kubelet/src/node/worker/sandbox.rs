@@ -86,6 +86,11 @@ impl PodWorker {
                 })
                 .unwrap_or_default(),
             pids_limit: self.deps.config.pod_pids_limit,
+            resources: pod
+                .spec
+                .as_ref()
+                .map(super::pod_cgroup::pod_cgroup_resources)
+                .unwrap_or_default(),
             namespaces: pod_namespaces(pod),
         };
         let sandbox = self
