@@ -199,6 +199,22 @@ impl HostLimits {
         }
     }
 
+    /// Says at start, once, when this host refuses the lowest `oom_score_adj` the kubelet gives
+    /// (pause's -998, Guaranteed -997): without CAP_SYS_RESOURCE nothing may go below the
+    /// agent's own value. Later clamps are then not logged again.
+    pub fn warn_oom_floor(&self) {
+        if self.min_oom_score_adj > SANDBOX_OOM_SCORE_ADJ
+            && !OOM_CLAMP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                floor = self.min_oom_score_adj,
+                "this host refuses an oom_score_adj below the agent's own (no CAP_SYS_RESOURCE): \
+                 pause containers (-998), Guaranteed and node-critical containers (-997) and any \
+                 other container asking for less than the floor get the floor instead"
+            );
+        }
+    }
+
     /// Clamps an OOM score adjustment into what this host accepts. Without
     /// CAP_SYS_RESOURCE the kernel refuses a value below the agent's own, so such a value
     /// becomes the agent's own (containerd does the same in a restricted environment);
