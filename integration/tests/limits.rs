@@ -168,6 +168,16 @@ fn oom_and_swap() -> anyhow::Result<()> {
                 }
             }
         }
+        // A host that refuses pause's -998 is named once, at start, however many pods asked.
+        let warned = agent
+            .log()
+            .matches("refuses an oom_score_adj below the agent's own")
+            .count();
+        let want_warned = usize::from(own > -998);
+        ensure!(
+            warned == want_warned,
+            "the oom_score_adj floor was logged {warned} times, want {want_warned}"
+        );
         Ok(())
     })
 }
