@@ -121,8 +121,14 @@ pub fn linux_resources(
     let cpu_request = quantity(requests, "cpu", 1000)?;
     let cpu_limit = quantity(limits, "cpu", 1000)?;
     let memory_limit = quantity(limits, "memory", 1)?;
-    // A limit without a request defaults the request to the limit (API defaulting).
-    let shares = milli_cpu_to_shares(cpu_request.or(cpu_limit).unwrap_or(0));
+    // A zero (or absent) request with a limit takes the shares from the limit, as the kubelet's
+    // `calculateLinuxResources` does; a zero limit sets no quota (`MilliCPUToQuota(0)` is 0).
+    let cpu_request = cpu_request.unwrap_or(0);
+    let cpu_limit = cpu_limit.filter(|l| *l > 0);
+    let shares = milli_cpu_to_shares(match cpu_limit {
+        Some(limit) if cpu_request == 0 => limit,
+        _ => cpu_request,
+    });
     let mut cpu = LinuxCpuBuilder::default().shares(shares);
     if let Some(limit) = cpu_limit {
         cpu = cpu.quota(milli_cpu_to_quota(limit)).period(QUOTA_PERIOD_US);
@@ -257,6 +263,30 @@ mod tests {
         std::fs::create_dir_all(root.join("init.scope")).unwrap();
         std::fs::write(root.join("init.scope/memory.swap.max"), "max").unwrap();
         assert!(swap_controller_available(root, true, "0::/\n"));
+    }
+
+    fn cpu(request: Option<&str>, limit: Option<&str>) -> (Option<u64>, Option<i64>) {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let one = |q: Option<&str>| q.map(|q| [("cpu".to_string(), Quantity(q.into()))].into());
+        let res = ResourceRequirements {
+            requests: one(request),
+            limits: one(limit),
+            ..Default::default()
+        };
+        let r = linux_resources(Some(&res), false, &limits(false, false)).unwrap();
+        let c = r.cpu().as_ref().unwrap();
+        (c.shares(), c.quota())
+    }
+
+    #[test]
+    fn container_cpu_as_calculate_linux_resources() {
+        assert_eq!(cpu(Some("250m"), Some("500m")), (Some(256), Some(50_000)));
+        assert_eq!(cpu(None, Some("500m")), (Some(512), Some(50_000)));
+        // A zero request takes the shares from the limit.
+        assert_eq!(cpu(Some("0"), Some("500m")), (Some(512), Some(50_000)));
+        // A zero limit is no limit: no quota (not the 1 ms floor).
+        assert_eq!(cpu(Some("0"), Some("0")), (Some(2), None));
+        assert_eq!(cpu(None, None), (Some(2), None));
     }
 
     #[test]
