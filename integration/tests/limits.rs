@@ -466,6 +466,35 @@ fn pod_cgroup() -> anyhow::Result<()> {
             });
             ensure!(inside, "{name}: container {pid} is not below /{rel}: {cg}");
         }
+
+        // A container that outgrows its limit: the pod cgroup (the same limit, plus pause)
+        // may be the one that runs out, and the kill is still the container's OOMKilled.
+        let hog = pod_yaml(
+            "hog",
+            &agent.image,
+            r#"  restartPolicy: Never
+  containers:
+  - name: a
+    image: IMAGE
+    command: ["sh", "-c", "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo ${#a}"]
+    resources: {limits: {cpu: 100m, memory: 16Mi}}
+"#,
+        );
+        agent.write_manifest("hog.yaml", &hog)?;
+        let name = agent.pod_name("hog");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Failed", |p| {
+            phase(p) == "Failed"
+        })?;
+        let reason = status(&pod)
+            .container_statuses
+            .iter()
+            .flatten()
+            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.reason.clone());
+        ensure!(
+            reason.as_deref() == Some("OOMKilled"),
+            "hog: {:?}",
+            status(&pod).container_statuses
+        );
         Ok(())
     })
 }
