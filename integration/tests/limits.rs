@@ -1,6 +1,7 @@
 //! Container limits and spec hardening on the real kernel: each container's `oom_score_adj`
 //! per QoS class (and its shim's), the swap cap of a memory-limited container, the pod cgroup's
-//! CPU shares, CPU quota and memory limit (the sum of its containers', as upstream), the pod
+//! CPU shares, CPU quota and memory limit (the sum of its containers', as upstream) and the
+//! BestEffort tier's shares, the pod
 //! pids limit (`podPidsLimit`) against a fork loop, and a pod with an unsafe sysctl rejected.
 
 use std::path::{Path, PathBuf};
@@ -466,6 +467,18 @@ fn pod_cgroup() -> anyhow::Result<()> {
             });
             ensure!(inside, "{name}: container {pid} is not below /{rel}: {cg}");
         }
+
+        // The BestEffort tier weighs as little as the kernel allows (upstream's QoS cgroup
+        // manager); the Burstable tier's shares follow the node's Burstable pods, which other
+        // agents on this machine rewrite, so only the unit tests check them.
+        let root = Path::new("/sys/fs/cgroup");
+        let (file, want) = if root.join("cgroup.controllers").exists() {
+            (root.join("kubepods/besteffort/cpu.weight"), 1)
+        } else {
+            (root.join("cpu/kubepods/besteffort/cpu.shares"), 2)
+        };
+        let got = read_i64(&file)?;
+        ensure!(got == want, "{}: {got}, want {want}", file.display());
 
         // A container that outgrows its limit: the pod cgroup (the same limit, plus pause)
         // may be the one that runs out, and the kill is still the container's OOMKilled.

@@ -229,6 +229,16 @@ impl Runtime {
         Ok(self.sandbox_with_state(&meta, false))
     }
 
+    /// Creates the cgroup `cgroups_path` (a QoS tier, `/kubepods/burstable`) with `resources`:
+    /// the kubelet's QoS cgroups, which hold the pod cgroups of their class.
+    pub fn set_cgroup_resources(
+        &self,
+        cgroups_path: &str,
+        resources: &PodCgroupResources,
+    ) -> Result<(), crate::host::HostError> {
+        self.host.set_pod_resources(cgroups_path, resources)
+    }
+
     /// Starts the pause container in the sandbox's network namespace.
     pub fn start_sandbox(&self, id: &str) -> Result<Sandbox, RuntimeError> {
         let mut meta = self.sandbox_meta(id)?;

@@ -212,8 +212,8 @@ fn cgroup_parent(pod: &Pod) -> String {
     let uid = uid_of(pod);
     match qos {
         QosClass::Guaranteed => format!("/kubepods/pod{uid}"),
-        QosClass::Burstable => format!("/kubepods/burstable/pod{uid}"),
-        QosClass::BestEffort => format!("/kubepods/besteffort/pod{uid}"),
+        QosClass::Burstable => format!("{}/pod{uid}", pod_cgroup::BURSTABLE_CGROUP),
+        QosClass::BestEffort => format!("{}/pod{uid}", pod_cgroup::BEST_EFFORT_CGROUP),
     }
 }
 

@@ -157,6 +157,35 @@ pub(crate) fn pod_cgroup_resources(spec: &PodSpec) -> PodCgroupResources {
     }
 }
 
+/// The QoS tiers' cgroups (upstream `qos_container_manager`): `besteffort` always has CPU
+/// shares 2; `burstable` the shares of the summed CPU requests of the node's active Burstable
+/// pods (`setCPUCgroupConfig`). Guaranteed pods sit directly below `kubepods`.
+pub(crate) fn qos_tiers<'a>(
+    active: impl IntoIterator<Item = &'a PodSpec>,
+) -> [(&'static str, PodCgroupResources); 2] {
+    let burstable_milli: u128 = active
+        .into_iter()
+        .filter(|s| qos_class(s) == QosClass::Burstable)
+        .map(|s| pod_requests(s).milli_cpu())
+        .sum();
+    let shares = |n| PodCgroupResources {
+        cpu_shares: Some(n),
+        ..Default::default()
+    };
+    [
+        (
+            BURSTABLE_CGROUP,
+            shares(milli_cpu_to_shares(burstable_milli)),
+        ),
+        (BEST_EFFORT_CGROUP, shares(MIN_SHARES)),
+    ]
+}
+
+/// The Burstable tier's cgroup (cgroupfs path).
+pub(crate) const BURSTABLE_CGROUP: &str = "/kubepods/burstable";
+/// The BestEffort tier's cgroup (cgroupfs path).
+pub(crate) const BEST_EFFORT_CGROUP: &str = "/kubepods/besteffort";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +451,23 @@ mod tests {
         );
         assert_eq!(pod_requests(&s).milli_cpu(), 2500);
         assert_eq!(pod_cgroup_resources(&s).cpu_shares, Some(2560));
+    }
+
+    #[test]
+    fn qos_tiers_sum_the_burstable_pods_requests() {
+        let burstable = spec(vec![c(("100m", "32Mi"), ("", ""))], vec![]);
+        let sidecar_pod = spec(
+            vec![c(("250m", ""), ("", ""))],
+            vec![sidecar(c(("150m", ""), ("", "")))],
+        );
+        let guaranteed = spec(vec![c(("1", "1Gi"), ("1", "1Gi"))], vec![]);
+        let best_effort = spec(vec![c(("", ""), ("", ""))], vec![]);
+        let tiers = qos_tiers([&burstable, &sidecar_pod, &guaranteed, &best_effort]);
+        // 100m + 250m + 150m: only the Burstable pods, sidecars included.
+        assert_eq!(tiers[0], (BURSTABLE_CGROUP, cfg(512, None, None)));
+        assert_eq!(tiers[1], (BEST_EFFORT_CGROUP, cfg(2, None, None)));
+        // No Burstable pod: the minimum.
+        assert_eq!(qos_tiers([&guaranteed])[0].1.cpu_shares, Some(2));
     }
 
     #[test]
