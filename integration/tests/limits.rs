@@ -1,6 +1,8 @@
 //! Container limits and spec hardening on the real kernel: each container's `oom_score_adj`
-//! per QoS class (and its shim's), the swap cap of a memory-limited container, the pod pids
-//! limit (`podPidsLimit`) against a fork loop, and a pod with an unsafe sysctl rejected.
+//! per QoS class (and its shim's), the swap cap of a memory-limited container, the pod cgroup's
+//! CPU shares, CPU quota and memory limit (the sum of its containers', as upstream) and the
+//! BestEffort tier's shares, the pod
+//! pids limit (`podPidsLimit`) against a fork loop, and a pod with an unsafe sysctl rejected.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use kubenode_integration::{privileged, run_tests, TestAgent};
 fn main() {
     run_tests(vec![
         privileged("oom_score_adj_per_qos_class_and_swap_cap", oom_and_swap),
+        privileged("pod_cgroup_gets_the_sum_of_its_containers", pod_cgroup),
         privileged("pod_pids_limit_and_unsafe_sysctls", pids_and_sysctls),
     ])
 }
@@ -166,6 +169,16 @@ fn oom_and_swap() -> anyhow::Result<()> {
                 }
             }
         }
+        // A host that refuses pause's -998 is named once, at start, however many pods asked.
+        let warned = agent
+            .log()
+            .matches("refuses an oom_score_adj below the agent's own")
+            .count();
+        let want_warned = usize::from(own > -998);
+        ensure!(
+            warned == want_warned,
+            "the oom_score_adj floor was logged {warned} times, want {want_warned}"
+        );
         Ok(())
     })
 }
@@ -255,6 +268,246 @@ fn pids_and_sysctls() -> anyhow::Result<()> {
         );
         let name = agent.pod_name("safe");
         agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        Ok(())
+    })
+}
+
+/// What a pod cgroup should hold: CPU shares (v2: the weight converted from them), the CFS
+/// quota over the 100 ms period, the memory limit; `None` is no limit.
+struct PodCgroupWant {
+    shares: u64,
+    quota: Option<i64>,
+    memory: Option<i64>,
+}
+
+fn read_trimmed(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// Checks the pod cgroup `rel` (e.g. `kubepods/burstable/pod<uid>`) in every hierarchy that has
+/// the cpu and memory controllers, on cgroup v1 or v2.
+fn check_pod_cgroup(rel: &str, want: &PodCgroupWant) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        let dir = root.join(rel);
+        let weight = 1 + (want.shares - 2) * 9999 / 262_142;
+        ensure!(
+            read_trimmed(&dir.join("cpu.weight"))? == weight.to_string(),
+            "{rel}: cpu.weight, want {weight} (shares {})",
+            want.shares
+        );
+        let max = want
+            .quota
+            .map_or_else(|| "max".to_string(), |q| q.to_string());
+        let cpu_max = read_trimmed(&dir.join("cpu.max"))?;
+        ensure!(
+            cpu_max == format!("{max} 100000"),
+            "{rel}: cpu.max {cpu_max:?}"
+        );
+        let memory = read_trimmed(&dir.join("memory.max"))?;
+        let want_memory = want
+            .memory
+            .map_or_else(|| "max".to_string(), |m| m.to_string());
+        ensure!(
+            memory == want_memory,
+            "{rel}: memory.max {memory:?}, want {want_memory}"
+        );
+        return Ok(());
+    }
+    let cpu = root.join("cpu").join(rel);
+    let shares = read_i64(&cpu.join("cpu.shares"))?;
+    ensure!(
+        shares == want.shares as i64,
+        "{rel}: cpu.shares {shares}, want {}",
+        want.shares
+    );
+    let quota = read_i64(&cpu.join("cpu.cfs_quota_us"))?;
+    ensure!(
+        quota == want.quota.unwrap_or(-1),
+        "{rel}: cpu.cfs_quota_us {quota}, want {:?}",
+        want.quota
+    );
+    let period = read_i64(&cpu.join("cpu.cfs_period_us"))?;
+    ensure!(period == 100_000, "{rel}: cpu.cfs_period_us {period}");
+    let memory = read_i64(&root.join("memory").join(rel).join("memory.limit_in_bytes"))?;
+    match want.memory {
+        Some(m) => ensure!(
+            memory == m,
+            "{rel}: memory.limit_in_bytes {memory}, want {m}"
+        ),
+        // Unlimited reads as the largest page-aligned count the kernel keeps.
+        None => ensure!(
+            memory >= 1 << 62,
+            "{rel}: memory.limit_in_bytes {memory}, want unlimited"
+        ),
+    }
+    Ok(())
+}
+
+fn pod_cgroup() -> anyhow::Result<()> {
+    with_config_agent("lc", None, |agent| {
+        const MI: i64 = 1 << 20;
+        let sleep = r#"["sleep", "3600"]"#;
+        let pods = [
+            // Two limited containers: the pod cgroup holds the sums.
+            (
+                "two",
+                format!(
+                    "  containers:
+  - name: a
+    image: IMAGE
+    command: {sleep}
+    resources: {{requests: {{cpu: 100m, memory: 32Mi}}, limits: {{cpu: 200m, memory: 64Mi}}}}
+  - name: b
+    image: IMAGE
+    command: {sleep}
+    resources: {{requests: {{cpu: 50m, memory: 16Mi}}, limits: {{cpu: 100m, memory: 32Mi}}}}
+"
+                ),
+            ),
+            // One container without a memory limit: no memory limit for the pod, CPU still.
+            (
+                "half",
+                format!(
+                    "  containers:
+  - name: a
+    image: IMAGE
+    command: {sleep}
+    resources: {{limits: {{cpu: 100m, memory: 32Mi}}}}
+  - name: b
+    image: IMAGE
+    command: {sleep}
+    resources: {{limits: {{cpu: 100m}}}}
+"
+                ),
+            ),
+            // Guaranteed, with an init container larger than the app: the pod gets the larger.
+            (
+                "init",
+                format!(
+                    "  initContainers:
+  - name: i
+    image: IMAGE
+    command: [\"true\"]
+    resources: {{limits: {{cpu: 500m, memory: 128Mi}}}}
+  containers:
+  - name: a
+    image: IMAGE
+    command: {sleep}
+    resources: {{limits: {{cpu: 100m, memory: 64Mi}}}}
+"
+                ),
+            ),
+            (
+                "be",
+                format!("  containers:\n  - name: a\n    image: IMAGE\n    command: {sleep}\n"),
+            ),
+        ];
+        for (name, body) in &pods {
+            agent.write_manifest(&format!("{name}.yaml"), &pod_yaml(name, &agent.image, body))?;
+        }
+        let want = [
+            (
+                "two",
+                "kubepods/burstable",
+                // requests 150m: 150 × 1024 / 1000
+                PodCgroupWant {
+                    shares: 153,
+                    quota: Some(30_000),
+                    memory: Some(96 * MI),
+                },
+            ),
+            (
+                "half",
+                "kubepods/burstable",
+                // the requests default to the limits: 200m
+                PodCgroupWant {
+                    shares: 204,
+                    quota: Some(20_000),
+                    memory: None,
+                },
+            ),
+            (
+                "init",
+                "kubepods",
+                PodCgroupWant {
+                    shares: 512,
+                    quota: Some(50_000),
+                    memory: Some(128 * MI),
+                },
+            ),
+            (
+                "be",
+                "kubepods/besteffort",
+                PodCgroupWant {
+                    shares: 2,
+                    quota: None,
+                    memory: None,
+                },
+            ),
+        ];
+        for (name, parent, want) in &want {
+            let pod_name = agent.pod_name(name);
+            let pod = agent.wait_pod(&pod_name, Duration::from_secs(60), "Running", all_running)?;
+            let rel = format!("{parent}/pod{}", uid(&pod));
+            check_pod_cgroup(&rel, want).with_context(|| format!("pod {name}"))?;
+            // The container runs inside the pod cgroup, so the pod's limits bind it too.
+            let pid = container_pid(agent, &pod, "a")?;
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+            let inside = cg.lines().any(|l| {
+                let (controllers, path) = l
+                    .split_once(':')
+                    .and_then(|(_, r)| r.split_once(':'))
+                    .unwrap_or_default();
+                (controllers.is_empty() || controllers.split(',').any(|c| c == "memory"))
+                    && path.starts_with(&format!("/{rel}/"))
+            });
+            ensure!(inside, "{name}: container {pid} is not below /{rel}: {cg}");
+        }
+
+        // The BestEffort tier weighs as little as the kernel allows (upstream's QoS cgroup
+        // manager); the Burstable tier's shares follow the node's Burstable pods, which other
+        // agents on this machine rewrite, so only the unit tests check them.
+        let root = Path::new("/sys/fs/cgroup");
+        let (file, want) = if root.join("cgroup.controllers").exists() {
+            (root.join("kubepods/besteffort/cpu.weight"), 1)
+        } else {
+            (root.join("cpu/kubepods/besteffort/cpu.shares"), 2)
+        };
+        let got = read_i64(&file)?;
+        ensure!(got == want, "{}: {got}, want {want}", file.display());
+
+        // A container that outgrows its limit: the pod cgroup (the same limit, plus pause)
+        // may be the one that runs out, and the kill is still the container's OOMKilled.
+        let hog = pod_yaml(
+            "hog",
+            &agent.image,
+            r#"  restartPolicy: Never
+  containers:
+  - name: a
+    image: IMAGE
+    command: ["sh", "-c", "a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo ${#a}"]
+    resources: {limits: {cpu: 100m, memory: 16Mi}}
+"#,
+        );
+        agent.write_manifest("hog.yaml", &hog)?;
+        let name = agent.pod_name("hog");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Failed", |p| {
+            phase(p) == "Failed"
+        })?;
+        let reason = status(&pod)
+            .container_statuses
+            .iter()
+            .flatten()
+            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.reason.clone());
+        ensure!(
+            reason.as_deref() == Some("OOMKilled"),
+            "hog: {:?}",
+            status(&pod).container_statuses
+        );
         Ok(())
     })
 }

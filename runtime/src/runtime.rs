@@ -134,6 +134,7 @@ impl Runtime {
             nofile_hard = limits.nofile_hard,
             "container runtime"
         );
+        limits.warn_oom_floor();
         Runtime::with_parts(config, oci, Arc::new(LinuxHost::new()), shims, limits)
     }
 

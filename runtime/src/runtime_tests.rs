@@ -649,6 +649,48 @@ fn the_pod_cgroup_gets_the_pids_limit_before_pause_starts() {
     assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
 }
 
+#[test]
+fn the_pod_cgroup_gets_its_cpu_and_memory_limits_before_pause_starts() {
+    let f = fixture();
+    let options = crate::SandboxOptions {
+        resources: crate::host::PodCgroupResources {
+            cpu_shares: Some(153),
+            cpu_quota: Some((30_000, 100_000)),
+            memory_limit: Some(96 << 20),
+        },
+        ..Default::default()
+    };
+    let sb =
+        f.rt.create_sandbox_with(&sandbox_config(), &options)
+            .unwrap();
+    let pod_cgroup = sandbox_config().cgroup_parent;
+    let want = format!(
+        "set_pod_resources {pod_cgroup}/shares=153,quota=30000/100000,memory={}",
+        96 << 20
+    );
+    assert!(f.host.calls().contains(&want), "{:?}", f.host.calls());
+    f.rt.stop_and_remove_sandbox(&sb.id).unwrap();
+    // Nothing to set: no call.
+    f.rt.create_sandbox(&sandbox_config()).unwrap();
+    let calls = f.host.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("set_pod_resources"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    // A host that cannot set them fails the sandbox, and leaves nothing.
+    f.host.fail("set_pod_resources", "no memory controller");
+    let err = f.rt.create_sandbox_with(&sandbox_config(), &options);
+    assert!(
+        matches!(&err, Err(RuntimeError::Host { what, .. }) if what.contains("cpu and memory")),
+        "{err:?}"
+    );
+    assert_eq!(f.rt.list_sandboxes().len(), 1, "only the earlier one");
+}
+
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

@@ -344,6 +344,27 @@ impl Host for RecordingHost {
             &Path::new(cgroups_path).join(format!("pids.max={max}")),
         )
     }
+
+    fn set_pod_resources(
+        &self,
+        cgroups_path: &str,
+        resources: &crate::host::PodCgroupResources,
+    ) -> Result<(), HostError> {
+        let mut set = Vec::new();
+        if let Some(shares) = resources.cpu_shares {
+            set.push(format!("shares={shares}"));
+        }
+        if let Some((quota, period)) = resources.cpu_quota {
+            set.push(format!("quota={quota}/{period}"));
+        }
+        if let Some(bytes) = resources.memory_limit {
+            set.push(format!("memory={bytes}"));
+        }
+        self.record(
+            "set_pod_resources",
+            &Path::new(cgroups_path).join(set.join(",")),
+        )
+    }
 }
 
 /// Host limits for tests: NOFILE hard 20000, negative OOM adjustments refused, cgroup v1.

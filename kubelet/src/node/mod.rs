@@ -171,6 +171,7 @@ impl Kubelet {
     /// leaves the pods running (an agent restart adopts them).
     pub async fn run(self: Arc<Self>, mut snapshots: tokio::sync::mpsc::Receiver<Snapshot>) {
         tokio::spawn(pleg::run(Arc::downgrade(&self)));
+        tokio::spawn(qos_cgroups(Arc::downgrade(&self)));
         let mut first = true;
         while let Some(snapshot) = snapshots.recv().await {
             crate::source::record_errors(
@@ -426,5 +427,18 @@ impl NodeView for Kubelet {
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             })
         })
+    }
+}
+
+/// Upstream's periodic QoS cgroup update (`periodicQOSCgroupUpdateInterval`, one minute): the
+/// Burstable tier's shares follow the pods that came and went.
+async fn qos_cgroups(kubelet: std::sync::Weak<Kubelet>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Some(kubelet) = kubelet.upgrade() else {
+            return;
+        };
+        kubelet.deps.update_qos_cgroups().await;
     }
 }

@@ -74,6 +74,16 @@ impl AsyncRuntime {
             .await
     }
 
+    /// [`Runtime::set_cgroup_resources`].
+    pub(crate) async fn set_cgroup_resources(
+        &self,
+        cgroups_path: &'static str,
+        resources: kubenode_runtime::host::PodCgroupResources,
+    ) -> Result<(), kubenode_runtime::host::HostError> {
+        self.run(move |rt| rt.set_cgroup_resources(cgroups_path, &resources))
+            .await
+    }
+
     /// [`Runtime::sandbox`].
     pub(crate) async fn sandbox(&self, id: &str) -> Result<Sandbox, RuntimeError> {
         let id = id.to_owned();

@@ -110,6 +110,20 @@ impl PodTable {
         });
     }
 
+    /// The specs of the pods whose workers run them and that have not finished (upstream's
+    /// active pods).
+    pub(super) fn active_specs(&self) -> Vec<k8s_openapi::api::core::v1::PodSpec> {
+        self.lock()
+            .values()
+            .filter(|e| e.worker.is_some())
+            .filter(|e| {
+                let phase = e.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                !phase.is_some_and(crate::status::is_terminal)
+            })
+            .filter_map(|e| e.pod.spec.clone())
+            .collect()
+    }
+
     pub(super) fn list(&self) -> Vec<Pod> {
         self.lock().values().map(|e| e.pod.clone()).collect()
     }

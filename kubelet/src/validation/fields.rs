@@ -138,7 +138,7 @@ pub(crate) const FIELDS: &[Field] = &[
     done("spec.nodeName", &["kubelet/src/source/tests.rs::static_pod_shape"], "set to this node, as upstream does for static pods"),
     refused("spec.nodeSelector", NEW_REFUSALS, "upstream's kubelet rejects a pod whose selector does not match the node's labels; kubenode does not check node labels"),
     refused_as("spec.os.name", "\"windows\"", NEW_REFUSALS, "only `linux`: kubenode runs Linux containers"),
-    pending("spec.overhead", "upstream adds it to the pod cgroup's limits; kubenode's pod cgroup has no limits yet"),
+    done("spec.overhead", &["kubelet/src/node/worker/pod_cgroup.rs::overhead_adds_to_requests_and_to_the_limits_that_are_set", "integration/tests/limits.rs::pod_cgroup"], "added to the pod cgroup's requests and to the limits that are set, as upstream's `ResourceConfigForPod`"),
     done("spec.preemptionPolicy", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
     done("spec.priority", &["kubelet/src/node/worker/start.rs::node_critical_pods_score_as_guaranteed"], "critical pods (priority at least `SystemCriticalPriority`) get the guaranteed OOM score"),
     done("spec.priorityClassName", &["kubelet/src/node/worker/start.rs::node_critical_pods_score_as_guaranteed"], "`system-node-critical` pods get the guaranteed OOM score"),

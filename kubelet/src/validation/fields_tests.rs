@@ -123,7 +123,7 @@ fn only_the_fields_being_implemented_are_pending() {
         .filter(|f| matches!(f.status, Status::Pending))
         .map(|f| f.path)
         .collect();
-    let known = ["spec.overhead"];
+    let known: [&str; 0] = [];
     let new: Vec<&&str> = pending.iter().filter(|p| !known.contains(p)).collect();
     assert!(new.is_empty(), "fields may not be left pending: {new:?}");
 }

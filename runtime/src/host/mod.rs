@@ -10,7 +10,7 @@ pub mod saferead;
 
 use std::path::{Path, PathBuf};
 
-pub use cgroup::{cgroup_roots, oom_files};
+pub use cgroup::{cgroup_roots, cpu_shares_to_weight, oom_files, PodCgroupResources};
 pub use devices::host_devices;
 
 /// A failed host operation.
@@ -79,6 +79,13 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     /// Creates the cgroup `cgroups_path` in the pids controller with `pids.max` = `max`
     /// (`None`: `max`, no limit).
     fn set_pids_limit(&self, cgroups_path: &str, max: Option<u64>) -> Result<(), HostError>;
+    /// Creates the cgroup `cgroups_path` in the cpu and memory controllers with the pod's
+    /// shares and limits (the kubelet's pod cgroup).
+    fn set_pod_resources(
+        &self,
+        cgroups_path: &str,
+        resources: &PodCgroupResources,
+    ) -> Result<(), HostError>;
 }
 
 /// The real host.
@@ -164,5 +171,13 @@ impl Host for LinuxHost {
     fn set_pids_limit(&self, cgroups_path: &str, max: Option<u64>) -> Result<(), HostError> {
         let max = max.map_or_else(|| "max".to_string(), |n| n.to_string());
         cgroup::set_pids_max(&self.cgroup_root, cgroups_path, &max)
+    }
+
+    fn set_pod_resources(
+        &self,
+        cgroups_path: &str,
+        resources: &PodCgroupResources,
+    ) -> Result<(), HostError> {
+        cgroup::set_resources(&self.cgroup_root, cgroups_path, resources)
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ErrorList, RuntimeError};
 use crate::fsutil;
-use crate::host::NamespaceFiles;
+use crate::host::{NamespaceFiles, PodCgroupResources};
 use crate::shim::{ExitRecord, ShimArgs};
 use crate::signal::{KillScope, Signal};
 use crate::spec::{self, NamespaceMode, NamespacePaths, PidNamespace, PodInfo, PodNamespaces};
@@ -40,6 +40,9 @@ pub struct SandboxOptions {
     /// The most pids the whole pod may have (`podPidsLimit`), set on the pod cgroup
     /// (`SandboxConfig::cgroup_parent`) before any of its processes exists; `None`: no limit.
     pub pids_limit: Option<u64>,
+    /// The pod cgroup's CPU shares, CPU quota and memory limit (the kubelet computes them from
+    /// the pod's containers), set before any of its processes exists.
+    pub resources: PodCgroupResources,
     /// The pod's PID and IPC namespace modes (`hostPID`, `shareProcessNamespace`, `hostIPC`).
     pub namespaces: PodNamespaces,
 }
@@ -199,12 +202,18 @@ impl Runtime {
                     .mount_shm(shm)
                     .map_err(host_err("mounting the pod's /dev/shm"))?;
             }
-            // The kubelet's pod cgroup carries the pod's pids limit (upstream's pod container
-            // manager); pause and every container are created below it.
+            // The kubelet's pod cgroup carries the pod's pids limit, CPU shares and quota and
+            // memory limit (upstream's pod container manager); pause and every container are
+            // created below it.
             if !meta.cgroup_parent.trim_matches('/').is_empty() {
                 self.host
                     .set_pids_limit(&meta.cgroup_parent, options.pids_limit)
                     .map_err(host_err("setting the pod's pids limit"))?;
+                if options.resources != PodCgroupResources::default() {
+                    self.host
+                        .set_pod_resources(&meta.cgroup_parent, &options.resources)
+                        .map_err(host_err("setting the pod's cpu and memory limits"))?;
+                }
             }
             meta.phase = SandboxPhase::Created;
             self.save_sandbox(&meta)
@@ -218,6 +227,16 @@ impl Runtime {
         }
         tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = ?meta.netns_path, "sandbox created");
         Ok(self.sandbox_with_state(&meta, false))
+    }
+
+    /// Creates the cgroup `cgroups_path` (a QoS tier, `/kubepods/burstable`) with `resources`:
+    /// the kubelet's QoS cgroups, which hold the pod cgroups of their class.
+    pub fn set_cgroup_resources(
+        &self,
+        cgroups_path: &str,
+        resources: &PodCgroupResources,
+    ) -> Result<(), crate::host::HostError> {
+        self.host.set_pod_resources(cgroups_path, resources)
     }
 
     /// Starts the pause container in the sandbox's network namespace.

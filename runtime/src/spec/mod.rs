@@ -24,7 +24,9 @@ pub use mounts::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_
 pub use namespaces::{NamespaceMode, NamespacePaths, PidNamespace, PodNamespaces};
 pub use pause::{pause_spec, PauseSpecInput};
 pub use process::{container_env, expand, merge_env};
-pub use resources::{milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity};
+pub use resources::{
+    milli_cpu_to_quota, milli_cpu_to_shares, parse_quantity, MIN_SHARES, QUOTA_PERIOD_US,
+};
 pub use seccomp::{default_profile, linux_seccomp, load_profile, SeccompHost, SeccompProfile};
 pub use user::{Identity, UserRequest};
 
@@ -194,6 +196,22 @@ impl HostLimits {
                 cgroup_v2,
                 &self_cgroup,
             ),
+        }
+    }
+
+    /// Says at start, once, when this host refuses the lowest `oom_score_adj` the kubelet gives
+    /// (pause's -998, Guaranteed -997): without CAP_SYS_RESOURCE nothing may go below the
+    /// agent's own value. Later clamps are then not logged again.
+    pub fn warn_oom_floor(&self) {
+        if self.min_oom_score_adj > SANDBOX_OOM_SCORE_ADJ
+            && !OOM_CLAMP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                floor = self.min_oom_score_adj,
+                "this host refuses an oom_score_adj below the agent's own (no CAP_SYS_RESOURCE): \
+                 pause containers (-998), Guaranteed and node-critical containers (-997) and any \
+                 other container asking for less than the floor get the floor instead"
+            );
         }
     }
 

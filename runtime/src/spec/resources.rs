@@ -12,6 +12,8 @@ use super::{HostLimits, SpecError};
 
 /// `MinShares`.
 pub const MIN_SHARES: u64 = 2;
+/// `MaxShares` (the kernel's largest `cpu.shares`).
+pub const MAX_SHARES: u64 = 262_144;
 /// `SharesPerCPU`.
 pub const SHARES_PER_CPU: u64 = 1024;
 /// `QuotaPeriod` in µs (100 ms).
@@ -87,18 +89,17 @@ fn quantity(
         .transpose()
 }
 
-/// `MilliCPUToShares`.
+/// `MilliCPUToShares`: within `MIN_SHARES..=MAX_SHARES`.
 pub fn milli_cpu_to_shares(milli: u128) -> u64 {
-    if milli == 0 {
-        return MIN_SHARES;
-    }
-    let shares = (milli * u128::from(SHARES_PER_CPU) / 1000) as u64;
-    shares.max(MIN_SHARES)
+    let shares = milli.saturating_mul(u128::from(SHARES_PER_CPU)) / 1000;
+    shares.clamp(u128::from(MIN_SHARES), u128::from(MAX_SHARES)) as u64
 }
 
-/// `MilliCPUToQuota` over the 100 ms CFS period (`QUOTA_PERIOD_US`).
+/// `MilliCPUToQuota` over the 100 ms CFS period (`QUOTA_PERIOD_US`), for a CPU limit that is
+/// set (upstream gives a zero limit no quota at all).
 pub fn milli_cpu_to_quota(milli: u128) -> i64 {
-    let quota = (milli * u128::from(QUOTA_PERIOD_US) / 1000) as i64;
+    let quota =
+        i64::try_from(milli.saturating_mul(u128::from(QUOTA_PERIOD_US)) / 1000).unwrap_or(i64::MAX);
     quota.max(MIN_QUOTA_US)
 }
 
@@ -120,8 +121,14 @@ pub fn linux_resources(
     let cpu_request = quantity(requests, "cpu", 1000)?;
     let cpu_limit = quantity(limits, "cpu", 1000)?;
     let memory_limit = quantity(limits, "memory", 1)?;
-    // A limit without a request defaults the request to the limit (API defaulting).
-    let shares = milli_cpu_to_shares(cpu_request.or(cpu_limit).unwrap_or(0));
+    // A zero (or absent) request with a limit takes the shares from the limit, as the kubelet's
+    // `calculateLinuxResources` does; a zero limit sets no quota (`MilliCPUToQuota(0)` is 0).
+    let cpu_request = cpu_request.unwrap_or(0);
+    let cpu_limit = cpu_limit.filter(|l| *l > 0);
+    let shares = milli_cpu_to_shares(match cpu_limit {
+        Some(limit) if cpu_request == 0 => limit,
+        _ => cpu_request,
+    });
     let mut cpu = LinuxCpuBuilder::default().shares(shares);
     if let Some(limit) = cpu_limit {
         cpu = cpu.quota(milli_cpu_to_quota(limit)).period(QUOTA_PERIOD_US);
@@ -258,12 +265,38 @@ mod tests {
         assert!(swap_controller_available(root, true, "0::/\n"));
     }
 
+    fn cpu(request: Option<&str>, limit: Option<&str>) -> (Option<u64>, Option<i64>) {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let one = |q: Option<&str>| q.map(|q| [("cpu".to_string(), Quantity(q.into()))].into());
+        let res = ResourceRequirements {
+            requests: one(request),
+            limits: one(limit),
+            ..Default::default()
+        };
+        let r = linux_resources(Some(&res), false, &limits(false, false)).unwrap();
+        let c = r.cpu().as_ref().unwrap();
+        (c.shares(), c.quota())
+    }
+
+    #[test]
+    fn container_cpu_as_calculate_linux_resources() {
+        assert_eq!(cpu(Some("250m"), Some("500m")), (Some(256), Some(50_000)));
+        assert_eq!(cpu(None, Some("500m")), (Some(512), Some(50_000)));
+        // A zero request takes the shares from the limit.
+        assert_eq!(cpu(Some("0"), Some("500m")), (Some(512), Some(50_000)));
+        // A zero limit is no limit: no quota (not the 1 ms floor).
+        assert_eq!(cpu(Some("0"), Some("0")), (Some(2), None));
+        assert_eq!(cpu(None, None), (Some(2), None));
+    }
+
     #[test]
     fn cpu_formulas_match_kubelet() {
         assert_eq!(milli_cpu_to_shares(0), 2);
         assert_eq!(milli_cpu_to_shares(1), 2);
         assert_eq!(milli_cpu_to_shares(100), 102);
         assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(256_000), 262_144);
+        assert_eq!(milli_cpu_to_shares(300_000), 262_144, "MaxShares");
         assert_eq!(milli_cpu_to_quota(5), 1000);
         assert_eq!(milli_cpu_to_quota(250), 25_000);
         assert_eq!(milli_cpu_to_quota(2000), 200_000);

@@ -12,12 +12,14 @@
 //! inside. Termination stops containers within the grace period (preStop first), then removes
 //! containers, the CNI attachment, the sandbox and the pod's directories, collecting errors.
 //!
-//! Files: `sandbox` (find or create the sandbox, teardown), `start` (pull, create, start one
+//! Files: `sandbox` (find or create the sandbox, teardown), `pod_cgroup` (the pod cgroup's CPU
+//! shares, quota and memory limit from the containers'), `start` (pull, create, start one
 //! container), `stop` (termination, preStop hooks, stop signals), `volumes` (set-up before
 //! containers, emptyDir eviction, teardown).
 
 mod deadline;
 mod outcome;
+mod pod_cgroup;
 mod prune;
 mod sandbox;
 mod start;
@@ -210,8 +212,8 @@ fn cgroup_parent(pod: &Pod) -> String {
     let uid = uid_of(pod);
     match qos {
         QosClass::Guaranteed => format!("/kubepods/pod{uid}"),
-        QosClass::Burstable => format!("/kubepods/burstable/pod{uid}"),
-        QosClass::BestEffort => format!("/kubepods/besteffort/pod{uid}"),
+        QosClass::Burstable => format!("{}/pod{uid}", pod_cgroup::BURSTABLE_CGROUP),
+        QosClass::BestEffort => format!("{}/pod{uid}", pod_cgroup::BEST_EFFORT_CGROUP),
     }
 }
 

@@ -68,6 +68,8 @@ impl PodWorker {
         if self.state.record.start_time.is_none() {
             self.state.record.start_time = Some(self.deps.clock.now());
         }
+        // Upstream updates the QoS cgroups before it makes a pod cgroup.
+        self.deps.update_qos_cgroups().await;
         let config = SandboxConfig {
             pod: pod_info(pod),
             cgroup_parent: cgroup_parent(pod),
@@ -86,6 +88,11 @@ impl PodWorker {
                 })
                 .unwrap_or_default(),
             pids_limit: self.deps.config.pod_pids_limit,
+            resources: pod
+                .spec
+                .as_ref()
+                .map(super::pod_cgroup::pod_cgroup_resources)
+                .unwrap_or_default(),
             namespaces: pod_namespaces(pod),
         };
         let sandbox = self
@@ -194,6 +201,18 @@ pub(super) fn attachment(pod: &Pod, sandbox: &Sandbox) -> Attachment {
 }
 
 impl WorkerDeps {
+    /// Sets the QoS tiers' CPU shares from the active pods (upstream `UpdateQOSCgroups`: before
+    /// a pod cgroup is made, and every minute). A failure is logged, as upstream does; the pod
+    /// goes on.
+    pub(in crate::node) async fn update_qos_cgroups(&self) {
+        let active = self.pods.active_specs();
+        for (path, resources) in super::pod_cgroup::qos_tiers(&active) {
+            if let Err(e) = self.runtime.set_cgroup_resources(path, resources).await {
+                tracing::warn!(cgroup = path, error = %e, "updating the QoS cgroup");
+            }
+        }
+    }
+
     /// Writes the pod's managed /etc/hosts, /etc/resolv.conf and /etc/hostname. Each file is
     /// rewritten in place (never replaced by a rename): containers bind the inode.
     pub(super) fn write_pod_files(&self, pod: &Pod, record: &PodRecord) -> std::io::Result<()> {
