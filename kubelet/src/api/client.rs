@@ -1,6 +1,7 @@
 //! The CLI's side of the node API socket.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,7 +34,25 @@ pub enum ClientError {
     /// The answer did not parse.
     #[error("decoding the agent's answer: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The agent took longer than the bound for this call.
+    #[error("the kubenode agent at {socket} did not answer within {after:?} ({what})")]
+    Timeout {
+        /// The socket path.
+        socket: PathBuf,
+        /// What was waited for.
+        what: &'static str,
+        /// The bound.
+        after: Duration,
+    },
 }
+
+/// The bound on connecting to the agent and on its HTTP handshake: a live agent accepts at
+/// once, so this only ends a wait on an agent that stopped answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bound on a whole read-only request (`get`, `describe`, events, ...). Exec and followed
+/// logs are not bounded: they last as long as the command or the container.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client of the agent's unix socket.
 #[derive(Debug, Clone)]
@@ -66,13 +85,16 @@ impl ApiClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        let connect = async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+            Ok::<_, ClientError>(http1::handshake(TokioIo::new(stream)).await?)
+        };
+        let (mut sender, conn) = self.bounded(CONNECT_TIMEOUT, "connecting", connect).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -96,10 +118,29 @@ impl ApiClient {
         Ok(resp)
     }
 
+    /// Runs `fut` for at most `after`.
+    async fn bounded<T>(
+        &self,
+        after: Duration,
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(after, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                socket: self.socket.clone(),
+                what,
+                after,
+            })?
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp = self.send(Method::GET, path, Vec::new()).await?;
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(serde_json::from_slice(&body)?)
+        self.bounded(REQUEST_TIMEOUT, "a read request", async {
+            let resp = self.send(Method::GET, path, Vec::new()).await?;
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok(serde_json::from_slice(&body)?)
+        })
+        .await
     }
 
     /// `GET /pods`.

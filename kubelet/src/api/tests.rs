@@ -367,3 +367,35 @@ async fn tail_of_a_huge_log_reads_only_its_end() {
     assert_eq!(String::from_utf8(out).unwrap(), "line 17\nline");
     task.abort();
 }
+
+/// An agent that accepts the connection and never answers makes a read request fail with a
+/// timeout that names the socket, instead of hanging the CLI (the clock is tokio's paused
+/// one: the 60 s pass at once).
+#[tokio::test(start_paused = true)]
+async fn a_silent_agent_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kubenode.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let held = tokio::spawn(async move {
+        // Accept and hold the connection open without a byte of answer.
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(stream);
+    });
+    let err = ApiClient::new(&socket).pods().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                what: "a read request",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("did not answer within 60s"),
+        "{err}"
+    );
+    held.abort();
+}
