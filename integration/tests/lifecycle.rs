@@ -27,6 +27,10 @@ fn main() {
             post_start_http,
         ),
         privileged("pre_stop_sleep_holds_the_stop_signal", pre_stop_sleep),
+        privileged(
+            "a_pod_held_by_its_post_start_sleep_can_be_deleted",
+            post_start_sleep_then_delete,
+        ),
     ])
 }
 
@@ -279,6 +283,45 @@ fn pre_stop_sleep() -> anyhow::Result<()> {
         ensure!(
             marks.join("saw-go").exists() && marks.join("term-after-go").exists(),
             "the container did not live on after the Killing event, then get SIGTERM"
+        );
+        Ok(())
+    })
+}
+
+/// A `postStart` sleep holds the pod (started, not running) for its seconds, here an hour; the
+/// pod's deletion ends the wait instead of waiting it out, and the container is stopped.
+fn post_start_sleep_then_delete() -> anyhow::Result<()> {
+    with_agent("ld", |agent| {
+        let body = r#"  terminationGracePeriodSeconds: 3600
+  containers:
+  - name: app
+    image: IMAGE
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      postStart:
+        sleep: {seconds: 3600}
+"#;
+        agent.write_manifest("d.yaml", &pod_yaml("d", &agent.image, body))?;
+        let name = agent.pod_name("d");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while events(agent, &name, "Started")?.is_empty() {
+            ensure!(Instant::now() < deadline, "the container never started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let held = agent
+            .pod(&name)?
+            .context("pod absent while its hook runs")?;
+        ensure!(
+            phase(&held) == "Pending" && state(&held, "app").running.is_none(),
+            "running while its postStart sleep runs: {:?}",
+            held.status
+        );
+        agent.remove_manifest("d.yaml")?;
+        // An hour's sleep and an hour's grace: only the ended wait and SIGTERM let it go.
+        agent.wait_gone(&name, Duration::from_secs(40))?;
+        ensure!(
+            events(agent, &name, "FailedPostStartHook")?.is_empty(),
+            "a deletion is not a hook failure"
         );
         Ok(())
     })
