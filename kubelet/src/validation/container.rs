@@ -5,7 +5,7 @@ use super::common::{has_backsteps, quantity};
 use super::names::*;
 use super::probe;
 use super::{Errors, FieldError, Value};
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use std::collections::HashSet;
 
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
@@ -36,11 +36,15 @@ pub(super) fn validate(
     c: &Container,
     f: &str,
     is_init: bool,
-    host_users: bool,
+    spec: &PodSpec,
     volumes: &HashSet<String>,
     names: &mut HashSet<String>,
     errs: &mut Errors,
 ) {
+    // Whether the pod shares the node's user namespace (upstream's default).
+    let host_users = spec.host_users.unwrap_or(true);
+    // The grace period a `sleep` hook must fit in (upstream validates the defaulted pod).
+    let grace = spec.termination_grace_period_seconds.unwrap_or(30);
     if c.name.is_empty() {
         errs.push(FieldError::required(format!("{f}.name"), ""));
     } else {
@@ -131,10 +135,10 @@ pub(super) fn validate(
             ));
         } else {
             if let Some(h) = &l.post_start {
-                probe::validate_handler(h, &format!("{f}.lifecycle.postStart"), c, errs);
+                probe::validate_handler(h, &format!("{f}.lifecycle.postStart"), grace, errs);
             }
             if let Some(h) = &l.pre_stop {
-                probe::validate_handler(h, &format!("{f}.lifecycle.preStop"), c, errs);
+                probe::validate_handler(h, &format!("{f}.lifecycle.preStop"), grace, errs);
             }
         }
     }

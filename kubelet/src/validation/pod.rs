@@ -58,14 +58,12 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
         errs.push(FieldError::required("spec.containers", ""));
     }
     let mut names = HashSet::new();
-    // Whether the pod shares the node's user namespace (upstream's default).
-    let host_users = spec.host_users.unwrap_or(true);
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         container::validate(
             c,
             &format!("spec.initContainers[{i}]"),
             true,
-            host_users,
+            spec,
             &volumes,
             &mut names,
             errs,
@@ -76,7 +74,7 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
             c,
             &format!("spec.containers[{i}]"),
             false,
-            host_users,
+            spec,
             &volumes,
             &mut names,
             errs,

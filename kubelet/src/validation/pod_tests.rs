@@ -252,6 +252,54 @@ fn probes_and_hooks() {
     );
 }
 
+/// Lifecycle hooks as upstream's `validateHandler`: `postStart` and `preStop` take `exec`,
+/// `httpGet` and `sleep`; a `sleep` must fit in the pod's grace period (`validateSleepAction`,
+/// seconds in 0..=terminationGracePeriodSeconds, 30 when unset).
+#[test]
+fn lifecycle_hooks_as_upstream() {
+    let hooks = |v: &mut serde_json::Value, hooks: serde_json::Value| {
+        v["spec"]["containers"][0]["lifecycle"] = hooks;
+    };
+    for handler in [
+        serde_json::json!({"exec": {"command": ["sh", "-c", "echo hi > /tmp/hi"]}}),
+        serde_json::json!({"httpGet": {"path": "/started", "port": "http"}}),
+        serde_json::json!({"sleep": {"seconds": 0}}),
+        serde_json::json!({"sleep": {"seconds": 30}}),
+    ] {
+        let lifecycle = serde_json::json!({"postStart": handler.clone(), "preStop": handler});
+        assert_eq!(
+            errors(|v| hooks(v, lifecycle.clone())),
+            Vec::<String>::new(),
+            "{lifecycle}"
+        );
+    }
+    let c = "spec.containers[0].lifecycle";
+    assert_eq!(
+        errors(|v| hooks(v, serde_json::json!({"preStop": {"sleep": {"seconds": 31}}}))),
+        [format!("{c}.preStop.sleep: Invalid value: 31: must be non-negative and less than terminationGracePeriodSeconds (30)")]
+    );
+    assert_eq!(
+        errors(|v| {
+            v["spec"]["terminationGracePeriodSeconds"] = 5.into();
+            hooks(v, serde_json::json!({"postStart": {"sleep": {"seconds": 6}}, "preStop": {"sleep": {"seconds": 5}}}));
+        }),
+        [format!("{c}.postStart.sleep: Invalid value: 6: must be non-negative and less than terminationGracePeriodSeconds (5)")]
+    );
+    assert_eq!(
+        errors(|v| hooks(v, serde_json::json!({"postStart": {"sleep": {"seconds": -1}}}))),
+        [format!("{c}.postStart.sleep: Invalid value: -1: must be non-negative and less than terminationGracePeriodSeconds (30)")]
+    );
+    assert_eq!(
+        errors(|v| hooks(
+            v,
+            serde_json::json!({"postStart": {"exec": {"command": ["true"]}, "sleep": {"seconds": 1}}})
+        )),
+        [format!(
+            "{c}.postStart: Forbidden: may not specify more than 1 handler type"
+        )]
+    );
+}
+
 #[test]
 fn env_and_resources() {
     one(|v| v["spec"]["containers"][0]["env"][2]["name"] = "A=B".into(), "spec.containers[0].env[2].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='");
@@ -388,8 +436,7 @@ fn fields_kubenode_does_not_apply_are_refused() {
         (|v| v["spec"]["containers"][0]["volumeMounts"][0]["subPathExpr"] = "$(POD_NAME)".into(), format!("{c}.volumeMounts[0].subPathExpr: Forbidden: not supported by kubenode")),
         (|v| v["spec"]["containers"][0]["volumeMounts"][1]["recursiveReadOnly"] = "IfPossible".into(), format!("{c}.volumeMounts[1].recursiveReadOnly: Forbidden: not supported by kubenode: it does not make mounts recursively read-only")),
         (|v| v["spec"]["containers"][0]["securityContext"] = serde_json::json!({"windowsOptions": {}}), format!("{c}.securityContext.windowsOptions: Forbidden: not supported by kubenode: it runs Linux containers only")),
-        (|v| v["spec"]["containers"][0]["lifecycle"]["postStart"] = serde_json::json!({"exec": {"command": ["true"]}}), format!("{c}.lifecycle.postStart: Forbidden: not supported by kubenode: it does not run postStart hooks")),
-        (|v| v["spec"]["containers"][0]["lifecycle"]["preStop"] = serde_json::json!({"sleep": {"seconds": 5}}), format!("{c}.lifecycle.preStop.sleep: Forbidden: not supported by kubenode: it does not run sleep hooks")),
+        (|v| v["spec"]["containers"][0]["lifecycle"]["postStart"] = serde_json::json!({"tcpSocket": {"port": 80}}), format!("{c}.lifecycle.postStart.tcpSocket: Forbidden: not supported as a lifecycle handler (upstream's kubelet fails such a hook)")),
         (|v| v["spec"]["containers"][0]["lifecycle"]["preStop"] = serde_json::json!({"tcpSocket": {"port": 80}}), format!("{c}.lifecycle.preStop.tcpSocket: Forbidden: not supported as a lifecycle handler (upstream's kubelet fails such a hook)")),
         (|v| v["spec"]["containers"][0]["lifecycle"]["stopSignal"] = "SIGUSR1".into(), format!("{c}.lifecycle.stopSignal: Forbidden: not supported by kubenode: the image's STOPSIGNAL (or SIGTERM) stops the container")),
     ];

@@ -78,7 +78,9 @@ pub(super) fn validate_probe(p: &Probe, f: &str, kind: &str, _c: &Container, err
     }
 }
 
-pub(super) fn validate_handler(h: &LifecycleHandler, f: &str, _c: &Container, errs: &mut Errors) {
+/// A lifecycle handler at `f`; `grace` is the pod's `terminationGracePeriodSeconds`, which a
+/// `sleep` must not exceed (upstream's `validateSleepAction`).
+pub(super) fn validate_handler(h: &LifecycleHandler, f: &str, grace: i64, errs: &mut Errors) {
     let handlers = [
         h.exec.is_some(),
         h.http_get.is_some(),
@@ -96,11 +98,13 @@ pub(super) fn validate_handler(h: &LifecycleHandler, f: &str, _c: &Container, er
         tcp(t, f, errs);
     }
     if let Some(s) = &h.sleep {
-        if s.seconds < 0 {
+        if s.seconds < 0 || s.seconds > grace {
             errs.push(FieldError::invalid(
-                format!("{f}.sleep.seconds"),
+                format!("{f}.sleep"),
                 s.seconds,
-                "must be greater than or equal to 0",
+                format!(
+                    "must be non-negative and less than terminationGracePeriodSeconds ({grace})"
+                ),
             ));
         }
     }

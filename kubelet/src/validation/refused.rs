@@ -207,25 +207,12 @@ pub(super) fn container(c: &Container, f: &str, errs: &mut Errors) {
         }
     }
     let Some(l) = &c.lifecycle else { return };
-    if l.post_start.is_some() {
-        forbid(
-            errs,
-            format!("{f}.lifecycle.postStart"),
-            "not supported by kubenode: it does not run postStart hooks",
-        );
-    }
-    if let Some(h) = &l.pre_stop {
-        if h.sleep.is_some() {
+    let handlers = [("postStart", &l.post_start), ("preStop", &l.pre_stop)];
+    for (name, h) in handlers {
+        if h.as_ref().is_some_and(|h| h.tcp_socket.is_some()) {
             forbid(
                 errs,
-                format!("{f}.lifecycle.preStop.sleep"),
-                "not supported by kubenode: it does not run sleep hooks",
-            );
-        }
-        if h.tcp_socket.is_some() {
-            forbid(
-                errs,
-                format!("{f}.lifecycle.preStop.tcpSocket"),
+                format!("{f}.lifecycle.{name}.tcpSocket"),
                 "not supported as a lifecycle handler (upstream's kubelet fails such a hook)",
             );
         }

@@ -173,6 +173,21 @@ pub(in crate::node) struct PodWorker {
     uid: String,
     state: WorkerState,
     deps: Arc<WorkerDeps>,
+    /// The pod the worker is told to keep (`None`: terminate it), watched by what waits inside
+    /// a pass on the pod's own program (a `postStart` hook) so that a deletion ends the wait.
+    desired: Option<watch::Receiver<Option<Pod>>>,
+}
+
+/// Returns once the worker is told to terminate its pod (never without a `desired` channel).
+async fn termination_requested(desired: Option<watch::Receiver<Option<Pod>>>) {
+    let Some(mut desired) = desired else {
+        return std::future::pending().await;
+    };
+    loop {
+        if desired.borrow_and_update().is_none() || desired.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -236,12 +251,14 @@ impl PodWorker {
                 evicted: None,
             },
             deps,
+            desired: None,
         }
     }
 
     /// The worker task: a pass for each desired pod from `desired` (and each wake), until it
     /// is told to terminate the pod (`None`, or the sender dropped).
     pub(in crate::node) async fn run(mut self, mut desired: watch::Receiver<Option<Pod>>) {
+        self.desired = Some(desired.clone());
         loop {
             let wanted = desired.borrow_and_update().clone();
             let Some(pod) = wanted else {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use kubenode_runtime::image::{Image, PullPolicy};
 use kubenode_runtime::spec::{BindMount, SeccompProfile};
 use kubenode_runtime::{ContainerConfig, ImageRef, Sandbox};
@@ -12,6 +12,7 @@ use super::{termination_log, uid_of, PodWorker, CREATE_RETRY, RESYNC};
 use crate::backoff::{image_backoff_key, image_pull_backoff_message};
 use crate::events::ObjectRef;
 use crate::node::actions::Start;
+use crate::node::hooks;
 use crate::node::observe::{self, BlockCause, Blocked};
 use crate::status::reason;
 
@@ -213,6 +214,14 @@ impl PodWorker {
                     "Started",
                     format!("Started container {}", container.name),
                 );
+                let post_start = container
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.post_start.as_ref());
+                if let Some(hook) = post_start {
+                    self.post_start(pod, &sandbox.id, &container, &id, hook)
+                        .await;
+                }
                 Ok(StartOutcome::Done)
             }
             Err(e) => {
@@ -225,6 +234,89 @@ impl PodWorker {
                 Ok(StartOutcome::Done)
             }
         }
+    }
+
+    /// Runs the `postStart` hook of the instance `id` just started, as upstream's
+    /// `startContainer`: the pass waits for it (the status keeps showing the container as
+    /// being created meanwhile, and the pod's next containers wait), with no time limit but
+    /// the pod's deletion. A hook that fails gives a `FailedPostStartHook` event (without
+    /// detail, as upstream), the container is killed as any kill (`Killing` with message
+    /// `FailedPostStartHook`, its preStop hook, the pod's grace period) and waits with reason
+    /// `PostStartHookError` and the hook's message until its restart policy restarts it.
+    async fn post_start(
+        &mut self,
+        pod: &Pod,
+        sandbox_id: &str,
+        container: &Container,
+        id: &str,
+        hook: &LifecycleHandler,
+    ) {
+        let pod_ip = if super::host_network(pod) {
+            self.deps.config.node_ip.to_string()
+        } else {
+            self.state
+                .record
+                .pod_ips
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        let target = hooks::Target {
+            pod,
+            container,
+            container_id: id,
+            pod_ip: &pod_ip,
+        };
+        let ran = tokio::select! {
+            ran = hooks::run(&self.deps.runtime, &self.deps.events, target, hook, hooks::NO_TIMEOUT) => ran,
+            () = super::termination_requested(self.desired.clone()) => {
+                // The pod is being deleted: its termination stops the container.
+                return;
+            }
+        };
+        let Err(message) = ran else { return };
+        tracing::warn!(container = %container.name, "{message}");
+        let obj = ObjectRef::container(pod, &container.name);
+        self.deps
+            .events
+            .warning(&obj, "FailedPostStartHook", "PostStartHook failed");
+        self.deps
+            .events
+            .normal(&obj, "Killing", "FailedPostStartHook");
+        let instance = self
+            .deps
+            .runtime
+            .list_containers(Some(sandbox_id))
+            .await
+            .into_iter()
+            .find(|s| s.id == id);
+        if let Some(instance) = instance {
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            self.deps
+                .clone()
+                .stop_one(
+                    pod.clone(),
+                    pod_ip,
+                    instance,
+                    Some(container.clone()),
+                    Duration::from_secs(grace),
+                )
+                .await;
+        }
+        self.state.blocked.insert(
+            container.name.clone(),
+            Blocked {
+                reason: reason::POST_START_HOOK_ERROR.into(),
+                message,
+                retry_at: None,
+                cause: BlockCause::Other,
+            },
+        );
     }
 
     /// A container that could not be created: a `Failed` event, and the container waits with

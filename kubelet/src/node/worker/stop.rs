@@ -120,47 +120,36 @@ impl WorkerDeps {
             .as_ref()
             .and_then(|c| c.lifecycle.as_ref())
             .and_then(|l| l.pre_stop.as_ref());
-        if let (Some(hook), Some(c)) = (pre_stop, container.as_ref()) {
-            let failed = if let Some(cmd) = hook.exec.as_ref().and_then(|e| e.command.clone()) {
-                let cap = crate::prober::MAX_EXEC_OUTPUT;
-                match self
-                    .runtime
-                    .exec_capped(&instance.id, cmd, grace, cap)
-                    .await
-                {
-                    Ok(out) if out.exit_code == 0 => None,
-                    Ok(out) => Some(format!(
-                        "command exited with {}: {}",
-                        out.exit_code,
-                        String::from_utf8_lossy(&out.stdout).trim()
-                    )),
-                    Err(e) => Some(e.to_string()),
-                }
-            } else if let Some(action) = &hook.http_get {
-                match crate::node::hooks::http_get(action, c, &pod_ip, grace).await {
-                    Ok(crate::node::hooks::HookResponse::FellBackToHttp(_)) => {
-                        self.events.warning(
-                        &ObjectRef::pod(&pod_obj),
-                        "LifecycleHTTPFallback",
-                        format!(
-                            "request to HTTPS lifecycle hook {} got HTTP response, retry with HTTP succeeded",
-                            action.host.as_deref().filter(|h| !h.is_empty()).unwrap_or(&pod_ip)
-                        ),
-                    );
-                        None
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(e),
-                }
-            } else {
-                None
+        if let (Some(hook), Some(c), false) = (pre_stop, container.as_ref(), grace.is_zero()) {
+            let target = crate::node::hooks::Target {
+                pod: &pod_obj,
+                container: c,
+                container_id: &instance.id,
+                pod_ip: &pod_ip,
             };
-            if let Some(why) = failed {
-                self.events.warning(
-                    &ObjectRef::container(&pod_obj, &instance.name),
-                    "FailedPreStopHook",
-                    format!("PreStopHook failed: {why}"),
-                );
+            // Upstream waits for the hook at most the grace period, then goes on with the stop
+            // (a `sleep` longer than that is cut there).
+            let ran = tokio::time::timeout(
+                grace,
+                crate::node::hooks::run(&self.runtime, &self.events, target, hook, grace),
+            )
+            .await;
+            match ran {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    tracing::warn!(container = %instance.name, "{why}");
+                    // No detail in the event, as upstream (the output may hold secrets).
+                    self.events.warning(
+                        &ObjectRef::container(&pod_obj, &instance.name),
+                        "FailedPreStopHook",
+                        "PreStopHook failed",
+                    );
+                }
+                Err(_) => tracing::info!(
+                    container = %instance.name,
+                    grace = ?grace,
+                    "the preStop hook did not complete within the grace period"
+                ),
             }
         }
         let left = grace
