@@ -11,6 +11,7 @@ mod cidr;
 mod file;
 mod host;
 mod node_ip;
+pub mod node_labels;
 mod resolve;
 
 pub use crate::duration::{format_duration, parse_duration, DurationError};
