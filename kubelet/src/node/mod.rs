@@ -16,6 +16,7 @@ mod files;
 pub(crate) mod hooks;
 mod observe;
 mod pleg;
+pub(crate) mod predicates;
 mod probing;
 mod runtime;
 mod table;
@@ -44,6 +45,7 @@ use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::security::userns::{self, SystemUserns};
 use crate::security::{apparmor, SystemAppArmor};
+use crate::selector::NodeFacts;
 use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
@@ -103,6 +105,7 @@ impl Kubelet {
         let image_backoff = Mutex::new(ImageBackoff::new(deps.clock.clone()));
         let mounter = SystemMounter::new(config.mounter_path.clone());
         tracing::info!(mount_program = %mounter.program().display(), "volume mounter");
+        tracing::info!(labels = ?config.node_labels, "node labels");
         let volumes = Arc::new(VolumeManager::new(
             &config.root_dir.join("pods"),
             Arc::new(mounter),
@@ -215,18 +218,32 @@ impl Kubelet {
             }
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            // Admission, in upstream's order: sysctls, the pod count, AppArmor; then what
-            // upstream finds only at sandbox creation: a user namespace this node cannot make.
+            // Admission, in upstream's order: sysctls; the pod's OS label, the pod count and
+            // node affinity (upstream's predicate handler); AppArmor; then what upstream finds
+            // only at sandbox creation: a user namespace this node cannot make.
             let spec = pod.spec.clone().unwrap_or_default();
+            let node = NodeFacts {
+                name: &config.node_name,
+                labels: &config.node_labels,
+            };
             let rejection = match sysctls.admit(&spec) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
-                Ok(()) if active >= max => Some((
-                    crate::status::OUT_OF_PODS,
-                    crate::status::out_of_pods_message(active, max),
-                )),
-                Ok(()) => apparmor::admit(&pod, &SystemAppArmor)
+                Ok(()) => predicates::os_label(&pod)
                     .err()
-                    .map(|message| (apparmor::REASON, message))
+                    .or_else(|| {
+                        (active >= max).then(|| {
+                            (
+                                crate::status::OUT_OF_PODS,
+                                crate::status::out_of_pods_message(active, max),
+                            )
+                        })
+                    })
+                    .or_else(|| predicates::node_affinity(&spec, node).err())
+                    .or_else(|| {
+                        apparmor::admit(&pod, &SystemAppArmor)
+                            .err()
+                            .map(|message| (apparmor::REASON, message))
+                    })
                     .or_else(|| {
                         userns::admit(&spec, &SystemUserns::new(&config.runtime))
                             .err()
