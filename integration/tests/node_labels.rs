@@ -3,7 +3,8 @@
 //! them; a pod selecting a label the node lacks is rejected (phase `Failed`, reason
 //! `NodeAffinity`, upstream's message and a warning event) and gets no container; after a
 //! restart with `--node-labels disktype=ssd` the same pod runs, and the first pod is adopted,
-//! not restarted. A `kubernetes.io` label `--node-labels` may not set stops the agent with
+//! not restarted; restarted without the label, the agent rejects the running pod and removes
+//! its container, as upstream's kubelet kills a running pod it does not admit. A `kubernetes.io` label `--node-labels` may not set stops the agent with
 //! upstream's message.
 
 use std::time::Duration;
@@ -23,6 +24,21 @@ fn main() {
 
 const MESSAGE: &str =
     "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector";
+
+/// The containers runc knows under the agent's runc root.
+fn runc_ids(agent: &kubenode_integration::TestAgent) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(agent.dir.join("run/runc"))
+        .args(["list", "-q"])
+        .output()
+        .context("runc list")?;
+    ensure!(out.status.success(), "runc list: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
 
 fn node_selector_and_node_labels() -> anyhow::Result<()> {
     with_agent("nlab", |agent| {
@@ -107,12 +123,50 @@ fn node_selector_and_node_labels() -> anyhow::Result<()> {
         agent.kill();
         agent.extra_args = vec!["--node-labels".into(), "disktype=ssd,rack=r1".into()];
         agent.spawn()?;
-        agent.wait_pod(&ssd_name, Duration::from_secs(60), "Running", all_running)?;
+        let ssd_running =
+            agent.wait_pod(&ssd_name, Duration::from_secs(60), "Running", all_running)?;
+        let ssd_id = container_id(&ssd_running, "c")
+            .context("no container id")?
+            .trim_start_matches("kubenode://")
+            .to_string();
+        ensure!(
+            runc_ids(agent)?.contains(&ssd_id),
+            "runc does not list {ssd_id}"
+        );
         let adopted =
             agent.wait_pod(&linux_name, Duration::from_secs(30), "Running", all_running)?;
         ensure!(
             container_id(&adopted, "c") == Some(first_id.as_str())
                 && restarts(&adopted, "c") == Some(0),
+            "the matching pod was restarted: {:?}",
+            adopted.status
+        );
+
+        // The label gone again: the running pod is rejected on the restart, and its container
+        // is removed (a Failed pod keeps none), while the other pod is adopted again.
+        agent.kill();
+        agent.extra_args = Vec::new();
+        agent.spawn()?;
+        let pod = agent.wait_pod(&ssd_name, Duration::from_secs(30), "rejected", |p| {
+            phase(p) == "Failed"
+        })?;
+        ensure!(
+            status(&pod).reason.as_deref() == Some("NodeAffinity"),
+            "reason: {:?}",
+            pod.status
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while runc_ids(agent)?.contains(&ssd_id) {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the rejected pod's container {ssd_id} still exists"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let adopted =
+            agent.wait_pod(&linux_name, Duration::from_secs(30), "Running", all_running)?;
+        ensure!(
+            container_id(&adopted, "c") == Some(first_id.as_str()),
             "the matching pod was restarted: {:?}",
             adopted.status
         );

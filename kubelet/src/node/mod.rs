@@ -297,12 +297,23 @@ impl Kubelet {
         });
     }
 
-    /// Tears down sandboxes the runtime recovered that belong to no desired pod.
+    /// Tears down sandboxes the runtime recovered that belong to no desired pod, or to one
+    /// admission rejected (e.g. a running pod whose node selector the restarted agent's labels
+    /// no longer match): a `Failed` pod keeps no containers, as upstream's kubelet kills the
+    /// running pods it does not admit.
     fn collect_orphans(&self, snapshot: &Snapshot) {
+        let admitted: Vec<String> = {
+            let pods = self.deps.pods.lock();
+            pods.iter()
+                .filter(|(_, e)| e.worker.is_some())
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
         let desired: Vec<String> = snapshot
             .pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
+            .filter(|uid| admitted.contains(uid))
             .collect();
         let orphans: Vec<_> = self
             .deps
