@@ -125,7 +125,7 @@ pub(crate) const FIELDS: &[Field] = &[
     // The pod.
     done("spec.activeDeadlineSeconds", &["integration/tests/kubelet.rs::active_deadline"], "the pod fails with `DeadlineExceeded` when the deadline passes"),
     done("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", NODE_AFFINITY_TESTS, "matched against the node's name and labels at admission; a pod that does not match is rejected (reason `NodeAffinity`), as by upstream's kubelet"),
-    done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ, "kubelet/src/validation/affinity.rs::node_selector_and_affinity_validated_as_upstream"], "read by the scheduler only; validated (a weight of 1-100, terms as the required ones) and accepted as by upstream's kubelet"),
     done("spec.affinity.podAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
     done("spec.affinity.podAntiAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
     done("spec.automountServiceAccountToken", &[NOT_READ], "the token is added by the API server's ServiceAccount admission, not the kubelet; static pods get none, here as upstream"),
