@@ -36,6 +36,9 @@ pub struct TestAgent {
     layout: Option<crate::ImageLayout>,
     /// `127.0.0.1:<port>/busybox:latest`, reachable from the node.
     pub image: String,
+    /// Flags added to the test defaults on the next [`TestAgent::spawn`] (e.g. after
+    /// [`TestAgent::kill`]).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -81,6 +84,7 @@ impl TestAgent {
             registry: Some(registry),
             layout: Some(layout),
             image,
+            extra_args: Vec::new(),
             child: None,
         };
         agent.spawn()?;
@@ -108,6 +112,7 @@ impl TestAgent {
             registry: None,
             layout: None,
             image: image.to_string(),
+            extra_args: Vec::new(),
             child: None,
         };
         agent.spawn()?;
@@ -237,7 +242,8 @@ impl TestAgent {
         .args([
             "--insecure-registry",
             self.image.split('/').next().unwrap_or_default(),
-        ]);
+        ])
+        .args(&self.extra_args);
     }
 
     /// SIGKILLs the agent (pods keep running).

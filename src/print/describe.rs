@@ -422,7 +422,7 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
         "QoS Class",
         status.qos_class.clone().unwrap_or_default(),
     );
-    field(&mut out, 0, "Node-Selectors", "<none>");
+    map_lines(&mut out, "Node-Selectors", spec.node_selector.as_ref(), "=");
     field(&mut out, 0, "Tolerations", "<none>");
     out.push_str(&events_section(events, now));
     out
@@ -554,6 +554,12 @@ mod tests {
                 ..Default::default()
             }],
             node_name: Some("n1".into()),
+            node_selector: Some(
+                [("disktype", "ssd"), ("kubernetes.io/os", "linux")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         });
         let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
@@ -584,5 +590,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Warning   BackOff   10s (x3 over 60s)   kubelet   Back-off restarting failed container"), "{text}");
+        assert!(
+            text.contains("Node-Selectors:   disktype=ssd\n                  kubernetes.io/os=linux\nTolerations:"),
+            "{text}"
+        );
     }
 }

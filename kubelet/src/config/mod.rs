@@ -12,6 +12,7 @@ mod cidr;
 mod file;
 mod host;
 mod node_ip;
+pub mod node_labels;
 mod resolve;
 mod upstream;
 

@@ -74,6 +74,10 @@ pub struct Overrides {
     /// (`seccompDefault`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub seccomp_default: Option<bool>,
+    /// Labels for this node besides the kubelet's own (`kubernetes.io/hostname`, `os`,
+    /// `arch`): `KEY=VALUE` pairs separated by commas, repeatable; upstream's flag (no file key).
+    #[arg(long = "node-labels", value_name = "KEY=VALUE,...")]
+    pub node_labels: Vec<String>,
 }
 
 /// The effective configuration of one agent.
@@ -147,6 +151,10 @@ pub struct Config {
     /// The file's upstream KubeletConfiguration keys that kubenode does not act on, in file
     /// order ([`ConfigFile::unsupported`]); the agent reports each once at start.
     pub unsupported_keys: Vec<String>,
+    /// The node's labels: upstream's kubelet's own (`kubernetes.io/hostname` = the node name,
+    /// `kubernetes.io/os`, `kubernetes.io/arch` and their `beta.` forms), then `--node-labels`.
+    /// Admission matches pods' `nodeSelector` and required node affinity against them.
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -244,6 +252,11 @@ impl Config {
                 format!("{node_name:?} is not a valid DNS-1123 subdomain"),
             ));
         }
+
+        let node_labels = node_labels::parse_node_labels(&o.node_labels)
+            .and_then(|extra| node_labels::validate_node_labels(&extra).map(|()| extra))
+            .map_err(|e| invalid(flags, "--node-labels", e))?;
+        let node_labels = node_labels::node_labels(&node_name, &node_labels);
 
         let pod_cidr = match o.pod_cidr {
             Some(c) => Some(c),
@@ -413,6 +426,7 @@ impl Config {
             allowed_unsafe_sysctls,
             seccomp_default: o.seccomp_default.or(cfg.seccomp_default).unwrap_or(false),
             unsupported_keys: cfg.unsupported.clone(),
+            node_labels,
         })
     }
 

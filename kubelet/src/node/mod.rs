@@ -17,6 +17,7 @@ pub(crate) mod hooks;
 pub(crate) mod hostports;
 mod observe;
 mod pleg;
+pub(crate) mod predicates;
 mod probing;
 mod runtime;
 mod table;
@@ -45,6 +46,7 @@ use crate::config::Config;
 use crate::events::{ObjectRef, Recorder};
 use crate::security::userns::{self, SystemUserns};
 use crate::security::{apparmor, SystemAppArmor};
+use crate::selector::NodeFacts;
 use crate::source::Snapshot;
 use crate::validation::sysctl::{SysctlAllowlist, SYSCTL_FORBIDDEN};
 use crate::volume::{SystemMounter, VolumeManager};
@@ -104,6 +106,7 @@ impl Kubelet {
         let image_backoff = Mutex::new(ImageBackoff::new(deps.clock.clone()));
         let mounter = SystemMounter::new(config.mounter_path.clone());
         tracing::info!(mount_program = %mounter.program().display(), "volume mounter");
+        tracing::info!(labels = ?config.node_labels, "node labels");
         let volumes = Arc::new(VolumeManager::new(
             &config.root_dir.join("pods"),
             Arc::new(mounter),
@@ -257,23 +260,40 @@ impl Kubelet {
             let uid = uid.clone();
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
+            // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, node
+            // affinity and host ports (upstream's predicate handler); AppArmor; then what upstream finds
+            // only at sandbox creation: a user namespace this node cannot make.
             let spec = pod.spec.clone().unwrap_or_default();
-            // Admission, in upstream's order: sysctls, the pod count and host ports (the
-            // general predicates), AppArmor; then what upstream finds only at sandbox
-            // creation: a user namespace this node cannot make.
+            let node = NodeFacts {
+                name: &config.node_name,
+                labels: &config.node_labels,
+            };
             let rejection = match sysctls.admit(&spec) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
-                Ok(()) if active >= max => Some((
-                    crate::status::OUT_OF_PODS,
-                    crate::status::out_of_pods_message(active, max),
-                )),
-                Ok(()) if used_ports.conflicts(&spec) => Some((
-                    hostports::NODE_PORTS,
-                    hostports::NODE_PORTS_MESSAGE.to_string(),
-                )),
-                Ok(()) => apparmor::admit(&pod, &SystemAppArmor)
+                Ok(()) => predicates::os_label(&pod)
                     .err()
-                    .map(|message| (apparmor::REASON, message))
+                    .or_else(|| {
+                        (active >= max).then(|| {
+                            (
+                                crate::status::OUT_OF_PODS,
+                                crate::status::out_of_pods_message(active, max),
+                            )
+                        })
+                    })
+                    .or_else(|| predicates::node_affinity(&spec, node).err())
+                    .or_else(|| {
+                        used_ports.conflicts(&spec).then(|| {
+                            (
+                                hostports::NODE_PORTS,
+                                hostports::NODE_PORTS_MESSAGE.to_string(),
+                            )
+                        })
+                    })
+                    .or_else(|| {
+                        apparmor::admit(&pod, &SystemAppArmor)
+                            .err()
+                            .map(|message| (apparmor::REASON, message))
+                    })
                     .or_else(|| {
                         userns::admit(&spec, &SystemUserns::new(&config.runtime))
                             .err()
@@ -328,12 +348,23 @@ impl Kubelet {
         });
     }
 
-    /// Tears down sandboxes the runtime recovered that belong to no desired pod.
+    /// Tears down sandboxes the runtime recovered that belong to no desired pod, or to one
+    /// admission rejected (e.g. a running pod whose node selector the restarted agent's labels
+    /// no longer match): a `Failed` pod keeps no containers, as upstream's kubelet kills the
+    /// running pods it does not admit.
     fn collect_orphans(&self, snapshot: &Snapshot) {
+        let admitted: Vec<String> = {
+            let pods = self.deps.pods.lock();
+            pods.iter()
+                .filter(|(_, e)| e.worker.is_some())
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
         let desired: Vec<String> = snapshot
             .pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
+            .filter(|uid| admitted.contains(uid))
             .collect();
         let orphans: Vec<_> = self
             .deps

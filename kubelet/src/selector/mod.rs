@@ -2,12 +2,17 @@
 //! `env in (a,b)`, `!canary`) and the API forms (`LabelSelector` with
 //! matchLabels/matchExpressions, and a Service's plain `selector` map),
 //! all matched against a label map the way `k8s.io/apimachinery/pkg/labels`
-//! does.
+//! does. `node` matches a pod's required node affinity (`nodeSelector` and node selector
+//! terms) against the node.
 
 mod convert;
+mod node;
 mod parse;
 
 pub use convert::{from_label_selector, from_service_selector};
+pub use node::{
+    label_requirement, node_selector_matches, required_node_affinity_matches, NodeFacts,
+};
 pub use parse::SelectorError;
 
 use std::collections::BTreeMap;

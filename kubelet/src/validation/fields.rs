@@ -113,13 +113,19 @@ const NAMED_PORTS: &[&str] = &[
     "kubelet/src/prober/tests/mechanisms.rs::named_ports_and_closed_ports",
 ];
 const WEB_POD: &str = "integration/tests/kubelet.rs::web_pod";
+const NODE_AFFINITY_TESTS: &[&str] = &[
+    "integration/tests/node_labels.rs::node_selector_and_node_labels",
+    "kubelet/src/node/predicates.rs::node_affinity_admission_against_the_nodes_labels",
+    "kubelet/src/selector/node.rs::matches_as_upstream_nodeaffinity_tests",
+    "kubelet/src/validation/affinity.rs::node_selector_and_affinity_validated_as_upstream",
+];
 
 /// The table, in the order of the document.
 pub(crate) const FIELDS: &[Field] = &[
     // The pod.
     done("spec.activeDeadlineSeconds", &["integration/tests/kubelet.rs::active_deadline"], "the pod fails with `DeadlineExceeded` when the deadline passes"),
-    refused("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", NEW_REFUSALS, "upstream's kubelet rejects a pod whose required node affinity does not match the node; kubenode does not check node labels"),
-    done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
+    done("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", NODE_AFFINITY_TESTS, "matched against the node's name and labels at admission; a pod that does not match is rejected (reason `NodeAffinity`), as by upstream's kubelet"),
+    done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ, "kubelet/src/validation/affinity.rs::node_selector_and_affinity_validated_as_upstream"], "read by the scheduler only; validated (a weight of 1-100, terms as the required ones) and accepted as by upstream's kubelet"),
     done("spec.affinity.podAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
     done("spec.affinity.podAntiAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),
     done("spec.automountServiceAccountToken", &[NOT_READ], "the token is added by the API server's ServiceAccount admission, not the kubelet; static pods get none, here as upstream"),
@@ -136,7 +142,7 @@ pub(crate) const FIELDS: &[Field] = &[
     refused("spec.hostnameOverride", NEW_REFUSALS, "alpha upstream (feature gate `HostnameOverride`)"),
     refused("spec.imagePullSecrets", NEW_REFUSALS, "static pods may not reference secrets"),
     done("spec.nodeName", &["kubelet/src/source/tests.rs::static_pod_shape"], "set to this node, as upstream does for static pods"),
-    refused("spec.nodeSelector", NEW_REFUSALS, "upstream's kubelet rejects a pod whose selector does not match the node's labels; kubenode does not check node labels"),
+    done("spec.nodeSelector", NODE_AFFINITY_TESTS, "matched against the node's labels (`kubernetes.io/hostname`, `os`, `arch`, and `--node-labels`) at admission; a pod that does not match is rejected (reason `NodeAffinity`), as by upstream's kubelet"),
     refused_as("spec.os.name", "\"windows\"", NEW_REFUSALS, "only `linux`: kubenode runs Linux containers"),
     done("spec.overhead", &["kubelet/src/node/worker/pod_cgroup.rs::overhead_adds_to_requests_and_to_the_limits_that_are_set", "integration/tests/limits.rs::pod_cgroup"], "added to the pod cgroup's requests and to the limits that are set, as upstream's `ResourceConfigForPod`"),
     done("spec.preemptionPolicy", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),

@@ -3,6 +3,7 @@
 //! carries an upstream-style field path and text, e.g.
 //! `spec.containers[0].ports[1].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive`.
 
+mod affinity;
 mod common;
 mod container;
 #[cfg(test)]

@@ -81,6 +81,7 @@ fn validate_spec(spec: &PodSpec, errs: &mut Errors) {
         );
     }
     super::refused::pod(spec, errs);
+    super::affinity::pod(spec, errs);
     // Options kubenode does not implement: refused, never silently ignored.
     // Pod-level `resources` would size the pod cgroup for all containers together; kubenode
     // sizes only each container's. (`hostUsers: false` is valid: admission rejects it with

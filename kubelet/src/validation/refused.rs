@@ -5,7 +5,6 @@
 use super::{Errors, FieldError};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
-const NO_NODE_LABELS: &str = "not supported by kubenode: it does not check node labels, so a pod that must match them is not run";
 const NO_DRA: &str = "not supported by kubenode: it does not implement dynamic resource allocation";
 const LINUX_ONLY: &str = "not supported by kubenode: it runs Linux containers only";
 const NO_ATTACH: &str = "not supported by kubenode: it does not attach to containers";
@@ -16,24 +15,6 @@ fn forbid(errs: &mut Errors, field: impl Into<String>, why: &str) {
 
 /// The pod-level fields.
 pub(super) fn pod(spec: &PodSpec, errs: &mut Errors) {
-    if spec.node_selector.as_ref().is_some_and(|m| !m.is_empty()) {
-        forbid(errs, "spec.nodeSelector", NO_NODE_LABELS);
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    if required.is_some() {
-        forbid(
-            errs,
-            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
-            NO_NODE_LABELS,
-        );
-    }
     if spec
         .image_pull_secrets
         .as_ref()
