@@ -23,9 +23,6 @@ pub(crate) enum Status {
     /// Accepted by validation, and a pod that uses it is rejected at admission (phase Failed,
     /// a reason and a message naming what this node lacks); the tests that show it.
     Rejected(&'static [&'static str]),
-    /// Accepted but not applied yet, and being implemented by another change: the one kind of
-    /// silently ignored field left, each written down here and in the README.
-    Pending,
 }
 
 /// One row of the table.
@@ -73,14 +70,6 @@ const fn rejected(path: &'static str, tests: &'static [&'static str], note: &'st
     Field {
         path,
         status: Status::Rejected(tests),
-        note,
-    }
-}
-
-const fn pending(path: &'static str, note: &'static str) -> Field {
-    Field {
-        path,
-        status: Status::Pending,
         note,
     }
 }

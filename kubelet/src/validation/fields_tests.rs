@@ -114,20 +114,6 @@ fn every_pod_field_is_implemented_or_refused() {
     assert!(stale.is_empty(), "rows naming no field: {stale:?}");
 }
 
-/// `Pending` is for the fields being implemented now, not a third way to place a field: a row
-/// leaves this list when its field is implemented or refused, and none joins it.
-#[test]
-fn only_the_fields_being_implemented_are_pending() {
-    let pending: Vec<&str> = FIELDS
-        .iter()
-        .filter(|f| matches!(f.status, Status::Pending))
-        .map(|f| f.path)
-        .collect();
-    let known: [&str; 0] = [];
-    let new: Vec<&&str> = pending.iter().filter(|p| !known.contains(p)).collect();
-    assert!(new.is_empty(), "fields may not be left pending: {new:?}");
-}
-
 /// Every test a row names exists (`<file>::<function>`, the file from the workspace root).
 #[test]
 fn every_named_test_exists() {
@@ -138,7 +124,6 @@ fn every_named_test_exists() {
         let tests: Vec<&str> = match f.status {
             Status::Implemented(t) | Status::Rejected(t) => t.to_vec(),
             Status::Refused { test, .. } => vec![test],
-            Status::Pending => vec![],
         };
         for t in tests {
             let (file, name) = t.split_once("::").unwrap_or((t, ""));
@@ -370,7 +355,8 @@ fn render() -> String {
          \x20 the API server read, that is: accepted and left alone);\n\
          - **refused**: a pod that sets it is not run, and the error names the field, e.g.\n\
          \x20 `spec.containers[0].tty: Forbidden: not supported by kubenode: it allocates no terminals`;\n\
-         - **not yet**: accepted but not applied yet, being implemented.\n\n\
+         - **rejected at admission**: validation accepts it, and a pod that uses it is `Failed` with a\n\
+         \x20 reason and a message naming what this node lacks (e.g. `hostUsers: false`).\n\n\
          A row covers the field and every field below it. `{c}` is `spec.containers[*]` and\n\
          `spec.initContainers[*]`; `{probe}` is `livenessProbe`, `readinessProbe` and `startupProbe`.\n",
     );
@@ -390,7 +376,6 @@ fn render() -> String {
                 Status::Implemented(tests) => ("implemented", tests.to_vec()),
                 Status::Refused { test, .. } => ("refused", vec![test]),
                 Status::Rejected(tests) => ("rejected at admission", tests.to_vec()),
-                Status::Pending => ("not yet", vec![]),
             };
             let proof: Vec<String> = proof
                 .iter()
