@@ -51,7 +51,7 @@ pub fn host_capacity(root_dir: &Path) -> &'static NodeCapacity {
 }
 
 /// The number of CPUs in a kernel CPU list such as `0-3,8,10-11`.
-fn online_cpus(list: &str) -> Option<i64> {
+pub(crate) fn online_cpus(list: &str) -> Option<i64> {
     let mut n = 0;
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         n += match part.split_once('-') {

@@ -10,6 +10,7 @@
 //! view is recovered from disk and running pods are adopted, not restarted.
 
 mod actions;
+pub(crate) mod capacity;
 pub(crate) mod downward;
 mod envvars;
 mod files;
@@ -253,13 +254,36 @@ impl Kubelet {
                 }
             }
         }
+        // The node's allocatable resources, read when there are pods to admit.
+        let allocatable = (!new.is_empty()).then(|| {
+            capacity::Machine::of_host(&config.root_dir)
+                .map(|m| capacity::allocatable(&m.capacity(config.max_pods)))
+                .inspect_err(|e| tracing::error!(error = %e, "reading the node's capacity"))
+        });
         for (uid, pod) in new {
             let uid = uid.clone();
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
             let spec = pod.spec.clone().unwrap_or_default();
-            // Admission, in upstream's order: sysctls, the pod count and host ports (the
-            // general predicates), AppArmor; then what upstream finds only at sandbox
+            // Resources against allocatable, beside the active pods (`NodeResourcesFit`).
+            let unfit = match &allocatable {
+                Some(Ok(allocatable)) => {
+                    let active = pods.values().filter(|e| e.is_active());
+                    capacity::fits(
+                        &spec,
+                        allocatable,
+                        active.filter_map(|e| e.pod.spec.as_ref()),
+                    )
+                    .err()
+                    .map(|e| (e.reason(), e.message()))
+                }
+                _ => Some((
+                    capacity::INVALID_NODE_INFO.to_string(),
+                    capacity::INVALID_NODE_INFO_MESSAGE.to_string(),
+                )),
+            };
+            // Admission, in upstream's order: sysctls, the pod count, resources and host
+            // ports (the general predicates), AppArmor; then what upstream finds only at sandbox
             // creation: a user namespace this node cannot make.
             let rejection = match sysctls.admit(&spec) {
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
@@ -267,6 +291,7 @@ impl Kubelet {
                     crate::status::OUT_OF_PODS,
                     crate::status::out_of_pods_message(active, max),
                 )),
+                Ok(()) if unfit.is_some() => unfit.as_ref().map(|(r, m)| (r.as_str(), m.clone())),
                 Ok(()) if used_ports.conflicts(&spec) => Some((
                     hostports::NODE_PORTS,
                     hostports::NODE_PORTS_MESSAGE.to_string(),
