@@ -5,14 +5,14 @@
 //! agent: the online CPUs, `MemTotal` less the 100Mi eviction threshold and the huge pages, and
 //! the pre-allocated 2Mi huge pages. An extended resource the node does not have is dropped
 //! before the check, as upstream's kubelet does (`removeMissingExtendedResources`), so such a
-//! pod runs.
+//! pod runs. The downward API gives a container without limits the same allocatable.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use k8s_openapi::api::core::v1::Pod;
 use kubenode_integration::agent::with_config_agent;
-use kubenode_integration::pods::{all_running, container, phase, pod_yaml, status};
+use kubenode_integration::pods::{all_running, container, exec_sh, phase, pod_yaml, status};
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
 fn main() {
@@ -69,8 +69,10 @@ fn huge_pages() -> anyhow::Result<Vec<(String, i64)>> {
 }
 
 fn pod_with(agent: &TestAgent, name: &str, resources: &str) -> anyhow::Result<String> {
+    // The limits a container does not set are the node's allocatable in the downward API.
+    let env = "    env:\n    - {name: CPU, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n    - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory}}}\n";
     let body = format!(
-        "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n    resources:\n{resources}"
+        "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n{env}    resources:\n{resources}"
     );
     agent.write_manifest(
         &format!("{name}.yaml"),
@@ -137,6 +139,13 @@ fn out_of_resources() -> anyhow::Result<()> {
             "      requests: {cpu: 100m, memory: 16Mi}\n",
         )?;
         agent.wait_pod(&small, Duration::from_secs(60), "Running", all_running)?;
+        let allocatable_memory = memory - (100 << 20) - huge_total;
+        let (code, out) = exec_sh(agent, &small, "c", "echo $CPU $MEM")?;
+        ensure!(
+            code == 0 && out.trim() == format!("{} {allocatable_memory}", cpus * 1000),
+            "downward API limits without a limit set: {out:?} ({code}), want the allocatable {} {allocatable_memory}",
+            cpus * 1000
+        );
 
         // A thousand CPUs on this machine.
         let big = pod_with(agent, "big-cpu", "      requests: {cpu: \"1000\"}\n")?;
@@ -163,7 +172,7 @@ fn out_of_resources() -> anyhow::Result<()> {
             &format!(
                 "Node didn't have enough resource: memory, requested: {memory}, used: {}, capacity: {}",
                 16 << 20,
-                memory - (100 << 20) - huge_total
+                allocatable_memory
             ),
         )?;
 

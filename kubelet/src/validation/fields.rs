@@ -214,7 +214,7 @@ pub(crate) const FIELDS: &[Field] = &[
     refused("{c}.env[*].valueFrom.configMapKeyRef", NEW_REFUSALS, "static pods may not reference configmaps"),
     done("{c}.env[*].valueFrom.fieldRef", &["kubelet/src/node/observe.rs::field_refs", "integration/tests/kubelet.rs::env_and_host_network"], "the downward API fields upstream allows"),
     refused("{c}.env[*].valueFrom.fileKeyRef", NEW_REFUSALS, "alpha upstream (feature gate `EnvFiles`)"),
-    done("{c}.env[*].valueFrom.resourceFieldRef", &["kubelet/src/node/observe.rs::resource_field_refs_are_resolved", "integration/tests/kubelet.rs::env_and_host_network"], "the limit or request; an unset limit is the node's capacity"),
+    done("{c}.env[*].valueFrom.resourceFieldRef", &["kubelet/src/node/observe.rs::resource_field_refs_are_resolved", "integration/tests/kubelet.rs::env_and_host_network", "integration/tests/resources.rs::out_of_resources"], "the limit or request; an unset limit is the node's allocatable, as upstream"),
     refused("{c}.env[*].valueFrom.secretKeyRef", "kubelet/src/validation/pod_tests.rs::env_and_resources", "static pods may not reference secrets"),
     refused("{c}.envFrom", NEW_REFUSALS, "static pods may not reference configmaps or secrets"),
     done("{c}.image", &[WEB_POD, "integration/tests/images.rs::pull_busybox"], "pulled from its registry or the local store"),
