@@ -7,43 +7,49 @@ use k8s_openapi::api::core::v1::{Container, ResourceFieldSelector};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// What the node has, standing in for a missing limit. Upstream uses the node's allocatable;
-/// kubenode reserves nothing for the system, so its allocatable is its capacity.
+/// What the node has, standing in for a missing limit: upstream uses the node's allocatable
+/// (`node/capacity.rs`: capacity less the default hard eviction thresholds, memory less the
+/// huge pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeCapacity {
-    /// Logical CPUs, in millicores.
+    /// Allocatable CPU, in millicores.
     pub cpu_millis: i64,
-    /// `MemTotal`, in bytes.
+    /// Allocatable memory, in bytes.
     pub memory: i64,
-    /// Size of the file system holding the kubelet's root directory, in bytes (cAdvisor's
-    /// root file system capacity).
+    /// Allocatable ephemeral storage (of the file system holding the kubelet's root
+    /// directory), in bytes.
     pub ephemeral_storage: i64,
 }
 
 impl NodeCapacity {
-    /// This host's capacity; the root directory's file system gives ephemeral storage.
+    /// This host's allocatable resources; the root directory's file system gives ephemeral
+    /// storage. A host whose /proc or /sys cannot be read falls back to the CPUs this process
+    /// may use and `MemTotal`.
     pub fn of_host(root_dir: &Path) -> Self {
-        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
-            .ok()
-            .and_then(|t| online_cpus(&t))
-            .or_else(|| {
-                std::thread::available_parallelism()
-                    .ok()
-                    .map(|n| n.get() as i64)
-            })
-            .unwrap_or(1);
-        let storage = nix::sys::statvfs::statvfs(root_dir)
-            .map(|s| (s.blocks() as i64).saturating_mul(s.fragment_size() as i64))
-            .unwrap_or(0);
-        Self {
-            cpu_millis: cpus * 1000,
-            memory: crate::volume::node_memory() as i64,
-            ephemeral_storage: storage,
+        match super::capacity::Machine::of_host(root_dir) {
+            Ok(machine) => {
+                // maxPods plays no part in these three.
+                let a = super::capacity::allocatable(&machine.capacity(0));
+                Self {
+                    cpu_millis: a.milli_cpu,
+                    memory: a.memory,
+                    ephemeral_storage: a.ephemeral_storage,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node's capacity");
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
+                Self {
+                    cpu_millis: cpus * 1000,
+                    memory: crate::volume::node_memory() as i64,
+                    ephemeral_storage: 0,
+                }
+            }
         }
     }
 }
 
-/// This host's capacity, measured on first use (the root directory does not change while
+/// This host's allocatable resources, measured on first use (the root directory does not change while
 /// the agent runs).
 pub fn host_capacity(root_dir: &Path) -> &'static NodeCapacity {
     static CAPACITY: std::sync::OnceLock<NodeCapacity> = std::sync::OnceLock::new();
@@ -51,7 +57,7 @@ pub fn host_capacity(root_dir: &Path) -> &'static NodeCapacity {
 }
 
 /// The number of CPUs in a kernel CPU list such as `0-3,8,10-11`.
-fn online_cpus(list: &str) -> Option<i64> {
+pub(crate) fn online_cpus(list: &str) -> Option<i64> {
     let mut n = 0;
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         n += match part.split_once('-') {

@@ -10,6 +10,7 @@
 //! view is recovered from disk and running pods are adopted, not restarted.
 
 mod actions;
+pub(crate) mod capacity;
 pub(crate) mod downward;
 mod envvars;
 mod files;
@@ -256,14 +257,37 @@ impl Kubelet {
                 }
             }
         }
+        // The node's allocatable resources, read when there are pods to admit.
+        let allocatable = (!new.is_empty()).then(|| {
+            capacity::Machine::of_host(&config.root_dir)
+                .map(|m| capacity::allocatable(&m.capacity(config.max_pods)))
+                .inspect_err(|e| tracing::error!(error = %e, "reading the node's capacity"))
+        });
         for (uid, pod) in new {
             let uid = uid.clone();
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
-            // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, node
-            // affinity and host ports (upstream's predicate handler); AppArmor; then what upstream finds
+            // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, resources,
+            // node affinity and host ports (upstream's predicate handler); AppArmor; then what upstream finds
             // only at sandbox creation: a user namespace this node cannot make.
             let spec = pod.spec.clone().unwrap_or_default();
+            // Resources against allocatable, beside the active pods (`NodeResourcesFit`).
+            let unfit = match &allocatable {
+                Some(Ok(allocatable)) => {
+                    let active = pods.values().filter(|e| e.is_active());
+                    capacity::fits(
+                        &spec,
+                        allocatable,
+                        active.filter_map(|e| e.pod.spec.as_ref()),
+                    )
+                    .err()
+                    .map(|e| (e.reason(), e.message()))
+                }
+                _ => Some((
+                    capacity::INVALID_NODE_INFO.to_string(),
+                    capacity::INVALID_NODE_INFO_MESSAGE.to_string(),
+                )),
+            };
             let node = NodeFacts {
                 name: &config.node_name,
                 labels: &config.node_labels,
@@ -280,6 +304,7 @@ impl Kubelet {
                             )
                         })
                     })
+                    .or_else(|| unfit.as_ref().map(|(r, m)| (r.as_str(), m.clone())))
                     .or_else(|| predicates::node_affinity(&spec, node).err())
                     .or_else(|| {
                         used_ports.conflicts(&spec).then(|| {

@@ -20,6 +20,14 @@ pub(super) struct PodEntry {
     pub(super) worker: Option<watch::Sender<Option<Pod>>>,
 }
 
+impl PodEntry {
+    /// Whether its worker runs it and it has not finished (upstream's active pods).
+    pub(super) fn is_active(&self) -> bool {
+        let phase = self.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        self.worker.is_some() && !phase.is_some_and(crate::status::is_terminal)
+    }
+}
+
 /// The pods of the node by UID, and the proxy's input built from them.
 pub(super) struct PodTable {
     entries: Mutex<BTreeMap<String, PodEntry>>,
@@ -115,11 +123,7 @@ impl PodTable {
     pub(super) fn active_specs(&self) -> Vec<k8s_openapi::api::core::v1::PodSpec> {
         self.lock()
             .values()
-            .filter(|e| e.worker.is_some())
-            .filter(|e| {
-                let phase = e.pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                !phase.is_some_and(crate::status::is_terminal)
-            })
+            .filter(|e| e.is_active())
             .filter_map(|e| e.pod.spec.clone())
             .collect()
     }

@@ -19,7 +19,7 @@
 
 mod deadline;
 mod outcome;
-mod pod_cgroup;
+pub(in crate::node) mod pod_cgroup;
 mod prune;
 mod sandbox;
 mod start;

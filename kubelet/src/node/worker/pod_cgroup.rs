@@ -27,6 +27,15 @@ use crate::status::{is_restartable_init, qos_class, QosClass};
 
 const NANO: u128 = 1_000_000_000;
 
+/// Amounts summed over a pod's containers: [`CpuMemory`] for the pod cgroup, every resource
+/// for admission (`crate::node::capacity`).
+pub(crate) trait Amounts: Clone + Default {
+    /// The amounts of a resource list (an absent resource is zero).
+    fn of(list: Option<&BTreeMap<String, Quantity>>) -> Self;
+    fn add(&self, other: &Self) -> Self;
+    fn max(&self, other: &Self) -> Self;
+}
+
 /// The CPU and memory of a resource list, in nano-units (an absent resource is zero, which
 /// sums and compares as upstream's absent entry does).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,34 +44,37 @@ struct CpuMemory {
     memory: u128,
 }
 
-impl CpuMemory {
+/// A quantity in nano-units; validation refused an unparsable or negative quantity before
+/// any pod is admitted.
+pub(crate) fn nanos(q: &Quantity) -> u128 {
+    parse_quantity(&q.0, NANO).unwrap_or(0)
+}
+
+impl Amounts for CpuMemory {
     fn of(list: Option<&BTreeMap<String, Quantity>>) -> CpuMemory {
-        // Validation refused an unparsable or negative quantity before any sandbox is made.
-        let nanos = |name: &str| {
-            list.and_then(|l| l.get(name))
-                .and_then(|q| parse_quantity(&q.0, NANO).ok())
-                .unwrap_or(0)
-        };
+        let get = |name: &str| list.and_then(|l| l.get(name)).map(nanos).unwrap_or(0);
         CpuMemory {
-            cpu: nanos("cpu"),
-            memory: nanos("memory"),
+            cpu: get("cpu"),
+            memory: get("memory"),
         }
     }
 
-    fn add(self, other: CpuMemory) -> CpuMemory {
+    fn add(&self, other: &CpuMemory) -> CpuMemory {
         CpuMemory {
             cpu: self.cpu.saturating_add(other.cpu),
             memory: self.memory.saturating_add(other.memory),
         }
     }
 
-    fn max(self, other: CpuMemory) -> CpuMemory {
+    fn max(&self, other: &CpuMemory) -> CpuMemory {
         CpuMemory {
             cpu: self.cpu.max(other.cpu),
             memory: self.memory.max(other.memory),
         }
     }
+}
 
+impl CpuMemory {
     /// Upstream `MilliValue()` of the CPU (rounded up).
     fn milli_cpu(self) -> u128 {
         self.cpu.div_ceil(NANO / 1000)
@@ -77,49 +89,49 @@ impl CpuMemory {
 /// Upstream `AggregateContainerRequests`/`AggregateContainerLimits` over the list `pick`
 /// chooses; `each` sees what every container needs while it runs (an init container's with
 /// the sidecars started before it), as upstream's `ContainerFn`.
-fn aggregate(
+fn aggregate<A: Amounts>(
     spec: &PodSpec,
     pick: fn(&ResourceRequirements) -> Option<&BTreeMap<String, Quantity>>,
-    mut each: impl FnMut(CpuMemory),
-) -> CpuMemory {
-    let of = |c: &Container| CpuMemory::of(c.resources.as_ref().and_then(pick));
-    let mut total = CpuMemory::default();
+    mut each: impl FnMut(&A),
+) -> A {
+    let of = |c: &Container| A::of(c.resources.as_ref().and_then(pick));
+    let mut total = A::default();
     for c in &spec.containers {
         let own = of(c);
-        each(own);
-        total = total.add(own);
+        each(&own);
+        total = total.add(&own);
     }
-    let mut sidecars = CpuMemory::default();
-    let mut init = CpuMemory::default();
+    let mut sidecars = A::default();
+    let mut init = A::default();
     for c in spec.init_containers.iter().flatten() {
         let own = of(c);
         let running = if is_restartable_init(c) {
-            total = total.add(own);
-            sidecars = sidecars.add(own);
-            sidecars
+            total = total.add(&own);
+            sidecars = sidecars.add(&own);
+            sidecars.clone()
         } else {
-            own.add(sidecars)
+            own.add(&sidecars)
         };
-        each(running);
-        init = init.max(running);
+        each(&running);
+        init = init.max(&running);
     }
-    total.max(init)
+    total.max(&init)
 }
 
-/// Upstream `PodRequests` (CPU and memory): with the pod overhead.
-fn pod_requests(spec: &PodSpec) -> CpuMemory {
-    let requests = aggregate(spec, |r| r.requests.as_ref(), |_| {});
-    requests.add(CpuMemory::of(spec.overhead.as_ref()))
+/// Upstream `PodRequests`: with the pod overhead.
+pub(crate) fn pod_requests<A: Amounts>(spec: &PodSpec) -> A {
+    let requests: A = aggregate(spec, |r| r.requests.as_ref(), |_| {});
+    requests.add(&A::of(spec.overhead.as_ref()))
 }
 
 /// Upstream `PodLimits` (CPU and memory) and whether every container declared a CPU limit and
 /// a memory limit: the overhead is added only to a limit that is set.
 fn pod_limits(spec: &PodSpec) -> (CpuMemory, bool, bool) {
     let (mut cpu_declared, mut memory_declared) = (true, true);
-    let mut limits = aggregate(
+    let mut limits: CpuMemory = aggregate(
         spec,
         |r| r.limits.as_ref(),
-        |l| {
+        |l: &CpuMemory| {
             cpu_declared &= l.cpu != 0;
             memory_declared &= l.memory != 0;
         },
@@ -143,7 +155,7 @@ pub(crate) fn pod_cgroup_resources(spec: &PodSpec) -> PodCgroupResources {
             ..Default::default()
         };
     }
-    let requests = pod_requests(spec);
+    let requests: CpuMemory = pod_requests(spec);
     let (limits, cpu_declared, memory_declared) = pod_limits(spec);
     let guaranteed = qos == QosClass::Guaranteed;
     // A zero limit has no quota (upstream `MilliCPUToQuota` returns 0, which sets nothing).
@@ -166,7 +178,7 @@ pub(crate) fn qos_tiers<'a>(
     let burstable_milli: u128 = active
         .into_iter()
         .filter(|s| qos_class(s) == QosClass::Burstable)
-        .map(|s| pod_requests(s).milli_cpu())
+        .map(|s| pod_requests::<CpuMemory>(s).milli_cpu())
         .sum();
     let shares = |n| PodCgroupResources {
         cpu_shares: Some(n),
@@ -449,7 +461,7 @@ mod tests {
             vec![c(("1", ""), ("", ""))],
             vec![sidecar(c(("500m", ""), ("", ""))), c(("2", ""), ("", ""))],
         );
-        assert_eq!(pod_requests(&s).milli_cpu(), 2500);
+        assert_eq!(pod_requests::<CpuMemory>(&s).milli_cpu(), 2500);
         assert_eq!(pod_cgroup_resources(&s).cpu_shares, Some(2560));
     }
 
@@ -480,7 +492,7 @@ mod tests {
             ],
             vec![],
         );
-        assert_eq!(pod_requests(&s).milli_cpu(), 1);
+        assert_eq!(pod_requests::<CpuMemory>(&s).milli_cpu(), 1);
         assert_eq!(pod_limits(&s).0.milli_cpu(), 1);
         let s = spec(vec![c(("", "1.5"), ("", "1.5"))], vec![]);
         assert_eq!(pod_limits(&s).0.memory_bytes(), 2);
