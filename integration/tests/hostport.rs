@@ -261,6 +261,21 @@ fn reachable_conflicts_rejected_rules_removed() -> anyhow::Result<()> {
         wait_rules_gone(agent, 18081)?;
         let after = fetch(agent, Some(&cl), &url3)?;
         ensure!(after.is_err(), "{url3} still answers: {after:?}");
+        // The orphan's removal ends with its sandbox (namespaces, pod cgroup, state): wait for
+        // it, or the test's end would kill the agent half-way and leave the pod cgroup behind.
+        let removed = format!("pod=default/{name3}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !agent
+            .log()
+            .lines()
+            .any(|l| l.contains("sandbox removed") && l.contains(&removed))
+        {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the orphan {name3}'s sandbox was not removed within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         drop(cl);
         Ok(())
     })
