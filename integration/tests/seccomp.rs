@@ -5,7 +5,9 @@
 //! with EPERM; a missing `Localhost` profile leaves the container waiting with
 //! `CreateContainerError` and no container; `seccompDefault: true` gives a pod that names no
 //! profile the runtime default; and on this host, which has no AppArmor, a pod asking for an
-//! AppArmor profile is rejected at admission while `Unconfined` runs.
+//! AppArmor profile is rejected at admission while `Unconfined` runs. The pause container runs
+//! under the runtime default whatever the pod asks for (upstream's kubelet always asks for it
+//! for the sandbox), except in a pod with a privileged container.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,30 @@ fn logs_with(agent: &TestAgent, pod: &str, marker: &str) -> anyhow::Result<Strin
 /// The `Seccomp:` mode of `/proc/self/status` (0 none, 2 filter) and what `unshare -U true`
 /// says, printed by the container; it then sleeps.
 const PROBE: &str = r#"["sh", "-c", "grep Seccomp: /proc/self/status; if unshare -U true 2>/tmp/err; then echo unshare=ok; else echo unshare=failed; cat /tmp/err; fi; echo end; exec sleep 3600"]"#;
+
+/// The `Seccomp:` mode of the pause process of the pod with UID `uid`: the process running
+/// `/pause` whose cgroup names the pod's UID.
+fn pause_seccomp(uid: &str) -> anyhow::Result<String> {
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let dir = entry.path();
+        if std::fs::read(dir.join("cmdline")).ok().as_deref() != Some(b"/pause\0".as_slice()) {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        if !cgroup.contains(&format!("pod{uid}")) {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status"))?;
+        return seccomp_mode(&status)
+            .map(str::to_string)
+            .with_context(|| format!("no Seccomp line in {}/status", dir.display()));
+    }
+    anyhow::bail!("no pause process of pod {uid}")
+}
+
+fn uid(pod: &k8s_openapi::api::core::v1::Pod) -> anyhow::Result<&str> {
+    pod.metadata.uid.as_deref().context("pod without uid")
+}
 
 fn seccomp_mode(log: &str) -> Option<&str> {
     log.lines()
@@ -94,6 +120,17 @@ fn profiles() -> anyhow::Result<()> {
                 .to_string(),
             ),
             (
+                "priv",
+                r#"  containers:
+  - name: c
+    image: IMAGE
+    command: ["sleep", "3600"]
+    securityContext:
+      privileged: true
+"#
+                .to_string(),
+            ),
+            (
                 "aa",
                 r#"  containers:
   - name: c
@@ -122,7 +159,12 @@ fn profiles() -> anyhow::Result<()> {
 
         // RuntimeDefault: a filter, and unshare(CLONE_NEWUSER) refused with EPERM.
         let rd = agent.pod_name("rd");
-        agent.wait_pod(&rd, Duration::from_secs(60), "Running", all_running)?;
+        let pod = agent.wait_pod(&rd, Duration::from_secs(60), "Running", all_running)?;
+        let mode = pause_seccomp(uid(&pod)?)?;
+        ensure!(
+            mode == "2",
+            "the pause container of {rd} has Seccomp: {mode}"
+        );
         let log = logs_with(agent, &rd, "end")?;
         ensure!(
             seccomp_mode(&log) == Some("2"),
@@ -136,7 +178,7 @@ fn profiles() -> anyhow::Result<()> {
         // Unconfined at container level wins over the pod's RuntimeDefault: no filter, and the
         // same unshare succeeds.
         let unc = agent.pod_name("unc");
-        agent.wait_pod(&unc, Duration::from_secs(60), "Running", all_running)?;
+        let pod = agent.wait_pod(&unc, Duration::from_secs(60), "Running", all_running)?;
         let log = logs_with(agent, &unc, "end")?;
         ensure!(
             seccomp_mode(&log) == Some("0"),
@@ -145,6 +187,21 @@ fn profiles() -> anyhow::Result<()> {
         ensure!(
             log.contains("unshare=ok"),
             "unshare -U failed in an Unconfined container: {log:?}"
+        );
+        // Pause stays under the runtime default: the kubelet asks for it for every sandbox.
+        let mode = pause_seccomp(uid(&pod)?)?;
+        ensure!(
+            mode == "2",
+            "the pause container of {unc} has Seccomp: {mode}"
+        );
+
+        // A pod with a privileged container: its sandbox is privileged, pause has no filter.
+        let name = agent.pod_name("priv");
+        let pod = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let mode = pause_seccomp(uid(&pod)?)?;
+        ensure!(
+            mode == "0",
+            "the pause container of {name} has Seccomp: {mode}"
         );
 
         // Localhost: the profile's mkdir rule.

@@ -48,6 +48,12 @@ pub(crate) struct SandboxMeta {
     /// made with the defaults).
     #[serde(default)]
     pub namespaces: PodNamespaces,
+    /// The pause container's seccomp profile and whether a container of the pod is
+    /// privileged (records written before they were recorded: no filter).
+    #[serde(default)]
+    pub seccomp: crate::spec::SeccompProfile,
+    #[serde(default)]
+    pub privileged: bool,
     pub cgroup_parent: String,
     pub phase: SandboxPhase,
     pub created_at: jiff::Timestamp,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, SecurityContext};
 use kubenode_runtime::spec::SeccompProfile;
 
 /// The pod-level deprecated annotation.
@@ -51,6 +51,19 @@ pub fn seccomp_profile(
     }
 }
 
+/// Whether a container of the pod (init, regular or ephemeral) is privileged: upstream's
+/// `HasPrivilegedContainer`, which makes the sandbox privileged, and its pause container run
+/// without a seccomp filter.
+pub fn has_privileged_container(spec: &PodSpec) -> bool {
+    let privileged = |sc: Option<&SecurityContext>| sc.and_then(|s| s.privileged) == Some(true);
+    crate::pod_containers(spec).any(|c| privileged(c.security_context.as_ref()))
+        || spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| privileged(c.security_context.as_ref()))
+}
+
 /// The API server's warnings for deprecated seccomp annotations set without the field they
 /// stand for: `metadata.annotations[KEY]: non-functional in v1.27+; use the "seccompProfile"
 /// field instead`.
@@ -88,7 +101,7 @@ pub fn deprecated_annotation_warnings(pod: &Pod) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{SeccompProfile as Field, SecurityContext};
+    use k8s_openapi::api::core::v1::{EphemeralContainer, SeccompProfile as Field};
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
@@ -175,6 +188,49 @@ mod tests {
                 Err("localhostProfile must be set if seccompProfile type is Localhost.".into())
             );
         }
+    }
+
+    #[test]
+    fn any_privileged_container_makes_the_sandbox_privileged() {
+        let privileged = || {
+            Some(SecurityContext {
+                privileged: Some(true),
+                ..Default::default()
+            })
+        };
+        let plain = PodSpec {
+            containers: vec![container(Some(field("Unconfined", None)))],
+            ..Default::default()
+        };
+        assert!(!has_privileged_container(&plain));
+        let not = PodSpec {
+            containers: vec![Container {
+                security_context: Some(SecurityContext {
+                    privileged: Some(false),
+                    ..Default::default()
+                }),
+                ..container(None)
+            }],
+            ..Default::default()
+        };
+        assert!(!has_privileged_container(&not));
+        let init = PodSpec {
+            init_containers: Some(vec![Container {
+                security_context: privileged(),
+                ..container(None)
+            }]),
+            ..plain.clone()
+        };
+        assert!(has_privileged_container(&init));
+        let ephemeral = PodSpec {
+            ephemeral_containers: Some(vec![EphemeralContainer {
+                name: "debug".into(),
+                security_context: privileged(),
+                ..Default::default()
+            }]),
+            ..plain
+        };
+        assert!(has_privileged_container(&ephemeral));
     }
 
     #[test]

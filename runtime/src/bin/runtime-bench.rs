@@ -7,12 +7,15 @@
 //!   with several containers running at once (target ≤ 0.5 MiB).
 //!
 //! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N] [--seccomp]`;
-//! the shim binary defaults to `kubenode` next to this executable. With `--seccomp`, every run
-//! also starts (b) with the container under seccomp `RuntimeDefault`, interleaved with the
-//! unconfined one, and both medians are printed.
+//! the shim binary defaults to `kubenode` next to this executable. Pause runs under seccomp
+//! `RuntimeDefault`, as the kubelet asks for every sandbox. With `--seccomp`, every run also
+//! starts (b) with the container under `RuntimeDefault`, interleaved with the unconfined one,
+//! and both medians are printed; and (c) times bare `runc create` of the floor's bundle
+//! without a filter, with the default profile, and with the default profile for the native
+//! ABI only (a diagnostic of where runc's time goes, not a profile kubenode uses).
 //!
 //! Everything it makes is named `knbench-<pid>` (the directory `/tmp/knbench-<pid>` with the
-//! runc roots, the netns pins and the rootfs mounts below it, the cgroup `/knbench-<pid>`, the
+//! runc roots (the floor's and (c)'s), the netns pins and the rootfs mounts below it, the cgroup `/knbench-<pid>`, the
 //! shims) and removed at the end, after an error, or on Ctrl-C (SIGINT) or SIGTERM, after
 //! which it exits with 130. A second signal exits at once.
 
@@ -23,8 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Container;
-use kubenode_runtime::spec::{PodInfo, SeccompProfile};
-use kubenode_runtime::{ContainerConfig, ImageRef, Runtime, RuntimeConfig, SandboxConfig};
+use kubenode_runtime::spec::{default_profile, PodInfo, SeccompHost, SeccompProfile};
+use kubenode_runtime::{
+    ContainerConfig, ImageRef, Runtime, RuntimeConfig, SandboxConfig, SandboxOptions,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -83,18 +88,20 @@ impl Drop for Made {
                 }
             }
         }
-        let floor = self.dir.join("floor-runc");
-        if floor.exists() {
+        for root in ["floor-runc", "filter-runc"].map(|r| self.dir.join(r)) {
+            if !root.exists() {
+                continue;
+            }
             if let Ok(out) = Command::new(&self.runc)
                 .arg("--root")
-                .arg(&floor)
+                .arg(&root)
                 .args(["list", "-q"])
                 .output()
             {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = run(Command::new(&self.runc)
                         .arg("--root")
-                        .arg(&floor)
+                        .arg(&root)
                         .args(["delete", "--force", id]));
                 }
             }
@@ -260,6 +267,59 @@ fn floor_once(o: &Options, dir: &Path, rootfs: &Path, i: usize) -> Result<Durati
     Ok(t0.elapsed())
 }
 
+/// The variants of (c).
+const FILTERS: [&str; 3] = ["none", "RuntimeDefault", "native ABI only"];
+
+/// (c): `runc create` (not start) of the floor's `true` bundle with each of [`FILTERS`];
+/// the containers are deleted outside the measurement.
+fn filter_once(o: &Options, dir: &Path, i: usize) -> Result<[Duration; 3]> {
+    let root = dir.join("filter-runc");
+    let mut out = [Duration::ZERO; 3];
+    for (k, slot) in out.iter_mut().enumerate() {
+        let bundle = dir.join(format!("filter-bundle-{k}"));
+        if !bundle.join("config.json").exists() {
+            let floor = dir.join("floor-bundle/config.json");
+            let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(floor)?)?;
+            let host = SeccompHost::current();
+            let mut profile = default_profile(&[], &host)?;
+            if k == 2 {
+                let native = profile
+                    .architectures()
+                    .as_ref()
+                    .and_then(|a| a.first().copied());
+                profile.set_architectures(native.map(|a| vec![a]));
+            }
+            if k > 0 {
+                spec["linux"]["seccomp"] = serde_json::to_value(&profile)?;
+            }
+            std::fs::create_dir_all(&bundle)?;
+            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+        }
+        let id = format!("knbench-filter-{}-{i}-{k}", std::process::id());
+        let t0 = Instant::now();
+        // The created container's init keeps runc's stdio until it is deleted: no pipes.
+        let status = Command::new(&o.runc)
+            .arg("--root")
+            .arg(&root)
+            .args(["create", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        *slot = t0.elapsed();
+        if !status.success() {
+            return Err(format!("runc create {id}: {status}").into());
+        }
+        run(Command::new(&o.runc)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id]))?;
+    }
+    Ok(out)
+}
+
 fn pod(i: usize) -> PodInfo {
     PodInfo {
         namespace: "bench".into(),
@@ -299,6 +359,14 @@ const PHASES: [&str; 4] = [
     "start_container",
 ];
 
+/// The sandbox options the kubelet gives every pod: pause under the runtime default profile.
+fn kubelet_sandbox() -> SandboxOptions {
+    SandboxOptions {
+        seccomp: SeccompProfile::RuntimeDefault,
+        ..Default::default()
+    }
+}
+
 /// (b): sandbox + one container from nothing to running; returns the time
 /// per phase and the sandbox id (torn down by the caller, outside the measurement).
 fn pod_once(
@@ -313,10 +381,13 @@ fn pod_once(
         t = Instant::now();
         d
     };
-    let sb = rt.create_sandbox(&SandboxConfig {
-        pod: pod(i),
-        cgroup_parent: format!("/knbench-{}", std::process::id()),
-    })?;
+    let sb = rt.create_sandbox_with(
+        &SandboxConfig {
+            pod: pod(i),
+            cgroup_parent: format!("/knbench-{}", std::process::id()),
+        },
+        &kubelet_sandbox(),
+    )?;
     let p0 = lap();
     rt.start_sandbox(&sb.id)?;
     let p1 = lap();
@@ -394,6 +465,7 @@ fn bench() -> Result<()> {
     let mut floor = Vec::new();
     let mut pods = Vec::new();
     let mut phases: [Vec<Duration>; 4] = Default::default();
+    let mut filters: [Vec<Duration>; 3] = Default::default();
     for i in 1..=o.runs {
         check()?;
         floor.push(floor_once(&o, &dir, &rootfs, i)?);
@@ -408,6 +480,9 @@ fn bench() -> Result<()> {
             confined.push(t.iter().sum());
             confined_create.push(t[2] + t[3]);
             rt.stop_and_remove_sandbox(&sb)?;
+            for (k, d) in filter_once(&o, &dir, i)?.into_iter().enumerate() {
+                filters[k].push(d);
+            }
         }
     }
     let unconfined_create = median(
@@ -453,13 +528,22 @@ fn bench() -> Result<()> {
             ms(cc) - ms(unconfined_create),
             ms(c) - ms(b)
         );
+        let none = ms(median(filters[0].clone()));
+        println!("(c) bare runc create of busybox true, median:");
+        for (name, v) in FILTERS.iter().zip(filters) {
+            let m = ms(median(v));
+            println!("    {name:<17} {m:.1} ms ({:+.1} ms)", m - none);
+        }
     }
 
     // Shim memory with several containers running at once.
-    let sb = rt.create_sandbox(&SandboxConfig {
-        pod: pod(9999),
-        cgroup_parent: format!("/knbench-{}", std::process::id()),
-    })?;
+    let sb = rt.create_sandbox_with(
+        &SandboxConfig {
+            pod: pod(9999),
+            cgroup_parent: format!("/knbench-{}", std::process::id()),
+        },
+        &kubelet_sandbox(),
+    )?;
     rt.start_sandbox(&sb.id)?;
     for n in 0..o.containers {
         check()?;

@@ -16,7 +16,9 @@ use crate::fsutil;
 use crate::host::{NamespaceFiles, PodCgroupResources};
 use crate::shim::{ExitRecord, ShimArgs};
 use crate::signal::{KillScope, Signal};
-use crate::spec::{self, NamespaceMode, NamespacePaths, PidNamespace, PodInfo, PodNamespaces};
+use crate::spec::{
+    self, NamespaceMode, NamespacePaths, PidNamespace, PodInfo, PodNamespaces, SeccompProfile,
+};
 use crate::store::{SandboxMeta, SandboxPhase, EXIT, META, PID};
 use crate::Runtime;
 
@@ -45,6 +47,12 @@ pub struct SandboxOptions {
     pub resources: PodCgroupResources,
     /// The pod's PID and IPC namespace modes (`hostPID`, `shareProcessNamespace`, `hostIPC`).
     pub namespaces: PodNamespaces,
+    /// The pause container's seccomp profile (CRI's `linux.security_context.seccomp`, which
+    /// the kubelet always sets to `RuntimeDefault`).
+    pub seccomp: SeccompProfile,
+    /// A container of the pod is privileged (CRI's `linux.security_context.privileged`): pause
+    /// then runs without a filter, as containerd's sandbox.
+    pub privileged: bool,
 }
 
 /// The host's `/dev/shm`, which a `hostIPC` pod binds instead of a tmpfs of its own.
@@ -174,6 +182,8 @@ impl Runtime {
             shm_path: (!host_ipc).then(|| dir.join("shm")),
             sysctls: options.sysctls.clone(),
             namespaces: options.namespaces,
+            seccomp: options.seccomp.clone(),
+            privileged: options.privileged,
             cgroup_parent: config.cgroup_parent.clone(),
             phase: SandboxPhase::Creating,
             created_at: jiff::Timestamp::now(),
@@ -265,6 +275,8 @@ impl Runtime {
             cgroups_path: &cgroups_path,
             sysctls: &meta.sysctls,
             namespaces: meta.namespaces,
+            seccomp: &meta.seccomp,
+            privileged: meta.privileged,
             limits: &self.limits,
         })
         .map_err(|e| create_err(e.to_string()))?;

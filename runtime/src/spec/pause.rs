@@ -1,6 +1,12 @@
 //! The OCI spec of a pod's pause container (containerd's
 //! `sandbox_run_linux.go`): the built-in pause program on a shared read-only
 //! rootfs, holding the pod's namespaces.
+//!
+//! Its seccomp filter is the sandbox's profile from the CRI config: the kubelet always asks for
+//! `RuntimeDefault` (upstream's `generatePodSandboxLinuxConfig`, whatever the pod's
+//! `seccompProfile` or `seccompDefault`, so that a pod may name a narrower profile than pause
+//! needs), and a pod with a privileged container gets a pause without a filter, as
+//! containerd's `sandboxContainerSpecOpts`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,6 +16,7 @@ use oci_spec::runtime::{
     SpecBuilder, UserBuilder,
 };
 
+use super::seccomp::{linux_seccomp, SeccompHost, SeccompProfile};
 use super::{
     mounts, nofile, ns, oci, HostLimits, PodInfo, PodNamespaces, SpecError, DEFAULT_PATH,
     MASKED_PATHS, READONLY_PATHS, SANDBOX_CPU_SHARES, SANDBOX_OOM_SCORE_ADJ,
@@ -32,6 +39,10 @@ pub struct PauseSpecInput<'a> {
     pub shm: Option<&'a Path>,
     /// The pod's PID and IPC namespace modes.
     pub namespaces: PodNamespaces,
+    /// The sandbox's seccomp profile.
+    pub seccomp: &'a SeccompProfile,
+    /// A container of the pod is privileged: no filter.
+    pub privileged: bool,
     /// `linux.cgroupsPath`.
     pub cgroups_path: &'a str,
     /// Namespaced sysctls of the pod (`securityContext.sysctls`).
@@ -43,14 +54,13 @@ pub struct PauseSpecInput<'a> {
 /// Builds the OCI spec of a pod's pause container: read-only rootfs holding
 /// only the pause binary, the pod's net, ipc and uts namespaces by path (the
 /// host's network and UTS for a host-network pod, the host's IPC with `hostIPC`), new
-/// pid (none with `hostPID`) and mount namespaces, the pod's shm and sysctls, cpu shares 2 and
-/// OOM adjustment -998 (clamped).
+/// pid (none with `hostPID`) and mount namespaces, the pod's shm and sysctls, cpu shares 2,
+/// OOM adjustment -998 (clamped) and the sandbox's seccomp profile.
 pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
     let limits = input.limits;
     let pod = input.pod;
-    let caps: oci_spec::runtime::Capabilities = mounts::capabilities(u64::MAX, false, &[], &[])?
-        .into_iter()
-        .collect();
+    let bounding = mounts::capabilities(u64::MAX, false, &[], &[])?;
+    let caps: oci_spec::runtime::Capabilities = bounding.iter().copied().collect();
     let process = oci(ProcessBuilder::default()
         .terminal(false)
         .user(oci(UserBuilder::default().uid(0u32).gid(0u32).build())?)
@@ -102,6 +112,12 @@ pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
                 .collect::<Vec<_>>(),
         )
         .build())?;
+    linux.set_seccomp(linux_seccomp(
+        input.seccomp,
+        input.privileged,
+        &bounding,
+        &SeccompHost::current(),
+    )?);
     if !input.sysctls.is_empty() {
         linux.set_sysctl(Some(
             input
@@ -156,4 +172,52 @@ pub fn pause_spec(input: &PauseSpecInput<'_>) -> Result<Spec, SpecError> {
         spec.set_hostname(None);
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(seccomp: &SeccompProfile, privileged: bool) -> Spec {
+        let limits = HostLimits {
+            nofile_hard: 20000,
+            min_oom_score_adj: 0,
+            cgroup_v2: false,
+            capabilities: u64::MAX,
+            swap_controller: true,
+        };
+        pause_spec(&PauseSpecInput {
+            pod: &PodInfo::default(),
+            rootfs: Path::new("/run/kubenode/pause/rootfs"),
+            netns: None,
+            ipc: None,
+            uts: None,
+            shm: None,
+            namespaces: PodNamespaces::default(),
+            seccomp,
+            privileged,
+            cgroups_path: "/kubepods/pod1/sandbox0",
+            sysctls: &BTreeMap::new(),
+            limits: &limits,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pause_gets_the_sandbox_profile_unless_a_container_is_privileged() {
+        let rd = SeccompProfile::RuntimeDefault;
+        let got = spec(&rd, false);
+        let filter = got.linux().as_ref().unwrap().seccomp().as_ref().cloned();
+        // The default profile for pause's capabilities (containerd's defaults).
+        let bounding = mounts::capabilities(u64::MAX, false, &[], &[]).unwrap();
+        let want = linux_seccomp(&rd, false, &bounding, &SeccompHost::current()).unwrap();
+        assert!(want.is_some());
+        assert_eq!(filter, want);
+        // A privileged container in the pod: no filter.
+        let got = spec(&rd, true);
+        assert_eq!(got.linux().as_ref().unwrap().seccomp(), &None);
+        // A sandbox recorded without a profile: none either.
+        let got = spec(&SeccompProfile::Unconfined, false);
+        assert_eq!(got.linux().as_ref().unwrap().seccomp(), &None);
+    }
 }

@@ -3,13 +3,30 @@
 //! `RuntimeDefault`, and a profile file in the OCI format for `Localhost`.
 //!
 //! The default profile is containerd's `DefaultProfile` (`contrib/seccomp/seccomp_default.go`),
-//! kept here as data: an allow list with `SCMP_ACT_ERRNO` as the default action (runc returns
-//! EPERM for it), the architectures of the machine (`x86_64` also filters the i386 and x32
-//! ABIs, `aarch64` also arm), argument rules (`personality` only with the values glibc uses,
-//! `socket` for every address family but `AF_ALG` and `AF_VSOCK`, `clone` only without
-//! namespace flags unless `CAP_SYS_ADMIN`, and `clone3` answering ENOSYS so libc falls back to
-//! `clone`), and syscall groups allowed only when the container's bounding set holds the
-//! capability that guards them. Names the host's libseccomp does not know are skipped by runc.
+//! kept here as data: an allow list with `SCMP_ACT_ERRNO` as the default action and no
+//! `defaultErrnoRet` (runc returns EPERM for it), the architectures of the machine (`x86_64`
+//! also filters the i386 and x32 ABIs, `aarch64` also arm), argument rules (`personality` only
+//! with the values glibc uses, `socket` for every address family but `AF_ALG` and `AF_VSOCK`,
+//! `clone` only without namespace flags unless `CAP_SYS_ADMIN`, and `clone3` answering ENOSYS
+//! so libc falls back to `clone`), and syscall groups allowed only when the container's
+//! bounding set holds the capability that guards them, in the bounding set's order. Names the
+//! host's libseccomp does not know are skipped by runc.
+//!
+//! The table matches containerd's main branch as of May 2026: the kernel v6.13 / libseccomp
+//! v2.6.0 syscalls (containerd PR #11839, in 2.2) and the three `socket` rules that refuse
+//! `AF_ALG` as well as `AF_VSOCK` (PR #13327, merged 2026-04-30, CVE-2026-31431), checked name
+//! by name against the file just before that PR plus the PR's diff. Older releases, which many
+//! nodes run, differ: containerd 2.0 and 2.1 lack the v6.8–v6.13 names (`listmount`,
+//! `statmount`, `lsm_*`, `mseal`, `uretprobe`, `riscv_hwprobe`, `*xattrat`), which they refuse
+//! with EPERM; 1.7 also still allows `io_uring_*` (removed in 2.0, containerd PR #9320) and
+//! refuses only `AF_VSOCK` sockets.
+//!
+//! Cost: runc 1.1 compiles the profile with libseccomp at every `runc create`, one libseccomp
+//! rule per name however the names are grouped. `runtime-bench --seccomp` measured it at about
+//! +20 ms per create with runc 1.1.5 and libseccomp 2.5.4 (debug build, loaded 2-core
+//! machine), nearly all of it for the i386 and x32 ABIs: the same profile for the native ABI
+//! alone costs under 5 ms. Dropping those ABIs is not an option: libseccomp would then kill a
+//! 32-bit process instead of filtering it, unlike containerd.
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +56,7 @@ pub struct SeccompHost {
     pub supported: bool,
     /// The kernel's `(major, minor)` version.
     pub kernel: (u32, u32),
-    /// The machine (`std::env::consts::ARCH`: `x86_64`, `aarch64`, ...).
+    /// The machine (`std::env::consts::ARCH`: `x86_64`, `aarch64`, ...; see [`machine`]).
     pub arch: &'static str,
 }
 
@@ -53,9 +70,20 @@ impl SeccompHost {
             SeccompHost {
                 supported: status.lines().any(|l| l.starts_with("Seccomp:")),
                 kernel: kernel_version(&release),
-                arch: std::env::consts::ARCH,
+                arch: machine(std::env::consts::ARCH, cfg!(target_endian = "little")),
             }
         })
+    }
+}
+
+/// The machine's name for [`architectures`] and [`arch_syscalls`]: Rust's `ARCH`, with the
+/// little-endian variants containerd tells apart by `GOARCH` (`mipsel64` filters the mipsel
+/// ABIs, only `ppc64le` gets the powerpc additions) named `mips64el` and `powerpc64le`.
+pub fn machine(arch: &'static str, little_endian: bool) -> &'static str {
+    match (arch, little_endian) {
+        ("mips64", true) => "mips64el",
+        ("powerpc64", true) => "powerpc64le",
+        _ => arch,
     }
 }
 
@@ -183,52 +211,41 @@ const AF_VSOCK: u64 = 40;
 /// | CLONE_NEWNET`: without `CAP_SYS_ADMIN`, `clone` is allowed only with none of them.
 const CLONE_NAMESPACE_FLAGS: u64 = 0x7e02_0000;
 
-/// ENOSYS on the generic syscall ABI (every architecture but mips and parisc).
-const ENOSYS: u32 = 38;
+/// ENOSYS of this architecture (containerd's `unix.ENOSYS`: 38 on most, 89 on mips).
+const ENOSYS: u32 = libc::ENOSYS as u32;
 
-/// Groups allowed only with a capability in the bounding set, in containerd's order.
+/// The syscalls a capability in the bounding set allows (containerd's `switch` over the
+/// bounding set); `None` for the others.
 #[rustfmt::skip]
-const BY_CAPABILITY: &[(Capability, &[&str])] = &[
-    (Capability::DacReadSearch, &["open_by_handle_at"]),
-    (
-        Capability::SysAdmin,
-        &[
+fn capability_syscalls(cap: &Capability) -> Option<&'static [&'static str]> {
+    Some(match cap {
+        Capability::DacReadSearch => &["open_by_handle_at"],
+        Capability::SysAdmin => &[
             "bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
             "lookup_dcookie", "mount", "mount_setattr", "move_mount", "open_tree",
             "perf_event_open", "quotactl", "quotactl_fd", "setdomainname", "sethostname", "setns",
             "syslog", "umount", "umount2", "unshare",
         ],
-    ),
-    (Capability::SysBoot, &["reboot"]),
-    (Capability::SysChroot, &["chroot"]),
-    (
-        Capability::SysModule,
-        &["delete_module", "init_module", "finit_module"],
-    ),
-    (Capability::SysPacct, &["acct"]),
-    (
-        Capability::SysPtrace,
-        &[
+        Capability::SysBoot => &["reboot"],
+        Capability::SysChroot => &["chroot"],
+        Capability::SysModule => &["delete_module", "init_module", "finit_module"],
+        Capability::SysPacct => &["acct"],
+        Capability::SysPtrace => &[
             "kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev",
             "ptrace",
         ],
-    ),
-    (Capability::SysRawio, &["iopl", "ioperm"]),
-    (
-        Capability::SysTime,
-        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
-    ),
-    (Capability::SysTtyConfig, &["vhangup"]),
-    (
-        Capability::SysNice,
-        &[
+        Capability::SysRawio => &["iopl", "ioperm"],
+        Capability::SysTime => &["settimeofday", "stime", "clock_settime", "clock_settime64"],
+        Capability::SysTtyConfig => &["vhangup"],
+        Capability::SysNice => &[
             "get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node",
         ],
-    ),
-    (Capability::Syslog, &["syslog"]),
-    (Capability::Bpf, &["bpf"]),
-    (Capability::Perfmon, &["perf_event_open"]),
-];
+        Capability::Syslog => &["syslog"],
+        Capability::Bpf => &["bpf"],
+        Capability::Perfmon => &["perf_event_open"],
+        _ => return None,
+    })
+}
 
 /// The seccomp architectures of a machine (containerd's `arches()`): the native one and the
 /// other ABIs its kernel runs.
@@ -240,6 +257,11 @@ pub fn architectures(arch: &str) -> Vec<Arch> {
             Arch::ScmpArchMips,
             Arch::ScmpArchMips64,
             Arch::ScmpArchMips64n32,
+        ],
+        "mips64el" => vec![
+            Arch::ScmpArchMipsel,
+            Arch::ScmpArchMipsel64,
+            Arch::ScmpArchMipsel64n32,
         ],
         "s390x" => vec![Arch::ScmpArchS390, Arch::ScmpArchS390x],
         "riscv64" => vec![Arch::ScmpArchRiscv64],
@@ -261,7 +283,7 @@ fn arch_syscalls(arch: &str) -> &'static [&'static str] {
             "cacheflush",
             "set_tls",
         ],
-        "powerpc64" => &["sync_file_range2", "swapcontext"],
+        "powerpc64le" => &["sync_file_range2", "swapcontext"],
         "s390x" => &[
             "s390_pci_mmio_read",
             "s390_pci_mmio_write",
@@ -325,10 +347,8 @@ pub fn default_profile(
     if !by_arch.is_empty() {
         syscalls.push(rule(by_arch, &[])?);
     }
-    for (cap, names) in BY_CAPABILITY {
-        if bounding.contains(cap) {
-            syscalls.push(rule(names, &[])?);
-        }
+    for names in bounding.iter().filter_map(capability_syscalls) {
+        syscalls.push(rule(names, &[])?);
     }
     if !bounding.contains(&Capability::SysAdmin) {
         // s390 passes clone's flags second.
@@ -578,6 +598,65 @@ mod tests {
         assert_eq!(rules_for(&p, "mkdir")[0].errno_ret(), Some(1));
         let got = linux_seccomp(&SeccompProfile::Localhost(good), false, &[], &HOST).unwrap();
         assert_eq!(got, Some(p));
+    }
+
+    /// Pins what the comparison with containerd's file fixed or confirmed.
+    #[test]
+    fn table_matches_containerd_main() {
+        // containerd's allow list: 363 names, `socket` only through its argument rules,
+        // io_uring gone since 2.0, the v6.13 names in.
+        assert_eq!(ALLOWED.len(), 363);
+        for name in ["socket", "io_uring_setup", "io_uring_enter", "query_module"] {
+            assert!(!ALLOWED.contains(&name), "{name}");
+        }
+        for name in [
+            "listmount",
+            "statmount",
+            "mseal",
+            "uretprobe",
+            "getxattrat",
+            "cachestat",
+        ] {
+            assert!(ALLOWED.contains(&name), "{name}");
+        }
+        // The capability groups follow the bounding set's order, as containerd's loop over it.
+        let names = |bounding: &[Capability]| -> Vec<String> {
+            let p = default_profile(bounding, &HOST).unwrap();
+            p.syscalls()
+                .iter()
+                .flatten()
+                .flat_map(|r| r.names().iter().cloned())
+                .filter(|n| n == "reboot" || n == "settimeofday")
+                .collect()
+        };
+        assert_eq!(
+            names(&[Capability::SysTime, Capability::SysBoot]),
+            ["settimeofday", "reboot"]
+        );
+        assert_eq!(
+            names(&[Capability::SysBoot, Capability::SysTime]),
+            ["reboot", "settimeofday"]
+        );
+        // containerd tells the little-endian machines apart by GOARCH: mipsel64 filters the
+        // mipsel ABIs, and only ppc64le gets the powerpc additions.
+        assert_eq!(machine("mips64", true), "mips64el");
+        assert_eq!(machine("x86_64", true), "x86_64");
+        assert_eq!(
+            architectures(machine("mips64", true)),
+            [
+                Arch::ScmpArchMipsel,
+                Arch::ScmpArchMipsel64,
+                Arch::ScmpArchMipsel64n32
+            ]
+        );
+        assert_eq!(architectures("mips64")[0], Arch::ScmpArchMips);
+        assert_eq!(
+            arch_syscalls(machine("powerpc64", true)),
+            ["sync_file_range2", "swapcontext"]
+        );
+        assert!(arch_syscalls(machine("powerpc64", false)).is_empty());
+        // clone3's errno is this architecture's ENOSYS (89 on mips).
+        assert_eq!(ENOSYS, libc::ENOSYS as u32);
     }
 
     #[test]

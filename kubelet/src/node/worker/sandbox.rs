@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kubenode_cni::Attachment;
-use kubenode_runtime::spec::PodNamespaces;
+use kubenode_runtime::spec::{PodNamespaces, SeccompProfile};
 use kubenode_runtime::{Sandbox, SandboxConfig, SandboxOptions, SandboxState};
 
 use super::outcome::{SandboxStartError, SyncError};
@@ -94,6 +94,12 @@ impl PodWorker {
                 .map(super::pod_cgroup::pod_cgroup_resources)
                 .unwrap_or_default(),
             namespaces: pod_namespaces(pod),
+            // Upstream's kubelet always gives the sandbox the runtime's default profile.
+            seccomp: SeccompProfile::RuntimeDefault,
+            privileged: pod
+                .spec
+                .as_ref()
+                .is_some_and(crate::security::seccomp::has_privileged_container),
         };
         let sandbox = self
             .deps
