@@ -16,7 +16,9 @@
 //!
 //! A container counts by its running instance, else its latest one (upstream's
 //! `removeTerminatedContainers`). Memory-medium emptyDirs are bounded by their tmpfs size
-//! and are not counted here.
+//! and are not counted here. Upstream never evicts a static pod (`IsCriticalPod`); kubenode's
+//! pods are all static and are evicted as upstream evicts API pods, so that a limit is never
+//! accepted and ignored.
 
 use std::collections::HashSet;
 use std::fmt;
