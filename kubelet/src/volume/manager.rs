@@ -366,14 +366,14 @@ impl VolumeManager {
                 }
             };
             volumes = volumes.saturating_add(used);
-            let limit = e.size_limit.as_ref().and_then(|limit| {
-                crate::validation::quantity::Quantity::parse(&limit.0)
-                    .ok()
-                    .map(|bytes| (limit, bytes))
-            });
-            if let Some((limit, bytes)) = limit {
-                if bytes.value() > 0 && i64::try_from(used).unwrap_or(i64::MAX) > bytes.value() {
-                    return Some(usage::exceeded_message(&vol.name, &limit.0));
+            let limit = e
+                .size_limit
+                .as_ref()
+                .and_then(|limit| usage::StorageQuantity::parse(&limit.0));
+            if let Some(limit) = limit {
+                if limit.bytes() > 0 && i64::try_from(used).unwrap_or(i64::MAX) > limit.bytes() {
+                    // Upstream prints the limit canonically (`1024Ki` as `1Mi`).
+                    return Some(usage::exceeded_message(&vol.name, &limit.to_string()));
                 }
             }
         }

@@ -309,7 +309,7 @@ fn size_limit_exceeded_gives_upstreams_eviction_message() {
         .empty_dir
         .as_mut()
         .unwrap()
-        .size_limit = Some(Quantity("64Ki".into()));
+        .size_limit = Some(Quantity("0.0625Mi".into()));
     vm.set_up_pod(&p).unwrap();
     assert!(vm.storage_check_due("uid-1"));
     assert_eq!(vm.local_storage_exceeded(&p, &[]), None);
@@ -319,6 +319,7 @@ fn size_limit_exceeded_gives_upstreams_eviction_message() {
     std::fs::write(cache.join("big"), vec![1u8; 256 * 1024]).unwrap();
     // Rate-limited: the next check is not due yet.
     assert!(!vm.storage_check_due("uid-1"));
+    // The limit printed as upstream's canonical quantity (`0.0625Mi` as `64Ki`).
     assert_eq!(
         vm.local_storage_exceeded(&p, &[]).as_deref(),
         Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"64Ki\". ")

@@ -8,7 +8,7 @@
 //!    (`Usage of EmptyDir volume "X" exceeds the limit "Y". `);
 //! 2. the pod uses more than the total of its containers' `ephemeral-storage` limits (upstream
 //!    `PodLimits`: regular containers and sidecars summed, the larger of that and any init
-//!    container's, plus the overhead), counting its containers' writable layers and logs, its
+//!    container's, plus the overhead when not zero), counting its containers' writable layers and logs, its
 //!    disk emptyDirs and its `/etc/hosts`
 //!    (`Pod ephemeral local storage usage exceeds the total limit of containers X. `);
 //! 3. a regular container's writable layer and logs use more than its own limit
@@ -216,12 +216,14 @@ pub fn pod_storage_limit(spec: &PodSpec) -> Option<StorageQuantity> {
         init = larger(init, running);
     }
     let limits = larger(limits, init)?;
+    // Upstream adds the overhead to a non-zero limit only.
     let overhead = spec
         .overhead
         .as_ref()
         .and_then(|o| o.get(EPHEMERAL_STORAGE))
-        .and_then(|q| StorageQuantity::parse(&q.0));
-    Some(add(Some(limits), overhead).unwrap_or(limits))
+        .and_then(|q| StorageQuantity::parse(&q.0))
+        .filter(|_| limits.bytes != 0);
+    Some(overhead.map_or(limits, |o| limits.add(o)))
 }
 
 fn container_limit(c: &Container) -> Option<StorageQuantity> {

@@ -132,6 +132,10 @@ fn pod_limit_takes_the_larger_init_container_and_adds_sidecars_and_overhead() {
     s.init_containers = None;
     s.overhead = Some([(EPHEMERAL_STORAGE.to_string(), K8sQuantity("1Mi".into()))].into());
     assert_eq!(pod_storage_limit(&s).unwrap().to_string(), "2Mi");
+    // A zero limit gets no overhead (upstream adds it to non-zero limits only).
+    let mut s = spec(vec![container("app", Some("0"))]);
+    s.overhead = Some([(EPHEMERAL_STORAGE.to_string(), K8sQuantity("1Mi".into()))].into());
+    assert_eq!(pod_storage_limit(&s).unwrap().to_string(), "0");
     // Overhead alone sets no limit.
     let mut s = spec(vec![container("app", None)]);
     s.overhead = Some([(EPHEMERAL_STORAGE.to_string(), K8sQuantity("1Mi".into()))].into());
