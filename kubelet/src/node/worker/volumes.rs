@@ -130,9 +130,7 @@ impl PodWorker {
         }
         true
     }
-}
 
-impl PodWorker {
     /// Upstream's `localStorageEviction` for the pod, at most every
     /// [`usage::CHECK_INTERVAL`]: the eviction message when a disk emptyDir, the pod or one
     /// of its containers is over its local ephemeral storage limit (see [`usage`]).
