@@ -1,14 +1,16 @@
 //! Pod volumes end to end: emptyDir (disk and tmpfs), every hostPath type, readOnly, subPath
-//! (with symlink escapes), emptyDir sizeLimit eviction, agent restarts around set-up and
-//! teardown, mount propagation, the nfs plugin through a configured mount program, and the
-//! mount-safe removal of a pod directory, and `fsGroup` on volume ownership. Through the binary (`TestAgent`) except
+//! (with symlink escapes), eviction over an emptyDir sizeLimit and over `ephemeral-storage`
+//! limits, agent restarts around set-up and teardown, mount propagation, the nfs plugin through
+//! a configured mount program, the mount-safe removal of a pod directory, and `fsGroup` on
+//! volume ownership. Through the binary (`TestAgent`) except
 //! `busy_volume_survives_a_failed_teardown`, which drives the volume manager with the real
 //! mounter.
 //!
 //! Files: `plugins` (emptyDir, tmpfs, hostPath, readOnly, subPath), `lifecycle` (eviction,
-//! restarts, teardown), `mounts` (propagation, nfs), `fsgroup` (volume ownership); the shared
-//! helpers are below.
+//! restarts, teardown), `ephemeral` (`ephemeral-storage` limits), `mounts` (propagation, nfs),
+//! `fsgroup` (volume ownership); the shared helpers are below.
 
+mod ephemeral;
 mod fsgroup;
 mod lifecycle;
 mod mounts;
@@ -24,6 +26,7 @@ pub(crate) use kubenode_integration::pods::{
 };
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
+use ephemeral::ephemeral_storage_limits;
 use fsgroup::{emptydir_given_to_fs_group, fs_group_not_reapplied_after_restart};
 use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
 use mounts::{nfs_fake_server, propagation};
@@ -39,6 +42,10 @@ fn main() {
         privileged("hostpath_every_type_and_failures", host_path_types),
         privileged("readonly_and_subpath_with_symlink_escapes", subpaths),
         privileged("emptydir_size_limit_evicts_the_pod", eviction),
+        privileged(
+            "ephemeral_storage_limits_evict_container_and_pod",
+            ephemeral_storage_limits,
+        ),
         privileged("agent_killed_after_volume_setup_no_double_mount", restart),
         privileged("busy_volume_survives_a_failed_teardown", busy_teardown),
         privileged(

@@ -317,49 +317,76 @@ impl VolumeManager {
         }
     }
 
-    /// The eviction message when a disk emptyDir of the pod uses more than its `sizeLimit`.
-    /// Measures at most every [`usage::CHECK_INTERVAL`] per pod; `None` in between.
-    pub fn check_size_limits(&self, pod: &Pod) -> Option<String> {
-        let uid = uid_of(pod);
+    /// Whether the pod's local storage is due to be measured: at most every
+    /// [`usage::CHECK_INTERVAL`] per pod, the first time at once.
+    pub fn storage_check_due(&self, uid: &str) -> bool {
         let now = Instant::now();
+        let mut checked = lock(&self.checked, "volume usage checks");
+        if checked
+            .get(uid)
+            .is_some_and(|at| now.duration_since(*at) < usage::CHECK_INTERVAL)
         {
-            let mut checked = lock(&self.checked, "volume usage checks");
-            if checked
-                .get(uid)
-                .is_some_and(|at| now.duration_since(*at) < usage::CHECK_INTERVAL)
-            {
-                return None;
-            }
-            checked.insert(uid.into(), now);
+            return false;
         }
-        self.exceeded(pod)
+        checked.insert(uid.into(), now);
+        true
     }
 
-    /// The eviction message when a disk emptyDir of the pod uses more than its `sizeLimit`.
-    pub fn exceeded(&self, pod: &Pod) -> Option<String> {
+    /// Upstream's `localStorageEviction` for one pod (see [`usage`]): the eviction message
+    /// when a disk emptyDir is over its `sizeLimit`, the pod over its containers' total
+    /// `ephemeral-storage` limit, or a container over its own. `containers` are the pod's
+    /// counted instances ([`usage::counted_instances`]); they are measured only when the pod
+    /// has a limit.
+    pub fn local_storage_exceeded(
+        &self,
+        pod: &Pod,
+        containers: &[usage::ContainerStorage],
+    ) -> Option<String> {
         let uid = uid_of(pod);
-        for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let spec = pod.spec.as_ref()?;
+        // Without a pod limit only the emptyDirs with a sizeLimit need measuring.
+        let pod_limit = usage::pod_storage_limit(spec);
+        let mut volumes = 0u64;
+        for vol in spec.volumes.iter().flatten() {
             let Some(e) = &vol.empty_dir else { continue };
             if e.medium.as_deref().is_some_and(|m| !m.is_empty()) {
                 continue;
             }
-            let Some(limit) = &e.size_limit else { continue };
-            let Ok(bytes) = crate::validation::quantity::Quantity::parse(&limit.0) else {
+            if pod_limit.is_none() && e.size_limit.is_none() {
                 continue;
-            };
+            }
             let Some((dir, _)) = self.volume_path(uid, vol) else {
                 continue;
             };
-            match usage::disk_usage(&dir) {
-                Ok(used) if i64::try_from(used).unwrap_or(i64::MAX) > bytes.value() => {
-                    return Some(usage::exceeded_message(&vol.name, &limit.0));
-                }
-                Ok(_) => {}
+            let used = match usage::disk_usage(&dir) {
+                Ok(used) => used,
                 Err(e) => {
-                    tracing::debug!(volume = %vol.name, error = %e, "measuring emptyDir usage")
+                    tracing::debug!(volume = %vol.name, error = %e, "measuring emptyDir usage");
+                    continue;
+                }
+            };
+            volumes = volumes.saturating_add(used);
+            let limit = e
+                .size_limit
+                .as_ref()
+                .and_then(|limit| usage::StorageQuantity::parse(&limit.0));
+            if let Some(limit) = limit {
+                if limit.bytes() > 0 && i64::try_from(used).unwrap_or(i64::MAX) > limit.bytes() {
+                    // Upstream prints the limit canonically (`1024Ki` as `1Mi`).
+                    return Some(usage::exceeded_message(&vol.name, &limit.to_string()));
                 }
             }
         }
-        None
+        pod_limit?;
+        let hosts = usage::disk_usage(&self.pod_dir(uid).join("etc-hosts")).unwrap_or(0);
+        let measured = usage::PodUsage {
+            containers: containers
+                .iter()
+                .map(|c| (c.name.clone(), c.usage()))
+                .collect(),
+            other: volumes.saturating_add(hosts),
+        };
+        tracing::debug!(?measured, "local ephemeral storage");
+        usage::storage_limit_message(spec, &measured)
     }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubenode_runtime::spec::Propagation;
 
 use super::testing::{Call, RecordingMounter};
+use super::usage;
 use super::Mounter;
 use super::VolumeManager;
 
@@ -308,19 +309,57 @@ fn size_limit_exceeded_gives_upstreams_eviction_message() {
         .empty_dir
         .as_mut()
         .unwrap()
-        .size_limit = Some(Quantity("64Ki".into()));
+        .size_limit = Some(Quantity("0.0625Mi".into()));
     vm.set_up_pod(&p).unwrap();
-    assert_eq!(vm.check_size_limits(&p), None);
+    assert!(vm.storage_check_due("uid-1"));
+    assert_eq!(vm.local_storage_exceeded(&p, &[]), None);
     let cache = vm
         .pod_dir("uid-1")
         .join("volumes/kubernetes.io~empty-dir/cache");
     std::fs::write(cache.join("big"), vec![1u8; 256 * 1024]).unwrap();
     // Rate-limited: the next check is not due yet.
-    assert_eq!(vm.check_size_limits(&p), None);
+    assert!(!vm.storage_check_due("uid-1"));
+    // The limit printed as upstream's canonical quantity (`0.0625Mi` as `64Ki`).
     assert_eq!(
-        vm.exceeded(&p).as_deref(),
+        vm.local_storage_exceeded(&p, &[]).as_deref(),
         Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"64Ki\". ")
     );
+}
+
+#[test]
+fn containers_and_disk_emptydirs_count_toward_the_pod_storage_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let mut p = pod(&tmp.path().join("h"));
+    let app = &mut p.spec.as_mut().unwrap().containers[0];
+    app.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        limits: Some([("ephemeral-storage".to_string(), Quantity("512Ki".into()))].into()),
+        ..Default::default()
+    });
+    let name = app.name.clone();
+    vm.set_up_pod(&p).unwrap();
+    let layer = tmp.path().join("upper");
+    std::fs::create_dir(&layer).unwrap();
+    let storage = [usage::ContainerStorage {
+        name: name.clone(),
+        writable_layer: layer.clone(),
+        log_dir: tmp.path().join("no-logs"),
+    }];
+    assert_eq!(vm.local_storage_exceeded(&p, &storage), None);
+    // 384 KiB in the disk emptyDir and 192 KiB in the writable layer: the container is within
+    // its 512Ki, the pod (whose only limit is that one) is not.
+    let cache = vm
+        .pod_dir("uid-1")
+        .join("volumes/kubernetes.io~empty-dir/cache");
+    std::fs::write(cache.join("big"), vec![1u8; 384 * 1024]).unwrap();
+    std::fs::write(layer.join("f"), vec![1u8; 192 * 1024]).unwrap();
+    assert_eq!(
+        vm.local_storage_exceeded(&p, &storage).as_deref(),
+        Some("Pod ephemeral local storage usage exceeds the total limit of containers 512Ki. ")
+    );
+    std::fs::remove_file(cache.join("big")).unwrap();
+    assert_eq!(vm.local_storage_exceeded(&p, &storage), None);
 }
 
 #[test]

@@ -35,6 +35,13 @@ impl Runtime {
             .join(format!("{restart_count}.log"))
     }
 
+    /// The container's writable layer: the overlay upper directory of container `id`, which
+    /// holds whatever it wrote to its own filesystem (what its local ephemeral storage usage
+    /// counts, with its logs).
+    pub fn writable_layer(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
+    }
+
     /// Creates a container in a ready sandbox: overlay rootfs over the image
     /// layers, `config.json`, and a shim that runs `runtime create`. Returns
     /// its id. Nothing is left behind when it fails.
@@ -124,7 +131,7 @@ impl Runtime {
         self.host
             .mount_overlay(
                 &config.image.layers,
-                &dir.join("upper"),
+                &self.writable_layer(&meta.id),
                 &dir.join("work"),
                 &rootfs,
             )

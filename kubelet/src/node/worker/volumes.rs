@@ -1,7 +1,8 @@
 //! The worker's side of pod volumes: set them up before containers (a failure blocks the
 //! pod's containers with a `FailedMount` event and is retried), evict a pod whose disk
-//! emptyDir outgrew its `sizeLimit`, and tear volumes down with the pod. The logic lives in
-//! [`crate::volume`]; this file is the glue to events and status.
+//! emptyDir outgrew its `sizeLimit` or that is over its `ephemeral-storage` limits, and tear
+//! volumes down with the pod. The logic lives in [`crate::volume`]; this file is the glue to
+//! events and status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use super::{deadline, uid_of, PodWorker, WorkerDeps};
 use crate::events::ObjectRef;
 use crate::node::observe::{BlockCause, Blocked};
 use crate::status::reason;
+use crate::volume::usage::{self, ContainerStorage};
 use crate::volume::VolumeError;
 
 /// Wait before retrying volumes that failed to set up.
@@ -76,8 +78,9 @@ impl PodWorker {
         Err(VOLUME_RETRY)
     }
 
-    /// Checks the pod's active deadline, then its emptyDir size limits (rate-limited inside),
-    /// and kills it when one is exceeded: containers killed at once, pod `Failed` with reason
+    /// Checks the pod's active deadline, then its local storage limits (emptyDir `sizeLimit`,
+    /// `ephemeral-storage` limits; measured at most every 10 s), and kills it when one is
+    /// exceeded: containers killed at once, pod `Failed` with reason
     /// `DeadlineExceeded` (normal event of that name) or `Evicted` (warning event `Evicted`).
     /// True when the pod is (now or already) killed so.
     pub(super) async fn evict_if_over_limit(&mut self, pod: &Pod, sandbox_id: &str) -> bool {
@@ -98,12 +101,7 @@ impl PodWorker {
                     deadline::DEADLINE_MESSAGE.into(),
                 ));
             } else {
-                let p = pod.clone();
-                let Some(message) = self
-                    .deps
-                    .with_volumes(move |volumes| volumes.check_size_limits(&p))
-                    .await
-                else {
+                let Some(message) = self.local_storage_over_limit(pod, sandbox_id).await else {
                     return false;
                 };
                 tracing::warn!(%message, "evicting the pod");
@@ -131,6 +129,25 @@ impl PodWorker {
                 .set_pod(&uid_of(&pod), pod, self.state.record.sandbox_id.clone());
         }
         true
+    }
+
+    /// Upstream's `localStorageEviction` for the pod, at most every
+    /// [`usage::CHECK_INTERVAL`]: the eviction message when a disk emptyDir, the pod or one
+    /// of its containers is over its local ephemeral storage limit (see [`usage`]).
+    async fn local_storage_over_limit(&self, pod: &Pod, sandbox_id: &str) -> Option<String> {
+        if !self.deps.volumes.storage_check_due(&uid_of(pod)) {
+            return None;
+        }
+        let instances = self.deps.runtime.list_containers(Some(sandbox_id)).await;
+        let runtime = self.deps.runtime.inner();
+        let containers: Vec<ContainerStorage> = usage::counted_instances(&instances)
+            .into_iter()
+            .map(|s| ContainerStorage::of(s, runtime.writable_layer(&s.id)))
+            .collect();
+        let p = pod.clone();
+        self.deps
+            .with_volumes(move |volumes| volumes.local_storage_exceeded(&p, &containers))
+            .await
     }
 }
 
