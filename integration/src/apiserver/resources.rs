@@ -1,0 +1,400 @@
+//! The resources the stand-in serves, and what upstream's registry strategies do to an object on
+//! create and update that a node agent can observe (status reset, defaults, graceful deletion).
+//!
+//! Every written object is decoded as its `k8s-openapi` type (a body that does not decode is a
+//! 400 as upstream's decoder answers) and stored re-encoded, so unknown fields are dropped as
+//! upstream drops them; the dropped field paths feed `fieldValidation` (Strict: 400, Warn: a
+//! `Warning` header).
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{json, Map, Value};
+
+/// One served resource.
+#[derive(Debug)]
+pub struct Resource {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Version (`v1`).
+    pub version: &'static str,
+    /// Kind (`Pod`).
+    pub kind: &'static str,
+    /// Plural resource name (`pods`).
+    pub plural: &'static str,
+    /// Singular name (`pod`).
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// kubectl short names.
+    pub short_names: &'static [&'static str],
+    /// Whether a `/status` subresource exists (and the main resource ignores `status`).
+    pub status: bool,
+    /// A PUT on a missing object creates it (upstream's `AllowCreateOnUpdate`).
+    pub create_on_update: bool,
+    /// Extra field-selector labels beyond `metadata.name`/`metadata.namespace`.
+    pub field_labels: &'static [&'static str],
+    decode: fn(&Value) -> Result<Value, String>,
+}
+
+impl Resource {
+    /// `pods` or `leases.coordination.k8s.io`, as upstream's `GroupResource.String()`.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `v1` or `coordination.k8s.io/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Decodes `obj` as this resource's type and re-encodes it: the stored form. Returns the
+    /// stored value and the paths of fields the type does not know (dropped, as upstream).
+    pub fn decode(&self, obj: &Value) -> Result<(Value, Vec<String>), String> {
+        let typed = (self.decode)(obj)?;
+        let mut unknown = Vec::new();
+        unknown_fields(obj, &typed, "", &mut unknown);
+        Ok((typed, unknown))
+    }
+}
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, String> {
+    let de = v.clone();
+    let typed: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+fn unknown_fields(input: &Value, stored: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, stored) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    None if !v.is_null() => out.push(p),
+                    None => {}
+                    Some(w) => unknown_fields(v, w, &p, out),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
+const EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
+
+/// Every resource served, in discovery order.
+pub static RESOURCES: &[Resource] = &[
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        status: true,
+        create_on_update: false,
+        field_labels: &["status.phase"],
+        decode: roundtrip::<Namespace>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        namespaced: false,
+        short_names: &["no"],
+        status: true,
+        create_on_update: false,
+        field_labels: &["spec.unschedulable"],
+        decode: roundtrip::<Node>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        namespaced: true,
+        short_names: &["po"],
+        status: true,
+        create_on_update: false,
+        field_labels: POD_FIELDS,
+        decode: roundtrip::<Pod>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        short_names: &["ev"],
+        status: false,
+        create_on_update: true,
+        field_labels: EVENT_FIELDS,
+        decode: roundtrip::<Event>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        namespaced: true,
+        short_names: &["svc"],
+        status: true,
+        create_on_update: false,
+        field_labels: &[],
+        decode: roundtrip::<Service>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Endpoints",
+        plural: "endpoints",
+        singular: "endpoints",
+        namespaced: true,
+        short_names: &["ep"],
+        status: false,
+        create_on_update: true,
+        field_labels: &[],
+        decode: roundtrip::<Endpoints>,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+        create_on_update: true,
+        field_labels: &[],
+        decode: roundtrip::<Lease>,
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+        create_on_update: true,
+        field_labels: &[],
+        decode: roundtrip::<EndpointSlice>,
+    },
+];
+
+/// The resource served at `group/version` under `plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The groups served (`""` first), each with its one version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// What upstream's strategy `PrepareForCreate` and defaulting do to a new object that a client
+/// can observe. Pods: status reset to `Pending` with a QoS class, the defaults a kubelet reads.
+/// Services: status cleared. Namespaces: `Active` and the name label. Nodes keep their status
+/// (upstream lets a node register with one).
+pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
+    match res.kind {
+        "Pod" => {
+            default_pod_spec(obj);
+            let qos = qos_class(obj);
+            obj["status"] = json!({ "phase": "Pending", "qosClass": qos });
+        }
+        "Service" => {
+            obj["status"] = json!({ "loadBalancer": {} });
+            if obj["spec"]["type"].is_null() {
+                obj["spec"]["type"] = json!("ClusterIP");
+            }
+            if obj["spec"]["sessionAffinity"].is_null() {
+                obj["spec"]["sessionAffinity"] = json!("None");
+            }
+        }
+        "Namespace" => {
+            let name = obj["metadata"]["name"].clone();
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            obj["spec"] = json!({ "finalizers": ["kubernetes"] });
+            obj["status"] = json!({ "phase": "Active" });
+        }
+        _ => {}
+    }
+}
+
+fn set_default(obj: &mut Map<String, Value>, key: &str, value: Value) {
+    if obj.get(key).is_none_or(Value::is_null) {
+        obj.insert(key.to_string(), value);
+    }
+}
+
+/// The pod defaults of `pkg/apis/core/v1/defaults.go` that the kubelet reads.
+fn default_pod_spec(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(c, "terminationMessagePolicy", json!("File"));
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+            let last = image.rsplit('/').next().unwrap_or("");
+            let policy =
+                if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
+                    "IfNotPresent"
+                } else {
+                    "Always"
+                };
+            set_default(c, "imagePullPolicy", json!(policy));
+            set_default(c, "resources", json!({}));
+            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+/// `qos.GetPodQOS`, for cpu and memory: BestEffort without any request or limit, Guaranteed when
+/// every container limits both and requests (defaulted from limits) equal the limits.
+fn qos_class(pod: &Value) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inits = pod["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for c in containers.iter().chain(inits.iter()) {
+        let req = &c["resources"]["requests"];
+        let lim = &c["resources"]["limits"];
+        for r in ["cpu", "memory"] {
+            if !req[r].is_null() || !lim[r].is_null() {
+                any = true;
+            }
+            if lim[r].is_null() || (!req[r].is_null() && req[r] != lim[r]) {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// The value of a field-selector label on `obj` (`None`: the label is not supported for this
+/// resource, a 400 as upstream's `field label not supported`).
+pub fn field_value(res: &Resource, obj: &Value, label: &str) -> Option<String> {
+    let supported = label == "metadata.name"
+        || (res.namespaced && label == "metadata.namespace")
+        || res.field_labels.contains(&label);
+    if !supported {
+        return None;
+    }
+    if res.kind == "Event" && label == "source" {
+        return Some(str_of(&obj["source"]["component"]));
+    }
+    let mut v = obj;
+    for part in label.split('.') {
+        v = &v[part];
+    }
+    Some(match v {
+        Value::Bool(b) => b.to_string(),
+        // upstream's pod and node selectors render an absent bool as "false"
+        Value::Null if label == "spec.hostNetwork" || label == "spec.unschedulable" => {
+            "false".into()
+        }
+        other => str_of(other),
+    })
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

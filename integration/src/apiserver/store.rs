@@ -1,0 +1,155 @@
+//! The object store: objects in memory, one global `resourceVersion` counter as etcd's revision,
+//! a bounded history of changes (the watch cache's window) and a broadcast of every change to
+//! the open watches.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// Where an object lives: resource index in `RESOURCES`, namespace (`""` for cluster-scoped),
+/// name.
+pub type Key = (usize, String, String);
+
+/// The type of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change.
+#[derive(Debug)]
+pub struct Change {
+    /// The resourceVersion it made.
+    pub rv: u64,
+    /// What changed.
+    pub key: Key,
+    /// Added, modified or deleted.
+    pub kind: EventType,
+    /// The object after the change (for a deletion: the last state, with the deletion's rv).
+    pub object: Value,
+    /// The object before the change (for selectors: an object that leaves a selector is a
+    /// DELETED to that watch, one that enters it an ADDED).
+    pub previous: Option<Value>,
+}
+
+/// The store proper, behind the server's mutex.
+#[derive(Debug)]
+pub struct Store {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Arc<Change>>,
+    window: usize,
+    compacted: u64,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl Store {
+    /// An empty store keeping the last `window` changes for watches.
+    pub fn new(window: usize) -> Store {
+        let (tx, _) = broadcast::channel(4096);
+        Store {
+            rv: 0,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            window: window.max(1),
+            compacted: 0,
+            tx,
+        }
+    }
+
+    /// The current resourceVersion.
+    pub fn rv(&self) -> u64 {
+        self.rv
+    }
+
+    /// The next resourceVersion (to stamp an object before [`Store::commit`]).
+    pub fn next_rv(&self) -> u64 {
+        self.rv + 1
+    }
+
+    /// One object.
+    pub fn get(&self, key: &Key) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    /// The objects of resource `res` (in namespace `ns` when given), ordered by namespace, name.
+    pub fn list(&self, res: usize, ns: Option<&str>) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((r, n, _), _)| *r == res && ns.is_none_or(|ns| ns == n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Records a change: `object` is stored (or removed for `Deleted`) under `key`; it must
+    /// already carry `metadata.resourceVersion` = [`Store::next_rv`].
+    pub fn commit(&mut self, key: Key, kind: EventType, object: Value) {
+        self.rv += 1;
+        let previous = match kind {
+            EventType::Deleted => self.objects.remove(&key),
+            _ => self.objects.insert(key.clone(), object.clone()),
+        };
+        let change = Arc::new(Change {
+            rv: self.rv,
+            key,
+            kind,
+            object,
+            previous,
+        });
+        self.history.push_back(change.clone());
+        while self.history.len() > self.window {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted = old.rv;
+            }
+        }
+        let _ = self.tx.send(change);
+    }
+
+    /// The changes after `rv` and a receiver for the ones to come, taken atomically; `Err` with
+    /// the oldest version still answerable when `rv` is older than the window (410 Gone).
+    #[allow(clippy::type_complexity)] // a pair read once by the watch handler
+    pub fn watch_from(
+        &self,
+        rv: u64,
+    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), u64> {
+        if rv < self.compacted {
+            return Err(self.compacted);
+        }
+        let past = self.history.iter().filter(|c| c.rv > rv).cloned().collect();
+        Ok((past, self.tx.subscribe()))
+    }
+
+    /// A receiver for the changes after now.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
+    /// The number of open watches.
+    pub fn watch_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Forgets the whole history (etcd compaction): every watch from an older version is a 410.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.compacted = self.rv;
+    }
+}
