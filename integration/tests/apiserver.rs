@@ -52,6 +52,7 @@ fn main() {
             strategic_patch_conditions,
         ),
         t("label_and_field_selectors", selectors),
+        t("services_table", services_table),
     ])
 }
 
@@ -384,8 +385,26 @@ fn nodes_get_and_describe() -> anyhow::Result<()> {
             ],
         "{t:?}"
     );
+    // the node's Lease and an Event about the node, as a kubelet posts them
+    let uid = lab.ok(&["get", "node", "node-a", "-o", "jsonpath={.metadata.uid}"])?;
+    lab.create(
+        "lease.yaml",
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: node-a, namespace: kube-node-lease}\nspec: {holderIdentity: node-a, leaseDurationSeconds: 40, renewTime: \"2026-01-01T00:00:00.000000Z\"}\n",
+    )?;
+    lab.create(
+        "event.yaml",
+        &format!("apiVersion: v1\nkind: Event\nmetadata: {{name: node-a.starting, namespace: default}}\ninvolvedObject: {{kind: Node, name: node-a, uid: {uid}, apiVersion: v1}}\nreason: Starting\nmessage: Starting kubenode.\ntype: Normal\nsource: {{component: kubelet, host: node-a}}\ncount: 1\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:00:00Z\"\n"),
+    )?;
+    let t = table(&lab.ok(&["get", "leases", "-n", "kube-node-lease"])?);
+    ensure!(
+        t[0] == ["NAME", "HOLDER", "AGE"] && t[1][..2] == ["node-a", "node-a"],
+        "{t:?}"
+    );
     let d = lab.ok(&["describe", "node", "node-a"])?;
     for want in [
+        "HolderIdentity:  node-a",
+        "Normal  Starting",
+        "Starting kubenode.",
         "Name:               node-a",
         "KubeletReady",
         "kubelet is posting ready status",
@@ -688,6 +707,40 @@ fn strategic_patch_conditions() -> anyhow::Result<()> {
         pod["status"]["phase"] == "Succeeded" && pod["metadata"]["labels"].get("sneaky").is_none(),
         "{pod}"
     );
+    Ok(())
+}
+
+fn services_table() -> anyhow::Result<()> {
+    let lab = Lab::new()?;
+    lab.create(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  selector: {app: web, tier: front}\n  ports:\n  - {port: 80, nodePort: 30080}\n  - {port: 53, protocol: UDP, nodePort: 30053}\n",
+    )?;
+    let t = table(&lab.ok(&["get", "svc", "-o", "wide"])?);
+    ensure!(
+        t[0] == [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+            "SELECTOR"
+        ],
+        "{t:?}"
+    );
+    ensure!(
+        t[1][..5]
+            == [
+                "web",
+                "NodePort",
+                "10.96.0.10",
+                "<none>",
+                "80:30080/TCP,53:30053/UDP"
+            ],
+        "{t:?}"
+    );
+    ensure!(t[1][6] == "app=web,tier=front", "{t:?}");
     Ok(())
 }
 

@@ -30,8 +30,9 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
-//! - Server-side Tables for `kubectl get` ([`table`]): pods, nodes and namespaces as upstream's
-//!   printers; other kinds with the default `Name`/`Created At` table.
+//! - Server-side Tables for `kubectl get` ([`table`]): pods, nodes, namespaces, services and
+//!   leases as upstream's printers; events, endpoints and endpointslices (which have printers
+//!   upstream) get the default `Name`/`Created At` table for now.
 //!
 //! # Not (yet)
 //! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs: plain

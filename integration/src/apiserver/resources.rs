@@ -269,12 +269,7 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
         }
         "Service" => {
             obj["status"] = json!({ "loadBalancer": {} });
-            if obj["spec"]["type"].is_null() {
-                obj["spec"]["type"] = json!("ClusterIP");
-            }
-            if obj["spec"]["sessionAffinity"].is_null() {
-                obj["spec"]["sessionAffinity"] = json!("None");
-            }
+            default_service_spec(obj);
         }
         "Namespace" => {
             let name = obj["metadata"]["name"].clone();
@@ -289,6 +284,26 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
 fn set_default(obj: &mut Map<String, Value>, key: &str, value: Value) {
     if obj.get(key).is_none_or(Value::is_null) {
         obj.insert(key.to_string(), value);
+    }
+}
+
+/// The Service defaults a proxy reads (no ClusterIP is allocated: a test sets `clusterIP`).
+fn default_service_spec(svc: &mut Value) {
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    if let Some(ip) = spec.get("clusterIP").cloned().filter(|ip| ip.is_string()) {
+        set_default(spec, "clusterIPs", json!([ip]));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_default(p, "targetPort", port);
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Server-side `meta.k8s.io/v1` Tables, what `kubectl get` asks for
-//! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). Pods, nodes and namespaces are
+//! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). Pods, nodes, namespaces, services
+//! and leases are
 //! printed as upstream's `pkg/printers/internalversion/printers.go` does (the server always
 //! computes the wide columns; kubectl hides `priority: 1` ones without `-o wide`); every other
 //! kind gets upstream's default table convertor (`Name`, `Created At`).
@@ -57,6 +58,20 @@ fn columns(kind: &str) -> Vec<Value> {
             col("Status", "", "The status of the namespace", 0),
             col("Age", "", AGE, 0),
         ],
+        "Service" => vec![
+            col("Name", "name", NAME, 0),
+            col("Type", "", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types", 0),
+            col("Cluster-IP", "", "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies", 0),
+            col("External-IP", "", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.", 0),
+            col("Port(s)", "", "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies", 0),
+            col("Age", "", AGE, 0),
+            col("Selector", "", "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/", 1),
+        ],
+        "Lease" => vec![
+            col("Name", "name", NAME, 0),
+            col("Holder", "", "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.", 0),
+            col("Age", "", AGE, 0),
+        ],
         _ => vec![
             col("Name", "name", NAME, 0),
             json!({"name": "Created At", "type": "date", "format": "", "description": AGE, "priority": 0}),
@@ -111,6 +126,12 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
         "Pod" => pod_cells(o),
         "Node" => node_cells(o),
         "Namespace" => vec![name, json!(s(&o["status"]["phase"])), json!(since(created))],
+        "Lease" => vec![
+            name,
+            json!(s(&o["spec"]["holderIdentity"])),
+            json!(since(created)),
+        ],
+        "Service" => service_cells(o),
         _ => vec![name, created.clone()],
     }
 }
@@ -360,6 +381,86 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         json!(or_none(s(&spec["nodeName"]))),
         json!(or_none(s(&status["nominatedNodeName"]))),
         json!(readiness),
+    ]
+}
+
+/// `printService`.
+fn service_cells(svc: &Value) -> Vec<Value> {
+    let spec = &svc["spec"];
+    let cluster_ip = arr(&spec["clusterIPs"])
+        .first()
+        .map(|ip| s(ip).to_string())
+        .unwrap_or_else(|| "<none>".into());
+    let external: Vec<&str> = arr(&spec["externalIPs"]).iter().map(s).collect();
+    let external = match s(&spec["type"]) {
+        "ClusterIP" | "NodePort" if external.is_empty() => "<none>".to_string(),
+        "ClusterIP" | "NodePort" => external.join(","),
+        "LoadBalancer" => {
+            let mut lb: Vec<&str> = arr(&svc["status"]["loadBalancer"]["ingress"])
+                .iter()
+                .map(|i| {
+                    if s(&i["ip"]).is_empty() {
+                        s(&i["hostname"])
+                    } else {
+                        s(&i["ip"])
+                    }
+                })
+                .filter(|x| !x.is_empty())
+                .collect();
+            lb.sort();
+            lb.dedup();
+            let mut lb_text = lb.join(",");
+            if lb_text.len() > 16 {
+                lb_text = format!("{}...", &lb_text[..13]);
+            }
+            if !external.is_empty() {
+                let mut all: Vec<&str> = lb_text.split(',').filter(|x| !x.is_empty()).collect();
+                all.extend(external);
+                all.join(",")
+            } else if lb_text.is_empty() {
+                "<pending>".into()
+            } else {
+                lb_text
+            }
+        }
+        "ExternalName" => s(&spec["externalName"]).to_string(),
+        _ => "<unknown>".into(),
+    };
+    let ports: Vec<String> = arr(&spec["ports"])
+        .iter()
+        .map(|p| {
+            let port = p["port"].as_i64().unwrap_or(0);
+            let proto = s(&p["protocol"]);
+            match p["nodePort"].as_i64() {
+                Some(np) if np > 0 => format!("{port}:{np}/{proto}"),
+                _ => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    let ports = if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(",")
+    };
+    // labels.FormatLabels: sorted key=value pairs, "<none>" when empty
+    let selector = spec["selector"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_else(|| "<none>".into());
+    vec![
+        json!(s(&svc["metadata"]["name"])),
+        json!(s(&spec["type"])),
+        json!(cluster_ip),
+        json!(external),
+        json!(ports),
+        json!(since(&svc["metadata"]["creationTimestamp"])),
+        json!(selector),
     ]
 }
 
