@@ -53,6 +53,7 @@ fn main() {
         ),
         t("label_and_field_selectors", selectors),
         t("services_table", services_table),
+        t("kn_apiserver_binary_serves_kubectl", binary),
     ])
 }
 
@@ -791,4 +792,86 @@ fn selectors() -> anyhow::Result<()> {
         "{err}"
     );
     Ok(())
+}
+
+/// The `kn-apiserver` binary: listens on a free port, writes a kubeconfig kubectl can use, and
+/// exits cleanly on SIGTERM.
+fn binary() -> anyhow::Result<()> {
+    let dir = TestDir::new(&unique_tag("apb"))?;
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kn-apiserver"))
+        .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // kill it whatever happens below
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let mut written = false;
+    for _ in 0..400 {
+        if std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("current-context")) {
+            written = true;
+            break;
+        }
+        if child.try_wait()?.is_some() {
+            bail!("kn-apiserver exited early");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let mut reap = Reap(child);
+    ensure!(written, "kn-apiserver wrote no kubeconfig");
+    let mut cmd = Command::new(KUBECTL);
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(["--request-timeout=10s", "get", "namespaces", "-o", "name"])
+        .env("HOME", dir.path());
+    let out = run(&mut cmd, Duration::from_secs(30))?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        names.lines().collect::<Vec<_>>()
+            == [
+                "namespace/default",
+                "namespace/kube-node-lease",
+                "namespace/kube-public",
+                "namespace/kube-system"
+            ],
+        "{names}"
+    );
+    // SIGTERM: a clean exit
+    let rc = send_sigterm(pid)?;
+    ensure!(rc, "kill -TERM failed");
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = reap.0.try_wait()? {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let status = status.context("kn-apiserver did not exit on SIGTERM")?;
+    ensure!(status.success(), "kn-apiserver exited with {status}");
+    Ok(())
+}
+
+/// `kill -TERM <pid>` through the kill(1) command.
+fn send_sigterm(pid: u32) -> anyhow::Result<bool> {
+    let out = run(
+        Command::new("kill").args(["-TERM", &pid.to_string()]),
+        Duration::from_secs(10),
+    )?;
+    Ok(out.status.success())
 }

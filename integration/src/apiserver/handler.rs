@@ -481,8 +481,10 @@ pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
     let mut obj = parse_body(res, body)?;
     check_name_ns(res, t, &mut obj, &name)?;
     let (obj, warnings) = decode(res, &obj, q)?;
-    let existing = shared.lock().get(&t.key()).cloned();
+    let mut store = shared.lock();
+    let existing = store.get(&t.key()).cloned();
     let Some(existing) = existing else {
+        drop(store);
         if res.create_on_update && t.sub.is_none() {
             let mut created = create(
                 shared,
@@ -511,7 +513,7 @@ pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
             ),
         ));
     }
-    let mut reply = commit_update(shared, t, existing, obj, q)?;
+    let mut reply = commit_update(&mut store, t, existing, obj, q)?;
     reply.warnings.extend(warnings);
     Ok(reply)
 }
@@ -541,31 +543,19 @@ fn check_name_ns(res: &Resource, t: &Target, obj: &mut Value, name: &str) -> Res
 
 /// The end of PUT and PATCH: the `resourceVersion` precondition, what the subresource may
 /// change, immutable metadata, no-op detection, the commit.
+/// The caller holds the store's lock from reading `current` to here, so no other write comes
+/// between (etcd's GuaranteedUpdate retries instead; the outcome is the same).
 fn commit_update(
-    shared: &Shared,
+    store: &mut Store,
     t: &Target,
-    existing: Value,
+    current: Value,
     mut new: Value,
     q: &Query,
 ) -> Result<Reply, ApiError> {
     let res = t.resource();
     let name = t.name.clone().unwrap_or_default();
-    let mut store = shared.lock();
-    let current = store
-        .get(&t.key())
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(res, &name))?;
     let asked_rv = meta_str(&new, "resourceVersion").to_string();
     if !asked_rv.is_empty() && asked_rv != meta_str(&current, "resourceVersion") {
-        return Err(ApiError::stale(res, &name));
-    }
-    if current != existing {
-        // changed between our read and this commit (a concurrent writer): as etcd's
-        // GuaranteedUpdate, an update without a version is retried by the caller; we report it.
-        if asked_rv.is_empty() {
-            drop(store);
-            return commit_update(shared, t, current, new, q);
-        }
         return Err(ApiError::stale(res, &name));
     }
     if t.sub.as_deref() == Some("status") {
@@ -641,8 +631,8 @@ pub fn patch(
     let res = t.resource();
     check_sub(t)?;
     let name = t.name.clone().ok_or_else(ApiError::method_not_allowed)?;
-    let existing = shared
-        .lock()
+    let mut store = shared.lock();
+    let existing = store
         .get(&t.key())
         .cloned()
         .ok_or_else(|| ApiError::not_found(res, &name))?;
@@ -681,7 +671,7 @@ pub fn patch(
         ));
     }
     let (obj, warnings) = decode(res, &obj, q)?;
-    let mut reply = commit_update(shared, t, existing, obj, q)?;
+    let mut reply = commit_update(&mut store, t, existing, obj, q)?;
     reply.warnings.extend(warnings);
     Ok(reply)
 }
