@@ -401,6 +401,36 @@ fn nodes_get_and_describe() -> anyhow::Result<()> {
         t[0] == ["NAME", "HOLDER", "AGE"] && t[1][..2] == ["node-a", "node-a"],
         "{t:?}"
     );
+    let t = table(&lab.ok(&["get", "events", "-o", "wide"])?);
+    ensure!(
+        t[0] == [
+            "LAST SEEN",
+            "TYPE",
+            "REASON",
+            "OBJECT",
+            "SUBOBJECT",
+            "SOURCE",
+            "MESSAGE",
+            "FIRST SEEN",
+            "COUNT",
+            "NAME"
+        ],
+        "{t:?}"
+    );
+    ensure!(
+        t[1][1..]
+            == [
+                "Normal",
+                "Starting",
+                "node/node-a",
+                "kubelet, node-a",
+                "Starting kubenode.",
+                t[1][0].as_str(),
+                "1",
+                "node-a.starting"
+            ],
+        "{t:?}"
+    );
     let d = lab.ok(&["describe", "node", "node-a"])?;
     for want in [
         "HolderIdentity:  node-a",
@@ -742,6 +772,13 @@ fn services_table() -> anyhow::Result<()> {
         "{t:?}"
     );
     ensure!(t[1][6] == "app=web,tier=front", "{t:?}");
+    // `get all` reaches pods and services through the `all` category
+    lab.create("pod.yaml", POD)?;
+    let all = lab.ok(&["get", "all", "-o", "name"])?;
+    ensure!(
+        all.lines().collect::<Vec<_>>() == ["pod/web", "service/web"],
+        "{all}"
+    );
     Ok(())
 }
 

@@ -70,14 +70,18 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
-        resources.push(json!({
+        let mut doc = json!({
             "name": r.plural,
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             "shortNames": r.short_names,
-        }));
+        });
+        if !r.categories.is_empty() {
+            doc["categories"] = json!(r.categories);
+        }
+        resources.push(doc);
         if r.status {
             resources.push(json!({
                 "name": format!("{}/status", r.plural),

@@ -1,6 +1,6 @@
 //! Server-side `meta.k8s.io/v1` Tables, what `kubectl get` asks for
-//! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). Pods, nodes, namespaces, services
-//! and leases are
+//! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). Pods, nodes, namespaces, services,
+//! events and leases are
 //! printed as upstream's `pkg/printers/internalversion/printers.go` does (the server always
 //! computes the wide columns; kubectl hides `priority: 1` ones without `-o wide`); every other
 //! kind gets upstream's default table convertor (`Name`, `Created At`).
@@ -67,6 +67,18 @@ fn columns(kind: &str) -> Vec<Value> {
             col("Age", "", AGE, 0),
             col("Selector", "", "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/", 1),
         ],
+        "Event" => vec![
+            col("Last Seen", "", "The time at which the most recent occurrence of this event was recorded.", 0),
+            col("Type", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+            col("Reason", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+            col("Object", "", "The object that this event is about.", 0),
+            col("Subobject", "", "If the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.", 1),
+            col("Source", "", "The component reporting this event. Should be a short machine understandable string.", 1),
+            col("Message", "", "A human-readable description of the status of this operation.", 0),
+            col("First Seen", "", "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)", 1),
+            json!({"name": "Count", "type": "integer", "format": "", "description": "The number of times this event has occurred.", "priority": 1}),
+            col("Name", "name", NAME, 1),
+        ],
         "Lease" => vec![
             col("Name", "name", NAME, 0),
             col("Holder", "", "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.", 0),
@@ -132,6 +144,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
             json!(since(created)),
         ],
         "Service" => service_cells(o),
+        "Event" => event_cells(o),
         _ => vec![name, created.clone()],
     }
 }
@@ -381,6 +394,60 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         json!(or_none(s(&spec["nodeName"]))),
         json!(or_none(s(&status["nominatedNodeName"]))),
         json!(readiness),
+    ]
+}
+
+/// `printEvent` (wide, as the server always prints).
+fn event_cells(ev: &Value) -> Vec<Value> {
+    let first = if parse_time(&ev["firstTimestamp"]).is_some() {
+        since(&ev["firstTimestamp"])
+    } else {
+        since(&ev["eventTime"])
+    };
+    let mut last = if parse_time(&ev["lastTimestamp"]).is_some() {
+        since(&ev["lastTimestamp"])
+    } else {
+        first.clone()
+    };
+    let mut count = ev["count"].as_i64().unwrap_or(0);
+    if ev["series"].is_object() {
+        last = since(&ev["series"]["lastObservedTime"]);
+        count = ev["series"]["count"].as_i64().unwrap_or(0);
+    } else if count == 0 {
+        count = 1;
+    }
+    let io = &ev["involvedObject"];
+    let kind = s(&io["kind"]).to_lowercase();
+    let target = if s(&io["name"]).is_empty() {
+        kind
+    } else {
+        format!("{kind}/{}", s(&io["name"]))
+    };
+    let first_non_empty = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let component = first_non_empty(s(&ev["source"]["component"]), s(&ev["reportingComponent"]));
+    let instance = first_non_empty(s(&ev["source"]["host"]), s(&ev["reportingInstance"]));
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    vec![
+        json!(last),
+        json!(s(&ev["type"])),
+        json!(s(&ev["reason"])),
+        json!(target),
+        json!(s(&io["fieldPath"])),
+        json!(source),
+        json!(s(&ev["message"]).trim()),
+        json!(first),
+        json!(count),
+        json!(s(&ev["metadata"]["name"])),
     ]
 }
 
