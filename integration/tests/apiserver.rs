@@ -772,6 +772,30 @@ fn services_table() -> anyhow::Result<()> {
         "{t:?}"
     );
     ensure!(t[1][6] == "app=web,tier=front", "{t:?}");
+    // the controller's objects, written by a test
+    lab.create(
+        "ep.yaml",
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: web}\nsubsets:\n- addresses: [{ip: 10.1.0.5}, {ip: 10.1.0.6}, {ip: 10.1.0.7}]\n  ports: [{port: 80}, {port: 53, protocol: UDP}]\n",
+    )?;
+    let t = table(&lab.ok(&["get", "endpoints"])?);
+    ensure!(t[0] == ["NAME", "ENDPOINTS", "AGE"], "{t:?}");
+    ensure!(
+        t[1][1] == "10.1.0.5:80,10.1.0.6:80,10.1.0.7:80 + 3 more...",
+        "{t:?}"
+    );
+    lab.create(
+        "eps.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-abc12, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 80, name: http}]\nendpoints:\n- addresses: [10.1.0.5]\n  conditions: {ready: true}\n  nodeName: node-a\n",
+    )?;
+    let t = table(&lab.ok(&["get", "endpointslices"])?);
+    ensure!(
+        t[0] == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "{t:?}"
+    );
+    ensure!(
+        t[1][..4] == ["web-abc12", "IPv4", "80", "10.1.0.5"],
+        "{t:?}"
+    );
     // `get all` reaches pods and services through the `all` category
     lab.create("pod.yaml", POD)?;
     let all = lab.ok(&["get", "all", "-o", "name"])?;

@@ -30,10 +30,9 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
-//! - Server-side Tables for `kubectl get` ([`table`]): pods, nodes, namespaces, services, events
-//!   and leases as upstream's printers; endpoints and endpointslices (which have printers
-//!   upstream) get the default `Name`/`Created At` table for now. Discovery carries the `all`
-//!   category of pods and services (`kubectl get all`).
+//! - Server-side Tables for `kubectl get` ([`table`]) of every served kind, as upstream's
+//!   printers compute them. Discovery carries the `all` category of pods and services
+//!   (`kubectl get all`).
 //!
 //! # Not (yet)
 //! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs: plain
