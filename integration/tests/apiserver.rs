@@ -738,6 +738,25 @@ fn strategic_patch_conditions() -> anyhow::Result<()> {
         pod["status"]["phase"] == "Succeeded" && pod["metadata"]["labels"].get("sneaky").is_none(),
         "{pod}"
     );
+    // a pod's spec is immutable but for images (and a few fields)
+    lab.ok(&["set", "image", "pod/web", "c=busybox:1.37"])?;
+    let err = lab.fails(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"nodeName":"node-b"}}"#,
+    ])?;
+    ensure!(
+        err.contains(r#"The Pod "web" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"#),
+        "{err}"
+    );
+    let pod = lab.get_json("/api/v1/namespaces/default/pods/web")?;
+    ensure!(
+        pod["spec"]["containers"][0]["image"] == "busybox:1.37"
+            && pod["spec"]["nodeName"] == "node-a"
+    );
     Ok(())
 }
 

@@ -463,6 +463,8 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
         obj["metadata"]["generation"] = json!(1);
     }
     resources::prepare_for_create(res, &mut obj);
+    // the stored form is the typed object's encoding, defaults included
+    let (obj, _) = decode(res, &obj, &Query::new())?;
     if !q.contains_key("dryRun") {
         store.commit(key, EventType::Added, obj.clone());
     }
@@ -584,6 +586,9 @@ fn commit_update(
             }
         }
     }
+    if res.kind == "Pod" && t.sub.is_none() {
+        check_pod_spec_update(res, &name, &current["spec"], &new["spec"])?;
+    }
     if new.get("spec") != current.get("spec") && current["metadata"].get("generation").is_some() {
         let g = current["metadata"]["generation"].as_i64().unwrap_or(0);
         new["metadata"]["generation"] = json!(g + 1);
@@ -618,6 +623,68 @@ fn commit_update(
     };
     store.commit(t.key(), kind, new.clone());
     Ok(Reply::ok(200, new))
+}
+
+/// Upstream's `ValidatePodUpdate`: a pod's spec is immutable but for the container images,
+/// `activeDeadlineSeconds`, added tolerations and `terminationGracePeriodSeconds` from a
+/// negative value to 1; anything else is a 422 with upstream's message (without the spec diff
+/// upstream appends to it).
+fn check_pod_spec_update(
+    res: &Resource,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    let mut mutable = new.clone();
+    for list in ["containers", "initContainers"] {
+        if let (Some(m), Some(o)) = (
+            mutable.get_mut(list).and_then(Value::as_array_mut),
+            old[list].as_array(),
+        ) {
+            if m.len() == o.len() {
+                for (mc, oc) in m.iter_mut().zip(o) {
+                    mc["image"] = oc["image"].clone();
+                }
+            }
+        }
+    }
+    copy_field(&mut mutable, old, "activeDeadlineSeconds");
+    let old_tol = old["tolerations"].as_array().cloned().unwrap_or_default();
+    let new_tol = new["tolerations"].as_array().cloned().unwrap_or_default();
+    if new_tol.len() >= old_tol.len() && new_tol[..old_tol.len()] == old_tol[..] {
+        copy_field(&mut mutable, old, "tolerations");
+    }
+    if old["terminationGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g < 0)
+        && new["terminationGracePeriodSeconds"].as_i64() == Some(1)
+    {
+        copy_field(&mut mutable, old, "terminationGracePeriodSeconds");
+    }
+    if mutable == *old {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        res,
+        name,
+        &[(
+            "spec",
+            "FieldValueForbidden",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+        )],
+    ))
+}
+
+fn copy_field(into: &mut Value, from: &Value, field: &str) {
+    match (into.as_object_mut(), from.get(field)) {
+        (Some(m), Some(v)) => {
+            m.insert(field.to_string(), v.clone());
+        }
+        (Some(m), None) => {
+            m.remove(field);
+        }
+        _ => {}
+    }
 }
 
 /// `PATCH` of an object or its status.
@@ -736,7 +803,8 @@ pub fn delete(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
                 .as_i64()
                 .unwrap_or(30)
         });
-        if grace_opt.is_none() && (unscheduled || phase == "Succeeded" || phase == "Failed") {
+        // not scheduled, or already terminated: nothing to wait for, whatever was asked
+        if unscheduled || phase == "Succeeded" || phase == "Failed" {
             g = 0;
         }
         if g < 0 {

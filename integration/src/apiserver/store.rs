@@ -153,3 +153,49 @@ impl Store {
         self.compacted = self.rv;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(name: &str) -> Key {
+        (2, "default".into(), name.into())
+    }
+
+    #[test]
+    fn versions_history_window_and_compaction() {
+        let mut s = Store::new(3);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            assert_eq!(s.next_rv(), i as u64 + 1);
+            s.commit(key(name), EventType::Added, json!({"n": name}));
+        }
+        assert_eq!(s.rv(), 4);
+        // the window keeps changes 2..=4: a watch from 1 still sees everything after it
+        let (past, _) = s.watch_from(1).unwrap();
+        assert_eq!(past.iter().map(|c| c.rv).collect::<Vec<_>>(), [2, 3, 4]);
+        // from 0 it would need change 1, which is gone
+        assert_eq!(s.watch_from(0).err(), Some(1));
+        s.commit(key("a"), EventType::Deleted, json!({"n": "a"}));
+        assert!(s.get(&key("a")).is_none());
+        assert_eq!(s.list(2, Some("default")).len(), 3);
+        assert_eq!(s.list(2, Some("other")).len(), 0);
+        s.compact();
+        assert_eq!(s.watch_from(4).err(), Some(5));
+        assert!(s.watch_from(5).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_change_carries_the_previous_object() {
+        let mut s = Store::new(10);
+        let mut rx = s.subscribe();
+        s.commit(key("a"), EventType::Added, json!({"v": 1}));
+        s.commit(key("a"), EventType::Modified, json!({"v": 2}));
+        let first = rx.try_recv().unwrap();
+        assert!(first.previous.is_none());
+        let second = rx.try_recv().unwrap();
+        assert_eq!(second.previous, Some(json!({"v": 1})));
+        assert_eq!(second.object, json!({"v": 2}));
+        assert_eq!(s.watch_count(), 1);
+    }
+}
