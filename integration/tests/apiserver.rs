@@ -330,6 +330,19 @@ fn unknown_field_refused() -> anyhow::Result<()> {
         err.contains(r#"Pod in version "v1" cannot be handled as a Pod: strict decoding error: unknown field "spec.containers[0].bogus""#),
         "{err}"
     );
+    // --validate=warn: created, the field dropped, a Warning header kubectl prints
+    let out = run(
+        &mut lab.command(&["create", "--validate=warn", "-f", path.to_str().unwrap()]),
+        Duration::from_secs(30),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(
+        stderr.contains(r#"Warning: unknown field "spec.containers[0].bogus""#),
+        "{stderr}"
+    );
+    let pod = lab.get_json("/api/v1/namespaces/default/pods/web")?;
+    ensure!(pod["spec"]["containers"][0].get("bogus").is_none(), "{pod}");
     // a body of the wrong type is a 400 naming the field
     let (code, body) = lab.http(
         "POST",
