@@ -678,6 +678,39 @@ fn expired_watch_and_bookmarks() -> anyhow::Result<()> {
         "{body}"
     );
     ensure!(bookmarks[0]["object"]["kind"] == "Pod", "{body}");
+    // a streaming list: the objects, the initial-events-end bookmark, then changes
+    let (code, body) = lab.http(
+        "GET",
+        "/api/v1/namespaces/default/pods?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+        "",
+        "",
+    )?;
+    ensure!(code == 200, "{code} {body}");
+    let events = watch_lines(&body)?;
+    ensure!(
+        events[0]["type"] == "ADDED" && events[0]["object"]["metadata"]["name"] == "web",
+        "{body}"
+    );
+    ensure!(events[1]["type"] == "BOOKMARK", "{body}");
+    ensure!(
+        events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true",
+        "{body}"
+    );
+    ensure!(
+        events[1]["object"]["metadata"]["resourceVersion"] == json!(now.to_string()),
+        "{body}"
+    );
+    let (code, body) = lab.http(
+        "GET",
+        "/api/v1/namespaces/default/pods?watch=1&sendInitialEvents=true",
+        "",
+        "",
+    )?;
+    ensure!(
+        code == 422
+            && body.contains("sendInitialEvents requires setting allowWatchBookmarks to true"),
+        "{code} {body}"
+    );
     // a label selector on the watch: the pod leaving it is a DELETED to that watch
     let (code, body) = lab.http(
         "GET",

@@ -20,7 +20,7 @@
 //!   nothing. 404 NotFound, 409 AlreadyExists, 409 Conflict on a stale
 //!   `metadata.resourceVersion` or a UID precondition, 422 Invalid, as `Status` objects.
 //! - Lists with `metadata.resourceVersion`; watches ([`watch`]) with `resourceVersion`,
-//!   `allowWatchBookmarks`, `timeoutSeconds`, 410 Expired as an ERROR event when the version
+//!   `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents` (streaming lists), 410 Expired as an ERROR event when the version
 //!   is older than the retained history; field selectors with upstream's per-kind labels (an
 //!   unsupported label is a 400 `field label not supported: ...`) and label selectors.
 //! - PATCH: merge, JSON and strategic merge patch ([`patch`], merge keys from upstream's tags).
@@ -43,7 +43,8 @@
 //!   the same [`handler`] when the bootstrap tests need it.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
 //!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`); protobuf, `limit`/`continue` paging (a list is
-//!   always complete, which upstream allows), `resourceVersionMatch`, `sendInitialEvents`,
+//!   always complete, which upstream allows), `resourceVersion`/`resourceVersionMatch` on lists
+//!   (a list is always the latest state), YAML request bodies,
 //!   server-side apply and `managedFields`, `deletecollection`, the `/watch/` path prefix.
 //! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
 //!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,

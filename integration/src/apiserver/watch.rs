@@ -7,7 +7,10 @@
 //! object before and after each change, so an object leaving the selection is a DELETED and
 //! one entering it an ADDED. `allowWatchBookmarks` adds a BOOKMARK (the object's kind with only
 //! `metadata.resourceVersion`) every bookmark interval; `timeoutSeconds` ends the stream
-//! (default: upstream's 1800 s minimum request timeout).
+//! (default: upstream's 1800 s minimum request timeout). `sendInitialEvents=true` (a streaming
+//! list; with `allowWatchBookmarks=true` and `resourceVersionMatch=NotOlderThan`, else 422 as
+//! upstream) sends the current objects as ADDED, then a BOOKMARK annotated
+//! `k8s.io/initial-events-end: "true"`, then the changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,13 @@ pub fn start(
         Some("true" | "1")
     );
     let asked = q.get("resourceVersion").cloned().unwrap_or_default();
+    let streaming = matches!(
+        q.get("sendInitialEvents").map(String::as_str),
+        Some("true" | "1")
+    );
+    if streaming {
+        check_streaming(q, bookmarks)?;
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let w = Watcher {
         res,
@@ -53,7 +63,7 @@ pub fn start(
     };
     let (initial, live) = {
         let store = shared.lock();
-        if asked.is_empty() || asked == "0" {
+        if streaming || asked.is_empty() || asked == "0" {
             let objs = store.list(t.res, t.ns.as_deref());
             let lines: Vec<Bytes> = objs
                 .iter()
@@ -77,8 +87,53 @@ pub fn start(
             }
         }
     };
+    let initial = initial.map(|(mut lines, rv)| {
+        if streaming {
+            lines.push(w.initial_events_end(rv));
+        }
+        (lines, rv)
+    });
     tokio::spawn(run(shared, w, initial, live, tx, timeout, bookmarks));
     Ok(rx)
+}
+
+/// `sendInitialEvents` (a streaming list) needs bookmarks and `resourceVersionMatch=NotOlderThan`,
+/// as upstream's `ValidateListOptions` requires.
+fn check_streaming(q: &Query, bookmarks: bool) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+        causes.push((
+            "resourceVersionMatch",
+            "FieldValueForbidden",
+            "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                .to_string(),
+        ));
+    }
+    if !bookmarks {
+        causes.push((
+            "allowWatchBookmarks",
+            "FieldValueRequired",
+            "Required value: sendInitialEvents requires setting allowWatchBookmarks to true"
+                .to_string(),
+        ));
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let text: Vec<String> = causes.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
+    Err(ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: format!(
+            "ListOptions.meta.k8s.io \"\" is invalid: {}",
+            text.join(", ")
+        ),
+        details: Some(json!({
+            "group": "meta.k8s.io",
+            "kind": "ListOptions",
+            "causes": causes.iter().map(|(f, r, m)| json!({"reason": r, "message": m, "field": f})).collect::<Vec<_>>(),
+        })),
+    })
 }
 
 #[derive(Debug)]
@@ -138,6 +193,24 @@ impl Watcher {
             EventType::Deleted if before => Some(self.line("DELETED", &c.object)),
             _ => None,
         }
+    }
+
+    /// The bookmark that ends a streaming list's initial events.
+    fn initial_events_end(&self, rv: u64) -> Bytes {
+        let mut s = json!({
+            "type": "BOOKMARK",
+            "object": {
+                "kind": self.res.kind,
+                "apiVersion": self.res.api_version(),
+                "metadata": {
+                    "resourceVersion": rv.to_string(),
+                    "annotations": { "k8s.io/initial-events-end": "true" },
+                },
+            },
+        })
+        .to_string();
+        s.push('\n');
+        Bytes::from(s)
     }
 
     fn bookmark(&self, rv: u64) -> Bytes {
