@@ -54,6 +54,7 @@ fn main() {
         t("label_and_field_selectors", selectors),
         t("services_table", services_table),
         t("kn_apiserver_binary_serves_kubectl", binary),
+        t("paused_server_keeps_its_objects", pause_resume),
     ])
 }
 
@@ -1000,4 +1001,65 @@ fn send_sigterm(pid: u32) -> anyhow::Result<bool> {
         Duration::from_secs(10),
     )?;
     Ok(out.status.success())
+}
+
+/// An API server that goes away and comes back (fault tests): kubectl fails while it is away,
+/// the objects and versions survive, a watch from before resumes, one from the future gets
+/// upstream's "Too large resource version".
+fn pause_resume() -> anyhow::Result<()> {
+    let mut lab = Lab::new()?;
+    lab.create("pod.yaml", POD)?;
+    let uid = lab.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"])?;
+    let rv = lab.server.resource_version();
+    lab.server.pause();
+    let err = lab.fails(&["get", "pod", "web"])?;
+    ensure!(err.contains("was refused"), "{err}");
+    lab.server.resume()?;
+    ensure!(lab.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"])? == uid);
+    lab.ok(&["label", "pod", "web", "back=yes"])?;
+    let (code, body) = lab.http(
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+        "",
+        "",
+    )?;
+    ensure!(code == 200);
+    let events = watch_lines(&body)?;
+    ensure!(
+        events.len() == 1 && events[0]["type"] == "MODIFIED",
+        "{body}"
+    );
+    ensure!(
+        events[0]["object"]["metadata"]["labels"]["back"] == "yes",
+        "{body}"
+    );
+    let future = lab.server.resource_version() + 10;
+    let (code, body) = lab.http(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/pods?watch=1&resourceVersion={future}&timeoutSeconds=1"
+        ),
+        "",
+        "",
+    )?;
+    ensure!(code == 200);
+    let events = watch_lines(&body)?;
+    let st = &events[0]["object"];
+    ensure!(
+        events[0]["type"] == "ERROR" && st["code"] == 504 && st["reason"] == "Timeout",
+        "{body}"
+    );
+    ensure!(
+        st["message"]
+            == format!(
+                "Too large resource version: {future}, current: {}",
+                future - 10
+            ),
+        "{body}"
+    );
+    ensure!(
+        st["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge",
+        "{body}"
+    );
+    Ok(())
 }

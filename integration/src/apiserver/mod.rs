@@ -21,7 +21,8 @@
 //!   `metadata.resourceVersion` or a UID precondition, 422 Invalid, as `Status` objects.
 //! - Lists with `metadata.resourceVersion`; watches ([`watch`]) with `resourceVersion`,
 //!   `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents` (streaming lists), 410 Expired as an ERROR event when the version
-//!   is older than the retained history; field selectors with upstream's per-kind labels (an
+//!   is older than the retained history, 504 `Too large resource version` when newer than the
+//!   store; field selectors with upstream's per-kind labels (an
 //!   unsupported label is a 400 `field label not supported: ...`) and label selectors.
 //! - PATCH: merge, JSON and strategic merge patch ([`patch`], merge keys from upstream's tags).
 //! - The status subresource changes only `status`; PUT and PATCH of the main resource keep the
@@ -33,6 +34,8 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
+//! - For fault tests, [`ApiServer::pause`] closes the port and every connection and keeps the
+//!   objects, [`ApiServer::resume`] serves them again on the same address.
 //! - Server-side Tables for `kubectl get` ([`table`]) of every served kind, as upstream's
 //!   printers compute them. Discovery carries the `all` category of pods and services
 //!   (`kubectl get all`).
@@ -117,7 +120,6 @@ impl ApiServer {
     /// Binds `listen` and serves with `opts`.
     pub fn start_with(listen: SocketAddr, opts: Options) -> std::io::Result<ApiServer> {
         let std_listener = std::net::TcpListener::bind(listen)?;
-        std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(opts.history)),
@@ -125,13 +127,25 @@ impl ApiServer {
             bookmark_interval: opts.bookmark_interval,
         });
         handler::bootstrap(&shared);
+        let mut server = ApiServer {
+            addr,
+            shared,
+            stop: None,
+            thread: None,
+        };
+        server.serve(std_listener)?;
+        Ok(server)
+    }
+
+    fn serve(&mut self, std_listener: std::net::TcpListener) -> std::io::Result<()> {
+        std_listener.set_nonblocking(true)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kn-apiserver")
             .enable_all()
             .build()?;
-        let serving = shared.clone();
+        let serving = self.shared.clone();
         let thread = std::thread::Builder::new()
             .name("kn-apiserver".into())
             .spawn(move || {
@@ -148,14 +162,33 @@ impl ApiServer {
                         _ = accept_loop(listener, serving) => {}
                     }
                 });
+                // ends every connection, open watches included
                 rt.shutdown_timeout(Duration::from_secs(1));
             })?;
-        Ok(ApiServer {
-            addr,
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        self.stop = Some(stop_tx);
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// Stops serving (the port is closed, open connections and watches end) and keeps the
+    /// objects: an API server that went away, for fault tests. [`ApiServer::resume`] serves
+    /// the same store on the same address again.
+    pub fn pause(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves again on the same address after [`ApiServer::pause`] (a no-op while serving).
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        if self.thread.is_some() {
+            return Ok(());
+        }
+        let listener = std::net::TcpListener::bind(self.addr)?;
+        self.serve(listener)
     }
 
     /// The address it listens on.
@@ -200,12 +233,7 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.pause();
     }
 }
 

@@ -137,6 +137,20 @@ impl ApiError {
         }
     }
 
+    /// 504 Timeout `Too large resource version: <asked>, current: <current>` with the
+    /// `ResourceVersionTooLarge` cause clients look for (they relist).
+    pub fn too_large(asked: u64, current: u64) -> ApiError {
+        ApiError {
+            code: 504,
+            reason: "Timeout",
+            message: format!("Too large resource version: {asked}, current: {current}"),
+            details: Some(serde_json::json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
+        }
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> ApiError {
         ApiError {

@@ -50,6 +50,15 @@ pub struct Change {
     pub previous: Option<Value>,
 }
 
+/// Why a watch cannot start from a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFromError {
+    /// Older than the history kept; carries the newest version dropped.
+    Expired(u64),
+    /// Newer than the store; carries the store's version.
+    TooLarge(u64),
+}
+
 /// The store proper, behind the server's mutex.
 #[derive(Debug)]
 pub struct Store {
@@ -123,15 +132,19 @@ impl Store {
         let _ = self.tx.send(change);
     }
 
-    /// The changes after `rv` and a receiver for the ones to come, taken atomically; `Err` with
-    /// the oldest version still answerable when `rv` is older than the window (410 Gone).
+    /// The changes after `rv` and a receiver for the ones to come, taken atomically; an error
+    /// when `rv` is older than the window (410 Gone) or newer than the store (a store that
+    /// restarted empty, or a client from another server).
     #[allow(clippy::type_complexity)] // a pair read once by the watch handler
     pub fn watch_from(
         &self,
         rv: u64,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), u64> {
+    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), WatchFromError> {
         if rv < self.compacted {
-            return Err(self.compacted);
+            return Err(WatchFromError::Expired(self.compacted));
+        }
+        if rv > self.rv {
+            return Err(WatchFromError::TooLarge(self.rv));
         }
         let past = self.history.iter().filter(|c| c.rv > rv).cloned().collect();
         Ok((past, self.tx.subscribe()))
@@ -175,13 +188,14 @@ mod tests {
         let (past, _) = s.watch_from(1).unwrap();
         assert_eq!(past.iter().map(|c| c.rv).collect::<Vec<_>>(), [2, 3, 4]);
         // from 0 it would need change 1, which is gone
-        assert_eq!(s.watch_from(0).err(), Some(1));
+        assert_eq!(s.watch_from(0).err(), Some(WatchFromError::Expired(1)));
         s.commit(key("a"), EventType::Deleted, json!({"n": "a"}));
         assert!(s.get(&key("a")).is_none());
         assert_eq!(s.list(2, Some("default")).len(), 3);
         assert_eq!(s.list(2, Some("other")).len(), 0);
         s.compact();
-        assert_eq!(s.watch_from(4).err(), Some(5));
+        assert_eq!(s.watch_from(4).err(), Some(WatchFromError::Expired(5)));
+        assert_eq!(s.watch_from(6).err(), Some(WatchFromError::TooLarge(5)));
         assert!(s.watch_from(5).unwrap().0.is_empty());
     }
 

@@ -3,7 +3,9 @@
 //! From `resourceVersion` R: every retained change after R, then the live ones; without R (or
 //! R = "0"): an ADDED per current object, then the live changes. R older than the retained window
 //! answers 200 with one ERROR event carrying a 410 Expired Status
-//! (`too old resource version: R (oldest-1)`), as the watch cache does. Selectors apply to the
+//! (`too old resource version: R (oldest-1)`), as the watch cache does; R newer than the store
+//! (a stand-in restarted empty) an ERROR event with upstream's 504 `Too large resource version`
+//! (the watch cache first waits up to 3 s for itself to catch up; this store cannot lag). Selectors apply to the
 //! object before and after each change, so an object leaving the selection is a DELETED and
 //! one entering it an ADDED. `allowWatchBookmarks` adds a BOOKMARK (the object's kind with only
 //! `metadata.resourceVersion`) every bookmark interval; `timeoutSeconds` ends the stream
@@ -22,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::handler::{Query, Selectors, Shared, Target, Want};
 use super::resources::Resource;
 use super::status::ApiError;
-use super::store::{Change, EventType};
+use super::store::{Change, EventType, WatchFromError};
 use super::table;
 
 /// Starts a watch: the lines are sent on the returned receiver until the watch ends (timeout,
@@ -83,7 +85,12 @@ pub fn start(
                     let lines = past.iter().filter_map(|c| w2.event(c)).collect();
                     (Ok((lines, rv.max(w2.last_rv))), live)
                 }
-                Err(oldest) => (Err(ApiError::expired(rv, oldest)), store.subscribe()),
+                Err(WatchFromError::Expired(oldest)) => {
+                    (Err(ApiError::expired(rv, oldest)), store.subscribe())
+                }
+                Err(WatchFromError::TooLarge(current)) => {
+                    (Err(ApiError::too_large(rv, current)), store.subscribe())
+                }
             }
         }
     };
