@@ -264,8 +264,10 @@ async fn run(
     let mut tick = tokio::time::interval(shared.bookmark_interval);
     tick.reset();
     loop {
+        // biased: a due bookmark or change goes out before the deadline ends the watch, also on a
+        // machine too busy to wake us in time
         tokio::select! {
-            _ = &mut deadline => return,
+            biased;
             _ = tx.closed() => return,
             _ = tick.tick(), if bookmarks => {
                 // every change up to the store's version is already queued on `live`
@@ -295,6 +297,7 @@ async fn run(
                 // lagged or closed: end the watch, the client re-lists or re-watches
                 Err(_) => return,
             },
+            _ = &mut deadline => return,
         }
     }
 }
