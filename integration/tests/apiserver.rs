@@ -315,6 +315,11 @@ fn create_and_get_pods_wide() -> anyhow::Result<()> {
         lab.dir.join("pod.yaml").to_str().unwrap(),
     ])?;
     ensure!(err.contains(r#"namespaces "nope" not found"#), "{err}");
+    let err = lab.fails(&["run", "Web", "--image=busybox"])?;
+    ensure!(
+        err.contains(r#"The Pod "Web" is invalid: metadata.name: Invalid value: "Web": a lowercase RFC 1123 subdomain must consist of"#),
+        "{err}"
+    );
     Ok(())
 }
 

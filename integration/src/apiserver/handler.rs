@@ -431,6 +431,17 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
     }
     let (mut obj, warnings) = decode(res, &obj, q)?;
     let name = meta_str(&obj, "name").to_string();
+    if let Some(why) = resources::name_error(res, &name) {
+        return Err(ApiError::invalid(
+            res,
+            &name,
+            &[(
+                "metadata.name",
+                "FieldValueInvalid",
+                format!("Invalid value: \"{name}\": {why}"),
+            )],
+        ));
+    }
     let mut store = shared.lock();
     if res.namespaced {
         let ns_res = RESOURCES

@@ -52,7 +52,8 @@
 //! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
 //!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,
 //!   no scheduler, no node lifecycle controller.
-//! - Defaulting beyond the pod fields listed in [`resources`]; validation beyond decoding.
+//! - Defaulting beyond the pod and Service fields listed in [`resources`]; validation beyond
+//!   decoding, object names (RFC 1123 / DNS-1035 as upstream) and the pod spec's immutability.
 
 mod discovery;
 pub mod handler;

@@ -423,3 +423,63 @@ fn str_of(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Upstream's name validation for the kind: `None` when `name` is valid, else the message
+/// (`metadata.name: Invalid value: ...`'s detail).
+pub fn name_error(res: &Resource, name: &str) -> Option<String> {
+    let lower_alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| lower_alnum(c) || c == '-')
+            && l.starts_with(lower_alnum)
+            && l.ends_with(lower_alnum)
+    };
+    match res.kind {
+        "Namespace" => (!label_ok(name)).then(|| {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string()
+        }),
+        "Service" => (!(label_ok(name) && name.starts_with(|c: char| c.is_ascii_lowercase()))).then(|| {
+            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string()
+        }),
+        _ => (!(name.len() <= 253 && name.split('.').all(label_ok))).then(|| {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(kind: &str) -> &'static Resource {
+        RESOURCES.iter().find(|r| r.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn names_as_upstream_validates_them() {
+        assert!(name_error(res("Pod"), "web-1.a").is_none());
+        assert!(name_error(res("Pod"), "Web").is_some());
+        assert!(name_error(res("Pod"), "a..b").is_some());
+        assert!(name_error(res("Namespace"), "a.b").is_some());
+        assert!(name_error(res("Namespace"), "kube-system").is_none());
+        assert!(name_error(res("Service"), "1web").is_some());
+        assert!(name_error(res("Service"), "web-1").is_none());
+    }
+
+    #[test]
+    fn decoding_drops_and_reports_unknown_fields() {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "x": 1},
+            "spec": {"containers": [{"name": "c", "image": "i", "bogus": true}]}});
+        let (stored, unknown) = res("Pod").decode(&pod).unwrap();
+        assert_eq!(unknown, ["metadata.x", "spec.containers[0].bogus"]);
+        assert!(stored["spec"]["containers"][0].get("bogus").is_none());
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": 5}]}});
+        let err = res("Pod").decode(&bad).unwrap_err();
+        assert!(
+            err.starts_with("spec.containers[0].image: invalid type"),
+            "{err}"
+        );
+    }
+}
