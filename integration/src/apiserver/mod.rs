@@ -1,6 +1,7 @@
 //! A stand-in Kubernetes API server for the tests: objects in memory, upstream's API machinery
-//! for what a kubelet, kube-proxy and `kubectl` use, so that real clients (kubectl 1.32, kube-rs)
-//! can be pointed at it. No registry we reach ships kube-apiserver; this is the peer the
+//! for what a kubelet, kube-proxy and `kubectl` use, so that real clients can be pointed at it
+//! (kubectl 1.32 is, in `tests/apiserver.rs`; kube-rs is the client it is meant for and is not
+//! exercised against it yet). No registry we reach ships kube-apiserver; this is the peer the
 //! cluster-mode tests (issue 16) run against, kept small so that it can be checked line by line
 //! against upstream.
 //!
@@ -20,10 +21,11 @@
 //!   nothing. 404 NotFound, 409 AlreadyExists, 409 Conflict on a stale
 //!   `metadata.resourceVersion` or a UID precondition, 422 Invalid, as `Status` objects.
 //! - Lists with `metadata.resourceVersion`; watches ([`watch`]) with `resourceVersion`,
-//!   `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents` (streaming lists), 410 Expired as an ERROR event when the version
-//!   is older than the retained history, 504 `Too large resource version` when newer than the
-//!   store; field selectors with upstream's per-kind labels (an
-//!   unsupported label is a 400 `field label not supported: ...`) and label selectors.
+//!   `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents` (streaming lists), 410 Expired
+//!   as an ERROR event when the version is older than the retained history, 504 `Too large
+//!   resource version` when newer than the store; field selectors with upstream's per-kind
+//!   labels (an unsupported label is a 400 `field label not supported: ...`) and label
+//!   selectors.
 //! - PATCH: merge, JSON and strategic merge patch ([`patch`], merge keys from upstream's tags).
 //! - The status subresource changes only `status`; PUT and PATCH of the main resource keep the
 //!   stored `status` of kinds that have the subresource. Pods are created `Pending` with their
@@ -41,14 +43,16 @@
 //!   (`kubectl get all`).
 //!
 //! # Not (yet)
-//! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs: plain
-//!   HTTP on loopback. [`ApiServer::start`] takes the listener; a TLS acceptor goes in front of
-//!   the same [`handler`] when the bootstrap tests need it.
+//! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs,
+//!   TokenRequest, the `pods/log`/`exec`/`binding` subresources: plain HTTP on loopback. The
+//!   accept loop is the one place a TLS acceptor (with the client certificate or token as the
+//!   request's user) goes in front of the same [`handler`] when the bootstrap tests need it.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
-//!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`); protobuf, `limit`/`continue` paging (a list is
-//!   always complete, which upstream allows), `resourceVersion`/`resourceVersionMatch` on lists
-//!   (a list is always the latest state), YAML request bodies,
-//!   server-side apply and `managedFields`, `deletecollection`, the `/watch/` path prefix.
+//!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`);
+//!   protobuf; `limit`/`continue` paging (a list is always complete, which upstream allows);
+//!   `resourceVersion`/`resourceVersionMatch` on lists (a list is always the latest state); YAML
+//!   request bodies; server-side apply and `managedFields`; `deletecollection`; the `/watch/`
+//!   path prefix.
 //! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
 //!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,
 //!   no scheduler, no node lifecycle controller.
