@@ -55,6 +55,7 @@ fn main() {
         t("services_table", services_table),
         t("kn_apiserver_binary_serves_kubectl", binary),
         t("paused_server_keeps_its_objects", pause_resume),
+        t("binding_puts_a_pod_into_the_nodes_watch", binding),
     ])
 }
 
@@ -1064,6 +1065,45 @@ fn pause_resume() -> anyhow::Result<()> {
     );
     ensure!(
         st["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge",
+        "{body}"
+    );
+    Ok(())
+}
+
+/// A scheduler's binding: the pod enters a kubelet's watch (`spec.nodeName=<node>`) as ADDED,
+/// scheduled; a second binding is a 409.
+fn binding() -> anyhow::Result<()> {
+    let lab = Lab::new()?;
+    lab.create("pod.yaml", &POD.replace("  nodeName: node-a\n", ""))?;
+    let rv = lab.server.resource_version();
+    let bind = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"}});
+    let path = "/api/v1/namespaces/default/pods/web/binding";
+    let (code, body) = lab.http("POST", path, "application/json", &bind.to_string())?;
+    ensure!(code == 201, "{code} {body}");
+    let (code, body) = lab.http(
+        "GET",
+        &format!("/api/v1/pods?watch=1&resourceVersion={rv}&fieldSelector=spec.nodeName%3Dnode-a&timeoutSeconds=1"),
+        "",
+        "",
+    )?;
+    ensure!(code == 200);
+    let events = watch_lines(&body)?;
+    ensure!(events.len() == 1 && events[0]["type"] == "ADDED", "{body}");
+    let pod = &events[0]["object"];
+    ensure!(pod["spec"]["nodeName"] == "node-a", "{body}");
+    ensure!(
+        pod["status"]["conditions"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")),
+        "{body}"
+    );
+    let (code, body) = lab.http("POST", path, "application/json", &bind.to_string())?;
+    ensure!(code == 409, "{code} {body}");
+    let st: Value = serde_json::from_str(&body)?;
+    ensure!(
+        st["message"]
+            == r#"Operation cannot be fulfilled on pods/binding "web": pod web is already assigned to node "node-a""#,
         "{body}"
     );
     Ok(())

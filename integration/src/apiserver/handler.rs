@@ -486,6 +486,78 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
     })
 }
 
+/// `POST pods/<name>/binding`: binds a pod to a node as the pod registry's `assignPod` does.
+pub fn bind(shared: &Shared, t: &Target, body: &[u8]) -> Result<Reply, ApiError> {
+    let res = t.resource();
+    let name = t.name.clone().ok_or_else(ApiError::method_not_allowed)?;
+    if res.kind != "Pod" {
+        return Err(ApiError::no_route());
+    }
+    let binding: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    serde_json::from_value::<k8s_openapi::api::core::v1::Binding>(binding.clone()).map_err(
+        |e| {
+            ApiError::bad_request(format!(
+                "Binding in version \"v1\" cannot be handled as a Binding: {e}"
+            ))
+        },
+    )?;
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    let mut store = shared.lock();
+    let key = t.key();
+    let current = store
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(res, &name))?;
+    let conflict = |why: String| ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"),
+        details: Some(json!({"name": name, "kind": "pods/binding"})),
+    };
+    if !current["metadata"]["deletionTimestamp"].is_null() {
+        return Err(conflict(format!(
+            "pod {name} is being deleted, cannot be assigned to a host"
+        )));
+    }
+    let bound = current["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    if bound {
+        return Err(conflict(format!(
+            "pod {name} is already assigned to node {:?}",
+            current["spec"]["nodeName"].as_str().unwrap_or("")
+        )));
+    }
+    let mut pod = current;
+    pod["spec"]["nodeName"] = json!(node);
+    if let Some(ann) = binding["metadata"]["annotations"].as_object() {
+        for (k, v) in ann {
+            pod["metadata"]["annotations"][k] = v.clone();
+        }
+    }
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": now()});
+    let conds = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conds: Vec<Value> = conds
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conds.push(scheduled);
+    pod["status"]["conditions"] = json!(conds);
+    let rv = store.next_rv();
+    pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+    store.commit(key, EventType::Modified, pod);
+    Ok(Reply::ok(
+        201,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
 /// `PUT` of an object or its status.
 pub fn update(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Reply, ApiError> {
     let res = t.resource();

@@ -36,6 +36,8 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
+//! - `pods/<name>/binding` (what a scheduler posts): sets `spec.nodeName` and the PodScheduled
+//!   condition; 409 when the pod is already bound or being deleted.
 //! - For fault tests, [`ApiServer::pause`] closes the port and every connection and keeps the
 //!   objects, [`ApiServer::resume`] serves them again on the same address.
 //! - Server-side Tables for `kubectl get` ([`table`]) of every served kind, as upstream's
@@ -44,7 +46,7 @@
 //!
 //! # Not (yet)
 //! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs,
-//!   TokenRequest, the `pods/log`/`exec`/`binding` subresources: plain HTTP on loopback. The
+//!   TokenRequest, the `pods/log`/`exec` subresources: plain HTTP on loopback. The
 //!   accept loop is the one place a TLS acceptor (with the client certificate or token as the
 //!   request's user) goes in front of the same [`handler`] when the bootstrap tests need it.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
@@ -364,6 +366,7 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }
         Method::GET if t.name.is_none() => handler::list(&shared, &t, &q, want),
         Method::GET => handler::get(&shared, &t, want),
+        Method::POST if t.sub.as_deref() == Some("binding") => handler::bind(&shared, &t, &body),
         Method::POST => handler::create(&shared, &t, &q, &body),
         Method::PUT => handler::update(&shared, &t, &q, &body),
         Method::PATCH => handler::patch(&shared, &t, &q, &content_type, &body),
