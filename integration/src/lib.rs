@@ -10,6 +10,7 @@
 //! root (CI always is) and are reported as `ignored` otherwise, with the reason printed once.
 
 pub mod agent;
+pub mod apiserver;
 mod cmd;
 mod guard;
 mod image;

@@ -1,0 +1,394 @@
+//! A stand-in Kubernetes API server for the tests: objects in memory, upstream's API machinery
+//! for what a kubelet, kube-proxy and `kubectl` use, so that real clients can be pointed at it
+//! (kubectl 1.32 is, in `tests/apiserver.rs`; kube-rs is the client it is meant for and is not
+//! exercised against it yet). No registry we reach ships kube-apiserver; this is the peer the
+//! cluster-mode tests (issue 16) run against, kept small so that it can be checked line by line
+//! against upstream.
+//!
+//! # Faithful (upstream behaviour, reasons and messages)
+//! - Discovery: `/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>` (legacy documents;
+//!   kubectl falls back to them from aggregated discovery), `/version`, `/healthz`,
+//!   `/livez`, `/readyz`.
+//! - Resources: namespaces, nodes (+status), pods (+status), events, services (+status),
+//!   endpoints (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
+//!   Every write is decoded as the `k8s-openapi` type: a body that does not decode is a 400
+//!   `<Kind> in version "v1" cannot be handled as a <Kind>: ...`; unknown fields are dropped,
+//!   and with `fieldValidation=Strict` (what `kubectl create` sends) rejected with
+//!   `strict decoding error: unknown field "..."`, with `Warn` (the default) returned as
+//!   `Warning` headers.
+//! - One global `resourceVersion` (etcd's revision); `uid`, `creationTimestamp`, `generation`
+//!   set on create (generation bumped when `spec` changes); an update that changes nothing writes
+//!   nothing. 404 NotFound, 409 AlreadyExists, 409 Conflict on a stale
+//!   `metadata.resourceVersion` or a UID precondition, 422 Invalid, as `Status` objects.
+//! - Lists with `metadata.resourceVersion`; watches ([`watch`]) with `resourceVersion`,
+//!   `allowWatchBookmarks`, `timeoutSeconds`, `sendInitialEvents` (streaming lists), 410 Expired
+//!   as an ERROR event when the version is older than the retained history, 504 `Too large
+//!   resource version` when newer than the store; field selectors with upstream's per-kind
+//!   labels (an unsupported label is a 400 `field label not supported: ...`) and label
+//!   selectors.
+//! - PATCH: merge, JSON and strategic merge patch ([`patch`], merge keys from upstream's tags).
+//! - The status subresource changes only `status`; PUT and PATCH of the main resource keep the
+//!   stored `status` of kinds that have the subresource. Pods are created `Pending` with their
+//!   QoS class and the spec defaults a kubelet reads; nodes may register with a status. A pod's
+//!   spec is immutable but for what `ValidatePodUpdate` allows (images, ...; the 422 carries
+//!   upstream's message without its spec diff). A pod that is unscheduled or terminated is
+//!   deleted at once whatever grace period is asked, as upstream.
+//! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
+//!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
+//!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
+//! - `pods/<name>/binding` (what a scheduler posts): sets `spec.nodeName` and the PodScheduled
+//!   condition; 409 when the pod is already bound or being deleted.
+//! - For fault tests, [`ApiServer::pause`] closes the port and every connection and keeps the
+//!   objects, [`ApiServer::resume`] serves them again on the same address.
+//! - Server-side Tables for `kubectl get` ([`table`]) of every served kind, as upstream's
+//!   printers compute them. Discovery carries the `all` category of pods and services
+//!   (`kubectl get all`).
+//!
+//! # Not (yet)
+//! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs,
+//!   TokenRequest, the `pods/log`/`exec` subresources: plain HTTP on loopback. The
+//!   accept loop is the one place a TLS acceptor (with the client certificate or token as the
+//!   request's user) goes in front of the same [`handler`] when the bootstrap tests need it.
+//! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
+//!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`);
+//!   protobuf; `limit`/`continue` paging (a list is always complete, which upstream allows);
+//!   `resourceVersion`/`resourceVersionMatch` on lists (a list is always the latest state); YAML
+//!   request bodies; server-side apply and `managedFields`; `deletecollection`; the `/watch/`
+//!   path prefix.
+//! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
+//!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,
+//!   no scheduler, no node lifecycle controller.
+//! - Defaulting beyond the pod and Service fields listed in [`resources`]; validation beyond
+//!   decoding, object names (RFC 1123 / DNS-1035 as upstream) and the pod spec's immutability.
+
+mod discovery;
+pub mod handler;
+pub mod openapi;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use handler::{parse_query, parse_target, Reply, Shared, Want};
+use status::ApiError;
+use store::Store;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Settings of a stand-in.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Changes kept for watches (the watch cache's window); older versions answer 410.
+    pub history: usize,
+    /// Interval between bookmarks on watches that allow them (upstream: about a minute).
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            history: 1000,
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running stand-in API server: its own tokio runtime on a thread, stopped on drop.
+#[derive(Debug)]
+pub struct ApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Binds `listen` (port 0: any free port) and serves with default options.
+    pub fn start(listen: SocketAddr) -> std::io::Result<ApiServer> {
+        ApiServer::start_with(listen, Options::default())
+    }
+
+    /// Binds `listen` and serves with `opts`.
+    pub fn start_with(listen: SocketAddr, opts: Options) -> std::io::Result<ApiServer> {
+        let std_listener = std::net::TcpListener::bind(listen)?;
+        let addr = std_listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(opts.history)),
+            address: addr.to_string(),
+            bookmark_interval: opts.bookmark_interval,
+        });
+        handler::bootstrap(&shared);
+        let mut server = ApiServer {
+            addr,
+            shared,
+            stop: None,
+            thread: None,
+        };
+        server.serve(std_listener)?;
+        Ok(server)
+    }
+
+    fn serve(&mut self, std_listener: std::net::TcpListener) -> std::io::Result<()> {
+        std_listener.set_nonblocking(true)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kn-apiserver")
+            .enable_all()
+            .build()?;
+        let serving = self.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kn-apiserver".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("kn-apiserver: {e}");
+                            return;
+                        }
+                    };
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        _ = accept_loop(listener, serving) => {}
+                    }
+                });
+                // ends every connection, open watches included
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        self.stop = Some(stop_tx);
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    /// Stops serving (the port is closed, open connections and watches end) and keeps the
+    /// objects: an API server that went away, for fault tests. [`ApiServer::resume`] serves
+    /// the same store on the same address again.
+    pub fn pause(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves again on the same address after [`ApiServer::pause`] (a no-op while serving).
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        if self.thread.is_some() {
+            return Ok(());
+        }
+        let listener = std::net::TcpListener::bind(self.addr)?;
+        self.serve(listener)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for this server (no credentials: it does not authenticate).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kn-standin\n  cluster:\n    server: {}\nusers:\n- name: kn-admin\n  user: {{}}\ncontexts:\n- name: kn-standin\n  context:\n    cluster: kn-standin\n    user: kn-admin\n    namespace: default\ncurrent-context: kn-standin\n",
+            self.url()
+        )
+    }
+
+    /// Writes [`ApiServer::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv()
+    }
+
+    /// How many watches are open (for a test to know a client's watch has started).
+    pub fn watch_count(&self) -> usize {
+        self.shared.lock().watch_count()
+    }
+
+    /// Drops the whole watch history (as an etcd compaction): a watch from any earlier version
+    /// gets 410 Expired.
+    pub fn compact(&self) {
+        self.shared.lock().compact();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(serve(shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("Content-Type", content_type)
+        .header("Cache-Control", "no-cache, private")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .expect("valid response")
+}
+
+fn json_reply(reply: Reply) -> Response<Body> {
+    let mut resp = full(
+        reply.code,
+        "application/json",
+        serde_json::to_vec(&reply.body).unwrap_or_default(),
+    );
+    for w in reply.warnings {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&w) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}
+
+fn error_reply(e: ApiError) -> Response<Body> {
+    full(
+        e.code,
+        "application/json",
+        serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+    )
+}
+
+fn ok_json(v: Value) -> Response<Body> {
+    json_reply(Reply {
+        code: 200,
+        body: v,
+        warnings: Vec::new(),
+    })
+}
+
+/// One request.
+async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let q = parse_query(req.uri().query().unwrap_or(""));
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let accept = header("accept");
+    let content_type = header("content-type");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error_reply(ApiError::bad_request(format!("reading body: {e}"))),
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if method == Method::GET {
+        match segs.as_slice() {
+            ["version"] => return ok_json(discovery::version()),
+            ["healthz"] | ["livez"] | ["readyz"] => {
+                return full(200, "text/plain; charset=utf-8", b"ok".to_vec())
+            }
+            ["api"] => return ok_json(discovery::api_versions(&shared.address)),
+            ["apis"] => return ok_json(discovery::api_group_list()),
+            ["api", v] => {
+                return discovery::resource_list("", v)
+                    .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
+            }
+            ["apis", g] => {
+                return discovery::api_group(g)
+                    .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
+            }
+            ["apis", g, v] => {
+                return discovery::resource_list(g, v)
+                    .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
+            }
+            ["openapi", "v3"] => return ok_json(openapi::root()),
+            ["openapi", "v3", "api", v] => {
+                return openapi::group_version("", v)
+                    .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
+            }
+            ["openapi", "v3", "apis", g, v] => {
+                return openapi::group_version(g, v)
+                    .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
+            }
+            _ => {}
+        }
+    }
+    let Some(t) = parse_target(&segs) else {
+        return error_reply(ApiError::no_route());
+    };
+    let want = Want::from(&accept, &q);
+    let watching = matches!(q.get("watch").map(String::as_str), Some("1" | "true"));
+    let result = match method {
+        Method::GET if t.name.is_none() && watching => {
+            return match watch::start(shared, &t, &q, want) {
+                Ok(rx) => stream_reply(rx),
+                Err(e) => error_reply(e),
+            }
+        }
+        Method::GET if t.name.is_none() => handler::list(&shared, &t, &q, want),
+        Method::GET => handler::get(&shared, &t, want),
+        Method::POST if t.sub.as_deref() == Some("binding") => handler::bind(&shared, &t, &body),
+        Method::POST => handler::create(&shared, &t, &q, &body),
+        Method::PUT => handler::update(&shared, &t, &q, &body),
+        Method::PATCH => handler::patch(&shared, &t, &q, &content_type, &body),
+        Method::DELETE => handler::delete(&shared, &t, &q, &body),
+        _ => Err(ApiError::method_not_allowed()),
+    };
+    match result {
+        Ok(r) => json_reply(r),
+        Err(e) => error_reply(e),
+    }
+}
+
+fn stream_reply(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header("Content-Type", "application/json")
+        .header("Cache-Control", "no-cache, private")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .expect("valid response")
+}
