@@ -39,6 +39,8 @@ pub(super) struct ExitWatch {
     instances: HashMap<WatchDescriptor, PathBuf>,
     pending: VecDeque<Seen>,
     broken: bool,
+    /// A directory could not be watched (said once per watch).
+    warned: bool,
 }
 
 fn parent_mask() -> WatchMask {
@@ -77,6 +79,7 @@ impl ExitWatch {
             instances: HashMap::new(),
             pending: VecDeque::new(),
             broken: false,
+            warned: false,
         };
         for parent in parents {
             let wd = watch
@@ -108,8 +111,12 @@ impl ExitWatch {
             }
             // Removed before it could be watched, or not a directory.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            // The per-user watch limit (`fs.inotify.max_user_watches`), mostly: this
+            // instance's exit is seen at the relist.
             Err(e) => {
-                tracing::debug!(dir = %dir.display(), error = %e, "cannot watch for exit records");
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for exit records; such exits are seen at the next relist");
+                }
                 self.pending.push_back(Seen::Lost);
             }
         }
