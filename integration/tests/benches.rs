@@ -22,6 +22,7 @@ fn main() {
             kubelet_bench,
         ),
         privileged("volume_bench_sigint_removes_its_mounts", volume_bench),
+        privileged("exit_bench_sigint_removes_pods_agent_and_node", exit_bench),
     ])
 }
 
@@ -194,6 +195,40 @@ fn kubelet_bench() -> anyhow::Result<()> {
     let log = PathBuf::from(format!("/tmp/kn-{tag}-kubelet-bench.log"));
     let guard = LeakGuard::new(&tag);
     let mut bench = Bench::start(Command::new(bin).env("KUBELET_BENCH_TAG", &tag), &log)?;
+    let pods = PathBuf::from(format!("/tmp/kn-{tag}/root/pods"));
+    let result = (|| {
+        bench.wait_until("a pod", Duration::from_secs(180), || {
+            std::fs::read_dir(&pods).is_ok_and(|mut d| d.next().is_some())
+        })?;
+        for e in std::fs::read_dir(&pods)?.flatten() {
+            LeakGuard::track_pod(&tag, &e.file_name().to_string_lossy());
+        }
+        interrupt_and_check(
+            &mut bench,
+            &guard,
+            Path::new(&format!("/tmp/kn-{tag}")),
+            |found| found.iter().any(|l| l.starts_with("pod cgroup:")),
+            Duration::from_secs(120),
+        )
+    })();
+    drop(bench);
+    let _ = std::fs::remove_file(&log);
+    result
+}
+
+/// exit-bench, like kubelet-bench, runs a test agent named after its tag: wait until it has a
+/// pod (crash-looping by design), then interrupt it.
+fn exit_bench() -> anyhow::Result<()> {
+    let bin = bench_bin("exit-bench")?;
+    let tag = unique_tag("be");
+    let log = PathBuf::from(format!("/tmp/kn-{tag}-exit-bench.log"));
+    let guard = LeakGuard::new(&tag);
+    let mut bench = Bench::start(
+        Command::new(bin)
+            .args(["--runs", "1000"])
+            .env("EXIT_BENCH_TAG", &tag),
+        &log,
+    )?;
     let pods = PathBuf::from(format!("/tmp/kn-{tag}/root/pods"));
     let result = (|| {
         bench.wait_until("a pod", Duration::from_secs(180), || {

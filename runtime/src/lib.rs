@@ -50,3 +50,7 @@ pub use runtime::{default_shim_binary, Runtime, RuntimeConfig};
 pub use sandbox::{Sandbox, SandboxConfig, SandboxOptions, SandboxState};
 pub use shim::ShimLauncher;
 pub use signal::{KillScope, Signal};
+
+/// The name of the exit record a shim writes in its sandbox's or container's directory (see
+/// [`Runtime::exit_record_dirs`]): written to a temporary name, then renamed to this one.
+pub const EXIT_RECORD: &str = store::EXIT;

@@ -193,6 +193,17 @@ impl Runtime {
         store::containers_dir(&self.config.root_dir).join(id)
     }
 
+    /// The directories holding one directory per sandbox and per container, in which each
+    /// shim leaves its exit record (named [`crate::EXIT_RECORD`]) when its container exits.
+    /// The record is renamed into place complete, so a watcher of these directories sees an
+    /// exit as soon as it is recorded.
+    pub fn exit_record_dirs(&self) -> [PathBuf; 2] {
+        [
+            store::sandboxes_dir(&self.config.root_dir),
+            store::containers_dir(&self.config.root_dir),
+        ]
+    }
+
     /// Rebuilds the view from disk and the OCI runtime's state: loads every
     /// complete sandbox and container (their exit statuses and restart counts
     /// are on disk), and removes what this runtime owns that is half-made:

@@ -13,6 +13,7 @@ mod actions;
 pub(crate) mod capacity;
 pub(crate) mod downward;
 mod envvars;
+mod exits;
 mod files;
 pub(crate) mod hooks;
 pub(crate) mod hostports;
