@@ -140,10 +140,17 @@ impl Drop for Demo {
 }
 
 /// Field 22 of /proc/PID/stat: the start time, which tells a PID's reuse apart.
+/// The start time of `pid` while it runs; `None` once it has exited, also while it waits as a
+/// zombie for its parent (a demo agent whose script was killed is reparented to PID 1, which on
+/// some machines reaps it only seconds later).
 fn starttime(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = stat.rsplit_once(") ")?.1;
-    after_comm.split(' ').nth(19).map(str::to_owned)
+    let mut fields = after_comm.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18).map(str::to_owned)
 }
 
 fn cmdline(pid: &str) -> String {
