@@ -190,45 +190,24 @@ fn runtime_bench() -> anyhow::Result<()> {
 /// kubelet-bench with a tag of ours: wait until its agent runs a pod (recording the pod's UID
 /// so that the guard looks for its cgroups too), then interrupt it.
 fn kubelet_bench() -> anyhow::Result<()> {
-    let bin = bench_bin("kubelet-bench")?;
-    let tag = unique_tag("bk");
-    let log = PathBuf::from(format!("/tmp/kn-{tag}-kubelet-bench.log"));
-    let guard = LeakGuard::new(&tag);
-    let mut bench = Bench::start(Command::new(bin).env("KUBELET_BENCH_TAG", &tag), &log)?;
-    let pods = PathBuf::from(format!("/tmp/kn-{tag}/root/pods"));
-    let result = (|| {
-        bench.wait_until("a pod", Duration::from_secs(180), || {
-            std::fs::read_dir(&pods).is_ok_and(|mut d| d.next().is_some())
-        })?;
-        for e in std::fs::read_dir(&pods)?.flatten() {
-            LeakGuard::track_pod(&tag, &e.file_name().to_string_lossy());
-        }
-        interrupt_and_check(
-            &mut bench,
-            &guard,
-            Path::new(&format!("/tmp/kn-{tag}")),
-            |found| found.iter().any(|l| l.starts_with("pod cgroup:")),
-            Duration::from_secs(120),
-        )
-    })();
-    drop(bench);
-    let _ = std::fs::remove_file(&log);
-    result
+    agent_bench("kubelet-bench", "bk", "KUBELET_BENCH_TAG", &[])
 }
 
-/// exit-bench, like kubelet-bench, runs a test agent named after its tag: wait until it has a
-/// pod (crash-looping by design), then interrupt it.
+/// exit-bench, like kubelet-bench, runs a test agent named after its tag (its pods crash-loop
+/// by design).
 fn exit_bench() -> anyhow::Result<()> {
-    let bin = bench_bin("exit-bench")?;
-    let tag = unique_tag("be");
-    let log = PathBuf::from(format!("/tmp/kn-{tag}-exit-bench.log"));
+    agent_bench("exit-bench", "be", "EXIT_BENCH_TAG", &["--runs", "1000"])
+}
+
+/// A bench that runs a test agent in `/tmp/kn-<tag>`, the tag given in the environment
+/// variable `tag_env`: wait until the agent has a pod (its UID recorded so that the guard
+/// looks for its cgroups too), then interrupt the bench and check it left nothing.
+fn agent_bench(name: &str, prefix: &str, tag_env: &str, args: &[&str]) -> anyhow::Result<()> {
+    let bin = bench_bin(name)?;
+    let tag = unique_tag(prefix);
+    let log = PathBuf::from(format!("/tmp/kn-{tag}-{name}.log"));
     let guard = LeakGuard::new(&tag);
-    let mut bench = Bench::start(
-        Command::new(bin)
-            .args(["--runs", "1000"])
-            .env("EXIT_BENCH_TAG", &tag),
-        &log,
-    )?;
+    let mut bench = Bench::start(Command::new(bin).args(args).env(tag_env, &tag), &log)?;
     let pods = PathBuf::from(format!("/tmp/kn-{tag}/root/pods"));
     let result = (|| {
         bench.wait_until("a pod", Duration::from_secs(180), || {
