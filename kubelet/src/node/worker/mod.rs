@@ -233,6 +233,21 @@ fn cgroup_parent(pod: &Pod) -> String {
 }
 
 impl PodWorker {
+    /// The address the node reaches the pod at for probes and hooks: the node's own with
+    /// `hostNetwork`, else the pod's first IP (empty before the sandbox has one).
+    fn pod_ip(&self, pod: &Pod) -> String {
+        if host_network(pod) {
+            self.deps.config.node_ip.to_string()
+        } else {
+            self.state
+                .record
+                .pod_ips
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        }
+    }
+
     /// The worker of pod `uid`, with what `sandbox.json` kept of it.
     pub(in crate::node) fn new(deps: Arc<WorkerDeps>, uid: String) -> PodWorker {
         let record_path = deps.pods_dir().join(&uid).join("sandbox.json");
@@ -418,16 +433,7 @@ impl PodWorker {
         let spec = pod.spec.clone().unwrap_or_default();
         let all: Vec<&Container> = crate::pod_containers(&spec).collect();
         let pods_dir = self.deps.pods_dir().join(uid_of(pod));
-        let probe_ip = if host_network(pod) {
-            self.deps.config.node_ip.to_string()
-        } else {
-            self.state
-                .record
-                .pod_ips
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        };
+        let probe_ip = self.pod_ip(pod);
         self.deps.prober.sync_pod(pod, &probe_ip, instances);
         let containers = observe::observe_containers(
             &all,

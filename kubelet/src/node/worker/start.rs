@@ -251,16 +251,7 @@ impl PodWorker {
         id: &str,
         hook: &LifecycleHandler,
     ) {
-        let pod_ip = if super::host_network(pod) {
-            self.deps.config.node_ip.to_string()
-        } else {
-            self.state
-                .record
-                .pod_ips
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        };
+        let pod_ip = self.pod_ip(pod);
         let target = hooks::Target {
             pod,
             container,
