@@ -46,6 +46,10 @@ fn main() {
             "active_deadline_kills_the_pod_deadline_exceeded",
             active_deadline,
         ),
+        privileged(
+            "a_pod_past_its_deadline_stays_failed_after_an_agent_restart",
+            deadline_survives_restart,
+        ),
     ])
 }
 
@@ -1094,5 +1098,82 @@ fn active_deadline() -> anyhow::Result<()> {
             st.message
         );
         Ok(())
+    })
+}
+
+/// A pod killed for good stays so across an agent restart (upstream's status manager and API
+/// server keep a Failed phase; a Failed pod is never restarted): with `restartPolicy: Always`,
+/// the pod the restarted agent adopts is Failed with the same reason and message at once, its
+/// container is not started again, and the pod is not killed a second time (no new
+/// `DeadlineExceeded` event).
+fn deadline_survives_restart() -> anyhow::Result<()> {
+    with_agent("kr", |agent| {
+        let body = "  activeDeadlineSeconds: 2\n  restartPolicy: Always\n  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n";
+        agent.write_manifest("deadline.yaml", &pod_yaml("deadline", &agent.image, body))?;
+        let name = agent.pod_name("deadline");
+        let failed = |p: &k8s_openapi::api::core::v1::Pod| {
+            phase(p) == "Failed"
+                && status(p).reason.as_deref() == Some("DeadlineExceeded")
+                && terminated(p, "c").is_some()
+        };
+        let before = agent.wait_pod(&name, Duration::from_secs(60), "Failed", failed)?;
+        let id = container_id(&before, "c")
+            .context("no container id")?
+            .to_owned();
+        let count = restarts(&before, "c");
+
+        agent.kill();
+        agent.spawn()?;
+        let after = agent.wait_pod(
+            &name,
+            Duration::from_secs(60),
+            "Failed after the restart",
+            failed,
+        )?;
+        let st = status(&after);
+        ensure!(
+            st.message.as_deref()
+                == Some("Pod was active on the node longer than the specified deadline"),
+            "message {:?}",
+            st.message
+        );
+        ensure!(
+            container_id(&after, "c") == Some(id.as_str()),
+            "the container was replaced: {:?}",
+            after.status
+        );
+        ensure!(
+            restarts(&after, "c") == count,
+            "restart count {:?}, was {count:?}",
+            restarts(&after, "c")
+        );
+        // Killed once, by the first agent: the restarted one has nothing to kill.
+        let events = agent.events()?;
+        ensure!(
+            !events
+                .iter()
+                .any(|e| is(e, "DeadlineExceeded")
+                    && e.involved_object.name.as_deref() == Some(&name)),
+            "the restarted agent killed the pod again: {events:?}"
+        );
+        // No container of the pod runs in the runtime (only the sandbox's pause).
+        let runc = kubenode_integration::run_ok(
+            std::process::Command::new("runc")
+                .arg("--root")
+                .arg(agent.dir.join("run/runc"))
+                .args(["list", "-f", "json"]),
+            Duration::from_secs(10),
+        )?;
+        let list: Value = serde_json::from_slice(&runc.stdout).unwrap_or(Value::Null);
+        let short = id.rsplit("://").next().unwrap_or(&id);
+        let running: Vec<&Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["id"].as_str() == Some(short) && c["status"] == "running")
+            .collect();
+        ensure!(running.is_empty(), "container c runs again: {running:?}");
+        agent.remove_manifest("deadline.yaml")?;
+        agent.wait_gone(&name, Duration::from_secs(45))
     })
 }

@@ -148,3 +148,101 @@ fn evicted(
     }
     Ok(p)
 }
+
+/// An evicted pod stays evicted across an agent restart, even one that finds the pod's pause
+/// dead (its sandbox would be recreated with new containers, whose storage is not over the
+/// limit yet): the restarted agent keeps it `Failed`/`Evicted` with the same message and
+/// starts nothing, whatever its `restartPolicy: Always`.
+pub(crate) fn eviction_survives_restart() -> anyhow::Result<()> {
+    with_agent("vr", |agent| {
+        let over = pod_yaml(
+            "over",
+            &agent.image,
+            r#"  restartPolicy: Always
+  containers:
+  - name: writer
+    image: IMAGE
+    command: ["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=4; sleep 3600"]
+    resources: {limits: {ephemeral-storage: 2Mi}}
+"#,
+        );
+        agent.write_manifest("over.yaml", &over)?;
+        let name = agent.pod_name("over");
+        // Usage is measured every 10 s (upstream's monitoring period): 60 s only bounds the wait.
+        let before = agent.wait_pod(&name, Duration::from_secs(60), "Failed/Evicted", |p| {
+            phase(p) == "Failed"
+                && status(p).reason.as_deref() == Some("Evicted")
+                && state(p, "writer").terminated.is_some()
+        })?;
+        let message = status(&before).message.clone();
+        let id = container_id(&before)?;
+
+        // The agent dies, and the pod's pause with it (as a reboot would have it).
+        agent.kill();
+        let root = agent.dir.join("run/runc");
+        let list = kubenode_integration::run_ok(
+            std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-f", "json"]),
+            Duration::from_secs(10),
+        )?;
+        let list: serde_json::Value =
+            serde_json::from_slice(&list.stdout).unwrap_or(serde_json::Value::Null);
+        let running: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "running")
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
+        ensure!(running.len() == 1, "running besides the pause: {running:?}");
+        kubenode_integration::run_ok(
+            std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["kill", &running[0], "KILL"]),
+            Duration::from_secs(10),
+        )?;
+        agent.spawn()?;
+        let after = agent.wait_pod(
+            &name,
+            Duration::from_secs(60),
+            "Failed/Evicted after the restart",
+            |p| {
+                phase(p) == "Failed"
+                    && status(p).reason.as_deref() == Some("Evicted")
+                    && state(p, "writer").terminated.is_some()
+            },
+        )?;
+        ensure!(
+            status(&after).message == message,
+            "message {:?}, was {message:?}",
+            status(&after).message
+        );
+        ensure!(
+            container_id(&after)? == id,
+            "the writer was recreated: {:?}",
+            after.status
+        );
+        // Past one measuring period of the restarted agent: nothing came back.
+        std::thread::sleep(Duration::from_secs(12));
+        let later = agent.pod(&name)?.context("pod gone")?;
+        ensure!(
+            phase(&later) == "Failed" && container_id(&later)? == id,
+            "the pod came back: {:?}",
+            later.status
+        );
+        remove_and_check(agent, "over.yaml", &name, &uid(&before))
+    })
+}
+
+fn container_id(p: &Pod) -> anyhow::Result<String> {
+    status(p)
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "writer")
+        .and_then(|c| c.container_id.clone())
+        .context("no container id for writer")
+}

@@ -26,7 +26,7 @@ pub(crate) use kubenode_integration::pods::{
 };
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
-use ephemeral::ephemeral_storage_limits;
+use ephemeral::{ephemeral_storage_limits, eviction_survives_restart};
 use fsgroup::{emptydir_given_to_fs_group, fs_group_not_reapplied_after_restart};
 use lifecycle::{busy_teardown, eviction, restart, teardown_after_death};
 use mounts::{nfs_fake_server, propagation};
@@ -45,6 +45,10 @@ fn main() {
         privileged(
             "ephemeral_storage_limits_evict_container_and_pod",
             ephemeral_storage_limits,
+        ),
+        privileged(
+            "an_evicted_pod_stays_failed_after_an_agent_restart",
+            eviction_survives_restart,
         ),
         privileged("agent_killed_after_volume_setup_no_double_mount", restart),
         privileged("busy_volume_survives_a_failed_teardown", busy_teardown),

@@ -112,7 +112,7 @@ const NODE_AFFINITY_TESTS: &[&str] = &[
 /// The table, in the order of the document.
 pub(crate) const FIELDS: &[Field] = &[
     // The pod.
-    done("spec.activeDeadlineSeconds", &["integration/tests/kubelet.rs::active_deadline"], "the pod fails with `DeadlineExceeded` when the deadline passes"),
+    done("spec.activeDeadlineSeconds", &["integration/tests/kubelet.rs::active_deadline", "integration/tests/kubelet.rs::deadline_survives_restart"], "the pod fails with `DeadlineExceeded` when the deadline passes, and stays so across an agent restart"),
     done("spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", NODE_AFFINITY_TESTS, "matched against the node's name and labels at admission; a pod that does not match is rejected (reason `NodeAffinity`), as by upstream's kubelet"),
     done("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution", &[NOT_READ, "kubelet/src/validation/affinity.rs::node_selector_and_affinity_validated_as_upstream"], "read by the scheduler only; validated (a weight of 1-100, terms as the required ones) and accepted as by upstream's kubelet"),
     done("spec.affinity.podAffinity", &[NOT_READ], "read by the scheduler only; accepted as by upstream's kubelet"),

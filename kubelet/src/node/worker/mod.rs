@@ -88,6 +88,21 @@ struct PodRecord {
     /// recreated rather than adopted.
     #[serde(default)]
     network_pending: bool,
+    /// Set once the pod was killed for good (`Evicted`: emptyDir over its sizeLimit or over
+    /// its ephemeral-storage limits; `DeadlineExceeded`: past `activeDeadlineSeconds`), and
+    /// saved before its containers are killed: after an agent restart the pod stays `Failed`
+    /// with the same reason and message, and no container of it starts again (upstream's
+    /// status manager and API server hold a Failed phase the same way). Kept when the
+    /// sandbox is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    terminal: Option<Terminal>,
+}
+
+/// Why the pod was killed for good: its status reason and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Terminal {
+    reason: String,
+    message: String,
 }
 
 struct WorkerState {
@@ -98,9 +113,6 @@ struct WorkerState {
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
-    /// The status reason and message once the pod was killed for good: `Evicted` (emptyDir
-    /// over its sizeLimit) or `DeadlineExceeded` (past `activeDeadlineSeconds`).
-    evicted: Option<(&'static str, String)>,
 }
 
 /// What every pod worker uses, shared by all of them.
@@ -263,7 +275,6 @@ impl PodWorker {
                 blocked: HashMap::new(),
                 image_ids: HashMap::new(),
                 status: None,
-                evicted: None,
             },
             deps,
             desired: None,
@@ -318,6 +329,13 @@ impl PodWorker {
     /// One reconcile pass. Returns when to run the next one.
     async fn sync(&mut self, pod: &Pod) -> Duration {
         let uid = uid_of(pod);
+        if self.state.record.terminal.is_some() {
+            // Killed for good, maybe before an agent restart: no sandbox is made again and no
+            // container started; the pod stays Failed.
+            let sandbox_id = self.state.record.sandbox_id.clone().unwrap_or_default();
+            self.evict_if_over_limit(pod, &sandbox_id).await;
+            return RESYNC;
+        }
         let sandbox = match self.ensure_sandbox(pod).await {
             Ok(s) => s,
             Err(error) => return self.sandbox_failed(pod, error),
@@ -518,6 +536,7 @@ mod tests {
             Some("2026-01-02T03:04:05.123456789Z".parse().unwrap())
         );
         assert!(!record.network_pending);
+        assert_eq!(record.terminal, None);
         let written: serde_json::Value = serde_json::to_value(&record).unwrap();
         assert_eq!(written["start_time"], "2026-01-02T03:04:05.123456789Z");
 
@@ -530,5 +549,31 @@ mod tests {
         let none = r#"{"sandbox_id":null,"pod_ips":[],"start_time":null}"#;
         let record: PodRecord = serde_json::from_str(none).unwrap();
         assert_eq!(record.start_time, None);
+    }
+
+    #[test]
+    fn a_pod_killed_for_good_is_remembered_by_its_record() {
+        let record = PodRecord {
+            sandbox_id: Some("0123abcd".into()),
+            terminal: Some(Terminal {
+                reason: deadline::DEADLINE_EXCEEDED.into(),
+                message: deadline::DEADLINE_MESSAGE.into(),
+            }),
+            ..Default::default()
+        };
+        let written = serde_json::to_vec(&record).unwrap();
+        let text: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(text["terminal"]["reason"], "DeadlineExceeded");
+        let read: PodRecord = serde_json::from_slice(&written).unwrap();
+        assert_eq!(read.terminal, record.terminal);
+        assert_eq!(read.sandbox_id.as_deref(), Some("0123abcd"));
+
+        // A live pod's record has no such field (as the records written before it existed).
+        let live = serde_json::to_value(PodRecord::default()).unwrap();
+        assert!(live.get("terminal").is_none(), "{live}");
+        let old =
+            r#"{"sandbox_id":"0123abcd","pod_ips":[],"start_time":null,"network_pending":false}"#;
+        let read: PodRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(read.terminal, None);
     }
 }

@@ -60,6 +60,7 @@ impl PodWorker {
                     .await;
                 self.state.record = PodRecord {
                     start_time: self.state.record.start_time.take(),
+                    terminal: self.state.record.terminal.take(),
                     ..Default::default()
                 };
             }
@@ -170,6 +171,7 @@ impl PodWorker {
         }
         self.state.record = PodRecord {
             start_time: self.state.record.start_time.take(),
+            terminal: self.state.record.terminal.take(),
             ..Default::default()
         };
         self.save_record();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubenode_runtime::spec::BindMount;
 
-use super::{deadline, uid_of, PodWorker, WorkerDeps};
+use super::{deadline, uid_of, PodWorker, Terminal, WorkerDeps};
 use crate::events::ObjectRef;
 use crate::node::observe::{BlockCause, Blocked};
 use crate::status::reason;
@@ -82,13 +82,16 @@ impl PodWorker {
     /// `ephemeral-storage` limits; measured at most every 10 s), and kills it when one is
     /// exceeded: containers killed at once, pod `Failed` with reason
     /// `DeadlineExceeded` (normal event of that name) or `Evicted` (warning event `Evicted`).
+    /// The reason is saved in the pod record before the kill, so that a pod killed so (even
+    /// by an agent that died right after deciding it) stays killed after an agent restart: any
+    /// container of it still running is killed again, none is started.
     /// True when the pod is (now or already) killed so.
     pub(super) async fn evict_if_over_limit(&mut self, pod: &Pod, sandbox_id: &str) -> bool {
-        if self.state.evicted.is_none() {
+        if self.state.record.terminal.is_none() {
             let past_deadline =
                 deadline::time_left(pod, self.state.record.start_time, self.deps.clock.now())
                     .is_some_and(|left| left.is_zero());
-            if past_deadline {
+            let terminal = if past_deadline {
                 // Upstream records this one as a normal event.
                 tracing::warn!("the pod is past its activeDeadlineSeconds; killing it");
                 self.deps.events.normal(
@@ -96,10 +99,10 @@ impl PodWorker {
                     deadline::DEADLINE_EXCEEDED,
                     deadline::DEADLINE_MESSAGE,
                 );
-                self.state.evicted = Some((
-                    deadline::DEADLINE_EXCEEDED,
-                    deadline::DEADLINE_MESSAGE.into(),
-                ));
+                Terminal {
+                    reason: deadline::DEADLINE_EXCEEDED.into(),
+                    message: deadline::DEADLINE_MESSAGE.into(),
+                }
             } else {
                 let Some(message) = self.local_storage_over_limit(pod, sandbox_id).await else {
                     return false;
@@ -108,20 +111,29 @@ impl PodWorker {
                 self.deps
                     .events
                     .warning(&ObjectRef::pod(pod), EVICTED, message.clone());
-                self.state.evicted = Some((EVICTED, message));
-            }
-            self.deps
-                .stop_containers(pod, sandbox_id, Duration::ZERO)
-                .await;
+                Terminal {
+                    reason: EVICTED.into(),
+                    message,
+                }
+            };
+            // On disk (durably) before the kill: an agent killed in between finds the pod
+            // Failed when it restarts, and never starts its containers again.
+            self.state.record.terminal = Some(terminal);
+            self.save_record();
         }
+        // Nothing to do but after an agent restart that came between the record and the kill.
+        self.deps
+            .stop_containers(pod, sandbox_id, Duration::ZERO)
+            .await;
         let instances = self.deps.runtime.list_containers(Some(sandbox_id)).await;
         self.publish(pod, false, &instances);
-        if let (Some(status), Some((reason, message))) =
-            (self.state.status.as_mut(), self.state.evicted.as_ref())
-        {
+        if let (Some(status), Some(terminal)) = (
+            self.state.status.as_mut(),
+            self.state.record.terminal.as_ref(),
+        ) {
             status.phase = Some("Failed".into());
-            status.reason = Some((*reason).into());
-            status.message = Some(message.clone());
+            status.reason = Some(terminal.reason.clone());
+            status.message = Some(terminal.message.clone());
             let mut pod = pod.clone();
             pod.status = Some(status.clone());
             self.deps
