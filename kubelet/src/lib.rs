@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod events;

@@ -257,7 +257,10 @@ impl Walk<'_> {
     /// Counts the visit and logs upstream's warning once when the walk has been slow.
     fn visit(&mut self) {
         self.done.visited += 1;
-        if !self.warned && self.done.visited % 1024 == 0 && self.started.elapsed() > SLOW_WALK {
+        if !self.warned
+            && self.done.visited.is_multiple_of(1024)
+            && self.started.elapsed() > SLOW_WALK
+        {
             self.warned = true;
             tracing::warn!(path = %self.root.display(), "Setting volume ownership for {} and fsGroup set. If the volume has a lot of files then setting volume ownership could be slow, see https://github.com/kubernetes/kubernetes/issues/69699", self.root.display());
         }

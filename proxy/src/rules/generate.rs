@@ -713,20 +713,22 @@ mod tests {
                         format!("p{p}")
                     },
                 },
-                protocol: if (v + p as u32) % 4 == 0 {
+                protocol: if (v + p as u32).is_multiple_of(4) {
                     Protocol::Udp
                 } else {
                     Protocol::Tcp
                 },
                 cluster_ip: Ipv4Addr::new(10, 96, ((i + v) % 4) as u8, (i * 7 + v) as u8),
                 port: 80 + p as u16,
-                node_port: (v % 2 == 0).then_some(30000 + (i * 3 + v) as u16 % 200),
-                external_ips: if v % 5 == 0 {
+                node_port: v
+                    .is_multiple_of(2)
+                    .then_some(30000 + (i * 3 + v) as u16 % 200),
+                external_ips: if v.is_multiple_of(5) {
                     vec![Ipv4Addr::new(192, 0, 2, (i + v) as u8)]
                 } else {
                     vec![]
                 },
-                affinity_timeout: (v % 7 == 0).then_some(60),
+                affinity_timeout: v.is_multiple_of(7).then_some(60),
                 external_local: v % 3 == 1,
             })
             .collect()
@@ -738,8 +740,8 @@ mod tests {
             .map(|e| Endpoint {
                 ip: Ipv4Addr::new(10, 244, (i % 4) as u8, (e * 40 + version) as u8),
                 port: 8080,
-                ready: (version + e) % 5 != 0,
-                local: (i as u64 + e) % 2 == 0,
+                ready: !(version + e).is_multiple_of(5),
+                local: (i as u64 + e).is_multiple_of(2),
             })
             .collect()
     }
@@ -821,8 +823,8 @@ mod tests {
                 port: 80,
                 node_port: Some(30000 + i as u16),
                 external_ips: vec![],
-                affinity_timeout: (i % 2 == 0).then_some(60),
-                external_local: i % 3 == 0,
+                affinity_timeout: i.is_multiple_of(2).then_some(60),
+                external_local: i.is_multiple_of(3),
             };
             let e = Endpoint {
                 ip: ep.parse().unwrap(),
