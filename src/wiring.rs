@@ -1,6 +1,6 @@
 //! The kubelet and the proxy in one process (`kubenode agent`). The kubelet never imports the
-//! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services and
-//! Endpoints that changed from the manifest watcher, and the node's pods from the `ProxyInput`
+//! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services,
+//! Endpoints and EndpointSlices that changed from the manifest watcher, and the node's pods from the `ProxyInput`
 //! the kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
 //! Services with their allocated ClusterIPs and their endpoints go back to the kubelet, for the
 //! pods' environment and `kubenode get services|endpoints`, whenever a proxy sync changed them
@@ -25,6 +25,7 @@ pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
     if change.full {
         handle.update_services(change.services);
         handle.update_endpoints(change.endpoints);
+        handle.update_endpoint_slices(change.endpoint_slices);
     } else {
         let keys =
             |removed: Vec<(String, String)>| removed.into_iter().map(ServiceKey::from).collect();
@@ -33,6 +34,8 @@ pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
             removed_services: keys(change.removed_services),
             endpoints: change.endpoints,
             removed_endpoints: keys(change.removed_endpoints),
+            endpoint_slices: change.endpoint_slices,
+            removed_endpoint_slices: keys(change.removed_endpoint_slices),
         });
     }
 }
@@ -74,6 +77,7 @@ pub fn start_for_agent(
         };
         proxy.update_services(first.services);
         proxy.update_endpoints(first.endpoints);
+        proxy.update_endpoint_slices(first.endpoint_slices);
         let mut pods = input.borrow_and_update().pods.clone();
         proxy.update_pods(pods.clone());
         let handle = proxy.spawn();

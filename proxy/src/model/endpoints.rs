@@ -1,9 +1,11 @@
-//! Endpoints of a Service: from a manual `Endpoints` object (selector-less Services) or computed
-//! from the node's pods (Services with a selector), then matched to Service ports by port name
-//! and protocol, as kube-proxy matches EndpointSlice ports.
+//! Endpoints of a Service: from a manual `Endpoints` object (selector-less Services), computed
+//! from the node's pods (Services with a selector), or from the `discovery.k8s.io/v1`
+//! EndpointSlices that name the Service (label `kubernetes.io/service-name`), then matched to
+//! Service ports by port name and protocol, as kube-proxy matches EndpointSlice ports.
 
 use super::{Endpoint, Protocol, ServicePortInfo, ServicePortName};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -30,10 +32,35 @@ pub struct EndpointEntry {
     pub ip: Ipv4Addr,
     /// Backend port.
     pub port: u16,
-    /// Readiness: only ready entries receive traffic.
+    /// Readiness: ready entries receive traffic.
     pub ready: bool,
+    /// Serving (EndpointSlice `conditions.serving`): the backend answers, even while
+    /// terminating. Entries from Endpoints objects and pods: the same as `ready`.
+    pub serving: bool,
+    /// Terminating (EndpointSlice `conditions.terminating`). A serving, terminating entry
+    /// receives traffic only while its Service port has no ready entry
+    /// (kube-proxy's ProxyTerminatingEndpoints).
+    pub terminating: bool,
     /// Node the backend runs on, when known.
     pub node_name: Option<String>,
+}
+
+/// The label of an EndpointSlice naming the Service it belongs to (`discovery.LabelServiceName`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The Service an EndpointSlice belongs to: its namespace and the value of its
+/// `kubernetes.io/service-name` label (`None` without the label: kube-proxy skips such a slice).
+pub fn slice_service(slice: &EndpointSlice) -> Option<super::ServiceKey> {
+    let name = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .filter(|n| !n.is_empty())?;
+    Some(super::ServiceKey::new(
+        slice.metadata.namespace.as_deref().unwrap_or("default"),
+        name.as_str(),
+    ))
 }
 
 impl EndpointSet {
@@ -106,6 +133,8 @@ impl EndpointSet {
                         ip,
                         port,
                         ready,
+                        serving: ready,
+                        terminating: false,
                         node_name: addr.node_name.clone(),
                     });
                 }
@@ -122,8 +151,77 @@ impl EndpointSet {
         }
     }
 
+    /// The endpoints of the EndpointSlices of the Service `key` (slices of another address
+    /// type than IPv4 are left out, as an IPv4 proxy leaves them), as kube-proxy's
+    /// EndpointSlice cache reads them: the first address of each endpoint, `ready` and
+    /// `serving` true unless false, `terminating` false unless true, ports without a number
+    /// skipped.
+    pub fn from_slices<'a>(
+        key: &super::ServiceKey,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> EndpointSet {
+        let mut entries = Vec::new();
+        for slice in slices {
+            if slice.address_type != "IPv4" {
+                continue;
+            }
+            for ep in &slice.endpoints {
+                let Some(ip) = ep
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                else {
+                    continue;
+                };
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let serving = cond.and_then(|c| c.serving).unwrap_or(true);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                for p in slice.ports.iter().flatten() {
+                    let (Some(protocol), Some(port)) = (
+                        Protocol::parse(p.protocol.as_deref()),
+                        p.port
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| *n != 0),
+                    ) else {
+                        continue;
+                    };
+                    entries.push(EndpointEntry {
+                        port_name: p.name.clone().unwrap_or_default(),
+                        protocol,
+                        ip,
+                        port,
+                        ready,
+                        serving,
+                        terminating,
+                        node_name: ep.node_name.clone(),
+                    });
+                }
+            }
+        }
+        EndpointSet {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            entries,
+        }
+    }
+
+    /// The union of two sets of the same Service (an address and port in both: the ready
+    /// entry wins, as kube-proxy merges the slices of one Service).
+    pub fn union(&self, other: &EndpointSet) -> EndpointSet {
+        let mut entries = self.entries.clone();
+        entries.extend(other.entries.iter().cloned());
+        EndpointSet {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            entries,
+        }
+    }
+
     /// The endpoints of each port of `ports` (which belong to this set's Service), sorted.
-    /// `node_name` decides which endpoints are local.
+    /// `node_name` decides which endpoints are local. The same address and port twice (from
+    /// two slices) counts once, ready if either is. A port with no ready entry uses its
+    /// serving, terminating ones instead (kube-proxy's ProxyTerminatingEndpoints).
     pub(crate) fn for_ports(
         &self,
         ports: &[ServicePortInfo],
@@ -131,18 +229,22 @@ impl EndpointSet {
         out: &mut BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) {
         for sp in ports {
-            let mut eps: Vec<Endpoint> = self
-                .entries
-                .iter()
-                .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
+            let matching = || {
+                self.entries
+                    .iter()
+                    .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
+            };
+            let any_ready = matching().any(|e| e.ready);
+            let mut eps: Vec<Endpoint> = matching()
                 .map(|e| Endpoint {
                     ip: e.ip,
                     port: e.port,
-                    ready: e.ready,
+                    ready: e.ready || (!any_ready && e.serving && e.terminating),
                     local: e.node_name.as_deref() == Some(node_name),
                 })
                 .collect();
-            eps.sort();
+            // Ready first within one address and port, so that the dedup keeps it.
+            eps.sort_by_key(|e| (e.ip, e.port, !e.ready, !e.local));
             eps.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
             out.insert(sp.name.clone(), eps);
         }
@@ -231,6 +333,8 @@ pub fn endpoints_from_pods<'a>(
                     ip,
                     port,
                     ready,
+                    serving: ready,
+                    terminating: false,
                     node_name: Some(node.clone()),
                 });
             }

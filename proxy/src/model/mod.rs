@@ -7,7 +7,10 @@ mod key;
 pub(crate) mod service;
 
 pub use cidr::{ipv4_cidr, masked_net, parse_ipv4_cidr, CidrParseError, Ipv4NetExt};
-pub use endpoints::{endpoints_from_pods, pods_from_list_json, EndpointEntry, EndpointSet};
+pub use endpoints::{
+    endpoints_from_pods, pods_from_list_json, slice_service, EndpointEntry, EndpointSet,
+    SERVICE_NAME_LABEL,
+};
 pub use ipnet::Ipv4Net;
 pub use key::ServiceKey;
 pub use service::{service_ports, ServiceError};
