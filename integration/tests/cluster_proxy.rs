@@ -1,0 +1,300 @@
+//! Privileged end-to-end test of the proxy in cluster mode: `kubenode proxy --kubeconfig` takes
+//! Services and EndpointSlices from the stand-in API server (`kubenode_integration::apiserver`),
+//! driven with the real `kubectl`; the test plays the EndpointSlice controller.
+//!
+//! Everything runs in network namespaces this test creates:
+//! ```text
+//!   client c 192.168.81.2 ── node n (stand-in on 127.0.0.1, kubenode proxy, rules) ── pod p 10.181.1.2
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use kubenode_integration::apiserver::ApiServer;
+use kubenode_integration::{
+    ip_addr_add, kubenode_bin, privileged, run, run_tests, unique_tag, veth, LeakGuard, Netns,
+    TestDir,
+};
+
+const KUBECTL: &str = "kubectl";
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn main() {
+    let missing = Command::new(KUBECTL)
+        .args(["version", "--client"])
+        .output()
+        .map_or(true, |o| !o.status.success());
+    if missing {
+        eprintln!("note: `kubectl` is not installed: the cluster proxy test is skipped (install the kubectl package)");
+    }
+    run_tests(vec![privileged(
+        "cluster_proxy_services_and_slices_from_the_api",
+        services_and_slices_from_the_api,
+    )
+    .with_ignored_flag(missing)])
+}
+
+/// A server in a pod namespace answering its name on TCP `port`, until dropped.
+struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(ns: &Netns, name: &str, port: u16) -> anyhow::Result<Server> {
+        let listener = ns.run_in(|| TcpListener::bind(("0.0.0.0", port)))??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, name) = (stop.clone(), name.to_string());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(format!("{name}\n").as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Ok(Server {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `kubenode proxy` process, killed when dropped.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One TCP request from `ns`: the server's name, or the error.
+fn tcp_get(ns: &Netns, addr: &str) -> anyhow::Result<std::io::Result<String>> {
+    let addr: SocketAddr = addr.parse()?;
+    ns.run_in(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out.trim().to_string())
+    })
+}
+
+/// `GET path` over HTTP/1.0 from `ns`: status code and body.
+fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let addr: SocketAddr = addr.parse()?;
+    let path = path.to_string();
+    let raw = ns.run_in(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status in {raw:?}"))?;
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Ok((code, body))
+}
+
+/// Waits (30 s at most) until `check` gives `Some`.
+fn wait_for<T>(
+    what: &str,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+    log: &std::path::Path,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            bail!(
+                "{what}: not within 30 s; proxy log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn services_and_slices_from_the_api() -> anyhow::Result<()> {
+    let tag = unique_tag("cpx");
+    let guard = LeakGuard::new(&tag);
+    let dir = TestDir::new(&tag)?;
+    let node = Netns::new(&format!("{tag}n"))?;
+    let pod = Netns::new(&format!("{tag}p"))?;
+    let client = Netns::new(&format!("{tag}c"))?;
+    node.sh("sysctl -qw net.ipv4.ip_forward=1")?;
+    veth(Some(&node), &format!("{tag}p"), Some(&pod), "eth0")?;
+    ip_addr_add(Some(&node), &format!("{tag}p"), "10.181.1.1/24")?;
+    ip_addr_add(Some(&pod), "eth0", "10.181.1.2/24")?;
+    pod.ip(&["route", "add", "default", "via", "10.181.1.1"])?;
+    veth(Some(&node), &format!("{tag}c"), Some(&client), "eth0")?;
+    ip_addr_add(Some(&node), &format!("{tag}c"), "192.168.81.1/24")?;
+    ip_addr_add(Some(&client), "eth0", "192.168.81.2/24")?;
+    client.ip(&["route", "add", "default", "via", "192.168.81.1"])?;
+    node.ip(&["route", "add", "default", "via", "192.168.81.2"])?;
+    let _backend = Server::start(&pod, "p1", 8080)?;
+
+    // The stand-in listens inside the node's namespace, where the proxy and kubectl run.
+    let server = node.run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("addr")))??;
+    let kubeconfig = dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig)?;
+    let kubectl = |args: &[&str]| -> anyhow::Result<String> {
+        let mut cmd = node.command(&[KUBECTL]);
+        cmd.arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .arg("--request-timeout=10s")
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", dir.path());
+        let out = run(&mut cmd, Duration::from_secs(30))?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let create = |name: &str, doc: &str| -> anyhow::Result<String> {
+        let path = dir.join(name);
+        std::fs::write(&path, doc)?;
+        kubectl(&["create", "-f", path.to_str().context("path")?])
+    };
+    create(
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+         spec: {clusterIP: 10.96.50.10, ports: [{name: http, port: 80, targetPort: 8080}]}\n",
+    )?;
+    create(
+        "web-slice.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-abcde, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\n\
+         endpoints: [{addresses: [10.181.1.2], nodeName: node1, conditions: {ready: true}}]\n\
+         ports: [{name: http, port: 8080, protocol: TCP}]\n",
+    )?;
+    // A Service meant for another proxy, and its slice: not this proxy's business.
+    create(
+        "other.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: other, labels: {service.kubernetes.io/service-proxy-name: elsewhere}}\n\
+         spec: {clusterIP: 10.96.50.11, ports: [{name: http, port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: other-1, labels: {kubernetes.io/service-name: other, service.kubernetes.io/service-proxy-name: elsewhere}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.181.1.99]}]\nports: [{name: http, port: 8080, protocol: TCP}]\n",
+    )?;
+
+    let log = dir.join("proxy.log");
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    let mut cmd = node.command(&[&kubenode_bin().to_string_lossy(), "proxy"]);
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--manifest-dir")
+        .arg(&manifests)
+        .arg("--state-file")
+        .arg(dir.join("allocations.json"))
+        .args([
+            "--hostname-override",
+            "node1",
+            "--iptables-mode",
+            "nft",
+            "--cluster-cidr",
+            "10.181.0.0/16",
+            // The namespace's own port: no other test's proxy can hold it.
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    let proxy = Proxy(cmd.spawn().context("starting kubenode proxy")?);
+
+    // The Service from the API reaches the backend its EndpointSlice names.
+    let who = wait_for(
+        "request to the ClusterIP 10.96.50.10:80",
+        || Ok(tcp_get(&client, "10.96.50.10:80")?.ok()),
+        &log,
+    )?;
+    ensure!(who == "p1", "answered by {who:?}");
+    let rules = String::from_utf8_lossy(&node.exec(&["iptables-nft-save"])?.stdout).into_owned();
+    ensure!(
+        !rules.contains("10.96.50.11") && !rules.contains("10.181.1.99"),
+        "a Service labelled for another proxy was programmed:\n{rules}"
+    );
+
+    // Health: kube-proxy's JSON, 200 while the rules are current.
+    let (code, body) = http_get(&node, "127.0.0.1:10256", "/healthz")?;
+    ensure!(code == 200, "/healthz {code}: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).context(body.clone())?;
+    ensure!(
+        json["nodeEligible"] == true && json["lastUpdated"] == json["currentTime"],
+        "/healthz body: {body}"
+    );
+    let (code, body) = http_get(&node, "127.0.0.1:10256", "/livez")?;
+    ensure!(code == 200 && body.contains("lastUpdated"), "/livez {code}: {body}");
+
+    // The controller removes the slice: the Service has no endpoint, a request is refused.
+    kubectl(&["delete", "endpointslice", "web-abcde"])?;
+    wait_for(
+        "refusal after the EndpointSlice was deleted",
+        || {
+            Ok(match tcp_get(&client, "10.96.50.10:80")? {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                _ => None,
+            })
+        },
+        &log,
+    )?;
+    let rules = String::from_utf8_lossy(&node.exec(&["iptables-nft-save"])?.stdout).into_owned();
+    ensure!(
+        !rules.contains("10.181.1.2:8080"),
+        "the deleted endpoint is still programmed:\n{rules}"
+    );
+
+    // The Service itself goes: its ClusterIP leaves the rules.
+    kubectl(&["delete", "service", "web"])?;
+    wait_for(
+        "the deleted Service's rules to go",
+        || {
+            let rules = node.exec(&["iptables-nft-save"])?;
+            Ok((!String::from_utf8_lossy(&rules.stdout).contains("10.96.50.10")).then_some(()))
+        },
+        &log,
+    )?;
+
+    drop(proxy);
+    drop(server);
+    drop((client, pod, node));
+    drop(dir);
+    guard.check()
+}
