@@ -261,7 +261,10 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         "/healthz body: {body}"
     );
     let (code, body) = http_get(&node, "127.0.0.1:10256", "/livez")?;
-    ensure!(code == 200 && body.contains("lastUpdated"), "/livez {code}: {body}");
+    ensure!(
+        code == 200 && body.contains("lastUpdated"),
+        "/livez {code}: {body}"
+    );
 
     // The controller removes the slice: the Service has no endpoint, a request is refused.
     kubectl(&["delete", "endpointslice", "web-abcde"])?;
