@@ -220,12 +220,20 @@ async fn run(
         let mut change = ServiceChanges::default();
         match input {
             Input::Service(ev) => {
+                let relisted = matches!(*ev, Change::InitDone) && sent_full;
                 let (up, rm) = svc_cache.event(*ev);
+                if relisted {
+                    log_relist("Services", up.len(), rm.len());
+                }
                 change.services = up;
                 change.removed_services = rm;
             }
             Input::Slice(ev) => {
+                let relisted = matches!(*ev, Change::InitDone) && sent_full;
                 let (up, rm) = slice_cache.event(*ev);
+                if relisted {
+                    log_relist("EndpointSlices", up.len(), rm.len());
+                }
                 change.endpoint_slices = up;
                 change.removed_endpoint_slices = rm;
             }
@@ -259,6 +267,16 @@ async fn run(
             return;
         }
     }
+}
+
+/// A relist (after 410 Gone or a restarted watch) is worth a line: what it changed.
+fn log_relist(kind: &str, changed: usize, removed: usize) {
+    tracing::info!(
+        kind,
+        changed,
+        removed,
+        "relisted from the API server; handing over only what differs"
+    );
 }
 
 /// One watch event with its object made what the proxy takes.

@@ -121,6 +121,17 @@ fn http_get(ns: &Netns, addr: &str, path: &str) -> anyhow::Result<(u16, String)>
     Ok((code, body))
 }
 
+/// The node's iptables rules (nf_tables), without the dated comment lines.
+fn node_rules(node: &Netns) -> anyhow::Result<String> {
+    let out = node.exec(&["iptables-nft-save"])?;
+    ensure!(out.status.success(), "iptables-nft-save failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// Waits (30 s at most) until `check` gives `Some`.
 fn wait_for<T>(
     what: &str,
@@ -164,7 +175,7 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
     let _backend = Server::start(&pod, "p1", 8080)?;
 
     // The stand-in listens inside the node's namespace, where the proxy and kubectl run.
-    let server = node.run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("addr")))??;
+    let mut server = node.run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("addr")))??;
     let kubeconfig = dir.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig)?;
     let kubectl = |args: &[&str]| -> anyhow::Result<String> {
@@ -246,7 +257,7 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         &log,
     )?;
     ensure!(who == "p1", "answered by {who:?}");
-    let rules = String::from_utf8_lossy(&node.exec(&["iptables-nft-save"])?.stdout).into_owned();
+    let rules = node_rules(&node)?;
     ensure!(
         !rules.contains("10.96.50.11") && !rules.contains("10.181.1.99"),
         "a Service labelled for another proxy was programmed:\n{rules}"
@@ -266,6 +277,61 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         "/livez {code}: {body}"
     );
 
+    // The API server goes away: the rules stay and keep serving. Its watch history is
+    // compacted meanwhile, past the proxy's last version (a Service the proxy does not watch
+    // moved it on), so the proxy's next watch gets 410 Gone and relists: the same objects, so
+    // nothing is handed over and no rule is rewritten.
+    create(
+        "third.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: third, labels: {service.kubernetes.io/service-proxy-name: elsewhere}}\n\
+         spec: {clusterIP: 10.96.50.12, ports: [{name: http, port: 80}]}\n",
+    )?;
+    let count = |needle: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    let syncs = count("synced proxy rules");
+    let rules_before = node_rules(&node)?;
+    server.pause();
+    server.compact();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(400));
+        let who =
+            tcp_get(&client, "10.96.50.10:80")?.context("request while the API server is away")?;
+        ensure!(
+            who == "p1",
+            "answered by {who:?} while the API server is away"
+        );
+    }
+    node.run_in(|| server.resume())??;
+    wait_for(
+        "a relist of Services and EndpointSlices after 410 Gone",
+        || Ok((count("relisted from the API server") >= 2).then_some(())),
+        &log,
+    )?;
+    let text = std::fs::read_to_string(&log)?;
+    for line in text
+        .lines()
+        .filter(|l| l.contains("relisted from the API server"))
+    {
+        ensure!(
+            line.contains("changed=0") && line.contains("removed=0"),
+            "a relist of unchanged objects handed something over: {line}"
+        );
+    }
+    let rules_after = node_rules(&node)?;
+    ensure!(
+        count("synced proxy rules") == syncs && rules_after == rules_before,
+        "the relist rewrote rules: {syncs} syncs before, {} after; rules before:\n{}\nafter:\n{}\nlog:\n{}",
+        count("synced proxy rules"),
+        rules_before,
+        rules_after,
+        std::fs::read_to_string(&log)?
+    );
+
     // The controller removes the slice: the Service has no endpoint, a request is refused.
     kubectl(&["delete", "endpointslice", "web-abcde"])?;
     wait_for(
@@ -278,7 +344,7 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         },
         &log,
     )?;
-    let rules = String::from_utf8_lossy(&node.exec(&["iptables-nft-save"])?.stdout).into_owned();
+    let rules = node_rules(&node)?;
     ensure!(
         !rules.contains("10.181.1.2:8080"),
         "the deleted endpoint is still programmed:\n{rules}"
@@ -288,10 +354,7 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
     kubectl(&["delete", "service", "web"])?;
     wait_for(
         "the deleted Service's rules to go",
-        || {
-            let rules = node.exec(&["iptables-nft-save"])?;
-            Ok((!String::from_utf8_lossy(&rules.stdout).contains("10.96.50.10")).then_some(()))
-        },
+        || Ok((!node_rules(&node)?.contains("10.96.50.10")).then_some(())),
         &log,
     )?;
 
