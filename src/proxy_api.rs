@@ -295,6 +295,77 @@ fn convert<K: kube::Resource, T>(ev: watcher::Event<K>, f: fn(K) -> Option<(Key,
     }
 }
 
+/// One value of `--nodeport-addresses`: a network, or `primary` (the node's primary IP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePortAddress {
+    /// The node's primary IPv4 address, from its Node.
+    Primary,
+    /// Local addresses in this network.
+    Net(ipnet::Ipv4Net),
+}
+
+impl std::fmt::Display for NodePortAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodePortAddress::Primary => f.write_str("primary"),
+            NodePortAddress::Net(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Parses one `--nodeport-addresses` value: `primary` or an IPv4 CIDR.
+pub fn parse_nodeport_address(s: &str) -> Result<NodePortAddress, String> {
+    if s == "primary" {
+        return Ok(NodePortAddress::Primary);
+    }
+    kubenode_proxy::model::parse_ipv4_cidr(s)
+        .map(NodePortAddress::Net)
+        .map_err(|e| e.to_string())
+}
+
+/// The node's primary IPv4 address as upstream's `GetNodeHostIPs` orders a Node's addresses
+/// (InternalIP first, then ExternalIP).
+fn primary_ip(node: &Node) -> Option<std::net::Ipv4Addr> {
+    let addrs = node.status.as_ref()?.addresses.as_ref()?;
+    ["InternalIP", "ExternalIP"].iter().find_map(|kind| {
+        addrs
+            .iter()
+            .filter(|a| a.type_ == *kind)
+            .find_map(|a| a.address.parse().ok())
+    })
+}
+
+/// How long kube-proxy waits for its Node's addresses at start.
+const NODE_IP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The primary IPv4 address of the Node `node_name`, waiting up to 30 s for it to appear with
+/// one, as kube-proxy does at start; then, as kube-proxy, loopback with a warning.
+pub async fn node_primary_ip(client: &kube::Client, node_name: &str) -> std::net::Ipv4Addr {
+    let api = Api::<Node>::all(client.clone());
+    let deadline = tokio::time::Instant::now() + NODE_IP_WAIT;
+    loop {
+        match api.get_opt(node_name).await {
+            Ok(Some(node)) => {
+                if let Some(ip) = primary_ip(&node) {
+                    tracing::info!(node = node_name, %ip, "the node's primary IP accepts NodePorts");
+                    return ip;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(node = node_name, error = %e, "reading this node's Node"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                node = node_name,
+                "can't determine this node's IP, assuming loopback; if this is incorrect, list \
+                 the networks in --nodeport-addresses"
+            );
+            return std::net::Ipv4Addr::LOCALHOST;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Joins the manifest directory's changes (`files`) and the API server's (`api`) into one
 /// stream for the proxy: one complete set once both gave theirs (the proxy writes no rule
 /// before it, as kube-proxy waits for its informers), then each one's changes as they come. A
@@ -384,6 +455,31 @@ mod tests {
         let (up, rm) = c.event(ev(svc("b", "")));
         assert!(up.is_empty());
         assert_eq!(rm, [("default".to_string(), "b".to_string())]);
+    }
+
+    #[test]
+    fn primary_ip_prefers_internal_and_nodeport_values_parse() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "n1"},
+                {"type": "ExternalIP", "address": "203.0.113.5"},
+                {"type": "InternalIP", "address": "fd00::5"},
+                {"type": "InternalIP", "address": "192.168.56.11"}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(primary_ip(&node), Some("192.168.56.11".parse().unwrap()));
+        assert_eq!(primary_ip(&Node::default()), None);
+        assert_eq!(
+            parse_nodeport_address("primary").unwrap(),
+            NodePortAddress::Primary
+        );
+        assert_eq!(
+            parse_nodeport_address("10.0.0.7/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(parse_nodeport_address("nope").is_err());
     }
 
     #[tokio::test]

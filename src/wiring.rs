@@ -40,6 +40,23 @@ pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
     }
 }
 
+/// Cluster mode: the proxy's Services and EndpointSlices from the API server `client` beside
+/// the manifest directory's `changes` (see `crate::proxy_api`), and the state of the Node
+/// `node_name` for the health server. For `kubenode proxy --kubeconfig`, and for the agent in
+/// cluster mode: hand the result to [`start_for_agent`] in place of the watcher's changes.
+pub fn with_api_source(
+    client: kube::Client,
+    node_name: &str,
+    changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+    Arc<crate::proxy_api::NodeState>,
+) {
+    let node = Arc::new(crate::proxy_api::NodeState::default());
+    let api = crate::proxy_api::spawn(client, node_name.to_string(), node.clone());
+    (crate::proxy_api::merge(changes, api), node)
+}
+
 /// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
 /// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
 /// in-process from the kubelet.

@@ -201,10 +201,25 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         std::fs::write(&path, doc)?;
         kubectl(&["create", "-f", path.to_str().context("path")?])
     };
+    // The proxy's Node, whose primary address (InternalIP) alone accepts NodePorts
+    // (`--nodeport-addresses primary`).
+    create(
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node1}\n",
+    )?;
+    kubectl(&[
+        "patch",
+        "node",
+        "node1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"addresses":[{"type":"InternalIP","address":"192.168.81.1"},{"type":"Hostname","address":"node1"}]}}"#,
+    ])?;
     create(
         "web.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
-         spec: {clusterIP: 10.96.50.10, ports: [{name: http, port: 80, targetPort: 8080}]}\n",
+         spec: {type: NodePort, clusterIP: 10.96.50.10, ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30090}]}\n",
     )?;
     create(
         "web-slice.yaml",
@@ -244,6 +259,8 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
             // The namespace's own port: no other test's proxy can hold it.
             "--healthz-bind-address",
             "127.0.0.1:10256",
+            "--nodeport-addresses",
+            "primary",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -257,7 +274,18 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         &log,
     )?;
     ensure!(who == "p1", "answered by {who:?}");
+    // The NodePort on the node's primary address; the pod-side address takes none.
+    let who = tcp_get(&client, "192.168.81.1:30090")?.context("NodePort on the primary IP")?;
+    ensure!(who == "p1", "NodePort answered by {who:?}");
     let rules = node_rules(&node)?;
+    let jumps: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.ends_with("-j KUBE-NODEPORTS"))
+        .collect();
+    ensure!(
+        jumps.len() == 1 && jumps[0].starts_with("-A KUBE-SERVICES -d 192.168.81.1/32 "),
+        "NodePorts not limited to the primary IP:\n{rules}"
+    );
     ensure!(
         !rules.contains("10.96.50.11") && !rules.contains("10.181.1.99"),
         "a Service labelled for another proxy was programmed:\n{rules}"

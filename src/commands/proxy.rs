@@ -44,9 +44,10 @@ pub struct ProxyArgs {
     /// Range NodePorts are allocated from, `FIRST-LAST`.
     #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
-    /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = parse_ipv4_cidr)]
-    pub nodeport_addresses: Vec<Ipv4Net>,
+    /// Networks whose local addresses accept NodePorts, comma-separated (default: all), or
+    /// `primary`: the node's primary IP, from its Node's addresses (needs `--kubeconfig`).
+    #[arg(long, value_delimiter = ',', value_parser = crate::proxy_api::parse_nodeport_address)]
+    pub nodeport_addresses: Vec<crate::proxy_api::NodePortAddress>,
     /// Accept NodePorts on 127.0.0.1 (sets route_localnet=1 and adds the CVE-2020-8558 guard).
     #[arg(long)]
     pub localhost_nodeports: bool,
@@ -118,7 +119,17 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     // kube-proxy's health timeout: twice the sync period.
     let health_timeout = 2 * args.iptables_sync_period;
     cfg.rules.cluster_cidr = args.cluster_cidr;
-    cfg.rules.node_port_addresses = args.nodeport_addresses;
+    let primary = args
+        .nodeport_addresses
+        .contains(&crate::proxy_api::NodePortAddress::Primary);
+    cfg.rules.node_port_addresses = args
+        .nodeport_addresses
+        .iter()
+        .filter_map(|a| match a {
+            crate::proxy_api::NodePortAddress::Net(n) => Some(*n),
+            crate::proxy_api::NodePortAddress::Primary => None,
+        })
+        .collect();
     cfg.rules.localhost_node_ports = args.localhost_nodeports;
     cfg.rules.masquerade_all = args.masquerade_all;
 
@@ -127,9 +138,30 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         Some(path) => Some(kubenode_kubelet::cluster::connect(path).await?),
         None => None,
     };
+    if primary {
+        let Some(client) = &client else {
+            anyhow::bail!(
+                "--nodeport-addresses primary: the node's primary IP comes from its Node: give \
+                 --kubeconfig, or list the networks"
+            );
+        };
+        let ip = crate::proxy_api::node_primary_ip(client, &node_name).await;
+        cfg.rules.node_port_addresses.push(Ipv4Net::from(ip));
+    }
     let proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     let handle = proxy.spawn();
-    let node_state = Arc::new(crate::proxy_api::NodeState::default());
+    // The source hands over only the Services and Endpoints that changed; its snapshots (pods,
+    // errors) are not needed here.
+    let mut watcher = kubenode_kubelet::source::Watcher::new(
+        args.manifest_dir,
+        node_name.clone(),
+        DEFAULT_FILE_CHECK_FREQUENCY,
+    );
+    let mut changes = watcher.subscribe_changes();
+    let mut node_state = Arc::new(crate::proxy_api::NodeState::default());
+    if let Some(client) = client {
+        (changes, node_state) = crate::wiring::with_api_source(client, &node_name, changes);
+    }
     if let crate::healthz::BindAddress(Some(addr)) = args.healthz_bind_address {
         crate::healthz::spawn(
             addr,
@@ -139,18 +171,6 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 timeout: health_timeout,
             },
         );
-    }
-    // The source hands over only the Services and Endpoints that changed; its snapshots (pods,
-    // errors) are not needed here.
-    let mut watcher = kubenode_kubelet::source::Watcher::new(
-        args.manifest_dir,
-        node_name.clone(),
-        DEFAULT_FILE_CHECK_FREQUENCY,
-    );
-    let mut changes = watcher.subscribe_changes();
-    if let Some(client) = client {
-        let api = crate::proxy_api::spawn(client, node_name, node_state);
-        changes = crate::proxy_api::merge(changes, api);
     }
     let (snapshot_tx, mut snapshots) = tokio::sync::mpsc::channel(4);
     tokio::spawn(watcher.run(snapshot_tx));
