@@ -183,6 +183,78 @@ pub fn parse_bind_address(s: &str) -> Result<BindAddress, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubenode_proxy::conntrack::RecordingConntrack;
+    use kubenode_proxy::iptables::MemoryFirewall;
+    use kubenode_proxy::{Proxy, ProxyConfig};
+
+    /// Waits (10 s at most) until the proxy has `n` failed syncs.
+    fn failures(handle: &kubenode_proxy::ProxyHandle, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while handle.status().failures < n {
+            assert!(std::time::Instant::now() < deadline, "no failed sync");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn unhealthy_when_an_input_waits_too_long_or_the_node_goes() {
+        let fw = Arc::new(MemoryFirewall::new());
+        let mut cfg = ProxyConfig::new("n1", "10.96.0.0/16".parse().unwrap());
+        cfg.min_sync_period = Duration::from_millis(10);
+        cfg.sync_period = Duration::from_secs(3600);
+        let proxy = Proxy::new(cfg, fw.clone(), Arc::new(RecordingConntrack::default())).unwrap();
+        let handle = proxy.spawn();
+        let node = Arc::new(NodeState::default());
+        let health = Health {
+            proxy: handle.health(),
+            node: node.clone(),
+            timeout: Duration::from_secs(60),
+        };
+        let json = |path: &str, at: SystemTime| {
+            let (code, body) = health.answer(path, at).unwrap();
+            (
+                code.as_u16(),
+                serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            )
+        };
+        // At start, nothing pending: healthy, lastUpdated is the current time.
+        let now = SystemTime::now();
+        let (code, body) = json("/healthz", now);
+        assert_eq!(code, 200);
+        assert_eq!(body["nodeEligible"], true);
+        assert_eq!(body["lastUpdated"], body["currentTime"]);
+        assert!(health.answer("/metrics", now).is_none());
+
+        // Every sync fails: the input stays pending.
+        fw.fail_next_restores(1000);
+        handle.update_services(vec![]);
+        handle.update_endpoints(vec![]);
+        failures(&handle, 1);
+        handle.sync_now();
+        failures(&handle, 2);
+        let (last, pending) = handle.health().times();
+        assert!(pending.is_some() && last.is_some());
+        let now = SystemTime::now();
+        assert_eq!(json("/healthz", now).0, 200, "not late yet");
+        let late = now + Duration::from_secs(61);
+        let (code, body) = json("/healthz", late);
+        assert_eq!(code, 503);
+        assert_eq!(body["lastUpdated"], go_time(last.unwrap()).as_str());
+        assert_eq!(body["currentTime"], go_time(late).as_str());
+        assert_eq!(json("/livez", late).0, 503);
+
+        // A node being deleted: /healthz says so, /livez does not care.
+        node.set_eligible(false);
+        let (code, body) = json("/healthz", now);
+        assert_eq!(
+            (code, &body["nodeEligible"]),
+            (503, &serde_json::json!(false))
+        );
+        let (code, body) = json("/livez", now);
+        assert_eq!(code, 200);
+        assert!(body.get("nodeEligible").is_none());
+        handle.shutdown();
+    }
 
     #[test]
     fn go_time_format() {

@@ -152,6 +152,11 @@ impl NodeState {
     pub fn eligible(&self) -> bool {
         self.eligible.load(Ordering::Relaxed)
     }
+
+    /// Records whether the node is eligible.
+    pub fn set_eligible(&self, eligible: bool) {
+        self.eligible.store(eligible, Ordering::Relaxed);
+    }
 }
 
 /// Watches Services and EndpointSlices (and the Node `node_name` for `node`) through `client`
@@ -239,7 +244,7 @@ async fn run(
             }
             Input::Node(eligible) => {
                 if let Some(e) = eligible {
-                    node.eligible.store(e, Ordering::Relaxed);
+                    node.set_eligible(e);
                 }
                 continue;
             }
