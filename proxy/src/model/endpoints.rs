@@ -221,7 +221,9 @@ impl EndpointSet {
     /// The endpoints of each port of `ports` (which belong to this set's Service), sorted.
     /// `node_name` decides which endpoints are local. The same address and port twice (from
     /// two slices) counts once, ready if either is. A port with no ready entry uses its
-    /// serving, terminating ones instead (kube-proxy's ProxyTerminatingEndpoints).
+    /// serving, terminating ones instead (kube-proxy's ProxyTerminatingEndpoints); with
+    /// `externalTrafficPolicy: Local`, a port with ready entries only on other nodes sends its
+    /// external traffic to this node's serving, terminating ones (`local_fallback`).
     pub(crate) fn for_ports(
         &self,
         ports: &[ServicePortInfo],
@@ -234,13 +236,23 @@ impl EndpointSet {
                     .iter()
                     .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
             };
+            let is_local = |e: &EndpointEntry| e.node_name.as_deref() == Some(node_name);
             let any_ready = matching().any(|e| e.ready);
+            let any_local_ready = matching().any(|e| e.ready && is_local(e));
             let mut eps: Vec<Endpoint> = matching()
-                .map(|e| Endpoint {
-                    ip: e.ip,
-                    port: e.port,
-                    ready: e.ready || (!any_ready && e.serving && e.terminating),
-                    local: e.node_name.as_deref() == Some(node_name),
+                .map(|e| {
+                    let serving_terminating = !e.ready && e.serving && e.terminating;
+                    Endpoint {
+                        ip: e.ip,
+                        port: e.port,
+                        ready: e.ready || (!any_ready && serving_terminating),
+                        local: is_local(e),
+                        local_fallback: sp.external_local
+                            && any_ready
+                            && !any_local_ready
+                            && is_local(e)
+                            && serving_terminating,
+                    }
                 })
                 .collect();
             // Ready first within one address and port, so that the dedup keeps it.
@@ -437,6 +449,72 @@ spec:
         assert_eq!((e[1].port_name.as_str(), e[1].port), ("dns", 5353));
         assert_eq!((e[2].port_name.as_str(), e[2].port), ("raw", 9000));
         assert!(!e[3].ready);
+    }
+
+    #[test]
+    fn slices_terminating_fallbacks_cluster_wide_and_local() {
+        let slice: EndpointSlice = obj(r#"
+metadata: {name: web-1, namespace: ns, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: a, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [192.0.2.1], nodeName: node2}
+- {addresses: [192.0.2.2], nodeName: node1, conditions: {ready: false, serving: true, terminating: true}}
+- {addresses: [192.0.2.3], nodeName: node1, conditions: {ready: false, serving: false, terminating: true}}
+"#);
+        let key = crate::model::ServiceKey::new("ns", "web");
+        let set = EndpointSet::from_slices(&key, [&slice]);
+        let port = |local_policy: bool| ServicePortInfo {
+            name: ServicePortName {
+                namespace: "ns".into(),
+                name: "web".into(),
+                port: "a".into(),
+            },
+            protocol: Protocol::Tcp,
+            cluster_ip: "10.96.0.9".parse().unwrap(),
+            port: 80,
+            node_port: None,
+            external_ips: vec![],
+            affinity_timeout: None,
+            external_local: local_policy,
+        };
+        let eps = |sp: ServicePortInfo| {
+            let mut out = BTreeMap::new();
+            set.for_ports(std::slice::from_ref(&sp), "node1", &mut out);
+            out.remove(&sp.name).unwrap()
+        };
+        // A ready endpoint elsewhere: cluster traffic only to it; with the Local policy the
+        // serving, terminating local one takes external traffic, the not-serving one nothing.
+        let cluster = eps(port(false));
+        assert_eq!(
+            cluster
+                .iter()
+                .map(|e| (e.ready, e.local_fallback))
+                .collect::<Vec<_>>(),
+            [(true, false), (false, false), (false, false)]
+        );
+        let local = eps(port(true));
+        assert_eq!(
+            local
+                .iter()
+                .map(|e| (e.ready, e.local_fallback))
+                .collect::<Vec<_>>(),
+            [(true, false), (false, true), (false, false)]
+        );
+        // No ready endpoint anywhere: the serving, terminating one is used for all traffic.
+        let mut only_terminating = slice.clone();
+        only_terminating.endpoints.remove(0);
+        let set = EndpointSet::from_slices(&key, [&only_terminating]);
+        let mut out = BTreeMap::new();
+        set.for_ports(&[port(false)], "node1", &mut out);
+        let got: Vec<bool> = out
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|e| e.ready)
+            .collect();
+        assert_eq!(got, [true, false]);
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct Endpoint {
     pub ready: bool,
     /// Whether the endpoint runs on this node (for `externalTrafficPolicy: Local`).
     pub local: bool,
+    /// Not ready but serving and terminating on this node, while the port has ready endpoints
+    /// only on other nodes: `externalTrafficPolicy: Local` traffic goes to it (kube-proxy's
+    /// fallback to local terminating endpoints); cluster traffic does not.
+    pub local_fallback: bool,
 }
 
 impl Endpoint {
