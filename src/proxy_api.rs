@@ -371,24 +371,118 @@ pub async fn node_primary_ip(client: &kube::Client, node_name: &str) -> std::net
     }
 }
 
+/// The objects of one kind from both sources, for [`merge`]: the API server's (kept, so that
+/// one shadowed by a manifest comes back when the manifest goes) and the names the manifest
+/// directory defines.
+#[derive(Debug)]
+struct Sources<T> {
+    kind: &'static str,
+    api: BTreeMap<Key, T>,
+    files: std::collections::BTreeSet<Key>,
+    warned: std::collections::BTreeSet<Key>,
+}
+
+impl<T: Clone> Sources<T> {
+    fn new(kind: &'static str) -> Self {
+        Sources {
+            kind,
+            api: BTreeMap::new(),
+            files: std::collections::BTreeSet::new(),
+            warned: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Says once per name that the manifest's object hides the API server's.
+    fn shadowed(&mut self, k: &Key) {
+        if self.warned.insert(k.clone()) {
+            tracing::warn!(
+                kind = self.kind,
+                name = %format!("{}/{}", k.0, k.1),
+                "defined both in the manifest directory and in the API server: the proxy uses \
+                 the manifest's"
+            );
+        }
+    }
+
+    /// The manifest directory's upserts and removals, made the proxy's: a removal of a name
+    /// the API server also has brings the API server's object back.
+    fn files_changed(
+        &mut self,
+        upserts: Vec<T>,
+        removed: Vec<Key>,
+        meta: fn(&T) -> &ObjectMeta,
+    ) -> (Vec<T>, Vec<Key>) {
+        let mut up = Vec::with_capacity(upserts.len());
+        for o in upserts {
+            let k = key(meta(&o));
+            if self.api.contains_key(&k) {
+                self.shadowed(&k);
+            }
+            self.files.insert(k);
+            up.push(o);
+        }
+        let mut rm = Vec::new();
+        for k in removed {
+            self.files.remove(&k);
+            self.warned.remove(&k);
+            match self.api.get(&k) {
+                Some(o) => up.push(o.clone()),
+                None => rm.push(k),
+            }
+        }
+        (up, rm)
+    }
+
+    /// The API server's upserts and removals, made the proxy's: names the manifest directory
+    /// defines are left alone.
+    fn api_changed(
+        &mut self,
+        upserts: Vec<T>,
+        removed: Vec<Key>,
+        meta: fn(&T) -> &ObjectMeta,
+    ) -> (Vec<T>, Vec<Key>) {
+        let mut up = Vec::with_capacity(upserts.len());
+        for o in upserts {
+            let k = key(meta(&o));
+            self.api.insert(k.clone(), o.clone());
+            if self.files.contains(&k) {
+                self.shadowed(&k);
+            } else {
+                up.push(o);
+            }
+        }
+        let mut rm = Vec::new();
+        for k in removed {
+            self.api.remove(&k);
+            if !self.files.contains(&k) {
+                rm.push(k);
+            }
+        }
+        (up, rm)
+    }
+}
+
 /// Joins the manifest directory's changes (`files`) and the API server's (`api`) into one
 /// stream for the proxy: one complete set once both gave theirs (the proxy writes no rule
 /// before it, as kube-proxy waits for its informers), then each one's changes as they come. A
-/// name defined in both is the object of whichever changed it last.
+/// Service or EndpointSlice defined in both is the manifest's (a warning says so, once); when
+/// the manifest goes, the API server's object takes its place.
 pub fn merge(
     mut files: mpsc::UnboundedReceiver<ServiceChanges>,
     mut api: mpsc::UnboundedReceiver<ServiceChanges>,
 ) -> mpsc::UnboundedReceiver<ServiceChanges> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let (Some(a), Some(b)) = tokio::join!(files.recv(), api.recv()) else {
+        let (Some(first_files), Some(first_api)) = tokio::join!(files.recv(), api.recv()) else {
             return;
         };
-        let mut all = a;
+        let mut services = Sources::<Service>::new("Service");
+        let mut slices = Sources::<EndpointSlice>::new("EndpointSlice");
+        let mut all = from_files(&mut services, &mut slices, first_files);
+        let more = from_api(&mut services, &mut slices, first_api);
         all.full = true;
-        all.services.extend(b.services);
-        all.endpoints.extend(b.endpoints);
-        all.endpoint_slices.extend(b.endpoint_slices);
+        all.services.extend(more.services);
+        all.endpoint_slices.extend(more.endpoint_slices);
         if tx.send(all).is_err() {
             return;
         }
@@ -396,20 +490,60 @@ pub fn merge(
         while files_open || api_open {
             let change = tokio::select! {
                 c = files.recv(), if files_open => match c {
-                    Some(c) => c,
+                    Some(c) => from_files(&mut services, &mut slices, c),
                     None => { files_open = false; continue; }
                 },
                 c = api.recv(), if api_open => match c {
-                    Some(c) => c,
+                    Some(c) => from_api(&mut services, &mut slices, c),
                     None => { api_open = false; continue; }
                 },
             };
-            if tx.send(change).is_err() {
+            if !change.is_empty() && tx.send(change).is_err() {
                 return;
             }
         }
     });
     rx
+}
+
+fn from_files(
+    services: &mut Sources<Service>,
+    slices: &mut Sources<EndpointSlice>,
+    c: ServiceChanges,
+) -> ServiceChanges {
+    let (s, rs) = services.files_changed(c.services, c.removed_services, |o| &o.metadata);
+    let (e, re) = slices.files_changed(c.endpoint_slices, c.removed_endpoint_slices, |o| {
+        &o.metadata
+    });
+    ServiceChanges {
+        full: false,
+        services: s,
+        removed_services: rs,
+        endpoints: c.endpoints,
+        removed_endpoints: c.removed_endpoints,
+        endpoint_slices: e,
+        removed_endpoint_slices: re,
+    }
+}
+
+fn from_api(
+    services: &mut Sources<Service>,
+    slices: &mut Sources<EndpointSlice>,
+    c: ServiceChanges,
+) -> ServiceChanges {
+    let (s, rs) = services.api_changed(c.services, c.removed_services, |o| &o.metadata);
+    let (e, re) = slices.api_changed(c.endpoint_slices, c.removed_endpoint_slices, |o| {
+        &o.metadata
+    });
+    ServiceChanges {
+        full: false,
+        services: s,
+        removed_services: rs,
+        endpoints: c.endpoints,
+        removed_endpoints: c.removed_endpoints,
+        endpoint_slices: e,
+        removed_endpoint_slices: re,
+    }
 }
 
 #[cfg(test)]
@@ -514,5 +648,41 @@ mod tests {
         .unwrap();
         let next = out.recv().await.unwrap();
         assert!(!next.full && next.removed_services.len() == 1);
+
+        // A name in both: the manifest's object; the API server's returns when it goes.
+        // (with another Service, whose arrival shows that the change was taken)
+        atx.send(ServiceChanges {
+            services: vec![svc("file", "10.96.0.7"), svc("x", "10.96.0.6")],
+            ..ServiceChanges::default()
+        })
+        .unwrap();
+        let next = out.recv().await.unwrap();
+        let names = |c: &ServiceChanges| -> Vec<String> {
+            c.services
+                .iter()
+                .map(|s| s.metadata.name.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(names(&next), ["x"]);
+        ftx.send(ServiceChanges {
+            removed_services: vec![("default".into(), "file".into())],
+            ..ServiceChanges::default()
+        })
+        .unwrap();
+        let next = out.recv().await.unwrap();
+        assert!(next.removed_services.is_empty(), "{next:?}");
+        let ip = |s: &Service| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+        assert_eq!(
+            next.services.iter().map(ip).collect::<Vec<_>>(),
+            ["10.96.0.7"]
+        );
+        // Now only the API server has it: its removal goes through.
+        atx.send(ServiceChanges {
+            removed_services: vec![("default".into(), "file".into())],
+            ..ServiceChanges::default()
+        })
+        .unwrap();
+        let next = out.recv().await.unwrap();
+        assert_eq!(next.removed_services.len(), 1);
     }
 }
