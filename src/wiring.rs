@@ -63,7 +63,18 @@ pub fn with_api_source(
 pub fn start_for_agent(
     config: &kubenode_kubelet::config::Config,
     kubelet: Arc<kubenode_kubelet::node::Kubelet>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+) -> anyhow::Result<()> {
+    start_for_agent_with(config, kubelet, changes, None)
+}
+
+/// [`start_for_agent`], with kube-proxy's health server on `health`'s address judging by its
+/// Node's state (from [`with_api_source`] in cluster mode, else always eligible).
+pub fn start_for_agent_with(
+    config: &kubenode_kubelet::config::Config,
+    kubelet: Arc<kubenode_kubelet::node::Kubelet>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+    health: Option<(std::net::SocketAddr, Arc<crate::proxy_api::NodeState>)>,
 ) -> anyhow::Result<()> {
     let mut input = kubelet.proxy_input();
     let service_cidr = match config.service_cidr {
@@ -80,6 +91,8 @@ pub fn start_for_agent(
         .map(ipv4_cidr)
         .transpose()
         .context("cluster CIDR")?;
+    // kube-proxy's health timeout: twice the sync period.
+    let health_timeout = 2 * cfg.sync_period;
     let fw = IptablesFirewall::new("auto")?;
     let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     // The rules stay in place when the agent stops, as kube-proxy's do.
@@ -98,6 +111,16 @@ pub fn start_for_agent(
         let mut pods = input.borrow_and_update().pods.clone();
         proxy.update_pods(pods.clone());
         let handle = proxy.spawn();
+        if let Some((addr, node)) = health {
+            crate::healthz::spawn(
+                addr,
+                crate::healthz::Health {
+                    proxy: handle.health(),
+                    node,
+                    timeout: health_timeout,
+                },
+            );
+        }
         // The proxy thread's status, reduced to what the kubelet takes; receivers wake only
         // when that changed (`None` until the first sync).
         type Served = Option<(Vec<Arc<Service>>, Vec<Arc<EndpointSet>>)>;
