@@ -172,7 +172,13 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
     ip_addr_add(Some(&client), "eth0", "192.168.81.2/24")?;
     client.ip(&["route", "add", "default", "via", "192.168.81.1"])?;
     node.ip(&["route", "add", "default", "via", "192.168.81.2"])?;
+    let pod2 = Netns::new(&format!("{tag}q"))?;
+    veth(Some(&node), &format!("{tag}q"), Some(&pod2), "eth0")?;
+    ip_addr_add(Some(&node), &format!("{tag}q"), "10.181.2.1/24")?;
+    ip_addr_add(Some(&pod2), "eth0", "10.181.2.2/24")?;
+    pod2.ip(&["route", "add", "default", "via", "10.181.2.1"])?;
     let _backend = Server::start(&pod, "p1", 8080)?;
+    let _backend2 = Server::start(&pod2, "p2", 8080)?;
 
     // The stand-in listens inside the node's namespace, where the proxy and kubectl run.
     let mut server = node.run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("addr")))??;
@@ -360,6 +366,41 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
         std::fs::read_to_string(&log)?
     );
 
+    // ProxyTerminatingEndpoints: p1 terminating but still serving, p2 ready in another slice:
+    // only p2 answers; when p2's slice goes, p1 takes the traffic rather than nobody.
+    create(
+        "web-slice-2.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-fghij, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\n\
+         endpoints: [{addresses: [10.181.2.2], nodeName: node2, conditions: {ready: true}}]\n\
+         ports: [{name: http, port: 8080, protocol: TCP}]\n",
+    )?;
+    kubectl(&[
+        "patch",
+        "endpointslice",
+        "web-abcde",
+        "--type=merge",
+        "-p",
+        r#"{"endpoints":[{"addresses":["10.181.1.2"],"nodeName":"node1","conditions":{"ready":false,"serving":true,"terminating":true}}]}"#,
+    ])?;
+    let answers = |n: usize| -> anyhow::Result<Vec<String>> {
+        (0..n)
+            .map(|_| Ok(tcp_get(&client, "10.96.50.10:80")?.unwrap_or_default()))
+            .collect()
+    };
+    wait_for(
+        "only the ready endpoint p2 answering",
+        || Ok(answers(10)?.iter().all(|w| w == "p2").then_some(())),
+        &log,
+    )?;
+    kubectl(&["delete", "endpointslice", "web-fghij"])?;
+    wait_for(
+        "the terminating endpoint p1 answering once no endpoint is ready",
+        || Ok(answers(5)?.iter().all(|w| w == "p1").then_some(())),
+        &log,
+    )?;
+
     // The controller removes the slice: the Service has no endpoint, a request is refused.
     kubectl(&["delete", "endpointslice", "web-abcde"])?;
     wait_for(
@@ -388,7 +429,7 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
 
     drop(proxy);
     drop(server);
-    drop((client, pod, node));
+    drop((client, pod, pod2, node));
     drop(dir);
     guard.check()
 }
