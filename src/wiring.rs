@@ -1,7 +1,8 @@
 //! The kubelet and the proxy in one process (`kubenode agent`). The kubelet never imports the
 //! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services,
-//! Endpoints and EndpointSlices that changed from the manifest watcher, and the node's pods from the `ProxyInput`
-//! the kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
+//! Endpoints and EndpointSlices that changed from the manifest watcher (and, in cluster mode,
+//! from the API server: `with_api_source`), and the node's pods from the `ProxyInput` the
+//! kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
 //! Services with their allocated ClusterIPs and their endpoints go back to the kubelet, for the
 //! pods' environment and `kubenode get services|endpoints`, whenever a proxy sync changed them
 //! (the proxy thread hands its status over after each sync, see `ProxyHandle::on_status`).
@@ -57,8 +58,9 @@ pub fn with_api_source(
     (crate::proxy_api::merge(changes, api), node)
 }
 
-/// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
-/// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
+/// Starts the proxy inside `kubenode agent`: Services, Endpoints and EndpointSlices come from
+/// the manifest directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`;
+/// in cluster mode merged with the API server's by [`with_api_source`]), the node's pods
 /// in-process from the kubelet.
 pub fn start_for_agent(
     config: &kubenode_kubelet::config::Config,
