@@ -1,11 +1,13 @@
 //! The `kubenode` binary: parse the command line, start logging, dispatch to one subcommand.
 
 mod commands;
+mod healthz;
 mod logging;
 mod memory;
 mod notify;
 mod preflight;
 mod print;
+mod proxy_api;
 mod wiring;
 
 use std::ffi::OsString;

@@ -1,7 +1,8 @@
 //! The kubelet and the proxy in one process (`kubenode agent`). The kubelet never imports the
-//! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services and
-//! Endpoints that changed from the manifest watcher, and the node's pods from the `ProxyInput`
-//! the kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
+//! proxy, nor the proxy the kubelet: this module joins them. The proxy takes the Services,
+//! Endpoints and EndpointSlices that changed from the manifest watcher (and, in cluster mode,
+//! from the API server: `with_api_source`), and the node's pods from the `ProxyInput` the
+//! kubelet publishes on a `tokio::sync::watch` channel whenever its pods change; the
 //! Services with their allocated ClusterIPs and their endpoints go back to the kubelet, for the
 //! pods' environment and `kubenode get services|endpoints`, whenever a proxy sync changed them
 //! (the proxy thread hands its status over after each sync, see `ProxyHandle::on_status`).
@@ -25,6 +26,7 @@ pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
     if change.full {
         handle.update_services(change.services);
         handle.update_endpoints(change.endpoints);
+        handle.update_endpoint_slices(change.endpoint_slices);
     } else {
         let keys =
             |removed: Vec<(String, String)>| removed.into_iter().map(ServiceKey::from).collect();
@@ -33,17 +35,48 @@ pub fn hand_over(handle: &kubenode_proxy::ProxyHandle, change: ServiceChanges) {
             removed_services: keys(change.removed_services),
             endpoints: change.endpoints,
             removed_endpoints: keys(change.removed_endpoints),
+            endpoint_slices: change.endpoint_slices,
+            removed_endpoint_slices: keys(change.removed_endpoint_slices),
         });
     }
 }
 
-/// Starts the proxy inside `kubenode agent`: Services and Endpoints come from the manifest
-/// directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`), the node's pods
+/// Cluster mode: the proxy's Services and EndpointSlices from the API server `client` beside
+/// the manifest directory's `changes` (see `crate::proxy_api`), and the state of the Node
+/// `node_name` for the health server. For `kubenode proxy --kubeconfig`, and for the agent in
+/// cluster mode: hand the result to [`start_for_agent`] in place of the watcher's changes.
+pub fn with_api_source(
+    client: kube::Client,
+    node_name: &str,
+    changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+    Arc<crate::proxy_api::NodeState>,
+) {
+    let node = Arc::new(crate::proxy_api::NodeState::default());
+    let api = crate::proxy_api::spawn(client, node_name.to_string(), node.clone());
+    (crate::proxy_api::merge(changes, api), node)
+}
+
+/// Starts the proxy inside `kubenode agent`: Services, Endpoints and EndpointSlices come from
+/// the manifest directory's watcher as changes (`changes`, see `Watcher::subscribe_changes`;
+/// in cluster mode merged with the API server's by [`with_api_source`]), the node's pods
 /// in-process from the kubelet.
 pub fn start_for_agent(
     config: &kubenode_kubelet::config::Config,
     kubelet: Arc<kubenode_kubelet::node::Kubelet>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+) -> anyhow::Result<()> {
+    start_for_agent_with(config, kubelet, changes, None)
+}
+
+/// [`start_for_agent`], with kube-proxy's health server on `health`'s address judging by its
+/// Node's state (from [`with_api_source`] in cluster mode, else always eligible).
+pub fn start_for_agent_with(
+    config: &kubenode_kubelet::config::Config,
+    kubelet: Arc<kubenode_kubelet::node::Kubelet>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<ServiceChanges>,
+    health: Option<(std::net::SocketAddr, Arc<crate::proxy_api::NodeState>)>,
 ) -> anyhow::Result<()> {
     let mut input = kubelet.proxy_input();
     let service_cidr = match config.service_cidr {
@@ -60,6 +93,8 @@ pub fn start_for_agent(
         .map(ipv4_cidr)
         .transpose()
         .context("cluster CIDR")?;
+    // kube-proxy's health timeout: twice the sync period.
+    let health_timeout = 2 * cfg.sync_period;
     let fw = IptablesFirewall::new("auto")?;
     let mut proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     // The rules stay in place when the agent stops, as kube-proxy's do.
@@ -74,9 +109,20 @@ pub fn start_for_agent(
         };
         proxy.update_services(first.services);
         proxy.update_endpoints(first.endpoints);
+        proxy.update_endpoint_slices(first.endpoint_slices);
         let mut pods = input.borrow_and_update().pods.clone();
         proxy.update_pods(pods.clone());
         let handle = proxy.spawn();
+        if let Some((addr, node)) = health {
+            crate::healthz::spawn(
+                addr,
+                crate::healthz::Health {
+                    proxy: handle.health(),
+                    node,
+                    timeout: health_timeout,
+                },
+            );
+        }
         // The proxy thread's status, reduced to what the kubelet takes; receivers wake only
         // when that changed (`None` until the first sync).
         type Served = Option<(Vec<Arc<Service>>, Vec<Arc<EndpointSet>>)>;

@@ -352,6 +352,21 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
         service(json!({"metadata": {"name": "local", "namespace": "default"}, "spec": {
             "type": "NodePort", "clusterIP": "172.30.0.25", "externalTrafficPolicy": "Local",
             "ports": [{"name": "x", "port": 80, "nodePort": 30081}]}})),
+        service(json!({"metadata": {"name": "sliced", "namespace": "default"}, "spec": {
+            "clusterIP": "172.30.0.26", "ports": [{"name": "x", "port": 80}]}})),
+    ]);
+    // Endpoints from two EndpointSlices: the remote one ready, a pod not ready (no traffic).
+    let slice = |name: &str, ip: &str, port: u16, ready: bool| {
+        serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "sliced"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}}],
+            "ports": [{"name": "x", "port": port, "protocol": "TCP"}]}))
+    };
+    lab.proxy.update_endpoint_slices(vec![
+        slice("sliced-a", "10.200.0.2", 7000, true)?,
+        slice("sliced-b", "10.180.1.2", 8080, false)?,
     ]);
     let eps: Endpoints = serde_json::from_value(json!({
         "metadata": {"name": "ext", "namespace": "default"},
@@ -375,6 +390,12 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
     ensure!(
         counts.get("remote") == Some(&10),
         "selector-less: {counts:?}"
+    );
+    // A Service whose endpoints are EndpointSlices: only the ready endpoint answers.
+    let counts = requests(&lab.client_ns(2), "172.30.0.26:80", 10)?;
+    ensure!(
+        counts.get("remote") == Some(&10),
+        "EndpointSlice endpoints: {counts:?}"
     );
     // An external IP routed to the node.
     let counts = requests(&lab.client_ns(1), "203.0.113.7:80", 20)?;
@@ -672,10 +693,20 @@ fn manifest_with_bad_namespace_is_refused() -> anyhow::Result<()> {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n\
              spec:\n  clusterIP: 10.96.0.61\n  ports:\n  - {port: 80}\n",
         )?;
+        // A Service whose endpoint is an EndpointSlice of the manifest directory.
+        agent.write_manifest(
+            "sliced.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: sliced}\n\
+             spec: {clusterIP: 10.96.0.62, ports: [{name: http, port: 80}]}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {name: sliced-1, labels: {kubernetes.io/service-name: sliced}}\n\
+             addressType: IPv4\nendpoints: [{addresses: [10.244.77.7]}]\n\
+             ports: [{name: http, port: 8080}]\n",
+        )?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let rules = node_rules(&agent.node)?;
-            if rules.contains("10.96.0.61") {
+            if rules.contains("10.96.0.61") && rules.contains("10.244.77.7:8080") {
                 ensure!(
                     !rules.contains("10.96.0.60"),
                     "the refused Service was programmed:\n{rules}"

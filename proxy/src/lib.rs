@@ -16,4 +16,4 @@ mod proxy;
 pub mod rules;
 pub mod sync;
 
-pub use proxy::{Changes, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyStatus};
+pub use proxy::{Changes, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyHealth, ProxyStatus};

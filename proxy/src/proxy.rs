@@ -14,6 +14,7 @@ use crate::model::{
 use crate::rules::{Generator, RulesConfig, Ruleset, Table, CANARY_CHAIN};
 use crate::sync::{SyncError, SyncReport, Syncer};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubenode_fsutil::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
@@ -92,10 +93,17 @@ pub struct ProxyStatus {
     pub syncs: u64,
     /// Failed syncs so far (`sync_proxy_rules_iptables_restore_failures_total`).
     pub failures: u64,
+    /// When the running proxy last had its rules up to date with its inputs: its start, then
+    /// each successful sync (kube-proxy's health server `lastUpdated`).
+    pub last_updated: Option<std::time::SystemTime>,
+    /// When the oldest input not yet in the rules arrived (kube-proxy's oldest queued update;
+    /// `None`: nothing pending). Inputs before the first whole set do not count.
+    pub pending_since: Option<std::time::SystemTime>,
 }
 
-/// Services and Endpoints that were added, changed or removed, by [`ServiceKey`]: what a
-/// source hands over after the first, complete set (see [`Proxy::apply_changes`]).
+/// Services, Endpoints and EndpointSlices that were added, changed or removed, by
+/// [`ServiceKey`] (of the object: a slice's own namespace and name): what a source hands over
+/// after the first, complete set (see [`Proxy::apply_changes`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
     /// Services added or changed (replacing the one with the same namespace and name).
@@ -106,6 +114,10 @@ pub struct Changes {
     pub endpoints: Vec<Endpoints>,
     /// Endpoints removed.
     pub removed_endpoints: Vec<ServiceKey>,
+    /// EndpointSlices added or changed.
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// EndpointSlices removed (their namespace and name).
+    pub removed_endpoint_slices: Vec<ServiceKey>,
 }
 
 impl Changes {
@@ -115,6 +127,8 @@ impl Changes {
             && self.removed_services.is_empty()
             && self.endpoints.is_empty()
             && self.removed_endpoints.is_empty()
+            && self.endpoint_slices.is_empty()
+            && self.removed_endpoint_slices.is_empty()
     }
 }
 
@@ -131,6 +145,12 @@ pub struct Proxy {
     allocator: Allocator,
     services: Vec<Service>,
     endpoints: Vec<Endpoints>,
+    /// EndpointSlices by their own namespace and name, with the Service each names.
+    slices: HashMap<ServiceKey, (EndpointSlice, Option<ServiceKey>)>,
+    /// The slices of each Service.
+    slices_of: HashMap<ServiceKey, BTreeSet<ServiceKey>>,
+    /// Services whose slices changed since the last [`Proxy::desired`].
+    changed_slice_services: BTreeSet<ServiceKey>,
     pods: Vec<Pod>,
     udp: UdpState,
     route_localnet: bool,
@@ -169,6 +189,8 @@ struct Resolved {
     udp_pending: Option<BTreeSet<ServiceKey>>,
     manual_order: Vec<ServiceKey>,
     from_pods: HashMap<ServiceKey, Arc<EndpointSet>>,
+    /// The union of each Service's EndpointSlices.
+    from_slices: HashMap<ServiceKey, Arc<EndpointSet>>,
     /// Every Service's endpoints, the computed ones over the manual ones (for the status).
     sets: BTreeMap<ServiceKey, Arc<EndpointSet>>,
     eps: BTreeMap<ServicePortName, Vec<Endpoint>>,
@@ -183,6 +205,21 @@ impl Resolved {
             .chain(self.port_errors.values())
             .cloned()
             .collect();
+    }
+}
+
+/// The endpoints of the Service `key`: computed from the node's pods (a Service with a
+/// selector, whatever was written by hand) or its Endpoints object, with its EndpointSlices
+/// added.
+fn combined(r: &Resolved, key: &ServiceKey) -> Option<Arc<EndpointSet>> {
+    let base = r
+        .from_pods
+        .get(key)
+        .or_else(|| r.manual.get(key).map(|(_, s)| s));
+    match (base, r.from_slices.get(key)) {
+        (Some(b), Some(s)) => Some(Arc::new(b.union(s))),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => None,
     }
 }
 
@@ -206,6 +243,9 @@ impl Proxy {
             allocator,
             services: Vec::new(),
             endpoints: Vec::new(),
+            slices: HashMap::new(),
+            slices_of: HashMap::new(),
+            changed_slice_services: BTreeSet::new(),
             pods: Vec::new(),
             udp: UdpState::new(),
             route_localnet: false,
@@ -247,12 +287,69 @@ impl Proxy {
         self.changed_endpoints.clear();
     }
 
+    /// Replaces the EndpointSlices. A Service's endpoints are the union of its slices (label
+    /// `kubernetes.io/service-name`) and of its Endpoints object or, with a selector, of the
+    /// node's pods; a slice without the label serves no Service (kube-proxy skips it).
+    pub fn update_endpoint_slices(&mut self, slices: Vec<EndpointSlice>) {
+        self.slices.clear();
+        self.changed_slice_services
+            .extend(std::mem::take(&mut self.slices_of).into_keys());
+        for slice in slices {
+            self.put_slice(ServiceKey::of(&slice.metadata), Some(slice));
+        }
+    }
+
+    /// Adds, replaces (`Some`) or removes (`None`) the slice `key`, noting the Services whose
+    /// slices changed.
+    fn put_slice(&mut self, key: ServiceKey, slice: Option<EndpointSlice>) {
+        let new_service = slice.as_ref().and_then(crate::model::slice_service);
+        if let Some((_, Some(svc))) = self.slices.get(&key) {
+            let svc = svc.clone();
+            if let Some(set) = self.slices_of.get_mut(&svc) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.slices_of.remove(&svc);
+                }
+            }
+            self.changed_slice_services.insert(svc);
+        }
+        match slice {
+            Some(slice) => {
+                if let Some(svc) = &new_service {
+                    self.slices_of
+                        .entry(svc.clone())
+                        .or_default()
+                        .insert(key.clone());
+                    self.changed_slice_services.insert(svc.clone());
+                } else {
+                    tracing::warn!(slice = %key, "EndpointSlice without the {} label serves no Service", crate::model::SERVICE_NAME_LABEL);
+                }
+                self.slices.insert(key, (slice, new_service));
+            }
+            None => {
+                self.slices.remove(&key);
+            }
+        }
+    }
+
     /// Applies added, changed and removed Services and Endpoints on top of what the proxy has.
     /// The next sync redoes allocation, endpoints and rules only for those (when the allocation
     /// allows: see [`crate::alloc::Allocator::allocate_changed`]), so one changed Service among
     /// thousands rewrites only its bucket chains. The result is the same as replacing the whole
     /// sets with [`Proxy::update_services`] and [`Proxy::update_endpoints`].
     pub fn apply_changes(&mut self, changes: Changes) {
+        for slice in changes.endpoint_slices {
+            let key = ServiceKey::of(&slice.metadata);
+            if self.slices.get(&key).is_some_and(|(old, _)| *old == slice) {
+                continue;
+            }
+            self.put_slice(key, Some(slice));
+        }
+        for key in changes.removed_endpoint_slices {
+            if self.slices.contains_key(&key) {
+                self.put_slice(key, None);
+            }
+        }
         for svc in changes.services {
             let key = crate::model::service::service_key(&svc);
             match self.services.iter().position(|s| key.matches(&s.metadata)) {
@@ -422,7 +519,33 @@ impl Proxy {
                 }
             }
         }
-        let endpoints_changed = self.endpoints_dirty || !self.changed_endpoints.is_empty();
+        let slices_changed = !self.changed_slice_services.is_empty();
+        let endpoints_changed =
+            self.endpoints_dirty || !self.changed_endpoints.is_empty() || slices_changed;
+        for key in std::mem::take(&mut self.changed_slice_services) {
+            let set = self.slices_of.get(&key).map(|names| {
+                let slices = names
+                    .iter()
+                    .filter_map(|n| self.slices.get(n).map(|(s, _)| s));
+                EndpointSet::from_slices(&key, slices)
+            });
+            match set {
+                Some(set) => {
+                    if r.from_slices.get(&key).is_some_and(|old| **old == set) {
+                        continue;
+                    }
+                    r.from_slices.insert(key.clone(), Arc::new(set));
+                }
+                None => {
+                    if r.from_slices.remove(&key).is_none() {
+                        continue;
+                    }
+                }
+            }
+            if let Some(c) = changed.as_mut() {
+                c.push(key);
+            }
+        }
         for (key, ep) in std::mem::take(&mut self.changed_endpoints) {
             match ep {
                 Some(ep) => {
@@ -470,11 +593,7 @@ impl Proxy {
             for p in ports {
                 r.eps.remove(&p.name);
             }
-            let set = r
-                .from_pods
-                .get(key)
-                .or_else(|| r.manual.get(key).map(|(_, s)| s));
-            if let Some(set) = set {
+            if let Some(set) = combined(r, key) {
                 set.for_ports(ports, node, &mut r.eps);
             }
         };
@@ -494,23 +613,22 @@ impl Proxy {
         }
         match &changed {
             None => {
-                r.sets = r
+                let keys: BTreeSet<&ServiceKey> = r
                     .manual
-                    .iter()
-                    .map(|(k, (_, s))| (k.clone(), s.clone()))
+                    .keys()
+                    .chain(r.from_pods.keys())
+                    .chain(r.from_slices.keys())
                     .collect();
-                // A Service with a selector gets its computed set, whatever was written by hand.
-                r.sets
-                    .extend(r.from_pods.iter().map(|(k, s)| (k.clone(), s.clone())));
+                let sets = keys
+                    .into_iter()
+                    .filter_map(|k| combined(r, k).map(|s| (k.clone(), s)))
+                    .collect();
+                r.sets = sets;
             }
             Some(keys) => {
                 for key in keys {
-                    let set = r
-                        .from_pods
-                        .get(key)
-                        .or_else(|| r.manual.get(key).map(|(_, s)| s));
-                    match set {
-                        Some(set) => r.sets.insert(key.clone(), set.clone()),
+                    match combined(r, key) {
+                        Some(set) => r.sets.insert(key.clone(), set),
                         None => r.sets.remove(key),
                     };
                 }
@@ -639,7 +757,7 @@ impl Proxy {
 
 mod run;
 
-pub use run::ProxyHandle;
+pub use run::{ProxyHandle, ProxyHealth};
 
 #[cfg(test)]
 mod tests;

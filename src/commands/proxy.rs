@@ -1,6 +1,9 @@
-//! `kubenode proxy`: kube-proxy's role alone. Services and Endpoints come from the manifest
-//! directory, the node's pods from a kubelet's read-only port (`--kubelet-url`, see
-//! `kubelet_client`); `--cleanup` removes every iptables rule and chain kubenode owns and exits.
+//! `kubenode proxy`: kube-proxy's role alone. Services, Endpoints and EndpointSlices come from
+//! the manifest directory and, with `--kubeconfig`, Services and EndpointSlices from the API
+//! server too (`crate::proxy_api`); the node's pods from a kubelet's read-only port
+//! (`--kubelet-url`, see `kubelet_client`). The health server answers on
+//! `--healthz-bind-address` (`crate::healthz`). `--cleanup` removes every iptables rule and
+//! chain kubenode owns and exits.
 //! Inside `kubenode agent` the proxy is wired to the kubelet in-process instead
 //! (`crate::wiring`).
 
@@ -41,9 +44,10 @@ pub struct ProxyArgs {
     /// Range NodePorts are allocated from, `FIRST-LAST`.
     #[arg(long, default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
-    /// Networks whose local addresses accept NodePorts, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = parse_ipv4_cidr)]
-    pub nodeport_addresses: Vec<Ipv4Net>,
+    /// Networks whose local addresses accept NodePorts, comma-separated (default: all), or
+    /// `primary`: the node's primary IP, from its Node's addresses (needs `--kubeconfig`).
+    #[arg(long, value_delimiter = ',', value_parser = crate::proxy_api::parse_nodeport_address)]
+    pub nodeport_addresses: Vec<crate::proxy_api::NodePortAddress>,
     /// Accept NodePorts on 127.0.0.1 (sets route_localnet=1 and adds the CVE-2020-8558 guard).
     #[arg(long)]
     pub localhost_nodeports: bool,
@@ -68,6 +72,13 @@ pub struct ProxyArgs {
     /// How often the pods are read from `--kubelet-url` (Go duration).
     #[arg(long, default_value = "2s", value_parser = kubenode_kubelet::config::parse_duration)]
     pub pods_poll_period: Duration,
+    /// The kubeconfig of a cluster: Services and EndpointSlices are watched from its API
+    /// server (beside the manifest directory's), and this node's Node.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the health server (`/healthz`, `/livez`) listens, IP:PORT; empty turns it off.
+    #[arg(long, default_value = crate::healthz::DEFAULT_BIND_ADDRESS, value_parser = crate::healthz::parse_bind_address)]
+    pub healthz_bind_address: crate::healthz::BindAddress,
     /// Where ClusterIP and NodePort allocations are kept across restarts.
     #[arg(long, default_value_os_t = std::path::Path::new(DEFAULT_ROOT_DIR).join(PROXY_STATE_FILE))]
     pub state_file: PathBuf,
@@ -105,21 +116,62 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     cfg.state_file = Some(args.state_file);
     cfg.min_sync_period = args.iptables_min_sync_period;
     cfg.sync_period = args.iptables_sync_period;
+    // kube-proxy's health timeout: twice the sync period.
+    let health_timeout = 2 * args.iptables_sync_period;
     cfg.rules.cluster_cidr = args.cluster_cidr;
-    cfg.rules.node_port_addresses = args.nodeport_addresses;
+    let primary = args
+        .nodeport_addresses
+        .contains(&crate::proxy_api::NodePortAddress::Primary);
+    cfg.rules.node_port_addresses = args
+        .nodeport_addresses
+        .iter()
+        .filter_map(|a| match a {
+            crate::proxy_api::NodePortAddress::Net(n) => Some(*n),
+            crate::proxy_api::NodePortAddress::Primary => None,
+        })
+        .collect();
     cfg.rules.localhost_node_ports = args.localhost_nodeports;
     cfg.rules.masquerade_all = args.masquerade_all;
 
+    // Cluster mode: a client first, so that a bad kubeconfig stops the start.
+    let client = match &args.kubeconfig {
+        Some(path) => Some(kubenode_kubelet::cluster::connect(path).await?),
+        None => None,
+    };
+    if primary {
+        let Some(client) = &client else {
+            anyhow::bail!(
+                "--nodeport-addresses primary: the node's primary IP comes from its Node: give \
+                 --kubeconfig, or list the networks"
+            );
+        };
+        let ip = crate::proxy_api::node_primary_ip(client, &node_name).await;
+        cfg.rules.node_port_addresses.push(Ipv4Net::from(ip));
+    }
     let proxy = Proxy::new(cfg, Arc::new(fw), Arc::new(ConntrackTool::new()))?;
     let handle = proxy.spawn();
     // The source hands over only the Services and Endpoints that changed; its snapshots (pods,
     // errors) are not needed here.
     let mut watcher = kubenode_kubelet::source::Watcher::new(
         args.manifest_dir,
-        node_name,
+        node_name.clone(),
         DEFAULT_FILE_CHECK_FREQUENCY,
     );
     let mut changes = watcher.subscribe_changes();
+    let mut node_state = Arc::new(crate::proxy_api::NodeState::default());
+    if let Some(client) = client {
+        (changes, node_state) = crate::wiring::with_api_source(client, &node_name, changes);
+    }
+    if let crate::healthz::BindAddress(Some(addr)) = args.healthz_bind_address {
+        crate::healthz::spawn(
+            addr,
+            crate::healthz::Health {
+                proxy: handle.health(),
+                node: node_state.clone(),
+                timeout: health_timeout,
+            },
+        );
+    }
     let (snapshot_tx, mut snapshots) = tokio::sync::mpsc::channel(4);
     tokio::spawn(watcher.run(snapshot_tx));
     let mut poll = tokio::time::interval(args.pods_poll_period.max(Duration::from_millis(100)));

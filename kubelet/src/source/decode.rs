@@ -1,7 +1,8 @@
 //! Decoding one manifest file: YAML (one or more documents) or JSON, each
-//! document a Pod, Service, Endpoints or a List of them.
+//! document a Pod, Service, Endpoints, EndpointSlice (`discovery.k8s.io/v1`) or a List of them.
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -11,6 +12,7 @@ pub(super) enum Object {
     Pod(Box<Pod>),
     Service(Box<Service>),
     Endpoints(Box<Endpoints>),
+    EndpointSlice(Box<EndpointSlice>),
 }
 
 /// A problem with one document: optional field path and reason.
@@ -81,7 +83,9 @@ fn decode_value(
     }
     let core = api_version == "v1";
     let object = match kind.as_str() {
-        "List" | "PodList" | "ServiceList" | "EndpointsList" if item.is_none() => {
+        "List" | "PodList" | "ServiceList" | "EndpointsList" | "EndpointSliceList"
+            if item.is_none() =>
+        {
             let items = map
                 .get("items")
                 .and_then(|i| i.as_array())
@@ -99,13 +103,23 @@ fn decode_value(
             ));
             return;
         }
+        "EndpointSlice" if api_version != "discovery.k8s.io/v1" => {
+            errs.push(err(
+                Some(format!("{prefix}apiVersion")),
+                format!("EndpointSlice must have apiVersion \"discovery.k8s.io/v1\", not {api_version:?}"),
+            ));
+            return;
+        }
+        "EndpointSlice" => {
+            typed::<EndpointSlice>(v, &prefix).map(|e| Object::EndpointSlice(Box::new(e)))
+        }
         "Pod" => typed::<Pod>(v, &prefix).map(|p| Object::Pod(Box::new(p))),
         "Service" => typed::<Service>(v, &prefix).map(|s| Object::Service(Box::new(s))),
         "Endpoints" => typed::<Endpoints>(v, &prefix).map(|e| Object::Endpoints(Box::new(e))),
         other => {
             errs.push(err(
                 Some(format!("{prefix}kind")),
-                format!("kind {other:?} is not supported in a manifest directory (Pod, Service, Endpoints or List)"),
+                format!("kind {other:?} is not supported in a manifest directory (Pod, Service, Endpoints, EndpointSlice or List)"),
             ));
             return;
         }

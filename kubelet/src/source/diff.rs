@@ -1,8 +1,9 @@
 //! Comparing two snapshots: pods by UID, the way the pod workers consume them; Services and
-//! Endpoints by `namespace/name`, the way the proxy consumes them.
+//! Endpoints and EndpointSlices by `namespace/name`, the way the proxy consumes them.
 
 use super::Snapshot;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +20,10 @@ pub struct ServiceChanges {
     pub endpoints: Vec<Endpoints>,
     /// `(namespace, name)` of the Endpoints gone.
     pub removed_endpoints: Vec<(String, String)>,
+    /// EndpointSlices added or changed (with `full`, every EndpointSlice).
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// `(namespace, name)` of the EndpointSlices gone.
+    pub removed_endpoint_slices: Vec<(String, String)>,
 }
 
 impl ServiceChanges {
@@ -28,6 +33,7 @@ impl ServiceChanges {
             full: true,
             services: snap.services.clone(),
             endpoints: snap.endpoints.clone(),
+            endpoint_slices: snap.endpoint_slices.clone(),
             ..ServiceChanges::default()
         }
     }
@@ -38,12 +44,16 @@ impl ServiceChanges {
         let (services, removed_services) = changed(&old.services, &new.services, |s| &s.metadata);
         let (endpoints, removed_endpoints) =
             changed(&old.endpoints, &new.endpoints, |e| &e.metadata);
+        let (endpoint_slices, removed_endpoint_slices) =
+            changed(&old.endpoint_slices, &new.endpoint_slices, |e| &e.metadata);
         ServiceChanges {
             full: false,
             services,
             removed_services,
             endpoints,
             removed_endpoints,
+            endpoint_slices,
+            removed_endpoint_slices,
         }
     }
 
@@ -54,6 +64,8 @@ impl ServiceChanges {
             && self.removed_services.is_empty()
             && self.endpoints.is_empty()
             && self.removed_endpoints.is_empty()
+            && self.endpoint_slices.is_empty()
+            && self.removed_endpoint_slices.is_empty()
     }
 }
 

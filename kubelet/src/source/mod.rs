@@ -3,7 +3,7 @@
 //! recursed, at most 10 MiB, YAML or JSON, one or more documents each
 //! (also `kind: List`). Pods become static pods (name `<name>-<node>`, UID
 //! from a content hash, config annotations, API defaults, validated);
-//! Services and Endpoints are collected for the proxy. A bad file or
+//! Services, Endpoints and EndpointSlices are collected for the proxy. A bad file or
 //! document yields a [`SourceError`] and the rest still load.
 //!
 //! Each read produces a full [`Snapshot`]; the consumer diffs by pod UID:
@@ -27,6 +27,7 @@ pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache, NamedRead
 pub use watch::{watch, Watcher};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -52,6 +53,9 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Endpoints, for the proxy (selector-less Services).
     pub endpoints: Vec<Endpoints>,
+    /// EndpointSlices (`discovery.k8s.io/v1`), for the proxy: each names its Service with the
+    /// `kubernetes.io/service-name` label.
+    pub endpoint_slices: Vec<EndpointSlice>,
     /// One record per problem; the objects above are unaffected.
     pub errors: Vec<SourceError>,
 }

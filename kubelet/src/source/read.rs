@@ -2,8 +2,11 @@
 
 use super::decode::{decode_file, Object};
 use super::{make_static_pod, Snapshot, SourceError, MAX_MANIFEST_SIZE};
-use crate::validation::{validate_endpoints, validate_pod, validate_service, FieldError};
+use crate::validation::{
+    validate_endpoint_slice, validate_endpoints, validate_pod, validate_service, FieldError,
+};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -117,6 +120,12 @@ enum Entry {
         item: Option<usize>,
         key: String,
         object: Result<Box<Endpoints>, Vec<SourceError>>,
+    },
+    EndpointSlice {
+        document: usize,
+        item: Option<usize>,
+        key: String,
+        object: Result<Box<EndpointSlice>, Vec<SourceError>>,
     },
 }
 
@@ -487,6 +496,7 @@ fn count_names(defined: &mut HashMap<String, u32>, entries: &[Entry], by: i32) {
             Entry::Pod { key, .. } => format!("Pod/{key}"),
             Entry::Service { key, .. } => format!("Service/{key}"),
             Entry::Endpoints { key, .. } => format!("Endpoints/{key}"),
+            Entry::EndpointSlice { key, .. } => format!("EndpointSlice/{key}"),
         };
         if by > 0 {
             *defined.entry(name).or_default() += 1;
@@ -654,6 +664,18 @@ fn assemble(file: &Path, entries: &[Entry], seen: &mut Seen, snap: &mut Snapshot
                     Err(errs) => snap.errors.extend(errs.iter().cloned()),
                 },
             },
+            Entry::EndpointSlice {
+                document,
+                item,
+                key,
+                object,
+            } => match duplicate(&mut seen.endpoint_slices, key, file) {
+                Some(fe) => snap.errors.push(field_error(file, *document, *item, &fe)),
+                None => match object {
+                    Ok(s) => snap.endpoint_slices.push((**s).clone()),
+                    Err(errs) => snap.errors.extend(errs.iter().cloned()),
+                },
+            },
         }
     }
 }
@@ -769,6 +791,48 @@ fn read_file(file: &Path, text: &str, node: &str, seen_at: Timestamp) -> Vec<Ent
                     object,
                 });
             }
+            Object::EndpointSlice(mut slice) => {
+                default_meta(&mut slice.metadata);
+                if let Some(fe) = check_name(&slice.metadata) {
+                    out.push(Entry::Error(fail(&fe)));
+                    continue;
+                }
+                let key = meta_key(&slice.metadata);
+                // Upstream's defaults: a port's protocol TCP, its name "".
+                for p in slice.ports.iter_mut().flatten() {
+                    p.protocol.get_or_insert_with(|| "TCP".into());
+                    p.name.get_or_insert_with(String::new);
+                }
+                let mut result = validate_endpoint_slice(&slice).map_err(|e| e.0);
+                // A slice is a Service's only through this label: without it the proxy would
+                // not use the slice, which a manifest never leaves unsaid.
+                let label = slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .filter(|v| !v.is_empty());
+                if label.is_none() {
+                    let fe = FieldError::required(
+                        format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
+                        "names the Service whose endpoints these are",
+                    );
+                    match &mut result {
+                        Ok(()) => result = Err(vec![fe]),
+                        Err(errs) => errs.push(fe),
+                    }
+                }
+                let object = match result {
+                    Ok(()) => Ok(slice),
+                    Err(errs) => Err(errs.iter().map(fail).collect()),
+                };
+                out.push(Entry::EndpointSlice {
+                    document: d.document,
+                    item: d.item,
+                    key,
+                    object,
+                });
+            }
         }
     }
     out
@@ -780,6 +844,7 @@ struct Seen {
     pods: HashMap<String, PathBuf>,
     services: HashMap<String, PathBuf>,
     endpoints: HashMap<String, PathBuf>,
+    endpoint_slices: HashMap<String, PathBuf>,
 }
 
 /// Records `key` (`namespace/name`) as taken, or reports the duplicate.
@@ -810,6 +875,10 @@ fn check_name(meta: &ObjectMeta) -> Option<FieldError> {
     name.is_empty()
         .then(|| FieldError::required("metadata.name", "name or generateName is required"))
 }
+
+/// The label of an EndpointSlice naming its Service (`discovery.k8s.io/v1`'s
+/// `LabelServiceName`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Service defaults: type ClusterIP, sessionAffinity None, port protocol
 /// TCP and targetPort = port.

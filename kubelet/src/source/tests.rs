@@ -806,3 +806,48 @@ fn a_defaulted_valid_pod_stays_valid() {
     apply_pod_defaults(&mut p);
     crate::validation::validate_pod(&p).unwrap();
 }
+
+#[test]
+fn endpoint_slices_are_read_validated_and_diffed() {
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}\n\
+                 addressType: IPv4\nendpoints: [{addresses: [10.244.1.5], conditions: {ready: true}}]\n\
+                 ports: [{port: 80}]\n";
+    let bad = "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: loose}\n\
+               addressType: IPv4\nendpoints: [{addresses: [nope]}]\n\
+               ---\napiVersion: v1\nkind: EndpointSlice\nmetadata: {name: old}\naddressType: IPv4\nendpoints: []\n";
+    let d = dir_with(&[("slice.yaml", &format!("{slice}{bad}"))]);
+    let s = read(d.path());
+    assert_eq!(s.endpoint_slices.len(), 1);
+    let got = &s.endpoint_slices[0];
+    assert_eq!(got.metadata.namespace.as_deref(), Some("default"));
+    let port = &got.ports.as_ref().unwrap()[0];
+    // Upstream's defaults.
+    assert_eq!(
+        (port.protocol.as_deref(), port.name.as_deref()),
+        (Some("TCP"), Some(""))
+    );
+    let errs: Vec<String> = s.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(errs[0].ends_with("(document 2): apiVersion: EndpointSlice must have apiVersion \"discovery.k8s.io/v1\", not \"v1\""), "{errs:?}");
+    assert!(errs[1].ends_with("(document 1): endpoints[0].addresses[0]: Invalid value: \"nope\": must be a valid IPv4 address"), "{errs:?}");
+    assert!(errs[2].ends_with("(document 1): metadata.labels[kubernetes.io/service-name]: Required value: names the Service whose endpoints these are"), "{errs:?}");
+
+    let all = ServiceChanges::everything(&s);
+    assert_eq!(all.endpoint_slices.len(), 1);
+    std::fs::write(
+        d.path().join("slice.yaml"),
+        slice.replace("ready: true", "ready: false"),
+    )
+    .unwrap();
+    let changed = read(d.path());
+    let ch = ServiceChanges::between(&s, &changed);
+    assert_eq!(ch.endpoint_slices.len(), 1);
+    assert!(ch.services.is_empty() && ch.removed_endpoint_slices.is_empty());
+    std::fs::remove_file(d.path().join("slice.yaml")).unwrap();
+    let ch = ServiceChanges::between(&changed, &read(d.path()));
+    assert_eq!(
+        ch.removed_endpoint_slices,
+        [("default".to_string(), "web-1".to_string())]
+    );
+}

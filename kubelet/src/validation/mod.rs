@@ -26,7 +26,7 @@ mod walk;
 
 pub(crate) use common::has_backsteps;
 pub use pod::validate_pod;
-pub use service::{validate_endpoints, validate_service};
+pub use service::{validate_endpoint_slice, validate_endpoints, validate_service};
 
 use std::fmt;
 
@@ -45,6 +45,8 @@ pub enum ErrorKind {
     NotSupported,
     /// `Forbidden: <detail>`
     Forbidden,
+    /// `Too many: <value>: must have at most <detail> items`
+    TooMany,
 }
 
 /// A value shown in an error: strings are quoted as Go's `%q`, numbers are not.
@@ -162,6 +164,15 @@ impl FieldError {
             detail: list,
         }
     }
+    /// `Too many`: `count` items where at most `max` are allowed.
+    pub fn too_many(field: impl Into<String>, count: usize, max: usize) -> Self {
+        Self {
+            field: field.into(),
+            kind: ErrorKind::TooMany,
+            value: Some(Value::Int(count as i64)),
+            detail: max.to_string(),
+        }
+    }
     /// `Forbidden`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
@@ -193,6 +204,11 @@ impl fmt::Display for FieldError {
                 self.detail
             ),
             ErrorKind::Forbidden => write!(f, "Forbidden: {}", self.detail),
+            ErrorKind::TooMany => write!(
+                f,
+                "Too many: {value}: must have at most {} items",
+                self.detail
+            ),
         }
     }
 }

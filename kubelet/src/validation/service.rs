@@ -1,10 +1,11 @@
-//! Checks of the Service and Endpoints objects of the manifest directory
-//! (upstream `ValidateService` / `ValidateEndpoints`, the parts the proxy
-//! relies on), metadata first (namespace and name, see [`super::meta`]).
+//! Checks of the Service, Endpoints and EndpointSlice objects of the manifest directory
+//! (upstream `ValidateService` / `ValidateEndpoints` / `ValidateEndpointSlice`, the parts the
+//! proxy relies on), metadata first (namespace and name, see [`super::meta`]).
 
 use super::names::*;
 use super::{Errors, FieldError, ValidationErrors};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -163,9 +164,162 @@ pub fn validate_endpoints(ep: &Endpoints) -> Result<(), ValidationErrors> {
     result(errs)
 }
 
+/// Address types of an EndpointSlice (`supportedAddressTypes`).
+const ADDRESS_TYPES: &[&str] = &["FQDN", "IPv4", "IPv6"];
+/// Upstream's limits of one EndpointSlice.
+const MAX_ENDPOINTS: usize = 1000;
+const MAX_ADDRESSES: usize = 100;
+const MAX_SLICE_PORTS: usize = 20000;
+
+/// Validates a (defaulted: port protocols set) EndpointSlice as upstream's
+/// `ValidateEndpointSlice` does for what the proxy reads: name, address type, each endpoint's
+/// addresses (by the address type), `nodeName` and `hostname`, the ports' names, numbers and
+/// protocols, and the limits on endpoints, addresses and ports.
+pub fn validate_endpoint_slice(slice: &EndpointSlice) -> Result<(), ValidationErrors> {
+    let mut errs = Errors::default();
+    super::meta::object_meta(&slice.metadata, dns1123_subdomain_errors, &mut errs);
+    let addr_type = slice.address_type.as_str();
+    if addr_type.is_empty() {
+        errs.push(FieldError::required("addressType", ""));
+    } else if !ADDRESS_TYPES.contains(&addr_type) {
+        errs.push(FieldError::not_supported(
+            "addressType",
+            addr_type,
+            ADDRESS_TYPES,
+        ));
+    }
+    if slice.endpoints.len() > MAX_ENDPOINTS {
+        errs.push(FieldError::too_many(
+            "endpoints",
+            slice.endpoints.len(),
+            MAX_ENDPOINTS,
+        ));
+    } else {
+        for (i, ep) in slice.endpoints.iter().enumerate() {
+            let f = format!("endpoints[{i}]");
+            let af = format!("{f}.addresses");
+            if ep.addresses.is_empty() {
+                errs.push(FieldError::required(&af, "must contain at least 1 address"));
+            } else if ep.addresses.len() > MAX_ADDRESSES {
+                errs.push(FieldError::too_many(&af, ep.addresses.len(), MAX_ADDRESSES));
+            }
+            for (j, a) in ep.addresses.iter().enumerate() {
+                let field = format!("{af}[{j}]");
+                match addr_type {
+                    "IPv4" if a.parse::<std::net::Ipv4Addr>().is_err() => errs.push(
+                        FieldError::invalid(field, a, "must be a valid IPv4 address"),
+                    ),
+                    "IPv6" if a.parse::<std::net::Ipv6Addr>().is_err() => errs.push(
+                        FieldError::invalid(field, a, "must be a valid IPv6 address"),
+                    ),
+                    "FQDN" => errs.name(&field, a, dns1123_subdomain_errors(a)),
+                    _ => {}
+                }
+            }
+            if let Some(n) = &ep.node_name {
+                errs.name(&format!("{f}.nodeName"), n, dns1123_subdomain_errors(n));
+            }
+            if let Some(h) = &ep.hostname {
+                errs.name(&format!("{f}.hostname"), h, dns1123_label_errors(h));
+            }
+        }
+    }
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    if ports.len() > MAX_SLICE_PORTS {
+        errs.push(FieldError::too_many("ports", ports.len(), MAX_SLICE_PORTS));
+    } else {
+        let mut names = HashSet::new();
+        for (i, p) in ports.iter().enumerate() {
+            let f = format!("ports[{i}]");
+            let name = p.name.as_deref().unwrap_or_default();
+            if !name.is_empty() {
+                errs.name(&format!("{f}.name"), name, dns1123_label_errors(name));
+            }
+            if !names.insert(name) {
+                errs.push(FieldError::duplicate(format!("{f}.name"), name));
+            }
+            if let Some(n) = p.port {
+                port_range(&mut errs, format!("{f}.port"), n);
+            }
+            match p.protocol.as_deref() {
+                None => errs.push(FieldError::required(format!("{f}.protocol"), "")),
+                Some(proto) => protocol(&mut errs, format!("{f}.protocol"), Some(proto)),
+            }
+            if let Some(a) = &p.app_protocol {
+                errs.name(&format!("{f}.appProtocol"), a, qualified_name_errors(a));
+            }
+        }
+    }
+    result(errs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_slices() {
+        let check = |v: serde_json::Value| -> Vec<String> {
+            let s: EndpointSlice = serde_json::from_value(v).unwrap();
+            match validate_endpoint_slice(&s) {
+                Ok(()) => vec![],
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+            }
+        };
+        let ok = serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": "node1",
+                           "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        });
+        assert!(check(ok).is_empty());
+        let bad = serde_json::json!({
+            "metadata": {"name": "Web_1", "namespace": "default"},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["fd00::1"]}, {"addresses": [], "nodeName": "Node 1"}],
+            "ports": [{"name": "http", "port": 0, "protocol": "QUIC"}, {"name": "http"}]
+        });
+        let errs = check(bad);
+        assert_eq!(errs.len(), 8, "{errs:?}");
+        assert!(
+            errs[0].starts_with("metadata.name: Invalid value: \"Web_1\""),
+            "{errs:?}"
+        );
+        assert_eq!(
+            errs[1],
+            "endpoints[0].addresses[0]: Invalid value: \"fd00::1\": must be a valid IPv4 address"
+        );
+        assert_eq!(
+            errs[2],
+            "endpoints[1].addresses: Required value: must contain at least 1 address"
+        );
+        assert!(errs[3].starts_with("endpoints[1].nodeName: Invalid value: \"Node 1\""));
+        assert_eq!(
+            errs[4],
+            "ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"
+        );
+        assert!(errs[5].starts_with("ports[0].protocol: Unsupported value: \"QUIC\""));
+        assert_eq!(
+            &errs[6..],
+            [
+                "ports[1].name: Duplicate value: \"http\"",
+                "ports[1].protocol: Required value",
+            ]
+        );
+        let errs = check(
+            serde_json::json!({"metadata": {"name": "x", "namespace": "default"},
+            "addressType": "IP", "endpoints": [], "ports": [{"port": 80}]}),
+        );
+        assert_eq!(
+            errs,
+            [
+                "addressType: Unsupported value: \"IP\": supported values: \"FQDN\", \"IPv4\", \"IPv6\"",
+                "ports[0].protocol: Required value",
+            ]
+        );
+    }
 
     fn svc(v: serde_json::Value) -> Vec<String> {
         let s: Service = serde_json::from_value(v).unwrap();

@@ -1,9 +1,11 @@
-//! Endpoints of a Service: from a manual `Endpoints` object (selector-less Services) or computed
-//! from the node's pods (Services with a selector), then matched to Service ports by port name
-//! and protocol, as kube-proxy matches EndpointSlice ports.
+//! Endpoints of a Service: from a manual `Endpoints` object (selector-less Services), computed
+//! from the node's pods (Services with a selector), or from the `discovery.k8s.io/v1`
+//! EndpointSlices that name the Service (label `kubernetes.io/service-name`), then matched to
+//! Service ports by port name and protocol, as kube-proxy matches EndpointSlice ports.
 
 use super::{Endpoint, Protocol, ServicePortInfo, ServicePortName};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -30,10 +32,35 @@ pub struct EndpointEntry {
     pub ip: Ipv4Addr,
     /// Backend port.
     pub port: u16,
-    /// Readiness: only ready entries receive traffic.
+    /// Readiness: ready entries receive traffic.
     pub ready: bool,
+    /// Serving (EndpointSlice `conditions.serving`): the backend answers, even while
+    /// terminating. Entries from Endpoints objects and pods: the same as `ready`.
+    pub serving: bool,
+    /// Terminating (EndpointSlice `conditions.terminating`). A serving, terminating entry
+    /// receives traffic only while its Service port has no ready entry
+    /// (kube-proxy's ProxyTerminatingEndpoints).
+    pub terminating: bool,
     /// Node the backend runs on, when known.
     pub node_name: Option<String>,
+}
+
+/// The label of an EndpointSlice naming the Service it belongs to (`discovery.LabelServiceName`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The Service an EndpointSlice belongs to: its namespace and the value of its
+/// `kubernetes.io/service-name` label (`None` without the label: kube-proxy skips such a slice).
+pub fn slice_service(slice: &EndpointSlice) -> Option<super::ServiceKey> {
+    let name = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)
+        .filter(|n| !n.is_empty())?;
+    Some(super::ServiceKey::new(
+        slice.metadata.namespace.as_deref().unwrap_or("default"),
+        name.as_str(),
+    ))
 }
 
 impl EndpointSet {
@@ -106,6 +133,8 @@ impl EndpointSet {
                         ip,
                         port,
                         ready,
+                        serving: ready,
+                        terminating: false,
                         node_name: addr.node_name.clone(),
                     });
                 }
@@ -122,8 +151,79 @@ impl EndpointSet {
         }
     }
 
+    /// The endpoints of the EndpointSlices of the Service `key` (slices of another address
+    /// type than IPv4 are left out, as an IPv4 proxy leaves them), as kube-proxy's
+    /// EndpointSlice cache reads them: the first address of each endpoint, `ready` and
+    /// `serving` true unless false, `terminating` false unless true, ports without a number
+    /// skipped.
+    pub fn from_slices<'a>(
+        key: &super::ServiceKey,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) -> EndpointSet {
+        let mut entries = Vec::new();
+        for slice in slices {
+            if slice.address_type != "IPv4" {
+                continue;
+            }
+            for ep in &slice.endpoints {
+                let Some(ip) = ep
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                else {
+                    continue;
+                };
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let serving = cond.and_then(|c| c.serving).unwrap_or(true);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                for p in slice.ports.iter().flatten() {
+                    let (Some(protocol), Some(port)) = (
+                        Protocol::parse(p.protocol.as_deref()),
+                        p.port
+                            .and_then(|n| u16::try_from(n).ok())
+                            .filter(|n| *n != 0),
+                    ) else {
+                        continue;
+                    };
+                    entries.push(EndpointEntry {
+                        port_name: p.name.clone().unwrap_or_default(),
+                        protocol,
+                        ip,
+                        port,
+                        ready,
+                        serving,
+                        terminating,
+                        node_name: ep.node_name.clone(),
+                    });
+                }
+            }
+        }
+        EndpointSet {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            entries,
+        }
+    }
+
+    /// The union of two sets of the same Service (an address and port in both: the ready
+    /// entry wins, as kube-proxy merges the slices of one Service).
+    pub fn union(&self, other: &EndpointSet) -> EndpointSet {
+        let mut entries = self.entries.clone();
+        entries.extend(other.entries.iter().cloned());
+        EndpointSet {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            entries,
+        }
+    }
+
     /// The endpoints of each port of `ports` (which belong to this set's Service), sorted.
-    /// `node_name` decides which endpoints are local.
+    /// `node_name` decides which endpoints are local. The same address and port twice (from
+    /// two slices) counts once, ready if either is. A port with no ready entry uses its
+    /// serving, terminating ones instead (kube-proxy's ProxyTerminatingEndpoints); with
+    /// `externalTrafficPolicy: Local`, a port with ready entries only on other nodes sends its
+    /// external traffic to this node's serving, terminating ones (`local_fallback`).
     pub(crate) fn for_ports(
         &self,
         ports: &[ServicePortInfo],
@@ -131,18 +231,32 @@ impl EndpointSet {
         out: &mut BTreeMap<ServicePortName, Vec<Endpoint>>,
     ) {
         for sp in ports {
-            let mut eps: Vec<Endpoint> = self
-                .entries
-                .iter()
-                .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
-                .map(|e| Endpoint {
-                    ip: e.ip,
-                    port: e.port,
-                    ready: e.ready,
-                    local: e.node_name.as_deref() == Some(node_name),
+            let matching = || {
+                self.entries
+                    .iter()
+                    .filter(|e| e.port_name == sp.name.port && e.protocol == sp.protocol)
+            };
+            let is_local = |e: &EndpointEntry| e.node_name.as_deref() == Some(node_name);
+            let any_ready = matching().any(|e| e.ready);
+            let any_local_ready = matching().any(|e| e.ready && is_local(e));
+            let mut eps: Vec<Endpoint> = matching()
+                .map(|e| {
+                    let serving_terminating = !e.ready && e.serving && e.terminating;
+                    Endpoint {
+                        ip: e.ip,
+                        port: e.port,
+                        ready: e.ready || (!any_ready && serving_terminating),
+                        local: is_local(e),
+                        local_fallback: sp.external_local
+                            && any_ready
+                            && !any_local_ready
+                            && is_local(e)
+                            && serving_terminating,
+                    }
                 })
                 .collect();
-            eps.sort();
+            // Ready first within one address and port, so that the dedup keeps it.
+            eps.sort_by_key(|e| (e.ip, e.port, !e.ready, !e.local));
             eps.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
             out.insert(sp.name.clone(), eps);
         }
@@ -231,6 +345,8 @@ pub fn endpoints_from_pods<'a>(
                     ip,
                     port,
                     ready,
+                    serving: ready,
+                    terminating: false,
                     node_name: Some(node.clone()),
                 });
             }
@@ -333,6 +449,72 @@ spec:
         assert_eq!((e[1].port_name.as_str(), e[1].port), ("dns", 5353));
         assert_eq!((e[2].port_name.as_str(), e[2].port), ("raw", 9000));
         assert!(!e[3].ready);
+    }
+
+    #[test]
+    fn slices_terminating_fallbacks_cluster_wide_and_local() {
+        let slice: EndpointSlice = obj(r#"
+metadata: {name: web-1, namespace: ns, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: a, port: 80, protocol: TCP}]
+endpoints:
+- {addresses: [192.0.2.1], nodeName: node2}
+- {addresses: [192.0.2.2], nodeName: node1, conditions: {ready: false, serving: true, terminating: true}}
+- {addresses: [192.0.2.3], nodeName: node1, conditions: {ready: false, serving: false, terminating: true}}
+"#);
+        let key = crate::model::ServiceKey::new("ns", "web");
+        let set = EndpointSet::from_slices(&key, [&slice]);
+        let port = |local_policy: bool| ServicePortInfo {
+            name: ServicePortName {
+                namespace: "ns".into(),
+                name: "web".into(),
+                port: "a".into(),
+            },
+            protocol: Protocol::Tcp,
+            cluster_ip: "10.96.0.9".parse().unwrap(),
+            port: 80,
+            node_port: None,
+            external_ips: vec![],
+            affinity_timeout: None,
+            external_local: local_policy,
+        };
+        let eps = |sp: ServicePortInfo| {
+            let mut out = BTreeMap::new();
+            set.for_ports(std::slice::from_ref(&sp), "node1", &mut out);
+            out.remove(&sp.name).unwrap()
+        };
+        // A ready endpoint elsewhere: cluster traffic only to it; with the Local policy the
+        // serving, terminating local one takes external traffic, the not-serving one nothing.
+        let cluster = eps(port(false));
+        assert_eq!(
+            cluster
+                .iter()
+                .map(|e| (e.ready, e.local_fallback))
+                .collect::<Vec<_>>(),
+            [(true, false), (false, false), (false, false)]
+        );
+        let local = eps(port(true));
+        assert_eq!(
+            local
+                .iter()
+                .map(|e| (e.ready, e.local_fallback))
+                .collect::<Vec<_>>(),
+            [(true, false), (false, true), (false, false)]
+        );
+        // No ready endpoint anywhere: the serving, terminating one is used for all traffic.
+        let mut only_terminating = slice.clone();
+        only_terminating.endpoints.remove(0);
+        let set = EndpointSet::from_slices(&key, [&only_terminating]);
+        let mut out = BTreeMap::new();
+        set.for_ports(&[port(false)], "node1", &mut out);
+        let got: Vec<bool> = out
+            .values()
+            .next()
+            .unwrap()
+            .iter()
+            .map(|e| e.ready)
+            .collect();
+        assert_eq!(got, [true, false]);
     }
 
     #[test]

@@ -7,7 +7,10 @@ mod key;
 pub(crate) mod service;
 
 pub use cidr::{ipv4_cidr, masked_net, parse_ipv4_cidr, CidrParseError, Ipv4NetExt};
-pub use endpoints::{endpoints_from_pods, pods_from_list_json, EndpointEntry, EndpointSet};
+pub use endpoints::{
+    endpoints_from_pods, pods_from_list_json, slice_service, EndpointEntry, EndpointSet,
+    SERVICE_NAME_LABEL,
+};
 pub use ipnet::Ipv4Net;
 pub use key::ServiceKey;
 pub use service::{service_ports, ServiceError};
@@ -101,6 +104,10 @@ pub struct Endpoint {
     pub ready: bool,
     /// Whether the endpoint runs on this node (for `externalTrafficPolicy: Local`).
     pub local: bool,
+    /// Not ready but serving and terminating on this node, while the port has ready endpoints
+    /// only on other nodes: `externalTrafficPolicy: Local` traffic goes to it (kube-proxy's
+    /// fallback to local terminating endpoints); cluster traffic does not.
+    pub local_fallback: bool,
 }
 
 impl Endpoint {

@@ -6,10 +6,11 @@
 use super::{Changes, Proxy};
 use crate::rules::CANARY_CHAIN;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubenode_fsutil::lock;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::ProxyStatus;
 
@@ -64,6 +65,7 @@ impl std::fmt::Debug for StatusListeners {
 enum Msg {
     Services(Vec<Service>),
     Endpoints(Vec<Endpoints>),
+    Slices(Vec<EndpointSlice>),
     Pods(Vec<Pod>),
     Changes(Changes),
     SyncNow,
@@ -94,6 +96,11 @@ impl ProxyHandle {
     /// Replaces the manual Endpoints objects.
     pub fn update_endpoints(&self, endpoints: Vec<Endpoints>) {
         let _ = self.tx.send(Msg::Endpoints(endpoints));
+    }
+
+    /// Replaces the EndpointSlices (see [`Proxy::update_endpoint_slices`]).
+    pub fn update_endpoint_slices(&self, slices: Vec<EndpointSlice>) {
+        let _ = self.tx.send(Msg::Slices(slices));
     }
 
     /// Applies added, changed and removed Services and Endpoints (see
@@ -130,6 +137,11 @@ impl ProxyHandle {
         listeners.push(Box::new(listener));
     }
 
+    /// A cheap view of the proxy's health, for a health server on another thread.
+    pub fn health(&self) -> ProxyHealth {
+        ProxyHealth(self.status.clone())
+    }
+
     /// Stops the proxy thread (rules stay in place; see [`crate::sync::cleanup`]).
     pub fn shutdown(mut self) {
         let _ = self.tx.send(Msg::Shutdown);
@@ -139,7 +151,21 @@ impl ProxyHandle {
     }
 }
 
+/// The timestamps kube-proxy's health server judges by, read from a running proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyHealth(Arc<Mutex<ProxyStatus>>);
+
+impl ProxyHealth {
+    /// `(last_updated, pending_since)`, see [`ProxyStatus`].
+    pub fn times(&self) -> (Option<SystemTime>, Option<SystemTime>) {
+        let st = lock(&self.0, "proxy status");
+        (st.last_updated, st.pending_since)
+    }
+}
+
 fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>, listeners: &StatusListeners) {
+    // As kube-proxy's sync loop: up to date at start.
+    lock(&proxy.status, "proxy status").last_updated = Some(SystemTime::now());
     let min = proxy.cfg.min_sync_period;
     let period = proxy.cfg.sync_period.max(Duration::from_millis(10));
     let mut dirty = true;
@@ -153,13 +179,22 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>, listeners: &StatusListene
         } else {
             next_periodic
         };
-        match rx.recv_timeout(due.saturating_duration_since(now)) {
+        let msg = rx.recv_timeout(due.saturating_duration_since(now));
+        if matches!(msg, Ok(ref m) if !matches!(m, Msg::Shutdown)) && proxy.initialized() {
+            let mut st = lock(&proxy.status, "proxy status");
+            st.pending_since.get_or_insert_with(SystemTime::now);
+        }
+        match msg {
             Ok(Msg::Services(s)) => {
                 proxy.update_services(s);
                 dirty = true;
             }
             Ok(Msg::Endpoints(e)) => {
                 proxy.update_endpoints(e);
+                dirty = true;
+            }
+            Ok(Msg::Slices(s)) => {
+                proxy.update_endpoint_slices(s);
                 dirty = true;
             }
             Ok(Msg::Pods(p)) => {
@@ -198,7 +233,13 @@ fn run_loop(mut proxy: Proxy, rx: mpsc::Receiver<Msg>, listeners: &StatusListene
                     let full = proxy.syncer.needs_full();
                     dirty = false;
                     last_sync = Some(now);
-                    match proxy.sync() {
+                    let result = proxy.sync();
+                    if result.is_ok() {
+                        let mut st = lock(&proxy.status, "proxy status");
+                        st.last_updated = Some(SystemTime::now());
+                        st.pending_since = None;
+                    }
+                    match result {
                         Ok(_) if full => last_full = now,
                         Ok(_) => {}
                         Err(e) => {

@@ -494,3 +494,93 @@ fn an_allocation_changed_alone_is_saved_by_the_sync() {
         "{saved}"
     );
 }
+
+fn web_slice(name: &str, service: &str, endpoints: &str) -> EndpointSlice {
+    obj(&format!(
+        "metadata: {{name: {name}, namespace: ns, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints: {endpoints}"
+    ))
+}
+
+/// The DNAT targets of the rules, sorted.
+fn targets(fw: &MemoryFirewall) -> Vec<String> {
+    let mut out: Vec<String> = fw
+        .dump()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--to-destination")
+        .map(|w| w[1].to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn endpoint_slices_union_ready_and_terminating_fallback() {
+    let fw = Arc::new(MemoryFirewall::new());
+    let mut p = proxy(fw.clone(), Arc::new(RecordingConntrack::default()));
+    let svc: Service = obj(
+        "metadata: {name: web, namespace: ns}\nspec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80}]}",
+    );
+    p.update_services(vec![svc]);
+    p.update_endpoints(vec![]);
+    // Two slices: a ready endpoint (ready unset means ready), a not-ready one, and a serving
+    // terminating one; a slice of another Service and one without the label change nothing.
+    let a = web_slice(
+        "web-a",
+        "web",
+        "[{addresses: [10.244.0.5]}, {addresses: [10.244.0.6], conditions: {ready: false}}]",
+    );
+    let b = web_slice(
+        "web-b",
+        "web",
+        "[{addresses: [10.244.1.7], conditions: {ready: false, serving: true, terminating: true}}]",
+    );
+    let other = web_slice("other-a", "other", "[{addresses: [10.244.2.2]}]");
+    let mut unlabelled = web_slice("loose", "web", "[{addresses: [10.244.3.3]}]");
+    unlabelled.metadata.labels = None;
+    p.update_endpoint_slices(vec![a.clone(), b.clone(), other, unlabelled]);
+    p.sync().unwrap();
+    assert_eq!(targets(&fw), ["10.244.0.5:8080"]);
+    let st = p.status();
+    let set = st.endpoints.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(set.entries.len(), 3);
+
+    // The ready endpoint goes: the serving, terminating one takes the traffic.
+    p.apply_changes(Changes {
+        removed_endpoint_slices: vec![ServiceKey::new("ns", "web-a")],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    assert_eq!(targets(&fw), ["10.244.1.7:8080"]);
+
+    // A ready endpoint returns in another slice: the terminating one stops receiving.
+    let c = web_slice(
+        "web-c",
+        "web",
+        "[{addresses: [10.244.4.4], conditions: {ready: true}}]",
+    );
+    p.apply_changes(Changes {
+        endpoint_slices: vec![c.clone()],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    assert_eq!(targets(&fw), ["10.244.4.4:8080"]);
+
+    // The same slices handed over again as a complete set: nothing to write.
+    p.update_endpoint_slices(vec![b, c]);
+    let r = p.sync().unwrap();
+    assert_eq!(r.chains_written, 0, "{r:?}");
+
+    // The same address in an Endpoints object and a slice counts once, ready if either is.
+    let ep: Endpoints = obj(
+        "metadata: {name: web, namespace: ns}\nsubsets: [{notReadyAddresses: [{ip: 10.244.4.4}], addresses: [{ip: 10.244.5.5}], ports: [{name: http, port: 8080}]}]",
+    );
+    p.apply_changes(Changes {
+        endpoints: vec![ep],
+        ..Changes::default()
+    });
+    p.sync().unwrap();
+    assert_eq!(targets(&fw), ["10.244.4.4:8080", "10.244.5.5:8080"]);
+}

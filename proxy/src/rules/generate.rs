@@ -340,7 +340,11 @@ fn port_state(
 ) -> PortState {
     let all = endpoints.get(&info.name).map(Vec::as_slice).unwrap_or(&[]);
     let ready: Vec<Endpoint> = all.iter().filter(|e| e.ready).copied().collect();
-    let local: Vec<Endpoint> = ready.iter().filter(|e| e.local).copied().collect();
+    let local: Vec<Endpoint> = all
+        .iter()
+        .filter(|e| e.local && (e.ready || e.local_fallback))
+        .copied()
+        .collect();
     let proto = info.protocol.lower();
     let mut refusals = Vec::new();
 
@@ -587,6 +591,7 @@ mod tests {
             port: 80,
             ready: true,
             local: false,
+            local_fallback: false,
         };
         let eps = ports.iter().map(|p| (p.name.clone(), vec![ep])).collect();
         let rs = generate(&cfg, &ports, &eps);
@@ -670,6 +675,7 @@ mod tests {
                     port: 8080,
                     ready: true,
                     local: true,
+                    local_fallback: false,
                 };
                 eps.insert(sp.name.clone(), vec![ep]);
             }
@@ -742,6 +748,7 @@ mod tests {
                 port: 8080,
                 ready: !(version + e).is_multiple_of(5),
                 local: (i as u64 + e).is_multiple_of(2),
+                local_fallback: false,
             })
             .collect()
     }
@@ -831,6 +838,7 @@ mod tests {
                 port: 8080,
                 ready: true,
                 local: i % 2 == 1,
+                local_fallback: false,
             };
             (sp, e)
         };

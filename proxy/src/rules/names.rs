@@ -92,6 +92,7 @@ mod tests {
             port: 80,
             ready: true,
             local: false,
+            local_fallback: false,
         };
         assert_eq!(
             sep_name(&spn("ns1", "svc1", "p80"), Protocol::Tcp, &ep("10.180.0.1")),

@@ -28,6 +28,7 @@ fn svc(i: u32, eps: &[&str]) -> (ServicePortInfo, Vec<Endpoint>) {
             port: 8080,
             ready: true,
             local: true,
+            local_fallback: false,
         })
         .collect();
     (sp, eps)
