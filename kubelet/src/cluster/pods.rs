@@ -1,0 +1,292 @@
+//! The API pod source (upstream `pkg/kubelet/config/apiserver.go`) and its merge with the
+//! static-pod file source.
+//!
+//! One list+watch of the pods bound to this node (`fieldSelector=spec.nodeName=<node>`) through
+//! kube-rs's `watcher` (list, watch from its resourceVersion, relist on 410 Gone, re-watch with
+//! back-off on a broken connection). `spec.nodeName` is checked again here, so a server that
+//! ignores the selector cannot make the node run another node's pods; mirror pods (annotation
+//! `kubernetes.io/config.mirror`) are the node's own reflections of its static pods and are
+//! never run. A relist replaces the set only once complete (`InitDone`): the same pods relisted
+//! are the same UIDs, and no pod restarts.
+//!
+//! [`start`] merges the last file [`Snapshot`] with the last API pod set and sends combined
+//! snapshots to `Kubelet::run`, so the same pod workers run both. A combined snapshot is
+//! [`Snapshot::incomplete`] until both sources have delivered once (upstream's "sources
+//! ready"): the kubelet collects no orphans before, so a restarted agent whose API server is
+//! unreachable starts its static pods but tears down none of the API pods it finds running.
+//! API pods keep their API name and UID; they get the API defaults file pods get
+//! (`source::apply_pod_defaults`) and `kubernetes.io/config.source: api`; the kubelet validates
+//! them at admission as file pods are validated at read.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use tokio::sync::{mpsc, watch};
+
+use crate::source::{
+    apply_pod_defaults, Snapshot, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION,
+};
+
+/// The source name of API pods (`kubernetes.io/config.source`), as upstream.
+pub const API_SOURCE: &str = "api";
+
+/// The rejection reason of an API pod that sets a field kubenode does not implement (or that
+/// fails the checks file pods get); the message is the validation's, naming the field.
+/// Upstream has no such reason: its kubelet runs whatever the API server accepted.
+pub const UNSUPPORTED_POD_SPEC: &str = "UnsupportedPodSpec";
+
+/// The pods bound to this node as the API server last listed and watched them, with their API
+/// status, by UID.
+#[derive(Debug, Clone, Default)]
+pub struct ApiPods {
+    /// The first list has completed.
+    pub listed: bool,
+    /// The node's pods (mirror pods excluded), by UID.
+    pub pods: BTreeMap<String, Pod>,
+}
+
+/// Starts the API pod source for node `node` and the merge with the file source: file
+/// snapshots come in on `files`; the returned receivers give the combined snapshots for
+/// `Kubelet::run` and the API's view of the node's pods (for the status manager).
+pub fn start(
+    client: kube::Client,
+    node: String,
+    files: mpsc::Receiver<Snapshot>,
+) -> (mpsc::Receiver<Snapshot>, watch::Receiver<ApiPods>) {
+    let (api_tx, api_rx) = watch::channel(ApiPods::default());
+    let (out_tx, out_rx) = mpsc::channel(4);
+    tokio::spawn(watch_pods(client, node, api_tx));
+    tokio::spawn(merge(files, api_rx.clone(), out_tx));
+    (out_rx, api_rx)
+}
+
+/// Whether the API pod `pod` is one this node runs: bound to `node` and not a mirror pod.
+pub fn is_ours(pod: &Pod, node: &str) -> bool {
+    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CONFIG_MIRROR_ANNOTATION));
+    bound && !mirror && pod.metadata.uid.is_some()
+}
+
+/// The pod the kubelet is given for the API pod `pod`: without its API status and bookkeeping
+/// (a status update must not look like a new desired pod), with the API defaults and the
+/// `kubernetes.io/config.source: api` annotation.
+pub fn desired_pod(pod: &Pod) -> Pod {
+    let mut pod = pod.clone();
+    pod.status = None;
+    pod.metadata.resource_version = None;
+    pod.metadata.managed_fields = None;
+    apply_pod_defaults(&mut pod);
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(CONFIG_SOURCE_ANNOTATION.into(), API_SOURCE.into());
+    pod
+}
+
+/// The list+watch of the node's pods, for as long as the process runs.
+async fn watch_pods(client: kube::Client, node: String, tx: watch::Sender<ApiPods>) {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut relist: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                // kube-rs retries with back-off; say it once per outage.
+                if !failing {
+                    tracing::warn!(error = %e, "watching the node's pods (retrying with back-off)");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!("watching the node's pods again");
+            failing = false;
+        }
+        match event {
+            Event::Init => relist.clear(),
+            Event::InitApply(pod) => {
+                if let Some(uid) = accepted(&pod, &node) {
+                    relist.insert(uid, pod);
+                }
+            }
+            Event::InitDone => {
+                let pods = std::mem::take(&mut relist);
+                tx.send_modify(|view| {
+                    view.pods = pods;
+                    view.listed = true;
+                });
+            }
+            Event::Apply(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if accepted(&pod, &node).is_some() {
+                    tx.send_modify(|view| {
+                        view.pods.insert(uid, pod);
+                    });
+                } else {
+                    tx.send_if_modified(|view| view.pods.remove(&uid).is_some());
+                }
+            }
+            Event::Delete(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                tx.send_if_modified(|view| view.pods.remove(&uid).is_some());
+            }
+        }
+    }
+}
+
+/// The UID of `pod` when the node runs it; a pod bound elsewhere is logged and left alone.
+fn accepted(pod: &Pod, node: &str) -> Option<String> {
+    if is_ours(pod, node) {
+        return pod.metadata.uid.clone();
+    }
+    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    if bound != Some(node) {
+        tracing::warn!(
+            pod = ?pod.metadata.name,
+            namespace = ?pod.metadata.namespace,
+            node_name = ?bound,
+            "the API server sent a pod bound to another node; not running it"
+        );
+    }
+    None
+}
+
+/// Sends a combined snapshot each time either source changes.
+async fn merge(
+    mut files: mpsc::Receiver<Snapshot>,
+    mut api: watch::Receiver<ApiPods>,
+    out: mpsc::Sender<Snapshot>,
+) {
+    let mut file: Option<Snapshot> = None;
+    // A file snapshot's errors are recorded once, with the snapshot that brought them.
+    let mut errors = Vec::new();
+    let mut api_open = true;
+    loop {
+        tokio::select! {
+            s = files.recv() => match s {
+                Some(s) => {
+                    errors = s.errors.clone();
+                    file = Some(s);
+                }
+                None => return,
+            },
+            r = api.changed(), if api_open => {
+                if r.is_err() {
+                    api_open = false;
+                    continue;
+                }
+            }
+        }
+        let snapshot = combine(file.as_ref(), &api.borrow_and_update(), &mut errors);
+        if out.send(snapshot).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The file snapshot (or an empty one) with the API pods added.
+fn combine(
+    file: Option<&Snapshot>,
+    api: &ApiPods,
+    errors: &mut Vec<crate::source::SourceError>,
+) -> Snapshot {
+    let mut snapshot = file.cloned().unwrap_or_default();
+    snapshot.errors = std::mem::take(errors);
+    snapshot.incomplete = file.is_none() || !api.listed;
+    snapshot.pods.extend(api.pods.values().map(desired_pod));
+    snapshot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+
+    fn api_pod(name: &str, uid: &str, node: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some(uid.into());
+        pod.metadata.resource_version = Some("7".into());
+        pod.spec = Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("busybox:1.36".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        pod.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn only_pods_bound_here_and_not_mirrors_are_ours() {
+        assert!(is_ours(&api_pod("a", "u1", "n1"), "n1"));
+        assert!(!is_ours(&api_pod("a", "u1", "n2"), "n1"));
+        let mut mirror = api_pod("a", "u1", "n1");
+        mirror.metadata.annotations = Some(
+            [(CONFIG_MIRROR_ANNOTATION.to_string(), "h".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(!is_ours(&mirror, "n1"));
+    }
+
+    #[test]
+    fn desired_pod_keeps_name_and_uid_drops_status_and_version() {
+        let d = desired_pod(&api_pod("web", "u1", "n1"));
+        assert_eq!(d.metadata.name.as_deref(), Some("web"));
+        assert_eq!(d.metadata.uid.as_deref(), Some("u1"));
+        assert!(d.status.is_none());
+        assert!(d.metadata.resource_version.is_none());
+        assert_eq!(
+            d.metadata.annotations.unwrap()[CONFIG_SOURCE_ANNOTATION],
+            API_SOURCE
+        );
+        assert_eq!(
+            d.spec.unwrap().containers[0].image_pull_policy.as_deref(),
+            Some("IfNotPresent")
+        );
+        // A status change of the API pod is no change of the desired pod.
+        let mut changed = api_pod("web", "u1", "n1");
+        changed.status.as_mut().unwrap().phase = Some("Running".into());
+        changed.metadata.resource_version = Some("8".into());
+        assert_eq!(
+            desired_pod(&changed),
+            desired_pod(&api_pod("web", "u1", "n1"))
+        );
+    }
+
+    #[test]
+    fn combined_snapshot_is_incomplete_until_both_sources_delivered() {
+        let mut api = ApiPods::default();
+        api.pods.insert("u1".into(), api_pod("web", "u1", "n1"));
+        let mut errors = vec![];
+        let s = combine(None, &api, &mut errors);
+        assert!(s.incomplete);
+        assert_eq!(s.pods.len(), 1);
+        let file = Snapshot::default();
+        assert!(combine(Some(&file), &api, &mut errors).incomplete);
+        api.listed = true;
+        let s = combine(Some(&file), &api, &mut errors);
+        assert!(!s.incomplete);
+        assert_eq!(s.pods[0].metadata.uid.as_deref(), Some("u1"));
+    }
+}
