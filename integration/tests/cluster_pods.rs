@@ -328,7 +328,7 @@ fn rejections() -> anyhow::Result<()> {
         // kubectl's table shows the reason.
         let table = c.ok(&["get", "pods"])?;
         ensure!(table.contains("OutOfcpu"), "{table}");
-        // Deleting a rejected pod: nothing to stop, the agent's DELETE removes it.
+        // A Failed pod is deleted at once (the API server waits for no kubelet).
         c.ok(&["delete", "pod", "big", "--wait=false"])?;
         c.wait_api_gone("big", Duration::from_secs(30))?;
         Ok(())
