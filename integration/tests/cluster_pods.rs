@@ -47,6 +47,10 @@ fn main() {
             "agent_sigkill_adopts_and_outage_catches_up",
             restart_and_outage,
         ),
+        t(
+            "static_pod_gets_a_mirror_pod_recreated_after_delete",
+            mirror_pods,
+        ),
     ])
 }
 
@@ -127,6 +131,15 @@ impl Cluster {
             "pod {name} in the API not {what} within {timeout:?}; last: {:?}",
             last.map(|p| p.status)
         )
+    }
+
+    /// The UID of Node `name` in the API (`None`: not there).
+    fn api_node_uid(&self, name: &str) -> anyhow::Result<Option<String>> {
+        match self.kubectl(&["get", "node", name, "-o", "jsonpath={.metadata.uid}"])? {
+            Ok(uid) => Ok(Some(uid)),
+            Err(e) if e.contains("NotFound") || e.contains("not found") => Ok(None),
+            Err(e) => bail!("kubectl get node {name}: {e}"),
+        }
     }
 
     /// Waits (bounded) until the pod `name` is gone from the API.
@@ -370,7 +383,8 @@ fn restart_and_outage() -> anyhow::Result<()> {
         ensure!(container_id(&pod, "c") == Some(id.as_str()) && restarts(&pod, "c") == Some(0));
 
         // The API server goes away: the pod keeps running; its container exits and is
-        // restarted meanwhile; once the server is back the API catches up.
+        // restarted meanwhile; once the server is back the API catches up (the same
+        // container: nothing restarted by the relist).
         c.server.pause();
         c.agent
             .kubenode_ok(&["exec", "keep", "-c", "c", "--", "touch", "/tmp/stop"])?;
@@ -382,11 +396,74 @@ fn restart_and_outage() -> anyhow::Result<()> {
         let restarted = container_id(&local, "c").map(str::to_string);
         std::thread::sleep(Duration::from_secs(3));
         ensure!(c.agent.pod("keep")?.is_some_and(|p| all_running(&p)));
+        // The versions the agent's watch was at expire meanwhile: on return its watch gets
+        // 410 Gone and relists, which restarts nothing.
+        c.server.compact();
         c.agent.node.run_in(|| c.server.resume())??;
         let pod = c.wait_api("keep", Duration::from_secs(60), "caught up", |p| {
             restarts(p, "c") == Some(1) && running_in_api(p)
         })?;
         ensure!(container_id(&pod, "c").map(str::to_string) == restarted);
+        Ok(())
+    })
+}
+
+fn mirror_pods() -> anyhow::Result<()> {
+    with_cluster("cm", |c| {
+        let node = c.agent.node_name().to_string();
+        // The Node the mirror pods are owned by (the agent registers it in cluster mode; created
+        // here when it is not there, so this test stands alone).
+        if c.api_node_uid(&node)?.is_none() {
+            c.create(
+                "node",
+                &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n"),
+            )?;
+        }
+        let node_uid = c.api_node_uid(&node)?.context("no Node")?;
+        let yaml = kubenode_integration::pods::pod_yaml(
+            "st",
+            &c.agent.image,
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n",
+        );
+        c.agent.write_manifest("st.yaml", &yaml)?;
+        let name = c.agent.pod_name("st");
+        let local = c
+            .agent
+            .wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let hash = local.metadata.uid.clone().context("no UID")?;
+        let id = container_id(&local, "c")
+            .context("no container")?
+            .to_string();
+        // The mirror pod: the static pod's name, the hash, the Node as controller, and the
+        // static pod's status.
+        let mirror = c.wait_api(&name, Duration::from_secs(60), "Running", running_in_api)?;
+        let ann = mirror.metadata.annotations.clone().unwrap_or_default();
+        ensure!(
+            ann.get("kubernetes.io/config.mirror") == Some(&hash),
+            "{ann:?}"
+        );
+        ensure!(ann.get("kubernetes.io/config.source").map(String::as_str) == Some("file"));
+        let owner = mirror.metadata.owner_references.clone().unwrap_or_default();
+        ensure!(
+            owner.len() == 1
+                && owner[0].kind == "Node"
+                && owner[0].uid == node_uid
+                && owner[0].controller == Some(true),
+            "{owner:?}"
+        );
+        ensure!(container_id(&mirror, "c") == Some(id.as_str()));
+        // Deleted by a user: recreated (a new UID); the static pod never stopped.
+        let first = mirror.metadata.uid.clone();
+        c.ok(&["delete", "pod", &name, "--wait=false"])?;
+        c.wait_api(&name, Duration::from_secs(60), "recreated", |p| {
+            p.metadata.uid != first && p.metadata.deletion_timestamp.is_none()
+        })?;
+        let local = c.agent.pod(&name)?.context("static pod gone")?;
+        ensure!(container_id(&local, "c") == Some(id.as_str()) && restarts(&local, "c") == Some(0));
+        // The manifest removed: the static pod stops and its mirror pod goes.
+        c.agent.remove_manifest("st.yaml")?;
+        c.agent.wait_gone(&name, Duration::from_secs(30))?;
+        c.wait_api_gone(&name, Duration::from_secs(30))?;
         Ok(())
     })
 }

@@ -27,6 +27,7 @@ use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::{mpsc, watch};
 
+use super::mirror::{key as mirror_key, mirror_hash};
 use crate::source::{
     apply_pod_defaults, Snapshot, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION,
 };
@@ -47,6 +48,32 @@ pub struct ApiPods {
     pub listed: bool,
     /// The node's pods (mirror pods excluded), by UID.
     pub pods: BTreeMap<String, Pod>,
+    /// The node's mirror pods, by `namespace/name`.
+    pub mirrors: BTreeMap<String, Pod>,
+}
+
+impl ApiPods {
+    fn insert(&mut self, uid: String, pod: Pod) {
+        if mirror_hash(&pod).is_some() {
+            self.mirrors.insert(mirror_key(&pod), pod);
+        } else {
+            self.pods.insert(uid, pod);
+        }
+    }
+
+    /// Removes the pod `pod` (by UID, or its mirror pod); whether it was there.
+    fn remove(&mut self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let k = mirror_key(pod);
+        let mirror = self
+            .mirrors
+            .get(&k)
+            .is_some_and(|m| m.metadata.uid.as_deref() == Some(uid));
+        if mirror {
+            self.mirrors.remove(&k);
+        }
+        self.pods.remove(uid).is_some() || mirror
+    }
 }
 
 /// Starts the API pod source for node `node` and the merge with the file source: file
@@ -59,8 +86,10 @@ pub fn start(
 ) -> (mpsc::Receiver<Snapshot>, watch::Receiver<ApiPods>) {
     let (api_tx, api_rx) = watch::channel(ApiPods::default());
     let (out_tx, out_rx) = mpsc::channel(4);
-    tokio::spawn(watch_pods(client, node, api_tx));
-    tokio::spawn(merge(files, api_rx.clone(), out_tx));
+    let (statics_tx, statics_rx) = watch::channel(Vec::new());
+    tokio::spawn(watch_pods(client.clone(), node.clone(), api_tx));
+    tokio::spawn(merge(files, api_rx.clone(), out_tx, statics_tx));
+    tokio::spawn(super::mirror::run(client, node, statics_rx, api_rx.clone()));
     (out_rx, api_rx)
 }
 
@@ -96,7 +125,7 @@ async fn watch_pods(client: kube::Client, node: String, tx: watch::Sender<ApiPod
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-    let mut relist: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut relist = ApiPods::default();
     let mut failing = false;
     while let Some(event) = stream.next().await {
         let event = match event {
@@ -115,44 +144,39 @@ async fn watch_pods(client: kube::Client, node: String, tx: watch::Sender<ApiPod
             failing = false;
         }
         match event {
-            Event::Init => relist.clear(),
+            Event::Init => relist = ApiPods::default(),
             Event::InitApply(pod) => {
                 if let Some(uid) = accepted(&pod, &node) {
                     relist.insert(uid, pod);
                 }
             }
             Event::InitDone => {
-                let pods = std::mem::take(&mut relist);
-                tx.send_modify(|view| {
-                    view.pods = pods;
-                    view.listed = true;
-                });
+                let mut listed = std::mem::take(&mut relist);
+                listed.listed = true;
+                tx.send_replace(listed);
             }
             Event::Apply(pod) => {
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                if accepted(&pod, &node).is_some() {
-                    tx.send_modify(|view| {
-                        view.pods.insert(uid, pod);
-                    });
+                if let Some(uid) = accepted(&pod, &node) {
+                    tx.send_modify(|view| view.insert(uid, pod));
                 } else {
-                    tx.send_if_modified(|view| view.pods.remove(&uid).is_some());
+                    tx.send_if_modified(|view| view.remove(&pod));
                 }
             }
             Event::Delete(pod) => {
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                tx.send_if_modified(|view| view.pods.remove(&uid).is_some());
+                tx.send_if_modified(|view| view.remove(&pod));
             }
         }
     }
 }
 
-/// The UID of `pod` when the node runs it; a pod bound elsewhere is logged and left alone.
+/// The UID of `pod` when it is bound to this node (a pod to run, or a mirror pod); a pod
+/// bound elsewhere is logged and left alone.
 fn accepted(pod: &Pod, node: &str) -> Option<String> {
-    if is_ours(pod, node) {
+    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    if bound == Some(node) {
         return pod.metadata.uid.clone();
     }
-    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-    if bound != Some(node) {
+    {
         tracing::warn!(
             pod = ?pod.metadata.name,
             namespace = ?pod.metadata.namespace,
@@ -168,6 +192,7 @@ async fn merge(
     mut files: mpsc::Receiver<Snapshot>,
     mut api: watch::Receiver<ApiPods>,
     out: mpsc::Sender<Snapshot>,
+    statics: watch::Sender<Vec<Pod>>,
 ) {
     let mut file: Option<Snapshot> = None;
     // A file snapshot's errors are recorded once, with the snapshot that brought them.
@@ -178,6 +203,7 @@ async fn merge(
             s = files.recv() => match s {
                 Some(s) => {
                     errors = s.errors.clone();
+                    statics.send_replace(s.pods.clone());
                     file = Some(s);
                 }
                 None => return,

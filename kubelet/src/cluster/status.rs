@@ -236,13 +236,26 @@ struct Manager {
 impl Manager {
     /// Writes what changed; `false` when a write failed (retry).
     async fn sync(&mut self, pods: &[Pod], view: &ApiPods, resync: bool) -> bool {
-        self.written.retain(|uid, _| view.pods.contains_key(uid));
+        // A static pod's status goes to its mirror pod.
+        let mirrors: HashMap<&str, &Pod> = view
+            .mirrors
+            .values()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .filter_map(|m| Some((super::mirror::mirror_hash(m)?, m)))
+            .collect();
+        self.written.retain(|uid, _| {
+            view.pods.contains_key(uid)
+                || mirrors
+                    .values()
+                    .any(|m| m.metadata.uid.as_deref() == Some(uid))
+        });
         let mut ok = true;
         for pod in pods {
             let Some(uid) = pod.metadata.uid.as_deref() else {
                 continue;
             };
-            let (Some(api_pod), Some(status)) = (view.pods.get(uid), pod.status.as_ref()) else {
+            let api_pod = view.pods.get(uid).or_else(|| mirrors.get(uid).copied());
+            let (Some(api_pod), Some(status)) = (api_pod, pod.status.as_ref()) else {
                 continue;
             };
             ok &= self.write_status(api_pod, status, resync).await;
