@@ -51,6 +51,10 @@ fn main() {
             "static_pod_gets_a_mirror_pod_recreated_after_delete",
             mirror_pods,
         ),
+        t(
+            "restart_without_the_api_keeps_api_pods_and_finishes_a_deletion",
+            restart_without_api,
+        ),
     ])
 }
 
@@ -338,6 +342,23 @@ fn rejections() -> anyhow::Result<()> {
             ),
             "{message}"
         );
+        // A node selector this node does not match: NodeAffinity.
+        let picky = api_pod_yaml(
+            "picky",
+            &node,
+            &image,
+            "sleep 3600",
+            "  nodeSelector: {disk: ssd}\n",
+        );
+        c.create("picky", &picky)?;
+        let pod = c.wait_api("picky", Duration::from_secs(60), "Failed", failed)?;
+        let st = status(&pod);
+        ensure!(st.reason.as_deref() == Some("NodeAffinity"), "{st:?}");
+        ensure!(
+            st.message.as_deref()
+                == Some("Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"),
+            "{st:?}"
+        );
         // kubectl's table shows the reason.
         let table = c.ok(&["get", "pods"])?;
         ensure!(table.contains("OutOfcpu"), "{table}");
@@ -464,6 +485,73 @@ fn mirror_pods() -> anyhow::Result<()> {
         c.agent.remove_manifest("st.yaml")?;
         c.agent.wait_gone(&name, Duration::from_secs(30))?;
         c.wait_api_gone(&name, Duration::from_secs(30))?;
+        Ok(())
+    })
+}
+
+fn restart_without_api() -> anyhow::Result<()> {
+    with_cluster("cu", |c| {
+        let node = c.agent.node_name().to_string();
+        let image = c.agent.image.clone();
+        c.create(
+            "api",
+            &api_pod_yaml(
+                "api",
+                &node,
+                &image,
+                "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+                "",
+            ),
+        )?;
+        let pod = c.wait_api("api", Duration::from_secs(60), "Running", running_in_api)?;
+        let id = container_id(&pod, "c")
+            .context("no containerID")?
+            .to_string();
+
+        // Agent SIGKILLed and restarted while the API server is unreachable: a static pod
+        // still starts, and the API pod found running is not torn down.
+        c.server.pause();
+        c.agent.kill();
+        c.agent.spawn()?;
+        let yaml = kubenode_integration::pods::pod_yaml(
+            "st",
+            &image,
+            "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"sleep\", \"3600\"]\n",
+        );
+        c.agent.write_manifest("st.yaml", &yaml)?;
+        c.agent.wait_pod(
+            &c.agent.pod_name("st"),
+            Duration::from_secs(60),
+            "Running",
+            all_running,
+        )?;
+        c.agent.node.run_in(|| c.server.resume())??;
+        let pod = c.wait_api("api", Duration::from_secs(60), "adopted", |p| {
+            c.agent.pod("api").ok().flatten().is_some() && container_id(p, "c").is_some()
+        })?;
+        ensure!(
+            container_id(&pod, "c") == Some(id.as_str()) && restarts(&pod, "c") == Some(0),
+            "the API pod was restarted: {:?}",
+            pod.status
+        );
+        let local = c.agent.pod("api")?.context("api not adopted")?;
+        ensure!(container_id(&local, "c") == Some(id.as_str()));
+
+        // Deleted while the agent is down: the restarted agent terminates it and sends the
+        // final DELETE.
+        c.agent.kill();
+        c.ok(&["delete", "pod", "api", "--grace-period=5", "--wait=false"])?;
+        ensure!(
+            c.api_pod("api")?
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+            "the API server removed the pod without its kubelet"
+        );
+        c.agent.spawn()?;
+        c.wait_api_gone("api", Duration::from_secs(60))?;
+        c.agent.wait_gone("api", Duration::from_secs(30))?;
+        c.agent.remove_manifest("st.yaml")?;
+        c.agent
+            .wait_gone(&c.agent.pod_name("st"), Duration::from_secs(30))?;
         Ok(())
     })
 }
