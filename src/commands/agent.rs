@@ -44,8 +44,9 @@ pub struct AgentArgs {
 /// kubenode's own.
 #[derive(clap::Args, Debug, Default)]
 pub struct KubeletFlags {
-    /// The kubeconfig of a node in a cluster. Cluster mode is not implemented yet: given, the
-    /// agent refuses to start.
+    /// The kubeconfig of a node in a cluster: the pods the API server binds to the node run
+    /// beside the static pods, their status written back (with `--bootstrap-kubeconfig`, not
+    /// implemented yet, the agent refuses to start).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The TLS bootstrap kubeconfig of a node joining a cluster. Cluster mode is not implemented
