@@ -276,6 +276,46 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_bound_elsewhere_is_not_accepted_even_if_the_server_sends_it() {
+        assert_eq!(
+            accepted(&api_pod("a", "u1", "n1"), "n1").as_deref(),
+            Some("u1")
+        );
+        assert_eq!(accepted(&api_pod("a", "u1", "n2"), "n1"), None);
+        let mut unbound = api_pod("a", "u1", "n1");
+        unbound.spec.as_mut().unwrap().node_name = None;
+        assert_eq!(accepted(&unbound, "n1"), None);
+    }
+
+    #[test]
+    fn mirror_pods_are_kept_apart_and_never_run() {
+        let mut view = ApiPods::default();
+        let mut mirror = api_pod("st-n1", "m1", "n1");
+        mirror.metadata.annotations = Some(
+            [(CONFIG_MIRROR_ANNOTATION.to_string(), "h".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        view.insert("m1".into(), mirror.clone());
+        view.insert("u1".into(), api_pod("web", "u1", "n1"));
+        view.listed = true;
+        assert_eq!(view.mirrors.len(), 1);
+        let s = combine(Some(&Snapshot::default()), &view, &mut vec![]);
+        let uids: Vec<_> = s
+            .pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        assert_eq!(uids, ["u1"]);
+        // A deleted mirror leaves the view; one of another UID under the name does not remove it.
+        let mut other = mirror.clone();
+        other.metadata.uid = Some("m2".into());
+        assert!(!view.remove(&other));
+        assert!(view.remove(&mirror));
+        assert!(view.mirrors.is_empty());
+    }
+
+    #[test]
     fn desired_pod_keeps_name_and_uid_drops_status_and_version() {
         let d = desired_pod(&api_pod("web", "u1", "n1"));
         assert_eq!(d.metadata.name.as_deref(), Some("web"));
