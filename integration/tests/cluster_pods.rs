@@ -287,6 +287,24 @@ fn run_and_delete() -> anyhow::Result<()> {
             row.contains("Running") && row.contains(&ip) && row.contains(&node),
             "{wide}"
         );
+        // Only changes are written: over more than one 10 s re-check of an idle pod, its
+        // resourceVersion stays.
+        let rv = |p: &Pod| p.metadata.resource_version.clone();
+        let before = c.wait_api("web", Duration::from_secs(30), "settled", |p| {
+            running_in_api(p)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Ready" && x.status == "True"))
+        })?;
+        std::thread::sleep(Duration::from_secs(12));
+        let after = c.api_pod("web")?.context("web gone")?;
+        ensure!(
+            rv(&after) == rv(&before),
+            "status rewritten without a change: {:?} -> {:?}",
+            before.status,
+            after.status
+        );
         // Another node's pod is not run (and gets no status from this node).
         ensure!(c.agent.pod("elsewhere")?.is_none());
         let other = c.api_pod("elsewhere")?.context("elsewhere gone")?;
