@@ -499,6 +499,38 @@ fn mirror_pods() -> anyhow::Result<()> {
         })?;
         let local = c.agent.pod(&name)?.context("static pod gone")?;
         ensure!(container_id(&local, "c") == Some(id.as_str()) && restarts(&local, "c") == Some(0));
+        // Agent SIGKILLed and restarted: the mirror pod is found, not duplicated nor replaced.
+        let second = c.api_pod(&name)?.context("mirror gone")?;
+        c.agent.kill();
+        c.agent.spawn()?;
+        c.agent
+            .wait_pod(&name, Duration::from_secs(30), "Running", all_running)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let after = c.api_pod(&name)?.context("mirror gone after the restart")?;
+        ensure!(
+            after.metadata.uid == second.metadata.uid,
+            "mirror pod replaced by a restart"
+        );
+        // The manifest edited: a new static pod (new hash), whose mirror replaces the old.
+        let edited = yaml.replace("labels: {", "labels: {edited: \"yes\", ");
+        ensure!(edited != yaml, "{yaml}");
+        c.agent.write_manifest("st.yaml", &edited)?;
+        let new_hash = c
+            .agent
+            .wait_pod(&name, Duration::from_secs(60), "replaced", |p| {
+                p.metadata.uid.as_deref() != Some(hash.as_str()) && all_running(p)
+            })?
+            .metadata
+            .uid
+            .context("no UID")?;
+        c.wait_api(&name, Duration::from_secs(60), "the new mirror", |p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/config.mirror"))
+                == Some(&new_hash)
+                && running_in_api(p)
+        })?;
         // The manifest removed: the static pod stops and its mirror pod goes.
         c.agent.remove_manifest("st.yaml")?;
         c.agent.wait_gone(&name, Duration::from_secs(30))?;

@@ -197,6 +197,7 @@ pub async fn run(client: kube::Client, kubelet: Arc<Kubelet>, mut api: watch::Re
         client,
         written: HashMap::new(),
         deletes: BTreeMap::new(),
+        failing: false,
     };
     let mut tick = tokio::time::interval(SYNC_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,6 +232,27 @@ struct Manager {
     written: HashMap<String, PodStatus>,
     /// Terminated pods waiting for their final status and DELETE, by UID.
     deletes: BTreeMap<String, Pod>,
+    /// The last write failed: further failures are logged at debug until one succeeds (an
+    /// outage is said once, not once per pod and retry).
+    failing: bool,
+}
+
+impl Manager {
+    fn failed(&mut self, what: &str, pod: &str, e: &kube::Error) {
+        if self.failing {
+            tracing::debug!(pod, error = %e, "{what} (will retry)");
+        } else {
+            tracing::warn!(pod, error = %e, "{what} (will retry with back-off)");
+            self.failing = true;
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing {
+            tracing::info!("writing to the API server again");
+            self.failing = false;
+        }
+    }
 }
 
 impl Manager {
@@ -302,6 +324,7 @@ impl Manager {
             Ok(pod) => {
                 tracing::debug!(pod = %format!("{namespace}/{name}"), "status written");
                 self.written.insert(uid, pod.status.unwrap_or_default());
+                self.succeeded();
                 true
             }
             Err(e) if gone(&e) => {
@@ -309,7 +332,7 @@ impl Manager {
                 true
             }
             Err(e) => {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "writing the pod status (will retry)");
+                self.failed("writing the pod status", &format!("{namespace}/{name}"), &e);
                 false
             }
         }
@@ -331,11 +354,16 @@ impl Manager {
         match api.delete(&name, &params).await {
             Ok(_) => {
                 tracing::info!(pod = %format!("{namespace}/{name}"), "pod terminated; deleted from the API");
+                self.succeeded();
                 true
             }
             Err(e) if gone(&e) => true,
             Err(e) => {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "deleting the terminated pod (will retry)");
+                self.failed(
+                    "deleting the terminated pod",
+                    &format!("{namespace}/{name}"),
+                    &e,
+                );
                 false
             }
         }
