@@ -323,6 +323,31 @@ fn run_and_delete() -> anyhow::Result<()> {
             "the agent did not send the final DELETE"
         );
         c.ok(&["delete", "pod", "elsewhere", "--grace-period=0", "--force"])?;
+
+        // A force delete (gone from the API at once) stops the pod at once, not after its
+        // own grace period (a container that ignores SIGTERM, with ten minutes of grace).
+        c.create(
+            "stubborn",
+            &api_pod_yaml(
+                "stubborn",
+                &node,
+                &image,
+                "trap '' TERM; while true; do sleep 0.2; done",
+                "",
+            )
+            .replace(
+                "terminationGracePeriodSeconds: 1",
+                "terminationGracePeriodSeconds: 600",
+            ),
+        )?;
+        c.wait_api(
+            "stubborn",
+            Duration::from_secs(60),
+            "Running",
+            running_in_api,
+        )?;
+        c.ok(&["delete", "pod", "stubborn", "--grace-period=0", "--force"])?;
+        c.agent.wait_gone("stubborn", Duration::from_secs(60))?;
         Ok(())
     })
 }

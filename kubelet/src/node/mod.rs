@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubenode_cni::CniClient;
 use kubenode_runtime::image::{ImageStore, PullOptions};
 use kubenode_runtime::Runtime;
@@ -213,6 +214,17 @@ impl Kubelet {
         let mut deleted_rejected = Vec::new();
         for (uid, entry) in pods.iter_mut() {
             match (desired.get(uid), &entry.worker) {
+                // An API pod gone from the API without the kubelet's final DELETE (a force
+                // delete) is stopped at once: grace 0, as the API's own deletion says.
+                (None, Some(worker)) if is_api_pod(&entry.pod) => {
+                    let mut gone = entry.pod.clone();
+                    gone.status = None;
+                    gone.metadata
+                        .deletion_timestamp
+                        .get_or_insert_with(|| Time(self.deps.clock.now()));
+                    gone.metadata.deletion_grace_period_seconds = Some(0);
+                    let _ = worker.send(Some(gone));
+                }
                 (None, Some(worker)) => {
                     let _ = worker.send(None);
                 }
