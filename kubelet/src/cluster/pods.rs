@@ -187,7 +187,8 @@ fn accepted(pod: &Pod, node: &str) -> Option<String> {
     None
 }
 
-/// Sends a combined snapshot each time either source changes.
+/// Sends a combined snapshot each time either source changes what it says (an API pod's
+/// status alone is no change).
 async fn merge(
     mut files: mpsc::Receiver<Snapshot>,
     mut api: watch::Receiver<ApiPods>,
@@ -198,6 +199,7 @@ async fn merge(
     // A file snapshot's errors are recorded once, with the snapshot that brought them.
     let mut errors = Vec::new();
     let mut api_open = true;
+    let mut last: Option<Snapshot> = None;
     loop {
         tokio::select! {
             s = files.recv() => match s {
@@ -216,6 +218,12 @@ async fn merge(
             }
         }
         let snapshot = combine(file.as_ref(), &api.borrow_and_update(), &mut errors);
+        // Most API events only change a pod's status (the kubelet's own writes among them):
+        // the desired pods are the same, and the kubelet is not bothered.
+        if last.as_ref() == Some(&snapshot) {
+            continue;
+        }
+        last = Some(snapshot.clone());
         if out.send(snapshot).await.is_err() {
             return;
         }
@@ -338,6 +346,47 @@ mod tests {
             desired_pod(&changed),
             desired_pod(&api_pod("web", "u1", "n1"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_status_change_in_the_api_sends_no_snapshot() {
+        let (files_tx, files_rx) = mpsc::channel(4);
+        let (api_tx, api_rx) = watch::channel(ApiPods::default());
+        let (out_tx, mut out) = mpsc::channel(4);
+        let (statics_tx, _statics) = watch::channel(Vec::new());
+        tokio::spawn(merge(files_rx, api_rx, out_tx, statics_tx));
+        files_tx.send(Snapshot::default()).await.unwrap();
+        assert!(out.recv().await.unwrap().incomplete);
+        api_tx.send_modify(|v| {
+            v.listed = true;
+            v.pods.insert("u1".into(), api_pod("web", "u1", "n1"));
+        });
+        let s = out.recv().await.unwrap();
+        assert!(!s.incomplete);
+        assert_eq!(s.pods.len(), 1);
+        // The kubelet's own status write comes back through the watch: nothing to send.
+        api_tx.send_modify(|v| {
+            let p = v.pods.get_mut("u1").unwrap();
+            p.status.as_mut().unwrap().phase = Some("Running".into());
+            p.metadata.resource_version = Some("9".into());
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(out.try_recv().is_err(), "a snapshot for a status change");
+        // A label change is a change of the desired pod.
+        api_tx.send_modify(|v| {
+            let p = v.pods.get_mut("u1").unwrap();
+            p.metadata.labels = Some([("a".to_string(), "b".to_string())].into_iter().collect());
+        });
+        let s = out.recv().await.unwrap();
+        assert!(s.pods[0]
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l["a"] == "b"));
+        drop(files_tx);
+        assert!(out.recv().await.is_none());
     }
 
     #[test]
