@@ -198,6 +198,7 @@ pub async fn run(client: kube::Client, kubelet: Arc<Kubelet>, mut api: watch::Re
         written: HashMap::new(),
         deletes: BTreeMap::new(),
         failing: false,
+        down: false,
     };
     let mut tick = tokio::time::interval(SYNC_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,10 +236,14 @@ struct Manager {
     /// The last write failed: further failures are logged at debug until one succeeds (an
     /// outage is said once, not once per pod and retry).
     failing: bool,
+    /// The API server did not answer in this pass (a connection error, not an API error): the
+    /// pass stops there rather than try every pod against a server that is away.
+    down: bool,
 }
 
 impl Manager {
     fn failed(&mut self, what: &str, pod: &str, e: &kube::Error) {
+        self.down = !matches!(e, kube::Error::Api(_));
         if self.failing {
             tracing::debug!(pod, error = %e, "{what} (will retry)");
         } else {
@@ -272,6 +277,7 @@ impl Manager {
                     .any(|m| m.metadata.uid.as_deref() == Some(uid))
         });
         let mut ok = true;
+        self.down = false;
         for pod in pods {
             let Some(uid) = pod.metadata.uid.as_deref() else {
                 continue;
@@ -281,9 +287,16 @@ impl Manager {
                 continue;
             };
             ok &= self.write_status(api_pod, status, resync).await;
+            if self.down {
+                return false;
+            }
         }
         let deletes = std::mem::take(&mut self.deletes);
         for (uid, pod) in deletes {
+            if self.down {
+                self.deletes.insert(uid, pod);
+                continue;
+            }
             let Some(api_pod) = view.pods.get(&uid) else {
                 // Gone from the API already (force-deleted): nothing to do.
                 continue;
