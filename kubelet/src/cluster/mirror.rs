@@ -13,8 +13,8 @@
 //! Without the Node in the API (it is not registered yet) nothing is created; the next pass
 //! tries again.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -117,6 +117,9 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut node_uid: Option<String> = None;
     let mut warned = false;
+    // Mirror pods created and not yet seen through the watch (by key, with their hash and
+    // when): not created again meanwhile, for at most one resync period.
+    let mut created: HashMap<String, (String, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             r = statics.changed() => if r.is_err() { return },
@@ -136,6 +139,7 @@ pub async fn run(
             .iter()
             .map(|p| (key(p), p.clone()))
             .collect();
+        created.retain(|k, (_, at)| !existing.contains_key(k) && at.elapsed() < RESYNC);
         let (delete, create) = plan(&wanted, &existing);
         for m in delete {
             let namespace = m.metadata.namespace.as_deref().unwrap_or("default");
@@ -151,6 +155,10 @@ pub async fn run(
             };
             match api.delete(&name, &params).await {
                 Ok(_) => tracing::info!(pod = %key(m), "deleted the mirror pod"),
+                // Gone already, or another pod under the name (the UID precondition).
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                    tracing::debug!(pod = %key(m), error = %e, "deleting the mirror pod");
+                }
                 Err(e) => tracing::warn!(pod = %key(m), error = %e, "deleting the mirror pod"),
             }
         }
@@ -174,14 +182,24 @@ pub async fn run(
             continue;
         };
         for s in create {
+            let hash = s.metadata.uid.clone().unwrap_or_default();
+            if created.get(&key(s)).is_some_and(|(h, _)| *h == hash) {
+                continue;
+            }
             let namespace = s.metadata.namespace.as_deref().unwrap_or("default");
             let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
             match api
                 .create(&PostParams::default(), &mirror_pod(s, &node, &uid))
                 .await
             {
-                Ok(_) => tracing::info!(pod = %key(s), "created the mirror pod"),
-                // Another mirror under the name (being deleted): the next pass.
+                Ok(_) => {
+                    tracing::info!(pod = %key(s), "created the mirror pod");
+                    created.insert(key(s), (hash, Instant::now()));
+                }
+                // A pod under the name already (one being deleted): the next pass.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::debug!(pod = %key(s), error = %e, "creating the mirror pod");
+                }
                 Err(e) => tracing::warn!(pod = %key(s), error = %e, "creating the mirror pod"),
             }
         }
