@@ -44,8 +44,9 @@ pub struct AgentArgs {
 /// kubenode's own.
 #[derive(clap::Args, Debug, Default)]
 pub struct KubeletFlags {
-    /// The kubeconfig of a node in a cluster. Cluster mode is not implemented yet: given, the
-    /// agent refuses to start.
+    /// The kubeconfig of a node in a cluster: the pods the API server binds to the node run
+    /// beside the static pods, their status written back (with `--bootstrap-kubeconfig`, not
+    /// implemented yet, the agent refuses to start).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The TLS bootstrap kubeconfig of a node joining a cluster. Cluster mode is not implemented
@@ -106,7 +107,16 @@ impl KubeletFlags {
 
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
-    args.kubelet.refuse_cluster_mode()?;
+    // --- cluster mode, the API pod source (helper "pods"; the lead merges this with the Node
+    // and Lease wiring): a kubeconfig is accepted, `--bootstrap-kubeconfig` still refused.
+    if args.kubelet.kubeconfig.is_none() || args.kubelet.bootstrap_kubeconfig.is_some() {
+        args.kubelet.refuse_cluster_mode()?;
+    }
+    let cluster = match &args.kubelet.kubeconfig {
+        Some(path) => Some(kubenode_kubelet::cluster::connect(path).await?),
+        None => None,
+    };
+    // --- end of cluster mode
     let file = args.config.clone().or_else(|| {
         // The default file is read only when it exists.
         let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
@@ -244,6 +254,25 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", manifest_dir.display()))?;
     let (snapshot_tx, snapshots) = tokio::sync::mpsc::channel(4);
     tokio::spawn(watcher.run(snapshot_tx));
+    // --- cluster mode (helper "pods"): the API pods merged with the file pods, and their
+    // status written back.
+    let snapshots = match cluster {
+        Some(client) => {
+            let (merged, api_pods) = kubenode_kubelet::cluster::pods::start(
+                client.clone(),
+                node_name.clone(),
+                snapshots,
+            );
+            tokio::spawn(kubenode_kubelet::cluster::status::run(
+                client,
+                kubelet.clone(),
+                api_pods,
+            ));
+            merged
+        }
+        None => snapshots,
+    };
+    // --- end of cluster mode
     let kubelet_task = tokio::spawn(kubelet.run(snapshots));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -7,6 +7,10 @@
 //! is standalone, exactly as before. Semantics and constants are upstream's kubelet's and
 //! kube-proxy's (`../shared/reference/cluster.md` for the team).
 
+pub mod mirror;
+pub mod pods;
+pub mod status;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

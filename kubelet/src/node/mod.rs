@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubenode_cni::CniClient;
 use kubenode_runtime::image::{ImageStore, PullOptions};
 use kubenode_runtime::Runtime;
@@ -172,6 +173,12 @@ impl Kubelet {
         }
     }
 
+    /// Every pod gone for good from now on (its worker finished terminating it: containers
+    /// stopped, sandbox and volumes torn down), with its last published state.
+    pub fn terminated_pods(&self) -> tokio::sync::mpsc::UnboundedReceiver<Pod> {
+        self.deps.pods.subscribe_terminated()
+    }
+
     /// Runs the kubelet: applies every snapshot from `snapshots` until the channel closes, then
     /// leaves the pods running (an agent restart adopts them).
     pub async fn run(self: Arc<Self>, mut snapshots: tokio::sync::mpsc::Receiver<Snapshot>) {
@@ -185,7 +192,9 @@ impl Kubelet {
                 &snapshot.errors,
             );
             self.apply(&snapshot);
-            if first {
+            // Only once every source has listed its pods (upstream's sources ready): a pod a
+            // source has not delivered yet is not an orphan.
+            if first && !snapshot.incomplete {
                 self.collect_orphans(&snapshot);
                 first = false;
             }
@@ -202,11 +211,45 @@ impl Kubelet {
             .iter()
             .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
             .collect();
+        let mut deleted_rejected = Vec::new();
         for (uid, entry) in pods.iter_mut() {
-            if !desired.contains_key(uid) {
-                if let Some(worker) = &entry.worker {
+            match (desired.get(uid), &entry.worker) {
+                // An API pod gone from the API without the kubelet's final DELETE (a force
+                // delete) is stopped at once: grace 0, as the API's own deletion says.
+                (None, Some(worker)) if is_api_pod(&entry.pod) => {
+                    let mut gone = entry.pod.clone();
+                    gone.status = None;
+                    gone.metadata
+                        .deletion_timestamp
+                        .get_or_insert_with(|| Time(self.deps.clock.now()));
+                    gone.metadata.deletion_grace_period_seconds = Some(0);
+                    let _ = worker.send(Some(gone));
+                }
+                (None, Some(worker)) => {
                     let _ = worker.send(None);
                 }
+                // The same UID changed (an API pod's labels, annotations, or its deletion):
+                // the worker gets the new pod; one with `deletionTimestamp` makes it
+                // terminate the pod with the deletion's grace period.
+                (Some(pod), Some(worker)) => {
+                    worker.send_if_modified(|current| {
+                        let changed = current.as_ref() != Some(*pod);
+                        if changed {
+                            *current = Some((*pod).clone());
+                        }
+                        changed
+                    });
+                }
+                // A rejected pod being deleted has nothing to tear down.
+                (Some(pod), None) if pod.metadata.deletion_timestamp.is_some() => {
+                    deleted_rejected.push(uid.clone());
+                }
+                _ => {}
+            }
+        }
+        for uid in deleted_rejected {
+            if let Some(entry) = pods.remove(&uid) {
+                self.deps.pods.notify_terminated(&entry.pod);
             }
         }
         let max = config.max_pods as usize;
@@ -268,6 +311,22 @@ impl Kubelet {
             let uid = uid.clone();
             let active = pods.values().filter(|e| e.worker.is_some()).count();
             let mut pod = pod.clone();
+            // A pod deleted before this kubelet admitted it (or deleted while the agent was
+            // down): its worker terminates at once whatever may be running of it (an adopted
+            // sandbox), without admission.
+            if pod.metadata.deletion_timestamp.is_some() {
+                let (tx, rx) = watch::channel(Some(pod.clone()));
+                pods.insert(
+                    uid.clone(),
+                    PodEntry {
+                        pod,
+                        sandbox_id: None,
+                        worker: Some(tx),
+                    },
+                );
+                tokio::spawn(PodWorker::new(self.deps.clone(), uid).run(rx));
+                continue;
+            }
             // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, resources,
             // node affinity and host ports (upstream's predicate handler); AppArmor; then what upstream finds
             // only at sandbox creation: a user namespace this node cannot make.
@@ -293,7 +352,14 @@ impl Kubelet {
                 name: &config.node_name,
                 labels: &config.node_labels,
             };
+            // An API pod is validated here as a file pod is at read: a field kubenode does
+            // not implement rejects it, the message naming the field.
+            let invalid = is_api_pod(&pod)
+                .then(|| crate::validation::validate_pod(&pod).err())
+                .flatten();
             let rejection = match sysctls.admit(&spec) {
+                _ if invalid.is_some() => invalid
+                    .map(|errs| (crate::cluster::pods::UNSUPPORTED_POD_SPEC, errs.to_string())),
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
                 Ok(()) => predicates::os_label(&pod)
                     .err()
@@ -485,6 +551,15 @@ impl NodeView for Kubelet {
             })
         })
     }
+}
+
+/// Whether `pod` came from the API server (`kubernetes.io/config.source: api`).
+fn is_api_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::source::CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s == crate::cluster::pods::API_SOURCE)
 }
 
 /// Upstream's periodic QoS cgroup update (`periodicQOSCgroupUpdateInterval`, one minute): the

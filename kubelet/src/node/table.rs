@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{lock, ProxyInput};
 use crate::api::ApiError;
@@ -35,6 +35,9 @@ pub(super) struct PodTable {
     /// Services with allocated ClusterIPs and their endpoints, from the proxy (`None` without
     /// one).
     services: Mutex<Option<(Vec<Service>, Vec<Endpoints>)>>,
+    /// Told each pod that is gone for good (its worker finished terminating it, or a rejected
+    /// pod deleted): the status manager's cue for the final DELETE.
+    terminated: Mutex<Vec<mpsc::UnboundedSender<Pod>>>,
 }
 
 impl PodTable {
@@ -43,6 +46,7 @@ impl PodTable {
             entries: Mutex::new(BTreeMap::new()),
             proxy_tx: watch::channel(ProxyInput::default()).0,
             services: Mutex::new(None),
+            terminated: Mutex::new(Vec::new()),
         }
     }
 
@@ -102,8 +106,23 @@ impl PodTable {
 
     /// Called by a worker when its pod is gone for good.
     pub(super) fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+        let removed = self.lock().remove(uid);
         self.publish_proxy(None);
+        if let Some(e) = removed {
+            self.notify_terminated(&e.pod);
+        }
+    }
+
+    /// A receiver of every pod gone for good from now on.
+    pub(super) fn subscribe_terminated(&self) -> mpsc::UnboundedReceiver<Pod> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.terminated, "terminated").push(tx);
+        rx
+    }
+
+    /// Tells the subscribers that `pod` is gone for good.
+    pub(super) fn notify_terminated(&self, pod: &Pod) {
+        lock(&self.terminated, "terminated").retain(|tx| tx.send(pod.clone()).is_ok());
     }
 
     /// Sends the proxy the pods, and the snapshot's Services and Endpoints when given.

@@ -58,6 +58,11 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// One record per problem; the objects above are unaffected.
     pub errors: Vec<SourceError>,
+    /// A source has not delivered its first full list yet (in cluster mode, the API source
+    /// before its first list: upstream's sources not ready): pods missing from `pods` may
+    /// still be wanted, so the kubelet tears down no orphan. Always `false` from the file
+    /// source alone.
+    pub incomplete: bool,
 }
 
 /// One problem with one file or document.

@@ -196,7 +196,11 @@ async fn termination_requested(desired: Option<watch::Receiver<Option<Pod>>>) {
         return std::future::pending().await;
     };
     loop {
-        if desired.borrow_and_update().is_none() || desired.changed().await.is_err() {
+        let deleted = desired
+            .borrow_and_update()
+            .as_ref()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        if deleted || desired.changed().await.is_err() {
             return;
         }
     }
@@ -282,14 +286,25 @@ impl PodWorker {
     }
 
     /// The worker task: a pass for each desired pod from `desired` (and each wake), until it
-    /// is told to terminate the pod (`None`, or the sender dropped).
+    /// is told to terminate the pod (`None`, the sender dropped, or a desired pod with
+    /// `deletionTimestamp`: the API's graceful deletion, terminated with its
+    /// `deletionGracePeriodSeconds`).
     pub(in crate::node) async fn run(mut self, mut desired: watch::Receiver<Option<Pod>>) {
         self.desired = Some(desired.clone());
+        // The API's deletion of the pod: its time and grace period.
+        let mut deletion = None;
         loop {
             let wanted = desired.borrow_and_update().clone();
             let Some(pod) = wanted else {
                 break;
             };
+            if pod.metadata.deletion_timestamp.is_some() {
+                deletion = Some((
+                    pod.metadata.deletion_timestamp,
+                    pod.metadata.deletion_grace_period_seconds,
+                ));
+                break;
+            }
             // Every log line of the pass carries the pod.
             let span = pod_span(&pod);
             // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
@@ -302,7 +317,9 @@ impl PodWorker {
         }
         let deps = self.deps.clone();
         if let Some((mut pod, _)) = deps.pods.get(&self.uid) {
-            pod.metadata.deletion_timestamp = Some(Time(deps.clock.now()));
+            let (at, grace) = deletion.unwrap_or((Some(Time(deps.clock.now())), None));
+            pod.metadata.deletion_timestamp = at;
+            pod.metadata.deletion_grace_period_seconds = grace;
             deps.pods
                 .set_pod(&self.uid, pod.clone(), self.state.record.sandbox_id.clone());
             deps.prober.remove_pod(&self.uid);

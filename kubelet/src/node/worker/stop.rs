@@ -11,12 +11,19 @@ use crate::backoff::container_backoff_key;
 use crate::events::ObjectRef;
 
 impl PodWorker {
-    /// Stops and removes everything of the pod.
+    /// Stops and removes everything of the pod, within `deletionGracePeriodSeconds` when the
+    /// API deleted it, else `terminationGracePeriodSeconds`.
     pub(super) async fn terminate(&mut self, pod: &Pod) {
+        // The API's deletion grace period when it deleted the pod (upstream `killPod`), else
+        // the pod's own.
         let grace = Duration::from_secs(
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
+            pod.metadata
+                .deletion_grace_period_seconds
+                .or_else(|| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
                 .unwrap_or(30)
                 .max(0) as u64,
         );
