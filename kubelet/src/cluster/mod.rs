@@ -7,6 +7,9 @@
 //! is standalone, exactly as before. Semantics and constants are upstream's kubelet's and
 //! kube-proxy's (`../shared/reference/cluster.md` for the team).
 
+pub mod lease;
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -83,6 +83,8 @@ pub struct ConfigFile {
     pub runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounter_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
     /// The keys of the file that upstream's KubeletConfiguration has and kubenode does not act
     /// on, in file order: accepted, reported once at start (see
     /// [`unsupported_warning`](super::upstream::unsupported_warning)).
@@ -127,6 +129,7 @@ const OWN_KEYS: &[&str] = &[
     "cniBinDir",
     "runtime",
     "mounterPath",
+    "kubeconfig",
 ];
 
 /// Whether [`ConfigFile`] has a field for `key`.

@@ -78,6 +78,10 @@ pub struct Overrides {
     /// `arch`): `KEY=VALUE` pairs separated by commas, repeatable; upstream's flag (no file key).
     #[arg(long = "node-labels", value_name = "KEY=VALUE,...")]
     pub node_labels: Vec<String>,
+    /// The kubeconfig of the API server this node joins (cluster mode; without one the node is
+    /// standalone). Upstream's flag; the file's key is kubenode's `kubeconfig`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The effective configuration of one agent.
@@ -155,6 +159,9 @@ pub struct Config {
     /// `kubernetes.io/os`, `kubernetes.io/arch` and their `beta.` forms), then `--node-labels`.
     /// Admission matches pods' `nodeSelector` and required node affinity against them.
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// The kubeconfig of the API server (`--kubeconfig`, kubenode's `kubeconfig` key): `Some`
+    /// is cluster mode (docs/architecture.md, "Cluster mode"), `None` standalone.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -427,6 +434,10 @@ impl Config {
             seccomp_default: o.seccomp_default.or(cfg.seccomp_default).unwrap_or(false),
             unsupported_keys: cfg.unsupported.clone(),
             node_labels,
+            kubeconfig: o
+                .kubeconfig
+                .clone()
+                .or_else(|| cfg.kubeconfig.as_ref().map(PathBuf::from)),
         })
     }
 
@@ -466,6 +477,7 @@ impl Config {
             pod_pids_limit: Some(self.pod_pids_limit.map_or(-1, |n| n as i64)),
             allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
             seccomp_default: Some(self.seccomp_default),
+            kubeconfig: self.kubeconfig.as_deref().and_then(s),
             unsupported: Vec::new(),
         }
     }

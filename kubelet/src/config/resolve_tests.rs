@@ -114,6 +114,35 @@ fn file_then_flags() {
     assert_eq!(c.pod_cidr.unwrap().to_string(), "10.244.2.0/24");
 }
 
+/// Cluster mode's kubeconfig: kubenode's `kubeconfig` key, overridden by `--kubeconfig`;
+/// neither: standalone.
+#[test]
+fn kubeconfig_from_file_then_flag() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.kubeconfig, None);
+    let (_d, p) = write(&format!("{HEAD}kubeconfig: /etc/kubernetes/kubelet.conf\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(
+        c.kubeconfig.as_deref(),
+        Some(Path::new("/etc/kubernetes/kubelet.conf"))
+    );
+    assert_eq!(
+        c.to_file().kubeconfig.as_deref(),
+        Some("/etc/kubernetes/kubelet.conf")
+    );
+    let o = Overrides {
+        kubeconfig: Some("/k/other.conf".into()),
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    assert_eq!(c.kubeconfig.as_deref(), Some(Path::new("/k/other.conf")));
+    let (_d, p) = write(&format!("{HEAD}kubeconfig: [a]\n"));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kubeconfig: invalid type"), "{e}");
+}
+
 #[test]
 fn bad_values_name_key_and_file() {
     for (body, key) in [
