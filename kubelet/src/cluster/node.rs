@@ -125,9 +125,17 @@ pub fn pretty_name(os_release: &str) -> Option<String> {
     Some(v.to_string())
 }
 
-/// `kubeletVersion` of `status.nodeInfo`: kubenode's own version.
+/// The Kubernetes release whose kubelet kubenode behaves as.
+pub const KUBERNETES_VERSION: &str = "1.34.0";
+
+/// `kubeletVersion` of `status.nodeInfo`: the Kubernetes release kubenode matches, with
+/// kubenode's own version as a semver pre-release (`v1.34.0-kubenode.0.1.0`), so that the
+/// control plane's version-skew rules see a 1.34 kubelet and a reader sees kubenode's build.
 pub fn kubelet_version() -> String {
-    format!("v{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "v{KUBERNETES_VERSION}-kubenode.{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// What one status computation observed.

@@ -96,7 +96,11 @@ fn capacity_allocatable_addresses_and_info() {
     assert_eq!(ni.machine_id, "m");
     assert_eq!(ni.boot_id, "b");
     assert_eq!(ni.kernel_version, "6.1.0");
-    assert!(ni.kubelet_version.starts_with('v'));
+    assert!(
+        ni.kubelet_version.starts_with("v1.34.0-kubenode."),
+        "{}",
+        ni.kubelet_version
+    );
 }
 
 #[test]

@@ -1,0 +1,269 @@
+//! Cluster mode's Node and Lease end to end: a real `kubenode agent` whose configuration file
+//! names a kubeconfig (`kubeconfig:`) for the stand-in API server, checked with the real
+//! `kubectl`. The agent starts while the server is not there yet and runs its static pod; once
+//! the server serves, the node registers and turns Ready (`kubectl get nodes`), `kubectl
+//! describe node` shows its capacity, allocatable, conditions, addresses and system info, and
+//! its Lease in `kube-node-lease` is renewed; with the server stopped for a while the pod keeps
+//! running and the agent keeps going, and after the server returns the Lease is renewed again.
+//!
+//! The stand-in listens on the loopback of the node's network namespace (the agent's own), so
+//! kubectl runs there too. Privileged (the agent runs real pods); skipped without kubectl.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use kubenode_integration::agent::with_config_agent;
+use kubenode_integration::apiserver::ApiServer;
+use kubenode_integration::pods::{all_running, pod_yaml};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use serde_json::Value;
+
+const KUBECTL: &str = "kubectl";
+
+fn main() {
+    let missing = !Command::new(KUBECTL)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if missing {
+        eprintln!("note: `kubectl` is not installed: the cluster-mode Node tests are skipped (install the kubectl package)");
+    }
+    run_tests(vec![privileged(
+        "node_registers_turns_ready_and_renews_its_lease_across_an_api_outage",
+        node_ready_and_lease,
+    )
+    .with_ignored_flag(missing || !kubenode_integration::is_root())])
+}
+
+/// kubectl against `kubeconfig`, run in the agent's network namespace (30 s at most):
+/// Ok(stdout) on success, Err(stderr) on failure.
+fn kubectl(
+    agent: &TestAgent,
+    home: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> anyhow::Result<Result<String, String>> {
+    let mut argv = vec![KUBECTL.to_string(), "--kubeconfig".into()];
+    argv.push(kubeconfig.display().to_string());
+    argv.push("--cache-dir".into());
+    argv.push(home.join("cache").display().to_string());
+    argv.push("--request-timeout=10s".into());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut cmd = agent.node.command(&argv);
+    cmd.env_remove("KUBECONFIG").env("HOME", home);
+    let out = run(&mut cmd, Duration::from_secs(30))?;
+    Ok(if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`.
+fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A port for the stand-in: free on the host, and any port is free in the node's new network
+/// namespace.
+fn some_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn node_ready_and_lease() -> anyhow::Result<()> {
+    let api_dir = TestDir::new(&unique_tag("cnapi"))?;
+    let port = some_port()?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let kubeconfig = api_dir.join("kubeconfig");
+    // The kubeconfig the stand-in writes, for the address it will serve on.
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kn-standin\n  cluster:\n    server: http://{addr}\nusers:\n- name: kn-node\n  user: {{}}\ncontexts:\n- name: kn-standin\n  context:\n    cluster: kn-standin\n    user: kn-node\ncurrent-context: kn-standin\n"
+        ),
+    )?;
+    let config = format!("kubeconfig: {}\n", kubeconfig.display());
+    let home = api_dir.path().to_path_buf();
+    with_config_agent("cnode", Some(&config), |agent| {
+        let node = agent.node_name().to_string();
+        let k = |args: &[&str]| kubectl(agent, &home, &kubeconfig, args);
+        let ok = |args: &[&str]| -> anyhow::Result<String> {
+            match k(args)? {
+                Ok(out) => Ok(out),
+                Err(e) => bail!("kubectl {args:?}: {e}"),
+            }
+        };
+
+        // No API server yet: the agent runs, its static pod too, and it keeps trying.
+        agent.write_manifest(
+            "web.yaml",
+            &pod_yaml(
+                "web",
+                &agent.image,
+                "  containers:\n  - name: c\n    image: IMAGE\n    command: [sleep, \"3600\"]\n",
+            ),
+        )?;
+        let web = agent.pod_name("web");
+        agent.wait_pod(&web, Duration::from_secs(60), "Running", all_running)?;
+        wait_for(
+            "a failed registration in the log",
+            Duration::from_secs(30),
+            || {
+                Ok(agent
+                    .log()
+                    .contains("registering the node with the API server")
+                    .then_some(()))
+            },
+        )?;
+
+        // The API server appears, on the node's loopback.
+        let mut server = agent
+            .node
+            .run_in(|| ApiServer::start(addr))?
+            .context("starting the stand-in in the node's namespace")?;
+        wait_for(
+            "the node Ready in kubectl get nodes",
+            Duration::from_secs(90),
+            || {
+                let Ok(out) = k(&["get", "nodes", "--no-headers"])? else {
+                    return Ok(None);
+                };
+                Ok(out
+                    .lines()
+                    .any(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.first() == Some(&node.as_str()) && f.get(1) == Some(&"Ready")
+                    })
+                    .then_some(()))
+            },
+        )?;
+        let describe = ok(&["describe", "node", &node])?;
+        for want in [
+            "Capacity:",
+            "Allocatable:",
+            "Conditions:",
+            "MemoryPressure   False",
+            "KubeletHasSufficientMemory",
+            "KubeletHasNoDiskPressure",
+            "KubeletHasSufficientPID",
+            "KubeletReady",
+            "kubelet is posting ready status",
+            "InternalIP:  10.250.0.10",
+            &format!("Hostname:    {node}"),
+            "pods:               110",
+            "Operating System:           linux",
+            "Container Runtime Version:  runc://",
+            "Kubelet Version:            v1.34.0-kubenode.",
+            "kubernetes.io/os=linux",
+            &format!("kubernetes.io/hostname={node}"),
+        ] {
+            ensure!(
+                describe.contains(want),
+                "describe node lacks {want:?}:\n{describe}"
+            );
+        }
+        let n: Value = serde_json::from_str(&ok(&["get", "node", &node, "-o", "json"])?)?;
+        ensure!(
+            n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250,
+            "daemonEndpoints: {}",
+            n["status"]["daemonEndpoints"]
+        );
+        ensure!(
+            n["status"]["images"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|i| i["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(agent.image.as_str()))))),
+            "the pod's image is not in status.images: {}",
+            n["status"]["images"]
+        );
+        let node_uid = n["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+
+        // The Lease: held by the node, 40 s, owned by the Node, renewed.
+        let lease = || -> anyhow::Result<Option<Value>> {
+            match k(&["get", "lease", "-n", "kube-node-lease", &node, "-o", "json"])? {
+                Ok(out) => Ok(Some(serde_json::from_str(&out)?)),
+                Err(_) => Ok(None),
+            }
+        };
+        let first = wait_for("the node lease", Duration::from_secs(30), lease)?;
+        ensure!(
+            first["spec"]["holderIdentity"] == node.as_str()
+                && first["spec"]["leaseDurationSeconds"] == 40,
+            "lease: {first}"
+        );
+        let owned =
+            wait_for("the lease's owner", Duration::from_secs(30), || {
+                Ok(lease()?
+                    .filter(|l| l["metadata"]["ownerReferences"][0]["uid"] == node_uid.as_str()))
+            })?;
+        ensure!(
+            owned["metadata"]["ownerReferences"][0]["kind"] == "Node",
+            "lease: {owned}"
+        );
+        let renew = |l: &Value| {
+            l["spec"]["renewTime"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let seen = renew(&owned);
+        let renewed = wait_for("a lease renewal", Duration::from_secs(40), || {
+            Ok(lease()?.map(|l| renew(&l)).filter(|r| *r != seen))
+        })?;
+        ensure!(
+            ok(&["get", "lease", "-n", "kube-node-lease"])?.contains(&node),
+            "kubectl get lease does not list the node"
+        );
+
+        // The API server goes away for a while: the pod keeps running, the agent keeps going.
+        let failures = || agent.log().matches("renewing the node lease").count();
+        let before = failures();
+        server.pause();
+        std::thread::sleep(Duration::from_secs(15));
+        agent.wait_pod(&web, Duration::from_secs(10), "Running", all_running)?;
+        ensure!(
+            failures() > before,
+            "no failed lease renewal while the server was away"
+        );
+        agent
+            .node
+            .run_in(|| server.resume())?
+            .context("resuming the stand-in")?;
+        wait_for(
+            "a lease renewal after the outage",
+            Duration::from_secs(60),
+            || Ok(lease()?.map(|l| renew(&l)).filter(|r| *r != renewed)),
+        )?;
+        let out = ok(&["get", "nodes", "--no-headers"])?;
+        ensure!(
+            out.lines()
+                .any(|l| l.split_whitespace().take(2).eq([node.as_str(), "Ready"])),
+            "{out}"
+        );
+        agent.wait_pod(&web, Duration::from_secs(10), "Running", all_running)?;
+        drop(server);
+        Ok(())
+    })
+}
