@@ -123,6 +123,16 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
         )?;
         let web = agent.pod_name("web");
         agent.wait_pod(&web, Duration::from_secs(60), "Running", all_running)?;
+        // A container that keeps failing: its repeated events are aggregated (count).
+        agent.write_manifest(
+            "crash.yaml",
+            &pod_yaml(
+                "crash",
+                &agent.image,
+                "  containers:\n  - name: c\n    image: IMAGE\n    command: [\"false\"]\n",
+            ),
+        )?;
+        let crash = agent.pod_name("crash");
         wait_for(
             "a failed registration in the log",
             Duration::from_secs(30),
@@ -235,6 +245,51 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
         ensure!(
             ok(&["get", "lease", "-n", "kube-node-lease"])?.contains(&node),
             "kubectl get lease does not list the node"
+        );
+
+        // The kubelet's events, as core/v1 Events: the static pod's, with the container's
+        // fieldPath and the kubelet as source; a repeated one with its count.
+        let events = || -> anyhow::Result<Vec<Value>> {
+            let out = ok(&["get", "events", "-n", "default", "-o", "json"])?;
+            let list: Value = serde_json::from_str(&out)?;
+            Ok(list["items"].as_array().cloned().unwrap_or_default())
+        };
+        let started = wait_for(
+            "the Started event of the static pod",
+            Duration::from_secs(60),
+            || {
+                Ok(events()?.into_iter().find(|e| {
+                    e["reason"] == "Started" && e["involvedObject"]["name"] == web.as_str()
+                }))
+            },
+        )?;
+        ensure!(
+            started["involvedObject"]["fieldPath"] == "spec.containers{c}"
+                && started["involvedObject"]["kind"] == "Pod"
+                && started["source"]["component"] == "kubelet"
+                && started["source"]["host"] == node.as_str()
+                && started["reportingComponent"] == "kubelet"
+                && started["reportingInstance"] == node.as_str()
+                && started["type"] == "Normal",
+            "event: {started}"
+        );
+        let repeated = wait_for(
+            "an aggregated event of the failing pod",
+            Duration::from_secs(90),
+            || {
+                Ok(events()?.into_iter().find(|e| {
+                    e["involvedObject"]["name"] == crash.as_str() && e["count"].as_i64() >= Some(2)
+                }))
+            },
+        )?;
+        ensure!(
+            repeated["firstTimestamp"] != repeated["lastTimestamp"],
+            "an aggregated event keeps its first time: {repeated}"
+        );
+        let listed = ok(&["get", "events", "-n", "default"])?;
+        ensure!(
+            listed.contains(&format!("pod/{web}")),
+            "kubectl get events:\n{listed}"
         );
 
         // The API server goes away for a while: the pod keeps running, the agent keeps going.

@@ -2,7 +2,8 @@
 //!
 //! Resolves the configuration (file, then flags), recovers the runtime's view from disk, makes
 //! sure the node has a pod network, then runs the static-pod source, the pod workers, the node
-//! API and (for `agent`) the proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
+//! API, in cluster mode (a kubeconfig) the Node, Lease and event tasks, and (for `agent`) the
+//! proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
 //! running: the next start adopts them.
 
 use std::path::{Path, PathBuf};
@@ -225,6 +226,14 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     };
     if let Some(client) = &cluster {
         start_node_tasks(client.clone(), &config, images.clone(), self_exe.clone());
+        // Events: the recorder also queues every occurrence for the API server.
+        let (events_tx, events_rx) =
+            tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);
+        kubelet.events().set_sink(events_tx);
+        tokio::spawn(kubenode_kubelet::cluster::events::run(
+            client.clone(),
+            events_rx,
+        ));
     }
 
     let view: Arc<dyn kubenode_kubelet::api::NodeView> = kubelet.clone();

@@ -6,7 +6,12 @@
 //! events, and the proxy takes Services and EndpointSlices from the API. Without one the node
 //! is standalone, exactly as before. Semantics and constants are upstream's kubelet's and
 //! kube-proxy's (`../shared/reference/cluster.md` for the team).
+//!
+//! Here: [`node`] (registration and status), [`lease`] (the heartbeat), [`events`] (the
+//! recorder's events to the API server). Each runs as its own task started by the agent and
+//! retries on its own; none ever stops the agent or a pod.
 
+pub mod events;
 pub mod lease;
 pub mod node;
 
