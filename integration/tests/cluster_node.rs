@@ -17,7 +17,7 @@ use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::apiserver::ApiServer;
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, TestDir};
 use serde_json::Value;
 
 const KUBECTL: &str = "kubectl";
@@ -37,10 +37,10 @@ fn main() {
     .with_ignored_flag(missing || !kubenode_integration::is_root())])
 }
 
-/// kubectl against `kubeconfig`, run in the agent's network namespace (30 s at most):
+/// kubectl against `kubeconfig`, run in the agent's network namespace `netns` (30 s at most):
 /// Ok(stdout) on success, Err(stderr) on failure.
 fn kubectl(
-    agent: &TestAgent,
+    netns: &Path,
     home: &Path,
     kubeconfig: &Path,
     args: &[&str],
@@ -51,8 +51,8 @@ fn kubectl(
     argv.push(home.join("cache").display().to_string());
     argv.push("--request-timeout=10s".into());
     argv.extend(args.iter().map(|a| a.to_string()));
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut cmd = agent.node.command(&argv);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns.display())).args(&argv);
     cmd.env_remove("KUBECONFIG").env("HOME", home);
     let out = run(&mut cmd, Duration::from_secs(30))?;
     Ok(if out.status.success() {
@@ -104,7 +104,8 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
     let home = api_dir.path().to_path_buf();
     with_config_agent("cnode", Some(&config), |agent| {
         let node = agent.node_name().to_string();
-        let k = |args: &[&str]| kubectl(agent, &home, &kubeconfig, args);
+        let netns = agent.node.path();
+        let k = |args: &[&str]| kubectl(&netns, &home, &kubeconfig, args);
         let ok = |args: &[&str]| -> anyhow::Result<String> {
             match k(args)? {
                 Ok(out) => Ok(out),
@@ -318,6 +319,83 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
             "{out}"
         );
         agent.wait_pod(&web, Duration::from_secs(10), "Running", all_running)?;
+
+        // The pod network goes away: NotReady with upstream's reason and message; back: Ready.
+        let ready = || -> anyhow::Result<Value> {
+            let n: Value = serde_json::from_str(&ok(&["get", "node", &node, "-o", "json"])?)?;
+            Ok(n["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+                .unwrap_or_default())
+        };
+        let conflist = agent.dir.join("cni/net.d/10-kubenode.conflist");
+        let network = std::fs::read(&conflist).context("the default network's conflist")?;
+        std::fs::remove_file(&conflist)?;
+        let not_ready = wait_for("the node NotReady", Duration::from_secs(40), || {
+            let r = ready()?;
+            Ok((r["status"] == "False").then_some(r))
+        });
+        std::fs::write(&conflist, &network)?;
+        let not_ready = not_ready?;
+        ensure!(
+            not_ready["reason"] == "KubeletNotReady"
+                && not_ready["message"]
+                    .as_str()
+                    .is_some_and(|m| m
+                        .starts_with("container runtime network not ready: NetworkReady=false")),
+            "Ready: {not_ready}"
+        );
+        let back = wait_for("the node Ready again", Duration::from_secs(40), || {
+            let r = ready()?;
+            Ok((r["status"] == "True").then_some(r))
+        })?;
+        ensure!(back["reason"] == "KubeletReady", "Ready: {back}");
+
+        // A restart (with kubeadm's --bootstrap-kubeconfig: the kubeconfig exists, so bootstrap
+        // is skipped) adopts the Node without moving its Ready transition.
+        agent.kill();
+        agent.extra_args = vec![
+            "--bootstrap-kubeconfig".into(),
+            home.join("bootstrap-kubelet.conf").display().to_string(),
+        ];
+        agent.spawn()?;
+        wait_for("the Node adopted", Duration::from_secs(60), || {
+            Ok(agent
+                .log()
+                .contains("the node exists in the API server: adopting it")
+                .then_some(()))
+        })?;
+        ensure!(
+            agent.log().contains("TLS bootstrap skipped"),
+            "no bootstrap warning"
+        );
+        let seen = renew(&lease()?.context("lease")?);
+        wait_for(
+            "a lease renewal after the restart",
+            Duration::from_secs(40),
+            || Ok(lease()?.map(|l| renew(&l)).filter(|r| *r != seen)),
+        )?;
+        let after = ready()?;
+        ensure!(
+            after["status"] == "True" && after["lastTransitionTime"] == back["lastTransitionTime"],
+            "Ready moved on the restart: {back} -> {after}"
+        );
+        agent.wait_pod(&web, Duration::from_secs(30), "Running", all_running)?;
+
+        // A kubeconfig that is not there stops the start, naming it.
+        agent.kill();
+        agent.extra_args = vec!["--kubeconfig".into(), "/nonexistent/kubelet.conf".into()];
+        let err = agent
+            .spawn()
+            .err()
+            .context("the agent started without its kubeconfig")?;
+        ensure!(
+            format!("{err:#}").contains("kubeconfig /nonexistent/kubelet.conf"),
+            "{err:#}"
+        );
+        // Back to the good configuration, so that the teardown removes the pods.
+        agent.extra_args = Vec::new();
+        agent.spawn()?;
         drop(server);
         Ok(())
     })
