@@ -287,6 +287,31 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
             repeated["firstTimestamp"] != repeated["lastTimestamp"],
             "an aggregated event keeps its first time: {repeated}"
         );
+        // The Node's own: "Starting kubelet." and its conditions' (NodeReady, ...).
+        for (reason, message) in [
+            ("Starting", "Starting kubelet.".to_string()),
+            ("NodeReady", format!("Node {node} status is now: NodeReady")),
+            (
+                "NodeHasSufficientMemory",
+                format!("Node {node} status is now: NodeHasSufficientMemory"),
+            ),
+        ] {
+            wait_for(
+                &format!("the node's {reason} event"),
+                Duration::from_secs(30),
+                || {
+                    Ok(events()?
+                        .into_iter()
+                        .find(|e| {
+                            e["reason"] == reason
+                                && e["involvedObject"]["kind"] == "Node"
+                                && e["involvedObject"]["name"] == node.as_str()
+                                && e["message"] == message.as_str()
+                        })
+                        .map(|_| ()))
+                },
+            )?;
+        }
         let listed = ok(&["get", "events", "-n", "default"])?;
         ensure!(
             listed.contains(&format!("pod/{web}")),

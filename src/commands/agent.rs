@@ -225,7 +225,6 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(client) = &cluster {
-        start_node_tasks(client.clone(), &config, images.clone(), self_exe.clone());
         // Events: the recorder also queues every occurrence for the API server.
         let (events_tx, events_rx) =
             tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);
@@ -234,6 +233,13 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
             client.clone(),
             events_rx,
         ));
+        start_node_tasks(
+            client.clone(),
+            &config,
+            images.clone(),
+            self_exe.clone(),
+            kubelet.events().clone(),
+        );
     }
 
     let view: Arc<dyn kubenode_kubelet::api::NodeView> = kubelet.clone();
@@ -305,6 +311,7 @@ fn start_node_tasks(
     config: &Config,
     images: Arc<kubenode_runtime::image::ImageStore>,
     self_exe: PathBuf,
+    events: kubenode_kubelet::events::Recorder,
 ) {
     use kubenode_kubelet::cluster::{lease, node};
     let network_config = config.clone();
@@ -336,6 +343,7 @@ fn start_node_tasks(
             config: config_for_node,
             images,
             on_pod_cidr,
+            events,
         };
         node::run(node_client, deps).await;
     });

@@ -31,6 +31,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubenode_runtime::image::{Image, ImageStore};
 
 use crate::config::Config;
+use crate::events::{reason, ObjectRef, Recorder};
 use crate::node::capacity::{allocatable, Machine, Resources};
 
 /// How often the status is computed (upstream `nodeStatusUpdateFrequency`).
@@ -147,6 +148,36 @@ pub struct Observed {
     pub network: Result<(), String>,
     /// The images in the store.
     pub images: Vec<ContainerImage>,
+}
+
+/// The Node events of the conditions whose status is new or changed from `previous` to `new`
+/// (upstream's setters' `recordEventFunc`): `NodeHasSufficientMemory`, `NodeNotReady`, ...
+pub fn condition_events(previous: Option<&NodeStatus>, new: &NodeStatus) -> Vec<&'static str> {
+    let old = |type_: &str| {
+        previous
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+            .map(|c| c.status.clone())
+    };
+    let mut out = Vec::new();
+    for c in new.conditions.iter().flatten() {
+        if old(&c.type_).as_deref() == Some(c.status.as_str()) {
+            continue;
+        }
+        let event = match (c.type_.as_str(), c.status.as_str()) {
+            ("MemoryPressure", "True") => "NodeHasInsufficientMemory",
+            ("MemoryPressure", _) => "NodeHasSufficientMemory",
+            ("DiskPressure", "True") => "NodeHasDiskPressure",
+            ("DiskPressure", _) => "NodeHasNoDiskPressure",
+            ("PIDPressure", "True") => "NodeHasInsufficientPID",
+            ("PIDPressure", _) => "NodeHasSufficientPID",
+            ("Ready", "True") => "NodeReady",
+            ("Ready", _) => "NodeNotReady",
+            _ => continue,
+        };
+        out.push(event);
+    }
+    out
 }
 
 /// The node's identity in the status: what [`node_status`] takes from the configuration.
@@ -452,6 +483,8 @@ pub struct NodeDeps {
     pub images: Arc<ImageStore>,
     /// Called once with the `spec.podCIDR` the control plane assigned, when it first appears.
     pub on_pod_cidr: Box<dyn Fn(&str) + Send + Sync>,
+    /// The kubelet's recorder, for the Node's events.
+    pub events: Recorder,
 }
 
 impl std::fmt::Debug for NodeDeps {
@@ -536,8 +569,22 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
     let api: Api<Node> = Api::all(client);
     let id = Identity::of(&deps.config);
     let name = id.name.clone();
+    let node_ref = ObjectRef::node(&name);
+    // Upstream's kubelet says so on every start.
+    deps.events
+        .normal(&node_ref, reason::STARTING, "Starting kubelet.");
+    let record = |previous: Option<&NodeStatus>, status: &NodeStatus| {
+        for event in condition_events(previous, status) {
+            deps.events.normal(
+                &node_ref,
+                event,
+                format!("Node {name} status is now: {event}"),
+            );
+        }
+    };
     let observed = deps.observe().await;
     let status = node_status(&id, &deps.info, &observed, None, &now_seconds());
+    record(None, &status);
     let node = register(&api, &initial_node(&deps.config, status.clone())).await;
     // What the API server has: the transition times of an adopted Node are kept.
     let mut written: Option<(NodeStatus, tokio::time::Instant)> = None;
@@ -564,6 +611,7 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
             previous.as_ref(),
             &now_seconds(),
         );
+        record(previous.as_ref(), &status);
         // A transition dates from when it was observed, written or not.
         previous = Some(status.clone());
         let due = match &written {

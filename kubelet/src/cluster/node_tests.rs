@@ -310,3 +310,27 @@ fn adoption_reconciles_only_missing_labels_and_annotation() {
         Some(serde_json::json!({"metadata": {"labels": {"disktype": "ssd"}}}))
     );
 }
+
+#[test]
+fn condition_events_on_first_status_and_on_transitions() {
+    let s1 = node_status(&id(), &info(), &observed(Err("x".into())), None, &at(1000));
+    assert_eq!(
+        condition_events(None, &s1),
+        [
+            "NodeHasSufficientMemory",
+            "NodeHasNoDiskPressure",
+            "NodeHasSufficientPID",
+            "NodeNotReady"
+        ]
+    );
+    let s2 = node_status(
+        &id(),
+        &info(),
+        &observed(Err("x".into())),
+        Some(&s1),
+        &at(1010),
+    );
+    assert!(condition_events(Some(&s1), &s2).is_empty());
+    let s3 = node_status(&id(), &info(), &observed(Ok(())), Some(&s2), &at(1020));
+    assert_eq!(condition_events(Some(&s2), &s3), ["NodeReady"]);
+}
