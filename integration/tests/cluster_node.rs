@@ -407,6 +407,52 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
         );
         agent.wait_pod(&web, Duration::from_secs(30), "Running", all_running)?;
 
+        // No pod CIDR configured and no network: NotReady until the control plane assigns
+        // `spec.podCIDR`; then the default network for it is written, and the node is Ready.
+        agent.kill();
+        let mut argv = agent.argv();
+        let at = argv
+            .iter()
+            .position(|a| a == "--pod-cidr")
+            .context("no --pod-cidr in the test defaults")?;
+        argv.drain(at..at + 2);
+        agent.set_args(Some(argv));
+        std::fs::remove_file(&conflist)?;
+        let assigned = (|| -> anyhow::Result<()> {
+            agent.spawn()?;
+            wait_for(
+                "the node NotReady without a network",
+                Duration::from_secs(40),
+                || Ok((ready()?["status"] == "False").then_some(())),
+            )?;
+            ok(&[
+                "patch",
+                "node",
+                &node,
+                "-p",
+                r#"{"spec":{"podCIDR":"10.244.1.0/24","podCIDRs":["10.244.1.0/24"]}}"#,
+            ])?;
+            let written = wait_for(
+                "the default network for the assigned pod CIDR",
+                Duration::from_secs(30),
+                || Ok(std::fs::read_to_string(&conflist).ok()),
+            )?;
+            ensure!(written.contains("10.244.1.0/24"), "{written}");
+            wait_for(
+                "the node Ready with the assigned pod CIDR",
+                Duration::from_secs(40),
+                || Ok((ready()?["status"] == "True").then_some(())),
+            )
+        })();
+        if !conflist.exists() {
+            std::fs::write(&conflist, &network)?;
+        }
+        assigned?;
+        agent.kill();
+        agent.set_args(None);
+        agent.extra_args = Vec::new();
+        agent.spawn()?;
+
         // A kubeconfig that is not there stops the start, naming it.
         agent.kill();
         agent.extra_args = vec!["--kubeconfig".into(), "/nonexistent/kubelet.conf".into()];

@@ -315,7 +315,7 @@ fn start_node_tasks(
 ) {
     use kubenode_kubelet::cluster::{lease, node};
     let network_config = config.clone();
-    let on_pod_cidr = Box::new(move |cidr: &str| {
+    let on_pod_cidr = Arc::new(move |cidr: &str| {
         if network_config.pod_cidr.is_some() {
             tracing::info!(
                 assigned = cidr,

@@ -5,7 +5,8 @@
 //! kubelet's own labels), retrying with kube-rs's backoff while the API server is unreachable,
 //! then computes the status every [`NODE_STATUS_UPDATE_FREQUENCY`] with [`node_status`] and
 //! PATCHes `nodes/<name>/status` (a strategic merge patch) when it changed, or at least every
-//! [`NODE_STATUS_REPORT_FREQUENCY`]. A failed PATCH is tried again on the next tick; nothing
+//! [`NODE_STATUS_REPORT_FREQUENCY`]. A watcher of the Node hands the `spec.podCIDR` the control
+//! plane assigns to the agent. A failed PATCH is tried again on the next tick; nothing
 //! here ever stops the agent or a pod.
 //!
 //! The status: capacity and allocatable from the machine (`node::capacity`), the conditions
@@ -481,8 +482,9 @@ pub struct NodeDeps {
     pub info: SystemInfo,
     /// The image store, for `status.images`.
     pub images: Arc<ImageStore>,
-    /// Called once with the `spec.podCIDR` the control plane assigned, when it first appears.
-    pub on_pod_cidr: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called with the `spec.podCIDR` the control plane assigned, when it appears or changes
+    /// (a watch of the Node).
+    pub on_pod_cidr: Arc<dyn Fn(&str) + Send + Sync>,
     /// The kubelet's recorder, for the Node's events.
     pub events: Recorder,
 }
@@ -589,16 +591,11 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
     // What the API server has: the transition times of an adopted Node are kept.
     let mut written: Option<(NodeStatus, tokio::time::Instant)> = None;
     let mut previous = node.status.clone();
-    let mut pod_cidr: Option<String> = None;
-    let mut take_pod_cidr = |node: &Node| {
-        let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
-        if let Some(c) = cidr.filter(|c| pod_cidr.as_ref() != Some(c)) {
-            tracing::info!(node = %name, pod_cidr = %c, "the control plane assigned a pod CIDR");
-            (deps.on_pod_cidr)(&c);
-            pod_cidr = Some(c);
-        }
-    };
-    take_pod_cidr(&node);
+    tokio::spawn(watch_pod_cidr(
+        api.clone(),
+        name.clone(),
+        deps.on_pod_cidr.clone(),
+    ));
     let mut tick = tokio::time::interval(NODE_STATUS_UPDATE_FREQUENCY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -629,21 +626,50 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
             .await
         {
             Ok(node) => {
-                tracing::debug!(node = %name, "node status updated");
-                take_pod_cidr(&node);
+                tracing::debug!(node = %name, resource_version = ?node.metadata.resource_version, "node status updated");
                 written = Some((status, tokio::time::Instant::now()));
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 // Deleted behind our back: register again, as upstream's kubelet does on restart.
                 tracing::warn!(node = %name, "the node is gone from the API server: registering it again");
                 let node = register(&api, &initial_node(&deps.config, status.clone())).await;
-                take_pod_cidr(&node);
                 previous = node.status;
                 written = None;
             }
             Err(e) => {
                 tracing::warn!(node = %name, error = %e, "updating the node status (retried in {:?})", NODE_STATUS_UPDATE_FREQUENCY);
             }
+        }
+    }
+}
+
+/// Watches the Node (one list+watch of `metadata.name=<name>`, kube-rs's watcher with its
+/// backoff) for the `spec.podCIDR` the control plane assigns (kube-controller-manager's
+/// `--allocate-node-cidrs`): `on_pod_cidr` gets each new one.
+async fn watch_pod_cidr(
+    api: Api<Node>,
+    name: String,
+    on_pod_cidr: Arc<dyn Fn(&str) + Send + Sync>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut nodes = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut seen: Option<String> = None;
+    while let Some(item) = nodes.next().await {
+        match item {
+            Ok(node) => {
+                let cidr = node.spec.and_then(|s| s.pod_cidr);
+                if let Some(c) = cidr.filter(|c| seen.as_ref() != Some(c)) {
+                    tracing::info!(node = %name, pod_cidr = %c, "the control plane assigned a pod CIDR");
+                    on_pod_cidr(&c);
+                    seen = Some(c);
+                }
+            }
+            Err(e) => tracing::warn!(node = %name, error = %e, "watching the node"),
         }
     }
 }
