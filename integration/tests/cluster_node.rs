@@ -3,8 +3,14 @@
 //! `kubectl`. The agent starts while the server is not there yet and runs its static pod; once
 //! the server serves, the node registers and turns Ready (`kubectl get nodes`), `kubectl
 //! describe node` shows its capacity, allocatable, conditions, addresses and system info, and
-//! its Lease in `kube-node-lease` is renewed; with the server stopped for a while the pod keeps
-//! running and the agent keeps going, and after the server returns the Lease is renewed again.
+//! its Lease in `kube-node-lease` is renewed, the kubelet's events (the pods' and the Node's)
+//! are core/v1 Events, a repeated one with its count; with the server stopped for a while the
+//! pod keeps running and the agent keeps going, and after the server returns the Lease is
+//! renewed again. Then: NotReady without the pod network and Ready again; a restart with
+//! kubeadm's `--bootstrap-kubeconfig` (skipped: the kubeconfig exists) adopts the Node without
+//! moving its Ready transition; without a configured pod CIDR the node waits NotReady until
+//! `kubectl patch node` assigns `spec.podCIDR`, whose default network the agent then writes;
+//! a missing kubeconfig stops the start.
 //!
 //! The stand-in listens on the loopback of the node's network namespace (the agent's own), so
 //! kubectl runs there too. Privileged (the agent runs real pods); skipped without kubectl.
