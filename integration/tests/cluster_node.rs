@@ -106,7 +106,10 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kn-standin\n  cluster:\n    server: http://{addr}\nusers:\n- name: kn-node\n  user: {{}}\ncontexts:\n- name: kn-standin\n  context:\n    cluster: kn-standin\n    user: kn-node\ncurrent-context: kn-standin\n"
         ),
     )?;
-    let config = format!("kubeconfig: {}\n", kubeconfig.display());
+    let config = format!(
+        "kubeconfig: {}\nregisterWithTaints: [{{key: example.com/dedicated, value: test, effect: NoSchedule}}]\n",
+        kubeconfig.display()
+    );
     let home = api_dir.path().to_path_buf();
     with_config_agent("cnode", Some(&config), |agent| {
         let node = agent.node_name().to_string();
@@ -190,6 +193,7 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
             "Container Runtime Version:  runc://",
             "Kubelet Version:            v1.34.0-kubenode.",
             "kubernetes.io/os=linux",
+            "Taints:             example.com/dedicated=test:NoSchedule",
             &format!("kubernetes.io/hostname={node}"),
         ] {
             ensure!(

@@ -415,7 +415,7 @@ pub fn status_changed(old: &NodeStatus, new: &NodeStatus) -> bool {
 }
 
 /// The Node upstream's kubelet registers (`initialNode`): the name, the kubelet's labels, the
-/// attach/detach annotation, and the status.
+/// attach/detach annotation, the `--register-with-taints`, and the status.
 pub fn initial_node(config: &Config, status: NodeStatus) -> Node {
     Node {
         metadata: ObjectMeta {
@@ -427,7 +427,11 @@ pub fn initial_node(config: &Config, status: NodeStatus) -> Node {
             )])),
             ..ObjectMeta::default()
         },
-        spec: Some(NodeSpec::default()),
+        spec: Some(NodeSpec {
+            taints: (!config.register_with_taints.is_empty())
+                .then(|| config.register_with_taints.clone()),
+            ..NodeSpec::default()
+        }),
         status: Some(status),
     }
 }

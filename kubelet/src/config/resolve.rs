@@ -82,6 +82,10 @@ pub struct Overrides {
     /// standalone). Upstream's flag; the file's key is kubenode's `kubeconfig`.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Taints the Node registers with in cluster mode: `<key>[=<value>]:<effect>` separated by
+    /// commas, repeatable (upstream's flag; the file's `registerWithTaints`).
+    #[arg(long = "register-with-taints", value_name = "KEY=VALUE:EFFECT,...")]
+    pub register_with_taints: Vec<String>,
 }
 
 /// The effective configuration of one agent.
@@ -162,6 +166,9 @@ pub struct Config {
     /// The kubeconfig of the API server (`--kubeconfig`, kubenode's `kubeconfig` key): `Some`
     /// is cluster mode (docs/architecture.md, "Cluster mode"), `None` standalone.
     pub kubeconfig: Option<PathBuf>,
+    /// The taints the Node registers with (`--register-with-taints`, `registerWithTaints`;
+    /// set at registration only, as upstream).
+    pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -264,6 +271,18 @@ impl Config {
             .and_then(|extra| node_labels::validate_node_labels(&extra).map(|()| extra))
             .map_err(|e| invalid(flags, "--node-labels", e))?;
         let node_labels = node_labels::node_labels(&node_name, &node_labels);
+
+        let register_with_taints = if o.register_with_taints.is_empty() {
+            let taints = cfg.register_with_taints.clone().unwrap_or_default();
+            for t in &taints {
+                taints::check_taint(t, &t.key)
+                    .map_err(|e| invalid(file, "registerWithTaints", e))?;
+            }
+            taints
+        } else {
+            taints::parse_taints(&o.register_with_taints)
+                .map_err(|e| invalid(flags, "--register-with-taints", e))?
+        };
 
         let pod_cidr = match o.pod_cidr {
             Some(c) => Some(c),
@@ -438,6 +457,7 @@ impl Config {
                 .kubeconfig
                 .clone()
                 .or_else(|| cfg.kubeconfig.as_ref().map(PathBuf::from)),
+            register_with_taints,
         })
     }
 
@@ -478,6 +498,7 @@ impl Config {
             allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
             seccomp_default: Some(self.seccomp_default),
             kubeconfig: self.kubeconfig.as_deref().and_then(s),
+            register_with_taints: Some(self.register_with_taints.clone()),
             unsupported: Vec::new(),
         }
     }

@@ -143,6 +143,53 @@ fn kubeconfig_from_file_then_flag() {
     assert!(e.contains("kubeconfig: invalid type"), "{e}");
 }
 
+/// `registerWithTaints` from the file, replaced by `--register-with-taints`; bad ones named.
+#[test]
+fn register_with_taints_from_file_then_flag() {
+    let (_d, p) = write(&format!(
+        "{HEAD}registerWithTaints: [{{key: dedicated, value: gpu, effect: NoSchedule}}]\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.register_with_taints.len(), 1);
+    assert_eq!(c.register_with_taints[0].key, "dedicated");
+    assert_eq!(c.register_with_taints[0].value.as_deref(), Some("gpu"));
+    assert_eq!(c.register_with_taints[0].effect, "NoSchedule");
+    let o = Overrides {
+        register_with_taints: vec!["spot:NoExecute".into()],
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    assert_eq!(c.register_with_taints.len(), 1);
+    assert_eq!(
+        (
+            c.register_with_taints[0].key.as_str(),
+            c.register_with_taints[0].effect.as_str()
+        ),
+        ("spot", "NoExecute")
+    );
+    let (_d, p) = write(&format!(
+        "{HEAD}registerWithTaints: [{{key: k, effect: Never}}]\n"
+    ));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("registerWithTaints: invalid taint effect: Never, unsupported taint effect"),
+        "{e}"
+    );
+    let o = Overrides {
+        register_with_taints: vec!["k=v".into()],
+        ..Overrides::default()
+    };
+    let e = Config::resolve_with(None, &o, &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--register-with-taints: invalid taint spec: k=v"),
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_values_name_key_and_file() {
     for (body, key) in [
