@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::apiserver::ApiServer;
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, TestDir};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, TestDir, Trial};
 use serde_json::Value;
 
 const KUBECTL: &str = "kubectl";
@@ -36,11 +36,126 @@ fn main() {
     if missing {
         eprintln!("note: `kubectl` is not installed: the cluster-mode Node tests are skipped (install the kubectl package)");
     }
-    run_tests(vec![privileged(
-        "node_registers_turns_ready_and_renews_its_lease_across_an_api_outage",
-        node_ready_and_lease,
-    )
-    .with_ignored_flag(missing || !kubenode_integration::is_root())])
+    run_tests(vec![
+        privileged(
+            "node_registers_turns_ready_and_renews_its_lease_across_an_api_outage",
+            node_ready_and_lease,
+        )
+        .with_ignored_flag(missing || !kubenode_integration::is_root()),
+        Trial::test(
+            "lease_conflict_and_event_writes_against_the_standin",
+            || lease_conflict_and_events().map_err(|e| format!("{e:#}").into()),
+        ),
+    ])
+}
+
+/// The Lease and event tasks in-process against a stand-in (unprivileged): a Lease someone
+/// else wrote (409 on the next renewal) is read again and renewed; an event is POSTed, a repeat
+/// PATCHed with its count, and a repeat whose event the server no longer has POSTed again.
+fn lease_conflict_and_events() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{Api, DeleteParams, PostParams};
+    use kubenode_kubelet::cluster::{events, lease};
+    use kubenode_kubelet::events::{ObjectRef, Recorder};
+
+    let server = ApiServer::start("127.0.0.1:0".parse()?)?;
+    let dir = TestDir::new(&unique_tag("cnl"))?;
+    let kubeconfig = dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let client = kubenode_kubelet::cluster::connect(&kubeconfig).await?;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+        let poll = |what: &'static str| {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            move || -> anyhow::Result<()> {
+                ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+                Ok(())
+            }
+        };
+
+        let renewals = tokio::spawn(lease::run(client.clone(), "n1".into()));
+        let check = poll("the lease");
+        let first = loop {
+            if let Some(l) = leases.get_opt("n1").await? {
+                break l;
+            }
+            check()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Someone else writes it: our next update carries a stale resourceVersion (409).
+        let mut other = first.clone();
+        other.spec.as_mut().context("spec")?.holder_identity = Some("someone-else".into());
+        let written = leases.replace("n1", &PostParams::default(), &other).await?;
+        let check = poll("the lease renewed after the conflict");
+        loop {
+            let l = leases.get("n1").await?;
+            let spec = l.spec.clone().context("spec")?;
+            if l.metadata.resource_version != written.metadata.resource_version
+                && spec.holder_identity.as_deref() == Some("n1")
+            {
+                break;
+            }
+            check()?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        renewals.abort();
+
+        // Events.
+        let recorder = Recorder::new(
+            "n1",
+            std::sync::Arc::new(kubenode_kubelet::backoff::SystemClock),
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);
+        recorder.set_sink(tx);
+        let writer = tokio::spawn(events::run(client.clone(), rx));
+        let api: Api<Event> = Api::namespaced(client.clone(), "default");
+        let node = ObjectRef::node("n1");
+        let count_of = |want: i32, what: &'static str| {
+            let api = api.clone();
+            async move {
+                let check = poll(what);
+                loop {
+                    let list = api.list(&Default::default()).await?;
+                    if let Some(e) = list
+                        .items
+                        .into_iter()
+                        .find(|e| e.reason.as_deref() == Some("TestReason"))
+                        .filter(|e| e.count == Some(want))
+                    {
+                        return anyhow::Ok(e);
+                    }
+                    check()?;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        recorder.warning(&node, "TestReason", "something happened");
+        let posted = count_of(1, "the event POSTed").await?;
+        ensure!(
+            posted.source.as_ref().and_then(|s| s.host.as_deref()) == Some("n1")
+                && posted.reporting_instance.as_deref() == Some("n1")
+                && posted.involved_object.kind.as_deref() == Some("Node"),
+            "{posted:?}"
+        );
+        recorder.warning(&node, "TestReason", "something happened");
+        let patched = count_of(2, "the repeat PATCHed").await?;
+        ensure!(
+            patched.metadata.uid == posted.metadata.uid,
+            "the repeat is a new object: {patched:?}"
+        );
+        api.delete(
+            posted.metadata.name.as_deref().context("name")?,
+            &DeleteParams::default(),
+        )
+        .await?;
+        recorder.warning(&node, "TestReason", "something happened");
+        let reposted = count_of(3, "the repeat of a deleted event POSTed").await?;
+        ensure!(reposted.metadata.uid != posted.metadata.uid, "{reposted:?}");
+        writer.abort();
+        anyhow::Ok(())
+    })
 }
 
 /// kubectl against `kubeconfig`, run in the agent's network namespace `netns` (30 s at most):
