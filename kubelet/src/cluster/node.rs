@@ -634,11 +634,9 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
                 written = Some((status, tokio::time::Instant::now()));
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                // Deleted behind our back: register again, as upstream's kubelet does on restart.
-                tracing::warn!(node = %name, "the node is gone from the API server: registering it again");
-                let node = register(&api, &initial_node(&deps.config, status.clone())).await;
-                previous = node.status;
-                written = None;
+                // Deleted behind our back: upstream's kubelet registers only at start, so it
+                // stays deleted until the agent restarts (an operator removing the node).
+                tracing::warn!(node = %name, "the node is not in the API server (deleted?): its status is not updated until the agent restarts and registers it again");
             }
             Err(e) => {
                 tracing::warn!(node = %name, error = %e, "updating the node status (retried in {:?})", NODE_STATUS_UPDATE_FREQUENCY);
