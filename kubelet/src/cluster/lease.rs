@@ -22,6 +22,9 @@ pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// Update attempts per renewal (upstream `maxUpdateRetries`).
 pub const MAX_UPDATE_RETRIES: usize = 5;
+/// The limit on one renewal or status update: upstream's heartbeat client's timeout, the lease
+/// duration, so that a server that accepts and never answers does not stall the heartbeat.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(LEASE_DURATION_SECONDS as u64);
 
 /// The Lease of node `node` renewed at `now`, owned by the Node `owner` when known.
 pub fn new_lease(node: &str, owner: Option<&Node>, now: MicroTime) -> Lease {
@@ -83,10 +86,14 @@ pub async fn run(client: kube::Client, node: String) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match renew_once(&leases, &nodes, &node, latest.take()).await {
-            Ok(lease) => latest = Some(lease),
-            Err(e) => {
+        let renewal = renew_once(&leases, &nodes, &node, latest.take());
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, renewal).await {
+            Ok(Ok(lease)) => latest = Some(lease),
+            Ok(Err(e)) => {
                 tracing::warn!(node = %node, error = %e, "renewing the node lease (retried in {:?})", RENEW_INTERVAL);
+            }
+            Err(_) => {
+                tracing::warn!(node = %node, "renewing the node lease: no answer within {:?} (retried in {:?})", HEARTBEAT_TIMEOUT, RENEW_INTERVAL);
             }
         }
     }

@@ -625,10 +625,13 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
             continue;
         }
         let patch = serde_json::json!({ "status": status });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-        {
+        let (params, patch) = (PatchParams::default(), Patch::Strategic(&patch));
+        let update = api.patch_status(&name, &params, &patch);
+        let Ok(answer) = tokio::time::timeout(super::lease::HEARTBEAT_TIMEOUT, update).await else {
+            tracing::warn!(node = %name, "updating the node status: no answer within {:?} (retried in {:?})", super::lease::HEARTBEAT_TIMEOUT, NODE_STATUS_UPDATE_FREQUENCY);
+            continue;
+        };
+        match answer {
             Ok(node) => {
                 tracing::debug!(node = %name, resource_version = ?node.metadata.resource_version, "node status updated");
                 written = Some((status, tokio::time::Instant::now()));
