@@ -207,6 +207,25 @@ impl TestAgent {
         bail!("kubenode agent did not answer within 20 s:\n{}", self.log())
     }
 
+    /// The arguments of the next [`TestAgent::spawn`] after `agent`: the test defaults with
+    /// [`TestAgent::extra_args`], or those set by [`TestAgent::set_args`].
+    pub fn argv(&self) -> Vec<String> {
+        if let Some(args) = &self.args {
+            return args.clone();
+        }
+        let mut cmd = Command::new("kubenode");
+        self.default_args(&mut cmd);
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Replaces the arguments of the next [`TestAgent::spawn`] (after `agent`; `None`: the
+    /// test defaults again), e.g. [`TestAgent::argv`] without a flag.
+    pub fn set_args(&mut self, args: Option<Vec<String>>) {
+        self.args = args;
+    }
+
     /// The test defaults: flags for [`TestAgent::start_with_config`]'s node.
     fn default_args(&self, cmd: &mut Command) {
         let d = |p: &str| self.dir.join(p).to_string_lossy().into_owned();

@@ -150,8 +150,8 @@ fn unsupported_reports(log: &str) -> BTreeMap<String, usize> {
 }
 
 /// A node set up as kubeadm sets up a kubelet: its config.yaml and the flags of its systemd
-/// drop-in. With the kubeconfig flags the agent refuses to start (cluster mode does not exist
-/// yet); without them it starts, reports every key and flag it does not act on once, and runs a
+/// drop-in. With the kubeconfig flags and no kubeconfig written yet the agent refuses to start
+/// (TLS bootstrap does not exist yet); without them it starts, reports every key and flag it does not act on once, and runs a
 /// pod with the file's cluster DNS settings.
 fn kubeadm_node() -> anyhow::Result<()> {
     let tag = unique_tag("ka");
@@ -207,7 +207,8 @@ fn kubeadm_node() -> anyhow::Result<()> {
             .map(String::from),
         );
 
-        // With the drop-in's kubeconfig flags: refused before anything is made.
+        // With the drop-in's kubeconfig flags and no kubeconfig (bootstrap would write it):
+        // refused before anything is made.
         let mut refused = node.command(&[kubenode_bin().to_str().context("binary path")?, "agent"]);
         refused
             .args([
@@ -220,9 +221,10 @@ fn kubeadm_node() -> anyhow::Result<()> {
         ensure!(
             !out.status.success()
                 && stderr.contains(
-                    "--kubeconfig /etc/kubernetes/kubelet.conf, --bootstrap-kubeconfig \
-                     /etc/kubernetes/bootstrap-kubelet.conf: cluster mode (a node of a \
-                     Kubernetes control plane) is not implemented yet (issue 16)"
+                    "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: TLS \
+                     bootstrap (a client certificate from the cluster's CSR signer) is not \
+                     implemented yet (issue 16) and the kubeconfig /etc/kubernetes/kubelet.conf \
+                     does not exist"
                 ),
             "with --kubeconfig: {:?}, stderr:\n{stderr}",
             out.status

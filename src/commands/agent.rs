@@ -2,10 +2,11 @@
 //!
 //! Resolves the configuration (file, then flags), recovers the runtime's view from disk, makes
 //! sure the node has a pod network, then runs the static-pod source, the pod workers, the node
-//! API and (for `agent`) the proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
+//! API, in cluster mode (a kubeconfig) the Node, Lease and event tasks, and (for `agent`) the
+//! proxy until SIGINT/SIGTERM. Stopping the agent leaves every pod
 //! running: the next start adopts them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,13 +45,9 @@ pub struct AgentArgs {
 /// kubenode's own.
 #[derive(clap::Args, Debug, Default)]
 pub struct KubeletFlags {
-    /// The kubeconfig of a node in a cluster: the pods the API server binds to the node run
-    /// beside the static pods, their status written back (with `--bootstrap-kubeconfig`, not
-    /// implemented yet, the agent refuses to start).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The TLS bootstrap kubeconfig of a node joining a cluster. Cluster mode is not implemented
-    /// yet: given, the agent refuses to start.
+    /// The TLS bootstrap kubeconfig of a node joining a cluster. TLS bootstrap is not
+    /// implemented yet: given, the agent refuses to start unless the `--kubeconfig` file already
+    /// exists (then bootstrap is skipped, as upstream's kubelet skips it).
     #[arg(long, value_name = "FILE")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Upstream's CRI endpoint: accepted, reported as not supported at start (kubenode runs
@@ -64,24 +61,34 @@ pub struct KubeletFlags {
 }
 
 impl KubeletFlags {
-    /// Refuses the flags of cluster mode: a kubeconfig given is never silently ignored.
-    pub fn refuse_cluster_mode(&self) -> anyhow::Result<()> {
-        let given: Vec<String> = [
-            ("--kubeconfig", &self.kubeconfig),
-            ("--bootstrap-kubeconfig", &self.bootstrap_kubeconfig),
-        ]
-        .into_iter()
-        .filter_map(|(flag, v)| v.as_ref().map(|p| format!("{flag} {}", p.display())))
-        .collect();
-        if given.is_empty() {
-            return Ok(());
+    /// `--bootstrap-kubeconfig` against the effective kubeconfig: TLS bootstrap is not
+    /// implemented, so it is refused unless the kubeconfig already exists, in which case
+    /// upstream's kubelet skips the bootstrap too; `Ok(Some(warning))` says so once at start.
+    pub fn check_bootstrap(&self, kubeconfig: Option<&Path>) -> anyhow::Result<Option<String>> {
+        let Some(bootstrap) = &self.bootstrap_kubeconfig else {
+            return Ok(None);
+        };
+        match kubeconfig {
+            Some(k) if k.exists() => Ok(Some(format!(
+                "--bootstrap-kubeconfig {}: the kubeconfig {} exists, TLS bootstrap skipped \
+                 (kubenode does not implement TLS bootstrap yet)",
+                bootstrap.display(),
+                k.display()
+            ))),
+            Some(k) => anyhow::bail!(
+                "--bootstrap-kubeconfig {}: TLS bootstrap (a client certificate from the \
+                 cluster's CSR signer) is not implemented yet (issue 16) and the kubeconfig {} \
+                 does not exist: write a kubeconfig with the node's credentials there (e.g. \
+                 `kubeadm kubeconfig user --client-name system:node:<node> --org system:nodes`)",
+                bootstrap.display(),
+                k.display()
+            ),
+            None => anyhow::bail!(
+                "--bootstrap-kubeconfig {}: TLS bootstrap is not implemented yet (issue 16); \
+                 give the node's credentials with --kubeconfig FILE",
+                bootstrap.display()
+            ),
         }
-        anyhow::bail!(
-            "{}: cluster mode (a node of a Kubernetes control plane) is not implemented yet \
-             (issue 16); kubenode runs standalone, its pods from the manifest directory: start it \
-             without --kubeconfig and --bootstrap-kubeconfig",
-            given.join(", ")
-        )
     }
 
     /// The start-up warnings for the flags kubenode accepts without acting on them.
@@ -107,22 +114,13 @@ impl KubeletFlags {
 
 /// Runs the agent with the given roles until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
-    // --- cluster mode, the API pod source (helper "pods"; the lead merges this with the Node
-    // and Lease wiring): a kubeconfig is accepted, `--bootstrap-kubeconfig` still refused.
-    if args.kubelet.kubeconfig.is_none() || args.kubelet.bootstrap_kubeconfig.is_some() {
-        args.kubelet.refuse_cluster_mode()?;
-    }
-    let cluster = match &args.kubelet.kubeconfig {
-        Some(path) => Some(kubenode_kubelet::cluster::connect(path).await?),
-        None => None,
-    };
-    // --- end of cluster mode
     let file = args.config.clone().or_else(|| {
         // The default file is read only when it exists.
         let default = PathBuf::from(kconfig::DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
     let config = Config::resolve(file.as_deref(), &args.overrides)?;
+    let bootstrap_warning = args.kubelet.check_bootstrap(config.kubeconfig.as_deref())?;
     tracing::info!(
         node = %config.node_name,
         node_ip = %config.node_ip,
@@ -139,6 +137,9 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         }
     }
     for warning in args.kubelet.unsupported_warnings() {
+        tracing::warn!("{warning}");
+    }
+    if let Some(warning) = bootstrap_warning {
         tracing::warn!("{warning}");
     }
     let self_exe = std::env::current_exe().context("locating the kubenode binary")?;
@@ -179,31 +180,13 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         containers = runtime.list_containers(None).len(),
         "recovered the runtime's state"
     );
-    let images = kubenode_runtime::image::ImageStore::open(&config.root_dir)?;
+    let images = Arc::new(kubenode_runtime::image::ImageStore::open(&config.root_dir)?);
 
     // The node's own allocation store, so several agents can share a host; portmap from
     // Debian's containernetworking-plugins is chained when installed.
     let system_plugins = PathBuf::from(kconfig::SYSTEM_CNI_BIN_DIR);
     if let Some(pod_cidr) = &config.pod_cidr {
-        let network = kubenode_cni::DefaultNetwork {
-            pod_cidr: Some(ipv4(*pod_cidr).context("pod CIDR")?),
-            cluster_cidr: config
-                .cluster_cidr
-                .map(ipv4)
-                .transpose()
-                .context("cluster CIDR")?,
-            data_dir: Some(config.root_dir.join(kconfig::CNI_NETWORKS_DIR)),
-            mtu: None,
-            extra_bin_dirs: vec![system_plugins.clone()],
-        };
-        if kubenode_cni::ensure_default_network_with(
-            &config.cni_conf_dir,
-            &config.cni_bin_dir,
-            &network,
-            &self_exe,
-        )? {
-            tracing::info!(dir = %config.cni_conf_dir.display(), "wrote the default pod network (kubenode-bridge)");
-        }
+        ensure_default_network(&config, *pod_cidr, &self_exe)?;
     }
     let cni = kubenode_cni::CniClient::new(kubenode_cni::CniConfig {
         conf_dir: config.cni_conf_dir.clone(),
@@ -219,7 +202,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     };
     let deps = KubeletDeps {
         runtime: Arc::new(runtime),
-        images: Arc::new(images),
+        images: images.clone(),
         cni: Arc::new(cni),
         pull,
         clock: Arc::new(kubenode_kubelet::backoff::SystemClock),
@@ -230,6 +213,34 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let socket = config.socket_path();
     let read_only = config.read_only;
     let kubelet = Kubelet::new(config.clone(), deps);
+
+    // Cluster mode: a client for the API server (reading the kubeconfig only; an unreachable
+    // server never stops the start, every task retries with backoff), the Node and its Lease.
+    let cluster: Option<kube::Client> = match &config.kubeconfig {
+        Some(path) => {
+            let client = kubenode_kubelet::cluster::connect(path).await?;
+            tracing::info!(kubeconfig = %path.display(), "cluster mode: joining the API server");
+            Some(client)
+        }
+        None => None,
+    };
+    if let Some(client) = &cluster {
+        // Events: the recorder also queues every occurrence for the API server.
+        let (events_tx, events_rx) =
+            tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);
+        kubelet.events().set_sink(events_tx);
+        tokio::spawn(kubenode_kubelet::cluster::events::run(
+            client.clone(),
+            events_rx,
+        ));
+        start_node_tasks(
+            client.clone(),
+            &config,
+            images.clone(),
+            self_exe.clone(),
+            kubelet.events().clone(),
+        );
+    }
 
     let view: Arc<dyn kubenode_kubelet::api::NodeView> = kubelet.clone();
     let _socket_task = kubenode_kubelet::api::serve_unix(&socket, view.clone())
@@ -245,7 +256,28 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let mut watcher =
         kubenode_kubelet::source::Watcher::new(manifest_dir.clone(), node_name.clone(), period);
     if roles == Roles::All {
-        crate::wiring::start_for_agent(&config, kubelet.clone(), watcher.subscribe_changes())?;
+        match &cluster {
+            // Cluster mode: Services and EndpointSlices from the API server too, and
+            // kube-proxy's health server on its default address.
+            Some(client) => {
+                let (changes, node) = crate::wiring::with_api_source(
+                    client.clone(),
+                    &node_name,
+                    watcher.subscribe_changes(),
+                );
+                let health =
+                    crate::healthz::parse_bind_address(crate::healthz::DEFAULT_BIND_ADDRESS)
+                        .map_err(anyhow::Error::msg)?
+                        .0
+                        .map(|addr| (addr, node));
+                crate::wiring::start_for_agent_with(&config, kubelet.clone(), changes, health)?;
+            }
+            None => crate::wiring::start_for_agent(
+                &config,
+                kubelet.clone(),
+                watcher.subscribe_changes(),
+            )?,
+        }
     }
     // systemd (Type=notify): the node API and the read-only port answer from here on.
     crate::notify::ready(&format!("serving node {node_name}"));
@@ -254,8 +286,8 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", manifest_dir.display()))?;
     let (snapshot_tx, snapshots) = tokio::sync::mpsc::channel(4);
     tokio::spawn(watcher.run(snapshot_tx));
-    // --- cluster mode (helper "pods"): the API pods merged with the file pods, and their
-    // status written back.
+    // Cluster mode: the API server's pods merged with the file pods, and their status written
+    // back.
     let snapshots = match cluster {
         Some(client) => {
             let (merged, api_pods) = kubenode_kubelet::cluster::pods::start(
@@ -272,7 +304,6 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         }
         None => snapshots,
     };
-    // --- end of cluster mode
     let kubelet_task = tokio::spawn(kubelet.run(snapshots));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -284,6 +315,78 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     crate::notify::stopping();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Writes the default pod network (kubenode-bridge) for `pod_cidr` when the CNI configuration
+/// directory has none.
+fn ensure_default_network(config: &Config, pod_cidr: IpNet, self_exe: &Path) -> anyhow::Result<()> {
+    let network = kubenode_cni::DefaultNetwork {
+        pod_cidr: Some(ipv4(pod_cidr).context("pod CIDR")?),
+        cluster_cidr: config
+            .cluster_cidr
+            .map(ipv4)
+            .transpose()
+            .context("cluster CIDR")?,
+        data_dir: Some(config.root_dir.join(kconfig::CNI_NETWORKS_DIR)),
+        mtu: None,
+        extra_bin_dirs: vec![PathBuf::from(kconfig::SYSTEM_CNI_BIN_DIR)],
+    };
+    if kubenode_cni::ensure_default_network_with(
+        &config.cni_conf_dir,
+        &config.cni_bin_dir,
+        &network,
+        self_exe,
+    )? {
+        tracing::info!(dir = %config.cni_conf_dir.display(), "wrote the default pod network (kubenode-bridge)");
+    }
+    Ok(())
+}
+
+/// Starts the Node (registration and status) and Lease tasks of cluster mode. A pod CIDR the
+/// control plane assigns (`spec.podCIDR`) becomes the default network's when none was
+/// configured.
+fn start_node_tasks(
+    client: kube::Client,
+    config: &Config,
+    images: Arc<kubenode_runtime::image::ImageStore>,
+    self_exe: PathBuf,
+    events: kubenode_kubelet::events::Recorder,
+) {
+    use kubenode_kubelet::cluster::{lease, node};
+    let network_config = config.clone();
+    let on_pod_cidr = Arc::new(move |cidr: &str| {
+        if network_config.pod_cidr.is_some() {
+            tracing::info!(
+                assigned = cidr,
+                "the configured pod CIDR stays the pod network's"
+            );
+            return;
+        }
+        let result = kconfig::parse_cidr(cidr)
+            .map_err(anyhow::Error::from)
+            .and_then(|net| ensure_default_network(&network_config, net, &self_exe));
+        if let Err(e) = result {
+            tracing::warn!(pod_cidr = cidr, error = %format!("{e:#}"), "the default pod network for the assigned pod CIDR");
+        }
+    });
+    let config_for_node = config.clone();
+    let node_client = client.clone();
+    tokio::spawn(async move {
+        // `<runtime> --version` runs a process: off the async threads.
+        let runtime = config_for_node.runtime.clone();
+        let info = tokio::task::spawn_blocking(move || node::SystemInfo::of_host(&runtime))
+            .await
+            .unwrap_or_default();
+        let deps = node::NodeDeps {
+            info,
+            config: config_for_node,
+            images,
+            on_pod_cidr,
+            events,
+        };
+        node::run(node_client, deps).await;
+    });
+    tokio::spawn(lease::run(client, config.node_name.clone()));
 }
 
 /// The IPv4 block `net`, as written: the default network is IPv4 only.
@@ -343,16 +446,36 @@ mod tests {
                  built into its binary)",
             ]
         );
-        let e = a.kubelet.refuse_cluster_mode().unwrap_err().to_string();
+        assert_eq!(
+            a.overrides.kubeconfig.as_deref(),
+            Some(Path::new("/etc/kubernetes/kubelet.conf"))
+        );
+        // kubeadm's kubeconfig written (the bootstrap done): bootstrap is skipped, with a warning.
+        let dir = std::env::temp_dir().join(format!("kn-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubelet.conf");
+        let e = a
+            .kubelet
+            .check_bootstrap(Some(&kubeconfig))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(
-                "--kubeconfig /etc/kubernetes/kubelet.conf, --bootstrap-kubeconfig \
-                 /etc/kubernetes/bootstrap-kubelet.conf: cluster mode (a node of a Kubernetes \
-                 control plane) is not implemented yet (issue 16)"
+                "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: TLS bootstrap (a \
+                 client certificate from the cluster's CSR signer) is not implemented yet"
             ),
             "{e}"
         );
-        // The same flags space-separated, as a hand-written unit would have them.
+        std::fs::write(&kubeconfig, "").unwrap();
+        let w = a
+            .kubelet
+            .check_bootstrap(Some(&kubeconfig))
+            .unwrap()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(w.contains("TLS bootstrap skipped"), "{w}");
+        // The same flag space-separated, as a hand-written unit would have it, without a
+        // kubeconfig.
         let a = Cli::try_parse_from([
             "kubelet",
             "--bootstrap-kubeconfig",
@@ -360,7 +483,7 @@ mod tests {
         ])
         .unwrap()
         .args;
-        let e = a.kubelet.refuse_cluster_mode().unwrap_err().to_string();
+        let e = a.kubelet.check_bootstrap(None).unwrap_err().to_string();
         assert!(
             e.starts_with("--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: "),
             "{e}"
@@ -372,7 +495,8 @@ mod tests {
         let a = Cli::try_parse_from(["agent", "--node-name", "n1"])
             .unwrap()
             .args;
-        a.kubelet.refuse_cluster_mode().unwrap();
+        assert_eq!(a.kubelet.check_bootstrap(None).unwrap(), None);
+        assert_eq!(a.overrides.kubeconfig, None);
         assert!(a.kubelet.unsupported_warnings().is_empty());
         // A flag neither kubenode nor this list knows is still a usage error.
         let e = Cli::try_parse_from(["agent", "--container-runtime=remote"]).unwrap_err();

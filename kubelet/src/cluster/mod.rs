@@ -6,8 +6,18 @@
 //! events, and the proxy takes Services and EndpointSlices from the API. Without one the node
 //! is standalone, exactly as before. Semantics and constants are upstream's kubelet's and
 //! kube-proxy's (`../shared/reference/cluster.md` for the team).
+//!
+//! Here: [`node`] (registration and status), [`lease`] (the heartbeat), [`events`] (the
+//! recorder's events to the API server), [`pods`] (the pods bound to the node, merged with the
+//! file source), [`status`] (their status written back, and the final DELETE of a graceful
+//! deletion) and [`mirror`] (the static pods' mirror pods). Each runs as its own task started
+//! by the agent and retries on its own; none ever stops the agent or a pod. The proxy's API
+//! source is the binary's (`src/proxy_api.rs`): the proxy crate uses no other crate of ours.
 
+pub mod events;
+pub mod lease;
 pub mod mirror;
+pub mod node;
 pub mod pods;
 pub mod status;
 

@@ -56,6 +56,8 @@ pub struct ConfigFile {
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seccomp_default: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_with_taints: Option<Vec<k8s_openapi::api::core::v1::Taint>>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -83,6 +85,8 @@ pub struct ConfigFile {
     pub runtime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounter_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
     /// The keys of the file that upstream's KubeletConfiguration has and kubenode does not act
     /// on, in file order: accepted, reported once at start (see
     /// [`unsupported_warning`](super::upstream::unsupported_warning)).
@@ -110,6 +114,7 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "podPidsLimit",
     "allowedUnsafeSysctls",
     "seccompDefault",
+    "registerWithTaints",
 ];
 
 /// kubenode's own keys (upstream has no key of these names): [`ConfigFile`]'s other fields.
@@ -127,6 +132,7 @@ const OWN_KEYS: &[&str] = &[
     "cniBinDir",
     "runtime",
     "mounterPath",
+    "kubeconfig",
 ];
 
 /// Whether [`ConfigFile`] has a field for `key`.

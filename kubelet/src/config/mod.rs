@@ -14,6 +14,7 @@ mod host;
 mod node_ip;
 pub mod node_labels;
 mod resolve;
+pub mod taints;
 mod upstream;
 
 pub use crate::duration::{format_duration, parse_duration, DurationError};

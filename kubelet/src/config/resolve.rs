@@ -78,6 +78,14 @@ pub struct Overrides {
     /// `arch`): `KEY=VALUE` pairs separated by commas, repeatable; upstream's flag (no file key).
     #[arg(long = "node-labels", value_name = "KEY=VALUE,...")]
     pub node_labels: Vec<String>,
+    /// The kubeconfig of the API server this node joins (cluster mode; without one the node is
+    /// standalone). Upstream's flag; the file's key is kubenode's `kubeconfig`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Taints the Node registers with in cluster mode: `<key>[=<value>]:<effect>` separated by
+    /// commas, repeatable (upstream's flag; the file's `registerWithTaints`).
+    #[arg(long = "register-with-taints", value_name = "KEY=VALUE:EFFECT,...")]
+    pub register_with_taints: Vec<String>,
 }
 
 /// The effective configuration of one agent.
@@ -155,6 +163,12 @@ pub struct Config {
     /// `kubernetes.io/os`, `kubernetes.io/arch` and their `beta.` forms), then `--node-labels`.
     /// Admission matches pods' `nodeSelector` and required node affinity against them.
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// The kubeconfig of the API server (`--kubeconfig`, kubenode's `kubeconfig` key): `Some`
+    /// is cluster mode (docs/architecture.md, "Cluster mode"), `None` standalone.
+    pub kubeconfig: Option<PathBuf>,
+    /// The taints the Node registers with (`--register-with-taints`, `registerWithTaints`;
+    /// set at registration only, as upstream).
+    pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -257,6 +271,18 @@ impl Config {
             .and_then(|extra| node_labels::validate_node_labels(&extra).map(|()| extra))
             .map_err(|e| invalid(flags, "--node-labels", e))?;
         let node_labels = node_labels::node_labels(&node_name, &node_labels);
+
+        let register_with_taints = if o.register_with_taints.is_empty() {
+            let taints = cfg.register_with_taints.clone().unwrap_or_default();
+            for t in &taints {
+                taints::check_taint(t, &t.key)
+                    .map_err(|e| invalid(file, "registerWithTaints", e))?;
+            }
+            taints
+        } else {
+            taints::parse_taints(&o.register_with_taints)
+                .map_err(|e| invalid(flags, "--register-with-taints", e))?
+        };
 
         let pod_cidr = match o.pod_cidr {
             Some(c) => Some(c),
@@ -427,6 +453,11 @@ impl Config {
             seccomp_default: o.seccomp_default.or(cfg.seccomp_default).unwrap_or(false),
             unsupported_keys: cfg.unsupported.clone(),
             node_labels,
+            kubeconfig: o
+                .kubeconfig
+                .clone()
+                .or_else(|| cfg.kubeconfig.as_ref().map(PathBuf::from)),
+            register_with_taints,
         })
     }
 
@@ -466,6 +497,8 @@ impl Config {
             pod_pids_limit: Some(self.pod_pids_limit.map_or(-1, |n| n as i64)),
             allowed_unsafe_sysctls: Some(self.allowed_unsafe_sysctls.clone()),
             seccomp_default: Some(self.seccomp_default),
+            kubeconfig: self.kubeconfig.as_deref().and_then(s),
+            register_with_taints: Some(self.register_with_taints.clone()),
             unsupported: Vec::new(),
         }
     }

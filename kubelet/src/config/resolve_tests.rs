@@ -114,6 +114,82 @@ fn file_then_flags() {
     assert_eq!(c.pod_cidr.unwrap().to_string(), "10.244.2.0/24");
 }
 
+/// Cluster mode's kubeconfig: kubenode's `kubeconfig` key, overridden by `--kubeconfig`;
+/// neither: standalone.
+#[test]
+fn kubeconfig_from_file_then_flag() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.kubeconfig, None);
+    let (_d, p) = write(&format!("{HEAD}kubeconfig: /etc/kubernetes/kubelet.conf\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(
+        c.kubeconfig.as_deref(),
+        Some(Path::new("/etc/kubernetes/kubelet.conf"))
+    );
+    assert_eq!(
+        c.to_file().kubeconfig.as_deref(),
+        Some("/etc/kubernetes/kubelet.conf")
+    );
+    let o = Overrides {
+        kubeconfig: Some("/k/other.conf".into()),
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    assert_eq!(c.kubeconfig.as_deref(), Some(Path::new("/k/other.conf")));
+    let (_d, p) = write(&format!("{HEAD}kubeconfig: [a]\n"));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kubeconfig: invalid type"), "{e}");
+}
+
+/// `registerWithTaints` from the file, replaced by `--register-with-taints`; bad ones named.
+#[test]
+fn register_with_taints_from_file_then_flag() {
+    let (_d, p) = write(&format!(
+        "{HEAD}registerWithTaints: [{{key: dedicated, value: gpu, effect: NoSchedule}}]\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.register_with_taints.len(), 1);
+    assert_eq!(c.register_with_taints[0].key, "dedicated");
+    assert_eq!(c.register_with_taints[0].value.as_deref(), Some("gpu"));
+    assert_eq!(c.register_with_taints[0].effect, "NoSchedule");
+    let o = Overrides {
+        register_with_taints: vec!["spot:NoExecute".into()],
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    assert_eq!(c.register_with_taints.len(), 1);
+    assert_eq!(
+        (
+            c.register_with_taints[0].key.as_str(),
+            c.register_with_taints[0].effect.as_str()
+        ),
+        ("spot", "NoExecute")
+    );
+    let (_d, p) = write(&format!(
+        "{HEAD}registerWithTaints: [{{key: k, effect: Never}}]\n"
+    ));
+    let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("registerWithTaints: invalid taint effect: Never, unsupported taint effect"),
+        "{e}"
+    );
+    let o = Overrides {
+        register_with_taints: vec!["k=v".into()],
+        ..Overrides::default()
+    };
+    let e = Config::resolve_with(None, &o, &FakeHost)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--register-with-taints: invalid taint spec: k=v"),
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_values_name_key_and_file() {
     for (body, key) in [

@@ -2,7 +2,8 @@
 //! `BackOff`, ... Identical events (same object, type, reason and message)
 //! aggregate into one with a count and first/last timestamps, as the
 //! upstream event correlator does; only the most recent [`DEFAULT_CAPACITY`]
-//! are kept in memory.
+//! are kept in memory. In cluster mode a sink ([`Recorder::set_sink`]) also receives every
+//! occurrence, for `cluster::events` to write to the API server; recording stays synchronous.
 
 mod display;
 
@@ -138,7 +139,14 @@ struct State {
     seq: u64,
     by_key: HashMap<Key, u64>,
     events: BTreeMap<u64, Event>,
+    sink: Option<tokio::sync::mpsc::Sender<Event>>,
+    /// Occurrences the sink's full queue dropped since the last warning.
+    dropped: u64,
 }
+
+/// Occurrences queued for the sink at most (upstream's broadcaster queue, `maxQueuedEvents`);
+/// more are dropped while it is full.
+pub const SINK_QUEUE: usize = 1000;
 
 /// Records events, aggregating repeats; cheap to clone and share.
 #[derive(Debug, Clone)]
@@ -161,6 +169,8 @@ impl Recorder {
             seq: 0,
             by_key: HashMap::new(),
             events: BTreeMap::new(),
+            sink: None,
+            dropped: 0,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -203,6 +213,21 @@ impl Recorder {
             None => self.new_event(&key, now),
         };
         st.by_key.insert(key, seq);
+        if let Some(sink) = &st.sink {
+            match sink.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    st.dropped += 1;
+                    if st.dropped.is_power_of_two() {
+                        tracing::warn!(
+                            dropped = st.dropped,
+                            "the event queue to the API server is full: events dropped"
+                        );
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => st.sink = None,
+            }
+        }
         st.events.insert(seq, event);
         while st.events.len() > self.capacity {
             let Some((&oldest, _)) = st.events.iter().next() else {
@@ -211,6 +236,15 @@ impl Recorder {
             st.events.remove(&oldest);
             st.by_key.retain(|_, s| *s != oldest);
         }
+    }
+
+    /// From now on, also sends every occurrence (a new event with count 1, or an aggregated one
+    /// with its count and last time) to `sink`, without waiting: while its queue is full
+    /// occurrences are dropped (and counted in a warning), as upstream's broadcaster does.
+    pub fn set_sink(&self, sink: tokio::sync::mpsc::Sender<Event>) {
+        let mut st = lock(&self.state, "events");
+        st.sink = Some(sink);
+        st.dropped = 0;
     }
 
     /// A `Normal` event.
@@ -363,6 +397,31 @@ mod tests {
             .starts_with("web-n1."));
         assert_eq!(r.for_uid("u1").len(), 2);
         assert!(r.for_uid("other").is_empty());
+    }
+
+    #[test]
+    fn sink_gets_every_occurrence_without_blocking() {
+        let clock = TestClock::at_secs(1_700_000_000);
+        let r = Recorder::new("n1", Arc::new(clock.clone()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        r.set_sink(tx);
+        let node = ObjectRef::node("n1");
+        r.warning(&node, reason::INVALID_MANIFEST, "bad");
+        clock.advance(Duration::from_secs(5));
+        r.warning(&node, reason::INVALID_MANIFEST, "bad");
+        // The queue is full: dropped, never blocking; kept locally all the same.
+        r.warning(&node, reason::INVALID_MANIFEST, "bad");
+        let first = rx.try_recv().unwrap();
+        let second = rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err());
+        assert_eq!(first.count, Some(1));
+        assert_eq!(second.count, Some(2));
+        assert_eq!(first.metadata.name, second.metadata.name);
+        assert_eq!(r.list()[0].count, Some(3));
+        // A closed sink is forgotten.
+        drop(rx);
+        r.normal(&node, reason::STARTING, "Starting kubelet.");
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

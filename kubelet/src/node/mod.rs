@@ -161,6 +161,12 @@ impl Kubelet {
         self.deps.pods.set_services(services, endpoints);
     }
 
+    /// The kubelet's event recorder (cluster mode sends its events to the API server through
+    /// [`Recorder::set_sink`]).
+    pub fn events(&self) -> &Recorder {
+        &self.deps.events
+    }
+
     /// Wakes the worker of pod `uid` for a pass now (a no-op for a pod without one): the PLEG
     /// when the pod's sandbox or containers changed, the prober when a probe result did.
     pub fn wake(&self, uid: &str) {
