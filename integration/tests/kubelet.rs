@@ -819,9 +819,18 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
             "Running",
             all_running,
         )?;
+        // The finished pod `a` takes no place (upstream counts the active pods only): `c` runs
+        // beside `b`, and a third running pod is one too many.
         agent.write_manifest("c.yaml", &pod_yaml("c", &agent.image, sleeper))?;
-        let c = agent.wait_pod(
+        agent.wait_pod(
             &agent.pod_name("c"),
+            Duration::from_secs(60),
+            "Running",
+            all_running,
+        )?;
+        agent.write_manifest("d.yaml", &pod_yaml("d", &agent.image, sleeper))?;
+        let c = agent.wait_pod(
+            &agent.pod_name("d"),
             Duration::from_secs(30),
             "rejected",
             |p| phase(p) == "Failed",

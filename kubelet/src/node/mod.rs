@@ -315,7 +315,9 @@ impl Kubelet {
         });
         for (uid, pod) in new {
             let uid = uid.clone();
-            let active = pods.values().filter(|e| e.worker.is_some()).count();
+            // Upstream counts the active pods only (`filterOutInactivePods`): a finished pod
+            // takes no place.
+            let active = pods.values().filter(|e| e.is_active()).count();
             let mut pod = pod.clone();
             // A pod deleted before this kubelet admitted it (or deleted while the agent was
             // down): its worker terminates at once whatever may be running of it (an adopted
