@@ -404,6 +404,20 @@ impl<T: Clone> Sources<T> {
         }
     }
 
+    /// The upserts and removals of `origin`, made the proxy's.
+    fn changed(
+        &mut self,
+        origin: Origin,
+        upserts: Vec<T>,
+        removed: Vec<Key>,
+        meta: fn(&T) -> &ObjectMeta,
+    ) -> (Vec<T>, Vec<Key>) {
+        match origin {
+            Origin::Files => self.files_changed(upserts, removed, meta),
+            Origin::Api => self.api_changed(upserts, removed, meta),
+        }
+    }
+
     /// The manifest directory's upserts and removals, made the proxy's: a removal of a name
     /// the API server also has brings the API server's object back.
     fn files_changed(
@@ -478,8 +492,8 @@ pub fn merge(
         };
         let mut services = Sources::<Service>::new("Service");
         let mut slices = Sources::<EndpointSlice>::new("EndpointSlice");
-        let mut all = from_files(&mut services, &mut slices, first_files);
-        let more = from_api(&mut services, &mut slices, first_api);
+        let mut all = translate(Origin::Files, &mut services, &mut slices, first_files);
+        let more = translate(Origin::Api, &mut services, &mut slices, first_api);
         all.full = true;
         all.services.extend(more.services);
         all.endpoint_slices.extend(more.endpoint_slices);
@@ -490,11 +504,11 @@ pub fn merge(
         while files_open || api_open {
             let change = tokio::select! {
                 c = files.recv(), if files_open => match c {
-                    Some(c) => from_files(&mut services, &mut slices, c),
+                    Some(c) => translate(Origin::Files, &mut services, &mut slices, c),
                     None => { files_open = false; continue; }
                 },
                 c = api.recv(), if api_open => match c {
-                    Some(c) => from_api(&mut services, &mut slices, c),
+                    Some(c) => translate(Origin::Api, &mut services, &mut slices, c),
                     None => { api_open = false; continue; }
                 },
             };
@@ -506,33 +520,22 @@ pub fn merge(
     rx
 }
 
-fn from_files(
-    services: &mut Sources<Service>,
-    slices: &mut Sources<EndpointSlice>,
-    c: ServiceChanges,
-) -> ServiceChanges {
-    let (s, rs) = services.files_changed(c.services, c.removed_services, |o| &o.metadata);
-    let (e, re) = slices.files_changed(c.endpoint_slices, c.removed_endpoint_slices, |o| {
-        &o.metadata
-    });
-    ServiceChanges {
-        full: false,
-        services: s,
-        removed_services: rs,
-        endpoints: c.endpoints,
-        removed_endpoints: c.removed_endpoints,
-        endpoint_slices: e,
-        removed_endpoint_slices: re,
-    }
+/// Where a change of the merged input came from.
+#[derive(Clone, Copy)]
+enum Origin {
+    Files,
+    Api,
 }
 
-fn from_api(
+/// One side's change made the proxy's (the manifests' objects win over the API server's).
+fn translate(
+    origin: Origin,
     services: &mut Sources<Service>,
     slices: &mut Sources<EndpointSlice>,
     c: ServiceChanges,
 ) -> ServiceChanges {
-    let (s, rs) = services.api_changed(c.services, c.removed_services, |o| &o.metadata);
-    let (e, re) = slices.api_changed(c.endpoint_slices, c.removed_endpoint_slices, |o| {
+    let (s, rs) = services.changed(origin, c.services, c.removed_services, |o| &o.metadata);
+    let (e, re) = slices.changed(origin, c.endpoint_slices, c.removed_endpoint_slices, |o| {
         &o.metadata
     });
     ServiceChanges {

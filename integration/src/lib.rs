@@ -15,6 +15,7 @@ mod cmd;
 mod guard;
 mod image;
 pub mod interrupt;
+pub mod kubectl;
 pub mod lab;
 mod netns;
 pub mod pods;

@@ -15,17 +15,10 @@ use kubenode_integration::apiserver::{ApiServer, Options};
 use kubenode_integration::{run, run_tests, unique_tag, TestDir, Trial};
 use serde_json::{json, Value};
 
-const KUBECTL: &str = "kubectl";
-
-fn kubectl_present() -> bool {
-    Command::new(KUBECTL)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use kubenode_integration::kubectl::{self, KUBECTL};
 
 fn main() {
-    let missing = !kubectl_present();
+    let missing = !kubectl::present();
     if missing {
         eprintln!("note: `kubectl` is not installed: the stand-in API server tests are skipped (install the kubectl package)");
     }
@@ -85,11 +78,7 @@ impl Lab {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(KUBECTL);
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir.join("cache"))
-            .arg("--request-timeout=10s")
+        cmd.args(kubectl::common_args(&self.kubeconfig, self.dir.path()))
             .args(args)
             .env_remove("KUBECONFIG")
             .env("HOME", self.dir.path());
@@ -98,14 +87,7 @@ impl Lab {
 
     /// Runs kubectl (30 s at most); Ok(stdout) on success, Err(stderr) on failure.
     fn kubectl(&self, args: &[&str]) -> anyhow::Result<Result<String, String>> {
-        let out = run(&mut self.command(args), Duration::from_secs(30))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        Ok(if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(stderr)
-        })
+        kubectl::outcome(&mut self.command(args), self.dir.path())
     }
 
     /// Runs kubectl and requires success.

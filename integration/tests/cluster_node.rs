@@ -23,16 +23,13 @@ use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::apiserver::ApiServer;
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, TestDir, Trial};
+use kubenode_integration::{privileged, run_tests, unique_tag, TestDir, Trial};
 use serde_json::Value;
 
-const KUBECTL: &str = "kubectl";
+use kubenode_integration::kubectl::{self, KUBECTL};
 
 fn main() {
-    let missing = !Command::new(KUBECTL)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let missing = !kubectl::present();
     if missing {
         eprintln!("note: `kubectl` is not installed: the cluster-mode Node tests are skipped (install the kubectl package)");
     }
@@ -166,21 +163,12 @@ fn kubectl(
     kubeconfig: &Path,
     args: &[&str],
 ) -> anyhow::Result<Result<String, String>> {
-    let mut argv = vec![KUBECTL.to_string(), "--kubeconfig".into()];
-    argv.push(kubeconfig.display().to_string());
-    argv.push("--cache-dir".into());
-    argv.push(home.join("cache").display().to_string());
-    argv.push("--request-timeout=10s".into());
-    argv.extend(args.iter().map(|a| a.to_string()));
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns.display())).args(&argv);
-    cmd.env_remove("KUBECONFIG").env("HOME", home);
-    let out = run(&mut cmd, Duration::from_secs(30))?;
-    Ok(if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    })
+    cmd.arg(format!("--net={}", netns.display()))
+        .arg(KUBECTL)
+        .args(kubectl::common_args(kubeconfig, home))
+        .args(args);
+    kubectl::outcome(&mut cmd, home)
 }
 
 /// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`.

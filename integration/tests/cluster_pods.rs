@@ -14,15 +14,12 @@ use anyhow::{bail, ensure, Context};
 use k8s_openapi::api::core::v1::Pod;
 use kubenode_integration::apiserver::ApiServer;
 use kubenode_integration::pods::{all_running, container_id, phase, restarts, status};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 
-const KUBECTL: &str = "kubectl";
+use kubenode_integration::kubectl::{self, KUBECTL};
 
 fn main() {
-    let missing = !Command::new(KUBECTL)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let missing = !kubectl::present();
     if missing {
         eprintln!("note: `kubectl` is not installed: the cluster pod tests are skipped (install the kubectl package)");
     }
@@ -71,22 +68,12 @@ impl Cluster {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.agent.node.path().display()))
             .arg(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.agent.dir.join("kubectl-cache"))
-            .arg("--request-timeout=10s")
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("HOME", self.agent.dir.path());
-        let out = run(&mut cmd, Duration::from_secs(30))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        Ok(if out.status.success() {
-            Ok(stdout)
-        } else {
-            Err(stderr)
-        })
+            .args(kubectl::common_args(
+                &self.kubeconfig,
+                self.agent.dir.path(),
+            ))
+            .args(args);
+        kubectl::outcome(&mut cmd, self.agent.dir.path())
     }
 
     fn ok(&self, args: &[&str]) -> anyhow::Result<String> {

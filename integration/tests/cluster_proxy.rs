@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,18 +17,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::apiserver::ApiServer;
 use kubenode_integration::{
-    ip_addr_add, kubenode_bin, privileged, run, run_tests, unique_tag, veth, LeakGuard, Netns,
-    TestDir,
+    ip_addr_add, kubenode_bin, privileged, run_tests, unique_tag, veth, LeakGuard, Netns, TestDir,
 };
 
-const KUBECTL: &str = "kubectl";
+use kubenode_integration::kubectl::{self, KUBECTL};
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() {
-    let missing = Command::new(KUBECTL)
-        .args(["version", "--client"])
-        .output()
-        .map_or(true, |o| !o.status.success());
+    let missing = !kubectl::present();
     if missing {
         eprintln!("note: `kubectl` is not installed: the cluster proxy test is skipped (install the kubectl package)");
     }
@@ -186,21 +182,10 @@ fn services_and_slices_from_the_api() -> anyhow::Result<()> {
     server.write_kubeconfig(&kubeconfig)?;
     let kubectl = |args: &[&str]| -> anyhow::Result<String> {
         let mut cmd = node.command(&[KUBECTL]);
-        cmd.arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(dir.join("cache"))
-            .arg("--request-timeout=10s")
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env("HOME", dir.path());
-        let out = run(&mut cmd, Duration::from_secs(30))?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cmd.args(kubectl::common_args(&kubeconfig, dir.path()))
+            .args(args);
+        kubectl::outcome(&mut cmd, dir.path())?
+            .map_err(|e| anyhow::anyhow!("kubectl {args:?}: {e}"))
     };
     let create = |name: &str, doc: &str| -> anyhow::Result<String> {
         let path = dir.join(name);

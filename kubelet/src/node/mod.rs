@@ -56,6 +56,25 @@ use crate::volume::{SystemMounter, VolumeManager};
 use runtime::AsyncRuntime;
 use table::{PodEntry, PodTable};
 
+/// Enters pod `uid` in the table and starts its worker on `pod`.
+fn start_worker(
+    deps: &Arc<WorkerDeps>,
+    pods: &mut BTreeMap<String, PodEntry>,
+    uid: String,
+    pod: Pod,
+) {
+    let (tx, rx) = watch::channel(Some(pod.clone()));
+    pods.insert(
+        uid.clone(),
+        PodEntry {
+            pod,
+            sandbox_id: None,
+            worker: Some(tx),
+        },
+    );
+    tokio::spawn(PodWorker::new(deps.clone(), uid).run(rx));
+}
+
 /// What the kubelet needs from the rest of the node.
 #[derive(Debug)]
 pub struct KubeletDeps {
@@ -323,16 +342,7 @@ impl Kubelet {
             // down): its worker terminates at once whatever may be running of it (an adopted
             // sandbox), without admission.
             if pod.metadata.deletion_timestamp.is_some() {
-                let (tx, rx) = watch::channel(Some(pod.clone()));
-                pods.insert(
-                    uid.clone(),
-                    PodEntry {
-                        pod,
-                        sandbox_id: None,
-                        worker: Some(tx),
-                    },
-                );
-                tokio::spawn(PodWorker::new(self.deps.clone(), uid).run(rx));
+                start_worker(&self.deps, &mut pods, uid.clone(), pod);
                 continue;
             }
             // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, resources,
@@ -427,16 +437,7 @@ impl Kubelet {
                     .warning(&ObjectRef::pod(&pod), "DeprecatedAnnotation", warning);
             }
             used_ports.add(&spec);
-            let (tx, rx) = watch::channel(Some(pod.clone()));
-            pods.insert(
-                uid.clone(),
-                PodEntry {
-                    pod,
-                    sandbox_id: None,
-                    worker: Some(tx),
-                },
-            );
-            tokio::spawn(PodWorker::new(self.deps.clone(), uid).run(rx));
+            start_worker(&self.deps, &mut pods, uid.clone(), pod);
         }
         // Rejected pods that left the manifest directory are forgotten.
         pods.retain(|uid, e| {
