@@ -2,6 +2,9 @@
 //! it has made things (containers, mounts, cgroups, pods), and must exit with 130 having
 //! removed everything it made, as the leak guard sees it.
 //!
+//! `cluster-bench` is also run whole, tiny, and must exit 0 having printed each of its
+//! figures (never compared with anything) and left nothing behind.
+//!
 //! The benches are the debug binaries next to `kubenode` (`cargo build --workspace --bins`).
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,14 @@ fn main() {
         ),
         privileged("volume_bench_sigint_removes_its_mounts", volume_bench),
         privileged("exit_bench_sigint_removes_pods_agent_and_node", exit_bench),
+        privileged(
+            "cluster_bench_sigint_removes_api_pods_agent_and_node",
+            cluster_bench_sigint,
+        ),
+        privileged(
+            "cluster_bench_tiny_run_prints_its_figures_and_cleans_up",
+            cluster_bench_tiny,
+        ),
     ])
 }
 
@@ -197,6 +208,78 @@ fn kubelet_bench() -> anyhow::Result<()> {
 /// by design).
 fn exit_bench() -> anyhow::Result<()> {
     agent_bench("exit-bench", "be", "EXIT_BENCH_TAG", &["--runs", "1000"])
+}
+
+/// cluster-bench, like kubelet-bench, runs a test agent named after its tag (joined to a
+/// stand-in API server in the bench's process).
+fn cluster_bench_sigint() -> anyhow::Result<()> {
+    agent_bench(
+        "cluster-bench",
+        "bc",
+        "CLUSTER_BENCH_TAG",
+        &["--runs", "1000"],
+    )
+}
+
+/// A whole run of cluster-bench, as small as it goes: exit 0, each figure printed, nothing
+/// left. The figures themselves are not checked (a busy machine changes them).
+fn cluster_bench_tiny() -> anyhow::Result<()> {
+    let bin = bench_bin("cluster-bench")?;
+    let tag = unique_tag("bt");
+    let guard = LeakGuard::new(&tag);
+    let log = PathBuf::from(format!("/tmp/kn-{tag}-cluster-bench.log"));
+    let mut bench = Bench::start(
+        Command::new(bin)
+            .args(["--runs", "2", "--pods", "3", "--window", "5"])
+            .env("CLUSTER_BENCH_TAG", &tag),
+        &log,
+    )?;
+    let result = (|| {
+        let pods = PathBuf::from(format!("/tmp/kn-{tag}/root/pods"));
+        let mut child = bench.child.take().context("not running")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            // Every pod the agent made is looked for by the guard (its cgroups too).
+            for e in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+                LeakGuard::track_pod(&tag, &e.file_name().to_string_lossy());
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bench.child = Some(child);
+                bail!(
+                    "cluster-bench still running after 600 s:\n{}",
+                    bench.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = bench.output();
+        ensure!(status.success(), "cluster-bench failed ({status}):\n{out}");
+        for line in [
+            "API pod start (2 pods",
+            "static pod start (2 pods",
+            "ratio API/static (p50): ",
+            "3 API pods: all Running and Ready in the API ",
+            "requests to the API server with 3 pods over 5 s: ",
+            "agent RSS with 3 pods: ",
+        ] {
+            ensure!(
+                out.lines().any(|l| l.starts_with(line)),
+                "no line {line:?} in:\n{out}"
+            );
+        }
+        guard.check()?;
+        ensure!(
+            !Path::new(&format!("/tmp/kn-{tag}")).exists(),
+            "/tmp/kn-{tag} is left"
+        );
+        Ok(())
+    })();
+    drop(bench);
+    let _ = std::fs::remove_file(&log);
+    result
 }
 
 /// A bench that runs a test agent in `/tmp/kn-<tag>`, the tag given in the environment

@@ -22,6 +22,9 @@ pub struct Shared {
     pub address: String,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// Requests received, by upstream's `apiserver_request_total` labels (see
+    /// [`request_label`]).
+    pub requests: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -29,6 +32,25 @@ impl Shared {
     /// a handler can break halfway, every change is one `commit`).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The label a request is counted under, as upstream's `apiserver_request_total` metric
+/// labels it: the verb (`GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`), then the
+/// resource and subresource (`PATCH pods/status`), or for a path that is not a resource's the
+/// path itself (`GET /api/v1`).
+pub fn request_label(method: &str, path: &str, segs: &[&str], watching: bool) -> String {
+    let Some(t) = parse_target(segs) else {
+        return format!("{method} {path}");
+    };
+    let verb = match method {
+        "GET" if t.name.is_none() && watching => "WATCH",
+        "GET" if t.name.is_none() => "LIST",
+        m => m,
+    };
+    match &t.sub {
+        Some(sub) => format!("{verb} {}/{sub}", t.resource().plural),
+        None => format!("{verb} {}", t.resource().plural),
     }
 }
 

@@ -38,6 +38,8 @@
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
 //! - `pods/<name>/binding` (what a scheduler posts): sets `spec.nodeName` and the PodScheduled
 //!   condition; 409 when the pod is already bound or being deleted.
+//! - [`ApiServer::requests`] counts every request received under upstream's
+//!   `apiserver_request_total` labels (verb, resource, subresource), for `cluster-bench`.
 //! - For fault tests, [`ApiServer::pause`] closes the port and every connection and keeps the
 //!   objects, [`ApiServer::resume`] serves them again on the same address.
 //! - Server-side Tables for `kubectl get` ([`table`]) of every served kind, as upstream's
@@ -72,6 +74,7 @@ pub mod store;
 pub mod table;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -132,6 +135,7 @@ impl ApiServer {
             store: Mutex::new(Store::new(opts.history)),
             address: addr.to_string(),
             bookmark_interval: opts.bookmark_interval,
+            requests: Mutex::new(BTreeMap::new()),
         });
         handler::bootstrap(&shared);
         let mut server = ApiServer {
@@ -231,6 +235,30 @@ impl ApiServer {
         self.shared.lock().watch_count()
     }
 
+    /// The requests received so far, counted by upstream's `apiserver_request_total` labels:
+    /// `VERB resource[/subresource]` (`PUT leases`, `PATCH pods/status`, `WATCH pods`; a watch
+    /// is one request however long it streams), or `VERB /path` for the other paths.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The stored object `name` of the resource `plural` (core or any served group) in
+    /// namespace `ns` (`""` for a cluster-scoped one), as a GET would return it; read in-process,
+    /// without a request.
+    pub fn object(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let res = resources::RESOURCES
+            .iter()
+            .position(|r| r.plural == plural)?;
+        self.shared
+            .lock()
+            .get(&(res, ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Drops the whole watch history (as an etcd compaction): a watch from any earlier version
     /// gets 410 Expired.
     pub fn compact(&self) {
@@ -320,6 +348,14 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => return error_reply(ApiError::bad_request(format!("reading body: {e}"))),
     };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let watching = matches!(q.get("watch").map(String::as_str), Some("1" | "true"));
+    let label = handler::request_label(method.as_str(), &path, &segs, watching);
+    *shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(label)
+        .or_default() += 1;
     if method == Method::GET {
         match segs.as_slice() {
             ["version"] => return ok_json(discovery::version()),
@@ -356,7 +392,6 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         return error_reply(ApiError::no_route());
     };
     let want = Want::from(&accept, &q);
-    let watching = matches!(q.get("watch").map(String::as_str), Some("1" | "true"));
     let result = match method {
         Method::GET if t.name.is_none() && watching => {
             return match watch::start(shared, &t, &q, want) {

@@ -1,0 +1,407 @@
+//! cluster-bench: the targets of cluster mode (issue 16), measured against the stand-in API
+//! server with a real agent (`kubenode agent --kubeconfig`) in its own node namespace.
+//!
+//! 1. Pod start from the API: a pod created in the API already bound to the node
+//!    (`spec.nodeName`) → `Running` and `Ready` in the API, as the stand-in's store has it (read
+//!    in-process every millisecond), over `--runs N` pods (default 20), one at a time; and,
+//!    interleaved with them on the same agent, the standalone start of the same pod (a manifest
+//!    written into the static-pod directory → Running with its container started in the
+//!    read-only port's `/pods`, polled every 2 ms). Prints p50/p99 of both and the ratio of the
+//!    p50s (target ≤ 1.3).
+//! 2. Steady state: with `--pods P` API pods running (default 100) and things settled, the
+//!    requests the agent makes to the API server over `--window S` seconds (default 60), as the
+//!    stand-in counts them (a watch is one request however long it streams); the rate (target
+//!    ≤ 0.2 req/s) and the requests by verb and resource.
+//! 3. The agent's RSS (`VmRSS`) with those pods, after the window (target ≤ 40 MiB).
+//!
+//! Pods are created and deleted with HTTP requests to the stand-in (from inside the node
+//! namespace, where it serves); the bench makes none during the window.
+//!
+//! Run as root: `cargo run -p kubenode-integration --bin cluster-bench [-- --runs N --pods P
+//! --window S]` (it uses the `kubenode` binary of the same profile). Ctrl-C (SIGINT) or SIGTERM
+//! stops it at the next step and removes what it made (API pods, pods, agent, node namespace,
+//! directories) before it exits with 130. `CLUSTER_BENCH_TAG=TAG` names everything it makes
+//! after TAG (default: a fresh tag).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kubenode_integration::apiserver::ApiServer;
+use kubenode_integration::{interrupt, unique_tag, TestAgent};
+use serde_json::{json, Value};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn static_pod_yaml(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n"
+    )
+}
+
+/// The same pod as [`static_pod_yaml`], bound to `node`, for the API.
+fn api_pod(name: &str, node: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}],
+        },
+    })
+}
+
+/// Whether a pod (as JSON) is `Running` with a `Ready` condition that is `True`.
+fn running_and_ready(pod: &Value) -> bool {
+    let status = &pod["status"];
+    status["phase"] == "Running"
+        && status["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Whether a pod (as JSON) is `Running` with every container started.
+fn running(pod: &Value) -> bool {
+    let status = &pod["status"];
+    status["phase"] == "Running"
+        && status["containerStatuses"].as_array().is_some_and(|cs| {
+            !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object())
+        })
+}
+
+/// An agent joined to a stand-in that serves inside the agent's node namespace, and the API
+/// pods the bench created (deleted on drop, before the agent goes).
+struct Cluster {
+    // Dropped first (after `Drop::drop` deleted the API pods): the agent removes its pods.
+    agent: TestAgent,
+    server: ApiServer,
+    api_pods: Vec<String>,
+}
+
+impl Cluster {
+    fn start(tag: &str) -> anyhow::Result<Cluster> {
+        // The read-only port is off by default; the static pods' start is seen in its /pods.
+        let mut agent = TestAgent::start_with_config(tag, Some("readOnlyPort: 10255\n"))?;
+        // Restarted with the kubeconfig of a stand-in that serves in the node's namespace.
+        agent.kill();
+        let server = agent
+            .node
+            .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
+        let kubeconfig = agent.dir.join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig)?;
+        agent.extra_args = vec![
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ];
+        agent.spawn()?;
+        let cluster = Cluster {
+            agent,
+            server,
+            api_pods: Vec::new(),
+        };
+        let node = cluster.agent.node_name().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cluster.server.object("nodes", "", &node).is_none() {
+            interrupt::check()?;
+            if Instant::now() > deadline {
+                bail!("the agent did not register Node {node} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// Sends `method` `path` (with a JSON `body`) to the stand-in from inside the node
+    /// namespace; a 404 is `Ok(false)`.
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<bool> {
+        let url = format!("{}{path}", self.server.url());
+        self.agent.node.run_in(|| -> anyhow::Result<bool> {
+            let result = match (method, body) {
+                ("POST", Some(b)) => ureq::post(&url)
+                    .header("Content-Type", "application/json")
+                    .send(serde_json::to_vec(b)?),
+                ("DELETE", None) => ureq::delete(&url).call(),
+                _ => bail!("unsupported request {method} {path}"),
+            };
+            match result {
+                Ok(_) => Ok(true),
+                Err(ureq::Error::StatusCode(404)) => Ok(false),
+                Err(e) => Err(anyhow::anyhow!("{method} {path}: {e}")),
+            }
+        })?
+    }
+
+    /// Creates API pods `names` bound to the node (one request each).
+    fn create(&mut self, names: &[String]) -> anyhow::Result<()> {
+        let node = self.agent.node_name().to_string();
+        for n in names {
+            interrupt::check()?;
+            self.api_pods.push(n.clone());
+            self.request(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                Some(&api_pod(n, &node, &self.agent.image)),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Force-deletes API pod `name` (grace period 0: gone from the API at once).
+    fn delete(&mut self, name: &str) -> anyhow::Result<()> {
+        self.request(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0"),
+            None,
+        )?;
+        self.api_pods.retain(|n| n != name);
+        Ok(())
+    }
+
+    /// Waits (bounded by `limit`) until every API pod in `names` is Running and Ready in the
+    /// stand-in's store; returns when each became so, from `start`.
+    fn wait_api_ready(
+        &self,
+        names: &[String],
+        start: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut done: Vec<Option<Duration>> = vec![None; names.len()];
+        while done.iter().any(Option::is_none) {
+            interrupt::check()?;
+            let now = start.elapsed();
+            if now > limit {
+                bail!(
+                    "API pods not Running and Ready after {limit:?}: {}",
+                    pending(names, &done)
+                );
+            }
+            for (n, d) in names.iter().zip(done.iter_mut()) {
+                if d.is_none()
+                    && self
+                        .server
+                        .object("pods", "default", n)
+                        .is_some_and(|p| running_and_ready(&p))
+                {
+                    *d = Some(now);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    /// Polls `/pods` on the node's read-only port every 2 ms until `name` runs every container
+    /// (`present`) or is gone (`!present`); returns the time it took from `start`.
+    fn wait_local(
+        &self,
+        name: &str,
+        present: bool,
+        start: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
+        self.agent.node.run_in(|| -> anyhow::Result<Duration> {
+            loop {
+                interrupt::check()?;
+                if start.elapsed() > limit {
+                    let what = if present { "Running" } else { "gone" };
+                    bail!("pod {name} not {what} in /pods after {limit:?}");
+                }
+                let body = ureq::get("http://127.0.0.1:10255/pods")
+                    .call()?
+                    .body_mut()
+                    .read_to_string()?;
+                let list: Value = serde_json::from_str(&body)?;
+                let now = start.elapsed();
+                let pod = list["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|p| p["metadata"]["name"] == name));
+                if (present && pod.is_some_and(running)) || (!present && pod.is_none()) {
+                    return Ok(now);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })?
+    }
+
+    /// One API pod: created → Running and Ready in the API; then deleted and gone from the
+    /// node.
+    fn api_start(&mut self, name: &str) -> anyhow::Result<Duration> {
+        let names = [name.to_string()];
+        let t = Instant::now();
+        self.create(&names)?;
+        let took = self.wait_api_ready(&names, t, Duration::from_secs(60))?[0];
+        self.delete(name)?;
+        self.wait_local(name, false, Instant::now(), Duration::from_secs(60))?;
+        Ok(took)
+    }
+
+    /// One static pod: manifest written → Running in `/pods`; then its manifest removed and
+    /// the pod gone from the node.
+    fn static_start(&self, name: &str) -> anyhow::Result<Duration> {
+        let file = format!("{name}.yaml");
+        let full = self.agent.pod_name(name);
+        let t = Instant::now();
+        self.agent
+            .write_manifest(&file, &static_pod_yaml(name, &self.agent.image))?;
+        let took = self.wait_local(&full, true, t, Duration::from_secs(60))?;
+        self.agent.remove_manifest(&file)?;
+        self.wait_local(&full, false, Instant::now(), Duration::from_secs(60))?;
+        Ok(took)
+    }
+}
+
+impl Drop for Cluster {
+    /// Deletes the API pods left and waits (bounded) until the node runs none of them; the
+    /// agent's own drop then removes the static pods, the agent and the node.
+    fn drop(&mut self) {
+        for n in std::mem::take(&mut self.api_pods) {
+            let _ = self.request(
+                "DELETE",
+                &format!("/api/v1/namespaces/default/pods/{n}?gracePeriodSeconds=0"),
+                None,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.agent.pods() {
+                Ok(p)
+                    if p.iter()
+                        .all(|p| p.metadata.namespace.as_deref() != Some("default")) =>
+                {
+                    break
+                }
+                Err(_) => break,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+fn pending(names: &[String], done: &[Option<Duration>]) -> String {
+    names
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| d.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.split(':').next() == Some(field))
+        .with_context(|| format!("no {field}"))?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
+fn main() {
+    let result = interrupt::install().and_then(|()| bench());
+    interrupt::exit("cluster-bench", result)
+}
+
+/// The whole bench; everything it makes is owned by the cluster, dropped on the way out.
+fn bench() -> anyhow::Result<()> {
+    let runs = arg("--runs", 20).max(1) as usize;
+    let many = arg("--pods", 100).max(1) as usize;
+    let window = arg("--window", 60).max(1);
+    let tag = std::env::var("CLUSTER_BENCH_TAG").unwrap_or_else(|_| unique_tag("kcb"));
+    let mut c = Cluster::start(&tag)?;
+    let pid = c.agent.pid().context("agent pid")?;
+
+    // Warm the image store and both paths (pull latency is not part of pod start).
+    c.api_start("warm-api")?;
+    c.static_start("warm-static")?;
+
+    // Interleaved, one pod at a time on an otherwise empty node; which goes first alternates.
+    let (mut api, mut local) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        interrupt::check()?;
+        if i % 2 == 0 {
+            api.push(c.api_start(&format!("a{i}"))?);
+            local.push(c.static_start(&format!("s{i}"))?);
+        } else {
+            local.push(c.static_start(&format!("s{i}"))?);
+            api.push(c.api_start(&format!("a{i}"))?);
+        }
+    }
+    api.sort();
+    local.sort();
+    let (api50, local50) = (percentile(&api, 0.5), percentile(&local, 0.5));
+    println!(
+        "API pod start ({runs} pods, created bound to the node → Running and Ready in the API): p50 {:.1} ms, p99 {:.1} ms",
+        ms(api50),
+        ms(percentile(&api, 0.99))
+    );
+    println!(
+        "static pod start ({runs} pods, manifest written → Running in /pods): p50 {:.1} ms, p99 {:.1} ms",
+        ms(local50),
+        ms(percentile(&local, 0.99))
+    );
+    println!(
+        "ratio API/static (p50): {:.2} (target ≤ 1.3)",
+        api50.as_secs_f64() / local50.as_secs_f64()
+    );
+
+    // Steady state with `many` API pods.
+    let names: Vec<String> = (0..many).map(|i| format!("m{i}")).collect();
+    let t = Instant::now();
+    c.create(&names)?;
+    let all = c
+        .wait_api_ready(&names, t, Duration::from_secs(600))?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    println!(
+        "{many} API pods: all Running and Ready in the API {:.0} ms after the first create",
+        ms(all)
+    );
+    // Settled: past a node status pass, a lease renewal and the status manager's writes.
+    interrupt::sleep(Duration::from_secs(15))?;
+    let before = c.server.requests();
+    interrupt::sleep(Duration::from_secs(window))?;
+    let after = c.server.requests();
+    let rss = status_kib(pid, "VmRSS")?;
+    let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
+    let diff: BTreeMap<&String, u64> = after
+        .iter()
+        .map(|(k, n)| (k, n - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let total: u64 = diff.values().sum();
+    println!(
+        "requests to the API server with {many} pods over {window} s: {total} ({:.3} req/s; target ≤ 0.2)",
+        total as f64 / window as f64
+    );
+    for (k, n) in &diff {
+        println!("  {k}: {n}");
+    }
+    println!(
+        "agent RSS with {many} pods: {:.1} MiB (anonymous {:.1}, file {:.1}; target ≤ 40 MiB)",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
+    );
+    Ok(())
+}
