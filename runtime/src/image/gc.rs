@@ -60,7 +60,7 @@ impl ImageStore {
     }
 
     /// Removes every image no container uses (`kubenode image prune`), then the blobs and
-    /// snapshots nothing references any more.
+    /// snapshots nothing references any more (also when no image was removed).
     pub async fn prune(&self) -> Result<PruneReport> {
         self.remove_unused_inner(None).await
     }
@@ -98,10 +98,13 @@ impl ImageStore {
             refs.remove(&name);
             report.removed.push((name, size));
         }
-        if report.removed.is_empty() {
+        // A prune also sweeps what an interrupted pull or import left unreferenced.
+        if report.removed.is_empty() && references.is_some() {
             return Ok(report);
         }
-        self.index().save(&refs)?;
+        if !report.removed.is_empty() {
+            self.index().save(&refs)?;
+        }
         for (name, size) in &report.removed {
             tracing::info!(image = %name, size, "removed unused image");
         }

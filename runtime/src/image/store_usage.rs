@@ -286,8 +286,16 @@ mod tests {
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].users[0].pod, "default/web");
 
-        // Nothing left to prune; naming a used or gone image removes nothing.
-        assert_eq!(store.prune().await.unwrap().removed.len(), 0);
+        // Nothing left to prune, but what an interrupted pull left unreferenced is swept.
+        let orphan = root
+            .path()
+            .join("images/blobs/sha256")
+            .join("ab".repeat(32));
+        std::fs::write(&orphan, b"left by an interrupted pull").unwrap();
+        let r = store.prune().await.unwrap();
+        assert!(r.removed.is_empty());
+        assert!(!orphan.exists());
+        // Naming a used or gone image removes nothing.
         let r = store
             .remove_unused(&["example.com/used:1".into(), "example.com/a:1".into()])
             .await
