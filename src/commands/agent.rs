@@ -213,6 +213,14 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let socket = config.socket_path();
     let read_only = config.read_only;
     let kubelet = Kubelet::new(config.clone(), deps);
+    // Image garbage collection every 5 minutes, as upstream's kubelet.
+    tokio::spawn(kubenode_kubelet::image_gc::run(
+        images.clone(),
+        config.root_dir.clone(),
+        config.image_gc,
+        kubelet.events().clone(),
+        node_name.clone(),
+    ));
 
     // Cluster mode: a client for the API server (reading the kubeconfig only; an unreachable
     // server never stops the start, every task retries with backoff), the Node and its Lease.

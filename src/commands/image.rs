@@ -48,6 +48,10 @@ pub enum ImageCommand {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Remove every image no container uses (running or exited), with the blobs and layers
+    /// nothing else references: what the agent's image garbage collection would take, without
+    /// its age and disk-usage thresholds.
+    Prune,
     /// Import the tagged images of an OCI layout directory or OCI archive tar.
     Import {
         /// The layout directory or archive.
@@ -79,6 +83,18 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
                 );
             }
             println!("removed {reference}");
+        }
+        ImageCommand::Prune => {
+            let report = store.prune().await?;
+            for (reference, _) in &report.removed {
+                println!("removed {reference}");
+            }
+            println!(
+                "{} image(s) removed, {} in use kept, {} bytes freed",
+                report.removed.len(),
+                report.in_use.len(),
+                report.bytes_freed
+            );
         }
         ImageCommand::Import { path } => {
             for image in store.import(&path).await? {

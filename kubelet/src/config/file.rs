@@ -58,6 +58,18 @@ pub struct ConfigFile {
     pub seccomp_default: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register_with_taints: Option<Vec<k8s_openapi::api::core::v1::Taint>>,
+    #[serde(rename = "imageMinimumGCAge", skip_serializing_if = "Option::is_none")]
+    pub image_minimum_gc_age: Option<String>,
+    #[serde(
+        rename = "imageGCHighThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image_gc_high_threshold_percent: Option<i32>,
+    #[serde(
+        rename = "imageGCLowThresholdPercent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image_gc_low_threshold_percent: Option<i32>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -115,6 +127,9 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "allowedUnsafeSysctls",
     "seccompDefault",
     "registerWithTaints",
+    "imageMinimumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
 ];
 
 /// kubenode's own keys (upstream has no key of these names): [`ConfigFile`]'s other fields.
@@ -337,7 +352,6 @@ mod tests {
                 "healthzPort",
                 "httpCheckFrequency",
                 "imageMaximumGCAge",
-                "imageMinimumGCAge",
                 "logging",
                 "memorySwap",
                 "nodeStatusReportFrequency",

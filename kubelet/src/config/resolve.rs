@@ -169,6 +169,9 @@ pub struct Config {
     /// The taints the Node registers with (`--register-with-taints`, `registerWithTaints`;
     /// set at registration only, as upstream).
     pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// Image garbage collection (`imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`,
+    /// `imageMinimumGCAge`).
+    pub image_gc: crate::image_gc::ImageGcPolicy,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -402,6 +405,23 @@ impl Config {
             ));
         }
 
+        let image_gc = crate::image_gc::ImageGcPolicy {
+            high_threshold_percent: cfg
+                .image_gc_high_threshold_percent
+                .unwrap_or(crate::image_gc::DEFAULT_HIGH_THRESHOLD_PERCENT),
+            low_threshold_percent: cfg
+                .image_gc_low_threshold_percent
+                .unwrap_or(crate::image_gc::DEFAULT_LOW_THRESHOLD_PERCENT),
+            min_age: dur(
+                &cfg.image_minimum_gc_age,
+                "imageMinimumGCAge",
+                crate::image_gc::DEFAULT_MIN_AGE,
+            )?,
+        };
+        image_gc
+            .validate()
+            .map_err(|(key, reason)| invalid(file, key, reason))?;
+
         Ok(Self {
             node_name,
             node_ip,
@@ -458,6 +478,7 @@ impl Config {
                 .clone()
                 .or_else(|| cfg.kubeconfig.as_ref().map(PathBuf::from)),
             register_with_taints,
+            image_gc,
         })
     }
 
@@ -499,6 +520,9 @@ impl Config {
             seccomp_default: Some(self.seccomp_default),
             kubeconfig: self.kubeconfig.as_deref().and_then(s),
             register_with_taints: Some(self.register_with_taints.clone()),
+            image_minimum_gc_age: Some(format_duration(self.image_gc.min_age)),
+            image_gc_high_threshold_percent: Some(self.image_gc.high_threshold_percent),
+            image_gc_low_threshold_percent: Some(self.image_gc.low_threshold_percent),
             unsupported: Vec::new(),
         }
     }

@@ -377,3 +377,50 @@ fn hostname_override_is_the_node_name() {
     let c = Config::resolve_with(None, &cli.o, &FakeHost).unwrap();
     assert_eq!(c.node_name, "worker-1");
 }
+
+#[test]
+fn image_gc_keys_default_resolve_and_validate_as_upstream() {
+    let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+    // kubeadm's file: `imageMinimumGCAge: 0s` is upstream's default, 2m.
+    let (_d, p) = write(include_str!("testdata/kubeadm-v1.32-config.yaml"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.image_gc, crate::image_gc::ImageGcPolicy::default());
+    assert!(!c.unsupported_keys.contains(&"imageMinimumGCAge".to_owned()));
+
+    let (_d, p) = write(&format!(
+        "{header}imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 50\nimageMinimumGCAge: 1h\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.image_gc.high_threshold_percent, 90);
+    assert_eq!(c.image_gc.low_threshold_percent, 50);
+    assert_eq!(c.image_gc.min_age, Duration::from_secs(3600));
+    let f = c.to_file();
+    assert_eq!(f.image_gc_high_threshold_percent, Some(90));
+    assert_eq!(f.image_minimum_gc_age.as_deref(), Some("1h0m0s"));
+
+    for (body, key, reason) in [
+        (
+            "imageGCHighThresholdPercent: 101\n",
+            "imageGCHighThresholdPercent",
+            "invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) 101 must be between 0 and 100, inclusive",
+        ),
+        (
+            "imageGCHighThresholdPercent: 70\n",
+            "imageGCLowThresholdPercent",
+            "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 80 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 70",
+        ),
+        (
+            "imageGCLowThresholdPercent: -5\n",
+            "imageGCLowThresholdPercent",
+            "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) -5 must be between 0 and 100, inclusive",
+        ),
+    ] {
+        let (_d, p) = write(&format!("{header}{body}"));
+        match Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap_err() {
+            ConfigError::InvalidValue { key: k, reason: r, .. } => {
+                assert_eq!((k.as_str(), r.as_str()), (key, reason))
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}

@@ -22,6 +22,7 @@ mod blobs;
 mod digest;
 mod error;
 mod fsutil;
+mod gc;
 mod import;
 mod index;
 mod lock;
@@ -39,6 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{ImageError, Result};
+pub use gc::{select_for_gc, GcCandidate, PruneReport, StoredImage};
 pub use oci_spec::image::ImageConfiguration;
 pub use policy::{default_pull_policy, PullPolicy};
 pub use reference::ImageReference;

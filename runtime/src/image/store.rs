@@ -168,7 +168,9 @@ impl ImageStore {
             return;
         };
         match self.index.load() {
-            Ok(refs) => self.collect_garbage(&refs),
+            Ok(refs) => {
+                self.collect_garbage(&refs);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the image index; skipping garbage collection")
             }
@@ -224,8 +226,9 @@ impl ImageStore {
     }
 
     /// Deletes what no image in `refs` uses. Runs under the exclusive store
-    /// lock, so no pull is midway. Failures are logged and skipped.
-    fn collect_garbage(&self, refs: &Refs) {
+    /// lock, so no pull is midway. Failures are logged and skipped. Returns the
+    /// bytes freed (blocks of the blobs and snapshots deleted).
+    pub(crate) fn collect_garbage(&self, refs: &Refs) -> u64 {
         let mut keep_blobs = HashSet::new();
         let remaining: HashSet<String> = refs.keys().cloned().collect();
         // Layers of existing containers stay, whatever the index says (`None`: unknown,
@@ -238,7 +241,7 @@ impl ImageStore {
                 Ok(mc) => mc,
                 Err(e) => {
                     tracing::warn!(image = %name, error = %e, "cannot read image; skipping garbage collection");
-                    return;
+                    return 0;
                 }
             };
             keep_blobs.insert(entry.digest.trim_start_matches("sha256:").to_string());
@@ -257,26 +260,32 @@ impl ImageStore {
                     .map(|d| d.trim_start_matches("sha256:").to_string()),
             );
         }
-        let sweep = |dir: PathBuf, keep: &HashSet<String>| {
+        let sweep = |dir: PathBuf, keep: &HashSet<String>| -> u64 {
             let Ok(entries) = std::fs::read_dir(&dir) else {
-                return;
+                return 0;
             };
+            let mut freed = 0;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
                 if keep.contains(&name) {
                     continue;
                 }
+                let size = super::gc::disk_usage(&entry.path());
                 match remove_any(&entry.path()) {
-                    Ok(()) => tracing::debug!(path = %entry.path().display(), "garbage-collected"),
+                    Ok(()) => {
+                        freed += size;
+                        tracing::debug!(path = %entry.path().display(), "garbage-collected")
+                    }
                     Err(e) => {
                         tracing::warn!(path = %entry.path().display(), error = %e, "garbage collection")
                     }
                 }
             }
+            freed
         };
-        sweep(self.blobs_dir(), &keep_blobs);
+        let mut freed = sweep(self.blobs_dir(), &keep_blobs);
         if sweep_snapshots {
-            sweep(self.snapshots_dir(), &keep_snapshots);
+            freed += sweep(self.snapshots_dir(), &keep_snapshots);
         }
         // Archives being extracted for an import (outside the store lock)
         // belong to live processes: keep those.
@@ -293,6 +302,7 @@ impl ImageStore {
             .map(|s| s.to_string())
             .collect();
         sweep(self.root.join("images/locks"), &keep_locks);
+        freed
     }
 
     pub(crate) fn root(&self) -> &Path {
@@ -309,6 +319,10 @@ impl ImageStore {
 
     pub(crate) fn snapshots_dir(&self) -> PathBuf {
         self.root.join("snapshots")
+    }
+
+    pub(crate) fn index(&self) -> &RefIndex {
+        &self.index
     }
 
     pub(crate) fn locks(&self) -> &Locks {

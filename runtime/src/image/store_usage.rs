@@ -245,4 +245,62 @@ mod tests {
             "the running container's layer was collected"
         );
     }
+
+    #[tokio::test]
+    async fn prune_removes_every_unused_image_and_its_content_only() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let (used_src, _) = image(&[&layer(&[("u", b"used")])], None);
+        let (a_src, _) = image(&[&layer(&[("a", b"a")])], None);
+        let (b_src, _) = image(&[&layer(&[("b", b"b")])], None);
+        let used = store
+            .ingest(&used_src, "example.com/used:1", None, &None)
+            .await
+            .unwrap();
+        let a = store
+            .ingest(&a_src, "example.com/a:1", None, &None)
+            .await
+            .unwrap();
+        store
+            .ingest(&b_src, "example.com/b:1", None, &None)
+            .await
+            .unwrap();
+        record(root.path(), "c9", "web", "example.com/used:1", &used.layers);
+        let blobs_before = dir_entries(&root.path().join("images/blobs/sha256")).len();
+
+        let report = store.prune().await.unwrap();
+        let removed: Vec<&str> = report.removed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(removed, ["example.com/a:1", "example.com/b:1"]);
+        assert_eq!(report.in_use, ["example.com/used:1"]);
+        assert!(report.bytes_freed > 0);
+        assert!(store.get("example.com/used:1").unwrap().is_some());
+        assert!(used.layers[0].is_dir());
+        assert!(!a.layers[0].exists());
+        assert_eq!(dir_entries(&root.path().join("snapshots")).len(), 1);
+        // Three blobs (manifest, config, layer) per removed image.
+        assert_eq!(
+            dir_entries(&root.path().join("images/blobs/sha256")).len(),
+            blobs_before - 6
+        );
+        let users = store.images_with_users().unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].users[0].pod, "default/web");
+
+        // Nothing left to prune, but what an interrupted pull left unreferenced is swept.
+        let orphan = root
+            .path()
+            .join("images/blobs/sha256")
+            .join("ab".repeat(32));
+        std::fs::write(&orphan, b"left by an interrupted pull").unwrap();
+        let r = store.prune().await.unwrap();
+        assert!(r.removed.is_empty());
+        assert!(!orphan.exists());
+        // Naming a used or gone image removes nothing.
+        let r = store
+            .remove_unused(&["example.com/used:1".into(), "example.com/a:1".into()])
+            .await
+            .unwrap();
+        assert!(r.removed.is_empty());
+        assert_eq!(r.in_use, ["example.com/used:1"]);
+    }
 }
