@@ -122,7 +122,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "healthzPort",
     "httpCheckFrequency",
     "imageMaximumGCAge",
-    "imageMinimumGCAge",
     "logging",
     "memorySwap",
     "nodeStatusReportFrequency",
