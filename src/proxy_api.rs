@@ -68,6 +68,17 @@ impl<K> Default for Cache<K> {
 }
 
 impl<K: Clone + PartialEq> Cache<K> {
+    /// [`Cache::event`], and a log line for a relist that comes after the first complete set
+    /// was handed over (`sent_full`).
+    fn event_logged(&mut self, ev: Change<K>, kind: &str, sent_full: bool) -> (Vec<K>, Vec<Key>) {
+        let relisted = matches!(ev, Change::InitDone) && sent_full;
+        let (up, rm) = self.event(ev);
+        if relisted {
+            log_relist(kind, up.len(), rm.len());
+        }
+        (up, rm)
+    }
+
     /// Applies one watch event; returns the objects that changed and the keys removed.
     fn event(&mut self, ev: Change<K>) -> (Vec<K>, Vec<Key>) {
         let (mut upserts, mut removed) = (Vec::new(), Vec::new());
@@ -225,22 +236,12 @@ async fn run(
         let mut change = ServiceChanges::default();
         match input {
             Input::Service(ev) => {
-                let relisted = matches!(*ev, Change::InitDone) && sent_full;
-                let (up, rm) = svc_cache.event(*ev);
-                if relisted {
-                    log_relist("Services", up.len(), rm.len());
-                }
-                change.services = up;
-                change.removed_services = rm;
+                (change.services, change.removed_services) =
+                    svc_cache.event_logged(*ev, "Services", sent_full);
             }
             Input::Slice(ev) => {
-                let relisted = matches!(*ev, Change::InitDone) && sent_full;
-                let (up, rm) = slice_cache.event(*ev);
-                if relisted {
-                    log_relist("EndpointSlices", up.len(), rm.len());
-                }
-                change.endpoint_slices = up;
-                change.removed_endpoint_slices = rm;
+                (change.endpoint_slices, change.removed_endpoint_slices) =
+                    slice_cache.event_logged(*ev, "EndpointSlices", sent_full);
             }
             Input::Node(eligible) => {
                 if let Some(e) = eligible {

@@ -37,6 +37,17 @@ pub use trials::{is_root, privileged, run_tests, Trial};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A bench's numeric option `name VALUE` from the command line (`--runs 20`), or `default`
+/// when it is absent or not a number.
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A short tag unique to this process and call, e.g. `cn3f9a1`: `prefix` (keep it ≤ 3 chars) plus
 /// 4–5 characters, so `<tag>` fits in a 15-character interface name with room for a suffix.
 pub fn unique_tag(prefix: &str) -> String {

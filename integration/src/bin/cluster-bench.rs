@@ -28,17 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kubenode_integration::apiserver::ApiServer;
-use kubenode_integration::{interrupt, unique_tag, TestAgent};
+use kubenode_integration::{bench_arg, interrupt, unique_tag, TestAgent};
 use serde_json::{json, Value};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn static_pod_yaml(name: &str, image: &str) -> String {
     format!(
@@ -323,9 +314,9 @@ fn main() {
 
 /// The whole bench; everything it makes is owned by the cluster, dropped on the way out.
 fn bench() -> anyhow::Result<()> {
-    let runs = arg("--runs", 20).max(1) as usize;
-    let many = arg("--pods", 100).max(1) as usize;
-    let window = arg("--window", 60).max(1);
+    let runs = bench_arg("--runs", 20).max(1) as usize;
+    let many = bench_arg("--pods", 100).max(1) as usize;
+    let window = bench_arg("--window", 60).max(1);
     let tag = std::env::var("CLUSTER_BENCH_TAG").unwrap_or_else(|_| unique_tag("kcb"));
     let mut c = Cluster::start(&tag)?;
     let pid = c.agent.pid().context("agent pid")?;

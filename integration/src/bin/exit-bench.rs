@@ -20,17 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::Pod;
-use kubenode_integration::{interrupt, unique_tag, TestAgent};
+use kubenode_integration::{bench_arg, interrupt, unique_tag, TestAgent};
 use serde_json::Value;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pod_yaml(name: &str, image: &str) -> String {
     format!(
@@ -188,7 +179,7 @@ fn main() {
 
 /// The whole bench; everything it makes is owned by the agent, dropped on the way out.
 fn bench() -> anyhow::Result<()> {
-    let runs = arg("--runs", 20).max(1) as usize;
+    let runs = bench_arg("--runs", 20).max(1) as usize;
     let tag = std::env::var("EXIT_BENCH_TAG").unwrap_or_else(|_| unique_tag("exb"));
     // The read-only port is off by default; this bench polls its /pods.
     let agent = TestAgent::start_with_config(&tag, Some("readOnlyPort: 10255\n"))?;

@@ -13,16 +13,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kubenode_integration::{interrupt, unique_tag, TestAgent};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use kubenode_integration::{bench_arg, interrupt, unique_tag, TestAgent};
 
 /// `(own CPU, waited-for children's CPU)` of process `pid`, in clock ticks.
 fn ticks(pid: u32) -> anyhow::Result<(u64, u64)> {
@@ -44,8 +35,8 @@ fn main() {
 
 /// The whole bench; everything it makes is owned by the agent, dropped on the way out.
 fn bench() -> anyhow::Result<()> {
-    let pods = arg("--pods", 20) as usize;
-    let seconds = arg("--seconds", 20);
+    let pods = bench_arg("--pods", 20) as usize;
+    let seconds = bench_arg("--seconds", 20);
     let baseline = std::env::args().any(|a| a == "--baseline");
     let probe = if baseline {
         ""
