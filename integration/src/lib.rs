@@ -37,6 +37,40 @@ pub use trials::{is_root, privileged, run_tests, Trial};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A CNI plugin for chaining after another: ADD fails while `$GATE` exists, waits (at most
+/// 60 s) while `$HANG` exists after touching `$HANG.started`, and otherwise passes the previous
+/// result on.
+const GATE_PLUGIN: &str = r#"#!/bin/sh
+in=$(cat)
+if [ "$CNI_COMMAND" = ADD ] && [ -e "$GATE" ]; then
+  echo '{"cniVersion":"1.0.0","code":11,"msg":"the test gate is closed"}'
+  exit 1
+fi
+if [ "$CNI_COMMAND" = ADD ] && [ -e "$HANG" ]; then
+  touch "$HANG.started"
+  i=0
+  while [ -e "$HANG" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+fi
+if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
+  printf '%s' "$in" | jq -c .prevResult
+fi
+if [ "$CNI_COMMAND" = VERSION ]; then
+  echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}'
+fi
+"#;
+
+/// Writes the gate plugin ([`GATE_PLUGIN`]) to `plugin` (mode 0755), closed while `gate` exists
+/// and holding ADD while `hang` exists.
+pub fn write_gate_plugin(plugin: &Path, gate: &Path, hang: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let script = GATE_PLUGIN
+        .replace("$GATE", &gate.to_string_lossy())
+        .replace("$HANG", &hang.to_string_lossy());
+    std::fs::write(plugin, script)?;
+    std::fs::set_permissions(plugin, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
 /// A bench's numeric option `name VALUE` from the command line (`--runs 20`), or `default`
 /// when it is absent or not a number.
 pub fn bench_arg(name: &str, default: u64) -> u64 {

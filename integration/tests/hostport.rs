@@ -38,23 +38,6 @@ fn main() {
     ])
 }
 
-/// A plugin chained after portmap that holds ADD while `$HANG` exists (at most 60 s), then
-/// passes the result on.
-const HANG_PLUGIN: &str = r#"#!/bin/sh
-in=$(cat)
-if [ "$CNI_COMMAND" = ADD ] && [ -e "$HANG" ]; then
-  touch "$HANG.started"
-  i=0
-  while [ -e "$HANG" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-fi
-if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
-  printf '%s' "$in" | jq -c .prevResult
-fi
-if [ "$CNI_COMMAND" = VERSION ]; then
-  echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}'
-fi
-"#;
-
 const PORTMAP: &str = "/usr/lib/cni/portmap";
 
 /// A web pod answering `hello from <pod name>` on container port 80, published on `host_port`.
@@ -344,12 +327,8 @@ fn crash_in_the_middle_of_add() -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_vec_pretty(&list)?)?;
         let hang = agent.dir.join("cni/hang");
         let plugin = agent.dir.join("cni/bin/kn-hang");
-        std::fs::write(
-            &plugin,
-            HANG_PLUGIN.replace("$HANG", &hang.to_string_lossy()),
-        )?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+        // The gate stays open (`cni/closed` is never made): only the hold is used.
+        kubenode_integration::write_gate_plugin(&plugin, &agent.dir.join("cni/closed"), &hang)?;
         std::fs::write(&hang, b"")?;
         agent.spawn()?;
         agent.write_manifest("web.yaml", &web(agent, "web", 18083))?;

@@ -853,28 +853,6 @@ fn termination_and_max_pods() -> anyhow::Result<()> {
     guard.check()
 }
 
-/// A CNI plugin chained after kubenode-bridge: ADD fails while `$GATE` exists, waits (at most
-/// 60 s) while `$HANG` exists after touching `$HANG.started`, and otherwise passes the previous
-/// result on.
-const GATE_PLUGIN: &str = r#"#!/bin/sh
-in=$(cat)
-if [ "$CNI_COMMAND" = ADD ] && [ -e "$GATE" ]; then
-  echo '{"cniVersion":"1.0.0","code":11,"msg":"the test gate is closed"}'
-  exit 1
-fi
-if [ "$CNI_COMMAND" = ADD ] && [ -e "$HANG" ]; then
-  touch "$HANG.started"
-  i=0
-  while [ -e "$HANG" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-fi
-if [ "$CNI_COMMAND" = ADD ] || [ "$CNI_COMMAND" = CHECK ]; then
-  printf '%s' "$in" | jq -c .prevResult
-fi
-if [ "$CNI_COMMAND" = VERSION ]; then
-  echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}'
-fi
-"#;
-
 /// Restarts the agent with the gate plugin chained after the network it wrote at its first
 /// start. Returns the gate and hang file paths (neither exists yet).
 fn install_gate(agent: &mut TestAgent) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -894,14 +872,7 @@ fn install_gate(agent: &mut TestAgent) -> anyhow::Result<(std::path::PathBuf, st
     let gate = agent.dir.join("cni/closed");
     let hang = agent.dir.join("cni/hang");
     let plugin = agent.dir.join("cni/bin/kn-gate");
-    std::fs::write(
-        &plugin,
-        GATE_PLUGIN
-            .replace("$GATE", &gate.to_string_lossy())
-            .replace("$HANG", &hang.to_string_lossy()),
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))?;
+    kubenode_integration::write_gate_plugin(&plugin, &gate, &hang)?;
     agent.spawn()?;
     Ok((gate, hang))
 }
