@@ -315,6 +315,27 @@ impl TestAgent {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `kubenode image --root-dir <this agent's root> ARGS` (the image store opened directly, as
+    /// the command does): whether it succeeded, and its stdout then stderr.
+    pub fn image_cli(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        let out = run(
+            Command::new(kubenode_bin())
+                .arg("image")
+                .arg("--root-dir")
+                .arg(self.dir.join("root"))
+                .args(args),
+            Duration::from_secs(60),
+        )?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
     /// Every pod, as `kubenode get pods -A -o json` prints them.
     pub fn pods(&self) -> anyhow::Result<Vec<Pod>> {
         let pods: Vec<Pod> = self.get_list(&["pods", "-A"])?;

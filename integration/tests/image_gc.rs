@@ -4,12 +4,11 @@
 //! printed, not asserted).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use kubenode_integration::pods::{all_running, exec_sh, pod_yaml, with_agent};
-use kubenode_integration::{kubenode_bin, privileged, run, run_tests, TestAgent};
+use kubenode_integration::{privileged, run_tests};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -89,26 +88,6 @@ fn layout(
     Ok((layout, snapshots, blob_names))
 }
 
-/// `kubenode image --root-dir <agent root> ARGS`: success and stdout + stderr.
-fn image_cli(agent: &TestAgent, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let out = run(
-        Command::new(kubenode_bin())
-            .arg("image")
-            .arg("--root-dir")
-            .arg(agent.dir.join("root"))
-            .args(args),
-        TIMEOUT,
-    )?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
-
 fn prune() -> anyhow::Result<()> {
     with_agent("kg", |agent| {
         let yaml = pod_yaml(
@@ -121,7 +100,7 @@ fn prune() -> anyhow::Result<()> {
         agent.wait_pod(&name, TIMEOUT, "Running", all_running)?;
 
         let (layout, snapshots, blobs) = layout(agent.dir.path(), UNUSED)?;
-        let (ok, out) = image_cli(agent, &["import", &layout.to_string_lossy()])?;
+        let (ok, out) = agent.image_cli(&["import", &layout.to_string_lossy()])?;
         ensure!(ok, "import failed: {out}");
         let root = agent.dir.join("root");
         for s in &snapshots {
@@ -132,7 +111,7 @@ fn prune() -> anyhow::Result<()> {
         }
 
         let started = Instant::now();
-        let (ok, out) = image_cli(agent, &["prune"])?;
+        let (ok, out) = agent.image_cli(&["prune"])?;
         let took = started.elapsed();
         ensure!(ok, "prune failed: {out}");
         println!("image prune: {UNUSED} unused images removed in {took:?} (CLI process included)");
@@ -146,7 +125,7 @@ fn prune() -> anyhow::Result<()> {
             "the used image was removed: {out}"
         );
 
-        let (ok, listed) = image_cli(agent, &["ls"])?;
+        let (ok, listed) = agent.image_cli(&["ls"])?;
         ensure!(
             ok && listed.contains("busybox:latest"),
             "used image gone: {listed}"
@@ -177,7 +156,7 @@ fn prune() -> anyhow::Result<()> {
         // (Its container records go shortly after the pod: bounded retries.)
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let (ok, out) = image_cli(agent, &["prune"])?;
+            let (ok, out) = agent.image_cli(&["prune"])?;
             ensure!(ok, "second prune: {out}");
             if out.contains("1 image(s) removed") {
                 break;

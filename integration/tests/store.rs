@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use kubenode_integration::pods::{all_running, exec_sh, pod_yaml, restarts, uid, with_agent};
-use kubenode_integration::{kubenode_bin, privileged, run, run_tests, TestAgent};
+use kubenode_integration::{privileged, run, run_tests};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -132,27 +132,6 @@ fn special_image(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
     Ok((layout, diff_id[7..].to_string()))
 }
 
-/// `kubenode image --root-dir <agent root> ARGS`: success and stdout + stderr.
-fn image_cli(agent: &TestAgent, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let root = agent.dir.join("root");
-    let out = run(
-        Command::new(kubenode_bin())
-            .arg("image")
-            .arg("--root-dir")
-            .arg(&root)
-            .args(args),
-        TIMEOUT,
-    )?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
-
 fn private_root() -> anyhow::Result<()> {
     with_agent("ks", |agent| {
         let root = agent.dir.join("root");
@@ -205,7 +184,7 @@ fn private_root() -> anyhow::Result<()> {
 
         // An image carrying a setuid-root binary and a 0666 device node, in the agent's store.
         let (layout, hex) = special_image(agent.dir.path())?;
-        let (ok, out) = image_cli(agent, &["import", &layout.to_string_lossy()])?;
+        let (ok, out) = agent.image_cli(&["import", &layout.to_string_lossy()])?;
         ensure!(ok, "import: {out}");
         let fs = root.join("snapshots").join(&hex).join("fs");
         let suid = fs.join("bin/id");
@@ -277,13 +256,13 @@ fn image_rm_in_use() -> anyhow::Result<()> {
         let name = agent.pod_name("user");
         agent.wait_pod(&name, TIMEOUT, "Running", all_running)?;
 
-        let (ok, out) = image_cli(agent, &["rm", &agent.image])?;
+        let (ok, out) = agent.image_cli(&["rm", &agent.image])?;
         ensure!(!ok, "removing an image a running pod uses succeeded: {out}");
         ensure!(
             out.contains(&format!("pod default/{name}")) && out.contains("in use"),
             "the refusal does not name the pod: {out}"
         );
-        let (ok, out) = image_cli(agent, &["ls"])?;
+        let (ok, out) = agent.image_cli(&["ls"])?;
         ensure!(
             ok && out.contains("busybox:latest"),
             "image gone after a refusal: {out}"
@@ -305,7 +284,7 @@ fn image_rm_in_use() -> anyhow::Result<()> {
         agent.write_manifest("forced.yaml", &yaml)?;
         let forced = agent.pod_name("forced");
         agent.wait_pod(&forced, TIMEOUT, "Running", all_running)?;
-        let (ok, out) = image_cli(agent, &["rm", "--force", &other])?;
+        let (ok, out) = agent.image_cli(&["rm", "--force", &other])?;
         ensure!(ok, "forced rm failed: {out}");
         ensure!(
             out.contains(&format!("pod default/{forced}")),
@@ -324,7 +303,7 @@ fn image_rm_in_use() -> anyhow::Result<()> {
         agent.wait_gone(&forced, TIMEOUT)?;
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let (ok, out) = image_cli(agent, &["rm", &agent.image])?;
+            let (ok, out) = agent.image_cli(&["rm", &agent.image])?;
             if ok {
                 break;
             }
