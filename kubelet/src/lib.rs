@@ -14,6 +14,7 @@ pub mod duration;
 pub mod events;
 pub mod image_gc;
 pub mod node;
+pub mod objects;
 pub mod prober;
 pub mod security;
 pub mod selector;

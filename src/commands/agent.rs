@@ -206,6 +206,7 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         cni: Arc::new(cni),
         pull,
         clock: Arc::new(kubenode_kubelet::backoff::SystemClock),
+        objects: Arc::new(kubenode_kubelet::objects::Objects::new()),
     };
     let manifest_dir = config.manifest_dir.clone();
     let period = config.file_check_frequency;

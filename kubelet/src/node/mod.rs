@@ -88,6 +88,8 @@ pub struct KubeletDeps {
     pub pull: PullOptions,
     /// The clock for back-off and events.
     pub clock: Arc<dyn Clock>,
+    /// The ConfigMaps, Secrets and tokens pods reference.
+    pub objects: Arc<crate::objects::Objects>,
 }
 
 /// Services and Endpoints from the manifest directory plus the node's pods: what the proxy
@@ -152,6 +154,7 @@ impl Kubelet {
                 cni: deps.cni,
                 pull: deps.pull,
                 clock: deps.clock,
+                objects: deps.objects,
                 events,
                 crash,
                 image_backoff,
@@ -178,6 +181,12 @@ impl Kubelet {
     /// are used).
     pub fn set_services(&self, services: Vec<Service>, endpoints: Vec<Endpoints>) {
         self.deps.pods.set_services(services, endpoints);
+    }
+
+    /// The ConfigMaps, Secrets and tokens pods reference (cluster mode installs the API
+    /// server's with [`crate::objects::Objects::set_api`]).
+    pub fn objects(&self) -> &Arc<crate::objects::Objects> {
+        &self.deps.objects
     }
 
     /// The kubelet's event recorder (cluster mode sends its events to the API server through
@@ -216,6 +225,9 @@ impl Kubelet {
                 &self.deps.config.node_name,
                 &snapshot.errors,
             );
+            self.deps
+                .objects
+                .set_files(snapshot.config_maps.clone(), snapshot.secrets.clone());
             self.apply(&snapshot);
             // Only once every source has listed its pods (upstream's sources ready): a pod a
             // source has not delivered yet is not an orphan.

@@ -26,7 +26,7 @@ pub use diff::{diff_pods, PodChanges, ServiceChanges};
 pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache, NamedRead};
 pub use watch::{watch, Watcher};
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::fmt;
 use std::path::PathBuf;
@@ -56,6 +56,10 @@ pub struct Snapshot {
     /// EndpointSlices (`discovery.k8s.io/v1`), for the proxy: each names its Service with the
     /// `kubernetes.io/service-name` label.
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// ConfigMaps, for the static pods that reference them (issue 17).
+    pub config_maps: Vec<ConfigMap>,
+    /// Secrets, for the static pods that reference them (issue 17).
+    pub secrets: Vec<Secret>,
     /// One record per problem; the objects above are unaffected.
     pub errors: Vec<SourceError>,
     /// A source has not delivered its first full list yet (in cluster mode, the API source

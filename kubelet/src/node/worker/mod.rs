@@ -123,6 +123,8 @@ pub(in crate::node) struct WorkerDeps {
     pub(in crate::node) cni: Arc<CniClient>,
     pub(in crate::node) pull: PullOptions,
     pub(in crate::node) clock: Arc<dyn Clock>,
+    /// The ConfigMaps, Secrets and tokens pods reference.
+    pub(in crate::node) objects: Arc<crate::objects::Objects>,
     pub(in crate::node) events: Recorder,
     pub(in crate::node) crash: Mutex<CrashBackoff>,
     pub(in crate::node) image_backoff: Mutex<ImageBackoff>,
