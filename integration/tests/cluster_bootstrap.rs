@@ -4,7 +4,9 @@
 //! `--kubeconfig` that does not exist yet, and the real `kubectl` with the admin's token.
 //!
 //! First with a wrong bootstrap token: no CSR, no Node, the failure logged and retried while
-//! the agent keeps running. Then the bootstrap kubeconfig is fixed (no restart): a CSR from
+//! the agent keeps running; a SIGKILL then (mid-bootstrap: the kubeconfig written, no
+//! certificate) and a restart that bootstraps again. Then the bootstrap kubeconfig is fixed (no
+//! restart): a CSR from
 //! `system:bootstrap:<id>` is approved and issued (`kubectl get csr`), the certificate is written
 //! to `<root>/pki/kubelet-client-<ts>.pem` (0600) behind the `kubelet-client-current.pem`
 //! symlink with `CN=system:node:<node>, O=system:nodes`, the kubeconfig names it, and the Node
@@ -344,6 +346,25 @@ fn bootstrap_and_rotation() -> anyhow::Result<()> {
             agent.kubenode(&["get", "pods", "-A"])?.status.success(),
             "the agent stopped"
         );
+
+        // A SIGKILL mid-bootstrap (the kubeconfig written, no certificate yet): the next start
+        // finds the kubeconfig unusable and bootstraps again.
+        ensure!(
+            node_kubeconfig.exists(),
+            "the kubeconfig is not written before the certificate"
+        );
+        agent.kill();
+        agent.spawn()?;
+        wait_for(
+            "the restarted agent bootstrapping again",
+            Duration::from_secs(60),
+            || {
+                Ok(agent
+                    .log()
+                    .contains("is not usable (client certificate")
+                    .then_some(()))
+            },
+        )?;
 
         // The right token, no restart: CSR approved and issued, certificate, kubeconfig, Node.
         std::fs::write(
