@@ -27,6 +27,12 @@
 //! A kubeconfig that is valid and whose certificate is not the store's (e.g. one kubeadm wrote
 //! with embedded data), or that authenticates without a client certificate, is used as it is:
 //! TLS bootstrap is skipped and nothing is rotated.
+//!
+//! Not done: `rotateCertificates: false` (a bootstrapped certificate is always rotated, as with
+//! kubeadm's `true`), a bootstrap kubeconfig without a certificate authority
+//! (`insecure-skip-tls-verify`: refused at start), exec/auth-provider credentials in the
+//! bootstrap kubeconfig beyond what kube-rs reads, the kubelet's serving certificate
+//! (`serverTLSBootstrap`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
