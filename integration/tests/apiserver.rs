@@ -613,6 +613,7 @@ fn expired_watch_and_bookmarks() -> anyhow::Result<()> {
     let lab = Lab::with(Options {
         history: 4,
         bookmark_interval: Duration::from_millis(200),
+        ..Options::default()
     })?;
     lab.create("pod.yaml", POD)?;
     let first = lab.server.resource_version();

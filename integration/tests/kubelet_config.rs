@@ -149,8 +149,8 @@ fn unsupported_reports(log: &str) -> BTreeMap<String, usize> {
 }
 
 /// A node set up as kubeadm sets up a kubelet: its config.yaml and the flags of its systemd
-/// drop-in. With the kubeconfig flags and no kubeconfig written yet the agent refuses to start
-/// (TLS bootstrap does not exist yet); without them it starts, reports every key and flag it does not act on once, and runs a
+/// drop-in. With the kubeconfig flags, no kubeconfig written yet and no bootstrap kubeconfig
+/// the agent refuses to start (it has nothing to bootstrap with); without them it starts, reports every key and flag it does not act on once, and runs a
 /// pod with the file's cluster DNS settings.
 fn kubeadm_node() -> anyhow::Result<()> {
     let tag = unique_tag("ka");
@@ -206,8 +206,8 @@ fn kubeadm_node() -> anyhow::Result<()> {
             .map(String::from),
         );
 
-        // With the drop-in's kubeconfig flags and no kubeconfig (bootstrap would write it):
-        // refused before anything is made.
+        // With the drop-in's kubeconfig flags, no kubeconfig (bootstrap would write it) and no
+        // bootstrap kubeconfig: refused before anything is made.
         let mut refused = node.command(&[kubenode_bin().to_str().context("binary path")?, "agent"]);
         refused
             .args([
@@ -220,10 +220,9 @@ fn kubeadm_node() -> anyhow::Result<()> {
         ensure!(
             !out.status.success()
                 && stderr.contains(
-                    "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: TLS \
-                     bootstrap (a client certificate from the cluster's CSR signer) is not \
-                     implemented yet (issue 16) and the kubeconfig /etc/kubernetes/kubelet.conf \
-                     does not exist"
+                    "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: the \
+                     kubeconfig /etc/kubernetes/kubelet.conf does not exist and the bootstrap \
+                     kubeconfig cannot be read for TLS bootstrap"
                 ),
             "with --kubeconfig: {:?}, stderr:\n{stderr}",
             out.status

@@ -45,9 +45,11 @@ pub struct AgentArgs {
 /// kubenode's own.
 #[derive(clap::Args, Debug, Default)]
 pub struct KubeletFlags {
-    /// The TLS bootstrap kubeconfig of a node joining a cluster. TLS bootstrap is not
-    /// implemented yet: given, the agent refuses to start unless the `--kubeconfig` file already
-    /// exists (then bootstrap is skipped, as upstream's kubelet skips it).
+    /// The TLS bootstrap kubeconfig of a node joining a cluster (a bootstrap token): when the
+    /// `--kubeconfig` file is missing or its client certificate unusable or expired, the agent
+    /// requests a client certificate (a CertificateSigningRequest), writes it to
+    /// `<root>/pki/kubelet-client-current.pem` and the kubeconfig that names it, and rotates it
+    /// before it expires.
     #[arg(long, value_name = "FILE")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Upstream's CRI endpoint: accepted, reported as not supported at start (kubenode runs
@@ -61,34 +63,41 @@ pub struct KubeletFlags {
 }
 
 impl KubeletFlags {
-    /// `--bootstrap-kubeconfig` against the effective kubeconfig: TLS bootstrap is not
-    /// implemented, so it is refused unless the kubeconfig already exists, in which case
-    /// upstream's kubelet skips the bootstrap too; `Ok(Some(warning))` says so once at start.
-    pub fn check_bootstrap(&self, kubeconfig: Option<&Path>) -> anyhow::Result<Option<String>> {
+    /// `--bootstrap-kubeconfig` against the effective kubeconfig: TLS bootstrap writes the
+    /// node's credentials to `--kubeconfig`, so one is needed (upstream's kubelet refuses the
+    /// same). `Ok(Some(paths))`: bootstrap (or rotation) is managed for this node.
+    pub fn check_bootstrap(
+        &self,
+        kubeconfig: Option<&Path>,
+        config: &Config,
+    ) -> anyhow::Result<Option<kubenode_kubelet::cluster::bootstrap::Paths>> {
         let Some(bootstrap) = &self.bootstrap_kubeconfig else {
             return Ok(None);
         };
-        match kubeconfig {
-            Some(k) if k.exists() => Ok(Some(format!(
-                "--bootstrap-kubeconfig {}: the kubeconfig {} exists, TLS bootstrap skipped \
-                 (kubenode does not implement TLS bootstrap yet)",
-                bootstrap.display(),
-                k.display()
-            ))),
-            Some(k) => anyhow::bail!(
-                "--bootstrap-kubeconfig {}: TLS bootstrap (a client certificate from the \
-                 cluster's CSR signer) is not implemented yet (issue 16) and the kubeconfig {} \
-                 does not exist: write a kubeconfig with the node's credentials there (e.g. \
-                 `kubeadm kubeconfig user --client-name system:node:<node> --org system:nodes`)",
-                bootstrap.display(),
-                k.display()
-            ),
-            None => anyhow::bail!(
-                "--bootstrap-kubeconfig {}: TLS bootstrap is not implemented yet (issue 16); \
-                 give the node's credentials with --kubeconfig FILE",
+        let Some(kubeconfig) = kubeconfig else {
+            anyhow::bail!(
+                "--bootstrap-kubeconfig {}: TLS bootstrap writes the node's credentials to the                  kubeconfig: give its path with --kubeconfig FILE (or `kubeconfig:` in the                  configuration file)",
                 bootstrap.display()
-            ),
+            );
+        };
+        // Refused before anything is made, as upstream's kubelet refuses a bootstrap kubeconfig
+        // it cannot load when it has to bootstrap.
+        if !kubeconfig.exists() {
+            if let Err(e) = std::fs::metadata(bootstrap) {
+                anyhow::bail!(
+                    "--bootstrap-kubeconfig {}: the kubeconfig {} does not exist and the \
+                     bootstrap kubeconfig cannot be read for TLS bootstrap: {e}",
+                    bootstrap.display(),
+                    kubeconfig.display()
+                );
+            }
         }
+        Ok(Some(kubenode_kubelet::cluster::bootstrap::Paths {
+            kubeconfig: kubeconfig.to_path_buf(),
+            bootstrap_kubeconfig: bootstrap.clone(),
+            cert_dir: config.root_dir.join("pki"),
+            node_name: config.node_name.clone(),
+        }))
     }
 
     /// The start-up warnings for the flags kubenode accepts without acting on them.
@@ -120,7 +129,9 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         default.exists().then_some(default)
     });
     let config = Config::resolve(file.as_deref(), &args.overrides)?;
-    let bootstrap_warning = args.kubelet.check_bootstrap(config.kubeconfig.as_deref())?;
+    let bootstrap = args
+        .kubelet
+        .check_bootstrap(config.kubeconfig.as_deref(), &config)?;
     tracing::info!(
         node = %config.node_name,
         node_ip = %config.node_ip,
@@ -137,9 +148,6 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         }
     }
     for warning in args.kubelet.unsupported_warnings() {
-        tracing::warn!("{warning}");
-    }
-    if let Some(warning) = bootstrap_warning {
         tracing::warn!("{warning}");
     }
     let self_exe = std::env::current_exe().context("locating the kubenode binary")?;
@@ -225,13 +233,21 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
 
     // Cluster mode: a client for the API server (reading the kubeconfig only; an unreachable
     // server never stops the start, every task retries with backoff), the Node and its Lease.
-    let cluster: Option<kube::Client> = match &config.kubeconfig {
-        Some(path) => {
+    // With --bootstrap-kubeconfig, TLS bootstrap and certificate rotation run in the
+    // background (the client presents the current certificate).
+    let cluster: Option<kube::Client> = match (&config.kubeconfig, bootstrap) {
+        (Some(path), Some(paths)) => {
+            let started = kubenode_kubelet::cluster::bootstrap::start(paths).await?;
+            tracing::info!("{}", started.message);
+            tracing::info!(kubeconfig = %path.display(), "cluster mode: joining the API server");
+            Some(started.client)
+        }
+        (Some(path), None) => {
             let client = kubenode_kubelet::cluster::connect(path).await?;
             tracing::info!(kubeconfig = %path.display(), "cluster mode: joining the API server");
             Some(client)
         }
-        None => None,
+        (None, _) => None,
     };
     if let Some(client) = &cluster {
         // Events: the recorder also queues every occurrence for the API server.
@@ -459,42 +475,46 @@ mod tests {
             a.overrides.kubeconfig.as_deref(),
             Some(Path::new("/etc/kubernetes/kubelet.conf"))
         );
-        // kubeadm's kubeconfig written (the bootstrap done): bootstrap is skipped, with a warning.
-        let dir = std::env::temp_dir().join(format!("kn-agent-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubelet.conf");
+        // Bootstrap needs the kubeconfig's path (where the credentials go), and the bootstrap
+        // kubeconfig when the kubeconfig does not exist yet.
+        let config = Config::resolve(None, &a.overrides).unwrap();
         let e = a
             .kubelet
-            .check_bootstrap(Some(&kubeconfig))
+            .check_bootstrap(Some(Path::new("/nonexistent/kubelet.conf")), &config)
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with(
-                "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: TLS bootstrap (a \
-                 client certificate from the cluster's CSR signer) is not implemented yet"
+                "--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: the kubeconfig \
+                 /nonexistent/kubelet.conf does not exist and the bootstrap kubeconfig cannot be \
+                 read for TLS bootstrap: "
             ),
             "{e}"
         );
+        let dir = std::env::temp_dir().join(format!("kn-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubelet.conf");
         std::fs::write(&kubeconfig, "").unwrap();
-        let w = a
+        let paths = a
             .kubelet
-            .check_bootstrap(Some(&kubeconfig))
+            .check_bootstrap(Some(&kubeconfig), &config)
             .unwrap()
             .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(w.contains("TLS bootstrap skipped"), "{w}");
-        // The same flag space-separated, as a hand-written unit would have it, without a
-        // kubeconfig.
-        let a = Cli::try_parse_from([
-            "kubelet",
-            "--bootstrap-kubeconfig",
-            "/etc/kubernetes/bootstrap-kubelet.conf",
-        ])
-        .unwrap()
-        .args;
-        let e = a.kubelet.check_bootstrap(None).unwrap_err().to_string();
+        assert_eq!(paths.cert_dir, config.root_dir.join("pki"));
+        assert_eq!(paths.node_name, "worker-1");
+        assert_eq!(
+            paths.bootstrap_kubeconfig,
+            Path::new("/etc/kubernetes/bootstrap-kubelet.conf")
+        );
+        let e = a
+            .kubelet
+            .check_bootstrap(None, &config)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: "),
+            e.starts_with("--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: ")
+                && e.contains("--kubeconfig FILE"),
             "{e}"
         );
     }
@@ -504,7 +524,8 @@ mod tests {
         let a = Cli::try_parse_from(["agent", "--node-name", "n1"])
             .unwrap()
             .args;
-        assert_eq!(a.kubelet.check_bootstrap(None).unwrap(), None);
+        let config = Config::resolve(None, &a.overrides).unwrap();
+        assert!(a.kubelet.check_bootstrap(None, &config).unwrap().is_none());
         assert_eq!(a.overrides.kubeconfig, None);
         assert!(a.kubelet.unsupported_warnings().is_empty());
         // A flag neither kubenode nor this list knows is still a usage error.

@@ -91,6 +91,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": ["create"],
             }));
         }
+        if r.kind == "CertificateSigningRequest" {
+            resources.push(json!({
+                "name": "certificatesigningrequests/approval",
+                "singularName": "",
+                "namespaced": false,
+                "kind": "CertificateSigningRequest",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if r.status {
             resources.push(json!({
                 "name": format!("{}/status", r.plural),

@@ -25,6 +25,8 @@ pub struct Shared {
     /// Requests received, by upstream's `apiserver_request_total` labels (see
     /// [`request_label`]).
     pub requests: Mutex<BTreeMap<String, u64>>,
+    /// Woken when a CSR is written (the CSR controllers' informer, [`super::csr`]).
+    pub csr_written: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -271,6 +273,7 @@ fn check_sub(t: &Target) -> Result<(), ApiError> {
     match t.sub.as_deref() {
         None => Ok(()),
         Some("status") if t.resource().status => Ok(()),
+        Some("approval") if t.resource().kind == "CertificateSigningRequest" => Ok(()),
         Some(_) => Err(ApiError::no_route()),
     }
 }
@@ -669,6 +672,11 @@ fn commit_update(
         let mut only_status = current.clone();
         only_status["status"] = new["status"].clone();
         new = only_status;
+    } else if t.sub.as_deref() == Some("approval") {
+        // a CSR's approval subresource changes only the conditions
+        let mut only_conditions = current.clone();
+        only_conditions["status"]["conditions"] = new["status"]["conditions"].clone();
+        new = only_conditions;
     } else if res.status {
         new["status"] = current["status"].clone();
     }

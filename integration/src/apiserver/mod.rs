@@ -46,11 +46,39 @@
 //!   printers compute them. Discovery carries the `all` category of pods and services
 //!   (`kubectl get all`).
 //!
+//! - HTTPS mode ([`Options::https`], `kn-apiserver --https`): TLS with a test CA ([`tls`],
+//!   generated or given) and a serving certificate for `127.0.0.1`/`::1`/`localhost`;
+//!   authentication as kube-apiserver's ([`auth`]): client certificates verified against the CA
+//!   (`CN` user, `O` groups; their validity checked again at each request), bootstrap tokens
+//!   (`bootstrap-token-<id>` Secrets of type `bootstrap.kubernetes.io/token`,
+//!   `usage-bootstrap-authentication`, `expiration`, `auth-extra-groups`; user
+//!   `system:bootstrap:<id>`, groups `system:bootstrappers` + the extra ones), static tokens (a
+//!   test's admin), `system:authenticated` for all; 401 `Unauthorized` otherwise. Plain HTTP
+//!   mode (the default) is unchanged: no authentication, every request allowed.
+//! - Secrets (core/v1; `stringData` merged into `data` on create, `type` defaulted to
+//!   `Opaque`); CertificateSigningRequests (`certificates.k8s.io/v1`, `csr`): create, get, list,
+//!   watch, the `/approval` subresource (changes only the conditions) and `/status`, the
+//!   requester written into `spec.username`/`groups` on create, `spec.request`, `signerName`,
+//!   `usages` and `expirationSeconds` validated, `kubectl get csr`'s table ([`csr`]).
+//! - In HTTPS mode, kube-controller-manager's csrapproving and csrsigning controllers for
+//!   `kubernetes.io/kube-apiserver-client-kubelet` ([`csr`]): auto-approval (`AutoApproved`,
+//!   upstream's messages) of valid kubelet client CSRs from `system:bootstrappers` (`nodeclient`)
+//!   and of self renewals from `system:nodes` (`selfnodeclient`); signing with the CA for
+//!   min(`expirationSeconds` (at least 10 min), the cluster signing duration, default one year),
+//!   `notBefore` backdated 5 min (configurable for short test certificates).
+//!
 //! # Not (yet)
-//! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs,
-//!   TokenRequest, the `pods/log`/`exec` subresources: plain HTTP on loopback. The
-//!   accept loop is the one place a TLS acceptor (with the client certificate or token as the
-//!   request's user) goes in front of the same [`handler`] when the bootstrap tests need it.
+//! - Authorization beyond one rule: a `system:bootstrappers` identity may only read discovery
+//!   and create/get/list/watch CSRs (403 with RBAC's message otherwise); any other
+//!   authenticated user may do anything (no RBAC roles or bindings, no Node authorizer, no
+//!   NodeRestriction admission). Anonymous requests are refused (`--anonymous-auth=false`).
+//!   The approver's SubjectAccessReview is that fixed rule too (kubeadm's bindings: `nodeclient`
+//!   for the bootstrappers, `selfnodeclient` for `system:nodes`).
+//! - Other CSR signers (`kube-apiserver-client`, `kubelet-serving`, custom ones) stay pending;
+//!   no `Denied` by a controller; CSR approval conditions are not validated (upstream refuses
+//!   e.g. both Approved and Denied). Secrets: no `stringData` merge on update, no immutability,
+//!   no printer (the default `Name`/`Created At` table). TokenRequest, the `pods/log`/`exec`
+//!   subresources; no TLS session tickets or client-certificate revocation.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
 //!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`);
 //!   protobuf; `limit`/`continue` paging (a list is always complete, which upstream allows);
@@ -63,6 +91,8 @@
 //! - Defaulting beyond the pod and Service fields listed in [`resources`]; validation beyond
 //!   decoding, object names (RFC 1123 / DNS-1035 as upstream) and the pod spec's immutability.
 
+pub mod auth;
+pub mod csr;
 mod discovery;
 pub mod handler;
 pub mod openapi;
@@ -72,6 +102,7 @@ pub mod selector;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -101,6 +132,9 @@ pub struct Options {
     pub history: usize,
     /// Interval between bookmarks on watches that allow them (upstream: about a minute).
     pub bookmark_interval: Duration,
+    /// `Some`: serve HTTPS with authentication and authorization, and run the CSR
+    /// controllers; `None`: plain HTTP, every request anonymous and allowed.
+    pub https: Option<HttpsOptions>,
 }
 
 impl Default for Options {
@@ -108,7 +142,53 @@ impl Default for Options {
         Options {
             history: 1000,
             bookmark_interval: Duration::from_secs(60),
+            https: None,
         }
+    }
+}
+
+/// The HTTPS mode's settings.
+#[derive(Debug, Clone, Default)]
+pub struct HttpsOptions {
+    /// The cluster CA (certificate, key; PEM); `None`: one is generated.
+    pub ca: Option<(String, String)>,
+    /// Static bearer tokens (`--token-auth-file`): token, user, groups.
+    pub static_tokens: Vec<(String, String, Vec<String>)>,
+    /// The CSR signing controller's settings.
+    pub signing: csr::Signing,
+}
+
+/// The HTTPS mode's state: the CA, the TLS configuration, the authenticators.
+#[derive(Debug)]
+pub struct Secure {
+    /// The cluster CA (serving certificate, client certificates, CSR signing).
+    pub ca: Arc<tls::Ca>,
+    tls: Arc<rustls::ServerConfig>,
+    authn: auth::Authenticator,
+    signing: csr::Signing,
+    admin_token: Option<String>,
+}
+
+impl Secure {
+    fn new(o: &HttpsOptions) -> std::io::Result<Secure> {
+        let ca = match &o.ca {
+            Some((cert, key)) => tls::Ca::from_pem(cert, key)?,
+            None => tls::Ca::generate()?,
+        };
+        let serving = ca.serving()?;
+        let tls = ca.server_config(&serving)?;
+        let mut authn = auth::Authenticator::default();
+        for (token, user, groups) in &o.static_tokens {
+            let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+            authn.add_static_token(token, user, &groups);
+        }
+        Ok(Secure {
+            ca: Arc::new(ca),
+            tls,
+            authn,
+            signing: o.signing,
+            admin_token: o.static_tokens.first().map(|t| t.0.clone()),
+        })
     }
 }
 
@@ -117,6 +197,7 @@ impl Default for Options {
 pub struct ApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    secure: Option<Arc<Secure>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -129,6 +210,12 @@ impl ApiServer {
 
     /// Binds `listen` and serves with `opts`.
     pub fn start_with(listen: SocketAddr, opts: Options) -> std::io::Result<ApiServer> {
+        let secure = opts
+            .https
+            .as_ref()
+            .map(Secure::new)
+            .transpose()?
+            .map(Arc::new);
         let std_listener = std::net::TcpListener::bind(listen)?;
         let addr = std_listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -136,11 +223,13 @@ impl ApiServer {
             address: addr.to_string(),
             bookmark_interval: opts.bookmark_interval,
             requests: Mutex::new(BTreeMap::new()),
+            csr_written: tokio::sync::Notify::new(),
         });
         handler::bootstrap(&shared);
         let mut server = ApiServer {
             addr,
             shared,
+            secure,
             stop: None,
             thread: None,
         };
@@ -157,6 +246,7 @@ impl ApiServer {
             .enable_all()
             .build()?;
         let serving = self.shared.clone();
+        let secure = self.secure.clone();
         let thread = std::thread::Builder::new()
             .name("kn-apiserver".into())
             .spawn(move || {
@@ -168,9 +258,16 @@ impl ApiServer {
                             return;
                         }
                     };
+                    if let Some(sec) = &secure {
+                        tokio::spawn(csr::run_controllers(
+                            serving.clone(),
+                            sec.ca.clone(),
+                            sec.signing,
+                        ));
+                    }
                     tokio::select! {
                         _ = stop_rx => {}
-                        _ = accept_loop(listener, serving) => {}
+                        _ = accept_loop(listener, serving, secure) => {}
                     }
                 });
                 // ends every connection, open watches included
@@ -207,15 +304,48 @@ impl ApiServer {
         self.addr
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` in HTTPS mode.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.secure {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
-    /// A kubeconfig for this server (no credentials: it does not authenticate).
+    /// The cluster CA's certificate (PEM) in HTTPS mode.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.secure.as_ref().map(|s| s.ca.cert_pem.as_str())
+    }
+
+    /// The HTTPS mode's state (its CA signs test certificates).
+    pub fn secure(&self) -> Option<&Secure> {
+        self.secure.as_deref()
+    }
+
+    /// A kubeconfig for this server: in plain HTTP mode without credentials (it does not
+    /// authenticate), in HTTPS mode with the CA and the first static token (the admin's).
     pub fn kubeconfig(&self) -> String {
+        let token = self.secure.as_ref().and_then(|s| s.admin_token.clone());
+        self.kubeconfig_with_token(token.as_deref())
+    }
+
+    /// A kubeconfig for this server whose user authenticates with `token` (e.g. a bootstrap
+    /// token: kubeadm's `bootstrap-kubelet.conf`); in HTTPS mode with the CA's data.
+    pub fn kubeconfig_with_token(&self, token: Option<&str>) -> String {
+        use base64::Engine;
+        let ca = match self.ca_pem() {
+            Some(pem) => format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            ),
+            None => String::new(),
+        };
+        let user = match token {
+            Some(t) => format!("\n    token: {t}"),
+            None => " {}".to_string(),
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kn-standin\n  cluster:\n    server: {}\nusers:\n- name: kn-admin\n  user: {{}}\ncontexts:\n- name: kn-standin\n  context:\n    cluster: kn-standin\n    user: kn-admin\n    namespace: default\ncurrent-context: kn-standin\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kn-standin\n  cluster:\n    server: {}{ca}\nusers:\n- name: kn-admin\n  user:{user}\ncontexts:\n- name: kn-standin\n  context:\n    cluster: kn-standin\n    user: kn-admin\n    namespace: default\ncurrent-context: kn-standin\n",
             self.url()
         )
     }
@@ -272,21 +402,73 @@ impl Drop for ApiServer {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    secure: Option<Arc<Secure>>,
+) {
+    let acceptor = secure
+        .as_ref()
+        .map(|s| tokio_rustls::TlsAcceptor::from(s.tls.clone()));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let shared = shared.clone();
+        let secure = secure.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let svc = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(serve(shared, None, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                return;
+            };
+            // A handshake that fails (an unknown CA, a client certificate the CA did not
+            // sign, or expired) closes the connection, as Go's TLS server does.
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| auth::PeerCert::from_der(c));
+            let conn = Arc::new(Conn { secure, peer });
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(serve(shared, req).await) }
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(serve(shared, Some(conn), req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(tls), svc)
                 .await;
         });
+    }
+}
+
+/// An HTTPS connection: the server's authenticators and the client's verified certificate.
+#[derive(Debug)]
+struct Conn {
+    secure: Option<Arc<Secure>>,
+    peer: Option<auth::PeerCert>,
+}
+
+fn verb_of(method: &Method, named: bool, watching: bool) -> &'static str {
+    match *method {
+        Method::GET if named => "get",
+        Method::GET if watching => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
     }
 }
 
@@ -329,8 +511,12 @@ fn ok_json(v: Value) -> Response<Body> {
     })
 }
 
-/// One request.
-async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+/// One request (`conn`: its HTTPS connection; `None` in plain HTTP mode, anonymous).
+async fn serve(
+    shared: Arc<Shared>,
+    conn: Option<Arc<Conn>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let q = parse_query(req.uri().query().unwrap_or(""));
@@ -343,6 +529,7 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     let accept = header("accept");
     let content_type = header("content-type");
+    let authorization = header("authorization");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error_reply(ApiError::bad_request(format!("reading body: {e}"))),
@@ -356,6 +543,42 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or_else(|e| e.into_inner())
         .entry(label)
         .or_default() += 1;
+    let target = parse_target(&segs);
+    // HTTPS mode: authentication, then authorization.
+    let mut identity = None;
+    if let Some(Conn {
+        secure: Some(sec),
+        peer,
+    }) = conn.as_deref()
+    {
+        let id = match sec
+            .authn
+            .authenticate(peer.as_ref(), &authorization, &shared.lock())
+        {
+            Ok(id) => id,
+            Err(e) => return error_reply(e),
+        };
+        let attrs = auth::Attributes {
+            verb: verb_of(
+                &method,
+                target.as_ref().is_some_and(|t| t.name.is_some()),
+                watching,
+            ),
+            resource: target
+                .as_ref()
+                .map(|t| (t.resource().group, t.resource().plural)),
+            subresource: target.as_ref().and_then(|t| t.sub.as_deref()),
+            namespace: target.as_ref().and_then(|t| t.ns.as_deref()),
+            name: target
+                .as_ref()
+                .and_then(|t| t.name.as_deref())
+                .unwrap_or(""),
+        };
+        if let Err(e) = auth::authorize(&id, &attrs) {
+            return error_reply(e);
+        }
+        identity = Some(id);
+    }
     if method == Method::GET {
         match segs.as_slice() {
             ["version"] => return ok_json(discovery::version()),
@@ -388,8 +611,17 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             _ => {}
         }
     }
-    let Some(t) = parse_target(&segs) else {
+    let Some(t) = target else {
         return error_reply(ApiError::no_route());
+    };
+    let is_csr = t.resource().kind == "CertificateSigningRequest";
+    let body = if is_csr && method == Method::POST && t.name.is_none() {
+        match csr::prepare_create(&body, identity.as_ref()) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return error_reply(e),
+        }
+    } else {
+        body
     };
     let want = Want::from(&accept, &q);
     let result = match method {
@@ -408,6 +640,9 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Method::DELETE => handler::delete(&shared, &t, &q, &body),
         _ => Err(ApiError::method_not_allowed()),
     };
+    if is_csr && result.is_ok() && method != Method::GET {
+        shared.csr_written.notify_one();
+    }
     match result {
         Ok(r) => json_reply(r),
         Err(e) => error_reply(e),

@@ -6,8 +6,9 @@
 //! upstream drops them; the dropped field paths feed `fieldValidation` (Strict: 400, Warn: a
 //! `Warning` header).
 
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Map, Value};
 
@@ -219,6 +220,20 @@ pub static RESOURCES: &[Resource] = &[
         decode: roundtrip::<Endpoints>,
     },
     Resource {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        create_on_update: false,
+        field_labels: &["type"],
+        decode: roundtrip::<Secret>,
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         kind: "Lease",
@@ -245,6 +260,20 @@ pub static RESOURCES: &[Resource] = &[
         create_on_update: true,
         field_labels: &[],
         decode: roundtrip::<EndpointSlice>,
+    },
+    Resource {
+        group: "certificates.k8s.io",
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        namespaced: false,
+        short_names: &["csr"],
+        categories: &[],
+        status: true,
+        create_on_update: false,
+        field_labels: &["spec.signerName"],
+        decode: roundtrip::<CertificateSigningRequest>,
     },
 ];
 
@@ -281,6 +310,7 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
             obj["status"] = json!({ "loadBalancer": {} });
             default_service_spec(obj);
         }
+        "Secret" => merge_string_data(obj),
         "Namespace" => {
             let name = obj["metadata"]["name"].clone();
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
@@ -289,6 +319,26 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// A Secret's write-only `stringData` merged into `data` (base64), as upstream's conversion
+/// does; `type` defaulted to `Opaque`.
+fn merge_string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(m) = secret.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(strings)) = m.remove("stringData") {
+        let data = m.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (k, v) in strings {
+            let text = v.as_str().unwrap_or_default();
+            data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+    set_default(m, "type", json!("Opaque"));
 }
 
 fn set_default(obj: &mut Map<String, Value>, key: &str, value: Value) {

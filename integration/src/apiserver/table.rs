@@ -96,6 +96,7 @@ fn columns(kind: &str) -> Vec<Value> {
             col("Holder", "", "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.", 0),
             col("Age", "", AGE, 0),
         ],
+        "CertificateSigningRequest" => super::csr::columns(col, NAME, AGE),
         _ => vec![
             col("Name", "name", NAME, 0),
             json!({"name": "Created At", "type": "date", "format": "", "description": AGE, "priority": 0}),
@@ -179,6 +180,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
                 json!(since(created)),
             ]
         }
+        "CertificateSigningRequest" => super::csr::cells(o, since(created)),
         _ => vec![name, created.clone()],
     }
 }

@@ -14,6 +14,8 @@
 //! by the agent and retries on its own; none ever stops the agent or a pod. The proxy's API
 //! source is the binary's (`src/proxy_api.rs`): the proxy crate uses no other crate of ours.
 
+pub mod bootstrap;
+pub mod certificate;
 pub mod events;
 pub mod lease;
 pub mod mirror;
