@@ -12,6 +12,7 @@
 mod actions;
 pub(crate) mod capacity;
 pub(crate) mod downward;
+pub mod env;
 mod envvars;
 mod exits;
 mod files;
