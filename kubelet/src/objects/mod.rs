@@ -121,10 +121,24 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
 }
 
 /// The ConfigMap and Secret documents of the manifest directory, by namespace and name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FileObjects {
     config_maps: HashMap<(String, String), Arc<ConfigMap>>,
     secrets: HashMap<(String, String), Arc<Secret>>,
+}
+
+impl fmt::Debug for FileObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names only: values may be Secret bytes.
+        let mut cms: Vec<&(String, String)> = self.config_maps.keys().collect();
+        let mut secrets: Vec<&(String, String)> = self.secrets.keys().collect();
+        cms.sort();
+        secrets.sort();
+        f.debug_struct("FileObjects")
+            .field("config_maps", &cms)
+            .field("secrets", &secrets)
+            .finish()
+    }
 }
 
 fn key(namespace: Option<&str>, name: Option<&str>) -> (String, String) {
@@ -345,6 +359,22 @@ impl Notifier {
     /// An object changed.
     pub fn notify(&self) {
         self.0.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+/// A Secret for `Debug` output: its namespace, name, type and keys, never its values.
+pub struct Redacted<'a>(pub &'a Secret);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let keys: Vec<&String> = s.data.iter().flat_map(|d| d.keys()).collect();
+        f.debug_struct("Secret")
+            .field("namespace", &s.metadata.namespace)
+            .field("name", &s.metadata.name)
+            .field("type", &s.type_)
+            .field("keys", &keys)
+            .finish_non_exhaustive()
     }
 }
 
