@@ -7,7 +7,9 @@
 //! `Warning` header).
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Map, Value};
 
@@ -219,6 +221,34 @@ pub static RESOURCES: &[Resource] = &[
         decode: roundtrip::<Endpoints>,
     },
     Resource {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        status: false,
+        create_on_update: false,
+        field_labels: &[],
+        decode: roundtrip::<ConfigMap>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+        create_on_update: false,
+        field_labels: &["type"],
+        decode: roundtrip::<Secret>,
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         kind: "Lease",
@@ -280,6 +310,25 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
         "Service" => {
             obj["status"] = json!({ "loadBalancer": {} });
             default_service_spec(obj);
+        }
+        // Upstream's conversion to the internal type: `stringData` is written into `data`
+        // (base64 on the wire), and the type defaults to Opaque.
+        "Secret" => {
+            if let Some(strings) = obj
+                .as_object_mut()
+                .and_then(|o| o.remove("stringData"))
+                .and_then(|v| v.as_object().cloned())
+            {
+                for (k, v) in strings {
+                    // ByteString serializes as base64, the wire form of `data`.
+                    let bytes =
+                        k8s_openapi::ByteString(v.as_str().unwrap_or("").as_bytes().to_vec());
+                    obj["data"][k] = serde_json::to_value(bytes).unwrap_or_default();
+                }
+            }
+            if obj["type"].as_str().is_none_or(str::is_empty) {
+                obj["type"] = json!("Opaque");
+            }
         }
         "Namespace" => {
             let name = obj["metadata"]["name"].clone();

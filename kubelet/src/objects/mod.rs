@@ -17,6 +17,8 @@
 //!
 //! Secret bytes never leave this module's values: errors name the object, never its content.
 
+pub mod api;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -85,6 +87,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Arc<Secret>, ObjectError>>;
+    /// The objects it keeps now (the CLI lists them); none by default.
+    fn list(&self) -> (Vec<Arc<ConfigMap>>, Vec<Arc<Secret>>) {
+        (Vec::new(), Vec::new())
+    }
 }
 
 /// A service-account token as TokenRequest returns it.
@@ -327,6 +333,19 @@ impl Objects {
             Some(t) => t.token(pod, audience, expiration_seconds).await,
             None => Err(Self::no_api()),
         }
+    }
+
+    /// Every object known now: the manifest directory's, then the API backend's (each sorted by
+    /// namespace and name).
+    pub fn list(&self) -> (Vec<Arc<ConfigMap>>, Vec<Arc<Secret>>) {
+        let files = self.files();
+        let (mut cms, mut secrets) = (files.config_maps(), files.secrets());
+        if let Some(api) = self.api.get() {
+            let (c, s) = api.list();
+            cms.extend(c);
+            secrets.extend(s);
+        }
+        (cms, secrets)
     }
 
     /// The file source's objects now (the CLI lists them).
