@@ -254,6 +254,12 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         let (events_tx, events_rx) =
             tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);
         kubelet.events().set_sink(events_tx);
+        // The API pods' ConfigMaps and Secrets: watched per referenced object.
+        let objects = kubelet.objects();
+        objects.set_api(Arc::new(kubenode_kubelet::objects::api::ApiObjects::new(
+            client.clone(),
+            objects.notifier(),
+        )));
         tokio::spawn(kubenode_kubelet::cluster::events::run(
             client.clone(),
             events_rx,

@@ -1,4 +1,6 @@
-//! `kubenode get pods|events`: kubectl's tables, or the objects as JSON/YAML.
+//! `kubenode get pods|events|services|endpoints|configmaps|secrets`: kubectl's tables, or the
+//! objects as JSON/YAML (ConfigMaps and Secrets as tables and names only: the agent never
+//! serves their values).
 
 use super::AgentRef;
 use crate::print::get::{self as tables, Layout};
@@ -7,7 +9,8 @@ use crate::print::{print_list, print_value, Output};
 /// Options of `kubenode get`.
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// What to list: pods (po), events (ev).
+    /// What to list: pods (po), events (ev), services (svc), endpoints (ep), configmaps (cm),
+    /// secrets.
     pub resource: String,
     /// One object's name.
     pub name: Option<String>,
@@ -141,8 +144,71 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        "configmaps" | "configmap" | "cm" => {
+            let items: Vec<_> = client
+                .config_maps()
+                .await?
+                .into_iter()
+                .filter(|c| in_scope(c.metadata.namespace.as_deref()))
+                .filter(|c| args.name.is_none() || c.metadata.name == args.name)
+                .collect();
+            if let (Some(name), true) = (&args.name, items.is_empty()) {
+                anyhow::bail!("configmaps \"{name}\" not found");
+            }
+            let names = items.iter().map(|c| c.metadata.name.clone().unwrap_or_default());
+            keys_only(args.output, "configmap", names, || {
+                tables::config_maps(&items, now, layout(None))
+            }, &args.namespace)
+        }
+        "secrets" | "secret" => {
+            let items: Vec<_> = client
+                .secrets()
+                .await?
+                .into_iter()
+                .filter(|s| in_scope(s.metadata.namespace.as_deref()))
+                .filter(|s| args.name.is_none() || s.metadata.name == args.name)
+                .collect();
+            if let (Some(name), true) = (&args.name, items.is_empty()) {
+                anyhow::bail!("secrets \"{name}\" not found");
+            }
+            let names = items.iter().map(|s| s.metadata.name.clone().unwrap_or_default());
+            keys_only(args.output, "secret", names, || {
+                tables::secrets(&items, now, layout(None))
+            }, &args.namespace)
+        }
         other => anyhow::bail!(
-            "the server doesn't have a resource type \"{other}\" (kubenode knows pods, events, services and endpoints)"
+            "the server doesn't have a resource type \"{other}\" (kubenode knows pods, events, services, endpoints, configmaps and secrets)"
         ),
+    }
+}
+
+/// Prints ConfigMaps or Secrets: the table, or `-o name`; never their values (`-o json|yaml`
+/// is refused: the agent does not serve them).
+fn keys_only(
+    output: Option<Output>,
+    kind: &str,
+    names: impl Iterator<Item = String>,
+    table: impl FnOnce() -> String,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    match output {
+        Some(Output::Json | Output::Yaml) => anyhow::bail!(
+            "kubenode prints the names and key counts of {kind}s only, never their values (no -o json|yaml)"
+        ),
+        Some(Output::Name) => {
+            for n in names {
+                println!("{kind}/{n}");
+            }
+            Ok(())
+        }
+        _ => {
+            let text = table();
+            if text.lines().count() <= 1 {
+                eprintln!("No resources found in {namespace} namespace.");
+                return Ok(());
+            }
+            print!("{text}");
+            Ok(())
+        }
     }
 }

@@ -242,18 +242,58 @@ fn container(
         .flatten()
         .map(|e| match (&e.value, &e.value_from) {
             (Some(v), _) => format!("{}:  {v}", e.name),
-            (None, Some(from)) => match &from.field_ref {
-                Some(f) => format!(
-                    "{}:   ({}:{})",
-                    e.name,
-                    f.api_version.as_deref().unwrap_or("v1"),
-                    f.field_path
-                ),
-                None => format!("{}:  <set from a source>", e.name),
-            },
+            (None, Some(from)) => {
+                if let Some(f) = &from.field_ref {
+                    format!(
+                        "{}:   ({}:{})",
+                        e.name,
+                        f.api_version.as_deref().unwrap_or("v1"),
+                        f.field_path
+                    )
+                } else if let Some(r) = &from.secret_key_ref {
+                    // kubectl's words; never the value.
+                    format!(
+                        "{}:  <set to the key '{}' in secret '{}'>  Optional: {}",
+                        e.name,
+                        r.key,
+                        r.name,
+                        r.optional == Some(true)
+                    )
+                } else if let Some(r) = &from.config_map_key_ref {
+                    format!(
+                        "{}:  <set to the key '{}' of config map '{}'>  Optional: {}",
+                        e.name,
+                        r.key,
+                        r.name,
+                        r.optional == Some(true)
+                    )
+                } else {
+                    format!("{}:  <set from a source>", e.name)
+                }
+            }
             (None, None) => format!("{}:  ", e.name),
         })
         .collect();
+    // kubectl prints the envFrom sources (when there are any) before the variables.
+    let from: Vec<String> = c
+        .env_from
+        .iter()
+        .flatten()
+        .map(|f| {
+            let (name, kind, optional) = match (&f.config_map_ref, &f.secret_ref) {
+                (Some(r), _) => (r.name.as_str(), "ConfigMap", r.optional == Some(true)),
+                (None, Some(r)) => (r.name.as_str(), "Secret", r.optional == Some(true)),
+                (None, None) => ("", "", false),
+            };
+            match f.prefix.as_deref().filter(|p| !p.is_empty()) {
+                Some(p) => format!("{name}  {kind} with prefix '{p}'  Optional: {optional}"),
+                None => format!("{name}  {kind}  Optional: {optional}"),
+            }
+        })
+        .collect();
+    if !from.is_empty() {
+        list_field(out, "Environment Variables from", &from);
+    }
     list_field(out, "Environment", &env);
     let mounts: Vec<String> = c
         .volume_mounts
@@ -540,6 +580,71 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("Last failure").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn env_sources_as_kubectl_without_values() {
+        use k8s_openapi::api::core::v1::{
+            ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource,
+            SecretEnvSource, SecretKeySelector,
+        };
+        let pod = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    env_from: Some(vec![
+                        EnvFromSource {
+                            config_map_ref: Some(ConfigMapEnvSource {
+                                name: "cfg".into(),
+                                optional: None,
+                            }),
+                            ..Default::default()
+                        },
+                        EnvFromSource {
+                            secret_ref: Some(SecretEnvSource {
+                                name: "creds".into(),
+                                optional: Some(true),
+                            }),
+                            prefix: Some("S_".into()),
+                            ..Default::default()
+                        },
+                    ]),
+                    env: Some(vec![
+                        EnvVar {
+                            name: "MODE".into(),
+                            value_from: Some(EnvVarSource {
+                                config_map_key_ref: Some(ConfigMapKeySelector {
+                                    name: "cfg".into(),
+                                    key: "mode".into(),
+                                    optional: None,
+                                }),
+                                ..Default::default()
+                            }),
+                            value: None,
+                        },
+                        EnvVar {
+                            name: "PW".into(),
+                            value_from: Some(EnvVarSource {
+                                secret_key_ref: Some(SecretKeySelector {
+                                    name: "creds".into(),
+                                    key: "password".into(),
+                                    optional: Some(true),
+                                }),
+                                ..Default::default()
+                            }),
+                            value: None,
+                        },
+                    ]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let text = describe_pod(&pod, &[], now);
+        let want = "    Environment Variables from:\n      cfg  ConfigMap  Optional: false\n      creds  Secret with prefix 'S_'  Optional: true\n    Environment:\n      MODE:  <set to the key 'mode' of config map 'cfg'>  Optional: false\n      PW:  <set to the key 'password' in secret 'creds'>  Optional: true\n";
+        assert!(text.contains(want), "{text}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The tables of `kubenode get pods|events|services|endpoints` (kubectl's columns; the rows
+//! The tables of `kubenode get pods|events|services|endpoints|configmaps|secrets` (kubectl's
+//! columns; the rows
 //! of pods and events come from the kubelet's `status` and `events` modules, which the node
 //! API's own views share).
 
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kubenode_kubelet::events::{event_row, EVENT_COLUMNS};
 use kubenode_kubelet::status::{pod_row, POD_COLUMNS, POD_WIDE_COLUMNS};
@@ -94,6 +95,56 @@ pub fn services(items: &[Service], now: Timestamp, layout: Layout) -> String {
         .map(|s| {
             let ns = s.metadata.namespace.clone().unwrap_or_default();
             (service_row(s, now, layout.wide), ns)
+        })
+        .unzip();
+    with_namespace(layout, &mut header, &mut rows, &ns);
+    table::render(&header, &rows)
+}
+
+fn age(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    now: Timestamp,
+) -> String {
+    meta.creation_timestamp.as_ref().map_or_else(
+        || "<unknown>".into(),
+        |t| kubenode_kubelet::status::human_duration(now.as_second() - t.0.as_second()),
+    )
+}
+
+/// `kubenode get configmaps`: NAME DATA AGE, as kubectl's `printConfigMap` (DATA counts the
+/// keys of `data` and `binaryData`; values are never printed).
+pub fn config_maps(items: &[ConfigMap], now: Timestamp, layout: Layout) -> String {
+    let mut header = vec!["NAME", "DATA", "AGE"];
+    let (mut rows, ns): (Vec<Vec<String>>, Vec<String>) = items
+        .iter()
+        .map(|c| {
+            let n = c.data.as_ref().map_or(0, |d| d.len())
+                + c.binary_data.as_ref().map_or(0, |d| d.len());
+            let cells = vec![
+                c.metadata.name.clone().unwrap_or_default(),
+                n.to_string(),
+                age(&c.metadata, now),
+            ];
+            (cells, c.metadata.namespace.clone().unwrap_or_default())
+        })
+        .unzip();
+    with_namespace(layout, &mut header, &mut rows, &ns);
+    table::render(&header, &rows)
+}
+
+/// `kubenode get secrets`: NAME TYPE DATA AGE, as kubectl's `printSecret` (never a value).
+pub fn secrets(items: &[Secret], now: Timestamp, layout: Layout) -> String {
+    let mut header = vec!["NAME", "TYPE", "DATA", "AGE"];
+    let (mut rows, ns): (Vec<Vec<String>>, Vec<String>) = items
+        .iter()
+        .map(|s| {
+            let cells = vec![
+                s.metadata.name.clone().unwrap_or_default(),
+                s.type_.clone().unwrap_or_default(),
+                s.data.as_ref().map_or(0, |d| d.len()).to_string(),
+                age(&s.metadata, now),
+            ];
+            (cells, s.metadata.namespace.clone().unwrap_or_default())
         })
         .unzip();
     with_namespace(layout, &mut header, &mut rows, &ns);

@@ -10,7 +10,7 @@
 //!   kubectl falls back to them from aggregated discovery), `/version`, `/healthz`,
 //!   `/livez`, `/readyz`.
 //! - Resources: namespaces, nodes (+status), pods (+status), events, services (+status),
-//!   endpoints (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
+//!   endpoints, configmaps, secrets (`stringData` merged into `data` on create) (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
 //!   Every write is decoded as the `k8s-openapi` type: a body that does not decode is a 400
 //!   `<Kind> in version "v1" cannot be handled as a <Kind>: ...`; unknown fields are dropped,
 //!   and with `fieldValidation=Strict` (what `kubectl create` sends) rejected with

@@ -8,7 +8,9 @@
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Map, Value};
 
@@ -218,6 +220,20 @@ pub static RESOURCES: &[Resource] = &[
         create_on_update: true,
         field_labels: &[],
         decode: roundtrip::<Endpoints>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        status: false,
+        create_on_update: false,
+        field_labels: &[],
+        decode: roundtrip::<ConfigMap>,
     },
     Resource {
         group: "",

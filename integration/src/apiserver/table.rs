@@ -1,6 +1,6 @@
 //! Server-side `meta.k8s.io/v1` Tables, what `kubectl get` asks for
 //! (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`). Every served kind (pods, nodes,
-//! namespaces, services, endpoints, endpointslices, events, leases) is
+//! namespaces, services, endpoints, configmaps, secrets, endpointslices, events, leases) is
 //! printed as upstream's `pkg/printers/internalversion/printers.go` does (the server always
 //! computes the wide columns; kubectl hides `priority: 1` ones without `-o wide`); a kind added
 //! without a printer gets upstream's default table convertor (`Name`, `Created At`).
@@ -91,6 +91,17 @@ fn columns(kind: &str) -> Vec<Value> {
             col("Endpoints", "", "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.", 0),
             col("Age", "", AGE, 0),
         ],
+        "ConfigMap" => vec![
+            col("Name", "name", NAME, 0),
+            col("Data", "", "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.", 0),
+            col("Age", "", AGE, 0),
+        ],
+        "Secret" => vec![
+            col("Name", "name", NAME, 0),
+            col("Type", "", "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types", 0),
+            col("Data", "", "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4", 0),
+            col("Age", "", AGE, 0),
+        ],
         "Lease" => vec![
             col("Name", "name", NAME, 0),
             col("Holder", "", "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.", 0),
@@ -159,6 +170,16 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
         "Service" => service_cells(o),
         "Event" => event_cells(o),
         "Endpoints" => vec![name, json!(format_endpoints(o)), json!(since(created))],
+        // Upstream prints the number of keys (data plus binaryData for ConfigMaps), never values.
+        "ConfigMap" => {
+            let n = o["data"].as_object().map_or(0, |m| m.len())
+                + o["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), json!(since(created))]
+        }
+        "Secret" => {
+            let n = o["data"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(s(&o["type"])), json!(n), json!(since(created))]
+        }
         "EndpointSlice" => {
             let ports: Vec<String> = arr(&o["ports"])
                 .iter()

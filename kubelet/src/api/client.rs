@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use serde::de::DeserializeOwned;
 
 use super::{ContainerRef, ExecRequest, ExecResponse};
@@ -156,6 +156,16 @@ impl ApiClient {
     /// `GET /services`.
     pub async fn services(&self) -> Result<Vec<Service>, ClientError> {
         Ok(self.get::<List<Service>>("/services").await?.items)
+    }
+
+    /// `GET /configmaps` (keys only, no values).
+    pub async fn config_maps(&self) -> Result<Vec<ConfigMap>, ClientError> {
+        Ok(self.get::<List<ConfigMap>>("/configmaps").await?.items)
+    }
+
+    /// `GET /secrets` (keys only, no values).
+    pub async fn secrets(&self) -> Result<Vec<Secret>, ClientError> {
+        Ok(self.get::<List<Secret>>("/secrets").await?.items)
     }
 
     /// `GET /endpoints`.

@@ -7,7 +7,7 @@
 //!   PodList with status, as the kubelet's);
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
 //!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
-//!   `/endpoints` and `POST /exec`.
+//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values) and `POST /exec`.
 //!
 //! Both listeners close a connection whose request head does not arrive within a timeout
 //! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use serde::{Deserialize, Serialize};
 
 /// A boxed future, for the one async method of [`NodeView`].
@@ -53,6 +53,51 @@ pub trait NodeView: Send + Sync + 'static {
     fn endpoints(&self) -> Vec<Endpoints> {
         Vec::new()
     }
+    /// The ConfigMaps the node knows, their values removed (see [`without_values`]).
+    fn config_maps(&self) -> Vec<ConfigMap> {
+        Vec::new()
+    }
+    /// The Secrets the node knows, their values removed (see [`without_values`]).
+    fn secrets(&self) -> Vec<Secret> {
+        Vec::new()
+    }
+}
+
+/// A ConfigMap or Secret as the node API serves it: metadata, type and keys, each value
+/// replaced by an empty one. The API never serves a value: `kubenode get` prints names and key
+/// counts only.
+pub trait WithoutValues {
+    /// The object with empty values.
+    fn without_values(&self) -> Self;
+}
+
+impl WithoutValues for ConfigMap {
+    fn without_values(&self) -> Self {
+        let mut c = self.clone();
+        for v in c.data.iter_mut().flat_map(|d| d.values_mut()) {
+            v.clear();
+        }
+        for v in c.binary_data.iter_mut().flat_map(|d| d.values_mut()) {
+            v.0.clear();
+        }
+        c
+    }
+}
+
+impl WithoutValues for Secret {
+    fn without_values(&self) -> Self {
+        let mut s = self.clone();
+        for v in s.data.iter_mut().flat_map(|d| d.values_mut()) {
+            v.0.clear();
+        }
+        s.string_data = None;
+        s
+    }
+}
+
+/// `o` with its values removed.
+pub fn without_values<T: WithoutValues>(o: &T) -> T {
+    o.without_values()
 }
 
 /// A container of a pod, as the API addresses it.

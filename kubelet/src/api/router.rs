@@ -72,6 +72,18 @@ async fn route(
             "metadata": {},
             "items": view.services(),
         }))),
+        (&Method::GET, ["configmaps"], Listener::Socket) => Ok(json(&serde_json::json!({
+            "kind": "ConfigMapList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": view.config_maps(),
+        }))),
+        (&Method::GET, ["secrets"], Listener::Socket) => Ok(json(&serde_json::json!({
+            "kind": "SecretList",
+            "apiVersion": "v1",
+            "metadata": {},
+            "items": view.secrets(),
+        }))),
         (&Method::GET, ["endpoints"], Listener::Socket) => Ok(json(&serde_json::json!({
             "kind": "EndpointsList",
             "apiVersion": "v1",

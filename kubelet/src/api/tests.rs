@@ -221,7 +221,37 @@ async fn read_only_port_serves_only_healthz_and_pods() {
     assert_eq!(get("/containerLogs/default/web").await.0, 404);
     assert_eq!(get("/containerLogs/default/web/app").await.0, 404);
     assert_eq!(get("/services").await.0, 404);
+    assert_eq!(get("/configmaps").await.0, 404);
+    assert_eq!(get("/secrets").await.0, 404);
     task.abort();
+}
+
+#[test]
+fn config_maps_and_secrets_are_served_without_values() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::ByteString;
+    let cm = ConfigMap {
+        data: Some([("mode".to_string(), "fast".to_string())].into()),
+        binary_data: Some([("blob".to_string(), ByteString(vec![1, 2]))].into()),
+        ..Default::default()
+    };
+    let served = serde_json::to_string(&without_values(&cm)).unwrap();
+    assert!(
+        served.contains("\"mode\":\"\"") && served.contains("\"blob\":\"\""),
+        "{served}"
+    );
+    let secret = Secret {
+        type_: Some("Opaque".into()),
+        data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
+        string_data: Some([("user".to_string(), "root".to_string())].into()),
+        ..Default::default()
+    };
+    let served = serde_json::to_string(&without_values(&secret)).unwrap();
+    assert!(served.contains("\"password\":\"\""), "{served}");
+    assert!(
+        !served.contains("aHVudGVyMg") && !served.contains("root"),
+        "{served}"
+    );
 }
 
 /// Reads from `stream` until EOF or an error (the server closed it), bounded by `limit`.

@@ -397,11 +397,17 @@ mod tests {
         let s = combine(None, &api, &mut errors);
         assert!(s.incomplete);
         assert_eq!(s.pods.len(), 1);
-        let file = Snapshot::default();
+        // The file source's ConfigMaps and Secrets (the static pods') go through with it.
+        let file = Snapshot {
+            config_maps: vec![Default::default()],
+            secrets: vec![Default::default()],
+            ..Default::default()
+        };
         assert!(combine(Some(&file), &api, &mut errors).incomplete);
         api.listed = true;
         let s = combine(Some(&file), &api, &mut errors);
         assert!(!s.incomplete);
         assert_eq!(s.pods[0].metadata.uid.as_deref(), Some("u1"));
+        assert_eq!((s.config_maps.len(), s.secrets.len()), (1, 1));
     }
 }

@@ -12,6 +12,7 @@
 mod actions;
 pub(crate) mod capacity;
 pub(crate) mod downward;
+pub mod env;
 mod envvars;
 mod exits;
 mod files;
@@ -543,6 +544,21 @@ impl NodeView for Kubelet {
 
     fn endpoints(&self) -> Vec<Endpoints> {
         self.deps.pods.known_services().1
+    }
+
+    fn config_maps(&self) -> Vec<k8s_openapi::api::core::v1::ConfigMap> {
+        let (cms, _) = self.deps.objects.list();
+        cms.iter()
+            .map(|c| crate::api::without_values(&**c))
+            .collect()
+    }
+
+    fn secrets(&self) -> Vec<k8s_openapi::api::core::v1::Secret> {
+        let (_, secrets) = self.deps.objects.list();
+        secrets
+            .iter()
+            .map(|s| crate::api::without_values(&**s))
+            .collect()
     }
 
     fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError> {

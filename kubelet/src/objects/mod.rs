@@ -17,6 +17,8 @@
 //!
 //! Secret bytes never leave this module's values: errors name the object, never its content.
 
+pub mod api;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -85,6 +87,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Arc<Secret>, ObjectError>>;
+    /// The objects it keeps now (the CLI lists them); none by default.
+    fn list(&self) -> (Vec<Arc<ConfigMap>>, Vec<Arc<Secret>>) {
+        (Vec::new(), Vec::new())
+    }
 }
 
 /// A service-account token as TokenRequest returns it.
@@ -121,10 +127,24 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
 }
 
 /// The ConfigMap and Secret documents of the manifest directory, by namespace and name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FileObjects {
     config_maps: HashMap<(String, String), Arc<ConfigMap>>,
     secrets: HashMap<(String, String), Arc<Secret>>,
+}
+
+impl fmt::Debug for FileObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names only: values may be Secret bytes.
+        let mut cms: Vec<&(String, String)> = self.config_maps.keys().collect();
+        let mut secrets: Vec<&(String, String)> = self.secrets.keys().collect();
+        cms.sort();
+        secrets.sort();
+        f.debug_struct("FileObjects")
+            .field("config_maps", &cms)
+            .field("secrets", &secrets)
+            .finish()
+    }
 }
 
 fn key(namespace: Option<&str>, name: Option<&str>) -> (String, String) {
@@ -315,6 +335,19 @@ impl Objects {
         }
     }
 
+    /// Every object known now: the manifest directory's, then the API backend's (each sorted by
+    /// namespace and name).
+    pub fn list(&self) -> (Vec<Arc<ConfigMap>>, Vec<Arc<Secret>>) {
+        let files = self.files();
+        let (mut cms, mut secrets) = (files.config_maps(), files.secrets());
+        if let Some(api) = self.api.get() {
+            let (c, s) = api.list();
+            cms.extend(c);
+            secrets.extend(s);
+        }
+        (cms, secrets)
+    }
+
     /// The file source's objects now (the CLI lists them).
     pub fn files(&self) -> Arc<FileObjects> {
         crate::node::lock(&self.files, "objects").clone()
@@ -345,6 +378,22 @@ impl Notifier {
     /// An object changed.
     pub fn notify(&self) {
         self.0.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+/// A Secret for `Debug` output: its namespace, name, type and keys, never its values.
+pub struct Redacted<'a>(pub &'a Secret);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let keys: Vec<&String> = s.data.iter().flat_map(|d| d.keys()).collect();
+        f.debug_struct("Secret")
+            .field("namespace", &s.metadata.namespace)
+            .field("name", &s.metadata.name)
+            .field("type", &s.type_)
+            .field("keys", &keys)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Decoding one manifest file: YAML (one or more documents) or JSON, each
-//! document a Pod, Service, Endpoints, EndpointSlice (`discovery.k8s.io/v1`) or a List of them.
+//! document a Pod, Service, Endpoints, EndpointSlice (`discovery.k8s.io/v1`), ConfigMap, Secret
+//! or a List of them. A Secret's `stringData` is merged into `data` as the API server does, and a
+//! Secret's decoding errors never show a value.
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -13,6 +15,33 @@ pub(super) enum Object {
     Service(Box<Service>),
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
+    ConfigMap(Box<ConfigMap>),
+    Secret(SecretDoc),
+}
+
+/// A Secret whose `Debug` shows no value.
+#[derive(Clone, PartialEq)]
+pub(super) struct SecretDoc(pub Box<Secret>);
+
+impl std::fmt::Debug for SecretDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::objects::Redacted(&self.0).fmt(f)
+    }
+}
+
+/// A Secret as the API server stores it: `stringData` merged into `data` (a `stringData` key
+/// wins), `type` defaulted to `Opaque`.
+pub(super) fn normalize_secret(mut s: Secret) -> Secret {
+    if let Some(strings) = s.string_data.take() {
+        let data = s.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+    if s.type_.as_deref().is_none_or(str::is_empty) {
+        s.type_ = Some("Opaque".into());
+    }
+    s
 }
 
 /// A problem with one document: optional field path and reason.
@@ -84,6 +113,7 @@ fn decode_value(
     let core = api_version == "v1";
     let object = match kind.as_str() {
         "List" | "PodList" | "ServiceList" | "EndpointsList" | "EndpointSliceList"
+        | "ConfigMapList" | "SecretList"
             if item.is_none() =>
         {
             let items = map
@@ -96,7 +126,7 @@ fn decode_value(
             }
             return;
         }
-        "Pod" | "Service" | "Endpoints" if !core => {
+        "Pod" | "Service" | "Endpoints" | "ConfigMap" | "Secret" if !core => {
             errs.push(err(
                 Some(format!("{prefix}apiVersion")),
                 format!("{kind} must have apiVersion \"v1\", not {api_version:?}"),
@@ -116,10 +146,27 @@ fn decode_value(
         "Pod" => typed::<Pod>(v, &prefix).map(|p| Object::Pod(Box::new(p))),
         "Service" => typed::<Service>(v, &prefix).map(|s| Object::Service(Box::new(s))),
         "Endpoints" => typed::<Endpoints>(v, &prefix).map(|e| Object::Endpoints(Box::new(e))),
+        "ConfigMap" => typed::<ConfigMap>(v, &prefix).map(|c| Object::ConfigMap(Box::new(c))),
+        "Secret" => typed::<Secret>(v, &prefix)
+            .map(|s| Object::Secret(SecretDoc(Box::new(normalize_secret(s)))))
+            .map_err(|(field, reason)| {
+                // serde's messages quote what they could not take ("invalid type: integer
+                // `5`", a base64 decoder's offending byte): a value's are not shown.
+                let in_values = field.as_deref().is_none_or(|f| {
+                    let f = f.strip_prefix(&prefix).unwrap_or(f);
+                    f.starts_with("data") || f.starts_with("stringData")
+                });
+                if in_values {
+                    let reason = "invalid value: `data` holds base64 strings and `stringData` strings (the value is not shown)".to_string();
+                    (field, reason)
+                } else {
+                    (field, reason)
+                }
+            }),
         other => {
             errs.push(err(
                 Some(format!("{prefix}kind")),
-                format!("kind {other:?} is not supported in a manifest directory (Pod, Service, Endpoints, EndpointSlice or List)"),
+                format!("kind {other:?} is not supported in a manifest directory (Pod, Service, Endpoints, EndpointSlice, ConfigMap, Secret or List)"),
             ));
             return;
         }

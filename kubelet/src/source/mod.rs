@@ -3,7 +3,8 @@
 //! recursed, at most 10 MiB, YAML or JSON, one or more documents each
 //! (also `kind: List`). Pods become static pods (name `<name>-<node>`, UID
 //! from a content hash, config annotations, API defaults, validated);
-//! Services, Endpoints and EndpointSlices are collected for the proxy. A bad file or
+//! Services, Endpoints and EndpointSlices are collected for the proxy, ConfigMaps and Secrets
+//! (validated as the API server does) for the static pods that reference them. A bad file or
 //! document yields a [`SourceError`] and the rest still load.
 //!
 //! Each read produces a full [`Snapshot`]; the consumer diffs by pod UID:
@@ -44,8 +45,9 @@ pub const CONFIG_MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// The source name of this source.
 pub const FILE_SOURCE: &str = "file";
 
-/// Everything one read of the manifest directory found.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything one read of the manifest directory found. Its `Debug` shows the Secrets' names
+/// and keys, never their values.
+#[derive(Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Valid static pods, in file order.
     pub pods: Vec<Pod>,
@@ -67,6 +69,22 @@ pub struct Snapshot {
     /// still be wanted, so the kubelet tears down no orphan. Always `false` from the file
     /// source alone.
     pub incomplete: bool,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets: Vec<_> = self.secrets.iter().map(crate::objects::Redacted).collect();
+        f.debug_struct("Snapshot")
+            .field("pods", &self.pods)
+            .field("services", &self.services)
+            .field("endpoints", &self.endpoints)
+            .field("endpoint_slices", &self.endpoint_slices)
+            .field("config_maps", &self.config_maps)
+            .field("secrets", &secrets)
+            .field("errors", &self.errors)
+            .field("incomplete", &self.incomplete)
+            .finish()
+    }
 }
 
 /// One problem with one file or document.

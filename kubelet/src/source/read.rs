@@ -1,11 +1,12 @@
 //! One full read of the manifest directory.
 
-use super::decode::{decode_file, Object};
+use super::decode::{decode_file, Object, SecretDoc};
 use super::{make_static_pod, Snapshot, SourceError, MAX_MANIFEST_SIZE};
 use crate::validation::{
-    validate_endpoint_slice, validate_endpoints, validate_pod, validate_service, FieldError,
+    validate_config_map, validate_endpoint_slice, validate_endpoints, validate_pod,
+    validate_secret, validate_service, FieldError,
 };
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -126,6 +127,18 @@ enum Entry {
         item: Option<usize>,
         key: String,
         object: Result<Box<EndpointSlice>, Vec<SourceError>>,
+    },
+    ConfigMap {
+        document: usize,
+        item: Option<usize>,
+        key: String,
+        object: Result<Box<ConfigMap>, Vec<SourceError>>,
+    },
+    Secret {
+        document: usize,
+        item: Option<usize>,
+        key: String,
+        object: Result<SecretDoc, Vec<SourceError>>,
     },
 }
 
@@ -497,6 +510,8 @@ fn count_names(defined: &mut HashMap<String, u32>, entries: &[Entry], by: i32) {
             Entry::Service { key, .. } => format!("Service/{key}"),
             Entry::Endpoints { key, .. } => format!("Endpoints/{key}"),
             Entry::EndpointSlice { key, .. } => format!("EndpointSlice/{key}"),
+            Entry::ConfigMap { key, .. } => format!("ConfigMap/{key}"),
+            Entry::Secret { key, .. } => format!("Secret/{key}"),
         };
         if by > 0 {
             *defined.entry(name).or_default() += 1;
@@ -676,6 +691,30 @@ fn assemble(file: &Path, entries: &[Entry], seen: &mut Seen, snap: &mut Snapshot
                     Err(errs) => snap.errors.extend(errs.iter().cloned()),
                 },
             },
+            Entry::ConfigMap {
+                document,
+                item,
+                key,
+                object,
+            } => match duplicate(&mut seen.config_maps, key, file) {
+                Some(fe) => snap.errors.push(field_error(file, *document, *item, &fe)),
+                None => match object {
+                    Ok(cm) => snap.config_maps.push((**cm).clone()),
+                    Err(errs) => snap.errors.extend(errs.iter().cloned()),
+                },
+            },
+            Entry::Secret {
+                document,
+                item,
+                key,
+                object,
+            } => match duplicate(&mut seen.secrets, key, file) {
+                Some(fe) => snap.errors.push(field_error(file, *document, *item, &fe)),
+                None => match object {
+                    Ok(s) => snap.secrets.push((*s.0).clone()),
+                    Err(errs) => snap.errors.extend(errs.iter().cloned()),
+                },
+            },
         }
     }
 }
@@ -686,14 +725,17 @@ fn field_error(file: &Path, document: usize, item: Option<usize>, fe: &FieldErro
         .strip_prefix(&format!("{}: ", fe.field))
         .unwrap_or(&full)
         .to_owned();
+    // An error of the whole object (a ConfigMap too large) names no field.
     let field = match item {
-        Some(i) => format!("items[{i}].{}", fe.field),
-        None => fe.field.clone(),
+        Some(i) if fe.field.is_empty() => Some(format!("items[{i}]")),
+        Some(i) => Some(format!("items[{i}].{}", fe.field)),
+        None if fe.field.is_empty() => None,
+        None => Some(fe.field.clone()),
     };
     SourceError {
         file: file.into(),
         document: Some(document),
-        field: Some(field),
+        field,
         reason,
     }
 }
@@ -833,6 +875,42 @@ fn read_file(file: &Path, text: &str, node: &str, seen_at: Timestamp) -> Vec<Ent
                     object,
                 });
             }
+            Object::ConfigMap(mut cm) => {
+                default_meta(&mut cm.metadata);
+                if let Some(fe) = check_name(&cm.metadata) {
+                    out.push(Entry::Error(fail(&fe)));
+                    continue;
+                }
+                let key = meta_key(&cm.metadata);
+                let object = match validate_config_map(&cm) {
+                    Ok(()) => Ok(cm),
+                    Err(errs) => Err(errs.0.iter().map(fail).collect()),
+                };
+                out.push(Entry::ConfigMap {
+                    document: d.document,
+                    item: d.item,
+                    key,
+                    object,
+                });
+            }
+            Object::Secret(mut secret) => {
+                default_meta(&mut secret.0.metadata);
+                if let Some(fe) = check_name(&secret.0.metadata) {
+                    out.push(Entry::Error(fail(&fe)));
+                    continue;
+                }
+                let key = meta_key(&secret.0.metadata);
+                let object = match validate_secret(&secret.0) {
+                    Ok(()) => Ok(secret),
+                    Err(errs) => Err(errs.0.iter().map(fail).collect()),
+                };
+                out.push(Entry::Secret {
+                    document: d.document,
+                    item: d.item,
+                    key,
+                    object,
+                });
+            }
         }
     }
     out
@@ -845,6 +923,8 @@ struct Seen {
     services: HashMap<String, PathBuf>,
     endpoints: HashMap<String, PathBuf>,
     endpoint_slices: HashMap<String, PathBuf>,
+    config_maps: HashMap<String, PathBuf>,
+    secrets: HashMap<String, PathBuf>,
 }
 
 /// Records `key` (`namespace/name`) as taken, or reports the duplicate.

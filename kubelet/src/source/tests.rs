@@ -851,3 +851,88 @@ fn endpoint_slices_are_read_validated_and_diffed() {
         [("default".to_string(), "web-1".to_string())]
     );
 }
+
+#[test]
+fn config_maps_and_secrets_are_decoded_and_validated() {
+    // c3VwZXJzZWNyZXQ= is "supersecret".
+    let good = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {mode: fast}\nbinaryData: {blob: AAE=}\nimmutable: true\n---\n\
+                apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: team}\ndata: {password: c3VwZXJzZWNyZXQ=, user: YWRtaW4=}\nstringData: {user: root}\n---\n\
+                apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: pull}, type: kubernetes.io/dockerconfigjson, stringData: {.dockerconfigjson: '{\"auths\":{}}'}}\n";
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad}\ndata: {k: v}\n---\n\
+               apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dup-keys}\ndata: {k: v, 'a/b': x}\nbinaryData: {k: AA==}\n---\n\
+               apiVersion: v1\nkind: Secret\nmetadata: {name: typed}\ntype: kubernetes.io/dockerconfigjson\ndata: {other: c3VwZXJzZWNyZXQ=}\n---\n\
+               apiVersion: v1\nkind: Secret\nmetadata: {name: not-base64}\ndata: {password: 'supersecret!'}\n---\n\
+               apiVersion: v1\nkind: Secret\nmetadata: {name: not-a-string}\nstringData: {password: [supersecret]}\n---\n\
+               apiVersion: v2\nkind: Secret\nmetadata: {name: v2}\n";
+    let d = dir_with(&[
+        ("a-good.yaml", good),
+        ("b-bad.yaml", bad),
+        (
+            "c-dup.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\n",
+        ),
+    ]);
+    let s = read(d.path());
+    assert_eq!(s.config_maps.len(), 1);
+    let cm = &s.config_maps[0];
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(cm.data.as_ref().unwrap()["mode"], "fast");
+    assert_eq!(cm.binary_data.as_ref().unwrap()["blob"].0, [0, 1]);
+    assert_eq!(cm.immutable, Some(true));
+    let names: Vec<_> = s
+        .secrets
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.namespace.clone().unwrap(),
+                s.metadata.name.clone().unwrap(),
+                s.type_.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "team".to_string(),
+                "creds".to_string(),
+                "Opaque".to_string()
+            ),
+            (
+                "default".into(),
+                "pull".into(),
+                "kubernetes.io/dockerconfigjson".into()
+            )
+        ]
+    );
+    // stringData is merged into data, and wins.
+    let creds = s.secrets[0].data.as_ref().unwrap();
+    assert_eq!(creds["password"].0, b"supersecret");
+    assert_eq!(creds["user"].0, b"root");
+    assert!(s.secrets[0].string_data.is_none());
+    let errs: Vec<String> = s.errors.iter().map(ToString::to_string).collect();
+    let want = [
+        ("b-bad.yaml (document 0): metadata.name: Invalid value: \"Bad\": a lowercase RFC 1123 subdomain"),
+        ("b-bad.yaml (document 1): data[a/b]: Invalid value: \"a/b\": a valid config key"),
+        ("b-bad.yaml (document 1): data[k]: Invalid value: \"k\": duplicate of key present in binaryData"),
+        ("b-bad.yaml (document 2): data[.dockerconfigjson]: Required value"),
+        ("b-bad.yaml (document 3): data.password: invalid value"),
+        ("b-bad.yaml (document 4): stringData.password: invalid value"),
+        ("b-bad.yaml (document 5): apiVersion: Secret must have apiVersion \"v1\""),
+        ("c-dup.yaml (document 0): metadata.name: Invalid value: \"default/app-config\": already defined in"),
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e.contains(w)), "{w:?} not in {errs:#?}");
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    // No value in any error or in the snapshot's Debug.
+    let shown = format!("{errs:?} {s:?}");
+    assert!(
+        !shown.contains("supersecret") && !shown.contains("c3VwZXJzZWNyZXQ"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("creds") && shown.contains("password"),
+        "{shown}"
+    );
+}

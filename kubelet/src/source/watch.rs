@@ -118,7 +118,8 @@ impl Watcher {
     }
 
     /// Gives each object the time of its first read: pods in `creationTimestamp` and the
-    /// `config.seen` annotation, Services and Endpoints in `creationTimestamp`.
+    /// `config.seen` annotation, Services, Endpoints, ConfigMaps and Secrets in
+    /// `creationTimestamp`.
     fn stamp(&mut self, mut snap: Snapshot, now: Timestamp) -> Snapshot {
         // First read of each object still present: pods by UID, Services and Endpoints by
         // `kind/namespace/name`.
@@ -146,7 +147,13 @@ impl Watcher {
                 snap.endpoints
                     .iter_mut()
                     .map(|e| ("Endpoints", &mut e.metadata)),
-            );
+            )
+            .chain(
+                snap.config_maps
+                    .iter_mut()
+                    .map(|c| ("ConfigMap", &mut c.metadata)),
+            )
+            .chain(snap.secrets.iter_mut().map(|s| ("Secret", &mut s.metadata)));
         for (kind, meta) in metas {
             let first = first_seen(seen_key(kind, meta));
             meta.creation_timestamp.get_or_insert(Time(first));

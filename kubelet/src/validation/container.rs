@@ -345,29 +345,57 @@ fn env(c: &Container, f: &str, errs: &mut Errors) {
                 }
             }
         }
-        if vf.config_map_key_ref.is_some() {
-            errs.push(FieldError::forbidden(
-                format!("{vff}.configMapKeyRef"),
-                "static pods may not reference configmaps",
-            ));
+        if let Some(r) = &vf.config_map_key_ref {
+            key_selector(&r.name, &r.key, &format!("{vff}.configMapKeyRef"), errs);
         }
-        if vf.secret_key_ref.is_some() {
-            errs.push(FieldError::forbidden(
-                format!("{vff}.secretKeyRef"),
-                "static pods may not reference secrets",
-            ));
+        if let Some(r) = &vf.secret_key_ref {
+            key_selector(&r.name, &r.key, &format!("{vff}.secretKeyRef"), errs);
         }
     }
     for (i, ef) in c.env_from.iter().flatten().enumerate() {
-        let what = if ef.secret_ref.is_some() {
-            "secrets"
-        } else {
-            "configmaps"
-        };
-        errs.push(FieldError::forbidden(
-            format!("{f}.envFrom[{i}]"),
-            format!("static pods may not reference {what}"),
-        ));
+        let idx = format!("{f}.envFrom[{i}]");
+        if let Some(p) = ef.prefix.as_deref().filter(|p| !p.is_empty()) {
+            errs.name(&format!("{idx}.prefix"), p, env_var_name_errors(p));
+        }
+        let refs = [
+            ef.config_map_ref
+                .as_ref()
+                .map(|r| (r.name.as_str(), "configMapRef")),
+            ef.secret_ref
+                .as_ref()
+                .map(|r| (r.name.as_str(), "secretRef")),
+        ];
+        for (name, field) in refs.iter().flatten() {
+            let nf = format!("{idx}.{field}.name");
+            if name.is_empty() {
+                errs.push(FieldError::required(nf, ""));
+            } else {
+                errs.name(&nf, name, dns1123_subdomain_errors(name));
+            }
+        }
+        match refs.iter().flatten().count() {
+            0 => errs.push(FieldError::invalid(
+                format!("{f}.envFrom"),
+                "",
+                "must specify one of: `configMapRef` or `secretRef`",
+            )),
+            1 => {}
+            _ => errs.push(FieldError::forbidden(
+                idx,
+                "may not have more than one field specified at a time",
+            )),
+        }
+    }
+}
+
+/// Upstream `validateConfigMapKeySelector`/`validateSecretKeySelector`: the object's name (a
+/// DNS-1123 subdomain) and the key (`IsConfigMapKey`).
+fn key_selector(name: &str, key: &str, f: &str, errs: &mut Errors) {
+    errs.name(&format!("{f}.name"), name, dns1123_subdomain_errors(name));
+    if key.is_empty() {
+        errs.push(FieldError::required(format!("{f}.key"), ""));
+    } else {
+        errs.name(&format!("{f}.key"), key, config_map_key_errors(key));
     }
 }
 

@@ -12,6 +12,7 @@ mod fields;
 mod fields_tests;
 pub mod meta;
 pub mod names;
+mod objects;
 mod pod;
 #[cfg(test)]
 pub(crate) mod pod_tests;
@@ -25,6 +26,7 @@ pub mod sysctl;
 mod walk;
 
 pub(crate) use common::has_backsteps;
+pub use objects::{validate_config_map, validate_secret, MAX_OBJECT_SIZE};
 pub use pod::validate_pod;
 pub use service::{validate_endpoint_slice, validate_endpoints, validate_service};
 
@@ -47,6 +49,8 @@ pub enum ErrorKind {
     Forbidden,
     /// `Too many: <value>: must have at most <detail> items`
     TooMany,
+    /// `Too long: may not be more than <detail> bytes` (the value is never shown)
+    TooLong,
 }
 
 /// A value shown in an error: strings are quoted as Go's `%q`, numbers are not.
@@ -173,6 +177,15 @@ impl FieldError {
             detail: max.to_string(),
         }
     }
+    /// `Too long`: more than `max` bytes (upstream `field.TooLong`; the value is not shown).
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Self {
+            field: field.into(),
+            kind: ErrorKind::TooLong,
+            value: None,
+            detail: max.to_string(),
+        }
+    }
     /// `Forbidden`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
@@ -204,6 +217,9 @@ impl fmt::Display for FieldError {
                 self.detail
             ),
             ErrorKind::Forbidden => write!(f, "Forbidden: {}", self.detail),
+            ErrorKind::TooLong => {
+                write!(f, "Too long: may not be more than {} bytes", self.detail)
+            }
             ErrorKind::TooMany => write!(
                 f,
                 "Too many: {value}: must have at most {} items",

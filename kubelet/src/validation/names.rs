@@ -93,6 +93,34 @@ pub fn env_var_name_errors(s: &str) -> Vec<String> {
     }
 }
 
+/// Upstream's message for a malformed ConfigMap or Secret key (`IsConfigMapKey`).
+pub const CONFIG_MAP_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+/// Upstream `IsConfigMapKey` (the keys of ConfigMaps and Secrets, file names in their
+/// volumes): `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..` nor starting with `..`.
+pub fn config_map_key_errors(s: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if s.len() > DNS1123_SUBDOMAIN_MAX {
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+        ));
+    }
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+    {
+        errs.push(CONFIG_MAP_KEY_MSG.to_owned());
+    }
+    match s {
+        "." => errs.push("must not be '.'".to_owned()),
+        ".." => errs.push("must not be '..'".to_owned()),
+        _ if s.starts_with("..") => errs.push("must not start with '..'".to_owned()),
+        _ => {}
+    }
+    errs
+}
+
 fn qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_alphanumeric();

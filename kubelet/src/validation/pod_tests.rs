@@ -305,7 +305,28 @@ fn env_and_resources() {
     one(|v| v["spec"]["containers"][0]["env"][2]["name"] = "A=B".into(), "spec.containers[0].env[2].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='");
     one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] = "spec.nope".into(), "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.nope\": supported values: \"metadata.annotations\", \"metadata.labels\", \"metadata.name\", \"metadata.namespace\", \"metadata.uid\", \"spec.nodeName\", \"spec.serviceAccountName\", \"status.hostIP\", \"status.hostIPs\", \"status.podIP\", \"status.podIPs\"");
     one(|v| v["spec"]["containers"][0]["env"][0]["value"] = "x".into(), "spec.containers[0].env[0].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty");
-    one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"] = serde_json::json!({"secretKeyRef": {"name": "s", "key": "k"}}), "spec.containers[0].env[0].valueFrom.secretKeyRef: Forbidden: static pods may not reference secrets");
+    one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"] = serde_json::json!({"secretKeyRef": {"name": "s", "key": "a/b"}}), "spec.containers[0].env[0].valueFrom.secretKeyRef.key: Invalid value: \"a/b\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')");
+    one(
+        |v| {
+            v["spec"]["containers"][0]["env"][0]["valueFrom"] =
+                serde_json::json!({"configMapKeyRef": {"name": "Cfg", "key": "k"}})
+        },
+        format!(
+            "spec.containers[0].env[0].valueFrom.configMapKeyRef.name: Invalid value: \"Cfg\": {}",
+            super::names::DNS1123_SUBDOMAIN_MSG
+        )
+        .as_str(),
+    );
+    one(|v| v["spec"]["containers"][0]["env"][0]["valueFrom"] = serde_json::json!({"configMapKeyRef": {"name": "cfg", "key": ".."}}), "spec.containers[0].env[0].valueFrom.configMapKeyRef.key: Invalid value: \"..\": must not be '..'");
+    one(|v| v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}]), "spec.containers[0].envFrom[0]: Forbidden: may not have more than one field specified at a time");
+    one(|v| v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"prefix": "P_"}]), "spec.containers[0].envFrom: Invalid value: \"\": must specify one of: `configMapRef` or `secretRef`");
+    one(|v| v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"prefix": "A=", "secretRef": {"name": "s"}}]), "spec.containers[0].envFrom[0].prefix: Invalid value: \"A=\": a valid environment variable name must consist only of printable ASCII characters other than '='");
+    one(
+        |v| {
+            v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"secretRef": {"name": ""}}])
+        },
+        "spec.containers[0].envFrom[0].secretRef.name: Required value",
+    );
     one(|v| v["spec"]["containers"][0]["resources"]["limits"]["memory"] = "lots".into(), "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
     one(|v| v["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "2".into(), "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1");
     one(|v| v["spec"]["containers"][0]["resources"]["requests"]["memory"] = "-1".into(), "spec.containers[0].resources.requests[memory]: Invalid value: \"-1\": must be greater than or equal to 0");
@@ -423,8 +444,6 @@ fn fields_kubenode_does_not_apply_are_refused() {
         (|v| v["spec"]["securityContext"] = serde_json::json!({"supplementalGroupsPolicy": "Loose"}), "spec.securityContext.supplementalGroupsPolicy: Unsupported value: \"Loose\": supported values: \"Merge\", \"Strict\"".into()),
         (|v| v["spec"]["ephemeralContainers"] = serde_json::json!([{"name": "debug", "image": "busybox"}]), "spec.ephemeralContainers: Forbidden: static pods may not have ephemeral containers".into()),
         (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"fileKeyRef": {"volumeName": "data", "path": "env", "key": "F"}}}), format!("{c}.env[2].valueFrom.fileKeyRef: Forbidden: not supported by kubenode")),
-        (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "F"}}}), format!("{c}.env[2].valueFrom.configMapKeyRef: Forbidden: static pods may not reference configmaps")),
-        (|v| v["spec"]["containers"][0]["envFrom"] = serde_json::json!([{"configMapRef": {"name": "cm"}}]), format!("{c}.envFrom[0]: Forbidden: static pods may not reference configmaps")),
         (|v| v["spec"]["containers"][0]["resources"]["claims"] = serde_json::json!([{"name": "gpu"}]), format!("{c}.resources.claims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation")),
         (|v| v["spec"]["containers"][0]["restartPolicyRules"] = serde_json::json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]), format!("{c}.restartPolicyRules: Forbidden: not supported by kubenode")),
         (|v| v["spec"]["containers"][0]["stdin"] = true.into(), format!("{c}.stdin: Forbidden: not supported by kubenode: it does not attach to containers")),

@@ -33,8 +33,9 @@ impl From<&crate::image::Image> for ImageRef {
     }
 }
 
-/// What the kubelet asks for when it creates a container in a sandbox.
-#[derive(Debug, Clone, Default)]
+/// What the kubelet asks for when it creates a container in a sandbox. Its `Debug` shows the
+/// environment's names, never its values (they may come from Secrets).
+#[derive(Clone, Default)]
 pub struct ContainerConfig {
     /// The Kubernetes container.
     pub container: Container,
@@ -57,6 +58,28 @@ pub struct ContainerConfig {
     pub seccomp: crate::spec::SeccompProfile,
     /// The AppArmor profile name for `process.apparmorProfile` (`None`: none).
     pub apparmor: Option<String>,
+}
+
+impl std::fmt::Debug for ContainerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
+        let mut resolved: Vec<&String> = self.resolved_env.keys().collect();
+        resolved.sort();
+        f.debug_struct("ContainerConfig")
+            .field("container", &self.container.name)
+            .field("image", &self.image.name)
+            .field("restart_count", &self.restart_count)
+            .field("mounts", &self.mounts)
+            .field(
+                "service_env",
+                &names(self.service_env.iter().map(|(k, _)| k).collect()),
+            )
+            .field("resolved_env", &names(resolved))
+            .field("oom_score_adj", &self.oom_score_adj)
+            .field("seccomp", &self.seccomp)
+            .field("apparmor", &self.apparmor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The state of a container.

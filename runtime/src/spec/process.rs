@@ -50,9 +50,12 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// The container's environment, Kubernetes-style: `service_env` first, then
-/// each container variable in order, its value expanded against the variables
-/// defined before it. `resolved` holds the values of `valueFrom` variables.
+/// The container's environment, Kubernetes-style (upstream `makeEnvironmentVariables`):
+/// `service_env` first (the service variables, then the kubelet's resolved `envFrom`
+/// variables), then each container variable in order, a non-empty value expanded against the
+/// variables defined before it. `resolved` holds the values of `valueFrom` variables; a
+/// `valueFrom` variable missing from it (an `optional` reference to a missing ConfigMap or
+/// Secret key) is not set, keeping any earlier value of the name.
 pub fn container_env(
     container: &k8s_openapi::api::core::v1::Container,
     service_env: &[(String, String)],
@@ -70,13 +73,14 @@ pub fn container_env(
         set(k, v.clone(), &mut order, &mut map);
     }
     for var in container.env.iter().flatten() {
-        let value = match (&var.value, resolved.get(&var.name)) {
-            (_, Some(v)) => v.clone(),
-            (Some(v), None) => {
+        let value = match (var.value.as_deref(), resolved.get(&var.name)) {
+            (Some(v), _) if !v.is_empty() => {
                 let snapshot = map.clone();
                 expand(v, &|name| snapshot.get(name).cloned())
             }
-            (None, None) => String::new(),
+            (_, Some(v)) if var.value_from.is_some() => v.clone(),
+            _ if var.value_from.is_some() => continue,
+            _ => String::new(),
         };
         set(&var.name, value, &mut order, &mut map);
     }
@@ -173,6 +177,14 @@ mod tests {
             ("$(A)$(A)", "aa"),
             ("no refs", "no refs"),
             ("$()", "$()"),
+            // From upstream's expansion tests.
+            ("$$$$$$(A)", "$$$(A)"),
+            ("f000-$$A", "f000-$A"),
+            ("$(A)_______$(B", "a_______$(B"),
+            ("$$", "$"),
+            ("$(", "$("),
+            ("$(A)$(EMPTY)$(A)", "aa"),
+            ("$(UNKNOWN)$(A)", "$(UNKNOWN)a"),
         ];
         for (input, want) in cases {
             assert_eq!(expand(input, &lookup), want, "input {input}");
@@ -213,6 +225,18 @@ mod tests {
                 },
                 EnvVar {
                     name: "S".into(),
+                    value_from: Some(Default::default()),
+                    ..Default::default()
+                },
+                // An optional reference that resolved to nothing: not set, the earlier
+                // value of the name stays.
+                EnvVar {
+                    name: "A".into(),
+                    value_from: Some(Default::default()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "UNSET".into(),
                     value_from: Some(Default::default()),
                     ..Default::default()
                 },

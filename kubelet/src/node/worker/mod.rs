@@ -295,11 +295,19 @@ impl PodWorker {
         self.desired = Some(desired.clone());
         // The API's deletion of the pod: its time and grace period.
         let mut deletion = None;
+        // The pod as last registered with the objects it references (upstream's pod manager
+        // registers each pod with the ConfigMap and Secret managers when it is added or
+        // updated, and unregisters it when it is gone).
+        let mut registered: Option<Pod> = None;
         loop {
             let wanted = desired.borrow_and_update().clone();
             let Some(pod) = wanted else {
                 break;
             };
+            if registered.as_ref().map(|p| &p.spec) != Some(&pod.spec) {
+                self.deps.objects.register_pod(&pod);
+                registered = Some(pod.clone());
+            }
             if pod.metadata.deletion_timestamp.is_some() {
                 deletion = Some((
                     pod.metadata.deletion_timestamp,
@@ -327,6 +335,9 @@ impl PodWorker {
             deps.prober.remove_pod(&self.uid);
             let span = pod_span(&pod);
             Box::pin(self.terminate(&pod)).instrument(span).await;
+        }
+        if let Some(pod) = registered {
+            deps.objects.unregister_pod(&pod);
         }
         deps.pods.forget(&self.uid);
     }

@@ -122,6 +122,20 @@ impl PodWorker {
             readonly: false,
             propagation: Default::default(),
         });
+        // The environment's ConfigMaps and Secrets (upstream resolves them before the mounts).
+        let objects_env =
+            match crate::node::env::resolve(&*self.deps.objects, pod, &container).await {
+                Ok(e) => e,
+                Err(message) => {
+                    return Ok(self.create_failed(
+                        &obj,
+                        &container.name,
+                        reason::CREATE_CONTAINER_CONFIG_ERROR,
+                        message,
+                        BlockCause::Other,
+                    ));
+                }
+            };
         match self.deps.container_mounts(pod, &container).await {
             Ok(volume_mounts) => mounts.extend(volume_mounts),
             Err(error) => {
@@ -160,13 +174,17 @@ impl PodWorker {
         };
         let pod_ip = self.state.record.pod_ips.first().map(ToString::to_string);
         let config = ContainerConfig {
-            resolved_env: observe::field_ref_env(
-                pod,
-                &container,
-                pod_ip.as_deref(),
-                &self.deps.config.node_ip.to_string(),
-                crate::node::downward::host_capacity(&self.deps.config.root_dir),
-            ),
+            resolved_env: {
+                let mut env = observe::field_ref_env(
+                    pod,
+                    &container,
+                    pod_ip.as_deref(),
+                    &self.deps.config.node_ip.to_string(),
+                    crate::node::downward::host_capacity(&self.deps.config.root_dir),
+                );
+                env.extend(objects_env.values);
+                env
+            },
             container: container.clone(),
             pod_security: spec.security_context.clone(),
             image: ImageRef {
@@ -176,7 +194,10 @@ impl PodWorker {
             },
             restart_count: start.restart_count,
             mounts,
-            service_env: self.deps.service_env(pod),
+            service_env: crate::node::env::before_env(
+                self.deps.service_env(pod),
+                objects_env.env_from,
+            ),
             oom_score_adj: Some(container_oom_score_adj(pod, &container, node_memory())),
             seccomp,
             apparmor,
