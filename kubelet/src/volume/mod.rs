@@ -20,6 +20,7 @@
 //! `sizeLimit` checks), `remove` (mount-safe removal), `mounter` (the OS boundary),
 //! `mountinfo`, `testing` (a recording mounter).
 
+pub mod atomic_writer;
 pub mod empty_dir;
 pub mod host_path;
 mod manager;
