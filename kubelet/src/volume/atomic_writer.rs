@@ -165,6 +165,19 @@ impl<'a> AtomicWriter<'a> {
             .then_some(name)
     }
 
+    /// `sub` (a relative path in the volume) through the writer's own symlinks: its first
+    /// segment's `<name> -> ..data/<name>` and `..data`, to the path in the current data
+    /// directory; `None` when the first segment is not such a symlink.
+    pub fn resolve(&self, sub: &str) -> Option<String> {
+        let first = sub.split('/').find(|s| !s.is_empty() && *s != ".")?;
+        let link = std::fs::read_link(self.target.join(first)).ok()?;
+        if link != Path::new(DATA_DIR).join(first) {
+            return None;
+        }
+        let ts = self.current_dir()?;
+        Some(format!("{ts}/{}", clean(sub)))
+    }
+
     /// Writes `payload` (see the module docs); `set_perms` runs on the new timestamped
     /// directory before it becomes visible (upstream's `setPerms`: the `fsGroup` walk).
     pub fn write(

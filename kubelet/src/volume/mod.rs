@@ -30,12 +30,15 @@ pub mod mounter;
 pub mod mountinfo;
 pub mod nfs;
 pub mod ownership;
+pub mod projection;
+#[cfg(test)]
+mod projection_tests;
 pub mod remove;
 pub mod subpath;
 pub mod testing;
 pub mod usage;
 
-pub use manager::{node_memory, VolumeManager};
+pub use manager::{node_memory, Payloads, VolumeManager};
 pub use mounter::{MountError, Mounter, SystemMounter};
 
 use std::path::PathBuf;
@@ -58,8 +61,18 @@ pub enum SetUpError {
     #[error("emptyDir medium {0:?} is not supported")]
     Medium(String),
     /// The volume has no source kubenode supports.
-    #[error("volume has no supported source (emptyDir, hostPath or nfs)")]
+    #[error("volume has no supported source (emptyDir, hostPath, nfs, configMap, secret, downwardAPI or projected)")]
     Unsupported,
+    /// The contents of a configMap, secret, downwardAPI or projected volume could not be made
+    /// (upstream's texts: `configmap "x" not found`, ...).
+    #[error(transparent)]
+    Contents(#[from] projection::PayloadError),
+    /// The contents of such a volume were not resolved before its set-up (a caller's bug).
+    #[error("the volume's contents were not resolved")]
+    NotResolved,
+    /// Writing such a volume's contents failed.
+    #[error(transparent)]
+    Write(#[from] atomic_writer::WriteError),
     /// A file system operation failed.
     #[error(transparent)]
     Io(#[from] kubenode_fsutil::IoError),
