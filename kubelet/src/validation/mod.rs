@@ -21,6 +21,7 @@ mod refused;
 mod security;
 mod service;
 pub mod sysctl;
+mod volumes;
 #[cfg(test)]
 mod walk;
 
