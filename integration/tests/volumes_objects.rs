@@ -160,13 +160,13 @@ pub(crate) fn secret_mode_0400() -> anyhow::Result<()> {
     const VALUE: &str = "s3cr3t-value-7f1c";
     with_agent("vsec", |agent| {
         agent.write_manifest("s.yaml", &secret("db-creds", &[("password", VALUE)]))?;
-        // 256 is 0400 (a manifest's YAML 1.2 has no bare octal).
+        // `0400` as every example writes it: YAML 1.1's octal, as upstream reads manifests.
         let yaml = pod_yaml(
             "secpod",
             &agent.image,
             &format!(
                 r#"  volumes:
-  - {{name: creds, secret: {{secretName: db-creds, defaultMode: 256}}}}
+  - {{name: creds, secret: {{secretName: db-creds, defaultMode: 0400}}}}
   containers:
   - name: c
     image: IMAGE

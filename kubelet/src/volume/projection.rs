@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::atomic_writer::{FileProjection, Payload};
-use crate::node::downward::NodeCapacity;
+pub use crate::node::downward::NodeCapacity;
 use crate::objects::{ObjectError, Objects};
 
 /// The API server's default `defaultMode` of these volumes.
