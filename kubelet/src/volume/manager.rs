@@ -470,6 +470,17 @@ impl VolumeManager {
         let pod_limit = usage::pod_storage_limit(spec);
         let mut volumes = 0u64;
         for vol in spec.volumes.iter().flatten() {
+            // configMap and downwardAPI volumes are on disk and count towards the pod's
+            // usage, as upstream's `localEphemeralVolumeNames` (secret and projected are
+            // tmpfs).
+            if matches!(Kind::of(vol), Some(Kind::ConfigMap | Kind::DownwardApi)) {
+                if pod_limit.is_some() {
+                    if let Some((dir, _)) = self.volume_path(uid, vol) {
+                        volumes = volumes.saturating_add(usage::disk_usage(&dir).unwrap_or(0));
+                    }
+                }
+                continue;
+            }
             let Some(e) = &vol.empty_dir else { continue };
             if e.medium.as_deref().is_some_and(|m| !m.is_empty()) {
                 continue;

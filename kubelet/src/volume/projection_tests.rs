@@ -676,3 +676,34 @@ fn kinds_and_plugin_directories() {
     assert!(!Kind::ConfigMap.in_memory() && !Kind::DownwardApi.in_memory());
     assert_eq!(Kind::DownwardApi.plugin_dir(), "kubernetes.io~downward-api");
 }
+
+/// A configMap volume is on disk and counts towards the pod's `ephemeral-storage` limit, as
+/// upstream's `localEphemeralVolumeNames`.
+#[tokio::test]
+async fn config_map_volumes_count_towards_the_pods_local_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(RecordingMounter::new());
+    let vm = manager(tmp.path(), &m);
+    let o = Objects::new();
+    let big = "x".repeat(64 << 10);
+    o.set_files(vec![cm("cfg", &[("big", &big)])], vec![]);
+    let mut p = pod("[{name: cfg, configMap: {name: cfg}}]");
+    let c = &mut p.spec.as_mut().unwrap().containers[0];
+    c.resources
+        .as_mut()
+        .unwrap()
+        .limits
+        .as_mut()
+        .unwrap()
+        .insert(
+            "ephemeral-storage".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("16Ki".into()),
+        );
+    vm.set_up_pod_with(&p, &pod_payloads(&p, &o, &NODE).await)
+        .unwrap();
+    let message = vm.local_storage_exceeded(&p, &[]);
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("16Ki")),
+        "{message:?}"
+    );
+}
