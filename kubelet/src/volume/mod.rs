@@ -1,9 +1,11 @@
-//! Pod volumes: `emptyDir`, `hostPath` and `nfs`, set up before a pod's first container and
+//! Pod volumes: `emptyDir`, `hostPath`, `nfs`, `configMap`, `secret`, `downwardAPI` and
+//! `projected`, set up before a pod's first container and
 //! torn down after its last one, plus the per-container bind mounts (`readOnly`, `subPath`,
 //! `mountPropagation`).
 //!
 //! Layout (upstream's): `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>` for volumes
-//! the node makes (emptyDir, nfs; a hostPath is its own host path), and
+//! the node makes (emptyDir, nfs, configmap, secret, downward-api, projected; a hostPath is its
+//! own host path), and
 //! `<root>/pods/<uid>/volume-subpaths/<volume>/<container>/<mount index>` for subPath binds.
 //!
 //! The kernel's mount table (`/proc/self/mountinfo`) is the source of truth: set-up reuses a
@@ -13,10 +15,16 @@
 //! into another filesystem (see `remove`).
 //!
 //! `fsGroup` is applied to the ownership of the volumes whose plugin manages it upstream: of
-//! kubenode's, emptyDir (see `ownership`); hostPath and nfs are left as they are, as upstream.
+//! kubenode's, emptyDir, configMap, secret, downwardAPI and projected (see `ownership`); hostPath
+//! and nfs are left as they are, as upstream.
+//!
+//! The contents of configMap, secret, downwardAPI and projected volumes are made by the pod
+//! worker (`projection`, from [`crate::objects::Objects`]) and written by the manager with
+//! upstream's atomic writer (`atomic_writer`) into a wrapped emptyDir: on disk for configMap and
+//! downwardAPI, a tmpfs for secret and projected.
 //!
 //! Files: `manager` (the [`VolumeManager`]), one file per plugin (`empty_dir`, `host_path`,
-//! `nfs`), `ownership` (`fsGroup`), `subpath` (safe subPath binds), `usage` (emptyDir
+//! `nfs`, `projection` for the four object-backed types), `atomic_writer`, `ownership` (`fsGroup`), `subpath` (safe subPath binds), `usage` (emptyDir
 //! `sizeLimit` checks), `remove` (mount-safe removal), `mounter` (the OS boundary),
 //! `mountinfo`, `testing` (a recording mounter).
 

@@ -1,7 +1,9 @@
 //! The worker's side of pod volumes: set them up before containers (a failure blocks the
-//! pod's containers with a `FailedMount` event and is retried), evict a pod whose disk
-//! emptyDir outgrew its `sizeLimit` or that is over its `ephemeral-storage` limits, and tear
-//! volumes down with the pod. The logic lives in [`crate::volume`]; this file is the glue to
+//! pod's containers with a `FailedMount` event and is retried), keep the contents of the
+//! configMap, secret, downwardAPI and projected volumes current (made from `Objects` before the
+//! set-up, made again on an objects change, a label or annotation change, or every 60 s),
+//! evict a pod whose disk emptyDir outgrew its `sizeLimit` or that is over its
+//! `ephemeral-storage` limits, and tear volumes down with the pod. The logic lives in [`crate::volume`]; this file is the glue to
 //! events and status.
 
 use std::collections::BTreeMap;
