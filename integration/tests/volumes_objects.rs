@@ -142,7 +142,7 @@ pub(crate) fn config_map_file() -> anyhow::Result<()> {
             agent,
             &name,
             "c",
-            "cat /etc/config/conf/greeting.txt; echo; ls /etc/config; touch /etc/config/x 2>/dev/null && echo writable",
+            "cat /etc/config/conf/greeting.txt; echo; ls /etc/config; if touch /etc/config/x 2>/dev/null; then echo writable; fi",
         )?;
         ensure!(code == 0, "{out}");
         let lines: Vec<&str> = out.lines().collect();
