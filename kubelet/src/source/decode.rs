@@ -143,7 +143,9 @@ fn decode_value(
         "EndpointSlice" => {
             typed::<EndpointSlice>(v, &prefix).map(|e| Object::EndpointSlice(Box::new(e)))
         }
-        "Pod" => typed::<Pod>(v, &prefix).map(|p| Object::Pod(Box::new(p))),
+        "Pod" => {
+            typed::<Pod>(super::octal::yaml11_modes(v), &prefix).map(|p| Object::Pod(Box::new(p)))
+        }
         "Service" => typed::<Service>(v, &prefix).map(|s| Object::Service(Box::new(s))),
         "Endpoints" => typed::<Endpoints>(v, &prefix).map(|e| Object::Endpoints(Box::new(e))),
         "ConfigMap" => typed::<ConfigMap>(v, &prefix).map(|c| Object::ConfigMap(Box::new(c))),

@@ -17,6 +17,7 @@
 mod decode;
 mod defaults;
 mod diff;
+mod octal;
 mod read;
 #[cfg(test)]
 mod tests;

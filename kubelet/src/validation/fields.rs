@@ -101,6 +101,13 @@ const NAMED_PORTS: &[&str] = &[
     "kubelet/src/prober/port.rs::named_and_numeric_ports",
     "kubelet/src/prober/tests/mechanisms.rs::named_ports_and_closed_ports",
 ];
+const VOLUME_CHECKS: &str =
+    "kubelet/src/validation/volumes.rs::object_volumes_are_validated_as_upstream";
+const CM_E2E: &str = "integration/tests/volumes_objects.rs::config_map_file";
+const SECRET_E2E: &str = "integration/tests/volumes_objects.rs::secret_mode_0400";
+const DOWNWARD_E2E: &str = "integration/tests/volumes_objects.rs::downward_api_labels";
+const OPTIONAL_E2E: &str = "integration/tests/volumes_objects.rs::optional_and_required_sources";
+const UPDATE_E2E: &str = "integration/tests/volumes_objects.rs::update_seen_by_running_container";
 const WEB_POD: &str = "integration/tests/kubelet.rs::web_pod";
 const NODE_AFFINITY_TESTS: &[&str] = &[
     "integration/tests/node_labels.rs::node_selector_and_node_labels",
@@ -171,14 +178,29 @@ pub(crate) const FIELDS: &[Field] = &[
     done("spec.volumes[*].emptyDir.sizeLimit", &["integration/tests/volumes/plugins.rs::tmpfs_with_size", "integration/tests/volumes/lifecycle.rs::eviction"], "tmpfs size; on disk, the pod is evicted past it"),
     done("spec.volumes[*].hostPath", &["integration/tests/volumes/plugins.rs::host_path_types"], "all eight types"),
     done("spec.volumes[*].nfs", &["integration/tests/volumes/mounts.rs::nfs_fake_server", "integration/tests/vm.rs::nfs_volume"], "mounted with the system's `mount -t nfs`"),
+    done("spec.volumes[*].configMap.name", &[CM_E2E, UPDATE_E2E, "kubelet/src/volume/projection_tests.rs::config_map_keys_items_modes_and_missing_keys"], "the ConfigMap of the pod's namespace (a static pod's from the manifest directory, an API pod's from the API server); missing: `FailedMount` (`configmap \"x\" not found`) and the pod waits"),
+    done("spec.volumes[*].configMap.items", &["kubelet/src/volume/projection_tests.rs::config_map_keys_items_modes_and_missing_keys", VOLUME_CHECKS], "the keys written and their paths (relative, no `..`) and modes; a missing key is an error unless `optional`"),
+    done("spec.volumes[*].configMap.defaultMode", &[SECRET_E2E, "kubelet/src/volume/projection_tests.rs::config_map_keys_items_modes_and_missing_keys", VOLUME_CHECKS], "the files' mode (0644 by default), 0 to 0777"),
+    done("spec.volumes[*].configMap.optional", &[OPTIONAL_E2E, "kubelet/src/volume/projection_tests.rs::a_missing_source_fails_with_upstreams_message_and_creates_nothing"], "a missing ConfigMap or key is an empty volume or a skipped file"),
+    done("spec.volumes[*].secret.secretName", &[SECRET_E2E, "kubelet/src/volume/projection_tests.rs::a_real_secret_tmpfs_is_torn_down_with_the_pod"], "written to a tmpfs (never the disk), removed with the pod; missing: `FailedMount` and the pod waits"),
+    done("spec.volumes[*].secret.items", &["kubelet/src/volume/projection_tests.rs::secret_keys_modes_and_missing_keys", VOLUME_CHECKS], "the keys written and their paths and modes"),
+    done("spec.volumes[*].secret.defaultMode", &[SECRET_E2E, "kubelet/src/volume/projection_tests.rs::fs_group_owns_the_contents_read_only"], "the files' mode (0644 by default); with `fsGroup`, group-readable as upstream"),
+    done("spec.volumes[*].secret.optional", &[OPTIONAL_E2E, "kubelet/src/volume/projection_tests.rs::secret_keys_modes_and_missing_keys"], "a missing Secret or key is an empty volume or a skipped file"),
+    done("spec.volumes[*].downwardAPI.items", &[DOWNWARD_E2E, "kubelet/src/volume/projection_tests.rs::downward_api_fields_and_resources", VOLUME_CHECKS], "`metadata.name`/`namespace`/`uid`/`labels`/`annotations` (and one label or annotation) and containers' limits and requests with a divisor; labels and annotations rewritten when they change"),
+    done("spec.volumes[*].downwardAPI.defaultMode", &["kubelet/src/volume/projection_tests.rs::downward_api_fields_and_resources", VOLUME_CHECKS], "the files' mode (0644 by default)"),
+    done("spec.volumes[*].projected.defaultMode", &["kubelet/src/volume/projection_tests.rs::projected_sources_errors_and_cluster_trust_bundles"], "the files' mode (0644 by default); a token is 0600 with `fsGroup` or a common `runAsUser`"),
+    done("spec.volumes[*].projected.sources[*].configMap", &["kubelet/src/volume/projection_tests.rs::projected_sources_errors_and_cluster_trust_bundles", "kubelet/src/volume/projection_tests.rs::the_kube_api_access_volume_of_every_cluster_pod"], "as a configMap volume's, in one tmpfs with the other sources"),
+    done("spec.volumes[*].projected.sources[*].secret", &["kubelet/src/volume/projection_tests.rs::projected_sources_errors_and_cluster_trust_bundles"], "as a secret volume's"),
+    done("spec.volumes[*].projected.sources[*].downwardAPI", &["kubelet/src/volume/projection_tests.rs::projected_sources_errors_and_cluster_trust_bundles", "kubelet/src/volume/projection_tests.rs::the_kube_api_access_volume_of_every_cluster_pod"], "as a downwardAPI volume's"),
+    done("spec.volumes[*].projected.sources[*].serviceAccountToken", &["kubelet/src/volume/projection_tests.rs::the_kube_api_access_volume_of_every_cluster_pod", VOLUME_CHECKS], "a token from the API server's TokenRequest (cluster mode; a static pod has none), `expirationSeconds` 3600 by default and at least 600, rewritten when a new one is issued"),
+    refused_as("spec.volumes[*].projected.sources[*].clusterTrustBundle", "{\"path\": \"ca.pem\", \"name\": \"b\"}", VOLUME_CHECKS, "ClusterTrustBundle projections are not implemented (beta and off by default upstream)"),
+    refused_as("spec.volumes[*].projected.sources[*].podCertificate", "{\"signerName\": \"example.com/s\", \"keyType\": \"ED25519\"}", VOLUME_CHECKS, "podCertificate projections are not implemented (alpha upstream)"),
     refused("spec.volumes[*].awsElasticBlockStore", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].azureDisk", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].azureFile", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].cephfs", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].cinder", VOLUME_TYPES, "volume type not implemented"),
-    refused("spec.volumes[*].configMap", VOLUME_TYPES, "static pods may not reference configmaps"),
     refused("spec.volumes[*].csi", VOLUME_TYPES, "volume type not implemented"),
-    refused("spec.volumes[*].downwardAPI", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].ephemeral", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].fc", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].flexVolume", VOLUME_TYPES, "volume type not implemented"),
@@ -191,11 +213,9 @@ pub(crate) const FIELDS: &[Field] = &[
     refused("spec.volumes[*].persistentVolumeClaim", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].photonPersistentDisk", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].portworxVolume", VOLUME_TYPES, "volume type not implemented"),
-    refused("spec.volumes[*].projected", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].quobyte", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].rbd", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].scaleIO", VOLUME_TYPES, "volume type not implemented"),
-    refused("spec.volumes[*].secret", VOLUME_TYPES, "static pods may not reference secrets"),
     refused("spec.volumes[*].storageos", VOLUME_TYPES, "volume type not implemented"),
     refused("spec.volumes[*].vsphereVolume", VOLUME_TYPES, "volume type not implemented"),
     // Containers and init containers.

@@ -22,6 +22,7 @@ mod refused;
 mod security;
 mod service;
 pub mod sysctl;
+mod volumes;
 #[cfg(test)]
 mod walk;
 

@@ -22,7 +22,15 @@ const HOST_PATH_TYPES: &[&str] = &[
 ];
 
 /// The volume types kubenode mounts; every other `Volume` field is refused by name.
-const IMPLEMENTED_VOLUMES: &[&str] = &["emptyDir", "hostPath", "nfs"];
+const IMPLEMENTED_VOLUMES: &[&str] = &[
+    "emptyDir",
+    "hostPath",
+    "nfs",
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "projected",
+];
 
 /// Validates a (defaulted) pod; all problems are reported together.
 pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
@@ -223,9 +231,10 @@ fn validate_volumes(volumes: &[Volume], errs: &mut Errors) -> HashSet<String> {
         {
             errs.push(FieldError::forbidden(
                 format!("{f}.{kind}"),
-                format!("kubenode does not implement {kind} volumes (static pods may use emptyDir, hostPath and nfs)"),
+                format!("kubenode does not implement {kind} volumes (it mounts emptyDir, hostPath, nfs, configMap, secret, downwardAPI and projected)"),
             ));
         }
+        super::volumes::validate(v, &f, errs);
         if let Some(e) = &v.empty_dir {
             if let Some(m) = e.medium.as_deref() {
                 if !["", "Memory"].contains(&m) {

@@ -187,7 +187,7 @@ fn volumes_and_mounts() {
         "spec.volumes[1].hostPath.path: Invalid value: \"/srv/../etc\": must not contain '..'",
     );
     one(|v| v["spec"]["volumes"][1]["hostPath"]["type"] = "Pipe".into(), "spec.volumes[1].hostPath.type: Unsupported value: \"Pipe\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"");
-    one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "configMap": {"name": "cm"}}), "spec.volumes[0].configMap: Forbidden: kubenode does not implement configMap volumes (static pods may use emptyDir, hostPath and nfs)");
+    one(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", "csi": {"driver": "d"}}), "spec.volumes[0].csi: Forbidden: kubenode does not implement csi volumes (it mounts emptyDir, hostPath, nfs, configMap, secret, downwardAPI and projected)");
     one(
         |v| v["spec"]["volumes"][0]["hostPath"] = serde_json::json!({"path": "/x"}),
         "spec.volumes[0]: Forbidden: may not specify more than 1 volume type",
@@ -382,9 +382,7 @@ fn unimplemented_volume_types_are_named() {
         "azureFile",
         "cephfs",
         "cinder",
-        "configMap",
         "csi",
-        "downwardAPI",
         "ephemeral",
         "fc",
         "flexVolume",
@@ -397,11 +395,9 @@ fn unimplemented_volume_types_are_named() {
         "persistentVolumeClaim",
         "photonPersistentDisk",
         "portworxVolume",
-        "projected",
         "quobyte",
         "rbd",
         "scaleIO",
-        "secret",
         "storageos",
         "vsphereVolume",
     ] {
@@ -409,7 +405,7 @@ fn unimplemented_volume_types_are_named() {
             errors(|v| v["spec"]["volumes"][0] = serde_json::json!({"name": "data", kind: {}}));
         assert_eq!(
             errs,
-            [format!("spec.volumes[0].{kind}: Forbidden: kubenode does not implement {kind} volumes (static pods may use emptyDir, hostPath and nfs)")],
+            [format!("spec.volumes[0].{kind}: Forbidden: kubenode does not implement {kind} volumes (it mounts emptyDir, hostPath, nfs, configMap, secret, downwardAPI and projected)")],
             "{kind}"
         );
     }

@@ -13,13 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Pod, Volume};
 use kubenode_fsutil::{lock, IoError};
 use kubenode_runtime::spec::{BindMount, Propagation};
 
+use super::atomic_writer::{AtomicWriter, Payload, Written};
 use super::mounter::Mounter;
 use super::mountinfo::{self, MountPoint};
+use super::ownership::{set_volume_ownership, ChangePolicy, FsGroup};
+use super::projection::{Kind, PayloadError};
 use super::{empty_dir, host_path, nfs, remove, subpath, usage, SetUpError, VolumeError};
+
+/// The contents of a pod's configMap, secret, downwardAPI and projected volumes, by volume
+/// name (see [`super::projection::pod_payloads`]).
+pub type Payloads = HashMap<String, Result<Payload, PayloadError>>;
 
 /// Sets up and tears down pod volumes (see the module docs).
 #[derive(Debug)]
@@ -73,6 +80,12 @@ impl VolumeManager {
         self
     }
 
+    /// Whether the pod's volumes are all set up (by [`VolumeManager::set_up_pod_with`] since
+    /// the agent started).
+    pub fn is_set_up(&self, uid: &str) -> bool {
+        lock(&self.ready, "volumes set up").contains(uid)
+    }
+
     /// `<pods>/<uid>`.
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.pods_dir.join(uid)
@@ -87,7 +100,10 @@ impl VolumeManager {
                 .join(plugin)
                 .join(&vol.name)
         };
-        if vol.empty_dir.is_some() {
+        if let Some(kind) = Kind::of(vol) {
+            // Always mounted read-only into containers, as upstream's plugins declare.
+            Some((under(kind.plugin_dir()), true))
+        } else if vol.empty_dir.is_some() {
             Some((under(empty_dir::PLUGIN_DIR), false))
         } else if let Some(h) = &vol.host_path {
             Some((PathBuf::from(&h.path), false))
@@ -98,9 +114,16 @@ impl VolumeManager {
         }
     }
 
-    /// Sets up every volume of the pod (idempotent; cheap once done). Each failing volume is
-    /// one error; the others are still set up.
+    /// Sets up every volume of a pod without configMap, secret, downwardAPI or projected
+    /// volumes (see [`VolumeManager::set_up_pod_with`]).
     pub fn set_up_pod(&self, pod: &Pod) -> Result<(), Vec<VolumeError>> {
+        self.set_up_pod_with(pod, &Payloads::new())
+    }
+
+    /// Sets up every volume of the pod (idempotent; cheap once done), writing the contents of
+    /// its configMap, secret, downwardAPI and projected volumes from `payloads`. Each failing
+    /// volume is one error; the others are still set up.
+    pub fn set_up_pod_with(&self, pod: &Pod, payloads: &Payloads) -> Result<(), Vec<VolumeError>> {
         let uid = uid_of(pod);
         if lock(&self.ready, "volumes set up").contains(uid) {
             return Ok(());
@@ -117,7 +140,7 @@ impl VolumeManager {
             tracing::warn!(dir = %pod_dir.display(), error = %e, "creating the pod directory");
         }
         for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            if let Err(source) = self.set_up_volume(pod, vol, &mounts) {
+            if let Err(source) = self.set_up_volume(pod, vol, &mounts, payloads) {
                 errors.push(VolumeError::SetUp {
                     volume: vol.name.clone(),
                     source,
@@ -137,11 +160,41 @@ impl VolumeManager {
         pod: &Pod,
         vol: &Volume,
         mounts: &[MountPoint],
+        payloads: &Payloads,
     ) -> Result<(), SetUpError> {
         let (dir, _) = self
             .volume_path(uid_of(pod), vol)
             .ok_or(SetUpError::Unsupported)?;
-        if let Some(e) = &vol.empty_dir {
+        if let Some(kind) = Kind::of(vol) {
+            // As upstream: the contents first (a missing object fails before anything is
+            // made), then the wrapped emptyDir (a tmpfs for secret and projected), then the
+            // atomic write.
+            let payload = match payloads.get(&vol.name) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Err(SetUpError::Contents(e.clone())),
+                None => return Err(SetUpError::NotResolved),
+            };
+            let wrapped = EmptyDirVolumeSource {
+                medium: kind.in_memory().then(|| "Memory".to_string()),
+                size_limit: None,
+            };
+            let meta = self
+                .pod_dir(uid_of(pod))
+                .join("plugins")
+                .join(empty_dir::PLUGIN_DIR)
+                .join(format!("wrapped_{}", vol.name));
+            empty_dir::set_up(
+                &*self.mounter,
+                &dir,
+                &meta,
+                &wrapped,
+                pod,
+                self.node_memory,
+                mounts,
+            )?;
+            self.write_contents(pod, vol, &dir, payload)?;
+            Ok(())
+        } else if let Some(e) = &vol.empty_dir {
             let meta = self
                 .pod_dir(uid_of(pod))
                 .join("plugins")
@@ -163,6 +216,69 @@ impl VolumeManager {
         } else {
             Err(SetUpError::Unsupported)
         }
+    }
+
+    /// Writes a volume's contents with the atomic writer; the `fsGroup` walk (read-only masks,
+    /// no change policy, as upstream's plugins) runs on the volume before the new contents
+    /// become visible.
+    fn write_contents(
+        &self,
+        pod: &Pod,
+        vol: &Volume,
+        dir: &Path,
+        payload: &Payload,
+    ) -> Result<Written, SetUpError> {
+        let group = FsGroup::of(pod).map(|g| FsGroup {
+            policy: ChangePolicy::Always,
+            ..g
+        });
+        let written = AtomicWriter::new(dir).write(payload, |_| {
+            if let Some(g) = group {
+                set_volume_ownership(dir, g, true)?;
+            }
+            Ok(())
+        })?;
+        if written == Written::Updated {
+            tracing::info!(volume = %vol.name, files = payload.len(), "wrote the volume's contents");
+        }
+        Ok(written)
+    }
+
+    /// Rewrites the contents of the pod's configMap, secret, downwardAPI and projected
+    /// volumes that changed (upstream's periodic remount); a volume not set up yet is left to
+    /// [`VolumeManager::set_up_pod_with`]. Returns the volumes updated and the errors.
+    pub fn update_contents(
+        &self,
+        pod: &Pod,
+        payloads: &Payloads,
+    ) -> (Vec<String>, Vec<VolumeError>) {
+        let uid = uid_of(pod);
+        let mut updated = Vec::new();
+        let mut errors = Vec::new();
+        for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(payload) = payloads.get(&vol.name) else {
+                continue;
+            };
+            let Some((dir, _)) = self.volume_path(uid, vol) else {
+                continue;
+            };
+            if !dir.is_dir() {
+                continue;
+            }
+            let result = match payload {
+                Ok(p) => self.write_contents(pod, vol, &dir, p),
+                Err(e) => Err(SetUpError::Contents(e.clone())),
+            };
+            match result {
+                Ok(Written::Updated) => updated.push(vol.name.clone()),
+                Ok(Written::Unchanged) => {}
+                Err(source) => errors.push(VolumeError::SetUp {
+                    volume: vol.name.clone(),
+                    source,
+                }),
+            }
+        }
+        (updated, errors)
     }
 
     /// The bind mounts of a container's `volumeMounts` (subPaths prepared safely).
@@ -213,6 +329,12 @@ impl VolumeManager {
                 });
             }
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                // A key of a configMap, secret, downwardAPI or projected volume is the writer's
+                // symlink into `..data`: resolved to the current data directory, as upstream
+                // evaluates symlinks within the volume first. The bind then keeps the
+                // contents of this moment: subPath mounts do not update, as upstream.
+                let resolved = Kind::of(vol).and_then(|_| AtomicWriter::new(&host).resolve(sub));
+                let sub = resolved.as_deref().unwrap_or(sub);
                 if table.is_none() {
                     table = Some(self.mounter.mount_points()?);
                 }
@@ -348,6 +470,17 @@ impl VolumeManager {
         let pod_limit = usage::pod_storage_limit(spec);
         let mut volumes = 0u64;
         for vol in spec.volumes.iter().flatten() {
+            // configMap and downwardAPI volumes are on disk and count towards the pod's
+            // usage, as upstream's `localEphemeralVolumeNames` (secret and projected are
+            // tmpfs).
+            if matches!(Kind::of(vol), Some(Kind::ConfigMap | Kind::DownwardApi)) {
+                if pod_limit.is_some() {
+                    if let Some((dir, _)) = self.volume_path(uid, vol) {
+                        volumes = volumes.saturating_add(usage::disk_usage(&dir).unwrap_or(0));
+                    }
+                }
+                continue;
+            }
             let Some(e) = &vol.empty_dir else { continue };
             if e.medium.as_deref().is_some_and(|m| !m.is_empty()) {
                 continue;

@@ -1,9 +1,11 @@
-//! Pod volumes: `emptyDir`, `hostPath` and `nfs`, set up before a pod's first container and
+//! Pod volumes: `emptyDir`, `hostPath`, `nfs`, `configMap`, `secret`, `downwardAPI` and
+//! `projected`, set up before a pod's first container and
 //! torn down after its last one, plus the per-container bind mounts (`readOnly`, `subPath`,
 //! `mountPropagation`).
 //!
 //! Layout (upstream's): `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>` for volumes
-//! the node makes (emptyDir, nfs; a hostPath is its own host path), and
+//! the node makes (emptyDir, nfs, configmap, secret, downward-api, projected; a hostPath is its
+//! own host path), and
 //! `<root>/pods/<uid>/volume-subpaths/<volume>/<container>/<mount index>` for subPath binds.
 //!
 //! The kernel's mount table (`/proc/self/mountinfo`) is the source of truth: set-up reuses a
@@ -13,13 +15,20 @@
 //! into another filesystem (see `remove`).
 //!
 //! `fsGroup` is applied to the ownership of the volumes whose plugin manages it upstream: of
-//! kubenode's, emptyDir (see `ownership`); hostPath and nfs are left as they are, as upstream.
+//! kubenode's, emptyDir, configMap, secret, downwardAPI and projected (see `ownership`); hostPath
+//! and nfs are left as they are, as upstream.
+//!
+//! The contents of configMap, secret, downwardAPI and projected volumes are made by the pod
+//! worker (`projection`, from [`crate::objects::Objects`]) and written by the manager with
+//! upstream's atomic writer (`atomic_writer`) into a wrapped emptyDir: on disk for configMap and
+//! downwardAPI, a tmpfs for secret and projected.
 //!
 //! Files: `manager` (the [`VolumeManager`]), one file per plugin (`empty_dir`, `host_path`,
-//! `nfs`), `ownership` (`fsGroup`), `subpath` (safe subPath binds), `usage` (emptyDir
+//! `nfs`, `projection` for the four object-backed types), `atomic_writer`, `ownership` (`fsGroup`), `subpath` (safe subPath binds), `usage` (emptyDir
 //! `sizeLimit` checks), `remove` (mount-safe removal), `mounter` (the OS boundary),
 //! `mountinfo`, `testing` (a recording mounter).
 
+pub mod atomic_writer;
 pub mod empty_dir;
 pub mod host_path;
 mod manager;
@@ -29,12 +38,15 @@ pub mod mounter;
 pub mod mountinfo;
 pub mod nfs;
 pub mod ownership;
+pub mod projection;
+#[cfg(test)]
+mod projection_tests;
 pub mod remove;
 pub mod subpath;
 pub mod testing;
 pub mod usage;
 
-pub use manager::{node_memory, VolumeManager};
+pub use manager::{node_memory, Payloads, VolumeManager};
 pub use mounter::{MountError, Mounter, SystemMounter};
 
 use std::path::PathBuf;
@@ -57,8 +69,18 @@ pub enum SetUpError {
     #[error("emptyDir medium {0:?} is not supported")]
     Medium(String),
     /// The volume has no source kubenode supports.
-    #[error("volume has no supported source (emptyDir, hostPath or nfs)")]
+    #[error("volume has no supported source (emptyDir, hostPath, nfs, configMap, secret, downwardAPI or projected)")]
     Unsupported,
+    /// The contents of a configMap, secret, downwardAPI or projected volume could not be made
+    /// (upstream's texts: `configmap "x" not found`, ...).
+    #[error(transparent)]
+    Contents(#[from] projection::PayloadError),
+    /// The contents of such a volume were not resolved before its set-up (a caller's bug).
+    #[error("the volume's contents were not resolved")]
+    NotResolved,
+    /// Writing such a volume's contents failed.
+    #[error(transparent)]
+    Write(#[from] atomic_writer::WriteError),
     /// A file system operation failed.
     #[error(transparent)]
     Io(#[from] kubenode_fsutil::IoError),

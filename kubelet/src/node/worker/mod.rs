@@ -113,6 +113,9 @@ struct WorkerState {
     blocked: HashMap<String, Blocked>,
     image_ids: HashMap<String, String>,
     status: Option<PodStatus>,
+    /// What the contents of the pod's configMap, secret, downwardAPI and projected volumes
+    /// were last made from (`None` before they are first written by this agent run).
+    contents: Option<volumes::ContentsSeen>,
 }
 
 /// What every pod worker uses, shared by all of them.
@@ -281,6 +284,7 @@ impl PodWorker {
                 blocked: HashMap::new(),
                 image_ids: HashMap::new(),
                 status: None,
+                contents: None,
             },
             deps,
             desired: None,

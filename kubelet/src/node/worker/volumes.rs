@@ -1,11 +1,16 @@
 //! The worker's side of pod volumes: set them up before containers (a failure blocks the
-//! pod's containers with a `FailedMount` event and is retried), evict a pod whose disk
-//! emptyDir outgrew its `sizeLimit` or that is over its `ephemeral-storage` limits, and tear
-//! volumes down with the pod. The logic lives in [`crate::volume`]; this file is the glue to
+//! pod's containers with a `FailedMount` event and is retried), keep the contents of the
+//! configMap, secret, downwardAPI and projected volumes current (made from `Objects` before the
+//! set-up, made again on an objects change, a label or annotation change, or every 60 s),
+//! evict a pod whose disk emptyDir outgrew its `sizeLimit` or that is over its
+//! `ephemeral-storage` limits, and tear volumes down with the pod. The logic lives in [`crate::volume`]; this file is the glue to
 //! events and status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kubenode_runtime::spec::BindMount;
@@ -15,7 +20,7 @@ use crate::events::ObjectRef;
 use crate::node::observe::{BlockCause, Blocked};
 use crate::status::reason;
 use crate::volume::usage::{self, ContainerStorage};
-use crate::volume::VolumeError;
+use crate::volume::{projection, Payloads, VolumeError};
 
 /// Wait before retrying volumes that failed to set up.
 const VOLUME_RETRY: Duration = Duration::from_secs(2);
@@ -27,13 +32,30 @@ impl PodWorker {
     /// yet waits with `CreateContainerConfigError` naming the volume, and the pod gets a
     /// `FailedMount` warning per volume.
     pub(super) async fn set_up_volumes(&mut self, pod: &Pod) -> Result<(), Duration> {
+        let uid = uid_of(pod);
+        let with_contents = projection::has_projected_volumes(pod);
+        let was_set_up = self.deps.volumes.is_set_up(&uid);
+        if was_set_up && with_contents {
+            self.update_contents_if_due(pod).await;
+        }
+        // The generation of the objects the contents are made from, taken before reading them.
+        let mut changes = self.deps.objects.changes();
+        changes.mark_unchanged();
+        let payloads = if with_contents && !was_set_up {
+            self.payloads(pod).await
+        } else {
+            Payloads::new()
+        };
         let p = pod.clone();
         let result = self
             .deps
-            .with_volumes(move |volumes| volumes.set_up_pod(&p))
+            .with_volumes(move |volumes| volumes.set_up_pod_with(&p, &payloads))
             .await;
         let errors = match result {
             Ok(()) => {
+                if with_contents && !was_set_up {
+                    self.state.contents = Some(ContentsSeen::now(pod, changes));
+                }
                 self.state
                     .blocked
                     .retain(|_, b| b.cause != BlockCause::VolumeSetUp);
@@ -76,6 +98,45 @@ impl PodWorker {
         };
         self.publish(pod, true, &instances);
         Err(VOLUME_RETRY)
+    }
+
+    /// The contents of the pod's configMap, secret, downwardAPI and projected volumes now.
+    async fn payloads(&self, pod: &Pod) -> Payloads {
+        let node = crate::node::downward::host_capacity(&self.deps.config.root_dir);
+        projection::pod_payloads(pod, &self.deps.objects, node).await
+    }
+
+    /// Rewrites the contents of the pod's configMap, secret, downwardAPI and projected
+    /// volumes when an object changed, the pod's labels or annotations changed, or
+    /// [`CONTENTS_RESYNC`] passed (new tokens; upstream's periodic remount). Only changed
+    /// payloads are written; a failure is a `FailedMount` warning and the running containers
+    /// keep the last contents.
+    async fn update_contents_if_due(&mut self, pod: &Pod) {
+        let due = match self.state.contents.as_mut() {
+            None => true,
+            Some(seen) => seen.due(pod),
+        };
+        if !due {
+            return;
+        }
+        let mut changes = self.deps.objects.changes();
+        changes.mark_unchanged();
+        let payloads = self.payloads(pod).await;
+        let p = pod.clone();
+        let (updated, errors) = self
+            .deps
+            .with_volumes(move |volumes| volumes.update_contents(&p, &payloads))
+            .await;
+        for volume in updated {
+            tracing::info!(%volume, "updated the volume's contents");
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "updating a volume's contents");
+            self.deps
+                .events
+                .warning(&ObjectRef::pod(pod), "FailedMount", e.to_string());
+        }
+        self.state.contents = Some(ContentsSeen::now(pod, changes));
     }
 
     /// Checks the pod's active deadline, then its local storage limits (emptyDir `sizeLimit`,
@@ -216,6 +277,37 @@ impl WorkerDeps {
             tracing::info!(pod_uid = %uid, "removing the directory of a pod that no longer exists");
             self.tear_down_volumes(&uid).await;
         }
+    }
+}
+
+/// How often the contents of a running pod's configMap, secret, downwardAPI and projected
+/// volumes are made again when nothing signalled a change (upstream's sync period, one
+/// minute): a new service-account token is written within it.
+pub(super) const CONTENTS_RESYNC: Duration = Duration::from_secs(60);
+
+/// What the contents of a pod's volumes were last made from.
+pub(super) struct ContentsSeen {
+    changes: watch::Receiver<u64>,
+    at: Instant,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl ContentsSeen {
+    fn now(pod: &Pod, changes: watch::Receiver<u64>) -> Self {
+        ContentsSeen {
+            changes,
+            at: Instant::now(),
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+        }
+    }
+
+    fn due(&mut self, pod: &Pod) -> bool {
+        self.changes.has_changed().unwrap_or(false)
+            || self.at.elapsed() >= CONTENTS_RESYNC
+            || self.labels != pod.metadata.labels
+            || self.annotations != pod.metadata.annotations
     }
 }
 
