@@ -200,13 +200,14 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         insecure_registries: config.insecure_registries.clone(),
         ..Default::default()
     };
+    let objects = Arc::new(kubenode_kubelet::objects::Objects::new());
     let deps = KubeletDeps {
         runtime: Arc::new(runtime),
         images: images.clone(),
         cni: Arc::new(cni),
         pull,
         clock: Arc::new(kubenode_kubelet::backoff::SystemClock),
-        objects: Arc::new(kubenode_kubelet::objects::Objects::new()),
+        objects: objects.clone(),
     };
     let manifest_dir = config.manifest_dir.clone();
     let period = config.file_check_frequency;
@@ -234,6 +235,10 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(client) = &cluster {
+        // Service-account tokens of the API pods' projected volumes (TokenRequest).
+        objects.set_tokens(Arc::new(
+            kubenode_kubelet::objects::tokens::TokenManager::new(client.clone()),
+        ));
         // Events: the recorder also queues every occurrence for the API server.
         let (events_tx, events_rx) =
             tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);

@@ -91,6 +91,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "verbs": ["create"],
             }));
         }
+        if r.kind == "ServiceAccount" {
+            resources.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
         if r.status {
             resources.push(json!({
                 "name": format!("{}/status", r.plural),

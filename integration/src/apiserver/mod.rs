@@ -10,7 +10,7 @@
 //!   kubectl falls back to them from aggregated discovery), `/version`, `/healthz`,
 //!   `/livez`, `/readyz`.
 //! - Resources: namespaces, nodes (+status), pods (+status), events, services (+status),
-//!   endpoints (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
+//!   endpoints, serviceaccounts (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
 //!   Every write is decoded as the `k8s-openapi` type: a body that does not decode is a 400
 //!   `<Kind> in version "v1" cannot be handled as a <Kind>: ...`; unknown fields are dropped,
 //!   and with `fieldValidation=Strict` (what `kubectl create` sends) rejected with
@@ -36,6 +36,16 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
+//! - ServiceAccounts ([`serviceaccounts`]): a `default` one in every namespace (the
+//!   serviceaccount controller's, made with the namespace), `serviceaccounts/<name>/token`
+//!   (TokenRequest, JSON or protobuf bodies) with upstream's validation (expirationSeconds ≥
+//!   600 and ≤ 2^32, default 3600; the service account must exist; a bound Pod, Node or
+//!   Secret must exist with the given UID, a Pod must run as that service account) and
+//!   errors, an ES256 JWT with upstream's claims (`iss`, `aud` defaulting to the API
+//!   audience, `sub`, `exp`, `iat`, `nbf`, `jti`, `kubernetes.io` with namespace, pod, node,
+//!   serviceaccount, `warnafter` for admission's extended 3607 s tokens) and
+//!   `status.expirationTimestamp`; `kube-root-ca.crt` in every namespace once ConfigMaps are
+//!   served and a CA is set ([`serviceaccounts::set_root_ca`]).
 //! - `pods/<name>/binding` (what a scheduler posts): sets `spec.nodeName` and the PodScheduled
 //!   condition; 409 when the pod is already bound or being deleted.
 //! - [`ApiServer::requests`] counts every request received under upstream's
@@ -47,8 +57,10 @@
 //!   (`kubectl get all`).
 //!
 //! # Not (yet)
-//! - HTTPS, authentication (client certificates, bootstrap tokens), authorization, CSRs,
-//!   TokenRequest, the `pods/log`/`exec` subresources: plain HTTP on loopback. The
+//! - HTTPS, authentication (client certificates, bootstrap tokens, service-account tokens:
+//!   TokenRequest issues them, nothing checks them), authorization, CSRs, TokenReview, the OIDC
+//!   discovery documents, `--service-account-max-token-expiration`, the `pods/log`/`exec`
+//!   subresources: plain HTTP on loopback. The
 //!   accept loop is the one place a TLS acceptor (with the client certificate or token as the
 //!   request's user) goes in front of the same [`handler`] when the bootstrap tests need it.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
@@ -58,7 +70,9 @@
 //!   request bodies; server-side apply and `managedFields`; `deletecollection`; the `/watch/`
 //!   path prefix.
 //! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
-//!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,
+//!   objects stay), no ServiceAccount admission (no `kube-api-access-*` volume and no
+//!   `serviceAccountName` defaulting: a TokenRequest bound to a pod without one treats it as
+//!   `default`, what admission would have set), no ClusterIP allocation, no garbage collector,
 //!   no scheduler, no node lifecycle controller.
 //! - Defaulting beyond the pod and Service fields listed in [`resources`]; validation beyond
 //!   decoding, object names (RFC 1123 / DNS-1035 as upstream) and the pod spec's immutability.
@@ -69,6 +83,7 @@ pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod serviceaccounts;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -402,6 +417,9 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Method::GET if t.name.is_none() => handler::list(&shared, &t, &q, want),
         Method::GET => handler::get(&shared, &t, want),
         Method::POST if t.sub.as_deref() == Some("binding") => handler::bind(&shared, &t, &body),
+        Method::POST if t.sub.as_deref() == Some("token") => {
+            serviceaccounts::token_request(&shared, &t, &content_type, &body)
+        }
         Method::POST => handler::create(&shared, &t, &q, &body),
         Method::PUT => handler::update(&shared, &t, &q, &body),
         Method::PATCH => handler::patch(&shared, &t, &q, &content_type, &body),

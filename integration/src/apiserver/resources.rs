@@ -7,7 +7,7 @@
 //! `Warning` header).
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Map, Value};
 
@@ -217,6 +217,20 @@ pub static RESOURCES: &[Resource] = &[
         create_on_update: true,
         field_labels: &[],
         decode: roundtrip::<Endpoints>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        status: false,
+        create_on_update: true,
+        field_labels: &[],
+        decode: roundtrip::<ServiceAccount>,
     },
     Resource {
         group: "coordination.k8s.io",

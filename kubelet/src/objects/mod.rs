@@ -17,6 +17,8 @@
 //!
 //! Secret bytes never leave this module's values: errors name the object, never its content.
 
+pub mod tokens;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
