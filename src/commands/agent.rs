@@ -196,8 +196,13 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         plugin_netns: None,
     })?;
 
+    // The node's own registry credentials: `config.json`/`.dockercfg` where upstream's kubelet
+    // looks (read at each pull), after the pods' pull secrets.
     let pull = kubenode_runtime::image::PullOptions {
         insecure_registries: config.insecure_registries.clone(),
+        node_credentials: Some(kubenode_runtime::image::NodeCredentialDirs::search(
+            &config.root_dir,
+        )),
         ..Default::default()
     };
     let objects = Arc::new(kubenode_kubelet::objects::Objects::new());
