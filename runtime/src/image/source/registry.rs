@@ -82,8 +82,13 @@ fn map_error(reference: &ImageReference, e: OciDistributionError) -> ImageError 
     let registry = reference.registry().to_string();
     let detail = e.to_string();
     match e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized {
+        // containerd's shape: `unexpected status from GET request to <url>: 401 Unauthorized`
+        OciDistributionError::UnauthorizedError { url } => ImageError::Unauthorized {
+            reference: reference_s,
+            registry,
+            detail: format!("unexpected status from GET request to {url}: 401 Unauthorized"),
+        },
+        OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized {
             reference: reference_s,
             registry,
             detail,
