@@ -168,4 +168,63 @@ mod tests {
         assert!(err.starts_with("image pull secret \"bad\": "), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
+
+    #[tokio::test]
+    async fn a_static_pods_secrets_come_from_the_files_and_missing_ones_warn_once() {
+        use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let objects = Objects::new();
+        let mut regcred = secret(
+            DOCKER_CONFIG_JSON.0,
+            DOCKER_CONFIG_JSON.1,
+            r#"{"auths": {"reg:5000": {"username": "a", "password": "pw"}}}"#,
+        );
+        regcred.metadata = ObjectMeta {
+            namespace: Some("default".into()),
+            name: Some("regcred".into()),
+            ..Default::default()
+        };
+        objects.set_files(vec![], vec![regcred]);
+        let pod = Pod {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some("p".into()),
+                uid: Some("u".into()),
+                annotations: Some(BTreeMap::from([(
+                    crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
+                    crate::source::FILE_SOURCE.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                image_pull_secrets: Some(
+                    ["gone", "", "regcred", "other"]
+                        .iter()
+                        .map(|n| LocalObjectReference {
+                            name: n.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let events = crate::events::Recorder::new(
+            "node",
+            std::sync::Arc::new(crate::backoff::TestClock::at_secs(1_800_000_000)),
+        );
+        let k = keyring(&objects, &events, &pod).await.unwrap();
+        assert_eq!(k.lookup("reg:5000/app").len(), 1);
+        let list = events.list();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(
+            list[0].reason.as_deref(),
+            Some(FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET)
+        );
+        assert_eq!(list[0].type_.as_deref(), Some("Warning"));
+        assert_eq!(
+            list[0].message.as_deref(),
+            Some("Unable to retrieve some image pull secrets (gone, other); attempting to pull the image may not succeed.")
+        );
+    }
 }
