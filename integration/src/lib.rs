@@ -31,7 +31,7 @@ pub use image::{
     ImageLayout,
 };
 pub use netns::{ip_addr_add, link_up, veth, Netns};
-pub use registry::TestRegistry;
+pub use registry::{TestRegistry, REGISTRY_PASSWORD, REGISTRY_USER};
 pub use trials::{is_root, privileged, run_tests, Trial};
 
 use std::path::{Path, PathBuf};

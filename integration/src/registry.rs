@@ -18,19 +18,46 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     dir: TestDir,
+    auth: bool,
 }
+
+/// The user of [`TestRegistry::start_with_auth`].
+pub const REGISTRY_USER: &str = "kn";
+/// Its password.
+pub const REGISTRY_PASSWORD: &str = "kubenode-pw";
+/// `kn:kubenode-pw` as bcrypt (cost 5), the registry's htpasswd file.
+const HTPASSWD: &str = "kn:$2b$05$1LGjc/6lirrwtf2/KZc/I.gFJX53GIxyoKu4ONDZjiR0VeRpvTC56\n";
 
 impl TestRegistry {
     /// Starts the registry and waits (≤ 15 s) until `GET /v2/` answers.
     pub fn start(netns: Option<&Netns>) -> anyhow::Result<TestRegistry> {
+        TestRegistry::start_with(netns, false)
+    }
+
+    /// Starts a registry that requires HTTP basic auth ([`REGISTRY_USER`] / [`REGISTRY_PASSWORD`],
+    /// distribution's `htpasswd` auth) and waits until `GET /v2/` answers 401.
+    pub fn start_with_auth(netns: Option<&Netns>) -> anyhow::Result<TestRegistry> {
+        TestRegistry::start_with(netns, true)
+    }
+
+    fn start_with(netns: Option<&Netns>, auth: bool) -> anyhow::Result<TestRegistry> {
         let port = free_port()?;
         let dir = TestDir::new(&crate::unique_tag("reg"))?;
         let config = dir.join("config.yml");
+        let auth_config = if auth {
+            std::fs::write(dir.join("htpasswd"), HTPASSWD)?;
+            format!(
+                "auth:\n  htpasswd: {{realm: kubenode-test, path: {}}}\n",
+                dir.join("htpasswd").display()
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  \
-                 delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                 delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_config}",
                 dir.join("data").display()
             ),
         )?;
@@ -49,7 +76,12 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry (apt-get install docker-registry)")?;
-        let mut reg = TestRegistry { child, port, dir };
+        let mut reg = TestRegistry {
+            child,
+            port,
+            dir,
+            auth,
+        };
         reg.wait_ready(netns)?;
         Ok(reg)
     }
@@ -63,11 +95,27 @@ impl TestRegistry {
                     std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
                 bail!("docker-registry exited ({status}): {log}");
             }
+            // 200, or 401 from a registry that requires auth
+            let want = if self.auth { "401" } else { "200" };
+            let curl = [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "1",
+                &url,
+            ];
             let ok = match netns {
-                None => ureq::get(&url).call().is_ok(),
+                None => std::process::Command::new(curl[0])
+                    .args(&curl[1..])
+                    .output()
+                    .is_ok_and(|o| o.stdout == want.as_bytes()),
                 Some(ns) => ns
-                    .exec_timeout(&["curl", "-sf", "-m", "1", &url], Duration::from_secs(3))
-                    .is_ok_and(|o| o.status.success()),
+                    .exec_timeout(&curl, Duration::from_secs(3))
+                    .is_ok_and(|o| o.stdout == want.as_bytes()),
             };
             if ok {
                 return Ok(());

@@ -12,7 +12,7 @@ use anyhow::{bail, ensure, Context as _};
 use clap::Parser as _;
 use kubenode_integration::{
     build_busybox_image, privileged, push_image, run, run_ok, run_tests, unique_tag, ImageLayout,
-    LeakGuard, TestDir, TestRegistry,
+    LeakGuard, TestDir, TestRegistry, REGISTRY_PASSWORD, REGISTRY_USER,
 };
 use kubenode_runtime::image::{ImageError, ImageStore, PullEvent, PullOptions};
 
@@ -54,6 +54,10 @@ fn main() {
         privileged("image_cli_pull_ls_rm_import", cli),
         privileged("image_pull_with_basic_auth_from_config_json", basic_auth),
         privileged("image_pull_with_bearer_token_auth", bearer_auth),
+        privileged(
+            "image_pull_with_credentials_from_a_keyring",
+            pull_with_credentials_from_a_keyring,
+        ),
     ])
 }
 
@@ -100,6 +104,7 @@ impl Fixture {
             insecure_registries: vec![self.registry.host()],
             auth_config_path: None,
             progress,
+            ..Default::default()
         }
     }
 
@@ -229,6 +234,7 @@ fn child_pull(spec: &str) {
         progress: Some(Arc::new(move |e: &PullEvent| {
             sink.lock().unwrap().push(e.clone())
         })),
+        ..Default::default()
     };
     block_on(store.pull(reference, &options)).expect("child pull");
     let events = events.lock().unwrap();
@@ -513,74 +519,13 @@ fn cli() -> anyhow::Result<()> {
     guard.check()
 }
 
-/// `kn:kubenode-pw` as bcrypt (cost 5), for the registry's htpasswd file.
-const HTPASSWD: &str = "kn:$2b$05$1LGjc/6lirrwtf2/KZc/I.gFJX53GIxyoKu4ONDZjiR0VeRpvTC56\n";
-
-/// A docker-registry requiring HTTP basic auth; killed on drop.
-struct AuthRegistry {
-    child: std::process::Child,
-    host: String,
-}
-
-impl AuthRegistry {
-    fn start(dir: &Path) -> anyhow::Result<AuthRegistry> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("htpasswd"), HTPASSWD)?;
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n\
-                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd: {{realm: kubenode-test, path: {}}}\n",
-                dir.join("data").display(),
-                dir.join("htpasswd").display()
-            ),
-        )?;
-        let log = std::fs::File::create(dir.join("registry.log"))?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting docker-registry")?;
-        let reg = AuthRegistry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-        };
-        let url = format!("http://{}/v2/", reg.host);
-        for _ in 0..75 {
-            let out = run(
-                Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]),
-                TIMEOUT,
-            )?;
-            if String::from_utf8_lossy(&out.stdout) == "401" {
-                return Ok(reg);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!("the authenticated registry did not come up on {}", reg.host)
-    }
-}
-
-impl Drop for AuthRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn basic_auth() -> anyhow::Result<()> {
     let tag = unique_tag("ia");
     let guard = LeakGuard::new(&tag);
     let dir = TestDir::new(&tag)?;
-    let registry = AuthRegistry::start(&dir.join("registry"))?;
+    let registry = TestRegistry::start_with_auth(None)?;
     let image = build_busybox_image(&dir.join("layout"))?;
-    let reference = format!("{}/private/busybox:1", registry.host);
+    let reference = format!("{}/private/busybox:1", registry.host());
     run_ok(
         Command::new("skopeo").args([
             "copy",
@@ -596,12 +541,12 @@ fn basic_auth() -> anyhow::Result<()> {
 
     let store = ImageStore::open(dir.join("root"))?;
     let mut options = PullOptions {
-        insecure_registries: vec![registry.host.clone()],
+        insecure_registries: vec![registry.host()],
         ..Default::default()
     };
     match block_on(store.pull(&reference, &options)) {
         Err(e @ ImageError::Unauthorized { .. }) => {
-            ensure!(e.to_string().contains(&registry.host), "{e}")
+            ensure!(e.to_string().contains(&registry.host()), "{e}")
         }
         other => bail!("anonymous pull: expected unauthorized, got {other:?}"),
     }
@@ -614,7 +559,7 @@ fn basic_auth() -> anyhow::Result<()> {
             &path,
             format!(
                 r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
-                registry.host
+                registry.host()
             ),
         )?;
         Ok(path)
@@ -628,6 +573,118 @@ fn basic_auth() -> anyhow::Result<()> {
     options.auth_config_path = Some(write_auth("config.json", "kn:kubenode-pw")?);
     let pulled = block_on(store.pull(&reference, &options))?;
     ensure!(pulled.manifest_digest == image.manifest_digest);
+    ensure!(pulled.layers[0].join("bin/busybox").is_file());
+    drop(registry);
+    guard.check()
+}
+
+/// The pull-secret path: keyrings (what the kubelet builds from a pod's `imagePullSecrets`)
+/// are matched against the image as upstream's keyring (the most specific key first) and
+/// every matching credential is tried in turn until one works; the node's own `config.json`
+/// (searched in the given directories) comes after them; without a match the pull is
+/// anonymous and the registry's 401 is `Unauthorized` (`ErrImagePull`).
+fn pull_with_credentials_from_a_keyring() -> anyhow::Result<()> {
+    use kubenode_runtime::image::{Keyring, NodeCredentialDirs};
+    let tag = unique_tag("ik");
+    let guard = LeakGuard::new(&tag);
+    let dir = TestDir::new(&tag)?;
+    let registry = TestRegistry::start_with_auth(None)?;
+    let image = build_busybox_image(&dir.join("layout"))?;
+    let host = registry.host();
+    let reference = format!("{host}/private/busybox:1");
+    let creds = format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}");
+    run_ok(
+        Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:latest", image.layout_dir.display()),
+            &format!("docker://{reference}"),
+        ]),
+        TIMEOUT,
+    )?;
+    let auth = |user: &str, pass: &str| -> serde_json::Value {
+        serde_json::json!({"username": user, "password": pass})
+    };
+    let store = ImageStore::open(dir.join("root"))?;
+    let base = PullOptions {
+        insecure_registries: vec![host.clone()],
+        ..Default::default()
+    };
+
+    // Anonymous (no key matches the image: another port, another path): 401.
+    let mut other = Keyring::new();
+    other
+        .add_config_json(
+            serde_json::json!({"auths": {
+                "127.0.0.1:1": auth(REGISTRY_USER, REGISTRY_PASSWORD),
+                format!("{host}/public"): auth(REGISTRY_USER, REGISTRY_PASSWORD),
+            }})
+            .to_string()
+            .as_bytes(),
+        )
+        .map_err(anyhow::Error::msg)?;
+    let mut options = base.clone();
+    options.keyrings = vec![other];
+    match block_on(store.pull(&reference, &options)) {
+        Err(e @ ImageError::Unauthorized { .. }) => {
+            ensure!(e.kubelet_reason() == "ErrImagePull");
+            ensure!(!e.to_string().contains(REGISTRY_PASSWORD), "{e}");
+        }
+        other => bail!("no matching credential: expected unauthorized, got {other:?}"),
+    }
+
+    // A wrong password under the more specific key is tried first, then the right one under
+    // the host (a `.dockercfg` secret) pulls.
+    let mut pod = Keyring::new();
+    pod.add_config_json(
+        serde_json::json!({"auths": {format!("http://{host}/private"): auth(REGISTRY_USER, "wrong")}})
+            .to_string()
+            .as_bytes(),
+    ).map_err(anyhow::Error::msg)?;
+    pod.add_dockercfg(
+        serde_json::json!({ host.clone(): auth(REGISTRY_USER, REGISTRY_PASSWORD) })
+            .to_string()
+            .as_bytes(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    ensure!(pod.lookup(&format!("{host}/private/busybox")).len() == 2);
+    let mut options = base.clone();
+    options.keyrings = vec![pod];
+    let pulled = block_on(store.pull(&reference, &options))?;
+    ensure!(pulled.manifest_digest == image.manifest_digest);
+
+    // The node's config.json, found in the search directories, after a pod keyring whose
+    // only credential is wrong.
+    let node_dir = dir.join("kubelet-root");
+    std::fs::create_dir_all(&node_dir)?;
+    std::fs::write(
+        node_dir.join("config.json"),
+        serde_json::json!({"auths": {host.clone(): auth(REGISTRY_USER, REGISTRY_PASSWORD)}})
+            .to_string(),
+    )?;
+    let mut wrong = Keyring::new();
+    wrong
+        .add_config_json(
+            serde_json::json!({"auths": {host.clone(): auth(REGISTRY_USER, "wrong")}})
+                .to_string()
+                .as_bytes(),
+        )
+        .map_err(anyhow::Error::msg)?;
+    let store2 = ImageStore::open(dir.join("root2"))?;
+    let mut options = base.clone();
+    options.keyrings = vec![wrong.clone()];
+    match block_on(store2.pull(&reference, &options)) {
+        Err(ImageError::Unauthorized { .. }) => {}
+        other => bail!("a wrong password only: expected unauthorized, got {other:?}"),
+    }
+    options.node_credentials = Some(NodeCredentialDirs {
+        config_json: vec![dir.join("missing"), node_dir.clone()],
+        dockercfg: vec![],
+    });
+    let pulled = block_on(store2.pull(&reference, &options))?;
     ensure!(pulled.layers[0].join("bin/busybox").is_file());
     drop(registry);
     guard.check()

@@ -204,17 +204,23 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         plugin_netns: None,
     })?;
 
+    // The node's own registry credentials: `config.json`/`.dockercfg` where upstream's kubelet
+    // looks (read at each pull), after the pods' pull secrets.
     let pull = kubenode_runtime::image::PullOptions {
         insecure_registries: config.insecure_registries.clone(),
+        node_credentials: Some(kubenode_runtime::image::NodeCredentialDirs::search(
+            &config.root_dir,
+        )),
         ..Default::default()
     };
+    let objects = Arc::new(kubenode_kubelet::objects::Objects::new());
     let deps = KubeletDeps {
         runtime: Arc::new(runtime),
         images: images.clone(),
         cni: Arc::new(cni),
         pull,
         clock: Arc::new(kubenode_kubelet::backoff::SystemClock),
-        objects: Arc::new(kubenode_kubelet::objects::Objects::new()),
+        objects: objects.clone(),
     };
     let manifest_dir = config.manifest_dir.clone();
     let period = config.file_check_frequency;
@@ -250,6 +256,10 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         (None, _) => None,
     };
     if let Some(client) = &cluster {
+        // Service-account tokens of the API pods' projected volumes (TokenRequest).
+        objects.set_tokens(Arc::new(
+            kubenode_kubelet::objects::tokens::TokenManager::new(client.clone()),
+        ));
         // Events: the recorder also queues every occurrence for the API server.
         let (events_tx, events_rx) =
             tokio::sync::mpsc::channel(kubenode_kubelet::events::SINK_QUEUE);

@@ -70,6 +70,7 @@ pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
                 insecure_registries: args.insecure_registries,
                 auth_config_path: args.auth_file,
                 progress: progress.map(|p| Arc::new(move |e: &PullEvent| p.update(e)) as _),
+                ..Default::default()
             };
             let image = store.pull(&reference, &options).await?;
             println!("{}", image_line(&image));

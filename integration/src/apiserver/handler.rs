@@ -503,6 +503,10 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
     let (obj, _) = decode(res, &obj, &Query::new())?;
     if !q.contains_key("dryRun") {
         store.commit(key, EventType::Added, obj.clone());
+        if res.kind == "Namespace" {
+            drop(store);
+            super::serviceaccounts::namespace_created(shared, &name);
+        }
     }
     Ok(Reply {
         code: 201,

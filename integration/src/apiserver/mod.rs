@@ -10,7 +10,8 @@
 //!   kubectl falls back to them from aggregated discovery), `/version`, `/healthz`,
 //!   `/livez`, `/readyz`.
 //! - Resources: namespaces, nodes (+status), pods (+status), events, services (+status),
-//!   endpoints, configmaps, secrets (`stringData` merged into `data` on create) (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
+//!   endpoints, configmaps, secrets (`stringData` merged into `data` on create), serviceaccounts
+//!   (core/v1); leases (coordination.k8s.io/v1); endpointslices (discovery.k8s.io/v1).
 //!   Every write is decoded as the `k8s-openapi` type: a body that does not decode is a 400
 //!   `<Kind> in version "v1" cannot be handled as a <Kind>: ...`; unknown fields are dropped,
 //!   and with `fieldValidation=Strict` (what `kubectl create` sends) rejected with
@@ -36,6 +37,16 @@
 //! - DELETE with `gracePeriodSeconds` and `preconditions`: a pod bound to a node is deleted
 //!   gracefully (`deletionTimestamp` + `deletionGracePeriodSeconds`, generation bumped) and
 //!   stays until a DELETE with grace 0; finalizers hold any object until they are removed.
+//! - ServiceAccounts ([`serviceaccounts`]): a `default` one in every namespace (the
+//!   serviceaccount controller's, made with the namespace), `serviceaccounts/<name>/token`
+//!   (TokenRequest, JSON or protobuf bodies) with upstream's validation (expirationSeconds ≥
+//!   600 and ≤ 2^32, default 3600; the service account must exist; a bound Pod, Node or
+//!   Secret must exist with the given UID, a Pod must run as that service account) and
+//!   errors, an ES256 JWT with upstream's claims (`iss`, `aud` defaulting to the API
+//!   audience, `sub`, `exp`, `iat`, `nbf`, `jti`, `kubernetes.io` with namespace, pod, node,
+//!   serviceaccount, `warnafter` for admission's extended 3607 s tokens) and
+//!   `status.expirationTimestamp`; `kube-root-ca.crt` in every namespace once ConfigMaps are
+//!   served and a CA is set ([`serviceaccounts::set_root_ca`]).
 //! - `pods/<name>/binding` (what a scheduler posts): sets `spec.nodeName` and the PodScheduled
 //!   condition; 409 when the pod is already bound or being deleted.
 //! - [`ApiServer::requests`] counts every request received under upstream's
@@ -77,8 +88,9 @@
 //! - Other CSR signers (`kube-apiserver-client`, `kubelet-serving`, custom ones) stay pending;
 //!   no `Denied` by a controller; CSR approval conditions are not validated (upstream refuses
 //!   e.g. both Approved and Denied). Secrets: no `stringData` merge on update, no immutability,
-//!   no printer (the default `Name`/`Created At` table). TokenRequest, the `pods/log`/`exec`
-//!   subresources; no TLS session tickets or client-certificate revocation.
+//!   no printer (the default `Name`/`Created At` table). The `pods/log`/`exec` subresources; no TLS session tickets or client-certificate revocation.
+//! - Service-account tokens: TokenRequest issues them, nothing checks them (no TokenReview);
+//!   no OIDC discovery documents, no `--service-account-max-token-expiration`.
 //! - Aggregated discovery; OpenAPI beyond what kubectl's validation reads ([`openapi`]: no
 //!   schemas, so `kubectl explain` fails and kubectl validates through `fieldValidation`);
 //!   protobuf; `limit`/`continue` paging (a list is always complete, which upstream allows);
@@ -86,7 +98,9 @@
 //!   request bodies; server-side apply and `managedFields`; `deletecollection`; the `/watch/`
 //!   path prefix.
 //! - Admission and controllers: no namespace controller (a deleted namespace goes at once, its
-//!   objects stay), no ServiceAccount admission, no ClusterIP allocation, no garbage collector,
+//!   objects stay), no ServiceAccount admission (no `kube-api-access-*` volume and no
+//!   `serviceAccountName` defaulting: a TokenRequest bound to a pod without one treats it as
+//!   `default`, what admission would have set), no ClusterIP allocation, no garbage collector,
 //!   no scheduler, no node lifecycle controller.
 //! - Defaulting beyond the pod and Service fields listed in [`resources`]; validation beyond
 //!   decoding, object names (RFC 1123 / DNS-1035 as upstream) and the pod spec's immutability.
@@ -99,6 +113,7 @@ pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;
+pub mod serviceaccounts;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -634,6 +649,9 @@ async fn serve(
         Method::GET if t.name.is_none() => handler::list(&shared, &t, &q, want),
         Method::GET => handler::get(&shared, &t, want),
         Method::POST if t.sub.as_deref() == Some("binding") => handler::bind(&shared, &t, &body),
+        Method::POST if t.sub.as_deref() == Some("token") => {
+            serviceaccounts::token_request(&shared, &t, &content_type, &body)
+        }
         Method::POST => handler::create(&shared, &t, &q, &body),
         Method::PUT => handler::update(&shared, &t, &q, &body),
         Method::PATCH => handler::patch(&shared, &t, &q, &content_type, &body),

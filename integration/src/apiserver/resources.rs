@@ -9,7 +9,7 @@
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Map, Value};
@@ -248,6 +248,20 @@ pub static RESOURCES: &[Resource] = &[
         create_on_update: false,
         field_labels: &["type"],
         decode: roundtrip::<Secret>,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        status: false,
+        create_on_update: true,
+        field_labels: &[],
+        decode: roundtrip::<ServiceAccount>,
     },
     Resource {
         group: "coordination.k8s.io",

@@ -53,6 +53,11 @@ fn columns(kind: &str) -> Vec<Value> {
             col("Kernel-Version", "", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
             col("Container-Runtime", "", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).", 1),
         ],
+        "ServiceAccount" => vec![
+            col("Name", "name", NAME, 0),
+            col("Secrets", "", "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret", 0),
+            col("Age", "", AGE, 0),
+        ],
         "Namespace" => vec![
             col("Name", "name", NAME, 0),
             col("Status", "", "The status of the namespace", 0),
@@ -161,6 +166,7 @@ fn cells(res: &Resource, o: &Value) -> Vec<Value> {
     match res.kind {
         "Pod" => pod_cells(o),
         "Node" => node_cells(o),
+        "ServiceAccount" => vec![name, json!(arr(&o["secrets"]).len()), json!(since(created))],
         "Namespace" => vec![name, json!(s(&o["status"]["phase"])), json!(since(created))],
         "Lease" => vec![
             name,

@@ -18,6 +18,7 @@
 //! Secret bytes never leave this module's values: errors name the object, never its content.
 
 pub mod api;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::fmt;

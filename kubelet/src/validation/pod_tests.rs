@@ -428,7 +428,6 @@ fn fields_kubenode_does_not_apply_are_refused() {
     let why_se_linux = super::security::se_linux_refusal(super::security::se_linux_enabled());
     type Case = (fn(&mut serde_json::Value), String);
     let cases: Vec<Case> = vec![
-        (|v| v["spec"]["imagePullSecrets"] = serde_json::json!([{"name": "regcred"}]), "spec.imagePullSecrets: Forbidden: static pods may not reference secrets".into()),
         (|v| v["spec"]["hostnameOverride"] = "other".into(), "spec.hostnameOverride: Forbidden: not supported by kubenode".into()),
         (|v| v["spec"]["os"] = serde_json::json!({"name": "windows"}), "spec.os.name: Unsupported value: \"windows\": supported values: \"linux\"".into()),
         (|v| v["spec"]["resourceClaims"] = serde_json::json!([{"name": "gpu", "resourceClaimName": "gpu"}]), "spec.resourceClaims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation".into()),

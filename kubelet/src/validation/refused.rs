@@ -15,17 +15,6 @@ fn forbid(errs: &mut Errors, field: impl Into<String>, why: &str) {
 
 /// The pod-level fields.
 pub(super) fn pod(spec: &PodSpec, errs: &mut Errors) {
-    if spec
-        .image_pull_secrets
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        forbid(
-            errs,
-            "spec.imagePullSecrets",
-            "static pods may not reference secrets",
-        );
-    }
     if spec.hostname_override.is_some() {
         forbid(errs, "spec.hostnameOverride", "not supported by kubenode");
     }

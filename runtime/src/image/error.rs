@@ -127,6 +127,14 @@ pub enum ImageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The pod's pull credentials are unusable (a pull secret whose document does not parse).
+    #[error("pulling image `{reference}`: {reason}")]
+    PullCredentials {
+        /// The image.
+        reference: String,
+        /// What is wrong, naming the secret, never its content.
+        reason: String,
+    },
     /// An OCI layout or archive to import is unusable.
     #[error("importing {path}: {reason}")]
     Import {

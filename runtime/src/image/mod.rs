@@ -39,6 +39,7 @@ mod unpack;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use auth::{Keyring, NodeCredentialDirs};
 pub use error::{ImageError, Result};
 pub use gc::{select_for_gc, GcCandidate, PruneReport, StoredImage};
 pub use oci_spec::image::ImageConfiguration;
@@ -77,6 +78,11 @@ pub struct PullOptions {
     /// A docker-style `config.json` with credentials (`auths`); anonymous
     /// when `None`.
     pub auth_config_path: Option<PathBuf>,
+    /// Credentials tried first (the pod's `imagePullSecrets`), in order.
+    pub keyrings: Vec<Keyring>,
+    /// Where the node's own credentials are read at each pull (after the keyrings and the
+    /// auth file), as upstream's kubelet reads `config.json`/`.dockercfg`; `None`: not read.
+    pub node_credentials: Option<NodeCredentialDirs>,
     /// Called with progress events.
     pub progress: Option<ProgressFn>,
 }
@@ -86,6 +92,8 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("insecure_registries", &self.insecure_registries)
             .field("auth_config_path", &self.auth_config_path)
+            .field("keyrings", &self.keyrings)
+            .field("node_credentials", &self.node_credentials)
             .field("progress", &self.progress.is_some())
             .finish()
     }

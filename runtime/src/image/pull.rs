@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use futures::{StreamExt as _, TryStreamExt as _};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
-use super::auth::Credentials;
+use oci_client::secrets::RegistryAuth;
+
+use super::auth::{Credentials, Keyring};
 use super::blobs::emit;
 use super::digest::sha256_of;
 use super::error::{ImageError, Result};
@@ -44,18 +46,43 @@ impl ImageStore {
     /// fetch and unpack each blob once.
     pub async fn pull(&self, reference: &str, options: &PullOptions) -> Result<Image> {
         let parsed = ImageReference::parse(reference)?;
-        let credentials = match &options.auth_config_path {
-            Some(path) => Credentials::load(path)?,
-            None => Credentials::default(),
-        };
-        let source = RegistrySource::new(&parsed, &options.insecure_registries, &credentials);
+        let mut credentials = Credentials::from_keyrings(options.keyrings.clone());
+        if let Some(path) = &options.auth_config_path {
+            credentials.extend(Credentials::load(path)?);
+        }
+        if let Some(dirs) = &options.node_credentials {
+            credentials.extend(Credentials::from_keyrings(vec![Keyring::read_node(dirs)]));
+        }
+        // Upstream's kubelet: every matching credential in turn until one pulls, anonymous
+        // when none matches.
+        let mut auths =
+            credentials.lookup(&format!("{}/{}", parsed.registry(), parsed.repository()));
+        if auths.is_empty() {
+            auths.push(RegistryAuth::Anonymous);
+        }
         let name = parsed.to_string();
-        tracing::info!(image = %name, "pulling image");
-        let image = self
-            .ingest(&source, &name, parsed.digest(), &options.progress)
-            .await?;
-        tracing::info!(image = %name, digest = %image.manifest_digest, size = image.size, "pulled image");
-        Ok(image)
+        let tries = auths.len();
+        let mut last = None;
+        for (i, auth) in auths.into_iter().enumerate() {
+            let source = RegistrySource::new(&parsed, &options.insecure_registries, auth);
+            tracing::info!(image = %name, credential = i + 1, of = tries, "pulling image");
+            match self
+                .ingest(&source, &name, parsed.digest(), &options.progress)
+                .await
+            {
+                Ok(image) => {
+                    tracing::info!(image = %name, digest = %image.manifest_digest, size = image.size, "pulled image");
+                    return Ok(image);
+                }
+                Err(e) => {
+                    if i + 1 < tries {
+                        tracing::info!(image = %name, credential = i + 1, error = %e, "pull failed; trying the next credential");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
     }
 
     /// What the kubelet does before creating a container: the image under

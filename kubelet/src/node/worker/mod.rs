@@ -21,6 +21,7 @@ mod deadline;
 mod outcome;
 pub(in crate::node) mod pod_cgroup;
 mod prune;
+mod pull_secrets;
 mod sandbox;
 mod start;
 mod stop;

@@ -402,12 +402,22 @@ impl PodWorker {
                 .normal(&obj, "Pulling", format!("Pulling image \"{image}\""));
         }
         let started = Instant::now();
-        match self
-            .deps
-            .images
-            .ensure(&image, policy, &self.deps.pull)
-            .await
-        {
+        // The pod's pull secrets first, then the node's own credentials.
+        let mut options = self.deps.pull.clone();
+        let pulled =
+            match super::pull_secrets::keyring(&self.deps.objects, &self.deps.events, pod).await {
+                Ok(keyring) => {
+                    if !keyring.is_empty() {
+                        options.keyrings.insert(0, keyring);
+                    }
+                    self.deps.images.ensure(&image, policy, &options).await
+                }
+                Err(reason) => Err(kubenode_runtime::image::ImageError::PullCredentials {
+                    reference: image.clone(),
+                    reason,
+                }),
+            };
+        match pulled {
             Ok(img) => {
                 self.deps.image_backoff().forget(&key);
                 if policy == PullPolicy::Always || !present {

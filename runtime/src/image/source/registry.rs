@@ -12,7 +12,6 @@ use oci_client::Client;
 use oci_spec::image::Descriptor;
 
 use super::{BlobSink, ImageSource, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::image::auth::Credentials;
 use crate::image::error::{ImageError, Result};
 use crate::image::reference::ImageReference;
 
@@ -27,13 +26,9 @@ pub(crate) struct RegistrySource {
 }
 
 impl RegistrySource {
-    /// A client for `reference`; `insecure` lists `host:port`s spoken to
+    /// A client for `reference` with `auth`; `insecure` lists `host:port`s spoken to
     /// over plain HTTP.
-    pub(crate) fn new(
-        reference: &ImageReference,
-        insecure: &[String],
-        credentials: &Credentials,
-    ) -> Self {
+    pub(crate) fn new(reference: &ImageReference, insecure: &[String], auth: RegistryAuth) -> Self {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
             platform_resolver: None,
@@ -44,7 +39,7 @@ impl RegistrySource {
         RegistrySource {
             client: Client::new(config),
             reference: reference.clone(),
-            auth: credentials.for_registry(reference.registry()),
+            auth,
         }
     }
 
@@ -87,8 +82,13 @@ fn map_error(reference: &ImageReference, e: OciDistributionError) -> ImageError 
     let registry = reference.registry().to_string();
     let detail = e.to_string();
     match e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized {
+        // containerd's shape: `unexpected status from GET request to <url>: 401 Unauthorized`
+        OciDistributionError::UnauthorizedError { url } => ImageError::Unauthorized {
+            reference: reference_s,
+            registry,
+            detail: format!("unexpected status from GET request to {url}: 401 Unauthorized"),
+        },
+        OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized {
             reference: reference_s,
             registry,
             detail,
