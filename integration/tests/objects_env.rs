@@ -26,6 +26,10 @@ fn main() {
         "api_pod_env_from_api_configmap_and_secret",
         api_pod_env_from_api_objects,
     );
+    let access = privileged(
+        "api_pod_with_the_service_account_volume_admission_adds",
+        api_pod_with_service_account_volume,
+    );
     run_tests(vec![
         privileged(
             "static_pod_env_from_manifest_objects",
@@ -36,6 +40,7 @@ fn main() {
         } else {
             cluster
         },
+        access.with_ignored_flag(no_kubectl),
     ])
 }
 
@@ -314,7 +319,16 @@ impl Drop for Cluster {
 }
 
 fn api_pod_env_from_api_objects() -> anyhow::Result<()> {
-    let tag = unique_tag("koc");
+    with_cluster("koc", api_pod_env)
+}
+
+fn api_pod_with_service_account_volume() -> anyhow::Result<()> {
+    with_cluster("kot", service_account_volume)
+}
+
+/// Runs `test` against an agent joined to a fresh stand-in; the agent's log on failure.
+fn with_cluster(prefix: &str, test: fn(&Cluster) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let tag = unique_tag(prefix);
     let guard = LeakGuard::new(&tag);
     let result = {
         let mut agent = TestAgent::start(&tag)?;
@@ -334,7 +348,7 @@ fn api_pod_env_from_api_objects() -> anyhow::Result<()> {
             _server: server,
             kubeconfig,
         };
-        let r = api_pod_env(&c);
+        let r = test(&c);
         if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
             eprintln!(
                 "--- agent log ({tag}) ---\n{}",
@@ -451,6 +465,62 @@ fn api_pod_env(c: &Cluster) -> anyhow::Result<()> {
     ensure!(
         found.is_empty(),
         "pod directory files hold the secret: {found:?}"
+    );
+    Ok(())
+}
+
+/// What ServiceAccount admission makes of every pod in a real cluster: the projected
+/// `kube-api-access-*` volume (a token bound to the pod through TokenRequest, the cluster CA
+/// from `kube-root-ca.crt`, the namespace) at the well-known path, read by the container.
+fn service_account_volume(c: &Cluster) -> anyhow::Result<()> {
+    let node = c.agent.node_name().to_string();
+    // root-ca-cert-publisher's ConfigMap (the stand-in publishes it only in its HTTPS mode).
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBtestCAbytesNotARealCertificate\n-----END CERTIFICATE-----";
+    c.create(
+        "root-ca",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kube-root-ca.crt}}\ndata:\n  ca.crt: {ca:?}\n"),
+    )?;
+    let script = "cd /var/run/secrets/kubernetes.io/serviceaccount && echo NS=$(cat namespace) && \
+                  echo TOKEN=$(cat token) && echo CA=$(sed -n 2p ca.crt) && \
+                  (touch x 2>/dev/null && echo WRITABLE || echo READONLY); sleep 3600";
+    c.create(
+        "sa",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: sa}}\nspec:\n  nodeName: {node}\n  serviceAccountName: default\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [\"sh\", \"-c\", {script:?}]\n    volumeMounts:\n    - {{name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}}\n  volumes:\n  - name: kube-api-access-x7k2p\n    projected:\n      defaultMode: 420\n      sources:\n      - serviceAccountToken: {{expirationSeconds: 3607, path: token}}\n      - configMap: {{name: kube-root-ca.crt, items: [{{key: ca.crt, path: ca.crt}}]}}\n      - downwardAPI: {{items: [{{path: namespace, fieldRef: {{apiVersion: v1, fieldPath: metadata.namespace}}}}]}}\n",
+            c.agent.image
+        ),
+    )?;
+    let p = c.wait_api("sa", "Running", |p| phase(p) == "Running" && all_running(p))?;
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let logs = logs_with(&c.agent, "sa", "READONLY")?;
+    ensure!(logs.lines().any(|l| l == "NS=default"), "{logs}");
+    ensure!(
+        logs.lines()
+            .any(|l| l == "CA=MIIBtestCAbytesNotARealCertificate"),
+        "{logs}"
+    );
+    ensure!(logs.lines().any(|l| l == "READONLY"), "{logs}");
+    let token = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN="))
+        .context("no token line")?;
+    let claims = token.split('.').nth(1).context("token is not a JWT")?;
+    let claims: serde_json::Value = {
+        use base64::Engine;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims)?)?
+    };
+    ensure!(
+        claims["sub"] == "system:serviceaccount:default:default",
+        "{claims}"
+    );
+    ensure!(claims["kubernetes.io"]["pod"]["name"] == "sa", "{claims}");
+    ensure!(
+        claims["kubernetes.io"]["pod"]["uid"] == uid.as_str(),
+        "{claims}"
+    );
+    ensure!(
+        !c.agent.log().contains(token),
+        "the agent log holds the pod's token"
     );
     Ok(())
 }
