@@ -331,13 +331,21 @@ fn agent_restart_under_traffic(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let ok = run(
+                let out = run(
                     Command::new("nsenter")
                         .arg(format!("--net=/run/netns/{ns}"))
                         .args(["curl", "-fsS", "-m", "3", &url]),
                     Duration::from_secs(5),
-                )
-                .is_ok_and(|o| o.status.success());
+                );
+                let ok = out.as_ref().is_ok_and(|o| o.status.success());
+                if !ok {
+                    // What failed, for the record when the count below fails the test.
+                    let why = match &out {
+                        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    eprintln!("  {url}: request failed: {why}");
+                }
                 s.lock().unwrap().push((Instant::now(), ok));
                 std::thread::sleep(Duration::from_millis(100));
             }
