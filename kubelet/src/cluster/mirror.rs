@@ -11,7 +11,8 @@
 //! (grace 0, UID precondition) and created again; one whose static pod is gone is deleted. A
 //! mirror pod's deletion never stops the static pod: the API source never runs mirror pods.
 //! Without the Node in the API (it is not registered yet) nothing is created; the next pass
-//! tries again.
+//! tries again. Nothing is planned before both the API's first list and the file source's
+//! first read (before it, every static pod would look gone).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -120,11 +121,17 @@ pub async fn run(
     // Mirror pods created and not yet seen through the watch (by key, with their hash and
     // when): not created again meanwhile, for at most one resync period.
     let mut created: HashMap<String, (String, Instant)> = HashMap::new();
+    // Until the file source delivered its first read, every static pod looks gone: a restarted
+    // agent whose API list came first deleted the mirror pods it should have kept.
+    let mut files_read = false;
     loop {
         tokio::select! {
-            r = statics.changed() => if r.is_err() { return },
+            r = statics.changed() => if r.is_err() { return } else { files_read = true },
             r = api.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
+        }
+        if !files_read {
+            continue;
         }
         // Until the first list, a missing mirror pod may just not be known yet.
         let existing = {
