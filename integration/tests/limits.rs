@@ -31,6 +31,18 @@ fn read_i64(path: &Path) -> anyhow::Result<i64> {
         .with_context(|| format!("{}: {text:?}", path.display()))
 }
 
+/// The lowest `oom_score_adj` this host lets a process of ours set: anything with
+/// CAP_SYS_RESOURCE (bit 24 of the effective set), else no lower than its own value.
+fn oom_floor(own: i64) -> anyhow::Result<i64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("no CapEff in /proc/self/status")?;
+    let caps = u64::from_str_radix(caps.trim(), 16).context("CapEff")?;
+    Ok(if caps & (1 << 24) != 0 { -1000 } else { own })
+}
+
 fn mem_total() -> anyhow::Result<i64> {
     let info = std::fs::read_to_string("/proc/meminfo")?;
     let kib: i64 = info
@@ -114,11 +126,13 @@ fn oom_and_swap() -> anyhow::Result<()> {
         }
         // Upstream's Burstable formula, with this node's memory.
         let burstable = (1000 - 1000 * (100 << 20) / mem_total()?).clamp(3, 999);
-        // Guaranteed is -997: this host refuses a value below the agent's own.
+        // Without CAP_SYS_RESOURCE the kernel refuses any value below the agent's own (which
+        // it inherits from this process), so every container gets at least that floor.
+        let floor = oom_floor(own)?;
         let want = [
-            ("be", 1000, "BestEffort"),
-            ("bu", burstable, "Burstable"),
-            ("gu", (-997).max(own), "Guaranteed"),
+            ("be", 1000.max(floor), "BestEffort"),
+            ("bu", burstable.max(floor), "Burstable"),
+            ("gu", (-997).max(floor), "Guaranteed"),
         ];
         for (name, adj, qos) in want {
             let pod_name = agent.pod_name(name);
@@ -174,7 +188,7 @@ fn oom_and_swap() -> anyhow::Result<()> {
             .log()
             .matches("refuses an oom_score_adj below the agent's own")
             .count();
-        let want_warned = usize::from(own > -998);
+        let want_warned = usize::from(floor > -998);
         ensure!(
             warned == want_warned,
             "the oom_score_adj floor was logged {warned} times, want {want_warned}"
