@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod cluster;
 mod cmd;
 mod guard;
 mod image;

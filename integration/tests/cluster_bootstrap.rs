@@ -20,14 +20,14 @@
 //! kubectl runs there too. Privileged (the agent runs real pods); skipped without kubectl.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::apiserver::csr::Signing;
 use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
-use kubenode_integration::kubectl::{self, KUBECTL};
+use kubenode_integration::cluster::{kubectl_in, some_port, wait_for};
+use kubenode_integration::kubectl;
 use kubenode_integration::{privileged, run_tests, unique_tag, TestDir};
 use serde_json::Value;
 
@@ -156,46 +156,6 @@ fn in_process() -> anyhow::Result<()> {
     })
 }
 
-/// kubectl against `kubeconfig`, run in the agent's network namespace `netns` (30 s at most):
-/// Ok(stdout) on success, Err(stderr) on failure.
-fn kubectl(
-    netns: &Path,
-    home: &Path,
-    kubeconfig: &Path,
-    args: &[&str],
-) -> anyhow::Result<Result<String, String>> {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns.display()))
-        .arg(KUBECTL)
-        .args(kubectl::common_args(kubeconfig, home))
-        .args(args);
-    kubectl::outcome(&mut cmd, home)
-}
-
-/// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn some_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// One row of `kubectl get csr`: name, signer, requestor, condition.
 #[derive(Debug, Clone)]
 struct CsrRow {
@@ -262,7 +222,7 @@ fn bootstrap_and_rotation() -> anyhow::Result<()> {
     with_config_agent("cboot", None, |agent| {
         let node = agent.node_name().to_string();
         let netns = agent.node.path();
-        let k = |args: &[&str]| kubectl(&netns, &home, &admin, args);
+        let k = |args: &[&str]| kubectl_in(&netns, &home, &admin, args);
         let ok = |args: &[&str]| -> anyhow::Result<String> {
             match k(args)? {
                 Ok(out) => Ok(out),

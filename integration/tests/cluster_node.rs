@@ -15,8 +15,6 @@
 //! The stand-in listens on the loopback of the node's network namespace (the agent's own), so
 //! kubectl runs there too. Privileged (the agent runs real pods); skipped without kubectl.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
@@ -26,7 +24,8 @@ use kubenode_integration::pods::{all_running, pod_yaml};
 use kubenode_integration::{privileged, run_tests, unique_tag, TestDir, Trial};
 use serde_json::Value;
 
-use kubenode_integration::kubectl::{self, KUBECTL};
+use kubenode_integration::cluster::{kubectl_in, some_port, wait_for};
+use kubenode_integration::kubectl;
 
 fn main() {
     let missing = !kubectl::present();
@@ -155,48 +154,6 @@ fn lease_conflict_and_events() -> anyhow::Result<()> {
     })
 }
 
-/// kubectl against `kubeconfig`, run in the agent's network namespace `netns` (30 s at most):
-/// Ok(stdout) on success, Err(stderr) on failure.
-fn kubectl(
-    netns: &Path,
-    home: &Path,
-    kubeconfig: &Path,
-    args: &[&str],
-) -> anyhow::Result<Result<String, String>> {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", netns.display()))
-        .arg(KUBECTL)
-        .args(kubectl::common_args(kubeconfig, home))
-        .args(args);
-    kubectl::outcome(&mut cmd, home)
-}
-
-/// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// A port for the stand-in: free on the host, and any port is free in the node's new network
-/// namespace.
-fn some_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn node_ready_and_lease() -> anyhow::Result<()> {
     let api_dir = TestDir::new(&unique_tag("cnapi"))?;
     let port = some_port()?;
@@ -217,7 +174,7 @@ fn node_ready_and_lease() -> anyhow::Result<()> {
     with_config_agent("cnode", Some(&config), |agent| {
         let node = agent.node_name().to_string();
         let netns = agent.node.path();
-        let k = |args: &[&str]| kubectl(&netns, &home, &kubeconfig, args);
+        let k = |args: &[&str]| kubectl_in(&netns, &home, &kubeconfig, args);
         let ok = |args: &[&str]| -> anyhow::Result<String> {
             match k(args)? {
                 Ok(out) => Ok(out),

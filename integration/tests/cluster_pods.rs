@@ -6,17 +6,15 @@
 //! SIGKILL adopts the pod; a stand-in outage changes nothing running and the status catches up.
 //! Every wait is bounded; pods are deleted and the agent cleaned up even on failure.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use k8s_openapi::api::core::v1::Pod;
-use kubenode_integration::apiserver::ApiServer;
+use kubenode_integration::cluster::{api_pod_yaml, running_in_api, with_cluster};
 use kubenode_integration::pods::{all_running, container_id, phase, restarts, status};
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::{privileged, run_tests};
 
-use kubenode_integration::kubectl::{self, KUBECTL};
+use kubenode_integration::kubectl;
 
 fn main() {
     let missing = !kubectl::present();
@@ -53,186 +51,6 @@ fn main() {
             restart_without_api,
         ),
     ])
-}
-
-/// An agent joined to a stand-in API server that serves inside the agent's node namespace.
-struct Cluster {
-    // Dropped first: pods deleted, then the agent goes (its Drop removes what is left).
-    agent: TestAgent,
-    server: ApiServer,
-    kubeconfig: PathBuf,
-}
-
-impl Cluster {
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<Result<String, String>> {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.agent.node.path().display()))
-            .arg(KUBECTL)
-            .args(kubectl::common_args(
-                &self.kubeconfig,
-                self.agent.dir.path(),
-            ))
-            .args(args);
-        kubectl::outcome(&mut cmd, self.agent.dir.path())
-    }
-
-    fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        match self.kubectl(args)? {
-            Ok(out) => Ok(out),
-            Err(e) => bail!("kubectl {args:?} failed: {e}"),
-        }
-    }
-
-    fn create(&self, name: &str, yaml: &str) -> anyhow::Result<()> {
-        let file = self.agent.dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml)?;
-        self.ok(&["create", "-f", &file.to_string_lossy()])?;
-        Ok(())
-    }
-
-    /// The pod `name` as the API server has it (`None`: not found).
-    fn api_pod(&self, name: &str) -> anyhow::Result<Option<Pod>> {
-        match self.kubectl(&["get", "pod", name, "-o", "json"])? {
-            Ok(json) => Ok(Some(serde_json::from_str(&json)?)),
-            Err(e) if e.contains("NotFound") || e.contains("not found") => Ok(None),
-            Err(e) => bail!("kubectl get pod {name}: {e}"),
-        }
-    }
-
-    /// Waits (at most `timeout`) until the API's pod `name` satisfies `ok`.
-    fn wait_api(
-        &self,
-        name: &str,
-        timeout: Duration,
-        what: &str,
-        ok: impl Fn(&Pod) -> bool,
-    ) -> anyhow::Result<Pod> {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.api_pod(name)?;
-            if let Some(p) = &last {
-                if ok(p) {
-                    return Ok(p.clone());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!(
-            "pod {name} in the API not {what} within {timeout:?}; last: {:?}",
-            last.map(|p| p.status)
-        )
-    }
-
-    /// The UID of Node `name` in the API (`None`: not there).
-    fn api_node_uid(&self, name: &str) -> anyhow::Result<Option<String>> {
-        match self.kubectl(&["get", "node", name, "-o", "jsonpath={.metadata.uid}"])? {
-            Ok(uid) => Ok(Some(uid)),
-            Err(e) if e.contains("NotFound") || e.contains("not found") => Ok(None),
-            Err(e) => bail!("kubectl get node {name}: {e}"),
-        }
-    }
-
-    /// Waits (bounded) until the pod `name` is gone from the API.
-    fn wait_api_gone(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.api_pod(name)?.is_none() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!("pod {name} still in the API after {timeout:?}")
-    }
-
-    /// Deletes every pod left in the API at once and waits (bounded) for the agent to have
-    /// nothing running.
-    fn delete_all(&self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=0",
-            "--force",
-            "--wait=false",
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.agent.pods().is_ok_and(|p| p.is_empty()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.delete_all();
-    }
-}
-
-/// Runs `f` with an agent joined to a fresh stand-in, printing the agent's log when `f` fails,
-/// then checks for leaks.
-fn with_cluster(
-    prefix: &str,
-    f: impl FnOnce(&mut Cluster) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        // Restarted with the kubeconfig of a stand-in that serves in the node's namespace.
-        agent.kill();
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
-        let kubeconfig = agent.dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig)?;
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
-        ];
-        agent.spawn()?;
-        let mut cluster = Cluster {
-            agent,
-            server,
-            kubeconfig,
-        };
-        let r = f(&mut cluster);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&cluster.agent.log(), 80)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
-}
-
-/// A pod bound to `node` running `command` in the test image, with `extra` spec lines.
-fn api_pod_yaml(name: &str, node: &str, image: &str, command: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {name}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-{extra}  containers:
-  - name: c
-    image: {image}
-    command: [\"sh\", \"-c\", {command:?}]
-"
-    )
-}
-
-fn running_in_api(p: &Pod) -> bool {
-    phase(p) == "Running" && all_running(p)
 }
 
 fn run_and_delete() -> anyhow::Result<()> {

@@ -4,18 +4,16 @@
 //! `CreateContainerConfigError` until it appears; a Secret's value never reaches the agent's
 //! log, the events or the pod's directory.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
-use k8s_openapi::api::core::v1::Pod;
-use kubenode_integration::apiserver::ApiServer;
-use kubenode_integration::kubectl::{self, KUBECTL};
+use anyhow::{ensure, Context};
+use kubenode_integration::cluster::{with_cluster, Cluster};
+use kubenode_integration::kubectl;
 use kubenode_integration::pods::{
     all_running, phase, pod_yaml, waiting_message, waiting_reason, with_agent,
 };
-use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
+use kubenode_integration::{privileged, run_tests, TestAgent};
 
 fn main() {
     let no_kubectl = !kubectl::present();
@@ -43,6 +41,9 @@ fn main() {
         access.with_ignored_flag(no_kubectl),
     ])
 }
+
+/// How long an API pod may take to reach a state.
+const WAIT: Duration = Duration::from_secs(90);
 
 /// A value that appears nowhere but in the Secret.
 const SECRET_VALUE: &str = "s3cr3t-Value-7f1e";
@@ -246,119 +247,12 @@ fn base64_of(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// An agent joined to a stand-in API server serving in its node namespace; `kubectl` as a user.
-struct Cluster {
-    agent: TestAgent,
-    _server: ApiServer,
-    kubeconfig: PathBuf,
-}
-
-impl Cluster {
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<Result<String, String>> {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.agent.node.path().display()))
-            .arg(KUBECTL)
-            .args(kubectl::common_args(
-                &self.kubeconfig,
-                self.agent.dir.path(),
-            ))
-            .args(args);
-        kubectl::outcome(&mut cmd, self.agent.dir.path())
-    }
-
-    fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        match self.kubectl(args)? {
-            Ok(out) => Ok(out),
-            Err(e) => bail!("kubectl {args:?} failed: {e}"),
-        }
-    }
-
-    fn create(&self, name: &str, yaml: &str) -> anyhow::Result<()> {
-        let file = self.agent.dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml)?;
-        self.ok(&["create", "-f", &file.to_string_lossy()])?;
-        Ok(())
-    }
-
-    /// Waits (bounded) until the API's pod `name` satisfies `ok`.
-    fn wait_api(&self, name: &str, what: &str, ok: impl Fn(&Pod) -> bool) -> anyhow::Result<Pod> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Ok(json) = self.kubectl(&["get", "pod", name, "-o", "json"])? {
-                let p: Pod = serde_json::from_str(&json)?;
-                if ok(&p) {
-                    return Ok(p);
-                }
-                last = Some(p);
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!(
-            "pod {name} in the API not {what} in time; last: {:?}",
-            last.map(|p| p.status)
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=0",
-            "--force",
-            "--wait=false",
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && !self.agent.pods().is_ok_and(|p| p.is_empty()) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 fn api_pod_env_from_api_objects() -> anyhow::Result<()> {
-    with_cluster("koc", api_pod_env)
+    with_cluster("koc", |c| api_pod_env(c))
 }
 
 fn api_pod_with_service_account_volume() -> anyhow::Result<()> {
-    with_cluster("kot", service_account_volume)
-}
-
-/// Runs `test` against an agent joined to a fresh stand-in; the agent's log on failure.
-fn with_cluster(prefix: &str, test: fn(&Cluster) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let tag = unique_tag(prefix);
-    let guard = LeakGuard::new(&tag);
-    let result = {
-        let mut agent = TestAgent::start(&tag)?;
-        agent.kill();
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
-        let kubeconfig = agent.dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig)?;
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
-        ];
-        agent.spawn()?;
-        let c = Cluster {
-            agent,
-            _server: server,
-            kubeconfig,
-        };
-        let r = test(&c);
-        if r.is_err() || std::env::var_os("KUBENODE_TEST_SHOW_LOG").is_some() {
-            eprintln!(
-                "--- agent log ({tag}) ---\n{}",
-                kubenode_integration::agent::tail(&c.agent.log(), 80)
-            );
-        }
-        r
-    };
-    result?;
-    guard.check()
+    with_cluster("kot", |c| service_account_volume(c))
 }
 
 fn api_pod_env(c: &Cluster) -> anyhow::Result<()> {
@@ -402,7 +296,7 @@ fn api_pod_env(c: &Cluster) -> anyhow::Result<()> {
             "    envFrom: [{configMapRef: {name: app-config}, prefix: CFG_}]\n    env:\n    - {name: MODE, valueFrom: {configMapKeyRef: {name: app-config, key: mode}}}\n    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}\n",
         ),
     )?;
-    c.wait_api("env", "Running", |p| {
+    c.wait_api("env", WAIT, "Running", |p| {
         phase(p) == "Running" && all_running(p)
     })?;
     let logs = logs_with(&c.agent, "env", "PASSWORD")?;
@@ -422,7 +316,7 @@ fn api_pod_env(c: &Cluster) -> anyhow::Result<()> {
             "    env:\n    - {name: LATE, valueFrom: {configMapKeyRef: {name: later, key: k}}}\n",
         ),
     )?;
-    let p = c.wait_api("later", "CreateContainerConfigError", |p| {
+    let p = c.wait_api("later", WAIT, "CreateContainerConfigError", |p| {
         waiting_reason(p, "c") == Some("CreateContainerConfigError")
     })?;
     ensure!(
@@ -434,7 +328,7 @@ fn api_pod_env(c: &Cluster) -> anyhow::Result<()> {
         "later-cm",
         &["create", "configmap", "later", "--from-literal=k=arrived"],
     )?;
-    c.wait_api("later", "Running", |p| {
+    c.wait_api("later", WAIT, "Running", |p| {
         phase(p) == "Running" && all_running(p)
     })?;
     let logs = logs_with(&c.agent, "later", "LATE=")?;
@@ -490,7 +384,9 @@ fn service_account_volume(c: &Cluster) -> anyhow::Result<()> {
             c.agent.image
         ),
     )?;
-    let p = c.wait_api("sa", "Running", |p| phase(p) == "Running" && all_running(p))?;
+    let p = c.wait_api("sa", WAIT, "Running", |p| {
+        phase(p) == "Running" && all_running(p)
+    })?;
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let logs = logs_with(&c.agent, "sa", "READONLY")?;
     ensure!(logs.lines().any(|l| l == "NS=default"), "{logs}");
