@@ -6,9 +6,10 @@
 //! host-only network and host, 192.168.56.1); nothing touches the machine's own network. Each
 //! node namespace has one interface, `eth1` (the name it has in a VM), with its lab address.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -88,6 +89,16 @@ impl Lab {
     /// Builds the lab network, provisions every node with `vagrant/scripts/node` and starts
     /// the agents. `tag` names everything (node `i` uses `<tag>n<i>`).
     pub fn start(tag: &str) -> anyhow::Result<Lab> {
+        Lab::start_with(tag, |_, _, _| Ok(Vec::new()))
+    }
+
+    /// [`Lab::start`], with `before_agent` called for every node once it is provisioned and
+    /// before its agent starts: it gets the lab namespace, the node and its directory, may
+    /// change what provisioning wrote, and returns arguments added to the agent's.
+    pub fn start_with(
+        tag: &str,
+        mut before_agent: impl FnMut(&Netns, &NodeSpec, &TestDir) -> anyhow::Result<Vec<String>>,
+    ) -> anyhow::Result<Lab> {
         let specs = parse_nodes(&std::fs::read_to_string(vagrant_dir().join("nodes"))?)?;
         let lab = Netns::new(&format!("{tag}-lab"))?;
         lab.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -121,6 +132,7 @@ impl Lab {
                     .into_owned(),
             ];
             args.extend(env_file_args(&env));
+            args.extend(before_agent(&lab, spec, &dir)?);
             nodes.push(TestAgent::start_prepared(
                 &node_tag, &spec.name, node, dir, LAB_IMAGE, args,
             )?);
@@ -166,6 +178,37 @@ pub fn curl_in(ns: &Netns, url: &str) -> anyhow::Result<Option<String>> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+/// `<client address> <pod name>` as the web pods' /cgi-bin/ip answers.
+pub fn split_answer(body: &str) -> anyhow::Result<(String, String)> {
+    let mut f = body.split_whitespace();
+    match (f.next(), f.next()) {
+        (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
+        _ => bail!("unexpected answer {body:?}"),
+    }
+}
+
+/// Requests `url` from `ns` until every name in `want` answered (bounded); returns who did.
+pub fn backends_seen(
+    ns: &Netns,
+    url: &str,
+    want: &BTreeSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..60 {
+        if Instant::now() > deadline || seen.is_superset(want) {
+            break;
+        }
+        match curl_in(ns, url)? {
+            Some(body) => {
+                seen.insert(split_answer(&body)?.1);
+            }
+            None => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+    Ok(seen)
 }
 
 /// `vagrant/scripts/<script> args...` inside `ns`, with the node's directories below `dir`.

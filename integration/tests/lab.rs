@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
+use anyhow::ensure;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
-use kubenode_integration::lab::{curl_in, vagrant_dir, Lab, WEB_CLUSTER_IP, WEB_NODE_PORT};
+use kubenode_integration::lab::{
+    backends_seen, split_answer, vagrant_dir, Lab, WEB_CLUSTER_IP, WEB_NODE_PORT,
+};
 use kubenode_integration::pods;
-use kubenode_integration::{privileged, run, run_tests, unique_tag, LeakGuard, Netns};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, LeakGuard};
 
 fn main() {
     run_tests(vec![privileged(
@@ -42,37 +44,6 @@ fn identity(p: &Pod) -> String {
         .map(|c| format!("{}={:?}/{}", c.name, c.container_id, c.restart_count))
         .collect();
     format!("{:?} {}", p.metadata.uid, containers.join(","))
-}
-
-/// `<client address> <pod name>` as the web pods' /cgi-bin/ip answers.
-fn split_answer(body: &str) -> anyhow::Result<(String, String)> {
-    let mut f = body.split_whitespace();
-    match (f.next(), f.next()) {
-        (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
-        _ => bail!("unexpected answer {body:?}"),
-    }
-}
-
-/// Requests `url` from `ns` until every name in `want` answered (bounded); returns who did.
-fn backends_seen(
-    ns: &Netns,
-    url: &str,
-    want: &BTreeSet<String>,
-) -> anyhow::Result<BTreeSet<String>> {
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..60 {
-        if Instant::now() > deadline || seen.is_superset(want) {
-            break;
-        }
-        match curl_in(ns, url)? {
-            Some(body) => {
-                seen.insert(split_answer(&body)?.1);
-            }
-            None => std::thread::sleep(Duration::from_millis(300)),
-        }
-    }
-    Ok(seen)
 }
 
 fn three_nodes() -> anyhow::Result<()> {
