@@ -1,5 +1,6 @@
 //! kube-proxy's health server (`healthzBindAddress`, default `0.0.0.0:10256`): `/healthz` and
-//! `/livez`, as upstream's `ProxyHealthServer` answers them.
+//! `/livez`, as upstream's `ProxyHealthServer` answers them; and the kubelet's health port
+//! (`127.0.0.1:10248`, [`spawn_kubelet`]).
 //!
 //! The proxy is healthy unless an input has waited longer than the health timeout (2 ×
 //! `syncPeriod`, as kube-proxy sets it) without reaching the rules: a proxy with nothing to do
@@ -113,28 +114,53 @@ fn zero_time() -> String {
 
 /// Serves `health` on `addr` until the process ends; binding is retried every 5 s.
 pub fn spawn(addr: SocketAddr, health: Health) {
+    serve(addr, "proxy health server", move |path| {
+        respond(health.answer(path, SystemTime::now()), "application/json")
+    });
+}
+
+/// The kubelet's health port (`healthzBindAddress`:`healthzPort`, upstream's
+/// `127.0.0.1:10248`; what `kubeadm join` waits on): plain HTTP, `/healthz` answering `ok` while
+/// the agent's runtime serves requests (upstream's `ping` check; its `syncloop` check has no
+/// counterpart: kubenode's pod loop is event-driven, not a ticking loop that could stall
+/// unseen). Binding is retried every 5 s, as upstream retries, so a taken port stops nothing.
+pub fn spawn_kubelet(addr: SocketAddr) {
+    serve(addr, "kubelet health server", |path| {
+        let answer = (path == "/healthz").then(|| (StatusCode::OK, "ok".to_string()));
+        respond(answer, "text/plain; charset=utf-8")
+    });
+}
+
+/// Serves `answer(path)` on `addr` until the process ends; binding is retried every 5 s.
+fn serve(
+    addr: SocketAddr,
+    what: &'static str,
+    answer: impl Fn(&str) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+) {
     tokio::spawn(async move {
         let listener = loop {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => break l,
                 Err(e) => {
-                    tracing::error!(address = %addr, error = %e, "health server failed; retrying in 5s");
+                    tracing::error!(address = %addr, error = %e, "{what} failed; retrying in 5s");
                     tokio::time::sleep(RETRY).await;
                 }
             }
         };
-        tracing::info!(address = %addr, "proxy health server listening");
+        tracing::info!(address = %addr, "{what} listening");
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let health = health.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let health = health.clone();
-                    async move { Ok::<_, Infallible>(respond(&health, req.uri().path())) }
+                    let resp = answer(req.uri().path());
+                    async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .timer(hyper_util::rt::TokioTimer::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -142,13 +168,16 @@ pub fn spawn(addr: SocketAddr, health: Health) {
     });
 }
 
-fn respond(health: &Health, path: &str) -> Response<Full<Bytes>> {
-    let mut resp = match health.answer(path, SystemTime::now()) {
+/// How long a request's head may take (a client that sends nothing is dropped).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn respond(answer: Option<(StatusCode, String)>, content_type: &str) -> Response<Full<Bytes>> {
+    let mut resp = match answer {
         Some((code, body)) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
             *r.status_mut() = code;
             r.headers_mut()
-                .insert("content-type", "application/json".parse().expect("header"));
+                .insert("content-type", content_type.parse().expect("header"));
             r
         }
         None => {

@@ -118,8 +118,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "cpuManagerReconcilePeriod",
     "crashLoopBackOff",
     "evictionPressureTransitionPeriod",
-    "healthzBindAddress",
-    "healthzPort",
     "httpCheckFrequency",
     "imageMaximumGCAge",
     "logging",
@@ -253,6 +251,13 @@ fn kubeadm_node() -> anyhow::Result<()> {
                 resolv.contains("nameserver 10.96.0.10")
                     && resolv.contains("default.svc.cluster.local svc.cluster.local cluster.local"),
                 "the pod's resolv.conf: {resolv}"
+            );
+            // The health port kubeadm's file names (and `kubeadm join` waits on) answers.
+            let health =
+                kubenode_integration::lab::curl_in(&agent.node, "http://127.0.0.1:10248/healthz")?;
+            ensure!(
+                health.as_deref() == Some("ok"),
+                "127.0.0.1:10248/healthz: {health:?}"
             );
             // Each unsupported key and flag reported once (also after the pod's start and the
             // manifest directory's re-reads).

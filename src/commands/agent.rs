@@ -287,6 +287,9 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     let _socket_task = kubenode_kubelet::api::serve_unix(&socket, view.clone())
         .await
         .with_context(|| format!("serving the node API on {}", socket.display()))?;
+    if let Some(addr) = config.healthz {
+        crate::healthz::spawn_kubelet(addr);
+    }
     if let Some(addr) = read_only {
         kubenode_kubelet::api::serve_tcp(addr, view)
             .await

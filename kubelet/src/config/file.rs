@@ -44,6 +44,10 @@ pub struct ConfigFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthz_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthz_bind_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_log_max_size: Option<String>,
@@ -119,6 +123,8 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "clusterDomain",
     "readOnlyPort",
     "address",
+    "healthzPort",
+    "healthzBindAddress",
     "resolvConf",
     "containerLogMaxSize",
     "containerLogMaxFiles",
@@ -348,8 +354,6 @@ mod tests {
                 "cpuManagerReconcilePeriod",
                 "crashLoopBackOff",
                 "evictionPressureTransitionPeriod",
-                "healthzBindAddress",
-                "healthzPort",
                 "httpCheckFrequency",
                 "imageMaximumGCAge",
                 "logging",

@@ -60,6 +60,10 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// `readOnlyPort` to 0; only its deprecated command-line flag still defaults to 10255. The port
 /// is unauthenticated, so it stays off unless a configuration or `--read-only-port` asks for it.
 pub const DEFAULT_READ_ONLY_PORT: u16 = 0;
+/// Default health port, `healthzPort` (upstream's 10248; 0 turns it off).
+pub const DEFAULT_HEALTHZ_PORT: u16 = 10248;
+/// Default health port address, `healthzBindAddress` (upstream's `127.0.0.1`).
+pub const DEFAULT_HEALTHZ_BIND_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 /// Default maximum number of pods.
 pub const DEFAULT_MAX_PODS: u32 = 110;
 /// Default static pod re-read period.

@@ -50,6 +50,12 @@ pub struct Overrides {
     /// The read-only port's address.
     #[arg(long)]
     pub read_only_address: Option<IpAddr>,
+    /// The health port (`/healthz`; 0 turns it off; upstream's 10248).
+    #[arg(long)]
+    pub healthz_port: Option<u16>,
+    /// The health port's address (upstream's `127.0.0.1`).
+    #[arg(long)]
+    pub healthz_bind_address: Option<IpAddr>,
     /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
     // Given at least once, the flags replace the file's whole list.
     #[arg(long = "insecure-registry")]
@@ -129,6 +135,9 @@ pub struct Config {
     /// KubeletConfiguration). When a port is set, the address defaults to `127.0.0.1`
     /// (upstream's `address` default is `0.0.0.0`).
     pub read_only: Option<SocketAddr>,
+    /// The health port (`healthzBindAddress`:`healthzPort`, upstream's `127.0.0.1:10248`),
+    /// `None` when the port is 0: plain HTTP, `/healthz` only, as the kubelet's.
+    pub healthz: Option<SocketAddr>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// CNI configuration directory.
@@ -351,6 +360,20 @@ impl Config {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
         let read_only = (port != 0).then_some(SocketAddr::new(address, port));
+        let healthz_port = o
+            .healthz_port
+            .or(cfg.healthz_port)
+            .unwrap_or(DEFAULT_HEALTHZ_PORT);
+        let healthz_address = match o.healthz_bind_address {
+            Some(a) => a,
+            None => parse_opt::<IpAddr>(
+                cfg.healthz_bind_address.as_deref(),
+                file,
+                "healthzBindAddress",
+            )?
+            .unwrap_or(IpAddr::V4(DEFAULT_HEALTHZ_BIND_ADDRESS)),
+        };
+        let healthz = (healthz_port != 0).then_some(SocketAddr::new(healthz_address, healthz_port));
 
         let log_size_text = cfg
             .container_log_max_size
@@ -453,6 +476,7 @@ impl Config {
                 .clone()
                 .map_or_else(|| DEFAULT_RESOLV_CONF.into(), PathBuf::from),
             read_only,
+            healthz,
             insecure_registries: if o.insecure_registries.is_empty() {
                 cfg.insecure_registries.clone().unwrap_or_default()
             } else {
@@ -498,6 +522,8 @@ impl Config {
             cluster_domain: Some(self.cluster_domain.clone()),
             read_only_port: Some(self.read_only.map_or(0, |a| a.port())),
             address: self.read_only.map(|a| a.ip().to_string()),
+            healthz_port: Some(self.healthz.map_or(0, |a| a.port())),
+            healthz_bind_address: self.healthz.map(|a| a.ip().to_string()),
             resolv_conf: s(&self.resolv_conf),
             container_log_max_size: Some(self.container_log_max_size.to_string()),
             container_log_max_files: Some(self.container_log_max_files),

@@ -61,6 +61,8 @@ fn defaults() {
     assert_eq!(c.cluster_domain, "cluster.local");
     // Off unless asked for, as upstream's KubeletConfiguration default (readOnlyPort 0).
     assert_eq!(c.read_only, None);
+    // The health port on, on loopback, as upstream's.
+    assert_eq!(c.healthz, Some("127.0.0.1:10248".parse().unwrap()));
     assert_eq!(
         c.service_node_port_range,
         PortRange {
@@ -81,9 +83,10 @@ fn file_then_flags() {
     let (_d, p) = write(&format!(
         "{HEAD}staticPodPath: /srv/m\nfileCheckFrequency: 1m0s\nreadOnlyPort: 10256\naddress: 0.0.0.0\n\
          nodeName: n1\nnodeIP: 10.1.0.1\nrootDir: /srv/root\ninsecureRegistries: [a:5000]\nmaxPods: 7\n\
-         clusterDNS: [10.96.0.10]\ncontainerLogMaxSize: 1Mi\n"
+         clusterDNS: [10.96.0.10]\ncontainerLogMaxSize: 1Mi\nhealthzPort: 0\n"
     ));
     let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.healthz, None);
     assert_eq!(c.manifest_dir, Path::new("/srv/m"));
     assert_eq!(c.file_check_frequency, Duration::from_secs(60));
     assert_eq!(c.read_only, Some("0.0.0.0:10256".parse().unwrap()));
@@ -100,6 +103,8 @@ fn file_then_flags() {
         root_dir: Some("/r".into()),
         manifest_dir: Some("/mm".into()),
         read_only_port: Some(0),
+        healthz_port: Some(10249),
+        healthz_bind_address: Some("0.0.0.0".parse().unwrap()),
         insecure_registries: vec!["b:5000".into()],
         pod_cidr: Some("10.244.2.0/24".parse().unwrap()),
         ..Overrides::default()
@@ -110,6 +115,7 @@ fn file_then_flags() {
     assert_eq!(c.root_dir, Path::new("/r"));
     assert_eq!(c.manifest_dir, Path::new("/mm"));
     assert_eq!(c.read_only, None);
+    assert_eq!(c.healthz, Some("0.0.0.0:10249".parse().unwrap()));
     assert_eq!(c.insecure_registries, vec!["b:5000".to_owned()]);
     assert_eq!(c.pod_cidr.unwrap().to_string(), "10.244.2.0/24");
 }

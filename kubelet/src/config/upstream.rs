@@ -170,16 +170,6 @@ const NOTES: &[(&str, &str)] = &[
     ("enableProfilingHandler", HTTPS_API),
     ("enableDebugFlagsHandler", HTTPS_API),
     (
-        "healthzPort",
-        "kubenode serves no health endpoint on port 10248; /healthz is on the read-only port \
-         when readOnlyPort is set",
-    ),
-    (
-        "healthzBindAddress",
-        "kubenode serves no health endpoint on port 10248; /healthz is on the read-only port \
-         when readOnlyPort is set",
-    ),
-    (
         "rotateCertificates",
         "with --bootstrap-kubeconfig kubenode always rotates the client certificate it \
          bootstrapped (as rotateCertificates: true, kubeadm's setting); other certificates are \
