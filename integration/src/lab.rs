@@ -233,6 +233,54 @@ fn tracing_line(node: &str, stdout: &[u8]) {
 mod tests {
     use super::*;
 
+    /// `ruby -c` on the Vagrantfile, `bash -n` and shellcheck on every lab script: the VMs
+    /// cannot boot here, their files can be checked (scripts/install-deps --test installs ruby
+    /// and shellcheck; a machine without them checks what it can and says so).
+    #[test]
+    fn vagrant_files_are_clean() {
+        let dir = vagrant_dir();
+        let have = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let check = |cmd: &mut Command| {
+            let out = cmd.output().expect("running the checker");
+            assert!(
+                out.status.success(),
+                "{cmd:?}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir.join("scripts"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        scripts.sort();
+        assert!(scripts.len() >= 8, "{scripts:?}");
+        for script in &scripts {
+            check(Command::new("bash").arg("-n").arg(script));
+        }
+        if have("ruby") {
+            check(Command::new("ruby").arg("-c").arg(dir.join("Vagrantfile")));
+        } else {
+            eprintln!("note: no ruby: the Vagrantfile's syntax is not checked");
+        }
+        if have("shellcheck") {
+            // From the repository root, so that `source` lines resolve as written.
+            check(
+                Command::new("shellcheck")
+                    .arg("-x")
+                    .args(&scripts)
+                    .current_dir(dir.join("..")),
+            );
+        } else {
+            eprintln!("note: no shellcheck: the lab scripts are only parsed (bash -n)");
+        }
+    }
+
     #[test]
     fn parses_the_node_table() {
         let nodes = parse_nodes(

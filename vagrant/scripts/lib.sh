@@ -14,6 +14,10 @@ LAB_CLUSTER_CIDR=10.244.0.0/16
 LAB_SERVICE_CIDR=10.96.0.0/12
 LAB_IMAGE=kubenode.local/busybox:1.0
 LAB_READ_ONLY_PORT=10255
+# The cluster variant's control plane (vagrant/scripts/control-plane) and its Kubernetes minor.
+LAB_CONTROL_PLANE_NAME="cp"
+LAB_CONTROL_PLANE_IP=192.168.56.10
+LAB_K8S_MINOR=v1.32
 
 kubenode=${KUBENODE_BIN:-/usr/local/bin/kubenode}
 if [[ -n ${LAB_STATE_DIR:-} ]]; then
@@ -66,4 +70,22 @@ write_if_changed() {
     mv -f "$tmp" "$file"
     echo changed
   fi
+}
+
+# Installs packages from upstream's Kubernetes repository (pkgs.k8s.io, $LAB_K8S_MINOR) and
+# Debian's (containerd): the cluster variant's control plane and the nodes' kubeadm.
+install_k8s_packages() {
+  local keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+  export DEBIAN_FRONTEND=noninteractive
+  if [[ ! -f $keyring ]]; then
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends ca-certificates curl gpg
+    mkdir -p /etc/apt/keyrings
+    curl -fsSL "https://pkgs.k8s.io/core:/stable:/$LAB_K8S_MINOR/deb/Release.key" | gpg --dearmor -o "$keyring"
+    echo "deb [signed-by=$keyring] https://pkgs.k8s.io/core:/stable:/$LAB_K8S_MINOR/deb/ /" \
+      >/etc/apt/sources.list.d/kubernetes.list
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "$@"
+  apt-mark hold "$@" >/dev/null
 }
