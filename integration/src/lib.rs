@@ -21,6 +21,7 @@ pub mod lab;
 mod netns;
 pub mod pods;
 mod registry;
+pub mod soak;
 mod trials;
 pub mod vm;
 
