@@ -126,7 +126,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "memorySwap",
     "nodeStatusReportFrequency",
     "nodeStatusUpdateFrequency",
-    "rotateCertificates",
     "runtimeRequestTimeout",
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",
