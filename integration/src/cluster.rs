@@ -149,6 +149,15 @@ pub fn with_cluster(
     prefix: &str,
     f: impl FnOnce(&mut Cluster) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    with_cluster_args(prefix, &[], f)
+}
+
+/// As [`with_cluster`], the agent given `args` besides its kubeconfig.
+pub fn with_cluster_args(
+    prefix: &str,
+    args: &[&str],
+    f: impl FnOnce(&mut Cluster) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let tag = unique_tag(prefix);
     let guard = LeakGuard::new(&tag);
     let result = {
@@ -164,6 +173,7 @@ pub fn with_cluster(
             "--kubeconfig".into(),
             kubeconfig.to_string_lossy().into_owned(),
         ];
+        agent.extra_args.extend(args.iter().map(|a| a.to_string()));
         agent.spawn()?;
         let mut cluster = Cluster {
             agent,

@@ -119,6 +119,7 @@ fn in_process() -> anyhow::Result<()> {
                 bootstrap_kubeconfig: bootstrap.clone(),
                 cert_dir: dir.join("pki"),
                 node_name: "n1".into(),
+                rotate: true,
             },
         )
         .await?;
@@ -275,6 +276,8 @@ fn bootstrap_and_rotation() -> anyhow::Result<()> {
             node_kubeconfig.display().to_string(),
             "--bootstrap-kubeconfig".into(),
             bootstrap.display().to_string(),
+            // kubeadm's rotateCertificates: true (upstream's default is false).
+            "--rotate-certificates".into(),
         ];
         agent.spawn()?;
         let failures = || {

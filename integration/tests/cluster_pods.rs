@@ -6,11 +6,13 @@
 //! SIGKILL adopts the pod; a stand-in outage changes nothing running and the status catches up.
 //! Every wait is bounded; pods are deleted and the agent cleaned up even on failure.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use k8s_openapi::api::core::v1::Pod;
-use kubenode_integration::cluster::{api_pod_yaml, running_in_api, with_cluster};
+use kubenode_integration::cluster::{
+    api_pod_yaml, running_in_api, with_cluster, with_cluster_args,
+};
 use kubenode_integration::pods::{all_running, container_id, phase, restarts, status};
 use kubenode_integration::{privileged, run_tests};
 
@@ -35,8 +37,12 @@ fn main() {
             run_and_delete,
         ),
         t(
-            "refused_field_and_out_of_cpu_are_failed_in_the_api",
+            "refused_field_out_of_cpu_and_no_execute_taint_are_failed_in_the_api",
             rejections,
+        ),
+        t(
+            "crash_looping_pod_has_one_backoff_event_whose_count_rises",
+            backoff_event,
         ),
         t(
             "agent_sigkill_adopts_and_outage_catches_up",
@@ -158,61 +164,155 @@ fn run_and_delete() -> anyhow::Result<()> {
 }
 
 fn rejections() -> anyhow::Result<()> {
-    with_cluster("cr", |c| {
-        let node = c.agent.node_name().to_string();
-        let image = c.agent.image.clone();
-        // `tty` is a field kubenode does not implement.
-        let tty = api_pod_yaml("tty", &node, &image, "sleep 3600", "")
-            .replace("    command:", "    tty: true\n    command:");
-        c.create("tty", &tty)?;
-        let failed = |p: &Pod| phase(p) == "Failed";
-        let pod = c.wait_api("tty", Duration::from_secs(60), "Failed", failed)?;
-        let st = status(&pod);
-        ensure!(st.reason.as_deref() == Some("UnsupportedPodSpec"), "{st:?}");
-        let message = st.message.clone().unwrap_or_default();
-        ensure!(
-            message.starts_with("Pod was rejected: ") && message.contains("spec.containers[0].tty"),
-            "{message}"
-        );
-        // More CPU than the node has: OutOfcpu, as upstream's admission words it.
-        let big = api_pod_yaml("big", &node, &image, "sleep 3600", "").replace(
-            "    command:",
-            "    resources: {requests: {cpu: \"64\"}}\n    command:",
-        );
-        c.create("big", &big)?;
-        let pod = c.wait_api("big", Duration::from_secs(60), "Failed", failed)?;
-        let st = status(&pod);
-        ensure!(st.reason.as_deref() == Some("OutOfcpu"), "{st:?}");
-        let message = st.message.clone().unwrap_or_default();
-        ensure!(
-            message.starts_with(
-                "Pod was rejected: Node didn't have enough resource: cpu, requested: 64000"
-            ),
-            "{message}"
-        );
-        // A node selector this node does not match: NodeAffinity.
-        let picky = api_pod_yaml(
-            "picky",
-            &node,
-            &image,
-            "sleep 3600",
-            "  nodeSelector: {disk: ssd}\n",
-        );
-        c.create("picky", &picky)?;
-        let pod = c.wait_api("picky", Duration::from_secs(60), "Failed", failed)?;
-        let st = status(&pod);
-        ensure!(st.reason.as_deref() == Some("NodeAffinity"), "{st:?}");
-        ensure!(
+    // The node registers with a NoExecute taint: the pods rejected for another reason are
+    // rejected for that one first (upstream's order), the taint rejects the others that do not
+    // tolerate it.
+    with_cluster_args(
+        "cr",
+        &["--register-with-taints", "spot=true:NoExecute"],
+        |c| {
+            let node = c.agent.node_name().to_string();
+            let image = c.agent.image.clone();
+            // `tty` is a field kubenode does not implement.
+            let tty = api_pod_yaml("tty", &node, &image, "sleep 3600", "")
+                .replace("    command:", "    tty: true\n    command:");
+            c.create("tty", &tty)?;
+            let failed = |p: &Pod| phase(p) == "Failed";
+            let pod = c.wait_api("tty", Duration::from_secs(60), "Failed", failed)?;
+            let st = status(&pod);
+            ensure!(st.reason.as_deref() == Some("UnsupportedPodSpec"), "{st:?}");
+            let message = st.message.clone().unwrap_or_default();
+            ensure!(
+                message.starts_with("Pod was rejected: ")
+                    && message.contains("spec.containers[0].tty"),
+                "{message}"
+            );
+            // More CPU than the node has: OutOfcpu, as upstream's admission words it.
+            let big = api_pod_yaml("big", &node, &image, "sleep 3600", "").replace(
+                "    command:",
+                "    resources: {requests: {cpu: \"64\"}}\n    command:",
+            );
+            c.create("big", &big)?;
+            let pod = c.wait_api("big", Duration::from_secs(60), "Failed", failed)?;
+            let st = status(&pod);
+            ensure!(st.reason.as_deref() == Some("OutOfcpu"), "{st:?}");
+            let message = st.message.clone().unwrap_or_default();
+            ensure!(
+                message.starts_with(
+                    "Pod was rejected: Node didn't have enough resource: cpu, requested: 64000"
+                ),
+                "{message}"
+            );
+            // A node selector this node does not match: NodeAffinity.
+            let picky = api_pod_yaml(
+                "picky",
+                &node,
+                &image,
+                "sleep 3600",
+                "  nodeSelector: {disk: ssd}\n",
+            );
+            c.create("picky", &picky)?;
+            let pod = c.wait_api("picky", Duration::from_secs(60), "Failed", failed)?;
+            let st = status(&pod);
+            ensure!(st.reason.as_deref() == Some("NodeAffinity"), "{st:?}");
+            ensure!(
             st.message.as_deref()
                 == Some("Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"),
             "{st:?}"
         );
-        // kubectl's table shows the reason.
-        let table = c.ok(&["get", "pods"])?;
-        ensure!(table.contains("OutOfcpu"), "{table}");
-        // A Failed pod is deleted at once (the API server waits for no kubelet).
-        c.ok(&["delete", "pod", "big", "--wait=false"])?;
-        c.wait_api_gone("big", Duration::from_secs(30))?;
+            // kubectl's table shows the reason.
+            let table = c.ok(&["get", "pods"])?;
+            ensure!(table.contains("OutOfcpu"), "{table}");
+            // A Failed pod is deleted at once (the API server waits for no kubelet).
+            c.ok(&["delete", "pod", "big", "--wait=false"])?;
+            c.wait_api_gone("big", Duration::from_secs(30))?;
+
+            // The node's NoExecute taint: a pod without a toleration is rejected as upstream's
+            // kubelet words it (`TaintToleration`); one that tolerates it runs.
+            let taints = c.ok(&["get", "node", &node, "-o", "jsonpath={.spec.taints}"])?;
+            ensure!(taints.contains("NoExecute"), "{taints}");
+            c.create(
+                "intolerant",
+                &api_pod_yaml("intolerant", &node, &image, "sleep 3600", ""),
+            )?;
+            let pod = c.wait_api("intolerant", Duration::from_secs(60), "Failed", failed)?;
+            let st = status(&pod);
+            ensure!(st.reason.as_deref() == Some("TaintToleration"), "{st:?}");
+            ensure!(
+            st.message.as_deref()
+                == Some("Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"),
+            "{st:?}"
+        );
+            c.create(
+                "tolerant",
+                &api_pod_yaml(
+                    "tolerant",
+                    &node,
+                    &image,
+                    "sleep 3600",
+                    "  tolerations: [{key: spot, operator: Exists, effect: NoExecute}]\n",
+                ),
+            )?;
+            c.wait_api(
+                "tolerant",
+                Duration::from_secs(60),
+                "Running",
+                running_in_api,
+            )?;
+            Ok(())
+        },
+    )
+}
+
+/// The event correlator in cluster mode: a crash-looping container's repeated `BackOff` is one
+/// Event in the API whose `count` rises (PATCHed), not a new Event per occurrence.
+fn backoff_event() -> anyhow::Result<()> {
+    with_cluster("cev", |c| {
+        let node = c.agent.node_name().to_string();
+        let image = c.agent.image.clone();
+        c.create(
+            "crashy",
+            &api_pod_yaml("crashy", &node, &image, "exit 1", ""),
+        )?;
+        // The BackOff events about the pod, as kubectl lists them.
+        let backoffs = || -> anyhow::Result<Vec<(String, i64)>> {
+            let json = c.ok(&["get", "events", "-o", "json"])?;
+            let list: serde_json::Value = serde_json::from_str(&json)?;
+            Ok(list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["involvedObject"]["name"] == "crashy" && e["reason"] == "BackOff")
+                .map(|e| {
+                    (
+                        e["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        e["count"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect())
+        };
+        let deadline = Instant::now() + Duration::from_secs(150);
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last = backoffs()?;
+            if last.iter().any(|(_, count)| *count >= 3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ensure!(
+            last.len() == 1 && last[0].1 >= 3,
+            "expected one BackOff Event counting up to 3 or more: {last:?}"
+        );
+        // kubectl's table shows it with its count.
+        let table = c.ok(&["get", "events"])?;
+        ensure!(
+            table.contains("Back-off restarting failed container c in pod crashy"),
+            "{table}"
+        );
         Ok(())
     })
 }

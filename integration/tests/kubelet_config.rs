@@ -124,7 +124,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "memorySwap",
     "nodeStatusReportFrequency",
     "nodeStatusUpdateFrequency",
-    "rotateCertificates",
     "runtimeRequestTimeout",
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",

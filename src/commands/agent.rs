@@ -48,8 +48,8 @@ pub struct KubeletFlags {
     /// The TLS bootstrap kubeconfig of a node joining a cluster (a bootstrap token): when the
     /// `--kubeconfig` file is missing or its client certificate unusable or expired, the agent
     /// requests a client certificate (a CertificateSigningRequest), writes it to
-    /// `<root>/pki/kubelet-client-current.pem` and the kubeconfig that names it, and rotates it
-    /// before it expires.
+    /// `<root>/pki/kubelet-client-current.pem` and the kubeconfig that names it, and, with
+    /// `--rotate-certificates` (`rotateCertificates: true`), rotates it before it expires.
     #[arg(long, value_name = "FILE")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Upstream's CRI endpoint: accepted, reported as not supported at start (kubenode runs
@@ -97,6 +97,7 @@ impl KubeletFlags {
             bootstrap_kubeconfig: bootstrap.clone(),
             cert_dir: config.root_dir.join("pki"),
             node_name: config.node_name.clone(),
+            rotate: config.rotate_certificates,
         }))
     }
 
@@ -280,6 +281,10 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
             images.clone(),
             self_exe.clone(),
             kubelet.events().clone(),
+            {
+                let kubelet = kubelet.clone();
+                Arc::new(move |taints| kubelet.set_node_taints(taints))
+            },
         );
     }
 
@@ -395,6 +400,7 @@ fn start_node_tasks(
     images: Arc<kubenode_runtime::image::ImageStore>,
     self_exe: PathBuf,
     events: kubenode_kubelet::events::Recorder,
+    on_taints: Arc<dyn Fn(Vec<k8s_openapi::api::core::v1::Taint>) + Send + Sync>,
 ) {
     use kubenode_kubelet::cluster::{lease, node};
     let network_config = config.clone();
@@ -426,6 +432,7 @@ fn start_node_tasks(
             config: config_for_node,
             images,
             on_pod_cidr,
+            on_taints,
             events,
         };
         node::run(node_client, deps).await;

@@ -28,8 +28,12 @@
 //! with embedded data), or that authenticates without a client certificate, is used as it is:
 //! TLS bootstrap is skipped and nothing is rotated.
 //!
-//! Not done: `rotateCertificates: false` (a bootstrapped certificate is always rotated, as with
-//! kubeadm's `true`), a bootstrap kubeconfig without a certificate authority
+//! With `rotateCertificates: false` (upstream's default; kubeadm sets true) bootstrap happens as
+//! above but nothing is rotated: the certificate manager stops once a valid certificate is
+//! installed (upstream's `LoadClientCert` without a certificate manager); an expired one is
+//! replaced at the next start, as upstream's.
+//!
+//! Not done: a bootstrap kubeconfig without a certificate authority
 //! (`insecure-skip-tls-verify`: refused at start), exec/auth-provider credentials in the
 //! bootstrap kubeconfig beyond what kube-rs reads, the kubelet's serving certificate
 //! (`serverTLSBootstrap`).
@@ -75,6 +79,9 @@ pub struct Paths {
     pub cert_dir: PathBuf,
     /// The node's name.
     pub node_name: String,
+    /// `rotateCertificates`: rotate the certificate before it expires. Without it the
+    /// certificate is only bootstrapped (upstream's `LoadClientCert`, no certificate manager).
+    pub rotate: bool,
 }
 
 /// The outcome of [`start`]: the client the node's tasks use and what to log once.
@@ -334,20 +341,29 @@ pub async fn start(p: Paths) -> Result<Started, BootstrapError> {
             if bootstrapping {
                 format!("TLS bootstrap with {bootstrap} in the background")
             } else {
-                "the current certificate is valid, rotation on".to_string()
+                "the current certificate is valid".to_string()
             }
         ),
         None => format!(
             "--bootstrap-kubeconfig {bootstrap}: the kubeconfig {kubeconfig} is valid: TLS \
-             bootstrap skipped, client certificate rotation on"
+             bootstrap skipped"
         ),
     };
+    let message = format!(
+        "{message}; client certificate rotation {}",
+        if p.rotate {
+            "on"
+        } else {
+            "off (rotateCertificates is false)"
+        }
+    );
     tokio::spawn(run(
         identity,
         store,
         client.clone(),
         p.bootstrap_kubeconfig.clone(),
         p.node_name.clone(),
+        p.rotate,
     ));
     Ok(Started {
         client,
@@ -356,20 +372,29 @@ pub async fn start(p: Paths) -> Result<Started, BootstrapError> {
     })
 }
 
-/// The certificate manager: requests a certificate when there is no valid one, and again at
-/// each rotation deadline; never returns.
+/// The certificate manager: requests a certificate when there is no valid one, and, with
+/// `rotate`, again at each rotation deadline (never returning); without `rotate` it returns
+/// once a valid certificate is there.
 async fn run(
     identity: Arc<Identity>,
     store: Store,
     client: kube::Client,
     bootstrap_kubeconfig: PathBuf,
     node: String,
+    rotate: bool,
 ) {
     use kube::runtime::watcher::DefaultBackoff;
     let mut backoff = DefaultBackoff::default();
     loop {
         let now = Timestamp::now();
         let valid = identity.current().filter(|p| p.info.valid_at(now));
+        if !needs_request(valid.is_some(), rotate) {
+            tracing::info!(
+                expires = ?valid.map(|p| p.info.not_after),
+                "client certificate valid; not rotated (rotateCertificates is false)"
+            );
+            return;
+        }
         if let Some(pair) = &valid {
             let deadline = certificate::rotation_deadline(&pair.info, certificate::jitter());
             if deadline > now {
@@ -429,6 +454,12 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether the certificate manager requests a certificate (now, or at the rotation deadline):
+/// always without a valid one (bootstrap), with one only when rotating.
+fn needs_request(valid: bool, rotate: bool) -> bool {
+    !valid || rotate
 }
 
 /// A new key and CSR for `system:node:<node>`, created and waited for (approval and
@@ -564,6 +595,65 @@ mod tests {
     use super::*;
 
     const BOOTSTRAP: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443\n    certificate-authority-data: Q0E=\ncontexts:\n- name: tls-bootstrap-token-user@kubernetes\n  context:\n    cluster: c\n    user: tls-bootstrap-token-user\ncurrent-context: tls-bootstrap-token-user@kubernetes\nusers:\n- name: tls-bootstrap-token-user\n  user:\n    token: abcdef.0123456789abcdef\n";
+
+    /// A request happens without a valid certificate (bootstrap), or with one only when
+    /// rotating.
+    #[test]
+    fn requests_only_to_bootstrap_unless_rotating() {
+        assert!(
+            needs_request(false, false),
+            "bootstrap with rotateCertificates false"
+        );
+        assert!(needs_request(false, true));
+        assert!(needs_request(true, true), "rotation");
+        assert!(!needs_request(true, false), "no rotation");
+    }
+
+    /// `rotateCertificates: false`: with a valid certificate the manager returns at once,
+    /// sending nothing (its client points at a port nothing listens on) and leaving the store
+    /// as it was.
+    #[tokio::test]
+    async fn without_rotation_a_valid_certificate_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
+        let now = Timestamp::now().as_second();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(now - 60).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(now + 3600).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let store = Store::new(&dir.path().join("pki"));
+        store
+            .update(&cert.pem(), &key.serialize_pem(), Timestamp::now())
+            .unwrap();
+        let pair = store.current().unwrap().unwrap();
+        let identity = Identity::new();
+        identity.set(pair.clone()).unwrap();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        // Bounded so that a regression fails instead of hanging; no timing is asserted.
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            run(
+                identity.clone(),
+                Store::new(&dir.path().join("pki")),
+                client,
+                dir.path().join("no-bootstrap.conf"),
+                "n1".into(),
+                false,
+            ),
+        )
+        .await
+        .expect("the certificate manager returned");
+        assert_eq!(
+            identity.current().unwrap().info.not_after,
+            pair.info.not_after
+        );
+        let files = std::fs::read_dir(dir.path().join("pki")).unwrap().count();
+        assert_eq!(files, 2, "one pair and the current link");
+    }
 
     #[test]
     fn writes_the_kubeconfig_upstream_writes_after_bootstrap() {

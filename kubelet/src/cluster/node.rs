@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeSpec, NodeStatus, NodeSystemInfo,
+    NodeSpec, NodeStatus, NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -182,7 +182,7 @@ pub fn condition_events(previous: Option<&NodeStatus>, new: &NodeStatus) -> Vec<
 }
 
 /// The node's identity in the status: what [`node_status`] takes from the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// The node name (also its `Hostname` address, as upstream with `--hostname-override`).
     pub name: String,
@@ -190,6 +190,8 @@ pub struct Identity {
     pub ip: IpAddr,
     /// `maxPods`.
     pub max_pods: u32,
+    /// What is kept back from the pods (allocatable = capacity less it).
+    pub node_allocatable: crate::config::reserved::NodeAllocatable,
 }
 
 impl Identity {
@@ -199,6 +201,7 @@ impl Identity {
             name: config.node_name.clone(),
             ip: config.node_ip,
             max_pods: config.max_pods,
+            node_allocatable: config.node_allocatable.clone(),
         }
     }
 }
@@ -319,7 +322,7 @@ pub fn node_status(
     let (capacity, allocatable) = match &observed.machine {
         Some(m) => {
             let c = m.capacity(id.max_pods);
-            let a = allocatable(&c);
+            let a = allocatable(&c, &id.node_allocatable);
             (Some(resource_list(&c)), Some(resource_list(&a)))
         }
         None => (
@@ -489,6 +492,9 @@ pub struct NodeDeps {
     /// Called with the `spec.podCIDR` the control plane assigned, when it appears or changes
     /// (a watch of the Node).
     pub on_pod_cidr: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Called with the Node's `spec.taints` each time the watch of the Node shows them changed
+    /// (admission's `NoExecute` check).
+    pub on_taints: Arc<dyn Fn(Vec<Taint>) + Send + Sync>,
     /// The kubelet's recorder, for the Node's events.
     pub events: Recorder,
 }
@@ -595,10 +601,11 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
     // What the API server has: the transition times of an adopted Node are kept.
     let mut written: Option<(NodeStatus, tokio::time::Instant)> = None;
     let mut previous = node.status.clone();
-    tokio::spawn(watch_pod_cidr(
+    tokio::spawn(watch_node(
         api.clone(),
         name.clone(),
         deps.on_pod_cidr.clone(),
+        deps.on_taints.clone(),
     ));
     let mut tick = tokio::time::interval(NODE_STATUS_UPDATE_FREQUENCY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -650,11 +657,13 @@ pub async fn run(client: kube::Client, deps: NodeDeps) {
 
 /// Watches the Node (one list+watch of `metadata.name=<name>`, kube-rs's watcher with its
 /// backoff) for the `spec.podCIDR` the control plane assigns (kube-controller-manager's
-/// `--allocate-node-cidrs`): `on_pod_cidr` gets each new one.
-async fn watch_pod_cidr(
+/// `--allocate-node-cidrs`): `on_pod_cidr` gets each new one; and for its `spec.taints`:
+/// `on_taints` gets them each time they change.
+async fn watch_node(
     api: Api<Node>,
     name: String,
     on_pod_cidr: Arc<dyn Fn(&str) + Send + Sync>,
+    on_taints: Arc<dyn Fn(Vec<Taint>) + Send + Sync>,
 ) {
     use futures::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
@@ -664,9 +673,19 @@ async fn watch_pod_cidr(
         .applied_objects()
         .boxed();
     let mut seen: Option<String> = None;
+    let mut seen_taints: Option<Vec<Taint>> = None;
     while let Some(item) = nodes.next().await {
         match item {
             Ok(node) => {
+                let taints = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default();
+                if seen_taints.as_ref() != Some(&taints) {
+                    on_taints(taints.clone());
+                    seen_taints = Some(taints);
+                }
                 let cidr = node.spec.and_then(|s| s.pod_cidr);
                 if let Some(c) = cidr.filter(|c| seen.as_ref() != Some(c)) {
                     tracing::info!(node = %name, pod_cidr = %c, "the control plane assigned a pod CIDR");

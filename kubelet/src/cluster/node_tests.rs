@@ -6,6 +6,7 @@ fn id() -> Identity {
         name: "n1".into(),
         ip: "10.0.0.2".parse().unwrap(),
         max_pods: 110,
+        node_allocatable: Default::default(),
     }
 }
 
@@ -101,6 +102,37 @@ fn capacity_allocatable_addresses_and_info() {
         "{}",
         ni.kubelet_version
     );
+}
+
+/// `kubeReserved`, `systemReserved` and `evictionHard` reach the Node's allocatable.
+#[test]
+fn allocatable_less_the_configured_reservations() {
+    let list = |items: &[(&str, &str)]| {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut id = id();
+    id.node_allocatable = crate::config::reserved::NodeAllocatable::new(
+        list(&[("cpu", "500m"), ("memory", "1Gi")]),
+        list(&[
+            ("cpu", "100m"),
+            ("memory", "512Mi"),
+            ("ephemeral-storage", "10Gi"),
+        ]),
+        list(&[("memory.available", "500Mi"), ("nodefs.available", "5Gi")]),
+    )
+    .unwrap();
+    let s = node_status(&id, &info(), &observed(Ok(())), None, &at(1000));
+    let cap = s.capacity.as_ref().unwrap();
+    assert_eq!(cap["cpu"], q("2"));
+    assert_eq!(cap["memory"], q("8Gi"));
+    let alloc = s.allocatable.as_ref().unwrap();
+    assert_eq!(alloc["cpu"], q("1400m"));
+    assert_eq!(alloc["memory"], q("6156Mi"));
+    assert_eq!(alloc["ephemeral-storage"], q("85Gi"));
+    assert_eq!(alloc["pods"], q("110"));
 }
 
 #[test]

@@ -74,6 +74,30 @@ pub struct ConfigFile {
         skip_serializing_if = "Option::is_none"
     )]
     pub image_gc_low_threshold_percent: Option<i32>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kube_reserved: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub system_reserved: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_hard: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_default_eviction_settings: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforce_node_allocatable: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotate_certificates: Option<bool>,
     // kubenode's own keys
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -110,6 +134,29 @@ pub struct ConfigFile {
     pub unsupported: Vec<String>,
 }
 
+/// A map of strings whose values may be written as YAML numbers (`cpu: 1`), as upstream's YAML
+/// decoding turns a scalar into the string its Go field wants.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error> {
+    use serde::de::Error;
+    let map: Option<std::collections::BTreeMap<String, serde_yaml_ng::Value>> =
+        Option::deserialize(d)?;
+    map.map(|m| {
+        m.into_iter()
+            .map(|(k, v)| match v {
+                serde_yaml_ng::Value::String(s) => Ok((k, s)),
+                serde_yaml_ng::Value::Number(n) => Ok((k, n.to_string())),
+                serde_yaml_ng::Value::Bool(b) => Ok((k, b.to_string())),
+                other => Err(D::Error::custom(format!(
+                    "{k}: expected a string, not {other:?}"
+                ))),
+            })
+            .collect()
+    })
+    .transpose()
+}
+
 /// The upstream KubeletConfiguration keys kubenode acts on: [`ConfigFile`]'s upstream fields.
 const USED_UPSTREAM_KEYS: &[&str] = &[
     "apiVersion",
@@ -136,6 +183,12 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "imageMinimumGCAge",
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
+    "kubeReserved",
+    "systemReserved",
+    "evictionHard",
+    "mergeDefaultEvictionSettings",
+    "enforceNodeAllocatable",
+    "rotateCertificates",
 ];
 
 /// kubenode's own keys (upstream has no key of these names): [`ConfigFile`]'s other fields.
@@ -360,7 +413,6 @@ mod tests {
                 "memorySwap",
                 "nodeStatusReportFrequency",
                 "nodeStatusUpdateFrequency",
-                "rotateCertificates",
                 "runtimeRequestTimeout",
                 "shutdownGracePeriod",
                 "shutdownGracePeriodCriticalPods",

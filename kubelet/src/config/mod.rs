@@ -13,6 +13,7 @@ mod file;
 mod host;
 mod node_ip;
 pub mod node_labels;
+pub mod reserved;
 mod resolve;
 pub mod taints;
 mod upstream;

@@ -92,6 +92,23 @@ pub struct Overrides {
     /// commas, repeatable (upstream's flag; the file's `registerWithTaints`).
     #[arg(long = "register-with-taints", value_name = "KEY=VALUE:EFFECT,...")]
     pub register_with_taints: Vec<String>,
+    /// Resources reserved for the Kubernetes daemons: `RESOURCE=QUANTITY` separated by commas
+    /// (cpu, memory, ephemeral-storage, pid), repeatable; replaces the file's `kubeReserved`.
+    #[arg(long = "kube-reserved", value_name = "RESOURCE=QUANTITY,...")]
+    pub kube_reserved: Vec<String>,
+    /// Resources reserved for the system's daemons, as `--kube-reserved`; replaces the file's
+    /// `systemReserved`.
+    #[arg(long = "system-reserved", value_name = "RESOURCE=QUANTITY,...")]
+    pub system_reserved: Vec<String>,
+    /// Hard eviction thresholds: `SIGNAL<VALUE` separated by commas (`memory.available<100Mi`,
+    /// `nodefs.available<10%`), repeatable; replaces the file's `evictionHard`. kubenode evicts
+    /// nothing: the thresholds are kept back from the allocatable resources.
+    #[arg(long = "eviction-hard", value_name = "SIGNAL<VALUE,...")]
+    pub eviction_hard: Vec<String>,
+    /// With `--bootstrap-kubeconfig`, rotate the bootstrapped client certificate before it
+    /// expires (`rotateCertificates`; upstream's default is false, kubeadm sets true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub rotate_certificates: Option<bool>,
 }
 
 /// The effective configuration of one agent.
@@ -181,6 +198,15 @@ pub struct Config {
     /// Image garbage collection (`imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`,
     /// `imageMinimumGCAge`).
     pub image_gc: crate::image_gc::ImageGcPolicy,
+    /// What is kept back from the pods (`kubeReserved`, `systemReserved`, `evictionHard`):
+    /// allocatable = capacity less these (`node/capacity.rs`).
+    pub node_allocatable: reserved::NodeAllocatable,
+    /// `enforceNodeAllocatable` (`pods`, upstream's default, or `none`).
+    pub enforce_node_allocatable: Vec<String>,
+    /// Rotate the bootstrapped client certificate (`rotateCertificates`,
+    /// `--rotate-certificates`; upstream's default false): without it TLS bootstrap still
+    /// happens, but the certificate is used until it expires.
+    pub rotate_certificates: bool,
 }
 
 fn invalid(file: &Path, key: &str, reason: impl std::fmt::Display) -> ConfigError {
@@ -445,6 +471,56 @@ impl Config {
             .validate()
             .map_err(|(key, reason)| invalid(file, key, reason))?;
 
+        let flag_or_file = |flag: &[String],
+                            file_value: &Option<std::collections::BTreeMap<String, String>>,
+                            name: &str,
+                            separator: char|
+         -> Result<
+            Option<std::collections::BTreeMap<String, String>>,
+            ConfigError,
+        > {
+            if flag.is_empty() {
+                Ok(file_value.clone())
+            } else {
+                reserved::parse_flag_map(flag, separator)
+                    .map(Some)
+                    .map_err(|e| invalid(flags, name, e))
+            }
+        };
+        let kube_reserved =
+            flag_or_file(&o.kube_reserved, &cfg.kube_reserved, "--kube-reserved", '=')?;
+        let system_reserved = flag_or_file(
+            &o.system_reserved,
+            &cfg.system_reserved,
+            "--system-reserved",
+            '=',
+        )?;
+        let eviction_hard =
+            flag_or_file(&o.eviction_hard, &cfg.eviction_hard, "--eviction-hard", '<')?;
+        let node_allocatable = reserved::NodeAllocatable::new(
+            kube_reserved.unwrap_or_default(),
+            system_reserved.unwrap_or_default(),
+            reserved::effective_eviction_hard(
+                eviction_hard.as_ref(),
+                cfg.merge_default_eviction_settings.unwrap_or(false),
+            ),
+        )
+        .map_err(|(key, e)| {
+            let (source, key) = match key {
+                "kubeReserved" if !o.kube_reserved.is_empty() => (flags, "--kube-reserved"),
+                "systemReserved" if !o.system_reserved.is_empty() => (flags, "--system-reserved"),
+                "evictionHard" if !o.eviction_hard.is_empty() => (flags, "--eviction-hard"),
+                _ => (file, key),
+            };
+            invalid(source, key, e)
+        })?;
+        let enforce_node_allocatable = cfg
+            .enforce_node_allocatable
+            .clone()
+            .unwrap_or_else(|| vec!["pods".to_string()]);
+        reserved::check_enforce_node_allocatable(&enforce_node_allocatable)
+            .map_err(|e| invalid(file, "enforceNodeAllocatable", e))?;
+
         Ok(Self {
             node_name,
             node_ip,
@@ -503,6 +579,12 @@ impl Config {
                 .or_else(|| cfg.kubeconfig.as_ref().map(PathBuf::from)),
             register_with_taints,
             image_gc,
+            node_allocatable,
+            enforce_node_allocatable,
+            rotate_certificates: o
+                .rotate_certificates
+                .or(cfg.rotate_certificates)
+                .unwrap_or(false),
         })
     }
 
@@ -549,6 +631,12 @@ impl Config {
             image_minimum_gc_age: Some(format_duration(self.image_gc.min_age)),
             image_gc_high_threshold_percent: Some(self.image_gc.high_threshold_percent),
             image_gc_low_threshold_percent: Some(self.image_gc.low_threshold_percent),
+            kube_reserved: Some(self.node_allocatable.kube_reserved_list.clone()),
+            system_reserved: Some(self.node_allocatable.system_reserved_list.clone()),
+            eviction_hard: Some(self.node_allocatable.eviction_hard_list.clone()),
+            merge_default_eviction_settings: Some(false),
+            enforce_node_allocatable: Some(self.enforce_node_allocatable.clone()),
+            rotate_certificates: Some(self.rotate_certificates),
             unsupported: Vec::new(),
         }
     }

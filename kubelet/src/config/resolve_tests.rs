@@ -196,6 +196,128 @@ fn register_with_taints_from_file_then_flag() {
     );
 }
 
+/// `kubeReserved`, `systemReserved`, `evictionHard` from the file, replaced by the flags;
+/// `enforceNodeAllocatable` beyond `pods` refused.
+#[test]
+fn reservations_from_file_then_flags() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.node_allocatable, reserved::NodeAllocatable::default());
+    assert_eq!(c.enforce_node_allocatable, ["pods"]);
+    let (_d, p) = write(&format!(
+        "{HEAD}kubeReserved: {{cpu: 100m, memory: 256Mi}}\nsystemReserved: {{memory: 1Gi}}\n\
+         evictionHard: {{memory.available: 200Mi}}\nenforceNodeAllocatable: [pods]\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    let a = &c.node_allocatable;
+    assert_eq!(
+        (a.kube_reserved.milli_cpu, a.kube_reserved.memory),
+        (100, 256 << 20)
+    );
+    assert_eq!(a.system_reserved.memory, 1 << 30);
+    assert_eq!(
+        a.eviction_memory,
+        Some(reserved::Threshold::Quantity(200 << 20))
+    );
+    assert_eq!(
+        a.eviction_nodefs, None,
+        "an evictionHard replaces the defaults"
+    );
+    assert!(c.unsupported_keys.is_empty(), "{:?}", c.unsupported_keys);
+
+    let (_d, p2) = write(&format!(
+        "{HEAD}evictionHard: {{memory.available: 200Mi}}\nmergeDefaultEvictionSettings: true\n"
+    ));
+    let c = Config::resolve_with(Some(&p2), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(
+        c.node_allocatable.eviction_nodefs,
+        Some(reserved::Threshold::Percentage(0.1))
+    );
+
+    let o = Overrides {
+        kube_reserved: vec!["cpu=1,memory=1Gi".into()],
+        system_reserved: vec!["cpu=500m".into()],
+        eviction_hard: vec!["nodefs.available<1Gi".into()],
+        ..Overrides::default()
+    };
+    let c = Config::resolve_with(Some(&p), &o, &FakeHost).unwrap();
+    let a = &c.node_allocatable;
+    assert_eq!(
+        (a.kube_reserved.milli_cpu, a.kube_reserved.memory),
+        (1000, 1 << 30)
+    );
+    assert_eq!(
+        a.system_reserved.memory, 0,
+        "the flag replaces the file's list"
+    );
+    assert_eq!(a.eviction_memory, None);
+    assert_eq!(
+        a.eviction_nodefs,
+        Some(reserved::Threshold::Quantity(1 << 30))
+    );
+    // The configuration view round-trips.
+    let f = c.to_file();
+    let c2 = Config::from_parts(&f, Path::new("(view)"), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c2.node_allocatable, c.node_allocatable);
+
+    let bad = |o: Overrides, body: &str| {
+        let (_d, p) = write(&format!("{HEAD}{body}"));
+        Config::resolve_with(Some(&p), &o, &FakeHost)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad(Overrides::default(), "kubeReserved: {gpu: 1}\n");
+    assert!(e.ends_with("kubeReserved: cannot reserve \"gpu\" resource (only cpu, memory, ephemeral-storage, pid)"), "{e}");
+    let e = bad(
+        Overrides {
+            system_reserved: vec!["memory=-1".into()],
+            ..Overrides::default()
+        },
+        "",
+    );
+    assert!(
+        e.contains("(flags): --system-reserved: resource quantity"),
+        "{e}"
+    );
+    let e = bad(
+        Overrides::default(),
+        "evictionHard: {memory.available: \"0\"}\n",
+    );
+    assert!(
+        e.ends_with("evictionHard: eviction threshold memory.available must be positive: 0"),
+        "{e}"
+    );
+    let e = bad(
+        Overrides::default(),
+        "enforceNodeAllocatable: [pods, kube-reserved]\n",
+    );
+    assert!(
+        e.contains("enforceNodeAllocatable: \"kube-reserved\" is not supported by kubenode"),
+        "{e}"
+    );
+}
+
+/// `rotateCertificates`: upstream's default false; the file's key; `--rotate-certificates[=BOOL]`
+/// wins.
+#[test]
+fn rotate_certificates_from_file_then_flag() {
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert!(!c.rotate_certificates);
+    let (_d, p) = write(&format!("{HEAD}rotateCertificates: true\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert!(c.rotate_certificates);
+    assert!(c.unsupported_keys.is_empty(), "{:?}", c.unsupported_keys);
+    let o = Overrides {
+        rotate_certificates: Some(false),
+        ..Overrides::default()
+    };
+    assert!(
+        !Config::resolve_with(Some(&p), &o, &FakeHost)
+            .unwrap()
+            .rotate_certificates
+    );
+    assert_eq!(c.to_file().rotate_certificates, Some(true));
+}
+
 #[test]
 fn bad_values_name_key_and_file() {
     for (body, key) in [

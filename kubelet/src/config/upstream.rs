@@ -170,12 +170,6 @@ const NOTES: &[(&str, &str)] = &[
     ("enableProfilingHandler", HTTPS_API),
     ("enableDebugFlagsHandler", HTTPS_API),
     (
-        "rotateCertificates",
-        "with --bootstrap-kubeconfig kubenode always rotates the client certificate it \
-         bootstrapped (as rotateCertificates: true, kubeadm's setting); other certificates are \
-         never rotated",
-    ),
-    (
         "imagePullCredentialsVerificationPolicy",
         "kubenode does not re-check pull credentials: any pod on this node may use an image \
          already pulled",

@@ -1,7 +1,9 @@
 //! Kubernetes events recorded by the agent: `Pulling`, `Started`,
 //! `BackOff`, ... Identical events (same object, type, reason and message)
 //! aggregate into one with a count and first/last timestamps, as the
-//! upstream event correlator does; only the most recent [`DEFAULT_CAPACITY`]
+//! upstream event correlator's `EventLogger` does; similar ones (same object, type and reason)
+//! with [`AGGREGATE_MAX_EVENTS`] different messages within [`AGGREGATE_INTERVAL`] become one
+//! event "(combined from similar events): MESSAGE" whose count rises (its `EventAggregator`); only the most recent [`DEFAULT_CAPACITY`]
 //! are kept in memory. In cluster mode a sink ([`Recorder::set_sink`]) also receives every
 //! occurrence, for `cluster::events` to write to the API server; recording stays synchronous.
 
@@ -132,16 +134,86 @@ struct Key {
     type_: EventType,
     reason: String,
     message: String,
+    /// The aggregate of similar events (upstream's `aggregateKey`): `message` and the object's
+    /// field path are empty.
+    aggregate: bool,
 }
+
+/// Similar events (upstream `aggregateRecord`): the distinct messages seen and when the last
+/// one was.
+#[derive(Debug)]
+struct Similar {
+    messages: std::collections::HashSet<String>,
+    last: k8s_openapi::jiff::Timestamp,
+}
+
+/// Distinct messages of similar events that make them aggregate (upstream
+/// `defaultAggregateMaxEvents`).
+pub const AGGREGATE_MAX_EVENTS: usize = 10;
+/// How long similar events are remembered after the last one (upstream
+/// `defaultAggregateIntervalInSeconds`).
+pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// The aggregated event's message prefix (upstream `EventAggregatorByReasonMessageFunc`).
+pub const AGGREGATE_PREFIX: &str = "(combined from similar events): ";
+/// Similar-event records kept at most (upstream's LRU cache, `maxLruCacheEntries`).
+const AGGREGATE_CACHE: usize = 4096;
 
 #[derive(Debug)]
 struct State {
     seq: u64,
     by_key: HashMap<Key, u64>,
     events: BTreeMap<u64, Event>,
+    /// Similar events by object, type and reason (the aggregator's cache).
+    similar: HashMap<Key, Similar>,
     sink: Option<tokio::sync::mpsc::Sender<Event>>,
     /// Occurrences the sink's full queue dropped since the last warning.
     dropped: u64,
+}
+
+/// Upstream `EventAggregate`'s bookkeeping: records `key`'s message among its similar events
+/// (same object, type and reason) and says whether the occurrence is to be aggregated (this
+/// makes [`AGGREGATE_MAX_EVENTS`] distinct messages within [`AGGREGATE_INTERVAL`] of each
+/// other). As upstream, one message is then forgotten (the set does not grow past the limit).
+fn aggregate(
+    similar: &mut HashMap<Key, Similar>,
+    key: &Key,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
+    let agg = Key {
+        object: ObjectRef {
+            field_path: String::new(),
+            ..key.object.clone()
+        },
+        message: String::new(),
+        aggregate: true,
+        ..key.clone()
+    };
+    if !similar.contains_key(&agg) && similar.len() >= AGGREGATE_CACHE {
+        if let Some(oldest) = similar
+            .iter()
+            .min_by_key(|(_, r)| r.last)
+            .map(|(k, _)| k.clone())
+        {
+            similar.remove(&oldest);
+        }
+    }
+    let record = similar.entry(agg).or_insert_with(|| Similar {
+        messages: std::collections::HashSet::new(),
+        last: now,
+    });
+    let interval = now.duration_since(record.last);
+    if interval.as_secs_f64() > AGGREGATE_INTERVAL.as_secs_f64() {
+        record.messages.clear();
+    }
+    record.messages.insert(key.message.clone());
+    record.last = now;
+    if record.messages.len() < AGGREGATE_MAX_EVENTS {
+        return false;
+    }
+    if let Some(any) = record.messages.iter().next().cloned() {
+        record.messages.remove(&any);
+    }
+    true
 }
 
 /// Occurrences queued for the sink at most (upstream's broadcaster queue, `maxQueuedEvents`);
@@ -169,6 +241,7 @@ impl Recorder {
             seq: 0,
             by_key: HashMap::new(),
             events: BTreeMap::new(),
+            similar: HashMap::new(),
             sink: None,
             dropped: 0,
         };
@@ -194,24 +267,59 @@ impl Recorder {
             EventType::Normal => tracing::info!(object = %object, reason, "{message}"),
         }
         let now = Time(self.clock.now());
-        let key = Key {
+        let mut key = Key {
             object: object.clone(),
             type_,
             reason: reason.into(),
             message,
+            aggregate: false,
         };
         let mut st = lock(&self.state, "events");
         st.seq += 1;
         let seq = st.seq;
-        let event = match st.by_key.get(&key).copied() {
+        // Upstream's EventAggregator first: the tenth distinct message of similar events
+        // within the interval turns this occurrence into the aggregate event.
+        let combined = aggregate(&mut st.similar, &key, now.0);
+        if combined {
+            key = Key {
+                object: ObjectRef {
+                    field_path: String::new(),
+                    ..key.object
+                },
+                message: format!("{AGGREGATE_PREFIX}{}", key.message),
+                ..key
+            };
+        }
+        let lookup = Key {
+            aggregate: combined,
+            message: if combined {
+                String::new()
+            } else {
+                key.message.clone()
+            },
+            ..key.clone()
+        };
+        // Then its EventLogger: a known event (identical, or the aggregate) counts up.
+        let event = match st.by_key.get(&lookup).copied() {
             Some(old) => {
                 let mut ev = st.events.remove(&old).unwrap_or_default();
                 ev.count = Some(ev.count.unwrap_or(1) + 1);
                 ev.last_timestamp = Some(now);
+                if combined {
+                    ev.message = Some(key.message.clone());
+                    ev.involved_object.field_path =
+                        (!object.field_path.is_empty()).then(|| object.field_path.clone());
+                }
                 ev
             }
-            None => self.new_event(&key, now),
+            None => {
+                let mut ev = self.new_event(&key, now);
+                ev.involved_object.field_path =
+                    (!object.field_path.is_empty()).then(|| object.field_path.clone());
+                ev
+            }
         };
+        let key = lookup;
         st.by_key.insert(key, seq);
         if let Some(sink) = &st.sink {
             match sink.try_send(event.clone()) {
@@ -397,6 +505,65 @@ mod tests {
             .starts_with("web-n1."));
         assert_eq!(r.for_uid("u1").len(), 2);
         assert!(r.for_uid("other").is_empty());
+    }
+
+    /// Upstream's EventAggregator: similar events (same object, type and reason) with ten
+    /// distinct messages within ten minutes become one "(combined from similar events)" event
+    /// whose count rises, sent to the sink as a repeat of that one event.
+    #[test]
+    fn similar_events_are_combined() {
+        let clock = TestClock::at_secs(1_700_000_000);
+        let r = Recorder::new("n1", Arc::new(clock.clone()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+        r.set_sink(tx);
+        let c = ObjectRef::container(&pod(), "app");
+        for i in 0..9 {
+            r.warning(&c, reason::FAILED, format!("Error: attempt {i}"));
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(r.list().len(), 9, "nine distinct messages: nine events");
+        r.warning(&c, reason::FAILED, "Error: attempt 9");
+        let evs = r.list();
+        assert_eq!(evs.len(), 10);
+        let combined = evs.last().unwrap();
+        assert_eq!(
+            combined.message.as_deref(),
+            Some("(combined from similar events): Error: attempt 9")
+        );
+        assert_eq!(combined.count, Some(1));
+        assert_eq!(combined.reason.as_deref(), Some("Failed"));
+        // More similar events: the same aggregate, counted, with the latest message.
+        clock.advance(Duration::from_secs(1));
+        r.warning(&c, reason::FAILED, "Error: attempt 10");
+        let evs = r.list();
+        assert_eq!(evs.len(), 10);
+        let again = evs.last().unwrap();
+        assert_eq!(again.metadata.name, combined.metadata.name);
+        assert_eq!(again.count, Some(2));
+        assert_eq!(
+            again.message.as_deref(),
+            Some("(combined from similar events): Error: attempt 10")
+        );
+        let mut sent = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            sent.push(e);
+        }
+        assert_eq!(sent.len(), 11);
+        assert_eq!(sent[10].count, Some(2), "sent as a repeat (PATCHed)");
+        assert_eq!(sent[10].metadata.name, combined.metadata.name);
+        // Another reason, or another object, is not similar.
+        r.warning(&c, reason::BACK_OFF, "Back-off 1");
+        assert_eq!(
+            r.list().last().unwrap().message.as_deref(),
+            Some("Back-off 1")
+        );
+        // Ten minutes without a similar event: the record starts again.
+        clock.advance(Duration::from_secs(601));
+        r.warning(&c, reason::FAILED, "Error: attempt 11");
+        assert_eq!(
+            r.list().last().unwrap().message.as_deref(),
+            Some("Error: attempt 11")
+        );
     }
 
     #[test]

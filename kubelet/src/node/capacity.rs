@@ -6,9 +6,9 @@
 //! CPUs, `memory` `MemTotal`, `pods` the `maxPods` setting, `ephemeral-storage` the size of the
 //! file system holding the root directory, `hugepages-<size>` the pre-allocated pages of each
 //! size in /sys/kernel/mm/hugepages; no extended resource (kubenode has no device plugins).
-//! Allocatable is capacity less the hard eviction thresholds (upstream's defaults,
-//! `memory.available<100Mi` and `nodefs.available<10%`; kubenode has no kube-/system-reserved
-//! settings), and memory less the huge pages. Issue 16's Node status will report both.
+//! Allocatable is capacity less `kubeReserved`, `systemReserved` and the hard eviction
+//! thresholds (`config/reserved.rs`; upstream's defaults `memory.available<100Mi` and
+//! `nodefs.available<10%`), and memory less the huge pages. The Node status reports both.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,11 +17,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::worker::pod_cgroup::{self, Amounts};
-
-/// Upstream's default hard eviction threshold `memory.available<100Mi`.
-const EVICTION_MEMORY_AVAILABLE: i64 = 100 << 20;
-/// Upstream's default hard eviction threshold `nodefs.available<10%` (a float32 percentage).
-const EVICTION_NODEFS_AVAILABLE: f32 = 0.1;
+use crate::config::reserved::{NodeAllocatable, Threshold};
 
 /// The reason upstream gives when it cannot read the node (`InvalidNodeInfo`).
 pub(crate) const INVALID_NODE_INFO: &str = "InvalidNodeInfo";
@@ -143,16 +139,38 @@ impl Machine {
     }
 }
 
-/// The node's allocatable resources: capacity less the default hard eviction thresholds
-/// (`GetNodeAllocatableReservation`), then memory less the huge pages (the node status
-/// setter), never below zero.
-pub(crate) fn allocatable(capacity: &Resources) -> Resources {
+/// The node's allocatable resources (upstream's node status setter with
+/// `GetNodeAllocatableReservation`): capacity less `kubeReserved`, `systemReserved` and the hard
+/// eviction thresholds `memory.available` (of memory) and `nodefs.available` (of
+/// ephemeral-storage), then memory less the huge pages, each never below zero. `pods` and the
+/// huge pages are not reserved (`pid` reserves no capacity the node reports).
+pub(crate) fn allocatable(capacity: &Resources, reservation: &NodeAllocatable) -> Resources {
+    let (kube, system) = (&reservation.kube_reserved, &reservation.system_reserved);
+    let eviction = |t: &Option<Threshold>, of: i64| t.as_ref().map_or(0, |t| t.of(of));
+    let less = |have: i64, reserved: &[i64]| {
+        reserved
+            .iter()
+            .fold(have, |a, r| a.saturating_sub(*r))
+            .max(0)
+    };
     let mut a = capacity.clone();
-    a.memory = (a.memory - EVICTION_MEMORY_AVAILABLE).max(0);
-    // Upstream `GetThresholdQuantity`: the float32 percentage of the capacity, truncated.
-    let reserved =
-        (capacity.ephemeral_storage as f64 * f64::from(EVICTION_NODEFS_AVAILABLE)) as i64;
-    a.ephemeral_storage = (a.ephemeral_storage - reserved).max(0);
+    a.milli_cpu = less(capacity.milli_cpu, &[kube.milli_cpu, system.milli_cpu]);
+    a.memory = less(
+        capacity.memory,
+        &[
+            kube.memory,
+            system.memory,
+            eviction(&reservation.eviction_memory, capacity.memory),
+        ],
+    );
+    a.ephemeral_storage = less(
+        capacity.ephemeral_storage,
+        &[
+            kube.ephemeral_storage,
+            system.ephemeral_storage,
+            eviction(&reservation.eviction_nodefs, capacity.ephemeral_storage),
+        ],
+    );
     for (name, bytes) in &capacity.scalar {
         if name.starts_with(HUGE_PAGES_PREFIX) {
             a.memory = (a.memory - bytes).max(0);

@@ -302,7 +302,7 @@ fn capacity_and_allocatable_from_proc_and_sys() {
             .into(),
         }
     );
-    let a = allocatable(&capacity);
+    let a = allocatable(&capacity, &NodeAllocatable::default());
     // memory.available<100Mi and the huge pages; nodefs.available<10% as a float32 (0.1f32 is
     // a hair over 0.1, so upstream reserves 5000000074 bytes of 50 GB).
     assert_eq!(a.memory, mem - (100 << 20) - (3 << 21));
@@ -320,7 +320,11 @@ fn machine_without_huge_pages_and_bad_files() {
         memory: 50 << 20,
         ..Default::default()
     };
-    assert_eq!(allocatable(&small).memory, 0, "never below zero");
+    assert_eq!(
+        allocatable(&small, &NodeAllocatable::default()).memory,
+        0,
+        "never below zero"
+    );
     let root = fake_root("", MEMINFO, &[]);
     assert!(Machine::read(root.path(), 0).is_err(), "no online CPU");
     let root = fake_root("0-1", "MemFree: 1 kB\n", &[]);
@@ -333,4 +337,87 @@ fn huge_page_names_as_upstream_quantities() {
     assert_eq!(huge_page_resource(1 << 30), "hugepages-1Gi");
     assert_eq!(huge_page_resource(64 << 10), "hugepages-64Ki");
     assert_eq!(huge_page_resource(32 << 20), "hugepages-32Mi");
+}
+
+/// kubeReserved, systemReserved and the hard eviction thresholds are subtracted as upstream's
+/// `GetNodeAllocatableReservation` sums them, each resource floored at zero.
+#[test]
+fn reservations_and_thresholds_subtracted() {
+    let list = |items: &[(&str, &str)]| {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let reservation = NodeAllocatable::new(
+        list(&[
+            ("cpu", "500m"),
+            ("memory", "1Gi"),
+            ("ephemeral-storage", "1Gi"),
+        ]),
+        list(&[("cpu", "250m"), ("memory", "512Mi"), ("pid", "100")]),
+        list(&[("memory.available", "10%"), ("nodefs.available", "2Gi")]),
+    )
+    .unwrap();
+    let capacity = Resources {
+        milli_cpu: 4000,
+        memory: 8 << 30,
+        ephemeral_storage: 100 << 30,
+        pods: 110,
+        scalar: [("hugepages-2Mi".to_string(), 4 << 21)].into(),
+    };
+    let a = allocatable(&capacity, &reservation);
+    assert_eq!(a.milli_cpu, 3250);
+    // 10 % of 8 GiB as float32 then truncated, as upstream's GetThresholdQuantity.
+    let ten_percent = ((8i64 << 30) as f64 * f64::from(0.1f32)) as i64;
+    assert_eq!(
+        a.memory,
+        (8 << 30) - (1 << 30) - (512 << 20) - ten_percent - (4 << 21)
+    );
+    assert_eq!(a.ephemeral_storage, (100 << 30) - (1 << 30) - (2 << 30));
+    assert_eq!(a.pods, 110, "pods are never reserved");
+    assert_eq!(a.scalar, capacity.scalar);
+
+    // More reserved than there is: zero, never negative.
+    let greedy = NodeAllocatable::new(
+        list(&[("cpu", "8"), ("memory", "16Gi")]),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let a = allocatable(&capacity, &greedy);
+    assert_eq!((a.milli_cpu, a.memory), (0, 0));
+    // No threshold at all (an empty evictionHard): only the reservations.
+    assert_eq!(a.ephemeral_storage, 100 << 30);
+}
+
+/// Admission checks requests against the allocatable resources left by the reservations.
+#[test]
+fn admission_sees_the_reservations() {
+    let reservation = NodeAllocatable::new(
+        [("cpu".to_string(), "1".to_string())].into(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let capacity = Resources {
+        milli_cpu: 2000,
+        memory: 1 << 30,
+        ..Default::default()
+    };
+    let a = allocatable(&capacity, &reservation);
+    let pod = |cpu: &str| -> PodSpec {
+        serde_json::from_value(
+            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": cpu}}}]}),
+        )
+        .unwrap()
+    };
+    assert!(fits(&pod("1"), &a, []).is_ok());
+    let e = fits(&pod("1500m"), &a, []).unwrap_err();
+    assert_eq!(e.reason(), "OutOfcpu");
+    assert_eq!(
+        e.message(),
+        "Node didn't have enough resource: cpu, requested: 1500, used: 0, capacity: 1000"
+    );
 }

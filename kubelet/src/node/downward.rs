@@ -2,14 +2,16 @@
 //! upstream's kubelet fills it (`makeEnvironmentVariables` with
 //! `defaultPodLimitsForDownwardAPI`, then `resource.ExtractContainerResourceValue`).
 
+use crate::config::reserved::NodeAllocatable;
+use crate::config::Config;
 use crate::validation::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, ResourceFieldSelector};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// What the node has, standing in for a missing limit: upstream uses the node's allocatable
-/// (`node/capacity.rs`: capacity less the default hard eviction thresholds, memory less the
-/// huge pages).
+/// (`node/capacity.rs`: capacity less the reservations and hard eviction thresholds, memory
+/// less the huge pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeCapacity {
     /// Allocatable CPU, in millicores.
@@ -25,11 +27,11 @@ impl NodeCapacity {
     /// This host's allocatable resources; the root directory's file system gives ephemeral
     /// storage. A host whose /proc or /sys cannot be read falls back to the CPUs this process
     /// may use and `MemTotal`.
-    pub fn of_host(root_dir: &Path) -> Self {
+    pub fn of_host(root_dir: &Path, reservation: &NodeAllocatable) -> Self {
         match super::capacity::Machine::of_host(root_dir) {
             Ok(machine) => {
                 // maxPods plays no part in these three.
-                let a = super::capacity::allocatable(&machine.capacity(0));
+                let a = super::capacity::allocatable(&machine.capacity(0), reservation);
                 Self {
                     cpu_millis: a.milli_cpu,
                     memory: a.memory,
@@ -49,11 +51,11 @@ impl NodeCapacity {
     }
 }
 
-/// This host's allocatable resources, measured on first use (the root directory does not change while
-/// the agent runs).
-pub fn host_capacity(root_dir: &Path) -> &'static NodeCapacity {
+/// This host's allocatable resources under `config`'s reservation, measured on first use (the
+/// root directory and the reservation do not change while the agent runs).
+pub fn host_capacity(config: &Config) -> &'static NodeCapacity {
     static CAPACITY: std::sync::OnceLock<NodeCapacity> = std::sync::OnceLock::new();
-    CAPACITY.get_or_init(|| NodeCapacity::of_host(root_dir))
+    CAPACITY.get_or_init(|| NodeCapacity::of_host(&config.root_dir, &config.node_allocatable))
 }
 
 /// The number of CPUs in a kernel CPU list such as `0-3,8,10-11`.

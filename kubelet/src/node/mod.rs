@@ -126,6 +126,7 @@ impl Kubelet {
     /// A kubelet over `deps`, configured by `config`.
     pub fn new(config: Config, deps: KubeletDeps) -> Arc<Kubelet> {
         let events = Recorder::new(&config.node_name, deps.clock.clone());
+        let config_taints = config.register_with_taints.clone();
         let host_resolv = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
         let crash = Mutex::new(CrashBackoff::new(deps.clock.clone()));
         let image_backoff = Mutex::new(ImageBackoff::new(deps.clock.clone()));
@@ -162,6 +163,7 @@ impl Kubelet {
                 volumes,
                 host_resolv,
                 pods: PodTable::new(),
+                node_taints: std::sync::RwLock::new(config_taints),
             });
             Kubelet { deps: worker_deps }
         })
@@ -170,6 +172,22 @@ impl Kubelet {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.deps.config
+    }
+
+    /// The node's taints in the API server (`spec.taints`, cluster mode's watch of the Node):
+    /// admission rejects a new API pod that does not tolerate one of the `NoExecute` ones
+    /// (upstream's `TaintToleration`). Until the first call, the taints are
+    /// `registerWithTaints`, as upstream's initial node.
+    pub fn set_node_taints(&self, taints: Vec<k8s_openapi::api::core::v1::Taint>) {
+        let mut current = self
+            .deps
+            .node_taints
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if *current != taints {
+            tracing::info!(taints = ?taints, "the node's taints");
+            *current = taints;
+        }
     }
 
     /// What the proxy needs, updated on every snapshot and pod status change.
@@ -342,7 +360,9 @@ impl Kubelet {
         // The node's allocatable resources, read when there are pods to admit.
         let allocatable = (!new.is_empty()).then(|| {
             capacity::Machine::of_host(&config.root_dir)
-                .map(|m| capacity::allocatable(&m.capacity(config.max_pods)))
+                .map(|m| {
+                    capacity::allocatable(&m.capacity(config.max_pods), &config.node_allocatable)
+                })
                 .inspect_err(|e| tracing::error!(error = %e, "reading the node's capacity"))
         });
         for (uid, pod) in new {
@@ -359,7 +379,7 @@ impl Kubelet {
                 continue;
             }
             // Admission, in upstream's order: sysctls; the pod's OS label, the pod count, resources,
-            // node affinity and host ports (upstream's predicate handler); AppArmor; then what upstream finds
+            // node affinity, host ports and NoExecute taints (upstream's predicate handler); AppArmor; then what upstream finds
             // only at sandbox creation: a user namespace this node cannot make.
             let spec = pod.spec.clone().unwrap_or_default();
             // Resources against allocatable, beside the active pods (`NodeResourcesFit`).
@@ -411,6 +431,18 @@ impl Kubelet {
                                 hostports::NODE_PORTS_MESSAGE.to_string(),
                             )
                         })
+                    })
+                    .or_else(|| {
+                        // Upstream checks taints for every pod but static ones.
+                        if !is_api_pod(&pod) {
+                            return None;
+                        }
+                        let taints = self
+                            .deps
+                            .node_taints
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner());
+                        predicates::no_execute_taints(&spec, &taints).err()
                     })
                     .or_else(|| {
                         apparmor::admit(&pod, &SystemAppArmor)

@@ -2,11 +2,12 @@
 //! a pod labelled `kubernetes.io/os` with another OS than the node's, and a pod whose
 //! `nodeSelector` or required node affinity does not match the node's labels (the scheduler's
 //! `NodeAffinity` filter, which the kubelet runs in its `GeneralPredicates`), are rejected with
-//! upstream's reasons and messages.
+//! upstream's reasons and messages. So is an API pod that does not tolerate one of the node's
+//! `NoExecute` taints (`TaintToleration`; static pods are exempt, as upstream's).
 
 use crate::config::node_labels::LABEL_OS;
 use crate::selector::{required_node_affinity_matches, NodeFacts};
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Taint, Toleration};
 
 /// Rejection reason of a pod whose node selector or required node affinity does not match
 /// (upstream: the failed predicate's name, the scheduler plugin `NodeAffinity`).
@@ -39,6 +40,50 @@ pub fn node_affinity(spec: &PodSpec, node: NodeFacts<'_>) -> Result<(), (&'stati
         Ok(())
     } else {
         Err((NODE_AFFINITY, NODE_AFFINITY_MESSAGE.to_owned()))
+    }
+}
+
+/// Rejection reason of a pod that does not tolerate a `NoExecute` taint of the node (upstream:
+/// the scheduler plugin's name, `tainttoleration.Name`).
+pub const TAINT_TOLERATION: &str = "TaintToleration";
+/// Its message (`PredicateFailureError.Error()` of `tainttoleration.ErrReasonNotMatch`).
+pub const TAINT_TOLERATION_MESSAGE: &str =
+    "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate";
+
+/// Upstream `Toleration.ToleratesTaint`: an empty effect or key matches any; operator `Exists`
+/// matches any value, `Equal` (or none) the same value; another operator matches nothing.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or_default() {
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+/// The kubelet's taint check (upstream `generalFilter` with `FindMatchingUntoleratedTaint`
+/// filtered to `NoExecute`): a `NoExecute` taint of the node that none of the pod's
+/// tolerations tolerates rejects the pod. The caller skips static pods, as upstream does.
+pub fn no_execute_taints(spec: &PodSpec, taints: &[Taint]) -> Result<(), (&'static str, String)> {
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
+    let untolerated = taints
+        .iter()
+        .filter(|t| t.effect == "NoExecute")
+        .any(|t| !tolerations.iter().any(|tol| tolerates(tol, t)));
+    if untolerated {
+        Err((TAINT_TOLERATION, TAINT_TOLERATION_MESSAGE.to_owned()))
+    } else {
+        Ok(())
     }
 }
 
@@ -96,5 +141,92 @@ mod tests {
                     .to_owned()
             ))
         );
+    }
+
+    fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: value.map(Into::into),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn spec_with(tolerations: &str) -> PodSpec {
+        pod(&format!(
+            "metadata: {{name: p}}\nspec:\n  containers: []\n  tolerations: {tolerations}"
+        ))
+        .spec
+        .unwrap()
+    }
+
+    /// Upstream's `ToleratesTaint` cases: key, value, effect, and the operators.
+    #[test]
+    fn toleration_matching_as_upstream() {
+        let t = taint("dedicated", Some("gpu"), "NoExecute");
+        let tol = |yaml: &str| -> Toleration { serde_yaml_ng::from_str(yaml).unwrap() };
+        assert!(tolerates(
+            &tol("{key: dedicated, value: gpu, effect: NoExecute}"),
+            &t
+        ));
+        assert!(tolerates(
+            &tol("{key: dedicated, operator: Equal, value: gpu}"),
+            &t
+        ));
+        assert!(tolerates(&tol("{key: dedicated, operator: Exists}"), &t));
+        assert!(
+            tolerates(&tol("{operator: Exists}"), &t),
+            "empty key and Exists: all"
+        );
+        assert!(!tolerates(&tol("{key: dedicated, value: cpu}"), &t));
+        assert!(!tolerates(
+            &tol("{key: dedicated, value: gpu, effect: NoSchedule}"),
+            &t
+        ));
+        assert!(!tolerates(&tol("{key: other, operator: Exists}"), &t));
+        assert!(
+            !tolerates(&tol("{key: dedicated}"), &t),
+            "Equal with no value"
+        );
+        assert!(!tolerates(
+            &tol("{key: dedicated, operator: Lt, value: gpu}"),
+            &t
+        ));
+        let no_value = taint("spot", None, "NoExecute");
+        assert!(tolerates(&tol("{key: spot}"), &no_value));
+    }
+
+    /// Only `NoExecute` taints count; one not tolerated rejects with upstream's reason and
+    /// message.
+    #[test]
+    fn untolerated_no_execute_taint_rejects() {
+        let taints = [
+            taint("dedicated", Some("gpu"), "NoSchedule"),
+            taint("spot", None, "NoExecute"),
+        ];
+        let none = spec_with("[]");
+        assert_eq!(
+            no_execute_taints(&none, &taints),
+            Err((
+                "TaintToleration",
+                "Predicate TaintToleration failed: node(s) had taints that the pod didn't \
+                 tolerate"
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            no_execute_taints(&spec_with("[{key: spot, operator: Exists}]"), &taints),
+            Ok(()),
+            "the NoSchedule taint is the scheduler's business"
+        );
+        assert_eq!(
+            no_execute_taints(
+                &spec_with("[{key: spot, effect: NoSchedule, operator: Exists}]"),
+                &taints
+            ),
+            Err((TAINT_TOLERATION, TAINT_TOLERATION_MESSAGE.to_owned()))
+        );
+        assert_eq!(no_execute_taints(&none, &taints[..1]), Ok(()));
+        assert_eq!(no_execute_taints(&none, &[]), Ok(()));
     }
 }

@@ -139,6 +139,9 @@ pub(in crate::node) struct WorkerDeps {
     pub(in crate::node) prober: Prober,
     /// Where workers publish their pod's state.
     pub(in crate::node) pods: PodTable,
+    /// The node's taints as admission sees them: `registerWithTaints` until the Node in the
+    /// API server is known, then its `spec.taints` ([`super::Kubelet::set_node_taints`]).
+    pub(in crate::node) node_taints: std::sync::RwLock<Vec<k8s_openapi::api::core::v1::Taint>>,
 }
 
 impl std::fmt::Debug for WorkerDeps {

@@ -180,7 +180,7 @@ impl PodWorker {
                     &container,
                     pod_ip.as_deref(),
                     &self.deps.config.node_ip.to_string(),
-                    crate::node::downward::host_capacity(&self.deps.config.root_dir),
+                    crate::node::downward::host_capacity(&self.deps.config),
                 );
                 env.extend(objects_env.values);
                 env

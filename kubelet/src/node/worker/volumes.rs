@@ -102,7 +102,7 @@ impl PodWorker {
 
     /// The contents of the pod's configMap, secret, downwardAPI and projected volumes now.
     async fn payloads(&self, pod: &Pod) -> Payloads {
-        let node = crate::node::downward::host_capacity(&self.deps.config.root_dir);
+        let node = crate::node::downward::host_capacity(&self.deps.config);
         projection::pod_payloads(pod, &self.deps.objects, node).await
     }
 
