@@ -382,6 +382,17 @@ impl Notifier {
     }
 }
 
+/// The bytes of `key` in `secret`'s `data`. Only `data` counts: `stringData` is write-only in
+/// the API (the API server merges it into `data`), and the manifest directory's decoder merges
+/// it the same way (`source::decode`).
+pub fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
+}
+
 /// A Secret for `Debug` output: its namespace, name, type and keys, never its values.
 pub struct Redacted<'a>(pub &'a Secret);
 
