@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use kubenode_integration::pods::{all_running, exec_sh as exec, pod_yaml, uid, with_agent};
+use kubenode_integration::pods::{
+    all_running, exec_sh as exec, phase, pod_yaml, uid, waiting_message, waiting_reason, with_agent,
+};
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
 fn main() {
@@ -291,6 +293,30 @@ pub(crate) fn optional_and_required_sources() -> anyhow::Result<()> {
         ensure!(
             !pod.as_ref().is_some_and(all_running),
             "the pod started without its volume"
+        );
+        // As upstream: Pending, the container ContainerCreating (no message), in /pods and
+        // in `kubenode get pods` and `describe pod`.
+        let pod = agent.wait_pod(&name, Duration::from_secs(30), "ContainerCreating", |p| {
+            waiting_reason(p, "c") == Some("ContainerCreating")
+        })?;
+        ensure!(phase(&pod) == "Pending", "phase {}", phase(&pod));
+        ensure!(
+            waiting_message(&pod, "c").is_none(),
+            "{:?}",
+            waiting_message(&pod, "c")
+        );
+        let table = agent.kubenode_ok(&["get", "pods"])?;
+        ensure!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&name) && l.contains(" ContainerCreating ")),
+            "{table}"
+        );
+        let described = agent.kubenode_ok(&["describe", "pod", &name])?;
+        ensure!(
+            described
+                .contains("    State:          Waiting\n      Reason:       ContainerCreating\n"),
+            "{described}"
         );
         ensure!(
             !agent

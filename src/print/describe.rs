@@ -409,63 +409,193 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
     for c in status.conditions.iter().flatten() {
         let _ = writeln!(out, "  {:<28}{}", c.type_, c.status);
     }
-    let _ = writeln!(out, "Volumes:");
-    let volumes = spec.volumes.clone().unwrap_or_default();
-    if volumes.is_empty() {
-        let _ = writeln!(out, "  <none>");
-    }
-    for v in &volumes {
-        let _ = writeln!(out, "  {}:", v.name);
-        if let Some(e) = &v.empty_dir {
-            field(
-                &mut out,
-                4,
-                "Type",
-                "EmptyDir (a temporary directory that shares a pod's lifetime)",
-            );
-            field(&mut out, 4, "Medium", e.medium.clone().unwrap_or_default());
-            field(
-                &mut out,
-                4,
-                "SizeLimit",
-                e.size_limit
-                    .as_ref()
-                    .map(|q| q.0.clone())
-                    .unwrap_or_else(|| "<unset>".into()),
-            );
-        } else if let Some(h) = &v.host_path {
-            field(&mut out, 4, "Type", "HostPath (bare host directory volume)");
-            field(&mut out, 4, "Path", &h.path);
-            field(
-                &mut out,
-                4,
-                "HostPathType",
-                h.type_.clone().unwrap_or_default(),
-            );
-        } else if let Some(n) = &v.nfs {
-            field(
-                &mut out,
-                4,
-                "Type",
-                "NFS (an NFS mount that lasts the lifetime of a pod)",
-            );
-            field(&mut out, 4, "Server", &n.server);
-            field(&mut out, 4, "Path", &n.path);
-            field(&mut out, 4, "ReadOnly", n.read_only.unwrap_or(false));
-        } else {
-            field(&mut out, 4, "Type", "<unsupported>");
-        }
-    }
-    field(
-        &mut out,
-        0,
-        "QoS Class",
+    // From `Volumes:` to `Events:` kubectl's tabwriter aligns every run of lines that have a
+    // label cell: each volume's fields, the last one's with the lines that follow.
+    let mut lines = Vec::new();
+    volume_lines(&mut lines, spec.volumes.as_deref().unwrap_or_default());
+    cell_line(
+        &mut lines,
+        "QoS Class:",
         status.qos_class.clone().unwrap_or_default(),
     );
-    map_lines(&mut out, "Node-Selectors", spec.node_selector.as_ref(), "=");
-    field(&mut out, 0, "Tolerations", "<none>");
-    out.push_str(&events_section(events, now));
+    match spec.node_selector.as_ref().filter(|m| !m.is_empty()) {
+        None => cell_line(&mut lines, "Node-Selectors:", "<none>"),
+        Some(m) => {
+            for (i, (k, v)) in m.iter().enumerate() {
+                let label = if i == 0 { "Node-Selectors:" } else { "" };
+                cell_line(&mut lines, label, format!("{k}={v}"));
+            }
+        }
+    }
+    cell_line(&mut lines, "Tolerations:", "<none>");
+    if events.is_empty() {
+        cell_line(&mut lines, "Events:", "<none>");
+        out.push_str(&tabbed(&lines));
+    } else {
+        out.push_str(&tabbed(&lines));
+        out.push_str(&events_section(events, now));
+    }
     out
+}
+
+/// One output line for [`tabbed`]: a label cell (kubectl's text before a tab; `None`: the line
+/// has no tab) and the rest.
+type Line = (Option<String>, String);
+
+fn cell_line(lines: &mut Vec<Line>, cell: &str, rest: impl std::fmt::Display) {
+    lines.push((Some(cell.to_string()), rest.to_string()));
+}
+
+fn plain_line(lines: &mut Vec<Line>, text: impl std::fmt::Display) {
+    lines.push((None, text.to_string()));
+}
+
+/// Go's `text/tabwriter` as kubectl's describe sets it up (padding 2, spaces): every run of
+/// consecutive lines with a label cell pads the cells to the run's widest plus two.
+fn tabbed(lines: &[Line]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(_) = &lines[i].0 else {
+            let _ = writeln!(out, "{}", lines[i].1);
+            i += 1;
+            continue;
+        };
+        let end = lines[i..]
+            .iter()
+            .position(|l| l.0.is_none())
+            .map_or(lines.len(), |n| i + n);
+        let width = lines[i..end]
+            .iter()
+            .filter_map(|l| l.0.as_ref().map(|c| c.chars().count()))
+            .max()
+            .unwrap_or(0)
+            + 2;
+        for (cell, rest) in &lines[i..end] {
+            let cell = cell.as_deref().unwrap_or_default();
+            let _ = writeln!(out, "{cell:<width$}{rest}");
+        }
+        i = end;
+    }
+    out
+}
+
+/// An optional reference's `optional` as kubectl 1.32 prints the pointer of a projection
+/// (`%v` of a `*bool`): `<nil>` when unset; a set one is shown by its value (kubectl prints
+/// the pointer's address there).
+fn optional_ptr(o: Option<bool>) -> String {
+    o.map_or_else(|| "<nil>".to_string(), |b| b.to_string())
+}
+
+/// The `Volumes:` lines as kubectl's `describeVolumes`.
+fn volume_lines(lines: &mut Vec<Line>, volumes: &[k8s_openapi::api::core::v1::Volume]) {
+    if volumes.is_empty() {
+        cell_line(lines, "Volumes:", "<none>");
+        return;
+    }
+    plain_line(lines, "Volumes:");
+    for v in volumes {
+        plain_line(lines, format!("  {}:", v.name));
+        let f = |lines: &mut Vec<Line>, name: &str, value: String| {
+            cell_line(lines, &format!("    {name}:"), value)
+        };
+        if let Some(e) = &v.empty_dir {
+            f(
+                lines,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)".into(),
+            );
+            f(lines, "Medium", e.medium.clone().unwrap_or_default());
+            let size = e
+                .size_limit
+                .as_ref()
+                .map(|q| q.0.clone())
+                // kubectl shows a positive limit only
+                .filter(|q| q.chars().any(|c| c.is_ascii_digit() && c != '0'));
+            f(lines, "SizeLimit", size.unwrap_or_else(|| "<unset>".into()));
+        } else if let Some(h) = &v.host_path {
+            f(
+                lines,
+                "Type",
+                "HostPath (bare host directory volume)".into(),
+            );
+            f(lines, "Path", h.path.clone());
+            f(
+                lines,
+                "HostPathType",
+                h.type_.clone().unwrap_or_else(|| "<none>".into()),
+            );
+        } else if let Some(n) = &v.nfs {
+            f(
+                lines,
+                "Type",
+                "NFS (an NFS mount that lasts the lifetime of a pod)".into(),
+            );
+            f(lines, "Server", n.server.clone());
+            f(lines, "Path", n.path.clone());
+            f(lines, "ReadOnly", n.read_only.unwrap_or(false).to_string());
+        } else if let Some(s) = &v.secret {
+            f(
+                lines,
+                "Type",
+                "Secret (a volume populated by a Secret)".into(),
+            );
+            f(
+                lines,
+                "SecretName",
+                s.secret_name.clone().unwrap_or_default(),
+            );
+            f(lines, "Optional", s.optional.unwrap_or(false).to_string());
+        } else if let Some(c) = &v.config_map {
+            f(
+                lines,
+                "Type",
+                "ConfigMap (a volume populated by a ConfigMap)".into(),
+            );
+            f(lines, "Name", c.name.clone());
+            f(lines, "Optional", c.optional.unwrap_or(false).to_string());
+        } else if let Some(d) = &v.downward_api {
+            f(
+                lines,
+                "Type",
+                "DownwardAPI (a volume populated by information about the pod)".into(),
+            );
+            plain_line(lines, "    Items:");
+            for item in d.items.iter().flatten() {
+                if let Some(r) = &item.field_ref {
+                    plain_line(lines, format!("      {} -> {}", r.field_path, item.path));
+                }
+                if let Some(r) = &item.resource_field_ref {
+                    plain_line(lines, format!("      {} -> {}", r.resource, item.path));
+                }
+            }
+        } else if let Some(p) = &v.projected {
+            f(
+                lines,
+                "Type",
+                "Projected (a volume that contains injected data from multiple sources)".into(),
+            );
+            for source in p.sources.iter().flatten() {
+                if let Some(s) = &source.secret {
+                    f(lines, "SecretName", s.name.clone());
+                    f(lines, "SecretOptionalName", optional_ptr(s.optional));
+                } else if source.downward_api.is_some() {
+                    f(lines, "DownwardAPI", "true".into());
+                } else if let Some(c) = &source.config_map {
+                    f(lines, "ConfigMapName", c.name.clone());
+                    f(lines, "ConfigMapOptional", optional_ptr(c.optional));
+                } else if let Some(t) = &source.service_account_token {
+                    f(
+                        lines,
+                        "TokenExpirationSeconds",
+                        t.expiration_seconds.unwrap_or(3600).to_string(),
+                    );
+                }
+            }
+        } else {
+            plain_line(lines, "  <unknown>");
+        }
+    }
 }
 
 /// The `Events:` section.
@@ -696,8 +826,67 @@ mod tests {
         );
         assert!(text.contains("Warning   BackOff   10s (x3 over 60s)   kubelet   Back-off restarting failed container"), "{text}");
         assert!(
-            text.contains("Node-Selectors:   disktype=ssd\n                  kubernetes.io/os=linux\nTolerations:"),
+            text.contains("Volumes:         <none>\nQoS Class:       \nNode-Selectors:  disktype=ssd\n                 kubernetes.io/os=linux\nTolerations:     <none>\nEvents:\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn volumes_as_kubectl_aligns_them() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "app-config"}},
+                    {"name": "creds", "secret": {"secretName": "db", "optional": true}},
+                    {"name": "info", "downwardAPI": {"items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory"}}
+                    ]}},
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+                    ]}}
+                ]
+            },
+            "status": {"qosClass": "BestEffort"}
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let text = describe_pod(&pod, &[], now);
+        let want = "Volumes:
+  cfg:
+    Type:      ConfigMap (a volume populated by a ConfigMap)
+    Name:      app-config
+    Optional:  false
+  creds:
+    Type:        Secret (a volume populated by a Secret)
+    SecretName:  db
+    Optional:    true
+  info:
+    Type:  DownwardAPI (a volume populated by information about the pod)
+    Items:
+      metadata.labels -> labels
+      limits.memory -> mem
+  scratch:
+    Type:       EmptyDir (a temporary directory that shares a pod's lifetime)
+    Medium:     
+    SizeLimit:  <unset>
+  kube-api-access-x7k2p:
+    Type:                    Projected (a volume that contains injected data from multiple sources)
+    TokenExpirationSeconds:  3607
+    ConfigMapName:           kube-root-ca.crt
+    ConfigMapOptional:       <nil>
+    DownwardAPI:             true
+QoS Class:                   BestEffort
+Node-Selectors:              <none>
+Tolerations:                 <none>
+Events:                      <none>
+";
+        let at = text.find("Volumes:").expect("a Volumes section");
+        assert_eq!(&text[at..], want);
     }
 }

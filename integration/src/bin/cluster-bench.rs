@@ -14,6 +14,14 @@
 //!    ≤ 0.2 req/s) and the requests by verb and resource.
 //! 3. The agent's RSS (`VmRSS`) with those pods, after the window (target ≤ 40 MiB).
 //!
+//! 4. `--objects` instead (issue 17): `--pods P` API pods (default 100), each with the projected
+//!    `kube-api-access-*` volume exactly as ServiceAccount admission writes it (a
+//!    TokenRequest token, `kube-root-ca.crt`, the namespace) and a `configMap` volume, created
+//!    one at a time: created → Running and Ready in the API, p50/p90; then the agent's CPU
+//!    (`/proc/<pid>/stat` utime + stime) over `--window S` s while it keeps them current, and
+//!    after one change of the ConfigMap: until every pod's file shows it, and the CPU over the
+//!    window that follows.
+//!
 //! Pods are created and deleted with HTTP requests to the stand-in (from inside the node
 //! namespace, where it serves); the bench makes none during the window.
 //!
@@ -122,6 +130,9 @@ impl Cluster {
                     .header("Content-Type", "application/json")
                     .send(serde_json::to_vec(b)?),
                 ("DELETE", None) => ureq::delete(&url).call(),
+                ("PATCH", Some(b)) => ureq::patch(&url)
+                    .header("Content-Type", "application/merge-patch+json")
+                    .send(serde_json::to_vec(b)?),
                 _ => bail!("unsupported request {method} {path}"),
             };
             match result {
@@ -134,6 +145,15 @@ impl Cluster {
 
     /// Creates API pods `names` bound to the node (one request each).
     fn create(&mut self, names: &[String]) -> anyhow::Result<()> {
+        self.create_with(names, api_pod)
+    }
+
+    /// Creates API pods `names` made by `make(name, node, image)`.
+    fn create_with(
+        &mut self,
+        names: &[String],
+        make: fn(&str, &str, &str) -> Value,
+    ) -> anyhow::Result<()> {
         let node = self.agent.node_name().to_string();
         for n in names {
             interrupt::check()?;
@@ -141,7 +161,7 @@ impl Cluster {
             self.request(
                 "POST",
                 "/api/v1/namespaces/default/pods",
-                Some(&api_pod(n, &node, &self.agent.image)),
+                Some(&make(n, &node, &self.agent.image)),
             )?;
         }
         Ok(())
@@ -307,6 +327,139 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
+/// [`api_pod`] with the projected `kube-api-access-*` volume as ServiceAccount admission adds
+/// it and a `configMap` volume of `bench-cfg`.
+fn objects_pod(name: &str, node: &str, image: &str) -> Value {
+    let mut pod = api_pod(name, node, image);
+    pod["spec"]["volumes"] = json!([
+        {"name": "kube-api-access-bench", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]}},
+        {"name": "cfg", "configMap": {"name": "bench-cfg"}}
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "kube-api-access-bench", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
+        {"name": "cfg", "mountPath": "/etc/cfg"}
+    ]);
+    pod
+}
+
+/// The agent's CPU time so far (`utime + stime` of `/proc/<pid>/stat`).
+fn cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// `--objects`: the issue-17 bench (see the module doc, 4.).
+fn objects_bench(c: &mut Cluster, pid: u32, many: usize, window: u64) -> anyhow::Result<()> {
+    let cm = |level: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "bench-cfg", "namespace": "default"}, "data": {"level": level}})
+    };
+    c.request(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(&cm("info")),
+    )?;
+    // The stand-in publishes `kube-root-ca.crt` only when it has a CA (HTTPS): make it here.
+    if c.server
+        .object("configmaps", "default", "kube-root-ca.crt")
+        .is_none()
+    {
+        c.request(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "kube-root-ca.crt", "namespace": "default"},
+                "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nbench\n-----END CERTIFICATE-----\n"}})),
+        )?;
+    }
+    // Warm the image store (pull latency is not part of the set-up).
+    c.api_start("warm-api")?;
+    let mut took = Vec::new();
+    let names: Vec<String> = (0..many).map(|i| format!("o{i}")).collect();
+    for n in &names {
+        let one = [n.clone()];
+        let t = Instant::now();
+        c.create_with(&one, objects_pod)?;
+        took.push(c.wait_api_ready(&one, t, Duration::from_secs(120))?[0]);
+    }
+    took.sort();
+    println!(
+        "{many} API pods with a kube-api-access projected volume and a configMap volume, one at a time (created → Running and Ready in the API): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(percentile(&took, 0.5)),
+        ms(percentile(&took, 0.9)),
+        ms(percentile(&took, 1.0))
+    );
+    interrupt::sleep(Duration::from_secs(15))?;
+    let before = cpu(pid)?;
+    interrupt::sleep(Duration::from_secs(window))?;
+    let steady = cpu(pid)? - before;
+    println!(
+        "agent CPU keeping {many} pods' volumes current over {window} s: {:.2} s ({:.2} % of one core)",
+        steady.as_secs_f64(),
+        steady.as_secs_f64() * 100.0 / window as f64
+    );
+    // One ConfigMap change: until every pod's file has it, and the CPU of the window after.
+    let uids: Vec<String> = names
+        .iter()
+        .filter_map(|n| c.server.object("pods", "default", n))
+        .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+        .collect();
+    let before = cpu(pid)?;
+    let t = Instant::now();
+    c.request(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/bench-cfg",
+        Some(&json!({"data": {"level": "debug"}})),
+    )?;
+    let file = |uid: &str| {
+        c.agent
+            .dir
+            .join("root/pods")
+            .join(uid)
+            .join("volumes/kubernetes.io~configmap/cfg/level")
+    };
+    loop {
+        interrupt::check()?;
+        let seen = uids
+            .iter()
+            .filter(|u| std::fs::read_to_string(file(u)).is_ok_and(|v| v == "debug"))
+            .count();
+        if seen == uids.len() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            bail!(
+                "{seen} of {} pods saw the ConfigMap change within 180 s",
+                uids.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let propagated = t.elapsed();
+    let rest = Duration::from_secs(window).saturating_sub(propagated);
+    interrupt::sleep(rest)?;
+    let after_change = cpu(pid)? - before;
+    println!(
+        "one ConfigMap change: in all {} pods' files after {:.0} ms; agent CPU over the {} s from the change: {:.2} s",
+        uids.len(),
+        ms(propagated),
+        t.elapsed().as_secs(),
+        after_change.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() {
     let result = interrupt::install().and_then(|()| bench());
     interrupt::exit("cluster-bench", result)
@@ -320,6 +473,9 @@ fn bench() -> anyhow::Result<()> {
     let tag = std::env::var("CLUSTER_BENCH_TAG").unwrap_or_else(|_| unique_tag("kcb"));
     let mut c = Cluster::start(&tag)?;
     let pid = c.agent.pid().context("agent pid")?;
+    if std::env::args().any(|a| a == "--objects") {
+        return objects_bench(&mut c, pid, many, window);
+    }
 
     // Warm the image store and both paths (pull latency is not part of pod start).
     c.api_start("warm-api")?;

@@ -240,15 +240,24 @@ case ",$opts," in *,ro,*) mount -o remount,bind,ro "$dir" || exit 32 ;; esac
             let bad_name = agent.pod_name("nfsbad");
             let waiting =
                 agent.wait_pod(&bad_name, Duration::from_secs(30), "FailedMount", |p| {
-                    waiting_reason(p, "c") == Some("CreateContainerConfigError")
+                    waiting_reason(p, "c") == Some("ContainerCreating")
                 })?;
-            let events = agent.events()?;
-            ensure!(
-                events.iter().any(|e| e.reason.as_deref() == Some("FailedMount")
+            // ContainerCreating from the start (upstream); the mount's failure comes later.
+            let deadline = Instant::now() + Duration::from_secs(240);
+            loop {
+                let events = agent.events()?;
+                if events.iter().any(|e| e.reason.as_deref() == Some("FailedMount")
                     && e.message.as_deref().is_some_and(|m| m.starts_with("MountVolume.SetUp failed for volume \"gone\" : mount failed: exit status: 32")
-                        && m.contains("Output: mount.nfs: Connection timed out"))),
-                "no FailedMount event with the server's error: {events:#?}"
-            );
+                        && m.contains("Output: mount.nfs: Connection timed out")))
+                {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "no FailedMount event with the server's error: {events:#?}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
             let bad_dir = agent
                 .dir
                 .join("root/pods")

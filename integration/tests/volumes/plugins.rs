@@ -271,18 +271,18 @@ pub(crate) fn host_path_types() -> anyhow::Result<()> {
         );
 
         let bad_name = agent.pod_name("hpbad");
+        // As upstream: the pod's sync stops at its volumes, no container is created, the
+        // container shows ContainerCreating (no message; the FailedMount events say why).
         let waiting = agent.wait_pod(
             &bad_name,
             Duration::from_secs(30),
-            "CreateContainerConfigError",
-            |p| waiting_reason(p, "c") == Some("CreateContainerConfigError"),
+            "ContainerCreating",
+            |p| waiting_reason(p, "c") == Some("ContainerCreating"),
         )?;
-        let message = waiting_message(&waiting, "c")
-            .unwrap_or_default()
-            .to_string();
         ensure!(
-            message.contains("volume \"missing\""),
-            "waiting message does not name the volume: {message}"
+            waiting_message(&waiting, "c").is_none(),
+            "ContainerCreating with a message: {:?}",
+            waiting_message(&waiting, "c")
         );
         ensure!(phase(&waiting) == "Pending", "phase {}", phase(&waiting));
         let want = [

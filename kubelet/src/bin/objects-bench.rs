@@ -21,8 +21,10 @@ use kubenode_kubelet::volume::{SystemMounter, VolumeManager};
 
 #[path = "bench/interrupt.rs"]
 mod interrupt;
+#[path = "bench/scratch.rs"]
+mod scratch;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use scratch::Result;
 
 const NODE: NodeCapacity = NodeCapacity {
     cpu_millis: 2000,
@@ -162,20 +164,6 @@ fn run(dir: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts anything left below `dir` (a failed run), then removes it.
-fn cleanup(dir: &Path) {
-    let mounts = kubenode_kubelet::volume::mountinfo::read().unwrap_or_default();
-    for m in kubenode_kubelet::volume::mountinfo::under(&mounts, dir) {
-        let _ = nix::mount::umount2(&m.target, nix::mount::MntFlags::MNT_DETACH);
-    }
-    if kubenode_kubelet::volume::mountinfo::read()
-        .map(|m| kubenode_kubelet::volume::mountinfo::under(&m, dir).is_empty())
-        .unwrap_or(false)
-    {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 fn main() {
     let mut pods = 100usize;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -190,16 +178,5 @@ fn main() {
         }
     }
     let dir = PathBuf::from(format!("/tmp/kn-objbench-{}", std::process::id()));
-    let result = interrupt::install()
-        .map_err(Into::into)
-        .and_then(|()| run(&dir, pods));
-    cleanup(&dir);
-    if interrupt::interrupted() {
-        eprintln!("objects-bench: interrupted; everything it made is removed");
-        std::process::exit(interrupt::EXIT_INTERRUPTED);
-    }
-    if let Err(e) = result {
-        eprintln!("objects-bench: {e}");
-        std::process::exit(1);
-    }
+    scratch::run_in("objects-bench", &dir, |dir| run(dir, pods));
 }

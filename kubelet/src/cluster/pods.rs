@@ -399,8 +399,8 @@ mod tests {
         assert_eq!(s.pods.len(), 1);
         // The file source's ConfigMaps and Secrets (the static pods') go through with it.
         let file = Snapshot {
-            config_maps: vec![Default::default()],
-            secrets: vec![Default::default()],
+            config_maps: std::sync::Arc::new(vec![Default::default()]),
+            secrets: std::sync::Arc::new(vec![Default::default()]),
             ..Default::default()
         };
         assert!(combine(Some(&file), &api, &mut errors).incomplete);

@@ -194,10 +194,10 @@ pub async fn resolve(
             let Some(s) = cache.secret(&r.name, optional).await? else {
                 continue;
             };
-            match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+            match crate::objects::secret_bytes(&s, &r.key) {
                 Some(v) => {
                     out.values
-                        .insert(e.name.clone(), String::from_utf8_lossy(&v.0).into_owned());
+                        .insert(e.name.clone(), String::from_utf8_lossy(v).into_owned());
                 }
                 None if optional => {}
                 None => {

@@ -246,7 +246,7 @@ impl Kubelet {
             );
             self.deps
                 .objects
-                .set_files(snapshot.config_maps.clone(), snapshot.secrets.clone());
+                .set_files(snapshot.config_maps.clone(), snapshot.secrets.clone()); // shared, not copied
             self.apply(&snapshot);
             // Only once every source has listed its pods (upstream's sources ready): a pod a
             // source has not delivered yet is not an orphan.

@@ -155,12 +155,18 @@ fn key(namespace: Option<&str>, name: Option<&str>) -> (String, String) {
     )
 }
 
+/// The manifest directory's ConfigMaps and Secrets as a snapshot carries them.
+type FileLists = (Arc<Vec<ConfigMap>>, Arc<Vec<Secret>>);
+
 /// Every pod's ConfigMaps, Secrets and tokens, from the pod's own source.
 pub struct Objects {
     files: Mutex<Arc<FileObjects>>,
+    /// The file source's lists `files` was made from (the same allocations while the
+    /// documents are unchanged).
+    files_from: Mutex<FileLists>,
     api: OnceLock<Arc<dyn Backend>>,
     tokens: OnceLock<Arc<dyn TokenSource>>,
-    changes: watch::Sender<u64>,
+    changes: Notifier,
 }
 
 impl fmt::Debug for Objects {
@@ -183,9 +189,10 @@ impl Objects {
     pub fn new() -> Self {
         Objects {
             files: Mutex::new(Arc::new(FileObjects::default())),
+            files_from: Mutex::default(),
             api: OnceLock::new(),
             tokens: OnceLock::new(),
-            changes: watch::channel(0).0,
+            changes: Notifier(watch::channel(0).0),
         }
     }
 
@@ -204,20 +211,36 @@ impl Objects {
     }
 
     /// The manifest directory's ConfigMaps and Secrets now (a full read replaces the last);
-    /// [`Objects::changes`] fires when any differs.
-    pub fn set_files(&self, config_maps: Vec<ConfigMap>, secrets: Vec<Secret>) {
+    /// [`Objects::changes`] fires when any differs. The lists the last call gave (the same
+    /// allocations: the file source keeps them while its documents are unchanged) cost
+    /// nothing; equal ones a comparison; only changed ones are copied.
+    pub fn set_files(
+        &self,
+        config_maps: impl Into<Arc<Vec<ConfigMap>>>,
+        secrets: impl Into<Arc<Vec<Secret>>>,
+    ) {
+        let (config_maps, secrets) = (config_maps.into(), secrets.into());
+        let mut from = crate::node::lock(&self.files_from, "objects");
+        if Arc::ptr_eq(&from.0, &config_maps) && Arc::ptr_eq(&from.1, &secrets) {
+            return;
+        }
+        if *from.0 == *config_maps && *from.1 == *secrets {
+            *from = (config_maps, secrets);
+            return;
+        }
         let mut next = FileObjects::default();
-        for cm in config_maps {
+        for cm in config_maps.iter() {
             let k = key(
                 cm.metadata.namespace.as_deref(),
                 cm.metadata.name.as_deref(),
             );
-            next.config_maps.insert(k, Arc::new(cm));
+            next.config_maps.insert(k, Arc::new(cm.clone()));
         }
-        for s in secrets {
+        for s in secrets.iter() {
             let k = key(s.metadata.namespace.as_deref(), s.metadata.name.as_deref());
-            next.secrets.insert(k, Arc::new(s));
+            next.secrets.insert(k, Arc::new(s.clone()));
         }
+        *from = (config_maps, secrets);
         let mut files = crate::node::lock(&self.files, "objects");
         let same = files.config_maps.len() == next.config_maps.len()
             && files.secrets.len() == next.secrets.len()
@@ -232,22 +255,18 @@ impl Objects {
         if !same {
             *files = Arc::new(next);
             drop(files);
-            self.notify();
+            self.changes.notify();
         }
     }
 
     /// A handle that backends call when an object they keep changed.
     pub fn notifier(&self) -> Notifier {
-        Notifier(self.changes.clone())
-    }
-
-    fn notify(&self) {
-        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+        self.changes.clone()
     }
 
     /// Fires (the value changes) whenever any object of any source changed.
     pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.changes.0.subscribe()
     }
 
     /// `pod` runs: its backend keeps what it references current.
@@ -380,6 +399,17 @@ impl Notifier {
     pub fn notify(&self) {
         self.0.send_modify(|g| *g = g.wrapping_add(1));
     }
+}
+
+/// The bytes of `key` in `secret`'s `data`. Only `data` counts: `stringData` is write-only in
+/// the API (the API server merges it into `data`), and the manifest directory's decoder merges
+/// it the same way (`source::decode`).
+pub fn secret_bytes<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
 }
 
 /// A Secret for `Debug` output: its namespace, name, type and keys, never its values.

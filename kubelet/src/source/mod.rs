@@ -32,6 +32,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Files larger than this are refused (upstream `maxConfigLength`).
 pub const MAX_MANIFEST_SIZE: u64 = 10 << 20;
@@ -59,10 +60,12 @@ pub struct Snapshot {
     /// EndpointSlices (`discovery.k8s.io/v1`), for the proxy: each names its Service with the
     /// `kubernetes.io/service-name` label.
     pub endpoint_slices: Vec<EndpointSlice>,
-    /// ConfigMaps, for the static pods that reference them (issue 17).
-    pub config_maps: Vec<ConfigMap>,
-    /// Secrets, for the static pods that reference them (issue 17).
-    pub secrets: Vec<Secret>,
+    /// ConfigMaps, for the static pods that reference them (issue 17). Shared: the watcher
+    /// hands over the same allocation while the documents are unchanged, so that consumers
+    /// ([`crate::objects::Objects::set_files`]) see "no change" by pointer.
+    pub config_maps: Arc<Vec<ConfigMap>>,
+    /// Secrets, for the static pods that reference them (issue 17); shared as `config_maps`.
+    pub secrets: Arc<Vec<Secret>>,
     /// One record per problem; the objects above are unaffected.
     pub errors: Vec<SourceError>,
     /// A source has not delivered its first full list yet (in cluster mode, the API source

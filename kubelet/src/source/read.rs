@@ -699,7 +699,7 @@ fn assemble(file: &Path, entries: &[Entry], seen: &mut Seen, snap: &mut Snapshot
             } => match duplicate(&mut seen.config_maps, key, file) {
                 Some(fe) => snap.errors.push(field_error(file, *document, *item, &fe)),
                 None => match object {
-                    Ok(cm) => snap.config_maps.push((**cm).clone()),
+                    Ok(cm) => Arc::make_mut(&mut snap.config_maps).push((**cm).clone()),
                     Err(errs) => snap.errors.extend(errs.iter().cloned()),
                 },
             },
@@ -711,7 +711,7 @@ fn assemble(file: &Path, entries: &[Entry], seen: &mut Seen, snap: &mut Snapshot
             } => match duplicate(&mut seen.secrets, key, file) {
                 Some(fe) => snap.errors.push(field_error(file, *document, *item, &fe)),
                 None => match object {
-                    Ok(s) => snap.secrets.push((*s.0).clone()),
+                    Ok(s) => Arc::make_mut(&mut snap.secrets).push((*s.0).clone()),
                     Err(errs) => snap.errors.extend(errs.iter().cloned()),
                 },
             },

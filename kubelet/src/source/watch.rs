@@ -149,11 +149,15 @@ impl Watcher {
                     .map(|e| ("Endpoints", &mut e.metadata)),
             )
             .chain(
-                snap.config_maps
+                Arc::make_mut(&mut snap.config_maps)
                     .iter_mut()
                     .map(|c| ("ConfigMap", &mut c.metadata)),
             )
-            .chain(snap.secrets.iter_mut().map(|s| ("Secret", &mut s.metadata)));
+            .chain(
+                Arc::make_mut(&mut snap.secrets)
+                    .iter_mut()
+                    .map(|s| ("Secret", &mut s.metadata)),
+            );
         for (kind, meta) in metas {
             let first = first_seen(seen_key(kind, meta));
             meta.creation_timestamp.get_or_insert(Time(first));
@@ -306,6 +310,15 @@ impl Watcher {
                     self.stamp(snap, now)
                 }
             };
+            // Unchanged ConfigMaps and Secrets keep the last allocation: the kubelet then
+            // knows them unchanged without comparing them (`Objects::set_files`).
+            let mut snap = snap;
+            if snap.config_maps == last.config_maps {
+                snap.config_maps = last.config_maps.clone();
+            }
+            if snap.secrets == last.secrets {
+                snap.secrets = last.secrets.clone();
+            }
             if snap != last {
                 log_errors(&snap);
                 if self.changes.is_some() {

@@ -143,27 +143,9 @@ pub fn secret_payload(
     optional: bool,
 ) -> Result<Payload, PayloadError> {
     let lookup = |key: &str| -> Option<Vec<u8>> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                // `stringData` is write-only in the API (merged into `data`); a manifest's
-                // document may still carry it.
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|s| s.as_bytes().to_vec())
-            })
+        crate::objects::secret_bytes(secret, key).map(<[u8]>::to_vec)
     };
-    let all: Vec<&String> = secret
-        .data
-        .iter()
-        .flat_map(|d| d.keys())
-        .chain(secret.string_data.iter().flat_map(|d| d.keys()))
-        .collect();
+    let all: Vec<&String> = secret.data.iter().flat_map(|d| d.keys()).collect();
     project(items, &all, lookup, default_mode, optional, |k| {
         format!("secret references non-existent secret key: {k}")
     })

@@ -166,6 +166,30 @@ pub enum ImageError {
     /// A filesystem operation on the store failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// Every credential for the registry failed: the errors of all attempts, in order, as
+    /// upstream's kubelet returns them (`utilerrors.NewAggregate`: each distinct message once,
+    /// `[a, b]` when there are several). Made by [`ImageError::of_attempts`].
+    #[error("{}", aggregate_message(errors))]
+    Attempts {
+        /// The error of each attempt (at least two).
+        errors: Vec<ImageError>,
+    },
+}
+
+/// `utilerrors.NewAggregate(errs).Error()`: the distinct messages in order, joined with `, `,
+/// in brackets when more than one.
+fn aggregate_message(errors: &[ImageError]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for e in errors {
+        let m = e.to_string();
+        if !seen.contains(&m) {
+            seen.push(m);
+        }
+    }
+    match seen.len() {
+        1 => seen.remove(0),
+        _ => format!("[{}]", seen.join(", ")),
+    }
 }
 
 impl ImageError {
@@ -176,7 +200,20 @@ impl ImageError {
         match self {
             ImageError::InvalidReference { .. } => "InvalidImageName",
             ImageError::NeverPull { .. } => "ErrImageNeverPull",
+            ImageError::Attempts { errors } => errors
+                .first()
+                .map_or("ErrImagePull", ImageError::kubelet_reason),
             _ => "ErrImagePull",
+        }
+    }
+
+    /// The outcome of trying several credentials that all failed: the one error of a single
+    /// attempt, else [`ImageError::Attempts`].
+    pub fn of_attempts(mut errors: Vec<ImageError>) -> ImageError {
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            ImageError::Attempts { errors }
         }
     }
 

@@ -54,7 +54,7 @@ impl ImageStore {
             credentials.extend(Credentials::from_keyrings(vec![Keyring::read_node(dirs)]));
         }
         // Upstream's kubelet: every matching credential in turn until one pulls, anonymous
-        // when none matches.
+        // when none matches; when all fail, the errors of every attempt.
         let mut auths =
             credentials.lookup(&format!("{}/{}", parsed.registry(), parsed.repository()));
         if auths.is_empty() {
@@ -62,7 +62,7 @@ impl ImageStore {
         }
         let name = parsed.to_string();
         let tries = auths.len();
-        let mut last = None;
+        let mut errors = Vec::new();
         for (i, auth) in auths.into_iter().enumerate() {
             let source = RegistrySource::new(&parsed, &options.insecure_registries, auth);
             tracing::info!(image = %name, credential = i + 1, of = tries, "pulling image");
@@ -78,11 +78,11 @@ impl ImageStore {
                     if i + 1 < tries {
                         tracing::info!(image = %name, credential = i + 1, error = %e, "pull failed; trying the next credential");
                     }
-                    last = Some(e);
+                    errors.push(e);
                 }
             }
         }
-        Err(last.expect("at least one attempt"))
+        Err(ImageError::of_attempts(errors))
     }
 
     /// What the kubelet does before creating a container: the image under

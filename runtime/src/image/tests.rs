@@ -539,3 +539,51 @@ async fn a_layer_that_unpacks_past_the_limit_is_refused() {
     assert!(dir_entries(&root.path().join("snapshots")).is_empty());
     assert!(store.get(NAME).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn every_failed_credential_is_reported_as_upstreams_aggregate() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let keyring = |json: &str| {
+        let mut k = Keyring::new();
+        k.add_config_json(json.as_bytes()).unwrap();
+        k
+    };
+    // Two credentials match; the registry is unreachable, so both attempts fail.
+    let options = PullOptions {
+        insecure_registries: vec!["127.0.0.1:1".into()],
+        keyrings: vec![
+            keyring(r#"{"auths": {"127.0.0.1:1": {"username": "a", "password": "pw1"}}}"#),
+            keyring(r#"{"auths": {"127.0.0.1:1/app": {"username": "b", "password": "pw2"}}}"#),
+        ],
+        ..Default::default()
+    };
+    let err = store.pull("127.0.0.1:1/app:1", &options).await.unwrap_err();
+    let ImageError::Attempts { errors } = &err else {
+        panic!("not every attempt: {err}");
+    };
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(matches!(errors[0], ImageError::Unreachable { .. }), "{err}");
+    // The same message twice is shown once, without brackets (NewAggregate).
+    assert_eq!(err.to_string(), errors[0].to_string());
+    assert_eq!(err.kubelet_reason(), "ErrImagePull");
+    // Distinct messages: all of them, in order, in brackets.
+    let two = ImageError::of_attempts(vec![
+        ImageError::NotPresent {
+            reference: "a".into(),
+        },
+        ImageError::NotFound {
+            reference: "b".into(),
+            detail: "manifest unknown".into(),
+        },
+    ]);
+    assert_eq!(
+        two.to_string(),
+        "[image `a` is not present in the local store, image `b` not found: manifest unknown]"
+    );
+    // One attempt: its own error.
+    let one = ImageError::of_attempts(vec![ImageError::NotPresent {
+        reference: "a".into(),
+    }]);
+    assert!(matches!(one, ImageError::NotPresent { .. }), "{one}");
+}

@@ -22,22 +22,9 @@ const DOCKER_CONFIG_JSON: (&str, &str) = ("kubernetes.io/dockerconfigjson", ".do
 /// The secret type and key of a legacy `.dockercfg` document.
 const DOCKERCFG: (&str, &str) = ("kubernetes.io/dockercfg", ".dockercfg");
 
-/// The bytes of `key` in `secret` (`data`, or `stringData` of a manifest-directory document
-/// that was not written through an API server).
-fn value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|s| s.clone().into_bytes())
-        })
-        .filter(|b| !b.is_empty())
+/// The non-empty bytes of `key` in `secret`.
+fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    crate::objects::secret_bytes(secret, key).filter(|b| !b.is_empty())
 }
 
 /// Adds `secret`'s credentials to `keyring` (`MakeDockerKeyring` for one secret).
@@ -46,11 +33,11 @@ pub(crate) fn add_secret(keyring: &mut Keyring, name: &str, secret: &Secret) -> 
     let bad = |e: String| format!("image pull secret {name:?}: {e}");
     if ty == DOCKER_CONFIG_JSON.0 {
         if let Some(doc) = value(secret, DOCKER_CONFIG_JSON.1) {
-            return keyring.add_config_json(&doc).map_err(bad);
+            return keyring.add_config_json(doc).map_err(bad);
         }
     } else if ty == DOCKERCFG.0 {
         if let Some(doc) = value(secret, DOCKERCFG.1) {
-            return keyring.add_dockercfg(&doc).map_err(bad);
+            return keyring.add_dockercfg(doc).map_err(bad);
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
-//! The worker's side of pod volumes: set them up before containers (a failure blocks the
-//! pod's containers with a `FailedMount` event and is retried), keep the contents of the
+//! The worker's side of pod volumes: set them up before containers (a failure holds the
+//! pod's containers in `ContainerCreating` with a `FailedMount` event and is retried), keep the contents of the
 //! configMap, secret, downwardAPI and projected volumes current (made from `Objects` before the
 //! set-up, made again on an objects change, a label or annotation change, or every 60 s),
 //! evict a pod whose disk emptyDir outgrew its `sizeLimit` or that is over its
@@ -17,8 +17,7 @@ use kubenode_runtime::spec::BindMount;
 
 use super::{deadline, uid_of, PodWorker, Terminal, WorkerDeps};
 use crate::events::ObjectRef;
-use crate::node::observe::{BlockCause, Blocked};
-use crate::status::reason;
+use crate::node::observe::BlockCause;
 use crate::volume::usage::{self, ContainerStorage};
 use crate::volume::{projection, Payloads, VolumeError};
 
@@ -28,9 +27,9 @@ const VOLUME_RETRY: Duration = Duration::from_secs(2);
 const EVICTED: &str = "Evicted";
 
 impl PodWorker {
-    /// Sets the pod's volumes up. `Err(requeue)` when one failed: every container not running
-    /// yet waits with `CreateContainerConfigError` naming the volume, and the pod gets a
-    /// `FailedMount` warning per volume.
+    /// Sets the pod's volumes up. `Err(requeue)` when one failed: the pod gets a `FailedMount`
+    /// warning per volume and no container is started (a container not created yet shows
+    /// `ContainerCreating`, as upstream).
     pub(super) async fn set_up_volumes(&mut self, pod: &Pod) -> Result<(), Duration> {
         let uid = uid_of(pod);
         let with_contents = projection::has_projected_volumes(pod);
@@ -69,29 +68,9 @@ impl PodWorker {
                 .events
                 .warning(&ObjectRef::pod(pod), "FailedMount", e.to_string());
         }
-        let message = errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        // Held by the volume set-up when the message is a set-up failure's (the first volume
-        // failed to set up rather than the mount table could not be read).
-        let cause = match errors.first() {
-            Some(VolumeError::SetUp { .. }) => BlockCause::VolumeSetUp,
-            _ => BlockCause::Other,
-        };
-        let spec = pod.spec.clone().unwrap_or_default();
-        for c in crate::pod_containers(&spec) {
-            self.state.blocked.insert(
-                c.name.clone(),
-                Blocked {
-                    reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
-                    message: message.clone(),
-                    retry_at: None,
-                    cause,
-                },
-            );
-        }
+        // Upstream's pod sync stops at the volumes: no container is created, and those that
+        // never were show the default waiting reason (`ContainerCreating`, `PodInitializing`
+        // with init containers) with no message; the pod stays Pending. The events say why.
         let instances = match self.state.record.sandbox_id.clone() {
             Some(sid) => self.deps.runtime.list_containers(Some(&sid)).await,
             None => Vec::new(),
