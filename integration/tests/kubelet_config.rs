@@ -111,8 +111,6 @@ const KUBEADM_CONFIG: &str =
 
 /// What the agent must report, once each, for that file and kubeadm's flags.
 const EXPECTED_UNSUPPORTED: &[&str] = &[
-    "authentication",
-    "authorization",
     "cgroupDriver",
     "containerRuntimeEndpoint",
     "cpuManagerReconcilePeriod",
@@ -205,6 +203,15 @@ fn kubeadm_node() -> anyhow::Result<()> {
             ]
             .map(String::from),
         );
+
+        // kubeadm's clientCAFile (/etc/kubernetes/pki/ca.crt) is the host's: a test CA instead
+        // (the HTTPS server refuses to start without its client CA, as upstream's).
+        let client_ca = dir.join("ca.crt");
+        std::fs::write(
+            &client_ca,
+            &kubenode_integration::apiserver::tls::Ca::generate()?.cert_pem,
+        )?;
+        args.push(format!("--client-ca-file={}", client_ca.display()));
 
         // With the drop-in's kubeconfig flags, no kubeconfig (bootstrap would write it) and no
         // bootstrap kubeconfig: refused before anything is made.

@@ -44,6 +44,20 @@ pub struct ConfigFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_server: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_private_key_file: Option<String>,
+    #[serde(rename = "serverTLSBootstrap", skip_serializing_if = "Option::is_none")]
+    pub server_tls_bootstrap: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<super::server::AuthenticationFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<super::server::AuthorizationFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_log_max_size: Option<String>,
@@ -119,6 +133,13 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "clusterDomain",
     "readOnlyPort",
     "address",
+    "enableServer",
+    "port",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "serverTLSBootstrap",
+    "authentication",
+    "authorization",
     "resolvConf",
     "containerLogMaxSize",
     "containerLogMaxFiles",
@@ -341,8 +362,6 @@ mod tests {
         assert_eq!(
             c.unsupported,
             [
-                "authentication",
-                "authorization",
                 "cgroupDriver",
                 "containerRuntimeEndpoint",
                 "cpuManagerReconcilePeriod",

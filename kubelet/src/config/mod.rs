@@ -14,6 +14,7 @@ mod host;
 mod node_ip;
 pub mod node_labels;
 mod resolve;
+pub mod server;
 pub mod taints;
 mod upstream;
 
