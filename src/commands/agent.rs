@@ -496,7 +496,14 @@ async fn start_https(
         node_log_dir: PathBuf::from(api::NODE_LOG_DIR),
         configz,
     });
-    api::serve_https(server.listen, view, https, api::ServeLimits::default()).await?;
+    // Upstream's server caps no connections; 2048 at once (each an fd and a small task until
+    // the 30 s handshake and head timeout) keep 1000 idle clients from filling the listen
+    // backlog.
+    let limits = api::ServeLimits {
+        max_connections: 2048,
+        ..api::ServeLimits::default()
+    };
+    api::serve_https(server.listen, view, https, limits).await?;
     Ok(())
 }
 
