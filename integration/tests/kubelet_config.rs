@@ -274,11 +274,14 @@ fn kubeadm_node() -> anyhow::Result<()> {
                 "reported: {seen:?}\nagent log:\n{}",
                 tail(&log, 60)
             );
+            // kubeadm's authentication and authorization are acted on: the HTTPS server says
+            // what it accepts (standalone here: no API server for the webhooks)
             ensure!(
-                log.lines().any(|l| l.contains("WARN")
-                    && l.contains("not supported by kubenode: authentication (it configures the \
-                                   kubelet's HTTPS API on port 10250, which kubenode does not serve)")),
-                "the authentication warning:\n{}",
+                log.lines()
+                    .any(|l| l.contains("kubelet HTTPS server listening")
+                        && l.contains("authentication: client certificates, no bearer tokens")
+                        && l.contains("authorization: Webhook without an API server")),
+                "the HTTPS server's start-up line:\n{}",
                 tail(&log, 60)
             );
             agent.remove_manifest("dns.yaml")?;
