@@ -72,6 +72,7 @@ fn in_process() -> anyhow::Result<()> {
                     duration: Duration::from_secs(30),
                     backdate: Duration::ZERO,
                 },
+                ..HttpsOptions::default()
             }),
             ..Options::default()
         },
@@ -244,6 +245,7 @@ fn bootstrap_and_rotation() -> anyhow::Result<()> {
                     duration: Duration::from_secs(30),
                     backdate: Duration::ZERO,
                 },
+                ..HttpsOptions::default()
             }),
             ..Options::default()
         };

@@ -296,9 +296,14 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
         crate::healthz::spawn_kubelet(addr);
     }
     if let Some(addr) = read_only {
-        kubenode_kubelet::api::serve_tcp(addr, view)
+        kubenode_kubelet::api::serve_tcp(addr, view.clone())
             .await
             .with_context(|| format!("serving the read-only port on {addr}"))?;
+    }
+    if let Some(server) = &config.server {
+        start_https(&config, server, cluster.clone(), view)
+            .await
+            .with_context(|| format!("serving the kubelet's HTTPS port on {}", server.listen))?;
     }
 
     // The proxy takes the Services and Endpoints that changed straight from the source.
@@ -448,6 +453,68 @@ fn ipv4(net: IpNet) -> anyhow::Result<Ipv4Net> {
             anyhow::bail!("{net} is not an IPv4 CIDR (the default network is IPv4 only)")
         }
     }
+}
+
+/// The kubelet's HTTPS server (docs/architecture.md, "The kubelet's HTTPS server"): its serving
+/// certificate from `tlsCertFile`/`tlsPrivateKeyFile`, a `kubelet-serving` CSR
+/// (`serverTLSBootstrap`, cluster mode only) or self-signed in `<root>/pki`; then the listener.
+async fn start_https(
+    config: &Config,
+    server: &kconfig::server::ServerConfig,
+    client: Option<kube::Client>,
+    view: Arc<dyn kubenode_kubelet::api::NodeView>,
+) -> anyhow::Result<()> {
+    use kubenode_kubelet::api::{self, tls};
+    let cert = tls::ServingCert::new();
+    let cert_dir = config.root_dir.join("pki");
+    match (&server.tls_cert_file, &server.tls_private_key_file) {
+        (Some(c), Some(k)) => {
+            cert.set(tls::from_files(c, k)?)?;
+            tracing::info!(cert = %c.display(), "serving certificate from tlsCertFile");
+        }
+        _ if server.server_tls_bootstrap => {
+            let Some(client) = &client else {
+                anyhow::bail!(
+                    "serverTLSBootstrap: true requests the serving certificate from the API \
+                     server: it needs a kubeconfig (--kubeconfig)"
+                );
+            };
+            tokio::spawn(tls::run_server_tls_bootstrap(
+                client.clone(),
+                cert_dir,
+                config.node_name.clone(),
+                vec![config.node_ip],
+                cert.clone(),
+            ));
+        }
+        _ => {
+            let (pair, path) = tls::self_signed(&cert_dir, &config.node_name, &[config.node_ip])?;
+            cert.set(pair)?;
+            tracing::info!(cert = %path.display(), "self-signed serving certificate");
+        }
+    }
+    let auth =
+        api::auth::Auth::new(server, &config.node_name, client).map_err(anyhow::Error::msg)?;
+    let mut configz = serde_json::to_value(config.to_file())?;
+    if let Some(m) = configz.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    let https = Arc::new(api::HttpsServer {
+        auth,
+        cert,
+        node_log_dir: PathBuf::from(api::NODE_LOG_DIR),
+        configz,
+    });
+    // Upstream's server caps no connections; 2048 at once (each an fd and a small task until
+    // the 30 s handshake and head timeout) keep 1000 idle clients from filling the listen
+    // backlog.
+    let limits = api::ServeLimits {
+        max_connections: 2048,
+        ..api::ServeLimits::default()
+    };
+    api::serve_https(server.listen, view, https, limits).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -71,6 +71,13 @@
 //!   watch, the `/approval` subresource (changes only the conditions) and `/status`, the
 //!   requester written into `spec.username`/`groups` on create, `spec.request`, `signerName`,
 //!   `usages` and `expirationSeconds` validated, `kubectl get csr`'s table ([`csr`]).
+//! - TokenReview and SubjectAccessReview ([`reviews`]), what a kubelet's HTTPS server asks:
+//!   tokens checked as the stand-in's own authenticators check them (service-account JWTs
+//!   too); access decided by a written-down policy (`system:masters` and
+//!   [`HttpsOptions::allowed_subjects`] allowed, everyone else denied).
+//! - In HTTPS mode, `pods/<name>/log` through the node's kubelet ([`podlogs`]): its
+//!   `daemonEndpoints` port on its InternalIP, with a `kube-apiserver-kubelet-client`
+//!   certificate of the CA, the kubelet's serving certificate not verified (kubeadm's default).
 //! - In HTTPS mode, kube-controller-manager's csrapproving and csrsigning controllers for
 //!   `kubernetes.io/kube-apiserver-client-kubelet` ([`csr`]): auto-approval (`AutoApproved`,
 //!   upstream's messages) of valid kubelet client CSRs from `system:bootstrappers` (`nodeclient`)
@@ -111,7 +118,9 @@ mod discovery;
 pub mod handler;
 pub mod openapi;
 pub mod patch;
+pub mod podlogs;
 pub mod resources;
+pub mod reviews;
 pub mod selector;
 pub mod serviceaccounts;
 pub mod status;
@@ -171,6 +180,9 @@ pub struct HttpsOptions {
     pub static_tokens: Vec<(String, String, Vec<String>)>,
     /// The CSR signing controller's settings.
     pub signing: csr::Signing,
+    /// Users and groups every SubjectAccessReview allows (besides `system:masters`), see
+    /// [`reviews`].
+    pub allowed_subjects: Vec<String>,
 }
 
 /// The HTTPS mode's state: the CA, the TLS configuration, the authenticators.
@@ -182,6 +194,8 @@ pub struct Secure {
     authn: auth::Authenticator,
     signing: csr::Signing,
     admin_token: Option<String>,
+    allowed_subjects: Vec<String>,
+    kubelet_client: podlogs::KubeletClient,
 }
 
 impl Secure {
@@ -197,12 +211,15 @@ impl Secure {
             let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
             authn.add_static_token(token, user, &groups);
         }
+        let kubelet_client = podlogs::KubeletClient::new(&ca)?;
         Ok(Secure {
             ca: Arc::new(ca),
             tls,
             authn,
             signing: o.signing,
             admin_token: o.static_tokens.first().map(|t| t.0.clone()),
+            allowed_subjects: o.allowed_subjects.clone(),
+            kubelet_client,
         })
     }
 }
@@ -626,6 +643,23 @@ async fn serve(
             _ => {}
         }
     }
+    if method == Method::POST {
+        let secure = conn.as_deref().and_then(|c| c.secure.as_deref());
+        match segs.as_slice() {
+            ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => {
+                let none = auth::Authenticator::default();
+                let authn = secure.map_or(&none, |s| &s.authn);
+                let r = reviews::token_review(authn, &shared.lock(), identity.as_ref(), &body);
+                return r.map_or_else(error_reply, json_reply);
+            }
+            ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+                let allowed = secure.map_or(&[][..], |s| s.allowed_subjects.as_slice());
+                let r = reviews::subject_access_review(allowed, identity.as_ref(), &body);
+                return r.map_or_else(error_reply, json_reply);
+            }
+            _ => {}
+        }
+    }
     let Some(t) = target else {
         return error_reply(ApiError::no_route());
     };
@@ -638,6 +672,13 @@ async fn serve(
     } else {
         body
     };
+    if method == Method::GET && t.sub.as_deref() == Some("log") && t.resource().kind == "Pod" {
+        let secure = conn.as_deref().and_then(|c| c.secure.as_deref());
+        let (Some(sec), Some(ns), Some(name)) = (secure, t.ns.as_deref(), t.name.as_deref()) else {
+            return error_reply(ApiError::no_route());
+        };
+        return podlogs::proxy(&shared, &sec.kubelet_client, ns, name, &q).await;
+    }
     let want = Want::from(&accept, &q);
     let result = match method {
         Method::GET if t.name.is_none() && watching => {

@@ -1,27 +1,35 @@
 //! The node API: what the agent serves about its pods.
 //!
-//! Two listeners share one router:
+//! Three listeners share one router:
 //! - the **read-only HTTP port** (kubelet's `--read-only-port` / `readOnlyPort`; off by default
 //!   as upstream's KubeletConfiguration, usually 10255 when turned on, on `127.0.0.1` unless
 //!   `address` says otherwise), unauthenticated, serving only `/healthz` and `/pods` (a `v1`
 //!   PodList with status, as the kubelet's);
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
 //!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
-//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values) and `POST /exec`.
+//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values) and `POST /exec`;
+//! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
+//!   every request authenticated and authorized ([`auth`]) as upstream's, serving `/healthz`,
+//!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/` and `/configz`, with the serving
+//!   certificate of [`tls`].
 //!
-//! Both listeners close a connection whose request head does not arrive within a timeout
+//! Every listener closes a connection whose request head does not arrive within a timeout
 //! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
 //! streamed from the file, never read whole.
 //!
 //! The agent's state reaches the router through the [`NodeView`] trait, so the API knows nothing
 //! of pod workers and can be tested with a fixed view.
 
+pub mod auth;
 mod client;
+pub mod https;
 mod logs;
 mod router;
 mod server;
+pub mod tls;
 
 pub use client::{ApiClient, ClientError};
+pub use https::{serve_https, HttpsServer, NODE_LOG_DIR};
 pub use logs::{read_cri_log, render, tail_start, CriLine, LogOptions, LogStream};
 pub use server::{serve_tcp, serve_tcp_with, serve_unix, serve_unix_with, ServeLimits};
 

@@ -22,11 +22,13 @@ const MAX_REQUEST: usize = 1 << 20;
 
 /// Which listener a request came in on. The read-only port is unauthenticated: like upstream's
 /// read-only server it serves no debugging handler (no logs, exec, run, attach), only
-/// `/healthz` and `/pods`; everything else needs the root-only socket.
+/// `/healthz` and `/pods`; the HTTPS server (its requests authenticated and authorized before
+/// they get here) adds `/containerLogs`; everything else needs the root-only socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
     ReadOnly,
     Socket,
+    Https,
 }
 
 pub(crate) async fn handle(
@@ -90,9 +92,11 @@ async fn route(
             "metadata": {},
             "items": view.endpoints(),
         }))),
-        (&Method::GET, ["containerLogs", ns, pod, rest @ ..], Listener::Socket)
-            if rest.len() <= 1 =>
-        {
+        (
+            &Method::GET,
+            ["containerLogs", ns, pod, rest @ ..],
+            Listener::Socket | Listener::Https,
+        ) if rest.len() <= 1 => {
             let target = ContainerRef {
                 namespace: ns.to_string(),
                 pod: pod.to_string(),

@@ -468,9 +468,29 @@ pub async fn request_certificate(
     client: &kube::Client,
     node: &str,
 ) -> Result<(String, String), BootstrapError> {
+    request_certificate_for(
+        client,
+        node,
+        SIGNER,
+        &["digital signature", "client auth"],
+        &[],
+    )
+    .await
+}
+
+/// As [`request_certificate`], for the signer `signer` with `usages` and the subject
+/// alternative names `sans` (the serving certificate's `kubernetes.io/kubelet-serving`).
+pub async fn request_certificate_for(
+    client: &kube::Client,
+    node: &str,
+    signer: &str,
+    usages: &[&str],
+    sans: &[rcgen::SanType],
+) -> Result<(String, String), BootstrapError> {
     use kube::api::{Api, PostParams};
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
     let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = sans.to_vec();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -489,8 +509,8 @@ pub async fn request_certificate(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.into_bytes()),
-            signer_name: SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..CertificateSigningRequestSpec::default()
         },
         status: None,
@@ -503,8 +523,8 @@ pub async fn request_certificate(
     let name = created.metadata.name.clone().unwrap_or_default();
     tracing::info!(
         csr = %name,
-        "created the CertificateSigningRequest for system:node:{node}: waiting for its approval \
-         and certificate"
+        "created the CertificateSigningRequest for system:node:{node} ({signer}): waiting for \
+         its approval and certificate"
     );
     let cert = wait_for_certificate(&api, &name).await?;
     Ok((cert, key.serialize_pem()))

@@ -68,7 +68,12 @@ impl CertInfo {
 pub fn parse_cert(pem: &[u8]) -> Result<CertInfo, CertError> {
     let der = CertificateDer::from_pem_slice(pem)
         .map_err(|e| CertError::Invalid(format!("no PEM certificate: {e}")))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+    parse_cert_der(&der)
+}
+
+/// Reads a DER certificate.
+pub fn parse_cert_der(der: &[u8]) -> Result<CertInfo, CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| CertError::Invalid(format!("parsing the certificate: {e}")))?;
     let subject = cert.subject();
     let common_name = subject
@@ -115,7 +120,7 @@ impl Pair {
     }
 
     /// The rustls form: the chain and the signing key.
-    fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, CertError> {
+    pub(crate) fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, CertError> {
         let text = &self.pem;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
             .collect::<Result<_, _>>()
@@ -132,19 +137,26 @@ impl Pair {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    prefix: &'static str,
 }
 
 impl Store {
     /// The store of `<dir>/kubelet-client-*.pem`.
     pub fn new(dir: &Path) -> Store {
+        Store::with_prefix(dir, PAIR_PREFIX)
+    }
+
+    /// The store of `<dir>/<prefix>-*.pem` (`kubelet-server` for the serving certificate).
+    pub fn with_prefix(dir: &Path, prefix: &'static str) -> Store {
         Store {
             dir: dir.to_path_buf(),
+            prefix,
         }
     }
 
     /// `<dir>/kubelet-client-current.pem`, what the kubeconfig names.
     pub fn current_path(&self) -> PathBuf {
-        self.dir.join(format!("{PAIR_PREFIX}-current.pem"))
+        self.dir.join(format!("{}-current.pem", self.prefix))
     }
 
     /// The current pair (`None`: there is none yet).
@@ -176,8 +188,9 @@ impl Store {
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let ts = now.strftime("%Y-%m-%d-%H-%M-%S").to_string();
-        let file = self.dir.join(format!("{PAIR_PREFIX}-{ts}.pem"));
-        let tmp = self.dir.join(format!(".{PAIR_PREFIX}-{ts}.pem.tmp"));
+        let prefix = self.prefix;
+        let file = self.dir.join(format!("{prefix}-{ts}.pem"));
+        let tmp = self.dir.join(format!(".{prefix}-{ts}.pem.tmp"));
         {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -192,7 +205,7 @@ impl Store {
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &file).map_err(io(&file))?;
-        let updated = self.dir.join(format!("{PAIR_PREFIX}-updated.pem"));
+        let updated = self.dir.join(format!("{prefix}-updated.pem"));
         let _ = std::fs::remove_file(&updated);
         std::os::unix::fs::symlink(&file, &updated).map_err(io(&updated))?;
         let current = self.current_path();

@@ -47,6 +47,19 @@ pub struct ConfigFile {
     pub healthz_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthz_bind_address: Option<String>,
+    pub enable_server: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_private_key_file: Option<String>,
+    #[serde(rename = "serverTLSBootstrap", skip_serializing_if = "Option::is_none")]
+    pub server_tls_bootstrap: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<super::server::AuthenticationFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<super::server::AuthorizationFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +185,13 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "address",
     "healthzPort",
     "healthzBindAddress",
+    "enableServer",
+    "port",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "serverTLSBootstrap",
+    "authentication",
+    "authorization",
     "resolvConf",
     "containerLogMaxSize",
     "containerLogMaxFiles",
@@ -400,8 +420,6 @@ mod tests {
         assert_eq!(
             c.unsupported,
             [
-                "authentication",
-                "authorization",
                 "cgroupDriver",
                 "containerRuntimeEndpoint",
                 "cpuManagerReconcilePeriod",

@@ -15,6 +15,7 @@ mod node_ip;
 pub mod node_labels;
 pub mod reserved;
 mod resolve;
+pub mod server;
 pub mod taints;
 mod upstream;
 

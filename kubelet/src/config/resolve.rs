@@ -56,6 +56,35 @@ pub struct Overrides {
     /// The health port's address (upstream's `127.0.0.1`).
     #[arg(long)]
     pub healthz_bind_address: Option<IpAddr>,
+    /// The address of the HTTPS server (upstream's `--address`, the file's `address`;
+    /// default 0.0.0.0).
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// The port of the HTTPS server (upstream's `--port`, the file's `port`; default 10250).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The HTTPS server's certificate (`tlsCertFile`; default: a self-signed one in
+    /// `<root>/pki`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of `--tls-cert-file` (`tlsPrivateKeyFile`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificates signed by this CA bundle authenticate to the HTTPS server
+    /// (`authentication.x509.clientCAFile`).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Requests without credentials are let in as `system:anonymous`
+    /// (`authentication.anonymous.enabled`; default false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub anonymous_auth: Option<bool>,
+    /// Bearer tokens are checked with a TokenReview (`authentication.webhook.enabled`;
+    /// default true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub authentication_token_webhook: Option<bool>,
+    /// `AlwaysAllow` or `Webhook` (SubjectAccessReview; the default) (`authorization.mode`).
+    #[arg(long, value_name = "MODE")]
+    pub authorization_mode: Option<String>,
     /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
     // Given at least once, the flags replace the file's whole list.
     #[arg(long = "insecure-registry")]
@@ -155,6 +184,8 @@ pub struct Config {
     /// The health port (`healthzBindAddress`:`healthzPort`, upstream's `127.0.0.1:10248`),
     /// `None` when the port is 0: plain HTTP, `/healthz` only, as the kubelet's.
     pub healthz: Option<SocketAddr>,
+    /// The HTTPS server on port 10250 (`None`: `enableServer: false`).
+    pub server: Option<super::server::ServerConfig>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// CNI configuration directory.
@@ -400,6 +431,11 @@ impl Config {
             .unwrap_or(IpAddr::V4(DEFAULT_HEALTHZ_BIND_ADDRESS)),
         };
         let healthz = (healthz_port != 0).then_some(SocketAddr::new(healthz_address, healthz_port));
+        let server = if cfg.enable_server.unwrap_or(true) {
+            Some(resolve_server(cfg, file, o, &dur)?)
+        } else {
+            None
+        };
 
         let log_size_text = cfg
             .container_log_max_size
@@ -553,6 +589,7 @@ impl Config {
                 .map_or_else(|| DEFAULT_RESOLV_CONF.into(), PathBuf::from),
             read_only,
             healthz,
+            server,
             insecure_registries: if o.insecure_registries.is_empty() {
                 cfg.insecure_registries.clone().unwrap_or_default()
             } else {
@@ -603,9 +640,28 @@ impl Config {
             cluster_dns: Some(self.cluster_dns.iter().map(ToString::to_string).collect()),
             cluster_domain: Some(self.cluster_domain.clone()),
             read_only_port: Some(self.read_only.map_or(0, |a| a.port())),
-            address: self.read_only.map(|a| a.ip().to_string()),
             healthz_port: Some(self.healthz.map_or(0, |a| a.port())),
             healthz_bind_address: self.healthz.map(|a| a.ip().to_string()),
+            address: self
+                .server
+                .as_ref()
+                .map(|s| s.listen.ip().to_string())
+                .or_else(|| self.read_only.map(|a| a.ip().to_string())),
+            enable_server: Some(self.server.is_some()),
+            port: self.server.as_ref().map(|s| s.listen.port()),
+            tls_cert_file: self
+                .server
+                .as_ref()
+                .and_then(|s| s.tls_cert_file.as_deref())
+                .and_then(s),
+            tls_private_key_file: self
+                .server
+                .as_ref()
+                .and_then(|s| s.tls_private_key_file.as_deref())
+                .and_then(s),
+            server_tls_bootstrap: self.server.as_ref().map(|s| s.server_tls_bootstrap),
+            authentication: self.server.as_ref().map(super::server::authentication_file),
+            authorization: self.server.as_ref().map(super::server::authorization_file),
             resolv_conf: s(&self.resolv_conf),
             container_log_max_size: Some(self.container_log_max_size.to_string()),
             container_log_max_files: Some(self.container_log_max_files),
@@ -645,6 +701,115 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir.join(SOCKET_FILE)
     }
+}
+
+/// Reads a duration key with its default (a zero duration is the default).
+type DurationKey<'a> =
+    dyn Fn(&Option<String>, &str, Duration) -> Result<Duration, ConfigError> + 'a;
+
+/// The HTTPS server's settings: the file's keys with upstream's v1beta1 defaults, then flags.
+fn resolve_server(
+    cfg: &ConfigFile,
+    file: &Path,
+    o: &Overrides,
+    dur: &DurationKey<'_>,
+) -> Result<super::server::ServerConfig, ConfigError> {
+    use super::server::*;
+    let flags = Path::new("(flags)");
+    let d = ServerConfig::default();
+    let address = match o.address {
+        Some(a) => a,
+        None => {
+            parse_opt::<IpAddr>(cfg.address.as_deref(), file, "address")?.unwrap_or(d.listen.ip())
+        }
+    };
+    // upstream's defaulting: 0 is unset
+    let port = match o.port {
+        Some(0) => {
+            return Err(invalid(
+                flags,
+                "--port",
+                "0: must be between 1 and 65535, inclusive",
+            ))
+        }
+        Some(p) => p,
+        None => match cfg.port.unwrap_or(0) {
+            0 => DEFAULT_PORT,
+            p => p,
+        },
+    };
+    let tls_cert_file = o
+        .tls_cert_file
+        .clone()
+        .or_else(|| cfg.tls_cert_file.as_ref().map(PathBuf::from));
+    let tls_private_key_file = o
+        .tls_private_key_file
+        .clone()
+        .or_else(|| cfg.tls_private_key_file.as_ref().map(PathBuf::from));
+    if tls_cert_file.is_some() != tls_private_key_file.is_some() {
+        return Err(invalid(
+            file,
+            if tls_cert_file.is_some() {
+                "tlsPrivateKeyFile"
+            } else {
+                "tlsCertFile"
+            },
+            "tlsCertFile and tlsPrivateKeyFile must be given together",
+        ));
+    }
+    let authn = cfg.authentication.clone().unwrap_or_default();
+    let authz = cfg.authorization.clone().unwrap_or_default();
+    let authorization_mode = match &o.authorization_mode {
+        Some(m) => m
+            .parse()
+            .map_err(|e| invalid(flags, "--authorization-mode", e))?,
+        None => match authz.mode.as_deref() {
+            None | Some("") => d.authorization_mode,
+            Some(m) => m
+                .parse()
+                .map_err(|e| invalid(file, "authorization.mode", e))?,
+        },
+    };
+    let webhook = authn.webhook.clone().unwrap_or_default();
+    let authz_webhook = authz.webhook.clone().unwrap_or_default();
+    Ok(ServerConfig {
+        listen: SocketAddr::new(address, port),
+        tls_cert_file,
+        tls_private_key_file,
+        server_tls_bootstrap: cfg.server_tls_bootstrap.unwrap_or(false),
+        client_ca_file: o.client_ca_file.clone().or_else(|| {
+            authn
+                .x509
+                .as_ref()
+                .and_then(|x| x.client_ca_file.as_ref())
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from)
+        }),
+        webhook_authentication: o
+            .authentication_token_webhook
+            .or(webhook.enabled)
+            .unwrap_or(d.webhook_authentication),
+        authentication_cache_ttl: dur(
+            &webhook.cache_ttl,
+            "authentication.webhook.cacheTTL",
+            d.authentication_cache_ttl,
+        )?,
+        anonymous: o
+            .anonymous_auth
+            .or(authn.anonymous.as_ref().and_then(|a| a.enabled))
+            .unwrap_or(d.anonymous),
+        authorization_mode,
+        cache_authorized_ttl: dur(
+            &authz_webhook.cache_authorized_ttl,
+            "authorization.webhook.cacheAuthorizedTTL",
+            d.cache_authorized_ttl,
+        )?,
+        cache_unauthorized_ttl: dur(
+            &authz_webhook.cache_unauthorized_ttl,
+            "authorization.webhook.cacheUnauthorizedTTL",
+            d.cache_unauthorized_ttl,
+        )?,
+    })
 }
 
 #[cfg(test)]

@@ -483,8 +483,22 @@ fn kubeadm_file_resolves() {
     assert_eq!(c.file_check_frequency, Duration::from_secs(20));
     assert_eq!(c.sync_frequency, Duration::from_secs(60));
     assert_eq!(c.read_only, None);
-    assert!(c.unsupported_keys.contains(&"authentication".to_owned()));
+    assert!(!c.unsupported_keys.contains(&"authentication".to_owned()));
+    assert!(c.unsupported_keys.contains(&"cgroupDriver".to_owned()));
     assert!(!c.unsupported_keys.contains(&"clusterDNS".to_owned()));
+    // kubeadm's HTTPS settings: the client CA, webhook authentication and authorization, the
+    // `0s` caches defaulted
+    let s = c.server.clone().unwrap();
+    assert_eq!(s.listen, "0.0.0.0:10250".parse().unwrap());
+    assert_eq!(
+        s.client_ca_file.as_deref(),
+        Some(Path::new("/etc/kubernetes/pki/ca.crt"))
+    );
+    assert!(s.webhook_authentication && !s.anonymous);
+    assert_eq!(s.authorization_mode, server::AuthorizationMode::Webhook);
+    assert_eq!(s.authentication_cache_ttl, Duration::from_secs(120));
+    assert_eq!(s.cache_authorized_ttl, Duration::from_secs(300));
+    assert_eq!(s.cache_unauthorized_ttl, Duration::from_secs(30));
     // Everything else is kubenode's defaults, as with no file.
     let d = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
     assert_eq!(
@@ -551,4 +565,77 @@ fn image_gc_keys_default_resolve_and_validate_as_upstream() {
             other => panic!("{body}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn https_server_settings() {
+    // defaults: on, 0.0.0.0:10250, secure (no anonymous, Webhook)
+    let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.server, Some(server::ServerConfig::default()));
+    let (_d, p) = write(&format!(
+        "{HEAD}address: 127.0.0.2\nport: 10350\ntlsCertFile: /c.crt\ntlsPrivateKeyFile: /c.key\n\
+         authentication:\n  anonymous: {{enabled: true}}\n  webhook: {{enabled: false, cacheTTL: 10s}}\n\
+         authorization: {{mode: AlwaysAllow, webhook: {{cacheAuthorizedTTL: 1m}}}}\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    let s = c.server.clone().unwrap();
+    assert_eq!(s.listen, "127.0.0.2:10350".parse().unwrap());
+    assert_eq!(s.tls_cert_file.as_deref(), Some(Path::new("/c.crt")));
+    assert!(s.anonymous && !s.webhook_authentication);
+    assert_eq!(s.authentication_cache_ttl, Duration::from_secs(10));
+    assert_eq!(s.authorization_mode, server::AuthorizationMode::AlwaysAllow);
+    assert_eq!(s.cache_authorized_ttl, Duration::from_secs(60));
+    // the read-only port keeps its own default address
+    assert_eq!(c.read_only, None);
+    // flags win
+    let o = Overrides {
+        address: Some("10.0.0.1".parse().unwrap()),
+        port: Some(11250),
+        anonymous_auth: Some(false),
+        authorization_mode: Some("Webhook".into()),
+        client_ca_file: Some("/ca.pem".into()),
+        ..Overrides::default()
+    };
+    let s = Config::resolve_with(Some(&p), &o, &FakeHost)
+        .unwrap()
+        .server
+        .unwrap();
+    assert_eq!(s.listen, "10.0.0.1:11250".parse().unwrap());
+    assert!(!s.anonymous);
+    assert_eq!(s.authorization_mode, server::AuthorizationMode::Webhook);
+    assert_eq!(s.client_ca_file.as_deref(), Some(Path::new("/ca.pem")));
+    // off
+    let (_d, p) = write(&format!("{HEAD}enableServer: false\n"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.server, None);
+    // bad values name the key
+    for (body, want) in [
+        (
+            "authorization: {mode: Node}\n",
+            "authorization.mode: \"Node\": must be one of",
+        ),
+        (
+            "tlsCertFile: /c.crt\n",
+            "tlsPrivateKeyFile: tlsCertFile and tlsPrivateKeyFile",
+        ),
+        (
+            "authentication: {webhook: {cacheTTL: soon}}\n",
+            "authentication.webhook.cacheTTL",
+        ),
+        (
+            "authentication: {x509: {clientCaFile: /x}}\n",
+            "authentication",
+        ),
+    ] {
+        let (_d, p) = write(&format!("{HEAD}{body}"));
+        let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    let o = Overrides {
+        port: Some(0),
+        ..Overrides::default()
+    };
+    assert!(Config::resolve_with(None, &o, &FakeHost).is_err());
 }

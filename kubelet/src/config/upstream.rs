@@ -142,27 +142,21 @@ pub const UPSTREAM_KEYS: &[&str] = &[
     "userNamespaces",
 ];
 
-/// Settings of the kubelet's authenticated HTTPS API (port 10250). kubenode does not serve it,
-/// so nothing is exposed that they would protect. The day kubenode serves that port, each of
-/// these must be implemented or refused: ignoring `authentication`/`authorization` there would
-/// give less security than the operator asked for.
+/// Settings of the kubelet's HTTPS API (port 10250) that kubenode's server does not offer:
+/// its TLS parameters are rustls's defaults (TLS 1.2 and 1.3, rustls's cipher suites and
+/// curves) and it has no profiling or debugging handlers beyond its routes
+/// (docs/architecture.md, "The kubelet's HTTPS server").
 const HTTPS_API: &str =
-    "it configures the kubelet's HTTPS API on port 10250, which kubenode does not serve";
+    "kubenode's HTTPS server on port 10250 uses rustls's default TLS parameters and serves no \
+     profiling or debug-flag handlers";
 
 /// What the start-up warning adds for some keys: why ignoring the key is harmless, what to use
 /// instead, or, where the value may ask for more protection than kubenode gives, that it does
 /// not give it.
 const NOTES: &[(&str, &str)] = &[
-    ("enableServer", HTTPS_API),
-    ("port", HTTPS_API),
-    ("tlsCertFile", HTTPS_API),
-    ("tlsPrivateKeyFile", HTTPS_API),
     ("tlsCipherSuites", HTTPS_API),
     ("tlsCurvePreferences", HTTPS_API),
     ("tlsMinVersion", HTTPS_API),
-    ("serverTLSBootstrap", HTTPS_API),
-    ("authentication", HTTPS_API),
-    ("authorization", HTTPS_API),
     ("enableDebuggingHandlers", HTTPS_API),
     ("enableContentionProfiling", HTTPS_API),
     ("enableSystemLogHandler", HTTPS_API),
@@ -252,9 +246,9 @@ mod tests {
             "not supported by kubenode: memorySwap"
         );
         assert_eq!(
-            unsupported_warning("authentication"),
-            "not supported by kubenode: authentication (it configures the kubelet's HTTPS API \
-             on port 10250, which kubenode does not serve)"
+            unsupported_warning("tlsMinVersion"),
+            "not supported by kubenode: tlsMinVersion (kubenode's HTTPS server on port 10250 \
+             uses rustls's default TLS parameters and serves no profiling or debug-flag handlers)"
         );
     }
 }

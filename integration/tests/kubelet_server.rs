@@ -1,0 +1,382 @@
+//! The kubelet's HTTPS server on :10250 (docs/architecture.md, "The kubelet's HTTPS server"),
+//! driven with curl from the node's network namespace:
+//!
+//! - standalone, with a client CA and `authorization.mode: AlwaysAllow`: a certificate the CA
+//!   signed gets `/pods`, `/containerLogs` of a running pod, `/runningpods/`, `/configz`,
+//!   `/logs/`; no credentials, a certificate of another CA and a bearer token (nothing to review
+//!   it) are 401 `Unauthorized`; path traversal in `/logs/` is refused; 1000 idle connections
+//!   to the port do not stop a pod from starting, and the port serves again after them;
+//! - cluster mode against the HTTPS stand-in: a token the TokenReview rejects is 401, the
+//!   admin's token (`system:masters`) and a certificate of the allowed subject are let in, a
+//!   user the SubjectAccessReview denies gets 403 with upstream's message.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use kubenode_integration::agent::{tail, with_config_agent, NODE_IP};
+use kubenode_integration::apiserver::tls::Ca;
+use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
+use kubenode_integration::pods::{all_running, pod_yaml};
+use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+
+fn main() {
+    run_tests(vec![
+        privileged("https_standalone_client_certificates", standalone),
+        privileged("https_cluster_token_and_access_reviews", cluster),
+    ])
+}
+
+/// Writes a client certificate `CN=user, O=groups` of `ca` to `<dir>/<name>.crt`/`.key`.
+fn client_cert(
+    ca: &Ca,
+    dir: &TestDir,
+    name: &str,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let now = jiff::Timestamp::now();
+    let pair = ca.client(
+        user,
+        groups,
+        now - jiff::SignedDuration::from_secs(300),
+        now + jiff::SignedDuration::from_hours(1),
+    )?;
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&crt, &pair.cert_pem)?;
+    std::fs::write(&key, &pair.key_pem)?;
+    Ok((crt.display().to_string(), key.display().to_string()))
+}
+
+/// `curl` in the node's namespace to `https://<node>:10250<path>`: the status and the body.
+fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+    let url = format!("https://{NODE_IP}:10250{path}");
+    let mut argv = vec![
+        "curl",
+        "-sk",
+        "--path-as-is",
+        "--max-time",
+        "60",
+        "-w",
+        "\n%{http_code}",
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(&url);
+    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code
+        .trim()
+        .parse()
+        .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
+    Ok((code, body.to_string()))
+}
+
+fn expect(got: (u16, String), code: u16, what: &str) -> anyhow::Result<String> {
+    ensure!(
+        got.0 == code,
+        "{what}: status {} (wanted {code}): {}",
+        got.0,
+        got.1
+    );
+    Ok(got.1)
+}
+
+fn web_pod(agent: &TestAgent, name: &str) -> anyhow::Result<String> {
+    let yaml = pod_yaml(
+        name,
+        &agent.image,
+        "  containers:\n  - name: main\n    image: IMAGE\n    args: [\"/bin/sh\", \"-c\", \"echo line-one; echo line-two; sleep 3600\"]\n",
+    );
+    agent.write_manifest(&format!("{name}.yaml"), &yaml)?;
+    let full = agent.pod_name(name);
+    agent.wait_pod(&full, Duration::from_secs(90), "running", all_running)?;
+    Ok(full)
+}
+
+fn standalone() -> anyhow::Result<()> {
+    let certs = TestDir::new(&unique_tag("kscert"))?;
+    let ca = Ca::generate()?;
+    let other = Ca::generate()?;
+    let ca_file = certs.join("ca.crt");
+    std::fs::write(&ca_file, &ca.cert_pem)?;
+    let good = client_cert(
+        &ca,
+        &certs,
+        "good",
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+    )?;
+    let foreign = client_cert(&other, &certs, "foreign", "intruder", &["system:masters"])?;
+    let config = format!(
+        "authentication:\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
+        ca_file.display()
+    );
+    with_config_agent("ks", Some(&config), |agent| {
+        let pod = web_pod(agent, "web")?;
+        let with_good = ["--cert", good.0.as_str(), "--key", good.1.as_str()];
+        // a certificate of the client CA: let in
+        let body = expect(
+            curl(agent, "/pods", &with_good)?,
+            200,
+            "/pods with a client certificate",
+        )?;
+        let list: serde_json::Value = serde_json::from_str(&body)?;
+        ensure!(list["kind"] == "PodList", "{body}");
+        ensure!(body.contains(&pod), "/pods lacks {pod}: {body}");
+        let path = format!("/containerLogs/default/{pod}/main");
+        let logs = wait_body(agent, &path, &with_good, |b| b.contains("line-two"))?;
+        ensure!(logs == "line-one\nline-two\n", "{logs:?}");
+        let last = expect(
+            curl(agent, &format!("{path}?tailLines=1"), &with_good)?,
+            200,
+            "tailLines",
+        )?;
+        ensure!(last == "line-two\n", "{last:?}");
+        let ts = expect(
+            curl(
+                agent,
+                &format!("{path}?timestamps=true&sinceSeconds=3600"),
+                &with_good,
+            )?,
+            200,
+            "timestamps",
+        )?;
+        ensure!(
+            ts.lines().count() == 2 && ts.contains(" line-one"),
+            "{ts:?}"
+        );
+        let body = expect(
+            curl(agent, "/runningpods/", &with_good)?,
+            200,
+            "/runningpods/",
+        )?;
+        ensure!(body.contains(&pod), "{body}");
+        let body = expect(curl(agent, "/configz", &with_good)?, 200, "/configz")?;
+        let cfg: serde_json::Value = serde_json::from_str(&body)?;
+        ensure!(
+            cfg["kubeletconfig"]["authorization"]["mode"] == "AlwaysAllow",
+            "{body}"
+        );
+        expect(curl(agent, "/healthz", &with_good)?, 200, "/healthz")?;
+        expect(
+            curl(agent, "/metrics", &with_good)?,
+            404,
+            "/metrics (not yet)",
+        )?;
+        // /logs/: the node's log directory, and nothing outside it
+        let listing = expect(curl(agent, "/logs/", &with_good)?, 200, "/logs/")?;
+        ensure!(listing.contains("<pre>"), "{listing}");
+        for bad in [
+            "/logs/../../etc/passwd",
+            "/logs/..%2f..%2fetc%2fpasswd",
+            "/logs/%2e%2e/%2e%2e/etc/passwd",
+        ] {
+            let (code, body) = curl(agent, bad, &with_good)?;
+            ensure!(
+                code == 400 && !body.contains("root:"),
+                "{bad}: {code} {body}"
+            );
+        }
+        // refused: no credentials, another CA's certificate, a token nobody can review
+        for (what, extra) in [
+            ("no credentials", vec![]),
+            (
+                "another CA",
+                vec!["--cert", foreign.0.as_str(), "--key", foreign.1.as_str()],
+            ),
+            (
+                "a bearer token",
+                vec!["-H", "Authorization: Bearer abcdef.0123456789abcdef"],
+            ),
+        ] {
+            let body = expect(curl(agent, "/pods", &extra)?, 401, what)?;
+            ensure!(body == "Unauthorized", "{what}: {body:?}");
+        }
+        idle_connections(agent, &with_good)
+    })
+}
+
+/// Polls `path` until `pred` holds for the body (bounded).
+fn wait_body(
+    agent: &TestAgent,
+    path: &str,
+    extra: &[&str],
+    pred: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = curl(agent, path, extra)?;
+        if code == 200 && pred(&body) {
+            return Ok(body);
+        }
+        if Instant::now() > deadline {
+            bail!("{path}: {code} {body:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// 1000 idle TCP connections to the HTTPS port: a pod still starts while they are open (the
+/// agent's work does not wait on the port), and once they are gone the port answers again.
+fn idle_connections(agent: &TestAgent, with_good: &[&str]) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = format!("{NODE_IP}:10250").parse()?;
+    let conns: Vec<TcpStream> = agent.node.run_in(|| {
+        (0..1000)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(10)))
+            .collect::<Result<Vec<_>, _>>()
+    })??;
+    ensure!(conns.len() == 1000);
+    let second = web_pod(agent, "second")?;
+    ensure!(
+        agent.pod(&second)?.is_some_and(|p| all_running(&p)),
+        "the second pod is not running"
+    );
+    drop(conns);
+    let body = wait_body(agent, "/healthz", with_good, |b| b == "ok")?;
+    ensure!(body == "ok");
+    Ok(())
+}
+
+fn cluster() -> anyhow::Result<()> {
+    const ADMIN: &str = "admin-token-0123456789";
+    const VIEWER: &str = "viewer-token-0123456789";
+    let certs = TestDir::new(&unique_tag("kccert"))?;
+    with_config_agent("kc", None, |agent| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let opts = Options {
+            https: Some(HttpsOptions {
+                static_tokens: vec![
+                    (
+                        ADMIN.into(),
+                        "kubernetes-admin".into(),
+                        vec!["system:masters".into()],
+                    ),
+                    (VIEWER.into(), "viewer".into(), vec![]),
+                ],
+                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
+                ..HttpsOptions::default()
+            }),
+            ..Options::default()
+        };
+        let server = agent
+            .node
+            .run_in(|| ApiServer::start_with(addr, opts))?
+            .context("starting the stand-in in the node's namespace")?;
+        let kubeconfig = certs.join("kubelet.conf");
+        server.write_kubeconfig(&kubeconfig)?;
+        let ca = server.secure().context("no CA")?.ca.clone();
+        let ca_file = certs.join("ca.crt");
+        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
+        let allowed = client_cert(&ca, &certs, "allowed", "kube-apiserver-kubelet-client", &[])?;
+        let denied = client_cert(&ca, &certs, "denied", "somebody", &["developers"])?;
+        agent.kill();
+        agent.extra_args = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--client-ca-file".into(),
+            ca_file.display().to_string(),
+        ];
+        agent.spawn()?;
+        let pod = web_pod(agent, "web")?;
+        let admin = format!("Authorization: Bearer {ADMIN}");
+        let body = wait_body(agent, "/pods", &["-H", &admin], |b| b.contains(&pod))?;
+        ensure!(body.contains("PodList"));
+        let path = format!("/containerLogs/default/{pod}/main");
+        let logs = wait_body(
+            agent,
+            &path,
+            &["--cert", &allowed.0, "--key", &allowed.1],
+            |b| b.contains("line-two"),
+        )?;
+        ensure!(logs.contains("line-one"), "{logs}");
+        let body = expect(
+            curl(agent, "/pods", &["-H", "Authorization: Bearer not-a-token"])?,
+            401,
+            "a token the TokenReview rejects",
+        )?;
+        ensure!(body == "Unauthorized", "{body:?}");
+        let viewer = format!("Authorization: Bearer {VIEWER}");
+        let body = expect(
+            curl(agent, "/pods", &["-H", &viewer])?,
+            403,
+            "a denied user",
+        )?;
+        ensure!(
+            body
+                == "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[pods proxy])",
+            "{body:?}"
+        );
+        let body = expect(
+            curl(agent, &path, &["--cert", &denied.0, "--key", &denied.1])?,
+            403,
+            "a denied certificate",
+        )?;
+        ensure!(
+            body == "Forbidden (user=somebody, verb=get, resource=nodes, subresource(s)=[proxy])",
+            "{body:?}"
+        );
+        let body = expect(
+            curl(agent, "/stats/summary", &["-X", "POST", "-H", &viewer])?,
+            403,
+            "stats",
+        )?;
+        ensure!(
+            body == "Forbidden (user=viewer, verb=create, resource=nodes, subresource(s)=[stats])",
+            "{body:?}"
+        );
+        // `kubectl logs` of an API pod: the stand-in proxies pods/log to the node's :10250 with
+        // its kubelet client certificate
+        let home = certs.join("home");
+        std::fs::create_dir_all(&home)?;
+        let netns = agent.node.path();
+        let k = |args: &[&str]| -> anyhow::Result<Result<String, String>> {
+            let mut cmd = std::process::Command::new("nsenter");
+            cmd.arg(format!("--net={}", netns.display()))
+                .arg(kubectl::KUBECTL)
+                .args(kubectl::common_args(&kubeconfig, &home))
+                .args(args);
+            kubectl::outcome(&mut cmd, &home)
+        };
+        let manifest = certs.join("apilog.yaml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: apilog\n  namespace: default\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {}\n    args: [\"/bin/sh\", \"-c\", \"echo api-one; echo api-two; sleep 3600\"]\n",
+                agent.node_name(),
+                agent.image
+            ),
+        )?;
+        if let Err(e) = k(&["create", "-f", &manifest.display().to_string()])? {
+            bail!("kubectl create: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let logs = loop {
+            match k(&["logs", "apilog"])? {
+                Ok(out) if out.contains("api-two") => break out,
+                other if Instant::now() > deadline => bail!("kubectl logs apilog: {other:?}"),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        ensure!(logs == "api-one\napi-two\n", "{logs:?}");
+        match k(&["logs", "apilog", "-c", "main", "--tail=1"])? {
+            Ok(out) => ensure!(out == "api-two\n", "{out:?}"),
+            Err(e) => bail!("kubectl logs --tail=1: {e}"),
+        }
+        if let Err(e) = k(&["delete", "pod", "apilog", "--wait=false"])? {
+            bail!("kubectl delete: {e}");
+        }
+        let log = agent.log();
+        ensure!(
+            log.contains("kubelet HTTPS server listening"),
+            "{}",
+            tail(&log, 30)
+        );
+        drop(server);
+        Ok(())
+    })
+}

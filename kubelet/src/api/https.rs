@@ -1,0 +1,423 @@
+//! The kubelet's HTTPS server (upstream's port 10250): TLS with the [`ServingCert`], every
+//! request authenticated and authorized by [`Auth`] before it is routed. Routes: `/healthz`,
+//! `/pods` and `/containerLogs/{ns}/{pod}/{container}` (the shared router), and here
+//! `/runningpods/`, `/logs/` (the node's log directory, as upstream's `http.FileServer` of
+//! `/var/log/`) and `/configz`. `/metrics`, `/metrics/*` and `/stats/*` answer 404 until the
+//! stats work fills them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::auth::{Auth, RequestClientCert};
+use super::router::{handle, Body, Listener};
+use super::server::ServeLimits;
+use super::tls::ServingCert;
+use super::NodeView;
+
+/// The node's log directory `/logs/` serves (upstream's `/var/log/`).
+pub const NODE_LOG_DIR: &str = "/var/log";
+
+/// What the HTTPS server serves besides the [`NodeView`].
+#[derive(Debug)]
+pub struct HttpsServer {
+    /// Who may do what.
+    pub auth: Auth,
+    /// The serving certificate (replaced on rotation).
+    pub cert: Arc<ServingCert>,
+    /// The directory of `/logs/`.
+    pub node_log_dir: PathBuf,
+    /// `/configz`'s `kubeletconfig`.
+    pub configz: serde_json::Value,
+}
+
+/// Binds `addr` and serves HTTPS until the task is aborted: the bound address and the task.
+/// The TLS handshake and the request head together must arrive within
+/// `limits.header_read_timeout`; at most `limits.max_connections` connections are served at
+/// once (the others wait in the listen backlog).
+pub async fn serve_https(
+    addr: SocketAddr,
+    view: Arc<dyn NodeView>,
+    server: Arc<HttpsServer>,
+    limits: ServeLimits,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_client_cert_verifier(RequestClientCert::new())
+    .with_cert_resolver(server.cert.clone());
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "kubelet HTTPS server listening; {}", server.auth.describe());
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting on the HTTPS port");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let view = view.clone();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let _slot = permit;
+                let tls =
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let peer: Arc<Vec<CertificateDer<'static>>> = Arc::new(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default(),
+                );
+                let service = hyper::service::service_fn(move |req| {
+                    serve(view.clone(), server.clone(), peer.clone(), req)
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn serve(
+    view: Arc<dyn NodeView>,
+    server: Arc<HttpsServer>,
+    peer: Arc<Vec<CertificateDer<'static>>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(user) = server
+        .auth
+        .authenticate(&peer, authorization.as_deref())
+        .await
+    else {
+        return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
+    };
+    let path = req.uri().path().to_string();
+    if let Err(r) = server.auth.authorize(&user, req.method(), &path).await {
+        return Ok(text(r.status, r.body));
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let answer = match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["configz"]) => {
+            json(&serde_json::json!({ "kubeletconfig": server.configz }))
+        }
+        (&Method::GET, ["runningpods", ..]) => json(&running_pods(view.as_ref())),
+        (&Method::GET, ["logs", rest @ ..]) => {
+            let raw = req
+                .uri()
+                .path()
+                .strip_prefix("/logs")
+                .unwrap_or("")
+                .to_string();
+            let _ = rest;
+            node_log(&server.node_log_dir, &raw).await
+        }
+        // TODO(stats helper): /metrics, /metrics/resource, /metrics/cadvisor, /stats/summary
+        // are routed in router.rs by the stats work; until then they are not found.
+        (_, ["metrics", ..]) | (_, ["stats", ..]) => {
+            text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+        }
+        _ => return handle(view, Listener::Https, req).await,
+    };
+    Ok(answer)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// `/runningpods/`: a PodList of the pods with a running container, each with its name,
+/// namespace, UID and containers' names and images only (upstream lists the runtime's pods so).
+fn running_pods(view: &dyn NodeView) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = view
+        .pods()
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                })
+        })
+        .map(|p| {
+            let containers: Vec<serde_json::Value> = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                .map(|c| serde_json::json!({"name": c.name, "image": c.image, "resources": {}}))
+                .collect();
+            serde_json::json!({
+                "metadata": {
+                    "name": p.metadata.name,
+                    "namespace": p.metadata.namespace,
+                    "uid": p.metadata.uid,
+                    "creationTimestamp": null,
+                },
+                "spec": {"containers": containers},
+                "status": {},
+            })
+        })
+        .collect();
+    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+}
+
+/// Why a `/logs/` path is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LogPathError {
+    /// `..`, `.`, an encoded slash or a bad escape: 400.
+    Invalid,
+    /// Not there, or it leaves the directory through a symlink: 404.
+    NotFound,
+}
+
+/// Resolves the raw (still escaped) path after `/logs` under `root`: refuses `..` and `.`
+/// segments, encoded slashes (`%2F`, `%5C`) and NUL, and anything whose real path (symlinks
+/// followed) is not under `root`'s real path.
+pub(crate) fn resolve_log_path(root: &Path, raw: &str) -> Result<PathBuf, LogPathError> {
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return Err(LogPathError::Invalid);
+    }
+    let mut rel = PathBuf::new();
+    for seg in raw.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_decode(seg).ok_or(LogPathError::Invalid)?;
+        if seg == ".."
+            || seg == "."
+            || seg.contains('/')
+            || seg.contains('\\')
+            || seg.contains('\0')
+        {
+            return Err(LogPathError::Invalid);
+        }
+        rel.push(seg);
+    }
+    let real_root = root.canonicalize().map_err(|_| LogPathError::NotFound)?;
+    let real = real_root
+        .join(&rel)
+        .canonicalize()
+        .map_err(|_| LogPathError::NotFound)?;
+    if !real.starts_with(&real_root) {
+        return Err(LogPathError::NotFound);
+    }
+    Ok(real)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+/// `/logs/<path>`: a directory listing (as Go's `http.FileServer`, names sorted, directories
+/// with a trailing `/`) or the file's content, streamed.
+async fn node_log(root: &Path, raw: &str) -> Response<Body> {
+    let path = match resolve_log_path(root, raw) {
+        Ok(p) => p,
+        Err(LogPathError::Invalid) => {
+            return text(StatusCode::BAD_REQUEST, "invalid URL path\n".into())
+        }
+        Err(LogPathError::NotFound) => {
+            return text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+        }
+    };
+    let meta = match tokio::fs::metadata(&path).await {
+        Ok(m) => m,
+        Err(_) => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    };
+    if meta.is_dir() {
+        if !raw.ends_with('/') {
+            let mut resp = text(StatusCode::MOVED_PERMANENTLY, String::new());
+            let base = raw.rsplit('/').next().unwrap_or_default();
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{base}/")) {
+                resp.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            return resp;
+        }
+        let mut names: Vec<String> = match std::fs::read_dir(&path) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let mut n = e.file_name().to_string_lossy().into_owned();
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        n.push('/');
+                    }
+                    n
+                })
+                .collect(),
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        };
+        names.sort();
+        let mut body = String::from(
+            "<!doctype html>\n<meta name=\"viewport\" content=\"width=device-width\">\n<pre>\n",
+        );
+        for n in names {
+            let e = html_escape(&n);
+            body.push_str(&format!("<a href=\"{e}\">{e}</a>\n"));
+        }
+        body.push_str("</pre>\n");
+        let mut resp = text(StatusCode::OK, body);
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let stream = futures::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(buf))),
+                    Some(file),
+                ))
+            }
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("log");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("syslog"), "x").unwrap();
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink(root.join("syslog"), root.join("in")).unwrap();
+        let real = root.canonicalize().unwrap();
+        assert_eq!(resolve_log_path(&root, "/").unwrap(), real);
+        assert_eq!(
+            resolve_log_path(&root, "/syslog").unwrap(),
+            real.join("syslog")
+        );
+        assert_eq!(resolve_log_path(&root, "/sub/").unwrap(), real.join("sub"));
+        assert_eq!(resolve_log_path(&root, "/in").unwrap(), real.join("syslog"));
+        for bad in [
+            "/../secret",
+            "/sub/../../secret",
+            "/%2e%2e/secret",
+            "/..%2fsecret",
+            "/..%2Fsecret",
+            "/sub%5c..%5c..%5csecret",
+            "/./syslog",
+            "/syslog%00",
+            "/%zz",
+        ] {
+            assert_eq!(
+                resolve_log_path(&root, bad),
+                Err(LogPathError::Invalid),
+                "{bad}"
+            );
+        }
+        assert_eq!(resolve_log_path(&root, "/out"), Err(LogPathError::NotFound));
+        assert_eq!(
+            resolve_log_path(&root, "/nope"),
+            Err(LogPathError::NotFound)
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! The HTTPS server's serving certificate, as upstream's kubelet chooses it:
+//!
+//! - `tlsCertFile`/`tlsPrivateKeyFile` when given (read once at start);
+//! - with `serverTLSBootstrap: true`, a certificate from a `kubernetes.io/kubelet-serving`
+//!   CertificateSigningRequest (subject `O=system:nodes, CN=system:node:<node>`, SANs the
+//!   hostname and node IPs, usages `digital signature`, `server auth`), kept in
+//!   `<root>/pki/kubelet-server-<ts>.pem` with the `kubelet-server-current.pem` link (the
+//!   client certificate's [`Store`]) and rotated at 70-90 % of its lifetime; each new pair is
+//!   installed in the [`ServingCert`] resolver, so a rotation needs no restart (new handshakes
+//!   get it; open connections keep theirs);
+//! - otherwise a self-signed pair, `<root>/pki/kubelet.crt` and `kubelet.key`, reused while
+//!   readable, else made as upstream's `cert.GenerateSelfSignedCertKey`: a CA
+//!   `<host>-ca@<unix time>` and a certificate `<host>@<unix time>` it signs, both valid one year,
+//!   the certificate file holding the certificate then the CA. The key is ECDSA P-256 (upstream:
+//!   RSA 2048); the SANs are the hostname and the node IP (upstream: the hostname only).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::cluster::certificate::{self, CertError, Pair, Store};
+
+/// The serving pair's name prefix in the certificate directory (upstream's `kubelet-server`).
+pub const SERVING_PREFIX: &str = "kubelet-server";
+/// The signer of kubelet serving certificates.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// The certificate every new TLS handshake presents; replaced on rotation.
+#[derive(Debug, Default)]
+pub struct ServingCert {
+    current: RwLock<Option<(Pair, Arc<rustls::sign::CertifiedKey>)>>,
+}
+
+impl ServingCert {
+    /// No certificate yet (handshakes fail until one is set).
+    pub fn new() -> Arc<ServingCert> {
+        Arc::new(ServingCert::default())
+    }
+
+    /// Installs `pair` for the next handshakes.
+    pub fn set(&self, pair: Pair) -> Result<(), CertError> {
+        let key = pair.certified_key()?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((pair, key));
+        Ok(())
+    }
+
+    /// The current pair.
+    pub fn current(&self) -> Option<Pair> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(p, _)| p.clone())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, k)| k.clone())
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> CertError {
+    CertError::Invalid(e.to_string())
+}
+
+/// The pair of `tlsCertFile` and `tlsPrivateKeyFile`.
+pub fn from_files(cert: &Path, key: &Path) -> Result<Pair, CertError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| CertError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let text = format!("{}\n{}", read(cert)?.trim_end(), read(key)?);
+    Pair::from_pem(&text)
+        .map_err(|e| CertError::Invalid(format!("{} and {}: {e}", cert.display(), key.display())))
+}
+
+/// `<dir>/kubelet.crt` and `<dir>/kubelet.key`: reused when both are readable and valid,
+/// else generated and written (0600 key, 0644 certificate, by rename).
+pub fn self_signed(dir: &Path, host: &str, ips: &[IpAddr]) -> Result<(Pair, PathBuf), CertError> {
+    let crt = dir.join("kubelet.crt");
+    let key = dir.join("kubelet.key");
+    if let Ok(pair) = from_files(&crt, &key) {
+        return Ok((pair, crt));
+    }
+    let (cert_pem, key_pem) = generate_self_signed(host, ips)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_file(&key, key_pem.as_bytes(), 0o600).map_err(io(&key))?;
+    write_file(&crt, cert_pem.as_bytes(), 0o644).map_err(io(&crt))?;
+    Ok((from_files(&crt, &key)?, crt))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn sans(host: &str, ips: &[IpAddr]) -> Result<Vec<SanType>, CertError> {
+    let mut out = Vec::new();
+    match host.parse::<IpAddr>() {
+        Ok(ip) => out.push(SanType::IpAddress(ip)),
+        Err(_) => out.push(SanType::DnsName(host.try_into().map_err(invalid)?)),
+    }
+    for ip in ips {
+        if !out.contains(&SanType::IpAddress(*ip)) {
+            out.push(SanType::IpAddress(*ip));
+        }
+    }
+    Ok(out)
+}
+
+/// upstream's `GenerateSelfSignedCertKey`: the certificate and its CA (PEM, certificate
+/// first) and the key.
+fn generate_self_signed(host: &str, ips: &[IpAddr]) -> Result<(String, String), CertError> {
+    let now = time::OffsetDateTime::now_utc();
+    let year = time::Duration::days(365);
+    let unix = now.unix_timestamp();
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(invalid)?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{host}-ca@{unix}"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    ca.not_before = now - time::Duration::minutes(5);
+    ca.not_after = now + year;
+    let ca_cert = ca.self_signed(&ca_key).map_err(invalid)?;
+    let issuer = rcgen::Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(invalid)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{host}@{unix}"));
+    p.subject_alt_names = sans(host, ips)?;
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + year;
+    let cert = p.signed_by(&key, &issuer).map_err(invalid)?;
+    Ok((
+        format!("{}{}", cert.pem(), ca_cert.pem()),
+        key.serialize_pem(),
+    ))
+}
+
+/// `serverTLSBootstrap`: installs the stored serving pair when valid, then requests one
+/// (`kubernetes.io/kubelet-serving`) whenever there is no valid pair or its rotation deadline
+/// passed; failures are retried with kube-rs's backoff. Never returns.
+pub async fn run_server_tls_bootstrap(
+    client: kube::Client,
+    cert_dir: PathBuf,
+    node: String,
+    ips: Vec<IpAddr>,
+    serving: Arc<ServingCert>,
+) {
+    use kube::runtime::watcher::DefaultBackoff;
+    let store = Store::with_prefix(&cert_dir, SERVING_PREFIX);
+    if let Ok(Some(pair)) = store.current() {
+        if pair.info.valid_at(jiff::Timestamp::now()) {
+            if let Err(e) = serving.set(pair) {
+                tracing::warn!("the stored serving certificate: {e}");
+            }
+        }
+    }
+    let mut backoff = DefaultBackoff::default();
+    loop {
+        let now = jiff::Timestamp::now();
+        if let Some(pair) = serving.current().filter(|p| p.info.valid_at(now)) {
+            let deadline = certificate::rotation_deadline(&pair.info, certificate::jitter());
+            if deadline > now {
+                let wait = Duration::from_millis(
+                    (deadline.as_millisecond() - now.as_millisecond()) as u64,
+                );
+                tracing::info!(expires = %pair.info.not_after, rotation_deadline = %deadline,
+                    "serving certificate valid: waiting {wait:?} for its rotation deadline");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let result = async {
+            let sans = sans(&node, &ips).map_err(|e| e.to_string())?;
+            let (cert, key) = crate::cluster::bootstrap::request_certificate_for(
+                &client,
+                &node,
+                SERVING_SIGNER,
+                &["digital signature", "server auth"],
+                &sans,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let file = store
+                .update(&cert, &key, jiff::Timestamp::now())
+                .map_err(|e| e.to_string())?;
+            let pair = store
+                .current()
+                .map_err(|e| e.to_string())?
+                .ok_or("the written certificate is not current")?;
+            serving.set(pair).map_err(|e| e.to_string())?;
+            Ok::<_, String>(file)
+        }
+        .await;
+        match result {
+            Ok(file) => {
+                tracing::info!(file = %file.display(), "serving certificate installed");
+                backoff = DefaultBackoff::default();
+            }
+            Err(e) => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(
+                    "requesting the serving certificate failed: {e}; retrying in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_written_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let (pair, crt) = self_signed(dir.path(), "node-a", &[ip]).unwrap();
+        assert_eq!(crt, dir.path().join("kubelet.crt"));
+        assert!(pair.info.common_name.starts_with("node-a@"));
+        let text = std::fs::read_to_string(&crt).unwrap();
+        assert_eq!(
+            text.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "certificate and CA"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("kubelet.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (again, _) = self_signed(dir.path(), "node-a", &[ip]).unwrap();
+        assert_eq!(again.pem, pair.pem);
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::pem_slice_iter(text.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        let names = format!("{:?}", san.value.general_names);
+        assert!(
+            names.contains("node-a") && names.contains("10, 0, 0, 5"),
+            "{names}"
+        );
+        let serving = ServingCert::new();
+        serving.set(pair).unwrap();
+        assert!(serving.current().is_some());
+    }
+}
