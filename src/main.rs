@@ -37,6 +37,8 @@ enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Print a container's logs.
     Logs(commands::logs::LogsArgs),
+    /// Show CPU and memory use of pods or of the node, as `kubectl top`.
+    Top(commands::top::TopArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
     /// Manage the local image store (pull, ls, rm, import).
@@ -105,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Describe(args) => commands::describe::run(args).await,
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Exec(args) => commands::exec::run(args).await,
+            Command::Top(args) => commands::top::run(args).await,
             Command::Image(args) => commands::image::run(args).await,
             Command::Version => commands::version::run(),
             // Dispatched in main() before the runtime starts; unreachable through clap.

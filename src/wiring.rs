@@ -70,6 +70,16 @@ pub fn start_for_agent(
     start_for_agent_with(config, kubelet, changes, None)
 }
 
+/// The proxy's syncs in the agent's `/metrics` (upstream's `kubeproxy_sync_proxy_rules_*`).
+fn count_sync(report: &kubenode_proxy::sync::SyncReport) {
+    let rules: Vec<(&str, usize)> = report
+        .rules_total
+        .iter()
+        .map(|(t, n)| (t.name(), *n))
+        .collect();
+    kubenode_kubelet::metrics::metrics().proxy_synced(report.duration, &rules);
+}
+
 /// [`start_for_agent`], with kube-proxy's health server on `health`'s address judging by its
 /// Node's state (from [`with_api_source`] in cluster mode, else always eligible).
 pub fn start_for_agent_with(
@@ -79,6 +89,7 @@ pub fn start_for_agent_with(
     health: Option<(std::net::SocketAddr, Arc<crate::proxy_api::NodeState>)>,
 ) -> anyhow::Result<()> {
     let mut input = kubelet.proxy_input();
+    kubenode_proxy::observe_syncs(count_sync);
     let service_cidr = match config.service_cidr {
         Some(c) => ipv4_cidr(c),
         None => parse_ipv4_cidr(DEFAULT_SERVICE_CIDR),

@@ -160,10 +160,34 @@ fn standalone() -> anyhow::Result<()> {
             "{body}"
         );
         expect(curl(agent, "/healthz", &with_good)?, 200, "/healthz")?;
+        // The stats and metrics of the shared router, through the same authentication.
+        let metrics = expect(curl(agent, "/metrics", &with_good)?, 200, "/metrics")?;
+        ensure!(metrics.contains("kubelet_running_pods"), "{metrics}");
+        let summary = expect(
+            curl(agent, "/stats/summary", &with_good)?,
+            200,
+            "/stats/summary",
+        )?;
+        let summary: serde_json::Value = serde_json::from_str(&summary)?;
+        ensure!(
+            summary["pods"]
+                .as_array()
+                .is_some_and(|pods| pods.iter().any(|p| p["podRef"]["name"] == pod.as_str())),
+            "{summary}"
+        );
+        let resource = expect(
+            curl(agent, "/metrics/resource", &with_good)?,
+            200,
+            "/metrics/resource",
+        )?;
+        ensure!(
+            resource.contains("pod_memory_working_set_bytes"),
+            "{resource}"
+        );
         expect(
-            curl(agent, "/metrics", &with_good)?,
-            404,
-            "/metrics (not yet)",
+            curl(agent, "/metrics", &[])?,
+            401,
+            "/metrics without credentials",
         )?;
         // /logs/: the node's log directory, and nothing outside it
         let listing = expect(curl(agent, "/logs/", &with_good)?, 200, "/logs/")?;

@@ -13,12 +13,14 @@ pub mod config;
 pub mod duration;
 pub mod events;
 pub mod image_gc;
+pub mod metrics;
 pub mod node;
 pub mod objects;
 pub mod prober;
 pub mod security;
 pub mod selector;
 pub mod source;
+pub mod stats;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -16,4 +16,5 @@ mod proxy;
 pub mod rules;
 pub mod sync;
 
+pub use proxy::{observe_syncs, SyncObserver};
 pub use proxy::{Changes, Proxy, ProxyConfig, ProxyError, ProxyHandle, ProxyHealth, ProxyStatus};

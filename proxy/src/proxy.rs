@@ -691,6 +691,9 @@ impl Proxy {
         st.syncs += 1;
         st.last_sync = Some(report.clone());
         drop(st);
+        if let Some(observe) = SYNC_OBSERVER.get() {
+            observe(&report);
+        }
         if !report.skipped {
             tracing::info!(
                 full = report.full,
@@ -761,3 +764,14 @@ pub use run::{ProxyHandle, ProxyHealth};
 
 #[cfg(test)]
 mod tests;
+
+/// Told of every sync that succeeded: the agent counts it in upstream's
+/// `kubeproxy_sync_proxy_rules_*` metrics (the proxy itself keeps no metrics registry).
+pub type SyncObserver = fn(&SyncReport);
+
+static SYNC_OBSERVER: std::sync::OnceLock<SyncObserver> = std::sync::OnceLock::new();
+
+/// Installs the process's [`SyncObserver`]; the first one installed stays.
+pub fn observe_syncs(observer: SyncObserver) {
+    let _ = SYNC_OBSERVER.set(observer);
+}

@@ -9,6 +9,7 @@ pub mod image;
 pub mod logs;
 pub mod proxy;
 pub mod shim;
+pub mod top;
 pub mod version;
 
 use std::path::PathBuf;

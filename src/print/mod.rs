@@ -6,6 +6,7 @@ pub mod get;
 pub mod images;
 pub mod services;
 pub mod table;
+pub mod top;
 
 /// The current time as a Kubernetes timestamp.
 pub fn now() -> k8s_openapi::jiff::Timestamp {

@@ -173,6 +173,21 @@ impl ApiClient {
         Ok(self.get::<List<Endpoints>>("/endpoints").await?.items)
     }
 
+    /// `GET /stats/summary`.
+    pub async fn stats_summary(&self) -> Result<crate::stats::types::Summary, ClientError> {
+        self.get("/stats/summary").await
+    }
+
+    /// A text answer: `GET /metrics` or `GET /metrics/resource`.
+    pub async fn text(&self, path: &str) -> Result<String, ClientError> {
+        self.bounded(REQUEST_TIMEOUT, "a read request", async {
+            let resp = self.send(Method::GET, path, Vec::new()).await?;
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        })
+        .await
+    }
+
     /// `POST /exec`.
     pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResponse, ClientError> {
         let body = serde_json::to_vec(request)?;

@@ -2,8 +2,8 @@
 //! request authenticated and authorized by [`Auth`] before it is routed. Routes: `/healthz`,
 //! `/pods` and `/containerLogs/{ns}/{pod}/{container}` (the shared router), and here
 //! `/runningpods/`, `/logs/` (the node's log directory, as upstream's `http.FileServer` of
-//! `/var/log/`) and `/configz`. `/metrics`, `/metrics/*` and `/stats/*` answer 404 until the
-//! stats work fills them.
+//! `/var/log/`) and `/configz`; `/stats/summary`, `/metrics/resource` and `/metrics` are the
+//! shared router's (the stats collector and the metrics registry).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -164,11 +164,6 @@ async fn serve(
                 .to_string();
             let _ = rest;
             node_log(&server.node_log_dir, &raw).await
-        }
-        // TODO(stats helper): /metrics, /metrics/resource, /metrics/cadvisor, /stats/summary
-        // are routed in router.rs by the stats work; until then they are not found.
-        (_, ["metrics", ..]) | (_, ["stats", ..]) => {
-            text(StatusCode::NOT_FOUND, "404 page not found\n".into())
         }
         _ => return handle(view, Listener::Https, req).await,
     };

@@ -7,11 +7,13 @@
 //!   PodList with status, as the kubelet's);
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
 //!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
-//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values) and `POST /exec`;
+//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values), `POST /exec`,
+//!   and the resource usage and metrics upstream's authenticated port serves:
+//!   `/stats/summary`, `/metrics/resource` and `/metrics`;
 //! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
 //!   every request authenticated and authorized ([`auth`]) as upstream's, serving `/healthz`,
-//!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/` and `/configz`, with the serving
-//!   certificate of [`tls`].
+//!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/`, `/configz`, `/stats/summary`,
+//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`].
 //!
 //! Every listener closes a connection whose request head does not arrive within a timeout
 //! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
@@ -68,6 +70,15 @@ pub trait NodeView: Send + Sync + 'static {
     /// The Secrets the node knows, their values removed (see [`without_values`]).
     fn secrets(&self) -> Vec<Secret> {
         Vec::new()
+    }
+    /// Resource usage of the node, its pods and containers (`GET /stats/summary`; also the
+    /// source of `GET /metrics/resource`).
+    fn stats_summary(&self) -> Result<crate::stats::types::Summary, ApiError> {
+        Err(ApiError::NotFound("this node collects no stats".into()))
+    }
+    /// The agent's own metrics in the OpenMetrics text format (`GET /metrics`).
+    fn metrics(&self) -> String {
+        crate::metrics::metrics().encode()
     }
 }
 

@@ -104,6 +104,23 @@ async fn route(
             };
             container_logs(view, target, &query).await
         }
+        (&Method::GET, ["stats", "summary"], Listener::Socket | Listener::Https) => {
+            Ok(json(&view.stats_summary()?))
+        }
+        (&Method::GET, ["metrics", "resource"], Listener::Socket | Listener::Https) => {
+            let (summary, error) = match view.stats_summary() {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    tracing::warn!(error = %e, "collecting resource metrics");
+                    (Default::default(), true)
+                }
+            };
+            let body = crate::stats::resource::render(&summary, error);
+            Ok(typed(body, crate::stats::resource::CONTENT_TYPE))
+        }
+        (&Method::GET, ["metrics"], Listener::Socket | Listener::Https) => {
+            Ok(typed(view.metrics(), crate::metrics::CONTENT_TYPE))
+        }
         (&Method::POST, ["exec"], Listener::Socket) => {
             let body = Limited::read(req.into_body(), MAX_REQUEST).await?;
             let exec: ExecRequest = serde_json::from_slice(&body)
@@ -344,6 +361,16 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A 200 answer with `body` of `content_type`.
+fn typed(body: String, content_type: &'static str) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, body);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
     );
     resp
 }

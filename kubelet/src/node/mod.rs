@@ -112,6 +112,8 @@ pub(crate) use kubenode_fsutil::lock;
 /// they share.
 pub struct Kubelet {
     deps: Arc<WorkerDeps>,
+    /// Resource usage of the node, its pods and containers (`/stats/summary`).
+    stats: crate::stats::Collector,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -137,6 +139,15 @@ impl Kubelet {
             &config.root_dir.join("pods"),
             Arc::new(mounter),
         ));
+        let rt = deps.runtime.config();
+        let stats = crate::stats::Collector::new(crate::stats::CollectorConfig {
+            node_name: config.node_name.clone(),
+            cgroup_root: rt.cgroup_root.clone(),
+            proc_root: rt.proc_root.clone(),
+            root_dir: config.root_dir.clone(),
+            image_dir: rt.root_dir.clone(),
+            log_dir: rt.log_dir.clone(),
+        });
         Arc::new_cyclic(|kubelet| {
             let worker_deps = Arc::new_cyclic(|worker_deps| WorkerDeps {
                 prober: crate::prober::Prober::new(
@@ -165,7 +176,10 @@ impl Kubelet {
                 pods: PodTable::new(),
                 node_taints: std::sync::RwLock::new(config_taints),
             });
-            Kubelet { deps: worker_deps }
+            Kubelet {
+                deps: worker_deps,
+                stats,
+            }
         })
     }
 
@@ -237,6 +251,7 @@ impl Kubelet {
     pub async fn run(self: Arc<Self>, mut snapshots: tokio::sync::mpsc::Receiver<Snapshot>) {
         tokio::spawn(pleg::run(Arc::downgrade(&self)));
         tokio::spawn(qos_cgroups(Arc::downgrade(&self)));
+        tokio::spawn(housekeeping(Arc::downgrade(&self)));
         let mut first = true;
         while let Some(snapshot) = snapshots.recv().await {
             crate::source::record_errors(
@@ -561,7 +576,82 @@ impl Kubelet {
     }
 }
 
+impl Kubelet {
+    /// What `/stats/summary` measures: every pod with a sandbox, its cgroups and its running
+    /// containers'.
+    fn stats_targets(&self) -> Vec<crate::stats::PodTarget> {
+        use crate::stats::{ContainerTarget, PodTarget};
+        let pods: Vec<(
+            crate::stats::types::PodReference,
+            jiff::Timestamp,
+            String,
+            bool,
+            String,
+        )> = self
+            .deps
+            .pods
+            .lock()
+            .values()
+            .filter_map(|e| {
+                let sandbox = e.sandbox_id.clone()?;
+                let m = &e.pod.metadata;
+                let pod_ref = crate::stats::types::PodReference {
+                    name: m.name.clone().unwrap_or_default(),
+                    namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+                    uid: m.uid.clone().unwrap_or_default(),
+                };
+                let start = e
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .and_then(|t| jiff::Timestamp::from_nanosecond(t.0.as_nanosecond()).ok())
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                let parent = worker::cgroup_parent(&e.pod);
+                let host_net = e
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.host_network)
+                    .unwrap_or(false);
+                Some((pod_ref, start, parent, host_net, sandbox))
+            })
+            .collect();
+        let runtime = self.deps.runtime.inner();
+        pods.into_iter()
+            .map(|(pod_ref, start_time, parent, host_net, sandbox)| {
+                let containers = runtime
+                    .list_containers(Some(&sandbox))
+                    .into_iter()
+                    .filter(|c| c.state == kubenode_runtime::ContainerState::Running)
+                    .map(|c| ContainerTarget {
+                        cgroup: format!("{parent}/{}", c.id),
+                        name: c.name,
+                        start_time: c.created_at,
+                        log_path: c.log_path,
+                    })
+                    .collect();
+                PodTarget {
+                    pod_ref,
+                    start_time,
+                    netns_cgroup: (!host_net).then(|| format!("{parent}/{sandbox}")),
+                    cgroup: parent,
+                    containers,
+                }
+            })
+            .collect()
+    }
+}
+
 impl NodeView for Kubelet {
+    fn stats_summary(&self) -> Result<crate::stats::types::Summary, ApiError> {
+        Ok(self.stats.summary(&self.stats_targets()))
+    }
+
+    fn metrics(&self) -> String {
+        crate::metrics::metrics().encode()
+    }
+
     fn pods(&self) -> Vec<Pod> {
         self.deps.pods.list()
     }
@@ -629,6 +719,26 @@ fn is_api_pod(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|a| a.get(crate::source::CONFIG_SOURCE_ANNOTATION))
         .is_some_and(|s| s == crate::cluster::pods::API_SOURCE)
+}
+
+/// Samples every cgroup each [`crate::stats::HOUSEKEEPING_INTERVAL`], as cAdvisor's
+/// housekeeping does, so that `/stats/summary` always has two samples for a CPU rate.
+async fn housekeeping(kubelet: std::sync::Weak<Kubelet>) {
+    let mut tick = tokio::time::interval(crate::stats::HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(kubelet) = kubelet.upgrade() else {
+            return;
+        };
+        let sampled = tokio::task::spawn_blocking(move || {
+            let _ = kubelet.stats_summary();
+        })
+        .await;
+        if let Err(e) = sampled {
+            tracing::error!(error = %e, "sampling resource usage panicked");
+        }
+    }
 }
 
 /// Upstream's periodic QoS cgroup update (`periodicQOSCgroupUpdateInterval`, one minute): the

@@ -97,8 +97,13 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
             let Some(runtime) = kubelet.upgrade().map(|k| k.deps.runtime.clone()) else {
                 return Listed::Gone;
             };
+            let began = std::time::Instant::now();
             match runtime
-                .try_run(|rt| views(&rt.list_sandboxes(), &rt.list_containers(None)))
+                .try_run(move |rt| {
+                    let (sandboxes, containers) = (rt.list_sandboxes(), rt.list_containers(None));
+                    count_running(began.elapsed(), &sandboxes, &containers);
+                    views(&sandboxes, &containers)
+                })
                 .await
             {
                 Ok(now) => Listed::Views(now),
@@ -110,6 +115,36 @@ pub(super) async fn run(kubelet: Weak<Kubelet>) {
         Kubelet::wake_weak(&kubelet, uid)
     })
     .await;
+}
+
+/// Upstream's PLEG metrics of one relist: its duration, the pods with a ready sandbox, the
+/// containers in each state.
+fn count_running(
+    took: std::time::Duration,
+    sandboxes: &[kubenode_runtime::Sandbox],
+    containers: &[kubenode_runtime::ContainerStatus],
+) {
+    use kubenode_runtime::ContainerState as S;
+    let ready = sandboxes
+        .iter()
+        .filter(|s| s.state == kubenode_runtime::SandboxState::Ready)
+        .count();
+    let mut by_state = [
+        ("created", 0),
+        ("running", 0),
+        ("exited", 0),
+        ("unknown", 0),
+    ];
+    for c in containers {
+        let i = match c.state {
+            S::Created => 0,
+            S::Running => 1,
+            S::Exited => 2,
+            S::Unknown => 3,
+        };
+        by_state[i].1 += 1;
+    }
+    crate::metrics::metrics().relisted(took, ready, &by_state);
 }
 
 /// Makes the exit watch, logging why when it cannot (once until it works again).

@@ -70,8 +70,11 @@ impl AsyncRuntime {
         config: SandboxConfig,
         options: SandboxOptions,
     ) -> Result<Sandbox, RuntimeError> {
-        self.run(move |rt| rt.create_sandbox_with(&config, &options))
-            .await
+        timed(
+            "run_podsandbox",
+            self.run(move |rt| rt.create_sandbox_with(&config, &options)),
+        )
+        .await
     }
 
     /// [`Runtime::set_cgroup_resources`].
@@ -93,7 +96,11 @@ impl AsyncRuntime {
     /// [`Runtime::stop_and_remove_sandbox`].
     pub(crate) async fn stop_and_remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let id = id.to_owned();
-        self.run(move |rt| rt.stop_and_remove_sandbox(&id)).await
+        timed(
+            "remove_podsandbox",
+            self.run(move |rt| rt.stop_and_remove_sandbox(&id)),
+        )
+        .await
     }
 
     /// [`Runtime::create_container`].
@@ -103,14 +110,21 @@ impl AsyncRuntime {
         config: ContainerConfig,
     ) -> Result<String, RuntimeError> {
         let sandbox_id = sandbox_id.to_owned();
-        self.run(move |rt| rt.create_container(&sandbox_id, &config))
-            .await
+        timed(
+            "create_container",
+            self.run(move |rt| rt.create_container(&sandbox_id, &config)),
+        )
+        .await
     }
 
     /// [`Runtime::start_container`].
     pub(crate) async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let id = id.to_owned();
-        self.run(move |rt| rt.start_container(&id)).await
+        timed(
+            "start_container",
+            self.run(move |rt| rt.start_container(&id)),
+        )
+        .await
     }
 
     /// [`Runtime::stop_container`].
@@ -121,14 +135,21 @@ impl AsyncRuntime {
         signal: Option<Signal>,
     ) -> Result<(), RuntimeError> {
         let id = id.to_owned();
-        self.run(move |rt| rt.stop_container(&id, grace, signal))
-            .await
+        timed(
+            "stop_container",
+            self.run(move |rt| rt.stop_container(&id, grace, signal)),
+        )
+        .await
     }
 
     /// [`Runtime::remove_container`].
     pub(crate) async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let id = id.to_owned();
-        self.run(move |rt| rt.remove_container(&id)).await
+        timed(
+            "remove_container",
+            self.run(move |rt| rt.remove_container(&id)),
+        )
+        .await
     }
 
     /// [`Runtime::exec_capped`].
@@ -140,7 +161,22 @@ impl AsyncRuntime {
         max_output: usize,
     ) -> Result<ExecResult, RuntimeError> {
         let id = id.to_owned();
-        self.run(move |rt| rt.exec_capped(&id, &cmd, timeout, max_output))
-            .await
+        timed(
+            "exec_sync",
+            self.run(move |rt| rt.exec_capped(&id, &cmd, timeout, max_output)),
+        )
+        .await
     }
+}
+
+/// Awaits one runtime operation and counts it in upstream's `kubelet_runtime_operations_*`
+/// metrics under its CRI name.
+async fn timed<T, E>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let began = std::time::Instant::now();
+    let result = call.await;
+    crate::metrics::metrics().runtime_operation(operation, began.elapsed(), result.is_err());
+    result
 }

@@ -98,6 +98,9 @@ impl PodTable {
         if e.pod == pod && e.sandbox_id == sandbox_id {
             return;
         }
+        if let Some(since) = started_now(&e.pod, &pod) {
+            crate::metrics::metrics().pod_started(since);
+        }
         e.pod = pod;
         e.sandbox_id = sandbox_id;
         drop(pods);
@@ -170,4 +173,26 @@ impl PodTable {
                 ))
             })
     }
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+/// How long after the kubelet first saw it (`kubernetes.io/config.seen`, else the status's
+/// `startTime`) a pod whose status goes from not running to `Running` started: upstream's
+/// `kubelet_pod_start_duration_seconds`.
+fn started_now(before: &Pod, after: &Pod) -> Option<std::time::Duration> {
+    if phase(before) == Some("Running") || phase(after) != Some("Running") {
+        return None;
+    }
+    let seen = after
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::source::CONFIG_SEEN_ANNOTATION))
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .or_else(|| after.status.as_ref()?.start_time.as_ref().map(|t| t.0))?;
+    let since = k8s_openapi::jiff::Timestamp::now().duration_since(seen);
+    std::time::Duration::try_from(since).ok()
 }

@@ -130,7 +130,9 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, kind: ProbeKind) {
             }
             continue;
         }
+        let began = Instant::now();
         let outcome = attempt(&shared, &target, &probe, settings.timeout).await;
+        count(&target, kind, &outcome, began.elapsed());
         let _g = span.enter();
         tracing::debug!(?outcome, "probed");
         drop(_g);
@@ -138,6 +140,23 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, kind: ProbeKind) {
             return;
         }
     }
+}
+
+/// Upstream's `prober_probe_total` and `prober_probe_duration_seconds` of one attempt.
+fn count(target: &Target, kind: ProbeKind, outcome: &Outcome, took: Duration) {
+    let result = match outcome {
+        Outcome::Success(_) | Outcome::Warning(_) => "successful",
+        Outcome::Failure(_) => "failed",
+        Outcome::Error(_) => "unknown",
+    };
+    let labels = crate::metrics::ProbeLabels {
+        probe_type: kind.label(),
+        container: &target.container.name,
+        pod: &target.object.name,
+        namespace: &target.object.namespace,
+        pod_uid: &target.uid,
+    };
+    crate::metrics::metrics().probed(&labels, result, took);
 }
 
 /// Runs one attempt with the probe's mechanism, counting its duration.

@@ -246,7 +246,8 @@ fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-fn cgroup_parent(pod: &Pod) -> String {
+/// The pod's cgroup (cgroupfs path), by its QoS class.
+pub(in crate::node) fn cgroup_parent(pod: &Pod) -> String {
     use crate::status::{qos_class, QosClass};
     let qos = pod.spec.as_ref().map_or(QosClass::BestEffort, qos_class);
     let uid = uid_of(pod);

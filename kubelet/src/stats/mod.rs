@@ -1,0 +1,365 @@
+//! Node, pod and container resource usage: upstream's Summary API (`GET /stats/summary`,
+//! [`types`]) and resource metrics (`GET /metrics/resource`, [`resource`]), what metrics-server
+//! and `kubectl top` read.
+//!
+//! Everything comes from a few small files per cgroup ([`cgroup`]: v1 or v2) and from `/proc`
+//! ([`proc`]): the pod's network counters from the pause process's `/proc/<pid>/net/dev`. CPU
+//! *rates* (`usageNanoCores`) need two samples: the [`Collector`] keeps, per cgroup, the last
+//! two cumulative samples at least [`MIN_RATE_INTERVAL`] apart (as cAdvisor keeps its
+//! housekeeping samples) and reports the rate between them; the agent samples every
+//! [`HOUSEKEEPING_INTERVAL`] so that a request always finds a rate, and a request samples too.
+
+pub mod cgroup;
+pub mod proc;
+pub mod resource;
+pub mod types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use cgroup::{CgroupSample, Layout, MemorySample};
+use types::{
+    ContainerStats, CpuStats, FsStats, MemoryStats, NetworkStats, NodeStats, PodReference,
+    PodStats, RlimitStats, RuntimeStats, Summary,
+};
+
+/// How often the agent samples every cgroup (cAdvisor's default housekeeping interval).
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Two samples closer than this do not make a rate: a request right after another reuses the
+/// earlier pair.
+pub const MIN_RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default interface, whose counters `NetworkStats` carries inline (upstream's
+/// `network.DefaultInterfaceName`).
+pub const DEFAULT_INTERFACE: &str = "eth0";
+
+/// What to measure of one pod: its cgroups and its containers'.
+#[derive(Debug, Clone)]
+pub struct PodTarget {
+    /// The pod.
+    pub pod_ref: PodReference,
+    /// `status.startTime` (the sandbox's creation when unset).
+    pub start_time: Timestamp,
+    /// The pod cgroup (`/kubepods/burstable/pod<uid>`).
+    pub cgroup: String,
+    /// The sandbox's (pause container's) cgroup, whose process's network namespace is the
+    /// pod's; `None` for a `hostNetwork` pod.
+    pub netns_cgroup: Option<String>,
+    /// The running containers.
+    pub containers: Vec<ContainerTarget>,
+}
+
+/// What to measure of one container.
+#[derive(Debug, Clone)]
+pub struct ContainerTarget {
+    /// Its name in the pod.
+    pub name: String,
+    /// When it was created.
+    pub start_time: Timestamp,
+    /// Its cgroup (`<pod cgroup>/<container id>`).
+    pub cgroup: String,
+    /// Its current log file.
+    pub log_path: PathBuf,
+}
+
+/// Where the collector looks.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// The node's name.
+    pub node_name: String,
+    /// Where cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// `/proc`.
+    pub proc_root: PathBuf,
+    /// The kubelet's root directory: its file system is the node's `fs`.
+    pub root_dir: PathBuf,
+    /// Where images and writable layers are: the `runtime.imageFs`.
+    pub image_dir: PathBuf,
+    /// Where container logs are.
+    pub log_dir: PathBuf,
+}
+
+/// Samples cgroups and keeps what CPU rates need. Cheap to call: no directory walk, a handful
+/// of small reads per cgroup.
+#[derive(Debug)]
+pub struct Collector {
+    config: CollectorConfig,
+    layout: Layout,
+    rates: Mutex<Rates>,
+}
+
+/// A cumulative CPU sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSample {
+    /// When it was read.
+    pub at: Instant,
+    /// Cumulative CPU nanoseconds.
+    pub cpu_ns: u64,
+}
+
+/// The mean use between two cumulative samples in billionths of a core; `None` when they are
+/// not in order or the counter went back (a cgroup made again under the same name).
+pub fn nano_cores(prev: CpuSample, cur: CpuSample) -> Option<u64> {
+    let dt = cur.at.checked_duration_since(prev.at)?.as_nanos();
+    let used = cur.cpu_ns.checked_sub(prev.cpu_ns)?;
+    (dt > 0).then(|| (u128::from(used) * 1_000_000_000 / dt) as u64)
+}
+
+/// The last two samples of every cgroup seen, by cgroup path.
+#[derive(Debug, Default)]
+pub struct Rates {
+    tracks: HashMap<String, Track>,
+    round: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    prev: Option<CpuSample>,
+    last: CpuSample,
+    round: u64,
+}
+
+impl Rates {
+    /// Starts a collection round; [`Rates::end_round`] forgets the cgroups not seen in it.
+    pub fn begin_round(&mut self) {
+        self.round += 1;
+    }
+
+    /// Records `sample` of `key` and returns the rate of its last two samples: `sample`
+    /// replaces the last one only when [`MIN_RATE_INTERVAL`] has passed since it.
+    pub fn observe(&mut self, key: &str, sample: CpuSample) -> Option<u64> {
+        let round = self.round;
+        let track = self.tracks.entry(key.to_string()).or_insert_with(|| Track {
+            prev: None,
+            last: sample,
+            round,
+        });
+        track.round = round;
+        if sample.cpu_ns < track.last.cpu_ns {
+            // The counter went back: a new cgroup under the old name.
+            *track = Track {
+                prev: None,
+                last: sample,
+                round,
+            };
+        } else if sample.at.saturating_duration_since(track.last.at) >= MIN_RATE_INTERVAL {
+            track.prev = Some(track.last);
+            track.last = sample;
+        }
+        track.prev.and_then(|p| nano_cores(p, track.last))
+    }
+
+    /// Forgets the cgroups not observed in the current round.
+    pub fn end_round(&mut self) {
+        let round = self.round;
+        self.tracks.retain(|_, t| t.round == round);
+    }
+
+    /// Cgroups tracked.
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Whether no cgroup is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+}
+
+fn fs_stats(time: Timestamp, u: proc::FsUsage) -> FsStats {
+    FsStats {
+        time,
+        available_bytes: Some(u.available),
+        capacity_bytes: Some(u.capacity),
+        used_bytes: Some(u.used),
+        inodes_free: Some(u.inodes_free),
+        inodes: Some(u.inodes),
+        inodes_used: Some(u.inodes.saturating_sub(u.inodes_free)),
+    }
+}
+
+fn memory_stats(time: Timestamp, m: MemorySample, capacity: Option<u64>) -> MemoryStats {
+    let ws = m.working_set();
+    MemoryStats {
+        time,
+        available_bytes: m.limit.or(capacity).map(|l| l.saturating_sub(ws)),
+        usage_bytes: Some(m.usage),
+        working_set_bytes: Some(ws),
+        rss_bytes: Some(m.rss),
+        page_faults: Some(m.page_faults),
+        major_page_faults: Some(m.major_page_faults),
+    }
+}
+
+fn network_stats(time: Timestamp, interfaces: Vec<types::InterfaceStats>) -> NetworkStats {
+    let default = interfaces
+        .iter()
+        .find(|i| i.name == DEFAULT_INTERFACE)
+        .cloned()
+        .unwrap_or_default();
+    NetworkStats {
+        time,
+        default,
+        interfaces,
+    }
+}
+
+impl Collector {
+    /// A collector for the host `config` describes.
+    pub fn new(config: CollectorConfig) -> Collector {
+        let layout = Layout::detect(&config.cgroup_root);
+        Collector {
+            config,
+            layout,
+            rates: Mutex::new(Rates::default()),
+        }
+    }
+
+    fn read_proc(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.config.proc_root.join(file)).ok()
+    }
+
+    fn cpu(
+        &self,
+        rates: &mut Rates,
+        key: &str,
+        at: Instant,
+        time: Timestamp,
+        cpu_ns: Option<u64>,
+    ) -> Option<CpuStats> {
+        let cpu_ns = cpu_ns?;
+        let nano = rates.observe(key, CpuSample { at, cpu_ns });
+        Some(CpuStats {
+            time,
+            usage_nano_cores: nano,
+            usage_core_nano_seconds: Some(cpu_ns),
+        })
+    }
+
+    /// The Summary of the node and `pods`.
+    pub fn summary(&self, pods: &[PodTarget]) -> Summary {
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.begin_round();
+        let now = Timestamp::now();
+        let at = Instant::now();
+        let meminfo = self.read_proc("meminfo").unwrap_or_default();
+        let stat = self.read_proc("stat").unwrap_or_default();
+        let capacity = proc::mem_total(&meminfo);
+
+        // The node: the root cgroup on v1; /proc on v2, whose root has no memory files.
+        let root = if self.layout.is_v2() {
+            CgroupSample {
+                cpu_ns: proc::node_cpu_ns(&stat),
+                memory: proc::node_memory(&meminfo, &self.read_proc("vmstat").unwrap_or_default()),
+                processes: None,
+            }
+        } else {
+            let mut s = self.layout.read("/");
+            s.cpu_ns = s.cpu_ns.or_else(|| proc::node_cpu_ns(&stat));
+            s
+        };
+        let fs = |p: &Path| proc::fs_usage(p).map(|u| fs_stats(now, u));
+        let node = NodeStats {
+            node_name: self.config.node_name.clone(),
+            system_containers: Vec::new(),
+            start_time: proc::boot_time(&stat)
+                .and_then(|s| Timestamp::from_second(s).ok())
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            cpu: self.cpu(&mut rates, "/", at, now, root.cpu_ns),
+            memory: root
+                .memory
+                .map(|m| memory_stats(now, MemorySample { limit: None, ..m }, capacity)),
+            network: self
+                .read_proc("net/dev")
+                .map(|t| network_stats(now, proc::parse_net_dev(&t))),
+            fs: fs(&self.config.root_dir),
+            runtime: Some(RuntimeStats {
+                image_fs: fs(&self.config.image_dir),
+                container_fs: fs(&self.config.image_dir),
+            }),
+            rlimit: Some(RlimitStats {
+                time: now,
+                maxpid: self
+                    .read_proc("sys/kernel/pid_max")
+                    .and_then(|t| t.trim().parse().ok()),
+                curproc: proc::process_count(),
+            }),
+        };
+        let log_fs = proc::fs_usage(&self.config.log_dir);
+        let root_fs = proc::fs_usage(&self.config.image_dir);
+        let pods = pods
+            .iter()
+            .map(|p| self.pod(&mut rates, p, at, now, log_fs, root_fs))
+            .collect();
+        rates.end_round();
+        Summary { node, pods }
+    }
+
+    fn pod(
+        &self,
+        rates: &mut Rates,
+        p: &PodTarget,
+        at: Instant,
+        now: Timestamp,
+        log_fs: Option<proc::FsUsage>,
+        root_fs: Option<proc::FsUsage>,
+    ) -> PodStats {
+        let sample = self.layout.read(&p.cgroup);
+        let mut log_total = 0u64;
+        let containers: Vec<ContainerStats> = p
+            .containers
+            .iter()
+            .map(|c| {
+                let s = self.layout.read(&c.cgroup);
+                let log_bytes = std::fs::metadata(&c.log_path).map(|m| m.len()).unwrap_or(0);
+                log_total += log_bytes;
+                ContainerStats {
+                    name: c.name.clone(),
+                    start_time: c.start_time,
+                    cpu: self.cpu(rates, &c.cgroup, at, now, s.cpu_ns),
+                    memory: s.memory.map(|m| memory_stats(now, m, None)),
+                    rootfs: root_fs.map(|u| FsStats {
+                        used_bytes: None,
+                        inodes_used: None,
+                        ..fs_stats(now, u)
+                    }),
+                    logs: log_fs.map(|u| FsStats {
+                        used_bytes: Some(log_bytes),
+                        inodes_used: Some(1),
+                        ..fs_stats(now, u)
+                    }),
+                }
+            })
+            .collect();
+        let network = p.netns_cgroup.as_deref().and_then(|cg| {
+            let pid = self.layout.first_process(cg)?;
+            let text = self.read_proc(&format!("{pid}/net/dev"))?;
+            Some(network_stats(now, proc::parse_net_dev(&text)))
+        });
+        PodStats {
+            pod_ref: p.pod_ref.clone(),
+            start_time: p.start_time,
+            cpu: self.cpu(rates, &p.cgroup, at, now, sample.cpu_ns),
+            memory: sample.memory.map(|m| memory_stats(now, m, None)),
+            network,
+            volume: Vec::new(),
+            ephemeral_storage: log_fs.map(|u| FsStats {
+                used_bytes: Some(log_total),
+                inodes_used: Some(containers.len() as u64),
+                ..fs_stats(now, u)
+            }),
+            process_stats: sample.processes.map(|n| types::ProcessStats {
+                process_count: Some(n),
+            }),
+            containers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

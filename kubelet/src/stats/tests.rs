@@ -1,0 +1,181 @@
+use super::*;
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+#[test]
+fn nano_cores_between_two_samples() {
+    let t = Instant::now();
+    let a = CpuSample {
+        at: t,
+        cpu_ns: 1_000_000_000,
+    };
+    // Half a core for two seconds: one CPU-second used.
+    let b = CpuSample {
+        at: at(t, 2000),
+        cpu_ns: 2_000_000_000,
+    };
+    assert_eq!(nano_cores(a, b), Some(500_000_000));
+    assert_eq!(nano_cores(b, a), None, "samples out of order");
+    assert_eq!(nano_cores(a, a), None, "no time between them");
+}
+
+#[test]
+fn rates_keep_the_last_two_samples() {
+    let t = Instant::now();
+    let mut r = Rates::default();
+    r.begin_round();
+    assert_eq!(
+        r.observe("/a", CpuSample { at: t, cpu_ns: 0 }),
+        None,
+        "one sample, no rate"
+    );
+    // Too soon after the first: no second sample yet.
+    assert_eq!(
+        r.observe(
+            "/a",
+            CpuSample {
+                at: at(t, 200),
+                cpu_ns: 50
+            }
+        ),
+        None
+    );
+    // Two cores busy for 10 s.
+    let rate = r.observe(
+        "/a",
+        CpuSample {
+            at: at(t, 10_000),
+            cpu_ns: 20_000_000_000,
+        },
+    );
+    assert_eq!(rate, Some(2_000_000_000));
+    // A request right after keeps the pair (and its rate).
+    let again = r.observe(
+        "/a",
+        CpuSample {
+            at: at(t, 10_100),
+            cpu_ns: 20_000_000_001,
+        },
+    );
+    assert_eq!(again, Some(2_000_000_000));
+    // The counter went back: a new cgroup of the same name starts over.
+    assert_eq!(
+        r.observe(
+            "/a",
+            CpuSample {
+                at: at(t, 20_000),
+                cpu_ns: 5
+            }
+        ),
+        None
+    );
+    r.end_round();
+    assert_eq!(r.len(), 1);
+    // A cgroup not seen in a round is forgotten.
+    r.begin_round();
+    r.observe("/b", CpuSample { at: t, cpu_ns: 0 });
+    r.end_round();
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn summary_of_a_fake_v2_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cg = tmp.path().join("cgroup");
+    let procfs = tmp.path().join("proc");
+    let w = |p: PathBuf, text: &str| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(cg.join("cgroup.controllers"), "cpu memory\n");
+    for (dir, usec, mem) in [
+        ("kubepods/podu1", 900, 3_000_000),
+        ("kubepods/podu1/c1", 800, 2_000_000),
+    ] {
+        w(
+            cg.join(dir).join("cpu.stat"),
+            &format!("usage_usec {usec}\n"),
+        );
+        w(cg.join(dir).join("memory.current"), &format!("{mem}\n"));
+        w(
+            cg.join(dir).join("memory.stat"),
+            "anon 1000\ninactive_file 1000000\n",
+        );
+        w(cg.join(dir).join("memory.max"), "max\n");
+    }
+    w(cg.join("kubepods/podu1/sb/cgroup.procs"), "77\n");
+    w(
+        procfs.join("77/net/dev"),
+        "h1\nh2\n  eth0: 10 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n",
+    );
+    w(
+        procfs.join("meminfo"),
+        "MemTotal: 4000 kB\nMemFree: 1000 kB\nInactive(file): 500 kB\n",
+    );
+    w(
+        procfs.join("stat"),
+        "cpu  100 0 100 0 0 0 0 0\nbtime 1764900000\n",
+    );
+    let log = tmp.path().join("c1.log");
+    std::fs::write(&log, "0123456789").unwrap();
+    let c = Collector::new(CollectorConfig {
+        node_name: "n1".into(),
+        cgroup_root: cg.clone(),
+        proc_root: procfs,
+        root_dir: tmp.path().into(),
+        image_dir: tmp.path().into(),
+        log_dir: tmp.path().into(),
+    });
+    let target = PodTarget {
+        pod_ref: PodReference {
+            name: "p".into(),
+            namespace: "default".into(),
+            uid: "u1".into(),
+        },
+        start_time: Timestamp::UNIX_EPOCH,
+        cgroup: "/kubepods/podu1".into(),
+        netns_cgroup: Some("/kubepods/podu1/sb".into()),
+        containers: vec![ContainerTarget {
+            name: "c1".into(),
+            start_time: Timestamp::UNIX_EPOCH,
+            cgroup: "/kubepods/podu1/c1".into(),
+            log_path: log,
+        }],
+    };
+    let s = c.summary(std::slice::from_ref(&target));
+    assert_eq!(s.node.node_name, "n1");
+    let node_mem = s.node.memory.unwrap();
+    assert_eq!(node_mem.working_set_bytes, Some(2500 * 1024));
+    assert_eq!(node_mem.available_bytes, Some(1500 * 1024));
+    assert_eq!(
+        s.node.cpu.unwrap().usage_core_nano_seconds,
+        Some(2_000_000_000)
+    );
+    let pod = &s.pods[0];
+    assert_eq!(pod.cpu.unwrap().usage_core_nano_seconds, Some(900_000));
+    assert_eq!(pod.cpu.unwrap().usage_nano_cores, None, "one sample only");
+    assert_eq!(pod.memory.unwrap().working_set_bytes, Some(2_000_000));
+    let net = pod.network.as_ref().unwrap();
+    assert_eq!(
+        (net.default.rx_bytes, net.default.tx_bytes),
+        (Some(10), Some(20))
+    );
+    let ctr = &pod.containers[0];
+    assert_eq!(ctr.memory.unwrap().working_set_bytes, Some(1_000_000));
+    assert_eq!(ctr.logs.unwrap().used_bytes, Some(10));
+    assert_eq!(pod.ephemeral_storage.unwrap().used_bytes, Some(10));
+    // Upstream's JSON names.
+    let json = serde_json::to_value(&s).unwrap();
+    let p = &json["pods"][0];
+    assert_eq!(p["podRef"]["uid"], "u1");
+    assert_eq!(p["containers"][0]["memory"]["workingSetBytes"], 1_000_000);
+    assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 900_000);
+    assert_eq!(p["network"]["name"], "eth0");
+    assert_eq!(p["network"]["rxBytes"], 10);
+    assert!(p["ephemeral-storage"]["usedBytes"].is_number());
+    assert!(json["node"]["runtime"]["imageFs"]["capacityBytes"].is_number());
+    let back: Summary = serde_json::from_value(json).unwrap();
+    assert_eq!(back, s);
+}
