@@ -25,7 +25,9 @@ mod watch;
 
 pub use defaults::{apply_pod_defaults, default_pull_policy, make_static_pod, static_pod_uid};
 pub use diff::{diff_pods, PodChanges, ServiceChanges};
-pub use read::{read_dir_snapshot, read_dir_snapshot_at, ManifestCache, NamedRead};
+pub use read::{
+    read_dir_snapshot, read_dir_snapshot_at, read_manifest_bytes, ManifestCache, NamedRead,
+};
 pub use watch::{watch, Watcher};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};

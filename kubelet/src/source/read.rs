@@ -614,15 +614,8 @@ fn parse_file(file: &Path, size: u64, node: &str, seen_at: Timestamp) -> (Vec<En
         );
         return (vec![Entry::Error(e)], true);
     }
-    match std::fs::read(file).map(String::from_utf8) {
-        Ok(Ok(text)) => (read_file(file, &text, node, seen_at), true),
-        Ok(Err(_)) => (
-            vec![Entry::Error(SourceError::file(
-                file,
-                "file is not UTF-8 text",
-            ))],
-            true,
-        ),
+    match std::fs::read(file) {
+        Ok(bytes) => (parse_bytes(file, bytes, node, seen_at), true),
         Err(e) => (
             vec![Entry::Error(SourceError::file(
                 file,
@@ -631,6 +624,40 @@ fn parse_file(file: &Path, size: u64, node: &str, seen_at: Timestamp) -> (Vec<En
             false,
         ),
     }
+}
+
+/// One file's entries from its content.
+fn parse_bytes(file: &Path, bytes: Vec<u8>, node: &str, seen_at: Timestamp) -> Vec<Entry> {
+    match String::from_utf8(bytes) {
+        Ok(text) => read_file(file, &text, node, seen_at),
+        Err(_) => vec![Entry::Error(SourceError::file(
+            file,
+            "file is not UTF-8 text",
+        ))],
+    }
+}
+
+/// What a read of a manifest directory holding only `file`, with the content `bytes`, yields:
+/// the decoding, defaults, validation and checks of [`read_dir_snapshot_at`] (the 10 MiB limit
+/// and UTF-8 included) without the file system. The entry point of the manifest fuzz target
+/// (`fuzz/fuzz_targets/manifest.rs`).
+pub fn read_manifest_bytes(
+    file: &Path,
+    bytes: &[u8],
+    node_name: &str,
+    seen_at: Timestamp,
+) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let entries = if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+        vec![Entry::Error(SourceError::file(
+            file,
+            format!("file is {} bytes, more than the 10 MiB limit", bytes.len()),
+        ))]
+    } else {
+        parse_bytes(file, bytes.to_vec(), node_name, seen_at)
+    };
+    assemble(file, &entries, &mut Seen::default(), &mut snap);
+    snap
 }
 
 /// Adds one file's entries to `snap`, deciding duplicate names against the files before it.

@@ -936,3 +936,25 @@ fn config_maps_and_secrets_are_decoded_and_validated() {
         "{shown}"
     );
 }
+
+#[test]
+fn one_file_in_memory_reads_as_the_directory_holding_it() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n";
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n";
+    for text in [POD, &format!("{POD}---\n{svc}"), bad] {
+        let d = dir_with(&[("web.yaml", text)]);
+        let file = d.path().join("web.yaml");
+        assert_eq!(
+            read_manifest_bytes(&file, text.as_bytes(), "Node1", at()),
+            read(d.path()),
+            "{text}"
+        );
+    }
+    let s = read_manifest_bytes(Path::new("/m/x.yaml"), b"\xff\xfe", "Node1", at());
+    assert_eq!(s.errors.len(), 1);
+    assert!(
+        s.errors[0].to_string().contains("not UTF-8"),
+        "{:?}",
+        s.errors
+    );
+}

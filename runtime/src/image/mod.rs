@@ -35,6 +35,7 @@ mod special;
 mod store;
 mod store_usage;
 mod unpack;
+pub mod untrusted;
 
 use std::path::PathBuf;
 use std::sync::Arc;

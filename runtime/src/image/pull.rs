@@ -133,18 +133,7 @@ impl ImageStore {
         let _store = self.locks().store_shared().await?;
         let (manifest_bytes, manifest_digest, media_type) =
             resolve_manifest(source, name, pinned).await?;
-        let manifest: ImageManifest = parse(name, "manifest", &manifest_bytes)?;
-        for layer in manifest.layers() {
-            let media_type = layer.media_type().to_string();
-            if !LAYER_TYPES.contains(&media_type.as_str()) {
-                return Err(ImageError::UnsupportedMediaType {
-                    reference: name.into(),
-                    media_type,
-                });
-            }
-        }
-        let size =
-            manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        let (manifest, size) = check_manifest(name, &manifest_bytes)?;
         emit(
             progress,
             PullEvent::Resolved {
@@ -155,19 +144,6 @@ impl ImageStore {
             },
         );
 
-        if manifest_bytes.len() as u64 > MAX_METADATA_SIZE
-            || manifest.config().size() > MAX_METADATA_SIZE
-        {
-            return Err(ImageError::InvalidManifest {
-                reference: name.into(),
-                what: "manifest",
-                reason: format!(
-                    "manifest ({} bytes) or config ({} bytes) is larger than {MAX_METADATA_SIZE} bytes",
-                    manifest_bytes.len(),
-                    manifest.config().size()
-                ),
-            });
-        }
         let config_path = self
             .ensure_blob(source, manifest.config(), name, progress)
             .await?;
@@ -178,19 +154,8 @@ impl ImageStore {
             .map_err(|e| {
                 ImageError::io("reading config", &config_path)(std::io::Error::other(e))
             })?;
-        let config: ImageConfiguration = parse(name, "config", &config_bytes)?;
+        let config = check_config(name, &manifest, &config_bytes)?;
         let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(ImageError::InvalidManifest {
-                reference: name.into(),
-                what: "config",
-                reason: format!(
-                    "{} diff_ids for {} layers in the manifest",
-                    diff_ids.len(),
-                    manifest.layers().len()
-                ),
-            });
-        }
 
         // Futures collected first: a closure inside the stream would make the
         // pull future's `Send` unprovable (rust-lang/rust#102211).
@@ -236,6 +201,58 @@ impl ImageStore {
         self.ensure_snapshot(&blob, layer, diff_id, name, progress)
             .await
     }
+}
+
+/// Parses an image manifest (not an index) and checks what a pull needs of it: supported layer
+/// media types, and the manifest and its config within [`MAX_METADATA_SIZE`]. Returns it with
+/// the image's size (config and layers).
+pub(crate) fn check_manifest(name: &str, bytes: &[u8]) -> Result<(ImageManifest, u64)> {
+    let manifest: ImageManifest = parse(name, "manifest", bytes)?;
+    for layer in manifest.layers() {
+        let media_type = layer.media_type().to_string();
+        if !LAYER_TYPES.contains(&media_type.as_str()) {
+            return Err(ImageError::UnsupportedMediaType {
+                reference: name.into(),
+                media_type,
+            });
+        }
+    }
+    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    if bytes.len() as u64 > MAX_METADATA_SIZE || manifest.config().size() > MAX_METADATA_SIZE {
+        return Err(ImageError::InvalidManifest {
+            reference: name.into(),
+            what: "manifest",
+            reason: format!(
+                "manifest ({} bytes) or config ({} bytes) is larger than {MAX_METADATA_SIZE} bytes",
+                bytes.len(),
+                manifest.config().size()
+            ),
+        });
+    }
+    Ok((manifest, size))
+}
+
+/// Parses an image config and checks it against its `manifest`: one `rootfs.diff_ids` entry
+/// per layer.
+pub(crate) fn check_config(
+    name: &str,
+    manifest: &ImageManifest,
+    bytes: &[u8],
+) -> Result<ImageConfiguration> {
+    let config: ImageConfiguration = parse(name, "config", bytes)?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImageError::InvalidManifest {
+            reference: name.into(),
+            what: "config",
+            reason: format!(
+                "{} diff_ids for {} layers in the manifest",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        });
+    }
+    Ok(config)
 }
 
 /// Fetches the top-level manifest, checks it against `pinned`, and follows
@@ -291,7 +308,7 @@ async fn resolve_manifest<S: ImageSource>(
 
 /// The media type of a manifest document: its `mediaType`, or inferred
 /// from its shape when absent (OCI allows that).
-fn manifest_kind(name: &str, data: &[u8]) -> Result<String> {
+pub(crate) fn manifest_kind(name: &str, data: &[u8]) -> Result<String> {
     let value: serde_json::Value = parse(name, "manifest", data)?;
     let schema = value.get("schemaVersion").and_then(|v| v.as_u64());
     if schema != Some(2) {
