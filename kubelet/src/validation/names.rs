@@ -122,10 +122,14 @@ pub fn config_map_key_errors(s: &str) -> Vec<String> {
 }
 
 fn qualified_name_part(s: &str) -> bool {
+    s.len() <= 63 && qualified_name_pattern(s)
+}
+
+/// Upstream's `qualifiedNameFmt` pattern alone, whatever the length.
+fn qualified_name_pattern(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_alphanumeric();
     !b.is_empty()
-        && b.len() <= 63
         && alnum(b[0])
         && alnum(b[b.len() - 1])
         && b.iter()
@@ -166,7 +170,9 @@ pub fn label_value_errors(s: &str) -> Vec<String> {
     if s.len() > 63 {
         errs.push("must be no more than 63 characters".to_owned());
     }
-    if !s.is_empty() && !qualified_name_part(&s[..s.len().min(63)]) && s.len() <= 63 {
+    // The whole value against the pattern, also when it is too long (upstream reports both;
+    // slicing it at 63 bytes could split a character).
+    if !s.is_empty() && !qualified_name_pattern(s) {
         errs.push(LABEL_VALUE_MSG.to_owned());
     }
     errs
@@ -175,6 +181,22 @@ pub fn label_value_errors(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `selector` fuzz target: a label value over 63 bytes whose 63rd byte is
+    /// inside a character panicked (the value was sliced at 63 bytes).
+    #[test]
+    fn long_label_values_with_multibyte_characters() {
+        let value = format!("{}\u{486}\u{4ec}", "\0".repeat(62));
+        assert_eq!(
+            label_value_errors(&value),
+            ["must be no more than 63 characters", LABEL_VALUE_MSG]
+        );
+        assert_eq!(
+            label_value_errors(&"a".repeat(64)),
+            ["must be no more than 63 characters"]
+        );
+        assert_eq!(label_value_errors(&"a".repeat(63)), Vec::<String>::new());
+    }
 
     #[test]
     fn labels_and_subdomains() {
