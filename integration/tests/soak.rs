@@ -10,10 +10,20 @@ use kubenode_integration::soak::{self, SoakOptions};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 
 fn main() {
+    // Not run by default yet: the soak found a crash-safety bug that is not fixed (issue 19).
+    // A SIGKILL of the agent in the middle of a container's creation can leave that container
+    // running with its shim and rootfs mount, unknown to the restarted agent (its pod then
+    // does not converge, and the container outlives the pod). Until it is fixed this test
+    // would fail CI at random; run it by hand with `--include-ignored`, or the `soak` bench.
+    eprintln!(
+        "note: the kill-churn soak is ignored until the SIGKILL-during-create leak it found is \
+         fixed (issue 19); run it with --include-ignored"
+    );
     run_tests(vec![privileged(
         "kill_churn_soak_converges_without_leaks",
         kill_churn,
-    )])
+    )
+    .with_ignored_flag(true)])
 }
 
 fn kill_churn() -> anyhow::Result<()> {

@@ -62,14 +62,46 @@ impl PodTable {
         *lock(&self.services, "services") = Some((services, endpoints));
     }
 
-    /// The Services pods see and their endpoints: the proxy's allocated ones, else the
-    /// manifests' own.
+    /// The Services pods see and their endpoints: the proxy's (with the ClusterIPs it
+    /// allocated, and in cluster mode the API server's), plus the manifests' own that the proxy
+    /// has not taken in yet. The proxy's set lags behind the manifests by a sync: a Service
+    /// the kubelet already listed must not vanish from a pod's environment meanwhile.
     pub(super) fn known_services(&self) -> (Vec<Service>, Vec<Endpoints>) {
         let allocated = lock(&self.services, "services").clone();
-        allocated.unwrap_or_else(|| {
-            let input = self.proxy_tx.borrow();
-            (input.services.clone(), input.endpoints.clone())
-        })
+        let input = self.proxy_tx.borrow();
+        let Some((mut services, mut endpoints)) = allocated else {
+            return (input.services.clone(), input.endpoints.clone());
+        };
+        fn key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+            (
+                m.namespace.as_deref().unwrap_or("default"),
+                m.name.as_deref().unwrap_or_default(),
+            )
+        }
+        let known: std::collections::BTreeSet<(String, String)> = services
+            .iter()
+            .map(|s| key(&s.metadata))
+            .map(|(n, m)| (n.to_string(), m.to_string()))
+            .collect();
+        let missing = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            let (n, name) = key(m);
+            !known.contains(&(n.to_string(), name.to_string()))
+        };
+        endpoints.extend(
+            input
+                .endpoints
+                .iter()
+                .filter(|e| missing(&e.metadata))
+                .cloned(),
+        );
+        services.extend(
+            input
+                .services
+                .iter()
+                .filter(|s| missing(&s.metadata))
+                .cloned(),
+        );
+        (services, endpoints)
     }
 
     /// Wakes the worker of pod `uid` (a no-op for a pod without one).
