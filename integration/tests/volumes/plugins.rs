@@ -321,7 +321,8 @@ pub(crate) fn host_path_types() -> anyhow::Result<()> {
             &retry_name,
             Duration::from_secs(30),
             "waiting for its volume",
-            |p| waiting_reason(p, "c") == Some("CreateContainerConfigError"),
+            // The pod waits for its volume as upstream's: its container `ContainerCreating`.
+            |p| waiting_reason(p, "c") == Some("ContainerCreating"),
         )?;
         std::fs::create_dir(base.join("retry"))?;
         let retried = agent.wait_pod(
