@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use rustls::pki_types::CertificateDer;
@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::auth::{Auth, RequestClientCert};
-use super::router::{handle, Body, Listener};
+use super::router::{handle, json, text, Body, Listener};
 use super::server::ServeLimits;
 use super::tls::ServingCert;
 use super::NodeView;
@@ -117,16 +117,6 @@ pub async fn serve_https(
     Ok((bound, task))
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
 async fn serve(
     view: Arc<dyn NodeView>,
     server: Arc<HttpsServer>,
@@ -168,20 +158,6 @@ async fn serve(
         _ => return handle(view, Listener::Https, req).await,
     };
     Ok(answer)
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
-            resp.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
 }
 
 /// `/runningpods/`: a PodList of the pods with a running container, each with its name,

@@ -355,7 +355,8 @@ impl Limited {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -375,7 +376,8 @@ fn typed(body: String, content_type: &'static str) -> Response<Body> {
     resp
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
+/// A JSON answer (500 when `value` cannot be encoded).
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
