@@ -1,6 +1,8 @@
 //! Label selectors in their string form (`Selector::parse`, as `kubectl get -l` and the API's
 //! `labelSelector` parameter): parse, print, parse again. Invariants: no panic; the printed
-//! form parses to the same selector, and it matches the same label sets.
+//! form parses to the same selector, and it matches the same label sets. One asymmetry is
+//! upstream's own and kept: `x in (,)` parses (the set of the empty value) but prints as
+//! `x in ()`, which does not parse (an empty set); such selectors skip the round trip.
 #![no_main]
 
 use kubenode_kubelet::selector::Selector;
@@ -15,6 +17,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let printed = sel.to_string();
+    let empty_value_set = sel
+        .requirements()
+        .iter()
+        .any(|r| !r.values.is_empty() && r.values.iter().all(|v| v.is_empty()));
+    if empty_value_set && Selector::parse(&printed).is_err() {
+        return;
+    }
     let again = Selector::parse(&printed)
         .unwrap_or_else(|e| panic!("{printed:?} (printed from {text:?}) does not parse: {e}"));
     assert_eq!(sel, again, "{text:?} printed as {printed:?}");
