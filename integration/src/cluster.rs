@@ -162,19 +162,7 @@ pub fn with_cluster_args(
     let guard = LeakGuard::new(&tag);
     let result = {
         let mut agent = TestAgent::start(&tag)?;
-        // Restarted with the kubeconfig of a stand-in that serves in the node's namespace.
-        agent.kill();
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
-        let kubeconfig = agent.dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig)?;
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
-        ];
-        agent.extra_args.extend(args.iter().map(|a| a.to_string()));
-        agent.spawn()?;
+        let (server, kubeconfig) = join_standin(&mut agent, args)?;
         let mut cluster = Cluster {
             agent,
             server,
@@ -191,6 +179,25 @@ pub fn with_cluster_args(
     };
     result?;
     guard.check()
+}
+
+/// Restarts the running `agent` joined to a new stand-in that serves in the agent's node
+/// namespace (its kubeconfig written to the agent's directory), with `args` besides
+/// `--kubeconfig`; returns the stand-in and that kubeconfig.
+pub fn join_standin(agent: &mut TestAgent, args: &[&str]) -> anyhow::Result<(ApiServer, PathBuf)> {
+    agent.kill();
+    let server = agent
+        .node
+        .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
+    let kubeconfig = agent.dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig)?;
+    agent.extra_args = vec![
+        "--kubeconfig".into(),
+        kubeconfig.to_string_lossy().into_owned(),
+    ];
+    agent.extra_args.extend(args.iter().map(|a| a.to_string()));
+    agent.spawn()?;
+    Ok((server, kubeconfig))
 }
 
 /// kubectl against `kubeconfig`, run in the network namespace `netns` with `HOME` = `home`

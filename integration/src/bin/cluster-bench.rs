@@ -92,17 +92,7 @@ impl Cluster {
         // The read-only port is off by default; the static pods' start is seen in its /pods.
         let mut agent = TestAgent::start_with_config(tag, Some("readOnlyPort: 10255\n"))?;
         // Restarted with the kubeconfig of a stand-in that serves in the node's namespace.
-        agent.kill();
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start("127.0.0.1:0".parse().expect("address")))??;
-        let kubeconfig = agent.dir.join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig)?;
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into_owned(),
-        ];
-        agent.spawn()?;
+        let (server, _kubeconfig) = kubenode_integration::cluster::join_standin(&mut agent, &[])?;
         let cluster = Cluster {
             agent,
             server,
