@@ -101,7 +101,7 @@ impl Quantity {
             _ => return Err(err("unknown suffix")),
         }
         // nanos = mantissa * mult * 10^(exp10 + 9), rounded up.
-        let shift = exp10 + 9;
+        let shift = exp10.checked_add(9).ok_or_else(|| err("bad exponent"))?;
         let base = mantissa.checked_mul(mult).ok_or_else(|| err("too large"))?;
         let nanos = if shift >= 0 {
             if shift > 36 {
@@ -117,8 +117,9 @@ impl Quantity {
         } else if -shift > 38 {
             i128::from(base != 0)
         } else {
+            // Rounded up without `base + div - 1`, which overflows near i128::MAX.
             let div = 10i128.pow((-shift) as u32);
-            (base + div - 1) / div
+            base / div + i128::from(base % div != 0)
         };
         Ok(Self {
             nanos: if neg { -nanos } else { nanos },
@@ -250,5 +251,23 @@ mod tests {
         assert_eq!(compare("1Gi", "1G"), Ordering::Greater);
         assert_eq!(Quantity::from_milli(250).to_string(), "250m");
         assert_eq!(Quantity::from_units(3).to_string(), "3");
+    }
+
+    /// Inputs the fuzzer found (CI's stop-28 run): an exponent near i32::MAX overflowed the
+    /// shift, and a mantissa near i128::MAX overflowed the rounding up.
+    #[test]
+    fn extreme_exponents_and_mantissas_are_refused_or_exact() {
+        assert!(Quantity::parse("1e2147483640").is_err());
+        assert!(Quantity::parse("1e2147483647").is_err());
+        let max = "170141183460469231731687303715884105727";
+        let q = Quantity::parse(&format!("{max}e-10")).unwrap();
+        assert_eq!(
+            q,
+            Quantity::parse(&format!("-{max}e-10"))
+                .map(|n| Quantity { nanos: -n.nanos })
+                .unwrap()
+        );
+        assert_eq!(q.nanos, i128::MAX / 10 + 1);
+        assert_eq!(Quantity::parse(&q.to_string()).unwrap(), q);
     }
 }
