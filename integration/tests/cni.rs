@@ -288,9 +288,38 @@ fn suite(plugin: Plugin) -> anyhow::Result<()> {
             }
             ping(&n.ns, ip1)?;
         }
+        // The bridge keeps its MAC address when a port goes: unpinned, it follows the lowest port
+        // address, so deleting that pod would leave the other pods' gateway entry pointing
+        // nowhere. Delete first the pod whose host veth the bridge's address came from (if any).
+        let mut order = [&a1, &a2];
+        let mut bridge_mac = String::new();
+        if plugin == Plugin::Kubenode {
+            bridge_mac = n.ns.sh("ip -o link show type bridge")?;
+            bridge_mac = bridge_mac
+                .split_once("link/ether ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .context("the bridge's MAC address")?
+                .to_string();
+            let host_mac = |r: &kubenode_cni::CniResult| {
+                r.interfaces
+                    .iter()
+                    .find(|i| i.sandbox.is_none() && i.name.starts_with("veth"))
+                    .and_then(|i| i.mac.clone())
+            };
+            if host_mac(&r2).as_deref() == Some(bridge_mac.as_str()) {
+                order = [&a2, &a1];
+            }
+        }
         // DEL frees the address even when the pod's namespace is already gone.
         drop(p2);
-        for a in [&a1, &a2] {
+        for (i, a) in order.into_iter().enumerate() {
+            if i == 1 && plugin == Plugin::Kubenode {
+                let now = n.ns.sh("ip -o link show type bridge")?;
+                ensure!(
+                    now.contains(&format!("link/ether {bridge_mac} ")),
+                    "the bridge's MAC address changed from {bridge_mac} when a pod went: {now}"
+                );
+            }
             rt.block_on(n.client.del(a))?;
             rt.block_on(n.client.del(a))?;
         }

@@ -140,6 +140,30 @@ async fn set_up(h: &Handle, index: u32, what: &str) -> Result<(), NetError> {
         .map_err(kernel(format!("bringing {what} up")))
 }
 
+/// Sets a bridge's MAC address to the one it has. A bridge whose address was never set takes
+/// the lowest address of its ports and changes it when that port goes (a pod deleted): the
+/// pods' cached gateway entry then points nowhere and their replies are lost until ARP times
+/// out, seconds later. An address set explicitly, even to the same value, stays put (the
+/// kernel marks it `NET_ADDR_SET`), as Docker does for its bridge.
+async fn pin_mac(h: &Handle, link: &LinkState, what: &str) -> Result<(), NetError> {
+    let mac: Vec<u8> = link
+        .mac
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    if mac.len() != 6 {
+        return Err(NetError::Other {
+            op: format!("pinning the MAC address of {what}"),
+            msg: format!("unexpected address {:?}", link.mac),
+        });
+    }
+    h.link()
+        .change(LinkUnspec::new_with_index(link.index).address(mac).build())
+        .execute()
+        .await
+        .map_err(kernel(format!("pinning the MAC address of {what}")))
+}
+
 async fn add_addr(h: &Handle, index: u32, addr: IpNet, what: &str) -> Result<(), NetError> {
     let mut req = h.address().add(index, addr.addr(), addr.prefix_len());
     if addr.addr().is_ipv6() {
@@ -272,6 +296,7 @@ impl NetOps for Rtnl {
                 })?
             }
         };
+        pin_mac(h, &link, &format!("bridge {name}")).await?;
         if !link.up {
             set_up(h, link.index, &format!("bridge {name}")).await?;
         }
