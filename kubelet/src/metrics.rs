@@ -4,6 +4,7 @@
 //! one process-wide [`KubeletMetrics`] ([`metrics()`]) and encoded by `prometheus-client` in
 //! the OpenMetrics text format, which Prometheus scrapes as it scrapes a kubelet.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct KubeletMetrics {
     runtime_durations: HistogramFamily,
     probes: Family<Labels, Counter>,
     probe_durations: HistogramFamily,
+    /// Each pod's probe label sets (prometheus-client cannot list a family's), so that
+    /// [`KubeletMetrics::forget_pod_probes`] removes them: a node that churns pods must not
+    /// keep a series per pod it ever probed.
+    probe_series: std::sync::Mutex<HashMap<String, HashSet<(Labels, Labels)>>>,
     proxy_sync: Histogram,
     proxy_rules: Family<Labels, Gauge>,
 }
@@ -150,6 +155,7 @@ impl KubeletMetrics {
             runtime_durations,
             probes,
             probe_durations,
+            probe_series: Default::default(),
             proxy_sync,
             proxy_rules,
         }
@@ -202,17 +208,30 @@ impl KubeletMetrics {
         };
         let mut counted = base(Some(result));
         counted.push(("pod_uid", probe.pod_uid.to_string()));
+        let timed = base(None);
         self.probes.get_or_create(&counted).inc();
         self.probe_durations
-            .get_or_create(&base(None))
+            .get_or_create(&timed)
             .observe(took.as_secs_f64());
+        self.probe_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(probe.pod_uid.to_string())
+            .or_default()
+            .insert((counted, timed));
     }
 
     /// Forgets the probe series of a pod that is gone (upstream deletes them with the worker).
     pub fn forget_pod_probes(&self, pod_uid: &str) {
-        // prometheus-client cannot list a family's label sets; the counters stay until the
-        // agent restarts, as their values are cumulative and harmless.
-        let _ = pod_uid;
+        let gone = self
+            .probe_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_uid);
+        for (counted, timed) in gone.into_iter().flatten() {
+            self.probes.remove(&counted);
+            self.probe_durations.remove(&timed);
+        }
     }
 
     /// The proxy synced its rules in `took`, leaving `rules` rules per table (`nat`, `filter`).
@@ -311,6 +330,14 @@ mod tests {
             pod_uid: "u1",
         };
         m.probed(&probe, "successful", Duration::from_millis(2));
+        let gone = ProbeLabels {
+            pod: "old",
+            pod_uid: "u0",
+            ..probe
+        };
+        m.probed(&gone, "failed", Duration::from_millis(2));
+        m.forget_pod_probes("u0");
+        assert!(!m.encode().contains("pod=\"old\""), "{}", m.encode());
         m.proxy_synced(Duration::from_millis(4), &[("nat", 12), ("filter", 3)]);
         let samples = parse(&m.encode());
         let value = |name: &str, labels: &str| {

@@ -31,6 +31,14 @@ pub(crate) enum Listener {
     Https,
 }
 
+/// The stats summary, collected on a blocking thread: it reads every pod's cgroup files and
+/// statfs's its volumes, which must not hold up the runtime's async workers.
+async fn stats_summary(view: Arc<dyn NodeView>) -> Result<crate::stats::types::Summary, ApiError> {
+    tokio::task::spawn_blocking(move || view.stats_summary())
+        .await
+        .map_err(|e| ApiError::Internal(format!("collecting stats: {e}")))?
+}
+
 pub(crate) async fn handle(
     view: Arc<dyn NodeView>,
     listener: Listener,
@@ -105,10 +113,10 @@ async fn route(
             container_logs(view, target, &query).await
         }
         (&Method::GET, ["stats", "summary"], Listener::Socket | Listener::Https) => {
-            Ok(json(&view.stats_summary()?))
+            Ok(json(&stats_summary(view).await?))
         }
         (&Method::GET, ["metrics", "resource"], Listener::Socket | Listener::Https) => {
-            let (summary, error) = match view.stats_summary() {
+            let (summary, error) = match stats_summary(view).await {
                 Ok(s) => (s, false),
                 Err(e) => {
                     tracing::warn!(error = %e, "collecting resource metrics");

@@ -363,6 +363,7 @@ impl Prober {
                 state.results.remove(&(h.container_id, key.kind));
             }
         }
+        crate::metrics::metrics().forget_pod_probes(uid);
     }
 
     /// The container's `(ready, started)` for its instance `container_id` (which the caller
