@@ -354,6 +354,12 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
             "ports": [{"name": "x", "port": 80, "nodePort": 30081}]}})),
         service(json!({"metadata": {"name": "sliced", "namespace": "default"}, "spec": {
             "clusterIP": "172.30.0.26", "ports": [{"name": "x", "port": 80}]}})),
+        service(json!({"metadata": {"name": "intlocal", "namespace": "default"}, "spec": {
+            "clusterIP": "172.30.0.27", "internalTrafficPolicy": "Local",
+            "ports": [{"name": "x", "port": 80}]}})),
+        service(json!({"metadata": {"name": "intremote", "namespace": "default"}, "spec": {
+            "clusterIP": "172.30.0.28", "internalTrafficPolicy": "Local",
+            "ports": [{"name": "x", "port": 80}]}})),
     ]);
     // Endpoints from two EndpointSlices: the remote one ready, a pod not ready (no traffic).
     let slice = |name: &str, ip: &str, port: u16, ready: bool| {
@@ -374,7 +380,21 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
     let remote_only: Endpoints = serde_json::from_value(json!({
         "metadata": {"name": "local", "namespace": "default"},
         "subsets": [{"addresses": [{"ip": "10.200.0.2", "nodeName": "node2"}], "ports": [{"name": "x", "port": 7000}]}]}))?;
-    lab.proxy.update_endpoints(vec![eps, remote_only]);
+    let endpoints = |name: &str, subsets: serde_json::Value| {
+        serde_json::from_value::<Endpoints>(json!({
+            "metadata": {"name": name, "namespace": "default"}, "subsets": subsets}))
+    };
+    let int_local = endpoints(
+        "intlocal",
+        json!([{"addresses": [{"ip": "10.180.1.2", "nodeName": "node1"}], "ports": [{"name": "x", "port": 8080}]},
+               {"addresses": [{"ip": "10.200.0.2", "nodeName": "node2"}], "ports": [{"name": "x", "port": 7000}]}]),
+    )?;
+    let int_remote = endpoints(
+        "intremote",
+        json!([{"addresses": [{"ip": "10.200.0.2", "nodeName": "node2"}], "ports": [{"name": "x", "port": 7000}]}]),
+    )?;
+    lab.proxy
+        .update_endpoints(vec![eps, remote_only, int_local, int_remote]);
     lab.proxy
         .update_pods(vec![pod(1, &["np", "self"], true), pod(2, &["np"], true)]);
     lab.sync()?;
@@ -416,6 +436,20 @@ fn nodeport_hairpin_selectorless_reject() -> anyhow::Result<()> {
     ensure!(
         counts.get("remote") == Some(&5),
         "Local policy ClusterIP: {counts:?}"
+    );
+    // internalTrafficPolicy: Local: the ClusterIP reaches this node's endpoint only (never the
+    // remote one), and a Service whose endpoints are all elsewhere drops its ClusterIP traffic.
+    let counts = requests(&lab.client_ns(2), "172.30.0.27:80", 20)?;
+    ensure!(
+        counts.get("p1") == Some(&20),
+        "internal Local policy ClusterIP: {counts:?}"
+    );
+    let dropped = in_netns(&lab.client_ns(2), || {
+        tcp_get("172.30.0.28:80".parse().expect("addr"))
+    })?;
+    ensure!(
+        matches!(&dropped, Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock),
+        "internal Local ClusterIP without local endpoints answered: {dropped:?}"
     );
     // No endpoints: a refusal (REJECT), not a hang: a dropped SYN would end in a timeout
     // error after IO_TIMEOUT instead.

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 const AFFINITIES: &[&str] = &["ClientIP", "None"];
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+const TRAFFIC_POLICIES: &[&str] = &["Cluster", "Local"];
 
 fn result(errs: Errors) -> Result<(), ValidationErrors> {
     if errs.0.is_empty() {
@@ -116,6 +117,30 @@ pub fn validate_service(svc: &Service) -> Result<(), ValidationErrors> {
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             }
+        }
+    }
+    for (field, policy) in [
+        ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+        ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+    ] {
+        if let Some(p) = policy.as_deref().filter(|p| !TRAFFIC_POLICIES.contains(p)) {
+            errs.push(FieldError::not_supported(field, p, TRAFFIC_POLICIES));
+        }
+    }
+    // Upstream's validateServiceExternalTrafficPolicy: only a Service reachable from outside
+    // (NodePort, LoadBalancer, or with externalIPs) has an external policy.
+    let external = matches!(type_, "NodePort" | "LoadBalancer")
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
+    if let Some(p) = spec.external_traffic_policy.as_deref() {
+        if !external && !p.is_empty() {
+            errs.push(FieldError::invalid(
+                "spec.externalTrafficPolicy",
+                p,
+                "may only be set for externally-accessible services",
+            ));
         }
     }
     for (k, v) in spec.selector.iter().flatten() {
@@ -327,6 +352,31 @@ mod tests {
             .err()
             .map(|e| e.0.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn traffic_policies() {
+        let with = |spec: serde_json::Value| {
+            let mut v = serde_json::json!({"metadata": {"name": "web", "namespace": "default"},
+                "spec": {"ports": [{"port": 80}]}});
+            for (k, x) in spec.as_object().unwrap() {
+                v["spec"][k] = x.clone();
+            }
+            svc(v)
+        };
+        assert!(with(serde_json::json!({"internalTrafficPolicy": "Local"})).is_empty());
+        assert!(
+            with(serde_json::json!({"type": "NodePort", "externalTrafficPolicy": "Local"}))
+                .is_empty()
+        );
+        assert_eq!(
+            with(serde_json::json!({"internalTrafficPolicy": "Nearest"})),
+            ["spec.internalTrafficPolicy: Unsupported value: \"Nearest\": supported values: \"Cluster\", \"Local\""]
+        );
+        assert_eq!(
+            with(serde_json::json!({"externalTrafficPolicy": "Local"})),
+            ["spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services"]
+        );
     }
 
     #[test]

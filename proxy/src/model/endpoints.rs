@@ -247,7 +247,7 @@ impl EndpointSet {
                         port: e.port,
                         ready: e.ready || (!any_ready && serving_terminating),
                         local: is_local(e),
-                        local_fallback: sp.external_local
+                        local_fallback: (sp.external_local || sp.internal_local)
                             && any_ready
                             && !any_local_ready
                             && is_local(e)
@@ -477,6 +477,7 @@ endpoints:
             external_ips: vec![],
             affinity_timeout: None,
             external_local: local_policy,
+            internal_local: false,
         };
         let eps = |sp: ServicePortInfo| {
             let mut out = BTreeMap::new();
@@ -550,6 +551,7 @@ subsets:
             external_ips: vec![],
             affinity_timeout: None,
             external_local: false,
+            internal_local: false,
         };
         let mut out = BTreeMap::new();
         set.for_ports(std::slice::from_ref(&sp), "node1", &mut out);

@@ -91,6 +91,9 @@ pub struct ServicePortInfo {
     pub affinity_timeout: Option<u32>,
     /// `externalTrafficPolicy: Local`.
     pub external_local: bool,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes to this node's endpoints only,
+    /// and is dropped when it has none.
+    pub internal_local: bool,
 }
 
 /// One backend of a Service port.

@@ -112,6 +112,7 @@ pub fn service_ports(svc: &Service) -> Result<Vec<ServicePortInfo>, ServiceError
         .filter_map(|s| s.parse().ok())
         .collect();
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let mut out = Vec::new();
     for p in spec.ports.iter().flatten() {
         let protocol =
@@ -138,6 +139,7 @@ pub fn service_ports(svc: &Service) -> Result<Vec<ServicePortInfo>, ServiceError
             external_ips: external_ips.clone(),
             affinity_timeout,
             external_local,
+            internal_local,
         });
     }
     Ok(out)

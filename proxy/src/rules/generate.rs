@@ -348,6 +348,20 @@ fn port_state(
     let proto = info.protocol.lower();
     let mut refusals = Vec::new();
 
+    // internalTrafficPolicy: Local with endpoints on other nodes only: ClusterIP traffic is
+    // dropped (upstream's "has no local endpoints" DROP in the filter table's KUBE-SERVICES),
+    // while external traffic follows externalTrafficPolicy.
+    let internal_refused = info.internal_local && local.is_empty() && !ready.is_empty();
+    if internal_refused {
+        let c = comment(&format!("{} has no local endpoints", info.name));
+        refusals.push((
+            SERVICES,
+            format!(
+                "{c} -d {}/32 -p {proto} -m {proto} --dport {} -j DROP",
+                info.cluster_ip, info.port
+            ),
+        ));
+    }
     // Services without (local) endpoints are refused in the filter table.
     if ready.is_empty() || (info.external_local && local.is_empty()) {
         let mut refuse = |matcher: String, external: bool| {
@@ -383,10 +397,12 @@ fn port_state(
     }
     let mut fronts = Vec::new();
     if !ready.is_empty() {
-        fronts.push((
-            Bucket::Dst(masked_net(info.cluster_ip, cfg.bucket_prefix)),
-            Frontend::ClusterIp,
-        ));
+        if !internal_refused {
+            fronts.push((
+                Bucket::Dst(masked_net(info.cluster_ip, cfg.bucket_prefix)),
+                Frontend::ClusterIp,
+            ));
+        }
         for ip in &info.external_ips {
             fronts.push((
                 Bucket::Dst(masked_net(*ip, cfg.bucket_prefix)),
@@ -456,7 +472,12 @@ fn render_bucket(cfg: &RulesConfig, chain: &str, entries: &[BucketEntry<'_>]) ->
                     "-d {}/32 -p {proto} -m {proto} --dport {}",
                     entry.service_port.cluster_ip, entry.service_port.port
                 );
-                ladder(&mut out, chain, &matcher, entry.service_port, entry.ready);
+                let internal = if entry.service_port.internal_local {
+                    entry.local
+                } else {
+                    entry.ready
+                };
+                ladder(&mut out, chain, &matcher, entry.service_port, internal);
             }
             Frontend::ExternalIp(ip) => {
                 let matcher = format!(
@@ -584,6 +605,7 @@ mod tests {
                 external_ips: vec![],
                 affinity_timeout: None,
                 external_local: false,
+                internal_local: false,
             })
             .collect();
         let ep = Endpoint {
@@ -607,6 +629,74 @@ mod tests {
         assert!(nat["KUBE-SVCR-172.30.0.0"][0]
             .starts_with("-A KUBE-SVCR-172.30.0.0 -d 172.30.0.0/26 -j KUBE-SVCS-172.30.0.0"));
         assert!(Table::Nat.is_bucket("KUBE-SVCR-172.30.0.0"));
+    }
+
+    /// internalTrafficPolicy: Local: the ClusterIP reaches this node's endpoint only, and with
+    /// none here it is dropped (filter table) while the NodePort still reaches every endpoint.
+    #[test]
+    fn internal_traffic_policy_local() {
+        let cfg = RulesConfig::default();
+        let sp = ServicePortInfo {
+            name: ServicePortName {
+                namespace: "ns".into(),
+                name: "web".into(),
+                port: String::new(),
+            },
+            protocol: Protocol::Tcp,
+            cluster_ip: "172.30.0.5".parse().unwrap(),
+            port: 80,
+            node_port: Some(30080),
+            external_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: true,
+        };
+        let ep = |ip: &str, local: bool| Endpoint {
+            ip: ip.parse().unwrap(),
+            port: 8080,
+            ready: true,
+            local,
+            local_fallback: false,
+        };
+        let all = |rs: &Ruleset, t: Table| -> Vec<String> {
+            rs.tables
+                .get(&t)
+                .into_iter()
+                .flat_map(|chains| chains.values().flat_map(|r| r.iter().cloned()))
+                .collect()
+        };
+        let dnat_to = |rules: &[String], front: &str, ip: &str| {
+            rules
+                .iter()
+                .any(|r| r.contains(front) && r.contains(&format!("--to-destination {ip}:8080")))
+        };
+        let front = "-d 172.30.0.5/32 -p tcp -m tcp --dport 80 ";
+        let eps = BTreeMap::from([(
+            sp.name.clone(),
+            vec![ep("10.244.1.5", true), ep("10.244.2.5", false)],
+        )]);
+        let rs = generate(&cfg, std::slice::from_ref(&sp), &eps);
+        let nat = all(&rs, Table::Nat);
+        assert!(dnat_to(&nat, front, "10.244.1.5"), "{nat:#?}");
+        assert!(!dnat_to(&nat, front, "10.244.2.5"), "{nat:#?}");
+        assert!(dnat_to(&nat, "--dport 30080", "10.244.2.5"), "{nat:#?}");
+        assert!(!all(&rs, Table::Filter)
+            .iter()
+            .any(|r| r.contains("has no local endpoints")));
+
+        let eps = BTreeMap::from([(sp.name.clone(), vec![ep("10.244.2.5", false)])]);
+        let rs = generate(&cfg, std::slice::from_ref(&sp), &eps);
+        let nat = all(&rs, Table::Nat);
+        assert!(!nat.iter().any(|r| r.contains(front)), "{nat:#?}");
+        assert!(dnat_to(&nat, "--dport 30080", "10.244.2.5"), "{nat:#?}");
+        let filter = all(&rs, Table::Filter);
+        assert!(
+            filter.iter().any(|r| r.starts_with("-A KUBE-SERVICES")
+                && r.contains("ns/web has no local endpoints")
+                && r.contains(front)
+                && r.ends_with("-j DROP")),
+            "{filter:#?}"
+        );
     }
 
     /// Checks `text` the way iptables-restore tokenizes it: only table, chain, rule and COMMIT
@@ -667,6 +757,7 @@ mod tests {
                 external_ips: vec![format!("192.0.2.{}", i + 1).parse().unwrap()],
                 affinity_timeout: (i % 2 == 0).then_some(60),
                 external_local: i % 2 == 1,
+                internal_local: i % 5 == 2,
             };
             // Every other Service has no endpoints: its REJECT rules carry its name too.
             if i % 2 == 0 {
@@ -736,6 +827,7 @@ mod tests {
                 },
                 affinity_timeout: v.is_multiple_of(7).then_some(60),
                 external_local: v % 3 == 1,
+                internal_local: v % 4 == 2,
             })
             .collect()
     }
@@ -832,6 +924,7 @@ mod tests {
                 external_ips: vec![],
                 affinity_timeout: i.is_multiple_of(2).then_some(60),
                 external_local: i.is_multiple_of(3),
+                internal_local: i % 5 == 1,
             };
             let e = Endpoint {
                 ip: ep.parse().unwrap(),

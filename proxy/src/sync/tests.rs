@@ -20,6 +20,7 @@ fn svc(i: u32, eps: &[&str]) -> (ServicePortInfo, Vec<Endpoint>) {
         external_ips: vec![],
         affinity_timeout: None,
         external_local: false,
+        internal_local: false,
     };
     let eps = eps
         .iter()
