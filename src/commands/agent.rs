@@ -471,6 +471,7 @@ async fn start_https(
         (Some(c), Some(k)) => {
             cert.set(tls::from_files(c, k)?)?;
             tracing::info!(cert = %c.display(), "serving certificate from tlsCertFile");
+            tokio::spawn(tls::watch_files(c.clone(), k.clone(), cert.clone()));
         }
         _ if server.server_tls_bootstrap => {
             let Some(client) = &client else {

@@ -1,6 +1,8 @@
 //! The HTTPS server's serving certificate, as upstream's kubelet chooses it:
 //!
-//! - `tlsCertFile`/`tlsPrivateKeyFile` when given (read once at start);
+//! - `tlsCertFile`/`tlsPrivateKeyFile` when given, looked at again every
+//!   [`RELOAD_INTERVAL`] and reloaded when they change (upstream's
+//!   `ReloadKubeletServerCertificate`, on by default since 1.31);
 //! - with `serverTLSBootstrap: true`, a certificate from a `kubernetes.io/kubelet-serving`
 //!   CertificateSigningRequest (subject `O=system:nodes, CN=system:node:<node>`, SANs the
 //!   hostname and node IPs, usages `digital signature`, `server auth`), kept in
@@ -88,6 +90,80 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Pair, CertError> {
     let text = format!("{}\n{}", read(cert)?.trim_end(), read(key)?);
     Pair::from_pem(&text)
         .map_err(|e| CertError::Invalid(format!("{} and {}: {e}", cert.display(), key.display())))
+}
+
+/// How often [`watch_files`] looks at `tlsCertFile` and `tlsPrivateKeyFile`.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What [`reload_files`] last installed (the files' bytes) or last refused.
+#[derive(Debug, Default)]
+pub struct FilesSeen {
+    bytes: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Installs the pair of `cert` and `key` in `serving` when the files' bytes differ from what
+/// `seen` holds (upstream's kubelet reloads `tlsCertFile` on change, its
+/// `ReloadKubeletServerCertificate`): `Ok(true)` when a new pair was installed, `Ok(false)` when
+/// nothing changed. A pair that does not parse or does not match its key is an error and the
+/// current certificate stays (a half-written rotation is retried at the next look).
+pub fn reload_files(
+    cert: &Path,
+    key: &Path,
+    serving: &ServingCert,
+    seen: &mut FilesSeen,
+) -> Result<bool, CertError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| CertError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let bytes = (read(cert)?, read(key)?);
+    if seen.bytes.as_ref() == Some(&bytes) {
+        return Ok(false);
+    }
+    // Remembered before parsing, so that a bad pair is reported once, not at every look.
+    seen.bytes = Some(bytes);
+    serving.set(from_files(cert, key)?)?;
+    Ok(true)
+}
+
+/// Looks at `cert` and `key` every [`RELOAD_INTERVAL`] and installs a changed pair
+/// ([`reload_files`]); new handshakes get it, open connections keep theirs. Never returns.
+pub async fn watch_files(cert: PathBuf, key: PathBuf, serving: Arc<ServingCert>) {
+    let mut seen = FilesSeen::default();
+    // The pair installed at start is the baseline.
+    if let (Ok(c), Ok(k)) = (std::fs::read(&cert), std::fs::read(&key)) {
+        seen.bytes = Some((c, k));
+    }
+    let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (c, k, s) = (cert.clone(), key.clone(), serving.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            let r = reload_files(&c, &k, &s, &mut seen);
+            (r, seen)
+        })
+        .await;
+        match looked {
+            Ok((result, back)) => {
+                seen = back;
+                match result {
+                    Ok(true) => tracing::info!(cert = %cert.display(),
+                        "serving certificate reloaded from tlsCertFile"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        "tlsCertFile changed but cannot be used ({e}); keeping the current certificate"
+                    ),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the serving certificate panicked");
+                return;
+            }
+        }
+    }
 }
 
 /// `<dir>/kubelet.crt` and `<dir>/kubelet.key`: reused when both are readable and valid,
@@ -290,5 +366,35 @@ mod tests {
         let serving = ServingCert::new();
         serving.set(pair).unwrap();
         assert!(serving.current().is_some());
+    }
+
+    #[test]
+    fn changed_files_are_reloaded_and_a_bad_pair_keeps_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let write = |host: &str| {
+            let (c, k) = generate_self_signed(host, &[]).unwrap();
+            std::fs::write(&crt, c).unwrap();
+            std::fs::write(&key, k).unwrap();
+        };
+        let serving = ServingCert::new();
+        let mut seen = FilesSeen::default();
+        let cn = |s: &ServingCert| s.current().unwrap().info.common_name;
+        write("first");
+        assert!(reload_files(&crt, &key, &serving, &mut seen).unwrap());
+        assert!(cn(&serving).starts_with("first@"));
+        assert!(!reload_files(&crt, &key, &serving, &mut seen).unwrap());
+        write("second");
+        assert!(reload_files(&crt, &key, &serving, &mut seen).unwrap());
+        assert!(cn(&serving).starts_with("second@"));
+        // A certificate with another pair's key: refused once, the current one stays.
+        let (_, other_key) = generate_self_signed("third", &[]).unwrap();
+        std::fs::write(&key, other_key).unwrap();
+        assert!(reload_files(&crt, &key, &serving, &mut seen).is_err());
+        assert!(!reload_files(&crt, &key, &serving, &mut seen).unwrap());
+        assert!(cn(&serving).starts_with("second@"));
+        std::fs::write(&crt, "not a certificate").unwrap();
+        assert!(reload_files(&crt, &key, &serving, &mut seen).is_err());
+        assert!(cn(&serving).starts_with("second@"));
     }
 }

@@ -129,7 +129,18 @@ impl Pair {
             .map_err(|e| CertError::Invalid(format!("reading the private key: {e}")))?;
         let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
             .map_err(|e| CertError::Invalid(format!("the private key: {e}")))?;
-        Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
+        let certified = rustls::sign::CertifiedKey::new(chain, signing);
+        // A certificate with another pair's key would fail every handshake: refused here, where
+        // the files are named. (`Unknown`: the key cannot say; none of aws-lc-rs's.)
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => {
+                return Err(CertError::Invalid(format!(
+                    "the private key does not belong to the certificate: {e}"
+                )))
+            }
+        }
+        Ok(Arc::new(certified))
     }
 }
 
