@@ -217,6 +217,11 @@ pub trait EvictionHost: Send + Sync {
     fn evict(&self, pod: &Pod, grace: Duration, message: &str);
     /// Whether the pod `uid` is still active.
     fn is_active(&self, uid: &str) -> bool;
+    /// Whether every pod source has delivered its pods and they were admitted: until then
+    /// the manager does not synchronize, so that the pods an agent restart adopts are
+    /// admitted as they were, not refused for a pressure seen first (upstream's manager
+    /// likewise has no stats before its first housekeeping).
+    fn sources_ready(&self) -> bool;
 }
 
 /// The eviction manager: its configuration, its state, and the conditions it reports.
@@ -402,6 +407,11 @@ impl Manager {
     pub async fn run(self: Arc<Self>, host: std::sync::Weak<dyn EvictionHost>) {
         loop {
             let Some(h) = host.upgrade() else { return };
+            if !h.sources_ready() {
+                drop(h);
+                tokio::time::sleep(POD_CLEANUP_POLL).await;
+                continue;
+            }
             match self.synchronize(&h).await {
                 Some(pod) => self.wait_for_cleanup(&h, &pod).await,
                 None => {
