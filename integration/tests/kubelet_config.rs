@@ -115,7 +115,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "containerRuntimeEndpoint",
     "cpuManagerReconcilePeriod",
     "crashLoopBackOff",
-    "evictionPressureTransitionPeriod",
     "httpCheckFrequency",
     "imageMaximumGCAge",
     "logging",

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod events;
+pub mod eviction;
 pub mod image_gc;
 pub mod metrics;
 pub mod node;

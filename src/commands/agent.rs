@@ -285,6 +285,10 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
                 let kubelet = kubelet.clone();
                 Arc::new(move |taints| kubelet.set_node_taints(taints))
             },
+            {
+                let eviction = kubelet.eviction().clone();
+                Arc::new(move || eviction.conditions())
+            },
         );
     }
 
@@ -406,6 +410,7 @@ fn start_node_tasks(
     self_exe: PathBuf,
     events: kubenode_kubelet::events::Recorder,
     on_taints: Arc<dyn Fn(Vec<k8s_openapi::api::core::v1::Taint>) + Send + Sync>,
+    pressure: Arc<dyn Fn() -> Vec<kubenode_kubelet::eviction::Pressure> + Send + Sync>,
 ) {
     use kubenode_kubelet::cluster::{lease, node};
     let network_config = config.clone();
@@ -439,6 +444,7 @@ fn start_node_tasks(
             on_pod_cidr,
             on_taints,
             events,
+            pressure,
         };
         node::run(node_client, deps).await;
     });

@@ -10,7 +10,7 @@
 //! here ever stops the agent or a pod.
 //!
 //! The status: capacity and allocatable from the machine (`node::capacity`), the conditions
-//! MemoryPressure, DiskPressure, PIDPressure (kubenode has no eviction manager: always False)
+//! MemoryPressure, DiskPressure, PIDPressure (the eviction manager's, `crate::eviction`)
 //! and Ready (False/KubeletNotReady while the pod network has no CNI configuration), addresses
 //! (InternalIP, Hostname), the kubelet endpoint, nodeInfo and the images. A condition's
 //! `lastHeartbeatTime` is the time of the computation (so it moves only when the status is
@@ -149,6 +149,8 @@ pub struct Observed {
     pub network: Result<(), String>,
     /// The images in the store.
     pub images: Vec<ContainerImage>,
+    /// The pressure conditions the eviction manager reports `True` now.
+    pub pressure: Vec<crate::eviction::Pressure>,
 }
 
 /// The Node events of the conditions whose status is new or changed from `previous` to `new`
@@ -341,33 +343,16 @@ pub fn node_status(
         ),
         Err(message) => condition(previous, "Ready", "False", KUBELET_NOT_READY, message, now),
     };
-    let conditions = vec![
-        condition(
-            previous,
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-            now,
-        ),
-        condition(
-            previous,
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-            now,
-        ),
-        condition(
-            previous,
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-            now,
-        ),
-        ready,
-    ];
+    let mut conditions: Vec<NodeCondition> = crate::eviction::Pressure::ALL
+        .into_iter()
+        .map(|p| {
+            let under = observed.pressure.contains(&p);
+            let (reason, message) = p.reason_and_message(under);
+            let status = if under { "True" } else { "False" };
+            condition(previous, p.condition_type(), status, reason, message, now)
+        })
+        .collect();
+    conditions.push(ready);
     NodeStatus {
         capacity,
         allocatable,
@@ -497,6 +482,8 @@ pub struct NodeDeps {
     pub on_taints: Arc<dyn Fn(Vec<Taint>) + Send + Sync>,
     /// The kubelet's recorder, for the Node's events.
     pub events: Recorder,
+    /// The pressure conditions that are `True` now (the eviction manager's).
+    pub pressure: Arc<dyn Fn() -> Vec<crate::eviction::Pressure> + Send + Sync>,
 }
 
 impl std::fmt::Debug for NodeDeps {
@@ -512,6 +499,7 @@ impl NodeDeps {
         let root = self.config.root_dir.clone();
         let conf_dir: PathBuf = self.config.cni_conf_dir.clone();
         let images = self.images.clone();
+        let pressure = (self.pressure)();
         let observed = tokio::task::spawn_blocking(move || {
             let machine = Machine::of_host(&root)
                 .map_err(|e| tracing::warn!(error = %e, "reading the machine's resources"))
@@ -524,6 +512,7 @@ impl NodeDeps {
                 machine,
                 network: network_ready(&conf_dir),
                 images: status_images(&images),
+                pressure,
             }
         })
         .await;
@@ -531,6 +520,7 @@ impl NodeDeps {
             machine: None,
             network: Err(format!("observing the node: {e}")),
             images: Vec::new(),
+            pressure: (self.pressure)(),
         })
     }
 }

@@ -35,6 +35,7 @@ fn observed(network: Result<(), String>) -> Observed {
         machine: Some(machine()),
         network,
         images: Vec::new(),
+        pressure: Vec::new(),
     }
 }
 
@@ -365,4 +366,40 @@ fn condition_events_on_first_status_and_on_transitions() {
     assert!(condition_events(Some(&s1), &s2).is_empty());
     let s3 = node_status(&id(), &info(), &observed(Ok(())), Some(&s2), &at(1020));
     assert_eq!(condition_events(Some(&s2), &s3), ["NodeReady"]);
+}
+
+#[test]
+fn pressure_conditions_come_from_the_eviction_manager() {
+    let id = id();
+    let mut o = observed(Ok(()));
+    o.pressure = vec![crate::eviction::Pressure::Disk];
+    let s = node_status(&id, &SystemInfo::default(), &o, None, &at(100));
+    let disk = cond(&s, "DiskPressure");
+    assert_eq!(
+        (
+            disk.status.as_str(),
+            disk.reason.as_deref(),
+            disk.message.as_deref()
+        ),
+        (
+            "True",
+            Some("KubeletHasDiskPressure"),
+            Some("kubelet has disk pressure")
+        )
+    );
+    assert_eq!(cond(&s, "MemoryPressure").status, "False");
+    assert_eq!(cond(&s, "Ready").status, "True");
+    assert_eq!(condition_events(None, &s)[1], "NodeHasDiskPressure");
+    // Relieved: False again, a new transition time, the event of the change.
+    let s2 = node_status(
+        &id,
+        &SystemInfo::default(),
+        &observed(Ok(())),
+        Some(&s),
+        &at(400),
+    );
+    let disk2 = cond(&s2, "DiskPressure");
+    assert_eq!(disk2.status, "False");
+    assert_eq!(disk2.last_transition_time, Some(at(400)));
+    assert_eq!(condition_events(Some(&s), &s2), ["NodeHasNoDiskPressure"]);
 }

@@ -107,6 +107,28 @@ pub struct ConfigFile {
     pub eviction_hard: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge_default_eviction_settings: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_soft: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_soft_grace_period: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction_pressure_transition_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction_max_pod_grace_period: Option<i32>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_map",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_minimum_reclaim: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enforce_node_allocatable: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +228,11 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "kubeReserved",
     "systemReserved",
     "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionMinimumReclaim",
     "mergeDefaultEvictionSettings",
     "enforceNodeAllocatable",
     "rotateCertificates",
@@ -424,7 +451,6 @@ mod tests {
                 "containerRuntimeEndpoint",
                 "cpuManagerReconcilePeriod",
                 "crashLoopBackOff",
-                "evictionPressureTransitionPeriod",
                 "httpCheckFrequency",
                 "imageMaximumGCAge",
                 "logging",

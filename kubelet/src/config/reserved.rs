@@ -4,7 +4,8 @@
 //! subtracts from the capacity to give the allocatable resources
 //! (`GetNodeAllocatableReservation`, `node/capacity.rs` applies it), and `enforceNodeAllocatable`.
 //!
-//! kubenode has no eviction manager: the thresholds only reserve; no pod is evicted.
+//! The same thresholds drive the eviction manager (`crate::eviction`), which parses them again
+//! with the soft ones.
 
 use crate::validation::quantity::Quantity;
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 const RESERVABLE: &[&str] = &["cpu", "memory", "ephemeral-storage", "pid"];
 
 /// Upstream's eviction signals (`pkg/kubelet/eviction/api`), each a valid `evictionHard` key.
-const SIGNALS: &[&str] = &[
+pub(crate) const SIGNALS: &[&str] = &[
     "memory.available",
     "allocatableMemory.available",
     "nodefs.available",
@@ -163,7 +164,7 @@ fn parse_reserved(list: &BTreeMap<String, String>) -> Result<Reserved, String> {
 /// Upstream `parseThresholdStatement` for a hard threshold (`<` implied): a signal of
 /// upstream's list, and a quantity above zero or a percentage; `0%` and `100%` disable it
 /// (`None`).
-fn parse_threshold(signal: &str, value: &str) -> Result<Option<Threshold>, String> {
+pub(crate) fn parse_threshold(signal: &str, value: &str) -> Result<Option<Threshold>, String> {
     if !SIGNALS.contains(&signal) {
         return Err(format!("unsupported eviction signal {signal:?}"));
     }

@@ -130,8 +130,8 @@ pub struct Overrides {
     #[arg(long = "system-reserved", value_name = "RESOURCE=QUANTITY,...")]
     pub system_reserved: Vec<String>,
     /// Hard eviction thresholds: `SIGNAL<VALUE` separated by commas (`memory.available<100Mi`,
-    /// `nodefs.available<10%`), repeatable; replaces the file's `evictionHard`. kubenode evicts
-    /// nothing: the thresholds are kept back from the allocatable resources.
+    /// `nodefs.available<10%`), repeatable; replaces the file's `evictionHard`. The eviction
+    /// manager enforces them, and they are kept back from the allocatable resources.
     #[arg(long = "eviction-hard", value_name = "SIGNAL<VALUE,...")]
     pub eviction_hard: Vec<String>,
     /// With `--bootstrap-kubeconfig`, rotate the bootstrapped client certificate before it
@@ -234,6 +234,10 @@ pub struct Config {
     pub node_allocatable: reserved::NodeAllocatable,
     /// `enforceNodeAllocatable` (`pods`, upstream's default, or `none`).
     pub enforce_node_allocatable: Vec<String>,
+    /// Node-pressure eviction (`evictionHard`, `evictionSoft`, `evictionSoftGracePeriod`,
+    /// `evictionMinimumReclaim`, `evictionPressureTransitionPeriod`,
+    /// `evictionMaxPodGracePeriod`), what [`crate::eviction`] enforces.
+    pub eviction: crate::eviction::EvictionConfig,
     /// Rotate the bootstrapped client certificate (`rotateCertificates`,
     /// `--rotate-certificates`; upstream's default false): without it TLS bootstrap still
     /// happens, but the certificate is used until it expires.
@@ -550,6 +554,23 @@ impl Config {
             };
             invalid(source, key, e)
         })?;
+        let empty = std::collections::BTreeMap::new();
+        let eviction = crate::eviction::EvictionConfig::parse(
+            &node_allocatable.eviction_hard_list,
+            cfg.eviction_soft.as_ref().unwrap_or(&empty),
+            cfg.eviction_soft_grace_period.as_ref().unwrap_or(&empty),
+            cfg.eviction_minimum_reclaim.as_ref().unwrap_or(&empty),
+            dur(
+                &cfg.eviction_pressure_transition_period,
+                "evictionPressureTransitionPeriod",
+                crate::eviction::thresholds::DEFAULT_PRESSURE_TRANSITION_PERIOD,
+            )?,
+            i64::from(cfg.eviction_max_pod_grace_period.unwrap_or(0)),
+        )
+        .map_err(|(key, e)| match key {
+            "evictionHard" if !o.eviction_hard.is_empty() => invalid(flags, "--eviction-hard", e),
+            _ => invalid(file, key, e),
+        })?;
         let enforce_node_allocatable = cfg
             .enforce_node_allocatable
             .clone()
@@ -618,11 +639,26 @@ impl Config {
             image_gc,
             node_allocatable,
             enforce_node_allocatable,
+            eviction,
             rotate_certificates: o
                 .rotate_certificates
                 .or(cfg.rotate_certificates)
                 .unwrap_or(false),
         })
+    }
+
+    /// The soft (`hard` false) or hard eviction thresholds as a map of signal to `f(threshold)`.
+    fn eviction_list(
+        &self,
+        hard: bool,
+        f: impl Fn(&crate::eviction::Threshold) -> String,
+    ) -> std::collections::BTreeMap<String, String> {
+        self.eviction
+            .thresholds
+            .iter()
+            .filter(|t| t.is_hard() == hard)
+            .map(|t| (t.signal.as_str().to_string(), f(t)))
+            .collect()
     }
 
     /// The configuration as a complete KubeletConfiguration file (durations
@@ -691,6 +727,17 @@ impl Config {
             system_reserved: Some(self.node_allocatable.system_reserved_list.clone()),
             eviction_hard: Some(self.node_allocatable.eviction_hard_list.clone()),
             merge_default_eviction_settings: Some(false),
+            eviction_soft: Some(self.eviction_list(false, |t| t.text.clone())),
+            eviction_soft_grace_period: Some(
+                self.eviction_list(false, |t| format_duration(t.grace_period)),
+            ),
+            eviction_pressure_transition_period: Some(format_duration(
+                self.eviction.pressure_transition_period,
+            )),
+            eviction_max_pod_grace_period: Some(
+                i32::try_from(self.eviction.max_pod_grace_period_seconds).unwrap_or(i32::MAX),
+            ),
+            eviction_minimum_reclaim: None,
             enforce_node_allocatable: Some(self.enforce_node_allocatable.clone()),
             rotate_certificates: Some(self.rotate_certificates),
             unsupported: Vec::new(),

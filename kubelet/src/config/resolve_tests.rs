@@ -568,6 +568,66 @@ fn image_gc_keys_default_resolve_and_validate_as_upstream() {
 }
 
 #[test]
+fn eviction_keys_resolve_and_name_the_key_at_fault() {
+    let header = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+    // kubeadm's `evictionPressureTransitionPeriod: 0s` is upstream's default, 5m.
+    let (_d, p) = write(include_str!("testdata/kubeadm-v1.32-config.yaml"));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert_eq!(c.eviction, crate::eviction::EvictionConfig::default());
+    assert!(!c
+        .unsupported_keys
+        .contains(&"evictionPressureTransitionPeriod".to_owned()));
+
+    let (_d, p) = write(&format!(
+        "{header}evictionHard: {{memory.available: 200Mi}}\nevictionSoft: {{nodefs.available: 20%}}\n\
+         evictionSoftGracePeriod: {{nodefs.available: 1m}}\nevictionMinimumReclaim: {{nodefs.available: 1Gi}}\n\
+         evictionPressureTransitionPeriod: 30s\nevictionMaxPodGracePeriod: 10\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    let e = &c.eviction;
+    assert_eq!(e.thresholds.len(), 2);
+    assert_eq!(
+        e.thresholds[0].signal,
+        crate::eviction::Signal::MemoryAvailable
+    );
+    assert!(e.thresholds[0].is_hard());
+    assert_eq!(e.thresholds[1].grace_period, Duration::from_secs(60));
+    assert_eq!(
+        e.thresholds[1].min_reclaim,
+        Some(reserved::Threshold::Quantity(1 << 30))
+    );
+    assert_eq!(e.pressure_transition_period, Duration::from_secs(30));
+    assert_eq!(e.max_pod_grace_period_seconds, 10);
+    let f = c.to_file();
+    assert_eq!(
+        f.eviction_soft_grace_period.unwrap()["nodefs.available"],
+        "1m0s"
+    );
+
+    for (body, key) in [
+        (
+            "evictionSoft: {memory.available: 1Gi}\n",
+            "evictionSoftGracePeriod",
+        ),
+        ("evictionSoft: {memory.free: 1Gi}\n", "evictionSoft"),
+        (
+            "evictionMinimumReclaim: {nodefs.available: \"-1\"}\n",
+            "evictionMinimumReclaim",
+        ),
+        (
+            "evictionPressureTransitionPeriod: soon\n",
+            "evictionPressureTransitionPeriod",
+        ),
+    ] {
+        let (_d, p) = write(&format!("{header}{body}"));
+        match Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap_err() {
+            ConfigError::InvalidValue { key: k, .. } => assert_eq!(k.as_str(), key, "{body}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn https_server_settings() {
     // defaults: on, 0.0.0.0:10250, secure (no anonymous, Webhook)
     let c = Config::resolve_with(None, &Overrides::default(), &FakeHost).unwrap();

@@ -114,6 +114,13 @@ pub struct Kubelet {
     deps: Arc<WorkerDeps>,
     /// Resource usage of the node, its pods and containers (`/stats/summary`).
     stats: crate::stats::Collector,
+    /// Node-pressure eviction: the conditions, admission under pressure, evictions.
+    eviction: Arc<crate::eviction::Manager>,
+    /// The image records of the eviction manager's disk reclaim (upstream's
+    /// `DeleteUnusedImages` honours the image GC's minimum age).
+    reclaim_images: tokio::sync::Mutex<crate::image_gc::ImageGcManager>,
+    /// Every source delivered its pods and they went through admission.
+    sources_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -148,6 +155,11 @@ impl Kubelet {
             image_dir: rt.root_dir.clone(),
             log_dir: rt.log_dir.clone(),
         });
+        let eviction = crate::eviction::Manager::new(
+            config.eviction.clone(),
+            events.clone(),
+            &config.node_name,
+        );
         Arc::new_cyclic(|kubelet| {
             let worker_deps = Arc::new_cyclic(|worker_deps| WorkerDeps {
                 prober: crate::prober::Prober::new(
@@ -175,10 +187,14 @@ impl Kubelet {
                 host_resolv,
                 pods: PodTable::new(),
                 node_taints: std::sync::RwLock::new(config_taints),
+                evictions: Mutex::new(std::collections::HashMap::new()),
             });
             Kubelet {
                 deps: worker_deps,
                 stats,
+                eviction,
+                reclaim_images: tokio::sync::Mutex::new(crate::image_gc::ImageGcManager::default()),
+                sources_ready: std::sync::atomic::AtomicBool::new(false),
             }
         })
     }
@@ -186,6 +202,12 @@ impl Kubelet {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.deps.config
+    }
+
+    /// The eviction manager (its conditions are the Node's MemoryPressure, DiskPressure and
+    /// PIDPressure).
+    pub fn eviction(&self) -> &Arc<crate::eviction::Manager> {
+        &self.eviction
     }
 
     /// The node's taints in the API server (`spec.taints`, cluster mode's watch of the Node):
@@ -252,6 +274,10 @@ impl Kubelet {
         tokio::spawn(pleg::run(Arc::downgrade(&self)));
         tokio::spawn(qos_cgroups(Arc::downgrade(&self)));
         tokio::spawn(housekeeping(Arc::downgrade(&self)));
+        {
+            let host: Arc<dyn crate::eviction::EvictionHost> = self.clone();
+            tokio::spawn(self.eviction.clone().run(Arc::downgrade(&host)));
+        }
         let mut first = true;
         while let Some(snapshot) = snapshots.recv().await {
             crate::source::record_errors(
@@ -268,6 +294,8 @@ impl Kubelet {
             if first && !snapshot.incomplete {
                 self.collect_orphans(&snapshot);
                 first = false;
+                self.sources_ready
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
             self.deps.pods.publish_proxy(Some(&snapshot));
         }
@@ -423,9 +451,12 @@ impl Kubelet {
             let invalid = is_api_pod(&pod)
                 .then(|| crate::validation::validate_pod(&pod).err())
                 .flatten();
+            // Upstream's eviction admit handler comes first.
+            let pressure = self.eviction.admit(&pod).err();
             let rejection = match sysctls.admit(&spec) {
                 _ if invalid.is_some() => invalid
                     .map(|errs| (crate::cluster::pods::UNSUPPORTED_POD_SPEC, errs.to_string())),
+                _ if pressure.is_some() => pressure,
                 Err(message) => Some((SYSCTL_FORBIDDEN, message)),
                 Ok(()) => predicates::os_label(&pod)
                     .err()
@@ -640,6 +671,90 @@ impl Kubelet {
                 }
             })
             .collect()
+    }
+}
+
+impl crate::eviction::EvictionHost for Kubelet {
+    fn summary(&self) -> crate::stats::types::Summary {
+        self.stats.summary(&self.stats_targets())
+    }
+
+    fn active_pods(&self) -> Vec<Pod> {
+        self.deps
+            .pods
+            .lock()
+            .values()
+            .filter(|e| e.is_active())
+            .map(|e| e.pod.clone())
+            .collect()
+    }
+
+    fn reclaim_disk(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let images = self.deps.images.clone();
+            let seen = tokio::task::spawn_blocking(move || images.images_with_users())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("listing images: {e}"))?;
+            let seen: Vec<crate::image_gc::SeenImage> = seen
+                .into_iter()
+                .map(|i| crate::image_gc::SeenImage {
+                    in_use: !i.users.is_empty(),
+                    reference: i.reference,
+                    size: i.size,
+                })
+                .collect();
+            let now = std::time::Instant::now();
+            let mut records = self.reclaim_images.lock().await;
+            let candidates = records.detect(&seen, now);
+            let (chosen, _) = kubenode_runtime::image::select_for_gc(
+                &candidates,
+                now,
+                self.deps.config.image_gc.min_age,
+                u64::MAX,
+            );
+            if chosen.is_empty() {
+                return Ok("no unused image old enough to remove".into());
+            }
+            let report = self
+                .deps
+                .images
+                .remove_unused(&chosen)
+                .await
+                .map_err(|e| format!("removing images: {e}"))?;
+            Ok(format!(
+                "removed {} unused images ({} bytes)",
+                report.removed.len(),
+                report.bytes_freed
+            ))
+        })
+    }
+
+    fn evict(&self, pod: &Pod, grace: std::time::Duration, message: &str) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        lock(&self.deps.evictions, "evictions").insert(
+            uid.clone(),
+            worker::EvictionRequest {
+                grace,
+                message: message.to_string(),
+            },
+        );
+        self.wake(&uid);
+    }
+
+    fn is_active(&self, uid: &str) -> bool {
+        self.deps
+            .pods
+            .lock()
+            .get(uid)
+            .is_some_and(|e| e.is_active())
+    }
+
+    fn sources_ready(&self) -> bool {
+        self.sources_ready
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

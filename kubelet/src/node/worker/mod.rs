@@ -104,6 +104,18 @@ struct PodRecord {
 struct Terminal {
     reason: String,
     message: String,
+    /// Evicted by the eviction manager (node pressure): the status carries the
+    /// `DisruptionTarget` condition too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    disruption_target: bool,
+}
+
+/// An eviction the eviction manager asked for (`crate::eviction`): the grace period of the
+/// containers' kill and the pod's status message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::node) struct EvictionRequest {
+    pub(in crate::node) grace: Duration,
+    pub(in crate::node) message: String,
 }
 
 struct WorkerState {
@@ -142,6 +154,8 @@ pub(in crate::node) struct WorkerDeps {
     /// The node's taints as admission sees them: `registerWithTaints` until the Node in the
     /// API server is known, then its `spec.taints` ([`super::Kubelet::set_node_taints`]).
     pub(in crate::node) node_taints: std::sync::RwLock<Vec<k8s_openapi::api::core::v1::Taint>>,
+    /// Evictions the eviction manager asked for, by pod UID, taken by the pod's worker.
+    pub(in crate::node) evictions: Mutex<HashMap<String, EvictionRequest>>,
 }
 
 impl std::fmt::Debug for WorkerDeps {
@@ -368,6 +382,23 @@ impl PodWorker {
     /// One reconcile pass. Returns when to run the next one.
     async fn sync(&mut self, pod: &Pod) -> Duration {
         let uid = uid_of(pod);
+        let evict = super::lock(&self.deps.evictions, "evictions").remove(&uid);
+        if let (None, Some(request)) = (&self.state.record.terminal, evict) {
+            // Node-pressure eviction (the manager recorded the event): on disk before the kill,
+            // as the other kills for good.
+            tracing::warn!(message = %request.message, "evicting the pod (node pressure)");
+            self.state.record.terminal = Some(Terminal {
+                reason: crate::eviction::REASON.into(),
+                message: request.message,
+                disruption_target: true,
+            });
+            self.save_record();
+            if let Some(sandbox_id) = self.state.record.sandbox_id.clone() {
+                self.deps
+                    .stop_containers(pod, &sandbox_id, request.grace)
+                    .await;
+            }
+        }
         if self.state.record.terminal.is_some() {
             // Killed for good, maybe before an agent restart: no sandbox is made again and no
             // container started; the pod stays Failed.
@@ -597,6 +628,7 @@ mod tests {
             terminal: Some(Terminal {
                 reason: deadline::DEADLINE_EXCEEDED.into(),
                 message: deadline::DEADLINE_MESSAGE.into(),
+                disruption_target: false,
             }),
             ..Default::default()
         };

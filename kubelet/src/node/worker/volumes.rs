@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubenode_runtime::spec::BindMount;
 
 use super::{deadline, uid_of, PodWorker, Terminal, WorkerDeps};
@@ -142,6 +143,7 @@ impl PodWorker {
                 Terminal {
                     reason: deadline::DEADLINE_EXCEEDED.into(),
                     message: deadline::DEADLINE_MESSAGE.into(),
+                    disruption_target: false,
                 }
             } else {
                 let Some(message) = self.local_storage_over_limit(pod, sandbox_id).await else {
@@ -154,6 +156,7 @@ impl PodWorker {
                 Terminal {
                     reason: EVICTED.into(),
                     message,
+                    disruption_target: false,
                 }
             };
             // On disk (durably) before the kill: an agent killed in between finds the pod
@@ -161,6 +164,14 @@ impl PodWorker {
             self.state.record.terminal = Some(terminal);
             self.save_record();
         }
+        // The DisruptionTarget condition's transition time, kept across passes.
+        let disruption_since = self.state.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == crate::eviction::DISRUPTION_TARGET)
+                .and_then(|c| c.last_transition_time.clone())
+        });
         // Nothing to do but after an agent restart that came between the record and the kill.
         self.deps
             .stop_containers(pod, sandbox_id, Duration::ZERO)
@@ -174,6 +185,10 @@ impl PodWorker {
             status.phase = Some("Failed".into());
             status.reason = Some(terminal.reason.clone());
             status.message = Some(terminal.message.clone());
+            if terminal.disruption_target {
+                let since = disruption_since.unwrap_or(Time(self.deps.clock.now()));
+                set_disruption_target(status, &terminal.message, since);
+            }
             let mut pod = pod.clone();
             pod.status = Some(status.clone());
             self.deps
@@ -293,3 +308,23 @@ impl ContentsSeen {
 /// Teardown attempts before giving up until the next agent start (a mount can stay busy for
 /// a moment after its last process exits).
 const TEARDOWN_ATTEMPTS: u32 = 3;
+
+/// Sets the `DisruptionTarget` condition of a pod evicted for node pressure (upstream's
+/// eviction manager: reason `TerminationByKubelet`, the eviction message) as of `since`.
+fn set_disruption_target(
+    status: &mut k8s_openapi::api::core::v1::PodStatus,
+    message: &str,
+    since: Time,
+) {
+    use k8s_openapi::api::core::v1::PodCondition;
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != crate::eviction::DISRUPTION_TARGET);
+    conditions.push(PodCondition {
+        type_: crate::eviction::DISRUPTION_TARGET.into(),
+        status: "True".into(),
+        reason: Some(crate::eviction::TERMINATION_BY_KUBELET.into()),
+        message: Some(message.to_string()),
+        last_transition_time: Some(since),
+        ..Default::default()
+    });
+}
