@@ -175,6 +175,18 @@ impl TestAgent {
         } else {
             self.default_args(&mut cmd);
         }
+        // Upstream's default thresholds include disk ones (nodefs.available<10%,
+        // imagefs.available<15%): on a test machine whose disk happens to be that full, every
+        // test's pods would be refused with DiskPressure. Tests keep the memory threshold only,
+        // unless they set thresholds of their own (the eviction tests).
+        let config = std::fs::read_to_string(self.dir.join("config.yaml")).unwrap_or_default();
+        let own = cmd
+            .get_args()
+            .any(|a| a.to_string_lossy().starts_with("--eviction-hard"))
+            || config.contains("evictionHard:");
+        if !own {
+            cmd.args(["--eviction-hard", "memory.available<100Mi"]);
+        }
         let child = cmd
             // KUBENODE_TEST_LOG (e.g. `debug`) raises the agent's log level for a debugging run.
             .env(
