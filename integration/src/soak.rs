@@ -8,7 +8,8 @@
 //! - no restart at all (no container ever exits by itself here, so any restart is the agent's
 //!   doing);
 //! - once every manifest is gone: no runtime container, shim, pinned namespace, veth, allocated
-//!   address, Service chain or pod mount of the agent left, while the agent still runs.
+//!   address, Service chain, pod mount, runtime state directory (bundle), pod directory or pod
+//!   log directory of the agent left, while the agent still runs.
 //!
 //! The `soak` bench binary runs it for minutes and prints the counts and the agent's RSS and CPU;
 //! `tests/soak.rs` runs one minute of it in CI. Every wait is bounded; counts are asserted,
@@ -122,7 +123,7 @@ impl SoakReport {
             self.runtime_containers, self.desired_containers
         );
         println!(
-            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims)",
+            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims, state, pod and log directories)",
             self.leftovers.len()
         );
         println!(
@@ -414,6 +415,12 @@ fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Ve
     for d in ["netns", "ipcns", "utsns"] {
         for e in read_names(&agent.dir.join("run").join(d)) {
             left.push(format!("pinned {d} {e}"));
+        }
+    }
+    // The runtime's state (bundles, rootfs snapshots), pod directories and pod log directories.
+    for d in ["root/sandboxes", "root/containers", "root/pods", "logs"] {
+        for e in read_names(&agent.dir.join(d)) {
+            left.push(format!("directory {d}/{e}"));
         }
     }
     for m in agent_mounts(agent) {

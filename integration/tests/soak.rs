@@ -1,7 +1,9 @@
 //! The kill-churn soak's short version (issue 19; the `soak` bench runs it for minutes): one
 //! minute of static pods with probes, emptyDirs and Services created, changed and removed at
 //! random while the agent is SIGKILLed 8 times. Asserted are counts: every desired pod runs,
-//! one runtime container per container, no restart, and nothing left once every pod is gone.
+//! one runtime container per container, no restart, and nothing left once every pod is gone
+//! (runtime containers, shims, namespaces, veths, addresses, mounts, chains, the runtime's
+//! state directories, pod and log directories, pod cgroups).
 //! The seed is printed (`KUBENODE_SOAK_SEED` repeats a run).
 
 use std::time::Duration;
@@ -10,20 +12,10 @@ use kubenode_integration::soak::{self, SoakOptions};
 use kubenode_integration::{privileged, run_tests, unique_tag, LeakGuard, TestAgent};
 
 fn main() {
-    // Not run by default yet: the soak found a crash-safety bug that is not fixed (issue 19).
-    // A SIGKILL of the agent in the middle of a container's creation can leave that container
-    // running with its shim and rootfs mount, unknown to the restarted agent (its pod then
-    // does not converge, and the container outlives the pod). Until it is fixed this test
-    // would fail CI at random; run it by hand with `--include-ignored`, or the `soak` bench.
-    eprintln!(
-        "note: the kill-churn soak is ignored until the SIGKILL-during-create leak it found is \
-         fixed (issue 19); run it with --include-ignored"
-    );
     run_tests(vec![privileged(
         "kill_churn_soak_converges_without_leaks",
         kill_churn,
-    )
-    .with_ignored_flag(true)])
+    )])
 }
 
 fn kill_churn() -> anyhow::Result<()> {
