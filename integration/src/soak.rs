@@ -392,7 +392,7 @@ fn runc_list(agent: &TestAgent) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 /// Mount points below the agent's directory.
-fn agent_mounts(agent: &TestAgent) -> Vec<String> {
+pub fn agent_mounts(agent: &TestAgent) -> Vec<String> {
     let dir = agent.dir.path().to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -403,8 +403,9 @@ fn agent_mounts(agent: &TestAgent) -> Vec<String> {
         .collect()
 }
 
-/// What of the pods is left while no pod is desired, one line each.
-fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Vec<String>> {
+/// What of the pods is left while no pod is desired, one line each (mounts in
+/// `baseline_mounts`, from [`agent_mounts`] before any pod, are not counted).
+pub fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Vec<String>> {
     let mut left = Vec::new();
     for p in agent.pods()? {
         left.push(format!("pod {}", p.metadata.name.unwrap_or_default()));
