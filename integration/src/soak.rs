@@ -8,7 +8,8 @@
 //! - no restart at all (no container ever exits by itself here, so any restart is the agent's
 //!   doing);
 //! - once every manifest is gone: no runtime container, shim, pinned namespace, veth, allocated
-//!   address, Service chain or pod mount of the agent left, while the agent still runs.
+//!   address, Service chain, pod mount, runtime state directory (bundle), pod directory or pod
+//!   log directory of the agent left, while the agent still runs.
 //!
 //! The `soak` bench binary runs it for minutes and prints the counts and the agent's RSS and CPU;
 //! `tests/soak.rs` runs one minute of it in CI. Every wait is bounded; counts are asserted,
@@ -122,7 +123,7 @@ impl SoakReport {
             self.runtime_containers, self.desired_containers
         );
         println!(
-            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims)",
+            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims, state, pod and log directories)",
             self.leftovers.len()
         );
         println!(
@@ -391,7 +392,7 @@ fn runc_list(agent: &TestAgent) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 /// Mount points below the agent's directory.
-fn agent_mounts(agent: &TestAgent) -> Vec<String> {
+pub fn agent_mounts(agent: &TestAgent) -> Vec<String> {
     let dir = agent.dir.path().to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -402,8 +403,9 @@ fn agent_mounts(agent: &TestAgent) -> Vec<String> {
         .collect()
 }
 
-/// What of the pods is left while no pod is desired, one line each.
-fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Vec<String>> {
+/// What of the pods is left while no pod is desired, one line each (mounts in
+/// `baseline_mounts`, from [`agent_mounts`] before any pod, are not counted).
+pub fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Vec<String>> {
     let mut left = Vec::new();
     for p in agent.pods()? {
         left.push(format!("pod {}", p.metadata.name.unwrap_or_default()));
@@ -414,6 +416,12 @@ fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Result<Ve
     for d in ["netns", "ipcns", "utsns"] {
         for e in read_names(&agent.dir.join("run").join(d)) {
             left.push(format!("pinned {d} {e}"));
+        }
+    }
+    // The runtime's state (bundles, rootfs snapshots), pod directories and pod log directories.
+    for d in ["root/sandboxes", "root/containers", "root/pods", "logs"] {
+        for e in read_names(&agent.dir.join(d)) {
+            left.push(format!("directory {d}/{e}"));
         }
     }
     for m in agent_mounts(agent) {

@@ -207,8 +207,17 @@ impl Runtime {
     /// Rebuilds the view from disk and the OCI runtime's state: loads every
     /// complete sandbox and container (their exit statuses and restart counts
     /// are on disk), and removes what this runtime owns that is half-made:
-    /// containers whose create never finished, sandboxes whose netns was being
-    /// made, and OCI runtime containers no record knows.
+    /// containers whose create never finished, containers created but never
+    /// started (they never ran: the kubelet makes them again with the same
+    /// restart count), sandboxes whose netns was being made, and OCI runtime
+    /// containers no record knows.
+    ///
+    /// A half-made record may have a shim of the last agent run still in
+    /// `runtime create` (the agent was killed while it waited for the shim's
+    /// report): each such bundle is settled first (see [`crate::shim::lock`]),
+    /// so that nothing is created after its record is gone. A sandbox whose
+    /// pause container was being started is settled the same way and kept as
+    /// not ready: the kubelet tears it down and makes a new one.
     pub fn recover(&self) -> Result<(), RuntimeError> {
         let mut errors = ErrorList::new("half-made objects found at recovery");
         let (sandboxes, broken_s) =
@@ -218,6 +227,13 @@ impl Runtime {
         let mut known = std::collections::HashSet::new();
         for dir in broken_s.iter().chain(&broken_c) {
             tracing::info!(dir = %dir.display(), "removing a state directory without metadata");
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(_lock) = self.settle_bundle(dir, &id, &mut errors) else {
+                continue;
+            };
             errors.check(
                 "removing directory without metadata",
                 self.remove_state_dir(dir),
@@ -225,18 +241,39 @@ impl Runtime {
         }
         let mut loaded_sandboxes = HashMap::new();
         for s in sandboxes {
+            let dir = self.sandbox_dir(&s.id);
             if s.phase == SandboxPhase::Creating {
                 tracing::info!(sandbox = %s.id, pod = %s.pod.full_name(), "removing half-made sandbox");
+                let Some(_lock) = self.settle_bundle(&dir, &s.id, &mut errors) else {
+                    continue;
+                };
                 self.remove_sandbox_files(&s, &mut errors);
                 continue;
+            }
+            if s.phase == SandboxPhase::Created {
+                // Its pause container may have been in the making: stopped and deleted; the
+                // sandbox stays, not ready.
+                let _ = self.settle_bundle(&dir, &s.id, &mut errors);
             }
             known.insert(s.id.clone());
             loaded_sandboxes.insert(s.id.clone(), s);
         }
         let mut loaded_containers = HashMap::new();
         for c in containers {
-            if !c.complete || !loaded_sandboxes.contains_key(&c.sandbox_id) {
-                tracing::info!(container = %c.id, name = %c.name, "removing half-made or orphaned container");
+            let dir = self.container_dir(&c.id);
+            let never_started = c.complete && self.never_started(&c);
+            if !c.complete || never_started || !loaded_sandboxes.contains_key(&c.sandbox_id) {
+                let why = if !c.complete {
+                    "its creation never finished"
+                } else if never_started {
+                    "it was created but never started"
+                } else {
+                    "its sandbox is gone"
+                };
+                tracing::info!(container = %c.id, name = %c.name, pod = %c.pod.full_name(), "removing a container left by the last run: {why}");
+                let Some(_lock) = self.settle_bundle(&dir, &c.id, &mut errors) else {
+                    continue;
+                };
                 self.remove_container_files(&c, &mut errors);
                 continue;
             }
@@ -271,7 +308,90 @@ impl Runtime {
     }
 }
 
+/// How long recovery waits for the shim of one half-made bundle to go (it normally goes within
+/// a `runtime create` and a `runtime delete`).
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Runtime {
+    /// Whether a complete container record was never started by the last agent run: no start
+    /// and no start error recorded, and the OCI runtime has it created (waiting for `start`)
+    /// or not at all, without an exit record. One the runtime runs or ran is not: its start
+    /// happened, only its record missed it.
+    fn never_started(&self, c: &ContainerMeta) -> bool {
+        if c.started_at.is_some() || c.start_error.is_some() {
+            return false;
+        }
+        if self.container_dir(&c.id).join(store::EXIT).exists() {
+            return false;
+        }
+        match self.oci.state(&c.id) {
+            Ok(None) => true,
+            Ok(Some(st)) => matches!(
+                st.status,
+                crate::oci::OciStatus::Creating | crate::oci::OciStatus::Created
+            ),
+            Err(_) => false,
+        }
+    }
+
+    /// Settles the bundle `dir` of OCI container `id` at recovery: waits (bounded) until no
+    /// shim of the last run holds its lock, deleting the OCI container meanwhile whenever it
+    /// exists (a shim whose `runtime create` finished watches it until it is gone), and
+    /// unlinks the lock so that no shim starts creating in it any more. Returns the held lock
+    /// (keep it while the bundle is removed), or `None` when the shim did not go: the bundle is
+    /// then left for the next start, and the failure recorded.
+    pub(crate) fn settle_bundle(
+        &self,
+        dir: &Path,
+        id: &str,
+        errors: &mut ErrorList,
+    ) -> Option<crate::shim::lock::Settle> {
+        use crate::shim::lock::{try_settle, Settle};
+        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut waited = false;
+        loop {
+            match try_settle(dir) {
+                Ok(settled @ Settle::Settled(_)) => {
+                    if waited {
+                        tracing::info!(id, "the last run's shim of a half-made bundle is gone");
+                    }
+                    // Whatever the shim created before it went.
+                    errors.check("deleting the OCI container", self.oci.delete(id, true));
+                    return Some(settled);
+                }
+                Ok(Settle::Held) if std::time::Instant::now() < deadline => {
+                    if !waited {
+                        tracing::info!(id, "a shim of the last run still holds a half-made bundle: stopping what it creates");
+                        waited = true;
+                    }
+                    if matches!(self.oci.state(id), Ok(Some(_))) {
+                        if let Err(e) = self.oci.delete(id, true) {
+                            tracing::debug!(id, "deleting the half-made container: {e}");
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Ok(Settle::Held) => {
+                    errors.check::<(), _>(
+                        "settling a half-made bundle",
+                        Err(format!(
+                            "a shim still holds {} after {SETTLE_TIMEOUT:?}; left for the next start",
+                            dir.display()
+                        )),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    errors.check::<(), _>(
+                        "settling a half-made bundle",
+                        Err(format!("locking {}: {e}", dir.display())),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Removes a sandbox's or container's directory: first unmounts everything mounted at or
     /// below it (deepest first: a rootfs overlay, the pod's shm), then deletes it without
     /// descending into another filesystem. When something cannot be unmounted the directory

@@ -526,6 +526,85 @@ fn recovery_rebuilds_view_and_removes_half_made() {
 }
 
 #[test]
+fn recovery_settles_creates_left_in_flight_and_never_started_containers() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    // Killed between create and start: created, never started.
+    let never = f.rt.create_container(&sb, &container("never")).unwrap();
+    // Killed between the OCI runtime's start and the record of it: it runs, so it is adopted.
+    let unrecorded =
+        f.rt.create_container(&sb, &container("unrecorded"))
+            .unwrap();
+    f.oci.start(&unrecorded).unwrap();
+    // Killed while a shim was still in `runtime create`: the record is half-made and the shim
+    // (a thread here) holds the bundle's lock, creates the container late, and goes once it is
+    // deleted.
+    let dir = f.config.root_dir.join("containers/inflight");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            f.config
+                .root_dir
+                .join("containers")
+                .join(&never)
+                .join("meta.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    meta["id"] = "inflight".into();
+    meta["complete"] = false.into();
+    std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    crate::shim::lock::create(&dir).unwrap();
+    let shim_lock = crate::shim::lock::hold(&dir).unwrap();
+    let (created_tx, created_rx) = std::sync::mpsc::channel();
+    let shim = {
+        let oci = f.oci.clone();
+        let pid_file = f.config.run_dir.join("inflight.pid");
+        std::thread::spawn(move || {
+            oci.create(crate::oci::CreateRequest {
+                id: "inflight",
+                bundle: Path::new("/nonexistent"),
+                pid_file: &pid_file,
+                stdout: None,
+                stderr: None,
+            })
+            .unwrap();
+            created_tx.send(()).unwrap();
+            // Watches its container until it is gone (bounded), then exits.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while oci.ids().contains(&"inflight".to_string())
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let deleted = !oci.ids().contains(&"inflight".to_string());
+            drop(shim_lock);
+            deleted
+        })
+    };
+    created_rx.recv().unwrap();
+
+    let rt = f.restart();
+    rt.recover().unwrap();
+    assert!(shim.join().unwrap(), "the late container was deleted");
+    assert!(!dir.exists());
+    assert!(!f.oci.ids().contains(&"inflight".to_string()));
+    // The never-started container is gone entirely: the kubelet makes it again, with the same
+    // restart count (it never ran).
+    assert!(matches!(
+        rt.container_status(&never),
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert!(!f.config.root_dir.join("containers").join(&never).exists());
+    assert!(!f.oci.ids().contains(&never));
+    let st = rt.container_status(&unrecorded).unwrap();
+    assert_eq!(st.state, ContainerState::Running);
+    assert_eq!(rt.list_containers(Some(&sb)).len(), 1);
+    assert_eq!(rt.sandbox(&sb).unwrap().state, SandboxState::Ready);
+}
+
+#[test]
 fn teardown_collects_every_error() {
     let f = fixture();
     let sb = f.ready_sandbox();

@@ -11,6 +11,7 @@
 
 mod actions;
 pub(crate) mod capacity;
+pub mod container_gc;
 pub(crate) mod downward;
 pub mod env;
 mod envvars;
@@ -293,6 +294,8 @@ impl Kubelet {
             // source has not delivered yet is not an orphan.
             if first && !snapshot.incomplete {
                 self.collect_orphans(&snapshot);
+                // From now on every source has listed its pods: what has no worker is gone.
+                tokio::spawn(container_gc(Arc::downgrade(&self)));
                 first = false;
                 self.sources_ready
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -853,6 +856,32 @@ async fn housekeeping(kubelet: std::sync::Weak<Kubelet>) {
         if let Err(e) = sampled {
             tracing::error!(error = %e, "sampling resource usage panicked");
         }
+    }
+}
+
+/// The node-wide container garbage collection every [`container_gc::CONTAINER_GC_PERIOD`]
+/// (started once every pod source has listed its pods), with upstream's default policy.
+async fn container_gc(kubelet: std::sync::Weak<Kubelet>) {
+    let policy = container_gc::ContainerGcPolicy::default();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + container_gc::CONTAINER_GC_PERIOD,
+        container_gc::CONTAINER_GC_PERIOD,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(kubelet) = kubelet.upgrade() else {
+            return;
+        };
+        let live: HashSet<String> = kubelet
+            .deps
+            .pods
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.worker.is_some())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        kubelet.deps.collect_garbage(&policy, &live).await;
     }
 }
 

@@ -63,6 +63,12 @@ pub(crate) fn parse_report(line: &str) -> Result<ShimStarted, String> {
 
 impl ShimLauncher for ProcessShimLauncher {
     fn launch(&self, args: &ShimArgs) -> Result<ShimStarted, String> {
+        super::lock::create(&args.bundle).map_err(|e| {
+            format!(
+                "making {}: {e}",
+                super::lock::lock_path(&args.bundle).display()
+            )
+        })?;
         let stderr = std::fs::File::create(args.bundle.join("shim.log"))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());

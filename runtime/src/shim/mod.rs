@@ -18,7 +18,9 @@
 //! 1. the agent runs `kubenode shim <args>` with stdout a pipe;
 //! 2. the shim forks; the parent exits at once (the agent reaps it), the child
 //!    calls `setsid` and `PR_SET_CHILD_SUBREAPER`, so it is detached from the
-//!    agent and becomes the container's parent once `runtime create` exits;
+//!    agent and becomes the container's parent once `runtime create` exits, and
+//!    takes the bundle's lock (`shim.lock`, made by the agent; see [`lock`]) for
+//!    its whole life, or gives up when it cannot;
 //! 3. it creates the container's stdout/stderr pipes and runs
 //!    `runtime create --bundle --pid-file`, then reports `ok <pid> <shim-pid>`
 //!    or `error <message>` on the pipe and closes it;
@@ -28,6 +30,7 @@
 mod args;
 mod exit;
 pub mod launch;
+pub mod lock;
 mod log;
 mod monitor;
 

@@ -96,6 +96,15 @@ fn child(args: &ShimArgs) -> i32 {
         Ok(fd) => File::from(fd),
         Err(_) => return 1,
     };
+    // Held until the shim exits: a restarted agent knows from it that this bundle's
+    // container is being made or watched (see `super::lock`).
+    let _bundle_lock = match super::lock::hold(&args.bundle) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(report, "error {e}");
+            return 1;
+        }
+    };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     if let Err(e) = mask.thread_block() {

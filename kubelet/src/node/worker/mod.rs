@@ -18,6 +18,7 @@
 //! containers, emptyDir eviction, teardown).
 
 mod deadline;
+mod gc;
 mod outcome;
 pub(in crate::node) mod pod_cgroup;
 mod prune;
