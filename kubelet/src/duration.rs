@@ -89,7 +89,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             frac = frac * 10 + u128::from(d - b'0');
             div *= 10;
         }
-        value += (frac * scale + div / 2) / div;
+        // Checked: an integer part just below the overflow plus its fraction can still overflow.
+        value = value
+            .checked_add((frac * scale + div / 2) / div)
+            .ok_or_else(|| err("overflow"))?;
         total = total.checked_add(value).ok_or_else(|| err("overflow"))?;
         s = rest;
     }
@@ -245,6 +248,32 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    /// Far beyond Go's range (refused as upstream does), including an integer part whose
+    /// product with the unit fits a u128 only without its fraction (an unchecked add).
+    #[test]
+    fn overflows_are_errors() {
+        let max_hours = u128::MAX / HOUR;
+        for s in [
+            format!("{max_hours}.9999h"),
+            format!("{max_hours}h"),
+            format!("{}h", max_hours + 1),
+            format!("{}ns", u128::MAX),
+            format!("{}0ns", u128::MAX),
+            "9223372036854775808ns".to_string(),
+            "2562048h".to_string(),
+        ] {
+            assert_eq!(
+                parse_duration(&s).map_err(|e| e.reason),
+                Err("overflow"),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            parse_duration("9223372036854775807ns"),
+            Ok(Duration::from_nanos(i64::MAX as u64))
+        );
     }
 
     #[test]

@@ -217,7 +217,11 @@ pub(crate) fn check_manifest(name: &str, bytes: &[u8]) -> Result<(ImageManifest,
             });
         }
     }
-    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    let size = image_size(&manifest).ok_or_else(|| ImageError::InvalidManifest {
+        reference: name.into(),
+        what: "manifest",
+        reason: "the config and layer sizes add up to more than 2^64 bytes".into(),
+    })?;
     if bytes.len() as u64 > MAX_METADATA_SIZE || manifest.config().size() > MAX_METADATA_SIZE {
         return Err(ImageError::InvalidManifest {
             reference: name.into(),
@@ -230,6 +234,15 @@ pub(crate) fn check_manifest(name: &str, bytes: &[u8]) -> Result<(ImageManifest,
         });
     }
     Ok((manifest, size))
+}
+
+/// The image's size: its config's and layers' sizes added up, `None` when the (untrusted)
+/// sizes overflow a `u64`.
+pub(crate) fn image_size(manifest: &ImageManifest) -> Option<u64> {
+    manifest
+        .layers()
+        .iter()
+        .try_fold(manifest.config().size(), |sum, l| sum.checked_add(l.size()))
 }
 
 /// Parses an image config and checks it against its `manifest`: one `rootfs.diff_ids` entry

@@ -114,4 +114,43 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Sizes are untrusted: layers whose sizes add up past `u64::MAX` are an invalid manifest,
+    /// not an overflow (the sum was unchecked).
+    #[test]
+    fn layer_sizes_that_overflow_are_an_invalid_manifest() {
+        let layer = |size: u64| {
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": DIGEST, "size": size})
+        };
+        let manifest = |layers: Vec<serde_json::Value>| {
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": DIGEST, "size": 2},
+                "layers": layers}))
+            .unwrap()
+        };
+        let bytes = manifest(vec![layer(u64::MAX - 3), layer(1)]);
+        match check_manifest_document("x", &bytes, "linux", "amd64").unwrap() {
+            ManifestDocument::Manifest { size, .. } => assert_eq!(size, u64::MAX),
+            other => panic!("{other:?}"),
+        }
+        for layers in [
+            vec![layer(u64::MAX - 3), layer(2)],
+            vec![layer(u64::MAX), layer(u64::MAX)],
+        ] {
+            let err =
+                check_manifest_document("x", &manifest(layers), "linux", "amd64").unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ImageError::InvalidManifest {
+                        what: "manifest",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
 }
