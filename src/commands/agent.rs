@@ -512,6 +512,7 @@ async fn start_https(
         cert,
         node_log_dir: PathBuf::from(api::NODE_LOG_DIR),
         configz,
+        stream_idle_timeout: api::stream::DEFAULT_IDLE_TIMEOUT,
     });
     // Upstream's server caps no connections; 2048 at once (each an fd and a small task until
     // the 30 s handshake and head timeout) keep 1000 idle clients from filling the listen

@@ -118,6 +118,7 @@ mod discovery;
 pub mod handler;
 pub mod openapi;
 pub mod patch;
+mod podexec;
 pub mod podlogs;
 pub mod resources;
 pub mod reviews;
@@ -479,6 +480,7 @@ async fn accept_loop(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades()
                 .await;
         });
     }
@@ -547,11 +549,20 @@ fn ok_json(v: Value) -> Response<Body> {
 async fn serve(
     shared: Arc<Shared>,
     conn: Option<Arc<Conn>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let q = parse_query(req.uri().query().unwrap_or(""));
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let q = parse_query(&raw_query);
+    // A WebSocket upgrade (pods/exec, pods/attach): its connection, taken before the body.
+    let is_upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let headers = req.headers().clone();
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -590,12 +601,21 @@ async fn serve(
             Ok(id) => id,
             Err(e) => return error_reply(e),
         };
+        let streaming = target
+            .as_ref()
+            .is_some_and(|t| matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward")));
         let attrs = auth::Attributes {
-            verb: verb_of(
-                &method,
-                target.as_ref().is_some_and(|t| t.name.is_some()),
-                watching,
-            ),
+            // upstream (AuthorizePodWebsocketUpgradeCreatePermission, on since 1.31): a
+            // WebSocket GET of pods/exec, attach or portforward needs `create`
+            verb: if streaming {
+                "create"
+            } else {
+                verb_of(
+                    &method,
+                    target.as_ref().is_some_and(|t| t.name.is_some()),
+                    watching,
+                )
+            },
             resource: target
                 .as_ref()
                 .map(|t| (t.resource().group, t.resource().plural)),
@@ -678,6 +698,25 @@ async fn serve(
             return error_reply(ApiError::no_route());
         };
         return podlogs::proxy(&shared, &sec.kubelet_client, ns, name, &q).await;
+    }
+    if matches!(method, Method::GET | Method::POST)
+        && matches!(t.sub.as_deref(), Some("exec" | "attach"))
+        && t.resource().kind == "Pod"
+    {
+        let secure = conn.as_deref().and_then(|c| c.secure.as_deref());
+        let (Some(sec), Some(ns), Some(name), Some(sub)) =
+            (secure, t.ns.as_deref(), t.name.as_deref(), t.sub.as_deref())
+        else {
+            return error_reply(ApiError::no_route());
+        };
+        let req = podexec::StreamRequest {
+            ns,
+            name,
+            sub,
+            raw_query: &raw_query,
+            headers: &headers,
+        };
+        return podexec::proxy(&shared, &sec.kubelet_client, req, upgrade).await;
     }
     let want = Want::from(&accept, &q);
     let result = match method {

@@ -29,7 +29,7 @@ use super::Body;
 /// The API server's TLS client for kubelets.
 #[derive(Debug)]
 pub struct KubeletClient {
-    tls: Arc<rustls::ClientConfig>,
+    pub(super) tls: Arc<rustls::ClientConfig>,
 }
 
 #[derive(Debug)]
@@ -104,6 +104,12 @@ impl KubeletClient {
             .map_err(std::io::Error::other)?;
         Ok(KubeletClient { tls: Arc::new(tls) })
     }
+
+    /// The TLS client configuration (the certificate, no server verification), for tests
+    /// that talk to a kubelet as the API server does.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
 }
 
 fn get(shared: &Shared, plural: &str, ns: &str, name: &str) -> Result<Value, ApiError> {
@@ -120,6 +126,41 @@ fn get(shared: &Shared, plural: &str, ns: &str, name: &str) -> Result<Value, Api
 
 /// The kubelet's URL path and query for the log of pod `ns/name` (`query`: the request's).
 fn location(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    query: &Query,
+) -> Result<Option<(String, String)>, ApiError> {
+    let Some((host, container)) = kubelet_target(shared, ns, name, query)? else {
+        return Ok(None);
+    };
+    let q: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "follow"
+                    | "previous"
+                    | "timestamps"
+                    | "sinceSeconds"
+                    | "sinceTime"
+                    | "tailLines"
+                    | "limitBytes"
+            )
+        })
+        .map(|(k, v)| format!("{k}={}", escape(v)))
+        .collect();
+    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
+    if !q.is_empty() {
+        path.push('?');
+        path.push_str(&q.join("&"));
+    }
+    Ok(Some((host, path)))
+}
+
+/// The kubelet (`host:port`) of pod `ns/name` and the container a request means (`query`'s
+/// `container`, or the pod's only one); `None` while the pod has no node.
+pub(super) fn kubelet_target(
     shared: &Shared,
     ns: &str,
     name: &str,
@@ -171,28 +212,7 @@ fn location(
     } else {
         format!("{address}:{port}")
     };
-    let q: Vec<String> = query
-        .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "follow"
-                    | "previous"
-                    | "timestamps"
-                    | "sinceSeconds"
-                    | "sinceTime"
-                    | "tailLines"
-                    | "limitBytes"
-            )
-        })
-        .map(|(k, v)| format!("{k}={}", escape(v)))
-        .collect();
-    let mut path = format!("/containerLogs/{ns}/{name}/{container}");
-    if !q.is_empty() {
-        path.push('?');
-        path.push_str(&q.join("&"));
-    }
-    Ok(Some((host, path)))
+    Ok(Some((host, container)))
 }
 
 fn escape(v: &str) -> String {

@@ -39,6 +39,9 @@ pub struct HttpsServer {
     pub node_log_dir: PathBuf,
     /// `/configz`'s `kubeletconfig`.
     pub configz: serde_json::Value,
+    /// A streaming session (`/exec`) with no message either way for this long is closed
+    /// (upstream's `streamingConnectionIdleTimeout`, default [`super::stream::DEFAULT_IDLE_TIMEOUT`]).
+    pub stream_idle_timeout: Duration,
 }
 
 /// Binds `addr` and serves HTTPS until the task is aborted: the bound address and the task.
@@ -107,6 +110,7 @@ pub async fn serve_https(
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(limits.header_read_timeout)
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await
                 {
                     tracing::debug!(error = %e, "HTTPS connection ended with an error");
@@ -145,6 +149,20 @@ async fn serve(
             json(&serde_json::json!({ "kubeletconfig": server.configz }))
         }
         (&Method::GET, ["runningpods", ..]) => json(&running_pods(view.as_ref())),
+        (&Method::GET | &Method::POST, ["exec", rest @ ..]) => {
+            return Ok(
+                super::stream::serve_exec(view, rest, req, server.stream_idle_timeout).await,
+            );
+        }
+        (&Method::GET | &Method::POST, ["portForward", rest @ ..]) => {
+            return Ok(super::stream::serve_port_forward(
+                view,
+                rest,
+                req,
+                server.stream_idle_timeout,
+            )
+            .await);
+        }
         (&Method::GET, ["logs", rest @ ..]) => {
             let raw = req
                 .uri()

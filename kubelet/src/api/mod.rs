@@ -13,7 +13,8 @@
 //! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
 //!   every request authenticated and authorized ([`auth`]) as upstream's, serving `/healthz`,
 //!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/`, `/configz`, `/stats/summary`,
-//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`].
+//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`], and `/exec`
+//!   over WebSocket ([`stream`]).
 //!
 //! Every listener closes a connection whose request head does not arrive within a timeout
 //! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
@@ -28,6 +29,7 @@ pub mod https;
 mod logs;
 mod router;
 mod server;
+pub mod stream;
 pub mod tls;
 
 pub use client::{ApiClient, ClientError};
@@ -55,6 +57,32 @@ pub trait NodeView: Send + Sync + 'static {
     fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError>;
     /// Runs a command in a running container.
     fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>>;
+    /// The runtime's command line that runs `command` in a running container with the
+    /// caller's standard streams (and, with `tty`, the caller's terminal): the streaming exec
+    /// of the HTTPS port's `/exec` spawns it and waits for it.
+    fn exec_command(
+        &self,
+        target: &ContainerRef,
+        command: &[String],
+        tty: bool,
+    ) -> Result<std::process::Command, ApiError> {
+        let _ = (target, command, tty);
+        Err(ApiError::BadRequest(
+            "this node cannot stream a command's input and output".into(),
+        ))
+    }
+    /// The network namespace of a pod with a sandbox (`None`: the host's, for a host-network
+    /// pod) and its UID: where `/portForward` connects.
+    fn pod_network(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(Option<PathBuf>, String), ApiError> {
+        let _ = (namespace, pod);
+        Err(ApiError::BadRequest(
+            "this node cannot forward ports".into(),
+        ))
+    }
     /// The Services the node knows, with allocated ClusterIPs and NodePorts.
     fn services(&self) -> Vec<Service> {
         Vec::new()
@@ -168,7 +196,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> hyper::StatusCode {
+    pub(crate) fn status(&self) -> hyper::StatusCode {
         match self {
             ApiError::NotFound(_) => hyper::StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => hyper::StatusCode::BAD_REQUEST,

@@ -805,6 +805,43 @@ impl NodeView for Kubelet {
         Ok(self.instance(target, previous)?.log_path)
     }
 
+    fn exec_command(
+        &self,
+        target: &ContainerRef,
+        command: &[String],
+        tty: bool,
+    ) -> Result<std::process::Command, ApiError> {
+        let instance = self.instance(target, false)?;
+        if instance.state != kubenode_runtime::ContainerState::Running {
+            return Err(ApiError::BadRequest(format!(
+                "container {} is not running",
+                instance.name
+            )));
+        }
+        self.deps
+            .runtime
+            .inner()
+            .exec_command(&instance.id, command, tty)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    fn pod_network(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<(Option<PathBuf>, String), ApiError> {
+        let (p, sandbox) = self.deps.pods.find(namespace, pod)?;
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let sandbox = sandbox
+            .and_then(|id| self.deps.runtime.inner().sandbox(&id).ok())
+            .filter(|s| s.state == kubenode_runtime::SandboxState::Ready)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("pod {pod} does not have a running sandbox"))
+            })?;
+        let netns = (!sandbox.host_network).then_some(sandbox.netns_path);
+        Ok((netns, uid))
+    }
+
     fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
         Box::pin(async move {
             let instance = self.instance(&request.target, false)?;

@@ -368,6 +368,31 @@ impl Runtime {
         self.exec_capped(id, cmd, timeout, crate::oci::MAX_OUTPUT)
     }
 
+    /// The runtime's command line that runs `cmd` in running container `id` with the caller's
+    /// standard streams ([`crate::oci::OciRuntime::exec_command`]).
+    pub fn exec_command(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<std::process::Command, RuntimeError> {
+        let meta = self.container_meta(id)?;
+        self.oci
+            .exec_command(id, cmd, tty)
+            .ok_or_else(|| RuntimeError::Oci {
+                what: "exec in",
+                pod: meta.pod.full_name(),
+                container: meta.name.clone(),
+                source: Box::new(crate::oci::OciError::Spawn {
+                    command: format!("{} exec {id}", self.oci.name()),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        "this runtime cannot run a command with streams",
+                    ),
+                }),
+            })
+    }
+
     /// [`Runtime::exec`] keeping at most `max_output` bytes of stdout and of stderr, read
     /// while the command runs (probes and hooks keep 10 KiB, as upstream's prober).
     pub fn exec_capped(

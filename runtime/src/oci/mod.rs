@@ -143,4 +143,13 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     ) -> Result<ExecOutput, OciError>;
     /// `list`: every container under this runtime's root.
     fn list(&self) -> Result<Vec<OciState>, OciError>;
+    /// The command line `exec [--tty] ID ARGS...`, for a caller that runs it with its own
+    /// standard streams and waits for it (the node API's streaming exec): its exit status is
+    /// the command's. With `tty`, the runtime allocates the container's terminal and copies it
+    /// to and from its own, which must then be a terminal (its controlling one, for resizes).
+    /// `None` when this runtime cannot.
+    fn exec_command(&self, id: &str, args: &[String], tty: bool) -> Option<std::process::Command> {
+        let _ = (id, args, tty);
+        None
+    }
 }

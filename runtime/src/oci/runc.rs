@@ -244,6 +244,16 @@ impl OciRuntime for RuncCli {
         })
     }
 
+    fn exec_command(&self, id: &str, args: &[String], tty: bool) -> Option<Command> {
+        let mut cmd = self.command();
+        cmd.arg("exec");
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg(id).args(args);
+        Some(cmd)
+    }
+
     fn list(&self) -> Result<Vec<OciState>, OciError> {
         let out = self.call(&["list", "--format", "json"])?;
         if out.stdout.trim_ascii().is_empty() || out.stdout.trim_ascii() == b"null" {

@@ -1,0 +1,390 @@
+//! Streaming on the kubelet's HTTPS port: `/exec/{ns}/{pod}[/{uid}]/{container}` over
+//! WebSocket, as upstream's kubelet (`pkg/kubelet/cri/streaming/remotecommand`) serves it to the
+//! API server's `pods/exec` proxy and to clients with a node's credentials.
+//!
+//! - **Query** (upstream's `core/v1` names): `command` (repeated: the argv), `input`, `output`,
+//!   `error`, `tty` (`1` turns each on). At least one stream; a TTY turns stderr off (its
+//!   output is the terminal's).
+//! - **Handshake**: `Upgrade: websocket`; the subprotocol is the first of the client's
+//!   `Sec-WebSocket-Protocol` that [`channel::EXEC_PROTOCOLS`] has (none asked for: the binary
+//!   channel protocol). A request that is not a WebSocket upgrade (SPDY/3.1) is refused with
+//!   400: this kubelet speaks WebSocket only.
+//! - **Session** ([`exec`]): the runtime's `exec` command line ([`crate::api::NodeView::exec_command`])
+//!   runs with pipes, or with a pseudo-terminal whose size follows the resize channel. The
+//!   first message is an empty one on the lowest output channel (upstream's "connection is
+//!   established" signal); stdin's data goes to the command; v5's close signal on stdin closes
+//!   its stdin. When the command exits and its output is drained, the error channel carries the
+//!   result (v4 and later: `metav1.Status` `Success`, or `Failure` with reason
+//!   `NonZeroExitCode` and a cause `ExitCode` whose message is the code), then the socket
+//!   closes.
+//! - **Port-forward**: `/portForward/{ns}/{pod}[/{uid}]?port=..` ([`portforward`]).
+//! - **Bounds**: at most [`MAX_SESSIONS`] sessions; client messages at most
+//!   [`channel::MAX_MESSAGE`]; a session with no message in
+//!   either direction for the idle timeout (`streamingConnectionIdleTimeout`, 4 h) is closed; a
+//!   client that goes away stops the command (SIGTERM, forwarded by the runtime, then SIGKILL).
+
+pub mod channel;
+mod exec;
+pub mod portforward;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::router::{text, Body};
+use super::{ApiError, ContainerRef, NodeView};
+use channel::Protocol;
+
+/// Upstream's `streamingConnectionIdleTimeout` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+
+/// At most this many streaming sessions at once (each holds a runtime process); more are
+/// answered 429 (upstream caps none, but an upgraded connection leaves the server's
+/// connection limit).
+pub const MAX_SESSIONS: usize = 1024;
+
+static SESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SESSIONS);
+
+/// The options of an exec request (upstream's `remotecommand.Options` and the command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// The container.
+    pub target: ContainerRef,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Standard input is streamed.
+    pub stdin: bool,
+    /// Standard output is streamed.
+    pub stdout: bool,
+    /// Standard error is streamed (never with a TTY).
+    pub stderr: bool,
+    /// The command gets a terminal.
+    pub tty: bool,
+}
+
+/// Parses `/exec/{ns}/{pod}[/{uid}]/{container}` (`segments`: the path's, after `exec`) and
+/// its query, as upstream's `NewOptions`.
+pub fn exec_options(segments: &[&str], query: &str) -> Result<ExecOptions, ApiError> {
+    let (ns, pod, container) = match segments {
+        [ns, pod, container] | [ns, pod, _, container] => (*ns, *pod, *container),
+        _ => {
+            return Err(ApiError::NotFound(
+                "exec paths are /exec/{namespace}/{pod}/{container}".into(),
+            ))
+        }
+    };
+    let mut command = Vec::new();
+    let (mut stdin, mut stdout, mut stderr, mut tty) = (false, false, false, false);
+    for (k, v) in form_urlencoded(query) {
+        match k.as_str() {
+            "command" => command.push(v),
+            "input" => stdin = v == "1",
+            "output" => stdout = v == "1",
+            "error" => stderr = v == "1",
+            "tty" => tty = v == "1",
+            _ => {}
+        }
+    }
+    if tty {
+        stderr = false;
+    }
+    if !stdin && !stdout && !stderr {
+        return Err(ApiError::BadRequest(
+            "you must specify at least 1 of stdin, stdout, stderr".into(),
+        ));
+    }
+    if command.is_empty() {
+        return Err(ApiError::BadRequest(
+            "command: Required value: you must specify a command".into(),
+        ));
+    }
+    Ok(ExecOptions {
+        target: ContainerRef {
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            container: Some(container.to_string()),
+        },
+        command,
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    })
+}
+
+/// `key=value` pairs of a query, decoded (`+` is a space).
+fn form_urlencoded(query: &str) -> Vec<(String, String)> {
+    let dec = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    if let Some(v) = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        out.push(v);
+                        i += 2;
+                    } else {
+                        out.push(b'%');
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (dec(k), dec(v)),
+            None => (dec(p), String::new()),
+        })
+        .collect()
+}
+
+/// Whether `req` asks for a WebSocket (upstream's `IsWebSocketRequest`).
+pub fn is_websocket(req: &Request<Incoming>) -> bool {
+    let h = |n| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    h(hyper::header::UPGRADE) == "websocket"
+        && h(hyper::header::CONNECTION)
+            .split(',')
+            .any(|t| t.trim() == "upgrade")
+}
+
+/// Serves `/exec/...` (`segments`: the path after `exec`): checks the request, resolves the
+/// container's exec command, answers 101 and runs the session on the upgraded connection.
+pub async fn serve_exec(
+    view: std::sync::Arc<dyn NodeView>,
+    segments: &[&str],
+    mut req: Request<Incoming>,
+    idle: Duration,
+) -> Response<Body> {
+    let opts = match exec_options(segments, req.uri().query().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    if !is_websocket(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this kubelet streams over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); \
+             SPDY/3.1 is not supported\n"
+                .into(),
+        );
+    }
+    let protocols: Vec<String> = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let protocol = match channel::negotiate(
+        protocols.iter().map(String::as_str),
+        &channel::EXEC_PROTOCOLS,
+    ) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let key = match handshake_key(&req) {
+        Ok(k) => k,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let Ok(slot) = SESSIONS.try_acquire() else {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many streaming sessions (at most {MAX_SESSIONS})\n"),
+        );
+    };
+    let command = match view.exec_command(&opts.target, &opts.command, opts.tty) {
+        Ok(c) => c,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _slot = slot;
+        match upgrade.await {
+            Ok(io) => {
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(io),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
+                exec::run(ws, protocol.unwrap_or(Protocol::V1), opts, command, idle).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "exec: the connection was not upgraded"),
+        }
+    });
+    switching_protocols(&key, protocol)
+}
+
+/// Serves `/portForward/{ns}/{pod}[/{uid}]` (`segments`: the path after `portForward`).
+pub async fn serve_port_forward(
+    view: std::sync::Arc<dyn NodeView>,
+    segments: &[&str],
+    mut req: Request<Incoming>,
+    idle: Duration,
+) -> Response<Body> {
+    let (ns, pod) = match segments {
+        [ns, pod] | [ns, pod, _] => (ns.to_string(), pod.to_string()),
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "port-forward paths are /portForward/{namespace}/{pod}\n".into(),
+            )
+        }
+    };
+    if !is_websocket(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this kubelet streams over WebSocket only (v4.channel.k8s.io); SPDY/3.1 \
+             (portforward.k8s.io) is not supported\n"
+                .into(),
+        );
+    }
+    let ports = match portforward::ports(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    let protocols: Vec<String> = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let protocol = match channel::negotiate(
+        protocols.iter().map(String::as_str),
+        &portforward::PORT_FORWARD_PROTOCOLS,
+    ) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let key = match handshake_key(&req) {
+        Ok(k) => k,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let Ok(slot) = SESSIONS.try_acquire() else {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many streaming sessions (at most {MAX_SESSIONS})\n"),
+        );
+    };
+    let (netns, uid) = match view.pod_network(&ns, &pod) {
+        Ok(n) => n,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _slot = slot;
+        match upgrade.await {
+            Ok(io) => {
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(io),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
+                portforward::run(
+                    ws,
+                    protocol.unwrap_or(Protocol::V1),
+                    ports,
+                    netns,
+                    pod,
+                    uid,
+                    idle,
+                )
+                .await;
+            }
+            Err(e) => tracing::debug!(error = %e, "port-forward: the connection was not upgraded"),
+        }
+    });
+    switching_protocols(&key, protocol)
+}
+
+/// The WebSocket limits of a session: messages and frames at most
+/// [`channel::MAX_MESSAGE`] (base64 data is a third larger).
+pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let max = channel::MAX_MESSAGE + channel::MAX_MESSAGE / 2;
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// The client's `Sec-WebSocket-Key`, checking `Sec-WebSocket-Version: 13`.
+fn handshake_key(req: &Request<Incoming>) -> Result<String, String> {
+    let version = req
+        .headers()
+        .get(hyper::header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if version.trim() != "13" {
+        return Err(format!(
+            "Sec-WebSocket-Version: only 13 is supported, not {version:?}"
+        ));
+    }
+    req.headers()
+        .get(hyper::header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| "Sec-WebSocket-Key is missing".to_string())
+}
+
+/// The 101 answer of a WebSocket handshake.
+fn switching_protocols(key: &str, protocol: Option<Protocol>) -> Response<Body> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut b = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(p) = protocol {
+        b = b.header(hyper::header::SEC_WEBSOCKET_PROTOCOL, p.name());
+    }
+    b.body(http_body_util::Empty::<Bytes>::new().boxed())
+        .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_options_as_upstream() {
+        let o = exec_options(
+            &["ns", "p", "c"],
+            "command=sh&command=-c&command=echo+hi%21&output=1&error=1",
+        )
+        .unwrap();
+        assert_eq!(o.command, ["sh", "-c", "echo hi!"]);
+        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert_eq!(o.target.container.as_deref(), Some("c"));
+        let o = exec_options(&["ns", "p", "uid", "c"], "command=sh&input=1&tty=1&error=1").unwrap();
+        assert!(o.stdin && o.tty && !o.stderr, "a TTY has no stderr");
+        assert_eq!(
+            exec_options(&["ns", "p", "c"], "command=sh"),
+            Err(ApiError::BadRequest(
+                "you must specify at least 1 of stdin, stdout, stderr".into()
+            ))
+        );
+        assert!(exec_options(&["ns", "p", "c"], "output=1").is_err());
+        assert!(matches!(
+            exec_options(&["ns", "p"], "command=sh&output=1"),
+            Err(ApiError::NotFound(_))
+        ));
+    }
+}
