@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(Quantity::from_units(3).to_string(), "3");
     }
 
-    /// Inputs the fuzzer found (CI's stop-28 run): an exponent near i32::MAX overflowed the
+    /// Inputs the fuzzer found (CI's run of stop 27): an exponent near i32::MAX overflowed the
     /// shift, and a mantissa near i128::MAX overflowed the rounding up.
     #[test]
     fn extreme_exponents_and_mantissas_are_refused_or_exact() {
