@@ -90,19 +90,7 @@ pub fn observe(summary: &Summary) -> Observations {
 /// `n` as upstream prints a BinarySI quantity: a power-of-1024 suffix when exact (`100Mi`,
 /// `1Ki`), plain digits otherwise and below 1024 (`1000`, `5000000074`).
 pub fn binary_si(n: i64) -> String {
-    if n.unsigned_abs() < 1024 {
-        return n.to_string();
-    }
-    let mut v = n;
-    let mut suffix = "";
-    for s in ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"] {
-        if v % 1024 != 0 {
-            break;
-        }
-        v /= 1024;
-        suffix = s;
-    }
-    format!("{v}{suffix}")
+    crate::cluster::node::binary_quantity(n).0
 }
 
 /// `n` as upstream prints a DecimalSI quantity: a power-of-1000 suffix when exact (`5k`,

@@ -3,19 +3,16 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::channel::{self, Inbound, Outbound, Protocol, TerminalSize};
-use super::ExecOptions;
+use super::channel::{self, Inbound, Protocol, TerminalSize};
+use super::{spawn_writer, Activity, ExecOptions};
 
 /// Output is read and sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -25,22 +22,6 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// A client that went away: the command gets SIGTERM (which the runtime forwards), then
 /// SIGKILL after this long.
 const TERM_GRACE: Duration = Duration::from_secs(10);
-
-/// The activity clock of the idle timeout: the last message in either direction.
-#[derive(Debug, Clone)]
-struct Activity(Arc<Mutex<Instant>>);
-
-impl Activity {
-    fn new() -> Self {
-        Activity(Arc::new(Mutex::new(Instant::now())))
-    }
-    fn touch(&self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    }
-    fn last(&self) -> Instant {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// The command started: the process, where stdin goes, the outputs and the terminal.
 struct Started {
@@ -183,29 +164,9 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, source) = ws.split();
+    let (sink, source) = ws.split();
     let activity = Activity::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    let writer_activity = activity.clone();
-    let writer = tokio::spawn(async move {
-        while let Some((ch, data)) = out_rx.recv().await {
-            let msg = match channel::encode(protocol, ch, &data) {
-                Outbound::Binary(b) => Message::binary(b),
-                Outbound::Text(t) => Message::text(t),
-            };
-            if sink.send(msg).await.is_err() {
-                return;
-            }
-            writer_activity.touch();
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.close().await;
-    });
+    let (out_tx, writer) = spawn_writer(sink, protocol, activity.clone());
     // upstream: an empty message on the lowest output channel says the session is up
     let first = if opts.stdout {
         channel::STDOUT

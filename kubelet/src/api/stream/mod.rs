@@ -27,7 +27,8 @@ pub mod channel;
 mod exec;
 pub mod portforward;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -37,6 +38,11 @@ use hyper::{Request, Response, StatusCode};
 use super::router::{text, Body};
 use super::{ApiError, ContainerRef, NodeView};
 use channel::Protocol;
+use futures::SinkExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 /// Upstream's `streamingConnectionIdleTimeout` default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
@@ -167,6 +173,39 @@ pub fn is_websocket(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim() == "upgrade")
 }
 
+/// The WebSocket handshake's checks shared by every streaming endpoint: the subprotocol
+/// negotiated from the client's offer among `supported`, the handshake key, and a session slot;
+/// or the answer refusing the request.
+#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+fn accept(
+    req: &Request<Incoming>,
+    supported: &[Protocol],
+) -> Result<
+    (
+        Option<Protocol>,
+        String,
+        tokio::sync::SemaphorePermit<'static>,
+    ),
+    Response<Body>,
+> {
+    let protocols: Vec<String> = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let protocol = channel::negotiate(protocols.iter().map(String::as_str), supported)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    let key = handshake_key(req).map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    let slot = SESSIONS.try_acquire().map_err(|_| {
+        text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many streaming sessions (at most {MAX_SESSIONS})\n"),
+        )
+    })?;
+    Ok((protocol, key, slot))
+}
+
 /// Serves `/exec/...` (`segments`: the path after `exec`): checks the request, resolves the
 /// container's exec command, answers 101 and runs the session on the upgraded connection.
 pub async fn serve_exec(
@@ -187,28 +226,9 @@ pub async fn serve_exec(
                 .into(),
         );
     }
-    let protocols: Vec<String> = req
-        .headers()
-        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let protocol = match channel::negotiate(
-        protocols.iter().map(String::as_str),
-        &channel::EXEC_PROTOCOLS,
-    ) {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
-    let key = match handshake_key(&req) {
-        Ok(k) => k,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
-    let Ok(slot) = SESSIONS.try_acquire() else {
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many streaming sessions (at most {MAX_SESSIONS})\n"),
-        );
+    let (protocol, key, slot) = match accept(&req, &channel::EXEC_PROTOCOLS) {
+        Ok(a) => a,
+        Err(answer) => return answer,
     };
     let command = match view.exec_command(&opts.target, &opts.command, opts.tty) {
         Ok(c) => c,
@@ -261,28 +281,9 @@ pub async fn serve_port_forward(
         Ok(p) => p,
         Err(e) => return text(e.status(), format!("{e}\n")),
     };
-    let protocols: Vec<String> = req
-        .headers()
-        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let protocol = match channel::negotiate(
-        protocols.iter().map(String::as_str),
-        &portforward::PORT_FORWARD_PROTOCOLS,
-    ) {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
-    let key = match handshake_key(&req) {
-        Ok(k) => k,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-    };
-    let Ok(slot) = SESSIONS.try_acquire() else {
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("too many streaming sessions (at most {MAX_SESSIONS})\n"),
-        );
+    let (protocol, key, slot) = match accept(&req, &portforward::PORT_FORWARD_PROTOCOLS) {
+        Ok(a) => a,
+        Err(answer) => return answer,
     };
     let (netns, uid) = match view.pod_network(&ns, &pod) {
         Ok(n) => n,
@@ -357,6 +358,59 @@ fn switching_protocols(key: &str, protocol: Option<Protocol>) -> Response<Body> 
     }
     b.body(http_body_util::Empty::<Bytes>::new().boxed())
         .expect("valid response")
+}
+
+/// The activity clock of the idle timeout: the last message in either direction.
+#[derive(Debug, Clone)]
+pub(super) struct Activity(Arc<Mutex<Instant>>);
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity(Arc::new(Mutex::new(Instant::now())))
+    }
+    pub(super) fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+    pub(super) fn last(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending half of a session: a task that encodes each `(channel, data)` the session
+/// queues (at most 16 waiting: a slow client slows the session), sends it, touches
+/// `activity`, and once the queue's senders are gone closes the socket normally.
+pub(super) fn spawn_writer<S>(
+    mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
+    protocol: Protocol,
+    activity: Activity,
+) -> (
+    tokio::sync::mpsc::Sender<(u8, Vec<u8>)>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
+    let writer = tokio::spawn(async move {
+        while let Some((ch, data)) = out_rx.recv().await {
+            let msg = match channel::encode(protocol, ch, &data) {
+                channel::Outbound::Binary(b) => Message::binary(b),
+                channel::Outbound::Text(t) => Message::text(t),
+            };
+            if sink.send(msg).await.is_err() {
+                return;
+            }
+            activity.touch();
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+        let _ = sink.close().await;
+    });
+    (out_tx, writer)
 }
 
 #[cfg(test)]

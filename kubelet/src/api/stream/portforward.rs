@@ -11,15 +11,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::channel::{self, Inbound, Outbound, Protocol};
+use super::channel::{self, Inbound, Protocol};
+use super::{spawn_writer, Activity};
 use crate::api::ApiError;
 
 /// The subprotocols of port-forward over WebSocket (upstream's `v4.` + the channel protocols).
@@ -104,33 +103,9 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
-    let last = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
-    let touch = {
-        let last = last.clone();
-        move || *last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now()
-    };
-    let writer_touch = touch.clone();
-    let writer = tokio::spawn(async move {
-        while let Some((ch, data)) = out_rx.recv().await {
-            let msg = match channel::encode(protocol, ch, &data) {
-                Outbound::Binary(b) => Message::binary(b),
-                Outbound::Text(t) => Message::text(t),
-            };
-            if sink.send(msg).await.is_err() {
-                return;
-            }
-            writer_touch();
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws.split();
+    let activity = Activity::new();
+    let (out_tx, writer) = spawn_writer(sink, protocol, activity.clone());
     let mut to_pod = Vec::new();
     let mut forwards = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -187,18 +162,14 @@ pub(super) async fn run<S>(
     drop(out_tx);
     let inbound = async {
         loop {
-            let deadline = *last.lock().unwrap_or_else(|e| e.into_inner()) + idle;
+            let deadline = activity.last() + idle;
             let msg = match tokio::time::timeout_at(deadline.into(), source.next()).await {
-                Err(_)
-                    if *last.lock().unwrap_or_else(|e| e.into_inner()) + idle <= Instant::now() =>
-                {
-                    return
-                }
+                Err(_) if activity.last() + idle <= Instant::now() => return,
                 Err(_) => continue,
                 Ok(None) | Ok(Some(Err(_))) => return,
                 Ok(Some(Ok(m))) => m,
             };
-            touch();
+            activity.touch();
             let data = match &msg {
                 Message::Binary(b) => &b[..],
                 Message::Text(t) => t.as_bytes(),
