@@ -5,6 +5,14 @@
 //! failed one is retried per `restartPolicy` (never for `Never`). App containers start together
 //! and restart per `restartPolicy` (`Always`; `OnFailure` for a non-zero exit; `Never`), each
 //! restart passing through the crash back-off.
+//!
+//! An instance whose state the runtime cannot tell (`Unknown`) may still run: as upstream, it
+//! is killed first ([`Kill`], the `Killing` event's message saying why) and then started again
+//! whatever the restart policy (an init container under `restartPolicy: Never` is only killed:
+//! upstream kills the pod, which then fails). A `Created` instance that was never started (the
+//! agent died between create and start) is started again, as upstream's
+//! `ShouldContainerBeRestarted`. The crash back-off of such a restart counts from the newest
+//! instance that exited, as upstream's `doBackOff` (none: no back-off).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,9 +80,22 @@ pub struct Waiting {
     pub remaining: Duration,
 }
 
+/// One instance to kill before anything is started (upstream `ContainersToKill`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    /// The instance's id.
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// The `Killing` event's message.
+    pub message: String,
+}
+
 /// What to do for a pod now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodActions {
+    /// Instances to kill first; nothing is started when a kill fails (as upstream `SyncPod`).
+    pub kill: Vec<Kill>,
     /// Containers to start, in order.
     pub start: Vec<Start>,
     /// Containers in crash back-off.
@@ -85,6 +106,29 @@ pub struct PodActions {
 
 fn finished_at(s: &ContainerStatus) -> Timestamp {
     crate::status::api_time(s.finished_at.unwrap_or(s.created_at))
+}
+
+/// The state as upstream's `kubecontainer.State` spells it (in the `Killing` message).
+fn state_name(state: ContainerState) -> &'static str {
+    match state {
+        ContainerState::Created => "created",
+        ContainerState::Running => "running",
+        ContainerState::Exited => "exited",
+        ContainerState::Unknown => "unknown",
+    }
+}
+
+/// The kill before restart of an instance in `Unknown` state (upstream's messages).
+fn kill_unknown(s: &ContainerStatus, init: bool) -> Kill {
+    let what = if init { "Init container" } else { "Container" };
+    Kill {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        message: format!(
+            "{what} is in \"{}\" state, try killing it before restart",
+            state_name(s.state)
+        ),
+    }
 }
 
 /// Computes the actions. `decide` is the crash back-off (called only for a container that
@@ -106,11 +150,20 @@ pub fn compute_pod_actions(
         return actions;
     }
     let policy = RestartPolicy::of(spec);
-    let mut restart_or_wait =
-        |actions: &mut PodActions, name: &str, init: bool, s: &ContainerStatus| match decide(
-            name,
-            finished_at(s),
-        ) {
+    // `s` is the current instance; the back-off counts from the newest one that exited (the
+    // current one, or the previous when the current one is `Unknown` or `Created`).
+    let mut restart_or_wait = |actions: &mut PodActions,
+                               name: &str,
+                               init: bool,
+                               s: &ContainerStatus| {
+        let exited = groups
+            .get(name)
+            .and_then(|g| g.all.iter().find(|i| i.state == ContainerState::Exited));
+        let decision = match exited {
+            Some(e) => decide(name, finished_at(e)),
+            None => RestartDecision::Restart,
+        };
+        match decision {
             RestartDecision::Restart => actions.start.push(Start {
                 name: name.to_string(),
                 init,
@@ -121,7 +174,8 @@ pub fn compute_pod_actions(
                 delay,
                 remaining,
             }),
-        };
+        }
+    };
 
     for c in spec.init_containers.iter().flatten() {
         let current = groups.get(c.name.as_str()).and_then(Instances::current);
@@ -140,7 +194,26 @@ pub fn compute_pod_actions(
                     restart_or_wait(&mut actions, &c.name, true, s);
                     return actions;
                 }
-                // Running, being created, lost, or failed for good (restartPolicy Never).
+                ContainerState::Created => {
+                    restart_or_wait(&mut actions, &c.name, true, s);
+                    return actions;
+                }
+                // Unknown counts as failed: killed, then retried unless restartPolicy is Never
+                // (upstream kills the pod then: its only live container is this one).
+                ContainerState::Unknown => {
+                    if policy == RestartPolicy::Never {
+                        actions.kill.push(Kill {
+                            id: s.id.clone(),
+                            name: s.name.clone(),
+                            message: format!("Stopping container {}", s.name),
+                        });
+                    } else {
+                        actions.kill.push(kill_unknown(s, true));
+                        restart_or_wait(&mut actions, &c.name, true, s);
+                    }
+                    return actions;
+                }
+                // Running, or failed for good (restartPolicy Never).
                 _ => return actions,
             },
         }
@@ -154,12 +227,20 @@ pub fn compute_pod_actions(
                 init: false,
                 restart_count: 0,
             }),
-            Some(s) if s.state == ContainerState::Exited => {
-                if policy.restarts(s.exit_code != Some(0)) {
+            Some(s) => match s.state {
+                ContainerState::Running => {}
+                ContainerState::Exited => {
+                    if policy.restarts(s.exit_code != Some(0)) {
+                        restart_or_wait(&mut actions, &c.name, false, s);
+                    }
+                }
+                // Always restarted, whatever the policy (upstream `ShouldContainerBeRestarted`).
+                ContainerState::Created => restart_or_wait(&mut actions, &c.name, false, s),
+                ContainerState::Unknown => {
+                    actions.kill.push(kill_unknown(s, false));
                     restart_or_wait(&mut actions, &c.name, false, s);
                 }
-            }
-            Some(_) => {}
+            },
         }
     }
     actions
@@ -321,6 +402,110 @@ mod tests {
         let g = group(&all);
         assert_eq!(g["a"].current().unwrap().restart_count, 2);
         assert_eq!(g["a"].previous().unwrap().restart_count, 1);
+    }
+
+    fn kills(a: &PodActions) -> Vec<(String, String)> {
+        a.kill
+            .iter()
+            .map(|k| (k.id.clone(), k.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_unknown_app_container_is_killed_then_restarted_whatever_the_policy() {
+        for policy in ["Always", "OnFailure", "Never"] {
+            let lost = [inst("a", 2, ContainerState::Unknown, None)];
+            let a = compute_pod_actions(&spec(policy, &[], &["a"]), &lost, false, |_, _| {
+                panic!("no instance exited: no back-off")
+            });
+            assert_eq!(
+                kills(&a),
+                [(
+                    "a-2".to_string(),
+                    "Container is in \"unknown\" state, try killing it before restart".to_string()
+                )],
+                "{policy}"
+            );
+            assert_eq!(names(&a), [("a".into(), 3)], "{policy}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_instance_backs_off_from_the_previous_exit_and_is_killed_anyway() {
+        let mut previous = inst("a", 0, ContainerState::Exited, Some(1));
+        previous.finished_at = Some("2026-11-28T00:30:00Z".parse().unwrap());
+        let all = [previous, inst("a", 1, ContainerState::Unknown, None)];
+        let mut asked = Vec::new();
+        let a = compute_pod_actions(&spec("Always", &[], &["a"]), &all, false, |n, at| {
+            asked.push((n.to_string(), at));
+            RestartDecision::BackOff {
+                delay: Duration::from_secs(10),
+                remaining: Duration::from_secs(4),
+            }
+        });
+        assert_eq!(
+            asked,
+            [("a".to_string(), "2026-11-28T00:30:00Z".parse().unwrap())]
+        );
+        assert_eq!(kills(&a).len(), 1);
+        assert_eq!(a.kill[0].id, "a-1");
+        assert!(a.start.is_empty());
+        assert_eq!(a.backing_off.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_init_container_is_killed_and_retried_unless_never() {
+        let lost = [inst("i1", 0, ContainerState::Unknown, None)];
+        let s = spec("Always", &["i1", "i2"], &["app"]);
+        let a = compute_pod_actions(&s, &lost, false, always_restart);
+        assert_eq!(
+            kills(&a),
+            [(
+                "i1-0".to_string(),
+                "Init container is in \"unknown\" state, try killing it before restart".to_string()
+            )]
+        );
+        assert_eq!(names(&a), [("i1".into(), 1)]);
+        assert!(a.start[0].init);
+
+        // restartPolicy Never: upstream kills the pod; the init container is all that runs.
+        let a = compute_pod_actions(
+            &spec("Never", &["i1"], &["app"]),
+            &lost,
+            false,
+            always_restart,
+        );
+        assert_eq!(
+            kills(&a),
+            [("i1-0".to_string(), "Stopping container i1".to_string())]
+        );
+        assert!(a.start.is_empty());
+    }
+
+    #[test]
+    fn a_created_instance_never_started_is_started_again_without_a_kill() {
+        let stuck = [inst("a", 0, ContainerState::Created, None)];
+        let a = compute_pod_actions(&spec("Never", &[], &["a"]), &stuck, false, |_, _| {
+            panic!("no instance exited: no back-off")
+        });
+        assert!(a.kill.is_empty());
+        assert_eq!(names(&a), [("a".into(), 1)]);
+        let init = [inst("i1", 0, ContainerState::Created, None)];
+        let a = compute_pod_actions(
+            &spec("Always", &["i1"], &["app"]),
+            &init,
+            false,
+            always_restart,
+        );
+        assert!(a.kill.is_empty());
+        assert_eq!(names(&a), [("i1".into(), 1)]);
+    }
+
+    #[test]
+    fn running_containers_are_neither_killed_nor_started() {
+        let up = [inst("a", 0, ContainerState::Running, None)];
+        let a = compute_pod_actions(&spec("Always", &[], &["a"]), &up, false, always_restart);
+        assert_eq!(a, PodActions::default());
     }
 
     #[test]

@@ -478,6 +478,17 @@ impl PodWorker {
             );
             requeue = requeue.min(waiting.remaining.max(Duration::from_millis(100)));
         }
+        if !decided.kill.is_empty()
+            && !self
+                .deps
+                .kill_instances(pod, &instances, &decided.kill)
+                .await
+        {
+            // As upstream: a container that could not be killed is not started beside itself.
+            let instances = self.deps.runtime.list_containers(Some(&sandbox.id)).await;
+            self.publish(pod, true, &instances);
+            return requeue;
+        }
         let now = Instant::now();
         for start in &decided.start {
             if let Some(at) = self

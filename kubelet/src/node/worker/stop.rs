@@ -9,24 +9,13 @@ use kubenode_runtime::{ContainerState, ContainerStatus, Signal};
 use super::{pod_info, uid_of, PodWorker, WorkerDeps, MIN_GRACE_AFTER_HOOK};
 use crate::backoff::container_backoff_key;
 use crate::events::ObjectRef;
+use crate::node::actions::Kill;
 
 impl PodWorker {
     /// Stops and removes everything of the pod, within `deletionGracePeriodSeconds` when the
     /// API deleted it, else `terminationGracePeriodSeconds`.
     pub(super) async fn terminate(&mut self, pod: &Pod) {
-        // The API's deletion grace period when it deleted the pod (upstream `killPod`), else
-        // the pod's own.
-        let grace = Duration::from_secs(
-            pod.metadata
-                .deletion_grace_period_seconds
-                .or_else(|| {
-                    pod.spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                })
-                .unwrap_or(30)
-                .max(0) as u64,
-        );
+        let grace = kill_grace(pod);
         // A sandbox that failed to come up is gone already.
         let _ = self.finish_sandbox(pod).await;
         if let Some(sid) = self.state.record.sandbox_id.clone() {
@@ -69,7 +58,65 @@ impl PodWorker {
     }
 }
 
+/// The grace period of a kill: the API's deletion grace period when it deleted the pod, else
+/// the pod's `terminationGracePeriodSeconds` (30 s by default), as upstream's `killContainer`.
+fn kill_grace(pod: &Pod) -> Duration {
+    Duration::from_secs(
+        pod.metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0) as u64,
+    )
+}
+
 impl WorkerDeps {
+    /// Kills the instances `compute_pod_actions` named (an instance in `Unknown` state before
+    /// its restart), each with a `Killing` event carrying the action's message. False when one
+    /// could not be killed: then nothing may start this pass (upstream `SyncPod` returns).
+    pub(super) async fn kill_instances(
+        self: &Arc<Self>,
+        pod: &Pod,
+        instances: &[ContainerStatus],
+        kills: &[Kill],
+    ) -> bool {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|st| st.pod_ip.clone())
+            .unwrap_or_default();
+        let mut all_killed = true;
+        for kill in kills {
+            let Some(instance) = instances.iter().find(|s| s.id == kill.id) else {
+                continue; // gone already
+            };
+            self.events.normal(
+                &ObjectRef::container(pod, &kill.name),
+                "Killing",
+                kill.message.clone(),
+            );
+            let container = crate::pod_containers(&spec)
+                .find(|c| c.name == kill.name)
+                .cloned();
+            all_killed &= self
+                .clone()
+                .stop_one(
+                    pod.clone(),
+                    pod_ip.clone(),
+                    instance.clone(),
+                    container,
+                    kill_grace(pod),
+                )
+                .await;
+        }
+        all_killed
+    }
+
     /// Stops the running containers of a sandbox: preStop hooks first, then the stop signal and
     /// SIGKILL when the grace runs out, all containers at once.
     pub(super) async fn stop_containers(
@@ -114,6 +161,7 @@ impl WorkerDeps {
 
     /// Runs the container's preStop hook (if any) within `grace`, then stops `instance` with
     /// the image's stop signal and what is left of the grace period (at least 2 s after a hook).
+    /// False (and a warning logged) when the runtime could not stop it.
     pub(in crate::node) async fn stop_one(
         self: Arc<Self>,
         pod_obj: Pod,
@@ -121,7 +169,7 @@ impl WorkerDeps {
         instance: ContainerStatus,
         container: Option<Container>,
         grace: Duration,
-    ) {
+    ) -> bool {
         let started = Instant::now();
         let pre_stop = container
             .as_ref()
@@ -167,12 +215,16 @@ impl WorkerDeps {
                 MIN_GRACE_AFTER_HOOK
             });
         let signal = self.image_stop_signal(&instance.image);
-        if let Err(e) = self
+        match self
             .runtime
             .stop_container(&instance.id, left, signal)
             .await
         {
-            tracing::warn!(container = %instance.name, error = %e, "stopping the container");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(container = %instance.name, error = %e, "stopping the container");
+                false
+            }
         }
     }
 
