@@ -6,7 +6,7 @@
 //! again with `--eviction-hard nodefs.available<99%`, a threshold any real file system with
 //! more than 1 % of it in use crosses. Then DiskPressure shows in the Node's status, the pod is
 //! evicted (Failed, reason `Evicted`, upstream's message, the `DisruptionTarget` condition, an
-//! `Evicted` event), it stays so after another SIGKILL and restart (its container not started
+//! `Evicted` event, in the API with upstream's annotations), it stays so after another SIGKILL and restart (its container not started
 //! again), and a new pod is refused at admission. Every wait is bounded; the cluster fixture
 //! deletes the pods and cleans up the agent even on failure.
 
@@ -99,6 +99,27 @@ fn disk_pressure() -> anyhow::Result<()> {
                 && e.type_.as_deref() == Some("Warning")
                 && e.message.as_deref() == Some(message.as_str())),
             "no Evicted event: {events:?}"
+        );
+        // In the API (kubectl get events) the Evicted Event carries upstream's annotations.
+        let annotations = wait_for(
+            "the Evicted Event in the API",
+            Duration::from_secs(30),
+            || {
+                let json = c.ok(&["get", "events", "-o", "json"])?;
+                let list: serde_json::Value = serde_json::from_str(&json)?;
+                Ok(list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["involvedObject"]["name"] == "victim" && e["reason"] == "Evicted")
+                    .map(|e| e["metadata"]["annotations"].clone()))
+            },
+        )?;
+        ensure!(
+            annotations["starved_resource"] == "ephemeral-storage"
+                && annotations["offending_containers"].is_string()
+                && annotations["offending_containers_usage"].is_string(),
+            "{annotations}"
         );
         ensure!(
             events

@@ -261,6 +261,20 @@ impl Recorder {
         reason: &str,
         message: impl Into<String>,
     ) {
+        self.record_annotated(object, BTreeMap::new(), type_, reason, message);
+    }
+
+    /// Records one event with `annotations` in its metadata (upstream `AnnotatedEventf`; the
+    /// eviction manager's `Evicted` event). A repeat keeps the first occurrence's annotations,
+    /// as upstream's correlator patches only the count, last time and message.
+    pub fn record_annotated(
+        &self,
+        object: &ObjectRef,
+        annotations: BTreeMap<String, String>,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let message = message.into();
         match type_ {
             EventType::Warning => tracing::warn!(object = %object, reason, "{message}"),
@@ -314,6 +328,7 @@ impl Recorder {
             }
             None => {
                 let mut ev = self.new_event(&key, now);
+                ev.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
                 ev.involved_object.field_path =
                     (!object.field_path.is_empty()).then(|| object.field_path.clone());
                 ev
@@ -363,6 +378,17 @@ impl Recorder {
     /// A `Warning` event.
     pub fn warning(&self, object: &ObjectRef, reason: &str, message: impl Into<String>) {
         self.record(object, EventType::Warning, reason, message);
+    }
+
+    /// A `Warning` event with annotations ([`Recorder::record_annotated`]).
+    pub fn annotated_warning(
+        &self,
+        object: &ObjectRef,
+        annotations: BTreeMap<String, String>,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        self.record_annotated(object, annotations, EventType::Warning, reason, message);
     }
 
     fn new_event(&self, key: &Key, now: Time) -> Event {
@@ -505,6 +531,31 @@ mod tests {
             .starts_with("web-n1."));
         assert_eq!(r.for_uid("u1").len(), 2);
         assert!(r.for_uid("other").is_empty());
+    }
+
+    #[test]
+    fn annotations_go_into_the_event_and_reach_the_sink() {
+        let r = Recorder::new("n1", Arc::new(TestClock::at_secs(1_700_000_000)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        r.set_sink(tx);
+        let annotations: BTreeMap<String, String> =
+            [("starved_resource".to_string(), "memory".to_string())].into();
+        r.annotated_warning(
+            &ObjectRef::pod(&pod()),
+            annotations.clone(),
+            "Evicted",
+            "low",
+        );
+        let sent = rx.try_recv().unwrap();
+        assert_eq!(sent.metadata.annotations.as_ref(), Some(&annotations));
+        assert_eq!(sent.reason.as_deref(), Some("Evicted"));
+        assert_eq!(
+            r.list()[0].metadata.annotations.as_ref(),
+            Some(&annotations)
+        );
+        // A plain event has none.
+        r.normal(&ObjectRef::pod(&pod()), reason::STARTED, "x");
+        assert_eq!(rx.try_recv().unwrap().metadata.annotations, None);
     }
 
     /// Upstream's EventAggregator: similar events (same object, type and reason) with ten

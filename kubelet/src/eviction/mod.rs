@@ -8,12 +8,15 @@
 //! condition (MemoryPressure, DiskPressure, PIDPressure), which stays until the threshold has
 //! not been met for `evictionPressureTransitionPeriod` ([`State::update`]). Once a threshold
 //! has been met for its grace period it acts: memory first, a Warning `EvictionThresholdMet`
-//! on the Node, then for disk signals the node's own garbage first (unused images,
-//! [`EvictionHost::reclaim_disk`]); if the threshold (with its minimum reclaim) is still met,
-//! one pod is evicted per synchronize, ranked by [`rank::rank`]. Static, mirror and critical
-//! pods are never evicted (upstream `IsCriticalPod`); kubenode's file pods are static pods.
+//! on the Node, then for disk signals the node's own garbage first, in upstream's order
+//! ([`node_reclaim_funcs`]: dead containers, then unused images, through
+//! [`EvictionHost::reclaim`]); the signals are observed again and if no threshold (with its
+//! minimum reclaim) is met any more nothing is evicted. Otherwise one pod is evicted per
+//! synchronize, ranked by [`rank::rank`]. Static, mirror and critical pods are never evicted
+//! (upstream `IsCriticalPod`); kubenode's file pods are static pods.
 //!
-//! The evicted pod gets a Warning event `Evicted` with [`rank::message`], its containers are
+//! The evicted pod gets a Warning event `Evicted` with [`rank::message`] and its annotations
+//! (`offending_containers`, `offending_containers_usage`, `starved_resource`), its containers are
 //! killed (grace 1 s for a hard threshold, upstream's `immediateEvictionGracePeriodSeconds`;
 //! for a soft one the pod's own, at most `evictionMaxPodGracePeriod`), and its status becomes
 //! phase Failed, reason `Evicted`, the message, and the condition `DisruptionTarget`
@@ -204,14 +207,38 @@ pub fn threshold_to_reclaim(thresholds: &[Threshold]) -> Option<&Threshold> {
         .or_else(|| thresholds.first())
 }
 
+/// One way to free node-level resources before evicting (upstream's `nodeReclaimFunc`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeReclaim {
+    /// Upstream `ContainerGC.DeleteAllUnusedContainers`: a container garbage collection pass
+    /// now (dead containers beyond the policy, the sandboxes and logs of pods that are gone).
+    Containers,
+    /// Upstream `ImageGC.DeleteUnusedImages`: every unused image old enough.
+    Images,
+}
+
+/// Upstream `buildSignalToNodeReclaimFuncs` without an image file system of its own (as
+/// [`rank`] assumes: the image store shares the root directory's file system): every disk
+/// signal reclaims dead containers first, then unused images. Memory and PIDs have no
+/// node-level reclaim.
+pub fn node_reclaim_funcs(signal: Signal) -> &'static [NodeReclaim] {
+    match signal {
+        Signal::NodeFsAvailable
+        | Signal::NodeFsInodesFree
+        | Signal::ImageFsAvailable
+        | Signal::ImageFsInodesFree => &[NodeReclaim::Containers, NodeReclaim::Images],
+        _ => &[],
+    }
+}
+
 /// What the manager acts through: the kubelet's pods, stats, garbage collection and workers.
 pub trait EvictionHost: Send + Sync {
     /// The Summary now (blocking reads: called on the blocking pool).
     fn summary(&self) -> Summary;
     /// The active pods (admitted, not finished), with their status.
     fn active_pods(&self) -> Vec<Pod>;
-    /// Frees node-level disk space: unused images. Returns what it did, for the log.
-    fn reclaim_disk(&self) -> BoxFuture<'_, Result<String, String>>;
+    /// Frees node-level resources one way. Returns what it did, for the log.
+    fn reclaim(&self, what: NodeReclaim) -> BoxFuture<'_, Result<String, String>>;
     /// Kills `pod` for good with `grace`: phase Failed, reason `Evicted`, `message`, the
     /// `DisruptionTarget` condition; saved so that it survives an agent restart.
     fn evict(&self, pod: &Pod, grace: Duration, message: &str);
@@ -309,27 +336,15 @@ impl Manager {
             EVICTION_THRESHOLD_MET,
             format!("Attempting to reclaim {}", resource.as_str()),
         );
-        if threshold.signal.pressure() == Pressure::Disk {
-            match host.reclaim_disk().await {
-                Ok(done) => tracing::info!(
-                    resource = resource.as_str(),
-                    "Eviction manager: node-level reclaim: {done}"
-                ),
-                Err(e) => {
-                    tracing::info!(resource = resource.as_str(), error = %e, "Eviction manager: unexpected error when attempting to reduce resource pressure")
-                }
-            }
-            let h = host.clone();
-            if let Ok(summary) = tokio::task::spawn_blocking(move || h.summary()).await {
-                let observations = signals::observe(&summary);
-                if thresholds_met(&self.config.thresholds, &observations, true).is_empty() {
-                    tracing::info!(
-                        resource = resource.as_str(),
-                        "Eviction manager: able to reduce resource pressure without evicting pods."
-                    );
-                    return None;
-                }
-            }
+        if self
+            .reclaim_node_level_resources(host, threshold.signal, resource)
+            .await
+        {
+            tracing::info!(
+                resource = resource.as_str(),
+                "Eviction manager: able to reduce resource pressure without evicting pods."
+            );
+            return None;
         }
         tracing::info!(
             resource = resource.as_str(),
@@ -365,20 +380,62 @@ impl Manager {
                 );
                 continue;
             }
-            let message = rank::message(resource, pod, stats.as_ref(), &thresholds, &observations);
+            let (message, annotations) =
+                rank::message(resource, pod, stats.as_ref(), &thresholds, &observations);
             let grace = if threshold.is_hard() {
                 IMMEDIATE_EVICTION_GRACE
             } else {
                 soft_grace(pod, self.config.max_pod_grace_period_seconds)
             };
-            self.events
-                .warning(&ObjectRef::pod(pod), REASON, message.clone());
+            self.events.annotated_warning(
+                &ObjectRef::pod(pod),
+                annotations,
+                REASON,
+                message.clone(),
+            );
             tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), %message, "Eviction manager: evicting pod");
             host.evict(pod, grace, &message);
             return Some(pod.clone());
         }
         tracing::info!("Eviction manager: unable to evict any pods from the node");
         None
+    }
+
+    /// Upstream `reclaimNodeLevelResources`: runs the node-level reclaim steps of `signal` in
+    /// order (a failed one is logged and the next runs), then observes the signals again: true
+    /// when no threshold is met any more, its minimum reclaim included (regardless of grace
+    /// periods), so that no pod need be evicted. False when the signal has no reclaim step.
+    pub async fn reclaim_node_level_resources(
+        &self,
+        host: &Arc<dyn EvictionHost>,
+        signal: Signal,
+        resource: Resource,
+    ) -> bool {
+        let funcs = node_reclaim_funcs(signal);
+        for what in funcs {
+            match host.reclaim(*what).await {
+                Ok(done) => tracing::info!(
+                    resource = resource.as_str(),
+                    "Eviction manager: node-level reclaim: {done}"
+                ),
+                Err(e) => {
+                    tracing::info!(resource = resource.as_str(), error = %e, "Eviction manager: unexpected error when attempting to reduce resource pressure")
+                }
+            }
+        }
+        if funcs.is_empty() {
+            return false;
+        }
+        let h = host.clone();
+        let summary = match tokio::task::spawn_blocking(move || h.summary()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "Eviction manager: failed to get summary stats after resource reclaim");
+                return false;
+            }
+        };
+        let observations = signals::observe(&summary);
+        thresholds_met(&self.config.thresholds, &observations, true).is_empty()
     }
 
     /// Upstream `waitForPodsCleanup`: until the pod is no longer active, at most

@@ -7,6 +7,7 @@
 //! volumes, as far as the Summary reports them.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -112,16 +113,26 @@ pub fn rank(signal: Signal, pods: &mut [(Pod, Option<PodStats>)]) {
     });
 }
 
+/// The Evicted event's annotation naming the containers using more than they request.
+pub const OFFENDING_CONTAINERS_KEY: &str = "offending_containers";
+/// The annotation with their usage, in the same order.
+pub const OFFENDING_CONTAINERS_USAGE_KEY: &str = "offending_containers_usage";
+/// The annotation naming the resource the node was low on.
+pub const STARVED_RESOURCE_KEY: &str = "starved_resource";
+
 /// Upstream `evictionMessage`: `The node was low on resource: <resource>. `, the threshold
 /// met for that resource and what was available, then each container using more of a
-/// memory or ephemeral-storage than it requests.
+/// memory or ephemeral-storage than it requests; and the Evicted event's annotations: those
+/// containers' names and usage (comma-separated) and the resource, none when the pod has no
+/// stats (as upstream).
 pub fn message(
     resource: Resource,
     pod: &Pod,
     stats: Option<&PodStats>,
     thresholds: &[Threshold],
     observations: &super::signals::Observations,
-) -> String {
+) -> (String, BTreeMap<String, String>) {
+    let mut annotations = BTreeMap::new();
     let mut message = format!("The node was low on resource: {}. ", resource.as_str());
     let met = thresholds.iter().find_map(|t| {
         (t.signal.resource() == resource)
@@ -148,8 +159,10 @@ pub fn message(
         message += &format!("Threshold quantity: {quantity}, available: {available}. ");
     }
     let Some(stats) = stats else {
-        return message;
+        return (message, annotations);
     };
+    let mut offending: Vec<&str> = Vec::new();
+    let mut usages: Vec<String> = Vec::new();
     let spec = pod.spec.clone().unwrap_or_default();
     let containers = spec
         .containers
@@ -193,9 +206,14 @@ pub fn message(
                 binary_si(usage),
                 resource.as_str()
             );
+            offending.push(&c.name);
+            usages.push(binary_si(usage));
         }
     }
-    message
+    annotations.insert(OFFENDING_CONTAINERS_KEY.into(), offending.join(","));
+    annotations.insert(OFFENDING_CONTAINERS_USAGE_KEY.into(), usages.join(","));
+    annotations.insert(STARVED_RESOURCE_KEY.into(), resource.as_str().into());
+    (message, annotations)
 }
 
 #[cfg(test)]
@@ -364,10 +382,25 @@ mod tests {
             .filter(|t| t.signal == Signal::MemoryAvailable)
             .cloned()
             .collect();
+        let (text, annotations) = message(Resource::Memory, &p, Some(&s), &mem, &obs);
         assert_eq!(
-            message(Resource::Memory, &p, Some(&s), &mem, &obs),
+            text,
             "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
              Container c was using 300Mi, request is 100Mi, has larger consumption of memory. "
+        );
+        let annotation = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned();
+        assert_eq!(annotations.len(), 3);
+        assert_eq!(
+            annotation(&annotations, OFFENDING_CONTAINERS_KEY).as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            annotation(&annotations, OFFENDING_CONTAINERS_USAGE_KEY).as_deref(),
+            Some("300Mi")
+        );
+        assert_eq!(
+            annotation(&annotations, STARVED_RESOURCE_KEY).as_deref(),
+            Some("memory")
         );
         let disk: Vec<Threshold> = cfg
             .thresholds
@@ -375,15 +408,32 @@ mod tests {
             .filter(|t| t.signal == Signal::NodeFsAvailable)
             .cloned()
             .collect();
+        let (text, annotations) = message(Resource::EphemeralStorage, &p, Some(&s), &disk, &obs);
         assert_eq!(
-            message(Resource::EphemeralStorage, &p, Some(&s), &disk, &obs),
+            text,
             "The node was low on resource: ephemeral-storage. Threshold quantity: 5000000074, \
              available: 1000000000. "
         );
-        // Without stats or an observed threshold: the first sentence only.
+        // No container over its request: the keys are there, empty, as upstream.
+        assert_eq!(
+            annotation(&annotations, OFFENDING_CONTAINERS_KEY).as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            annotation(&annotations, OFFENDING_CONTAINERS_USAGE_KEY).as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            annotation(&annotations, STARVED_RESOURCE_KEY).as_deref(),
+            Some("ephemeral-storage")
+        );
+        // Without stats or an observed threshold: the first sentence only, no annotations.
         assert_eq!(
             message(Resource::Pids, &p, None, &[], &obs),
-            "The node was low on resource: pids. "
+            (
+                "The node was low on resource: pids. ".to_string(),
+                BTreeMap::new()
+            )
         );
     }
 }

@@ -242,3 +242,171 @@ fn soft_eviction_grace_is_the_pods_own_at_most_the_maximum() {
     p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(5);
     assert_eq!(soft_grace(&p, 10), Duration::from_secs(5));
 }
+
+/// A node of 1000 bytes of disk whose reclaim steps free what the test says.
+struct FakeHost {
+    available: std::sync::Mutex<u64>,
+    frees: BTreeMap<&'static str, u64>,
+    calls: std::sync::Mutex<Vec<NodeReclaim>>,
+    evicted: std::sync::Mutex<Vec<String>>,
+    summaries: std::sync::atomic::AtomicUsize,
+}
+
+impl FakeHost {
+    fn new(available: u64, containers_free: u64, images_free: u64) -> Arc<FakeHost> {
+        Arc::new(FakeHost {
+            available: std::sync::Mutex::new(available),
+            frees: [("containers", containers_free), ("images", images_free)].into(),
+            calls: Default::default(),
+            evicted: Default::default(),
+            summaries: Default::default(),
+        })
+    }
+}
+
+fn victim() -> Pod {
+    let mut p = pod("BestEffort", crate::cluster::pods::API_SOURCE);
+    p.metadata.uid = Some("victim-uid".into());
+    p.metadata.namespace = Some("default".into());
+    p
+}
+
+impl EvictionHost for FakeHost {
+    fn summary(&self) -> Summary {
+        self.summaries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut s = Summary::default();
+        s.node.fs = Some(crate::stats::types::FsStats {
+            time: jiff::Timestamp::UNIX_EPOCH,
+            available_bytes: Some(*self.available.lock().unwrap()),
+            capacity_bytes: Some(1000),
+            used_bytes: None,
+            inodes_free: None,
+            inodes: None,
+            inodes_used: None,
+        });
+        s.pods.push(PodStats {
+            pod_ref: crate::stats::types::PodReference {
+                name: "p".into(),
+                namespace: "default".into(),
+                uid: "victim-uid".into(),
+            },
+            ..Default::default()
+        });
+        s
+    }
+    fn active_pods(&self) -> Vec<Pod> {
+        vec![victim()]
+    }
+    fn reclaim(&self, what: NodeReclaim) -> BoxFuture<'_, Result<String, String>> {
+        self.calls.lock().unwrap().push(what);
+        let key = match what {
+            NodeReclaim::Containers => "containers",
+            NodeReclaim::Images => "images",
+        };
+        *self.available.lock().unwrap() += self.frees[key];
+        Box::pin(async move {
+            match what {
+                // A failed step is logged; the next one still runs.
+                NodeReclaim::Containers => Err("the runtime said no".to_string()),
+                NodeReclaim::Images => Ok(format!("freed {}", self.frees[key])),
+            }
+        })
+    }
+    fn evict(&self, pod: &Pod, _grace: Duration, _message: &str) {
+        self.evicted
+            .lock()
+            .unwrap()
+            .push(pod.metadata.name.clone().unwrap_or_default());
+    }
+    fn is_active(&self, _uid: &str) -> bool {
+        false
+    }
+    fn sources_ready(&self) -> bool {
+        true
+    }
+}
+
+fn manager(hard: &[(&str, &str)]) -> (Arc<Manager>, Recorder) {
+    let events = Recorder::new(
+        "n1",
+        Arc::new(crate::backoff::TestClock::at_secs(1_700_000_000)),
+    );
+    (
+        Manager::new(config(hard, &[], &[]), events.clone(), "n1"),
+        events,
+    )
+}
+
+#[tokio::test]
+async fn disk_pressure_reclaims_dead_containers_then_images_and_evicts_nobody_when_that_is_enough()
+{
+    let (m, _) = manager(&[("nodefs.available", "50%")]);
+    // 100 of 1000 bytes free; the reclaim frees 300 + 300: 700, above the 50 % threshold.
+    let fake = FakeHost::new(100, 300, 300);
+    let host: Arc<dyn EvictionHost> = fake.clone();
+    assert!(m.synchronize(&host).await.is_none());
+    assert_eq!(
+        *fake.calls.lock().unwrap(),
+        [NodeReclaim::Containers, NodeReclaim::Images]
+    );
+    assert!(fake.evicted.lock().unwrap().is_empty());
+    // Observed once to decide, once again after the reclaim.
+    assert_eq!(fake.summaries.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(m.conditions(), [Pressure::Disk]);
+}
+
+#[tokio::test]
+async fn disk_pressure_evicts_when_the_reclaim_is_not_enough_with_the_annotated_event() {
+    let (m, events) = manager(&[("nodefs.available", "50%")]);
+    let fake = FakeHost::new(100, 100, 100);
+    let host: Arc<dyn EvictionHost> = fake.clone();
+    let evicted = m.synchronize(&host).await.expect("a pod evicted");
+    assert_eq!(evicted.metadata.uid.as_deref(), Some("victim-uid"));
+    assert_eq!(
+        *fake.calls.lock().unwrap(),
+        [NodeReclaim::Containers, NodeReclaim::Images]
+    );
+    assert_eq!(*fake.evicted.lock().unwrap(), ["p"]);
+    let event = events
+        .list()
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some(REASON))
+        .expect("an Evicted event");
+    let annotations = event.metadata.annotations.expect("annotations");
+    assert_eq!(
+        annotations
+            .get(rank::STARVED_RESOURCE_KEY)
+            .map(String::as_str),
+        Some("ephemeral-storage")
+    );
+    assert_eq!(
+        annotations
+            .get(rank::OFFENDING_CONTAINERS_KEY)
+            .map(String::as_str),
+        Some("")
+    );
+    assert_eq!(
+        annotations
+            .get(rank::OFFENDING_CONTAINERS_USAGE_KEY)
+            .map(String::as_str),
+        Some("")
+    );
+}
+
+#[test]
+fn only_disk_signals_have_node_level_reclaim_dead_containers_first() {
+    assert!(node_reclaim_funcs(Signal::MemoryAvailable).is_empty());
+    assert!(node_reclaim_funcs(Signal::PidAvailable).is_empty());
+    for s in [
+        Signal::NodeFsAvailable,
+        Signal::NodeFsInodesFree,
+        Signal::ImageFsAvailable,
+        Signal::ImageFsInodesFree,
+    ] {
+        assert_eq!(
+            node_reclaim_funcs(s),
+            [NodeReclaim::Containers, NodeReclaim::Images]
+        );
+    }
+}

@@ -120,6 +120,9 @@ pub struct Kubelet {
     /// The image records of the eviction manager's disk reclaim (upstream's
     /// `DeleteUnusedImages` honours the image GC's minimum age).
     reclaim_images: tokio::sync::Mutex<crate::image_gc::ImageGcManager>,
+    /// Held by a container garbage collection pass (the periodic one, or the eviction
+    /// manager's reclaim), so that two never remove the same things at once.
+    container_gc: tokio::sync::Mutex<()>,
     /// Every source delivered its pods and they went through admission.
     sources_ready: std::sync::atomic::AtomicBool,
 }
@@ -195,6 +198,7 @@ impl Kubelet {
                 stats,
                 eviction,
                 reclaim_images: tokio::sync::Mutex::new(crate::image_gc::ImageGcManager::default()),
+                container_gc: tokio::sync::Mutex::new(()),
                 sources_ready: std::sync::atomic::AtomicBool::new(false),
             }
         })
@@ -677,22 +681,30 @@ impl Kubelet {
     }
 }
 
-impl crate::eviction::EvictionHost for Kubelet {
-    fn summary(&self) -> crate::stats::types::Summary {
-        self.stats.summary(&self.stats_targets())
-    }
-
-    fn active_pods(&self) -> Vec<Pod> {
+impl Kubelet {
+    /// Every pod UID with a worker (desired, or still being terminated): what container
+    /// garbage collection leaves alone but for dead containers beyond the policy.
+    fn live_pods(&self) -> HashSet<String> {
         self.deps
             .pods
             .lock()
-            .values()
-            .filter(|e| e.is_active())
-            .map(|e| e.pod.clone())
+            .iter()
+            .filter(|(_, e)| e.worker.is_some())
+            .map(|(uid, _)| uid.clone())
             .collect()
     }
 
-    fn reclaim_disk(&self) -> BoxFuture<'_, Result<String, String>> {
+    /// One container garbage collection pass with upstream's default policy (see
+    /// [`container_gc`]), never two at once.
+    async fn collect_garbage(&self) -> worker::GcPass {
+        let _pass = self.container_gc.lock().await;
+        let policy = container_gc::ContainerGcPolicy::default();
+        self.deps.collect_garbage(&policy, &self.live_pods()).await
+    }
+
+    /// The eviction manager's image reclaim (upstream `DeleteUnusedImages`): every unused image
+    /// older than the image GC's minimum age, whatever the thresholds.
+    fn delete_unused_images(&self) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let images = self.deps.images.clone();
             let seen = tokio::task::spawn_blocking(move || images.images_with_users())
@@ -731,6 +743,35 @@ impl crate::eviction::EvictionHost for Kubelet {
                 report.bytes_freed
             ))
         })
+    }
+}
+
+impl crate::eviction::EvictionHost for Kubelet {
+    fn summary(&self) -> crate::stats::types::Summary {
+        self.stats.summary(&self.stats_targets())
+    }
+
+    fn active_pods(&self) -> Vec<Pod> {
+        self.deps
+            .pods
+            .lock()
+            .values()
+            .filter(|e| e.is_active())
+            .map(|e| e.pod.clone())
+            .collect()
+    }
+
+    fn reclaim(&self, what: crate::eviction::NodeReclaim) -> BoxFuture<'_, Result<String, String>> {
+        match what {
+            crate::eviction::NodeReclaim::Containers => Box::pin(async move {
+                let pass = self.collect_garbage().await;
+                Ok(format!(
+                    "removed {} dead containers, {} sandboxes and {} log directories of gone pods",
+                    pass.containers, pass.sandboxes, pass.log_dirs
+                ))
+            }),
+            crate::eviction::NodeReclaim::Images => self.delete_unused_images(),
+        }
     }
 
     fn evict(&self, pod: &Pod, grace: std::time::Duration, message: &str) {
@@ -899,7 +940,6 @@ async fn housekeeping(kubelet: std::sync::Weak<Kubelet>) {
 /// The node-wide container garbage collection every [`container_gc::CONTAINER_GC_PERIOD`]
 /// (started once every pod source has listed its pods), with upstream's default policy.
 async fn container_gc(kubelet: std::sync::Weak<Kubelet>) {
-    let policy = container_gc::ContainerGcPolicy::default();
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + container_gc::CONTAINER_GC_PERIOD,
         container_gc::CONTAINER_GC_PERIOD,
@@ -910,15 +950,7 @@ async fn container_gc(kubelet: std::sync::Weak<Kubelet>) {
         let Some(kubelet) = kubelet.upgrade() else {
             return;
         };
-        let live: HashSet<String> = kubelet
-            .deps
-            .pods
-            .lock()
-            .iter()
-            .filter(|(_, e)| e.worker.is_some())
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        kubelet.deps.collect_garbage(&policy, &live).await;
+        kubelet.collect_garbage().await;
     }
 }
 

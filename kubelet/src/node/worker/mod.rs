@@ -19,6 +19,7 @@
 
 mod deadline;
 mod gc;
+pub(in crate::node) use gc::GcPass;
 mod outcome;
 pub(in crate::node) mod pod_cgroup;
 mod prune;
