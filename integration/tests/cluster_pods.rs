@@ -259,6 +259,24 @@ fn rejections() -> anyhow::Result<()> {
                 "Running",
                 running_in_api,
             )?;
+            // kubectl describe lists its toleration and the two DefaultTolerationSeconds
+            // admission adds (the API server's, as upstream's), sorted by key.
+            let described = c.ok(&["describe", "pod", "tolerant"])?;
+            let tolerations: Vec<&str> = described
+                .lines()
+                .skip_while(|l| !l.starts_with("Tolerations:"))
+                .take_while(|l| !l.starts_with("Events:"))
+                .map(|l| l.trim_start_matches("Tolerations:").trim())
+                .collect();
+            ensure!(
+                tolerations
+                    == [
+                        "node.kubernetes.io/not-ready:NoExecute op=Exists for 300s",
+                        "node.kubernetes.io/unreachable:NoExecute op=Exists for 300s",
+                        "spot:NoExecute op=Exists",
+                    ],
+                "{described}"
+            );
             Ok(())
         },
     )

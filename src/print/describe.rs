@@ -427,7 +427,13 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
             }
         }
     }
-    cell_line(&mut lines, "Tolerations:", "<none>");
+    let tolerations = toleration_lines(spec.tolerations.as_deref().unwrap_or_default());
+    if tolerations.is_empty() {
+        cell_line(&mut lines, "Tolerations:", "<none>");
+    }
+    for (i, t) in tolerations.into_iter().enumerate() {
+        cell_line(&mut lines, if i == 0 { "Tolerations:" } else { "" }, t);
+    }
     if events.is_empty() {
         cell_line(&mut lines, "Events:", "<none>");
         out.push_str(&tabbed(&lines));
@@ -436,6 +442,40 @@ pub fn describe_pod(pod: &Pod, events: &[Event], now: Timestamp) -> String {
         out.push_str(&events_section(events, now));
     }
     out
+}
+
+/// The pod's tolerations as kubectl's `printTolerationsMultilineWithIndent` writes them, sorted
+/// by key: `key[=value][:effect][ op=Exists][ for Ns]` (a bare `operator: Exists`, which
+/// tolerates everything, prints as `op=Exists`).
+fn toleration_lines(tolerations: &[k8s_openapi::api::core::v1::Toleration]) -> Vec<String> {
+    let mut sorted: Vec<_> = tolerations.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted
+        .into_iter()
+        .map(|t| {
+            let key = t.key.as_deref().unwrap_or("");
+            let value = t.value.as_deref().unwrap_or("");
+            let effect = t.effect.as_deref().unwrap_or("");
+            let mut line = key.to_string();
+            if !value.is_empty() {
+                line += &format!("={value}");
+            }
+            if !effect.is_empty() {
+                line += &format!(":{effect}");
+            }
+            if t.operator.as_deref() == Some("Exists") && value.is_empty() {
+                line += if key.is_empty() && effect.is_empty() {
+                    "op=Exists"
+                } else {
+                    " op=Exists"
+                };
+            }
+            if let Some(seconds) = t.toleration_seconds {
+                line += &format!(" for {seconds}s");
+            }
+            line
+        })
+        .collect()
 }
 
 /// One output line for [`tabbed`]: a label cell (kubectl's text before a tab; `None`: the line
@@ -775,6 +815,31 @@ mod tests {
         let text = describe_pod(&pod, &[], now);
         let want = "    Environment Variables from:\n      cfg  ConfigMap  Optional: false\n      creds  Secret with prefix 'S_'  Optional: true\n    Environment:\n      MODE:  <set to the key 'mode' of config map 'cfg'>  Optional: false\n      PW:  <set to the key 'password' in secret 'creds'>  Optional: true\n";
         assert!(text.contains(want), "{text}");
+    }
+
+    #[test]
+    fn tolerations_as_kubectl_prints_them() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "containers": [{"name": "c", "image": "busybox"}],
+                "tolerations": [
+                    {"key": "spot", "operator": "Exists", "effect": "NoExecute"},
+                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                    {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"},
+                    {"operator": "Exists"}
+                ]
+            }
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let text = describe_pod(&pod, &[], now);
+        let want = "Tolerations:     op=Exists\n\
+                    \x20                dedicated=db:NoSchedule\n\
+                    \x20                node.kubernetes.io/unreachable:NoExecute op=Exists for 300s\n\
+                    \x20                spot:NoExecute op=Exists\n\
+                    Events:          <none>\n";
+        assert!(text.ends_with(want), "{text}");
     }
 
     #[test]

@@ -704,6 +704,8 @@ fn commit_update(
         }
     }
     if res.kind == "Pod" && t.sub.is_none() {
+        // Mutating admission before validation, as upstream.
+        resources::default_toleration_seconds(&mut new);
         check_pod_spec_update(res, &name, &current["spec"], &new["spec"])?;
     }
     if new.get("spec") != current.get("spec") && current["metadata"].get("generation").is_some() {

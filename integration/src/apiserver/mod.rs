@@ -30,7 +30,9 @@
 //! - PATCH: merge, JSON and strategic merge patch ([`patch`], merge keys from upstream's tags).
 //! - The status subresource changes only `status`; PUT and PATCH of the main resource keep the
 //!   stored `status` of kinds that have the subresource. Pods are created `Pending` with their
-//!   QoS class and the spec defaults a kubelet reads; nodes may register with a status. A pod's
+//!   QoS class and the spec defaults a kubelet reads, and the `DefaultTolerationSeconds`
+//!   admission plugin's two `NoExecute` tolerations (not-ready, unreachable: 300 s) on create
+//!   and update ([`resources::default_toleration_seconds`]); nodes may register with a status. A pod's
 //!   spec is immutable but for what `ValidatePodUpdate` allows (images, ...; the 422 carries
 //!   upstream's message without its spec diff). A pod that is unscheduled or terminated is
 //!   deleted at once whatever grace period is asked, as upstream.

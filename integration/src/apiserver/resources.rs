@@ -333,6 +333,7 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
     match res.kind {
         "Pod" => {
             default_pod_spec(obj);
+            default_toleration_seconds(obj);
             let qos = qos_class(obj);
             obj["status"] = json!({ "phase": "Pending", "qosClass": qos });
         }
@@ -348,6 +349,49 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
             obj["status"] = json!({ "phase": "Active" });
         }
         _ => {}
+    }
+}
+
+/// Upstream's `DefaultTolerationSeconds` admission plugin (on by default; pod create and
+/// update): a pod that does not tolerate the `NoExecute` taints `node.kubernetes.io/not-ready`
+/// and `node.kubernetes.io/unreachable` (a toleration with that key or none, and that effect
+/// or none) gets a toleration of each with `operator: Exists` and `tolerationSeconds: 300`
+/// (`--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`),
+/// appended in that order.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tolerates = |spec: &serde_json::Map<String, Value>, key: &str| {
+        spec.get("tolerations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let k = t["key"].as_str().unwrap_or("");
+                let e = t["effect"].as_str().unwrap_or("");
+                (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+            })
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if tolerates(spec, key) {
+            continue;
+        }
+        let list = spec.entry("tolerations").or_insert_with(|| json!([]));
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        if let Some(list) = list.as_array_mut() {
+            list.push(json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            }));
+        }
     }
 }
 
@@ -534,6 +578,41 @@ mod tests {
 
     fn res(kind: &str) -> &'static Resource {
         RESOURCES.iter().find(|r| r.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn default_toleration_seconds_as_upstreams_admission() {
+        let default = |key: &str| serde_json::json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300});
+        let mut pod = serde_json::json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut pod);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            serde_json::json!([
+                default("node.kubernetes.io/not-ready"),
+                default("node.kubernetes.io/unreachable")
+            ])
+        );
+        // Idempotent (the update path runs it again).
+        let before = pod.clone();
+        default_toleration_seconds(&mut pod);
+        assert_eq!(pod, before);
+        // The pod's own come first; one of the two already tolerated is not added.
+        let own = serde_json::json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10});
+        let mut pod = serde_json::json!({"spec": {"tolerations": [own.clone()]}});
+        default_toleration_seconds(&mut pod);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            serde_json::json!([own, default("node.kubernetes.io/not-ready")])
+        );
+        // A toleration of every taint (no key, no effect) covers both.
+        let all = serde_json::json!({"operator": "Exists"});
+        let mut pod = serde_json::json!({"spec": {"tolerations": [all.clone()]}});
+        default_toleration_seconds(&mut pod);
+        assert_eq!(pod["spec"]["tolerations"], serde_json::json!([all]));
+        // NoSchedule only: both added.
+        let mut pod = serde_json::json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}});
+        default_toleration_seconds(&mut pod);
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 3);
     }
 
     #[test]
