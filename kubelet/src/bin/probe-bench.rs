@@ -14,6 +14,9 @@
 //!
 //! Ctrl-C (SIGINT) or SIGTERM stops it and its server process; it then exits with 130.
 
+#[path = "bench/args.rs"]
+mod args;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,15 +65,6 @@ impl ProbeHost for ForkHost {
     fn kill(&self, _request: Kill) -> BoxFuture<Result<(), HostError>> {
         Box::pin(async { Err(HostError::Other("the benchmark kills nothing".into())) })
     }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// CPU used: user and system time of this process, and of its waited-for children.
@@ -305,9 +299,9 @@ fn main() {
         return;
     }
     interrupt::install().expect("catching SIGINT and SIGTERM");
-    let containers = arg("--containers", 750);
-    let execs = arg("--exec", 50);
-    let window = Duration::from_secs(arg("--seconds", 20) as u64);
+    let containers = args::number("--containers", 750);
+    let execs = args::number("--exec", 50);
+    let window = Duration::from_secs(args::number("--seconds", 20) as u64);
     let warmup = Duration::from_secs(3);
 
     let mut child = Server(

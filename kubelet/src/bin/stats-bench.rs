@@ -9,6 +9,9 @@
 //! `stats-bench [--pods N] [--rounds R]`. Removes its cgroups and processes at the end, also
 //! when a step fails.
 
+#[path = "bench/args.rs"]
+mod args;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -17,15 +20,6 @@ use kubenode_kubelet::stats::types::PodReference;
 use kubenode_kubelet::stats::{Collector, CollectorConfig, ContainerTarget, PodTarget};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cpu_time() -> Duration {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -79,8 +73,8 @@ fn controllers(root: &Path) -> Vec<PathBuf> {
 }
 
 fn main() -> Result<()> {
-    let pods = arg("--pods", 30);
-    let rounds = arg("--rounds", 200);
+    let pods = args::number("--pods", 30);
+    let rounds = args::number("--rounds", 200);
     let root = Path::new("/sys/fs/cgroup");
     let base = format!("/kubepods-statsbench-{}", std::process::id());
     let mut fx = Fixture {

@@ -195,6 +195,16 @@ mod tests {
         }
     }
 
+    /// `all` as the collector sees them, every one in the pod `uid`.
+    fn in_pod<'a>(uid: &'a str, all: &'a [ContainerStatus]) -> Vec<GcContainer<'a>> {
+        all.iter()
+            .map(|status| GcContainer {
+                pod_uid: uid,
+                status,
+            })
+            .collect()
+    }
+
     fn sorted(mut v: Vec<String>) -> Vec<String> {
         v.sort();
         v
@@ -215,13 +225,7 @@ mod tests {
             c("b0", "b", 0, ContainerState::Unknown),
             c("c0", "c", 0, ContainerState::Exited),
         ];
-        let list: Vec<GcContainer<'_>> = all
-            .iter()
-            .map(|s| GcContainer {
-                pod_uid: "u1",
-                status: s,
-            })
-            .collect();
+        let list = in_pod("u1", &all);
         assert_eq!(
             sorted(select_containers(&p, at(100), &list, |_| false)),
             ["a0", "a1"]
@@ -244,13 +248,7 @@ mod tests {
             c("old", "a", 0, ContainerState::Exited),
             c("young", "a", 50, ContainerState::Exited),
         ];
-        let list: Vec<GcContainer<'_>> = all
-            .iter()
-            .map(|s| GcContainer {
-                pod_uid: "u",
-                status: s,
-            })
-            .collect();
+        let list = in_pod("u", &all);
         assert_eq!(select_containers(&p, at(100), &list, |_| false), ["old"]);
         assert_eq!(select_containers(&p, at(100), &list, |_| true), ["old"]);
     }
@@ -271,13 +269,7 @@ mod tests {
             c("b1", "b", 10, ContainerState::Exited),
             c("b0", "b", 0, ContainerState::Exited),
         ];
-        let list: Vec<GcContainer<'_>> = all
-            .iter()
-            .map(|s| GcContainer {
-                pod_uid: "u",
-                status: s,
-            })
-            .collect();
+        let list = in_pod("u", &all);
         // (a2 and b2 are their containers' current instances: never collected.)
         assert_eq!(
             sorted(select_containers(&p, at(100), &list, |_| false)),
@@ -298,13 +290,7 @@ mod tests {
             c("y+", "y", 12, ContainerState::Running),
             c("z+", "z", 10, ContainerState::Running),
         ];
-        let list: Vec<GcContainer<'_>> = all
-            .iter()
-            .map(|s| GcContainer {
-                pod_uid: "u",
-                status: s,
-            })
-            .collect();
+        let list = in_pod("u", &all);
         assert_eq!(select_containers(&p, at(100), &list, |_| false), ["z"]);
         // A limit of 0 removes every dead container.
         let p = ContainerGcPolicy {

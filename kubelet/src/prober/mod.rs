@@ -21,7 +21,7 @@ pub(crate) mod http;
 pub mod metrics;
 mod port;
 mod tcp;
-mod tls;
+pub mod tls;
 mod worker;
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! HTTPS for probes without certificate verification, as upstream's `InsecureSkipVerify`: any
 //! certificate is accepted, the handshake signatures are still checked.
+//!
+//! [`AcceptAnyCertificate`] is the workspace's one such verifier: a TLS client that must not
+//! verify its server (the stand-in API server's client for kubelets, as kube-apiserver's
+//! `--kubelet-certificate-authority` unset) uses it too.
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,8 +13,18 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
+/// A server certificate verifier that accepts any certificate (Go's `InsecureSkipVerify`)
+/// but still checks the handshake signatures with `provider`'s algorithms, so the server holds
+/// the key of the certificate it presented.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
+pub struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl AcceptAnyCertificate {
+    /// The verifier, checking signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Arc<AcceptAnyCertificate> {
+        Arc::new(AcceptAnyCertificate(provider))
+    }
+}
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
@@ -67,7 +81,7 @@ pub(super) fn connector() -> Result<TlsConnector, String> {
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("building the probe TLS configuration: {e}"))?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+                .with_custom_certificate_verifier(AcceptAnyCertificate::new(provider))
                 .with_no_client_auth();
             Ok(TlsConnector::from(Arc::new(config)))
         })
