@@ -219,14 +219,16 @@ pub enum NodeReclaim {
 
 /// Upstream `buildSignalToNodeReclaimFuncs` without an image file system of its own (as
 /// [`rank`] assumes: the image store shares the root directory's file system): every disk
-/// signal reclaims dead containers first, then unused images. Memory and PIDs have no
-/// node-level reclaim.
+/// signal (`containerfs.*` included, as upstream, though they are never observed) reclaims dead
+/// containers first, then unused images. Memory and PIDs have no node-level reclaim.
 pub fn node_reclaim_funcs(signal: Signal) -> &'static [NodeReclaim] {
     match signal {
         Signal::NodeFsAvailable
         | Signal::NodeFsInodesFree
         | Signal::ImageFsAvailable
-        | Signal::ImageFsInodesFree => &[NodeReclaim::Containers, NodeReclaim::Images],
+        | Signal::ImageFsInodesFree
+        | Signal::ContainerFsAvailable
+        | Signal::ContainerFsInodesFree => &[NodeReclaim::Containers, NodeReclaim::Images],
         _ => &[],
     }
 }

@@ -403,6 +403,8 @@ fn only_disk_signals_have_node_level_reclaim_dead_containers_first() {
         Signal::NodeFsInodesFree,
         Signal::ImageFsAvailable,
         Signal::ImageFsInodesFree,
+        Signal::ContainerFsAvailable,
+        Signal::ContainerFsInodesFree,
     ] {
         assert_eq!(
             node_reclaim_funcs(s),
