@@ -9,9 +9,9 @@
 //! An instance whose state the runtime cannot tell (`Unknown`) may still run: as upstream, it
 //! is killed first ([`Kill`], the `Killing` event's message saying why) and then started again
 //! whatever the restart policy (an init container under `restartPolicy: Never` is only killed:
-//! upstream kills the pod, which then fails). A `Created` instance that was never started (the
-//! agent died between create and start) is started again, as upstream's
-//! `ShouldContainerBeRestarted`. The crash back-off of such a restart counts from the newest
+//! upstream kills the pod, which then fails). A `Created` instance whose start never came (the
+//! sandbox failed between create and start; one an earlier agent run left so is removed by the
+//! runtime's recovery) is started again, as upstream's `ShouldContainerBeRestarted`. The crash back-off of such a restart counts from the newest
 //! instance that exited, as upstream's `doBackOff` (none: no back-off).
 
 use std::collections::BTreeMap;
