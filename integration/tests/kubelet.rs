@@ -165,6 +165,14 @@ fn web_pod() -> anyhow::Result<()> {
             describe.contains("Started container httpd"),
             "describe {describe}"
         );
+        // A static pod tolerates every NoExecute taint (the file source's default, as
+        // upstream's), and describe lists it as kubectl does.
+        ensure!(
+            describe.lines().any(|l| l
+                .strip_prefix("Tolerations:")
+                .is_some_and(|t| t.trim() == ":NoExecute op=Exists")),
+            "describe {describe}"
+        );
         agent.remove_manifest("web.yaml")?;
         agent.wait_gone(&name, Duration::from_secs(45))
     })
