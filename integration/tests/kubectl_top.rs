@@ -133,6 +133,7 @@ fn top() -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_secs(1));
             };
             ensure!(amount(&pod_row[2], "Mi")? > 0, "pod memory: {pod_row:?}");
+            eprintln!("kubectl top node: {node_row:?}; kubectl top pod: {pod_row:?}");
 
             // by name, with its containers
             let out = k(&["top", "pod", "burn", "--containers"])?
