@@ -12,15 +12,22 @@
 //!   Approval is the condition `Approved`/`True`, reason `AutoApproved`, with upstream's
 //!   messages, written through the `/approval` subresource.
 //! - **csrsigning** (`pkg/controller/certificates/signer`): an approved, not failed CSR of that
-//!   signer without a certificate gets one from the cluster CA, valid from `now - backdate`
+//!   signer or of `kubernetes.io/kubelet-serving` (kubeadm's controller manager signs both
+//!   with the cluster CA) without a certificate gets one from the cluster CA, with the
+//!   request's subject and subjectAltNames and the spec's usages, valid from `now - backdate`
 //!   (5 min) to `now + duration` (`notBefore + duration` for a duration of 8 h or more), where
 //!   duration is the cluster signing duration (default one year, kube-controller-manager's
 //!   `--cluster-signing-duration`) or `spec.expirationSeconds` when shorter (never under
 //!   10 min), never past the CA's own `notAfter`; a request the signer does not accept gets the
 //!   condition `Failed`, reason `SignerValidationFailure`. Written through `/status`.
 //!
-//! Other signers (`kube-apiserver-client`, `kubelet-serving`, custom) are left pending: no
-//! controller of this stand-in signs them.
+//! A `kubelet-serving` CSR is signed once approved, and only an admin approves it (`kubectl
+//! certificate approve`): upstream's approver recognizes kubelet client CSRs only. Its request
+//! must pass `ValidateKubeletServingCSR` (`O=system:nodes` only, `CN=system:node:<name>`, at
+//! least one DNS or IP SAN, no email or URI SAN, usages `digital signature` + `server auth`,
+//! optionally `key encipherment`), else the signer marks it `Failed`. Other signers
+//! (`kube-apiserver-client`, custom) are left pending: no controller of this stand-in signs
+//! them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +43,8 @@ use super::tls::Ca;
 
 /// The signer of kubelet client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The signer of kubelet serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// The signing controller's settings.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +144,79 @@ pub fn prepare_create(body: &[u8], requester: Option<&Identity>) -> Result<Vec<u
     Ok(serde_json::to_vec(&obj).unwrap_or_default())
 }
 
+/// A protobuf body of `PUT .../certificatesigningrequests/<name>/approval` (kubectl's typed
+/// client, `kubectl certificate approve|deny`, writes protobuf) as the JSON update the
+/// handler takes: `stored` with the body's `metadata.resourceVersion` (the conflict check) and
+/// `status.conditions`, the only fields the approval subresource changes.
+pub fn approval_from_protobuf(stored: &Value, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    use super::serviceaccounts::proto::{fields, message, string, unwrap, Field};
+    let decode = || -> Result<(Option<String>, Vec<Value>), &'static str> {
+        let mut rv = None;
+        let mut conds = Vec::new();
+        let time = |b: &[u8]| -> Result<String, &'static str> {
+            let mut secs = 0i64;
+            for (n, f) in fields(b)? {
+                if let (1, Field::Varint(v)) = (n, f) {
+                    secs = v as i64;
+                }
+            }
+            let t = jiff::Timestamp::from_second(secs).map_err(|_| "bad time")?;
+            Ok(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        };
+        for (n, f) in fields(unwrap(body)?)? {
+            match n {
+                1 => {
+                    for (m, g) in fields(message(&f)?)? {
+                        if m == 6 {
+                            rv = Some(string(&g)?);
+                        }
+                    }
+                }
+                3 => {
+                    for (m, g) in fields(message(&f)?)? {
+                        if m != 1 {
+                            continue;
+                        }
+                        let mut c = json!({});
+                        for (k, h) in fields(message(&g)?)? {
+                            let (name, v) = match k {
+                                1 => ("type", json!(string(&h)?)),
+                                2 => ("reason", json!(string(&h)?)),
+                                3 => ("message", json!(string(&h)?)),
+                                4 => ("lastUpdateTime", json!(time(message(&h)?)?)),
+                                5 => ("lastTransitionTime", json!(time(message(&h)?)?)),
+                                6 => ("status", json!(string(&h)?)),
+                                _ => continue,
+                            };
+                            c[name] = v;
+                        }
+                        conds.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((rv, conds))
+    };
+    let (rv, conds) = decode().map_err(|e| {
+        ApiError::bad_request(format!(
+            "CertificateSigningRequest in version \"v1\" cannot be handled as a \
+             CertificateSigningRequest: {e}"
+        ))
+    })?;
+    let mut obj = stored.clone();
+    match rv {
+        Some(rv) => obj["metadata"]["resourceVersion"] = json!(rv),
+        None => {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+        }
+    }
+    obj["status"]["conditions"] = json!(conds);
+    Ok(serde_json::to_vec(&obj).unwrap_or_default())
+}
+
 fn decode_b64(s: &str) -> Option<String> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
@@ -147,6 +229,11 @@ struct Request {
     cn: String,
     orgs: Vec<String>,
     has_sans: bool,
+    /// DNS and IP subjectAltNames.
+    dns_or_ip: usize,
+    /// Email and URI subjectAltNames.
+    email: usize,
+    uri: usize,
 }
 
 fn parse_request(pem_text: &str) -> Result<Request, String> {
@@ -169,15 +256,30 @@ fn parse_request(pem_text: &str) -> Result<Request, String> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    let has_sans = req.requested_extensions().is_some_and(|mut exts| {
-        exts.any(|e| {
-            matches!(
-                e,
-                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
-            )
-        })
-    });
-    Ok(Request { cn, orgs, has_sans })
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let mut has_sans = false;
+    let (mut dns_or_ip, mut email, mut uri) = (0, 0, 0);
+    for ext in req.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext {
+            has_sans = true;
+            for n in &san.general_names {
+                match n {
+                    GeneralName::DNSName(_) | GeneralName::IPAddress(_) => dns_or_ip += 1,
+                    GeneralName::RFC822Name(_) => email += 1,
+                    GeneralName::URI(_) => uri += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(Request {
+        cn,
+        orgs,
+        has_sans,
+        dns_or_ip,
+        email,
+        uri,
+    })
 }
 
 /// Upstream's `ValidateKubeletClientCSR`.
@@ -198,6 +300,34 @@ fn validate_kubelet_client(req: &Request, usages: &[String]) -> Result<(), Strin
     let rsa = ["client auth", "digital signature", "key encipherment"];
     if set != no_rsa && set != rsa {
         return Err("usages did not match [client auth digital signature key encipherment]".into());
+    }
+    Ok(())
+}
+
+/// Upstream's `ValidateKubeletServingCSR`.
+fn validate_kubelet_serving(req: &Request, usages: &[String]) -> Result<(), String> {
+    if req.orgs != ["system:nodes"] {
+        return Err("subject organization is not system:nodes".into());
+    }
+    if req.dns_or_ip == 0 {
+        return Err("DNS or IP subjectAltName is required".into());
+    }
+    if req.email > 0 {
+        return Err("Email subjectAltNames are not allowed".into());
+    }
+    if req.uri > 0 {
+        return Err("URI subjectAltNames are not allowed".into());
+    }
+    let mut set: Vec<&str> = usages.iter().map(String::as_str).collect();
+    set.sort_unstable();
+    set.dedup();
+    let no_rsa = ["digital signature", "server auth"];
+    let rsa = ["digital signature", "key encipherment", "server auth"];
+    if set != no_rsa && set != rsa {
+        return Err("usages did not match [digital signature key encipherment server auth]".into());
+    }
+    if !req.cn.starts_with("system:node:") {
+        return Err("subject common name does not begin with system:node:".into());
     }
     Ok(())
 }
@@ -272,9 +402,13 @@ enum Signed {
 }
 
 fn signing(csr: &Value, ca: &Ca, opts: Signing) -> Option<Signed> {
+    let validate = match csr["spec"]["signerName"].as_str() {
+        Some(KUBELET_CLIENT_SIGNER) => validate_kubelet_client,
+        Some(KUBELET_SERVING_SIGNER) => validate_kubelet_serving,
+        _ => return None,
+    };
     if !has_true(csr, "Approved")
         || has_true(csr, "Failed")
-        || csr["spec"]["signerName"] != KUBELET_CLIENT_SIGNER
         || csr["status"]["certificate"]
             .as_str()
             .is_some_and(|c| !c.is_empty())
@@ -287,7 +421,7 @@ fn signing(csr: &Value, ca: &Ca, opts: Signing) -> Option<Signed> {
         Ok(r) => r,
         Err(e) => return Some(Signed::Failed(format!("unable to parse csr: {e}"))),
     };
-    if let Err(e) = validate_kubelet_client(&req, &usages) {
+    if let Err(e) = validate(&req, &usages) {
         return Some(Signed::Failed(e));
     }
     // upstream's `duration`: the requested one when shorter than the cluster's, never under
@@ -439,6 +573,9 @@ mod tests {
             cn: "system:node:n1".into(),
             orgs: vec!["system:nodes".into()],
             has_sans: false,
+            dns_or_ip: 0,
+            email: 0,
+            uri: 0,
         };
         let u = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(validate_kubelet_client(&ok, &u(&["digital signature", "client auth"])).is_ok());
@@ -453,6 +590,104 @@ mod tests {
             ..ok
         };
         assert!(validate_kubelet_client(&bad, &u(&["digital signature", "client auth"])).is_err());
+    }
+
+    #[test]
+    fn kubelet_serving_requests_as_upstream_validates_them() {
+        let ok = Request {
+            cn: "system:node:n1".into(),
+            orgs: vec!["system:nodes".into()],
+            has_sans: true,
+            dns_or_ip: 2,
+            email: 0,
+            uri: 0,
+        };
+        let u = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ecdsa = u(&["digital signature", "server auth"]);
+        assert!(validate_kubelet_serving(&ok, &ecdsa).is_ok());
+        let rsa = u(&["key encipherment", "digital signature", "server auth"]);
+        assert!(validate_kubelet_serving(&ok, &rsa).is_ok());
+        assert_eq!(
+            validate_kubelet_serving(&ok, &u(&["digital signature", "client auth"])).unwrap_err(),
+            "usages did not match [digital signature key encipherment server auth]"
+        );
+        let no_san = Request {
+            dns_or_ip: 0,
+            has_sans: false,
+            ..ok
+        };
+        assert_eq!(
+            validate_kubelet_serving(&no_san, &ecdsa).unwrap_err(),
+            "DNS or IP subjectAltName is required"
+        );
+        let email = Request {
+            email: 1,
+            dns_or_ip: 1,
+            ..no_san
+        };
+        assert_eq!(
+            validate_kubelet_serving(&email, &ecdsa).unwrap_err(),
+            "Email subjectAltNames are not allowed"
+        );
+        let other = Request {
+            cn: "someone".into(),
+            email: 0,
+            ..email
+        };
+        assert_eq!(
+            validate_kubelet_serving(&other, &ecdsa).unwrap_err(),
+            "subject common name does not begin with system:node:"
+        );
+    }
+
+    #[test]
+    fn a_protobuf_approval_decodes() {
+        // k8s\0 + Unknown{raw: CSR{metadata{name "c", resourceVersion "7"},
+        //   status{conditions [{type Approved, status True, reason KubectlApprove,
+        //   lastUpdateTime {seconds 1}}]}}}
+        let meta = [&[0x0a, 1][..], b"c", &[0x32, 1], b"7"].concat();
+        let time = [0x08, 0x01];
+        let cond = [
+            &[0x0a, 8][..],
+            b"Approved",
+            &[0x32, 4],
+            b"True",
+            &[0x12, 14],
+            b"KubectlApprove",
+            &[0x22, 2],
+            &time,
+        ]
+        .concat();
+        let status = [&[0x0a, cond.len() as u8][..], &cond].concat();
+        let csr = [
+            &[0x0a, meta.len() as u8][..],
+            &meta,
+            &[0x1a, status.len() as u8],
+            &status,
+        ]
+        .concat();
+        let body = [&b"k8s\0"[..], &[0x12, csr.len() as u8], &csr].concat();
+        let stored = json!({"metadata": {"name": "c", "resourceVersion": "9"},
+            "spec": {"signerName": KUBELET_SERVING_SIGNER}});
+        let out: Value =
+            serde_json::from_slice(&approval_from_protobuf(&stored, &body).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["resourceVersion"], "7");
+        assert_eq!(out["spec"]["signerName"], KUBELET_SERVING_SIGNER);
+        let c = &out["status"]["conditions"][0];
+        assert_eq!(c["type"], "Approved");
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "KubectlApprove");
+        assert_eq!(c["lastUpdateTime"], "1970-01-01T00:00:01Z");
+        assert!(approval_from_protobuf(&stored, b"not protobuf").is_err());
+    }
+
+    #[test]
+    fn serving_csrs_are_never_auto_approved() {
+        let csr = json!({"metadata": {"name": "c"}, "spec": {
+            "signerName": KUBELET_SERVING_SIGNER, "username": "system:node:n1",
+            "groups": ["system:nodes", "system:authenticated"], "request": "",
+            "usages": ["digital signature", "server auth"]}});
+        assert!(approval(&csr).is_none());
     }
 
     #[test]

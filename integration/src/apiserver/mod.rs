@@ -72,16 +72,26 @@
 //!   `Opaque`); CertificateSigningRequests (`certificates.k8s.io/v1`, `csr`): create, get, list,
 //!   watch, the `/approval` subresource (changes only the conditions) and `/status`, the
 //!   requester written into `spec.username`/`groups` on create, `spec.request`, `signerName`,
-//!   `usages` and `expirationSeconds` validated, `kubectl get csr`'s table ([`csr`]).
+//!   `usages` and `expirationSeconds` validated, `kubectl get csr`'s table ([`csr`]); an
+//!   `/approval` update also in protobuf (what `kubectl certificate approve` sends).
 //! - TokenReview and SubjectAccessReview ([`reviews`]), what a kubelet's HTTPS server asks:
 //!   tokens checked as the stand-in's own authenticators check them (service-account JWTs
 //!   too); access decided by a written-down policy (`system:masters` and
 //!   [`HttpsOptions::allowed_subjects`] allowed, everyone else denied).
 //! - In HTTPS mode, `pods/<name>/log` through the node's kubelet ([`podlogs`]): its
 //!   `daemonEndpoints` port on its InternalIP, with a `kube-apiserver-kubelet-client`
-//!   certificate of the CA, the kubelet's serving certificate not verified (kubeadm's default).
+//!   certificate of the CA, the kubelet's serving certificate not verified (kubeadm's default)
+//!   unless [`HttpsOptions::kubelet_certificate_authority`] asks for it to be verified against
+//!   the cluster CA and the address connected to.
+//! - In HTTPS mode, `metrics.k8s.io/v1beta1` ([`metrics`]): metrics-server's aggregated API
+//!   (`nodes`, `pods`; list with selectors and get), from scrapes of every kubelet's
+//!   `/metrics/resource` every `metric_resolution` (default 15 s), usage computed as
+//!   metrics-server's storage does (CPU the rate between the last two cumulative points);
+//!   listed in `/apis` discovery, so `kubectl top node` and `kubectl top pod` work.
 //! - In HTTPS mode, kube-controller-manager's csrapproving and csrsigning controllers for
-//!   `kubernetes.io/kube-apiserver-client-kubelet` ([`csr`]): auto-approval (`AutoApproved`,
+//!   `kubernetes.io/kube-apiserver-client-kubelet` and `kubernetes.io/kubelet-serving`
+//!   ([`csr`]; a serving CSR is never auto-approved, as upstream: `kubectl certificate
+//!   approve` it): auto-approval (`AutoApproved`,
 //!   upstream's messages) of valid kubelet client CSRs from `system:bootstrappers` (`nodeclient`)
 //!   and of self renewals from `system:nodes` (`selfnodeclient`); signing with the CA for
 //!   min(`expirationSeconds` (at least 10 min), the cluster signing duration, default one year),
@@ -94,7 +104,7 @@
 //!   NodeRestriction admission). Anonymous requests are refused (`--anonymous-auth=false`).
 //!   The approver's SubjectAccessReview is that fixed rule too (kubeadm's bindings: `nodeclient`
 //!   for the bootstrappers, `selfnodeclient` for `system:nodes`).
-//! - Other CSR signers (`kube-apiserver-client`, `kubelet-serving`, custom ones) stay pending;
+//! - Other CSR signers (`kube-apiserver-client`, custom ones) stay pending;
 //!   no `Denied` by a controller; CSR approval conditions are not validated (upstream refuses
 //!   e.g. both Approved and Denied). Secrets: no `stringData` merge on update, no immutability,
 //!   no printer (the default `Name`/`Created At` table). The `pods/log`/`exec` subresources; no TLS session tickets or client-certificate revocation.
@@ -118,6 +128,7 @@ pub mod auth;
 pub mod csr;
 mod discovery;
 pub mod handler;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 mod podexec;
@@ -186,6 +197,14 @@ pub struct HttpsOptions {
     /// Users and groups every SubjectAccessReview allows (besides `system:masters`), see
     /// [`reviews`].
     pub allowed_subjects: Vec<String>,
+    /// How often the kubelets' `/metrics/resource` are scraped for `metrics.k8s.io`
+    /// (metrics-server's `--metric-resolution`); `None`: its default, 15 s ([`metrics`]).
+    pub metric_resolution: Option<Duration>,
+    /// Verify kubelets' serving certificates against the cluster CA when proxying to them
+    /// (`pods/log`, `exec`, `attach`, `portforward`): kube-apiserver's
+    /// `--kubelet-certificate-authority` set to the cluster CA. `false`: not verified, kubeadm's
+    /// default.
+    pub kubelet_certificate_authority: bool,
 }
 
 /// The HTTPS mode's state: the CA, the TLS configuration, the authenticators.
@@ -199,6 +218,10 @@ pub struct Secure {
     admin_token: Option<String>,
     allowed_subjects: Vec<String>,
     kubelet_client: podlogs::KubeletClient,
+    /// metrics-server's client, scrape period and storage ([`metrics`]).
+    metrics_client: Arc<podlogs::KubeletClient>,
+    metric_resolution: Duration,
+    metrics: Arc<Mutex<metrics::Storage>>,
 }
 
 impl Secure {
@@ -214,7 +237,14 @@ impl Secure {
             let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
             authn.add_static_token(token, user, &groups);
         }
-        let kubelet_client = podlogs::KubeletClient::new(&ca)?;
+        let kubelet_client = if o.kubelet_certificate_authority {
+            podlogs::KubeletClient {
+                tls: ca.verifying_client("kube-apiserver-kubelet-client", &["system:masters"])?,
+            }
+        } else {
+            podlogs::KubeletClient::new(&ca)?
+        };
+        let metrics_client = Arc::new(podlogs::KubeletClient::new(&ca)?);
         Ok(Secure {
             ca: Arc::new(ca),
             tls,
@@ -223,6 +253,9 @@ impl Secure {
             admin_token: o.static_tokens.first().map(|t| t.0.clone()),
             allowed_subjects: o.allowed_subjects.clone(),
             kubelet_client,
+            metrics_client,
+            metric_resolution: o.metric_resolution.unwrap_or(metrics::DEFAULT_RESOLUTION),
+            metrics: Arc::default(),
         })
     }
 }
@@ -298,6 +331,12 @@ impl ApiServer {
                             serving.clone(),
                             sec.ca.clone(),
                             sec.signing,
+                        ));
+                        tokio::spawn(metrics::run_scraper(
+                            serving.clone(),
+                            sec.metrics_client.clone(),
+                            sec.metrics.clone(),
+                            sec.metric_resolution,
                         ));
                     }
                     tokio::select! {
@@ -633,14 +672,50 @@ async fn serve(
         }
         identity = Some(id);
     }
+    let secure_state = conn.as_deref().and_then(|c| c.secure.as_deref());
     if method == Method::GET {
+        // metrics.k8s.io: metrics-server's aggregated API, HTTPS mode only
+        if let (Some(sec), ["apis", metrics::GROUP, rest @ ..]) = (secure_state, segs.as_slice()) {
+            return match rest {
+                [] => ok_json(metrics::api_group()),
+                [metrics::VERSION] => ok_json(metrics::resource_list()),
+                [metrics::VERSION, rest @ ..] => {
+                    if let Some(id) = &identity {
+                        let plural = if rest.contains(&"pods") {
+                            "pods"
+                        } else {
+                            "nodes"
+                        };
+                        let attrs = auth::Attributes {
+                            verb: if rest.len() % 2 == 0 { "get" } else { "list" },
+                            resource: Some((metrics::GROUP, plural)),
+                            subresource: None,
+                            namespace: None,
+                            name: "",
+                        };
+                        if let Err(e) = auth::authorize(id, &attrs) {
+                            return error_reply(e);
+                        }
+                    }
+                    metrics::serve(&shared, &sec.metrics, rest, &q)
+                        .map_or_else(error_reply, ok_json)
+                }
+                _ => error_reply(ApiError::no_route()),
+            };
+        }
         match segs.as_slice() {
             ["version"] => return ok_json(discovery::version()),
             ["healthz"] | ["livez"] | ["readyz"] => {
                 return full(200, "text/plain; charset=utf-8", b"ok".to_vec())
             }
             ["api"] => return ok_json(discovery::api_versions(&shared.address)),
-            ["apis"] => return ok_json(discovery::api_group_list()),
+            ["apis"] => {
+                let mut doc = discovery::api_group_list();
+                if let (Some(_), Some(groups)) = (secure_state, doc["groups"].as_array_mut()) {
+                    groups.push(metrics::group_doc());
+                }
+                return ok_json(doc);
+            }
             ["api", v] => {
                 return discovery::resource_list("", v)
                     .map_or_else(|| error_reply(ApiError::no_route()), ok_json)
@@ -688,6 +763,19 @@ async fn serve(
     let is_csr = t.resource().kind == "CertificateSigningRequest";
     let body = if is_csr && method == Method::POST && t.name.is_none() {
         match csr::prepare_create(&body, identity.as_ref()) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return error_reply(e),
+        }
+    } else if is_csr
+        && method == Method::PUT
+        && t.sub.as_deref() == Some("approval")
+        && content_type.starts_with(serviceaccounts::PROTOBUF)
+    {
+        let key = (t.res, String::new(), t.name.clone().unwrap_or_default());
+        let Some(stored) = shared.lock().get(&key).cloned() else {
+            return error_reply(ApiError::not_found(t.resource(), &key.2));
+        };
+        match csr::approval_from_protobuf(&stored, &body) {
             Ok(b) => Bytes::from(b),
             Err(e) => return error_reply(e),
         }

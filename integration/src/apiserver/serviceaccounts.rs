@@ -373,18 +373,32 @@ pub fn verify(token: &str) -> Option<Value> {
 }
 
 /// The protobuf content type of Kubernetes objects.
-const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+pub(super) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
 /// The TokenRequest of a protobuf body: the `k8s\0` magic, a `runtime.Unknown` envelope and
-/// the `authentication.k8s.io/v1` TokenRequest message (`generated.proto`), read as JSON.
-mod proto {
+/// the `authentication.k8s.io/v1` TokenRequest message (`generated.proto`), read as JSON; the
+/// wire-format readers are shared with [`super::csr`].
+pub(super) mod proto {
     use serde_json::{json, Value};
 
     /// One field: number and value (a varint, or the bytes of a length-delimited field).
-    enum Field<'a> {
+    pub(in super::super) enum Field<'a> {
         Varint(u64),
         Bytes(&'a [u8]),
         Other,
+    }
+
+    /// The object's message inside a body: the `k8s\0` magic and the `runtime.Unknown`
+    /// envelope's `raw`.
+    pub(in super::super) fn unwrap(body: &[u8]) -> Result<&[u8], &'static str> {
+        let envelope = body.strip_prefix(b"k8s\0").ok_or("no protobuf magic")?;
+        let mut raw = None;
+        for (n, f) in fields(envelope)? {
+            if n == 2 {
+                raw = Some(message(&f)?);
+            }
+        }
+        raw.ok_or("no object in the envelope")
     }
 
     fn varint(b: &mut &[u8]) -> Result<u64, &'static str> {
@@ -400,7 +414,7 @@ mod proto {
         Err("varint too long")
     }
 
-    fn fields(mut b: &[u8]) -> Result<Vec<(u64, Field<'_>)>, &'static str> {
+    pub(in super::super) fn fields(mut b: &[u8]) -> Result<Vec<(u64, Field<'_>)>, &'static str> {
         let mut out = Vec::new();
         while !b.is_empty() {
             let key = varint(&mut b)?;
@@ -427,14 +441,14 @@ mod proto {
         Ok(out)
     }
 
-    fn string(f: &Field<'_>) -> Result<String, &'static str> {
+    pub(in super::super) fn string(f: &Field<'_>) -> Result<String, &'static str> {
         match f {
             Field::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| "invalid UTF-8"),
             _ => Err("a string field is not length-delimited"),
         }
     }
 
-    fn message<'a>(f: &Field<'a>) -> Result<&'a [u8], &'static str> {
+    pub(in super::super) fn message<'a>(f: &Field<'a>) -> Result<&'a [u8], &'static str> {
         match f {
             Field::Bytes(b) => Ok(b),
             _ => Err("a message field is not length-delimited"),
@@ -443,15 +457,8 @@ mod proto {
 
     /// Decodes the body.
     pub(super) fn token_request(body: &[u8]) -> Result<Value, &'static str> {
-        let envelope = body.strip_prefix(b"k8s\0").ok_or("no protobuf magic")?;
-        let mut raw = None;
-        for (n, f) in fields(envelope)? {
-            if n == 2 {
-                raw = Some(message(&f)?);
-            }
-        }
         let mut tr = json!({"metadata": {}, "spec": {}});
-        for (n, f) in fields(raw.ok_or("no object in the envelope")?)? {
+        for (n, f) in fields(unwrap(body)?)? {
             match n {
                 1 => {
                     for (m, g) in fields(message(&f)?)? {

@@ -163,10 +163,10 @@ impl Ca {
         })
     }
 
-    /// Issues a certificate for the public key of the PEM CSR `request` with the CSR's subject,
-    /// the given key usages (upstream's names: `digital signature`, `key encipherment`,
+    /// Issues a certificate for the public key of the PEM CSR `request` with the CSR's subject
+    /// and subjectAltNames, the given key usages (upstream's names: `digital signature`, `key encipherment`,
     /// `client auth`, `server auth`, ...) and validity, as the CSR signing controller does (the
-    /// request's extensions are not copied: the usages come from the CSR object's spec).
+    /// request's other extensions are not copied: the usages come from the CSR object's spec).
     pub fn sign_request(
         &self,
         request: &str,
@@ -178,6 +178,8 @@ impl Ca {
             .map_err(|e| format!("unable to parse csr: {e}"))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = csr.params.distinguished_name.clone();
+        // upstream's authority copies the request's DNS, IP, email and URI SANs
+        params.subject_alt_names = csr.params.subject_alt_names.clone();
         for u in usages {
             match u.as_str() {
                 "digital signature" => params.key_usages.push(KeyUsagePurpose::DigitalSignature),
@@ -195,6 +197,38 @@ impl Ca {
         params.not_after = offset(not_after);
         self.sign(params, &csr.public_key)
             .map_err(|e| e.to_string())
+    }
+
+    /// A TLS client presenting a certificate `CN=user, O=groups` of this CA (valid one year)
+    /// and verifying the server's certificate against this CA and the name or address
+    /// connected to: kube-apiserver's kubelet client with `--kubelet-certificate-authority`.
+    pub fn verifying_client(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> std::io::Result<Arc<rustls::ClientConfig>> {
+        let now = jiff::Timestamp::now();
+        let pair = self.client(
+            user,
+            groups,
+            now - jiff::SignedDuration::from_secs(300),
+            now + jiff::SignedDuration::from_hours(24 * 365),
+        )?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(tls_err)?;
+        let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).map_err(tls_err)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).map_err(tls_err)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(tls_err)?;
+        Ok(Arc::new(config))
     }
 
     /// The CA certificate's `notAfter` (a signed certificate never outlives it).

@@ -5,7 +5,10 @@
 //! generated CA (or `--ca-cert FILE --ca-key FILE`), authentication and the CSR controllers;
 //! `--token TOKEN,USER[,GROUP...]` adds a static token (the first is the kubeconfig's),
 //! `--ca-out FILE` writes the CA certificate, `--cluster-signing-duration SECONDS` limits the
-//! certificates the signer issues. See `kubenode_integration::apiserver`
+//! certificates the signer issues, `--metric-resolution SECONDS` sets how often the kubelets
+//! are scraped for `metrics.k8s.io` (`kubectl top`; default 15), and
+//! `--kubelet-certificate-authority` verifies the kubelets' serving certificates against the
+//! CA. See `kubenode_integration::apiserver`
 //! for what it implements and what it does not.
 
 use std::net::SocketAddr;
@@ -54,11 +57,28 @@ fn main() -> anyhow::Result<()> {
                     .signing
                     .duration = std::time::Duration::from_secs(secs);
             }
+            "--metric-resolution" => {
+                let secs: u64 = value("--metric-resolution")?
+                    .parse()
+                    .context("--metric-resolution (seconds)")?;
+                if secs == 0 {
+                    bail!("--metric-resolution: must be at least 1 second");
+                }
+                https
+                    .get_or_insert_with(HttpsOptions::default)
+                    .metric_resolution = Some(std::time::Duration::from_secs(secs));
+            }
+            "--kubelet-certificate-authority" => {
+                https
+                    .get_or_insert_with(HttpsOptions::default)
+                    .kubelet_certificate_authority = true;
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: kn-apiserver --listen ADDR:PORT [--kubeconfig-out FILE] [--history N] \
                      [--https [--ca-cert FILE --ca-key FILE] [--ca-out FILE] \
-                     [--token TOKEN,USER[,GROUP...]] [--cluster-signing-duration SECONDS]]"
+                     [--token TOKEN,USER[,GROUP...]] [--cluster-signing-duration SECONDS] \
+                     [--metric-resolution SECONDS] [--kubelet-certificate-authority]]"
                 );
                 return Ok(());
             }
