@@ -41,6 +41,8 @@ enum Command {
     Top(commands::top::TopArgs),
     /// Run a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Stream a running container's output until it exits.
+    Attach(commands::attach::AttachArgs),
     /// Manage the local image store (pull, ls, rm, import).
     Image(commands::image::ImageArgs),
     /// Print the version and the git commit.
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Describe(args) => commands::describe::run(args).await,
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Exec(args) => commands::exec::run(args).await,
+            Command::Attach(args) => commands::attach::run(args).await,
             Command::Top(args) => commands::top::run(args).await,
             Command::Image(args) => commands::image::run(args).await,
             Command::Version => commands::version::run(),

@@ -124,7 +124,6 @@ const EXPECTED_UNSUPPORTED: &[&str] = &[
     "runtimeRequestTimeout",
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",
-    "streamingConnectionIdleTimeout",
     "volumeStatsAggPeriod",
     "--container-runtime-endpoint",
     "--pod-infra-container-image",

@@ -512,8 +512,16 @@ async fn start_https(
         cert,
         node_log_dir: PathBuf::from(api::NODE_LOG_DIR),
         configz,
-        stream_idle_timeout: api::stream::DEFAULT_IDLE_TIMEOUT,
+        stream_idle_timeout: server.streaming_connection_idle_timeout,
+        tls_min_version: server.tls_min_version,
+        tls_cipher_suites: server.tls_cipher_suites.clone(),
     });
+    if server.tls_min_version == kconfig::server::TlsVersion::Tls13
+        && !server.tls_cipher_suites.is_empty()
+    {
+        // upstream's kubelet says the same (InitializeTLS)
+        tracing::warn!("TLS 1.3 cipher suites are not configurable, ignoring tlsCipherSuites");
+    }
     // Upstream's server caps no connections; 2048 at once (each an fd and a small task until
     // the 30 s handshake and head timeout) keep 1000 idle clients from filling the listen
     // backlog.

@@ -1,6 +1,7 @@
 //! One module per subcommand; each is a thin layer over the library crates.
 
 pub mod agent;
+pub mod attach;
 pub mod cni_plugin;
 pub mod describe;
 pub mod exec;

@@ -196,6 +196,86 @@ impl ApiClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `GET /attach/{ns}/{pod}/{container}?output=1&error=1` over WebSocket
+    /// (`v5.channel.k8s.io`): calls `out(channel, data)` with each chunk of the container's
+    /// standard output (channel 1) and error (channel 2) as it arrives, until the container
+    /// exits (`Ok`) or the agent ends the session with a failure (`Err` with its message).
+    pub async fn attach(
+        &self,
+        target: &ContainerRef,
+        mut out: impl FnMut(u8, &[u8]),
+    ) -> Result<(), ClientError> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+        let container = target.container.as_deref().unwrap_or_default();
+        let url = format!(
+            "ws://kubenode/attach/{}/{}/{container}?output=1&error=1",
+            target.namespace, target.pod
+        );
+        let connect = async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+            let mut req = url
+                .into_client_request()
+                .map_err(|e| ClientError::Api(format!("building request: {e}")))?;
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                hyper::header::HeaderValue::from_static(
+                    crate::api::stream::channel::Protocol::V5.name(),
+                ),
+            );
+            tokio_tungstenite::client_async(req, stream)
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => {
+                        let body = resp.body().as_deref().unwrap_or_default();
+                        let text = String::from_utf8_lossy(body).trim().to_string();
+                        ClientError::Api(if text.is_empty() {
+                            resp.status().to_string()
+                        } else {
+                            text
+                        })
+                    }
+                    other => ClientError::Api(format!("attaching: {other}")),
+                })
+        };
+        let (mut ws, _) = self.bounded(CONNECT_TIMEOUT, "connecting", connect).await?;
+        let mut status = Vec::new();
+        while let Some(msg) = ws.next().await {
+            let msg = msg.map_err(|e| ClientError::Api(format!("attach session: {e}")))?;
+            let data = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match data.split_first() {
+                Some((&crate::api::stream::channel::ERROR, rest)) => status.extend_from_slice(rest),
+                Some((&ch, rest)) if !rest.is_empty() => out(ch, rest),
+                _ => {}
+            }
+        }
+        if status.is_empty() {
+            return Err(ClientError::Api(
+                "the attach session ended without a status".into(),
+            ));
+        }
+        let status: serde_json::Value = serde_json::from_slice(&status)?;
+        if status["status"] == "Success" {
+            Ok(())
+        } else {
+            Err(ClientError::Api(
+                status["message"]
+                    .as_str()
+                    .unwrap_or("attach failed")
+                    .to_string(),
+            ))
+        }
+    }
+
     /// `GET /containerLogs/...`: calls `out` with each chunk as it arrives (with `follow`, until
     /// the container's log ends or the agent closes the stream).
     pub async fn logs(

@@ -2,7 +2,8 @@
 //! request authenticated and authorized by [`Auth`] before it is routed. Routes: `/healthz`,
 //! `/pods` and `/containerLogs/{ns}/{pod}/{container}` (the shared router), and here
 //! `/runningpods/`, `/logs/` (the node's log directory, as upstream's `http.FileServer` of
-//! `/var/log/`) and `/configz`; `/stats/summary`, `/metrics/resource` and `/metrics` are the
+//! `/var/log/`), `/configz`, `POST /run/...`, and the streams of [`super::stream`] (`/exec`,
+//! `/attach`, `/portForward`); `/stats/summary`, `/metrics/resource` and `/metrics` are the
 //! shared router's (the stats collector and the metrics registry).
 
 use std::convert::Infallible;
@@ -39,9 +40,14 @@ pub struct HttpsServer {
     pub node_log_dir: PathBuf,
     /// `/configz`'s `kubeletconfig`.
     pub configz: serde_json::Value,
-    /// A streaming session (`/exec`) with no message either way for this long is closed
-    /// (upstream's `streamingConnectionIdleTimeout`, default [`super::stream::DEFAULT_IDLE_TIMEOUT`]).
+    /// A streaming session (`/exec`, `/attach`, `/portForward`) with no message either way
+    /// for this long is closed (upstream's `streamingConnectionIdleTimeout`, default
+    /// [`super::stream::DEFAULT_IDLE_TIMEOUT`]); also the limit of a `/run` command.
     pub stream_idle_timeout: Duration,
+    /// `tlsMinVersion`.
+    pub tls_min_version: crate::config::server::TlsVersion,
+    /// `tlsCipherSuites` (checked; empty: rustls's defaults).
+    pub tls_cipher_suites: Vec<String>,
 }
 
 /// Binds `addr` and serves HTTPS until the task is aborted: the bound address and the task.
@@ -54,13 +60,14 @@ pub async fn serve_https(
     server: Arc<HttpsServer>,
     limits: ServeLimits,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(std::io::Error::other)?
-    .with_client_cert_verifier(RequestClientCert::new())
-    .with_cert_resolver(server.cert.clone());
+    let (provider, versions) =
+        super::tls::server_crypto(server.tls_min_version, &server.tls_cipher_suites)
+            .map_err(std::io::Error::other)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .map_err(std::io::Error::other)?
+        .with_client_cert_verifier(RequestClientCert::new())
+        .with_cert_resolver(server.cert.clone());
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -154,6 +161,19 @@ async fn serve(
                 super::stream::serve_exec(view, rest, req, server.stream_idle_timeout).await,
             );
         }
+        (&Method::GET | &Method::POST, ["attach", rest @ ..]) => {
+            return Ok(super::stream::attach::serve_attach(
+                view,
+                rest,
+                req,
+                server.stream_idle_timeout,
+            )
+            .await);
+        }
+        (&Method::POST, ["run", rest @ ..]) => {
+            let query = req.uri().query().unwrap_or("").to_string();
+            run(view, rest, &query, server.stream_idle_timeout).await
+        }
         (&Method::GET | &Method::POST, ["portForward", rest @ ..]) => {
             return Ok(super::stream::serve_port_forward(
                 view,
@@ -176,6 +196,69 @@ async fn serve(
         _ => return handle(view, Listener::Https, req).await,
     };
     Ok(answer)
+}
+
+/// `POST /run/{ns}/{pod}[/{uid}]/{container}?cmd=...` (upstream's `getRun`): the command (the
+/// `cmd` value split at each space, as upstream) runs in the container and its output comes
+/// back, stdout then stderr, as upstream's `RunInContainer` (typed `application/json`, as
+/// upstream's `writeJSONResponse`, whatever the output is; no body for no output). An unknown
+/// pod is 404 `pod does not exist`; a failure, a non-zero exit included (`command '<cmd>'
+/// exited with <code>: <stderr>`, the CRI client's text), is 500 with its message. Upstream
+/// gives the command no time limit; here it is killed after `limit` (the streaming idle
+/// timeout).
+async fn run(
+    view: Arc<dyn NodeView>,
+    segments: &[&str],
+    query: &str,
+    limit: Duration,
+) -> Response<Body> {
+    let (ns, pod, container) = match segments {
+        [ns, pod, container] | [ns, pod, _, container] => (*ns, *pod, *container),
+        _ => return text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+    };
+    let exists = view.pods().iter().any(|p| {
+        p.metadata.namespace.as_deref().unwrap_or("default") == ns
+            && p.metadata.name.as_deref() == Some(pod)
+    });
+    if !exists {
+        return text(StatusCode::NOT_FOUND, "pod does not exist".into());
+    }
+    let cmd = super::stream::query_value(query, "cmd").unwrap_or_default();
+    let command: Vec<String> = cmd.split(' ').map(str::to_string).collect();
+    let request = super::ExecRequest {
+        target: super::ContainerRef {
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            container: Some(container.to_string()),
+        },
+        command: command.clone(),
+        timeout: limit,
+    };
+    match view.exec(request).await {
+        Ok(out) if out.exit_code == 0 => {
+            let mut data = out.stdout.into_bytes();
+            data.extend_from_slice(out.stderr.as_bytes());
+            if data.is_empty() {
+                return text(StatusCode::OK, String::new());
+            }
+            let mut resp = Response::new(http_body_util::Full::new(Bytes::from(data)).boxed());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Ok(out) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "command '{}' exited with {}: {}",
+                command.join(" "),
+                out.exit_code,
+                out.stderr
+            ),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// `/runningpods/`: a PodList of the pods with a running container, each with its name,

@@ -8,13 +8,14 @@
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
 //!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
 //!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values), `POST /exec`,
+//!   `/attach/...` over WebSocket (`kubenode attach`),
 //!   and the resource usage and metrics upstream's authenticated port serves:
 //!   `/stats/summary`, `/metrics/resource` and `/metrics`;
 //! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
 //!   every request authenticated and authorized ([`auth`]) as upstream's, serving `/healthz`,
 //!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/`, `/configz`, `/stats/summary`,
-//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`], and `/exec`
-//!   over WebSocket ([`stream`]).
+//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`], `/exec`,
+//!   `/attach` and `/portForward` over WebSocket ([`stream`]) and `POST /run`.
 //!
 //! Every listener closes a connection whose request head does not arrive within a timeout
 //! (slowloris) and serve a bounded number of connections at once (see [`ServeLimits`]); logs are
@@ -69,6 +70,14 @@ pub trait NodeView: Send + Sync + 'static {
         let _ = (target, command, tty);
         Err(ApiError::BadRequest(
             "this node cannot stream a command's input and output".into(),
+        ))
+    }
+    /// The current instance of a container: its runtime ID, state and CRI log file, which
+    /// `/attach` follows.
+    fn container_instance(&self, target: &ContainerRef) -> Result<ContainerInstance, ApiError> {
+        let _ = target;
+        Err(ApiError::BadRequest(
+            "this node cannot attach to containers".into(),
         ))
     }
     /// The network namespace of a pod with a sandbox (`None`: the host's, for a host-network
@@ -156,6 +165,19 @@ pub struct ContainerRef {
     pub pod: String,
     /// Container name; `None` picks the pod's only container (an error when there are several).
     pub container: Option<String>,
+}
+
+/// A container's current instance (see [`NodeView::container_instance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInstance {
+    /// The runtime's container ID (a restart makes a new one).
+    pub id: String,
+    /// Its process runs.
+    pub running: bool,
+    /// Its state, lowercase: `created`, `running`, `exited` or `unknown`.
+    pub state: String,
+    /// The CRI log file the shim writes its output to.
+    pub log_path: PathBuf,
 }
 
 /// `POST /exec` body.

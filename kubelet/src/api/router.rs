@@ -129,6 +129,15 @@ async fn route(
         (&Method::GET, ["metrics"], Listener::Socket | Listener::Https) => {
             Ok(typed(view.metrics(), crate::metrics::CONTENT_TYPE))
         }
+        (&Method::GET | &Method::POST, ["attach", rest @ ..], Listener::Socket) => {
+            Ok(super::stream::attach::serve_attach(
+                view,
+                rest,
+                req,
+                super::stream::DEFAULT_IDLE_TIMEOUT,
+            )
+            .await)
+        }
         (&Method::POST, ["exec"], Listener::Socket) => {
             let body = Limited::read(req.into_body(), MAX_REQUEST).await?;
             let exec: ExecRequest = serde_json::from_slice(&body)

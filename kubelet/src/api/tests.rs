@@ -429,3 +429,116 @@ async fn a_silent_agent_times_out() {
     );
     held.abort();
 }
+
+/// A view with one pod whose container's instance runs until `running` is cleared.
+struct AttachView {
+    pods: Vec<Pod>,
+    log: PathBuf,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl NodeView for AttachView {
+    fn pods(&self) -> Vec<Pod> {
+        self.pods.clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        Vec::new()
+    }
+    fn container_log(&self, _: &ContainerRef, _: bool) -> Result<PathBuf, ApiError> {
+        Ok(self.log.clone())
+    }
+    fn exec(&self, _: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
+        Box::pin(async { Err(ApiError::Internal("no exec here".into())) })
+    }
+    fn container_instance(&self, target: &ContainerRef) -> Result<ContainerInstance, ApiError> {
+        let pod = self
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&target.pod))
+            .ok_or_else(|| ApiError::NotFound(format!("pod {} not found", target.pod)))?;
+        pick_container(pod, target.container.as_deref())?;
+        let running = self.running.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(ContainerInstance {
+            id: "c1".into(),
+            running,
+            state: if running { "running" } else { "exited" }.into(),
+            log_path: self.log.clone(),
+        })
+    }
+}
+
+/// `kubenode attach`'s path: the socket's `/attach` streams the lines written after it
+/// attached, each on its stream's channel, and ends with `Success` when the container stops;
+/// a container that is not running is refused with containerd's text.
+#[tokio::test]
+async fn socket_attach_streams_new_lines_until_the_container_exits() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0.log");
+    std::fs::write(&log, "2026-01-01T00:00:00Z stdout F before\n").unwrap();
+    let view = Arc::new(AttachView {
+        pods: vec![pod("web", &["app"])],
+        log: log.clone(),
+        running: std::sync::atomic::AtomicBool::new(true),
+    });
+    let socket = dir.path().join("run/kubenode.sock");
+    let task = serve_unix(&socket, view.clone()).await.unwrap();
+    let client = ApiClient::new(&socket);
+    let got: Arc<Mutex<Vec<(u8, String)>>> = Arc::default();
+    let attach = {
+        let got = got.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .attach(&target("web", Some("app")), |ch, d| {
+                    got.lock()
+                        .unwrap()
+                        .push((ch, String::from_utf8_lossy(d).into_owned()))
+                })
+                .await
+        })
+    };
+    let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while got.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing streamed");
+        writeln!(w, "2026-01-01T00:00:01Z stdout F line {i}").unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writeln!(w, "2026-01-01T00:00:02Z stderr F to stderr").unwrap();
+    writeln!(w, "2026-01-01T00:00:02Z stdout F last").unwrap();
+    view.running
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(30), attach)
+        .await
+        .expect("the attach did not end")
+        .unwrap()
+        .unwrap();
+    let got = got.lock().unwrap().clone();
+    let stdout: String = got
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let stderr: String = got
+        .iter()
+        .filter(|(c, _)| *c == 2)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert!(!stdout.contains("before"), "{stdout:?}");
+    assert!(stdout.ends_with("last\n"), "{stdout:?}");
+    assert_eq!(stderr, "to stderr\n");
+    // not running: refused before the upgrade
+    let err = client
+        .attach(&target("web", Some("app")), |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("container is in CONTAINER_EXITED state"),
+        "{err}"
+    );
+    task.abort();
+}

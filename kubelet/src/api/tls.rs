@@ -79,6 +79,65 @@ fn invalid(e: impl std::fmt::Display) -> CertError {
     CertError::Invalid(e.to_string())
 }
 
+/// The TLS parameters of the HTTPS server (`tlsMinVersion`, `tlsCipherSuites`, checked by
+/// [`crate::config::server::check_cipher_suites`]): rustls's aws-lc-rs provider keeping, when
+/// suites are named, the TLS 1.2 suites named (and all of TLS 1.3's, which neither Go nor
+/// rustls lets a server turn off), and the protocol versions from the minimum up.
+pub fn server_crypto(
+    min: crate::config::server::TlsVersion,
+    suites: &[String],
+) -> Result<
+    (
+        rustls::crypto::CryptoProvider,
+        &'static [&'static rustls::SupportedProtocolVersion],
+    ),
+    String,
+> {
+    use crate::config::server::{TlsVersion, TLS12_CIPHER_SUITES, TLS13_CIPHER_SUITES};
+    use rustls::CipherSuite as C;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !suites.is_empty() {
+        let mut wanted = Vec::new();
+        for name in suites {
+            if TLS13_CIPHER_SUITES.contains(&name.as_str()) {
+                continue;
+            }
+            let iana = TLS12_CIPHER_SUITES
+                .iter()
+                .find(|(u, _)| u == name)
+                .map(|(_, i)| *i)
+                .ok_or_else(|| format!("tlsCipherSuites: {name}: not a TLS 1.2 suite of rustls"))?;
+            wanted.push(match iana {
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+                    C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                }
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+                    C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                }
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+                    C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+                }
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+                    C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                }
+                other => return Err(format!("tlsCipherSuites: {other}: unknown to rustls")),
+            });
+        }
+        provider.cipher_suites.retain(|s| match s {
+            rustls::SupportedCipherSuite::Tls13(_) => true,
+            rustls::SupportedCipherSuite::Tls12(_) => wanted.contains(&s.suite()),
+        });
+    }
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    let versions: &'static [&'static rustls::SupportedProtocolVersion] = match min {
+        TlsVersion::Tls12 => rustls::ALL_VERSIONS,
+        TlsVersion::Tls13 => &TLS13_ONLY,
+    };
+    Ok((provider, versions))
+}
+
 /// The pair of `tlsCertFile` and `tlsPrivateKeyFile`.
 pub fn from_files(cert: &Path, key: &Path) -> Result<Pair, CertError> {
     let read = |p: &Path| {
@@ -366,6 +425,45 @@ mod tests {
         let serving = ServingCert::new();
         serving.set(pair).unwrap();
         assert!(serving.current().is_some());
+    }
+
+    #[test]
+    fn tls_parameters_from_the_configuration() {
+        use crate::config::server::TlsVersion;
+        use rustls::CipherSuite as C;
+        let suites = |p: &rustls::crypto::CryptoProvider| -> Vec<C> {
+            p.cipher_suites.iter().map(|s| s.suite()).collect()
+        };
+        let (all, versions) = server_crypto(TlsVersion::Tls12, &[]).unwrap();
+        assert_eq!(
+            suites(&all),
+            suites(&rustls::crypto::aws_lc_rs::default_provider())
+        );
+        assert_eq!(versions.len(), 2);
+        let (_, versions) = server_crypto(TlsVersion::Tls13, &[]).unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0].version, rustls::ProtocolVersion::TLSv1_3);
+        // TLS 1.2 suites as named (the legacy ChaCha20 name too), TLS 1.3's all kept
+        let (p, _) = server_crypto(
+            TlsVersion::Tls12,
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_string(),
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".to_string(),
+                "TLS_AES_128_GCM_SHA256".to_string(),
+            ],
+        )
+        .unwrap();
+        let got = suites(&p);
+        assert!(got.contains(&C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384));
+        assert!(got.contains(&C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256));
+        assert!(!got.contains(&C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256));
+        for s in [
+            C::TLS13_AES_128_GCM_SHA256,
+            C::TLS13_AES_256_GCM_SHA384,
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            assert!(got.contains(&s), "{s:?}");
+        }
     }
 
     #[test]

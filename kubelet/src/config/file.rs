@@ -57,6 +57,12 @@ pub struct ConfigFile {
     #[serde(rename = "serverTLSBootstrap", skip_serializing_if = "Option::is_none")]
     pub server_tls_bootstrap: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_min_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cipher_suites: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streaming_connection_idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<super::server::AuthenticationFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<super::server::AuthorizationFile>,
@@ -212,6 +218,9 @@ const USED_UPSTREAM_KEYS: &[&str] = &[
     "tlsCertFile",
     "tlsPrivateKeyFile",
     "serverTLSBootstrap",
+    "tlsMinVersion",
+    "tlsCipherSuites",
+    "streamingConnectionIdleTimeout",
     "authentication",
     "authorization",
     "resolvConf",
@@ -460,7 +469,6 @@ mod tests {
                 "runtimeRequestTimeout",
                 "shutdownGracePeriod",
                 "shutdownGracePeriodCriticalPods",
-                "streamingConnectionIdleTimeout",
                 "volumeStatsAggPeriod",
             ]
         );

@@ -85,6 +85,18 @@ pub struct Overrides {
     /// `AlwaysAllow` or `Webhook` (SubjectAccessReview; the default) (`authorization.mode`).
     #[arg(long, value_name = "MODE")]
     pub authorization_mode: Option<String>,
+    /// The lowest TLS version the HTTPS server accepts: `VersionTLS12` (the default) or
+    /// `VersionTLS13` (`tlsMinVersion`).
+    #[arg(long, value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
+    /// The TLS 1.2 cipher suites of the HTTPS server, upstream's (IANA) names separated by
+    /// commas (`tlsCipherSuites`; default: rustls's). TLS 1.3's are always all on.
+    #[arg(long, value_name = "SUITE,...", value_delimiter = ',')]
+    pub tls_cipher_suites: Vec<String>,
+    /// A streaming session (exec, attach, port-forward) with no message either way for this
+    /// long is closed (`streamingConnectionIdleTimeout`; default 4h).
+    #[arg(long, value_name = "DURATION")]
+    pub streaming_connection_idle_timeout: Option<String>,
     /// A registry (`HOST:PORT`) spoken to over plain HTTP; repeatable.
     // Given at least once, the flags replace the file's whole list.
     #[arg(long = "insecure-registry")]
@@ -698,6 +710,15 @@ impl Config {
             server_tls_bootstrap: self.server.as_ref().map(|s| s.server_tls_bootstrap),
             authentication: self.server.as_ref().map(super::server::authentication_file),
             authorization: self.server.as_ref().map(super::server::authorization_file),
+            tls_min_version: self
+                .server
+                .as_ref()
+                .map(|s| s.tls_min_version.name().to_string()),
+            tls_cipher_suites: self.server.as_ref().map(|s| s.tls_cipher_suites.clone()),
+            streaming_connection_idle_timeout: self
+                .server
+                .as_ref()
+                .map(|s| format_duration(s.streaming_connection_idle_timeout)),
             resolv_conf: s(&self.resolv_conf),
             container_log_max_size: Some(self.container_log_max_size.to_string()),
             container_log_max_files: Some(self.container_log_max_files),
@@ -763,6 +784,7 @@ fn resolve_server(
 ) -> Result<super::server::ServerConfig, ConfigError> {
     use super::server::*;
     let flags = Path::new("(flags)");
+    let d_idle = || DEFAULT_STREAMING_IDLE_TIMEOUT;
     let d = ServerConfig::default();
     let address = match o.address {
         Some(a) => a,
@@ -819,6 +841,34 @@ fn resolve_server(
     };
     let webhook = authn.webhook.clone().unwrap_or_default();
     let authz_webhook = authz.webhook.clone().unwrap_or_default();
+    let tls_min_version = match &o.tls_min_version {
+        Some(v) => parse_tls_version(v).map_err(|e| invalid(flags, "--tls-min-version", e))?,
+        None => parse_tls_version(cfg.tls_min_version.as_deref().unwrap_or(""))
+            .map_err(|e| invalid(file, "tlsMinVersion", e))?,
+    };
+    let tls_cipher_suites = if o.tls_cipher_suites.is_empty() {
+        check_cipher_suites(cfg.tls_cipher_suites.as_deref().unwrap_or_default())
+            .map_err(|e| invalid(file, "tlsCipherSuites", e))?
+    } else {
+        check_cipher_suites(&o.tls_cipher_suites)
+            .map_err(|e| invalid(flags, "--tls-cipher-suites", e))?
+    };
+    let streaming_connection_idle_timeout = match &o.streaming_connection_idle_timeout {
+        Some(v) => {
+            let d = crate::duration::parse_duration(v)
+                .map_err(|e| invalid(flags, "--streaming-connection-idle-timeout", e))?;
+            if d.is_zero() {
+                d_idle()
+            } else {
+                d
+            }
+        }
+        None => dur(
+            &cfg.streaming_connection_idle_timeout,
+            "streamingConnectionIdleTimeout",
+            d_idle(),
+        )?,
+    };
     Ok(ServerConfig {
         listen: SocketAddr::new(address, port),
         tls_cert_file,
@@ -856,6 +906,9 @@ fn resolve_server(
             "authorization.webhook.cacheUnauthorizedTTL",
             d.cache_unauthorized_ttl,
         )?,
+        tls_min_version,
+        tls_cipher_suites,
+        streaming_connection_idle_timeout,
     })
 }
 

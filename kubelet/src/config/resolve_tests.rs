@@ -699,3 +699,127 @@ fn https_server_settings() {
     };
     assert!(Config::resolve_with(None, &o, &FakeHost).is_err());
 }
+
+/// `tlsMinVersion`, `tlsCipherSuites` and `streamingConnectionIdleTimeout`: the file, then the
+/// flags; a bad value names the key (or flag) and the value; `0s` is the default, as upstream's
+/// defaulting; the printed file carries them.
+#[test]
+fn tls_and_streaming_settings() {
+    let s = Config::resolve_with(None, &Overrides::default(), &FakeHost)
+        .unwrap()
+        .server
+        .unwrap();
+    assert_eq!(s.tls_min_version, server::TlsVersion::Tls12);
+    assert!(s.tls_cipher_suites.is_empty());
+    assert_eq!(
+        s.streaming_connection_idle_timeout,
+        Duration::from_secs(4 * 3600)
+    );
+    let (_d, p) = write(&format!(
+        "{HEAD}tlsMinVersion: VersionTLS13\nstreamingConnectionIdleTimeout: 5m\n\
+         tlsCipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]\n"
+    ));
+    let c = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost).unwrap();
+    assert!(c.unsupported_keys.is_empty(), "{:?}", c.unsupported_keys);
+    let s = c.server.clone().unwrap();
+    assert_eq!(s.tls_min_version, server::TlsVersion::Tls13);
+    assert_eq!(
+        s.tls_cipher_suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_AES_128_GCM_SHA256"
+        ]
+    );
+    assert_eq!(
+        s.streaming_connection_idle_timeout,
+        Duration::from_secs(300)
+    );
+    let f = c.to_file();
+    assert_eq!(f.tls_min_version.as_deref(), Some("VersionTLS13"));
+    assert_eq!(f.streaming_connection_idle_timeout.as_deref(), Some("5m0s"));
+    assert_eq!(f.tls_cipher_suites.map(|v| v.len()), Some(2));
+    // flags win
+    let o = Overrides {
+        tls_min_version: Some("VersionTLS12".into()),
+        tls_cipher_suites: vec!["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".into()],
+        streaming_connection_idle_timeout: Some("30s".into()),
+        ..Overrides::default()
+    };
+    let s = Config::resolve_with(Some(&p), &o, &FakeHost)
+        .unwrap()
+        .server
+        .unwrap();
+    assert_eq!(s.tls_min_version, server::TlsVersion::Tls12);
+    assert_eq!(
+        s.tls_cipher_suites,
+        ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]
+    );
+    assert_eq!(s.streaming_connection_idle_timeout, Duration::from_secs(30));
+    // 0s is the default
+    let (_d, p0) = write(&format!("{HEAD}streamingConnectionIdleTimeout: 0s\n"));
+    let s = Config::resolve_with(Some(&p0), &Overrides::default(), &FakeHost)
+        .unwrap()
+        .server
+        .unwrap();
+    assert_eq!(
+        s.streaming_connection_idle_timeout,
+        Duration::from_secs(4 * 3600)
+    );
+    // bad values name the key and the value
+    for (body, want) in [
+        (
+            "tlsMinVersion: VersionTLS11\n",
+            "tlsMinVersion: \"VersionTLS11\": kubenode's TLS",
+        ),
+        (
+            "tlsMinVersion: TLS13\n",
+            "tlsMinVersion: unknown tls version \"TLS13\"",
+        ),
+        (
+            "tlsCipherSuites: [TLS_NOPE]\n",
+            "tlsCipherSuites: Cipher suite TLS_NOPE not supported or doesn't exist",
+        ),
+        (
+            "tlsCipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n",
+            "tlsCipherSuites: TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA: not implemented",
+        ),
+        (
+            "streamingConnectionIdleTimeout: forever\n",
+            "streamingConnectionIdleTimeout",
+        ),
+    ] {
+        let (_d, p) = write(&format!("{HEAD}{body}"));
+        let e = Config::resolve_with(Some(&p), &Overrides::default(), &FakeHost)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+    for (o, want) in [
+        (
+            Overrides {
+                tls_min_version: Some("VersionTLS10".into()),
+                ..Overrides::default()
+            },
+            "--tls-min-version",
+        ),
+        (
+            Overrides {
+                tls_cipher_suites: vec!["TLS_RSA_WITH_RC4_128_SHA".into()],
+                ..Overrides::default()
+            },
+            "--tls-cipher-suites: TLS_RSA_WITH_RC4_128_SHA",
+        ),
+        (
+            Overrides {
+                streaming_connection_idle_timeout: Some("x".into()),
+                ..Overrides::default()
+            },
+            "--streaming-connection-idle-timeout",
+        ),
+    ] {
+        let e = Config::resolve_with(None, &o, &FakeHost)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}

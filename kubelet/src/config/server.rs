@@ -2,7 +2,10 @@
 //! `address`, `port`, `tlsCertFile`, `tlsPrivateKeyFile`, `serverTLSBootstrap`,
 //! `authentication` and `authorization` (with their v1beta1 defaults: anonymous off, webhook
 //! token authentication on with a 2 min cache, `Webhook` authorization cached 5 min allowed /
-//! 30 s denied), and the flags that override them.
+//! 30 s denied), `tlsMinVersion` and `tlsCipherSuites` (upstream's names, checked as
+//! component-base's `TLSVersion` and `TLSCipherSuites`, then against what rustls implements),
+//! `streamingConnectionIdleTimeout` (default 4 h; `0` is the default, as upstream's
+//! defaulting), and the flags that override them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -160,6 +163,145 @@ pub struct ServerConfig {
     pub cache_authorized_ttl: Duration,
     /// `authorization.webhook.cacheUnauthorizedTTL` (default 30 s).
     pub cache_unauthorized_ttl: Duration,
+    /// `tlsMinVersion` (default TLS 1.2, upstream's `DefaultTLSVersion`).
+    pub tls_min_version: TlsVersion,
+    /// `tlsCipherSuites`: upstream's names, each one rustls implements, in the file's order
+    /// (empty: rustls's defaults).
+    pub tls_cipher_suites: Vec<String>,
+    /// `streamingConnectionIdleTimeout` (default 4 h): a streaming session (exec, attach,
+    /// port-forward) with no message either way for this long is closed.
+    pub streaming_connection_idle_timeout: Duration,
+}
+
+/// Default `streamingConnectionIdleTimeout` (upstream's defaulting of v1beta1).
+pub const DEFAULT_STREAMING_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+
+/// A `tlsMinVersion` kubenode's TLS library (rustls) implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// `VersionTLS12`.
+    Tls12,
+    /// `VersionTLS13`.
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Upstream's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "VersionTLS12",
+            TlsVersion::Tls13 => "VersionTLS13",
+        }
+    }
+}
+
+/// Parses `tlsMinVersion` as component-base's `TLSVersion`: `""` is the default (TLS 1.2),
+/// `VersionTLS12`/`VersionTLS13` as named; `VersionTLS10`/`VersionTLS11` are upstream's but
+/// rustls implements neither (an error saying so); anything else is upstream's
+/// `unknown tls version "X"`.
+pub fn parse_tls_version(name: &str) -> Result<TlsVersion, String> {
+    match name {
+        "" | "VersionTLS12" => Ok(TlsVersion::Tls12),
+        "VersionTLS13" => Ok(TlsVersion::Tls13),
+        "VersionTLS10" | "VersionTLS11" => Err(format!(
+            "{name:?}: kubenode's TLS library (rustls) does not implement TLS 1.0 or 1.1; \
+             use VersionTLS12 or VersionTLS13"
+        )),
+        other => Err(format!("unknown tls version {other:?}")),
+    }
+}
+
+/// The TLS 1.3 suites: upstream accepts their names, but Go (and rustls) always enables all
+/// three for TLS 1.3 (they are not configurable).
+pub const TLS13_CIPHER_SUITES: [&str; 3] = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// The TLS 1.2 suites rustls implements, by upstream's (IANA) name: upstream's names for them,
+/// with the two legacy ChaCha20 names component-base keeps.
+pub const TLS12_CIPHER_SUITES: [(&str, &str); 8] = [
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The suites upstream knows (Go's `CipherSuites` and `InsecureCipherSuites`) that rustls does
+/// not implement: CBC, RSA key exchange, RC4, 3DES.
+const UPSTREAM_ONLY_CIPHER_SUITES: [&str; 16] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_RC4_128_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+];
+
+/// Checks `tlsCipherSuites` as component-base's `TLSCipherSuites` (a name upstream does not
+/// know is its `Cipher suite X not supported or doesn't exist`), then refuses a name upstream
+/// knows but rustls does not implement, naming the suites it does. The names come back as
+/// given.
+pub fn check_cipher_suites(names: &[String]) -> Result<Vec<String>, String> {
+    for n in names {
+        let n = n.as_str();
+        if TLS13_CIPHER_SUITES.contains(&n) || TLS12_CIPHER_SUITES.iter().any(|(u, _)| *u == n) {
+            continue;
+        }
+        if UPSTREAM_ONLY_CIPHER_SUITES.contains(&n) {
+            let offered: Vec<&str> = TLS12_CIPHER_SUITES
+                .iter()
+                .take(6)
+                .map(|(u, _)| *u)
+                .chain(TLS13_CIPHER_SUITES)
+                .collect();
+            return Err(format!(
+                "{n}: not implemented by kubenode's TLS library (rustls), which offers {}",
+                offered.join(", ")
+            ));
+        }
+        return Err(format!("Cipher suite {n} not supported or doesn't exist"));
+    }
+    Ok(names.to_vec())
 }
 
 impl Default for ServerConfig {
@@ -176,6 +318,9 @@ impl Default for ServerConfig {
             authorization_mode: AuthorizationMode::Webhook,
             cache_authorized_ttl: DEFAULT_AUTHZ_ALLOWED_TTL,
             cache_unauthorized_ttl: DEFAULT_AUTHZ_DENIED_TTL,
+            tls_min_version: TlsVersion::Tls12,
+            tls_cipher_suites: Vec::new(),
+            streaming_connection_idle_timeout: DEFAULT_STREAMING_IDLE_TIMEOUT,
         }
     }
 }
@@ -206,5 +351,57 @@ pub fn authorization_file(s: &ServerConfig) -> AuthorizationFile {
                 s.cache_unauthorized_ttl,
             )),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_versions_as_component_base() {
+        assert_eq!(parse_tls_version(""), Ok(TlsVersion::Tls12));
+        assert_eq!(parse_tls_version("VersionTLS12"), Ok(TlsVersion::Tls12));
+        assert_eq!(parse_tls_version("VersionTLS13"), Ok(TlsVersion::Tls13));
+        assert_eq!(
+            parse_tls_version("VersionTLS14"),
+            Err("unknown tls version \"VersionTLS14\"".into())
+        );
+        assert_eq!(
+            parse_tls_version("tls13"),
+            Err("unknown tls version \"tls13\"".into())
+        );
+        for old in ["VersionTLS10", "VersionTLS11"] {
+            let e = parse_tls_version(old).unwrap_err();
+            assert!(e.contains("does not implement TLS 1.0 or 1.1"), "{e}");
+            assert!(e.contains(old), "{e}");
+        }
+    }
+
+    #[test]
+    fn cipher_suites_as_component_base_then_rustls() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = names(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "TLS_AES_128_GCM_SHA256",
+        ]);
+        assert_eq!(check_cipher_suites(&ok), Ok(ok.clone()));
+        assert_eq!(check_cipher_suites(&[]), Ok(vec![]));
+        assert_eq!(
+            check_cipher_suites(&names(&["TLS_FOO"])),
+            Err("Cipher suite TLS_FOO not supported or doesn't exist".into())
+        );
+        let e = check_cipher_suites(&names(&[
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_RSA_WITH_AES_128_CBC_SHA",
+        ]))
+        .unwrap_err();
+        assert!(
+            e.starts_with("TLS_RSA_WITH_AES_128_CBC_SHA: not implemented by kubenode's TLS"),
+            "{e}"
+        );
+        // upstream's names are case-sensitive
+        assert!(check_cipher_suites(&names(&["tls_aes_128_gcm_sha256"])).is_err());
     }
 }

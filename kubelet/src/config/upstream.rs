@@ -143,20 +143,17 @@ pub const UPSTREAM_KEYS: &[&str] = &[
 ];
 
 /// Settings of the kubelet's HTTPS API (port 10250) that kubenode's server does not offer:
-/// its TLS parameters are rustls's defaults (TLS 1.2 and 1.3, rustls's cipher suites and
-/// curves) and it has no profiling or debugging handlers beyond its routes
-/// (docs/architecture.md, "The kubelet's HTTPS server").
+/// its curves are rustls's defaults and it has no profiling or debugging handlers beyond its
+/// routes (docs/architecture.md, "The kubelet's HTTPS server").
 const HTTPS_API: &str =
-    "kubenode's HTTPS server on port 10250 uses rustls's default TLS parameters and serves no \
+    "kubenode's HTTPS server on port 10250 uses rustls's default curves and serves no \
      profiling or debug-flag handlers";
 
 /// What the start-up warning adds for some keys: why ignoring the key is harmless, what to use
 /// instead, or, where the value may ask for more protection than kubenode gives, that it does
 /// not give it.
 const NOTES: &[(&str, &str)] = &[
-    ("tlsCipherSuites", HTTPS_API),
     ("tlsCurvePreferences", HTTPS_API),
-    ("tlsMinVersion", HTTPS_API),
     ("enableDebuggingHandlers", HTTPS_API),
     ("enableContentionProfiling", HTTPS_API),
     ("enableSystemLogHandler", HTTPS_API),
@@ -246,9 +243,9 @@ mod tests {
             "not supported by kubenode: memorySwap"
         );
         assert_eq!(
-            unsupported_warning("tlsMinVersion"),
-            "not supported by kubenode: tlsMinVersion (kubenode's HTTPS server on port 10250 \
-             uses rustls's default TLS parameters and serves no profiling or debug-flag handlers)"
+            unsupported_warning("tlsCurvePreferences"),
+            "not supported by kubenode: tlsCurvePreferences (kubenode's HTTPS server on port \
+             10250 uses rustls's default curves and serves no profiling or debug-flag handlers)"
         );
     }
 }

@@ -866,6 +866,26 @@ impl NodeView for Kubelet {
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    fn container_instance(
+        &self,
+        target: &ContainerRef,
+    ) -> Result<crate::api::ContainerInstance, ApiError> {
+        use kubenode_runtime::ContainerState;
+        let i = self.instance(target, false)?;
+        let state = match i.state {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+            ContainerState::Unknown => "unknown",
+        };
+        Ok(crate::api::ContainerInstance {
+            id: i.id,
+            running: i.state == ContainerState::Running,
+            state: state.into(),
+            log_path: i.log_path,
+        })
+    }
+
     fn pod_network(
         &self,
         namespace: &str,

@@ -18,11 +18,14 @@
 //!   `NonZeroExitCode` and a cause `ExitCode` whose message is the code), then the socket
 //!   closes.
 //! - **Port-forward**: `/portForward/{ns}/{pod}[/{uid}]?port=..` ([`portforward`]).
+//! - **Attach**: `/attach/{ns}/{pod}[/{uid}]/{container}`, same query, handshake and channels,
+//!   output only: the container's log followed from the moment of attaching ([`attach`]).
 //! - **Bounds**: at most [`MAX_SESSIONS`] sessions; client messages at most
 //!   [`channel::MAX_MESSAGE`]; a session with no message in
 //!   either direction for the idle timeout (`streamingConnectionIdleTimeout`, 4 h) is closed; a
 //!   client that goes away stops the command (SIGTERM, forwarded by the runtime, then SIGKILL).
 
+pub mod attach;
 pub mod channel;
 mod exec;
 pub mod portforward;
@@ -119,6 +122,14 @@ pub fn exec_options(segments: &[&str], query: &str) -> Result<ExecOptions, ApiEr
         stderr,
         tty,
     })
+}
+
+/// The first value of `key` in a query, decoded (`+` is a space).
+pub fn query_value(query: &str, key: &str) -> Option<String> {
+    form_urlencoded(query)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 /// `key=value` pairs of a query, decoded (`+` is a space).

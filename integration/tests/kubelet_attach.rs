@@ -1,0 +1,610 @@
+//! Attach and run on the kubelet's HTTPS port (docs/architecture.md, "Streaming"), with the
+//! HTTPS stand-in as the API server, and the server's TLS and idle settings from the
+//! KubeletConfiguration (`tlsMinVersion: VersionTLS13`, `streamingConnectionIdleTimeout: 20s`):
+//!
+//! - `kubectl attach` (WebSocket through the stand-in's `pods/attach`) to a pod printing lines
+//!   sees lines written after it attached (not the log's start), stdout and stderr apart;
+//!   `kubectl attach -i` streams the same (the container has no stdin: the input is
+//!   discarded, as containerd does);
+//! - a container that exits ends `kubectl attach`, `kubenode attach` and a WebSocket client
+//!   straight to :10250 (the latter gets the first empty message, its lines on their channels
+//!   and `Success`); attaching to the exited container is refused with containerd's text; a
+//!   `tty` attach streams stdout only (upstream drops stderr and uses the container's `tty`);
+//! - a quiet attach session is closed after the idle timeout;
+//! - `POST /run` with `curl --cert` returns the command's output, a failing command is 500 with
+//!   the CRI client's text, an unknown pod 404;
+//! - a TLS 1.2 client is refused, TLS 1.3 served.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use futures::{SinkExt, StreamExt};
+use kubenode_integration::agent::{bin, with_config_agent, NODE_IP};
+use kubenode_integration::apiserver::podlogs::KubeletClient;
+use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
+use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn main() {
+    run_tests(vec![privileged("kubelet_attach_and_run", attach)])
+}
+
+/// A process whose stdout and stderr are collected by threads as they come.
+struct Running {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> anyhow::Result<Running> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning")?;
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        for (pipe, buf) in [
+            (
+                Box::new(child.stdout.take().context("stdout")?) as Box<dyn Read + Send>,
+                out.clone(),
+            ),
+            (
+                Box::new(child.stderr.take().context("stderr")?) as Box<dyn Read + Send>,
+                err.clone(),
+            ),
+        ] {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { return };
+                    let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            });
+        }
+        Ok(Running { child, out, err })
+    }
+
+    fn out(&self) -> String {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn err(&self) -> String {
+        self.err.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (bounded) for `done` on the output so far.
+    fn wait_for(&self, what: &str, done: impl Fn(&str, &str) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&self.out(), &self.err()) {
+            ensure!(
+                Instant::now() < deadline,
+                "{what}: stdout {:?} stderr {:?}",
+                self.out(),
+                self.err()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the process to exit: its exit code.
+    fn wait_exit(&mut self, what: &str) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                // let the reader threads take the last bytes
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what} did not end: stdout {:?} stderr {:?}",
+                    self.out(),
+                    self.err()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kubectl ARGS` in the node's namespace.
+fn kubectl_cmd(
+    agent: &TestAgent,
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", agent.node.path().display()))
+        .arg(kubectl::KUBECTL)
+        .args(kubectl::common_args(kubeconfig, home))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `kubectl ARGS` to its end: exit code, stdout, stderr.
+fn kubectl_run(
+    agent: &TestAgent,
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let out = run(
+        &mut kubectl_cmd(agent, kubeconfig, home, args),
+        Duration::from_secs(90),
+    )?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `curl` in the node's namespace to `https://<node>:10250<path>`: curl's exit code, the HTTP
+/// status and the body.
+fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(i32, u16, String)> {
+    let url = format!("https://{NODE_IP}:10250{path}");
+    let mut argv = vec!["curl", "-sk", "--max-time", "60", "-w", "\n%{http_code}"];
+    argv.extend_from_slice(extra);
+    argv.push(&url);
+    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code: u16 = code
+        .trim()
+        .parse()
+        .with_context(|| format!("curl {path}: no status: {text:?}"))?;
+    Ok((out.status.code().unwrap_or(-1), code, body.to_string()))
+}
+
+/// The numbers of the lines `<word> N` in `text`.
+fn numbers(text: &str, word: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(word)?.trim().parse().ok())
+        .collect()
+}
+
+fn attach() -> anyhow::Result<()> {
+    const ADMIN: &str = "admin-token-0123456789";
+    let certs = TestDir::new(&unique_tag("kattach"))?;
+    let config = "tlsMinVersion: VersionTLS13\nstreamingConnectionIdleTimeout: 20s\n";
+    with_config_agent("ka", Some(config), |agent| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let opts = Options {
+            https: Some(HttpsOptions {
+                static_tokens: vec![(
+                    ADMIN.into(),
+                    "kubernetes-admin".into(),
+                    vec!["system:masters".into()],
+                )],
+                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
+                ..HttpsOptions::default()
+            }),
+            ..Options::default()
+        };
+        let server = agent
+            .node
+            .run_in(|| ApiServer::start_with(addr, opts))?
+            .context("starting the stand-in in the node's namespace")?;
+        let kubeconfig = certs.join("kubelet.conf");
+        server.write_kubeconfig(&kubeconfig)?;
+        let ca = server.secure().context("no CA")?.ca.clone();
+        let ca_file = certs.join("ca.crt");
+        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
+        let now = jiff::Timestamp::now();
+        let pair = ca.client(
+            "kube-apiserver-kubelet-client",
+            &[],
+            now - jiff::SignedDuration::from_secs(300),
+            now + jiff::SignedDuration::from_hours(1),
+        )?;
+        let (crt, key) = (certs.join("client.crt"), certs.join("client.key"));
+        std::fs::write(&crt, &pair.cert_pem)?;
+        std::fs::write(&key, &pair.key_pem)?;
+        agent.kill();
+        agent.extra_args = vec![
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--client-ca-file".into(),
+            ca_file.display().to_string(),
+        ];
+        agent.spawn()?;
+        let home = certs.join("home");
+        std::fs::create_dir_all(&home)?;
+        let pod = |name: &str, restart: &str, script: &str| -> anyhow::Result<()> {
+            let manifest = certs.join(format!("{name}.yaml"));
+            std::fs::write(
+                &manifest,
+                format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {}\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {}\n    args: [\"/bin/sh\", \"-c\", {script:?}]\n",
+                    agent.node_name(),
+                    agent.image
+                ),
+            )?;
+            let (code, _, err) = kubectl_run(
+                agent,
+                &kubeconfig,
+                &home,
+                &["create", "-f", &manifest.display().to_string()],
+            )?;
+            ensure!(code == 0, "kubectl create {name}: {err}");
+            Ok(())
+        };
+        pod(
+            "ticker",
+            "Always",
+            "i=0; while true; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.2; done",
+        )?;
+        pod(
+            "finite",
+            "Never",
+            "while [ ! -e /tmp/go ]; do sleep 0.1; done; sleep 1; \
+             for i in 1 2 3; do echo fin $i; sleep 0.3; done; echo done-err >&2",
+        )?;
+        pod("quiet", "Always", "sleep 3600")?;
+        let outcome = scenarios(agent, &server_paths(&kubeconfig, &home), &ca, &crt, &key);
+        // the API pods go before the agent does (their cgroups with them)
+        for name in ["ticker", "finite", "quiet"] {
+            let _ = kubectl_run(
+                agent,
+                &kubeconfig,
+                &home,
+                &["delete", "pod", name, "--wait=false"],
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent.pods()?.iter().any(|p| {
+            matches!(
+                p.metadata.name.as_deref(),
+                Some("ticker" | "finite" | "quiet")
+            )
+        }) {
+            ensure!(Instant::now() < deadline, "the test's pods are still there");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        outcome?;
+        drop(server);
+        Ok(())
+    })
+}
+
+/// The kubeconfig and HOME kubectl runs with.
+struct Kubectl<'a> {
+    kubeconfig: &'a std::path::Path,
+    home: &'a std::path::Path,
+}
+
+fn server_paths<'a>(kubeconfig: &'a std::path::Path, home: &'a std::path::Path) -> Kubectl<'a> {
+    Kubectl { kubeconfig, home }
+}
+
+fn scenarios(
+    agent: &TestAgent,
+    k: &Kubectl<'_>,
+    ca: &kubenode_integration::apiserver::tls::Ca,
+    crt: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    let kc = |args: &[&str]| kubectl_run(agent, k.kubeconfig, k.home, args);
+    // the ticker runs and has written a few lines
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let before = loop {
+        let (code, out, _) = kc(&["logs", "ticker"])?;
+        let n = numbers(&out, "tick ");
+        if code == 0 && n.len() >= 5 {
+            break *n.last().unwrap_or(&0);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the ticker did not start: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // kubectl attach: new lines only, stdout and stderr apart
+    let a = Running::spawn(kubectl_cmd(
+        agent,
+        k.kubeconfig,
+        k.home,
+        &["attach", "ticker"],
+    ))?;
+    a.wait_for("kubectl attach ticker", |out, err| {
+        numbers(out, "tick ").len() >= 3 && numbers(err, "tock ").len() >= 3
+    })?;
+    let seen = numbers(&a.out(), "tick ");
+    ensure!(
+        seen[0] > before,
+        "attach printed old lines: first {} after {before} was logged",
+        seen[0]
+    );
+    ensure!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines missing or repeated: {seen:?}"
+    );
+    ensure!(numbers(&a.out(), "tock ").is_empty(), "stderr on stdout");
+    drop(a);
+    // -i: the container has no stdin; its output streams all the same
+    let mut cmd = kubectl_cmd(agent, k.kubeconfig, k.home, &["attach", "-i", "ticker"]);
+    cmd.stdin(Stdio::piped());
+    let mut a = Running::spawn(cmd)?;
+    if let Some(mut stdin) = a.child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(b"ignored input\n")?;
+    }
+    a.wait_for("kubectl attach -i ticker", |out, _| {
+        numbers(out, "tick ").len() >= 3
+    })?;
+    drop(a);
+
+    // the finite pod: three attachers, then the container prints and exits
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, phase, _) = kc(&["get", "pod", "finite", "-o", "jsonpath={.status.phase}"])?;
+        if phase == "Running" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "finite is not running: {phase:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut via_kubectl = Running::spawn(kubectl_cmd(
+        agent,
+        k.kubeconfig,
+        k.home,
+        &["attach", "finite"],
+    ))?;
+    let mut cli = Command::new(bin());
+    cli.args(["attach", "finite"])
+        .env("KUBENODE_RUN_DIR", agent.dir.join("run"))
+        .stdin(Stdio::null());
+    let mut via_cli = Running::spawn(cli)?;
+    let client = KubeletClient::new(ca)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut ws, proto) = rt.block_on(open(
+        agent,
+        &client,
+        "/attach/default/finite/main?output=1&error=1",
+        "v5.channel.k8s.io",
+    ))?;
+    ensure!(proto == "v5.channel.k8s.io", "{proto}");
+    let (mut tty_ws, _) = rt.block_on(open(
+        agent,
+        &client,
+        "/attach/default/finite/main?input=1&output=1&error=1&tty=1",
+        "v5.channel.k8s.io",
+    ))?;
+    rt.block_on(tty_ws.send(Message::binary(b"\x00to nowhere\n".to_vec())))?;
+    via_kubectl.wait_for("kubectl attach finite", |_, err| {
+        err.contains("If you don't see a command prompt")
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, _, err) = kc(&["exec", "finite", "--", "touch", "/tmp/go"])?;
+    ensure!(code == 0, "kubectl exec touch: {err}");
+    let s = rt.block_on(collect(&mut ws))?;
+    ensure!(s.first == Some((1, 0)), "first message: {s:?}");
+    ensure!(
+        s.stdout == b"fin 1\nfin 2\nfin 3\n" && s.stderr == b"done-err\n",
+        "{s:?}"
+    );
+    let st: serde_json::Value = serde_json::from_slice(&s.error)
+        .with_context(|| format!("status {:?}", String::from_utf8_lossy(&s.error)))?;
+    ensure!(st["status"] == "Success", "{st}");
+    let s = rt.block_on(collect(&mut tty_ws))?;
+    ensure!(
+        s.stdout == b"fin 1\nfin 2\nfin 3\n" && s.stderr.is_empty(),
+        "tty attach: {s:?}"
+    );
+    let code = via_kubectl.wait_exit("kubectl attach finite")?;
+    ensure!(
+        code == 0 && via_kubectl.out().contains("fin 3") && via_kubectl.err().contains("done-err"),
+        "kubectl attach finite: {code} {:?} {:?}",
+        via_kubectl.out(),
+        via_kubectl.err()
+    );
+    let code = via_cli.wait_exit("kubenode attach finite")?;
+    ensure!(
+        code == 0 && via_cli.out() == "fin 1\nfin 2\nfin 3\n" && via_cli.err() == "done-err\n",
+        "kubenode attach finite: {code} {:?} {:?}",
+        via_cli.out(),
+        via_cli.err()
+    );
+    // the container exited: attaching is refused before the upgrade
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rt.block_on(open(
+            agent,
+            &client,
+            "/attach/default/finite/main?output=1",
+            "v5.channel.k8s.io",
+        )) {
+            Err(e) => {
+                let text = format!("{e:#}");
+                ensure!(
+                    text.contains("500") && text.contains("container is in CONTAINER_EXITED state"),
+                    "{text}"
+                );
+                break;
+            }
+            Ok((mut ws, _)) => {
+                // raced the exit: this session ends at once
+                let _ = rt.block_on(collect(&mut ws));
+                ensure!(
+                    Instant::now() < deadline,
+                    "attach to an exited container accepted"
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+
+    // the idle timeout (20s) closes a quiet session
+    let (mut quiet, _) = rt.block_on(open(
+        agent,
+        &client,
+        "/attach/default/quiet/main?output=1&error=1",
+        "v5.channel.k8s.io",
+    ))?;
+    let ended = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout_at(deadline, quiet.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    });
+    ensure!(ended, "the idle attach session was not closed");
+
+    // /run with a client certificate
+    let cert = [
+        "--cert",
+        crt.to_str().unwrap_or(""),
+        "--key",
+        key.to_str().unwrap_or(""),
+    ];
+    let got = curl(
+        agent,
+        "/run/default/ticker/main?cmd=echo+ran+ok",
+        &[&cert[..], &["-X", "POST"]].concat(),
+    )?;
+    ensure!(got.1 == 200 && got.2 == "ran ok\n", "/run echo: {got:?}");
+    let got = curl(
+        agent,
+        "/run/default/ticker/main?cmd=sh+-c+false",
+        &[&cert[..], &["-X", "POST"]].concat(),
+    )?;
+    ensure!(
+        got.1 == 500 && got.2.starts_with("command 'sh -c false' exited with 1"),
+        "/run false: {got:?}"
+    );
+    let got = curl(
+        agent,
+        "/run/default/nosuchpod/main?cmd=true",
+        &[&cert[..], &["-X", "POST"]].concat(),
+    )?;
+    ensure!(
+        got.1 == 404 && got.2 == "pod does not exist",
+        "/run unknown pod: {got:?}"
+    );
+    // tlsMinVersion: VersionTLS13: a TLS 1.2 client is refused
+    let got = curl(
+        agent,
+        "/healthz",
+        &[&cert[..], &["--tls-max", "1.2"]].concat(),
+    )?;
+    ensure!(
+        got.0 != 0 && got.1 == 0,
+        "a TLS 1.2 client was served: {got:?}"
+    );
+    let got = curl(agent, "/healthz", &[&cert[..], &["--tlsv1.3"]].concat())?;
+    ensure!(got.1 == 200, "a TLS 1.3 client: {got:?}");
+    Ok(())
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Opens `path` over WebSocket with `protocol` straight to :10250 with the API server's
+/// kubelet client certificate: the socket and the negotiated subprotocol.
+async fn open(
+    agent: &TestAgent,
+    client: &KubeletClient,
+    path: &str,
+    protocol: &str,
+) -> anyhow::Result<(Ws, String)> {
+    let addr: std::net::SocketAddr = format!("{NODE_IP}:10250").parse()?;
+    let tcp = agent
+        .node
+        .run_in(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)))??;
+    tcp.set_nonblocking(true)?;
+    let tcp = tokio::net::TcpStream::from_std(tcp)?;
+    let name = rustls::pki_types::ServerName::try_from(NODE_IP.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(client.tls_config())
+        .connect(name, tcp)
+        .await?;
+    let mut req = format!("wss://{NODE_IP}:10250{path}").into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse()?);
+    let (ws, resp) = match tokio_tungstenite::client_async(req, tls).await {
+        Ok(r) => r,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().unwrap_or_default();
+            bail!(
+                "refused: {} {}",
+                resp.status().as_u16(),
+                String::from_utf8_lossy(body)
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let chosen = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((ws, chosen))
+}
+
+/// What a session brought back.
+#[derive(Debug, Default)]
+struct Session {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    error: Vec<u8>,
+    first: Option<(u8, usize)>,
+}
+
+/// Reads a binary-protocol session to its close.
+async fn collect(ws: &mut Ws) -> anyhow::Result<Session> {
+    let mut s = Session::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => bail!("the session did not end: {s:?}"),
+            Ok(None) => break,
+            Ok(Some(m)) => m?,
+        };
+        let b = match msg {
+            Message::Binary(b) => b,
+            Message::Close(_) => break,
+            other => bail!("unexpected message {other:?}"),
+        };
+        let Some((&ch, d)) = b.split_first() else {
+            continue;
+        };
+        s.first.get_or_insert((ch, d.len()));
+        match ch {
+            1 => s.stdout.extend_from_slice(d),
+            2 => s.stderr.extend_from_slice(d),
+            3 => s.error.extend_from_slice(d),
+            _ => bail!("output on channel {ch}"),
+        }
+    }
+    Ok(s)
+}

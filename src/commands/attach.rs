@@ -1,0 +1,65 @@
+//! `kubenode attach POD [-c C]`: a running container's output, live, until it exits (as
+//! `kubectl attach`; kubenode's containers have no stdin and no terminal, so output only).
+
+use std::io::Write;
+
+use kubenode_kubelet::api::{pick_container, ContainerRef};
+
+use super::AgentRef;
+
+/// Options of `kubenode attach`.
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// The pod's name.
+    pub pod: String,
+    /// The container (may be left out when the pod has one).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub agent: AgentRef,
+}
+
+/// Runs `kubenode attach`: the container's standard output to ours, its standard error to
+/// ours, from now until the container exits.
+pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
+    let client = args.agent.client();
+    let pods = client.pods().await?;
+    let pod = pods
+        .iter()
+        .find(|p| {
+            p.metadata.name.as_deref() == Some(args.pod.as_str())
+                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
+        })
+        .ok_or_else(|| anyhow::anyhow!("pod {}/{} not found", args.namespace, args.pod))?;
+    let container = pick_container(pod, args.container.as_deref())?;
+    let target = ContainerRef {
+        namespace: args.namespace,
+        pod: args.pod,
+        container: Some(container),
+    };
+    let mut write_err = None;
+    client
+        .attach(&target, |channel, data| {
+            if write_err.is_some() {
+                return;
+            }
+            let written = if channel == 2 {
+                let mut e = std::io::stderr().lock();
+                e.write_all(data).and_then(|()| e.flush())
+            } else {
+                let mut o = std::io::stdout().lock();
+                o.write_all(data).and_then(|()| o.flush())
+            };
+            if let Err(e) = written {
+                write_err = Some(e);
+            }
+        })
+        .await?;
+    match write_err {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
