@@ -138,32 +138,50 @@ fn too_many() -> Response<Body> {
     )
 }
 
-/// Serves an exec (or attach) request that asked for SPDY: `opts` are the request's, the
-/// session runs `command`.
-pub(super) async fn serve_exec(
-    view: std::sync::Arc<dyn NodeView>,
-    opts: ExecOptions,
-    mut req: Request<Incoming>,
+/// A SPDY upgrade accepted by the handshake: the protocol chosen and a session slot.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    protocol: &'static str,
+    slot: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// The checks of an exec or attach request that asked for SPDY: upstream's handshake among
+/// [`EXEC_PROTOCOLS`] and a session slot, or the answer refusing it.
+#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+pub(super) fn accept_exec(req: &Request<Incoming>) -> Result<Accepted, Response<Body>> {
+    let protocol = handshake(req, &EXEC_PROTOCOLS)?;
+    let slot = SESSIONS.try_acquire().map_err(|_| too_many())?;
+    Ok(Accepted { protocol, slot })
+}
+
+/// Answers 101 to an accepted exec or attach request and, on the upgraded connection, waits
+/// for the streams `opts` asks for, then runs `session` on them (exec's [`super::exec::run`];
+/// attach plugs in the same way).
+pub(super) fn start_session<F, Fut>(
+    req: &mut Request<Incoming>,
+    accepted: Accepted,
+    opts: &ExecOptions,
     idle: Duration,
-) -> Response<Body> {
-    let protocol = match handshake(&req, &EXEC_PROTOCOLS) {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
-    let Ok(slot) = SESSIONS.try_acquire() else {
-        return too_many();
-    };
-    let command = match view.exec_command(&opts.target, &opts.command, opts.tty) {
-        Ok(c) => c,
-        Err(e) => return text(e.status(), format!("{e}\n")),
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
+    session: F,
+) -> Response<Body>
+where
+    F: FnOnce(Transport) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let Accepted { protocol, slot } = accepted;
+    let resize = opts.tty && matches!(protocol, "v4.channel.k8s.io" | "v3.channel.k8s.io");
+    let expected = 1
+        + usize::from(opts.stdin)
+        + usize::from(opts.stdout)
+        + usize::from(opts.stderr)
+        + usize::from(resize);
+    let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let _slot = slot;
         let io = match upgrade.await {
             Ok(io) => hyper_util::rt::TokioIo::new(io),
             Err(e) => {
-                tracing::debug!(error = %e, "exec: the connection was not upgraded");
+                tracing::debug!(error = %e, "stream: the connection was not upgraded");
                 return;
             }
         };
@@ -175,12 +193,6 @@ pub(super) async fn serve_exec(
                 max_streams: EXEC_MAX_STREAMS,
             },
         );
-        let resize = opts.tty && matches!(protocol, "v4.channel.k8s.io" | "v3.channel.k8s.io");
-        let expected = 1
-            + usize::from(opts.stdin)
-            + usize::from(opts.stdout)
-            + usize::from(opts.stderr)
-            + usize::from(resize);
         let streams = match tokio::time::timeout(
             STREAM_CREATION_TIMEOUT,
             exec_streams(&mut incoming, expected),
@@ -189,12 +201,12 @@ pub(super) async fn serve_exec(
         {
             Ok(Some(s)) => s,
             Ok(None) => {
-                tracing::debug!("exec: the SPDY connection ended before its streams were made");
+                tracing::debug!("stream: the SPDY connection ended before its streams were made");
                 conn.close().await;
                 return;
             }
             Err(_) => {
-                tracing::info!("exec: timed out waiting for client to create streams");
+                tracing::info!("stream: timed out waiting for client to create streams");
                 conn.close().await;
                 return;
             }
@@ -204,9 +216,30 @@ pub(super) async fn serve_exec(
         } else {
             Protocol::V1
         };
-        super::exec::run(exec_transport(conn, streams, status), opts, command).await;
+        session(exec_transport(conn, streams, status)).await;
     });
     switching_protocols(protocol)
+}
+
+/// Serves an exec request that asked for SPDY: `opts` are the request's.
+pub(super) async fn serve_exec(
+    view: std::sync::Arc<dyn NodeView>,
+    opts: ExecOptions,
+    mut req: Request<Incoming>,
+    idle: Duration,
+) -> Response<Body> {
+    let accepted = match accept_exec(&req) {
+        Ok(a) => a,
+        Err(answer) => return answer,
+    };
+    let command = match view.exec_command(&opts.target, &opts.command, opts.tty) {
+        Ok(c) => c,
+        Err(e) => return text(e.status(), format!("{e}\n")),
+    };
+    let session_opts = opts.clone();
+    start_session(&mut req, accepted, &opts, idle, move |t| {
+        super::exec::run(t, session_opts, command)
+    })
 }
 
 /// The streams of an exec session, by `streamType`.
