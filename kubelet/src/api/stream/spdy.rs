@@ -567,3 +567,70 @@ async fn forward(
     data_w.close().await;
     err_w.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ContainerRef;
+
+    /// A SPDY client and this server over an in-memory pipe, the session running a local
+    /// `sh` (no runtime): the streams by type, stdout and stderr apart, stdin's FIN, v4's
+    /// Status with the exit code, the server's streams ended and the connection closed.
+    #[tokio::test]
+    async fn an_exec_session_over_spdy() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        let opts = ExecOptions {
+            target: ContainerRef {
+                namespace: "ns".into(),
+                pod: "p".into(),
+                container: Some("c".into()),
+            },
+            command: vec!["sh".into()],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let session_opts = opts.clone();
+        let serve = tokio::spawn(async move {
+            let streams = exec_streams(&mut incoming, 4).await.expect("the streams");
+            let mut command = std::process::Command::new("sh");
+            command.args(["-c", "cat; echo err >&2; exit 3"]);
+            super::super::exec::run(
+                exec_transport(server, streams, Protocol::V4),
+                session_opts,
+                command,
+            )
+            .await;
+        });
+        let open = |t: &str| {
+            client.open_stream(vec![(kubenode_spdy::STREAM_TYPE_HEADER.into(), t.into())])
+        };
+        let error = open("error").await.unwrap();
+        // an unknown type is not counted
+        let _odd = open("other").await.unwrap();
+        let stdin = open("stdin").await.unwrap();
+        let stdout = open("stdout").await.unwrap();
+        let stderr = open("stderr").await.unwrap();
+        let w = stdin.writer().clone();
+        w.write(b"through stdin\n").await.unwrap();
+        w.close().await;
+        let read = |s: Stream| async move { s.split().0.read_to_end(1 << 20).await };
+        let (out, err, status) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(read(stdout), read(stderr), read(error))
+        })
+        .await
+        .expect("the session ends");
+        assert_eq!(out, b"through stdin\n");
+        assert_eq!(err, b"err\n");
+        let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(v["reason"], "NonZeroExitCode");
+        assert_eq!(v["details"]["causes"][0]["message"], "3");
+        tokio::time::timeout(Duration::from_secs(30), client.closed())
+            .await
+            .expect("the server closes the connection");
+        serve.await.unwrap();
+    }
+}
