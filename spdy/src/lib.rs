@@ -167,4 +167,28 @@ mod tests {
             }
         );
     }
+
+    /// Streams over the bound are refused (RST_STREAM REFUSED_STREAM); a connection with no
+    /// frame either way for the idle timeout closes.
+    #[tokio::test(start_paused = true)]
+    async fn bounds_and_idle_timeout() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let config = Config {
+            idle_timeout: Duration::from_secs(60),
+            max_streams: 2,
+        };
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, config);
+        let h = || vec![("streamtype".to_string(), "data".to_string())];
+        let _one = client.open_stream(h()).await.unwrap();
+        let _two = client.open_stream(h()).await.unwrap();
+        let refused = client.open_stream(h()).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(refused.to_string().contains("status 3"), "{refused}");
+        assert!(incoming.recv().await.is_some() && incoming.recv().await.is_some());
+        // nothing more: the server's idle timeout closes the connection
+        tokio::time::timeout(Duration::from_secs(3600), client.closed())
+            .await
+            .expect("the idle connection closed");
+    }
 }
