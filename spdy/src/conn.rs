@@ -81,6 +81,9 @@ struct Inner {
     role: Role,
     config: Config,
     out: mpsc::Sender<Cmd>,
+    /// Held from a stream id's allocation until its SYN_STREAM is queued: ids go out in order
+    /// (the peer refuses an id lower than one it saw).
+    opening: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     closed: watch::Sender<bool>,
 }
@@ -135,6 +138,7 @@ impl Connection {
             role,
             config,
             out: out_tx,
+            opening: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 streams: HashMap::new(),
                 next_id: if role == Role::Client { 1 } else { 2 },
@@ -154,6 +158,7 @@ impl Connection {
     pub async fn open_stream(&self, headers: Headers) -> std::io::Result<Stream> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let (data_tx, data_rx) = mpsc::channel(16);
+        let opening = self.inner.opening.lock().await;
         let id = {
             let mut st = self.inner.lock();
             if st.going_away || *self.inner.closed.borrow() {
@@ -185,6 +190,7 @@ impl Connection {
             headers: headers.clone(),
         })
         .await?;
+        drop(opening);
         match tokio::time::timeout(STREAM_REPLY_TIMEOUT, reply_rx).await {
             Ok(Ok(Ok(()))) => Ok(self.stream(id, headers, data_rx)),
             Ok(Ok(Err(status))) => Err(std::io::Error::new(
@@ -425,7 +431,7 @@ async fn read_loop<R: AsyncRead>(
     incoming: mpsc::Sender<Stream>,
 ) {
     let mut reader = FrameReader::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut start = 0usize;
     let mut closed = inner.closed.subscribe();
     let mut linger_until: Option<Instant> = None;
@@ -468,12 +474,14 @@ async fn read_loop<R: AsyncRead>(
                 }
             }
         }
-        if start > 0 && (start == buf.len() || start > 256 * 1024) {
+        // keep room for large reads (fewer system calls); move the unparsed tail down once
+        // the parsed head is large
+        if start > 0 && (start == buf.len() || start > 1024 * 1024) {
             buf.drain(..start);
             start = 0;
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(256 * 1024);
         }
         let deadline = {
             let idle = inner.lock().activity + inner.config.idle_timeout;

@@ -191,4 +191,27 @@ mod tests {
             .await
             .expect("the idle connection closed");
     }
+
+    /// Streams opened at once from many tasks reach the peer in id order (the peer refuses an
+    /// id lower than one it saw, a session error).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_opens() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        tokio::spawn(async move { while incoming.recv().await.is_some() {} });
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let c = client.clone();
+                tokio::spawn(async move {
+                    c.open_stream(vec![("streamtype".into(), "data".into())])
+                        .await
+                        .map(|s| s.id())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
 }
