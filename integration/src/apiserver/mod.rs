@@ -596,12 +596,15 @@ async fn serve(
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let q = parse_query(&raw_query);
-    // A WebSocket upgrade (pods/exec, pods/attach): its connection, taken before the body.
+    // A WebSocket or SPDY/3.1 upgrade (pods/exec, attach, portforward): its connection, taken
+    // before the body.
     let is_upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("websocket") || v.to_ascii_lowercase().contains("spdy/3.1")
+        });
     let upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers().clone();
     let header = |name: &str| {
@@ -790,7 +793,7 @@ async fn serve(
         return podlogs::proxy(&shared, &sec.kubelet_client, ns, name, &q).await;
     }
     if matches!(method, Method::GET | Method::POST)
-        && matches!(t.sub.as_deref(), Some("exec" | "attach"))
+        && matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward"))
         && t.resource().kind == "Pod"
     {
         let secure = conn.as_deref().and_then(|c| c.secure.as_deref());

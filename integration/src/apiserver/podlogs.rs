@@ -27,7 +27,7 @@ use super::tls::Ca;
 use super::Body;
 
 /// The API server's TLS client for kubelets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KubeletClient {
     pub(super) tls: Arc<rustls::ClientConfig>,
 }

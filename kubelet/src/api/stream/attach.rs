@@ -1,6 +1,7 @@
 //! `/attach/{ns}/{pod}[/{uid}]/{container}`: the output of a running container, live, as
 //! upstream's kubelet serves `kubectl attach` (`remotecommand.ServeAttach` over the runtime's
-//! `Attach`), on the channels and subprotocols of exec ([`super::channel`]).
+//! `Attach`), on the channels and subprotocols of exec ([`super::channel`]), over WebSocket or
+//! SPDY/3.1 as exec ([`super::transport`]).
 //!
 //! kubenode's containers have no standard input and no terminal (validation refuses `stdin`
 //! and `tty`), and their output goes to the shim, which writes it to the container's CRI log
@@ -30,17 +31,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::channel::{self, Inbound, Protocol};
-use super::{form_urlencoded, spawn_writer, Activity};
+use super::channel::{self, Protocol};
+use super::form_urlencoded;
+use super::transport::Transport;
 use crate::api::logs::CriLine;
 use crate::api::router::{text, Body};
 use crate::api::{ApiError, ContainerInstance, ContainerRef, NodeView};
@@ -306,18 +305,6 @@ pub async fn serve_attach(
         Ok(o) => o,
         Err(e) => return text(e.status(), format!("{e}\n")),
     };
-    if !super::is_websocket(&req) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this kubelet streams attach over WebSocket only (v5.channel.k8s.io, \
-             v4.channel.k8s.io)\n"
-                .into(),
-        );
-    }
-    let (protocol, key, slot) = match super::accept(&req, &channel::EXEC_PROTOCOLS) {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
     if let Some(uid) = &opts.uid {
         let same = view.pods().iter().any(|p| {
             p.metadata.namespace.as_deref().unwrap_or("default") == opts.target.namespace
@@ -348,6 +335,29 @@ pub async fn serve_attach(
             ),
         );
     }
+    if !super::is_websocket(&req) {
+        // SPDY/3.1, as kube-apiserver speaks to kubelets: the client makes a stream for each
+        // of its request's streams (a resize stream for `tty`, though the container has none)
+        let accepted = match super::spdy::accept_exec(&req) {
+            Ok(a) => a,
+            Err(answer) => return answer,
+        };
+        let streams = super::ExecOptions {
+            target: opts.target.clone(),
+            command: Vec::new(),
+            stdin: opts.stdin,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            tty: super::query_value(req.uri().query().unwrap_or(""), "tty").as_deref() == Some("1"),
+        };
+        return super::spdy::start_session(&mut req, accepted, &streams, idle, move |t| {
+            run(t, opts, view, instance)
+        });
+    }
+    let (protocol, key, slot) = match super::accept(&req, &channel::EXEC_PROTOCOLS) {
+        Ok(a) => a,
+        Err(answer) => return answer,
+    };
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _slot = slot;
@@ -359,13 +369,12 @@ pub async fn serve_attach(
                     Some(super::ws_config()),
                 )
                 .await;
+                let protocol = protocol.unwrap_or(Protocol::V1);
                 run(
-                    ws,
-                    protocol.unwrap_or(Protocol::V1),
+                    super::transport::websocket(ws, protocol, idle),
                     opts,
                     view,
                     instance,
-                    idle,
                 )
                 .await;
             }
@@ -409,20 +418,21 @@ fn by_channel(lines: Vec<(LogStream, Vec<u8>)>, stdout: bool, stderr: bool) -> V
     out
 }
 
-/// Runs the session to its end.
-async fn run<S>(
-    ws: WebSocketStream<S>,
-    protocol: Protocol,
+/// Runs the session to its end. What the client sends is discarded (the container has no
+/// stdin, no terminal); the transport ends the input when the client goes away or idles out.
+async fn run(
+    transport: Transport,
     opts: AttachOptions,
     view: Arc<dyn NodeView>,
     instance: ContainerInstance,
-    idle: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sink, source) = ws.split();
-    let activity = Activity::new();
-    let (out_tx, writer) = spawn_writer(sink, protocol, activity.clone());
+) {
+    let Transport {
+        out: out_tx,
+        writer,
+        mut input,
+        reader,
+        status: protocol,
+    } = transport;
     let first = if opts.stdout {
         channel::STDOUT
     } else if opts.stderr {
@@ -435,14 +445,13 @@ async fn run<S>(
         tracing::info!(pod = %opts.target.pod, container = ?opts.target.container,
             "attach: the container has no stdin; the client's input is discarded (as containerd)");
     }
-    let mut inbound = tokio::spawn(inbound(source, protocol, activity, idle));
     if opts.stdout || opts.stderr {
         let mut follower = match Follower::at_end(instance.log_path.clone()).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(path = %instance.log_path.display(), error = %e,
                     "attach: opening the container's log");
-                inbound.abort();
+                reader.abort();
                 drop(out_tx);
                 writer.abort();
                 return;
@@ -453,7 +462,10 @@ async fn run<S>(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = &mut inbound => {
+                m = input.recv() => {
+                    if m.is_some() {
+                        continue; // discarded
+                    }
                     // the client went away or idled out
                     drop(out_tx);
                     writer.abort();
@@ -472,7 +484,7 @@ async fn run<S>(
             };
             for c in by_channel(lines, opts.stdout, opts.stderr) {
                 if out_tx.send(c).await.is_err() {
-                    inbound.abort();
+                    reader.abort();
                     return;
                 }
             }
@@ -486,46 +498,7 @@ async fn run<S>(
     }
     drop(out_tx);
     let _ = writer.await;
-    inbound.abort();
-}
-
-/// Reads the client's messages until it closes, errs, breaks the protocol or the session stays
-/// idle: stdin's data is discarded (the container has no stdin), resizes too (no terminal).
-async fn inbound<S>(
-    mut source: futures::stream::SplitStream<WebSocketStream<S>>,
-    protocol: Protocol,
-    activity: Activity,
-    idle: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    loop {
-        let deadline = activity.last() + idle;
-        let next = match tokio::time::timeout_at(deadline.into(), source.next()).await {
-            Err(_) if activity.last() + idle <= Instant::now() => {
-                tracing::info!("attach: closing a session idle for {idle:?}");
-                return;
-            }
-            Err(_) => continue,
-            Ok(None) | Ok(Some(Err(_))) => return,
-            Ok(Some(Ok(m))) => m,
-        };
-        activity.touch();
-        let data = match &next {
-            Message::Binary(b) => &b[..],
-            Message::Text(t) => t.as_bytes(),
-            Message::Close(_) => return,
-            _ => continue,
-        };
-        match channel::decode(protocol, data) {
-            Ok(Inbound::Empty | Inbound::Data { .. } | Inbound::Close { .. }) => {}
-            Err(e @ (channel::DemuxError::BadClose(_) | channel::DemuxError::TooLarge(_))) => {
-                tracing::debug!(error = %e, "attach: closing the session");
-                return;
-            }
-            Err(e) => tracing::debug!(error = %e, "attach: a message skipped"),
-        }
-    }
+    reader.abort();
 }
 
 #[cfg(test)]

@@ -1,18 +1,17 @@
-//! One exec session on an upgraded WebSocket: the command's streams multiplexed onto the
-//! channels of [`super::channel`], its exit status on the error channel.
+//! One exec session, whatever the transport ([`super::transport::Transport`]: WebSocket or
+//! SPDY/3.1): the command's streams multiplexed onto the channels of [`super::channel`], its
+//! exit status on the error channel.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-use super::channel::{self, Inbound, Protocol, TerminalSize};
-use super::{spawn_writer, Activity, ExecOptions};
+use super::channel::{self, Protocol, TerminalSize};
+use super::transport::{Input, Transport};
+use super::ExecOptions;
 
 /// Output is read and sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -154,19 +153,15 @@ pub(crate) fn final_status(
     })
 }
 
-/// Runs the session to its end.
-pub(super) async fn run<S>(
-    ws: WebSocketStream<S>,
-    protocol: Protocol,
-    opts: ExecOptions,
-    command: std::process::Command,
-    idle: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sink, source) = ws.split();
-    let activity = Activity::new();
-    let (out_tx, writer) = spawn_writer(sink, protocol, activity.clone());
+/// Runs the session to its end on `transport`.
+pub(super) async fn run(transport: Transport, opts: ExecOptions, command: std::process::Command) {
+    let Transport {
+        out: out_tx,
+        writer,
+        input,
+        reader,
+        status: protocol,
+    } = transport;
     // upstream: an empty message on the lowest output channel says the session is up
     let first = if opts.stdout {
         channel::STDOUT
@@ -186,6 +181,7 @@ pub(super) async fn run<S>(
             }
             drop(out_tx);
             let _ = writer.await;
+            reader.abort();
             return;
         }
     };
@@ -226,7 +222,7 @@ pub(super) async fn run<S>(
         })
     });
     let stdin_tx = stdin_task.as_ref().map(|_| stdin_tx);
-    let mut inbound = tokio::spawn(inbound(source, protocol, stdin_tx, tty, activity, idle));
+    let mut inbound = tokio::spawn(consume(input, stdin_tx, tty));
 
     let exited = tokio::select! {
         s = child.wait() => Some(s),
@@ -243,6 +239,7 @@ pub(super) async fn run<S>(
         }
         drop(out_tx);
         writer.abort();
+        reader.abort();
         return;
     };
     let _ = tokio::time::timeout(DRAIN, futures::future::join_all(readers)).await;
@@ -253,6 +250,7 @@ pub(super) async fn run<S>(
     drop(out_tx);
     let _ = writer.await;
     inbound.abort();
+    reader.abort();
     if let Some(t) = stdin_task {
         t.abort();
     }
@@ -274,53 +272,25 @@ async fn terminate(child: &mut tokio::process::Child) {
     }
 }
 
-/// Reads the client's messages until it closes, errs, breaks the protocol or stays idle:
-/// stdin data goes to `stdin`, resizes to the terminal.
-async fn inbound<S>(
-    mut source: futures::stream::SplitStream<WebSocketStream<S>>,
-    protocol: Protocol,
+/// Takes the client's input until it ends (the client went away): stdin data goes to `stdin`,
+/// resizes to the terminal.
+async fn consume(
+    mut input: mpsc::Receiver<Input>,
     mut stdin: Option<mpsc::Sender<Vec<u8>>>,
     tty: Option<OwnedFd>,
-    activity: Activity,
-    idle: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let mut sizes = Vec::new();
-    loop {
-        let deadline = activity.last() + idle;
-        let next = match tokio::time::timeout_at(deadline.into(), source.next()).await {
-            Err(_) if activity.last() + idle <= Instant::now() => {
-                tracing::info!("exec: closing a session idle for {idle:?}");
-                return;
-            }
-            Err(_) => continue,
-            Ok(None) | Ok(Some(Err(_))) => return,
-            Ok(Some(Ok(m))) => m,
-        };
-        activity.touch();
-        let data = match &next {
-            Message::Binary(b) => &b[..],
-            Message::Text(t) => t.as_bytes(),
-            Message::Close(_) => return,
-            _ => continue,
-        };
-        match channel::decode(protocol, data) {
-            Ok(Inbound::Empty) => {}
-            Ok(Inbound::Data {
-                channel: channel::STDIN,
-                data,
-            }) => {
+    while let Some(event) = input.recv().await {
+        match event {
+            Input::Stdin(data) => {
                 if let Some(tx) = &stdin {
                     if tx.send(data).await.is_err() {
                         stdin = None;
                     }
                 }
             }
-            Ok(Inbound::Data {
-                channel: channel::RESIZE,
-                data,
-            }) => {
+            Input::StdinClosed => stdin = None,
+            Input::Resize(data) => {
                 let Some(master) = &tty else { continue };
                 sizes.extend_from_slice(&data);
                 match channel::take_sizes(&mut sizes) {
@@ -335,16 +305,6 @@ async fn inbound<S>(
                     }
                 }
             }
-            Ok(Inbound::Data { .. }) => {}
-            Ok(Inbound::Close {
-                channel: channel::STDIN,
-            }) => stdin = None,
-            Ok(Inbound::Close { .. }) => {}
-            Err(e @ (channel::DemuxError::BadClose(_) | channel::DemuxError::TooLarge(_))) => {
-                tracing::debug!(error = %e, "exec: closing the session");
-                return;
-            }
-            Err(e) => tracing::debug!(error = %e, "exec: a message skipped"),
         }
     }
 }

@@ -1,15 +1,16 @@
 //! Streaming on the kubelet's HTTPS port: `/exec/{ns}/{pod}[/{uid}]/{container}` over
-//! WebSocket, as upstream's kubelet (`pkg/kubelet/cri/streaming/remotecommand`) serves it to the
-//! API server's `pods/exec` proxy and to clients with a node's credentials.
+//! WebSocket or SPDY/3.1, as upstream's kubelet (`pkg/kubelet/cri/streaming/remotecommand`)
+//! serves it to the API server (which speaks SPDY/3.1 to kubelets, translating kubectl's
+//! WebSocket) and to clients with a node's credentials.
 //!
 //! - **Query** (upstream's `core/v1` names): `command` (repeated: the argv), `input`, `output`,
 //!   `error`, `tty` (`1` turns each on). At least one stream; a TTY turns stderr off (its
 //!   output is the terminal's).
 //! - **Handshake**: `Upgrade: websocket`; the subprotocol is the first of the client's
 //!   `Sec-WebSocket-Protocol` that [`channel::EXEC_PROTOCOLS`] has (none asked for: the binary
-//!   channel protocol). A request that is not a WebSocket upgrade (SPDY/3.1) is refused with
-//!   400: this kubelet speaks WebSocket only.
-//! - **Session** ([`exec`]): the runtime's `exec` command line ([`crate::api::NodeView::exec_command`])
+//!   channel protocol). `Upgrade: SPDY/3.1` is served by [`spdy`] (`X-Stream-Protocol-Version`
+//!   v4/v3/v2/v1 `channel.k8s.io`, one SPDY stream per `streamType`). Anything else is 400.
+//! - **Session** ([`exec`], on a [`transport::Transport`] of either kind): the runtime's `exec` command line ([`crate::api::NodeView::exec_command`])
 //!   runs with pipes, or with a pseudo-terminal whose size follows the resize channel. The
 //!   first message is an empty one on the lowest output channel (upstream's "connection is
 //!   established" signal); stdin's data goes to the command; v5's close signal on stdin closes
@@ -17,10 +18,14 @@
 //!   result (v4 and later: `metav1.Status` `Success`, or `Failure` with reason
 //!   `NonZeroExitCode` and a cause `ExitCode` whose message is the code), then the socket
 //!   closes.
-//! - **Port-forward**: `/portForward/{ns}/{pod}[/{uid}]?port=..` ([`portforward`]).
-//! - **Attach**: `/attach/{ns}/{pod}[/{uid}]/{container}`, same query, handshake and channels,
-//!   output only: the container's log followed from the moment of attaching ([`attach`]).
-//! - **Bounds**: at most [`MAX_SESSIONS`] sessions; client messages at most
+//! - **Port-forward**: `/portForward/{ns}/{pod}[/{uid}]?port=..` over WebSocket
+//!   ([`portforward`]), or over SPDY/3.1 (`portforward.k8s.io`, [`spdy`]: the ports come with
+//!   each stream pair, not in the query).
+//! - **Attach**: `/attach/{ns}/{pod}[/{uid}]/{container}`, same query, handshake and channels
+//!   as exec over either transport, output only: the container's log followed from the moment
+//!   of attaching ([`attach`]).
+//! - **Bounds**: at most [`MAX_SESSIONS`] sessions of either transport; client messages (and
+//!   SPDY frames) at most
 //!   [`channel::MAX_MESSAGE`]; a session with no message in
 //!   either direction for the idle timeout (`streamingConnectionIdleTimeout`, 4 h) is closed; a
 //!   client that goes away stops the command (SIGTERM, forwarded by the runtime, then SIGKILL).
@@ -29,6 +34,8 @@ pub mod attach;
 pub mod channel;
 mod exec;
 pub mod portforward;
+pub mod spdy;
+mod transport;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -230,12 +237,7 @@ pub async fn serve_exec(
         Err(e) => return text(e.status(), format!("{e}\n")),
     };
     if !is_websocket(&req) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this kubelet streams over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); \
-             SPDY/3.1 is not supported\n"
-                .into(),
-        );
+        return spdy::serve_exec(view, opts, req, idle).await;
     }
     let (protocol, key, slot) = match accept(&req, &channel::EXEC_PROTOCOLS) {
         Ok(a) => a,
@@ -256,7 +258,8 @@ pub async fn serve_exec(
                     Some(ws_config()),
                 )
                 .await;
-                exec::run(ws, protocol.unwrap_or(Protocol::V1), opts, command, idle).await;
+                let protocol = protocol.unwrap_or(Protocol::V1);
+                exec::run(transport::websocket(ws, protocol, idle), opts, command).await;
             }
             Err(e) => tracing::debug!(error = %e, "exec: the connection was not upgraded"),
         }
@@ -281,12 +284,8 @@ pub async fn serve_port_forward(
         }
     };
     if !is_websocket(&req) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this kubelet streams over WebSocket only (v4.channel.k8s.io); SPDY/3.1 \
-             (portforward.k8s.io) is not supported\n"
-                .into(),
-        );
+        // SPDY: the ports come with each stream (upstream's NewV4Options reads none)
+        return spdy::serve_port_forward(view, &ns, pod, req, idle).await;
     }
     let ports = match portforward::ports(req.uri().query().unwrap_or("")) {
         Ok(p) => p,

@@ -66,7 +66,10 @@ pub fn ports(query: &str) -> Result<Vec<u16>, ApiError> {
 
 /// Connects to `localhost:port` inside `netns` (`None`: the host's, for a host-network pod):
 /// the socket is made on a short-lived thread that enters the namespace, and keeps it.
-async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+pub(super) async fn connect(
+    netns: Option<PathBuf>,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // a thread of its own: one that changed its namespace must not serve other work
     std::thread::spawn(move || {
