@@ -7,7 +7,8 @@
 //! Run as root: `cargo run --release -p kubenode-integration --bin soak [-- --minutes 10
 //! --kills 20 --slots 10 --seed N]` (it uses the `kubenode` binary of the same profile). Exits
 //! 1 when the soak found a failure; Ctrl-C (SIGINT) or SIGTERM stops it, removes its pods, agent
-//! and node, and exits with 130.
+//! and node, and exits with 130. When the soak fails, the agent's log is kept in
+//! `$TMPDIR/soak-<tag>-agent.log`.
 
 use std::time::Duration;
 
@@ -37,7 +38,18 @@ fn bench() -> anyhow::Result<()> {
     let guard = LeakGuard::new(&tag);
     let report = {
         let mut agent = TestAgent::start(&tag)?;
-        soak::run(&mut agent, &opts)?
+        let report = soak::run(&mut agent, &opts)?;
+        if soak::check(&report).is_err() {
+            // the agent's directory goes with it: keep its log for the post-mortem
+            let kept = std::env::temp_dir().join(format!("soak-{tag}-agent.log"));
+            if std::fs::write(&kept, agent.log()).is_ok() {
+                println!(
+                    "soak: failed; the agent's log is kept in {}",
+                    kept.display()
+                );
+            }
+        }
+        report
     };
     report.print();
     let left = guard.leftovers();
