@@ -31,6 +31,10 @@ fn main() {
             "a_pod_held_by_its_post_start_sleep_can_be_deleted",
             post_start_sleep_then_delete,
         ),
+        privileged(
+            "a_manifest_restored_while_its_pod_terminates_runs_again",
+            restored_while_terminating,
+        ),
     ])
 }
 
@@ -322,6 +326,66 @@ fn post_start_sleep_then_delete() -> anyhow::Result<()> {
         ensure!(
             events(agent, &name, "FailedPostStartHook")?.is_empty(),
             "a deletion is not a hook failure"
+        );
+        Ok(())
+    })
+}
+
+/// A manifest removed and then written back with the same content (the same static pod UID)
+/// while the pod is still terminating: once the old incarnation is gone the pod runs again,
+/// as upstream's pod workers restart a pod whose UID is wanted again (`restartRequested`).
+/// The container holds SIGTERM until the test says so, so the order is certain: removed,
+/// Killing, restored, released, running again (a second start in the marks).
+fn restored_while_terminating() -> anyhow::Result<()> {
+    with_agent("lr", |agent| {
+        let marks = agent.dir.join("marks");
+        let body = format!(
+            r#"  terminationGracePeriodSeconds: 60
+{}  containers:
+  - name: app
+    image: IMAGE
+    command: ["sh", "-c", "echo start >> /marks/starts; trap 'while [ ! -e /marks/go ]; do sleep 0.1; done; exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: marks, mountPath: /marks}}]
+"#,
+            marks_volume(&marks)
+        );
+        let manifest = pod_yaml("r", &agent.image, &body);
+        let starts = || {
+            std::fs::read_to_string(marks.join("starts"))
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        agent.write_manifest("r.yaml", &manifest)?;
+        let name = agent.pod_name("r");
+        let first = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        ensure!(starts() == 1, "starts before the removal: {}", starts());
+        agent.remove_manifest("r.yaml")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !events(agent, &name, "Killing")?
+            .iter()
+            .any(|e| message(e) == "Stopping container app")
+        {
+            ensure!(Instant::now() < deadline, "no Killing event");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Back, byte for byte, while the container still holds its SIGTERM.
+        agent.write_manifest("r.yaml", &manifest)?;
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(marks.join("go"), b"")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while starts() < 2 {
+            ensure!(
+                Instant::now() < deadline,
+                "the restored pod did not start again (starts: {}); agent log:\n{}",
+                starts(),
+                kubenode_integration::agent::tail(&agent.log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let again = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        ensure!(
+            again.metadata.uid == first.metadata.uid,
+            "the same manifest is the same pod UID"
         );
         Ok(())
     })

@@ -72,6 +72,7 @@ fn start_worker(
             pod,
             sandbox_id: None,
             worker: Some(tx),
+            restart_requested: false,
         },
     );
     tokio::spawn(PodWorker::new(deps.clone(), uid).run(rx));
@@ -284,7 +285,22 @@ impl Kubelet {
             tokio::spawn(self.eviction.clone().run(Arc::downgrade(&host)));
         }
         let mut first = true;
-        while let Some(snapshot) = snapshots.recv().await {
+        // The last snapshot, applied again when a pod wanted again while its worker was
+        // terminating it is free to start anew.
+        let mut last: Option<crate::source::Snapshot> = None;
+        loop {
+            let snapshot = tokio::select! {
+                s = snapshots.recv() => match s {
+                    Some(s) => s,
+                    None => break,
+                },
+                () = self.deps.pods.restart.notified() => {
+                    if let Some(snapshot) = &last {
+                        self.apply(snapshot);
+                    }
+                    continue;
+                }
+            };
             crate::source::record_errors(
                 &self.deps.events,
                 &self.deps.config.node_name,
@@ -305,6 +321,7 @@ impl Kubelet {
                     .store(true, std::sync::atomic::Ordering::Release);
             }
             self.deps.pods.publish_proxy(Some(&snapshot));
+            last = Some(snapshot);
         }
     }
 
@@ -333,11 +350,18 @@ impl Kubelet {
                 }
                 (None, Some(worker)) => {
                     let _ = worker.send(None);
+                    entry.restart_requested = false;
                 }
                 // The same UID changed (an API pod's labels, annotations, or its deletion):
                 // the worker gets the new pod; one with `deletionTimestamp` makes it
                 // terminate the pod with the deletion's grace period.
                 (Some(pod), Some(worker)) => {
+                    // Back after the worker was told to terminate it: a worker still in its
+                    // pass keeps the pod; one already terminating it finishes, and the pod is
+                    // then admitted anew (see `PodTable::forget`).
+                    if worker.borrow().is_none() && pod.metadata.deletion_timestamp.is_none() {
+                        entry.restart_requested = true;
+                    }
                     worker.send_if_modified(|current| {
                         let changed = current.as_ref() != Some(*pod);
                         if changed {
@@ -524,6 +548,7 @@ impl Kubelet {
                         pod,
                         sandbox_id: None,
                         worker: None,
+                        restart_requested: false,
                     },
                 );
                 continue;

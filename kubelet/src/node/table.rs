@@ -18,6 +18,10 @@ pub(super) struct PodEntry {
     pub(super) sandbox_id: Option<String>,
     /// Sends the worker its desired pod (`None`: terminate it); absent for a rejected pod.
     pub(super) worker: Option<watch::Sender<Option<Pod>>>,
+    /// The pod came back (the same UID desired again: a static pod's manifest restored to
+    /// content it had before) after its worker was told to terminate it: once the worker has
+    /// finished, the pod is admitted again (upstream's `restartRequested`).
+    pub(super) restart_requested: bool,
 }
 
 impl PodEntry {
@@ -38,6 +42,9 @@ pub(super) struct PodTable {
     /// Told each pod that is gone for good (its worker finished terminating it, or a rejected
     /// pod deleted): the status manager's cue for the final DELETE.
     terminated: Mutex<Vec<mpsc::UnboundedSender<Pod>>>,
+    /// Notified when a worker whose pod has [`PodEntry::restart_requested`] finished: the
+    /// kubelet applies its sources' last snapshot again, which starts the pod anew.
+    pub(super) restart: tokio::sync::Notify,
 }
 
 impl PodTable {
@@ -47,6 +54,7 @@ impl PodTable {
             proxy_tx: watch::channel(ProxyInput::default()).0,
             services: Mutex::new(None),
             terminated: Mutex::new(Vec::new()),
+            restart: tokio::sync::Notify::new(),
         }
     }
 
@@ -139,12 +147,17 @@ impl PodTable {
         self.publish_proxy(None);
     }
 
-    /// Called by a worker when its pod is gone for good.
+    /// Called by a worker when its pod is gone for good (and, when the pod was desired again
+    /// meanwhile, the cue to start it anew).
     pub(super) fn forget(&self, uid: &str) {
         let removed = self.lock().remove(uid);
         self.publish_proxy(None);
         if let Some(e) = removed {
             self.notify_terminated(&e.pod);
+            if e.restart_requested {
+                tracing::info!(pod_uid = uid, "the pod is wanted again: admitting it anew");
+                self.restart.notify_one();
+            }
         }
     }
 
