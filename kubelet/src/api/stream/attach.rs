@@ -38,7 +38,6 @@ use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::channel::{self, Protocol};
-use super::form_urlencoded;
 use super::transport::Transport;
 use crate::api::logs::CriLine;
 use crate::api::router::{text, Body};
@@ -78,25 +77,8 @@ pub fn attach_options(segments: &[&str], query: &str) -> Result<AttachOptions, A
             ))
         }
     };
-    let (mut stdin, mut stdout, mut stderr, mut tty) = (false, false, false, false);
-    for (k, v) in form_urlencoded(query) {
-        match k.as_str() {
-            "input" => stdin = v == "1",
-            "output" => stdout = v == "1",
-            "error" => stderr = v == "1",
-            "tty" => tty = v == "1",
-            _ => {}
-        }
-    }
-    if tty {
-        // upstream's NewOptions: a terminal has no separate stderr
-        stderr = false;
-    }
-    if !stdin && !stdout && !stderr {
-        return Err(ApiError::BadRequest(
-            "you must specify at least 1 of stdin, stdout, stderr".into(),
-        ));
-    }
+    // GetAttach then replaces the client's `tty` with the container's (false)
+    let q = super::stream_query(query)?;
     Ok(AttachOptions {
         target: ContainerRef {
             namespace: ns.to_string(),
@@ -104,9 +86,9 @@ pub fn attach_options(segments: &[&str], query: &str) -> Result<AttachOptions, A
             container: Some(container.to_string()),
         },
         uid,
-        stdin,
-        stdout,
-        stderr,
+        stdin: q.stdin,
+        stdout: q.stdout,
+        stderr: q.stderr,
     })
 }
 
@@ -426,6 +408,7 @@ async fn run(
     view: Arc<dyn NodeView>,
     instance: ContainerInstance,
 ) {
+    transport.established(opts.stdout, opts.stderr).await;
     let Transport {
         out: out_tx,
         writer,
@@ -433,14 +416,6 @@ async fn run(
         reader,
         status: protocol,
     } = transport;
-    let first = if opts.stdout {
-        channel::STDOUT
-    } else if opts.stderr {
-        channel::STDERR
-    } else {
-        channel::ERROR
-    };
-    let _ = out_tx.send((first, Vec::new())).await;
     if opts.stdin {
         tracing::info!(pod = %opts.target.pod, container = ?opts.target.container,
             "attach: the container has no stdin; the client's input is discarded (as containerd)");

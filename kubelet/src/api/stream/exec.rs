@@ -155,6 +155,7 @@ pub(crate) fn final_status(
 
 /// Runs the session to its end on `transport`.
 pub(super) async fn run(transport: Transport, opts: ExecOptions, command: std::process::Command) {
+    transport.established(opts.stdout, opts.stderr).await;
     let Transport {
         out: out_tx,
         writer,
@@ -162,15 +163,6 @@ pub(super) async fn run(transport: Transport, opts: ExecOptions, command: std::p
         reader,
         status: protocol,
     } = transport;
-    // upstream: an empty message on the lowest output channel says the session is up
-    let first = if opts.stdout {
-        channel::STDOUT
-    } else if opts.stderr {
-        channel::STDERR
-    } else {
-        channel::ERROR
-    };
-    let _ = out_tx.send((first, Vec::new())).await;
 
     let started = match start(command, &opts) {
         Ok(s) => s,

@@ -81,6 +81,50 @@ pub struct ExecOptions {
     pub tty: bool,
 }
 
+/// The query of an exec or attach request, as upstream's `NewOptions` reads it.
+struct StreamQuery {
+    /// `command`, repeated (exec's argv).
+    command: Vec<String>,
+    /// `input`.
+    stdin: bool,
+    /// `output`.
+    stdout: bool,
+    /// `error` (off with a terminal, which has no separate stderr).
+    stderr: bool,
+    /// `tty`.
+    tty: bool,
+}
+
+/// Reads `query` (`1` turns a stream on) and requires at least one stream, as upstream.
+fn stream_query(query: &str) -> Result<StreamQuery, ApiError> {
+    let mut q = StreamQuery {
+        command: Vec::new(),
+        stdin: false,
+        stdout: false,
+        stderr: false,
+        tty: false,
+    };
+    for (k, v) in form_urlencoded(query) {
+        match k.as_str() {
+            "command" => q.command.push(v),
+            "input" => q.stdin = v == "1",
+            "output" => q.stdout = v == "1",
+            "error" => q.stderr = v == "1",
+            "tty" => q.tty = v == "1",
+            _ => {}
+        }
+    }
+    if q.tty {
+        q.stderr = false;
+    }
+    if !q.stdin && !q.stdout && !q.stderr {
+        return Err(ApiError::BadRequest(
+            "you must specify at least 1 of stdin, stdout, stderr".into(),
+        ));
+    }
+    Ok(q)
+}
+
 /// Parses `/exec/{ns}/{pod}[/{uid}]/{container}` (`segments`: the path's, after `exec`) and
 /// its query, as upstream's `NewOptions`.
 pub fn exec_options(segments: &[&str], query: &str) -> Result<ExecOptions, ApiError> {
@@ -92,26 +136,13 @@ pub fn exec_options(segments: &[&str], query: &str) -> Result<ExecOptions, ApiEr
             ))
         }
     };
-    let mut command = Vec::new();
-    let (mut stdin, mut stdout, mut stderr, mut tty) = (false, false, false, false);
-    for (k, v) in form_urlencoded(query) {
-        match k.as_str() {
-            "command" => command.push(v),
-            "input" => stdin = v == "1",
-            "output" => stdout = v == "1",
-            "error" => stderr = v == "1",
-            "tty" => tty = v == "1",
-            _ => {}
-        }
-    }
-    if tty {
-        stderr = false;
-    }
-    if !stdin && !stdout && !stderr {
-        return Err(ApiError::BadRequest(
-            "you must specify at least 1 of stdin, stdout, stderr".into(),
-        ));
-    }
+    let StreamQuery {
+        command,
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    } = stream_query(query)?;
     if command.is_empty() {
         return Err(ApiError::BadRequest(
             "command: Required value: you must specify a command".into(),

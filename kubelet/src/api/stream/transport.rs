@@ -44,6 +44,21 @@ pub(super) struct Transport {
     pub status: Protocol,
 }
 
+impl Transport {
+    /// Upstream's "the session is up" signal: an empty message on the lowest output channel
+    /// the client asked for (the error channel when neither; SPDY drops it).
+    pub async fn established(&self, stdout: bool, stderr: bool) {
+        let first = if stdout {
+            channel::STDOUT
+        } else if stderr {
+            channel::STDERR
+        } else {
+            channel::ERROR
+        };
+        let _ = self.out.send((first, Vec::new())).await;
+    }
+}
+
 /// A WebSocket client under `protocol`, closed after `idle` with no message either way.
 pub(super) fn websocket<S>(ws: WebSocketStream<S>, protocol: Protocol, idle: Duration) -> Transport
 where
