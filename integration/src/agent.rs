@@ -43,6 +43,11 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
+    /// The tag the agent's names carry (its node name, namespaces, directories).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
     /// Builds the node namespace, the registry and image, and starts the agent.
     pub fn start(tag: &str) -> anyhow::Result<TestAgent> {
         TestAgent::start_with_config(tag, None)

@@ -57,7 +57,7 @@ impl LeakGuard {
     }
 
     /// The cgroup directories that exist of the pods tracked for this guard's tag.
-    fn pod_cgroups(&self) -> Vec<PathBuf> {
+    pub fn pod_cgroups(&self) -> Vec<PathBuf> {
         let uids: BTreeSet<String> = POD_UIDS
             .lock()
             .unwrap_or_else(|p| p.into_inner())

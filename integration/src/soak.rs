@@ -123,7 +123,7 @@ impl SoakReport {
             self.runtime_containers, self.desired_containers
         );
         println!(
-            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims, state, pod and log directories)",
+            "soak: leaked after removing every pod: {} (namespaces, veths, addresses, mounts, chains, runc containers, shims, state, pod and log directories, pod cgroups)",
             self.leftovers.len()
         );
         println!(
@@ -428,6 +428,9 @@ pub fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Resul
         if !baseline_mounts.contains(&m) {
             left.push(format!("mount {m}"));
         }
+    }
+    for dir in crate::LeakGuard::new(agent.tag()).pod_cgroups() {
+        left.push(format!("pod cgroup {}", dir.display()));
     }
     for net in read_names(&agent.dir.join("root/cni/networks")) {
         for a in read_names(&agent.dir.join("root/cni/networks").join(&net)) {

@@ -240,14 +240,27 @@ impl Runtime {
             );
         }
         let mut loaded_sandboxes = HashMap::new();
+        // Every sandbox on disk, while half-made ones are removed: a pod cgroup another
+        // sandbox of the pod still uses stays.
+        self.state().sandboxes = sandboxes
+            .iter()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect();
         for s in sandboxes {
             let dir = self.sandbox_dir(&s.id);
             if s.phase == SandboxPhase::Creating {
                 tracing::info!(sandbox = %s.id, pod = %s.pod.full_name(), "removing half-made sandbox");
                 let Some(_lock) = self.settle_bundle(&dir, &s.id, &mut errors) else {
+                    self.state().sandboxes.remove(&s.id);
                     continue;
                 };
-                self.remove_sandbox_files(&s, &mut errors);
+                if self.remove_sandbox_files(&s, &mut errors) {
+                    self.state().sandboxes.remove(&s.id);
+                } else {
+                    // Kept, not ready: the kubelet's teardown of it retries.
+                    known.insert(s.id.clone());
+                    loaded_sandboxes.insert(s.id.clone(), s);
+                }
                 continue;
             }
             if s.phase == SandboxPhase::Created {

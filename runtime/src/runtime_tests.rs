@@ -618,9 +618,52 @@ fn teardown_collects_every_error() {
     };
     assert!(list.errors.len() >= 4, "{list}");
     assert!(list.to_string().contains("network namespace") && list.to_string().contains(&id));
-    // It kept going: the directories are gone anyway.
+    // It kept going, but what it could not remove stays recorded (not ready), to retry.
+    assert_eq!(f.rt.list_containers(Some(&sb)).len(), 1);
+    let kept = f.rt.list_sandboxes();
+    assert_eq!(kept.len(), 1);
+    assert_ne!(kept[0].state, crate::SandboxState::Ready);
+    assert!(!dir_is_empty(&f.config.root_dir.join("sandboxes")));
+    assert!(!dir_is_empty(&f.config.root_dir.join("containers")));
+    // The retry, once nothing fails, removes everything.
+    f.oci.heal();
+    f.host.heal();
+    f.rt.stop_and_remove_sandbox(&sb).unwrap();
+    assert!(f.rt.list_sandboxes().is_empty() && f.rt.list_containers(None).is_empty());
     assert!(dir_is_empty(&f.config.root_dir.join("sandboxes")));
     assert!(dir_is_empty(&f.config.root_dir.join("containers")));
+}
+
+#[test]
+fn a_container_that_cannot_be_deleted_stays_recorded_until_it_is() {
+    let f = fixture();
+    let sb = f.ready_sandbox();
+    let id = f.rt.create_container(&sb, &container("app")).unwrap();
+    f.oci.fail("delete", "runc exploded");
+    assert!(f.rt.remove_container(&id).is_err());
+    assert_eq!(f.rt.list_containers(None).len(), 1);
+    f.oci.heal();
+    f.rt.remove_container(&id).unwrap();
+    assert!(f.rt.list_containers(None).is_empty());
+    assert!(dir_is_empty(&f.config.root_dir.join("containers")));
+}
+
+#[test]
+fn a_pod_cgroup_another_sandbox_of_the_pod_uses_stays() {
+    let f = fixture();
+    let first = f.ready_sandbox();
+    let second = f.ready_sandbox();
+    f.rt.stop_and_remove_sandbox(&first).unwrap();
+    let removals = |f: &Fixture| {
+        f.host
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("remove_cgroup /kubepods/besteffort/podu1"))
+            .count()
+    };
+    assert_eq!(removals(&f), 0);
+    f.rt.stop_and_remove_sandbox(&second).unwrap();
+    assert_eq!(removals(&f), 1);
 }
 
 #[test]

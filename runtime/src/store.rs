@@ -21,6 +21,9 @@ pub(crate) enum SandboxPhase {
     Created,
     /// The pause container runs.
     Ready,
+    /// Being removed, or kept after a removal that failed: never ready again, no container
+    /// joins it; the next teardown tries again what is left.
+    Removing,
 }
 
 /// On-disk record of a sandbox.

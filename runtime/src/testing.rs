@@ -48,6 +48,11 @@ impl RecordingRuntime {
             .insert(op.to_string(), message.to_string());
     }
 
+    /// Makes every operation succeed again.
+    pub fn heal(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Sets a container's status (e.g. `Stopped` after a simulated exit).
     pub fn set_status(&self, id: &str, status: OciStatus) {
         if let Some(c) = self.lock().containers.get_mut(id) {
@@ -240,6 +245,14 @@ impl RecordingHost {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(op.into(), message.into());
+    }
+
+    /// Makes every operation succeed again.
+    pub fn heal(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn record(&self, op: &str, path: &Path) -> Result<(), HostError> {

@@ -178,9 +178,12 @@ pub async fn run(args: AgentArgs, roles: Roles) -> anyhow::Result<()> {
     rc.log_max_files = config.container_log_max_files;
     let runtime = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = kubenode_runtime::Runtime::new(rc)?;
-        runtime
-            .recover()
-            .context("recovering the runtime's state")?;
+        // What recovery could not remove stays recorded (a sandbox kept not ready, a
+        // directory left for the next start) and is retried; the node starts anyway, as a
+        // node that refused to start over one stuck cgroup would stop every pod.
+        if let Err(e) = runtime.recover() {
+            tracing::warn!(error = %e, "recovering the runtime's state: some half-made objects are left to retry");
+        }
         Ok(runtime)
     })
     .await??;

@@ -112,8 +112,10 @@ impl Runtime {
             }
             Err(e) => {
                 let mut errors = ErrorList::new(format!("failed container {name} of pod {pod}"));
-                self.remove_container_files(&meta, &mut errors);
-                self.state().containers.remove(&id);
+                // What the cleanup could not remove stays recorded: its pod's teardown retries.
+                if self.remove_container_files(&meta, &mut errors) {
+                    self.state().containers.remove(&id);
+                }
                 Err(e)
             }
         }
@@ -320,7 +322,10 @@ impl Runtime {
     }
 
     /// Removes a container (killing it if it still runs): OCI state, rootfs
-    /// mount, cgroup and directory; its log files stay for `--previous`.
+    /// mount, cgroup and directory; its log files stay for `--previous`. After a failure the
+    /// container stays recorded, so that a later removal (its pod's teardown, the garbage
+    /// collection) tries again what is left: forgotten, a container the OCI runtime could not
+    /// delete would run on unseen.
     pub fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let meta = self.container_meta(id)?;
         let mut errors = ErrorList::new(format!(
@@ -328,12 +333,21 @@ impl Runtime {
             meta.name,
             meta.pod.full_name()
         ));
-        self.remove_container_files(&meta, &mut errors);
-        self.state().containers.remove(id);
+        if self.remove_container_files(&meta, &mut errors) {
+            self.state().containers.remove(id);
+        }
         errors.into_result().map_err(RuntimeError::from)
     }
 
-    pub(crate) fn remove_container_files(&self, meta: &ContainerMeta, errors: &mut ErrorList) {
+    /// Removes the OCI container, rootfs mount, cgroup and directory of a container; the
+    /// directory (with the record) only when everything else went: whether it went. Every
+    /// step is idempotent, so a retry picks up what a failed attempt left.
+    pub(crate) fn remove_container_files(
+        &self,
+        meta: &ContainerMeta,
+        errors: &mut ErrorList,
+    ) -> bool {
+        let before = errors.errors.len();
         let dir = self.container_dir(&meta.id);
         errors.check(
             "deleting the OCI container",
@@ -350,10 +364,15 @@ impl Runtime {
             "removing the container cgroup",
             self.host.remove_cgroup(&meta.cgroups_path),
         );
-        errors.check(
-            "removing the container directory",
-            self.remove_state_dir(&dir),
-        );
+        if errors.errors.len() > before {
+            return false;
+        }
+        errors
+            .check(
+                "removing the container directory",
+                self.remove_state_dir(&dir),
+            )
+            .is_some()
     }
 
     /// Runs `cmd` in a running container, capturing stdout, stderr (at most

@@ -229,6 +229,12 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// How many times a cgroup that is busy is tried, and the first pause between tries (doubled
+/// each time): runc's `RemovePath` retries alike, as a cgroup whose last process is still
+/// exiting refuses to go for a moment (EBUSY).
+const REMOVE_ATTEMPTS: u32 = 5;
+const REMOVE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub(super) fn remove(root: &Path, cgroups_path: &str) -> Result<(), HostError> {
     let rel = cgroups_path.trim_start_matches('/');
     if rel.is_empty() {
@@ -237,7 +243,21 @@ pub(super) fn remove(root: &Path, cgroups_path: &str) -> Result<(), HostError> {
     let mut first_err = None;
     for h in cgroup_roots(root) {
         let dir = h.join(rel);
-        if let Err(e) = remove_tree(&dir) {
+        let mut pause = REMOVE_FIRST_PAUSE;
+        let mut attempt = 1;
+        let result = loop {
+            match remove_tree(&dir) {
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < REMOVE_ATTEMPTS =>
+                {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = result {
             first_err.get_or_insert(HostError::new("removing cgroup", &dir, e));
         }
     }

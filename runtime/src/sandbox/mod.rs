@@ -231,8 +231,13 @@ impl Runtime {
         if let Err(e) = result {
             let mut errors =
                 ErrorList::new(format!("failed sandbox of pod {}", meta.pod.full_name()));
-            self.remove_sandbox_files(&meta, &mut errors);
-            self.state().sandboxes.remove(&id);
+            // What the cleanup could not remove stays recorded (not ready): the kubelet's
+            // next teardown of it retries.
+            if self.remove_sandbox_files(&meta, &mut errors) {
+                self.state().sandboxes.remove(&id);
+            } else {
+                tracing::warn!(sandbox = %id, "the failed sandbox is kept, not ready, to retry its removal");
+            }
             return Err(e);
         }
         tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), netns = ?meta.netns_path, "sandbox created");
@@ -260,6 +265,9 @@ impl Runtime {
         };
         if meta.phase == SandboxPhase::Ready {
             return Ok(self.sandbox_view(&meta));
+        }
+        if meta.phase == SandboxPhase::Removing {
+            return Err(create_err("the sandbox is being removed".into()));
         }
         let dir = self.sandbox_dir(id);
         let cgroups_path = format!("{}/{}", meta.cgroup_parent.trim_end_matches('/'), id);
@@ -362,9 +370,18 @@ impl Runtime {
     /// Stops and removes every container of the sandbox, the pause container,
     /// the network namespace, the pod cgroup and all state, continuing past
     /// failures and reporting all of them. The kubelet runs CNI DEL before.
+    ///
+    /// After a failure the sandbox stays (its record and directory, not ready), so that a
+    /// later teardown (the kubelet's garbage collection of sandboxes of gone pods) tries
+    /// again what is left, as CRI's `RemovePodSandbox` leaves a sandbox it could not remove:
+    /// forgotten, a container, mount or cgroup it still held would outlive it for good.
     pub fn stop_and_remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
-        let meta = self.sandbox_meta(id)?;
+        let mut meta = self.sandbox_meta(id)?;
         let mut errors = ErrorList::new(format!("sandbox {} of pod {}", id, meta.pod.full_name()));
+        if meta.phase != SandboxPhase::Removing {
+            meta.phase = SandboxPhase::Removing;
+            errors.check("recording the removal", self.save_sandbox(&meta));
+        }
         let containers = self.container_ids_of(id);
         for cid in containers {
             errors.check(
@@ -372,14 +389,20 @@ impl Runtime {
                 self.remove_container(&cid),
             );
         }
-        self.remove_sandbox_files(&meta, &mut errors);
-        self.state().sandboxes.remove(id);
-        tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), "sandbox removed");
+        if self.remove_sandbox_files(&meta, &mut errors) {
+            self.state().sandboxes.remove(id);
+            tracing::info!(sandbox = %id, pod = %meta.pod.full_name(), "sandbox removed");
+        }
         errors.into_result().map_err(RuntimeError::from)
     }
 
-    /// Removes the pause container, netns, cgroup and directory of a sandbox.
-    pub(crate) fn remove_sandbox_files(&self, meta: &SandboxMeta, errors: &mut ErrorList) {
+    /// Removes the pause container, netns, cgroup and directory of a sandbox. The directory
+    /// (with the record) goes only when everything else did, and no error is in `errors`
+    /// already (a container of the sandbox that could not be removed): whether it went.
+    /// Every step is idempotent, so a retry picks up what a failed attempt left. The pod
+    /// cgroup stays while another sandbox of the pod (one kept after a failed teardown, or
+    /// its replacement) still lives in it.
+    pub(crate) fn remove_sandbox_files(&self, meta: &SandboxMeta, errors: &mut ErrorList) -> bool {
         let dir = self.sandbox_dir(&meta.id);
         errors.check(
             "deleting the pause container",
@@ -399,16 +422,26 @@ impl Runtime {
         if let Some(shm) = &meta.shm_path {
             errors.check("unmounting the pod's /dev/shm", self.host.unmount(shm));
         }
-        if !meta.cgroup_parent.trim_matches('/').is_empty() {
+        let shared = self
+            .state()
+            .sandboxes
+            .values()
+            .any(|s| s.id != meta.id && s.cgroup_parent == meta.cgroup_parent);
+        if !meta.cgroup_parent.trim_matches('/').is_empty() && !shared {
             errors.check(
                 "removing the pod cgroup",
                 self.host.remove_cgroup(&meta.cgroup_parent),
             );
         }
-        errors.check(
-            "removing the sandbox directory",
-            self.remove_state_dir(&dir),
-        );
+        if !errors.errors.is_empty() {
+            return false;
+        }
+        errors
+            .check(
+                "removing the sandbox directory",
+                self.remove_state_dir(&dir),
+            )
+            .is_some()
     }
 
     /// The namespaces a container of `meta` joins: the pinned ones, or, in a sandbox made
