@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::apiserver::ApiServer;
+use crate::apiserver::{ApiServer, HttpsOptions, Options};
 use crate::kubectl::{self, KUBECTL};
 use crate::pods::{all_running, phase};
 use crate::{unique_tag, LeakGuard, TestAgent};
@@ -198,6 +198,96 @@ pub fn join_standin(agent: &mut TestAgent, args: &[&str]) -> anyhow::Result<(Api
     agent.extra_args.extend(args.iter().map(|a| a.to_string()));
     agent.spawn()?;
     Ok((server, kubeconfig))
+}
+
+/// The bearer token of the HTTPS stand-in's `kubernetes-admin` (group `system:masters`) in
+/// [`kubelet_api_https`].
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// The HTTPS stand-in as kube-apiserver towards a kubelet's :10250: the admin's token, and the
+/// subject of the API server's kubelet client certificate (`kube-apiserver-kubelet-client`)
+/// allowed by its SubjectAccessReview.
+pub fn kubelet_api_https() -> HttpsOptions {
+    HttpsOptions {
+        static_tokens: vec![(
+            ADMIN_TOKEN.into(),
+            "kubernetes-admin".into(),
+            vec!["system:masters".into()],
+        )],
+        allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
+        ..HttpsOptions::default()
+    }
+}
+
+/// An HTTPS stand-in serving in an agent's node namespace, its CA and an admin kubeconfig
+/// written beside the test's files, and a `HOME` for kubectl.
+#[derive(Debug)]
+pub struct HttpsStandIn {
+    /// The stand-in.
+    pub server: ApiServer,
+    /// Its CA certificate (`ca.crt`): the agent's `--client-ca-file`.
+    pub ca_file: PathBuf,
+    /// A kubeconfig with the admin's token (`kubelet.conf`).
+    pub kubeconfig: PathBuf,
+    /// kubectl's `HOME`.
+    pub home: PathBuf,
+}
+
+impl HttpsStandIn {
+    /// Starts the stand-in with `https` in `agent`'s node namespace (a free loopback port),
+    /// writing its files to `dir`.
+    pub fn start(agent: &TestAgent, dir: &Path, https: HttpsOptions) -> anyhow::Result<Self> {
+        let opts = Options {
+            https: Some(https),
+            ..Options::default()
+        };
+        let server = agent
+            .node
+            .run_in(|| ApiServer::start_with("127.0.0.1:0".parse().expect("address"), opts))?
+            .map_err(|e| anyhow::anyhow!("starting the stand-in in the node's namespace: {e}"))?;
+        let kubeconfig = dir.join("kubelet.conf");
+        server.write_kubeconfig(&kubeconfig)?;
+        let ca_file = dir.join("ca.crt");
+        let ca = server
+            .ca_pem()
+            .ok_or_else(|| anyhow::anyhow!("the stand-in has no CA"))?;
+        std::fs::write(&ca_file, ca)?;
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home)?;
+        Ok(HttpsStandIn {
+            server,
+            ca_file,
+            kubeconfig,
+            home,
+        })
+    }
+
+    /// The stand-in's CA, to issue client certificates.
+    pub fn ca(&self) -> &crate::apiserver::tls::Ca {
+        &self.server.secure().expect("an HTTPS stand-in").ca
+    }
+
+    /// Restarts `agent` as a node of the stand-in: `--kubeconfig node_kubeconfig` and its
+    /// :10250 trusting the stand-in's client certificates (`--client-ca-file`).
+    pub fn join(&self, agent: &mut TestAgent, node_kubeconfig: &Path) -> anyhow::Result<()> {
+        agent.kill();
+        agent.extra_args = vec![
+            "--kubeconfig".into(),
+            node_kubeconfig.display().to_string(),
+            "--client-ca-file".into(),
+            self.ca_file.display().to_string(),
+        ];
+        agent.spawn()
+    }
+
+    /// kubectl as the admin in `agent`'s node namespace: Ok(stdout) or Err(stderr).
+    pub fn kubectl(
+        &self,
+        agent: &TestAgent,
+        args: &[&str],
+    ) -> anyhow::Result<Result<String, String>> {
+        kubectl_in(&agent.node.path(), &self.home, &self.kubeconfig, args)
+    }
 }
 
 /// kubectl against `kubeconfig`, run in the network namespace `netns` with `HOME` = `home`

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::with_config_agent;
-use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
-use kubenode_integration::{kubectl, privileged, run_tests, unique_tag, TestDir};
+use kubenode_integration::apiserver::HttpsOptions;
+use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn};
+use kubenode_integration::{privileged, run_tests, unique_tag, TestDir};
 
 fn main() {
     run_tests(vec![privileged("kubectl_top_node_and_pod", top)])
@@ -34,54 +35,17 @@ fn row(out: &str, header: &[&str], name: &str) -> anyhow::Result<Option<Vec<Stri
 }
 
 fn top() -> anyhow::Result<()> {
-    const ADMIN: &str = "admin-token-0123456789";
     let certs = TestDir::new(&unique_tag("ktop"))?;
     with_config_agent("ktop", None, |agent| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let opts = Options {
-            https: Some(HttpsOptions {
-                static_tokens: vec![(
-                    ADMIN.into(),
-                    "kubernetes-admin".into(),
-                    vec!["system:masters".into()],
-                )],
-                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
-                // metrics-server's smallest allowed resolution, to keep the test short
-                metric_resolution: Some(Duration::from_secs(10)),
-                ..HttpsOptions::default()
-            }),
-            ..Options::default()
+        let https = HttpsOptions {
+            // metrics-server's smallest allowed resolution, to keep the test short
+            metric_resolution: Some(Duration::from_secs(10)),
+            ..kubelet_api_https()
         };
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start_with(addr, opts))?
-            .context("starting the stand-in in the node's namespace")?;
-        let kubeconfig = certs.join("kubelet.conf");
-        server.write_kubeconfig(&kubeconfig)?;
-        let ca_file = certs.join("ca.crt");
-        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
-        agent.kill();
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--client-ca-file".into(),
-            ca_file.display().to_string(),
-        ];
-        agent.spawn()?;
-        let home = certs.join("home");
-        std::fs::create_dir_all(&home)?;
-        let netns = agent.node.path();
-        let k = |args: &[&str]| -> anyhow::Result<Result<String, String>> {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.arg(format!("--net={}", netns.display()))
-                .arg(kubectl::KUBECTL)
-                .args(kubectl::common_args(&kubeconfig, &home))
-                .args(args);
-            kubectl::outcome(&mut cmd, &home)
-        };
+        let standin = HttpsStandIn::start(agent, certs.path(), https)?;
+        standin.join(agent, &standin.kubeconfig)?;
+        let agent = &*agent;
+        let k = |args: &[&str]| standin.kubectl(agent, args);
         let node = agent.node_name().to_string();
         // A shell holding 8 MB in a variable (anonymous memory: working set) and spinning.
         let manifest = certs.join("burn.yaml");
@@ -208,7 +172,7 @@ fn top() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
         outcome?;
-        drop(server);
+        drop(standin);
         Ok(())
     })
 }

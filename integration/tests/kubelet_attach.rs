@@ -24,7 +24,7 @@ use anyhow::{bail, ensure, Context};
 use futures::{SinkExt, StreamExt};
 use kubenode_integration::agent::{bin, with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::podlogs::KubeletClient;
-use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
+use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn};
 use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -183,35 +183,12 @@ fn numbers(text: &str, word: &str) -> Vec<u64> {
 }
 
 fn attach() -> anyhow::Result<()> {
-    const ADMIN: &str = "admin-token-0123456789";
     let certs = TestDir::new(&unique_tag("kattach"))?;
     let config = "tlsMinVersion: VersionTLS13\nstreamingConnectionIdleTimeout: 20s\n";
     with_config_agent("ka", Some(config), |agent| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let opts = Options {
-            https: Some(HttpsOptions {
-                static_tokens: vec![(
-                    ADMIN.into(),
-                    "kubernetes-admin".into(),
-                    vec!["system:masters".into()],
-                )],
-                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
-                ..HttpsOptions::default()
-            }),
-            ..Options::default()
-        };
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start_with(addr, opts))?
-            .context("starting the stand-in in the node's namespace")?;
-        let kubeconfig = certs.join("kubelet.conf");
-        server.write_kubeconfig(&kubeconfig)?;
-        let ca = server.secure().context("no CA")?.ca.clone();
-        let ca_file = certs.join("ca.crt");
-        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
+        let standin = HttpsStandIn::start(agent, certs.path(), kubelet_api_https())?;
+        let (kubeconfig, home) = (standin.kubeconfig.clone(), standin.home.clone());
+        let ca = standin.ca();
         let now = jiff::Timestamp::now();
         let pair = ca.client(
             "kube-apiserver-kubelet-client",
@@ -222,16 +199,7 @@ fn attach() -> anyhow::Result<()> {
         let (crt, key) = (certs.join("client.crt"), certs.join("client.key"));
         std::fs::write(&crt, &pair.cert_pem)?;
         std::fs::write(&key, &pair.key_pem)?;
-        agent.kill();
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--client-ca-file".into(),
-            ca_file.display().to_string(),
-        ];
-        agent.spawn()?;
-        let home = certs.join("home");
-        std::fs::create_dir_all(&home)?;
+        standin.join(agent, &kubeconfig)?;
         let pod = |name: &str, restart: &str, script: &str| -> anyhow::Result<()> {
             let manifest = certs.join(format!("{name}.yaml"));
             std::fs::write(
@@ -263,7 +231,7 @@ fn attach() -> anyhow::Result<()> {
              for i in 1 2 3; do echo fin $i; sleep 0.3; done; echo done-err >&2",
         )?;
         pod("quiet", "Always", "sleep 3600")?;
-        let outcome = scenarios(agent, &server_paths(&kubeconfig, &home), &ca, &crt, &key);
+        let outcome = scenarios(agent, &server_paths(&kubeconfig, &home), ca, &crt, &key);
         // the API pods go before the agent does (their cgroups with them)
         for name in ["ticker", "finite", "quiet"] {
             let _ = kubectl_run(
@@ -284,7 +252,7 @@ fn attach() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
         outcome?;
-        drop(server);
+        drop(standin);
         Ok(())
     })
 }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::{tail, with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::tls::Ca;
-use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
+use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn, ADMIN_TOKEN};
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
 
 fn main() {
     run_tests(vec![
@@ -264,50 +264,20 @@ fn idle_connections(agent: &TestAgent, with_good: &[&str]) -> anyhow::Result<()>
 }
 
 fn cluster() -> anyhow::Result<()> {
-    const ADMIN: &str = "admin-token-0123456789";
     const VIEWER: &str = "viewer-token-0123456789";
     let certs = TestDir::new(&unique_tag("kccert"))?;
     with_config_agent("kc", None, |agent| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let opts = Options {
-            https: Some(HttpsOptions {
-                static_tokens: vec![
-                    (
-                        ADMIN.into(),
-                        "kubernetes-admin".into(),
-                        vec!["system:masters".into()],
-                    ),
-                    (VIEWER.into(), "viewer".into(), vec![]),
-                ],
-                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
-                ..HttpsOptions::default()
-            }),
-            ..Options::default()
-        };
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start_with(addr, opts))?
-            .context("starting the stand-in in the node's namespace")?;
-        let kubeconfig = certs.join("kubelet.conf");
-        server.write_kubeconfig(&kubeconfig)?;
-        let ca = server.secure().context("no CA")?.ca.clone();
-        let ca_file = certs.join("ca.crt");
-        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
-        let allowed = client_cert(&ca, &certs, "allowed", "kube-apiserver-kubelet-client", &[])?;
-        let denied = client_cert(&ca, &certs, "denied", "somebody", &["developers"])?;
-        agent.kill();
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--client-ca-file".into(),
-            ca_file.display().to_string(),
-        ];
-        agent.spawn()?;
+        let mut https = kubelet_api_https();
+        https
+            .static_tokens
+            .push((VIEWER.into(), "viewer".into(), vec![]));
+        let standin = HttpsStandIn::start(agent, certs.path(), https)?;
+        let ca = standin.ca();
+        let allowed = client_cert(ca, &certs, "allowed", "kube-apiserver-kubelet-client", &[])?;
+        let denied = client_cert(ca, &certs, "denied", "somebody", &["developers"])?;
+        standin.join(agent, &standin.kubeconfig)?;
         let pod = web_pod(agent, "web")?;
-        let admin = format!("Authorization: Bearer {ADMIN}");
+        let admin = format!("Authorization: Bearer {ADMIN_TOKEN}");
         let body = wait_body(agent, "/pods", &["-H", &admin], |b| b.contains(&pod))?;
         ensure!(body.contains("PodList"));
         let path = format!("/containerLogs/default/{pod}/main");
@@ -355,17 +325,7 @@ fn cluster() -> anyhow::Result<()> {
         );
         // `kubectl logs` of an API pod: the stand-in proxies pods/log to the node's :10250 with
         // its kubelet client certificate
-        let home = certs.join("home");
-        std::fs::create_dir_all(&home)?;
-        let netns = agent.node.path();
-        let k = |args: &[&str]| -> anyhow::Result<Result<String, String>> {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.arg(format!("--net={}", netns.display()))
-                .arg(kubectl::KUBECTL)
-                .args(kubectl::common_args(&kubeconfig, &home))
-                .args(args);
-            kubectl::outcome(&mut cmd, &home)
-        };
+        let k = |args: &[&str]| standin.kubectl(agent, args);
         let manifest = certs.join("apilog.yaml");
         std::fs::write(
             &manifest,
@@ -400,7 +360,7 @@ fn cluster() -> anyhow::Result<()> {
             "{}",
             tail(&log, 30)
         );
-        drop(server);
+        drop(standin);
         Ok(())
     })
 }

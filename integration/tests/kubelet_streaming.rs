@@ -31,7 +31,7 @@ use anyhow::{bail, ensure, Context};
 use futures::{SinkExt, StreamExt};
 use kubenode_integration::agent::{with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::podlogs::KubeletClient;
-use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
+use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn};
 use kubenode_integration::{kubectl, privileged, run_tests, unique_tag, TestAgent, TestDir};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -217,44 +217,12 @@ fn exit_code_of(v: &serde_json::Value) -> Option<&str> {
 }
 
 fn exec() -> anyhow::Result<()> {
-    const ADMIN: &str = "admin-token-0123456789";
     let certs = TestDir::new(&unique_tag("kstream"))?;
     with_config_agent("kx", None, |agent| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let opts = Options {
-            https: Some(HttpsOptions {
-                static_tokens: vec![(
-                    ADMIN.into(),
-                    "kubernetes-admin".into(),
-                    vec!["system:masters".into()],
-                )],
-                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
-                ..HttpsOptions::default()
-            }),
-            ..Options::default()
-        };
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start_with(addr, opts))?
-            .context("starting the stand-in in the node's namespace")?;
-        let kubeconfig = certs.join("kubelet.conf");
-        server.write_kubeconfig(&kubeconfig)?;
-        let ca = server.secure().context("no CA")?.ca.clone();
-        let ca_file = certs.join("ca.crt");
-        std::fs::write(&ca_file, server.ca_pem().context("no CA")?)?;
-        agent.kill();
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubeconfig.display().to_string(),
-            "--client-ca-file".into(),
-            ca_file.display().to_string(),
-        ];
-        agent.spawn()?;
-        let home = certs.join("home");
-        std::fs::create_dir_all(&home)?;
+        let standin = HttpsStandIn::start(agent, certs.path(), kubelet_api_https())?;
+        let (kubeconfig, home) = (standin.kubeconfig.clone(), standin.home.clone());
+        let ca = standin.ca();
+        standin.join(agent, &kubeconfig)?;
         let manifest = certs.join("apiexec.yaml");
         std::fs::write(
             &manifest,
@@ -343,7 +311,7 @@ fn exec() -> anyhow::Result<()> {
         }
 
         // straight to :10250
-        let client = KubeletClient::new(&ca)?;
+        let client = KubeletClient::new(ca)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -375,7 +343,7 @@ fn exec() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
         outcome?;
-        drop(server);
+        drop(standin);
         Ok(())
     })
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::{with_config_agent, NODE_IP};
-use kubenode_integration::apiserver::{ApiServer, HttpsOptions, Options};
-use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::apiserver::HttpsOptions;
+use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn, ADMIN_TOKEN};
+use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
 
 fn main() {
     run_tests(vec![
@@ -138,37 +139,16 @@ fn curl(agent: &TestAgent, args: &[&str]) -> anyhow::Result<(i32, String, String
 
 fn serving_csr() -> anyhow::Result<()> {
     use base64::Engine;
-    const ADMIN: &str = "admin-token-0123456789";
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let certs = TestDir::new(&unique_tag("kscsr"))?;
     with_config_agent("kscsr", None, |agent| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let opts = Options {
-            https: Some(HttpsOptions {
-                static_tokens: vec![(
-                    ADMIN.into(),
-                    "kubernetes-admin".into(),
-                    vec!["system:masters".into()],
-                )],
-                allowed_subjects: vec!["kube-apiserver-kubelet-client".into()],
-                kubelet_certificate_authority: true,
-                ..HttpsOptions::default()
-            }),
-            ..Options::default()
+        let https = HttpsOptions {
+            kubelet_certificate_authority: true,
+            ..kubelet_api_https()
         };
-        let server = agent
-            .node
-            .run_in(|| ApiServer::start_with(addr, opts))?
-            .context("starting the stand-in in the node's namespace")?;
-        let ca = server.secure().context("no CA")?.ca.clone();
+        let standin = HttpsStandIn::start(agent, certs.path(), https)?;
+        let (server, ca) = (&standin.server, standin.ca());
         let ca_pem = server.ca_pem().context("no CA")?.to_string();
-        let ca_file = certs.join("ca.crt");
-        std::fs::write(&ca_file, &ca_pem)?;
-        let admin = certs.join("admin.conf");
-        server.write_kubeconfig(&admin)?;
         // the node's kubeconfig after a join: its client certificate system:node:<node>
         let node = agent.node_name().to_string();
         let now = jiff::Timestamp::now();
@@ -178,7 +158,7 @@ fn serving_csr() -> anyhow::Result<()> {
             now - jiff::SignedDuration::from_secs(300),
             now + jiff::SignedDuration::from_hours(24),
         )?;
-        let kubelet_conf = certs.join("kubelet.conf");
+        let kubelet_conf = certs.join("node.conf");
         std::fs::write(
             &kubelet_conf,
             format!(
@@ -189,29 +169,14 @@ fn serving_csr() -> anyhow::Result<()> {
                 b64(&pair.key_pem)
             ),
         )?;
-        agent.kill();
+        // read at the agent's next start
         std::fs::write(
             agent.dir.join("config.yaml"),
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nserverTLSBootstrap: true\n",
         )?;
-        agent.extra_args = vec![
-            "--kubeconfig".into(),
-            kubelet_conf.display().to_string(),
-            "--client-ca-file".into(),
-            ca_file.display().to_string(),
-        ];
-        agent.spawn()?;
-        let home = certs.join("home");
-        std::fs::create_dir_all(&home)?;
-        let netns = agent.node.path();
-        let k = |args: &[&str]| -> anyhow::Result<Result<String, String>> {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.arg(format!("--net={}", netns.display()))
-                .arg(kubectl::KUBECTL)
-                .args(kubectl::common_args(&admin, &home))
-                .args(args);
-            kubectl::outcome(&mut cmd, &home)
-        };
+        standin.join(agent, &kubelet_conf)?;
+        let ca_file = &standin.ca_file;
+        let k = |args: &[&str]| standin.kubectl(agent, args);
 
         // the node's serving CSR, pending
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -312,7 +277,7 @@ fn serving_csr() -> anyhow::Result<()> {
             bail!("kubectl certificate approve: {e}");
         }
         // issued, then installed without a restart: curl verifies it for the node's IP
-        let bearer = format!("Authorization: Bearer {ADMIN}");
+        let bearer = format!("Authorization: Bearer {ADMIN_TOKEN}");
         let ca_arg = ca_file.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(90);
         let verbose = loop {
@@ -386,7 +351,7 @@ fn serving_csr() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
         outcome?;
-        drop(server);
+        drop(standin);
         Ok(())
     })
 }
