@@ -1,9 +1,8 @@
 //! HTTPS for probes without certificate verification, as upstream's `InsecureSkipVerify`: any
 //! certificate is accepted, the handshake signatures are still checked.
 //!
-//! [`AcceptAnyCertificate`] is the workspace's one such verifier: a TLS client that must not
-//! verify its server (the stand-in API server's client for kubelets, as kube-apiserver's
-//! `--kubelet-certificate-authority` unset) uses it too.
+//! [`AcceptAnyCertificate`] is kubenode's one such verifier. (The test harness's stand-in API
+//! server keeps its own small copy: the harness's library does not depend on the kubelet.)
 
 use std::sync::{Arc, OnceLock};
 
