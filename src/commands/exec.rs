@@ -38,8 +38,9 @@ pub struct ExecArgs {
     /// kubectl's; otherwise the command runs without one).
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Kill the command after this many seconds (without `-i`/`-t` only).
-    #[arg(long, default_value_t = 60)]
+    /// Kill the command after this many seconds (without `-i`/`-t`: a stream lasts as long
+    /// as the command).
+    #[arg(long, default_value_t = 60, conflicts_with_all = ["stdin", "tty"])]
     pub timeout: u64,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
@@ -249,5 +250,33 @@ impl Drop for RawMode {
 impl std::fmt::Debug for RawMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RawMode")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Line {
+        #[command(flatten)]
+        exec: super::ExecArgs,
+    }
+
+    #[test]
+    fn flags_as_kubectl() {
+        let l = Line::try_parse_from(["kubenode", "-it", "web", "--", "sh", "-c", "tty"]).unwrap();
+        assert!(l.exec.stdin && l.exec.tty);
+        assert_eq!(l.exec.command, ["sh", "-c", "tty"]);
+        let l = Line::try_parse_from(["kubenode", "web", "-c", "app", "--", "true"]).unwrap();
+        assert!(!l.exec.stdin && !l.exec.tty);
+        assert_eq!(
+            (l.exec.timeout, l.exec.container.as_deref()),
+            (60, Some("app"))
+        );
+        // a stream has no timeout: asking for one is refused, not ignored
+        let err = Line::try_parse_from(["kubenode", "-i", "--timeout", "5", "web", "--", "cat"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }
