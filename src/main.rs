@@ -39,8 +39,10 @@ enum Command {
     Logs(commands::logs::LogsArgs),
     /// Show CPU and memory use of pods or of the node, as `kubectl top`.
     Top(commands::top::TopArgs),
-    /// Run a command in a running container.
+    /// Run a command in a running container (`-i` stdin, `-t` a terminal), as `kubectl exec`.
     Exec(commands::exec::ExecArgs),
+    /// Forward local ports to a pod, as `kubectl port-forward`.
+    PortForward(commands::port_forward::PortForwardArgs),
     /// Stream a running container's output until it exits.
     Attach(commands::attach::AttachArgs),
     /// Manage the local image store (pull, ls, rm, import).
@@ -110,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Logs(args) => commands::logs::run(args).await,
             Command::Exec(args) => commands::exec::run(args).await,
             Command::Attach(args) => commands::attach::run(args).await,
+            Command::PortForward(args) => commands::port_forward::run(args).await,
             Command::Top(args) => commands::top::run(args).await,
             Command::Image(args) => commands::image::run(args).await,
             Command::Version => commands::version::run(),

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod get;
 pub mod image;
 pub mod logs;
+pub mod port_forward;
 pub mod proxy;
 pub mod shim;
 pub mod top;

@@ -11,6 +11,14 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use serde::de::DeserializeOwned;
 
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::stream::channel::{self, Protocol, TerminalSize};
+use super::stream::ExecOptions;
 use super::{ContainerRef, ExecRequest, ExecResponse};
 
 /// Errors talking to the local agent.
@@ -196,22 +204,14 @@ impl ApiClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// `GET /attach/{ns}/{pod}/{container}?output=1&error=1` over WebSocket
-    /// (`v5.channel.k8s.io`): calls `out(channel, data)` with each chunk of the container's
-    /// standard output (channel 1) and error (channel 2) as it arrives, until the container
-    /// exits (`Ok`) or the agent ends the session with a failure (`Err` with its message).
-    pub async fn attach(
+    /// Opens a WebSocket to `path` (with its query) on the socket, offering `protocol`; an
+    /// answer other than 101 is [`ClientError::Api`] with the agent's text.
+    async fn websocket(
         &self,
-        target: &ContainerRef,
-        mut out: impl FnMut(u8, &[u8]),
-    ) -> Result<(), ClientError> {
-        use futures::StreamExt;
-        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-        let container = target.container.as_deref().unwrap_or_default();
-        let url = format!(
-            "ws://kubenode/attach/{}/{}/{container}?output=1&error=1",
-            target.namespace, target.pod
-        );
+        path: &str,
+        protocol: Protocol,
+    ) -> Result<WebSocketStream<tokio::net::UnixStream>, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let connect = async {
             let stream = tokio::net::UnixStream::connect(&self.socket)
                 .await
@@ -219,14 +219,12 @@ impl ApiClient {
                     socket: self.socket.clone(),
                     source,
                 })?;
-            let mut req = url
+            let mut req = format!("ws://kubenode{path}")
                 .into_client_request()
                 .map_err(|e| ClientError::Api(format!("building request: {e}")))?;
             req.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
-                hyper::header::HeaderValue::from_static(
-                    crate::api::stream::channel::Protocol::V5.name(),
-                ),
+                hyper::header::HeaderValue::from_static(protocol.name()),
             );
             tokio_tungstenite::client_async(req, stream)
                 .await
@@ -240,10 +238,28 @@ impl ApiClient {
                             text
                         })
                     }
-                    other => ClientError::Api(format!("attaching: {other}")),
+                    other => ClientError::Api(format!("opening the stream: {other}")),
                 })
         };
-        let (mut ws, _) = self.bounded(CONNECT_TIMEOUT, "connecting", connect).await?;
+        let (ws, _) = self.bounded(CONNECT_TIMEOUT, "connecting", connect).await?;
+        Ok(ws)
+    }
+
+    /// `GET /attach/{ns}/{pod}/{container}?output=1&error=1` over WebSocket
+    /// (`v5.channel.k8s.io`): calls `out(channel, data)` with each chunk of the container's
+    /// standard output (channel 1) and error (channel 2) as it arrives, until the container
+    /// exits (`Ok`) or the agent ends the session with a failure (`Err` with its message).
+    pub async fn attach(
+        &self,
+        target: &ContainerRef,
+        mut out: impl FnMut(u8, &[u8]),
+    ) -> Result<(), ClientError> {
+        let container = target.container.as_deref().unwrap_or_default();
+        let path = format!(
+            "/attach/{}/{}/{container}?output=1&error=1",
+            target.namespace, target.pod
+        );
+        let mut ws = self.websocket(&path, Protocol::V5).await?;
         let mut status = Vec::new();
         while let Some(msg) = ws.next().await {
             let msg = msg.map_err(|e| ClientError::Api(format!("attach session: {e}")))?;
@@ -253,26 +269,161 @@ impl ApiClient {
                 _ => continue,
             };
             match data.split_first() {
-                Some((&crate::api::stream::channel::ERROR, rest)) => status.extend_from_slice(rest),
+                Some((&channel::ERROR, rest)) => status.extend_from_slice(rest),
                 Some((&ch, rest)) if !rest.is_empty() => out(ch, rest),
                 _ => {}
             }
         }
-        if status.is_empty() {
+        match session_status(&status, "attach")? {
+            0 => Ok(()),
+            code => Err(ClientError::Api(format!(
+                "attach ended with exit code {code}"
+            ))),
+        }
+    }
+
+    /// `GET /exec/{ns}/{pod}/{container}?command=..` over WebSocket (`v5.channel.k8s.io`), as
+    /// `kubectl exec`: sends what comes from `input` (stdin's data, its end, terminal sizes),
+    /// calls `out(channel, data)` with the command's output (channel 1, and 2 for stderr
+    /// without a TTY) as it arrives, and returns the command's exit code once it has exited.
+    /// `opts.target.container` must name the container. A session the agent ends with a
+    /// failure other than a non-zero exit is `Err` with its message.
+    pub async fn exec_stream(
+        &self,
+        opts: &ExecOptions,
+        mut input: mpsc::Receiver<StreamInput>,
+        mut out: impl FnMut(u8, &[u8]),
+    ) -> Result<i32, ClientError> {
+        let mut ws = self.websocket(&exec_path(opts), Protocol::V5).await?;
+        let mut status = Vec::new();
+        let mut input_open = true;
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                i = input.recv(), if input_open => {
+                    let data = match i {
+                        Some(StreamInput::Stdin(data)) if !data.is_empty() => {
+                            let mut m = Vec::with_capacity(data.len() + 1);
+                            m.push(channel::STDIN);
+                            m.extend_from_slice(&data);
+                            m
+                        }
+                        Some(StreamInput::Stdin(_)) => continue,
+                        Some(StreamInput::StdinClosed) => {
+                            vec![channel::CLOSE_SIGNAL, channel::STDIN]
+                        }
+                        Some(StreamInput::Resize(size)) => {
+                            let mut m = vec![channel::RESIZE];
+                            m.extend_from_slice(&serde_json::to_vec(&size)?);
+                            m
+                        }
+                        None => {
+                            input_open = false;
+                            continue;
+                        }
+                    };
+                    // the command may have exited already: its status still follows
+                    let _ = ws.send(Message::binary(data)).await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            let data = match msg.map_err(|e| ClientError::Api(format!("exec session: {e}")))? {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match data.split_first() {
+                Some((&channel::ERROR, rest)) => status.extend_from_slice(rest),
+                Some((&ch, rest)) if !rest.is_empty() => out(ch, rest),
+                _ => {}
+            }
+        }
+        session_status(&status, "exec")
+    }
+
+    /// `GET /portForward/{ns}/{pod}?port=PORT` over WebSocket (`v4.channel.k8s.io`): copies
+    /// `local` to and from `localhost:PORT` in the pod's network namespace until the pod's
+    /// side closes (or `local` fails), as one connection of `kubectl port-forward`. The agent's
+    /// error (`error forwarding port ...`: nothing listens there, the pod has no network) is
+    /// `Err` with its text.
+    pub async fn port_forward<S>(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+        local: S,
+    ) -> Result<(), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let path = format!("/portForward/{namespace}/{pod}?port={port}");
+        let mut ws = self.websocket(&path, Protocol::V4).await?;
+        let (mut local_r, mut local_w) = tokio::io::split(local);
+        let mut buf = vec![0u8; 32 * 1024];
+        // each channel's first message is the port (two bytes, little-endian)
+        let mut prefixed = [false; 2];
+        let mut error = Vec::new();
+        let mut local_open = true;
+        let mut local_failed = None;
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                n = local_r.read(&mut buf), if local_open => {
+                    match n {
+                        Ok(0) => local_open = false,
+                        Ok(n) => {
+                            let mut m = Vec::with_capacity(n + 1);
+                            m.push(0);
+                            m.extend_from_slice(&buf[..n]);
+                            if ws.send(Message::binary(m)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            local_failed = Some(e);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            let data = match msg.map_err(|e| ClientError::Api(format!("port-forward: {e}")))? {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&ch, rest)) = data.split_first() else {
+                continue;
+            };
+            let ch = usize::from(ch);
+            if ch > 1 {
+                continue;
+            }
+            let rest = if prefixed[ch] {
+                rest
+            } else {
+                prefixed[ch] = true;
+                rest.get(2..).unwrap_or_default()
+            };
+            if ch == 1 {
+                error.extend_from_slice(rest);
+            } else if let Err(e) = local_w.write_all(rest).await {
+                local_failed = Some(e);
+                break;
+            }
+        }
+        let _ = local_w.shutdown().await;
+        let _ = ws.close(None).await;
+        if !error.is_empty() {
             return Err(ClientError::Api(
-                "the attach session ended without a status".into(),
+                String::from_utf8_lossy(&error).trim().to_string(),
             ));
         }
-        let status: serde_json::Value = serde_json::from_slice(&status)?;
-        if status["status"] == "Success" {
-            Ok(())
-        } else {
-            Err(ClientError::Api(
-                status["message"]
-                    .as_str()
-                    .unwrap_or("attach failed")
-                    .to_string(),
-            ))
+        match local_failed {
+            Some(e) => Err(ClientError::Api(format!("the local connection: {e}"))),
+            None => Ok(()),
         }
     }
 
@@ -300,5 +451,147 @@ impl ApiClient {
             }
         }
         Ok(())
+    }
+}
+
+/// What the CLI sends a streaming exec session ([`ApiClient::exec_stream`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamInput {
+    /// Bytes for the command's standard input.
+    Stdin(Vec<u8>),
+    /// Standard input has ended (v5's close signal: the command sees end of file).
+    StdinClosed,
+    /// The local terminal's size, at the start and after each change.
+    Resize(TerminalSize),
+}
+
+/// The path and query of a streaming exec, as client-go builds it (`command` repeated, `1`
+/// for each stream asked for).
+fn exec_path(opts: &ExecOptions) -> String {
+    let mut query: Vec<String> = opts
+        .command
+        .iter()
+        .map(|c| format!("command={}", escape(c)))
+        .collect();
+    for (on, key) in [
+        (opts.stdin, "input"),
+        (opts.stdout, "output"),
+        (opts.stderr && !opts.tty, "error"),
+        (opts.tty, "tty"),
+    ] {
+        if on {
+            query.push(format!("{key}=1"));
+        }
+    }
+    format!(
+        "/exec/{}/{}/{}?{}",
+        escape(&opts.target.namespace),
+        escape(&opts.target.pod),
+        escape(opts.target.container.as_deref().unwrap_or_default()),
+        query.join("&")
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The exit code a session's final `metav1.Status` (the error channel, v4 and later) reports:
+/// 0 for `Success`, the `ExitCode` cause of `NonZeroExitCode`; any other failure, or no
+/// status at all, is an error with its message.
+fn session_status(status: &[u8], what: &str) -> Result<i32, ClientError> {
+    if status.is_empty() {
+        return Err(ClientError::Api(format!(
+            "the {what} session ended without a status"
+        )));
+    }
+    let status: serde_json::Value = serde_json::from_slice(status)?;
+    if status["status"] == "Success" {
+        return Ok(0);
+    }
+    if status["reason"] == "NonZeroExitCode" {
+        let code = status["details"]["causes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["reason"] == "ExitCode")
+            .and_then(|c| c["message"].as_str())
+            .and_then(|m| m.parse().ok());
+        if let Some(code) = code {
+            return Ok(code);
+        }
+    }
+    Err(ClientError::Api(
+        status["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{what} failed: {status}")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_path_as_client_go() {
+        let opts = ExecOptions {
+            target: ContainerRef {
+                namespace: "default".into(),
+                pod: "web-node".into(),
+                container: Some("c".into()),
+            },
+            command: vec!["sh".into(), "-c".into(), "echo a&b=1 %".into()],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let path = exec_path(&opts);
+        assert_eq!(
+            path,
+            "/exec/default/web-node/c?command=sh&command=-c&command=echo%20a%26b%3D1%20%25\
+             &input=1&output=1&error=1"
+        );
+        // the server's own parser reads back what was sent
+        let (p, q) = path.split_once('?').unwrap();
+        let segments: Vec<&str> = p.trim_start_matches("/exec/").split('/').collect();
+        assert_eq!(
+            super::super::stream::exec_options(&segments, q),
+            Ok(opts.clone())
+        );
+        let tty = ExecOptions { tty: true, ..opts };
+        assert!(
+            exec_path(&tty).ends_with("&input=1&output=1&tty=1"),
+            "a TTY has no stderr"
+        );
+    }
+
+    #[test]
+    fn session_status_exit_codes() {
+        assert_eq!(
+            session_status(br#"{"status":"Success"}"#, "exec").unwrap(),
+            0
+        );
+        let three = br#"{"status":"Failure","reason":"NonZeroExitCode","message":"command terminated with non-zero exit code: error executing command [sh], exit code 3","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#;
+        assert_eq!(session_status(three, "exec").unwrap(), 3);
+        let internal = br#"{"status":"Failure","reason":"InternalError","message":"Internal error occurred: boom"}"#;
+        assert_eq!(
+            session_status(internal, "exec").unwrap_err().to_string(),
+            "Internal error occurred: boom"
+        );
+        assert_eq!(
+            session_status(b"", "exec").unwrap_err().to_string(),
+            "the exec session ended without a status"
+        );
     }
 }

@@ -7,8 +7,10 @@
 //!   PodList with status, as the kubelet's);
 //! - a **unix socket** under the run dir (mode 0600, root only) for kubenode's CLI, serving the
 //!   same plus `/containerLogs/{namespace}/{pod}/{container}`, `/events`, `/services`,
-//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values), `POST /exec`,
-//!   `/attach/...` over WebSocket (`kubenode attach`),
+//!   `/endpoints`, `/configmaps`, `/secrets` (their keys, never their values), `POST /exec`
+//!   (run to completion), the streams of the HTTPS port over WebSocket or SPDY/3.1
+//!   (`/exec/...`: `kubenode exec -i/-t`, `/attach/...`: `kubenode attach`,
+//!   `/portForward/...`: `kubenode port-forward`; their client is [`ApiClient`]),
 //!   and the resource usage and metrics upstream's authenticated port serves:
 //!   `/stats/summary`, `/metrics/resource` and `/metrics`;
 //! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
@@ -33,7 +35,7 @@ mod server;
 pub mod stream;
 pub mod tls;
 
-pub use client::{ApiClient, ClientError};
+pub use client::{ApiClient, ClientError, StreamInput};
 pub use https::{serve_https, HttpsServer, NODE_LOG_DIR};
 pub use logs::{read_cri_log, render, tail_start, CriLine, LogOptions, LogStream};
 pub use server::{serve_tcp, serve_tcp_with, serve_unix, serve_unix_with, ServeLimits};

@@ -23,7 +23,8 @@ const MAX_REQUEST: usize = 1 << 20;
 /// Which listener a request came in on. The read-only port is unauthenticated: like upstream's
 /// read-only server it serves no debugging handler (no logs, exec, run, attach), only
 /// `/healthz` and `/pods`; the HTTPS server (its requests authenticated and authorized before
-/// they get here) adds `/containerLogs`; everything else needs the root-only socket.
+/// they get here) adds `/containerLogs`; everything else needs the root-only socket, which also
+/// serves the HTTPS port's streams (`/exec/...`, `/attach/...`, `/portForward/...`) to the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Listener {
     ReadOnly,
@@ -138,6 +139,20 @@ async fn route(
             )
             .await)
         }
+        // `kubenode exec -i/-t` and `kubenode port-forward`: the HTTPS port's streaming
+        // handlers (`POST /exec` with no path below it is the run-to-completion exec above)
+        (&Method::GET | &Method::POST, ["exec", rest @ ..], Listener::Socket)
+            if !rest.is_empty() =>
+        {
+            Ok(
+                super::stream::serve_exec(view, rest, req, super::stream::DEFAULT_IDLE_TIMEOUT)
+                    .await,
+            )
+        }
+        (&Method::GET | &Method::POST, ["portForward", rest @ ..], Listener::Socket) => Ok(
+            super::stream::serve_port_forward(view, rest, req, super::stream::DEFAULT_IDLE_TIMEOUT)
+                .await,
+        ),
         (&Method::POST, ["exec"], Listener::Socket) => {
             let body = Limited::read(req.into_body(), MAX_REQUEST).await?;
             let exec: ExecRequest = serde_json::from_slice(&body)

@@ -136,7 +136,7 @@ fn spawn_conn<S>(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades() // the socket's `/attach` (kubenode attach) is a WebSocket
+            .with_upgrades() // the socket's `/exec`, `/attach`, `/portForward` are upgrades
             .await
         {
             tracing::debug!(error = %e, "node API connection ended with an error");

@@ -542,3 +542,148 @@ async fn socket_attach_streams_new_lines_until_the_container_exits() {
     );
     task.abort();
 }
+
+/// A view whose containers are the host (exec runs the command here) and whose pods' network
+/// is the host's loopback: the CLI's streaming client against the socket's handlers.
+struct HostView {
+    pods: Vec<Pod>,
+}
+
+impl NodeView for HostView {
+    fn pods(&self) -> Vec<Pod> {
+        self.pods.clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        Vec::new()
+    }
+    fn container_log(&self, _: &ContainerRef, _: bool) -> Result<PathBuf, ApiError> {
+        Err(ApiError::NotFound("no logs here".into()))
+    }
+    fn exec(&self, _: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
+        Box::pin(async { Err(ApiError::Internal("no exec here".into())) })
+    }
+    fn exec_command(
+        &self,
+        _: &ContainerRef,
+        command: &[String],
+        _: bool,
+    ) -> Result<std::process::Command, ApiError> {
+        let mut c = std::process::Command::new(&command[0]);
+        c.args(&command[1..]);
+        Ok(c)
+    }
+    fn pod_network(&self, _: &str, pod: &str) -> Result<(Option<PathBuf>, String), ApiError> {
+        if pod == "web" {
+            Ok((None, "uid-1".into()))
+        } else {
+            Err(ApiError::NotFound(format!("pod {pod} not found")))
+        }
+    }
+}
+
+/// `kubenode exec -i` and `kubenode port-forward`'s paths: the socket's `/exec/...` takes
+/// stdin and its end and returns the exit code apart from stdout and stderr; its
+/// `/portForward/...` copies a local connection to a server and back, and reports a refused
+/// port with upstream's message.
+#[tokio::test]
+async fn socket_exec_stream_and_port_forward() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/kubenode.sock");
+    let task = serve_unix(
+        &socket,
+        Arc::new(HostView {
+            pods: vec![pod("web", &["app"])],
+        }),
+    )
+    .await
+    .unwrap();
+    let client = ApiClient::new(&socket);
+
+    let opts = stream::ExecOptions {
+        target: target("web", Some("app")),
+        command: vec!["sh".into(), "-c".into(), "cat; echo e >&2; exit 3".into()],
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(StreamInput::Stdin(b"hi\n".to_vec())).await.unwrap();
+    tx.send(StreamInput::StdinClosed).await.unwrap();
+    let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+    let code = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.exec_stream(&opts, rx, |ch, d| got.push((ch, d.to_vec()))),
+    )
+    .await
+    .expect("the exec did not end")
+    .unwrap();
+    assert_eq!(code, 3);
+    let on = |c: u8| -> Vec<u8> {
+        got.iter()
+            .filter(|(ch, _)| *ch == c)
+            .flat_map(|(_, d)| d.clone())
+            .collect()
+    };
+    assert_eq!(on(1), b"hi\n");
+    assert_eq!(on(2), b"e\n");
+
+    // a server standing in for the pod's: one line in, its echo out, then closed
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut c, _) = server.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut b = [0u8; 64];
+        while !buf.ends_with(b"\n") {
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0, "the forward closed early");
+            buf.extend_from_slice(&b[..n]);
+        }
+        c.write_all(b"echo: ").await.unwrap();
+        c.write_all(&buf).await.unwrap();
+    });
+    let (local, mut user) = tokio::io::duplex(1024);
+    let forward = {
+        let client = client.clone();
+        tokio::spawn(async move { client.port_forward("default", "web", port, local).await })
+    };
+    user.write_all(b"ping\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), user.read_to_end(&mut answer))
+        .await
+        .expect("no answer through the forward")
+        .unwrap();
+    assert_eq!(answer, b"echo: ping\n");
+    forward.await.unwrap().unwrap();
+
+    // nothing listens there any more: the agent's error comes back
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (local, _user) = tokio::io::duplex(1024);
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.port_forward("default", "web", closed, local),
+    )
+    .await
+    .expect("the refused forward did not end")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "error forwarding port {closed} to pod web, uid uid-1: "
+        )),
+        "{err}"
+    );
+    let (local, _user) = tokio::io::duplex(1024);
+    let err = client
+        .port_forward("default", "nope", port, local)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pod nope not found"), "{err}");
+    task.abort();
+}
