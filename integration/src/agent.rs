@@ -204,7 +204,10 @@ impl TestAgent {
             .spawn()
             .context("starting kubenode agent")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The socket answers after the runtime's recovery, which waits (30 s at most each) for
+        // a shim of the last run still in `runtime create`: a SIGKILL in the middle of a busy
+        // node's work (the kill-churn soak, on a loaded machine) can make that take a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -221,7 +224,7 @@ impl TestAgent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("kubenode agent did not answer within 20 s:\n{}", self.log())
+        bail!("kubenode agent did not answer within 60 s:\n{}", self.log())
     }
 
     /// The arguments of the next [`TestAgent::spawn`] after `agent`: the test defaults with

@@ -1,4 +1,4 @@
-//! Running external commands with a timeout.
+//! Running external commands with a timeout, or in the background with their output collected.
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
@@ -69,4 +69,120 @@ pub fn sh(script: &str) -> anyhow::Result<String> {
         Duration::from_secs(60),
     )?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A process run in the background, its stdout and stderr collected line by line by threads
+/// as they come; killed when dropped (a failed check must not leave it running).
+#[derive(Debug)]
+pub struct Spawned {
+    /// The process (its stdin, when piped, to write to).
+    pub child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Spawns `cmd` with its stdout and stderr piped and collected.
+    pub fn spawn(mut cmd: Command) -> anyhow::Result<Spawned> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut spawned = Spawned::with_output(child, stdout);
+        let reader = collect(stderr, spawned.err.clone());
+        spawned.readers.push(reader);
+        Ok(spawned)
+    }
+
+    /// `child`, its output read from `stdout` (a terminal's master side, say) and collected as
+    /// stdout; nothing as stderr.
+    pub fn with_output(child: std::process::Child, stdout: impl Read + Send + 'static) -> Spawned {
+        let mut spawned = Spawned {
+            child,
+            out: std::sync::Arc::default(),
+            err: std::sync::Arc::default(),
+            readers: Vec::new(),
+        };
+        let reader = collect(stdout, spawned.out.clone());
+        spawned.readers.push(reader);
+        spawned
+    }
+
+    /// Its stdout so far.
+    pub fn out(&self) -> String {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Its stderr so far.
+    pub fn err(&self) -> String {
+        self.err.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (60 s at most) until `done` holds for (stdout, stderr) so far.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&str, &str) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&self.out(), &self.err()) {
+            if Instant::now() > deadline {
+                bail!(
+                    "{what} not seen: stdout {:?} stderr {:?}",
+                    self.out(),
+                    self.err()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits (60 s at most) for the process to exit: its exit code (-1 for a signal).
+    pub fn wait_exit(&mut self, what: &str) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                // the readers end with the pipes (later, if a child of it still holds them)
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Ok(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what} did not end: stdout {:?} stderr {:?}",
+                    self.out(),
+                    self.err()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends what `from` gives to `to` as it comes, in a thread, until its end.
+fn collect(
+    mut from: impl Read + Send + 'static,
+    to: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            to.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
 }

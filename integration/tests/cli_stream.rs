@@ -16,17 +16,16 @@
 //!   serving; SIGINT ends it; bad port specs and an unknown pod are refused with kubectl's
 //!   messages.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use kubenode_integration::agent::bin;
 use kubenode_integration::pods::{all_running, pod_yaml, with_agent};
-use kubenode_integration::{privileged, run_tests, TestAgent};
+use kubenode_integration::{privileged, run_tests, Spawned, TestAgent};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 
 fn main() {
@@ -34,77 +33,6 @@ fn main() {
         "cli_exec_stdin_tty_and_port_forward",
         cli_streams,
     )])
-}
-
-/// A CLI process, killed when dropped (a failed check must not leave it running).
-struct Cli {
-    child: Child,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Cli {
-    /// Spawns `cmd` with its stdout and stderr collected by threads.
-    fn spawn(mut cmd: Command) -> anyhow::Result<Cli> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning kubenode")?;
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        for (pipe, buf) in [
-            (
-                Box::new(child.stdout.take().context("stdout")?) as Box<dyn Read + Send>,
-                out.clone(),
-            ),
-            (
-                Box::new(child.stderr.take().context("stderr")?) as Box<dyn Read + Send>,
-                err.clone(),
-            ),
-        ] {
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { return };
-                    let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
-                    b.push_str(&line);
-                    b.push('\n');
-                }
-            });
-        }
-        Ok(Cli { child, out, err })
-    }
-
-    fn out(&self) -> String {
-        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn err(&self) -> String {
-        self.err.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits (bounded) until `pred` holds for (stdout, stderr).
-    fn wait_for(&self, what: &str, pred: impl Fn(&str, &str) -> bool) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if pred(&self.out(), &self.err()) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!(
-            "{what} not seen; stdout: {:?} stderr: {:?}",
-            self.out(),
-            self.err()
-        )
-    }
-}
-
-impl Drop for Cli {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `kubenode ARGS` against `agent`'s socket.
@@ -138,17 +66,11 @@ fn with_stdin(
 ) -> anyhow::Result<(i32, String, String)> {
     let mut cmd = kubenode(agent, args);
     cmd.stdin(Stdio::piped());
-    let mut cli = Cli::spawn(cmd)?;
+    let mut cli = Spawned::spawn(cmd)?;
     let mut pipe = cli.child.stdin.take().context("stdin")?;
     pipe.write_all(stdin)?;
     drop(pipe);
-    let code = wait_exit(&mut cli.child)?;
-    // the collecting threads end with the pipes: give them a bounded moment to finish
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Arc::strong_count(&cli.out) + Arc::strong_count(&cli.err) > 2 && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let code = cli.wait_exit("kubenode")?;
     Ok((code, cli.out(), cli.err()))
 }
 
@@ -261,26 +183,9 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
         .stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave.try_clone()?));
     let child = cmd.spawn().context("spawning kubenode exec -it")?;
-    let mut cli = Cli {
-        child,
-        out: Arc::new(Mutex::new(String::new())),
-        err: Arc::new(Mutex::new(String::new())),
-    };
     // everything the terminal shows, read from the master side
-    let mut master = std::fs::File::from(pty.master.try_clone()?);
-    let shown = cli.out.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                return;
-            }
-            shown
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let master = std::fs::File::from(pty.master.try_clone()?);
+    let mut cli = Spawned::with_output(child, master);
     cli.wait_for("the terminal and its size in the container", |out, _| {
         out.contains("/dev/pts/") && out.contains("33 77")
     })?;
@@ -375,7 +280,7 @@ fn port_forward(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
         ensure!(got.0 != 0 && got.2.contains(why), "{args:?}: {got:?}");
     }
     let pod = format!("pod/{name}");
-    let pf = Cli::spawn(kubenode(agent, &["port-forward", &pod, ":http", ":9999"]))?;
+    let pf = Spawned::spawn(kubenode(agent, &["port-forward", &pod, ":http", ":9999"]))?;
     pf.wait_for("both ports forwarded", |out, _| {
         forwarded(out, "127.0.0.1", 8080).is_some() && forwarded(out, "127.0.0.1", 9999).is_some()
     })?;

@@ -15,9 +15,7 @@
 //!   the CRI client's text, an unknown pod 404;
 //! - a TLS 1.2 client is refused, TLS 1.3 served.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
@@ -25,101 +23,14 @@ use futures::{SinkExt, StreamExt};
 use kubenode_integration::agent::{bin, with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::podlogs::KubeletClient;
 use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn};
-use kubenode_integration::{kubectl, privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::{
+    kubectl, privileged, run, run_tests, unique_tag, Spawned, TestAgent, TestDir,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
     run_tests(vec![privileged("kubelet_attach_and_run", attach)])
-}
-
-/// A process whose stdout and stderr are collected by threads as they come.
-struct Running {
-    child: Child,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> anyhow::Result<Running> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning")?;
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        for (pipe, buf) in [
-            (
-                Box::new(child.stdout.take().context("stdout")?) as Box<dyn Read + Send>,
-                out.clone(),
-            ),
-            (
-                Box::new(child.stderr.take().context("stderr")?) as Box<dyn Read + Send>,
-                err.clone(),
-            ),
-        ] {
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { return };
-                    let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
-                    b.push_str(&line);
-                    b.push('\n');
-                }
-            });
-        }
-        Ok(Running { child, out, err })
-    }
-
-    fn out(&self) -> String {
-        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn err(&self) -> String {
-        self.err.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits (bounded) for `done` on the output so far.
-    fn wait_for(&self, what: &str, done: impl Fn(&str, &str) -> bool) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done(&self.out(), &self.err()) {
-            ensure!(
-                Instant::now() < deadline,
-                "{what}: stdout {:?} stderr {:?}",
-                self.out(),
-                self.err()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    }
-
-    /// Waits (bounded) for the process to exit: its exit code.
-    fn wait_exit(&mut self, what: &str) -> anyhow::Result<i32> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = self.child.try_wait()? {
-                // let the reader threads take the last bytes
-                std::thread::sleep(Duration::from_millis(200));
-                return Ok(st.code().unwrap_or(-1));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{what} did not end: stdout {:?} stderr {:?}",
-                    self.out(),
-                    self.err()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `kubectl ARGS` in the node's namespace.
@@ -290,7 +201,7 @@ fn scenarios(
         std::thread::sleep(Duration::from_millis(300));
     };
     // kubectl attach: new lines only, stdout and stderr apart
-    let a = Running::spawn(kubectl_cmd(
+    let a = Spawned::spawn(kubectl_cmd(
         agent,
         k.kubeconfig,
         k.home,
@@ -314,7 +225,7 @@ fn scenarios(
     // -i: the container has no stdin; its output streams all the same
     let mut cmd = kubectl_cmd(agent, k.kubeconfig, k.home, &["attach", "-i", "ticker"]);
     cmd.stdin(Stdio::piped());
-    let mut a = Running::spawn(cmd)?;
+    let mut a = Spawned::spawn(cmd)?;
     if let Some(mut stdin) = a.child.stdin.take() {
         use std::io::Write;
         stdin.write_all(b"ignored input\n")?;
@@ -337,7 +248,7 @@ fn scenarios(
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let mut via_kubectl = Running::spawn(kubectl_cmd(
+    let mut via_kubectl = Spawned::spawn(kubectl_cmd(
         agent,
         k.kubeconfig,
         k.home,
@@ -347,7 +258,7 @@ fn scenarios(
     cli.args(["attach", "finite"])
         .env("KUBENODE_RUN_DIR", agent.dir.join("run"))
         .stdin(Stdio::null());
-    let mut via_cli = Running::spawn(cli)?;
+    let mut via_cli = Spawned::spawn(cli)?;
     let client = KubeletClient::new(ca)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
