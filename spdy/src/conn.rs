@@ -148,7 +148,10 @@ impl Connection {
     {
         let (rd, wr) = tokio::io::split(io);
         let (out_tx, out_rx) = mpsc::channel(64);
-        let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        // room for every stream the bound lets open: a stream is answered (SYN_REPLY) before
+        // it is queued, so a full queue would reset a stream the peer was told it has (a
+        // burst of port-forward pairs faster than the handler takes them)
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.max_streams.max(1));
         let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             role,
@@ -927,6 +930,35 @@ mod tests {
         let mut batch = Batch::default();
         batch.push(Bytes::from(vec![0; BATCH_BYTES]));
         assert!(batch.full());
+    }
+
+    /// A burst of streams the handler has not taken yet is queued, not reset, up to the
+    /// connection's bound (before, the 65th waiting stream was answered and then reset).
+    #[tokio::test]
+    async fn a_burst_of_streams_waits_for_the_handler() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        let mut opened = Vec::new();
+        for _ in 0..200 {
+            let s = client
+                .open_stream(vec![("streamtype".into(), "data".into())])
+                .await
+                .unwrap();
+            opened.push(s);
+        }
+        for s in &opened {
+            let got = tokio::time::timeout(Duration::from_secs(30), incoming.recv())
+                .await
+                .expect("a stream queued (not reset)")
+                .expect("the connection is up");
+            assert_eq!(got.id(), s.id());
+            got.split().1.write(b"x").await.unwrap();
+        }
+        for s in opened {
+            let (mut r, _) = s.split();
+            assert_eq!(r.read().await.as_deref(), Some(&b"x"[..]), "not reset");
+        }
     }
 
     /// `copy_from` sends a reader's bytes as DATA frames of at most [`COPY_CHUNK`] bytes,
