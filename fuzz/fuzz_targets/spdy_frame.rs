@@ -2,20 +2,35 @@
 //! server on exec, attach and port-forward): the input is a byte stream of frames, parsed in
 //! order with one header decompression context, as a connection does. Invariants: no panic;
 //! every frame parsed encodes (with its own compression context) to bytes that parse back to
-//! the same frame; a stream error consumed a whole frame; a session error ends the stream.
+//! the same frame; a stream error consumed a whole frame; a session error ends the stream;
+//! `parse_buf` (what a connection runs, over its read buffer) sees the same frames and errors
+//! as `parse` and takes the same bytes off.
 #![no_main]
 
 use kubenode_spdy::frame::{frame_len, HEADER_LEN};
-use kubenode_spdy::{FrameError, FrameReader, FrameWriter};
+use kubenode_spdy::{BytesMut, FrameError, FrameReader, FrameWriter};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = FrameReader::new();
     let mut writer = FrameWriter::new();
     let mut again = FrameReader::new();
+    let mut by_buf = FrameReader::new();
+    let mut buf = BytesMut::from(data);
     let mut at = 0;
     while at < data.len() {
-        match reader.parse(&data[at..]) {
+        let parsed = reader.parse(&data[at..]);
+        let taken = by_buf.parse_buf(&mut buf);
+        match (&parsed, &taken) {
+            (Ok(Some((a, n))), Ok(Some(b))) => {
+                assert_eq!(a, b);
+                assert_eq!(buf.len(), data.len() - at - n);
+            }
+            (Ok(None), Ok(None)) => assert_eq!(buf.len(), data.len() - at),
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("parse {parsed:?}, parse_buf {taken:?}"),
+        }
+        match parsed {
             Ok(None) => break,
             Ok(Some((frame, n))) => {
                 assert!(n >= HEADER_LEN && at + n <= data.len());

@@ -8,16 +8,18 @@
 //! session's ([`crate::FrameError`]).
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::frame::{
-    frame_len, goaway, rst, Frame, FrameError, FrameReader, FrameWriter, Headers, FLAG_FIN,
-    HEADER_LEN, MAX_FRAME,
+    data_header, frame_len, goaway, rst, Frame, FrameError, FrameReader, FrameWriter, Headers,
+    FLAG_FIN, HEADER_LEN, MAX_FRAME,
 };
 
 /// Upstream's wait for the peer's SYN_REPLY (`createStreamResponseTimeout`).
@@ -25,6 +27,18 @@ pub const STREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// After [`Connection::close`], the peer's remaining input is read (and dropped) for at most
 /// this long before the socket goes, so that closing does not reset what the peer still reads.
 const LINGER: Duration = Duration::from_secs(5);
+/// [`StreamWriter::copy_from`] reads at most this much into one DATA frame (twice upstream's
+/// 32 KiB `io.Copy` buffer: fewer frames, system calls and TLS writes per byte).
+pub const COPY_CHUNK: usize = 64 * 1024;
+/// The read buffer of a connection grows by at least this much (reads of up to this size).
+const READ_BUF: usize = 256 * 1024;
+/// The writer gathers queued frames up to about this many bytes into one write.
+const BATCH_BYTES: usize = 256 * 1024;
+/// ... and at most this many frames (one vectored write's slices).
+const BATCH_FRAMES: usize = 64;
+/// On a connection without vectored writes, frames under this size are copied together into
+/// one write; larger ones are written as they are.
+const COALESCE_UNDER: usize = 16 * 1024;
 
 /// Limits of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +72,14 @@ pub type Incoming = mpsc::Receiver<Stream>;
 
 enum Cmd {
     Frame(Frame),
+    /// A DATA frame in its wire form (header and payload), encoded by its stream's writer.
+    Encoded(Bytes),
     Close,
 }
 
 #[derive(Default)]
 struct Entry {
-    data: Option<mpsc::Sender<Vec<u8>>>,
+    data: Option<mpsc::Sender<Bytes>>,
     reply: Option<oneshot::Sender<Result<(), u32>>>,
     local_fin: bool,
     remote_fin: bool,
@@ -132,7 +148,10 @@ impl Connection {
     {
         let (rd, wr) = tokio::io::split(io);
         let (out_tx, out_rx) = mpsc::channel(64);
-        let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        // room for every stream the bound lets open: a stream is answered (SYN_REPLY) before
+        // it is queued, so a full queue would reset a stream the peer was told it has (a
+        // burst of port-forward pairs faster than the handler takes them)
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.max_streams.max(1));
         let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             role,
@@ -208,7 +227,7 @@ impl Connection {
         }
     }
 
-    fn stream(&self, id: u32, headers: Headers, data: mpsc::Receiver<Vec<u8>>) -> Stream {
+    fn stream(&self, id: u32, headers: Headers, data: mpsc::Receiver<Bytes>) -> Stream {
         Stream {
             headers,
             reader: StreamReader { id, data },
@@ -220,7 +239,11 @@ impl Connection {
     }
 
     async fn send(&self, frame: Frame) -> std::io::Result<()> {
-        self.inner.out.send(Cmd::Frame(frame)).await.map_err(|_| {
+        self.send_cmd(Cmd::Frame(frame)).await
+    }
+
+    async fn send_cmd(&self, cmd: Cmd) -> std::io::Result<()> {
+        self.inner.out.send(cmd).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the SPDY connection ended")
         })
     }
@@ -285,13 +308,13 @@ impl Stream {
 #[derive(Debug)]
 pub struct StreamReader {
     id: u32,
-    data: mpsc::Receiver<Vec<u8>>,
+    data: mpsc::Receiver<Bytes>,
 }
 
 impl StreamReader {
-    /// The next chunk; `None` once the peer half-closed (FIN), reset the stream or the
-    /// connection ended.
-    pub async fn read(&mut self) -> Option<Vec<u8>> {
+    /// The next chunk (one DATA frame's payload, never empty); `None` once the peer
+    /// half-closed (FIN), reset the stream or the connection ended.
+    pub async fn read(&mut self) -> Option<Bytes> {
         loop {
             match self.data.recv().await {
                 Some(d) if d.is_empty() => continue,
@@ -337,15 +360,42 @@ impl StreamWriter {
     pub async fn write(&self, data: &[u8]) -> std::io::Result<()> {
         for chunk in data.chunks(MAX_FRAME) {
             self.check_open()?;
-            self.conn
-                .send(Frame::Data {
-                    stream_id: self.id,
-                    flags: 0,
-                    data: chunk.to_vec(),
-                })
-                .await?;
+            let mut frame = BytesMut::with_capacity(HEADER_LEN + chunk.len());
+            frame.put_slice(&data_header(self.id, 0, chunk.len()));
+            frame.put_slice(chunk);
+            self.conn.send_cmd(Cmd::Encoded(frame.freeze())).await?;
         }
         Ok(())
+    }
+
+    /// Copies `r` onto the stream until `r` ends (the stream is not half-closed): the bytes
+    /// copied. Each read, of at most [`COPY_CHUNK`] bytes, goes straight into the buffer of
+    /// the DATA frame that carries it, so the bytes are not copied again on their way to the
+    /// connection. Errors: `r`'s, or the stream's or connection's end.
+    pub async fn copy_from<R>(&self, r: &mut R) -> std::io::Result<u64>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        let mut buf = BytesMut::new();
+        let mut total = 0u64;
+        loop {
+            // frames in flight keep their part of the buffer; room for a whole chunk, else a
+            // new buffer (or this one reclaimed, once they are written)
+            if buf.capacity() < HEADER_LEN + COPY_CHUNK {
+                buf.reserve(HEADER_LEN + COPY_CHUNK);
+            }
+            buf.put_bytes(0, HEADER_LEN);
+            let n = r.read_buf(&mut (&mut buf).limit(COPY_CHUNK)).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            self.check_open()?;
+            buf[..HEADER_LEN].copy_from_slice(&data_header(self.id, 0, n));
+            self.conn
+                .send_cmd(Cmd::Encoded(buf.split().freeze()))
+                .await?;
+            total += n as u64;
+        }
     }
 
     /// Half-closes the stream (an empty DATA frame with FIN); later closes do nothing.
@@ -362,7 +412,7 @@ impl StreamWriter {
             .send(Frame::Data {
                 stream_id: self.id,
                 flags: FLAG_FIN,
-                data: Vec::new(),
+                data: Bytes::new(),
             })
             .await;
         self.conn.inner.settle(self.id);
@@ -394,29 +444,33 @@ async fn write_loop<W: AsyncWrite>(
     inner: Arc<Inner>,
 ) {
     let mut writer = FrameWriter::new();
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut batch = Batch::default();
     let mut closing = false;
     while !closing {
         let Some(first) = rx.recv().await else { break };
         let mut next = Some(first);
-        // batch what is queued into one write
+        // what is queued goes out in one (vectored) write
         while let Some(cmd) = next.take() {
             match cmd {
-                Cmd::Frame(f) => writer.encode(&f, &mut buf),
+                Cmd::Frame(f) => {
+                    let mut wire = Vec::new();
+                    writer.encode(&f, &mut wire);
+                    batch.push(wire.into());
+                }
+                Cmd::Encoded(b) => batch.push(b),
                 Cmd::Close => {
                     closing = true;
                     break;
                 }
             }
-            if buf.len() < 256 * 1024 {
+            if !batch.full() {
                 next = rx.try_recv().ok();
             }
         }
-        if !buf.is_empty() {
-            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+        if !batch.is_empty() {
+            if batch.write_to(&mut wr).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
-            buf.clear();
             inner.touch();
         }
     }
@@ -425,14 +479,103 @@ async fn write_loop<W: AsyncWrite>(
     inner.closed.send_replace(true);
 }
 
+/// Frames in their wire form, gathered to go out together.
+#[derive(Debug, Default)]
+struct Batch {
+    frames: Vec<Bytes>,
+    bytes: usize,
+    /// Small frames copied together when the writer takes no vectored writes.
+    scratch: Vec<u8>,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push(frame);
+    }
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+    /// Enough for one write: take no more.
+    fn full(&self) -> bool {
+        self.bytes >= BATCH_BYTES || self.frames.len() >= BATCH_FRAMES
+    }
+    /// Writes every frame, in order, and empties the batch: vectored writes (no copy) when `w`
+    /// takes them; else runs of small frames copied into one write and large frames written
+    /// as they are.
+    async fn write_to<W: AsyncWrite + Unpin + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        let result = if w.is_write_vectored() {
+            self.write_vectored(w).await
+        } else {
+            self.write_coalesced(w).await
+        };
+        self.frames.clear();
+        self.bytes = 0;
+        self.scratch.clear();
+        result
+    }
+    async fn write_vectored<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        let mut at = 0;
+        loop {
+            while at < self.frames.len() && self.frames[at].is_empty() {
+                at += 1;
+            }
+            if at == self.frames.len() {
+                return Ok(());
+            }
+            let slices: Vec<IoSlice<'_>> =
+                self.frames[at..].iter().map(|f| IoSlice::new(f)).collect();
+            let mut n = w.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 {
+                let f = &mut self.frames[at];
+                let k = n.min(f.len());
+                f.advance(k);
+                n -= k;
+                if f.is_empty() {
+                    at += 1;
+                }
+            }
+        }
+    }
+    async fn write_coalesced<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        for f in &self.frames {
+            if f.len() < COALESCE_UNDER {
+                self.scratch.extend_from_slice(f);
+                if self.scratch.len() >= BATCH_BYTES {
+                    w.write_all(&self.scratch).await?;
+                    self.scratch.clear();
+                }
+            } else {
+                if !self.scratch.is_empty() {
+                    w.write_all(&self.scratch).await?;
+                    self.scratch.clear();
+                }
+                w.write_all(f).await?;
+            }
+        }
+        if !self.scratch.is_empty() {
+            w.write_all(&self.scratch).await?;
+        }
+        Ok(())
+    }
+}
+
 async fn read_loop<R: AsyncRead>(
     mut rd: tokio::io::ReadHalf<R>,
     inner: Arc<Inner>,
     incoming: mpsc::Sender<Stream>,
 ) {
     let mut reader = FrameReader::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
-    let mut start = 0usize;
+    let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut closed = inner.closed.subscribe();
     let mut linger_until: Option<Instant> = None;
     let conn = Connection {
@@ -441,11 +584,9 @@ async fn read_loop<R: AsyncRead>(
     'outer: loop {
         // every whole frame in the buffer
         loop {
-            let parsed = reader.parse(&buf[start..]);
-            match parsed {
+            match reader.parse_buf(&mut buf) {
                 Ok(None) => break,
-                Ok(Some((frame, n))) => {
-                    start += n;
+                Ok(Some(frame)) => {
                     if linger_until.is_none() && !dispatch(&conn, frame, &incoming).await {
                         break 'outer;
                     }
@@ -455,9 +596,8 @@ async fn read_loop<R: AsyncRead>(
                     status,
                     reason,
                 }) => {
+                    // parse_buf took the frame off
                     tracing::debug!(stream_id, status, %reason, "SPDY: resetting a stream");
-                    let len = frame_len(&buf[start..]).ok().flatten().unwrap_or(0);
-                    start += HEADER_LEN + len;
                     let _ = conn.send(Frame::RstStream { stream_id, status }).await;
                 }
                 Err(FrameError::Session { status, reason }) => {
@@ -474,14 +614,19 @@ async fn read_loop<R: AsyncRead>(
                 }
             }
         }
-        // keep room for large reads (fewer system calls); move the unparsed tail down once
-        // the parsed head is large
-        if start > 0 && (start == buf.len() || start > 1024 * 1024) {
-            buf.drain(..start);
-            start = 0;
-        }
-        if buf.capacity() - buf.len() < 64 * 1024 {
-            buf.reserve(256 * 1024);
+        // room for large reads (fewer system calls) and for the whole of a large frame begun:
+        // data handed out keeps its part of the buffer, so this takes a new one (or reclaims
+        // this one once that data is dropped)
+        let want = match frame_len(&buf) {
+            Ok(Some(_)) | Err(_) => 0,
+            Ok(None) if buf.len() >= HEADER_LEN => {
+                let len = (u32::from_be_bytes([0, buf[5], buf[6], buf[7]])) as usize;
+                HEADER_LEN + len - buf.len()
+            }
+            Ok(None) => 0,
+        };
+        if buf.capacity() - buf.len() < want.max(READ_BUF / 4) {
+            buf.reserve(want.max(READ_BUF));
         }
         let deadline = {
             let idle = inner.lock().activity + inner.config.idle_timeout;
@@ -657,7 +802,9 @@ async fn dispatch(conn: &Connection, frame: Frame, incoming: &mpsc::Sender<Strea
                             let _ = tx.send(data).await;
                         }
                     }
-                    inner.settle(stream_id);
+                    if flags & FLAG_FIN != 0 {
+                        inner.settle(stream_id);
+                    }
                 }
                 Err(status) => {
                     let _ = conn.send(Frame::RstStream { stream_id, status }).await;
@@ -684,4 +831,165 @@ async fn dispatch(conn: &Connection, frame: Frame, incoming: &mpsc::Sender<Strea
         | Frame::Unknown { .. } => {}
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A sink taking at most `step` bytes a call, with or without vectored writes.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+        vectored: bool,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.got.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            assert!(self.vectored, "a vectored write to a sink without them");
+            let mut left = self.step;
+            for b in bufs {
+                let n = b.len().min(left);
+                self.got.extend_from_slice(&b[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            self.calls += 1;
+            Poll::Ready(Ok(self.step - left))
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every frame of a batch goes out whole and in order, through partial writes, with
+    /// vectored writes or without; small frames share writes, large ones are not copied
+    /// together.
+    #[tokio::test]
+    async fn a_batch_goes_out_whole_and_in_order() {
+        let frames: Vec<Bytes> = [10usize, 0, 70_000, 3, 5, 20_000, 1, 0, 9000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+            .collect();
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        for vectored in [true, false] {
+            for step in [1, 7, 4096, 1 << 20] {
+                let mut batch = Batch::default();
+                for f in &frames {
+                    batch.push(f.clone());
+                }
+                let mut w = Trickle {
+                    got: Vec::new(),
+                    step,
+                    vectored,
+                    calls: 0,
+                };
+                batch.write_to(&mut w).await.unwrap();
+                assert_eq!(w.got, want, "vectored {vectored}, step {step}");
+                assert!(batch.is_empty() && batch.bytes == 0);
+                if step == 1 << 20 {
+                    // vectored: one write; else [10] [70000] [3,5] [20000] [1,9000]
+                    assert_eq!(w.calls, if vectored { 1 } else { 5 }, "vectored {vectored}");
+                }
+            }
+        }
+        // the bounds of one batch
+        let mut batch = Batch::default();
+        for _ in 0..BATCH_FRAMES - 1 {
+            batch.push(Bytes::from_static(b"x"));
+        }
+        assert!(!batch.full());
+        batch.push(Bytes::from_static(b"x"));
+        assert!(batch.full());
+        let mut batch = Batch::default();
+        batch.push(Bytes::from(vec![0; BATCH_BYTES]));
+        assert!(batch.full());
+    }
+
+    /// A burst of streams the handler has not taken yet is queued, not reset, up to the
+    /// connection's bound (before, the 65th waiting stream was answered and then reset).
+    #[tokio::test]
+    async fn a_burst_of_streams_waits_for_the_handler() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        let mut opened = Vec::new();
+        for _ in 0..200 {
+            let s = client
+                .open_stream(vec![("streamtype".into(), "data".into())])
+                .await
+                .unwrap();
+            opened.push(s);
+        }
+        for s in &opened {
+            let got = tokio::time::timeout(Duration::from_secs(30), incoming.recv())
+                .await
+                .expect("a stream queued (not reset)")
+                .expect("the connection is up");
+            assert_eq!(got.id(), s.id());
+            got.split().1.write(b"x").await.unwrap();
+        }
+        for s in opened {
+            let (mut r, _) = s.split();
+            assert_eq!(r.read().await.as_deref(), Some(&b"x"[..]), "not reset");
+        }
+    }
+
+    /// `copy_from` sends a reader's bytes as DATA frames of at most [`COPY_CHUNK`] bytes,
+    /// in order, and returns their count; the stream stays open until closed.
+    #[tokio::test]
+    async fn copy_from_frames_a_reader() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        let source: Vec<u8> = (0..3 * COPY_CHUNK + 123).map(|i| i as u8).collect();
+        let sent = source.clone();
+        let serve = tokio::spawn(async move {
+            let s = incoming.recv().await.unwrap();
+            let (_, w) = s.split();
+            let n = w.copy_from(&mut &sent[..]).await.unwrap();
+            w.write(b"after").await.unwrap();
+            w.close().await;
+            n
+        });
+        let s = client
+            .open_stream(vec![("streamtype".into(), "data".into())])
+            .await
+            .unwrap();
+        let (mut r, _) = s.split();
+        let mut got = Vec::new();
+        while let Some(d) = r.read().await {
+            assert!(!d.is_empty() && d.len() <= COPY_CHUNK, "{}", d.len());
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(serve.await.unwrap(), source.len() as u64);
+        assert_eq!(&got[..source.len()], &source[..]);
+        assert_eq!(&got[source.len()..], b"after");
+    }
 }

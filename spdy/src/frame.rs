@@ -4,6 +4,7 @@
 //! [`DICTIONARY`] and flushed with `Z_SYNC_FLUSH` after each block, as the spec and
 //! moby/spdystream do.
 
+use bytes::{Buf, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The SPDY/3 header-compression dictionary (draft 3, section 2.6.10.1): 1423 bytes,
@@ -52,6 +53,9 @@ pub const HEADER_LEN: usize = 8;
 /// The largest frame payload this parser accepts (the wire allows 2^24-1): larger frames are
 /// a session error. Data is written in frames of at most this size.
 pub const MAX_FRAME: usize = 1 << 20;
+/// [`FrameReader::parse_buf`] hands out DATA payloads of at least this many bytes without a
+/// copy; smaller ones are copied out of the read buffer.
+pub const SPLIT_MIN: usize = 8 * 1024;
 /// The largest header block once decompressed.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// At most this many name/value pairs in one header block.
@@ -191,8 +195,8 @@ pub enum Frame {
         stream_id: u32,
         /// [`FLAG_FIN`].
         flags: u8,
-        /// The payload.
-        data: Vec<u8>,
+        /// The payload (a slice of the read buffer when parsed by [`FrameReader::parse_buf`]).
+        data: Bytes,
     },
     /// A control frame of a type this version does not define: ignored, as the spec says.
     Unknown {
@@ -281,7 +285,7 @@ impl FrameReader {
                 Frame::Data {
                     stream_id,
                     flags,
-                    data: p.to_vec(),
+                    data: Bytes::copy_from_slice(p),
                 },
                 total,
             )));
@@ -408,6 +412,43 @@ impl FrameReader {
         Ok(Some((frame, total)))
     }
 
+    /// As [`FrameReader::parse`], over a connection's read buffer, and the frame is taken off
+    /// its front: a DATA frame's payload of at least [`SPLIT_MIN`] bytes is split off the buffer
+    /// (no copy: it shares the buffer's allocation until dropped), a smaller one is copied (so
+    /// that a few small chunks held by a slow reader do not pin whole read buffers). A stream
+    /// error takes its frame off too; after a session error the buffer is left as it was.
+    pub fn parse_buf(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(len) = frame_len(buf)? else {
+            return Ok(None);
+        };
+        if buf[0] & 0x80 == 0 && len >= SPLIT_MIN {
+            let stream_id = be32(buf) & 0x7fff_ffff;
+            if stream_id == 0 {
+                return Err(session("a DATA frame on stream 0"));
+            }
+            let flags = buf[4];
+            buf.advance(HEADER_LEN);
+            let data = buf.split_to(len).freeze();
+            return Ok(Some(Frame::Data {
+                stream_id,
+                flags,
+                data,
+            }));
+        }
+        match self.parse(buf) {
+            Ok(Some((frame, n))) => {
+                buf.advance(n);
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(e @ FrameError::Stream { .. }) => {
+                buf.advance(HEADER_LEN + len);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Decompresses and parses one header block (section 2.6.10).
     fn header_block(&mut self, compressed: &[u8]) -> Result<Headers, FrameError> {
         let mut out = Vec::with_capacity(1024);
@@ -472,6 +513,16 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
         });
     }
     Ok((buf.len() >= HEADER_LEN + len).then_some(len))
+}
+
+/// The 8-byte header of a DATA frame of `len` payload bytes (at most [`MAX_FRAME`]): what
+/// [`FrameWriter::encode`] writes before the payload, for a caller that places the payload
+/// itself (a connection's writers encode their data frames in their own buffers).
+pub fn data_header(stream_id: u32, flags: u8, len: usize) -> [u8; HEADER_LEN] {
+    debug_assert!(len <= MAX_FRAME);
+    let id = (stream_id & 0x7fff_ffff).to_be_bytes();
+    let n = (len as u32).to_be_bytes();
+    [id[0], id[1], id[2], id[3], flags, n[1], n[2], n[3]]
 }
 
 /// A decompressed header block's pairs.
@@ -620,9 +671,7 @@ impl FrameWriter {
                 flags,
                 data,
             } => {
-                out.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
-                out.push(*flags);
-                out.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+                out.extend_from_slice(&data_header(*stream_id, *flags, data.len()));
                 out.extend_from_slice(data);
             }
         }
@@ -717,12 +766,12 @@ mod tests {
             Frame::Data {
                 stream_id: 3,
                 flags: FLAG_FIN,
-                data: b"hello".to_vec(),
+                data: Bytes::from_static(b"hello"),
             },
             Frame::Data {
                 stream_id: 5,
                 flags: 0,
-                data: vec![],
+                data: Bytes::new(),
             },
             Frame::RstStream {
                 stream_id: 3,
@@ -743,6 +792,73 @@ mod tests {
             },
             Frame::Unknown { kind: 10 },
         ]);
+    }
+
+    /// `parse_buf` takes frames off the front of a read buffer: a large DATA payload is a
+    /// slice of the buffer (no copy), a small one a copy; a partial frame waits; a stream
+    /// error takes its frame off; the frames are those `parse` sees.
+    #[test]
+    fn parse_buf_takes_frames_off_the_buffer() {
+        let mut w = FrameWriter::new();
+        let big = Frame::Data {
+            stream_id: 1,
+            flags: 0,
+            data: Bytes::from(vec![7u8; SPLIT_MIN]),
+        };
+        let small = Frame::Data {
+            stream_id: 3,
+            flags: FLAG_FIN,
+            data: Bytes::from_static(b"tail"),
+        };
+        let reply = Frame::SynReply {
+            stream_id: 1,
+            flags: 0,
+            headers: vec![("a".into(), "b".into())],
+        };
+        let mut wire = Vec::new();
+        for f in [&big, &reply, &small] {
+            w.encode(f, &mut wire);
+        }
+        // a WINDOW_UPDATE of delta 0 (a stream error), then half of another frame
+        wire.extend_from_slice(&[0x80, 3, 0, 9, 0, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0, 0]);
+        wire.extend_from_slice(&data_header(5, 0, 10));
+        wire.extend_from_slice(b"12345");
+        let mut buf = BytesMut::from(&wire[..]);
+        let start = buf.as_ptr() as usize;
+        let mut r = FrameReader::new();
+        let got = r.parse_buf(&mut buf).unwrap().unwrap();
+        assert_eq!(got, big);
+        let Frame::Data { data, .. } = &got else {
+            unreachable!()
+        };
+        assert_eq!(data.as_ptr() as usize, start + HEADER_LEN, "not copied");
+        assert_eq!(r.parse_buf(&mut buf).unwrap().unwrap(), reply);
+        assert_eq!(r.parse_buf(&mut buf).unwrap().unwrap(), small);
+        assert!(matches!(
+            r.parse_buf(&mut buf),
+            Err(FrameError::Stream { stream_id: 5, .. })
+        ));
+        assert_eq!(r.parse_buf(&mut buf), Ok(None));
+        assert_eq!(buf.len(), HEADER_LEN + 5, "the partial frame stays");
+        buf.extend_from_slice(b"67890");
+        let Frame::Data { data, .. } = r.parse_buf(&mut buf).unwrap().unwrap() else {
+            panic!("not data")
+        };
+        assert_eq!(&data[..], b"1234567890");
+        assert!(buf.is_empty());
+        // a session error leaves the buffer
+        let mut bad = BytesMut::from(&[0u8, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert!(matches!(
+            r.parse_buf(&mut bad),
+            Err(FrameError::Session { .. })
+        ));
+        let mut bad = BytesMut::from(&data_header(0, 0, SPLIT_MIN)[..]);
+        bad.extend_from_slice(&vec![0; SPLIT_MIN]);
+        assert!(matches!(
+            r.parse_buf(&mut bad),
+            Err(FrameError::Session { .. })
+        ));
+        assert_eq!(bad.len(), HEADER_LEN + SPLIT_MIN);
     }
 
     #[test]

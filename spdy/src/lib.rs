@@ -13,7 +13,11 @@
 pub mod conn;
 pub mod frame;
 
-pub use conn::{Config, Connection, Incoming, Role, Stream, StreamReader, StreamWriter};
+/// The buffers of the API: data read is [`Bytes`], a connection's read buffer [`BytesMut`].
+pub use bytes::{Bytes, BytesMut};
+pub use conn::{
+    Config, Connection, Incoming, Role, Stream, StreamReader, StreamWriter, COPY_CHUNK,
+};
 pub use frame::{Frame, FrameError, FrameReader, FrameWriter, Headers, MAX_FRAME};
 
 /// The `Upgrade` token of a SPDY/3.1 connection.
@@ -138,7 +142,7 @@ mod tests {
             &Frame::Data {
                 stream_id: 9,
                 flags: 0,
-                data: b"x".to_vec(),
+                data: bytes::Bytes::from_static(b"x"),
             },
             &mut wire,
         );

@@ -600,7 +600,7 @@ async fn spdy_session(
             let Some(s) = s else { return };
             let (mut r, _) = s.split();
             while let Some(d) = r.read().await {
-                if out.send((ch, d)).await.is_err() {
+                if out.send((ch, d.into())).await.is_err() {
                     return;
                 }
             }

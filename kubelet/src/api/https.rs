@@ -87,6 +87,11 @@ pub async fn serve_https(
                     continue;
                 }
             };
+            // as Go's net/http (TCP_NODELAY on every connection): stream frames and small
+            // responses go out at once
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY on an HTTPS connection");
+            }
             let acceptor = acceptor.clone();
             let view = view.clone();
             let server = server.clone();

@@ -83,6 +83,8 @@ pub(super) async fn connect(
                 &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 Duration::from_secs(10),
             )?;
+            // as Go's net.Dial in upstream's runtime: no Nagle delay on what the client sends
+            s.set_nodelay(true)?;
             s.set_nonblocking(true)?;
             Ok::<_, std::io::Error>(s)
         })();

@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use kubenode_spdy::{Config, Connection, Role, Stream, StreamReader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::channel::{self, Protocol};
@@ -284,7 +284,7 @@ async fn exec_streams(
 }
 
 /// The next chunk of `r`, never when there is no `r`.
-async fn next_chunk(r: &mut Option<StreamReader>) -> Option<Vec<u8>> {
+async fn next_chunk(r: &mut Option<StreamReader>) -> Option<Bytes> {
     match r {
         Some(r) => r.read().await,
         None => std::future::pending().await,
@@ -332,14 +332,14 @@ fn exec_transport(conn: Connection, streams: ExecStreams, status: Protocol) -> T
         loop {
             let event = tokio::select! {
                 d = next_chunk(&mut stdin) => match d {
-                    Some(d) => Input::Stdin(d),
+                    Some(d) => Input::Stdin(d.into()),
                     None => {
                         stdin = None;
                         Input::StdinClosed
                     }
                 },
                 d = next_chunk(&mut resize) => match d {
-                    Some(d) => Input::Resize(d),
+                    Some(d) => Input::Resize(d.into()),
                     None => {
                         resize = None;
                         continue;
@@ -542,15 +542,10 @@ async fn forward(
                 }
                 w.shutdown().await
             };
+            // each read of the pod's side is one DATA frame, read into the frame's own buffer
             let downstream = async {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = r.read(&mut buf).await?;
-                    if n == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    data_w.write(&buf[..n]).await?;
-                }
+                data_w.copy_from(&mut r).await?;
+                Ok::<_, std::io::Error>(())
             };
             // the pod's side ending ends the forward (upstream's copy returns)
             tokio::select! {
