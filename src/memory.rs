@@ -8,7 +8,13 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core), each keeping
 /// freed memory; an agent with a thread per busy pod worker pays for that in RSS. Two arenas
 /// are plenty for a node agent (what `MALLOC_ARENA_MAX=2` does, without needing the variable).
+/// An arena limit the operator set (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`) is left as glibc read it.
 pub fn limit_malloc_arenas() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
+        return;
+    }
     // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);

@@ -12,7 +12,8 @@
 //!    requests the agent makes to the API server over `--window S` seconds (default 60), as the
 //!    stand-in counts them (a watch is one request however long it streams); the rate (target
 //!    ≤ 0.2 req/s) and the requests by verb and resource.
-//! 3. The agent's RSS (`VmRSS`) with those pods, after the window (target ≤ 40 MiB).
+//! 3. The agent's RSS (`VmRSS`, anonymous and file-backed) with those pods, after the window
+//!    (target ≤ 40 MiB); and its CPU (`utime + stime`) to start them and over the window.
 //!
 //! 4. `--objects` instead (issue 17): `--pods P` API pods (default 100), each with the projected
 //!    `kube-api-access-*` volume exactly as ServiceAccount admission writes it (a
@@ -503,6 +504,7 @@ fn bench() -> anyhow::Result<()> {
 
     // Steady state with `many` API pods.
     let names: Vec<String> = (0..many).map(|i| format!("m{i}")).collect();
+    let cpu_start = cpu(pid)?;
     let t = Instant::now();
     c.create(&names)?;
     let all = c
@@ -510,15 +512,19 @@ fn bench() -> anyhow::Result<()> {
         .into_iter()
         .max()
         .unwrap_or_default();
+    let cpu_started = cpu(pid)? - cpu_start;
     println!(
-        "{many} API pods: all Running and Ready in the API {:.0} ms after the first create",
-        ms(all)
+        "{many} API pods: all Running and Ready in the API {:.0} ms after the first create; agent CPU {:.2} s",
+        ms(all),
+        cpu_started.as_secs_f64()
     );
     // Settled: past a node status pass, a lease renewal and the status manager's writes.
     interrupt::sleep(Duration::from_secs(15))?;
     let before = c.server.requests();
+    let cpu_before = cpu(pid)?;
     interrupt::sleep(Duration::from_secs(window))?;
     let after = c.server.requests();
+    let cpu_window = cpu(pid)? - cpu_before;
     let rss = status_kib(pid, "VmRSS")?;
     let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
     let diff: BTreeMap<&String, u64> = after
@@ -534,6 +540,11 @@ fn bench() -> anyhow::Result<()> {
     for (k, n) in &diff {
         println!("  {k}: {n}");
     }
+    println!(
+        "agent CPU with {many} pods over {window} s: {:.2} s ({:.2} % of one core)",
+        cpu_window.as_secs_f64(),
+        cpu_window.as_secs_f64() * 100.0 / window as f64
+    );
     println!(
         "agent RSS with {many} pods: {:.1} MiB (anonymous {:.1}, file {:.1}; target ≤ 40 MiB)",
         rss as f64 / 1024.0,
