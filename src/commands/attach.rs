@@ -1,8 +1,6 @@
 //! `kubenode attach POD [-c C]`: a running container's output, live, until it exits (as
 //! `kubectl attach`; kubenode's containers have no stdin and no terminal, so output only).
 
-use std::io::Write;
-
 use kubenode_kubelet::api::{pick_container, ContainerRef};
 
 use super::AgentRef;
@@ -40,26 +38,9 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
         pod: args.pod,
         container: Some(container),
     };
-    let mut write_err = None;
+    let mut output = super::StreamOutput::default();
     client
-        .attach(&target, |channel, data| {
-            if write_err.is_some() {
-                return;
-            }
-            let written = if channel == 2 {
-                let mut e = std::io::stderr().lock();
-                e.write_all(data).and_then(|()| e.flush())
-            } else {
-                let mut o = std::io::stdout().lock();
-                o.write_all(data).and_then(|()| o.flush())
-            };
-            if let Err(e) = written {
-                write_err = Some(e);
-            }
-        })
+        .attach(&target, |channel, data| output.write(channel, data))
         .await?;
-    match write_err {
-        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(output.finish()?)
 }

@@ -141,28 +141,12 @@ async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
     } else {
         drop(tx);
     }
-    let mut write_err = None;
+    let mut output = super::StreamOutput::default();
     let code = client
-        .exec_stream(&opts, rx, |channel, data| {
-            if write_err.is_some() {
-                return;
-            }
-            let written = if channel == 2 {
-                let mut e = std::io::stderr().lock();
-                e.write_all(data).and_then(|()| e.flush())
-            } else {
-                let mut o = std::io::stdout().lock();
-                o.write_all(data).and_then(|()| o.flush())
-            };
-            if let Err(e) = written {
-                write_err = Some(e);
-            }
-        })
+        .exec_stream(&opts, rx, |channel, data| output.write(channel, data))
         .await?;
     drop(raw);
-    if let Some(e) = write_err.filter(|e| e.kind() != std::io::ErrorKind::BrokenPipe) {
-        return Err(e.into());
-    }
+    output.finish()?;
     if code != 0 {
         // client-go's `CodeExitError`, which kubectl prints before exiting with the code
         eprintln!("command terminated with exit code {code}");

@@ -33,3 +33,37 @@ impl AgentRef {
         ApiClient::new(self.run_dir.join(SOCKET_FILE))
     }
 }
+
+/// A stream session's output written to ours as it comes: channel 2 to stderr, the others to
+/// stdout, each flushed. The first write error is kept and writing stops (a reader that went
+/// away, a closed pipe, is not an error).
+#[derive(Debug, Default)]
+pub(crate) struct StreamOutput {
+    error: Option<std::io::Error>,
+}
+
+impl StreamOutput {
+    /// Writes `data` of `channel`.
+    pub(crate) fn write(&mut self, channel: u8, data: &[u8]) {
+        use std::io::Write;
+        if self.error.is_some() {
+            return;
+        }
+        let written = if channel == 2 {
+            let mut e = std::io::stderr().lock();
+            e.write_all(data).and_then(|()| e.flush())
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(data).and_then(|()| o.flush())
+        };
+        self.error = written.err();
+    }
+
+    /// The write error, if any but a closed pipe.
+    pub(crate) fn finish(self) -> std::io::Result<()> {
+        match self.error {
+            Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
