@@ -199,9 +199,9 @@ impl OciRuntime for RuncCli {
         timeout: Duration,
         max_output: usize,
     ) -> Result<ExecOutput, OciError> {
-        let dir = std::env::temp_dir();
-        let pid_file = dir.join(format!(
-            "kubenode-exec-{}-{}.pid",
+        remove_stale_exec_pid_files(&std::env::temp_dir());
+        let pid_file = std::env::temp_dir().join(format!(
+            "{EXEC_PID_PREFIX}{}-{}.pid",
             std::process::id(),
             crate::fsutil::random_id()
         ));
@@ -266,9 +266,63 @@ impl OciRuntime for RuncCli {
     }
 }
 
+/// The name every exec's `--pid-file` starts with, then the agent's pid.
+const EXEC_PID_PREFIX: &str = "kubenode-exec-";
+
+/// Removes, once per agent run, the exec pid files of agents that are gone (an agent killed
+/// during an exec leaves its file in the temporary directory). Another live agent's files,
+/// and this one's, stay.
+fn remove_stale_exec_pid_files(dir: &std::path::Path) {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| remove_exec_pid_files_of_gone_agents(dir, std::process::id()));
+}
+
+fn remove_exec_pid_files_of_gone_agents(dir: &std::path::Path, me: u32) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix(EXEC_PID_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if owner != me && !std::path::Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exec pid files of agents that are gone go; this agent's, a live one's and other files
+    /// stay.
+    #[test]
+    fn stale_exec_pid_files_of_gone_agents_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = "kubenode-exec-4194304999-ab.pid"; // above any pid_max
+        let live = "kubenode-exec-1-cd.pid"; // init
+        let mine = format!("kubenode-exec-{}-ef.pid", std::process::id());
+        for name in [gone, live, mine.as_str(), "kubenode-exec-x.pid", "other"] {
+            std::fs::write(dir.path().join(name), "1").unwrap();
+        }
+        remove_exec_pid_files_of_gone_agents(dir.path(), std::process::id());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            live.to_string(),
+            mine,
+            "kubenode-exec-x.pid".into(),
+            "other".into(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+    }
 
     #[test]
     fn runtimes_resolve_by_name_or_path() {
