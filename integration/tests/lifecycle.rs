@@ -69,6 +69,20 @@ fn message(e: &Event) -> &str {
     e.message.as_deref().unwrap_or_default()
 }
 
+/// Waits (30 s at most) for the kubelet to begin stopping container `app` of pod `pod` (its
+/// `Killing` event).
+fn wait_stopping_app(agent: &TestAgent, pod: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !events(agent, pod, "Killing")?
+        .iter()
+        .any(|e| message(e) == "Stopping container app")
+    {
+        ensure!(Instant::now() < deadline, "no Killing event");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// The `volumes:` part of a spec with the hostPath `marks` directory at `dir`.
 fn marks_volume(dir: &Path) -> String {
     format!(
@@ -270,14 +284,7 @@ fn pre_stop_sleep() -> anyhow::Result<()> {
         let name = agent.pod_name("s");
         agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
         agent.remove_manifest("s.yaml")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !events(agent, &name, "Killing")?
-            .iter()
-            .any(|e| message(e) == "Stopping container app")
-        {
-            ensure!(Instant::now() < deadline, "no Killing event");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_stopping_app(agent, &name)?;
         std::fs::write(marks.join("go"), b"")?;
         agent.wait_gone(&name, Duration::from_secs(40))?;
         ensure!(
@@ -360,14 +367,7 @@ fn restored_while_terminating() -> anyhow::Result<()> {
         let first = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
         ensure!(starts() == 1, "starts before the removal: {}", starts());
         agent.remove_manifest("r.yaml")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !events(agent, &name, "Killing")?
-            .iter()
-            .any(|e| message(e) == "Stopping container app")
-        {
-            ensure!(Instant::now() < deadline, "no Killing event");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_stopping_app(agent, &name)?;
         // Back, byte for byte, while the container still holds its SIGTERM.
         agent.write_manifest("r.yaml", &manifest)?;
         std::thread::sleep(Duration::from_millis(500));

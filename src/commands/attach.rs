@@ -25,12 +25,7 @@ pub struct AttachArgs {
 pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = pods
-        .iter()
-        .find(|p| {
-            p.metadata.name.as_deref() == Some(args.pod.as_str())
-                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
-        })
+    let pod = super::find_pod(&pods, &args.namespace, &args.pod)
         .ok_or_else(|| anyhow::anyhow!("pod {}/{} not found", args.namespace, args.pod))?;
     let container = pick_container(pod, args.container.as_deref())?;
     let target = ContainerRef {

@@ -23,21 +23,14 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
         anyhow::bail!("kubenode describes pods only, not {:?}", args.resource);
     }
     let client = args.agent.client();
-    let pod = client
-        .pods()
-        .await?
-        .into_iter()
-        .find(|p| {
-            p.metadata.name.as_deref() == Some(&args.name)
-                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "pods \"{}\" not found in namespace {}",
-                args.name,
-                args.namespace
-            )
-        })?;
+    let pods = client.pods().await?;
+    let pod = super::find_pod(&pods, &args.namespace, &args.name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "pods \"{}\" not found in namespace {}",
+            args.name,
+            args.namespace
+        )
+    })?;
     let events: Vec<_> = client
         .events()
         .await?
@@ -47,6 +40,6 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
                 && e.involved_object.namespace.as_deref().unwrap_or("default") == args.namespace
         })
         .collect();
-    print!("{}", describe_pod(&pod, &events, crate::print::now()));
+    print!("{}", describe_pod(pod, &events, crate::print::now()));
     Ok(())
 }

@@ -79,19 +79,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
 async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = pods
-        .iter()
-        .find(|p| {
-            p.metadata.name.as_deref() == Some(args.pod.as_str())
-                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "pods {:?} not found in namespace {}",
-                args.pod,
-                args.namespace
-            )
-        })?;
+    let pod = super::find_pod(&pods, &args.namespace, &args.pod).ok_or_else(|| {
+        anyhow::anyhow!(
+            "pods {:?} not found in namespace {}",
+            args.pod,
+            args.namespace
+        )
+    })?;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if let Some(phase @ ("Succeeded" | "Failed")) = phase {
         anyhow::bail!("cannot exec into a container in a completed pod; current phase is {phase}");

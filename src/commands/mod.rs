@@ -34,6 +34,18 @@ impl AgentRef {
     }
 }
 
+/// The pod `namespace/name` among `pods` (a pod without a namespace is in `default`).
+pub(crate) fn find_pod<'a>(
+    pods: &'a [k8s_openapi::api::core::v1::Pod],
+    namespace: &str,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::Pod> {
+    pods.iter().find(|p| {
+        p.metadata.name.as_deref() == Some(name)
+            && p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+    })
+}
+
 /// A stream session's output written to ours as it comes: channel 2 to stderr, the others to
 /// stdout, each flushed. The first write error is kept and writing stops (a reader that went
 /// away, a closed pipe, is not an error).

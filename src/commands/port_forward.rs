@@ -61,15 +61,9 @@ pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
     let addresses = listen_addresses(&args.address)?;
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = pods
-        .iter()
-        .find(|p| {
-            p.metadata.name.as_deref() == Some(name)
-                && p.metadata.namespace.as_deref().unwrap_or("default") == args.namespace
-        })
-        .ok_or_else(|| {
-            anyhow::anyhow!("pods {name:?} not found in namespace {}", args.namespace)
-        })?;
+    let pod = super::find_pod(&pods, &args.namespace, name).ok_or_else(|| {
+        anyhow::anyhow!("pods {name:?} not found in namespace {}", args.namespace)
+    })?;
     let specs = args
         .ports
         .iter()
