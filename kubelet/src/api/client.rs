@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::stream::channel::{self, Protocol, TerminalSize};
-use super::stream::ExecOptions;
+use super::stream::{ws_message, ExecOptions};
 use super::{ContainerRef, ExecRequest, ExecResponse};
 
 /// Errors talking to the local agent.
@@ -301,21 +301,14 @@ impl ApiClient {
             let msg = tokio::select! {
                 m = ws.next() => m,
                 i = input.recv(), if input_open => {
-                    let data = match i {
-                        Some(StreamInput::Stdin(data)) if !data.is_empty() => {
-                            let mut m = Vec::with_capacity(data.len() + 1);
-                            m.push(channel::STDIN);
-                            m.extend_from_slice(&data);
-                            m
-                        }
+                    let (ch, data) = match i {
+                        Some(StreamInput::Stdin(data)) if !data.is_empty() => (channel::STDIN, data),
                         Some(StreamInput::Stdin(_)) => continue,
                         Some(StreamInput::StdinClosed) => {
-                            vec![channel::CLOSE_SIGNAL, channel::STDIN]
+                            (channel::CLOSE_SIGNAL, vec![channel::STDIN])
                         }
                         Some(StreamInput::Resize(size)) => {
-                            let mut m = vec![channel::RESIZE];
-                            m.extend_from_slice(&serde_json::to_vec(&size)?);
-                            m
+                            (channel::RESIZE, serde_json::to_vec(&size)?)
                         }
                         None => {
                             input_open = false;
@@ -323,7 +316,7 @@ impl ApiClient {
                         }
                     };
                     // the command may have exited already: its status still follows
-                    let _ = ws.send(Message::binary(data)).await;
+                    let _ = ws.send(ws_message(Protocol::V5, ch, &data)).await;
                     continue;
                 }
             };
@@ -373,10 +366,7 @@ impl ApiClient {
                     match n {
                         Ok(0) => local_open = false,
                         Ok(n) => {
-                            let mut m = Vec::with_capacity(n + 1);
-                            m.push(0);
-                            m.extend_from_slice(&buf[..n]);
-                            if ws.send(Message::binary(m)).await.is_err() {
+                            if ws.send(ws_message(Protocol::V4, 0, &buf[..n])).await.is_err() {
                                 break;
                             }
                         }

@@ -417,6 +417,14 @@ impl Activity {
     }
 }
 
+/// `data` on channel `ch` as one WebSocket message of `protocol` ([`channel::encode`]).
+pub(super) fn ws_message(protocol: Protocol, ch: u8, data: &[u8]) -> Message {
+    match channel::encode(protocol, ch, data) {
+        channel::Outbound::Binary(b) => Message::binary(b),
+        channel::Outbound::Text(t) => Message::text(t),
+    }
+}
+
 /// At most this many queued messages go out with one flush of the WebSocket.
 const WRITE_BATCH: usize = 32;
 
@@ -442,11 +450,7 @@ where
             let mut next = Some(first);
             let mut queued = 0;
             while let Some((ch, data)) = next.take() {
-                let msg = match channel::encode(protocol, ch, &data) {
-                    channel::Outbound::Binary(b) => Message::binary(b),
-                    channel::Outbound::Text(t) => Message::text(t),
-                };
-                if sink.feed(msg).await.is_err() {
+                if sink.feed(ws_message(protocol, ch, &data)).await.is_err() {
                     return;
                 }
                 queued += 1;
