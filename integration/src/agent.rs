@@ -449,14 +449,8 @@ impl TestAgent {
 
     fn force_cleanup(&self) {
         let runc_root = self.dir.join("run/runc");
-        if let Ok(out) = run(
-            Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["list", "-q"]),
-            Duration::from_secs(10),
-        ) {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(list) = crate::runc_list(&runc_root) {
+            for id in list.iter().filter_map(|c| c["id"].as_str()) {
                 let _ = run(
                     Command::new("runc")
                         .arg("--root")

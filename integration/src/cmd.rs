@@ -186,3 +186,41 @@ fn collect(
         }
     })
 }
+
+/// The containers `runc --root ROOT list` reports (`id`, `status`, ... as runc prints them);
+/// none when `root` does not exist. `runc list` reads the root's entries and then each
+/// container's state, so a container deleted in between fails the whole listing ("stat
+/// ROOT/ID: no such file or directory"): that race is retried (bounded), anything else is an
+/// error.
+pub fn runc_list(root: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    const TRIES: u32 = 10;
+    let mut tries = 0;
+    loop {
+        if !root.exists() {
+            return Ok(Vec::new());
+        }
+        let out = run(
+            Command::new("runc")
+                .arg("--root")
+                .arg(root)
+                .args(["list", "-f", "json"]),
+            Duration::from_secs(10),
+        )?;
+        if out.status.success() {
+            let list: Option<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("runc list of {} printed no JSON", root.display()))?;
+            return Ok(list.unwrap_or_default());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        tries += 1;
+        if tries >= TRIES || !stderr.contains("no such file or directory") {
+            bail!(
+                "runc --root {} list failed ({}): {}",
+                root.display(),
+                out.status,
+                stderr.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -96,11 +96,15 @@ impl LeakGuard {
         lines_of("link", Command::new("ip").args(["-o", "link", "show"]));
         lines_of("iptables", Command::new("iptables-save").arg("-c"));
         for root in &self.runc_roots {
-            if root.exists() {
-                lines_of(
-                    "runc",
-                    Command::new("runc").arg("--root").arg(root).arg("list"),
-                );
+            match crate::runc_list(root) {
+                Ok(list) => {
+                    for c in list {
+                        if c.to_string().contains(tag.as_str()) {
+                            found.push(format!("runc: {} ({})", c["id"], c["bundle"]));
+                        }
+                    }
+                }
+                Err(e) => found.push(format!("runc: {e:#}")),
             }
         }
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {

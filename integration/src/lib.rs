@@ -26,7 +26,7 @@ mod trials;
 pub mod vm;
 
 pub use agent::TestAgent;
-pub use cmd::{run, run_ok, sh, Spawned};
+pub use cmd::{run, run_ok, runc_list, sh, Spawned};
 pub use guard::LeakGuard;
 pub use image::{
     build_busybox_image, build_busybox_image_with, busybox_rootfs, derive_image, push_image,

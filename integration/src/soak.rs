@@ -369,26 +369,11 @@ fn ready(p: &Pod) -> bool {
 /// The agent's runc containers by status.
 fn runtime_containers(agent: &TestAgent) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut by_status = BTreeMap::new();
-    for c in runc_list(agent)? {
+    for c in crate::runc_list(&agent.dir.join("run/runc"))? {
         let s = c["status"].as_str().unwrap_or("unknown").to_string();
         *by_status.entry(s).or_insert(0) += 1;
     }
     Ok(by_status)
-}
-
-fn runc_list(agent: &TestAgent) -> anyhow::Result<Vec<serde_json::Value>> {
-    let root = agent.dir.join("run/runc");
-    if !root.exists() {
-        return Ok(Vec::new());
-    }
-    let out = run_ok(
-        Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-f", "json"]),
-        Duration::from_secs(10),
-    )?;
-    Ok(serde_json::from_slice::<Option<Vec<serde_json::Value>>>(&out.stdout)?.unwrap_or_default())
 }
 
 /// Mount points below the agent's directory.
@@ -410,7 +395,7 @@ pub fn leftovers(agent: &TestAgent, baseline_mounts: &[String]) -> anyhow::Resul
     for p in agent.pods()? {
         left.push(format!("pod {}", p.metadata.name.unwrap_or_default()));
     }
-    for c in runc_list(agent)? {
+    for c in crate::runc_list(&agent.dir.join("run/runc"))? {
         left.push(format!("runc container {} ({})", c["id"], c["status"]));
     }
     for d in ["netns", "ipcns", "utsns"] {

@@ -255,7 +255,21 @@ impl OciRuntime for RuncCli {
     }
 
     fn list(&self) -> Result<Vec<OciState>, OciError> {
-        let out = self.call(&["list", "--format", "json"])?;
+        // runc reads the root's entries, then each container's state: a container deleted
+        // in between fails the whole listing ("stat ROOT/ID: no such file or directory").
+        // That race is tried again (bounded); any other failure is returned.
+        let mut tries = 0;
+        let out = loop {
+            match self.call(&["list", "--format", "json"]) {
+                Err(OciError::Failed { message, .. })
+                    if tries < LIST_RACE_TRIES && message.contains("no such file or directory") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         if out.stdout.trim_ascii().is_empty() || out.stdout.trim_ascii() == b"null" {
             return Ok(Vec::new());
         }
@@ -265,6 +279,9 @@ impl OciRuntime for RuncCli {
         })
     }
 }
+
+/// How many times `list` is tried again after it raced a container's deletion.
+const LIST_RACE_TRIES: u32 = 5;
 
 /// The name every exec's `--pid-file` starts with, then the agent's pid.
 const EXEC_PID_PREFIX: &str = "kubenode-exec-";
@@ -322,6 +339,47 @@ mod tests {
         ];
         want.sort();
         assert_eq!(left, want);
+    }
+
+    /// A runtime script whose first `list` fails as runc does when a container is deleted
+    /// between reading the root and reading the container's state.
+    fn racing_runtime(dir: &Path, failures: u32) -> RuncCli {
+        let script = dir.join("racy-runc");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nn=$(cat {d}/count 2>/dev/null || echo 0)\necho $((n+1)) > {d}/count\n\
+                 if [ \"$n\" -lt {failures} ]; then\n  echo 'time=\"x\" level=error msg=\"stat {d}/abc: no such file or directory\"' >&2\n  exit 1\nfi\n\
+                 echo '[{{\"ociVersion\":\"1.0.2\",\"id\":\"c1\",\"pid\":0,\"status\":\"stopped\",\"bundle\":\"/b\",\"rootfs\":\"/b/rootfs\",\"created\":\"2026-01-01T00:00:00Z\",\"owner\":\"root\"}}]'\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        RuncCli::new(script, dir.join("root"))
+    }
+
+    #[test]
+    fn a_list_that_raced_a_deletion_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = racing_runtime(dir.path(), 2).list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].id, "c1");
+        let count = std::fs::read_to_string(dir.path().join("count")).unwrap();
+        assert_eq!(count.trim(), "3");
+    }
+
+    #[test]
+    fn a_list_that_keeps_failing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = racing_runtime(dir.path(), 100).list().unwrap_err();
+        assert!(
+            err.to_string().contains("no such file or directory"),
+            "{err}"
+        );
+        let count = std::fs::read_to_string(dir.path().join("count")).unwrap();
+        assert_eq!(count.trim(), (LIST_RACE_TRIES + 1).to_string());
     }
 
     #[test]
