@@ -13,6 +13,10 @@
 //!   instance, as the worker's own pruning does);
 //! - sandboxes of pods that are gone (a teardown that failed, or a pod removed while its
 //!   teardown was interrupted) are torn down, with their network and volumes;
+//! - of a pod that still exists, every sandbox but the newest that is not ready and has no
+//!   container left is torn down (upstream's `evictSandboxes`: a sandbox whose teardown failed
+//!   while the pod's worker went on with a new one), its network too, not the pod's volumes
+//!   ([`select_old_sandboxes`]);
 //! - log directories (`/var/log/pods/<namespace>_<name>_<uid>`) and pod directories of pods
 //!   that are gone and have no sandbox are removed (upstream's `evictPodLogsDirectories` and
 //!   orphaned pod directory cleanup).
@@ -29,7 +33,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kubenode_runtime::{ContainerState, ContainerStatus};
+use kubenode_runtime::{ContainerState, ContainerStatus, Sandbox, SandboxState};
 
 /// Upstream's `ContainerGCPeriod`.
 pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
@@ -164,6 +168,36 @@ pub fn gone_uids<'a>(
         .filter(|u| !keep.contains(*u))
         .map(str::to_string)
         .collect()
+}
+
+/// The IDs of the sandboxes of pods that still exist (`live`) to remove, as upstream's
+/// `evictSandboxes` for a pod that is not removed: of each pod's sandboxes, newest first, all
+/// but the first that are inactive, i.e. neither ready nor holding a container (the IDs in
+/// `with_containers`). The newest stays whatever its state: it is the one the pod's worker
+/// uses or is making.
+pub fn select_old_sandboxes(
+    sandboxes: &[Sandbox],
+    with_containers: &HashSet<&str>,
+    live: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut by_pod: BTreeMap<&str, Vec<&Sandbox>> = BTreeMap::new();
+    for s in sandboxes.iter().filter(|s| live(&s.pod.uid)) {
+        by_pod.entry(s.pod.uid.as_str()).or_default().push(s);
+    }
+    let mut remove = Vec::new();
+    for mut of_pod in by_pod.into_values() {
+        of_pod.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        remove.extend(
+            of_pod
+                .iter()
+                .skip(1)
+                .filter(|s| {
+                    s.state != SandboxState::Ready && !with_containers.contains(s.id.as_str())
+                })
+                .map(|s| s.id.clone()),
+        );
+    }
+    remove
 }
 
 #[cfg(test)]
@@ -301,6 +335,46 @@ mod tests {
             sorted(select_containers(&p, at(100), &list, |_| false)),
             ["w", "x", "y", "z"]
         );
+    }
+
+    fn sandbox(id: &str, uid: &str, created: i64, state: SandboxState) -> Sandbox {
+        Sandbox {
+            id: id.into(),
+            pod: kubenode_runtime::spec::PodInfo {
+                uid: uid.into(),
+                ..Default::default()
+            },
+            netns_path: PathBuf::new(),
+            host_network: false,
+            state,
+            created_at: at(created),
+        }
+    }
+
+    /// Upstream's `evictSandboxes` for pods that exist: the newest sandbox of a pod stays
+    /// whatever its state; older ones go when they are not ready and hold no container.
+    #[test]
+    fn a_live_pods_older_inactive_sandboxes_go_and_its_newest_stays() {
+        use SandboxState::{NotReady, Ready};
+        let all = vec![
+            // Pod a: the newest is not ready (being made): it stays; the two older inactive
+            // ones go, the one with a container stays.
+            sandbox("a1", "a", 10, NotReady),
+            sandbox("a2", "a", 20, NotReady),
+            sandbox("a3", "a", 30, NotReady),
+            sandbox("a4", "a", 40, NotReady),
+            // Pod b: one sandbox, not ready: stays.
+            sandbox("b1", "b", 10, NotReady),
+            // Pod c: an older ready one stays (upstream's "active").
+            sandbox("c1", "c", 10, Ready),
+            sandbox("c2", "c", 20, Ready),
+            // Pod gone: not this function's (the gone pods' pass removes all of them).
+            sandbox("g1", "gone", 10, NotReady),
+            sandbox("g2", "gone", 20, NotReady),
+        ];
+        let with_containers: HashSet<&str> = ["a2"].into_iter().collect();
+        let remove = select_old_sandboxes(&all, &with_containers, |uid| uid != "gone");
+        assert_eq!(sorted(remove), vec!["a1".to_string(), "a3".to_string()]);
     }
 
     #[test]

@@ -232,6 +232,7 @@ mod tests {
             netns_path: Default::default(),
             host_network: false,
             state,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
         }
     }
 

@@ -80,6 +80,8 @@ pub struct Sandbox {
     pub host_network: bool,
     /// Ready or not.
     pub state: SandboxState,
+    /// When the sandbox was made (the container GC keeps a pod's newest).
+    pub created_at: jiff::Timestamp,
 }
 
 impl Runtime {
@@ -135,6 +137,7 @@ impl Runtime {
             } else {
                 SandboxState::NotReady
             },
+            created_at: meta.created_at,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::node::container_gc::{
-    log_dir_pod_uid, select_containers, ContainerGcPolicy, GcContainer,
+    log_dir_pod_uid, select_containers, select_old_sandboxes, ContainerGcPolicy, GcContainer,
 };
 
 use super::prune::remove_log_set;
@@ -19,6 +19,8 @@ pub(in crate::node) struct GcPass {
     pub containers: usize,
     /// Sandboxes of gone pods torn down.
     pub sandboxes: usize,
+    /// Older inactive sandboxes of pods that still exist torn down.
+    pub old_sandboxes: usize,
     /// Log directories of gone pods removed.
     pub log_dirs: usize,
 }
@@ -50,6 +52,7 @@ impl WorkerDeps {
         let remove = select_containers(policy, jiff::Timestamp::now(), &candidates, |uid| {
             !live.contains(uid)
         });
+        let mut removed: HashSet<String> = HashSet::new();
         for id in remove {
             let Some(s) = containers.iter().find(|s| s.id == id) else {
                 continue;
@@ -60,8 +63,23 @@ impl WorkerDeps {
                 continue;
             }
             match self.runtime.remove_container(&id).await {
-                Ok(()) => pass.containers += 1,
+                Ok(()) => {
+                    pass.containers += 1;
+                    removed.insert(id);
+                }
                 Err(e) => tracing::warn!(error = %e, "container GC: removing a dead container"),
+            }
+        }
+        // Older inactive sandboxes of pods that exist (upstream's evictSandboxes).
+        let with_containers: HashSet<&str> = containers
+            .iter()
+            .filter(|c| !removed.contains(&c.id))
+            .map(|c| c.sandbox_id.as_str())
+            .collect();
+        for id in select_old_sandboxes(&sandboxes, &with_containers, |uid| live.contains(uid)) {
+            if let Some(s) = sandboxes.iter().find(|s| s.id == id) {
+                self.clone().remove_old_sandbox(s.clone()).await;
+                pass.old_sandboxes += 1;
             }
         }
         // Sandboxes of pods that are gone: a teardown that failed, or was interrupted.
@@ -102,6 +120,7 @@ impl WorkerDeps {
             tracing::info!(
                 containers = pass.containers,
                 sandboxes = pass.sandboxes,
+                old_sandboxes = pass.old_sandboxes,
                 log_dirs = pass.log_dirs,
                 "container garbage collection"
             );

@@ -277,12 +277,33 @@ impl WorkerDeps {
     /// Removes a recovered sandbox that no desired pod owns.
     pub(in crate::node) async fn remove_orphan(self: Arc<Self>, sandbox: Sandbox) {
         tracing::info!(sandbox = %sandbox.id, pod = %sandbox.pod.full_name(), "removing a pod that is no longer wanted");
-        let mut pod = Pod::default();
-        pod.metadata.name = Some(sandbox.pod.name.clone());
-        pod.metadata.namespace = Some(sandbox.pod.namespace.clone());
-        pod.metadata.uid = Some(sandbox.pod.uid.clone());
-        self.teardown_sandbox(&pod, &sandbox.id, MIN_GRACE_AFTER_HOOK)
+        self.teardown_sandbox(&pod_of(&sandbox), &sandbox.id, MIN_GRACE_AFTER_HOOK)
             .await;
         self.tear_down_volumes(&sandbox.pod.uid).await;
     }
+
+    /// Removes an older sandbox of a pod that still exists, one that is not ready and holds no
+    /// container (its teardown failed while the worker went on with a new one): its network
+    /// and the sandbox go, the pod's volumes stay.
+    pub(in crate::node) async fn remove_old_sandbox(self: Arc<Self>, sandbox: Sandbox) {
+        tracing::info!(sandbox = %sandbox.id, pod = %sandbox.pod.full_name(), "container GC: removing an older sandbox of the pod");
+        self.teardown_sandbox(&pod_of(&sandbox), &sandbox.id, MIN_GRACE_AFTER_HOOK)
+            .await;
+    }
+}
+
+/// The pod as far as a sandbox's record knows it (name, namespace, UID, host network): what a
+/// teardown needs when the pod's manifest is not at hand.
+fn pod_of(sandbox: &Sandbox) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(sandbox.pod.name.clone());
+    pod.metadata.namespace = Some(sandbox.pod.namespace.clone());
+    pod.metadata.uid = Some(sandbox.pod.uid.clone());
+    if sandbox.host_network {
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            host_network: Some(true),
+            ..Default::default()
+        });
+    }
+    pod
 }
