@@ -11,7 +11,8 @@
 //!   `--timeout` ends the session with an error naming it, the output so far printed, and the
 //!   agent stops the command;
 //! - `kubenode exec -it` under a pseudo-terminal (openpty, of 33x77): the container has a
-//!   terminal (`tty`, `stty size` says 33 77), the local terminal is in raw mode during the
+//!   terminal (`tty`, `stty size` says 33 77 once the first size is applied: a line makes
+//!   it say the size again), the local terminal is in raw mode during the
 //!   session and restored after it, a resize (TIOCSWINSZ + SIGWINCH) reaches the container
 //!   (`stty size` says 40 100), Ctrl-D ends the shell's input and its exit code (5) is ours;
 //! - `kubenode port-forward pod/NAME :http :9999`: `Forwarding from 127.0.0.1:P -> 8080` (the
@@ -268,9 +269,24 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     // everything the terminal shows, read from the master side
     let master = std::fs::File::from(pty.master.try_clone()?);
     let mut cli = Spawned::with_output(child, master);
-    cli.wait_for("the terminal and its size in the container", |out, _| {
-        out.contains("/dev/pts/") && out.contains("33 77")
+    cli.wait_for("the terminal in the container", |out, _| {
+        out.contains("/dev/pts/")
     })?;
+    // the command may start before the first size (sent on the resize channel as the session
+    // opens) is applied to its terminal: the first `stty size` may see none yet, so each line
+    // makes the shell print the size again, until the local terminal's shows
+    let mut input = std::fs::File::from(pty.master.try_clone()?);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli.out().contains("33 77") {
+        if Instant::now() > deadline {
+            bail!(
+                "the terminal's size did not reach the container: {:?}",
+                cli.out()
+            );
+        }
+        input.write_all(b"\n")?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let during = tcgetattr(&pty.slave)?;
     ensure!(
         !during.local_flags.contains(LocalFlags::ICANON)
@@ -294,7 +310,6 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     if unsafe { libc::kill(cli.child.id() as i32, libc::SIGWINCH) } < 0 {
         bail!("SIGWINCH: {}", std::io::Error::last_os_error());
     }
-    let mut input = std::fs::File::from(pty.master.try_clone()?);
     let deadline = Instant::now() + Duration::from_secs(30);
     // each line makes the shell print its size again, until the new one shows
     while !cli.out().contains("40 100") {
