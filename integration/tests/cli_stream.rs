@@ -5,8 +5,14 @@
 //!   stay apart; the exit code passes through (`exit 3`, with client-go's `command terminated
 //!   with exit code 3`); `-t` without `-i`, or with stdin not a terminal, falls back to no
 //!   terminal as kubectl (the latter with its message); an unknown pod is an error;
+//! - `kubenode exec` without `-i`/`-t` streams: the command's first line is seen while the
+//!   command still runs (it waits for a file the test makes only after seeing that line), then
+//!   the rest; stdout and stderr apart, the exit code (4) ours after client-go's message;
+//!   `--timeout` ends the session with an error naming it, the output so far printed, and the
+//!   agent stops the command;
 //! - `kubenode exec -it` under a pseudo-terminal (openpty, of 33x77): the container has a
-//!   terminal (`tty`, `stty size` says 33 77), the local terminal is in raw mode during the
+//!   terminal (`tty`, `stty size` says 33 77 once the first size is applied: a line makes
+//!   it say the size again), the local terminal is in raw mode during the
 //!   session and restored after it, a resize (TIOCSWINSZ + SIGWINCH) reaches the container
 //!   (`stty size` says 40 100), Ctrl-D ends the shell's input and its exit code (5) is ours;
 //! - `kubenode port-forward pod/NAME :http :9999`: `Forwarding from 127.0.0.1:P -> 8080` (the
@@ -14,7 +20,9 @@
 //!   httpd (also through ::1 when the host has it); a connection to the port nothing listens on
 //!   in the pod prints the agent's `error forwarding port 9999 ...` and the listeners keep
 //!   serving; SIGINT ends it; bad port specs and an unknown pod are refused with kubectl's
-//!   messages.
+//!   messages;
+//! - `kubenode port-forward` ends when the pod goes: the pod's manifest removed, it exits with
+//!   status 1 and kubectl's `lost connection to pod` naming the pod, its listener closed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -90,9 +98,84 @@ fn cli_streams() -> anyhow::Result<()> {
         let name = agent.pod_name("cs");
         agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
         exec_stdin(agent, &name)?;
+        exec_streamed(agent, &name)?;
         exec_tty(agent, &name)?;
-        port_forward(agent, &name)
+        port_forward(agent, &name)?;
+        port_forward_pod_gone(agent, &name)
     })
+}
+
+fn exec_streamed(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
+    let mut cli = Spawned::spawn(kubenode(
+        agent,
+        &[
+            "exec",
+            name,
+            "--",
+            "sh",
+            "-c",
+            "rm -f /tmp/go-b; echo a; while [ ! -e /tmp/go-b ]; do sleep 0.1; done; \
+             echo b; echo to-err >&2; exit 4",
+        ],
+    ))?;
+    cli.wait_for("the first line while the command runs", |out, _| {
+        out.contains("a\n")
+    })?;
+    // the command cannot have printed more: it waits for the file made only now
+    ensure!(
+        cli.out() == "a\n" && cli.child.try_wait()?.is_none(),
+        "before the file: {:?} {:?}",
+        cli.out(),
+        cli.err()
+    );
+    agent.kubenode_ok(&["exec", name, "--", "touch", "/tmp/go-b"])?;
+    let code = cli.wait_exit("kubenode exec")?;
+    ensure!(
+        (code, cli.out(), cli.err())
+            == (
+                4,
+                "a\nb\n".into(),
+                "to-err\ncommand terminated with exit code 4\n".into()
+            ),
+        "exec streamed: {code} {:?} {:?}",
+        cli.out(),
+        cli.err()
+    );
+    // --timeout: the session ends with an error, what was printed before it stays
+    let got = agent.kubenode(&[
+        "exec",
+        "--timeout",
+        "10",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 6001",
+    ])?;
+    let (out, err) = (
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&got.stderr),
+    );
+    ensure!(
+        got.status.code() == Some(1)
+            && out == "started\n"
+            && err.contains("the command did not end within 10s (--timeout)"),
+        "exec --timeout: {:?} {out:?} {err:?}",
+        got.status
+    );
+    // and the agent stops the command
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ps = agent.kubenode_ok(&["exec", name, "--", "ps", "-o", "args"])?;
+        if !ps.contains("sleep 6001") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the timed-out command still runs: {ps}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 fn exec_stdin(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
@@ -186,9 +269,24 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     // everything the terminal shows, read from the master side
     let master = std::fs::File::from(pty.master.try_clone()?);
     let mut cli = Spawned::with_output(child, master);
-    cli.wait_for("the terminal and its size in the container", |out, _| {
-        out.contains("/dev/pts/") && out.contains("33 77")
+    cli.wait_for("the terminal in the container", |out, _| {
+        out.contains("/dev/pts/")
     })?;
+    // the command may start before the first size (sent on the resize channel as the session
+    // opens) is applied to its terminal: the first `stty size` may see none yet, so each line
+    // makes the shell print the size again, until the local terminal's shows
+    let mut input = std::fs::File::from(pty.master.try_clone()?);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli.out().contains("33 77") {
+        if Instant::now() > deadline {
+            bail!(
+                "the terminal's size did not reach the container: {:?}",
+                cli.out()
+            );
+        }
+        input.write_all(b"\n")?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let during = tcgetattr(&pty.slave)?;
     ensure!(
         !during.local_flags.contains(LocalFlags::ICANON)
@@ -212,7 +310,6 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     if unsafe { libc::kill(cli.child.id() as i32, libc::SIGWINCH) } < 0 {
         bail!("SIGWINCH: {}", std::io::Error::last_os_error());
     }
-    let mut input = std::fs::File::from(pty.master.try_clone()?);
     let deadline = Instant::now() + Duration::from_secs(30);
     // each line makes the shell print its size again, until the new one shows
     while !cli.out().contains("40 100") {
@@ -337,6 +434,31 @@ fn port_forward(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     );
     ensure!(
         TcpStream::connect(format!("127.0.0.1:{web}")).is_err(),
+        "the listener outlived the command"
+    );
+    Ok(())
+}
+
+/// Removing the pod's manifest ends a port-forward to it with an error naming the pod.
+fn port_forward_pod_gone(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
+    let mut pf = Spawned::spawn(kubenode(agent, &["port-forward", name, ":8080"]))?;
+    pf.wait_for("the port forwarded", |out, _| {
+        forwarded(out, "127.0.0.1", 8080).is_some()
+    })?;
+    let port = forwarded(&pf.out(), "127.0.0.1", 8080).context("the local port")?;
+    let page = http_get(&format!("127.0.0.1:{port}"))?;
+    ensure!(page.contains("pf-hello"), "before the removal: {page:?}");
+    agent.remove_manifest("cs.yaml")?;
+    let code = pf.wait_exit("port-forward after the pod's removal")?;
+    // deleted, or seen finished on its way out: either way named
+    let lost = format!("kubenode: lost connection to pod {name} in namespace default: the pod ");
+    ensure!(
+        code == 1 && pf.err().contains(&lost),
+        "port-forward after the pod's removal: exit {code}, {:?}",
+        pf.err()
+    );
+    ensure!(
+        TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
         "the listener outlived the command"
     );
     Ok(())

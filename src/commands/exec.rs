@@ -1,21 +1,24 @@
 //! `kubenode exec [-i] [-t] POD [-c C] -- CMD ARGS...`: runs a command in a container and exits
 //! with its code, as `kubectl exec`.
 //!
-//! Without `-i`/`-t` the command runs to completion through the socket's `POST /exec` (bounded
-//! by `--timeout`) and its output is printed when it ends. With `-i` (stdin) or `-t` (a
-//! terminal) it runs as a stream through the socket's `/exec/...` WebSocket
+//! The command runs as a stream through the socket's `/exec/...` WebSocket
 //! ([`kubenode_kubelet::api::ApiClient::exec_stream`], the handler `kubectl exec` reaches on
-//! :10250): standard input is forwarded as it is read and its end closes the command's, output
-//! is printed as it comes; with a terminal the local one is put in raw mode (restored when the
-//! session ends, also on error) and its size is sent at the start and on each `SIGWINCH`.
+//! :10250): its output is printed as it comes (stdout and stderr apart), and its exit code,
+//! after client-go's `command terminated with exit code N`, is ours. With `-i` standard input
+//! is forwarded as it is read and its end closes the command's; with `-t` (and `-i`) the local
+//! terminal is put in raw mode (restored when the session ends, also on error, and by a panic
+//! hook on a panic) and its size is sent at the start and on each `SIGWINCH`. Without `-i`/`-t`
+//! the session is bounded by `--timeout`: past it the session is closed, which makes the agent
+//! stop the command (SIGTERM, then SIGKILL).
 
 use std::io::{IsTerminal, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kubenode_kubelet::api::stream::channel::TerminalSize;
 use kubenode_kubelet::api::stream::ExecOptions;
-use kubenode_kubelet::api::{pick_container, ContainerRef, ExecRequest, StreamInput};
+use kubenode_kubelet::api::{pick_container, ContainerRef, StreamInput};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use super::AgentRef;
@@ -38,8 +41,9 @@ pub struct ExecArgs {
     /// kubectl's; otherwise the command runs without one).
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// Kill the command after this many seconds (without `-i`/`-t`: a stream lasts as long
-    /// as the command).
+    /// Stop the command after this many seconds, 0 for no bound (without `-i`/`-t` only: an
+    /// interactive session lasts as long as the command). Past it the session is closed (the
+    /// agent stops the command: SIGTERM, then SIGKILL) and kubenode exits with an error.
     #[arg(long, default_value_t = 60, conflicts_with_all = ["stdin", "tty"])]
     pub timeout: u64,
     /// The command and its arguments (after `--`).
@@ -51,23 +55,7 @@ pub struct ExecArgs {
 
 /// Runs `kubenode exec`; the process exits with the command's exit code.
 pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
-    let code = if args.stdin || args.tty {
-        stream(args).await?
-    } else {
-        let request = ExecRequest {
-            target: ContainerRef {
-                namespace: args.namespace,
-                pod: args.pod,
-                container: args.container,
-            },
-            command: args.command,
-            timeout: Duration::from_secs(args.timeout),
-        };
-        let answer = args.agent.client().exec(&request).await?;
-        std::io::stdout().write_all(answer.stdout.as_bytes())?;
-        std::io::stderr().write_all(answer.stderr.as_bytes())?;
-        answer.exit_code
-    };
+    let code = stream(args).await?;
     if code != 0 {
         let _ = std::io::stdout().flush();
         std::process::exit(code);
@@ -75,8 +63,14 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The streaming exec of `-i`/`-t`: the command's exit code.
+/// The bound on a session: `--timeout` without `-i`/`-t` (0: none), none with either.
+fn session_bound(args: &ExecArgs) -> Option<Duration> {
+    (!args.stdin && !args.tty && args.timeout > 0).then(|| Duration::from_secs(args.timeout))
+}
+
+/// The exec session: the command's exit code.
 async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
+    let bound = session_bound(&args);
     let client = args.agent.client();
     let pods = client.pods().await?;
     let pod = super::find_pod(&pods, &args.namespace, &args.pod).ok_or_else(|| {
@@ -136,11 +130,22 @@ async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
         drop(tx);
     }
     let mut output = super::StreamOutput::default();
-    let code = client
-        .exec_stream(&opts, rx, |channel, data| output.write(channel, data))
-        .await?;
+    let session = client.exec_stream(&opts, rx, |channel, data| output.write(channel, data));
+    let code = match bound {
+        // dropping the session closes its connection: the agent then stops the command
+        Some(after) => tokio::time::timeout(after, session).await.ok(),
+        None => Some(session.await),
+    };
     drop(raw);
     output.finish()?;
+    let Some(code) = code else {
+        anyhow::bail!(
+            "the command did not end within {}s (--timeout): the session was closed and the \
+             agent stops the command",
+            args.timeout
+        );
+    };
+    let code = code?;
     if code != 0 {
         // client-go's `CodeExitError`, which kubectl prints before exiting with the code
         eprintln!("command terminated with exit code {code}");
@@ -199,27 +204,69 @@ fn terminal_size() -> Option<TerminalSize> {
 }
 
 /// Standard input's terminal in raw mode (as kubectl's `term.MakeRaw`) until dropped, which
-/// restores the settings it found.
+/// restores the settings it found. While it is on, a panic hook restores them too: the release
+/// profile aborts on a panic, which runs no destructor, but the hook runs before the abort.
 struct RawMode {
-    saved: Termios,
+    fd: RawFd,
 }
+
+/// The terminal in raw mode and the settings to restore (at most one at a time), for the panic
+/// hook.
+static RAW: Mutex<Option<(RawFd, Termios)>> = Mutex::new(None);
 
 impl RawMode {
     fn enter() -> anyhow::Result<RawMode> {
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd())
+        RawMode::on(std::io::stdin().as_raw_fd())
+    }
+
+    /// Puts the terminal `fd` (open for the guard's life) in raw mode.
+    fn on(fd: RawFd) -> anyhow::Result<RawMode> {
+        // SAFETY: the caller keeps `fd` open while the guard lives.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let saved = termios::tcgetattr(borrowed)
             .map_err(|e| anyhow::anyhow!("reading the terminal's settings: {e}"))?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
-            .map_err(|e| anyhow::anyhow!("putting the terminal in raw mode: {e}"))?;
-        Ok(RawMode { saved })
+        install_panic_hook();
+        *RAW.lock().unwrap_or_else(|e| e.into_inner()) = Some((fd, saved));
+        if let Err(e) = termios::tcsetattr(borrowed, SetArg::TCSANOW, &raw) {
+            RAW.lock().unwrap_or_else(|e| e.into_inner()).take();
+            anyhow::bail!("putting the terminal in raw mode: {e}");
+        }
+        Ok(RawMode { fd })
     }
+}
+
+/// Restores the settings [`RAW`] holds, once: the first of the guard's drop and the panic hook.
+fn restore_terminal() -> Option<nix::Result<()>> {
+    // `try_lock`: a panic while the lock is held must not deadlock the hook
+    let mut raw = match RAW.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    let (fd, saved) = raw.take()?;
+    // SAFETY: the guard that stored `fd` keeps it open until it has restored it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    Some(termios::tcsetattr(fd, SetArg::TCSANOW, &saved))
+}
+
+/// Chains a hook that restores the terminal ([`restore_terminal`]) before the previous hook
+/// prints the panic (installed once).
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = restore_terminal();
+            previous(info);
+        }));
+    });
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        if let Err(e) = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved) {
+        if let Some(Err(e)) = restore_terminal() {
             eprintln!("kubenode: restoring the terminal's settings: {e}");
         }
     }
@@ -227,7 +274,7 @@ impl Drop for RawMode {
 
 impl std::fmt::Debug for RawMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RawMode")
+        write!(f, "RawMode({})", self.fd)
     }
 }
 
@@ -256,5 +303,52 @@ mod tests {
         let err = Line::try_parse_from(["kubenode", "-i", "--timeout", "5", "web", "--", "cat"])
             .unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn only_a_session_without_input_or_terminal_is_bounded() {
+        let bound = |argv: &[&str]| super::session_bound(&Line::try_parse_from(argv).unwrap().exec);
+        assert_eq!(
+            bound(&["kubenode", "web", "--", "true"]),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(
+            bound(&["kubenode", "--timeout", "5", "web", "--", "true"]),
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            bound(&["kubenode", "--timeout", "0", "web", "--", "true"]),
+            None
+        );
+        assert_eq!(bound(&["kubenode", "-i", "web", "--", "cat"]), None);
+        assert_eq!(bound(&["kubenode", "-t", "web", "--", "true"]), None);
+    }
+
+    /// A panic while the terminal is raw restores it (the hook runs before the release
+    /// profile's abort; here the panic unwinds, and the guard outlives it so that only the
+    /// hook can have restored the terminal); the guard's drop then has nothing left to do.
+    #[test]
+    fn a_panic_restores_the_terminal() {
+        use nix::sys::termios::{tcgetattr, LocalFlags};
+        use std::os::fd::AsRawFd;
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let before = tcgetattr(&pty.slave).unwrap();
+        assert!(before.local_flags.contains(LocalFlags::ICANON));
+        let guard = super::RawMode::on(pty.slave.as_raw_fd()).unwrap();
+        let raw = tcgetattr(&pty.slave).unwrap();
+        assert!(!raw.local_flags.contains(LocalFlags::ICANON));
+        assert!(!raw.local_flags.contains(LocalFlags::ECHO));
+        let panicked = std::panic::catch_unwind(|| panic!("a panic in raw mode (expected)"));
+        assert!(panicked.is_err());
+        let after = tcgetattr(&pty.slave).unwrap();
+        assert_eq!(after.local_flags, before.local_flags);
+        assert_eq!(after.input_flags, before.input_flags);
+        assert_eq!(after.output_flags, before.output_flags);
+        drop(guard);
+        assert!(super::RAW.lock().unwrap().is_none());
+        assert_eq!(
+            tcgetattr(&pty.slave).unwrap().local_flags,
+            before.local_flags
+        );
     }
 }

@@ -10,12 +10,19 @@
 //! pod's network namespace. A connection that fails (nothing listens on REMOTE) prints the
 //! agent's `error forwarding port ...` and the listener keeps serving others (kubectl 1.32
 //! gives up on its whole connection instead: here each connection has a session of its own).
-//! Runs until interrupted (Ctrl-C).
+//! Runs until interrupted (Ctrl-C), or until the pod goes: as kubectl's `lost connection to
+//! pod`, it ends with an error naming the pod (the listeners closed, exit status 1) when the pod
+//! is deleted (looked up on the agent every [`POD_CHECK_INTERVAL`]: gone, replaced by a pod of
+//! the same name, or finished), when the agent cannot be reached, or when a session's
+//! connection breaks without the agent closing it.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kubenode_kubelet::api::{ApiClient, ClientError};
+use tokio::sync::mpsc;
 
 use super::AgentRef;
 
@@ -55,7 +62,10 @@ struct ListenAddress {
     required: bool,
 }
 
-/// Runs `kubenode port-forward` until interrupted.
+/// While forwarding, the pod is looked up on the agent this often (to end when it goes).
+pub const POD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs `kubenode port-forward` until interrupted, or until the pod goes (an error).
 pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
     let name = pod_name(&args.pod)?;
     let addresses = listen_addresses(&args.address)?;
@@ -79,6 +89,10 @@ pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
         anyhow::bail!("unable to forward port because pod is not running. Current status={phase}");
     }
 
+    let uid = pod.metadata.uid.clone();
+    // why the forwarding ends, from the pod's watch or a session
+    let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
+    let mut tasks = Vec::new();
     let mut listening = false;
     for mut port in ports {
         let mut errors = Vec::new();
@@ -103,13 +117,14 @@ pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
             port.local = local.port();
             println!("Forwarding from {local} -> {}", port.remote);
             any = true;
-            tokio::spawn(serve(
+            tasks.push(tokio::spawn(serve(
                 listener,
                 port,
                 client.clone(),
                 args.namespace.clone(),
                 name.to_string(),
-            ));
+                lost_tx.clone(),
+            )));
         }
         if !any || failed_required {
             eprintln!(
@@ -131,18 +146,82 @@ pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
             args.ports.join(" ")
         );
     }
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    tasks.push(tokio::spawn(watch_pod(
+        client,
+        args.namespace.clone(),
+        name.to_string(),
+        uid,
+        lost_tx,
+    )));
+    let ended = tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(anyhow::Error::from),
+        Some(why) = lost_rx.recv() => Err(anyhow::anyhow!(
+            "lost connection to pod {name} in namespace {}: {why}",
+            args.namespace
+        )),
+    };
+    // the listeners close with their tasks
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    ended
 }
 
-/// Accepts connections on `listener` until the process ends, each forwarded on a session of
-/// its own.
+/// Looks the pod up every [`POD_CHECK_INTERVAL`] until it is gone ([`pod_gone`]) or the agent
+/// cannot say, then sends why on `lost`.
+async fn watch_pod(
+    client: ApiClient,
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+    lost: mpsc::Sender<String>,
+) {
+    let mut tick = tokio::time::interval(POD_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let why = match client.pods().await {
+            Ok(pods) => pod_gone(&pods, &namespace, &name, uid.as_deref()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            let _ = lost.send(why).await;
+            return;
+        }
+    }
+}
+
+/// Why the pod `namespace/name` forwarded to (of `uid`, when it had one) is no longer among
+/// `pods`: deleted, replaced by a pod of the same name, or finished (`Succeeded`/`Failed`).
+fn pod_gone(pods: &[Pod], namespace: &str, name: &str, uid: Option<&str>) -> Option<String> {
+    let Some(pod) = super::find_pod(pods, namespace, name) else {
+        return Some("the pod was deleted".into());
+    };
+    let now = pod.metadata.uid.as_deref();
+    if uid.is_some() && now != uid {
+        return Some(format!(
+            "the pod was deleted (the pod of that name now has uid {})",
+            now.unwrap_or_default()
+        ));
+    }
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some(phase @ ("Succeeded" | "Failed")) => Some(format!("the pod has finished ({phase})")),
+        _ => None,
+    }
+}
+
+/// Accepts connections on `listener` until aborted, each forwarded on a session of its own; a
+/// session that lost the agent (unreachable, or the connection broke) is sent on `lost`.
 async fn serve(
     listener: tokio::net::TcpListener,
     port: ForwardedPort,
-    client: kubenode_kubelet::api::ApiClient,
+    client: ApiClient,
     namespace: String,
     pod: String,
+    lost: mpsc::Sender<String>,
 ) {
     loop {
         let conn = match listener.accept().await {
@@ -156,15 +235,24 @@ async fn serve(
         println!("Handling connection for {}", port.local);
         let _ = std::io::stdout().flush();
         let (client, namespace, pod) = (client.clone(), namespace.clone(), pod.clone());
+        let lost = lost.clone();
         tokio::spawn(async move {
-            if let Err(e) = client
+            match client
                 .port_forward(&namespace, &pod, port.remote, conn)
                 .await
             {
-                eprintln!(
+                Ok(()) => {}
+                Err(
+                    e @ (ClientError::Lost { .. }
+                    | ClientError::Connect { .. }
+                    | ClientError::Timeout { .. }),
+                ) => {
+                    let _ = lost.try_send(e.to_string());
+                }
+                Err(e) => eprintln!(
                     "an error occurred forwarding {} -> {}: {e}",
                     port.local, port.remote
-                );
+                ),
             }
         });
     }
@@ -352,6 +440,39 @@ mod tests {
         assert_eq!(
             r("metrics"),
             Err("Pod 'web' does not have a named port 'metrics'".into())
+        );
+    }
+
+    #[test]
+    fn a_pod_gone_deleted_replaced_or_finished() {
+        let pod = |uid: &str, phase: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "default", "uid": uid},
+                "status": {"phase": phase},
+            }))
+            .unwrap()
+        };
+        let gone = |pods: &[Pod]| pod_gone(pods, "default", "web", Some("u1"));
+        assert_eq!(gone(&[pod("u1", "Running")]), None);
+        assert_eq!(gone(&[pod("u1", "Pending")]), None);
+        assert_eq!(gone(&[]).as_deref(), Some("the pod was deleted"));
+        assert_eq!(
+            pod_gone(&[pod("u1", "Running")], "other", "web", Some("u1")).as_deref(),
+            Some("the pod was deleted"),
+            "another namespace's pod is not it"
+        );
+        assert_eq!(
+            gone(&[pod("u2", "Running")]).as_deref(),
+            Some("the pod was deleted (the pod of that name now has uid u2)")
+        );
+        assert_eq!(
+            gone(&[pod("u1", "Failed")]).as_deref(),
+            Some("the pod has finished (Failed)")
+        );
+        assert_eq!(
+            pod_gone(&[pod("u9", "Running")], "default", "web", None),
+            None,
+            "a pod that had no uid is known by its name"
         );
     }
 

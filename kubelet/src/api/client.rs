@@ -42,6 +42,15 @@ pub enum ClientError {
     /// The answer did not parse.
     #[error("decoding the agent's answer: {0}")]
     Decode(#[from] serde_json::Error),
+    /// A streaming session's connection broke without the agent ending the session (no
+    /// WebSocket close): the agent stopped or the connection failed.
+    #[error("{what}: lost the connection to the kubenode agent: {cause}")]
+    Lost {
+        /// The session's kind.
+        what: &'static str,
+        /// The failure.
+        cause: String,
+    },
     /// The agent took longer than the bound for this call.
     #[error("the kubenode agent at {socket} did not answer within {after:?} ({what})")]
     Timeout {
@@ -339,7 +348,13 @@ impl ApiClient {
     /// `local` to and from `localhost:PORT` in the pod's network namespace until the pod's
     /// side closes (or `local` fails), as one connection of `kubectl port-forward`. The agent's
     /// error (`error forwarding port ...`: nothing listens there, the pod has no network) is
-    /// `Err` with its text.
+    /// `Err` with its text, also when the agent closed the session before `local`'s data could
+    /// be sent (what the agent sent is read to its end). A connection that breaks without the
+    /// agent closing the session is [`ClientError::Lost`].
+    ///
+    /// `local`'s end of input (a half-close) is not forwarded: the v4 channel protocol has no
+    /// frame for it (upstream's kubelet reads a channel's end only when the connection
+    /// closes), so the session goes on until the pod's side closes.
     pub async fn port_forward<S>(
         &self,
         namespace: &str,
@@ -359,6 +374,7 @@ impl ApiClient {
         let mut error = Vec::new();
         let mut local_open = true;
         let mut local_failed = None;
+        let mut lost = None;
         loop {
             let msg = tokio::select! {
                 m = ws.next() => m,
@@ -366,8 +382,10 @@ impl ApiClient {
                     match n {
                         Ok(0) => local_open = false,
                         Ok(n) => {
+                            // the agent may have ended the session already (its error and
+                            // close frame unread): stop sending, read what it sent
                             if ws.send(ws_message(Protocol::V4, 0, &buf[..n])).await.is_err() {
-                                break;
+                                local_open = false;
                             }
                         }
                         Err(e) => {
@@ -378,11 +396,18 @@ impl ApiClient {
                     continue;
                 }
             };
-            let Some(msg) = msg else { break };
-            let data = match msg.map_err(|e| ClientError::Api(format!("port-forward: {e}")))? {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match msg {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    lost = Some(e.to_string());
+                    break;
+                }
+                None => {
+                    lost = Some("the connection ended".into());
+                    break;
+                }
             };
             let Some((&ch, rest)) = data.split_first() else {
                 continue;
@@ -410,6 +435,12 @@ impl ApiClient {
             return Err(ClientError::Api(
                 String::from_utf8_lossy(&error).trim().to_string(),
             ));
+        }
+        if let Some(cause) = lost {
+            return Err(ClientError::Lost {
+                what: "port-forward",
+                cause,
+            });
         }
         match local_failed {
             Some(e) => Err(ClientError::Api(format!("the local connection: {e}"))),
@@ -564,6 +595,97 @@ mod tests {
             exec_path(&tty).ends_with("&input=1&output=1&tty=1"),
             "a TTY has no stderr"
         );
+    }
+
+    /// A stand-in agent's side of one port-forward WebSocket (`v4.channel.k8s.io`) on `conn`.
+    #[allow(clippy::result_large_err, reason = "tungstenite's callback type")]
+    async fn accept_v4(conn: tokio::net::UnixStream) -> WebSocketStream<tokio::net::UnixStream> {
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        tokio_tungstenite::accept_hdr_async(conn, |_: &Request, mut resp: Response| {
+            resp.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                hyper::header::HeaderValue::from_static(Protocol::V4.name()),
+            );
+            Ok(resp)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The agent writes its error and closes the session at once, while the local client's
+    /// data is waiting to be sent (whichever the client handles first, in turn): the error is
+    /// reported, the local side's output shut down.
+    #[tokio::test]
+    async fn port_forward_reports_the_error_of_a_session_the_agent_closed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("kubenode.sock");
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let agent = tokio::spawn(async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                let mut ws = accept_v4(conn).await;
+                let error = [
+                    &[1u8][..],
+                    b"error forwarding port 9999 to pod p, uid u: refused",
+                ];
+                for m in [vec![0, 0x0f, 0x27], vec![1, 0x0f, 0x27], error.concat()] {
+                    ws.send(Message::binary(m)).await.unwrap();
+                }
+                let _ = ws.close(None).await;
+                // dropped: the connection closes, the client's data unread
+            });
+            let (mut local, theirs) = tokio::io::duplex(1 << 16);
+            local.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let err = ApiClient::new(&socket)
+                .port_forward("default", "p", 9999, theirs)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "error forwarding port 9999 to pod p, uid u: refused"
+            );
+            let mut rest = Vec::new();
+            local.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "{rest:?}");
+            agent.await.unwrap();
+        }
+    }
+
+    /// A connection that ends without the agent closing the session is a lost connection.
+    #[tokio::test]
+    async fn port_forward_without_a_close_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kubenode.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let agent = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let mut ws = accept_v4(conn).await;
+            ws.send(Message::binary(vec![0, 80, 0])).await.unwrap();
+            ws.send(Message::binary(vec![1, 80, 0])).await.unwrap();
+            ws.send(Message::binary(b"\0some data".to_vec()))
+                .await
+                .unwrap();
+            // dropped without a close frame: the agent went away
+        });
+        let (mut local, theirs) = tokio::io::duplex(1 << 16);
+        let err = ApiClient::new(&socket)
+            .port_forward("default", "p", 80, theirs)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Lost {
+                    what: "port-forward",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut got = Vec::new();
+        local.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"some data");
+        agent.await.unwrap();
     }
 
     #[test]
