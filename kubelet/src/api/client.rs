@@ -597,6 +597,18 @@ mod tests {
         );
     }
 
+    /// A stand-in agent's socket in a temporary directory (kept while the guard lives).
+    fn stand_in_socket() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        tokio::net::UnixListener,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("kubenode.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        (dir, socket, listener)
+    }
+
     /// A stand-in agent's side of one port-forward WebSocket (`v4.channel.k8s.io`) on `conn`.
     #[allow(clippy::result_large_err, reason = "tungstenite's callback type")]
     async fn accept_v4(conn: tokio::net::UnixStream) -> WebSocketStream<tokio::net::UnixStream> {
@@ -618,9 +630,7 @@ mod tests {
     #[tokio::test]
     async fn port_forward_reports_the_error_of_a_session_the_agent_closed() {
         for _ in 0..20 {
-            let dir = tempfile::tempdir().unwrap();
-            let socket = dir.path().join("kubenode.sock");
-            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let (_dir, socket, listener) = stand_in_socket();
             let agent = tokio::spawn(async move {
                 let (conn, _) = listener.accept().await.unwrap();
                 let mut ws = accept_v4(conn).await;
@@ -654,9 +664,7 @@ mod tests {
     /// A connection that ends without the agent closing the session is a lost connection.
     #[tokio::test]
     async fn port_forward_without_a_close_is_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("kubenode.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let (_dir, socket, listener) = stand_in_socket();
         let agent = tokio::spawn(async move {
             let (conn, _) = listener.accept().await.unwrap();
             let mut ws = accept_v4(conn).await;
