@@ -8,8 +8,7 @@
 //!   [`frame::MAX_HEADER_BLOCK`] decompressed and [`frame::MAX_HEADERS`] pairs;
 //! - [`Connection`]: streams over an upgraded connection, the server side (the kubelet) and
 //!   the client side (the API server's stand-in, tests);
-//! - [`ReadAhead`]: large socket reads under the TLS a connection runs over (rustls reads
-//!   4 KiB at a time);
+//! - [`ReadAhead`]: large socket reads under a client's TLS (rustls reads 4 KiB at a time);
 //! - the upgrade's HTTP names ([`UPGRADE`], [`PROTOCOL_VERSION_HEADER`], ...).
 
 pub mod conn;

@@ -14,10 +14,10 @@
 //! TLS: all on this machine) per GiB, which a loaded machine changes less than the rate.
 //!
 //! With `--upload` the bytes go the other way (the client writes `--mib` MiB on each data
-//! stream, the pod's port counts them). Under TLS both ends read their sockets in 64 KiB
-//! reads (`kubenode_spdy::ReadAhead`, as the kubelet's :10250 does; Go's `crypto/tls` in the
-//! API server reads whole records); `--small-reads` leaves rustls its own 4 KiB reads, for
-//! comparison.
+//! stream, the pod's port counts them). Under TLS the client reads its socket 64 KiB at a
+//! time (`kubenode_spdy::ReadAhead`, as Go's `crypto/tls` in the API server reads whole
+//! records); `--small-reads` leaves it rustls' own 4 KiB reads, for comparison. The kubelet's
+//! side reads as the kubelet's :10250 does (rustls' reads).
 //!
 //! Run: `cargo run --release -p kubenode-integration --bin portforward-bench [-- --mib N
 //! --streams S --tls --upload --small-reads]` (a debug build measures the debug build).
@@ -122,8 +122,8 @@ async fn pod_to_stream(pod: tokio::net::TcpStream, r: StreamReader, w: &StreamWr
     }
 }
 
-/// The socket under TLS: large reads unless `--small-reads` (rustls' own 4 KiB reads, what
-/// the kubelet did before).
+/// The client's socket under TLS: large reads unless `--small-reads` (rustls' own 4 KiB
+/// reads).
 fn socket<T>(io: T) -> ReadAhead<T> {
     ReadAhead::new(io)
 }
@@ -140,8 +140,7 @@ async fn kubelet_side(
     let (sock, _) = listener.accept().await?;
     sock.set_nodelay(true)?;
     match tls {
-        Some(acceptor) if small_reads() => serve(acceptor.accept(sock).await?).await,
-        Some(acceptor) => serve(acceptor.accept(socket(sock)).await?).await,
+        Some(acceptor) => serve(acceptor.accept(sock).await?).await,
         None => serve(sock).await,
     }
 }

@@ -97,9 +97,6 @@ pub async fn serve_https(
             let server = server.clone();
             tokio::spawn(async move {
                 let _slot = permit;
-                // rustls reads its socket 4 KiB at a time: large reads under it (what
-                // clients send: port-forward uploads, exec stdin)
-                let stream = kubenode_spdy::ReadAhead::new(stream);
                 let tls =
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                         .await
