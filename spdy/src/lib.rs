@@ -8,10 +8,12 @@
 //!   [`frame::MAX_HEADER_BLOCK`] decompressed and [`frame::MAX_HEADERS`] pairs;
 //! - [`Connection`]: streams over an upgraded connection, the server side (the kubelet) and
 //!   the client side (the API server's stand-in, tests);
+//! - [`ReadAhead`]: large socket reads under a client's TLS (rustls reads 4 KiB at a time);
 //! - the upgrade's HTTP names ([`UPGRADE`], [`PROTOCOL_VERSION_HEADER`], ...).
 
 pub mod conn;
 pub mod frame;
+pub mod readahead;
 
 /// The buffers of the API: data read is [`Bytes`], a connection's read buffer [`BytesMut`].
 pub use bytes::{Bytes, BytesMut};
@@ -19,6 +21,7 @@ pub use conn::{
     Config, Connection, Incoming, Role, Stream, StreamReader, StreamWriter, COPY_CHUNK,
 };
 pub use frame::{Frame, FrameError, FrameReader, FrameWriter, Headers, MAX_FRAME};
+pub use readahead::{ReadAhead, READ_AHEAD};
 
 /// The `Upgrade` token of a SPDY/3.1 connection.
 pub const UPGRADE: &str = "SPDY/3.1";

@@ -428,29 +428,46 @@ pub(super) fn ws_message(protocol: Protocol, ch: u8, data: &[u8]) -> Message {
 /// At most this many queued messages go out with one flush of the WebSocket.
 const WRITE_BATCH: usize = 32;
 
-/// The sending half of a session: a task that encodes each `(channel, data)` the session
-/// queues (at most 16 waiting: a slow client slows the session), sends it (what is queued
-/// together, up to [`WRITE_BATCH`] messages, with one flush), touches `activity`, and once
-/// the queue's senders are gone closes the socket normally.
-pub(super) fn spawn_writer<S>(
+/// What a session queues for its writer ([`spawn_writer`]).
+pub(super) trait Outgoing: Send + 'static {
+    /// The WebSocket message under `protocol`.
+    fn into_message(self, protocol: Protocol) -> Message;
+}
+
+/// `(channel, data)`, encoded by the writer ([`ws_message`]).
+impl Outgoing for (u8, Vec<u8>) {
+    fn into_message(self, protocol: Protocol) -> Message {
+        ws_message(protocol, self.0, &self.1)
+    }
+}
+
+/// A message already encoded (port-forward's data, read straight into its message).
+impl Outgoing for Message {
+    fn into_message(self, _: Protocol) -> Message {
+        self
+    }
+}
+
+/// The sending half of a session: a task that encodes each item the session queues (at most
+/// 16 waiting: a slow client slows the session), sends it (what is queued together, up to
+/// [`WRITE_BATCH`] messages, with one flush), touches `activity`, and once the queue's
+/// senders are gone closes the socket normally.
+pub(super) fn spawn_writer<S, T: Outgoing>(
     mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
     protocol: Protocol,
     activity: Activity,
-) -> (
-    tokio::sync::mpsc::Sender<(u8, Vec<u8>)>,
-    tokio::task::JoinHandle<()>,
-)
+) -> (tokio::sync::mpsc::Sender<T>, tokio::task::JoinHandle<()>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<T>(16);
     let writer = tokio::spawn(async move {
         while let Some(first) = out_rx.recv().await {
             // what is queued goes out with one flush (one TLS write, fewer system calls)
             let mut next = Some(first);
             let mut queued = 0;
-            while let Some((ch, data)) = next.take() {
-                if sink.feed(ws_message(protocol, ch, &data)).await.is_err() {
+            while let Some(item) = next.take() {
+                if sink.feed(item.into_message(protocol)).await.is_err() {
                     return;
                 }
                 queued += 1;
@@ -513,7 +530,7 @@ mod tests {
         let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let (sink, _source) = server.split();
-        let (out, writer) = spawn_writer(sink, Protocol::V4, Activity::new());
+        let (out, writer) = spawn_writer::<_, (u8, Vec<u8>)>(sink, Protocol::V4, Activity::new());
         let count = 3 * WRITE_BATCH + 5;
         let queue = tokio::spawn(async move {
             for i in 0..count {

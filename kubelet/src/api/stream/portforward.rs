@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -18,11 +19,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{self, Inbound, Protocol};
-use super::{spawn_writer, Activity};
+use super::{spawn_writer, ws_message, Activity};
 use crate::api::ApiError;
 
 /// The subprotocols of port-forward over WebSocket (upstream's `v4.` + the channel protocols).
 pub const PORT_FORWARD_PROTOCOLS: [Protocol; 2] = [Protocol::V4, Protocol::V4Base64];
+
+/// Each read of the pod's side takes at most this much (one message): twice upstream's 32 KiB
+/// `io.Copy` buffer, as SPDY's [`kubenode_spdy::COPY_CHUNK`].
+const COPY_CHUNK: usize = kubenode_spdy::COPY_CHUNK;
 
 /// At most this many ports in one request.
 pub const MAX_PORTS: usize = 64;
@@ -110,15 +115,15 @@ pub(super) async fn run<S>(
 {
     let (sink, mut source) = ws.split();
     let activity = Activity::new();
-    let (out_tx, writer) = spawn_writer(sink, protocol, activity.clone());
+    let (out_tx, writer) = spawn_writer::<_, Message>(sink, protocol, activity.clone());
     let mut to_pod = Vec::new();
     let mut forwards = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
         let data_ch = (2 * i) as u8;
         let err_ch = data_ch + 1;
-        let prefix = port.to_le_bytes().to_vec();
-        let _ = out_tx.send((data_ch, prefix.clone())).await;
-        let _ = out_tx.send((err_ch, prefix)).await;
+        let prefix = port.to_le_bytes();
+        let _ = out_tx.send(ws_message(protocol, data_ch, &prefix)).await;
+        let _ = out_tx.send(ws_message(protocol, err_ch, &prefix)).await;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
         to_pod.push(tx);
         let out = out_tx.clone();
@@ -126,12 +131,13 @@ pub(super) async fn run<S>(
         let (pod, uid) = (pod.clone(), uid.clone());
         forwards.push(tokio::spawn(async move {
             let fail = |e: std::io::Error| {
-                format!("error forwarding port {port} to pod {pod}, uid {uid}: {e}").into_bytes()
+                let text = format!("error forwarding port {port} to pod {pod}, uid {uid}: {e}");
+                ws_message(protocol, err_ch, text.as_bytes())
             };
             let conn = match connect(netns, port).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = out.send((err_ch, fail(e))).await;
+                    let _ = out.send(fail(e)).await;
                     return;
                 }
             };
@@ -143,13 +149,27 @@ pub(super) async fn run<S>(
                 w.shutdown().await
             };
             let downstream = async {
-                let mut buf = vec![0u8; 32 * 1024];
+                let mut buf = BytesMut::new();
                 loop {
-                    let n = r.read(&mut buf).await?;
-                    if n == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    if out.send((data_ch, buf[..n].to_vec())).await.is_err() {
+                    let msg = if protocol.is_base64() {
+                        buf.resize(COPY_CHUNK, 0);
+                        let n = r.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        ws_message(protocol, data_ch, &buf[..n])
+                    } else {
+                        // the pod's bytes land in their message, behind the channel byte:
+                        // not copied again on their way to the WebSocket
+                        buf.reserve(1 + COPY_CHUNK);
+                        buf.put_u8(data_ch);
+                        let n = r.read_buf(&mut (&mut buf).limit(COPY_CHUNK)).await?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        Message::Binary(buf.split().freeze())
+                    };
+                    if out.send(msg).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -160,7 +180,7 @@ pub(super) async fn run<S>(
                 r = async { upstream.await?; futures::future::pending::<std::io::Result<()>>().await } => r,
             };
             if let Err(e) = result {
-                let _ = out.send((err_ch, fail(e))).await;
+                let _ = out.send(fail(e)).await;
             }
         }));
     }
