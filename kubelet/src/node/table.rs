@@ -187,13 +187,14 @@ impl PodTable {
         });
     }
 
-    /// The specs of the pods whose workers run them and that have not finished (upstream's
-    /// active pods).
-    pub(super) fn active_specs(&self) -> Vec<k8s_openapi::api::core::v1::PodSpec> {
+    /// The pods whose workers run them and that have not finished (upstream's active pods),
+    /// shared: each worker that makes a sandbox asks, and 100 pods starting at once must not
+    /// hold 100 copies of every pod.
+    pub(super) fn active_pods(&self) -> Vec<Arc<Pod>> {
         self.lock()
             .values()
             .filter(|e| e.is_active())
-            .filter_map(|e| e.pod.spec.clone())
+            .map(|e| e.pod.clone())
             .collect()
     }
 
