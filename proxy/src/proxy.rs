@@ -151,7 +151,7 @@ pub struct Proxy {
     slices_of: HashMap<ServiceKey, BTreeSet<ServiceKey>>,
     /// Services whose slices changed since the last [`Proxy::desired`].
     changed_slice_services: BTreeSet<ServiceKey>,
-    pods: Vec<Pod>,
+    pods: Vec<Arc<Pod>>,
     udp: UdpState,
     route_localnet: bool,
     status: Arc<Mutex<ProxyStatus>>,
@@ -390,8 +390,10 @@ impl Proxy {
     }
 
     /// Replaces the node's pods (endpoints of Services with a selector come from them).
-    pub fn update_pods(&mut self, pods: Vec<Pod>) {
-        self.pods = pods;
+    /// The pods may come shared (`Arc<Pod>`, the agent's: one copy of each pod for the kubelet
+    /// and the proxy) or owned (`Pod`).
+    pub fn update_pods<P: Into<Arc<Pod>>>(&mut self, pods: impl IntoIterator<Item = P>) {
+        self.pods = pods.into_iter().map(Into::into).collect();
         self.pods_dirty = true;
     }
 

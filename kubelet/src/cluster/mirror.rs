@@ -15,6 +15,7 @@
 //! first read (before it, every static pod would look gone).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -111,7 +112,7 @@ pub fn plan<'a>(
 pub async fn run(
     client: kube::Client,
     node: String,
-    mut statics: watch::Receiver<Vec<Pod>>,
+    mut statics: watch::Receiver<Vec<Arc<Pod>>>,
     mut api: watch::Receiver<ApiPods>,
 ) {
     let mut tick = tokio::time::interval(RESYNC);
@@ -144,7 +145,7 @@ pub async fn run(
         let wanted: BTreeMap<String, Pod> = statics
             .borrow_and_update()
             .iter()
-            .map(|p| (key(p), p.clone()))
+            .map(|p| (key(p), Pod::clone(p)))
             .collect();
         created.retain(|k, (_, at)| !existing.contains_key(k) && at.elapsed() < RESYNC);
         let (delete, create) = plan(&wanted, &existing);

@@ -18,7 +18,8 @@
 //! (`source::apply_pod_defaults`) and `kubernetes.io/config.source: api`; the kubelet validates
 //! them at admission as file pods are validated at read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -46,8 +47,9 @@ pub const UNSUPPORTED_POD_SPEC: &str = "UnsupportedPodSpec";
 pub struct ApiPods {
     /// The first list has completed.
     pub listed: bool,
-    /// The node's pods (mirror pods excluded), by UID.
-    pub pods: BTreeMap<String, Pod>,
+    /// The node's pods (mirror pods excluded), by UID; shared, so that the status manager's
+    /// copy of the view copies no pod.
+    pub pods: BTreeMap<String, Arc<Pod>>,
     /// The node's mirror pods, by `namespace/name`.
     pub mirrors: BTreeMap<String, Pod>,
 }
@@ -57,7 +59,7 @@ impl ApiPods {
         if mirror_hash(&pod).is_some() {
             self.mirrors.insert(mirror_key(&pod), pod);
         } else {
-            self.pods.insert(uid, pod);
+            self.pods.insert(uid, Arc::new(pod));
         }
     }
 
@@ -193,19 +195,20 @@ async fn merge(
     mut files: mpsc::Receiver<Snapshot>,
     mut api: watch::Receiver<ApiPods>,
     out: mpsc::Sender<Snapshot>,
-    statics: watch::Sender<Vec<Pod>>,
+    statics: watch::Sender<Vec<Arc<Pod>>>,
 ) {
     let mut file: Option<Snapshot> = None;
     // A file snapshot's errors are recorded once, with the snapshot that brought them.
     let mut errors = Vec::new();
     let mut api_open = true;
     let mut last: Option<Snapshot> = None;
+    let mut desired = DesiredPods::default();
     loop {
         tokio::select! {
             s = files.recv() => match s {
                 Some(s) => {
                     errors = s.errors.clone();
-                    statics.send_replace(s.pods.clone());
+                    statics.send_replace(s.pods.clone()); // shared, not copied
                     file = Some(s);
                 }
                 None => return,
@@ -217,7 +220,12 @@ async fn merge(
                 }
             }
         }
-        let snapshot = combine(file.as_ref(), &api.borrow_and_update(), &mut errors);
+        let snapshot = combine(
+            file.as_ref(),
+            &api.borrow_and_update(),
+            &mut errors,
+            &mut desired,
+        );
         // Most API events only change a pod's status (the kubelet's own writes among them):
         // the desired pods are the same, and the kubelet is not bothered.
         if last.as_ref() == Some(&snapshot) {
@@ -230,16 +238,56 @@ async fn merge(
     }
 }
 
+/// The desired pods made of the API pods ([`desired_pod`]), by UID, with the
+/// `resourceVersion` each was made from (the API server gives every write of an object a new
+/// one; a pod without one is made again each time). Most watch events are status writes (the
+/// kubelet's own among them): the pod's version changed, its desired pod did not. The cache makes each
+/// desired pod once per version, and keeps the allocation while its content stays the same, so
+/// that the snapshots the kubelet keeps and each worker's desired pod share one copy.
+#[derive(Debug, Default)]
+struct DesiredPods(HashMap<String, (Option<String>, Arc<Pod>)>);
+
+impl DesiredPods {
+    /// The desired pod of API pod `pod` (UID `uid`).
+    fn of(&mut self, uid: &str, pod: &Pod) -> Arc<Pod> {
+        let version = pod.metadata.resource_version.as_deref();
+        match self.0.get_mut(uid) {
+            Some((made_from, desired)) => {
+                if version.is_none() || made_from.as_deref() != version {
+                    let new = desired_pod(pod);
+                    if **desired != new {
+                        *desired = Arc::new(new);
+                    }
+                    *made_from = version.map(str::to_string);
+                }
+                Arc::clone(desired)
+            }
+            None => {
+                let desired = Arc::new(desired_pod(pod));
+                self.0.insert(
+                    uid.to_string(),
+                    (version.map(str::to_string), Arc::clone(&desired)),
+                );
+                desired
+            }
+        }
+    }
+}
+
 /// The file snapshot (or an empty one) with the API pods added.
 fn combine(
     file: Option<&Snapshot>,
     api: &ApiPods,
     errors: &mut Vec<crate::source::SourceError>,
+    desired: &mut DesiredPods,
 ) -> Snapshot {
     let mut snapshot = file.cloned().unwrap_or_default();
     snapshot.errors = std::mem::take(errors);
     snapshot.incomplete = file.is_none() || !api.listed;
-    snapshot.pods.extend(api.pods.values().map(desired_pod));
+    desired.0.retain(|uid, _| api.pods.contains_key(uid));
+    snapshot
+        .pods
+        .extend(api.pods.iter().map(|(uid, pod)| desired.of(uid, pod)));
     snapshot
 }
 
@@ -308,7 +356,12 @@ mod tests {
         view.insert("u1".into(), api_pod("web", "u1", "n1"));
         view.listed = true;
         assert_eq!(view.mirrors.len(), 1);
-        let s = combine(Some(&Snapshot::default()), &view, &mut vec![]);
+        let s = combine(
+            Some(&Snapshot::default()),
+            &view,
+            &mut vec![],
+            &mut DesiredPods::default(),
+        );
         let uids: Vec<_> = s
             .pods
             .iter()
@@ -359,14 +412,15 @@ mod tests {
         assert!(out.recv().await.unwrap().incomplete);
         api_tx.send_modify(|v| {
             v.listed = true;
-            v.pods.insert("u1".into(), api_pod("web", "u1", "n1"));
+            v.pods
+                .insert("u1".into(), Arc::new(api_pod("web", "u1", "n1")));
         });
         let s = out.recv().await.unwrap();
         assert!(!s.incomplete);
         assert_eq!(s.pods.len(), 1);
         // The kubelet's own status write comes back through the watch: nothing to send.
         api_tx.send_modify(|v| {
-            let p = v.pods.get_mut("u1").unwrap();
+            let p = Arc::make_mut(v.pods.get_mut("u1").unwrap());
             p.status.as_mut().unwrap().phase = Some("Running".into());
             p.metadata.resource_version = Some("9".into());
         });
@@ -374,10 +428,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(out.try_recv().is_err(), "a snapshot for a status change");
-        // A label change is a change of the desired pod.
+        // A label change is a change of the desired pod (a write: a new resourceVersion).
         api_tx.send_modify(|v| {
-            let p = v.pods.get_mut("u1").unwrap();
+            let p = Arc::make_mut(v.pods.get_mut("u1").unwrap());
             p.metadata.labels = Some([("a".to_string(), "b".to_string())].into_iter().collect());
+            p.metadata.resource_version = Some("10".into());
         });
         let s = out.recv().await.unwrap();
         assert!(s.pods[0]
@@ -390,11 +445,54 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_desired_pod_is_one_shared_copy_across_snapshots() {
+        let mut api = ApiPods {
+            listed: true,
+            ..Default::default()
+        };
+        api.pods
+            .insert("u1".into(), Arc::new(api_pod("web", "u1", "n1")));
+        api.pods
+            .insert("u2".into(), Arc::new(api_pod("db", "u2", "n1")));
+        let mut desired = DesiredPods::default();
+        let file = Snapshot::default();
+        let first = combine(Some(&file), &api, &mut vec![], &mut desired);
+        // A status write (a new resourceVersion) of u1 and a label change of u2.
+        let p = Arc::make_mut(api.pods.get_mut("u1").unwrap());
+        p.status.as_mut().unwrap().phase = Some("Running".into());
+        p.metadata.resource_version = Some("8".into());
+        let p = Arc::make_mut(api.pods.get_mut("u2").unwrap());
+        p.metadata.labels = Some([("a".to_string(), "b".to_string())].into_iter().collect());
+        p.metadata.resource_version = Some("9".into());
+        let second = combine(Some(&file), &api, &mut vec![], &mut desired);
+        let by_uid = |s: &Snapshot, uid: &str| {
+            s.pods
+                .iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid))
+                .cloned()
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(&by_uid(&first, "u1"), &by_uid(&second, "u1")));
+        assert!(!Arc::ptr_eq(&by_uid(&first, "u2"), &by_uid(&second, "u2")));
+        assert!(by_uid(&second, "u2")
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l["a"] == "b"));
+        // A pod gone from the API leaves the cache.
+        api.pods.remove("u1");
+        let third = combine(Some(&file), &api, &mut vec![], &mut desired);
+        assert_eq!(third.pods.len(), 1);
+        assert_eq!(desired.0.len(), 1);
+    }
+
+    #[test]
     fn combined_snapshot_is_incomplete_until_both_sources_delivered() {
         let mut api = ApiPods::default();
-        api.pods.insert("u1".into(), api_pod("web", "u1", "n1"));
+        api.pods
+            .insert("u1".into(), Arc::new(api_pod("web", "u1", "n1")));
         let mut errors = vec![];
-        let s = combine(None, &api, &mut errors);
+        let s = combine(None, &api, &mut errors, &mut DesiredPods::default());
         assert!(s.incomplete);
         assert_eq!(s.pods.len(), 1);
         // The file source's ConfigMaps and Secrets (the static pods') go through with it.
@@ -403,9 +501,9 @@ mod tests {
             secrets: std::sync::Arc::new(vec![Default::default()]),
             ..Default::default()
         };
-        assert!(combine(Some(&file), &api, &mut errors).incomplete);
+        assert!(combine(Some(&file), &api, &mut errors, &mut DesiredPods::default()).incomplete);
         api.listed = true;
-        let s = combine(Some(&file), &api, &mut errors);
+        let s = combine(Some(&file), &api, &mut errors, &mut DesiredPods::default());
         assert!(!s.incomplete);
         assert_eq!(s.pods[0].metadata.uid.as_deref(), Some("u1"));
         assert_eq!((s.config_maps.len(), s.secrets.len()), (1, 1));

@@ -262,7 +262,7 @@ impl Manager {
 
 impl Manager {
     /// Writes what changed; `false` when a write failed (retry).
-    async fn sync(&mut self, pods: &[Pod], view: &ApiPods, resync: bool) -> bool {
+    async fn sync(&mut self, pods: &[Arc<Pod>], view: &ApiPods, resync: bool) -> bool {
         // A static pod's status goes to its mirror pod.
         let mirrors: HashMap<&str, &Pod> = view
             .mirrors
@@ -282,7 +282,11 @@ impl Manager {
             let Some(uid) = pod.metadata.uid.as_deref() else {
                 continue;
             };
-            let api_pod = view.pods.get(uid).or_else(|| mirrors.get(uid).copied());
+            let api_pod = view
+                .pods
+                .get(uid)
+                .map(|p| &**p)
+                .or_else(|| mirrors.get(uid).copied());
             let (Some(api_pod), Some(status)) = (api_pod, pod.status.as_ref()) else {
                 continue;
             };

@@ -63,7 +63,7 @@ fn start_worker(
     deps: &Arc<WorkerDeps>,
     pods: &mut BTreeMap<String, PodEntry>,
     uid: String,
-    pod: Pod,
+    pod: Arc<Pod>,
 ) {
     let (tx, rx) = watch::channel(Some(pod.clone()));
     pods.insert(
@@ -103,8 +103,8 @@ pub struct ProxyInput {
     pub services: Vec<Service>,
     /// Manually written Endpoints (selector-less Services).
     pub endpoints: Vec<Endpoints>,
-    /// The node's pods with their status.
-    pub pods: Vec<Pod>,
+    /// The node's pods with their status (shared with the kubelet's pod table).
+    pub pods: Vec<Arc<Pod>>,
 }
 
 /// The workspace's poisoned-lock policy: recover the data, log it.
@@ -329,7 +329,7 @@ impl Kubelet {
     fn apply(&self, snapshot: &Snapshot) {
         let config = &self.deps.config;
         let mut pods = self.deps.pods.lock();
-        let desired: BTreeMap<String, &Pod> = snapshot
+        let desired: BTreeMap<String, &Arc<Pod>> = snapshot
             .pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
@@ -340,13 +340,13 @@ impl Kubelet {
                 // An API pod gone from the API without the kubelet's final DELETE (a force
                 // delete) is stopped at once: grace 0, as the API's own deletion says.
                 (None, Some(worker)) if is_api_pod(&entry.pod) => {
-                    let mut gone = entry.pod.clone();
+                    let mut gone = Pod::clone(&entry.pod);
                     gone.status = None;
                     gone.metadata
                         .deletion_timestamp
                         .get_or_insert_with(|| Time(self.deps.clock.now()));
                     gone.metadata.deletion_grace_period_seconds = Some(0);
-                    let _ = worker.send(Some(gone));
+                    let _ = worker.send(Some(Arc::new(gone)));
                 }
                 (None, Some(worker)) => {
                     let _ = worker.send(None);
@@ -363,9 +363,9 @@ impl Kubelet {
                         entry.restart_requested = true;
                     }
                     worker.send_if_modified(|current| {
-                        let changed = current.as_ref() != Some(*pod);
+                        let changed = current.as_deref() != Some(&***pod);
                         if changed {
-                            *current = Some((*pod).clone());
+                            *current = Some(Arc::clone(pod));
                         }
                         changed
                     });
@@ -389,7 +389,7 @@ impl Kubelet {
         )
         // The configuration was checked at start; an empty list would refuse every sysctl.
         .unwrap_or_default();
-        let mut new: Vec<(&String, &Pod)> = desired
+        let mut new: Vec<(&String, &Arc<Pod>)> = desired
             .iter()
             .filter(|(uid, _)| !pods.contains_key(*uid))
             .map(|(uid, pod)| (uid, *pod))
@@ -444,7 +444,7 @@ impl Kubelet {
             // Upstream counts the active pods only (`filterOutInactivePods`): a finished pod
             // takes no place.
             let active = pods.values().filter(|e| e.is_active()).count();
-            let mut pod = pod.clone();
+            let pod = Arc::clone(pod);
             // A pod deleted before this kubelet admitted it (or deleted while the agent was
             // down): its worker terminates at once whatever may be running of it (an adopted
             // sandbox), without admission.
@@ -533,6 +533,7 @@ impl Kubelet {
                     }),
             };
             if let Some((reason, message)) = rejection {
+                let mut pod = Pod::clone(&pod);
                 pod.status = Some(crate::status::rejected_status(
                     &pod,
                     reason,
@@ -545,7 +546,7 @@ impl Kubelet {
                 pods.insert(
                     uid,
                     PodEntry {
-                        pod,
+                        pod: Arc::new(pod),
                         sandbox_id: None,
                         worker: None,
                         restart_requested: false,
@@ -782,7 +783,7 @@ impl crate::eviction::EvictionHost for Kubelet {
             .lock()
             .values()
             .filter(|e| e.is_active())
-            .map(|e| e.pod.clone())
+            .map(|e| Pod::clone(&e.pod))
             .collect()
     }
 
@@ -837,7 +838,12 @@ impl NodeView for Kubelet {
     }
 
     fn pods(&self) -> Vec<Pod> {
-        self.deps.pods.list()
+        self.deps
+            .pods
+            .list()
+            .iter()
+            .map(|p| Pod::clone(p))
+            .collect()
     }
 
     fn events(&self) -> Vec<Event> {

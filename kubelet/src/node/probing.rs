@@ -74,8 +74,14 @@ impl ProbeHost for RuntimeProbeHost {
                 .as_ref()
                 .and_then(|s| s.pod_ip.clone())
                 .unwrap_or_default();
-            deps.stop_one(pod, pod_ip, instance, container, request.grace)
-                .await;
+            deps.stop_one(
+                Arc::unwrap_or_clone(pod),
+                pod_ip,
+                instance,
+                container,
+                request.grace,
+            )
+            .await;
             Ok(())
         })
     }

@@ -3,7 +3,7 @@
 //! Endpoints).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use tokio::sync::{mpsc, watch};
@@ -14,10 +14,12 @@ use crate::source::Snapshot;
 
 /// One pod of the table.
 pub(super) struct PodEntry {
-    pub(super) pod: Pod,
+    /// The pod with its status as last published; shared with the proxy's input (and,
+    /// until its worker first publishes, with the worker's desired pod).
+    pub(super) pod: Arc<Pod>,
     pub(super) sandbox_id: Option<String>,
     /// Sends the worker its desired pod (`None`: terminate it); absent for a rejected pod.
-    pub(super) worker: Option<watch::Sender<Option<Pod>>>,
+    pub(super) worker: Option<watch::Sender<Option<Arc<Pod>>>>,
     /// The pod came back (the same UID desired again: a static pod's manifest restored to
     /// content it had before) after its worker was told to terminate it: once the worker has
     /// finished, the pod is admitted again (upstream's `restartRequested`).
@@ -121,7 +123,7 @@ impl PodTable {
     }
 
     /// The pod `uid` as last published, with its sandbox.
-    pub(super) fn get(&self, uid: &str) -> Option<(Pod, Option<String>)> {
+    pub(super) fn get(&self, uid: &str) -> Option<(Arc<Pod>, Option<String>)> {
         self.lock()
             .get(uid)
             .map(|e| (e.pod.clone(), e.sandbox_id.clone()))
@@ -135,13 +137,13 @@ impl PodTable {
         let Some(e) = pods.get_mut(uid) else {
             return;
         };
-        if e.pod == pod && e.sandbox_id == sandbox_id {
+        if *e.pod == pod && e.sandbox_id == sandbox_id {
             return;
         }
         if let Some(since) = started_now(&e.pod, &pod) {
             crate::metrics::metrics().pod_started(since);
         }
-        e.pod = pod;
+        e.pod = Arc::new(pod);
         e.sandbox_id = sandbox_id;
         drop(pods);
         self.publish_proxy(None);
@@ -170,7 +172,7 @@ impl PodTable {
 
     /// Tells the subscribers that `pod` is gone for good.
     pub(super) fn notify_terminated(&self, pod: &Pod) {
-        lock(&self.terminated, "terminated").retain(|tx| tx.send(pod.clone()).is_ok());
+        lock(&self.terminated, "terminated").retain(|tx| tx.send(Pod::clone(pod)).is_ok());
     }
 
     /// Sends the proxy the pods, and the snapshot's Services and Endpoints when given.
@@ -185,17 +187,19 @@ impl PodTable {
         });
     }
 
-    /// The specs of the pods whose workers run them and that have not finished (upstream's
-    /// active pods).
-    pub(super) fn active_specs(&self) -> Vec<k8s_openapi::api::core::v1::PodSpec> {
+    /// The pods whose workers run them and that have not finished (upstream's active pods),
+    /// shared: each worker that makes a sandbox asks, and 100 pods starting at once must not
+    /// hold 100 copies of every pod.
+    pub(super) fn active_pods(&self) -> Vec<Arc<Pod>> {
         self.lock()
             .values()
             .filter(|e| e.is_active())
-            .filter_map(|e| e.pod.spec.clone())
+            .map(|e| e.pod.clone())
             .collect()
     }
 
-    pub(super) fn list(&self) -> Vec<Pod> {
+    /// The pods as last published (shared, not copied).
+    pub(super) fn list(&self) -> Vec<Arc<Pod>> {
         self.lock().values().map(|e| e.pod.clone()).collect()
     }
 
@@ -204,7 +208,7 @@ impl PodTable {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<(Pod, Option<String>), ApiError> {
+    ) -> Result<(Arc<Pod>, Option<String>), ApiError> {
         self.lock()
             .values()
             .find(|e| {

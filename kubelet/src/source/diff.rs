@@ -5,6 +5,7 @@ use super::Snapshot;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 
 /// What changed among the Services and Endpoints of two snapshots, by `(namespace, name)`.
@@ -135,13 +136,15 @@ fn full_name(p: &Pod) -> String {
 /// Diffs `old` against `new` by UID, pairing a removed and an added pod
 /// with the same `namespace/name` as a replacement. Order follows `new`
 /// (then `old` for removals).
-pub fn diff_pods(old: &[Pod], new: &[Pod]) -> PodChanges {
-    let old_uids: HashSet<&str> = old.iter().map(uid).collect();
-    let new_uids: HashSet<&str> = new.iter().map(uid).collect();
+pub fn diff_pods<P: Borrow<Pod>>(old: &[P], new: &[P]) -> PodChanges {
+    let old: Vec<&Pod> = old.iter().map(Borrow::borrow).collect();
+    let new: Vec<&Pod> = new.iter().map(Borrow::borrow).collect();
+    let old_uids: HashSet<&str> = old.iter().map(|p| uid(p)).collect();
+    let new_uids: HashSet<&str> = new.iter().map(|p| uid(p)).collect();
     let mut gone: HashMap<String, &Pod> = old
         .iter()
         .filter(|p| !new_uids.contains(uid(p)))
-        .map(|p| (full_name(p), p))
+        .map(|p| (full_name(p), *p))
         .collect();
     let mut changes = PodChanges::default();
     for p in new {
@@ -156,7 +159,7 @@ pub fn diff_pods(old: &[Pod], new: &[Pod]) -> PodChanges {
     changes.removed = old
         .iter()
         .filter(|p| gone.contains_key(&full_name(p)) && !new_uids.contains(uid(p)))
-        .cloned()
+        .map(|p| Pod::clone(p))
         .collect();
     changes
 }

@@ -53,8 +53,10 @@ pub const FILE_SOURCE: &str = "file";
 /// and keys, never their values.
 #[derive(Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Valid static pods, in file order.
-    pub pods: Vec<Pod>,
+    /// Valid static pods, in file order (in cluster mode, then the API's pods). Shared: a pod
+    /// unchanged from one snapshot to the next is the same allocation in the snapshots the
+    /// kubelet keeps and in its worker's channel, not a copy each.
+    pub pods: Vec<Arc<Pod>>,
     /// Services, for the proxy.
     pub services: Vec<Service>,
     /// Endpoints, for the proxy (selector-less Services).

@@ -108,7 +108,7 @@ enum Entry {
     Pod {
         document: usize,
         key: String,
-        pod: Box<Pod>,
+        pod: Arc<Pod>,
     },
     Service {
         document: usize,
@@ -680,7 +680,7 @@ fn assemble(file: &Path, entries: &[Entry], seen: &mut Seen, snap: &mut Snapshot
                     continue;
                 }
                 seen.pods.insert(key.clone(), file.to_path_buf());
-                snap.pods.push((**pod).clone());
+                snap.pods.push(pod.clone());
             }
             Entry::Service {
                 document,
@@ -812,7 +812,7 @@ fn read_file(file: &Path, text: &str, node: &str, seen_at: Timestamp) -> Vec<Ent
                 out.push(Entry::Pod {
                     document: d.document,
                     key: meta_key(&pod.metadata),
-                    pod: Box::new(pod),
+                    pod: Arc::new(pod),
                 });
             }
             Object::Service(mut svc) => {

@@ -130,6 +130,7 @@ impl Watcher {
                 .or_insert_with(|| *self.seen.get(&key).unwrap_or(&now))
         };
         for pod in &mut snap.pods {
+            let pod = Arc::make_mut(pod);
             let first = first_seen(pod.metadata.uid.clone().unwrap_or_default());
             pod.metadata.creation_timestamp = Some(Time(first));
             if let Some(a) = pod.metadata.annotations.as_mut() {

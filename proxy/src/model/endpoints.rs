@@ -285,9 +285,9 @@ fn pod_terminal(pod: &Pod) -> bool {
 /// port name); readiness from the pod's `Ready` condition (`publishNotReadyAddresses` makes every
 /// address ready). Terminal and deleted pods are left out. Services without a selector get no set
 /// (their `Endpoints` are written by hand).
-pub fn endpoints_from_pods<'a>(
+pub fn endpoints_from_pods<'a, P: std::borrow::Borrow<Pod>>(
     services: impl IntoIterator<Item = &'a Service>,
-    pods: &[Pod],
+    pods: &[P],
     node_name: &str,
 ) -> Vec<EndpointSet> {
     let mut out = Vec::new();
@@ -307,6 +307,7 @@ pub fn endpoints_from_pods<'a>(
             entries: Vec::new(),
         };
         for pod in pods {
+            let pod: &Pod = pod.borrow();
             if pod.metadata.namespace.as_deref().unwrap_or("default") != ns || pod_terminal(pod) {
                 continue;
             }

@@ -66,7 +66,7 @@ enum Msg {
     Services(Vec<Service>),
     Endpoints(Vec<Endpoints>),
     Slices(Vec<EndpointSlice>),
-    Pods(Vec<Pod>),
+    Pods(Vec<Arc<Pod>>),
     Changes(Changes),
     SyncNow,
     Shutdown,
@@ -110,8 +110,10 @@ impl ProxyHandle {
     }
 
     /// Replaces the node's pods.
-    pub fn update_pods(&self, pods: Vec<Pod>) {
-        let _ = self.tx.send(Msg::Pods(pods));
+    pub fn update_pods<P: Into<Arc<Pod>>>(&self, pods: impl IntoIterator<Item = P>) {
+        let _ = self
+            .tx
+            .send(Msg::Pods(pods.into_iter().map(Into::into).collect()));
     }
 
     /// Asks for a sync as soon as `min_sync_period` allows.

@@ -212,11 +212,11 @@ pub(in crate::node) struct PodWorker {
     deps: Arc<WorkerDeps>,
     /// The pod the worker is told to keep (`None`: terminate it), watched by what waits inside
     /// a pass on the pod's own program (a `postStart` hook) so that a deletion ends the wait.
-    desired: Option<watch::Receiver<Option<Pod>>>,
+    desired: Option<watch::Receiver<Option<Arc<Pod>>>>,
 }
 
 /// Returns once the worker is told to terminate its pod (never without a `desired` channel).
-async fn termination_requested(desired: Option<watch::Receiver<Option<Pod>>>) {
+async fn termination_requested(desired: Option<watch::Receiver<Option<Arc<Pod>>>>) {
     let Some(mut desired) = desired else {
         return std::future::pending().await;
     };
@@ -316,14 +316,14 @@ impl PodWorker {
     /// is told to terminate the pod (`None`, the sender dropped, or a desired pod with
     /// `deletionTimestamp`: the API's graceful deletion, terminated with its
     /// `deletionGracePeriodSeconds`).
-    pub(in crate::node) async fn run(mut self, mut desired: watch::Receiver<Option<Pod>>) {
+    pub(in crate::node) async fn run(mut self, mut desired: watch::Receiver<Option<Arc<Pod>>>) {
         self.desired = Some(desired.clone());
         // The API's deletion of the pod: its time and grace period.
         let mut deletion = None;
         // The pod as last registered with the objects it references (upstream's pod manager
         // registers each pod with the ConfigMap and Secret managers when it is added or
         // updated, and unregisters it when it is gone).
-        let mut registered: Option<Pod> = None;
+        let mut registered: Option<Arc<Pod>> = None;
         loop {
             let wanted = desired.borrow_and_update().clone();
             let Some(pod) = wanted else {
@@ -335,7 +335,7 @@ impl PodWorker {
             }
             if pod.metadata.deletion_timestamp.is_some() {
                 deletion = Some((
-                    pod.metadata.deletion_timestamp,
+                    pod.metadata.deletion_timestamp.clone(),
                     pod.metadata.deletion_grace_period_seconds,
                 ));
                 break;
@@ -351,7 +351,8 @@ impl PodWorker {
             }
         }
         let deps = self.deps.clone();
-        if let Some((mut pod, _)) = deps.pods.get(&self.uid) {
+        if let Some((pod, _)) = deps.pods.get(&self.uid) {
+            let mut pod = Arc::unwrap_or_clone(pod);
             let (at, grace) = deletion.unwrap_or((Some(Time(deps.clock.now())), None));
             pod.metadata.deletion_timestamp = at;
             pod.metadata.deletion_grace_period_seconds = grace;

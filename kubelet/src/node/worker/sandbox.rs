@@ -213,8 +213,11 @@ impl WorkerDeps {
     /// a pod cgroup is made, and every minute). A failure is logged, as upstream does; the pod
     /// goes on.
     pub(in crate::node) async fn update_qos_cgroups(&self) {
-        let active = self.pods.active_specs();
-        for (path, resources) in super::pod_cgroup::qos_tiers(&active) {
+        let tiers = {
+            let active = self.pods.active_pods();
+            super::pod_cgroup::qos_tiers(active.iter().filter_map(|p| p.spec.as_ref()))
+        };
+        for (path, resources) in tiers {
             if let Err(e) = self.runtime.set_cgroup_resources(path, resources).await {
                 tracing::warn!(cgroup = path, error = %e, "updating the QoS cgroup");
             }
