@@ -293,7 +293,7 @@ fn clusterip_spread_affinity_multiport() -> anyhow::Result<()> {
             "ports": [{"port": 80, "targetPort": 8080}]}})),
     ]);
     lab.proxy
-        .update_pods((1..=3).map(|i| pod(i, &["web"], true)).collect());
+        .update_pods((1..=3).map(|i| pod(i, &["web"], true)));
     lab.sync()?;
 
     // Spread: 240 connections over 3 endpoints; each gets a fair share (expected 80, > 40).
