@@ -53,6 +53,30 @@ impl TestAgent {
         TestAgent::start_with_config(tag, None)
     }
 
+    /// Runs `f` with an agent whose :10250 takes client certificates of a fresh CA (given to
+    /// `f` to sign the client's) and authorizes every request (`AlwaysAllow`), as the benches
+    /// measure it; the CA's directory is removed afterwards.
+    pub fn with_client_ca<T>(
+        tag: &str,
+        f: impl FnOnce(&TestAgent, &crate::apiserver::tls::Ca) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let ca = crate::apiserver::tls::Ca::generate()?;
+        let dir = std::env::temp_dir().join(format!("kubenode-{tag}-ca"));
+        std::fs::create_dir_all(&dir)?;
+        let result = (|| {
+            let ca_file = dir.join("ca.crt");
+            std::fs::write(&ca_file, &ca.cert_pem)?;
+            let config = format!(
+                "authentication:\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
+                ca_file.display()
+            );
+            let agent = TestAgent::start_with_config(tag, Some(&config))?;
+            f(&agent, &ca)
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
     /// Like [`TestAgent::start`], with a KubeletConfiguration file (its `kind`/`apiVersion`
     /// header is added) passed as `--config`.
     pub fn start_with_config(tag: &str, config: Option<&str>) -> anyhow::Result<TestAgent> {

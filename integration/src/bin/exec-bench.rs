@@ -44,22 +44,7 @@ fn ms(d: Duration) -> f64 {
 
 fn bench() -> anyhow::Result<()> {
     let runs = bench_arg("--runs", 50) as usize;
-    let tag = unique_tag("exb");
-    let ca = Ca::generate()?;
-    let dir = std::env::temp_dir().join(format!("kubenode-{tag}-ca"));
-    std::fs::create_dir_all(&dir)?;
-    let ca_file = dir.join("ca.crt");
-    std::fs::write(&ca_file, &ca.cert_pem)?;
-    let config = format!(
-        "authentication:\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
-        ca_file.display()
-    );
-    let result = (|| {
-        let agent = TestAgent::start_with_config(&tag, Some(&config))?;
-        measure(&agent, &ca, runs)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    TestAgent::with_client_ca(&unique_tag("exb"), |agent, ca| measure(agent, ca, runs))
 }
 
 fn measure(agent: &TestAgent, ca: &Ca, runs: usize) -> anyhow::Result<()> {

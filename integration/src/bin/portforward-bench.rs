@@ -398,22 +398,9 @@ mod agent {
         let each = arg("--mib-each", 32)?;
         let streams = arg("--streams", 100)?;
         let rounds = arg("--rounds", 1)?;
-        let tag = unique_tag("pfb");
-        let ca = Ca::generate()?;
-        let dir = std::env::temp_dir().join(format!("kubenode-{tag}-ca"));
-        std::fs::create_dir_all(&dir)?;
-        let ca_file = dir.join("ca.crt");
-        std::fs::write(&ca_file, &ca.cert_pem)?;
-        let config = format!(
-            "authentication:\n  x509:\n    clientCAFile: {}\nauthorization:\n  mode: AlwaysAllow\n",
-            ca_file.display()
-        );
-        let result = (|| {
-            let agent = TestAgent::start_with_config(&tag, Some(&config))?;
-            measure(&agent, &ca, one, each, streams, rounds)
-        })();
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        TestAgent::with_client_ca(&unique_tag("pfb"), |agent, ca| {
+            measure(agent, ca, one, each, streams, rounds)
+        })
     }
 
     fn measure(
