@@ -184,11 +184,8 @@ impl Drop for Remains {
         }
         let root = format!("/run/{name}/runc");
         if Path::new(&root).exists() {
-            if let Ok(out) = run(
-                Command::new("runc").args(["--root", &root, "list", "-q"]),
-                Duration::from_secs(20),
-            ) {
-                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(list) = kubenode_integration::runc_list(Path::new(&root)) {
+                for id in list.iter().filter_map(|c| c["id"].as_str()) {
                     let _ = run(
                         Command::new("runc").args(["--root", &root, "delete", "-f", id]),
                         Duration::from_secs(20),

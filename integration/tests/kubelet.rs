@@ -887,17 +887,11 @@ fn install_gate(agent: &mut TestAgent) -> anyhow::Result<(std::path::PathBuf, st
 
 /// Whether a container of the agent's runc root is running.
 fn runc_running(agent: &TestAgent) -> anyhow::Result<bool> {
-    let out = kubenode_integration::run_ok(
-        std::process::Command::new("runc")
-            .arg("--root")
-            .arg(agent.dir.join("run/runc"))
-            .args(["list", "-f", "json"]),
-        Duration::from_secs(10),
-    )?;
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    Ok(list
-        .as_array()
-        .is_some_and(|l| l.iter().any(|c| c["status"] == "running")))
+    Ok(
+        kubenode_integration::runc_list(&agent.dir.join("run/runc"))?
+            .iter()
+            .any(|c| c["status"] == "running"),
+    )
 }
 
 /// The pinned namespace files under the agent's run dir.
@@ -1028,13 +1022,13 @@ fn failed_network() -> anyhow::Result<()> {
         ensure!(phase(&pod) == "Pending", "phase {}", phase(&pod));
         // Between attempts nothing of the sandbox remains: no OCI container (pause or the
         // one created while the network was failing), no pinned namespace.
-        let runc_ids = || -> anyhow::Result<String> {
-            let out = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(agent.dir.join("run/runc"))
-                .args(["list", "-q"])
-                .output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let runc_ids = || -> anyhow::Result<Vec<String>> {
+            Ok(
+                kubenode_integration::runc_list(&agent.dir.join("run/runc"))?
+                    .iter()
+                    .filter_map(|c| c["id"].as_str().map(str::to_string))
+                    .collect(),
+            )
         };
         // An attempt may be under way: poll (bounded) for a moment between attempts with
         // nothing left. A failed attempt that leaks never gets there.
@@ -1145,19 +1139,10 @@ fn deadline_survives_restart() -> anyhow::Result<()> {
             "the restarted agent killed the pod again: {events:?}"
         );
         // No container of the pod runs in the runtime (only the sandbox's pause).
-        let runc = kubenode_integration::run_ok(
-            std::process::Command::new("runc")
-                .arg("--root")
-                .arg(agent.dir.join("run/runc"))
-                .args(["list", "-f", "json"]),
-            Duration::from_secs(10),
-        )?;
-        let list: Value = serde_json::from_slice(&runc.stdout).unwrap_or(Value::Null);
+        let list = kubenode_integration::runc_list(&agent.dir.join("run/runc"))?;
         let short = id.rsplit("://").next().unwrap_or(&id);
         let running: Vec<&Value> = list
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .filter(|c| c["id"].as_str() == Some(short) && c["status"] == "running")
             .collect();
         ensure!(running.is_empty(), "container c runs again: {running:?}");

@@ -27,17 +27,12 @@ const MESSAGE: &str =
 
 /// The containers runc knows under the agent's runc root.
 fn runc_ids(agent: &kubenode_integration::TestAgent) -> anyhow::Result<Vec<String>> {
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(agent.dir.join("run/runc"))
-        .args(["list", "-q"])
-        .output()
-        .context("runc list")?;
-    ensure!(out.status.success(), "runc list: {out:?}");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect())
+    Ok(
+        kubenode_integration::runc_list(&agent.dir.join("run/runc"))?
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 fn node_selector_and_node_labels() -> anyhow::Result<()> {

@@ -64,16 +64,8 @@ fn measure(agent: &TestAgent, ca: &Ca, runs: usize) -> anyhow::Result<()> {
     )?;
     // the container's runc id: the one whose CRI annotation names container `c`
     let root = agent.dir.join("run").join("runc");
-    let out = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(&root)
-        .args(["list", "--format", "json"])
-        .output()?;
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).context("runc list")?;
-    let id = list
-        .as_array()
-        .into_iter()
-        .flatten()
+    let id = kubenode_integration::runc_list(&root)?
+        .iter()
         .find(|c| c["annotations"]["io.kubernetes.cri.container-name"] == "c")
         .and_then(|c| c["id"].as_str())
         .context("no runc container named c")?

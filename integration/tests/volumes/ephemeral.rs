@@ -180,19 +180,8 @@ pub(crate) fn eviction_survives_restart() -> anyhow::Result<()> {
         // The agent dies, and the pod's pause with it (as a reboot would have it).
         agent.kill();
         let root = agent.dir.join("run/runc");
-        let list = kubenode_integration::run_ok(
-            std::process::Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["list", "-f", "json"]),
-            Duration::from_secs(10),
-        )?;
-        let list: serde_json::Value =
-            serde_json::from_slice(&list.stdout).unwrap_or(serde_json::Value::Null);
-        let running: Vec<String> = list
-            .as_array()
-            .into_iter()
-            .flatten()
+        let running: Vec<String> = kubenode_integration::runc_list(&root)?
+            .iter()
             .filter(|c| c["status"] == "running")
             .filter_map(|c| c["id"].as_str().map(str::to_owned))
             .collect();
