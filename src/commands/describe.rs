@@ -24,13 +24,7 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
     }
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = super::find_pod(&pods, &args.namespace, &args.name).ok_or_else(|| {
-        anyhow::anyhow!(
-            "pods \"{}\" not found in namespace {}",
-            args.name,
-            args.namespace
-        )
-    })?;
+    let pod = super::get_pod(&pods, &args.namespace, &args.name)?;
     let events: Vec<_> = client
         .events()
         .await?

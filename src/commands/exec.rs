@@ -73,13 +73,7 @@ async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
     let bound = session_bound(&args);
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = super::find_pod(&pods, &args.namespace, &args.pod).ok_or_else(|| {
-        anyhow::anyhow!(
-            "pods {:?} not found in namespace {}",
-            args.pod,
-            args.namespace
-        )
-    })?;
+    let pod = super::get_pod(&pods, &args.namespace, &args.pod)?;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if let Some(phase @ ("Succeeded" | "Failed")) = phase {
         anyhow::bail!("cannot exec into a container in a completed pod; current phase is {phase}");

@@ -46,6 +46,17 @@ pub(crate) fn find_pod<'a>(
     })
 }
 
+/// [`find_pod`], or kubectl's error when the pod is not there
+/// (`pods "NAME" not found in namespace NS`).
+pub(crate) fn get_pod<'a>(
+    pods: &'a [k8s_openapi::api::core::v1::Pod],
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<&'a k8s_openapi::api::core::v1::Pod> {
+    find_pod(pods, namespace, name)
+        .ok_or_else(|| anyhow::anyhow!("pods {name:?} not found in namespace {namespace}"))
+}
+
 /// A stream session's output written to ours as it comes: channel 2 to stderr, the others to
 /// stdout, each flushed. The first write error is kept and writing stops (a reader that went
 /// away, a closed pipe, is not an error).

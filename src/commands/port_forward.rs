@@ -71,9 +71,7 @@ pub async fn run(args: PortForwardArgs) -> anyhow::Result<()> {
     let addresses = listen_addresses(&args.address)?;
     let client = args.agent.client();
     let pods = client.pods().await?;
-    let pod = super::find_pod(&pods, &args.namespace, name).ok_or_else(|| {
-        anyhow::anyhow!("pods {name:?} not found in namespace {}", args.namespace)
-    })?;
+    let pod = super::get_pod(&pods, &args.namespace, name)?;
     let specs = args
         .ports
         .iter()
