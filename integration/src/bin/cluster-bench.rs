@@ -14,6 +14,8 @@
 //!    ≤ 0.2 req/s) and the requests by verb and resource.
 //! 3. The agent's RSS (`VmRSS`, anonymous and file-backed) with those pods, after the window
 //!    (target ≤ 40 MiB); and its CPU (`utime + stime`) to start them and over the window.
+//!    Then `GET /stats/summary` with those pods (issue 18: ≤ 20 ms with 100 pods), 30 times
+//!    on the agent's socket: p50/p99 and the agent's CPU per request.
 //!
 //! 4. `--objects` instead (issue 17): `--pods P` API pods (default 100), each with the projected
 //!    `kube-api-access-*` volume exactly as ServiceAccount admission writes it (a
@@ -550,6 +552,57 @@ fn bench() -> anyhow::Result<()> {
         rss as f64 / 1024.0,
         anon as f64 / 1024.0,
         file as f64 / 1024.0
+    );
+    stats_summary(&c, pid, many)
+}
+
+/// `GET /stats/summary` from the agent with `many` pods running (issue 18's target: ≤ 20 ms
+/// with 100 pods): [`SUMMARIES`] requests one after another on the agent's socket (the
+/// handler :10250 serves, without its TLS and authorization), each timed from the request's
+/// first byte to the response's last; p50, p99, the body's size and the agent's CPU per
+/// request.
+fn stats_summary(c: &Cluster, pid: u32, many: usize) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    const SUMMARIES: usize = 30;
+    let socket = c
+        .agent
+        .dir
+        .join("run")
+        // kubenode_kubelet::config::SOCKET_FILE (the library does not depend on the kubelet)
+        .join("kubenode.sock");
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    let cpu_before = cpu(pid)?;
+    for _ in 0..SUMMARIES {
+        interrupt::check()?;
+        let mut s = std::os::unix::net::UnixStream::connect(&socket)
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let t = Instant::now();
+        s.write_all(
+            b"GET /stats/summary HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response)?;
+        times.push(t.elapsed());
+        let text = String::from_utf8_lossy(&response);
+        if !text.starts_with("HTTP/1.1 200") {
+            bail!("GET /stats/summary: {}", text.lines().next().unwrap_or(""));
+        }
+        let pods = text.matches("\"podRef\"").count();
+        if pods < many {
+            bail!("GET /stats/summary: {pods} pods in the summary, not {many} or more");
+        }
+        bytes = response.len();
+    }
+    let cpu_each = (cpu(pid)? - cpu_before) / SUMMARIES as u32;
+    times.sort();
+    println!(
+        "GET /stats/summary with {many} pods ({SUMMARIES} requests on the agent's socket, {} KiB each): p50 {:.1} ms, p99 {:.1} ms, agent CPU {:.1} ms per request (target ≤ 20 ms)",
+        bytes / 1024,
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+        ms(cpu_each)
     );
     Ok(())
 }

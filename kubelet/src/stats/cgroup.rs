@@ -4,7 +4,11 @@
 //! hybrid host (v1 controllers beside a v2 `unified` mount) the v1 controllers hold the
 //! resources, as runc places them there.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// Which cgroup version holds the cpu and memory controllers under a root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +88,87 @@ impl Layout {
     /// The counters of the cgroup `cgroup` (a cgroupfs path such as `/kubepods/pod<uid>`; `/`
     /// for the root, whose v2 counters are not in files: see [`super::proc`]).
     pub fn read(&self, cgroup: &str) -> CgroupSample {
-        let read = |controller: &str, file: &str| {
-            std::fs::read_to_string(self.dir(controller, cgroup).join(file)).ok()
+        self.dirs(cgroup).read("")
+    }
+
+    /// The first process of the cgroup (`cgroup.procs`): for a sandbox's cgroup, the pause
+    /// process, whose `/proc/<pid>/net/dev` is the pod's network namespace's.
+    pub fn first_process(&self, cgroup: &str) -> Option<i32> {
+        self.dirs(cgroup).first_process("")
+    }
+
+    /// The directories of `cgroup` in each controller, opened once, for reading it and the
+    /// cgroups below it ([`CgroupDirs`]).
+    pub fn dirs(&self, cgroup: &str) -> CgroupDirs {
+        let open = |controller: &str| {
+            nix::fcntl::open(
+                &self.dir(controller, cgroup),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
         };
+        if self.v2 {
+            CgroupDirs {
+                cpu: None,
+                memory: open("memory"),
+                pids: None,
+                v2: true,
+            }
+        } else {
+            CgroupDirs {
+                cpu: open("cpuacct"),
+                memory: open("memory"),
+                pids: open("pids"),
+                v2: false,
+            }
+        }
+    }
+}
+
+/// A cgroup's directories (one on v2, one per controller on v1), opened once (`O_PATH`): its
+/// files and those of the cgroups below it are opened relative to them (`openat`), so the
+/// long path from the hierarchy's mount down to the pod is walked once per controller, not
+/// once per file. A pod's Summary reads a dozen files of the pod's, its containers' and its
+/// sandbox's cgroups, and each walk of a cgroupfs path revalidates every component.
+#[derive(Debug)]
+pub struct CgroupDirs {
+    cpu: Option<OwnedFd>,
+    memory: Option<OwnedFd>,
+    pids: Option<OwnedFd>,
+    v2: bool,
+}
+
+impl CgroupDirs {
+    fn dir(&self, controller: &str) -> Option<&OwnedFd> {
+        match (self.v2, controller) {
+            (true, _) | (false, "memory") => self.memory.as_ref(),
+            (false, "cpuacct") => self.cpu.as_ref(),
+            (false, _) => self.pids.as_ref(),
+        }
+    }
+
+    fn read_file(&self, controller: &str, rel: &str, file: &str) -> Option<String> {
+        let dir = self.dir(controller)?;
+        let path = if rel.is_empty() {
+            file.to_string()
+        } else {
+            format!("{rel}/{file}")
+        };
+        let fd = nix::fcntl::openat(
+            dir,
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        read_all(std::fs::File::from(fd))
+    }
+
+    /// The counters of the cgroup `rel` below this one (`""`: this one). A missing file leaves
+    /// its field `None`.
+    pub fn read(&self, rel: &str) -> CgroupSample {
+        let read = |controller: &str, file: &str| self.read_file(controller, rel, file);
         if self.v2 {
             CgroupSample {
                 cpu_ns: read("cpu", "cpu.stat").and_then(|t| parse_cpu_stat(&t)),
@@ -110,13 +192,43 @@ impl Layout {
         }
     }
 
-    /// The first process of the cgroup (`cgroup.procs`): for a sandbox's cgroup, the pause
-    /// process, whose `/proc/<pid>/net/dev` is the pod's network namespace's.
-    pub fn first_process(&self, cgroup: &str) -> Option<i32> {
-        let procs =
-            std::fs::read_to_string(self.dir("memory", cgroup).join("cgroup.procs")).ok()?;
+    /// The first process of the cgroup `rel` below this one (`""`: this one).
+    pub fn first_process(&self, rel: &str) -> Option<i32> {
+        let procs = self.read_file("memory", rel, "cgroup.procs")?;
         procs.lines().find_map(|l| l.trim().parse().ok())
     }
+}
+
+/// A small pseudo-file's text (a cgroup file, a `/proc` file), `None` when it cannot be read.
+/// Unlike `std::fs::read_to_string`, which first asks the file's size (a `statx` and an
+/// `lseek`, meaningless for these files, which report 0 or 4096), only `open`, `read` until
+/// the end, `close`: a Summary reads a dozen files per pod.
+pub fn read_small(path: &Path) -> Option<String> {
+    read_all(std::fs::File::open(path).ok()?)
+}
+
+/// The rest of `file`'s text, read until the end without asking its size.
+fn read_all(mut file: std::fs::File) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let len = buf.len();
+        let room = buf.capacity() - len;
+        buf.resize(len + room, 0);
+        match file.read(&mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                break;
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// `usage_usec` of a v2 `cpu.stat`, in nanoseconds.

@@ -179,3 +179,108 @@ fn summary_of_a_fake_v2_host() {
     let back: Summary = serde_json::from_value(json).unwrap();
     assert_eq!(back, s);
 }
+
+/// Many pods (read by several threads) come back in order, each with its own counters, its
+/// containers read below the pod's cgroup or, when a container's cgroup is elsewhere, at its
+/// own path; a pod whose cgroup is gone reads as nothing.
+#[test]
+fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cg = tmp.path().join("cgroup");
+    let procfs = tmp.path().join("proc");
+    let w = |p: PathBuf, text: &str| {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(cg.join("cgroup.controllers"), "cpu memory pids\n");
+    let pods = 3 * PODS_PER_READER + 5;
+    let mut targets = Vec::new();
+    for i in 0..pods {
+        let pod = format!("kubepods/pod{i}");
+        // every third pod's container is outside its pod's cgroup
+        let ctr = if i % 3 == 0 {
+            format!("elsewhere/c{i}")
+        } else {
+            format!("{pod}/c{i}")
+        };
+        if i != 7 {
+            for (dir, usec) in [(&pod, 1000 + i), (&ctr, 2000 + i)] {
+                w(
+                    cg.join(dir).join("cpu.stat"),
+                    &format!("usage_usec {usec}\n"),
+                );
+                w(
+                    cg.join(dir).join("memory.current"),
+                    &format!("{}\n", usec * 10),
+                );
+                w(
+                    cg.join(dir).join("memory.stat"),
+                    "anon 1\ninactive_file 0\n",
+                );
+                w(cg.join(dir).join("memory.max"), "max\n");
+                w(cg.join(dir).join("pids.current"), &format!("{}\n", i + 1));
+            }
+            w(
+                cg.join(&pod).join("sb/cgroup.procs"),
+                &format!("{}\n", 100 + i),
+            );
+            w(
+                procfs.join(format!("{}/net/dev", 100 + i)),
+                &format!("h1\nh2\n  eth0: {i} 1 0 0 0 0 0 0 20 2 0 0 0 0 0 0\n"),
+            );
+        }
+        targets.push(PodTarget {
+            pod_ref: PodReference {
+                name: format!("p{i}"),
+                namespace: "default".into(),
+                uid: format!("u{i}"),
+            },
+            start_time: Timestamp::UNIX_EPOCH,
+            cgroup: format!("/{pod}"),
+            netns_cgroup: Some(format!("/{pod}/sb")),
+            containers: vec![ContainerTarget {
+                name: "c".into(),
+                start_time: Timestamp::UNIX_EPOCH,
+                cgroup: format!("/{ctr}"),
+                log_path: tmp.path().join("none.log"),
+            }],
+        });
+    }
+    let c = Collector::new(CollectorConfig {
+        node_name: "n1".into(),
+        cgroup_root: cg,
+        proc_root: procfs,
+        root_dir: tmp.path().into(),
+        image_dir: tmp.path().into(),
+        log_dir: tmp.path().into(),
+    });
+    let s = c.summary(&targets);
+    assert_eq!(s.pods.len(), pods);
+    for (i, p) in s.pods.iter().enumerate() {
+        assert_eq!(p.pod_ref.name, format!("p{i}"));
+        if i == 7 {
+            assert_eq!(p.cpu, None, "pod {i}: its cgroup is gone");
+            assert_eq!(p.network, None);
+            assert_eq!(p.containers[0].cpu, None);
+            continue;
+        }
+        let us = |n: usize| Some(n as u64 * 1000);
+        assert_eq!(
+            p.cpu.unwrap().usage_core_nano_seconds,
+            us(1000 + i),
+            "pod {i}"
+        );
+        assert_eq!(p.memory.unwrap().usage_bytes, Some((1000 + i) as u64 * 10));
+        assert_eq!(
+            p.process_stats.as_ref().and_then(|s| s.process_count),
+            Some(i as u64 + 1)
+        );
+        assert_eq!(p.network.as_ref().unwrap().default.rx_bytes, Some(i as u64));
+        let ctr = &p.containers[0];
+        assert_eq!(
+            ctr.cpu.unwrap().usage_core_nano_seconds,
+            us(2000 + i),
+            "container {i}"
+        );
+    }
+}
