@@ -94,7 +94,7 @@ impl KubeletClient {
                 .map_err(std::io::Error::other)?;
         let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
             .map_err(std::io::Error::other)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(go_client_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(std::io::Error::other)?
@@ -110,6 +110,27 @@ impl KubeletClient {
     pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
         self.tls.clone()
     }
+}
+
+/// rustls' aws-lc-rs provider with its cipher suites in the order Go's `crypto/tls` client
+/// (the API server's) offers them on a CPU with AES instructions: AES-128-GCM first, then
+/// ChaCha20-Poly1305, then AES-256-GCM (rustls' own order puts AES-256 first). The kubelet's
+/// rustls server takes the client's order, so this is the suite a kubelet serves the real API
+/// server with.
+fn go_client_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let rank = |s: &rustls::SupportedCipherSuite| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 1,
+        S::TLS13_AES_256_GCM_SHA384 => 2,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 4,
+        _ => 5,
+    };
+    // a stable sort: ECDSA before RSA within a rank, as both orders have it
+    provider.cipher_suites.sort_by_key(rank);
+    provider
 }
 
 fn get(shared: &Shared, plural: &str, ns: &str, name: &str) -> Result<Value, ApiError> {
@@ -318,4 +339,29 @@ async fn fetch(
         .status(status)
         .header(hyper::header::CONTENT_TYPE, content_type)
         .body(BodyExt::boxed_unsync(StreamBody::new(stream)))?)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The stand-in offers AES-128-GCM first, as Go's client on AES hardware; every suite of
+    /// rustls' provider is still offered.
+    #[test]
+    fn the_kubelet_client_offers_suites_in_gos_order() {
+        use rustls::CipherSuite as S;
+        let all = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+        let ours: Vec<S> = super::go_client_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            ours[..3],
+            [
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS13_AES_256_GCM_SHA384
+            ]
+        );
+        assert_eq!(ours.len(), all.len());
+    }
 }

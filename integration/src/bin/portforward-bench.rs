@@ -32,7 +32,8 @@
 //! the kubelet's protocols: SPDY/3.1 (`portforward.k8s.io`: one connection, a stream pair
 //! per forwarded connection, as kubectl through the API server) and WebSocket
 //! (`v4.channel.k8s.io`: a connection per forwarded one); one connection, then `--streams`
-//! (100) at once; `--rounds` (1) times. CPU per GiB: this process's and the agent's (the
+//! (100) at once (`--streams 0`: not); `--rounds` (1) times; `--only spdy|websocket` one
+//! protocol. CPU per GiB: this process's and the agent's (the
 //! pod's httpd, which sends with `sendfile`, is not counted). Run as root, with the
 //! `kubenode` binary built in the same profile; Ctrl-C removes the pod and the agent.
 
@@ -398,9 +399,23 @@ mod agent {
         let each = arg("--mib-each", 32)?;
         let streams = arg("--streams", 100)?;
         let rounds = arg("--rounds", 1)?;
+        let only = only()?;
         TestAgent::with_client_ca(&unique_tag("pfb"), |agent, ca| {
-            measure(agent, ca, one, each, streams, rounds)
+            measure(agent, ca, one, each, streams, rounds, only)
         })
+    }
+
+    /// `--only spdy|websocket` measures one protocol (both by default).
+    fn only() -> anyhow::Result<Option<Proto>> {
+        let args: Vec<String> = std::env::args().collect();
+        let Some(i) = args.iter().position(|a| a == "--only") else {
+            return Ok(None);
+        };
+        match args.get(i + 1).map(String::as_str) {
+            Some("spdy") => Ok(Some(Proto::Spdy)),
+            Some("websocket") => Ok(Some(Proto::WebSocket)),
+            other => bail!("--only takes spdy or websocket, not {other:?}"),
+        }
     }
 
     fn measure(
@@ -410,6 +425,7 @@ mod agent {
         each: usize,
         streams: usize,
         rounds: usize,
+        only: Option<Proto>,
     ) -> anyhow::Result<()> {
         agent.write_manifest(
             "pf.yaml",
@@ -442,14 +458,29 @@ mod agent {
                         Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
+                let suite = tls_connect(&client)
+                    .await?
+                    .get_ref()
+                    .1
+                    .negotiated_cipher_suite()
+                    .map(|s| format!("{:?}", s.suite()))
+                    .unwrap_or_default();
                 println!(
-                    "port-forward through the agent's :10250 (TLS, client certificate) to a pod's \
-                     httpd on its loopback ({} build); CPU: this client's and the agent's",
+                    "port-forward through the agent's :10250 (TLS, client certificate, {suite} as \
+                     with Go's client) to a pod's httpd on its loopback ({} build); CPU: this \
+                     client's and the agent's",
                     if cfg!(debug_assertions) { "debug" } else { "release" }
                 );
                 for round in 1..=rounds {
                     for proto in [Proto::Spdy, Proto::WebSocket] {
+                        if only.is_some_and(|p| p != proto) {
+                            continue;
+                        }
                         for (n, file, size) in [(1, "one", one), (streams, "each", each)] {
+                            // `--streams 0`: one stream only
+                            if n == 0 {
+                                continue;
+                            }
                             interrupt::check()?;
                             let before = load();
                             let (t, cpu) = (Instant::now(), cpu_seconds() + agent_cpu(pid)?);
