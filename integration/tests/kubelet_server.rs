@@ -4,11 +4,15 @@
 //! - standalone, with a client CA and `authorization.mode: AlwaysAllow`: a certificate the CA
 //!   signed gets `/pods`, `/containerLogs` of a running pod, `/runningpods/`, `/configz`,
 //!   `/logs/`; no credentials, a certificate of another CA and a bearer token (nothing to review
-//!   it) are 401 `Unauthorized`; path traversal in `/logs/` is refused; 1000 idle connections
+//!   it) are 401 `Unauthorized`; path traversal in `/logs/` is refused; a path that is not
+//!   clean (`//stats/summary`, `/logs/../..`) is a 301 to its clean form, credentials or not,
+//!   as Go's `ServeMux` in front of upstream's filters; the client CA file is reloaded when it
+//!   changes (a certificate of a CA added to it let in); 1000 idle connections
 //!   to the port do not stop a pod from starting, and the port serves again after them;
 //! - cluster mode against the HTTPS stand-in: a token the TokenReview rejects is 401, the
-//!   admin's token (`system:masters`) and a certificate of the allowed subject are let in, a
-//!   user the SubjectAccessReview denies gets 403 with upstream's message.
+//!   admin's token (`system:masters`, the scheme `bearer` in any case) and a certificate of the
+//!   allowed subject are let in, a user the SubjectAccessReview denies gets 403 with upstream's
+//!   message; `//stats/summary` is redirected and, followed, authorized as `stats`.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -71,6 +75,40 @@ fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, S
         .parse()
         .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
     Ok((code, body.to_string()))
+}
+
+/// `curl` as [`curl`], not following a redirect: the status and the `Location` (absolute).
+fn curl_location(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+    let url = format!("https://{NODE_IP}:10250{path}");
+    let mut argv = vec![
+        "curl",
+        "-sk",
+        "--path-as-is",
+        "--max-time",
+        "60",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(&url);
+    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, location) = text.split_once(' ').unwrap_or((&text, ""));
+    let code: u16 = code
+        .trim()
+        .parse()
+        .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
+    Ok((code, location.trim().to_string()))
+}
+
+/// `path` is answered 301 to `to` (Go's `ServeMux` before the kubelet's filters).
+fn expect_redirect(agent: &TestAgent, path: &str, extra: &[&str], to: &str) -> anyhow::Result<()> {
+    let got = curl_location(agent, path, extra)?;
+    let want = (301, format!("https://{NODE_IP}:10250{to}"));
+    ensure!(got == want, "{path}: {got:?}, wanted {want:?}");
+    Ok(())
 }
 
 fn expect(got: (u16, String), code: u16, what: &str) -> anyhow::Result<String> {
@@ -192,8 +230,27 @@ fn standalone() -> anyhow::Result<()> {
         // /logs/: the node's log directory, and nothing outside it
         let listing = expect(curl(agent, "/logs/", &with_good)?, 200, "/logs/")?;
         ensure!(listing.contains("<pre>"), "{listing}");
+        expect_redirect(agent, "/logs", &with_good, "/logs/")?;
+        // `..` is cleaned away by the redirect (as Go's ServeMux), never served under /logs/
+        expect_redirect(agent, "/logs/../../etc/passwd", &with_good, "/etc/passwd")?;
+        let (code, body) = curl(agent, "/etc/passwd", &with_good)?;
+        ensure!(
+            code == 404 && !body.contains("root:"),
+            "/etc/passwd: {code} {body}"
+        );
+        // A path that is not clean is redirected before authentication and authorization, so
+        // the path authorized is the path served: `//stats/summary` is never authorized as
+        // `proxy` and served as stats.
+        for (path, to) in [
+            ("//stats/summary", "/stats/summary"),
+            ("//metrics", "/metrics"),
+            ("//logs/", "/logs/"),
+            ("/./pods?x=1", "/pods?x=1"),
+        ] {
+            expect_redirect(agent, path, &with_good, to)?;
+            expect_redirect(agent, path, &[], to)?;
+        }
         for bad in [
-            "/logs/../../etc/passwd",
             "/logs/..%2f..%2fetc%2fpasswd",
             "/logs/%2e%2e/%2e%2e/etc/passwd",
         ] {
@@ -218,6 +275,22 @@ fn standalone() -> anyhow::Result<()> {
             let body = expect(curl(agent, "/pods", &extra)?, 401, what)?;
             ensure!(body == "Unauthorized", "{what}: {body:?}");
         }
+        // clientCAFile reloaded on change (upstream's DynamicFileCAContent): the other CA added
+        // to it, its certificate is let in without a restart, and the first CA's still is
+        std::fs::write(&ca_file, format!("{}{}", ca.cert_pem, other.cert_pem))?;
+        let with_foreign = ["--cert", foreign.0.as_str(), "--key", foreign.1.as_str()];
+        let body = wait_body(agent, "/pods", &with_foreign, |b| b.contains(&pod))?;
+        ensure!(body.contains("PodList"), "{body}");
+        expect(
+            curl(agent, "/healthz", &with_good)?,
+            200,
+            "the first CA after the reload",
+        )?;
+        ensure!(
+            agent.log().contains("client CA reloaded from clientCAFile"),
+            "{}",
+            tail(&agent.log(), 30)
+        );
         idle_connections(agent, &with_good)
     })
 }
@@ -294,6 +367,10 @@ fn cluster() -> anyhow::Result<()> {
             "a token the TokenReview rejects",
         )?;
         ensure!(body == "Unauthorized", "{body:?}");
+        // the scheme in any case, as upstream's bearertoken authenticator
+        let lower = format!("Authorization: bearer {ADMIN_TOKEN}");
+        let body = expect(curl(agent, "/pods", &["-H", &lower])?, 200, "bearer")?;
+        ensure!(body.contains(&pod), "{body}");
         let viewer = format!("Authorization: Bearer {VIEWER}");
         let body = expect(
             curl(agent, "/pods", &["-H", &viewer])?,
@@ -323,6 +400,25 @@ fn cluster() -> anyhow::Result<()> {
             body == "Forbidden (user=viewer, verb=create, resource=nodes, subresource(s)=[stats])",
             "{body:?}"
         );
+        // `//stats/summary` is redirected, never authorized as `proxy` (what a user allowed
+        // only nodes/proxy would have been let in with before): followed, it is judged as
+        // `stats`, for the denied user and the allowed certificate alike
+        expect_redirect(agent, "//stats/summary", &["-H", &viewer], "/stats/summary")?;
+        let body = expect(
+            curl(agent, "//stats/summary", &["-L", "-H", &viewer])?,
+            403,
+            "//stats/summary followed",
+        )?;
+        ensure!(
+            body == "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[stats])",
+            "{body:?}"
+        );
+        let with_allowed = ["--cert", allowed.0.as_str(), "--key", allowed.1.as_str()];
+        expect_redirect(agent, "//stats/summary", &with_allowed, "/stats/summary")?;
+        let mut followed = with_allowed.to_vec();
+        followed.push("-L");
+        let summary = expect(curl(agent, "//stats/summary", &followed)?, 200, "followed")?;
+        ensure!(summary.contains("podRef"), "{summary}");
         // `kubectl logs` of an API pod: the stand-in proxies pods/log to the node's :10250 with
         // its kubelet client certificate
         let k = |args: &[&str]| standin.kubectl(agent, args);

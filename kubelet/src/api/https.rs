@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::auth::{Auth, RequestClientCert};
-use super::router::{handle, json, text, Body, Listener};
+use super::router::{canonical_path, handle, json, text, Body, Listener};
 use super::server::ServeLimits;
 use super::tls::ServingCert;
 use super::NodeView;
@@ -74,7 +74,23 @@ pub async fn serve_https(
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "kubelet HTTPS server listening; {}", server.auth.describe());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // `clientCAFile` looked at as the serving certificate's files (upstream's
+    // `DynamicFileCAContent`), for as long as the server runs.
+    let ca_watch = server.auth.client_ca_file().map(|file| {
+        let s = server.clone();
+        tokio::spawn(super::tls::watch(
+            vec![file.to_path_buf()],
+            "clientCAFile",
+            "client CA",
+            move |bytes| {
+                s.auth
+                    .set_client_ca(&bytes[0])
+                    .map_err(crate::cluster::certificate::CertError::Invalid)
+            },
+        ))
+    });
     let task = tokio::spawn(async move {
+        let _ca_watch = ca_watch.map(AbortOnDrop);
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -133,25 +149,31 @@ pub async fn serve_https(
     Ok((bound, task))
 }
 
+/// Aborts its task when dropped (with the server's task that holds it).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn serve(
     view: Arc<dyn NodeView>,
     server: Arc<HttpsServer>,
     peer: Arc<Vec<CertificateDer<'static>>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let authorization = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let Some(user) = server
-        .auth
-        .authenticate(&peer, authorization.as_deref())
-        .await
-    else {
+    // Before anything else, as Go's `http.ServeMux` in front of upstream's filters: a path
+    // that is not clean is redirected to its clean form, so that the path authorized below is
+    // the path routed below.
+    let path = match canonical_path(req.method(), req.uri()) {
+        Ok(p) => p.to_string(),
+        Err(answer) => return Ok(answer),
+    };
+    let Some(user) = server.auth.authenticate(&peer, req.headers_mut()).await else {
         return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     };
-    let path = req.uri().path().to_string();
     if let Err(r) = server.auth.authorize(&user, req.method(), &path).await {
         return Ok(text(r.status, r.body));
     }
@@ -188,16 +210,11 @@ async fn serve(
             )
             .await);
         }
-        (&Method::GET, ["logs", rest @ ..]) => {
-            let raw = req
-                .uri()
-                .path()
-                .strip_prefix("/logs")
-                .unwrap_or("")
-                .to_string();
-            let _ = rest;
-            node_log(&server.node_log_dir, &raw).await
+        (&Method::GET, ["logs", ..]) => {
+            let raw = path.strip_prefix("/logs").unwrap_or("");
+            node_log(&server.node_log_dir, raw).await
         }
+        // The shared router reads the same path: `req`'s, found clean above.
         _ => return handle(view, Listener::Https, req).await,
     };
     Ok(answer)
@@ -364,7 +381,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -391,8 +408,13 @@ async fn node_log(root: &Path, raw: &str) -> Response<Body> {
     if meta.is_dir() {
         if !raw.ends_with('/') {
             let mut resp = text(StatusCode::MOVED_PERMANENTLY, String::new());
-            let base = raw.rsplit('/').next().unwrap_or_default();
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("{base}/")) {
+            // `/logs`: to `/logs/` (Go's `ServeMux` for the `/logs/` pattern); a directory
+            // below it: relative, as Go's `http.FileServer`
+            let location = match raw.rsplit('/').next().unwrap_or_default() {
+                "" => "/logs/".to_string(),
+                base => format!("{base}/"),
+            };
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(hyper::header::LOCATION, v);
             }
             return resp;

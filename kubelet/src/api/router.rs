@@ -387,6 +387,72 @@ impl Limited {
     }
 }
 
+/// Go's `cleanPath` (`net/http`'s `ServeMux`): `p` rooted and cleaned as `path.Clean` does
+/// (runs of slashes as one, `.` segments dropped, each `..` with the segment before it, a `..`
+/// at the root dropped), its trailing slash kept.
+pub(crate) fn clean_path(p: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in p.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    let mut clean = format!("/{}", kept.join("/"));
+    if p.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    clean
+}
+
+/// The path of a request the HTTPS server serves, or the answer instead: what Go's
+/// `http.ServeMux`, in front of upstream kubelet's authentication and authorization filters,
+/// does before any of them runs. A path that is not clean ([`clean_path`] of the raw, still
+/// escaped path, as Go's since 1.22) is a 301 to the clean path with the query (Go's
+/// `http.Redirect`: for GET a small HTML body, for GET and HEAD `text/html`); a request target
+/// that is not a path (`*`) is a 400. Unlike Go's, CONNECT requests are cleaned too.
+#[allow(clippy::result_large_err, reason = "the error is the response to send")]
+pub(crate) fn canonical_path<'a>(
+    method: &Method,
+    uri: &'a hyper::Uri,
+) -> Result<&'a str, Response<Body>> {
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err(text(StatusCode::BAD_REQUEST, String::new()));
+    }
+    let clean = clean_path(path);
+    if clean == path {
+        return Ok(path);
+    }
+    let location = match uri.query() {
+        Some(q) if !q.is_empty() => format!("{clean}?{q}"),
+        _ => clean,
+    };
+    let body = if method == Method::GET {
+        format!(
+            "<a href=\"{}\">Moved Permanently</a>.\n\n",
+            super::https::html_escape(&location)
+        )
+    } else {
+        String::new()
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    Err(resp)
+}
+
 /// A plain-text answer.
 pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
@@ -429,6 +495,106 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Go's `cleanPath` (`net/http/server.go`) and `path.Clean`'s cases.
+    #[test]
+    fn clean_path_as_go() {
+        for (path, want) in [
+            ("/", "/"),
+            ("//", "/"),
+            ("/stats/summary", "/stats/summary"),
+            ("//stats/summary", "/stats/summary"),
+            ("/stats//summary", "/stats/summary"),
+            ("/./stats/summary", "/stats/summary"),
+            ("/x/../stats/summary", "/stats/summary"),
+            ("/../stats", "/stats"),
+            ("/logs/", "/logs/"),
+            ("//logs/", "/logs/"),
+            ("/logs/../../etc/passwd", "/etc/passwd"),
+            ("/logs/sub/..", "/logs"),
+            ("/logs/sub/../", "/logs/"),
+            ("/a/./", "/a/"),
+            ("/a/.", "/a"),
+            ("/a//", "/a/"),
+            ("/..", "/"),
+            ("/../", "/"),
+            ("/%2e%2e/x", "/%2e%2e/x"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+        ] {
+            assert_eq!(clean_path(path), want, "{path}");
+        }
+    }
+
+    /// Whatever the HTTPS server authorizes is the path it routes: a path that is not clean is
+    /// answered with a redirect before authentication and authorization, a clean one is
+    /// returned as it is.
+    #[test]
+    fn unclean_paths_are_redirected_before_authorization() {
+        let go = |method: Method, uri: &str| -> Result<String, (StatusCode, String, String)> {
+            let uri: hyper::Uri = uri.parse().unwrap();
+            match canonical_path(&method, &uri) {
+                Ok(p) => Ok(p.to_string()),
+                Err(r) => {
+                    let location = r
+                        .headers()
+                        .get(hyper::header::LOCATION)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    let ct = r
+                        .headers()
+                        .get(hyper::header::CONTENT_TYPE)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    Err((r.status(), location, ct))
+                }
+            }
+        };
+        for path in ["/stats/summary", "/logs/", "/pods", "/metrics", "/"] {
+            assert_eq!(go(Method::GET, path), Ok(path.to_string()));
+        }
+        assert_eq!(
+            go(Method::GET, "/containerLogs/ns/p/c?tailLines=1"),
+            Ok("/containerLogs/ns/p/c".to_string())
+        );
+        let html = "text/html; charset=utf-8".to_string();
+        for (path, location) in [
+            ("//stats/summary", "/stats/summary"),
+            ("//metrics", "/metrics"),
+            ("//logs/", "/logs/"),
+            ("/./stats/summary", "/stats/summary"),
+            ("/pods/../stats/summary", "/stats/summary"),
+            (
+                "//containerLogs/ns/p/c?follow=true",
+                "/containerLogs/ns/p/c?follow=true",
+            ),
+        ] {
+            assert_eq!(
+                go(Method::GET, path),
+                Err((
+                    StatusCode::MOVED_PERMANENTLY,
+                    location.to_string(),
+                    html.clone()
+                )),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            go(Method::POST, "//exec/ns/p/c?command=id"),
+            Err((
+                StatusCode::MOVED_PERMANENTLY,
+                "/exec/ns/p/c?command=id".into(),
+                String::new()
+            ))
+        );
+        assert_eq!(
+            go(Method::OPTIONS, "*"),
+            Err((
+                StatusCode::BAD_REQUEST,
+                String::new(),
+                "text/plain; charset=utf-8".into()
+            ))
+        );
+    }
 
     #[test]
     fn log_query_flags() {

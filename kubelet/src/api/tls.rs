@@ -151,57 +151,77 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Pair, CertError> {
         .map_err(|e| CertError::Invalid(format!("{} and {}: {e}", cert.display(), key.display())))
 }
 
-/// How often [`watch_files`] looks at `tlsCertFile` and `tlsPrivateKeyFile`.
+/// How often [`watch_files`] looks at `tlsCertFile` and `tlsPrivateKeyFile`, and
+/// [`watch`] at any files (`clientCAFile` too).
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What [`reload_files`] last installed (the files' bytes) or last refused.
+/// What [`reload_changed`] last installed (the files' bytes) or last refused.
 #[derive(Debug, Default)]
 pub struct FilesSeen {
-    bytes: Option<(Vec<u8>, Vec<u8>)>,
+    bytes: Option<Vec<Vec<u8>>>,
 }
 
-/// Installs the pair of `cert` and `key` in `serving` when the files' bytes differ from what
-/// `seen` holds (upstream's kubelet reloads `tlsCertFile` on change, its
-/// `ReloadKubeletServerCertificate`): `Ok(true)` when a new pair was installed, `Ok(false)` when
-/// nothing changed. A pair that does not parse or does not match its key is an error and the
-/// current certificate stays (a half-written rotation is retried at the next look).
+/// Reads `paths` and, when their bytes differ from what `seen` holds, passes them to `install`:
+/// `Ok(true)` when it installed them, `Ok(false)` when nothing changed, an error when a file
+/// cannot be read or `install` refused the content (what was installed before stays; the same
+/// content is not offered again, so a bad one is reported once and a half-written one is
+/// retried when it changes).
+pub fn reload_changed(
+    paths: &[&Path],
+    seen: &mut FilesSeen,
+    install: impl FnOnce(&[Vec<u8>]) -> Result<(), CertError>,
+) -> Result<bool, CertError> {
+    let bytes = paths
+        .iter()
+        .map(|p| {
+            std::fs::read(p).map_err(|source| CertError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if seen.bytes.as_ref() == Some(&bytes) {
+        return Ok(false);
+    }
+    // Remembered before installing, so that a bad content is reported once, not at every look.
+    install(seen.bytes.insert(bytes))?;
+    Ok(true)
+}
+
+/// Installs the pair of `cert` and `key` in `serving` when the files changed
+/// ([`reload_changed`]; upstream's kubelet reloads `tlsCertFile` on change, its
+/// `ReloadKubeletServerCertificate`). A pair that does not parse or does not match its key is
+/// an error and the current certificate stays.
 pub fn reload_files(
     cert: &Path,
     key: &Path,
     serving: &ServingCert,
     seen: &mut FilesSeen,
 ) -> Result<bool, CertError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| CertError::Io {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let bytes = (read(cert)?, read(key)?);
-    if seen.bytes.as_ref() == Some(&bytes) {
-        return Ok(false);
-    }
-    // Remembered before parsing, so that a bad pair is reported once, not at every look.
-    seen.bytes = Some(bytes);
-    serving.set(from_files(cert, key)?)?;
-    Ok(true)
+    reload_changed(&[cert, key], seen, |_| serving.set(from_files(cert, key)?))
 }
 
-/// Looks at `cert` and `key` every [`RELOAD_INTERVAL`] and installs a changed pair
-/// ([`reload_files`]); new handshakes get it, open connections keep theirs. Never returns.
-pub async fn watch_files(cert: PathBuf, key: PathBuf, serving: Arc<ServingCert>) {
+/// Looks at `paths` every [`RELOAD_INTERVAL`] and passes changed content to `install`
+/// ([`reload_changed`]; the content at start is the baseline), logging what happened as `what`
+/// (`"serving certificate"`) of `key` (`"tlsCertFile"`). Never returns.
+pub async fn watch<F>(paths: Vec<PathBuf>, key: &'static str, what: &'static str, install: F)
+where
+    F: Fn(&[Vec<u8>]) -> Result<(), CertError> + Send + Sync + 'static,
+{
+    let install = Arc::new(install);
     let mut seen = FilesSeen::default();
-    // The pair installed at start is the baseline.
-    if let (Ok(c), Ok(k)) = (std::fs::read(&cert), std::fs::read(&key)) {
-        seen.bytes = Some((c, k));
+    if let Ok(bytes) = paths.iter().map(std::fs::read).collect() {
+        seen.bytes = Some(bytes);
     }
+    let paths = Arc::new(paths);
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (c, k, s) = (cert.clone(), key.clone(), serving.clone());
+        let (p, f) = (paths.clone(), install.clone());
         let looked = tokio::task::spawn_blocking(move || {
-            let r = reload_files(&c, &k, &s, &mut seen);
+            let refs: Vec<&Path> = p.iter().map(PathBuf::as_path).collect();
+            let r = reload_changed(&refs, &mut seen, |b| f(b));
             (r, seen)
         })
         .await;
@@ -209,20 +229,34 @@ pub async fn watch_files(cert: PathBuf, key: PathBuf, serving: Arc<ServingCert>)
             Ok((result, back)) => {
                 seen = back;
                 match result {
-                    Ok(true) => tracing::info!(cert = %cert.display(),
-                        "serving certificate reloaded from tlsCertFile"),
+                    Ok(true) => {
+                        tracing::info!(file = %paths[0].display(), "{what} reloaded from {key}")
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(
-                        "tlsCertFile changed but cannot be used ({e}); keeping the current certificate"
+                        "{key} changed but cannot be used ({e}); keeping the current {what}"
                     ),
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "reloading the serving certificate panicked");
+                tracing::error!(error = %e, "reloading the {what} panicked");
                 return;
             }
         }
     }
+}
+
+/// Looks at `cert` and `key` every [`RELOAD_INTERVAL`] and installs a changed pair
+/// ([`reload_files`]); new handshakes get it, open connections keep theirs. Never returns.
+pub async fn watch_files(cert: PathBuf, key: PathBuf, serving: Arc<ServingCert>) {
+    let (c, k) = (cert.clone(), key.clone());
+    watch(
+        vec![cert, key],
+        "tlsCertFile",
+        "serving certificate",
+        move |_| serving.set(from_files(&c, &k)?),
+    )
+    .await
 }
 
 /// `<dir>/kubelet.crt` and `<dir>/kubelet.key`: reused when both are readable and valid,
