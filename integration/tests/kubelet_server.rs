@@ -53,53 +53,48 @@ fn client_cert(
     Ok((crt.display().to_string(), key.display().to_string()))
 }
 
-/// `curl` in the node's namespace to `https://<node>:10250<path>`: the status and the body.
-fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+/// `curl -sk --path-as-is` in the node's namespace to `https://<node>:10250<path>` with
+/// `extra`, writing out `write_out` last: the status (the first word of the text that
+/// `split` takes apart from the rest) and the rest.
+fn curl_with(
+    agent: &TestAgent,
+    path: &str,
+    extra: &[&str],
+    output: &[&str],
+    split: fn(&str) -> (&str, &str),
+) -> anyhow::Result<(u16, String)> {
     let url = format!("https://{NODE_IP}:10250{path}");
-    let mut argv = vec![
-        "curl",
-        "-sk",
-        "--path-as-is",
-        "--max-time",
-        "60",
-        "-w",
-        "\n%{http_code}",
-    ];
+    let mut argv = vec!["curl", "-sk", "--path-as-is", "--max-time", "60"];
+    argv.extend_from_slice(output);
     argv.extend_from_slice(extra);
     argv.push(&url);
     let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (code, rest) = split(&text);
     let code: u16 = code
         .trim()
         .parse()
         .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
-    Ok((code, body.to_string()))
+    Ok((code, rest.to_string()))
+}
+
+/// `curl` in the node's namespace to `https://<node>:10250<path>`: the status and the body.
+fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+    curl_with(agent, path, extra, &["-w", "\n%{http_code}"], |text| {
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text));
+        (code, body)
+    })
 }
 
 /// `curl` as [`curl`], not following a redirect: the status and the `Location` (absolute).
 fn curl_location(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
-    let url = format!("https://{NODE_IP}:10250{path}");
-    let mut argv = vec![
-        "curl",
-        "-sk",
-        "--path-as-is",
-        "--max-time",
-        "60",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{redirect_url}",
-    ];
-    argv.extend_from_slice(extra);
-    argv.push(&url);
-    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (code, location) = text.split_once(' ').unwrap_or((&text, ""));
-    let code: u16 = code
-        .trim()
-        .parse()
-        .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
+    let (code, location) = curl_with(
+        agent,
+        path,
+        extra,
+        &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+        |text| text.split_once(' ').unwrap_or((text, "")),
+    )?;
     Ok((code, location.trim().to_string()))
 }
 

@@ -80,15 +80,30 @@ fn rates_keep_the_last_two_samples() {
     assert_eq!(r.len(), 1);
 }
 
+/// Writes `text` to `p`, making its directory.
+fn write_file(p: PathBuf, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A collector of node `n1` over a fake cgroup root and `/proc`, its file systems in `dir`.
+fn collector(dir: &Path, cgroup_root: PathBuf, proc_root: PathBuf) -> Collector {
+    Collector::new(CollectorConfig {
+        node_name: "n1".into(),
+        cgroup_root,
+        proc_root,
+        root_dir: dir.into(),
+        image_dir: dir.into(),
+        log_dir: dir.into(),
+    })
+}
+
 #[test]
 fn summary_of_a_fake_v2_host() {
     let tmp = tempfile::tempdir().unwrap();
     let cg = tmp.path().join("cgroup");
     let procfs = tmp.path().join("proc");
-    let w = |p: PathBuf, text: &str| {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
+    let w = write_file;
     w(cg.join("cgroup.controllers"), "cpu memory\n");
     for (dir, usec, mem) in [
         ("kubepods/podu1", 900, 3_000_000),
@@ -120,14 +135,7 @@ fn summary_of_a_fake_v2_host() {
     );
     let log = tmp.path().join("c1.log");
     std::fs::write(&log, "0123456789").unwrap();
-    let c = Collector::new(CollectorConfig {
-        node_name: "n1".into(),
-        cgroup_root: cg.clone(),
-        proc_root: procfs,
-        root_dir: tmp.path().into(),
-        image_dir: tmp.path().into(),
-        log_dir: tmp.path().into(),
-    });
+    let c = collector(tmp.path(), cg, procfs);
     let target = PodTarget {
         pod_ref: PodReference {
             name: "p".into(),
@@ -188,10 +196,7 @@ fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let cg = tmp.path().join("cgroup");
     let procfs = tmp.path().join("proc");
-    let w = |p: PathBuf, text: &str| {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
+    let w = write_file;
     w(cg.join("cgroup.controllers"), "cpu memory pids\n");
     let pods = 3 * PODS_PER_READER + 5;
     let mut targets = Vec::new();
@@ -246,14 +251,7 @@ fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
             }],
         });
     }
-    let c = Collector::new(CollectorConfig {
-        node_name: "n1".into(),
-        cgroup_root: cg,
-        proc_root: procfs,
-        root_dir: tmp.path().into(),
-        image_dir: tmp.path().into(),
-        log_dir: tmp.path().into(),
-    });
+    let c = collector(tmp.path(), cg, procfs);
     let s = c.summary(&targets);
     assert_eq!(s.pods.len(), pods);
     for (i, p) in s.pods.iter().enumerate() {
