@@ -127,6 +127,16 @@ async fn route(
             let body = crate::stats::resource::render(&summary, error);
             Ok(typed(body, crate::stats::resource::CONTENT_TYPE))
         }
+        (&Method::GET, ["metrics", "cadvisor"], Listener::Socket | Listener::Https) => {
+            // Reads every pod's cgroup files: off the async workers, as the summary.
+            let body = tokio::task::spawn_blocking(move || view.cadvisor_metrics())
+                .await
+                .map_err(|e| ApiError::Internal(format!("collecting cAdvisor metrics: {e}")))??;
+            Ok(typed(body, crate::stats::cadvisor::CONTENT_TYPE))
+        }
+        (&Method::GET, ["metrics", "probes"], Listener::Socket | Listener::Https) => {
+            Ok(typed(view.probe_metrics(), crate::metrics::CONTENT_TYPE))
+        }
         (&Method::GET, ["metrics"], Listener::Socket | Listener::Https) => {
             Ok(typed(view.metrics(), crate::metrics::CONTENT_TYPE))
         }

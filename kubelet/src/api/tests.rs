@@ -223,6 +223,9 @@ async fn read_only_port_serves_only_healthz_and_pods() {
     assert_eq!(get("/services").await.0, 404);
     assert_eq!(get("/configmaps").await.0, 404);
     assert_eq!(get("/secrets").await.0, 404);
+    for metrics in ["/metrics", "/metrics/cadvisor", "/metrics/probes"] {
+        assert_eq!(get(metrics).await.0, 404, "{metrics}");
+    }
     task.abort();
 }
 

@@ -137,8 +137,11 @@ fn summary_of_a_fake_v2_host() {
         start_time: Timestamp::UNIX_EPOCH,
         cgroup: "/kubepods/podu1".into(),
         netns_cgroup: Some("/kubepods/podu1/sb".into()),
+        sandbox_id: "sb".into(),
         containers: vec![ContainerTarget {
             name: "c1".into(),
+            id: "c1".into(),
+            image: "busybox".into(),
             start_time: Timestamp::UNIX_EPOCH,
             cgroup: "/kubepods/podu1/c1".into(),
             log_path: log,
