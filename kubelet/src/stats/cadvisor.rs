@@ -181,7 +181,8 @@ impl Out {
 
     fn cpu(&mut self, who: &Subject<'_>, cpu: &Option<CpuStats>) {
         if let Some(c) = cpu {
-            if let Some(ns) = c.usage_core_nano_seconds {
+            // cAdvisor reports the total only once it is above zero.
+            if let Some(ns) = c.usage_core_nano_seconds.filter(|&ns| ns > 0) {
                 let v = ns as f64 / 1e9;
                 self.push(
                     "container_cpu_usage_seconds_total",
