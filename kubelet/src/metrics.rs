@@ -37,6 +37,10 @@ type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 /// The kubelet's (and the proxy's) metrics.
 pub struct KubeletMetrics {
     registry: Registry,
+    /// `/metrics/probes`: upstream's prober registry (`process_start_time_seconds`,
+    /// `prober_probe_total`, `prober_probe_duration_seconds`), sharing the probe families with
+    /// [`KubeletMetrics::registry`].
+    probes_registry: Registry,
     pod_start: Histogram,
     pleg_relist: Histogram,
     running_pods: Gauge,
@@ -64,8 +68,16 @@ fn runtime_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.5, 14))
 }
 
+/// `prober_probe_duration_seconds` sets no buckets upstream: client_golang's `DefBuckets`.
 fn probe_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+    Histogram::new(DEF_BUCKETS)
+}
+
+/// This process's start time in seconds since the epoch (0 when `/proc` cannot tell).
+fn process_start_time() -> f64 {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    crate::stats::proc::process_start_time(&read("/proc/self/stat"), &read("/proc/stat"))
+        .unwrap_or(0.0)
 }
 
 impl Default for KubeletMetrics {
@@ -79,73 +91,108 @@ impl KubeletMetrics {
     pub fn new() -> KubeletMetrics {
         let mut r = Registry::default();
         let pod_start = Histogram::new(POD_START_BUCKETS);
-        r.register(
+        register(
+            &mut r,
             "kubelet_pod_start_duration_seconds",
             "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
             pod_start.clone(),
         );
         let pleg_relist = Histogram::new(DEF_BUCKETS);
-        r.register(
+        register(
+            &mut r,
             "kubelet_pleg_relist_duration_seconds",
             "Duration in seconds for relisting pods in PLEG.",
             pleg_relist.clone(),
         );
         let running_pods = Gauge::default();
-        r.register(
+        register(
+            &mut r,
             "kubelet_running_pods",
             "Number of pods that have a running pod sandbox",
             running_pods.clone(),
         );
         let running_containers = Family::<Labels, Gauge>::default();
-        r.register(
+        register(
+            &mut r,
             "kubelet_running_containers",
             "Number of containers currently running",
             running_containers.clone(),
         );
         let runtime_ops = Family::<Labels, Counter>::default();
-        r.register(
+        register(
+            &mut r,
             "kubelet_runtime_operations",
             "Cumulative number of runtime operations by operation type.",
             runtime_ops.clone(),
         );
         let runtime_errors = Family::<Labels, Counter>::default();
-        r.register(
+        register(
+            &mut r,
             "kubelet_runtime_operations_errors",
             "Cumulative number of runtime operation errors by operation type.",
             runtime_errors.clone(),
         );
         let runtime_durations: HistogramFamily = Family::new_with_constructor(runtime_buckets);
-        r.register(
+        register(
+            &mut r,
             "kubelet_runtime_operations_duration_seconds",
             "Duration in seconds of runtime operations. Broken down by operation type.",
             runtime_durations.clone(),
         );
         let probes = Family::<Labels, Counter>::default();
-        r.register(
+        register(
+            &mut r,
             "prober_probe",
             "Cumulative number of a liveness, readiness or startup probe for a container by result.",
             probes.clone(),
         );
         let probe_durations: HistogramFamily = Family::new_with_constructor(probe_buckets);
-        r.register(
+        register(
+            &mut r,
             "prober_probe_duration_seconds",
             "Duration in seconds for a probe response.",
             probe_durations.clone(),
         );
+        // Upstream's `/metrics/probes` registry; the HELP texts carry the stability level as
+        // component-base writes them there.
+        let mut p = Registry::default();
+        let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start.set(process_start_time());
+        register(
+            &mut p,
+            "process_start_time_seconds",
+            "[ALPHA] Start time of the process since unix epoch in seconds.",
+            start,
+        );
+        register(
+            &mut p,
+            "prober_probe",
+            "[BETA] Cumulative number of a liveness, readiness or startup probe for a container by result.",
+            probes.clone(),
+        );
+        register(
+            &mut p,
+            "prober_probe_duration_seconds",
+            "[ALPHA] Duration in seconds for a probe response.",
+            probe_durations.clone(),
+        );
         let proxy_sync = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        r.register(
+        register(
+            &mut r,
             "kubeproxy_sync_proxy_rules_duration_seconds",
             "SyncProxyRules latency in seconds",
             proxy_sync.clone(),
         );
         let proxy_rules = Family::<Labels, Gauge>::default();
-        r.register(
+        register(
+            &mut r,
             "kubeproxy_sync_proxy_rules_iptables_total",
             "Total number of iptables rules owned by kube-proxy",
             proxy_rules.clone(),
         );
         KubeletMetrics {
             registry: r,
+            probes_registry: p,
             pod_start,
             pleg_relist,
             running_pods,
@@ -192,7 +239,8 @@ impl KubeletMetrics {
     }
 
     /// One probe of `probe_type` (`Liveness`, `Readiness`, `Startup`) of a container ended with
-    /// `result` (`successful`, `failed`, `unknown`) after `took`.
+    /// `result` (`successful`, `failed`, `unknown`) after `took`. As upstream's worker, the
+    /// duration is observed for a successful or unknown result, not for a failure.
     pub fn probed(&self, probe: &ProbeLabels<'_>, result: &str, took: Duration) {
         let base = |extra: Option<&str>| {
             let mut l: Labels = vec![("probe_type", probe.probe_type.to_string())];
@@ -210,9 +258,11 @@ impl KubeletMetrics {
         counted.push(("pod_uid", probe.pod_uid.to_string()));
         let timed = base(None);
         self.probes.get_or_create(&counted).inc();
-        self.probe_durations
-            .get_or_create(&timed)
-            .observe(took.as_secs_f64());
+        if result != "failed" {
+            self.probe_durations
+                .get_or_create(&timed)
+                .observe(took.as_secs_f64());
+        }
         self.probe_series
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -246,13 +296,34 @@ impl KubeletMetrics {
 
     /// Every metric in the OpenMetrics text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            // Writing to a String cannot fail; an encoder bug must not pass silently.
-            tracing::error!("encoding the kubelet's metrics failed");
-        }
-        out
+        encode_registry(&self.registry)
     }
+
+    /// `/metrics/probes`: the probe metrics and the process start time, in the OpenMetrics
+    /// text format.
+    pub fn encode_probes(&self) -> String {
+        encode_registry(&self.probes_registry)
+    }
+}
+
+/// Registers `metric` with upstream's HELP text: prometheus-client ends every HELP with a
+/// period, so one already there is left to it (no `..`).
+fn register(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
+}
+
+fn encode_registry(registry: &Registry) -> String {
+    let mut out = String::new();
+    if encode(&mut out, registry).is_err() {
+        // Writing to a String cannot fail; an encoder bug must not pass silently.
+        tracing::error!("encoding the kubelet's metrics failed");
+    }
+    out
 }
 
 /// Which probe [`KubeletMetrics::probed`] counts.
@@ -405,5 +476,78 @@ mod tests {
             value("kubeproxy_sync_proxy_rules_duration_seconds_count", ""),
             1.0
         );
+    }
+
+    #[test]
+    fn probes_endpoint_as_upstream_registers_it() {
+        let m = KubeletMetrics::new();
+        let probe = ProbeLabels {
+            probe_type: "Liveness",
+            container: "app",
+            pod: "web",
+            namespace: "default",
+            pod_uid: "u1",
+        };
+        m.probed(&probe, "successful", Duration::from_millis(3));
+        m.probed(&probe, "failed", Duration::from_millis(3));
+        m.probed(&probe, "unknown", Duration::from_millis(30));
+        m.runtime_operation("create_container", Duration::from_millis(20), false);
+        let text = m.encode_probes();
+        let samples = parse(&text);
+        let value = |name: &str, labels: &str| {
+            samples
+                .iter()
+                .find(|s| s.0 == name && s.1 == labels)
+                .unwrap_or_else(|| panic!("{name}{{{labels}}} missing in\n{text}"))
+                .2
+        };
+        let counted = |result: &str| {
+            format!(
+                "probe_type=\"Liveness\",result=\"{result}\",container=\"app\",pod=\"web\",namespace=\"default\",pod_uid=\"u1\""
+            )
+        };
+        for result in ["successful", "failed", "unknown"] {
+            assert_eq!(value("prober_probe_total", &counted(result)), 1.0);
+        }
+        let timed = "probe_type=\"Liveness\",container=\"app\",pod=\"web\",namespace=\"default\"";
+        // Upstream observes the duration of successful and unknown results only.
+        assert_eq!(value("prober_probe_duration_seconds_count", timed), 2.0);
+        // client_golang's DefBuckets: 3 ms is under the first (5 ms), 30 ms under 50 ms.
+        let bucket = |le: &str| {
+            value(
+                "prober_probe_duration_seconds_bucket",
+                &format!("le=\"{le}\",{timed}"),
+            )
+        };
+        assert_eq!(bucket("0.005"), 1.0);
+        assert_eq!(bucket("0.025"), 1.0);
+        assert_eq!(bucket("0.05"), 2.0);
+        assert_eq!(bucket("10.0"), 2.0);
+        assert_eq!(
+            samples
+                .iter()
+                .filter(|s| s.0 == "prober_probe_duration_seconds_bucket")
+                .count(),
+            12,
+            "11 DefBuckets and +Inf"
+        );
+        let start = value("process_start_time_seconds", "");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(start > 1e9 && start <= now, "{start}");
+        assert!(text.contains(
+            "# HELP prober_probe [BETA] Cumulative number of a liveness, readiness or startup probe for a container by result.\n"
+        ));
+        assert!(text.contains(
+            "# HELP process_start_time_seconds [ALPHA] Start time of the process since unix epoch in seconds.\n"
+        ));
+        // Only the prober's registry: none of /metrics' other families.
+        assert!(!text.contains("kubelet_"), "{text}");
+        // /metrics keeps the same probe families (shared counters).
+        assert!(m
+            .encode()
+            .contains(&format!("prober_probe_total{{{}}} 1", counted("failed"))));
     }
 }

@@ -12,11 +12,12 @@
 //!   (`/exec/...`: `kubenode exec -i/-t`, `/attach/...`: `kubenode attach`,
 //!   `/portForward/...`: `kubenode port-forward`; their client is [`ApiClient`]),
 //!   and the resource usage and metrics upstream's authenticated port serves:
-//!   `/stats/summary`, `/metrics/resource` and `/metrics`;
+//!   `/stats/summary`, `/metrics/resource`, `/metrics/cadvisor`, `/metrics/probes` and
+//!   `/metrics`;
 //! - the kubelet's **HTTPS server** (`address`:`port`, default `0.0.0.0:10250`, [`https`]):
 //!   every request authenticated and authorized ([`auth`]) as upstream's, serving `/healthz`,
 //!   `/pods`, `/containerLogs/...`, `/runningpods/`, `/logs/`, `/configz`, `/stats/summary`,
-//!   `/metrics/resource` and `/metrics`, with the serving certificate of [`tls`], `/exec`,
+//!   `/metrics/resource`, `/metrics/cadvisor`, `/metrics/probes` and `/metrics`, with the serving certificate of [`tls`], `/exec`,
 //!   `/attach` and `/portForward` over WebSocket ([`stream`]) and `POST /run`.
 //!
 //! Every listener closes a connection whose request head does not arrive within a timeout
@@ -118,6 +119,15 @@ pub trait NodeView: Send + Sync + 'static {
     /// The agent's own metrics in the OpenMetrics text format (`GET /metrics`).
     fn metrics(&self) -> String {
         crate::metrics::metrics().encode()
+    }
+    /// cAdvisor's container metrics of the node and its pods (`GET /metrics/cadvisor`), from
+    /// the same collection as [`NodeView::stats_summary`].
+    fn cadvisor_metrics(&self) -> Result<String, ApiError> {
+        Err(ApiError::NotFound("this node collects no stats".into()))
+    }
+    /// The prober's metrics and the process start time (`GET /metrics/probes`).
+    fn probe_metrics(&self) -> String {
+        crate::metrics::metrics().encode_probes()
     }
 }
 

@@ -127,6 +127,16 @@ async fn route(
             let body = crate::stats::resource::render(&summary, error);
             Ok(typed(body, crate::stats::resource::CONTENT_TYPE))
         }
+        (&Method::GET, ["metrics", "cadvisor"], Listener::Socket | Listener::Https) => {
+            // Reads every pod's cgroup files: off the async workers, as the summary.
+            let body = tokio::task::spawn_blocking(move || view.cadvisor_metrics())
+                .await
+                .map_err(|e| ApiError::Internal(format!("collecting cAdvisor metrics: {e}")))??;
+            Ok(typed(body, crate::stats::cadvisor::CONTENT_TYPE))
+        }
+        (&Method::GET, ["metrics", "probes"], Listener::Socket | Listener::Https) => {
+            Ok(typed(view.probe_metrics(), crate::metrics::CONTENT_TYPE))
+        }
         (&Method::GET, ["metrics"], Listener::Socket | Listener::Https) => {
             Ok(typed(view.metrics(), crate::metrics::CONTENT_TYPE))
         }
@@ -300,9 +310,9 @@ async fn container_logs(
 
 /// Streams a container log to `tx` in blocks: from the start of the last `tail_lines` lines
 /// (found reading backwards) to the end, then, when following, what is appended until the
-/// client goes away or the container's current log changes (a restart) or disappears (the pod
-/// is gone). Memory stays a few blocks whatever the file's size; the channel's bound makes a
-/// slow client slow the reading down.
+/// client goes away, the container exits (its log read to the end), or its current log changes
+/// (a restart) or disappears (the pod is gone). Memory stays a few blocks whatever the file's
+/// size; the channel's bound makes a slow client slow the reading down.
 async fn stream_log(
     view: Arc<dyn NodeView>,
     target: ContainerRef,
@@ -325,6 +335,7 @@ async fn stream_log(
     let mut stream = LogStream::new(opts);
     let mut split = LineSplitter::default();
     let mut buf = vec![0u8; BLOCK];
+    let mut exited = false;
     loop {
         if let Some(f) = file.as_mut() {
             if f.metadata().await?.len() < offset {
@@ -348,7 +359,7 @@ async fn stream_log(
                 }
             }
         }
-        if !follow {
+        if !follow || exited {
             let mut out = Vec::new();
             split.finish(&mut stream, &mut out);
             if !out.is_empty() {
@@ -356,10 +367,21 @@ async fn stream_log(
             }
             return Ok(());
         }
-        // The container restarted (a new current log) or is gone: this log is complete.
-        match view.container_log(&target, false) {
-            Ok(p) if p == path => {}
-            _ => return Ok(()),
+        // As upstream's kubelet (`waitLogs`), follow while the container runs: one that
+        // exited has its log read to the end once more (what it wrote before exiting) and
+        // ends the follow; one that restarted (a new current log) or is gone ends it now.
+        match view.container_instance(&target) {
+            Ok(i) if i.log_path != path => return Ok(()),
+            Ok(i) if !i.running => {
+                exited = true;
+                continue;
+            }
+            Ok(_) => {}
+            // A view that cannot tell the instance: the current log's path decides.
+            Err(_) => match view.container_log(&target, false) {
+                Ok(p) if p == path => {}
+                _ => return Ok(()),
+            },
         }
         tokio::time::sleep(FOLLOW_POLL).await;
         if tx.is_closed() {

@@ -180,6 +180,92 @@ async fn follow_streams_appended_lines() {
     task.abort();
 }
 
+/// A container whose instance runs until `running` is cleared.
+struct ExitingView {
+    fixed: FixedView,
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl NodeView for ExitingView {
+    fn pods(&self) -> Vec<Pod> {
+        self.fixed.pods()
+    }
+    fn events(&self) -> Vec<Event> {
+        Vec::new()
+    }
+    fn container_log(&self, target: &ContainerRef, previous: bool) -> Result<PathBuf, ApiError> {
+        self.fixed.container_log(target, previous)
+    }
+    fn exec(&self, request: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
+        self.fixed.exec(request)
+    }
+    fn container_instance(&self, _: &ContainerRef) -> Result<ContainerInstance, ApiError> {
+        let running = self.running.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(ContainerInstance {
+            id: "c1".into(),
+            running,
+            state: if running { "running" } else { "exited" }.into(),
+            log_path: self.fixed.log.clone(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn follow_ends_when_the_container_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("0.log");
+    std::fs::write(&log, "t1 stdout F first\n").unwrap();
+    let view = Arc::new(ExitingView {
+        fixed: FixedView {
+            pods: vec![pod("web", &["app"])],
+            log: log.clone(),
+            execs: Mutex::new(Vec::new()),
+        },
+        running: true.into(),
+    });
+    let socket = dir.path().join("kubenode.sock");
+    let task = serve_unix(&socket, view.clone()).await.unwrap();
+    let client = ApiClient::new(&socket);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let mut follower = tokio::spawn(async move {
+        client
+            .logs(&target("web", None), "follow=true", move |b| {
+                let _ = tx.send(b.to_vec());
+            })
+            .await
+    });
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, b"first\n");
+    // Still following while the container runs.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(600), &mut follower)
+            .await
+            .is_err(),
+        "the follow ended while the container ran"
+    );
+    // Its last words, then it exits: they are sent and the follow ends.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"t2 stdout F last\n").unwrap();
+    }
+    view.running
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let ended = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follow did not end after the container exited");
+    ended.unwrap().unwrap();
+    let mut rest = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        rest.extend(chunk);
+    }
+    assert_eq!(String::from_utf8_lossy(&rest), "last\n");
+    task.abort();
+}
+
 #[tokio::test]
 async fn read_only_port_serves_only_healthz_and_pods() {
     let view = Arc::new(FixedView {
@@ -223,6 +309,9 @@ async fn read_only_port_serves_only_healthz_and_pods() {
     assert_eq!(get("/services").await.0, 404);
     assert_eq!(get("/configmaps").await.0, 404);
     assert_eq!(get("/secrets").await.0, 404);
+    for metrics in ["/metrics", "/metrics/cadvisor", "/metrics/probes"] {
+        assert_eq!(get(metrics).await.0, 404, "{metrics}");
+    }
     task.abort();
 }
 

@@ -114,8 +114,11 @@ fn main() -> Result<()> {
             start_time: jiff::Timestamp::now(),
             cgroup: pod_cg.clone(),
             netns_cgroup: Some(format!("{pod_cg}/sandbox")),
+            sandbox_id: "sandbox".into(),
             containers: vec![ContainerTarget {
                 name: "c0".into(),
+                id: "c0".into(),
+                image: "bench".into(),
                 start_time: jiff::Timestamp::now(),
                 cgroup: format!("{pod_cg}/c0"),
                 log_path: PathBuf::from("/proc/self/status"),

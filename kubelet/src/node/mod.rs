@@ -691,6 +691,8 @@ impl Kubelet {
                     .map(|c| ContainerTarget {
                         cgroup: format!("{parent}/{}", c.id),
                         name: c.name,
+                        id: c.id,
+                        image: c.image,
                         start_time: c.created_at,
                         log_path: c.log_path,
                     })
@@ -699,6 +701,7 @@ impl Kubelet {
                     pod_ref,
                     start_time,
                     netns_cgroup: (!host_net).then(|| format!("{parent}/{sandbox}")),
+                    sandbox_id: sandbox,
                     cgroup: parent,
                     containers,
                 }
@@ -835,6 +838,17 @@ impl NodeView for Kubelet {
 
     fn metrics(&self) -> String {
         crate::metrics::metrics().encode()
+    }
+
+    fn cadvisor_metrics(&self) -> Result<String, ApiError> {
+        let targets = self.stats_targets();
+        let collection = self.stats.collect(&targets);
+        Ok(crate::stats::cadvisor::render(
+            &targets,
+            &collection,
+            jiff::Timestamp::now(),
+            false,
+        ))
     }
 
     fn pods(&self) -> Vec<Pod> {

@@ -142,12 +142,14 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, kind: ProbeKind) {
     }
 }
 
-/// Upstream's `prober_probe_total` and `prober_probe_duration_seconds` of one attempt.
+/// Upstream's `prober_probe_total` and `prober_probe_duration_seconds` of one attempt. An
+/// attempt that could not run is not counted: upstream's worker throws a prober error away
+/// before its metrics (`if err != nil { return true }`), as the result.
 fn count(target: &Target, kind: ProbeKind, outcome: &Outcome, took: Duration) {
     let result = match outcome {
         Outcome::Success(_) | Outcome::Warning(_) => "successful",
         Outcome::Failure(_) => "failed",
-        Outcome::Error(_) => "unknown",
+        Outcome::Error(_) => return,
     };
     let labels = crate::metrics::ProbeLabels {
         probe_type: kind.label(),

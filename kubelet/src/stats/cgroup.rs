@@ -38,6 +38,8 @@ pub struct MemorySample {
     pub inactive_file: u64,
     /// Anonymous memory (`total_rss` / `anon`).
     pub rss: u64,
+    /// Page cache (`total_cache` / `file`): cAdvisor's `container_memory_cache`.
+    pub cache: u64,
     /// Page faults (`total_pgfault` / `pgfault`).
     pub page_faults: u64,
     /// Major page faults (`total_pgmajfault` / `pgmajfault`).
@@ -257,6 +259,7 @@ pub fn parse_memory(usage: &str, stat: &str, limit: &str, v2: bool) -> Option<Me
         usage,
         inactive_file: key("total_inactive_file", "inactive_file"),
         rss: key("total_rss", "anon"),
+        cache: key("total_cache", "file"),
         page_faults: key("total_pgfault", "pgfault"),
         major_page_faults: key("total_pgmajfault", "pgmajfault"),
         limit,
@@ -312,6 +315,7 @@ mod tests {
                 usage: 10_485_760,
                 inactive_file: 2_097_152,
                 rss: 6_291_456,
+                cache: 8192,
                 page_faults: 1000,
                 major_page_faults: 7,
                 limit: None,
@@ -350,6 +354,7 @@ mod tests {
         assert_eq!(s.cpu_ns, Some(2_500_000));
         let m = s.memory.unwrap();
         assert_eq!((m.usage, m.rss, m.limit), (5000, 3000, Some(8000)));
+        assert_eq!(m.cache, 2000);
         assert_eq!((m.page_faults, m.major_page_faults), (12, 1));
         // More inactive file pages than usage (the counters are read apart): zero, not a wrap.
         assert_eq!(m.working_set(), 0);

@@ -9,6 +9,7 @@
 //! housekeeping samples) and reports the rate between them; the agent samples every
 //! [`HOUSEKEEPING_INTERVAL`] so that a request always finds a rate, and a request samples too.
 
+pub mod cadvisor;
 pub mod cgroup;
 pub mod proc;
 pub mod resource;
@@ -50,6 +51,9 @@ pub struct PodTarget {
     /// The sandbox's (pause container's) cgroup, whose process's network namespace is the
     /// pod's; `None` for a `hostNetwork` pod.
     pub netns_cgroup: Option<String>,
+    /// The sandbox's ID (the pause container's runtime ID): cAdvisor's `name` of the pod's
+    /// network series.
+    pub sandbox_id: String,
     /// The running containers.
     pub containers: Vec<ContainerTarget>,
 }
@@ -59,12 +63,38 @@ pub struct PodTarget {
 pub struct ContainerTarget {
     /// Its name in the pod.
     pub name: String,
+    /// Its runtime ID: cAdvisor's `name` label.
+    pub id: String,
+    /// Its image, as the pod spec names it: cAdvisor's `image` label.
+    pub image: String,
     /// When it was created.
     pub start_time: Timestamp,
     /// Its cgroup (`<pod cgroup>/<container id>`).
     pub cgroup: String,
     /// Its current log file.
     pub log_path: PathBuf,
+}
+
+/// One collection round: the Summary, and the raw memory samples its `MemoryStats` were made
+/// from, in the Summary's order (`/metrics/cadvisor` also reports the page cache and the limit,
+/// which the Summary has no field for).
+#[derive(Debug, Clone, Default)]
+pub struct Collection {
+    /// The Summary (`/stats/summary`).
+    pub summary: Summary,
+    /// The node's memory (the root cgroup's, or `/proc`'s on cgroup v2).
+    pub node_memory: Option<MemorySample>,
+    /// Per pod of the Summary, in its order.
+    pub pods: Vec<PodSamples>,
+}
+
+/// The raw memory samples of one pod of a [`Collection`].
+#[derive(Debug, Clone, Default)]
+pub struct PodSamples {
+    /// The pod cgroup's.
+    pub memory: Option<MemorySample>,
+    /// Each container's, in the order of the pod's `containers`.
+    pub containers: Vec<Option<MemorySample>>,
 }
 
 /// Where the collector looks.
@@ -259,6 +289,12 @@ impl Collector {
 
     /// The Summary of the node and `pods`.
     pub fn summary(&self, pods: &[PodTarget]) -> Summary {
+        self.collect(pods).summary
+    }
+
+    /// One collection round of the node and `pods`: the Summary and the raw memory samples
+    /// behind it (see [`Collection`]).
+    pub fn collect(&self, pods: &[PodTarget]) -> Collection {
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         rates.begin_round();
         let now = Timestamp::now();
@@ -309,13 +345,17 @@ impl Collector {
         let log_fs = proc::fs_usage(&self.config.log_dir);
         let root_fs = proc::fs_usage(&self.config.image_dir);
         let readings = self.read_pods(pods);
-        let pods = pods
+        let (pods, samples) = pods
             .iter()
             .zip(readings)
             .map(|(p, r)| self.pod(&mut rates, p, r, at, now, log_fs, root_fs))
-            .collect();
+            .unzip();
         rates.end_round();
-        Summary { node, pods }
+        Collection {
+            summary: Summary { node, pods },
+            node_memory: root.memory,
+            pods: samples,
+        }
     }
 
     /// Reads every pod's files ([`Collector::read_pod`]), the pods split among up to
@@ -409,14 +449,16 @@ impl Collector {
         now: Timestamp,
         log_fs: Option<proc::FsUsage>,
         root_fs: Option<proc::FsUsage>,
-    ) -> PodStats {
+    ) -> (PodStats, PodSamples) {
         let sample = reading.pod;
         let mut log_total = 0u64;
+        let mut container_memory = Vec::with_capacity(p.containers.len());
         let containers: Vec<ContainerStats> = p
             .containers
             .iter()
             .zip(reading.containers)
             .map(|(c, (s, log_bytes))| {
+                container_memory.push(s.memory);
                 log_total += log_bytes;
                 ContainerStats {
                     name: c.name.clone(),
@@ -437,7 +479,7 @@ impl Collector {
             })
             .collect();
         let network = reading.network.map(|i| network_stats(now, i));
-        PodStats {
+        let stats = PodStats {
             pod_ref: p.pod_ref.clone(),
             start_time: p.start_time,
             cpu: self.cpu(rates, &p.cgroup, at, now, sample.cpu_ns),
@@ -453,7 +495,12 @@ impl Collector {
                 process_count: Some(n),
             }),
             containers,
-        }
+        };
+        let samples = PodSamples {
+            memory: sample.memory,
+            containers: container_memory,
+        };
+        (stats, samples)
     }
 }
 

@@ -68,6 +68,7 @@ pub fn node_memory(meminfo: &str, vmstat: &str) -> Option<MemorySample> {
         usage: total.saturating_sub(free),
         inactive_file: meminfo_value(meminfo, "Inactive(file)").unwrap_or(0),
         rss: meminfo_value(meminfo, "AnonPages").unwrap_or(0),
+        cache: meminfo_value(meminfo, "Cached").unwrap_or(0),
         page_faults: vm("pgfault"),
         major_page_faults: vm("pgmajfault"),
         limit: Some(total),
@@ -88,6 +89,16 @@ pub fn node_cpu_ns(stat: &str) -> Option<u64> {
         .filter_map(|&i| f.get(i))
         .sum::<u64>();
     Some(busy * (1_000_000_000 / USER_HZ))
+}
+
+/// When a process started, in seconds since the epoch, from its `/proc/<pid>/stat` (field 22,
+/// `starttime`, in clock ticks since boot) and `/proc/stat`'s `btime`: what client_golang's
+/// process collector reports as `process_start_time_seconds`.
+pub fn process_start_time(pid_stat: &str, stat: &str) -> Option<f64> {
+    // The command (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &pid_stat[pid_stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    Some(boot_time(stat)? as f64 + ticks as f64 / USER_HZ as f64)
 }
 
 /// `btime` of `/proc/stat`: when the machine booted, in seconds since the epoch.
@@ -135,6 +146,18 @@ pub fn process_count() -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_start_from_proc() {
+        // starttime (field 22) is 250 ticks: 2.5 s after boot; the command has a space and a ')'.
+        let pid_stat = "4242 (kube node) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 9 0 \
+                        250 123456 789 18446744073709551615";
+        assert_eq!(
+            process_start_time(pid_stat, "cpu 1 2 3\nbtime 1796454000\n"),
+            Some(1_796_454_002.5)
+        );
+        assert_eq!(process_start_time("garbage", "btime 1\n"), None);
+    }
 
     const NET_DEV: &str = "\
 Inter-|   Receive                                                |  Transmit

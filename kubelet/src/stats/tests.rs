@@ -145,8 +145,11 @@ fn summary_of_a_fake_v2_host() {
         start_time: Timestamp::UNIX_EPOCH,
         cgroup: "/kubepods/podu1".into(),
         netns_cgroup: Some("/kubepods/podu1/sb".into()),
+        sandbox_id: "sb".into(),
         containers: vec![ContainerTarget {
             name: "c1".into(),
+            id: "c1".into(),
+            image: "busybox".into(),
             start_time: Timestamp::UNIX_EPOCH,
             cgroup: "/kubepods/podu1/c1".into(),
             log_path: log,
@@ -243,8 +246,11 @@ fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
             start_time: Timestamp::UNIX_EPOCH,
             cgroup: format!("/{pod}"),
             netns_cgroup: Some(format!("/{pod}/sb")),
+            sandbox_id: "sb".into(),
             containers: vec![ContainerTarget {
                 name: "c".into(),
+                id: format!("c{i}"),
+                image: "busybox".into(),
                 start_time: Timestamp::UNIX_EPOCH,
                 cgroup: format!("/{ctr}"),
                 log_path: tmp.path().join("none.log"),
