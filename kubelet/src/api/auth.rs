@@ -702,6 +702,7 @@ mod tests {
             ("/stats", &["stats"]),
             ("/metrics", &["metrics"]),
             ("/metrics/cadvisor", &["metrics"]),
+            ("/metrics/probes", &["metrics"]),
             ("/metrics/resource", &["metrics"]),
             ("/metricsx", &["proxy"]),
             ("/logs/", &["log"]),
