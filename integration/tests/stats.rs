@@ -70,7 +70,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 fn stats() -> anyhow::Result<()> {
     with_config_agent("st", None, |agent| {
-        let body = "  containers:\n  - name: spin\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"while :; do :; done\"]\n  - name: web\n    image: IMAGE\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n";
+        let body = "  containers:\n  - name: spin\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"dd if=/dev/urandom of=/written bs=1048576 count=2 2>/dev/null; while :; do :; done\"]\n  - name: web\n    image: IMAGE\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n";
         agent.write_manifest("busy.yaml", &pod_yaml("busy", &agent.image, body))?;
         let name = agent.pod_name("busy");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
@@ -120,6 +120,33 @@ fn stats() -> anyhow::Result<()> {
                 > 0
         );
         ensure!(summary.node.fs.and_then(|f| f.capacity_bytes).unwrap_or(0) > 0);
+
+        // What spin wrote to its own filesystem is its writable layer, its rootfs usage
+        // (measured once a minute, as cAdvisor: the first measure may predate the write), and
+        // part of the pod's ephemeral storage with the logs.
+        let written = until(Duration::from_secs(90), "spin's rootfs usage", || {
+            let s: Summary = serde_json::from_str(&get(agent, "/stats/summary")?)?;
+            let Some(p) = pod_of(&s, &name) else {
+                return Ok(None);
+            };
+            let rootfs = p
+                .containers
+                .iter()
+                .find(|c| c.name == "spin")
+                .and_then(|c| c.rootfs.as_ref()?.used_bytes)
+                .unwrap_or(0);
+            Ok((rootfs >= 2 << 20).then(|| (rootfs, p.clone())))
+        })?;
+        let (rootfs, p) = written;
+        let ephemeral = p
+            .ephemeral_storage
+            .as_ref()
+            .and_then(|e| e.used_bytes)
+            .context("pod ephemeral storage")?;
+        ensure!(
+            ephemeral >= rootfs,
+            "ephemeral {ephemeral} < spin's rootfs {rootfs}"
+        );
 
         // The pod's eth0 counters are its network namespace's: what the pod itself reads in
         // /proc/net/dev (read after the summary: counters only grow).

@@ -116,6 +116,7 @@ fn main() -> Result<()> {
             netns_cgroup: Some(format!("{pod_cg}/sandbox")),
             sandbox_id: "sandbox".into(),
             containers: vec![ContainerTarget {
+                writable_layer: None,
                 name: "c0".into(),
                 id: "c0".into(),
                 image: "bench".into(),

@@ -45,8 +45,8 @@ fn used(fs: Option<&FsStats>, inodes: bool) -> i64 {
 
 /// The pod's local disk use (bytes, or inodes): its containers' writable layers and logs and
 /// its ephemeral storage as the Summary has them (upstream `podDiskUsage` with every fs stats
-/// type). kubenode's Summary counts the logs in the pod's ephemeral storage, so that is taken
-/// when larger than the containers' sum.
+/// type). kubenode's Summary counts the writable layers (measured every minute) and the logs
+/// in the pod's ephemeral storage; the larger of the two is taken.
 fn disk_usage(stats: &PodStats, inodes: bool) -> i64 {
     let containers: i64 = stats
         .containers

@@ -689,6 +689,7 @@ impl Kubelet {
                     .into_iter()
                     .filter(|c| c.state == kubenode_runtime::ContainerState::Running)
                     .map(|c| ContainerTarget {
+                        writable_layer: Some(runtime.writable_layer(&c.id)),
                         cgroup: format!("{parent}/{}", c.id),
                         name: c.name,
                         id: c.id,

@@ -504,6 +504,7 @@ mod tests {
             netns_cgroup: Some("/kubepods/burstable/podu1/sb1".into()),
             sandbox_id: "sb1".into(),
             containers: vec![ContainerTarget {
+                writable_layer: None,
                 name: "app".into(),
                 id: "c1".into(),
                 image: "docker.io/library/busybox:1.36".into(),

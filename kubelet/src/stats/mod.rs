@@ -71,8 +71,12 @@ pub struct ContainerTarget {
     pub start_time: Timestamp,
     /// Its cgroup (`<pod cgroup>/<container id>`).
     pub cgroup: String,
-    /// Its current log file.
+    /// Its current log file (the directory holding it holds its other instances' and
+    /// rotated logs too).
     pub log_path: PathBuf,
+    /// Its writable layer (the overlay upper directory), whose size is its `rootfs` usage;
+    /// `None`: not measured.
+    pub writable_layer: Option<PathBuf>,
 }
 
 /// One collection round: the Summary, and the raw memory samples its `MemoryStats` were made
@@ -121,6 +125,22 @@ pub struct Collector {
     config: CollectorConfig,
     layout: Layout,
     rates: Mutex<Rates>,
+    layers: Mutex<LayerSizes>,
+}
+
+/// How long a writable layer's measured size is used before it is measured again: cAdvisor's
+/// file system usage period (`fsHandler`, one minute), which upstream's Summary reports a
+/// container's `rootfs.usedBytes` from. A layer is a walk of every file the container wrote;
+/// a Summary is asked for every 10 s and per request.
+pub const LAYER_USAGE_PERIOD: Duration = Duration::from_secs(60);
+
+/// The writable layers' last measured sizes (bytes, when), kept for the layers of the
+/// containers of the last Summary.
+#[derive(Debug, Default)]
+struct LayerSizes {
+    round: u64,
+    /// Size, when measured, the round that last asked.
+    sizes: HashMap<PathBuf, (u64, Instant, u64)>,
 }
 
 /// At most this many threads read a Summary's pods.
@@ -134,9 +154,31 @@ const PODS_PER_READER: usize = 16;
 #[derive(Debug)]
 struct PodReading {
     pod: CgroupSample,
-    /// Each container's sample and its log's size, in the target's order.
-    containers: Vec<(CgroupSample, u64)>,
+    /// Each container's, in the target's order.
+    containers: Vec<ContainerReading>,
     network: Option<Vec<types::InterfaceStats>>,
+}
+
+/// What one container's files said.
+#[derive(Debug)]
+struct ContainerReading {
+    sample: CgroupSample,
+    /// Its logs' directory (upstream counts every log of the container, rotated ones and
+    /// earlier instances' included).
+    log_bytes: u64,
+    /// Its writable layer, measured at most every [`LAYER_USAGE_PERIOD`].
+    rootfs_bytes: Option<u64>,
+}
+
+/// The bytes a container's logs use: the directory of its current log file, as upstream's
+/// kubelet measures `<pod log dir>/<container>` (a log directory holds a few files; walked on
+/// each Summary, as upstream does). A log path without a directory counts nothing.
+fn log_usage(log_path: &Path) -> u64 {
+    log_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .and_then(|d| crate::volume::usage::disk_usage(d).ok())
+        .unwrap_or(0)
 }
 
 /// A cumulative CPU sample.
@@ -263,6 +305,7 @@ impl Collector {
             config,
             layout,
             rates: Mutex::new(Rates::default()),
+            layers: Mutex::new(LayerSizes::default()),
         }
     }
 
@@ -297,6 +340,7 @@ impl Collector {
     pub fn collect(&self, pods: &[PodTarget]) -> Collection {
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         rates.begin_round();
+        self.lock_layers().round += 1;
         let now = Timestamp::now();
         let at = Instant::now();
         let meminfo = self.read_proc("meminfo").unwrap_or_default();
@@ -351,6 +395,11 @@ impl Collector {
             .map(|(p, r)| self.pod(&mut rates, p, r, at, now, log_fs, root_fs))
             .unzip();
         rates.end_round();
+        // the layers of containers no longer measured are forgotten
+        let mut layers = self.lock_layers();
+        let round = layers.round;
+        layers.sizes.retain(|_, (_, _, asked)| *asked == round);
+        drop(layers);
         Collection {
             summary: Summary { node, pods },
             node_memory: root.memory,
@@ -400,6 +449,34 @@ impl Collector {
         })
     }
 
+    fn lock_layers(&self) -> std::sync::MutexGuard<'_, LayerSizes> {
+        self.layers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bytes of a writable layer: measured (a walk of its files, as `du`) when not measured
+    /// within [`LAYER_USAGE_PERIOD`], else the last measure. `None` when it cannot be read.
+    fn layer_usage(&self, layer: &Path) -> Option<u64> {
+        let now = Instant::now();
+        {
+            let mut layers = self.lock_layers();
+            let round = layers.round;
+            if let Some((bytes, at, asked)) = layers.sizes.get_mut(layer) {
+                if now.duration_since(*at) < LAYER_USAGE_PERIOD {
+                    *asked = round;
+                    return Some(*bytes);
+                }
+            }
+        }
+        // measured without the lock: the other reader threads go on meanwhile
+        let bytes = crate::volume::usage::disk_usage(layer).ok()?;
+        let mut layers = self.lock_layers();
+        let round = layers.round;
+        layers
+            .sizes
+            .insert(layer.to_path_buf(), (bytes, now, round));
+        Some(bytes)
+    }
+
     /// One pod's files: its cgroup's, each container's (and the size of its log), its network
     /// namespace's counters.
     /// The pod's cgroup directories are opened once; its containers' and its sandbox's
@@ -420,12 +497,18 @@ impl Collector {
                 .containers
                 .iter()
                 .map(|c| {
-                    let log_bytes = std::fs::metadata(&c.log_path).map(|m| m.len()).unwrap_or(0);
                     let sample = match below(&c.cgroup) {
                         Some(rel) => dirs.read(&rel),
                         None => self.layout.read(&c.cgroup),
                     };
-                    (sample, log_bytes)
+                    ContainerReading {
+                        sample,
+                        log_bytes: log_usage(&c.log_path),
+                        rootfs_bytes: c
+                            .writable_layer
+                            .as_deref()
+                            .and_then(|l| self.layer_usage(l)),
+                    }
                 })
                 .collect(),
             network: p.netns_cgroup.as_deref().and_then(|cg| {
@@ -452,21 +535,24 @@ impl Collector {
     ) -> (PodStats, PodSamples) {
         let sample = reading.pod;
         let mut log_total = 0u64;
+        let mut rootfs_total = 0u64;
         let mut container_memory = Vec::with_capacity(p.containers.len());
         let containers: Vec<ContainerStats> = p
             .containers
             .iter()
             .zip(reading.containers)
-            .map(|(c, (s, log_bytes))| {
+            .map(|(c, r)| {
+                let (s, log_bytes) = (r.sample, r.log_bytes);
                 container_memory.push(s.memory);
                 log_total += log_bytes;
+                rootfs_total += r.rootfs_bytes.unwrap_or(0);
                 ContainerStats {
                     name: c.name.clone(),
                     start_time: c.start_time,
                     cpu: self.cpu(rates, &c.cgroup, at, now, s.cpu_ns),
                     memory: s.memory.map(|m| memory_stats(now, m, None)),
                     rootfs: root_fs.map(|u| FsStats {
-                        used_bytes: None,
+                        used_bytes: r.rootfs_bytes,
                         inodes_used: None,
                         ..fs_stats(now, u)
                     }),
@@ -486,8 +572,10 @@ impl Collector {
             memory: sample.memory.map(|m| memory_stats(now, m, None)),
             network,
             volume: Vec::new(),
+            // upstream's `calcEphemeralStorage`: the containers' writable layers and logs
+            // (kubenode does not measure the pod's volumes here)
             ephemeral_storage: log_fs.map(|u| FsStats {
-                used_bytes: Some(log_total),
+                used_bytes: Some(log_total.saturating_add(rootfs_total)),
                 inodes_used: Some(containers.len() as u64),
                 ..fs_stats(now, u)
             }),

@@ -133,8 +133,13 @@ fn summary_of_a_fake_v2_host() {
         procfs.join("stat"),
         "cpu  100 0 100 0 0 0 0 0\nbtime 1764900000\n",
     );
-    let log = tmp.path().join("c1.log");
+    // the container's log directory: its current log and a rotated one
+    let logs = tmp.path().join("logs/c1");
+    w(logs.join("0.log.20261206-000000"), "012345678901234567890");
+    let log = logs.join("1.log");
     std::fs::write(&log, "0123456789").unwrap();
+    let layer = tmp.path().join("layers/c1/upper");
+    w(layer.join("data/file"), &"x".repeat(65536));
     let c = collector(tmp.path(), cg, procfs);
     let target = PodTarget {
         pod_ref: PodReference {
@@ -147,6 +152,7 @@ fn summary_of_a_fake_v2_host() {
         netns_cgroup: Some("/kubepods/podu1/sb".into()),
         sandbox_id: "sb".into(),
         containers: vec![ContainerTarget {
+            writable_layer: Some(layer.clone()),
             name: "c1".into(),
             id: "c1".into(),
             image: "busybox".into(),
@@ -175,8 +181,38 @@ fn summary_of_a_fake_v2_host() {
     );
     let ctr = &pod.containers[0];
     assert_eq!(ctr.memory.unwrap().working_set_bytes, Some(1_000_000));
-    assert_eq!(ctr.logs.unwrap().used_bytes, Some(10));
-    assert_eq!(pod.ephemeral_storage.unwrap().used_bytes, Some(10));
+    // both logs, in allocated blocks as `du`, and the writable layer's file
+    let log_bytes = crate::volume::usage::disk_usage(&logs).unwrap();
+    assert!(log_bytes >= 31, "{log_bytes}");
+    assert_eq!(ctr.logs.unwrap().used_bytes, Some(log_bytes));
+    let rootfs = ctr.rootfs.unwrap().used_bytes.unwrap();
+    assert!(rootfs >= 65536, "{rootfs}");
+    assert_eq!(
+        pod.ephemeral_storage.unwrap().used_bytes,
+        Some(log_bytes + rootfs)
+    );
+
+    // The layer is measured again only after LAYER_USAGE_PERIOD: what it gains meanwhile
+    // shows later (upstream's cAdvisor measures it every minute).
+    w(layer.join("data/more"), &"y".repeat(1 << 20));
+    let again = c.summary(std::slice::from_ref(&target));
+    assert_eq!(
+        again.pods[0].containers[0].rootfs.unwrap().used_bytes,
+        Some(rootfs)
+    );
+    // A container that leaves the Summary is forgotten: measured anew when it comes back.
+    let without = PodTarget {
+        containers: Vec::new(),
+        ..target.clone()
+    };
+    c.summary(std::slice::from_ref(&without));
+    let back = c.summary(std::slice::from_ref(&target));
+    let grown = back.pods[0].containers[0]
+        .rootfs
+        .unwrap()
+        .used_bytes
+        .unwrap();
+    assert!(grown >= rootfs + (1 << 20), "{grown} after {rootfs}");
     // Upstream's JSON names.
     let json = serde_json::to_value(&s).unwrap();
     let p = &json["pods"][0];
@@ -248,6 +284,7 @@ fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
             netns_cgroup: Some(format!("/{pod}/sb")),
             sandbox_id: "sb".into(),
             containers: vec![ContainerTarget {
+                writable_layer: None,
                 name: "c".into(),
                 id: format!("c{i}"),
                 image: "busybox".into(),
