@@ -70,7 +70,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 fn stats() -> anyhow::Result<()> {
     with_config_agent("st", None, |agent| {
-        let body = "  containers:\n  - name: spin\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"dd if=/dev/urandom of=/written bs=1048576 count=2 2>/dev/null; while :; do :; done\"]\n  - name: web\n    image: IMAGE\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n";
+        let body = "  containers:\n  - name: spin\n    image: IMAGE\n    command: [\"sh\", \"-c\", \"dd if=/dev/urandom of=/written bs=1048576 count=2 2>/dev/null; dd if=/dev/urandom of=/scratch/f bs=1048576 count=1 2>/dev/null; while :; do :; done\"]\n    volumeMounts:\n    - name: scratch\n      mountPath: /scratch\n  - name: web\n    image: IMAGE\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]\n  volumes:\n  - name: scratch\n    emptyDir: {}\n";
         agent.write_manifest("busy.yaml", &pod_yaml("busy", &agent.image, body))?;
         let name = agent.pod_name("busy");
         let pod = agent.wait_pod(&name, Duration::from_secs(60), "running", all_running)?;
@@ -121,9 +121,10 @@ fn stats() -> anyhow::Result<()> {
         );
         ensure!(summary.node.fs.and_then(|f| f.capacity_bytes).unwrap_or(0) > 0);
 
-        // What spin wrote to its own filesystem is its writable layer, its rootfs usage
-        // (measured once a minute, as cAdvisor: the first measure may predate the write), and
-        // part of the pod's ephemeral storage with the logs.
+        // What spin wrote to its own filesystem is its writable layer, its rootfs usage, and
+        // what it wrote to the emptyDir the volume's (each walked once a minute, as cAdvisor
+        // and upstream's volume stats: the first measure may predate the write); both are part
+        // of the pod's ephemeral storage with the logs.
         let written = until(Duration::from_secs(90), "spin's rootfs usage", || {
             let s: Summary = serde_json::from_str(&get(agent, "/stats/summary")?)?;
             let Some(p) = pod_of(&s, &name) else {
@@ -135,7 +136,13 @@ fn stats() -> anyhow::Result<()> {
                 .find(|c| c.name == "spin")
                 .and_then(|c| c.rootfs.as_ref()?.used_bytes)
                 .unwrap_or(0);
-            Ok((rootfs >= 2 << 20).then(|| (rootfs, p.clone())))
+            let scratch = p
+                .volume
+                .iter()
+                .find(|v| v.name == "scratch")
+                .and_then(|v| v.fs.used_bytes)
+                .unwrap_or(0);
+            Ok((rootfs >= 2 << 20 && scratch >= 1 << 20).then(|| (rootfs + scratch, p.clone())))
         })?;
         let (rootfs, p) = written;
         let ephemeral = p
@@ -145,7 +152,7 @@ fn stats() -> anyhow::Result<()> {
             .context("pod ephemeral storage")?;
         ensure!(
             ephemeral >= rootfs,
-            "ephemeral {ephemeral} < spin's rootfs {rootfs}"
+            "ephemeral {ephemeral} < spin's rootfs and the scratch emptyDir {rootfs}"
         );
 
         // The pod's eth0 counters are its network namespace's: what the pod itself reads in

@@ -106,6 +106,7 @@ fn main() -> Result<()> {
             pid.to_string(),
         )?;
         targets.push(PodTarget {
+            volumes: Vec::new(),
             pod_ref: PodReference {
                 name: format!("pod{i}"),
                 namespace: "default".into(),

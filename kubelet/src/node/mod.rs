@@ -651,6 +651,7 @@ impl Kubelet {
             String,
             bool,
             String,
+            Vec<crate::stats::VolumeTarget>,
         )> = self
             .deps
             .pods
@@ -678,35 +679,39 @@ impl Kubelet {
                     .as_ref()
                     .and_then(|s| s.host_network)
                     .unwrap_or(false);
-                Some((pod_ref, start, parent, host_net, sandbox))
+                let volumes = stats_volumes(&self.deps.volumes, &e.pod);
+                Some((pod_ref, start, parent, host_net, sandbox, volumes))
             })
             .collect();
         let runtime = self.deps.runtime.inner();
         pods.into_iter()
-            .map(|(pod_ref, start_time, parent, host_net, sandbox)| {
-                let containers = runtime
-                    .list_containers(Some(&sandbox))
-                    .into_iter()
-                    .filter(|c| c.state == kubenode_runtime::ContainerState::Running)
-                    .map(|c| ContainerTarget {
-                        writable_layer: Some(runtime.writable_layer(&c.id)),
-                        cgroup: format!("{parent}/{}", c.id),
-                        name: c.name,
-                        id: c.id,
-                        image: c.image,
-                        start_time: c.created_at,
-                        log_path: c.log_path,
-                    })
-                    .collect();
-                PodTarget {
-                    pod_ref,
-                    start_time,
-                    netns_cgroup: (!host_net).then(|| format!("{parent}/{sandbox}")),
-                    sandbox_id: sandbox,
-                    cgroup: parent,
-                    containers,
-                }
-            })
+            .map(
+                |(pod_ref, start_time, parent, host_net, sandbox, volumes)| {
+                    let containers = runtime
+                        .list_containers(Some(&sandbox))
+                        .into_iter()
+                        .filter(|c| c.state == kubenode_runtime::ContainerState::Running)
+                        .map(|c| ContainerTarget {
+                            writable_layer: Some(runtime.writable_layer(&c.id)),
+                            cgroup: format!("{parent}/{}", c.id),
+                            name: c.name,
+                            id: c.id,
+                            image: c.image,
+                            start_time: c.created_at,
+                            log_path: c.log_path,
+                        })
+                        .collect();
+                    PodTarget {
+                        pod_ref,
+                        start_time,
+                        netns_cgroup: (!host_net).then(|| format!("{parent}/{sandbox}")),
+                        sandbox_id: sandbox,
+                        cgroup: parent,
+                        containers,
+                        volumes,
+                    }
+                },
+            )
             .collect()
     }
 }
@@ -1031,4 +1036,36 @@ async fn qos_cgroups(kubelet: std::sync::Weak<Kubelet>) {
         };
         kubelet.deps.update_qos_cgroups().await;
     }
+}
+
+/// The pod's volumes whose use the Summary reports, as upstream's volume plugins measure them:
+/// a disk emptyDir, configMap and downwardAPI by a walk of their directory, a `Memory`
+/// emptyDir, secret and projected volume (each a tmpfs of its own) by `statvfs`. hostPath has
+/// no metrics upstream; NFS is left out (a `statvfs` of a hung server would block the Summary).
+fn stats_volumes(volumes: &VolumeManager, pod: &Pod) -> Vec<crate::stats::VolumeTarget> {
+    use crate::stats::{VolumeTarget, VolumeUsage};
+    use crate::volume::projection::Kind;
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let spec_volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    spec_volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|vol| {
+            let usage = match (Kind::of(vol), &vol.empty_dir) {
+                (Some(Kind::ConfigMap | Kind::DownwardApi), _) => VolumeUsage::Walk,
+                (Some(Kind::Secret | Kind::Projected), _) => VolumeUsage::FileSystem,
+                (None, Some(e)) if e.medium.as_deref().unwrap_or_default().is_empty() => {
+                    VolumeUsage::Walk
+                }
+                (None, Some(_)) => VolumeUsage::FileSystem,
+                (None, None) => return None,
+            };
+            let (path, _) = volumes.volume_path(uid, vol)?;
+            Some(VolumeTarget {
+                name: vol.name.clone(),
+                path,
+                usage,
+            })
+        })
+        .collect()
 }

@@ -494,6 +494,7 @@ mod tests {
         };
         let started: Timestamp = "2026-12-05T07:00:00Z".parse().unwrap();
         let target = PodTarget {
+            volumes: Vec::new(),
             pod_ref: PodReference {
                 name: "web".into(),
                 namespace: "default".into(),

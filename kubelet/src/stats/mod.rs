@@ -56,6 +56,8 @@ pub struct PodTarget {
     pub sandbox_id: String,
     /// The running containers.
     pub containers: Vec<ContainerTarget>,
+    /// The local volumes.
+    pub volumes: Vec<VolumeTarget>,
 }
 
 /// What to measure of one container.
@@ -77,6 +79,28 @@ pub struct ContainerTarget {
     /// Its writable layer (the overlay upper directory), whose size is its `rootfs` usage;
     /// `None`: not measured.
     pub writable_layer: Option<PathBuf>,
+}
+
+/// A pod volume to measure.
+#[derive(Debug, Clone)]
+pub struct VolumeTarget {
+    /// Its name in the pod.
+    pub name: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// How its use is measured.
+    pub usage: VolumeUsage,
+}
+
+/// How a volume's use is measured (upstream's volume plugins' `MetricsProvider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeUsage {
+    /// A directory on a shared file system (a disk emptyDir, configMap, downwardAPI): a walk of
+    /// its files, as `du` (`MetricsDu`), at most every [`WALK_PERIOD`].
+    Walk,
+    /// A file system of its own (a tmpfs: a `Memory` emptyDir, secret, projected): its
+    /// `statvfs` (`MetricsStatFS`).
+    FileSystem,
 }
 
 /// One collection round: the Summary, and the raw memory samples its `MemoryStats` were made
@@ -128,14 +152,15 @@ pub struct Collector {
     layers: Mutex<LayerSizes>,
 }
 
-/// How long a writable layer's measured size is used before it is measured again: cAdvisor's
-/// file system usage period (`fsHandler`, one minute), which upstream's Summary reports a
-/// container's `rootfs.usedBytes` from. A layer is a walk of every file the container wrote;
-/// a Summary is asked for every 10 s and per request.
-pub const LAYER_USAGE_PERIOD: Duration = Duration::from_secs(60);
+/// How long a walked directory's measured size (a writable layer, a volume) is used before it
+/// is walked again: cAdvisor's file system usage period (`fsHandler`, one minute), from which
+/// upstream's Summary reports a container's `rootfs.usedBytes`, and upstream's
+/// `volumeStatsAggPeriod` (one minute) for volumes. A walk visits every file the container or
+/// volume holds; a Summary is made every 10 s and per request.
+pub const WALK_PERIOD: Duration = Duration::from_secs(60);
 
-/// The writable layers' last measured sizes (bytes, when), kept for the layers of the
-/// containers of the last Summary.
+/// The walked directories' last measured sizes, kept for the writable layers and volumes of
+/// the last Summary.
 #[derive(Debug, Default)]
 struct LayerSizes {
     round: u64,
@@ -156,6 +181,8 @@ struct PodReading {
     pod: CgroupSample,
     /// Each container's, in the target's order.
     containers: Vec<ContainerReading>,
+    /// Each volume's file system and use, in the target's order (`None`: not readable).
+    volumes: Vec<Option<(proc::FsUsage, u64)>>,
     network: Option<Vec<types::InterfaceStats>>,
 }
 
@@ -166,7 +193,7 @@ struct ContainerReading {
     /// Its logs' directory (upstream counts every log of the container, rotated ones and
     /// earlier instances' included).
     log_bytes: u64,
-    /// Its writable layer, measured at most every [`LAYER_USAGE_PERIOD`].
+    /// Its writable layer, measured at most every [`WALK_PERIOD`].
     rootfs_bytes: Option<u64>,
 }
 
@@ -179,6 +206,16 @@ fn log_usage(log_path: &Path) -> u64 {
         .filter(|d| !d.as_os_str().is_empty())
         .and_then(|d| crate::volume::usage::disk_usage(d).ok())
         .unwrap_or(0)
+}
+
+/// Whether `path` is the root of a mounted file system (its device differs from its
+/// parent's).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != m.dev())
 }
 
 /// A cumulative CPU sample.
@@ -453,15 +490,16 @@ impl Collector {
         self.layers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The bytes of a writable layer: measured (a walk of its files, as `du`) when not measured
-    /// within [`LAYER_USAGE_PERIOD`], else the last measure. `None` when it cannot be read.
-    fn layer_usage(&self, layer: &Path) -> Option<u64> {
+    /// The bytes under a directory (a writable layer, a volume): measured (a walk of its files,
+    /// as `du`) when not measured within [`WALK_PERIOD`], else the last measure. `None` when it
+    /// cannot be read.
+    fn walked_size(&self, layer: &Path) -> Option<u64> {
         let now = Instant::now();
         {
             let mut layers = self.lock_layers();
             let round = layers.round;
             if let Some((bytes, at, asked)) = layers.sizes.get_mut(layer) {
-                if now.duration_since(*at) < LAYER_USAGE_PERIOD {
+                if now.duration_since(*at) < WALK_PERIOD {
                     *asked = round;
                     return Some(*bytes);
                 }
@@ -507,7 +545,7 @@ impl Collector {
                         rootfs_bytes: c
                             .writable_layer
                             .as_deref()
-                            .and_then(|l| self.layer_usage(l)),
+                            .and_then(|l| self.walked_size(l)),
                     }
                 })
                 .collect(),
@@ -519,6 +557,25 @@ impl Collector {
                 let text = self.read_proc(&format!("{pid}/net/dev"))?;
                 Some(proc::parse_net_dev(&text))
             }),
+            volumes: p
+                .volumes
+                .iter()
+                .map(|v| {
+                    let used = match v.usage {
+                        VolumeUsage::Walk => self.walked_size(&v.path)?,
+                        // not mounted (yet, or any more): the file system below is not its
+                        VolumeUsage::FileSystem if !is_mount_point(&v.path) => return None,
+                        VolumeUsage::FileSystem => 0,
+                    };
+                    let fs = proc::fs_usage(&v.path)?;
+                    let used = if v.usage == VolumeUsage::FileSystem {
+                        fs.used
+                    } else {
+                        used
+                    };
+                    Some((fs, used))
+                })
+                .collect(),
         }
     }
 
@@ -565,17 +622,46 @@ impl Collector {
             })
             .collect();
         let network = reading.network.map(|i| network_stats(now, i));
+        let volume: Vec<types::VolumeStats> = p
+            .volumes
+            .iter()
+            .zip(reading.volumes)
+            .filter_map(|(v, r)| {
+                let (fs, used) = r?;
+                let whole = fs_stats(now, fs);
+                Some(types::VolumeStats {
+                    fs: FsStats {
+                        used_bytes: Some(used),
+                        // a walk counts bytes only; a file system of its own is all the volume's
+                        inodes_used: match v.usage {
+                            VolumeUsage::Walk => None,
+                            VolumeUsage::FileSystem => whole.inodes_used,
+                        },
+                        ..whole
+                    },
+                    name: v.name.clone(),
+                })
+            })
+            .collect();
+        let volumes_total = volume
+            .iter()
+            .filter_map(|v| v.fs.used_bytes)
+            .fold(0u64, u64::saturating_add);
         let stats = PodStats {
             pod_ref: p.pod_ref.clone(),
             start_time: p.start_time,
             cpu: self.cpu(rates, &p.cgroup, at, now, sample.cpu_ns),
             memory: sample.memory.map(|m| memory_stats(now, m, None)),
             network,
-            volume: Vec::new(),
-            // upstream's `calcEphemeralStorage`: the containers' writable layers and logs
-            // (kubenode does not measure the pod's volumes here)
+            volume,
+            // upstream's `calcEphemeralStorage`: the containers' writable layers and logs and
+            // the pod's local volumes
             ephemeral_storage: log_fs.map(|u| FsStats {
-                used_bytes: Some(log_total.saturating_add(rootfs_total)),
+                used_bytes: Some(
+                    log_total
+                        .saturating_add(rootfs_total)
+                        .saturating_add(volumes_total),
+                ),
                 inodes_used: Some(containers.len() as u64),
                 ..fs_stats(now, u)
             }),

@@ -141,7 +141,22 @@ fn summary_of_a_fake_v2_host() {
     let layer = tmp.path().join("layers/c1/upper");
     w(layer.join("data/file"), &"x".repeat(65536));
     let c = collector(tmp.path(), cg, procfs);
+    // a disk emptyDir, walked; a tmpfs volume that is not mounted, left out
+    let data = tmp.path().join("volumes/data");
+    w(data.join("f"), &"d".repeat(8192));
     let target = PodTarget {
+        volumes: vec![
+            VolumeTarget {
+                name: "data".into(),
+                path: data.clone(),
+                usage: VolumeUsage::Walk,
+            },
+            VolumeTarget {
+                name: "token".into(),
+                path: tmp.path().join("volumes/token"),
+                usage: VolumeUsage::FileSystem,
+            },
+        ],
         pod_ref: PodReference {
             name: "p".into(),
             namespace: "default".into(),
@@ -187,9 +202,15 @@ fn summary_of_a_fake_v2_host() {
     assert_eq!(ctr.logs.unwrap().used_bytes, Some(log_bytes));
     let rootfs = ctr.rootfs.unwrap().used_bytes.unwrap();
     assert!(rootfs >= 65536, "{rootfs}");
+    let data_bytes = crate::volume::usage::disk_usage(&data).unwrap();
+    assert!(data_bytes >= 8192, "{data_bytes}");
+    let names: Vec<&str> = pod.volume.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["data"], "an unmounted tmpfs volume is not measured");
+    assert_eq!(pod.volume[0].fs.used_bytes, Some(data_bytes));
+    assert!(pod.volume[0].fs.capacity_bytes.is_some());
     assert_eq!(
         pod.ephemeral_storage.unwrap().used_bytes,
-        Some(log_bytes + rootfs)
+        Some(log_bytes + rootfs + data_bytes)
     );
 
     // The layer is measured again only after LAYER_USAGE_PERIOD: what it gains meanwhile
@@ -202,6 +223,7 @@ fn summary_of_a_fake_v2_host() {
     );
     // A container that leaves the Summary is forgotten: measured anew when it comes back.
     let without = PodTarget {
+        volumes: Vec::new(),
         containers: Vec::new(),
         ..target.clone()
     };
@@ -221,6 +243,8 @@ fn summary_of_a_fake_v2_host() {
     assert_eq!(p["cpu"]["usageCoreNanoSeconds"], 900_000);
     assert_eq!(p["network"]["name"], "eth0");
     assert_eq!(p["network"]["rxBytes"], 10);
+    assert_eq!(p["volume"][0]["name"], "data");
+    assert!(p["volume"][0]["usedBytes"].is_number());
     assert!(p["ephemeral-storage"]["usedBytes"].is_number());
     assert!(json["node"]["runtime"]["imageFs"]["capacityBytes"].is_number());
     let back: Summary = serde_json::from_value(json).unwrap();
@@ -274,6 +298,7 @@ fn a_summary_of_many_pods_keeps_each_pods_counters_in_order() {
             );
         }
         targets.push(PodTarget {
+            volumes: Vec::new(),
             pod_ref: PodReference {
                 name: format!("p{i}"),
                 namespace: "default".into(),

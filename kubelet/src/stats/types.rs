@@ -101,9 +101,9 @@ pub struct PodStats {
     /// The pod's network namespace (none for `hostNetwork`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStats>,
-    /// Volumes (not collected yet: always empty).
+    /// The pod's local volumes (emptyDir, configMap, secret, downwardAPI, projected).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volume: Vec<serde_json::Value>,
+    pub volume: Vec<VolumeStats>,
     /// The containers' logs (and writable layers, when measured).
     #[serde(
         rename = "ephemeral-storage",
@@ -222,6 +222,18 @@ pub struct NetworkStats {
     /// Every interface.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceStats>,
+}
+
+/// `VolumeStats`: a volume's file system figures (inline), `usedBytes` what the volume's
+/// directory holds, and its name in the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    /// The file system the volume is on, and its use.
+    #[serde(flatten)]
+    pub fs: FsStats,
+    /// The volume's name in the pod's spec.
+    pub name: String,
 }
 
 /// `FsStats`.
