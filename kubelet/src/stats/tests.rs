@@ -213,7 +213,7 @@ fn summary_of_a_fake_v2_host() {
         Some(log_bytes + rootfs + data_bytes)
     );
 
-    // The layer is measured again only after LAYER_USAGE_PERIOD: what it gains meanwhile
+    // The layer is measured again only after WALK_PERIOD: what it gains meanwhile
     // shows later (upstream's cAdvisor measures it every minute).
     w(layer.join("data/more"), &"y".repeat(1 << 20));
     let again = c.summary(std::slice::from_ref(&target));
