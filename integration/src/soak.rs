@@ -290,6 +290,10 @@ fn churn_and_check(
         .collect();
     report.desired = desired.len();
     report.desired_containers = desired.len() * 2;
+    // Converged means the agent's work is done: the desired pods ready, and the pods it no
+    // longer wants (the restarted agent's orphans, replaced generations) torn down, which
+    // may end after the new ones are ready.
+    let want_containers = BTreeMap::from([("running".to_string(), report.desired_containers)]);
     let deadline = Instant::now() + Duration::from_secs(180);
     let pods = loop {
         let pods = agent.pods()?;
@@ -299,7 +303,8 @@ fn churn_and_check(
                 desired
                     .get(name)
                     .is_some_and(|s| generation(p) == Some(s.generation.to_string()) && ready(p))
-            });
+            })
+            && (report.desired_containers == 0 || runtime_containers(agent)? == want_containers);
         if settled || Instant::now() > deadline {
             break pods;
         }
