@@ -645,6 +645,23 @@ impl Kubelet {
     /// containers'.
     fn stats_targets(&self) -> Vec<crate::stats::PodTarget> {
         use crate::stats::{ContainerTarget, PodTarget};
+        // A pod whose worker has not yet adopted its sandbox (the first moments after an
+        // agent restart) is measured by the runtime's ready sandbox of its UID, the newest:
+        // its containers run, and upstream's stats (cAdvisor's) have them whatever its
+        // worker knows; the eviction manager's first pass must see them.
+        let mut ready: std::collections::HashMap<String, (jiff::Timestamp, String)> =
+            std::collections::HashMap::new();
+        for sb in self.deps.runtime.inner().list_sandboxes() {
+            if sb.state != kubenode_runtime::SandboxState::Ready {
+                continue;
+            }
+            let newer = ready
+                .get(&sb.pod.uid)
+                .is_none_or(|(created, _)| sb.created_at > *created);
+            if newer {
+                ready.insert(sb.pod.uid.clone(), (sb.created_at, sb.id.clone()));
+            }
+        }
         let pods: Vec<(
             crate::stats::types::PodReference,
             jiff::Timestamp,
@@ -658,8 +675,11 @@ impl Kubelet {
             .lock()
             .values()
             .filter_map(|e| {
-                let sandbox = e.sandbox_id.clone()?;
                 let m = &e.pod.metadata;
+                let sandbox = e.sandbox_id.clone().or_else(|| {
+                    let uid = m.uid.as_deref()?;
+                    ready.get(uid).map(|(_, id)| id.clone())
+                })?;
                 let pod_ref = crate::stats::types::PodReference {
                     name: m.name.clone().unwrap_or_default(),
                     namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
