@@ -13,7 +13,8 @@
 //! - a quiet attach session is closed after the idle timeout;
 //! - `POST /run` with `curl --cert` returns the command's output, a failing command is 500 with
 //!   the CRI client's text, an unknown pod 404;
-//! - a TLS 1.2 client is refused, TLS 1.3 served.
+//! - a TLS 1.2 client is refused, TLS 1.3 served;
+//! - a container with `stdin`/`stdinOnce` and one with a terminal (`attach_stdin_and_tty`).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -142,9 +143,11 @@ fn attach() -> anyhow::Result<()> {
              for i in 1 2 3; do echo fin $i; sleep 0.3; done; echo done-err >&2",
         )?;
         pod("quiet", "Always", "sleep 3600")?;
-        let outcome = scenarios(agent, &server_paths(&kubeconfig, &home), ca, &crt, &key);
+        let k = server_paths(&kubeconfig, &home);
+        let outcome = scenarios(agent, &k, ca, &crt, &key)
+            .and_then(|()| attach_stdin_and_tty(agent, &k, ca, certs.path()));
         // the API pods go before the agent does (their cgroups with them)
-        for name in ["ticker", "finite", "quiet"] {
+        for name in ["ticker", "finite", "quiet", "reader", "term"] {
             let _ = kubectl_run(
                 agent,
                 &kubeconfig,
@@ -156,7 +159,7 @@ fn attach() -> anyhow::Result<()> {
         while agent.pods()?.iter().any(|p| {
             matches!(
                 p.metadata.name.as_deref(),
-                Some("ticker" | "finite" | "quiet")
+                Some("ticker" | "finite" | "quiet" | "reader" | "term")
             )
         }) {
             ensure!(Instant::now() < deadline, "the test's pods are still there");
@@ -402,6 +405,127 @@ fn scenarios(
     );
     let got = curl(agent, "/healthz", &[&cert[..], &["--tlsv1.3"]].concat())?;
     ensure!(got.1 == 200, "a TLS 1.3 client: {got:?}");
+    Ok(())
+}
+
+/// A container with `stdin` and `stdinOnce`, and one with `stdin` and `tty`:
+/// - `kubectl attach -i` (WebSocket to the stand-in, SPDY from it to the kubelet) feeds the
+///   first its input; when kubectl's input ends, the container's stdin closes (`stdinOnce`
+///   without a terminal), so it reads to its end, exits 0, and kubectl ends with it;
+/// - a WebSocket client straight to :10250 with `tty=1` sizes the second's terminal (resize
+///   channel), types into it, and sees the shell's answer and `Success` when it exits.
+fn attach_stdin_and_tty(
+    agent: &TestAgent,
+    k: &Kubectl<'_>,
+    ca: &kubenode_integration::apiserver::tls::Ca,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let kc = |args: &[&str]| kubectl_run(agent, k.kubeconfig, k.home, args);
+    for (name, extra, script) in [
+        (
+            "reader",
+            "    stdin: true\n    stdinOnce: true\n",
+            "while read l; do echo \"got $l\"; done; echo eof; echo eof-err >&2",
+        ),
+        (
+            "term",
+            "    stdin: true\n    stdinOnce: true\n    tty: true\n",
+            "exec /bin/sh",
+        ),
+    ] {
+        let manifest = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {}\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {}\n{extra}    args: [\"/bin/sh\", \"-c\", {script:?}]\n",
+                agent.node_name(),
+                agent.image
+            ),
+        )?;
+        let (code, _, err) = kc(&["create", "-f", &manifest.display().to_string()])?;
+        ensure!(code == 0, "kubectl create {name}: {err}");
+    }
+    let phase = |name: &str| -> anyhow::Result<String> {
+        Ok(kc(&["get", "pod", name, "-o", "jsonpath={.status.phase}"])?.1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while phase("reader")? != "Running" || phase("term")? != "Running" {
+        ensure!(Instant::now() < deadline, "reader and term are not running");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // kubectl attach -i: the input reaches the container, its end closes the container's stdin
+    let mut cmd = kubectl_cmd(agent, k.kubeconfig, k.home, &["attach", "-i", "reader"]);
+    cmd.stdin(Stdio::piped());
+    let mut a = Spawned::spawn(cmd)?;
+    {
+        use std::io::Write;
+        let mut stdin = a.child.stdin.take().context("kubectl's stdin")?;
+        stdin.write_all(b"alpha\nbeta\n")?;
+    }
+    let code = a.wait_exit("kubectl attach -i reader")?;
+    ensure!(
+        code == 0 && a.out().contains("got alpha\ngot beta\neof\n") && a.err().contains("eof-err"),
+        "kubectl attach -i reader: {code} {:?} {:?}",
+        a.out(),
+        a.err()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while phase("reader")? != "Succeeded" {
+        ensure!(
+            Instant::now() < deadline,
+            "reader did not end: {}",
+            phase("reader")?
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, logs, _) = kc(&["logs", "reader"])?;
+    ensure!(
+        logs.contains("got alpha\ngot beta\neof\n"),
+        "reader's log: {logs:?}"
+    );
+
+    // a terminal over WebSocket, with a resize
+    let client = KubeletClient::new(ca)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut ws, _) = rt.block_on(open(
+        agent,
+        &client,
+        "/attach/default/term/main?input=1&output=1&tty=1",
+        "v5.channel.k8s.io",
+    ))?;
+    rt.block_on(async {
+        ws.send(Message::binary(
+            b"\x04{\"Width\":100,\"Height\":30}".to_vec(),
+        ))
+        .await?;
+        ws.send(Message::binary(b"\x00stty size; exit 7\n".to_vec()))
+            .await
+    })?;
+    let s = rt.block_on(collect(&mut ws))?;
+    let out = String::from_utf8_lossy(&s.stdout);
+    ensure!(out.contains("30 100"), "the terminal's size: {out:?}");
+    ensure!(s.stderr.is_empty(), "stderr on a terminal: {s:?}");
+    let st: serde_json::Value = serde_json::from_slice(&s.error)
+        .with_context(|| format!("status {:?}", String::from_utf8_lossy(&s.error)))?;
+    ensure!(st["status"] == "Success", "{st}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, code, _) = kc(&[
+            "get",
+            "pod",
+            "term",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ])?;
+        if code == "7" {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "term's exit code: {code:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     Ok(())
 }
 

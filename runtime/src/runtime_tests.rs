@@ -486,6 +486,8 @@ fn recovery_rebuilds_view_and_removes_half_made() {
             pid_file: &f.config.run_dir.join("stray.pid"),
             stdout: None,
             stderr: None,
+            stdin: None,
+            console_socket: None,
         })
         .unwrap();
 
@@ -568,6 +570,8 @@ fn recovery_settles_creates_left_in_flight_and_never_started_containers() {
                 pid_file: &pid_file,
                 stdout: None,
                 stderr: None,
+                stdin: None,
+                console_socket: None,
             })
             .unwrap();
             created_tx.send(()).unwrap();

@@ -197,6 +197,8 @@ impl ShimLauncher for RecordingShims {
                 pid_file: &args.pid_file,
                 stdout: None,
                 stderr: None,
+                stdin: None,
+                console_socket: None,
             })
             .map_err(|e| e.to_string())?;
         let pid = std::fs::read_to_string(&args.pid_file)

@@ -190,6 +190,14 @@ pub struct ContainerInstance {
     pub state: String,
     /// The CRI log file the shim writes its output to.
     pub log_path: PathBuf,
+    /// The shim's attach socket, for a container with `stdin` or `tty` (its live streams).
+    pub attach_socket: Option<PathBuf>,
+    /// The container has a standard input (`stdin`).
+    pub stdin: bool,
+    /// `stdinOnce`.
+    pub stdin_once: bool,
+    /// The container has a terminal (`tty`).
+    pub tty: bool,
 }
 
 /// `POST /exec` body.

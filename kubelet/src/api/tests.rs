@@ -206,6 +206,10 @@ impl NodeView for ExitingView {
             running,
             state: if running { "running" } else { "exited" }.into(),
             log_path: self.fixed.log.clone(),
+            attach_socket: None,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         })
     }
 }
@@ -552,6 +556,10 @@ impl NodeView for AttachView {
             running,
             state: if running { "running" } else { "exited" }.into(),
             log_path: self.log.clone(),
+            attach_socket: None,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         })
     }
 }

@@ -943,6 +943,20 @@ impl NodeView for Kubelet {
     ) -> Result<crate::api::ContainerInstance, ApiError> {
         use kubenode_runtime::ContainerState;
         let i = self.instance(target, false)?;
+        let (pod, _) = self.deps.pods.find(&target.namespace, &target.pod)?;
+        let spec = pod.spec.as_ref().and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|c| c.name == i.name)
+        });
+        let flag = |f: fn(&k8s_openapi::api::core::v1::Container) -> Option<bool>| {
+            spec.and_then(f) == Some(true)
+        };
+        let (stdin, stdin_once, tty) = (flag(|c| c.stdin), flag(|c| c.stdin_once), flag(|c| c.tty));
+        let attach_socket = (stdin || tty)
+            .then(|| self.deps.runtime.inner().attach_socket(&i.id))
+            .flatten();
         let state = match i.state {
             ContainerState::Created => "created",
             ContainerState::Running => "running",
@@ -954,6 +968,10 @@ impl NodeView for Kubelet {
             running: i.state == ContainerState::Running,
             state: state.into(),
             log_path: i.log_path,
+            attach_socket,
+            stdin,
+            stdin_once,
+            tty,
         })
     }
 

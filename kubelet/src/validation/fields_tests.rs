@@ -354,7 +354,7 @@ fn render() -> String {
          - **implemented**: applied as upstream's kubelet applies it (for fields only the scheduler or\n\
          \x20 the API server read, that is: accepted and left alone);\n\
          - **refused**: a pod that sets it is not run, and the error names the field, e.g.\n\
-         \x20 `spec.containers[0].tty: Forbidden: not supported by kubenode: it allocates no terminals`;\n\
+         \x20 `spec.containers[0].resources.claims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation`;\n\
          - **rejected at admission**: validation accepts it, and a pod that uses it is `Failed` with a\n\
          \x20 reason and a message naming what this node lacks (e.g. `hostUsers: false`).\n\n\
          A row covers the field and every field below it. `{c}` is `spec.containers[*]` and\n\

@@ -441,9 +441,6 @@ fn fields_kubenode_does_not_apply_are_refused() {
         (|v| v["spec"]["containers"][0]["env"][2] = serde_json::json!({"name": "F", "valueFrom": {"fileKeyRef": {"volumeName": "data", "path": "env", "key": "F"}}}), format!("{c}.env[2].valueFrom.fileKeyRef: Forbidden: not supported by kubenode")),
         (|v| v["spec"]["containers"][0]["resources"]["claims"] = serde_json::json!([{"name": "gpu"}]), format!("{c}.resources.claims: Forbidden: not supported by kubenode: it does not implement dynamic resource allocation")),
         (|v| v["spec"]["containers"][0]["restartPolicyRules"] = serde_json::json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]), format!("{c}.restartPolicyRules: Forbidden: not supported by kubenode")),
-        (|v| v["spec"]["containers"][0]["stdin"] = true.into(), format!("{c}.stdin: Forbidden: not supported by kubenode: it does not attach to containers")),
-        (|v| v["spec"]["containers"][0]["stdinOnce"] = true.into(), format!("{c}.stdinOnce: Forbidden: not supported by kubenode: it does not attach to containers")),
-        (|v| v["spec"]["containers"][0]["tty"] = true.into(), format!("{c}.tty: Forbidden: not supported by kubenode: it allocates no terminals")),
         (|v| v["spec"]["containers"][0]["volumeDevices"] = serde_json::json!([{"name": "data", "devicePath": "/dev/xvda"}]), format!("{c}.volumeDevices: Forbidden: not supported by kubenode: raw block devices need persistentVolumeClaim volumes")),
         (|v| v["spec"]["containers"][0]["volumeMounts"][0]["subPathExpr"] = "$(POD_NAME)".into(), format!("{c}.volumeMounts[0].subPathExpr: Forbidden: not supported by kubenode")),
         (|v| v["spec"]["containers"][0]["volumeMounts"][1]["recursiveReadOnly"] = "IfPossible".into(), format!("{c}.volumeMounts[1].recursiveReadOnly: Forbidden: not supported by kubenode: it does not make mounts recursively read-only")),
@@ -469,6 +466,16 @@ fn fields_kubenode_does_not_apply_are_refused() {
             app["stdinOnce"] = false.into();
             app["tty"] = false.into();
             app["volumeMounts"][0]["recursiveReadOnly"] = "Disabled".into();
+        }),
+        Vec::<String>::new()
+    );
+    // A container kubectl attaches to (`kubectl run -it`): stdin, stdinOnce and a terminal.
+    assert_eq!(
+        errors(|v| {
+            let app = &mut v["spec"]["containers"][0];
+            app["stdin"] = true.into();
+            app["stdinOnce"] = true.into();
+            app["tty"] = true.into();
         }),
         Vec::<String>::new()
     );

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 const NO_DRA: &str = "not supported by kubenode: it does not implement dynamic resource allocation";
 const LINUX_ONLY: &str = "not supported by kubenode: it runs Linux containers only";
-const NO_ATTACH: &str = "not supported by kubenode: it does not attach to containers";
 
 fn forbid(errs: &mut Errors, field: impl Into<String>, why: &str) {
     errs.push(FieldError::forbidden(field, why));
@@ -122,19 +121,6 @@ pub(super) fn container(c: &Container, f: &str, errs: &mut Errors) {
             errs,
             format!("{f}.restartPolicyRules"),
             "not supported by kubenode",
-        );
-    }
-    if c.stdin == Some(true) {
-        forbid(errs, format!("{f}.stdin"), NO_ATTACH);
-    }
-    if c.stdin_once == Some(true) {
-        forbid(errs, format!("{f}.stdinOnce"), NO_ATTACH);
-    }
-    if c.tty == Some(true) {
-        forbid(
-            errs,
-            format!("{f}.tty"),
-            "not supported by kubenode: it allocates no terminals",
         );
     }
     if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {

@@ -217,6 +217,9 @@ impl Runtime {
             log_max_files: self.config.log_max_files,
             oom_files: oom_files(&self.config.cgroup_root, &meta.cgroups_path),
             oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+            stdin: config.container.stdin == Some(true),
+            stdin_once: config.container.stdin_once == Some(true),
+            tty: config.container.tty == Some(true),
         };
         let started = self
             .shims

@@ -30,6 +30,13 @@ impl Runtime {
         Ok(self.status_of(&meta))
     }
 
+    /// The attach socket of a container whose shim serves one (a container with `stdin` or
+    /// `tty`, while it runs): see [`crate::shim::attach`].
+    pub fn attach_socket(&self, id: &str) -> Option<std::path::PathBuf> {
+        let socket = self.container_dir(id).join(crate::shim::attach::SOCKET);
+        socket.exists().then_some(socket)
+    }
+
     /// The status of every container, optionally of one sandbox.
     pub fn list_containers(&self, sandbox_id: Option<&str>) -> Vec<ContainerStatus> {
         let metas: Vec<ContainerMeta> = self

@@ -103,6 +103,11 @@ pub struct CreateRequest<'a> {
     pub stdout: Option<OwnedFd>,
     /// The container's stderr (default /dev/null).
     pub stderr: Option<OwnedFd>,
+    /// The container's stdin (default /dev/null).
+    pub stdin: Option<OwnedFd>,
+    /// For a container with a terminal: the socket the runtime sends the terminal's master
+    /// to (`--console-socket`).
+    pub console_socket: Option<&'a Path>,
 }
 
 /// The result of a command run in a container.

@@ -121,11 +121,12 @@ impl OciRuntime for RuncCli {
         cmd.arg("--log")
             .arg(&log)
             .args(["--log-format", "json", "create", "--bundle"]);
-        cmd.arg(req.bundle)
-            .arg("--pid-file")
-            .arg(req.pid_file)
-            .arg(req.id);
-        cmd.stdin(Stdio::null());
+        cmd.arg(req.bundle).arg("--pid-file").arg(req.pid_file);
+        if let Some(socket) = req.console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(req.id);
+        cmd.stdin(req.stdin.map_or_else(Stdio::null, Stdio::from));
         cmd.stdout(req.stdout.map_or_else(Stdio::null, Stdio::from));
         cmd.stderr(req.stderr.map_or_else(Stdio::null, Stdio::from));
         let command = format!("{} create {}", self.name, req.id);

@@ -306,6 +306,9 @@ impl Runtime {
             log_max_files: self.config.log_max_files,
             oom_files: Vec::new(),
             oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let started = self.shims.launch(&args).map_err(create_err)?;
         if let Err(source) = self.oci.start(id) {

@@ -36,6 +36,14 @@ pub struct ShimArgs {
     /// it runs the runtime, so neither the shim nor anything it starts inherits the agent's
     /// protected value.
     pub oom_score_adj: Option<i32>,
+    /// The container has a standard input (`stdin`): the shim keeps its pipe's write end and
+    /// serves the attach socket.
+    pub stdin: bool,
+    /// `stdinOnce`: the stdin closes when the first attach session's input ends.
+    pub stdin_once: bool,
+    /// The container has a terminal (`tty`): the runtime sends its master on a console
+    /// socket, and the shim serves the attach socket.
+    pub tty: bool,
 }
 
 /// A bad shim command line.
@@ -71,6 +79,15 @@ impl ShimArgs {
         if let Some(adj) = self.oom_score_adj {
             push("--oom-score-adj", OsStr::new(&adj.to_string()));
         }
+        for (flag, on) in [
+            ("--stdin", self.stdin),
+            ("--stdin-once", self.stdin_once),
+            ("--tty", self.tty),
+        ] {
+            if on {
+                push(flag, OsStr::new("true"));
+            }
+        }
         out
     }
 
@@ -94,6 +111,9 @@ impl ShimArgs {
             log_max_files: DEFAULT_LOG_MAX_FILES,
             oom_files: Vec::new(),
             oom_score_adj: None,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         while let Some(key) = it.next() {
             let key = key.to_string_lossy().into_owned();
@@ -125,6 +145,9 @@ impl ShimArgs {
                             .map_err(|_| ArgsError(format!("{key}: not a number")))?,
                     )
                 }
+                "--stdin" => a.stdin = flag(&key, &value)?,
+                "--stdin-once" => a.stdin_once = flag(&key, &value)?,
+                "--tty" => a.tty = flag(&key, &value)?,
                 other => return Err(ArgsError(format!("unknown flag {other}"))),
             }
         }
@@ -141,6 +164,14 @@ impl ShimArgs {
             }
         }
         Ok(a)
+    }
+}
+
+fn flag(key: &str, value: &OsString) -> Result<bool, ArgsError> {
+    match value.to_str() {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(ArgsError(format!("{key}: not true or false"))),
     }
 }
 
@@ -162,6 +193,9 @@ mod tests {
             log_max_files: 3,
             oom_files: vec!["/sys/fs/cgroup/memory/x/memory.oom_control".into()],
             oom_score_adj: Some(-997),
+            stdin: true,
+            stdin_once: false,
+            tty: true,
         };
         let mut argv: Vec<OsString> = vec!["kubenode".into(), "shim".into()];
         argv.extend(a.to_args());

@@ -26,13 +26,19 @@
 //!    or `error <message>` on the pipe and closes it;
 //! 4. it copies output into the CRI log until the container exits, then drains
 //!    the pipes, writes the exit record atomically and exits.
+//!
+//! A container with `stdin` or `tty` also gets an attach socket ([`attach`]): the shim keeps
+//! the write end of its stdin pipe, or the master of its terminal (`runc create
+//! --console-socket`), and serves both, with the live output, to `kubectl attach`.
 
 mod args;
+pub mod attach;
 mod exit;
 pub mod launch;
 pub mod lock;
 mod log;
 mod monitor;
+mod streams;
 
 use std::ffi::OsString;
 

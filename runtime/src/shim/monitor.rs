@@ -23,16 +23,19 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::args::ShimArgs;
+use super::attach;
 use super::exit::{oom_kills, ExitRecord};
 use super::log::{CriLog, LineSplitter, Stream};
+use super::streams::{self, AttachServer, Slot};
 use crate::oci::{CreateRequest, OciRuntime, RuncCli};
 use crate::signal::KillScope;
+use std::os::unix::net::UnixListener;
 
 /// How long output is still drained after the container's init exited.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Writes a diagnostic line to stderr (the bundle's `shim.log`), ignoring failures.
-fn note(message: std::fmt::Arguments<'_>) {
+pub(super) fn note(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "kubenode shim: {message}");
 }
 
@@ -118,24 +121,23 @@ fn child(args: &ShimArgs) -> i32 {
             return 1;
         }
     };
-    let pipes = (
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC),
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC),
-    );
-    let ((out_r, out_w), (err_r, err_w)) = match pipes {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            let _ = writeln!(report, "error creating pipes: {e}");
+    let mut io = match ContainerIo::prepare(args) {
+        Ok(io) => io,
+        Err(e) => {
+            let _ = writeln!(report, "error {e}");
             return 1;
         }
     };
+    let console_path = io.console_path();
     let runtime = RuncCli::new(&args.runtime, &args.runtime_root);
     let created = runtime.create(CreateRequest {
         id: &args.id,
         bundle: &args.bundle,
         pid_file: &args.pid_file,
-        stdout: Some(out_w),
-        stderr: Some(err_w),
+        stdout: io.out_w.take(),
+        stderr: io.err_w.take(),
+        stdin: io.in_r.take(),
+        console_socket: console_path.as_deref(),
     });
     // Reap `runtime create` itself and anything else that already ended.
     while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
@@ -145,6 +147,14 @@ fn child(args: &ShimArgs) -> i32 {
         let _ = writeln!(report, "error {}", e.to_string().replace('\n', " "));
         return 1;
     }
+    let (outputs, server) = match io.finish(args) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = writeln!(report, "error {e}");
+            let _ = runtime.delete(&args.id, true);
+            return 1;
+        }
+    };
     let pid = match std::fs::read_to_string(&args.pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -196,10 +206,13 @@ fn child(args: &ShimArgs) -> i32 {
     let status = watch(
         Pid::from_raw(pid),
         &sfd,
-        (out_r, err_r),
+        outputs,
+        server,
         &mut sink,
         &mut init_exited,
     );
+    // a restarted agent must not find the socket of a container that is gone
+    let _ = std::fs::remove_file(args.bundle.join(attach::SOCKET));
     let dropped = sink.dropped;
     if let Some(l) = log.as_mut() {
         let _ = l.sync();
@@ -298,28 +311,25 @@ pub(super) fn kill_all_on_exit(bundle: &std::path::Path) -> bool {
 
 /// Copies output until the container's init `pid` has exited and its pipes
 /// are drained (or [`DRAIN_LIMIT`] passed); returns its wait status. `init_exited` runs
-/// once, when the init's exit is seen.
+/// once, when the init's exit is seen. The attach `server`, if any, gets the output too and
+/// is served in the same loop.
 fn watch(
     pid: Pid,
     sfd: &SignalFd,
-    (out, err): (OwnedFd, OwnedFd),
+    outputs: Vec<(OwnedFd, Stream)>,
+    mut server: Option<AttachServer>,
     log: &mut LogSink<'_>,
     init_exited: &mut dyn FnMut(),
 ) -> WaitStatus {
-    let mut pipes = [
-        Pipe {
-            fd: out,
-            stream: Stream::Stdout,
+    let mut pipes: Vec<Pipe> = outputs
+        .into_iter()
+        .map(|(fd, stream)| Pipe {
+            fd,
+            stream,
             lines: LineSplitter::default(),
             open: true,
-        },
-        Pipe {
-            fd: err,
-            stream: Stream::Stderr,
-            lines: LineSplitter::default(),
-            open: true,
-        },
-    ];
+        })
+        .collect();
     let mut status: Option<WaitStatus> = None;
     let mut drain_until: Option<Instant> = None;
     let mut buf = [0u8; 8192];
@@ -329,8 +339,8 @@ fn watch(
                 break;
             }
         }
-        let (ready, sig_ready) = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+        let (ready, sig_ready, served) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
             let mut idx = Vec::with_capacity(2);
             for (i, p) in pipes.iter().enumerate() {
                 if p.open {
@@ -340,6 +350,10 @@ fn watch(
             }
             let sig_at = fds.len();
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+            let slots = server.as_ref().map(|s| s.fds()).unwrap_or_default();
+            for (fd, events, _) in &slots {
+                fds.push(PollFd::new(*fd, *events));
+            }
             let timeout = if drain_until.is_some() {
                 PollTimeout::from(100u16)
             } else {
@@ -352,29 +366,46 @@ fn watch(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            let any = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            let revents = |f: &PollFd<'_>| f.revents().filter(|r| !r.is_empty());
             let ready: Vec<usize> = idx
                 .iter()
                 .enumerate()
-                .filter(|(k, _)| any(&fds[*k]))
+                .filter(|(k, _)| revents(&fds[*k]).is_some())
                 .map(|(_, i)| *i)
                 .collect();
-            (ready, any(&fds[sig_at]))
+            let served: Vec<(Slot, PollFlags)> = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(k, (_, _, slot))| revents(&fds[sig_at + 1 + k]).map(|r| (*slot, r)))
+                .collect();
+            (ready, revents(&fds[sig_at]).is_some(), served)
         };
+        if let Some(s) = server.as_mut() {
+            for (slot, events) in served {
+                s.ready(slot, events);
+            }
+        }
         for i in ready {
             let p = &mut pipes[i];
+            let stream = p.stream;
             match nix::unistd::read(&p.fd, &mut buf) {
-                Ok(0) => {
+                // EIO: a terminal whose other side every process closed
+                Ok(0) | Err(Errno::EIO) => {
                     p.open = false;
-                    let stream = p.stream;
                     p.lines
                         .finish(&mut |partial, line| log.emit(stream, partial, line));
                 }
                 Ok(n) => {
-                    let stream = p.stream;
                     p.lines.feed(&buf[..n], &mut |partial, line| {
                         log.emit(stream, partial, line)
                     });
+                    if let Some(s) = server.as_mut() {
+                        let kind = match stream {
+                            Stream::Stdout => attach::STDOUT,
+                            Stream::Stderr => attach::STDERR,
+                        };
+                        s.broadcast(kind, &buf[..n]);
+                    }
                 }
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(_) => p.open = false,
@@ -420,7 +451,134 @@ fn watch(
         p.lines
             .finish(&mut |partial, line| log.emit(stream, partial, line));
     }
+    if let Some(s) = server {
+        s.finish(Duration::from_secs(1));
+    }
     status.unwrap_or(WaitStatus::Exited(pid, 255))
+}
+
+/// The container's standard streams, before and after `runtime create`.
+struct ContainerIo {
+    /// The bundle directory, through which the sockets are bound (`/proc/self/fd/N/...`).
+    dir: OwnedFd,
+    out_r: Option<OwnedFd>,
+    out_w: Option<OwnedFd>,
+    err_r: Option<OwnedFd>,
+    err_w: Option<OwnedFd>,
+    in_r: Option<OwnedFd>,
+    in_w: Option<OwnedFd>,
+    /// For a terminal: where the runtime sends its master.
+    console: Option<UnixListener>,
+    attach: Option<UnixListener>,
+}
+
+/// The name of the console socket in the bundle (removed once the terminal arrived).
+const CONSOLE_SOCKET: &str = "console.sock";
+
+impl ContainerIo {
+    /// Pipes for the output (and the input, with `stdin`), or a console socket (with `tty`),
+    /// and the attach socket when the container has either.
+    fn prepare(args: &ShimArgs) -> Result<ContainerIo, String> {
+        use nix::fcntl::OFlag;
+        let dir = nix::fcntl::open(
+            &args.bundle,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("opening {}: {e}", args.bundle.display()))?;
+        let pipe =
+            || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating pipes: {e}"));
+        let mut io = ContainerIo {
+            dir,
+            out_r: None,
+            out_w: None,
+            err_r: None,
+            err_w: None,
+            in_r: None,
+            in_w: None,
+            console: None,
+            attach: None,
+        };
+        if args.tty {
+            io.console = Some(io.bind(CONSOLE_SOCKET)?);
+        } else {
+            let (r, w) = pipe()?;
+            (io.out_r, io.out_w) = (Some(r), Some(w));
+            let (r, w) = pipe()?;
+            (io.err_r, io.err_w) = (Some(r), Some(w));
+            if args.stdin {
+                let (r, w) = pipe()?;
+                (io.in_r, io.in_w) = (Some(r), Some(w));
+            }
+        }
+        if args.stdin || args.tty {
+            io.attach = Some(io.bind(attach::SOCKET)?);
+        }
+        Ok(io)
+    }
+
+    fn in_dir(&self, name: &str) -> String {
+        format!("/proc/self/fd/{}/{name}", self.dir.as_raw_fd())
+    }
+
+    /// A socket `name` in the bundle, only for root.
+    fn bind(&self, name: &str) -> Result<UnixListener, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.in_dir(name);
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).map_err(|e| format!("binding {name}: {e}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("securing {name}: {e}"))?;
+        Ok(l)
+    }
+
+    /// The console socket as the runtime reaches it: through this process's descriptor of
+    /// the bundle (the bundle's own path can be too long for a socket address).
+    fn console_path(&self) -> Option<std::path::PathBuf> {
+        self.console.as_ref().map(|_| {
+            format!(
+                "/proc/{}/fd/{}/{CONSOLE_SOCKET}",
+                std::process::id(),
+                self.dir.as_raw_fd()
+            )
+            .into()
+        })
+    }
+
+    /// After `runtime create`: the outputs to copy and the attach server.
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        mut self,
+        args: &ShimArgs,
+    ) -> Result<(Vec<(OwnedFd, Stream)>, Option<AttachServer>), String> {
+        let mut outputs = Vec::new();
+        let mut terminal = None;
+        let mut stdin = self.in_w.take();
+        if let Some(console) = self.console.take() {
+            let master = streams::receive_terminal(&console).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(self.in_dir(CONSOLE_SOCKET));
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
+            outputs.push((dup(&master)?, Stream::Stdout));
+            if args.stdin {
+                stdin = Some(dup(&master)?);
+            }
+            terminal = Some(master);
+        }
+        if let Some(r) = self.out_r.take() {
+            outputs.push((r, Stream::Stdout));
+        }
+        if let Some(r) = self.err_r.take() {
+            outputs.push((r, Stream::Stderr));
+        }
+        let server = match self.attach.take() {
+            Some(l) => Some(
+                AttachServer::new(l, stdin, terminal, args.stdin_once)
+                    .map_err(|e| format!("attach socket: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok((outputs, server))
+    }
 }
 
 #[cfg(test)]

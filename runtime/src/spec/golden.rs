@@ -452,3 +452,45 @@ fn proc_mount_unmasked_has_no_masked_or_readonly_paths() {
     assert!(masked.is_empty(), "{masked:?}");
     assert!(readonly.is_empty(), "{readonly:?}");
 }
+
+/// `tty`: the process gets a terminal and, as containerd's `WithTTY`, `TERM=xterm` unless the
+/// image or the container sets `TERM`; without `tty`, neither.
+#[test]
+fn a_tty_container_has_a_terminal_and_its_type() {
+    let with = |tty: Option<bool>, env: Option<&str>| {
+        let c = Container {
+            name: "c".into(),
+            command: Some(vec!["/bin/sh".into()]),
+            tty,
+            stdin: tty,
+            env: env.map(|v| {
+                vec![k8s_openapi::api::core::v1::EnvVar {
+                    name: "TERM".into(),
+                    value: Some(v.into()),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        };
+        let spec = build(&c, None, &image(), &[]);
+        let p = spec.process().clone().unwrap();
+        let term: Vec<String> = p
+            .env()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.starts_with("TERM="))
+            .collect();
+        (p.terminal().unwrap_or(false), term)
+    };
+    assert_eq!(
+        with(Some(true), None),
+        (true, vec!["TERM=xterm".to_string()])
+    );
+    assert_eq!(
+        with(Some(true), Some("vt100")),
+        (true, vec!["TERM=vt100".to_string()])
+    );
+    assert_eq!(with(None, None), (false, Vec::<String>::new()));
+    assert_eq!(with(Some(false), None), (false, Vec::<String>::new()));
+}

@@ -312,8 +312,11 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .image
         .and_then(|i| i.env().clone())
         .unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
+    let tty = c.tty == Some(true);
     let env = merge_env(&[
         vec![format!("HOSTNAME={}", input.pod.hostname)],
+        // containerd's `WithTTY`: a terminal's type, unless the image or the container says
+        tty.then(|| "TERM=xterm".to_string()).into_iter().collect(),
         image_env,
         env_pairs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     ]);
@@ -370,7 +373,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     let capset: oci_spec::runtime::Capabilities = caps.into_iter().collect();
     let bounding: Vec<_> = capset.iter().copied().collect();
     let mut process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(tty)
         .user(oci(UserBuilder::default()
             .uid(identity.uid)
             .gid(identity.gid)

@@ -38,7 +38,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::channel::{self, Protocol};
-use super::transport::Transport;
+use super::transport::{Input, Transport};
 use crate::api::logs::CriLine;
 use crate::api::router::{text, Body};
 use crate::api::{ApiError, ContainerInstance, ContainerRef, NodeView};
@@ -317,6 +317,19 @@ pub async fn serve_attach(
             ),
         );
     }
+    // a container with stdin or a terminal: its live streams, from its shim
+    let live = match &instance.attach_socket {
+        Some(socket) => match kubenode_runtime::shim::attach::connect(socket) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("attaching to container {}: {e}\n", instance.id),
+                )
+            }
+        },
+        None => None,
+    };
     if !super::is_websocket(&req) {
         // SPDY/3.1, as kube-apiserver speaks to kubelets: the client makes a stream for each
         // of its request's streams (a resize stream for `tty`, though the container has none)
@@ -333,7 +346,7 @@ pub async fn serve_attach(
             tty: super::query_value(req.uri().query().unwrap_or(""), "tty").as_deref() == Some("1"),
         };
         return super::spdy::start_session(&mut req, accepted, &streams, idle, move |t| {
-            run(t, opts, view, instance)
+            run(t, opts, view, instance, live)
         });
     }
     let (protocol, key, slot) = match super::accept(&req, &channel::EXEC_PROTOCOLS) {
@@ -357,6 +370,7 @@ pub async fn serve_attach(
                     opts,
                     view,
                     instance,
+                    live,
                 )
                 .await;
             }
@@ -400,14 +414,20 @@ fn by_channel(lines: Vec<(LogStream, Vec<u8>)>, stdout: bool, stderr: bool) -> V
     out
 }
 
-/// Runs the session to its end. What the client sends is discarded (the container has no
-/// stdin, no terminal); the transport ends the input when the client goes away or idles out.
+/// Runs the session to its end: over the shim's attach socket (`live`) when the container
+/// has one, else by following its log. Without a socket, what the client sends is discarded
+/// (the container has no stdin, no terminal); the transport ends the input when the client
+/// goes away or idles out.
 async fn run(
     transport: Transport,
     opts: AttachOptions,
     view: Arc<dyn NodeView>,
     instance: ContainerInstance,
+    live: Option<std::os::unix::net::UnixStream>,
 ) {
+    if let Some(sock) = live {
+        return run_live(transport, opts, instance, sock).await;
+    }
     transport.established(opts.stdout, opts.stderr).await;
     let Transport {
         out: out_tx,
@@ -473,6 +493,151 @@ async fn run(
     }
     drop(out_tx);
     let _ = writer.await;
+    reader.abort();
+}
+
+/// How a live session's input side ended.
+enum InputEnd {
+    /// The client went away (or idled out): the session ends without a status.
+    Gone,
+    /// The client's stdin ended, which ends the session (unless `stdinOnce` without a
+    /// terminal, where the container's stdin closes and the output goes on).
+    StdinClosed,
+}
+
+/// A session on the shim's attach socket: the container's output as the shim copies it, the
+/// client's input to the container's stdin, its resizes to the terminal. It ends as
+/// containerd's `ContainerIO.Attach` does: when the container's output ends (it exited:
+/// `Success`), when the client's stdin ends (`Success`; with `stdinOnce` and no terminal the
+/// container's stdin is closed instead and the output goes on), or when the client goes away.
+async fn run_live(
+    transport: Transport,
+    mut opts: AttachOptions,
+    instance: ContainerInstance,
+    sock: std::os::unix::net::UnixStream,
+) {
+    use kubenode_runtime::shim::attach as wire;
+    use tokio::io::AsyncWriteExt;
+    // upstream's GetAttach: the container's `tty`, which drops `error` (NewOptions)
+    if instance.tty {
+        opts.stderr = false;
+    }
+    let sock = match sock
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(sock))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(container = %instance.id, error = %e, "attach: the shim's socket");
+            return;
+        }
+    };
+    transport.established(opts.stdout, opts.stderr).await;
+    let Transport {
+        out: out_tx,
+        writer,
+        mut input,
+        reader,
+        status: protocol,
+    } = transport;
+    let (mut rd, mut wr) = sock.into_split();
+    let output = {
+        let out_tx = out_tx.clone();
+        async move {
+            let mut frames = wire::Decoder::default();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => n,
+                };
+                frames.feed(&buf[..n]);
+                while let Ok(Some((kind, data))) = frames.next_frame() {
+                    let ch = match kind {
+                        wire::STDOUT if opts.stdout => channel::STDOUT,
+                        wire::STDERR if opts.stderr => channel::STDERR,
+                        _ => continue,
+                    };
+                    if out_tx.send((ch, data)).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    };
+    let forward_stdin = opts.stdin && instance.stdin;
+    let keep_output = instance.stdin_once && !instance.tty;
+    let input_side = async move {
+        let mut sizes = Vec::new();
+        let mut stdin_open = forward_stdin;
+        let mut frame = Vec::new();
+        loop {
+            frame.clear();
+            let event = input.recv().await;
+            match event {
+                Some(Input::Stdin(data)) => {
+                    if !stdin_open {
+                        continue;
+                    }
+                    wire::encode(&mut frame, wire::STDIN, &data);
+                }
+                Some(Input::StdinClosed) | None => {
+                    if stdin_open {
+                        wire::encode(&mut frame, wire::STDIN_CLOSE, &[]);
+                        let _ = wr.write_all(&frame).await;
+                        stdin_open = false;
+                    }
+                    if event.is_none() {
+                        return InputEnd::Gone;
+                    }
+                    if !keep_output {
+                        return InputEnd::StdinClosed;
+                    }
+                    continue;
+                }
+                Some(Input::Resize(data)) => {
+                    if !instance.tty {
+                        continue;
+                    }
+                    sizes.extend_from_slice(&data);
+                    match channel::take_sizes(&mut sizes) {
+                        Ok(got) => {
+                            for size in got {
+                                wire::encode(
+                                    &mut frame,
+                                    wire::RESIZE,
+                                    &wire::resize_payload(size.width, size.height),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "attach: resize events stop");
+                            sizes.clear();
+                        }
+                    }
+                }
+            }
+            if !frame.is_empty() && wr.write_all(&frame).await.is_err() {
+                // the shim is gone: the output side sees it end
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let finished = tokio::select! {
+        ended = output => ended,
+        end = input_side => matches!(end, InputEnd::StdinClosed),
+    };
+    if finished {
+        if let Some(m) = success(protocol) {
+            let _ = out_tx.send((channel::ERROR, m)).await;
+        }
+    }
+    drop(out_tx);
+    if finished {
+        let _ = writer.await;
+    } else {
+        writer.abort();
+    }
     reader.abort();
 }
 
