@@ -13,6 +13,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cluster;
 mod cmd;
+mod curl;
 mod guard;
 mod image;
 pub mod interrupt;
@@ -27,6 +28,7 @@ pub mod vm;
 
 pub use agent::TestAgent;
 pub use cmd::{run, run_ok, runc_list, sh, Spawned};
+pub use curl::{curl_kubelet, KubeletReply};
 pub use guard::LeakGuard;
 pub use image::{
     build_busybox_image, build_busybox_image_with, busybox_rootfs, derive_image, push_image,

@@ -25,7 +25,7 @@ use kubenode_integration::agent::{bin, with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::podlogs::KubeletClient;
 use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn};
 use kubenode_integration::{
-    kubectl, privileged, run, run_tests, unique_tag, Spawned, TestAgent, TestDir,
+    curl_kubelet, kubectl, privileged, run, run_tests, unique_tag, Spawned, TestAgent, TestDir,
 };
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -68,23 +68,6 @@ fn kubectl_run(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
-}
-
-/// `curl` in the node's namespace to `https://<node>:10250<path>`: curl's exit code, the HTTP
-/// status and the body.
-fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(i32, u16, String)> {
-    let url = format!("https://{NODE_IP}:10250{path}");
-    let mut argv = vec!["curl", "-sk", "--max-time", "60", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(extra);
-    argv.push(&url);
-    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code
-        .trim()
-        .parse()
-        .with_context(|| format!("curl {path}: no status: {text:?}"))?;
-    Ok((out.status.code().unwrap_or(-1), code, body.to_string()))
 }
 
 /// The numbers of the lines `<word> N` in `text`.
@@ -369,42 +352,45 @@ fn scenarios(
         "--key",
         key.to_str().unwrap_or(""),
     ];
-    let got = curl(
+    let got = curl_kubelet(
         agent,
         "/run/default/ticker/main?cmd=echo+ran+ok",
         &[&cert[..], &["-X", "POST"]].concat(),
     )?;
-    ensure!(got.1 == 200 && got.2 == "ran ok\n", "/run echo: {got:?}");
-    let got = curl(
+    ensure!(
+        got.status == 200 && got.body == "ran ok\n",
+        "/run echo: {got:?}"
+    );
+    let got = curl_kubelet(
         agent,
         "/run/default/ticker/main?cmd=sh+-c+false",
         &[&cert[..], &["-X", "POST"]].concat(),
     )?;
     ensure!(
-        got.1 == 500 && got.2.starts_with("command 'sh -c false' exited with 1"),
+        got.status == 500 && got.body.starts_with("command 'sh -c false' exited with 1"),
         "/run false: {got:?}"
     );
-    let got = curl(
+    let got = curl_kubelet(
         agent,
         "/run/default/nosuchpod/main?cmd=true",
         &[&cert[..], &["-X", "POST"]].concat(),
     )?;
     ensure!(
-        got.1 == 404 && got.2 == "pod does not exist",
+        got.status == 404 && got.body == "pod does not exist",
         "/run unknown pod: {got:?}"
     );
     // tlsMinVersion: VersionTLS13: a TLS 1.2 client is refused
-    let got = curl(
+    let got = curl_kubelet(
         agent,
         "/healthz",
         &[&cert[..], &["--tls-max", "1.2"]].concat(),
     )?;
     ensure!(
-        got.0 != 0 && got.1 == 0,
+        got.exit_code != 0 && got.status == 0,
         "a TLS 1.2 client was served: {got:?}"
     );
-    let got = curl(agent, "/healthz", &[&cert[..], &["--tlsv1.3"]].concat())?;
-    ensure!(got.1 == 200, "a TLS 1.3 client: {got:?}");
+    let got = curl_kubelet(agent, "/healthz", &[&cert[..], &["--tlsv1.3"]].concat())?;
+    ensure!(got.status == 200, "a TLS 1.3 client: {got:?}");
     Ok(())
 }
 

@@ -16,32 +16,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use kubenode_integration::agent::{with_config_agent, NODE_IP};
+use kubenode_integration::agent::with_config_agent;
 use kubenode_integration::apiserver::tls::Ca;
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::{curl_kubelet, privileged, run_tests, unique_tag, TestDir};
 
 fn main() {
     run_tests(vec![privileged(
         "kubelet_metrics_cadvisor_and_probes",
         scrape,
     )])
-}
-
-/// `curl --cert` in the node's namespace to `https://<node>:10250<path>`: status and body.
-fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
-    let url = format!("https://{NODE_IP}:10250{path}");
-    let mut argv = vec!["curl", "-sk", "--max-time", "60", "-w", "\n%{http_code}"];
-    argv.extend_from_slice(extra);
-    argv.push(&url);
-    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code: u16 = code
-        .trim()
-        .parse()
-        .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
-    Ok((code, body.to_string()))
 }
 
 /// One sample of the Prometheus text format.
@@ -145,9 +129,14 @@ fn scrape() -> anyhow::Result<()> {
         let pod = agent.pod_name("probed");
         agent.wait_pod(&pod, Duration::from_secs(90), "running", all_running)?;
         let get = |path: &str| -> anyhow::Result<String> {
-            let (code, body) = curl(agent, path, &with_cert)?;
-            ensure!(code == 200, "{path}: status {code}: {body}");
-            Ok(body)
+            let got = curl_kubelet(agent, path, &with_cert)?;
+            ensure!(
+                got.status == 200,
+                "{path}: status {}: {}",
+                got.status,
+                got.body
+            );
+            Ok(got.body)
         };
 
         // The probe counter, as upstream's /metrics/probes registry serves it.
@@ -313,8 +302,13 @@ fn scrape() -> anyhow::Result<()> {
         );
 
         for path in ["/metrics/cadvisor", "/metrics/probes"] {
-            let (code, body) = curl(agent, path, &[])?;
-            ensure!(code == 401, "{path} without credentials: {code} {body}");
+            let got = curl_kubelet(agent, path, &[])?;
+            ensure!(
+                got.status == 401,
+                "{path} without credentials: {} {}",
+                got.status,
+                got.body
+            );
         }
         Ok(())
     })

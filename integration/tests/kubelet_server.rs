@@ -17,12 +17,14 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{bail, ensure};
 use kubenode_integration::agent::{tail, with_config_agent, NODE_IP};
 use kubenode_integration::apiserver::tls::Ca;
 use kubenode_integration::cluster::{kubelet_api_https, HttpsStandIn, ADMIN_TOKEN};
 use kubenode_integration::pods::{all_running, pod_yaml};
-use kubenode_integration::{privileged, run, run_tests, unique_tag, TestAgent, TestDir};
+use kubenode_integration::{
+    curl_kubelet, privileged, run_tests, unique_tag, KubeletReply, TestAgent, TestDir,
+};
 
 fn main() {
     run_tests(vec![
@@ -53,67 +55,24 @@ fn client_cert(
     Ok((crt.display().to_string(), key.display().to_string()))
 }
 
-/// `curl -sk --path-as-is` in the node's namespace to `https://<node>:10250<path>` with
-/// `extra`, writing out `write_out` last: the status (the first word of the text that
-/// `split` takes apart from the rest) and the rest.
-fn curl_with(
-    agent: &TestAgent,
-    path: &str,
-    extra: &[&str],
-    output: &[&str],
-    split: fn(&str) -> (&str, &str),
-) -> anyhow::Result<(u16, String)> {
-    let url = format!("https://{NODE_IP}:10250{path}");
-    let mut argv = vec!["curl", "-sk", "--path-as-is", "--max-time", "60"];
-    argv.extend_from_slice(output);
-    argv.extend_from_slice(extra);
-    argv.push(&url);
-    let out = run(&mut agent.node.command(&argv), Duration::from_secs(90))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (code, rest) = split(&text);
-    let code: u16 = code
-        .trim()
-        .parse()
-        .with_context(|| format!("curl {path}: no status: {text:?} {:?}", out.stderr))?;
-    Ok((code, rest.to_string()))
-}
-
-/// `curl` in the node's namespace to `https://<node>:10250<path>`: the status and the body.
-fn curl(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
-    curl_with(agent, path, extra, &["-w", "\n%{http_code}"], |text| {
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text));
-        (code, body)
-    })
-}
-
-/// `curl` as [`curl`], not following a redirect: the status and the `Location` (absolute).
-fn curl_location(agent: &TestAgent, path: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
-    let (code, location) = curl_with(
-        agent,
-        path,
-        extra,
-        &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
-        |text| text.split_once(' ').unwrap_or((text, "")),
-    )?;
-    Ok((code, location.trim().to_string()))
-}
-
 /// `path` is answered 301 to `to` (Go's `ServeMux` before the kubelet's filters).
 fn expect_redirect(agent: &TestAgent, path: &str, extra: &[&str], to: &str) -> anyhow::Result<()> {
-    let got = curl_location(agent, path, extra)?;
+    let got = curl_kubelet(agent, path, extra)?;
+    let got = (got.status, got.redirect);
     let want = (301, format!("https://{NODE_IP}:10250{to}"));
     ensure!(got == want, "{path}: {got:?}, wanted {want:?}");
     Ok(())
 }
 
-fn expect(got: (u16, String), code: u16, what: &str) -> anyhow::Result<String> {
+/// The body of `got` when its status is `code`.
+fn expect(got: KubeletReply, code: u16, what: &str) -> anyhow::Result<String> {
     ensure!(
-        got.0 == code,
+        got.status == code,
         "{what}: status {} (wanted {code}): {}",
-        got.0,
-        got.1
+        got.status,
+        got.body
     );
-    Ok(got.1)
+    Ok(got.body)
 }
 
 fn web_pod(agent: &TestAgent, name: &str) -> anyhow::Result<String> {
@@ -151,7 +110,7 @@ fn standalone() -> anyhow::Result<()> {
         let with_good = ["--cert", good.0.as_str(), "--key", good.1.as_str()];
         // a certificate of the client CA: let in
         let body = expect(
-            curl(agent, "/pods", &with_good)?,
+            curl_kubelet(agent, "/pods", &with_good)?,
             200,
             "/pods with a client certificate",
         )?;
@@ -162,13 +121,13 @@ fn standalone() -> anyhow::Result<()> {
         let logs = wait_body(agent, &path, &with_good, |b| b.contains("line-two"))?;
         ensure!(logs == "line-one\nline-two\n", "{logs:?}");
         let last = expect(
-            curl(agent, &format!("{path}?tailLines=1"), &with_good)?,
+            curl_kubelet(agent, &format!("{path}?tailLines=1"), &with_good)?,
             200,
             "tailLines",
         )?;
         ensure!(last == "line-two\n", "{last:?}");
         let ts = expect(
-            curl(
+            curl_kubelet(
                 agent,
                 &format!("{path}?timestamps=true&sinceSeconds=3600"),
                 &with_good,
@@ -181,23 +140,35 @@ fn standalone() -> anyhow::Result<()> {
             "{ts:?}"
         );
         let body = expect(
-            curl(agent, "/runningpods/", &with_good)?,
+            curl_kubelet(agent, "/runningpods/", &with_good)?,
             200,
             "/runningpods/",
         )?;
         ensure!(body.contains(&pod), "{body}");
-        let body = expect(curl(agent, "/configz", &with_good)?, 200, "/configz")?;
+        let body = expect(
+            curl_kubelet(agent, "/configz", &with_good)?,
+            200,
+            "/configz",
+        )?;
         let cfg: serde_json::Value = serde_json::from_str(&body)?;
         ensure!(
             cfg["kubeletconfig"]["authorization"]["mode"] == "AlwaysAllow",
             "{body}"
         );
-        expect(curl(agent, "/healthz", &with_good)?, 200, "/healthz")?;
+        expect(
+            curl_kubelet(agent, "/healthz", &with_good)?,
+            200,
+            "/healthz",
+        )?;
         // The stats and metrics of the shared router, through the same authentication.
-        let metrics = expect(curl(agent, "/metrics", &with_good)?, 200, "/metrics")?;
+        let metrics = expect(
+            curl_kubelet(agent, "/metrics", &with_good)?,
+            200,
+            "/metrics",
+        )?;
         ensure!(metrics.contains("kubelet_running_pods"), "{metrics}");
         let summary = expect(
-            curl(agent, "/stats/summary", &with_good)?,
+            curl_kubelet(agent, "/stats/summary", &with_good)?,
             200,
             "/stats/summary",
         )?;
@@ -209,7 +180,7 @@ fn standalone() -> anyhow::Result<()> {
             "{summary}"
         );
         let resource = expect(
-            curl(agent, "/metrics/resource", &with_good)?,
+            curl_kubelet(agent, "/metrics/resource", &with_good)?,
             200,
             "/metrics/resource",
         )?;
@@ -218,20 +189,20 @@ fn standalone() -> anyhow::Result<()> {
             "{resource}"
         );
         expect(
-            curl(agent, "/metrics", &[])?,
+            curl_kubelet(agent, "/metrics", &[])?,
             401,
             "/metrics without credentials",
         )?;
         // /logs/: the node's log directory, and nothing outside it
-        let listing = expect(curl(agent, "/logs/", &with_good)?, 200, "/logs/")?;
+        let listing = expect(curl_kubelet(agent, "/logs/", &with_good)?, 200, "/logs/")?;
         ensure!(listing.contains("<pre>"), "{listing}");
         expect_redirect(agent, "/logs", &with_good, "/logs/")?;
         // `..` is cleaned away by the redirect (as Go's ServeMux), never served under /logs/
         expect_redirect(agent, "/logs/../../etc/passwd", &with_good, "/etc/passwd")?;
-        let (code, body) = curl(agent, "/etc/passwd", &with_good)?;
+        let got = curl_kubelet(agent, "/etc/passwd", &with_good)?;
         ensure!(
-            code == 404 && !body.contains("root:"),
-            "/etc/passwd: {code} {body}"
+            got.status == 404 && !got.body.contains("root:"),
+            "/etc/passwd: {got:?}"
         );
         // A path that is not clean is redirected before authentication and authorization, so
         // the path authorized is the path served: `//stats/summary` is never authorized as
@@ -249,10 +220,10 @@ fn standalone() -> anyhow::Result<()> {
             "/logs/..%2f..%2fetc%2fpasswd",
             "/logs/%2e%2e/%2e%2e/etc/passwd",
         ] {
-            let (code, body) = curl(agent, bad, &with_good)?;
+            let got = curl_kubelet(agent, bad, &with_good)?;
             ensure!(
-                code == 400 && !body.contains("root:"),
-                "{bad}: {code} {body}"
+                got.status == 400 && !got.body.contains("root:"),
+                "{bad}: {got:?}"
             );
         }
         // refused: no credentials, another CA's certificate, a token nobody can review
@@ -267,7 +238,7 @@ fn standalone() -> anyhow::Result<()> {
                 vec!["-H", "Authorization: Bearer abcdef.0123456789abcdef"],
             ),
         ] {
-            let body = expect(curl(agent, "/pods", &extra)?, 401, what)?;
+            let body = expect(curl_kubelet(agent, "/pods", &extra)?, 401, what)?;
             ensure!(body == "Unauthorized", "{what}: {body:?}");
         }
         // clientCAFile reloaded on change (upstream's DynamicFileCAContent): the other CA added
@@ -277,7 +248,7 @@ fn standalone() -> anyhow::Result<()> {
         let body = wait_body(agent, "/pods", &with_foreign, |b| b.contains(&pod))?;
         ensure!(body.contains("PodList"), "{body}");
         expect(
-            curl(agent, "/healthz", &with_good)?,
+            curl_kubelet(agent, "/healthz", &with_good)?,
             200,
             "the first CA after the reload",
         )?;
@@ -299,12 +270,12 @@ fn wait_body(
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (code, body) = curl(agent, path, extra)?;
-        if code == 200 && pred(&body) {
-            return Ok(body);
+        let got = curl_kubelet(agent, path, extra)?;
+        if got.status == 200 && pred(&got.body) {
+            return Ok(got.body);
         }
         if Instant::now() > deadline {
-            bail!("{path}: {code} {body:?}");
+            bail!("{path}: {} {:?}", got.status, got.body);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -357,18 +328,22 @@ fn cluster() -> anyhow::Result<()> {
         )?;
         ensure!(logs.contains("line-one"), "{logs}");
         let body = expect(
-            curl(agent, "/pods", &["-H", "Authorization: Bearer not-a-token"])?,
+            curl_kubelet(agent, "/pods", &["-H", "Authorization: Bearer not-a-token"])?,
             401,
             "a token the TokenReview rejects",
         )?;
         ensure!(body == "Unauthorized", "{body:?}");
         // the scheme in any case, as upstream's bearertoken authenticator
         let lower = format!("Authorization: bearer {ADMIN_TOKEN}");
-        let body = expect(curl(agent, "/pods", &["-H", &lower])?, 200, "bearer")?;
+        let body = expect(
+            curl_kubelet(agent, "/pods", &["-H", &lower])?,
+            200,
+            "bearer",
+        )?;
         ensure!(body.contains(&pod), "{body}");
         let viewer = format!("Authorization: Bearer {VIEWER}");
         let body = expect(
-            curl(agent, "/pods", &["-H", &viewer])?,
+            curl_kubelet(agent, "/pods", &["-H", &viewer])?,
             403,
             "a denied user",
         )?;
@@ -378,7 +353,7 @@ fn cluster() -> anyhow::Result<()> {
             "{body:?}"
         );
         let body = expect(
-            curl(agent, &path, &["--cert", &denied.0, "--key", &denied.1])?,
+            curl_kubelet(agent, &path, &["--cert", &denied.0, "--key", &denied.1])?,
             403,
             "a denied certificate",
         )?;
@@ -387,7 +362,7 @@ fn cluster() -> anyhow::Result<()> {
             "{body:?}"
         );
         let body = expect(
-            curl(agent, "/stats/summary", &["-X", "POST", "-H", &viewer])?,
+            curl_kubelet(agent, "/stats/summary", &["-X", "POST", "-H", &viewer])?,
             403,
             "stats",
         )?;
@@ -400,7 +375,7 @@ fn cluster() -> anyhow::Result<()> {
         // `stats`, for the denied user and the allowed certificate alike
         expect_redirect(agent, "//stats/summary", &["-H", &viewer], "/stats/summary")?;
         let body = expect(
-            curl(agent, "//stats/summary", &["-L", "-H", &viewer])?,
+            curl_kubelet(agent, "//stats/summary", &["-L", "-H", &viewer])?,
             403,
             "//stats/summary followed",
         )?;
@@ -412,7 +387,11 @@ fn cluster() -> anyhow::Result<()> {
         expect_redirect(agent, "//stats/summary", &with_allowed, "/stats/summary")?;
         let mut followed = with_allowed.to_vec();
         followed.push("-L");
-        let summary = expect(curl(agent, "//stats/summary", &followed)?, 200, "followed")?;
+        let summary = expect(
+            curl_kubelet(agent, "//stats/summary", &followed)?,
+            200,
+            "followed",
+        )?;
         ensure!(summary.contains("podRef"), "{summary}");
         // `kubectl logs` of an API pod: the stand-in proxies pods/log to the node's :10250 with
         // its kubelet client certificate

@@ -103,8 +103,9 @@ fn bearer_token(headers: &hyper::HeaderMap) -> Option<String> {
 }
 
 /// Whether the headers ask for a WebSocket (upstream's `wsstream.IsWebSocketRequest`: the first
-/// `Upgrade` is `websocket` in any case, the first `Connection` lists `upgrade`).
-fn is_websocket(headers: &hyper::HeaderMap) -> bool {
+/// `Upgrade` is `websocket` in any case, the first `Connection` lists `upgrade`). The
+/// streaming endpoints ([`super::stream`]) ask it too.
+pub(crate) fn is_websocket(headers: &hyper::HeaderMap) -> bool {
     let first = |n| {
         headers
             .get(n)

@@ -398,6 +398,7 @@ pub fn render(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::assert_families_in_name_order;
     use super::super::types::*;
     use super::super::{ContainerTarget, PodSamples};
     use super::*;
@@ -631,15 +632,7 @@ mod tests {
         assert_eq!(find("container_cpu_usage_seconds_total", "/").2, "7");
         // No timestamp on the error gauge; families in name order, each once.
         assert!(text.contains("\ncontainer_scrape_error 0\n"));
-        let names: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(names, sorted);
+        assert_families_in_name_order(&text);
         assert!(text.contains(
             "# HELP container_memory_usage_bytes Current memory usage in bytes, including all memory regardless of when it was accessed\n# TYPE container_memory_usage_bytes gauge\n"
         ));

@@ -149,7 +149,7 @@ pub struct Collector {
     config: CollectorConfig,
     layout: Layout,
     rates: Mutex<Rates>,
-    layers: Mutex<LayerSizes>,
+    walked: Mutex<WalkedSizes>,
 }
 
 /// How long a walked directory's measured size (a writable layer, a volume) is used before it
@@ -159,10 +159,10 @@ pub struct Collector {
 /// volume holds; a Summary is made every 10 s and per request.
 pub const WALK_PERIOD: Duration = Duration::from_secs(60);
 
-/// The walked directories' last measured sizes, kept for the writable layers and volumes of
-/// the last Summary.
+/// The walked directories' last measured sizes (the containers' writable layers and the pods'
+/// volumes), kept for the directories the last Summary asked for.
 #[derive(Debug, Default)]
-struct LayerSizes {
+struct WalkedSizes {
     round: u64,
     /// Size, when measured, the round that last asked.
     sizes: HashMap<PathBuf, (u64, Instant, u64)>,
@@ -342,7 +342,7 @@ impl Collector {
             config,
             layout,
             rates: Mutex::new(Rates::default()),
-            layers: Mutex::new(LayerSizes::default()),
+            walked: Mutex::new(WalkedSizes::default()),
         }
     }
 
@@ -377,7 +377,7 @@ impl Collector {
     pub fn collect(&self, pods: &[PodTarget]) -> Collection {
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         rates.begin_round();
-        self.lock_layers().round += 1;
+        self.lock_walked().round += 1;
         let now = Timestamp::now();
         let at = Instant::now();
         let meminfo = self.read_proc("meminfo").unwrap_or_default();
@@ -432,11 +432,11 @@ impl Collector {
             .map(|(p, r)| self.pod(&mut rates, p, r, at, now, log_fs, root_fs))
             .unzip();
         rates.end_round();
-        // the layers of containers no longer measured are forgotten
-        let mut layers = self.lock_layers();
-        let round = layers.round;
-        layers.sizes.retain(|_, (_, _, asked)| *asked == round);
-        drop(layers);
+        // the directories this round did not ask for (gone containers and volumes) are forgotten
+        let mut walked = self.lock_walked();
+        let round = walked.round;
+        walked.sizes.retain(|_, (_, _, asked)| *asked == round);
+        drop(walked);
         Collection {
             summary: Summary { node, pods },
             node_memory: root.memory,
@@ -486,19 +486,19 @@ impl Collector {
         })
     }
 
-    fn lock_layers(&self) -> std::sync::MutexGuard<'_, LayerSizes> {
-        self.layers.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_walked(&self) -> std::sync::MutexGuard<'_, WalkedSizes> {
+        self.walked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bytes under a directory (a writable layer, a volume): measured (a walk of its files,
     /// as `du`) when not measured within [`WALK_PERIOD`], else the last measure. `None` when it
     /// cannot be read.
-    fn walked_size(&self, layer: &Path) -> Option<u64> {
+    fn walked_size(&self, dir: &Path) -> Option<u64> {
         let now = Instant::now();
         {
-            let mut layers = self.lock_layers();
-            let round = layers.round;
-            if let Some((bytes, at, asked)) = layers.sizes.get_mut(layer) {
+            let mut walked = self.lock_walked();
+            let round = walked.round;
+            if let Some((bytes, at, asked)) = walked.sizes.get_mut(dir) {
                 if now.duration_since(*at) < WALK_PERIOD {
                     *asked = round;
                     return Some(*bytes);
@@ -506,12 +506,10 @@ impl Collector {
             }
         }
         // measured without the lock: the other reader threads go on meanwhile
-        let bytes = crate::volume::usage::disk_usage(layer).ok()?;
-        let mut layers = self.lock_layers();
-        let round = layers.round;
-        layers
-            .sizes
-            .insert(layer.to_path_buf(), (bytes, now, round));
+        let bytes = crate::volume::usage::disk_usage(dir).ok()?;
+        let mut walked = self.lock_walked();
+        let round = walked.round;
+        walked.sizes.insert(dir.to_path_buf(), (bytes, now, round));
         Some(bytes)
     }
 

@@ -144,6 +144,7 @@ pub fn render(summary: &Summary, error: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::assert_families_in_name_order;
     use super::super::types::*;
     use super::*;
 
@@ -252,14 +253,7 @@ mod tests {
         assert_eq!(get("scrape_error").2, 0.0);
         assert_eq!(get("scrape_error").3, None);
         // Families in name order, as upstream's registry gathers them.
-        let names: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
+        assert_families_in_name_order(&text);
         assert!(render(&Summary::default(), true).ends_with("scrape_error 1\n"));
     }
 }

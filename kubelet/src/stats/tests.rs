@@ -1,5 +1,20 @@
 use super::*;
 
+/// Asserts that the families of a Prometheus text exposition are declared (`# TYPE`) in name
+/// order, each once, as client_golang's registry gathers them: the text renderers' tests
+/// (`cadvisor`, `resource`) share it.
+pub(super) fn assert_families_in_name_order(text: &str) {
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "families not in name order, each once");
+}
+
 fn at(base: Instant, ms: u64) -> Instant {
     base + Duration::from_millis(ms)
 }

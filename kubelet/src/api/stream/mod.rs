@@ -207,19 +207,9 @@ fn form_urlencoded(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether `req` asks for a WebSocket (upstream's `IsWebSocketRequest`).
-pub fn is_websocket(req: &Request<Incoming>) -> bool {
-    let h = |n| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
-    h(hyper::header::UPGRADE) == "websocket"
-        && h(hyper::header::CONNECTION)
-            .split(',')
-            .any(|t| t.trim() == "upgrade")
+/// Whether `req` asks for a WebSocket ([`super::auth::is_websocket`]).
+pub(crate) fn is_websocket(req: &Request<Incoming>) -> bool {
+    super::auth::is_websocket(req.headers())
 }
 
 /// The WebSocket handshake's checks shared by every streaming endpoint: the subprotocol
