@@ -130,7 +130,9 @@ fn attach() -> anyhow::Result<()> {
         let outcome = scenarios(agent, &k, ca, &crt, &key)
             .and_then(|()| attach_stdin_and_tty(agent, &k, ca, certs.path()));
         // the API pods go before the agent does (their cgroups with them)
-        for name in ["ticker", "finite", "quiet", "reader", "term"] {
+        for name in [
+            "ticker", "finite", "quiet", "reader", "term", "term2", "cli",
+        ] {
             let _ = kubectl_run(
                 agent,
                 &kubeconfig,
@@ -142,7 +144,7 @@ fn attach() -> anyhow::Result<()> {
         while agent.pods()?.iter().any(|p| {
             matches!(
                 p.metadata.name.as_deref(),
-                Some("ticker" | "finite" | "quiet" | "reader" | "term")
+                Some("ticker" | "finite" | "quiet" | "reader" | "term" | "term2" | "cli")
             )
         }) {
             ensure!(Instant::now() < deadline, "the test's pods are still there");
@@ -418,6 +420,16 @@ fn attach_stdin_and_tty(
             "    stdin: true\n    stdinOnce: true\n    tty: true\n",
             "exec /bin/sh",
         ),
+        (
+            "term2",
+            "    stdin: true\n    stdinOnce: true\n    tty: true\n",
+            "exec /bin/sh",
+        ),
+        (
+            "cli",
+            "    stdin: true\n",
+            "while read l; do echo \"got $l\"; done; echo eof",
+        ),
     ] {
         let manifest = dir.join(format!("{name}.yaml"));
         std::fs::write(
@@ -428,16 +440,22 @@ fn attach_stdin_and_tty(
                 agent.image
             ),
         )?;
-        let (code, _, err) = kc(&["create", "-f", &manifest.display().to_string()])?;
-        ensure!(code == 0, "kubectl create {name}: {err}");
+        let (code, out, err) = kc(&["create", "-f", &manifest.display().to_string()])?;
+        ensure!(code == 0, "kubectl create {name}: {out} {err}");
     }
     let phase = |name: &str| -> anyhow::Result<String> {
         Ok(kc(&["get", "pod", name, "-o", "jsonpath={.status.phase}"])?.1)
     };
     let deadline = Instant::now() + Duration::from_secs(90);
-    while phase("reader")? != "Running" || phase("term")? != "Running" {
-        ensure!(Instant::now() < deadline, "reader and term are not running");
-        std::thread::sleep(Duration::from_millis(300));
+    for name in ["reader", "term", "term2", "cli"] {
+        while phase(name)? != "Running" {
+            ensure!(
+                Instant::now() < deadline,
+                "{name} is not running: {:?}",
+                kc(&["get", "pods", "-o", "wide"])?
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     // kubectl attach -i: the input reaches the container, its end closes the container's stdin
@@ -470,6 +488,73 @@ fn attach_stdin_and_tty(
         logs.contains("got alpha\ngot beta\neof\n"),
         "reader's log: {logs:?}"
     );
+
+    // kubenode attach -i, to a container without stdinOnce: the end of our input ends the
+    // session, not the container's stdin (containerd's rule), so a second session can type
+    for word in ["one", "two"] {
+        let mut cli = Command::new(bin());
+        cli.args(["attach", "-i", "cli"])
+            .env("KUBENODE_RUN_DIR", agent.dir.join("run"))
+            .stdin(Stdio::piped());
+        let mut a = Spawned::spawn(cli)?;
+        let mut stdin = a.child.stdin.take().context("kubenode's stdin")?;
+        {
+            use std::io::Write;
+            stdin.write_all(format!("{word}\n").as_bytes())?;
+        }
+        let want = format!("got {word}\n");
+        a.wait_for("kubenode attach -i cli", |out, _| out.contains(&want))?;
+        // the end of our input ends the session
+        drop(stdin);
+        let code = a.wait_exit("kubenode attach -i cli")?;
+        ensure!(
+            code == 0 && !a.out().contains("eof"),
+            "kubenode attach -i cli: {code} {:?} {:?}",
+            a.out(),
+            a.err()
+        );
+    }
+    ensure!(phase("cli")? == "Running", "cli stopped: {}", phase("cli")?);
+
+    // kubectl attach -it on a terminal of its own (script's): SPDY with a terminal from the
+    // stand-in to the kubelet; what is typed reaches the shell, its answer comes back
+    let inner = kubectl_cmd(agent, k.kubeconfig, k.home, &["attach", "-it", "term2"]);
+    let line: Vec<String> = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", &line.join(" "), "/dev/null"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", k.home)
+        .stdin(Stdio::piped());
+    let mut a = Spawned::spawn(cmd)?;
+    let mut typed = a.child.stdin.take().context("script's stdin")?;
+    a.wait_for("kubectl attach -it term2", |out, _| {
+        out.contains("If you don't see a command prompt")
+    })?;
+    {
+        use std::io::Write;
+        typed.write_all(b"echo hi-$((6*7)); exit 7\n")?;
+    }
+    a.wait_for("the shell's answer", |out, _| out.contains("hi-42"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, code, _) = kc(&[
+            "get",
+            "pod",
+            "term2",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ])?;
+        if code == "7" {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "term2's exit code: {code:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    a.wait_exit("kubectl attach -it term2")?;
+    drop(typed);
 
     // a terminal over WebSocket, with a resize
     let client = KubeletClient::new(ca)?;

@@ -98,31 +98,8 @@ async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
         stderr: !tty,
         tty,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
     // restored when dropped: at the end of this function, whatever the outcome
-    let raw = if tty { Some(RawMode::enter()?) } else { None };
-    if tty {
-        if let Some(size) = terminal_size() {
-            let _ = tx.send(StreamInput::Resize(size)).await;
-        }
-        let resizes = tx.clone();
-        let mut winch =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
-        tokio::spawn(async move {
-            while winch.recv().await.is_some() {
-                if let Some(size) = terminal_size() {
-                    if resizes.send(StreamInput::Resize(size)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    if opts.stdin {
-        spawn_stdin_reader(tx);
-    } else {
-        drop(tx);
-    }
+    let (rx, raw) = interactive(opts.stdin, tty).await?;
     let mut output = super::StreamOutput::default();
     let session = client.exec_stream(&opts, rx, |channel, data| output.write(channel, data));
     let code = match bound {
@@ -145,6 +122,38 @@ async fn stream(args: ExecArgs) -> anyhow::Result<i32> {
         eprintln!("command terminated with exit code {code}");
     }
     Ok(code)
+}
+
+/// The input of an interactive session (exec or attach): standard input (with `stdin`) and,
+/// with `tty`, the terminal's size at the start and after each change; the terminal is put in
+/// raw mode until the returned guard is dropped.
+pub(super) async fn interactive(
+    stdin: bool,
+    tty: bool,
+) -> anyhow::Result<(tokio::sync::mpsc::Receiver<StreamInput>, Option<RawMode>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let raw = if tty { Some(RawMode::enter()?) } else { None };
+    if tty {
+        if let Some(size) = terminal_size() {
+            let _ = tx.send(StreamInput::Resize(size)).await;
+        }
+        let resizes = tx.clone();
+        let mut winch =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+        tokio::spawn(async move {
+            while winch.recv().await.is_some() {
+                if let Some(size) = terminal_size() {
+                    if resizes.send(StreamInput::Resize(size)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    if stdin {
+        spawn_stdin_reader(tx);
+    }
+    Ok((rx, raw))
 }
 
 /// Reads standard input on a thread of its own (a blocking read that may outlive the session;
@@ -200,7 +209,7 @@ fn terminal_size() -> Option<TerminalSize> {
 /// Standard input's terminal in raw mode (as kubectl's `term.MakeRaw`) until dropped, which
 /// restores the settings it found. While it is on, a panic hook restores them too: the release
 /// profile aborts on a panic, which runs no destructor, but the hook runs before the abort.
-struct RawMode {
+pub(super) struct RawMode {
     fd: RawFd,
 }
 

@@ -261,34 +261,37 @@ impl ApiClient {
     pub async fn attach(
         &self,
         target: &ContainerRef,
-        mut out: impl FnMut(u8, &[u8]),
+        out: impl FnMut(u8, &[u8]),
     ) -> Result<(), ClientError> {
-        let container = target.container.as_deref().unwrap_or_default();
-        let path = format!(
-            "/attach/{}/{}/{container}?output=1&error=1",
-            target.namespace, target.pod
-        );
-        let mut ws = self.websocket(&path, Protocol::V5).await?;
-        let mut status = Vec::new();
-        while let Some(msg) = ws.next().await {
-            let msg = msg.map_err(|e| ClientError::Api(format!("attach session: {e}")))?;
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match data.split_first() {
-                Some((&channel::ERROR, rest)) => status.extend_from_slice(rest),
-                Some((&ch, rest)) if !rest.is_empty() => out(ch, rest),
-                _ => {}
-            }
-        }
-        match session_status(&status, "attach")? {
+        let opts = ExecOptions {
+            target: target.clone(),
+            command: Vec::new(),
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+        let (_, input) = mpsc::channel(1);
+        match self.attach_stream(&opts, input, out).await? {
             0 => Ok(()),
             code => Err(ClientError::Api(format!(
                 "attach ended with exit code {code}"
             ))),
         }
+    }
+
+    /// `GET /attach/{ns}/{pod}/{container}` over WebSocket (`v5.channel.k8s.io`), as `kubectl
+    /// attach`: as [`Client::exec_stream`], for the container's own process (`opts.command`
+    /// is not used). Ends when the container exits, or when the input ends and the container
+    /// has no `stdinOnce` (the agent's `Success`: 0).
+    pub async fn attach_stream(
+        &self,
+        opts: &ExecOptions,
+        input: mpsc::Receiver<StreamInput>,
+        out: impl FnMut(u8, &[u8]),
+    ) -> Result<i32, ClientError> {
+        let path = stream_path("attach", opts);
+        self.session(&path, "attach", input, out).await
     }
 
     /// `GET /exec/{ns}/{pod}/{container}?command=..` over WebSocket (`v5.channel.k8s.io`), as
@@ -300,10 +303,23 @@ impl ApiClient {
     pub async fn exec_stream(
         &self,
         opts: &ExecOptions,
+        input: mpsc::Receiver<StreamInput>,
+        out: impl FnMut(u8, &[u8]),
+    ) -> Result<i32, ClientError> {
+        self.session(&stream_path("exec", opts), "exec", input, out)
+            .await
+    }
+
+    /// One exec or attach session on `path`: `input` to the agent, the output to `out`, the
+    /// exit code from the final status.
+    async fn session(
+        &self,
+        path: &str,
+        what: &str,
         mut input: mpsc::Receiver<StreamInput>,
         mut out: impl FnMut(u8, &[u8]),
     ) -> Result<i32, ClientError> {
-        let mut ws = self.websocket(&exec_path(opts), Protocol::V5).await?;
+        let mut ws = self.websocket(path, Protocol::V5).await?;
         let mut status = Vec::new();
         let mut input_open = true;
         loop {
@@ -330,7 +346,7 @@ impl ApiClient {
                 }
             };
             let Some(msg) = msg else { break };
-            let data = match msg.map_err(|e| ClientError::Api(format!("exec session: {e}")))? {
+            let data = match msg.map_err(|e| ClientError::Api(format!("{what} session: {e}")))? {
                 Message::Binary(b) => b,
                 Message::Close(_) => break,
                 _ => continue,
@@ -341,7 +357,7 @@ impl ApiClient {
                 _ => {}
             }
         }
-        session_status(&status, "exec")
+        session_status(&status, what)
     }
 
     /// `GET /portForward/{ns}/{pod}?port=PORT` over WebSocket (`v4.channel.k8s.io`): copies
@@ -486,9 +502,9 @@ pub enum StreamInput {
     Resize(TerminalSize),
 }
 
-/// The path and query of a streaming exec, as client-go builds it (`command` repeated, `1`
-/// for each stream asked for).
-fn exec_path(opts: &ExecOptions) -> String {
+/// The path and query of a streaming exec or attach (`kind`), as client-go builds it
+/// (`command` repeated, `1` for each stream asked for).
+fn stream_path(kind: &str, opts: &ExecOptions) -> String {
     let mut query: Vec<String> = opts
         .command
         .iter()
@@ -505,7 +521,7 @@ fn exec_path(opts: &ExecOptions) -> String {
         }
     }
     format!(
-        "/exec/{}/{}/{}?{}",
+        "/{kind}/{}/{}/{}?{}",
         escape(&opts.target.namespace),
         escape(&opts.target.pod),
         escape(opts.target.container.as_deref().unwrap_or_default()),
@@ -577,7 +593,7 @@ mod tests {
             stderr: true,
             tty: false,
         };
-        let path = exec_path(&opts);
+        let path = stream_path("exec", &opts);
         assert_eq!(
             path,
             "/exec/default/web-node/c?command=sh&command=-c&command=echo%20a%26b%3D1%20%25\
@@ -592,7 +608,7 @@ mod tests {
         );
         let tty = ExecOptions { tty: true, ..opts };
         assert!(
-            exec_path(&tty).ends_with("&input=1&output=1&tty=1"),
+            stream_path("exec", &tty).ends_with("&input=1&output=1&tty=1"),
             "a TTY has no stderr"
         );
     }
