@@ -400,10 +400,13 @@ fn scenarios(
 /// - `kubectl attach -i` (WebSocket to the stand-in, SPDY from it to the kubelet) feeds the
 ///   first its input; when kubectl's input ends, the container's stdin closes (`stdinOnce`
 ///   without a terminal), so it reads to its end, exits 0, and kubectl ends with it;
+/// - `kubenode attach -i` twice into a container without `stdinOnce`: each session ends with
+///   its input, the container's stdin stays open, also for a session after an agent restart;
+/// - `kubectl attach -it` from a terminal (script's) types into a shell that exits 7;
 /// - a WebSocket client straight to :10250 with `tty=1` sizes the second's terminal (resize
 ///   channel), types into it, and sees the shell's answer and `Success` when it exits.
 fn attach_stdin_and_tty(
-    agent: &TestAgent,
+    agent: &mut TestAgent,
     k: &Kubectl<'_>,
     ca: &kubenode_integration::apiserver::tls::Ca,
     dir: &std::path::Path,
@@ -597,6 +600,25 @@ fn attach_stdin_and_tty(
         ensure!(Instant::now() < deadline, "term's exit code: {code:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // the agent restarts: the container's shim kept its stdin and serves it to the new agent
+    agent.kill();
+    agent.spawn()?;
+    let mut cli = Command::new(bin());
+    cli.args(["attach", "-i", "cli"])
+        .env("KUBENODE_RUN_DIR", agent.dir.join("run"))
+        .stdin(Stdio::piped());
+    let mut a = Spawned::spawn(cli)?;
+    let mut stdin = a.child.stdin.take().context("kubenode's stdin")?;
+    {
+        use std::io::Write;
+        stdin.write_all(b"three\n")?;
+    }
+    a.wait_for("kubenode attach -i cli after a restart", |out, _| {
+        out.contains("got three\n")
+    })?;
+    drop(stdin);
+    let code = a.wait_exit("kubenode attach -i cli after a restart")?;
+    ensure!(code == 0, "kubenode attach -i cli after a restart: {code}");
     Ok(())
 }
 
