@@ -39,6 +39,10 @@ fn main() {
             "a_replaced_static_pod_starts_after_the_old_one_is_gone",
             replaced_waits_for_old,
         ),
+        privileged(
+            "a_static_pod_changed_while_the_agent_was_down_starts_after_the_old_sandbox_is_removed",
+            changed_while_down_waits_for_orphan,
+        ),
     ])
 }
 
@@ -478,6 +482,71 @@ fn replaced_waits_for_old() -> anyhow::Result<()> {
             lines() == ["start-1", "stop-1", "start-2"],
             "the new container started before the old one stopped: {:?}",
             lines()
+        );
+        Ok(())
+    })
+}
+
+/// A static pod's manifest changed while the agent was down (a new UID, the same name): on the
+/// restart the old pod's sandbox is an orphan, removed once the manifest directory is read,
+/// and the new pod starts only after it is gone. Both pods share the host's PID namespace; the
+/// old container ignores SIGTERM (so it lives until the SIGKILL that ends the orphan's short
+/// grace period), and the new container looks for the old one's processes when it starts and
+/// notes whether they were there (without the gate it starts beside them: the soak's case).
+fn changed_while_down_waits_for_orphan() -> anyhow::Result<()> {
+    with_agent("lo", |agent| {
+        let marks = agent.dir.join("marks");
+        let tag = agent.tag().to_string();
+        let image = agent.image.clone();
+        let manifest = |version: u32| {
+            let previous = version - 1;
+            // The previous version's processes; `[n]` keeps the pattern from matching the
+            // command that holds it.
+            let body = format!(
+                r#"  terminationGracePeriodSeconds: 2
+  hostPID: true
+{}  containers:
+  - name: app
+    image: IMAGE
+    command: ["sh", "-c", "if ps | grep -q 'gate-{tag}-[{previous}]'; then echo beside-old >> /marks/log; fi; echo start-{version} >> /marks/log; trap '' TERM; while true; do sleep 0.1; done # gate-{tag}-{version}"]
+    volumeMounts: [{{name: marks, mountPath: /marks}}]
+"#,
+                marks_volume(&marks)
+            );
+            pod_yaml("o", &image, &body)
+        };
+        let lines = || -> Vec<String> {
+            std::fs::read_to_string(marks.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        agent.write_manifest("o.yaml", &manifest(1))?;
+        let name = agent.pod_name("o");
+        let old = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let old_uid = uid(&old);
+        ensure!(lines() == ["start-1"], "log: {:?}", lines());
+        agent.kill();
+        agent.write_manifest("o.yaml", &manifest(2))?;
+        agent.spawn()?;
+        agent.wait_pod(&name, Duration::from_secs(60), "the new pod Running", |p| {
+            uid(p) != old_uid && all_running(p)
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lines().len() < 2 {
+            ensure!(Instant::now() < deadline, "log: {:?}", lines());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            lines() == ["start-1", "start-2"],
+            "the new container started beside the old one: {:?}",
+            lines()
+        );
+        ensure!(
+            agent.log().contains("is being removed"),
+            "the new pod never waited for the old sandbox; agent log:\n{}",
+            kubenode_integration::agent::tail(&agent.log(), 40)
         );
         Ok(())
     })
