@@ -318,8 +318,9 @@ impl Kubelet {
             self.deps
                 .objects
                 .set_files(snapshot.config_maps.clone(), snapshot.secrets.clone()); // shared, not copied
-                                                                                    // Only once every source has listed its pods (upstream's sources ready): a pod a
-                                                                                    // source has not delivered yet is not an orphan.
+
+            // Only once every source has listed its pods (upstream's sources ready): a pod a
+            // source has not delivered yet is not an orphan.
             let collect = first && !snapshot.incomplete;
             let orphans = self.apply(&snapshot, collect);
             if let Some(orphans) = orphans {
