@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use k8s_openapi::api::core::v1::Event;
 use kubenode_integration::pods::{
-    all_running, container, phase, pod_yaml, restarts, state, with_agent,
+    all_running, container, phase, pod_yaml, restarts, state, uid, with_agent,
 };
 use kubenode_integration::{privileged, run_tests, TestAgent};
 
@@ -34,6 +34,14 @@ fn main() {
         privileged(
             "a_manifest_restored_while_its_pod_terminates_runs_again",
             restored_while_terminating,
+        ),
+        privileged(
+            "a_replaced_static_pod_starts_after_the_old_one_is_gone",
+            replaced_waits_for_old,
+        ),
+        privileged(
+            "a_static_pod_changed_while_the_agent_was_down_starts_after_the_old_sandbox_is_removed",
+            changed_while_down_waits_for_orphan,
         ),
     ])
 }
@@ -386,6 +394,159 @@ fn restored_while_terminating() -> anyhow::Result<()> {
         ensure!(
             again.metadata.uid == first.metadata.uid,
             "the same manifest is the same pod UID"
+        );
+        Ok(())
+    })
+}
+
+/// A static pod's manifest replaced by other content (a new UID, the same name) while the old
+/// pod's container holds its SIGTERM: the new pod stays Pending, its container not started,
+/// until the old one has stopped and is gone (upstream's static pod start gate). The
+/// containers write to a shared hostPath log, so the order is certain: `start-1`, `stop-1`,
+/// then `start-2`; without the gate the new container starts beside the old one.
+fn replaced_waits_for_old() -> anyhow::Result<()> {
+    with_agent("lg", |agent| {
+        let marks = agent.dir.join("marks");
+        let manifest = |version: u32| {
+            let body = format!(
+                r#"  terminationGracePeriodSeconds: 60
+{}  containers:
+  - name: app
+    image: IMAGE
+    env: [{{name: VERSION, value: "{version}"}}]
+    command: ["sh", "-c", "echo start-$VERSION >> /marks/log; trap 'while [ ! -e /marks/go ]; do sleep 0.1; done; echo stop-$VERSION >> /marks/log; exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: marks, mountPath: /marks}}]
+"#,
+                marks_volume(&marks)
+            );
+            pod_yaml("g", &agent.image, &body)
+        };
+        let lines = || -> Vec<String> {
+            std::fs::read_to_string(marks.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        agent.write_manifest("g.yaml", &manifest(1))?;
+        let name = agent.pod_name("g");
+        let old = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let old_uid = uid(&old);
+        agent.write_manifest("g.yaml", &manifest(2))?;
+        wait_stopping_app(agent, &name)?;
+        // The new pod's worker looked at the gate and waits.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent.log().contains("static pod waits to start") {
+            ensure!(
+                Instant::now() < deadline,
+                "the new pod did not wait; agent log:\n{}",
+                kubenode_integration::agent::tail(&agent.log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pods = agent.pods()?;
+        let new = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&name) && uid(p) != old_uid)
+            .context("the new pod is not listed")?;
+        let new_uid = uid(new);
+        ensure!(
+            phase(new) == "Pending"
+                && container(new, "app")
+                    .is_none_or(|c| c.state.as_ref().is_none_or(|s| s.running.is_none())),
+            "the new pod runs while the old one terminates: {:?}",
+            new.status
+        );
+        ensure!(
+            lines() == ["start-1"],
+            "log while the old pod stops: {:?}",
+            lines()
+        );
+        // The old container may stop now; the new one starts once the old pod is gone.
+        std::fs::write(marks.join("go"), b"")?;
+        let running =
+            agent.wait_pod(&name, Duration::from_secs(60), "the new pod Running", |p| {
+                uid(p) == new_uid && all_running(p)
+            })?;
+        ensure!(
+            !agent.pods()?.iter().any(|p| uid(p) == old_uid),
+            "the old pod is still listed beside {}",
+            uid(&running)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lines().len() < 3 {
+            ensure!(Instant::now() < deadline, "log: {:?}", lines());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            lines() == ["start-1", "stop-1", "start-2"],
+            "the new container started before the old one stopped: {:?}",
+            lines()
+        );
+        Ok(())
+    })
+}
+
+/// A static pod's manifest changed while the agent was down (a new UID, the same name): on the
+/// restart the old pod's sandbox is an orphan, removed once the manifest directory is read,
+/// and the new pod starts only after it is gone. Both pods share the host's PID namespace; the
+/// old container ignores SIGTERM (so it lives until the SIGKILL that ends the orphan's short
+/// grace period), and the new container looks for the old one's processes when it starts and
+/// notes whether they were there (without the gate it starts beside them: the soak's case).
+fn changed_while_down_waits_for_orphan() -> anyhow::Result<()> {
+    with_agent("lo", |agent| {
+        let marks = agent.dir.join("marks");
+        let tag = agent.tag().to_string();
+        let image = agent.image.clone();
+        let manifest = |version: u32| {
+            let previous = version - 1;
+            // The previous version's processes; `[n]` keeps the pattern from matching the
+            // command that holds it.
+            let body = format!(
+                r#"  terminationGracePeriodSeconds: 2
+  hostPID: true
+{}  containers:
+  - name: app
+    image: IMAGE
+    command: ["sh", "-c", "if ps | grep -q 'gate-{tag}-[{previous}]'; then echo beside-old >> /marks/log; fi; echo start-{version} >> /marks/log; trap '' TERM; while true; do sleep 0.1; done # gate-{tag}-{version}"]
+    volumeMounts: [{{name: marks, mountPath: /marks}}]
+"#,
+                marks_volume(&marks)
+            );
+            pod_yaml("o", &image, &body)
+        };
+        let lines = || -> Vec<String> {
+            std::fs::read_to_string(marks.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        agent.write_manifest("o.yaml", &manifest(1))?;
+        let name = agent.pod_name("o");
+        let old = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
+        let old_uid = uid(&old);
+        ensure!(lines() == ["start-1"], "log: {:?}", lines());
+        agent.kill();
+        agent.write_manifest("o.yaml", &manifest(2))?;
+        agent.spawn()?;
+        agent.wait_pod(&name, Duration::from_secs(60), "the new pod Running", |p| {
+            uid(p) != old_uid && all_running(p)
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lines().len() < 2 {
+            ensure!(Instant::now() < deadline, "log: {:?}", lines());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(
+            lines() == ["start-1", "start-2"],
+            "the new container started beside the old one: {:?}",
+            lines()
+        );
+        ensure!(
+            agent.log().contains("is being removed"),
+            "the new pod never waited for the old sandbox; agent log:\n{}",
+            kubenode_integration::agent::tail(&agent.log(), 40)
         );
         Ok(())
     })

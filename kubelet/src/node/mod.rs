@@ -24,6 +24,7 @@ mod pleg;
 pub(crate) mod predicates;
 mod probing;
 mod runtime;
+mod start_gate;
 mod table;
 mod worker;
 
@@ -66,6 +67,7 @@ fn start_worker(
     pod: Arc<Pod>,
 ) {
     let (tx, rx) = watch::channel(Some(pod.clone()));
+    deps.pods.enqueue_start(&pod, &uid);
     pods.insert(
         uid.clone(),
         PodEntry {
@@ -76,6 +78,13 @@ fn start_worker(
         },
     );
     tokio::spawn(PodWorker::new(deps.clone(), uid).run(rx));
+}
+
+/// What [`Kubelet::collect_orphans`] removes: recovered sandboxes no admitted pod owns, and
+/// every pod directory but these.
+struct Orphans {
+    sandboxes: Vec<kubenode_runtime::Sandbox>,
+    keep_dirs: Vec<String>,
 }
 
 /// What the kubelet needs from the rest of the node.
@@ -296,7 +305,7 @@ impl Kubelet {
                 },
                 () = self.deps.pods.restart.notified() => {
                     if let Some(snapshot) = &last {
-                        self.apply(snapshot);
+                        self.apply(snapshot, false);
                     }
                     continue;
                 }
@@ -309,11 +318,13 @@ impl Kubelet {
             self.deps
                 .objects
                 .set_files(snapshot.config_maps.clone(), snapshot.secrets.clone()); // shared, not copied
-            self.apply(&snapshot);
+
             // Only once every source has listed its pods (upstream's sources ready): a pod a
             // source has not delivered yet is not an orphan.
-            if first && !snapshot.incomplete {
-                self.collect_orphans(&snapshot);
+            let collect = first && !snapshot.incomplete;
+            let orphans = self.apply(&snapshot, collect);
+            if let Some(orphans) = orphans {
+                self.collect_orphans(orphans);
                 // From now on every source has listed its pods: what has no worker is gone.
                 tokio::spawn(container_gc(Arc::downgrade(&self)));
                 first = false;
@@ -325,8 +336,10 @@ impl Kubelet {
         }
     }
 
-    /// Starts workers for new pods and stops those of pods that are gone.
-    fn apply(&self, snapshot: &Snapshot) {
+    /// Starts workers for new pods and stops those of pods that are gone. With `collect`, also
+    /// finds the orphans (see [`Kubelet::collect_orphans`]) and enters their sandboxes in the
+    /// start gate before any new worker can look at it.
+    fn apply(&self, snapshot: &Snapshot, collect: bool) -> Option<Orphans> {
         let config = &self.deps.config;
         let mut pods = self.deps.pods.lock();
         let desired: BTreeMap<String, &Arc<Pod>> = snapshot
@@ -571,20 +584,26 @@ impl Kubelet {
                     .iter()
                     .any(|p| p.metadata.uid.as_deref() == Some(uid))
         });
+        // Still under the table's lock: the workers just started see the orphans in the gate.
+        collect.then(|| {
+            let orphans = self.find_orphans(&pods, snapshot);
+            for s in &orphans.sandboxes {
+                self.deps
+                    .pods
+                    .orphan_removing(&s.pod.name, &s.pod.namespace, &s.id);
+            }
+            orphans
+        })
     }
 
-    /// Tears down sandboxes the runtime recovered that belong to no desired pod, or to one
-    /// admission rejected (e.g. a running pod whose node selector the restarted agent's labels
-    /// no longer match): a `Failed` pod keeps no containers, as upstream's kubelet kills the
-    /// running pods it does not admit.
-    fn collect_orphans(&self, snapshot: &Snapshot) {
-        let admitted: Vec<String> = {
-            let pods = self.deps.pods.lock();
-            pods.iter()
-                .filter(|(_, e)| e.worker.is_some())
-                .map(|(uid, _)| uid.clone())
-                .collect()
-        };
+    /// The sandboxes the runtime recovered that belong to no desired pod, or to one admission
+    /// rejected, and the pod directories to keep.
+    fn find_orphans(&self, pods: &BTreeMap<String, PodEntry>, snapshot: &Snapshot) -> Orphans {
+        let admitted: Vec<String> = pods
+            .iter()
+            .filter(|(_, e)| e.worker.is_some())
+            .map(|(uid, _)| uid.clone())
+            .collect();
         let desired: Vec<String> = snapshot
             .pods
             .iter()
@@ -602,10 +621,21 @@ impl Kubelet {
         // Directories of desired pods and of sandboxes being removed are not orphans.
         let mut keep = desired;
         keep.extend(orphans.iter().map(|s| s.pod.uid.clone()));
-        for sandbox in orphans {
+        Orphans {
+            sandboxes: orphans,
+            keep_dirs: keep,
+        }
+    }
+
+    /// Tears down sandboxes the runtime recovered that belong to no desired pod, or to one
+    /// admission rejected (e.g. a running pod whose node selector the restarted agent's labels
+    /// no longer match): a `Failed` pod keeps no containers, as upstream's kubelet kills the
+    /// running pods it does not admit.
+    fn collect_orphans(&self, orphans: Orphans) {
+        for sandbox in orphans.sandboxes {
             tokio::spawn(self.deps.clone().remove_orphan(sandbox));
         }
-        tokio::spawn(self.deps.clone().remove_orphan_pod_dirs(keep));
+        tokio::spawn(self.deps.clone().remove_orphan_pod_dirs(orphans.keep_dirs));
     }
 
     /// The current (or previous) instance of a container.

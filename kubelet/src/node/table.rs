@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use tokio::sync::{mpsc, watch};
 
+use super::start_gate::{self, StartGate, Wait};
 use super::{lock, ProxyInput};
 use crate::api::ApiError;
 use crate::source::Snapshot;
@@ -47,6 +48,9 @@ pub(super) struct PodTable {
     /// Notified when a worker whose pod has [`PodEntry::restart_requested`] finished: the
     /// kubelet applies its sources' last snapshot again, which starts the pod anew.
     pub(super) restart: tokio::sync::Notify,
+    /// Which static pod of each full name may run (`start_gate`). Locked after `entries` when
+    /// both are.
+    gate: Mutex<StartGate>,
 }
 
 impl PodTable {
@@ -57,6 +61,7 @@ impl PodTable {
             services: Mutex::new(None),
             terminated: Mutex::new(Vec::new()),
             restart: tokio::sync::Notify::new(),
+            gate: Mutex::new(StartGate::default()),
         }
     }
 
@@ -155,11 +160,64 @@ impl PodTable {
         let removed = self.lock().remove(uid);
         self.publish_proxy(None);
         if let Some(e) = removed {
+            // The pod's full name is free: the static pods waiting for it try again.
+            let waiting =
+                lock(&self.gate, "start gate").finished(&start_gate::pod_full_name(&e.pod), uid);
+            for other in waiting {
+                self.wake(&other);
+            }
             self.notify_terminated(&e.pod);
             if e.restart_requested {
                 tracing::info!(pod_uid = uid, "the pod is wanted again: admitting it anew");
                 self.restart.notify_one();
             }
+        }
+    }
+
+    /// A worker is being created for `pod`: a static pod takes its place in the start gate's
+    /// queue of its full name.
+    pub(super) fn enqueue_start(&self, pod: &Pod, uid: &str) {
+        if start_gate::is_static(pod) {
+            lock(&self.gate, "start gate").enqueue(&start_gate::pod_full_name(pod), uid);
+        }
+    }
+
+    /// Whether the worker of `pod` may start it (make its sandbox, start containers): always
+    /// for a pod from the API server; for a static pod, once no other pod of its full name runs
+    /// or is terminating and none queued before it waits (see `start_gate`).
+    pub(super) fn allow_start(&self, uid: &str, pod: &Pod) -> Result<(), Wait> {
+        if !start_gate::is_static(pod) {
+            return Ok(());
+        }
+        let entries = self.lock();
+        // A pod queued ahead still means to start while its worker has not been told to
+        // terminate it.
+        let wants_start = |other: &str| {
+            entries
+                .get(other)
+                .and_then(|e| e.worker.as_ref())
+                .is_some_and(|w| {
+                    w.borrow()
+                        .as_ref()
+                        .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+                })
+        };
+        lock(&self.gate, "start gate").try_start(&start_gate::pod_full_name(pod), uid, wants_start)
+    }
+
+    /// A sandbox of `namespace/name` that no pod owns any more is being removed: a static pod
+    /// of that full name does not start meanwhile.
+    pub(super) fn orphan_removing(&self, name: &str, namespace: &str, sandbox: &str) {
+        lock(&self.gate, "start gate")
+            .orphan_removing(&start_gate::full_name(name, namespace), sandbox);
+    }
+
+    /// The orphaned sandbox is removed: the pods waiting for it are woken.
+    pub(super) fn orphan_removed(&self, name: &str, namespace: &str, sandbox: &str) {
+        let waiting = lock(&self.gate, "start gate")
+            .orphan_removed(&start_gate::full_name(name, namespace), sandbox);
+        for uid in waiting {
+            self.wake(&uid);
         }
     }
 
@@ -244,4 +302,122 @@ fn started_now(before: &Pod, after: &Pod) -> Option<std::time::Duration> {
         .or_else(|| after.status.as_ref()?.start_time.as_ref().map(|t| t.0))?;
     let since = k8s_openapi::jiff::Timestamp::now().duration_since(seen);
     std::time::Duration::try_from(since).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A static pod `name` of UID `uid`, as the manifest directory gives it.
+    fn static_pod(name: &str, uid: &str) -> Arc<Pod> {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some(uid.into());
+        pod.metadata.annotations = Some(
+            [(
+                crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
+                crate::source::FILE_SOURCE.to_string(),
+            )]
+            .into(),
+        );
+        Arc::new(pod)
+    }
+
+    /// Enters `pod` in the table as `start_worker` does; returns its worker's receiver.
+    fn add(table: &PodTable, pod: &Arc<Pod>) -> watch::Receiver<Option<Arc<Pod>>> {
+        let uid = pod.metadata.uid.clone().unwrap();
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        let mut entries = table.lock();
+        table.enqueue_start(pod, &uid);
+        entries.insert(
+            uid,
+            PodEntry {
+                pod: pod.clone(),
+                sandbox_id: None,
+                worker: Some(tx),
+                restart_requested: false,
+            },
+        );
+        rx
+    }
+
+    #[test]
+    fn a_static_pod_waits_for_the_old_pod_of_its_name_and_is_woken_when_it_is_forgotten() {
+        let table = PodTable::new();
+        let old = static_pod("web-n1", "old");
+        let _old_rx = add(&table, &old);
+        assert_eq!(table.allow_start("old", &old), Ok(()));
+        // The manifest replaced: the old pod's worker is told to terminate it.
+        if let Some(w) = &table.lock()["old"].worker {
+            w.send_replace(None);
+        }
+        let new = static_pod("web-n1", "new");
+        let mut new_rx = add(&table, &new);
+        new_rx.borrow_and_update();
+        assert_eq!(
+            table.allow_start("new", &new),
+            Err(Wait::Started("old".into()))
+        );
+        // Another name is not held.
+        let other = static_pod("db-n1", "other");
+        let _other_rx = add(&table, &other);
+        assert_eq!(table.allow_start("other", &other), Ok(()));
+
+        table.forget("old");
+        assert!(new_rx.has_changed().unwrap(), "the waiting worker is woken");
+        assert_eq!(table.allow_start("new", &new), Ok(()));
+    }
+
+    #[test]
+    fn a_pod_queued_first_but_told_to_terminate_before_it_started_does_not_hold_the_next() {
+        let table = PodTable::new();
+        let first = static_pod("web-n1", "first");
+        let _first_rx = add(&table, &first);
+        let second = static_pod("web-n1", "second");
+        let _second_rx = add(&table, &second);
+        assert_eq!(
+            table.allow_start("second", &second),
+            Err(Wait::Queued("first".into()))
+        );
+        if let Some(w) = &table.lock()["first"].worker {
+            w.send_replace(None);
+        }
+        assert_eq!(table.allow_start("second", &second), Ok(()));
+    }
+
+    #[test]
+    fn an_api_pod_is_never_held() {
+        let table = PodTable::new();
+        let old = static_pod("web-n1", "old");
+        let _old_rx = add(&table, &old);
+        assert_eq!(table.allow_start("old", &old), Ok(()));
+        let mut api = Pod::clone(&static_pod("web-n1", "api"));
+        api.metadata.annotations = Some(
+            [(
+                crate::source::CONFIG_SOURCE_ANNOTATION.to_string(),
+                crate::cluster::pods::API_SOURCE.to_string(),
+            )]
+            .into(),
+        );
+        let api = Arc::new(api);
+        let _api_rx = add(&table, &api);
+        assert_eq!(table.allow_start("api", &api), Ok(()));
+    }
+
+    #[test]
+    fn an_orphaned_sandbox_holds_a_static_pod_of_its_name_until_removed() {
+        let table = PodTable::new();
+        table.orphan_removing("web-n1", "default", "sb1");
+        let new = static_pod("web-n1", "new");
+        let mut rx = add(&table, &new);
+        rx.borrow_and_update();
+        assert_eq!(
+            table.allow_start("new", &new),
+            Err(Wait::Orphan("sb1".into()))
+        );
+        table.orphan_removed("web-n1", "default", "sb1");
+        assert!(rx.has_changed().unwrap(), "the waiting worker is woken");
+        assert_eq!(table.allow_start("new", &new), Ok(()));
+    }
 }

@@ -6,7 +6,9 @@
 //! pod state (stopping containers, tearing down a sandbox or volumes, removing orphans) are
 //! methods of [`WorkerDeps`], so that the prober and the orphan collector use them too.
 //!
-//! Each pass (`sync`) ensures the sandbox (netns, CNI ADD, pause), the pod's managed files, then
+//! A static pod's worker makes nothing of it until the start gate lets it through (no other pod
+//! of its name and namespace running or terminating, see `super::start_gate`); until then the
+//! pod stays Pending. Each pass (`sync`) ensures the sandbox (netns, CNI ADD, pause), the pod's managed files, then
 //! asks [`super::actions::compute_pod_actions`] what to start, starts it (pull, create, start, with events),
 //! and publishes the status. The pass returns when to come back (`Requeue`), it never sleeps
 //! inside. Termination stops containers within the grace period (preStop first), then removes
@@ -324,6 +326,10 @@ impl PodWorker {
         // registers each pod with the ConfigMap and Secret managers when it is added or
         // updated, and unregisters it when it is gone).
         let mut registered: Option<Arc<Pod>> = None;
+        // Let through the start gate: nothing of the pod is made before (see `start_gate`).
+        let mut started = false;
+        // Why it last waited at the gate, logged when that changes.
+        let mut waited: Option<super::start_gate::Wait> = None;
         loop {
             let wanted = desired.borrow_and_update().clone();
             let Some(pod) = wanted else {
@@ -342,6 +348,29 @@ impl PodWorker {
             }
             // Every log line of the pass carries the pod.
             let span = pod_span(&pod);
+            if !started {
+                match self.deps.pods.allow_start(&self.uid, &pod) {
+                    Ok(()) => started = true,
+                    Err(wait) => {
+                        // The pod stays Pending; its worker is woken when the other pod is
+                        // gone, and looks again at each resync.
+                        if waited.as_ref() != Some(&wait) {
+                            span.in_scope(|| {
+                                tracing::info!(reason = %wait, "static pod waits to start");
+                            });
+                            waited = Some(wait);
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(RESYNC) => {}
+                            changed = desired.changed() => if changed.is_err() { break },
+                        }
+                        continue;
+                    }
+                }
+                if waited.take().is_some() {
+                    span.in_scope(|| tracing::info!("static pod may start now"));
+                }
+            }
             // Boxed: a pass's future is large (about 19 KB) and only alive during the pass; the
             // idle worker then keeps only its own small state.
             let requeue = Box::pin(self.sync(&pod)).instrument(span).await;

@@ -280,9 +280,13 @@ impl WorkerDeps {
     /// Removes a recovered sandbox that no desired pod owns.
     pub(in crate::node) async fn remove_orphan(self: Arc<Self>, sandbox: Sandbox) {
         tracing::info!(sandbox = %sandbox.id, pod = %sandbox.pod.full_name(), "removing a pod that is no longer wanted");
+        let (name, namespace) = (&sandbox.pod.name, &sandbox.pod.namespace);
+        // A static pod of the same name and namespace waits until this one is gone.
+        self.pods.orphan_removing(name, namespace, &sandbox.id);
         self.teardown_sandbox(&pod_of(&sandbox), &sandbox.id, MIN_GRACE_AFTER_HOOK)
             .await;
         self.tear_down_volumes(&sandbox.pod.uid).await;
+        self.pods.orphan_removed(name, namespace, &sandbox.id);
     }
 
     /// Removes an older sandbox of a pod that still exists, one that is not ready and holds no
