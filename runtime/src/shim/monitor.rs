@@ -381,9 +381,7 @@ fn watch(
             (ready, revents(&fds[sig_at]).is_some(), served)
         };
         if let Some(s) = server.as_mut() {
-            for (slot, events) in served {
-                s.ready(slot, events);
-            }
+            s.ready(&served);
         }
         for i in ready {
             let p = &mut pipes[i];

@@ -106,19 +106,25 @@ impl AttachServer {
         out
     }
 
-    /// Handles what `poll` reported for `slot`.
-    pub(super) fn ready(&mut self, slot: Slot, events: PollFlags) {
-        match slot {
-            Slot::Listener => self.accept(),
-            Slot::Client(i) => {
-                if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                    self.read_client(i);
+    /// Handles what one `poll` reported, `(slot, events)` for the slots of [`Self::fds`]
+    /// (client indexes stay valid until every slot is handled: gone clients are dropped last).
+    pub(super) fn ready(&mut self, slots: &[(Slot, PollFlags)]) {
+        for &(slot, events) in slots {
+            match slot {
+                Slot::Listener => self.accept(),
+                Slot::Client(i) if i < self.clients.len() => {
+                    if events
+                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    {
+                        self.read_client(i);
+                    }
+                    if events.contains(PollFlags::POLLOUT) && !self.clients[i].gone {
+                        flush(&mut self.clients[i]);
+                    }
                 }
-                if events.contains(PollFlags::POLLOUT) {
-                    flush(&mut self.clients[i]);
-                }
+                Slot::Client(_) => {}
+                Slot::Stdin => self.write_stdin(),
             }
-            Slot::Stdin => self.write_stdin(),
         }
         self.clients.retain(|c| !c.gone);
     }
@@ -355,9 +361,7 @@ mod tests {
                     p.revents().filter(|r| !r.is_empty()).map(|r| (*slot, r))
                 })
                 .collect();
-            for (slot, ev) in ready {
-                s.ready(slot, ev);
-            }
+            s.ready(&ready);
         }
     }
 
@@ -411,6 +415,26 @@ mod tests {
         assert_eq!(r.read(&mut buf).unwrap(), 1);
         // nothing more, and not closed: a read would block
         assert_eq!(r.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+    }
+
+    /// Two clients leave in the same round: the second's slot still names the second client
+    /// (indexes are not shifted while a round is handled), and nothing panics.
+    #[test]
+    fn clients_leaving_together_are_all_dropped() {
+        let (dir, mut s, _stdin) = server(false);
+        let a = UnixStream::connect(dir.path().join("attach")).unwrap();
+        let mut b = UnixStream::connect(dir.path().join("attach")).unwrap();
+        let c = UnixStream::connect(dir.path().join("attach")).unwrap();
+        pump(&mut s, 3);
+        assert_eq!(s.clients.len(), 3);
+        drop(a);
+        drop(c);
+        pump(&mut s, 3);
+        assert_eq!(s.clients.len(), 1);
+        s.broadcast(attach::STDOUT, b"x");
+        let mut got = [0u8; 6];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, [1, 0, 0, 0, 1, b'x']);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!
 //! A static pod's worker makes nothing of it until the start gate lets it through (no other pod
 //! of its name and namespace running or terminating, see `super::start_gate`); until then the
-//! pod stays Pending. Each pass (`sync`) ensures the sandbox (netns, CNI ADD, pause), the pod's managed files, then
+//! pod stays Pending.
+//!
+//! Each pass (`sync`) ensures the sandbox (netns, CNI ADD, pause), the pod's managed files, then
 //! asks [`super::actions::compute_pod_actions`] what to start, starts it (pull, create, start, with events),
 //! and publishes the status. The pass returns when to come back (`Requeue`), it never sleeps
 //! inside. Termination stops containers within the grace period (preStop first), then removes
