@@ -4,7 +4,9 @@
 //! * (b) kubenode: sandbox (netns + pause) + one container, from "start" to "running";
 //! * the ratio of (b) to the floor of two containers (2 × a), target ≤ 2;
 //! * the shim's memory: PSS per container from `/proc/<shim>/smaps_rollup`
-//!   with several containers running at once (target ≤ 0.5 MiB).
+//!   with several containers running at once (target ≤ 0.5 MiB), and of the shim of a
+//!   container with `stdin` (its attach socket served), with the round trip of a line through
+//!   that socket to `cat` and back (p50/p99, the shim's attach path without the kubelet).
 //!
 //! `runtime-bench [--runs N] [--shim PATH] [--runc PATH] [--containers N] [--seccomp]`;
 //! the shim binary defaults to `kubenode` next to this executable. Pause runs under seccomp
@@ -562,7 +564,56 @@ fn bench() -> Result<()> {
             pss.iter().max().copied().unwrap_or(0)
         );
     }
+    attach_round_trips(rt, &sb.id, &rootfs, &dir)?;
     rt.stop_and_remove_sandbox(&sb.id)?;
     drop(made);
+    Ok(())
+}
+
+/// A `cat` with `stdin`: its shim's PSS, and 200 round trips of a line through the attach
+/// socket (a STDIN frame in, the STDOUT frame back).
+fn attach_round_trips(rt: &Runtime, sandbox: &str, rootfs: &Path, dir: &Path) -> Result<()> {
+    use kubenode_runtime::shim::attach;
+    use std::io::{Read, Write};
+    let before = shim_pids(dir);
+    let mut cfg = sleeper(rootfs, "cat");
+    cfg.container.command = Some(vec!["/bin/cat".into()]);
+    cfg.container.stdin = Some(true);
+    let id = rt.create_container(sandbox, &cfg)?;
+    rt.start_container(&id)?;
+    let socket = rt
+        .attach_socket(&id)
+        .ok_or("the container with stdin has no attach socket")?;
+    let mut sock = attach::connect(&socket)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut times = Vec::with_capacity(200);
+    let mut frame = Vec::new();
+    let mut buf = [0u8; 64];
+    for i in 0..200 {
+        check()?;
+        frame.clear();
+        attach::encode(&mut frame, attach::STDIN, format!("{i:04}\n").as_bytes());
+        let t = Instant::now();
+        sock.write_all(&frame)?;
+        // the echo: a 5-byte header and "NNNN\n"
+        sock.read_exact(&mut buf[..10])?;
+        times.push(t.elapsed());
+        if buf[0] != attach::STDOUT || &buf[5..10] != format!("{i:04}\n").as_bytes() {
+            return Err(format!("unexpected echo {:?}", &buf[..10]).into());
+        }
+    }
+    times.sort();
+    let pss: Vec<u64> = shim_pids(dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .filter_map(pss_kib)
+        .collect();
+    println!(
+        "attach (container with stdin): shim PSS {} KiB; a line through the attach socket to \
+         cat and back: p50 {:.3} ms, p99 {:.3} ms",
+        pss.first().copied().unwrap_or(0),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 99 / 100])
+    );
     Ok(())
 }
