@@ -208,7 +208,7 @@ fn busybox_rootfs(dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
-    for applet in ["sh", "true", "sleep"] {
+    for applet in ["sh", "true", "sleep", "cat"] {
         symlink("busybox", dir.join("bin").join(applet))?;
     }
     std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
