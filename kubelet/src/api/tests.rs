@@ -640,6 +640,193 @@ async fn socket_attach_streams_new_lines_until_the_container_exits() {
     task.abort();
 }
 
+/// A view whose one container has a shim attach socket (`socket`), with `stdin`, `stdinOnce`
+/// and `tty` as given.
+struct LiveView {
+    pods: Vec<Pod>,
+    socket: PathBuf,
+    stdin: bool,
+    stdin_once: bool,
+    tty: bool,
+}
+
+impl NodeView for LiveView {
+    fn pods(&self) -> Vec<Pod> {
+        self.pods.clone()
+    }
+    fn events(&self) -> Vec<Event> {
+        Vec::new()
+    }
+    fn container_log(&self, _: &ContainerRef, _: bool) -> Result<PathBuf, ApiError> {
+        Err(ApiError::Internal("no log here".into()))
+    }
+    fn exec(&self, _: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ApiError>> {
+        Box::pin(async { Err(ApiError::Internal("no exec here".into())) })
+    }
+    fn container_instance(&self, _: &ContainerRef) -> Result<ContainerInstance, ApiError> {
+        Ok(ContainerInstance {
+            id: "c1".into(),
+            running: true,
+            state: "running".into(),
+            log_path: PathBuf::from("/nonexistent"),
+            attach_socket: Some(self.socket.clone()),
+            stdin: self.stdin,
+            stdin_once: self.stdin_once,
+            tty: self.tty,
+        })
+    }
+}
+
+/// A stand-in shim on `socket`: records the frames of its one client, answers each STDIN
+/// frame with `got <data>` on stdout and each RESIZE with `size WxH`, and closes (the container
+/// exited) after the frame kind `close_after`.
+async fn fake_shim(
+    socket: PathBuf,
+    close_after: u8,
+) -> tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>> {
+    use kubenode_runtime::shim::attach as wire;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut frames = wire::Decoder::default();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return seen;
+            }
+            frames.feed(&buf[..n]);
+            while let Some((kind, data)) = frames.next_frame().unwrap() {
+                let mut out = Vec::new();
+                match kind {
+                    wire::STDIN => {
+                        let text = format!("got {}", String::from_utf8_lossy(&data));
+                        wire::encode(&mut out, wire::STDOUT, text.as_bytes());
+                    }
+                    wire::RESIZE => {
+                        let (w, h) = wire::parse_resize(&data).unwrap();
+                        wire::encode(&mut out, wire::STDOUT, format!("size {w}x{h}").as_bytes());
+                    }
+                    _ => {}
+                }
+                conn.write_all(&out).await.unwrap();
+                seen.push((kind, data));
+                if kind == close_after {
+                    return seen;
+                }
+            }
+        }
+    })
+}
+
+/// An attach to a container with a shim attach socket, as containerd's `ContainerIO.Attach`:
+/// - `stdin` without `stdinOnce`: the client's input reaches the container, and the end of it
+///   ends the session (`Success`) while the container runs on;
+/// - `stdin` and `stdinOnce`, no terminal: the end of the client's input closes the
+///   container's stdin, and the session goes on until the container's output ends;
+/// - a terminal without `stdin`: the client's input changes nothing (not even its end), its
+///   resizes reach the terminal, and the session ends with the container.
+#[tokio::test]
+async fn live_attach_follows_containerds_rules() {
+    use kubenode_runtime::shim::attach as wire;
+    let collect =
+        |got: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&got.lock().unwrap()).into_owned();
+    for (stdin, stdin_once, tty, close_after) in [
+        (true, false, false, u8::MAX),
+        (true, true, false, wire::STDIN_CLOSE),
+        (false, false, true, wire::RESIZE),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let shim_socket = dir.path().join("attach");
+        let shim = fake_shim(shim_socket.clone(), close_after).await;
+        let view = Arc::new(LiveView {
+            pods: vec![pod("web", &["app"])],
+            socket: shim_socket,
+            stdin,
+            stdin_once,
+            tty,
+        });
+        let socket = dir.path().join("run/kubenode.sock");
+        let task = serve_unix(&socket, view).await.unwrap();
+        let client = ApiClient::new(&socket);
+        let opts = stream::ExecOptions {
+            target: target("web", Some("app")),
+            command: Vec::new(),
+            stdin: true,
+            stdout: true,
+            stderr: !tty,
+            tty,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let session = {
+            let got = got.clone();
+            tokio::spawn(async move {
+                client
+                    .attach_stream(&opts, rx, |_, d| got.lock().unwrap().extend_from_slice(d))
+                    .await
+            })
+        };
+        tx.send(StreamInput::Stdin(b"hello".to_vec()))
+            .await
+            .unwrap();
+        if stdin {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !collect(&got).contains("got hello") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no echo: {:?}",
+                    collect(&got)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tx.send(StreamInput::StdinClosed).await.unwrap();
+        if tty {
+            tx.send(StreamInput::Resize(stream::channel::TerminalSize {
+                width: 100,
+                height: 30,
+            }))
+            .await
+            .unwrap();
+        }
+        let code = tokio::time::timeout(Duration::from_secs(30), session)
+            .await
+            .expect("the session did not end")
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0, "{stdin} {stdin_once} {tty}");
+        if !stdin_once {
+            // the session ended first; the stand-in shim sees its client go
+            drop(tx);
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(30), shim)
+            .await
+            .expect("the shim's client did not end")
+            .unwrap();
+        let kinds: Vec<u8> = seen.iter().map(|(k, _)| *k).collect();
+        match (stdin, stdin_once, tty) {
+            (true, false, false) => {
+                assert_eq!(kinds, [wire::STDIN, wire::STDIN_CLOSE]);
+                assert_eq!(collect(&got), "got hello");
+            }
+            (true, true, false) => {
+                assert_eq!(kinds, [wire::STDIN, wire::STDIN_CLOSE]);
+                assert_eq!(collect(&got), "got hello");
+            }
+            _ => {
+                // no stdin: nothing of the client's input, and its end did not end the session:
+                // the resize sent after it reached the terminal
+                assert_eq!(kinds, [wire::RESIZE]);
+                assert_eq!(collect(&got), "size 100x30");
+            }
+        }
+        task.abort();
+    }
+}
+
 /// A view whose containers are the host (exec runs the command here) and whose pods' network
 /// is the host's loopback: the CLI's streaming client against the socket's handlers.
 struct HostView {

@@ -508,8 +508,9 @@ enum InputEnd {
 /// A session on the shim's attach socket: the container's output as the shim copies it, the
 /// client's input to the container's stdin, its resizes to the terminal. It ends as
 /// containerd's `ContainerIO.Attach` does: when the container's output ends (it exited:
-/// `Success`), when the client's stdin ends (`Success`; with `stdinOnce` and no terminal the
-/// container's stdin is closed instead and the output goes on), or when the client goes away.
+/// `Success`), when the client's stdin ends (if the container has one: `Success`; with
+/// `stdinOnce` and no terminal the container's stdin is closed instead and the output goes on),
+/// or when the client goes away.
 async fn run_live(
     transport: Transport,
     mut opts: AttachOptions,
@@ -552,7 +553,15 @@ async fn run_live(
                     Ok(n) => n,
                 };
                 frames.feed(&buf[..n]);
-                while let Ok(Some((kind, data))) = frames.next_frame() {
+                loop {
+                    let (kind, data) = match frames.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "attach: the shim broke the protocol");
+                            return true;
+                        }
+                    };
                     let ch = match kind {
                         wire::STDOUT if opts.stdout => channel::STDOUT,
                         wire::STDERR if opts.stderr => channel::STDERR,
@@ -582,7 +591,10 @@ async fn run_live(
                     wire::encode(&mut frame, wire::STDIN, &data);
                 }
                 Some(Input::StdinClosed) | None => {
-                    if stdin_open {
+                    // containerd copies the client's stdin only when the container has one
+                    // (and the client asked): only then does its end mean anything
+                    let attached = stdin_open;
+                    if attached {
                         wire::encode(&mut frame, wire::STDIN_CLOSE, &[]);
                         let _ = wr.write_all(&frame).await;
                         stdin_open = false;
@@ -590,7 +602,7 @@ async fn run_live(
                     if event.is_none() {
                         return InputEnd::Gone;
                     }
-                    if !keep_output {
+                    if attached && !keep_output {
                         return InputEnd::StdinClosed;
                     }
                     continue;
