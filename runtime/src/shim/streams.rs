@@ -48,6 +48,10 @@ pub(super) struct AttachServer {
     /// The terminal's master (resizes), when the container has one.
     terminal: Option<OwnedFd>,
     stdin_once: bool,
+    /// What a client's read lands in: on the heap, so that the shim's poll loop keeps a small
+    /// stack (a big buffer in a frame inlined into it would make every shim's stack bigger:
+    /// the stack probes touch each of its pages).
+    read_buf: Vec<u8>,
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
@@ -80,6 +84,7 @@ impl AttachServer {
             }),
             terminal,
             stdin_once,
+            read_buf: vec![0u8; 16 * 1024],
         })
     }
 
@@ -149,8 +154,7 @@ impl AttachServer {
     }
 
     fn read_client(&mut self, i: usize) {
-        let mut buf = [0u8; 16 * 1024];
-        let n = match self.clients[i].sock.read(&mut buf) {
+        let n = match self.clients[i].sock.read(&mut self.read_buf) {
             Ok(0) => {
                 self.clients[i].gone = true;
                 return;
@@ -162,7 +166,7 @@ impl AttachServer {
                 return;
             }
         };
-        self.clients[i].frames.feed(&buf[..n]);
+        self.clients[i].frames.feed(&self.read_buf[..n]);
         loop {
             let frame = match self.clients[i].frames.next_frame() {
                 Ok(Some(f)) => f,
@@ -304,7 +308,7 @@ pub(super) fn receive_terminal(listener: &UnixListener) -> std::io::Result<Owned
     })?;
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let msg = recvmsg::<()>(
