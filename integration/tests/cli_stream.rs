@@ -11,8 +11,8 @@
 //!   `--timeout` ends the session with an error naming it, the output so far printed, and the
 //!   agent stops the command;
 //! - `kubenode exec -it` under a pseudo-terminal (openpty, of 33x77): the container has a
-//!   terminal (`tty`, `stty size` says 33 77 once the first size is applied: a line makes
-//!   it say the size again), the local terminal is in raw mode during the
+//!   terminal (`tty`, `TERM=xterm` as containerd's, `stty size` says 33 77 once the first
+//!   size is applied: a line makes it say the size again), the local terminal is in raw mode during the
 //!   session and restored after it, a resize (TIOCSWINSZ + SIGWINCH) reaches the container
 //!   (`stty size` says 40 100), Ctrl-D ends the shell's input and its exit code (5) is ours;
 //! - `kubenode port-forward pod/NAME :http :9999`: `Forwarding from 127.0.0.1:P -> 8080` (the
@@ -259,7 +259,7 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
             "--",
             "sh",
             "-c",
-            "tty; stty size; while read x; do stty size; done; exit 5",
+            "echo term-$TERM; tty; stty size; while read x; do stty size; done; exit 5",
         ],
     );
     cmd.stdin(Stdio::from(pty.slave.try_clone()?))
@@ -272,6 +272,8 @@ fn exec_tty(agent: &TestAgent, name: &str) -> anyhow::Result<()> {
     cli.wait_for("the terminal in the container", |out, _| {
         out.contains("/dev/pts/")
     })?;
+    // containerd's exec with a terminal sets its type
+    ensure!(cli.out().contains("term-xterm"), "TERM: {:?}", cli.out());
     // the command may start before the first size (sent on the resize channel as the session
     // opens) is applied to its terminal: the first `stty size` may see none yet, so each line
     // makes the shell print the size again, until the local terminal's shows

@@ -249,7 +249,8 @@ impl OciRuntime for RuncCli {
         let mut cmd = self.command();
         cmd.arg("exec");
         if tty {
-            cmd.arg("--tty");
+            // containerd's exec with a terminal: `TERM=xterm`, over the container's own
+            cmd.args(["--tty", "--env", "TERM=xterm"]);
         }
         cmd.arg(id).args(args);
         Some(cmd)
