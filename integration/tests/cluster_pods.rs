@@ -173,18 +173,20 @@ fn rejections() -> anyhow::Result<()> {
         |c| {
             let node = c.agent.node_name().to_string();
             let image = c.agent.image.clone();
-            // `tty` is a field kubenode does not implement.
-            let tty = api_pod_yaml("tty", &node, &image, "sleep 3600", "")
-                .replace("    command:", "    tty: true\n    command:");
-            c.create("tty", &tty)?;
+            // `lifecycle.stopSignal` is a field kubenode does not implement.
+            let stop = api_pod_yaml("stopsig", &node, &image, "sleep 3600", "").replace(
+                "    command:",
+                "    lifecycle: {stopSignal: SIGUSR1}\n    command:",
+            );
+            c.create("stopsig", &stop)?;
             let failed = |p: &Pod| phase(p) == "Failed";
-            let pod = c.wait_api("tty", Duration::from_secs(60), "Failed", failed)?;
+            let pod = c.wait_api("stopsig", Duration::from_secs(60), "Failed", failed)?;
             let st = status(&pod);
             ensure!(st.reason.as_deref() == Some("UnsupportedPodSpec"), "{st:?}");
             let message = st.message.clone().unwrap_or_default();
             ensure!(
                 message.starts_with("Pod was rejected: ")
-                    && message.contains("spec.containers[0].tty"),
+                    && message.contains("spec.containers[0].lifecycle.stopSignal"),
                 "{message}"
             );
             // More CPU than the node has: OutOfcpu, as upstream's admission words it.
