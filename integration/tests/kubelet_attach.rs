@@ -596,6 +596,16 @@ fn attach_stdin_and_tty(
     // the agent restarts: the container's shim kept its stdin and serves it to the new agent
     agent.kill();
     agent.spawn()?;
+    // the restarted agent lists the API's pods and adopts the running container first: until
+    // then neither exec nor attach finds it
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent.kubenode(&["exec", "cli", "--", "true"])?.status.success() {
+        ensure!(
+            Instant::now() < deadline,
+            "cli's container is not found again after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     cli_types("three")?;
     Ok(())
 }
