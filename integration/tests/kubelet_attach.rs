@@ -599,7 +599,11 @@ fn attach_stdin_and_tty(
     // the restarted agent lists the API's pods and adopts the running container first: until
     // then neither exec nor attach finds it
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !agent.kubenode(&["exec", "cli", "--", "true"])?.status.success() {
+    while !agent
+        .kubenode(&["exec", "cli", "--", "true"])?
+        .status
+        .success()
+    {
         ensure!(
             Instant::now() < deadline,
             "cli's container is not found again after the restart"
