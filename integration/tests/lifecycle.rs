@@ -421,13 +421,7 @@ fn replaced_waits_for_old() -> anyhow::Result<()> {
             );
             pod_yaml("g", &agent.image, &body)
         };
-        let lines = || -> Vec<String> {
-            std::fs::read_to_string(marks.join("log"))
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect()
-        };
+        let lines = || marks_log(&marks);
         agent.write_manifest("g.yaml", &manifest(1))?;
         let name = agent.pod_name("g");
         let old = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
@@ -515,13 +509,7 @@ fn changed_while_down_waits_for_orphan() -> anyhow::Result<()> {
             );
             pod_yaml("o", &image, &body)
         };
-        let lines = || -> Vec<String> {
-            std::fs::read_to_string(marks.join("log"))
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect()
-        };
+        let lines = || marks_log(&marks);
         agent.write_manifest("o.yaml", &manifest(1))?;
         let name = agent.pod_name("o");
         let old = agent.wait_pod(&name, Duration::from_secs(60), "Running", all_running)?;
@@ -550,4 +538,13 @@ fn changed_while_down_waits_for_orphan() -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// The lines the test's containers appended to `log` in the shared marks directory.
+fn marks_log(marks: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(marks.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

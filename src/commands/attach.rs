@@ -39,12 +39,10 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
     let pod = super::find_pod(&pods, &args.namespace, &args.pod)
         .ok_or_else(|| anyhow::anyhow!("pod {}/{} not found", args.namespace, args.pod))?;
     let container = pick_container(pod, args.container.as_deref())?;
-    let spec = pod.spec.as_ref().and_then(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-            .find(|c| c.name == container)
-    });
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| kubenode_kubelet::pod_containers(s).find(|c| c.name == container));
     let has = |f: fn(&k8s_openapi::api::core::v1::Container) -> Option<bool>| {
         spec.and_then(f) == Some(true)
     };

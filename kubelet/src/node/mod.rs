@@ -644,6 +644,15 @@ impl Kubelet {
         target: &ContainerRef,
         previous: bool,
     ) -> Result<kubenode_runtime::ContainerStatus, ApiError> {
+        self.instance_in_pod(target, previous).map(|(_, i)| i)
+    }
+
+    /// [`Self::instance`], with the pod it was found in.
+    fn instance_in_pod(
+        &self,
+        target: &ContainerRef,
+        previous: bool,
+    ) -> Result<(Arc<Pod>, kubenode_runtime::ContainerStatus), ApiError> {
         let (pod, sandbox) = self.deps.pods.find(&target.namespace, &target.pod)?;
         let name = pick_container(&pod, target.container.as_deref())?;
         let instances = sandbox
@@ -656,7 +665,7 @@ impl Kubelet {
         } else {
             instances_of.and_then(|g| g.current())
         };
-        found.cloned().ok_or_else(|| {
+        let found = found.cloned().ok_or_else(|| {
             let what = if previous {
                 "previous terminated container"
             } else {
@@ -666,7 +675,8 @@ impl Kubelet {
                 "{what} \"{name}\" in pod \"{}\" not found",
                 target.pod
             ))
-        })
+        })?;
+        Ok((pod, found))
     }
 }
 
@@ -972,14 +982,11 @@ impl NodeView for Kubelet {
         target: &ContainerRef,
     ) -> Result<crate::api::ContainerInstance, ApiError> {
         use kubenode_runtime::ContainerState;
-        let i = self.instance(target, false)?;
-        let (pod, _) = self.deps.pods.find(&target.namespace, &target.pod)?;
-        let spec = pod.spec.as_ref().and_then(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-                .find(|c| c.name == i.name)
-        });
+        let (pod, i) = self.instance_in_pod(target, false)?;
+        let spec = pod
+            .spec
+            .as_ref()
+            .and_then(|s| crate::pod_containers(s).find(|c| c.name == i.name));
         let flag = |f: fn(&k8s_openapi::api::core::v1::Container) -> Option<bool>| {
             spec.and_then(f) == Some(true)
         };
