@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::frame::{
@@ -30,6 +30,12 @@ const LINGER: Duration = Duration::from_secs(5);
 /// [`StreamWriter::copy_from`] reads at most this much into one DATA frame (twice upstream's
 /// 32 KiB `io.Copy` buffer: fewer frames, system calls and TLS writes per byte).
 pub const COPY_CHUNK: usize = 64 * 1024;
+/// [`StreamWriter::copy_from`] has at most this many DATA frames queued or being written at
+/// once: it reads more only when one of them has been written, into that frame's buffer (the
+/// same few buffers for the whole copy, not one allocation per read whose fresh pages the
+/// kernel zeroes). Twice what one batch of the writer takes, so that the reader fills
+/// buffers while the writer writes the others.
+const COPY_IN_FLIGHT: usize = 2 * BATCH_BYTES / COPY_CHUNK;
 /// The read buffer of a connection grows by at least this much (reads of up to this size).
 const READ_BUF: usize = 256 * 1024;
 /// The writer gathers queued frames up to about this many bytes into one write.
@@ -72,8 +78,9 @@ pub type Incoming = mpsc::Receiver<Stream>;
 
 enum Cmd {
     Frame(Frame),
-    /// A DATA frame in its wire form (header and payload), encoded by its stream's writer.
-    Encoded(Bytes),
+    /// A DATA frame in its wire form (header and payload), encoded by its stream's writer, with
+    /// the credit of a [`StreamWriter::copy_from`] that it returns once written.
+    Encoded(Bytes, Option<OwnedSemaphorePermit>),
     Close,
 }
 
@@ -363,7 +370,9 @@ impl StreamWriter {
             let mut frame = BytesMut::with_capacity(HEADER_LEN + chunk.len());
             frame.put_slice(&data_header(self.id, 0, chunk.len()));
             frame.put_slice(chunk);
-            self.conn.send_cmd(Cmd::Encoded(frame.freeze())).await?;
+            self.conn
+                .send_cmd(Cmd::Encoded(frame.freeze(), None))
+                .await?;
         }
         Ok(())
     }
@@ -371,28 +380,41 @@ impl StreamWriter {
     /// Copies `r` onto the stream until `r` ends (the stream is not half-closed): the bytes
     /// copied. Each read, of at most [`COPY_CHUNK`] bytes, goes straight into the buffer of
     /// the DATA frame that carries it, so the bytes are not copied again on their way to the
-    /// connection. Errors: `r`'s, or the stream's or connection's end.
+    /// connection; at most [`COPY_IN_FLIGHT`] frames wait to be written, and a written
+    /// frame's buffer takes the next read. Errors: `r`'s, or the stream's or connection's end.
     pub async fn copy_from<R>(&self, r: &mut R) -> std::io::Result<u64>
     where
         R: AsyncRead + Unpin + ?Sized,
     {
-        let mut buf = BytesMut::new();
+        const FRAME: usize = HEADER_LEN + COPY_CHUNK;
+        let credit = Arc::new(Semaphore::new(COPY_IN_FLIGHT));
+        // a frame's bytes are dropped before its credit returns, so with a credit in hand one
+        // of these is free once all are made
+        let mut buffers: Vec<BytesMut> = Vec::new();
         let mut total = 0u64;
         loop {
-            // frames in flight keep their part of the buffer; room for a whole chunk, else a
-            // new buffer (or this one reclaimed, once they are written)
-            if buf.capacity() < HEADER_LEN + COPY_CHUNK {
-                buf.reserve(HEADER_LEN + COPY_CHUNK);
-            }
+            let permit = credit
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let buf = match buffers.iter_mut().position(|b| b.try_reclaim(FRAME)) {
+                Some(i) => &mut buffers[i],
+                None => {
+                    debug_assert!(buffers.len() < COPY_IN_FLIGHT);
+                    buffers.push(BytesMut::with_capacity(FRAME));
+                    buffers.last_mut().expect("just pushed")
+                }
+            };
             buf.put_bytes(0, HEADER_LEN);
-            let n = r.read_buf(&mut (&mut buf).limit(COPY_CHUNK)).await?;
+            let n = r.read_buf(&mut buf.limit(COPY_CHUNK)).await?;
             if n == 0 {
                 return Ok(total);
             }
             self.check_open()?;
             buf[..HEADER_LEN].copy_from_slice(&data_header(self.id, 0, n));
             self.conn
-                .send_cmd(Cmd::Encoded(buf.split().freeze()))
+                .send_cmd(Cmd::Encoded(buf.split().freeze(), Some(permit)))
                 .await?;
             total += n as u64;
         }
@@ -455,9 +477,9 @@ async fn write_loop<W: AsyncWrite>(
                 Cmd::Frame(f) => {
                     let mut wire = Vec::new();
                     writer.encode(&f, &mut wire);
-                    batch.push(wire.into());
+                    batch.push(wire.into(), None);
                 }
-                Cmd::Encoded(b) => batch.push(b),
+                Cmd::Encoded(b, credit) => batch.push(b, credit),
                 Cmd::Close => {
                     closing = true;
                     break;
@@ -483,15 +505,18 @@ async fn write_loop<W: AsyncWrite>(
 #[derive(Debug, Default)]
 struct Batch {
     frames: Vec<Bytes>,
+    /// Each frame's credit (`copy_from`'s), returned once the frame is written.
+    credits: Vec<Option<OwnedSemaphorePermit>>,
     bytes: usize,
     /// Small frames copied together when the writer takes no vectored writes.
     scratch: Vec<u8>,
 }
 
 impl Batch {
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Bytes, credit: Option<OwnedSemaphorePermit>) {
         self.bytes += frame.len();
         self.frames.push(frame);
+        self.credits.push(credit);
     }
     fn is_empty(&self) -> bool {
         self.frames.is_empty()
@@ -499,6 +524,12 @@ impl Batch {
     /// Enough for one write: take no more.
     fn full(&self) -> bool {
         self.bytes >= BATCH_BYTES || self.frames.len() >= BATCH_FRAMES
+    }
+    /// Frame `i` is written (or copied): its bytes go, then its credit, so that the copy
+    /// waiting for the credit finds the frame's buffer free.
+    fn done(&mut self, i: usize) {
+        self.frames[i] = Bytes::new();
+        self.credits[i] = None;
     }
     /// Writes every frame, in order, and empties the batch: vectored writes (no copy) when `w`
     /// takes them; else runs of small frames copied into one write and large frames written
@@ -510,6 +541,7 @@ impl Batch {
             self.write_coalesced(w).await
         };
         self.frames.clear();
+        self.credits.clear();
         self.bytes = 0;
         self.scratch.clear();
         result
@@ -521,6 +553,7 @@ impl Batch {
         let mut at = 0;
         loop {
             while at < self.frames.len() && self.frames[at].is_empty() {
+                self.done(at);
                 at += 1;
             }
             if at == self.frames.len() {
@@ -538,6 +571,7 @@ impl Batch {
                 f.advance(k);
                 n -= k;
                 if f.is_empty() {
+                    self.done(at);
                     at += 1;
                 }
             }
@@ -547,12 +581,17 @@ impl Batch {
         &mut self,
         w: &mut W,
     ) -> std::io::Result<()> {
-        for f in &self.frames {
+        // frames copied into `scratch` from `first` on; done once `scratch` is written
+        let mut first = 0;
+        for i in 0..self.frames.len() {
+            let f = &self.frames[i];
             if f.len() < COALESCE_UNDER {
                 self.scratch.extend_from_slice(f);
                 if self.scratch.len() >= BATCH_BYTES {
                     w.write_all(&self.scratch).await?;
                     self.scratch.clear();
+                    (first..=i).for_each(|j| self.done(j));
+                    first = i + 1;
                 }
             } else {
                 if !self.scratch.is_empty() {
@@ -560,6 +599,8 @@ impl Batch {
                     self.scratch.clear();
                 }
                 w.write_all(f).await?;
+                (first..=i).for_each(|j| self.done(j));
+                first = i + 1;
             }
         }
         if !self.scratch.is_empty() {
@@ -902,7 +943,7 @@ mod tests {
             for step in [1, 7, 4096, 1 << 20] {
                 let mut batch = Batch::default();
                 for f in &frames {
-                    batch.push(f.clone());
+                    batch.push(f.clone(), None);
                 }
                 let mut w = Trickle {
                     got: Vec::new(),
@@ -922,13 +963,13 @@ mod tests {
         // the bounds of one batch
         let mut batch = Batch::default();
         for _ in 0..BATCH_FRAMES - 1 {
-            batch.push(Bytes::from_static(b"x"));
+            batch.push(Bytes::from_static(b"x"), None);
         }
         assert!(!batch.full());
-        batch.push(Bytes::from_static(b"x"));
+        batch.push(Bytes::from_static(b"x"), None);
         assert!(batch.full());
         let mut batch = Batch::default();
-        batch.push(Bytes::from(vec![0; BATCH_BYTES]));
+        batch.push(Bytes::from(vec![0; BATCH_BYTES]), None);
         assert!(batch.full());
     }
 
@@ -991,5 +1032,125 @@ mod tests {
         assert_eq!(serve.await.unwrap(), source.len() as u64);
         assert_eq!(&got[..source.len()], &source[..]);
         assert_eq!(&got[source.len()..], b"after");
+    }
+
+    /// Reads of uneven sizes, some short (as a socket's), from `data`.
+    struct Uneven {
+        data: Vec<u8>,
+        at: usize,
+        reads: usize,
+    }
+
+    impl AsyncRead for Uneven {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let sizes = [COPY_CHUNK, 1, 7000, COPY_CHUNK - 1, 300];
+            let want = sizes[self.reads % sizes.len()];
+            let n = want.min(buf.remaining()).min(self.data.len() - self.at);
+            buf.put_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            self.reads += 1;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// With the peer reading slowly (a small pipe), `copy_from` reuses its few buffers many
+    /// times over: every byte arrives once, in order, whatever the sizes of the reads.
+    #[tokio::test]
+    async fn copy_from_reuses_buffers_without_mixing_bytes() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (client, _) = Connection::start(a, Role::Client, Config::default());
+        let (_server, mut incoming) = Connection::start(b, Role::Server, Config::default());
+        let source: Vec<u8> = (0..40 * COPY_CHUNK + 5)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut reader = Uneven {
+            data: source.clone(),
+            at: 0,
+            reads: 0,
+        };
+        let serve = tokio::spawn(async move {
+            let s = incoming.recv().await.unwrap();
+            let (_, w) = s.split();
+            let n = w.copy_from(&mut reader).await.unwrap();
+            w.close().await;
+            (n, reader.reads)
+        });
+        let s = client.open_stream(vec![]).await.unwrap();
+        let (mut r, _) = s.split();
+        let mut got = Vec::new();
+        while let Some(d) = r.read().await {
+            got.extend_from_slice(&d);
+        }
+        let (n, reads) = serve.await.unwrap();
+        assert_eq!(n, source.len() as u64);
+        assert!(reads > 10 * COPY_IN_FLIGHT, "{reads} reads");
+        assert!(got == source, "the bytes differ");
+    }
+
+    /// A writer that takes 10 bytes per call and notes the credits free at each call.
+    struct Tens {
+        credit: Arc<Semaphore>,
+        free: Vec<usize>,
+    }
+
+    impl AsyncWrite for Tens {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let free = self.credit.available_permits();
+            self.free.push(free);
+            std::task::Poll::Ready(Ok(buf.len().min(10)))
+        }
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            self.poll_write(cx, first)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A frame's credit returns as soon as the frame is written, not when the whole batch is:
+    /// the copy it belongs to reads on while the rest of the batch goes out.
+    #[tokio::test]
+    async fn credits_return_frame_by_frame() {
+        let credit = Arc::new(Semaphore::new(3));
+        let mut batch = Batch::default();
+        for _ in 0..3 {
+            let permit = credit.clone().try_acquire_owned().unwrap();
+            batch.push(Bytes::from(vec![1; 20]), Some(permit));
+        }
+        let mut w = Tens {
+            credit: credit.clone(),
+            free: Vec::new(),
+        };
+        batch.write_to(&mut w).await.unwrap();
+        assert_eq!(w.free, [0, 0, 1, 1, 2, 2]);
+        assert_eq!(credit.available_permits(), 3);
     }
 }

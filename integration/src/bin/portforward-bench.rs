@@ -34,7 +34,8 @@
 //! (`v4.channel.k8s.io`: a connection per forwarded one); one connection, then `--streams`
 //! (100) at once (`--streams 0`: not); `--rounds` (1) times; `--only spdy|websocket` one
 //! protocol. CPU per GiB: this process's and the agent's (the
-//! pod's httpd, which sends with `sendfile`, is not counted). Run as root, with the
+//! pod's httpd, which sends with `sendfile`, is not counted); the agent's peak resident size
+//! during each measurement (`VmHWM`, reset before it). Run as root, with the
 //! `kubenode` binary built in the same profile; Ctrl-C removes the pod and the agent.
 
 use std::time::Instant;
@@ -483,14 +484,16 @@ mod agent {
                             }
                             interrupt::check()?;
                             let before = load();
+                            reset_peak_rss(pid)?;
                             let (t, cpu) = (Instant::now(), cpu_seconds() + agent_cpu(pid)?);
                             let got =
                                 forward(&client, &pod, proto, n, file, size << 20).await?;
                             let secs = t.elapsed().as_secs_f64();
                             let cpu = cpu_seconds() + agent_cpu(pid)? - cpu;
                             println!(
-                                "round {round}, {proto:?}, {n} stream(s) of {size} MiB (load {before}): {}",
-                                rate(got, secs, cpu)
+                                "round {round}, {proto:?}, {n} stream(s) of {size} MiB (load {before}): {}; agent peak RSS {:.1} MiB",
+                                rate(got, secs, cpu),
+                                peak_rss_kib(pid)? as f64 / 1024.0
                             );
                         }
                     }
@@ -501,6 +504,22 @@ mod agent {
         agent.remove_manifest("pf.yaml")?;
         agent.wait_gone(&pod, Duration::from_secs(60))?;
         Ok(())
+    }
+
+    /// Starts the agent's peak resident size (`VmHWM`) afresh from its present size.
+    fn reset_peak_rss(pid: u32) -> anyhow::Result<()> {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .context("resetting the agent's VmHWM")
+    }
+
+    /// The agent's peak resident size (`VmHWM`) in KiB.
+    fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmHWM in /proc/PID/status")
     }
 
     /// The CPU time (user and system) the agent's process has used, in seconds.
