@@ -354,11 +354,18 @@ fn watch(
             for (fd, events, _) in &slots {
                 fds.push(PollFd::new(*fd, *events));
             }
-            let timeout = if drain_until.is_some() {
+            let mut timeout = if drain_until.is_some() {
                 PollTimeout::from(100u16)
             } else {
                 PollTimeout::NONE
             };
+            // a paused attach listener is polled again when its pause ends
+            if let Some(wait) = server.as_ref().and_then(|s| s.poll_timeout()) {
+                let ms = u16::try_from(wait.as_millis() + 1).unwrap_or(u16::MAX);
+                if timeout == PollTimeout::NONE || PollTimeout::from(ms) < timeout {
+                    timeout = PollTimeout::from(ms);
+                }
+            }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {

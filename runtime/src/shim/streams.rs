@@ -6,6 +6,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
@@ -15,6 +16,12 @@ use super::monitor::note;
 /// Input buffered for the container's stdin beyond which clients are not read (the container
 /// reads its input slower than clients send it).
 const STDIN_HIGH_WATER: usize = 256 * 1024;
+
+/// After `accept` fails other than by having nothing to take (`EMFILE`, `ENFILE`, `ENOBUFS`:
+/// the connection stays queued and `poll` keeps reporting it), the listener is left out of
+/// the poll this long instead of being retried at once (a busy loop), as Go's `http.Server`
+/// backs off on a temporary accept error (up to 1 s).
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a descriptor of [`AttachServer::fds`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +59,8 @@ pub(super) struct AttachServer {
     /// stack (a big buffer in a frame inlined into it would make every shim's stack bigger:
     /// the stack probes touch each of its pages).
     read_buf: Vec<u8>,
+    /// The listener is not polled until then ([`ACCEPT_PAUSE`]).
+    accept_paused_until: Option<Instant>,
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
@@ -85,12 +94,16 @@ impl AttachServer {
             terminal,
             stdin_once,
             read_buf: vec![0u8; 16 * 1024],
+            accept_paused_until: None,
         })
     }
 
     /// The descriptors to poll, with the events wanted and what each is.
     pub(super) fn fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags, Slot)> {
-        let mut out = vec![(self.listener.as_fd(), PollFlags::POLLIN, Slot::Listener)];
+        let mut out = Vec::with_capacity(2 + self.clients.len());
+        if self.poll_timeout().is_none() {
+            out.push((self.listener.as_fd(), PollFlags::POLLIN, Slot::Listener));
+        }
         let stdin_full = self
             .stdin
             .as_ref()
@@ -109,6 +122,13 @@ impl AttachServer {
             out.push((s.fd.as_fd(), PollFlags::POLLOUT, Slot::Stdin));
         }
         out
+    }
+
+    /// How long the poll may wait at most: until a paused listener is polled again.
+    pub(super) fn poll_timeout(&self) -> Option<Duration> {
+        self.accept_paused_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
     }
 
     /// Handles what one `poll` reported, `(slot, events)` for the slots of [`Self::fds`]
@@ -148,8 +168,17 @@ impl AttachServer {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(e) => return self.accept_failed(e),
             }
+        }
+    }
+
+    fn accept_failed(&mut self, e: std::io::Error) {
+        if e.kind() != ErrorKind::WouldBlock {
+            note(format_args!(
+                "attach: accept: {e}; trying again in {ACCEPT_PAUSE:?}"
+            ));
+            self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
         }
     }
 
@@ -451,5 +480,22 @@ mod tests {
             s.broadcast(attach::STDOUT, &chunk);
         }
         assert!(s.clients.is_empty());
+    }
+
+    /// An accept error other than "nothing to take" (here `EMFILE`) leaves the listener out of
+    /// the poll for a while, and the poll loop is told when to look again; then it is back.
+    #[test]
+    fn a_failing_accept_is_not_retried_at_once() {
+        let (_dir, mut s, _r) = server(false);
+        let has_listener = |s: &AttachServer| s.fds().iter().any(|f| f.2 == Slot::Listener);
+        assert!(has_listener(&s) && s.poll_timeout().is_none());
+        s.accept_failed(std::io::Error::from(ErrorKind::WouldBlock));
+        assert!(has_listener(&s) && s.poll_timeout().is_none());
+        s.accept_failed(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(!has_listener(&s));
+        let wait = s.poll_timeout().expect("a timeout for the pause");
+        assert!(wait <= ACCEPT_PAUSE && !wait.is_zero(), "{wait:?}");
+        s.accept_paused_until = Some(Instant::now() - Duration::from_millis(1));
+        assert!(has_listener(&s) && s.poll_timeout().is_none());
     }
 }
