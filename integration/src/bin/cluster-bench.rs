@@ -14,7 +14,7 @@
 //!    ≤ 0.2 req/s) and the requests by verb and resource.
 //! 3. The agent's RSS (`VmRSS`, anonymous and file-backed) with those pods, after the window
 //!    (target ≤ 40 MiB); and its CPU (`utime + stime`) to start them and over the window.
-//!    Then `GET /stats/summary` with those pods (issue 18: ≤ 20 ms with 100 pods), 30 times
+//!    Then `GET /stats/summary` with those pods (issue 18: ≤ 20 ms with 100 pods), 30 times (`--summaries N`)
 //!    on the agent's socket: p50/p99 and the agent's CPU per request.
 //!
 //! 4. `--objects` instead (issue 17): `--pods P` API pods (default 100), each with the projected
@@ -557,13 +557,13 @@ fn bench() -> anyhow::Result<()> {
 }
 
 /// `GET /stats/summary` from the agent with `many` pods running (issue 18's target: ≤ 20 ms
-/// with 100 pods): [`SUMMARIES`] requests one after another on the agent's socket (the
+/// with 100 pods): `--summaries` (30) requests one after another on the agent's socket (the
 /// handler :10250 serves, without its TLS and authorization), each timed from the request's
 /// first byte to the response's last; p50, p99, the body's size and the agent's CPU per
 /// request.
 fn stats_summary(c: &Cluster, pid: u32, many: usize) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    const SUMMARIES: usize = 30;
+    let summaries = bench_arg("--summaries", 30).max(1) as usize;
     let socket = c
         .agent
         .dir
@@ -573,7 +573,7 @@ fn stats_summary(c: &Cluster, pid: u32, many: usize) -> anyhow::Result<()> {
     let mut times = Vec::new();
     let mut bytes = 0;
     let cpu_before = cpu(pid)?;
-    for _ in 0..SUMMARIES {
+    for _ in 0..summaries {
         interrupt::check()?;
         let mut s = std::os::unix::net::UnixStream::connect(&socket)
             .with_context(|| format!("connecting to {}", socket.display()))?;
@@ -595,10 +595,10 @@ fn stats_summary(c: &Cluster, pid: u32, many: usize) -> anyhow::Result<()> {
         }
         bytes = response.len();
     }
-    let cpu_each = (cpu(pid)? - cpu_before) / SUMMARIES as u32;
+    let cpu_each = (cpu(pid)? - cpu_before) / summaries as u32;
     times.sort();
     println!(
-        "GET /stats/summary with {many} pods ({SUMMARIES} requests on the agent's socket, {} KiB each): p50 {:.1} ms, p99 {:.1} ms, agent CPU {:.1} ms per request (target ≤ 20 ms)",
+        "GET /stats/summary with {many} pods ({summaries} requests on the agent's socket, {} KiB each): p50 {:.1} ms, p99 {:.1} ms, agent CPU {:.1} ms per request (target ≤ 20 ms)",
         bytes / 1024,
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99)),

@@ -147,12 +147,76 @@ pub(crate) fn wait_for_exit_record(exit: &Path, shim_pid: i32) -> bool {
     }
 }
 
-/// Whether a process exists and is not a zombie.
+/// Whether a process exists and is not a zombie. Asked for every container and sandbox each
+/// second (PLEG) and for each Summary, so it asks with a pidfd (`pidfd_open`, a `poll` that
+/// does not wait: readable once the process has exited, reaped or not, and `close`) rather
+/// than reading `/proc/PID/stat`, whose ~50 fields the kernel formats for each read; that
+/// read is left for a kernel without pidfds (before 5.3) or a pid that is not a process's.
 pub(crate) fn process_alive(pid: i32) -> bool {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ESRCH => false,
+            _ => process_alive_by_stat(pid),
+        };
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(_) => process_alive_by_stat(pid),
+    }
+}
+
+/// [`process_alive`] from `/proc/PID/stat`'s state field.
+fn process_alive_by_stat(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")
             .is_some_and(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running process is alive; once it exits it is not, whether still a zombie (not yet
+    /// waited for) or reaped; both ways of asking agree; no pid is not a process.
+    #[test]
+    fn process_alive_until_it_exits() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(process_alive_by_stat(std::process::id() as i32));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(process_alive(pid) && process_alive_by_stat(pid));
+        child.kill().unwrap();
+        // a zombie until waited for: wait (bounded) for the kernel to mark it so
+        let t = Instant::now();
+        while process_alive_by_stat(pid) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+            "not reaped yet"
+        );
+        assert!(!process_alive(pid), "a zombie is not alive");
+        child.wait().unwrap();
+        assert!(!process_alive(pid) && !process_alive_by_stat(pid));
+        assert!(!process_alive(0) && !process_alive(-1));
     }
 }
