@@ -3,7 +3,9 @@
 //! real `kubectl` as a user would: pods bound to the node run and their status reaches the
 //! API; deletion is graceful and ends with the kubelet's DELETE; another node's pods are not
 //! run; refused fields and admission rejections show as `Failed` with their reason; an agent
-//! SIGKILL adopts the pod; a stand-in outage changes nothing running and the status catches up.
+//! SIGKILL adopts the pod; a stand-in outage changes nothing running and the status catches up;
+//! `kubectl debug` adds an ephemeral container, which kubenode does not run yet: its status and
+//! an event say so, and the pod runs on, also after an agent restart.
 //! Every wait is bounded; pods are deleted and the agent cleaned up even on failure.
 
 use std::time::{Duration, Instant};
@@ -55,6 +57,10 @@ fn main() {
         t(
             "restart_without_the_api_keeps_api_pods_and_finishes_a_deletion",
             restart_without_api,
+        ),
+        t(
+            "kubectl_debug_is_refused_visibly_and_the_pod_runs_on",
+            debug_refused,
         ),
     ])
 }
@@ -552,6 +558,93 @@ fn restart_without_api() -> anyhow::Result<()> {
         c.agent.remove_manifest("st.yaml")?;
         c.agent
             .wait_gone(&c.agent.pod_name("st"), Duration::from_secs(30))?;
+        Ok(())
+    })
+}
+
+/// `kubectl debug POD --image=… --target=c` (the `ephemeralcontainers` subresource): kubenode
+/// does not run ephemeral containers yet. The container's status waits with
+/// `CreateContainerConfigError` and a message saying so, a `Failed` event on
+/// `spec.ephemeralContainers{NAME}` says the same, and the pod runs on untouched; after an
+/// agent SIGKILL and restart it is adopted, not rejected for the field.
+fn debug_refused() -> anyhow::Result<()> {
+    with_cluster("cdbg", |c| {
+        let node = c.agent.node_name().to_string();
+        let image = c.agent.image.clone();
+        c.create("dbg", &api_pod_yaml("dbg", &node, &image, "sleep 3600", ""))?;
+        let pod = c.wait_api("dbg", Duration::from_secs(60), "Running", running_in_api)?;
+        let id = container_id(&pod, "c")
+            .context("no containerID")?
+            .to_string();
+        // without -i kubectl only adds the container and names it
+        let out = c.ok(&["debug", "dbg", &format!("--image={image}"), "--target=c"])?;
+        let debugger = out
+            .split_whitespace()
+            .find(|w| w.starts_with("debugger-"))
+            .map(|w| w.trim_end_matches('.').to_string())
+            .with_context(|| format!("no debugger name in {out:?}"))?;
+        let waiting = |p: &Pod| {
+            status(p)
+                .ephemeral_container_statuses
+                .as_ref()
+                .and_then(|s| s.iter().find(|s| s.name == debugger))
+                .and_then(|s| s.state.as_ref()?.waiting.clone())
+                .is_some_and(|w| {
+                    w.reason.as_deref() == Some("CreateContainerConfigError")
+                        && w.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("does not run ephemeral containers"))
+                })
+        };
+        let pod = c.wait_api("dbg", Duration::from_secs(60), "debugger waiting", waiting)?;
+        ensure!(running_in_api(&pod), "{:?}", status(&pod));
+        ensure!(container_id(&pod, "c") == Some(id.as_str()) && restarts(&pod, "c") == Some(0));
+        let spec = pod.spec.as_ref().context("no spec")?;
+        let eph = spec.ephemeral_containers.as_deref().unwrap_or_default();
+        ensure!(
+            eph.len() == 1
+                && eph[0].target_container_name.as_deref() == Some("c")
+                && eph[0].image_pull_policy.is_some(),
+            "{eph:?}"
+        );
+        // the event, on the ephemeral container
+        let field = format!("spec.ephemeralContainers{{{debugger}}}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: serde_json::Value =
+                serde_json::from_str(&c.ok(&["get", "events", "-o", "json"])?)?;
+            let found = list["items"].as_array().into_iter().flatten().any(|e| {
+                e["involvedObject"]["name"] == "dbg"
+                    && e["involvedObject"]["fieldPath"] == field.as_str()
+                    && e["reason"] == "Failed"
+                    && e["type"] == "Warning"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("does not run ephemeral containers"))
+            });
+            if found {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no Failed event on {field}: {list}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // an agent restart adopts the pod; the field does not fail it
+        c.agent.kill();
+        c.agent.spawn()?;
+        let local = c
+            .agent
+            .wait_pod("dbg", Duration::from_secs(30), "Running", all_running)?;
+        ensure!(container_id(&local, "c") == Some(id.as_str()), "{local:?}");
+        std::thread::sleep(Duration::from_secs(2));
+        let pod = c.api_pod("dbg")?.context("dbg gone")?;
+        ensure!(
+            running_in_api(&pod) && waiting(&pod) && container_id(&pod, "c") == Some(id.as_str()),
+            "{:?}",
+            status(&pod)
+        );
         Ok(())
     })
 }

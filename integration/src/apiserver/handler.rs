@@ -274,6 +274,7 @@ fn check_sub(t: &Target) -> Result<(), ApiError> {
         None => Ok(()),
         Some("status") if t.resource().status => Ok(()),
         Some("approval") if t.resource().kind == "CertificateSigningRequest" => Ok(()),
+        Some("ephemeralcontainers") if t.resource().kind == "Pod" => Ok(()),
         Some(_) => Err(ApiError::no_route()),
     }
 }
@@ -676,6 +677,8 @@ fn commit_update(
         let mut only_status = current.clone();
         only_status["status"] = new["status"].clone();
         new = only_status;
+    } else if t.sub.as_deref() == Some("ephemeralcontainers") {
+        new = super::ephemeral::update(res, &name, &current, &new)?;
     } else if t.sub.as_deref() == Some("approval") {
         // a CSR's approval subresource changes only the conditions
         let mut only_conditions = current.clone();

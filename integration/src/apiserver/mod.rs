@@ -127,6 +127,7 @@
 pub mod auth;
 pub mod csr;
 mod discovery;
+mod ephemeral;
 pub mod handler;
 pub mod metrics;
 pub mod openapi;

@@ -98,16 +98,20 @@ impl ObjectRef {
         }
     }
 
-    /// A container of the pod (`spec.containers{NAME}` or
-    /// `spec.initContainers{NAME}`, as upstream `GenerateContainerRef`).
+    /// A container of the pod (`spec.containers{NAME}`, `spec.initContainers{NAME}` or
+    /// `spec.ephemeralContainers{NAME}`, as upstream `GenerateContainerRef`).
     pub fn container(pod: &Pod, container: &str) -> Self {
-        let is_init = pod
-            .spec
-            .as_ref()
+        let spec = pod.spec.as_ref();
+        let list = if spec
             .and_then(|s| s.init_containers.as_ref())
-            .is_some_and(|ics| ics.iter().any(|c| c.name == container));
-        let list = if is_init {
+            .is_some_and(|ics| ics.iter().any(|c| c.name == container))
+        {
             "initContainers"
+        } else if spec
+            .and_then(|s| s.ephemeral_containers.as_ref())
+            .is_some_and(|ecs| ecs.iter().any(|c| c.name == container))
+        {
+            "ephemeralContainers"
         } else {
             "containers"
         };

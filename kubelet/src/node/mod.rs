@@ -339,6 +339,26 @@ impl Kubelet {
     /// Starts workers for new pods and stops those of pods that are gone. With `collect`, also
     /// finds the orphans (see [`Kubelet::collect_orphans`]) and enters their sandboxes in the
     /// start gate before any new worker can look at it.
+    /// A `Failed` warning for each ephemeral container (`kubectl debug`) in `pod` that `old`
+    /// did not have: kubenode does not run them yet, and says so where `kubectl describe`
+    /// shows it (their statuses say the same).
+    fn refuse_new_ephemeral(&self, old: Option<&Pod>, pod: &Pod) {
+        let names = |p: Option<&Pod>| -> Vec<String> {
+            p.and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.ephemeral_containers.as_ref())
+                .map(|e| e.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        let known = names(old);
+        for name in names(Some(pod)).iter().filter(|n| !known.contains(n)) {
+            self.deps.events.warning(
+                &ObjectRef::container(pod, name),
+                "Failed",
+                format!("Error: {}", crate::status::EPHEMERAL_NOT_RUN),
+            );
+        }
+    }
+
     fn apply(&self, snapshot: &Snapshot, collect: bool) -> Option<Orphans> {
         let config = &self.deps.config;
         let mut pods = self.deps.pods.lock();
@@ -378,6 +398,7 @@ impl Kubelet {
                     worker.send_if_modified(|current| {
                         let changed = current.as_deref() != Some(&***pod);
                         if changed {
+                            self.refuse_new_ephemeral(current.as_deref(), pod);
                             *current = Some(Arc::clone(pod));
                         }
                         changed
@@ -491,9 +512,10 @@ impl Kubelet {
                 labels: &config.node_labels,
             };
             // An API pod is validated here as a file pod is at read: a field kubenode does
-            // not implement rejects it, the message naming the field.
+            // not implement rejects it, the message naming the field (ephemeral containers
+            // aside: the API server adds them to running pods; their statuses refuse them).
             let invalid = is_api_pod(&pod)
-                .then(|| crate::validation::validate_pod(&pod).err())
+                .then(|| crate::validation::validate_api_pod(&pod).err())
                 .flatten();
             // Upstream's eviction admit handler comes first.
             let pressure = self.eviction.admit(&pod).err();

@@ -139,6 +139,32 @@ fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     }
 }
 
+/// Why an ephemeral container (`kubectl debug`) waits for good: kubenode does not run them
+/// yet. Its pod runs on undisturbed.
+pub const EPHEMERAL_NOT_RUN: &str = "kubenode does not run ephemeral containers yet \
+     (spec.ephemeralContainers, kubectl debug); the pod runs on without it";
+
+/// Statuses of a pod's ephemeral containers, in spec order: each waits with
+/// `CreateContainerConfigError` and [`EPHEMERAL_NOT_RUN`] (kubectl debug prints the message
+/// while it waits), never started, never ready.
+pub fn ephemeral_statuses(
+    specs: &[k8s_openapi::api::core::v1::EphemeralContainer],
+) -> Vec<ContainerStatus> {
+    specs
+        .iter()
+        .map(|c| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            state: Some(waiting(
+                reason::CREATE_CONTAINER_CONFIG_ERROR,
+                Some(EPHEMERAL_NOT_RUN.into()),
+            )),
+            started: Some(false),
+            ..ContainerStatus::default()
+        })
+        .collect()
+}
+
 /// Statuses for `specs` in spec order. A container the runtime has not
 /// reported waits with `PodInitializing` when the pod has init containers,
 /// else `ContainerCreating`. With `init`, a regular init container is ready

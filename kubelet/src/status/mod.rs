@@ -20,8 +20,8 @@ mod tests;
 pub use crate::duration::human_duration;
 pub use conditions::*;
 pub use containers::{
-    container_statuses, reason, terminated_reason, ObservedContainer, ObservedState, Terminated,
-    START_ERROR_EXIT_CODE,
+    container_statuses, ephemeral_statuses, reason, terminated_reason, ObservedContainer,
+    ObservedState, Terminated, EPHEMERAL_NOT_RUN, START_ERROR_EXIT_CODE,
 };
 pub use display::{pod_row, PodRow, POD_COLUMNS, POD_WIDE_COLUMNS};
 pub use phase::{
@@ -128,6 +128,11 @@ pub fn generate_pod_status(
         conditions: Some(conds),
         container_statuses: Some(app),
         init_container_statuses: has_init.then_some(init),
+        ephemeral_container_statuses: spec
+            .ephemeral_containers
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(ephemeral_statuses),
         pod_ip: observed.pod_ips.first().map(ToString::to_string),
         pod_ips: (!observed.pod_ips.is_empty()).then(|| {
             observed

@@ -405,3 +405,51 @@ fn qos_classes() {
         assert_eq!(qos_class(&s), want, "case {i}");
     }
 }
+
+/// Each ephemeral container (`kubectl debug`) gets a status, in spec order, waiting with
+/// `CreateContainerConfigError` and a message that says kubenode does not run it; the pod's
+/// phase and readiness are its regular containers' alone.
+#[test]
+fn ephemeral_containers_wait_with_the_reason_they_do_not_run() {
+    use k8s_openapi::api::core::v1::EphemeralContainer;
+    let mut s = spec("Always", &[], &["a"]);
+    let obs = ObservedPod {
+        sandbox_ready: true,
+        containers: vec![observed(
+            "a",
+            ObservedState::Running {
+                started_at: ts(100),
+            },
+            true,
+        )],
+        ..Default::default()
+    };
+    let plain = generate_pod_status(&pod(s.clone()), &obs, None, ts(110));
+    assert!(plain.ephemeral_container_statuses.is_none());
+    s.ephemeral_containers = Some(
+        ["debugger-1", "debugger-2"]
+            .iter()
+            .map(|n| EphemeralContainer {
+                name: n.to_string(),
+                image: Some("busybox".into()),
+                ..EphemeralContainer::default()
+            })
+            .collect(),
+    );
+    let st = generate_pod_status(&pod(s), &obs, None, ts(110));
+    let eph = st.ephemeral_container_statuses.as_ref().unwrap();
+    let names: Vec<_> = eph.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["debugger-1", "debugger-2"]);
+    for c in eph {
+        let w = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(
+            w.reason.as_deref(),
+            Some(reason::CREATE_CONTAINER_CONFIG_ERROR)
+        );
+        assert_eq!(w.message.as_deref(), Some(EPHEMERAL_NOT_RUN));
+        assert!(!c.ready && c.started == Some(false) && c.image == "busybox");
+    }
+    assert_eq!(st.phase, plain.phase);
+    assert_eq!(cond(&st, READY).status, cond(&plain, READY).status);
+    assert_eq!(cond(&st, READY).status, "True");
+}

@@ -128,7 +128,7 @@ pub(crate) const FIELDS: &[Field] = &[
     done("spec.dnsConfig", &["kubelet/src/node/files.rs::dns_config_extends_the_policy_and_none_uses_only_it"], "merged into the pod's `/etc/resolv.conf`"),
     done("spec.dnsPolicy", &["kubelet/src/node/files.rs::cluster_first_resolv_conf", "kubelet/src/node/files.rs::without_cluster_dns_falls_back_to_the_host", "kubelet/src/node/files.rs::dns_config_extends_the_policy_and_none_uses_only_it"], "`ClusterFirst`, `ClusterFirstWithHostNet`, `Default`, `None`"),
     done("spec.enableServiceLinks", &["kubelet/src/node/envvars.rs::named_ports_other_namespaces_headless_and_links_off"], "service environment variables, off with `false`"),
-    refused("spec.ephemeralContainers", NEW_REFUSALS, "static pods may not have ephemeral containers"),
+    refused("spec.ephemeralContainers", NEW_REFUSALS, "static pods may not have ephemeral containers (upstream's rule); an API pod's, which the API server adds to a running pod (`kubectl debug`), are not run yet: each waits with `CreateContainerConfigError` and a message saying so, and the pod runs on"),
     done("spec.hostAliases", &["kubelet/src/node/files.rs::hosts_with_ip_subdomain_and_aliases"], "added to the managed `/etc/hosts`"),
     done("spec.hostIPC", &["integration/tests/hostns.rs::host_namespaces", "runtime/src/runtime_tests.rs::host_pid_and_host_ipc_get_no_namespace_and_the_hosts_dev_shm"], "the host's IPC namespace and `/dev/shm`"),
     done("spec.hostNetwork", &["integration/tests/kubelet.rs::env_and_host_network", "integration/tests/runtime.rs::host_network_and_sysctls"], "the host's network namespace, no CNI"),

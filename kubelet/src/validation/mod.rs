@@ -28,7 +28,7 @@ mod walk;
 
 pub(crate) use common::has_backsteps;
 pub use objects::{validate_config_map, validate_secret, MAX_OBJECT_SIZE};
-pub use pod::validate_pod;
+pub use pod::{validate_api_pod, validate_pod};
 pub use service::{validate_endpoint_slice, validate_endpoints, validate_service};
 
 use std::fmt;

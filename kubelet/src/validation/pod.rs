@@ -32,6 +32,26 @@ const IMPLEMENTED_VOLUMES: &[&str] = &[
     "projected",
 ];
 
+/// Validates a pod from the API server: as [`validate_pod`], except that its ephemeral
+/// containers are not refused. The API server adds them to a running pod (`kubectl debug`),
+/// only through the `ephemeralcontainers` subresource and after validating them; refusing them
+/// here would fail a running pod at the agent's next start. kubenode does not run them yet:
+/// each one's status says so (`status::EPHEMERAL_NOT_RUN`).
+pub fn validate_api_pod(pod: &Pod) -> Result<(), ValidationErrors> {
+    if pod.spec.as_ref().is_some_and(|s| {
+        s.ephemeral_containers
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+    }) {
+        let mut pod = pod.clone();
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.ephemeral_containers = None;
+        }
+        return validate_pod(&pod);
+    }
+    validate_pod(pod)
+}
+
 /// Validates a (defaulted) pod; all problems are reported together.
 pub fn validate_pod(pod: &Pod) -> Result<(), ValidationErrors> {
     let mut errs = Errors::default();

@@ -516,3 +516,22 @@ fn proc_mount_as_upstream() {
         ["spec.containers[0].securityContext.procMount: Unsupported value: \"unmasked\": supported values: \"Default\", \"Unmasked\""]
     );
 }
+
+/// An API pod keeps its ephemeral containers (the API server adds them to running pods, after
+/// validating them): they do not fail it, whereas a static pod's are refused; anything else
+/// wrong with the API pod is still found.
+#[test]
+fn api_pods_keep_their_ephemeral_containers() {
+    let debugged = pod(
+        |v| v["spec"]["ephemeralContainers"] = serde_json::json!([{"name": "debugger-x1", "image": "busybox", "stdin": true, "tty": true, "targetContainerName": "c"}]),
+    );
+    assert!(super::validate_api_pod(&debugged).is_ok());
+    assert!(validate_pod(&debugged).is_err());
+    let also_bad = pod(|v| {
+        v["spec"]["ephemeralContainers"] = serde_json::json!([{"name": "d", "image": "busybox"}]);
+        v["spec"]["runtimeClassName"] = "kata".into();
+    });
+    let errs = super::validate_api_pod(&also_bad).unwrap_err().to_string();
+    assert!(errs.contains("spec.runtimeClassName"), "{errs}");
+    assert!(!errs.contains("ephemeralContainers"), "{errs}");
+}
