@@ -336,9 +336,6 @@ impl Kubelet {
         }
     }
 
-    /// Starts workers for new pods and stops those of pods that are gone. With `collect`, also
-    /// finds the orphans (see [`Kubelet::collect_orphans`]) and enters their sandboxes in the
-    /// start gate before any new worker can look at it.
     /// A `Failed` warning for each ephemeral container (`kubectl debug`) in `pod` that `old`
     /// did not have: kubenode does not run them yet, and says so where `kubectl describe`
     /// shows it (their statuses say the same).
@@ -359,6 +356,9 @@ impl Kubelet {
         }
     }
 
+    /// Starts workers for new pods and stops those of pods that are gone. With `collect`, also
+    /// finds the orphans (see [`Kubelet::collect_orphans`]) and enters their sandboxes in the
+    /// start gate before any new worker can look at it.
     fn apply(&self, snapshot: &Snapshot, collect: bool) -> Option<Orphans> {
         let config = &self.deps.config;
         let mut pods = self.deps.pods.lock();
