@@ -631,6 +631,18 @@ fn debug_refused() -> anyhow::Result<()> {
             );
             std::thread::sleep(Duration::from_millis(300));
         }
+        // only the subresource adds them: a pod created with one is refused, as upstream
+        let born = api_pod_yaml("born", &node, &image, "sleep 3600", "").replace(
+            "  containers:",
+            &format!("  ephemeralContainers:\n  - {{name: d, image: {image}}}\n  containers:"),
+        );
+        let file = c.agent.dir.join("born.yaml");
+        std::fs::write(&file, born)?;
+        match c.kubectl(&["create", "-f", &file.to_string_lossy()])? {
+            Err(e)
+                if e.contains("spec.ephemeralContainers: Forbidden: cannot be set on create") => {}
+            other => anyhow::bail!("a pod created with an ephemeral container: {other:?}"),
+        }
         // an agent restart adopts the pod; the field does not fail it
         c.agent.kill();
         c.agent.spawn()?;

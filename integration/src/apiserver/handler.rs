@@ -468,6 +468,22 @@ pub fn create(shared: &Shared, t: &Target, q: &Query, body: &[u8]) -> Result<Rep
             )],
         ));
     }
+    if res.kind == "Pod"
+        && obj["spec"]["ephemeralContainers"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    {
+        // upstream's ValidatePodCreate: only the ephemeralcontainers subresource adds them
+        return Err(ApiError::invalid(
+            res,
+            &name,
+            &[(
+                "spec.ephemeralContainers",
+                "FieldValueForbidden",
+                "Forbidden: cannot be set on create".into(),
+            )],
+        ));
+    }
     let mut store = shared.lock();
     if res.namespaced {
         let ns_res = RESOURCES
