@@ -496,6 +496,8 @@ async fn write_loop<W: AsyncWrite>(
             inner.touch();
         }
     }
+    // what is still queued goes now (its credits return), not after a shutdown that may hang
+    drop(rx);
     let _ = wr.shutdown().await;
     inner.lock().going_away = true;
     inner.closed.send_replace(true);

@@ -63,9 +63,6 @@ pub fn update(
     }
     for (i, c) in list.iter_mut().enumerate() {
         let c_name = c["name"].as_str().unwrap_or_default().to_string();
-        if old.iter().any(|o| o["name"] == c["name"]) {
-            continue;
-        }
         let f = format!("spec.ephemeralContainers[{i}]");
         let obj = c.as_object_mut().ok_or_else(|| {
             invalid(
@@ -74,12 +71,28 @@ pub fn update(
                 "Invalid value: not an object".into(),
             )
         })?;
-        // an empty `resources` (kubectl sends `{}`) is not set
+        // defaulted before existing ones are compared, as upstream (a PUT sends them as the
+        // client has them): an empty `resources` (kubectl sends `{}`) is not set
         if obj
             .get("resources")
             .is_some_and(|r| r.as_object().is_some_and(|m| m.is_empty()))
         {
             obj.remove("resources");
+        }
+        if let Some(image) = obj.get("image").and_then(Value::as_str) {
+            let pull = if image_tag_is_latest(image) {
+                "Always"
+            } else {
+                "IfNotPresent"
+            };
+            obj.entry("imagePullPolicy").or_insert(json!(pull));
+        }
+        obj.entry("terminationMessagePath")
+            .or_insert(json!("/dev/termination-log"));
+        obj.entry("terminationMessagePolicy")
+            .or_insert(json!("File"));
+        if old.iter().any(|o| o["name"] == c_name.as_str()) {
+            continue;
         }
         if let Some(k) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
             return Err(invalid(
@@ -103,16 +116,6 @@ pub fn update(
                 "Required value".into(),
             ));
         }
-        let pull = if image_tag_is_latest(image) {
-            "Always"
-        } else {
-            "IfNotPresent"
-        };
-        obj.entry("imagePullPolicy").or_insert(json!(pull));
-        obj.entry("terminationMessagePath")
-            .or_insert(json!("/dev/termination-log"));
-        obj.entry("terminationMessagePolicy")
-            .or_insert(json!("File"));
         let taken = ["containers", "initContainers"].iter().any(|l| {
             current["spec"][l]
                 .as_array()
@@ -260,6 +263,17 @@ mod tests {
         .ends_with("Not found: \"x\""));
         assert!(err(&new, with(json!([])))
             .ends_with("existing ephemeral containers \"debugger-ab\" may not be removed"));
+        // a client resending the container as it sent it (no defaults, `resources: {}`), with
+        // one more: not a change
+        let resent = with(json!([
+            {"name": "debugger-ab", "image": "busybox", "resources": {}, "stdin": true, "tty": true, "targetContainerName": "c", "terminationMessagePolicy": "File"},
+            {"name": "debugger-cd", "image": "busybox"}
+        ]));
+        let two = update(res(), "p", &new, &resent).unwrap();
+        assert_eq!(
+            two["spec"]["ephemeralContainers"].as_array().unwrap().len(),
+            2
+        );
         let mut changed = new["spec"]["ephemeralContainers"].clone();
         changed[0]["image"] = json!("alpine");
         assert!(err(&new, with(changed)).ends_with("may not be changed"));

@@ -350,6 +350,9 @@ fn watch(
             }
             let sig_at = fds.len();
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+            // asked before the slots: a pause that ends in between leaves the listener
+            // polled with a short timeout, never left out with none
+            let paused = server.as_ref().and_then(|s| s.poll_timeout());
             let slots = server.as_ref().map(|s| s.fds()).unwrap_or_default();
             for (fd, events, _) in &slots {
                 fds.push(PollFd::new(*fd, *events));
@@ -360,7 +363,7 @@ fn watch(
                 PollTimeout::NONE
             };
             // a paused attach listener is polled again when its pause ends
-            if let Some(wait) = server.as_ref().and_then(|s| s.poll_timeout()) {
+            if let Some(wait) = paused {
                 let ms = u16::try_from(wait.as_millis() + 1).unwrap_or(u16::MAX);
                 if timeout == PollTimeout::NONE || PollTimeout::from(ms) < timeout {
                     timeout = PollTimeout::from(ms);
