@@ -5,7 +5,7 @@
 //! pull policy) and may set only the fields upstream allows an ephemeral container; a mirror
 //! pod refuses them.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::resources::Resource;
 use super::status::ApiError;
@@ -79,18 +79,7 @@ pub fn update(
         {
             obj.remove("resources");
         }
-        if let Some(image) = obj.get("image").and_then(Value::as_str) {
-            let pull = if image_tag_is_latest(image) {
-                "Always"
-            } else {
-                "IfNotPresent"
-            };
-            obj.entry("imagePullPolicy").or_insert(json!(pull));
-        }
-        obj.entry("terminationMessagePath")
-            .or_insert(json!("/dev/termination-log"));
-        obj.entry("terminationMessagePolicy")
-            .or_insert(json!("File"));
+        super::resources::default_container_common(obj);
         if old.iter().any(|o| o["name"] == c_name.as_str()) {
             continue;
         }
@@ -186,22 +175,10 @@ pub fn update(
     Ok(new)
 }
 
-/// Whether an image reference gets `imagePullPolicy: Always` by default: tagged `latest`, or
-/// neither tagged nor pinned by digest.
-fn image_tag_is_latest(image: &str) -> bool {
-    if image.contains('@') {
-        return false;
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rsplit_once(':') {
-        Some((_, tag)) => tag == "latest",
-        None => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod(mirror: bool) -> Value {
         let mut p = json!({

@@ -459,17 +459,7 @@ fn default_pod_spec(pod: &mut Value) {
             continue;
         };
         for c in containers.iter_mut().filter_map(Value::as_object_mut) {
-            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
-            set_default(c, "terminationMessagePolicy", json!("File"));
-            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-            let last = image.rsplit('/').next().unwrap_or("");
-            let policy =
-                if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
-                    "IfNotPresent"
-                } else {
-                    "Always"
-                };
-            set_default(c, "imagePullPolicy", json!(policy));
+            default_container_common(c);
             set_default(c, "resources", json!({}));
             if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -478,6 +468,22 @@ fn default_pod_spec(pod: &mut Value) {
             }
         }
     }
+}
+
+/// The defaults of a container that an ephemeral container shares: the termination message's
+/// path and policy, and the pull policy (`Always` for `:latest` or no tag, `IfNotPresent` for
+/// another tag or a digest).
+pub(super) fn default_container_common(c: &mut Map<String, Value>) {
+    set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(c, "terminationMessagePolicy", json!("File"));
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let last = image.rsplit('/').next().unwrap_or("");
+    let policy = if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
+        "IfNotPresent"
+    } else {
+        "Always"
+    };
+    set_default(c, "imagePullPolicy", json!(policy));
 }
 
 /// `qos.GetPodQOS`, for cpu and memory: BestEffort without any request or limit, Guaranteed when
